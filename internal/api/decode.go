@@ -1,0 +1,182 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// object decodes one JSON object field by field, so that every error names
+// its field by JSON pointer and merge patches can tell an absent field from
+// null. Unknown fields are errors.
+type object struct {
+	path   string
+	fields map[string]json.RawMessage
+	used   map[string]bool
+	errs   *[]keyward.FieldError
+}
+
+// readBody reads a request body of at most the server's limit. An empty
+// body reads as {} when allowEmpty is set.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, allowEmpty bool) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, keyward.Errorf(keyward.ETOOLARGE, "the request body exceeds %d bytes", s.maxBody)
+	}
+	if err != nil {
+		return nil, keyward.Errorf(keyward.EINVALID, "the request body could not be read")
+	}
+	if len(bytes.TrimSpace(body)) == 0 && allowEmpty {
+		return []byte("{}"), nil
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") && !strings.HasPrefix(ct, "application/merge-patch+json") {
+		return nil, keyward.Errorf(keyward.EINVALID, "the request body must be JSON (Content-Type: application/json)")
+	}
+	return body, nil
+}
+
+// decodeObject parses body as a JSON object.
+func decodeObject(body []byte) (*object, error) {
+	var fields map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&fields); err != nil || fields == nil {
+		return nil, keyward.Invalid(keyward.FieldError{Pointer: "", Detail: "the request body must be a JSON object"})
+	}
+	if dec.More() {
+		return nil, keyward.Invalid(keyward.FieldError{Pointer: "", Detail: "the request body must hold one JSON object"})
+	}
+	errs := []keyward.FieldError{}
+	return &object{fields: fields, used: map[string]bool{}, errs: &errs}, nil
+}
+
+func (o *object) fail(name, format string, args ...any) {
+	*o.errs = append(*o.errs, keyward.FieldError{Pointer: o.path + "/" + name, Detail: fmt.Sprintf(format, args...)})
+}
+
+// raw returns a field's JSON and whether it is present.
+func (o *object) raw(name string) (json.RawMessage, bool) {
+	o.used[name] = true
+	v, ok := o.fields[name]
+	return v, ok
+}
+
+// present reports whether the field is present, null or not.
+func (o *object) present(name string) bool {
+	_, ok := o.raw(name)
+	return ok
+}
+
+// isNull reports whether the field is present and null.
+func (o *object) isNull(name string) bool {
+	v, ok := o.raw(name)
+	return ok && string(v) == "null"
+}
+
+// value decodes a present, non-null field into dst, reporting a type error
+// as "must be <kind>". It reports whether dst was set.
+func (o *object) value(name, kind string, dst any) bool {
+	v, ok := o.raw(name)
+	if !ok || string(v) == "null" {
+		return false
+	}
+	if err := json.Unmarshal(v, dst); err != nil {
+		o.fail(name, "%s must be %s", name, kind)
+		return false
+	}
+	return true
+}
+
+func (o *object) str(name string, dst *string) bool { return o.value(name, "a string", dst) }
+
+func (o *object) strs(name string, dst *[]string) bool {
+	return o.value(name, "an array of strings", dst)
+}
+
+func (o *object) int(name string, dst *int64) bool {
+	var f json.Number
+	if v, ok := o.fields[name]; ok && len(v) > 0 && v[0] == '"' {
+		o.used[name] = true
+		o.fail(name, "%s must be an integer", name)
+		return false
+	}
+	if !o.value(name, "an integer", &f) {
+		return false
+	}
+	n, err := f.Int64()
+	if err != nil {
+		o.fail(name, "%s must be an integer", name)
+		return false
+	}
+	*dst = n
+	return true
+}
+
+func (o *object) duration(name string, dst *time.Duration) bool {
+	var s string
+	if !o.value(name, `a duration string such as "30s", "1m" or "24h"`, &s) {
+		return false
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		o.fail(name, `%s must be a duration string such as "30s", "1m" or "24h"`, name)
+		return false
+	}
+	*dst = d
+	return true
+}
+
+func (o *object) time(name string, dst *time.Time) bool {
+	var s string
+	if !o.value(name, "an RFC 3339 time such as \"2026-12-31T23:59:59Z\"", &s) {
+		return false
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		o.fail(name, "%s must be an RFC 3339 time such as \"2026-12-31T23:59:59Z\"", name)
+		return false
+	}
+	*dst = t.UTC()
+	return true
+}
+
+// object returns the nested object field name, or nil when absent or null.
+func (o *object) object(name string) *object {
+	v, ok := o.raw(name)
+	if !ok || string(v) == "null" {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(v, &fields); err != nil || fields == nil {
+		o.fail(name, "%s must be an object", name)
+		return nil
+	}
+	return &object{path: o.path + "/" + name, fields: fields, used: map[string]bool{}, errs: o.errs}
+}
+
+// done reports unknown fields of o and returns every error gathered so far
+// in o's tree, or nil.
+func (o *object) done() error {
+	var unknown []string
+	for k := range o.fields {
+		if !o.used[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		o.fail(k, "unknown field %q", k)
+	}
+	if len(*o.errs) > 0 {
+		return keyward.Invalid(*o.errs...)
+	}
+	return nil
+}

@@ -1,0 +1,109 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+// metrics holds the Prometheus registry of one server. Labels are routes,
+// status codes and outcomes only: never a token id or any secret.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	handler  http.Handler
+}
+
+func newMetrics(engine *verify.Engine, version string) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyward_http_requests_total",
+		Help: "HTTP requests answered by the API, by route and status code.",
+	}, []string{"route", "code"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "keyward_http_request_duration_seconds",
+		Help:    "Time to answer API requests, by route.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"route"})
+	m.reg.MustRegister(m.requests, m.duration,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyward_build_info", Help: "Always 1; the version label names the build.",
+			ConstLabels: prometheus.Labels{"version": version},
+		}, func() float64 { return 1 }),
+	)
+	if engine != nil {
+		for o := keyward.Outcome(0); int(o) < keyward.NumOutcomes; o++ {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name:        "keyward_verifications_total",
+				Help:        "Token verifications by outcome code.",
+				ConstLabels: prometheus.Labels{"outcome": o.String()},
+			}, func() float64 { return float64(engine.Counts()[o]) }))
+		}
+		m.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_cache_hits_total", Help: "Verifications answered from the token cache."},
+				func() float64 { h, _, _ := engine.CacheStats(); return float64(h) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_cache_misses_total", Help: "Verifications of tokens the cache did not hold."},
+				func() float64 { _, mi, _ := engine.CacheStats(); return float64(mi) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyward_cache_tokens", Help: "Tokens held in the verification cache."},
+				func() float64 { _, _, n := engine.CacheStats(); return float64(n) }),
+		)
+	}
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return m
+}
+
+// routeMetrics are one route's collectors, resolved once so that counting a
+// request does not look up labels.
+type routeMetrics struct {
+	m        *metrics
+	route    string
+	duration prometheus.Observer
+	codes    [600]atomic.Pointer[prometheus.Counter]
+}
+
+func (rm *routeMetrics) count(code int) {
+	if code < 100 || code >= len(rm.codes) {
+		code = 500
+	}
+	c := rm.codes[code].Load()
+	if c == nil {
+		counter := rm.m.requests.WithLabelValues(rm.route, strconv.Itoa(code))
+		c = &counter
+		rm.codes[code].Store(c)
+	}
+	(*c).Inc()
+}
+
+// instrument counts and times the requests of one route.
+func (m *metrics) instrument(route string, next http.Handler) http.Handler {
+	rm := &routeMetrics{m: m, route: route, duration: m.duration.WithLabelValues(route)}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw, ok := w.(*statusWriter)
+		if !ok {
+			sw = &statusWriter{ResponseWriter: w}
+		}
+		next.ServeHTTP(sw, r)
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		rm.count(status)
+		rm.duration.Observe(time.Since(start).Seconds())
+	})
+}
+
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	s.metrics.handler.ServeHTTP(w, r)
+}

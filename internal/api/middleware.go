@@ -1,0 +1,247 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+type ctxKey int
+
+const (
+	keyRequest ctxKey = iota
+)
+
+// reqInfo travels in the request context: set by the outer middleware,
+// filled in by authentication, read by the access log.
+type reqInfo struct {
+	id     string
+	caller manage.Caller
+	authed bool
+}
+
+func info(ctx context.Context) *reqInfo {
+	if ri, ok := ctx.Value(keyRequest).(*reqInfo); ok {
+		return ri
+	}
+	return &reqInfo{}
+}
+
+func requestID(ctx context.Context) string { return info(ctx).id }
+
+// caller returns the authenticated caller of the request.
+func caller(r *http.Request) manage.Caller { return info(r.Context()).caller }
+
+// validRequestID reports whether a client-sent request id is safe to echo
+// and log.
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// requestID gives every request an id, the client's X-Request-Id when it is
+// well-formed, and echoes it in the response.
+func (s *Server) requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = keyward.NewID(keyward.PrefixRequest, s.now())
+		}
+		w.Header().Set("X-Request-Id", id)
+		ri := &reqInfo{id: id}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyRequest, ri)))
+	})
+}
+
+// headers sets the headers every API response carries.
+func (s *Server) headers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		if strings.HasPrefix(r.URL.Path, "/v1/") || strings.HasPrefix(r.URL.Path, "/oauth2/") {
+			// Responses may carry secrets (create, rotate) or token details:
+			// no cache may keep them.
+			h.Set("Cache-Control", "no-store")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// statusWriter records the status of a response for the access log and
+// metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// accessLog writes one line per request: never the query string, never a
+// credential; the token id of an authenticated caller.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		ri := info(r.Context())
+		attrs := []slog.Attr{
+			slog.String("request_id", ri.id),
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", sw.status),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("remote_ip", remoteIP(r).String()),
+		}
+		if ri.authed {
+			attrs = append(attrs, slog.String("token_id", ri.caller.Actor.ID))
+		}
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	})
+}
+
+// recoverPanics turns a panic in a handler into a 500, logged once.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.writeError(w, r, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// remoteIP returns the address of the client's connection.
+func remoteIP(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+// credential returns the management token a request presents: a Bearer
+// token, or on OAuth routes the password of HTTP Basic. basic reports
+// which scheme was used.
+func credential(r *http.Request, oauth bool) (token string, basic bool) {
+	h := r.Header.Get("Authorization")
+	if scheme, rest, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(rest), false
+	}
+	if oauth {
+		if _, pw, ok := r.BasicAuth(); ok {
+			return pw, true
+		}
+	}
+	return "", false
+}
+
+// authenticate admits a request whose management token verifies with the
+// route's scope, and records the caller in the request context.
+func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
+	scopes := []string{rt.Scope}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, basic := credential(r, rt.OAuth)
+		if tok == "" {
+			s.unauthorized(w, r, rt, basic, false)
+			return
+		}
+		ip := remoteIP(r)
+		res := s.engine.Verify(r.Context(), verify.Request{Token: tok, Scopes: scopes, IP: ip})
+		switch res.Outcome {
+		case keyward.Valid:
+		case keyward.InsufficientScope:
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="keyward", error="insufficient_scope", scope=%q`, rt.Scope))
+			s.writeError(w, r, keyward.Errorf(keyward.EFORBIDDEN, "this token lacks the scope %s", rt.Scope))
+			return
+		case keyward.RateLimited, keyward.QuotaExceeded:
+			retry := res.Rate.Reset
+			if res.Outcome == keyward.QuotaExceeded {
+				retry = res.Quota.Reset
+			}
+			w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(retry), 10))
+			s.writeError(w, r, keyward.Errorf(keyward.ERATELIMITED, "this token is over its limit; retry later"))
+			return
+		default:
+			if res.Err != nil {
+				s.writeError(w, r, keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable"))
+				return
+			}
+			s.unauthorized(w, r, rt, basic, true)
+			return
+		}
+		ri := info(r.Context())
+		ri.caller = manage.TokenCaller(res.Token)
+		ri.caller.IP = ip.String()
+		ri.caller.UserAgent = r.UserAgent()
+		ri.caller.RequestID = ri.id
+		ri.authed = true
+		next.ServeHTTP(w, r)
+	})
+}
+
+// unauthorized answers 401 with the RFC 6750 challenge; OAuth routes answer
+// in OAuth's error format.
+func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, rt route, basic, presented bool) {
+	challenge := `Bearer realm="keyward"`
+	if presented {
+		challenge += `, error="invalid_token"`
+	}
+	if basic {
+		challenge = `Basic realm="keyward"`
+	}
+	if rt.OAuth {
+		w.Header().Set("WWW-Authenticate", challenge)
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
+		return
+	}
+	msg := "this endpoint needs a management token: Authorization: Bearer <token>"
+	if presented {
+		msg = "the token is not valid"
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	s.writeError(w, r, keyward.Errorf(keyward.EUNAUTHORIZED, "%s", msg))
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}

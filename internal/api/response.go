@@ -1,0 +1,110 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/keyward/keyward"
+)
+
+// problem is an RFC 9457 problem detail.
+type problem struct {
+	Type      string               `json:"type"`
+	Title     string               `json:"title"`
+	Status    int                  `json:"status"`
+	Detail    string               `json:"detail,omitempty"`
+	Code      string               `json:"code"`
+	RequestID string               `json:"request_id,omitempty"`
+	Errors    []keyward.FieldError `json:"errors,omitempty"`
+}
+
+// errMethod is the API's own code for a method a path does not take; it
+// has no meaning outside HTTP.
+const errMethod = "method_not_allowed"
+
+// statusOf maps an error code to its HTTP status. It is the only place
+// that does.
+func statusOf(code string) int {
+	switch code {
+	case keyward.EINVALID:
+		return http.StatusBadRequest
+	case keyward.EUNAUTHORIZED:
+		return http.StatusUnauthorized
+	case keyward.EFORBIDDEN:
+		return http.StatusForbidden
+	case keyward.ENOTFOUND:
+		return http.StatusNotFound
+	case keyward.ECONFLICT:
+		return http.StatusConflict
+	case keyward.ETOOLARGE:
+		return http.StatusRequestEntityTooLarge
+	case keyward.ERATELIMITED:
+		return http.StatusTooManyRequests
+	case keyward.EUNAVAILABLE:
+		return http.StatusServiceUnavailable
+	case errMethod:
+		return http.StatusMethodNotAllowed
+	}
+	return http.StatusInternalServerError
+}
+
+// writeError answers with err as problem+json. An internal error is logged
+// once, here, and its cause is never shown to the client.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := keyward.ErrorCode(err)
+	status := statusOf(code)
+	p := problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Code: code, RequestID: requestID(r.Context())}
+	var e *keyward.Error
+	if errors.As(err, &e) {
+		p.Detail, p.Errors = e.Message, e.Fields
+	} else {
+		p.Detail = "internal error"
+		s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", p.RequestID), slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
+	}
+	switch status {
+	case http.StatusUnauthorized:
+		if w.Header().Get("WWW-Authenticate") == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="keyward"`)
+		}
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "5")
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(p)
+}
+
+// writeJSON answers with v as JSON and the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"error":"internal"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// list is the envelope of every list response.
+type list[T any] struct {
+	Items      []T    `json:"items"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// page builds a list response from up to limit+1 items: the extra item, if
+// any, only tells that a next page exists, whose cursor is the id of the
+// last item shown.
+func page[T, V any](items []T, limit int, id func(T) string, view func(T) V) list[V] {
+	out := list[V]{Items: make([]V, 0, min(len(items), limit))}
+	for i, it := range items {
+		if i == limit {
+			out.NextCursor = id(items[i-1])
+			break
+		}
+		out.Items = append(out.Items, view(it))
+	}
+	return out
+}

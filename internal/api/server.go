@@ -1,0 +1,150 @@
+// Package api serves keyward's JSON management API, the verify API, the
+// OAuth introspection and revocation endpoints (RFC 7662, RFC 7009) and the
+// operational endpoints (health, readiness, metrics, OpenAPI). It takes
+// bearer tokens and JSON only: no cookies, no forms but OAuth's.
+package api
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+// DefaultMaxBody is the default request body limit.
+const DefaultMaxBody = 1 << 20
+
+// Config configures a Server.
+type Config struct {
+	Service *manage.Service
+	Engine  *verify.Engine
+	Store   keyward.Store
+	Log     *slog.Logger
+	Now     func() time.Time
+	// MaxBody bounds request bodies (default DefaultMaxBody).
+	MaxBody int64
+	// Version is reported in metrics.
+	Version string
+}
+
+// Server is the HTTP API. Build it with New and serve its Handler.
+type Server struct {
+	svc     *manage.Service
+	engine  *verify.Engine
+	store   keyward.Store
+	log     *slog.Logger
+	now     func() time.Time
+	maxBody int64
+	metrics *metrics
+	handler http.Handler
+	mux     *http.ServeMux
+}
+
+// route is one endpoint. Every route of the API is listed in routes, which
+// also drives the OpenAPI check and the cross-workspace tests.
+type route struct {
+	Method  string
+	Path    string
+	Scope   string // required scope; "" for a public route
+	Handler http.HandlerFunc
+	// OAuth routes answer errors in OAuth's format and accept HTTP Basic.
+	OAuth bool
+}
+
+// routes lists every endpoint of the API.
+func (s *Server) routes() []route {
+	return []route{
+		{Method: "POST", Path: "/v1/tokens", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenCreate},
+		{Method: "GET", Path: "/v1/tokens", Scope: keyward.ScopeTokensRead, Handler: s.handleTokenList},
+		{Method: "GET", Path: "/v1/tokens/{id}", Scope: keyward.ScopeTokensRead, Handler: s.handleTokenGet},
+		{Method: "PATCH", Path: "/v1/tokens/{id}", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenUpdate},
+		{Method: "POST", Path: "/v1/tokens/{id}/rotate", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenRotate},
+		{Method: "POST", Path: "/v1/tokens/{id}/revoke", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenRevoke},
+		{Method: "POST", Path: "/v1/tokens/{id}/suspend", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenSuspend},
+		{Method: "POST", Path: "/v1/tokens/{id}/resume", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenResume},
+		{Method: "POST", Path: "/v1/verify", Scope: keyward.ScopeVerify, Handler: s.handleVerify},
+		{Method: "POST", Path: "/v1/workspaces", Scope: keyward.ScopeInstance, Handler: s.handleWorkspaceCreate},
+		{Method: "GET", Path: "/v1/workspaces", Scope: keyward.ScopeInstance, Handler: s.handleWorkspaceList},
+		{Method: "GET", Path: "/v1/audit", Scope: keyward.ScopeAuditRead, Handler: s.handleAuditList},
+		{Method: "POST", Path: "/oauth2/introspect", Scope: keyward.ScopeVerify, Handler: s.handleIntrospect, OAuth: true},
+		{Method: "POST", Path: "/oauth2/revoke", Scope: keyward.ScopeTokensWrite, Handler: s.handleOAuthRevoke, OAuth: true},
+		{Method: "GET", Path: "/healthz", Handler: s.handleHealth},
+		{Method: "GET", Path: "/readyz", Handler: s.handleReady},
+		{Method: "GET", Path: "/metrics", Handler: s.handleMetrics},
+		{Method: "GET", Path: "/openapi.json", Handler: s.handleOpenAPI},
+	}
+}
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	s := &Server{
+		svc:     cfg.Service,
+		engine:  cfg.Engine,
+		store:   cfg.Store,
+		log:     cfg.Log,
+		now:     cfg.Now,
+		maxBody: cfg.MaxBody,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBody
+	}
+	s.metrics = newMetrics(s.engine, cfg.Version)
+	mux := http.NewServeMux()
+	for _, rt := range s.routes() {
+		var h http.Handler = rt.Handler
+		if rt.Scope != "" {
+			h = s.authenticate(rt, h)
+		}
+		h = s.metrics.instrument(rt.Method+" "+rt.Path, h)
+		mux.Handle(rt.Method+" "+rt.Path, h)
+	}
+	mux.Handle("/", http.HandlerFunc(s.handleNotFound))
+	s.mux = mux
+	s.handler = s.recoverPanics(s.requestID(s.accessLog(s.headers(mux))))
+	return s
+}
+
+// Handler returns the HTTP handler of the API.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// handleNotFound answers a request that no route matched: 405 with Allow
+// when the path exists for other methods, else 404.
+func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{"GET", "POST", "PATCH", "PUT", "DELETE"} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		s.writeError(w, r, &keyward.Error{Code: errMethod, Message: fmt.Sprintf("%s is not allowed here; allowed: %s", r.Method, strings.Join(allow, ", "))})
+		return
+	}
+	s.writeError(w, r, keyward.Errorf(keyward.ENOTFOUND, "no such endpoint: %s %s", r.Method, r.URL.Path))
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if err := s.store.Ping(r.Context()); err != nil {
+		s.log.Warn("readiness check failed", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": "unreachable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "store": "ok"})
+}

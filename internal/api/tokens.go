@@ -1,0 +1,323 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/manage"
+)
+
+// tokenView is a token as the API shows it.
+type tokenView struct {
+	ID            string             `json:"id"`
+	Name          string             `json:"name"`
+	Hint          string             `json:"hint"`
+	State         string             `json:"state"`
+	Scopes        []string           `json:"scopes"`
+	ExpiresAt     *time.Time         `json:"expires_at"`
+	AllowedCIDRs  []string           `json:"allowed_cidrs"`
+	RateLimit     *keyward.RateLimit `json:"rate_limit"`
+	Quota         *keyward.Quota     `json:"quota"`
+	Subject       string             `json:"subject"`
+	Metadata      json.RawMessage    `json:"metadata"`
+	CreatedBy     string             `json:"created_by"`
+	CreatedAt     time.Time          `json:"created_at"`
+	UpdatedAt     time.Time          `json:"updated_at"`
+	RotatedAt     *time.Time         `json:"rotated_at"`
+	RevokedAt     *time.Time         `json:"revoked_at"`
+	RevokeReason  string             `json:"revoke_reason"`
+	SuspendedAt   *time.Time         `json:"suspended_at"`
+	SuspendReason string             `json:"suspend_reason"`
+	LastUsedAt    *time.Time         `json:"last_used_at"`
+	LastUsedIP    string             `json:"last_used_ip"`
+	// Token is the secret, set only in the responses of create and rotate.
+	Token string `json:"token,omitempty"`
+}
+
+func (s *Server) viewToken(t *keyward.Token) tokenView {
+	v := tokenView{
+		ID: t.ID, Name: t.Name, Hint: t.Hint, State: t.State(s.now()),
+		Scopes: t.Scopes, ExpiresAt: t.ExpiresAt, AllowedCIDRs: t.AllowedCIDRs,
+		RateLimit: t.RateLimit, Quota: t.Quota, Subject: t.Subject, Metadata: t.Metadata,
+		CreatedBy: t.CreatedBy, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, RotatedAt: t.RotatedAt,
+		RevokedAt: t.RevokedAt, RevokeReason: t.RevokeReason, SuspendedAt: t.SuspendedAt, SuspendReason: t.SuspendReason,
+		LastUsedAt: t.LastUsedAt, LastUsedIP: t.LastUsedIP,
+	}
+	if v.Scopes == nil {
+		v.Scopes = []string{}
+	}
+	if v.AllowedCIDRs == nil {
+		v.AllowedCIDRs = []string{}
+	}
+	// Last use is flushed in batches; the engine knows the newest one.
+	if at, ip, ok := s.engine.LastUse(t.ID); ok && (v.LastUsedAt == nil || at.After(*v.LastUsedAt)) {
+		v.LastUsedAt, v.LastUsedIP = &at, ip
+	}
+	return v
+}
+
+// tokenFields applies the client-settable fields present in o to t. On a
+// create (patch false) null means absent; on a patch (RFC 7396) null clears
+// and nested objects merge.
+func (s *Server) tokenFields(o *object, t *keyward.Token, patch bool) {
+	if o.isNull("name") {
+		o.fail("name", "name cannot be cleared")
+	} else {
+		o.str("name", &t.Name)
+	}
+	if o.isNull("scopes") {
+		t.Scopes = nil
+	} else {
+		o.strs("scopes", &t.Scopes)
+	}
+	var in time.Duration
+	hasIn := o.duration("expires_in", &in)
+	var at time.Time
+	hasAt := o.time("expires_at", &at)
+	switch {
+	case hasIn && hasAt:
+		o.fail("expires_in", "give expires_in or expires_at, not both")
+	case hasIn && in <= 0:
+		o.fail("expires_in", "expires_in must be positive")
+	case hasIn:
+		e := s.now().Add(in).Truncate(time.Second)
+		t.ExpiresAt = &e
+	case hasAt:
+		t.ExpiresAt = &at
+	case o.isNull("expires_at"):
+		t.ExpiresAt = nil
+	}
+	if o.isNull("allowed_cidrs") {
+		t.AllowedCIDRs = nil
+	} else {
+		o.strs("allowed_cidrs", &t.AllowedCIDRs)
+	}
+	if o.isNull("rate_limit") {
+		t.RateLimit = nil
+	} else if r := o.object("rate_limit"); r != nil {
+		rl := keyward.RateLimit{}
+		if patch && t.RateLimit != nil {
+			rl = *t.RateLimit
+		}
+		r.int("limit", &rl.Limit)
+		var w time.Duration
+		if r.duration("window", &w) {
+			rl.Window = keyward.Duration(w)
+		}
+		r.done()
+		t.RateLimit = &rl
+	}
+	if o.isNull("quota") {
+		t.Quota = nil
+	} else if q := o.object("quota"); q != nil {
+		qt := keyward.Quota{}
+		if patch && t.Quota != nil {
+			qt = *t.Quota
+		}
+		q.int("limit", &qt.Limit)
+		q.str("period", &qt.Period)
+		q.done()
+		t.Quota = &qt
+	}
+	if o.isNull("subject") {
+		t.Subject = ""
+	} else {
+		o.str("subject", &t.Subject)
+	}
+	if raw, ok := o.raw("metadata"); ok {
+		switch {
+		case string(raw) == "null":
+			t.Metadata = nil
+		case patch:
+			t.Metadata = mergePatch(t.Metadata, raw)
+		default:
+			t.Metadata = append(json.RawMessage(nil), raw...)
+		}
+	}
+}
+
+// mergePatch applies an RFC 7396 merge patch to a JSON document.
+func mergePatch(target, patch json.RawMessage) json.RawMessage {
+	var p map[string]json.RawMessage
+	if json.Unmarshal(patch, &p) != nil || p == nil {
+		return append(json.RawMessage(nil), patch...)
+	}
+	var t map[string]json.RawMessage
+	if json.Unmarshal(target, &t) != nil || t == nil {
+		t = map[string]json.RawMessage{}
+	}
+	for k, v := range p {
+		if string(v) == "null" {
+			delete(t, k)
+		} else {
+			t[k] = mergePatch(t[k], v)
+		}
+	}
+	out, _ := json.Marshal(t)
+	return out
+}
+
+func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
+	o, err := s.decode(w, r, false)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	t := &keyward.Token{}
+	s.tokenFields(o, t, false)
+	if err := o.done(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	t, text, err := s.svc.CreateToken(r.Context(), caller(r), t)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v := s.viewToken(t)
+	v.Token = text
+	writeJSON(w, http.StatusCreated, v)
+}
+
+func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, err := pageLimit(q.Get("limit"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	f := keyward.TokenFilter{State: q.Get("state"), Subject: q.Get("subject"), Scope: q.Get("scope"), Name: q.Get("name"), After: q.Get("cursor"), Limit: limit + 1}
+	switch f.State {
+	case "", keyward.StateActive, keyward.StateExpired, keyward.StateRevoked, keyward.StateSuspended:
+	default:
+		s.writeError(w, r, keyward.Invalid(keyward.FieldError{Pointer: "/state", Detail: "state must be one of active, expired, revoked, suspended"}))
+		return
+	}
+	tokens, err := s.svc.Tokens(r.Context(), caller(r), f)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page(tokens, limit, func(t *keyward.Token) string { return t.ID }, s.viewToken))
+}
+
+// Page sizes of every list.
+const (
+	defaultPageSize = 50
+	maxPageSize     = 500
+)
+
+func pageLimit(s string) (int, error) {
+	if s == "" {
+		return defaultPageSize, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > maxPageSize {
+		return 0, keyward.Invalid(keyward.FieldError{Pointer: "/limit", Detail: "limit must be a whole number from 1 to 500"})
+	}
+	return n, nil
+}
+
+func (s *Server) handleTokenGet(w http.ResponseWriter, r *http.Request) {
+	t, err := s.svc.Token(r.Context(), caller(r), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.viewToken(t))
+}
+
+func (s *Server) handleTokenUpdate(w http.ResponseWriter, r *http.Request) {
+	o, err := s.decode(w, r, false)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// The patch is checked once against an empty token for syntax, so that
+	// a bad body answers 400 before the token is read, and once more, for
+	// its meaning, on the stored token.
+	s.tokenFields(o, &keyward.Token{}, true)
+	if err := o.done(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body := o.fields
+	t, err := s.svc.UpdateToken(r.Context(), caller(r), r.PathValue("id"), func(t *keyward.Token) {
+		again := &object{fields: body, used: map[string]bool{}, errs: &[]keyward.FieldError{}}
+		s.tokenFields(again, t, true)
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.viewToken(t))
+}
+
+func (s *Server) handleTokenRotate(w http.ResponseWriter, r *http.Request) {
+	o, err := s.decode(w, r, true)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var grace time.Duration
+	o.duration("grace_period", &grace)
+	if err := o.done(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	t, text, err := s.svc.RotateToken(r.Context(), caller(r), r.PathValue("id"), grace)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v := s.viewToken(t)
+	v.Token = text
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
+	s.changeState(w, r, s.svc.RevokeToken)
+}
+
+func (s *Server) handleTokenSuspend(w http.ResponseWriter, r *http.Request) {
+	s.changeState(w, r, s.svc.SuspendToken)
+}
+
+func (s *Server) handleTokenResume(w http.ResponseWriter, r *http.Request) {
+	s.changeState(w, r, s.svc.ResumeToken)
+}
+
+// changeState decodes the optional {"reason": "..."} body of a state
+// change, applies change and answers with the token.
+func (s *Server) changeState(w http.ResponseWriter, r *http.Request, change func(context.Context, manage.Caller, string, string) (*keyward.Token, error)) {
+	o, err := s.decode(w, r, true)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var reason string
+	o.str("reason", &reason)
+	if err := o.done(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	t, err := change(r.Context(), caller(r), r.PathValue("id"), reason)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.viewToken(t))
+}
+
+// decode reads the body and parses it as one JSON object.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, allowEmpty bool) (*object, error) {
+	body, err := s.readBody(w, r, allowEmpty)
+	if err != nil {
+		return nil, err
+	}
+	return decodeObject(body)
+}

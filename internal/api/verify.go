@@ -1,0 +1,190 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+type limitView struct {
+	Limit     int64 `json:"limit"`
+	Remaining int64 `json:"remaining"`
+	Reset     int64 `json:"reset"`
+}
+
+type verifyResponse struct {
+	Valid     bool            `json:"valid"`
+	Code      string          `json:"code"`
+	TokenID   string          `json:"token_id,omitempty"`
+	Name      *string         `json:"name,omitempty"`
+	Subject   *string         `json:"subject,omitempty"`
+	Scopes    []string        `json:"scopes,omitempty"`
+	Metadata  json.RawMessage `json:"metadata,omitempty"`
+	ExpiresAt **time.Time     `json:"expires_at,omitempty"`
+	RateLimit *limitView      `json:"rate_limit,omitempty"`
+	Quota     *limitView      `json:"quota,omitempty"`
+}
+
+func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
+	o, err := s.decode(w, r, false)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req verify.Request
+	if !o.present("token") {
+		o.fail("token", "token is required")
+	} else {
+		o.str("token", &req.Token)
+	}
+	if o.strs("scopes", &req.Scopes) {
+		for i, sc := range req.Scopes {
+			if err := keyward.ValidateScope(sc); err != nil {
+				o.fail(fmt.Sprintf("scopes/%d", i), "%v", err)
+			}
+		}
+	}
+	var ip string
+	if o.str("ip", &ip) {
+		a, err := netip.ParseAddr(ip)
+		if err != nil || a.Zone() != "" {
+			o.fail("ip", "ip must be an IPv4 or IPv6 address")
+		}
+		req.IP = a
+	}
+	if err := o.done(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	req.WorkspaceID = caller(r).WorkspaceID
+	res := s.engine.Verify(r.Context(), req)
+	if res.Err != nil {
+		s.writeError(w, r, keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable"))
+		return
+	}
+	writeJSON(w, http.StatusOK, verifyView(res))
+}
+
+func verifyView(res verify.Result) verifyResponse {
+	v := verifyResponse{Valid: res.Outcome == keyward.Valid, Code: res.Outcome.String()}
+	if !res.Outcome.Identified() || res.Token == nil {
+		return v
+	}
+	t := res.Token
+	v.TokenID, v.Name, v.Subject = t.ID, &t.Name, &t.Subject
+	v.Scopes = t.Scopes
+	if v.Scopes == nil {
+		v.Scopes = []string{}
+	}
+	v.Metadata = t.Metadata
+	if v.Metadata == nil {
+		v.Metadata = json.RawMessage("null")
+	}
+	v.ExpiresAt = &t.ExpiresAt
+	if res.Rate.Set {
+		v.RateLimit = &limitView{Limit: res.Rate.Limit, Remaining: res.Rate.Remaining, Reset: ceilSeconds(res.Rate.Reset)}
+	}
+	if res.Quota.Set {
+		v.Quota = &limitView{Limit: res.Quota.Limit, Remaining: res.Quota.Remaining, Reset: ceilSeconds(res.Quota.Reset)}
+	}
+	return v
+}
+
+// handleIntrospect answers RFC 7662 introspection. Every token that is not
+// active, for whatever reason, answers the same bytes.
+func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	tok, ok := s.oauthForm(w, r)
+	if !ok {
+		return
+	}
+	res := s.engine.Inspect(r.Context(), verify.Request{Token: tok, WorkspaceID: caller(r).WorkspaceID})
+	if res.Err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+		return
+	}
+	if !active(res) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"active":false}`))
+		return
+	}
+	t := res.Token
+	out := map[string]any{
+		"active":     true,
+		"token_type": "Bearer",
+		"scope":      strings.Join(t.Scopes, " "),
+		"iat":        t.CreatedAt.Unix(),
+		"token_id":   t.ID,
+		"name":       t.Name,
+	}
+	if t.Subject != "" {
+		out["sub"] = t.Subject
+	}
+	if t.ExpiresAt != nil {
+		out["exp"] = t.ExpiresAt.Unix()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// active reports whether an inspected token is active in the sense of RFC
+// 7662: identified, and not revoked, suspended, pending or expired. IP,
+// scope and limits do not matter to introspection.
+func active(res verify.Result) bool {
+	switch res.Outcome {
+	case keyward.Valid, keyward.IPNotAllowed, keyward.InsufficientScope, keyward.RateLimited, keyward.QuotaExceeded:
+		return true
+	}
+	return false
+}
+
+// handleOAuthRevoke answers RFC 7009 revocation: any valid secret of a
+// token revokes the token; an unknown token answers 200 all the same.
+func (s *Server) handleOAuthRevoke(w http.ResponseWriter, r *http.Request) {
+	tok, ok := s.oauthForm(w, r)
+	if !ok {
+		return
+	}
+	c := caller(r)
+	res := s.engine.Inspect(r.Context(), verify.Request{Token: tok, WorkspaceID: c.WorkspaceID})
+	if res.Err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+		return
+	}
+	if active(res) {
+		// Whoever presents a valid secret may end it, whatever scopes the
+		// token holds: the caller acts with the revoked token's own rights.
+		c.Scopes = res.Token.Scopes
+		if _, err := s.svc.RevokeToken(r.Context(), c, res.Token.ID, "revoked through /oauth2/revoke"); err != nil {
+			s.log.Error("oauth revoke failed", "request_id", requestID(r.Context()), "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// oauthForm reads the form-encoded token parameter of the OAuth endpoints,
+// answering 400 invalid_request when it is missing.
+func (s *Server) oauthForm(w http.ResponseWriter, r *http.Request) (string, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+	ct := r.Header.Get("Content-Type")
+	if !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the body must be application/x-www-form-urlencoded"})
+		return "", false
+	}
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the form could not be parsed"})
+		return "", false
+	}
+	tok := r.PostForm.Get("token")
+	if tok == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the token parameter is required"})
+		return "", false
+	}
+	return tok, true
+}

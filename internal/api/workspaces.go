@@ -1,0 +1,93 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+type workspaceView struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	TokenPrefix string    `json:"token_prefix"`
+	CreatedAt   time.Time `json:"created_at"`
+	// Token is the first management token, set only on create.
+	Token string `json:"token,omitempty"`
+}
+
+func viewWorkspace(ws *keyward.Workspace) workspaceView {
+	return workspaceView{ID: ws.ID, Name: ws.Name, TokenPrefix: ws.TokenPrefix, CreatedAt: ws.CreatedAt}
+}
+
+func (s *Server) handleWorkspaceCreate(w http.ResponseWriter, r *http.Request) {
+	o, err := s.decode(w, r, false)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var ws keyward.Workspace
+	o.str("name", &ws.Name)
+	o.str("token_prefix", &ws.TokenPrefix)
+	if err := o.done(); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	created, text, err := s.svc.CreateWorkspace(r.Context(), caller(r), &ws)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v := viewWorkspace(created)
+	v.Token = text
+	writeJSON(w, http.StatusCreated, v)
+}
+
+func (s *Server) handleWorkspaceList(w http.ResponseWriter, r *http.Request) {
+	limit, err := pageLimit(r.URL.Query().Get("limit"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	items, err := s.svc.Workspaces(r.Context(), caller(r), keyward.WorkspaceFilter{After: r.URL.Query().Get("cursor"), Limit: limit + 1})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page(items, limit, func(ws *keyward.Workspace) string { return ws.ID }, viewWorkspace))
+}
+
+type auditView struct {
+	ID        string          `json:"id"`
+	Time      time.Time       `json:"time"`
+	Action    string          `json:"action"`
+	Actor     keyward.Actor   `json:"actor"`
+	Target    string          `json:"target"`
+	IP        string          `json:"ip"`
+	UserAgent string          `json:"user_agent"`
+	RequestID string          `json:"request_id"`
+	Changes   json.RawMessage `json:"changes"`
+}
+
+func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request) {
+	limit, err := pageLimit(r.URL.Query().Get("limit"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	events, err := s.store.FindAuditEvents(r.Context(), keyward.AuditFilter{WorkspaceID: caller(r).WorkspaceID, Before: r.URL.Query().Get("cursor"), Limit: limit + 1})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page(events, limit, func(e *keyward.AuditEvent) string { return e.ID }, viewAudit))
+}
+
+func viewAudit(e *keyward.AuditEvent) auditView {
+	changes := e.Changes
+	if changes == nil {
+		changes = json.RawMessage("null")
+	}
+	return auditView{ID: e.ID, Time: e.Time, Action: e.Action, Actor: e.Actor, Target: e.Target, IP: e.IP, UserAgent: e.UserAgent, RequestID: e.RequestID, Changes: changes}
+}

@@ -1,0 +1,507 @@
+// Package manage holds the management operations on tokens and workspaces:
+// validation, the rules on who may grant what, secret issuance, audit
+// events and cache refresh. The HTTP API, the CLI's store commands and,
+// later, the dashboard call it; it knows nothing of HTTP.
+package manage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+// MaxGracePeriod bounds the grace period of a rotation.
+const MaxGracePeriod = 30 * 24 * time.Hour
+
+// Service performs management operations. Its fields are set once.
+type Service struct {
+	Store  keyward.Store
+	Keys   *secret.Keyring
+	Engine *verify.Engine // refreshed after every write; may be nil in CLI use
+	Log    *slog.Logger
+	Now    func() time.Time
+}
+
+// Caller is who asks for an operation, and from where.
+type Caller struct {
+	Actor       keyward.Actor
+	WorkspaceID string
+	Scopes      []string // the scopes the caller holds
+	IP          string
+	UserAgent   string
+	RequestID   string
+}
+
+// TokenCaller returns the caller acting through a management token.
+func TokenCaller(t *keyward.Token) Caller {
+	return Caller{
+		Actor:       keyward.Actor{Type: keyward.ActorToken, ID: t.ID},
+		WorkspaceID: t.WorkspaceID,
+		Scopes:      t.Scopes,
+	}
+}
+
+// SystemCaller returns the caller for acts of keyward itself or its CLI on
+// the store, holding every scope of the workspace.
+func SystemCaller(workspaceID string) Caller {
+	return Caller{
+		Actor:       keyward.Actor{Type: keyward.ActorSystem},
+		WorkspaceID: workspaceID,
+		Scopes:      []string{keyward.ScopeAdmin, keyward.ScopeInstance},
+	}
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (c Caller) event(action, target string, now time.Time, changes json.RawMessage) *keyward.AuditEvent {
+	return &keyward.AuditEvent{
+		ID:          keyward.NewID(keyward.PrefixEvent, now),
+		WorkspaceID: c.WorkspaceID,
+		Time:        now,
+		Action:      action,
+		Actor:       c.Actor,
+		Target:      target,
+		IP:          c.IP,
+		UserAgent:   c.UserAgent,
+		RequestID:   c.RequestID,
+		Changes:     changes,
+	}
+}
+
+// checkGrant fails with EFORBIDDEN when scopes hold a keyward: scope that
+// the caller does not hold itself: no one grants more than they have.
+func (c Caller) checkGrant(scopes []string, what string) error {
+	for _, sc := range scopes {
+		if keyward.IsManagementScope(sc) && !keyward.Grants(c.Scopes, sc) {
+			return keyward.Errorf(keyward.EFORBIDDEN, "%s: the scope %s is not held by the caller", what, sc)
+		}
+	}
+	return nil
+}
+
+// issue returns a new secret text, its stored form and its hint.
+func (s *Service) issue(prefix, tokenID string, now time.Time) (string, *keyward.Secret, error) {
+	text, err := secret.Generate(prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	d := s.Keys.Current.Digest(text)
+	return text, &keyward.Secret{Digest: d[:], KeyID: s.Keys.Current.ID, TokenID: tokenID, CreatedAt: now}, nil
+}
+
+// refresh brings the verification cache up to date with a write that has
+// committed. A failure only delays the update to the next change poll.
+func (s *Service) refresh(ctx context.Context, tokenID string) {
+	if s.Engine == nil {
+		return
+	}
+	if err := s.Engine.Refresh(ctx, tokenID); err != nil && s.Log != nil {
+		s.Log.Warn("cache refresh failed; the change feed will retry", "token_id", tokenID, "err", err)
+	}
+}
+
+// CreateToken validates t, issues its secret and stores both. It returns the
+// stored token and the secret text, which exists nowhere else. t's
+// client-settable fields are used; the others are set here.
+func (s *Service) CreateToken(ctx context.Context, c Caller, t *keyward.Token) (*keyward.Token, string, error) {
+	now := s.now()
+	if err := t.Validate(now); err != nil {
+		return nil, "", err
+	}
+	if err := c.checkGrant(t.Scopes, "cannot create the token"); err != nil {
+		return nil, "", err
+	}
+	ws, err := s.Store.FindWorkspace(ctx, c.WorkspaceID)
+	if err != nil {
+		return nil, "", err
+	}
+	t = t.Clone()
+	t.ID = keyward.NewID(keyward.PrefixToken, now)
+	t.WorkspaceID = ws.ID
+	t.CreatedBy = actorID(c.Actor)
+	t.CreatedAt, t.UpdatedAt = now, now
+	t.Revoked, t.Suspended = false, false
+	t.RevokedAt, t.SuspendedAt, t.RotatedAt, t.LastUsedAt = nil, nil, nil, nil
+	t.RevokeReason, t.SuspendReason, t.LastUsedIP = "", "", ""
+	text, sec, err := s.issue(ws.TokenPrefix, t.ID, now)
+	if err != nil {
+		return nil, "", err
+	}
+	t.Hint = secret.Hint(text)
+	ev := c.event("token.create", t.ID, now, diff(nil, t))
+	if err := s.Store.CreateToken(ctx, t, sec, ev); err != nil {
+		return nil, "", err
+	}
+	s.refresh(ctx, t.ID)
+	return t, text, nil
+}
+
+func actorID(a keyward.Actor) string {
+	if a.ID != "" {
+		return a.ID
+	}
+	return a.Type
+}
+
+// Token returns one token of the caller's workspace.
+func (s *Service) Token(ctx context.Context, c Caller, id string) (*keyward.Token, error) {
+	return s.Store.FindToken(ctx, c.WorkspaceID, id)
+}
+
+// Tokens returns a page of the caller's workspace's tokens.
+func (s *Service) Tokens(ctx context.Context, c Caller, f keyward.TokenFilter) ([]*keyward.Token, error) {
+	f.WorkspaceID = c.WorkspaceID
+	f.Now = s.now()
+	return s.Store.FindTokens(ctx, f)
+}
+
+// UpdateToken applies patch to a copy of the token and stores the result
+// when it changed. patch sets client-settable fields only; the result is
+// validated as a whole.
+func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch func(t *keyward.Token)) (*keyward.Token, error) {
+	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+		if err := c.checkGrant(t.Scopes, "cannot change the token"); err != nil {
+			return nil, err
+		}
+		if t.Revoked {
+			return nil, keyward.Errorf(keyward.ECONFLICT, "the token is revoked; revocation is final")
+		}
+		before := t.Clone()
+		patch(t)
+		now := s.now()
+		if err := t.Validate(now); err != nil {
+			// An expiry in the past that the patch did not touch is not the
+			// caller's error: only report what the patch changed.
+			if !(sameTime(before.ExpiresAt, t.ExpiresAt) && onlyExpiryErr(err)) {
+				return nil, err
+			}
+		}
+		if err := c.checkGrant(t.Scopes, "cannot grant the scope"); err != nil {
+			return nil, err
+		}
+		changes := diff(before, t)
+		if changes == nil {
+			return nil, nil
+		}
+		t.UpdatedAt = now
+		return &keyward.TokenWrite{Event: c.event("token.update", t.ID, now, changes), Now: now}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.refresh(ctx, t.ID)
+	return t, nil
+}
+
+func sameTime(a, b *time.Time) bool {
+	return a == nil && b == nil || a != nil && b != nil && a.Equal(*b)
+}
+
+func onlyExpiryErr(err error) bool {
+	e, ok := err.(*keyward.Error)
+	if !ok {
+		return false
+	}
+	for _, f := range e.Fields {
+		if f.Pointer != "/expires_at" {
+			return false
+		}
+	}
+	return true
+}
+
+// RotateToken issues a new secret for the token. The secret it replaces
+// stays valid for grace; every earlier grace ends now. It returns the token
+// and the new secret text. Rotating a revoked token fails with ECONFLICT.
+func (s *Service) RotateToken(ctx context.Context, c Caller, id string, grace time.Duration) (*keyward.Token, string, error) {
+	if grace < 0 || grace > MaxGracePeriod || grace%time.Second != 0 {
+		return nil, "", keyward.Invalid(keyward.FieldError{Pointer: "/grace_period", Detail: fmt.Sprintf("grace_period must be whole seconds between 0s and %s", MaxGracePeriod)})
+	}
+	ws, err := s.Store.FindWorkspace(ctx, c.WorkspaceID)
+	if err != nil {
+		return nil, "", err
+	}
+	var text string
+	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+		if err := c.checkGrant(t.Scopes, "cannot rotate the token"); err != nil {
+			return nil, err
+		}
+		if t.Revoked {
+			return nil, keyward.Errorf(keyward.ECONFLICT, "the token is revoked and cannot be rotated")
+		}
+		now := s.now()
+		var sec *keyward.Secret
+		var err error
+		if text, sec, err = s.issue(ws.TokenPrefix, t.ID, now); err != nil {
+			return nil, err
+		}
+		before := t.Clone()
+		t.Hint = secret.Hint(text)
+		t.RotatedAt = &now
+		t.UpdatedAt = now
+		changes := diff(before, t)
+		changes = withField(changes, "grace_period", grace.String())
+		return &keyward.TokenWrite{Event: c.event("token.rotate", t.ID, now, changes), Rotate: sec, GraceUntil: now.Add(grace), Now: now}, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	s.refresh(ctx, t.ID)
+	return t, text, nil
+}
+
+// RevokeToken revokes the token for good. Revoking a revoked token changes
+// nothing and succeeds.
+func (s *Service) RevokeToken(ctx context.Context, c Caller, id, reason string) (*keyward.Token, error) {
+	return s.setState(ctx, c, id, "token.revoke", reason, func(t *keyward.Token, now time.Time) (bool, error) {
+		if t.Revoked {
+			return false, nil
+		}
+		t.Revoked, t.RevokedAt, t.RevokeReason = true, &now, reason
+		return true, nil
+	})
+}
+
+// SuspendToken suspends the token until ResumeToken. Suspending a suspended
+// token succeeds unchanged; a revoked token fails with ECONFLICT.
+func (s *Service) SuspendToken(ctx context.Context, c Caller, id, reason string) (*keyward.Token, error) {
+	return s.setState(ctx, c, id, "token.suspend", reason, func(t *keyward.Token, now time.Time) (bool, error) {
+		if t.Revoked {
+			return false, keyward.Errorf(keyward.ECONFLICT, "the token is revoked; revocation is final")
+		}
+		if t.Suspended {
+			return false, nil
+		}
+		t.Suspended, t.SuspendedAt, t.SuspendReason = true, &now, reason
+		return true, nil
+	})
+}
+
+// ResumeToken ends a suspension. Resuming a token that is not suspended
+// succeeds unchanged; a revoked token fails with ECONFLICT.
+func (s *Service) ResumeToken(ctx context.Context, c Caller, id, reason string) (*keyward.Token, error) {
+	return s.setState(ctx, c, id, "token.resume", reason, func(t *keyward.Token, now time.Time) (bool, error) {
+		if t.Revoked {
+			return false, keyward.Errorf(keyward.ECONFLICT, "the token is revoked; revocation is final")
+		}
+		if !t.Suspended {
+			return false, nil
+		}
+		t.Suspended, t.SuspendedAt, t.SuspendReason = false, nil, ""
+		return true, nil
+	})
+}
+
+func (s *Service) setState(ctx context.Context, c Caller, id, action, reason string, change func(*keyward.Token, time.Time) (bool, error)) (*keyward.Token, error) {
+	if len(reason) > keyward.MaxReasonLen {
+		return nil, keyward.Invalid(keyward.FieldError{Pointer: "/reason", Detail: fmt.Sprintf("reason must be at most %d characters", keyward.MaxReasonLen)})
+	}
+	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+		if err := c.checkGrant(t.Scopes, "cannot change the token"); err != nil {
+			return nil, err
+		}
+		now := s.now()
+		before := t.Clone()
+		if ok, err := change(t, now); !ok || err != nil {
+			return nil, err
+		}
+		t.UpdatedAt = now
+		changes := diff(before, t)
+		if reason != "" {
+			changes = withField(changes, "reason", reason)
+		}
+		return &keyward.TokenWrite{Event: c.event(action, t.ID, now, changes), Now: now}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.refresh(ctx, t.ID)
+	return t, nil
+}
+
+// CreateWorkspace creates a workspace and its first management token, which
+// holds keyward:admin there. It returns the workspace and the token's
+// secret text.
+func (s *Service) CreateWorkspace(ctx context.Context, c Caller, ws *keyward.Workspace) (*keyward.Workspace, string, error) {
+	if !keyward.Grants(c.Scopes, keyward.ScopeInstance) {
+		return nil, "", keyward.Errorf(keyward.EFORBIDDEN, "creating a workspace needs the scope %s", keyward.ScopeInstance)
+	}
+	now := s.now()
+	w := *ws
+	if w.TokenPrefix == "" {
+		w.TokenPrefix = keyward.DefaultTokenPrefix
+	}
+	if err := w.Validate(); err != nil {
+		return nil, "", err
+	}
+	w.ID = keyward.NewID(keyward.PrefixWorkspace, now)
+	w.CreatedAt = now
+	admin := &keyward.Token{
+		ID:          keyward.NewID(keyward.PrefixToken, now),
+		WorkspaceID: w.ID,
+		Name:        "admin",
+		Scopes:      []string{keyward.ScopeAdmin},
+		CreatedBy:   actorID(c.Actor),
+		CreatedAt:   now,
+		UpdatedAt:   now,
+	}
+	text, sec, err := s.issue(w.TokenPrefix, admin.ID, now)
+	if err != nil {
+		return nil, "", err
+	}
+	admin.Hint = secret.Hint(text)
+	in := c
+	in.WorkspaceID = w.ID
+	wsChanges, _ := json.Marshal(map[string]any{"name": map[string]any{"to": w.Name}, "token_prefix": map[string]any{"to": w.TokenPrefix}})
+	events := []*keyward.AuditEvent{
+		in.event("workspace.create", w.ID, now, wsChanges),
+		in.event("token.create", admin.ID, now, diff(nil, admin)),
+	}
+	if err := s.Store.CreateWorkspace(ctx, &w, admin, sec, events...); err != nil {
+		return nil, "", err
+	}
+	s.refresh(ctx, admin.ID)
+	return &w, text, nil
+}
+
+// Workspaces returns a page of workspaces; the caller needs keyward:instance.
+func (s *Service) Workspaces(ctx context.Context, c Caller, f keyward.WorkspaceFilter) ([]*keyward.Workspace, error) {
+	if !keyward.Grants(c.Scopes, keyward.ScopeInstance) {
+		return nil, keyward.Errorf(keyward.EFORBIDDEN, "listing workspaces needs the scope %s", keyward.ScopeInstance)
+	}
+	return s.Store.FindWorkspaces(ctx, f)
+}
+
+// EnsureDefaultWorkspace returns the default workspace, creating it on an
+// empty store. Several processes may call it at once.
+func (s *Service) EnsureDefaultWorkspace(ctx context.Context) (*keyward.Workspace, error) {
+	ws, err := s.Store.FindWorkspaceByName(ctx, keyward.DefaultWorkspace)
+	if keyward.ErrorCode(err) != keyward.ENOTFOUND {
+		return ws, err
+	}
+	now := s.now()
+	ws = &keyward.Workspace{ID: keyward.NewID(keyward.PrefixWorkspace, now), Name: keyward.DefaultWorkspace, TokenPrefix: keyward.DefaultTokenPrefix, CreatedAt: now}
+	ev := SystemCaller(ws.ID).event("workspace.create", ws.ID, now, nil)
+	err = s.Store.CreateWorkspace(ctx, ws, nil, nil, ev)
+	if keyward.ErrorCode(err) == keyward.ECONFLICT {
+		return s.Store.FindWorkspaceByName(ctx, keyward.DefaultWorkspace)
+	}
+	return ws, err
+}
+
+// CreateRootToken issues the root management token in the default
+// workspace: keyward:admin there and keyward:instance. It fails with
+// ECONFLICT when a root token was issued before, unless again is true.
+func (s *Service) CreateRootToken(ctx context.Context, again bool) (*keyward.Token, string, error) {
+	ws, err := s.EnsureDefaultWorkspace(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	now := s.now()
+	t := &keyward.Token{
+		ID:          keyward.NewID(keyward.PrefixToken, now),
+		WorkspaceID: ws.ID,
+		Name:        "root",
+		Scopes:      []string{keyward.ScopeAdmin, keyward.ScopeInstance},
+		CreatedBy:   keyward.ActorSystem,
+		CreatedAt:   now,
+		UpdatedAt:   now,
+	}
+	text, sec, err := s.issue(ws.TokenPrefix, t.ID, now)
+	if err != nil {
+		return nil, "", err
+	}
+	t.Hint = secret.Hint(text)
+	ev := SystemCaller(ws.ID).event("token.create", t.ID, now, diff(nil, t))
+	if err := s.Store.CreateRootToken(ctx, t, sec, ev, again); err != nil {
+		if keyward.ErrorCode(err) == keyward.ECONFLICT {
+			return nil, "", keyward.Errorf(keyward.ECONFLICT, "a root token was already issued; pass --new-root-token to issue another")
+		}
+		return nil, "", err
+	}
+	s.refresh(ctx, t.ID)
+	return t, text, nil
+}
+
+// auditFields returns the audited view of a token: the fields a client can
+// see, by their API names. It never holds a secret.
+func auditFields(t *keyward.Token) map[string]any {
+	m := map[string]any{
+		"name":          t.Name,
+		"hint":          t.Hint,
+		"scopes":        t.Scopes,
+		"expires_at":    t.ExpiresAt,
+		"allowed_cidrs": t.AllowedCIDRs,
+		"rate_limit":    t.RateLimit,
+		"quota":         t.Quota,
+		"subject":       t.Subject,
+		"metadata":      t.Metadata,
+		"revoked":       t.Revoked,
+		"revoke_reason": t.RevokeReason,
+		"suspended":     t.Suspended,
+	}
+	for k, v := range m {
+		// Normalise through JSON so that nil and empty compare alike.
+		b, _ := json.Marshal(v)
+		var n any
+		json.Unmarshal(b, &n)
+		if n == nil || reflect.DeepEqual(n, []any{}) || n == "" || n == false {
+			delete(m, k)
+			continue
+		}
+		m[k] = n
+	}
+	return m
+}
+
+// diff returns {"field": {"from": old, "to": new}} for every field that
+// differs between before (nil for a creation) and after, or nil when none.
+func diff(before, after *keyward.Token) json.RawMessage {
+	var a map[string]any
+	if before != nil {
+		a = auditFields(before)
+	}
+	b := auditFields(after)
+	out := map[string]map[string]any{}
+	for k, v := range b {
+		if old, ok := a[k]; !ok || !reflect.DeepEqual(old, v) {
+			out[k] = map[string]any{"to": v}
+			if ok {
+				out[k]["from"] = old
+			}
+		}
+	}
+	for k, old := range a {
+		if _, ok := b[k]; !ok {
+			out[k] = map[string]any{"from": old, "to": nil}
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	raw, _ := json.Marshal(out)
+	return raw
+}
+
+// withField adds a plain field to a changes object.
+func withField(changes json.RawMessage, key string, value any) json.RawMessage {
+	m := map[string]any{}
+	if changes != nil {
+		json.Unmarshal(changes, &m)
+	}
+	m[key] = value
+	raw, _ := json.Marshal(m)
+	return raw
+}

@@ -1,0 +1,90 @@
+package secret
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const testSecret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func TestDigest(t *testing.T) {
+	r, err := NewKeyring(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := "kw_AbCdEfGhIjKlMnOpQrStUvWxYz0123452ZGy5c"
+	d := r.Current.Digest(tok)
+	m := hmac.New(sha256.New, r.Current.Derive("token-digest/v1"))
+	m.Write([]byte(tok))
+	if !Equal(d[:], m.Sum(nil)) {
+		t.Fatal("digest is not the HMAC-SHA-256 under the derived key")
+	}
+	other, _ := NewKeyring(strings.Repeat("x", 32))
+	if od := other.Current.Digest(tok); Equal(d[:], od[:]) {
+		t.Fatal("digests under different keys are equal")
+	}
+	if r.Current.ID == other.Current.ID || len(r.Current.ID) != 16 {
+		t.Fatalf("key ids %q %q", r.Current.ID, other.Current.ID)
+	}
+	if strings.Contains(r.Current.ID, testSecret[:8]) {
+		t.Fatal("key id reveals the secret")
+	}
+	if n := testing.AllocsPerRun(100, func() { r.Current.Digest(tok) }); n != 0 && !raceEnabled {
+		t.Fatalf("Digest allocates %v times", n)
+	}
+}
+
+func TestNewKeyring(t *testing.T) {
+	if _, err := NewKeyring("short"); err == nil {
+		t.Fatal("accepted a short secret")
+	}
+	if _, err := NewKeyring(testSecret, "short"); err == nil {
+		t.Fatal("accepted a short previous secret")
+	}
+	r, err := NewKeyring(testSecret, strings.Repeat("p", 40), testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Previous) != 1 {
+		t.Fatalf("%d previous keys, want 1 (the current one is not its own previous)", len(r.Previous))
+	}
+}
+
+func TestLoadOrCreateFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "secret")
+	s1, err := LoadOrCreateFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	if len(s1) != 64 {
+		t.Fatalf("secret of %d characters", len(s1))
+	}
+	s2, err := LoadOrCreateFile(path)
+	if err != nil || s2 != s1 {
+		t.Fatalf("second load = %q, %v; want the same secret", s2, err)
+	}
+	os.Chmod(path, 0o644)
+	if _, err := LoadOrCreateFile(path); err == nil {
+		t.Fatal("accepted a world-readable secret file")
+	}
+}
+
+func BenchmarkHMAC(b *testing.B) {
+	r, _ := NewKeyring(testSecret)
+	tok := "kw_AbCdEfGhIjKlMnOpQrStUvWxYz0123452ZGy5c"
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Current.Digest(tok)
+	}
+}

@@ -1,0 +1,100 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// insertChange records that the token with the given id changed at t.
+func insertChange(ctx context.Context, tx *sql.Tx, tokenID string, at time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO changes (token_id, at) VALUES (?, ?)`, tokenID, encodeTime(at))
+	return err
+}
+
+// Changes returns up to limit (all when limit is zero) token changes with a
+// sequence number greater than after, oldest first. Since one connection
+// writes at a time, sequence numbers become visible in order: a reader
+// never sees a change before one with a smaller number.
+func (db *DB) Changes(ctx context.Context, after int64, limit int) ([]keyward.Change, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT seq, token_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?`,
+		after, sqlLimit(limit))
+	if err != nil {
+		return nil, wrap("changes", err)
+	}
+	defer rows.Close()
+	var out []keyward.Change
+	for rows.Next() {
+		var c keyward.Change
+		if err := rows.Scan(&c.Seq, &c.TokenID); err != nil {
+			return nil, wrap("changes", err)
+		}
+		out = append(out, c)
+	}
+	return out, wrap("changes", rows.Err())
+}
+
+// LastChange returns the sequence number of the newest change, or 0 when
+// there is none.
+func (db *DB) LastChange(ctx context.Context) (int64, error) {
+	var seq int64
+	err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM changes`).Scan(&seq)
+	return seq, wrap("last change", err)
+}
+
+// PruneChanges deletes the changes recorded before the given time. A change
+// is recorded at the time of the write it records: the token's CreatedAt for
+// a new token, TokenWrite.Now (or its event's Time when Now is zero) for an
+// update. Sequence numbers are never reused after a prune.
+func (db *DB) PruneChanges(ctx context.Context, before time.Time) error {
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM changes WHERE at < ?`, encodeTime(before))
+		return err
+	})
+	return wrap("prune changes", err)
+}
+
+// FlushUsage records the batch in one transaction. For each entry it sets
+// the token's last use when entry.LastUsedAt is later than the stored one,
+// and adds entry.QuotaDelta to the token's quota period entry.Period when
+// that is not empty. It neither adds a change nor touches UpdatedAt.
+// Entries of tokens that do not exist are skipped, so that one stale entry
+// cannot lose the batch.
+func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		for _, u := range batch {
+			if !u.LastUsedAt.IsZero() {
+				at := encodeTime(u.LastUsedAt)
+				if _, err := tx.ExecContext(ctx, `UPDATE tokens SET last_used_at = ?, last_used_ip = ?
+					WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`,
+					at, u.LastUsedIP, u.TokenID, at); err != nil {
+					return err
+				}
+			}
+			if u.Period != "" && u.QuotaDelta != 0 {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO quota_usage (token_id, period, used)
+					SELECT id, ?, ? FROM tokens WHERE id = ?
+					ON CONFLICT (token_id, period) DO UPDATE SET used = used + excluded.used`,
+					u.Period, u.QuotaDelta, u.TokenID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return wrap("flush usage", err)
+}
+
+// QuotaUsed returns the consumption recorded for the token's quota period,
+// or 0 when none was recorded.
+func (db *DB) QuotaUsed(ctx context.Context, tokenID, period string) (int64, error) {
+	var used int64
+	err := db.read.QueryRowContext(ctx, `SELECT COALESCE(SUM(used), 0) FROM quota_usage WHERE token_id = ? AND period = ?`,
+		tokenID, period).Scan(&used)
+	return used, wrap("quota used", err)
+}

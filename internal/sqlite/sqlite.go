@@ -1,0 +1,312 @@
+// Package sqlite implements keyward.Store on an embedded SQLite database
+// file, through the pure-Go driver modernc.org/sqlite.
+//
+// The file runs in WAL mode with synchronous=FULL, so that an acknowledged
+// write survives a crash. One connection does every write, so writers never
+// contend inside the process; a separate read-only pool serves plain reads
+// while a write is in progress. The schema is migrated at Open from the
+// numbered files embedded under migrations/.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net/url"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keyward/keyward"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// readConns is the size of the read pool.
+const readConns = 4
+
+// busyTimeout is how long a statement waits for a lock held by another
+// process (such as "keyward init" next to "keyward serve") before failing.
+const busyTimeout = 5 * time.Second
+
+// foldFunc is the SQL function that lower-cases text with Go's Unicode
+// rules; SQLite's own lower() and LIKE fold ASCII only.
+const foldFunc = "keyward_fold"
+
+func init() {
+	sqlite.MustRegisterDeterministicScalarFunction(foldFunc, 1, func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+		switch v := args[0].(type) {
+		case string:
+			return strings.ToLower(v), nil
+		case []byte:
+			return strings.ToLower(string(v)), nil
+		}
+		return args[0], nil
+	})
+}
+
+// DB is a keyward.Store on one SQLite database file. It is safe for
+// concurrent use.
+type DB struct {
+	path  string
+	write *sql.DB // one connection: every write transaction
+	read  *sql.DB // query_only connections for plain reads
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ keyward.Store = (*DB)(nil)
+
+// Open opens the SQLite database file at path, creating it (mode 0600) when
+// it does not exist, and migrates its schema to the newest version. The
+// directory must exist. path names a file: in-memory databases are not
+// supported, since the writer and the read pool must share one database.
+// The caller must Close the DB.
+func Open(ctx context.Context, path string) (*DB, error) {
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") || strings.ContainsRune(path, '?') {
+		return nil, fmt.Errorf("sqlite: %q is not a database file path", path)
+	}
+	// SQLite creates the -wal and -shm files with the mode of the database
+	// file, so creating it private keeps them private too.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	f.Close()
+
+	db := &DB{path: path}
+	pragmas := func(ps ...string) string {
+		q := url.Values{}
+		// busy_timeout first, so that no other pragma fails on a lock.
+		q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+		for _, p := range ps {
+			q.Add("_pragma", p)
+		}
+		return path + "?" + q.Encode()
+	}
+
+	// BEGIN IMMEDIATE takes the write lock at the start of a transaction,
+	// so that a read-then-write transaction never fails to upgrade its lock
+	// when another process writes.
+	db.write, err = sql.Open("sqlite", pragmas("journal_mode(WAL)", "foreign_keys(1)", "synchronous(FULL)")+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	db.write.SetMaxOpenConns(1)
+	db.write.SetMaxIdleConns(1)
+	db.write.SetConnMaxLifetime(0)
+	db.write.SetConnMaxIdleTime(0)
+	if err := db.migrate(ctx); err != nil {
+		db.write.Close()
+		return nil, err
+	}
+
+	// The readers open after the writer has put the file in WAL mode.
+	db.read, err = sql.Open("sqlite", pragmas("foreign_keys(1)", "query_only(1)"))
+	if err != nil {
+		db.write.Close()
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	db.read.SetMaxOpenConns(readConns)
+	db.read.SetMaxIdleConns(readConns)
+	db.read.SetConnMaxLifetime(0)
+	db.read.SetConnMaxIdleTime(0)
+	if err := db.read.PingContext(ctx); err != nil {
+		db.read.Close()
+		db.write.Close()
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	return db, nil
+}
+
+// Close closes the database. Calls after the first return the first's result.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() {
+		rerr := db.read.Close()
+		werr := db.write.Close()
+		db.closeErr = errors.Join(rerr, werr)
+	})
+	return db.closeErr
+}
+
+// Ping reports whether the database file can be read and written.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.write.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	var one int
+	if err := db.read.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	return nil
+}
+
+// migrate applies, in name order and in one transaction, every embedded
+// migration not yet recorded in schema_migrations.
+func (db *DB) migrate(ctx context.Context) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	sort.Strings(names)
+	err = db.writeTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			name       TEXT    PRIMARY KEY,
+			applied_at INTEGER NOT NULL
+		)`); err != nil {
+			return err
+		}
+		for _, name := range names {
+			base := path.Base(name)
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE name = ?`, base).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				continue
+			}
+			script, err := migrations.ReadFile(name)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, string(script)); err != nil {
+				return fmt.Errorf("%s: %w", base, err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)`,
+				base, time.Now().UnixNano()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	return nil
+}
+
+// writeTx runs fn in a transaction on the writer connection and commits it
+// when fn returns nil. It returns fn's error unchanged.
+func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// readTx runs fn in a read-only transaction from the read pool, so that
+// the queries it makes see one snapshot.
+func (db *DB) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// wrap prefixes an internal error with the operation; a *keyward.Error
+// passes unchanged.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *keyward.Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return fmt.Errorf("sqlite: %s: %w", op, err)
+}
+
+// isUnique reports whether err is a violation of a primary key or unique
+// constraint.
+func isUnique(err error) bool {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+// sqlLimit converts a page size to SQL: zero or less means no limit.
+func sqlLimit(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// Unix nanoseconds in an int64 span the years 1678 to 2262.
+var (
+	minTime = time.Unix(0, math.MinInt64).UTC()
+	maxTime = time.Unix(0, math.MaxInt64).UTC()
+)
+
+// encodeTime returns t as unix nanoseconds. The zero time is stored as 0;
+// a time beyond the years 1678 to 2262 is clamped to the nearest end, which
+// keeps its order against every other time (such as an expiry in the year
+// 9999, meaning "never").
+func encodeTime(t time.Time) int64 {
+	switch {
+	case t.IsZero():
+		return 0
+	case t.Before(minTime):
+		return math.MinInt64
+	case t.After(maxTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// encodeTimePtr returns t as unix nanoseconds, or nil (SQL NULL) for nil.
+func encodeTimePtr(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return encodeTime(*t)
+}
+
+// decodeTime returns unix nanoseconds as a UTC time, 0 as the zero time.
+func decodeTime(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// decodeTimePtr returns a nullable column of unix nanoseconds as a pointer.
+func decodeTimePtr(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := decodeTime(n.Int64)
+	return &t
+}
+
+// encodeJSON returns raw JSON as TEXT, or nil (SQL NULL) when it is empty.
+func encodeJSON(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return string(b)
+}

@@ -1,0 +1,423 @@
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/storetest"
+)
+
+var t0 = time.Date(2026, time.March, 14, 9, 26, 53, 0, time.UTC)
+
+// openTemp opens a new database file in a temporary directory.
+func openTemp(t *testing.T) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keyward.db")
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return db, path
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) keyward.Store {
+		db, _ := openTemp(t)
+		return db
+	})
+}
+
+// seed creates a workspace and a token with its secret and event.
+func seed(t *testing.T, db *DB, name string) (*keyward.Workspace, *keyward.Token, *keyward.Secret) {
+	t.Helper()
+	ctx := context.Background()
+	ws := &keyward.Workspace{ID: keyward.NewID(keyward.PrefixWorkspace, t0), Name: name, TokenPrefix: "kw", CreatedAt: t0}
+	if err := db.CreateWorkspace(ctx, ws, nil, nil); err != nil {
+		t.Fatalf("CreateWorkspace: %v", err)
+	}
+	tok := &keyward.Token{
+		ID: keyward.NewID(keyward.PrefixToken, t0), WorkspaceID: ws.ID, Name: "t",
+		Scopes: []string{"orders:read"}, CreatedBy: keyward.ActorSystem, CreatedAt: t0, UpdatedAt: t0,
+	}
+	sec := &keyward.Secret{Digest: randomDigest(), KeyID: "k1", TokenID: tok.ID, CreatedAt: t0}
+	ev := &keyward.AuditEvent{ID: keyward.NewID(keyward.PrefixEvent, t0), Time: t0, Action: "token.create",
+		Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: tok.ID}
+	if err := db.CreateToken(ctx, tok, sec, ev); err != nil {
+		t.Fatalf("CreateToken: %v", err)
+	}
+	return ws, tok, sec
+}
+
+func randomDigest() []byte {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return b
+}
+
+func TestOpen(t *testing.T) {
+	t.Run("OKReopen", func(t *testing.T) {
+		ctx := context.Background()
+		db, path := openTemp(t)
+		ws, tok, sec := seed(t, db, "acme")
+		if err := db.CreateRootToken(ctx, &keyward.Token{ID: keyward.NewID(keyward.PrefixToken, t0), WorkspaceID: ws.ID, Name: "root", CreatedAt: t0, UpdatedAt: t0},
+			&keyward.Secret{Digest: randomDigest(), KeyID: "k1"}, nil, false); err != nil {
+			t.Fatalf("CreateRootToken: %v", err)
+		}
+		last, err := db.LastChange(ctx)
+		if err != nil {
+			t.Fatalf("LastChange: %v", err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+
+		db, err = Open(ctx, path)
+		if err != nil {
+			t.Fatalf("Open again: %v", err)
+		}
+		defer db.Close()
+		if _, err := db.FindWorkspaceByName(ctx, "acme"); err != nil {
+			t.Errorf("FindWorkspaceByName after reopen: %v", err)
+		}
+		if _, got, err := db.LookupSecret(ctx, sec.Digest); err != nil || got.ID != tok.ID {
+			t.Errorf("LookupSecret after reopen = %v, %v; want token %s", got, err, tok.ID)
+		}
+		if evs, err := db.FindAuditEvents(ctx, keyward.AuditFilter{WorkspaceID: ws.ID}); err != nil || len(evs) != 1 {
+			t.Errorf("FindAuditEvents after reopen = %d events, %v; want 1", len(evs), err)
+		}
+		if got, err := db.LastChange(ctx); err != nil || got != last {
+			t.Errorf("LastChange after reopen = %d, %v; want %d", got, err, last)
+		}
+		// The root token flag survives too.
+		err = db.CreateRootToken(ctx, &keyward.Token{ID: keyward.NewID(keyward.PrefixToken, t0), WorkspaceID: ws.ID, Name: "root", CreatedAt: t0, UpdatedAt: t0},
+			&keyward.Secret{Digest: randomDigest(), KeyID: "k1"}, nil, false)
+		if keyward.ErrorCode(err) != keyward.ECONFLICT {
+			t.Errorf("CreateRootToken after reopen = %v, want ECONFLICT", err)
+		}
+	})
+
+	t.Run("OKMigrationsIdempotent", func(t *testing.T) {
+		ctx := context.Background()
+		db, path := openTemp(t)
+		seed(t, db, "acme")
+		db.Close()
+		for range 2 {
+			db, err := Open(ctx, path)
+			if err != nil {
+				t.Fatalf("Open again: %v", err)
+			}
+			db.Close()
+		}
+		names, err := fs.Glob(migrations, "migrations/*.sql")
+		if err != nil || len(names) == 0 {
+			t.Fatalf("embedded migrations = %v, %v", names, err)
+		}
+		want := make([]string, len(names))
+		for i, n := range names {
+			want[i] = filepath.Base(n)
+		}
+		raw := rawOpen(t, path)
+		rows, err := raw.Query(`SELECT name FROM schema_migrations ORDER BY name`)
+		if err != nil {
+			t.Fatalf("query schema_migrations: %v", err)
+		}
+		defer rows.Close()
+		var got []string
+		for rows.Next() {
+			var n string
+			rows.Scan(&n)
+			got = append(got, n)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("schema_migrations = %v, want %v (each once)", got, want)
+		}
+	})
+
+	t.Run("OKWAL", func(t *testing.T) {
+		db, path := openTemp(t)
+		defer db.Close()
+		var mode string
+		if err := rawOpen(t, path).QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
+			t.Fatalf("PRAGMA journal_mode: %v", err)
+		}
+		if mode != "wal" {
+			t.Errorf("journal_mode = %q, want wal", mode)
+		}
+		// Bytes 18 and 19 of the header are 2 in a WAL database.
+		hdr := make([]byte, 20)
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.ReadAt(hdr, 0); err != nil {
+			t.Fatalf("read header: %v", err)
+		}
+		if hdr[18] != 2 || hdr[19] != 2 {
+			t.Errorf("header read/write versions = %d, %d; want 2, 2 (WAL)", hdr[18], hdr[19])
+		}
+	})
+
+	t.Run("OKPragmas", func(t *testing.T) {
+		db, _ := openTemp(t)
+		defer db.Close()
+		pragma := func(p *sql.DB, name string) int {
+			t.Helper()
+			var v int
+			if err := p.QueryRow(`PRAGMA ` + name).Scan(&v); err != nil {
+				t.Fatalf("PRAGMA %s: %v", name, err)
+			}
+			return v
+		}
+		if v := pragma(db.write, "synchronous"); v != 2 {
+			t.Errorf("writer synchronous = %d, want 2 (FULL)", v)
+		}
+		if v := pragma(db.write, "foreign_keys"); v != 1 {
+			t.Errorf("writer foreign_keys = %d, want 1", v)
+		}
+		if v := pragma(db.write, "busy_timeout"); v != int(busyTimeout.Milliseconds()) {
+			t.Errorf("writer busy_timeout = %d, want %d", v, busyTimeout.Milliseconds())
+		}
+		if v := pragma(db.read, "query_only"); v != 1 {
+			t.Errorf("reader query_only = %d, want 1", v)
+		}
+		if v := pragma(db.read, "busy_timeout"); v != int(busyTimeout.Milliseconds()) {
+			t.Errorf("reader busy_timeout = %d, want %d", v, busyTimeout.Milliseconds())
+		}
+		if _, err := db.read.Exec(`DELETE FROM workspaces`); err == nil {
+			t.Errorf("a write through the read pool succeeded")
+		}
+		if n := db.write.Stats().MaxOpenConnections; n != 1 {
+			t.Errorf("writer max open connections = %d, want 1", n)
+		}
+	})
+
+	t.Run("OKFileMode", func(t *testing.T) {
+		_, path := openTemp(t)
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm != 0o600 {
+			t.Errorf("database file mode = %v, want 0600", perm)
+		}
+	})
+
+	for _, path := range []string{"", ":memory:", "file:x.db", "x.db?mode=ro"} {
+		t.Run("ErrPath"+path, func(t *testing.T) {
+			if db, err := Open(context.Background(), path); err == nil {
+				db.Close()
+				t.Errorf("Open(%q) succeeded, want an error", path)
+			}
+		})
+	}
+
+	t.Run("ErrNoDirectory", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "missing", "keyward.db")
+		if db, err := Open(context.Background(), path); err == nil {
+			db.Close()
+			t.Errorf("Open(%q) succeeded, want an error", path)
+		}
+	})
+}
+
+// rawOpen opens the database file without the package, for inspection.
+func rawOpen(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	raw, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	return raw
+}
+
+func TestTimes(t *testing.T) {
+	t.Run("OKNanoseconds", func(t *testing.T) {
+		ctx := context.Background()
+		db, _ := openTemp(t)
+		defer db.Close()
+		ws, tok, _ := seed(t, db, "acme")
+		at := t0.Add(123456789 * time.Nanosecond).In(time.FixedZone("X", -3*3600-1800))
+		got, err := db.UpdateToken(ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+			t.ExpiresAt = &at
+			t.UpdatedAt = at
+			return &keyward.TokenWrite{Event: &keyward.AuditEvent{Time: at, Action: "token.update", Actor: keyward.Actor{Type: keyward.ActorSystem}}, Now: at}, nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateToken: %v", err)
+		}
+		if !got.ExpiresAt.Equal(at) || got.ExpiresAt.Nanosecond() != 123456789 || got.ExpiresAt.Location() != time.UTC {
+			t.Errorf("ExpiresAt = %v, want %v in UTC", got.ExpiresAt, at.UTC())
+		}
+		if !got.UpdatedAt.Equal(at) {
+			t.Errorf("UpdatedAt = %v, want %v", got.UpdatedAt, at)
+		}
+	})
+
+	t.Run("OKFarFuture", func(t *testing.T) {
+		// An expiry beyond 2262 is stored as the latest time there is: it
+		// keeps its order, so the token stays active.
+		ctx := context.Background()
+		db, _ := openTemp(t)
+		defer db.Close()
+		ws, tok, _ := seed(t, db, "acme")
+		never := time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+		got, err := db.UpdateToken(ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+			t.ExpiresAt = &never
+			return &keyward.TokenWrite{Event: &keyward.AuditEvent{Time: t0, Action: "token.update", Actor: keyward.Actor{Type: keyward.ActorSystem}}, Now: t0}, nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateToken: %v", err)
+		}
+		if !got.ExpiresAt.Equal(maxTime) {
+			t.Errorf("ExpiresAt = %v, want %v", got.ExpiresAt, maxTime)
+		}
+		ts, err := db.FindTokens(ctx, keyward.TokenFilter{WorkspaceID: ws.ID, State: keyward.StateActive, Now: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)})
+		if err != nil || len(ts) != 1 {
+			t.Errorf("FindTokens(active in 2200) = %d tokens, %v; want 1", len(ts), err)
+		}
+	})
+
+	t.Run("OKPruneChangesByWriteTime", func(t *testing.T) {
+		// A change is recorded at the time of its write: CreatedAt for a
+		// new token, TokenWrite.Now for an update.
+		ctx := context.Background()
+		db, _ := openTemp(t)
+		defer db.Close()
+		ws, tok, _ := seed(t, db, "acme") // change at t0
+		for _, h := range []int{1, 2} {
+			now := t0.Add(time.Duration(h) * time.Hour)
+			if _, err := db.UpdateToken(ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+				return &keyward.TokenWrite{Event: &keyward.AuditEvent{Time: t0, Action: "token.update", Actor: keyward.Actor{Type: keyward.ActorSystem}}, Now: now}, nil
+			}); err != nil {
+				t.Fatalf("UpdateToken: %v", err)
+			}
+		}
+		all, _ := db.Changes(ctx, 0, 0)
+		if len(all) != 3 {
+			t.Fatalf("%d changes, want 3", len(all))
+		}
+		if err := db.PruneChanges(ctx, t0.Add(time.Hour)); err != nil {
+			t.Fatalf("PruneChanges: %v", err)
+		}
+		got, _ := db.Changes(ctx, 0, 0)
+		if !slices.Equal(got, all[1:]) {
+			t.Errorf("changes after prune = %v, want %v", got, all[1:])
+		}
+	})
+}
+
+func TestFindTokensUnicodeName(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTemp(t)
+	defer db.Close()
+	ws, tok, _ := seed(t, db, "acme")
+	if _, err := db.UpdateToken(ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+		t.Name = "Déploiement ÉTÉ"
+		return &keyward.TokenWrite{Event: &keyward.AuditEvent{Time: t0, Action: "token.update", Actor: keyward.Actor{Type: keyward.ActorSystem}}, Now: t0}, nil
+	}); err != nil {
+		t.Fatalf("UpdateToken: %v", err)
+	}
+	for _, q := range []string{"DÉPLOIEMENT", "été", "t é"} {
+		got, err := db.FindTokens(ctx, keyward.TokenFilter{WorkspaceID: ws.ID, Name: q})
+		if err != nil {
+			t.Fatalf("FindTokens: %v", err)
+		}
+		if len(got) != 1 {
+			t.Errorf("FindTokens(name %q) found %d tokens, want 1", q, len(got))
+		}
+	}
+}
+
+func TestConcurrent(t *testing.T) {
+	t.Run("OKOneHandle", func(t *testing.T) {
+		db, _ := openTemp(t)
+		defer db.Close()
+		testConcurrent(t, db, db)
+	})
+	t.Run("OKTwoHandles", func(t *testing.T) {
+		// Like "keyward init" writing next to a running "keyward serve".
+		a, path := openTemp(t)
+		defer a.Close()
+		b, err := Open(context.Background(), path)
+		if err != nil {
+			t.Fatalf("Open second handle: %v", err)
+		}
+		defer b.Close()
+		testConcurrent(t, a, b)
+	})
+}
+
+// testConcurrent writes and reads tokens from many goroutines through a
+// and b, then checks that every write is there, seen through either.
+func testConcurrent(t *testing.T, a, b *DB) {
+	ctx := context.Background()
+	ws, tok, _ := seed(t, a, "acme")
+	const workers, each = 8, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each*3)
+	for w := range workers {
+		db := a
+		if w%2 == 1 {
+			db = b
+		}
+		wg.Go(func() {
+			for i := range each {
+				now := t0.Add(time.Duration(w*each+i) * time.Millisecond)
+				id := keyward.NewID(keyward.PrefixToken, now)
+				nt := &keyward.Token{ID: id, WorkspaceID: ws.ID, Name: fmt.Sprintf("w%d-%d", w, i), CreatedAt: now, UpdatedAt: now}
+				if err := db.CreateToken(ctx, nt, &keyward.Secret{Digest: randomDigest(), KeyID: "k1"}, nil); err != nil {
+					errs <- err
+				}
+				if _, err := db.UpdateToken(ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+					t.Name += "."
+					return &keyward.TokenWrite{Event: &keyward.AuditEvent{Time: now, Action: "token.update", Actor: keyward.Actor{Type: keyward.ActorSystem}}, Now: now}, nil
+				}); err != nil {
+					errs <- err
+				}
+				if _, err := db.FindToken(ctx, ws.ID, id); err != nil {
+					errs <- fmt.Errorf("read own write: %w", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for _, db := range []*DB{a, b} {
+		ts, err := db.FindTokens(ctx, keyward.TokenFilter{WorkspaceID: ws.ID})
+		if err != nil {
+			t.Fatalf("FindTokens: %v", err)
+		}
+		if len(ts) != 1+workers*each {
+			t.Errorf("%d tokens, want %d", len(ts), 1+workers*each)
+		}
+		got, err := db.FindToken(ctx, ws.ID, tok.ID)
+		if err != nil {
+			t.Fatalf("FindToken: %v", err)
+		}
+		if want := len("t") + workers*each; len(got.Name) != want {
+			t.Errorf("name has %d characters after %d updates, want %d (no lost update)", len(got.Name), workers*each, want)
+		}
+		cs, err := db.Changes(ctx, 0, 0)
+		if err != nil {
+			t.Fatalf("Changes: %v", err)
+		}
+		if len(cs) != 1+2*workers*each {
+			t.Errorf("%d changes, want %d", len(cs), 1+2*workers*each)
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/keyward/keyward"
+)
+
+// CreateWorkspace inserts ws and, when admin is not nil, its first
+// management token with its secret sec, and the events, all or nothing. An
+// admin token or event with an empty WorkspaceID is stored as one of ws. It
+// returns ECONFLICT when the name or id is taken, or when the admin token's
+// id or digest exists.
+func (db *DB) CreateWorkspace(ctx context.Context, ws *keyward.Workspace, admin *keyward.Token, sec *keyward.Secret, events ...*keyward.AuditEvent) error {
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		if err := insertWorkspace(ctx, tx, ws); err != nil {
+			return err
+		}
+		if admin != nil {
+			t := *admin
+			if t.WorkspaceID == "" {
+				t.WorkspaceID = ws.ID
+			}
+			if err := createToken(ctx, tx, &t, sec); err != nil {
+				return err
+			}
+		}
+		for _, ev := range events {
+			if err := insertEvent(ctx, tx, ev, ws.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return wrap("create workspace", err)
+}
+
+func insertWorkspace(ctx context.Context, tx *sql.Tx, ws *keyward.Workspace) error {
+	var n int
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspaces WHERE name = ?`, ws.Name).Scan(&n)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return keyward.Errorf(keyward.ECONFLICT, "a workspace named %q exists", ws.Name)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO workspaces (id, name, token_prefix, created_at) VALUES (?, ?, ?, ?)`,
+		ws.ID, ws.Name, ws.TokenPrefix, encodeTime(ws.CreatedAt))
+	if isUnique(err) {
+		return keyward.Errorf(keyward.ECONFLICT, "workspace %s exists", ws.ID)
+	}
+	return err
+}
+
+const workspaceColumns = `id, name, token_prefix, created_at`
+
+func scanWorkspace(row interface{ Scan(...any) error }) (*keyward.Workspace, error) {
+	var ws keyward.Workspace
+	var created int64
+	if err := row.Scan(&ws.ID, &ws.Name, &ws.TokenPrefix, &created); err != nil {
+		return nil, err
+	}
+	ws.CreatedAt = decodeTime(created)
+	return &ws, nil
+}
+
+// FindWorkspace returns the workspace with the given id, or ENOTFOUND.
+func (db *DB) FindWorkspace(ctx context.Context, id string) (*keyward.Workspace, error) {
+	ws, err := scanWorkspace(db.read.QueryRowContext(ctx,
+		`SELECT `+workspaceColumns+` FROM workspaces WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, keyward.Errorf(keyward.ENOTFOUND, "workspace %s not found", id)
+	}
+	return ws, wrap("find workspace", err)
+}
+
+// FindWorkspaceByName returns the workspace with the given name (compared
+// exactly), or ENOTFOUND.
+func (db *DB) FindWorkspaceByName(ctx context.Context, name string) (*keyward.Workspace, error) {
+	ws, err := scanWorkspace(db.read.QueryRowContext(ctx,
+		`SELECT `+workspaceColumns+` FROM workspaces WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, keyward.Errorf(keyward.ENOTFOUND, "workspace %q not found", name)
+	}
+	return ws, wrap("find workspace", err)
+}
+
+// FindWorkspaces returns up to f.Limit workspaces (all when f.Limit is zero)
+// with an id greater than f.After, ordered by id.
+func (db *DB) FindWorkspaces(ctx context.Context, f keyward.WorkspaceFilter) ([]*keyward.Workspace, error) {
+	rows, err := db.read.QueryContext(ctx,
+		`SELECT `+workspaceColumns+` FROM workspaces WHERE id > ? ORDER BY id LIMIT ?`, f.After, sqlLimit(f.Limit))
+	if err != nil {
+		return nil, wrap("find workspaces", err)
+	}
+	defer rows.Close()
+	var out []*keyward.Workspace
+	for rows.Next() {
+		ws, err := scanWorkspace(rows)
+		if err != nil {
+			return nil, wrap("find workspaces", err)
+		}
+		out = append(out, ws)
+	}
+	return out, wrap("find workspaces", rows.Err())
+}
+
+// workspaceExists returns ENOTFOUND when no workspace has the given id.
+func workspaceExists(ctx context.Context, tx *sql.Tx, id string) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspaces WHERE id = ?`, id).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		return keyward.Errorf(keyward.ENOTFOUND, "workspace %s not found", id)
+	}
+	return nil
+}

@@ -1,0 +1,654 @@
+// Package verify is the verification engine: an in-memory cache of token
+// records keyed by digest, the checks of PRODUCT §4 in their order, rate
+// limits, quotas, the lookup budget for unknown tokens, batched usage
+// writes, and cache coherence through the store's change feed.
+package verify
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
+)
+
+// Config configures an Engine. Zero values take the defaults.
+type Config struct {
+	Store keyward.Store
+	Keys  *secret.Keyring
+	Log   *slog.Logger
+	Now   func() time.Time
+
+	// LookupBudget bounds store lookups per second for tokens the node does
+	// not know (default 200). Beyond it, such tokens answer NOT_FOUND.
+	LookupBudget int
+	// FlushInterval is how often usage (quota, last use) is written
+	// (default 1s): a crash loses at most this much.
+	FlushInterval time.Duration
+	// PollInterval is how often the change feed is read (default 250ms).
+	PollInterval time.Duration
+	// MaxEntries bounds the number of cached tokens (default 1,000,000).
+	MaxEntries int
+}
+
+// Request is one verification.
+type Request struct {
+	Token       string
+	WorkspaceID string   // only tokens of this workspace are found; "" for any
+	Scopes      []string // all required
+	IP          netip.Addr
+}
+
+// Result is the outcome of a verification.
+type Result struct {
+	Outcome keyward.Outcome
+	// Token is the verified token when Outcome.Identified(); it is shared
+	// with the cache and must not be modified.
+	Token *keyward.Token
+	// MissingScope is the first required scope not granted.
+	MissingScope string
+	// Limits of the token, after this verification.
+	Rate  Limit
+	Quota Limit
+	// Err is set when the store failed and the token could not be found;
+	// Outcome is then NotFound (fail closed).
+	Err error
+}
+
+// Limit describes a rate limit or quota after a verification.
+type Limit struct {
+	Set       bool
+	Limit     int64
+	Remaining int64
+	Reset     time.Duration // until a slot frees (rate) or the period ends (quota)
+	Window    time.Duration // the rate window, or the quota period's length
+}
+
+// Engine verifies tokens. It is safe for concurrent use.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+
+	mu       sync.RWMutex
+	bySecret map[secret.Digest]*secretEntry
+	byToken  map[string]*tokenEntry
+
+	budgetMu     sync.Mutex
+	budgetTokens float64
+	budgetAt     time.Time
+
+	dirtyMu sync.Mutex
+	dirty   []*tokenEntry
+	carry   []keyward.UsageFlush // usage of ended quota periods, and failed flushes
+
+	lastSeq atomic.Int64
+	counts  [keyward.NumOutcomes]atomic.Uint64
+	misses  atomic.Uint64 // hits are all verifications but these
+
+	stop    chan struct{}
+	done    sync.WaitGroup
+	closeMu sync.Once
+}
+
+type secretEntry struct {
+	tok       *tokenEntry
+	expiresAt int64 // unix ns; 0 = no end
+}
+
+// tokenEntry is one cached token. snap is replaced whole on every change;
+// the counters under mu survive changes.
+type tokenEntry struct {
+	id   string
+	snap atomic.Pointer[snapshot]
+
+	mu        sync.Mutex
+	rate      *limiter
+	quotaNum  int64 // period number the counts belong to
+	quotaUsed int64 // stored + pending
+	quotaPend int64 // not yet flushed
+	lastAt    int64 // unix ns of the last VALID use; 0 = none since flush
+	lastIP    netip.Addr
+	isDirty   bool
+}
+
+type snapshot struct {
+	token *keyward.Token
+	cidrs []netip.Prefix
+	exp   int64 // token expiry, unix ns; 0 = none
+}
+
+// New returns an engine. Call Start to run its background work and Close to
+// flush pending usage.
+func New(cfg Config) *Engine {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LookupBudget <= 0 {
+		cfg.LookupBudget = 200
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = time.Second
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 250 * time.Millisecond
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = 1_000_000
+	}
+	return &Engine{
+		cfg:          cfg,
+		log:          cfg.Log,
+		now:          cfg.Now,
+		bySecret:     make(map[secret.Digest]*secretEntry),
+		byToken:      make(map[string]*tokenEntry),
+		budgetTokens: float64(cfg.LookupBudget),
+		stop:         make(chan struct{}),
+	}
+}
+
+// Start reads the change feed position and starts the background loops:
+// the change poller and the usage flusher. It returns an error when the
+// store cannot be read.
+func (e *Engine) Start(ctx context.Context) error {
+	seq, err := e.cfg.Store.LastChange(ctx)
+	if err != nil {
+		return err
+	}
+	e.lastSeq.Store(seq)
+	e.done.Add(2)
+	go e.loop(e.cfg.PollInterval, e.poll)
+	go e.loop(e.cfg.FlushInterval, func(ctx context.Context) {
+		if err := e.Flush(ctx); err != nil {
+			e.log.Error("usage flush failed; will retry", "err", err)
+		}
+	})
+	return nil
+}
+
+func (e *Engine) loop(every time.Duration, fn func(context.Context)) {
+	defer e.done.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			fn(ctx)
+			cancel()
+		}
+	}
+}
+
+// Close stops the background loops and flushes pending usage. It returns
+// the flush error, if any.
+func (e *Engine) Close(ctx context.Context) error {
+	e.closeMu.Do(func() { close(e.stop) })
+	e.done.Wait()
+	return e.Flush(ctx)
+}
+
+// Counts returns the number of verifications by outcome since start.
+func (e *Engine) Counts() [keyward.NumOutcomes]uint64 {
+	var c [keyward.NumOutcomes]uint64
+	for i := range c {
+		c[i] = e.counts[i].Load()
+	}
+	return c
+}
+
+// CacheStats returns cache hits, misses and the number of cached tokens.
+func (e *Engine) CacheStats() (hits, misses uint64, size int) {
+	e.mu.RLock()
+	size = len(e.byToken)
+	e.mu.RUnlock()
+	var total uint64
+	for i := range e.counts {
+		total += e.counts[i].Load()
+	}
+	misses = e.misses.Load()
+	return total - min(misses, total), misses, size
+}
+
+// LastUse returns the newest VALID use of a token seen by this node since
+// its last flush, and reports whether there is one.
+func (e *Engine) LastUse(tokenID string) (time.Time, string, bool) {
+	e.mu.RLock()
+	te := e.byToken[tokenID]
+	e.mu.RUnlock()
+	if te == nil {
+		return time.Time{}, "", false
+	}
+	te.mu.Lock()
+	defer te.mu.Unlock()
+	if te.lastAt == 0 {
+		return time.Time{}, "", false
+	}
+	ip := ""
+	if te.lastIP.IsValid() {
+		ip = te.lastIP.String()
+	}
+	return time.Unix(0, te.lastAt).UTC(), ip, true
+}
+
+// Verify runs the checks of PRODUCT §4 in order. A VALID outcome consumes
+// one unit of the token's rate limit and quota; no other outcome does. For
+// a token in the cache it does not allocate.
+func (e *Engine) Verify(ctx context.Context, req Request) Result {
+	r := e.verify(ctx, req, true)
+	e.counts[r.Outcome].Add(1)
+	return r
+}
+
+// Inspect runs the same checks as Verify but consumes nothing and records
+// no use; RateLimited and QuotaExceeded are reported when no slot is left.
+func (e *Engine) Inspect(ctx context.Context, req Request) Result {
+	return e.verify(ctx, req, false)
+}
+
+func (e *Engine) verify(ctx context.Context, req Request, consume bool) Result {
+	if _, err := secret.Parse(req.Token); err != nil {
+		return Result{Outcome: keyward.Malformed}
+	}
+	d := e.cfg.Keys.Current.Digest(req.Token)
+	e.mu.RLock()
+	se := e.bySecret[d]
+	e.mu.RUnlock()
+	if se == nil {
+		e.misses.Add(1)
+		var err error
+		if se, err = e.lookup(ctx, req.Token, d); se == nil {
+			return Result{Outcome: keyward.NotFound, Err: err}
+		}
+	}
+	s := se.tok.snap.Load()
+	t := s.token
+	if req.WorkspaceID != "" && t.WorkspaceID != req.WorkspaceID {
+		return Result{Outcome: keyward.NotFound}
+	}
+	res := Result{Token: t}
+	now := e.now()
+	nowNS := now.UnixNano()
+	switch {
+	case t.Revoked:
+		res.Outcome = keyward.Revoked
+	case t.Suspended:
+		res.Outcome = keyward.Suspended
+	case s.exp != 0 && nowNS >= s.exp, se.expiresAt != 0 && nowNS >= se.expiresAt:
+		res.Outcome = keyward.Expired
+	case len(s.cidrs) > 0 && !allowed(s.cidrs, req.IP):
+		res.Outcome = keyward.IPNotAllowed
+	default:
+		if m := keyward.MissingScope(t.Scopes, req.Scopes); m != "" {
+			res.Outcome = keyward.InsufficientScope
+			res.MissingScope = m
+		}
+	}
+	e.limits(se.tok, t, now, &res, req.IP, consume)
+	return res
+}
+
+func allowed(cidrs []netip.Prefix, ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false // no IP given: fail closed
+	}
+	ip = ip.Unmap()
+	for _, p := range cidrs {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// limits checks rate limit then quota when every earlier check passed,
+// consumes both on VALID, and fills res's limit descriptions either way.
+func (e *Engine) limits(te *tokenEntry, t *keyward.Token, now time.Time, res *Result, ip netip.Addr, consume bool) {
+	if t.RateLimit == nil && t.Quota == nil && (!consume || res.Outcome != keyward.Valid) {
+		return
+	}
+	nowNS := now.UnixNano()
+	te.mu.Lock()
+	var rateUsed int64
+	if rl := t.RateLimit; rl != nil {
+		if te.rate == nil || te.rate.limit != rl.Limit || te.rate.window != int64(rl.Window) {
+			te.rate = newLimiter(rl.Limit, time.Duration(rl.Window))
+		}
+		rateUsed = te.rate.used(nowNS)
+		if res.Outcome == keyward.Valid && rateUsed >= rl.Limit {
+			res.Outcome = keyward.RateLimited
+		}
+	}
+	var qnum int64
+	if q := t.Quota; q != nil {
+		qnum = periodNum(q.Period, now)
+		if qnum != te.quotaNum {
+			e.rollQuota(te, q, qnum)
+		}
+		if res.Outcome == keyward.Valid && te.quotaUsed >= q.Limit {
+			res.Outcome = keyward.QuotaExceeded
+		}
+	}
+	if res.Outcome == keyward.Valid && consume {
+		if te.rate != nil && t.RateLimit != nil {
+			te.rate.take(nowNS)
+			rateUsed++
+		}
+		if t.Quota != nil {
+			te.quotaUsed++
+			te.quotaPend++
+		}
+		te.lastAt = nowNS
+		te.lastIP = ip
+		if !te.isDirty {
+			te.isDirty = true
+			e.dirtyMu.Lock()
+			e.dirty = append(e.dirty, te)
+			e.dirtyMu.Unlock()
+		}
+	}
+	if rl := t.RateLimit; rl != nil {
+		res.Rate = Limit{Set: true, Limit: rl.Limit, Remaining: max(rl.Limit-rateUsed, 0), Reset: te.rate.reset(nowNS), Window: time.Duration(rl.Window)}
+	}
+	if q := t.Quota; q != nil {
+		res.Quota = Limit{Set: true, Limit: q.Limit, Remaining: max(q.Limit-te.quotaUsed, 0)}
+		if end := q.PeriodEnd(now); !end.IsZero() {
+			res.Quota.Reset = end.Sub(now)
+			res.Quota.Window = periodLength(q.Period, now)
+		}
+	}
+	te.mu.Unlock()
+}
+
+// rollQuota moves a token's quota counts to period qnum; the unflushed use
+// of the old period is kept for the next flush. Called with te.mu held.
+func (e *Engine) rollQuota(te *tokenEntry, q *keyward.Quota, qnum int64) {
+	if te.quotaPend > 0 {
+		e.dirtyMu.Lock()
+		e.carry = append(e.carry, keyward.UsageFlush{TokenID: te.id, Period: periodKey(q.Period, te.quotaNum), QuotaDelta: te.quotaPend})
+		e.dirtyMu.Unlock()
+	}
+	te.quotaNum, te.quotaUsed, te.quotaPend = qnum, 0, 0
+}
+
+// periodNum numbers calendar periods in UTC without allocating: days since
+// the epoch, or months since year 0; 0 for PeriodNone.
+func periodNum(period string, t time.Time) int64 {
+	t = t.UTC()
+	switch period {
+	case keyward.PeriodDay:
+		return t.Unix()/86400 + 1
+	case keyward.PeriodMonth:
+		return int64(t.Year())*12 + int64(t.Month())
+	}
+	return 0
+}
+
+func periodKey(period string, num int64) string {
+	switch period {
+	case keyward.PeriodDay:
+		return time.Unix((num-1)*86400, 0).UTC().Format("2006-01-02")
+	case keyward.PeriodMonth:
+		m := num - 1
+		return time.Date(int(m/12), time.Month(m%12+1), 1, 0, 0, 0, 0, time.UTC).Format("2006-01")
+	}
+	return "total"
+}
+
+func periodLength(period string, now time.Time) time.Duration {
+	if period == keyward.PeriodDay {
+		return 24 * time.Hour
+	}
+	now = now.UTC()
+	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	return start.AddDate(0, 1, 0).Sub(start)
+}
+
+// lookup finds a token the cache does not hold, within the lookup budget,
+// under the current key and then each previous key. A token found under a
+// previous key is re-digested under the current one.
+func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest) (*secretEntry, error) {
+	if !e.spendBudget() {
+		return nil, nil
+	}
+	sec, tok, err := e.cfg.Store.LookupSecret(ctx, d[:])
+	if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+		err = nil
+		for _, k := range e.cfg.Keys.Previous {
+			old := k.Digest(text)
+			sec, tok, err = e.cfg.Store.LookupSecret(ctx, old[:])
+			if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+				err = nil
+				continue
+			}
+			if err == nil {
+				moved := *sec
+				moved.Digest, moved.KeyID = d[:], e.cfg.Keys.Current.ID
+				if err := e.cfg.Store.Redigest(ctx, old[:], &moved); err != nil {
+					e.log.Error("re-digest under the current server key failed", "token_id", tok.ID, "err", err)
+				}
+			}
+			break
+		}
+	}
+	if err != nil {
+		e.log.Error("token lookup failed", "err", err)
+		return nil, err
+	}
+	if tok == nil {
+		return nil, nil
+	}
+	if err := e.Refresh(ctx, tok.ID); err != nil {
+		return nil, err
+	}
+	e.mu.RLock()
+	se := e.bySecret[d]
+	e.mu.RUnlock()
+	return se, nil
+}
+
+func (e *Engine) spendBudget() bool {
+	e.budgetMu.Lock()
+	defer e.budgetMu.Unlock()
+	now := e.now()
+	rate := float64(e.cfg.LookupBudget)
+	if !e.budgetAt.IsZero() {
+		e.budgetTokens = min(rate, e.budgetTokens+now.Sub(e.budgetAt).Seconds()*rate)
+	}
+	e.budgetAt = now
+	if e.budgetTokens < 1 {
+		return false
+	}
+	e.budgetTokens--
+	return true
+}
+
+// Refresh reloads one token and its secrets from the store into the cache,
+// keeping its counters, or drops it when the store no longer has it. Call
+// it after every write that affects verification; the change poller calls
+// it for writes made by other nodes and processes.
+func (e *Engine) Refresh(ctx context.Context, tokenID string) error {
+	tok, err := e.cfg.Store.TokenByID(ctx, tokenID)
+	if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+		e.drop(tokenID)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	secs, err := e.cfg.Store.TokenSecrets(ctx, tokenID)
+	if err != nil {
+		return err
+	}
+	snap := &snapshot{token: tok}
+	if tok.ExpiresAt != nil {
+		snap.exp = tok.ExpiresAt.UnixNano()
+	}
+	for _, c := range tok.AllowedCIDRs {
+		if p, err := keyward.ParseCIDR(c); err == nil {
+			snap.cidrs = append(snap.cidrs, p)
+		}
+	}
+
+	// A token new to the cache starts with its stored quota use, read
+	// before it becomes visible so that no verification sees a zero count.
+	e.mu.RLock()
+	te := e.byToken[tokenID]
+	e.mu.RUnlock()
+	var fresh *tokenEntry
+	if te == nil {
+		fresh = &tokenEntry{id: tokenID}
+		if q := tok.Quota; q != nil {
+			num := periodNum(q.Period, e.now())
+			used, err := e.cfg.Store.QuotaUsed(ctx, tokenID, periodKey(q.Period, num))
+			if err != nil {
+				return err
+			}
+			fresh.quotaNum, fresh.quotaUsed = num, used
+		}
+	}
+
+	e.mu.Lock()
+	if te = e.byToken[tokenID]; te == nil {
+		if len(e.byToken) >= e.cfg.MaxEntries {
+			e.evictLocked()
+		}
+		te = fresh
+		e.byToken[tokenID] = te
+	}
+	te.snap.Store(snap)
+	keep := make(map[secret.Digest]bool, len(secs))
+	for _, s := range secs {
+		var d secret.Digest
+		if len(s.Digest) != len(d) || s.KeyID != e.cfg.Keys.Current.ID {
+			continue // made by a previous key: found by lookup, then moved
+		}
+		copy(d[:], s.Digest)
+		keep[d] = true
+		var exp int64
+		if s.ExpiresAt != nil {
+			exp = s.ExpiresAt.UnixNano()
+		}
+		e.bySecret[d] = &secretEntry{tok: te, expiresAt: exp}
+	}
+	for d, se := range e.bySecret {
+		if se.tok == te && !keep[d] {
+			delete(e.bySecret, d)
+		}
+	}
+	e.mu.Unlock()
+	return nil
+}
+
+// evictLocked drops one cached token that has no unflushed usage. Called
+// with e.mu held.
+func (e *Engine) evictLocked() {
+	for id, te := range e.byToken {
+		te.mu.Lock()
+		busy := te.isDirty
+		te.mu.Unlock()
+		if !busy {
+			e.dropLocked(id)
+			return
+		}
+	}
+}
+
+func (e *Engine) drop(tokenID string) {
+	e.mu.Lock()
+	e.dropLocked(tokenID)
+	e.mu.Unlock()
+}
+
+func (e *Engine) dropLocked(tokenID string) {
+	te := e.byToken[tokenID]
+	if te == nil {
+		return
+	}
+	delete(e.byToken, tokenID)
+	for d, se := range e.bySecret {
+		if se.tok == te {
+			delete(e.bySecret, d)
+		}
+	}
+}
+
+// poll applies the store's change feed to the cache.
+func (e *Engine) poll(ctx context.Context) {
+	if err := e.Sync(ctx); err != nil {
+		e.log.Warn("change feed read failed; will retry", "err", err)
+	}
+}
+
+// Sync applies every change recorded since the last sync. A token that
+// cannot be refreshed stops the sync there, so it is retried.
+func (e *Engine) Sync(ctx context.Context) error {
+	for {
+		after := e.lastSeq.Load()
+		changes, err := e.cfg.Store.Changes(ctx, after, 500)
+		if err != nil {
+			return err
+		}
+		seen := make(map[string]bool, len(changes))
+		for _, c := range changes {
+			if !seen[c.TokenID] {
+				seen[c.TokenID] = true
+				if err := e.Refresh(ctx, c.TokenID); err != nil {
+					return err
+				}
+			}
+			e.lastSeq.Store(c.Seq)
+		}
+		if len(changes) < 500 {
+			return nil
+		}
+	}
+}
+
+// Flush writes the usage gathered since the last flush. On failure the
+// usage is kept for the next flush, so nothing is lost while the process
+// lives.
+func (e *Engine) Flush(ctx context.Context) error {
+	e.dirtyMu.Lock()
+	dirty, carry := e.dirty, e.carry
+	e.dirty, e.carry = nil, nil
+	e.dirtyMu.Unlock()
+	if len(dirty) == 0 && len(carry) == 0 {
+		return nil
+	}
+	batch := carry
+	for _, te := range dirty {
+		te.mu.Lock()
+		f := keyward.UsageFlush{TokenID: te.id}
+		if te.lastAt != 0 {
+			f.LastUsedAt = time.Unix(0, te.lastAt).UTC()
+			if te.lastIP.IsValid() {
+				f.LastUsedIP = te.lastIP.String()
+			}
+		}
+		if q := te.snap.Load().token.Quota; q != nil && te.quotaPend > 0 {
+			f.Period = periodKey(q.Period, te.quotaNum)
+			f.QuotaDelta = te.quotaPend
+			te.quotaPend = 0
+		}
+		te.isDirty = false
+		te.mu.Unlock()
+		batch = append(batch, f)
+	}
+	if err := e.cfg.Store.FlushUsage(ctx, batch); err != nil {
+		e.dirtyMu.Lock()
+		e.carry = append(e.carry, batch...)
+		e.dirtyMu.Unlock()
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,441 @@
+package verify_test
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/secret"
+	"github.com/keyward/keyward/internal/sqlite"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+const (
+	secretA = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	secretB = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+)
+
+// clock is a settable time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// env is an engine over a real SQLite store, with a management service to
+// create tokens through.
+type env struct {
+	t      testing.TB
+	store  *sqlite.DB
+	path   string
+	keys   *secret.Keyring
+	clock  *clock
+	engine *verify.Engine
+	svc    *manage.Service
+	ws     *keyward.Workspace
+	caller manage.Caller
+}
+
+func newEnv(t testing.TB, cfg verify.Config) *env {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keyward.db")
+	e := &env{t: t, path: path, clock: &clock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}}
+	e.open(cfg, secretA)
+	return e
+}
+
+// open (re)opens the store and starts a fresh engine on it.
+func (e *env) open(cfg verify.Config, current string, previous ...string) {
+	e.t.Helper()
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, e.path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	keys, err := secret.NewKeyring(current, previous...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg.Store, cfg.Keys, cfg.Now = db, keys, e.clock.Now
+	eng := verify.New(cfg)
+	if err := eng.Start(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	e.store, e.keys, e.engine = db, keys, eng
+	e.svc = &manage.Service{Store: db, Keys: keys, Engine: eng, Now: e.clock.Now}
+	if e.ws, err = e.svc.EnsureDefaultWorkspace(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	e.caller = manage.SystemCaller(e.ws.ID)
+	e.t.Cleanup(func() { e.close() })
+}
+
+func (e *env) close() {
+	if e.engine != nil {
+		e.engine.Close(context.Background())
+		e.store.Close()
+		e.engine = nil
+	}
+}
+
+func (e *env) create(t *keyward.Token) (*keyward.Token, string) {
+	e.t.Helper()
+	if t.Name == "" {
+		t.Name = "test"
+	}
+	tok, text, err := e.svc.CreateToken(context.Background(), e.caller, t)
+	if err != nil {
+		e.t.Fatalf("CreateToken: %v", err)
+	}
+	return tok, text
+}
+
+func (e *env) verify(text string, ip string, scopes ...string) verify.Result {
+	e.t.Helper()
+	req := verify.Request{Token: text, Scopes: scopes}
+	if ip != "" {
+		req.IP = netip.MustParseAddr(ip)
+	}
+	return e.engine.Verify(context.Background(), req)
+}
+
+func expect(t testing.TB, r verify.Result, want keyward.Outcome) {
+	t.Helper()
+	if r.Outcome != want {
+		t.Fatalf("outcome %v, want %v", r.Outcome, want)
+	}
+}
+
+func TestVerifyOrder(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	ctx := context.Background()
+	exp := e.clock.Now().Add(time.Hour)
+	full := func() *keyward.Token {
+		return &keyward.Token{
+			Scopes:       []string{"orders:read", "billing:*"},
+			ExpiresAt:    &exp,
+			AllowedCIDRs: []string{"203.0.113.0/24", "2001:db8::/32"},
+			RateLimit:    &keyward.RateLimit{Limit: 1, Window: keyward.Duration(time.Minute)},
+			Quota:        &keyward.Quota{Limit: 1, Period: keyward.PeriodDay},
+		}
+	}
+	revoked, revokedText := e.create(full())
+	e.svc.RevokeToken(ctx, e.caller, revoked.ID, "test")
+	suspended, suspendedText := e.create(full())
+	e.svc.SuspendToken(ctx, e.caller, suspended.ID, "")
+	_, text := e.create(full())
+	_, quotaText := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 1, Period: keyward.PeriodDay}})
+	unknown, _ := secret.Generate("kw")
+
+	t.Run("Malformed", func(t *testing.T) {
+		expect(t, e.verify(text[:len(text)-1]+"x", "203.0.113.9"), keyward.Malformed)
+		expect(t, e.verify("", ""), keyward.Malformed)
+	})
+	t.Run("NotFound", func(t *testing.T) { expect(t, e.verify(unknown, "203.0.113.9"), keyward.NotFound) })
+	// Each later failure hides behind the earlier one: a revoked token
+	// from a bad IP without scopes is REVOKED.
+	t.Run("RevokedBeforeIP", func(t *testing.T) {
+		r := e.verify(revokedText, "198.51.100.1", "admin:x")
+		expect(t, r, keyward.Revoked)
+		if r.Token == nil || r.Token.ID != revoked.ID {
+			t.Fatal("a revoked token must be identified")
+		}
+	})
+	t.Run("Suspended", func(t *testing.T) { expect(t, e.verify(suspendedText, "198.51.100.1"), keyward.Suspended) })
+	t.Run("IPNotAllowed", func(t *testing.T) {
+		expect(t, e.verify(text, "198.51.100.1"), keyward.IPNotAllowed)
+		expect(t, e.verify(text, ""), keyward.IPNotAllowed) // no IP: fail closed
+		expect(t, e.verify(text, "2001:db9::1"), keyward.IPNotAllowed)
+	})
+	t.Run("InsufficientScope", func(t *testing.T) {
+		r := e.verify(text, "2001:db8::7", "orders:read", "orders:write")
+		expect(t, r, keyward.InsufficientScope)
+		if r.MissingScope != "orders:write" {
+			t.Fatalf("missing scope %q", r.MissingScope)
+		}
+		expect(t, e.verify(text, "203.0.113.9", "billing"), keyward.InsufficientScope)
+	})
+	t.Run("ValidWithWildcard", func(t *testing.T) {
+		r := e.verify(text, "::ffff:203.0.113.9", "orders:read", "billing:invoices:read")
+		expect(t, r, keyward.Valid)
+		if !r.Rate.Set || r.Rate.Limit != 1 || r.Rate.Remaining != 0 {
+			t.Fatalf("rate %+v", r.Rate)
+		}
+	})
+	t.Run("RateLimited", func(t *testing.T) { expect(t, e.verify(text, "203.0.113.9"), keyward.RateLimited) })
+	t.Run("QuotaExceeded", func(t *testing.T) {
+		expect(t, e.verify(quotaText, ""), keyward.Valid)
+		expect(t, e.verify(quotaText, ""), keyward.QuotaExceeded)
+	})
+	t.Run("Expired", func(t *testing.T) {
+		e.clock.Add(time.Hour)
+		expect(t, e.verify(text, "198.51.100.1"), keyward.Expired) // before the IP check
+	})
+}
+
+func TestOnlyValidConsumes(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(&keyward.Token{
+		Scopes:    []string{"a"},
+		RateLimit: &keyward.RateLimit{Limit: 3, Window: keyward.Duration(time.Minute)},
+		Quota:     &keyward.Quota{Limit: 5, Period: keyward.PeriodNone},
+	})
+	for i := 0; i < 10; i++ {
+		expect(t, e.verify(text, "", "b"), keyward.InsufficientScope)
+	}
+	for i := 0; i < 3; i++ {
+		expect(t, e.verify(text, "", "a"), keyward.Valid)
+	}
+	expect(t, e.verify(text, "", "a"), keyward.RateLimited)
+	e.clock.Add(time.Minute + 4*time.Second)
+	// Rate-limited attempts did not eat the quota: 2 of 5 are left.
+	expect(t, e.verify(text, "", "a"), keyward.Valid)
+	expect(t, e.verify(text, "", "a"), keyward.Valid)
+	r := e.verify(text, "", "a")
+	expect(t, r, keyward.QuotaExceeded)
+	if r.Quota.Remaining != 0 || r.Rate.Remaining != 1 {
+		t.Fatalf("quota %+v rate %+v: a quota-exceeded verification must not take a rate slot", r.Quota, r.Rate)
+	}
+}
+
+func TestQuotaPersistsAndRolls(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	e.clock.t = time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
+	_, daily := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 3, Period: keyward.PeriodDay}})
+	_, monthly := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 4, Period: keyward.PeriodMonth}})
+	for i := 0; i < 2; i++ {
+		expect(t, e.verify(daily, ""), keyward.Valid)
+		expect(t, e.verify(monthly, ""), keyward.Valid)
+	}
+	// Restart: counts come back from the store.
+	e.close()
+	e.open(verify.Config{}, secretA)
+	expect(t, e.verify(daily, ""), keyward.Valid)
+	expect(t, e.verify(daily, ""), keyward.QuotaExceeded)
+	// Midnight UTC starts a new day and, here, a new month.
+	e.clock.Add(2 * time.Minute)
+	for i := 0; i < 3; i++ {
+		expect(t, e.verify(daily, ""), keyward.Valid)
+	}
+	expect(t, e.verify(daily, ""), keyward.QuotaExceeded)
+	for i := 0; i < 4; i++ {
+		expect(t, e.verify(monthly, ""), keyward.Valid)
+	}
+	expect(t, e.verify(monthly, ""), keyward.QuotaExceeded)
+	// The old period's unflushed use was kept, not lost, when it rolled.
+	if err := e.engine.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tokens, _ := e.store.FindTokens(context.Background(), keyward.TokenFilter{WorkspaceID: e.ws.ID, Limit: 10})
+	for _, tok := range tokens {
+		if tok.Quota != nil && tok.Quota.Period == keyward.PeriodDay {
+			for key, want := range map[string]int64{"2026-11-30": 3, "2026-12-01": 3} {
+				if got, _ := e.store.QuotaUsed(context.Background(), tok.ID, key); got != want {
+					t.Errorf("day %s: used %d, want %d", key, got, want)
+				}
+			}
+		}
+	}
+}
+
+func TestRotationGrace(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	ctx := context.Background()
+	tok, first := e.create(&keyward.Token{})
+	_, second, err := e.svc.RotateToken(ctx, e.caller, tok.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(first, ""), keyward.Valid)
+	expect(t, e.verify(second, ""), keyward.Valid)
+	e.clock.Add(30 * time.Minute)
+	// A new rotation ends the first secret's grace at once.
+	_, third, err := e.svc.RotateToken(ctx, e.caller, tok.ID, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(first, ""), keyward.Expired)
+	expect(t, e.verify(second, ""), keyward.Valid)
+	expect(t, e.verify(third, ""), keyward.Valid)
+	e.clock.Add(10 * time.Minute)
+	expect(t, e.verify(second, ""), keyward.Expired)
+	expect(t, e.verify(third, ""), keyward.Valid)
+	// Zero grace: the replaced secret fails at once.
+	_, fourth, err := e.svc.RotateToken(ctx, e.caller, tok.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(third, ""), keyward.Expired)
+	expect(t, e.verify(fourth, ""), keyward.Valid)
+}
+
+func TestLookupBudget(t *testing.T) {
+	e := newEnv(t, verify.Config{LookupBudget: 5})
+	for i := 0; i < 20; i++ {
+		unknown, _ := secret.Generate("kw")
+		expect(t, e.verify(unknown, ""), keyward.NotFound)
+	}
+	_, misses, _ := e.engine.CacheStats()
+	if misses != 20 {
+		t.Fatalf("%d misses", misses)
+	}
+	// A token written by another process while the budget is spent is not
+	// looked up, but the change feed brings it in.
+	other := &manage.Service{Store: e.store, Keys: e.keys, Now: e.clock.Now}
+	_, text, err := other.CreateToken(context.Background(), e.caller, &keyward.Token{Name: "elsewhere"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(text, ""), keyward.NotFound)
+	if err := e.engine.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(text, ""), keyward.Valid)
+	// The budget refills with time.
+	e.clock.Add(time.Second)
+	_, text2, _ := other.CreateToken(context.Background(), e.caller, &keyward.Token{Name: "elsewhere too"})
+	expect(t, e.verify(text2, ""), keyward.Valid)
+}
+
+func TestChangeFeedRevocation(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, text := e.create(&keyward.Token{})
+	expect(t, e.verify(text, ""), keyward.Valid)
+	// Revoked by another process: this engine learns it from the feed.
+	other := &manage.Service{Store: e.store, Keys: e.keys, Now: e.clock.Now}
+	if _, err := other.RevokeToken(context.Background(), e.caller, tok.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(text, ""), keyward.Valid) // not yet synced
+	if err := e.engine.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(text, ""), keyward.Revoked)
+}
+
+func TestServerKeyRotation(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, text := e.create(&keyward.Token{})
+	e.close()
+	e.open(verify.Config{}, secretB, secretA)
+	expect(t, e.verify(text, ""), keyward.Valid)
+	// The digest moved to the new key: a store dump under the old key no
+	// longer finds it, the new one does.
+	newD := e.keys.Current.Digest(text)
+	if _, got, err := e.store.LookupSecret(context.Background(), newD[:]); err != nil || got.ID != tok.ID {
+		t.Fatalf("lookup under the new key: %v", err)
+	}
+	old, _ := secret.NewKeyring(secretA)
+	oldD := old.Current.Digest(text)
+	if _, _, err := e.store.LookupSecret(context.Background(), oldD[:]); keyward.ErrorCode(err) != keyward.ENOTFOUND {
+		t.Fatalf("old digest still stored: %v", err)
+	}
+	// Without the previous key, it still verifies: it was moved.
+	e.close()
+	e.open(verify.Config{}, secretB)
+	expect(t, e.verify(text, ""), keyward.Valid)
+}
+
+func TestWorkspaceIsolation(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(&keyward.Token{})
+	r := e.engine.Verify(context.Background(), verify.Request{Token: text, WorkspaceID: "ws_other"})
+	expect(t, r, keyward.NotFound)
+	if r.Token != nil {
+		t.Fatal("a token of another workspace must not be described")
+	}
+	r = e.engine.Verify(context.Background(), verify.Request{Token: text, WorkspaceID: e.ws.ID})
+	expect(t, r, keyward.Valid)
+}
+
+func TestUsageFlush(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, text := e.create(&keyward.Token{})
+	expect(t, e.verify(text, "203.0.113.5"), keyward.Valid)
+	if err := e.engine.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.store.FindToken(context.Background(), e.ws.ID, tok.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LastUsedAt == nil || !got.LastUsedAt.Equal(e.clock.Now()) || got.LastUsedIP != "203.0.113.5" {
+		t.Fatalf("last use %v %q", got.LastUsedAt, got.LastUsedIP)
+	}
+}
+
+func TestVerifyAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool allocate; run without -race")
+	}
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(benchToken())
+	req := verify.Request{Token: text, Scopes: []string{"orders:read"}, IP: netip.MustParseAddr("203.0.113.9")}
+	ctx := context.Background()
+	expect(t, e.engine.Verify(ctx, req), keyward.Valid)
+	if n := testing.AllocsPerRun(1000, func() { e.engine.Verify(ctx, req) }); n != 0 {
+		t.Fatalf("cached Verify allocates %v times", n)
+	}
+}
+
+func benchToken() *keyward.Token {
+	return &keyward.Token{
+		Name:         "bench",
+		Scopes:       []string{"orders:read", "orders:write", "billing:*"},
+		AllowedCIDRs: []string{"198.51.100.0/24", "203.0.113.0/24"},
+		RateLimit:    &keyward.RateLimit{Limit: 1 << 40, Window: keyward.Duration(time.Minute)},
+	}
+}
+
+// BenchmarkHMAC is the baseline of BenchmarkVerify: one HMAC-SHA-256 of
+// the same token under the same key.
+func BenchmarkHMAC(b *testing.B) {
+	e := newEnv(b, verify.Config{})
+	_, text := e.create(benchToken())
+	b.ReportAllocs()
+	for b.Loop() {
+		e.keys.Current.Digest(text)
+	}
+}
+
+// BenchmarkVerify verifies a cached valid token with scopes, a CIDR
+// allowlist and a rate limit.
+func BenchmarkVerify(b *testing.B) {
+	e := newEnv(b, verify.Config{})
+	_, text := e.create(benchToken())
+	req := verify.Request{Token: text, Scopes: []string{"orders:read"}, IP: netip.MustParseAddr("203.0.113.9")}
+	ctx := context.Background()
+	expect(b, e.engine.Verify(ctx, req), keyward.Valid)
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := e.engine.Verify(ctx, req); r.Outcome != keyward.Valid {
+			b.Fatal(r.Outcome)
+		}
+	}
+}
+
+// BenchmarkVerifyParallel is BenchmarkVerify from all cores on one token,
+// the worst case for the token's lock.
+func BenchmarkVerifyParallel(b *testing.B) {
+	e := newEnv(b, verify.Config{})
+	_, text := e.create(benchToken())
+	req := verify.Request{Token: text, Scopes: []string{"orders:read"}, IP: netip.MustParseAddr("203.0.113.9")}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			e.engine.Verify(ctx, req)
+		}
+	})
+}

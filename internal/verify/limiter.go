@@ -1,0 +1,83 @@
+package verify
+
+import "time"
+
+// buckets is the number of sub-windows a rate-limit window is split into.
+// The limiter may deny up to one sub-window (window/buckets) early; it never
+// admits more than the limit in any window.
+const buckets = 20
+
+// limiter is a conservative sliding-window counter. Admissions are counted
+// in sub-windows of width window/buckets; a new admission at time now is
+// allowed when the admissions in every sub-window that overlaps
+// (now-window, now] add up to less than the limit. Since the oldest such
+// sub-window is counted whole, the sum bounds the admissions of any window
+// of length window that ends at now, so no window ever holds more than
+// limit admissions, while a burst of limit into an empty window is admitted
+// in full. GCRA and fixed windows admit up to 2·limit−1 and do not meet this.
+//
+// The zero limiter is unusable; the caller serialises access.
+type limiter struct {
+	limit  int64
+	window int64 // ns
+	width  int64 // ns, window/buckets
+	head   int64 // sub-window number of the newest slot in use
+	sum    int64 // of counts
+	counts [buckets + 1]int64
+}
+
+func newLimiter(limit int64, window time.Duration) *limiter {
+	w := int64(window)
+	width := w / buckets
+	if width < 1 {
+		width = 1
+	}
+	return &limiter{limit: limit, window: w, width: width}
+}
+
+// advance moves the ring to the sub-window of now, clearing slots that fell
+// out of every window that ends at now or later.
+func (l *limiter) advance(now int64) int64 {
+	b := now / l.width
+	if b > l.head {
+		n := b - l.head
+		if n > int64(len(l.counts)) {
+			n = int64(len(l.counts))
+		}
+		for i := int64(1); i <= n; i++ {
+			j := (l.head + i) % int64(len(l.counts))
+			l.sum -= l.counts[j]
+			l.counts[j] = 0
+		}
+		l.head = b
+	}
+	return b
+}
+
+// used returns the admissions counted against a new one at now.
+func (l *limiter) used(now int64) int64 {
+	l.advance(now)
+	return l.sum
+}
+
+// take records one admission at now. The caller has checked used.
+func (l *limiter) take(now int64) {
+	b := l.advance(now)
+	l.counts[b%int64(len(l.counts))]++
+	l.sum++
+}
+
+// reset returns how long until the oldest counted admission leaves the
+// window, which frees a slot; zero when nothing is counted.
+func (l *limiter) reset(now int64) time.Duration {
+	b := l.advance(now)
+	if l.sum == 0 {
+		return 0
+	}
+	for i := b - buckets; i <= b; i++ {
+		if i >= 0 && l.counts[i%int64(len(l.counts))] > 0 {
+			return time.Duration((i+1)*l.width + l.window - now)
+		}
+	}
+	return 0
+}

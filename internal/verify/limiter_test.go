@@ -1,0 +1,78 @@
+package verify
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// TestLimiterNeverExceeds drives the limiter with random arrival times and
+// checks, against an exact log, that no window of length W ever holds more
+// than N admissions, and that a burst into an empty window is admitted.
+func TestLimiterNeverExceeds(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		limit  int64
+		window time.Duration
+	}{
+		{"N1", 1, time.Second},
+		{"N5", 5, time.Second},
+		{"N50PerMinute", 50, time.Minute},
+		{"N1000", 1000, 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, uint64(tc.limit)))
+			l := newLimiter(tc.limit, tc.window)
+			now := int64(1_700_000_000) * int64(time.Second)
+			// A burst of N into an empty window is admitted in full.
+			for i := int64(0); i < tc.limit; i++ {
+				if l.used(now) >= tc.limit {
+					t.Fatalf("burst: denied admission %d of %d", i+1, tc.limit)
+				}
+				l.take(now)
+			}
+			if l.used(now) < tc.limit {
+				t.Fatal("burst: admitted more than the limit")
+			}
+			admitted := []int64{}
+			for i := 0; i < 200_000; i++ {
+				now += rng.Int64N(int64(tc.window) / max(tc.limit, 1) * 2)
+				if l.used(now) < tc.limit {
+					l.take(now)
+					admitted = append(admitted, now)
+				}
+			}
+			// Every window (t-W, t] ending at an admission holds at most N.
+			j := 0
+			for i, at := range admitted {
+				for admitted[j] <= at-int64(tc.window) {
+					j++
+				}
+				if n := int64(i - j + 1); n > tc.limit {
+					t.Fatalf("window ending at admission %d holds %d > %d", i, n, tc.limit)
+				}
+			}
+			if len(admitted) < 1000 {
+				t.Fatalf("only %d admissions: the limiter denies far too early", len(admitted))
+			}
+		})
+	}
+}
+
+func TestLimiterReset(t *testing.T) {
+	l := newLimiter(2, time.Minute)
+	now := int64(time.Hour)
+	if r := l.reset(now); r != 0 {
+		t.Fatalf("reset of an empty limiter = %v", r)
+	}
+	l.take(now)
+	l.take(now)
+	r := l.reset(now)
+	if r <= 0 || r > time.Minute+time.Minute/buckets {
+		t.Fatalf("reset = %v, want about a minute", r)
+	}
+	later := now + int64(r)
+	if l.used(later) != 0 {
+		t.Fatalf("after reset the window still counts %d", l.used(later))
+	}
+}

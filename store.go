@@ -1,0 +1,99 @@
+package keyward
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the persistence contract. Each method is one transaction: a
+// write and the audit event that records it commit together or not at all.
+// Methods return an *Error with ENOTFOUND for a missing object (or one of
+// another workspace) and ECONFLICT for a uniqueness violation; any other
+// error is internal. Every store passes the suite in internal/storetest.
+type Store interface {
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+	// Close releases the store's resources.
+	Close() error
+
+	// CreateWorkspace inserts ws and, when admin is not nil, its first
+	// management token with its secret, and the events.
+	CreateWorkspace(ctx context.Context, ws *Workspace, admin *Token, sec *Secret, events ...*AuditEvent) error
+	// FindWorkspace returns the workspace with the given id.
+	FindWorkspace(ctx context.Context, id string) (*Workspace, error)
+	// FindWorkspaceByName returns the workspace with the given name.
+	FindWorkspaceByName(ctx context.Context, name string) (*Workspace, error)
+	// FindWorkspaces returns a page of workspaces ordered by id.
+	FindWorkspaces(ctx context.Context, f WorkspaceFilter) ([]*Workspace, error)
+
+	// CreateToken inserts t, its secret and ev.
+	CreateToken(ctx context.Context, t *Token, sec *Secret, ev *AuditEvent) error
+	// CreateRootToken inserts a root token like CreateToken and marks the
+	// store as having a root token. It fails with ECONFLICT when a root token
+	// was issued before, unless again is true.
+	CreateRootToken(ctx context.Context, t *Token, sec *Secret, ev *AuditEvent, again bool) error
+	// FindToken returns the token with the given id in the given workspace.
+	FindToken(ctx context.Context, workspaceID, id string) (*Token, error)
+	// TokenByID returns the token with the given id in whichever workspace
+	// holds it. Only the verification engine uses it, with ids that the
+	// store itself handed out; API paths use FindToken.
+	TokenByID(ctx context.Context, id string) (*Token, error)
+	// FindTokens returns a page of tokens ordered by id.
+	FindTokens(ctx context.Context, f TokenFilter) ([]*Token, error)
+	// UpdateToken reads the token, calls fn with a copy it may change, and
+	// writes what fn asks for. When fn returns a nil write (nothing to do) or
+	// an error, nothing is written. It returns the token as stored after.
+	UpdateToken(ctx context.Context, workspaceID, id string, fn func(t *Token) (*TokenWrite, error)) (*Token, error)
+
+	// LookupSecret returns the secret with the given digest and its token.
+	LookupSecret(ctx context.Context, digest []byte) (*Secret, *Token, error)
+	// TokenSecrets returns every stored secret of a token.
+	TokenSecrets(ctx context.Context, tokenID string) ([]*Secret, error)
+	// Redigest replaces the digest oldDigest by sec (same token, new key).
+	Redigest(ctx context.Context, oldDigest []byte, sec *Secret) error
+
+	// Changes returns up to limit token changes with a sequence number
+	// greater than after, oldest first. Every token write adds one.
+	Changes(ctx context.Context, after int64, limit int) ([]Change, error)
+	// LastChange returns the newest change's sequence number, or 0.
+	LastChange(ctx context.Context) (int64, error)
+	// PruneChanges deletes changes recorded before t.
+	PruneChanges(ctx context.Context, before time.Time) error
+
+	// FlushUsage adds quota consumption and records last use, in one
+	// transaction for the whole batch. It adds no change: usage does not
+	// alter how a token verifies on other nodes (quota counts are node-local
+	// until global limits exist).
+	FlushUsage(ctx context.Context, batch []UsageFlush) error
+	// QuotaUsed returns the consumption recorded for a token's quota period.
+	QuotaUsed(ctx context.Context, tokenID, period string) (int64, error)
+
+	// FindAuditEvents returns a page of a workspace's audit events, newest first.
+	FindAuditEvents(ctx context.Context, f AuditFilter) ([]*AuditEvent, error)
+}
+
+// TokenWrite is what a Store.UpdateToken callback asks to be written.
+type TokenWrite struct {
+	// Event records the change; it is required.
+	Event *AuditEvent
+	// Rotate, when not nil, becomes the token's current secret. The secret
+	// it replaces stays valid until GraceUntil; every earlier grace ends now.
+	Rotate     *Secret
+	GraceUntil time.Time
+	Now        time.Time
+}
+
+// Change says that a token changed, for cache invalidation across nodes.
+type Change struct {
+	Seq     int64
+	TokenID string
+}
+
+// UsageFlush is one token's usage since the last flush.
+type UsageFlush struct {
+	TokenID    string
+	LastUsedAt time.Time
+	LastUsedIP string
+	Period     string // quota period key; "" when the token has no quota
+	QuotaDelta int64
+}

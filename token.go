@@ -1,0 +1,296 @@
+package keyward
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Token states as reported by the API. Expired is derived from ExpiresAt and
+// the clock; the others are stored.
+const (
+	StateActive          = "active"
+	StateExpired         = "expired"
+	StateRevoked         = "revoked"
+	StateSuspended       = "suspended"
+	StatePendingApproval = "pending_approval"
+)
+
+// Limits on token fields.
+const (
+	MaxNameLen      = 200
+	MaxSubjectLen   = 200
+	MaxScopes       = 100
+	MaxCIDRs        = 100
+	MaxMetadataSize = 8 << 10
+	MaxReasonLen    = 500
+)
+
+// Quota periods.
+const (
+	PeriodDay   = "day"
+	PeriodMonth = "month"
+	PeriodNone  = "none"
+)
+
+// Token is an API token without its secret. The secret exists only as
+// digests (see Secret) and, once, in the response that issued it.
+type Token struct {
+	ID           string
+	WorkspaceID  string
+	Name         string
+	Hint         string // prefix and last four characters, e.g. "kw_…x9Qa"
+	Scopes       []string
+	ExpiresAt    *time.Time
+	AllowedCIDRs []string
+	RateLimit    *RateLimit
+	Quota        *Quota
+	Subject      string
+	Metadata     json.RawMessage // a JSON object, or nil
+
+	Revoked       bool
+	RevokedAt     *time.Time
+	RevokeReason  string
+	Suspended     bool
+	SuspendedAt   *time.Time
+	SuspendReason string
+
+	CreatedBy  string // actor id: a token id or "system"
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	RotatedAt  *time.Time
+	LastUsedAt *time.Time
+	LastUsedIP string
+}
+
+// State reports the token's state at time now.
+func (t *Token) State(now time.Time) string {
+	switch {
+	case t.Revoked:
+		return StateRevoked
+	case t.Suspended:
+		return StateSuspended
+	case t.ExpiresAt != nil && !now.Before(*t.ExpiresAt):
+		return StateExpired
+	}
+	return StateActive
+}
+
+// Clone returns a deep copy of t, so that a caller may modify it freely.
+func (t *Token) Clone() *Token {
+	c := *t
+	c.Scopes = append([]string(nil), t.Scopes...)
+	c.AllowedCIDRs = append([]string(nil), t.AllowedCIDRs...)
+	if t.Metadata != nil {
+		c.Metadata = append(json.RawMessage(nil), t.Metadata...)
+	}
+	if t.RateLimit != nil {
+		r := *t.RateLimit
+		c.RateLimit = &r
+	}
+	if t.Quota != nil {
+		q := *t.Quota
+		c.Quota = &q
+	}
+	return &c
+}
+
+// RateLimit admits at most Limit VALID verifications in any window of
+// length Window.
+type RateLimit struct {
+	Limit  int64    `json:"limit"`
+	Window Duration `json:"window"`
+}
+
+// Quota admits at most Limit VALID verifications per calendar Period in UTC
+// (PeriodDay, PeriodMonth) or in total (PeriodNone).
+type Quota struct {
+	Limit  int64  `json:"limit"`
+	Period string `json:"period"`
+}
+
+// PeriodKey returns the key of the quota period that contains t, such as
+// "2026-11-23" for a daily quota.
+func (q *Quota) PeriodKey(t time.Time) string {
+	t = t.UTC()
+	switch q.Period {
+	case PeriodDay:
+		return t.Format("2006-01-02")
+	case PeriodMonth:
+		return t.Format("2006-01")
+	}
+	return "total"
+}
+
+// PeriodEnd returns when the quota period that contains t ends, or the zero
+// time for PeriodNone.
+func (q *Quota) PeriodEnd(t time.Time) time.Time {
+	t = t.UTC()
+	switch q.Period {
+	case PeriodDay:
+		return time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, time.UTC)
+	case PeriodMonth:
+		return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	return time.Time{}
+}
+
+// Duration is a time.Duration that reads and writes JSON as a Go duration
+// string such as "1m" or "24h".
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("must be a duration string such as \"1m\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("must be a duration string such as \"1m\"")
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Validate checks every field a client may set and returns an EINVALID
+// *Error listing each invalid field, or nil. The pointers are those of the
+// API's JSON fields.
+func (t *Token) Validate(now time.Time) error {
+	var errs []FieldError
+	add := func(p, format string, args ...any) {
+		errs = append(errs, FieldError{Pointer: p, Detail: fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case strings.TrimSpace(t.Name) == "":
+		add("/name", "name is required")
+	case len(t.Name) > MaxNameLen:
+		add("/name", "name must be at most %d characters", MaxNameLen)
+	case strings.ContainsFunc(t.Name, isControl):
+		add("/name", "name must not contain control characters")
+	}
+	if len(t.Scopes) > MaxScopes {
+		add("/scopes", "at most %d scopes", MaxScopes)
+	}
+	for i, s := range t.Scopes {
+		if err := ValidateScope(s); err != nil {
+			add(fmt.Sprintf("/scopes/%d", i), "%v", err)
+		}
+	}
+	if t.ExpiresAt != nil && !t.ExpiresAt.After(now) {
+		add("/expires_at", "expires_at must be in the future")
+	}
+	if len(t.AllowedCIDRs) > MaxCIDRs {
+		add("/allowed_cidrs", "at most %d CIDRs", MaxCIDRs)
+	}
+	for i, c := range t.AllowedCIDRs {
+		if _, err := ParseCIDR(c); err != nil {
+			add(fmt.Sprintf("/allowed_cidrs/%d", i), "%q is not a CIDR such as 203.0.113.0/24 or 2001:db8::/32", c)
+		}
+	}
+	if r := t.RateLimit; r != nil {
+		if r.Limit <= 0 {
+			add("/rate_limit/limit", "limit must be a positive number")
+		}
+		if time.Duration(r.Window) < time.Second || time.Duration(r.Window) > 31*24*time.Hour {
+			add("/rate_limit/window", "window must be between 1s and 744h")
+		}
+	}
+	if q := t.Quota; q != nil {
+		if q.Limit <= 0 {
+			add("/quota/limit", "limit must be a positive number")
+		}
+		if q.Period != PeriodDay && q.Period != PeriodMonth && q.Period != PeriodNone {
+			add("/quota/period", "period must be one of day, month, none")
+		}
+	}
+	if err := ValidateSubject(t.Subject); err != nil {
+		add("/subject", "%v", err)
+	}
+	if t.Metadata != nil {
+		if len(t.Metadata) > MaxMetadataSize {
+			add("/metadata", "metadata must be at most %d bytes", MaxMetadataSize)
+		} else if !isJSONObject(t.Metadata) {
+			add("/metadata", "metadata must be a JSON object")
+		}
+	}
+	if len(errs) > 0 {
+		return Invalid(errs...)
+	}
+	return nil
+}
+
+// ValidateSubject checks a token subject: printable ASCII without spaces at
+// the ends, at most MaxSubjectLen characters (it travels in a header).
+func ValidateSubject(s string) error {
+	if len(s) > MaxSubjectLen {
+		return fmt.Errorf("subject must be at most %d characters", MaxSubjectLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return fmt.Errorf("subject must be printable ASCII")
+		}
+	}
+	if s != strings.TrimSpace(s) {
+		return fmt.Errorf("subject must not start or end with a space")
+	}
+	return nil
+}
+
+// ParseCIDR parses an allowlist entry. A bare address is taken as a
+// single-host prefix. The prefix is returned masked.
+func ParseCIDR(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("invalid CIDR %q", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR %q: IPv4-mapped prefixes are not supported", s)
+	}
+	return p.Masked(), nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func isJSONObject(b json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(b, &m) == nil && m != nil
+}
+
+// Secret is one stored digest of a token's secret. A token has one current
+// secret (ExpiresAt nil) and, after a rotation, the secrets it replaced, each
+// valid until its ExpiresAt (the end of its grace period).
+type Secret struct {
+	Digest    []byte // keyed HMAC-SHA-256 of the token text
+	KeyID     string // id of the server key that made Digest
+	TokenID   string
+	CreatedAt time.Time
+	ExpiresAt *time.Time
+}
+
+// TokenFilter selects tokens of one workspace. Results are ordered by id.
+type TokenFilter struct {
+	WorkspaceID string
+	State       string // one of the State* constants, or ""
+	Subject     string // exact match
+	Scope       string // tokens holding exactly this scope
+	Name        string // substring, case-insensitive
+	After       string // id cursor: only ids greater than this
+	Limit       int
+	Now         time.Time // for the expired state
+}

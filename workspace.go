@@ -1,0 +1,61 @@
+package keyward
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// DefaultWorkspace is the name of the workspace every store starts with.
+const DefaultWorkspace = "default"
+
+// DefaultTokenPrefix is the token prefix of a workspace that sets none.
+const DefaultTokenPrefix = "kw"
+
+// Workspace is a tenant: its tokens, audit log and settings are its own.
+type Workspace struct {
+	ID          string
+	Name        string
+	TokenPrefix string
+	CreatedAt   time.Time
+}
+
+// WorkspaceFilter pages through workspaces ordered by id.
+type WorkspaceFilter struct {
+	After string
+	Limit int
+}
+
+// Validate checks the client-settable fields of a workspace.
+func (w *Workspace) Validate() error {
+	var errs []FieldError
+	switch {
+	case strings.TrimSpace(w.Name) == "":
+		errs = append(errs, FieldError{"/name", "name is required"})
+	case len(w.Name) > MaxNameLen:
+		errs = append(errs, FieldError{"/name", fmt.Sprintf("name must be at most %d characters", MaxNameLen)})
+	case strings.ContainsFunc(w.Name, isControl):
+		errs = append(errs, FieldError{"/name", "name must not contain control characters"})
+	}
+	if err := ValidatePrefix(w.TokenPrefix); err != nil {
+		errs = append(errs, FieldError{"/token_prefix", err.Error()})
+	}
+	if len(errs) > 0 {
+		return Invalid(errs...)
+	}
+	return nil
+}
+
+// ValidatePrefix checks a token prefix: 2–16 characters of [a-z][a-z0-9_]*.
+func ValidatePrefix(p string) error {
+	if len(p) < 2 || len(p) > 16 {
+		return fmt.Errorf("token prefix must be 2 to 16 characters")
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || i > 0 && (c >= '0' && c <= '9' || c == '_')) {
+			return fmt.Errorf("token prefix must match [a-z][a-z0-9_]*")
+		}
+	}
+	return nil
+}

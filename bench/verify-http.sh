@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Load test of POST /v1/verify against a bare net/http handler that returns
+# the same JSON, in one run, with the same load tool (wrk), on loopback.
+# Prints requests/s and p99 of each and the throughput ratio (target ≥ 0.7).
+#
+# keyward runs its shipped defaults: access log (to a file), usage batching
+# and metrics on. Usage: bash bench/verify-http.sh [DURATION] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10s}
+CONNS=${2:-32}
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+go build -o "$work/keyward" ./cmd/keyward
+go build -o "$work/bare" ./bench/bare
+export KEYWARD_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+"$work/keyward" serve --data-dir "$work/data" --addr 127.0.0.1:18080 >"$work/keyward.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do curl -fs http://127.0.0.1:18080/readyz >/dev/null && break; sleep 0.1; done
+root=$("$work/keyward" init --data-dir "$work/data" --output json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
+export KEYWARD_SERVER=http://127.0.0.1:18080
+verifier=$(KEYWARD_TOKEN=$root "$work/keyward" token create --name bench-verifier --scope keyward:verify --output json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p' | head -1)
+target=$(KEYWARD_TOKEN=$root "$work/keyward" token create --name bench-target --scope orders:read --rate-limit 1000000000/1m --output json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p' | head -1)
+
+body="{\"token\":\"$target\",\"scopes\":[\"orders:read\"]}"
+curl -fs -H "Authorization: Bearer $verifier" -d "$body" http://127.0.0.1:18080/v1/verify >"$work/response.json"
+"$work/bare" -addr 127.0.0.1:18081 -body "$work/response.json" &
+pids+=($!)
+sleep 0.3
+
+cat >"$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$body'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $verifier"
+LUA
+
+load() { wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "$1" 2>&1; }
+# p99 in ms from wrk's latency distribution
+p99() { awk '$1=="99%"{v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'; }
+rps() { awk '/Requests\/sec/{print $2}'; }
+
+load http://127.0.0.1:18081/v1/verify >/dev/null # warm-up
+bare=$(load http://127.0.0.1:18081/v1/verify)
+load http://127.0.0.1:18080/v1/verify >/dev/null
+kw=$(load http://127.0.0.1:18080/v1/verify)
+grep -q "Non-2xx" <<<"$kw" && { echo "keyward answered errors:"; echo "$kw"; exit 1; }
+
+b_rps=$(rps <<<"$bare"); k_rps=$(rps <<<"$kw")
+printf '%-28s %12s %10s\n' "server" "req/s" "p99 ms"
+printf '%-28s %12s %10s\n' "bare net/http (same JSON)" "$b_rps" "$(p99 <<<"$bare")"
+printf '%-28s %12s %10s\n' "keyward POST /v1/verify" "$k_rps" "$(p99 <<<"$kw")"
+awk -v k="$k_rps" -v b="$b_rps" 'BEGIN{printf "throughput ratio keyward/bare: %.2f (target >= 0.70)\n", k/b}'

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/api"
+	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/secret"
+	"github.com/keyward/keyward/internal/sqlite"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+// storeConfig says where the store is; every command that opens the store
+// takes it.
+type storeConfig struct {
+	DataDir     string // embedded SQLite store, default ./keyward-data
+	DatabaseURL string // postgres://... (a later release)
+
+	Secret         string   // KEYWARD_SECRET, or read from KEYWARD_SECRET_FILE
+	SecretPrevious []string // KEYWARD_SECRET_PREVIOUS, comma-separated
+}
+
+// serveConfig is the configuration of keyward serve, built from flags and
+// environment and validated by validate.
+type serveConfig struct {
+	storeConfig
+	Addr            string
+	PublicURL       string
+	TLSCert         string
+	TLSKey          string
+	LogFormat       string // text or json
+	LogLevel        string // debug, info, warn, error
+	LookupBudget    int
+	FlushInterval   time.Duration
+	ShutdownTimeout time.Duration
+	MaxBody         int64
+}
+
+func (c *serveConfig) validate() error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.LookupBudget < 1 {
+		return errors.New("--lookup-budget must be at least 1")
+	}
+	if c.FlushInterval < 10*time.Millisecond || c.FlushInterval > time.Minute {
+		return errors.New("--flush-interval must be between 10ms and 1m")
+	}
+	if c.MaxBody < 1024 {
+		return errors.New("--max-body must be at least 1024 bytes")
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level must be debug, info, warn or error, not %q", s)
+	}
+	return l, nil
+}
+
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	l, _ := parseLevel(level)
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// openStore opens the store the configuration names, creating its schema.
+func openStore(ctx context.Context, c storeConfig) (keyward.Store, error) {
+	if c.DatabaseURL != "" {
+		if strings.HasPrefix(c.DatabaseURL, "postgres://") || strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+			return nil, errors.New("the PostgreSQL store is not available in this build yet; use --data-dir for the embedded store")
+		}
+		return nil, errors.New("--database-url must be a postgres:// URL")
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(c.DataDir, "keyward.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open the store in %s: %w", c.DataDir, err)
+	}
+	return db, nil
+}
+
+// keyring returns the server keys: the secret given, or on the embedded
+// store one kept in the data dir (generated on first start, mode 0600).
+func keyring(c storeConfig) (*secret.Keyring, error) {
+	current := c.Secret
+	if current == "" {
+		if c.DatabaseURL != "" {
+			return nil, errors.New("KEYWARD_SECRET (or KEYWARD_SECRET_FILE) is required with --database-url: every node must share it")
+		}
+		var err error
+		if current, err = secret.LoadOrCreateFile(filepath.Join(c.DataDir, "server.secret")); err != nil {
+			return nil, err
+		}
+	}
+	r, err := secret.NewKeyring(current, c.SecretPrevious...)
+	if err != nil {
+		return nil, fmt.Errorf("KEYWARD_SECRET: %w", err)
+	}
+	return r, nil
+}
+
+// server is one running keyward: store, engine and HTTP listener.
+type server struct {
+	cfg    serveConfig
+	log    *slog.Logger
+	store  keyward.Store
+	engine *verify.Engine
+	http   *http.Server
+	ln     net.Listener
+}
+
+// openServer opens the store, makes sure the default workspace exists,
+// starts the verification engine and binds the listener.
+func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *server, err error) {
+	s := &server{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.close(context.Background())
+		}
+	}()
+	keys, err := keyring(cfg.storeConfig)
+	if err != nil {
+		return nil, err
+	}
+	if s.store, err = openStore(ctx, cfg.storeConfig); err != nil {
+		return nil, err
+	}
+	s.engine = verify.New(verify.Config{
+		Store:         s.store,
+		Keys:          keys,
+		Log:           log,
+		LookupBudget:  cfg.LookupBudget,
+		FlushInterval: cfg.FlushInterval,
+	})
+	svc := &manage.Service{Store: s.store, Keys: keys, Engine: s.engine, Log: log}
+	if _, err := svc.EnsureDefaultWorkspace(ctx); err != nil {
+		return nil, fmt.Errorf("create the default workspace: %w", err)
+	}
+	if err := s.engine.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start the verification engine: %w", err)
+	}
+	a := api.New(api.Config{Service: svc, Engine: s.engine, Store: s.store, Log: log, MaxBody: cfg.MaxBody, Version: version})
+	s.http = &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, err
+	}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		s.ln = tls.NewListener(s.ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	return s, nil
+}
+
+// run serves until ctx ends, then shuts down gracefully: in-flight requests
+// finish (within the shutdown timeout) and batched usage is flushed.
+func (s *server) run(ctx context.Context) error {
+	scheme := "http"
+	if s.cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	s.log.Info("keyward listening", "addr", s.ln.Addr().String(), "url", scheme+"://"+s.ln.Addr().String(), "version", version)
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		s.close(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := s.http.Shutdown(sctx)
+	if cerr := s.close(sctx); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// close flushes usage and releases the store.
+func (s *server) close(ctx context.Context) error {
+	var errs []error
+	if s.engine != nil {
+		if err := s.engine.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush usage: %w", err))
+		}
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	return errors.Join(errs...)
+}

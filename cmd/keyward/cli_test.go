@@ -1,0 +1,979 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const mgmtToken = "kw_MGMTmgmtMGMTmgmtMGMTmgmtMGMTmgmt0AbCdE"
+
+// fakeServer implements the part of docs/api.md that the CLI uses, in
+// memory, and records the bodies it receives.
+type fakeServer struct {
+	t        *testing.T
+	mu       sync.Mutex
+	tokens   map[string]map[string]any // id → token object
+	secrets  map[string]string         // secret → id
+	next     int
+	pageSize int
+	bodies   map[string][]byte // "METHOD /path" → last body
+	queries  []string          // raw queries of GET /v1/tokens
+	echoAuth bool              // answer 401 with the credential in the detail, as a broken server might
+	srv      *httptest.Server
+}
+
+func newFakeServer(t *testing.T) *fakeServer {
+	t.Helper()
+	f := &fakeServer{t: t, tokens: map[string]map[string]any{}, secrets: map[string]string{}, pageSize: 50, bodies: map[string][]byte{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/tokens", f.handleCreate)
+	mux.HandleFunc("GET /v1/tokens", f.handleList)
+	mux.HandleFunc("GET /v1/tokens/{id}", f.handleGet)
+	mux.HandleFunc("PATCH /v1/tokens/{id}", f.handlePatch)
+	mux.HandleFunc("POST /v1/tokens/{id}/{action}", f.handleAction)
+	mux.HandleFunc("POST /v1/verify", f.handleVerify)
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", "req_test")
+		if r.Header.Get("Authorization") != "Bearer "+mgmtToken {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="keyward"`)
+			detail := "invalid credential"
+			f.mu.Lock()
+			echo := f.echoAuth
+			f.mu.Unlock()
+			if echo {
+				detail = "invalid credential " + r.Header.Get("Authorization")
+			}
+			problem(w, 401, "unauthorized", detail)
+			return
+		}
+		if ct := r.Header.Get("Content-Type"); r.Method != "GET" && ct != "application/json" {
+			problem(w, 415, "invalid", "want JSON, got "+ct)
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		b, _ := io.ReadAll(r.Body)
+		f.bodies[r.Method+" "+r.URL.Path] = b
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		mux.ServeHTTP(w, r)
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func problem(w http.ResponseWriter, status int, code, detail string, fields ...map[string]string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	p := map[string]any{"type": "about:blank", "title": http.StatusText(status), "status": status, "code": code, "detail": detail, "request_id": "req_test"}
+	if len(fields) > 0 {
+		p["errors"] = fields
+	}
+	json.NewEncoder(w).Encode(p)
+}
+
+func reply(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (f *fakeServer) body(key string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return string(f.bodies[key])
+}
+
+// add stores a token and returns its id and secret.
+func (f *fakeServer) add(fields map[string]any) (string, string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.addLocked(fields)
+}
+
+// tokenOf returns the id of the token with the given secret, or "".
+func (f *fakeServer) tokenOf(secret string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.secrets[secret]
+}
+
+// lastQueries returns the raw queries of the list requests and forgets them.
+func (f *fakeServer) lastQueries() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	q := f.queries
+	f.queries = nil
+	return q
+}
+
+func (f *fakeServer) addLocked(fields map[string]any) (string, string) {
+	f.next++
+	id := fmt.Sprintf("tok_%03d", f.next)
+	secret := fmt.Sprintf("kw_SECRET%031d", f.next)
+	t := map[string]any{
+		"id": id, "name": "", "hint": "kw_…" + secret[len(secret)-4:], "state": "active", "scopes": []any{},
+		"expires_at": nil, "allowed_cidrs": []any{}, "rate_limit": nil, "quota": nil, "subject": "", "metadata": nil,
+		"created_by": "tok_root", "created_at": "2026-11-23T10:00:00Z", "updated_at": "2026-11-23T10:00:00Z",
+		"rotated_at": nil, "revoked_at": nil, "revoke_reason": "", "suspended_at": nil, "suspend_reason": "",
+		"last_used_at": nil, "last_used_ip": "",
+	}
+	for k, v := range fields {
+		t[k] = v
+	}
+	f.tokens[id] = t
+	f.secrets[secret] = id
+	return id, secret
+}
+
+func (f *fakeServer) handleCreate(w http.ResponseWriter, r *http.Request) {
+	var req map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		problem(w, 400, "invalid", "body is not JSON")
+		return
+	}
+	if name, _ := req["name"].(string); name == "" {
+		problem(w, 400, "invalid", "name is required", map[string]string{"pointer": "/name", "detail": "name is required"})
+		return
+	}
+	if in, ok := req["expires_in"].(string); ok {
+		d, _ := time.ParseDuration(in)
+		req["expires_at"] = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC).Add(d).Format(time.RFC3339)
+		delete(req, "expires_in")
+	}
+	id, secret := f.addLocked(req)
+	out := map[string]any{"token": secret}
+	for k, v := range f.tokens[id] {
+		out[k] = v
+	}
+	reply(w, 201, out)
+}
+
+func (f *fakeServer) handleList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f.queries = append(f.queries, r.URL.RawQuery)
+	limit := f.pageSize
+	if l := q.Get("limit"); l != "" {
+		limit, _ = strconv.Atoi(l)
+	}
+	var ids []string
+	for id, t := range f.tokens {
+		if s := q.Get("state"); s != "" && t["state"] != s {
+			continue
+		}
+		if n := q.Get("name"); n != "" && !strings.Contains(strings.ToLower(t["name"].(string)), strings.ToLower(n)) {
+			continue
+		}
+		if id > q.Get("cursor") {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	out := map[string]any{}
+	items := []any{}
+	for i, id := range ids {
+		if i == limit {
+			out["next_cursor"] = ids[i-1]
+			break
+		}
+		items = append(items, f.tokens[id])
+	}
+	out["items"] = items
+	reply(w, 200, out)
+}
+
+func (f *fakeServer) token(w http.ResponseWriter, r *http.Request) map[string]any {
+	t := f.tokens[r.PathValue("id")]
+	if t == nil {
+		problem(w, 404, "not_found", "token "+r.PathValue("id")+" not found")
+	}
+	return t
+}
+
+func (f *fakeServer) handleGet(w http.ResponseWriter, r *http.Request) {
+	if t := f.token(w, r); t != nil {
+		reply(w, 200, t)
+	}
+}
+
+func (f *fakeServer) handlePatch(w http.ResponseWriter, r *http.Request) {
+	t := f.token(w, r)
+	if t == nil {
+		return
+	}
+	var p map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+		problem(w, 400, "invalid", "body is not JSON")
+		return
+	}
+	for k, v := range p {
+		t[k] = v
+	}
+	reply(w, 200, t)
+}
+
+func (f *fakeServer) handleAction(w http.ResponseWriter, r *http.Request) {
+	t := f.token(w, r)
+	if t == nil {
+		return
+	}
+	switch r.PathValue("action") {
+	case "rotate":
+		f.next++
+		secret := fmt.Sprintf("kw_ROTATED%030d", f.next)
+		f.secrets[secret] = t["id"].(string)
+		out := map[string]any{"token": secret}
+		for k, v := range t {
+			out[k] = v
+		}
+		reply(w, 200, out)
+		return
+	case "revoke":
+		t["state"] = "revoked"
+	case "suspend":
+		t["state"] = "suspended"
+	case "resume":
+		t["state"] = "active"
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	reply(w, 200, t)
+}
+
+func (f *fakeServer) handleVerify(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Token  string   `json:"token"`
+		Scopes []string `json:"scopes"`
+		IP     string   `json:"ip"`
+	}
+	json.NewDecoder(r.Body).Decode(&req)
+	id, ok := f.secrets[req.Token]
+	if !ok {
+		reply(w, 200, map[string]any{"valid": false, "code": "NOT_FOUND"})
+		return
+	}
+	t := f.tokens[id]
+	code := "VALID"
+	switch t["state"] {
+	case "revoked":
+		code = "REVOKED"
+	case "suspended":
+		code = "SUSPENDED"
+	}
+	reply(w, 200, map[string]any{"valid": code == "VALID", "code": code, "token_id": id, "name": t["name"], "subject": t["subject"],
+		"scopes": t["scopes"], "metadata": t["metadata"], "expires_at": t["expires_at"],
+		"rate_limit": map[string]any{"limit": 100, "remaining": 99, "reset": 60}})
+}
+
+// result is the outcome of one run.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// cli runs the keyward command line args against f (nil: no server) with
+// the environment vars (KEYWARD_SERVER and KEYWARD_TOKEN preset, "" unsets)
+// and standard input stdin.
+func cli(t *testing.T, f *fakeServer, vars map[string]string, stdin string, args ...string) result {
+	t.Helper()
+	envs := map[string]string{"KEYWARD_TOKEN": mgmtToken}
+	if f != nil {
+		envs["KEYWARD_SERVER"] = f.srv.URL
+	}
+	for k, v := range vars {
+		envs[k] = v
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, strings.NewReader(stdin), &stdout, &stderr, func(k string) string { return envs[k] })
+	res := result{code, stdout.String(), stderr.String()}
+	for _, s := range []string{mgmtToken} {
+		if strings.Contains(res.stderr, s) {
+			t.Errorf("keyward %s: stderr shows the management token: %q", strings.Join(args, " "), res.stderr)
+		}
+	}
+	return res
+}
+
+// want checks the exit status and, for a failure, that stderr is one
+// "keyward: " line (for a usage error, that its last line is).
+func (r result) want(t *testing.T, code int) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit status %d, want %d\nstdout: %s\nstderr: %s", r.code, code, r.stdout, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	switch {
+	case code == 1 && (len(lines) != 1 || !strings.HasPrefix(r.stderr, "keyward: ")):
+		t.Errorf("stderr is not one 'keyward: ' line: %q", r.stderr)
+	case code == 2 && !strings.HasPrefix(lines[len(lines)-1], "keyward: "):
+		t.Errorf("stderr does not end with a 'keyward: ' line: %q", r.stderr)
+	}
+}
+
+// allCommands lists every command path that has help.
+var allCommands = []string{
+	"init", "serve", "verify", "version", "help",
+	"token create", "token list", "token show", "token update", "token rotate",
+	"token revoke", "token suspend", "token resume",
+}
+
+func TestHelp(t *testing.T) {
+	for _, cmd := range allCommands {
+		t.Run(strings.ReplaceAll(cmd, " ", "_"), func(t *testing.T) {
+			args := append(strings.Fields(cmd), "--help")
+			r := cli(t, nil, nil, "", args...)
+			r.want(t, 0)
+			if !strings.HasPrefix(r.stdout, "Usage: keyward "+cmd+" ") {
+				t.Errorf("help does not start with its usage:\n%s", r.stdout)
+			}
+			if !strings.Contains(r.stdout, "\nExamples:\n  keyward ") && !strings.Contains(r.stdout, "\nExamples:\n  echo") {
+				t.Errorf("help has no example:\n%s", r.stdout)
+			}
+			if r.stderr != "" {
+				t.Errorf("stderr = %q", r.stderr)
+			}
+			if strings.HasPrefix(cmd, "token") || cmd == "verify" {
+				for _, s := range []string{"--server URL", "env KEYWARD_SERVER", "default http://127.0.0.1:8080", "env KEYWARD_OUTPUT", "KEYWARD_TOKEN", "KEYWARD_TOKEN_FILE"} {
+					if !strings.Contains(r.stdout, s) {
+						t.Errorf("help lacks %q:\n%s", s, r.stdout)
+					}
+				}
+			}
+			// Short -h and "keyward help CMD" print the same.
+			if h := cli(t, nil, nil, "", append(strings.Fields(cmd), "-h")...); h.stdout != r.stdout || h.code != 0 {
+				t.Errorf("-h differs from --help")
+			}
+			if h := cli(t, nil, nil, "", append([]string{"help"}, strings.Fields(cmd)...)...); h.stdout != r.stdout || h.code != 0 {
+				t.Errorf("keyward help %s differs from --help:\n%s", cmd, h.stdout)
+			}
+		})
+	}
+	t.Run("Top", func(t *testing.T) {
+		for _, args := range [][]string{{"help"}, {"--help"}, {"-h"}} {
+			r := cli(t, nil, nil, "", args...)
+			r.want(t, 0)
+			for _, c := range []string{"init", "serve", "token", "verify", "version", "help"} {
+				if !strings.Contains(r.stdout, "\n  "+c+" ") {
+					t.Errorf("keyward %v lacks command %s:\n%s", args, c, r.stdout)
+				}
+			}
+			if !strings.Contains(r.stdout, "Examples:") {
+				t.Errorf("no examples")
+			}
+		}
+	})
+	t.Run("TokenGroup", func(t *testing.T) {
+		r := cli(t, nil, nil, "", "token", "--help")
+		r.want(t, 0)
+		for _, c := range []string{"create", "list", "show", "update", "rotate", "revoke", "suspend", "resume"} {
+			if !strings.Contains(r.stdout, "\n  "+c+" ") {
+				t.Errorf("token help lacks %s", c)
+			}
+		}
+	})
+	t.Run("ServeAndInitFlags", func(t *testing.T) {
+		r := cli(t, nil, nil, "", "serve", "--help")
+		for _, s := range []string{"--addr ADDRESS", "env KEYWARD_ADDR, default 127.0.0.1:8080", "env KEYWARD_DATA_DIR, default ./keyward-data",
+			"env KEYWARD_DATABASE_URL", "env KEYWARD_PUBLIC_URL, default http://localhost:8080", "env KEYWARD_TLS_CERT",
+			"env KEYWARD_TLS_KEY", "env KEYWARD_LOG_FORMAT", "env KEYWARD_LOG_LEVEL", "KEYWARD_SECRET_FILE"} {
+			if !strings.Contains(r.stdout, s) {
+				t.Errorf("serve help lacks %q", s)
+			}
+		}
+		r = cli(t, nil, nil, "", "init", "--help")
+		for _, s := range []string{"--data-dir", "--database-url", "--output", "--new-root-token"} {
+			if !strings.Contains(r.stdout, s) {
+				t.Errorf("init help lacks %q", s)
+			}
+		}
+	})
+	t.Run("NoEnvValueInHelp", func(t *testing.T) {
+		r := cli(t, nil, map[string]string{"KEYWARD_DATABASE_URL": "postgres://u:hunter2@db/k"}, "", "serve", "--help")
+		if strings.Contains(r.stdout, "hunter2") {
+			t.Errorf("help shows an environment value:\n%s", r.stdout)
+		}
+	})
+}
+
+func TestUsageErrors(t *testing.T) {
+	f := newFakeServer(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		vars map[string]string
+		want string
+	}{
+		{"NoCommand", nil, nil, "missing command"},
+		{"UnknownCommand", []string{"bogus"}, nil, `unknown command "bogus"`},
+		{"UnknownTokenCommand", []string{"token", "bogus"}, nil, `token: unknown command "bogus"`},
+		{"NoTokenCommand", []string{"token"}, nil, "token: missing command"},
+		{"UnknownFlag", []string{"token", "list", "--bogus"}, nil, "token list: unknown flag --bogus"},
+		{"UnknownShortFlag", []string{"token", "list", "-x"}, nil, "token list: unknown flag --x"},
+		{"FlagWithoutValue", []string{"token", "create", "--name"}, nil, "flag --name needs a value"},
+		{"UnknownTopFlag", []string{"--bogus"}, nil, "unknown flag --bogus"},
+		{"HelpUnknown", []string{"help", "bogus"}, nil, `unknown command "bogus"`},
+		{"MissingName", []string{"token", "create", "--scope", "a:b"}, nil, "--name is required"},
+		{"MissingID", []string{"token", "show"}, nil, "missing token ID"},
+		{"ExtraArg", []string{"token", "show", "tok_1", "tok_2"}, nil, `unexpected argument "tok_2"`},
+		{"ListArg", []string{"token", "list", "x"}, nil, `unexpected argument "x"`},
+		{"BadOutput", []string{"token", "list", "--output", "yaml"}, nil, `--output must be table or json, not "yaml"`},
+		{"BadOutputEnv", []string{"token", "list"}, map[string]string{"KEYWARD_OUTPUT": "xml"}, `--output must be table or json`},
+		{"BadRateLimit", []string{"token", "create", "--name", "n", "--rate-limit", "100"}, nil, "--rate-limit"},
+		{"BadRateWindow", []string{"token", "create", "--name", "n", "--rate-limit", "100/forever"}, nil, "the window must be a duration"},
+		{"BadQuota", []string{"token", "create", "--name", "n", "--quota", "5/week"}, nil, "the period must be day, month or none"},
+		{"BadMetadata", []string{"token", "create", "--name", "n", "--metadata", "[1]"}, nil, "--metadata must be a JSON object"},
+		{"BadExpiresAt", []string{"token", "create", "--name", "n", "--expires-at", "tomorrow"}, nil, "RFC 3339"},
+		{"BadExpiresIn", []string{"token", "create", "--name", "n", "--expires-in", "30d"}, nil, `invalid value "30d" for flag --expires-in`},
+		{"BadLimit", []string{"token", "list", "--limit", "ten"}, nil, `invalid value "ten" for flag --limit`},
+		{"BothExpiries", []string{"token", "create", "--name", "n", "--expires-in", "1h", "--expires-at", "2030-01-01T00:00:00Z"}, nil, "not both"},
+		{"NothingToUpdate", []string{"token", "update", "tok_1"}, nil, "nothing to update"},
+		{"UpdateConflict", []string{"token", "update", "tok_1", "--quota", "5/day", "--clear-quota"}, nil, "give only one of --quota, --clear-quota"},
+		{"UpdateExpiryConflict", []string{"token", "update", "tok_1", "--expires-in", "1h", "--clear-expiry"}, nil, "give only one of"},
+		{"NegativeGrace", []string{"token", "rotate", "tok_1", "--grace", "-1h"}, nil, "--grace must not be negative"},
+		{"VerifyArg", []string{"verify", "kw_secret_on_the_command_line"}, nil, "unexpected argument"},
+		{"ServeArg", []string{"serve", "now"}, nil, "unexpected argument"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cli(t, f, tc.vars, "", tc.args...)
+			r.want(t, 2)
+			if !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("stderr = %q, want it to contain %q", r.stderr, tc.want)
+			}
+			if !strings.Contains(r.stderr, "keyward: ") || !strings.Contains(r.stderr, "--help')") && !strings.Contains(r.stderr, "(see 'keyward help')") {
+				t.Errorf("stderr has no pointer to the help: %q", r.stderr)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout = %q", r.stdout)
+			}
+		})
+	}
+	if len(f.bodies) != 0 {
+		t.Errorf("a usage error reached the server: %v", f.bodies)
+	}
+}
+
+func TestCredentials(t *testing.T) {
+	f := newFakeServer(t)
+	t.Run("ErrMissing", func(t *testing.T) {
+		r := cli(t, f, map[string]string{"KEYWARD_TOKEN": ""}, "", "token", "list")
+		r.want(t, 1)
+		if !strings.Contains(r.stderr, "KEYWARD_TOKEN") {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+	})
+	t.Run("File", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "token")
+		os.WriteFile(file, []byte(mgmtToken+"\n"), 0o600)
+		r := cli(t, f, map[string]string{"KEYWARD_TOKEN": "", "KEYWARD_TOKEN_FILE": file}, "", "token", "list")
+		r.want(t, 0)
+	})
+	t.Run("ErrBoth", func(t *testing.T) {
+		r := cli(t, f, map[string]string{"KEYWARD_TOKEN_FILE": "/nonexistent"}, "", "token", "list")
+		r.want(t, 1)
+		if !strings.Contains(r.stderr, "set only one of KEYWARD_TOKEN and KEYWARD_TOKEN_FILE") {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+	})
+	t.Run("ErrFileMissing", func(t *testing.T) {
+		r := cli(t, f, map[string]string{"KEYWARD_TOKEN": "", "KEYWARD_TOKEN_FILE": "/nonexistent/token"}, "", "token", "list")
+		r.want(t, 1)
+	})
+	t.Run("ErrWrongToken", func(t *testing.T) {
+		wrong := "kw_WRONGwrongWRONGwrongWRONGwrongWRO0AbCdE"
+		f.mu.Lock()
+		f.echoAuth = true
+		f.mu.Unlock()
+		defer func() {
+			f.mu.Lock()
+			f.echoAuth = false
+			f.mu.Unlock()
+		}()
+		r := cli(t, f, map[string]string{"KEYWARD_TOKEN": wrong}, "", "token", "list")
+		r.want(t, 1)
+		if strings.Contains(r.stderr, wrong) || !strings.Contains(r.stderr, "HTTP 401") || !strings.Contains(r.stderr, "check KEYWARD_TOKEN") {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+	})
+	t.Run("ErrServerDown", func(t *testing.T) {
+		down := httptest.NewServer(http.NotFoundHandler())
+		down.Close()
+		r := cli(t, nil, map[string]string{"KEYWARD_SERVER": down.URL}, "", "token", "list")
+		r.want(t, 1)
+	})
+	t.Run("ErrBadServerURL", func(t *testing.T) {
+		r := cli(t, nil, nil, "", "token", "list", "--server", "ftp://x")
+		r.want(t, 1)
+	})
+}
+
+func TestTokenCreate(t *testing.T) {
+	f := newFakeServer(t)
+	t.Run("Table", func(t *testing.T) {
+		r := cli(t, f, nil, "", "token", "create", "--name", "ci deploy", "--scope", "orders:read", "--scope", "orders:write",
+			"--expires-in", "720h", "--allow-cidr", "203.0.113.0/24", "--rate-limit", "100/1m", "--quota", "10000/month",
+			"--subject", "customer-42", "--metadata", `{"team":"payments"}`)
+		r.want(t, 0)
+		wantBody := `{"name":"ci deploy","scopes":["orders:read","orders:write"],"expires_in":"720h0m0s","allowed_cidrs":["203.0.113.0/24"],
+			"rate_limit":{"limit":100,"window":"1m0s"},"quota":{"limit":10000,"period":"month"},"subject":"customer-42","metadata":{"team":"payments"}}`
+		if !jsonEqual(t, f.body("POST /v1/tokens"), wantBody) {
+			t.Errorf("body = %s", f.body("POST /v1/tokens"))
+		}
+		lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+		secret := lines[len(lines)-1]
+		if f.tokenOf(secret) == "" {
+			t.Errorf("the last line %q is not the secret:\n%s", secret, r.stdout)
+		}
+		if !strings.Contains(lines[len(lines)-2], "shown only this once") {
+			t.Errorf("no warning before the secret:\n%s", r.stdout)
+		}
+		for _, s := range []string{"ID             tok_", "NAME           ci deploy", "STATE          active", "SCOPES         orders:read,orders:write",
+			"EXPIRES        2026-12-23T10:00:00Z", "RATE LIMIT     100 per 1m", "QUOTA          10000 per month", "SUBJECT        customer-42",
+			`METADATA       {"team":"payments"}`, "ALLOWED CIDRS  203.0.113.0/24", "LAST USED      never"} {
+			if !strings.Contains(r.stdout, s) {
+				t.Errorf("output lacks %q:\n%s", s, r.stdout)
+			}
+		}
+	})
+	t.Run("JSON", func(t *testing.T) {
+		r := cli(t, f, nil, "", "token", "create", "--name", "bot", "--output", "json", "--expires-at", "2030-01-02T03:04:05Z")
+		r.want(t, 0)
+		if !jsonEqual(t, f.body("POST /v1/tokens"), `{"name":"bot","expires_at":"2030-01-02T03:04:05Z"}`) {
+			t.Errorf("body = %s", f.body("POST /v1/tokens"))
+		}
+		var out map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+			t.Fatalf("stdout is not JSON: %v\n%s", err, r.stdout)
+		}
+		secret, _ := out["token"].(string)
+		if f.tokenOf(secret) == "" || out["name"] != "bot" || out["expires_at"] != "2030-01-02T03:04:05Z" {
+			t.Errorf("output = %v", out)
+		}
+		for _, k := range []string{"id", "hint", "state", "scopes", "allowed_cidrs", "rate_limit", "quota", "metadata", "created_at", "last_used_at", "last_used_ip"} {
+			if _, ok := out[k]; !ok {
+				t.Errorf("output lacks %q", k)
+			}
+		}
+	})
+	t.Run("JSONFromEnv", func(t *testing.T) {
+		r := cli(t, f, map[string]string{"KEYWARD_OUTPUT": "json"}, "", "token", "create", "--name", "x")
+		r.want(t, 0)
+		if !json.Valid([]byte(r.stdout)) {
+			t.Errorf("stdout is not JSON: %s", r.stdout)
+		}
+	})
+	t.Run("ErrValidation", func(t *testing.T) {
+		r := cli(t, f, nil, "", "token", "create", "--name", " ")
+		r.want(t, 2)
+	})
+}
+
+func TestTokenList(t *testing.T) {
+	f := newFakeServer(t)
+	f.pageSize = 2
+	last := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC).Format(time.RFC3339)
+	f.add(map[string]any{"name": "alpha", "scopes": []any{"a:read", "b:write"}, "last_used_at": last})
+	f.add(map[string]any{"name": "beta", "state": "revoked", "expires_at": "2027-01-01T00:00:00Z"})
+	f.add(map[string]any{"name": "gamma\x1b[31m"})
+
+	t.Run("TableAllPages", func(t *testing.T) {
+		r := cli(t, f, nil, "", "token", "list")
+		r.want(t, 0)
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		if len(lines) != 4 {
+			t.Fatalf("want a header and 3 rows:\n%s", r.stdout)
+		}
+		if got := strings.Fields(lines[0]); !reflect.DeepEqual(got, []string{"ID", "NAME", "HINT", "STATE", "SCOPES", "EXPIRES", "LAST", "USED"}) {
+			t.Errorf("header = %q", lines[0])
+		}
+		if got := strings.Fields(lines[1]); !reflect.DeepEqual(got, []string{"tok_001", "alpha", "kw_…0001", "active", "a:read,b:write", "never", last}) {
+			t.Errorf("row = %q", lines[1])
+		}
+		if got := strings.Fields(lines[2]); got[3] != "revoked" || got[5] != "2027-01-01T00:00:00Z" || got[6] != "never" {
+			t.Errorf("row = %q", lines[2])
+		}
+		if strings.Contains(r.stdout, "\x1b") {
+			t.Errorf("a control character reached the terminal")
+		}
+		if q := f.lastQueries(); len(q) != 2 {
+			t.Errorf("queries = %v, want two pages", q)
+		}
+	})
+	t.Run("JSONAllPages", func(t *testing.T) {
+		r := cli(t, f, nil, "", "token", "list", "--output", "json", "--state", "active")
+		r.want(t, 0)
+		var out struct {
+			Items      []map[string]any `json:"items"`
+			NextCursor *string          `json:"next_cursor"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+			t.Fatal(err)
+		}
+		if len(out.Items) != 2 || out.NextCursor != nil || out.Items[0]["name"] != "alpha" {
+			t.Errorf("output = %s", r.stdout)
+		}
+		if q := f.lastQueries(); len(q) != 1 || q[0] != "state=active" {
+			t.Errorf("queries = %q", q)
+		}
+	})
+	t.Run("OnePage", func(t *testing.T) {
+		r := cli(t, f, nil, "", "token", "list", "--limit", "1", "--output", "json", "--name", "ALPHA BETA")
+		r.want(t, 0)
+		if q := f.lastQueries(); len(q) != 1 || q[0] != "limit=1&name=ALPHA+BETA" {
+			t.Errorf("queries = %v", q)
+		}
+		r = cli(t, f, nil, "", "token", "list", "--limit", "1", "--output", "json")
+		var out map[string]any
+		json.Unmarshal([]byte(r.stdout), &out)
+		if items := out["items"].([]any); len(items) != 1 || out["next_cursor"] != "tok_001" {
+			t.Errorf("output = %s", r.stdout)
+		}
+		r = cli(t, f, nil, "", "token", "list", "--limit", "1", "--cursor", "tok_001")
+		r.want(t, 0)
+		if !strings.Contains(r.stdout, "beta") || strings.Contains(r.stdout, "alpha") || !strings.Contains(r.stderr, "--cursor tok_002") {
+			t.Errorf("stdout %q stderr %q", r.stdout, r.stderr)
+		}
+	})
+	t.Run("AllWithLimit", func(t *testing.T) {
+		f.lastQueries()
+		r := cli(t, f, nil, "", "token", "list", "--limit", "1", "--all", "--output", "json")
+		r.want(t, 0)
+		var out map[string]any
+		json.Unmarshal([]byte(r.stdout), &out)
+		want := []string{"limit=1", "cursor=tok_001&limit=1", "cursor=tok_002&limit=1"}
+		if items := out["items"].([]any); len(items) != 3 {
+			t.Errorf("items = %d", len(items))
+		}
+		if q := f.lastQueries(); !reflect.DeepEqual(q, want) {
+			t.Errorf("queries = %v, want %v", q, want)
+		}
+	})
+}
+
+func TestTokenShow(t *testing.T) {
+	f := newFakeServer(t)
+	id, _ := f.add(map[string]any{"name": "shown", "state": "suspended", "suspended_at": "2026-11-24T00:00:00Z", "suspend_reason": "audit",
+		"rate_limit": map[string]any{"limit": 5, "window": "1h0m0s"}, "quota": map[string]any{"limit": 9, "period": "none"}, "last_used_ip": "198.51.100.1",
+		"last_used_at": "2026-11-24T01:00:00Z"})
+	r := cli(t, f, nil, "", "token", "show", id)
+	r.want(t, 0)
+	for _, s := range []string{"NAME           shown", "STATE          suspended", "SUSPENDED      2026-11-24T00:00:00Z: audit",
+		"RATE LIMIT     5 per 1h", "QUOTA          9 in total", "LAST USED      2026-11-24T01:00:00Z from 198.51.100.1"} {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("output lacks %q:\n%s", s, r.stdout)
+		}
+	}
+	// Flags may follow the id.
+	r = cli(t, f, nil, "", "token", "show", id, "--output", "json")
+	r.want(t, 0)
+	var tok map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &tok); err != nil || tok["id"] != id || tok["suspend_reason"] != "audit" {
+		t.Errorf("output = %s", r.stdout)
+	}
+	if _, ok := tok["token"]; ok {
+		t.Errorf("show prints a secret field")
+	}
+
+	t.Run("ErrNotFound", func(t *testing.T) {
+		r := cli(t, f, nil, "", "token", "show", "tok_nope")
+		r.want(t, 1)
+		if r.stderr != "keyward: token tok_nope not found (HTTP 404 not_found, request req_test)\n" {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+		if r.stdout != "" {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+}
+
+func TestTokenUpdatePatch(t *testing.T) {
+	f := newFakeServer(t)
+	id, _ := f.add(map[string]any{"name": "old"})
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"Name", []string{"--name", "new"}, `{"name":"new"}`},
+		{"Scopes", []string{"--scope", "a:read", "--scope", "b:*"}, `{"scopes":["a:read","b:*"]}`},
+		{"ClearScopes", []string{"--clear-scopes"}, `{"scopes":null}`},
+		{"ExpiresAt", []string{"--expires-at", "2030-01-02T03:04:05+01:00"}, `{"expires_at":"2030-01-02T02:04:05Z"}`},
+		{"ClearExpiry", []string{"--clear-expiry"}, `{"expires_at":null}`},
+		{"CIDRs", []string{"--allow-cidr", "10.0.0.0/8", "--allow-cidr", "2001:db8::/32"}, `{"allowed_cidrs":["10.0.0.0/8","2001:db8::/32"]}`},
+		{"ClearCIDRs", []string{"--clear-cidrs"}, `{"allowed_cidrs":null}`},
+		{"RateLimit", []string{"--rate-limit", "10/1s"}, `{"rate_limit":{"limit":10,"window":"1s"}}`},
+		{"ClearRateLimit", []string{"--clear-rate-limit"}, `{"rate_limit":null}`},
+		{"Quota", []string{"--quota", "5/day"}, `{"quota":{"limit":5,"period":"day"}}`},
+		{"ClearQuota", []string{"--clear-quota"}, `{"quota":null}`},
+		{"Subject", []string{"--subject", "customer-7"}, `{"subject":"customer-7"}`},
+		{"ClearSubject", []string{"--clear-subject"}, `{"subject":null}`},
+		{"Metadata", []string{"--metadata", `{"a":{"b":[1,2]}}`}, `{"metadata":{"a":{"b":[1,2]}}}`},
+		{"ClearMetadata", []string{"--clear-metadata"}, `{"metadata":null}`},
+		{"EmptyName", []string{"--name="}, `{"name":""}`},
+		{"ClearFalseIsAbsent", []string{"--name", "x", "--clear-quota=false"}, `{"name":"x"}`},
+		{"Several", []string{"--clear-expiry", "--quota", "1/none", "--clear-metadata", "--subject", "s"},
+			`{"expires_at":null,"quota":{"limit":1,"period":"none"},"metadata":null,"subject":"s"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"token", "update", id}, tc.args...)
+			r := cli(t, f, nil, "", args...)
+			r.want(t, 0)
+			if got := f.body("PATCH /v1/tokens/" + id); !jsonEqual(t, got, tc.want) {
+				t.Errorf("patch = %s, want %s", got, tc.want)
+			}
+		})
+	}
+	t.Run("ExpiresInIsAbsolute", func(t *testing.T) {
+		before := time.Now()
+		r := cli(t, f, nil, "", "token", "update", id, "--expires-in", "1h", "--output", "json")
+		r.want(t, 0)
+		var p map[string]string
+		json.Unmarshal([]byte(f.body("PATCH /v1/tokens/"+id)), &p)
+		at, err := time.Parse(time.RFC3339, p["expires_at"])
+		if len(p) != 1 || err != nil || at.Before(before.Add(time.Hour-time.Second)) || at.After(time.Now().Add(time.Hour+time.Second)) {
+			t.Errorf("patch = %v", p)
+		}
+		if !json.Valid([]byte(r.stdout)) {
+			t.Errorf("stdout is not JSON")
+		}
+	})
+}
+
+func TestTokenRotate(t *testing.T) {
+	f := newFakeServer(t)
+	id, old := f.add(map[string]any{"name": "r"})
+	r := cli(t, f, nil, "", "token", "rotate", id, "--grace", "24h")
+	r.want(t, 0)
+	if !jsonEqual(t, f.body("POST /v1/tokens/"+id+"/rotate"), `{"grace_period":"24h0m0s"}`) {
+		t.Errorf("body = %s", f.body("POST /v1/tokens/"+id+"/rotate"))
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	secret := lines[len(lines)-1]
+	if f.tokenOf(secret) != id || secret == old {
+		t.Errorf("the last line %q is not the new secret", secret)
+	}
+	if !strings.Contains(r.stdout, "keeps working for 24h") {
+		t.Errorf("no grace note:\n%s", r.stdout)
+	}
+
+	r = cli(t, f, nil, "", "token", "rotate", id, "--output", "json")
+	r.want(t, 0)
+	if !jsonEqual(t, f.body("POST /v1/tokens/"+id+"/rotate"), `{}`) {
+		t.Errorf("body = %s", f.body("POST /v1/tokens/"+id+"/rotate"))
+	}
+	var out map[string]any
+	json.Unmarshal([]byte(r.stdout), &out)
+	if s, _ := out["token"].(string); f.tokenOf(s) != id {
+		t.Errorf("output = %s", r.stdout)
+	}
+}
+
+func TestTokenStateChanges(t *testing.T) {
+	f := newFakeServer(t)
+	id, _ := f.add(map[string]any{"name": "s"})
+	for _, tc := range []struct {
+		verb, reason, state, body string
+	}{
+		{"suspend", "audit", "suspended", `{"reason":"audit"}`},
+		{"resume", "", "active", `{}`},
+		{"revoke", "leaked in a log", "revoked", `{"reason":"leaked in a log"}`},
+	} {
+		t.Run(tc.verb, func(t *testing.T) {
+			args := []string{"token", tc.verb, id}
+			if tc.reason != "" {
+				args = append(args, "--reason", tc.reason)
+			}
+			r := cli(t, f, nil, "", args...)
+			r.want(t, 0)
+			if got := f.body("POST /v1/tokens/" + id + "/" + tc.verb); !jsonEqual(t, got, tc.body) {
+				t.Errorf("body = %s, want %s", got, tc.body)
+			}
+			if !strings.Contains(r.stdout, id+" (s); its state is now "+tc.state) {
+				t.Errorf("stdout = %q", r.stdout)
+			}
+			r = cli(t, f, nil, "", "token", tc.verb, "--output", "json", id)
+			r.want(t, 0)
+			var out map[string]any
+			if json.Unmarshal([]byte(r.stdout), &out); out["state"] != tc.state {
+				t.Errorf("json = %s", r.stdout)
+			}
+		})
+	}
+}
+
+func TestVerify(t *testing.T) {
+	f := newFakeServer(t)
+	_, secret := f.add(map[string]any{"name": "v", "subject": "customer-1", "scopes": []any{"orders:read"}})
+	_, revoked := f.add(map[string]any{"name": "gone", "state": "revoked"})
+
+	t.Run("ValidFromStdin", func(t *testing.T) {
+		r := cli(t, f, nil, secret+"\nsecond line\n", "verify", "--scope", "orders:read", "--scope", "x:y", "--ip", "203.0.113.7")
+		r.want(t, 0)
+		if !jsonEqual(t, f.body("POST /v1/verify"), `{"token":"`+secret+`","scopes":["orders:read","x:y"],"ip":"203.0.113.7"}`) {
+			t.Errorf("body = %s", f.body("POST /v1/verify"))
+		}
+		for _, s := range []string{"CODE        VALID", "NAME        v", "SUBJECT     customer-1", "RATE LIMIT  99 of 100 left, a slot frees in 1m"} {
+			if !strings.Contains(r.stdout, s) {
+				t.Errorf("output lacks %q:\n%s", s, r.stdout)
+			}
+		}
+		if strings.Contains(r.stdout+r.stderr, secret) {
+			t.Errorf("the verified token is printed")
+		}
+	})
+	t.Run("ValidFromFileJSON", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "tok")
+		os.WriteFile(file, []byte(secret+"\r\n"), 0o600)
+		r := cli(t, f, nil, "", "verify", "--token-file", file, "--output", "json")
+		r.want(t, 0)
+		var out map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out["valid"] != true || out["code"] != "VALID" || out["token_id"] == nil {
+			t.Errorf("output = %s", r.stdout)
+		}
+	})
+	t.Run("ErrRevoked", func(t *testing.T) {
+		r := cli(t, f, nil, revoked, "verify")
+		r.want(t, 1)
+		if !strings.Contains(r.stdout, "CODE        REVOKED") || r.stderr != "keyward: the token is not valid: REVOKED\n" {
+			t.Errorf("stdout %q stderr %q", r.stdout, r.stderr)
+		}
+	})
+	t.Run("ErrUnknownJSON", func(t *testing.T) {
+		r := cli(t, f, nil, "kw_unknown\n", "verify", "--output", "json")
+		r.want(t, 1)
+		if strings.TrimSpace(r.stdout) != "{\n  \"valid\": false,\n  \"code\": \"NOT_FOUND\"\n}" {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+	t.Run("ErrEmptyStdin", func(t *testing.T) {
+		r := cli(t, f, nil, "\n", "verify")
+		r.want(t, 1)
+		if !strings.Contains(r.stderr, "no token to verify") {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+	})
+	t.Run("ErrTokenNeverInStderr", func(t *testing.T) {
+		// A server error whose text repeats the verified token.
+		leaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var req map[string]string
+			json.NewDecoder(r.Body).Decode(&req)
+			problem(w, 400, "invalid", "bad token "+req["token"])
+		}))
+		defer leaky.Close()
+		r := cli(t, nil, map[string]string{"KEYWARD_SERVER": leaky.URL}, secret, "verify")
+		r.want(t, 1)
+		if strings.Contains(r.stderr, secret) || !strings.Contains(r.stderr, "[redacted]") {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+	})
+}
+
+func TestVersion(t *testing.T) {
+	r := cli(t, nil, nil, "", "version")
+	r.want(t, 0)
+	if want := "keyward dev (" + runtime.Version(); !strings.HasPrefix(r.stdout, want) {
+		t.Errorf("stdout = %q, want it to start with %q", r.stdout, want)
+	}
+	if r2 := cli(t, nil, nil, "", "--version"); r2.stdout != r.stdout {
+		t.Errorf("--version = %q", r2.stdout)
+	}
+	old := version
+	version = "v1.2.3"
+	defer func() { version = old }()
+	if r := cli(t, nil, nil, "", "version"); !strings.HasPrefix(r.stdout, "keyward v1.2.3 (") {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+}
+
+func TestLoadSecrets(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(file, []byte("current-secret-of-at-least-32-bytes!\n"), 0o600)
+	vars := map[string]string{"KEYWARD_SECRET_FILE": file, "KEYWARD_SECRET_PREVIOUS": " old-one , old-two,"}
+	e := &env{getenv: func(k string) string { return vars[k] }}
+	var c storeConfig
+	if err := loadSecrets(e, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Secret != "current-secret-of-at-least-32-bytes!" || !reflect.DeepEqual(c.SecretPrevious, []string{"old-one", "old-two"}) {
+		t.Errorf("got %q %q", c.Secret, c.SecretPrevious)
+	}
+	var stderr bytes.Buffer
+	e.stderr = &stderr
+	e.exit(context.Background(), fmt.Errorf("oops: current-secret-of-at-least-32-bytes! old-two"))
+	if stderr.String() != "keyward: oops: [redacted] [redacted]\n" {
+		t.Errorf("stderr = %q", stderr.String())
+	}
+}
+
+func TestInterrupted(t *testing.T) {
+	f := newFakeServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr bytes.Buffer
+	env := map[string]string{"KEYWARD_SERVER": f.srv.URL, "KEYWARD_TOKEN": mgmtToken}
+	code := run(ctx, []string{"token", "list"}, strings.NewReader(""), &stdout, &stderr, func(k string) string { return env[k] })
+	if code != 1 || stderr.String() != "keyward: interrupted\n" {
+		t.Errorf("code %d, stderr %q", code, stderr.String())
+	}
+}
+
+func TestFlagSetEnv(t *testing.T) {
+	e := &env{stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string {
+		return map[string]string{"X_S": "from-env", "X_B": "true", "X_I": "7", "X_D": "2m", "X_BAD": "nope"}[k]
+	}}
+	fs := newFlagSet(e, "test", help{summary: "s", examples: []string{"keyward test"}})
+	var s, s2 string
+	var b bool
+	var i int
+	var d time.Duration
+	fs.String(&s, "s", "X_S", "def", "")
+	fs.String(&s2, "s2", "X_UNSET", "def", "")
+	fs.Bool(&b, "b", "X_B", false, "")
+	fs.Int(&i, "i", "X_I", 1, "")
+	fs.Duration(&d, "d", "X_D", time.Second, "")
+	if _, err := fs.parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if s != "from-env" || s2 != "def" || !b || i != 7 || d != 2*time.Minute {
+		t.Errorf("got %q %q %v %d %v", s, s2, b, i, d)
+	}
+	// A flag beats the environment.
+	fs = newFlagSet(e, "test", help{})
+	fs.String(&s, "s", "X_S", "def", "")
+	if pos, err := fs.parse([]string{"a", "--s", "flag", "b", "--", "--c"}); err != nil || s != "flag" || !reflect.DeepEqual(pos, []string{"a", "b", "--c"}) {
+		t.Errorf("got %q, %v, %v", s, pos, err)
+	}
+	fs = newFlagSet(e, "test", help{})
+	fs.Bool(&b, "bad", "X_BAD", false, "")
+	if _, err := fs.parse(nil); err == nil || !strings.Contains(err.Error(), `X_BAD="nope"`) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// jsonEqual reports whether a and b hold the same JSON value.
+func jsonEqual(t *testing.T, a, b string) bool {
+	t.Helper()
+	var va, vb any
+	if err := json.Unmarshal([]byte(a), &va); err != nil {
+		t.Errorf("invalid JSON %q: %v", a, err)
+		return false
+	}
+	if err := json.Unmarshal([]byte(b), &vb); err != nil {
+		t.Fatalf("invalid JSON %q: %v", b, err)
+	}
+	return reflect.DeepEqual(va, vb)
+}

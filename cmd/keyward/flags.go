@@ -1,0 +1,281 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// help describes a command for its --help.
+type help struct {
+	usage    string   // what follows the command name, such as "ID [flags]"; "[flags]" when empty
+	summary  string   // what the command does, one or more sentences
+	notes    []string // further paragraphs, such as the exit status
+	examples []string // command lines, at least one
+}
+
+// flagSet is a flag.FlagSet for one command. Each flag may take its
+// default from an environment variable; the help names the variable and
+// shows the built-in default, never the environment's value (which may be
+// a secret such as a database URL with a password).
+//
+// Flags are spelled --name in the help; the flag package accepts -name too.
+type flagSet struct {
+	fs    *flag.FlagSet
+	e     *env
+	cmd   string // command path, such as "token create"
+	help  help
+	order []string // flag names in registration order, for the help
+	info  map[string]flagInfo
+	envs  [][2]string // environment variables the command reads besides its flags: name, description
+	errs  []error     // malformed environment values, reported by parse
+	check []func() error
+}
+
+type flagInfo struct {
+	env      string // environment variable, or ""
+	def      string // default shown in the help, or ""
+	repeated bool
+}
+
+// newFlagSet returns an empty flagSet for the command path cmd.
+func newFlagSet(e *env, cmd string, h help) *flagSet {
+	fs := flag.NewFlagSet("keyward "+cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // parse reports errors and help itself
+	fs.Usage = func() {}
+	return &flagSet{fs: fs, e: e, cmd: cmd, help: h, info: map[string]flagInfo{}}
+}
+
+func (f *flagSet) add(name, env, def string, repeated bool) {
+	f.order = append(f.order, name)
+	f.info[name] = flagInfo{env: env, def: def, repeated: repeated}
+}
+
+// envValue returns the value of the environment variable env, or "" when
+// env is "" or unset.
+func (f *flagSet) envValue(env string) string {
+	if env == "" {
+		return ""
+	}
+	return f.e.getenv(env)
+}
+
+// String defines a string flag --name whose default is the value of the
+// environment variable env when set (env may be ""), else def. usage may
+// name the argument in back quotes, as in flag.PrintDefaults.
+func (f *flagSet) String(p *string, name, env, def, usage string) {
+	v := def
+	if ev := f.envValue(env); ev != "" {
+		v = ev
+	}
+	f.fs.StringVar(p, name, v, usage)
+	f.add(name, env, def, false)
+}
+
+// Bool defines a boolean flag like String; the environment value must be
+// one that strconv.ParseBool accepts.
+func (f *flagSet) Bool(p *bool, name, env string, def bool, usage string) {
+	v := def
+	if ev := f.envValue(env); ev != "" {
+		b, err := strconv.ParseBool(ev)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: want true or false", env, ev))
+		}
+		v = b
+	}
+	f.fs.BoolVar(p, name, v, usage)
+	d := ""
+	if def {
+		d = "true"
+	}
+	f.add(name, env, d, false)
+}
+
+// Int defines an integer flag like String.
+func (f *flagSet) Int(p *int, name, env string, def int, usage string) {
+	v := def
+	if ev := f.envValue(env); ev != "" {
+		n, err := strconv.Atoi(ev)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: want a whole number", env, ev))
+		}
+		v = n
+	}
+	f.fs.IntVar(p, name, v, usage)
+	d := ""
+	if def != 0 {
+		d = strconv.Itoa(def)
+	}
+	f.add(name, env, d, false)
+}
+
+// Duration defines a duration flag (Go syntax such as "24h") like String.
+func (f *flagSet) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	v := def
+	if ev := f.envValue(env); ev != "" {
+		d, err := time.ParseDuration(ev)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: want a duration such as 24h", env, ev))
+		}
+		v = d
+	}
+	f.fs.DurationVar(p, name, v, usage)
+	d := ""
+	if def != 0 {
+		d = def.String()
+	}
+	f.add(name, env, d, false)
+}
+
+// Strings defines a flag --name that may be repeated; each use appends its
+// value to *p.
+func (f *flagSet) Strings(p *[]string, name, usage string) {
+	f.fs.Func(name, usage, func(s string) error {
+		*p = append(*p, s)
+		return nil
+	})
+	f.add(name, "", "", true)
+}
+
+// Env adds an environment variable that the command reads besides its
+// flags (such as KEYWARD_TOKEN) to the help.
+func (f *flagSet) Env(name, description string) {
+	f.envs = append(f.envs, [2]string{name, description})
+}
+
+// Check adds a validation that parse runs after parsing; its error is a
+// usage error.
+func (f *flagSet) Check(fn func() error) {
+	f.check = append(f.check, fn)
+}
+
+// Changed reports whether the flag name was given on the command line.
+func (f *flagSet) Changed(name string) bool {
+	found := false
+	f.fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == name {
+			found = true
+		}
+	})
+	return found
+}
+
+// parse parses args, flags and arguments in any order ("--" ends the
+// flags), and returns the arguments. On -h or --help it prints the help to
+// standard output and returns flag.ErrHelp, which the command returns in
+// turn (run exits 0 for it). Any other problem is a *usageError.
+func (f *flagSet) parse(args []string) ([]string, error) {
+	var pos []string
+	for {
+		err := f.fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			f.printHelp(f.e.stdout)
+			return nil, flag.ErrHelp
+		}
+		if err != nil {
+			return nil, &usageError{cmd: f.cmd, err: flagError(err)}
+		}
+		rest := f.fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	if len(f.errs) > 0 {
+		return nil, &usageError{cmd: f.cmd, err: errors.Join(f.errs...)}
+	}
+	for _, fn := range f.check {
+		if err := fn(); err != nil {
+			return nil, &usageError{cmd: f.cmd, err: err}
+		}
+	}
+	return pos, nil
+}
+
+// usagef returns a *usageError of this command.
+func (f *flagSet) usagef(format string, args ...any) error {
+	return usagef(f.cmd, format, args...)
+}
+
+// printHelp writes the command's help: usage, summary, flags with their
+// environment variables and defaults, environment, notes and examples.
+func (f *flagSet) printHelp(w io.Writer) {
+	usage := f.help.usage
+	if usage == "" {
+		usage = "[flags]"
+	}
+	fmt.Fprintf(w, "Usage: keyward %s %s\n\n%s\n", f.cmd, usage, f.help.summary)
+	fmt.Fprintf(w, "\nFlags:\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	for _, name := range f.order {
+		fl := f.fs.Lookup(name)
+		in := f.info[name]
+		arg, text := flag.UnquoteUsage(fl)
+		if _, isBool := fl.Value.(interface{ IsBoolFlag() bool }); isBool {
+			arg = ""
+		} else if in.repeated && arg == "value" {
+			arg = "VALUE"
+		}
+		left := "--" + name
+		if arg != "" {
+			left += " " + arg
+		}
+		var extra []string
+		if in.repeated {
+			extra = append(extra, "repeatable")
+		}
+		if in.env != "" {
+			extra = append(extra, "env "+in.env)
+		}
+		if in.def != "" {
+			extra = append(extra, "default "+in.def)
+		}
+		if len(extra) > 0 {
+			text += " (" + strings.Join(extra, ", ") + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\n", left, text)
+	}
+	fmt.Fprintf(tw, "  -h, --help\tshow this help\n")
+	tw.Flush()
+	if len(f.envs) > 0 {
+		fmt.Fprintf(w, "\nEnvironment:\n")
+		tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+		for _, ev := range f.envs {
+			fmt.Fprintf(tw, "  %s\t%s\n", ev[0], ev[1])
+		}
+		tw.Flush()
+	}
+	for _, n := range f.help.notes {
+		fmt.Fprintf(w, "\n%s\n", n)
+	}
+	fmt.Fprintf(w, "\nExamples:\n")
+	for _, ex := range f.help.examples {
+		fmt.Fprintf(w, "  %s\n", ex)
+	}
+}
+
+// flagError rewords the flag package's errors with the --name spelling
+// that the help uses.
+func flagError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return fmt.Errorf("unknown flag --%s", strings.TrimPrefix(name, "-"))
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return fmt.Errorf("flag --%s needs a value", strings.TrimPrefix(name, "-"))
+	}
+	if strings.Contains(msg, " for flag -") && !strings.Contains(msg, " for flag --") {
+		return errors.New(strings.Replace(msg, " for flag -", " for flag --", 1))
+	}
+	return err
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/client"
+)
+
+// defaultServer is the server the remote commands talk to by default: the
+// default address of keyward serve.
+const defaultServer = "http://127.0.0.1:8080"
+
+// Output formats.
+const (
+	outputTable = "table"
+	outputJSON  = "json"
+)
+
+// remote holds the flags of every command that talks to a server.
+type remote struct {
+	server string
+	output string
+}
+
+// addRemoteFlags defines --server and --output on fs and documents the
+// credential variables.
+func addRemoteFlags(fs *flagSet) *remote {
+	r := &remote{}
+	fs.String(&r.server, "server", "KEYWARD_SERVER", defaultServer, "`URL` of the keyward server")
+	addOutputFlag(fs, &r.output)
+	fs.Env("KEYWARD_TOKEN", "management token to authenticate with (never a flag: it would show in ps and shell history)")
+	fs.Env("KEYWARD_TOKEN_FILE", "file holding the management token, instead of KEYWARD_TOKEN")
+	return r
+}
+
+// addOutputFlag defines --output (table or json) on fs.
+func addOutputFlag(fs *flagSet, p *string) {
+	fs.String(p, "output", "KEYWARD_OUTPUT", outputTable, "output `FORMAT`: table for people, json for scripts")
+	fs.Check(func() error {
+		if *p != outputTable && *p != outputJSON {
+			return fmt.Errorf("--output must be table or json, not %q", *p)
+		}
+		return nil
+	})
+}
+
+func (r *remote) json() bool { return r.output == outputJSON }
+
+// client returns a client for r.server with the management token from
+// KEYWARD_TOKEN or KEYWARD_TOKEN_FILE.
+func (r *remote) client(e *env) (*client.Client, error) {
+	token, err := e.secretEnv("KEYWARD_TOKEN")
+	if err != nil {
+		return nil, err
+	}
+	if token == "" {
+		return nil, errors.New("no credentials: set KEYWARD_TOKEN (or KEYWARD_TOKEN_FILE) to a management token")
+	}
+	return client.New(r.server, token, client.WithUserAgent("keyward-cli/"+versionString()))
+}
+
+// apiError adds a hint to the errors a person can fix at once.
+func apiError(err error) error {
+	switch {
+	case client.IsUnauthorized(err):
+		return fmt.Errorf("%w; check KEYWARD_TOKEN", err)
+	case client.IsForbidden(err):
+		return fmt.Errorf("%w; the management token lacks a scope", err)
+	}
+	return err
+}
+
+// writeJSON writes v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// clean makes text from the server safe for a terminal table: control
+// characters (tabs, escapes) become '?', and an empty value becomes "-".
+func clean(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// fmtTime formats an optional time in UTC, or none when it is absent.
+func fmtTime(t *time.Time, none string) string {
+	if t == nil || t.IsZero() {
+		return none
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// fmtDuration formats d without zero trailing units: "1m", "24h", "1h30m".
+func fmtDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func fmtList(items []string) string {
+	return strings.Join(items, ",")
+}
+
+// fmtMetadata formats metadata as compact JSON, or "" when it is absent.
+func fmtMetadata(m map[string]any) string {
+	if m == nil {
+		return ""
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "?"
+	}
+	return string(b)
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"time"
+)
+
+// defineServeFlags defines the flags of keyward serve on fs, each with its
+// environment variable, and returns the configuration they fill.
+func defineServeFlags(fs *flagSet) *serveConfig {
+	cfg := &serveConfig{}
+	fs.String(&cfg.Addr, "addr", "KEYWARD_ADDR", "127.0.0.1:8080", "`ADDRESS` (host:port) to listen on")
+	defineStoreFlags(fs, &cfg.storeConfig)
+	fs.String(&cfg.PublicURL, "public-url", "KEYWARD_PUBLIC_URL", "http://localhost:8080", "`URL` people reach the server at: the dashboard's origin and passkey relying party")
+	fs.String(&cfg.TLSCert, "tls-cert", "KEYWARD_TLS_CERT", "", "serve TLS with the certificate chain in `FILE` (PEM)")
+	fs.String(&cfg.TLSKey, "tls-key", "KEYWARD_TLS_KEY", "", "serve TLS with the private key in `FILE` (PEM)")
+	fs.String(&cfg.LogFormat, "log-format", "KEYWARD_LOG_FORMAT", "text", "log `FORMAT`: text or json")
+	fs.String(&cfg.LogLevel, "log-level", "KEYWARD_LOG_LEVEL", "info", "log `LEVEL`: debug, info, warn or error")
+	fs.Int(&cfg.LookupBudget, "lookup-budget", "KEYWARD_LOOKUP_BUDGET", 200, "at most `N` store lookups per second for tokens this node does not know; beyond it they answer NOT_FOUND")
+	fs.Duration(&cfg.FlushInterval, "flush-interval", "KEYWARD_FLUSH_INTERVAL", time.Second, "write usage (quota, last use) to the store every `DURATION`")
+	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "KEYWARD_SHUTDOWN_TIMEOUT", 30*time.Second, "on shutdown, let in-flight requests finish for up to `DURATION`")
+	var maxBody int
+	fs.Int(&maxBody, "max-body", "KEYWARD_MAX_BODY", 1<<20, "largest request body in `BYTES`")
+	fs.Check(func() error {
+		cfg.MaxBody = int64(maxBody)
+		return nil
+	})
+	addSecretEnvHelp(fs)
+	return cfg
+}
+
+// defineStoreFlags defines --data-dir and --database-url, which every
+// command that opens the store takes.
+func defineStoreFlags(fs *flagSet, c *storeConfig) {
+	fs.String(&c.DataDir, "data-dir", "KEYWARD_DATA_DIR", "./keyward-data", "`DIR` of the embedded SQLite store")
+	fs.String(&c.DatabaseURL, "database-url", "KEYWARD_DATABASE_URL", "", "`URL` of a PostgreSQL store (postgres://...), instead of --data-dir")
+}
+
+// addSecretEnvHelp documents the server secret variables that loadSecrets
+// reads.
+func addSecretEnvHelp(fs *flagSet) {
+	fs.Env("KEYWARD_SECRET", "server secret (at least 32 bytes) that keys token digests; on SQLite generated into the data dir when unset")
+	fs.Env("KEYWARD_SECRET_FILE", "file holding the server secret, instead of KEYWARD_SECRET")
+	fs.Env("KEYWARD_SECRET_PREVIOUS", "earlier server secrets, comma-separated, while rotating it (also _FILE)")
+}
+
+// loadSecrets fills the secrets of c from KEYWARD_SECRET and
+// KEYWARD_SECRET_PREVIOUS or their _FILE variants; see env.secretEnv.
+func loadSecrets(e *env, c *storeConfig) error {
+	var err error
+	if c.Secret, err = e.secretEnv("KEYWARD_SECRET"); err != nil {
+		return err
+	}
+	prev, err := e.secretEnv("KEYWARD_SECRET_PREVIOUS")
+	if err != nil {
+		return err
+	}
+	c.SecretPrevious = nil
+	for _, s := range strings.Split(prev, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			c.SecretPrevious = append(c.SecretPrevious, s)
+			e.addSecret(s)
+		}
+	}
+	return nil
+}
+
+// cmdServe runs the server until interrupted (SIGINT, SIGTERM), then shuts
+// down gracefully.
+func cmdServe(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "serve", help{
+		summary: "Run keyward in one process: the management API, the verify API, the OAuth\n" +
+			"endpoints, the dashboard, and the gateway when a gateway config is given. On an\n" +
+			"empty store it creates the schema and the default workspace; it prints no secret\n" +
+			"(run 'keyward init' for the first management token).",
+		examples: []string{
+			"keyward serve",
+			"keyward serve --addr 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem --public-url https://keyward.example.com",
+			"KEYWARD_SECRET_FILE=/run/secrets/keyward keyward serve --log-format json",
+		},
+	})
+	cfg := defineServeFlags(fs)
+	args, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	if err := loadSecrets(e, &cfg.storeConfig); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return fs.usagef("%v", err)
+	}
+	log := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
+	srv, err := openServer(ctx, *cfg, log)
+	if err != nil {
+		return err
+	}
+	return srv.run(ctx)
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/keyward/keyward/client"
+)
+
+// maxTokenLine bounds the line the token to verify is read from.
+const maxTokenLine = 4 << 10
+
+func cmdVerify(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "verify", help{
+		summary: "Ask the server whether a token is valid, for the given scopes and client IP, and\n" +
+			"print the outcome code (VALID, NOT_FOUND, REVOKED, ...) with what the server knows of\n" +
+			"the token. The token to verify is read from the first line of standard input, or\n" +
+			"from --token-file; never from a flag, which would show in ps and shell history.\n" +
+			"It consumes rate limit and quota like any verification when it is VALID.",
+		notes: []string{"Exit status: 0 when the token is VALID, 1 when it is not or on an error, 2 on a\nusage error."},
+		examples: []string{
+			"echo \"$API_TOKEN\" | keyward verify --scope orders:read --ip 203.0.113.7",
+			"keyward verify --token-file ./token.txt --output json",
+			"if keyward verify < token.txt >/dev/null; then echo valid; fi",
+		},
+	})
+	var tokenFile, ip string
+	var scopes []string
+	fs.String(&tokenFile, "token-file", "", "", "read the token to verify from the first line of `FILE` instead of standard input")
+	fs.Strings(&scopes, "scope", "`SCOPE` the token must grant")
+	fs.String(&ip, "ip", "", "", "client `IP` address to check against the token's allowlist")
+	r := addRemoteFlags(fs)
+	args, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	token, err := readTokenToVerify(e, tokenFile)
+	if err != nil {
+		return err
+	}
+	c, err := r.client(e)
+	if err != nil {
+		return err
+	}
+	res, err := c.Verify(ctx, client.VerifyRequest{Token: token, Scopes: scopes, IP: ip})
+	if err != nil {
+		return apiError(err)
+	}
+	if r.json() {
+		err = writeJSON(e.stdout, res)
+	} else {
+		err = printVerify(e.stdout, res)
+	}
+	if err != nil {
+		return err
+	}
+	if !res.Valid || res.Code != client.CodeValid {
+		return fmt.Errorf("the token is not valid: %s", clean(res.Code))
+	}
+	return nil
+}
+
+// readTokenToVerify reads the first line of file, or of standard input
+// when file is "". It prompts on standard error when standard input is a
+// terminal.
+func readTokenToVerify(e *env, file string) (string, error) {
+	in, from := e.stdin, "standard input"
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		in, from = f, file
+	} else if f, ok := e.stdin.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			fmt.Fprint(e.stderr, "Token to verify: ")
+		}
+	}
+	if in == nil {
+		return "", errors.New("no token to verify: give it on standard input or with --token-file")
+	}
+	line, err := bufio.NewReaderSize(io.LimitReader(in, maxTokenLine), maxTokenLine).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("reading the token from %s: %w", from, err)
+	}
+	if err == io.EOF && len(line) >= maxTokenLine {
+		return "", fmt.Errorf("reading the token from %s: the first line is longer than %d bytes", from, maxTokenLine)
+	}
+	token := strings.TrimSpace(line)
+	if token == "" {
+		return "", fmt.Errorf("no token to verify on %s: give it on standard input or with --token-file", from)
+	}
+	e.addSecret(token)
+	return token, nil
+}
+
+// printVerify prints the outcome of a verification as a two-column table.
+func printVerify(w io.Writer, r *client.VerifyResponse) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row("CODE", clean(r.Code))
+	if r.Identified() {
+		row("TOKEN ID", clean(r.TokenID))
+		row("NAME", clean(r.Name))
+		row("SUBJECT", clean(r.Subject))
+		row("SCOPES", clean(fmtList(r.Scopes)))
+		row("EXPIRES", fmtTime(r.ExpiresAt, "never"))
+		row("METADATA", clean(fmtMetadata(r.Metadata)))
+	}
+	if l := r.RateLimit; l != nil {
+		row("RATE LIMIT", fmt.Sprintf("%d of %d left, a slot frees in %s", l.Remaining, l.Limit, fmtDuration(time.Duration(l.Reset)*time.Second)))
+	}
+	if l := r.Quota; l != nil {
+		row("QUOTA", fmt.Sprintf("%d of %d left, resets in %s", l.Remaining, l.Limit, fmtDuration(time.Duration(l.Reset)*time.Second)))
+	}
+	return tw.Flush()
+}

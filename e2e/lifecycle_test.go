@@ -1,0 +1,283 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/client"
+)
+
+// TestLifecycle drives the whole token lifecycle against the real server,
+// through the Go client and the CLI: init, create, every verification
+// outcome but PENDING_APPROVAL, rotation with and without grace, revocation
+// and introspection. Then it checks that no secret was stored or logged,
+// and that a restart keeps every token's state and every quota count.
+func TestLifecycle(t *testing.T) {
+	ctx := ctxT(t)
+	dataDir := t.TempDir()
+	srv := startServer(t, dataDir)
+	var seen secrets
+
+	// init runs as its own process beside the running server, as a user
+	// would; the server finds the root token within its lookup budget.
+	root := seen.add(initRoot(t, dataDir))
+	admin := newClient(t, srv.URL, root)
+	if _, _, code := cli(t, "", nil, "init", "--data-dir", dataDir); code != 1 {
+		t.Fatalf("a second init exited %d, want 1 (a root token exists)", code)
+	}
+
+	issue := func(req client.CreateTokenRequest) *client.IssuedToken {
+		t.Helper()
+		it, err := admin.CreateToken(ctx, req)
+		if err != nil {
+			t.Fatalf("create %q: %v", req.Name, err)
+		}
+		seen.add(it.Secret)
+		if it.State != "active" || it.Hint == "" || !strings.HasSuffix(it.Secret, it.Hint[len(it.Hint)-4:]) {
+			t.Fatalf("created token %+v", it.Token)
+		}
+		return it
+	}
+	v := func(tok string, scopes []string, ip string) client.VerifyRequest {
+		return client.VerifyRequest{Token: tok, Scopes: scopes, IP: ip}
+	}
+
+	main := issue(client.CreateTokenRequest{
+		Name: "orders service", Scopes: []string{"orders:read", "billing:*"},
+		Subject: "customer-42", Metadata: map[string]any{"team": "payments"},
+	})
+	res := expectCode(t, admin, v(main.Secret, []string{"orders:read", "billing:invoices:write"}, ""), "VALID")
+	if res.TokenID != main.ID || res.Subject != "customer-42" || res.Metadata["team"] != "payments" {
+		t.Fatalf("verify response %+v", res)
+	}
+
+	t.Run("Malformed", func(t *testing.T) {
+		garbled := main.Secret[:len(main.Secret)-1] + string(main.Secret[len(main.Secret)-1]^1)
+		res := expectCode(t, admin, v(garbled, nil, ""), "MALFORMED")
+		if res.TokenID != "" {
+			t.Fatal("a malformed token is identified")
+		}
+	})
+	t.Run("NotFound", func(t *testing.T) {
+		// Well-formed (right checksum) but never issued.
+		unknown := "kw_AbCdEfGhIjKlMnOpQrStUvWxYz0123452ZGy5c"
+		expectCode(t, admin, v(unknown, nil, ""), "NOT_FOUND")
+	})
+	t.Run("Suspended", func(t *testing.T) {
+		s := issue(client.CreateTokenRequest{Name: "suspend me"})
+		if _, err := admin.SuspendToken(ctx, s.ID, "investigating"); err != nil {
+			t.Fatal(err)
+		}
+		expectCode(t, admin, v(s.Secret, nil, ""), "SUSPENDED")
+		if _, err := admin.ResumeToken(ctx, s.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+		expectCode(t, admin, v(s.Secret, nil, ""), "VALID")
+	})
+	t.Run("Expired", func(t *testing.T) {
+		e := issue(client.CreateTokenRequest{Name: "short", ExpiresIn: client.Duration(2 * time.Second)})
+		expectCode(t, admin, v(e.Secret, nil, ""), "VALID")
+		time.Sleep(2100 * time.Millisecond)
+		expectCode(t, admin, v(e.Secret, nil, ""), "EXPIRED")
+	})
+	t.Run("IPNotAllowed", func(t *testing.T) {
+		n := issue(client.CreateTokenRequest{Name: "office only", AllowedCIDRs: []string{"10.0.0.0/8", "2001:db8::/32"}})
+		expectCode(t, admin, v(n.Secret, nil, "127.0.0.1"), "IP_NOT_ALLOWED")
+		expectCode(t, admin, v(n.Secret, nil, ""), "IP_NOT_ALLOWED")
+		expectCode(t, admin, v(n.Secret, nil, "10.1.2.3"), "VALID")
+		expectCode(t, admin, v(n.Secret, nil, "2001:db8::1"), "VALID")
+	})
+	t.Run("InsufficientScope", func(t *testing.T) {
+		expectCode(t, admin, v(main.Secret, []string{"orders:write"}, ""), "INSUFFICIENT_SCOPE")
+	})
+	t.Run("RateLimited", func(t *testing.T) {
+		r := issue(client.CreateTokenRequest{Name: "limited", RateLimit: &client.RateLimit{Limit: 2, Window: client.Duration(time.Minute)}})
+		expectCode(t, admin, v(r.Secret, nil, ""), "VALID")
+		res := expectCode(t, admin, v(r.Secret, nil, ""), "VALID")
+		if res.RateLimit == nil || res.RateLimit.Limit != 2 || res.RateLimit.Remaining != 0 || res.RateLimit.Reset < 1 || res.RateLimit.Reset > 63 {
+			t.Fatalf("rate_limit %+v", res.RateLimit)
+		}
+		expectCode(t, admin, v(r.Secret, nil, ""), "RATE_LIMITED")
+	})
+	quota := issue(client.CreateTokenRequest{Name: "metered", Quota: &client.Quota{Limit: 3, Period: "month"}})
+	t.Run("QuotaExceeded", func(t *testing.T) {
+		expectCode(t, admin, v(quota.Secret, nil, ""), "VALID")
+		expectCode(t, admin, v(quota.Secret, nil, ""), "VALID")
+		// Failures consume nothing.
+		expectCode(t, admin, v(quota.Secret, []string{"nope"}, ""), "INSUFFICIENT_SCOPE")
+		res := expectCode(t, admin, v(quota.Secret, nil, ""), "VALID")
+		if res.Quota == nil || res.Quota.Remaining != 0 {
+			t.Fatalf("quota %+v", res.Quota)
+		}
+		expectCode(t, admin, v(quota.Secret, nil, ""), "QUOTA_EXCEEDED")
+	})
+
+	t.Run("RotateWithGrace", func(t *testing.T) {
+		r := issue(client.CreateTokenRequest{Name: "rotating"})
+		next, err := admin.RotateToken(ctx, r.ID, &client.RotateRequest{GracePeriod: client.Duration(2 * time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen.add(next.Secret)
+		if next.ID != r.ID || next.Secret == r.Secret {
+			t.Fatalf("rotate kept id %v, changed secret %v", next.ID == r.ID, next.Secret != r.Secret)
+		}
+		expectCode(t, admin, v(r.Secret, nil, ""), "VALID")
+		expectCode(t, admin, v(next.Secret, nil, ""), "VALID")
+		time.Sleep(2100 * time.Millisecond)
+		expectCode(t, admin, v(r.Secret, nil, ""), "EXPIRED")
+		expectCode(t, admin, v(next.Secret, nil, ""), "VALID")
+
+		t.Run("ZeroGrace", func(t *testing.T) {
+			third, err := admin.RotateToken(ctx, r.ID, &client.RotateRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen.add(third.Secret)
+			expectCode(t, admin, v(next.Secret, nil, ""), "EXPIRED")
+			expectCode(t, admin, v(third.Secret, nil, ""), "VALID")
+		})
+	})
+
+	t.Run("RevokeThenIntrospect", func(t *testing.T) {
+		r := issue(client.CreateTokenRequest{Name: "to revoke", Scopes: []string{"orders:read"}})
+		in, err := admin.Introspect(ctx, r.Secret)
+		if err != nil || !in.Active {
+			t.Fatalf("introspect before revoke: %+v %v", in, err)
+		}
+		if _, err := admin.RevokeToken(ctx, r.ID, "leaked"); err != nil {
+			t.Fatal(err)
+		}
+		res := expectCode(t, admin, v(r.Secret, nil, ""), "REVOKED")
+		if res.TokenID != r.ID {
+			t.Fatal("a revoked token is identified in the verify response")
+		}
+		in, err = admin.Introspect(ctx, r.Secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(bytes.TrimSpace(in.Raw)) != `{"active":false}` {
+			t.Fatalf("introspection of a revoked token: %s", in.Raw)
+		}
+		if _, err := admin.RotateToken(ctx, r.ID, nil); !client.IsConflict(err) {
+			t.Fatalf("rotating a revoked token: %v, want 409", err)
+		}
+	})
+
+	t.Run("CLI", func(t *testing.T) {
+		env := []string{"KEYWARD_SERVER=" + srv.URL, "KEYWARD_TOKEN=" + root}
+		out, errOut, code := cli(t, "", env, "token", "create", "--name", "from cli", "--scope", "reports:read", "--output", "json")
+		if code != 0 {
+			t.Fatalf("token create: exit %d: %s", code, errOut)
+		}
+		var created struct{ ID, Token string }
+		if err := json.Unmarshal([]byte(out), &created); err != nil || created.Token == "" {
+			t.Fatalf("token create output %q: %v", out, err)
+		}
+		seen.add(created.Token)
+		if _, errOut, code := cli(t, created.Token+"\n", env, "verify", "--scope", "reports:read"); code != 0 {
+			t.Fatalf("verify VALID: exit %d: %s", code, errOut)
+		}
+		if out, _, code := cli(t, created.Token+"\n", env, "verify", "--scope", "reports:write"); code != 1 || !strings.Contains(out, "INSUFFICIENT_SCOPE") {
+			t.Fatalf("verify INSUFFICIENT_SCOPE: exit %d: %s", code, out)
+		}
+		if _, errOut, code := cli(t, "", env, "token", "revoke", created.ID, "--reason", "done"); code != 0 {
+			t.Fatalf("token revoke: exit %d: %s", code, errOut)
+		}
+		if out, _, code := cli(t, created.Token+"\n", env, "verify", "--output", "json"); code != 1 || !strings.Contains(out, `"REVOKED"`) {
+			t.Fatalf("verify after revoke: exit %d: %s", code, out)
+		}
+		out, errOut, code = cli(t, "", env, "token", "list")
+		if code != 0 || !strings.Contains(out, created.ID) || !strings.Contains(out, "revoked") {
+			t.Fatalf("token list: exit %d: %s %s", code, out, errOut)
+		}
+		if _, errOut, code := cli(t, "", []string{"KEYWARD_SERVER=" + srv.URL, "KEYWARD_TOKEN=" + main.Secret}, "token", "list"); code != 1 || strings.Contains(errOut, main.Secret) {
+			t.Fatalf("token list with a non-management token: exit %d: %s", code, errOut)
+		}
+	})
+
+	// Snapshot every token's state, then let the last use flush.
+	before, err := admin.AllTokens(ctx, client.TokenFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before) < 10 {
+		t.Fatalf("only %d tokens", len(before))
+	}
+	// While the server runs (WAL and shared memory files in place), and
+	// after it stopped.
+	seen.assertNowhere(t, dataDir, nil)
+	srv.stop()
+
+	t.Run("NoSecretAtRest", func(t *testing.T) {
+		seen.assertNowhere(t, dataDir, map[string]string{"server log": srv.log.String()})
+	})
+
+	t.Run("Restart", func(t *testing.T) {
+		srv2 := startServer(t, dataDir)
+		admin2 := newClient(t, srv2.URL, root)
+		after, err := admin2.AllTokens(ctx, client.TokenFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		states := map[string]string{}
+		for _, tok := range after {
+			states[tok.ID] = tok.State
+		}
+		for _, tok := range before {
+			if states[tok.ID] != tok.State {
+				t.Errorf("token %s (%s): state %q after restart, %q before", tok.ID, tok.Name, states[tok.ID], tok.State)
+			}
+		}
+		if len(after) != len(before) {
+			t.Errorf("%d tokens after restart, %d before", len(after), len(before))
+		}
+		// The quota kept its count: still exceeded.
+		expectCode(t, admin2, v(quota.Secret, nil, ""), "QUOTA_EXCEEDED")
+		got, err := admin2.GetToken(ctx, main.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.LastUsedAt == nil {
+			t.Error("last use was not flushed before shutdown")
+		}
+		srv2.stop()
+		seen.assertNowhere(t, dataDir, map[string]string{"server log after restart": srv2.log.String()})
+	})
+}
+
+// TestHTTPBasics checks what every client relies on, on the real binary:
+// the 401 challenge, problem+json and no-store.
+func TestHTTPBasics(t *testing.T) {
+	dataDir := t.TempDir()
+	srv := startServer(t, dataDir)
+	resp, err := http.Post(srv.URL+"/v1/tokens", "application/json", strings.NewReader(`{"name":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer realm="keyward"` {
+		t.Fatalf("WWW-Authenticate %q", got)
+	}
+	if got := resp.Header.Get("Content-Type"); got != "application/problem+json" {
+		t.Fatalf("Content-Type %q", got)
+	}
+	if got := resp.Header.Get("Cache-Control"); got != "no-store" {
+		t.Fatalf("Cache-Control %q", got)
+	}
+	resp, err = http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET / status %d", resp.StatusCode)
+	}
+}

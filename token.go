@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Token states as reported by the API. Expired is derived from ExpiresAt and
@@ -25,7 +26,9 @@ const (
 	MaxScopes       = 100
 	MaxCIDRs        = 100
 	MaxMetadataSize = 8 << 10
-	MaxReasonLen    = 500
+	// MaxMetadataDepth bounds the nesting of metadata objects and arrays.
+	MaxMetadataDepth = 32
+	MaxReasonLen     = 500
 )
 
 // Quota periods.
@@ -171,7 +174,7 @@ func (t *Token) Validate(now time.Time) error {
 	switch {
 	case strings.TrimSpace(t.Name) == "":
 		add("/name", "name is required")
-	case len(t.Name) > MaxNameLen:
+	case utf8.RuneCountInString(t.Name) > MaxNameLen:
 		add("/name", "name must be at most %d characters", MaxNameLen)
 	case strings.ContainsFunc(t.Name, isControl):
 		add("/name", "name must not contain control characters")
@@ -219,6 +222,8 @@ func (t *Token) Validate(now time.Time) error {
 			add("/metadata", "metadata must be at most %d bytes", MaxMetadataSize)
 		} else if !isJSONObject(t.Metadata) {
 			add("/metadata", "metadata must be a JSON object")
+		} else if jsonDepth(t.Metadata) > MaxMetadataDepth {
+			add("/metadata", "metadata must nest at most %d levels", MaxMetadataDepth)
 		}
 	}
 	if len(errs) > 0 {
@@ -266,6 +271,29 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// jsonDepth returns the deepest nesting of objects and arrays in valid JSON.
+func jsonDepth(b json.RawMessage) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range b {
+		switch {
+		case escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
+}
 
 func isJSONObject(b json.RawMessage) bool {
 	var m map[string]json.RawMessage

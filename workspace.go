@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultWorkspace is the name of the workspace every store starts with.
@@ -32,7 +33,7 @@ func (w *Workspace) Validate() error {
 	switch {
 	case strings.TrimSpace(w.Name) == "":
 		errs = append(errs, FieldError{"/name", "name is required"})
-	case len(w.Name) > MaxNameLen:
+	case utf8.RuneCountInString(w.Name) > MaxNameLen:
 		errs = append(errs, FieldError{"/name", fmt.Sprintf("name must be at most %d characters", MaxNameLen)})
 	case strings.ContainsFunc(w.Name, isControl):
 		errs = append(errs, FieldError{"/name", "name must not contain control characters"})

@@ -94,7 +94,9 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	if err := cfg.validate(); err != nil {
 		return fs.usagef("%v", err)
 	}
-	log := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
+	out := newLogWriter(e.stderr, 100*time.Millisecond)
+	defer out.Close()
+	log := newLogger(out, cfg.LogFormat, cfg.LogLevel)
 	srv, err := openServer(ctx, *cfg, log)
 	if err != nil {
 		return err

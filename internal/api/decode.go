@@ -3,11 +3,12 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -24,24 +25,32 @@ type object struct {
 }
 
 // readBody reads a request body of at most the server's limit. An empty
-// body reads as {} when allowEmpty is set.
+// body reads as {} when allowEmpty is set. The body is parsed as JSON
+// whatever its Content-Type says (curl -d sends a form type): the API takes
+// no cookies, so a cross-site form post gains nothing.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, allowEmpty bool) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return nil, keyward.Errorf(keyward.ETOOLARGE, "the request body exceeds %d bytes", s.maxBody)
-	}
+	buf := bodyPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 { // large bodies are rare: let them go
+			bodyPool.Put(buf)
+		}
+	}()
+	buf.Reset()
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, s.maxBody+1))
 	if err != nil {
 		return nil, keyward.Errorf(keyward.EINVALID, "the request body could not be read")
 	}
-	if len(bytes.TrimSpace(body)) == 0 && allowEmpty {
+	if int64(buf.Len()) > s.maxBody {
+		return nil, keyward.Errorf(keyward.ETOOLARGE, "the request body exceeds %d bytes", s.maxBody)
+	}
+	if len(bytes.TrimSpace(buf.Bytes())) == 0 && allowEmpty {
 		return []byte("{}"), nil
 	}
-	// The body is parsed as JSON whatever its Content-Type says (curl -d
-	// sends a form type): the API takes no cookies, so a cross-site form
-	// post gains nothing.
-	return body, nil
+	return bytes.Clone(buf.Bytes()), nil
 }
+
+// bodyPool recycles the buffers request bodies are read into.
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // decodeObject parses body as a JSON object.
 func decodeObject(body []byte) (*object, error) {
@@ -50,15 +59,26 @@ func decodeObject(body []byte) (*object, error) {
 	if err := dec.Decode(&fields); err != nil || fields == nil {
 		return nil, keyward.Invalid(keyward.FieldError{Pointer: "", Detail: "the request body must be a JSON object"})
 	}
-	if dec.More() {
-		return nil, keyward.Invalid(keyward.FieldError{Pointer: "", Detail: "the request body must hold one JSON object"})
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, keyward.Invalid(keyward.FieldError{Pointer: "", Detail: "the request body must hold one JSON object and nothing after it"})
 	}
 	errs := []keyward.FieldError{}
 	return &object{fields: fields, used: map[string]bool{}, errs: &errs}, nil
 }
 
 func (o *object) fail(name, format string, args ...any) {
-	*o.errs = append(*o.errs, keyward.FieldError{Pointer: o.path + "/" + name, Detail: fmt.Sprintf(format, args...)})
+	*o.errs = append(*o.errs, keyward.FieldError{Pointer: o.path + "/" + pointerEscape(name), Detail: fmt.Sprintf(format, args...)})
+}
+
+// failAt records an error of element i of the array field name.
+func (o *object) failAt(name string, i int, format string, args ...any) {
+	*o.errs = append(*o.errs, keyward.FieldError{Pointer: fmt.Sprintf("%s/%s/%d", o.path, pointerEscape(name), i), Detail: fmt.Sprintf(format, args...)})
+}
+
+// pointerEscape escapes a name for a JSON pointer (RFC 6901): "~" becomes
+// "~0" and "/" becomes "~1".
+func pointerEscape(name string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(name)
 }
 
 // raw returns a field's JSON and whether it is present.

@@ -2,8 +2,11 @@ package api
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -57,13 +60,26 @@ func validRequestID(s string) bool {
 	return true
 }
 
+// newRequestID returns a unique request id. Request ids are not secrets,
+// so a fast non-cryptographic source does: 128 random bits.
+func newRequestID() string {
+	const n = len(keyward.PrefixRequest)
+	var raw [16]byte
+	binary.BigEndian.PutUint64(raw[:8], rand.Uint64())
+	binary.BigEndian.PutUint64(raw[8:], rand.Uint64())
+	var b [n + 32]byte
+	copy(b[:], keyward.PrefixRequest)
+	hex.Encode(b[n:], raw[:])
+	return string(b[:])
+}
+
 // requestID gives every request an id, the client's X-Request-Id when it is
 // well-formed, and echoes it in the response.
 func (s *Server) requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
 		if !validRequestID(id) {
-			id = keyward.NewID(keyward.PrefixRequest, s.now())
+			id = newRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
 		ri := &reqInfo{id: id}
@@ -71,15 +87,23 @@ func (s *Server) requestID(next http.Handler) http.Handler {
 	})
 }
 
+// Constant header values, shared by every response (net/http only reads
+// them), so that setting them does not allocate.
+var (
+	nosniff         = []string{"nosniff"}
+	noStore         = []string{"no-store"}
+	contentTypeJSON = []string{"application/json"}
+)
+
 // headers sets the headers every API response carries.
 func (s *Server) headers(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("X-Content-Type-Options", "nosniff")
+		h["X-Content-Type-Options"] = nosniff
 		if strings.HasPrefix(r.URL.Path, "/v1/") || strings.HasPrefix(r.URL.Path, "/oauth2/") {
 			// Responses may carry secrets (create, rotate) or token details:
 			// no cache may keep them.
-			h.Set("Cache-Control", "no-store")
+			h["Cache-Control"] = noStore
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -116,18 +140,25 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		ri := info(r.Context())
-		attrs := []slog.Attr{
+		var buf [7]slog.Attr
+		attrs := append(buf[:0],
 			slog.String("request_id", ri.id),
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.Int("status", sw.status),
 			slog.Duration("duration", time.Since(start)),
 			slog.String("remote_ip", remoteIP(r).String()),
-		}
+		)
 		if ri.authed {
 			attrs = append(attrs, slog.String("token_id", ri.caller.Actor.ID))
 		}
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+		// Straight to the handler: Logger.LogAttrs would walk the stack
+		// for a source position on every request.
+		if h := s.log.Handler(); h.Enabled(r.Context(), slog.LevelInfo) {
+			rec := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+			rec.AddAttrs(attrs...)
+			h.Handle(r.Context(), rec)
+		}
 	})
 }
 

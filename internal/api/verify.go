@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -24,7 +23,7 @@ type verifyResponse struct {
 	TokenID   string          `json:"token_id,omitempty"`
 	Name      *string         `json:"name,omitempty"`
 	Subject   *string         `json:"subject,omitempty"`
-	Scopes    []string        `json:"scopes,omitempty"`
+	Scopes    *[]string       `json:"scopes,omitempty"`
 	Metadata  json.RawMessage `json:"metadata,omitempty"`
 	ExpiresAt **time.Time     `json:"expires_at,omitempty"`
 	RateLimit *limitView      `json:"rate_limit,omitempty"`
@@ -32,33 +31,13 @@ type verifyResponse struct {
 }
 
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
-	o, err := s.decode(w, r, false)
+	body, err := s.readBody(w, r, false)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	var req verify.Request
-	if !o.present("token") {
-		o.fail("token", "token is required")
-	} else {
-		o.str("token", &req.Token)
-	}
-	if o.strs("scopes", &req.Scopes) {
-		for i, sc := range req.Scopes {
-			if err := keyward.ValidateScope(sc); err != nil {
-				o.fail(fmt.Sprintf("scopes/%d", i), "%v", err)
-			}
-		}
-	}
-	var ip string
-	if o.str("ip", &ip) {
-		a, err := netip.ParseAddr(ip)
-		if err != nil || a.Zone() != "" {
-			o.fail("ip", "ip must be an IPv4 or IPv6 address")
-		}
-		req.IP = a
-	}
-	if err := o.done(); err != nil {
+	req, err := parseVerify(body)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -71,6 +50,36 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, verifyView(res))
 }
 
+// parseVerify decodes a verify request, naming each invalid field.
+func parseVerify(body []byte) (verify.Request, error) {
+	var req verify.Request
+	o, err := decodeObject(body)
+	if err != nil {
+		return req, err
+	}
+	if !o.present("token") {
+		o.fail("token", "token is required")
+	} else {
+		o.str("token", &req.Token)
+	}
+	if o.strs("scopes", &req.Scopes) {
+		for i, sc := range req.Scopes {
+			if err := keyward.ValidateScope(sc); err != nil {
+				o.failAt("scopes", i, "%v", err)
+			}
+		}
+	}
+	var ip string
+	if o.str("ip", &ip) {
+		a, err := netip.ParseAddr(ip)
+		if err != nil || a.Zone() != "" {
+			o.fail("ip", "ip must be an IPv4 or IPv6 address")
+		}
+		req.IP = a
+	}
+	return req, o.done()
+}
+
 func verifyView(res verify.Result) verifyResponse {
 	v := verifyResponse{Valid: res.Outcome == keyward.Valid, Code: res.Outcome.String()}
 	if !res.Outcome.Identified() || res.Token == nil {
@@ -78,10 +87,11 @@ func verifyView(res verify.Result) verifyResponse {
 	}
 	t := res.Token
 	v.TokenID, v.Name, v.Subject = t.ID, &t.Name, &t.Subject
-	v.Scopes = t.Scopes
-	if v.Scopes == nil {
-		v.Scopes = []string{}
+	scopes := t.Scopes
+	if scopes == nil {
+		scopes = []string{}
 	}
+	v.Scopes = &scopes
 	v.Metadata = t.Metadata
 	if v.Metadata == nil {
 		v.Metadata = json.RawMessage("null")

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -165,9 +166,12 @@ func (s *Server) handleOAuthRevoke(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		return
 	}
-	if active(res) {
-		// Whoever presents a valid secret may end it, whatever scopes the
-		// token holds: the caller acts with the revoked token's own rights.
+	// Any secret of the token that has not been replaced for good revokes
+	// it, whatever its state: a suspended or expired token could otherwise
+	// come back to life with a leaked secret.
+	if res.Token != nil && res.Outcome.Identified() && !res.SecretEnded && !res.Token.Revoked {
+		// Whoever presents the secret may end it, whatever scopes the token
+		// holds: the caller acts with the revoked token's own rights.
 		c.Scopes = res.Token.Scopes
 		if _, err := s.svc.RevokeToken(r.Context(), c, res.Token.ID, "revoked through /oauth2/revoke"); err != nil {
 			s.log.Error("oauth revoke failed", "request_id", requestID(r.Context()), "err", err)
@@ -188,6 +192,11 @@ func (s *Server) oauthForm(w http.ResponseWriter, r *http.Request) (string, bool
 		return "", false
 	}
 	if err := r.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "invalid_request", "error_description": "the request body is too large"})
+			return "", false
+		}
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the form could not be parsed"})
 		return "", false
 	}

@@ -51,6 +51,9 @@ type Result struct {
 	Token *keyward.Token
 	// MissingScope is the first required scope not granted.
 	MissingScope string
+	// SecretEnded reports that the secret was replaced by a rotation and
+	// its grace period is over (Outcome is then Expired).
+	SecretEnded bool
 	// Limits of the token, after this verification.
 	Rate  Limit
 	Quota Limit
@@ -283,7 +286,10 @@ func (e *Engine) verify(ctx context.Context, req Request, consume bool) Result {
 		res.Outcome = keyward.Revoked
 	case t.Suspended:
 		res.Outcome = keyward.Suspended
-	case s.exp != 0 && nowNS >= s.exp, se.expiresAt != 0 && nowNS >= se.expiresAt:
+	case se.expiresAt != 0 && nowNS >= se.expiresAt:
+		res.Outcome = keyward.Expired
+		res.SecretEnded = true
+	case s.exp != 0 && nowNS >= s.exp:
 		res.Outcome = keyward.Expired
 	case len(s.cidrs) > 0 && !allowed(s.cidrs, req.IP):
 		res.Outcome = keyward.IPNotAllowed

@@ -1,0 +1,1822 @@
+package api_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/internal/secret"
+)
+
+func TestAuth(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	revokedID, revoked := s.newToken("revoked", "keyward:admin")
+	wantStatus(t, s.do("POST", "/v1/tokens/"+revokedID+"/revoke", s.root, nil), http.StatusOK)
+	suspendedID, suspended := s.newToken("suspended", "keyward:admin")
+	wantStatus(t, s.do("POST", "/v1/tokens/"+suspendedID+"/suspend", s.root, nil), http.StatusOK)
+	_, plain := s.newToken("plain", "orders:read")
+	_, reader := s.newToken("reader", "keyward:tokens:read")
+	_, admin := s.newToken("admin", "keyward:admin")
+
+	const challenge = `Bearer realm="keyward"`
+	const invalid = `Bearer realm="keyward", error="invalid_token"`
+	tests := []struct {
+		name          string
+		method, path  string
+		authorization string // the whole header; "" for none
+		body          any
+		status        int
+		code          string
+		challenge     string // WWW-Authenticate; "" for none
+	}{
+		{"ErrNoCredential", "GET", "/v1/tokens", "", nil, 401, "unauthorized", challenge},
+		{"ErrEmptyBearer", "GET", "/v1/tokens", "Bearer ", nil, 401, "unauthorized", challenge},
+		{"ErrGarbageToken", "GET", "/v1/tokens", "Bearer garbage", nil, 401, "unauthorized", invalid},
+		{"ErrUnknownToken", "GET", "/v1/tokens", "Bearer " + unknownToken(t), nil, 401, "unauthorized", invalid},
+		{"ErrRevokedToken", "GET", "/v1/tokens", "Bearer " + revoked, nil, 401, "unauthorized", invalid},
+		{"ErrSuspendedToken", "GET", "/v1/tokens", "Bearer " + suspended, nil, 401, "unauthorized", invalid},
+		{"ErrNoCredentialOnWrite", "POST", "/v1/tokens", "", map[string]any{"name": "x"}, 401, "unauthorized", challenge},
+		{"ErrNotManagementToken", "GET", "/v1/tokens", "Bearer " + plain, nil, 403, "forbidden", ""},
+		{"ErrReadOnlyWrites", "POST", "/v1/tokens", "Bearer " + reader, map[string]any{"name": "x"}, 403, "forbidden", ""},
+		{"ErrReadOnlyVerifies", "POST", "/v1/verify", "Bearer " + reader, map[string]any{"token": "x"}, 403, "forbidden", ""},
+		{"ErrReadOnlyAudit", "GET", "/v1/audit", "Bearer " + reader, nil, 403, "forbidden", ""},
+		{"ErrAdminCreatesWorkspace", "POST", "/v1/workspaces", "Bearer " + admin, map[string]any{"name": "acme"}, 403, "forbidden", ""},
+		{"ErrAdminListsWorkspaces", "GET", "/v1/workspaces", "Bearer " + admin, nil, 403, "forbidden", ""},
+		{"OKReadOnlyReads", "GET", "/v1/tokens", "Bearer " + reader, nil, 200, "", ""},
+		{"OKAdminVerifies", "POST", "/v1/verify", "Bearer " + admin, map[string]any{"token": "x"}, 200, "", ""},
+		{"OKAdminAudit", "GET", "/v1/audit", "Bearer " + admin, nil, 200, "", ""},
+		{"OKLowercaseScheme", "GET", "/v1/tokens", "bearer " + admin, nil, 200, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := s.request(tt.method, tt.path, "", tt.body)
+			if tt.authorization != "" {
+				req.Header.Set("Authorization", tt.authorization)
+			}
+			before := s.state()
+			r := s.send(req)
+			if tt.code == "" {
+				wantStatus(t, r, tt.status)
+				return
+			}
+			wantProblem(t, r, tt.status, tt.code)
+			if got := r.Header.Get("WWW-Authenticate"); tt.challenge != "" && got != tt.challenge {
+				t.Fatalf("WWW-Authenticate = %q, want %q", got, tt.challenge)
+			}
+			s.wantUnchanged(before)
+		})
+	}
+}
+
+func TestWorkspaces(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+
+	r := s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "acme", "token_prefix": "acme"})
+	wantStatus(t, r, http.StatusCreated)
+	ws := r.object(t)
+	id, _ := ws["id"].(string)
+	if !strings.HasPrefix(id, "ws_") || ws["name"] != "acme" || ws["token_prefix"] != "acme" {
+		t.Fatalf("created workspace = %s", r.Body)
+	}
+	if _, err := time.Parse(time.RFC3339, fmt.Sprint(ws["created_at"])); err != nil {
+		t.Fatalf("created_at = %v: %v", ws["created_at"], err)
+	}
+	acme, _ := ws["token"].(string)
+	if p, err := secret.Parse(acme); err != nil || p.Prefix != "acme" {
+		t.Fatalf("workspace token %q does not parse with prefix acme: %v", acme, err)
+	}
+	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Fatalf("Cache-Control = %q, want no-store", cc)
+	}
+
+	t.Run("OKNewAdminSeesOnlyItsWorkspace", func(t *testing.T) {
+		r := s.do("GET", "/v1/tokens", acme, nil)
+		wantStatus(t, r, http.StatusOK)
+		var l struct {
+			Items []struct {
+				ID     string   `json:"id"`
+				Name   string   `json:"name"`
+				Scopes []string `json:"scopes"`
+			}
+		}
+		json.Unmarshal(r.Body, &l)
+		if len(l.Items) != 1 || l.Items[0].Name != "admin" || !slices.Equal(l.Items[0].Scopes, []string{"keyward:admin"}) {
+			t.Fatalf("acme's tokens = %s, want only its admin token", r.Body)
+		}
+	})
+	t.Run("ErrOtherWorkspacesToken", func(t *testing.T) {
+		wantProblem(t, s.do("GET", "/v1/tokens/"+s.rootID, acme, nil), 404, "not_found")
+		wantProblem(t, s.do("PATCH", "/v1/tokens/"+s.rootID, acme, map[string]any{"name": "x"}), 404, "not_found")
+		wantProblem(t, s.do("POST", "/v1/tokens/"+s.rootID+"/revoke", acme, nil), 404, "not_found")
+		r := s.do("POST", "/v1/verify", acme, map[string]any{"token": s.root})
+		wantStatus(t, r, 200)
+		if m := r.object(t); m["code"] != "NOT_FOUND" {
+			t.Fatalf("verify of another workspace's token = %s, want NOT_FOUND", r.Body)
+		}
+		r = s.form("/oauth2/introspect", "Bearer "+acme, url.Values{"token": {s.root}})
+		if r.Status != 200 || string(r.Body) != `{"active":false}` {
+			t.Fatalf("introspect of another workspace's token = %d %s", r.Status, r.Body)
+		}
+		wantStatus(t, s.form("/oauth2/revoke", "Bearer "+acme, url.Values{"token": {s.root}}), 200)
+		s.wantCode(s.root, "VALID")
+	})
+	t.Run("ErrDuplicateName", func(t *testing.T) {
+		wantProblem(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "acme"}), 409, "conflict")
+	})
+	t.Run("ErrBadPrefix", func(t *testing.T) {
+		wantInvalid(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "beta", "token_prefix": "B"}), "/token_prefix")
+	})
+	t.Run("ErrNoName", func(t *testing.T) {
+		wantInvalid(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{}), "/name")
+	})
+	t.Run("OKList", func(t *testing.T) {
+		r := s.do("GET", "/v1/workspaces", s.root, nil)
+		wantStatus(t, r, 200)
+		var l struct {
+			Items []map[string]any `json:"items"`
+		}
+		json.Unmarshal(r.Body, &l)
+		var names []string
+		for _, it := range l.Items {
+			names = append(names, it["name"].(string))
+			if _, ok := it["token"]; ok {
+				t.Errorf("workspace list shows a token: %v", it)
+			}
+		}
+		slices.Sort(names)
+		if !slices.Equal(names, []string{"acme", "default"}) {
+			t.Fatalf("workspaces = %q, want acme and default", names)
+		}
+	})
+}
+
+func TestCreateToken(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	before := s.clock.Now()
+	r := s.do("POST", "/v1/tokens", s.root, map[string]any{
+		"name":          "ci deploy",
+		"scopes":        []string{"orders:read", "orders:write"},
+		"expires_in":    "720h",
+		"allowed_cidrs": []string{"203.0.113.0/24", "2001:db8::/32"},
+		"rate_limit":    map[string]any{"limit": 100, "window": "1m"},
+		"quota":         map[string]any{"limit": 10000, "period": "month"},
+		"subject":       "customer-42",
+		"metadata":      map[string]any{"team": "payments"},
+	})
+	after := s.clock.Now()
+	wantStatus(t, r, http.StatusCreated)
+	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Fatalf("Cache-Control = %q, want no-store", cc)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type = %q, want application/json", ct)
+	}
+	var v struct {
+		ID           string          `json:"id"`
+		Token        string          `json:"token"`
+		Hint         string          `json:"hint"`
+		State        string          `json:"state"`
+		Name         string          `json:"name"`
+		Scopes       []string        `json:"scopes"`
+		ExpiresAt    time.Time       `json:"expires_at"`
+		AllowedCIDRs []string        `json:"allowed_cidrs"`
+		RateLimit    json.RawMessage `json:"rate_limit"`
+		Quota        json.RawMessage `json:"quota"`
+		Subject      string          `json:"subject"`
+		Metadata     json.RawMessage `json:"metadata"`
+		CreatedBy    string          `json:"created_by"`
+		CreatedAt    time.Time       `json:"created_at"`
+		RevokedAt    *time.Time      `json:"revoked_at"`
+	}
+	if err := json.Unmarshal(r.Body, &v); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(v.ID, "tok_") {
+		t.Errorf("id = %q, want tok_...", v.ID)
+	}
+	if p, err := secret.Parse(v.Token); err != nil || p.Prefix != "kw" || len(v.Token) != 41 {
+		t.Errorf("token %q is not a 41-character kw_ token: %v", v.Token, err)
+	}
+	if want := "kw_…" + v.Token[len(v.Token)-4:]; v.Hint != want {
+		t.Errorf("hint = %q, want %q", v.Hint, want)
+	}
+	if v.State != "active" || v.Name != "ci deploy" || v.Subject != "customer-42" || v.CreatedBy != s.rootID || v.RevokedAt != nil {
+		t.Errorf("token = %s", r.Body)
+	}
+	if !slices.Equal(v.Scopes, []string{"orders:read", "orders:write"}) || !slices.Equal(v.AllowedCIDRs, []string{"203.0.113.0/24", "2001:db8::/32"}) {
+		t.Errorf("scopes %q, allowed_cidrs %q", v.Scopes, v.AllowedCIDRs)
+	}
+	if string(v.RateLimit) != `{"limit":100,"window":"1m0s"}` || string(v.Quota) != `{"limit":10000,"period":"month"}` || string(v.Metadata) != `{"team":"payments"}` {
+		t.Errorf("rate_limit %s, quota %s, metadata %s", v.RateLimit, v.Quota, v.Metadata)
+	}
+	lo, hi := before.Add(720*time.Hour).Truncate(time.Second), after.Add(720*time.Hour)
+	if v.ExpiresAt.Before(lo) || v.ExpiresAt.After(hi) || v.ExpiresAt.Location() != time.UTC {
+		t.Errorf("expires_at = %v, want 720h from now (%v…%v) in UTC", v.ExpiresAt, lo, hi)
+	}
+	if v.CreatedAt.Before(before.Truncate(time.Millisecond)) || v.CreatedAt.After(after) {
+		t.Errorf("created_at = %v, want between %v and %v", v.CreatedAt, before, after)
+	}
+
+	t.Run("OKGetNeverShowsSecret", func(t *testing.T) {
+		for _, path := range []string{"/v1/tokens/" + v.ID, "/v1/tokens?limit=500"} {
+			r := s.do("GET", path, s.root, nil)
+			wantStatus(t, r, 200)
+			if strings.Contains(string(r.Body), v.Token) || strings.Contains(string(r.Body), `"token"`) {
+				t.Fatalf("GET %s shows the secret: %s", path, r.Body)
+			}
+		}
+		got := s.get(v.ID)
+		for _, k := range []string{"state", "last_used_at", "last_used_ip", "rotated_at", "revoked_at", "suspended_at", "updated_at", "revoke_reason", "suspend_reason"} {
+			if _, ok := got[k]; !ok {
+				t.Errorf("GET token has no %q: %v", k, got)
+			}
+		}
+	})
+	t.Run("OKVerifies", func(t *testing.T) {
+		// The token has an allowlist: without an ip the verify API fails closed.
+		if m := s.verify(v.Token, "orders:read"); m["code"] != "IP_NOT_ALLOWED" {
+			t.Fatalf("verify without ip = %v, want IP_NOT_ALLOWED", m["code"])
+		}
+		r := s.do("POST", "/v1/verify", s.root, map[string]any{"token": v.Token, "scopes": []string{"orders:read"}, "ip": "203.0.113.9"})
+		wantStatus(t, r, 200)
+		if m := r.object(t); m["code"] != "VALID" || m["valid"] != true {
+			t.Fatalf("verify = %s, want VALID", r.Body)
+		}
+	})
+	t.Run("OKMinimal", func(t *testing.T) {
+		m := s.create(map[string]any{"name": "minimal"})
+		for k, want := range map[string]string{"scopes": "[]", "allowed_cidrs": "[]", "expires_at": "null", "rate_limit": "null", "quota": "null", "metadata": "null", "subject": `""`} {
+			b, _ := json.Marshal(m[k])
+			if _, ok := m[k]; !ok || string(b) != want {
+				t.Errorf("%s = %s, want %s", k, b, want)
+			}
+		}
+	})
+	t.Run("OKExpiresAt", func(t *testing.T) {
+		at := s.clock.Now().Add(48 * time.Hour).Truncate(time.Second)
+		m := s.create(map[string]any{"name": "at", "expires_at": at.Format(time.RFC3339)})
+		if m["expires_at"] != at.Format(time.RFC3339) {
+			t.Fatalf("expires_at = %v, want %s", m["expires_at"], at.Format(time.RFC3339))
+		}
+	})
+	t.Run("OKNullsMeanAbsent", func(t *testing.T) {
+		m := s.create(map[string]any{"name": "nulls", "scopes": nil, "expires_at": nil, "rate_limit": nil, "quota": nil, "subject": nil, "metadata": nil, "allowed_cidrs": nil})
+		if m["rate_limit"] != nil || m["expires_at"] != nil || m["subject"] != "" {
+			t.Fatalf("token = %v", m)
+		}
+	})
+}
+
+func TestCreateTokenBadInput(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	future := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	tests := []struct {
+		name    string
+		body    string
+		pointer string
+	}{
+		{"ErrMalformedJSON", `{"name":`, ""},
+		{"ErrEmptyBody", ``, ""},
+		{"ErrNotJSON", `name=x`, ""},
+		{"ErrArray", `["name"]`, ""},
+		{"ErrString", `"name"`, ""},
+		{"ErrNull", `null`, ""},
+		{"ErrNumber", `42`, ""},
+		{"ErrTwoObjects", `{"name":"a"} {"name":"b"}`, ""},
+		{"ErrUnknownField", `{"name":"a","bogus":1}`, "/bogus"},
+		{"ErrUnknownNestedField", `{"name":"a","rate_limit":{"limit":1,"window":"1m","burst":2}}`, "/rate_limit/burst"},
+		{"ErrNameNumber", `{"name":5}`, "/name"},
+		{"ErrFieldNameCase", `{"Name":"a"}`, "/Name"},
+		{"ErrNameMissing", `{"scopes":["orders:read"]}`, "/name"},
+		{"ErrNameEmpty", `{"name":""}`, "/name"},
+		{"ErrNameTooLong", `{"name":"` + strings.Repeat("n", 201) + `"}`, "/name"},
+		{"ErrNameControl", `{"name":"a\u0000b"}`, "/name"},
+		{"ErrScopesString", `{"name":"a","scopes":"orders:read"}`, "/scopes"},
+		{"ErrScopesNumbers", `{"name":"a","scopes":[1]}`, "/scopes"},
+		{"ErrScope", `{"name":"a","scopes":["orders:read","Orders:Read"]}`, "/scopes/1"},
+		{"ErrScopeBareWildcard", `{"name":"a","scopes":["*"]}`, "/scopes/0"},
+		{"ErrScopeUnknownManagement", `{"name":"a","scopes":["keyward:bogus"]}`, "/scopes/0"},
+		{"ErrCIDR", `{"name":"a","allowed_cidrs":["10.0.0.0/33"]}`, "/allowed_cidrs/0"},
+		{"ErrCIDRsString", `{"name":"a","allowed_cidrs":"10.0.0.0/8"}`, "/allowed_cidrs"},
+		{"ErrExpiresAtPast", `{"name":"a","expires_at":"2000-01-01T00:00:00Z"}`, "/expires_at"},
+		{"ErrExpiresAtNotRFC3339", `{"name":"a","expires_at":"tomorrow"}`, "/expires_at"},
+		{"ErrExpiresAtNumber", `{"name":"a","expires_at":1767225600}`, "/expires_at"},
+		{"ErrExpiresBoth", `{"name":"a","expires_in":"1h","expires_at":"` + future + `"}`, "/expires_in"},
+		{"ErrExpiresInNegative", `{"name":"a","expires_in":"-1h"}`, "/expires_in"},
+		{"ErrExpiresInZero", `{"name":"a","expires_in":"0s"}`, "/expires_in"},
+		{"ErrExpiresInNoUnit", `{"name":"a","expires_in":"3600"}`, "/expires_in"},
+		{"ErrRateLimitNotObject", `{"name":"a","rate_limit":100}`, "/rate_limit"},
+		{"ErrRateLimitLimitString", `{"name":"a","rate_limit":{"limit":"5","window":"1m"}}`, "/rate_limit/limit"},
+		{"ErrRateLimitLimitFraction", `{"name":"a","rate_limit":{"limit":1.5,"window":"1m"}}`, "/rate_limit/limit"},
+		{"ErrRateLimitLimitHuge", `{"name":"a","rate_limit":{"limit":1e30,"window":"1m"}}`, "/rate_limit/limit"},
+		{"ErrRateLimitNegative", `{"name":"a","rate_limit":{"limit":-1,"window":"1m"}}`, "/rate_limit/limit"},
+		{"ErrRateLimitZero", `{"name":"a","rate_limit":{"limit":0,"window":"1m"}}`, "/rate_limit/limit"},
+		{"ErrRateLimitNoLimit", `{"name":"a","rate_limit":{"window":"1m"}}`, "/rate_limit/limit"},
+		{"ErrWindowZero", `{"name":"a","rate_limit":{"limit":1,"window":"0s"}}`, "/rate_limit/window"},
+		{"ErrWindowMissing", `{"name":"a","rate_limit":{"limit":1}}`, "/rate_limit/window"},
+		{"ErrWindowNumber", `{"name":"a","rate_limit":{"limit":1,"window":60}}`, "/rate_limit/window"},
+		{"ErrWindowTooLong", `{"name":"a","rate_limit":{"limit":1,"window":"745h"}}`, "/rate_limit/window"},
+		{"ErrQuotaWeek", `{"name":"a","quota":{"limit":1,"period":"week"}}`, "/quota/period"},
+		{"ErrQuotaZero", `{"name":"a","quota":{"limit":0,"period":"day"}}`, "/quota/limit"},
+		{"ErrQuotaNotObject", `{"name":"a","quota":"daily"}`, "/quota"},
+		{"ErrMetadataArray", `{"name":"a","metadata":[1,2]}`, "/metadata"},
+		{"ErrMetadataString", `{"name":"a","metadata":"team"}`, "/metadata"},
+		{"ErrMetadataTooLarge", `{"name":"a","metadata":{"a":"` + strings.Repeat("x", 8<<10) + `"}}`, "/metadata"},
+		{"ErrSubjectTrailingSpace", `{"name":"a","subject":"customer-42 "}`, "/subject"},
+		{"ErrSubjectNonASCII", `{"name":"a","subject":"müller"}`, "/subject"},
+		{"ErrSubjectNumber", `{"name":"a","subject":42}`, "/subject"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := s.state()
+			wantInvalid(t, s.do("POST", "/v1/tokens", s.root, tt.body), tt.pointer)
+			s.wantUnchanged(before)
+		})
+	}
+
+	t.Run("ErrSeveralFields", func(t *testing.T) {
+		before := s.state()
+		p := wantInvalid(t, s.do("POST", "/v1/tokens", s.root, `{"name":"","scopes":["Bad"],"rate_limit":{"limit":-1,"window":"1m"},"subject":" x"}`), "/name")
+		if ps := pointersOf(t, p); !slices.Equal(ps, []string{"/name", "/scopes/0", "/rate_limit/limit", "/subject"}) {
+			t.Fatalf("pointers = %q", ps)
+		}
+		s.wantUnchanged(before)
+	})
+	t.Run("OKAnyContentType", func(t *testing.T) {
+		// JSON is read whatever the Content-Type says (curl -d sends a form
+		// type); the API takes no cookies, so a cross-site form gains nothing.
+		req := s.request("POST", "/v1/tokens", s.root, `{"name":"form typed"}`)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		wantStatus(t, s.send(req), http.StatusCreated)
+	})
+	t.Run("ErrTooLarge", func(t *testing.T) {
+		before := s.state()
+		body := `{"name":"a","metadata":{"a":"` + strings.Repeat("x", 1<<20) + `"}}`
+		wantProblem(t, s.do("POST", "/v1/tokens", s.root, body), http.StatusRequestEntityTooLarge, "too_large")
+		s.wantUnchanged(before)
+	})
+	t.Run("ErrTooLargeWithoutContentLength", func(t *testing.T) {
+		before := s.state()
+		body := `{"name":"` + strings.Repeat("x", 1<<20) + `"}`
+		req := s.request("POST", "/v1/tokens", s.root, nil)
+		req.Header.Set("Content-Type", "application/json")
+		req.Body = readerOnly{strings.NewReader(body)}
+		req.ContentLength = -1
+		wantProblem(t, s.send(req), http.StatusRequestEntityTooLarge, "too_large")
+		s.wantUnchanged(before)
+	})
+}
+
+// readerOnly hides every method of its reader but Read, so that the client
+// sends the body chunked, without a Content-Length.
+type readerOnly struct{ r *strings.Reader }
+
+func (r readerOnly) Read(p []byte) (int, error) { return r.r.Read(p) }
+func (r readerOnly) Close() error               { return nil }
+
+// TestCreateTokenTrailingData checks that a body holding more than one JSON
+// value is refused, whatever follows the object.
+func TestCreateTokenTrailingData(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	for _, tt := range []struct{ name, body string }{
+		{"ErrTrailingObject", `{"name":"a"}{}`},
+		{"ErrTrailingWord", `{"name":"a"} x`},
+		{"ErrTrailingBrace", `{"name":"a"}}`},
+		{"ErrTrailingBracket", `{"name":"a"}]`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := s.state()
+			wantInvalid(t, s.do("POST", "/v1/tokens", s.root, tt.body), "")
+			s.wantUnchanged(before)
+		})
+	}
+}
+
+// TestUnknownFieldPointerEscaped checks that a field name holding '/' or '~'
+// is escaped in its JSON pointer as RFC 6901 requires.
+func TestUnknownFieldPointerEscaped(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	wantInvalid(t, s.do("POST", "/v1/tokens", s.root, `{"name":"a","a/b~c":1}`), "/a~1b~0c")
+}
+
+// TestCreateTokenDeepMetadata checks that metadata nested deeper than the
+// store's JSON parser accepts is refused as invalid, not failed as an
+// internal error.
+func TestCreateTokenDeepMetadata(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	for _, depth := range []int{100, 998, 1001, 2000} {
+		t.Run(fmt.Sprintf("Depth%d", depth), func(t *testing.T) {
+			meta := `{"a":` + strings.Repeat("[", depth) + strings.Repeat("]", depth) + `}`
+			before := s.state()
+			r := s.do("POST", "/v1/tokens", s.root, `{"name":"deep","metadata":`+meta+`}`)
+			switch r.Status {
+			case http.StatusCreated:
+				id := r.object(t)["id"].(string)
+				got, _ := json.Marshal(s.get(id)["metadata"])
+				if string(got) != meta {
+					t.Fatalf("stored metadata differs from the one sent")
+				}
+			case http.StatusBadRequest:
+				wantInvalid(t, r, "/metadata")
+				s.wantUnchanged(before)
+			default:
+				t.Fatalf("status = %d, want 201 or 400; body: %s", r.Status, r.Body)
+			}
+		})
+	}
+}
+
+func TestListTokens(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+
+	t.Run("ErrLimit", func(t *testing.T) {
+		for _, q := range []string{"limit=0", "limit=501", "limit=abc", "limit=-1", "limit=1.5", "limit=%201"} {
+			wantInvalid(t, s.do("GET", "/v1/tokens?"+q, s.root, nil), "/limit")
+		}
+	})
+	t.Run("ErrState", func(t *testing.T) {
+		wantInvalid(t, s.do("GET", "/v1/tokens?state=bogus", s.root, nil), "/state")
+	})
+	t.Run("OKLimitBounds", func(t *testing.T) {
+		wantStatus(t, s.do("GET", "/v1/tokens?limit=1", s.root, nil), 200)
+		wantStatus(t, s.do("GET", "/v1/tokens?limit=500", s.root, nil), 200)
+	})
+
+	var paged []string
+	for i := 0; i < 5; i++ {
+		id, _ := s.newToken(fmt.Sprintf("page-%d", i))
+		paged = append(paged, id)
+	}
+	t.Run("OKPaging", func(t *testing.T) {
+		var seen []string
+		cursor := ""
+		for pageNo := 1; ; pageNo++ {
+			if pageNo > 10 {
+				t.Fatal("paging does not end")
+			}
+			path := "/v1/tokens?limit=2&name=page-"
+			if cursor != "" {
+				path += "&cursor=" + url.QueryEscape(cursor)
+			}
+			r := s.do("GET", path, s.root, nil)
+			wantStatus(t, r, 200)
+			var l map[string]json.RawMessage
+			json.Unmarshal(r.Body, &l)
+			var items []struct{ ID string }
+			json.Unmarshal(l["items"], &items)
+			for _, it := range items {
+				seen = append(seen, it.ID)
+			}
+			raw, has := l["next_cursor"]
+			last := pageNo == 3
+			if want := map[bool]int{false: 2, true: 1}[last]; len(items) != want {
+				t.Fatalf("page %d has %d items, want %d: %s", pageNo, len(items), want, r.Body)
+			}
+			if last {
+				if has {
+					t.Fatalf("last page has next_cursor %s", raw)
+				}
+				break
+			}
+			if !has {
+				t.Fatalf("page %d has no next_cursor", pageNo)
+			}
+			json.Unmarshal(raw, &cursor)
+			if cursor != items[len(items)-1].ID {
+				t.Fatalf("next_cursor = %q, want the last id shown %q", cursor, items[len(items)-1].ID)
+			}
+		}
+		// Ids made in one millisecond may sort either way: compare as sets
+		// of ids, each seen once.
+		want := slices.Clone(paged)
+		slices.Sort(want)
+		if !slices.Equal(seen, want) {
+			t.Fatalf("pages visited %q, want each of %q once, in id order", seen, paged)
+		}
+	})
+	t.Run("OKExactPageHasNoCursor", func(t *testing.T) {
+		r := s.do("GET", "/v1/tokens?limit=5&name=page-", s.root, nil)
+		wantStatus(t, r, 200)
+		m := r.object(t)
+		if _, ok := m["next_cursor"]; ok || len(m["items"].([]any)) != 5 {
+			t.Fatalf("limit=5 over 5 tokens = %s, want 5 items and no next_cursor", r.Body)
+		}
+	})
+	t.Run("OKDefaultLimit", func(t *testing.T) {
+		r := s.do("GET", "/v1/tokens", s.root, nil)
+		wantStatus(t, r, 200)
+		if n := len(r.object(t)["items"].([]any)); n != 6 {
+			t.Fatalf("%d items, want 6 (root and 5)", n)
+		}
+	})
+
+	t.Run("OKFilters", func(t *testing.T) {
+		s := newStack(t)
+		a := s.create(map[string]any{"name": "Alpha Deploy", "subject": "cust-1", "scopes": []string{"orders:read"}})["id"].(string)
+		b := s.create(map[string]any{"name": "beta", "subject": "cust-2", "scopes": []string{"orders:write"}})["id"].(string)
+		c := s.create(map[string]any{"name": "gamma alpha", "subject": "cust-1", "scopes": []string{"orders:*"}})["id"].(string)
+		d := s.create(map[string]any{"name": "delta", "expires_in": "1h", "scopes": []string{"orders:read", "users:read"}})["id"].(string)
+		e := s.create(map[string]any{"name": "Ünïcode ÄLPHA"})["id"].(string)
+		wantStatus(t, s.do("POST", "/v1/tokens/"+b+"/revoke", s.root, nil), 200)
+		wantStatus(t, s.do("POST", "/v1/tokens/"+c+"/suspend", s.root, nil), 200)
+		s.clock.Advance(time.Hour + time.Second)
+
+		tests := []struct {
+			name  string
+			query string
+			want  []string
+		}{
+			{"StateActive", "state=active", []string{s.rootID, a, e}},
+			{"StateRevoked", "state=revoked", []string{b}},
+			{"StateSuspended", "state=suspended", []string{c}},
+			{"StateExpired", "state=expired", []string{d}},
+			{"Subject", "subject=cust-1", []string{a, c}},
+			{"SubjectExact", "subject=cust", nil},
+			{"ScopeExact", "scope=orders:read", []string{a, d}},
+			{"ScopeWildcardIsLiteral", "scope=orders:*", []string{c}},
+			{"NameSubstringCaseInsensitive", "name=ALPHA", []string{a, c}},
+			{"NameUnicodeFold", "name=älpha", []string{e}},
+			{"NamePercentIsLiteral", "name=" + url.QueryEscape("%"), nil},
+			{"Combined", "name=alpha&state=suspended", []string{c}},
+			{"CombinedSubjectScope", "subject=cust-1&scope=orders:read", []string{a}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				r := s.do("GET", "/v1/tokens?"+tt.query, s.root, nil)
+				wantStatus(t, r, 200)
+				var l struct {
+					Items []struct{ ID, State string }
+				}
+				json.Unmarshal(r.Body, &l)
+				var got []string
+				for _, it := range l.Items {
+					got = append(got, it.ID)
+				}
+				want := slices.Clone(tt.want)
+				slices.Sort(want)
+				if !slices.Equal(got, want) {
+					t.Fatalf("GET /v1/tokens?%s = %q, want %q", tt.query, got, want)
+				}
+				if st, ok := strings.CutPrefix(tt.query, "state="); ok {
+					for _, it := range l.Items {
+						if it.State != st {
+							t.Fatalf("item %s has state %q in a list filtered on %q", it.ID, it.State, st)
+						}
+					}
+				}
+			})
+		}
+	})
+}
+
+func TestPatchToken(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	exp := s.clock.Now().Add(48 * time.Hour).Truncate(time.Second).Format(time.RFC3339)
+	full := func(t *testing.T) (string, map[string]any) {
+		t.Helper()
+		m := s.create(map[string]any{
+			"name":          "full",
+			"scopes":        []string{"orders:read"},
+			"expires_at":    exp,
+			"allowed_cidrs": []string{"10.0.0.0/8"},
+			"rate_limit":    map[string]any{"limit": 10, "window": "1m"},
+			"quota":         map[string]any{"limit": 100, "period": "day"},
+			"subject":       "cust-1",
+			"metadata":      map[string]any{"a": 1, "b": map[string]any{"x": 1, "y": 2}},
+		})
+		return m["id"].(string), s.get(m["id"].(string))
+	}
+	js := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+	tests := []struct {
+		name  string
+		patch string
+		// want lists the fields expected to change and their JSON; every
+		// other field of the token object must stay as it was.
+		want map[string]string
+	}{
+		{"OKEmptyPatch", `{}`, nil},
+		{"OKName", `{"name":"renamed"}`, map[string]string{"name": `"renamed"`}},
+		{"OKScopes", `{"scopes":["orders:write","users:*"]}`, map[string]string{"scopes": `["orders:write","users:*"]`}},
+		{"OKNullScopes", `{"scopes":null}`, map[string]string{"scopes": `[]`}},
+		{"OKNullExpiresAt", `{"expires_at":null}`, map[string]string{"expires_at": `null`}},
+		{"OKNullAllowedCIDRs", `{"allowed_cidrs":null}`, map[string]string{"allowed_cidrs": `[]`}},
+		{"OKNullRateLimit", `{"rate_limit":null}`, map[string]string{"rate_limit": `null`}},
+		{"OKNullQuota", `{"quota":null}`, map[string]string{"quota": `null`}},
+		{"OKNullSubject", `{"subject":null}`, map[string]string{"subject": `""`}},
+		{"OKNullMetadata", `{"metadata":null}`, map[string]string{"metadata": `null`}},
+		{"OKMetadataMerge", `{"metadata":{"a":null,"c":3}}`, map[string]string{"metadata": `{"b":{"x":1,"y":2},"c":3}`}},
+		{"OKMetadataNestedMerge", `{"metadata":{"b":{"x":null,"z":3}}}`, map[string]string{"metadata": `{"a":1,"b":{"y":2,"z":3}}`}},
+		{"OKMetadataReplaceValue", `{"metadata":{"b":"flat"}}`, map[string]string{"metadata": `{"a":1,"b":"flat"}`}},
+		{"OKRateLimitPartial", `{"rate_limit":{"limit":5}}`, map[string]string{"rate_limit": `{"limit":5,"window":"1m0s"}`}},
+		{"OKRateLimitWindowOnly", `{"rate_limit":{"window":"1h"}}`, map[string]string{"rate_limit": `{"limit":10,"window":"1h0m0s"}`}},
+		{"OKQuotaPartial", `{"quota":{"period":"month"}}`, map[string]string{"quota": `{"limit":100,"period":"month"}`}},
+		{"OKSeveral", `{"name":"n","subject":"cust-2","allowed_cidrs":["192.0.2.0/24"]}`, map[string]string{"name": `"n"`, "subject": `"cust-2"`, "allowed_cidrs": `["192.0.2.0/24"]`}},
+	}
+	stable := []string{"id", "name", "hint", "state", "scopes", "expires_at", "allowed_cidrs", "rate_limit", "quota", "subject", "metadata", "created_by", "created_at", "rotated_at", "revoked_at", "suspended_at"}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, before := full(t)
+			st := s.state()
+			r := s.do("PATCH", "/v1/tokens/"+id, s.root, tt.patch)
+			wantStatus(t, r, 200)
+			patched := r.object(t)
+			after := s.get(id)
+			for _, k := range stable {
+				want, changed := tt.want[k]
+				if !changed {
+					want = js(before[k])
+				}
+				if got := js(after[k]); got != want {
+					t.Errorf("%s = %s, want %s", k, got, want)
+				}
+				if got := js(patched[k]); got != js(after[k]) {
+					t.Errorf("PATCH response %s = %s, but GET says %s", k, got, js(after[k]))
+				}
+			}
+			if _, ok := patched["token"]; ok {
+				t.Errorf("PATCH response shows a secret")
+			}
+			wantEvents := 1
+			if tt.want == nil {
+				wantEvents = 0 // nothing changed: nothing to audit
+			}
+			if n := len(s.newEvents(st)); n != wantEvents {
+				t.Errorf("%d audit events added, want %d", n, wantEvents)
+			}
+		})
+	}
+
+	bad := []struct {
+		name, patch, pointer string
+	}{
+		{"ErrNullName", `{"name":null}`, "/name"},
+		{"ErrEmptyName", `{"name":""}`, "/name"},
+		{"ErrExpiresAtPast", `{"expires_at":"2000-01-01T00:00:00Z"}`, "/expires_at"},
+		{"ErrUnknownField", `{"bogus":1}`, "/bogus"},
+		{"ErrImmutableField", `{"id":"tok_x"}`, "/id"},
+		{"ErrStateField", `{"revoked":true}`, "/revoked"},
+		{"ErrScope", `{"scopes":["Bad"]}`, "/scopes/0"},
+		{"ErrRateLimitZero", `{"rate_limit":{"limit":0}}`, "/rate_limit/limit"},
+		{"ErrQuotaPeriod", `{"quota":{"period":"week"}}`, "/quota/period"},
+		{"ErrMetadataNotObject", `{"metadata":[1]}`, "/metadata"},
+		{"ErrSubject", `{"subject":"x "}`, "/subject"},
+		{"ErrNotObject", `[]`, ""},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			id, before := full(t)
+			st := s.state()
+			wantInvalid(t, s.do("PATCH", "/v1/tokens/"+id, s.root, tt.patch), tt.pointer)
+			if got, want := js(s.get(id)), js(before); got != want {
+				t.Fatalf("a refused PATCH changed the token:\nbefore %s\nafter  %s", want, got)
+			}
+			s.wantUnchanged(st)
+		})
+	}
+
+	t.Run("OKRateLimitAdded", func(t *testing.T) {
+		id, _ := s.newToken("plain")
+		r := s.do("PATCH", "/v1/tokens/"+id, s.root, `{"rate_limit":{"limit":3,"window":"10s"}}`)
+		wantStatus(t, r, 200)
+		if got := js(r.object(t)["rate_limit"]); got != `{"limit":3,"window":"10s"}` {
+			t.Fatalf("rate_limit = %s", got)
+		}
+	})
+	t.Run("ErrRateLimitPartialWithoutOne", func(t *testing.T) {
+		id, _ := s.newToken("plain")
+		wantInvalid(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"rate_limit":{"limit":3}}`), "/rate_limit/window")
+	})
+	t.Run("ErrRevoked", func(t *testing.T) {
+		id, _ := full(t)
+		wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, nil), 200)
+		st := s.state()
+		wantProblem(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"name":"again"}`), 409, "conflict")
+		if s.get(id)["name"] != "full" {
+			t.Fatal("PATCH of a revoked token changed it")
+		}
+		s.wantUnchanged(st)
+	})
+	t.Run("ErrNotFound", func(t *testing.T) {
+		wantProblem(t, s.do("PATCH", "/v1/tokens/tok_00000000000000000000000000", s.root, `{"name":"x"}`), 404, "not_found")
+	})
+	t.Run("OKExpiredTokenRenamed", func(t *testing.T) {
+		// An expiry that passed is not the patch's fault: a rename succeeds,
+		// and a new expiry brings the token back.
+		s := newStack(t)
+		c := s.create(map[string]any{"name": "old", "expires_in": "1m", "scopes": []string{"a"}})
+		id, text := c["id"].(string), c["token"].(string)
+		s.clock.Advance(2 * time.Minute)
+		r := s.do("PATCH", "/v1/tokens/"+id, s.root, `{"name":"renamed"}`)
+		wantStatus(t, r, 200)
+		if m := r.object(t); m["name"] != "renamed" || m["state"] != "expired" {
+			t.Fatalf("patched expired token = %s", r.Body)
+		}
+		wantInvalid(t, s.do("PATCH", "/v1/tokens/"+id, s.root, map[string]any{"expires_at": s.clock.Now().Add(-time.Second).Format(time.RFC3339)}), "/expires_at")
+		r = s.do("PATCH", "/v1/tokens/"+id, s.root, map[string]any{"expires_at": s.clock.Now().Add(time.Hour).Format(time.RFC3339)})
+		wantStatus(t, r, 200)
+		if m := r.object(t); m["state"] != "active" {
+			t.Fatalf("token with a new expiry = %s", r.Body)
+		}
+		s.wantCode(text, "VALID")
+	})
+	t.Run("OKExpiresIn", func(t *testing.T) {
+		id, text := s.newToken("p", "a")
+		r := s.do("PATCH", "/v1/tokens/"+id, s.root, `{"expires_in":"1h"}`)
+		wantStatus(t, r, 200)
+		at, err := time.Parse(time.RFC3339, fmt.Sprint(r.object(t)["expires_at"]))
+		if d := time.Until(at); err != nil || d < 59*time.Minute || d > time.Hour {
+			t.Fatalf("expires_at = %v (%v), want in about 1h", r.object(t)["expires_at"], err)
+		}
+		s.wantCode(text, "VALID")
+	})
+	t.Run("OKPatchedTokenVerifiesNewScopes", func(t *testing.T) {
+		id, text := s.newToken("p", "orders:read")
+		wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"scopes":["orders:write"]}`), 200)
+		if m := s.verify(text, "orders:read"); m["code"] != "INSUFFICIENT_SCOPE" {
+			t.Fatalf("verify of the removed scope = %v, want INSUFFICIENT_SCOPE", m["code"])
+		}
+		if m := s.verify(text, "orders:write"); m["code"] != "VALID" {
+			t.Fatalf("verify of the added scope = %v, want VALID", m["code"])
+		}
+	})
+}
+
+func TestEscalation(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	writerID, writer := s.newToken("writer", "keyward:tokens:write")
+	_, admin := s.newToken("admin", "keyward:admin")
+	plainID, _ := s.newToken("plain", "orders:read")
+
+	t.Run("ErrWriterCreatesAdmin", func(t *testing.T) {
+		st := s.state()
+		wantProblem(t, s.do("POST", "/v1/tokens", writer, map[string]any{"name": "x", "scopes": []string{"keyward:admin"}}), 403, "forbidden")
+		s.wantUnchanged(st)
+	})
+	t.Run("ErrWriterCreatesVerify", func(t *testing.T) {
+		st := s.state()
+		wantProblem(t, s.do("POST", "/v1/tokens", writer, map[string]any{"name": "x", "scopes": []string{"orders:read", "keyward:verify"}}), 403, "forbidden")
+		s.wantUnchanged(st)
+	})
+	t.Run("ErrWriterAddsVerify", func(t *testing.T) {
+		st := s.state()
+		wantProblem(t, s.do("PATCH", "/v1/tokens/"+plainID, writer, map[string]any{"scopes": []string{"orders:read", "keyward:verify"}}), 403, "forbidden")
+		if got := s.get(plainID)["scopes"].([]any); len(got) != 1 || got[0] != "orders:read" {
+			t.Fatalf("scopes = %v after a refused PATCH", got)
+		}
+		s.wantUnchanged(st)
+	})
+	t.Run("ErrWriterGrantsItselfVerify", func(t *testing.T) {
+		wantProblem(t, s.do("PATCH", "/v1/tokens/"+writerID, writer, map[string]any{"scopes": []string{"keyward:tokens:write", "keyward:verify"}}), 403, "forbidden")
+	})
+	for _, op := range []string{"rotate", "revoke", "suspend", "resume"} {
+		t.Run("ErrWriter_"+op+"_Root", func(t *testing.T) {
+			st := s.state()
+			wantProblem(t, s.do("POST", "/v1/tokens/"+s.rootID+"/"+op, writer, nil), 403, "forbidden")
+			s.wantUnchanged(st)
+			s.wantCode(s.root, "VALID")
+		})
+	}
+	t.Run("ErrWriterPatchesRoot", func(t *testing.T) {
+		wantProblem(t, s.do("PATCH", "/v1/tokens/"+s.rootID, writer, map[string]any{"name": "mine"}), 403, "forbidden")
+	})
+	t.Run("ErrAdminCreatesInstance", func(t *testing.T) {
+		wantProblem(t, s.do("POST", "/v1/tokens", admin, map[string]any{"name": "x", "scopes": []string{"keyward:instance"}}), 403, "forbidden")
+	})
+	t.Run("OKWriterCreatesPlain", func(t *testing.T) {
+		wantStatus(t, s.do("POST", "/v1/tokens", writer, map[string]any{"name": "x", "scopes": []string{"orders:*"}}), 201)
+	})
+	t.Run("OKWriterCreatesWhatItHolds", func(t *testing.T) {
+		wantStatus(t, s.do("POST", "/v1/tokens", writer, map[string]any{"name": "x", "scopes": []string{"keyward:tokens:write"}}), 201)
+	})
+	t.Run("OKWriterPatchesPlain", func(t *testing.T) {
+		wantStatus(t, s.do("PATCH", "/v1/tokens/"+plainID, writer, map[string]any{"scopes": []string{"orders:write"}}), 200)
+	})
+	t.Run("OKAdminCreatesVerify", func(t *testing.T) {
+		wantStatus(t, s.do("POST", "/v1/tokens", admin, map[string]any{"name": "x", "scopes": []string{"keyward:verify", "keyward:audit:read"}}), 201)
+	})
+	t.Run("OKRootCreatesAdminAndInstance", func(t *testing.T) {
+		wantStatus(t, s.do("POST", "/v1/tokens", s.root, map[string]any{"name": "x", "scopes": []string{"keyward:admin", "keyward:instance"}}), 201)
+	})
+	t.Run("OKRootAddsVerify", func(t *testing.T) {
+		r := s.do("PATCH", "/v1/tokens/"+plainID, s.root, map[string]any{"scopes": []string{"orders:read", "keyward:verify"}})
+		wantStatus(t, r, 200)
+		if got := r.object(t)["scopes"].([]any); len(got) != 2 || got[1] != "keyward:verify" {
+			t.Fatalf("scopes = %v", got)
+		}
+	})
+	t.Run("OKRootRotatesRoot", func(t *testing.T) {
+		r := s.do("POST", "/v1/tokens/"+s.rootID+"/rotate", s.root, map[string]any{"grace_period": "1h"})
+		wantStatus(t, r, 200)
+		old := s.root
+		s.root = r.object(t)["token"].(string)
+		s.wantCode(s.root, "VALID")
+		s.wantCode(old, "VALID") // in its grace
+	})
+}
+
+func TestRotate(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+
+	bad := []struct{ name, body, pointer string }{
+		{"ErrFractionalGrace", `{"grace_period":"1.5s"}`, "/grace_period"},
+		{"ErrMillisecondGrace", `{"grace_period":"500ms"}`, "/grace_period"},
+		{"ErrNegativeGrace", `{"grace_period":"-1s"}`, "/grace_period"},
+		{"ErrGraceTooLong", `{"grace_period":"721h"}`, "/grace_period"},
+		{"ErrGraceNumber", `{"grace_period":60}`, "/grace_period"},
+		{"ErrGraceNoUnit", `{"grace_period":"60"}`, "/grace_period"},
+		{"ErrUnknownField", `{"grace":"1h"}`, "/grace"},
+		{"ErrNotObject", `"1h"`, ""},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			id, text := s.newToken("r")
+			st := s.state()
+			wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, tt.body), tt.pointer)
+			s.wantUnchanged(st)
+			s.wantCode(text, "VALID")
+			if s.get(id)["rotated_at"] != nil {
+				t.Fatal("a refused rotation set rotated_at")
+			}
+		})
+	}
+
+	t.Run("OK", func(t *testing.T) {
+		id, old := s.newToken("r", "orders:read")
+		r := s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, nil)
+		wantStatus(t, r, 200)
+		if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+			t.Fatalf("Cache-Control = %q, want no-store", cc)
+		}
+		m := r.object(t)
+		text, _ := m["token"].(string)
+		if _, err := secret.Parse(text); err != nil || text == old {
+			t.Fatalf("rotate token = %q (old %q): %v", text, old, err)
+		}
+		if m["id"] != id || m["hint"] != "kw_…"+text[len(text)-4:] || m["rotated_at"] == nil || m["state"] != "active" {
+			t.Fatalf("rotated token = %s", r.Body)
+		}
+		s.wantCode(text, "VALID")
+		s.wantCode(old, "EXPIRED") // no grace by default
+	})
+	t.Run("OKZeroGrace", func(t *testing.T) {
+		id, old := s.newToken("r")
+		r := s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, `{"grace_period":"0s"}`)
+		wantStatus(t, r, 200)
+		s.wantCode(old, "EXPIRED")
+		s.wantCode(r.object(t)["token"].(string), "VALID")
+	})
+	t.Run("OKGrace", func(t *testing.T) {
+		id, first := s.newToken("r")
+		r := s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, `{"grace_period":"1h"}`)
+		wantStatus(t, r, 200)
+		second := r.object(t)["token"].(string)
+		s.wantCode(first, "VALID")
+		s.wantCode(second, "VALID")
+		// A new rotation ends the first grace at once.
+		r = s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, `{"grace_period":"1h"}`)
+		wantStatus(t, r, 200)
+		third := r.object(t)["token"].(string)
+		s.wantCode(first, "EXPIRED")
+		s.wantCode(second, "VALID")
+		s.wantCode(third, "VALID")
+	})
+	t.Run("OKGraceEnds", func(t *testing.T) {
+		s := newStack(t)
+		id, old := s.newToken("r")
+		r := s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, `{"grace_period":"30s"}`)
+		wantStatus(t, r, 200)
+		s.wantCode(old, "VALID")
+		s.clock.Advance(31 * time.Second)
+		s.wantCode(old, "EXPIRED")
+		s.wantCode(r.object(t)["token"].(string), "VALID")
+	})
+	t.Run("OKMaxGrace", func(t *testing.T) {
+		id, _ := s.newToken("r")
+		wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, `{"grace_period":"720h"}`), 200)
+	})
+	t.Run("ErrRevoked", func(t *testing.T) {
+		id, _ := s.newToken("r")
+		wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, nil), 200)
+		st := s.state()
+		wantProblem(t, s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, nil), 409, "conflict")
+		s.wantUnchanged(st)
+	})
+	t.Run("ErrNotFound", func(t *testing.T) {
+		wantProblem(t, s.do("POST", "/v1/tokens/tok_nope/rotate", s.root, nil), 404, "not_found")
+	})
+	t.Run("OKSuspendedStaysSuspended", func(t *testing.T) {
+		id, _ := s.newToken("r")
+		wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, nil), 200)
+		r := s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, nil)
+		wantStatus(t, r, 200)
+		s.wantCode(r.object(t)["token"].(string), "SUSPENDED")
+	})
+}
+
+func TestRevoke(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+
+	t.Run("OKIdempotent", func(t *testing.T) {
+		id, text := s.newToken("r")
+		st := s.state()
+		r1 := s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, `{"reason":"leaked in CI log"}`)
+		wantStatus(t, r1, 200)
+		m1 := r1.object(t)
+		if m1["state"] != "revoked" || m1["revoked_at"] == nil || m1["revoke_reason"] != "leaked in CI log" {
+			t.Fatalf("revoked token = %s", r1.Body)
+		}
+		r2 := s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, `{"reason":"again"}`)
+		wantStatus(t, r2, 200)
+		m2 := r2.object(t)
+		if m2["revoked_at"] != m1["revoked_at"] || m2["revoke_reason"] != m1["revoke_reason"] || m2["updated_at"] != m1["updated_at"] {
+			t.Fatalf("second revoke changed the token:\nfirst  %s\nsecond %s", r1.Body, r2.Body)
+		}
+		if ev := s.newEvents(st); len(ev) != 1 || ev[0].Action != "token.revoke" {
+			t.Fatalf("audit events = %+v, want one token.revoke", ev)
+		}
+		s.wantCode(text, "REVOKED")
+	})
+	t.Run("OKNoBody", func(t *testing.T) {
+		id, _ := s.newToken("r")
+		wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, nil), 200)
+	})
+	t.Run("ErrReasonTooLong", func(t *testing.T) {
+		id, text := s.newToken("r")
+		wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, map[string]any{"reason": strings.Repeat("r", 501)}), "/reason")
+		s.wantCode(text, "VALID")
+	})
+	t.Run("ErrReasonNumber", func(t *testing.T) {
+		id, text := s.newToken("r")
+		wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, `{"reason":5}`), "/reason")
+		s.wantCode(text, "VALID")
+	})
+	t.Run("ErrNotFound", func(t *testing.T) {
+		wantProblem(t, s.do("POST", "/v1/tokens/tok_nope/revoke", s.root, nil), 404, "not_found")
+	})
+}
+
+func TestSuspendResume(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+
+	t.Run("OK", func(t *testing.T) {
+		id, text := s.newToken("s")
+		r := s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, `{"reason":"investigating"}`)
+		wantStatus(t, r, 200)
+		m := r.object(t)
+		if m["state"] != "suspended" || m["suspended_at"] == nil || m["suspend_reason"] != "investigating" {
+			t.Fatalf("suspended token = %s", r.Body)
+		}
+		s.wantCode(text, "SUSPENDED")
+		// Suspending again answers 200 unchanged.
+		st := s.state()
+		r2 := s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, nil)
+		wantStatus(t, r2, 200)
+		if r2.object(t)["suspended_at"] != m["suspended_at"] {
+			t.Fatal("a second suspend changed suspended_at")
+		}
+		s.wantUnchanged(st)
+
+		r = s.do("POST", "/v1/tokens/"+id+"/resume", s.root, nil)
+		wantStatus(t, r, 200)
+		m = r.object(t)
+		if m["state"] != "active" || m["suspended_at"] != nil || m["suspend_reason"] != "" {
+			t.Fatalf("resumed token = %s", r.Body)
+		}
+		s.wantCode(text, "VALID")
+		// Resuming an active token answers 200 unchanged.
+		st = s.state()
+		wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/resume", s.root, nil), 200)
+		s.wantUnchanged(st)
+	})
+	for _, op := range []string{"suspend", "resume"} {
+		t.Run("ErrRevoked_"+op, func(t *testing.T) {
+			id, text := s.newToken("s")
+			wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, nil), 200)
+			st := s.state()
+			wantProblem(t, s.do("POST", "/v1/tokens/"+id+"/"+op, s.root, nil), 409, "conflict")
+			s.wantUnchanged(st)
+			s.wantCode(text, "REVOKED")
+		})
+	}
+	t.Run("OKRevokeSuspended", func(t *testing.T) {
+		id, text := s.newToken("s")
+		wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, nil), 200)
+		wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, nil), 200)
+		if s.get(id)["state"] != "revoked" {
+			t.Fatal("a revoked suspended token is not in state revoked")
+		}
+		s.wantCode(text, "REVOKED")
+		wantProblem(t, s.do("POST", "/v1/tokens/"+id+"/resume", s.root, nil), 409, "conflict")
+	})
+}
+
+// identifiedKeys are the keys a verify response has once the token is
+// identified.
+var identifiedKeys = []string{"token_id", "name", "subject", "scopes", "metadata", "expires_at"}
+
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	verify := func(t *testing.T, body any) (*response, map[string]any) {
+		t.Helper()
+		r := s.do("POST", "/v1/verify", s.root, body)
+		wantStatus(t, r, 200)
+		if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+			t.Fatalf("Content-Type = %q", ct)
+		}
+		return r, r.object(t)
+	}
+	wantUnidentified := func(t *testing.T, m map[string]any, code string) {
+		t.Helper()
+		if m["code"] != code || m["valid"] != false {
+			t.Fatalf("verify = %v, want %s", m, code)
+		}
+		for _, k := range append(identifiedKeys, "rate_limit", "quota") {
+			if _, ok := m[k]; ok {
+				t.Fatalf("%s answer has %q: %v", code, k, m)
+			}
+		}
+	}
+	wantIdentified := func(t *testing.T, m map[string]any, code, id string) {
+		t.Helper()
+		if m["code"] != code || m["valid"] != (code == "VALID") {
+			t.Fatalf("verify = %v, want %s", m, code)
+		}
+		for _, k := range identifiedKeys {
+			if _, ok := m[k]; !ok {
+				t.Fatalf("%s answer lacks %q: %v", code, k, m)
+			}
+		}
+		if m["token_id"] != id {
+			t.Fatalf("token_id = %v, want %s", m["token_id"], id)
+		}
+	}
+
+	t.Run("MALFORMED", func(t *testing.T) {
+		_, m := verify(t, map[string]any{"token": "x"})
+		wantUnidentified(t, m, "MALFORMED")
+	})
+	t.Run("MALFORMEDBadChecksum", func(t *testing.T) {
+		_, text := s.newToken("v")
+		last := text[len(text)-1]
+		bad := text[:len(text)-1] + string(map[bool]byte{true: 'A', false: 'B'}[last != 'A'])
+		_, m := verify(t, map[string]any{"token": bad})
+		wantUnidentified(t, m, "MALFORMED")
+	})
+	t.Run("NOT_FOUND", func(t *testing.T) {
+		_, m := verify(t, map[string]any{"token": unknownToken(t)})
+		wantUnidentified(t, m, "NOT_FOUND")
+	})
+	t.Run("VALID", func(t *testing.T) {
+		exp := s.clock.Now().Add(time.Hour).Truncate(time.Second).Format(time.RFC3339)
+		c := s.create(map[string]any{"name": "v", "scopes": []string{"orders:read", "users:*"}, "subject": "cust-9", "metadata": map[string]any{"k": "v"}, "expires_at": exp})
+		r, m := verify(t, map[string]any{"token": c["token"], "scopes": []string{"orders:read", "users:write"}})
+		wantIdentified(t, m, "VALID", c["id"].(string))
+		if m["name"] != "v" || m["subject"] != "cust-9" || m["expires_at"] != exp {
+			t.Fatalf("verify = %s", r.Body)
+		}
+		if b, _ := json.Marshal(m["scopes"]); string(b) != `["orders:read","users:*"]` {
+			t.Fatalf("scopes = %s", b)
+		}
+		if b, _ := json.Marshal(m["metadata"]); string(b) != `{"k":"v"}` {
+			t.Fatalf("metadata = %s", b)
+		}
+		if _, ok := m["rate_limit"]; ok {
+			t.Fatalf("a token without a rate limit has rate_limit: %s", r.Body)
+		}
+		if _, ok := m["quota"]; ok {
+			t.Fatalf("a token without a quota has quota: %s", r.Body)
+		}
+	})
+	t.Run("VALIDNullFields", func(t *testing.T) {
+		id, text := s.newToken("v", "a")
+		_, m := verify(t, map[string]any{"token": text})
+		wantIdentified(t, m, "VALID", id)
+		if m["metadata"] != nil || m["expires_at"] != nil || m["subject"] != "" {
+			t.Fatalf("verify = %v, want null metadata and expires_at, empty subject", m)
+		}
+	})
+	t.Run("INSUFFICIENT_SCOPE", func(t *testing.T) {
+		id, text := s.newToken("v", "orders:*")
+		_, m := verify(t, map[string]any{"token": text, "scopes": []string{"orders:read", "ordersx:read"}})
+		wantIdentified(t, m, "INSUFFICIENT_SCOPE", id)
+	})
+	t.Run("REVOKED", func(t *testing.T) {
+		id, text := s.newToken("v", "a")
+		wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, nil), 200)
+		_, m := verify(t, map[string]any{"token": text})
+		wantIdentified(t, m, "REVOKED", id)
+	})
+	t.Run("EXPIRED", func(t *testing.T) {
+		s := newStack(t)
+		c := s.create(map[string]any{"name": "v", "expires_in": "1m", "scopes": []string{"a"}})
+		s.clock.Advance(time.Minute + time.Second)
+		m := s.verify(c["token"].(string))
+		wantIdentified(t, m, "EXPIRED", c["id"].(string))
+	})
+	t.Run("IP", func(t *testing.T) {
+		c := s.create(map[string]any{"name": "v", "allowed_cidrs": []string{"203.0.113.0/24", "2001:db8::/32"}, "scopes": []string{"a"}})
+		for _, tt := range []struct{ ip, code string }{
+			{"", "IP_NOT_ALLOWED"},
+			{"203.0.113.200", "VALID"},
+			{"::ffff:203.0.113.200", "VALID"},
+			{"2001:db8::7", "VALID"},
+			{"203.0.114.1", "IP_NOT_ALLOWED"},
+			{"2001:db9::1", "IP_NOT_ALLOWED"},
+		} {
+			body := map[string]any{"token": c["token"]}
+			if tt.ip != "" {
+				body["ip"] = tt.ip
+			}
+			_, m := verify(t, body)
+			if m["code"] != tt.code {
+				t.Fatalf("verify from %q = %v, want %s", tt.ip, m["code"], tt.code)
+			}
+			wantIdentified(t, m, tt.code, c["id"].(string))
+		}
+	})
+	t.Run("RATE_LIMITED", func(t *testing.T) {
+		c := s.create(map[string]any{"name": "v", "rate_limit": map[string]any{"limit": 2, "window": "1m"}, "scopes": []string{"a"}})
+		text, id := c["token"].(string), c["id"].(string)
+		for i, want := range []struct {
+			code      string
+			remaining float64
+		}{{"VALID", 1}, {"VALID", 0}, {"RATE_LIMITED", 0}} {
+			_, m := verify(t, map[string]any{"token": text})
+			wantIdentified(t, m, want.code, id)
+			rl, ok := m["rate_limit"].(map[string]any)
+			if !ok {
+				t.Fatalf("verify %d has no rate_limit: %v", i, m)
+			}
+			reset, _ := rl["reset"].(float64)
+			if rl["limit"] != float64(2) || rl["remaining"] != want.remaining || reset < 1 || reset > 63 || reset != float64(int(reset)) {
+				t.Fatalf("verify %d rate_limit = %v, want limit 2, remaining %v, reset whole seconds in 1…63", i, rl, want.remaining)
+			}
+		}
+		// Only VALID consumes: a failing check leaves the window alone.
+		c2 := s.create(map[string]any{"name": "v", "rate_limit": map[string]any{"limit": 1, "window": "1m"}, "scopes": []string{"a"}})
+		for i := 0; i < 3; i++ {
+			_, m := verify(t, map[string]any{"token": c2["token"], "scopes": []string{"b"}})
+			if m["code"] != "INSUFFICIENT_SCOPE" {
+				t.Fatalf("verify = %v", m["code"])
+			}
+		}
+		if _, m := verify(t, map[string]any{"token": c2["token"]}); m["code"] != "VALID" {
+			t.Fatalf("verify after failed checks = %v, want VALID", m["code"])
+		}
+	})
+	t.Run("QUOTA_EXCEEDED", func(t *testing.T) {
+		c := s.create(map[string]any{"name": "v", "quota": map[string]any{"limit": 1, "period": "none"}, "scopes": []string{"a"}})
+		if _, m := verify(t, map[string]any{"token": c["token"]}); m["code"] != "VALID" {
+			t.Fatalf("first verify = %v", m)
+		}
+		_, m := verify(t, map[string]any{"token": c["token"]})
+		wantIdentified(t, m, "QUOTA_EXCEEDED", c["id"].(string))
+		if q, _ := m["quota"].(map[string]any); q["limit"] != float64(1) || q["remaining"] != float64(0) {
+			t.Fatalf("quota = %v", m["quota"])
+		}
+	})
+	t.Run("OKManagementTokenVerifies", func(t *testing.T) {
+		_, vt := s.newToken("verifier", "keyward:verify")
+		id, text := s.newToken("v", "a")
+		r := s.do("POST", "/v1/verify", vt, map[string]any{"token": text})
+		wantStatus(t, r, 200)
+		wantIdentified(t, r.object(t), "VALID", id)
+	})
+
+	bad := []struct{ name, body, pointer string }{
+		{"ErrMissingToken", `{}`, "/token"},
+		{"ErrTokenNumber", `{"token":5}`, "/token"},
+		{"ErrInvalidIP", `{"token":"x","ip":"999.1.1.1"}`, "/ip"},
+		{"ErrIPWithZone", `{"token":"x","ip":"fe80::1%eth0"}`, "/ip"},
+		{"ErrIPCIDR", `{"token":"x","ip":"10.0.0.0/8"}`, "/ip"},
+		{"ErrIPEmpty", `{"token":"x","ip":""}`, "/ip"},
+		{"ErrScope", `{"token":"x","scopes":["ok","Bad"]}`, "/scopes/1"},
+		{"ErrScopesString", `{"token":"x","scopes":"a"}`, "/scopes"},
+		{"ErrUnknownField", `{"token":"x","tokens":"y"}`, "/tokens"},
+		{"ErrNotObject", `["x"]`, ""},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			wantInvalid(t, s.do("POST", "/v1/verify", s.root, tt.body), tt.pointer)
+		})
+	}
+}
+
+// TestVerifyTokenWithoutScopes checks that an identified token's verify
+// answer has "scopes" even when the token holds none (docs/api.md: scopes
+// appear once the token is identified).
+// TestVerifyStrictBody checks that the verify API refuses what every other
+// endpoint refuses: field names differing in case from the documented ones
+// (unknown fields) and data after the object.
+func TestVerifyStrictBody(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	for _, tt := range []struct{ name, body, pointer string }{
+		{"ErrFieldNameCase", `{"Token":"x"}`, "/Token"},
+		{"ErrFieldNameCaseExtra", `{"token":"x","SCOPES":["a"]}`, "/SCOPES"},
+		{"ErrTrailingBrace", `{"token":"x"}}`, ""},
+		{"ErrTrailingObject", `{"token":"x"}{}`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			wantInvalid(t, s.do("POST", "/v1/verify", s.root, tt.body), tt.pointer)
+		})
+	}
+}
+
+func TestVerifyTokenWithoutScopes(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	validID, valid := s.newToken("no scopes")
+	revokedID, revoked := s.newToken("no scopes, revoked")
+	wantStatus(t, s.do("POST", "/v1/tokens/"+revokedID+"/revoke", s.root, nil), 200)
+	for _, tt := range []struct{ name, id, text string }{
+		{"VALID", validID, valid},
+		{"REVOKED", revokedID, revoked},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := s.verify(tt.text)
+			if m["code"] != tt.name || m["token_id"] != tt.id {
+				t.Fatalf("verify = %v", m)
+			}
+			scopes, ok := m["scopes"]
+			if !ok {
+				t.Fatalf("verify answer of an identified token without scopes has no \"scopes\" key: %v", m)
+			}
+			if b, _ := json.Marshal(scopes); string(b) != "[]" {
+				t.Fatalf("scopes = %s, want []", b)
+			}
+		})
+	}
+}
+
+func TestIntrospect(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	basic := func(user, pw string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pw))
+	}
+	exp := s.clock.Now().Add(time.Hour).Truncate(time.Second)
+	active := s.create(map[string]any{"name": "intro", "scopes": []string{"orders:read", "orders:write"}, "subject": "cust-7", "expires_at": exp.Format(time.RFC3339), "allowed_cidrs": []string{"192.0.2.0/24"}})
+	activeText := active["token"].(string)
+
+	for _, tt := range []struct{ name, auth string }{
+		{"OKBearer", "Bearer " + s.root},
+		{"OKBasic", basic("client", s.root)},
+		{"OKBasicEmptyUser", basic("", s.root)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := s.form("/oauth2/introspect", tt.auth, url.Values{"token": {activeText}})
+			wantStatus(t, r, 200)
+			if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+				t.Fatalf("Cache-Control = %q", cc)
+			}
+			m := r.object(t)
+			if m["active"] != true || m["scope"] != "orders:read orders:write" || m["token_id"] != active["id"] ||
+				m["token_type"] != "Bearer" || m["name"] != "intro" || m["sub"] != "cust-7" || m["exp"] != float64(exp.Unix()) {
+				t.Fatalf("introspection = %s", r.Body)
+			}
+			created, _ := time.Parse(time.RFC3339Nano, active["created_at"].(string))
+			if m["iat"] != float64(created.Unix()) {
+				t.Fatalf("iat = %v, want %d", m["iat"], created.Unix())
+			}
+		})
+	}
+	t.Run("OKNoOptionalClaims", func(t *testing.T) {
+		_, text := s.newToken("bare")
+		r := s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {text}})
+		m := r.object(t)
+		_, hasSub := m["sub"]
+		_, hasExp := m["exp"]
+		if m["active"] != true || hasSub || hasExp || m["scope"] != "" {
+			t.Fatalf("introspection = %s, want active without sub and exp", r.Body)
+		}
+	})
+
+	for _, tt := range []struct{ name, auth string }{
+		{"ErrUnauthenticated", ""},
+		{"ErrBadBearer", "Bearer " + unknownToken(t)},
+		{"ErrBadBasic", basic("client", "garbage")},
+		{"ErrBasicEmptyPassword", basic("client", "")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := s.form("/oauth2/introspect", tt.auth, url.Values{"token": {activeText}})
+			wantStatus(t, r, 401)
+			if r.Header.Get("WWW-Authenticate") == "" {
+				t.Fatal("401 without WWW-Authenticate")
+			}
+			if strings.Contains(string(r.Body), "active") {
+				t.Fatalf("401 body tells about the token: %s", r.Body)
+			}
+		})
+	}
+	t.Run("ErrNotVerifyScope", func(t *testing.T) {
+		_, reader := s.newToken("reader", "keyward:tokens:read")
+		wantStatus(t, s.form("/oauth2/introspect", "Bearer "+reader, url.Values{"token": {activeText}}), 403)
+	})
+	t.Run("ErrMissingToken", func(t *testing.T) {
+		r := s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{})
+		wantStatus(t, r, 400)
+		if m := r.object(t); m["error"] != "invalid_request" {
+			t.Fatalf("body = %s, want error invalid_request", r.Body)
+		}
+	})
+	t.Run("ErrJSONBody", func(t *testing.T) {
+		r := s.do("POST", "/oauth2/introspect", s.root, map[string]any{"token": activeText})
+		wantStatus(t, r, 400)
+		if m := r.object(t); m["error"] != "invalid_request" {
+			t.Fatalf("body = %s, want error invalid_request", r.Body)
+		}
+	})
+
+	t.Run("Inactive", func(t *testing.T) {
+		s := newStack(t)
+		revokedID, revoked := s.newToken("revoked")
+		wantStatus(t, s.do("POST", "/v1/tokens/"+revokedID+"/revoke", s.root, nil), 200)
+		suspendedID, suspended := s.newToken("suspended")
+		wantStatus(t, s.do("POST", "/v1/tokens/"+suspendedID+"/suspend", s.root, nil), 200)
+		expiring := s.create(map[string]any{"name": "expiring", "expires_in": "1s"})["token"].(string)
+		rotatedID, rotatedOld := s.newToken("rotated")
+		wantStatus(t, s.do("POST", "/v1/tokens/"+rotatedID+"/rotate", s.root, nil), 200)
+		ws := s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "other"})
+		wantStatus(t, ws, 201)
+		otherAdmin := ws.object(t)["token"].(string)
+		s.clock.Advance(2 * time.Second)
+		for _, tt := range []struct{ name, token string }{
+			{"Unknown", unknownToken(t)},
+			{"Malformed", "x"},
+			{"BadChecksum", s.root[:len(s.root)-1] + map[bool]string{true: "A", false: "B"}[s.root[len(s.root)-1] != 'A']},
+			{"Revoked", revoked},
+			{"Suspended", suspended},
+			{"Expired", expiring},
+			{"RotatedAway", rotatedOld},
+			{"OtherWorkspace", otherAdmin},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				r := s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {tt.token}})
+				wantStatus(t, r, 200)
+				if string(r.Body) != `{"active":false}` {
+					t.Fatalf("body = %q, want exactly {\"active\":false}", r.Body)
+				}
+				if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+					t.Fatalf("Content-Type = %q", ct)
+				}
+			})
+		}
+	})
+
+	t.Run("OKConsumesNothing", func(t *testing.T) {
+		c := s.create(map[string]any{"name": "limited", "rate_limit": map[string]any{"limit": 1, "window": "1h"}, "quota": map[string]any{"limit": 1, "period": "none"}})
+		for i := 0; i < 3; i++ {
+			r := s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {c["token"].(string)}})
+			if m := r.object(t); m["active"] != true {
+				t.Fatalf("introspection %d = %s", i, r.Body)
+			}
+		}
+		s.wantCode(c["token"].(string), "VALID")
+		s.wantCode(c["token"].(string), "RATE_LIMITED")
+		// A token over its limit is still active.
+		r := s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {c["token"].(string)}})
+		if m := r.object(t); m["active"] != true {
+			t.Fatalf("introspection of a rate-limited token = %s, want active", r.Body)
+		}
+		if lu := s.get(c["id"].(string))["last_used_at"]; lu == nil {
+			t.Fatal("last_used_at is null after a VALID verification")
+		}
+	})
+	t.Run("OKLastUseNotFromIntrospection", func(t *testing.T) {
+		id, text := s.newToken("unused")
+		s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {text}})
+		if lu := s.get(id)["last_used_at"]; lu != nil {
+			t.Fatalf("introspection recorded a use at %v", lu)
+		}
+	})
+}
+
+func TestOAuthRevoke(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	_, writer := s.newToken("writer", "keyward:tokens:write")
+	_, verifier := s.newToken("verifier", "keyward:verify")
+
+	t.Run("OKUnknown", func(t *testing.T) {
+		st := s.state()
+		r := s.form("/oauth2/revoke", "Bearer "+s.root, url.Values{"token": {unknownToken(t)}})
+		wantStatus(t, r, 200)
+		if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+			t.Fatalf("Cache-Control = %q", cc)
+		}
+		s.wantUnchanged(st)
+	})
+	t.Run("OKMalformed", func(t *testing.T) {
+		wantStatus(t, s.form("/oauth2/revoke", "Bearer "+s.root, url.Values{"token": {"x"}}), 200)
+	})
+	t.Run("OKValid", func(t *testing.T) {
+		id, text := s.newToken("victim", "orders:read")
+		st := s.state()
+		wantStatus(t, s.form("/oauth2/revoke", "Bearer "+writer, url.Values{"token": {text}, "token_type_hint": {"access_token"}}), 200)
+		s.wantCode(text, "REVOKED")
+		if s.get(id)["state"] != "revoked" {
+			t.Fatal("token is not revoked")
+		}
+		if ev := s.newEvents(st); len(ev) != 1 || ev[0].Action != "token.revoke" || ev[0].Target != id {
+			t.Fatalf("audit events = %+v, want one token.revoke of %s", ev, id)
+		}
+		// Again: still 200.
+		wantStatus(t, s.form("/oauth2/revoke", "Bearer "+writer, url.Values{"token": {text}}), 200)
+	})
+	t.Run("OKBasic", func(t *testing.T) {
+		_, text := s.newToken("victim")
+		auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("any:"+writer))
+		wantStatus(t, s.form("/oauth2/revoke", auth, url.Values{"token": {text}}), 200)
+		s.wantCode(text, "REVOKED")
+	})
+	t.Run("OKOldSecretInGrace", func(t *testing.T) {
+		id, old := s.newToken("rotated")
+		r := s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, `{"grace_period":"1h"}`)
+		wantStatus(t, r, 200)
+		current := r.object(t)["token"].(string)
+		wantStatus(t, s.form("/oauth2/revoke", "Bearer "+s.root, url.Values{"token": {old}}), 200)
+		s.wantCode(current, "REVOKED")
+		s.wantCode(old, "REVOKED")
+	})
+	t.Run("ErrUnauthenticated", func(t *testing.T) {
+		_, text := s.newToken("victim")
+		wantStatus(t, s.form("/oauth2/revoke", "", url.Values{"token": {text}}), 401)
+		s.wantCode(text, "VALID")
+	})
+	t.Run("ErrVerifyOnly", func(t *testing.T) {
+		_, text := s.newToken("victim")
+		wantStatus(t, s.form("/oauth2/revoke", "Bearer "+verifier, url.Values{"token": {text}}), 403)
+		s.wantCode(text, "VALID")
+	})
+	t.Run("ErrMissingToken", func(t *testing.T) {
+		r := s.form("/oauth2/revoke", "Bearer "+s.root, url.Values{})
+		wantStatus(t, r, 400)
+		if m := r.object(t); m["error"] != "invalid_request" {
+			t.Fatalf("body = %s", r.Body)
+		}
+	})
+}
+
+// TestOAuthRevokeInactiveToken checks that RFC 7009 revocation with the
+// current secret of a suspended or expired token revokes the token. Both
+// states are reversible (resume, PATCH expires_at), so a leaked secret that
+// its holder revokes must not come back; revocation is the final state.
+func TestOAuthRevokeInactiveToken(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	for _, tt := range []struct {
+		name string
+		make func(t *testing.T, id string)
+		undo func(t *testing.T, id string) *response
+	}{
+		{"Suspended",
+			func(t *testing.T, id string) {
+				wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, nil), 200)
+			},
+			func(t *testing.T, id string) *response { return s.do("POST", "/v1/tokens/"+id+"/resume", s.root, nil) }},
+		{"Expired",
+			func(t *testing.T, id string) {
+				past := s.clock.Now().Add(time.Second).Truncate(time.Second).Add(time.Second)
+				wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, map[string]any{"expires_at": past.Format(time.RFC3339)}), 200)
+				s.clock.Advance(3 * time.Second)
+			},
+			func(t *testing.T, id string) *response {
+				return s.do("PATCH", "/v1/tokens/"+id, s.root, map[string]any{"expires_at": nil})
+			}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id, text := s.newToken("leaked", "orders:read")
+			tt.make(t, id)
+			wantStatus(t, s.form("/oauth2/revoke", "Bearer "+s.root, url.Values{"token": {text}}), 200)
+			if st := s.get(id)["state"]; st != "revoked" {
+				t.Fatalf("state = %v after /oauth2/revoke of its current secret, want revoked", st)
+			}
+			wantProblem(t, tt.undo(t, id), 409, "conflict")
+			s.wantCode(text, "REVOKED")
+		})
+	}
+}
+
+func TestOperational(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	created := s.create(map[string]any{"name": "m", "scopes": []string{"a"}})
+	text, id := created["token"].(string), created["id"].(string)
+	s.wantCode(text, "VALID")
+
+	t.Run("OKHealthz", func(t *testing.T) {
+		r := s.do("GET", "/healthz", "", nil)
+		wantStatus(t, r, 200)
+		if r.Header.Get("X-Request-Id") == "" {
+			t.Fatal("no X-Request-Id")
+		}
+	})
+	t.Run("OKReadyz", func(t *testing.T) {
+		wantStatus(t, s.do("GET", "/readyz", "", nil), 200)
+	})
+	t.Run("ErrReadyzStoreClosed", func(t *testing.T) {
+		s := newStack(t)
+		s.db.Close()
+		wantStatus(t, s.do("GET", "/readyz", "", nil), 503)
+		wantStatus(t, s.do("GET", "/healthz", "", nil), 200)
+	})
+	t.Run("OKMetrics", func(t *testing.T) {
+		r := s.do("GET", "/metrics", "", nil)
+		wantStatus(t, r, 200)
+		body := string(r.Body)
+		for _, want := range []string{`keyward_verifications_total{outcome="VALID"}`, `keyward_verifications_total{outcome="MALFORMED"}`, `keyward_http_requests_total{code="201",route="POST /v1/tokens"} 1`} {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+		for _, secretish := range []string{"tok_", id, s.rootID, text, s.root, serverSecret} {
+			if strings.Contains(body, secretish) {
+				t.Errorf("metrics contain %q", secretish)
+			}
+		}
+	})
+	t.Run("ErrUnknownPath", func(t *testing.T) {
+		for _, path := range []string{"/nope", "/v1/nope", "/v1/tokens/" + id + "/explode"} {
+			r := s.do("GET", path, s.root, nil)
+			wantProblem(t, r, 404, "not_found")
+		}
+	})
+	t.Run("ErrMethod", func(t *testing.T) {
+		for _, tt := range []struct {
+			method, path string
+			allow        []string
+		}{
+			{"DELETE", "/v1/tokens/" + id, []string{"GET", "PATCH"}},
+			{"PUT", "/v1/tokens", []string{"GET", "POST"}},
+			{"GET", "/v1/tokens/" + id + "/rotate", []string{"POST"}},
+			{"GET", "/v1/verify", []string{"POST"}},
+			{"POST", "/healthz", []string{"GET"}},
+		} {
+			r := s.do(tt.method, tt.path, s.root, nil)
+			wantProblem(t, r, 405, "method_not_allowed")
+			var got []string
+			for _, m := range strings.Split(r.Header.Get("Allow"), ",") {
+				got = append(got, strings.TrimSpace(m))
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tt.allow) {
+				t.Errorf("%s %s: Allow = %q, want %q", tt.method, tt.path, r.Header.Get("Allow"), tt.allow)
+			}
+		}
+	})
+	t.Run("OKHeadersOnEveryV1Response", func(t *testing.T) {
+		for _, tt := range []struct {
+			name   string
+			req    *http.Request
+			status int
+		}{
+			{"List", s.request("GET", "/v1/tokens", s.root, nil), 200},
+			{"Get", s.request("GET", "/v1/tokens/"+id, s.root, nil), 200},
+			{"Create", s.request("POST", "/v1/tokens", s.root, map[string]any{"name": "h"}), 201},
+			{"Invalid", s.request("POST", "/v1/tokens", s.root, `{}`), 400},
+			{"Unauthorized", s.request("GET", "/v1/tokens", "", nil), 401},
+			{"Forbidden", s.request("GET", "/v1/workspaces", text, nil), 403},
+			{"NotFound", s.request("GET", "/v1/tokens/tok_nope", s.root, nil), 404},
+			{"NoRoute", s.request("GET", "/v1/nope", s.root, nil), 404},
+			{"Method", s.request("DELETE", "/v1/tokens/"+id, s.root, nil), 405},
+			{"Verify", s.request("POST", "/v1/verify", s.root, map[string]any{"token": text}), 200},
+			{"Audit", s.request("GET", "/v1/audit", s.root, nil), 200},
+		} {
+			r := s.send(tt.req)
+			if r.Status != tt.status {
+				t.Errorf("%s: status %d, want %d", tt.name, r.Status, tt.status)
+			}
+			if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+				t.Errorf("%s: Cache-Control = %q, want no-store", tt.name, cc)
+			}
+			if rid := r.Header.Get("X-Request-Id"); !strings.HasPrefix(rid, "req_") {
+				t.Errorf("%s: X-Request-Id = %q, want req_...", tt.name, rid)
+			}
+			if nos := r.Header.Get("X-Content-Type-Options"); nos != "nosniff" {
+				t.Errorf("%s: X-Content-Type-Options = %q", tt.name, nos)
+			}
+		}
+	})
+	t.Run("OKRequestIDsDiffer", func(t *testing.T) {
+		a := s.do("GET", "/healthz", "", nil).Header.Get("X-Request-Id")
+		b := s.do("GET", "/healthz", "", nil).Header.Get("X-Request-Id")
+		if a == b {
+			t.Fatalf("two requests got the same id %q", a)
+		}
+	})
+	t.Run("OKClientRequestIDEchoed", func(t *testing.T) {
+		req := s.request("POST", "/v1/tokens", s.root, `{}`)
+		req.Header.Set("X-Request-Id", "abc-123")
+		r := s.send(req)
+		if got := r.Header.Get("X-Request-Id"); got != "abc-123" {
+			t.Fatalf("X-Request-Id = %q, want abc-123", got)
+		}
+		if p := wantProblem(t, r, 400, "invalid"); p["request_id"] != "abc-123" {
+			t.Fatalf("problem request_id = %v", p["request_id"])
+		}
+	})
+	for _, tt := range []struct{ name, id string }{
+		{"ErrMaliciousRequestID", "a b\n"},
+		{"ErrRequestIDWithSpace", "a b"},
+		{"ErrRequestIDWithQuote", `a"b`},
+		{"ErrRequestIDTooLong", strings.Repeat("a", 65)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// Through the handler: an HTTP client refuses to send "\n".
+			req := httptest.NewRequest("GET", "/v1/tokens/tok_nope", nil)
+			req.Header.Set("Authorization", "Bearer "+s.root)
+			req.Header["X-Request-Id"] = []string{tt.id}
+			w := httptest.NewRecorder()
+			s.h.ServeHTTP(w, req)
+			got := w.Header().Get("X-Request-Id")
+			if got == tt.id || !strings.HasPrefix(got, "req_") {
+				t.Fatalf("X-Request-Id = %q, want a new req_ id in place of %q", got, tt.id)
+			}
+			if w.Code != 404 || strings.Contains(w.Body.String(), tt.id) {
+				t.Fatalf("status %d, body %s", w.Code, w.Body)
+			}
+		})
+	}
+	t.Run("OKOpenAPI", func(t *testing.T) {
+		r := s.do("GET", "/openapi.json", "", nil)
+		wantStatus(t, r, 200)
+		if m := r.object(t); !strings.HasPrefix(fmt.Sprint(m["openapi"]), "3.1") {
+			t.Fatalf("openapi = %v", m["openapi"])
+		}
+	})
+}
+
+func TestAudit(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	callerID, caller := s.newToken("auditor", "keyward:admin")
+	const ua = "keyward-test/1.0"
+
+	var id string
+	steps := []struct {
+		action string
+		do     func() *response
+	}{
+		{"token.create", func() *response {
+			return s.do("POST", "/v1/tokens", caller, map[string]any{"name": "audited", "scopes": []string{"orders:read"}, "metadata": map[string]any{"k": "v"}})
+		}},
+		{"token.update", func() *response {
+			return s.do("PATCH", "/v1/tokens/"+id, caller, map[string]any{"name": "renamed", "subject": "cust-3"})
+		}},
+		{"token.rotate", func() *response {
+			return s.do("POST", "/v1/tokens/"+id+"/rotate", caller, map[string]any{"grace_period": "1h"})
+		}},
+		{"token.suspend", func() *response {
+			return s.do("POST", "/v1/tokens/"+id+"/suspend", caller, map[string]any{"reason": "check"})
+		}},
+		{"token.resume", func() *response { return s.do("POST", "/v1/tokens/"+id+"/resume", caller, nil) }},
+		{"token.revoke", func() *response {
+			return s.do("POST", "/v1/tokens/"+id+"/revoke", caller, map[string]any{"reason": "done"})
+		}},
+	}
+	var secrets []string
+	for _, step := range steps {
+		t.Run(step.action, func(t *testing.T) {
+			st := s.state()
+			r := step.do()
+			if r.Status != 200 && r.Status != 201 {
+				t.Fatalf("status %d: %s", r.Status, r.Body)
+			}
+			m := r.object(t)
+			if tok, ok := m["token"].(string); ok {
+				secrets = append(secrets, tok)
+			}
+			if id == "" {
+				id = m["id"].(string)
+			}
+			ev := s.newEvents(st)
+			if len(ev) != 1 {
+				t.Fatalf("%d audit events added, want 1: %+v", len(ev), ev)
+			}
+			e := ev[0]
+			if e.Action != step.action || e.Actor.Type != "token" || e.Actor.ID != callerID || e.Target != id {
+				t.Fatalf("event = %+v, want %s by token %s on %s", e, step.action, callerID, id)
+			}
+			if e.RequestID == "" || e.RequestID != r.Header.Get("X-Request-Id") {
+				t.Fatalf("event request_id = %q, response X-Request-Id = %q", e.RequestID, r.Header.Get("X-Request-Id"))
+			}
+			if e.IP != "127.0.0.1" {
+				t.Fatalf("event ip = %q, want 127.0.0.1", e.IP)
+			}
+			if !strings.HasPrefix(e.ID, "evt_") || e.Time.IsZero() {
+				t.Fatalf("event id %q, time %v", e.ID, e.Time)
+			}
+			if len(e.Changes) == 0 || string(e.Changes) == "null" {
+				t.Fatalf("event has no changes")
+			}
+			for _, sec := range append(secrets, caller, s.root) {
+				if strings.Contains(string(e.Changes), sec) || strings.Contains(string(e.Changes), sec[3:]) {
+					t.Fatalf("event changes contain a secret: %s", e.Changes)
+				}
+			}
+		})
+	}
+	t.Run("OKChangesDescribeUpdate", func(t *testing.T) {
+		for _, e := range s.audit() {
+			if e.Action != "token.update" || e.Target != id {
+				continue
+			}
+			var ch map[string]map[string]any
+			if err := json.Unmarshal(e.Changes, &ch); err != nil {
+				t.Fatal(err)
+			}
+			if ch["name"]["from"] != "audited" || ch["name"]["to"] != "renamed" || ch["subject"]["to"] != "cust-3" {
+				t.Fatalf("update changes = %s", e.Changes)
+			}
+			return
+		}
+		t.Fatal("no token.update event")
+	})
+	t.Run("OKUserAgent", func(t *testing.T) {
+		st := s.state()
+		req := s.request("POST", "/v1/tokens", caller, map[string]any{"name": "ua"})
+		req.Header.Set("User-Agent", ua)
+		wantStatus(t, s.send(req), 201)
+		ev := s.newEvents(st)
+		if len(ev) != 1 || ev[0].UserAgent != ua {
+			t.Fatalf("events = %+v, want one with user_agent %q", ev, ua)
+		}
+	})
+	t.Run("OKNewestFirst", func(t *testing.T) {
+		ev := s.audit()
+		for i := 1; i < len(ev); i++ {
+			if ev[i-1].ID < ev[i].ID {
+				t.Fatalf("audit events not newest first: %s before %s", ev[i-1].ID, ev[i].ID)
+			}
+		}
+	})
+	t.Run("OKPaging", func(t *testing.T) {
+		all := s.audit()
+		var seen []string
+		cursor := ""
+		for i := 0; i < 100; i++ {
+			path := "/v1/audit?limit=3"
+			if cursor != "" {
+				path += "&cursor=" + cursor
+			}
+			r := s.do("GET", path, s.root, nil)
+			wantStatus(t, r, 200)
+			var l struct {
+				Items      []auditEvent `json:"items"`
+				NextCursor string       `json:"next_cursor"`
+			}
+			json.Unmarshal(r.Body, &l)
+			for _, e := range l.Items {
+				seen = append(seen, e.ID)
+			}
+			if l.NextCursor == "" {
+				break
+			}
+			cursor = l.NextCursor
+		}
+		var want []string
+		for _, e := range all {
+			want = append(want, e.ID)
+		}
+		if !slices.Equal(seen, want) {
+			t.Fatalf("paged events %q, want %q", seen, want)
+		}
+	})
+	t.Run("ErrOtherWorkspaceInvisible", func(t *testing.T) {
+		r := s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "other"})
+		wantStatus(t, r, 201)
+		other := r.object(t)["token"].(string)
+		r = s.do("GET", "/v1/audit?limit=500", other, nil)
+		wantStatus(t, r, 200)
+		var l struct{ Items []auditEvent }
+		json.Unmarshal(r.Body, &l)
+		for _, e := range l.Items {
+			if e.Target == id || e.Target == s.rootID {
+				t.Fatalf("another workspace sees event %+v", e)
+			}
+		}
+	})
+}

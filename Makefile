@@ -27,6 +27,7 @@ unit: ## every test, with the race detector
 fuzz: ## each fuzz target for $(FUZZTIME)
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/secret/
 	$(GO) test -run '^$$' -fuzz '^FuzzCreateTokenRequest$$' -fuzztime $(FUZZTIME) ./internal/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzFastVerifyBody$$' -fuzztime $(FUZZTIME) ./internal/api/
 
 bench: ## in-process benchmarks (verify vs one HMAC)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/verify/ ./internal/secret/

@@ -18,9 +18,14 @@ type discardWriter struct {
 	status int
 }
 
-func (w *discardWriter) Header() http.Header         { return w.h }
-func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
-func (w *discardWriter) WriteHeader(code int)        { w.status = code }
+func (w *discardWriter) Header() http.Header { return w.h }
+func (w *discardWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return len(b), nil
+}
+func (w *discardWriter) WriteHeader(code int) { w.status = code }
 
 // BenchmarkVerifyHandler measures POST /v1/verify through the whole handler
 // chain with the shipped defaults (request id, access log, metrics,

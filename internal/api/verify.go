@@ -1,35 +1,14 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/verify"
 )
-
-type limitView struct {
-	Limit     int64 `json:"limit"`
-	Remaining int64 `json:"remaining"`
-	Reset     int64 `json:"reset"`
-}
-
-type verifyResponse struct {
-	Valid     bool            `json:"valid"`
-	Code      string          `json:"code"`
-	TokenID   string          `json:"token_id,omitempty"`
-	Name      *string         `json:"name,omitempty"`
-	Subject   *string         `json:"subject,omitempty"`
-	Scopes    *[]string       `json:"scopes,omitempty"`
-	Metadata  json.RawMessage `json:"metadata,omitempty"`
-	ExpiresAt **time.Time     `json:"expires_at,omitempty"`
-	RateLimit *limitView      `json:"rate_limit,omitempty"`
-	Quota     *limitView      `json:"quota,omitempty"`
-}
 
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	body, err := s.readBody(w, r, false)
@@ -48,11 +27,16 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable"))
 		return
 	}
-	writeJSON(w, http.StatusOK, verifyView(res))
+	out := appendVerify(make([]byte, 0, 512), res)
+	w.Header()["Content-Type"] = contentTypeJSON
+	w.Write(append(out, '\n'))
 }
 
 // parseVerify decodes a verify request, naming each invalid field.
 func parseVerify(body []byte) (verify.Request, error) {
+	if req, ok := fastVerifyBody(body); ok {
+		return req, nil
+	}
 	var req verify.Request
 	o, err := decodeObject(body)
 	if err != nil {
@@ -79,32 +63,6 @@ func parseVerify(body []byte) (verify.Request, error) {
 		req.IP = a
 	}
 	return req, o.done()
-}
-
-func verifyView(res verify.Result) verifyResponse {
-	v := verifyResponse{Valid: res.Outcome == keyward.Valid, Code: res.Outcome.String()}
-	if !res.Outcome.Identified() || res.Token == nil {
-		return v
-	}
-	t := res.Token
-	v.TokenID, v.Name, v.Subject = t.ID, &t.Name, &t.Subject
-	scopes := t.Scopes
-	if scopes == nil {
-		scopes = []string{}
-	}
-	v.Scopes = &scopes
-	v.Metadata = t.Metadata
-	if v.Metadata == nil {
-		v.Metadata = json.RawMessage("null")
-	}
-	v.ExpiresAt = &t.ExpiresAt
-	if res.Rate.Set {
-		v.RateLimit = &limitView{Limit: res.Rate.Limit, Remaining: res.Rate.Remaining, Reset: ceilSeconds(res.Rate.Reset)}
-	}
-	if res.Quota.Set {
-		v.Quota = &limitView{Limit: res.Quota.Limit, Remaining: res.Quota.Remaining, Reset: ceilSeconds(res.Quota.Reset)}
-	}
-	return v
 }
 
 // handleIntrospect answers RFC 7662 introspection. Every token that is not

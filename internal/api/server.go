@@ -140,11 +140,24 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// staleAfter is how old the cache's last read of the change feed may be
+// before the node reports itself degraded.
+const staleAfter = 5 * time.Second
+
+// handleReady answers 200 when the store answers and the verification cache
+// is current (the change feed was read within staleAfter), else 503 with
+// what is wrong.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	out := map[string]string{"status": "ok", "store": "ok", "cache": "ok"}
+	status := http.StatusOK
 	if err := s.store.Ping(r.Context()); err != nil {
 		s.log.Warn("readiness check failed", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": "unreachable"})
-		return
+		out["store"], out["status"], status = "unreachable", "unavailable", http.StatusServiceUnavailable
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "store": "ok"})
+	if s.engine != nil {
+		if h := s.engine.Health(); h.SyncErr != nil || s.now().Sub(h.LastSync) > staleAfter {
+			out["cache"], out["status"], status = "stale", "degraded", http.StatusServiceUnavailable
+		}
+	}
+	writeJSON(w, status, out)
 }

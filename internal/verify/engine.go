@@ -93,9 +93,13 @@ type Engine struct {
 	counts  [keyward.NumOutcomes]atomic.Uint64
 	misses  atomic.Uint64 // hits are all verifications but these
 
-	stop    chan struct{}
-	done    sync.WaitGroup
-	closeMu sync.Once
+	stop chan struct{}
+	wake chan struct{}
+	done sync.WaitGroup
+
+	healthMu sync.Mutex
+	health   Health
+	closeMu  sync.Once
 }
 
 type secretEntry struct {
@@ -154,6 +158,7 @@ func New(cfg Config) *Engine {
 		byToken:      make(map[string]*tokenEntry),
 		budgetTokens: float64(cfg.LookupBudget),
 		stop:         make(chan struct{}),
+		wake:         make(chan struct{}, 1),
 	}
 }
 
@@ -166,14 +171,58 @@ func (e *Engine) Start(ctx context.Context) error {
 		return err
 	}
 	e.lastSeq.Store(seq)
+	e.health.LastSync = e.now()
 	e.done.Add(2)
-	go e.loop(e.cfg.PollInterval, e.poll)
+	go e.pollLoop()
 	go e.loop(e.cfg.FlushInterval, func(ctx context.Context) {
 		if err := e.Flush(ctx); err != nil {
 			e.log.Error("usage flush failed; will retry", "err", err)
 		}
 	})
 	return nil
+}
+
+// pollLoop reads the change feed every PollInterval, and at once when
+// Notify says a change was committed.
+func (e *Engine) pollLoop() {
+	defer e.done.Done()
+	t := time.NewTicker(e.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		case <-e.wake:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		e.poll(ctx)
+		cancel()
+	}
+}
+
+// Notify tells the engine that the store recorded a change, so that it
+// reads the change feed now rather than at the next poll. It never blocks.
+func (e *Engine) Notify() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Health describes the engine's view of the store.
+type Health struct {
+	// LastSync is when the change feed was last read in full.
+	LastSync time.Time
+	// SyncErr is the error of the last failed read of the feed, or nil.
+	SyncErr error
+}
+
+// Health reports whether the cache is known to be current.
+func (e *Engine) Health() Health {
+	e.healthMu.Lock()
+	defer e.healthMu.Unlock()
+	return e.health
 }
 
 func (e *Engine) loop(every time.Duration, fn func(context.Context)) {
@@ -590,8 +639,19 @@ func (e *Engine) dropLocked(tokenID string) {
 
 // poll applies the store's change feed to the cache.
 func (e *Engine) poll(ctx context.Context) {
-	if err := e.Sync(ctx); err != nil {
+	err := e.Sync(ctx)
+	e.healthMu.Lock()
+	failing := e.health.SyncErr != nil
+	e.health.SyncErr = err
+	if err == nil {
+		e.health.LastSync = e.now()
+	}
+	e.healthMu.Unlock()
+	switch {
+	case err != nil && !failing:
 		e.log.Warn("change feed read failed; will retry", "err", err)
+	case err == nil && failing:
+		e.log.Info("change feed read again")
 	}
 }
 

@@ -1,0 +1,127 @@
+package postgres
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/keyward/keyward"
+)
+
+// insertChange records that the token with the given id changed at t. The
+// caller holds lockLogs; the trigger changes_notify announces the change
+// on NotifyChannel at commit.
+func insertChange(ctx context.Context, tx pgx.Tx, tokenID string, at time.Time) error {
+	_, err := tx.Exec(ctx, `INSERT INTO changes (token_id, at) VALUES ($1, $2)`, safeText(tokenID), at)
+	return err
+}
+
+// Changes returns up to limit (all when limit is zero) token changes with a
+// sequence number greater than after, oldest first. Since changes are
+// appended under a lock held until commit, sequence numbers become visible
+// in order: a reader never sees a change before one with a smaller number.
+func (db *DB) Changes(ctx context.Context, after int64, limit int) ([]keyward.Change, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	rows, err := db.pool.Query(ctx, `SELECT seq, token_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2`,
+		after, sqlLimit(limit))
+	if err != nil {
+		return nil, wrap("changes", err)
+	}
+	defer rows.Close()
+	var out []keyward.Change
+	for rows.Next() {
+		var c keyward.Change
+		if err := rows.Scan(&c.Seq, &c.TokenID); err != nil {
+			return nil, wrap("changes", err)
+		}
+		out = append(out, c)
+	}
+	return out, wrap("changes", rows.Err())
+}
+
+// LastChange returns the sequence number of the newest change, or 0 when
+// there is none.
+func (db *DB) LastChange(ctx context.Context) (int64, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	var seq int64
+	err := db.pool.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM changes`).Scan(&seq)
+	return seq, wrap("last change", err)
+}
+
+// PruneChanges deletes the changes recorded before the given time. A change
+// is recorded at the time of the write it records: the token's CreatedAt for
+// a new token, TokenWrite.Now (or its event's Time when Now is zero) for an
+// update. Sequence numbers are never reused after a prune.
+func (db *DB) PruneChanges(ctx context.Context, before time.Time) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `DELETE FROM changes WHERE at < $1`, before)
+		return err
+	})
+	return wrap("prune changes", err)
+}
+
+// FlushUsage records the batch in one transaction and one round trip. For
+// each entry it sets the token's last use when entry.LastUsedAt is later
+// than the stored one, and adds entry.QuotaDelta to the token's quota
+// period entry.Period when that is not empty. It neither adds a change nor
+// touches UpdatedAt. Entries of tokens that do not exist are skipped, so
+// that one stale entry cannot lose the batch.
+func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	// Rows are locked in token id order, the same in every flush, so that
+	// two nodes flushing the same tokens wait for each other rather than
+	// deadlock. The result does not depend on the order: the latest last
+	// use wins and quota deltas add up.
+	entries := slices.Clone(batch)
+	slices.SortStableFunc(entries, func(a, b keyward.UsageFlush) int {
+		if c := strings.Compare(a.TokenID, b.TokenID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Period, b.Period)
+	})
+	var b pgx.Batch
+	for _, u := range entries {
+		if !storable(u.TokenID) {
+			continue // no such token
+		}
+		if !u.LastUsedAt.IsZero() {
+			b.Queue(`UPDATE tokens SET last_used_at = $1, last_used_ip = $2
+				WHERE id = $3 AND (last_used_at IS NULL OR last_used_at < $1)`,
+				u.LastUsedAt, safeText(u.LastUsedIP), u.TokenID)
+		}
+		if u.Period != "" && u.QuotaDelta != 0 {
+			b.Queue(`INSERT INTO quota_usage (token_id, period, used)
+				SELECT id, $2, $3 FROM tokens WHERE id = $1
+				ON CONFLICT (token_id, period) DO UPDATE SET used = quota_usage.used + excluded.used`,
+				u.TokenID, safeText(u.Period), u.QuotaDelta)
+		}
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		return tx.SendBatch(ctx, &b).Close()
+	})
+	return wrap("flush usage", err)
+}
+
+// QuotaUsed returns the consumption recorded for the token's quota period,
+// or 0 when none was recorded.
+func (db *DB) QuotaUsed(ctx context.Context, tokenID, period string) (int64, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	if !storable(tokenID) || !storable(period) {
+		return 0, nil
+	}
+	var used int64
+	err := db.pool.QueryRow(ctx, `SELECT COALESCE((SELECT used FROM quota_usage WHERE token_id = $1 AND period = $2), 0)`,
+		tokenID, period).Scan(&used)
+	return used, wrap("quota used", err)
+}

@@ -1,0 +1,411 @@
+// Package postgres implements keyward.Store on PostgreSQL, with the same
+// behaviour as the SQLite store: both pass the suite in internal/storetest.
+//
+// It uses pgx directly, through a pgxpool.Pool, rather than database/sql:
+// the store's contract is keyward.Store, not database/sql, so the standard
+// interface would buy nothing, while pgx natively maps text[], bytea, json
+// and timestamptz, sends a batch of statements in one round trip
+// (FlushUsage), reports errors as *pgconn.PgError with the constraint that
+// failed, and gives a connection LISTEN/NOTIFY, which a cache-coherence
+// listener needs.
+//
+// # Schema and migrations
+//
+// The schema is migrated from the numbered files embedded under migrations/,
+// in one transaction that first takes a transaction-level advisory lock
+// (migrateLockKey), so that any number of nodes may start at once against an
+// empty database. Applied files are recorded in schema_migrations. Open
+// migrates; Migrate does it alone, for a "keyward migrate" command. Tables
+// are created unqualified, so a search_path in the URL
+// (postgres://...?search_path=keyward) puts keyward in a schema of its own.
+//
+// # Ordering and notification of changes
+//
+// Every token write appends to the changes feed, which nodes read with a
+// cursor (Changes(after)). A sequence hands out numbers in the order
+// transactions ask for them, not the order they commit, so a reader could
+// see change 8 committed before change 7 and step past 7 for good. The store
+// therefore appends to changes and audit_events only under one
+// transaction-level advisory lock (lockLogs), taken as the last step of a
+// write transaction and held until it commits; readers are not blocked.
+// Sequence numbers thus become visible in order, and audit_events.seq
+// records the commit order, as on SQLite. Token writes thus commit one at
+// a time, each holding the lock only from its last statements to its
+// commit, which their rate (people and programs managing tokens) allows.
+//
+// Every insert into changes also sends, at commit, a NOTIFY on the channel
+// NotifyChannel ("keyward_changes") with the change's sequence number as
+// payload (a trigger, see migrations/0001_init.sql), so that a node that
+// LISTENs can read the feed at once instead of at its next poll. The
+// channel is database-wide: deployments in several schemas of one database
+// wake each other's listeners, which costs a poll and nothing else.
+//
+// # Limits
+//
+// The pool is bounded (defaultMaxConns) and every connection is opened
+// with a connect timeout and runs with statement_timeout and
+// idle_in_transaction_session_timeout, so that neither a network call nor
+// a lock wait can hang forever; every method also bounds its whole run with
+// opTimeout on the client side. The standard URL parameters (pool_max_conns,
+// pool_max_conn_lifetime, connect_timeout, statement_timeout, ...) override
+// these defaults.
+//
+// # Text PostgreSQL cannot hold
+//
+// PostgreSQL text cannot hold NUL bytes or invalid UTF-8, which a Go string
+// (such as a User-Agent header copied into an audit event) may carry and
+// SQLite stores. Rather than fail the write, the store writes such text
+// with U+FFFD in place of each offending byte, as encoding/json decodes
+// invalid bytes. A lookup by such a string (an id or a filter from a URL)
+// finds nothing, since nothing stored holds it, and a cursor compares byte
+// by byte, as on SQLite.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/keyward/keyward"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// NotifyChannel is the channel on which every change added to the feed is
+// announced at commit, with its sequence number as payload.
+const NotifyChannel = "keyward_changes"
+
+// Defaults of the pool and of each connection; the URL may override each.
+const (
+	defaultMaxConns          = 16
+	defaultMinConns          = 0
+	defaultMaxConnLifetime   = time.Hour
+	defaultMaxConnIdleTime   = 5 * time.Minute
+	defaultHealthCheckPeriod = 30 * time.Second
+	defaultPingTimeout       = 5 * time.Second
+	defaultConnectTimeout    = 5 * time.Second
+	// defaultStatementTimeout bounds every statement, lock waits included.
+	defaultStatementTimeout = "10s"
+	// defaultIdleInTxTimeout ends the session of a client that stalls in an
+	// open transaction, so that it cannot hold the locks that order writes.
+	defaultIdleInTxTimeout = "60s"
+)
+
+// opTimeout bounds each method on the client side: a connection whose
+// peer vanished fails after it rather than waiting for TCP to notice.
+const opTimeout = 30 * time.Second
+
+// migrateTimeout replaces statement_timeout in the migration transaction,
+// which may wait for another node's migration and build indexes.
+const migrateTimeout = "5min"
+
+// logsLockClass is the first key of the advisory lock that orders appends
+// to the logs; the second is the oid of the changes table, so that
+// deployments in separate schemas of one database do not contend.
+const logsLockClass int32 = 0x6b77 // "kw"
+
+// migrateLockKey is the advisory lock that serialises migrations across
+// nodes ("keyward\x01" as a big-endian int64).
+const migrateLockKey int64 = 0x6b65797761726401
+
+// DB is a keyward.Store on a PostgreSQL database. It is safe for
+// concurrent use.
+type DB struct {
+	pool *pgxpool.Pool
+}
+
+var _ keyward.Store = (*DB)(nil)
+
+// Open connects to the PostgreSQL database at url (a postgres:// URL or a
+// key=value connection string, as libpq takes), migrates its schema to the
+// newest version and returns a DB with a bounded pool of connections. It
+// fails when the database cannot be reached or migrated, or its encoding
+// is not UTF8. The caller must Close the DB.
+func Open(ctx context.Context, url string) (*DB, error) {
+	cfg, err := poolConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &DB{pool: pool}, nil
+}
+
+// Migrate connects to the database at url, applies every embedded
+// migration not yet applied, and disconnects. It is safe to run while
+// nodes start or run.
+func Migrate(ctx context.Context, url string) error {
+	cfg, err := poolConfig(url)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return migrate(ctx, conn)
+}
+
+// poolConfig parses url and fills in every limit the url does not set.
+func poolConfig(url string) (*pgxpool.Config, error) {
+	// pgx.ParseConfig keeps the pool_* settings among the runtime
+	// parameters, which tells which ones the url sets.
+	given, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	has := func(key string) bool { _, ok := given.RuntimeParams[key]; return ok }
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if !has("pool_max_conns") {
+		cfg.MaxConns = defaultMaxConns
+	}
+	if !has("pool_min_conns") {
+		cfg.MinConns = defaultMinConns
+	}
+	if !has("pool_max_conn_lifetime") {
+		cfg.MaxConnLifetime = defaultMaxConnLifetime
+	}
+	if !has("pool_max_conn_idle_time") {
+		cfg.MaxConnIdleTime = defaultMaxConnIdleTime
+	}
+	if !has("pool_health_check_period") {
+		cfg.HealthCheckPeriod = defaultHealthCheckPeriod
+	}
+	if !has("pool_ping_timeout") {
+		cfg.PingTimeout = defaultPingTimeout
+	}
+	cc := cfg.ConnConfig
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = defaultConnectTimeout
+	}
+	params := map[string]string{
+		"statement_timeout":                   defaultStatementTimeout,
+		"idle_in_transaction_session_timeout": defaultIdleInTxTimeout,
+		"application_name":                    "keyward",
+	}
+	for k, v := range params {
+		if _, ok := cc.RuntimeParams[k]; !ok {
+			cc.RuntimeParams[k] = v
+		}
+	}
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		// Times come back in UTC, as the store contract wants.
+		conn.TypeMap().RegisterType(&pgtype.Type{
+			Name: "timestamptz", OID: pgtype.TimestamptzOID,
+			Codec: &pgtype.TimestamptzCodec{ScanLocation: time.UTC},
+		})
+		return nil
+	}
+	return cfg, nil
+}
+
+// Close closes every connection of the pool, waiting for those in use to
+// be released. Calls after the first do nothing.
+func (db *DB) Close() error {
+	db.pool.Close()
+	return nil
+}
+
+// Ping reports whether the database answers a query.
+func (db *DB) Ping(ctx context.Context) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	var one int
+	if err := db.pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	return nil
+}
+
+// beginner is a pool or a single connection.
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// migrate applies, in name order and in one transaction, every embedded
+// migration not yet recorded in schema_migrations. The advisory lock,
+// released at commit, makes a concurrent migrate wait and then find the
+// work done.
+func migrate(ctx context.Context, db beginner) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	sort.Strings(names)
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		// Text and the byte-order cursors assume UTF-8; another encoding
+		// would fail on the first character it lacks.
+		var enc string
+		if err := tx.QueryRow(ctx, `SELECT current_setting('server_encoding')`).Scan(&enc); err != nil {
+			return err
+		}
+		if enc != "UTF8" {
+			return fmt.Errorf("the database's encoding is %s; keyward needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')", enc)
+		}
+		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = '`+migrateTimeout+`'`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			name       text        PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`); err != nil {
+			return err
+		}
+		for _, name := range names {
+			base := path.Base(name)
+			var applied bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name = $1)`, base).Scan(&applied); err != nil {
+				return err
+			}
+			if applied {
+				continue
+			}
+			script, err := migrations.ReadFile(name)
+			if err != nil {
+				return err
+			}
+			// Without arguments, pgx sends the script with the simple
+			// protocol, which runs several statements.
+			if _, err := tx.Exec(ctx, string(script)); err != nil {
+				return fmt.Errorf("%s: %w", base, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (name) VALUES ($1)`, base); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	return nil
+}
+
+// bound returns ctx limited to opTimeout. Each exported method bounds its
+// context first, so that every statement it makes shares the limit.
+func bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, opTimeout)
+}
+
+// writeTx runs fn in a transaction and commits it when fn returns nil. It
+// returns fn's error unchanged.
+func (db *DB) writeTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, db.pool, fn)
+}
+
+// lockLogs takes the lock under which changes and audit events are
+// appended, held until the transaction ends; see the package comment for
+// why it exists. A write transaction takes it last, after its row locks,
+// and needs no other lock after it, so that it cannot deadlock. It is an
+// advisory lock rather than LOCK TABLE, which would also wait for
+// autovacuum (up to deadlock_timeout) or an operator's VACUUM.
+func lockLogs(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, 'changes'::regclass::oid::int)`, logsLockClass)
+	return err
+}
+
+// wrap prefixes an internal error with the operation; a *keyward.Error
+// passes unchanged.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *keyward.Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// uniqueViolation returns the name of the unique constraint or index that
+// err violated, and whether it is such a violation.
+func uniqueViolation(err error) (string, bool) {
+	var e *pgconn.PgError
+	if errors.As(err, &e) && e.Code == "23505" {
+		return e.ConstraintName, true
+	}
+	return "", false
+}
+
+// sqlLimit converts a page size to SQL: zero or less is NULL, no limit.
+func sqlLimit(n int) any {
+	if n <= 0 {
+		return nil
+	}
+	return n
+}
+
+// storable reports whether PostgreSQL text can hold s: valid UTF-8 without
+// NUL. A string that is not cannot equal any stored one.
+func storable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
+// safeText returns s as PostgreSQL text can hold it: each byte of an invalid
+// UTF-8 sequence and each NUL becomes U+FFFD, as encoding/json decodes
+// invalid bytes. Valid text is returned as is.
+func safeText(s string) string {
+	if storable(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == 0 || r == utf8.RuneError && size == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// jsonText returns raw JSON for a json column: nil (SQL NULL) when it is
+// empty, else the bytes made storable as safeText does. Invalid bytes can
+// only sit inside JSON strings, where U+FFFD decodes as they would.
+func jsonText(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return safeText(string(b))
+}
+
+// cursor returns the SQL condition that col compares to the cursor value
+// v with op ("<" or ">"), appending v to args. Stored ids are COLLATE "C",
+// which orders valid UTF-8 byte by byte; a v that is not storable is
+// compared as bytes, which is SQLite's order.
+func cursor(col, op, v string, args *[]any) string {
+	if storable(v) {
+		*args = append(*args, v)
+		return fmt.Sprintf("%s %s $%d", col, op, len(*args))
+	}
+	*args = append(*args, []byte(v))
+	return fmt.Sprintf("convert_to(%s, 'UTF8') %s $%d", col, op, len(*args))
+}

@@ -1,0 +1,869 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/storetest"
+)
+
+// The tests need a PostgreSQL server: KEYWARD_TEST_POSTGRES_URL names a
+// database in which they may create and drop schemas, for example
+// postgres://postgres@127.0.0.1:5432/test?sslmode=disable. Each test gets
+// a schema of its own, named keyward_test_<random>, through the URL's
+// search_path, and drops it when it ends.
+const urlEnv = "KEYWARD_TEST_POSTGRES_URL"
+
+var t0 = time.Date(2026, time.March, 14, 9, 26, 53, 0, time.UTC)
+
+// baseURL returns the server's URL. Without one the test is skipped, but
+// in CI (CI=true) it fails: a missing service must not pass as green.
+func baseURL(t *testing.T) string {
+	t.Helper()
+	u := os.Getenv(urlEnv)
+	if u == "" {
+		msg := urlEnv + " is not set: set it to a PostgreSQL URL, such as " +
+			"postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run the PostgreSQL tests"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return u
+}
+
+// adminPool is shared by the tests to create and drop schemas, so that
+// each test does not pay for two more connections.
+var adminPool struct {
+	once sync.Once
+	pool *pgxpool.Pool
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if adminPool.pool != nil {
+		adminPool.pool.Close()
+	}
+	os.Exit(code)
+}
+
+// admin runs one statement on the server outside any test schema.
+func admin(t *testing.T, sql string) {
+	t.Helper()
+	u := baseURL(t)
+	adminPool.once.Do(func() {
+		adminPool.pool, adminPool.err = pgxpool.New(context.Background(), withParam(t, u, "pool_max_conns", "2"))
+	})
+	if adminPool.err != nil {
+		t.Fatalf("connect to %s: %v", urlEnv, adminPool.err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := adminPool.pool.Exec(ctx, sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// newSchema creates an empty schema, dropped when the test ends, and
+// returns a URL whose connections use it.
+func newSchema(t *testing.T) string {
+	t.Helper()
+	base := baseURL(t)
+	b := make([]byte, 8)
+	rand.Read(b)
+	name := "keyward_test_" + hex.EncodeToString(b)
+	admin(t, `CREATE SCHEMA `+name)
+	t.Cleanup(func() { admin(t, `DROP SCHEMA `+name+` CASCADE`) })
+	return withParam(t, base, "search_path", name)
+}
+
+// withParam returns the connection string u with one more parameter.
+func withParam(t *testing.T, u, key, value string) string {
+	t.Helper()
+	if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+		return u + " " + key + "=" + value // key=value form
+	}
+	p, err := url.Parse(u)
+	if err != nil {
+		t.Fatalf("parse %s: %v", urlEnv, err)
+	}
+	q := p.Query()
+	q.Set(key, value)
+	p.RawQuery = q.Encode()
+	return p.String()
+}
+
+// openTemp opens a DB on a new, empty schema; the DB is closed before the
+// schema is dropped.
+func openTemp(t *testing.T) (*DB, string) {
+	t.Helper()
+	u := newSchema(t)
+	db, err := Open(t.Context(), u)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, u
+}
+
+func TestStore(t *testing.T) {
+	baseURL(t)
+	storetest.Run(t, func(t *testing.T) keyward.Store {
+		u := newSchema(t)
+		db, err := Open(t.Context(), u)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return db // the suite closes it, before the schema is dropped
+	})
+}
+
+func randomDigest() []byte {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return b
+}
+
+func newEvent(action string, at time.Time) *keyward.AuditEvent {
+	return &keyward.AuditEvent{Time: at, Action: action, Actor: keyward.Actor{Type: keyward.ActorSystem}}
+}
+
+// seed creates a workspace and a token with its secret and event.
+func seed(t *testing.T, db *DB, name string) (*keyward.Workspace, *keyward.Token, *keyward.Secret) {
+	t.Helper()
+	ctx := t.Context()
+	ws := &keyward.Workspace{ID: keyward.NewID(keyward.PrefixWorkspace, t0), Name: name, TokenPrefix: "kw", CreatedAt: t0}
+	if err := db.CreateWorkspace(ctx, ws, nil, nil); err != nil {
+		t.Fatalf("CreateWorkspace: %v", err)
+	}
+	tok := &keyward.Token{
+		ID: keyward.NewID(keyward.PrefixToken, t0), WorkspaceID: ws.ID, Name: "t",
+		Scopes: []string{"orders:read"}, CreatedBy: keyward.ActorSystem, CreatedAt: t0, UpdatedAt: t0,
+	}
+	sec := &keyward.Secret{Digest: randomDigest(), KeyID: "k1", TokenID: tok.ID, CreatedAt: t0}
+	if err := db.CreateToken(ctx, tok, sec, newEvent("token.create", t0)); err != nil {
+		t.Fatalf("CreateToken: %v", err)
+	}
+	return ws, tok, sec
+}
+
+// rootToken returns an unsaved root token of the workspace and its secret.
+func rootToken(wsID string) (*keyward.Token, *keyward.Secret) {
+	tok := &keyward.Token{
+		ID: keyward.NewID(keyward.PrefixToken, t0), WorkspaceID: wsID, Name: "root",
+		Scopes: []string{keyward.ScopeAdmin, keyward.ScopeInstance}, CreatedAt: t0, UpdatedAt: t0,
+	}
+	return tok, &keyward.Secret{Digest: randomDigest(), KeyID: "k1"}
+}
+
+// appliedMigrations returns the names recorded in schema_migrations.
+func appliedMigrations(t *testing.T, db *DB) []string {
+	t.Helper()
+	rows, err := db.pool.Query(t.Context(), `SELECT name FROM schema_migrations ORDER BY name`)
+	if err != nil {
+		t.Fatalf("query schema_migrations: %v", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("query schema_migrations: %v", err)
+	}
+	return names
+}
+
+// embeddedMigrations returns the base names of the embedded migrations.
+func embeddedMigrations(t *testing.T) []string {
+	t.Helper()
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil || len(names) == 0 {
+		t.Fatalf("embedded migrations = %v, %v", names, err)
+	}
+	for i, n := range names {
+		names[i] = path.Base(n)
+	}
+	return names
+}
+
+func TestOpen(t *testing.T) {
+	baseURL(t)
+	t.Run("OKReopen", func(t *testing.T) {
+		ctx := t.Context()
+		db, u := openTemp(t)
+		ws, tok, sec := seed(t, db, "acme")
+		root, rootSec := rootToken(ws.ID)
+		if err := db.CreateRootToken(ctx, root, rootSec, nil, false); err != nil {
+			t.Fatalf("CreateRootToken: %v", err)
+		}
+		last, err := db.LastChange(ctx)
+		if err != nil {
+			t.Fatalf("LastChange: %v", err)
+		}
+		db.Close()
+
+		db, err = Open(ctx, u)
+		if err != nil {
+			t.Fatalf("Open again: %v", err)
+		}
+		defer db.Close()
+		if _, got, err := db.LookupSecret(ctx, sec.Digest); err != nil || got.ID != tok.ID {
+			t.Errorf("LookupSecret after reopen = %v, %v; want token %s", got, err, tok.ID)
+		}
+		if got, err := db.LastChange(ctx); err != nil || got != last {
+			t.Errorf("LastChange after reopen = %d, %v; want %d", got, err, last)
+		}
+		root, rootSec = rootToken(ws.ID)
+		if err := db.CreateRootToken(ctx, root, rootSec, nil, false); keyward.ErrorCode(err) != keyward.ECONFLICT {
+			t.Errorf("CreateRootToken after reopen = %v, want ECONFLICT", err)
+		}
+	})
+
+	t.Run("OKMigrationsIdempotent", func(t *testing.T) {
+		ctx := t.Context()
+		db, u := openTemp(t)
+		seed(t, db, "acme")
+		for range 2 {
+			again, err := Open(ctx, u)
+			if err != nil {
+				t.Fatalf("Open again: %v", err)
+			}
+			again.Close()
+		}
+		if err := Migrate(ctx, u); err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+		if got, want := appliedMigrations(t, db), embeddedMigrations(t); !slices.Equal(got, want) {
+			t.Errorf("schema_migrations = %v, want %v (each once)", got, want)
+		}
+		if _, err := db.FindWorkspaceByName(ctx, "acme"); err != nil {
+			t.Errorf("FindWorkspaceByName after re-migrating: %v", err)
+		}
+	})
+
+	t.Run("OKMigrate", func(t *testing.T) {
+		// Migrate alone, as "keyward migrate" runs it, then Open finds
+		// nothing to do.
+		ctx := t.Context()
+		u := newSchema(t)
+		if err := Migrate(ctx, u); err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+		db, err := Open(ctx, u)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer db.Close()
+		if got, want := appliedMigrations(t, db), embeddedMigrations(t); !slices.Equal(got, want) {
+			t.Errorf("schema_migrations = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("OKConcurrentOnEmptyDatabase", func(t *testing.T) {
+		// Nodes starting at once against an empty database all start: the
+		// advisory lock makes all but one wait and find the schema done.
+		ctx := t.Context()
+		u := newSchema(t)
+		const nodes = 6
+		dbs := make([]*DB, nodes)
+		errs := make([]error, nodes)
+		var wg sync.WaitGroup
+		for i := range nodes {
+			wg.Go(func() { dbs[i], errs[i] = Open(ctx, u) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("Open #%d: %v", i+1, err)
+				continue
+			}
+			defer dbs[i].Close()
+		}
+		if t.Failed() {
+			return
+		}
+		if got, want := appliedMigrations(t, dbs[0]), embeddedMigrations(t); !slices.Equal(got, want) {
+			t.Errorf("schema_migrations = %v, want %v (each once)", got, want)
+		}
+		seed(t, dbs[nodes-1], "acme")
+	})
+
+	t.Run("OKSessionSettings", func(t *testing.T) {
+		db, _ := openTemp(t)
+		show := func(name string) string {
+			t.Helper()
+			var v string
+			if err := db.pool.QueryRow(t.Context(), `SHOW `+name).Scan(&v); err != nil {
+				t.Fatalf("SHOW %s: %v", name, err)
+			}
+			return v
+		}
+		if v := show("statement_timeout"); v != defaultStatementTimeout {
+			t.Errorf("statement_timeout = %q, want %q", v, defaultStatementTimeout)
+		}
+		if v := show("idle_in_transaction_session_timeout"); v != "1min" {
+			t.Errorf("idle_in_transaction_session_timeout = %q, want 1min", v)
+		}
+		cfg := db.pool.Config()
+		if cfg.MaxConns != defaultMaxConns {
+			t.Errorf("MaxConns = %d, want %d", cfg.MaxConns, defaultMaxConns)
+		}
+		if cfg.ConnConfig.ConnectTimeout != defaultConnectTimeout {
+			t.Errorf("ConnectTimeout = %v, want %v", cfg.ConnConfig.ConnectTimeout, defaultConnectTimeout)
+		}
+	})
+
+	t.Run("OKURLOverridesDefaults", func(t *testing.T) {
+		u := newSchema(t)
+		u = withParam(t, u, "statement_timeout", "2500ms")
+		u = withParam(t, u, "pool_max_conns", "3")
+		u = withParam(t, u, "connect_timeout", "7")
+		db, err := Open(t.Context(), u)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer db.Close()
+		var v string
+		if err := db.pool.QueryRow(t.Context(), `SHOW statement_timeout`).Scan(&v); err != nil {
+			t.Fatalf("SHOW statement_timeout: %v", err)
+		}
+		if v != "2500ms" {
+			t.Errorf("statement_timeout = %q, want 2500ms", v)
+		}
+		cfg := db.pool.Config()
+		if cfg.MaxConns != 3 || cfg.ConnConfig.ConnectTimeout != 7*time.Second {
+			t.Errorf("MaxConns, ConnectTimeout = %d, %v; want 3, 7s", cfg.MaxConns, cfg.ConnConfig.ConnectTimeout)
+		}
+	})
+
+	t.Run("ErrEncoding", func(t *testing.T) {
+		p, err := url.Parse(baseURL(t))
+		if err != nil || p.Scheme == "" {
+			t.Skip("needs a postgres:// URL to name another database")
+		}
+		b := make([]byte, 8)
+		rand.Read(b)
+		name := "keyward_test_" + hex.EncodeToString(b)
+		admin(t, `CREATE DATABASE `+name+` ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`)
+		t.Cleanup(func() { admin(t, `DROP DATABASE `+name+` WITH (FORCE)`) })
+		p.Path = "/" + name
+		db, err := Open(t.Context(), p.String())
+		if err == nil {
+			db.Close()
+			t.Fatalf("Open on a SQL_ASCII database succeeded")
+		}
+		if !strings.Contains(err.Error(), "UTF8") {
+			t.Errorf("Open error = %v, want one that names UTF8", err)
+		}
+	})
+
+	t.Run("ErrUnreachable", func(t *testing.T) {
+		baseURL(t)
+		db, err := Open(t.Context(), "postgres://postgres@127.0.0.1:1/test?sslmode=disable")
+		if err == nil {
+			db.Close()
+			t.Fatalf("Open on a closed port succeeded")
+		}
+	})
+
+	t.Run("ErrURL", func(t *testing.T) {
+		if db, err := Open(t.Context(), "postgres://x@127.0.0.1:5432/test?pool_max_conns=zero"); err == nil {
+			db.Close()
+			t.Fatalf("Open with an invalid pool_max_conns succeeded")
+		}
+	})
+}
+
+func TestTimes(t *testing.T) {
+	baseURL(t)
+	update := func(t *testing.T, db *DB, ws, id string, fn func(*keyward.Token)) *keyward.Token {
+		t.Helper()
+		got, err := db.UpdateToken(t.Context(), ws, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+			fn(t)
+			return &keyward.TokenWrite{Event: newEvent("token.update", t0), Now: t0}, nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateToken: %v", err)
+		}
+		return got
+	}
+
+	t.Run("OKMicroseconds", func(t *testing.T) {
+		db, _ := openTemp(t)
+		ws, tok, _ := seed(t, db, "acme")
+		at := t0.Add(123456789 * time.Nanosecond).In(time.FixedZone("X", -3*3600-1800))
+		got := update(t, db, ws.ID, tok.ID, func(t *keyward.Token) { t.ExpiresAt = &at })
+		want := at.Truncate(time.Microsecond)
+		if !got.ExpiresAt.Equal(want) || got.ExpiresAt.Location() != time.UTC {
+			t.Errorf("ExpiresAt = %v, want %v in UTC", got.ExpiresAt, want.UTC())
+		}
+	})
+
+	t.Run("OKFarFuture", func(t *testing.T) {
+		db, _ := openTemp(t)
+		ws, tok, _ := seed(t, db, "acme")
+		never := time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+		got := update(t, db, ws.ID, tok.ID, func(t *keyward.Token) { t.ExpiresAt = &never })
+		if !got.ExpiresAt.Equal(never) {
+			t.Errorf("ExpiresAt = %v, want %v", got.ExpiresAt, never)
+		}
+		ts, err := db.FindTokens(t.Context(), keyward.TokenFilter{WorkspaceID: ws.ID, State: keyward.StateActive, Now: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)})
+		if err != nil || len(ts) != 1 {
+			t.Errorf("FindTokens(active in 2200) = %d tokens, %v; want 1", len(ts), err)
+		}
+	})
+}
+
+func TestFindTokensUnicodeName(t *testing.T) {
+	baseURL(t)
+	// Names fold with Go's Unicode rules, as on SQLite, whatever the
+	// database's LC_CTYPE.
+	db, _ := openTemp(t)
+	ws, tok, _ := seed(t, db, "acme")
+	if _, err := db.UpdateToken(t.Context(), ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+		t.Name = "Déploiement ÉTÉ İstanbul"
+		return &keyward.TokenWrite{Event: newEvent("token.update", t0), Now: t0}, nil
+	}); err != nil {
+		t.Fatalf("UpdateToken: %v", err)
+	}
+	for _, q := range []string{"DÉPLOIEMENT", "été", "t é", strings.ToLower("İstanbul")} {
+		got, err := db.FindTokens(t.Context(), keyward.TokenFilter{WorkspaceID: ws.ID, Name: q})
+		if err != nil {
+			t.Fatalf("FindTokens: %v", err)
+		}
+		if len(got) != 1 {
+			t.Errorf("FindTokens(name %q) found %d tokens, want 1", q, len(got))
+		}
+	}
+}
+
+func TestUnstorableText(t *testing.T) {
+	baseURL(t)
+	// PostgreSQL text holds neither NUL nor invalid UTF-8, which Go strings
+	// from headers and query strings may carry. Writes store U+FFFD in
+	// their place; lookups by them find what SQLite would.
+	ctx := t.Context()
+	db, _ := openTemp(t)
+	ws, tok, _ := seed(t, db, "acme")
+
+	t.Run("OKEventUserAgent", func(t *testing.T) {
+		ev := newEvent("token.revoke", t0.Add(time.Second)) // the newest
+		ev.UserAgent = "curl/8 \xff\xfe\x00 end"
+		ev.Changes = json.RawMessage(`{"reason": {"from": "", "to": "bad ` + "\xff" + `"}}`)
+		if _, err := db.UpdateToken(ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+			t.Revoked, t.RevokedAt, t.RevokeReason = true, &t0, "leaked \x00"
+			return &keyward.TokenWrite{Event: ev, Now: t0}, nil
+		}); err != nil {
+			t.Fatalf("UpdateToken with unstorable text: %v", err)
+		}
+		evs, err := db.FindAuditEvents(ctx, keyward.AuditFilter{WorkspaceID: ws.ID, Limit: 1})
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("FindAuditEvents = %d, %v", len(evs), err)
+		}
+		if want := "curl/8 \uFFFD\uFFFD\uFFFD end"; evs[0].UserAgent != want {
+			t.Errorf("UserAgent = %q, want %q", evs[0].UserAgent, want)
+		}
+		var got, want any
+		json.Unmarshal(evs[0].Changes, &got)
+		json.Unmarshal(ev.Changes, &want) // encoding/json reads \xff as U+FFFD too
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("Changes = %s, want the value of %s", evs[0].Changes, ev.Changes)
+		}
+		if got, err := db.FindToken(ctx, ws.ID, tok.ID); err != nil || got.RevokeReason != "leaked \uFFFD" {
+			t.Errorf("FindToken = %+v, %v; want reason %q", got, err, "leaked \uFFFD")
+		}
+	})
+
+	t.Run("OKLookups", func(t *testing.T) {
+		for _, bad := range []string{"\xff", "a\x00b", tok.ID + "\x00"} {
+			if _, err := db.FindToken(ctx, ws.ID, bad); keyward.ErrorCode(err) != keyward.ENOTFOUND {
+				t.Errorf("FindToken(%q) = %v, want ENOTFOUND", bad, err)
+			}
+			if _, err := db.TokenByID(ctx, bad); keyward.ErrorCode(err) != keyward.ENOTFOUND {
+				t.Errorf("TokenByID(%q) = %v, want ENOTFOUND", bad, err)
+			}
+			if _, err := db.FindWorkspace(ctx, bad); keyward.ErrorCode(err) != keyward.ENOTFOUND {
+				t.Errorf("FindWorkspace(%q) = %v, want ENOTFOUND", bad, err)
+			}
+			if _, err := db.FindWorkspaceByName(ctx, bad); keyward.ErrorCode(err) != keyward.ENOTFOUND {
+				t.Errorf("FindWorkspaceByName(%q) = %v, want ENOTFOUND", bad, err)
+			}
+			if _, err := db.TokenSecrets(ctx, bad); keyward.ErrorCode(err) != keyward.ENOTFOUND {
+				t.Errorf("TokenSecrets(%q) = %v, want ENOTFOUND", bad, err)
+			}
+			if n, err := db.QuotaUsed(ctx, bad, "total"); err != nil || n != 0 {
+				t.Errorf("QuotaUsed(%q) = %d, %v; want 0", bad, n, err)
+			}
+			for _, f := range []keyward.TokenFilter{{Subject: bad}, {Scope: bad}, {Name: bad}} {
+				f.WorkspaceID = ws.ID
+				if ts, err := db.FindTokens(ctx, f); err != nil || len(ts) != 0 {
+					t.Errorf("FindTokens(%+v) = %d tokens, %v; want none", f, len(ts), err)
+				}
+			}
+			if err := db.FlushUsage(ctx, []keyward.UsageFlush{{TokenID: bad, LastUsedAt: t0, Period: "total", QuotaDelta: 1}}); err != nil {
+				t.Errorf("FlushUsage(%q) = %v, want nil (skipped)", bad, err)
+			}
+		}
+	})
+
+	t.Run("OKCursorsInByteOrder", func(t *testing.T) {
+		other := &keyward.Token{ID: keyward.NewID(keyward.PrefixToken, t0.Add(time.Second)), WorkspaceID: ws.ID, Name: "later", CreatedAt: t0, UpdatedAt: t0}
+		if err := db.CreateToken(ctx, other, &keyward.Secret{Digest: randomDigest(), KeyID: "k1"}, nil); err != nil {
+			t.Fatalf("CreateToken: %v", err)
+		}
+		tests := []struct {
+			after string
+			want  []string
+		}{
+			{"\xff", nil},                            // after every id
+			{"tok_\x00", []string{tok.ID, other.ID}}, // "tok_" < "tok_\x00" < every id
+			{tok.ID + "\x00", []string{other.ID}},
+			{tok.ID[:6] + "\xff", nil},
+		}
+		for _, tt := range tests {
+			ts, err := db.FindTokens(ctx, keyward.TokenFilter{WorkspaceID: ws.ID, After: tt.after})
+			if err != nil {
+				t.Fatalf("FindTokens(after %q): %v", tt.after, err)
+			}
+			if got := tokenIDs(ts); !slices.Equal(got, tt.want) {
+				t.Errorf("FindTokens(after %q) = %v, want %v", tt.after, got, tt.want)
+			}
+		}
+		evs, err := db.FindAuditEvents(ctx, keyward.AuditFilter{WorkspaceID: ws.ID, Before: "\xff"})
+		if err != nil || len(evs) != 2 {
+			t.Errorf("FindAuditEvents(before \\xff) = %d events, %v; want 2", len(evs), err)
+		}
+		wss, err := db.FindWorkspaces(ctx, keyward.WorkspaceFilter{After: "ws_\x00"})
+		if err != nil || len(wss) != 1 {
+			t.Errorf("FindWorkspaces(after ws_\\x00) = %d, %v; want 1", len(wss), err)
+		}
+	})
+}
+
+func tokenIDs(ts []*keyward.Token) []string {
+	var ids []string
+	for _, t := range ts {
+		ids = append(ids, t.ID)
+	}
+	return ids
+}
+
+func TestConcurrent(t *testing.T) {
+	baseURL(t)
+	t.Run("OKCreateRootTokenOnce", func(t *testing.T) {
+		// Of concurrent first root tokens, exactly one is issued.
+		ctx := t.Context()
+		a, u := openTemp(t)
+		b, err := Open(ctx, u)
+		if err != nil {
+			t.Fatalf("Open second handle: %v", err)
+		}
+		defer b.Close()
+		ws, _, _ := seed(t, a, keyward.DefaultWorkspace)
+		const callers = 8
+		errs := make([]error, callers)
+		var wg sync.WaitGroup
+		for i := range callers {
+			db := []*DB{a, b}[i%2]
+			wg.Go(func() {
+				tok, sec := rootToken(ws.ID)
+				errs[i] = db.CreateRootToken(ctx, tok, sec, newEvent("token.create", t0), false)
+			})
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			switch keyward.ErrorCode(err) {
+			case "":
+				ok++
+			case keyward.ECONFLICT:
+			default:
+				t.Errorf("CreateRootToken = %v, want nil or ECONFLICT", err)
+			}
+		}
+		if ok != 1 {
+			t.Errorf("%d of %d concurrent CreateRootToken succeeded, want exactly 1", ok, callers)
+		}
+		roots, err := a.FindTokens(ctx, keyward.TokenFilter{WorkspaceID: ws.ID, Name: "root"})
+		if err != nil || len(roots) != 1 {
+			t.Errorf("root tokens stored = %d, %v; want 1", len(roots), err)
+		}
+		if cs, err := a.Changes(ctx, 0, 0); err != nil || len(cs) != 2 {
+			t.Errorf("changes = %v, %v; want 2 (seed and root)", cs, err)
+		}
+	})
+
+	t.Run("OKUpdateTokenNoLostUpdate", func(t *testing.T) {
+		// Read-modify-write callbacks on one token through two handles:
+		// each sees the last one's result.
+		ctx := t.Context()
+		a, u := openTemp(t)
+		b, err := Open(ctx, u)
+		if err != nil {
+			t.Fatalf("Open second handle: %v", err)
+		}
+		defer b.Close()
+		ws, tok, _ := seed(t, a, "acme")
+		const workers, each = 8, 15
+		var wg sync.WaitGroup
+		errs := make(chan error, workers*each)
+		for w := range workers {
+			db := []*DB{a, b}[w%2]
+			wg.Go(func() {
+				for range each {
+					_, err := db.UpdateToken(ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+						var m struct{ N int }
+						if t.Metadata != nil {
+							if err := json.Unmarshal(t.Metadata, &m); err != nil {
+								return nil, err
+							}
+						}
+						m.N++
+						t.Metadata = json.RawMessage(`{"N": ` + strconv.Itoa(m.N) + `}`)
+						return &keyward.TokenWrite{Event: newEvent("token.update", t0), Now: t0}, nil
+					})
+					if err != nil {
+						errs <- err
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("UpdateToken: %v", err)
+		}
+		got, err := a.FindToken(ctx, ws.ID, tok.ID)
+		if err != nil {
+			t.Fatalf("FindToken: %v", err)
+		}
+		if want := fmt.Sprintf(`{"N": %d}`, workers*each); string(got.Metadata) != want {
+			t.Errorf("Metadata = %s, want %s (no lost update)", got.Metadata, want)
+		}
+		if cs, err := a.Changes(ctx, 0, 0); err != nil || len(cs) != 1+workers*each {
+			t.Errorf("%d changes, %v; want %d", len(cs), err, 1+workers*each)
+		}
+		if evs, err := a.FindAuditEvents(ctx, keyward.AuditFilter{WorkspaceID: ws.ID}); err != nil || len(evs) != 1+workers*each {
+			t.Errorf("%d audit events, %v; want %d", len(evs), err, 1+workers*each)
+		}
+	})
+
+	t.Run("OKChangesFeedHasNoGaps", func(t *testing.T) {
+		// A reader following the feed with a cursor while many
+		// transactions write never steps past a change that commits
+		// later: sequence numbers become visible in order.
+		ctx := t.Context()
+		db, _ := openTemp(t)
+		ws, _, _ := seed(t, db, "acme")
+		const writers, each = 8, 25
+		var wg sync.WaitGroup
+		errs := make(chan error, writers*each)
+		for w := range writers {
+			wg.Go(func() {
+				for i := range each {
+					now := t0.Add(time.Duration(w*each+i) * time.Millisecond)
+					nt := &keyward.Token{ID: keyward.NewID(keyward.PrefixToken, now), WorkspaceID: ws.ID, Name: "n", CreatedAt: now, UpdatedAt: now}
+					if err := db.CreateToken(ctx, nt, &keyward.Secret{Digest: randomDigest(), KeyID: "k1"}, newEvent("token.create", now)); err != nil {
+						errs <- err
+					}
+				}
+			})
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+
+		seen := map[int64]bool{}
+		var cursor int64
+		follow := func() {
+			cs, err := db.Changes(ctx, cursor, 0)
+			if err != nil {
+				t.Fatalf("Changes: %v", err)
+			}
+			for _, c := range cs {
+				seen[c.Seq] = true
+				cursor = c.Seq
+			}
+		}
+		for running := true; running; {
+			select {
+			case <-done:
+				running = false
+			default:
+			}
+			follow()
+		}
+		follow()
+		close(errs)
+		for err := range errs {
+			t.Errorf("CreateToken: %v", err)
+		}
+		all, err := db.Changes(ctx, 0, 0)
+		if err != nil {
+			t.Fatalf("Changes: %v", err)
+		}
+		if len(all) != 1+writers*each {
+			t.Fatalf("%d changes, want %d", len(all), 1+writers*each)
+		}
+		for _, c := range all {
+			if !seen[c.Seq] {
+				t.Errorf("the reader missed change %d: it committed after a later one was read", c.Seq)
+			}
+		}
+	})
+
+	t.Run("OKManyWriters", func(t *testing.T) {
+		// Creates, updates and reads from many goroutines through two
+		// handles: every write is there, seen through either.
+		ctx := t.Context()
+		a, u := openTemp(t)
+		b, err := Open(ctx, u)
+		if err != nil {
+			t.Fatalf("Open second handle: %v", err)
+		}
+		defer b.Close()
+		ws, tok, _ := seed(t, a, "acme")
+		const workers, each = 8, 10
+		var wg sync.WaitGroup
+		errs := make(chan error, workers*each*4)
+		for w := range workers {
+			db := []*DB{a, b}[w%2]
+			wg.Go(func() {
+				for i := range each {
+					now := t0.Add(time.Duration(w*each+i) * time.Millisecond)
+					id := keyward.NewID(keyward.PrefixToken, now)
+					nt := &keyward.Token{ID: id, WorkspaceID: ws.ID, Name: fmt.Sprintf("w%d-%d", w, i), CreatedAt: now, UpdatedAt: now,
+						Quota: &keyward.Quota{Limit: 10, Period: keyward.PeriodNone}}
+					if err := db.CreateToken(ctx, nt, &keyward.Secret{Digest: randomDigest(), KeyID: "k1"}, nil); err != nil {
+						errs <- err
+					}
+					if _, err := db.UpdateToken(ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+						t.Name += "."
+						return &keyward.TokenWrite{Event: newEvent("token.update", now), Now: now}, nil
+					}); err != nil {
+						errs <- err
+					}
+					// Flushes touch the shared token and this one, in
+					// either order, without deadlocking.
+					batch := []keyward.UsageFlush{
+						{TokenID: tok.ID, LastUsedAt: now, LastUsedIP: "192.0.2.1", Period: "total", QuotaDelta: 1},
+						{TokenID: id, LastUsedAt: now, Period: "total", QuotaDelta: 1},
+					}
+					if i%2 == 1 {
+						slices.Reverse(batch)
+					}
+					if err := db.FlushUsage(ctx, batch); err != nil {
+						errs <- fmt.Errorf("FlushUsage: %w", err)
+					}
+					if _, err := db.FindToken(ctx, ws.ID, id); err != nil {
+						errs <- fmt.Errorf("read own write: %w", err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		for _, db := range []*DB{a, b} {
+			ts, err := db.FindTokens(ctx, keyward.TokenFilter{WorkspaceID: ws.ID})
+			if err != nil {
+				t.Fatalf("FindTokens: %v", err)
+			}
+			if len(ts) != 1+workers*each {
+				t.Errorf("%d tokens, want %d", len(ts), 1+workers*each)
+			}
+			got, err := db.FindToken(ctx, ws.ID, tok.ID)
+			if err != nil {
+				t.Fatalf("FindToken: %v", err)
+			}
+			if want := len("t") + workers*each; len(got.Name) != want {
+				t.Errorf("name has %d characters after %d updates, want %d (no lost update)", len(got.Name), workers*each, want)
+			}
+			if n, err := db.QuotaUsed(ctx, tok.ID, "total"); err != nil || n != workers*each {
+				t.Errorf("QuotaUsed = %d, %v; want %d", n, err, workers*each)
+			}
+			cs, err := db.Changes(ctx, 0, 0)
+			if err != nil {
+				t.Fatalf("Changes: %v", err)
+			}
+			if len(cs) != 1+2*workers*each {
+				t.Errorf("%d changes, want %d", len(cs), 1+2*workers*each)
+			}
+		}
+	})
+}
+
+func TestNotify(t *testing.T) {
+	baseURL(t)
+	ctx := t.Context()
+	db, u := openTemp(t)
+	ws, tok, _ := seed(t, db, "acme")
+
+	listener, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatalf("connect listener: %v", err)
+	}
+	defer listener.Close(context.Background())
+	if _, err := listener.Exec(ctx, `LISTEN `+NotifyChannel); err != nil {
+		t.Fatalf("LISTEN: %v", err)
+	}
+
+	// wait returns once a notification with the given payload arrives.
+	// The channel is database-wide, so others may come first.
+	wait := func(t *testing.T, seq int64) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		for {
+			n, err := listener.WaitForNotification(ctx)
+			if err != nil {
+				t.Fatalf("no notification with payload %d: %v", seq, err)
+			}
+			if n.Channel == NotifyChannel && n.Payload == strconv.FormatInt(seq, 10) {
+				return
+			}
+		}
+	}
+	last := func(t *testing.T) int64 {
+		t.Helper()
+		seq, err := db.LastChange(ctx)
+		if err != nil {
+			t.Fatalf("LastChange: %v", err)
+		}
+		return seq
+	}
+
+	t.Run("OKCreateToken", func(t *testing.T) {
+		now := t0.Add(time.Second)
+		nt := &keyward.Token{ID: keyward.NewID(keyward.PrefixToken, now), WorkspaceID: ws.ID, Name: "n", CreatedAt: now, UpdatedAt: now}
+		if err := db.CreateToken(ctx, nt, &keyward.Secret{Digest: randomDigest(), KeyID: "k1"}, newEvent("token.create", now)); err != nil {
+			t.Fatalf("CreateToken: %v", err)
+		}
+		wait(t, last(t))
+	})
+
+	t.Run("OKUpdateToken", func(t *testing.T) {
+		if _, err := db.UpdateToken(ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+			t.Revoked, t.RevokedAt = true, &t0
+			return &keyward.TokenWrite{Event: newEvent("token.revoke", t0), Now: t0}, nil
+		}); err != nil {
+			t.Fatalf("UpdateToken: %v", err)
+		}
+		wait(t, last(t))
+	})
+}

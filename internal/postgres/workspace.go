@@ -1,0 +1,138 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/keyward/keyward"
+)
+
+// CreateWorkspace inserts ws and, when admin is not nil, its first
+// management token with its secret sec, and the events, all or nothing. An
+// admin token or event with an empty WorkspaceID is stored as one of ws. It
+// returns ECONFLICT when the name or id is taken, or when the admin token's
+// id or digest exists.
+func (db *DB) CreateWorkspace(ctx context.Context, ws *keyward.Workspace, admin *keyward.Token, sec *keyward.Secret, events ...*keyward.AuditEvent) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		if err := insertWorkspace(ctx, tx, ws); err != nil {
+			return err
+		}
+		var t keyward.Token
+		if admin != nil {
+			t = *admin
+			if t.WorkspaceID == "" {
+				t.WorkspaceID = ws.ID
+			}
+			if err := createToken(ctx, tx, &t, sec); err != nil {
+				return err
+			}
+		}
+		if err := lockLogs(ctx, tx); err != nil {
+			return err
+		}
+		for _, ev := range events {
+			if err := insertEvent(ctx, tx, ev, ws.ID); err != nil {
+				return err
+			}
+		}
+		if admin != nil {
+			return insertChange(ctx, tx, t.ID, t.CreatedAt)
+		}
+		return nil
+	})
+	return wrap("create workspace", err)
+}
+
+func insertWorkspace(ctx context.Context, tx pgx.Tx, ws *keyward.Workspace) error {
+	_, err := tx.Exec(ctx, `INSERT INTO workspaces (id, name, token_prefix, created_at) VALUES ($1, $2, $3, $4)`,
+		safeText(ws.ID), safeText(ws.Name), safeText(ws.TokenPrefix), ws.CreatedAt)
+	if c, ok := uniqueViolation(err); ok {
+		if c == "workspaces_name_key" {
+			return keyward.Errorf(keyward.ECONFLICT, "a workspace named %q exists", ws.Name)
+		}
+		return keyward.Errorf(keyward.ECONFLICT, "workspace %s exists", ws.ID)
+	}
+	return err
+}
+
+const workspaceColumns = `id, name, token_prefix, created_at`
+
+func scanWorkspace(row pgx.Row) (*keyward.Workspace, error) {
+	var ws keyward.Workspace
+	if err := row.Scan(&ws.ID, &ws.Name, &ws.TokenPrefix, &ws.CreatedAt); err != nil {
+		return nil, err
+	}
+	return &ws, nil
+}
+
+// FindWorkspace returns the workspace with the given id, or ENOTFOUND.
+func (db *DB) FindWorkspace(ctx context.Context, id string) (*keyward.Workspace, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	notFound := keyward.Errorf(keyward.ENOTFOUND, "workspace %s not found", id)
+	if !storable(id) {
+		return nil, notFound
+	}
+	ws, err := scanWorkspace(db.pool.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound
+	}
+	return ws, wrap("find workspace", err)
+}
+
+// FindWorkspaceByName returns the workspace with the given name (compared
+// exactly), or ENOTFOUND.
+func (db *DB) FindWorkspaceByName(ctx context.Context, name string) (*keyward.Workspace, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	notFound := keyward.Errorf(keyward.ENOTFOUND, "workspace %q not found", name)
+	if !storable(name) {
+		return nil, notFound
+	}
+	ws, err := scanWorkspace(db.pool.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE name = $1`, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound
+	}
+	return ws, wrap("find workspace", err)
+}
+
+// FindWorkspaces returns up to f.Limit workspaces (all when f.Limit is zero)
+// with an id greater than f.After, ordered by id.
+func (db *DB) FindWorkspaces(ctx context.Context, f keyward.WorkspaceFilter) ([]*keyward.Workspace, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	var args []any
+	after := cursor("id", ">", f.After, &args)
+	args = append(args, sqlLimit(f.Limit))
+	rows, err := db.pool.Query(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE `+after+` ORDER BY id LIMIT $2`, args...)
+	if err != nil {
+		return nil, wrap("find workspaces", err)
+	}
+	defer rows.Close()
+	var out []*keyward.Workspace
+	for rows.Next() {
+		ws, err := scanWorkspace(rows)
+		if err != nil {
+			return nil, wrap("find workspaces", err)
+		}
+		out = append(out, ws)
+	}
+	return out, wrap("find workspaces", rows.Err())
+}
+
+// workspaceExists returns ENOTFOUND when no workspace has the given id.
+func workspaceExists(ctx context.Context, tx pgx.Tx, id string) error {
+	var ok bool
+	if storable(id) {
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1)`, id).Scan(&ok); err != nil {
+			return err
+		}
+	}
+	if !ok {
+		return keyward.Errorf(keyward.ENOTFOUND, "workspace %s not found", id)
+	}
+	return nil
+}

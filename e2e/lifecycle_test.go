@@ -17,16 +17,20 @@ import (
 // and introspection. Then it checks that no secret was stored or logged,
 // and that a restart keeps every token's state and every quota count.
 func TestLifecycle(t *testing.T) {
+	t.Run("SQLite", func(t *testing.T) { testLifecycle(t, sqliteStore(t)) })
+	t.Run("PostgreSQL", func(t *testing.T) { testLifecycle(t, postgresStore(t)) })
+}
+
+func testLifecycle(t *testing.T, st *store) {
 	ctx := ctxT(t)
-	dataDir := t.TempDir()
-	srv := startServer(t, dataDir)
+	srv := startServer(t, st)
 	var seen secrets
 
 	// init runs as its own process beside the running server, as a user
 	// would; the server finds the root token within its lookup budget.
-	root := seen.add(initRoot(t, dataDir))
+	root := seen.add(initRoot(t, st))
 	admin := newClient(t, srv.URL, root)
-	if _, _, code := cli(t, "", nil, "init", "--data-dir", dataDir); code != 1 {
+	if _, _, code := cli(t, "", st.env, append([]string{"init"}, st.args...)...); code != 1 {
 		t.Fatalf("a second init exited %d, want 1 (a root token exists)", code)
 	}
 
@@ -210,15 +214,15 @@ func TestLifecycle(t *testing.T) {
 	}
 	// While the server runs (WAL and shared memory files in place), and
 	// after it stopped.
-	seen.assertNowhere(t, dataDir, nil)
+	seen.assertNowhere(t, st.dir, map[string]string{"database": st.dump(t)})
 	srv.stop()
 
 	t.Run("NoSecretAtRest", func(t *testing.T) {
-		seen.assertNowhere(t, dataDir, map[string]string{"server log": srv.log.String()})
+		seen.assertNowhere(t, st.dir, map[string]string{"server log": srv.log.String(), "database": st.dump(t)})
 	})
 
 	t.Run("Restart", func(t *testing.T) {
-		srv2 := startServer(t, dataDir)
+		srv2 := startServer(t, st)
 		admin2 := newClient(t, srv2.URL, root)
 		after, err := admin2.AllTokens(ctx, client.TokenFilter{})
 		if err != nil {
@@ -246,15 +250,14 @@ func TestLifecycle(t *testing.T) {
 			t.Error("last use was not flushed before shutdown")
 		}
 		srv2.stop()
-		seen.assertNowhere(t, dataDir, map[string]string{"server log after restart": srv2.log.String()})
+		seen.assertNowhere(t, st.dir, map[string]string{"server log after restart": srv2.log.String(), "database": st.dump(t)})
 	})
 }
 
 // TestHTTPBasics checks what every client relies on, on the real binary:
 // the 401 challenge, problem+json and no-store.
 func TestHTTPBasics(t *testing.T) {
-	dataDir := t.TempDir()
-	srv := startServer(t, dataDir)
+	srv := startServer(t, sqliteStore(t))
 	resp, err := http.Post(srv.URL+"/v1/tokens", "application/json", strings.NewReader(`{"name":"x"}`))
 	if err != nil {
 		t.Fatal(err)

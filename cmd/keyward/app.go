@@ -17,6 +17,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/postgres"
 	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/sqlite"
 	"github.com/keyward/keyward/internal/verify"
@@ -92,10 +93,14 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 // openStore opens the store the configuration names, creating its schema.
 func openStore(ctx context.Context, c storeConfig) (keyward.Store, error) {
 	if c.DatabaseURL != "" {
-		if strings.HasPrefix(c.DatabaseURL, "postgres://") || strings.HasPrefix(c.DatabaseURL, "postgresql://") {
-			return nil, errors.New("the PostgreSQL store is not available in this build yet; use --data-dir for the embedded store")
+		if err := checkDatabaseURL(c.DatabaseURL); err != nil {
+			return nil, err
 		}
-		return nil, errors.New("--database-url must be a postgres:// URL")
+		db, err := postgres.Open(ctx, c.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("open the PostgreSQL store: %w", err)
+		}
+		return db, nil
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -105,6 +110,14 @@ func openStore(ctx context.Context, c storeConfig) (keyward.Store, error) {
 		return nil, fmt.Errorf("open the store in %s: %w", c.DataDir, err)
 	}
 	return db, nil
+}
+
+// checkDatabaseURL accepts postgres:// and postgresql:// URLs.
+func checkDatabaseURL(u string) error {
+	if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+		return errors.New("--database-url must be a postgres:// URL")
+	}
+	return nil
 }
 
 // keyring returns the server keys: the secret given, or on the embedded
@@ -200,6 +213,13 @@ func (s *server) run(ctx context.Context) error {
 	s.log.Info("keyward listening", "addr", s.ln.Addr().String(), "url", scheme+"://"+s.ln.Addr().String(), "version", version)
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(s.ln) }()
+	if pg, ok := s.store.(*postgres.DB); ok {
+		// Other nodes' changes reach this cache at once through NOTIFY; the
+		// engine's poll catches whatever a lost connection missed.
+		lctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go pg.Listen(lctx, s.engine.Notify, s.engine.SetPush)
+	}
 	select {
 	case err := <-errc:
 		s.close(context.Background())

@@ -152,6 +152,7 @@ func topCommands() []command {
 	return []command{
 		{"init", "create the store and issue the first root management token", cmdInit},
 		{"serve", "run the server: management and verify API, dashboard, gateway", cmdServe},
+		{"migrate", "apply the store's schema migrations and exit", cmdMigrate},
 		{"token", "create, list, show, update, rotate, revoke, suspend, resume tokens", cmdToken},
 		{"verify", "verify a token read from standard input", cmdVerify},
 		{"version", "print the version", cmdVersion},

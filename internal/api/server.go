@@ -155,8 +155,12 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		out["store"], out["status"], status = "unreachable", "unavailable", http.StatusServiceUnavailable
 	}
 	if s.engine != nil {
-		if h := s.engine.Health(); h.SyncErr != nil || s.now().Sub(h.LastSync) > staleAfter {
+		h := s.engine.Health()
+		if h.SyncErr != nil || s.now().Sub(h.LastSync) > staleAfter {
 			out["cache"], out["status"], status = "stale", "degraded", http.StatusServiceUnavailable
+		}
+		if h.PushErr != nil {
+			out["notifications"], out["status"], status = "reconnecting", "degraded", http.StatusServiceUnavailable
 		}
 	}
 	writeJSON(w, status, out)

@@ -216,6 +216,25 @@ type Health struct {
 	LastSync time.Time
 	// SyncErr is the error of the last failed read of the feed, or nil.
 	SyncErr error
+	// PushErr is why the store's change notifications are not arriving, or
+	// nil (also when the store pushes none).
+	PushErr error
+}
+
+// SetPush records the state of the store's change notifications: nil when
+// they arrive, else why not. While they do not, the poll alone keeps the
+// cache current and Health reports the node degraded.
+func (e *Engine) SetPush(err error) {
+	e.healthMu.Lock()
+	was := e.health.PushErr
+	e.health.PushErr = err
+	e.healthMu.Unlock()
+	switch {
+	case err != nil && was == nil:
+		e.log.Warn("change notifications lost; reconnecting, polling meanwhile", "err", err)
+	case err == nil && was != nil:
+		e.log.Info("change notifications restored")
+	}
 }
 
 // Health reports whether the cache is known to be current.

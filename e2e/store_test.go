@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// store is where a test's keyward processes keep their data: the flags
+// and environment that name it, a directory to scan for secrets, and a dump
+// of everything stored as text.
+type store struct {
+	args []string
+	env  []string
+	dir  string // "" when nothing is on local disk
+	dump func(t *testing.T) string
+}
+
+// sqliteStore is an embedded store in a fresh data dir.
+func sqliteStore(t *testing.T) *store {
+	dir := t.TempDir()
+	return &store{args: []string{"--data-dir", dir}, dir: dir, dump: func(*testing.T) string { return "" }}
+}
+
+// postgresURL returns the test server's URL from KEYWARD_TEST_POSTGRES_URL.
+// Without it the test is skipped, or fails under CI=true, where a missing
+// service must not pass unnoticed.
+func postgresURL(t *testing.T) string {
+	t.Helper()
+	u := os.Getenv("KEYWARD_TEST_POSTGRES_URL")
+	if u == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("KEYWARD_TEST_POSTGRES_URL is not set, and CI=true: PostgreSQL tests must run in CI")
+		}
+		t.Skip("set KEYWARD_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test?sslmode=disable to run the PostgreSQL tests")
+	}
+	return u
+}
+
+// postgresStore is a PostgreSQL store in a schema of its own, dropped at
+// the end of the test. Nodes share a server secret, as in production.
+func postgresStore(t *testing.T) *store {
+	t.Helper()
+	base := postgresURL(t)
+	var raw [6]byte
+	rand.Read(raw[:])
+	schema := "keyward_e2e_" + hex.EncodeToString(raw[:])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("PostgreSQL at KEYWARD_TEST_POSTGRES_URL: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, base); err == nil {
+			c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+			c.Close(ctx)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	dbURL := u.String()
+	rand.Read(raw[:])
+	secret := strings.Repeat(hex.EncodeToString(raw[:]), 6)
+	return &store{
+		args: []string{"--database-url", dbURL},
+		env:  []string{"KEYWARD_SECRET=" + secret},
+		dump: func(t *testing.T) string { return dumpSchema(t, base, schema) },
+	}
+}
+
+// dumpSchema returns every row of every table of the schema as JSON text.
+func dumpSchema(t *testing.T, base, schema string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT table_name FROM information_schema.tables WHERE table_schema = $1`, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) < 5 {
+		t.Fatalf("schema %s has only tables %v", schema, tables)
+	}
+	var b strings.Builder
+	for _, table := range tables {
+		rows, err := conn.Query(ctx, `SELECT row_to_json(x)::text FROM `+pgx.Identifier{schema, table}.Sanitize()+` x`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range lines {
+			b.WriteString(l)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}

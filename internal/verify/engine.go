@@ -33,7 +33,24 @@ type Config struct {
 	PollInterval time.Duration
 	// MaxEntries bounds the number of cached tokens (default 1,000,000).
 	MaxEntries int
+
+	// Global, when set, enforces rate limits and quotas across all nodes.
+	Global GlobalLimits
+	// GlobalFallback says what happens while Global fails: FallbackClosed
+	// (default) refuses every verification of a limited token as
+	// RATE_LIMITED; FallbackLocal enforces each limit on this node alone,
+	// divided by Nodes.
+	GlobalFallback string
+	// Nodes is the number of nodes FallbackLocal divides limits by
+	// (default 1).
+	Nodes int
 }
+
+// Fallbacks of Config.GlobalFallback.
+const (
+	FallbackClosed = "closed"
+	FallbackLocal  = "local"
+)
 
 // Request is one verification.
 type Request struct {
@@ -150,6 +167,12 @@ func New(cfg Config) *Engine {
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = 1_000_000
 	}
+	if cfg.GlobalFallback == "" {
+		cfg.GlobalFallback = FallbackClosed
+	}
+	if cfg.Nodes <= 0 {
+		cfg.Nodes = 1
+	}
 	return &Engine{
 		cfg:          cfg,
 		log:          cfg.Log,
@@ -219,6 +242,9 @@ type Health struct {
 	// PushErr is why the store's change notifications are not arriving, or
 	// nil (also when the store pushes none).
 	PushErr error
+	// GlobalErr is the error of the last failed global limit check, or nil
+	// once one succeeds again; GlobalFallback applies meanwhile.
+	GlobalErr error
 }
 
 // SetPush records the state of the store's change notifications: nil when
@@ -320,8 +346,8 @@ func (e *Engine) Verify(ctx context.Context, req Request) Result {
 	return r
 }
 
-// Inspect runs the same checks as Verify but consumes nothing and records
-// no use; RateLimited and QuotaExceeded are reported when no slot is left.
+// Inspect runs the checks of Verify up to the scope check; it evaluates no
+// rate limit or quota, consumes nothing and records no use.
 func (e *Engine) Inspect(ctx context.Context, req Request) Result {
 	return e.verify(ctx, req, false)
 }
@@ -367,7 +393,23 @@ func (e *Engine) verify(ctx context.Context, req Request, consume bool) Result {
 			res.MissingScope = m
 		}
 	}
-	e.limits(se.tok, t, now, &res, req.IP, consume)
+	if !consume {
+		return res // inspection: limits are not evaluated
+	}
+	if e.cfg.Global != nil && res.Outcome == keyward.Valid && (t.RateLimit != nil || t.Quota != nil) {
+		if e.globalLimits(ctx, se.tok, t, now, &res, req.IP, consume) {
+			return res
+		}
+		// The global limiter failed: fall back.
+		if e.cfg.GlobalFallback != FallbackLocal {
+			res.Outcome = keyward.RateLimited
+			res.Rate = Limit{Set: true, Reset: time.Second}
+			return res
+		}
+		e.limits(se.tok, t, now, &res, req.IP, consume, e.cfg.Nodes)
+		return res
+	}
+	e.limits(se.tok, t, now, &res, req.IP, consume, 1)
 	return res
 }
 
@@ -384,21 +426,24 @@ func allowed(cidrs []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-// limits checks rate limit then quota when every earlier check passed,
-// consumes both on VALID, and fills res's limit descriptions either way.
-func (e *Engine) limits(te *tokenEntry, t *keyward.Token, now time.Time, res *Result, ip netip.Addr, consume bool) {
+// limits checks rate limit then quota on this node when every earlier
+// check passed, consumes both on VALID, and fills res's limit descriptions
+// either way. Each limit is divided by div (at least 1 remains), for the
+// fallback when global limits fail.
+func (e *Engine) limits(te *tokenEntry, t *keyward.Token, now time.Time, res *Result, ip netip.Addr, consume bool, div int) {
 	if t.RateLimit == nil && t.Quota == nil && (!consume || res.Outcome != keyward.Valid) {
 		return
 	}
 	nowNS := now.UnixNano()
 	te.mu.Lock()
-	var rateUsed int64
+	var rateUsed, rateLimit, quotaLimit int64
 	if rl := t.RateLimit; rl != nil {
-		if te.rate == nil || te.rate.limit != rl.Limit || te.rate.window != int64(rl.Window) {
-			te.rate = newLimiter(rl.Limit, time.Duration(rl.Window))
+		rateLimit = max(rl.Limit/int64(div), 1)
+		if te.rate == nil || te.rate.limit != rateLimit || te.rate.window != int64(rl.Window) {
+			te.rate = newLimiter(rateLimit, time.Duration(rl.Window))
 		}
 		rateUsed = te.rate.used(nowNS)
-		if res.Outcome == keyward.Valid && rateUsed >= rl.Limit {
+		if res.Outcome == keyward.Valid && rateUsed >= rateLimit {
 			res.Outcome = keyward.RateLimited
 		}
 	}
@@ -408,7 +453,8 @@ func (e *Engine) limits(te *tokenEntry, t *keyward.Token, now time.Time, res *Re
 		if qnum != te.quotaNum {
 			e.rollQuota(te, q, qnum)
 		}
-		if res.Outcome == keyward.Valid && te.quotaUsed >= q.Limit {
+		quotaLimit = max(q.Limit/int64(div), 1)
+		if res.Outcome == keyward.Valid && te.quotaUsed >= quotaLimit {
 			res.Outcome = keyward.QuotaExceeded
 		}
 	}
@@ -419,28 +465,105 @@ func (e *Engine) limits(te *tokenEntry, t *keyward.Token, now time.Time, res *Re
 		}
 		if t.Quota != nil {
 			te.quotaUsed++
-			te.quotaPend++
 		}
-		te.lastAt = nowNS
-		te.lastIP = ip
-		if !te.isDirty {
-			te.isDirty = true
-			e.dirtyMu.Lock()
-			e.dirty = append(e.dirty, te)
-			e.dirtyMu.Unlock()
-		}
+		e.recordUse(te, nowNS, ip, t.Quota != nil)
 	}
 	if rl := t.RateLimit; rl != nil {
-		res.Rate = Limit{Set: true, Limit: rl.Limit, Remaining: max(rl.Limit-rateUsed, 0), Reset: te.rate.reset(nowNS), Window: time.Duration(rl.Window)}
+		res.Rate = Limit{Set: true, Limit: rateLimit, Remaining: max(rateLimit-rateUsed, 0), Reset: te.rate.reset(nowNS), Window: time.Duration(rl.Window)}
 	}
 	if q := t.Quota; q != nil {
-		res.Quota = Limit{Set: true, Limit: q.Limit, Remaining: max(q.Limit-te.quotaUsed, 0)}
+		res.Quota = Limit{Set: true, Limit: quotaLimit, Remaining: max(quotaLimit-te.quotaUsed, 0)}
 		if end := q.PeriodEnd(now); !end.IsZero() {
 			res.Quota.Reset = end.Sub(now)
 			res.Quota.Window = periodLength(q.Period, now)
 		}
 	}
 	te.mu.Unlock()
+}
+
+// recordUse notes a VALID use for the next flush: last use, and one unit
+// of quota when the token has one. Called with te.mu held.
+func (e *Engine) recordUse(te *tokenEntry, nowNS int64, ip netip.Addr, quota bool) {
+	if quota {
+		te.quotaPend++
+	}
+	te.lastAt = nowNS
+	te.lastIP = ip
+	if !te.isDirty {
+		te.isDirty = true
+		e.dirtyMu.Lock()
+		e.dirty = append(e.dirty, te)
+		e.dirtyMu.Unlock()
+	}
+}
+
+// globalLimits runs the rate-limit and quota checks through the global
+// limiter. It reports false when the limiter failed, leaving res as it was.
+func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.Token, now time.Time, res *Result, ip netip.Addr, consume bool) bool {
+	req := LimitRequest{TokenID: t.ID, Now: now, Consume: consume, QuotaInit: -1}
+	var qnum int64
+	if rl := t.RateLimit; rl != nil {
+		req.RateLimit, req.RateWindow = rl.Limit, time.Duration(rl.Window)
+	}
+	if q := t.Quota; q != nil {
+		qnum = periodNum(q.Period, now)
+		req.QuotaLimit, req.QuotaPeriod = q.Limit, periodKey(q.Period, qnum)
+		if end := q.PeriodEnd(now); !end.IsZero() {
+			req.QuotaTTL = end.Sub(now) + 24*time.Hour
+		}
+	}
+	resp, err := e.cfg.Global.Check(ctx, req)
+	if err == nil && resp.QuotaMissing {
+		// A new period, or the limiter lost its data: seed it with the
+		// durable count, and what this node has not flushed yet.
+		var stored int64
+		if stored, err = e.cfg.Store.QuotaUsed(ctx, t.ID, req.QuotaPeriod); err == nil {
+			te.mu.Lock()
+			if te.quotaNum == qnum {
+				stored += te.quotaPend
+			}
+			te.mu.Unlock()
+			req.QuotaInit = stored
+			resp, err = e.cfg.Global.Check(ctx, req)
+		}
+	}
+	e.healthMu.Lock()
+	was := e.health.GlobalErr
+	e.health.GlobalErr = err
+	e.healthMu.Unlock()
+	if err != nil {
+		if was == nil {
+			e.log.Warn("global limits unavailable; falling back", "fallback", e.cfg.GlobalFallback, "err", err)
+		}
+		return false
+	}
+	if was != nil {
+		e.log.Info("global limits available again")
+	}
+	switch {
+	case resp.RateLimited:
+		res.Outcome = keyward.RateLimited
+	case resp.QuotaExceeded:
+		res.Outcome = keyward.QuotaExceeded
+	case consume:
+		te.mu.Lock()
+		if t.Quota != nil && te.quotaNum != qnum {
+			e.rollQuota(te, t.Quota, qnum)
+		}
+		e.recordUse(te, now.UnixNano(), ip, t.Quota != nil)
+		te.mu.Unlock()
+	}
+	if rl := t.RateLimit; rl != nil {
+		res.Rate = Limit{Set: true, Limit: rl.Limit, Remaining: max(rl.Limit-resp.RateUsed, 0), Reset: resp.RateReset, Window: time.Duration(rl.Window)}
+	}
+	if q := t.Quota; q != nil {
+		res.Quota = Limit{Set: true, Limit: q.Limit, Remaining: max(q.Limit-resp.QuotaUsed, 0)}
+		if end := q.PeriodEnd(now); !end.IsZero() {
+			res.Quota.Reset = end.Sub(now)
+			res.Quota.Window = periodLength(q.Period, now)
+		}
+	}
+	return true
 }
 
 // rollQuota moves a token's quota counts to period qnum; the unflushed use

@@ -1,0 +1,132 @@
+package verify_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+// fakeGlobal is a GlobalLimits with plain counters, to test how the engine
+// uses one: what it asks, how it seeds quotas, how it falls back.
+type fakeGlobal struct {
+	mu     sync.Mutex
+	fail   error
+	rate   map[string]int64
+	quota  map[string]int64 // by token id + period
+	calls  []verify.LimitRequest
+	seeded []int64
+}
+
+func newFakeGlobal() *fakeGlobal {
+	return &fakeGlobal{rate: map[string]int64{}, quota: map[string]int64{}}
+}
+
+func (f *fakeGlobal) Check(_ context.Context, req verify.LimitRequest) (verify.LimitResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, req)
+	if f.fail != nil {
+		return verify.LimitResponse{}, f.fail
+	}
+	var resp verify.LimitResponse
+	qk := req.TokenID + "/" + req.QuotaPeriod
+	if req.QuotaLimit > 0 {
+		if _, ok := f.quota[qk]; !ok {
+			if req.QuotaInit < 0 {
+				return verify.LimitResponse{QuotaMissing: true}, nil
+			}
+			f.quota[qk] = req.QuotaInit
+			f.seeded = append(f.seeded, req.QuotaInit)
+		}
+	}
+	resp.RateUsed, resp.QuotaUsed = f.rate[req.TokenID], f.quota[qk]
+	resp.RateLimited = req.RateLimit > 0 && resp.RateUsed >= req.RateLimit
+	resp.QuotaExceeded = !resp.RateLimited && req.QuotaLimit > 0 && resp.QuotaUsed >= req.QuotaLimit
+	if !resp.RateLimited && !resp.QuotaExceeded && req.Consume {
+		f.rate[req.TokenID]++
+		f.quota[qk]++
+		resp.RateUsed++
+		resp.QuotaUsed++
+	}
+	return resp, nil
+}
+
+func TestGlobalLimits(t *testing.T) {
+	g := newFakeGlobal()
+	e := newEnv(t, verify.Config{Global: g})
+	tok, text := e.create(&keyward.Token{
+		RateLimit: &keyward.RateLimit{Limit: 3, Window: keyward.Duration(time.Minute)},
+		Quota:     &keyward.Quota{Limit: 5, Period: keyward.PeriodMonth},
+	})
+	// The store already counts 2 uses this month (another node flushed
+	// them): the global count is seeded from it.
+	if err := e.store.FlushUsage(context.Background(), []keyward.UsageFlush{{TokenID: tok.ID, Period: "2026-11", QuotaDelta: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.verify(text, "")
+	expect(t, r, keyward.Valid)
+	if len(g.seeded) != 1 || g.seeded[0] != 2 {
+		t.Fatalf("seeded with %v, want [2]", g.seeded)
+	}
+	if r.Quota.Remaining != 2 || r.Rate.Remaining != 2 {
+		t.Fatalf("quota %+v rate %+v", r.Quota, r.Rate)
+	}
+	// Failures never reach the limiter, and inspection consumes nothing.
+	n := len(g.calls)
+	expect(t, e.verify(text, "", "other:scope"), keyward.InsufficientScope)
+	e.engine.Inspect(context.Background(), verify.Request{Token: text})
+	if len(g.calls) != n {
+		t.Fatalf("a failed verification or an inspection called the limiter")
+	}
+	expect(t, e.verify(text, ""), keyward.Valid)
+	expect(t, e.verify(text, ""), keyward.Valid)
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	if last := g.calls[len(g.calls)-1]; last.QuotaPeriod != "2026-11" || last.QuotaTTL <= 0 || last.RateWindow != time.Minute || !last.Consume {
+		t.Fatalf("request %+v", last)
+	}
+	// Uses admitted globally are flushed to the store for durability.
+	if err := e.engine.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if used, _ := e.store.QuotaUsed(context.Background(), tok.ID, "2026-11"); used != 5 {
+		t.Fatalf("store counts %d, want 5 (2 before + 3 here)", used)
+	}
+}
+
+func TestGlobalFallback(t *testing.T) {
+	down := errors.New("connection refused")
+	t.Run("Closed", func(t *testing.T) {
+		g := newFakeGlobal()
+		g.fail = down
+		e := newEnv(t, verify.Config{Global: g})
+		_, limited := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 100, Window: keyward.Duration(time.Minute)}})
+		_, free := e.create(&keyward.Token{})
+		expect(t, e.verify(limited, ""), keyward.RateLimited)
+		expect(t, e.verify(free, ""), keyward.Valid) // no limits: no limiter needed
+		if h := e.engine.Health(); h.GlobalErr == nil {
+			t.Fatal("Health does not report the failing limiter")
+		}
+		g.mu.Lock()
+		g.fail = nil
+		g.mu.Unlock()
+		expect(t, e.verify(limited, ""), keyward.Valid)
+		if h := e.engine.Health(); h.GlobalErr != nil {
+			t.Fatal("Health still reports the limiter failing")
+		}
+	})
+	t.Run("LocalDividedByNodes", func(t *testing.T) {
+		g := newFakeGlobal()
+		g.fail = down
+		e := newEnv(t, verify.Config{Global: g, GlobalFallback: verify.FallbackLocal, Nodes: 3})
+		_, text := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 7, Window: keyward.Duration(time.Minute)}})
+		for i := 0; i < 2; i++ { // 7/3 = 2 on this node
+			expect(t, e.verify(text, ""), keyward.Valid)
+		}
+		expect(t, e.verify(text, ""), keyward.RateLimited)
+	})
+}

@@ -45,6 +45,7 @@ type serveConfig struct {
 	LogLevel        string // debug, info, warn, error
 	LookupBudget    int
 	FlushInterval   time.Duration
+	StaleGrace      time.Duration
 	ShutdownTimeout time.Duration
 	MaxBody         int64
 }
@@ -66,6 +67,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.FlushInterval < 10*time.Millisecond || c.FlushInterval > time.Minute {
 		return errors.New("--flush-interval must be between 10ms and 1m")
+	}
+	if c.StaleGrace < 0 {
+		return errors.New("--stale-grace must not be negative")
 	}
 	if c.MaxBody < 1024 {
 		return errors.New("--max-body must be at least 1024 bytes")
@@ -172,6 +176,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		Log:           log,
 		LookupBudget:  cfg.LookupBudget,
 		FlushInterval: cfg.FlushInterval,
+		StaleGrace:    cfg.StaleGrace,
 	})
 	svc := &manage.Service{Store: s.store, Keys: keys, Engine: s.engine, Log: log}
 	if _, err := svc.EnsureDefaultWorkspace(ctx); err != nil {

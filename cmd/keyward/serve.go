@@ -19,6 +19,7 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.String(&cfg.LogLevel, "log-level", "KEYWARD_LOG_LEVEL", "info", "log `LEVEL`: debug, info, warn or error")
 	fs.Int(&cfg.LookupBudget, "lookup-budget", "KEYWARD_LOOKUP_BUDGET", 200, "at most `N` store lookups per second for tokens this node does not know; beyond it they answer NOT_FOUND")
 	fs.Duration(&cfg.FlushInterval, "flush-interval", "KEYWARD_FLUSH_INTERVAL", time.Second, "write usage (quota, last use) to the store every `DURATION`")
+	fs.Duration(&cfg.StaleGrace, "stale-grace", "KEYWARD_STALE_GRACE", 5*time.Minute, "while the store is unreachable, cached tokens keep verifying for `DURATION`; then every verification fails closed")
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "KEYWARD_SHUTDOWN_TIMEOUT", 30*time.Second, "on shutdown, let in-flight requests finish for up to `DURATION`")
 	var maxBody int
 	fs.Int(&maxBody, "max-body", "KEYWARD_MAX_BODY", 1<<20, "largest request body in `BYTES`")

@@ -59,6 +59,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var e *keyward.Error
 	if errors.As(err, &e) {
 		p.Detail, p.Errors = e.Message, e.Fields
+		if code == keyward.EUNAVAILABLE {
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable", slog.String("request_id", p.RequestID), slog.String("path", r.URL.Path), slog.Any("err", err))
+		}
 	} else {
 		p.Detail = "internal error"
 		s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", p.RequestID), slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))

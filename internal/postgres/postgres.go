@@ -66,10 +66,13 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"path"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -339,7 +342,44 @@ func wrap(op string, err error) error {
 	if errors.As(err, &e) {
 		return err
 	}
+	if unreachable(err) {
+		// The cause stays in the chain for the log; the client is told only
+		// to come back later.
+		return &unavailableError{op: op, err: err}
+	}
 	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// unreachable reports whether err means the server could not be reached or
+// the connection broke, rather than that the statement failed.
+func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe):
+		// admin_shutdown, crash_shutdown, cannot_connect_now, and the
+		// connection exceptions of class 08.
+		return pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || strings.HasPrefix(pe.Code, "08")
+	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return true
+	}
+	return pgconn.SafeToRetry(err)
+}
+
+// unavailableError is a keyward EUNAVAILABLE error that keeps its cause.
+type unavailableError struct {
+	op  string
+	err error
+}
+
+func (e *unavailableError) Error() string {
+	return "postgres: " + e.op + ": unavailable: " + e.err.Error()
+}
+func (e *unavailableError) Unwrap() []error {
+	return []error{e.err, keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable; try again shortly")}
 }
 
 // uniqueViolation returns the name of the unique constraint or index that

@@ -6,6 +6,7 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -44,7 +45,15 @@ type Config struct {
 	// Nodes is the number of nodes FallbackLocal divides limits by
 	// (default 1).
 	Nodes int
+
+	// StaleGrace bounds how long cached tokens keep verifying while the
+	// change feed cannot be read (the store is down): past it, every
+	// verification fails closed with Result.Err set. Zero means no bound.
+	StaleGrace time.Duration
 }
+
+// ErrStale is Result.Err when the cache is older than Config.StaleGrace.
+var ErrStale = errors.New("the token cache is stale: the store has been unreachable for longer than the stale grace")
 
 // Fallbacks of Config.GlobalFallback.
 const (
@@ -106,9 +115,10 @@ type Engine struct {
 	dirty   []*tokenEntry
 	carry   []keyward.UsageFlush // usage of ended quota periods, and failed flushes
 
-	lastSeq atomic.Int64
-	counts  [keyward.NumOutcomes]atomic.Uint64
-	misses  atomic.Uint64 // hits are all verifications but these
+	lastSeq  atomic.Int64
+	syncedAt atomic.Int64 // unix ns of the last full read of the feed
+	counts   [keyward.NumOutcomes]atomic.Uint64
+	misses   atomic.Uint64 // hits are all verifications but these
 
 	stop chan struct{}
 	wake chan struct{}
@@ -195,6 +205,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.lastSeq.Store(seq)
 	e.health.LastSync = e.now()
+	e.syncedAt.Store(e.health.LastSync.UnixNano())
 	e.done.Add(2)
 	go e.pollLoop()
 	go e.loop(e.cfg.FlushInterval, func(ctx context.Context) {
@@ -367,14 +378,17 @@ func (e *Engine) verify(ctx context.Context, req Request, consume bool) Result {
 			return Result{Outcome: keyward.NotFound, Err: err}
 		}
 	}
+	now := e.now()
+	nowNS := now.UnixNano()
+	if g := e.cfg.StaleGrace; g > 0 && nowNS-e.syncedAt.Load() > int64(g) {
+		return Result{Outcome: keyward.NotFound, Err: ErrStale}
+	}
 	s := se.tok.snap.Load()
 	t := s.token
 	if req.WorkspaceID != "" && t.WorkspaceID != req.WorkspaceID {
 		return Result{Outcome: keyward.NotFound}
 	}
 	res := Result{Token: t}
-	now := e.now()
-	nowNS := now.UnixNano()
 	switch {
 	case t.Revoked:
 		res.Outcome = keyward.Revoked
@@ -787,6 +801,7 @@ func (e *Engine) poll(ctx context.Context) {
 	e.health.SyncErr = err
 	if err == nil {
 		e.health.LastSync = e.now()
+		e.syncedAt.Store(e.health.LastSync.UnixNano())
 	}
 	e.healthMu.Unlock()
 	switch {

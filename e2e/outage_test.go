@@ -1,0 +1,175 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/client"
+)
+
+// ownPostgres is a PostgreSQL server of the test's own, which it may stop
+// and start.
+type ownPostgres struct {
+	t    *testing.T
+	bin  string
+	dir  string
+	port int
+	URL  string
+}
+
+// startOwnPostgres initialises and starts a PostgreSQL cluster on a free
+// loopback port, run as the postgres user (initdb refuses root) in a
+// directory that user owns. Without the PostgreSQL binaries the test is
+// skipped, or fails under CI=true.
+func startOwnPostgres(t *testing.T) *ownPostgres {
+	t.Helper()
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if len(bins) == 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no PostgreSQL binaries (/usr/lib/postgresql/*/bin/initdb), and CI=true")
+		}
+		t.Skip("the PostgreSQL server binaries are not installed (apt-get install postgresql)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("starting a PostgreSQL cluster as the postgres user needs root")
+	}
+	pg := &ownPostgres{t: t, bin: filepath.Dir(bins[len(bins)-1])}
+	dir, err := os.MkdirTemp("", "keyward-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg.dir = dir
+	t.Cleanup(func() {
+		pg.run("pg_ctl", "-D", pg.dir+"/data", "-m", "immediate", "stop")
+		os.RemoveAll(dir)
+	})
+	if out, err := exec.Command("chown", "postgres:postgres", dir).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v\n%s", err, out)
+	}
+	pg.mustRun("initdb", "-D", dir+"/data", "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg.port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	pg.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", pg.port)
+	pg.start()
+	return pg
+}
+
+// run runs one of the PostgreSQL binaries as the postgres user.
+func (pg *ownPostgres) run(name string, args ...string) ([]byte, error) {
+	return exec.Command("runuser", append([]string{"-u", "postgres", "--", filepath.Join(pg.bin, name)}, args...)...).CombinedOutput()
+}
+
+func (pg *ownPostgres) mustRun(name string, args ...string) {
+	pg.t.Helper()
+	if out, err := pg.run(name, args...); err != nil {
+		pg.t.Fatalf("%s: %v\n%s", name, err, out)
+	}
+}
+
+func (pg *ownPostgres) start() {
+	pg.t.Helper()
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", pg.port, pg.dir)
+	pg.mustRun("pg_ctl", "-D", pg.dir+"/data", "-o", opts, "-l", pg.dir+"/log", "-w", "-t", "60", "start")
+}
+
+func (pg *ownPostgres) stop() {
+	pg.t.Helper()
+	pg.mustRun("pg_ctl", "-D", pg.dir+"/data", "-m", "fast", "-w", "stop")
+}
+
+// TestPostgresOutage stops the PostgreSQL server under a running node:
+// cached tokens keep verifying, unknown tokens are refused, writes answer
+// 503 with Retry-After, /readyz says so; when the server returns, writes
+// work again without a restart and nothing acknowledged was lost.
+func TestPostgresOutage(t *testing.T) {
+	ctx := ctxT(t)
+	pg := startOwnPostgres(t)
+	st := &store{
+		args: []string{"--database-url", pg.URL},
+		env:  []string{"KEYWARD_SECRET=" + strings.Repeat("outage-test-secret-", 3)},
+		dump: func(*testing.T) string { return "" },
+	}
+	srv := startServer(t, st, "--stale-grace", "10m")
+	root := initRoot(t, st)
+	admin := newClient(t, srv.URL, root)
+	before, err := admin.CreateToken(ctx, client.CreateTokenRequest{Name: "made before the outage", Scopes: []string{"orders:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectCode(t, admin, client.VerifyRequest{Token: before.Secret}, "VALID")
+
+	pg.stop()
+
+	t.Run("CachedTokensVerify", func(t *testing.T) {
+		expectCode(t, admin, client.VerifyRequest{Token: before.Secret, Scopes: []string{"orders:read"}}, "VALID")
+	})
+	t.Run("UnknownTokensFailClosed", func(t *testing.T) {
+		_, err := admin.Verify(ctx, client.VerifyRequest{Token: "kw_AbCdEfGhIjKlMnOpQrStUvWxYz0123452ZGy5c"})
+		if client.StatusCode(err) != http.StatusServiceUnavailable {
+			t.Fatalf("verify of an unknown token during the outage: %v, want 503", err)
+		}
+	})
+	t.Run("WritesAnswer503", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/tokens", strings.NewReader(`{"name":"during the outage"}`))
+		req.Header.Set("Authorization", "Bearer "+root)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("create during the outage: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("Content-Type"))
+		}
+	})
+	t.Run("NotReady", func(t *testing.T) {
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz during the outage: %d", resp.StatusCode)
+		}
+	})
+
+	pg.start()
+
+	t.Run("Recovers", func(t *testing.T) {
+		deadline := time.Now().Add(30 * time.Second)
+		var after *client.IssuedToken
+		for {
+			after, err = admin.CreateToken(ctx, client.CreateTokenRequest{Name: "made after the outage"})
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("no write succeeded within 30s of the server's return: %v", err)
+		}
+		expectCode(t, admin, client.VerifyRequest{Token: after.Secret}, "VALID")
+		got, err := admin.GetToken(ctx, before.ID)
+		if err != nil || got.Name != "made before the outage" {
+			t.Fatalf("the token made before the outage: %+v, %v", got, err)
+		}
+		for time.Now().Before(deadline) {
+			if admin.Ready(context.Background()) == nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Fatal("/readyz did not recover")
+	})
+}

@@ -69,7 +69,7 @@ func (b *syncBuffer) String() string {
 
 // server is one keyward serve process.
 type server struct {
-	t       *testing.T
+	t       testing.TB
 	cmd     *exec.Cmd
 	URL     string
 	log     *syncBuffer
@@ -81,7 +81,7 @@ var listenRE = regexp.MustCompile(`msg="keyward listening" addr=(127\.0\.0\.1:\d
 
 // startServer runs keyward serve on 127.0.0.1:0 over the store and waits
 // until it listens. The process is stopped at the end of the test.
-func startServer(t *testing.T, st *store, args ...string) *server {
+func startServer(t testing.TB, st *store, args ...string) *server {
 	t.Helper()
 	s := &server{t: t, log: &syncBuffer{}, exited: make(chan struct{})}
 	all := append(append([]string{"serve", "--addr", "127.0.0.1:0", "--flush-interval", "50ms"}, st.args...), args...)
@@ -157,7 +157,7 @@ func baseEnv() []string {
 }
 
 // cli runs the keyward CLI and returns its stdout and exit code.
-func cli(t *testing.T, stdin string, env []string, args ...string) (string, string, int) {
+func cli(t testing.TB, stdin string, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(baseEnv(), env...)
@@ -175,7 +175,7 @@ func cli(t *testing.T, stdin string, env []string, args ...string) (string, stri
 }
 
 // initRoot runs keyward init --output json and returns the root token.
-func initRoot(t *testing.T, st *store, extra ...string) string {
+func initRoot(t testing.TB, st *store, extra ...string) string {
 	t.Helper()
 	out, errOut, code := cli(t, "", st.env, append(append([]string{"init", "--output", "json"}, st.args...), extra...)...)
 	if code != 0 {
@@ -188,7 +188,7 @@ func initRoot(t *testing.T, st *store, extra ...string) string {
 	return v.Token
 }
 
-func newClient(t *testing.T, url, token string) *client.Client {
+func newClient(t testing.TB, url, token string) *client.Client {
 	t.Helper()
 	c, err := client.New(url, token)
 	if err != nil {
@@ -254,13 +254,13 @@ func (s *secrets) assertNowhere(t *testing.T, dir string, texts map[string]strin
 	}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func expectCode(t *testing.T, c *client.Client, req client.VerifyRequest, want string) *client.VerifyResponse {
+func expectCode(t testing.TB, c *client.Client, req client.VerifyRequest, want string) *client.VerifyResponse {
 	t.Helper()
 	_, file, line, _ := runtime.Caller(1)
 	res, err := c.Verify(context.Background(), req)

@@ -99,7 +99,7 @@ func TestPostgresOutage(t *testing.T) {
 	st := &store{
 		args: []string{"--database-url", pg.URL},
 		env:  []string{"KEYWARD_SECRET=" + strings.Repeat("outage-test-secret-", 3)},
-		dump: func(*testing.T) string { return "" },
+		dump: func(testing.TB) string { return "" },
 	}
 	srv := startServer(t, st, "--stale-grace", "10m")
 	root := initRoot(t, st)

@@ -20,19 +20,19 @@ type store struct {
 	args []string
 	env  []string
 	dir  string // "" when nothing is on local disk
-	dump func(t *testing.T) string
+	dump func(t testing.TB) string
 }
 
 // sqliteStore is an embedded store in a fresh data dir.
-func sqliteStore(t *testing.T) *store {
+func sqliteStore(t testing.TB) *store {
 	dir := t.TempDir()
-	return &store{args: []string{"--data-dir", dir}, dir: dir, dump: func(*testing.T) string { return "" }}
+	return &store{args: []string{"--data-dir", dir}, dir: dir, dump: func(testing.TB) string { return "" }}
 }
 
 // postgresURL returns the test server's URL from KEYWARD_TEST_POSTGRES_URL.
 // Without it the test is skipped, or fails under CI=true, where a missing
 // service must not pass unnoticed.
-func postgresURL(t *testing.T) string {
+func postgresURL(t testing.TB) string {
 	t.Helper()
 	u := os.Getenv("KEYWARD_TEST_POSTGRES_URL")
 	if u == "" {
@@ -46,7 +46,7 @@ func postgresURL(t *testing.T) string {
 
 // postgresStore is a PostgreSQL store in a schema of its own, dropped at
 // the end of the test. Nodes share a server secret, as in production.
-func postgresStore(t *testing.T) *store {
+func postgresStore(t testing.TB) *store {
 	t.Helper()
 	base := postgresURL(t)
 	var raw [6]byte
@@ -83,12 +83,12 @@ func postgresStore(t *testing.T) *store {
 	return &store{
 		args: []string{"--database-url", dbURL},
 		env:  []string{"KEYWARD_SECRET=" + secret},
-		dump: func(t *testing.T) string { return dumpSchema(t, base, schema) },
+		dump: func(t testing.TB) string { return dumpSchema(t, base, schema) },
 	}
 }
 
 // dumpSchema returns every row of every table of the schema as JSON text.
-func dumpSchema(t *testing.T, base, schema string) string {
+func dumpSchema(t testing.TB, base, schema string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

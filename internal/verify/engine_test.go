@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -438,4 +439,36 @@ func BenchmarkVerifyParallel(b *testing.B) {
 			e.engine.Verify(ctx, req)
 		}
 	})
+}
+
+// BenchmarkCacheMemory loads tokens into the cache and reports the heap
+// each one costs (a token with two scopes, a CIDR and a rate limit).
+func BenchmarkCacheMemory(b *testing.B) {
+	const n = 5000
+	e := newEnv(b, verify.Config{})
+	ctx := context.Background()
+	ids := make([]string, 0, n)
+	texts := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		tok, text := e.create(benchToken())
+		ids, texts = append(ids, tok.ID), append(texts, text)
+	}
+	// A fresh engine, so that only the cache fills below is counted.
+	e.close()
+	e.open(verify.Config{LookupBudget: 1 << 30}, secretA)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for b.Loop() {
+		for _, text := range texts {
+			e.engine.Verify(ctx, verify.Request{Token: text, IP: netip.MustParseAddr("203.0.113.1"), Scopes: []string{"orders:read"}})
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if _, _, size := e.engine.CacheStats(); size != n {
+		b.Fatalf("%d cached, want %d", size, n)
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/token")
+	runtime.KeepAlive(ids)
 }

@@ -68,7 +68,10 @@ func (e *env) open(cfg verify.Config, current string, previous ...string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cfg.Store, cfg.Keys, cfg.Now = db, keys, e.clock.Now
+	cfg.Store, cfg.Keys = db, keys
+	if cfg.Now == nil {
+		cfg.Now = e.clock.Now
+	}
 	eng := verify.New(cfg)
 	if err := eng.Start(ctx); err != nil {
 		e.t.Fatal(err)
@@ -402,7 +405,7 @@ func benchToken() *keyward.Token {
 // BenchmarkHMAC is the baseline of BenchmarkVerify: one HMAC-SHA-256 of
 // the same token under the same key.
 func BenchmarkHMAC(b *testing.B) {
-	e := newEnv(b, verify.Config{})
+	e := newEnv(b, verify.Config{Now: time.Now})
 	_, text := e.create(benchToken())
 	b.ReportAllocs()
 	for b.Loop() {
@@ -413,7 +416,7 @@ func BenchmarkHMAC(b *testing.B) {
 // BenchmarkVerify verifies a cached valid token with scopes, a CIDR
 // allowlist and a rate limit.
 func BenchmarkVerify(b *testing.B) {
-	e := newEnv(b, verify.Config{})
+	e := newEnv(b, verify.Config{Now: time.Now})
 	_, text := e.create(benchToken())
 	req := verify.Request{Token: text, Scopes: []string{"orders:read"}, IP: netip.MustParseAddr("203.0.113.9")}
 	ctx := context.Background()
@@ -429,7 +432,7 @@ func BenchmarkVerify(b *testing.B) {
 // BenchmarkVerifyParallel is BenchmarkVerify from all cores on one token,
 // the worst case for the token's lock.
 func BenchmarkVerifyParallel(b *testing.B) {
-	e := newEnv(b, verify.Config{})
+	e := newEnv(b, verify.Config{Now: time.Now})
 	_, text := e.create(benchToken())
 	req := verify.Request{Token: text, Scopes: []string{"orders:read"}, IP: netip.MustParseAddr("203.0.113.9")}
 	ctx := context.Background()

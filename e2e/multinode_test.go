@@ -18,9 +18,10 @@ type cluster struct {
 	c     []*client.Client // one client per node, with the root token
 }
 
-func startCluster(t testing.TB, n int, args ...string) *cluster {
+func startCluster(t testing.TB, n int, env []string, args ...string) *cluster {
 	t.Helper()
 	cl := &cluster{store: postgresStore(t)}
+	cl.store.env = append(cl.store.env, env...)
 	// init first: it creates the schema once, then the nodes start on it.
 	cl.root = initRoot(t, cl.store)
 	for i := 0; i < n; i++ {
@@ -56,7 +57,7 @@ func waitCode(t testing.TB, c *client.Client, token, want string, timeout time.D
 // through node 1 is seen by nodes 2 and 3.
 func TestMultiNode(t *testing.T) {
 	ctx := ctxT(t)
-	cl := startCluster(t, 3)
+	cl := startCluster(t, 3, nil)
 	tok, err := cl.c[0].CreateToken(ctx, client.CreateTokenRequest{Name: "shared"})
 	if err != nil {
 		t.Fatal(err)
@@ -98,11 +99,59 @@ func TestMultiNode(t *testing.T) {
 	})
 }
 
+// TestGlobalRateLimit runs three nodes with limits on Redis: 300
+// concurrent verifications of a token limited to 50 per minute, spread
+// over the nodes, admit exactly 50; a quota holds across nodes likewise.
+func TestGlobalRateLimit(t *testing.T) {
+	ctx := ctxT(t)
+	cl := startCluster(t, 3, []string{"KEYWARD_REDIS_URL=" + redisURL(t)})
+	for _, tc := range []struct {
+		name string
+		req  client.CreateTokenRequest
+		want string
+	}{
+		{"RateLimit", client.CreateTokenRequest{Name: "rate", RateLimit: &client.RateLimit{Limit: 50, Window: client.Duration(time.Minute)}}, "RATE_LIMITED"},
+		{"Quota", client.CreateTokenRequest{Name: "quota", Quota: &client.Quota{Limit: 40, Period: "day"}}, "QUOTA_EXCEEDED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, err := cl.c[0].CreateToken(ctx, tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			codes := map[string]int{}
+			var wg sync.WaitGroup
+			for i := 0; i < 300; i++ {
+				wg.Add(1)
+				go func(c *client.Client) {
+					defer wg.Done()
+					res, err := c.Verify(ctx, client.VerifyRequest{Token: tok.Secret})
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						codes["error: "+err.Error()]++
+						return
+					}
+					codes[res.Code]++
+				}(cl.c[i%3])
+			}
+			wg.Wait()
+			limit := 50
+			if tc.req.Quota != nil {
+				limit = 40
+			}
+			if codes["VALID"] != limit || codes[tc.want] != 300-limit {
+				t.Fatalf("codes %v, want %d VALID and %d %s", codes, limit, 300-limit, tc.want)
+			}
+		})
+	}
+}
+
 // BenchmarkRevocationPropagation revokes tokens through node 1 of three
 // and measures how long until nodes 2 and 3 both answer REVOKED, reporting
 // p50 and p99 in milliseconds. Each node runs the shipped defaults.
 func BenchmarkRevocationPropagation(b *testing.B) {
-	cl := startCluster(b, 3)
+	cl := startCluster(b, 3, nil)
 	ctx := context.Background()
 	var lat []time.Duration
 	for b.Loop() {

@@ -125,3 +125,17 @@ func dumpSchema(t testing.TB, base, schema string) string {
 	}
 	return b.String()
 }
+
+// redisURL returns the test Redis server's URL from KEYWARD_TEST_REDIS_URL,
+// skipping (or failing under CI=true) without it.
+func redisURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("KEYWARD_TEST_REDIS_URL")
+	if u == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("KEYWARD_TEST_REDIS_URL is not set, and CI=true: Redis tests must run in CI")
+		}
+		t.Skip("set KEYWARD_TEST_REDIS_URL=redis://127.0.0.1:6379/0 to run the Redis tests")
+	}
+	return u
+}

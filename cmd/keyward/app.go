@@ -18,6 +18,7 @@ import (
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/postgres"
+	"github.com/keyward/keyward/internal/redislimit"
 	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/sqlite"
 	"github.com/keyward/keyward/internal/verify"
@@ -46,6 +47,9 @@ type serveConfig struct {
 	LookupBudget    int
 	FlushInterval   time.Duration
 	StaleGrace      time.Duration
+	RedisURL        string // KEYWARD_REDIS_URL or _FILE: global limits
+	RedisFallback   string // closed or local
+	Nodes           int
 	ShutdownTimeout time.Duration
 	MaxBody         int64
 }
@@ -67,6 +71,15 @@ func (c *serveConfig) validate() error {
 	}
 	if c.FlushInterval < 10*time.Millisecond || c.FlushInterval > time.Minute {
 		return errors.New("--flush-interval must be between 10ms and 1m")
+	}
+	if c.RedisFallback != verify.FallbackClosed && c.RedisFallback != verify.FallbackLocal {
+		return fmt.Errorf("--redis-fallback must be closed or local, not %q", c.RedisFallback)
+	}
+	if c.Nodes < 1 {
+		return errors.New("--nodes must be at least 1")
+	}
+	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+		return errors.New("KEYWARD_REDIS_URL must be a redis:// or rediss:// URL")
 	}
 	if c.StaleGrace < 0 {
 		return errors.New("--stale-grace must not be negative")
@@ -150,6 +163,7 @@ type server struct {
 	log    *slog.Logger
 	store  keyward.Store
 	engine *verify.Engine
+	limits *redislimit.Limiter // nil without --redis-url
 	http   *http.Server
 	ln     net.Listener
 }
@@ -170,14 +184,27 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if s.store, err = openStore(ctx, cfg.storeConfig); err != nil {
 		return nil, err
 	}
-	s.engine = verify.New(verify.Config{
-		Store:         s.store,
-		Keys:          keys,
-		Log:           log,
-		LookupBudget:  cfg.LookupBudget,
-		FlushInterval: cfg.FlushInterval,
-		StaleGrace:    cfg.StaleGrace,
-	})
+	vcfg := verify.Config{
+		Store:          s.store,
+		Keys:           keys,
+		Log:            log,
+		LookupBudget:   cfg.LookupBudget,
+		FlushInterval:  cfg.FlushInterval,
+		StaleGrace:     cfg.StaleGrace,
+		GlobalFallback: cfg.RedisFallback,
+		Nodes:          cfg.Nodes,
+	}
+	var probes []api.Probe
+	if cfg.RedisURL != "" {
+		// A node starts even while Redis is down: the fallback applies
+		// until it answers.
+		if s.limits, err = redislimit.New(ctx, cfg.RedisURL, redislimit.Options{}); err != nil {
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+		vcfg.Global = s.limits
+		probes = append(probes, api.Probe{Name: "redis", Check: s.limits.Ping, Fallback: "limits fall back to " + cfg.RedisFallback})
+	}
+	s.engine = verify.New(vcfg)
 	svc := &manage.Service{Store: s.store, Keys: keys, Engine: s.engine, Log: log}
 	if _, err := svc.EnsureDefaultWorkspace(ctx); err != nil {
 		return nil, fmt.Errorf("create the default workspace: %w", err)
@@ -185,7 +212,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if err := s.engine.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start the verification engine: %w", err)
 	}
-	a := api.New(api.Config{Service: svc, Engine: s.engine, Store: s.store, Log: log, MaxBody: cfg.MaxBody, Version: version})
+	a := api.New(api.Config{Service: svc, Engine: s.engine, Store: s.store, Log: log, MaxBody: cfg.MaxBody, Version: version, Probes: probes})
 	s.http = &http.Server{
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -248,6 +275,9 @@ func (s *server) close(ctx context.Context) error {
 		if err := s.engine.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush usage: %w", err))
 		}
+	}
+	if s.limits != nil {
+		errs = append(errs, s.limits.Close())
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())

@@ -19,6 +19,8 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.String(&cfg.LogLevel, "log-level", "KEYWARD_LOG_LEVEL", "info", "log `LEVEL`: debug, info, warn or error")
 	fs.Int(&cfg.LookupBudget, "lookup-budget", "KEYWARD_LOOKUP_BUDGET", 200, "at most `N` store lookups per second for tokens this node does not know; beyond it they answer NOT_FOUND")
 	fs.Duration(&cfg.FlushInterval, "flush-interval", "KEYWARD_FLUSH_INTERVAL", time.Second, "write usage (quota, last use) to the store every `DURATION`")
+	fs.String(&cfg.RedisFallback, "redis-fallback", "KEYWARD_REDIS_FALLBACK", "closed", "while Redis is unreachable: `MODE` closed (refuse limited tokens) or local (each node enforces limit/--nodes)")
+	fs.Int(&cfg.Nodes, "nodes", "KEYWARD_NODES", 1, "number of nodes, by which --redis-fallback local divides each limit")
 	fs.Duration(&cfg.StaleGrace, "stale-grace", "KEYWARD_STALE_GRACE", 5*time.Minute, "while the store is unreachable, cached tokens keep verifying for `DURATION`; then every verification fails closed")
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "KEYWARD_SHUTDOWN_TIMEOUT", 30*time.Second, "on shutdown, let in-flight requests finish for up to `DURATION`")
 	var maxBody int
@@ -44,6 +46,7 @@ func addSecretEnvHelp(fs *flagSet) {
 	fs.Env("KEYWARD_SECRET", "server secret (at least 32 bytes) that keys token digests; on SQLite generated into the data dir when unset")
 	fs.Env("KEYWARD_SECRET_FILE", "file holding the server secret, instead of KEYWARD_SECRET")
 	fs.Env("KEYWARD_SECRET_PREVIOUS", "earlier server secrets, comma-separated, while rotating it (also _FILE)")
+	fs.Env("KEYWARD_REDIS_URL", "redis://... for rate limits and quotas enforced across all nodes (also _FILE; it may hold a password)")
 }
 
 // loadSecrets fills the secrets of c from KEYWARD_SECRET and
@@ -90,6 +93,9 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if err := loadSecrets(e, &cfg.storeConfig); err != nil {
+		return err
+	}
+	if cfg.RedisURL, err = e.secretEnv("KEYWARD_REDIS_URL"); err != nil {
 		return err
 	}
 	if err := cfg.validate(); err != nil {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -23,7 +24,7 @@ type metrics struct {
 	handler  http.Handler
 }
 
-func newMetrics(engine *verify.Engine, version string) *metrics {
+func newMetrics(engine *verify.Engine, version string, probes []Probe) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyward_http_requests_total",
@@ -58,6 +59,19 @@ func newMetrics(engine *verify.Engine, version string) *metrics {
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyward_cache_tokens", Help: "Tokens held in the verification cache."},
 				func() float64 { _, _, n := engine.CacheStats(); return float64(n) }),
 		)
+	}
+	for _, p := range probes {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyward_dependency_up", Help: "1 when the dependency answers, else 0.",
+			ConstLabels: prometheus.Labels{"dependency": p.Name},
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if p.Check(ctx) != nil {
+				return 0
+			}
+			return 1
+		}))
 	}
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m

@@ -5,6 +5,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -30,6 +31,19 @@ type Config struct {
 	MaxBody int64
 	// Version is reported in metrics.
 	Version string
+	// Probes are dependencies besides the store that /readyz and /metrics
+	// report on.
+	Probes []Probe
+}
+
+// Probe checks one dependency. A failing critical probe makes /readyz
+// answer 503; any other failing probe shows in its body as degraded, with
+// Fallback saying what the node does meanwhile.
+type Probe struct {
+	Name     string
+	Check    func(ctx context.Context) error
+	Critical bool
+	Fallback string
 }
 
 // Server is the HTTP API. Build it with New and serve its Handler.
@@ -43,6 +57,7 @@ type Server struct {
 	metrics *metrics
 	handler http.Handler
 	mux     *http.ServeMux
+	probes  []Probe
 }
 
 // route is one endpoint. Every route of the API is listed in routes, which
@@ -89,6 +104,7 @@ func New(cfg Config) *Server {
 		log:     cfg.Log,
 		now:     cfg.Now,
 		maxBody: cfg.MaxBody,
+		probes:  cfg.Probes,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -99,7 +115,7 @@ func New(cfg Config) *Server {
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
 	}
-	s.metrics = newMetrics(s.engine, cfg.Version)
+	s.metrics = newMetrics(s.engine, cfg.Version, cfg.Probes)
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		var h http.Handler = rt.Handler
@@ -161,6 +177,22 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		}
 		if h.PushErr != nil {
 			out["notifications"], out["status"], status = "reconnecting", "degraded", http.StatusServiceUnavailable
+		}
+	}
+	for _, p := range s.probes {
+		out[p.Name] = "ok"
+		if err := p.Check(r.Context()); err != nil {
+			s.log.Warn("readiness probe failed", "probe", p.Name, "err", err)
+			out[p.Name] = "unreachable"
+			if p.Fallback != "" {
+				out[p.Name] += "; " + p.Fallback
+			}
+			if out["status"] == "ok" {
+				out["status"] = "degraded"
+			}
+			if p.Critical {
+				status = http.StatusServiceUnavailable
+			}
 		}
 	}
 	writeJSON(w, status, out)

@@ -1,0 +1,263 @@
+// Package redislimit enforces rate limits and quotas across all nodes with
+// Redis: it implements verify.GlobalLimits with one Lua script per check.
+//
+// Keys, for a prefix P (default "keyward:") and a token id T:
+//
+//	P rl:{T}          hash: "w" → sub-window width in ns; "<n>" → admissions
+//	                  counted in sub-window n (n = floor(unix ns / width))
+//	P q:{T}:<period>  string: quota count of one period ("2026-11", "total")
+//
+// The braces are a Redis Cluster hash tag, so all keys of one token share a
+// slot and the script may touch them together.
+//
+// The rate limit is the conservative sliding-window counter of package
+// verify, computed on the time the caller gives (LimitRequest.Now), never on
+// Redis's clock, so tests can drive time and every node measures the same
+// way. The nodes' clocks must therefore agree to within one sub-window
+// (window/verify.Buckets, 3 s for a one-minute window): a node whose clock
+// is ahead drops sub-windows that a node whose clock is behind would still
+// count, so a larger skew lets the limit be exceeded by what they held.
+// Sub-windows later than a node's own are counted, and the hash lives one
+// sub-window longer than the rule needs, for the same reason.
+package redislimit
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward/internal/verify"
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultTimeout is the dial, read and write timeout of a Limiter whose
+// Options leave them zero. A verification waits at most about this long per
+// attempt for Redis instead of hanging.
+const DefaultTimeout = 500 * time.Millisecond
+
+// minWidth is the narrowest sub-window. Sub-window numbers are then below
+// 2^53 and exact in Lua's float arithmetic; windows under 20 ms are counted
+// a little more conservatively than verify's local limiter counts them.
+const minWidth = int64(time.Millisecond)
+
+//go:embed check.lua
+var checkSource string
+
+// checkScript is run with EVALSHA, and with EVAL when Redis does not have it
+// cached (after a restart or SCRIPT FLUSH).
+var checkScript = redis.NewScript(checkSource)
+
+// Options configures a Limiter. The zero value is usable.
+type Options struct {
+	// KeyPrefix starts every key; default "keyward:". It must not contain
+	// '{' or '}', which would change the keys' cluster hash tag.
+	KeyPrefix string
+
+	// DialTimeout, ReadTimeout and WriteTimeout bound each attempt; zero
+	// takes the URL's dial_timeout, read_timeout or write_timeout
+	// parameter, or DefaultTimeout. ReadTimeout also bounds the wait for a
+	// free pooled connection. A Check thus fails after at most about
+	// (MaxRetries+1)·(DialTimeout+WriteTimeout+ReadTimeout), or earlier at
+	// its context's deadline.
+	DialTimeout  time.Duration
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+
+	// PoolSize is the maximum number of connections; zero takes the URL's
+	// pool_size or go-redis's default (10 per CPU).
+	PoolSize int
+
+	// MaxRetries is how often a failed network attempt is retried; zero
+	// means 1, -1 means none. A retried check may have run on Redis once
+	// already, in which case it consumes twice: that only denies early.
+	MaxRetries int
+}
+
+// Limiter is a verify.GlobalLimits on Redis. It is safe for concurrent use.
+type Limiter struct {
+	rdb    *redis.Client
+	prefix string
+}
+
+var _ verify.GlobalLimits = (*Limiter)(nil)
+
+// New returns a Limiter for the Redis server at url (redis://[user:pass@]
+// host:port/db, or rediss:// for TLS). It fails only when url or opts are
+// invalid: it does not wait for the server, so that a node starts while
+// Redis is down; Check and Ping report that it does not answer. The caller
+// must Close the Limiter.
+func New(ctx context.Context, url string, opts Options) (*Limiter, error) {
+	ro, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redislimit: %w", err)
+	}
+	prefix := opts.KeyPrefix
+	if prefix == "" {
+		prefix = "keyward:"
+	}
+	if strings.ContainsAny(prefix, "{}") {
+		return nil, fmt.Errorf("redislimit: key prefix %q contains a brace", prefix)
+	}
+	timeout := func(opt, fromURL time.Duration) time.Duration {
+		switch {
+		case opt != 0:
+			return opt
+		case fromURL != 0:
+			return fromURL
+		}
+		return DefaultTimeout
+	}
+	ro.DialTimeout = timeout(opts.DialTimeout, ro.DialTimeout)
+	ro.ReadTimeout = timeout(opts.ReadTimeout, ro.ReadTimeout)
+	ro.WriteTimeout = timeout(opts.WriteTimeout, ro.WriteTimeout)
+	if ro.PoolTimeout == 0 && ro.ReadTimeout > 0 {
+		// go-redis waits ReadTimeout+1s for a free connection by default.
+		ro.PoolTimeout = ro.ReadTimeout
+	}
+	if opts.PoolSize != 0 {
+		ro.PoolSize = opts.PoolSize
+	}
+	ro.MaxRetries = opts.MaxRetries
+	if ro.MaxRetries == 0 {
+		ro.MaxRetries = 1 // go-redis would take 3
+	}
+	if ro.DialerRetries == 0 {
+		// go-redis dials 5 times per attempt, 100 ms apart; MaxRetries
+		// is retry enough.
+		ro.DialerRetries = 1
+	}
+	ro.ContextTimeoutEnabled = true // a caller's shorter deadline wins
+	ro.DisableIdentity = true       // no CLIENT SETINFO, which Redis < 7.2 lacks
+
+	// No ping here: a node must start while Redis is down, and fall back
+	// until it answers. Check and Ping report the failure.
+	return &Limiter{rdb: redis.NewClient(ro), prefix: prefix}, nil
+}
+
+// Close closes the Limiter's connections. Check must not be called
+// afterwards.
+func (l *Limiter) Close() error {
+	return l.rdb.Close()
+}
+
+// Ping reports, as an error, whether the Redis server cannot be reached.
+func (l *Limiter) Ping(ctx context.Context) error {
+	if err := l.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redislimit: ping: %w", err)
+	}
+	return nil
+}
+
+// Result flags of check.lua.
+const (
+	flagRateLimited   = 1
+	flagQuotaMissing  = 2
+	flagQuotaExceeded = 4
+)
+
+// Check runs the rate-limit check and then the quota check of one
+// verification atomically on Redis and, when both pass and req.Consume is
+// set, consumes one unit of each. A rate limit is enforced when
+// req.RateLimit > 0, a quota when req.QuotaLimit > 0; with neither, Check
+// answers without asking Redis.
+//
+// When the rate limit denies, the quota is not checked: the response then
+// holds the stored quota count, or max(req.QuotaInit, 0) when there is none,
+// and never QuotaMissing. When the window changes between calls, the
+// counts of the old sub-windows are carried over to the new width, each no
+// earlier than it happened, so a change never admits more; a changed limit
+// applies to the counts as they stand.
+//
+// Check returns an error when Redis does not answer within the Limiter's
+// timeouts or ctx; the check may then have consumed or not.
+func (l *Limiter) Check(ctx context.Context, req verify.LimitRequest) (verify.LimitResponse, error) {
+	var res verify.LimitResponse
+	rate, quota := req.RateLimit > 0, req.QuotaLimit > 0
+	if !rate && !quota {
+		return res, nil
+	}
+	if req.TokenID == "" {
+		return res, errors.New("redislimit: empty token id")
+	}
+	if rate && req.RateWindow <= 0 {
+		return res, fmt.Errorf("redislimit: rate window %v", req.RateWindow)
+	}
+	if quota && req.QuotaPeriod == "" {
+		return res, errors.New("redislimit: empty quota period")
+	}
+
+	now := req.Now.UnixNano()
+	window := int64(req.RateWindow)
+	width := max(window/verify.Buckets, minWidth)
+	b := floorDiv(now, width)
+	var rateLimit, quotaLimit int64
+	if rate {
+		rateLimit = req.RateLimit
+	}
+	if quota {
+		quotaLimit = req.QuotaLimit
+	}
+	var quotaTTL int64 // ms; 0 keeps the count until deleted
+	if quota && req.QuotaPeriod != "total" && req.QuotaTTL > 0 {
+		quotaTTL = ceilMS(int64(req.QuotaTTL))
+	}
+	consume := "0"
+	if req.Consume {
+		consume = "1"
+	}
+	tag := "{" + req.TokenID + "}"
+	keys := []string{
+		l.prefix + "rl:" + tag,
+		l.prefix + "q:" + tag + ":" + req.QuotaPeriod,
+	}
+	v, err := checkScript.Run(ctx, l.rdb, keys,
+		rateLimit,
+		strconv.FormatInt(width, 10),
+		strconv.FormatInt(b, 10),
+		verify.Buckets,
+		// One sub-window beyond the last one counted, for a node whose
+		// clock is up to a sub-window ahead.
+		ceilMS(window+2*width),
+		quotaLimit,
+		req.QuotaInit,
+		quotaTTL,
+		consume,
+	).Int64Slice()
+	if err != nil {
+		return res, fmt.Errorf("redislimit: check: %w", err)
+	}
+	if len(v) != 4 {
+		return res, fmt.Errorf("redislimit: check: script returned %d values", len(v))
+	}
+	flags, used, oldest := v[0], v[1], v[2]
+	res.RateLimited = flags&flagRateLimited != 0
+	res.QuotaMissing = flags&flagQuotaMissing != 0
+	res.QuotaExceeded = flags&flagQuotaExceeded != 0
+	if rate {
+		res.RateUsed = used
+		if used > 0 {
+			res.RateReset = time.Duration((oldest+1)*width + window - now)
+		}
+	}
+	if quota {
+		res.QuotaUsed = v[3]
+	}
+	return res, nil
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
+}
+
+// ceilMS converts ns to whole ms, rounding up.
+func ceilMS(ns int64) int64 {
+	return (ns + int64(time.Millisecond) - 1) / int64(time.Millisecond)
+}

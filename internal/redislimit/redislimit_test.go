@@ -1,0 +1,738 @@
+package redislimit
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/internal/verify"
+	"github.com/redis/go-redis/v9"
+)
+
+// t0 is the synthetic start time of the tests, on the hour, so it starts
+// a sub-window of every width the tests use.
+var t0 = time.Unix(1_699_999_200, 0)
+
+// testURL returns the Redis server of the tests, from KEYWARD_TEST_REDIS_URL.
+func testURL(tb testing.TB) string {
+	tb.Helper()
+	u := os.Getenv("KEYWARD_TEST_REDIS_URL")
+	if u == "" {
+		if os.Getenv("CI") == "true" {
+			tb.Fatal("CI=true but KEYWARD_TEST_REDIS_URL is not set")
+		}
+		tb.Skip("set KEYWARD_TEST_REDIS_URL=redis://127.0.0.1:6379/0 to run the Redis tests")
+	}
+	return u
+}
+
+// testPrefix returns a key prefix of its own for one test and deletes the
+// keys under it when the test ends.
+func testPrefix(tb testing.TB) string {
+	tb.Helper()
+	u := testURL(tb)
+	var r [6]byte
+	if _, err := crand.Read(r[:]); err != nil {
+		tb.Fatal(err)
+	}
+	prefix := "keyward-test:" + hex.EncodeToString(r[:]) + ":"
+	tb.Cleanup(func() {
+		ro, err := redis.ParseURL(u)
+		if err != nil {
+			tb.Error(err)
+			return
+		}
+		rdb := redis.NewClient(ro)
+		defer rdb.Close()
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			tb.Errorf("scan %s*: %v", prefix, err)
+			return
+		}
+		if len(keys) > 0 {
+			if err := rdb.Del(ctx, keys...).Err(); err != nil {
+				tb.Errorf("del: %v", err)
+			}
+		}
+	})
+	return prefix
+}
+
+// newTestLimiter returns a Limiter on the test server with key prefix
+// prefix, closed when the test ends.
+func newTestLimiter(tb testing.TB, prefix string) *Limiter {
+	tb.Helper()
+	l, err := New(context.Background(), testURL(tb), Options{KeyPrefix: prefix})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	return l
+}
+
+func check(tb testing.TB, l *Limiter, req verify.LimitRequest) verify.LimitResponse {
+	tb.Helper()
+	res, err := l.Check(context.Background(), req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res
+}
+
+// rateReq asks for a rate limit only, consuming.
+func rateReq(token string, limit int64, window time.Duration, now time.Time) verify.LimitRequest {
+	return verify.LimitRequest{TokenID: token, Now: now, Consume: true, RateLimit: limit, RateWindow: window}
+}
+
+// TestCheckNeverExceeds drives Check with random arrival times and checks,
+// against an exact log, that no window of length W ever holds more than N
+// admissions, and that a burst into an empty window is admitted. It is
+// verify's TestLimiterNeverExceeds with fewer arrivals, each a round trip.
+func TestCheckNeverExceeds(t *testing.T) {
+	l := newTestLimiter(t, testPrefix(t))
+	arrivals := 20_000
+	if testing.Short() {
+		arrivals = 2_000
+	}
+	for _, tc := range []struct {
+		name   string
+		limit  int64
+		window time.Duration
+	}{
+		{"N1", 1, time.Second},
+		{"N5", 5, time.Second},
+		{"N50PerMinute", 50, time.Minute},
+		{"N1000", 1000, 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, uint64(tc.limit)))
+			now := t0
+			for i := int64(0); i < tc.limit; i++ {
+				if res := check(t, l, rateReq(tc.name, tc.limit, tc.window, now)); res.RateLimited || res.RateUsed != i+1 {
+					t.Fatalf("burst: admission %d of %d = %+v", i+1, tc.limit, res)
+				}
+			}
+			if res := check(t, l, rateReq(tc.name, tc.limit, tc.window, now)); !res.RateLimited || res.RateUsed != tc.limit {
+				t.Fatalf("burst: admission %d = %+v, want rate-limited", tc.limit+1, res)
+			}
+			admitted := []int64{}
+			for range arrivals {
+				now = now.Add(time.Duration(rng.Int64N(int64(tc.window) / max(tc.limit, 1) * 2)))
+				res := check(t, l, rateReq(tc.name, tc.limit, tc.window, now))
+				if res.RateUsed > tc.limit {
+					t.Fatalf("RateUsed %d > limit %d", res.RateUsed, tc.limit)
+				}
+				if !res.RateLimited {
+					admitted = append(admitted, now.UnixNano())
+				}
+			}
+			// Every window (t-W, t] ending at an admission holds at most N.
+			j := 0
+			for i, at := range admitted {
+				for admitted[j] <= at-int64(tc.window) {
+					j++
+				}
+				if n := int64(i - j + 1); n > tc.limit {
+					t.Fatalf("window ending at admission %d holds %d > %d", i, n, tc.limit)
+				}
+			}
+			if len(admitted) < arrivals/20 {
+				t.Fatalf("only %d of %d admitted: the limiter denies far too early", len(admitted), arrivals)
+			}
+		})
+	}
+}
+
+// refLimiter is verify's local limiter, copied: the rule Check must
+// reproduce exactly.
+type refLimiter struct {
+	limit  int64
+	window int64
+	width  int64
+	head   int64
+	sum    int64
+	counts [verify.Buckets + 1]int64
+}
+
+func newRefLimiter(limit int64, window time.Duration) *refLimiter {
+	return &refLimiter{limit: limit, window: int64(window), width: max(int64(window)/verify.Buckets, 1)}
+}
+
+func (l *refLimiter) advance(now int64) int64 {
+	b := now / l.width
+	if b > l.head {
+		n := min(b-l.head, int64(len(l.counts)))
+		for i := int64(1); i <= n; i++ {
+			j := (l.head + i) % int64(len(l.counts))
+			l.sum -= l.counts[j]
+			l.counts[j] = 0
+		}
+		l.head = b
+	}
+	return b
+}
+
+func (l *refLimiter) used(now int64) int64 { l.advance(now); return l.sum }
+
+func (l *refLimiter) take(now int64) {
+	b := l.advance(now)
+	l.counts[b%int64(len(l.counts))]++
+	l.sum++
+}
+
+func (l *refLimiter) reset(now int64) time.Duration {
+	b := l.advance(now)
+	if l.sum == 0 {
+		return 0
+	}
+	for i := b - verify.Buckets; i <= b; i++ {
+		if i >= 0 && l.counts[i%int64(len(l.counts))] > 0 {
+			return time.Duration((i+1)*l.width + l.window - now)
+		}
+	}
+	return 0
+}
+
+// TestCheckMatchesLocalRule feeds the same arrivals, consuming or not, to
+// Check and to a copy of verify's local limiter: every answer (limited,
+// used, reset) must be the same.
+func TestCheckMatchesLocalRule(t *testing.T) {
+	l := newTestLimiter(t, testPrefix(t))
+	arrivals := 5_000
+	if testing.Short() {
+		arrivals = 500
+	}
+	for _, tc := range []struct {
+		name   string
+		limit  int64
+		window time.Duration
+	}{
+		{"N1PerSecond", 1, time.Second},
+		{"N3Per7s", 3, 7 * time.Second},
+		{"N10Per1001ms", 10, 1001 * time.Millisecond},
+		{"N50PerMinute", 50, time.Minute},
+		{"N200PerHour", 200, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(2, uint64(tc.limit)))
+			ref := newRefLimiter(tc.limit, tc.window)
+			now := t0.Add(time.Duration(rng.Int64N(int64(tc.window))))
+			for i := range arrivals {
+				switch p := rng.IntN(100); {
+				case p < 5: // idle for longer than a window
+					now = now.Add(tc.window + time.Duration(rng.Int64N(int64(tc.window))))
+				case p < 20: // at the same instant
+				default:
+					now = now.Add(time.Duration(rng.Int64N(int64(tc.window) / tc.limit * 2)))
+				}
+				req := rateReq(tc.name, tc.limit, tc.window, now)
+				req.Consume = rng.IntN(4) != 0
+				got := check(t, l, req)
+
+				ns := now.UnixNano()
+				var want verify.LimitResponse
+				want.RateUsed = ref.used(ns)
+				want.RateLimited = want.RateUsed >= tc.limit
+				if !want.RateLimited && req.Consume {
+					ref.take(ns)
+					want.RateUsed++
+				}
+				want.RateReset = ref.reset(ns)
+				if got != want {
+					t.Fatalf("arrival %d at +%v, consume %v: got %+v, want %+v", i, now.Sub(t0), req.Consume, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckReset checks RateReset: zero while nothing is counted, and the
+// moment the first admission leaves the window.
+func TestCheckReset(t *testing.T) {
+	l := newTestLimiter(t, testPrefix(t))
+	req := rateReq("tok", 2, time.Minute, t0)
+	req.Consume = false
+	if res := check(t, l, req); res.RateReset != 0 || res.RateUsed != 0 {
+		t.Fatalf("empty: %+v", res)
+	}
+	check(t, l, rateReq("tok", 2, time.Minute, t0))
+	check(t, l, rateReq("tok", 2, time.Minute, t0.Add(10*time.Second)))
+	res := check(t, l, rateReq("tok", 2, time.Minute, t0.Add(20*time.Second)))
+	// t0 is the start of a 3 s sub-window, which leaves the window at
+	// t0+3s+1m.
+	if want := 43 * time.Second; !res.RateLimited || res.RateUsed != 2 || res.RateReset != want {
+		t.Fatalf("got %+v, want limited, 2 used, reset %v", res, want)
+	}
+	at := t0.Add(20 * time.Second).Add(res.RateReset)
+	if res := check(t, l, rateReq("tok", 2, time.Minute, at.Add(-time.Nanosecond))); !res.RateLimited {
+		t.Fatalf("just before the reset: %+v", res)
+	}
+	if res := check(t, l, rateReq("tok", 2, time.Minute, at)); res.RateLimited || res.RateUsed != 2 {
+		t.Fatalf("at the reset: %+v, want admitted with 2 used", res)
+	}
+}
+
+// TestCheckConcurrentNodes has three nodes, each with its own client, check
+// one token at once: exactly the limit is admitted.
+func TestCheckConcurrentNodes(t *testing.T) {
+	prefix := testPrefix(t)
+	nodes := []*Limiter{newTestLimiter(t, prefix), newTestLimiter(t, prefix), newTestLimiter(t, prefix)}
+	for _, tc := range []struct {
+		name                   string
+		quota                  int64
+		admitted, rate, quotas int64
+	}{
+		{name: "RateLimit", admitted: 50, rate: 250},
+		{name: "Quota", quota: 40, admitted: 40, quotas: 260},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var admitted, rate, quotas atomic.Int64
+			var wg sync.WaitGroup
+			for i := range 300 {
+				wg.Go(func() {
+					req := rateReq(tc.name, 50, time.Minute, t0.Add(time.Duration(i)*time.Millisecond))
+					if tc.quota > 0 {
+						req.QuotaLimit, req.QuotaPeriod, req.QuotaInit = tc.quota, "total", 0
+					}
+					res, err := nodes[i%3].Check(context.Background(), req)
+					switch {
+					case err != nil:
+						t.Error(err)
+					case res.RateLimited:
+						rate.Add(1)
+					case res.QuotaExceeded:
+						quotas.Add(1)
+					default:
+						admitted.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			if admitted.Load() != tc.admitted || rate.Load() != tc.rate || quotas.Load() != tc.quotas {
+				t.Fatalf("admitted %d, rate-limited %d, quota exceeded %d; want %d, %d, %d",
+					admitted.Load(), rate.Load(), quotas.Load(), tc.admitted, tc.rate, tc.quotas)
+			}
+		})
+	}
+}
+
+// TestCheckConsumesOnlyValid checks that only a passing check with Consume
+// set takes a unit, and then of both limits.
+func TestCheckConsumesOnlyValid(t *testing.T) {
+	l := newTestLimiter(t, testPrefix(t))
+	req := func(token string, rate, quota int64, consume bool) verify.LimitRequest {
+		return verify.LimitRequest{
+			TokenID: token, Now: t0, Consume: consume,
+			RateLimit: rate, RateWindow: time.Minute,
+			QuotaLimit: quota, QuotaPeriod: "2023-11", QuotaTTL: 40 * 24 * time.Hour, QuotaInit: 0,
+		}
+	}
+	t.Run("NoConsume", func(t *testing.T) {
+		for range 3 {
+			if res := check(t, l, req("a", 5, 10, false)); res != (verify.LimitResponse{}) {
+				t.Fatalf("got %+v, want nothing used", res)
+			}
+		}
+	})
+	t.Run("QuotaExceededTakesNoRate", func(t *testing.T) {
+		check(t, l, req("b", 10, 2, true))
+		check(t, l, req("b", 10, 2, true))
+		if res := check(t, l, req("b", 10, 2, true)); !res.QuotaExceeded || res.RateLimited || res.RateUsed != 2 || res.QuotaUsed != 2 {
+			t.Fatalf("got %+v, want quota exceeded, 2 and 2 used", res)
+		}
+		if res := check(t, l, req("b", 10, 0, false)); res.RateUsed != 2 {
+			t.Fatalf("rate used %d after the denial, want 2", res.RateUsed)
+		}
+	})
+	t.Run("RateLimitedTakesNoQuota", func(t *testing.T) {
+		check(t, l, req("c", 2, 10, true))
+		check(t, l, req("c", 2, 10, true))
+		if res := check(t, l, req("c", 2, 10, true)); !res.RateLimited || res.QuotaExceeded || res.RateUsed != 2 || res.QuotaUsed != 2 {
+			t.Fatalf("got %+v, want rate-limited, 2 and 2 used", res)
+		}
+		if res := check(t, l, req("c", 0, 10, false)); res.QuotaUsed != 2 {
+			t.Fatalf("quota used %d after the denial, want 2", res.QuotaUsed)
+		}
+	})
+	t.Run("NoLimits", func(t *testing.T) {
+		if res := check(t, l, req("", 0, 0, true)); res != (verify.LimitResponse{}) {
+			t.Fatalf("got %+v", res)
+		}
+	})
+}
+
+// TestCheckQuotaMissing checks that a missing quota count is reported
+// without consuming, seeded from QuotaInit, and that losing Redis's data
+// does not reset a count the store holds.
+func TestCheckQuotaMissing(t *testing.T) {
+	prefix := testPrefix(t)
+	l := newTestLimiter(t, prefix)
+	rateKey, quotaKey := prefix+"rl:{tok}", prefix+"q:{tok}:2023-11"
+	req := func(init int64) verify.LimitRequest {
+		return verify.LimitRequest{
+			TokenID: "tok", Now: t0, Consume: true,
+			RateLimit: 5, RateWindow: time.Minute,
+			QuotaLimit: 100, QuotaPeriod: "2023-11", QuotaTTL: 40 * 24 * time.Hour, QuotaInit: init,
+		}
+	}
+	assertUsed := func(t *testing.T, res verify.LimitResponse, rate, quota int64) {
+		t.Helper()
+		if res.RateLimited || res.QuotaMissing || res.QuotaExceeded || res.RateUsed != rate || res.QuotaUsed != quota {
+			t.Fatalf("got %+v, want admitted with %d and %d used", res, rate, quota)
+		}
+	}
+	assertMissing := func(t *testing.T) {
+		t.Helper()
+		if res := check(t, l, req(-1)); !res.QuotaMissing || res.RateLimited || res.QuotaExceeded {
+			t.Fatalf("got %+v, want quota missing", res)
+		}
+		if n := l.rdb.Exists(context.Background(), quotaKey).Val(); n != 0 {
+			t.Fatal("quota missing, yet a count was stored")
+		}
+	}
+
+	assertMissing(t)
+	if n := l.rdb.Exists(context.Background(), rateKey).Val(); n != 0 {
+		t.Fatal("quota missing, yet the rate limit was consumed")
+	}
+	assertUsed(t, check(t, l, req(7)), 1, 8)
+	assertUsed(t, check(t, l, req(-1)), 2, 9)
+
+	// Redis restarts empty; the store had flushed 9.
+	if err := l.rdb.Del(context.Background(), rateKey, quotaKey).Err(); err != nil {
+		t.Fatal(err)
+	}
+	assertMissing(t)
+	assertUsed(t, check(t, l, req(9)), 1, 10)
+	// Once seeded, Redis's count wins over a staler init.
+	assertUsed(t, check(t, l, req(3)), 2, 11)
+
+	t.Run("InitAtLimit", func(t *testing.T) {
+		r := req(100)
+		r.QuotaPeriod = "2023-12"
+		if res := check(t, l, r); !res.QuotaExceeded || res.QuotaUsed != 100 || res.RateUsed != 2 {
+			t.Fatalf("got %+v, want quota exceeded, 100 used, rate untouched", res)
+		}
+	})
+	t.Run("RateLimited", func(t *testing.T) {
+		r := req(-1)
+		r.RateLimit = 2
+		r.QuotaPeriod = "2024-01"
+		if res := check(t, l, r); !res.RateLimited || res.QuotaMissing {
+			t.Fatalf("got %+v, want rate-limited, quota not checked", res)
+		}
+	})
+}
+
+// TestCheckConfigChange checks that a changed window re-buckets the counts
+// without losing any still in the window, and a changed limit applies to
+// the counts as they stand.
+func TestCheckConfigChange(t *testing.T) {
+	prefix := testPrefix(t)
+	l := newTestLimiter(t, prefix)
+	fill := func(t *testing.T, token string, n int64, window time.Duration, at time.Time) {
+		t.Helper()
+		for i := range n {
+			if res := check(t, l, rateReq(token, n, window, at)); res.RateLimited {
+				t.Fatalf("fill: admission %d denied", i+1)
+			}
+		}
+	}
+	t.Run("WindowShrinks", func(t *testing.T) {
+		fill(t, "a", 3, time.Minute, t0)
+		at := t0.Add(100 * time.Millisecond)
+		if res := check(t, l, rateReq("a", 3, time.Second, at)); !res.RateLimited || res.RateUsed != 3 {
+			t.Fatalf("1s window right after 3 admissions: %+v, want rate-limited", res)
+		}
+		h := l.rdb.HGetAll(context.Background(), prefix+"rl:{a}").Val()
+		width := int64(time.Second) / verify.Buckets
+		b := at.UnixNano() / width
+		if h["w"] != fmt.Sprint(width) {
+			t.Fatalf("width field %q, want %d", h["w"], width)
+		}
+		for f, c := range h {
+			if f == "w" {
+				continue
+			}
+			var n int64
+			fmt.Sscan(f, &n)
+			if n < b-verify.Buckets || n > b {
+				t.Errorf("field %s=%s is not a sub-window of the new width (now %d)", f, c, b)
+			}
+		}
+		if res := check(t, l, rateReq("a", 3, time.Second, at.Add(1100*time.Millisecond))); res.RateLimited || res.RateUsed != 1 {
+			t.Fatalf("a 1s window later: %+v, want admitted alone", res)
+		}
+	})
+	t.Run("WindowShrinksAfterIdle", func(t *testing.T) {
+		fill(t, "b", 3, time.Minute, t0)
+		if res := check(t, l, rateReq("b", 3, time.Second, t0.Add(10*time.Second))); res.RateLimited || res.RateUsed != 1 {
+			t.Fatalf("1s window 10s after: %+v, want admitted alone", res)
+		}
+	})
+	t.Run("WindowGrows", func(t *testing.T) {
+		fill(t, "c", 3, time.Second, t0)
+		if res := check(t, l, rateReq("c", 3, time.Hour, t0.Add(30*time.Minute))); !res.RateLimited || res.RateUsed != 3 {
+			t.Fatalf("1h window 30 min after: %+v, want rate-limited", res)
+		}
+	})
+	t.Run("LimitChanges", func(t *testing.T) {
+		fill(t, "d", 3, time.Minute, t0)
+		for i := range 2 {
+			if res := check(t, l, rateReq("d", 5, time.Minute, t0)); res.RateLimited {
+				t.Fatalf("raised limit: admission %d denied", 4+i)
+			}
+		}
+		if res := check(t, l, rateReq("d", 2, time.Minute, t0)); !res.RateLimited || res.RateUsed != 5 {
+			t.Fatalf("lowered limit: %+v, want rate-limited with 5 used", res)
+		}
+	})
+	// Nodes see a new window at different moments; alternating between
+	// the old and the new one must still admit no more than the limit.
+	t.Run("NodesDisagree", func(t *testing.T) {
+		admitted := 0
+		for i := range 100 {
+			window := time.Minute
+			if i%2 == 1 {
+				window = 2 * time.Minute
+			}
+			if res := check(t, l, rateReq("e", 10, window, t0.Add(time.Duration(i)*time.Millisecond))); !res.RateLimited {
+				admitted++
+			}
+		}
+		if admitted != 10 {
+			t.Fatalf("admitted %d, want 10", admitted)
+		}
+	})
+}
+
+// TestCheckTTL checks that every key expires, except a total quota.
+func TestCheckTTL(t *testing.T) {
+	prefix := testPrefix(t)
+	l := newTestLimiter(t, prefix)
+	ctx := context.Background()
+	req := verify.LimitRequest{
+		TokenID: "tok", Now: t0, Consume: true,
+		RateLimit: 10, RateWindow: time.Minute,
+		QuotaLimit: 10, QuotaPeriod: "2023-11-14", QuotaTTL: 48 * time.Hour, QuotaInit: 0,
+	}
+	check(t, l, req)
+	if ttl := l.rdb.PTTL(ctx, prefix+"rl:{tok}").Val(); ttl <= 0 || ttl > time.Minute+6*time.Second {
+		t.Errorf("rate hash TTL %v, want (0, 1m6s]", ttl)
+	}
+	if ttl := l.rdb.PTTL(ctx, prefix+"q:{tok}:2023-11-14").Val(); ttl <= 0 || ttl > 48*time.Hour {
+		t.Errorf("quota TTL %v, want (0, 48h]", ttl)
+	}
+
+	req.QuotaPeriod = "total"
+	check(t, l, req)
+	if ttl := l.rdb.PTTL(ctx, prefix+"q:{tok}:total").Val(); ttl != -1 {
+		t.Errorf("total quota TTL %v, want none (-1)", ttl)
+	}
+
+	// A check that consumes nothing leaves no rate hash behind.
+	req = rateReq("idle", 10, time.Minute, t0)
+	req.Consume = false
+	check(t, l, req)
+	if n := l.rdb.Exists(ctx, prefix+"rl:{idle}").Val(); n != 0 {
+		t.Error("a check without consumption created the rate hash")
+	}
+}
+
+// TestUnreachable checks that a Limiter whose server is gone or silent
+// answers an error within its own timeouts: each call uses a context
+// without deadline, so only the timeouts can end it.
+func TestUnreachable(t *testing.T) {
+	prefix := testPrefix(t)
+	// noHang fails the test if f does not return: a guard against a hang,
+	// far above the timeouts, not a measurement.
+	noHang := func(t *testing.T, f func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatal("hangs")
+			return nil
+		}
+	}
+	isTimeout := func(err error) bool {
+		var ne net.Error
+		return errors.As(err, &ne) && ne.Timeout()
+	}
+
+	t.Run("ClosedPort", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		l, err := New(context.Background(), "redis://"+addr+"/0", Options{KeyPrefix: prefix})
+		if err != nil {
+			t.Fatalf("New must not need Redis up: %v", err)
+		}
+		defer l.Close()
+		err = noHang(t, func() error {
+			_, err := l.Check(context.Background(), rateReq("tok", 5, time.Minute, t0))
+			return err
+		})
+		if err == nil {
+			t.Fatal("Check succeeded on a closed port")
+		}
+	})
+	t.Run("Silent", func(t *testing.T) {
+		p := newProxy(t, "")
+		l, err := New(context.Background(), "redis://"+p.addr+"/0", Options{KeyPrefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		err = noHang(t, func() error { return l.Ping(context.Background()) })
+		if !isTimeout(err) {
+			t.Fatalf("Ping on a silent server: %v, want a timeout", err)
+		}
+	})
+	t.Run("FallsSilent", func(t *testing.T) {
+		ro, err := redis.ParseURL(testURL(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := newProxy(t, ro.Addr)
+		u := fmt.Sprintf("redis://%s/%d", p.addr, ro.DB)
+		if ro.Password != "" {
+			u = fmt.Sprintf("redis://%s:%s@%s/%d", ro.Username, ro.Password, p.addr, ro.DB)
+		}
+		l, err := New(context.Background(), u, Options{KeyPrefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		check(t, l, rateReq("tok", 5, time.Minute, t0))
+		p.silence()
+		err = noHang(t, func() error {
+			_, err := l.Check(context.Background(), rateReq("tok", 5, time.Minute, t0))
+			return err
+		})
+		if !isTimeout(err) {
+			t.Fatalf("Check on a silent server: %v, want a timeout", err)
+		}
+	})
+}
+
+// proxy is a TCP proxy to a Redis server that can fall silent: it then
+// reads and drops what clients send and answers nothing.
+type proxy struct {
+	addr     string
+	upstream string // "": silent from the start
+	silent   atomic.Bool
+	mu       sync.Mutex
+	ups      []net.Conn
+}
+
+func newProxy(t *testing.T, upstream string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{addr: ln.Addr().String(), upstream: upstream}
+	p.silent.Store(upstream == "")
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		p.silence()
+		p.mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			conns = append(conns, c)
+			p.mu.Unlock()
+			wg.Go(func() { p.serve(c) })
+		}
+	})
+	return p
+}
+
+func (p *proxy) serve(c net.Conn) {
+	if !p.silent.Load() {
+		up, err := net.Dial("tcp", p.upstream)
+		if err == nil {
+			p.mu.Lock()
+			p.ups = append(p.ups, up)
+			p.mu.Unlock()
+			go io.Copy(c, up) // ends when up is closed; c stays open
+			io.Copy(up, c)
+		}
+	}
+	io.Copy(io.Discard, c)
+}
+
+// silence cuts every connection to the server, leaving the clients'
+// connections open and unanswered.
+func (p *proxy) silence() {
+	p.silent.Store(true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, up := range p.ups {
+		up.Close()
+	}
+}
+
+// BenchmarkCheck measures one consuming rate-limit check of one token, a
+// round trip to the test server.
+func BenchmarkCheck(b *testing.B) {
+	l := newTestLimiter(b, testPrefix(b))
+	req := rateReq("tok", 1<<40, time.Minute, time.Now())
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := l.Check(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCheckParallel is BenchmarkCheck from GOMAXPROCS goroutines, one
+// token each.
+func BenchmarkCheckParallel(b *testing.B) {
+	l := newTestLimiter(b, testPrefix(b))
+	var n atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		req := rateReq(fmt.Sprint("tok", n.Add(1)), 1<<40, time.Minute, time.Now())
+		ctx := context.Background()
+		for pb.Next() {
+			if _, err := l.Check(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -475,3 +475,49 @@ func BenchmarkCacheMemory(b *testing.B) {
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/token")
 	runtime.KeepAlive(ids)
 }
+
+// countingStore counts usage writes.
+type countingStore struct {
+	keyward.Store
+	mu      sync.Mutex
+	flushes int
+	entries int
+}
+
+func (c *countingStore) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+	c.mu.Lock()
+	c.flushes++
+	c.entries += len(batch)
+	c.mu.Unlock()
+	return c.Store.FlushUsage(ctx, batch)
+}
+
+// TestUsageWritesBatched: 10,000 verifications of one token between two
+// flushes cause one write of one entry, carrying the whole quota use.
+func TestUsageWritesBatched(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, text := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 1 << 40, Period: keyward.PeriodNone}})
+	e.close()
+	db, err := sqlite.Open(context.Background(), e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cs := &countingStore{Store: db}
+	eng := verify.New(verify.Config{Store: cs, Keys: e.keys, Now: e.clock.Now, FlushInterval: time.Hour})
+	if err := eng.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10000; i++ {
+		expect(t, eng.Verify(context.Background(), verify.Request{Token: text}), keyward.Valid)
+	}
+	if err := eng.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cs.flushes != 1 || cs.entries != 1 {
+		t.Fatalf("%d flushes of %d entries for 10,000 verifications, want 1 of 1", cs.flushes, cs.entries)
+	}
+	if used, _ := db.QuotaUsed(context.Background(), tok.ID, "total"); used != 10000 {
+		t.Fatalf("quota used %d, want 10000", used)
+	}
+}

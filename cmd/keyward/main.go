@@ -151,7 +151,7 @@ type command struct {
 func topCommands() []command {
 	return []command{
 		{"init", "create the store and issue the first root management token", cmdInit},
-		{"serve", "run the server: management and verify API, dashboard, gateway", cmdServe},
+		{"serve", "run the server: management, verify and OAuth endpoints", cmdServe},
 		{"migrate", "apply the store's schema migrations and exit", cmdMigrate},
 		{"token", "create, list, show, update, rotate, revoke, suspend, resume tokens", cmdToken},
 		{"verify", "verify a token read from standard input", cmdVerify},

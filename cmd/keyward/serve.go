@@ -20,7 +20,7 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.Int(&cfg.LookupBudget, "lookup-budget", "KEYWARD_LOOKUP_BUDGET", 200, "at most `N` store lookups per second for tokens this node does not know; beyond it they answer NOT_FOUND")
 	fs.Duration(&cfg.FlushInterval, "flush-interval", "KEYWARD_FLUSH_INTERVAL", time.Second, "write usage (quota, last use) to the store every `DURATION`")
 	fs.String(&cfg.RedisFallback, "redis-fallback", "KEYWARD_REDIS_FALLBACK", "closed", "while Redis is unreachable: `MODE` closed (refuse limited tokens) or local (each node enforces limit/--nodes)")
-	fs.Int(&cfg.Nodes, "nodes", "KEYWARD_NODES", 1, "number of nodes, by which --redis-fallback local divides each limit")
+	fs.Int(&cfg.Nodes, "nodes", "KEYWARD_NODES", 1, "the number `N` of nodes, by which --redis-fallback local divides each limit")
 	fs.Duration(&cfg.StaleGrace, "stale-grace", "KEYWARD_STALE_GRACE", 5*time.Minute, "while the store is unreachable, cached tokens keep verifying for `DURATION`; then every verification fails closed")
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "KEYWARD_SHUTDOWN_TIMEOUT", 30*time.Second, "on shutdown, let in-flight requests finish for up to `DURATION`")
 	var maxBody int
@@ -75,9 +75,10 @@ func loadSecrets(e *env, c *storeConfig) error {
 func cmdServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "serve", help{
 		summary: "Run keyward in one process: the management API, the verify API, the OAuth\n" +
-			"endpoints, the dashboard, and the gateway when a gateway config is given. On an\n" +
-			"empty store it creates the schema and the default workspace; it prints no secret\n" +
-			"(run 'keyward init' for the first management token).",
+			"endpoints and the operational endpoints (/healthz, /readyz, /metrics,\n" +
+			"/openapi.json). On an empty store it creates the schema and the default\n" +
+			"workspace; it prints no secret (run 'keyward init' for the first management\n" +
+			"token). Any number of nodes may serve one PostgreSQL store.",
 		examples: []string{
 			"keyward serve",
 			"keyward serve --addr 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem --public-url https://keyward.example.com",

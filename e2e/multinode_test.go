@@ -3,9 +3,12 @@ package e2e
 import (
 	"context"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/keyward/keyward/client"
 )
@@ -181,4 +184,43 @@ func BenchmarkRevocationPropagation(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(0, "ns/op")
+}
+
+// TestNotificationReconnect cuts a node's LISTEN connection from the
+// database side: the node says so, reconnects, and a revocation made
+// meanwhile through another node still reaches it.
+func TestNotificationReconnect(t *testing.T) {
+	ctx := ctxT(t)
+	cl := startCluster(t, 2, nil)
+	tok, err := cl.c[0].CreateToken(ctx, client.CreateTokenRequest{Name: "watched"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectCode(t, cl.c[1], client.VerifyRequest{Token: tok.Secret}, "VALID")
+
+	conn, err := pgx.Connect(ctx, postgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	err = conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE query = 'LISTEN keyward_changes' AND application_name = $1`, cl.store.name).Scan(&n)
+	if err != nil || n < 2 {
+		t.Fatalf("terminated %d listening connections (want both nodes'): %v", n, err)
+	}
+	if _, err := cl.c[0].RevokeToken(ctx, tok.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitCode(t, cl.c[1], tok.Secret, "REVOKED", 5*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(cl.nodes[1].log.String(), "change notifications restored") {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 2 did not report its notifications lost and restored:\n%s", cl.nodes[1].log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(cl.nodes[1].log.String(), "change notifications lost") {
+		t.Fatal("node 2 did not log the lost connection")
+	}
 }

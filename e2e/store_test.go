@@ -20,6 +20,9 @@ type store struct {
 	args []string
 	env  []string
 	dir  string // "" when nothing is on local disk
+	// name is the PostgreSQL schema, also the application_name of the
+	// nodes' connections; "" on SQLite.
+	name string
 	dump func(t testing.TB) string
 }
 
@@ -76,11 +79,13 @@ func postgresStore(t testing.TB) *store {
 	}
 	q := u.Query()
 	q.Set("search_path", schema)
+	q.Set("application_name", schema) // so a test can find its own connections
 	u.RawQuery = q.Encode()
 	dbURL := u.String()
 	rand.Read(raw[:])
 	secret := strings.Repeat(hex.EncodeToString(raw[:]), 6)
 	return &store{
+		name: schema,
 		args: []string{"--database-url", dbURL},
 		env:  []string{"KEYWARD_SECRET=" + secret},
 		dump: func(t testing.TB) string { return dumpSchema(t, base, schema) },

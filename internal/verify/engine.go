@@ -137,8 +137,9 @@ type secretEntry struct {
 // tokenEntry is one cached token. snap is replaced whole on every change;
 // the counters under mu survive changes.
 type tokenEntry struct {
-	id   string
-	snap atomic.Pointer[snapshot]
+	id      string
+	snap    atomic.Pointer[snapshot]
+	digests []secret.Digest // cached digests of this token; under Engine.mu
 
 	mu        sync.Mutex
 	rate      *limiter
@@ -658,7 +659,11 @@ func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest) (*sec
 	if tok == nil {
 		return nil, nil
 	}
-	if err := e.Refresh(ctx, tok.ID); err != nil {
+	// The lookup brought the token and this secret: that is all the cache
+	// needs (its other secrets come with their own lookups or changes).
+	found := *sec
+	found.Digest, found.KeyID = d[:], e.cfg.Keys.Current.ID
+	if err := e.install(ctx, tok, []*keyward.Secret{&found}, false); err != nil {
 		return nil, err
 	}
 	e.mu.RLock()
@@ -700,6 +705,13 @@ func (e *Engine) Refresh(ctx context.Context, tokenID string) error {
 	if err != nil {
 		return err
 	}
+	return e.install(ctx, tok, secs, true)
+}
+
+// install puts a token and secrets of it into the cache. When complete,
+// secs are all of the token's secrets and cached digests not among them are
+// dropped; otherwise secs are added to those cached (a lookup found one).
+func (e *Engine) install(ctx context.Context, tok *keyward.Token, secs []*keyward.Secret, complete bool) error {
 	snap := &snapshot{token: tok}
 	if tok.ExpiresAt != nil {
 		snap.exp = tok.ExpiresAt.UnixNano()
@@ -713,14 +725,14 @@ func (e *Engine) Refresh(ctx context.Context, tokenID string) error {
 	// A token new to the cache starts with its stored quota use, read
 	// before it becomes visible so that no verification sees a zero count.
 	e.mu.RLock()
-	te := e.byToken[tokenID]
+	te := e.byToken[tok.ID]
 	e.mu.RUnlock()
 	var fresh *tokenEntry
 	if te == nil {
-		fresh = &tokenEntry{id: tokenID}
+		fresh = &tokenEntry{id: tok.ID}
 		if q := tok.Quota; q != nil {
 			num := periodNum(q.Period, e.now())
-			used, err := e.cfg.Store.QuotaUsed(ctx, tokenID, periodKey(q.Period, num))
+			used, err := e.cfg.Store.QuotaUsed(ctx, tok.ID, periodKey(q.Period, num))
 			if err != nil {
 				return err
 			}
@@ -729,34 +741,36 @@ func (e *Engine) Refresh(ctx context.Context, tokenID string) error {
 	}
 
 	e.mu.Lock()
-	if te = e.byToken[tokenID]; te == nil {
+	defer e.mu.Unlock()
+	if te = e.byToken[tok.ID]; te == nil {
 		if len(e.byToken) >= e.cfg.MaxEntries {
 			e.evictLocked()
 		}
 		te = fresh
-		e.byToken[tokenID] = te
+		e.byToken[tok.ID] = te
 	}
 	te.snap.Store(snap)
-	keep := make(map[secret.Digest]bool, len(secs))
+	if complete {
+		for _, d := range te.digests {
+			delete(e.bySecret, d)
+		}
+		te.digests = te.digests[:0]
+	}
 	for _, s := range secs {
 		var d secret.Digest
 		if len(s.Digest) != len(d) || s.KeyID != e.cfg.Keys.Current.ID {
 			continue // made by a previous key: found by lookup, then moved
 		}
 		copy(d[:], s.Digest)
-		keep[d] = true
 		var exp int64
 		if s.ExpiresAt != nil {
 			exp = s.ExpiresAt.UnixNano()
 		}
+		if _, cached := e.bySecret[d]; !cached {
+			te.digests = append(te.digests, d)
+		}
 		e.bySecret[d] = &secretEntry{tok: te, expiresAt: exp}
 	}
-	for d, se := range e.bySecret {
-		if se.tok == te && !keep[d] {
-			delete(e.bySecret, d)
-		}
-	}
-	e.mu.Unlock()
 	return nil
 }
 
@@ -786,10 +800,8 @@ func (e *Engine) dropLocked(tokenID string) {
 		return
 	}
 	delete(e.byToken, tokenID)
-	for d, se := range e.bySecret {
-		if se.tok == te {
-			delete(e.bySecret, d)
-		}
+	for _, d := range te.digests {
+		delete(e.bySecret, d)
 	}
 }
 

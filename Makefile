@@ -6,7 +6,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 
-.PHONY: build run test lint unit fuzz bench bench-http clean
+.PHONY: build run test lint unit fuzz bench bench-http bench-cold clean
 
 build: ## build ./bin/keyward
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/keyward ./cmd/keyward
@@ -34,6 +34,9 @@ bench: ## in-process benchmarks (verify vs one HMAC)
 
 bench-http: ## POST /v1/verify vs a bare net/http handler, same load tool
 	bash bench/verify-http.sh
+
+bench-cold: ## cold verify (cache miss) with 1,000,000 tokens on SQLite and PostgreSQL
+	bash bench/cold-verify.sh
 
 clean:
 	rm -rf bin

@@ -1,6 +1,9 @@
 package keyward
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"time"
 )
@@ -34,8 +37,95 @@ type AuditEvent struct {
 }
 
 // AuditFilter pages through one workspace's audit events, newest first.
+// Every condition that is set must hold.
 type AuditFilter struct {
 	WorkspaceID string
 	Before      string // id cursor: only events older than this one
 	Limit       int
+
+	Actor  string    // only events whose actor has this id
+	Action string    // only events with this action, such as "token.revoke"
+	Target string    // only events about the object with this id
+	From   time.Time // only events at or after From, when not zero
+	To     time.Time // only events before To, when not zero
+}
+
+// AuditHead is the head of a workspace's audit chain: where the newest
+// event is. Stores keep it apart from the events and update it in the
+// transaction that appends an event, so that removing the newest events
+// leaves a head that points past the end of the chain.
+type AuditHead struct {
+	WorkspaceID string
+	Seq         int64  // the newest event's sequence number
+	EventID     string // the newest event's id
+	MAC         []byte // the newest event's AuditMAC, the next event's prev
+	HeadMAC     []byte // AuditHeadMAC of the head
+}
+
+// AuditLink is an event's place in its workspace's audit chain, as stored.
+type AuditLink struct {
+	Seq  int64  // the event's sequence number: the order of commits
+	MAC  []byte // the event's AuditMAC; nil when the row has none
+	Prev []byte // the link the event was chained to: the MAC of the event before it, empty for the first
+}
+
+// auditChainTag and auditHeadTag open the encodings that AuditMAC and
+// AuditHeadMAC authenticate; a new encoding gets a new tag.
+const (
+	auditChainTag = "keyward-audit-chain/v1"
+	auditHeadTag  = "keyward-audit-head/v1"
+)
+
+// AuditMAC returns the link of e in its workspace's audit chain: the
+// HMAC-SHA-256, under key, of an encoding of every field of e followed by
+// prev, the link of the event before e in the same workspace (empty for
+// the first). Each link thus vouches for its event and, through prev, for
+// every event before it, in order: editing an event, removing one or
+// swapping two breaks the links from there on, and whoever can write the
+// database but lacks key cannot compute new ones.
+//
+// The encoding is a version tag, then each field as a 4-byte big-endian
+// length and its bytes, so that no two different events encode alike (no
+// field can borrow bytes from its neighbour): the workspace id, the event
+// id, the time as Unix microseconds (8 bytes, big-endian; stores keep
+// microseconds), the action, the actor's type and id, the target, the IP,
+// the user agent, the request id and the changes exactly as stored. A store
+// must therefore compute it from the values as it will read them back,
+// after whatever it does to store them.
+func AuditMAC(key, prev []byte, e *AuditEvent) []byte {
+	m := hmac.New(sha256.New, key)
+	var b []byte
+	b = appendField(b, []byte(auditChainTag))
+	b = appendField(b, []byte(e.WorkspaceID))
+	b = appendField(b, []byte(e.ID))
+	b = appendField(b, binary.BigEndian.AppendUint64(nil, uint64(e.Time.UnixMicro())))
+	for _, s := range []string{e.Action, e.Actor.Type, e.Actor.ID, e.Target, e.IP, e.UserAgent, e.RequestID} {
+		b = appendField(b, []byte(s))
+	}
+	b = appendField(b, e.Changes)
+	b = appendField(b, prev)
+	m.Write(b)
+	return m.Sum(nil)
+}
+
+// AuditHeadMAC returns the MAC of a chain head: the HMAC-SHA-256, under
+// key, of the workspace id, the newest event's id and its link mac, encoded
+// as in AuditMAC under a tag of its own. Without it, whoever removed the
+// newest events could point the head at the new last event by copying its
+// values; with it, they would need key.
+func AuditHeadMAC(key []byte, workspaceID, eventID string, mac []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	var b []byte
+	b = appendField(b, []byte(auditHeadTag))
+	b = appendField(b, []byte(workspaceID))
+	b = appendField(b, []byte(eventID))
+	b = appendField(b, mac)
+	m.Write(b)
+	return m.Sum(nil)
+}
+
+// appendField appends v to b with its length as 4 bytes, big-endian.
+func appendField(b, v []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+	return append(b, v...)
 }

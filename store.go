@@ -10,6 +10,11 @@ import (
 // Methods return an *Error with ENOTFOUND for a missing object (or one of
 // another workspace) and ECONFLICT for a uniqueness violation; any other
 // error is internal. Every store passes the suite in internal/storetest.
+//
+// Every audit event a write inserts is appended, in that transaction, to
+// its workspace's audit chain: the store computes its AuditMAC under the
+// chain key it was opened with, from the values as stored, and moves the
+// workspace's AuditHead to it.
 type Store interface {
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
@@ -70,6 +75,15 @@ type Store interface {
 
 	// FindAuditEvents returns a page of a workspace's audit events, newest first.
 	FindAuditEvents(ctx context.Context, f AuditFilter) ([]*AuditEvent, error)
+	// AuditChain calls fn with each audit event of a workspace and its
+	// link, in sequence order, and returns the workspace's chain head (nil
+	// when it has none). The events and the head are read from one
+	// snapshot, so that writes meanwhile are not half seen. An error from
+	// fn stops the walk and is returned unchanged.
+	AuditChain(ctx context.Context, workspaceID string, fn func(e *AuditEvent, l AuditLink) error) (*AuditHead, error)
+	// AuditWorkspaces returns the ids of the workspaces that have audit
+	// events or a chain head, in order.
+	AuditWorkspaces(ctx context.Context) ([]string, error)
 }
 
 // TokenWrite is what a Store.UpdateToken callback asks to be written.
@@ -96,4 +110,19 @@ type UsageFlush struct {
 	LastUsedIP string
 	Period     string // quota period key; "" when the token has no quota
 	QuotaDelta int64
+}
+
+// BulkLoader is implemented by stores that can insert many tokens at once,
+// for seeding tests and benchmarks. It writes no audit events and no
+// changes, so other nodes' caches do not hear of the tokens until they look
+// them up: it is not for production writes.
+type BulkLoader interface {
+	// InsertTokens inserts tokens and their secrets, secrets[i] being the
+	// secret of tokens[i], in one transaction: on error nothing is
+	// inserted. A secret with an empty TokenID or a zero CreatedAt is
+	// stored as its token's. It returns ENOTFOUND when a token's workspace
+	// does not exist and ECONFLICT when a token id or digest exists.
+	InsertTokens(ctx context.Context, tokens []*Token, secrets []*Secret) error
+	// CountTokens returns the number of tokens stored, in every workspace.
+	CountTokens(ctx context.Context) (int64, error)
 }

@@ -107,13 +107,29 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// openStore opens the store the configuration names, creating its schema.
-func openStore(ctx context.Context, c storeConfig) (keyward.Store, error) {
+// auditKeyPurpose names the key, derived from the server secret, that
+// links the audit chain (keyward.AuditMAC).
+const auditKeyPurpose = "audit-chain/v1"
+
+// auditKeys returns the audit chain key of the current server secret and
+// those of the previous ones, under which events written before a rotation
+// are linked.
+func auditKeys(keys *secret.Keyring) (current []byte, previous [][]byte) {
+	for _, k := range keys.Previous {
+		previous = append(previous, k.Derive(auditKeyPurpose))
+	}
+	return keys.Current.Derive(auditKeyPurpose), previous
+}
+
+// openStore opens the store the configuration names, creating its schema,
+// with the audit chain key derived from the current server key in keys.
+func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keyward.Store, error) {
+	key, _ := auditKeys(keys)
 	if c.DatabaseURL != "" {
 		if err := checkDatabaseURL(c.DatabaseURL); err != nil {
 			return nil, err
 		}
-		db, err := postgres.Open(ctx, c.DatabaseURL)
+		db, err := postgres.Open(ctx, c.DatabaseURL, postgres.WithAuditKey(key))
 		if err != nil {
 			return nil, fmt.Errorf("open the PostgreSQL store: %w", err)
 		}
@@ -122,7 +138,7 @@ func openStore(ctx context.Context, c storeConfig) (keyward.Store, error) {
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	db, err := sqlite.Open(ctx, filepath.Join(c.DataDir, "keyward.db"))
+	db, err := sqlite.Open(ctx, filepath.Join(c.DataDir, "keyward.db"), sqlite.WithAuditKey(key))
 	if err != nil {
 		return nil, fmt.Errorf("open the store in %s: %w", c.DataDir, err)
 	}
@@ -181,7 +197,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if err != nil {
 		return nil, err
 	}
-	if s.store, err = openStore(ctx, cfg.storeConfig); err != nil {
+	if s.store, err = openStore(ctx, cfg.storeConfig, keys); err != nil {
 		return nil, err
 	}
 	vcfg := verify.Config{

@@ -54,7 +54,7 @@ func cmdInit(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := openStore(ctx, cfg.storeConfig)
+	store, err := openStore(ctx, cfg.storeConfig, keys)
 	if err != nil {
 		return err
 	}

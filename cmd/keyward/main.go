@@ -1,6 +1,7 @@
 // Command keyward is the keyward binary: it runs the server (serve),
-// prepares a store (init), and talks to a running server to manage and
-// verify tokens (token, verify).
+// prepares a store (init, migrate), checks and exports the audit log on
+// the store (audit), and talks to a running server to manage and verify
+// tokens (token, verify).
 //
 // Every command prints its usage, flags, environment variables and examples
 // with --help. Exit status: 0 on success, 1 on failure (with a one-line
@@ -153,6 +154,7 @@ func topCommands() []command {
 		{"init", "create the store and issue the first root management token", cmdInit},
 		{"serve", "run the server: management, verify and OAuth endpoints", cmdServe},
 		{"migrate", "apply the store's schema migrations and exit", cmdMigrate},
+		{"audit", "verify and export the audit log", cmdAudit},
 		{"token", "create, list, show, update, rotate, revoke, suspend, resume tokens", cmdToken},
 		{"verify", "verify a token read from standard input", cmdVerify},
 		{"version", "print the version", cmdVersion},

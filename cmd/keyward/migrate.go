@@ -14,14 +14,17 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "migrate", help{
 		summary: "Apply the store's schema migrations and exit. keyward serve and keyward init\n" +
 			"migrate too; run migrate first to upgrade a PostgreSQL store before rolling out\n" +
-			"new nodes. Migrations take a lock, so nodes starting meanwhile are safe.",
+			"new nodes. Migrations take a lock, so nodes starting meanwhile are safe. It needs\n" +
+			"the server secret: the migration that adds the audit chain links the audit\n" +
+			"events already stored under a key derived from it.",
 		examples: []string{
-			"keyward migrate --database-url postgres://keyward@db.internal/keyward",
 			"keyward migrate --data-dir /var/lib/keyward",
+			"KEYWARD_SECRET_FILE=/run/secrets/keyward keyward migrate --database-url postgres://keyward@db.internal/keyward",
 		},
 	})
 	var cfg storeConfig
 	defineStoreFlags(fs, &cfg)
+	addServerSecretEnvHelp(fs)
 	args, err := fs.parse(args)
 	if err != nil {
 		return err
@@ -29,17 +32,27 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 	if err := noArgs(fs, args); err != nil {
 		return err
 	}
+	if err := loadSecrets(e, &cfg); err != nil {
+		return err
+	}
 	if cfg.DatabaseURL != "" {
 		if err := checkDatabaseURL(cfg.DatabaseURL); err != nil {
 			return fs.usagef("%v", err)
 		}
-		if err := postgres.Migrate(ctx, cfg.DatabaseURL); err != nil {
+	}
+	keys, err := keyring(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.DatabaseURL != "" {
+		key, _ := auditKeys(keys)
+		if err := postgres.Migrate(ctx, cfg.DatabaseURL, postgres.WithAuditKey(key)); err != nil {
 			return err
 		}
 		fmt.Fprintln(e.stdout, "PostgreSQL store migrated.")
 		return nil
 	}
-	store, err := openStore(ctx, cfg)
+	store, err := openStore(ctx, cfg, keys)
 	if err != nil {
 		return err
 	}

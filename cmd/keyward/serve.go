@@ -41,12 +41,18 @@ func defineStoreFlags(fs *flagSet, c *storeConfig) {
 }
 
 // addSecretEnvHelp documents the server secret variables that loadSecrets
-// reads.
+// reads, and KEYWARD_REDIS_URL.
 func addSecretEnvHelp(fs *flagSet) {
-	fs.Env("KEYWARD_SECRET", "server secret (at least 32 bytes) that keys token digests; on SQLite generated into the data dir when unset")
+	addServerSecretEnvHelp(fs)
+	fs.Env("KEYWARD_REDIS_URL", "redis://... for rate limits and quotas enforced across all nodes (also _FILE; it may hold a password)")
+}
+
+// addServerSecretEnvHelp documents the server secret variables that
+// loadSecrets reads.
+func addServerSecretEnvHelp(fs *flagSet) {
+	fs.Env("KEYWARD_SECRET", "server secret (at least 32 bytes) that keys token digests and the audit chain; on SQLite generated into the data dir when unset")
 	fs.Env("KEYWARD_SECRET_FILE", "file holding the server secret, instead of KEYWARD_SECRET")
 	fs.Env("KEYWARD_SECRET_PREVIOUS", "earlier server secrets, comma-separated, while rotating it (also _FILE)")
-	fs.Env("KEYWARD_REDIS_URL", "redis://... for rate limits and quotas enforced across all nodes (also _FILE; it may hold a password)")
 }
 
 // loadSecrets fills the secrets of c from KEYWARD_SECRET and

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/secret"
 )
 
@@ -1803,6 +1804,97 @@ func TestAudit(t *testing.T) {
 		}
 		if !slices.Equal(seen, want) {
 			t.Fatalf("paged events %q, want %q", seen, want)
+		}
+	})
+	t.Run("OKFilters", func(t *testing.T) {
+		all := s.audit()
+		var times []time.Time
+		for _, e := range all {
+			times = append(times, e.Time)
+		}
+		ids := func(path string) []string {
+			t.Helper()
+			r := s.do("GET", path, s.root, nil)
+			wantStatus(t, r, 200)
+			var l struct{ Items []auditEvent }
+			json.Unmarshal(r.Body, &l)
+			var out []string
+			for _, e := range l.Items {
+				out = append(out, e.ID)
+			}
+			return out
+		}
+		want := func(keep func(e auditEvent) bool) []string {
+			var out []string
+			for _, e := range all {
+				if keep(e) {
+					out = append(out, e.ID)
+				}
+			}
+			return out
+		}
+		mid := times[len(times)/2]
+		for _, tc := range []struct {
+			name, query string
+			keep        func(e auditEvent) bool
+		}{
+			{"Actor", "actor=" + callerID, func(e auditEvent) bool { return e.Actor.ID == callerID }},
+			{"Action", "action=token.rotate", func(e auditEvent) bool { return e.Action == "token.rotate" }},
+			{"Target", "target=" + id, func(e auditEvent) bool { return e.Target == id }},
+			{"From", "from=" + url.QueryEscape(mid.Format(time.RFC3339Nano)), func(e auditEvent) bool { return !e.Time.Before(mid) }},
+			{"To", "to=" + url.QueryEscape(mid.Format(time.RFC3339Nano)), func(e auditEvent) bool { return e.Time.Before(mid) }},
+			{"Combined", "action=token.create&actor=" + callerID, func(e auditEvent) bool { return e.Action == "token.create" && e.Actor.ID == callerID }},
+			{"NoMatch", "actor=tok_nobody", func(auditEvent) bool { return false }},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				got, w := ids("/v1/audit?limit=500&"+tc.query), want(tc.keep)
+				if !slices.Equal(got, w) {
+					t.Fatalf("GET /v1/audit?%s = %q, want %q", tc.query, got, w)
+				}
+				if tc.name != "NoMatch" && len(w) == 0 {
+					t.Fatalf("the test filters out every event")
+				}
+			})
+		}
+		t.Run("PagingKeepsFilters", func(t *testing.T) {
+			r := s.do("GET", "/v1/audit?limit=1&target="+id, s.root, nil)
+			wantStatus(t, r, 200)
+			var l struct {
+				NextCursor string `json:"next_cursor"`
+			}
+			json.Unmarshal(r.Body, &l)
+			got := ids("/v1/audit?limit=500&target=" + id + "&cursor=" + l.NextCursor)
+			w := want(func(e auditEvent) bool { return e.Target == id })
+			if !slices.Equal(got, w[1:]) {
+				t.Fatalf("second page = %q, want %q", got, w[1:])
+			}
+		})
+	})
+	t.Run("ErrBadFilters", func(t *testing.T) {
+		for _, tc := range []struct{ query, pointer string }{
+			{"from=yesterday", "/from"},
+			{"to=2026-13-01T00:00:00Z", "/to"},
+			{"from=2026-03-02T00:00:00Z&to=2026-03-01T00:00:00Z", "/to"},
+		} {
+			r := s.do("GET", "/v1/audit?"+tc.query, s.root, nil)
+			wantStatus(t, r, 400)
+			var p struct {
+				Code   string `json:"code"`
+				Errors []struct {
+					Pointer string `json:"pointer"`
+				} `json:"errors"`
+			}
+			json.Unmarshal(r.Body, &p)
+			if p.Code != "invalid" || len(p.Errors) != 1 || p.Errors[0].Pointer != tc.pointer {
+				t.Errorf("GET /v1/audit?%s = %s, want invalid at %s", tc.query, r.Body, tc.pointer)
+			}
+		}
+	})
+	t.Run("OKChainVerifies", func(t *testing.T) {
+		// Every write through the API extends the workspace's chain.
+		rep, err := audit.Verify(t.Context(), s.db, s.key, s.ws.ID)
+		if err != nil || !rep.OK() || rep.Events != int64(len(s.audit())) {
+			t.Fatalf("Verify = %+v, %v (problem %+v); want OK with every event", rep, err, rep.Problem)
 		}
 	})
 	t.Run("ErrOtherWorkspaceInvisible", func(t *testing.T) {

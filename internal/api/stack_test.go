@@ -52,6 +52,7 @@ type stack struct {
 	tb     testing.TB
 	clock  *clock
 	db     *sqlite.DB
+	key    []byte // the audit chain key
 	engine *verify.Engine
 	svc    *manage.Service
 	ws     *keyward.Workspace
@@ -65,15 +66,16 @@ func newStack(tb testing.TB) *stack {
 	tb.Helper()
 	ctx := context.Background()
 	s := &stack{tb: tb, clock: &clock{}}
-	db, err := sqlite.Open(ctx, filepath.Join(tb.TempDir(), "keyward.db"))
-	if err != nil {
-		tb.Fatalf("sqlite.Open: %v", err)
-	}
-	tb.Cleanup(func() { db.Close() })
 	keys, err := secret.NewKeyring(serverSecret)
 	if err != nil {
 		tb.Fatalf("NewKeyring: %v", err)
 	}
+	s.key = keys.Current.Derive("audit-chain/v1")
+	db, err := sqlite.Open(ctx, filepath.Join(tb.TempDir(), "keyward.db"), sqlite.WithAuditKey(s.key))
+	if err != nil {
+		tb.Fatalf("sqlite.Open: %v", err)
+	}
+	tb.Cleanup(func() { db.Close() })
 	eng := verify.New(verify.Config{Store: db, Keys: keys, Now: s.clock.Now})
 	if err := eng.Start(ctx); err != nil {
 		tb.Fatalf("engine Start: %v", err)

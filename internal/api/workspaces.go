@@ -71,12 +71,44 @@ type auditView struct {
 }
 
 func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request) {
-	limit, err := pageLimit(r.URL.Query().Get("limit"))
+	q := r.URL.Query()
+	limit, err := pageLimit(q.Get("limit"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	events, err := s.store.FindAuditEvents(r.Context(), keyward.AuditFilter{WorkspaceID: caller(r).WorkspaceID, Before: r.URL.Query().Get("cursor"), Limit: limit + 1})
+	f := keyward.AuditFilter{
+		WorkspaceID: caller(r).WorkspaceID,
+		Before:      q.Get("cursor"),
+		Limit:       limit + 1,
+		Actor:       q.Get("actor"),
+		Action:      q.Get("action"),
+		Target:      q.Get("target"),
+	}
+	var errs []keyward.FieldError
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"from", &f.From}, {"to", &f.To}} {
+		v := q.Get(p.name)
+		if v == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			errs = append(errs, keyward.FieldError{Pointer: "/" + p.name, Detail: p.name + ` must be an RFC 3339 time such as "2026-12-31T23:59:59Z"`})
+			continue
+		}
+		*p.dst = t.UTC()
+	}
+	if len(errs) == 0 && !f.From.IsZero() && !f.To.IsZero() && f.To.Before(f.From) {
+		errs = append(errs, keyward.FieldError{Pointer: "/to", Detail: "to must not be before from"})
+	}
+	if len(errs) > 0 {
+		s.writeError(w, r, keyward.Invalid(errs...))
+		return
+	}
+	events, err := s.store.FindAuditEvents(r.Context(), f)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

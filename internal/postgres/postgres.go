@@ -33,6 +33,11 @@
 // a time, each holding the lock only from its last statements to its
 // commit, which their rate (people and programs managing tokens) allows.
 //
+// The audit chain (keyward.AuditMAC) relies on the same lock: an event
+// is linked to its workspace's head, which is read and moved under
+// lockLogs, so that the links follow the commit order and two writers never
+// chain onto the same event.
+//
 // Every insert into changes also sends, at commit, a NOTIFY on the channel
 // NotifyChannel ("keyward_changes") with the change's sequence number as
 // payload (a trigger, see migrations/0001_init.sql), so that a node that
@@ -126,17 +131,44 @@ const migrateLockKey int64 = 0x6b65797761726401
 // DB is a keyward.Store on a PostgreSQL database. It is safe for
 // concurrent use.
 type DB struct {
-	pool *pgxpool.Pool
+	pool     *pgxpool.Pool
+	auditKey []byte // keys the audit chain; see WithAuditKey
 }
 
 var _ keyward.Store = (*DB)(nil)
+
+// Option configures Open and Migrate.
+type Option func(*options)
+
+type options struct {
+	auditKey []byte
+}
+
+// WithAuditKey sets the key under which the store links the audit events
+// it writes into each workspace's chain (keyward.AuditMAC), and under which
+// migrating to the chain links the events written before it. It must be the
+// same for every node and every start, and secret: whoever holds it can
+// rewrite the audit log undetected. Without it the chain is linked under
+// an empty key, which catches accidents but not tampering.
+func WithAuditKey(key []byte) Option {
+	return func(o *options) { o.auditKey = append([]byte(nil), key...) }
+}
+
+func applyOptions(opts []Option) options {
+	var o options
+	for _, fn := range opts {
+		fn(&o)
+	}
+	return o
+}
 
 // Open connects to the PostgreSQL database at url (a postgres:// URL or a
 // key=value connection string, as libpq takes), migrates its schema to the
 // newest version and returns a DB with a bounded pool of connections. It
 // fails when the database cannot be reached or migrated, or its encoding
 // is not UTF8. The caller must Close the DB.
-func Open(ctx context.Context, url string) (*DB, error) {
+func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
+	o := applyOptions(opts)
 	cfg, err := poolConfig(url)
 	if err != nil {
 		return nil, err
@@ -145,17 +177,20 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	if err := migrate(ctx, pool); err != nil {
+	if err := migrate(ctx, pool, o.auditKey); err != nil {
 		pool.Close()
 		return nil, err
 	}
-	return &DB{pool: pool}, nil
+	return &DB{pool: pool, auditKey: o.auditKey}, nil
 }
 
 // Migrate connects to the database at url, applies every embedded
 // migration not yet applied, and disconnects. It is safe to run while
-// nodes start or run.
-func Migrate(ctx context.Context, url string) error {
+// nodes start or run. Give it the audit key that the nodes use
+// (WithAuditKey): the migration that adds the audit chain links the events
+// already stored under it.
+func Migrate(ctx context.Context, url string, opts ...Option) error {
+	o := applyOptions(opts)
 	cfg, err := poolConfig(url)
 	if err != nil {
 		return err
@@ -165,7 +200,7 @@ func Migrate(ctx context.Context, url string) error {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return migrate(ctx, conn)
+	return migrate(ctx, conn, o.auditKey)
 }
 
 // poolConfig parses url and fills in every limit the url does not set.
@@ -248,10 +283,14 @@ type beginner interface {
 }
 
 // migrate applies, in name order and in one transaction, every embedded
-// migration not yet recorded in schema_migrations. The advisory lock,
-// released at commit, makes a concurrent migrate wait and then find the
-// work done.
-func migrate(ctx context.Context, db beginner) error {
+// migration not yet recorded in schema_migrations, each followed by its
+// step in Go, if it has one; auditKey keys the audit chain. The advisory
+// lock, released at commit, makes a concurrent migrate wait and then find
+// the work done.
+func migrate(ctx context.Context, db beginner, auditKey []byte) error {
+	steps := map[string]func(context.Context, pgx.Tx) error{
+		"0002_audit_chain.sql": func(ctx context.Context, tx pgx.Tx) error { return chainExisting(ctx, tx, auditKey) },
+	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
 		return fmt.Errorf("postgres: migrate: %w", err)
@@ -296,6 +335,11 @@ func migrate(ctx context.Context, db beginner) error {
 			// protocol, which runs several statements.
 			if _, err := tx.Exec(ctx, string(script)); err != nil {
 				return fmt.Errorf("%s: %w", base, err)
+			}
+			if step := steps[base]; step != nil {
+				if err := step(ctx, tx); err != nil {
+					return fmt.Errorf("%s: %w", base, err)
+				}
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (name) VALUES ($1)`, base); err != nil {
 				return err

@@ -115,7 +115,7 @@ func withParam(t *testing.T, u, key, value string) string {
 func openTemp(t *testing.T) (*DB, string) {
 	t.Helper()
 	u := newSchema(t)
-	db, err := Open(t.Context(), u)
+	db, err := Open(t.Context(), u, WithAuditKey(storetest.AuditKey))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -127,7 +127,7 @@ func TestStore(t *testing.T) {
 	baseURL(t)
 	storetest.Run(t, func(t *testing.T) keyward.Store {
 		u := newSchema(t)
-		db, err := Open(t.Context(), u)
+		db, err := Open(t.Context(), u, WithAuditKey(storetest.AuditKey))
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}

@@ -19,6 +19,7 @@ const rootTokenKey = "root_token"
 // querier is what reads need: the pool or a transaction.
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // CreateToken inserts t, its secret sec and ev in one transaction. An event
@@ -33,7 +34,7 @@ func (db *DB) CreateToken(ctx context.Context, t *keyward.Token, sec *keyward.Se
 		if err := createToken(ctx, tx, t, sec); err != nil {
 			return err
 		}
-		return logTokenWrite(ctx, tx, t.ID, t.CreatedAt, ev, t.WorkspaceID)
+		return db.logTokenWrite(ctx, tx, t.ID, t.CreatedAt, ev, t.WorkspaceID)
 	})
 	return wrap("create token", err)
 }
@@ -61,7 +62,7 @@ func (db *DB) CreateRootToken(ctx context.Context, t *keyward.Token, sec *keywar
 		if err := createToken(ctx, tx, t, sec); err != nil {
 			return err
 		}
-		return logTokenWrite(ctx, tx, t.ID, t.CreatedAt, ev, t.WorkspaceID)
+		return db.logTokenWrite(ctx, tx, t.ID, t.CreatedAt, ev, t.WorkspaceID)
 	})
 	return wrap("create root token", err)
 }
@@ -87,11 +88,11 @@ func createToken(ctx context.Context, tx pgx.Tx, t *keyward.Token, sec *keyward.
 // logTokenWrite takes lockLogs and appends ev (stored in workspaceID when
 // its WorkspaceID is empty) and a change of the token at the given time.
 // It is the last step of every token write.
-func logTokenWrite(ctx context.Context, tx pgx.Tx, tokenID string, at time.Time, ev *keyward.AuditEvent, workspaceID string) error {
+func (db *DB) logTokenWrite(ctx context.Context, tx pgx.Tx, tokenID string, at time.Time, ev *keyward.AuditEvent, workspaceID string) error {
 	if err := lockLogs(ctx, tx); err != nil {
 		return err
 	}
-	if err := insertEvent(ctx, tx, ev, workspaceID); err != nil {
+	if err := db.insertEvent(ctx, tx, ev, workspaceID); err != nil {
 		return err
 	}
 	return insertChange(ctx, tx, tokenID, at)
@@ -419,7 +420,7 @@ func (db *DB) UpdateToken(ctx context.Context, workspaceID, id string, fn func(t
 		if at.IsZero() {
 			at = w.Event.Time
 		}
-		return logTokenWrite(ctx, tx, t.ID, at, w.Event, t.WorkspaceID)
+		return db.logTokenWrite(ctx, tx, t.ID, at, w.Event, t.WorkspaceID)
 	})
 	switch {
 	case fnErr != nil:

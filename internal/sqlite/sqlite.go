@@ -6,6 +6,11 @@
 // contend inside the process; a separate read-only pool serves plain reads
 // while a write is in progress. The schema is migrated at Open from the
 // numbered files embedded under migrations/.
+//
+// Each audit event is linked into its workspace's chain (keyward.AuditMAC)
+// in the write transaction that records it; since every write transaction
+// takes the database's write lock at its start (BEGIN IMMEDIATE), in this
+// process or another, links follow the commit order.
 package sqlite
 
 import (
@@ -59,9 +64,10 @@ func init() {
 // DB is a keyward.Store on one SQLite database file. It is safe for
 // concurrent use.
 type DB struct {
-	path  string
-	write *sql.DB // one connection: every write transaction
-	read  *sql.DB // query_only connections for plain reads
+	path     string
+	write    *sql.DB // one connection: every write transaction
+	read     *sql.DB // query_only connections for plain reads
+	auditKey []byte  // keys the audit chain; see WithAuditKey
 
 	closeOnce sync.Once
 	closeErr  error
@@ -69,12 +75,24 @@ type DB struct {
 
 var _ keyward.Store = (*DB)(nil)
 
+// Option configures a DB at Open.
+type Option func(*DB)
+
+// WithAuditKey sets the key under which the DB links the audit events it
+// writes into each workspace's chain (keyward.AuditMAC). It must be the
+// same every time the database is opened, and secret: whoever holds it can
+// rewrite the audit log undetected. Without it the chain is linked under
+// an empty key, which catches accidents but not tampering.
+func WithAuditKey(key []byte) Option {
+	return func(db *DB) { db.auditKey = append([]byte(nil), key...) }
+}
+
 // Open opens the SQLite database file at path, creating it (mode 0600) when
 // it does not exist, and migrates its schema to the newest version. The
 // directory must exist. path names a file: in-memory databases are not
 // supported, since the writer and the read pool must share one database.
 // The caller must Close the DB.
-func Open(ctx context.Context, path string) (*DB, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") || strings.ContainsRune(path, '?') {
 		return nil, fmt.Errorf("sqlite: %q is not a database file path", path)
 	}
@@ -87,6 +105,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	f.Close()
 
 	db := &DB{path: path}
+	for _, o := range opts {
+		o(db)
+	}
 	pragmas := func(ps ...string) string {
 		q := url.Values{}
 		// busy_timeout first, so that no other pragma fails on a lock.
@@ -154,8 +175,12 @@ func (db *DB) Ping(ctx context.Context) error {
 }
 
 // migrate applies, in name order and in one transaction, every embedded
-// migration not yet recorded in schema_migrations.
+// migration not yet recorded in schema_migrations, each followed by its
+// step in Go, if it has one.
 func (db *DB) migrate(ctx context.Context) error {
+	steps := map[string]func(context.Context, *sql.Tx) error{
+		"0002_audit_chain.sql": db.chainExisting,
+	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
@@ -183,6 +208,11 @@ func (db *DB) migrate(ctx context.Context) error {
 			}
 			if _, err := tx.ExecContext(ctx, string(script)); err != nil {
 				return fmt.Errorf("%s: %w", base, err)
+			}
+			if step := steps[base]; step != nil {
+				if err := step(ctx, tx); err != nil {
+					return fmt.Errorf("%s: %w", base, err)
+				}
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)`,
 				base, time.Now().UnixNano()); err != nil {

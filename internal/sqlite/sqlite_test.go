@@ -23,7 +23,7 @@ var t0 = time.Date(2026, time.March, 14, 9, 26, 53, 0, time.UTC)
 func openTemp(t *testing.T) (*DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "keyward.db")
-	db, err := Open(context.Background(), path)
+	db, err := Open(context.Background(), path, WithAuditKey(storetest.AuditKey))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

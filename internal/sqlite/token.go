@@ -31,7 +31,7 @@ func (db *DB) CreateToken(ctx context.Context, t *keyward.Token, sec *keyward.Se
 		if err := createToken(ctx, tx, t, sec); err != nil {
 			return err
 		}
-		return insertEvent(ctx, tx, ev, t.WorkspaceID)
+		return db.insertEvent(ctx, tx, ev, t.WorkspaceID)
 	})
 	return wrap("create token", err)
 }
@@ -55,7 +55,7 @@ func (db *DB) CreateRootToken(ctx context.Context, t *keyward.Token, sec *keywar
 			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, rootTokenKey, t.ID); err != nil {
 			return err
 		}
-		return insertEvent(ctx, tx, ev, t.WorkspaceID)
+		return db.insertEvent(ctx, tx, ev, t.WorkspaceID)
 	})
 	return wrap("create root token", err)
 }
@@ -382,7 +382,7 @@ func (db *DB) UpdateToken(ctx context.Context, workspaceID, id string, fn func(t
 		if err := insertChange(ctx, tx, t.ID, at); err != nil {
 			return err
 		}
-		if err := insertEvent(ctx, tx, w.Event, t.WorkspaceID); err != nil {
+		if err := db.insertEvent(ctx, tx, w.Event, t.WorkspaceID); err != nil {
 			return err
 		}
 		out, err = findToken(ctx, tx, workspaceID, id)

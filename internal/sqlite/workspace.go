@@ -28,7 +28,7 @@ func (db *DB) CreateWorkspace(ctx context.Context, ws *keyward.Workspace, admin 
 			}
 		}
 		for _, ev := range events {
-			if err := insertEvent(ctx, tx, ev, ws.ID); err != nil {
+			if err := db.insertEvent(ctx, tx, ev, ws.ID); err != nil {
 				return err
 			}
 		}

@@ -16,6 +16,13 @@
 //   - FlushUsage skips entries of unknown tokens, keeps the latest last use,
 //     and adds quota only for entries with a Period.
 //   - TokenSecrets returns ENOTFOUND for an unknown token.
+//   - Every audit event written is linked, under AuditKey, to the one
+//     before it in its workspace, from its fields as read back, and the
+//     workspace's head is the newest event; a failed write links nothing.
+//     AuditFilter's From is inclusive and To exclusive.
+//   - A store that implements keyward.BulkLoader inserts a batch whole or
+//     not at all, with every field, and adds no change and no audit event;
+//     the suite skips these tests for other stores.
 package storetest
 
 import (
@@ -34,8 +41,8 @@ import (
 )
 
 // Run runs the conformance suite. open must return a new, empty store (its
-// schema in place, no workspaces) each time it is called; Run closes it
-// when the test that opened it ends.
+// schema in place, no workspaces) with AuditKey as its audit chain key each
+// time it is called; Run closes it when the test that opened it ends.
 func Run(t *testing.T, open func(t *testing.T) keyward.Store) {
 	s := &suite{open: open}
 	t.Run("Ping", s.testPing)
@@ -57,6 +64,9 @@ func Run(t *testing.T, open func(t *testing.T) keyward.Store) {
 	t.Run("PruneChanges", s.testPruneChanges)
 	t.Run("FlushUsage", s.testFlushUsage)
 	t.Run("FindAuditEvents", s.testFindAuditEvents)
+	t.Run("FindAuditEventsFilters", s.testFindAuditEventsFilters)
+	t.Run("AuditChain", s.testAuditChain)
+	t.Run("InsertTokens", s.testInsertTokens)
 }
 
 type suite struct {

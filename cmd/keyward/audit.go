@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/audit"
+)
+
+var auditGroup = group{
+	path: "audit",
+	intro: "Check and export the audit log. The commands read the store directly, with the same\n" +
+		"--data-dir or --database-url and server secret (KEYWARD_SECRET) as keyward serve.",
+	examples: []string{
+		"keyward audit verify",
+		"keyward audit verify --workspace acme --database-url postgres://keyward@db.internal/keyward",
+		"keyward audit export --format csv --output-file audit.csv",
+	},
+}
+
+func auditCommands() []command {
+	return []command{
+		{"verify", "check that no audit event was changed, removed or reordered", cmdAuditVerify},
+		{"export", "write the audit log as JSON lines or CSV", cmdAuditExport},
+	}
+}
+
+// cmdAudit dispatches the audit subcommands.
+func cmdAudit(ctx context.Context, e *env, args []string) error {
+	return dispatch(ctx, e, auditGroup, auditCommands(), args)
+}
+
+// auditStore is what both audit commands open: the store, the server keys
+// and the workspaces asked for.
+type auditStore struct {
+	store      keyward.Store
+	keys       [][]byte // audit chain keys: the current one first
+	workspaces []string // ids, in order
+	names      map[string]string
+}
+
+// defineAuditFlags defines the store flags and --workspace.
+func defineAuditFlags(fs *flagSet, cfg *storeConfig, workspace *string) {
+	defineStoreFlags(fs, cfg)
+	fs.String(workspace, "workspace", "", "", "only the workspace with this `NAME` or id (default: every workspace)")
+	addServerSecretEnvHelp(fs)
+}
+
+// openAudit loads the secrets, opens the store and resolves workspace ("":
+// every workspace, including those whose whole log is gone). Unlike the
+// commands that prepare a store, it creates neither a SQLite store nor its
+// server secret: checking a log under a new random key would only report
+// every event changed.
+func openAudit(ctx context.Context, e *env, cfg storeConfig, workspace string) (_ *auditStore, err error) {
+	if err := loadSecrets(e, &cfg); err != nil {
+		return nil, err
+	}
+	if cfg.DatabaseURL == "" {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, "keyward.db")); err != nil {
+			return nil, fmt.Errorf("no keyward store in %s: %w", cfg.DataDir, err)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, "server.secret")); cfg.Secret == "" && err != nil {
+			return nil, fmt.Errorf("KEYWARD_SECRET is not set and %s holds no server secret: %w", cfg.DataDir, err)
+		}
+	}
+	keys, err := keyring(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStore(ctx, cfg, keys)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	current, previous := auditKeys(keys)
+	a := &auditStore{store: st, keys: append([][]byte{current}, previous...), names: map[string]string{}}
+	if workspace != "" {
+		id, err := resolveWorkspace(ctx, st, workspace)
+		if err != nil {
+			return nil, err
+		}
+		a.workspaces = []string{id}
+	} else if a.workspaces, err = audit.Workspaces(ctx, st); err != nil {
+		return nil, err
+	}
+	for _, id := range a.workspaces {
+		if ws, err := st.FindWorkspace(ctx, id); err == nil {
+			a.names[id] = ws.Name
+		} else if keyward.ErrorCode(err) != keyward.ENOTFOUND {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// resolveWorkspace returns the id of the workspace named s, or with id s,
+// or, for a workspace that no longer exists, with audit events under id s.
+func resolveWorkspace(ctx context.Context, st keyward.Store, s string) (string, error) {
+	ws, err := st.FindWorkspaceByName(ctx, s)
+	if err == nil {
+		return ws.ID, nil
+	}
+	if keyward.ErrorCode(err) != keyward.ENOTFOUND {
+		return "", err
+	}
+	if ws, err = st.FindWorkspace(ctx, s); err == nil {
+		return ws.ID, nil
+	} else if keyward.ErrorCode(err) != keyward.ENOTFOUND {
+		return "", err
+	}
+	ids, err := st.AuditWorkspaces(ctx)
+	if err != nil {
+		return "", err
+	}
+	if slices.Contains(ids, s) {
+		return s, nil
+	}
+	return "", fmt.Errorf("no workspace is named %q or has that id", s)
+}
+
+// label names a workspace for people.
+func (a *auditStore) label(id string) string {
+	if name, ok := a.names[id]; ok {
+		return fmt.Sprintf("workspace %q (%s)", name, id)
+	}
+	return fmt.Sprintf("workspace %s (no longer exists)", id)
+}
+
+// cmdAuditVerify verifies the audit chain of one or every workspace.
+func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "audit verify", help{
+		summary: "Walk the audit chain of every workspace (or of --workspace) and check every link\n" +
+			"under the key derived from the server secret: it reports the first event that was\n" +
+			"changed, removed or reordered, and the removal of the newest events, which the\n" +
+			"chain head kept apart from the events shows. It prints one line per workspace: OK\n" +
+			"with the number of events and the head, or the first problem.",
+		notes: []string{
+			"Events linked before the server secret was rotated verify only while the earlier\n" +
+				"secret is in KEYWARD_SECRET_PREVIOUS. Keep the heads it prints somewhere else: a\n" +
+				"database restored whole to an older state is caught only by comparing them.",
+			"Exit status: 0 when every chain is intact, 1 when one is not (or the store fails),\n" +
+				"2 on a usage error.",
+		},
+		examples: []string{
+			"keyward audit verify",
+			"keyward audit verify --workspace acme",
+			"KEYWARD_SECRET_FILE=/run/secrets/keyward keyward audit verify --database-url postgres://keyward@db.internal/keyward",
+		},
+	})
+	var cfg storeConfig
+	var workspace string
+	defineAuditFlags(fs, &cfg, &workspace)
+	args, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	a, err := openAudit(ctx, e, cfg, workspace)
+	if err != nil {
+		return err
+	}
+	defer a.store.Close()
+	if len(a.workspaces) == 0 {
+		fmt.Fprintln(e.stdout, "No workspaces: nothing to verify.")
+		return nil
+	}
+	bad := 0
+	for _, id := range a.workspaces {
+		r, err := audit.Verify(ctx, a.store, a.keys[0], id, a.keys[1:]...)
+		if err != nil {
+			return fmt.Errorf("verify the audit log of %s: %w", a.label(id), err)
+		}
+		if r.OK() {
+			fmt.Fprintf(e.stdout, "%s: OK, %d events, head %s (seq %d)\n", a.label(id), r.Events, r.Head.EventID, r.Head.Seq)
+			continue
+		}
+		bad++
+		fmt.Fprintf(e.stdout, "%s: FAILED, %s: %s\n", a.label(id), r.Problem.Kind, r.Problem.Detail)
+	}
+	if bad > 0 {
+		return fmt.Errorf("the audit log of %d of %d workspaces failed verification", bad, len(a.workspaces))
+	}
+	return nil
+}
+
+// cmdAuditExport writes the audit log of one or every workspace.
+func cmdAuditExport(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "audit export", help{
+		summary: "Write every audit event of every workspace (or of --workspace) for compliance,\n" +
+			"workspace by workspace, each in the order it was written: JSON lines (one object\n" +
+			"per event, the fields of GET /v1/audit plus workspace_id, seq and mac) or CSV (a\n" +
+			"header row, RFC 4180 quoting, changes as JSON text). It verifies nothing: run\n" +
+			"keyward audit verify for that.",
+		examples: []string{
+			"keyward audit export > audit.jsonl",
+			"keyward audit export --format csv --workspace acme --output-file acme-audit.csv",
+		},
+	})
+	var cfg storeConfig
+	var workspace, format, output string
+	defineAuditFlags(fs, &cfg, &workspace)
+	fs.String(&format, "format", "", audit.JSONL, "output `FORMAT`: jsonl or csv")
+	fs.String(&output, "output-file", "", "", "write to `FILE` (created mode 0600, replaced if it exists) instead of standard output")
+	fs.Check(func() error {
+		if format != audit.JSONL && format != audit.CSV {
+			return fmt.Errorf("--format must be jsonl or csv, not %q", format)
+		}
+		return nil
+	})
+	args, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	a, err := openAudit(ctx, e, cfg, workspace)
+	if err != nil {
+		return err
+	}
+	defer a.store.Close()
+	if output == "" {
+		return audit.Export(ctx, a.store, e.stdout, format, a.workspaces...)
+	}
+	f, err := os.OpenFile(output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	regular := fi.Mode().IsRegular()
+	err = audit.Export(ctx, a.store, f, format, a.workspaces...)
+	if err == nil && regular {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if regular {
+			os.Remove(output) // no partial export
+		}
+		return err
+	}
+	fmt.Fprintf(e.stdout, "Wrote the audit log of %d workspaces to %s.\n", len(a.workspaces), output)
+	return nil
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"database/sql"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// newAuditDir prepares a SQLite data dir with a few audit events, written
+// by keyward init, and returns it with the events' ids in the order written.
+func newAuditDir(t *testing.T) (string, []string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "data")
+	cli(t, nil, nil, "", "init", "--data-dir", dir).want(t, 0)
+	for range 2 {
+		cli(t, nil, nil, "", "init", "--data-dir", dir, "--new-root-token").want(t, 0)
+	}
+	r := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir)
+	r.want(t, 0)
+	var ids []string
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var e struct{ ID string }
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("export line %q: %v", line, err)
+		}
+		ids = append(ids, e.ID)
+	}
+	if len(ids) != 4 {
+		t.Fatalf("export = %d events, want 4 (workspace.create and three token.create):\n%s", len(ids), r.stdout)
+	}
+	return dir, ids
+}
+
+// tamper runs SQL on the data dir's database file, as someone who can
+// write it but lacks the server secret.
+func tamper(t *testing.T, dir, query string, args ...any) {
+	t.Helper()
+	db, err := sql.Open("sqlite", filepath.Join(dir, "keyward.db")+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	res, err := db.Exec(query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%s: %d rows, want 1", query, n)
+	}
+}
+
+func TestAuditVerify(t *testing.T) {
+	t.Run("OK", func(t *testing.T) {
+		dir, ids := newAuditDir(t)
+		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+		r.want(t, 0)
+		if !strings.Contains(r.stdout, `workspace "default" (ws_`) || !strings.Contains(r.stdout, "OK, 4 events, head "+ids[3]) {
+			t.Errorf("stdout = %q, want the default workspace OK with 4 events and its head", r.stdout)
+		}
+		r = cli(t, nil, map[string]string{"KEYWARD_DATA_DIR": dir}, "", "audit", "verify", "--workspace", "default")
+		r.want(t, 0)
+		if strings.Count(r.stdout, "\n") != 1 {
+			t.Errorf("stdout = %q, want one workspace", r.stdout)
+		}
+	})
+
+	for _, tc := range []struct {
+		name  string
+		query string
+		event int // index of the event tampered with
+		want  string
+		named int // index of the event the report must name
+	}{
+		{"ErrChanged", `UPDATE audit_events SET action = 'token.revoke' WHERE id = ?`, 1, "changed", 1},
+		{"ErrChangedActor", `UPDATE audit_events SET actor_id = 'tok_someone' WHERE id = ?`, 2, "changed", 2},
+		{"ErrRemoved", `DELETE FROM audit_events WHERE id = ?`, 1, "removed", 2},
+		{"ErrNewestRemoved", `DELETE FROM audit_events WHERE id = ?`, 3, "newest_removed", 3},
+		{"ErrReordered", `UPDATE audit_events SET seq = 1000 WHERE id = ?`, 1, "reordered", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, ids := newAuditDir(t)
+			tamper(t, dir, tc.query, ids[tc.event])
+			r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+			r.want(t, 1)
+			if !strings.Contains(r.stdout, "FAILED, "+tc.want+": ") || !strings.Contains(r.stdout, ids[tc.named]) {
+				t.Errorf("stdout = %q, want %s naming %s", r.stdout, tc.want, ids[tc.named])
+			}
+			if r.stderr != "keyward: the audit log of 1 of 1 workspaces failed verification\n" {
+				t.Errorf("stderr = %q", r.stderr)
+			}
+		})
+	}
+
+	t.Run("ErrHeadMissing", func(t *testing.T) {
+		dir, ids := newAuditDir(t)
+		tamper(t, dir, `DELETE FROM audit_heads WHERE event_id = ?`, ids[3])
+		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+		r.want(t, 1)
+		if !strings.Contains(r.stdout, "FAILED, head_missing: ") {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
+	t.Run("ErrWrongSecret", func(t *testing.T) {
+		dir, ids := newAuditDir(t)
+		r := cli(t, nil, map[string]string{"KEYWARD_SECRET": strings.Repeat("x", 40)}, "", "audit", "verify", "--data-dir", dir)
+		r.want(t, 1)
+		if !strings.Contains(r.stdout, "FAILED, changed: event "+ids[0]) {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
+	t.Run("ErrNoStore", func(t *testing.T) {
+		dir := t.TempDir()
+		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+		r.want(t, 1)
+		if !strings.Contains(r.stderr, "no keyward store in "+dir) {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "server.secret")); err == nil {
+			t.Errorf("verify created a server secret")
+		}
+	})
+
+	t.Run("ErrUnknownWorkspace", func(t *testing.T) {
+		dir, _ := newAuditDir(t)
+		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir, "--workspace", "nope")
+		r.want(t, 1)
+		if !strings.Contains(r.stderr, `no workspace is named "nope"`) {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+	})
+
+	t.Run("ErrUsage", func(t *testing.T) {
+		cli(t, nil, nil, "", "audit", "verify", "extra").want(t, 2)
+		cli(t, nil, nil, "", "audit", "export", "--format", "xml").want(t, 2)
+		cli(t, nil, nil, "", "audit").want(t, 2)
+	})
+}
+
+func TestAuditExport(t *testing.T) {
+	dir, ids := newAuditDir(t)
+	t.Run("OKCSV", func(t *testing.T) {
+		r := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir, "--format", "csv")
+		r.want(t, 0)
+		lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+		if lines[0] != "workspace_id,seq,id,time,action,actor_type,actor_id,target,ip,user_agent,request_id,changes,mac" {
+			t.Errorf("header = %q", lines[0])
+		}
+		if len(lines) != 5 || !strings.Contains(lines[1], ","+ids[0]+",") || !strings.Contains(lines[4], ","+ids[3]+",") {
+			t.Errorf("csv = %q, want the 4 events in order", r.stdout)
+		}
+		if !strings.Contains(lines[2], `,"{""hint"":`) {
+			t.Errorf("row = %q, want changes as quoted JSON text", lines[2])
+		}
+	})
+	t.Run("OKOutputFile", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "audit.jsonl")
+		r := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir, "--workspace", "default", "--output-file", out)
+		r.want(t, 0)
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(b), "\n"); n != 4 {
+			t.Errorf("file has %d lines, want 4", n)
+		}
+		if fi, _ := os.Stat(out); fi.Mode().Perm() != 0o600 {
+			t.Errorf("file mode %v, want 0600", fi.Mode().Perm())
+		}
+		if !strings.Contains(r.stdout, "to "+out) {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+}

@@ -1,0 +1,274 @@
+package storetest
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// AuditKey is the audit chain key under which the stores that Run tests
+// must link events: open passes it to the store, as in
+// sqlite.Open(ctx, path, sqlite.WithAuditKey(storetest.AuditKey)).
+var AuditKey = []byte("storetest audit chain key")
+
+// link is an event read back from AuditChain with its link.
+type link struct {
+	e *keyward.AuditEvent
+	l keyward.AuditLink
+}
+
+// chain returns a workspace's chain and head.
+func (f *fixture) chain(wsID string) ([]link, *keyward.AuditHead) {
+	f.t.Helper()
+	var out []link
+	head, err := f.s.AuditChain(f.ctx, wsID, func(e *keyward.AuditEvent, l keyward.AuditLink) error {
+		out = append(out, link{e, l})
+		return nil
+	})
+	if err != nil {
+		f.t.Fatalf("AuditChain(%s): %v", wsID, err)
+	}
+	return out, head
+}
+
+// assertChain checks that the links of a workspace's chain follow each
+// other under AuditKey, from the fields as read back, and that the head is
+// the last event's; it returns the events' ids in chain order.
+func (f *fixture) assertChain(wsID string) []string {
+	f.t.Helper()
+	links, head := f.chain(wsID)
+	var prev []byte
+	var ids []string
+	for i, c := range links {
+		if c.e.WorkspaceID != wsID {
+			f.t.Errorf("event %s of workspace %s in the chain of %s", c.e.ID, c.e.WorkspaceID, wsID)
+		}
+		if i > 0 && c.l.Seq <= links[i-1].l.Seq {
+			f.t.Errorf("event %s has seq %d after %d: not in sequence order", c.e.ID, c.l.Seq, links[i-1].l.Seq)
+		}
+		if !bytes.Equal(c.l.Prev, prev) {
+			f.t.Errorf("event %s: Prev = %x, want the link before it, %x", c.e.ID, c.l.Prev, prev)
+		}
+		if want := keyward.AuditMAC(AuditKey, prev, c.e); !bytes.Equal(c.l.MAC, want) {
+			f.t.Errorf("event %s: MAC = %x, want AuditMAC of its fields as read back, %x", c.e.ID, c.l.MAC, want)
+		}
+		prev = c.l.MAC
+		ids = append(ids, c.e.ID)
+	}
+	if len(links) == 0 {
+		if head != nil {
+			f.t.Errorf("head = %+v, want none for an empty chain", head)
+		}
+		return nil
+	}
+	last := links[len(links)-1]
+	switch {
+	case head == nil:
+		f.t.Fatalf("no head for a chain of %d events", len(links))
+	case head.WorkspaceID != wsID || head.Seq != last.l.Seq || head.EventID != last.e.ID || !bytes.Equal(head.MAC, last.l.MAC):
+		f.t.Errorf("head = {%s %d %s %x}, want the last event {%s %d %s %x}", head.WorkspaceID, head.Seq, head.EventID, head.MAC, wsID, last.l.Seq, last.e.ID, last.l.MAC)
+	case !bytes.Equal(head.HeadMAC, keyward.AuditHeadMAC(AuditKey, wsID, head.EventID, head.MAC)):
+		f.t.Errorf("head MAC = %x, want AuditHeadMAC", head.HeadMAC)
+	}
+	return ids
+}
+
+func (s *suite) testAuditChain(t *testing.T) {
+	t.Run("OKEmpty", func(t *testing.T) {
+		f := s.fixture(t)
+		ws := f.workspace("acme")
+		if links, head := f.chain(ws.ID); len(links) != 0 || head != nil {
+			t.Errorf("chain = %d events, head %+v; want none", len(links), head)
+		}
+		if links, head := f.chain("ws_unknown\xff"); len(links) != 0 || head != nil {
+			t.Errorf("chain of an unknown id = %d events, head %+v; want none", len(links), head)
+		}
+	})
+
+	t.Run("OKLinksEveryWrite", func(t *testing.T) {
+		// Every write path appends to the chain of its own workspace, in
+		// commit order, whatever the other workspaces do meanwhile.
+		f := s.fixture(t)
+		ws := &keyward.Workspace{ID: f.id(keyward.PrefixWorkspace), Name: "acme", TokenPrefix: "kw", CreatedAt: t0}
+		admin := f.newToken(ws.ID, "admin")
+		wsEvents := []*keyward.AuditEvent{f.event(ws.ID, "workspace.create", ws.ID), f.event("", "token.create", admin.ID)}
+		if err := f.s.CreateWorkspace(f.ctx, ws, admin, newSecret(admin.ID, t0), wsEvents...); err != nil {
+			t.Fatalf("CreateWorkspace: %v", err)
+		}
+		other := f.workspace("other")
+		want := eventIDs(wsEvents)
+		tok, _ := f.create(f.newToken(ws.ID, "t"))
+		want = append(want, f.events(ws.ID)[0].ID)
+		f.create(f.newToken(other.ID, "o"))
+		ev := f.event(ws.ID, "token.update", tok.ID)
+		if _, err := f.s.UpdateToken(f.ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+			t.Name = "u"
+			return &keyward.TokenWrite{Event: ev, Now: t0}, nil
+		}); err != nil {
+			t.Fatalf("UpdateToken: %v", err)
+		}
+		want = append(want, ev.ID)
+		root := f.newToken(ws.ID, "root")
+		rootEv := f.event(ws.ID, "token.create", root.ID)
+		if err := f.s.CreateRootToken(f.ctx, root, newSecret(root.ID, t0), rootEv, false); err != nil {
+			t.Fatalf("CreateRootToken: %v", err)
+		}
+		want = append(want, rootEv.ID)
+		if got := f.assertChain(ws.ID); !slices.Equal(got, want) {
+			t.Errorf("chain = %v, want %v", got, want)
+		}
+		if got := f.assertChain(other.ID); len(got) != 1 {
+			t.Errorf("chain of other = %v, want one event", got)
+		}
+	})
+
+	t.Run("OKFieldsAsStored", func(t *testing.T) {
+		// The link covers the event as the store reads it back, whatever
+		// it does to store it (precision of times, text it cannot hold).
+		f := s.fixture(t)
+		ws := f.workspace("acme")
+		tok := f.newToken(ws.ID, "t")
+		ev := &keyward.AuditEvent{
+			ID: f.id(keyward.PrefixEvent), WorkspaceID: ws.ID, Time: t0.Add(123456789 * time.Nanosecond).In(time.FixedZone("JST", 9*3600)),
+			Action: "token.create", Actor: keyward.Actor{Type: keyward.ActorToken, ID: "tok_x"}, Target: tok.ID,
+			IP: "192.0.2.1", UserAgent: "bad \xff\x00 agent", RequestID: "req_1",
+			Changes: []byte(`{"name": {"to": "t"},  "b": 1}`),
+		}
+		if err := f.s.CreateToken(f.ctx, tok, newSecret(tok.ID, t0), ev); err != nil {
+			t.Fatalf("CreateToken: %v", err)
+		}
+		f.assertChain(ws.ID)
+		links, _ := f.chain(ws.ID)
+		if len(links) != 1 {
+			t.Fatalf("%d events, want 1", len(links))
+		}
+		if got := links[0].e; !got.Time.Equal(t0.Add(123456*time.Microsecond)) || string(got.Changes) != string(ev.Changes) {
+			t.Errorf("event = time %v, changes %s; want the time to the microsecond and the changes byte for byte", got.Time, got.Changes)
+		}
+	})
+
+	t.Run("OKFailedWriteLeavesChain", func(t *testing.T) {
+		f := s.fixture(t)
+		ws := f.workspace("acme")
+		tok, sec := f.create(f.newToken(ws.ID, "t"))
+		_, before := f.chain(ws.ID)
+		dup := f.newToken(ws.ID, "dup")
+		if err := f.s.CreateToken(f.ctx, dup, &keyward.Secret{Digest: sec.Digest, KeyID: "k1"}, f.event(ws.ID, "token.create", dup.ID)); keyward.ErrorCode(err) != keyward.ECONFLICT {
+			t.Fatalf("CreateToken with a taken digest = %v, want ECONFLICT", err)
+		}
+		if _, err := f.s.UpdateToken(f.ctx, ws.ID, tok.ID, func(*keyward.Token) (*keyward.TokenWrite, error) { return nil, errFn }); !errors.Is(err, errFn) {
+			t.Fatalf("UpdateToken = %v, want the callback's error", err)
+		}
+		ids := f.assertChain(ws.ID)
+		_, after := f.chain(ws.ID)
+		if len(ids) != 1 || after == nil || before == nil || after.Seq != before.Seq || !bytes.Equal(after.HeadMAC, before.HeadMAC) {
+			t.Errorf("chain = %v, head %+v; want one event and the head unchanged (%+v)", ids, after, before)
+		}
+	})
+
+	t.Run("OKStopsOnError", func(t *testing.T) {
+		f := s.fixture(t)
+		ws := f.workspace("acme")
+		f.create(f.newToken(ws.ID, "a"))
+		f.create(f.newToken(ws.ID, "b"))
+		stop := errors.New("stop")
+		n := 0
+		_, err := f.s.AuditChain(f.ctx, ws.ID, func(*keyward.AuditEvent, keyward.AuditLink) error {
+			n++
+			return stop
+		})
+		if err != stop || n != 1 {
+			t.Errorf("AuditChain = %v after %d calls, want fn's error unchanged after 1", err, n)
+		}
+	})
+
+	t.Run("OKAuditWorkspaces", func(t *testing.T) {
+		f := s.fixture(t)
+		a := f.workspace("a")
+		f.workspace("empty")
+		b := f.workspace("b")
+		f.create(f.newToken(b.ID, "t"))
+		f.create(f.newToken(a.ID, "t"))
+		f.create(f.newToken(b.ID, "t"))
+		got, err := f.s.AuditWorkspaces(f.ctx)
+		if err != nil {
+			t.Fatalf("AuditWorkspaces: %v", err)
+		}
+		if want := []string{a.ID, b.ID}; !slices.Equal(got, want) {
+			t.Errorf("AuditWorkspaces = %v, want %v", got, want)
+		}
+	})
+}
+
+func (s *suite) testFindAuditEventsFilters(t *testing.T) {
+	f := s.fixture(t)
+	ws := f.workspace("acme")
+	other := f.workspace("other")
+	tokA, tokB := f.newToken(ws.ID, "a"), f.newToken(ws.ID, "b")
+	actor := func(id string) keyward.Actor { return keyward.Actor{Type: keyward.ActorToken, ID: id} }
+	type spec struct {
+		action, target string
+		actor          keyward.Actor
+		at             time.Duration
+	}
+	var ids []string // in the order made, oldest first
+	add := func(wsID string, sp spec) {
+		ev := f.event(wsID, sp.action, sp.target)
+		ev.Actor, ev.Time = sp.actor, t0.Add(sp.at)
+		tok := f.newToken(wsID, "x")
+		if err := f.s.CreateToken(f.ctx, tok, newSecret(tok.ID, t0), ev); err != nil {
+			t.Fatalf("CreateToken: %v", err)
+		}
+		if wsID == ws.ID {
+			ids = append(ids, ev.ID)
+		}
+	}
+	add(ws.ID, spec{"token.create", tokA.ID, actor("tok_admin"), 0})                        // 0
+	add(ws.ID, spec{"token.revoke", tokA.ID, actor("tok_admin"), time.Hour})                // 1
+	add(ws.ID, spec{"token.create", tokB.ID, actor("tok_ci"), 2 * time.Hour})               // 2
+	add(ws.ID, spec{"token.revoke", tokB.ID, keyward.Actor{Type: "system"}, 3 * time.Hour}) // 3
+	add(other.ID, spec{"token.revoke", tokA.ID, actor("tok_admin"), time.Hour})
+	pick := func(is ...int) []string { // newest first
+		var out []string
+		for _, i := range slices.Backward(is) {
+			out = append(out, ids[i])
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		f    keyward.AuditFilter
+		want []string
+	}{
+		{"OKNone", keyward.AuditFilter{}, pick(0, 1, 2, 3)},
+		{"OKActor", keyward.AuditFilter{Actor: "tok_admin"}, pick(0, 1)},
+		{"OKAction", keyward.AuditFilter{Action: "token.revoke"}, pick(1, 3)},
+		{"OKTarget", keyward.AuditFilter{Target: tokB.ID}, pick(2, 3)},
+		{"OKFromInclusive", keyward.AuditFilter{From: t0.Add(2 * time.Hour)}, pick(2, 3)},
+		{"OKToExclusive", keyward.AuditFilter{To: t0.Add(2 * time.Hour)}, pick(0, 1)},
+		{"OKRange", keyward.AuditFilter{From: t0.Add(time.Hour), To: t0.Add(3 * time.Hour)}, pick(1, 2)},
+		{"OKRangeOtherZone", keyward.AuditFilter{From: t0.Add(time.Hour).In(time.FixedZone("X", -5*3600))}, pick(1, 2, 3)},
+		{"OKCombined", keyward.AuditFilter{Action: "token.revoke", Actor: "tok_admin"}, pick(1)},
+		{"OKCursor", keyward.AuditFilter{Action: "token.create", Before: ids[2]}, pick(0)},
+		{"OKLimit", keyward.AuditFilter{Target: tokA.ID, Limit: 1}, pick(1)},
+		{"OKNoMatch", keyward.AuditFilter{Actor: "tok_nobody"}, nil},
+		{"OKUnstorable", keyward.AuditFilter{Target: "tok_\xff\x00"}, nil},
+		{"OKEmptyRange", keyward.AuditFilter{From: t0.Add(time.Hour), To: t0.Add(time.Hour)}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fl := tc.f
+			fl.WorkspaceID = ws.ID
+			evs, err := f.s.FindAuditEvents(f.ctx, fl)
+			if err != nil {
+				t.Fatalf("FindAuditEvents: %v", err)
+			}
+			if got := eventIDs(evs); !slices.Equal(got, tc.want) && (len(got) != 0 || len(tc.want) != 0) {
+				t.Errorf("FindAuditEvents(%+v) = %v, want %v", tc.f, got, tc.want)
+			}
+		})
+	}
+}

@@ -126,6 +126,7 @@ type Engine struct {
 
 	healthMu sync.Mutex
 	health   Health
+	clock    *clock // nil when Config.Now was given
 	closeMu  sync.Once
 }
 
@@ -160,8 +161,10 @@ type snapshot struct {
 // New returns an engine. Call Start to run its background work and Close to
 // flush pending usage.
 func New(cfg Config) *Engine {
+	var clk *clock
 	if cfg.Now == nil {
-		cfg.Now = time.Now
+		clk = newClock()
+		cfg.Now = clk.Now
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -188,6 +191,7 @@ func New(cfg Config) *Engine {
 		cfg:          cfg,
 		log:          cfg.Log,
 		now:          cfg.Now,
+		clock:        clk,
 		bySecret:     make(map[secret.Digest]*secretEntry),
 		byToken:      make(map[string]*tokenEntry),
 		budgetTokens: float64(cfg.LookupBudget),
@@ -210,6 +214,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.done.Add(2)
 	go e.pollLoop()
 	go e.loop(e.cfg.FlushInterval, func(ctx context.Context) {
+		if e.clock != nil {
+			e.clock.reanchor()
+		}
 		if err := e.Flush(ctx); err != nil {
 			e.log.Error("usage flush failed; will retry", "err", err)
 		}
@@ -352,21 +359,25 @@ func (e *Engine) LastUse(tokenID string) (time.Time, string, bool) {
 // Verify runs the checks of PRODUCT §4 in order. A VALID outcome consumes
 // one unit of the token's rate limit and quota; no other outcome does. For
 // a token in the cache it does not allocate.
-func (e *Engine) Verify(ctx context.Context, req Request) Result {
-	r := e.verify(ctx, req, true)
-	e.counts[r.Outcome].Add(1)
-	return r
+func (e *Engine) Verify(ctx context.Context, req Request) (res Result) {
+	e.verify(ctx, &req, true, &res)
+	e.counts[res.Outcome].Add(1)
+	return res
 }
 
 // Inspect runs the checks of Verify up to the scope check; it evaluates no
 // rate limit or quota, consumes nothing and records no use.
-func (e *Engine) Inspect(ctx context.Context, req Request) Result {
-	return e.verify(ctx, req, false)
+func (e *Engine) Inspect(ctx context.Context, req Request) (res Result) {
+	e.verify(ctx, &req, false, &res)
+	return res
 }
 
-func (e *Engine) verify(ctx context.Context, req Request, consume bool) Result {
+// verify fills res, which the caller gives zeroed; working in place spares
+// copying the Result on the hot path.
+func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Result) {
 	if _, err := secret.Parse(req.Token); err != nil {
-		return Result{Outcome: keyward.Malformed}
+		res.Outcome = keyward.Malformed
+		return
 	}
 	d := e.cfg.Keys.Current.Digest(req.Token)
 	e.mu.RLock()
@@ -376,20 +387,23 @@ func (e *Engine) verify(ctx context.Context, req Request, consume bool) Result {
 		e.misses.Add(1)
 		var err error
 		if se, err = e.lookup(ctx, req.Token, d); se == nil {
-			return Result{Outcome: keyward.NotFound, Err: err}
+			res.Outcome, res.Err = keyward.NotFound, err
+			return
 		}
 	}
 	now := e.now()
 	nowNS := now.UnixNano()
 	if g := e.cfg.StaleGrace; g > 0 && nowNS-e.syncedAt.Load() > int64(g) {
-		return Result{Outcome: keyward.NotFound, Err: ErrStale}
+		res.Outcome, res.Err = keyward.NotFound, ErrStale
+		return
 	}
 	s := se.tok.snap.Load()
 	t := s.token
 	if req.WorkspaceID != "" && t.WorkspaceID != req.WorkspaceID {
-		return Result{Outcome: keyward.NotFound}
+		res.Outcome = keyward.NotFound
+		return
 	}
-	res := Result{Token: t}
+	res.Token = t
 	switch {
 	case t.Revoked:
 		res.Outcome = keyward.Revoked
@@ -409,23 +423,22 @@ func (e *Engine) verify(ctx context.Context, req Request, consume bool) Result {
 		}
 	}
 	if !consume {
-		return res // inspection: limits are not evaluated
+		return // inspection: limits are not evaluated
 	}
 	if e.cfg.Global != nil && res.Outcome == keyward.Valid && (t.RateLimit != nil || t.Quota != nil) {
-		if e.globalLimits(ctx, se.tok, t, now, &res, req.IP, consume) {
-			return res
+		if e.globalLimits(ctx, se.tok, t, now, res, req.IP, consume) {
+			return
 		}
 		// The global limiter failed: fall back.
 		if e.cfg.GlobalFallback != FallbackLocal {
 			res.Outcome = keyward.RateLimited
 			res.Rate = Limit{Set: true, Reset: time.Second}
-			return res
+			return
 		}
-		e.limits(se.tok, t, now, &res, req.IP, consume, e.cfg.Nodes)
-		return res
+		e.limits(se.tok, t, now, res, req.IP, consume, e.cfg.Nodes)
+		return
 	}
-	e.limits(se.tok, t, now, &res, req.IP, consume, 1)
-	return res
+	e.limits(se.tok, t, now, res, req.IP, consume, 1)
 }
 
 func allowed(cidrs []netip.Prefix, ip netip.Addr) bool {

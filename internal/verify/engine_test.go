@@ -46,6 +46,8 @@ type env struct {
 	svc    *manage.Service
 	ws     *keyward.Workspace
 	caller manage.Caller
+	// realTime leaves Config.Now unset, so the engine uses its own clock.
+	realTime bool
 }
 
 func newEnv(t testing.TB, cfg verify.Config) *env {
@@ -53,6 +55,15 @@ func newEnv(t testing.TB, cfg verify.Config) *env {
 	path := filepath.Join(t.TempDir(), "keyward.db")
 	e := &env{t: t, path: path, clock: &clock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}}
 	e.open(cfg, secretA)
+	return e
+}
+
+// newBenchEnv is an env whose engine runs on its own clock, as in
+// production, rather than the tests' settable one.
+func newBenchEnv(b *testing.B) *env {
+	b.Helper()
+	e := &env{t: b, path: filepath.Join(b.TempDir(), "keyward.db"), clock: &clock{}, realTime: true}
+	e.open(verify.Config{}, secretA)
 	return e
 }
 
@@ -69,7 +80,7 @@ func (e *env) open(cfg verify.Config, current string, previous ...string) {
 		e.t.Fatal(err)
 	}
 	cfg.Store, cfg.Keys = db, keys
-	if cfg.Now == nil {
+	if cfg.Now == nil && !e.realTime {
 		cfg.Now = e.clock.Now
 	}
 	eng := verify.New(cfg)
@@ -405,7 +416,7 @@ func benchToken() *keyward.Token {
 // BenchmarkHMAC is the baseline of BenchmarkVerify: one HMAC-SHA-256 of
 // the same token under the same key.
 func BenchmarkHMAC(b *testing.B) {
-	e := newEnv(b, verify.Config{Now: time.Now})
+	e := newBenchEnv(b)
 	_, text := e.create(benchToken())
 	b.ReportAllocs()
 	for b.Loop() {
@@ -416,7 +427,7 @@ func BenchmarkHMAC(b *testing.B) {
 // BenchmarkVerify verifies a cached valid token with scopes, a CIDR
 // allowlist and a rate limit.
 func BenchmarkVerify(b *testing.B) {
-	e := newEnv(b, verify.Config{Now: time.Now})
+	e := newBenchEnv(b)
 	_, text := e.create(benchToken())
 	req := verify.Request{Token: text, Scopes: []string{"orders:read"}, IP: netip.MustParseAddr("203.0.113.9")}
 	ctx := context.Background()
@@ -432,7 +443,7 @@ func BenchmarkVerify(b *testing.B) {
 // BenchmarkVerifyParallel is BenchmarkVerify from all cores on one token,
 // the worst case for the token's lock.
 func BenchmarkVerifyParallel(b *testing.B) {
-	e := newEnv(b, verify.Config{Now: time.Now})
+	e := newBenchEnv(b)
 	_, text := e.create(benchToken())
 	req := verify.Request{Token: text, Scopes: []string{"orders:read"}, IP: netip.MustParseAddr("203.0.113.9")}
 	ctx := context.Background()

@@ -76,3 +76,17 @@ func TestLimiterReset(t *testing.T) {
 		t.Fatalf("after reset the window still counts %d", l.used(later))
 	}
 }
+
+func TestClock(t *testing.T) {
+	c := newClock()
+	for i := 0; i < 1000; i++ {
+		got, want := c.Now(), time.Now()
+		if d := want.Sub(got); d < 0 || d > 50*time.Millisecond {
+			t.Fatalf("clock is %v behind time.Now", d)
+		}
+	}
+	c.reanchor()
+	if d := time.Since(c.Now()); d < 0 || d > 50*time.Millisecond {
+		t.Fatalf("after reanchor the clock is off by %v", d)
+	}
+}

@@ -55,12 +55,12 @@ func waitCode(t testing.TB, c *client.Client, token, want string, timeout time.D
 	}
 }
 
-// TestMultiNode runs three nodes on one PostgreSQL store: a token made on
-// one verifies on the others, and a revocation, suspension or rotation made
-// through node 1 is seen by nodes 2 and 3.
+// TestMultiNode runs three nodes on one PostgreSQL store and one Redis: a
+// token made on one verifies on the others, and a revocation, suspension or
+// rotation made through node 1 is seen by nodes 2 and 3.
 func TestMultiNode(t *testing.T) {
 	ctx := ctxT(t)
-	cl := startCluster(t, 3, nil)
+	cl := startCluster(t, 3, []string{"KEYWARD_REDIS_URL=" + redisURL(t)})
 	tok, err := cl.c[0].CreateToken(ctx, client.CreateTokenRequest{Name: "shared"})
 	if err != nil {
 		t.Fatal(err)

@@ -318,6 +318,9 @@ type TokenFilter struct {
 	Subject     string // exact match
 	Scope       string // tokens holding exactly this scope
 	Name        string // substring, case-insensitive
+	// UnusedSince, when set, selects only tokens last used before it or
+	// never used, as the store knows it: uses not yet flushed do not count.
+	UnusedSince time.Time
 	After       string // id cursor: only ids greater than this
 	Limit       int
 	Now         time.Time // for the expired state

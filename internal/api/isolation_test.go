@@ -130,6 +130,23 @@ func TestCrossWorkspace(t *testing.T) {
 				t.Fatalf("A's list shows B's token: %d %s", code, body)
 			}
 		},
+		"GET /v1/reports/dormant": func(t *testing.T) {
+			code, body := st.do(t, "GET", "/v1/reports/dormant?days=1&limit=500", st.adminA, "", "")
+			if code != 200 || strings.Contains(body, st.tokB.ID) || strings.Contains(body, "b's token") {
+				t.Fatalf("A's dormant report shows B's token: %d %s", code, body)
+			}
+		},
+		"GET /v1/reports/tokens": func(t *testing.T) {
+			for _, q := range []string{"?limit=500", "?format=csv"} {
+				code, body := st.do(t, "GET", "/v1/reports/tokens"+q, st.adminA, "", "")
+				if code != 200 || strings.Contains(body, st.tokB.ID) || strings.Contains(body, "b's token") {
+					t.Fatalf("A's inventory%s shows B's token: %d %s", q, code, body)
+				}
+				if !strings.Contains(body, "tok_") {
+					t.Fatalf("A's inventory%s lists none of A's tokens: %s", q, body)
+				}
+			}
+		},
 		"POST /v1/verify": func(t *testing.T) {
 			code, body := st.do(t, "POST", "/v1/verify", st.adminA, "application/json", `{"token":"`+st.textB+`"}`)
 			if code != 200 || body != `{"valid":false,"code":"NOT_FOUND"}`+"\n" {

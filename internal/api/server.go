@@ -82,6 +82,8 @@ func (s *Server) routes() []route {
 		{Method: "POST", Path: "/v1/tokens/{id}/revoke", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenRevoke},
 		{Method: "POST", Path: "/v1/tokens/{id}/suspend", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenSuspend},
 		{Method: "POST", Path: "/v1/tokens/{id}/resume", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenResume},
+		{Method: "GET", Path: "/v1/reports/dormant", Scope: keyward.ScopeTokensRead, Handler: s.handleReportDormant},
+		{Method: "GET", Path: "/v1/reports/tokens", Scope: keyward.ScopeTokensRead, Handler: s.handleReportTokens},
 		{Method: "POST", Path: "/v1/verify", Scope: keyward.ScopeVerify, Handler: s.handleVerify},
 		{Method: "POST", Path: "/v1/workspaces", Scope: keyward.ScopeInstance, Handler: s.handleWorkspaceCreate},
 		{Method: "GET", Path: "/v1/workspaces", Scope: keyward.ScopeInstance, Handler: s.handleWorkspaceList},

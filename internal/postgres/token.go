@@ -303,9 +303,9 @@ func (db *DB) TokenByID(ctx context.Context, id string) (*keyward.Token, error) 
 // FindTokens returns up to f.Limit (all when f.Limit is zero) of the tokens
 // of f.WorkspaceID that match every filter set in f, ordered by id. The
 // state is computed at f.Now as Token.State does: revoked wins over
-// suspended, which wins over expired. The name filter is a substring match
-// after lower-casing both sides with strings.ToLower. It returns EINVALID
-// for an unknown state.
+// suspended, which wins over expired. A token never used matches
+// f.UnusedSince. The name filter is a substring match after lower-casing
+// both sides with strings.ToLower. It returns EINVALID for an unknown state.
 func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward.Token, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
@@ -344,6 +344,9 @@ func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward
 	if name != "" {
 		// strpos, unlike LIKE, has no wildcards to escape.
 		where = append(where, "strpos(name_folded, "+arg(name)+") > 0")
+	}
+	if !f.UnusedSince.IsZero() {
+		where = append(where, "(last_used_at IS NULL OR last_used_at < "+arg(f.UnusedSince)+")")
 	}
 	if f.After != "" {
 		where = append(where, cursor("id", ">", f.After, &args))

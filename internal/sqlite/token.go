@@ -277,8 +277,8 @@ func (db *DB) TokenByID(ctx context.Context, id string) (*keyward.Token, error) 
 // FindTokens returns up to f.Limit (all when f.Limit is zero) of the tokens
 // of f.WorkspaceID that match every filter set in f, ordered by id. The
 // state is computed at f.Now as Token.State does: revoked wins over
-// suspended, which wins over expired. It returns EINVALID for an unknown
-// state.
+// suspended, which wins over expired. A token never used matches
+// f.UnusedSince. It returns EINVALID for an unknown state.
 func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward.Token, error) {
 	where := []string{"workspace_id = ?"}
 	args := []any{f.WorkspaceID}
@@ -313,6 +313,10 @@ func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward
 		// instr, unlike LIKE, has no wildcards to escape.
 		where = append(where, "instr("+foldFunc+"(name), ?) > 0")
 		args = append(args, strings.ToLower(f.Name))
+	}
+	if !f.UnusedSince.IsZero() {
+		where = append(where, "(last_used_at IS NULL OR last_used_at < ?)")
+		args = append(args, encodeTime(f.UnusedSince))
 	}
 	if f.After != "" {
 		where = append(where, "id > ?")

@@ -428,6 +428,77 @@ func (s *suite) testFindTokens(t *testing.T) {
 		}
 	})
 
+	t.Run("UnusedSince", func(t *testing.T) {
+		f := s.fixture(t)
+		ws := f.workspace("acme")
+		other := f.workspace("other")
+		since := now.Add(-90 * 24 * time.Hour)
+		used := func(at time.Time) func(*keyward.Token) {
+			return func(t *keyward.Token) { t.LastUsedAt, t.LastUsedIP = ptr(at), "192.0.2.1" }
+		}
+		mk := func(wsID, name string, mods ...func(*keyward.Token)) string {
+			tok, _ := f.create(f.newToken(wsID, name), mods...)
+			return tok.ID
+		}
+		never := mk(ws.ID, "never used")
+		before := mk(ws.ID, "used before", used(since.Add(-time.Microsecond)))
+		at := mk(ws.ID, "used at the instant", used(since))
+		after := mk(ws.ID, "used after", used(since.Add(time.Hour)))
+		revoked := mk(ws.ID, "revoked, never used", func(t *keyward.Token) {
+			t.Revoked, t.RevokedAt = true, ptr(t0)
+		})
+		expired := mk(ws.ID, "expired, used before", used(since.Add(-time.Hour)), func(t *keyward.Token) {
+			t.ExpiresAt = ptr(now.Add(-time.Hour))
+		})
+		mk(other.ID, "other, never used")
+
+		tests := []struct {
+			name string
+			f    keyward.TokenFilter
+			want []string
+		}{
+			{"OKNeverUsedIncluded", keyward.TokenFilter{}, []string{never, before, revoked, expired}},
+			{"OKStateActive", keyward.TokenFilter{State: keyward.StateActive}, []string{never, before}},
+			{"OKStateRevoked", keyward.TokenFilter{State: keyward.StateRevoked}, []string{revoked}},
+			{"OKAfterAndLimit", keyward.TokenFilter{State: keyward.StateActive, After: never, Limit: 1}, []string{before}},
+			{"OKUnset", keyward.TokenFilter{UnusedSince: time.Time{}}, []string{never, before, at, after, revoked, expired}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				filter := tt.f
+				filter.WorkspaceID, filter.Now = ws.ID, now
+				if tt.name != "OKUnset" {
+					filter.UnusedSince = since
+				}
+				got, err := f.s.FindTokens(f.ctx, filter)
+				if err != nil {
+					t.Fatalf("FindTokens: %v", err)
+				}
+				if ids := tokenIDs(got); !slices.Equal(ids, tt.want) {
+					t.Errorf("FindTokens = %v, want %v", ids, tt.want)
+				}
+			})
+		}
+
+		t.Run("OKAfterFlush", func(t *testing.T) {
+			// A flushed use after since takes the token out; one before it
+			// does not.
+			if err := f.s.FlushUsage(f.ctx, []keyward.UsageFlush{
+				{TokenID: never, LastUsedAt: since.Add(time.Minute), LastUsedIP: "192.0.2.9"},
+				{TokenID: before, LastUsedAt: since.Add(-time.Minute), LastUsedIP: "192.0.2.9"},
+			}); err != nil {
+				t.Fatalf("FlushUsage: %v", err)
+			}
+			got, err := f.s.FindTokens(f.ctx, keyward.TokenFilter{WorkspaceID: ws.ID, State: keyward.StateActive, UnusedSince: since, Now: now})
+			if err != nil {
+				t.Fatalf("FindTokens: %v", err)
+			}
+			if ids, want := tokenIDs(got), []string{before}; !slices.Equal(ids, want) {
+				t.Errorf("FindTokens = %v, want %v", ids, want)
+			}
+		})
+	})
+
 	t.Run("ErrInvalidState", func(t *testing.T) {
 		_, err := f.s.FindTokens(f.ctx, keyward.TokenFilter{WorkspaceID: ws.ID, State: "bogus", Now: now})
 		wantCode(t, err, keyward.EINVALID)

@@ -58,6 +58,14 @@ func newMetrics(engine *verify.Engine, version string, probes []Probe) *metrics 
 				func() float64 { _, mi, _ := engine.CacheStats(); return float64(mi) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyward_cache_tokens", Help: "Tokens held in the verification cache."},
 				func() float64 { _, _, n := engine.CacheStats(); return float64(n) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_cache_evictions_total", Help: "Tokens dropped from a full verification cache."},
+				func() float64 { return float64(engine.Stats().Evictions) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keyward_usage_pending", Help: "Tokens with usage (quota, last use) not yet written to the store."},
+				func() float64 { return float64(engine.Stats().UsagePending) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_usage_flush_errors_total", Help: "Usage flushes that failed; their usage is kept and written by a later flush."},
+				func() float64 { return float64(engine.Stats().FlushErrors) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_store_errors_total", Help: "Token lookups and change-feed reads that failed."},
+				func() float64 { return float64(engine.Stats().StoreErrors) }),
 		)
 	}
 	for _, p := range probes {

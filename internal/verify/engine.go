@@ -128,6 +128,10 @@ type Engine struct {
 	health   Health
 	clock    *clock // nil when Config.Now was given
 	closeMu  sync.Once
+
+	evictions   atomic.Uint64
+	flushErrors atomic.Uint64
+	storeErrors atomic.Uint64 // failed lookups and feed reads
 }
 
 type secretEntry struct {
@@ -218,6 +222,7 @@ func (e *Engine) Start(ctx context.Context) error {
 			e.clock.reanchor()
 		}
 		if err := e.Flush(ctx); err != nil {
+			e.flushErrors.Add(1)
 			e.log.Error("usage flush failed; will retry", "err", err)
 		}
 	})
@@ -333,6 +338,22 @@ func (e *Engine) CacheStats() (hits, misses uint64, size int) {
 	}
 	misses = e.misses.Load()
 	return total - min(misses, total), misses, size
+}
+
+// Stats are counters of the engine's work, for metrics.
+type Stats struct {
+	Evictions    uint64 // tokens dropped from a full cache
+	FlushErrors  uint64 // usage flushes that failed (their usage is kept and retried)
+	StoreErrors  uint64 // token lookups and change-feed reads that failed
+	UsagePending int    // tokens and periods with usage not yet flushed
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	e.dirtyMu.Lock()
+	pending := len(e.dirty) + len(e.carry)
+	e.dirtyMu.Unlock()
+	return Stats{Evictions: e.evictions.Load(), FlushErrors: e.flushErrors.Load(), StoreErrors: e.storeErrors.Load(), UsagePending: pending}
 }
 
 // LastUse returns the newest VALID use of a token seen by this node since
@@ -666,6 +687,7 @@ func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest) (*sec
 		}
 	}
 	if err != nil {
+		e.storeErrors.Add(1)
 		e.log.Error("token lookup failed", "err", err)
 		return nil, err
 	}
@@ -796,6 +818,7 @@ func (e *Engine) evictLocked() {
 		te.mu.Unlock()
 		if !busy {
 			e.dropLocked(id)
+			e.evictions.Add(1)
 			return
 		}
 	}
@@ -821,6 +844,9 @@ func (e *Engine) dropLocked(tokenID string) {
 // poll applies the store's change feed to the cache.
 func (e *Engine) poll(ctx context.Context) {
 	err := e.Sync(ctx)
+	if err != nil {
+		e.storeErrors.Add(1)
+	}
 	e.healthMu.Lock()
 	failing := e.health.SyncErr != nil
 	e.health.SyncErr = err

@@ -532,3 +532,16 @@ func TestUsageWritesBatched(t *testing.T) {
 		t.Fatalf("quota used %d, want 10000", used)
 	}
 }
+
+func TestStatsEvictions(t *testing.T) {
+	e := newEnv(t, verify.Config{MaxEntries: 2})
+	for i := 0; i < 3; i++ {
+		e.create(&keyward.Token{})
+	}
+	if _, _, size := e.engine.CacheStats(); size != 2 {
+		t.Fatalf("%d cached with MaxEntries 2", size)
+	}
+	if got := e.engine.Stats().Evictions; got != 1 {
+		t.Fatalf("%d evictions, want 1", got)
+	}
+}

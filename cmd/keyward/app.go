@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -47,6 +49,7 @@ type serveConfig struct {
 	LookupBudget    int
 	FlushInterval   time.Duration
 	StaleGrace      time.Duration
+	GatewayConfig   string // YAML routes of the gateway; "" for none
 	RedisURL        string // KEYWARD_REDIS_URL or _FILE: global limits
 	RedisFallback   string // closed or local
 	Nodes           int
@@ -182,6 +185,7 @@ type server struct {
 	limits *redislimit.Limiter // nil without --redis-url
 	http   *http.Server
 	ln     net.Listener
+	gw     *gatewayServer // nil without --gateway-config
 }
 
 // openServer opens the store, makes sure the default workspace exists,
@@ -241,6 +245,12 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, err
 	}
+	if cfg.GatewayConfig != "" {
+		if s.gw, err = openGateway(ctx, cfg.GatewayConfig, s.store, s.engine, log); err != nil {
+			s.ln.Close()
+			return nil, err
+		}
+	}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -259,8 +269,13 @@ func (s *server) run(ctx context.Context) error {
 		scheme = "https"
 	}
 	s.log.Info("keyward listening", "addr", s.ln.Addr().String(), "url", scheme+"://"+s.ln.Addr().String(), "version", version)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- s.http.Serve(s.ln) }()
+	if s.gw != nil {
+		go func() { errc <- s.gw.run(ctx) }()
+	} else {
+		signal.Ignore(syscall.SIGHUP) // nothing to reload; do not die of it
+	}
 	if pg, ok := s.store.(*postgres.DB); ok {
 		// Other nodes' changes reach this cache at once through NOTIFY; the
 		// engine's poll catches whatever a lost connection missed.
@@ -278,6 +293,11 @@ func (s *server) run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := s.http.Shutdown(sctx)
+	if s.gw != nil {
+		if gerr := s.gw.http.Shutdown(sctx); err == nil {
+			err = gerr
+		}
+	}
 	if cerr := s.close(sctx); err == nil {
 		err = cerr
 	}

@@ -154,6 +154,7 @@ func topCommands() []command {
 		{"init", "create the store and issue the first root management token", cmdInit},
 		{"serve", "run the server: management, verify and OAuth endpoints", cmdServe},
 		{"migrate", "apply the store's schema migrations and exit", cmdMigrate},
+		{"gateway", "check a gateway config file", cmdGateway},
 		{"audit", "verify and export the audit log", cmdAudit},
 		{"token", "create, list, show, update, rotate, revoke, suspend, resume tokens", cmdToken},
 		{"verify", "verify a token read from standard input", cmdVerify},

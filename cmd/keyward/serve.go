@@ -19,6 +19,7 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.String(&cfg.LogLevel, "log-level", "KEYWARD_LOG_LEVEL", "info", "log `LEVEL`: debug, info, warn or error")
 	fs.Int(&cfg.LookupBudget, "lookup-budget", "KEYWARD_LOOKUP_BUDGET", 200, "at most `N` store lookups per second for tokens this node does not know; beyond it they answer NOT_FOUND")
 	fs.Duration(&cfg.FlushInterval, "flush-interval", "KEYWARD_FLUSH_INTERVAL", time.Second, "write usage (quota, last use) to the store every `DURATION`")
+	fs.String(&cfg.GatewayConfig, "gateway-config", "KEYWARD_GATEWAY_CONFIG", "", "run the enforcing gateway with the routes in `FILE` (YAML; reloaded on SIGHUP)")
 	fs.String(&cfg.RedisFallback, "redis-fallback", "KEYWARD_REDIS_FALLBACK", "closed", "while Redis is unreachable: `MODE` closed (refuse limited tokens) or local (each node enforces limit/--nodes)")
 	fs.Int(&cfg.Nodes, "nodes", "KEYWARD_NODES", 1, "the number `N` of nodes, by which --redis-fallback local divides each limit")
 	fs.Duration(&cfg.StaleGrace, "stale-grace", "KEYWARD_STALE_GRACE", 5*time.Minute, "while the store is unreachable, cached tokens keep verifying for `DURATION`; then every verification fails closed")

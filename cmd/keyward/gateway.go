@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/gateway"
+)
+
+// gatewayServer is the gateway listener of keyward serve. Its handler is
+// swapped whole on SIGHUP, so in-flight requests finish on the config they
+// started with.
+type gatewayServer struct {
+	path    string
+	log     *slog.Logger
+	store   keyward.Store
+	verify  gateway.Verifier
+	listen  string
+	handler atomic.Pointer[http.Handler]
+	http    *http.Server
+	ln      net.Listener
+}
+
+// openGateway loads the gateway config, resolves its workspace and binds
+// its listener.
+func openGateway(ctx context.Context, path string, store keyward.Store, v gateway.Verifier, log *slog.Logger) (*gatewayServer, error) {
+	g := &gatewayServer{path: path, log: log, store: store, verify: v}
+	cfg, h, err := g.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	g.listen = cfg.Listen
+	g.handler.Store(&h)
+	g.http = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			(*g.handler.Load()).ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// No ReadTimeout or WriteTimeout: request and response bodies of
+		// any size and duration stream through; each route's timeout
+		// bounds the wait for the upstream's headers.
+	}
+	if g.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return g, nil
+}
+
+// load reads and validates the config file and builds its handler.
+func (g *gatewayServer) load(ctx context.Context) (*gateway.Config, http.Handler, error) {
+	cfg, err := gateway.Load(g.path)
+	if err != nil {
+		return nil, nil, err
+	}
+	ws, err := g.store.FindWorkspaceByName(ctx, cfg.Workspace)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: workspace %q: %w", g.path, cfg.Workspace, err)
+	}
+	return cfg, gateway.NewHandler(cfg, g.verify, ws.ID, g.log), nil
+}
+
+// run serves until ctx ends, reloading the config on SIGHUP: a file that
+// does not load is logged and the running config keeps serving.
+func (g *gatewayServer) run(ctx context.Context) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				cfg, h, err := g.load(ctx)
+				if err != nil {
+					g.log.Error("gateway config reload failed; the previous config keeps serving", "err", err)
+					continue
+				}
+				if cfg.Listen != g.listen {
+					g.log.Warn("gateway listen address changes only on restart", "listen", g.listen, "new", cfg.Listen)
+				}
+				g.handler.Store(&h)
+				g.log.Info("gateway config reloaded", "routes", len(cfg.Routes))
+			}
+		}
+	}()
+	g.log.Info("keyward gateway listening", "addr", g.ln.Addr().String())
+	err := g.http.Serve(g.ln)
+	if err == http.ErrServerClosed {
+		return nil
+	}
+	return err
+}
+
+var gatewayGroup = group{
+	path: "gateway",
+	intro: "Work with the config of the enforcing gateway that keyward serve runs with\n" +
+		"--gateway-config (KEYWARD_GATEWAY_CONFIG).",
+	examples: []string{"keyward gateway check gateway.yaml"},
+}
+
+// cmdGateway dispatches the gateway commands.
+func cmdGateway(ctx context.Context, e *env, args []string) error {
+	return dispatch(ctx, e, gatewayGroup, []command{
+		{"check", "validate a gateway config file and report every error with its line", cmdGatewayCheck},
+	}, args)
+}
+
+// cmdGatewayCheck validates a gateway config file and reports every error
+// with its line.
+func cmdGatewayCheck(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "gateway check", help{
+		usage: "FILE",
+		summary: "Validate a gateway config file: every error is reported with its line, and the\n" +
+			"exit status is 1 when there is any. keyward serve --gateway-config loads the same\n" +
+			"file, and reloads it on SIGHUP (a file that fails keeps the previous config).",
+		examples: []string{"keyward gateway check gateway.yaml"},
+	})
+	args, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(args) != 1 {
+		return fs.usagef("give one config file")
+	}
+	cfg, err := gateway.Load(args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s: OK, listen %s, workspace %q, %d routes\n", args[0], cfg.Listen, cfg.Workspace, len(cfg.Routes))
+	return nil
+}

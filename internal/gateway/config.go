@@ -1,0 +1,516 @@
+// Package gateway is the enforcing reverse proxy of PRODUCT §5: it routes
+// each request by host, path prefix and method, verifies the presented token
+// with the route's scopes, and proxies to the route's upstreams with the
+// token's identity in X-Keyward-* headers.
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/keyward/keyward"
+)
+
+// Auth modes of Route.Auth.
+const (
+	AuthRequired = "required" // a valid token is needed
+	AuthOptional = "optional" // no credential passes without identity; a bad one is refused
+	AuthNone     = "none"     // no verification; Authorization passes through
+)
+
+// DefaultTimeout is the route timeout when none is given.
+const DefaultTimeout = 30 * time.Second
+
+// Config is a gateway configuration file.
+type Config struct {
+	Listen         string
+	Workspace      string // name of the workspace whose tokens are accepted
+	TrustedProxies []netip.Prefix
+	Routes         []Route
+}
+
+// Route is one entry of Config.Routes.
+type Route struct {
+	Name        string
+	Host        string // lower case, without port; "" matches any host
+	PathPrefix  string // starts with "/", no trailing "/" unless it is "/"
+	Methods     []string
+	Upstreams   []*url.URL
+	StripPrefix bool
+	Scopes      []string
+	Auth        string
+	TokenHeader string // canonical header name, or ""
+	Timeout     time.Duration
+}
+
+// allows reports whether the route takes the method.
+func (rt *Route) allows(method string) bool {
+	if len(rt.Methods) == 0 {
+		return true
+	}
+	for _, m := range rt.Methods {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// ConfigError is one problem of a configuration, at a line of its file.
+type ConfigError struct {
+	Line  int    // 1-based; 0 when unknown
+	Field string // such as "routes[0].upstreams"
+	Msg   string
+}
+
+// ConfigErrors lists every problem of a configuration. Its Error method
+// writes one line per problem, as "file:line: field: message".
+type ConfigErrors struct {
+	File string // "" when parsed from bytes
+	Errs []ConfigError
+}
+
+func (e *ConfigErrors) Error() string {
+	var b strings.Builder
+	for i, ce := range e.Errs {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		switch {
+		case e.File != "":
+			fmt.Fprintf(&b, "%s:%d: ", e.File, ce.Line)
+		default:
+			fmt.Fprintf(&b, "line %d: ", ce.Line)
+		}
+		if ce.Field != "" {
+			b.WriteString(ce.Field)
+			b.WriteString(": ")
+		}
+		b.WriteString(ce.Msg)
+	}
+	return b.String()
+}
+
+// Load reads and parses the configuration file at path. Its errors are a
+// *ConfigErrors naming the file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(data)
+	var ce *ConfigErrors
+	if errors.As(err, &ce) {
+		ce.File = path
+	}
+	return cfg, err
+}
+
+// Parse parses and validates a YAML configuration. Unknown keys are errors.
+// When the configuration is invalid the error is a *ConfigErrors listing
+// every problem found, each with its line.
+func Parse(data []byte) (*Config, error) {
+	p := &parser{}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, &ConfigErrors{Errs: []ConfigError{{Line: yamlErrLine(err), Msg: err.Error()}}}
+	}
+	cfg := &Config{}
+	if len(doc.Content) == 0 {
+		p.errf(1, "", "the configuration is empty")
+		return nil, p.result()
+	}
+	p.config(doc.Content[0], cfg)
+	if len(p.errs) > 0 {
+		return nil, p.result()
+	}
+	return cfg, nil
+}
+
+func yamlErrLine(err error) int {
+	// yaml.v3 writes "yaml: line N: ..."
+	s := err.Error()
+	if _, rest, ok := strings.Cut(s, "line "); ok {
+		if n, _, ok := strings.Cut(rest, ":"); ok {
+			if v, err := strconv.Atoi(n); err == nil {
+				return v
+			}
+		}
+	}
+	return 0
+}
+
+type parser struct {
+	errs []ConfigError
+}
+
+func (p *parser) errf(line int, field, format string, args ...any) {
+	p.errs = append(p.errs, ConfigError{Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *parser) result() error {
+	if len(p.errs) == 0 {
+		return nil
+	}
+	return &ConfigErrors{Errs: p.errs}
+}
+
+// fields walks a mapping node, calling fn for each known key and reporting
+// unknown and repeated keys.
+func (p *parser) fields(n *yaml.Node, field string, known map[string]func(key, val *yaml.Node)) {
+	if n.Kind != yaml.MappingNode {
+		p.errf(n.Line, field, "must be a mapping")
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		fn, ok := known[k.Value]
+		switch {
+		case !ok:
+			p.errf(k.Line, join(field, k.Value), "unknown key")
+		case seen[k.Value]:
+			p.errf(k.Line, join(field, k.Value), "repeated key")
+		default:
+			seen[k.Value] = true
+			fn(k, v)
+		}
+	}
+}
+
+func join(field, key string) string {
+	if field == "" {
+		return key
+	}
+	return field + "." + key
+}
+
+func (p *parser) str(n *yaml.Node, field string) string {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		if n.Tag == "!!null" {
+			return ""
+		}
+		p.errf(n.Line, field, "must be a string")
+		return ""
+	}
+	return n.Value
+}
+
+func (p *parser) boolean(n *yaml.Node, field string) bool {
+	var b bool
+	if n.Kind != yaml.ScalarNode || n.Decode(&b) != nil {
+		p.errf(n.Line, field, "must be true or false")
+	}
+	return b
+}
+
+// list decodes a sequence of strings; each element is passed with its node.
+func (p *parser) list(n *yaml.Node, field string, fn func(i int, s string, n *yaml.Node)) {
+	if n.Tag == "!!null" {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errf(n.Line, field, "must be a list")
+		return
+	}
+	for i, c := range n.Content {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if c.Kind != yaml.ScalarNode || c.Tag == "!!null" {
+			p.errf(c.Line, f, "must be a string")
+			continue
+		}
+		fn(i, c.Value, c)
+	}
+}
+
+func (p *parser) config(n *yaml.Node, cfg *Config) {
+	var listenLine, wsLine int
+	haveRoutes := false
+	p.fields(n, "", map[string]func(k, v *yaml.Node){
+		"listen": func(k, v *yaml.Node) {
+			listenLine = v.Line
+			cfg.Listen = p.str(v, "listen")
+			if cfg.Listen != "" {
+				if err := validListen(cfg.Listen); err != nil {
+					p.errf(v.Line, "listen", "%v", err)
+				}
+			}
+		},
+		"workspace": func(k, v *yaml.Node) {
+			wsLine = v.Line
+			cfg.Workspace = strings.TrimSpace(p.str(v, "workspace"))
+		},
+		"trusted_proxies": func(k, v *yaml.Node) {
+			p.list(v, "trusted_proxies", func(i int, s string, c *yaml.Node) {
+				pf, err := parsePrefix(s)
+				if err != nil {
+					p.errf(c.Line, fmt.Sprintf("trusted_proxies[%d]", i), "%q is not a CIDR or IP address", s)
+					return
+				}
+				cfg.TrustedProxies = append(cfg.TrustedProxies, pf)
+			})
+		},
+		"routes": func(k, v *yaml.Node) {
+			haveRoutes = true
+			if v.Kind != yaml.SequenceNode {
+				p.errf(v.Line, "routes", "must be a list")
+				return
+			}
+			for i, c := range v.Content {
+				cfg.Routes = append(cfg.Routes, p.route(c, fmt.Sprintf("routes[%d]", i)))
+			}
+			p.duplicates(v, cfg.Routes)
+		},
+	})
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	if cfg.Listen == "" {
+		p.errf(max(listenLine, n.Line), "listen", "required (host:port)")
+	}
+	if cfg.Workspace == "" {
+		p.errf(max(wsLine, n.Line), "workspace", "required (the name of the workspace whose tokens are accepted)")
+	}
+	if !haveRoutes || len(cfg.Routes) == 0 {
+		p.errf(n.Line, "routes", "at least one route")
+	}
+}
+
+func validListen(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port must be a number from 0 to 65535", s)
+	}
+	return nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		pf, err := netip.ParsePrefix(s)
+		if err != nil {
+			return pf, err
+		}
+		return pf.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+var knownMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
+	http.MethodConnect: true, http.MethodTrace: true,
+}
+
+func (p *parser) route(n *yaml.Node, field string) Route {
+	rt := Route{Auth: AuthRequired, Timeout: DefaultTimeout}
+	var prefixSet, upSet bool
+	p.fields(n, field, map[string]func(k, v *yaml.Node){
+		"name": func(k, v *yaml.Node) { rt.Name = p.str(v, field+".name") },
+		"host": func(k, v *yaml.Node) {
+			h := normalizeHost(strings.TrimSpace(p.str(v, field+".host")))
+			if h != "" {
+				if strings.ContainsAny(h, "/?#@ ") {
+					p.errf(v.Line, field+".host", "%q is not a host name", h)
+				}
+			}
+			rt.Host = h
+		},
+		"path_prefix": func(k, v *yaml.Node) {
+			prefixSet = true
+			s := p.str(v, field+".path_prefix")
+			if !strings.HasPrefix(s, "/") {
+				p.errf(v.Line, field+".path_prefix", "must start with \"/\"")
+				return
+			}
+			if strings.ContainsAny(s, "?#") || hasDotSegment(s) {
+				p.errf(v.Line, field+".path_prefix", "%q is not a clean path", s)
+				return
+			}
+			if len(s) > 1 {
+				s = strings.TrimRight(s, "/")
+				if s == "" {
+					s = "/"
+				}
+			}
+			rt.PathPrefix = s
+		},
+		"methods": func(k, v *yaml.Node) {
+			p.list(v, field+".methods", func(i int, s string, c *yaml.Node) {
+				m := strings.ToUpper(strings.TrimSpace(s))
+				if !knownMethods[m] {
+					p.errf(c.Line, fmt.Sprintf("%s.methods[%d]", field, i), "%q is not an HTTP method", s)
+					return
+				}
+				for _, have := range rt.Methods {
+					if have == m {
+						return
+					}
+				}
+				rt.Methods = append(rt.Methods, m)
+			})
+		},
+		"upstreams": func(k, v *yaml.Node) {
+			upSet = true
+			p.list(v, field+".upstreams", func(i int, s string, c *yaml.Node) {
+				u, err := url.Parse(strings.TrimSpace(s))
+				f := fmt.Sprintf("%s.upstreams[%d]", field, i)
+				switch {
+				case err != nil:
+					p.errf(c.Line, f, "%q is not a URL", s)
+				case u.Scheme != "http" && u.Scheme != "https":
+					p.errf(c.Line, f, "%q: the scheme must be http or https", s)
+				case u.Host == "":
+					p.errf(c.Line, f, "%q has no host", s)
+				case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+					p.errf(c.Line, f, "%q: only scheme, host and path are allowed", s)
+				default:
+					rt.Upstreams = append(rt.Upstreams, u)
+				}
+			})
+			if len(v.Content) == 0 {
+				p.errf(v.Line, field+".upstreams", "at least one upstream")
+			}
+		},
+		"strip_prefix": func(k, v *yaml.Node) { rt.StripPrefix = p.boolean(v, field+".strip_prefix") },
+		"scopes": func(k, v *yaml.Node) {
+			p.list(v, field+".scopes", func(i int, s string, c *yaml.Node) {
+				if err := keyward.ValidateScope(s); err != nil {
+					p.errf(c.Line, fmt.Sprintf("%s.scopes[%d]", field, i), "%v", err)
+					return
+				}
+				rt.Scopes = append(rt.Scopes, s)
+			})
+		},
+		"auth": func(k, v *yaml.Node) {
+			rt.Auth = p.str(v, field+".auth")
+			switch rt.Auth {
+			case AuthRequired, AuthOptional, AuthNone:
+			case "":
+				rt.Auth = AuthRequired
+			default:
+				p.errf(v.Line, field+".auth", "%q: must be required, optional or none", rt.Auth)
+			}
+		},
+		"token_header": func(k, v *yaml.Node) {
+			h := strings.TrimSpace(p.str(v, field+".token_header"))
+			if h == "" {
+				return
+			}
+			if !validHeaderName(h) {
+				p.errf(v.Line, field+".token_header", "%q is not a header name", h)
+				return
+			}
+			h = http.CanonicalHeaderKey(h)
+			if h == "Authorization" || strings.HasPrefix(h, "X-Keyward-") {
+				p.errf(v.Line, field+".token_header", "%q is reserved", h)
+				return
+			}
+			rt.TokenHeader = h
+		},
+		"timeout": func(k, v *yaml.Node) {
+			s := p.str(v, field+".timeout")
+			if s == "" {
+				return
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				p.errf(v.Line, field+".timeout", "%q is not a positive duration such as \"30s\"", s)
+				return
+			}
+			rt.Timeout = d
+		},
+	})
+	if n.Kind != yaml.MappingNode {
+		return rt
+	}
+	if rt.Name == "" {
+		p.errf(n.Line, field+".name", "required")
+	}
+	if !prefixSet {
+		p.errf(n.Line, field+".path_prefix", "required")
+	}
+	if !upSet {
+		p.errf(n.Line, field+".upstreams", "at least one upstream")
+	}
+	if rt.Auth == AuthNone && len(rt.Scopes) > 0 {
+		p.errf(n.Line, field+".scopes", "a route with auth: none cannot require scopes")
+	}
+	return rt
+}
+
+// duplicates reports routes that no request could tell apart: same name,
+// or same host and prefix with overlapping methods.
+func (p *parser) duplicates(seq *yaml.Node, routes []Route) {
+	for j := range routes {
+		for i := 0; i < j; i++ {
+			a, b := &routes[i], &routes[j]
+			line := seq.Content[j].Line
+			if a.Name != "" && a.Name == b.Name {
+				p.errf(line, fmt.Sprintf("routes[%d].name", j), "%q is also the name of routes[%d]", b.Name, i)
+			}
+			if a.PathPrefix == "" || a.Host != b.Host || a.PathPrefix != b.PathPrefix {
+				continue
+			}
+			if overlap(a.Methods, b.Methods) {
+				p.errf(line, fmt.Sprintf("routes[%d]", j), "duplicates routes[%d] (same host, path_prefix and methods)", i)
+			}
+		}
+	}
+}
+
+func overlap(a, b []string) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return true
+	}
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func validHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// hasDotSegment reports whether a path has a "." or ".." segment or an
+// empty segment inside it.
+func hasDotSegment(p string) bool {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if s == "." || s == ".." {
+			return true
+		}
+		if s == "" && i != 0 && i != len(segs)-1 {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,840 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+// fakeVerifier answers by token string; it checks scopes against the
+// token's granted scopes so that routes can be told apart.
+type fakeVerifier struct {
+	mu      sync.Mutex
+	tokens  map[string]verify.Result
+	lastReq verify.Request
+}
+
+func (f *fakeVerifier) Verify(ctx context.Context, req verify.Request) verify.Result {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastReq = req
+	res, ok := f.tokens[req.Token]
+	if !ok {
+		return verify.Result{Outcome: keyward.NotFound}
+	}
+	if res.Outcome == keyward.Valid && res.Token != nil {
+		for _, s := range req.Scopes {
+			if !slices.Contains(res.Token.Scopes, s) {
+				res.Outcome, res.MissingScope = keyward.InsufficientScope, s
+				break
+			}
+		}
+	}
+	return res
+}
+
+func (f *fakeVerifier) last() verify.Request {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastReq
+}
+
+func newFake() *fakeVerifier {
+	tok := func(id string, scopes ...string) *keyward.Token {
+		return &keyward.Token{ID: id, Subject: "user-" + id, Scopes: scopes}
+	}
+	lim := verify.Limit{Set: true, Limit: 100, Remaining: 42, Reset: 17 * time.Second, Window: time.Minute}
+	return &fakeVerifier{tokens: map[string]verify.Result{
+		"good":       {Outcome: keyward.Valid, Token: tok("tok_good", "orders:read", "orders:write")},
+		"reader":     {Outcome: keyward.Valid, Token: tok("tok_reader", "orders:read")},
+		"limited":    {Outcome: keyward.Valid, Token: tok("tok_limited", "orders:read"), Rate: lim},
+		"both":       {Outcome: keyward.Valid, Token: tok("tok_both", "orders:read"), Rate: lim, Quota: verify.Limit{Set: true, Limit: 1000, Remaining: 5, Reset: time.Hour, Window: 24 * time.Hour}},
+		"malformed":  {Outcome: keyward.Malformed},
+		"revoked":    {Outcome: keyward.Revoked, Token: tok("tok_r")},
+		"suspended":  {Outcome: keyward.Suspended, Token: tok("tok_s")},
+		"pending":    {Outcome: keyward.PendingApproval, Token: tok("tok_p")},
+		"expired":    {Outcome: keyward.Expired, Token: tok("tok_e")},
+		"ipblocked":  {Outcome: keyward.IPNotAllowed, Token: tok("tok_i")},
+		"ratelimit":  {Outcome: keyward.RateLimited, Token: tok("tok_rl"), Rate: verify.Limit{Set: true, Limit: 100, Remaining: 0, Reset: 2500 * time.Millisecond, Window: time.Minute}},
+		"quota":      {Outcome: keyward.QuotaExceeded, Token: tok("tok_q"), Quota: verify.Limit{Set: true, Limit: 10, Remaining: 0, Reset: time.Hour, Window: 24 * time.Hour}},
+		"storedown":  {Outcome: keyward.NotFound, Err: errors.New("db down")},
+		"apikeyonly": {Outcome: keyward.Valid, Token: tok("tok_k", "orders:read")},
+	}}
+}
+
+// seen is what an upstream received.
+type seen struct {
+	Path   string
+	Header http.Header
+	Host   string
+}
+
+// echoUpstream answers 200 with the request it got as JSON.
+func echoUpstream(t *testing.T, name string) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Upstream", name)
+		json.NewEncoder(w).Encode(seen{Path: r.URL.RequestURI(), Header: r.Header, Host: r.Host})
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// gateway parses yml (with {{NAME}} replaced by vars) and serves it.
+func gateway(t *testing.T, yml string, vars map[string]string) (*httptest.Server, *fakeVerifier, *logBuf) {
+	t.Helper()
+	for k, v := range vars {
+		yml = strings.ReplaceAll(yml, "{{"+k+"}}", v)
+	}
+	cfg, err := Parse([]byte(yml))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	fv := newFake()
+	lb := &logBuf{}
+	h := NewHandler(cfg, fv, "ws_1", slog.New(slog.NewJSONHandler(lb, nil)))
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return s, fv, lb
+}
+
+func do(t *testing.T, method, url string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res, string(b)
+}
+
+func upstreamSaw(t *testing.T, body string) seen {
+	t.Helper()
+	var s seen
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("upstream body %q: %v", body, err)
+	}
+	return s
+}
+
+const baseConfig = `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: orders-read
+    path_prefix: /orders
+    methods: [GET, HEAD]
+    upstreams: [{{U}}]
+    scopes: [orders:read]
+  - name: orders-write
+    path_prefix: /orders
+    methods: [POST]
+    upstreams: [{{U}}]
+    scopes: [orders:write]
+  - name: orders-special
+    path_prefix: /orders/special
+    upstreams: [{{U2}}]
+    scopes: [orders:read]
+  - name: public
+    path_prefix: /public
+    upstreams: [{{U}}]
+    auth: none
+  - name: maybe
+    path_prefix: /maybe
+    upstreams: [{{U}}]
+    auth: optional
+  - name: keyed
+    path_prefix: /keyed
+    upstreams: [{{U}}]
+    token_header: X-API-Key
+    scopes: [orders:read]
+  - name: stripped
+    path_prefix: /api/v1
+    strip_prefix: true
+    upstreams: [{{U}}/base]
+`
+
+func base(t *testing.T) (*httptest.Server, *fakeVerifier, *logBuf) {
+	t.Helper()
+	u := echoUpstream(t, "u1")
+	u2 := echoUpstream(t, "u2")
+	return gateway(t, baseConfig, map[string]string{"U": u.URL, "U2": u2.URL})
+}
+
+func TestOutcomes(t *testing.T) {
+	gw, _, _ := base(t)
+	var invalidBody string
+	for _, tc := range []struct {
+		name, token   string
+		status        int
+		challenge     string
+		retryAfter    string
+		rateLimit     string
+		invalidSameAs bool
+	}{
+		{"OK", "good", 200, "", "", "", false},
+		{"NoCredential", "", 401, `Bearer realm="keyward"`, "", "", false},
+		{"ErrMalformed", "malformed", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
+		{"ErrNotFound", "nope", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
+		{"ErrRevoked", "revoked", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
+		{"ErrSuspended", "suspended", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
+		{"ErrPending", "pending", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
+		{"ErrExpired", "expired", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
+		{"ErrIPNotAllowed", "ipblocked", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
+		{"ErrInsufficientScope", "reader", 403, `Bearer realm="keyward", error="insufficient_scope", scope="orders:write"`, "", "", false},
+		{"ErrRateLimited", "ratelimit", 429, "", "3", `"default";r=0;t=3`, false},
+		{"ErrQuotaExceeded", "quota", 429, "", "3600", `"default";r=0;t=3600`, false},
+		{"ErrStoreDown", "storedown", 503, "", "5", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := map[string]string{}
+			if tc.token != "" {
+				hdr["Authorization"] = "Bearer " + tc.token
+			}
+			res, body := do(t, "POST", gw.URL+"/orders", hdr)
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", res.StatusCode, tc.status, body)
+			}
+			if got := res.Header.Get("WWW-Authenticate"); got != tc.challenge {
+				t.Errorf("WWW-Authenticate %q, want %q", got, tc.challenge)
+			}
+			if got := res.Header.Get("Retry-After"); got != tc.retryAfter {
+				t.Errorf("Retry-After %q, want %q", got, tc.retryAfter)
+			}
+			if got := res.Header.Get("RateLimit"); got != tc.rateLimit {
+				t.Errorf("RateLimit %q, want %q", got, tc.rateLimit)
+			}
+			if tc.status != 200 {
+				if ct := res.Header.Get("Content-Type"); ct != "application/problem+json" {
+					t.Errorf("Content-Type %q", ct)
+				}
+				var p problem
+				if err := json.Unmarshal([]byte(body), &p); err != nil || p.Status != tc.status {
+					t.Errorf("problem body %q: %v", body, err)
+				}
+			}
+			if tc.invalidSameAs {
+				var p problem
+				json.Unmarshal([]byte(body), &p)
+				p.RequestID = ""
+				b, _ := json.Marshal(p)
+				if invalidBody == "" {
+					invalidBody = string(b)
+				} else if string(b) != invalidBody {
+					t.Errorf("body %s differs from %s", b, invalidBody)
+				}
+			}
+		})
+	}
+}
+
+func TestIdentityHeaders(t *testing.T) {
+	gw, fv, _ := base(t)
+	res, body := do(t, "GET", gw.URL+"/orders/1?x=1", map[string]string{
+		"Authorization":     "Bearer good",
+		"X-Keyward-Subject": "admin",
+		"x-keyward-evil":    "1",
+		"X-Request-Id":      "abc-123",
+		"X-Forwarded-For":   "6.6.6.6",
+	})
+	if res.StatusCode != 200 {
+		t.Fatalf("status %d: %s", res.StatusCode, body)
+	}
+	s := upstreamSaw(t, body)
+	want := map[string]string{
+		HeaderTokenID:    "tok_good",
+		HeaderSubject:    "user-tok_good",
+		HeaderScopes:     "orders:read orders:write",
+		"X-Request-Id":   "abc-123",
+		"Authorization":  "",
+		"X-Keyward-Evil": "",
+		// RemoteAddr is not a trusted proxy: its X-Forwarded-For is dropped.
+		"X-Forwarded-For":   "127.0.0.1",
+		"X-Forwarded-Proto": "http",
+	}
+	for k, v := range want {
+		if got := strings.Join(s.Header.Values(k), "|"); got != v {
+			t.Errorf("upstream %s = %q, want %q", k, got, v)
+		}
+	}
+	if s.Path != "/orders/1?x=1" {
+		t.Errorf("upstream path %q", s.Path)
+	}
+	if res.Header.Get("X-Request-Id") != "abc-123" {
+		t.Errorf("response X-Request-Id %q", res.Header.Get("X-Request-Id"))
+	}
+	if got := fv.last(); got.WorkspaceID != "ws_1" || got.IP != netip.MustParseAddr("127.0.0.1") || !slices.Equal(got.Scopes, []string{"orders:read"}) {
+		t.Errorf("verify request %+v", got)
+	}
+
+	// A client request id that is not sane is replaced.
+	_, body = do(t, "GET", gw.URL+"/orders", map[string]string{"Authorization": "Bearer good", "X-Request-Id": "bad id!"})
+	if id := upstreamSaw(t, body).Header.Get("X-Request-Id"); !strings.HasPrefix(id, keyward.PrefixRequest) {
+		t.Errorf("generated request id %q", id)
+	}
+}
+
+func TestRouting(t *testing.T) {
+	gw, _, _ := base(t)
+	for _, tc := range []struct {
+		name, method, path, token string
+		status                    int
+		upstream, allow           string
+	}{
+		{"GETReadScope", "GET", "/orders", "reader", 200, "u1", ""},
+		{"POSTNeedsWrite", "POST", "/orders", "reader", 403, "", ""},
+		{"POSTWrite", "POST", "/orders/7", "good", 200, "u1", ""},
+		{"LongestPrefix", "GET", "/orders/special/1", "reader", 200, "u2", ""},
+		{"LongestPrefixAnyMethod", "DELETE", "/orders/special", "reader", 200, "u2", ""},
+		{"SegmentBoundary", "GET", "/ordersx", "good", 404, "", ""},
+		{"SpecialBoundary", "GET", "/orders/specialx", "good", 200, "u1", ""},
+		{"MethodNotAllowed", "DELETE", "/orders/1", "good", 405, "", "GET, HEAD, POST"},
+		{"NoRoute", "GET", "/nothing", "good", 404, "", ""},
+		{"DotSegments", "GET", "/public/../orders", "", 400, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := map[string]string{}
+			if tc.token != "" {
+				hdr["Authorization"] = "Bearer " + tc.token
+			}
+			res, body := do(t, tc.method, gw.URL+tc.path, hdr)
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", res.StatusCode, tc.status, body)
+			}
+			if got := res.Header.Get("X-Upstream"); got != tc.upstream {
+				t.Errorf("upstream %q, want %q", got, tc.upstream)
+			}
+			if got := res.Header.Get("Allow"); got != tc.allow {
+				t.Errorf("Allow %q, want %q", got, tc.allow)
+			}
+			if tc.status >= 400 && res.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("Content-Type %q", res.Header.Get("Content-Type"))
+			}
+		})
+	}
+}
+
+func TestRoutingHostAndRoot(t *testing.T) {
+	u1, u2 := echoUpstream(t, "u1"), echoUpstream(t, "u2")
+	gw, _, _ := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: root
+    path_prefix: /
+    upstreams: [{{U}}]
+    auth: none
+  - name: api-host
+    host: API.example.com
+    path_prefix: /
+    upstreams: [{{U2}}]
+    auth: none
+`, map[string]string{"U": u1.URL, "U2": u2.URL})
+	res, _ := do(t, "GET", gw.URL+"/anything/at/all", nil)
+	if res.StatusCode != 200 || res.Header.Get("X-Upstream") != "u1" {
+		t.Errorf("root: %d %s", res.StatusCode, res.Header.Get("X-Upstream"))
+	}
+	res, _ = do(t, "GET", gw.URL+"/x", map[string]string{"Host": "api.EXAMPLE.com:8443"})
+	if res.StatusCode != 200 || res.Header.Get("X-Upstream") != "u2" {
+		t.Errorf("host route: %d %s", res.StatusCode, res.Header.Get("X-Upstream"))
+	}
+}
+
+func TestAuthModes(t *testing.T) {
+	gw, _, _ := base(t)
+	t.Run("NonePassesAuthorization", func(t *testing.T) {
+		res, body := do(t, "GET", gw.URL+"/public/x", map[string]string{"Authorization": "Bearer whatever", "X-Keyward-Token-Id": "spoof"})
+		if res.StatusCode != 200 {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		s := upstreamSaw(t, body)
+		if s.Header.Get("Authorization") != "Bearer whatever" {
+			t.Errorf("Authorization %q", s.Header.Get("Authorization"))
+		}
+		if s.Header.Get(HeaderTokenID) != "" {
+			t.Errorf("spoofed token id passed: %q", s.Header.Get(HeaderTokenID))
+		}
+	})
+	t.Run("OptionalWithout", func(t *testing.T) {
+		res, body := do(t, "GET", gw.URL+"/maybe", map[string]string{"X-Keyward-Subject": "admin"})
+		if res.StatusCode != 200 {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		s := upstreamSaw(t, body)
+		if s.Header.Get(HeaderSubject) != "" || s.Header.Get(HeaderTokenID) != "" {
+			t.Errorf("identity headers without a token: %v", s.Header)
+		}
+	})
+	t.Run("OptionalBad", func(t *testing.T) {
+		res, _ := do(t, "GET", gw.URL+"/maybe", map[string]string{"Authorization": "Bearer revoked"})
+		if res.StatusCode != 401 || res.Header.Get("WWW-Authenticate") != challengeInvalid {
+			t.Errorf("status %d %q", res.StatusCode, res.Header.Get("WWW-Authenticate"))
+		}
+	})
+	t.Run("OptionalGood", func(t *testing.T) {
+		_, body := do(t, "GET", gw.URL+"/maybe", map[string]string{"Authorization": "Bearer good"})
+		if s := upstreamSaw(t, body); s.Header.Get(HeaderTokenID) != "tok_good" || s.Header.Get("Authorization") != "" {
+			t.Errorf("headers %v", s.Header)
+		}
+	})
+	t.Run("TokenHeader", func(t *testing.T) {
+		res, body := do(t, "GET", gw.URL+"/keyed", map[string]string{"X-API-Key": "apikeyonly"})
+		if res.StatusCode != 200 {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		s := upstreamSaw(t, body)
+		if s.Header.Get("X-Api-Key") != "" || s.Header.Get(HeaderTokenID) != "tok_k" {
+			t.Errorf("headers %v", s.Header)
+		}
+	})
+	t.Run("QueryStringIgnored", func(t *testing.T) {
+		for _, q := range []string{"access_token=good", "token=good", "api_key=good"} {
+			res, _ := do(t, "GET", gw.URL+"/orders?"+q, nil)
+			if res.StatusCode != 401 || res.Header.Get("WWW-Authenticate") != challenge {
+				t.Errorf("%s: status %d", q, res.StatusCode)
+			}
+		}
+	})
+}
+
+func TestTrustedProxies(t *testing.T) {
+	u := echoUpstream(t, "u1")
+	cfg := `
+listen: 127.0.0.1:0
+workspace: default
+trusted_proxies: [{{T}}]
+routes:
+  - name: o
+    path_prefix: /
+    upstreams: [{{U}}]
+`
+	t.Run("Trusted", func(t *testing.T) {
+		gw, fv, _ := gateway(t, cfg, map[string]string{"U": u.URL, "T": "127.0.0.0/8"})
+		_, body := do(t, "GET", gw.URL+"/", map[string]string{"Authorization": "Bearer good", "X-Forwarded-For": "9.9.9.9, 203.0.113.7, 127.0.0.2"})
+		if ip := fv.last().IP; ip != netip.MustParseAddr("203.0.113.7") {
+			t.Errorf("client IP %v, want the rightmost untrusted hop", ip)
+		}
+		if got := upstreamSaw(t, body).Header.Get("X-Forwarded-For"); got != "9.9.9.9, 203.0.113.7, 127.0.0.2, 127.0.0.1" {
+			t.Errorf("X-Forwarded-For %q", got)
+		}
+	})
+	t.Run("Untrusted", func(t *testing.T) {
+		gw, fv, _ := gateway(t, cfg, map[string]string{"U": u.URL, "T": "10.0.0.0/8"})
+		_, body := do(t, "GET", gw.URL+"/", map[string]string{"Authorization": "Bearer good", "X-Forwarded-For": "203.0.113.7"})
+		if ip := fv.last().IP; ip != netip.MustParseAddr("127.0.0.1") {
+			t.Errorf("client IP %v, want the connection's", ip)
+		}
+		if got := upstreamSaw(t, body).Header.Get("X-Forwarded-For"); got != "127.0.0.1" {
+			t.Errorf("X-Forwarded-For %q", got)
+		}
+	})
+}
+
+func TestRateLimitHeaders(t *testing.T) {
+	gw, _, _ := base(t)
+	res, _ := do(t, "GET", gw.URL+"/orders", map[string]string{"Authorization": "Bearer limited"})
+	if res.StatusCode != 200 || res.Header.Get("RateLimit-Policy") != `"default";q=100;w=60` || res.Header.Get("RateLimit") != `"default";r=42;t=17` {
+		t.Errorf("200: %d %q %q", res.StatusCode, res.Header.Get("RateLimit-Policy"), res.Header.Get("RateLimit"))
+	}
+	res, _ = do(t, "GET", gw.URL+"/orders", map[string]string{"Authorization": "Bearer both"})
+	if res.Header.Get("RateLimit-Policy") != `"default";q=1000;w=86400` || res.Header.Get("RateLimit") != `"default";r=5;t=3600` {
+		t.Errorf("both: %q %q", res.Header.Get("RateLimit-Policy"), res.Header.Get("RateLimit"))
+	}
+	res, _ = do(t, "GET", gw.URL+"/orders", map[string]string{"Authorization": "Bearer ratelimit"})
+	if res.StatusCode != 429 || res.Header.Get("RateLimit-Policy") != `"default";q=100;w=60` || res.Header.Get("Retry-After") != "3" {
+		t.Errorf("429: %d %q %q", res.StatusCode, res.Header.Get("RateLimit-Policy"), res.Header.Get("Retry-After"))
+	}
+	res, _ = do(t, "GET", gw.URL+"/orders", map[string]string{"Authorization": "Bearer good"})
+	if res.Header.Get("RateLimit") != "" || res.Header.Get("RateLimit-Policy") != "" {
+		t.Errorf("unlimited token got RateLimit headers")
+	}
+}
+
+func TestStripPrefix(t *testing.T) {
+	gw, _, _ := base(t)
+	_, body := do(t, "GET", gw.URL+"/api/v1/users/3?q=1", map[string]string{"Authorization": "Bearer good"})
+	if p := upstreamSaw(t, body).Path; p != "/base/users/3?q=1" {
+		t.Errorf("path %q", p)
+	}
+	_, body = do(t, "GET", gw.URL+"/api/v1", map[string]string{"Authorization": "Bearer good"})
+	if p := upstreamSaw(t, body).Path; p != "/base/" {
+		t.Errorf("path %q", p)
+	}
+}
+
+// deadURL returns the URL of a port nothing listens on.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
+}
+
+func TestUpstreamFailures(t *testing.T) {
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slowheaders":
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case "/slowbody":
+			w.WriteHeader(200)
+			http.NewResponseController(w).Flush()
+			for i := 0; i < 4; i++ {
+				time.Sleep(150 * time.Millisecond)
+				fmt.Fprintf(w, "chunk%d\n", i)
+				http.NewResponseController(w).Flush()
+			}
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	gw, _, lb := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: down
+    path_prefix: /down
+    upstreams: [{{DEAD}}]
+    auth: none
+  - name: slow
+    path_prefix: /
+    upstreams: [{{SLOW}}]
+    auth: none
+    timeout: 200ms
+`, map[string]string{"DEAD": deadURL(t), "SLOW": slow.URL})
+
+	res, body := do(t, "GET", gw.URL+"/down?secret=x", nil)
+	if res.StatusCode != 502 || res.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("down: %d %s", res.StatusCode, body)
+	}
+	res, body = do(t, "GET", gw.URL+"/slowheaders", nil)
+	if res.StatusCode != 504 || res.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("slow headers: %d %s", res.StatusCode, body)
+	}
+	res, body = do(t, "GET", gw.URL+"/slowbody", nil)
+	if res.StatusCode != 200 || body != "chunk0\nchunk1\nchunk2\nchunk3\n" {
+		t.Errorf("slow body cut: %d %q", res.StatusCode, body)
+	}
+
+	// The access log: one line per request, route and status, no query.
+	gw.Close() // waits for the handlers, which log after answering
+	logs := lb.String()
+	if strings.Contains(logs, "secret=x") {
+		t.Errorf("query string logged: %s", logs)
+	}
+	var found bool
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != "gateway request" {
+			continue
+		}
+		if m["path"] == "/down" && m["route"] == "down" && m["status"] == float64(502) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no access log line for /down: %s", logs)
+	}
+}
+
+func TestAccessLogTokenID(t *testing.T) {
+	gw, _, lb := base(t)
+	do(t, "GET", gw.URL+"/orders", map[string]string{"Authorization": "Bearer good"})
+	gw.Close() // waits for the handler, which logs after answering
+	logs := lb.String()
+	if !strings.Contains(logs, `"token_id":"tok_good"`) || strings.Contains(logs, "Bearer") || strings.Contains(logs, `"good"`) {
+		t.Errorf("log %s", logs)
+	}
+}
+
+func TestSSEStreams(t *testing.T) {
+	next := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: first\n\n")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprint(w, "data: second\n\n")
+	}))
+	defer up.Close()
+	gw, _, _ := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: sse
+    path_prefix: /
+    upstreams: [{{U}}]
+    auth: none
+`, map[string]string{"U": up.URL})
+	res, err := http.Get(gw.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	rd := bufio.NewReader(res.Body)
+	line, err := rd.ReadString('\n')
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("first event %q %v", line, err)
+	}
+	close(next) // the stream ends only after the first event was read
+	rest, _ := io.ReadAll(rd)
+	if string(rest) != "\ndata: second\n\n" {
+		t.Errorf("rest %q", rest)
+	}
+}
+
+func TestRoundRobinRetry(t *testing.T) {
+	up := echoUpstream(t, "alive")
+	gw, _, _ := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: rr
+    path_prefix: /
+    upstreams: [{{DEAD}}, {{U}}]
+    auth: none
+`, map[string]string{"DEAD": deadURL(t), "U": up.URL})
+	for i := 0; i < 6; i++ {
+		res, body := do(t, "GET", gw.URL+"/x", nil)
+		if res.StatusCode != 200 {
+			t.Fatalf("GET %d: %d %s", i, res.StatusCode, body)
+		}
+	}
+	// POST is not retried: one of two goes to the dead upstream.
+	var codes []int
+	for i := 0; i < 2; i++ {
+		res, _ := do(t, "POST", gw.URL+"/x", nil)
+		codes = append(codes, res.StatusCode)
+	}
+	slices.Sort(codes)
+	if !slices.Equal(codes, []int{200, 502}) {
+		t.Errorf("POST codes %v, want one 200 and one 502", codes)
+	}
+}
+
+func TestRoundRobinSpreads(t *testing.T) {
+	u1, u2 := echoUpstream(t, "u1"), echoUpstream(t, "u2")
+	gw, _, _ := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: rr
+    path_prefix: /
+    upstreams: [{{U1}}, {{U2}}]
+    auth: none
+`, map[string]string{"U1": u1.URL, "U2": u2.URL})
+	count := map[string]int{}
+	for i := 0; i < 4; i++ {
+		res, _ := do(t, "GET", gw.URL+"/", nil)
+		count[res.Header.Get("X-Upstream")]++
+	}
+	if count["u1"] != 2 || count["u2"] != 2 {
+		t.Errorf("spread %v", count)
+	}
+}
+
+func TestWebSocketUpgrade(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "no upgrade", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo:" + line)
+		brw.Flush()
+	}))
+	defer up.Close()
+	gw, _, _ := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: ws
+    path_prefix: /
+    upstreams: [{{U}}]
+`, map[string]string{"U": up.URL})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", res, err)
+	}
+	fmt.Fprint(conn, "hello\n")
+	line, err := br.ReadString('\n')
+	if err != nil || line != "echo:hello\n" {
+		t.Errorf("echo %q %v", line, err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	yml := `listen: nonsense
+workspace: ""
+trusted_proxies: [10.0.0.0/33]
+bogus: 1
+routes:
+  - name: a
+    path_prefix: orders
+    methods: [GET, FETCH]
+    upstreams: []
+    auth: sometimes
+    scopes: [Orders]
+    timeout: -1s
+  - name: b
+    path_prefix: /x
+    upstreams: [ftp://h, "http://"]
+    extra: true
+  - name: c
+    path_prefix: /dup
+    methods: [GET]
+    upstreams: [http://a]
+  - name: d
+    path_prefix: /dup
+    upstreams: [http://b]
+`
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	var ce *ConfigErrors
+	if !errors.As(err, &ce) {
+		t.Fatalf("err %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		path + ":1: listen: ",
+		path + ":2: workspace: required",
+		path + ":3: trusted_proxies[0]: ",
+		path + ":4: bogus: unknown key",
+		path + ":7: routes[0].path_prefix: must start with \"/\"",
+		path + ":8: routes[0].methods[1]: \"FETCH\" is not an HTTP method",
+		path + ":9: routes[0].upstreams: at least one upstream",
+		path + ":10: routes[0].auth: ",
+		path + ":11: routes[0].scopes[0]: ",
+		path + ":12: routes[0].timeout: ",
+		path + ":15: routes[1].upstreams[0]: ",
+		path + ":15: routes[1].upstreams[1]: ",
+		path + ":16: routes[1].extra: unknown key",
+		path + ":21: routes[3]: duplicates routes[2]",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	if len(ce.Errs) != 14 {
+		t.Errorf("%d errors, want 14:\n%s", len(ce.Errs), msg)
+	}
+}
+
+func TestConfigOK(t *testing.T) {
+	cfg, err := Parse([]byte(`
+listen: 127.0.0.1:8081
+workspace: default
+trusted_proxies: [10.0.0.0/8, 192.168.1.1]
+routes:
+  - name: orders
+    host: Api.Example.com:443
+    path_prefix: /orders/
+    methods: [get, POST]
+    upstreams: [http://127.0.0.1:9001, https://h.example/base]
+    scopes: [orders:read]
+    token_header: x-api-key
+  - name: rest
+    path_prefix: /
+    upstreams: [http://127.0.0.1:9003]
+    auth: none
+    timeout: 5s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Routes[0]
+	if r.Host != "api.example.com" || r.PathPrefix != "/orders" || !slices.Equal(r.Methods, []string{"GET", "POST"}) ||
+		r.Auth != AuthRequired || r.Timeout != DefaultTimeout || r.TokenHeader != "X-Api-Key" || len(r.Upstreams) != 2 {
+		t.Errorf("route %+v", r)
+	}
+	if cfg.Routes[1].Timeout != 5*time.Second || cfg.Routes[1].Auth != AuthNone {
+		t.Errorf("route %+v", cfg.Routes[1])
+	}
+	if len(cfg.TrustedProxies) != 2 || cfg.TrustedProxies[1] != netip.MustParsePrefix("192.168.1.1/32") {
+		t.Errorf("trusted %v", cfg.TrustedProxies)
+	}
+}
+
+func TestConfigSyntaxError(t *testing.T) {
+	_, err := Parse([]byte("listen: [\nworkspace: x\n"))
+	var ce *ConfigErrors
+	if !errors.As(err, &ce) || ce.Errs[0].Line == 0 {
+		t.Errorf("err %v", err)
+	}
+}

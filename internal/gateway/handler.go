@@ -1,0 +1,527 @@
+package gateway
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+// Verifier verifies tokens; *verify.Engine is one.
+type Verifier interface {
+	Verify(ctx context.Context, req verify.Request) verify.Result
+}
+
+// Identity headers set on upstream requests. Every client-sent X-Keyward-*
+// header is removed first.
+const (
+	HeaderTokenID = "X-Keyward-Token-Id"
+	HeaderSubject = "X-Keyward-Subject"
+	HeaderScopes  = "X-Keyward-Scopes"
+)
+
+// Handler is the gateway: an http.Handler that routes, verifies and
+// proxies. It is safe for concurrent use and holds no per-request state, so
+// that a reload can build a new Handler and swap it in.
+type Handler struct {
+	log         *slog.Logger
+	verifier    Verifier
+	workspaceID string
+	trusted     []netip.Prefix
+	router      router
+}
+
+type route struct {
+	cfg    Route
+	proxy  *httputil.ReverseProxy
+	next   atomic.Uint64 // round robin position
+	realm  string
+	scopes string // space-separated, for the insufficient_scope challenge
+}
+
+// NewHandler returns a gateway for cfg, which must come from Parse or Load.
+// Tokens are verified with v in the workspace workspaceID (resolved by the
+// caller from cfg.Workspace).
+func NewHandler(cfg *Config, v Verifier, workspaceID string, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{log: log, verifier: v, workspaceID: workspaceID, trusted: cfg.TrustedProxies}
+	for i := range cfg.Routes {
+		rt := &route{cfg: cfg.Routes[i], scopes: strings.Join(cfg.Routes[i].Scopes, " ")}
+		rt.proxy = h.newProxy(rt)
+		h.router.routes = append(h.router.routes, rt)
+	}
+	return h
+}
+
+// newTransport returns a transport for one route: the default transport's
+// settings with explicit timeouts. ResponseHeaderTimeout is the route's
+// timeout: it bounds the wait for the headers, never a streamed body.
+func newTransport(timeout time.Duration) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil // upstreams are reached directly, whatever HTTP_PROXY says
+	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = 10 * time.Second
+	t.ResponseHeaderTimeout = timeout
+	t.ExpectContinueTimeout = time.Second
+	t.IdleConnTimeout = 90 * time.Second
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
+// reqState travels in the request context from ServeHTTP to the proxy's
+// hooks.
+type reqState struct {
+	rt        *route
+	requestID string
+	token     *keyward.Token // nil without identity
+	clientIP  netip.Addr
+	trusted   bool // the connection comes from a trusted proxy
+	proxyErr  error
+}
+
+type ctxKey struct{}
+
+func stateOf(ctx context.Context) *reqState {
+	st, _ := ctx.Value(ctxKey{}).(*reqState)
+	return st
+}
+
+func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:       h.rewrite,
+		Transport:     &balancer{rt: rt, next: newTransport(rt.cfg.Timeout)},
+		FlushInterval: -1,
+		ModifyResponse: func(res *http.Response) error {
+			// The gateway's own headers win over the upstream's.
+			res.Header.Del("X-Request-Id")
+			res.Header.Del("RateLimit")
+			res.Header.Del("RateLimit-Policy")
+			return nil
+		},
+		ErrorHandler: h.proxyError,
+		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// rewrite builds the upstream request. The URL's scheme and host are
+// chosen by the balancer.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	st := stateOf(pr.In.Context())
+	out, in := pr.Out, pr.In
+	for k := range out.Header {
+		if len(k) >= 10 && strings.EqualFold(k[:10], "X-Keyward-") {
+			delete(out.Header, k)
+		}
+	}
+	if st.rt.cfg.Auth != AuthNone {
+		out.Header.Del("Authorization")
+	}
+	if th := st.rt.cfg.TokenHeader; th != "" {
+		out.Header.Del(th)
+	}
+	if t := st.token; t != nil {
+		out.Header.Set(HeaderTokenID, t.ID)
+		out.Header.Set(HeaderSubject, t.Subject)
+		out.Header.Set(HeaderScopes, strings.Join(t.Scopes, " "))
+	}
+	out.Header.Set("X-Request-Id", st.requestID)
+
+	// X-Forwarded-*: a trusted proxy's values are kept and appended to; an
+	// untrusted client's are dropped, so upstreams can believe them.
+	remote := remoteAddr(in)
+	if st.trusted {
+		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			out.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+remote.String())
+		} else {
+			out.Header.Set("X-Forwarded-For", remote.String())
+		}
+	} else {
+		out.Header.Set("X-Forwarded-For", remote.String())
+	}
+	if v := in.Header.Get("X-Forwarded-Host"); st.trusted && v != "" {
+		out.Header.Set("X-Forwarded-Host", v)
+	} else {
+		out.Header.Set("X-Forwarded-Host", in.Host)
+	}
+	if v := in.Header.Get("X-Forwarded-Proto"); st.trusted && v != "" {
+		out.Header.Set("X-Forwarded-Proto", v)
+	} else if in.TLS != nil {
+		out.Header.Set("X-Forwarded-Proto", "https")
+	} else {
+		out.Header.Set("X-Forwarded-Proto", "http")
+	}
+
+	if st.rt.cfg.StripPrefix && st.rt.cfg.PathPrefix != "/" {
+		prefix := st.rt.cfg.PathPrefix
+		out.URL.Path = ensureSlash(strings.TrimPrefix(in.URL.Path, prefix))
+		if in.URL.RawPath != "" && strings.HasPrefix(in.URL.RawPath, prefix) {
+			out.URL.RawPath = ensureSlash(strings.TrimPrefix(in.URL.RawPath, prefix))
+		} else {
+			out.URL.RawPath = ""
+		}
+	}
+	out.Host = "" // the Host header is the upstream's
+}
+
+func ensureSlash(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		return "/" + p
+	}
+	return p
+}
+
+// balancer spreads requests over a route's upstreams in turn, and retries an
+// idempotent request without a body once on another upstream when the
+// connection could not be made.
+type balancer struct {
+	rt   *route
+	next http.RoundTripper
+}
+
+func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
+	ups := b.rt.cfg.Upstreams
+	start := int(b.rt.next.Add(1)-1) % len(ups)
+	attempts := 1
+	if len(ups) > 1 && idempotent(req.Method) && (req.Body == nil || req.Body == http.NoBody) {
+		attempts = 2
+	}
+	var err error
+	for i := 0; i < attempts; i++ {
+		out := req
+		if attempts > 1 {
+			out = req.Clone(req.Context())
+		}
+		target(out.URL, ups[(start+i)%len(ups)])
+		var res *http.Response
+		res, err = b.next.RoundTrip(out)
+		if err == nil || !connError(err) || req.Context().Err() != nil {
+			return res, err
+		}
+	}
+	return nil, err
+}
+
+// target points u at upstream, joining the upstream's base path.
+func target(u *url.URL, upstream *url.URL) {
+	u.Scheme, u.Host = upstream.Scheme, upstream.Host
+	if upstream.Path != "" && upstream.Path != "/" {
+		base := strings.TrimSuffix(upstream.Path, "/")
+		if u.RawPath != "" {
+			u.RawPath = strings.TrimSuffix(upstream.EscapedPath(), "/") + u.RawPath
+		}
+		u.Path = base + u.Path
+	}
+}
+
+func idempotent(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// connError reports whether err means the connection to the upstream could
+// not be made, so the request was never sent.
+func connError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// proxyError answers a failed upstream exchange: 504 when the upstream was
+// too slow, else 502.
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	st := stateOf(r.Context())
+	st.proxyErr = err
+	var ne net.Error
+	switch {
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads this answer.
+		w.WriteHeader(499)
+	case !connError(err) && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()):
+		writeProblem(w, http.StatusGatewayTimeout, "gateway_timeout", "the upstream did not answer in time", st.requestID)
+	default:
+		writeProblem(w, http.StatusBadGateway, "bad_gateway", "the upstream is unreachable", st.requestID)
+	}
+}
+
+// problem is an RFC 9457 problem detail.
+type problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Code      string `json:"code"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+func writeProblem(w http.ResponseWriter, status int, code, detail, requestID string) {
+	b, _ := json.Marshal(problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Code: code, RequestID: requestID})
+	hd := w.Header()
+	hd.Set("Content-Type", "application/problem+json")
+	hd.Set("Content-Length", strconv.Itoa(len(b)+1))
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// ServeHTTP routes, verifies and proxies one request, and logs it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	id := r.Header.Get("X-Request-Id")
+	if !validRequestID(id) {
+		id = newRequestID()
+	}
+	sw.Header().Set("X-Request-Id", id)
+	st := &reqState{requestID: id}
+	h.serve(sw, r, st)
+	if !h.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 9)
+	attrs = append(attrs,
+		slog.String("request_id", id),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", sw.status),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("client_ip", st.clientIP.String()),
+	)
+	if st.rt != nil {
+		attrs = append(attrs, slog.String("route", st.rt.cfg.Name))
+	}
+	if st.token != nil {
+		attrs = append(attrs, slog.String("token_id", st.token.ID))
+	}
+	if st.proxyErr != nil {
+		attrs = append(attrs, slog.String("upstream_error", st.proxyErr.Error()))
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "gateway request", attrs...)
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
+	st.clientIP, st.trusted = h.clientIP(r)
+	if r.URL.Path == "" || r.URL.Path[0] != '/' || hasDotSegment(r.URL.Path) {
+		// Upstreams may resolve dot segments, which would escape the route
+		// whose scopes were checked.
+		writeProblem(w, http.StatusBadRequest, "invalid", "the request path is not clean", st.requestID)
+		return
+	}
+	rt, allow := h.router.match(r.Host, r.URL.Path, r.Method)
+	if rt == nil {
+		if allow != nil {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeProblem(w, http.StatusMethodNotAllowed, "method_not_allowed", "this path does not take the method "+r.Method, st.requestID)
+			return
+		}
+		writeProblem(w, http.StatusNotFound, keyward.ENOTFOUND, "no route matches this request", st.requestID)
+		return
+	}
+	st.rt = rt
+	if rt.cfg.Auth != AuthNone && !h.authorize(w, r, st) {
+		return
+	}
+	rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+}
+
+const (
+	challenge        = `Bearer realm="keyward"`
+	challengeInvalid = `Bearer realm="keyward", error="invalid_token"`
+)
+
+// authorize verifies the request's credential for its route and reports
+// whether the request may proceed; when not, it has answered.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState) bool {
+	rt := st.rt
+	tok := credential(r, rt.cfg.TokenHeader)
+	if tok == "" {
+		if rt.cfg.Auth == AuthOptional {
+			return true
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+		writeProblem(w, http.StatusUnauthorized, keyward.EUNAUTHORIZED, "this route needs a token: Authorization: Bearer <token>", st.requestID)
+		return false
+	}
+	res := h.verifier.Verify(r.Context(), verify.Request{Token: tok, WorkspaceID: h.workspaceID, Scopes: rt.cfg.Scopes, IP: st.clientIP})
+	if res.Err != nil {
+		h.log.LogAttrs(r.Context(), slog.LevelWarn, "token store unavailable", slog.String("request_id", st.requestID), slog.Any("err", res.Err))
+		w.Header().Set("Retry-After", "5")
+		writeProblem(w, http.StatusServiceUnavailable, keyward.EUNAVAILABLE, "the token store is unavailable", st.requestID)
+		return false
+	}
+	if res.Outcome.Identified() {
+		setRateLimit(w.Header(), res)
+	}
+	switch res.Outcome {
+	case keyward.Valid:
+		st.token = res.Token
+		return true
+	case keyward.InsufficientScope:
+		st.token = res.Token
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="keyward", error="insufficient_scope", scope="%s"`, rt.scopes))
+		writeProblem(w, http.StatusForbidden, keyward.EFORBIDDEN, "the token lacks a scope this route needs", st.requestID)
+		return false
+	case keyward.RateLimited, keyward.QuotaExceeded:
+		st.token = res.Token
+		reset := res.Rate.Reset
+		if res.Outcome == keyward.QuotaExceeded {
+			reset = res.Quota.Reset
+		}
+		w.Header().Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(reset)), 10))
+		writeProblem(w, http.StatusTooManyRequests, keyward.ERATELIMITED, "the token is over its limit; retry later", st.requestID)
+		return false
+	default:
+		// The body never says which check failed.
+		w.Header().Set("WWW-Authenticate", challengeInvalid)
+		writeProblem(w, http.StatusUnauthorized, keyward.EUNAUTHORIZED, "the token is not valid", st.requestID)
+		return false
+	}
+}
+
+// setRateLimit writes the draft-ietf-httpapi-ratelimit-headers fields of the
+// token's rate limit or quota, whichever has fewer requests remaining.
+func setRateLimit(hd http.Header, res verify.Result) {
+	l := res.Rate
+	if res.Quota.Set && (!l.Set || res.Quota.Remaining < l.Remaining) {
+		l = res.Quota
+	}
+	if !l.Set {
+		return
+	}
+	hd.Set("RateLimit-Policy", fmt.Sprintf(`"default";q=%d;w=%d`, l.Limit, ceilSeconds(l.Window)))
+	hd.Set("RateLimit", fmt.Sprintf(`"default";r=%d;t=%d`, max(0, l.Remaining), ceilSeconds(l.Reset)))
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// credential returns the token a request presents: a Bearer token, or the
+// value of the route's token header. The query string is never read.
+func credential(r *http.Request, tokenHeader string) string {
+	if scheme, rest, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		if t := strings.TrimSpace(rest); t != "" {
+			return t
+		}
+	}
+	if tokenHeader != "" {
+		return strings.TrimSpace(r.Header.Get(tokenHeader))
+	}
+	return ""
+}
+
+func remoteAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+// clientIP returns the client's address: the connection's, or, when the
+// connection comes from a trusted proxy, the rightmost address of
+// X-Forwarded-For that is not a trusted proxy. trusted reports the latter
+// case.
+func (h *Handler) clientIP(r *http.Request) (ip netip.Addr, trusted bool) {
+	ip = remoteAddr(r)
+	if !h.isTrusted(ip) {
+		return ip, false
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // garbage before a trusted hop: believe no further
+		}
+		ip = a.Unmap()
+		if !h.isTrusted(ip) {
+			break
+		}
+	}
+	return ip, true
+}
+
+func (h *Handler) isTrusted(a netip.Addr) bool {
+	for _, p := range h.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// statusWriter records the status of a response for the access log.
+// Unwrap lets http.ResponseController reach Flush and Hijack, which
+// streaming and WebSocket upgrades need.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 || code == http.StatusSwitchingProtocols {
+		w.status = code
+	}
+	if code == 499 {
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// validRequestID reports whether a client-sent request id is safe to pass
+// on and log.
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var raw [16]byte
+	binary.BigEndian.PutUint64(raw[:8], rand.Uint64())
+	binary.BigEndian.PutUint64(raw[8:], rand.Uint64())
+	return keyward.PrefixRequest + hex.EncodeToString(raw[:])
+}

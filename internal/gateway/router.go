@@ -1,0 +1,71 @@
+package gateway
+
+import (
+	"net"
+	"slices"
+	"strings"
+)
+
+// router finds the route of a request: the longest path prefix on a
+// segment boundary, host-specific routes before host-less ones of the same
+// prefix, then the route whose methods include the request's.
+type router struct {
+	routes []*route
+}
+
+// match returns the route for host, path and method. When routes match the
+// path but none takes the method, it returns nil and the methods they take
+// (allow); when no route matches the path, nil and nil.
+func (rr *router) match(host, path, method string) (rt *route, allow []string) {
+	host = normalizeHost(host)
+	best := -1
+	for _, r := range rr.routes {
+		if r.cfg.Host != "" && r.cfg.Host != host {
+			continue
+		}
+		if l := len(r.cfg.PathPrefix); l > best && prefixMatch(r.cfg.PathPrefix, path) {
+			best = l
+		}
+	}
+	if best < 0 {
+		return nil, nil
+	}
+	// Host-specific routes are tried first (pass 0), then host-less ones.
+	for pass := 0; pass < 2; pass++ {
+		for _, r := range rr.routes {
+			if len(r.cfg.PathPrefix) != best || !prefixMatch(r.cfg.PathPrefix, path) {
+				continue
+			}
+			if (pass == 0) != (r.cfg.Host != "") || (r.cfg.Host != "" && r.cfg.Host != host) {
+				continue
+			}
+			if r.cfg.allows(method) {
+				return r, nil
+			}
+			for _, m := range r.cfg.Methods {
+				if !slices.Contains(allow, m) {
+					allow = append(allow, m)
+				}
+			}
+		}
+	}
+	return nil, allow
+}
+
+// prefixMatch reports whether path is prefix or lies under it on a segment
+// boundary.
+func prefixMatch(prefix, path string) bool {
+	if prefix == "/" {
+		return strings.HasPrefix(path, "/")
+	}
+	return strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/')
+}
+
+// normalizeHost lower-cases a Host header and drops its port.
+func normalizeHost(h string) string {
+	if hh, _, err := net.SplitHostPort(h); err == nil {
+		h = hh
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}

@@ -1,13 +1,27 @@
 package e2e
 
 import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -183,4 +197,205 @@ func waitStatus(t *testing.T, f func() int, want int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key to
+// dir and returns their files and a pool that trusts the certificate.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// TestGatewayTLS serves the gateway over TLS from the config's tls keys: a
+// client trusting the certificate gets through, plain HTTP does not.
+func TestGatewayTLS(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Upstream-Proto", r.Header.Get("X-Forwarded-Proto"))
+	}))
+	defer upstream.Close()
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir)
+	file := filepath.Join(dir, "gateway.yaml")
+	os.WriteFile(file, []byte(`listen: 127.0.0.1:0
+workspace: default
+tls:
+  cert_file: `+certFile+`
+  key_file: `+keyFile+`
+routes:
+  - name: public
+    path_prefix: /
+    upstreams: [`+upstream.URL+`]
+    auth: none
+`), 0o600)
+	st := sqliteStore(t)
+	initRoot(t, st)
+	srv := startServer(t, st, "--gateway-config", file)
+	gw := strings.Replace(gatewayURL(t, srv), "http://", "https://", 1)
+
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(gw + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil || resp.Header.Get("X-Upstream-Proto") != "https" {
+		t.Fatalf("status %d, tls %v, forwarded proto %q", resp.StatusCode, resp.TLS != nil, resp.Header.Get("X-Upstream-Proto"))
+	}
+	plain := &http.Client{Timeout: 10 * time.Second}
+	if resp, err := plain.Get(strings.Replace(gw, "https://", "http://", 1) + "/x"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain HTTP got through a TLS gateway")
+		}
+	}
+
+	t.Run("HalfConfigured", func(t *testing.T) {
+		bad := filepath.Join(dir, "bad.yaml")
+		os.WriteFile(bad, []byte(`listen: 127.0.0.1:0
+workspace: default
+tls:
+  cert_file: `+certFile+`
+routes:
+  - name: public
+    path_prefix: /
+    upstreams: [`+upstream.URL+`]
+    auth: none
+`), 0o600)
+		out, errOut, code := cli(t, "", nil, "gateway", "check", bad)
+		if code != 1 || !strings.Contains(errOut, bad+":4: tls.key_file: required with tls.cert_file") {
+			t.Fatalf("exit %d: %s %s", code, out, errOut)
+		}
+	})
+}
+
+// patternReader yields n bytes without holding them.
+type patternReader struct{ left int64 }
+
+func (r *patternReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	for i := range p {
+		p[i] = byte(i)
+	}
+	r.left -= int64(len(p))
+	return len(p), nil
+}
+
+// peakRSS returns VmHWM of a process in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatalf("VmHWM %q: %v", v, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Skip("no VmHWM in /proc status")
+	return 0
+}
+
+// TestGatewayLargeUpload streams 200 MB through the gateway and checks that
+// the upstream gets every byte and that the gateway's peak memory does not
+// grow with the body.
+func TestGatewayLargeUpload(t *testing.T) {
+	const size = 200 << 20
+	var got atomic.Int64
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		got.Store(n)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d", n)
+	}))
+	defer upstream.Close()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "gateway.yaml")
+	os.WriteFile(file, []byte(`listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: upload
+    path_prefix: /upload
+    upstreams: [`+upstream.URL+`]
+    scopes: [files:write]
+`), 0o600)
+	st := sqliteStore(t)
+	root := initRoot(t, st)
+	srv := startServer(t, st, "--gateway-config", file)
+	gw := gatewayURL(t, srv)
+	tok, err := newClient(t, srv.URL, root).CreateToken(ctxT(t), client.CreateTokenRequest{Name: "uploader", Scopes: []string{"files:write"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(n int64) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", gw+"/upload", &patternReader{left: n})
+		req.ContentLength = n
+		req.Header.Set("Authorization", "Bearer "+tok.Secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	// Warm up: the route's transport and connections exist before the
+	// baseline is read.
+	if resp := post(1 << 20); resp.StatusCode != 200 {
+		t.Fatalf("warm-up: status %d", resp.StatusCode)
+	}
+	before := peakRSS(t, srv.cmd.Process.Pid)
+	if resp := post(size); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if n := got.Load(); n != size {
+		t.Fatalf("the upstream got %d bytes, want %d", n, size)
+	}
+	after := peakRSS(t, srv.cmd.Process.Pid)
+	if grew := after - before; grew > 64<<20 {
+		t.Fatalf("peak RSS grew by %d MB (from %d MB to %d MB) for a 200 MB upload", grew>>20, before>>20, after>>20)
+	}
+	t.Logf("peak RSS %d MB before, %d MB after", before>>20, after>>20)
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,6 +27,7 @@ type gatewayServer struct {
 	store   keyward.Store
 	verify  gateway.Verifier
 	listen  string
+	tls     *gateway.TLS
 	handler atomic.Pointer[http.Handler]
 	http    *http.Server
 	ln      net.Listener
@@ -38,7 +41,7 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 	if err != nil {
 		return nil, err
 	}
-	g.listen = cfg.Listen
+	g.listen, g.tls = cfg.Listen, cfg.TLS
 	g.handler.Store(&h)
 	g.http = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -52,8 +55,22 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 		// any size and duration stream through; each route's timeout
 		// bounds the wait for the upstream's headers.
 	}
+	var tc *tls.Config
+	if cfg.TLS != nil {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			closeHandler(h)
+			return nil, fmt.Errorf("%s: tls: %w", path, err)
+		}
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+		g.http.TLSConfig = tc
+	}
 	if g.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		closeHandler(h)
 		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if tc != nil {
+		g.ln = tls.NewListener(g.ln, tc)
 	}
 	return g, nil
 }
@@ -91,17 +108,38 @@ func (g *gatewayServer) run(ctx context.Context) error {
 				if cfg.Listen != g.listen {
 					g.log.Warn("gateway listen address changes only on restart", "listen", g.listen, "new", cfg.Listen)
 				}
-				g.handler.Store(&h)
+				if !sameTLS(cfg.TLS, g.tls) {
+					g.log.Warn("gateway tls changes only on restart")
+				}
+				old := g.handler.Swap(&h)
+				// Requests still in flight on the old handler keep working:
+				// Close stops only its health checks.
+				closeHandler(*old)
 				g.log.Info("gateway config reloaded", "routes", len(cfg.Routes))
 			}
 		}
 	}()
-	g.log.Info("keyward gateway listening", "addr", g.ln.Addr().String())
+	defer func() { closeHandler(*g.handler.Load()) }()
+	g.log.Info("keyward gateway listening", "addr", g.ln.Addr().String(), "tls", g.tls != nil)
 	err := g.http.Serve(g.ln)
 	if err == http.ErrServerClosed {
 		return nil
 	}
 	return err
+}
+
+// closeHandler stops the background work of a gateway handler.
+func closeHandler(h http.Handler) {
+	if c, ok := h.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+func sameTLS(a, b *gateway.TLS) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 var gatewayGroup = group{

@@ -36,8 +36,31 @@ type Config struct {
 	Listen         string
 	Workspace      string // name of the workspace whose tokens are accepted
 	TrustedProxies []netip.Prefix
+	TLS            *TLS // nil: plain HTTP
 	Routes         []Route
 }
+
+// TLS names the certificate and key, PEM files, that the gateway listener
+// serves with.
+type TLS struct {
+	CertFile string
+	KeyFile  string
+}
+
+// HealthCheck is a route's active health check: every Interval, a GET of
+// Path on each upstream, which is healthy when it answers 2xx or 3xx within
+// Timeout.
+type HealthCheck struct {
+	Path     string
+	Interval time.Duration
+	Timeout  time.Duration
+}
+
+// Defaults of HealthCheck.
+const (
+	DefaultHealthInterval = 5 * time.Second
+	DefaultHealthTimeout  = time.Second
+)
 
 // Route is one entry of Config.Routes.
 type Route struct {
@@ -51,6 +74,12 @@ type Route struct {
 	Auth        string
 	TokenHeader string // canonical header name, or ""
 	Timeout     time.Duration
+	HealthCheck *HealthCheck // nil: no active checks
+	// EjectAfter is the number of consecutive failed exchanges (the
+	// upstream could not be reached or did not answer; a 5xx answer is not
+	// a failure) after which an upstream is skipped until a health check
+	// passes or a cool-down ends. 0 turns passive ejection off.
+	EjectAfter int
 }
 
 // allows reports whether the route takes the method.
@@ -260,6 +289,7 @@ func (p *parser) config(n *yaml.Node, cfg *Config) {
 				cfg.TrustedProxies = append(cfg.TrustedProxies, pf)
 			})
 		},
+		"tls": func(k, v *yaml.Node) { cfg.TLS = p.tls(v) },
 		"routes": func(k, v *yaml.Node) {
 			haveRoutes = true
 			if v.Kind != yaml.SequenceNode {
@@ -437,6 +467,15 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 			}
 			rt.Timeout = d
 		},
+		"health_check": func(k, v *yaml.Node) { rt.HealthCheck = p.healthCheck(v, field+".health_check") },
+		"eject_after": func(k, v *yaml.Node) {
+			var n int
+			if v.Kind != yaml.ScalarNode || v.Decode(&n) != nil || n < 0 {
+				p.errf(v.Line, field+".eject_after", "must be a whole number of failures, 0 or more")
+				return
+			}
+			rt.EjectAfter = n
+		},
 	})
 	if n.Kind != yaml.MappingNode {
 		return rt
@@ -454,6 +493,61 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 		p.errf(n.Line, field+".scopes", "a route with auth: none cannot require scopes")
 	}
 	return rt
+}
+
+// duration decodes a positive duration such as "5s"; "" gives def.
+func (p *parser) duration(n *yaml.Node, field string, def time.Duration) time.Duration {
+	s := p.str(n, field)
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		p.errf(n.Line, field, "%q is not a positive duration such as \"5s\"", s)
+		return def
+	}
+	return d
+}
+
+func (p *parser) healthCheck(n *yaml.Node, field string) *HealthCheck {
+	hc := &HealthCheck{Interval: DefaultHealthInterval, Timeout: DefaultHealthTimeout}
+	p.fields(n, field, map[string]func(k, v *yaml.Node){
+		"path": func(k, v *yaml.Node) {
+			hc.Path = p.str(v, field+".path")
+			if !strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path, "#") {
+				p.errf(v.Line, field+".path", "must be a path starting with \"/\"")
+			}
+		},
+		"interval": func(k, v *yaml.Node) { hc.Interval = p.duration(v, field+".interval", DefaultHealthInterval) },
+		"timeout":  func(k, v *yaml.Node) { hc.Timeout = p.duration(v, field+".timeout", DefaultHealthTimeout) },
+	})
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	if hc.Path == "" {
+		p.errf(n.Line, field+".path", "required (such as /healthz)")
+	}
+	return hc
+}
+
+func (p *parser) tls(n *yaml.Node) *TLS {
+	t := &TLS{}
+	p.fields(n, "tls", map[string]func(k, v *yaml.Node){
+		"cert_file": func(k, v *yaml.Node) { t.CertFile = strings.TrimSpace(p.str(v, "tls.cert_file")) },
+		"key_file":  func(k, v *yaml.Node) { t.KeyFile = strings.TrimSpace(p.str(v, "tls.key_file")) },
+	})
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	switch {
+	case t.CertFile == "" && t.KeyFile == "":
+		return nil
+	case t.CertFile == "":
+		p.errf(n.Line, "tls.cert_file", "required with tls.key_file")
+	case t.KeyFile == "":
+		p.errf(n.Line, "tls.key_file", "required with tls.cert_file")
+	}
+	return t
 }
 
 // duplicates reports routes that no request could tell apart: same name,

@@ -128,6 +128,7 @@ func gateway(t *testing.T, yml string, vars map[string]string) (*httptest.Server
 	fv := newFake()
 	lb := &logBuf{}
 	h := NewHandler(cfg, fv, "ws_1", slog.New(slog.NewJSONHandler(lb, nil)))
+	t.Cleanup(func() { h.Close() })
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
 	return s, fv, lb

@@ -45,14 +45,15 @@ type Handler struct {
 	workspaceID string
 	trusted     []netip.Prefix
 	router      router
+	checks      *checker
 }
 
 type route struct {
-	cfg    Route
-	proxy  *httputil.ReverseProxy
-	next   atomic.Uint64 // round robin position
-	realm  string
-	scopes string // space-separated, for the insufficient_scope challenge
+	cfg      Route
+	proxy    *httputil.ReverseProxy
+	balancer *balancer
+	realm    string
+	scopes   string // space-separated, for the insufficient_scope challenge
 }
 
 // NewHandler returns a gateway for cfg, which must come from Parse or Load.
@@ -68,6 +69,7 @@ func NewHandler(cfg *Config, v Verifier, workspaceID string, log *slog.Logger) *
 		rt.proxy = h.newProxy(rt)
 		h.router.routes = append(h.router.routes, rt)
 	}
+	h.startChecks()
 	return h
 }
 
@@ -105,10 +107,18 @@ func stateOf(ctx context.Context) *reqState {
 }
 
 func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
+	b := &balancer{rt: rt, next: newTransport(rt.cfg.Timeout), log: h.log, cooldown: DefaultEjectCooldown}
+	for _, u := range rt.cfg.Upstreams {
+		b.ups = append(b.ups, &upstream{url: u})
+	}
+	rt.balancer = b
 	return &httputil.ReverseProxy{
-		Rewrite:       h.rewrite,
-		Transport:     &balancer{rt: rt, next: newTransport(rt.cfg.Timeout)},
-		FlushInterval: -1,
+		Rewrite:   h.rewrite,
+		Transport: b,
+		// Zero: ReverseProxy still flushes at once what streams (SSE,
+		// chunked or unknown length); a fixed-size body goes out in one
+		// write instead of one write per copy.
+		FlushInterval: 0,
 		ModifyResponse: func(res *http.Response) error {
 			// The gateway's own headers win over the upstream's.
 			res.Header.Del("X-Request-Id")
@@ -188,30 +198,46 @@ func ensureSlash(p string) string {
 	return p
 }
 
-// balancer spreads requests over a route's upstreams in turn, and retries an
-// idempotent request without a body once on another upstream when the
-// connection could not be made.
+// balancer spreads requests over a route's healthy upstreams in turn, and
+// retries an idempotent request without a body once on another upstream
+// when the connection could not be made. When no upstream is healthy it
+// tries them anyway, so the client gets the proxy's 502.
 type balancer struct {
-	rt   *route
-	next http.RoundTripper
+	rt       *route
+	ups      []*upstream
+	next     http.RoundTripper
+	pos      atomic.Uint64 // round robin position
+	log      *slog.Logger
+	cooldown time.Duration // of passive ejection
 }
 
 func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
-	ups := b.rt.cfg.Upstreams
-	start := int(b.rt.next.Add(1)-1) % len(ups)
+	ups := b.ups
+	start := int(b.pos.Add(1)-1) % len(ups)
 	attempts := 1
 	if len(ups) > 1 && idempotent(req.Method) && (req.Body == nil || req.Body == http.NoBody) {
 		attempts = 2
 	}
+	now := time.Now().UnixNano()
 	var err error
+	prev := -1
 	for i := 0; i < attempts; i++ {
 		out := req
 		if attempts > 1 {
 			out = req.Clone(req.Context())
 		}
-		target(out.URL, ups[(start+i)%len(ups)])
+		j := start
+		if i > 0 {
+			j = prev + 1
+		}
+		j = pick(ups, j, prev, now)
+		prev = j
+		targetURL(out.URL, ups[j].url)
 		var res *http.Response
 		res, err = b.next.RoundTrip(out)
+		if req.Context().Err() == nil {
+			b.observe(ups[j], err)
+		}
 		if err == nil || !connError(err) || req.Context().Err() != nil {
 			return res, err
 		}
@@ -219,8 +245,8 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 	return nil, err
 }
 
-// target points u at upstream, joining the upstream's base path.
-func target(u *url.URL, upstream *url.URL) {
+// targetURL points u at upstream, joining the upstream's base path.
+func targetURL(u *url.URL, upstream *url.URL) {
 	u.Scheme, u.Host = upstream.Scheme, upstream.Host
 	if upstream.Path != "" && upstream.Path != "/" {
 		base := strings.TrimSuffix(upstream.Path, "/")
@@ -316,7 +342,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if st.proxyErr != nil {
 		attrs = append(attrs, slog.String("upstream_error", st.proxyErr.Error()))
 	}
-	h.log.LogAttrs(r.Context(), slog.LevelInfo, "gateway request", attrs...)
+	// Straight to the handler: Logger.LogAttrs would walk the stack for a
+	// source position on every request.
+	rec := slog.NewRecord(time.Now(), slog.LevelInfo, "gateway request", 0)
+	rec.AddAttrs(attrs...)
+	h.log.Handler().Handle(r.Context(), rec)
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {

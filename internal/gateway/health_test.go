@@ -1,0 +1,322 @@
+package gateway
+
+import (
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// flakyUpstream answers 200 with X-Upstream: name on every path, and its
+// /healthz with 200 or 503 as healthy says.
+func flakyUpstream(t *testing.T, name string, healthy *atomic.Bool) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" && !healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("X-Upstream", name)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// waitFor polls cond until it holds, failing after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// spread sends n GETs and counts the answering upstreams; a failed request
+// counts under its status.
+func spread(t *testing.T, url string, n int) map[string]int {
+	t.Helper()
+	count := map[string]int{}
+	for i := 0; i < n; i++ {
+		res, _ := do(t, "GET", url, nil)
+		if res.StatusCode != 200 {
+			count[http.StatusText(res.StatusCode)]++
+			continue
+		}
+		count[res.Header.Get("X-Upstream")]++
+	}
+	return count
+}
+
+func newHealthHandler(t *testing.T, yml string, vars map[string]string) (*Handler, *httptest.Server, *logBuf) {
+	t.Helper()
+	for k, v := range vars {
+		yml = strings.ReplaceAll(yml, "{{"+k+"}}", v)
+	}
+	cfg, err := Parse([]byte(yml))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	lb := &logBuf{}
+	h := NewHandler(cfg, newFake(), "ws_1", slog.New(slog.NewTextHandler(lb, nil)))
+	t.Cleanup(func() { h.Close() })
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return h, s, lb
+}
+
+func TestHealthCheck(t *testing.T) {
+	var ok1, ok2 atomic.Bool
+	ok1.Store(true)
+	ok2.Store(false)
+	u1, u2 := flakyUpstream(t, "u1", &ok1), flakyUpstream(t, "u2", &ok2)
+	h, gw, _ := newHealthHandler(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: rr
+    path_prefix: /
+    upstreams: [{{U1}}, {{U2}}]
+    auth: none
+    health_check: {path: /healthz, interval: 20ms, timeout: 1s}
+`, map[string]string{"U1": u1.URL, "U2": u2.URL})
+	b := h.router.routes[0].balancer
+	waitFor(t, "u2 marked down", func() bool { return b.ups[1].down.Load() })
+
+	t.Run("Skipped", func(t *testing.T) {
+		if got := spread(t, gw.URL+"/x", 6); got["u1"] != 6 {
+			t.Fatalf("spread %v, want all on u1", got)
+		}
+	})
+	t.Run("Recovers", func(t *testing.T) {
+		ok2.Store(true)
+		waitFor(t, "u2 healthy again", func() bool { return !b.ups[1].down.Load() })
+		if got := spread(t, gw.URL+"/x", 4); got["u1"] != 2 || got["u2"] != 2 {
+			t.Fatalf("spread %v, want 2 and 2", got)
+		}
+	})
+	t.Run("AllDownFailsOpen", func(t *testing.T) {
+		ok1.Store(false)
+		ok2.Store(false)
+		waitFor(t, "both down", func() bool { return b.ups[0].down.Load() && b.ups[1].down.Load() })
+		// The upstreams still answer their other paths: the gateway tries
+		// them rather than refusing.
+		if got := spread(t, gw.URL+"/x", 4); got["u1"]+got["u2"] != 4 {
+			t.Fatalf("spread %v, want all answered", got)
+		}
+	})
+	t.Run("CloseStopsChecks", func(t *testing.T) {
+		h.Close()
+		h.Close()
+		ok1.Store(true)
+		time.Sleep(100 * time.Millisecond) // several intervals; no check may run
+		if !b.ups[0].down.Load() {
+			t.Fatal("a health check ran after Close")
+		}
+		// Requests are still served after Close.
+		if res, _ := do(t, "GET", gw.URL+"/x", nil); res.StatusCode != 200 {
+			t.Fatalf("status %d after Close", res.StatusCode)
+		}
+	})
+}
+
+func TestPassiveEjection(t *testing.T) {
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("X-Upstream", "alive")
+	}))
+	t.Cleanup(up.Close)
+	dead := deadURL(t)
+	h, gw, lb := newHealthHandler(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: rr
+    path_prefix: /
+    upstreams: [{{DEAD}}, {{U}}]
+    auth: none
+    eject_after: 2
+`, map[string]string{"DEAD": dead, "U": up.URL})
+	b := h.router.routes[0].balancer
+
+	// POSTs are not retried, so each one sent to the dead upstream fails;
+	// after two consecutive failures it is skipped.
+	var codes []int
+	for i := 0; i < 4; i++ {
+		res, _ := do(t, "POST", gw.URL+"/x", nil)
+		codes = append(codes, res.StatusCode)
+	}
+	if want := []int{502, 200, 502, 200}; !equalInts(codes, want) {
+		t.Fatalf("codes %v, want %v", codes, want)
+	}
+	if b.ups[0].ejectedUntil.Load() == 0 || !strings.Contains(lb.String(), "gateway upstream ejected") {
+		t.Fatalf("the dead upstream was not ejected:\n%s", lb)
+	}
+	t.Run("Skipped", func(t *testing.T) {
+		for i := 0; i < 6; i++ {
+			if res, _ := do(t, "POST", gw.URL+"/x", nil); res.StatusCode != 200 {
+				t.Fatalf("POST %d: %d", i, res.StatusCode)
+			}
+		}
+	})
+	t.Run("CooldownEnds", func(t *testing.T) {
+		// The cool-down is over: the dead upstream is tried again.
+		b.ups[0].ejectedUntil.Store(time.Now().Add(-time.Second).UnixNano())
+		got := map[int]int{}
+		for i := 0; i < 2; i++ {
+			res, _ := do(t, "POST", gw.URL+"/x", nil)
+			got[res.StatusCode]++
+		}
+		if got[502] != 1 || got[200] != 1 {
+			t.Fatalf("codes %v, want one 502 and one 200", got)
+		}
+	})
+}
+
+func TestPassiveEjectionRecoversByHealthCheck(t *testing.T) {
+	var ok atomic.Bool
+	ok.Store(true)
+	var failing atomic.Bool
+	u1 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			if !ok.Load() {
+				w.WriteHeader(503)
+			}
+			return
+		}
+		if failing.Load() {
+			// Drop the connection: a transport error at the gateway.
+			conn, _, _ := http.NewResponseController(w).Hijack()
+			conn.Close()
+			return
+		}
+		w.Header().Set("X-Upstream", "u1")
+	}))
+	t.Cleanup(u1.Close)
+	var ok2 atomic.Bool
+	ok2.Store(true)
+	u2 := flakyUpstream(t, "u2", &ok2)
+	h, gw, lb := newHealthHandler(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: rr
+    path_prefix: /
+    upstreams: [{{U1}}, {{U2}}]
+    auth: none
+    eject_after: 1
+    health_check: {path: /healthz, interval: 20ms}
+`, map[string]string{"U1": u1.URL, "U2": u2.URL})
+	b := h.router.routes[0].balancer
+	ok.Store(false) // keep the checker from undoing the ejection at once
+	waitFor(t, "u1 down", func() bool { return b.ups[0].down.Load() })
+	ok.Store(true)
+	waitFor(t, "u1 up", func() bool { return !b.ups[0].down.Load() })
+	failing.Store(true)
+	b.cooldown = time.Hour
+	for i := 0; i < 2; i++ {
+		do(t, "POST", gw.URL+"/x", nil)
+	}
+	// A passing check may already have ended the ejection: the log says
+	// it happened.
+	if !strings.Contains(lb.String(), "gateway upstream ejected") {
+		t.Fatalf("u1 was not ejected:\n%s", lb)
+	}
+	failing.Store(false)
+	waitFor(t, "a passing check ends the ejection", func() bool { return b.ups[0].ejectedUntil.Load() == 0 })
+	if got := spread(t, gw.URL+"/x", 4); got["u1"] != 2 || got["u2"] != 2 {
+		t.Fatalf("spread %v, want 2 and 2", got)
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestHealthConfig(t *testing.T) {
+	t.Run("OK", func(t *testing.T) {
+		cfg, err := Parse([]byte(`listen: 127.0.0.1:0
+workspace: default
+tls: {cert_file: c.pem, key_file: k.pem}
+routes:
+  - name: a
+    path_prefix: /
+    upstreams: [http://a]
+    eject_after: 3
+    health_check: {path: /healthz}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt := cfg.Routes[0]
+		if rt.EjectAfter != 3 || rt.HealthCheck == nil || *rt.HealthCheck != (HealthCheck{Path: "/healthz", Interval: DefaultHealthInterval, Timeout: DefaultHealthTimeout}) {
+			t.Fatalf("route %+v %+v", rt, rt.HealthCheck)
+		}
+		if cfg.TLS == nil || cfg.TLS.CertFile != "c.pem" || cfg.TLS.KeyFile != "k.pem" {
+			t.Fatalf("tls %+v", cfg.TLS)
+		}
+	})
+	t.Run("Errors", func(t *testing.T) {
+		yml := `listen: 127.0.0.1:0
+workspace: default
+tls:
+  cert_file: c.pem
+routes:
+  - name: a
+    path_prefix: /
+    upstreams: [http://a]
+    eject_after: many
+    health_check:
+      path: healthz
+      interval: soon
+      timeout: -1s
+      method: HEAD
+  - name: b
+    path_prefix: /b
+    upstreams: [http://a]
+    health_check: {interval: 5s}
+`
+		path := filepath.Join(t.TempDir(), "gateway.yaml")
+		if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path)
+		if err == nil {
+			t.Fatal("no error")
+		}
+		msg := err.Error()
+		want := []string{
+			path + ":4: tls.key_file: required with tls.cert_file",
+			path + ":9: routes[0].eject_after: ",
+			path + ":11: routes[0].health_check.path: ",
+			path + ":12: routes[0].health_check.interval: ",
+			path + ":13: routes[0].health_check.timeout: ",
+			path + ":14: routes[0].health_check.method: unknown key",
+			path + ":18: routes[1].health_check.path: required",
+		}
+		for _, w := range want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("missing %q in:\n%s", w, msg)
+			}
+		}
+		if n := strings.Count(msg, "\n") + 1; n != len(want) {
+			t.Errorf("%d errors, want %d:\n%s", n, len(want), msg)
+		}
+	})
+}

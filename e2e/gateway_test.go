@@ -155,6 +155,26 @@ routes:
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	})
+	t.Run("Metrics", func(t *testing.T) {
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{
+			`keyward_gateway_requests_total{code="200",route="orders"}`,
+			`keyward_gateway_requests_total{code="401",route="orders"}`,
+			`keyward_gateway_request_duration_seconds_count{route="orders"}`,
+		} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+		if strings.Contains(string(body), reader.ID) || strings.Contains(string(body), reader.Secret) {
+			t.Error("/metrics names a token")
+		}
+	})
 	t.Run("ReloadOnSIGHUP", func(t *testing.T) {
 		if resp, _ := get("/v2/orders", reader.Secret, nil); resp.StatusCode != 404 {
 			t.Fatalf("before reload: %d", resp.StatusCode)

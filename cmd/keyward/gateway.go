@@ -22,6 +22,7 @@ import (
 // swapped whole on SIGHUP, so in-flight requests finish on the config they
 // started with.
 type gatewayServer struct {
+	obs     gateway.Observer
 	path    string
 	log     *slog.Logger
 	store   keyward.Store
@@ -35,8 +36,8 @@ type gatewayServer struct {
 
 // openGateway loads the gateway config, resolves its workspace and binds
 // its listener.
-func openGateway(ctx context.Context, path string, store keyward.Store, v gateway.Verifier, log *slog.Logger) (*gatewayServer, error) {
-	g := &gatewayServer{path: path, log: log, store: store, verify: v}
+func openGateway(ctx context.Context, path string, store keyward.Store, v gateway.Verifier, obs gateway.Observer, log *slog.Logger) (*gatewayServer, error) {
+	g := &gatewayServer{path: path, log: log, store: store, verify: v, obs: obs}
 	cfg, h, err := g.load(ctx)
 	if err != nil {
 		return nil, err
@@ -85,7 +86,11 @@ func (g *gatewayServer) load(ctx context.Context) (*gateway.Config, http.Handler
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: workspace %q: %w", g.path, cfg.Workspace, err)
 	}
-	return cfg, gateway.NewHandler(cfg, g.verify, ws.ID, g.log), nil
+	h := gateway.NewHandler(cfg, g.verify, ws.ID, g.log)
+	if g.obs != nil {
+		h.SetObserver(g.obs)
+	}
+	return cfg, h, nil
 }
 
 // run serves until ctx ends, reloading the config on SIGHUP: a file that

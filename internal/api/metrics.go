@@ -18,10 +18,12 @@ import (
 // metrics holds the Prometheus registry of one server. Labels are routes,
 // status codes and outcomes only: never a token id or any secret.
 type metrics struct {
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	handler  http.Handler
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	gwRequests *prometheus.CounterVec
+	gwDuration *prometheus.HistogramVec
+	handler    http.Handler
 }
 
 func newMetrics(engine *verify.Engine, version string, probes []Probe) *metrics {
@@ -35,7 +37,16 @@ func newMetrics(engine *verify.Engine, version string, probes []Probe) *metrics 
 		Help:    "Time to answer API requests, by route.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"route"})
-	m.reg.MustRegister(m.requests, m.duration,
+	m.gwRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyward_gateway_requests_total",
+		Help: "Requests answered by the gateway, by route (\"\" when none matched) and status code.",
+	}, []string{"route", "code"})
+	m.gwDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "keyward_gateway_request_duration_seconds",
+		Help:    "Time the gateway took to answer, upstream included, by route.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"route"})
+	m.reg.MustRegister(m.requests, m.duration, m.gwRequests, m.gwDuration,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -128,4 +139,11 @@ func (m *metrics) instrument(route string, next http.Handler) http.Handler {
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	s.metrics.handler.ServeHTTP(w, r)
+}
+
+// ObserveGateway counts and times one gateway request (it satisfies
+// gateway.Observer, so serve can hand the gateway to the API's metrics).
+func (s *Server) ObserveGateway(route string, status int, d time.Duration) {
+	s.metrics.gwRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	s.metrics.gwDuration.WithLabelValues(route).Observe(d.Seconds())
 }

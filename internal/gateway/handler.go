@@ -46,6 +46,7 @@ type Handler struct {
 	trusted     []netip.Prefix
 	router      router
 	checks      *checker
+	obs         Observer // nil: no metrics
 }
 
 type route struct {
@@ -310,6 +311,16 @@ func writeProblem(w http.ResponseWriter, status int, code, detail, requestID str
 	w.Write(append(b, '\n'))
 }
 
+// Observer receives one call per gateway request, for metrics: the route
+// name ("" when none matched), the status answered and how long it took.
+type Observer interface {
+	ObserveGateway(route string, status int, d time.Duration)
+}
+
+// SetObserver makes the handler report every request to o. Call it before
+// serving.
+func (h *Handler) SetObserver(o Observer) { h.obs = o }
+
 // ServeHTTP routes, verifies and proxies one request, and logs it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -321,6 +332,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw.Header().Set("X-Request-Id", id)
 	st := &reqState{requestID: id}
 	h.serve(sw, r, st)
+	if h.obs != nil {
+		name := ""
+		if st.rt != nil {
+			name = st.rt.cfg.Name
+		}
+		h.obs.ObserveGateway(name, sw.status, time.Since(start))
+	}
 	if !h.log.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}

@@ -53,7 +53,6 @@ type route struct {
 	cfg      Route
 	proxy    *httputil.ReverseProxy
 	balancer *balancer
-	realm    string
 	scopes   string // space-separated, for the insufficient_scope challenge
 }
 

@@ -80,56 +80,45 @@ func (f *flagSet) String(p *string, name, env, def, usage string) {
 // Bool defines a boolean flag like String; the environment value must be
 // one that strconv.ParseBool accepts.
 func (f *flagSet) Bool(p *bool, name, env string, def bool, usage string) {
-	v := def
-	if ev := f.envValue(env); ev != "" {
-		b, err := strconv.ParseBool(ev)
-		if err != nil {
-			f.errs = append(f.errs, fmt.Errorf("%s=%q: want true or false", env, ev))
-		}
-		v = b
-	}
-	f.fs.BoolVar(p, name, v, usage)
-	d := ""
-	if def {
-		d = "true"
-	}
-	f.add(name, env, d, false)
+	f.fs.BoolVar(p, name, envDefault(f, env, def, strconv.ParseBool, "true or false"), usage)
+	f.add(name, env, shownDefault(def), false)
 }
 
 // Int defines an integer flag like String.
 func (f *flagSet) Int(p *int, name, env string, def int, usage string) {
-	v := def
-	if ev := f.envValue(env); ev != "" {
-		n, err := strconv.Atoi(ev)
-		if err != nil {
-			f.errs = append(f.errs, fmt.Errorf("%s=%q: want a whole number", env, ev))
-		}
-		v = n
-	}
-	f.fs.IntVar(p, name, v, usage)
-	d := ""
-	if def != 0 {
-		d = strconv.Itoa(def)
-	}
-	f.add(name, env, d, false)
+	f.fs.IntVar(p, name, envDefault(f, env, def, strconv.Atoi, "a whole number"), usage)
+	f.add(name, env, shownDefault(def), false)
 }
 
 // Duration defines a duration flag (Go syntax such as "24h") like String.
 func (f *flagSet) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
-	v := def
-	if ev := f.envValue(env); ev != "" {
-		d, err := time.ParseDuration(ev)
-		if err != nil {
-			f.errs = append(f.errs, fmt.Errorf("%s=%q: want a duration such as 24h", env, ev))
-		}
-		v = d
+	f.fs.DurationVar(p, name, envDefault(f, env, def, time.ParseDuration, "a duration such as 24h"), usage)
+	f.add(name, env, shownDefault(def), false)
+}
+
+// envDefault returns the flag default: the environment variable env parsed
+// with parse when it is set, else def. A value that does not parse is
+// recorded for parse to report, naming what was wanted.
+func envDefault[T any](f *flagSet, env string, def T, parse func(string) (T, error), want string) T {
+	ev := f.envValue(env)
+	if ev == "" {
+		return def
 	}
-	f.fs.DurationVar(p, name, v, usage)
-	d := ""
-	if def != 0 {
-		d = def.String()
+	v, err := parse(ev)
+	if err != nil {
+		f.errs = append(f.errs, fmt.Errorf("%s=%q: want %s", env, ev, want))
+		return def
 	}
-	f.add(name, env, d, false)
+	return v
+}
+
+// shownDefault is a default as the help shows it: nothing for a zero value.
+func shownDefault[T comparable](def T) string {
+	var zero T
+	if def == zero {
+		return ""
+	}
+	return fmt.Sprint(def)
 }
 
 // Strings defines a flag --name that may be repeated; each use appends its

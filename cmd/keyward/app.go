@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -83,6 +84,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		return errors.New("KEYWARD_REDIS_URL must be a redis:// or rediss:// URL")
+	}
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--public-url must be an http:// or https:// URL with a host, not %q", c.PublicURL)
 	}
 	if c.StaleGrace < 0 {
 		return errors.New("--stale-grace must not be negative")

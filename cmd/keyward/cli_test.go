@@ -447,6 +447,9 @@ func TestUsageErrors(t *testing.T) {
 		{"NegativeGrace", []string{"token", "rotate", "tok_1", "--grace", "-1h"}, nil, "--grace must not be negative"},
 		{"VerifyArg", []string{"verify", "kw_secret_on_the_command_line"}, nil, "unexpected argument"},
 		{"ServeArg", []string{"serve", "now"}, nil, "unexpected argument"},
+		{"ServePublicURL", []string{"serve", "--public-url", "localhost:8080"}, nil, "--public-url must be an http:// or https:// URL"},
+		{"ServeRedisFallback", []string{"serve", "--redis-fallback", "open"}, nil, "--redis-fallback must be closed or local"},
+		{"ServeEnvDuration", []string{"serve"}, map[string]string{"KEYWARD_STALE_GRACE": "5 minutes"}, `KEYWARD_STALE_GRACE="5 minutes": want a duration`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cli(t, f, tc.vars, "", tc.args...)

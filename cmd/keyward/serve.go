@@ -12,7 +12,7 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	cfg := &serveConfig{}
 	fs.String(&cfg.Addr, "addr", "KEYWARD_ADDR", "127.0.0.1:8080", "`ADDRESS` (host:port) to listen on")
 	defineStoreFlags(fs, &cfg.storeConfig)
-	fs.String(&cfg.PublicURL, "public-url", "KEYWARD_PUBLIC_URL", "http://localhost:8080", "`URL` people reach the server at: the dashboard's origin and passkey relying party")
+	fs.String(&cfg.PublicURL, "public-url", "KEYWARD_PUBLIC_URL", "http://localhost:8080", "`URL` people reach the server at: the dashboard's origin and passkey relying party (the dashboard is not in this release yet)")
 	fs.String(&cfg.TLSCert, "tls-cert", "KEYWARD_TLS_CERT", "", "serve TLS with the certificate chain in `FILE` (PEM)")
 	fs.String(&cfg.TLSKey, "tls-key", "KEYWARD_TLS_KEY", "", "serve TLS with the private key in `FILE` (PEM)")
 	fs.String(&cfg.LogFormat, "log-format", "KEYWARD_LOG_FORMAT", "text", "log `FORMAT`: text or json")

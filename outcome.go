@@ -51,3 +51,13 @@ func (o Outcome) String() string {
 func (o Outcome) Identified() bool {
 	return o == Valid || o >= Revoked
 }
+
+// ParseOutcome returns the outcome with the given code, such as "VALID".
+func ParseOutcome(code string) (Outcome, bool) {
+	for i, name := range outcomeNames {
+		if name == code {
+			return Outcome(i), true
+		}
+	}
+	return 0, false
+}

@@ -73,6 +73,27 @@ type Store interface {
 	// QuotaUsed returns the consumption recorded for a token's quota period.
 	QuotaUsed(ctx context.Context, tokenID, period string) (int64, error)
 
+	// WriteUsage adds counts to the minute rollups and to the hour rollups
+	// (each count to the bucket holding its Bucket time), and inserts
+	// events, in one transaction. Adding is what lets several nodes write
+	// the same buckets.
+	WriteUsage(ctx context.Context, counts []UsageCount, events []*UsageEvent) error
+	// UsageSeries returns a workspace's usage in [From, To) summed by
+	// bucket of f.Granularity, route, outcome and status, oldest bucket
+	// first. Minute granularity reads the minute rollups; hour and day the
+	// hour rollups (days are UTC). With f.TokenID empty the counts of every
+	// token are summed and TokenID is "" in the result.
+	UsageSeries(ctx context.Context, f UsageFilter) ([]UsageCount, error)
+	// UsageTopTokens returns the tokens of a workspace with the most
+	// verifications in [From, To), most first, ties by token id; rollups
+	// of unidentified credentials are not a token and are left out.
+	UsageTopTokens(ctx context.Context, f UsageFilter, limit int) ([]UsageTokenTotal, error)
+	// FindUsageEvents returns a page of raw usage events, newest first.
+	FindUsageEvents(ctx context.Context, f UsageEventFilter) ([]*UsageEvent, error)
+	// PruneUsage deletes rollups and events older than p says, for
+	// retention.
+	PruneUsage(ctx context.Context, p UsagePrune) (UsagePruned, error)
+
 	// FindAuditEvents returns a page of a workspace's audit events, newest first.
 	FindAuditEvents(ctx context.Context, f AuditFilter) ([]*AuditEvent, error)
 	// AuditChain calls fn with each audit event of a workspace and its

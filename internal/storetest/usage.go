@@ -1,0 +1,246 @@
+package storetest
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// count returns a rollup count at minute m past t0's hour.
+func usageCount(wsID, tokenID string, m int, route string, o keyward.Outcome, status int, n int64) keyward.UsageCount {
+	return keyward.UsageCount{
+		WorkspaceID: wsID, TokenID: tokenID,
+		Bucket: t0.Truncate(time.Hour).Add(time.Duration(m) * time.Minute),
+		Route:  route, Outcome: o, Status: status, Count: n,
+	}
+}
+
+// series reads a usage series and strips it to comparable rows.
+func (f *fixture) series(u keyward.UsageFilter) []string {
+	f.t.Helper()
+	got, err := f.s.UsageSeries(f.ctx, u)
+	if err != nil {
+		f.t.Fatalf("UsageSeries(%+v): %v", u, err)
+	}
+	out := []string{}
+	for _, c := range got {
+		if c.WorkspaceID != u.WorkspaceID || c.TokenID != u.TokenID {
+			f.t.Errorf("UsageSeries row for %q/%q, want %q/%q", c.WorkspaceID, c.TokenID, u.WorkspaceID, u.TokenID)
+		}
+		if c.Bucket.Location() != time.UTC {
+			f.t.Errorf("UsageSeries bucket %v is not in UTC", c.Bucket)
+		}
+		out = append(out, fmt.Sprintf("%s %s %s %d %d", c.Bucket.Format(time.RFC3339), c.Route, c.Outcome, c.Status, c.Count))
+	}
+	return out
+}
+
+func (s *suite) testUsage(t *testing.T) {
+	f := s.fixture(t)
+	ws, other := f.workspace("acme"), f.workspace("other")
+	hour := t0.Truncate(time.Hour)
+	at := func(m int) string { return hour.Add(time.Duration(m) * time.Minute).Format(time.RFC3339) }
+
+	// Two flushes (two nodes, say) add to the same buckets.
+	first := []keyward.UsageCount{
+		usageCount(ws.ID, "tok_a", 1, "/v1/verify", keyward.Valid, 200, 5),
+		usageCount(ws.ID, "tok_a", 1, "/v1/verify", keyward.RateLimited, 200, 2),
+		usageCount(ws.ID, "tok_a", 2, "orders", keyward.Valid, 200, 3),
+		usageCount(ws.ID, "tok_b", 1, "/v1/verify", keyward.Valid, 200, 1),
+		usageCount(ws.ID, "", 1, "orders", keyward.NotFound, 401, 4),
+		usageCount(other.ID, "tok_c", 1, "/v1/verify", keyward.Valid, 200, 100),
+	}
+	second := []keyward.UsageCount{
+		usageCount(ws.ID, "tok_a", 1, "/v1/verify", keyward.Valid, 200, 10),
+		usageCount(ws.ID, "tok_a", 61, "/v1/verify", keyward.Valid, 200, 7), // the next hour
+	}
+	if err := f.s.WriteUsage(f.ctx, first, nil); err != nil {
+		t.Fatalf("WriteUsage: %v", err)
+	}
+	if err := f.s.WriteUsage(f.ctx, second, nil); err != nil {
+		t.Fatalf("WriteUsage: %v", err)
+	}
+	if err := f.s.WriteUsage(f.ctx, nil, nil); err != nil {
+		t.Fatalf("WriteUsage of nothing: %v", err)
+	}
+
+	t.Run("minutes of a token", func(t *testing.T) {
+		got := f.series(keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: "tok_a", Granularity: keyward.Minute})
+		want := []string{
+			at(1) + " /v1/verify RATE_LIMITED 200 2",
+			at(1) + " /v1/verify VALID 200 15",
+			at(2) + " orders VALID 200 3",
+			at(61) + " /v1/verify VALID 200 7",
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("series = %q\nwant %q", got, want)
+		}
+	})
+	t.Run("hours of a token", func(t *testing.T) {
+		got := f.series(keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: "tok_a", Granularity: keyward.Hour})
+		want := []string{
+			at(0) + " /v1/verify RATE_LIMITED 200 2",
+			at(0) + " /v1/verify VALID 200 15",
+			at(0) + " orders VALID 200 3",
+			at(60) + " /v1/verify VALID 200 7",
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("series = %q\nwant %q", got, want)
+		}
+	})
+	t.Run("days of the workspace", func(t *testing.T) {
+		day := t0.Truncate(24 * time.Hour).Format(time.RFC3339)
+		got := f.series(keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Day})
+		want := []string{
+			day + " /v1/verify RATE_LIMITED 200 2",
+			day + " /v1/verify VALID 200 23",
+			day + " orders NOT_FOUND 401 4",
+			day + " orders VALID 200 3",
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("series = %q\nwant %q", got, want)
+		}
+	})
+	t.Run("range is from inclusive to exclusive", func(t *testing.T) {
+		got := f.series(keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: "tok_a", Granularity: keyward.Minute,
+			From: hour.Add(2 * time.Minute), To: hour.Add(61 * time.Minute)})
+		want := []string{at(2) + " orders VALID 200 3"}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("series = %q\nwant %q", got, want)
+		}
+	})
+	t.Run("another workspace's token is not found", func(t *testing.T) {
+		if got := f.series(keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: "tok_c", Granularity: keyward.Hour}); len(got) != 0 {
+			t.Errorf("series of another workspace's token = %q, want none", got)
+		}
+	})
+	t.Run("top tokens", func(t *testing.T) {
+		got, err := f.s.UsageTopTokens(f.ctx, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Hour}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []keyward.UsageTokenTotal{{TokenID: "tok_a", Total: 27, Valid: 25}, {TokenID: "tok_b", Total: 1, Valid: 1}}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("top = %+v, want %+v", got, want)
+		}
+		got, err = f.s.UsageTopTokens(f.ctx, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Minute,
+			From: hour, To: hour.Add(time.Hour)}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []keyward.UsageTokenTotal{{TokenID: "tok_a", Total: 20, Valid: 18}}; !reflect.DeepEqual(got, want) {
+			t.Errorf("top 1 of the first hour = %+v, want %+v", got, want)
+		}
+	})
+	t.Run("prune", func(t *testing.T) {
+		n, err := f.s.PruneUsage(f.ctx, keyward.UsagePrune{MinutesBefore: hour.Add(2 * time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Minutes != 5 || n.Hours != 0 || n.Events != 0 {
+			t.Errorf("pruned %+v, want 5 minutes", n)
+		}
+		got := f.series(keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: "tok_a", Granularity: keyward.Minute})
+		if want := []string{at(2) + " orders VALID 200 3", at(61) + " /v1/verify VALID 200 7"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("after prune, minutes = %q\nwant %q", got, want)
+		}
+		if got := f.series(keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: "tok_a", Granularity: keyward.Hour}); len(got) != 4 {
+			t.Errorf("pruning minutes touched the hours: %q", got)
+		}
+		n, err = f.s.PruneUsage(f.ctx, keyward.UsagePrune{HoursBefore: hour.Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Hours != 6 || n.Minutes != 0 {
+			t.Errorf("pruned %+v, want 6 hours", n)
+		}
+	})
+}
+
+func (s *suite) testUsageEvents(t *testing.T) {
+	f := s.fixture(t)
+	ws, other := f.workspace("acme"), f.workspace("other")
+	ev := func(wsID, tokenID string, sec int, o keyward.Outcome, status int) *keyward.UsageEvent {
+		at := t0.Add(time.Duration(sec) * time.Second)
+		return &keyward.UsageEvent{
+			ID: f.id(keyward.PrefixUsageEvent), WorkspaceID: wsID, TokenID: tokenID, Time: at,
+			IP: "203.0.113.7", Method: "GET", Route: "orders", Path: "/orders/42", Outcome: o, Status: status,
+			Latency: 1500 * time.Microsecond,
+		}
+	}
+	evs := []*keyward.UsageEvent{
+		ev(ws.ID, "tok_a", 0, keyward.Valid, 200),
+		ev(ws.ID, "tok_a", 1, keyward.Revoked, 401),
+		ev(ws.ID, "", 2, keyward.NotFound, 401),
+		ev(other.ID, "tok_c", 3, keyward.Valid, 200),
+		ev(ws.ID, "tok_b", 4, keyward.RateLimited, 429),
+	}
+	evs[2].IP, evs[2].Method, evs[2].Path = "", "POST", "/v1/verify"
+	if err := f.s.WriteUsage(f.ctx, nil, evs); err != nil {
+		t.Fatalf("WriteUsage: %v", err)
+	}
+	find := func(u keyward.UsageEventFilter) []*keyward.UsageEvent {
+		t.Helper()
+		got, err := f.s.FindUsageEvents(f.ctx, u)
+		if err != nil {
+			t.Fatalf("FindUsageEvents(%+v): %v", u, err)
+		}
+		return got
+	}
+	ids := func(es []*keyward.UsageEvent) []string {
+		out := []string{}
+		for _, e := range es {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	got := find(keyward.UsageEventFilter{WorkspaceID: ws.ID})
+	if want := ids([]*keyward.UsageEvent{evs[4], evs[2], evs[1], evs[0]}); !reflect.DeepEqual(ids(got), want) {
+		t.Fatalf("events = %q, want newest first %q", ids(got), want)
+	}
+	for _, e := range got {
+		var want *keyward.UsageEvent
+		for _, w := range evs {
+			if w.ID == e.ID {
+				want = w
+			}
+		}
+		if !e.Time.Equal(want.Time) || e.Time.Location() != time.UTC {
+			t.Errorf("event %s time = %v, want %v in UTC", e.ID, e.Time, want.Time)
+		}
+		g, w := *e, *want
+		g.Time, w.Time = time.Time{}, time.Time{}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("event = %+v\nwant %+v", g, w)
+		}
+	}
+	revoked := keyward.Revoked
+	for name, tt := range map[string]struct {
+		f    keyward.UsageEventFilter
+		want []*keyward.UsageEvent
+	}{
+		"token":   {keyward.UsageEventFilter{WorkspaceID: ws.ID, TokenID: "tok_a"}, []*keyward.UsageEvent{evs[1], evs[0]}},
+		"outcome": {keyward.UsageEventFilter{WorkspaceID: ws.ID, Outcome: &revoked}, []*keyward.UsageEvent{evs[1]}},
+		"cursor":  {keyward.UsageEventFilter{WorkspaceID: ws.ID, Before: evs[2].ID, Limit: 1}, []*keyward.UsageEvent{evs[1]}},
+		"range": {keyward.UsageEventFilter{WorkspaceID: ws.ID, From: t0.Add(time.Second), To: t0.Add(4 * time.Second)},
+			[]*keyward.UsageEvent{evs[2], evs[1]}},
+		"other workspace's token": {keyward.UsageEventFilter{WorkspaceID: ws.ID, TokenID: "tok_c"}, nil},
+	} {
+		if got := ids(find(tt.f)); !reflect.DeepEqual(got, ids(tt.want)) {
+			t.Errorf("%s: events = %q, want %q", name, got, ids(tt.want))
+		}
+	}
+	n, err := f.s.PruneUsage(f.ctx, keyward.UsagePrune{EventsBefore: t0.Add(2 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Events != 2 {
+		t.Errorf("pruned %+v, want 2 events", n)
+	}
+	if got, want := ids(find(keyward.UsageEventFilter{WorkspaceID: ws.ID})), ids([]*keyward.UsageEvent{evs[4], evs[2]}); !reflect.DeepEqual(got, want) {
+		t.Errorf("after prune, events = %q, want %q", got, want)
+	}
+}

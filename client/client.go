@@ -432,6 +432,36 @@ func (c *Client) ListAudit(ctx context.Context, opts ListOptions) (*List[AuditEv
 	return &out, nil
 }
 
+// TokenUsage returns a token's usage over a range. It needs
+// keyward:tokens:read.
+func (c *Client) TokenUsage(ctx context.Context, id string, q UsageQuery) (*Usage, error) {
+	var out Usage
+	if err := c.get(ctx, "/v1/tokens/"+url.PathEscape(id)+"/usage", q.query(), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Usage returns the workspace's usage over a range and its most used
+// tokens. It needs keyward:tokens:read.
+func (c *Client) Usage(ctx context.Context, q UsageQuery) (*Usage, error) {
+	var out Usage
+	if err := c.get(ctx, "/v1/usage", q.query(), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListUsageEvents returns one page of raw usage events, newest first. It
+// needs keyward:tokens:read.
+func (c *Client) ListUsageEvents(ctx context.Context, f UsageEventFilter) (*List[UsageEvent], error) {
+	var out List[UsageEvent]
+	if err := c.get(ctx, "/v1/usage/events", f.query(), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Introspect asks the OAuth introspection endpoint (RFC 7662) about token.
 // An inactive, unknown, revoked or expired token is no error: the result's
 // Active is false. It needs keyward:verify.

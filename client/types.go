@@ -401,3 +401,99 @@ type Introspection struct {
 	Fields map[string]any
 	Raw    json.RawMessage
 }
+
+// UsageQuery selects a usage range. Zero values take the server's
+// defaults: hour buckets over the last day.
+type UsageQuery struct {
+	Granularity string // minute, hour or day
+	From, To    time.Time
+	Top         int // GET /v1/usage only: how many of the most used tokens (default 10)
+}
+
+func (q UsageQuery) query() url.Values {
+	v := url.Values{}
+	if q.Granularity != "" {
+		v.Set("granularity", q.Granularity)
+	}
+	if !q.From.IsZero() {
+		v.Set("from", q.From.UTC().Format(time.RFC3339))
+	}
+	if !q.To.IsZero() {
+		v.Set("to", q.To.UTC().Format(time.RFC3339))
+	}
+	if q.Top > 0 {
+		v.Set("top", strconv.Itoa(q.Top))
+	}
+	return v
+}
+
+// Usage is a count of verifications over a range: totals by outcome code,
+// route and answered status, and one point per bucket.
+type Usage struct {
+	TokenID     string           `json:"token_id,omitempty"`
+	Granularity string           `json:"granularity"`
+	From        time.Time        `json:"from"`
+	To          time.Time        `json:"to"`
+	Total       int64            `json:"total"`
+	ByOutcome   map[string]int64 `json:"by_outcome"`
+	ByRoute     map[string]int64 `json:"by_route"`
+	ByStatus    map[string]int64 `json:"by_status"`
+	Points      []UsagePoint     `json:"points"`
+	TopTokens   []TopToken       `json:"top_tokens,omitempty"`
+}
+
+// UsagePoint is one bucket of a usage series.
+type UsagePoint struct {
+	Time      time.Time        `json:"time"`
+	Total     int64            `json:"total"`
+	ByOutcome map[string]int64 `json:"by_outcome"`
+}
+
+// TopToken is one of a workspace's most used tokens.
+type TopToken struct {
+	TokenID string `json:"token_id"`
+	Name    string `json:"name"`
+	Total   int64  `json:"total"`
+	Valid   int64  `json:"valid"`
+	Failed  int64  `json:"failed"`
+}
+
+// UsageEvent is one verification kept whole: every failure and a sample
+// of successes.
+type UsageEvent struct {
+	ID        string    `json:"id"`
+	Time      time.Time `json:"time"`
+	TokenID   string    `json:"token_id"`
+	IP        string    `json:"ip"`
+	Method    string    `json:"method"`
+	Route     string    `json:"route"`
+	Path      string    `json:"path"`
+	Outcome   string    `json:"outcome"`
+	Status    int       `json:"status"`
+	LatencyMS float64   `json:"latency_ms"`
+}
+
+// UsageEventFilter selects raw usage events.
+type UsageEventFilter struct {
+	TokenID  string
+	Outcome  string
+	From, To time.Time
+	ListOptions
+}
+
+func (f UsageEventFilter) query() url.Values {
+	v := f.ListOptions.query()
+	if f.TokenID != "" {
+		v.Set("token_id", f.TokenID)
+	}
+	if f.Outcome != "" {
+		v.Set("outcome", f.Outcome)
+	}
+	if !f.From.IsZero() {
+		v.Set("from", f.From.UTC().Format(time.RFC3339))
+	}
+	if !f.To.IsZero() {
+		v.Set("to", f.To.UTC().Format(time.RFC3339))
+	}
+	return v
+}

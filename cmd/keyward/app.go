@@ -24,6 +24,7 @@ import (
 	"github.com/keyward/keyward/internal/redislimit"
 	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/sqlite"
+	"github.com/keyward/keyward/internal/usage"
 	"github.com/keyward/keyward/internal/verify"
 )
 
@@ -56,6 +57,37 @@ type serveConfig struct {
 	Nodes           int
 	ShutdownTimeout time.Duration
 	MaxBody         int64
+
+	Usage                bool
+	UsageSample          int
+	UsageFlushInterval   time.Duration
+	UsageEventBuffer     int
+	UsageMinuteRetention time.Duration
+	UsageHourRetention   time.Duration
+	UsageEventRetention  time.Duration
+}
+
+// usageConfig returns the usage recorder's configuration, whose zero and
+// negative values mean what the flags' do not.
+func (c *serveConfig) usageConfig() usage.Config {
+	forever := func(d time.Duration) time.Duration {
+		if d == 0 {
+			return -1
+		}
+		return d
+	}
+	sample := c.UsageSample
+	if sample == 0 {
+		sample = -1
+	}
+	return usage.Config{
+		FlushInterval:   c.UsageFlushInterval,
+		SampleEvery:     sample,
+		MaxEvents:       c.UsageEventBuffer,
+		MinuteRetention: forever(c.UsageMinuteRetention),
+		HourRetention:   forever(c.UsageHourRetention),
+		EventRetention:  forever(c.UsageEventRetention),
+	}
 }
 
 func (c *serveConfig) validate() error {
@@ -93,6 +125,23 @@ func (c *serveConfig) validate() error {
 	}
 	if c.MaxBody < 1024 {
 		return errors.New("--max-body must be at least 1024 bytes")
+	}
+	if c.UsageSample < 0 {
+		return errors.New("--usage-sample must be 0 (keep no success) or more")
+	}
+	if c.UsageFlushInterval < 10*time.Millisecond || c.UsageFlushInterval > 10*time.Minute {
+		return errors.New("--usage-flush-interval must be between 10ms and 10m")
+	}
+	if c.UsageEventBuffer < 1 {
+		return errors.New("--usage-event-buffer must be at least 1")
+	}
+	for _, r := range []struct {
+		name string
+		d    time.Duration
+	}{{"--usage-minute-retention", c.UsageMinuteRetention}, {"--usage-hour-retention", c.UsageHourRetention}, {"--usage-event-retention", c.UsageEventRetention}} {
+		if r.d < 0 || (r.d > 0 && r.d < time.Hour) {
+			return fmt.Errorf("%s must be 0 (forever) or at least 1h", r.name)
+		}
 	}
 	return nil
 }
@@ -186,6 +235,7 @@ type server struct {
 	log    *slog.Logger
 	store  keyward.Store
 	engine *verify.Engine
+	usage  *usage.Recorder     // nil with --usage=false
 	limits *redislimit.Limiter // nil without --redis-url
 	http   *http.Server
 	ln     net.Listener
@@ -236,7 +286,13 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if err := s.engine.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start the verification engine: %w", err)
 	}
-	a := api.New(api.Config{Service: svc, Engine: s.engine, Store: s.store, Log: log, MaxBody: cfg.MaxBody, Version: version, Probes: probes})
+	if cfg.Usage {
+		ucfg := cfg.usageConfig()
+		ucfg.Store, ucfg.Log = s.store, log
+		s.usage = usage.New(ucfg)
+		s.usage.Start()
+	}
+	a := api.New(api.Config{Service: svc, Engine: s.engine, Store: s.store, Log: log, MaxBody: cfg.MaxBody, Version: version, Probes: probes, Usage: s.usage})
 	s.http = &http.Server{
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -314,6 +370,11 @@ func (s *server) close(ctx context.Context) error {
 	if s.engine != nil {
 		if err := s.engine.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush usage: %w", err))
+		}
+	}
+	if s.usage != nil {
+		if err := s.usage.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("write usage analytics: %w", err))
 		}
 	}
 	if s.limits != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"time"
+
+	"github.com/keyward/keyward/internal/usage"
 )
 
 // defineServeFlags defines the flags of keyward serve on fs, each with its
@@ -24,6 +26,13 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.Int(&cfg.Nodes, "nodes", "KEYWARD_NODES", 1, "the number `N` of nodes, by which --redis-fallback local divides each limit")
 	fs.Duration(&cfg.StaleGrace, "stale-grace", "KEYWARD_STALE_GRACE", 5*time.Minute, "while the store is unreachable, cached tokens keep verifying for `DURATION`; then every verification fails closed")
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "KEYWARD_SHUTDOWN_TIMEOUT", 30*time.Second, "on shutdown, let in-flight requests finish for up to `DURATION`")
+	fs.Bool(&cfg.Usage, "usage", "KEYWARD_USAGE", true, "count every verification for usage analytics (rollups by minute and hour, raw events)")
+	fs.Int(&cfg.UsageSample, "usage-sample", "KEYWARD_USAGE_SAMPLE", usage.DefaultSampleEvery, "keep one successful verification in `N` as a raw usage event (1 keeps all, 0 none); failures are always kept")
+	fs.Duration(&cfg.UsageFlushInterval, "usage-flush-interval", "KEYWARD_USAGE_FLUSH_INTERVAL", usage.DefaultFlushInterval, "write usage rollups and events to the store every `DURATION`")
+	fs.Int(&cfg.UsageEventBuffer, "usage-event-buffer", "KEYWARD_USAGE_EVENT_BUFFER", usage.DefaultMaxEvents, "hold at most `N` raw usage events between writes; beyond, they are dropped and counted in keyward_usage_events_dropped_total")
+	fs.Duration(&cfg.UsageMinuteRetention, "usage-minute-retention", "KEYWARD_USAGE_MINUTE_RETENTION", usage.DefaultMinuteRetention, "keep minute rollups for `DURATION` (0 keeps them forever)")
+	fs.Duration(&cfg.UsageHourRetention, "usage-hour-retention", "KEYWARD_USAGE_HOUR_RETENTION", usage.DefaultHourRetention, "keep hour rollups for `DURATION` (0 keeps them forever)")
+	fs.Duration(&cfg.UsageEventRetention, "usage-event-retention", "KEYWARD_USAGE_EVENT_RETENTION", usage.DefaultEventRetention, "keep raw usage events for `DURATION` (0 keeps them forever)")
 	var maxBody int
 	fs.Int(&maxBody, "max-body", "KEYWARD_MAX_BODY", 1<<20, "largest request body in `BYTES`")
 	fs.Check(func() error {

@@ -15,6 +15,7 @@ import (
 	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/sqlite"
+	"github.com/keyward/keyward/internal/usage"
 	"github.com/keyward/keyward/internal/verify"
 )
 
@@ -28,6 +29,7 @@ type isoStack struct {
 	adminB string // keyward:admin of workspace B
 	tokB   *keyward.Token
 	textB  string // secret of tokB
+	usage  *usage.Recorder
 }
 
 func newIsoStack(t *testing.T) *isoStack {
@@ -46,8 +48,8 @@ func newIsoStack(t *testing.T) *isoStack {
 		t.Fatal(err)
 	}
 	svc := &manage.Service{Store: db, Keys: keys, Engine: eng}
-	st := &isoStack{engine: eng, svc: svc}
-	st.srv = New(Config{Service: svc, Engine: eng, Store: db})
+	st := &isoStack{engine: eng, svc: svc, usage: usage.New(usage.Config{Store: db, SampleEvery: 1})}
+	st.srv = New(Config{Service: svc, Engine: eng, Store: db, Usage: st.usage})
 	hs := httptest.NewServer(st.srv.Handler())
 	st.url = hs.URL
 	t.Cleanup(func() {
@@ -70,6 +72,17 @@ func newIsoStack(t *testing.T) *isoStack {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// usedByB verifies B's token as B, and writes the usage.
+func (st *isoStack) usedByB(t *testing.T) {
+	t.Helper()
+	if code, body := st.do(t, "POST", "/v1/verify", st.adminB, "application/json", `{"token":"`+st.textB+`"}`); code != 200 {
+		t.Fatalf("B verifying its token: %d %s", code, body)
+	}
+	if err := st.usage.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // do sends one request and returns the status and body.
@@ -151,6 +164,28 @@ func TestCrossWorkspace(t *testing.T) {
 			code, body := st.do(t, "POST", "/v1/verify", st.adminA, "application/json", `{"token":"`+st.textB+`"}`)
 			if code != 200 || body != `{"valid":false,"code":"NOT_FOUND"}`+"\n" {
 				t.Fatalf("A verifying B's token: %d %s", code, body)
+			}
+		},
+		"GET /v1/usage": func(t *testing.T) {
+			st.usedByB(t)
+			if code, body := st.do(t, "GET", "/v1/usage", st.adminB, "", ""); code != 200 || !strings.Contains(body, st.tokB.ID) {
+				t.Fatalf("B's usage does not show B's token: %d %s", code, body)
+			}
+			code, body := st.do(t, "GET", "/v1/usage", st.adminA, "", "")
+			if code != 200 || strings.Contains(body, st.tokB.ID) || strings.Contains(body, `"VALID"`) {
+				t.Fatalf("A's usage shows B's: %d %s", code, body)
+			}
+		},
+		"GET /v1/usage/events": func(t *testing.T) {
+			st.usedByB(t)
+			if code, body := st.do(t, "GET", "/v1/usage/events", st.adminB, "", ""); code != 200 || !strings.Contains(body, st.tokB.ID) {
+				t.Fatalf("B's usage events do not show B's token: %d %s", code, body)
+			}
+			for _, q := range []string{"", "?token_id=" + st.tokB.ID} {
+				code, body := st.do(t, "GET", "/v1/usage/events"+q, st.adminA, "", "")
+				if code != 200 || strings.Contains(body, st.tokB.ID) {
+					t.Fatalf("A's usage events%s show B's: %d %s", q, code, body)
+				}
 			}
 		},
 		"GET /v1/audit": func(t *testing.T) {

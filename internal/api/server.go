@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/usage"
 	"github.com/keyward/keyward/internal/verify"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 	// Probes are dependencies besides the store that /readyz and /metrics
 	// report on.
 	Probes []Probe
+	// Usage, when set, counts every verification and introspection for
+	// usage analytics; nil counts none.
+	Usage *usage.Recorder
 }
 
 // Probe checks one dependency. A failing critical probe makes /readyz
@@ -58,6 +62,7 @@ type Server struct {
 	handler http.Handler
 	mux     *http.ServeMux
 	probes  []Probe
+	usage   *usage.Recorder
 }
 
 // route is one endpoint. Every route of the API is listed in routes, which
@@ -82,6 +87,9 @@ func (s *Server) routes() []route {
 		{Method: "POST", Path: "/v1/tokens/{id}/revoke", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenRevoke},
 		{Method: "POST", Path: "/v1/tokens/{id}/suspend", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenSuspend},
 		{Method: "POST", Path: "/v1/tokens/{id}/resume", Scope: keyward.ScopeTokensWrite, Handler: s.handleTokenResume},
+		{Method: "GET", Path: "/v1/tokens/{id}/usage", Scope: keyward.ScopeTokensRead, Handler: s.handleTokenUsage},
+		{Method: "GET", Path: "/v1/usage", Scope: keyward.ScopeTokensRead, Handler: s.handleUsage},
+		{Method: "GET", Path: "/v1/usage/events", Scope: keyward.ScopeTokensRead, Handler: s.handleUsageEvents},
 		{Method: "GET", Path: "/v1/reports/dormant", Scope: keyward.ScopeTokensRead, Handler: s.handleReportDormant},
 		{Method: "GET", Path: "/v1/reports/tokens", Scope: keyward.ScopeTokensRead, Handler: s.handleReportTokens},
 		{Method: "POST", Path: "/v1/verify", Scope: keyward.ScopeVerify, Handler: s.handleVerify},
@@ -107,6 +115,7 @@ func New(cfg Config) *Server {
 		now:     cfg.Now,
 		maxBody: cfg.MaxBody,
 		probes:  cfg.Probes,
+		usage:   cfg.Usage,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -117,7 +126,7 @@ func New(cfg Config) *Server {
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
 	}
-	s.metrics = newMetrics(s.engine, cfg.Version, cfg.Probes)
+	s.metrics = newMetrics(s.engine, s.usage, cfg.Version, cfg.Probes)
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		var h http.Handler = rt.Handler

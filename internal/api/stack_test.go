@@ -20,6 +20,7 @@ import (
 	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/sqlite"
+	"github.com/keyward/keyward/internal/usage"
 	"github.com/keyward/keyward/internal/verify"
 )
 
@@ -60,6 +61,7 @@ type stack struct {
 	srv    *httptest.Server
 	root   string // the root token's secret text
 	rootID string
+	usage  *usage.Recorder
 }
 
 func newStack(tb testing.TB) *stack {
@@ -92,7 +94,8 @@ func newStack(tb testing.TB) *stack {
 	}
 	s.db, s.engine, s.svc, s.ws = db, eng, svc, ws
 	s.root, s.rootID = rootText, rootTok.ID
-	s.h = api.New(api.Config{Service: svc, Engine: eng, Store: db, Now: s.clock.Now, Version: "test"}).Handler()
+	s.usage = usage.New(usage.Config{Store: db, Now: s.clock.Now})
+	s.h = api.New(api.Config{Service: svc, Engine: eng, Store: db, Now: s.clock.Now, Version: "test", Usage: s.usage}).Handler()
 	s.srv = httptest.NewServer(s.h)
 	tb.Cleanup(s.srv.Close)
 	return s

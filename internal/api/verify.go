@@ -11,6 +11,7 @@ import (
 )
 
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
+	start := s.engine.Now()
 	body, err := s.readBody(w, r, false)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -24,9 +25,11 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 	req.WorkspaceID = caller(r).WorkspaceID
 	res := s.engine.Verify(r.Context(), req)
 	if res.Err != nil {
+		s.recordUse(r, usageRouteVerify, start, &req, &res, http.StatusServiceUnavailable)
 		s.writeError(w, r, keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable"))
 		return
 	}
+	s.recordUse(r, usageRouteVerify, start, &req, &res, http.StatusOK)
 	out := appendVerify(make([]byte, 0, 512), res)
 	w.Header()["Content-Type"] = contentTypeJSON
 	w.Write(append(out, '\n'))
@@ -72,11 +75,15 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res := s.engine.Inspect(r.Context(), verify.Request{Token: tok, WorkspaceID: caller(r).WorkspaceID})
+	start := s.engine.Now()
+	req := verify.Request{Token: tok, WorkspaceID: caller(r).WorkspaceID}
+	res := s.engine.Inspect(r.Context(), req)
 	if res.Err != nil {
+		s.recordUse(r, usageRouteIntrospect, start, &req, &res, http.StatusServiceUnavailable)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		return
 	}
+	s.recordUse(r, usageRouteIntrospect, start, &req, &res, http.StatusOK)
 	if !active(res) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"active":false}`))

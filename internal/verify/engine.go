@@ -377,6 +377,10 @@ func (e *Engine) LastUse(tokenID string) (time.Time, string, bool) {
 	return time.Unix(0, te.lastAt).UTC(), ip, true
 }
 
+// Now returns the engine's idea of the current time, from its cheap clock
+// (or Config.Now), for callers that time-stamp verifications.
+func (e *Engine) Now() time.Time { return e.now() }
+
 // Verify runs the checks of PRODUCT §4 in order. A VALID outcome consumes
 // one unit of the token's rate limit and quota; no other outcome does. For
 // a token in the cache it does not allocate.

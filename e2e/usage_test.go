@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/client"
+)
+
+// TestUsageAnalytics verifies tokens through the real server and reads
+// the counts back: first as the periodic flush writes them, then after a
+// graceful restart, which writes what was still in memory.
+func TestUsageAnalytics(t *testing.T) {
+	t.Run("SQLite", func(t *testing.T) { testUsageAnalytics(t, sqliteStore(t)) })
+	t.Run("PostgreSQL", func(t *testing.T) { testUsageAnalytics(t, postgresStore(t)) })
+}
+
+func testUsageAnalytics(t *testing.T, st *store) {
+	ctx := ctxT(t)
+	root := initRoot(t, st)
+	// A flush interval longer than the test: only the shutdown writes.
+	srv := startServer(t, st, "--usage-flush-interval", "10m", "--usage-sample", "1")
+	admin := newClient(t, srv.URL, root)
+	tok, err := admin.CreateToken(ctx, client.CreateTokenRequest{Name: "reporting", Scopes: []string{"reports:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		expectCode(t, admin, client.VerifyRequest{Token: tok.Secret, IP: "198.51.100.4"}, "VALID")
+	}
+	expectCode(t, admin, client.VerifyRequest{Token: tok.Secret, Scopes: []string{"reports:write"}}, "INSUFFICIENT_SCOPE")
+	expectCode(t, admin, client.VerifyRequest{Token: "kw_thisisnotatoken"}, "MALFORMED")
+
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"keyward_usage_recorded_total 6",
+		"keyward_usage_buffer_events 6",
+		"keyward_usage_events_dropped_total 0",
+		`keyward_verify_duration_seconds_count{source="api"} 6`,
+	} {
+		if !strings.Contains(string(metrics), want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(string(metrics), tok.ID) {
+		t.Errorf("/metrics names a token id")
+	}
+	u, err := admin.TokenUsage(ctx, tok.ID, client.UsageQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Total != 0 {
+		t.Fatalf("usage written before any flush: %+v", u)
+	}
+
+	srv.stop()
+	srv = startServer(t, st)
+	admin = newClient(t, srv.URL, root)
+	u, err = admin.TokenUsage(ctx, tok.ID, client.UsageQuery{Granularity: "minute"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Total != 5 || u.ByOutcome["VALID"] != 4 || u.ByOutcome["INSUFFICIENT_SCOPE"] != 1 || u.ByRoute["/v1/verify"] != 5 {
+		t.Fatalf("after a restart, usage = %+v", u)
+	}
+	all, err := admin.Usage(ctx, client.UsageQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.Total != 6 || all.ByOutcome["MALFORMED"] != 1 || len(all.TopTokens) != 1 || all.TopTokens[0].TokenID != tok.ID || all.TopTokens[0].Name != "reporting" {
+		t.Fatalf("workspace usage = %+v", all)
+	}
+	evs, err := admin.ListUsageEvents(ctx, client.UsageEventFilter{TokenID: tok.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs.Items) != 5 {
+		t.Fatalf("%d events, want 5 (every failure, and every success at --usage-sample 1)", len(evs.Items))
+	}
+	for _, e := range evs.Items {
+		if e.Outcome == "VALID" && e.IP != "198.51.100.4" {
+			t.Errorf("event %+v lost the client IP", e)
+		}
+		if time.Since(e.Time) > time.Minute || e.Route != "/v1/verify" || e.Status != 200 {
+			t.Errorf("event %+v", e)
+		}
+	}
+
+	// With a short interval, usage shows up while the server runs.
+	srv.stop()
+	srv = startServer(t, st, "--usage-flush-interval", "100ms")
+	admin = newClient(t, srv.URL, root)
+	expectCode(t, admin, client.VerifyRequest{Token: tok.Secret}, "VALID")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		u, err := admin.TokenUsage(ctx, tok.ID, client.UsageQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Total == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage never reached 6: %+v", u)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,360 @@
+// Package usage counts verifications for analytics (PRODUCT §6): every
+// verification is added, in memory, to a count per token, minute, route,
+// outcome and answered status; every failure and a sample of successes is
+// also kept whole, as a raw event. A background loop writes both to the
+// store, where the counts become minute and hour rollups, and another
+// deletes what is past its retention.
+//
+// Recording never waits for the store. Counts are never dropped: a flush
+// that fails is retried with the next one. Raw events are bounded in
+// memory; those beyond the bound are dropped and counted (Stats.Dropped),
+// never silently.
+package usage
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// Defaults of Config.
+const (
+	DefaultFlushInterval   = 5 * time.Second
+	DefaultSampleEvery     = 100
+	DefaultMaxEvents       = 100_000
+	DefaultMinuteRetention = 14 * 24 * time.Hour
+	DefaultHourRetention   = 400 * 24 * time.Hour
+	DefaultEventRetention  = 7 * 24 * time.Hour
+	DefaultPruneInterval   = 10 * time.Minute
+)
+
+// Config configures a Recorder. Zero values take the defaults.
+type Config struct {
+	Store keyward.Store
+	Log   *slog.Logger
+	Now   func() time.Time // for retention and event ids
+
+	// FlushInterval is how often counts and events are written: a crash
+	// loses at most this much.
+	FlushInterval time.Duration
+	// SampleEvery keeps one successful verification in SampleEvery as a
+	// raw event (1 keeps all); failures are always kept. Negative keeps
+	// no success.
+	SampleEvery int
+	// MaxEvents bounds the raw events held in memory between flushes.
+	MaxEvents int
+
+	// Retention of minute rollups, hour rollups and raw events; negative
+	// keeps them forever.
+	MinuteRetention time.Duration
+	HourRetention   time.Duration
+	EventRetention  time.Duration
+	// PruneInterval is how often the retention job runs.
+	PruneInterval time.Duration
+}
+
+// Request is one verification, as its caller answered it.
+type Request struct {
+	WorkspaceID string
+	TokenID     string // "" when the credential identified no token
+	At          int64  // unix nanoseconds
+	IP          netip.Addr
+	Method      string
+	Route       string // "/v1/verify", "/oauth2/introspect", or a gateway route's name
+	Path        string // without the query
+	Outcome     keyward.Outcome
+	Status      int
+	Latency     time.Duration
+}
+
+// Stats describes a Recorder's work so far.
+type Stats struct {
+	Recorded      uint64 // verifications recorded
+	PendingCounts int    // rollup rows not yet written
+	PendingEvents int    // raw events not yet written
+	Dropped       uint64 // raw events dropped because the buffer was full
+	FlushErrors   uint64
+	Pruned        uint64 // rollup rows and events deleted by retention
+}
+
+// numShards spreads recording over locks; a power of two.
+const numShards = 16
+
+type key struct {
+	ws, token, route string
+	minute           int64 // unix minutes
+	outcome          keyward.Outcome
+	status           int
+}
+
+type shard struct {
+	mu        sync.Mutex
+	counts    map[key]int64
+	events    []Request
+	successes int // successes seen, for sampling
+	_         [64]byte
+}
+
+// Recorder gathers usage and writes it. It is safe for concurrent use; a
+// nil *Recorder records nothing.
+type Recorder struct {
+	cfg       Config
+	log       *slog.Logger
+	shards    [numShards]shard
+	maxPerSh  int
+	recorded  atomic.Uint64
+	dropped   atomic.Uint64
+	flushErrs atomic.Uint64
+	pruned    atomic.Uint64
+
+	flushMu     sync.Mutex // one flush at a time; guards the carry
+	carryCounts map[key]int64
+	carryEvents []Request
+
+	stop     chan struct{}
+	done     sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// New returns a Recorder. Call Start to run its background loops and Close
+// to write what is left.
+func New(cfg Config) *Recorder {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
+	if cfg.SampleEvery == 0 {
+		cfg.SampleEvery = DefaultSampleEvery
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = DefaultMaxEvents
+	}
+	if cfg.MinuteRetention == 0 {
+		cfg.MinuteRetention = DefaultMinuteRetention
+	}
+	if cfg.HourRetention == 0 {
+		cfg.HourRetention = DefaultHourRetention
+	}
+	if cfg.EventRetention == 0 {
+		cfg.EventRetention = DefaultEventRetention
+	}
+	if cfg.PruneInterval <= 0 {
+		cfg.PruneInterval = DefaultPruneInterval
+	}
+	r := &Recorder{
+		cfg:         cfg,
+		log:         cfg.Log,
+		maxPerSh:    max(cfg.MaxEvents/numShards, 1),
+		carryCounts: make(map[key]int64),
+		stop:        make(chan struct{}),
+	}
+	for i := range r.shards {
+		r.shards[i].counts = make(map[key]int64)
+	}
+	return r
+}
+
+// Record adds one verification. It takes a lock shared with a sixteenth
+// of the tokens and does not allocate once the token's bucket exists.
+func (r *Recorder) Record(q *Request) {
+	if r == nil {
+		return
+	}
+	k := key{ws: q.WorkspaceID, token: q.TokenID, route: q.Route, minute: q.At / int64(time.Minute),
+		outcome: q.Outcome, status: q.Status}
+	var sh *shard
+	if n := len(q.TokenID); n > 0 {
+		// Ids end in random characters: their last byte spreads tokens.
+		sh = &r.shards[q.TokenID[n-1]&(numShards-1)]
+	} else {
+		sh = &r.shards[0]
+	}
+	sh.mu.Lock()
+	sh.counts[k]++
+	keep := q.Outcome != keyward.Valid
+	if !keep && r.cfg.SampleEvery > 0 {
+		sh.successes++
+		keep = sh.successes%r.cfg.SampleEvery == 0
+	}
+	if keep {
+		if len(sh.events) < r.maxPerSh {
+			sh.events = append(sh.events, *q)
+		} else {
+			r.dropped.Add(1)
+		}
+	}
+	sh.mu.Unlock()
+	r.recorded.Add(1)
+}
+
+// Start runs the flush and retention loops until Close.
+func (r *Recorder) Start() {
+	r.done.Add(2)
+	go r.loop(r.cfg.FlushInterval, func(ctx context.Context) {
+		if err := r.Flush(ctx); err != nil {
+			r.log.Warn("usage flush failed; it is retried with the next one", "err", err)
+		}
+	})
+	go r.loop(r.cfg.PruneInterval, func(ctx context.Context) {
+		if _, err := r.Prune(ctx); err != nil {
+			r.log.Warn("usage retention failed", "err", err)
+		}
+	})
+}
+
+func (r *Recorder) loop(every time.Duration, fn func(context.Context)) {
+	defer r.done.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), max(every, 10*time.Second))
+			fn(ctx)
+			cancel()
+		}
+	}
+}
+
+// Close stops the loops and writes what is left.
+func (r *Recorder) Close(ctx context.Context) error {
+	r.stopOnce.Do(func() { close(r.stop) })
+	r.done.Wait()
+	return r.Flush(ctx)
+}
+
+// Flush writes the counts and events gathered so far. When the store
+// fails, they are kept and written with the next flush; events beyond
+// MaxEvents are then dropped and counted.
+func (r *Recorder) Flush(ctx context.Context) error {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
+	counts, events := r.carryCounts, r.carryEvents
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		var c map[key]int64 // stays nil when the shard has nothing: the map is still Record's
+		if len(sh.counts) > 0 {
+			c, sh.counts = sh.counts, make(map[key]int64, len(sh.counts))
+		}
+		e := sh.events
+		sh.events = nil
+		sh.mu.Unlock()
+		for k, n := range c {
+			counts[k] += n
+		}
+		events = append(events, e...)
+	}
+	r.carryCounts, r.carryEvents = make(map[key]int64), nil
+	if len(counts) == 0 && len(events) == 0 {
+		return nil
+	}
+	rows := make([]keyward.UsageCount, 0, len(counts))
+	for k, n := range counts {
+		rows = append(rows, keyward.UsageCount{
+			WorkspaceID: k.ws, TokenID: k.token, Bucket: time.Unix(k.minute*60, 0).UTC(),
+			Route: k.route, Outcome: k.outcome, Status: k.status, Count: n,
+		})
+	}
+	evs := make([]*keyward.UsageEvent, len(events))
+	for i := range events {
+		evs[i] = event(&events[i])
+	}
+	if err := r.cfg.Store.WriteUsage(ctx, rows, evs); err != nil {
+		r.flushErrs.Add(1)
+		r.carryCounts = counts
+		if over := len(events) - r.cfg.MaxEvents; over > 0 {
+			r.dropped.Add(uint64(over))
+			events = events[over:] // keep the newest
+		}
+		r.carryEvents = events
+		return err
+	}
+	return nil
+}
+
+// event makes the stored form of a sampled verification.
+func event(q *Request) *keyward.UsageEvent {
+	at := time.Unix(0, q.At).UTC()
+	e := &keyward.UsageEvent{
+		ID:          keyward.NewID(keyward.PrefixUsageEvent, at),
+		WorkspaceID: q.WorkspaceID,
+		TokenID:     q.TokenID,
+		Time:        at,
+		Method:      q.Method,
+		Route:       q.Route,
+		Path:        q.Path,
+		Outcome:     q.Outcome,
+		Status:      q.Status,
+		Latency:     q.Latency,
+	}
+	if q.IP.IsValid() {
+		e.IP = q.IP.Unmap().String()
+	}
+	return e
+}
+
+// Prune deletes the rollups and events past their retention.
+func (r *Recorder) Prune(ctx context.Context) (keyward.UsagePruned, error) {
+	now := r.cfg.Now()
+	var p keyward.UsagePrune
+	if d := r.cfg.MinuteRetention; d > 0 {
+		p.MinutesBefore = now.Add(-d)
+	}
+	if d := r.cfg.HourRetention; d > 0 {
+		p.HoursBefore = now.Add(-d)
+	}
+	if d := r.cfg.EventRetention; d > 0 {
+		p.EventsBefore = now.Add(-d)
+	}
+	if p == (keyward.UsagePrune{}) {
+		return keyward.UsagePruned{}, nil
+	}
+	n, err := r.cfg.Store.PruneUsage(ctx, p)
+	if err != nil {
+		return n, err
+	}
+	if total := n.Minutes + n.Hours + n.Events; total > 0 {
+		r.pruned.Add(uint64(total))
+		r.log.Info("usage retention", "minute_rollups", n.Minutes, "hour_rollups", n.Hours, "events", n.Events)
+	}
+	return n, nil
+}
+
+// Stats returns what the recorder did so far.
+func (r *Recorder) Stats() Stats {
+	if r == nil {
+		return Stats{}
+	}
+	s := Stats{
+		Recorded:    r.recorded.Load(),
+		Dropped:     r.dropped.Load(),
+		FlushErrors: r.flushErrs.Load(),
+		Pruned:      r.pruned.Load(),
+	}
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		s.PendingCounts += len(sh.counts)
+		s.PendingEvents += len(sh.events)
+		sh.mu.Unlock()
+	}
+	if r.flushMu.TryLock() {
+		s.PendingCounts += len(r.carryCounts)
+		s.PendingEvents += len(r.carryEvents)
+		r.flushMu.Unlock()
+	}
+	return s
+}

@@ -1,0 +1,339 @@
+package usage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/sqlite"
+)
+
+var t0 = time.Date(2026, time.November, 23, 10, 0, 0, 0, time.UTC)
+
+func openStore(t testing.TB) (keyward.Store, *keyward.Workspace) {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "keyward.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ws := &keyward.Workspace{ID: keyward.NewID(keyward.PrefixWorkspace, t0), Name: "acme", TokenPrefix: keyward.DefaultTokenPrefix, CreatedAt: t0}
+	if err := db.CreateWorkspace(context.Background(), ws, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	return db, ws
+}
+
+// req returns a verification of token tok at t0 plus sec seconds.
+func req(ws, tok string, sec int, route string, o keyward.Outcome, status int) *Request {
+	return &Request{
+		WorkspaceID: ws, TokenID: tok, At: t0.Add(time.Duration(sec) * time.Second).UnixNano(),
+		IP: netip.MustParseAddr("203.0.113.9"), Method: "POST", Route: route, Path: route,
+		Outcome: o, Status: status, Latency: 40 * time.Microsecond,
+	}
+}
+
+func rows(t *testing.T, st keyward.Store, f keyward.UsageFilter) []string {
+	t.Helper()
+	got, err := st.UsageSeries(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []string{}
+	for _, c := range got {
+		out = append(out, fmt.Sprintf("%s %s %s %d %d", c.Bucket.Format("15:04"), c.Route, c.Outcome, c.Status, c.Count))
+	}
+	return out
+}
+
+func events(t *testing.T, st keyward.Store, ws string) []*keyward.UsageEvent {
+	t.Helper()
+	evs, err := st.FindUsageEvents(context.Background(), keyward.UsageEventFilter{WorkspaceID: ws})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// TestKnownSequence records a known sequence of verifications and checks
+// the exact rollups and events they become.
+func TestKnownSequence(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st, SampleEvery: -1})
+	const a, b = "tok_0000000000000000000000000a", "tok_0000000000000000000000000b"
+	for i := range 7 {
+		r.Record(req(ws.ID, a, i, "/v1/verify", keyward.Valid, 200)) // minute 0
+	}
+	r.Record(req(ws.ID, a, 30, "/v1/verify", keyward.RateLimited, 200))
+	r.Record(req(ws.ID, a, 61, "orders", keyward.Valid, 200)) // minute 1
+	r.Record(req(ws.ID, a, 62, "orders", keyward.InsufficientScope, 403))
+	r.Record(req(ws.ID, b, 3700, "/v1/verify", keyward.Valid, 200)) // the next hour
+	r.Record(req(ws.ID, "", 5, "orders", keyward.NotFound, 401))
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// A second flush adds to what the first wrote.
+	r.Record(req(ws.ID, a, 10, "/v1/verify", keyward.Valid, 200))
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	got := rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: a, Granularity: keyward.Minute})
+	want := []string{
+		"10:00 /v1/verify RATE_LIMITED 200 1",
+		"10:00 /v1/verify VALID 200 8",
+		"10:01 orders INSUFFICIENT_SCOPE 403 1",
+		"10:01 orders VALID 200 1",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("minutes of a = %q\nwant %q", got, want)
+	}
+	got = rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Hour})
+	want = []string{
+		"10:00 /v1/verify RATE_LIMITED 200 1",
+		"10:00 /v1/verify VALID 200 8",
+		"10:00 orders INSUFFICIENT_SCOPE 403 1",
+		"10:00 orders NOT_FOUND 401 1",
+		"10:00 orders VALID 200 1",
+		"11:00 /v1/verify VALID 200 1",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("hours of the workspace = %q\nwant %q", got, want)
+	}
+	// Every failure is kept whole; with sampling off, no success is.
+	evs := events(t, st, ws.ID)
+	var outcomes []string
+	for _, e := range evs {
+		outcomes = append(outcomes, e.Outcome.String())
+		if e.IP != "203.0.113.9" || e.Method != "POST" || e.Latency != 40*time.Microsecond {
+			t.Errorf("event %+v lost a field", e)
+		}
+	}
+	sort.Strings(outcomes)
+	if want := []string{"INSUFFICIENT_SCOPE", "NOT_FOUND", "RATE_LIMITED"}; !reflect.DeepEqual(outcomes, want) {
+		t.Errorf("events = %q, want %q", outcomes, want)
+	}
+	if s := r.Stats(); s.Recorded != 13 || s.PendingCounts != 0 || s.PendingEvents != 0 || s.Dropped != 0 {
+		t.Errorf("stats = %+v", s)
+	}
+}
+
+func TestSampling(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st, SampleEvery: 10})
+	const a = "tok_0000000000000000000000000a"
+	for i := range 100 {
+		r.Record(req(ws.ID, a, i, "/v1/verify", keyward.Valid, 200))
+	}
+	r.Record(req(ws.ID, a, 1, "/v1/verify", keyward.Expired, 200))
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	valid, failed := 0, 0
+	for _, e := range events(t, st, ws.ID) {
+		if e.Outcome == keyward.Valid {
+			valid++
+		} else {
+			failed++
+		}
+	}
+	if valid != 10 || failed != 1 {
+		t.Errorf("kept %d successes and %d failures, want 10 and 1", valid, failed)
+	}
+	if got := rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Hour}); !reflect.DeepEqual(got,
+		[]string{"10:00 /v1/verify EXPIRED 200 1", "10:00 /v1/verify VALID 200 100"}) {
+		t.Errorf("sampling changed the counts: %q", got)
+	}
+}
+
+// TestOverflowCounted fills the raw-event buffer: the events beyond it are
+// dropped and counted, and the counts stay exact.
+func TestOverflowCounted(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st, MaxEvents: 2 * numShards}) // two per shard
+	const a = "tok_0000000000000000000000000a"
+	for i := range 5 {
+		r.Record(req(ws.ID, a, i, "/v1/verify", keyward.Revoked, 200))
+	}
+	if s := r.Stats(); s.Dropped != 3 || s.PendingEvents != 2 {
+		t.Errorf("stats = %+v, want 3 dropped and 2 pending", s)
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(events(t, st, ws.ID)); n != 2 {
+		t.Errorf("%d events stored, want 2", n)
+	}
+	if got := rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Hour}); !reflect.DeepEqual(got,
+		[]string{"10:00 /v1/verify REVOKED 200 5"}) {
+		t.Errorf("counts = %q, want all 5", got)
+	}
+}
+
+// failingStore fails WriteUsage while fail is set.
+type failingStore struct {
+	keyward.Store
+	mu   sync.Mutex
+	fail bool
+}
+
+func (s *failingStore) WriteUsage(ctx context.Context, c []keyward.UsageCount, e []*keyward.UsageEvent) error {
+	s.mu.Lock()
+	fail := s.fail
+	s.mu.Unlock()
+	if fail {
+		return errors.New("store down")
+	}
+	return s.Store.WriteUsage(ctx, c, e)
+}
+
+func TestFailedFlushKeepsUsage(t *testing.T) {
+	st, ws := openStore(t)
+	fs := &failingStore{Store: st, fail: true}
+	r := New(Config{Store: fs})
+	const a = "tok_0000000000000000000000000a"
+	r.Record(req(ws.ID, a, 0, "/v1/verify", keyward.Valid, 200))
+	r.Record(req(ws.ID, a, 1, "/v1/verify", keyward.Suspended, 200))
+	if err := r.Flush(context.Background()); err == nil {
+		t.Fatal("flush to a failing store succeeded")
+	}
+	if s := r.Stats(); s.FlushErrors != 1 || s.PendingCounts != 2 || s.PendingEvents != 1 {
+		t.Errorf("after a failed flush, stats = %+v", s)
+	}
+	r.Record(req(ws.ID, a, 2, "/v1/verify", keyward.Valid, 200))
+	fs.fail = false
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: a, Granularity: keyward.Minute}); !reflect.DeepEqual(got,
+		[]string{"10:00 /v1/verify SUSPENDED 200 1", "10:00 /v1/verify VALID 200 2"}) {
+		t.Errorf("after recovery, counts = %q", got)
+	}
+	if n := len(events(t, st, ws.ID)); n != 1 {
+		t.Errorf("%d events stored, want 1", n)
+	}
+}
+
+// TestRetention deletes only what is past each retention, by the injected
+// clock.
+func TestRetention(t *testing.T) {
+	st, ws := openStore(t)
+	now := t0.Add(30 * 24 * time.Hour)
+	r := New(Config{Store: st, Now: func() time.Time { return now },
+		MinuteRetention: 14 * 24 * time.Hour, HourRetention: 20 * 24 * time.Hour, EventRetention: 7 * 24 * time.Hour})
+	const a = "tok_0000000000000000000000000a"
+	day := 24 * 60 * 60
+	for _, d := range []int{0, 12, 17, 25} { // days after t0, i.e. 30, 18, 13 and 5 days old
+		r.Record(req(ws.ID, a, d*day, "/v1/verify", keyward.Revoked, 200))
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.Prune(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Minutes: 30 and 18 days old go; hours: 30; events: all but 5 days.
+	if n != (keyward.UsagePruned{Minutes: 2, Hours: 1, Events: 3}) {
+		t.Errorf("pruned %+v", n)
+	}
+	if got := len(rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Minute})); got != 2 {
+		t.Errorf("%d minute rows left, want 2", got)
+	}
+	if got := len(rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Hour})); got != 3 {
+		t.Errorf("%d hour rows left, want 3", got)
+	}
+	if got := events(t, st, ws.ID); len(got) != 1 || !got[0].Time.Equal(t0.Add(25*24*time.Hour)) {
+		t.Errorf("events left = %+v, want the newest", got)
+	}
+	// Negative retention keeps forever.
+	r = New(Config{Store: st, Now: func() time.Time { return now.Add(1000 * 24 * time.Hour) },
+		MinuteRetention: -1, HourRetention: -1, EventRetention: -1})
+	if n, err := r.Prune(context.Background()); err != nil || n != (keyward.UsagePruned{}) {
+		t.Errorf("prune with no retention = %+v, %v", n, err)
+	}
+}
+
+// TestConcurrentRecord records from many goroutines while flushing: the
+// totals come out exact.
+func TestConcurrentRecord(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st, SampleEvery: -1})
+	const workers, each = 8, 2000
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	flushed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				flushed <- nil
+				return
+			default:
+				if err := r.Flush(context.Background()); err != nil {
+					flushed <- err
+					return
+				}
+			}
+		}
+	}()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok := fmt.Sprintf("tok_00000000000000000000000%03d", w)
+			for i := range each {
+				r.Record(req(ws.ID, tok, i%120, "/v1/verify", keyward.Valid, 200))
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	top, err := st.UsageTopTokens(context.Background(), keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Hour}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, tt := range top {
+		if tt.Total != each {
+			t.Errorf("token %s: %d, want %d", tt.TokenID, tt.Total, each)
+		}
+		total += tt.Total
+	}
+	if len(top) != workers || total != workers*each {
+		t.Errorf("%d tokens, %d in all; want %d and %d", len(top), total, workers, workers*each)
+	}
+}
+
+func TestNilRecorder(t *testing.T) {
+	var r *Recorder
+	r.Record(req("ws", "tok", 0, "/v1/verify", keyward.Valid, 200))
+	if s := r.Stats(); s != (Stats{}) {
+		t.Errorf("stats of nil = %+v", s)
+	}
+}
+
+// BenchmarkRecord is the cost recording adds to a verification of a
+// cached token, in steady state (the token's bucket exists).
+func BenchmarkRecord(b *testing.B) {
+	r := New(Config{Store: nil})
+	q := req("ws_x", "tok_0000000000000000000000000a", 0, "/v1/verify", keyward.Valid, 200)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Record(q)
+	}
+}

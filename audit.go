@@ -129,3 +129,19 @@ func appendField(b, v []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
 	return append(b, v...)
 }
+
+// ActionAuditCut is the action of the event that records a retention cut.
+const ActionAuditCut = "audit.cut"
+
+// AuditCut is the record of a retention cut, the Changes of its
+// ActionAuditCut event: the events of the workspace written before Before
+// were removed, Removed of them, and the oldest event kept is chained to
+// StartPrev, the link of the last event removed. Since the cut event is
+// itself linked into the chain, whoever lacks the chain key cannot forge
+// one: a chain whose first event is chained to something is intact only
+// when a cut event of the chain names that link.
+type AuditCut struct {
+	Before    time.Time `json:"before"`
+	Removed   int64     `json:"removed"`
+	StartPrev []byte    `json:"start_prev"`
+}

@@ -102,6 +102,12 @@ type Store interface {
 	// snapshot, so that writes meanwhile are not half seen. An error from
 	// fn stops the walk and is returned unchanged.
 	AuditChain(ctx context.Context, workspaceID string, fn func(e *AuditEvent, l AuditLink) error) (*AuditHead, error)
+	// CutAudit removes, for retention, the audit events of a workspace up
+	// to the newest one written before before (in chain order), and
+	// appends ev, with Changes set to the AuditCut it made, in one
+	// transaction: the chain records its own cut. It returns the cut, with
+	// Removed 0 and no event appended when nothing was that old.
+	CutAudit(ctx context.Context, workspaceID string, before time.Time, ev *AuditEvent) (AuditCut, error)
 	// AuditWorkspaces returns the ids of the workspaces that have audit
 	// events or a chain head, in order.
 	AuditWorkspaces(ctx context.Context) ([]string, error)

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/audit"
@@ -19,6 +21,7 @@ var auditGroup = group{
 		"keyward audit verify",
 		"keyward audit verify --workspace acme --database-url postgres://keyward@db.internal/keyward",
 		"keyward audit export --format csv --output-file audit.csv",
+		"keyward audit prune --older-than 8760h",
 	},
 }
 
@@ -26,6 +29,7 @@ func auditCommands() []command {
 	return []command{
 		{"verify", "check that no audit event was changed, removed or reordered", cmdAuditVerify},
 		{"export", "write the audit log as JSON lines or CSV", cmdAuditExport},
+		{"prune", "remove old audit events, recording the cut in the chain", cmdAuditPrune},
 	}
 }
 
@@ -181,7 +185,11 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("verify the audit log of %s: %w", a.label(id), err)
 		}
 		if r.OK() {
-			fmt.Fprintf(e.stdout, "%s: OK, %d events, head %s (seq %d)\n", a.label(id), r.Events, r.Head.EventID, r.Head.Seq)
+			cut := ""
+			if r.Cut != nil {
+				cut = fmt.Sprintf(", after a retention cut of %d events written before %s", r.Cut.Removed, r.Cut.Before.Format(time.RFC3339))
+			}
+			fmt.Fprintf(e.stdout, "%s: OK, %d events, head %s (seq %d)%s\n", a.label(id), r.Events, r.Head.EventID, r.Head.Seq, cut)
 			continue
 		}
 		bad++
@@ -256,5 +264,78 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "Wrote the audit log of %d workspaces to %s.\n", len(a.workspaces), output)
+	return nil
+}
+
+// cmdAuditPrune removes old audit events of one or every workspace, each
+// cut recorded in the chain it shortens.
+func cmdAuditPrune(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "audit prune", help{
+		summary: "Remove, for retention, the audit events written more than --older-than ago, in every\n" +
+			"workspace (or in --workspace). Each cut is recorded in the chain itself: an\n" +
+			"audit.cut event, linked like any other, says how many events were removed and which\n" +
+			"link the oldest event kept is chained to, so keyward audit verify still checks the\n" +
+			"whole chain that is left, and any other removal still shows. A workspace whose chain\n" +
+			"does not verify is left alone: cutting it would remove the evidence.",
+		notes: []string{
+			"Export first (keyward audit export) when the events must be archived.",
+			"Exit status: 0 when every workspace was pruned (or had nothing that old), 1 when\n" +
+				"one was left alone or the store fails, 2 on a usage error.",
+		},
+		examples: []string{
+			"keyward audit prune --older-than 8760h",
+			"keyward audit prune --older-than 2160h --workspace acme",
+		},
+	})
+	var cfg storeConfig
+	var workspace string
+	var olderThan time.Duration
+	defineAuditFlags(fs, &cfg, &workspace)
+	fs.Duration(&olderThan, "older-than", "", 0, "remove the events written more than `DURATION` ago (at least 24h), such as 8760h for a year")
+	fs.Check(func() error {
+		if olderThan < 24*time.Hour {
+			return errors.New("--older-than is required and must be at least 24h")
+		}
+		return nil
+	})
+	args, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	a, err := openAudit(ctx, e, cfg, workspace)
+	if err != nil {
+		return err
+	}
+	defer a.store.Close()
+	now := time.Now()
+	before := now.Add(-olderThan).UTC()
+	bad := 0
+	for _, id := range a.workspaces {
+		r, err := audit.Verify(ctx, a.store, a.keys[0], id, a.keys[1:]...)
+		if err != nil {
+			return fmt.Errorf("verify the audit log of %s: %w", a.label(id), err)
+		}
+		if !r.OK() {
+			bad++
+			fmt.Fprintf(e.stdout, "%s: left alone, its chain does not verify (%s: %s)\n", a.label(id), r.Problem.Kind, r.Problem.Detail)
+			continue
+		}
+		ev := &keyward.AuditEvent{Time: now, Action: keyward.ActionAuditCut, Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: id}
+		cut, err := a.store.CutAudit(ctx, id, before, ev)
+		if err != nil {
+			return fmt.Errorf("prune the audit log of %s: %w", a.label(id), err)
+		}
+		if cut.Removed == 0 {
+			fmt.Fprintf(e.stdout, "%s: no event written before %s\n", a.label(id), before.Format(time.RFC3339))
+			continue
+		}
+		fmt.Fprintf(e.stdout, "%s: removed %d events written before %s; the cut is recorded in the chain\n", a.label(id), cut.Removed, before.Format(time.RFC3339))
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d of %d workspaces were left alone: their audit chain does not verify", bad, len(a.workspaces))
+	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -72,6 +73,9 @@ type Report struct {
 	Head *keyward.AuditHead
 	// Problem is nil when the chain is intact.
 	Problem *Problem
+	// Cut is the retention cut the chain starts after, or nil when it
+	// starts with the workspace's first event.
+	Cut *keyward.AuditCut
 }
 
 // OK reports whether the chain is intact.
@@ -100,6 +104,14 @@ func Verify(ctx context.Context, log Log, key []byte, workspaceID string, previo
 			r.Problem = &Problem{Kind: k, EventID: e.ID, Seq: seq, Detail: fmt.Sprintf(format, args...)}
 		}
 	)
+	// A chain whose first event is chained to something starts after a
+	// retention cut, which one of its own events must record.
+	var (
+		startPrev []byte
+		startE    *keyward.AuditEvent
+		startL    keyward.AuditLink
+		cuts      []keyward.AuditCut
+	)
 	head, err := log.AuditChain(ctx, workspaceID, func(e *keyward.AuditEvent, l keyward.AuditLink) error {
 		switch {
 		case len(l.MAC) == 0:
@@ -108,9 +120,18 @@ func Verify(ctx context.Context, log Log, key []byte, workspaceID string, previo
 		case !linked(keys, l.Prev, e, l.MAC):
 			fail(Changed, e, l.Seq, "event %s does not match its link: its fields or its link were changed, or it was written without the key", e.ID)
 			return errStop
+		case r.Events == 0 && len(l.Prev) > 0:
+			startPrev, startE, startL = l.Prev, e, l
 		case !bytes.Equal(l.Prev, prev):
 			badE, badL = e, l
 			return errStop
+		}
+		if e.Action == keyward.ActionAuditCut {
+			// Its link holds, so keyward wrote these changes.
+			var c keyward.AuditCut
+			if json.Unmarshal(e.Changes, &c) == nil {
+				cuts = append(cuts, c)
+			}
 		}
 		prev, last, lastL = l.MAC, e, l
 		r.Events++
@@ -122,6 +143,20 @@ func Verify(ctx context.Context, log Log, key []byte, workspaceID string, previo
 	r.Head = head
 	if r.Problem != nil {
 		return r, nil
+	}
+	if startE != nil {
+		for i := range cuts {
+			if hmac.Equal(cuts[i].StartPrev, startPrev) {
+				r.Cut = &cuts[i]
+				break
+			}
+		}
+		if r.Cut == nil {
+			// No cut explains the start: the events before it were
+			// removed, or it was moved here.
+			r.Events = 0
+			return r, placeBreak(ctx, log, &r, startE, startL)
+		}
 	}
 	if badE != nil {
 		return r, placeBreak(ctx, log, &r, badE, badL)

@@ -441,6 +441,70 @@ func testVerify(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("OKAfterCut", func(t *testing.T) {
+		// A retention cut removes the oldest events and records itself in
+		// the chain, which then verifies from the first event kept.
+		f := newFixture(t, b)
+		cutEv := &keyward.AuditEvent{Time: t0.Add(time.Hour), Action: keyward.ActionAuditCut, Actor: keyward.Actor{Type: keyward.ActorSystem}}
+		cut, err := f.s.CutAudit(context.Background(), f.ws, f.evs[2].Time, cutEv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cut.Removed != 2 || len(cut.StartPrev) == 0 {
+			t.Fatalf("cut = %+v, want 2 events removed", cut)
+		}
+		r := f.verify()
+		if !r.OK() || r.Events != 4 || r.Cut == nil || r.Cut.Removed != 2 || !r.Cut.Before.Equal(f.evs[2].Time) {
+			t.Fatalf("Verify after a cut = %+v (problem %+v), want OK with 4 events after a cut of 2", r, r.Problem)
+		}
+		if r, err := audit.Verify(context.Background(), f.s, key, f.othr); err != nil || !r.OK() || r.Events != 3 {
+			t.Errorf("the cut touched another workspace: %+v, %v", r, err)
+		}
+		// A second cut, with the first cut's event kept, still verifies
+		// from its own start.
+		f.token(f.ws, "later")
+		if _, err := f.s.CutAudit(context.Background(), f.ws, f.evs[3].Time.Add(time.Microsecond), cutEv); err != nil {
+			t.Fatal(err)
+		}
+		if r := f.verify(); !r.OK() || r.Events != 4 || r.Cut == nil || r.Cut.Removed != 2 {
+			t.Fatalf("Verify after a second cut = %+v (problem %+v)", r, r.Problem)
+		}
+		// Nothing that old: nothing removed, nothing recorded.
+		if cut, err := f.s.CutAudit(context.Background(), f.ws, t0, cutEv); err != nil || cut.Removed != 0 {
+			t.Fatalf("an empty cut = %+v, %v", cut, err)
+		}
+		if r := f.verify(); !r.OK() || r.Events != 4 {
+			t.Fatalf("an empty cut changed the chain: %+v", r)
+		}
+	})
+
+	t.Run("ErrRemovedAfterCut", func(t *testing.T) {
+		// Removing more of the oldest events than the cut recorded shows.
+		f := newFixture(t, b)
+		cutEv := &keyward.AuditEvent{Time: t0.Add(time.Hour), Action: keyward.ActionAuditCut, Actor: keyward.Actor{Type: keyward.ActorSystem}}
+		if _, err := f.s.CutAudit(context.Background(), f.ws, f.evs[2].Time, cutEv); err != nil {
+			t.Fatal(err)
+		}
+		f.exec(`DELETE FROM audit_events WHERE id = ?`, f.evs[2].ID)
+		wantProblem(t, f.verify(), audit.Removed, f.evs[3].ID)
+	})
+
+	t.Run("ErrForgedCut", func(t *testing.T) {
+		// A cut event written without the key does not explain a removal.
+		f := newFixture(t, b)
+		f.exec(`DELETE FROM audit_events WHERE id = ?`, f.evs[0].ID)
+		forger := b.open(t, f.loc, wrong)
+		defer forger.Close()
+		cutEv := &keyward.AuditEvent{Time: t0.Add(time.Hour), Action: keyward.ActionAuditCut, Actor: keyward.Actor{Type: keyward.ActorSystem}}
+		if _, err := forger.CutAudit(context.Background(), f.ws, f.evs[1].Time, cutEv); err != nil {
+			t.Fatal(err)
+		}
+		r := f.verify()
+		if r.OK() {
+			t.Fatalf("a forged cut verifies: %+v", r)
+		}
+	})
+
 	t.Run("ErrHeadMissing", func(t *testing.T) {
 		f := newFixture(t, b)
 		f.exec(`DELETE FROM audit_heads WHERE workspace_id = ?`, f.ws)

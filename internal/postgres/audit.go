@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -283,4 +284,45 @@ func (db *DB) AuditWorkspaces(ctx context.Context) ([]string, error) {
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	return ids, wrap("audit workspaces", err)
+}
+
+// CutAudit removes the workspace's events up to the newest one written
+// before before, and appends ev recording the cut. It takes the lock that
+// orders appends first, so that no event is appended meanwhile.
+func (db *DB) CutAudit(ctx context.Context, workspaceID string, before time.Time, ev *keyward.AuditEvent) (keyward.AuditCut, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	cut := keyward.AuditCut{Before: time.UnixMicro(before.UnixMicro()).UTC()}
+	if !storable(workspaceID) {
+		return cut, nil
+	}
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		if err := lockLogs(ctx, tx); err != nil {
+			return err
+		}
+		var seq int64
+		var mac []byte
+		err := tx.QueryRow(ctx, `SELECT seq, mac FROM audit_events WHERE workspace_id = $1 AND time < $2 ORDER BY seq DESC LIMIT 1`,
+			workspaceID, before).Scan(&seq, &mac)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM audit_events WHERE workspace_id = $1 AND seq <= $2`, workspaceID, seq)
+		if err != nil {
+			return err
+		}
+		cut.Removed, cut.StartPrev = tag.RowsAffected(), mac
+		e := *ev
+		if e.Changes, err = json.Marshal(cut); err != nil {
+			return err
+		}
+		return db.insertEvent(ctx, tx, &e, workspaceID)
+	})
+	if err != nil {
+		return keyward.AuditCut{}, wrap("cut audit", err)
+	}
+	return cut, nil
 }

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"math"
 	"time"
@@ -263,4 +264,39 @@ func (db *DB) AuditWorkspaces(ctx context.Context) ([]string, error) {
 		out = append(out, id)
 	}
 	return out, wrap("audit workspaces", rows.Err())
+}
+
+// CutAudit removes the workspace's events up to the newest one written
+// before before, and appends ev recording the cut.
+func (db *DB) CutAudit(ctx context.Context, workspaceID string, before time.Time, ev *keyward.AuditEvent) (keyward.AuditCut, error) {
+	cut := keyward.AuditCut{Before: storedTime(before)}
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		var seq int64
+		var mac []byte
+		err := tx.QueryRowContext(ctx, `SELECT seq, mac FROM audit_events WHERE workspace_id = ? AND time < ? ORDER BY seq DESC LIMIT 1`,
+			workspaceID, encodeTime(before)).Scan(&seq, &mac)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE workspace_id = ? AND seq <= ?`, workspaceID, seq)
+		if err != nil {
+			return err
+		}
+		if cut.Removed, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		cut.StartPrev = mac
+		e := *ev
+		if e.Changes, err = json.Marshal(cut); err != nil {
+			return err
+		}
+		return db.insertEvent(ctx, tx, &e, workspaceID)
+	})
+	if err != nil {
+		return keyward.AuditCut{}, wrap("cut audit", err)
+	}
+	return cut, nil
 }

@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) keyward.Store) {
 	t.Run("InsertTokens", s.testInsertTokens)
 	t.Run("Usage", s.testUsage)
 	t.Run("UsageEvents", s.testUsageEvents)
+	t.Run("UsageConcurrent", s.testUsageConcurrent)
 }
 
 type suite struct {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,5 +243,47 @@ func (s *suite) testUsageEvents(t *testing.T) {
 	}
 	if got, want := ids(find(keyward.UsageEventFilter{WorkspaceID: ws.ID})), ids([]*keyward.UsageEvent{evs[4], evs[2]}); !reflect.DeepEqual(got, want) {
 		t.Errorf("after prune, events = %q, want %q", got, want)
+	}
+}
+
+// testUsageConcurrent has several writers (nodes) add to the same buckets
+// at once, each batch in its own order: every count lands, and no writer
+// deadlocks another.
+func (s *suite) testUsageConcurrent(t *testing.T) {
+	f := s.fixture(t)
+	ws := f.workspace("acme")
+	const writers, batches, tokens = 4, 10, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*batches)
+	for w := range writers {
+		wg.Go(func() {
+			for b := range batches {
+				var counts []keyward.UsageCount
+				for i := range tokens {
+					k := (i + w*7 + b) % tokens // each writer walks the keys from its own start
+					counts = append(counts, usageCount(ws.ID, fmt.Sprintf("tok_%02d", k), k%3, "/v1/verify", keyward.Valid, 200, 1))
+				}
+				errs <- f.s.WriteUsage(f.ctx, counts, nil)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("WriteUsage: %v", err)
+		}
+	}
+	top, err := f.s.UsageTopTokens(f.ctx, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Minute}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(top) != tokens {
+		t.Fatalf("%d tokens counted, want %d", len(top), tokens)
+	}
+	for _, tt := range top {
+		if tt.Total != writers*batches {
+			t.Errorf("%s: %d, want %d", tt.TokenID, tt.Total, writers*batches)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,11 @@ func testUsageAnalytics(t *testing.T, st *store) {
 	}
 	if u.Total != 5 || u.ByOutcome["VALID"] != 4 || u.ByOutcome["INSUFFICIENT_SCOPE"] != 1 || u.ByRoute["/v1/verify"] != 5 {
 		t.Fatalf("after a restart, usage = %+v", u)
+	}
+	out, errOut, code := cli(t, "", []string{"KEYWARD_SERVER=" + srv.URL, "KEYWARD_TOKEN=" + root}, "token", "usage", tok.ID, "--granularity", "minute")
+	if code != 0 || !regexp.MustCompile(`(?m)^TOTAL +5$`).MatchString(out) ||
+		!strings.Contains(out, "VALID=4 INSUFFICIENT_SCOPE=1") || !strings.Contains(out, "/v1/verify=5") {
+		t.Fatalf("keyward token usage: exit %d\n%s%s", code, out, errOut)
 	}
 	all, err := admin.Usage(ctx, client.UsageQuery{})
 	if err != nil {

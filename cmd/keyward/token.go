@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -31,6 +34,7 @@ func tokenCommands() []command {
 		{"create", "issue a token and print its secret once", cmdTokenCreate},
 		{"list", "list tokens", cmdTokenList},
 		{"show", "show one token", cmdTokenShow},
+		{"usage", "show how often a token was verified, by outcome, over time", cmdTokenUsage},
 		{"update", "change a token's name, scopes, expiry, limits, subject or metadata", cmdTokenUpdate},
 		{"rotate", "issue a new secret for a token", cmdTokenRotate},
 		{"revoke", "revoke a token for good", cmdTokenRevoke},
@@ -643,3 +647,106 @@ var (
 		"Resume a suspended token, so that it verifies again.",
 		(*client.Client).ResumeToken)
 )
+
+func cmdTokenUsage(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "token usage", help{
+		usage: "ID [flags]",
+		summary: "Show how often a token was verified (verify API, introspection, gateway) over a range:\n" +
+			"totals by outcome and route, then one line per bucket that saw use. Each node writes\n" +
+			"its counts every few seconds (--usage-flush-interval), so the newest uses may be\n" +
+			"missing for that long.",
+		examples: []string{
+			"keyward token usage tok_01jd8...",
+			"keyward token usage tok_01jd8... --granularity day --since 720h",
+			"keyward token usage tok_01jd8... --granularity minute --output json",
+		},
+	})
+	var granularity string
+	var since time.Duration
+	fs.String(&granularity, "granularity", "", "hour", "bucket `SIZE`: minute, hour or day")
+	fs.Duration(&since, "since", "", 0, "the range: the last `DURATION` (default: an hour of minutes, a day of hours, 30 days)")
+	r := addRemoteFlags(fs)
+	fs.Check(func() error {
+		if granularity != "minute" && granularity != "hour" && granularity != "day" {
+			return fmt.Errorf("--granularity must be minute, hour or day, not %q", granularity)
+		}
+		if since < 0 {
+			return errors.New("--since must not be negative")
+		}
+		return nil
+	})
+	args, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	id, err := oneArg(fs, args, "token ID")
+	if err != nil {
+		return err
+	}
+	c, err := r.client(e)
+	if err != nil {
+		return err
+	}
+	q := client.UsageQuery{Granularity: granularity}
+	if since > 0 {
+		q.To = time.Now()
+		q.From = q.To.Add(-since)
+	}
+	u, err := c.TokenUsage(ctx, id, q)
+	if err != nil {
+		return apiError(err)
+	}
+	if r.json() {
+		return writeJSON(e.stdout, u)
+	}
+	return printUsage(e.stdout, u)
+}
+
+// printUsage prints a usage series: the totals, then the buckets that saw
+// use.
+func printUsage(w io.Writer, u *client.Usage) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "RANGE\t%s to %s, by %s\n", u.From.Format(time.RFC3339), u.To.Format(time.RFC3339), u.Granularity)
+	fmt.Fprintf(tw, "TOTAL\t%d\n", u.Total)
+	fmt.Fprintf(tw, "BY OUTCOME\t%s\n", clean(fmtCounts(u.ByOutcome)))
+	fmt.Fprintf(tw, "BY ROUTE\t%s\n", clean(fmtCounts(u.ByRoute)))
+	fmt.Fprintf(tw, "BY STATUS\t%s\n", clean(fmtCounts(u.ByStatus)))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	used := 0
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, p := range u.Points {
+		if p.Total == 0 {
+			continue
+		}
+		if used == 0 {
+			fmt.Fprintln(tw, "\nTIME\tTOTAL\tOUTCOMES")
+		}
+		used++
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", p.Time.Format(time.RFC3339), p.Total, clean(fmtCounts(p.ByOutcome)))
+	}
+	return tw.Flush()
+}
+
+// fmtCounts writes counts as "KEY=N KEY=N", most first, ties by key.
+func fmtCounts(m map[string]int64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if c := cmp.Compare(m[b], m[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}

@@ -20,6 +20,8 @@
 //     before it in its workspace, from its fields as read back, and the
 //     workspace's head is the newest event; a failed write links nothing.
 //     AuditFilter's From is inclusive and To exclusive.
+//   - A store that implements keyward.AccountStore passes the account
+//     tests (account.go); the suite skips them for other stores.
 //   - A store that implements keyward.BulkLoader inserts a batch whole or
 //     not at all, with every field, and adds no change and no audit event;
 //     the suite skips these tests for other stores.
@@ -67,6 +69,7 @@ func Run(t *testing.T, open func(t *testing.T) keyward.Store) {
 	t.Run("FindAuditEventsFilters", s.testFindAuditEventsFilters)
 	t.Run("AuditChain", s.testAuditChain)
 	t.Run("InsertTokens", s.testInsertTokens)
+	t.Run("Accounts", s.testAccounts)
 }
 
 type suite struct {

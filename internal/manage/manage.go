@@ -48,6 +48,17 @@ func TokenCaller(t *keyward.Token) Caller {
 	}
 }
 
+// MemberCaller returns the caller for a person signed in to the
+// dashboard, acting in a workspace. It holds no scope: the dashboard adds
+// keyward:admin for owners and admins, so that members cannot grant
+// management scopes.
+func MemberCaller(userID, workspaceID string) Caller {
+	return Caller{
+		Actor:       keyward.Actor{Type: keyward.ActorMember, ID: userID},
+		WorkspaceID: workspaceID,
+	}
+}
+
 // SystemCaller returns the caller for acts of keyward itself or its CLI on
 // the store, holding every scope of the workspace.
 func SystemCaller(workspaceID string) Caller {

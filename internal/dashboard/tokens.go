@@ -358,6 +358,7 @@ type tokenPageData struct {
 	CanWrite  bool
 	Reason    string
 	Errors    map[string]string
+	Names     map[string]string // user ids to emails
 }
 
 func (s *Server) handleTokenPage(w http.ResponseWriter, r *http.Request) {
@@ -377,8 +378,9 @@ func (s *Server) renderToken(w http.ResponseWriter, r *http.Request, status int,
 		s.fail(w, r, err)
 		return
 	}
+	names := s.creators(r)
 	s.render(w, r, status, "token", t.Name, tokenPageData{
-		T: t, State: t.State(now), CreatedBy: creatorName(s.creators(r), t.CreatedBy),
+		T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Names: names,
 		Recs: recommendations(t, privileged(st.settings), now), Events: events,
 		CanWrite: canWrite(st.member.Role), Reason: reason, Errors: errs,
 	})

@@ -36,7 +36,25 @@ func ValidRole(r string) bool {
 const (
 	PrefixUser    = "usr_"
 	PrefixSession = "ses_"
+	PrefixInvite  = "inv_"
 )
+
+// DefaultInviteTTL is how long an invitation link works.
+const DefaultInviteTTL = 72 * time.Hour
+
+// Invite is an invitation to join a workspace with a role. The link holds a
+// random single-use code; the store keeps only its digest.
+type Invite struct {
+	ID          string
+	Digest      []byte
+	WorkspaceID string
+	Email       string
+	Role        string
+	CreatedBy   string // user id of the inviter
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	UsedAt      *time.Time
+}
 
 // MaxEmailLen bounds an email address (RFC 5321's path limit).
 const MaxEmailLen = 254
@@ -217,6 +235,22 @@ type AccountStore interface {
 	FindWorkspaceSettings(ctx context.Context, workspaceID string) (*WorkspaceSettings, error)
 	// PutWorkspaceSettings writes the settings and the events.
 	PutWorkspaceSettings(ctx context.Context, s *WorkspaceSettings, events ...*AuditEvent) error
+
+	// CreateInvite inserts inv and the events.
+	CreateInvite(ctx context.Context, inv *Invite, events ...*AuditEvent) error
+	// FindInvite returns the invitation with the digest, used or not.
+	FindInvite(ctx context.Context, digest []byte) (*Invite, error)
+	// FindInvites returns a workspace's invitations not yet used, newest
+	// first.
+	FindInvites(ctx context.Context, workspaceID string) ([]*Invite, error)
+	// AcceptInvite uses the invitation with the digest at now: it creates
+	// newUser when it is not nil, makes userID (or newUser) a member with
+	// the invitation's role, and records the events, all or nothing. It
+	// returns ENOTFOUND when no unused, unexpired invitation has the digest,
+	// and ECONFLICT when the user is a member already.
+	AcceptInvite(ctx context.Context, digest []byte, now time.Time, newUser *User, userID string, events ...*AuditEvent) error
+	// DeleteInvite deletes an unused invitation of the workspace.
+	DeleteInvite(ctx context.Context, workspaceID, id string, events ...*AuditEvent) error
 
 	// AppendAudit records events that go with no other write, such as a
 	// failed sign-in.

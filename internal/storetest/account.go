@@ -42,6 +42,7 @@ func (s *suite) testAccounts(t *testing.T) {
 	t.Run("RecoveryCodes", s.testRecoveryCodes)
 	t.Run("WorkspaceSettings", s.testWorkspaceSettings)
 	t.Run("TokensCreatedBy", s.testTokensCreatedBy)
+	t.Run("Invites", s.testInvites)
 }
 
 func (s *suite) testUsers(t *testing.T) {
@@ -360,4 +361,79 @@ func (s *suite) testTokensCreatedBy(t *testing.T) {
 	if ids := tokenIDs(got); !slices.Equal(ids, []string{mine.ID}) {
 		t.Errorf("FindTokens(CreatedBy usr_1) = %v, want [%s]", ids, mine.ID)
 	}
+}
+
+func (s *suite) testInvites(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	owner := f.user(a, ws, "owner@example.com", keyward.RoleOwner)
+	newInvite := func(email, role string) *keyward.Invite {
+		inv := &keyward.Invite{ID: f.id(keyward.PrefixInvite), Digest: newSecret("", t0).Digest, WorkspaceID: ws.ID, Email: email,
+			Role: role, CreatedBy: owner.ID, CreatedAt: t0, ExpiresAt: t0.Add(keyward.DefaultInviteTTL)}
+		if err := a.CreateInvite(f.ctx, inv, f.event(ws.ID, "member.invite", inv.ID)); err != nil {
+			t.Fatalf("CreateInvite: %v", err)
+		}
+		return inv
+	}
+	inv := newInvite("bob@example.com", keyward.RoleAdmin)
+	got, err := a.FindInvite(f.ctx, inv.Digest)
+	if err != nil || got.ID != inv.ID || got.Email != "bob@example.com" || got.Role != keyward.RoleAdmin || got.UsedAt != nil ||
+		!got.ExpiresAt.Equal(inv.ExpiresAt) || got.CreatedBy != owner.ID {
+		t.Fatalf("FindInvite = %+v, %v", got, err)
+	}
+	t.Run("ErrExpired", func(t *testing.T) {
+		bob := &keyward.User{ID: f.id(keyward.PrefixUser), Email: "bob@example.com", PasswordHash: "x", CreatedAt: t0, UpdatedAt: t0}
+		wantCode(t, a.AcceptInvite(f.ctx, inv.Digest, inv.ExpiresAt, bob, ""), keyward.ENOTFOUND)
+		_, err := a.FindUserByEmail(f.ctx, "bob@example.com")
+		wantCode(t, err, keyward.ENOTFOUND)
+	})
+	t.Run("ErrUnknown", func(t *testing.T) {
+		wantCode(t, a.AcceptInvite(f.ctx, []byte("nope"), t0, nil, owner.ID), keyward.ENOTFOUND)
+	})
+	t.Run("AcceptNewUserOnce", func(t *testing.T) {
+		bob := &keyward.User{ID: f.id(keyward.PrefixUser), Email: "bob@example.com", PasswordHash: "x", CreatedAt: t0, UpdatedAt: t0}
+		at := t0.Add(time.Hour)
+		if err := a.AcceptInvite(f.ctx, inv.Digest, at, bob, "", f.event(ws.ID, "member.join", bob.ID)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := a.FindMember(f.ctx, ws.ID, bob.ID)
+		if err != nil || m.Role != keyward.RoleAdmin {
+			t.Fatalf("member after accepting = %+v, %v", m, err)
+		}
+		used, _ := a.FindInvite(f.ctx, inv.Digest)
+		if used.UsedAt == nil || !used.UsedAt.Equal(at) {
+			t.Errorf("UsedAt = %v, want %v", used.UsedAt, at)
+		}
+		other := &keyward.User{ID: f.id(keyward.PrefixUser), Email: "eve@example.com", PasswordHash: "x", CreatedAt: t0, UpdatedAt: t0}
+		wantCode(t, a.AcceptInvite(f.ctx, inv.Digest, at, other, ""), keyward.ENOTFOUND)
+		if ins, _ := a.FindInvites(f.ctx, ws.ID); len(ins) != 0 {
+			t.Errorf("a used invitation is still listed")
+		}
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrAlreadyMember", func(t *testing.T) {
+		again := newInvite("owner@example.com", keyward.RoleViewer)
+		wantCode(t, a.AcceptInvite(f.ctx, again.Digest, t0, nil, owner.ID), keyward.ECONFLICT)
+		if got, _ := a.FindInvite(f.ctx, again.Digest); got.UsedAt != nil {
+			t.Errorf("a failed acceptance used the invitation")
+		}
+	})
+	t.Run("Delete", func(t *testing.T) {
+		x := newInvite("carol@example.com", keyward.RoleMember)
+		if ins, _ := a.FindInvites(f.ctx, ws.ID); len(ins) != 2 || ins[0].ID != x.ID {
+			t.Fatalf("FindInvites = %d, want 2, newest first", len(ins))
+		}
+		wantCode(t, a.DeleteInvite(f.ctx, "ws_other", x.ID), keyward.ENOTFOUND)
+		if err := a.DeleteInvite(f.ctx, ws.ID, x.ID, f.event(ws.ID, "member.invite_cancel", x.ID)); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, a.DeleteInvite(f.ctx, ws.ID, x.ID), keyward.ENOTFOUND)
+		wantCode(t, a.DeleteInvite(f.ctx, ws.ID, inv.ID), keyward.ENOTFOUND) // used: kept for the record
+	})
+	t.Run("ErrUnknownWorkspace", func(t *testing.T) {
+		bad := &keyward.Invite{ID: f.id(keyward.PrefixInvite), Digest: []byte("d"), WorkspaceID: "ws_nope", Email: "x@example.com",
+			Role: keyward.RoleMember, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+		wantCode(t, a.CreateInvite(f.ctx, bad), keyward.ENOTFOUND)
+	})
 }

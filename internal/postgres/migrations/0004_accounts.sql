@@ -56,3 +56,19 @@ CREATE TABLE workspace_settings (
 	scopes             jsonb            NOT NULL DEFAULT '[]',
 	updated_at         timestamptz      NOT NULL
 );
+
+-- An invitation is a link with a single-use code; only the code's digest is
+-- kept. used_at is set when it is accepted.
+CREATE TABLE invites (
+	id           text COLLATE "C" NOT NULL PRIMARY KEY,
+	digest       bytea            NOT NULL UNIQUE,
+	workspace_id text COLLATE "C" NOT NULL REFERENCES workspaces (id),
+	email        text             NOT NULL,
+	role         text             NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+	created_by   text             NOT NULL,
+	created_at   timestamptz      NOT NULL,
+	expires_at   timestamptz      NOT NULL,
+	used_at      timestamptz
+);
+
+CREATE INDEX invites_workspace_id ON invites (workspace_id);

@@ -55,3 +55,19 @@ CREATE TABLE workspace_settings (
 	scopes             TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(scopes)),
 	updated_at         INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- An invitation is a link with a single-use code; only the code's digest is
+-- kept. used_at is set when it is accepted.
+CREATE TABLE invites (
+	id           TEXT    PRIMARY KEY,
+	digest       BLOB    NOT NULL UNIQUE,
+	workspace_id TEXT    NOT NULL REFERENCES workspaces (id),
+	email        TEXT    NOT NULL,
+	role         TEXT    NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+	created_by   TEXT    NOT NULL,
+	created_at   INTEGER NOT NULL,
+	expires_at   INTEGER NOT NULL,
+	used_at      INTEGER
+);
+
+CREATE INDEX invites_workspace_id ON invites (workspace_id);

@@ -35,6 +35,7 @@ func (s *Server) handleSignInPage(w http.ResponseWriter, r *http.Request) {
 
 type signInData struct {
 	NoOwner bool
+	Joined  bool
 	Email   string
 	Next    string
 	Message string
@@ -49,7 +50,7 @@ func (s *Server) signInPage(w http.ResponseWriter, r *http.Request, status int, 
 	}
 	next := r.FormValue("next")
 	s.render(w, r, status, "signin", "Sign in", signInData{
-		NoOwner: !hasOwner, Email: r.PostFormValue("email"), Next: next, Message: msg, Errors: errs,
+		NoOwner: !hasOwner, Joined: r.URL.Query().Get("joined") == "1", Email: r.PostFormValue("email"), Next: next, Message: msg, Errors: errs,
 	})
 }
 

@@ -61,6 +61,9 @@ type Config struct {
 	AbsoluteTimeout time.Duration
 	// PasswordParams are argon2id's costs (account.DefaultParams when zero).
 	PasswordParams account.Params
+	// InviteTTL is how long an invitation link works
+	// (keyward.DefaultInviteTTL when zero).
+	InviteTTL time.Duration
 }
 
 // Server is the dashboard. Build it with New and serve its Handler.
@@ -77,8 +80,11 @@ type Server struct {
 	params   account.Params
 	sealer   *account.Sealer
 
+	inviteTTL time.Duration
+
 	sessionKey []byte
 	csrfKey    []byte
+	inviteKey  []byte
 	pages      map[string]*template.Template
 	throttle   *throttle
 	handler    http.Handler
@@ -89,7 +95,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		svc: cfg.Service, store: cfg.Store, accounts: cfg.Accounts, log: cfg.Log, now: cfg.Now,
 		public: cfg.PublicURL, secure: cfg.Secure, idle: cfg.IdleTimeout, absolute: cfg.AbsoluteTimeout,
-		params: cfg.PasswordParams,
+		params: cfg.PasswordParams, inviteTTL: cfg.InviteTTL,
+	}
+	if s.inviteTTL <= 0 {
+		s.inviteTTL = keyward.DefaultInviteTTL
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -115,6 +124,7 @@ func New(cfg Config) (*Server, error) {
 	s.sealer = account.NewSealer(cfg.Keys)
 	s.sessionKey = cfg.Keys.Current.Derive("dashboard-session/v1")
 	s.csrfKey = cfg.Keys.Current.Derive("dashboard-csrf/v1")
+	s.inviteKey = cfg.Keys.Current.Derive("dashboard-invite/v1")
 	s.throttle = newThrottle()
 	var err error
 	if s.pages, err = parsePages(); err != nil {
@@ -191,6 +201,13 @@ func (s *Server) routes() []route {
 		{"GET /settings", authVerified, s.handleSettings},
 		{"POST /settings", authVerified, s.handleSettingsSave},
 		{"GET /audit", authVerified, s.handleAudit},
+		{"GET /members", authVerified, s.handleMembers},
+		{"POST /members/invite", authVerified, s.handleInviteCreate},
+		{"POST /members/invites/{id}/cancel", authVerified, s.handleInviteCancel},
+		{"POST /members/{user}/role", authVerified, s.handleMemberRole},
+		{"POST /members/{user}/remove", authVerified, s.handleMemberRemove},
+		{"GET /invite", authNone, s.handleInvitePage},
+		{"POST /invite", authNone, s.handleInviteAccept},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"html"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -50,6 +51,24 @@ type env struct {
 	keys  *secret.Keyring
 	clock *clock
 	ws    *keyward.Workspace
+	log   *syncBuffer // everything the dashboard logged
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 const goodPassword = "correct horse battery staple"
@@ -72,12 +91,13 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, store: db, svc: svc, keys: keys, clock: c, ws: ws}
+	e := &env{t: t, store: db, svc: svc, keys: keys, clock: c, ws: ws, log: &syncBuffer{}}
 	e.srv = httptest.NewUnstartedServer(nil)
 	e.srv.StartTLS()
 	t.Cleanup(e.srv.Close)
 	public, _ := url.Parse(e.srv.URL)
 	d, err := New(Config{Service: svc, Store: db, Accounts: db, Keys: keys, Now: c.Now, PublicURL: public, Secure: true,
+		Log:            slog.New(slog.NewTextHandler(e.log, nil)),
 		PasswordParams: account.TestParams})
 	if err != nil {
 		t.Fatal(err)

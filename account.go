@@ -37,7 +37,21 @@ const (
 	PrefixUser    = "usr_"
 	PrefixSession = "ses_"
 	PrefixInvite  = "inv_"
+	PrefixPasskey = "pk_"
 )
+
+// Passkey is a user's WebAuthn credential. Credential is the credential
+// as the WebAuthn library stores it (JSON: public key, sign count, flags);
+// none of it is secret.
+type Passkey struct {
+	ID           string
+	UserID       string
+	CredentialID []byte
+	Credential   []byte
+	Name         string
+	CreatedAt    time.Time
+	LastUsedAt   *time.Time
+}
 
 // DefaultInviteTTL is how long an invitation link works.
 const DefaultInviteTTL = 72 * time.Hour
@@ -251,6 +265,19 @@ type AccountStore interface {
 	AcceptInvite(ctx context.Context, digest []byte, now time.Time, newUser *User, userID string, events ...*AuditEvent) error
 	// DeleteInvite deletes an unused invitation of the workspace.
 	DeleteInvite(ctx context.Context, workspaceID, id string, events ...*AuditEvent) error
+
+	// AddPasskey inserts pk and the events; ECONFLICT when its credential
+	// id is registered already.
+	AddPasskey(ctx context.Context, pk *Passkey, events ...*AuditEvent) error
+	// FindPasskeys returns the user's passkeys, oldest first.
+	FindPasskeys(ctx context.Context, userID string) ([]*Passkey, error)
+	// FindPasskeyByCredential returns the passkey with the credential id.
+	FindPasskeyByCredential(ctx context.Context, credentialID []byte) (*Passkey, error)
+	// UsePasskey writes the passkey's credential (its new sign count) and
+	// last use, and the events.
+	UsePasskey(ctx context.Context, id string, credential []byte, at time.Time, events ...*AuditEvent) error
+	// DeletePasskey deletes the user's passkey with the id.
+	DeletePasskey(ctx context.Context, userID, id string, events ...*AuditEvent) error
 
 	// AppendAudit records events that go with no other write, such as a
 	// failed sign-in.

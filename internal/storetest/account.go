@@ -43,6 +43,7 @@ func (s *suite) testAccounts(t *testing.T) {
 	t.Run("WorkspaceSettings", s.testWorkspaceSettings)
 	t.Run("TokensCreatedBy", s.testTokensCreatedBy)
 	t.Run("Invites", s.testInvites)
+	t.Run("Passkeys", s.testPasskeys)
 }
 
 func (s *suite) testUsers(t *testing.T) {
@@ -436,4 +437,41 @@ func (s *suite) testInvites(t *testing.T) {
 			Role: keyward.RoleMember, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 		wantCode(t, a.CreateInvite(f.ctx, bad), keyward.ENOTFOUND)
 	})
+}
+
+func (s *suite) testPasskeys(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	u := f.user(a, ws, "ann@example.com", keyward.RoleOwner)
+	other := f.user(a, ws, "bob@example.com", keyward.RoleMember)
+	pk := &keyward.Passkey{ID: f.id(keyward.PrefixPasskey), UserID: u.ID, CredentialID: []byte("cred-1"),
+		Credential: []byte(`{"signCount":0}`), Name: "laptop", CreatedAt: t0}
+	if err := a.AddPasskey(f.ctx, pk, f.event(ws.ID, "mfa.passkey_add", pk.ID)); err != nil {
+		t.Fatal(err)
+	}
+	dup := *pk
+	dup.ID = f.id(keyward.PrefixPasskey)
+	wantCode(t, a.AddPasskey(f.ctx, &dup), keyward.ECONFLICT)
+	wantCode(t, a.AddPasskey(f.ctx, &keyward.Passkey{ID: f.id(keyward.PrefixPasskey), UserID: "usr_nope", CredentialID: []byte("x"), Credential: []byte("{}"), CreatedAt: t0}), keyward.ENOTFOUND)
+	got, err := a.FindPasskeyByCredential(f.ctx, []byte("cred-1"))
+	if err != nil || got.ID != pk.ID || got.UserID != u.ID || string(got.Credential) != `{"signCount":0}` || got.Name != "laptop" || got.LastUsedAt != nil {
+		t.Fatalf("FindPasskeyByCredential = %+v, %v", got, err)
+	}
+	at := t0.Add(time.Hour)
+	if err := a.UsePasskey(f.ctx, pk.ID, []byte(`{"signCount":1}`), at); err != nil {
+		t.Fatal(err)
+	}
+	list, err := a.FindPasskeys(f.ctx, u.ID)
+	if err != nil || len(list) != 1 || string(list[0].Credential) != `{"signCount":1}` || list[0].LastUsedAt == nil || !list[0].LastUsedAt.Equal(at) {
+		t.Fatalf("FindPasskeys = %+v, %v", list, err)
+	}
+	wantCode(t, a.UsePasskey(f.ctx, "pk_nope", []byte("{}"), at), keyward.ENOTFOUND)
+	wantCode(t, a.DeletePasskey(f.ctx, other.ID, pk.ID), keyward.ENOTFOUND)
+	if err := a.DeletePasskey(f.ctx, u.ID, pk.ID, f.event(ws.ID, "mfa.passkey_remove", pk.ID)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.FindPasskeyByCredential(f.ctx, []byte("cred-1"))
+	wantCode(t, err, keyward.ENOTFOUND)
+	f.assertChain(ws.ID)
 }

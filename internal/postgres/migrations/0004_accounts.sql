@@ -72,3 +72,17 @@ CREATE TABLE invites (
 );
 
 CREATE INDEX invites_workspace_id ON invites (workspace_id);
+
+-- A passkey is a WebAuthn credential: its public key and counters, as
+-- go-webauthn's Credential in JSON. Nothing in it is secret.
+CREATE TABLE passkeys (
+	id            text COLLATE "C" NOT NULL PRIMARY KEY,
+	user_id       text COLLATE "C" NOT NULL REFERENCES users (id),
+	credential_id bytea            NOT NULL UNIQUE,
+	credential    json             NOT NULL,
+	name          text             NOT NULL DEFAULT '',
+	created_at    timestamptz      NOT NULL,
+	last_used_at  timestamptz
+);
+
+CREATE INDEX passkeys_user_id ON passkeys (user_id);

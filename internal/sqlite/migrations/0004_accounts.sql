@@ -71,3 +71,17 @@ CREATE TABLE invites (
 );
 
 CREATE INDEX invites_workspace_id ON invites (workspace_id);
+
+-- A passkey is a WebAuthn credential: its public key and counters, as
+-- go-webauthn's Credential in JSON. Nothing in it is secret.
+CREATE TABLE passkeys (
+	id            TEXT    PRIMARY KEY,
+	user_id       TEXT    NOT NULL REFERENCES users (id),
+	credential_id BLOB    NOT NULL UNIQUE,
+	credential    TEXT    NOT NULL CHECK (json_valid(credential)),
+	name          TEXT    NOT NULL DEFAULT '',
+	created_at    INTEGER NOT NULL,
+	last_used_at  INTEGER
+);
+
+CREATE INDEX passkeys_user_id ON passkeys (user_id);

@@ -116,6 +116,11 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.throttle.reset("account:" + email)
+	factor, err := s.hasFactor(ctx, u)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	// A new session, with a new id, whatever the request held before.
 	if old := stateOf(r).session; old != nil {
 		if _, err := s.accounts.DeleteSessions(ctx, old.UserID, old.ID, ""); err != nil {
@@ -126,7 +131,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	id := newSessionID()
 	ses := &keyward.Session{
 		ID: keyward.NewID(keyward.PrefixSession, now), Digest: s.digest(id), UserID: u.ID,
-		WorkspaceID: pickWorkspace(members), Verified: !u.HasMFA(),
+		WorkspaceID: pickWorkspace(members), Verified: !factor,
 		CreatedAt: now, LastSeenAt: now, IP: ip, UserAgent: truncate(r.UserAgent(), 300),
 	}
 	var events []*keyward.AuditEvent
@@ -194,6 +199,8 @@ func (s *Server) auditFailure(r *http.Request, u *keyward.User, factor string, n
 }
 
 type mfaData struct {
+	TOTP    bool
+	Passkey bool
 	Next    string
 	Message string
 	Errors  map[string]string
@@ -204,7 +211,19 @@ func (s *Server) handleMFAPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/tokens", http.StatusSeeOther)
 		return
 	}
-	s.render(w, r, http.StatusOK, "mfa", "Two-step verification", mfaData{Next: r.URL.Query().Get("next")})
+	s.renderMFA(w, r, http.StatusOK, mfaData{Next: r.URL.Query().Get("next")})
+}
+
+// renderMFA shows the second step with the factors the user has.
+func (s *Server) renderMFA(w http.ResponseWriter, r *http.Request, status int, d mfaData) {
+	st := stateOf(r)
+	keys, err := s.accounts.FindPasskeys(r.Context(), st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d.TOTP, d.Passkey = st.user.HasMFA(), len(keys) > 0
+	s.render(w, r, status, "mfa", "Two-step verification", d)
 }
 
 func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
@@ -219,12 +238,12 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 	next := r.PostForm.Get("next")
 	code := strings.TrimSpace(r.PostForm.Get("code"))
 	if code == "" {
-		s.render(w, r, http.StatusBadRequest, "mfa", "Two-step verification", mfaData{Next: next, Errors: map[string]string{"code": "Enter the code from your authenticator app, or a recovery code."}})
+		s.renderMFA(w, r, http.StatusBadRequest, mfaData{Next: next, Errors: map[string]string{"code": "Enter the code from your authenticator app, or a recovery code."}})
 		return
 	}
 	if d := max(s.throttle.wait("mfa:"+st.user.ID, now), s.throttle.wait("ip:"+ip, now)); d > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
-		s.render(w, r, http.StatusTooManyRequests, "mfa", "Two-step verification", mfaData{Next: next, Message: "Too many wrong codes. Try again in " + waitText(d) + "."})
+		s.renderMFA(w, r, http.StatusTooManyRequests, mfaData{Next: next, Message: "Too many wrong codes. Try again in " + waitText(d) + "."})
 		return
 	}
 	ok, err := s.checkSecondFactor(r, st.user, code, now)
@@ -236,7 +255,7 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		s.throttle.fail("mfa:"+st.user.ID, freeAccount, now)
 		s.throttle.fail("ip:"+ip, freeIP, now)
 		s.auditFailure(r, st.user, "second", now)
-		s.render(w, r, http.StatusUnauthorized, "mfa", "Two-step verification", mfaData{Next: next, Errors: map[string]string{"code": msgBadCode}})
+		s.renderMFA(w, r, http.StatusUnauthorized, mfaData{Next: next, Errors: map[string]string{"code": msgBadCode}})
 		return
 	}
 	s.throttle.reset("mfa:" + st.user.ID)

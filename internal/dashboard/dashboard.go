@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/account"
 	"github.com/keyward/keyward/internal/manage"
@@ -85,6 +86,7 @@ type Server struct {
 	sessionKey []byte
 	csrfKey    []byte
 	inviteKey  []byte
+	webauthn   *webauthn.WebAuthn
 	pages      map[string]*template.Template
 	throttle   *throttle
 	handler    http.Handler
@@ -127,6 +129,14 @@ func New(cfg Config) (*Server, error) {
 	s.inviteKey = cfg.Keys.Current.Derive("dashboard-invite/v1")
 	s.throttle = newThrottle()
 	var err error
+	// Passkeys belong to the host of the public URL (browsers refuse an IP
+	// address as relying party), and only its origin may use them.
+	if s.webauthn, err = webauthn.New(&webauthn.Config{
+		RPID: s.public.Hostname(), RPDisplayName: "keyward", RPOrigins: []string{s.public.Scheme + "://" + s.public.Host},
+	}); err != nil {
+		s.webauthn = nil
+		s.log.Warn("passkeys are off: they need --public-url with a host name, not an IP address", "public_url", s.public.String())
+	}
 	if s.pages, err = parsePages(); err != nil {
 		return nil, err
 	}
@@ -134,6 +144,9 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		h := rt.handler
+		if strings.Contains(rt.pattern, "passkey") {
+			h = s.requirePasskeys(h)
+		}
 		switch rt.auth {
 		case authVerified:
 			h = s.requireSession(h, false)
@@ -155,6 +168,17 @@ func New(cfg Config) (*Server, error) {
 	}))
 	s.handler = s.recoverPanics(s.accessLog(s.headers(cop.Handler(s.loadSession(s.checkCSRF(mux))))))
 	return s, nil
+}
+
+// requirePasskeys answers 404 while passkeys are off.
+func (s *Server) requirePasskeys(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.webauthn == nil {
+			writeJSON(w, http.StatusNotFound, jsonError{Error: "Passkeys are not available on this server."})
+			return
+		}
+		next(w, r)
+	}
 }
 
 // Handler returns the HTTP handler of the dashboard.
@@ -201,6 +225,13 @@ func (s *Server) routes() []route {
 		{"GET /settings", authVerified, s.handleSettings},
 		{"POST /settings", authVerified, s.handleSettingsSave},
 		{"GET /audit", authVerified, s.handleAudit},
+		{"POST /account/passkeys/begin", authVerified, s.handlePasskeyRegisterBegin},
+		{"POST /account/passkeys/finish", authVerified, s.handlePasskeyRegisterFinish},
+		{"POST /account/passkeys/{id}/remove", authVerified, s.handlePasskeyRemove},
+		{"POST /signin/passkey/begin", authNone, s.handlePasskeySignInBegin},
+		{"POST /signin/passkey/finish", authNone, s.handlePasskeySignInFinish},
+		{"POST /signin/mfa/passkey/begin", authPending, s.handlePasskeyMFABegin},
+		{"POST /signin/mfa/passkey/finish", authPending, s.handlePasskeyMFAFinish},
 		{"GET /members", authVerified, s.handleMembers},
 		{"POST /members/invite", authVerified, s.handleInviteCreate},
 		{"POST /members/invites/{id}/cancel", authVerified, s.handleInviteCancel},
@@ -211,9 +242,9 @@ func (s *Server) routes() []route {
 	}
 }
 
-// cspPolicy allows nothing inline: scripts, styles and forms are this
-// origin's only; no framing.
-const cspPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+// cspPolicy allows nothing inline: scripts, styles, forms and the passkey
+// script's requests are this origin's only; no framing.
+const cspPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // headers sets the security headers of every dashboard response.

@@ -73,7 +73,10 @@ func (s *syncBuffer) String() string {
 
 const goodPassword = "correct horse battery staple"
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { t.Helper(); return newEnvAt(t, "") }
+
+// newEnvAt is newEnv with the given public URL ("" for the test server's).
+func newEnvAt(t *testing.T, publicURL string) *env {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "keyward.db"))
@@ -95,7 +98,10 @@ func newEnv(t *testing.T) *env {
 	e.srv = httptest.NewUnstartedServer(nil)
 	e.srv.StartTLS()
 	t.Cleanup(e.srv.Close)
-	public, _ := url.Parse(e.srv.URL)
+	if publicURL == "" {
+		publicURL = e.srv.URL
+	}
+	public, _ := url.Parse(publicURL)
 	d, err := New(Config{Service: svc, Store: db, Accounts: db, Keys: keys, Now: c.Now, PublicURL: public, Secure: true,
 		Log:            slog.New(slog.NewTextHandler(e.log, nil)),
 		PasswordParams: account.TestParams})
@@ -213,7 +219,7 @@ func TestSecurityHeaders(t *testing.T) {
 			b.get(path)
 			h := b.last.Header
 			for k, want := range map[string]string{
-				"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+				"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 				"X-Content-Type-Options":  "nosniff",
 				"X-Frame-Options":         "DENY",
 				"Referrer-Policy":         "same-origin",

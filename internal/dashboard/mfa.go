@@ -11,9 +11,11 @@ import (
 )
 
 type mfaSettingsData struct {
+	Passkeys      []*keyward.Passkey
 	Enabled       bool
 	CodesLeft     int
-	Required      bool
+	Required      bool // the workspace requires a second factor
+	Missing       bool // ... and the user has none yet
 	RecentAuth    bool
 	RecoveryCodes []string // shown once, right after enrolment
 }
@@ -25,8 +27,13 @@ func (s *Server) handleMFASettings(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	keys, err := s.accounts.FindPasskeys(r.Context(), st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", mfaSettingsData{
-		Enabled: st.user.HasMFA(), CodesLeft: left, Required: st.settings.MFARequired, RecentAuth: s.recentAuth(r),
+		Passkeys: keys, Enabled: st.user.HasMFA(), CodesLeft: left, Required: st.settings.MFARequired, Missing: st.settings.MFARequired && !st.factor, RecentAuth: s.recentAuth(r),
 	})
 }
 

@@ -50,6 +50,7 @@ type state struct {
 	user     *keyward.User
 	member   *keyward.Member
 	settings *keyward.WorkspaceSettings
+	factor   bool   // the user has a second factor: TOTP or a passkey
 	pre      string // the pre-session cookie's value, for forms without a session
 }
 
@@ -142,7 +143,11 @@ func (s *Server) resume(ctx context.Context, st *state, id string) error {
 			return err
 		}
 	}
-	st.session, st.user, st.member, st.settings = ses, u, m, set
+	factor, err := s.hasFactor(ctx, u)
+	if err != nil {
+		return err
+	}
+	st.session, st.user, st.member, st.settings, st.factor = ses, u, m, set, factor
 	return nil
 }
 
@@ -168,7 +173,7 @@ func (s *Server) requireSession(next http.HandlerFunc, pending bool) http.Handle
 		case !st.session.Verified && !pending:
 			http.Redirect(w, r, "/signin/mfa", http.StatusSeeOther)
 			return
-		case st.session.Verified && st.settings.MFARequired && !st.user.HasMFA() && !enrolmentPath(r.URL.Path):
+		case st.session.Verified && st.settings.MFARequired && !st.factor && !enrolmentPath(r.URL.Path):
 			http.Redirect(w, r, "/account/mfa", http.StatusSeeOther)
 			return
 		}
@@ -176,10 +181,20 @@ func (s *Server) requireSession(next http.HandlerFunc, pending bool) http.Handle
 	}
 }
 
+// hasFactor reports whether the user has a second factor: TOTP or a
+// passkey.
+func (s *Server) hasFactor(ctx context.Context, u *keyward.User) (bool, error) {
+	if u.HasMFA() {
+		return true, nil
+	}
+	keys, err := s.accounts.FindPasskeys(ctx, u.ID)
+	return len(keys) > 0, err
+}
+
 // enrolmentPath reports whether a user who must enrol a factor may reach
 // path meanwhile.
 func enrolmentPath(p string) bool {
-	return strings.HasPrefix(p, "/account/mfa") || p == "/reauth" || strings.HasPrefix(p, "/signout")
+	return strings.HasPrefix(p, "/account/mfa") || strings.HasPrefix(p, "/account/passkeys") || p == "/reauth" || strings.HasPrefix(p, "/signout")
 }
 
 // csrfToken returns the token that the request's forms carry: bound to

@@ -118,7 +118,7 @@ func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
 	if next.Scopes, msg = parseCatalog(d.Catalog); msg != "" {
 		d.Errors["catalog"] = msg
 	}
-	if d.MFARequired && !st.user.HasMFA() {
+	if d.MFARequired && !st.factor {
 		d.Errors["mfa_required"] = "Set up two-step verification for yourself first, so that you are not locked out."
 	}
 	if len(d.Errors) > 0 {

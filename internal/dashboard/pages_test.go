@@ -268,6 +268,12 @@ func TestTokenForm(t *testing.T) {
 			wantStatus(t, status, http.StatusBadRequest, body)
 			wantText(t, body, "Tick the box to confirm: revocation cannot be undone.")
 		})
+		t.Run("ErrRevokeReasonTooLong", func(t *testing.T) {
+			b.get("/tokens/" + id)
+			status, body := b.post("/tokens/"+id+"/revoke", url.Values{"reason": {strings.Repeat("r", 501)}, "confirm": {"yes"}})
+			wantStatus(t, status, http.StatusBadRequest, body)
+			wantText(t, body, "Keep the reason under 500 characters.")
+		})
 		t.Run("ErrRotateGrace", func(t *testing.T) {
 			b.get("/tokens/" + id)
 			status, body := b.post("/tokens/"+id+"/rotate", url.Values{"grace": {"1y"}})

@@ -420,3 +420,21 @@ func (s *Server) handleReauth(w http.ResponseWriter, r *http.Request) {
 	}
 	http.Redirect(w, r, localPath(next), http.StatusSeeOther)
 }
+
+// handleWorkspaceSwitch makes the session act in another workspace of
+// the user's.
+func (s *Server) handleWorkspaceSwitch(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	m, err := s.accounts.FindMember(r.Context(), r.PostForm.Get("workspace"), st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ses := *st.session
+	ses.WorkspaceID = m.WorkspaceID
+	if err := s.accounts.UpdateSession(r.Context(), &ses); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+}

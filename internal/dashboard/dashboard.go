@@ -209,6 +209,7 @@ func (s *Server) routes() []route {
 		{"POST /signout", authPending, s.handleSignOut},
 		{"POST /signout/everywhere", authVerified, s.handleSignOutEverywhere},
 		{"GET /sessions", authVerified, s.handleSessions},
+		{"POST /workspace", authVerified, s.handleWorkspaceSwitch},
 		{"POST /sessions/{id}/end", authVerified, s.handleSessionEnd},
 		{"GET /reauth", authVerified, s.handleReauthPage},
 		{"POST /reauth", authVerified, s.handleReauth},

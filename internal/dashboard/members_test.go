@@ -228,3 +228,35 @@ func TestMemberRoles(t *testing.T) {
 	status, _ = v.get("/members")
 	wantStatus(t, status, http.StatusForbidden, "a viewer on /members")
 }
+
+func TestWorkspaceSwitch(t *testing.T) {
+	e := newEnv(t)
+	u := e.user("ann@example.com", keyward.RoleMember)
+	acme, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: acme.ID, UserID: u.ID, Role: keyward.RoleAdmin, CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	acmeTok, _, err := e.svc.CreateToken(context.Background(), manage.SystemCaller(acme.ID), &keyward.Token{Name: "acme token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.signIn("ann@example.com") // lands in acme, where ann has the most power
+	wantText(t, b.body, "acme token", "acme (admin)", "default (member)")
+	b.post("/workspace", url.Values{"workspace": {e.ws.ID}})
+	if b.path() != "/tokens" || strings.Contains(b.body, "acme token") {
+		t.Fatalf("after switching to default: at %s, acme's token shown: %v", b.path(), strings.Contains(b.body, "acme token"))
+	}
+	status, _ := b.get("/tokens/" + acmeTok.ID)
+	wantStatus(t, status, http.StatusNotFound, "acme's token from default")
+	b.get("/tokens")
+	status, _ = b.post("/workspace", url.Values{"workspace": {other.ID}})
+	wantStatus(t, status, http.StatusNotFound, "switching to a workspace ann is not in")
+}

@@ -22,7 +22,15 @@ type page struct {
 	Member   *keyward.Member
 	Admin    bool // owner or admin
 	Passkeys bool // passkeys are on (the public URL has a host name)
-	D        any
+	// Workspaces lists the user's workspaces when there are several, to
+	// switch between them.
+	Workspaces []workspaceChoice
+	D          any
+}
+
+type workspaceChoice struct {
+	ID, Name, Role string
+	Current        bool
 }
 
 var funcs = template.FuncMap{
@@ -83,6 +91,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 	if st.session != nil && st.session.Verified {
 		p.User, p.Member = st.user, st.member
 		p.Admin = st.member.Role == keyward.RoleOwner || st.member.Role == keyward.RoleAdmin
+		p.Workspaces = s.workspaceChoices(r)
 	}
 	var buf bytes.Buffer
 	t := s.pages[name]
@@ -110,4 +119,27 @@ type errorData struct {
 
 func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	s.render(w, r, status, "error", http.StatusText(status), errorData{Status: status, Message: msg})
+}
+
+// workspaceChoices returns the user's workspaces when there are several.
+// A failure only hides the switch; it is logged.
+func (s *Server) workspaceChoices(r *http.Request) []workspaceChoice {
+	st := stateOf(r)
+	ms, err := s.accounts.FindMembers(r.Context(), "", st.user.ID)
+	if err != nil || len(ms) < 2 {
+		if err != nil {
+			s.log.Error("dashboard: list workspaces", "err", err)
+		}
+		return nil
+	}
+	var out []workspaceChoice
+	for _, m := range ms {
+		ws, err := s.store.FindWorkspace(r.Context(), m.WorkspaceID)
+		if err != nil {
+			s.log.Error("dashboard: list workspaces", "err", err)
+			return nil
+		}
+		out = append(out, workspaceChoice{ID: ws.ID, Name: ws.Name, Role: m.Role, Current: ws.ID == st.member.WorkspaceID})
+	}
+	return out
 }

@@ -425,6 +425,19 @@ func TestSettingsAndMFARequired(t *testing.T) {
 	}
 	_, audit := o.get("/audit?action=mfa.totp_enable")
 	wantText(t, audit, "mfa.totp_enable", "mia@example.com")
+	if strings.Contains(audit, "session.signin") {
+		t.Error("the action filter let other actions through")
+	}
+	today := e.clock.Now().Format("2006-01-02")
+	_, audit = o.get("/audit?action=mfa.totp_enable&from=" + today + "&to=" + today)
+	wantText(t, audit, "mfa.totp_enable")
+	_, audit = o.get("/audit?from=2020-01-01&to=2020-01-02")
+	wantText(t, audit, "No events.")
+	status, audit := o.get("/audit?from=14/03/2026")
+	wantStatus(t, status, http.StatusBadRequest, audit)
+	if !strings.Contains(audit, `<span class="field-error" id="from-error">Enter a date as YYYY-MM-DD.</span>`) {
+		t.Error("no date message next to the from field")
+	}
 }
 
 // signIn2 signs in with the password and lands wherever the server sends.

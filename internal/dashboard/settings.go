@@ -157,8 +157,11 @@ type auditData struct {
 	Action string
 	Actor  string
 	Target string
+	From   string // YYYY-MM-DD, inclusive
+	To     string // YYYY-MM-DD, inclusive
 	Next   string
 	Names  map[string]string
+	Errors map[string]string
 }
 
 func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
@@ -170,12 +173,32 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := keyward.AuditFilter{WorkspaceID: st.member.WorkspaceID, Action: strings.TrimSpace(q.Get("action")), Actor: strings.TrimSpace(q.Get("actor")),
 		Target: strings.TrimSpace(q.Get("target")), Before: q.Get("before"), Limit: 100}
+	d := auditData{Action: f.Action, Actor: f.Actor, Target: f.Target, From: q.Get("from"), To: q.Get("to"), Names: s.creators(r), Errors: map[string]string{}}
+	const dateHint = "Enter a date as YYYY-MM-DD."
+	if d.From != "" {
+		if t, err := time.Parse("2006-01-02", d.From); err != nil {
+			d.Errors["from"] = dateHint
+		} else {
+			f.From = t
+		}
+	}
+	if d.To != "" {
+		if t, err := time.Parse("2006-01-02", d.To); err != nil {
+			d.Errors["to"] = dateHint
+		} else {
+			f.To = t.Add(day) // the whole day
+		}
+	}
+	if len(d.Errors) > 0 {
+		s.render(w, r, http.StatusBadRequest, "audit", "Audit log", d)
+		return
+	}
 	evs, err := s.store.FindAuditEvents(r.Context(), f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	d := auditData{Events: evs, Action: f.Action, Actor: f.Actor, Target: f.Target, Names: s.creators(r)}
+	d.Events = evs
 	if len(evs) == f.Limit {
 		d.Next = evs[len(evs)-1].ID
 	}

@@ -163,6 +163,9 @@ func TestSealer(t *testing.T) {
 	if string(NewSealer(old).RecoveryDigest("usr_1", typed)) != string(digests[0]) {
 		t.Errorf("a code typed in upper case with a space does not match its digest")
 	}
+	if ds := NewSealer(rotated).RecoveryDigests("usr_1", codes[0]); len(ds) != 2 || string(ds[1]) != string(digests[0]) {
+		t.Errorf("after a rotation of the server secret, no digest matches a code made before it")
+	}
 	if string(NewSealer(old).RecoveryDigest("usr_2", codes[0])) == string(digests[0]) {
 		t.Errorf("a code's digest does not depend on the user")
 	}

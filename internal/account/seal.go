@@ -97,10 +97,26 @@ func (s *Sealer) NewRecoveryCodes(userID string) (codes []string, digests [][]by
 }
 
 // RecoveryDigest returns the stored digest of a recovery code as typed
-// (case, spaces and dashes ignored), keyed and bound to the user.
+// (case, spaces and dashes ignored), keyed with the current server secret
+// and bound to the user.
 func (s *Sealer) RecoveryDigest(userID, code string) []byte {
+	return recoveryDigest(s.keys[0], userID, code)
+}
+
+// RecoveryDigests returns the digests of a typed recovery code under the
+// current and every previous server secret, current first, so that codes
+// made before a rotation of the secret still work.
+func (s *Sealer) RecoveryDigests(userID, code string) [][]byte {
+	out := make([][]byte, len(s.keys))
+	for i, k := range s.keys {
+		out[i] = recoveryDigest(k, userID, code)
+	}
+	return out
+}
+
+func recoveryDigest(key []byte, userID, code string) []byte {
 	code = strings.ToLower(strings.NewReplacer(" ", "", "-", "").Replace(strings.TrimSpace(code)))
-	m := hmac.New(sha256.New, s.keys[0])
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(recoveryPurpose + "\x00" + userID + "\x00" + code))
 	return m.Sum(nil)
 }

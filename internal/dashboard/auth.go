@@ -299,12 +299,13 @@ func (s *Server) checkSecondFactor(r *http.Request, u *keyward.User, code string
 		}
 		return err == nil, err
 	}
-	err := s.accounts.UseRecoveryCode(ctx, u.ID, s.sealer.RecoveryDigest(u.ID, code),
-		s.event(r, wsID, u.ID, "mfa.recovery_code_use", u.ID, now))
-	if keyward.ErrorCode(err) == keyward.ENOTFOUND {
-		return false, nil
+	for _, d := range s.sealer.RecoveryDigests(u.ID, code) {
+		err := s.accounts.UseRecoveryCode(ctx, u.ID, d, s.event(r, wsID, u.ID, "mfa.recovery_code_use", u.ID, now))
+		if keyward.ErrorCode(err) != keyward.ENOTFOUND {
+			return err == nil, err
+		}
 	}
-	return err == nil, err
+	return false, nil
 }
 
 func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {

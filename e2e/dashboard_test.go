@@ -61,6 +61,8 @@ func browserTab(t *testing.T, exe string) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("no-first-run", true),
+		// Containers often have a tiny /dev/shm, which makes Chromium crash.
+		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.WindowSize(1280, 900),
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)

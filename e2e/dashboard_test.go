@@ -128,8 +128,14 @@ func signIn(t *testing.T, ctx context.Context, url, email, password string) {
 // token is refused.
 func TestDashboardBrowser(t *testing.T) {
 	exe := chromium(t)
-	shots := artifacts(t)
-	st := sqliteStore(t)
+	t.Run("SQLite", func(t *testing.T) { dashboardBrowser(t, exe, sqliteStore(t), artifacts(t)) })
+	t.Run("PostgreSQL", func(t *testing.T) {
+		st := postgresStore(t)
+		dashboardBrowser(t, exe, st, t.TempDir()) // screenshots once, from SQLite
+	})
+}
+
+func dashboardBrowser(t *testing.T, exe string, st *store, shots string) {
 	const ownerPW = "correct horse battery staple"
 	const memberPW = "another long passphrase here"
 	userCreate(t, st, "owner@example.com", ownerPW, "--owner")

@@ -318,6 +318,7 @@ type TokenFilter struct {
 	Subject     string // exact match
 	Scope       string // tokens holding exactly this scope
 	Name        string // substring, case-insensitive
+	CreatedBy   string // exact match: the actor id that created the token
 	// UnusedSince, when set, selects only tokens last used before it or
 	// never used, as the store knows it: uses not yet flushed do not count.
 	UnusedSince time.Time

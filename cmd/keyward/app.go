@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/api"
+	"github.com/keyward/keyward/internal/dashboard"
 	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/postgres"
 	"github.com/keyward/keyward/internal/redislimit"
@@ -65,6 +66,8 @@ type serveConfig struct {
 	UsageMinuteRetention time.Duration
 	UsageHourRetention   time.Duration
 	UsageEventRetention  time.Duration
+	SessionIdle          time.Duration // dashboard session idle timeout
+	SessionLifetime      time.Duration // dashboard session absolute lifetime
 }
 
 // usageConfig returns the usage recorder's configuration, whose zero and
@@ -125,6 +128,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.MaxBody < 1024 {
 		return errors.New("--max-body must be at least 1024 bytes")
+	}
+	if c.SessionIdle < time.Minute || c.SessionLifetime < c.SessionIdle {
+		return errors.New("--session-idle-timeout must be at least 1m, and --session-lifetime at least as long")
 	}
 	if c.UsageSample < 0 {
 		return errors.New("--usage-sample must be 0 (keep no success) or more")
@@ -293,8 +299,33 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		s.usage.Start()
 	}
 	a := api.New(api.Config{Service: svc, Engine: s.engine, Store: s.store, Log: log, MaxBody: cfg.MaxBody, Version: version, Probes: probes, Usage: s.usage})
+	handler := a.Handler()
+	if accounts, ok := s.store.(keyward.AccountStore); ok {
+		public, _ := url.Parse(cfg.PublicURL) // validated
+		secure := cfg.TLSCert != "" || public.Scheme == "https" || dashboard.IsLoopback(cfg.Addr)
+		if !secure {
+			log.Warn("dashboard cookies are not Secure: serve TLS, listen on loopback, or name a TLS proxy with --public-url https://...")
+		}
+		dash, err := dashboard.New(dashboard.Config{
+			Service: svc, Store: s.store, Accounts: accounts, Keys: keys, Log: log, PublicURL: public, Secure: secure,
+			IdleTimeout: cfg.SessionIdle, AbsoluteTimeout: cfg.SessionLifetime,
+		})
+		if err != nil {
+			return nil, err
+		}
+		// One listener: the API's paths go to the API, every other path
+		// (GET / included) to the dashboard.
+		api, browser := a.Handler(), dash.Handler()
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if a.Owns(r.URL.Path) {
+				api.ServeHTTP(w, r)
+				return
+			}
+			browser.ServeHTTP(w, r)
+		})
+	}
 	s.http = &http.Server{
-		Handler:           a.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

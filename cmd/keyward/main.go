@@ -1,6 +1,6 @@
 // Command keyward is the keyward binary: it runs the server (serve),
 // prepares a store (init, migrate), checks and exports the audit log on
-// the store (audit), and talks to a running server to manage and verify
+// the store (audit), creates dashboard users on the store (user), and talks to a running server to manage and verify
 // tokens (token, verify).
 //
 // Every command prints its usage, flags, environment variables and examples
@@ -156,6 +156,7 @@ func topCommands() []command {
 		{"migrate", "apply the store's schema migrations and exit", cmdMigrate},
 		{"gateway", "check a gateway config file", cmdGateway},
 		{"audit", "verify and export the audit log", cmdAudit},
+		{"user", "create dashboard users, such as the first owner", cmdUser},
 		{"token", "create, list, show, update, rotate, revoke, suspend, resume tokens", cmdToken},
 		{"verify", "verify a token read from standard input", cmdVerify},
 		{"version", "print the version", cmdVersion},

@@ -14,7 +14,7 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	cfg := &serveConfig{}
 	fs.String(&cfg.Addr, "addr", "KEYWARD_ADDR", "127.0.0.1:8080", "`ADDRESS` (host:port) to listen on")
 	defineStoreFlags(fs, &cfg.storeConfig)
-	fs.String(&cfg.PublicURL, "public-url", "KEYWARD_PUBLIC_URL", "http://localhost:8080", "`URL` people reach the server at: the dashboard's origin and passkey relying party (the dashboard is not in this release yet)")
+	fs.String(&cfg.PublicURL, "public-url", "KEYWARD_PUBLIC_URL", "http://localhost:8080", "`URL` people reach the server at: the dashboard's origin and passkey relying party")
 	fs.String(&cfg.TLSCert, "tls-cert", "KEYWARD_TLS_CERT", "", "serve TLS with the certificate chain in `FILE` (PEM)")
 	fs.String(&cfg.TLSKey, "tls-key", "KEYWARD_TLS_KEY", "", "serve TLS with the private key in `FILE` (PEM)")
 	fs.String(&cfg.LogFormat, "log-format", "KEYWARD_LOG_FORMAT", "text", "log `FORMAT`: text or json")
@@ -33,6 +33,8 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.Duration(&cfg.UsageMinuteRetention, "usage-minute-retention", "KEYWARD_USAGE_MINUTE_RETENTION", usage.DefaultMinuteRetention, "keep minute rollups for `DURATION` (0 keeps them forever)")
 	fs.Duration(&cfg.UsageHourRetention, "usage-hour-retention", "KEYWARD_USAGE_HOUR_RETENTION", usage.DefaultHourRetention, "keep hour rollups for `DURATION` (0 keeps them forever)")
 	fs.Duration(&cfg.UsageEventRetention, "usage-event-retention", "KEYWARD_USAGE_EVENT_RETENTION", usage.DefaultEventRetention, "keep raw usage events for `DURATION` (0 keeps them forever)")
+	fs.Duration(&cfg.SessionIdle, "session-idle-timeout", "KEYWARD_SESSION_IDLE_TIMEOUT", time.Hour, "end a dashboard session unused for `DURATION`")
+	fs.Duration(&cfg.SessionLifetime, "session-lifetime", "KEYWARD_SESSION_LIFETIME", 24*time.Hour, "end any dashboard session `DURATION` after sign-in")
 	var maxBody int
 	fs.Int(&maxBody, "max-body", "KEYWARD_MAX_BODY", 1<<20, "largest request body in `BYTES`")
 	fs.Check(func() error {
@@ -91,8 +93,8 @@ func loadSecrets(e *env, c *storeConfig) error {
 func cmdServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "serve", help{
 		summary: "Run keyward in one process: the management API, the verify API, the OAuth\n" +
-			"endpoints and the operational endpoints (/healthz, /readyz, /metrics,\n" +
-			"/openapi.json). On an empty store it creates the schema and the default\n" +
+			"endpoints, the operational endpoints (/healthz, /readyz, /metrics,\n" +
+			"/openapi.json) and the dashboard (every other path, from GET /). On an empty store it creates the schema and the default\n" +
 			"workspace; it prints no secret (run 'keyward init' for the first management\n" +
 			"token). Any number of nodes may serve one PostgreSQL store.",
 		examples: []string{

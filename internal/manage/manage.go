@@ -48,6 +48,17 @@ func TokenCaller(t *keyward.Token) Caller {
 	}
 }
 
+// MemberCaller returns the caller for a person signed in to the
+// dashboard, acting in a workspace. It holds no scope: the dashboard adds
+// keyward:admin for owners and admins, so that members cannot grant
+// management scopes.
+func MemberCaller(userID, workspaceID string) Caller {
+	return Caller{
+		Actor:       keyward.Actor{Type: keyward.ActorMember, ID: userID},
+		WorkspaceID: workspaceID,
+	}
+}
+
 // SystemCaller returns the caller for acts of keyward itself or its CLI on
 // the store, holding every scope of the workspace.
 func SystemCaller(workspaceID string) Caller {
@@ -123,6 +134,13 @@ func (s *Service) CreateToken(ctx context.Context, c Caller, t *keyward.Token) (
 	if err := c.checkGrant(t.Scopes, "cannot create the token"); err != nil {
 		return nil, "", err
 	}
+	pol, err := s.policy(ctx, c.WorkspaceID)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := pol.CheckToken(t.ExpiresAt, now); err != nil {
+		return nil, "", err
+	}
 	ws, err := s.Store.FindWorkspace(ctx, c.WorkspaceID)
 	if err != nil {
 		return nil, "", err
@@ -171,6 +189,10 @@ func (s *Service) Tokens(ctx context.Context, c Caller, f keyward.TokenFilter) (
 // when it changed. patch sets client-settable fields only; the result is
 // validated as a whole.
 func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch func(t *keyward.Token)) (*keyward.Token, error) {
+	pol, err := s.policy(ctx, c.WorkspaceID)
+	if err != nil {
+		return nil, err
+	}
 	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
 		if err := c.checkGrant(t.Scopes, "cannot change the token"); err != nil {
 			return nil, err
@@ -191,6 +213,11 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 		if err := c.checkGrant(t.Scopes, "cannot grant the scope"); err != nil {
 			return nil, err
 		}
+		if !sameTime(before.ExpiresAt, t.ExpiresAt) {
+			if err := pol.CheckToken(t.ExpiresAt, now); err != nil {
+				return nil, err
+			}
+		}
 		changes := diff(before, t)
 		if changes == nil {
 			return nil, nil
@@ -203,6 +230,16 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 	}
 	s.refresh(ctx, t.ID)
 	return t, nil
+}
+
+// policy returns the workspace's token policy (maximum lifetime, expiry
+// required), or nil when the store keeps none. A nil policy allows all.
+func (s *Service) policy(ctx context.Context, workspaceID string) (*keyward.WorkspaceSettings, error) {
+	a, ok := s.Store.(keyward.AccountStore)
+	if !ok {
+		return nil, nil
+	}
+	return a.FindWorkspaceSettings(ctx, workspaceID)
 }
 
 func sameTime(a, b *time.Time) bool {

@@ -332,7 +332,7 @@ func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward
 		return nil, keyward.Errorf(keyward.EINVALID, "unknown token state %q", f.State)
 	}
 	name := strings.ToLower(f.Name)
-	if !storable(f.WorkspaceID) || !storable(f.Subject) || !storable(f.Scope) || !storable(name) {
+	if !storable(f.WorkspaceID) || !storable(f.Subject) || !storable(f.Scope) || !storable(name) || !storable(f.CreatedBy) {
 		return nil, nil // no stored value equals or contains it
 	}
 	if f.Subject != "" {
@@ -344,6 +344,9 @@ func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward
 	if name != "" {
 		// strpos, unlike LIKE, has no wildcards to escape.
 		where = append(where, "strpos(name_folded, "+arg(name)+") > 0")
+	}
+	if f.CreatedBy != "" {
+		where = append(where, "created_by = "+arg(f.CreatedBy))
 	}
 	if !f.UnusedSince.IsZero() {
 		where = append(where, "(last_used_at IS NULL OR last_used_at < "+arg(f.UnusedSince)+")")

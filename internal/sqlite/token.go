@@ -314,6 +314,10 @@ func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward
 		where = append(where, "instr("+foldFunc+"(name), ?) > 0")
 		args = append(args, strings.ToLower(f.Name))
 	}
+	if f.CreatedBy != "" {
+		where = append(where, "created_by = ?")
+		args = append(args, f.CreatedBy)
+	}
 	if !f.UnusedSince.IsZero() {
 		where = append(where, "(last_used_at IS NULL OR last_used_at < ?)")
 		args = append(args, encodeTime(f.UnusedSince))

@@ -23,6 +23,8 @@
 //   - Usage rollups add up across writes; a minute count also lands in its
 //     hour; series are summed per bucket, route, outcome and status, and
 //     ranges are From-inclusive, To-exclusive.
+//   - A store that implements keyward.AccountStore passes the account
+//     tests (account.go); the suite skips them for other stores.
 //   - A store that implements keyward.BulkLoader inserts a batch whole or
 //     not at all, with every field, and adds no change and no audit event;
 //     the suite skips these tests for other stores.
@@ -73,6 +75,7 @@ func Run(t *testing.T, open func(t *testing.T) keyward.Store) {
 	t.Run("Usage", s.testUsage)
 	t.Run("UsageEvents", s.testUsageEvents)
 	t.Run("UsageConcurrent", s.testUsageConcurrent)
+	t.Run("Accounts", s.testAccounts)
 }
 
 type suite struct {

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestUserCreate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	const pw = "correct horse battery staple"
+	r := cli(t, nil, nil, pw+"\n", "user", "create", "--owner", "--email", "Owner@Example.com", "--password-stdin", "--data-dir", dir)
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, "(owner@example.com) created: owner of workspace \"default\"") {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+	// The event is in the chained audit log, without the password.
+	exp := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir)
+	exp.want(t, 0)
+	if !strings.Contains(exp.stdout, `"action":"user.create"`) || strings.Contains(exp.stdout, pw) {
+		t.Errorf("audit export: %s", exp.stdout)
+	}
+	cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir).want(t, 0)
+	db, err := os.ReadFile(filepath.Join(dir, "keyward.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(db), pw) {
+		t.Error("the database holds the password in clear")
+	}
+
+	tests := []struct {
+		name  string
+		stdin string
+		args  []string
+		code  int
+		want  string
+	}{
+		{"ErrEmailTaken", pw + "\n", []string{"--email", "owner@example.com", "--password-stdin"}, 1, "a user with this email exists"},
+		{"ErrCommonPassword", "password1234\n", []string{"--email", "bob@example.com", "--password-stdin"}, 1, "list of common or breached passwords"},
+		{"ErrShortPassword", "short\n", []string{"--email", "bob@example.com", "--password-stdin"}, 1, "at least 12 characters"},
+		{"ErrNoPassword", "", []string{"--email", "bob@example.com", "--password-stdin"}, 1, "holds no password"},
+		{"ErrNoTerminal", pw + "\n", []string{"--email", "bob@example.com"}, 1, "--password-stdin"},
+		{"ErrNoEmail", pw + "\n", []string{"--password-stdin"}, 2, "--email is required"},
+		{"ErrBadEmail", pw + "\n", []string{"--email", "not an email", "--password-stdin"}, 2, "enter an email address"},
+		{"ErrBadRole", pw + "\n", []string{"--email", "bob@example.com", "--role", "god", "--password-stdin"}, 2, "--role must be"},
+		{"ErrOwnerAndRole", pw + "\n", []string{"--email", "bob@example.com", "--owner", "--role", "viewer", "--password-stdin"}, 2, "disagree"},
+		{"ErrNoWorkspace", pw + "\n", []string{"--email", "bob@example.com", "--workspace", "acme", "--password-stdin"}, 1, `no workspace named "acme"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := cli(t, nil, nil, tt.stdin, append([]string{"user", "create", "--data-dir", dir}, tt.args...)...)
+			r.want(t, tt.code)
+			if !strings.Contains(r.stderr, tt.want) {
+				t.Errorf("stderr = %q, want %q", r.stderr, tt.want)
+			}
+			if strings.Contains(r.stderr, strings.TrimSpace(tt.stdin)) && tt.stdin != "" {
+				t.Errorf("stderr shows the password: %q", r.stderr)
+			}
+		})
+	}
+	t.Run("OKMember", func(t *testing.T) {
+		r := cli(t, nil, nil, "another long passphrase\n", "user", "create", "--email", "bob@example.com", "--password-stdin", "--data-dir", dir)
+		r.want(t, 0)
+		exp := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir)
+		var n int
+		for _, line := range strings.Split(strings.TrimSpace(exp.stdout), "\n") {
+			var e struct{ Action string }
+			json.Unmarshal([]byte(line), &e)
+			if e.Action == "user.create" {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("%d user.create events, want 2", n)
+		}
+	})
+}

@@ -1,0 +1,3 @@
+package account
+
+//go:generate go run gen_common.go

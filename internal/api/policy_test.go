@@ -1,0 +1,60 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// TestTokenPolicy checks that the workspace token policy set in the
+// dashboard (maximum lifetime, expiry required) holds for API writes too.
+func TestTokenPolicy(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	if err := s.db.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{
+		WorkspaceID: s.ws.ID, MaxTokenLifetime: 30 * 24 * time.Hour, ExpiryRequired: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		body   map[string]any
+		status int
+		detail string
+	}{
+		{"ErrNoExpiry", map[string]any{"name": "x"}, 400, "the workspace policy requires an expiry"},
+		{"ErrTooLong", map[string]any{"name": "x", "expires_in": "1000h"}, 400, "the workspace policy allows at most 30 days"},
+		{"OKWithin", map[string]any{"name": "x", "expires_in": "720h"}, 201, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := s.do("POST", "/v1/tokens", s.root, tt.body)
+			if tt.status == 201 {
+				wantStatus(t, r, http.StatusCreated)
+				return
+			}
+			p := wantProblem(t, r, tt.status, "invalid")
+			if got := pointersOf(t, p); !slices.Equal(got, []string{"/expires_at"}) {
+				t.Errorf("pointers = %v, want [/expires_at]", got)
+			}
+			if p["detail"] != tt.detail {
+				t.Errorf("detail = %v, want %q", p["detail"], tt.detail)
+			}
+		})
+	}
+	t.Run("ErrPatchClearsExpiry", func(t *testing.T) {
+		r := s.do("POST", "/v1/tokens", s.root, map[string]any{"name": "y", "expires_in": "24h"})
+		wantStatus(t, r, http.StatusCreated)
+		id := r.object(t)["id"].(string)
+		p := wantProblem(t, s.do("PATCH", "/v1/tokens/"+id, s.root, map[string]any{"expires_at": nil}), 400, "invalid")
+		if p["detail"] != "the workspace policy requires an expiry" {
+			t.Errorf("detail = %v", p["detail"])
+		}
+		// A patch that leaves the expiry alone is not the policy's business.
+		wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, map[string]any{"name": "z"}), http.StatusOK)
+	})
+}

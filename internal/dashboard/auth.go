@@ -1,0 +1,441 @@
+package dashboard
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
+)
+
+// Messages that never tell whether an account exists.
+const (
+	msgBadCredentials = "The email or password is incorrect."
+	msgBadCode        = "That code is not valid. Enter the current code from your app, or a recovery code."
+)
+
+func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) {
+	if st := stateOf(r); st.session != nil && st.session.Verified {
+		http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+		return
+	}
+	s.signInPage(w, r, http.StatusOK, "", nil)
+}
+
+func (s *Server) handleSignInPage(w http.ResponseWriter, r *http.Request) {
+	if st := stateOf(r); st.session != nil && st.session.Verified {
+		http.Redirect(w, r, localPath(r.URL.Query().Get("next")), http.StatusSeeOther)
+		return
+	}
+	s.signInPage(w, r, http.StatusOK, "", nil)
+}
+
+type signInData struct {
+	NoOwner bool
+	Joined  bool
+	Email   string
+	Next    string
+	Message string
+	Errors  map[string]string
+}
+
+func (s *Server) signInPage(w http.ResponseWriter, r *http.Request, status int, msg string, errs map[string]string) {
+	hasOwner, err := s.accounts.HasOwner(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	next := r.FormValue("next")
+	s.render(w, r, status, "signin", "Sign in", signInData{
+		NoOwner: !hasOwner, Joined: r.URL.Query().Get("joined") == "1", Email: r.PostFormValue("email"), Next: next, Message: msg, Errors: errs,
+	})
+}
+
+// waitText says how long to wait, in words.
+func waitText(d time.Duration) string {
+	if d < time.Minute {
+		return fmt.Sprintf("%d seconds", int((d+time.Second-1)/time.Second))
+	}
+	return fmt.Sprintf("%d minutes", int((d+time.Minute-1)/time.Minute))
+}
+
+func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	now := s.now().UTC()
+	email := strings.ToLower(strings.TrimSpace(r.PostForm.Get("email")))
+	pw := r.PostForm.Get("password")
+	errs := map[string]string{}
+	if email == "" {
+		errs["email"] = "Enter your email address."
+	}
+	if pw == "" {
+		errs["password"] = "Enter your password."
+	}
+	if len(errs) > 0 {
+		s.signInPage(w, r, http.StatusBadRequest, "", errs)
+		return
+	}
+	ip := clientIP(r)
+	if d := max(s.throttle.wait("account:"+email, now), s.throttle.wait("ip:"+ip, now)); d > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
+		s.signInPage(w, r, http.StatusTooManyRequests, "Too many failed attempts. Try again in "+waitText(d)+".", nil)
+		return
+	}
+	u, err := s.accounts.FindUserByEmail(ctx, email)
+	if err != nil && keyward.ErrorCode(err) != keyward.ENOTFOUND {
+		s.fail(w, r, err)
+		return
+	}
+	// An unknown email costs a hash too, so that timing does not tell.
+	hash := account.DummyHash(s.params)
+	if u != nil {
+		hash = u.PasswordHash
+	}
+	ok, err := account.VerifyPassword(pw, hash)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var members []*keyward.Member
+	if u != nil && ok {
+		if members, err = s.accounts.FindMembers(ctx, "", u.ID); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	if u == nil || !ok || len(members) == 0 {
+		s.throttle.fail("account:"+email, freeAccount, now)
+		s.throttle.fail("ip:"+ip, freeIP, now)
+		if u != nil {
+			s.auditFailure(r, u, "password", now)
+		}
+		s.signInPage(w, r, http.StatusUnauthorized, msgBadCredentials, nil)
+		return
+	}
+	s.throttle.reset("account:" + email)
+	factor, err := s.hasFactor(ctx, u)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// A new session, with a new id, whatever the request held before.
+	if old := stateOf(r).session; old != nil {
+		if _, err := s.accounts.DeleteSessions(ctx, old.UserID, old.ID, ""); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	id := newSessionID()
+	ses := &keyward.Session{
+		ID: keyward.NewID(keyward.PrefixSession, now), Digest: s.digest(id), UserID: u.ID,
+		WorkspaceID: pickWorkspace(members), Verified: !factor,
+		CreatedAt: now, LastSeenAt: now, IP: ip, UserAgent: truncate(r.UserAgent(), 300),
+	}
+	var events []*keyward.AuditEvent
+	if ses.Verified {
+		ses.ReauthAt = now
+		events = append(events, s.event(r, ses.WorkspaceID, u.ID, "session.signin", ses.ID, now))
+	}
+	if err := s.accounts.CreateSession(ctx, ses, events...); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.setCookie(w, s.sessionCookie(), id, 0)
+	next := localPath(r.PostForm.Get("next"))
+	if !ses.Verified {
+		http.Redirect(w, r, "/signin/mfa?next="+url.QueryEscape(next), http.StatusSeeOther)
+		return
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// pickWorkspace returns the workspace a new session acts in: the first
+// where the user has the most power.
+func pickWorkspace(ms []*keyward.Member) string {
+	best := ms[0]
+	rank := func(role string) int {
+		for i, r := range keyward.Roles {
+			if r == role {
+				return i
+			}
+		}
+		return len(keyward.Roles)
+	}
+	for _, m := range ms[1:] {
+		if rank(m.Role) < rank(best.Role) {
+			best = m
+		}
+	}
+	return best.WorkspaceID
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// auditFailure records a failed sign-in step of a known user in each of
+// its workspaces' logs. A failure to record is logged, not shown.
+func (s *Server) auditFailure(r *http.Request, u *keyward.User, factor string, now time.Time) {
+	ms, err := s.accounts.FindMembers(r.Context(), "", u.ID)
+	if err != nil {
+		s.log.Error("audit sign-in failure", "err", err)
+		return
+	}
+	var events []*keyward.AuditEvent
+	for _, m := range ms {
+		ev := s.event(r, m.WorkspaceID, u.ID, "session.signin_failed", u.ID, now)
+		ev.Changes = []byte(`{"factor":"` + factor + `"}`)
+		events = append(events, ev)
+	}
+	if err := s.accounts.AppendAudit(r.Context(), events...); err != nil {
+		s.log.Error("audit sign-in failure", "err", err)
+	}
+}
+
+type mfaData struct {
+	TOTP    bool
+	Passkey bool
+	Next    string
+	Message string
+	Errors  map[string]string
+}
+
+func (s *Server) handleMFAPage(w http.ResponseWriter, r *http.Request) {
+	if stateOf(r).session.Verified {
+		http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+		return
+	}
+	s.renderMFA(w, r, http.StatusOK, mfaData{Next: r.URL.Query().Get("next")})
+}
+
+// renderMFA shows the second step with the factors the user has.
+func (s *Server) renderMFA(w http.ResponseWriter, r *http.Request, status int, d mfaData) {
+	st := stateOf(r)
+	keys, err := s.accounts.FindPasskeys(r.Context(), st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d.TOTP, d.Passkey = st.user.HasMFA(), len(keys) > 0
+	s.render(w, r, status, "mfa", "Two-step verification", d)
+}
+
+func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	st := stateOf(r)
+	if st.session.Verified {
+		http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+		return
+	}
+	now := s.now().UTC()
+	ip := clientIP(r)
+	next := r.PostForm.Get("next")
+	code := strings.TrimSpace(r.PostForm.Get("code"))
+	if code == "" {
+		s.renderMFA(w, r, http.StatusBadRequest, mfaData{Next: next, Errors: map[string]string{"code": "Enter the code from your authenticator app, or a recovery code."}})
+		return
+	}
+	if d := max(s.throttle.wait("mfa:"+st.user.ID, now), s.throttle.wait("ip:"+ip, now)); d > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
+		s.renderMFA(w, r, http.StatusTooManyRequests, mfaData{Next: next, Message: "Too many wrong codes. Try again in " + waitText(d) + "."})
+		return
+	}
+	ok, err := s.checkSecondFactor(r, st.user, code, now)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !ok {
+		s.throttle.fail("mfa:"+st.user.ID, freeAccount, now)
+		s.throttle.fail("ip:"+ip, freeIP, now)
+		s.auditFailure(r, st.user, "second", now)
+		s.renderMFA(w, r, http.StatusUnauthorized, mfaData{Next: next, Errors: map[string]string{"code": msgBadCode}})
+		return
+	}
+	s.throttle.reset("mfa:" + st.user.ID)
+	// Every factor presented: the session gets a new id again.
+	id := newSessionID()
+	ses := *st.session
+	ses.Digest, ses.Verified, ses.ReauthAt, ses.LastSeenAt = s.digest(id), true, now, now
+	if err := s.accounts.UpdateSession(ctx, &ses, s.event(r, ses.WorkspaceID, st.user.ID, "session.signin", ses.ID, now)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.setCookie(w, s.sessionCookie(), id, 0)
+	http.Redirect(w, r, localPath(next), http.StatusSeeOther)
+}
+
+// checkSecondFactor reports whether code is a valid TOTP code of the user
+// (never one accepted before) or one of its recovery codes, which it uses
+// up.
+func (s *Server) checkSecondFactor(r *http.Request, u *keyward.User, code string, now time.Time) (bool, error) {
+	ctx := r.Context()
+	wsID := stateOf(r).session.WorkspaceID
+	digits := strings.ReplaceAll(code, " ", "")
+	if len(digits) == account.TOTPDigits && strings.Trim(digits, "0123456789") == "" {
+		if !u.HasMFA() {
+			return false, nil
+		}
+		secret, err := s.sealer.Open(u.TOTPSecret, u.ID)
+		if err != nil {
+			return false, err
+		}
+		_, err = s.accounts.UpdateUser(ctx, u.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+			step, ok := account.CheckTOTP(secret, digits, now, u.TOTPLastStep)
+			if !ok {
+				return nil, keyward.Errorf(keyward.EINVALID, "bad code")
+			}
+			u.TOTPLastStep = step
+			return nil, nil
+		})
+		if keyward.ErrorCode(err) == keyward.EINVALID {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	for _, d := range s.sealer.RecoveryDigests(u.ID, code) {
+		err := s.accounts.UseRecoveryCode(ctx, u.ID, d, s.event(r, wsID, u.ID, "mfa.recovery_code_use", u.ID, now))
+		if keyward.ErrorCode(err) != keyward.ENOTFOUND {
+			return err == nil, err
+		}
+	}
+	return false, nil
+}
+
+func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	now := s.now().UTC()
+	if _, err := s.accounts.DeleteSessions(r.Context(), st.user.ID, st.session.ID, "",
+		s.event(r, st.session.WorkspaceID, st.user.ID, "session.signout", st.session.ID, now)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.setCookie(w, s.sessionCookie(), "", -1)
+	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+}
+
+func (s *Server) handleSignOutEverywhere(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	now := s.now().UTC()
+	if _, err := s.accounts.DeleteSessions(r.Context(), st.user.ID, "", "",
+		s.event(r, st.session.WorkspaceID, st.user.ID, "session.signout_all", st.user.ID, now)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.setCookie(w, s.sessionCookie(), "", -1)
+	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+}
+
+type sessionsData struct {
+	Sessions []*keyward.Session
+	Current  string
+	Idle     time.Duration
+	Absolute time.Duration
+}
+
+func (s *Server) handleSessions(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	ss, err := s.accounts.FindSessions(r.Context(), st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now := s.now().UTC()
+	live := ss[:0]
+	for _, x := range ss {
+		if !x.Expired(now, s.idle, s.absolute) {
+			live = append(live, x)
+		}
+	}
+	s.render(w, r, http.StatusOK, "sessions", "Your sessions", sessionsData{Sessions: live, Current: st.session.ID, Idle: s.idle, Absolute: s.absolute})
+}
+
+func (s *Server) handleSessionEnd(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	id := r.PathValue("id")
+	now := s.now().UTC()
+	n, err := s.accounts.DeleteSessions(r.Context(), st.user.ID, id, "",
+		s.event(r, st.session.WorkspaceID, st.user.ID, "session.end", id, now))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if n == 0 {
+		s.handleNotFound(w, r)
+		return
+	}
+	if id == st.session.ID {
+		s.setCookie(w, s.sessionCookie(), "", -1)
+		http.Redirect(w, r, "/signin", http.StatusSeeOther)
+		return
+	}
+	http.Redirect(w, r, "/sessions", http.StatusSeeOther)
+}
+
+// recentAuth reports whether the session proved a factor recently enough
+// to change factors.
+func (s *Server) recentAuth(r *http.Request) bool {
+	return s.now().Sub(stateOf(r).session.ReauthAt) < reauthFor
+}
+
+type reauthData struct {
+	Next   string
+	Errors map[string]string
+}
+
+func (s *Server) handleReauthPage(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, http.StatusOK, "reauth", "Confirm it is you", reauthData{Next: r.URL.Query().Get("next")})
+}
+
+func (s *Server) handleReauth(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	now := s.now().UTC()
+	next := r.PostForm.Get("next")
+	key := "reauth:" + st.user.ID
+	if d := s.throttle.wait(key, now); d > 0 {
+		s.render(w, r, http.StatusTooManyRequests, "reauth", "Confirm it is you", reauthData{Next: next, Errors: map[string]string{"password": "Too many failed attempts. Try again in " + waitText(d) + "."}})
+		return
+	}
+	ok, err := account.VerifyPassword(r.PostForm.Get("password"), st.user.PasswordHash)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !ok {
+		s.throttle.fail(key, freeAccount, now)
+		s.render(w, r, http.StatusUnauthorized, "reauth", "Confirm it is you", reauthData{Next: next, Errors: map[string]string{"password": "The password is incorrect."}})
+		return
+	}
+	s.throttle.reset(key)
+	ses := *st.session
+	ses.ReauthAt, ses.LastSeenAt = now, now
+	if err := s.accounts.UpdateSession(r.Context(), &ses); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, localPath(next), http.StatusSeeOther)
+}
+
+// handleWorkspaceSwitch makes the session act in another workspace of
+// the user's.
+func (s *Server) handleWorkspaceSwitch(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	m, err := s.accounts.FindMember(r.Context(), r.PostForm.Get("workspace"), st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ses := *st.session
+	ses.WorkspaceID = m.WorkspaceID
+	if err := s.accounts.UpdateSession(r.Context(), &ses); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+}

@@ -1,0 +1,379 @@
+// Package dashboard serves keyward's server-rendered dashboard: sign-in
+// with password and TOTP, sessions, tokens (list, create with show-once,
+// rotate, revoke) and workspace settings. It shares the listener with the
+// JSON API but not its mux: browser routes get cookies, CSRF tokens, an
+// Origin check and a strict Content-Security-Policy; the API takes bearer
+// tokens only.
+//
+// Templates and static files are embedded. There is no inline script; the
+// one small script (copy buttons) is a static file.
+package dashboard
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
+	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/secret"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Defaults of Config.
+const (
+	DefaultIdleTimeout     = time.Hour
+	DefaultAbsoluteTimeout = 24 * time.Hour
+)
+
+// Config configures a Server.
+type Config struct {
+	Service  *manage.Service
+	Store    keyward.Store
+	Accounts keyward.AccountStore
+	Keys     *secret.Keyring
+	Log      *slog.Logger
+	Now      func() time.Time
+	// PublicURL is the origin people reach the dashboard at; requests
+	// from it pass the Origin check.
+	PublicURL *url.URL
+	// Secure marks cookies Secure and names the session cookie with the
+	// __Host- prefix; set it when the dashboard is served over TLS, on
+	// loopback, or behind a TLS proxy (PublicURL https).
+	Secure bool
+	// IdleTimeout ends a session unused for so long; AbsoluteTimeout ends
+	// any session that old.
+	IdleTimeout     time.Duration
+	AbsoluteTimeout time.Duration
+	// PasswordParams are argon2id's costs (account.DefaultParams when zero).
+	PasswordParams account.Params
+	// InviteTTL is how long an invitation link works
+	// (keyward.DefaultInviteTTL when zero).
+	InviteTTL time.Duration
+}
+
+// Server is the dashboard. Build it with New and serve its Handler.
+type Server struct {
+	svc      *manage.Service
+	store    keyward.Store
+	accounts keyward.AccountStore
+	log      *slog.Logger
+	now      func() time.Time
+	public   *url.URL
+	secure   bool
+	idle     time.Duration
+	absolute time.Duration
+	params   account.Params
+	sealer   *account.Sealer
+
+	inviteTTL time.Duration
+
+	sessionKey []byte
+	csrfKey    []byte
+	inviteKey  []byte
+	webauthn   *webauthn.WebAuthn
+	pages      map[string]*template.Template
+	throttle   *throttle
+	handler    http.Handler
+}
+
+// New returns a Server.
+func New(cfg Config) (*Server, error) {
+	s := &Server{
+		svc: cfg.Service, store: cfg.Store, accounts: cfg.Accounts, log: cfg.Log, now: cfg.Now,
+		public: cfg.PublicURL, secure: cfg.Secure, idle: cfg.IdleTimeout, absolute: cfg.AbsoluteTimeout,
+		params: cfg.PasswordParams, inviteTTL: cfg.InviteTTL,
+	}
+	if s.inviteTTL <= 0 {
+		s.inviteTTL = keyward.DefaultInviteTTL
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.idle <= 0 {
+		s.idle = DefaultIdleTimeout
+	}
+	if s.absolute <= 0 {
+		s.absolute = DefaultAbsoluteTimeout
+	}
+	if s.params == (account.Params{}) {
+		s.params = account.DefaultParams
+	}
+	if s.public == nil {
+		s.public = &url.URL{Scheme: "http", Host: "localhost:8080"}
+	}
+	if cfg.Keys == nil || s.accounts == nil || s.svc == nil || s.store == nil {
+		return nil, errors.New("dashboard: Service, Store, Accounts and Keys are required")
+	}
+	s.sealer = account.NewSealer(cfg.Keys)
+	s.sessionKey = cfg.Keys.Current.Derive("dashboard-session/v1")
+	s.csrfKey = cfg.Keys.Current.Derive("dashboard-csrf/v1")
+	s.inviteKey = cfg.Keys.Current.Derive("dashboard-invite/v1")
+	s.throttle = newThrottle()
+	var err error
+	// Passkeys belong to the host of the public URL (browsers refuse an IP
+	// address as relying party), and only its origin may use them.
+	if s.webauthn, err = webauthn.New(&webauthn.Config{
+		RPID: s.public.Hostname(), RPDisplayName: "keyward", RPOrigins: []string{s.public.Scheme + "://" + s.public.Host},
+	}); err != nil {
+		s.webauthn = nil
+		s.log.Warn("passkeys are off: they need --public-url with a host name, not an IP address", "public_url", s.public.String())
+	}
+	if s.pages, err = parsePages(); err != nil {
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	for _, rt := range s.routes() {
+		h := rt.handler
+		if strings.Contains(rt.pattern, "passkey") {
+			h = s.requirePasskeys(h)
+		}
+		switch rt.auth {
+		case authVerified:
+			h = s.requireSession(h, false)
+		case authPending:
+			h = s.requireSession(h, true)
+		}
+		mux.Handle(rt.pattern, h)
+	}
+	static, _ := fs.Sub(staticFS, "static")
+	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(http.FileServerFS(static))))
+	mux.Handle("/", http.HandlerFunc(s.handleNotFound))
+
+	cop := http.NewCrossOriginProtection()
+	if err := cop.AddTrustedOrigin(s.public.Scheme + "://" + s.public.Host); err != nil {
+		return nil, err
+	}
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.renderError(w, r, http.StatusForbidden, "This request came from another site and was refused.")
+	}))
+	s.handler = s.recoverPanics(s.accessLog(s.headers(cop.Handler(s.loadSession(s.checkCSRF(mux))))))
+	return s, nil
+}
+
+// requirePasskeys answers 404 while passkeys are off.
+func (s *Server) requirePasskeys(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.webauthn == nil {
+			writeJSON(w, http.StatusNotFound, jsonError{Error: "Passkeys are not available on this server."})
+			return
+		}
+		next(w, r)
+	}
+}
+
+// Handler returns the HTTP handler of the dashboard.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+type authLevel int
+
+const (
+	authNone     authLevel = iota // anyone
+	authPending                   // a session that may still owe its second factor
+	authVerified                  // a session with every factor presented
+)
+
+type route struct {
+	pattern string
+	auth    authLevel
+	handler http.HandlerFunc
+}
+
+// routes lists every route of the dashboard. No GET route changes state.
+func (s *Server) routes() []route {
+	return []route{
+		{"GET /{$}", authNone, s.handleHome},
+		{"GET /signin", authNone, s.handleSignInPage},
+		{"POST /signin", authNone, s.handleSignIn},
+		{"GET /signin/mfa", authPending, s.handleMFAPage},
+		{"POST /signin/mfa", authPending, s.handleMFA},
+		{"POST /signout", authPending, s.handleSignOut},
+		{"POST /signout/everywhere", authVerified, s.handleSignOutEverywhere},
+		{"GET /sessions", authVerified, s.handleSessions},
+		{"POST /workspace", authVerified, s.handleWorkspaceSwitch},
+		{"POST /sessions/{id}/end", authVerified, s.handleSessionEnd},
+		{"GET /reauth", authVerified, s.handleReauthPage},
+		{"POST /reauth", authVerified, s.handleReauth},
+		{"GET /account/mfa", authVerified, s.handleMFASettings},
+		{"POST /account/mfa/totp", authVerified, s.handleTOTPEnrol},
+		{"POST /account/mfa/totp/confirm", authVerified, s.handleTOTPConfirm},
+		{"POST /account/mfa/totp/disable", authVerified, s.handleTOTPDisable},
+		{"GET /tokens", authVerified, s.handleTokenList},
+		{"GET /tokens/new", authVerified, s.handleTokenNew},
+		{"POST /tokens", authVerified, s.handleTokenCreate},
+		{"GET /tokens/{id}", authVerified, s.handleTokenPage},
+		{"POST /tokens/{id}/rotate", authVerified, s.handleTokenRotate},
+		{"POST /tokens/{id}/revoke", authVerified, s.handleTokenRevoke},
+		{"GET /settings", authVerified, s.handleSettings},
+		{"POST /settings", authVerified, s.handleSettingsSave},
+		{"GET /audit", authVerified, s.handleAudit},
+		{"POST /account/passkeys/begin", authVerified, s.handlePasskeyRegisterBegin},
+		{"POST /account/passkeys/finish", authVerified, s.handlePasskeyRegisterFinish},
+		{"POST /account/passkeys/{id}/remove", authVerified, s.handlePasskeyRemove},
+		{"POST /signin/passkey/begin", authNone, s.handlePasskeySignInBegin},
+		{"POST /signin/passkey/finish", authNone, s.handlePasskeySignInFinish},
+		{"POST /signin/mfa/passkey/begin", authPending, s.handlePasskeyMFABegin},
+		{"POST /signin/mfa/passkey/finish", authPending, s.handlePasskeyMFAFinish},
+		{"GET /members", authVerified, s.handleMembers},
+		{"POST /members/invite", authVerified, s.handleInviteCreate},
+		{"POST /members/invites/{id}/cancel", authVerified, s.handleInviteCancel},
+		{"POST /members/{user}/role", authVerified, s.handleMemberRole},
+		{"POST /members/{user}/remove", authVerified, s.handleMemberRemove},
+		{"GET /invite", authNone, s.handleInvitePage},
+		{"POST /invite", authNone, s.handleInviteAccept},
+	}
+}
+
+// cspPolicy allows nothing inline: scripts, styles, forms and the passkey
+// script's requests are this origin's only; no framing.
+const cspPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// headers sets the security headers of every dashboard response.
+func (s *Server) headers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", cspPolicy)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		if s.secure && r.TLS != nil {
+			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// staticHandler lets browsers cache the embedded assets for a day.
+func staticHandler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		next.ServeHTTP(w, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// accessLog logs each request's method, path (never the query string),
+// status and duration.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		s.log.Info("dashboard request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"duration_ms", time.Since(start).Milliseconds(), "ip", clientIP(r))
+	})
+}
+
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("dashboard handler panicked", "path", r.URL.Path, "panic", v)
+				http.Error(w, "internal error", http.StatusInternalServerError)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// clientIP returns the address of the peer. The dashboard trusts no
+// forwarding header.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// IsLoopback reports whether the listen address addr (host:port) is on
+// loopback, where browsers treat http:// as a secure context.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	s.renderError(w, r, http.StatusNotFound, "There is no such page.")
+}
+
+// fail answers err: a keyward error by its meaning, anything else as an
+// internal error, logged once and never shown.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch keyward.ErrorCode(err) {
+	case keyward.ENOTFOUND:
+		s.renderError(w, r, http.StatusNotFound, "There is no such page.")
+	case keyward.EFORBIDDEN:
+		s.renderError(w, r, http.StatusForbidden, keyward.ErrorMessage(err))
+	case keyward.ECONFLICT:
+		s.renderError(w, r, http.StatusConflict, keyward.ErrorMessage(err))
+	case keyward.EINVALID:
+		s.renderError(w, r, http.StatusBadRequest, keyward.ErrorMessage(err))
+	case keyward.EUNAVAILABLE:
+		s.renderError(w, r, http.StatusServiceUnavailable, "The store is unavailable; try again shortly.")
+	default:
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		s.log.Error("dashboard request failed", "path", r.URL.Path, "err", err)
+		s.renderError(w, r, http.StatusInternalServerError, "Something went wrong on our side.")
+	}
+}
+
+// localPath returns p when it is a path on this site, else "/tokens", so
+// that a "next" parameter cannot send anyone elsewhere.
+func localPath(p string) string {
+	if p == "" || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") || strings.ContainsAny(p, "\r\n") {
+		return "/tokens"
+	}
+	return p
+}

@@ -1,0 +1,512 @@
+package dashboard
+
+import (
+	"context"
+	"html"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
+	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/secret"
+	"github.com/keyward/keyward/internal/sqlite"
+)
+
+// clock is the injected time of a test server.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// env is a dashboard over a real SQLite store, served over TLS so that
+// Secure cookies travel as they do in a browser.
+type env struct {
+	t     *testing.T
+	srv   *httptest.Server
+	store *sqlite.DB
+	svc   *manage.Service
+	keys  *secret.Keyring
+	clock *clock
+	ws    *keyward.Workspace
+	log   *syncBuffer // everything the dashboard logged
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const goodPassword = "correct horse battery staple"
+
+func newEnv(t *testing.T) *env { t.Helper(); return newEnvAt(t, "") }
+
+// newEnvAt is newEnv with the given public URL ("" for the test server's).
+func newEnvAt(t *testing.T, publicURL string) *env {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "keyward.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	keys, err := secret.NewKeyring(strings.Repeat("k", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{now: time.Date(2026, 3, 14, 9, 0, 0, 0, time.UTC)}
+	svc := &manage.Service{Store: db, Keys: keys, Now: c.Now}
+	ws, err := svc.EnsureDefaultWorkspace(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, store: db, svc: svc, keys: keys, clock: c, ws: ws, log: &syncBuffer{}}
+	e.srv = httptest.NewUnstartedServer(nil)
+	e.srv.StartTLS()
+	t.Cleanup(e.srv.Close)
+	if publicURL == "" {
+		publicURL = e.srv.URL
+	}
+	public, _ := url.Parse(publicURL)
+	d, err := New(Config{Service: svc, Store: db, Accounts: db, Keys: keys, Now: c.Now, PublicURL: public, Secure: true,
+		Log:            slog.New(slog.NewTextHandler(e.log, nil)),
+		PasswordParams: account.TestParams})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Config.Handler = d.Handler()
+	return e
+}
+
+// user creates a user with goodPassword and the role in the default
+// workspace.
+func (e *env) user(email, role string) *keyward.User {
+	e.t.Helper()
+	u, err := account.CreateUser(context.Background(), e.store, account.NewUser{Email: email, Password: goodPassword, WorkspaceID: e.ws.ID, Role: role},
+		account.TestParams, keyward.Actor{Type: keyward.ActorSystem}, e.clock.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+// browser is a client with a cookie jar that remembers the CSRF token of
+// the last page it got.
+type browser struct {
+	e    *env
+	c    *http.Client
+	csrf string
+	last *http.Response
+	body string
+	hdr  http.Header // headers added to every request
+}
+
+func (e *env) browser() *browser {
+	jar, _ := cookiejar.New(nil)
+	c := *e.srv.Client() // a copy: each browser has its own jar
+	c.Jar = jar
+	return &browser{e: e, c: &c, hdr: http.Header{}}
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]*)"`)
+
+func (b *browser) do(req *http.Request) (int, string) {
+	b.e.t.Helper()
+	for k, v := range b.hdr {
+		req.Header[k] = v
+	}
+	res, err := b.c.Do(req)
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	b.last, b.body = res, string(raw)
+	if m := csrfRE.FindStringSubmatch(b.body); m != nil {
+		b.csrf = m[1]
+	}
+	return res.StatusCode, b.body
+}
+
+func (b *browser) get(path string) (int, string) {
+	b.e.t.Helper()
+	req, _ := http.NewRequest("GET", b.e.srv.URL+path, nil)
+	return b.do(req)
+}
+
+// post submits a form with the current CSRF token (unless form sets csrf).
+func (b *browser) post(path string, form url.Values) (int, string) {
+	b.e.t.Helper()
+	if form == nil {
+		form = url.Values{}
+	}
+	if _, ok := form["csrf"]; !ok {
+		form.Set("csrf", b.csrf)
+	}
+	req, _ := http.NewRequest("POST", b.e.srv.URL+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return b.do(req)
+}
+
+// path returns the path of the last response's request (after redirects).
+func (b *browser) path() string { return b.last.Request.URL.Path }
+
+// signIn signs in with the password and expects to land on /tokens.
+func (b *browser) signIn(email string) {
+	b.e.t.Helper()
+	b.get("/signin")
+	status, body := b.post("/signin", url.Values{"email": {email}, "password": {goodPassword}})
+	if status != http.StatusOK || b.path() != "/tokens" {
+		b.e.t.Fatalf("sign in as %s: %d at %s\n%s", email, status, b.path(), body)
+	}
+}
+
+func wantStatus(t *testing.T, got, want int, body string) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("status %d, want %d\n%s", got, want, body)
+	}
+}
+
+func wantText(t *testing.T, body string, texts ...string) {
+	t.Helper()
+	for _, s := range texts {
+		if !strings.Contains(html.UnescapeString(body), s) {
+			t.Errorf("page lacks %q", s)
+		}
+	}
+}
+
+func TestSecurityHeaders(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	for _, path := range []string{"/", "/signin", "/no-such-page", "/static/app.js"} {
+		t.Run(strings.Trim(path, "/"), func(t *testing.T) {
+			b.get(path)
+			h := b.last.Header
+			for k, want := range map[string]string{
+				"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+				"X-Content-Type-Options":  "nosniff",
+				"X-Frame-Options":         "DENY",
+				"Referrer-Policy":         "same-origin",
+			} {
+				if got := h.Get(k); got != want {
+					t.Errorf("%s = %q, want %q", k, got, want)
+				}
+			}
+			if path != "/static/app.js" && h.Get("Cache-Control") != "no-store" {
+				t.Errorf("Cache-Control = %q, want no-store", h.Get("Cache-Control"))
+			}
+		})
+	}
+	if status, body := b.get("/no-such-page"); status != http.StatusNotFound {
+		t.Errorf("unknown page: %d\n%s", status, body)
+	}
+	_, body := b.get("/")
+	if strings.Contains(body, "<script>") || strings.Contains(body, " onclick=") || strings.Contains(body, "style=") {
+		t.Errorf("the page has inline script or style")
+	}
+}
+
+func TestFirstRun(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	status, body := b.get("/")
+	wantStatus(t, status, http.StatusOK, body)
+	wantText(t, body, "No owner yet", "keyward user create --owner --email you@example.com", "--password-stdin")
+	if strings.Contains(body, "?token=") || strings.Contains(b.last.Request.URL.RawQuery, "secret") {
+		t.Error("the first-run page carries a setup secret")
+	}
+	e.user("owner@example.com", keyward.RoleOwner)
+	_, body = b.get("/")
+	if strings.Contains(body, "No owner yet") {
+		t.Error("the page still says there is no owner")
+	}
+}
+
+func TestSignIn(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	tests := []struct {
+		name   string
+		form   url.Values
+		status int
+		want   string
+	}{
+		{"ErrNoEmail", url.Values{"password": {goodPassword}}, 400, "Enter your email address."},
+		{"ErrNoPassword", url.Values{"email": {"ann@example.com"}}, 400, "Enter your password."},
+		{"ErrWrongPassword", url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}}, 401, msgBadCredentials},
+		{"ErrUnknownEmail", url.Values{"email": {"nobody@example.com"}, "password": {goodPassword}}, 401, msgBadCredentials},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := e.browser()
+			b.get("/signin")
+			status, body := b.post("/signin", tt.form)
+			wantStatus(t, status, tt.status, body)
+			wantText(t, body, tt.want)
+		})
+	}
+	t.Run("OKCookie", func(t *testing.T) {
+		b := e.browser()
+		b.get("/signin")
+		form := url.Values{"email": {"Ann@Example.com "}, "password": {goodPassword}, "csrf": {b.csrf}}
+		req, _ := http.NewRequest("POST", e.srv.URL+"/signin", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		c := *b.c
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/tokens" {
+			t.Fatalf("sign in: %d to %q", res.StatusCode, res.Header.Get("Location"))
+		}
+		var set string
+		for _, c := range res.Header.Values("Set-Cookie") {
+			if strings.HasPrefix(c, "__Host-keyward_session=") {
+				set = c
+			}
+		}
+		for _, attr := range []string{"Path=/", "HttpOnly", "Secure", "SameSite=Lax"} {
+			if !strings.Contains(set, attr) {
+				t.Errorf("session cookie %q lacks %s", set, attr)
+			}
+		}
+		if strings.Contains(set, "Domain=") {
+			t.Errorf("a __Host- cookie has a Domain: %q", set)
+		}
+		value := strings.TrimPrefix(strings.SplitN(set, ";", 2)[0], "__Host-keyward_session=")
+		if len(value) < 22 { // 128 bits in base64
+			t.Errorf("session id %q is shorter than 128 bits", value)
+		}
+		// The store holds only a digest of it.
+		ses, err := e.store.FindSessions(context.Background(), mustUser(t, e, "ann@example.com").ID)
+		if err != nil || len(ses) != 1 || strings.Contains(string(ses[0].Digest), value) {
+			t.Fatalf("sessions = %v, %v", ses, err)
+		}
+	})
+	t.Run("NewSessionIDAtSignIn", func(t *testing.T) {
+		b := e.browser()
+		b.signIn("ann@example.com")
+		before := sessionCookie(b)
+		b.signIn("ann@example.com")
+		after := sessionCookie(b)
+		if before == after || after == "" {
+			t.Fatalf("the session id did not change at sign-in")
+		}
+		// The old id is void.
+		old := e.browser()
+		u, _ := url.Parse(e.srv.URL)
+		old.c.Jar.SetCookies(u, []*http.Cookie{{Name: "__Host-keyward_session", Value: before, Path: "/", Secure: true}})
+		old.get("/tokens")
+		if old.path() != "/signin" {
+			t.Errorf("the session id from before sign-in still works (at %s)", old.path())
+		}
+	})
+}
+
+func mustUser(t *testing.T, e *env, email string) *keyward.User {
+	t.Helper()
+	u, err := e.store.FindUserByEmail(context.Background(), email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func sessionCookie(b *browser) string {
+	u, _ := url.Parse(b.e.srv.URL)
+	for _, c := range b.c.Jar.Cookies(u) {
+		if c.Name == "__Host-keyward_session" {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+func TestCSRF(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	newToken := url.Values{"name": {"x"}, "expiry": {"30"}, "quota_period": {"month"}}
+	other := e.browser()
+	other.signIn("ann@example.com")
+
+	tests := []struct {
+		name   string
+		csrf   string
+		header [2]string
+	}{
+		{"ErrNoToken", "", [2]string{}},
+		{"ErrWrongToken", "AAAA", [2]string{}},
+		{"ErrOtherSessionsToken", other.csrf, [2]string{}},
+		{"ErrCrossOrigin", "<valid>", [2]string{"Origin", "https://evil.example"}},
+		{"ErrCrossSiteFetch", "<valid>", [2]string{"Sec-Fetch-Site", "cross-site"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b.get("/tokens/new")
+			form := url.Values{}
+			for k, v := range newToken {
+				form[k] = v
+			}
+			form.Set("csrf", tt.csrf)
+			if tt.csrf == "<valid>" {
+				form.Set("csrf", b.csrf)
+			}
+			if tt.header[0] != "" {
+				b.hdr.Set(tt.header[0], tt.header[1])
+				defer b.hdr.Del(tt.header[0])
+			}
+			status, body := b.post("/tokens", form)
+			wantStatus(t, status, http.StatusForbidden, body)
+			toks, _ := e.store.FindTokens(context.Background(), keyward.TokenFilter{WorkspaceID: e.ws.ID})
+			if len(toks) != 0 {
+				t.Fatalf("a refused form created a token")
+			}
+		})
+	}
+	t.Run("ErrSignInWithoutToken", func(t *testing.T) {
+		c := e.browser()
+		status, body := c.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}, "csrf": {""}})
+		wantStatus(t, status, http.StatusForbidden, body)
+	})
+	t.Run("OKSameOrigin", func(t *testing.T) {
+		b.get("/tokens/new")
+		b.hdr.Set("Origin", e.srv.URL)
+		defer b.hdr.Del("Origin")
+		status, body := b.post("/tokens", newToken)
+		wantStatus(t, status, http.StatusCreated, body)
+	})
+	t.Run("NoStateChangeByGET", func(t *testing.T) {
+		for _, path := range []string{"/signout", "/signout/everywhere", "/tokens/x/revoke"} {
+			status, _ := b.get(path)
+			if status == http.StatusOK || status/100 == 3 {
+				t.Errorf("GET %s = %d", path, status)
+			}
+		}
+		b.get("/tokens")
+		if b.path() != "/tokens" {
+			t.Errorf("GET /signout signed out")
+		}
+	})
+}
+
+func TestSessionExpiry(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	t.Run("Idle", func(t *testing.T) {
+		b := e.browser()
+		b.signIn("ann@example.com")
+		e.clock.Add(DefaultIdleTimeout - time.Minute)
+		if b.get("/tokens"); b.path() != "/tokens" {
+			t.Fatalf("signed out before the idle timeout")
+		}
+		e.clock.Add(DefaultIdleTimeout - time.Minute) // used a minute ago: still alive
+		if b.get("/tokens"); b.path() != "/tokens" {
+			t.Fatalf("use did not extend the session")
+		}
+		e.clock.Add(DefaultIdleTimeout)
+		if b.get("/tokens"); b.path() != "/signin" {
+			t.Fatalf("still signed in after %s idle (at %s)", DefaultIdleTimeout, b.path())
+		}
+	})
+	t.Run("Absolute", func(t *testing.T) {
+		b := e.browser()
+		b.signIn("ann@example.com")
+		for elapsed := time.Duration(0); elapsed < DefaultAbsoluteTimeout-time.Hour; elapsed += 30 * time.Minute {
+			e.clock.Add(30 * time.Minute)
+			if b.get("/tokens"); b.path() != "/tokens" {
+				t.Fatalf("signed out after %s of use", elapsed)
+			}
+		}
+		e.clock.Add(time.Hour)
+		if b.get("/tokens"); b.path() != "/signin" {
+			t.Fatalf("still signed in after the absolute lifetime")
+		}
+	})
+}
+
+func TestThrottle(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.get("/signin")
+	wrong := url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}}
+	for i := range freeAccount + 1 {
+		if status, body := b.post("/signin", wrong); status != http.StatusUnauthorized {
+			t.Fatalf("failure %d: status %d\n%s", i+1, status, body)
+		}
+	}
+	status, body := b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
+	wantStatus(t, status, http.StatusTooManyRequests, body)
+	wantText(t, body, "Too many failed attempts. Try again in 1 seconds.")
+	if b.last.Header.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After = %q", b.last.Header.Get("Retry-After"))
+	}
+	// The delay doubles with each further failure.
+	e.clock.Add(time.Second)
+	b.post("/signin", wrong)
+	_, body = b.post("/signin", wrong)
+	wantText(t, body, "Try again in 2 seconds.")
+	e.clock.Add(2 * time.Second)
+	b.signIn("ann@example.com")
+
+	t.Run("UnknownEmailAlike", func(t *testing.T) {
+		c := e.browser()
+		c.get("/signin")
+		form := url.Values{"email": {"nobody@example.com"}, "password": {"wrong password here"}}
+		for range freeAccount + 1 {
+			c.post("/signin", form)
+		}
+		status, body := c.post("/signin", form)
+		wantStatus(t, status, http.StatusTooManyRequests, body)
+	})
+	t.Run("PerIP", func(t *testing.T) {
+		e.clock.Add(time.Hour * 2)
+		c := e.browser()
+		c.get("/signin")
+		for i := range freeIP + 1 {
+			c.post("/signin", url.Values{"email": {"user" + string(rune('a'+i)) + "@example.com"}, "password": {"wrong password here"}})
+		}
+		status, body := c.post("/signin", url.Values{"email": {"fresh@example.com"}, "password": {"wrong password here"}})
+		wantStatus(t, status, http.StatusTooManyRequests, body)
+	})
+}

@@ -1,0 +1,332 @@
+package dashboard
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
+)
+
+// inviteDigest returns the stored form of an invitation code.
+func (s *Server) inviteDigest(code string) []byte {
+	m := hmac.New(sha256.New, s.inviteKey)
+	m.Write([]byte(code))
+	return m.Sum(nil)
+}
+
+// mayManage reports whether a member with role actor may change or remove
+// a member with role target (to role to, "" for a removal): owners and
+// admins may, but only owners touch owners.
+func mayManage(actor, target, to string) bool {
+	if !isAdmin(actor) {
+		return false
+	}
+	if target == keyward.RoleOwner || to == keyward.RoleOwner {
+		return actor == keyward.RoleOwner
+	}
+	return true
+}
+
+type membersData struct {
+	Members    []*keyward.Member
+	Invites    []*keyward.Invite
+	Roles      []string
+	Self       string
+	Owner      bool
+	InviteLink string // shown once, right after the invitation is made
+	Email      string
+	Role       string
+	Errors     map[string]string
+}
+
+func (s *Server) membersPage(w http.ResponseWriter, r *http.Request, status int, d membersData) {
+	st := stateOf(r)
+	ms, err := s.accounts.FindMembers(r.Context(), st.member.WorkspaceID, "")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	invs, err := s.accounts.FindInvites(r.Context(), st.member.WorkspaceID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d.Members, d.Invites, d.Roles, d.Self, d.Owner = ms, invs, keyward.Roles, st.user.ID, st.member.Role == keyward.RoleOwner
+	if d.Role == "" {
+		d.Role = keyward.RoleMember
+	}
+	s.render(w, r, status, "members", "Members", d)
+}
+
+func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
+	if !isAdmin(stateOf(r).member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Only owners and admins manage members.")
+		return
+	}
+	s.membersPage(w, r, http.StatusOK, membersData{})
+}
+
+func (s *Server) handleInviteCreate(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if st.member.Role != keyward.RoleOwner {
+		s.renderError(w, r, http.StatusForbidden, "Only owners invite members.")
+		return
+	}
+	d := membersData{Email: r.PostForm.Get("email"), Role: r.PostForm.Get("role"), Errors: map[string]string{}}
+	email, err := keyward.NormalizeEmail(d.Email)
+	if err != nil {
+		d.Errors["email"] = "Enter an email address such as ann@example.com."
+	}
+	if !keyward.ValidRole(d.Role) {
+		d.Errors["role"] = "Choose a role."
+	}
+	if email != "" {
+		if u, err := s.accounts.FindUserByEmail(r.Context(), email); err == nil {
+			if _, err := s.accounts.FindMember(r.Context(), st.member.WorkspaceID, u.ID); err == nil {
+				d.Errors["email"] = "This person is a member already."
+			}
+		}
+	}
+	if len(d.Errors) > 0 {
+		s.membersPage(w, r, http.StatusBadRequest, d)
+		return
+	}
+	now := s.now().UTC()
+	code := newSessionID()
+	inv := &keyward.Invite{
+		ID: keyward.NewID(keyward.PrefixInvite, now), Digest: s.inviteDigest(code), WorkspaceID: st.member.WorkspaceID,
+		Email: email, Role: d.Role, CreatedBy: st.user.ID, CreatedAt: now, ExpiresAt: now.Add(s.inviteTTL),
+	}
+	ev := s.event(r, inv.WorkspaceID, st.user.ID, "member.invite", inv.ID, now)
+	ev.Changes, _ = json.Marshal(map[string]any{"email": map[string]any{"to": email}, "role": map[string]any{"to": d.Role}})
+	if err := s.accounts.CreateInvite(r.Context(), inv, ev); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	link := s.public.Scheme + "://" + s.public.Host + "/invite?code=" + url.QueryEscape(code)
+	s.membersPage(w, r, http.StatusCreated, membersData{InviteLink: link, Email: email})
+}
+
+func (s *Server) handleInviteCancel(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if st.member.Role != keyward.RoleOwner {
+		s.renderError(w, r, http.StatusForbidden, "Only owners manage invitations.")
+		return
+	}
+	id := r.PathValue("id")
+	now := s.now().UTC()
+	if err := s.accounts.DeleteInvite(r.Context(), st.member.WorkspaceID, id,
+		s.event(r, st.member.WorkspaceID, st.user.ID, "member.invite_cancel", id, now)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/members", http.StatusSeeOther)
+}
+
+// target returns the member of the URL in the caller's workspace.
+func (s *Server) target(r *http.Request) (*keyward.Member, error) {
+	return s.accounts.FindMember(r.Context(), stateOf(r).member.WorkspaceID, r.PathValue("user"))
+}
+
+func (s *Server) handleMemberRole(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if !isAdmin(st.member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Only owners and admins manage members.")
+		return
+	}
+	m, err := s.target(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	role := r.PostForm.Get("role")
+	switch {
+	case !keyward.ValidRole(role):
+		s.membersPage(w, r, http.StatusBadRequest, membersData{Errors: map[string]string{"member-" + m.UserID: "Choose a role."}})
+		return
+	case m.UserID == st.user.ID:
+		s.membersPage(w, r, http.StatusForbidden, membersData{Errors: map[string]string{"member-" + m.UserID: "You cannot change your own role."}})
+		return
+	case !mayManage(st.member.Role, m.Role, role):
+		s.membersPage(w, r, http.StatusForbidden, membersData{Errors: map[string]string{"member-" + m.UserID: "Only owners make or change owners."}})
+		return
+	case role == m.Role:
+		http.Redirect(w, r, "/members", http.StatusSeeOther)
+		return
+	}
+	now := s.now().UTC()
+	ev := s.event(r, m.WorkspaceID, st.user.ID, "member.role_change", m.UserID, now)
+	ev.Changes, _ = json.Marshal(map[string]any{"role": map[string]any{"from": m.Role, "to": role}})
+	next := *m
+	next.Role = role
+	if err := s.accounts.PutMember(r.Context(), &next, ev); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/members", http.StatusSeeOther)
+}
+
+func (s *Server) handleMemberRemove(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if !isAdmin(st.member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Only owners and admins manage members.")
+		return
+	}
+	m, err := s.target(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	switch {
+	case m.UserID == st.user.ID:
+		s.membersPage(w, r, http.StatusForbidden, membersData{Errors: map[string]string{"member-" + m.UserID: "You cannot remove yourself."}})
+		return
+	case !mayManage(st.member.Role, m.Role, ""):
+		s.membersPage(w, r, http.StatusForbidden, membersData{Errors: map[string]string{"member-" + m.UserID: "Only owners remove owners."}})
+		return
+	}
+	now := s.now().UTC()
+	ev := s.event(r, m.WorkspaceID, st.user.ID, "member.remove", m.UserID, now)
+	ev.Changes, _ = json.Marshal(map[string]any{"role": map[string]any{"from": m.Role, "to": nil}})
+	// The member's sessions in this workspace end in the same transaction.
+	if err := s.accounts.RemoveMember(r.Context(), m.WorkspaceID, m.UserID, ev); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/members", http.StatusSeeOther)
+}
+
+type inviteData struct {
+	Code      string
+	Email     string
+	Role      string
+	Workspace string
+	Existing  bool // the email has an account: confirm with its password
+	Errors    map[string]string
+}
+
+const msgBadInvite = "This invitation link is not valid: it was used, it expired, or it was cancelled. Ask for a new one."
+
+// invite returns the usable invitation with the code, and the page's data.
+func (s *Server) invite(r *http.Request, code string) (*keyward.Invite, *inviteData, error) {
+	inv, err := s.accounts.FindInvite(r.Context(), s.inviteDigest(code))
+	if err != nil {
+		return nil, nil, err
+	}
+	if inv.UsedAt != nil || !s.now().Before(inv.ExpiresAt) {
+		return nil, nil, keyward.Errorf(keyward.ENOTFOUND, "invitation used or expired")
+	}
+	ws, err := s.store.FindWorkspace(r.Context(), inv.WorkspaceID)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, err = s.accounts.FindUserByEmail(r.Context(), inv.Email)
+	if err != nil && keyward.ErrorCode(err) != keyward.ENOTFOUND {
+		return nil, nil, err
+	}
+	return inv, &inviteData{Code: code, Email: inv.Email, Role: inv.Role, Workspace: ws.Name, Existing: err == nil}, nil
+}
+
+func (s *Server) handleInvitePage(w http.ResponseWriter, r *http.Request) {
+	_, d, err := s.invite(r, r.URL.Query().Get("code"))
+	if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+		s.renderError(w, r, http.StatusNotFound, msgBadInvite)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "invite", "Join "+d.Workspace, d)
+}
+
+func (s *Server) handleInviteAccept(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	now := s.now().UTC()
+	inv, d, err := s.invite(r, r.PostForm.Get("code"))
+	if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+		s.renderError(w, r, http.StatusNotFound, msgBadInvite)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	pw := r.PostForm.Get("password")
+	d.Errors = map[string]string{}
+	join := func(userID string) *keyward.AuditEvent {
+		ev := s.event(r, inv.WorkspaceID, userID, "member.join", userID, now)
+		ev.Changes, _ = json.Marshal(map[string]any{"role": map[string]any{"to": inv.Role}, "invite": inv.ID})
+		return ev
+	}
+	if d.Existing {
+		u, err := s.accounts.FindUserByEmail(ctx, inv.Email)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		key := "account:" + u.Email
+		if wait := s.throttle.wait(key, now); wait > 0 {
+			d.Errors["password"] = "Too many failed attempts. Try again in " + waitText(wait) + "."
+			s.render(w, r, http.StatusTooManyRequests, "invite", "Join "+d.Workspace, d)
+			return
+		}
+		if ok, err := account.VerifyPassword(pw, u.PasswordHash); err != nil || !ok {
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			s.throttle.fail(key, freeAccount, now)
+			d.Errors["password"] = "The password is incorrect."
+			s.render(w, r, http.StatusUnauthorized, "invite", "Join "+d.Workspace, d)
+			return
+		}
+		err = s.accounts.AcceptInvite(ctx, s.inviteDigest(d.Code), now, nil, u.ID, join(u.ID))
+		s.afterAccept(w, r, err)
+		return
+	}
+	if err := account.CheckPassword(pw, inv.Email); err != nil {
+		d.Errors["password"] = capitalize(keyward.ErrorMessage(err)) + "."
+	} else if pw != r.PostForm.Get("password2") {
+		d.Errors["password2"] = "The two passwords differ."
+	}
+	if len(d.Errors) > 0 {
+		s.render(w, r, http.StatusBadRequest, "invite", "Join "+d.Workspace, d)
+		return
+	}
+	hash, err := account.HashPassword(pw, s.params)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	u := &keyward.User{ID: keyward.NewID(keyward.PrefixUser, now), Email: inv.Email, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}
+	created := s.event(r, inv.WorkspaceID, u.ID, "user.create", u.ID, now)
+	created.Changes, _ = json.Marshal(map[string]any{"email": map[string]any{"to": u.Email}, "role": map[string]any{"to": inv.Role}})
+	err = s.accounts.AcceptInvite(ctx, s.inviteDigest(d.Code), now, u, "", created, join(u.ID))
+	s.afterAccept(w, r, err)
+}
+
+func (s *Server) afterAccept(w http.ResponseWriter, r *http.Request, err error) {
+	switch keyward.ErrorCode(err) {
+	case "":
+		http.Redirect(w, r, "/signin?joined=1", http.StatusSeeOther)
+	case keyward.ENOTFOUND:
+		s.renderError(w, r, http.StatusNotFound, msgBadInvite)
+	case keyward.ECONFLICT:
+		s.renderError(w, r, http.StatusConflict, "You are a member of this workspace already. Sign in.")
+	default:
+		s.fail(w, r, err)
+	}
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}

@@ -1,0 +1,262 @@
+package dashboard
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/manage"
+)
+
+var inviteLinkRE = regexp.MustCompile(`<code id="invite-link" class="secret">([^<]+)</code>`)
+
+// invite makes an invitation as the signed-in owner and returns the path
+// and query of its link.
+func invite(t *testing.T, b *browser, email, role string) string {
+	t.Helper()
+	b.get("/members")
+	status, body := b.post("/members/invite", url.Values{"email": {email}, "role": {role}})
+	wantStatus(t, status, http.StatusCreated, body)
+	m := inviteLinkRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no invitation link on the page:\n%s", body)
+	}
+	u, err := url.Parse(unescape(m[1]))
+	if err != nil || u.Path != "/invite" || u.Query().Get("code") == "" {
+		t.Fatalf("invitation link %q", m[1])
+	}
+	return u.RequestURI()
+}
+
+func TestInvites(t *testing.T) {
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	o := e.browser()
+	o.signIn("owner@example.com")
+
+	t.Run("ErrForm", func(t *testing.T) {
+		for _, tt := range []struct{ email, role, field, want string }{
+			{"not-an-email", keyward.RoleMember, "email", "Enter an email address such as ann@example.com."},
+			{"owner@example.com", keyward.RoleMember, "email", "This person is a member already."},
+			{"new@example.com", "god", "role", "Choose a role."},
+		} {
+			o.get("/members")
+			status, body := o.post("/members/invite", url.Values{"email": {tt.email}, "role": {tt.role}})
+			wantStatus(t, status, http.StatusBadRequest, body)
+			re := regexp.MustCompile(`<p class="field-error" id="` + tt.field + `-error">([^<]*)</p>`)
+			if m := re.FindStringSubmatch(body); m == nil || unescape(m[1]) != tt.want {
+				t.Errorf("no %q next to %s", tt.want, tt.field)
+			}
+		}
+	})
+
+	link := invite(t, o, "New@Example.com", keyward.RoleAdmin)
+	code := strings.TrimPrefix(link, "/invite?code=")
+	t.Run("NewUser", func(t *testing.T) {
+		n := e.browser()
+		status, body := n.get(link)
+		wantStatus(t, status, http.StatusOK, body)
+		wantText(t, body, "as <strong>admin</strong>", "new@example.com", "Choose a password")
+		for _, tt := range []struct {
+			form  url.Values
+			field string
+			want  string
+		}{
+			{url.Values{"password": {"short"}, "password2": {"short"}}, "password", "Use at least 12 characters"},
+			{url.Values{"password": {"password1234"}, "password2": {"password1234"}}, "password", "This password is on a list of common or breached passwords"},
+			{url.Values{"password": {goodPassword}, "password2": {goodPassword + "x"}}, "password2", "The two passwords differ."},
+		} {
+			tt.form.Set("code", code)
+			status, body := n.post("/invite", tt.form)
+			wantStatus(t, status, http.StatusBadRequest, body)
+			re := regexp.MustCompile(`<p class="field-error" id="` + tt.field + `-error">([^<]*)</p>`)
+			if m := re.FindStringSubmatch(body); m == nil || !strings.Contains(unescape(m[1]), tt.want) {
+				t.Errorf("no %q next to %s", tt.want, tt.field)
+			}
+		}
+		n.post("/invite", url.Values{"code": {code}, "password": {goodPassword}, "password2": {goodPassword}})
+		if n.path() != "/signin" || !strings.Contains(n.body, "You joined the workspace.") {
+			t.Fatalf("after joining: at %s", n.path())
+		}
+		n.signIn("new@example.com")
+		if !strings.Contains(n.body, "(admin)") {
+			t.Errorf("the new member is not an admin")
+		}
+		// Once only.
+		again := e.browser()
+		status, body = again.get(link)
+		wantStatus(t, status, http.StatusNotFound, body)
+		wantText(t, body, msgBadInvite)
+		again.get("/signin")
+		status, _ = again.post("/invite", url.Values{"code": {code}, "password": {goodPassword}, "password2": {goodPassword}})
+		wantStatus(t, status, http.StatusNotFound, "a used invitation accepted")
+	})
+	t.Run("ErrExpired", func(t *testing.T) {
+		l := invite(t, o, "late@example.com", keyward.RoleMember)
+		e.clock.Add(keyward.DefaultInviteTTL)
+		o.get("/tokens") // keep the owner's session alive... it is idle-expired by now
+		status, body := e.browser().get(l)
+		wantStatus(t, status, http.StatusNotFound, body)
+		o.signIn("owner@example.com")
+	})
+	t.Run("ExistingUserOfAnotherWorkspace", func(t *testing.T) {
+		ws2, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: ws2.ID, UserID: mustUser(t, e, "owner@example.com").ID, Role: keyward.RoleOwner}); err != nil {
+			t.Fatal(err)
+		}
+		// Vera has an account, in acme only; the owner invites her to
+		// default, where the owner's session acts: she confirms with her
+		// password instead of choosing one.
+		e.user("vera@example.com", keyward.RoleViewer)
+		if err := e.store.RemoveMember(context.Background(), e.ws.ID, mustUser(t, e, "vera@example.com").ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: ws2.ID, UserID: mustUser(t, e, "vera@example.com").ID, Role: keyward.RoleViewer}); err != nil {
+			t.Fatal(err)
+		}
+		l := invite(t, o, "vera@example.com", keyward.RoleMember)
+		v := e.browser()
+		_, body := v.get(l)
+		wantText(t, body, "Your password")
+		c := strings.TrimPrefix(l, "/invite?code=")
+		status, body := v.post("/invite", url.Values{"code": {c}, "password": {"wrong password here"}})
+		wantStatus(t, status, http.StatusUnauthorized, body)
+		wantText(t, body, "The password is incorrect.")
+		v.post("/invite", url.Values{"code": {c}, "password": {goodPassword}})
+		if v.path() != "/signin" {
+			t.Fatalf("after joining: at %s\n%s", v.path(), v.body)
+		}
+		if m, err := e.store.FindMember(context.Background(), e.ws.ID, mustUser(t, e, "vera@example.com").ID); err != nil || m.Role != keyward.RoleMember {
+			t.Errorf("vera's membership = %+v, %v", m, err)
+		}
+	})
+	t.Run("Cancel", func(t *testing.T) {
+		l := invite(t, o, "gone@example.com", keyward.RoleMember)
+		_, body := o.get("/members")
+		id := regexp.MustCompile(`action="/members/invites/(inv_[0-9a-z]+)/cancel"`).FindStringSubmatch(body)[1]
+		o.post("/members/invites/"+id+"/cancel", nil)
+		status, _ := e.browser().get(l)
+		wantStatus(t, status, http.StatusNotFound, "a cancelled invitation")
+	})
+	t.Run("CodeNeverLogged", func(t *testing.T) {
+		if strings.Contains(e.log.String(), code) {
+			t.Error("the log holds an invitation code")
+		}
+		evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID})
+		seen := map[string]bool{}
+		for _, ev := range evs {
+			seen[ev.Action] = true
+			if strings.Contains(string(ev.Changes), code) {
+				t.Errorf("event %s holds the code", ev.Action)
+			}
+		}
+		for _, a := range []string{"member.invite", "member.join", "user.create", "member.invite_cancel"} {
+			if !seen[a] {
+				t.Errorf("no %s event", a)
+			}
+		}
+	})
+}
+
+func TestMemberRoles(t *testing.T) {
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	e.user("owner2@example.com", keyward.RoleOwner)
+	e.user("adam@example.com", keyward.RoleAdmin)
+	mia := e.user("mia@example.com", keyward.RoleMember)
+	o2 := mustUser(t, e, "owner2@example.com")
+	admin := e.browser()
+	admin.signIn("adam@example.com")
+	admin.get("/members")
+	tests := []struct {
+		name, user, role string
+		status           int
+		want             string
+	}{
+		{"ErrSelf", mustUser(t, e, "adam@example.com").ID, keyward.RoleMember, 403, "You cannot change your own role."},
+		{"ErrAdminMakesOwner", mia.ID, keyward.RoleOwner, 403, "Only owners make or change owners."},
+		{"ErrAdminDemotesOwner", o2.ID, keyward.RoleMember, 403, "Only owners make or change owners."},
+		{"ErrBadRole", mia.ID, "god", 400, "Choose a role."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := admin.post("/members/"+tt.user+"/role", url.Values{"role": {tt.role}})
+			wantStatus(t, status, tt.status, body)
+			wantText(t, body, tt.want)
+		})
+	}
+	status, _ := admin.post("/members/usr_nope/role", url.Values{"role": {"viewer"}})
+	wantStatus(t, status, http.StatusNotFound, "an unknown member")
+	status, _ = admin.post("/members/invite", url.Values{"email": {"x@example.com"}, "role": {"member"}})
+	wantStatus(t, status, http.StatusForbidden, "an admin inviting")
+
+	m := e.browser()
+	m.signIn("mia@example.com")
+	admin.get("/members")
+	admin.post("/members/"+mia.ID+"/role", url.Values{"role": {keyward.RoleViewer}})
+	if m.get("/tokens/new"); m.last.StatusCode != http.StatusForbidden {
+		t.Errorf("a role change did not apply at once: mia (now viewer) got %d on the new token form", m.last.StatusCode)
+	}
+	admin.get("/members")
+	status, body := admin.post("/members/"+o2.ID+"/remove", nil)
+	wantStatus(t, status, http.StatusForbidden, body)
+	admin.post("/members/"+mia.ID+"/remove", nil)
+	if m.get("/tokens"); m.path() != "/signin" {
+		t.Errorf("a removed member is still signed in (at %s)", m.path())
+	}
+	evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Target: mia.ID})
+	var actions []string
+	for _, ev := range evs {
+		actions = append(actions, ev.Action)
+	}
+	slices.Sort(actions) // one clock instant: ids do not order them
+	if strings.Join(actions, " ") != "member.remove member.role_change user.create" {
+		t.Errorf("mia's events = %v", actions)
+	}
+	// A member and a viewer do not reach the page.
+	v := e.browser()
+	e.user("vic@example.com", keyward.RoleViewer)
+	v.signIn("vic@example.com")
+	status, _ = v.get("/members")
+	wantStatus(t, status, http.StatusForbidden, "a viewer on /members")
+}
+
+func TestWorkspaceSwitch(t *testing.T) {
+	e := newEnv(t)
+	u := e.user("ann@example.com", keyward.RoleMember)
+	acme, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: acme.ID, UserID: u.ID, Role: keyward.RoleAdmin, CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	acmeTok, _, err := e.svc.CreateToken(context.Background(), manage.SystemCaller(acme.ID), &keyward.Token{Name: "acme token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.signIn("ann@example.com") // lands in acme, where ann has the most power
+	wantText(t, b.body, "acme token", "acme (admin)", "default (member)")
+	b.post("/workspace", url.Values{"workspace": {e.ws.ID}})
+	if b.path() != "/tokens" || strings.Contains(b.body, "acme token") {
+		t.Fatalf("after switching to default: at %s, acme's token shown: %v", b.path(), strings.Contains(b.body, "acme token"))
+	}
+	status, _ := b.get("/tokens/" + acmeTok.ID)
+	wantStatus(t, status, http.StatusNotFound, "acme's token from default")
+	b.get("/tokens")
+	status, _ = b.post("/workspace", url.Values{"workspace": {other.ID}})
+	wantStatus(t, status, http.StatusNotFound, "switching to a workspace ann is not in")
+}

@@ -1,0 +1,174 @@
+package dashboard
+
+import (
+	"encoding/base64"
+	"html/template"
+	"net/http"
+	"strings"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
+)
+
+type mfaSettingsData struct {
+	Passkeys      []*keyward.Passkey
+	Enabled       bool
+	CodesLeft     int
+	Required      bool // the workspace requires a second factor
+	Missing       bool // ... and the user has none yet
+	RecentAuth    bool
+	RecoveryCodes []string // shown once, right after enrolment
+}
+
+func (s *Server) handleMFASettings(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	left, err := s.accounts.RecoveryCodesLeft(r.Context(), st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	keys, err := s.accounts.FindPasskeys(r.Context(), st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", mfaSettingsData{
+		Passkeys: keys, Enabled: st.user.HasMFA(), CodesLeft: left, Required: st.settings.MFARequired, Missing: st.settings.MFARequired && !st.factor, RecentAuth: s.recentAuth(r),
+	})
+}
+
+type enrolData struct {
+	QR      template.HTML
+	Secret  string // as text, to type into an app
+	Pending string // the secret sealed to this user and session, carried by the form
+	Errors  map[string]string
+}
+
+// pendingAD binds a sealed secret being enrolled to the user and session.
+func pendingAD(st *state) string { return "totp-pending\x00" + st.user.ID + "\x00" + st.session.ID }
+
+// handleTOTPEnrol starts enrolment: a new secret, shown as a QR code and
+// as text. Nothing is stored until a code from it is confirmed.
+func (s *Server) handleTOTPEnrol(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if !s.recentAuth(r) {
+		http.Redirect(w, r, "/reauth?next=/account/mfa", http.StatusSeeOther)
+		return
+	}
+	if st.user.HasMFA() {
+		s.renderError(w, r, http.StatusConflict, "An authenticator app is already set up. Turn it off first to set up another.")
+		return
+	}
+	secret, err := account.NewTOTPSecret()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.renderEnrol(w, r, http.StatusOK, secret, nil)
+}
+
+func (s *Server) renderEnrol(w http.ResponseWriter, r *http.Request, status int, secret []byte, errs map[string]string) {
+	st := stateOf(r)
+	sealed, err := s.sealer.Seal(secret, pendingAD(st))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	qr, err := qrSVG(account.TOTPURI(secret, "keyward", st.user.Email))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, status, "enrol", "Set up an authenticator app", enrolData{
+		QR: qr, Secret: account.TOTPSecretText(secret), Pending: base64.RawURLEncoding.EncodeToString(sealed), Errors: errs,
+	})
+}
+
+func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	st := stateOf(r)
+	now := s.now().UTC()
+	if !s.recentAuth(r) {
+		http.Redirect(w, r, "/reauth?next=/account/mfa", http.StatusSeeOther)
+		return
+	}
+	sealed, err := base64.RawURLEncoding.DecodeString(r.PostForm.Get("pending"))
+	if err != nil {
+		s.renderError(w, r, http.StatusBadRequest, "The set-up form was damaged. Start again.")
+		return
+	}
+	secret, err := s.sealer.Open(sealed, pendingAD(st))
+	if err != nil {
+		s.renderError(w, r, http.StatusBadRequest, "The set-up form was damaged. Start again.")
+		return
+	}
+	code := strings.ReplaceAll(strings.TrimSpace(r.PostForm.Get("code")), " ", "")
+	step, ok := account.CheckTOTP(secret, code, now, 0)
+	if !ok {
+		msg := "That code is not right. Enter the 6-digit code your app shows now; if it keeps failing, check your phone's clock."
+		if code == "" {
+			msg = "Enter the 6-digit code your app shows."
+		}
+		s.renderEnrol(w, r, http.StatusBadRequest, secret, map[string]string{"code": msg})
+		return
+	}
+	stored, err := s.sealer.Seal(secret, st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	_, err = s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+		if u.HasMFA() {
+			return nil, keyward.Errorf(keyward.ECONFLICT, "An authenticator app is already set up.")
+		}
+		u.TOTPSecret, u.TOTPLastStep, u.UpdatedAt = stored, step, now
+		return []*keyward.AuditEvent{s.event(r, st.session.WorkspaceID, u.ID, "mfa.totp_enable", u.ID, now)}, nil
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	codes, digests, err := s.sealer.NewRecoveryCodes(st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.accounts.SetRecoveryCodes(ctx, st.user.ID, digests,
+		s.event(r, st.session.WorkspaceID, st.user.ID, "mfa.recovery_codes_create", st.user.ID, now)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	st.user.TOTPSecret = stored
+	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", mfaSettingsData{
+		Enabled: true, CodesLeft: len(codes), Required: st.settings.MFARequired, RecentAuth: true, RecoveryCodes: codes,
+	})
+}
+
+func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	st := stateOf(r)
+	now := s.now().UTC()
+	if !s.recentAuth(r) {
+		http.Redirect(w, r, "/reauth?next=/account/mfa", http.StatusSeeOther)
+		return
+	}
+	if st.settings.MFARequired {
+		s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification; it cannot be turned off.")
+		return
+	}
+	_, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+		if !u.HasMFA() {
+			return nil, nil
+		}
+		u.TOTPSecret, u.UpdatedAt = nil, now
+		return []*keyward.AuditEvent{s.event(r, st.session.WorkspaceID, u.ID, "mfa.totp_disable", u.ID, now)}, nil
+	})
+	if err == nil {
+		err = s.accounts.SetRecoveryCodes(ctx, st.user.ID, nil)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/account/mfa", http.StatusSeeOther)
+}

@@ -1,0 +1,478 @@
+package dashboard
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
+)
+
+var (
+	secretRE   = regexp.MustCompile(`<code id="totp-secret">([A-Z2-7 ]+)</code>`)
+	tokenRE    = regexp.MustCompile(`<code id="secret" class="secret">([^<]+)</code>`)
+	tokenIDRE  = regexp.MustCompile(`href="/tokens/(tok_[0-9a-z]+)"`)
+	recoveryRE = regexp.MustCompile(`<li><code>([a-z2-7]{5}-[a-z2-7]{5})</code></li>`)
+)
+
+// enrolTOTP sets up TOTP for the signed-in browser and returns the secret
+// and the recovery codes.
+func enrolTOTP(t *testing.T, b *browser) ([]byte, []string) {
+	t.Helper()
+	b.get("/account/mfa")
+	status, body := b.post("/account/mfa/totp", nil)
+	wantStatus(t, status, http.StatusOK, body)
+	m := secretRE.FindStringSubmatch(body)
+	if m == nil || !strings.Contains(body, "<svg") {
+		t.Fatalf("enrolment page without secret or QR code:\n%s", body)
+	}
+	secret, err := account.ParseTOTPSecretText(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := regexp.MustCompile(`name="pending" value="([^"]+)"`).FindStringSubmatch(body)[1]
+	status, body = b.post("/account/mfa/totp/confirm", url.Values{"pending": {pending}, "code": {"000000"}})
+	wantStatus(t, status, http.StatusBadRequest, body)
+	wantText(t, body, "That code is not right.")
+	code := account.TOTPCode(secret, account.TOTPStep(b.e.clock.Now()))
+	status, body = b.post("/account/mfa/totp/confirm", url.Values{"pending": {pending}, "code": {code}})
+	wantStatus(t, status, http.StatusOK, body)
+	var codes []string
+	for _, m := range recoveryRE.FindAllStringSubmatch(body, -1) {
+		codes = append(codes, m[1])
+	}
+	if len(codes) != account.RecoveryCodes {
+		t.Fatalf("%d recovery codes shown, want %d", len(codes), account.RecoveryCodes)
+	}
+	return secret, codes
+}
+
+func TestTOTP(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	secret, codes := enrolTOTP(t, b)
+	enrolStep := account.TOTPStep(e.clock.Now())
+	u := mustUser(t, e, "ann@example.com")
+	if strings.Contains(string(u.TOTPSecret), string(secret)) {
+		t.Fatal("the store holds the TOTP secret in clear")
+	}
+	b.post("/signout", nil)
+
+	signIn := func(b *browser) {
+		t.Helper()
+		b.get("/signin")
+		b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
+		if b.path() != "/signin/mfa" {
+			t.Fatalf("after the password: at %s, want /signin/mfa", b.path())
+		}
+	}
+	t.Run("PendingSessionIsConfined", func(t *testing.T) {
+		c := e.browser()
+		signIn(c)
+		if c.get("/tokens"); c.path() != "/signin/mfa" {
+			t.Errorf("a session without its second factor reached %s", c.path())
+		}
+	})
+	t.Run("ErrCodeReused", func(t *testing.T) {
+		c := e.browser()
+		signIn(c)
+		status, body := c.post("/signin/mfa", url.Values{"code": {account.TOTPCode(secret, enrolStep)}})
+		wantStatus(t, status, http.StatusUnauthorized, body)
+		wantText(t, body, msgBadCode)
+	})
+	t.Run("ErrNoCode", func(t *testing.T) {
+		c := e.browser()
+		signIn(c)
+		status, body := c.post("/signin/mfa", url.Values{"code": {""}})
+		wantStatus(t, status, http.StatusBadRequest, body)
+		wantText(t, body, "Enter the code from your authenticator app, or a recovery code.")
+	})
+	t.Run("OKNextCodeOnce", func(t *testing.T) {
+		e.clock.Add(account.TOTPPeriod)
+		code := account.TOTPCode(secret, account.TOTPStep(e.clock.Now()))
+		c := e.browser()
+		signIn(c)
+		before := sessionCookie(c)
+		c.post("/signin/mfa", url.Values{"code": {code}})
+		if c.path() != "/tokens" {
+			t.Fatalf("after a good code: at %s", c.path())
+		}
+		if sessionCookie(c) == before {
+			t.Error("the session id did not change when the second factor was presented")
+		}
+		d := e.browser()
+		signIn(d)
+		status, _ := d.post("/signin/mfa", url.Values{"code": {code}})
+		wantStatus(t, status, http.StatusUnauthorized, "the same code accepted twice")
+	})
+	t.Run("OKRecoveryCodeOnce", func(t *testing.T) {
+		c := e.browser()
+		signIn(c)
+		c.post("/signin/mfa", url.Values{"code": {strings.ToUpper(codes[0])}})
+		if c.path() != "/tokens" {
+			t.Fatalf("after a recovery code: at %s", c.path())
+		}
+		d := e.browser()
+		signIn(d)
+		status, _ := d.post("/signin/mfa", url.Values{"code": {codes[0]}})
+		wantStatus(t, status, http.StatusUnauthorized, "a recovery code accepted twice")
+		if n, _ := e.store.RecoveryCodesLeft(context.Background(), u.ID); n != account.RecoveryCodes-1 {
+			t.Errorf("%d recovery codes left, want %d", n, account.RecoveryCodes-1)
+		}
+	})
+	t.Run("ReauthBeforeChangingFactors", func(t *testing.T) {
+		c := e.browser()
+		signIn(c)
+		e.clock.Add(account.TOTPPeriod)
+		c.post("/signin/mfa", url.Values{"code": {account.TOTPCode(secret, account.TOTPStep(e.clock.Now()))}})
+		e.clock.Add(reauthFor)
+		c.get("/account/mfa")
+		c.post("/account/mfa/totp/disable", nil)
+		if c.path() != "/reauth" {
+			t.Fatalf("turning TOTP off without a recent factor: at %s, want /reauth", c.path())
+		}
+		status, body := c.post("/reauth", url.Values{"password": {"wrong password here"}, "next": {"/account/mfa"}})
+		wantStatus(t, status, http.StatusUnauthorized, body)
+		wantText(t, body, "The password is incorrect.")
+		c.post("/reauth", url.Values{"password": {goodPassword}, "next": {"/account/mfa"}})
+		if c.path() != "/account/mfa" {
+			t.Fatalf("after reauth: at %s", c.path())
+		}
+		c.post("/account/mfa/totp/disable", nil)
+		if got := mustUser(t, e, "ann@example.com"); got.HasMFA() {
+			t.Error("TOTP still on")
+		}
+	})
+	t.Run("Audit", func(t *testing.T) {
+		evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID})
+		seen := map[string]bool{}
+		for _, ev := range evs {
+			seen[ev.Action] = true
+			if strings.Contains(string(ev.Changes), goodPassword) {
+				t.Errorf("event %s holds the password", ev.Action)
+			}
+		}
+		for _, a := range []string{"user.create", "session.signin", "session.signout", "session.signin_failed", "mfa.totp_enable",
+			"mfa.recovery_codes_create", "mfa.recovery_code_use", "mfa.totp_disable"} {
+			if !seen[a] {
+				t.Errorf("no %s event", a)
+			}
+		}
+	})
+}
+
+func TestTokenForm(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	base := func(kv ...string) url.Values {
+		v := url.Values{"name": {"ci"}, "expiry": {"30"}, "quota_period": {"month"}}
+		for i := 0; i < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v
+	}
+	tests := []struct {
+		name  string
+		form  url.Values
+		field string
+		want  string
+	}{
+		{"ErrNoName", base("name", " "), "name", "name is required"},
+		{"ErrLongName", base("name", strings.Repeat("n", 201)), "name", "name must be at most 200 characters"},
+		{"ErrBadScope", base("extra_scopes", "Orders:Read"), "scopes", "segments use only a-z 0-9 _ . -"},
+		{"ErrUnknownManagementScope", base("extra_scopes", "keyward:root"), "scopes", "is not a keyward management scope"},
+		{"ErrNoExpiryChoice", base("expiry", ""), "expiry", "Choose when the token expires."},
+		{"ErrBadDate", base("expiry", "custom", "expires_on", "14/03/2027"), "expiry", "Enter the date as YYYY-MM-DD"},
+		{"ErrPastDate", base("expiry", "custom", "expires_on", "2020-01-01"), "expiry", "The expiry date must be in the future."},
+		{"ErrBadCIDR", base("cidrs", "10.0.0.0/33"), "cidrs", "is not a CIDR such as 203.0.113.0/24"},
+		{"ErrRateLimitSyntax", base("rate_limit", "100 per minute"), "rate_limit", "Write the rate limit as COUNT/WINDOW"},
+		{"ErrRateLimitZero", base("rate_limit", "0/1m"), "rate_limit", "limit must be a positive number"},
+		{"ErrRateLimitWindow", base("rate_limit", "10/1ms"), "rate_limit", "window must be between 1s and 744h"},
+		{"ErrQuotaNumber", base("quota_limit", "lots"), "quota", "The quota must be a whole number"},
+		{"ErrQuotaPeriod", base("quota_limit", "10", "quota_period", "week"), "quota", "period must be one of day, month, none"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b.get("/tokens/new")
+			status, body := b.post("/tokens", tt.form)
+			wantStatus(t, status, http.StatusBadRequest, body)
+			// The message sits next to its field.
+			re := regexp.MustCompile(`<p class="field-error" id="` + tt.field + `-error">([^<]*)</p>`)
+			m := re.FindStringSubmatch(body)
+			if m == nil || !strings.Contains(unescape(m[1]), tt.want) {
+				t.Fatalf("no %q next to %s; page:\n%s", tt.want, tt.field, body)
+			}
+		})
+	}
+	t.Run("Policy", func(t *testing.T) {
+		err := e.store.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{WorkspaceID: e.ws.ID, MaxTokenLifetime: 90 * day})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.store.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{WorkspaceID: e.ws.ID})
+		_, body := b.get("/tokens/new")
+		if strings.Contains(body, `value="never"`) {
+			t.Error("the form offers never although the policy forbids it")
+		}
+		for form, want := range map[string]string{"never": "the workspace policy requires an expiry", "365": "the workspace policy allows at most 90 days"} {
+			status, body := b.post("/tokens", base("expiry", form))
+			wantStatus(t, status, http.StatusBadRequest, body)
+			wantText(t, body, want)
+		}
+	})
+	t.Run("OKShowOnce", func(t *testing.T) {
+		b.get("/tokens/new")
+		status, body := b.post("/tokens", base("name", "CRM sync", "extra_scopes", "orders:read orders:write", "cidrs", "203.0.113.0/24\n10.0.0.1",
+			"rate_limit", "100/1m", "quota_limit", "1000", "quota_period", "day"))
+		wantStatus(t, status, http.StatusCreated, body)
+		if b.last.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("show-once page Cache-Control = %q", b.last.Header.Get("Cache-Control"))
+		}
+		m := tokenRE.FindStringSubmatch(body)
+		if m == nil {
+			t.Fatalf("no secret on the page:\n%s", body)
+		}
+		wantText(t, body, "It is shown only this once", `curl -H "Authorization: Bearer `+m[1])
+		id := tokenIDRE.FindStringSubmatch(body)[1]
+		tok, err := e.store.FindToken(context.Background(), e.ws.ID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := mustUser(t, e, "ann@example.com")
+		if tok.CreatedBy != u.ID || tok.RateLimit.Limit != 100 || tok.Quota.Period != "day" || len(tok.AllowedCIDRs) != 2 || tok.ExpiresAt == nil {
+			t.Errorf("stored token = %+v", tok)
+		}
+		evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Target: id})
+		if len(evs) != 1 || evs[0].Actor != (keyward.Actor{Type: keyward.ActorMember, ID: u.ID}) || evs[0].IP == "" {
+			t.Errorf("token.create event = %+v", evs[0])
+		}
+		// The secret is never on another page.
+		_, list := b.get("/tokens")
+		_, page := b.get("/tokens/" + id)
+		if strings.Contains(list+page, m[1]) {
+			t.Error("the secret shows again")
+		}
+		wantText(t, list, "CRM sync", tok.Hint, "orders:read orders:write", "ann@example.com")
+
+		t.Run("ErrRevokeUnconfirmed", func(t *testing.T) {
+			status, body := b.post("/tokens/"+id+"/revoke", url.Values{"reason": {"leaked"}})
+			wantStatus(t, status, http.StatusBadRequest, body)
+			wantText(t, body, "Tick the box to confirm: revocation cannot be undone.")
+		})
+		t.Run("ErrRevokeReasonTooLong", func(t *testing.T) {
+			b.get("/tokens/" + id)
+			status, body := b.post("/tokens/"+id+"/revoke", url.Values{"reason": {strings.Repeat("r", 501)}, "confirm": {"yes"}})
+			wantStatus(t, status, http.StatusBadRequest, body)
+			wantText(t, body, "Keep the reason under 500 characters.")
+		})
+		t.Run("ErrRotateGrace", func(t *testing.T) {
+			b.get("/tokens/" + id)
+			status, body := b.post("/tokens/"+id+"/rotate", url.Values{"grace": {"1y"}})
+			wantStatus(t, status, http.StatusBadRequest, body)
+			wantText(t, body, "Choose how long the old secret stays valid.")
+		})
+		t.Run("OKRotate", func(t *testing.T) {
+			b.get("/tokens/" + id)
+			status, body := b.post("/tokens/"+id+"/rotate", url.Values{"grace": {"1h"}})
+			wantStatus(t, status, http.StatusOK, body)
+			if n := tokenRE.FindStringSubmatch(body); n == nil || n[1] == m[1] {
+				t.Fatalf("rotation showed no new secret")
+			}
+		})
+		t.Run("OKRevoke", func(t *testing.T) {
+			b.get("/tokens/" + id)
+			b.post("/tokens/"+id+"/revoke", url.Values{"reason": {"leaked"}, "confirm": {"yes"}})
+			if b.path() != "/tokens/"+id {
+				t.Fatalf("after revoke: at %s", b.path())
+			}
+			wantText(t, b.body, `<span id="token-state" class="state state-revoked">revoked</span>`, "token.revoke")
+		})
+	})
+}
+
+func unescape(s string) string {
+	return strings.NewReplacer("&#34;", `"`, "&#39;", "'", "&amp;", "&", "&lt;", "<", "&gt;", ">").Replace(s)
+}
+
+func TestRoles(t *testing.T) {
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	e.user("mia@example.com", keyward.RoleMember)
+	e.user("max@example.com", keyward.RoleMember)
+	e.user("vic@example.com", keyward.RoleViewer)
+	mia := e.browser()
+	mia.signIn("mia@example.com")
+	mia.get("/tokens/new")
+	status, body := mia.post("/tokens", url.Values{"name": {"mia's"}, "extra_scopes": {"orders:read"}, "expiry": {"7"}})
+	wantStatus(t, status, http.StatusCreated, body)
+	id := tokenIDRE.FindStringSubmatch(body)[1]
+
+	t.Run("MemberCannotSeeOthers", func(t *testing.T) {
+		max := e.browser()
+		max.signIn("max@example.com")
+		status, _ := max.get("/tokens/" + id)
+		wantStatus(t, status, http.StatusNotFound, "another member's token")
+		_, list := max.get("/tokens")
+		if strings.Contains(list, id) {
+			t.Error("a member's list shows another member's token")
+		}
+		status, _ = max.post("/tokens/"+id+"/revoke", url.Values{"confirm": {"yes"}})
+		wantStatus(t, status, http.StatusNotFound, "revoking another member's token")
+		status, _ = max.get("/tokens/tok_00000000000000000000000000")
+		wantStatus(t, status, http.StatusNotFound, "an unknown token")
+	})
+	t.Run("MemberCannotGrantManagementScopes", func(t *testing.T) {
+		mia.get("/tokens/new")
+		status, body := mia.post("/tokens", url.Values{"name": {"admin"}, "extra_scopes": {"keyward:admin"}, "expiry": {"7"}})
+		wantStatus(t, status, http.StatusForbidden, body)
+		wantText(t, body, "the scope keyward:admin is not held by the caller")
+	})
+	t.Run("ViewerReadsOnly", func(t *testing.T) {
+		vic := e.browser()
+		vic.signIn("vic@example.com")
+		status, body := vic.get("/tokens/" + id)
+		wantStatus(t, status, http.StatusOK, body)
+		if strings.Contains(body, `id="revoke"`) || strings.Contains(body, `id="rotate"`) {
+			t.Error("a viewer is offered revoke or rotate")
+		}
+		status, _ = vic.post("/tokens/"+id+"/revoke", url.Values{"confirm": {"yes"}})
+		wantStatus(t, status, http.StatusForbidden, "a viewer revoking")
+		status, _ = vic.get("/tokens/new")
+		wantStatus(t, status, http.StatusForbidden, "a viewer's new token form")
+		status, _ = vic.get("/settings")
+		wantStatus(t, status, http.StatusForbidden, "a viewer's settings")
+	})
+	t.Run("OwnerSeesAll", func(t *testing.T) {
+		o := e.browser()
+		o.signIn("owner@example.com")
+		_, list := o.get("/tokens")
+		wantText(t, list, "mia's", "mia@example.com")
+	})
+	t.Run("RemovedMemberSessionEnds", func(t *testing.T) {
+		u := mustUser(t, e, "mia@example.com")
+		if err := e.store.RemoveMember(context.Background(), e.ws.ID, u.ID); err != nil {
+			t.Fatal(err)
+		}
+		if mia.get("/tokens"); mia.path() != "/signin" {
+			t.Errorf("a removed member is still signed in")
+		}
+	})
+}
+
+func TestSettingsAndMFARequired(t *testing.T) {
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	e.user("mia@example.com", keyward.RoleMember)
+	o := e.browser()
+	o.signIn("owner@example.com")
+	o.get("/settings")
+	tests := []struct {
+		name  string
+		form  url.Values
+		field string
+		want  string
+	}{
+		{"ErrMaxDays", url.Values{"max_days": {"0"}}, "max_days", "Enter a number of days between 1 and 3650"},
+		{"ErrCatalogScope", url.Values{"catalog": {"orders:read\nBad Scope"}}, "catalog", "Line 2:"},
+		{"ErrCatalogTwice", url.Values{"catalog": {"a:b\na:b"}}, "catalog", "Line 2: a:b is listed twice."},
+		{"ErrCatalogColumn", url.Values{"catalog": {"a:b | x | maybe"}}, "catalog", `Line 1: the third column is "privileged" or empty.`},
+		{"ErrMFAWithoutOwnFactor", url.Values{"mfa_required": {"on"}}, "mfa_required", "Set up two-step verification for yourself first"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := o.post("/settings", tt.form)
+			wantStatus(t, status, http.StatusBadRequest, body)
+			re := regexp.MustCompile(`<p class="field-error" id="` + tt.field + `-error">([^<]*)</p>`)
+			if m := re.FindStringSubmatch(body); m == nil || !strings.Contains(unescape(m[1]), tt.want) {
+				t.Fatalf("no %q next to %s", tt.want, tt.field)
+			}
+		})
+	}
+	enrolTOTP(t, o)
+	o.get("/settings")
+	o.post("/settings", url.Values{"mfa_required": {"on"}, "catalog": {"orders:read | read orders\norders:write | change orders | privileged"}})
+	if o.path() != "/settings" || !strings.Contains(o.body, "Saved.") {
+		t.Fatalf("saving settings: at %s\n%s", o.path(), o.body)
+	}
+	_, form := o.get("/tokens/new")
+	wantText(t, form, "orders:write", "privileged", "read orders")
+
+	mia := e.browser()
+	mia.signIn2("mia@example.com")
+	if mia.path() != "/account/mfa" {
+		t.Fatalf("a member without a factor landed on %s, want /account/mfa", mia.path())
+	}
+	wantText(t, mia.body, "Your workspace requires two-step verification.")
+	if mia.get("/tokens"); mia.path() != "/account/mfa" {
+		t.Errorf("a member without a factor reached %s", mia.path())
+	}
+	enrolTOTP(t, mia)
+	if mia.get("/tokens"); mia.path() != "/tokens" {
+		t.Errorf("after enrolment: at %s", mia.path())
+	}
+	evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: "workspace.settings_update"})
+	if len(evs) != 1 {
+		t.Errorf("%d settings events, want 1", len(evs))
+	}
+	_, audit := o.get("/audit?action=mfa.totp_enable")
+	wantText(t, audit, "mfa.totp_enable", "mia@example.com")
+	if strings.Contains(audit, "session.signin") {
+		t.Error("the action filter let other actions through")
+	}
+	today := e.clock.Now().Format("2006-01-02")
+	_, audit = o.get("/audit?action=mfa.totp_enable&from=" + today + "&to=" + today)
+	wantText(t, audit, "mfa.totp_enable")
+	_, audit = o.get("/audit?from=2020-01-01&to=2020-01-02")
+	wantText(t, audit, "No events.")
+	status, audit := o.get("/audit?from=14/03/2026")
+	wantStatus(t, status, http.StatusBadRequest, audit)
+	if !strings.Contains(audit, `<span class="field-error" id="from-error">Enter a date as YYYY-MM-DD.</span>`) {
+		t.Error("no date message next to the from field")
+	}
+}
+
+// signIn2 signs in with the password and lands wherever the server sends.
+func (b *browser) signIn2(email string) {
+	b.e.t.Helper()
+	b.get("/signin")
+	b.post("/signin", url.Values{"email": {email}, "password": {goodPassword}})
+}
+
+func TestSessionsPage(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	laptop, phone, tablet := e.browser(), e.browser(), e.browser()
+	for _, b := range []*browser{laptop, phone, tablet} {
+		b.signIn("ann@example.com")
+		e.clock.Add(time.Second)
+	}
+	_, body := laptop.get("/sessions")
+	if n := strings.Count(body, "End this session"); n != 3 {
+		t.Fatalf("%d sessions listed, want 3", n)
+	}
+	wantText(t, body, "(this session)")
+	ids := regexp.MustCompile(`action="/sessions/(ses_[0-9a-z]+)/end"`).FindAllStringSubmatch(body, -1)
+	// Newest first: the tablet's session is the first row.
+	laptop.post("/sessions/"+ids[0][1]+"/end", nil)
+	if tablet.get("/tokens"); tablet.path() != "/signin" {
+		t.Errorf("an ended session still works")
+	}
+	status, _ := laptop.post("/sessions/ses_nope/end", nil)
+	wantStatus(t, status, http.StatusNotFound, "ending an unknown session")
+	laptop.get("/sessions")
+	laptop.post("/signout/everywhere", nil)
+	for name, b := range map[string]*browser{"laptop": laptop, "phone": phone} {
+		if b.get("/tokens"); b.path() != "/signin" {
+			t.Errorf("%s still signed in after sign out everywhere", name)
+		}
+	}
+}

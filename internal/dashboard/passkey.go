@@ -1,0 +1,397 @@
+package dashboard
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-webauthn/webauthn/protocol"
+	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/keyward/keyward"
+)
+
+// waUser is a keyward user as the WebAuthn library sees it. The user
+// handle is the user id: opaque, and no secret.
+type waUser struct {
+	u     *keyward.User
+	creds []webauthn.Credential
+	keys  []*keyward.Passkey
+}
+
+func (w *waUser) WebAuthnID() []byte                         { return []byte(w.u.ID) }
+func (w *waUser) WebAuthnName() string                       { return w.u.Email }
+func (w *waUser) WebAuthnDisplayName() string                { return w.u.Email }
+func (w *waUser) WebAuthnCredentials() []webauthn.Credential { return w.creds }
+
+// waUserOf loads the user's passkeys.
+func (s *Server) waUserOf(r *http.Request, u *keyward.User) (*waUser, error) {
+	keys, err := s.accounts.FindPasskeys(r.Context(), u.ID)
+	if err != nil {
+		return nil, err
+	}
+	w := &waUser{u: u, keys: keys}
+	for _, k := range keys {
+		var c webauthn.Credential
+		if err := json.Unmarshal(k.Credential, &c); err != nil {
+			return nil, err
+		}
+		w.creds = append(w.creds, c)
+	}
+	return w, nil
+}
+
+// passkeyFor returns the stored passkey of w with the credential id.
+func (w *waUser) passkeyFor(id []byte) *keyward.Passkey {
+	for _, k := range w.keys {
+		if bytes.Equal(k.CredentialID, id) {
+			return k
+		}
+	}
+	return nil
+}
+
+// writeJSON answers the passkey script.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+type jsonError struct {
+	Error    string `json:"error"`
+	Redirect string `json:"redirect,omitempty"`
+}
+
+// sealState seals the ceremony's session data for the script to carry
+// back, bound to ad (the ceremony and the session or pre-session cookie).
+func (s *Server) sealState(sd *webauthn.SessionData, ad string) (string, error) {
+	raw, err := json.Marshal(sd)
+	if err != nil {
+		return "", err
+	}
+	sealed, err := s.sealer.Seal(raw, ad)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(sealed), nil
+}
+
+func (s *Server) openState(state, ad string) (*webauthn.SessionData, error) {
+	sealed, err := base64.RawURLEncoding.DecodeString(state)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := s.sealer.Open(sealed, ad)
+	if err != nil {
+		return nil, err
+	}
+	var sd webauthn.SessionData
+	return &sd, json.Unmarshal(raw, &sd)
+}
+
+const msgPasskeyFailed = "The passkey was not accepted. Try again, or use your password."
+
+func (s *Server) handlePasskeyRegisterBegin(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if !s.recentAuth(r) {
+		writeJSON(w, http.StatusForbidden, jsonError{Error: "Confirm your password first.", Redirect: "/reauth?next=/account/mfa"})
+		return
+	}
+	wu, err := s.waUserOf(r, st.user)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	var exclude []protocol.CredentialDescriptor
+	for _, c := range wu.creds {
+		exclude = append(exclude, c.Descriptor())
+	}
+	opts, sd, err := s.webauthn.BeginRegistration(wu,
+		webauthn.WithResidentKeyRequirement(protocol.ResidentKeyRequirementRequired),
+		webauthn.WithExclusions(exclude),
+		webauthn.WithAuthenticatorSelection(protocol.AuthenticatorSelection{
+			ResidentKey: protocol.ResidentKeyRequirementRequired, RequireResidentKey: protocol.ResidentKeyRequired(),
+			UserVerification: protocol.VerificationRequired,
+		}))
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	state, err := s.sealState(sd, "passkey-register\x00"+st.session.ID)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"options": opts, "state": state})
+}
+
+func (s *Server) handlePasskeyRegisterFinish(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	now := s.now().UTC()
+	if !s.recentAuth(r) {
+		writeJSON(w, http.StatusForbidden, jsonError{Error: "Confirm your password first.", Redirect: "/reauth?next=/account/mfa"})
+		return
+	}
+	name := strings.TrimSpace(r.PostForm.Get("name"))
+	if name == "" {
+		name = "passkey"
+	}
+	if len(name) > 100 {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: "Keep the name under 100 characters."})
+		return
+	}
+	sd, err := s.openState(r.PostForm.Get("state"), "passkey-register\x00"+st.session.ID)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	parsed, err := protocol.ParseCredentialCreationResponseBody(strings.NewReader(r.PostForm.Get("credential")))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	wu, err := s.waUserOf(r, st.user)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	cred, err := s.webauthn.CreateCredential(wu, *sd, parsed)
+	if err != nil {
+		s.log.Info("passkey registration refused", "user", st.user.ID, "err", err)
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	raw, err := json.Marshal(cred)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	pk := &keyward.Passkey{ID: keyward.NewID(keyward.PrefixPasskey, now), UserID: st.user.ID, CredentialID: cred.ID, Credential: raw, Name: name, CreatedAt: now}
+	ev := s.event(r, st.session.WorkspaceID, st.user.ID, "mfa.passkey_add", pk.ID, now)
+	ev.Changes, _ = json.Marshal(map[string]any{"name": map[string]any{"to": name}})
+	if err := s.accounts.AddPasskey(r.Context(), pk, ev); err != nil {
+		if keyward.ErrorCode(err) == keyward.ECONFLICT {
+			writeJSON(w, http.StatusConflict, jsonError{Error: "This passkey is registered already."})
+			return
+		}
+		s.failJSON(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"redirect": "/account/mfa"})
+}
+
+func (s *Server) handlePasskeyRemove(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	now := s.now().UTC()
+	if !s.recentAuth(r) {
+		http.Redirect(w, r, "/reauth?next=/account/mfa", http.StatusSeeOther)
+		return
+	}
+	id := r.PathValue("id")
+	if st.settings.MFARequired && !st.user.HasMFA() {
+		keys, err := s.accounts.FindPasskeys(r.Context(), st.user.ID)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if len(keys) <= 1 {
+			s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add another factor before removing your last one.")
+			return
+		}
+	}
+	if err := s.accounts.DeletePasskey(r.Context(), st.user.ID, id, s.event(r, st.session.WorkspaceID, st.user.ID, "mfa.passkey_remove", id, now)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/account/mfa", http.StatusSeeOther)
+}
+
+// handlePasskeySignInBegin starts a passwordless sign-in with a
+// discoverable credential; the state is bound to the pre-session cookie.
+func (s *Server) handlePasskeySignInBegin(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if st.pre == "" {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: "Reload the page and try again."})
+		return
+	}
+	opts, sd, err := s.webauthn.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationRequired))
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	state, err := s.sealState(sd, "passkey-signin\x00"+st.pre)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"options": opts, "state": state})
+}
+
+func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	now := s.now().UTC()
+	ip := clientIP(r)
+	if d := s.throttle.wait("ip:"+ip, now); d > 0 {
+		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many failed attempts. Try again in " + waitText(d) + "."})
+		return
+	}
+	sd, err := s.openState(r.PostForm.Get("state"), "passkey-signin\x00"+st.pre)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	parsed, err := protocol.ParseCredentialRequestResponseBody(strings.NewReader(r.PostForm.Get("credential")))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	var wu *waUser
+	handler := func(rawID, userHandle []byte) (webauthn.User, error) {
+		pk, err := s.accounts.FindPasskeyByCredential(r.Context(), rawID)
+		if err != nil {
+			return nil, err
+		}
+		if pk.UserID != string(userHandle) {
+			return nil, errors.New("the user handle is not the passkey's user")
+		}
+		u, err := s.accounts.FindUser(r.Context(), pk.UserID)
+		if err != nil {
+			return nil, err
+		}
+		wu, err = s.waUserOf(r, u)
+		return wu, err
+	}
+	cred, err := s.webauthn.ValidateDiscoverableLogin(handler, *sd, parsed)
+	if err != nil || wu == nil {
+		s.throttle.fail("ip:"+ip, freeIP, now)
+		s.log.Info("passkey sign-in refused", "err", err)
+		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	if err := s.recordPasskeyUse(r, wu, cred, now); err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	members, err := s.accounts.FindMembers(r.Context(), "", wu.u.ID)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	if len(members) == 0 {
+		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	// A passkey with user verification is two factors in one: the session
+	// is complete at once, with a new id.
+	id := newSessionID()
+	ses := &keyward.Session{
+		ID: keyward.NewID(keyward.PrefixSession, now), Digest: s.digest(id), UserID: wu.u.ID,
+		WorkspaceID: pickWorkspace(members), Verified: true, ReauthAt: now,
+		CreatedAt: now, LastSeenAt: now, IP: ip, UserAgent: truncate(r.UserAgent(), 300),
+	}
+	ev := s.event(r, ses.WorkspaceID, wu.u.ID, "session.signin", ses.ID, now)
+	ev.Changes = []byte(`{"factor":"passkey"}`)
+	if err := s.accounts.CreateSession(r.Context(), ses, ev); err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	s.setCookie(w, s.sessionCookie(), id, 0)
+	writeJSON(w, http.StatusOK, map[string]string{"redirect": localPath(r.PostForm.Get("next"))})
+}
+
+// recordPasskeyUse stores the credential's new sign count and last use.
+func (s *Server) recordPasskeyUse(r *http.Request, wu *waUser, cred *webauthn.Credential, now time.Time) error {
+	pk := wu.passkeyFor(cred.ID)
+	if pk == nil {
+		return errors.New("dashboard: the validated passkey is not the user's")
+	}
+	raw, err := json.Marshal(cred)
+	if err != nil {
+		return err
+	}
+	return s.accounts.UsePasskey(r.Context(), pk.ID, raw, now)
+}
+
+// handlePasskeyMFABegin starts a passkey as the second factor of a session
+// that presented its password.
+func (s *Server) handlePasskeyMFABegin(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	wu, err := s.waUserOf(r, st.user)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	if len(wu.creds) == 0 {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: "You have no passkey. Enter a code instead."})
+		return
+	}
+	opts, sd, err := s.webauthn.BeginLogin(wu)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	state, err := s.sealState(sd, "passkey-mfa\x00"+st.session.ID)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"options": opts, "state": state})
+}
+
+func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	now := s.now().UTC()
+	if d := max(s.throttle.wait("mfa:"+st.user.ID, now), s.throttle.wait("ip:"+clientIP(r), now)); d > 0 {
+		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many failed attempts. Try again in " + waitText(d) + "."})
+		return
+	}
+	sd, err := s.openState(r.PostForm.Get("state"), "passkey-mfa\x00"+st.session.ID)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	parsed, err := protocol.ParseCredentialRequestResponseBody(strings.NewReader(r.PostForm.Get("credential")))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	wu, err := s.waUserOf(r, st.user)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	cred, err := s.webauthn.ValidateLogin(wu, *sd, parsed)
+	if err != nil {
+		s.throttle.fail("mfa:"+st.user.ID, freeAccount, now)
+		s.throttle.fail("ip:"+clientIP(r), freeIP, now)
+		s.auditFailure(r, st.user, "passkey", now)
+		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	if err := s.recordPasskeyUse(r, wu, cred, now); err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	id := newSessionID()
+	ses := *st.session
+	ses.Digest, ses.Verified, ses.ReauthAt, ses.LastSeenAt = s.digest(id), true, now, now
+	ev := s.event(r, ses.WorkspaceID, st.user.ID, "session.signin", ses.ID, now)
+	ev.Changes = []byte(`{"factor":"passkey"}`)
+	if err := s.accounts.UpdateSession(r.Context(), &ses, ev); err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	s.setCookie(w, s.sessionCookie(), id, 0)
+	writeJSON(w, http.StatusOK, map[string]string{"redirect": localPath(r.PostForm.Get("next"))})
+}
+
+// failJSON answers an internal error to the passkey script, logged once.
+func (s *Server) failJSON(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("dashboard passkey request failed", "path", r.URL.Path, "err", err)
+	writeJSON(w, http.StatusInternalServerError, jsonError{Error: "Something went wrong on our side."})
+}

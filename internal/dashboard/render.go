@@ -1,0 +1,145 @@
+package dashboard
+
+import (
+	"bytes"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// page is what every template gets: the common frame and the page's own
+// data in D.
+type page struct {
+	Title    string
+	CSRF     string
+	User     *keyward.User
+	Member   *keyward.Member
+	Admin    bool // owner or admin
+	Passkeys bool // passkeys are on (the public URL has a host name)
+	// Workspaces lists the user's workspaces when there are several, to
+	// switch between them.
+	Workspaces []workspaceChoice
+	D          any
+}
+
+type workspaceChoice struct {
+	ID, Name, Role string
+	Current        bool
+}
+
+var funcs = template.FuncMap{
+	"when": func(t any) string {
+		switch v := t.(type) {
+		case time.Time:
+			if v.IsZero() {
+				return "—"
+			}
+			return v.UTC().Format("2006-01-02 15:04 UTC")
+		case *time.Time:
+			if v == nil {
+				return "never"
+			}
+			return v.UTC().Format("2006-01-02 15:04 UTC")
+		}
+		return ""
+	},
+	"join": strings.Join,
+	"list": func(v ...string) []string { return v },
+	"has": func(list []string, v string) bool {
+		for _, x := range list {
+			if x == v {
+				return true
+			}
+		}
+		return false
+	},
+	"dur": func(d time.Duration) string { return keyward.FormatLifetime(d) },
+}
+
+// parsePages parses each page template with the layout.
+func parsePages() (map[string]*template.Template, error) {
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	pages := map[string]*template.Template{}
+	for _, n := range names {
+		base := strings.TrimSuffix(path.Base(n), ".html")
+		if base == "layout" {
+			continue
+		}
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n)
+		if err != nil {
+			return nil, fmt.Errorf("dashboard: template %s: %w", n, err)
+		}
+		pages[base] = t
+	}
+	return pages, nil
+}
+
+// render writes the page with the given status. Every page is private to
+// its viewer and may hold a secret, so none is stored by any cache.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name, title string, data any) {
+	st := stateOf(r)
+	p := page{Title: title, CSRF: s.csrfToken(st), Passkeys: s.webauthn != nil, D: data}
+	if st.session != nil && st.session.Verified {
+		p.User, p.Member = st.user, st.member
+		p.Admin = st.member.Role == keyward.RoleOwner || st.member.Role == keyward.RoleAdmin
+		p.Workspaces = s.workspaceChoices(r)
+	}
+	var buf bytes.Buffer
+	t := s.pages[name]
+	if t == nil {
+		s.log.Error("dashboard: no template", "name", name)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	if err := t.Execute(&buf, p); err != nil {
+		s.log.Error("dashboard: render", "template", name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+type errorData struct {
+	Status  int
+	Message string
+}
+
+func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	s.render(w, r, status, "error", http.StatusText(status), errorData{Status: status, Message: msg})
+}
+
+// workspaceChoices returns the user's workspaces when there are several.
+// A failure only hides the switch; it is logged.
+func (s *Server) workspaceChoices(r *http.Request) []workspaceChoice {
+	st := stateOf(r)
+	ms, err := s.accounts.FindMembers(r.Context(), "", st.user.ID)
+	if err != nil || len(ms) < 2 {
+		if err != nil {
+			s.log.Error("dashboard: list workspaces", "err", err)
+		}
+		return nil
+	}
+	var out []workspaceChoice
+	for _, m := range ms {
+		ws, err := s.store.FindWorkspace(r.Context(), m.WorkspaceID)
+		if err != nil {
+			s.log.Error("dashboard: list workspaces", "err", err)
+			return nil
+		}
+		out = append(out, workspaceChoice{ID: ws.ID, Name: ws.Name, Role: m.Role, Current: ws.ID == st.member.WorkspaceID})
+	}
+	return out
+}

@@ -1,0 +1,334 @@
+package dashboard
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/manage"
+)
+
+// Cookie names. With Secure, the __Host- prefix makes browsers refuse the
+// cookie unless it is Secure, host-only and for path /, so that no
+// subdomain or plain-http page can set or shadow it.
+func (s *Server) sessionCookie() string {
+	if s.secure {
+		return "__Host-keyward_session"
+	}
+	return "keyward_session"
+}
+
+func (s *Server) preCookie() string {
+	if s.secure {
+		return "__Host-keyward_pre"
+	}
+	return "keyward_pre"
+}
+
+// pendingTimeout ends a session that presented its password but not yet
+// its second factor.
+const pendingTimeout = 10 * time.Minute
+
+// touchEvery bounds how often a request writes the session's last use.
+const touchEvery = time.Minute
+
+// reauthFor is how long a presented factor counts as recent, for changing
+// factors.
+const reauthFor = 10 * time.Minute
+
+// state is what a request carries through the dashboard's middleware.
+type state struct {
+	session  *keyward.Session // nil when not signed in
+	user     *keyward.User
+	member   *keyward.Member
+	settings *keyward.WorkspaceSettings
+	factor   bool   // the user has a second factor: TOTP or a passkey
+	pre      string // the pre-session cookie's value, for forms without a session
+}
+
+type ctxKey struct{}
+
+func stateOf(r *http.Request) *state {
+	if st, ok := r.Context().Value(ctxKey{}).(*state); ok {
+		return st
+	}
+	return &state{}
+}
+
+// newSessionID returns a random session id (256 bits) for the cookie.
+func newSessionID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// digest returns the stored form of a cookie's session id: a keyed
+// digest, so that a database dump holds no usable session.
+func (s *Server) digest(id string) []byte {
+	m := hmac.New(sha256.New, s.sessionKey)
+	m.Write([]byte(id))
+	return m.Sum(nil)
+}
+
+func (s *Server) setCookie(w http.ResponseWriter, name, value string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{
+		Name: name, Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// loadSession finds the request's session, ends it when it expired, and
+// keeps its last use current.
+func (s *Server) loadSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := &state{}
+		if c, err := r.Cookie(s.preCookie()); err == nil && len(c.Value) == 43 {
+			st.pre = c.Value
+		}
+		if c, err := r.Cookie(s.sessionCookie()); err == nil && c.Value != "" {
+			if err := s.resume(r.Context(), st, c.Value); err != nil {
+				if keyward.ErrorCode(err) != keyward.ENOTFOUND {
+					s.fail(w, r, err)
+					return
+				}
+				s.setCookie(w, s.sessionCookie(), "", -1)
+			}
+		}
+		if st.session == nil && st.pre == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			st.pre = newSessionID()
+			s.setCookie(w, s.preCookie(), st.pre, 0)
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+	})
+}
+
+// resume fills st from the session whose cookie holds id, or returns
+// ENOTFOUND when there is none that is still valid.
+func (s *Server) resume(ctx context.Context, st *state, id string) error {
+	ses, err := s.accounts.FindSession(ctx, s.digest(id))
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	expired := ses.Expired(now, s.idle, s.absolute) || !ses.Verified && !now.Before(ses.CreatedAt.Add(pendingTimeout))
+	if expired {
+		if _, err := s.accounts.DeleteSessions(ctx, ses.UserID, ses.ID, ""); err != nil {
+			return err
+		}
+		return keyward.Errorf(keyward.ENOTFOUND, "session expired")
+	}
+	u, err := s.accounts.FindUser(ctx, ses.UserID)
+	if err != nil {
+		return err
+	}
+	m, err := s.accounts.FindMember(ctx, ses.WorkspaceID, u.ID)
+	if err != nil {
+		return err // removed from the workspace: the session is void
+	}
+	set, err := s.accounts.FindWorkspaceSettings(ctx, ses.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	if now.Sub(ses.LastSeenAt) >= touchEvery {
+		ses.LastSeenAt = now
+		if err := s.accounts.UpdateSession(ctx, ses); err != nil {
+			return err
+		}
+	}
+	factor, err := s.hasFactor(ctx, u)
+	if err != nil {
+		return err
+	}
+	st.session, st.user, st.member, st.settings, st.factor = ses, u, m, set, factor
+	return nil
+}
+
+// requireSession sends a request without a session to the sign-in page,
+// and one whose session still owes its second factor to that step (unless
+// pending is allowed). While the workspace requires MFA, a user without a
+// factor is sent to enrolment before anything else.
+func (s *Server) requireSession(next http.HandlerFunc, pending bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		st := stateOf(r)
+		switch {
+		case st.session == nil:
+			q := url.Values{}
+			if r.Method == http.MethodGet {
+				q.Set("next", r.URL.Path)
+			}
+			target := "/signin"
+			if len(q) > 0 {
+				target += "?" + q.Encode()
+			}
+			http.Redirect(w, r, target, http.StatusSeeOther)
+			return
+		case !st.session.Verified && !pending:
+			http.Redirect(w, r, "/signin/mfa", http.StatusSeeOther)
+			return
+		case st.session.Verified && st.settings.MFARequired && !st.factor && !enrolmentPath(r.URL.Path):
+			http.Redirect(w, r, "/account/mfa", http.StatusSeeOther)
+			return
+		}
+		next(w, r)
+	}
+}
+
+// hasFactor reports whether the user has a second factor: TOTP or a
+// passkey.
+func (s *Server) hasFactor(ctx context.Context, u *keyward.User) (bool, error) {
+	if u.HasMFA() {
+		return true, nil
+	}
+	keys, err := s.accounts.FindPasskeys(ctx, u.ID)
+	return len(keys) > 0, err
+}
+
+// enrolmentPath reports whether a user who must enrol a factor may reach
+// path meanwhile.
+func enrolmentPath(p string) bool {
+	return strings.HasPrefix(p, "/account/mfa") || strings.HasPrefix(p, "/account/passkeys") || p == "/reauth" || strings.HasPrefix(p, "/signout")
+}
+
+// csrfToken returns the token that the request's forms carry: bound to
+// the session, or before sign-in to the pre-session cookie.
+func (s *Server) csrfToken(st *state) string {
+	m := hmac.New(sha256.New, s.csrfKey)
+	switch {
+	case st.session != nil:
+		m.Write([]byte("session\x00" + st.session.ID))
+	case st.pre != "":
+		m.Write([]byte("pre\x00" + st.pre))
+	default:
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// maxForm bounds a form body.
+const maxForm = 64 << 10
+
+// checkCSRF refuses, with 403, every state-changing request whose form
+// lacks the request's CSRF token.
+func (s *Server) checkCSRF(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			next.ServeHTTP(w, r)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		if err := r.ParseForm(); err != nil {
+			s.renderError(w, r, http.StatusBadRequest, "The form could not be read.")
+			return
+		}
+		want := s.csrfToken(stateOf(r))
+		got := r.PostForm.Get("csrf")
+		if want == "" || !hmac.Equal([]byte(got), []byte(want)) {
+			s.renderError(w, r, http.StatusForbidden, "This form has expired or did not come from this site. Go back, reload the page and try again.")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// caller returns the manage.Caller of the signed-in member: owners and
+// admins may grant management scopes, members and viewers none.
+func (s *Server) caller(r *http.Request) manage.Caller {
+	st := stateOf(r)
+	c := manage.MemberCaller(st.user.ID, st.member.WorkspaceID)
+	if st.member.Role == keyward.RoleOwner || st.member.Role == keyward.RoleAdmin {
+		c.Scopes = []string{keyward.ScopeAdmin}
+	}
+	c.IP, c.UserAgent = clientIP(r), r.UserAgent()
+	return c
+}
+
+// event returns an audit event of the signed-in user (or of actor userID
+// when there is no session yet) in workspace wsID.
+func (s *Server) event(r *http.Request, wsID, userID, action, target string, now time.Time) *keyward.AuditEvent {
+	return &keyward.AuditEvent{
+		ID: keyward.NewID(keyward.PrefixEvent, now), WorkspaceID: wsID, Time: now, Action: action,
+		Actor:  keyward.Actor{Type: keyward.ActorMember, ID: userID},
+		Target: target, IP: clientIP(r), UserAgent: r.UserAgent(),
+	}
+}
+
+// throttle slows down guessing: after a few failures for a key (an
+// account or an IP), each further attempt must wait, twice as long after
+// each failure, up to maxDelay. It is kept in memory, per node.
+type throttle struct {
+	mu sync.Mutex
+	m  map[string]*strikes
+}
+
+type strikes struct {
+	n     int
+	until time.Time
+	last  time.Time
+}
+
+const (
+	firstDelay   = time.Second
+	maxDelay     = 15 * time.Minute
+	throttleKeep = time.Hour
+	throttleMax  = 100_000
+)
+
+func newThrottle() *throttle { return &throttle{m: map[string]*strikes{}} }
+
+// wait returns how long key must still wait at now; 0 when it may try.
+func (t *throttle) wait(key string, now time.Time) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st := t.m[key]; st != nil && now.Before(st.until) {
+		return st.until.Sub(now)
+	}
+	return 0
+}
+
+// fail records a failure of key at now; free failures are allowed before
+// the first delay.
+func (t *throttle) fail(key string, free int, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.m) >= throttleMax {
+		for k, st := range t.m {
+			if now.Sub(st.last) > throttleKeep {
+				delete(t.m, k)
+			}
+		}
+	}
+	st := t.m[key]
+	if st == nil || now.Sub(st.last) > throttleKeep {
+		st = &strikes{}
+		t.m[key] = st
+	}
+	st.n++
+	st.last = now
+	if over := st.n - free; over > 0 {
+		d := firstDelay << min(over-1, 20)
+		st.until = now.Add(min(d, maxDelay))
+	}
+}
+
+// reset forgets key's failures.
+func (t *throttle) reset(key string) {
+	t.mu.Lock()
+	delete(t.m, key)
+	t.mu.Unlock()
+}
+
+// Free failures before delays start: an account is one person; an IP may
+// be a whole office behind NAT.
+const (
+	freeAccount = 3
+	freeIP      = 10
+)

@@ -1,0 +1,206 @@
+package dashboard
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// isAdmin reports whether the role manages the workspace's settings.
+func isAdmin(role string) bool { return role == keyward.RoleOwner || role == keyward.RoleAdmin }
+
+type settingsData struct {
+	MFARequired    bool
+	ExpiryRequired bool
+	MaxDays        string
+	Catalog        string
+	Saved          bool
+	Errors         map[string]string
+}
+
+// catalogText writes the scope catalog one scope a line:
+// "name | description | privileged".
+func catalogText(scopes []keyward.ScopeInfo) string {
+	var b strings.Builder
+	for _, sc := range scopes {
+		b.WriteString(sc.Name)
+		if sc.Description != "" || sc.Privileged {
+			b.WriteString(" | " + sc.Description)
+		}
+		if sc.Privileged {
+			b.WriteString(" | privileged")
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// parseCatalog reads what catalogText writes.
+func parseCatalog(text string) ([]keyward.ScopeInfo, string) {
+	var out []keyward.ScopeInfo
+	seen := map[string]bool{}
+	for i, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		parts := strings.Split(line, "|")
+		sc := keyward.ScopeInfo{Name: strings.TrimSpace(parts[0])}
+		if len(parts) > 1 {
+			sc.Description = strings.TrimSpace(parts[1])
+		}
+		if len(parts) > 2 {
+			switch strings.ToLower(strings.TrimSpace(parts[2])) {
+			case "privileged", "yes":
+				sc.Privileged = true
+			case "", "no":
+			default:
+				return nil, fmt.Sprintf("Line %d: the third column is \"privileged\" or empty.", i+1)
+			}
+		}
+		if len(parts) > 3 {
+			return nil, fmt.Sprintf("Line %d: write name | description | privileged.", i+1)
+		}
+		if err := keyward.ValidateScope(sc.Name); err != nil {
+			return nil, fmt.Sprintf("Line %d: %v.", i+1, err)
+		}
+		if seen[sc.Name] {
+			return nil, fmt.Sprintf("Line %d: %s is listed twice.", i+1, sc.Name)
+		}
+		seen[sc.Name] = true
+		out = append(out, sc)
+	}
+	if len(out) > 500 {
+		return nil, "List at most 500 scopes."
+	}
+	return out, ""
+}
+
+func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if !isAdmin(st.member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Only owners and admins change workspace settings.")
+		return
+	}
+	set := st.settings
+	d := settingsData{MFARequired: set.MFARequired, ExpiryRequired: set.ExpiryRequired, Catalog: catalogText(set.Scopes), Saved: r.URL.Query().Get("saved") == "1"}
+	if set.MaxTokenLifetime > 0 {
+		d.MaxDays = strconv.Itoa(int(set.MaxTokenLifetime / day))
+	}
+	s.render(w, r, http.StatusOK, "settings", "Workspace settings", d)
+}
+
+func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if !isAdmin(st.member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Only owners and admins change workspace settings.")
+		return
+	}
+	pf := r.PostForm
+	d := settingsData{MFARequired: pf.Get("mfa_required") == "on", ExpiryRequired: pf.Get("expiry_required") == "on",
+		MaxDays: strings.TrimSpace(pf.Get("max_days")), Catalog: pf.Get("catalog"), Errors: map[string]string{}}
+	now := s.now().UTC()
+	next := &keyward.WorkspaceSettings{WorkspaceID: st.member.WorkspaceID, MFARequired: d.MFARequired, ExpiryRequired: d.ExpiryRequired, UpdatedAt: now}
+	if d.MaxDays != "" {
+		n, err := strconv.Atoi(d.MaxDays)
+		if err != nil || n < 1 || n > 3650 {
+			d.Errors["max_days"] = "Enter a number of days between 1 and 3650, or leave it empty for no limit."
+		} else {
+			next.MaxTokenLifetime = time.Duration(n) * day
+		}
+	}
+	var msg string
+	if next.Scopes, msg = parseCatalog(d.Catalog); msg != "" {
+		d.Errors["catalog"] = msg
+	}
+	if d.MFARequired && !st.factor {
+		d.Errors["mfa_required"] = "Set up two-step verification for yourself first, so that you are not locked out."
+	}
+	if len(d.Errors) > 0 {
+		s.render(w, r, http.StatusBadRequest, "settings", "Workspace settings", d)
+		return
+	}
+	prev := st.settings
+	changes := map[string]any{}
+	if prev.MFARequired != next.MFARequired {
+		changes["mfa_required"] = map[string]any{"from": prev.MFARequired, "to": next.MFARequired}
+	}
+	if prev.ExpiryRequired != next.ExpiryRequired {
+		changes["expiry_required"] = map[string]any{"from": prev.ExpiryRequired, "to": next.ExpiryRequired}
+	}
+	if prev.MaxTokenLifetime != next.MaxTokenLifetime {
+		changes["max_token_lifetime"] = map[string]any{"from": prev.MaxTokenLifetime.String(), "to": next.MaxTokenLifetime.String()}
+	}
+	if catalogText(prev.Scopes) != catalogText(next.Scopes) {
+		changes["scopes"] = map[string]any{"to": len(next.Scopes)}
+	}
+	var events []*keyward.AuditEvent
+	if len(changes) > 0 {
+		ev := s.event(r, next.WorkspaceID, st.user.ID, "workspace.settings_update", next.WorkspaceID, now)
+		ev.Changes, _ = json.Marshal(changes)
+		events = append(events, ev)
+	}
+	if err := s.accounts.PutWorkspaceSettings(r.Context(), next, events...); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/settings?saved=1", http.StatusSeeOther)
+}
+
+type auditData struct {
+	Events []*keyward.AuditEvent
+	Action string
+	Actor  string
+	Target string
+	From   string // YYYY-MM-DD, inclusive
+	To     string // YYYY-MM-DD, inclusive
+	Next   string
+	Names  map[string]string
+	Errors map[string]string
+}
+
+func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if !seesAll(st.member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Members do not see the workspace's audit log.")
+		return
+	}
+	q := r.URL.Query()
+	f := keyward.AuditFilter{WorkspaceID: st.member.WorkspaceID, Action: strings.TrimSpace(q.Get("action")), Actor: strings.TrimSpace(q.Get("actor")),
+		Target: strings.TrimSpace(q.Get("target")), Before: q.Get("before"), Limit: 100}
+	d := auditData{Action: f.Action, Actor: f.Actor, Target: f.Target, From: q.Get("from"), To: q.Get("to"), Names: s.creators(r), Errors: map[string]string{}}
+	const dateHint = "Enter a date as YYYY-MM-DD."
+	if d.From != "" {
+		if t, err := time.Parse("2006-01-02", d.From); err != nil {
+			d.Errors["from"] = dateHint
+		} else {
+			f.From = t
+		}
+	}
+	if d.To != "" {
+		if t, err := time.Parse("2006-01-02", d.To); err != nil {
+			d.Errors["to"] = dateHint
+		} else {
+			f.To = t.Add(day) // the whole day
+		}
+	}
+	if len(d.Errors) > 0 {
+		s.render(w, r, http.StatusBadRequest, "audit", "Audit log", d)
+		return
+	}
+	evs, err := s.store.FindAuditEvents(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d.Events = evs
+	if len(evs) == f.Limit {
+		d.Next = evs[len(evs)-1].ID
+	}
+	s.render(w, r, http.StatusOK, "audit", "Audit log", d)
+}

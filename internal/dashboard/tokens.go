@@ -1,0 +1,452 @@
+package dashboard
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// Recommendation thresholds.
+const (
+	unusedFor = 90 * 24 * time.Hour
+	oldAfter  = 365 * 24 * time.Hour
+)
+
+const day = 24 * time.Hour
+
+// canWrite reports whether the role may create and change tokens.
+func canWrite(role string) bool { return role != keyward.RoleViewer }
+
+// seesAll reports whether the role sees every token of the workspace, not
+// only those it created.
+func seesAll(role string) bool { return role != keyward.RoleMember }
+
+// privileged returns the set of scopes the catalog marks privileged.
+func privileged(set *keyward.WorkspaceSettings) map[string]bool {
+	m := map[string]bool{}
+	for _, sc := range set.Scopes {
+		if sc.Privileged {
+			m[sc.Name] = true
+		}
+	}
+	return m
+}
+
+// recommendations returns advice about an active token.
+func recommendations(t *keyward.Token, priv map[string]bool, now time.Time) []string {
+	if t.State(now) != keyward.StateActive {
+		return nil
+	}
+	var out []string
+	if t.ExpiresAt == nil {
+		out = append(out, "It never expires: give it an expiry, or rotate it regularly.")
+	}
+	if len(t.AllowedCIDRs) == 0 {
+		for _, sc := range t.Scopes {
+			if priv[sc] || keyward.IsManagementScope(sc) {
+				out = append(out, "It holds a privileged scope ("+sc+") but no IP allowlist: limit where it can be used from.")
+				break
+			}
+		}
+	}
+	if last := t.LastUsedAt; last == nil && now.Sub(t.CreatedAt) > unusedFor || last != nil && now.Sub(*last) > unusedFor {
+		out = append(out, "It has not been used for 90 days: revoke it if nobody needs it.")
+	}
+	born := t.CreatedAt
+	if t.RotatedAt != nil {
+		born = *t.RotatedAt
+	}
+	if now.Sub(born) > oldAfter {
+		out = append(out, "Its secret is more than 365 days old: rotate it.")
+	}
+	return out
+}
+
+type tokenRow struct {
+	T         *keyward.Token
+	State     string
+	CreatedBy string
+	Recs      []string
+}
+
+type listData struct {
+	Rows     []tokenRow
+	Q        string
+	State    string
+	States   []string
+	CanWrite bool
+	Next     string
+	Mine     bool
+}
+
+// creators maps the workspace's user ids to their emails, to show who
+// created a token.
+func (s *Server) creators(r *http.Request) map[string]string {
+	out := map[string]string{}
+	ms, err := s.accounts.FindMembers(r.Context(), stateOf(r).member.WorkspaceID, "")
+	if err != nil {
+		return out
+	}
+	for _, m := range ms {
+		out[m.UserID] = m.Email
+	}
+	return out
+}
+
+func creatorName(names map[string]string, id string) string {
+	if n, ok := names[id]; ok {
+		return n
+	}
+	return id
+}
+
+const pageSize = 50
+
+func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	q := r.URL.Query()
+	f := keyward.TokenFilter{Name: strings.TrimSpace(q.Get("q")), State: q.Get("state"), After: q.Get("after"), Limit: pageSize}
+	states := []string{keyward.StateActive, keyward.StateExpired, keyward.StateSuspended, keyward.StateRevoked}
+	if f.State != "" && !has(states, f.State) {
+		f.State = ""
+	}
+	if !seesAll(st.member.Role) {
+		f.CreatedBy = st.user.ID
+	}
+	toks, err := s.svc.Tokens(r.Context(), s.caller(r), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now := s.now().UTC()
+	names := s.creators(r)
+	priv := privileged(st.settings)
+	d := listData{Q: f.Name, State: f.State, States: states, CanWrite: canWrite(st.member.Role), Mine: !seesAll(st.member.Role)}
+	for _, t := range toks {
+		d.Rows = append(d.Rows, tokenRow{T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Recs: recommendations(t, priv, now)})
+	}
+	if len(toks) == pageSize {
+		d.Next = toks[len(toks)-1].ID
+	}
+	s.render(w, r, http.StatusOK, "tokens", "Tokens", d)
+}
+
+func has(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenForm is the create form as submitted.
+type tokenForm struct {
+	Name        string
+	Scopes      []string
+	Extra       string
+	Expiry      string // 7, 30, 90, 365, custom, never
+	ExpiresOn   string // YYYY-MM-DD, with custom
+	CIDRs       string
+	RateLimit   string // N/WINDOW
+	QuotaLimit  string
+	QuotaPeriod string
+}
+
+type newData struct {
+	F            tokenForm
+	Catalog      []keyward.ScopeInfo
+	NeverAllowed bool
+	MaxLifetime  time.Duration
+	Errors       map[string]string
+}
+
+func (s *Server) handleTokenNew(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if !canWrite(st.member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Viewers cannot create tokens.")
+		return
+	}
+	s.renderNew(w, r, http.StatusOK, tokenForm{Expiry: "90", QuotaPeriod: keyward.PeriodMonth}, nil)
+}
+
+func (s *Server) renderNew(w http.ResponseWriter, r *http.Request, status int, f tokenForm, errs map[string]string) {
+	set := stateOf(r).settings
+	s.render(w, r, status, "token_new", "New token", newData{
+		F: f, Catalog: set.Scopes, Errors: errs,
+		NeverAllowed: !set.ExpiryRequired && set.MaxTokenLifetime == 0, MaxLifetime: set.MaxTokenLifetime,
+	})
+}
+
+// fieldOf maps a JSON pointer of a validation error to a form field.
+func fieldOf(pointer string) string {
+	switch {
+	case strings.HasPrefix(pointer, "/scopes"):
+		return "scopes"
+	case pointer == "/expires_at":
+		return "expiry"
+	case strings.HasPrefix(pointer, "/allowed_cidrs"):
+		return "cidrs"
+	case strings.HasPrefix(pointer, "/rate_limit"):
+		return "rate_limit"
+	case strings.HasPrefix(pointer, "/quota"):
+		return "quota"
+	case pointer == "/reason":
+		return "reason"
+	case pointer == "/grace_period":
+		return "grace"
+	}
+	return strings.TrimPrefix(pointer, "/")
+}
+
+// fieldErrors returns the field messages of an EINVALID error, and
+// whether err is one.
+func fieldErrors(err error) (map[string]string, bool) {
+	e, ok := err.(*keyward.Error)
+	if !ok || e.Code != keyward.EINVALID {
+		return nil, false
+	}
+	out := map[string]string{}
+	for _, f := range e.Fields {
+		k := fieldOf(f.Pointer)
+		if _, seen := out[k]; !seen {
+			out[k] = f.Detail
+		}
+	}
+	if len(out) == 0 {
+		out["form"] = e.Message
+	}
+	return out, true
+}
+
+// parseTokenForm builds a token from the form; errs holds what the form
+// itself gets wrong (the token's own rules are checked on creation).
+func parseTokenForm(f tokenForm, now time.Time) (*keyward.Token, map[string]string) {
+	errs := map[string]string{}
+	t := &keyward.Token{Name: strings.TrimSpace(f.Name)}
+	seen := map[string]bool{}
+	for _, sc := range append(append([]string(nil), f.Scopes...), strings.FieldsFunc(f.Extra, splitList)...) {
+		if sc = strings.TrimSpace(sc); sc != "" && !seen[sc] {
+			seen[sc] = true
+			t.Scopes = append(t.Scopes, sc)
+		}
+	}
+	switch f.Expiry {
+	case "7", "30", "90", "365":
+		n, _ := strconv.Atoi(f.Expiry)
+		at := now.Add(time.Duration(n) * day)
+		t.ExpiresAt = &at
+	case "custom":
+		d, err := time.Parse("2006-01-02", strings.TrimSpace(f.ExpiresOn))
+		switch {
+		case err != nil:
+			errs["expiry"] = "Enter the date as YYYY-MM-DD, such as " + now.Add(30*day).Format("2006-01-02") + "."
+		case !d.After(now):
+			errs["expiry"] = "The expiry date must be in the future."
+		default:
+			t.ExpiresAt = &d
+		}
+	case "never":
+	default:
+		errs["expiry"] = "Choose when the token expires."
+	}
+	for _, c := range strings.FieldsFunc(f.CIDRs, splitList) {
+		t.AllowedCIDRs = append(t.AllowedCIDRs, c)
+	}
+	if rl := strings.TrimSpace(f.RateLimit); rl != "" {
+		n, win, ok := strings.Cut(rl, "/")
+		limit, err1 := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
+		window, err2 := time.ParseDuration(strings.TrimSpace(win))
+		if !ok || err1 != nil || err2 != nil {
+			errs["rate_limit"] = "Write the rate limit as COUNT/WINDOW, such as 100/1m or 5000/1h."
+		} else {
+			t.RateLimit = &keyward.RateLimit{Limit: limit, Window: keyward.Duration(window)}
+		}
+	}
+	if ql := strings.TrimSpace(f.QuotaLimit); ql != "" {
+		limit, err := strconv.ParseInt(ql, 10, 64)
+		if err != nil {
+			errs["quota"] = "The quota must be a whole number of verifications."
+		} else {
+			t.Quota = &keyward.Quota{Limit: limit, Period: f.QuotaPeriod}
+		}
+	}
+	return t, errs
+}
+
+func splitList(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' }
+
+type createdData struct {
+	T       *keyward.Token
+	Secret  string
+	Rotated bool
+}
+
+func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	if !canWrite(st.member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Viewers cannot create tokens.")
+		return
+	}
+	pf := r.PostForm
+	f := tokenForm{
+		Name: pf.Get("name"), Scopes: pf["scope"], Extra: pf.Get("extra_scopes"), Expiry: pf.Get("expiry"),
+		ExpiresOn: pf.Get("expires_on"), CIDRs: pf.Get("cidrs"), RateLimit: pf.Get("rate_limit"),
+		QuotaLimit: pf.Get("quota_limit"), QuotaPeriod: pf.Get("quota_period"),
+	}
+	now := s.now().UTC()
+	t, errs := parseTokenForm(f, now)
+	if _, ok := errs["expiry"]; !ok {
+		if err := st.settings.CheckToken(t.ExpiresAt, now); err != nil {
+			fe, _ := fieldErrors(err)
+			errs["expiry"] = fe["expiry"]
+		}
+	}
+	if err := t.Validate(now); err != nil {
+		fe, _ := fieldErrors(err)
+		for k, v := range fe {
+			if _, ok := errs[k]; !ok {
+				errs[k] = v
+			}
+		}
+	}
+	if len(errs) > 0 {
+		s.renderNew(w, r, http.StatusBadRequest, f, errs)
+		return
+	}
+	tok, text, err := s.svc.CreateToken(r.Context(), s.caller(r), t)
+	if err != nil {
+		if keyward.ErrorCode(err) == keyward.EFORBIDDEN {
+			s.renderNew(w, r, http.StatusForbidden, f, map[string]string{"scopes": keyward.ErrorMessage(err)})
+			return
+		}
+		if fe, ok := fieldErrors(err); ok {
+			s.renderNew(w, r, http.StatusBadRequest, f, fe)
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusCreated, "token_created", "Token created", createdData{T: tok, Secret: text})
+}
+
+// loadToken returns the token of the URL when the caller may see it; a
+// member gets ENOTFOUND for another member's token, as for a token of
+// another workspace.
+func (s *Server) loadToken(r *http.Request) (*keyward.Token, error) {
+	st := stateOf(r)
+	t, err := s.svc.Token(r.Context(), s.caller(r), r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	if !seesAll(st.member.Role) && t.CreatedBy != st.user.ID {
+		return nil, keyward.Errorf(keyward.ENOTFOUND, "token not found")
+	}
+	return t, nil
+}
+
+type tokenPageData struct {
+	T         *keyward.Token
+	State     string
+	CreatedBy string
+	Recs      []string
+	Events    []*keyward.AuditEvent
+	CanWrite  bool
+	Reason    string
+	Errors    map[string]string
+	Names     map[string]string // user ids to emails
+}
+
+func (s *Server) handleTokenPage(w http.ResponseWriter, r *http.Request) {
+	t, err := s.loadToken(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.renderToken(w, r, http.StatusOK, t, "", nil)
+}
+
+func (s *Server) renderToken(w http.ResponseWriter, r *http.Request, status int, t *keyward.Token, reason string, errs map[string]string) {
+	st := stateOf(r)
+	now := s.now().UTC()
+	events, err := s.store.FindAuditEvents(r.Context(), keyward.AuditFilter{WorkspaceID: t.WorkspaceID, Target: t.ID, Limit: 20})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	names := s.creators(r)
+	s.render(w, r, status, "token", t.Name, tokenPageData{
+		T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Names: names,
+		Recs: recommendations(t, privileged(st.settings), now), Events: events,
+		CanWrite: canWrite(st.member.Role), Reason: reason, Errors: errs,
+	})
+}
+
+// graces are the grace periods offered on rotation.
+var graces = map[string]time.Duration{"0s": 0, "1h": time.Hour, "24h": 24 * time.Hour, "168h": 7 * 24 * time.Hour}
+
+func (s *Server) handleTokenRotate(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	t, err := s.loadToken(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !canWrite(st.member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Viewers cannot rotate tokens.")
+		return
+	}
+	grace, ok := graces[r.PostForm.Get("grace")]
+	if !ok {
+		s.renderToken(w, r, http.StatusBadRequest, t, "", map[string]string{"grace": "Choose how long the old secret stays valid."})
+		return
+	}
+	tok, text, err := s.svc.RotateToken(r.Context(), s.caller(r), t.ID, grace)
+	if err != nil {
+		if c := keyward.ErrorCode(err); c == keyward.ECONFLICT || c == keyward.EFORBIDDEN {
+			s.renderToken(w, r, http.StatusConflict, t, "", map[string]string{"grace": keyward.ErrorMessage(err)})
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "token_created", "Token rotated", createdData{T: tok, Secret: text, Rotated: true})
+}
+
+func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	t, err := s.loadToken(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !canWrite(st.member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Viewers cannot revoke tokens.")
+		return
+	}
+	reason := strings.TrimSpace(r.PostForm.Get("reason"))
+	errs := map[string]string{}
+	if r.PostForm.Get("confirm") != "yes" {
+		errs["confirm"] = "Tick the box to confirm: revocation cannot be undone."
+	}
+	if len(reason) > keyward.MaxReasonLen {
+		errs["reason"] = fmt.Sprintf("Keep the reason under %d characters.", keyward.MaxReasonLen)
+	}
+	if len(errs) > 0 {
+		s.renderToken(w, r, http.StatusBadRequest, t, reason, errs)
+		return
+	}
+	if _, err := s.svc.RevokeToken(r.Context(), s.caller(r), t.ID, reason); err != nil {
+		if keyward.ErrorCode(err) == keyward.EFORBIDDEN {
+			s.renderToken(w, r, http.StatusForbidden, t, reason, map[string]string{"reason": keyward.ErrorMessage(err)})
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/tokens/"+t.ID, http.StatusSeeOther)
+}

@@ -1,0 +1,51 @@
+package dashboard
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+func TestRecommendations(t *testing.T) {
+	now := time.Date(2026, 3, 14, 9, 0, 0, 0, time.UTC)
+	ago := func(d time.Duration) *time.Time { v := now.Add(-d); return &v }
+	later := now.Add(30 * day)
+	priv := map[string]bool{"billing:write": true}
+	base := func(mod func(*keyward.Token)) *keyward.Token {
+		t := &keyward.Token{Scopes: []string{"orders:read"}, ExpiresAt: &later, CreatedAt: now.Add(-day), LastUsedAt: ago(time.Hour)}
+		mod(t)
+		return t
+	}
+	tests := []struct {
+		name string
+		tok  *keyward.Token
+		want []string // substrings, in order
+	}{
+		{"OKNone", base(func(*keyward.Token) {}), nil},
+		{"NoExpiry", base(func(t *keyward.Token) { t.ExpiresAt = nil }), []string{"never expires"}},
+		{"PrivilegedWithoutAllowlist", base(func(t *keyward.Token) { t.Scopes = []string{"billing:write"} }), []string{"privileged scope (billing:write)"}},
+		{"ManagementWithoutAllowlist", base(func(t *keyward.Token) { t.Scopes = []string{keyward.ScopeAdmin} }), []string{"privileged scope (keyward:admin)"}},
+		{"OKPrivilegedWithAllowlist", base(func(t *keyward.Token) { t.Scopes, t.AllowedCIDRs = []string{"billing:write"}, []string{"10.0.0.0/8"} }), nil},
+		{"UnusedFor90Days", base(func(t *keyward.Token) { t.CreatedAt, t.LastUsedAt = now.Add(-200*day), ago(91*day) }), []string{"not been used for 90 days"}},
+		{"NeverUsedIn90Days", base(func(t *keyward.Token) { t.CreatedAt, t.LastUsedAt = now.Add(-91*day), nil }), []string{"not been used for 90 days"}},
+		{"OKNewAndUnused", base(func(t *keyward.Token) { t.LastUsedAt = nil }), nil},
+		{"OlderThanAYear", base(func(t *keyward.Token) { t.CreatedAt = now.Add(-366 * day) }), []string{"more than 365 days old"}},
+		{"OKRotatedRecently", base(func(t *keyward.Token) { t.CreatedAt, t.RotatedAt = now.Add(-400*day), ago(day) }), nil},
+		{"OKRevoked", base(func(t *keyward.Token) { t.ExpiresAt, t.Revoked = nil, true }), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := recommendations(tt.tok, priv, now)
+			if len(got) != len(tt.want) {
+				t.Fatalf("recommendations = %q, want %d", got, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("recommendation %d = %q, want %q", i, got[i], w)
+				}
+			}
+		})
+	}
+}

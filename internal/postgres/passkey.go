@@ -1,0 +1,110 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/keyward/keyward"
+)
+
+const passkeyColumns = `id, user_id, credential_id, credential, name, created_at, last_used_at`
+
+func scanPasskey(row pgx.Row) (*keyward.Passkey, error) {
+	var pk keyward.Passkey
+	var cred string
+	if err := row.Scan(&pk.ID, &pk.UserID, &pk.CredentialID, &cred, &pk.Name, &pk.CreatedAt, &pk.LastUsedAt); err != nil {
+		return nil, err
+	}
+	pk.Credential = []byte(cred)
+	return &pk, nil
+}
+
+// AddPasskey inserts pk and the events.
+func (db *DB) AddPasskey(ctx context.Context, pk *keyward.Passkey, events ...*keyward.AuditEvent) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		if _, err := findUser(ctx, tx, "id", pk.UserID, false); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO passkeys (`+passkeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			safeText(pk.ID), pk.UserID, pk.CredentialID, safeText(string(pk.Credential)), safeText(pk.Name), pk.CreatedAt, pk.LastUsedAt)
+		if _, ok := uniqueViolation(err); ok {
+			return keyward.Errorf(keyward.ECONFLICT, "this passkey is registered already")
+		}
+		if err != nil {
+			return err
+		}
+		return db.accountEvents(ctx, tx, events)
+	})
+	return wrap("add passkey", err)
+}
+
+// FindPasskeys returns the user's passkeys, oldest first.
+func (db *DB) FindPasskeys(ctx context.Context, userID string) ([]*keyward.Passkey, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	if !storable(userID) {
+		return nil, nil
+	}
+	rows, err := db.pool.Query(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE user_id = $1 ORDER BY created_at, id`, userID)
+	if err != nil {
+		return nil, wrap("find passkeys", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*keyward.Passkey, error) { return scanPasskey(r) })
+	return out, wrap("find passkeys", err)
+}
+
+// FindPasskeyByCredential returns the passkey with the credential id, or
+// ENOTFOUND.
+func (db *DB) FindPasskeyByCredential(ctx context.Context, credentialID []byte) (*keyward.Passkey, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	pk, err := scanPasskey(db.pool.QueryRow(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE credential_id = $1`, credentialID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, keyward.Errorf(keyward.ENOTFOUND, "passkey not found")
+	}
+	return pk, wrap("find passkey", err)
+}
+
+// UsePasskey records a use of the passkey, or returns ENOTFOUND.
+func (db *DB) UsePasskey(ctx context.Context, id string, credential []byte, at time.Time, events ...*keyward.AuditEvent) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	if !storable(id) {
+		return keyward.Errorf(keyward.ENOTFOUND, "passkey not found")
+	}
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE passkeys SET credential = $1, last_used_at = $2 WHERE id = $3`, safeText(string(credential)), at, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return keyward.Errorf(keyward.ENOTFOUND, "passkey not found")
+		}
+		return db.accountEvents(ctx, tx, events)
+	})
+	return wrap("use passkey", err)
+}
+
+// DeletePasskey deletes the user's passkey, or returns ENOTFOUND.
+func (db *DB) DeletePasskey(ctx context.Context, userID, id string, events ...*keyward.AuditEvent) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	if !storable(userID) || !storable(id) {
+		return keyward.Errorf(keyward.ENOTFOUND, "passkey not found")
+	}
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM passkeys WHERE user_id = $1 AND id = $2`, userID, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return keyward.Errorf(keyward.ENOTFOUND, "passkey not found")
+		}
+		return db.accountEvents(ctx, tx, events)
+	})
+	return wrap("delete passkey", err)
+}

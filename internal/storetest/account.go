@@ -1,0 +1,477 @@
+package storetest
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// The account tests run on stores that implement keyward.AccountStore;
+// the suite skips them for others. Besides what the interface says, they
+// pin down that every account write with events links them into their
+// workspace's chain in its transaction, and that a write that fails leaves
+// no event.
+
+func (f *fixture) accounts() keyward.AccountStore {
+	f.t.Helper()
+	a, ok := f.s.(keyward.AccountStore)
+	if !ok {
+		f.t.Skip("the store does not implement keyward.AccountStore")
+	}
+	return a
+}
+
+// user creates a user with the given email and role in ws.
+func (f *fixture) user(a keyward.AccountStore, ws *keyward.Workspace, email, role string) *keyward.User {
+	f.t.Helper()
+	u := &keyward.User{ID: f.id(keyward.PrefixUser), Email: email, PasswordHash: "$argon2id$test", CreatedAt: t0, UpdatedAt: t0}
+	if err := a.CreateUser(f.ctx, u, []*keyward.Member{{WorkspaceID: ws.ID, Role: role, CreatedAt: t0}},
+		f.event(ws.ID, "user.create", u.ID)); err != nil {
+		f.t.Fatalf("CreateUser(%s): %v", email, err)
+	}
+	return u
+}
+
+func (s *suite) testAccounts(t *testing.T) {
+	t.Run("Users", s.testUsers)
+	t.Run("Members", s.testMembers)
+	t.Run("Sessions", s.testSessions)
+	t.Run("RecoveryCodes", s.testRecoveryCodes)
+	t.Run("WorkspaceSettings", s.testWorkspaceSettings)
+	t.Run("TokensCreatedBy", s.testTokensCreatedBy)
+	t.Run("Invites", s.testInvites)
+	t.Run("Passkeys", s.testPasskeys)
+}
+
+func (s *suite) testUsers(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	if ok, err := a.HasOwner(f.ctx); err != nil || ok {
+		t.Fatalf("HasOwner on an empty store = %v, %v; want false", ok, err)
+	}
+	u := f.user(a, ws, "ann@example.com", keyward.RoleOwner)
+	if ok, err := a.HasOwner(f.ctx); err != nil || !ok {
+		t.Fatalf("HasOwner = %v, %v; want true", ok, err)
+	}
+	got, err := a.FindUserByEmail(f.ctx, "ann@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != u.ID || got.PasswordHash != u.PasswordHash || !got.CreatedAt.Equal(t0) || got.TOTPSecret != nil || got.CreatedAt.Location() != time.UTC {
+		t.Errorf("FindUserByEmail = %+v", got)
+	}
+	if evs := f.events(ws.ID); len(evs) != 1 || evs[0].Action != "user.create" || evs[0].Target != u.ID {
+		t.Errorf("events = %v, want one user.create", eventIDs(evs))
+	}
+	f.assertChain(ws.ID)
+
+	t.Run("ErrEmailTaken", func(t *testing.T) {
+		dup := &keyward.User{ID: f.id(keyward.PrefixUser), Email: "ann@example.com", PasswordHash: "x", CreatedAt: t0, UpdatedAt: t0}
+		wantCode(t, a.CreateUser(f.ctx, dup, nil, f.event(ws.ID, "user.create", dup.ID)), keyward.ECONFLICT)
+		if evs := f.events(ws.ID); len(evs) != 1 {
+			t.Errorf("a failed CreateUser left %d events, want 1", len(evs))
+		}
+	})
+	t.Run("ErrUnknownWorkspace", func(t *testing.T) {
+		nu := &keyward.User{ID: f.id(keyward.PrefixUser), Email: "bob@example.com", PasswordHash: "x", CreatedAt: t0, UpdatedAt: t0}
+		wantCode(t, a.CreateUser(f.ctx, nu, []*keyward.Member{{WorkspaceID: "ws_nope", Role: keyward.RoleMember, CreatedAt: t0}}), keyward.ENOTFOUND)
+		_, err := a.FindUserByEmail(f.ctx, "bob@example.com")
+		wantCode(t, err, keyward.ENOTFOUND)
+	})
+	t.Run("ErrNotFound", func(t *testing.T) {
+		_, err := a.FindUser(f.ctx, "usr_nope")
+		wantCode(t, err, keyward.ENOTFOUND)
+		_, err = a.FindUserByEmail(f.ctx, "nobody@example.com")
+		wantCode(t, err, keyward.ENOTFOUND)
+		_, err = a.UpdateUser(f.ctx, "usr_nope", func(*keyward.User) ([]*keyward.AuditEvent, error) { return nil, nil })
+		wantCode(t, err, keyward.ENOTFOUND)
+	})
+	t.Run("Update", func(t *testing.T) {
+		t1 := t0.Add(time.Minute)
+		got, err := a.UpdateUser(f.ctx, u.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+			u.TOTPSecret, u.TOTPLastStep, u.UpdatedAt = []byte("sealed"), 42, t1
+			return []*keyward.AuditEvent{f.event(ws.ID, "mfa.totp_enable", u.ID)}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.TOTPSecret, []byte("sealed")) || got.TOTPLastStep != 42 || !got.UpdatedAt.Equal(t1) || !got.HasMFA() {
+			t.Errorf("UpdateUser = %+v", got)
+		}
+		if evs := f.events(ws.ID); evs[0].Action != "mfa.totp_enable" {
+			t.Errorf("newest event = %s, want mfa.totp_enable", evs[0].Action)
+		}
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrUpdateCallback", func(t *testing.T) {
+		before := len(f.events(ws.ID))
+		_, err := a.UpdateUser(f.ctx, u.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+			u.TOTPLastStep = 99
+			return nil, keyward.Errorf(keyward.ECONFLICT, "code used")
+		})
+		wantCode(t, err, keyward.ECONFLICT)
+		got, _ := a.FindUser(f.ctx, u.ID)
+		if got.TOTPLastStep != 42 || len(f.events(ws.ID)) != before {
+			t.Errorf("a failed UpdateUser wrote: step %d, %d events (want 42, %d)", got.TOTPLastStep, len(f.events(ws.ID)), before)
+		}
+	})
+	t.Run("AppendAudit", func(t *testing.T) {
+		if err := a.AppendAudit(f.ctx, f.event(ws.ID, "session.signin_failed", "")); err != nil {
+			t.Fatal(err)
+		}
+		if evs := f.events(ws.ID); evs[0].Action != "session.signin_failed" {
+			t.Errorf("newest event = %s", evs[0].Action)
+		}
+		f.assertChain(ws.ID)
+	})
+}
+
+func (s *suite) testMembers(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	other := f.workspace("other")
+	owner := f.user(a, ws, "owner@example.com", keyward.RoleOwner)
+	bob := f.user(a, ws, "bob@example.com", keyward.RoleMember)
+	if err := a.PutMember(f.ctx, &keyward.Member{WorkspaceID: other.ID, UserID: bob.ID, Role: keyward.RoleViewer, CreatedAt: t0},
+		f.event(other.ID, "member.add", bob.ID)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := a.FindMember(f.ctx, ws.ID, bob.ID)
+	if err != nil || m.Role != keyward.RoleMember || m.Email != "bob@example.com" || !m.CreatedAt.Equal(t0) {
+		t.Fatalf("FindMember = %+v, %v", m, err)
+	}
+	ms, err := a.FindMembers(f.ctx, ws.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := memberEmails(ms); !slices.Equal(got, []string{"bob@example.com", "owner@example.com"}) {
+		t.Errorf("FindMembers(ws) = %v", got)
+	}
+	ms, _ = a.FindMembers(f.ctx, "", bob.ID)
+	if len(ms) != 2 {
+		t.Errorf("FindMembers(user) = %d memberships, want 2", len(ms))
+	}
+	t.Run("RoleChange", func(t *testing.T) {
+		if err := a.PutMember(f.ctx, &keyward.Member{WorkspaceID: ws.ID, UserID: bob.ID, Role: keyward.RoleAdmin, CreatedAt: t0.Add(time.Hour)},
+			f.event(ws.ID, "member.role_change", bob.ID)); err != nil {
+			t.Fatal(err)
+		}
+		m, _ := a.FindMember(f.ctx, ws.ID, bob.ID)
+		if m.Role != keyward.RoleAdmin || !m.CreatedAt.Equal(t0) {
+			t.Errorf("after role change: %+v (want admin, created unchanged)", m)
+		}
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrInvalidRole", func(t *testing.T) {
+		wantCode(t, a.PutMember(f.ctx, &keyward.Member{WorkspaceID: ws.ID, UserID: bob.ID, Role: "god", CreatedAt: t0}), keyward.EINVALID)
+	})
+	t.Run("ErrUnknownUser", func(t *testing.T) {
+		wantCode(t, a.PutMember(f.ctx, &keyward.Member{WorkspaceID: ws.ID, UserID: "usr_nope", Role: keyward.RoleViewer, CreatedAt: t0}), keyward.ENOTFOUND)
+	})
+	t.Run("RemoveEndsSessions", func(t *testing.T) {
+		inWS := f.session(a, bob, ws.ID)
+		inOther := f.session(a, bob, other.ID)
+		ownerSes := f.session(a, owner, ws.ID)
+		if err := a.RemoveMember(f.ctx, ws.ID, bob.ID, f.event(ws.ID, "member.remove", bob.ID)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := a.FindMember(f.ctx, ws.ID, bob.ID)
+		wantCode(t, err, keyward.ENOTFOUND)
+		_, err = a.FindSession(f.ctx, inWS.Digest)
+		wantCode(t, err, keyward.ENOTFOUND)
+		for _, s := range []*keyward.Session{inOther, ownerSes} {
+			if _, err := a.FindSession(f.ctx, s.Digest); err != nil {
+				t.Errorf("session %s: %v; want it kept", s.ID, err)
+			}
+		}
+		wantCode(t, a.RemoveMember(f.ctx, ws.ID, bob.ID, f.event(ws.ID, "member.remove", bob.ID)), keyward.ENOTFOUND)
+		if evs := f.events(ws.ID); evs[0].Action != "member.remove" || len(evs) != 4 {
+			t.Errorf("events = %d, newest %s; want 4, member.remove once", len(evs), evs[0].Action)
+		}
+	})
+}
+
+func memberEmails(ms []*keyward.Member) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Email)
+	}
+	return out
+}
+
+// session creates a verified session of u in the workspace.
+func (f *fixture) session(a keyward.AccountStore, u *keyward.User, wsID string) *keyward.Session {
+	f.t.Helper()
+	s := &keyward.Session{ID: f.id(keyward.PrefixSession), Digest: newSecret("", t0).Digest, UserID: u.ID, WorkspaceID: wsID,
+		Verified: true, CreatedAt: t0, LastSeenAt: t0, IP: "192.0.2.1", UserAgent: "test"}
+	if err := a.CreateSession(f.ctx, s); err != nil {
+		f.t.Fatalf("CreateSession: %v", err)
+	}
+	return s
+}
+
+func (s *suite) testSessions(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	u := f.user(a, ws, "ann@example.com", keyward.RoleOwner)
+	ses := &keyward.Session{ID: f.id(keyward.PrefixSession), Digest: newSecret("", t0).Digest, UserID: u.ID, WorkspaceID: ws.ID,
+		CreatedAt: t0, LastSeenAt: t0, IP: "192.0.2.1", UserAgent: "Firefox"}
+	if err := a.CreateSession(f.ctx, ses, f.event(ws.ID, "session.signin", u.ID)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.FindSession(f.ctx, ses.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != ses.ID || got.UserID != u.ID || got.Verified || !got.ReauthAt.IsZero() || !got.CreatedAt.Equal(t0) ||
+		!got.LastSeenAt.Equal(t0) || got.IP != "192.0.2.1" || got.UserAgent != "Firefox" || got.WorkspaceID != ws.ID {
+		t.Errorf("FindSession = %+v", got)
+	}
+	t.Run("ErrDigestTaken", func(t *testing.T) {
+		dup := *ses
+		dup.ID = f.id(keyward.PrefixSession)
+		wantCode(t, a.CreateSession(f.ctx, &dup, f.event(ws.ID, "session.signin", u.ID)), keyward.ECONFLICT)
+	})
+	t.Run("ErrUnknownUser", func(t *testing.T) {
+		bad := &keyward.Session{ID: f.id(keyward.PrefixSession), Digest: newSecret("", t0).Digest, UserID: "usr_nope", WorkspaceID: ws.ID, CreatedAt: t0, LastSeenAt: t0}
+		wantCode(t, a.CreateSession(f.ctx, bad), keyward.ENOTFOUND)
+	})
+	t.Run("Update", func(t *testing.T) {
+		t1 := t0.Add(time.Minute)
+		upd := *got
+		oldDigest := upd.Digest
+		upd.Digest = newSecret("", t0).Digest
+		upd.Verified, upd.ReauthAt, upd.LastSeenAt = true, t1, t1
+		if err := a.UpdateSession(f.ctx, &upd, f.event(ws.ID, "session.mfa", u.ID)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := a.FindSession(f.ctx, oldDigest)
+		wantCode(t, err, keyward.ENOTFOUND)
+		got, err := a.FindSession(f.ctx, upd.Digest)
+		if err != nil || !got.Verified || !got.ReauthAt.Equal(t1) || !got.LastSeenAt.Equal(t1) || !got.CreatedAt.Equal(t0) {
+			t.Errorf("after UpdateSession: %+v, %v", got, err)
+		}
+		missing := upd
+		missing.ID = "ses_nope"
+		missing.Digest = newSecret("", t0).Digest
+		wantCode(t, a.UpdateSession(f.ctx, &missing), keyward.ENOTFOUND)
+	})
+	t.Run("DeleteSessions", func(t *testing.T) {
+		s2 := f.session(a, u, ws.ID)
+		s3 := f.session(a, u, ws.ID)
+		ss, err := a.FindSessions(f.ctx, u.ID)
+		if err != nil || len(ss) != 3 {
+			t.Fatalf("FindSessions = %d, %v; want 3", len(ss), err)
+		}
+		before := len(f.events(ws.ID))
+		n, err := a.DeleteSessions(f.ctx, u.ID, s2.ID, "", f.event(ws.ID, "session.end", s2.ID))
+		if err != nil || n != 1 {
+			t.Fatalf("DeleteSessions(one) = %d, %v", n, err)
+		}
+		n, err = a.DeleteSessions(f.ctx, u.ID, s2.ID, "", f.event(ws.ID, "session.end", s2.ID))
+		if err != nil || n != 0 || len(f.events(ws.ID)) != before+1 {
+			t.Fatalf("DeleteSessions(gone) = %d, %v, %d events; want 0, nil, no event", n, err, len(f.events(ws.ID))-before)
+		}
+		n, err = a.DeleteSessions(f.ctx, u.ID, "", s3.ID, f.event(ws.ID, "session.signout_all", u.ID))
+		if err != nil || n != 1 {
+			t.Fatalf("DeleteSessions(all but) = %d, %v", n, err)
+		}
+		ss, _ = a.FindSessions(f.ctx, u.ID)
+		if len(ss) != 1 || ss[0].ID != s3.ID {
+			t.Errorf("sessions left = %d, want only %s", len(ss), s3.ID)
+		}
+		f.assertChain(ws.ID)
+	})
+}
+
+func (s *suite) testRecoveryCodes(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	u := f.user(a, ws, "ann@example.com", keyward.RoleOwner)
+	d1, d2 := []byte("digest-1"), []byte("digest-2")
+	if err := a.SetRecoveryCodes(f.ctx, u.ID, [][]byte{d1, d2}, f.event(ws.ID, "mfa.recovery_codes", u.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.RecoveryCodesLeft(f.ctx, u.ID); err != nil || n != 2 {
+		t.Fatalf("RecoveryCodesLeft = %d, %v", n, err)
+	}
+	if err := a.UseRecoveryCode(f.ctx, u.ID, d1, f.event(ws.ID, "mfa.recovery_code_use", u.ID)); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, a.UseRecoveryCode(f.ctx, u.ID, d1, f.event(ws.ID, "mfa.recovery_code_use", u.ID)), keyward.ENOTFOUND)
+	if n, _ := a.RecoveryCodesLeft(f.ctx, u.ID); n != 1 {
+		t.Errorf("left after one use = %d, want 1", n)
+	}
+	if err := a.SetRecoveryCodes(f.ctx, u.ID, [][]byte{[]byte("digest-3")}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, a.UseRecoveryCode(f.ctx, u.ID, d2), keyward.ENOTFOUND)
+	wantCode(t, a.SetRecoveryCodes(f.ctx, "usr_nope", nil), keyward.ENOTFOUND)
+	if evs := f.events(ws.ID); len(evs) != 3 {
+		t.Errorf("events = %d, want 3 (create, codes, one use)", len(evs))
+	}
+	f.assertChain(ws.ID)
+}
+
+func (s *suite) testWorkspaceSettings(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	got, err := a.FindWorkspaceSettings(f.ctx, ws.ID)
+	if err != nil || got.MFARequired || got.MaxTokenLifetime != 0 || got.ExpiryRequired || len(got.Scopes) != 0 || got.WorkspaceID != ws.ID {
+		t.Fatalf("default settings = %+v, %v", got, err)
+	}
+	want := &keyward.WorkspaceSettings{WorkspaceID: ws.ID, MFARequired: true, MaxTokenLifetime: 90 * 24 * time.Hour, ExpiryRequired: true,
+		Scopes: []keyward.ScopeInfo{{Name: "orders:read", Description: "read orders"}, {Name: "orders:write", Privileged: true}}, UpdatedAt: t0}
+	if err := a.PutWorkspaceSettings(f.ctx, want, f.event(ws.ID, "workspace.settings_update", ws.ID)); err != nil {
+		t.Fatal(err)
+	}
+	got, err = a.FindWorkspaceSettings(f.ctx, ws.ID)
+	if err != nil || !got.MFARequired || got.MaxTokenLifetime != want.MaxTokenLifetime || !got.ExpiryRequired ||
+		!slices.Equal(got.Scopes, want.Scopes) || !got.UpdatedAt.Equal(t0) {
+		t.Errorf("settings = %+v, %v; want %+v", got, err, want)
+	}
+	want.MFARequired = false
+	if err := a.PutWorkspaceSettings(f.ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.FindWorkspaceSettings(f.ctx, ws.ID); got.MFARequired {
+		t.Errorf("MFARequired not updated")
+	}
+	_, err = a.FindWorkspaceSettings(f.ctx, "ws_nope")
+	wantCode(t, err, keyward.ENOTFOUND)
+	wantCode(t, a.PutWorkspaceSettings(f.ctx, &keyward.WorkspaceSettings{WorkspaceID: "ws_nope"}), keyward.ENOTFOUND)
+}
+
+func (s *suite) testTokensCreatedBy(t *testing.T) {
+	f := s.fixture(t)
+	ws := f.workspace("acme")
+	mine, _ := f.create(f.newToken(ws.ID, "mine"), func(t *keyward.Token) { t.CreatedBy = "usr_1" })
+	f.create(f.newToken(ws.ID, "theirs"), func(t *keyward.Token) { t.CreatedBy = "usr_2" })
+	got, err := f.s.FindTokens(f.ctx, keyward.TokenFilter{WorkspaceID: ws.ID, CreatedBy: "usr_1", Now: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := tokenIDs(got); !slices.Equal(ids, []string{mine.ID}) {
+		t.Errorf("FindTokens(CreatedBy usr_1) = %v, want [%s]", ids, mine.ID)
+	}
+}
+
+func (s *suite) testInvites(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	owner := f.user(a, ws, "owner@example.com", keyward.RoleOwner)
+	newInvite := func(email, role string) *keyward.Invite {
+		inv := &keyward.Invite{ID: f.id(keyward.PrefixInvite), Digest: newSecret("", t0).Digest, WorkspaceID: ws.ID, Email: email,
+			Role: role, CreatedBy: owner.ID, CreatedAt: t0, ExpiresAt: t0.Add(keyward.DefaultInviteTTL)}
+		if err := a.CreateInvite(f.ctx, inv, f.event(ws.ID, "member.invite", inv.ID)); err != nil {
+			t.Fatalf("CreateInvite: %v", err)
+		}
+		return inv
+	}
+	inv := newInvite("bob@example.com", keyward.RoleAdmin)
+	got, err := a.FindInvite(f.ctx, inv.Digest)
+	if err != nil || got.ID != inv.ID || got.Email != "bob@example.com" || got.Role != keyward.RoleAdmin || got.UsedAt != nil ||
+		!got.ExpiresAt.Equal(inv.ExpiresAt) || got.CreatedBy != owner.ID {
+		t.Fatalf("FindInvite = %+v, %v", got, err)
+	}
+	t.Run("ErrExpired", func(t *testing.T) {
+		bob := &keyward.User{ID: f.id(keyward.PrefixUser), Email: "bob@example.com", PasswordHash: "x", CreatedAt: t0, UpdatedAt: t0}
+		wantCode(t, a.AcceptInvite(f.ctx, inv.Digest, inv.ExpiresAt, bob, ""), keyward.ENOTFOUND)
+		_, err := a.FindUserByEmail(f.ctx, "bob@example.com")
+		wantCode(t, err, keyward.ENOTFOUND)
+	})
+	t.Run("ErrUnknown", func(t *testing.T) {
+		wantCode(t, a.AcceptInvite(f.ctx, []byte("nope"), t0, nil, owner.ID), keyward.ENOTFOUND)
+	})
+	t.Run("AcceptNewUserOnce", func(t *testing.T) {
+		bob := &keyward.User{ID: f.id(keyward.PrefixUser), Email: "bob@example.com", PasswordHash: "x", CreatedAt: t0, UpdatedAt: t0}
+		at := t0.Add(time.Hour)
+		if err := a.AcceptInvite(f.ctx, inv.Digest, at, bob, "", f.event(ws.ID, "member.join", bob.ID)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := a.FindMember(f.ctx, ws.ID, bob.ID)
+		if err != nil || m.Role != keyward.RoleAdmin {
+			t.Fatalf("member after accepting = %+v, %v", m, err)
+		}
+		used, _ := a.FindInvite(f.ctx, inv.Digest)
+		if used.UsedAt == nil || !used.UsedAt.Equal(at) {
+			t.Errorf("UsedAt = %v, want %v", used.UsedAt, at)
+		}
+		other := &keyward.User{ID: f.id(keyward.PrefixUser), Email: "eve@example.com", PasswordHash: "x", CreatedAt: t0, UpdatedAt: t0}
+		wantCode(t, a.AcceptInvite(f.ctx, inv.Digest, at, other, ""), keyward.ENOTFOUND)
+		if ins, _ := a.FindInvites(f.ctx, ws.ID); len(ins) != 0 {
+			t.Errorf("a used invitation is still listed")
+		}
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrAlreadyMember", func(t *testing.T) {
+		again := newInvite("owner@example.com", keyward.RoleViewer)
+		wantCode(t, a.AcceptInvite(f.ctx, again.Digest, t0, nil, owner.ID), keyward.ECONFLICT)
+		if got, _ := a.FindInvite(f.ctx, again.Digest); got.UsedAt != nil {
+			t.Errorf("a failed acceptance used the invitation")
+		}
+	})
+	t.Run("Delete", func(t *testing.T) {
+		x := newInvite("carol@example.com", keyward.RoleMember)
+		if ins, _ := a.FindInvites(f.ctx, ws.ID); len(ins) != 2 || ins[0].ID != x.ID {
+			t.Fatalf("FindInvites = %d, want 2, newest first", len(ins))
+		}
+		wantCode(t, a.DeleteInvite(f.ctx, "ws_other", x.ID), keyward.ENOTFOUND)
+		if err := a.DeleteInvite(f.ctx, ws.ID, x.ID, f.event(ws.ID, "member.invite_cancel", x.ID)); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, a.DeleteInvite(f.ctx, ws.ID, x.ID), keyward.ENOTFOUND)
+		wantCode(t, a.DeleteInvite(f.ctx, ws.ID, inv.ID), keyward.ENOTFOUND) // used: kept for the record
+	})
+	t.Run("ErrUnknownWorkspace", func(t *testing.T) {
+		bad := &keyward.Invite{ID: f.id(keyward.PrefixInvite), Digest: []byte("d"), WorkspaceID: "ws_nope", Email: "x@example.com",
+			Role: keyward.RoleMember, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+		wantCode(t, a.CreateInvite(f.ctx, bad), keyward.ENOTFOUND)
+	})
+}
+
+func (s *suite) testPasskeys(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	u := f.user(a, ws, "ann@example.com", keyward.RoleOwner)
+	other := f.user(a, ws, "bob@example.com", keyward.RoleMember)
+	pk := &keyward.Passkey{ID: f.id(keyward.PrefixPasskey), UserID: u.ID, CredentialID: []byte("cred-1"),
+		Credential: []byte(`{"signCount":0}`), Name: "laptop", CreatedAt: t0}
+	if err := a.AddPasskey(f.ctx, pk, f.event(ws.ID, "mfa.passkey_add", pk.ID)); err != nil {
+		t.Fatal(err)
+	}
+	dup := *pk
+	dup.ID = f.id(keyward.PrefixPasskey)
+	wantCode(t, a.AddPasskey(f.ctx, &dup), keyward.ECONFLICT)
+	wantCode(t, a.AddPasskey(f.ctx, &keyward.Passkey{ID: f.id(keyward.PrefixPasskey), UserID: "usr_nope", CredentialID: []byte("x"), Credential: []byte("{}"), CreatedAt: t0}), keyward.ENOTFOUND)
+	got, err := a.FindPasskeyByCredential(f.ctx, []byte("cred-1"))
+	if err != nil || got.ID != pk.ID || got.UserID != u.ID || string(got.Credential) != `{"signCount":0}` || got.Name != "laptop" || got.LastUsedAt != nil {
+		t.Fatalf("FindPasskeyByCredential = %+v, %v", got, err)
+	}
+	at := t0.Add(time.Hour)
+	if err := a.UsePasskey(f.ctx, pk.ID, []byte(`{"signCount":1}`), at); err != nil {
+		t.Fatal(err)
+	}
+	list, err := a.FindPasskeys(f.ctx, u.ID)
+	if err != nil || len(list) != 1 || string(list[0].Credential) != `{"signCount":1}` || list[0].LastUsedAt == nil || !list[0].LastUsedAt.Equal(at) {
+		t.Fatalf("FindPasskeys = %+v, %v", list, err)
+	}
+	wantCode(t, a.UsePasskey(f.ctx, "pk_nope", []byte("{}"), at), keyward.ENOTFOUND)
+	wantCode(t, a.DeletePasskey(f.ctx, other.ID, pk.ID), keyward.ENOTFOUND)
+	if err := a.DeletePasskey(f.ctx, u.ID, pk.ID, f.event(ws.ID, "mfa.passkey_remove", pk.ID)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.FindPasskeyByCredential(f.ctx, []byte("cred-1"))
+	wantCode(t, err, keyward.ENOTFOUND)
+	f.assertChain(ws.ID)
+}

@@ -359,6 +359,7 @@ type tokenPageData struct {
 	Reason    string
 	Errors    map[string]string
 	Names     map[string]string // user ids to emails
+	Usage     *usageChart
 }
 
 func (s *Server) handleTokenPage(w http.ResponseWriter, r *http.Request) {
@@ -378,11 +379,16 @@ func (s *Server) renderToken(w http.ResponseWriter, r *http.Request, status int,
 		s.fail(w, r, err)
 		return
 	}
+	chart, err := s.usageChart(r, t, now)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	names := s.creators(r)
 	s.render(w, r, status, "token", t.Name, tokenPageData{
 		T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Names: names,
 		Recs: recommendations(t, privileged(st.settings), now), Events: events,
-		CanWrite: canWrite(st.member.Role), Reason: reason, Errors: errs,
+		CanWrite: canWrite(st.member.Role), Reason: reason, Errors: errs, Usage: chart,
 	})
 }
 

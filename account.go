@@ -278,8 +278,4 @@ type AccountStore interface {
 	UsePasskey(ctx context.Context, id string, credential []byte, at time.Time, events ...*AuditEvent) error
 	// DeletePasskey deletes the user's passkey with the id.
 	DeletePasskey(ctx context.Context, userID, id string, events ...*AuditEvent) error
-
-	// AppendAudit records events that go with no other write, such as a
-	// failed sign-in.
-	AppendAudit(ctx context.Context, events ...*AuditEvent) error
 }

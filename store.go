@@ -102,6 +102,9 @@ type Store interface {
 	// snapshot, so that writes meanwhile are not half seen. An error from
 	// fn stops the walk and is returned unchanged.
 	AuditChain(ctx context.Context, workspaceID string, fn func(e *AuditEvent, l AuditLink) error) (*AuditHead, error)
+	// AppendAudit records events that go with no other write, such as a
+	// failed sign-in or a gateway config reload.
+	AppendAudit(ctx context.Context, events ...*AuditEvent) error
 	// CutAudit removes, for retention, the audit events of a workspace up
 	// to the newest one written before before (in chain order), and
 	// appends ev, with Changes set to the AuditCut it made, in one

@@ -200,6 +200,28 @@ routes:
 		if resp, _ := get("/v2/orders", reader.Secret, nil); resp.StatusCode != 200 {
 			t.Fatalf("after a broken reload: %d", resp.StatusCode)
 		}
+		// Both reloads are in the workspace's audit log, the good one with
+		// its route count, and without the file's contents.
+		evs, err := admin.ListAudit(ctx, client.ListOptions{Limit: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var actions []string
+		for _, e := range evs.Items {
+			if !strings.HasPrefix(e.Action, "gateway.") {
+				continue
+			}
+			actions = append(actions, e.Action)
+			if e.Actor.Type != "system" || e.Changes["file"] != file {
+				t.Errorf("event %+v", e)
+			}
+			if e.Action == "gateway.reload" && fmt.Sprint(e.Changes["routes"]) != "map[from:2 to:3]" {
+				t.Errorf("reload event changes = %v", e.Changes)
+			}
+		}
+		if strings.Join(actions, " ") != "gateway.reload_failed gateway.reload" {
+			t.Errorf("gateway audit events = %q, want the failed reload after the good one", actions)
+		}
 	})
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +30,8 @@ type gatewayServer struct {
 	verify  gateway.Verifier
 	listen  string
 	tls     *gateway.TLS
+	wsID    string // the workspace of the running config, for audit events
+	routes  int    // the running config's route count
 	handler atomic.Pointer[http.Handler]
 	http    *http.Server
 	ln      net.Listener
@@ -42,7 +45,7 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 	if err != nil {
 		return nil, err
 	}
-	g.listen, g.tls = cfg.Listen, cfg.TLS
+	g.listen, g.tls, g.routes = cfg.Listen, cfg.TLS, len(cfg.Routes)
 	g.handler.Store(&h)
 	g.http = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -86,6 +89,7 @@ func (g *gatewayServer) load(ctx context.Context) (*gateway.Config, http.Handler
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: workspace %q: %w", g.path, cfg.Workspace, err)
 	}
+	g.wsID = ws.ID
 	h := gateway.NewHandler(cfg, g.verify, ws.ID, g.log)
 	if g.obs != nil {
 		h.SetObserver(g.obs)
@@ -105,9 +109,11 @@ func (g *gatewayServer) run(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				wsID := g.wsID
 				cfg, h, err := g.load(ctx)
 				if err != nil {
 					g.log.Error("gateway config reload failed; the previous config keeps serving", "err", err)
+					g.audit(ctx, wsID, "gateway.reload_failed", map[string]any{"file": g.path})
 					continue
 				}
 				if cfg.Listen != g.listen {
@@ -121,6 +127,10 @@ func (g *gatewayServer) run(ctx context.Context) error {
 				// Close stops only its health checks.
 				closeHandler(*old)
 				g.log.Info("gateway config reloaded", "routes", len(cfg.Routes))
+				g.audit(ctx, g.wsID, "gateway.reload", map[string]any{
+					"file": g.path, "routes": map[string]int{"from": g.routes, "to": len(cfg.Routes)},
+				})
+				g.routes = len(cfg.Routes)
 			}
 		}
 	}()
@@ -131,6 +141,23 @@ func (g *gatewayServer) run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// audit records a reload, or a failed one, in the gateway workspace's
+// audit log. The file's contents are not recorded: upstream URLs may hold
+// credentials. A failure to record is logged; the reload stands.
+func (g *gatewayServer) audit(ctx context.Context, wsID, action string, changes map[string]any) {
+	b, err := json.Marshal(changes)
+	if err == nil {
+		now := time.Now()
+		err = g.store.AppendAudit(ctx, &keyward.AuditEvent{
+			ID: keyward.NewID(keyward.PrefixEvent, now), WorkspaceID: wsID, Time: now, Action: action,
+			Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: wsID, Changes: b,
+		})
+	}
+	if err != nil {
+		g.log.Error("could not record the gateway reload in the audit log", "action", action, "err", err)
+	}
 }
 
 // closeHandler stops the background work of a gateway handler.

@@ -193,7 +193,7 @@ func (s *Server) auditFailure(r *http.Request, u *keyward.User, factor string, n
 		ev.Changes = []byte(`{"factor":"` + factor + `"}`)
 		events = append(events, ev)
 	}
-	if err := s.accounts.AppendAudit(r.Context(), events...); err != nil {
+	if err := s.store.AppendAudit(r.Context(), events...); err != nil {
 		s.log.Error("audit sign-in failure", "err", err)
 	}
 }

@@ -120,7 +120,7 @@ func (s *suite) testUsers(t *testing.T) {
 		}
 	})
 	t.Run("AppendAudit", func(t *testing.T) {
-		if err := a.AppendAudit(f.ctx, f.event(ws.ID, "session.signin_failed", "")); err != nil {
+		if err := f.s.AppendAudit(f.ctx, f.event(ws.ID, "session.signin_failed", "")); err != nil {
 			t.Fatal(err)
 		}
 		if evs := f.events(ws.ID); evs[0].Action != "session.signin_failed" {

@@ -79,7 +79,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := clientIP(r)
-	if d := max(s.throttle.wait("account:"+email, now), s.throttle.wait("ip:"+ip, now)); d > 0 {
+	if d := s.throttle.take(now, guard{"account:" + email, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
 		s.signInPage(w, r, http.StatusTooManyRequests, "Too many failed attempts. Try again in "+waitText(d)+".", nil)
 		return
@@ -107,8 +107,6 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if u == nil || !ok || len(members) == 0 {
-		s.throttle.fail("account:"+email, freeAccount, now)
-		s.throttle.fail("ip:"+ip, freeIP, now)
 		if u != nil {
 			s.auditFailure(r, u, "password", now)
 		}
@@ -116,6 +114,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.throttle.reset("account:" + email)
+	s.throttle.refund("ip:" + ip)
 	factor, err := s.hasFactor(ctx, u)
 	if err != nil {
 		s.fail(w, r, err)
@@ -241,7 +240,7 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		s.renderMFA(w, r, http.StatusBadRequest, mfaData{Next: next, Errors: map[string]string{"code": "Enter the code from your authenticator app, or a recovery code."}})
 		return
 	}
-	if d := max(s.throttle.wait("mfa:"+st.user.ID, now), s.throttle.wait("ip:"+ip, now)); d > 0 {
+	if d := s.throttle.take(now, guard{"mfa:" + st.user.ID, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
 		s.renderMFA(w, r, http.StatusTooManyRequests, mfaData{Next: next, Message: "Too many wrong codes. Try again in " + waitText(d) + "."})
 		return
@@ -252,13 +251,12 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
-		s.throttle.fail("mfa:"+st.user.ID, freeAccount, now)
-		s.throttle.fail("ip:"+ip, freeIP, now)
 		s.auditFailure(r, st.user, "second", now)
 		s.renderMFA(w, r, http.StatusUnauthorized, mfaData{Next: next, Errors: map[string]string{"code": msgBadCode}})
 		return
 	}
 	s.throttle.reset("mfa:" + st.user.ID)
+	s.throttle.refund("ip:" + ip)
 	// Every factor presented: the session gets a new id again.
 	id := newSessionID()
 	ses := *st.session
@@ -398,7 +396,7 @@ func (s *Server) handleReauth(w http.ResponseWriter, r *http.Request) {
 	now := s.now().UTC()
 	next := r.PostForm.Get("next")
 	key := "reauth:" + st.user.ID
-	if d := s.throttle.wait(key, now); d > 0 {
+	if d := s.throttle.take(now, guard{key, freeAccount}); d > 0 {
 		s.render(w, r, http.StatusTooManyRequests, "reauth", "Confirm it is you", reauthData{Next: next, Errors: map[string]string{"password": "Too many failed attempts. Try again in " + waitText(d) + "."}})
 		return
 	}
@@ -408,7 +406,6 @@ func (s *Server) handleReauth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
-		s.throttle.fail(key, freeAccount, now)
 		s.render(w, r, http.StatusUnauthorized, "reauth", "Confirm it is you", reauthData{Next: next, Errors: map[string]string{"password": "The password is incorrect."}})
 		return
 	}

@@ -271,7 +271,7 @@ func (s *Server) handleInviteAccept(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		key := "account:" + u.Email
-		if wait := s.throttle.wait(key, now); wait > 0 {
+		if wait := s.throttle.take(now, guard{key, freeAccount}); wait > 0 {
 			d.Errors["password"] = "Too many failed attempts. Try again in " + waitText(wait) + "."
 			s.render(w, r, http.StatusTooManyRequests, "invite", "Join "+d.Workspace, d)
 			return
@@ -281,11 +281,11 @@ func (s *Server) handleInviteAccept(w http.ResponseWriter, r *http.Request) {
 				s.fail(w, r, err)
 				return
 			}
-			s.throttle.fail(key, freeAccount, now)
 			d.Errors["password"] = "The password is incorrect."
 			s.render(w, r, http.StatusUnauthorized, "invite", "Join "+d.Workspace, d)
 			return
 		}
+		s.throttle.reset(key)
 		err = s.accounts.AcceptInvite(ctx, s.inviteDigest(d.Code), now, nil, u.ID, join(u.ID))
 		s.afterAccept(w, r, err)
 		return

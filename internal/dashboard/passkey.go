@@ -236,7 +236,7 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 	st := stateOf(r)
 	now := s.now().UTC()
 	ip := clientIP(r)
-	if d := s.throttle.wait("ip:"+ip, now); d > 0 {
+	if d := s.throttle.take(now, guard{"ip:" + ip, freeIP}); d > 0 {
 		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many failed attempts. Try again in " + waitText(d) + "."})
 		return
 	}
@@ -268,7 +268,6 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 	}
 	cred, err := s.webauthn.ValidateDiscoverableLogin(handler, *sd, parsed)
 	if err != nil || wu == nil {
-		s.throttle.fail("ip:"+ip, freeIP, now)
 		s.log.Info("passkey sign-in refused", "err", err)
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
@@ -286,6 +285,7 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
 	}
+	s.throttle.refund("ip:" + ip)
 	// A passkey with user verification is two factors in one: the session
 	// is complete at once, with a new id.
 	id := newSessionID()
@@ -346,7 +346,8 @@ func (s *Server) handlePasskeyMFABegin(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	now := s.now().UTC()
-	if d := max(s.throttle.wait("mfa:"+st.user.ID, now), s.throttle.wait("ip:"+clientIP(r), now)); d > 0 {
+	ip := clientIP(r)
+	if d := s.throttle.take(now, guard{"mfa:" + st.user.ID, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
 		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many failed attempts. Try again in " + waitText(d) + "."})
 		return
 	}
@@ -367,12 +368,11 @@ func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) 
 	}
 	cred, err := s.webauthn.ValidateLogin(wu, *sd, parsed)
 	if err != nil {
-		s.throttle.fail("mfa:"+st.user.ID, freeAccount, now)
-		s.throttle.fail("ip:"+clientIP(r), freeIP, now)
 		s.auditFailure(r, st.user, "passkey", now)
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
 	}
+	s.throttle.reset("mfa:" + st.user.ID)
 	if err := s.recordPasskeyUse(r, wu, cred, now); err != nil {
 		s.failJSON(w, r, err)
 		return

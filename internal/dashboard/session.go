@@ -264,15 +264,29 @@ func (s *Server) event(r *http.Request, wsID, userID, action, target string, now
 // throttle slows down guessing: after a few failures for a key (an
 // account or an IP), each further attempt must wait, twice as long after
 // each failure, up to maxDelay. It is kept in memory, per node.
+//
+// An attempt is counted as a failure before it is evaluated (take) and
+// refunded only when it succeeds, so that parallel requests cannot all
+// pass the check while the first ones are still hashing: the check and
+// the reservation are one step under the lock.
 type throttle struct {
-	mu sync.Mutex
-	m  map[string]*strikes
+	mu    sync.Mutex
+	m     map[string]*strikes
+	swept time.Time
 }
 
 type strikes struct {
 	n     int
+	free  int
 	until time.Time
 	last  time.Time
+}
+
+// guard is a key to throttle and the failures it may have before delays
+// start.
+type guard struct {
+	key  string
+	free int
 }
 
 const (
@@ -280,42 +294,59 @@ const (
 	maxDelay     = 15 * time.Minute
 	throttleKeep = time.Hour
 	throttleMax  = 100_000
+	sweepEvery   = time.Minute
 )
 
 func newThrottle() *throttle { return &throttle{m: map[string]*strikes{}} }
 
-// wait returns how long key must still wait at now; 0 when it may try.
-func (t *throttle) wait(key string, now time.Time) time.Duration {
+// take reserves an attempt for every guard at now. When one of the keys
+// must still wait it counts nothing and returns the longest wait;
+// otherwise it counts a failure for each key and returns 0. The caller
+// refunds the keys when the attempt succeeds.
+func (t *throttle) take(now time.Time, gs ...guard) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if st := t.m[key]; st != nil && now.Before(st.until) {
-		return st.until.Sub(now)
+	var d time.Duration
+	for _, g := range gs {
+		if st := t.m[g.key]; st != nil && now.Before(st.until) {
+			d = max(d, st.until.Sub(now))
+		}
+	}
+	if d > 0 {
+		return d
+	}
+	t.sweep(now)
+	for _, g := range gs {
+		st := t.m[g.key]
+		if st == nil || now.Sub(st.last) > throttleKeep {
+			st = &strikes{}
+			t.m[g.key] = st
+		}
+		st.n++
+		st.free = g.free
+		st.last = now
+		if over := st.n - g.free; over > 0 {
+			st.until = now.Add(min(firstDelay<<min(over-1, 20), maxDelay))
+		}
 	}
 	return 0
 }
 
-// fail records a failure of key at now; free failures are allowed before
-// the first delay.
-func (t *throttle) fail(key string, free int, now time.Time) {
+// refund takes back the failure take counted for key, for an attempt that
+// succeeded.
+func (t *throttle) refund(key string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.m) >= throttleMax {
-		for k, st := range t.m {
-			if now.Sub(st.last) > throttleKeep {
-				delete(t.m, k)
-			}
-		}
-	}
 	st := t.m[key]
-	if st == nil || now.Sub(st.last) > throttleKeep {
-		st = &strikes{}
-		t.m[key] = st
+	if st == nil {
+		return
 	}
-	st.n++
-	st.last = now
-	if over := st.n - free; over > 0 {
-		d := firstDelay << min(over-1, 20)
-		st.until = now.Add(min(d, maxDelay))
+	if st.n--; st.n <= 0 {
+		delete(t.m, key)
+		return
+	}
+	if st.n <= st.free {
+		st.until = time.Time{}
 	}
 }
 
@@ -324,6 +355,29 @@ func (t *throttle) reset(key string) {
 	t.mu.Lock()
 	delete(t.m, key)
 	t.mu.Unlock()
+}
+
+// sweep drops, at most once a sweepEvery, the keys whose failures are
+// forgotten; at throttleMax keys it also drops those not delayed now,
+// so that the map stays bounded by the keys an attacker keeps delayed.
+// t.mu is held.
+func (t *throttle) sweep(now time.Time) {
+	if now.Sub(t.swept) < sweepEvery && len(t.m) < throttleMax {
+		return
+	}
+	t.swept = now
+	for k, st := range t.m {
+		if now.Sub(st.last) > throttleKeep {
+			delete(t.m, k)
+		}
+	}
+	if len(t.m) >= throttleMax {
+		for k, st := range t.m {
+			if !now.Before(st.until) {
+				delete(t.m, k)
+			}
+		}
+	}
 }
 
 // Free failures before delays start: an account is one person; an IP may

@@ -278,4 +278,13 @@ type AccountStore interface {
 	UsePasskey(ctx context.Context, id string, credential []byte, at time.Time, events ...*AuditEvent) error
 	// DeletePasskey deletes the user's passkey with the id.
 	DeletePasskey(ctx context.Context, userID, id string, events ...*AuditEvent) error
+
+	// CreateChallenge records a passkey ceremony's challenge by its digest
+	// until expiresAt, and deletes the challenges expired at now.
+	// ECONFLICT when the digest is recorded already.
+	CreateChallenge(ctx context.Context, digest []byte, now, expiresAt time.Time) error
+	// UseChallenge deletes the challenge with the digest; it returns
+	// ENOTFOUND when there is none, or when it expired at now. A
+	// challenge can thus be used once.
+	UseChallenge(ctx context.Context, digest []byte, now time.Time) error
 }

@@ -143,6 +143,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.setCookie(w, s.sessionCookie(), id, 0)
+	s.rotatePre(w)
 	next := localPath(r.PostForm.Get("next"))
 	if !ses.Verified {
 		http.Redirect(w, r, "/signin/mfa?next="+url.QueryEscape(next), http.StatusSeeOther)
@@ -315,6 +316,7 @@ func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.setCookie(w, s.sessionCookie(), "", -1)
+	s.rotatePre(w)
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
 }
 
@@ -327,6 +329,7 @@ func (s *Server) handleSignOutEverywhere(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	s.setCookie(w, s.sessionCookie(), "", -1)
+	s.rotatePre(w)
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
 }
 
@@ -370,6 +373,7 @@ func (s *Server) handleSessionEnd(w http.ResponseWriter, r *http.Request) {
 	}
 	if id == st.session.ID {
 		s.setCookie(w, s.sessionCookie(), "", -1)
+		s.rotatePre(w)
 		http.Redirect(w, r, "/signin", http.StatusSeeOther)
 		return
 	}

@@ -133,6 +133,12 @@ func New(cfg Config) (*Server, error) {
 	// address as relying party), and only its origin may use them.
 	if s.webauthn, err = webauthn.New(&webauthn.Config{
 		RPID: s.public.Hostname(), RPDisplayName: "keyward", RPOrigins: []string{s.public.Scheme + "://" + s.public.Host},
+		// The library then refuses a ceremony older than challengeTTL too
+		// (its SessionData.Expires stays zero otherwise).
+		Timeouts: webauthn.TimeoutsConfig{
+			Login:        webauthn.TimeoutConfig{Enforce: true, Timeout: challengeTTL, TimeoutUVD: challengeTTL},
+			Registration: webauthn.TimeoutConfig{Enforce: true, Timeout: challengeTTL, TimeoutUVD: challengeTTL},
+		},
 	}); err != nil {
 		s.webauthn = nil
 		s.log.Warn("passkeys are off: they need --public-url with a host name, not an IP address", "public_url", s.public.String())

@@ -85,6 +85,13 @@ func (s *Server) setCookie(w http.ResponseWriter, name, value string, maxAge int
 	})
 }
 
+// rotatePre gives the browser a new pre-session cookie, at sign-in and
+// sign-out, so that a pre-session value (and the passkey ceremonies and
+// CSRF tokens bound to it) does not outlive the session it led to.
+func (s *Server) rotatePre(w http.ResponseWriter) {
+	s.setCookie(w, s.preCookie(), newSessionID(), 0)
+}
+
 // loadSession finds the request's session, ends it when it expired, and
 // keeps its last use current.
 func (s *Server) loadSession(next http.Handler) http.Handler {

@@ -44,6 +44,7 @@ func (s *suite) testAccounts(t *testing.T) {
 	t.Run("TokensCreatedBy", s.testTokensCreatedBy)
 	t.Run("Invites", s.testInvites)
 	t.Run("Passkeys", s.testPasskeys)
+	t.Run("Challenges", s.testChallenges)
 }
 
 func (s *suite) testUsers(t *testing.T) {
@@ -474,4 +475,42 @@ func (s *suite) testPasskeys(t *testing.T) {
 	_, err = a.FindPasskeyByCredential(f.ctx, []byte("cred-1"))
 	wantCode(t, err, keyward.ENOTFOUND)
 	f.assertChain(ws.ID)
+}
+
+func (s *suite) testChallenges(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	c1, c2, c3 := []byte("challenge-digest-1"), []byte("challenge-digest-2"), []byte("challenge-digest-3")
+	if err := a.CreateChallenge(f.ctx, c1, t0, t0.Add(5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, a.CreateChallenge(f.ctx, c1, t0, t0.Add(5*time.Minute)), keyward.ECONFLICT)
+	t.Run("UseOnce", func(t *testing.T) {
+		if err := a.UseChallenge(f.ctx, c1, t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, a.UseChallenge(f.ctx, c1, t0.Add(time.Minute)), keyward.ENOTFOUND)
+	})
+	t.Run("ErrExpired", func(t *testing.T) {
+		if err := a.CreateChallenge(f.ctx, c2, t0, t0.Add(5*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, a.UseChallenge(f.ctx, c2, t0.Add(5*time.Minute)), keyward.ENOTFOUND)
+	})
+	t.Run("ErrUnknown", func(t *testing.T) {
+		wantCode(t, a.UseChallenge(f.ctx, []byte("never-made"), t0), keyward.ENOTFOUND)
+	})
+	t.Run("CreateDropsExpired", func(t *testing.T) {
+		if err := a.CreateChallenge(f.ctx, c3, t0, t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		// Made again after it expired: the expired one is gone, so no
+		// conflict, and the new one is good until its own expiry.
+		if err := a.CreateChallenge(f.ctx, c3, t0.Add(time.Minute), t0.Add(2*time.Minute)); err != nil {
+			t.Fatalf("CreateChallenge after expiry: %v", err)
+		}
+		if err := a.UseChallenge(f.ctx, c3, t0.Add(90*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -375,11 +375,32 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// localPath returns p when it is a path on this site, else "/tokens", so
-// that a "next" parameter cannot send anyone elsewhere.
+// localPath returns p when it is a path on this site, "/tokens" when it
+// is empty, and "/" otherwise, so that a "next" parameter cannot send
+// anyone elsewhere. Browsers drop tabs and newlines from a URL and read a
+// backslash as a slash, so "/\t/evil.com" and "/\\evil.com" mean
+// "//evil.com": p must have no control character or backslash, also once
+// decoded, parse with no scheme, host or user, and start with exactly one
+// slash.
 func localPath(p string) string {
-	if p == "" || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") || strings.ContainsAny(p, "\r\n") {
+	if p == "" {
 		return "/tokens"
+	}
+	const fallback = "/"
+	unsafe := func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			if s[i] < 0x20 || s[i] == 0x7f || s[i] == '\\' {
+				return true
+			}
+		}
+		return !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//")
+	}
+	if unsafe(p) {
+		return fallback
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || unsafe(u.Path) {
+		return fallback
 	}
 	return p
 }

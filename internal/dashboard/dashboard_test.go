@@ -510,3 +510,34 @@ func TestThrottle(t *testing.T) {
 		wantStatus(t, status, http.StatusTooManyRequests, body)
 	})
 }
+
+func TestLocalPath(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", "/tokens"},
+		{"/tokens/tok_1", "/tokens/tok_1"},
+		{"/audit?cursor=abc", "/audit?cursor=abc"},
+		{"/account/mfa", "/account/mfa"},
+		{"//evil.com", "/"},
+		{"///evil.com", "/"},
+		{"/\\evil.com", "/"},
+		{"\\\\evil.com", "/"},
+		{"/\t/evil.com", "/"},
+		{"/\n/evil.com", "/"},
+		{"/\r/evil.com", "/"},
+		{"/\x00/evil.com", "/"},
+		{"/\x7f/evil.com", "/"},
+		{"/%09/evil.com", "/"},
+		{"/%2F/evil.com", "/"},
+		{"/%5Cevil.com", "/"},
+		{"https://evil.com", "/"},
+		{"https:/evil.com", "/"},
+		{"javascript:alert(1)", "/"},
+		{"evil.com", "/"},
+		{" /tokens", "/"},
+	}
+	for _, tt := range tests {
+		if got := localPath(tt.in); got != tt.want {
+			t.Errorf("localPath(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

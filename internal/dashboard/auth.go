@@ -94,7 +94,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	if u != nil {
 		hash = u.PasswordHash
 	}
-	ok, err := account.VerifyPassword(pw, hash)
+	ok, err := s.verifyPassword(ctx, pw, hash)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -404,7 +404,7 @@ func (s *Server) handleReauth(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusTooManyRequests, "reauth", "Confirm it is you", reauthData{Next: next, Errors: map[string]string{"password": "Too many failed attempts. Try again in " + waitText(d) + "."}})
 		return
 	}
-	ok, err := account.VerifyPassword(r.PostForm.Get("password"), st.user.PasswordHash)
+	ok, err := s.verifyPassword(r.Context(), r.PostForm.Get("password"), st.user.PasswordHash)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
 
@@ -89,7 +90,11 @@ type Server struct {
 	webauthn   *webauthn.WebAuthn
 	pages      map[string]*template.Template
 	throttle   *throttle
-	handler    http.Handler
+	// hashing bounds how many argon2id hashes run at once: each takes
+	// params.Memory (19 MiB by default), so parallel sign-ins could
+	// otherwise exhaust memory.
+	hashing chan struct{}
+	handler http.Handler
 }
 
 // New returns a Server.
@@ -128,6 +133,7 @@ func New(cfg Config) (*Server, error) {
 	s.csrfKey = cfg.Keys.Current.Derive("dashboard-csrf/v1")
 	s.inviteKey = cfg.Keys.Current.Derive("dashboard-invite/v1")
 	s.throttle = newThrottle()
+	s.hashing = make(chan struct{}, 2*runtime.GOMAXPROCS(0))
 	var err error
 	// Passkeys belong to the host of the public URL (browsers refuse an IP
 	// address as relying party), and only its origin may use them.

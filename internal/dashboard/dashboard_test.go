@@ -52,6 +52,7 @@ type env struct {
 	clock *clock
 	ws    *keyward.Workspace
 	log   *syncBuffer // everything the dashboard logged
+	dash  *Server
 }
 
 type syncBuffer struct {
@@ -109,6 +110,7 @@ func newEnvAt(t *testing.T, publicURL string) *env {
 		t.Fatal(err)
 	}
 	e.srv.Config.Handler = d.Handler()
+	e.dash = d
 	return e
 }
 

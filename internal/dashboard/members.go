@@ -276,7 +276,7 @@ func (s *Server) handleInviteAccept(w http.ResponseWriter, r *http.Request) {
 			s.render(w, r, http.StatusTooManyRequests, "invite", "Join "+d.Workspace, d)
 			return
 		}
-		if ok, err := account.VerifyPassword(pw, u.PasswordHash); err != nil || !ok {
+		if ok, err := s.verifyPassword(ctx, pw, u.PasswordHash); err != nil || !ok {
 			if err != nil {
 				s.fail(w, r, err)
 				return
@@ -299,7 +299,7 @@ func (s *Server) handleInviteAccept(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusBadRequest, "invite", "Join "+d.Workspace, d)
 		return
 	}
-	hash, err := account.HashPassword(pw, s.params)
+	hash, err := s.hashPassword(ctx, pw)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
 	"github.com/keyward/keyward/internal/manage"
 )
 
@@ -393,3 +394,33 @@ const (
 	freeAccount = 3
 	freeIP      = 10
 )
+
+// verifyPassword is account.VerifyPassword once a hashing slot is free.
+// It returns the context's error when ctx ends first.
+func (s *Server) verifyPassword(ctx context.Context, pw, hash string) (bool, error) {
+	if err := s.acquireHashing(ctx); err != nil {
+		return false, err
+	}
+	defer func() { <-s.hashing }()
+	return account.VerifyPassword(pw, hash)
+}
+
+// hashPassword is account.HashPassword with the server's parameters once
+// a hashing slot is free. It returns the context's error when ctx ends
+// first.
+func (s *Server) hashPassword(ctx context.Context, pw string) (string, error) {
+	if err := s.acquireHashing(ctx); err != nil {
+		return "", err
+	}
+	defer func() { <-s.hashing }()
+	return account.HashPassword(pw, s.params)
+}
+
+func (s *Server) acquireHashing(ctx context.Context) error {
+	select {
+	case s.hashing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,9 +1,12 @@
 package dashboard
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -125,4 +128,40 @@ func TestThrottleTake(t *testing.T) {
 			t.Error("a flood of keys erased a delayed key")
 		}
 	})
+}
+
+// TestHashingBounded fills every hashing slot: a password check then
+// waits for one, or gives up when its request ends.
+func TestHashingBounded(t *testing.T) {
+	e := newEnv(t)
+	s := e.dash
+	if got, want := cap(s.hashing), 2*runtime.GOMAXPROCS(0); got != want {
+		t.Fatalf("%d hashing slots, want %d", got, want)
+	}
+	hash, err := s.hashPassword(context.Background(), goodPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range cap(s.hashing) {
+		s.hashing <- struct{}{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.verifyPassword(ctx, goodPassword, hash); !errors.Is(err, context.Canceled) {
+		t.Fatalf("verifyPassword with every slot taken and the request gone = %v, want context.Canceled", err)
+	}
+	done := make(chan bool)
+	go func() {
+		ok, _ := s.verifyPassword(context.Background(), goodPassword, hash)
+		done <- ok
+	}()
+	select {
+	case <-done:
+		t.Fatal("a password was hashed while every slot was taken")
+	default:
+	}
+	<-s.hashing
+	if !<-done {
+		t.Error("the password did not verify once a slot was free")
+	}
 }

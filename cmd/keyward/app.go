@@ -246,6 +246,7 @@ type server struct {
 	http   *http.Server
 	ln     net.Listener
 	gw     *gatewayServer // nil without --gateway-config
+	dash   *dashboard.Server
 }
 
 // openServer opens the store, makes sure the default workspace exists,
@@ -313,6 +314,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		if err != nil {
 			return nil, err
 		}
+		s.dash = dash
 		// One listener: the API's paths go to the API, every other path
 		// (GET / included) to the dashboard.
 		api, browser := a.Handler(), dash.Handler()
@@ -410,6 +412,9 @@ func (s *server) close(ctx context.Context) error {
 	}
 	if s.limits != nil {
 		errs = append(errs, s.limits.Close())
+	}
+	if s.dash != nil {
+		s.dash.Wait() // its audit records go to the store
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())

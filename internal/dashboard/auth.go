@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -179,23 +180,40 @@ func truncate(s string, n int) string {
 	return s
 }
 
+// auditTimeout bounds the recording of a failed sign-in step.
+const auditTimeout = 10 * time.Second
+
 // auditFailure records a failed sign-in step of a known user in each of
-// its workspaces' logs. A failure to record is logged, not shown.
+// its workspaces' logs, after the handler answered: an unknown email has
+// no log to write to, and the lookup and write must not make a known
+// email's answer slower than an unknown one's. A failure to record is
+// logged, not shown. Wait waits for the records.
 func (s *Server) auditFailure(r *http.Request, u *keyward.User, factor string, now time.Time) {
-	ms, err := s.accounts.FindMembers(r.Context(), "", u.ID)
-	if err != nil {
-		s.log.Error("audit sign-in failure", "err", err)
-		return
-	}
-	var events []*keyward.AuditEvent
-	for _, m := range ms {
-		ev := s.event(r, m.WorkspaceID, u.ID, "session.signin_failed", u.ID, now)
-		ev.Changes = []byte(`{"factor":"` + factor + `"}`)
-		events = append(events, ev)
-	}
-	if err := s.store.AppendAudit(r.Context(), events...); err != nil {
-		s.log.Error("audit sign-in failure", "err", err)
-	}
+	proto := s.event(r, "", u.ID, "session.signin_failed", u.ID, now)
+	proto.Changes = []byte(`{"factor":"` + factor + `"}`)
+	ctx := context.WithoutCancel(r.Context())
+	s.background.Go(func() {
+		ctx, cancel := context.WithTimeout(ctx, auditTimeout)
+		defer cancel()
+		ms, err := s.accounts.FindMembers(ctx, "", u.ID)
+		if err != nil {
+			s.log.Error("audit sign-in failure", "err", err)
+			return
+		}
+		var events []*keyward.AuditEvent
+		for i, m := range ms {
+			ev := *proto
+			ev.ID = keyward.NewID(keyward.PrefixEvent, now)
+			if i == 0 {
+				ev.ID = proto.ID
+			}
+			ev.WorkspaceID = m.WorkspaceID
+			events = append(events, &ev)
+		}
+		if err := s.store.AppendAudit(ctx, events...); err != nil {
+			s.log.Error("audit sign-in failure", "err", err)
+		}
+	})
 }
 
 type mfaData struct {

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -94,8 +95,16 @@ type Server struct {
 	// params.Memory (19 MiB by default), so parallel sign-ins could
 	// otherwise exhaust memory.
 	hashing chan struct{}
-	handler http.Handler
+	// background holds the work done after answering (audit records of
+	// failed sign-ins).
+	background sync.WaitGroup
+	handler    http.Handler
 }
+
+// Wait waits for the work the Server does after answering requests, such
+// as audit records of failed sign-ins. Call it after the HTTP server shut
+// down, before closing the store.
+func (s *Server) Wait() { s.background.Wait() }
 
 // New returns a Server.
 func New(cfg Config) (*Server, error) {

@@ -79,6 +79,13 @@ func newEnv(t *testing.T) *env { t.Helper(); return newEnvAt(t, "") }
 // newEnvAt is newEnv with the given public URL ("" for the test server's).
 func newEnvAt(t *testing.T, publicURL string) *env {
 	t.Helper()
+	return newEnvWith(t, publicURL, nil)
+}
+
+// newEnvWith is newEnvAt with the dashboard's keyward.Store wrapped by
+// wrap, when not nil.
+func newEnvWith(t *testing.T, publicURL string, wrap func(keyward.Store) keyward.Store) *env {
+	t.Helper()
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "keyward.db"))
 	if err != nil {
@@ -103,7 +110,11 @@ func newEnvAt(t *testing.T, publicURL string) *env {
 		publicURL = e.srv.URL
 	}
 	public, _ := url.Parse(publicURL)
-	d, err := New(Config{Service: svc, Store: db, Accounts: db, Keys: keys, Now: c.Now, PublicURL: public, Secure: true,
+	var store keyward.Store = db
+	if wrap != nil {
+		store = wrap(db)
+	}
+	d, err := New(Config{Service: svc, Store: store, Accounts: db, Keys: keys, Now: c.Now, PublicURL: public, Secure: true,
 		Log:            slog.New(slog.NewTextHandler(e.log, nil)),
 		PasswordParams: account.TestParams})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -163,5 +164,55 @@ func TestHashingBounded(t *testing.T) {
 	<-s.hashing
 	if !<-done {
 		t.Error("the password did not verify once a slot was free")
+	}
+}
+
+// gatedAudit holds AppendAudit until the test opens the gate, and notes
+// whether the client had its answer by then.
+type gatedAudit struct {
+	keyward.Store
+	gate      chan struct{}
+	answered  *atomic.Bool
+	beforeAns atomic.Int32 // AppendAudit calls made before the answer
+}
+
+func (g *gatedAudit) AppendAudit(ctx context.Context, events ...*keyward.AuditEvent) error {
+	select {
+	case <-g.gate:
+	case <-time.After(5 * time.Second): // only breaks the deadlock of a synchronous write
+	}
+	if !g.answered.Load() {
+		g.beforeAns.Add(1)
+	}
+	return g.Store.AppendAudit(ctx, events...)
+}
+
+// TestSignInFailureAuditAfterAnswer: a known email's failed sign-in
+// answers before its audit record is written, as an unknown email's does
+// (which has none), so the timing does not tell them apart.
+func TestSignInFailureAuditAfterAnswer(t *testing.T) {
+	var answered atomic.Bool
+	g := &gatedAudit{gate: make(chan struct{}), answered: &answered}
+	e := newEnvWith(t, "", func(s keyward.Store) keyward.Store { g.Store = s; return g })
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.get("/signin")
+	status, body := b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}})
+	answered.Store(true)
+	close(g.gate)
+	wantStatus(t, status, http.StatusUnauthorized, body)
+	e.dash.Wait()
+	if n := g.beforeAns.Load(); n != 0 {
+		t.Errorf("%d audit writes happened before the answer", n)
+	}
+	evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID})
+	var failed *keyward.AuditEvent
+	for _, ev := range evs {
+		if ev.Action == "session.signin_failed" {
+			failed = ev
+		}
+	}
+	if failed == nil || failed.IP == "" || !strings.Contains(string(failed.Changes), `"factor":"password"`) {
+		t.Errorf("session.signin_failed event = %+v, want one with the IP and factor", failed)
 	}
 }

@@ -234,6 +234,8 @@ func (s *Server) routes() []route {
 		{"POST /sessions/{id}/end", authVerified, s.handleSessionEnd},
 		{"GET /reauth", authVerified, s.handleReauthPage},
 		{"POST /reauth", authVerified, s.handleReauth},
+		{"GET /account/password", authVerified, s.handlePasswordPage},
+		{"POST /account/password", authVerified, s.handlePasswordChange},
 		{"GET /account/mfa", authVerified, s.handleMFASettings},
 		{"POST /account/mfa/totp", authVerified, s.handleTOTPEnrol},
 		{"POST /account/mfa/totp/confirm", authVerified, s.handleTOTPConfirm},

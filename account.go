@@ -226,8 +226,17 @@ type AccountStore interface {
 	FindMembers(ctx context.Context, workspaceID, userID string) ([]*Member, error)
 	// PutMember inserts the membership or changes its role.
 	PutMember(ctx context.Context, m *Member, events ...*AuditEvent) error
+	// ChangeRole changes the role of an existing member from from to to,
+	// ends the user's sessions in that workspace and records the events.
+	// It returns ENOTFOUND when the user is not a member (any more), and
+	// ECONFLICT when its role is no longer from or when the workspace
+	// would be left without an owner. Role changes and removals of one
+	// workspace are serialized, so that two owners demoting each other
+	// cannot both succeed.
+	ChangeRole(ctx context.Context, workspaceID, userID, from, to string, events ...*AuditEvent) error
 	// RemoveMember deletes the membership and the user's sessions in that
-	// workspace.
+	// workspace. It returns ECONFLICT when that would leave the workspace
+	// without an owner.
 	RemoveMember(ctx context.Context, workspaceID, userID string, events ...*AuditEvent) error
 
 	// CreateSession inserts s and the events.

@@ -162,9 +162,9 @@ func (s *Server) handleMemberRole(w http.ResponseWriter, r *http.Request) {
 	now := s.now().UTC()
 	ev := s.event(r, m.WorkspaceID, st.user.ID, "member.role_change", m.UserID, now)
 	ev.Changes, _ = json.Marshal(map[string]any{"role": map[string]any{"from": m.Role, "to": role}})
-	next := *m
-	next.Role = role
-	if err := s.accounts.PutMember(r.Context(), &next, ev); err != nil {
+	// The member's sessions in this workspace end in the same transaction:
+	// a role taken away stops working at once.
+	if err := s.accounts.ChangeRole(r.Context(), m.WorkspaceID, m.UserID, m.Role, role, ev); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -38,6 +38,7 @@ func (f *fixture) user(a keyward.AccountStore, ws *keyward.Workspace, email, rol
 func (s *suite) testAccounts(t *testing.T) {
 	t.Run("Users", s.testUsers)
 	t.Run("Members", s.testMembers)
+	t.Run("RoleChanges", s.testRoleChanges)
 	t.Run("Sessions", s.testSessions)
 	t.Run("RecoveryCodes", s.testRecoveryCodes)
 	t.Run("WorkspaceSettings", s.testWorkspaceSettings)
@@ -193,6 +194,96 @@ func (s *suite) testMembers(t *testing.T) {
 		wantCode(t, a.RemoveMember(f.ctx, ws.ID, bob.ID, f.event(ws.ID, "member.remove", bob.ID)), keyward.ENOTFOUND)
 		if evs := f.events(ws.ID); evs[0].Action != "member.remove" || len(evs) != 4 {
 			t.Errorf("events = %d, newest %s; want 4, member.remove once", len(evs), evs[0].Action)
+		}
+	})
+}
+
+func (s *suite) testRoleChanges(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	other := f.workspace("other")
+	ann := f.user(a, ws, "ann@example.com", keyward.RoleOwner)
+	bob := f.user(a, ws, "bob@example.com", keyward.RoleOwner)
+	cat := f.user(a, ws, "cat@example.com", keyward.RoleAdmin)
+	if err := a.PutMember(f.ctx, &keyward.Member{WorkspaceID: other.ID, UserID: cat.ID, Role: keyward.RoleOwner, CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("EndsSessionsInWorkspace", func(t *testing.T) {
+		inWS := f.session(a, cat, ws.ID)
+		inOther := f.session(a, cat, other.ID)
+		if err := a.ChangeRole(f.ctx, ws.ID, cat.ID, keyward.RoleAdmin, keyward.RoleViewer, f.event(ws.ID, "member.role_change", cat.ID)); err != nil {
+			t.Fatal(err)
+		}
+		if m, _ := a.FindMember(f.ctx, ws.ID, cat.ID); m.Role != keyward.RoleViewer {
+			t.Errorf("role = %s, want viewer", m.Role)
+		}
+		_, err := a.FindSession(f.ctx, inWS.Digest)
+		wantCode(t, err, keyward.ENOTFOUND)
+		if _, err := a.FindSession(f.ctx, inOther.Digest); err != nil {
+			t.Errorf("the session in another workspace ended: %v", err)
+		}
+		if evs := f.events(ws.ID); evs[0].Action != "member.role_change" {
+			t.Errorf("newest event %s, want member.role_change", evs[0].Action)
+		}
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrStaleRole", func(t *testing.T) {
+		wantCode(t, a.ChangeRole(f.ctx, ws.ID, cat.ID, keyward.RoleAdmin, keyward.RoleMember), keyward.ECONFLICT)
+	})
+	t.Run("ErrNotMember", func(t *testing.T) {
+		// A role change must not bring back a member removed meanwhile.
+		dan := f.user(a, ws, "dan@example.com", keyward.RoleMember)
+		if err := a.RemoveMember(f.ctx, ws.ID, dan.ID); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, a.ChangeRole(f.ctx, ws.ID, dan.ID, keyward.RoleMember, keyward.RoleAdmin), keyward.ENOTFOUND)
+		_, err := a.FindMember(f.ctx, ws.ID, dan.ID)
+		wantCode(t, err, keyward.ENOTFOUND)
+	})
+	t.Run("ErrInvalidRole", func(t *testing.T) {
+		wantCode(t, a.ChangeRole(f.ctx, ws.ID, cat.ID, keyward.RoleViewer, "god"), keyward.EINVALID)
+	})
+	t.Run("ErrLastOwnerConcurrent", func(t *testing.T) {
+		// Two owners demote each other at once: one of them stays owner.
+		errs := make(chan error, 2)
+		for _, p := range [][2]*keyward.User{{ann, bob}, {bob, ann}} {
+			go func() {
+				errs <- a.ChangeRole(f.ctx, ws.ID, p[1].ID, keyward.RoleOwner, keyward.RoleAdmin, f.event(ws.ID, "member.role_change", p[1].ID))
+			}()
+		}
+		var failed int
+		for range 2 {
+			if err := <-errs; err != nil {
+				if keyward.ErrorCode(err) != keyward.ECONFLICT {
+					t.Fatalf("ChangeRole = %v, want nil or ECONFLICT", err)
+				}
+				failed++
+			}
+		}
+		ms, _ := a.FindMembers(f.ctx, ws.ID, "")
+		var owners int
+		for _, m := range ms {
+			if m.Role == keyward.RoleOwner {
+				owners++
+			}
+		}
+		if owners != 1 || failed != 1 {
+			t.Errorf("%d owners left, %d demotions refused; want 1 and 1", owners, failed)
+		}
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrRemoveLastOwner", func(t *testing.T) {
+		var owner *keyward.User
+		for _, u := range []*keyward.User{ann, bob} {
+			if m, _ := a.FindMember(f.ctx, ws.ID, u.ID); m.Role == keyward.RoleOwner {
+				owner = u
+			}
+		}
+		wantCode(t, a.RemoveMember(f.ctx, ws.ID, owner.ID, f.event(ws.ID, "member.remove", owner.ID)), keyward.ECONFLICT)
+		wantCode(t, a.ChangeRole(f.ctx, ws.ID, owner.ID, keyward.RoleOwner, keyward.RoleViewer), keyward.ECONFLICT)
+		if m, err := a.FindMember(f.ctx, ws.ID, owner.ID); err != nil || m.Role != keyward.RoleOwner {
+			t.Errorf("the last owner is now %+v, %v", m, err)
 		}
 	})
 }

@@ -248,6 +248,11 @@ type AccountStore interface {
 	// UpdateSession writes s's digest, workspace, Verified, ReauthAt and
 	// LastSeenAt, and the events.
 	UpdateSession(ctx context.Context, s *Session, events ...*AuditEvent) error
+	// TouchSession sets the last use of the session with the id and
+	// digest to at, when it is earlier. It writes nothing else, and
+	// nothing when the session ended or got a new digest meanwhile, so
+	// that a slow request cannot write back an older state.
+	TouchSession(ctx context.Context, id string, digest []byte, at time.Time) error
 	// DeleteSessions deletes the user's session with the given id, or
 	// every session of the user but exceptID when id is "", and records
 	// the events. It returns how many it deleted.

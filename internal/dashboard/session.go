@@ -146,10 +146,12 @@ func (s *Server) resume(ctx context.Context, st *state, id string) error {
 		return err
 	}
 	if now.Sub(ses.LastSeenAt) >= touchEvery {
-		ses.LastSeenAt = now
-		if err := s.accounts.UpdateSession(ctx, ses); err != nil {
+		// Only the last use: a full write could put back a digest or
+		// factor state that another request changed meanwhile.
+		if err := s.accounts.TouchSession(ctx, ses.ID, ses.Digest, now); err != nil {
 			return err
 		}
+		ses.LastSeenAt = now
 	}
 	factor, err := s.hasFactor(ctx, u)
 	if err != nil {

@@ -480,6 +480,17 @@ func (db *DB) UpdateSession(ctx context.Context, s *keyward.Session, events ...*
 	return wrap("update session", err)
 }
 
+// TouchSession moves the session's last use forward to at.
+func (db *DB) TouchSession(ctx context.Context, id string, digest []byte, at time.Time) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	if !storable(id) {
+		return nil
+	}
+	_, err := db.pool.Exec(ctx, `UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND digest = $3 AND last_seen_at < $1`, at, id, digest)
+	return wrap("touch session", err)
+}
+
 // DeleteSessions deletes one session of the user, or all but one.
 func (db *DB) DeleteSessions(ctx context.Context, userID, id, exceptID string, events ...*keyward.AuditEvent) (int, error) {
 	ctx, cancel := bound(ctx)

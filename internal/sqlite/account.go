@@ -406,6 +406,16 @@ func (db *DB) UpdateSession(ctx context.Context, s *keyward.Session, events ...*
 	return wrap("update session", err)
 }
 
+// TouchSession moves the session's last use forward to at.
+func (db *DB) TouchSession(ctx context.Context, id string, digest []byte, at time.Time) error {
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE sessions SET last_seen_at = ? WHERE id = ? AND digest = ? AND last_seen_at < ?`,
+			encodeTime(at), id, digest, encodeTime(at))
+		return err
+	})
+	return wrap("touch session", err)
+}
+
 // DeleteSessions deletes one session of the user, or all but one.
 func (db *DB) DeleteSessions(ctx context.Context, userID, id, exceptID string, events ...*keyward.AuditEvent) (int, error) {
 	var n int64

@@ -354,6 +354,39 @@ func (s *suite) testSessions(t *testing.T) {
 		missing.Digest = newSecret("", t0).Digest
 		wantCode(t, a.UpdateSession(f.ctx, &missing), keyward.ENOTFOUND)
 	})
+	t.Run("TouchWritesOnlyLastUse", func(t *testing.T) {
+		stale, err := a.FindSession(f.ctx, ses.Digest)
+		if err != nil {
+			ses, _ := a.FindSessions(f.ctx, u.ID)
+			stale = ses[0]
+		}
+		cur := *stale
+		cur.Digest, cur.Verified = newSecret("", t0).Digest, true
+		if err := a.UpdateSession(f.ctx, &cur); err != nil {
+			t.Fatal(err)
+		}
+		t2 := t0.Add(time.Hour)
+		// A request that read the session before its new digest.
+		if err := a.TouchSession(f.ctx, stale.ID, stale.Digest, t2); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.FindSession(f.ctx, cur.Digest)
+		if err != nil || !got.Verified || !got.LastSeenAt.Equal(cur.LastSeenAt) {
+			t.Fatalf("after a stale touch: %+v, %v; want it unchanged", got, err)
+		}
+		if err := a.TouchSession(f.ctx, cur.ID, cur.Digest, t2); err != nil {
+			t.Fatal(err)
+		}
+		got, _ = a.FindSession(f.ctx, cur.Digest)
+		if !got.LastSeenAt.Equal(t2) || !got.Verified || !got.ReauthAt.Equal(cur.ReauthAt) {
+			t.Errorf("after a touch: %+v; want last use %s, nothing else changed", got, t2)
+		}
+		// Never backwards.
+		a.TouchSession(f.ctx, cur.ID, cur.Digest, t0)
+		if got, _ = a.FindSession(f.ctx, cur.Digest); !got.LastSeenAt.Equal(t2) {
+			t.Errorf("a touch moved the last use back to %s", got.LastSeenAt)
+		}
+	})
 	t.Run("DeleteSessions", func(t *testing.T) {
 		s2 := f.session(a, u, ws.ID)
 		s3 := f.session(a, u, ws.ID)

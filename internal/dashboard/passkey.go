@@ -334,6 +334,14 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	s.throttle.refund("ip:" + ip)
+	// A new session, with a new id, whatever the request held before (as
+	// at password sign-in).
+	if old := st.session; old != nil {
+		if _, err := s.accounts.DeleteSessions(r.Context(), old.UserID, old.ID, ""); err != nil {
+			s.failJSON(w, r, err)
+			return
+		}
+	}
 	// A passkey with user verification is two factors in one: the session
 	// is complete at once, with a new id.
 	id := newSessionID()

@@ -153,11 +153,28 @@ func TestPasskeySignInSingleUse(t *testing.T) {
 			t.Error("a passkey whose count went backwards got a session")
 		}
 	})
+	t.Run("OKEndsPriorSession", func(t *testing.T) {
+		e.clock.Add(time.Minute)
+		b := e.browser()
+		b.signIn2("ann@example.com") // a password session
+		before := sessionCookie(b)
+		challenge, state := beginSignIn(t, b)
+		status, body := b.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, 9)}})
+		wantStatus(t, status, http.StatusOK, body)
+		if after := sessionCookie(b); after == "" || after == before {
+			t.Fatal("passkey sign-in kept the session id")
+		}
+		old := e.browser()
+		old.c.Jar.SetCookies(srv, []*http.Cookie{{Name: "__Host-keyward_session", Value: before, Path: "/", Secure: true}})
+		if old.get("/tokens"); old.path() != "/signin" {
+			t.Errorf("the session from before the passkey sign-in still works (at %s)", old.path())
+		}
+	})
 	t.Run("OKSignOutRotatesPre", func(t *testing.T) {
 		e.clock.Add(time.Minute)
 		b := e.browser()
 		challenge, state := beginSignIn(t, b)
-		status, body := b.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, 8)}})
+		status, body := b.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, 10)}})
 		wantStatus(t, status, http.StatusOK, body)
 		b.get("/tokens")
 		before := preOf(b)

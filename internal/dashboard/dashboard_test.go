@@ -416,6 +416,14 @@ func TestCSRF(t *testing.T) {
 			}
 		})
 	}
+	t.Run("ErrOversizedWithoutToken", func(t *testing.T) {
+		form := url.Values{"name": {strings.Repeat("x", maxForm)}, "csrf": {""}}
+		status, body := b.post("/tokens", form)
+		wantStatus(t, status, http.StatusForbidden, body)
+		c := e.browser()
+		status, body = c.post("/signin", url.Values{"email": {strings.Repeat("a", maxForm)}, "csrf": {""}})
+		wantStatus(t, status, http.StatusForbidden, body)
+	})
 	t.Run("ErrSignInWithoutToken", func(t *testing.T) {
 		c := e.browser()
 		status, body := c.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}, "csrf": {""}})

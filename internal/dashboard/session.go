@@ -226,7 +226,9 @@ func (s *Server) csrfToken(st *state) string {
 const maxForm = 64 << 10
 
 // checkCSRF refuses, with 403, every state-changing request whose form
-// lacks the request's CSRF token.
+// lacks the request's CSRF token. A form it cannot read (over maxForm, or
+// malformed) has no token it could check, so it gets 403 too: the answer
+// to a forged request does not depend on its size.
 func (s *Server) checkCSRF(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method {
@@ -236,7 +238,7 @@ func (s *Server) checkCSRF(next http.Handler) http.Handler {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 		if err := r.ParseForm(); err != nil {
-			s.renderError(w, r, http.StatusBadRequest, "The form could not be read.")
+			s.renderError(w, r, http.StatusForbidden, "This form could not be read, or did not come from this site. Go back, reload the page and try again.")
 			return
 		}
 		want := s.csrfToken(stateOf(r))

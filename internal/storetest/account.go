@@ -247,11 +247,15 @@ func (s *suite) testRoleChanges(t *testing.T) {
 	t.Run("ErrLastOwnerConcurrent", func(t *testing.T) {
 		// Two owners demote each other at once: one of them stays owner.
 		errs := make(chan error, 2)
-		for _, p := range [][2]*keyward.User{{ann, bob}, {bob, ann}} {
+		start := make(chan struct{})
+		for _, u := range []*keyward.User{ann, bob} {
+			ev := f.event(ws.ID, "member.role_change", u.ID)
 			go func() {
-				errs <- a.ChangeRole(f.ctx, ws.ID, p[1].ID, keyward.RoleOwner, keyward.RoleAdmin, f.event(ws.ID, "member.role_change", p[1].ID))
+				<-start
+				errs <- a.ChangeRole(f.ctx, ws.ID, u.ID, keyward.RoleOwner, keyward.RoleAdmin, ev)
 			}()
 		}
+		close(start)
 		var failed int
 		for range 2 {
 			if err := <-errs; err != nil {

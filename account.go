@@ -226,8 +226,17 @@ type AccountStore interface {
 	FindMembers(ctx context.Context, workspaceID, userID string) ([]*Member, error)
 	// PutMember inserts the membership or changes its role.
 	PutMember(ctx context.Context, m *Member, events ...*AuditEvent) error
+	// ChangeRole changes the role of an existing member from from to to,
+	// ends the user's sessions in that workspace and records the events.
+	// It returns ENOTFOUND when the user is not a member (any more), and
+	// ECONFLICT when its role is no longer from or when the workspace
+	// would be left without an owner. Role changes and removals of one
+	// workspace are serialized, so that two owners demoting each other
+	// cannot both succeed.
+	ChangeRole(ctx context.Context, workspaceID, userID, from, to string, events ...*AuditEvent) error
 	// RemoveMember deletes the membership and the user's sessions in that
-	// workspace.
+	// workspace. It returns ECONFLICT when that would leave the workspace
+	// without an owner.
 	RemoveMember(ctx context.Context, workspaceID, userID string, events ...*AuditEvent) error
 
 	// CreateSession inserts s and the events.
@@ -239,6 +248,11 @@ type AccountStore interface {
 	// UpdateSession writes s's digest, workspace, Verified, ReauthAt and
 	// LastSeenAt, and the events.
 	UpdateSession(ctx context.Context, s *Session, events ...*AuditEvent) error
+	// TouchSession sets the last use of the session with the id and
+	// digest to at, when it is earlier. It writes nothing else, and
+	// nothing when the session ended or got a new digest meanwhile, so
+	// that a slow request cannot write back an older state.
+	TouchSession(ctx context.Context, id string, digest []byte, at time.Time) error
 	// DeleteSessions deletes the user's session with the given id, or
 	// every session of the user but exceptID when id is "", and records
 	// the events. It returns how many it deleted.
@@ -278,4 +292,13 @@ type AccountStore interface {
 	UsePasskey(ctx context.Context, id string, credential []byte, at time.Time, events ...*AuditEvent) error
 	// DeletePasskey deletes the user's passkey with the id.
 	DeletePasskey(ctx context.Context, userID, id string, events ...*AuditEvent) error
+
+	// CreateChallenge records a passkey ceremony's challenge by its digest
+	// until expiresAt, and deletes the challenges expired at now.
+	// ECONFLICT when the digest is recorded already.
+	CreateChallenge(ctx context.Context, digest []byte, now, expiresAt time.Time) error
+	// UseChallenge deletes the challenge with the digest; it returns
+	// ENOTFOUND when there is none, or when it expired at now. A
+	// challenge can thus be used once.
+	UseChallenge(ctx context.Context, digest []byte, now time.Time) error
 }

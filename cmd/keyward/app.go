@@ -246,6 +246,19 @@ type server struct {
 	http   *http.Server
 	ln     net.Listener
 	gw     *gatewayServer // nil without --gateway-config
+	dash   *dashboard.Server
+}
+
+// secureCookies reports whether the dashboard's cookies are Secure (and
+// named __Host-): the browser reaches it over TLS (served here or by a
+// proxy named by an https:// public URL), or on loopback, where browsers
+// treat http:// as a secure context. Loopback is either the listen address
+// or the public URL's host (localhost, *.localhost, a loopback IP), as in
+// a container listening on 0.0.0.0 with --public-url http://localhost:8080.
+func secureCookies(cfg serveConfig, public *url.URL) bool {
+	host := strings.ToLower(public.Hostname())
+	return cfg.TLSCert != "" || public.Scheme == "https" || dashboard.IsLoopback(cfg.Addr) ||
+		dashboard.IsLoopback(host) || strings.HasSuffix(host, ".localhost")
 }
 
 // openServer opens the store, makes sure the default workspace exists,
@@ -302,7 +315,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	handler := a.Handler()
 	if accounts, ok := s.store.(keyward.AccountStore); ok {
 		public, _ := url.Parse(cfg.PublicURL) // validated
-		secure := cfg.TLSCert != "" || public.Scheme == "https" || dashboard.IsLoopback(cfg.Addr)
+		secure := secureCookies(cfg, public)
 		if !secure {
 			log.Warn("dashboard cookies are not Secure: serve TLS, listen on loopback, or name a TLS proxy with --public-url https://...")
 		}
@@ -313,6 +326,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		if err != nil {
 			return nil, err
 		}
+		s.dash = dash
 		// One listener: the API's paths go to the API, every other path
 		// (GET / included) to the dashboard.
 		api, browser := a.Handler(), dash.Handler()
@@ -410,6 +424,9 @@ func (s *server) close(ctx context.Context) error {
 	}
 	if s.limits != nil {
 		errs = append(errs, s.limits.Close())
+	}
+	if s.dash != nil {
+		s.dash.Wait() // its audit records go to the store
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -79,7 +80,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := clientIP(r)
-	if d := max(s.throttle.wait("account:"+email, now), s.throttle.wait("ip:"+ip, now)); d > 0 {
+	if d := s.throttle.take(now, guard{"account:" + email, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
 		s.signInPage(w, r, http.StatusTooManyRequests, "Too many failed attempts. Try again in "+waitText(d)+".", nil)
 		return
@@ -94,7 +95,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	if u != nil {
 		hash = u.PasswordHash
 	}
-	ok, err := account.VerifyPassword(pw, hash)
+	ok, err := s.verifyPassword(ctx, pw, hash)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -107,8 +108,6 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if u == nil || !ok || len(members) == 0 {
-		s.throttle.fail("account:"+email, freeAccount, now)
-		s.throttle.fail("ip:"+ip, freeIP, now)
 		if u != nil {
 			s.auditFailure(r, u, "password", now)
 		}
@@ -116,6 +115,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.throttle.reset("account:" + email)
+	s.throttle.refund("ip:" + ip)
 	factor, err := s.hasFactor(ctx, u)
 	if err != nil {
 		s.fail(w, r, err)
@@ -144,6 +144,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.setCookie(w, s.sessionCookie(), id, 0)
+	s.rotatePre(w)
 	next := localPath(r.PostForm.Get("next"))
 	if !ses.Verified {
 		http.Redirect(w, r, "/signin/mfa?next="+url.QueryEscape(next), http.StatusSeeOther)
@@ -179,23 +180,40 @@ func truncate(s string, n int) string {
 	return s
 }
 
+// auditTimeout bounds the recording of a failed sign-in step.
+const auditTimeout = 10 * time.Second
+
 // auditFailure records a failed sign-in step of a known user in each of
-// its workspaces' logs. A failure to record is logged, not shown.
+// its workspaces' logs, after the handler answered: an unknown email has
+// no log to write to, and the lookup and write must not make a known
+// email's answer slower than an unknown one's. A failure to record is
+// logged, not shown. Wait waits for the records.
 func (s *Server) auditFailure(r *http.Request, u *keyward.User, factor string, now time.Time) {
-	ms, err := s.accounts.FindMembers(r.Context(), "", u.ID)
-	if err != nil {
-		s.log.Error("audit sign-in failure", "err", err)
-		return
-	}
-	var events []*keyward.AuditEvent
-	for _, m := range ms {
-		ev := s.event(r, m.WorkspaceID, u.ID, "session.signin_failed", u.ID, now)
-		ev.Changes = []byte(`{"factor":"` + factor + `"}`)
-		events = append(events, ev)
-	}
-	if err := s.store.AppendAudit(r.Context(), events...); err != nil {
-		s.log.Error("audit sign-in failure", "err", err)
-	}
+	proto := s.event(r, "", u.ID, "session.signin_failed", u.ID, now)
+	proto.Changes = []byte(`{"factor":"` + factor + `"}`)
+	ctx := context.WithoutCancel(r.Context())
+	s.background.Go(func() {
+		ctx, cancel := context.WithTimeout(ctx, auditTimeout)
+		defer cancel()
+		ms, err := s.accounts.FindMembers(ctx, "", u.ID)
+		if err != nil {
+			s.log.Error("audit sign-in failure", "err", err)
+			return
+		}
+		var events []*keyward.AuditEvent
+		for i, m := range ms {
+			ev := *proto
+			ev.ID = keyward.NewID(keyward.PrefixEvent, now)
+			if i == 0 {
+				ev.ID = proto.ID
+			}
+			ev.WorkspaceID = m.WorkspaceID
+			events = append(events, &ev)
+		}
+		if err := s.store.AppendAudit(ctx, events...); err != nil {
+			s.log.Error("audit sign-in failure", "err", err)
+		}
+	})
 }
 
 type mfaData struct {
@@ -241,7 +259,7 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		s.renderMFA(w, r, http.StatusBadRequest, mfaData{Next: next, Errors: map[string]string{"code": "Enter the code from your authenticator app, or a recovery code."}})
 		return
 	}
-	if d := max(s.throttle.wait("mfa:"+st.user.ID, now), s.throttle.wait("ip:"+ip, now)); d > 0 {
+	if d := s.throttle.take(now, guard{"mfa:" + st.user.ID, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
 		s.renderMFA(w, r, http.StatusTooManyRequests, mfaData{Next: next, Message: "Too many wrong codes. Try again in " + waitText(d) + "."})
 		return
@@ -252,13 +270,12 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
-		s.throttle.fail("mfa:"+st.user.ID, freeAccount, now)
-		s.throttle.fail("ip:"+ip, freeIP, now)
 		s.auditFailure(r, st.user, "second", now)
 		s.renderMFA(w, r, http.StatusUnauthorized, mfaData{Next: next, Errors: map[string]string{"code": msgBadCode}})
 		return
 	}
 	s.throttle.reset("mfa:" + st.user.ID)
+	s.throttle.refund("ip:" + ip)
 	// Every factor presented: the session gets a new id again.
 	id := newSessionID()
 	ses := *st.session
@@ -317,6 +334,7 @@ func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.setCookie(w, s.sessionCookie(), "", -1)
+	s.rotatePre(w)
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
 }
 
@@ -329,6 +347,7 @@ func (s *Server) handleSignOutEverywhere(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	s.setCookie(w, s.sessionCookie(), "", -1)
+	s.rotatePre(w)
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
 }
 
@@ -372,6 +391,7 @@ func (s *Server) handleSessionEnd(w http.ResponseWriter, r *http.Request) {
 	}
 	if id == st.session.ID {
 		s.setCookie(w, s.sessionCookie(), "", -1)
+		s.rotatePre(w)
 		http.Redirect(w, r, "/signin", http.StatusSeeOther)
 		return
 	}
@@ -398,17 +418,16 @@ func (s *Server) handleReauth(w http.ResponseWriter, r *http.Request) {
 	now := s.now().UTC()
 	next := r.PostForm.Get("next")
 	key := "reauth:" + st.user.ID
-	if d := s.throttle.wait(key, now); d > 0 {
+	if d := s.throttle.take(now, guard{key, freeAccount}); d > 0 {
 		s.render(w, r, http.StatusTooManyRequests, "reauth", "Confirm it is you", reauthData{Next: next, Errors: map[string]string{"password": "Too many failed attempts. Try again in " + waitText(d) + "."}})
 		return
 	}
-	ok, err := account.VerifyPassword(r.PostForm.Get("password"), st.user.PasswordHash)
+	ok, err := s.verifyPassword(r.Context(), r.PostForm.Get("password"), st.user.PasswordHash)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	if !ok {
-		s.throttle.fail(key, freeAccount, now)
 		s.render(w, r, http.StatusUnauthorized, "reauth", "Confirm it is you", reauthData{Next: next, Errors: map[string]string{"password": "The password is incorrect."}})
 		return
 	}

@@ -19,7 +19,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -89,8 +91,20 @@ type Server struct {
 	webauthn   *webauthn.WebAuthn
 	pages      map[string]*template.Template
 	throttle   *throttle
+	// hashing bounds how many argon2id hashes run at once: each takes
+	// params.Memory (19 MiB by default), so parallel sign-ins could
+	// otherwise exhaust memory.
+	hashing chan struct{}
+	// background holds the work done after answering (audit records of
+	// failed sign-ins).
+	background sync.WaitGroup
 	handler    http.Handler
 }
+
+// Wait waits for the work the Server does after answering requests, such
+// as audit records of failed sign-ins. Call it after the HTTP server shut
+// down, before closing the store.
+func (s *Server) Wait() { s.background.Wait() }
 
 // New returns a Server.
 func New(cfg Config) (*Server, error) {
@@ -128,11 +142,18 @@ func New(cfg Config) (*Server, error) {
 	s.csrfKey = cfg.Keys.Current.Derive("dashboard-csrf/v1")
 	s.inviteKey = cfg.Keys.Current.Derive("dashboard-invite/v1")
 	s.throttle = newThrottle()
+	s.hashing = make(chan struct{}, 2*runtime.GOMAXPROCS(0))
 	var err error
 	// Passkeys belong to the host of the public URL (browsers refuse an IP
 	// address as relying party), and only its origin may use them.
 	if s.webauthn, err = webauthn.New(&webauthn.Config{
 		RPID: s.public.Hostname(), RPDisplayName: "keyward", RPOrigins: []string{s.public.Scheme + "://" + s.public.Host},
+		// The library then refuses a ceremony older than challengeTTL too
+		// (its SessionData.Expires stays zero otherwise).
+		Timeouts: webauthn.TimeoutsConfig{
+			Login:        webauthn.TimeoutConfig{Enforce: true, Timeout: challengeTTL, TimeoutUVD: challengeTTL},
+			Registration: webauthn.TimeoutConfig{Enforce: true, Timeout: challengeTTL, TimeoutUVD: challengeTTL},
+		},
 	}); err != nil {
 		s.webauthn = nil
 		s.log.Warn("passkeys are off: they need --public-url with a host name, not an IP address", "public_url", s.public.String())
@@ -213,6 +234,8 @@ func (s *Server) routes() []route {
 		{"POST /sessions/{id}/end", authVerified, s.handleSessionEnd},
 		{"GET /reauth", authVerified, s.handleReauthPage},
 		{"POST /reauth", authVerified, s.handleReauth},
+		{"GET /account/password", authVerified, s.handlePasswordPage},
+		{"POST /account/password", authVerified, s.handlePasswordChange},
 		{"GET /account/mfa", authVerified, s.handleMFASettings},
 		{"POST /account/mfa/totp", authVerified, s.handleTOTPEnrol},
 		{"POST /account/mfa/totp/confirm", authVerified, s.handleTOTPConfirm},
@@ -369,11 +392,32 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// localPath returns p when it is a path on this site, else "/tokens", so
-// that a "next" parameter cannot send anyone elsewhere.
+// localPath returns p when it is a path on this site, "/tokens" when it
+// is empty, and "/" otherwise, so that a "next" parameter cannot send
+// anyone elsewhere. Browsers drop tabs and newlines from a URL and read a
+// backslash as a slash, so "/\t/evil.com" and "/\\evil.com" mean
+// "//evil.com": p must have no control character or backslash, also once
+// decoded, parse with no scheme, host or user, and start with exactly one
+// slash.
 func localPath(p string) string {
-	if p == "" || !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") || strings.ContainsAny(p, "\r\n") {
+	if p == "" {
 		return "/tokens"
+	}
+	const fallback = "/"
+	unsafe := func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			if s[i] < 0x20 || s[i] == 0x7f || s[i] == '\\' {
+				return true
+			}
+		}
+		return !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//")
+	}
+	if unsafe(p) {
+		return fallback
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || unsafe(u.Path) {
+		return fallback
 	}
 	return p
 }

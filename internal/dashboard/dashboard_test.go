@@ -52,6 +52,7 @@ type env struct {
 	clock *clock
 	ws    *keyward.Workspace
 	log   *syncBuffer // everything the dashboard logged
+	dash  *Server
 }
 
 type syncBuffer struct {
@@ -78,6 +79,13 @@ func newEnv(t *testing.T) *env { t.Helper(); return newEnvAt(t, "") }
 // newEnvAt is newEnv with the given public URL ("" for the test server's).
 func newEnvAt(t *testing.T, publicURL string) *env {
 	t.Helper()
+	return newEnvWith(t, publicURL, nil)
+}
+
+// newEnvWith is newEnvAt with the dashboard's keyward.Store wrapped by
+// wrap, when not nil.
+func newEnvWith(t *testing.T, publicURL string, wrap func(keyward.Store) keyward.Store) *env {
+	t.Helper()
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "keyward.db"))
 	if err != nil {
@@ -102,13 +110,18 @@ func newEnvAt(t *testing.T, publicURL string) *env {
 		publicURL = e.srv.URL
 	}
 	public, _ := url.Parse(publicURL)
-	d, err := New(Config{Service: svc, Store: db, Accounts: db, Keys: keys, Now: c.Now, PublicURL: public, Secure: true,
+	var store keyward.Store = db
+	if wrap != nil {
+		store = wrap(db)
+	}
+	d, err := New(Config{Service: svc, Store: store, Accounts: db, Keys: keys, Now: c.Now, PublicURL: public, Secure: true,
 		Log:            slog.New(slog.NewTextHandler(e.log, nil)),
 		PasswordParams: account.TestParams})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.srv.Config.Handler = d.Handler()
+	e.dash = d
 	return e
 }
 
@@ -403,6 +416,14 @@ func TestCSRF(t *testing.T) {
 			}
 		})
 	}
+	t.Run("ErrOversizedWithoutToken", func(t *testing.T) {
+		form := url.Values{"name": {strings.Repeat("x", maxForm)}, "csrf": {""}}
+		status, body := b.post("/tokens", form)
+		wantStatus(t, status, http.StatusForbidden, body)
+		c := e.browser()
+		status, body = c.post("/signin", url.Values{"email": {strings.Repeat("a", maxForm)}, "csrf": {""}})
+		wantStatus(t, status, http.StatusForbidden, body)
+	})
 	t.Run("ErrSignInWithoutToken", func(t *testing.T) {
 		c := e.browser()
 		status, body := c.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}, "csrf": {""}})
@@ -509,4 +530,35 @@ func TestThrottle(t *testing.T) {
 		status, body := c.post("/signin", url.Values{"email": {"fresh@example.com"}, "password": {"wrong password here"}})
 		wantStatus(t, status, http.StatusTooManyRequests, body)
 	})
+}
+
+func TestLocalPath(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", "/tokens"},
+		{"/tokens/tok_1", "/tokens/tok_1"},
+		{"/audit?cursor=abc", "/audit?cursor=abc"},
+		{"/account/mfa", "/account/mfa"},
+		{"//evil.com", "/"},
+		{"///evil.com", "/"},
+		{"/\\evil.com", "/"},
+		{"\\\\evil.com", "/"},
+		{"/\t/evil.com", "/"},
+		{"/\n/evil.com", "/"},
+		{"/\r/evil.com", "/"},
+		{"/\x00/evil.com", "/"},
+		{"/\x7f/evil.com", "/"},
+		{"/%09/evil.com", "/"},
+		{"/%2F/evil.com", "/"},
+		{"/%5Cevil.com", "/"},
+		{"https://evil.com", "/"},
+		{"https:/evil.com", "/"},
+		{"javascript:alert(1)", "/"},
+		{"evil.com", "/"},
+		{" /tokens", "/"},
+	}
+	for _, tt := range tests {
+		if got := localPath(tt.in); got != tt.want {
+			t.Errorf("localPath(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
 }

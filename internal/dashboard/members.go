@@ -162,9 +162,9 @@ func (s *Server) handleMemberRole(w http.ResponseWriter, r *http.Request) {
 	now := s.now().UTC()
 	ev := s.event(r, m.WorkspaceID, st.user.ID, "member.role_change", m.UserID, now)
 	ev.Changes, _ = json.Marshal(map[string]any{"role": map[string]any{"from": m.Role, "to": role}})
-	next := *m
-	next.Role = role
-	if err := s.accounts.PutMember(r.Context(), &next, ev); err != nil {
+	// The member's sessions in this workspace end in the same transaction:
+	// a role taken away stops working at once.
+	if err := s.accounts.ChangeRole(r.Context(), m.WorkspaceID, m.UserID, m.Role, role, ev); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -271,21 +271,21 @@ func (s *Server) handleInviteAccept(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		key := "account:" + u.Email
-		if wait := s.throttle.wait(key, now); wait > 0 {
+		if wait := s.throttle.take(now, guard{key, freeAccount}); wait > 0 {
 			d.Errors["password"] = "Too many failed attempts. Try again in " + waitText(wait) + "."
 			s.render(w, r, http.StatusTooManyRequests, "invite", "Join "+d.Workspace, d)
 			return
 		}
-		if ok, err := account.VerifyPassword(pw, u.PasswordHash); err != nil || !ok {
+		if ok, err := s.verifyPassword(ctx, pw, u.PasswordHash); err != nil || !ok {
 			if err != nil {
 				s.fail(w, r, err)
 				return
 			}
-			s.throttle.fail(key, freeAccount, now)
 			d.Errors["password"] = "The password is incorrect."
 			s.render(w, r, http.StatusUnauthorized, "invite", "Join "+d.Workspace, d)
 			return
 		}
+		s.throttle.reset(key)
 		err = s.accounts.AcceptInvite(ctx, s.inviteDigest(d.Code), now, nil, u.ID, join(u.ID))
 		s.afterAccept(w, r, err)
 		return
@@ -299,7 +299,7 @@ func (s *Server) handleInviteAccept(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusBadRequest, "invite", "Join "+d.Workspace, d)
 		return
 	}
-	hash, err := account.HashPassword(pw, s.params)
+	hash, err := s.hashPassword(ctx, pw)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -202,8 +202,12 @@ func TestMemberRoles(t *testing.T) {
 	m.signIn("mia@example.com")
 	admin.get("/members")
 	admin.post("/members/"+mia.ID+"/role", url.Values{"role": {keyward.RoleViewer}})
+	if m.get("/tokens/new"); m.path() != "/signin" {
+		t.Errorf("a role change did not end mia's session (at %s, %d)", m.path(), m.last.StatusCode)
+	}
+	m.signIn("mia@example.com")
 	if m.get("/tokens/new"); m.last.StatusCode != http.StatusForbidden {
-		t.Errorf("a role change did not apply at once: mia (now viewer) got %d on the new token form", m.last.StatusCode)
+		t.Errorf("mia (now viewer) got %d on the new token form", m.last.StatusCode)
 	}
 	admin.get("/members")
 	status, body := admin.post("/members/"+o2.ID+"/remove", nil)

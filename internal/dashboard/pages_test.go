@@ -151,6 +151,7 @@ func TestTOTP(t *testing.T) {
 		}
 	})
 	t.Run("Audit", func(t *testing.T) {
+		e.dash.Wait()
 		evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID})
 		seen := map[string]bool{}
 		for _, ev := range evs {

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -67,9 +68,30 @@ type jsonError struct {
 	Redirect string `json:"redirect,omitempty"`
 }
 
-// sealState seals the ceremony's session data for the script to carry
-// back, bound to ad (the ceremony and the session or pre-session cookie).
-func (s *Server) sealState(sd *webauthn.SessionData, ad string) (string, error) {
+// challengeTTL is how long a passkey ceremony may take, from its options
+// to its finish.
+const challengeTTL = 5 * time.Minute
+
+// errBadState is a ceremony state that this server did not seal for the
+// ceremony and cookie, or whose challenge was used or expired.
+var errBadState = errors.New("dashboard: bad passkey ceremony state")
+
+// challengeDigest is the stored form of a ceremony's challenge.
+func challengeDigest(challenge string) []byte {
+	d := sha256.Sum256([]byte("webauthn-challenge\x00" + challenge))
+	return d[:]
+}
+
+// sealState records the ceremony's challenge until challengeTTL, and
+// seals its session data for the script to carry back, bound to ad (the
+// ceremony and the session or pre-session cookie). The sealed state alone
+// proves nothing: openState also uses up the challenge, so that a
+// finished ceremony cannot be replayed.
+func (s *Server) sealState(r *http.Request, sd *webauthn.SessionData, ad string) (string, error) {
+	now := s.now().UTC()
+	if err := s.accounts.CreateChallenge(r.Context(), challengeDigest(sd.Challenge), now, now.Add(challengeTTL)); err != nil {
+		return "", err
+	}
 	raw, err := json.Marshal(sd)
 	if err != nil {
 		return "", err
@@ -81,17 +103,39 @@ func (s *Server) sealState(sd *webauthn.SessionData, ad string) (string, error) 
 	return base64.RawURLEncoding.EncodeToString(sealed), nil
 }
 
-func (s *Server) openState(state, ad string) (*webauthn.SessionData, error) {
+// openState opens a state of sealState and uses up its challenge. It
+// returns errBadState when the state was not sealed for ad, or its
+// challenge was used already or expired.
+func (s *Server) openState(r *http.Request, state, ad string) (*webauthn.SessionData, error) {
 	sealed, err := base64.RawURLEncoding.DecodeString(state)
 	if err != nil {
-		return nil, err
+		return nil, errBadState
 	}
 	raw, err := s.sealer.Open(sealed, ad)
 	if err != nil {
-		return nil, err
+		return nil, errBadState
 	}
 	var sd webauthn.SessionData
-	return &sd, json.Unmarshal(raw, &sd)
+	if err := json.Unmarshal(raw, &sd); err != nil || sd.Challenge == "" {
+		return nil, errBadState
+	}
+	err = s.accounts.UseChallenge(r.Context(), challengeDigest(sd.Challenge), s.now().UTC())
+	switch {
+	case keyward.ErrorCode(err) == keyward.ENOTFOUND:
+		return nil, errBadState
+	case err != nil:
+		return nil, err
+	}
+	return &sd, nil
+}
+
+// stateFailed answers an error of openState.
+func (s *Server) stateFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errBadState) {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	s.failJSON(w, r, err)
 }
 
 const msgPasskeyFailed = "The passkey was not accepted. Try again, or use your password."
@@ -122,7 +166,7 @@ func (s *Server) handlePasskeyRegisterBegin(w http.ResponseWriter, r *http.Reque
 		s.failJSON(w, r, err)
 		return
 	}
-	state, err := s.sealState(sd, "passkey-register\x00"+st.session.ID)
+	state, err := s.sealState(r, sd, "passkey-register\x00"+st.session.ID)
 	if err != nil {
 		s.failJSON(w, r, err)
 		return
@@ -145,9 +189,9 @@ func (s *Server) handlePasskeyRegisterFinish(w http.ResponseWriter, r *http.Requ
 		writeJSON(w, http.StatusBadRequest, jsonError{Error: "Keep the name under 100 characters."})
 		return
 	}
-	sd, err := s.openState(r.PostForm.Get("state"), "passkey-register\x00"+st.session.ID)
+	sd, err := s.openState(r, r.PostForm.Get("state"), "passkey-register\x00"+st.session.ID)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		s.stateFailed(w, r, err)
 		return
 	}
 	parsed, err := protocol.ParseCredentialCreationResponseBody(strings.NewReader(r.PostForm.Get("credential")))
@@ -224,7 +268,7 @@ func (s *Server) handlePasskeySignInBegin(w http.ResponseWriter, r *http.Request
 		s.failJSON(w, r, err)
 		return
 	}
-	state, err := s.sealState(sd, "passkey-signin\x00"+st.pre)
+	state, err := s.sealState(r, sd, "passkey-signin\x00"+st.pre)
 	if err != nil {
 		s.failJSON(w, r, err)
 		return
@@ -236,13 +280,13 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 	st := stateOf(r)
 	now := s.now().UTC()
 	ip := clientIP(r)
-	if d := s.throttle.wait("ip:"+ip, now); d > 0 {
+	if d := s.throttle.take(now, guard{"ip:" + ip, freeIP}); d > 0 {
 		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many failed attempts. Try again in " + waitText(d) + "."})
 		return
 	}
-	sd, err := s.openState(r.PostForm.Get("state"), "passkey-signin\x00"+st.pre)
+	sd, err := s.openState(r, r.PostForm.Get("state"), "passkey-signin\x00"+st.pre)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		s.stateFailed(w, r, err)
 		return
 	}
 	parsed, err := protocol.ParseCredentialRequestResponseBody(strings.NewReader(r.PostForm.Get("credential")))
@@ -268,8 +312,11 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 	}
 	cred, err := s.webauthn.ValidateDiscoverableLogin(handler, *sd, parsed)
 	if err != nil || wu == nil {
-		s.throttle.fail("ip:"+ip, freeIP, now)
 		s.log.Info("passkey sign-in refused", "err", err)
+		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	if s.cloned(r, wu, cred, now) {
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
 	}
@@ -286,6 +333,15 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
 	}
+	s.throttle.refund("ip:" + ip)
+	// A new session, with a new id, whatever the request held before (as
+	// at password sign-in).
+	if old := st.session; old != nil {
+		if _, err := s.accounts.DeleteSessions(r.Context(), old.UserID, old.ID, ""); err != nil {
+			s.failJSON(w, r, err)
+			return
+		}
+	}
 	// A passkey with user verification is two factors in one: the session
 	// is complete at once, with a new id.
 	id := newSessionID()
@@ -301,7 +357,20 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	s.setCookie(w, s.sessionCookie(), id, 0)
+	s.rotatePre(w)
 	writeJSON(w, http.StatusOK, map[string]string{"redirect": localPath(r.PostForm.Get("next"))})
+}
+
+// cloned reports whether the validated credential's sign count did not
+// grow (when it counts at all): the signal of a cloned authenticator, or
+// of an old assertion played again. It logs and audits the refusal.
+func (s *Server) cloned(r *http.Request, wu *waUser, cred *webauthn.Credential, now time.Time) bool {
+	if !cred.Authenticator.CloneWarning {
+		return false
+	}
+	s.log.Warn("passkey refused: its sign count went backwards; the authenticator may be cloned", "user", wu.u.ID, "sign_count", cred.Authenticator.SignCount)
+	s.auditFailure(r, wu.u, "passkey_sign_count", now)
+	return true
 }
 
 // recordPasskeyUse stores the credential's new sign count and last use.
@@ -335,7 +404,7 @@ func (s *Server) handlePasskeyMFABegin(w http.ResponseWriter, r *http.Request) {
 		s.failJSON(w, r, err)
 		return
 	}
-	state, err := s.sealState(sd, "passkey-mfa\x00"+st.session.ID)
+	state, err := s.sealState(r, sd, "passkey-mfa\x00"+st.session.ID)
 	if err != nil {
 		s.failJSON(w, r, err)
 		return
@@ -346,13 +415,14 @@ func (s *Server) handlePasskeyMFABegin(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	now := s.now().UTC()
-	if d := max(s.throttle.wait("mfa:"+st.user.ID, now), s.throttle.wait("ip:"+clientIP(r), now)); d > 0 {
+	ip := clientIP(r)
+	if d := s.throttle.take(now, guard{"mfa:" + st.user.ID, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
 		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many failed attempts. Try again in " + waitText(d) + "."})
 		return
 	}
-	sd, err := s.openState(r.PostForm.Get("state"), "passkey-mfa\x00"+st.session.ID)
+	sd, err := s.openState(r, r.PostForm.Get("state"), "passkey-mfa\x00"+st.session.ID)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, jsonError{Error: msgPasskeyFailed})
+		s.stateFailed(w, r, err)
 		return
 	}
 	parsed, err := protocol.ParseCredentialRequestResponseBody(strings.NewReader(r.PostForm.Get("credential")))
@@ -367,12 +437,15 @@ func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) 
 	}
 	cred, err := s.webauthn.ValidateLogin(wu, *sd, parsed)
 	if err != nil {
-		s.throttle.fail("mfa:"+st.user.ID, freeAccount, now)
-		s.throttle.fail("ip:"+clientIP(r), freeIP, now)
 		s.auditFailure(r, st.user, "passkey", now)
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
 	}
+	if s.cloned(r, wu, cred, now) {
+		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
+		return
+	}
+	s.throttle.reset("mfa:" + st.user.ID)
 	if err := s.recordPasskeyUse(r, wu, cred, now); err != nil {
 		s.failJSON(w, r, err)
 		return

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
 	"github.com/keyward/keyward/internal/manage"
 )
 
@@ -85,6 +86,13 @@ func (s *Server) setCookie(w http.ResponseWriter, name, value string, maxAge int
 	})
 }
 
+// rotatePre gives the browser a new pre-session cookie, at sign-in and
+// sign-out, so that a pre-session value (and the passkey ceremonies and
+// CSRF tokens bound to it) does not outlive the session it led to.
+func (s *Server) rotatePre(w http.ResponseWriter) {
+	s.setCookie(w, s.preCookie(), newSessionID(), 0)
+}
+
 // loadSession finds the request's session, ends it when it expired, and
 // keeps its last use current.
 func (s *Server) loadSession(next http.Handler) http.Handler {
@@ -138,10 +146,12 @@ func (s *Server) resume(ctx context.Context, st *state, id string) error {
 		return err
 	}
 	if now.Sub(ses.LastSeenAt) >= touchEvery {
-		ses.LastSeenAt = now
-		if err := s.accounts.UpdateSession(ctx, ses); err != nil {
+		// Only the last use: a full write could put back a digest or
+		// factor state that another request changed meanwhile.
+		if err := s.accounts.TouchSession(ctx, ses.ID, ses.Digest, now); err != nil {
 			return err
 		}
+		ses.LastSeenAt = now
 	}
 	factor, err := s.hasFactor(ctx, u)
 	if err != nil {
@@ -216,7 +226,9 @@ func (s *Server) csrfToken(st *state) string {
 const maxForm = 64 << 10
 
 // checkCSRF refuses, with 403, every state-changing request whose form
-// lacks the request's CSRF token.
+// lacks the request's CSRF token. A form it cannot read (over maxForm, or
+// malformed) has no token it could check, so it gets 403 too: the answer
+// to a forged request does not depend on its size.
 func (s *Server) checkCSRF(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method {
@@ -226,7 +238,7 @@ func (s *Server) checkCSRF(next http.Handler) http.Handler {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 		if err := r.ParseForm(); err != nil {
-			s.renderError(w, r, http.StatusBadRequest, "The form could not be read.")
+			s.renderError(w, r, http.StatusForbidden, "This form could not be read, or did not come from this site. Go back, reload the page and try again.")
 			return
 		}
 		want := s.csrfToken(stateOf(r))
@@ -264,15 +276,29 @@ func (s *Server) event(r *http.Request, wsID, userID, action, target string, now
 // throttle slows down guessing: after a few failures for a key (an
 // account or an IP), each further attempt must wait, twice as long after
 // each failure, up to maxDelay. It is kept in memory, per node.
+//
+// An attempt is counted as a failure before it is evaluated (take) and
+// refunded only when it succeeds, so that parallel requests cannot all
+// pass the check while the first ones are still hashing: the check and
+// the reservation are one step under the lock.
 type throttle struct {
-	mu sync.Mutex
-	m  map[string]*strikes
+	mu    sync.Mutex
+	m     map[string]*strikes
+	swept time.Time
 }
 
 type strikes struct {
 	n     int
+	free  int
 	until time.Time
 	last  time.Time
+}
+
+// guard is a key to throttle and the failures it may have before delays
+// start.
+type guard struct {
+	key  string
+	free int
 }
 
 const (
@@ -280,42 +306,59 @@ const (
 	maxDelay     = 15 * time.Minute
 	throttleKeep = time.Hour
 	throttleMax  = 100_000
+	sweepEvery   = time.Minute
 )
 
 func newThrottle() *throttle { return &throttle{m: map[string]*strikes{}} }
 
-// wait returns how long key must still wait at now; 0 when it may try.
-func (t *throttle) wait(key string, now time.Time) time.Duration {
+// take reserves an attempt for every guard at now. When one of the keys
+// must still wait it counts nothing and returns the longest wait;
+// otherwise it counts a failure for each key and returns 0. The caller
+// refunds the keys when the attempt succeeds.
+func (t *throttle) take(now time.Time, gs ...guard) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if st := t.m[key]; st != nil && now.Before(st.until) {
-		return st.until.Sub(now)
+	var d time.Duration
+	for _, g := range gs {
+		if st := t.m[g.key]; st != nil && now.Before(st.until) {
+			d = max(d, st.until.Sub(now))
+		}
+	}
+	if d > 0 {
+		return d
+	}
+	t.sweep(now)
+	for _, g := range gs {
+		st := t.m[g.key]
+		if st == nil || now.Sub(st.last) > throttleKeep {
+			st = &strikes{}
+			t.m[g.key] = st
+		}
+		st.n++
+		st.free = g.free
+		st.last = now
+		if over := st.n - g.free; over > 0 {
+			st.until = now.Add(min(firstDelay<<min(over-1, 20), maxDelay))
+		}
 	}
 	return 0
 }
 
-// fail records a failure of key at now; free failures are allowed before
-// the first delay.
-func (t *throttle) fail(key string, free int, now time.Time) {
+// refund takes back the failure take counted for key, for an attempt that
+// succeeded.
+func (t *throttle) refund(key string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.m) >= throttleMax {
-		for k, st := range t.m {
-			if now.Sub(st.last) > throttleKeep {
-				delete(t.m, k)
-			}
-		}
-	}
 	st := t.m[key]
-	if st == nil || now.Sub(st.last) > throttleKeep {
-		st = &strikes{}
-		t.m[key] = st
+	if st == nil {
+		return
 	}
-	st.n++
-	st.last = now
-	if over := st.n - free; over > 0 {
-		d := firstDelay << min(over-1, 20)
-		st.until = now.Add(min(d, maxDelay))
+	if st.n--; st.n <= 0 {
+		delete(t.m, key)
+		return
+	}
+	if st.n <= st.free {
+		st.until = time.Time{}
 	}
 }
 
@@ -326,9 +369,62 @@ func (t *throttle) reset(key string) {
 	t.mu.Unlock()
 }
 
+// sweep drops, at most once a sweepEvery, the keys whose failures are
+// forgotten; at throttleMax keys it also drops those not delayed now,
+// so that the map stays bounded by the keys an attacker keeps delayed.
+// t.mu is held.
+func (t *throttle) sweep(now time.Time) {
+	if now.Sub(t.swept) < sweepEvery && len(t.m) < throttleMax {
+		return
+	}
+	t.swept = now
+	for k, st := range t.m {
+		if now.Sub(st.last) > throttleKeep {
+			delete(t.m, k)
+		}
+	}
+	if len(t.m) >= throttleMax {
+		for k, st := range t.m {
+			if !now.Before(st.until) {
+				delete(t.m, k)
+			}
+		}
+	}
+}
+
 // Free failures before delays start: an account is one person; an IP may
 // be a whole office behind NAT.
 const (
 	freeAccount = 3
 	freeIP      = 10
 )
+
+// verifyPassword is account.VerifyPassword once a hashing slot is free.
+// It returns the context's error when ctx ends first.
+func (s *Server) verifyPassword(ctx context.Context, pw, hash string) (bool, error) {
+	if err := s.acquireHashing(ctx); err != nil {
+		return false, err
+	}
+	defer func() { <-s.hashing }()
+	return account.VerifyPassword(pw, hash)
+}
+
+// hashPassword is account.HashPassword with the server's parameters once
+// a hashing slot is free. It returns the context's error when ctx ends
+// first.
+func (s *Server) hashPassword(ctx context.Context, pw string) (string, error) {
+	if err := s.acquireHashing(ctx); err != nil {
+		return "", err
+	}
+	defer func() { <-s.hashing }()
+	return account.HashPassword(pw, s.params)
+}
+
+func (s *Server) acquireHashing(ctx context.Context) error {
+	select {
+	case s.hashing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

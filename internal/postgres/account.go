@@ -295,6 +295,74 @@ func (db *DB) PutMember(ctx context.Context, m *keyward.Member, events ...*keywa
 	return wrap("put member", err)
 }
 
+// errLastOwner refuses a change that would leave a workspace without an
+// owner.
+var errLastOwner = keyward.Errorf(keyward.ECONFLICT, "the workspace needs at least one owner")
+
+// lockMembers serializes the role changes and removals of a workspace by
+// locking its row (NO KEY UPDATE: inserts that reference the workspace
+// do not wait), so that the owner count each one checks is not stale.
+func lockMembers(ctx context.Context, tx pgx.Tx, workspaceID string) error {
+	var id string
+	err := tx.QueryRow(ctx, `SELECT id FROM workspaces WHERE id = $1 FOR NO KEY UPDATE`, workspaceID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return keyward.Errorf(keyward.ENOTFOUND, "member not found")
+	}
+	return err
+}
+
+// checkOwner returns errLastOwner when the workspace has no owner, in tx.
+func checkOwner(ctx context.Context, tx pgx.Tx, workspaceID string) error {
+	var ok bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM members WHERE workspace_id = $1 AND role = 'owner')`, workspaceID).Scan(&ok); err != nil {
+		return err
+	}
+	if !ok {
+		return errLastOwner
+	}
+	return nil
+}
+
+// ChangeRole changes an existing member's role and ends its sessions in
+// the workspace, under the workspace's member lock.
+func (db *DB) ChangeRole(ctx context.Context, workspaceID, userID, from, to string, events ...*keyward.AuditEvent) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	if !keyward.ValidRole(to) {
+		return keyward.Errorf(keyward.EINVALID, "unknown role %q", to)
+	}
+	if !storable(workspaceID) || !storable(userID) {
+		return keyward.Errorf(keyward.ENOTFOUND, "member not found")
+	}
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		if err := lockMembers(ctx, tx, workspaceID); err != nil {
+			return err
+		}
+		var role string
+		err := tx.QueryRow(ctx, `SELECT role FROM members WHERE workspace_id = $1 AND user_id = $2`, workspaceID, userID).Scan(&role)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return keyward.Errorf(keyward.ENOTFOUND, "member not found")
+		}
+		if err != nil {
+			return err
+		}
+		if role != from {
+			return keyward.Errorf(keyward.ECONFLICT, "the member's role changed meanwhile; reload and try again")
+		}
+		if _, err := tx.Exec(ctx, `UPDATE members SET role = $1 WHERE workspace_id = $2 AND user_id = $3`, to, workspaceID, userID); err != nil {
+			return err
+		}
+		if err := checkOwner(ctx, tx, workspaceID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE workspace_id = $1 AND user_id = $2`, workspaceID, userID); err != nil {
+			return err
+		}
+		return db.accountEvents(ctx, tx, events)
+	})
+	return wrap("change role", err)
+}
+
 // RemoveMember deletes the membership and the user's sessions in the
 // workspace, or returns ENOTFOUND.
 func (db *DB) RemoveMember(ctx context.Context, workspaceID, userID string, events ...*keyward.AuditEvent) error {
@@ -304,12 +372,18 @@ func (db *DB) RemoveMember(ctx context.Context, workspaceID, userID string, even
 		return keyward.Errorf(keyward.ENOTFOUND, "member not found")
 	}
 	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		if err := lockMembers(ctx, tx, workspaceID); err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, `DELETE FROM members WHERE workspace_id = $1 AND user_id = $2`, workspaceID, userID)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
 			return keyward.Errorf(keyward.ENOTFOUND, "member not found")
+		}
+		if err := checkOwner(ctx, tx, workspaceID); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE workspace_id = $1 AND user_id = $2`, workspaceID, userID); err != nil {
 			return err
@@ -404,6 +478,17 @@ func (db *DB) UpdateSession(ctx context.Context, s *keyward.Session, events ...*
 		return db.accountEvents(ctx, tx, events)
 	})
 	return wrap("update session", err)
+}
+
+// TouchSession moves the session's last use forward to at.
+func (db *DB) TouchSession(ctx context.Context, id string, digest []byte, at time.Time) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	if !storable(id) {
+		return nil
+	}
+	_, err := db.pool.Exec(ctx, `UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND digest = $3 AND last_seen_at < $1`, at, id, digest)
+	return wrap("touch session", err)
 }
 
 // DeleteSessions deletes one session of the user, or all but one.

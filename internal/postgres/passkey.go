@@ -108,3 +108,37 @@ func (db *DB) DeletePasskey(ctx context.Context, userID, id string, events ...*k
 	})
 	return wrap("delete passkey", err)
 }
+
+// CreateChallenge records a ceremony's challenge until expiresAt and
+// deletes the ones expired at now.
+func (db *DB) CreateChallenge(ctx context.Context, digest []byte, now, expiresAt time.Time) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM webauthn_challenges WHERE expires_at <= $1`, now); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO webauthn_challenges (digest, expires_at) VALUES ($1, $2)`, digest, expiresAt)
+		if _, ok := uniqueViolation(err); ok {
+			return keyward.Errorf(keyward.ECONFLICT, "challenge exists")
+		}
+		return err
+	})
+	return wrap("create challenge", err)
+}
+
+// UseChallenge deletes the challenge, or returns ENOTFOUND when there is
+// none unexpired at now.
+func (db *DB) UseChallenge(ctx context.Context, digest []byte, now time.Time) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		var expires time.Time
+		err := tx.QueryRow(ctx, `DELETE FROM webauthn_challenges WHERE digest = $1 RETURNING expires_at`, digest).Scan(&expires)
+		if errors.Is(err, pgx.ErrNoRows) || err == nil && !now.Before(expires) {
+			return keyward.Errorf(keyward.ENOTFOUND, "no such challenge")
+		}
+		return err
+	})
+	return wrap("use challenge", err)
+}

@@ -249,6 +249,52 @@ func (db *DB) PutMember(ctx context.Context, m *keyward.Member, events ...*keywa
 	return wrap("put member", err)
 }
 
+// errLastOwner refuses a change that would leave a workspace without an
+// owner.
+var errLastOwner = keyward.Errorf(keyward.ECONFLICT, "the workspace needs at least one owner")
+
+// hasOwner reports whether the workspace has an owner, in tx.
+func hasOwner(ctx context.Context, tx *sql.Tx, workspaceID string) (bool, error) {
+	var n int
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM members WHERE workspace_id = ? AND role = 'owner'`, workspaceID).Scan(&n)
+	return n > 0, err
+}
+
+// ChangeRole changes an existing member's role and ends its sessions in
+// the workspace. The single writer serializes it with other changes.
+func (db *DB) ChangeRole(ctx context.Context, workspaceID, userID, from, to string, events ...*keyward.AuditEvent) error {
+	if !keyward.ValidRole(to) {
+		return keyward.Errorf(keyward.EINVALID, "unknown role %q", to)
+	}
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		var role string
+		err := tx.QueryRowContext(ctx, `SELECT role FROM members WHERE workspace_id = ? AND user_id = ?`, workspaceID, userID).Scan(&role)
+		if errors.Is(err, sql.ErrNoRows) {
+			return keyward.Errorf(keyward.ENOTFOUND, "member not found")
+		}
+		if err != nil {
+			return err
+		}
+		if role != from {
+			return keyward.Errorf(keyward.ECONFLICT, "the member's role changed meanwhile; reload and try again")
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE members SET role = ? WHERE workspace_id = ? AND user_id = ?`, to, workspaceID, userID); err != nil {
+			return err
+		}
+		if ok, err := hasOwner(ctx, tx, workspaceID); err != nil || !ok {
+			if err == nil {
+				err = errLastOwner
+			}
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE workspace_id = ? AND user_id = ?`, workspaceID, userID); err != nil {
+			return err
+		}
+		return db.accountEvents(ctx, tx, events)
+	})
+	return wrap("change role", err)
+}
+
 // RemoveMember deletes the membership and the user's sessions in the
 // workspace, or returns ENOTFOUND.
 func (db *DB) RemoveMember(ctx context.Context, workspaceID, userID string, events ...*keyward.AuditEvent) error {
@@ -260,6 +306,12 @@ func (db *DB) RemoveMember(ctx context.Context, workspaceID, userID string, even
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			if err == nil {
 				err = keyward.Errorf(keyward.ENOTFOUND, "member not found")
+			}
+			return err
+		}
+		if ok, err := hasOwner(ctx, tx, workspaceID); err != nil || !ok {
+			if err == nil {
+				err = errLastOwner
 			}
 			return err
 		}
@@ -352,6 +404,16 @@ func (db *DB) UpdateSession(ctx context.Context, s *keyward.Session, events ...*
 		return db.accountEvents(ctx, tx, events)
 	})
 	return wrap("update session", err)
+}
+
+// TouchSession moves the session's last use forward to at.
+func (db *DB) TouchSession(ctx context.Context, id string, digest []byte, at time.Time) error {
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE sessions SET last_seen_at = ? WHERE id = ? AND digest = ? AND last_seen_at < ?`,
+			encodeTime(at), id, digest, encodeTime(at))
+		return err
+	})
+	return wrap("touch session", err)
 }
 
 // DeleteSessions deletes one session of the user, or all but one.

@@ -105,3 +105,33 @@ func (db *DB) DeletePasskey(ctx context.Context, userID, id string, events ...*k
 	})
 	return wrap("delete passkey", err)
 }
+
+// CreateChallenge records a ceremony's challenge until expiresAt and
+// deletes the ones expired at now.
+func (db *DB) CreateChallenge(ctx context.Context, digest []byte, now, expiresAt time.Time) error {
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM webauthn_challenges WHERE expires_at <= ?`, encodeTime(now)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO webauthn_challenges (digest, expires_at) VALUES (?, ?)`, digest, encodeTime(expiresAt))
+		if isUnique(err) {
+			return keyward.Errorf(keyward.ECONFLICT, "challenge exists")
+		}
+		return err
+	})
+	return wrap("create challenge", err)
+}
+
+// UseChallenge deletes the challenge, or returns ENOTFOUND when there is
+// none unexpired at now.
+func (db *DB) UseChallenge(ctx context.Context, digest []byte, now time.Time) error {
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		var expires int64
+		err := tx.QueryRowContext(ctx, `DELETE FROM webauthn_challenges WHERE digest = ? RETURNING expires_at`, digest).Scan(&expires)
+		if errors.Is(err, sql.ErrNoRows) || err == nil && !now.Before(decodeTime(expires)) {
+			return keyward.Errorf(keyward.ENOTFOUND, "no such challenge")
+		}
+		return err
+	})
+	return wrap("use challenge", err)
+}

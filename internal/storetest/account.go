@@ -38,12 +38,14 @@ func (f *fixture) user(a keyward.AccountStore, ws *keyward.Workspace, email, rol
 func (s *suite) testAccounts(t *testing.T) {
 	t.Run("Users", s.testUsers)
 	t.Run("Members", s.testMembers)
+	t.Run("RoleChanges", s.testRoleChanges)
 	t.Run("Sessions", s.testSessions)
 	t.Run("RecoveryCodes", s.testRecoveryCodes)
 	t.Run("WorkspaceSettings", s.testWorkspaceSettings)
 	t.Run("TokensCreatedBy", s.testTokensCreatedBy)
 	t.Run("Invites", s.testInvites)
 	t.Run("Passkeys", s.testPasskeys)
+	t.Run("Challenges", s.testChallenges)
 }
 
 func (s *suite) testUsers(t *testing.T) {
@@ -196,6 +198,100 @@ func (s *suite) testMembers(t *testing.T) {
 	})
 }
 
+func (s *suite) testRoleChanges(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	other := f.workspace("other")
+	ann := f.user(a, ws, "ann@example.com", keyward.RoleOwner)
+	bob := f.user(a, ws, "bob@example.com", keyward.RoleOwner)
+	cat := f.user(a, ws, "cat@example.com", keyward.RoleAdmin)
+	if err := a.PutMember(f.ctx, &keyward.Member{WorkspaceID: other.ID, UserID: cat.ID, Role: keyward.RoleOwner, CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("EndsSessionsInWorkspace", func(t *testing.T) {
+		inWS := f.session(a, cat, ws.ID)
+		inOther := f.session(a, cat, other.ID)
+		if err := a.ChangeRole(f.ctx, ws.ID, cat.ID, keyward.RoleAdmin, keyward.RoleViewer, f.event(ws.ID, "member.role_change", cat.ID)); err != nil {
+			t.Fatal(err)
+		}
+		if m, _ := a.FindMember(f.ctx, ws.ID, cat.ID); m.Role != keyward.RoleViewer {
+			t.Errorf("role = %s, want viewer", m.Role)
+		}
+		_, err := a.FindSession(f.ctx, inWS.Digest)
+		wantCode(t, err, keyward.ENOTFOUND)
+		if _, err := a.FindSession(f.ctx, inOther.Digest); err != nil {
+			t.Errorf("the session in another workspace ended: %v", err)
+		}
+		if evs := f.events(ws.ID); evs[0].Action != "member.role_change" {
+			t.Errorf("newest event %s, want member.role_change", evs[0].Action)
+		}
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrStaleRole", func(t *testing.T) {
+		wantCode(t, a.ChangeRole(f.ctx, ws.ID, cat.ID, keyward.RoleAdmin, keyward.RoleMember), keyward.ECONFLICT)
+	})
+	t.Run("ErrNotMember", func(t *testing.T) {
+		// A role change must not bring back a member removed meanwhile.
+		dan := f.user(a, ws, "dan@example.com", keyward.RoleMember)
+		if err := a.RemoveMember(f.ctx, ws.ID, dan.ID); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, a.ChangeRole(f.ctx, ws.ID, dan.ID, keyward.RoleMember, keyward.RoleAdmin), keyward.ENOTFOUND)
+		_, err := a.FindMember(f.ctx, ws.ID, dan.ID)
+		wantCode(t, err, keyward.ENOTFOUND)
+	})
+	t.Run("ErrInvalidRole", func(t *testing.T) {
+		wantCode(t, a.ChangeRole(f.ctx, ws.ID, cat.ID, keyward.RoleViewer, "god"), keyward.EINVALID)
+	})
+	t.Run("ErrLastOwnerConcurrent", func(t *testing.T) {
+		// Two owners demote each other at once: one of them stays owner.
+		errs := make(chan error, 2)
+		start := make(chan struct{})
+		for _, u := range []*keyward.User{ann, bob} {
+			ev := f.event(ws.ID, "member.role_change", u.ID)
+			go func() {
+				<-start
+				errs <- a.ChangeRole(f.ctx, ws.ID, u.ID, keyward.RoleOwner, keyward.RoleAdmin, ev)
+			}()
+		}
+		close(start)
+		var failed int
+		for range 2 {
+			if err := <-errs; err != nil {
+				if keyward.ErrorCode(err) != keyward.ECONFLICT {
+					t.Fatalf("ChangeRole = %v, want nil or ECONFLICT", err)
+				}
+				failed++
+			}
+		}
+		ms, _ := a.FindMembers(f.ctx, ws.ID, "")
+		var owners int
+		for _, m := range ms {
+			if m.Role == keyward.RoleOwner {
+				owners++
+			}
+		}
+		if owners != 1 || failed != 1 {
+			t.Errorf("%d owners left, %d demotions refused; want 1 and 1", owners, failed)
+		}
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrRemoveLastOwner", func(t *testing.T) {
+		var owner *keyward.User
+		for _, u := range []*keyward.User{ann, bob} {
+			if m, _ := a.FindMember(f.ctx, ws.ID, u.ID); m.Role == keyward.RoleOwner {
+				owner = u
+			}
+		}
+		wantCode(t, a.RemoveMember(f.ctx, ws.ID, owner.ID, f.event(ws.ID, "member.remove", owner.ID)), keyward.ECONFLICT)
+		wantCode(t, a.ChangeRole(f.ctx, ws.ID, owner.ID, keyward.RoleOwner, keyward.RoleViewer), keyward.ECONFLICT)
+		if m, err := a.FindMember(f.ctx, ws.ID, owner.ID); err != nil || m.Role != keyward.RoleOwner {
+			t.Errorf("the last owner is now %+v, %v", m, err)
+		}
+	})
+}
+
 func memberEmails(ms []*keyward.Member) []string {
 	var out []string
 	for _, m := range ms {
@@ -261,6 +357,39 @@ func (s *suite) testSessions(t *testing.T) {
 		missing.ID = "ses_nope"
 		missing.Digest = newSecret("", t0).Digest
 		wantCode(t, a.UpdateSession(f.ctx, &missing), keyward.ENOTFOUND)
+	})
+	t.Run("TouchWritesOnlyLastUse", func(t *testing.T) {
+		stale, err := a.FindSession(f.ctx, ses.Digest)
+		if err != nil {
+			ses, _ := a.FindSessions(f.ctx, u.ID)
+			stale = ses[0]
+		}
+		cur := *stale
+		cur.Digest, cur.Verified = newSecret("", t0).Digest, true
+		if err := a.UpdateSession(f.ctx, &cur); err != nil {
+			t.Fatal(err)
+		}
+		t2 := t0.Add(time.Hour)
+		// A request that read the session before its new digest.
+		if err := a.TouchSession(f.ctx, stale.ID, stale.Digest, t2); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.FindSession(f.ctx, cur.Digest)
+		if err != nil || !got.Verified || !got.LastSeenAt.Equal(cur.LastSeenAt) {
+			t.Fatalf("after a stale touch: %+v, %v; want it unchanged", got, err)
+		}
+		if err := a.TouchSession(f.ctx, cur.ID, cur.Digest, t2); err != nil {
+			t.Fatal(err)
+		}
+		got, _ = a.FindSession(f.ctx, cur.Digest)
+		if !got.LastSeenAt.Equal(t2) || !got.Verified || !got.ReauthAt.Equal(cur.ReauthAt) {
+			t.Errorf("after a touch: %+v; want last use %s, nothing else changed", got, t2)
+		}
+		// Never backwards.
+		a.TouchSession(f.ctx, cur.ID, cur.Digest, t0)
+		if got, _ = a.FindSession(f.ctx, cur.Digest); !got.LastSeenAt.Equal(t2) {
+			t.Errorf("a touch moved the last use back to %s", got.LastSeenAt)
+		}
 	})
 	t.Run("DeleteSessions", func(t *testing.T) {
 		s2 := f.session(a, u, ws.ID)
@@ -474,4 +603,42 @@ func (s *suite) testPasskeys(t *testing.T) {
 	_, err = a.FindPasskeyByCredential(f.ctx, []byte("cred-1"))
 	wantCode(t, err, keyward.ENOTFOUND)
 	f.assertChain(ws.ID)
+}
+
+func (s *suite) testChallenges(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	c1, c2, c3 := []byte("challenge-digest-1"), []byte("challenge-digest-2"), []byte("challenge-digest-3")
+	if err := a.CreateChallenge(f.ctx, c1, t0, t0.Add(5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, a.CreateChallenge(f.ctx, c1, t0, t0.Add(5*time.Minute)), keyward.ECONFLICT)
+	t.Run("UseOnce", func(t *testing.T) {
+		if err := a.UseChallenge(f.ctx, c1, t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, a.UseChallenge(f.ctx, c1, t0.Add(time.Minute)), keyward.ENOTFOUND)
+	})
+	t.Run("ErrExpired", func(t *testing.T) {
+		if err := a.CreateChallenge(f.ctx, c2, t0, t0.Add(5*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, a.UseChallenge(f.ctx, c2, t0.Add(5*time.Minute)), keyward.ENOTFOUND)
+	})
+	t.Run("ErrUnknown", func(t *testing.T) {
+		wantCode(t, a.UseChallenge(f.ctx, []byte("never-made"), t0), keyward.ENOTFOUND)
+	})
+	t.Run("CreateDropsExpired", func(t *testing.T) {
+		if err := a.CreateChallenge(f.ctx, c3, t0, t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		// Made again after it expired: the expired one is gone, so no
+		// conflict, and the new one is good until its own expiry.
+		if err := a.CreateChallenge(f.ctx, c3, t0.Add(time.Minute), t0.Add(2*time.Minute)); err != nil {
+			t.Fatalf("CreateChallenge after expiry: %v", err)
+		}
+		if err := a.UseChallenge(f.ctx, c3, t0.Add(90*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"net/url"
+	"testing"
+)
+
+func TestSecureCookies(t *testing.T) {
+	tests := []struct {
+		name, addr, public, cert string
+		want                     bool
+	}{
+		{"LoopbackAddr", "127.0.0.1:8080", "http://keyward.internal:8080", "", true},
+		{"ContainerLocalhost", "0.0.0.0:8080", "http://localhost:8080", "", true},
+		{"ContainerLoopbackIP", "0.0.0.0:8080", "http://127.0.0.1:8080", "", true},
+		{"ContainerLoopbackIPv6", "[::]:8080", "http://[::1]:8080", "", true},
+		{"SubdomainOfLocalhost", "0.0.0.0:8080", "http://keyward.localhost:8080", "", true},
+		{"TLSProxy", "0.0.0.0:8080", "https://keyward.example.com", "", true},
+		{"TLS", "0.0.0.0:8443", "http://keyward.example.com", "cert.pem", true},
+		{"ErrPlainHTTP", "0.0.0.0:8080", "http://keyward.example.com", "", false},
+		{"ErrLANAddress", "0.0.0.0:8080", "http://192.168.1.10:8080", "", false},
+		{"ErrLocalhostLookalike", "0.0.0.0:8080", "http://localhost.example.com", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			public, _ := url.Parse(tt.public)
+			cfg := serveConfig{Addr: tt.addr}
+			cfg.TLSCert = tt.cert
+			if got := secureCookies(cfg, public); got != tt.want {
+				t.Errorf("secureCookies(%s, %s) = %v, want %v", tt.addr, tt.public, got, tt.want)
+			}
+		})
+	}
+}

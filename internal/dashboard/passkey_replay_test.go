@@ -1,0 +1,186 @@
+package dashboard
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/go-webauthn/webauthn/protocol/webauthncbor"
+	"github.com/go-webauthn/webauthn/protocol/webauthncose"
+	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/keyward/keyward"
+)
+
+// softKey is a software passkey: a P-256 key registered straight in the
+// store, which signs assertions as an authenticator would.
+type softKey struct {
+	id     []byte
+	key    *ecdsa.PrivateKey
+	userID string
+}
+
+func newSoftKey(t *testing.T, e *env, u *keyward.User) *softKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := key.PublicKey.Bytes() // 0x04 || X || Y
+	if err != nil {
+		t.Fatal(err)
+	}
+	cose, err := webauthncbor.Marshal(webauthncose.EC2PublicKeyData{
+		PublicKeyData: webauthncose.PublicKeyData{KeyType: int64(webauthncose.EllipticKey), Algorithm: int64(webauthncose.AlgES256)},
+		Curve:         int64(webauthncose.P256), XCoord: pt[1:33], YCoord: pt[33:],
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &softKey{id: []byte("soft-" + u.ID), key: key, userID: u.ID}
+	raw, _ := json.Marshal(webauthn.Credential{ID: k.id, PublicKey: cose, AttestationType: "none",
+		Flags: webauthn.CredentialFlags{UserPresent: true, UserVerified: true}})
+	now := e.clock.Now()
+	if err := e.store.AddPasskey(context.Background(), &keyward.Passkey{ID: keyward.NewID(keyward.PrefixPasskey, now), UserID: u.ID,
+		CredentialID: k.id, Credential: raw, Name: "soft", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// assert returns the credential JSON of an assertion of challenge for the
+// origin https://localhost with the sign count.
+func (k *softKey) assert(t *testing.T, challenge string, count uint32) string {
+	t.Helper()
+	b64 := base64.RawURLEncoding.EncodeToString
+	clientData, _ := json.Marshal(map[string]any{"type": "webauthn.get", "challenge": challenge, "origin": "https://localhost", "crossOrigin": false})
+	rp := sha256.Sum256([]byte("localhost"))
+	auth := append(rp[:], 0x05) // user present, user verified
+	auth = binary.BigEndian.AppendUint32(auth, count)
+	cd := sha256.Sum256(clientData)
+	msg := sha256.Sum256(append(append([]byte{}, auth...), cd[:]...))
+	sig, err := ecdsa.SignASN1(rand.Reader, k.key, msg[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(map[string]any{
+		"id": b64(k.id), "rawId": b64(k.id), "type": "public-key",
+		"response": map[string]string{"clientDataJSON": b64(clientData), "authenticatorData": b64(auth), "signature": b64(sig), "userHandle": b64([]byte(k.userID))},
+	})
+	return string(raw)
+}
+
+// beginSignIn starts a passkey sign-in and returns the challenge and the
+// sealed state.
+func beginSignIn(t *testing.T, b *browser) (challenge, state string) {
+	t.Helper()
+	b.csrf = csrfOf(t, b)
+	status, body := b.post("/signin/passkey/begin", nil)
+	wantStatus(t, status, http.StatusOK, body)
+	var begin struct {
+		Options struct {
+			PublicKey struct {
+				Challenge string `json:"challenge"`
+			} `json:"publicKey"`
+		} `json:"options"`
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(body), &begin); err != nil {
+		t.Fatal(err)
+	}
+	return begin.Options.PublicKey.Challenge, begin.State
+}
+
+func TestPasskeySignInSingleUse(t *testing.T) {
+	e := newEnvAt(t, "https://localhost")
+	k := newSoftKey(t, e, e.user("ann@example.com", keyward.RoleOwner))
+	srv, _ := url.Parse(e.srv.URL)
+	preOf := func(b *browser) *http.Cookie {
+		for _, c := range b.c.Jar.Cookies(srv) {
+			if c.Name == "__Host-keyward_pre" {
+				return c
+			}
+		}
+		return nil
+	}
+
+	t.Run("ErrReplay", func(t *testing.T) {
+		b := e.browser()
+		challenge, state := beginSignIn(t, b)
+		pre, csrf := preOf(b), b.csrf
+		form := url.Values{"state": {state}, "credential": {k.assert(t, challenge, 0)}}
+		status, body := b.post("/signin/passkey/finish", form)
+		wantStatus(t, status, http.StatusOK, body)
+		if p := preOf(b); p == nil || p.Value == pre.Value {
+			t.Error("the pre-session cookie was not rotated at sign-in")
+		}
+		// The same body again, with the cookie it was bound to, as someone
+		// who captured both would send it.
+		replay := e.browser()
+		replay.c.Jar.SetCookies(srv, []*http.Cookie{{Name: pre.Name, Value: pre.Value, Path: "/", Secure: true}})
+		form.Set("csrf", csrf)
+		status, body = replay.post("/signin/passkey/finish", form)
+		wantStatus(t, status, http.StatusBadRequest, body)
+		if sessionCookie(replay) != "" {
+			t.Error("the replay got a session")
+		}
+	})
+	t.Run("ErrExpired", func(t *testing.T) {
+		b := e.browser()
+		challenge, state := beginSignIn(t, b)
+		e.clock.Add(challengeTTL)
+		status, body := b.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, 0)}})
+		wantStatus(t, status, http.StatusBadRequest, body)
+	})
+	t.Run("ErrSignCountBackwards", func(t *testing.T) {
+		b := e.browser()
+		challenge, state := beginSignIn(t, b)
+		status, body := b.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, 7)}})
+		wantStatus(t, status, http.StatusOK, body)
+		c := e.browser()
+		challenge, state = beginSignIn(t, c)
+		status, body = c.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, 5)}})
+		wantStatus(t, status, http.StatusUnauthorized, body)
+		if sessionCookie(c) != "" {
+			t.Error("a passkey whose count went backwards got a session")
+		}
+	})
+	t.Run("OKEndsPriorSession", func(t *testing.T) {
+		e.clock.Add(time.Minute)
+		b := e.browser()
+		b.signIn2("ann@example.com") // a password session
+		before := sessionCookie(b)
+		challenge, state := beginSignIn(t, b)
+		status, body := b.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, 9)}})
+		wantStatus(t, status, http.StatusOK, body)
+		if after := sessionCookie(b); after == "" || after == before {
+			t.Fatal("passkey sign-in kept the session id")
+		}
+		old := e.browser()
+		old.c.Jar.SetCookies(srv, []*http.Cookie{{Name: "__Host-keyward_session", Value: before, Path: "/", Secure: true}})
+		if old.get("/tokens"); old.path() != "/signin" {
+			t.Errorf("the session from before the passkey sign-in still works (at %s)", old.path())
+		}
+	})
+	t.Run("OKSignOutRotatesPre", func(t *testing.T) {
+		e.clock.Add(time.Minute)
+		b := e.browser()
+		challenge, state := beginSignIn(t, b)
+		status, body := b.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, 10)}})
+		wantStatus(t, status, http.StatusOK, body)
+		b.get("/tokens")
+		before := preOf(b)
+		b.post("/signout", nil)
+		if after := preOf(b); after == nil || before != nil && after.Value == before.Value {
+			t.Error("the pre-session cookie was not rotated at sign-out")
+		}
+	})
+}

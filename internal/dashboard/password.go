@@ -1,0 +1,96 @@
+package dashboard
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
+)
+
+type passwordData struct {
+	Done   bool
+	Errors map[string]string
+}
+
+func (s *Server) handlePasswordPage(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, http.StatusOK, "password", "Change your password", passwordData{})
+}
+
+// handlePasswordChange changes the signed-in user's password: it needs the
+// current one (throttled like a re-authentication), checks the new one as
+// at sign-up, stores its argon2id hash and ends the user's other sessions.
+func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	st := stateOf(r)
+	now := s.now().UTC()
+	current, pw := r.PostForm.Get("current"), r.PostForm.Get("password")
+	errs := map[string]string{}
+	page := func(status int) {
+		s.render(w, r, status, "password", "Change your password", passwordData{Errors: errs})
+	}
+	if current == "" {
+		errs["current"] = "Enter your current password."
+	}
+	switch err := account.CheckPassword(pw, st.user.Email); {
+	case err != nil:
+		errs["password"] = capitalize(keyward.ErrorMessage(err)) + "."
+	case pw == current:
+		errs["password"] = "Choose a password different from your current one."
+	case pw != r.PostForm.Get("password2"):
+		errs["password2"] = "The two passwords differ."
+	}
+	if len(errs) > 0 {
+		page(http.StatusBadRequest)
+		return
+	}
+	key := "reauth:" + st.user.ID
+	if d := s.throttle.take(now, guard{key, freeAccount}); d > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
+		errs["current"] = "Too many failed attempts. Try again in " + waitText(d) + "."
+		page(http.StatusTooManyRequests)
+		return
+	}
+	ok, err := s.verifyPassword(ctx, current, st.user.PasswordHash)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !ok {
+		errs["current"] = "The current password is incorrect."
+		page(http.StatusUnauthorized)
+		return
+	}
+	s.throttle.reset(key)
+	hash, err := s.hashPassword(ctx, pw)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// Whoever else holds a session may hold it because they knew the old
+	// password: the other sessions end first, so that a failure after
+	// leaves the safe side.
+	n, err := s.accounts.DeleteSessions(ctx, st.user.ID, "", st.session.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ev := s.event(r, st.session.WorkspaceID, st.user.ID, "user.password_change", st.user.ID, now)
+	ev.Changes, _ = json.Marshal(map[string]any{"sessions_ended": n})
+	if _, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+		u.PasswordHash, u.UpdatedAt = hash, now
+		return []*keyward.AuditEvent{ev}, nil
+	}); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ses := *st.session
+	ses.ReauthAt, ses.LastSeenAt = now, now
+	if err := s.accounts.UpdateSession(ctx, &ses); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "password", "Change your password", passwordData{Done: true})
+}

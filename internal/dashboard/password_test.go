@@ -1,0 +1,96 @@
+package dashboard
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/keyward/keyward"
+)
+
+func TestPasswordChange(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	const newPassword = "a brand new passphrase for ann"
+	b := e.browser()
+	b.signIn("ann@example.com")
+	b.get("/sessions")
+	wantText(t, b.body, `href="/account/password"`)
+	status, body := b.get("/account/password")
+	wantStatus(t, status, http.StatusOK, body)
+
+	tests := []struct {
+		name             string
+		current, pw, pw2 string
+		status           int
+		field, want      string
+	}{
+		{"ErrNoCurrent", "", newPassword, newPassword, 400, "current", "Enter your current password."},
+		{"ErrShort", goodPassword, "short one", "short one", 400, "password", "Use at least 12 characters; a few unrelated words make a long password that is easy to remember."},
+		{"ErrTooLong", goodPassword, strings.Repeat("x y", 90), strings.Repeat("x y", 90), 400, "password", "Use at most 256 bytes."},
+		{"ErrCommon", goodPassword, "!!administrator", "!!administrator", 400, "password", "This password is on a list of common or breached passwords; choose another."},
+		{"ErrEmail", goodPassword, "ann@example.com", "ann@example.com", 400, "password", "Do not use your email address as the password."},
+		{"ErrRepeated", goodPassword, "zzzzzzzzzzzzzz", "zzzzzzzzzzzzzz", 400, "password", "This password is one character repeated; choose another."},
+		{"ErrSame", goodPassword, goodPassword, goodPassword, 400, "password", "Choose a password different from your current one."},
+		{"ErrMismatch", goodPassword, newPassword, newPassword + "!", 400, "password2", "The two passwords differ."},
+		{"ErrWrongCurrent", "not my password at all", newPassword, newPassword, 401, "current", "The current password is incorrect."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := b.post("/account/password", url.Values{"current": {tt.current}, "password": {tt.pw}, "password2": {tt.pw2}})
+			wantStatus(t, status, tt.status, body)
+			wantText(t, body, `<p class="field-error" id="`+tt.field+`-error">`+tt.want+`</p>`)
+		})
+	}
+	t.Run("OK", func(t *testing.T) {
+		other := e.browser()
+		other.signIn("ann@example.com")
+		status, body := b.post("/account/password", url.Values{"current": {goodPassword}, "password": {newPassword}, "password2": {newPassword}})
+		wantStatus(t, status, http.StatusOK, body)
+		wantText(t, body, "Your password was changed.")
+		if other.get("/tokens"); other.path() != "/signin" {
+			t.Errorf("the other session still works (at %s)", other.path())
+		}
+		if b.get("/tokens"); b.path() != "/tokens" {
+			t.Errorf("the changing session ended (at %s)", b.path())
+		}
+		c := e.browser()
+		c.get("/signin")
+		if status, _ := c.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}}); status != http.StatusUnauthorized {
+			t.Errorf("the old password signs in: %d", status)
+		}
+		c.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {newPassword}})
+		if c.path() != "/tokens" {
+			t.Errorf("the new password does not sign in (at %s)", c.path())
+		}
+		u := mustUser(t, e, "ann@example.com")
+		if !strings.HasPrefix(u.PasswordHash, "$argon2id$") {
+			t.Errorf("stored hash %q is not argon2id", u.PasswordHash)
+		}
+		e.dash.Wait()
+		evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID})
+		var found bool
+		for _, ev := range evs {
+			if ev.Action == "user.password_change" {
+				found = true
+				if strings.Contains(string(ev.Changes), newPassword) || strings.Contains(string(ev.Changes), goodPassword) || strings.Contains(string(ev.Changes), "argon2") {
+					t.Errorf("the event holds a secret: %s", ev.Changes)
+				}
+			}
+		}
+		if !found {
+			t.Error("no user.password_change event")
+		}
+	})
+	t.Run("ErrThrottled", func(t *testing.T) {
+		wrong := url.Values{"current": {"not my password at all"}, "password": {"yet another long passphrase"}, "password2": {"yet another long passphrase"}}
+		for range freeAccount + 1 {
+			b.post("/account/password", wrong)
+		}
+		status, body := b.post("/account/password", wrong)
+		wantStatus(t, status, http.StatusTooManyRequests, body)
+		wantText(t, body, "Too many failed attempts.")
+	})
+}

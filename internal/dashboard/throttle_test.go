@@ -1,0 +1,218 @@
+package dashboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// parallel posts the form (with the browser's CSRF token) n times at once
+// and counts the answers by status. It does not touch b.last.
+func (b *browser) parallel(path string, form url.Values, n int) map[int]int {
+	b.e.t.Helper()
+	form.Set("csrf", b.csrf)
+	body := form.Encode()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		start  = make(chan struct{})
+		counts = map[int]int{}
+	)
+	for range n {
+		wg.Go(func() {
+			req, _ := http.NewRequest("POST", b.e.srv.URL+path, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			<-start
+			res, err := b.c.Do(req)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				counts[-1]++
+				return
+			}
+			res.Body.Close()
+			counts[res.StatusCode]++
+		})
+	}
+	close(start)
+	wg.Wait()
+	return counts
+}
+
+// TestThrottleParallel sends many guesses at once: the throttle counts
+// each before it is evaluated, so no more are evaluated than sequential
+// guesses would be.
+func TestThrottleParallel(t *testing.T) {
+	const n = 40
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	t.Run("SignIn", func(t *testing.T) {
+		b := e.browser()
+		b.get("/signin")
+		counts := b.parallel("/signin", url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}}, n)
+		if counts[http.StatusUnauthorized] > freeAccount+1 || counts[http.StatusUnauthorized]+counts[http.StatusTooManyRequests] != n {
+			t.Errorf("answers %v: want at most %d guesses evaluated (401), the rest 429", counts, freeAccount+1)
+		}
+	})
+	t.Run("MFA", func(t *testing.T) {
+		e.clock.Add(2 * throttleKeep)
+		b := e.browser()
+		b.signIn("ann@example.com")
+		enrolTOTP(t, b)
+		b.post("/signout", nil)
+		b.signIn2("ann@example.com")
+		if b.path() != "/signin/mfa" {
+			t.Fatalf("at %s, want /signin/mfa", b.path())
+		}
+		counts := b.parallel("/signin/mfa", url.Values{"code": {"000000"}}, n)
+		if counts[http.StatusUnauthorized] > freeAccount+1 || counts[http.StatusUnauthorized]+counts[http.StatusTooManyRequests] != n {
+			t.Errorf("answers %v: want at most %d codes evaluated (401), the rest 429", counts, freeAccount+1)
+		}
+	})
+}
+
+func TestThrottleTake(t *testing.T) {
+	now := time.Date(2026, 3, 14, 9, 0, 0, 0, time.UTC)
+	t.Run("RefundOnSuccess", func(t *testing.T) {
+		th := newThrottle()
+		for range freeIP {
+			if d := th.take(now, guard{"ip:x", freeIP}); d != 0 {
+				t.Fatalf("take = %s within the free failures", d)
+			}
+			th.refund("ip:x")
+		}
+		if len(th.m) != 0 {
+			t.Errorf("successes left %d keys", len(th.m))
+		}
+	})
+	t.Run("ErrDelayAfterFree", func(t *testing.T) {
+		th := newThrottle()
+		for range freeAccount + 1 {
+			th.take(now, guard{"account:a", freeAccount})
+		}
+		if d := th.take(now, guard{"account:a", freeAccount}); d != firstDelay {
+			t.Errorf("take after %d failures = %s, want %s", freeAccount+1, d, firstDelay)
+		}
+	})
+	t.Run("EvictExpired", func(t *testing.T) {
+		th := newThrottle()
+		for i := range 1000 {
+			th.take(now, guard{fmt.Sprint("ip:", i), freeIP})
+		}
+		th.take(now.Add(throttleKeep+time.Minute), guard{"ip:new", freeIP})
+		if len(th.m) != 1 {
+			t.Errorf("%d keys kept, want only the new one", len(th.m))
+		}
+	})
+	t.Run("CapKeepsDelayedKeys", func(t *testing.T) {
+		th := newThrottle()
+		for range freeAccount + 1 {
+			th.take(now, guard{"account:victim", freeAccount})
+		}
+		for i := range throttleMax {
+			th.take(now, guard{fmt.Sprint("ip:", i), freeIP})
+		}
+		if len(th.m) > throttleMax {
+			t.Errorf("%d keys, want at most %d", len(th.m), throttleMax)
+		}
+		if d := th.take(now, guard{"account:victim", freeAccount}); d == 0 {
+			t.Error("a flood of keys erased a delayed key")
+		}
+	})
+}
+
+// TestHashingBounded fills every hashing slot: a password check then
+// waits for one, or gives up when its request ends.
+func TestHashingBounded(t *testing.T) {
+	e := newEnv(t)
+	s := e.dash
+	if got, want := cap(s.hashing), 2*runtime.GOMAXPROCS(0); got != want {
+		t.Fatalf("%d hashing slots, want %d", got, want)
+	}
+	hash, err := s.hashPassword(context.Background(), goodPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range cap(s.hashing) {
+		s.hashing <- struct{}{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.verifyPassword(ctx, goodPassword, hash); !errors.Is(err, context.Canceled) {
+		t.Fatalf("verifyPassword with every slot taken and the request gone = %v, want context.Canceled", err)
+	}
+	done := make(chan bool)
+	go func() {
+		ok, _ := s.verifyPassword(context.Background(), goodPassword, hash)
+		done <- ok
+	}()
+	select {
+	case <-done:
+		t.Fatal("a password was hashed while every slot was taken")
+	default:
+	}
+	<-s.hashing
+	if !<-done {
+		t.Error("the password did not verify once a slot was free")
+	}
+}
+
+// gatedAudit holds AppendAudit until the test opens the gate, and notes
+// whether the client had its answer by then.
+type gatedAudit struct {
+	keyward.Store
+	gate      chan struct{}
+	answered  *atomic.Bool
+	beforeAns atomic.Int32 // AppendAudit calls made before the answer
+}
+
+func (g *gatedAudit) AppendAudit(ctx context.Context, events ...*keyward.AuditEvent) error {
+	select {
+	case <-g.gate:
+	case <-time.After(5 * time.Second): // only breaks the deadlock of a synchronous write
+	}
+	if !g.answered.Load() {
+		g.beforeAns.Add(1)
+	}
+	return g.Store.AppendAudit(ctx, events...)
+}
+
+// TestSignInFailureAuditAfterAnswer: a known email's failed sign-in
+// answers before its audit record is written, as an unknown email's does
+// (which has none), so the timing does not tell them apart.
+func TestSignInFailureAuditAfterAnswer(t *testing.T) {
+	var answered atomic.Bool
+	g := &gatedAudit{gate: make(chan struct{}), answered: &answered}
+	e := newEnvWith(t, "", func(s keyward.Store) keyward.Store { g.Store = s; return g })
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.get("/signin")
+	status, body := b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}})
+	answered.Store(true)
+	close(g.gate)
+	wantStatus(t, status, http.StatusUnauthorized, body)
+	e.dash.Wait()
+	if n := g.beforeAns.Load(); n != 0 {
+		t.Errorf("%d audit writes happened before the answer", n)
+	}
+	evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID})
+	var failed *keyward.AuditEvent
+	for _, ev := range evs {
+		if ev.Action == "session.signin_failed" {
+			failed = ev
+		}
+	}
+	if failed == nil || failed.IP == "" || !strings.Contains(string(failed.Changes), `"factor":"password"`) {
+		t.Errorf("session.signin_failed event = %+v, want one with the IP and factor", failed)
+	}
+}

@@ -1,0 +1,10 @@
+-- 0005_webauthn_challenges keeps each passkey ceremony's challenge, by
+-- digest, until it is used or expires, so that a signed assertion cannot
+-- be replayed: the sealed ceremony state the browser carries back is only
+-- good while its challenge is here, and finishing deletes it.
+CREATE TABLE webauthn_challenges (
+	digest     BLOB    PRIMARY KEY,
+	expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE INDEX webauthn_challenges_expires_at ON webauthn_challenges (expires_at);

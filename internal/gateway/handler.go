@@ -91,12 +91,18 @@ func newTransport(timeout time.Duration) *http.Transport {
 // reqState travels in the request context from ServeHTTP to the proxy's
 // hooks.
 type reqState struct {
+	w         http.ResponseWriter
 	rt        *route
 	requestID string
 	token     *keyward.Token // nil without identity
+	remote    netip.Addr     // the connection's address
 	clientIP  netip.Addr
 	trusted   bool // the connection comes from a trusted proxy
 	proxyErr  error
+	// abort: the upstream's response broke off after its header was sent
+	// on; the client's connection is cut so that it cannot take the
+	// response for whole.
+	abort bool
 }
 
 type ctxKey struct{}
@@ -109,7 +115,7 @@ func stateOf(ctx context.Context) *reqState {
 func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 	b := &balancer{rt: rt, next: newTransport(rt.cfg.Timeout), log: h.log, cooldown: DefaultEjectCooldown}
 	for _, u := range rt.cfg.Upstreams {
-		b.ups = append(b.ups, &upstream{url: u})
+		b.ups = append(b.ups, &upstream{url: u, pool: newConnPool(u)})
 	}
 	rt.balancer = b
 	return &httputil.ReverseProxy{
@@ -126,8 +132,10 @@ func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 			res.Header.Del("RateLimit-Policy")
 			return nil
 		},
-		ErrorHandler: h.proxyError,
-		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			h.proxyError(w, r, stateOf(r.Context()), err)
+		},
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
 }
 
@@ -156,7 +164,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 
 	// X-Forwarded-*: a trusted proxy's values are kept and appended to; an
 	// untrusted client's are dropped, so upstreams can believe them.
-	remote := remoteAddr(in)
+	remote := st.remote
 	if st.trusted {
 		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			out.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+remote.String())
@@ -180,13 +188,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 
 	if st.rt.cfg.StripPrefix && st.rt.cfg.PathPrefix != "/" {
-		prefix := st.rt.cfg.PathPrefix
-		out.URL.Path = ensureSlash(strings.TrimPrefix(in.URL.Path, prefix))
-		if in.URL.RawPath != "" && strings.HasPrefix(in.URL.RawPath, prefix) {
-			out.URL.RawPath = ensureSlash(strings.TrimPrefix(in.URL.RawPath, prefix))
-		} else {
-			out.URL.RawPath = ""
-		}
+		stripPrefix(out.URL, in.URL, st.rt.cfg.PathPrefix)
 	}
 	out.Host = "" // the Host header is the upstream's
 }
@@ -274,14 +276,15 @@ func connError(err error) bool {
 
 // proxyError answers a failed upstream exchange: 504 when the upstream was
 // too slow, else 502.
-func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	st := stateOf(r.Context())
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
 	st.proxyErr = err
 	var ne net.Error
 	switch {
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads this answer.
 		w.WriteHeader(499)
+	case errors.As(err, new(*clientBodyError)):
+		writeProblem(w, http.StatusBadRequest, keyward.EINVALID, "the request body could not be read", st.requestID)
 	case !connError(err) && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()):
 		writeProblem(w, http.StatusGatewayTimeout, "gateway_timeout", "the upstream did not answer in time", st.requestID)
 	default:
@@ -329,7 +332,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id = newRequestID()
 	}
 	sw.Header().Set("X-Request-Id", id)
-	st := &reqState{requestID: id}
+	st := &reqState{w: sw, requestID: id}
 	h.serve(sw, r, st)
 	if h.obs != nil {
 		name := ""
@@ -339,6 +342,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.obs.ObserveGateway(name, sw.status, time.Since(start))
 	}
 	if !h.log.Enabled(r.Context(), slog.LevelInfo) {
+		h.finish(st)
 		return
 	}
 	attrs := make([]slog.Attr, 0, 9)
@@ -364,10 +368,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := slog.NewRecord(time.Now(), slog.LevelInfo, "gateway request", 0)
 	rec.AddAttrs(attrs...)
 	h.log.Handler().Handle(r.Context(), rec)
+	h.finish(st)
+}
+
+// finish ends a request whose response was cut short by the upstream:
+// http.ErrAbortHandler makes the server drop the client's connection
+// instead of ending the response as if it were whole.
+func (h *Handler) finish(st *reqState) {
+	if st.abort {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
-	st.clientIP, st.trusted = h.clientIP(r)
+	st.remote = remoteAddr(r)
+	st.clientIP, st.trusted = h.clientIP(r, st.remote)
 	if r.URL.Path == "" || r.URL.Path[0] != '/' || hasDotSegment(r.URL.Path) {
 		// Upstreams may resolve dot segments, which would escape the route
 		// whose scopes were checked.
@@ -388,7 +403,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	if rt.cfg.Auth != AuthNone && !h.authorize(w, r, st) {
 		return
 	}
-	rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+	if isUpgrade(r) {
+		// The connection is hijacked and both directions copied:
+		// httputil.ReverseProxy does it well, and upgrades are rare.
+		rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+		return
+	}
+	h.proxy(w, r, st)
 }
 
 const (
@@ -493,8 +514,8 @@ func remoteAddr(r *http.Request) netip.Addr {
 // connection comes from a trusted proxy, the rightmost address of
 // X-Forwarded-For that is not a trusted proxy. trusted reports the latter
 // case.
-func (h *Handler) clientIP(r *http.Request) (ip netip.Addr, trusted bool) {
-	ip = remoteAddr(r)
+func (h *Handler) clientIP(r *http.Request, remote netip.Addr) (ip netip.Addr, trusted bool) {
+	ip = remote
 	if !h.isTrusted(ip) {
 		return ip, false
 	}
@@ -550,6 +571,15 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush sends what was written so far to the client, when the underlying
+// writer can.
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
 
 // validRequestID reports whether a client-sent request id is safe to pass
 // on and log.

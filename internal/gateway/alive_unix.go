@@ -1,0 +1,34 @@
+//go:build unix
+
+package gateway
+
+import (
+	"net"
+	"syscall"
+)
+
+// alive reports whether an idle connection may carry a request: the
+// upstream has neither closed it nor sent anything unasked. It peeks at
+// the socket without blocking, so a connection the upstream closed while
+// idle is dropped before a request is written to it, not after.
+func alive(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var (
+		b    [1]byte
+		rerr error
+	)
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	})
+	// EAGAIN: open with nothing to read. Anything else (no error with 0
+	// bytes: closed; bytes: unasked data; a reset) makes it unusable.
+	return err == nil && (rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK)
+}

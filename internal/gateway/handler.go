@@ -91,6 +91,7 @@ func newTransport(timeout time.Duration) *http.Transport {
 // reqState travels in the request context from ServeHTTP to the proxy's
 // hooks.
 type reqState struct {
+	sw        statusWriter // the response, through which status is recorded
 	w         http.ResponseWriter
 	rt        *route
 	requestID string
@@ -326,13 +327,16 @@ func (h *Handler) SetObserver(o Observer) { h.obs = o }
 // ServeHTTP routes, verifies and proxies one request, and logs it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
+	// One allocation holds the request's state and its response writer.
+	st := &reqState{sw: statusWriter{ResponseWriter: w}}
+	sw := &st.sw
+	st.w = sw
 	id := r.Header.Get("X-Request-Id")
 	if !validRequestID(id) {
 		id = newRequestID()
 	}
-	sw.Header().Set("X-Request-Id", id)
-	st := &reqState{w: sw, requestID: id}
+	sw.Header()["X-Request-Id"] = []string{id}
+	st.requestID = id
 	h.serve(sw, r, st)
 	if h.obs != nil {
 		name := ""
@@ -476,8 +480,22 @@ func setRateLimit(hd http.Header, res verify.Result) {
 	if !l.Set {
 		return
 	}
-	hd.Set("RateLimit-Policy", fmt.Sprintf(`"default";q=%d;w=%d`, l.Limit, ceilSeconds(l.Window)))
-	hd.Set("RateLimit", fmt.Sprintf(`"default";r=%d;t=%d`, max(0, l.Remaining), ceilSeconds(l.Reset)))
+	// Built by hand and stored under the canonical keys: this runs on
+	// every request of a limited token.
+	var b [64]byte
+	p := append(b[:0], `"default";q=`...)
+	p = strconv.AppendInt(p, l.Limit, 10)
+	p = append(p, ";w="...)
+	p = strconv.AppendInt(p, ceilSeconds(l.Window), 10)
+	n := len(p)
+	p = append(p, `"default";r=`...)
+	p = strconv.AppendInt(p, max(0, l.Remaining), 10)
+	p = append(p, ";t="...)
+	p = strconv.AppendInt(p, ceilSeconds(l.Reset), 10)
+	both := string(p)
+	vals := []string{both[:n], both[n:]}
+	hd["Ratelimit-Policy"] = vals[:1:1]
+	hd["Ratelimit"] = vals[1:]
 }
 
 func ceilSeconds(d time.Duration) int64 {
@@ -502,6 +520,9 @@ func credential(r *http.Request, tokenHeader string) string {
 }
 
 func remoteAddr(r *http.Request) netip.Addr {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap()
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr

@@ -28,7 +28,6 @@ const (
 // goroutine reads or writes it in the background.
 type pconn struct {
 	conn   net.Conn
-	raw    net.Conn // the TCP connection under conn (conn itself without TLS)
 	cr     connReader
 	br     *bufio.Reader
 	bw     *bufio.Writer
@@ -41,6 +40,7 @@ type pconn struct {
 	// (context.AfterFunc) and reports false when it already ran.
 	interrupt func()
 	stop      func() bool
+	alive     func() bool // see aliveCheck
 }
 
 // connReader reads a connection for its bufio.Reader, counting the bytes
@@ -126,7 +126,7 @@ func (p *connPool) get(ctx context.Context) (*pconn, error) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if now.Sub(pc.idleAt) < p.idleTimeout && alive(pc.raw) {
+		if now.Sub(pc.idleAt) < p.idleTimeout && pc.alive() {
 			pc.reused = true
 			return pc, nil
 		}
@@ -140,8 +140,9 @@ func (p *connPool) dial(ctx context.Context) (*pconn, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc := &pconn{conn: c, raw: c, pool: p}
+	pc := &pconn{conn: c, pool: p}
 	pc.interrupt = func() { pc.conn.SetDeadline(aLongTimeAgo) }
+	pc.alive = aliveCheck(c)
 	if p.tls != nil {
 		tc := tls.Client(c, p.tls)
 		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)

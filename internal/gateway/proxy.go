@@ -264,7 +264,7 @@ func (b *balancer) roundTrip(h *Handler, r *http.Request, st *reqState) (*pconn,
 		var pc *pconn
 		var res *http.Response
 		pc, res, err = h.send(ups[j], r, st)
-		if ctx.Err() == nil && !clientSide(err) {
+		if ctx.Err() == nil && (err == nil || !clientSide(err)) {
 			b.observe(ups[j], err)
 		}
 		if err == nil {

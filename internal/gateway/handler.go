@@ -88,11 +88,11 @@ func newTransport(timeout time.Duration) *http.Transport {
 	return t
 }
 
-// reqState travels in the request context from ServeHTTP to the proxy's
-// hooks.
+// reqState is one request's state, from ServeHTTP through verification
+// and proxying; for an upgrade it travels in the request context to
+// httputil.ReverseProxy's hooks.
 type reqState struct {
 	sw        statusWriter // the response, through which status is recorded
-	w         http.ResponseWriter
 	rt        *route
 	requestID string
 	token     *keyward.Token // nil without identity
@@ -113,6 +113,10 @@ func stateOf(ctx context.Context) *reqState {
 	return st
 }
 
+// newProxy builds the route's balancer, with a connection pool per upstream
+// for the lean proxy path (proxy.go), and the httputil.ReverseProxy that
+// serves the route's protocol upgrades over the balancer's transport, which
+// also runs the health checks.
 func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 	b := &balancer{rt: rt, next: newTransport(rt.cfg.Timeout), log: h.log, cooldown: DefaultEjectCooldown}
 	for _, u := range rt.cfg.Upstreams {
@@ -214,38 +218,54 @@ type balancer struct {
 	cooldown time.Duration // of passive ejection
 }
 
-func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
+// try calls exchange with an upstream of the route, taken in turn among
+// the healthy ones, and once more with another upstream when the
+// connection could not be made and r may be sent again (idempotent, no
+// body). Each outcome counts towards passive ejection, unless the client
+// left or was at fault. It returns exchange's last error.
+func (b *balancer) try(r *http.Request, exchange func(u *upstream) error) error {
 	ups := b.ups
 	start := int(b.pos.Add(1)-1) % len(ups)
 	attempts := 1
-	if len(ups) > 1 && idempotent(req.Method) && (req.Body == nil || req.Body == http.NoBody) {
+	if len(ups) > 1 && idempotent(r.Method) && bodiless(r) {
 		attempts = 2
 	}
 	now := time.Now().UnixNano()
+	ctx := r.Context()
 	var err error
 	prev := -1
 	for i := 0; i < attempts; i++ {
-		out := req
-		if attempts > 1 {
-			out = req.Clone(req.Context())
-		}
 		j := start
 		if i > 0 {
 			j = prev + 1
 		}
 		j = pick(ups, j, prev, now)
 		prev = j
-		targetURL(out.URL, ups[j].url)
-		var res *http.Response
-		res, err = b.next.RoundTrip(out)
-		if req.Context().Err() == nil {
+		err = exchange(ups[j])
+		if ctx.Err() == nil && (err == nil || !clientSide(err)) {
 			b.observe(ups[j], err)
 		}
-		if err == nil || !connError(err) || req.Context().Err() != nil {
-			return res, err
+		if err == nil || !connError(err) || ctx.Err() != nil {
+			return err
 		}
 	}
-	return nil, err
+	return err
+}
+
+// RoundTrip sends req through the route's transport to one of its
+// upstreams; httputil.ReverseProxy calls it for protocol upgrades.
+func (b *balancer) RoundTrip(req *http.Request) (res *http.Response, err error) {
+	clone := len(b.ups) > 1 // a retry must not see the first try's URL
+	err = b.try(req, func(u *upstream) error {
+		out := req
+		if clone {
+			out = req.Clone(req.Context())
+		}
+		targetURL(out.URL, u.url)
+		res, err = b.next.RoundTrip(out)
+		return err
+	})
+	return res, err
 }
 
 // targetURL points u at upstream, joining the upstream's base path.
@@ -330,7 +350,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// One allocation holds the request's state and its response writer.
 	st := &reqState{sw: statusWriter{ResponseWriter: w}}
 	sw := &st.sw
-	st.w = sw
 	id := r.Header.Get("X-Request-Id")
 	if !validRequestID(id) {
 		id = newRequestID()
@@ -338,6 +357,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw.Header()["X-Request-Id"] = []string{id}
 	st.requestID = id
 	h.serve(sw, r, st)
+	// The request's outcome is known from here on: its route (st.rt), the
+	// token (st.token, nil without identity), the status answered
+	// (sw.status) and the time taken. Metrics and the access log take it
+	// here; per-request usage events belong here too.
 	if h.obs != nil {
 		name := ""
 		if st.rt != nil {

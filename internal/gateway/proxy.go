@@ -132,7 +132,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // proxy forwards r to an upstream of its route and copies the response
 // back. It answers 502/504 itself when no response header came.
 func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
-	pc, res, err := st.rt.balancer.roundTrip(h, r, st)
+	pc, res, err := st.rt.balancer.forward(h, r, st)
 	if err != nil {
 		h.proxyError(w, r, st, err)
 		return
@@ -238,43 +238,15 @@ func (pc *pconn) release(reuse bool) {
 	pc.close()
 }
 
-// roundTrip sends r to an upstream of the balancer's route and returns the
-// response, whose body is still to be read from the returned connection.
-// Upstreams are taken in turn among the healthy ones; an idempotent
-// request without a body is retried once on another upstream when the
-// connection could not be made.
-func (b *balancer) roundTrip(h *Handler, r *http.Request, st *reqState) (*pconn, *http.Response, error) {
-	ups := b.ups
-	start := int(b.pos.Add(1)-1) % len(ups)
-	attempts := 1
-	if len(ups) > 1 && idempotent(r.Method) && bodiless(r) {
-		attempts = 2
-	}
-	now := time.Now().UnixNano()
-	ctx := r.Context()
-	var err error
-	prev := -1
-	for i := 0; i < attempts; i++ {
-		j := start
-		if i > 0 {
-			j = prev + 1
-		}
-		j = pick(ups, j, prev, now)
-		prev = j
-		var pc *pconn
-		var res *http.Response
-		pc, res, err = h.send(ups[j], r, st)
-		if ctx.Err() == nil && (err == nil || !clientSide(err)) {
-			b.observe(ups[j], err)
-		}
-		if err == nil {
-			return pc, res, nil
-		}
-		if !connError(err) || ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, nil, err
+// forward sends r to an upstream of the balancer's route (see try) and
+// returns the response, whose body is still to be read from the returned
+// connection.
+func (b *balancer) forward(h *Handler, r *http.Request, st *reqState) (pc *pconn, res *http.Response, err error) {
+	err = b.try(r, func(u *upstream) error {
+		pc, res, err = h.send(u, r, st)
+		return err
+	})
+	return pc, res, err
 }
 
 // send makes one exchange with upstream u: a pooled connection (or a new
@@ -387,13 +359,13 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 
 // forward1xx sends an informational response to the client.
 func (st *reqState) forward1xx(res *http.Response) {
-	hd := st.w.Header()
+	hd := st.sw.Header()
 	for k, vv := range res.Header {
 		if !isHopHeader(k) {
 			hd[k] = vv
 		}
 	}
-	st.w.WriteHeader(res.StatusCode)
+	st.sw.WriteHeader(res.StatusCode)
 	for k := range res.Header {
 		if !isHopHeader(k) {
 			delete(hd, k)

@@ -564,3 +564,45 @@ func mustURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// TestHTTP2Client drives the lean path with HTTP/2 requests, as a TLS
+// gateway listener serves them: a streamed upload of unknown length goes
+// upstream chunked, and a streamed response with trailers comes back.
+func TestHTTP2Client(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("Trailer", "X-Count")
+		fmt.Fprintf(w, "proto=%s te=%q n=%d", r.Proto, r.TransferEncoding, n)
+		http.NewResponseController(w).Flush()
+		w.Header().Set("X-Count", fmt.Sprint(n))
+	}))
+	defer up.Close()
+	cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [" + up.URL + "]\n    auth: none\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(cfg, newFake(), "ws_1", nil)
+	defer h.Close()
+	gw := httptest.NewUnstartedServer(h)
+	gw.EnableHTTP2 = true
+	gw.StartTLS()
+	defer gw.Close()
+
+	pr, pw := io.Pipe()
+	go func() {
+		for i := 0; i < 100; i++ {
+			pw.Write(make([]byte, 1000))
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", gw.URL+"/", pr)
+	res, err := gw.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.ProtoMajor != 2 || string(b) != `proto=HTTP/1.1 te=["chunked"] n=100000` || res.Trailer.Get("X-Count") != "100000" {
+		t.Errorf("%s %d %q trailer %q", res.Proto, res.StatusCode, b, res.Trailer.Get("X-Count"))
+	}
+}

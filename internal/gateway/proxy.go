@@ -357,19 +357,22 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	return res, nil
 }
 
-// forward1xx sends an informational response to the client.
+// forward1xx sends an informational response to the client. Its fields go
+// out with it and are then taken back; fields the gateway has set already
+// (X-Request-Id, RateLimit) are neither sent with it nor taken back.
 func (st *reqState) forward1xx(res *http.Response) {
 	hd := st.sw.Header()
+	var added []string
 	for k, vv := range res.Header {
-		if !isHopHeader(k) {
-			hd[k] = vv
+		if _, set := hd[k]; set || isHopHeader(k) {
+			continue
 		}
+		hd[k] = vv
+		added = append(added, k)
 	}
 	st.sw.WriteHeader(res.StatusCode)
-	for k := range res.Header {
-		if !isHopHeader(k) {
-			delete(hd, k)
-		}
+	for _, k := range added {
+		delete(hd, k)
 	}
 }
 

@@ -301,8 +301,10 @@ func TestReadUntilClose(t *testing.T) {
 func TestEarlyHints(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.Header().Set("X-Request-Id", "from-upstream")
 		w.WriteHeader(http.StatusEarlyHints)
 		w.Header().Del("Link")
+		w.Header().Del("X-Request-Id")
 		io.WriteString(w, "done")
 	}))
 	defer up.Close()
@@ -313,6 +315,7 @@ func TestEarlyHints(t *testing.T) {
 		return nil
 	}}
 	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", gw.URL+"/", nil)
+	req.Header.Set("X-Request-Id", "mine")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -321,6 +324,11 @@ func TestEarlyHints(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || string(b) != "done" || len(hints) != 1 || hints[0] != "103 </style.css>; rel=preload" {
 		t.Errorf("status %d body %q hints %q", res.StatusCode, b, hints)
+	}
+	// The 103's fields were not kept for the final response, and did not
+	// displace the gateway's own.
+	if res.Header.Get("Link") != "" || res.Header.Get("X-Request-Id") != "mine" {
+		t.Errorf("final header Link %q, X-Request-Id %q", res.Header.Get("Link"), res.Header.Get("X-Request-Id"))
 	}
 }
 
@@ -604,5 +612,53 @@ func TestHTTP2Client(t *testing.T) {
 	res.Body.Close()
 	if res.ProtoMajor != 2 || string(b) != `proto=HTTP/1.1 te=["chunked"] n=100000` || res.Trailer.Get("X-Count") != "100000" {
 		t.Errorf("%s %d %q trailer %q", res.Proto, res.StatusCode, b, res.Trailer.Get("X-Count"))
+	}
+}
+
+func TestTLSUpstream(t *testing.T) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls=%v host=%s", r.TLS != nil, r.Host)
+	}))
+	defer up.Close()
+	cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [" + up.URL + "]\n    auth: none\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(cfg, newFake(), "ws_1", nil)
+	defer h.Close()
+	// Trust the test server's certificate, as the system roots would a
+	// real one.
+	h.router.routes[0].balancer.ups[0].pool.tls.RootCAs = up.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	gw := httptest.NewServer(h)
+	defer gw.Close()
+	for i := 0; i < 2; i++ {
+		res, body := do(t, "GET", gw.URL+"/", nil)
+		if want := "tls=true host=" + strings.TrimPrefix(up.URL, "https://"); res.StatusCode != 200 || body != want {
+			t.Errorf("%d: status %d body %q, want %q", i, res.StatusCode, body, want)
+		}
+	}
+}
+
+// TestExpectContinue: the gateway answers the client's Expect:
+// 100-continue itself when it reads the body; the upstream gets the body
+// without the expectation.
+func TestExpectContinue(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "expect=%q body=%s", r.Header.Get("Expect"), b)
+	}))
+	defer up.Close()
+	gw := openRoute(t, up.URL, "")
+	req, _ := http.NewRequest("PUT", gw.URL+"/", strings.NewReader("payload"))
+	req.Header.Set("Expect", "100-continue")
+	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(b) != `expect="" body=payload` {
+		t.Errorf("status %d %q", res.StatusCode, b)
 	}
 }

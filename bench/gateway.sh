@@ -8,16 +8,25 @@
 #   4. nginx + auth_request to keyward's POST /v1/verify, the client's token
 #      forwarded in the JSON body (access log on).
 # Prints req/s, p50 and p99 of each and the throughput ratios
-# keyward/nginx (target >= 0.8) and keyward/(nginx+auth_request) (>= 2).
+# keyward/nginx (target >= 0.8) and keyward/(nginx+auth_request) (>= 2),
+# per round and as median (min-max) over ROUNDS rounds. Then, at a fixed
+# rate of half the gateway's median peak, open loop (bench/openloop), p50
+# and p99 of the upstream alone, the gateway and nginx proxy_pass, and the
+# gateway's added p99 (target <= 1 ms).
 #
 # /v1/verify answers 200 for valid and invalid tokens alike (the outcome is
 # in the body), so setup 4 measures the cost of the subrequest only; it
-# would admit bad tokens. wrk measures peak throughput, not latency at a
-# fixed rate. Usage: bash bench/gateway.sh [DURATION] [CONNECTIONS]
+# would admit bad tokens. wrk measures peak throughput; its latencies are
+# those of a closed loop at saturation, not latency at a fixed rate.
+# Usage: bash bench/gateway.sh [DURATION] [CONNECTIONS] [ROUNDS]
+# (environment: FIXED, the length of each fixed-rate run, default 10s; RATE
+# to fix the rate instead of deriving it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 CONNS=${2:-32}
+ROUNDS=${3:-1}
+FIXED=${FIXED:-10s} # length of each fixed-rate run; RATE overrides its rate
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -38,6 +47,7 @@ UP=127.0.0.1:18090 API=127.0.0.1:18080 GW=127.0.0.1:18081 NGX=127.0.0.1:18082 NG
 
 go build -o "$work/keyward" ./cmd/keyward
 go build -o "$work/gatewayup" ./bench/gatewayup
+go build -o "$work/openloop" ./bench/openloop
 export KEYWARD_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 "$work/gatewayup" -addr "$UP" &
@@ -127,28 +137,74 @@ load() { wrk -t1 -c"$CONNS" -d"$1" --latency -H "Authorization: Bearer $target" 
 # ms from wrk's latency distribution line $1 (50% or 99%)
 pct() { awk -v k="$1" '$1==k{v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}'; }
 rps() { awk '/Requests\/sec/{print $2}'; }
+# median and range of the numbers on stdin, one a line
+spread() { sort -g | awk '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; if (NR>1) printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]; else printf "%.2f", m}'; }
 
-declare -A out
 names=(upstream keyward nginx nginx_auth)
 urls=("http://$UP/orders/1" "http://$GW/orders/1" "http://$NGX/orders/1" "http://$NGXA/orders/1")
-for i in "${!names[@]}"; do
-	load 3s "${urls[$i]}" >/dev/null # warm-up
-	out[${names[$i]}]=$(load "$DURATION" "${urls[$i]}")
-	if grep -q "Non-2xx\|Socket errors" <<<"${out[${names[$i]}]}"; then
-		echo "${names[$i]} answered errors:"
-		echo "${out[${names[$i]}]}"
-		exit 1
-	fi
+declare -A label=([upstream]="upstream alone (gatewayup)" [keyward]="keyward gateway (auth + rate limit)" [nginx]="nginx proxy_pass, no auth" [nginx_auth]="nginx + auth_request /v1/verify")
+declare -A res_rps res_p50 res_p99
+for i in "${!names[@]}"; do load 3s "${urls[$i]}" >/dev/null; done # warm-up
+# Rounds take the setups in turn, so that load from elsewhere on the
+# machine falls on all of them alike; ratios are taken within a round.
+ratio_n=() ratio_a=()
+for round in $(seq "$ROUNDS"); do
+	printf '\nround %d: %-30s %12s %9s %9s\n' "$round" "setup (wrk -t1 -c$CONNS -d$DURATION)" "req/s" "p50 ms" "p99 ms"
+	for i in "${!names[@]}"; do
+		n=${names[$i]}
+		out=$(load "$DURATION" "${urls[$i]}")
+		if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
+			echo "$n answered errors:"
+			echo "$out"
+			exit 1
+		fi
+		r=$(rps <<<"$out") p50=$(pct 50% <<<"$out") p99=$(pct 99% <<<"$out")
+		res_rps[$n]+="$r " res_p50[$n]+="$p50 " res_p99[$n]+="$p99 "
+		printf '         %-30s %12s %9s %9s\n' "${label[$n]}" "$r" "$p50" "$p99"
+		declare "last_$n=$r"
+	done
+	ratio_n+=("$(awk -v k="$last_keyward" -v n="$last_nginx" 'BEGIN{print k/n}')")
+	ratio_a+=("$(awk -v k="$last_keyward" -v a="$last_nginx_auth" 'BEGIN{print k/a}')")
 done
 
-printf '%-38s %12s %9s %9s\n' "setup (wrk -t1 -c$CONNS -d$DURATION)" "req/s" "p50 ms" "p99 ms"
-declare -A label=([upstream]="upstream alone (gatewayup)" [keyward]="keyward gateway (auth + rate limit)" [nginx]="nginx proxy_pass, no auth" [nginx_auth]="nginx + auth_request /v1/verify")
+echo
+echo "median (min-max) over $ROUNDS round(s):"
+printf '%-38s %26s %22s %22s\n' "setup" "req/s" "p50 ms" "p99 ms"
 for n in "${names[@]}"; do
-	printf '%-38s %12s %9s %9s\n' "${label[$n]}" "$(rps <<<"${out[$n]}")" "$(pct 50% <<<"${out[$n]}")" "$(pct 99% <<<"${out[$n]}")"
+	printf '%-38s %26s %22s %22s\n' "${label[$n]}" \
+		"$(tr ' ' '\n' <<<"${res_rps[$n]}" | grep . | spread)" \
+		"$(tr ' ' '\n' <<<"${res_p50[$n]}" | grep . | spread)" \
+		"$(tr ' ' '\n' <<<"${res_p99[$n]}" | grep . | spread)"
 done
-k=$(rps <<<"${out[keyward]}") n=$(rps <<<"${out[nginx]}") a=$(rps <<<"${out[nginx_auth]}")
-awk -v k="$k" -v n="$n" -v a="$a" 'BEGIN{
-	printf "throughput keyward/nginx:              %.2f (target >= 0.8)\n", k/n
-	printf "throughput keyward/(nginx+auth_request): %.2f (target >= 2)\n", k/a
-}'
+echo "throughput keyward/nginx:                $(printf '%s\n' "${ratio_n[@]}" | spread) (target >= 0.8)"
+echo "throughput keyward/(nginx+auth_request): $(printf '%s\n' "${ratio_a[@]}" | spread) (target >= 2)"
+
+# Fixed rate: half of the gateway's median peak, the same rate for every
+# setup, open loop (bench/openloop: latency from each request's due time).
+peak=$(tr ' ' '\n' <<<"${res_rps[keyward]}" | grep . | sort -g | awk '{v[NR]=$1} END{print (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}')
+RATE=${RATE:-$(awk -v p="$peak" 'BEGIN{printf "%d", p/2}')}
+echo
+echo "fixed rate: $RATE req/s for $FIXED each (half of the gateway's median peak), $CONNS connections at most"
+declare -A fx_p50 fx_p99
+for round in $(seq "$ROUNDS"); do
+	for n in upstream keyward nginx; do
+		case $n in upstream) u=${urls[0]} ;; keyward) u=${urls[1]} ;; nginx) u=${urls[2]} ;; esac
+		out=$("$work/openloop" -url "$u" -rate "$RATE" -duration "$FIXED" -conns "$CONNS" -H "Authorization: Bearer $target")
+		printf 'round %d %-36s %s\n' "$round" "${label[$n]}" "$out"
+		grep -q "errors=0 " <<<"$out" || { echo "$n answered errors"; exit 1; }
+		fx_p50[$n]+="$(sed -n 's/.* p50=\([0-9.]*\)ms.*/\1/p' <<<"$out") "
+		fx_p99[$n]+="$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$out") "
+	done
+done
+added=()
+read -ra u99 <<<"${fx_p99[upstream]}"
+read -ra k99 <<<"${fx_p99[keyward]}"
+for i in "${!u99[@]}"; do added+=("$(awk -v k="${k99[$i]}" -v u="${u99[$i]}" 'BEGIN{print k-u}')"); done
+printf '%-38s %22s %22s\n' "setup at $RATE req/s" "p50 ms" "p99 ms"
+for n in upstream keyward nginx; do
+	printf '%-38s %22s %22s\n' "${label[$n]}" \
+		"$(tr ' ' '\n' <<<"${fx_p50[$n]}" | grep . | spread)" \
+		"$(tr ' ' '\n' <<<"${fx_p99[$n]}" | grep . | spread)"
+done
+echo "added p99, keyward minus upstream alone: $(printf '%s\n' "${added[@]}" | spread) ms (target <= 1)"
 echo "logged by keyward: $(grep -c 'gateway request' "$work/keyward.log") access-log lines"

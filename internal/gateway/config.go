@@ -597,14 +597,18 @@ func validHeaderName(s string) bool {
 // hasDotSegment reports whether a path has a "." or ".." segment or an
 // empty segment inside it.
 func hasDotSegment(p string) bool {
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		if s == "." || s == ".." {
+	first := true
+	for {
+		seg, rest, more := strings.Cut(p, "/")
+		switch {
+		case seg == "." || seg == "..":
+			return true
+		case seg == "" && !first && more:
 			return true
 		}
-		if s == "" && i != 0 && i != len(segs)-1 {
-			return true
+		if !more {
+			return false
 		}
+		p, first = rest, false
 	}
-	return false
 }

@@ -88,15 +88,22 @@ func newTransport(timeout time.Duration) *http.Transport {
 	return t
 }
 
-// reqState travels in the request context from ServeHTTP to the proxy's
-// hooks.
+// reqState is one request's state, from ServeHTTP through verification
+// and proxying; for an upgrade it travels in the request context to
+// httputil.ReverseProxy's hooks.
 type reqState struct {
+	sw        statusWriter // the response, through which status is recorded
 	rt        *route
 	requestID string
 	token     *keyward.Token // nil without identity
+	remote    netip.Addr     // the connection's address
 	clientIP  netip.Addr
 	trusted   bool // the connection comes from a trusted proxy
 	proxyErr  error
+	// abort: the upstream's response broke off after its header was sent
+	// on; the client's connection is cut so that it cannot take the
+	// response for whole.
+	abort bool
 }
 
 type ctxKey struct{}
@@ -106,10 +113,14 @@ func stateOf(ctx context.Context) *reqState {
 	return st
 }
 
+// newProxy builds the route's balancer, with a connection pool per upstream
+// for the lean proxy path (proxy.go), and the httputil.ReverseProxy that
+// serves the route's protocol upgrades over the balancer's transport, which
+// also runs the health checks.
 func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 	b := &balancer{rt: rt, next: newTransport(rt.cfg.Timeout), log: h.log, cooldown: DefaultEjectCooldown}
 	for _, u := range rt.cfg.Upstreams {
-		b.ups = append(b.ups, &upstream{url: u})
+		b.ups = append(b.ups, &upstream{url: u, pool: newConnPool(u)})
 	}
 	rt.balancer = b
 	return &httputil.ReverseProxy{
@@ -126,8 +137,10 @@ func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 			res.Header.Del("RateLimit-Policy")
 			return nil
 		},
-		ErrorHandler: h.proxyError,
-		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			h.proxyError(w, r, stateOf(r.Context()), err)
+		},
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
 }
 
@@ -156,7 +169,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 
 	// X-Forwarded-*: a trusted proxy's values are kept and appended to; an
 	// untrusted client's are dropped, so upstreams can believe them.
-	remote := remoteAddr(in)
+	remote := st.remote
 	if st.trusted {
 		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			out.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+remote.String())
@@ -180,13 +193,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 
 	if st.rt.cfg.StripPrefix && st.rt.cfg.PathPrefix != "/" {
-		prefix := st.rt.cfg.PathPrefix
-		out.URL.Path = ensureSlash(strings.TrimPrefix(in.URL.Path, prefix))
-		if in.URL.RawPath != "" && strings.HasPrefix(in.URL.RawPath, prefix) {
-			out.URL.RawPath = ensureSlash(strings.TrimPrefix(in.URL.RawPath, prefix))
-		} else {
-			out.URL.RawPath = ""
-		}
+		stripPrefix(out.URL, in.URL, st.rt.cfg.PathPrefix)
 	}
 	out.Host = "" // the Host header is the upstream's
 }
@@ -211,38 +218,54 @@ type balancer struct {
 	cooldown time.Duration // of passive ejection
 }
 
-func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
+// try calls exchange with an upstream of the route, taken in turn among
+// the healthy ones, and once more with another upstream when the
+// connection could not be made and r may be sent again (idempotent, no
+// body). Each outcome counts towards passive ejection, unless the client
+// left or was at fault. It returns exchange's last error.
+func (b *balancer) try(r *http.Request, exchange func(u *upstream) error) error {
 	ups := b.ups
 	start := int(b.pos.Add(1)-1) % len(ups)
 	attempts := 1
-	if len(ups) > 1 && idempotent(req.Method) && (req.Body == nil || req.Body == http.NoBody) {
+	if len(ups) > 1 && idempotent(r.Method) && bodiless(r) {
 		attempts = 2
 	}
 	now := time.Now().UnixNano()
+	ctx := r.Context()
 	var err error
 	prev := -1
 	for i := 0; i < attempts; i++ {
-		out := req
-		if attempts > 1 {
-			out = req.Clone(req.Context())
-		}
 		j := start
 		if i > 0 {
 			j = prev + 1
 		}
 		j = pick(ups, j, prev, now)
 		prev = j
-		targetURL(out.URL, ups[j].url)
-		var res *http.Response
-		res, err = b.next.RoundTrip(out)
-		if req.Context().Err() == nil {
+		err = exchange(ups[j])
+		if ctx.Err() == nil && (err == nil || !clientSide(err)) {
 			b.observe(ups[j], err)
 		}
-		if err == nil || !connError(err) || req.Context().Err() != nil {
-			return res, err
+		if err == nil || !connError(err) || ctx.Err() != nil {
+			return err
 		}
 	}
-	return nil, err
+	return err
+}
+
+// RoundTrip sends req through the route's transport to one of its
+// upstreams; httputil.ReverseProxy calls it for protocol upgrades.
+func (b *balancer) RoundTrip(req *http.Request) (res *http.Response, err error) {
+	clone := len(b.ups) > 1 // a retry must not see the first try's URL
+	err = b.try(req, func(u *upstream) error {
+		out := req
+		if clone {
+			out = req.Clone(req.Context())
+		}
+		targetURL(out.URL, u.url)
+		res, err = b.next.RoundTrip(out)
+		return err
+	})
+	return res, err
 }
 
 // targetURL points u at upstream, joining the upstream's base path.
@@ -274,14 +297,15 @@ func connError(err error) bool {
 
 // proxyError answers a failed upstream exchange: 504 when the upstream was
 // too slow, else 502.
-func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	st := stateOf(r.Context())
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
 	st.proxyErr = err
 	var ne net.Error
 	switch {
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads this answer.
 		w.WriteHeader(499)
+	case errors.As(err, new(*clientBodyError)):
+		writeProblem(w, http.StatusBadRequest, keyward.EINVALID, "the request body could not be read", st.requestID)
 	case !connError(err) && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()):
 		writeProblem(w, http.StatusGatewayTimeout, "gateway_timeout", "the upstream did not answer in time", st.requestID)
 	default:
@@ -323,14 +347,20 @@ func (h *Handler) SetObserver(o Observer) { h.obs = o }
 // ServeHTTP routes, verifies and proxies one request, and logs it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
+	// One allocation holds the request's state and its response writer.
+	st := &reqState{sw: statusWriter{ResponseWriter: w}}
+	sw := &st.sw
 	id := r.Header.Get("X-Request-Id")
 	if !validRequestID(id) {
 		id = newRequestID()
 	}
-	sw.Header().Set("X-Request-Id", id)
-	st := &reqState{requestID: id}
+	sw.Header()["X-Request-Id"] = []string{id}
+	st.requestID = id
 	h.serve(sw, r, st)
+	// The request's outcome is known from here on: its route (st.rt), the
+	// token (st.token, nil without identity), the status answered
+	// (sw.status) and the time taken. Metrics and the access log take it
+	// here; per-request usage events belong here too.
 	if h.obs != nil {
 		name := ""
 		if st.rt != nil {
@@ -339,6 +369,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.obs.ObserveGateway(name, sw.status, time.Since(start))
 	}
 	if !h.log.Enabled(r.Context(), slog.LevelInfo) {
+		h.finish(st)
 		return
 	}
 	attrs := make([]slog.Attr, 0, 9)
@@ -364,10 +395,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := slog.NewRecord(time.Now(), slog.LevelInfo, "gateway request", 0)
 	rec.AddAttrs(attrs...)
 	h.log.Handler().Handle(r.Context(), rec)
+	h.finish(st)
+}
+
+// finish ends a request whose response was cut short by the upstream:
+// http.ErrAbortHandler makes the server drop the client's connection
+// instead of ending the response as if it were whole.
+func (h *Handler) finish(st *reqState) {
+	if st.abort {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
-	st.clientIP, st.trusted = h.clientIP(r)
+	st.remote = remoteAddr(r)
+	st.clientIP, st.trusted = h.clientIP(r, st.remote)
 	if r.URL.Path == "" || r.URL.Path[0] != '/' || hasDotSegment(r.URL.Path) {
 		// Upstreams may resolve dot segments, which would escape the route
 		// whose scopes were checked.
@@ -388,7 +430,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	if rt.cfg.Auth != AuthNone && !h.authorize(w, r, st) {
 		return
 	}
-	rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+	if isUpgrade(r) {
+		// The connection is hijacked and both directions copied:
+		// httputil.ReverseProxy does it well, and upgrades are rare.
+		rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+		return
+	}
+	h.proxy(w, r, st)
 }
 
 const (
@@ -455,8 +503,22 @@ func setRateLimit(hd http.Header, res verify.Result) {
 	if !l.Set {
 		return
 	}
-	hd.Set("RateLimit-Policy", fmt.Sprintf(`"default";q=%d;w=%d`, l.Limit, ceilSeconds(l.Window)))
-	hd.Set("RateLimit", fmt.Sprintf(`"default";r=%d;t=%d`, max(0, l.Remaining), ceilSeconds(l.Reset)))
+	// Built by hand and stored under the canonical keys: this runs on
+	// every request of a limited token.
+	var b [64]byte
+	p := append(b[:0], `"default";q=`...)
+	p = strconv.AppendInt(p, l.Limit, 10)
+	p = append(p, ";w="...)
+	p = strconv.AppendInt(p, ceilSeconds(l.Window), 10)
+	n := len(p)
+	p = append(p, `"default";r=`...)
+	p = strconv.AppendInt(p, max(0, l.Remaining), 10)
+	p = append(p, ";t="...)
+	p = strconv.AppendInt(p, ceilSeconds(l.Reset), 10)
+	both := string(p)
+	vals := []string{both[:n], both[n:]}
+	hd["Ratelimit-Policy"] = vals[:1:1]
+	hd["Ratelimit"] = vals[1:]
 }
 
 func ceilSeconds(d time.Duration) int64 {
@@ -481,6 +543,9 @@ func credential(r *http.Request, tokenHeader string) string {
 }
 
 func remoteAddr(r *http.Request) netip.Addr {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap()
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
@@ -493,8 +558,8 @@ func remoteAddr(r *http.Request) netip.Addr {
 // connection comes from a trusted proxy, the rightmost address of
 // X-Forwarded-For that is not a trusted proxy. trusted reports the latter
 // case.
-func (h *Handler) clientIP(r *http.Request) (ip netip.Addr, trusted bool) {
-	ip = remoteAddr(r)
+func (h *Handler) clientIP(r *http.Request, remote netip.Addr) (ip netip.Addr, trusted bool) {
+	ip = remote
 	if !h.isTrusted(ip) {
 		return ip, false
 	}
@@ -550,6 +615,15 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush sends what was written so far to the client, when the underlying
+// writer can.
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
 
 // validRequestID reports whether a client-sent request id is safe to pass
 // on and log.

@@ -17,6 +17,7 @@ const DefaultEjectCooldown = 10 * time.Second
 // upstream is one upstream of a route with its health.
 type upstream struct {
 	url   *url.URL
+	pool  *connPool    // keep-alive connections for proxied requests
 	fails atomic.Int32 // consecutive failed exchanges
 	// ejectedUntil is the UnixNano time until which passive ejection skips
 	// the upstream; 0 when it is not ejected.
@@ -90,12 +91,20 @@ func (h *Handler) startChecks() {
 }
 
 // Close stops the Handler's active health checks and waits for them to
-// end. Requests in flight, and any served afterwards, still work: Close
-// releases nothing that proxying needs. It may be called more than once.
+// end, and closes its idle upstream connections. Requests in flight, and
+// any served afterwards, still work: Close releases nothing that proxying
+// needs (connections are dialed anew, and closed after use). It may be
+// called more than once.
 func (h *Handler) Close() error {
 	h.checks.once.Do(func() {
 		h.checks.cancel()
 		h.checks.wg.Wait()
+		for _, rt := range h.router.routes {
+			for _, u := range rt.balancer.ups {
+				u.pool.close()
+			}
+			rt.balancer.next.(*http.Transport).CloseIdleConnections()
+		}
 	})
 	return nil
 }

@@ -63,8 +63,10 @@ func prefixMatch(prefix, path string) bool {
 
 // normalizeHost lower-cases a Host header and drops its port.
 func normalizeHost(h string) string {
-	if hh, _, err := net.SplitHostPort(h); err == nil {
-		h = hh
+	if strings.IndexByte(h, ':') >= 0 {
+		if hh, _, err := net.SplitHostPort(h); err == nil {
+			h = hh
+		}
 	}
 	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 	return strings.ToLower(strings.TrimSuffix(h, "."))

@@ -1,0 +1,223 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// Defaults of the connection pools.
+const (
+	// maxIdlePerUpstream is how many idle keep-alive connections a route
+	// keeps to each of its upstreams.
+	maxIdlePerUpstream = 128
+	// idleConnTimeout is how long an idle connection is kept.
+	idleConnTimeout = 90 * time.Second
+	// maxResponseHeaderBytes bounds the status line and header of an
+	// upstream's response.
+	maxResponseHeaderBytes = 1 << 20
+)
+
+// pconn is one keep-alive HTTP/1.1 connection to an upstream. It is used
+// by one request at a time, from the handler's own goroutine: no
+// goroutine reads or writes it in the background.
+type pconn struct {
+	conn   net.Conn
+	cr     connReader
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	pool   *connPool
+	reused bool      // it served a request before this one
+	idleAt time.Time // when it was last put back in the pool
+
+	// interrupt unblocks any read or write on conn; it runs when the
+	// client of the current request goes away. stop unregisters it
+	// (context.AfterFunc) and reports false when it already ran.
+	interrupt func()
+	stop      func() bool
+	alive     func() bool // see aliveCheck
+}
+
+// connReader reads a connection for its bufio.Reader, counting the bytes
+// read and refusing to read past limit, which bounds a response header.
+type connReader struct {
+	conn  net.Conn
+	n     int64 // bytes read so far
+	limit int64 // read no more than this many bytes in all
+}
+
+var errHeaderTooLarge = errors.New("gateway: the upstream's response header is too large")
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if r.n >= r.limit {
+		return 0, errHeaderTooLarge
+	}
+	if rest := r.limit - r.n; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := r.conn.Read(p)
+	r.n += int64(n)
+	return n, err
+}
+
+// close closes the connection; it is not returned to its pool.
+func (pc *pconn) close() { pc.conn.Close() }
+
+// connPool keeps the idle keep-alive connections to one upstream, most
+// recently used last, and dials new ones. It is safe for concurrent use.
+type connPool struct {
+	addr        string      // host:port
+	tls         *tls.Config // nil for http
+	dialer      net.Dialer
+	maxIdle     int
+	idleTimeout time.Duration
+
+	mu     sync.Mutex
+	idle   []*pconn
+	closed bool
+	timer  *time.Timer // closes connections idle for too long; nil until needed
+}
+
+func newConnPool(u *url.URL) *connPool {
+	p := &connPool{
+		addr:        hostPort(u),
+		dialer:      net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
+		maxIdle:     maxIdlePerUpstream,
+		idleTimeout: idleConnTimeout,
+	}
+	if u.Scheme == "https" {
+		host, _, _ := net.SplitHostPort(p.addr)
+		p.tls = &tls.Config{ServerName: host, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+	}
+	return p
+}
+
+// hostPort returns the address to dial for u, with the scheme's default
+// port when u names none.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// get returns an idle connection that is still open, or a new one. Idle
+// connections the upstream closed meanwhile are dropped on the way: no
+// request was sent on them. Its errors are those of dial.
+func (p *connPool) get(ctx context.Context) (*pconn, error) {
+	now := time.Now()
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			return p.dial(ctx)
+		}
+		pc := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		if now.Sub(pc.idleAt) < p.idleTimeout && pc.alive() {
+			pc.reused = true
+			return pc, nil
+		}
+		pc.close()
+	}
+}
+
+// dial opens a new connection, with TLS for an https upstream.
+func (p *connPool) dial(ctx context.Context) (*pconn, error) {
+	c, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	pc := &pconn{conn: c, pool: p}
+	pc.interrupt = func() { pc.conn.SetDeadline(aLongTimeAgo) }
+	pc.alive = aliveCheck(c)
+	if p.tls != nil {
+		tc := tls.Client(c, p.tls)
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		pc.conn = tc
+	}
+	pc.cr = connReader{conn: pc.conn}
+	pc.br = bufio.NewReaderSize(&pc.cr, 4<<10)
+	pc.bw = bufio.NewWriterSize(pc.conn, 4<<10)
+	return pc, nil
+}
+
+// put returns a connection whose last exchange ended cleanly. When the pool
+// is full or closed, the connection is closed instead.
+func (p *connPool) put(pc *pconn) {
+	pc.idleAt = time.Now()
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= p.maxIdle {
+		p.mu.Unlock()
+		pc.close()
+		return
+	}
+	p.idle = append(p.idle, pc)
+	if p.timer == nil {
+		p.timer = time.AfterFunc(p.idleTimeout, p.expire)
+	}
+	p.mu.Unlock()
+}
+
+// expire closes the connections idle for longer than idleTimeout, and runs
+// again when the oldest left would expire.
+func (p *connPool) expire() {
+	now := time.Now()
+	p.mu.Lock()
+	var old []*pconn
+	i := 0
+	for i < len(p.idle) && now.Sub(p.idle[i].idleAt) >= p.idleTimeout {
+		i++
+	}
+	if i > 0 {
+		old = append(old, p.idle[:i]...)
+		n := copy(p.idle, p.idle[i:])
+		clear(p.idle[n:])
+		p.idle = p.idle[:n]
+	}
+	switch {
+	case p.closed:
+	case len(p.idle) > 0:
+		p.timer.Reset(p.idleTimeout - now.Sub(p.idle[0].idleAt))
+	default:
+		p.timer = nil
+	}
+	p.mu.Unlock()
+	for _, pc := range old {
+		pc.close()
+	}
+}
+
+// close closes the idle connections; connections put back later are
+// closed, while get still dials new ones.
+func (p *connPool) close() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
+	for _, pc := range idle {
+		pc.close()
+	}
+}

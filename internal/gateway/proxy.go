@@ -1,0 +1,570 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The proxy path below replaces httputil.ReverseProxy and http.Transport
+// for every request but protocol upgrades: a profile of bench/gateway.sh
+// put most of the gateway's time in their goroutine hand-offs (the
+// Transport's read and write loops per connection) and in a 32 KB buffer
+// allocated per request. Here the handler's goroutine writes the request
+// to a pooled keep-alive connection and reads the response itself.
+
+// hopHeaders are the hop-by-hop header fields (RFC 9110 §7.6.1, and those
+// older proxies send); they are never forwarded, in either direction, nor
+// are the fields that a Connection header names.
+var hopHeaders = [...]string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+func isHopHeader(k string) bool {
+	for _, h := range hopHeaders {
+		if k == h {
+			return true
+		}
+	}
+	return false
+}
+
+// connectionTokens returns the field names that h's Connection header
+// lists, canonicalized; nil when there are none (the common case).
+func connectionTokens(h http.Header) []string {
+	var toks []string
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				toks = append(toks, http.CanonicalHeaderKey(f))
+			}
+		}
+	}
+	return toks
+}
+
+// headerHasToken reports whether a comma-separated header field lists
+// token, case-insensitively.
+func headerHasToken(vv []string, token string) bool {
+	for _, v := range vv {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isUpgrade reports whether r asks to switch protocols (a WebSocket, say);
+// such requests go through httputil.ReverseProxy, which hijacks the
+// connection.
+func isUpgrade(r *http.Request) bool {
+	return len(r.Header["Upgrade"]) > 0 && headerHasToken(r.Header["Connection"], "upgrade")
+}
+
+// bodiless reports whether r has no request body.
+func bodiless(r *http.Request) bool {
+	return r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 && len(r.TransferEncoding) == 0
+}
+
+// Errors of one exchange with an upstream.
+var (
+	// errStale: the request could not be written to a connection taken
+	// from the pool, or no byte came back on it: the upstream had closed
+	// it. Retried on a fresh connection when that is safe.
+	errStale = errors.New("the upstream closed an idle connection")
+	// errUnexpected101: the upstream switched protocols on a request that
+	// did not ask to.
+	errUnexpected101 = errors.New("the upstream answered 101 to a request without Upgrade")
+	// errTooMany1xx: an endless series of informational responses.
+	errTooMany1xx = errors.New("the upstream sent too many 1xx responses")
+)
+
+// clientBodyError is a failure to read the client's request body.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+// clientSide reports whether err is no fault of the upstream's.
+func clientSide(err error) bool {
+	var ce *clientBodyError
+	var fe *invalidFieldError
+	return errors.As(err, &ce) || errors.As(err, &fe)
+}
+
+func isConnReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+
+// invalidFieldError is an identity header value that cannot be sent.
+type invalidFieldError struct{ name string }
+
+func (e *invalidFieldError) Error() string {
+	return "gateway: invalid value for header field " + e.name
+}
+
+// bufPool holds the buffers that bodies are copied through.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// aLongTimeAgo is a deadline in the past: setting it interrupts a blocked
+// read or write at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// proxy forwards r to an upstream of its route and copies the response
+// back. It answers 502/504 itself when no response header came.
+func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
+	pc, res, err := st.rt.balancer.forward(h, r, st)
+	if err != nil {
+		h.proxyError(w, r, st, err)
+		return
+	}
+	hd := w.Header()
+	conn := connectionTokens(res.Header)
+	for k, vv := range res.Header {
+		if isHopHeader(k) || listed(conn, k) {
+			continue
+		}
+		switch k {
+		case "X-Request-Id", "Ratelimit", "Ratelimit-Policy":
+			continue // the gateway's own win
+		}
+		hd[k] = vv
+	}
+	announced := len(res.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range res.Trailer {
+			keys = append(keys, k)
+		}
+		hd["Trailer"] = []string{strings.Join(keys, ", ")}
+	}
+	w.WriteHeader(res.StatusCode)
+	// A body of unknown length (chunked, or until the upstream closes) may
+	// be a stream, such as server-sent events: it is flushed as it comes.
+	// A body of known length goes out in as few writes as it can.
+	stream := res.ContentLength < 0 && res.Body != http.NoBody
+	if stream || announced > 0 {
+		// With trailers this also forces chunking, which trailers need.
+		flush(w)
+	}
+	bufp := bufPool.Get().(*[]byte)
+	done, readErr := copyBody(w, res.Body, *bufp, stream)
+	bufPool.Put(bufp)
+	if readErr != nil {
+		// The response is cut short: the client must not take it for whole.
+		st.proxyErr, st.abort = readErr, true
+	}
+	if done {
+		if len(res.Trailer) == announced {
+			for k, vv := range res.Trailer {
+				hd[k] = vv
+			}
+		} else {
+			for k, vv := range res.Trailer {
+				hd[http.TrailerPrefix+k] = vv
+			}
+		}
+	}
+	pc.release(done && !res.Close)
+}
+
+// listed reports whether the field name k is among toks.
+func listed(toks []string, k string) bool {
+	for _, t := range toks {
+		if t == k {
+			return true
+		}
+	}
+	return false
+}
+
+func flush(w http.ResponseWriter) {
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// copyBody copies a response body to the client through buf, flushing
+// after every write when stream is set. done reports whether the whole
+// body was read and written; readErr is a failure to read the upstream's
+// body (a failure to write to the client, who went away, is not one).
+func copyBody(w http.ResponseWriter, body io.Reader, buf []byte, stream bool) (done bool, readErr error) {
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return false, nil
+			}
+			if stream {
+				flush(w)
+			}
+		}
+		if err == io.EOF {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}
+
+// release ends the use of a connection: back to its pool when reuse says
+// the exchange ended cleanly and nothing interrupted it, else closed.
+func (pc *pconn) release(reuse bool) {
+	interrupted := !pc.stop()
+	if reuse && !interrupted && pc.br.Buffered() == 0 {
+		pc.pool.put(pc)
+		return
+	}
+	pc.close()
+}
+
+// forward sends r to an upstream of the balancer's route (see try) and
+// returns the response, whose body is still to be read from the returned
+// connection.
+func (b *balancer) forward(h *Handler, r *http.Request, st *reqState) (pc *pconn, res *http.Response, err error) {
+	err = b.try(r, func(u *upstream) error {
+		pc, res, err = h.send(u, r, st)
+		return err
+	})
+	return pc, res, err
+}
+
+// send makes one exchange with upstream u: a pooled connection (or a new
+// one), the request written, the response header read. When the pooled
+// connection turns out to have been closed by the upstream before the
+// request could be sent (or, for an idempotent request without a body,
+// before any answer came), the exchange is made again on a new connection.
+func (h *Handler) send(u *upstream, r *http.Request, st *reqState) (*pconn, *http.Response, error) {
+	ctx := r.Context()
+	pc, err := u.pool.get(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := h.exchange(pc, r, st, u)
+	if err != nil && pc.reused && errors.Is(err, errStale) {
+		pc.stop()
+		pc.close()
+		if pc, err = u.pool.dial(ctx); err != nil {
+			return nil, nil, err
+		}
+		res, err = h.exchange(pc, r, st, u)
+	}
+	if err != nil {
+		pc.stop()
+		pc.close()
+		return nil, nil, err
+	}
+	return pc, res, nil
+}
+
+// exchange writes r to pc and reads the response header. It arranges for
+// pc to be interrupted when the client goes away: the caller must call
+// pc.stop (release does) when done with pc.
+func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream) (*http.Response, error) {
+	ctx := r.Context()
+	pc.stop = context.AfterFunc(ctx, pc.interrupt)
+	noBody := bodiless(r)
+	chunked := !noBody && r.ContentLength < 0
+	if err := h.writeHead(pc.bw, r, st, u, noBody, chunked); err != nil {
+		return nil, err
+	}
+	var wErr error // the upstream stopped taking the request
+	if !noBody {
+		var cErr error
+		cErr, wErr = copyRequestBody(pc.bw, r, chunked)
+		if cErr != nil {
+			return nil, &clientBodyError{cErr}
+		}
+	}
+	if wErr == nil {
+		wErr = pc.bw.Flush()
+	}
+	if wErr != nil && noBody {
+		// Nothing of the request could be sent.
+		if pc.reused {
+			return nil, fmt.Errorf("%w: %v", errStale, wErr)
+		}
+		return nil, wErr
+	}
+	// Only the wait for the response header is bounded: a streamed body
+	// may take as long as it takes. An upstream that stopped reading a
+	// request body may have answered already (413, say): read on.
+	pc.conn.SetReadDeadline(time.Now().Add(st.rt.cfg.Timeout))
+	pc.cr.limit = pc.cr.n + maxResponseHeaderBytes
+	before := pc.cr.n
+	var res *http.Response
+	var err error
+	for n1xx := 0; ; n1xx++ {
+		res, err = http.ReadResponse(pc.br, r)
+		if err != nil {
+			break
+		}
+		if res.StatusCode >= 200 {
+			break
+		}
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			return nil, errUnexpected101
+		}
+		if n1xx == 5 {
+			return nil, errTooMany1xx
+		}
+		// 100 Continue concerns this hop only (the server answered the
+		// client's Expect itself); other 1xx, such as 103 Early Hints, go
+		// to the client as they come.
+		if res.StatusCode != http.StatusContinue {
+			st.forward1xx(res)
+		}
+	}
+	if err != nil {
+		if wErr != nil {
+			return nil, wErr
+		}
+		if pc.reused && pc.cr.n == before && noBody && idempotent(r.Method) && (err == io.ErrUnexpectedEOF || isConnReset(err)) {
+			return nil, fmt.Errorf("%w: %v", errStale, err)
+		}
+		return nil, err
+	}
+	pc.cr.limit = math.MaxInt64
+	pc.conn.SetReadDeadline(time.Time{})
+	if err := ctx.Err(); err != nil {
+		// The client left while the deadline was being cleared; the
+		// interruption may have been undone.
+		return nil, err
+	}
+	if wErr != nil {
+		res.Close = true // the request was not sent whole: no reuse
+	}
+	return res, nil
+}
+
+// forward1xx sends an informational response to the client. Its fields go
+// out with it and are then taken back; fields the gateway has set already
+// (X-Request-Id, RateLimit) are neither sent with it nor taken back.
+func (st *reqState) forward1xx(res *http.Response) {
+	hd := st.sw.Header()
+	var added []string
+	for k, vv := range res.Header {
+		if _, set := hd[k]; set || isHopHeader(k) {
+			continue
+		}
+		hd[k] = vv
+		added = append(added, k)
+	}
+	st.sw.WriteHeader(res.StatusCode)
+	for _, k := range added {
+		delete(hd, k)
+	}
+}
+
+// writeHead writes the request line and header of the upstream request
+// into bw (nothing is sent yet): the client's fields without hop-by-hop
+// ones, the credential, client-sent X-Keyward-* and forwarding fields, then
+// the identity, the request id, X-Forwarded-* and the body's framing.
+func (h *Handler) writeHead(bw *bufio.Writer, r *http.Request, st *reqState, u *upstream, noBody, chunked bool) error {
+	rt := &st.rt.cfg
+	out := url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath}
+	if rt.StripPrefix && rt.PathPrefix != "/" {
+		stripPrefix(&out, r.URL, rt.PathPrefix)
+	}
+	targetURL(&out, u.url)
+	bw.WriteString(r.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(out.EscapedPath())
+	if r.URL.RawQuery != "" || r.URL.ForceQuery {
+		bw.WriteByte('?')
+		bw.WriteString(r.URL.RawQuery)
+	}
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(u.url.Host)
+	bw.WriteString("\r\n")
+
+	conn := connectionTokens(r.Header)
+	for k, vv := range r.Header {
+		if h.dropRequestField(k, rt, conn) {
+			continue
+		}
+		for _, v := range vv {
+			writeField(bw, k, v)
+		}
+	}
+	if headerHasToken(r.Header["Te"], "trailers") {
+		bw.WriteString("Te: trailers\r\n")
+	}
+	if t := st.token; t != nil {
+		if !validFieldValue(t.ID) {
+			return &invalidFieldError{HeaderTokenID}
+		}
+		if !validFieldValue(t.Subject) {
+			return &invalidFieldError{HeaderSubject}
+		}
+		writeField(bw, HeaderTokenID, t.ID)
+		writeField(bw, HeaderSubject, t.Subject)
+		bw.WriteString(HeaderScopes + ": ")
+		for i, s := range t.Scopes {
+			if !validFieldValue(s) {
+				return &invalidFieldError{HeaderScopes}
+			}
+			if i > 0 {
+				bw.WriteByte(' ')
+			}
+			bw.WriteString(s)
+		}
+		bw.WriteString("\r\n")
+	}
+	writeField(bw, "X-Request-Id", st.requestID)
+
+	// X-Forwarded-*: a trusted proxy's values are kept and appended to; an
+	// untrusted client's are dropped, so upstreams can believe them.
+	bw.WriteString("X-Forwarded-For: ")
+	if prior := r.Header["X-Forwarded-For"]; st.trusted && len(prior) > 0 {
+		for _, v := range prior {
+			bw.WriteString(v)
+			bw.WriteString(", ")
+		}
+	}
+	bw.Write(st.remote.AppendTo(bw.AvailableBuffer()))
+	bw.WriteString("\r\n")
+	if v := r.Header.Get("X-Forwarded-Host"); st.trusted && v != "" {
+		writeField(bw, "X-Forwarded-Host", v)
+	} else {
+		writeField(bw, "X-Forwarded-Host", r.Host)
+	}
+	if v := r.Header.Get("X-Forwarded-Proto"); st.trusted && v != "" {
+		writeField(bw, "X-Forwarded-Proto", v)
+	} else if r.TLS != nil {
+		bw.WriteString("X-Forwarded-Proto: https\r\n")
+	} else {
+		bw.WriteString("X-Forwarded-Proto: http\r\n")
+	}
+
+	switch {
+	case chunked:
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	case !noBody:
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), r.ContentLength, 10))
+		bw.WriteString("\r\n")
+	case r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch:
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	bw.WriteString("\r\n")
+	return nil
+}
+
+// dropRequestField reports whether the client's header field k stays
+// behind: hop-by-hop fields and those Connection names, fields the gateway
+// sets itself or frames itself, and the credential.
+func (h *Handler) dropRequestField(k string, rt *Route, conn []string) bool {
+	if isHopHeader(k) || listed(conn, k) {
+		return true
+	}
+	switch k {
+	case "Content-Length", "Expect", "Host", "X-Request-Id",
+		"Forwarded", "X-Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		// Expect: the server answers 100 Continue to the client itself
+		// when the body is first read.
+		return true
+	case "Authorization":
+		return rt.Auth != AuthNone
+	}
+	if len(k) >= 10 && strings.EqualFold(k[:10], "X-Keyward-") {
+		return true
+	}
+	return rt.TokenHeader != "" && k == rt.TokenHeader
+}
+
+func writeField(bw *bufio.Writer, k, v string) {
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	bw.WriteString(v)
+	bw.WriteString("\r\n")
+}
+
+// validFieldValue reports whether v may be sent as a header field value:
+// no control characters but horizontal tab.
+func validFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// stripPrefix sets out's path to in's without the route's prefix.
+func stripPrefix(out, in *url.URL, prefix string) {
+	out.Path = ensureSlash(strings.TrimPrefix(in.Path, prefix))
+	if in.RawPath != "" && strings.HasPrefix(in.RawPath, prefix) {
+		out.RawPath = ensureSlash(strings.TrimPrefix(in.RawPath, prefix))
+	} else {
+		out.RawPath = ""
+	}
+}
+
+// copyRequestBody streams the client's request body to bw, chunked when its
+// length is unknown, flushing after every piece so that a slow upload
+// reaches the upstream as it comes; nothing is held beyond one buffer.
+// clientErr is a failure to read the body; upErr a failure to send it.
+func copyRequestBody(bw *bufio.Writer, r *http.Request, chunked bool) (clientErr, upErr error) {
+	bufp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bufp)
+	buf := *bufp
+	var sent int64
+	for {
+		n, err := r.Body.Read(buf)
+		if n > 0 {
+			if chunked {
+				bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(n), 16))
+				bw.WriteString("\r\n")
+			}
+			bw.Write(buf[:n])
+			if chunked {
+				bw.WriteString("\r\n")
+			}
+			if upErr = bw.Flush(); upErr != nil {
+				return nil, upErr
+			}
+			sent += int64(n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err, nil
+		}
+	}
+	if !chunked {
+		if sent != r.ContentLength {
+			return io.ErrUnexpectedEOF, nil
+		}
+		return nil, nil
+	}
+	bw.WriteString("0\r\n")
+	for k, vv := range r.Trailer {
+		for _, v := range vv {
+			writeField(bw, k, v)
+		}
+	}
+	bw.WriteString("\r\n")
+	return nil, nil
+}

@@ -1,0 +1,664 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+// openRoute serves one auth: none route at / to up.
+func openRoute(t *testing.T, up string, extra string) *httptest.Server {
+	t.Helper()
+	gw, _, _ := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: r
+    path_prefix: /
+    upstreams: [{{U}}]
+    auth: none
+`+extra, map[string]string{"U": up})
+	return gw
+}
+
+// countingUpstream is an httptest server that counts the connections it
+// accepted and closed.
+type countingUpstream struct {
+	*httptest.Server
+	opened, closed atomic.Int32
+}
+
+func newCountingUpstream(t *testing.T, h http.HandlerFunc) *countingUpstream {
+	t.Helper()
+	u := &countingUpstream{Server: httptest.NewUnstartedServer(h)}
+	u.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			u.opened.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			u.closed.Add(1)
+		}
+	}
+	u.Start()
+	t.Cleanup(u.Close)
+	return u
+}
+
+// rawUpstreamT runs serve on every connection it accepts; serve talks
+// HTTP/1.1 by hand, for what net/http would not send.
+func rawUpstreamT(t *testing.T, serve func(n int, c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				serve(n, c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// readHead reads a request head from br; ok is false at the end of the
+// connection.
+func readHead(br *bufio.Reader) (req *http.Request, ok bool) {
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return nil, false
+	}
+	return req, true
+}
+
+func TestHopByHopHeaders(t *testing.T) {
+	var got http.Header
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Clone()
+		w.Header().Set("Connection", "X-Resp-Hop")
+		w.Header().Set("X-Resp-Hop", "1")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("Proxy-Authenticate", "Basic")
+		w.Header().Set("X-End-To-End", "kept")
+	}))
+	defer up.Close()
+	gw := openRoute(t, up.URL, "")
+	res, _ := do(t, "GET", gw.URL+"/", map[string]string{
+		"Connection":          "X-Req-Hop, keep-alive",
+		"X-Req-Hop":           "1",
+		"Keep-Alive":          "timeout=5",
+		"Proxy-Authorization": "Basic eA==",
+		"Proxy-Connection":    "keep-alive",
+		"Upgrade":             "h2c", // without Connection: upgrade, a plain field
+		"Te":                  "trailers, deflate",
+		"X-End-To-End":        "kept",
+	})
+	if res.StatusCode != 200 {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	for _, k := range []string{"Connection", "X-Req-Hop", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Upgrade"} {
+		if v, ok := got[k]; ok {
+			t.Errorf("upstream got %s: %q", k, v)
+		}
+	}
+	if got.Get("Te") != "trailers" || got.Get("X-End-To-End") != "kept" {
+		t.Errorf("upstream Te %q, X-End-To-End %q", got.Get("Te"), got.Get("X-End-To-End"))
+	}
+	for _, k := range []string{"X-Resp-Hop", "Keep-Alive", "Proxy-Authenticate"} {
+		if v, ok := res.Header[k]; ok {
+			t.Errorf("client got %s: %q", k, v)
+		}
+	}
+	if res.Header.Get("X-End-To-End") != "kept" {
+		t.Errorf("client X-End-To-End %q", res.Header.Get("X-End-To-End"))
+	}
+}
+
+// patternBody yields n bytes without holding them.
+type patternBody struct{ left int64 }
+
+func (r *patternBody) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	for i := range p {
+		p[i] = byte(i)
+	}
+	r.left -= int64(len(p))
+	return len(p), nil
+}
+
+func TestRequestBodies(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v %q %q %v", n, err, r.TransferEncoding, r.Trailer.Get("X-Sum"), r.ContentLength)
+	}))
+	defer up.Close()
+	gw := openRoute(t, up.URL, "")
+	const size = 8<<20 + 3
+	for _, tc := range []struct {
+		name    string
+		length  int64 // -1: unknown, sent chunked
+		trailer bool
+		want    string
+	}{
+		{"ContentLength", size, false, fmt.Sprintf(`%d <nil> [] "" %d`, size, size)},
+		{"Chunked", -1, false, fmt.Sprintf(`%d <nil> ["chunked"] "" -1`, size)},
+		{"ChunkedTrailer", -1, true, fmt.Sprintf(`%d <nil> ["chunked"] "42" -1`, size)},
+		{"Empty", 0, false, `0 <nil> [] "" 0`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader = &patternBody{left: size}
+			if tc.length == 0 {
+				body = http.NoBody
+			}
+			req, _ := http.NewRequest("POST", gw.URL+"/up", body)
+			req.ContentLength = tc.length
+			if tc.trailer {
+				req.Trailer = http.Header{"X-Sum": nil}
+				body := req.Body
+				req.Body = readCloser{Reader: io.MultiReader(body, eofHook(func() { req.Trailer.Set("X-Sum", "42") }))}
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 || string(b) != tc.want {
+				t.Errorf("status %d, upstream saw %s, want %s", res.StatusCode, b, tc.want)
+			}
+		})
+	}
+}
+
+type readCloser struct{ io.Reader }
+
+func (readCloser) Close() error { return nil }
+
+// eofHook is a reader that runs fn when it is first read, at the end of a
+// MultiReader.
+type eofHook func()
+
+func (f eofHook) Read(p []byte) (int, error) { f(); return 0, io.EOF }
+
+func TestResponseFraming(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/length":
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "hello")
+		case "/chunked":
+			io.WriteString(w, "part1,")
+			http.NewResponseController(w).Flush()
+			io.WriteString(w, "part2")
+		case "/head":
+			w.Header().Set("Content-Length", "1234")
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+		case "/notmodified":
+			w.Header().Set("Etag", `"x"`)
+			w.WriteHeader(http.StatusNotModified)
+		case "/trailers":
+			w.Header().Set("Trailer", "X-Checksum")
+			io.WriteString(w, "body")
+			w.Header().Set("X-Checksum", "abc")
+			w.Header().Set(http.TrailerPrefix+"X-Late", "late")
+		}
+	}))
+	defer up.Close()
+	gw := openRoute(t, up.URL, "")
+	for _, tc := range []struct {
+		name, method, path string
+		status             int
+		body               string
+		length             int64
+		chunked            bool
+		trailer            map[string]string
+	}{
+		{"ContentLength", "GET", "/length", 200, "hello", 5, false, nil},
+		{"Chunked", "GET", "/chunked", 200, "part1,part2", -1, true, nil},
+		{"Head", "HEAD", "/head", 200, "", 1234, false, nil},
+		{"NoContent", "GET", "/nocontent", 204, "", 0, false, nil},
+		{"NotModified", "GET", "/notmodified", 304, "", 0, false, nil},
+		{"Trailers", "GET", "/trailers", 200, "body", -1, true, map[string]string{"X-Checksum": "abc", "X-Late": "late"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, gw.URL+tc.path, nil)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			if err != nil || res.StatusCode != tc.status || string(b) != tc.body {
+				t.Fatalf("status %d body %q (%v), want %d %q", res.StatusCode, b, err, tc.status, tc.body)
+			}
+			if tc.status == 200 && res.ContentLength != tc.length {
+				t.Errorf("ContentLength %d, want %d", res.ContentLength, tc.length)
+			}
+			if chunked := len(res.TransferEncoding) > 0; chunked != tc.chunked {
+				t.Errorf("TransferEncoding %q", res.TransferEncoding)
+			}
+			for k, v := range tc.trailer {
+				if got := res.Trailer.Get(k); got != v {
+					t.Errorf("trailer %s %q, want %q", k, got, v)
+				}
+			}
+		})
+	}
+}
+
+func TestReadUntilClose(t *testing.T) {
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, ok := readHead(br); !ok {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+		// The end of the connection ends the body.
+	})
+	gw := openRoute(t, up, "")
+	for i := 0; i < 2; i++ {
+		res, body := do(t, "GET", gw.URL+"/", nil)
+		if res.StatusCode != 200 || body != "all of it" {
+			t.Errorf("%d: status %d body %q", i, res.StatusCode, body)
+		}
+	}
+}
+
+func TestEarlyHints(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.Header().Set("X-Request-Id", "from-upstream")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Del("X-Request-Id")
+		io.WriteString(w, "done")
+	}))
+	defer up.Close()
+	gw := openRoute(t, up.URL, "")
+	var hints []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", gw.URL+"/", nil)
+	req.Header.Set("X-Request-Id", "mine")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(b) != "done" || len(hints) != 1 || hints[0] != "103 </style.css>; rel=preload" {
+		t.Errorf("status %d body %q hints %q", res.StatusCode, b, hints)
+	}
+	// The 103's fields were not kept for the final response, and did not
+	// displace the gateway's own.
+	if res.Header.Get("Link") != "" || res.Header.Get("X-Request-Id") != "mine" {
+		t.Errorf("final header Link %q, X-Request-Id %q", res.Header.Get("Link"), res.Header.Get("X-Request-Id"))
+	}
+}
+
+func TestConnectionReuse(t *testing.T) {
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/close" {
+			w.Header().Set("Connection", "close")
+		}
+		io.WriteString(w, "ok")
+	})
+	gw := openRoute(t, up.URL, "")
+	for i := 0; i < 5; i++ {
+		do(t, "GET", gw.URL+"/", nil)
+	}
+	if n := up.opened.Load(); n != 1 {
+		t.Errorf("5 sequential requests opened %d upstream connections, want 1", n)
+	}
+	do(t, "GET", gw.URL+"/close", nil)
+	do(t, "GET", gw.URL+"/", nil)
+	if n := up.opened.Load(); n != 2 {
+		t.Errorf("after Connection: close, %d connections opened, want 2", n)
+	}
+}
+
+// TestStaleConnection has the upstream close every connection after one
+// exchange although it answered as if keeping it: the next request finds
+// the pooled connection closed before it is sent and uses a new one.
+func TestStaleConnection(t *testing.T) {
+	var conns atomic.Int32
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		if _, ok := readHead(br); !ok {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	gw := openRoute(t, up, "")
+	for i, m := range []string{"GET", "POST", "GET", "POST"} {
+		res, body := do(t, m, gw.URL+"/", nil)
+		if res.StatusCode != 200 || body != "ok" {
+			t.Errorf("%d %s: status %d body %q", i, m, res.StatusCode, body)
+		}
+		time.Sleep(20 * time.Millisecond) // the close reaches the gateway
+	}
+	if n := conns.Load(); n != 4 {
+		t.Errorf("%d connections, want 4", n)
+	}
+}
+
+// TestStaleConnectionRace has the upstream read a second request on a
+// connection and close it without answering, as when an idle close races
+// with the request: an idempotent request is sent again on a new
+// connection; a POST is not, and gets 502.
+func TestStaleConnectionRace(t *testing.T) {
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		for i := 0; ; i++ {
+			if _, ok := readHead(br); !ok || i > 0 {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	gw := openRoute(t, up, "")
+	do(t, "GET", gw.URL+"/", nil) // one pooled connection
+	if res, body := do(t, "GET", gw.URL+"/", nil); res.StatusCode != 200 || body != "ok" {
+		t.Errorf("GET: status %d body %q, want a retry on a new connection", res.StatusCode, body)
+	}
+	if res, _ := do(t, "POST", gw.URL+"/", nil); res.StatusCode != 502 {
+		t.Errorf("POST: status %d, want 502 (not retried)", res.StatusCode)
+	}
+}
+
+// TestBodyCutShort has the upstream end the connection inside a body: the
+// client must see an error, not a complete response.
+func TestBodyCutShort(t *testing.T) {
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		req, ok := readHead(br)
+		if !ok {
+			return
+		}
+		if req.URL.Path == "/length" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
+		} else {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+		}
+	})
+	gw, _, lb := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: r
+    path_prefix: /
+    upstreams: [{{U}}]
+    auth: none
+`, map[string]string{"U": up})
+	for _, p := range []string{"/length", "/chunked"} {
+		// The error comes with the header or with the body, depending on
+		// whether the server had sent the header when the upstream broke.
+		res, err := http.Get(gw.URL + p)
+		if err == nil {
+			_, err = io.ReadAll(res.Body)
+			res.Body.Close()
+		}
+		if err == nil {
+			t.Errorf("%s: the client read a whole body", p)
+		}
+	}
+	gw.Close()
+	if !strings.Contains(lb.String(), `"upstream_error"`) {
+		t.Errorf("the cut was not logged: %s", lb)
+	}
+}
+
+// TestClientGoesAway checks that a client leaving, while the gateway waits
+// for the upstream's header or streams its body, ends the upstream
+// exchange: its connection is closed, not pooled, and nothing waits on.
+func TestClientGoesAway(t *testing.T) {
+	gone := make(chan string, 2)
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			io.WriteString(w, "data: first\n\n")
+			http.NewResponseController(w).Flush()
+		}
+		<-r.Context().Done()
+		gone <- r.URL.Path
+	})
+	gw := openRoute(t, up.URL, "")
+	for _, p := range []string{"/headers", "/stream"} {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", gw.URL+p, nil)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			res, err := http.DefaultClient.Do(req)
+			if err == nil {
+				bufio.NewReader(res.Body).ReadString('\n')
+				cancel()
+				res.Body.Close()
+			}
+		}()
+		if p == "/headers" {
+			time.Sleep(50 * time.Millisecond)
+			cancel()
+		}
+		select {
+		case got := <-gone:
+			if got != p {
+				t.Errorf("upstream saw %s end, want %s", got, p)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the upstream exchange went on after the client left", p)
+		}
+		<-done
+	}
+	waitFor(t, "upstream connections closed", func() bool { return up.closed.Load() == up.opened.Load() })
+}
+
+// TestEarlyAnswer has the upstream refuse a large upload without reading
+// it: the client gets the upstream's answer, not a 502.
+func TestEarlyAnswer(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	defer up.Close()
+	gw := openRoute(t, up.URL, "")
+	req, _ := http.NewRequest("POST", gw.URL+"/", &patternBody{left: 4 << 20})
+	req.ContentLength = 4 << 20
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("status %d %q, want 413", res.StatusCode, b)
+	}
+}
+
+// TestIdentityHeaderInjection: a token field that would break the header
+// block is not sent; the request fails with 502 before reaching the
+// upstream.
+func TestIdentityHeaderInjection(t *testing.T) {
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer up.Close()
+	gw, fv, _ := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: r
+    path_prefix: /
+    upstreams: [{{U}}]
+`, map[string]string{"U": up.URL})
+	fv.tokens["evil"] = verify.Result{Outcome: keyward.Valid, Token: &keyward.Token{ID: "tok_evil", Subject: "x\r\nX-Injected: 1"}}
+	res, _ := do(t, "GET", gw.URL+"/", map[string]string{"Authorization": "Bearer evil"})
+	if res.StatusCode != 502 || hits.Load() != 0 {
+		t.Errorf("status %d, upstream hits %d", res.StatusCode, hits.Load())
+	}
+}
+
+func TestPoolIdleExpiry(t *testing.T) {
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	u := mustURL(t, up.URL)
+	p := newConnPool(u)
+	p.idleTimeout = 30 * time.Millisecond
+	pc, err := p.get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.put(pc)
+	waitFor(t, "the idle connection closed", func() bool { return up.closed.Load() == 1 })
+	p.mu.Lock()
+	n := len(p.idle)
+	p.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d idle connections left", n)
+	}
+	// After close, returned connections are closed, not kept.
+	pc, _ = p.get(context.Background())
+	p.close()
+	p.put(pc)
+	waitFor(t, "the returned connection closed", func() bool { return up.closed.Load() == 2 })
+}
+
+func TestDialError(t *testing.T) {
+	p := newConnPool(mustURL(t, deadURL(t)))
+	_, err := p.get(context.Background())
+	if !connError(err) {
+		t.Errorf("err %v is not a connection error", err)
+	}
+	if errors.Is(err, errStale) {
+		t.Errorf("a refused dial is not a stale connection")
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestHTTP2Client drives the lean path with HTTP/2 requests, as a TLS
+// gateway listener serves them: a streamed upload of unknown length goes
+// upstream chunked, and a streamed response with trailers comes back.
+func TestHTTP2Client(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("Trailer", "X-Count")
+		fmt.Fprintf(w, "proto=%s te=%q n=%d", r.Proto, r.TransferEncoding, n)
+		http.NewResponseController(w).Flush()
+		w.Header().Set("X-Count", fmt.Sprint(n))
+	}))
+	defer up.Close()
+	cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [" + up.URL + "]\n    auth: none\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(cfg, newFake(), "ws_1", nil)
+	defer h.Close()
+	gw := httptest.NewUnstartedServer(h)
+	gw.EnableHTTP2 = true
+	gw.StartTLS()
+	defer gw.Close()
+
+	pr, pw := io.Pipe()
+	go func() {
+		for i := 0; i < 100; i++ {
+			pw.Write(make([]byte, 1000))
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", gw.URL+"/", pr)
+	res, err := gw.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.ProtoMajor != 2 || string(b) != `proto=HTTP/1.1 te=["chunked"] n=100000` || res.Trailer.Get("X-Count") != "100000" {
+		t.Errorf("%s %d %q trailer %q", res.Proto, res.StatusCode, b, res.Trailer.Get("X-Count"))
+	}
+}
+
+func TestTLSUpstream(t *testing.T) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls=%v host=%s", r.TLS != nil, r.Host)
+	}))
+	defer up.Close()
+	cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [" + up.URL + "]\n    auth: none\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(cfg, newFake(), "ws_1", nil)
+	defer h.Close()
+	// Trust the test server's certificate, as the system roots would a
+	// real one.
+	h.router.routes[0].balancer.ups[0].pool.tls.RootCAs = up.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	gw := httptest.NewServer(h)
+	defer gw.Close()
+	for i := 0; i < 2; i++ {
+		res, body := do(t, "GET", gw.URL+"/", nil)
+		if want := "tls=true host=" + strings.TrimPrefix(up.URL, "https://"); res.StatusCode != 200 || body != want {
+			t.Errorf("%d: status %d body %q, want %q", i, res.StatusCode, body, want)
+		}
+	}
+}
+
+// TestExpectContinue: the gateway answers the client's Expect:
+// 100-continue itself when it reads the body; the upstream gets the body
+// without the expectation.
+func TestExpectContinue(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "expect=%q body=%s", r.Header.Get("Expect"), b)
+	}))
+	defer up.Close()
+	gw := openRoute(t, up.URL, "")
+	req, _ := http.NewRequest("PUT", gw.URL+"/", strings.NewReader("payload"))
+	req.Header.Set("Expect", "100-continue")
+	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(b) != `expect="" body=payload` {
+		t.Errorf("status %d %q", res.StatusCode, b)
+	}
+}

@@ -81,7 +81,7 @@ routes:
 	st := sqliteStore(t)
 	// The default workspace must exist before the gateway resolves it.
 	root := initRoot(t, st)
-	srv := startServer(t, st, "--gateway-config", file)
+	srv := startServer(t, st, "--gateway-config", file, "--usage-flush-interval", "100ms", "--usage-sample", "1")
 	gw := gatewayURL(t, srv)
 	admin := newClient(t, srv.URL, root)
 	reader, err := admin.CreateToken(ctx, client.CreateTokenRequest{Name: "reader", Scopes: []string{"orders:read"}, Subject: "customer-7"})
@@ -166,6 +166,7 @@ routes:
 			`keyward_gateway_requests_total{code="200",route="orders"}`,
 			`keyward_gateway_requests_total{code="401",route="orders"}`,
 			`keyward_gateway_request_duration_seconds_count{route="orders"}`,
+			`keyward_verify_duration_seconds_count{source="gateway"} 3`,
 		} {
 			if !strings.Contains(string(body), want) {
 				t.Errorf("/metrics lacks %s", want)
@@ -173,6 +174,48 @@ routes:
 		}
 		if strings.Contains(string(body), reader.ID) || strings.Contains(string(body), reader.Secret) {
 			t.Error("/metrics names a token")
+		}
+	})
+	t.Run("Usage", func(t *testing.T) {
+		// Every request that presented a credential is counted under its
+		// route, with the status the gateway answered.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			u, err := admin.TokenUsage(ctx, other.ID, client.UsageQuery{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.Total > 0 {
+				if u.Total != 1 || u.ByRoute["orders"] != 1 || u.ByStatus["403"] != 1 || u.ByOutcome["INSUFFICIENT_SCOPE"] != 1 {
+					t.Fatalf("other's usage = %+v", u)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the gateway's requests were never counted")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		u, err := admin.TokenUsage(ctx, reader.ID, client.UsageQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.ByRoute["orders"] != 1 || u.ByStatus["200"] != 1 || u.ByOutcome["VALID"] != 1 {
+			t.Fatalf("reader's usage = %+v", u)
+		}
+		evs, err := admin.ListUsageEvents(ctx, client.UsageEventFilter{TokenID: other.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs.Items) != 1 || evs.Items[0].Method != "GET" || evs.Items[0].Path != "/orders/1" || evs.Items[0].Route != "orders" || evs.Items[0].Status != 403 || evs.Items[0].IP != "127.0.0.1" {
+			t.Fatalf("other's events = %+v", evs.Items)
+		}
+		all, err := admin.Usage(ctx, client.UsageQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if all.ByStatus["401"] != 1 {
+			t.Fatalf("the invalid token's 401 is not counted: %+v", all)
 		}
 	})
 	t.Run("ReloadOnSIGHUP", func(t *testing.T) {

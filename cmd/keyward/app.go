@@ -351,7 +351,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		return nil, err
 	}
 	if cfg.GatewayConfig != "" {
-		if s.gw, err = openGateway(ctx, cfg.GatewayConfig, s.store, s.engine, a, log); err != nil {
+		if s.gw, err = openGateway(ctx, cfg.GatewayConfig, s.store, s.engine, a, s.usage, log); err != nil {
 			s.ln.Close()
 			return nil, err
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/gateway"
+	"github.com/keyward/keyward/internal/usage"
 )
 
 // gatewayServer is the gateway listener of keyward serve. Its handler is
@@ -24,6 +25,7 @@ import (
 // started with.
 type gatewayServer struct {
 	obs     gateway.Observer
+	usage   *usage.Recorder // nil with --usage=false
 	path    string
 	log     *slog.Logger
 	store   keyward.Store
@@ -39,8 +41,8 @@ type gatewayServer struct {
 
 // openGateway loads the gateway config, resolves its workspace and binds
 // its listener.
-func openGateway(ctx context.Context, path string, store keyward.Store, v gateway.Verifier, obs gateway.Observer, log *slog.Logger) (*gatewayServer, error) {
-	g := &gatewayServer{path: path, log: log, store: store, verify: v, obs: obs}
+func openGateway(ctx context.Context, path string, store keyward.Store, v gateway.Verifier, obs gateway.Observer, rec *usage.Recorder, log *slog.Logger) (*gatewayServer, error) {
+	g := &gatewayServer{path: path, log: log, store: store, verify: v, obs: obs, usage: rec}
 	cfg, h, err := g.load(ctx)
 	if err != nil {
 		return nil, err
@@ -93,6 +95,9 @@ func (g *gatewayServer) load(ctx context.Context) (*gateway.Config, http.Handler
 	h := gateway.NewHandler(cfg, g.verify, ws.ID, g.log)
 	if g.obs != nil {
 		h.SetObserver(g.obs)
+	}
+	if g.usage != nil {
+		h.SetUsage(g.usage)
 	}
 	return cfg, h, nil
 }

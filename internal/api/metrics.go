@@ -181,6 +181,11 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	s.metrics.handler.ServeHTTP(w, r)
 }
 
+// ObserveGatewayVerify times one verification by the gateway.
+func (s *Server) ObserveGatewayVerify(d time.Duration) {
+	s.metrics.verifyDuration[sourceGateway].Observe(d.Seconds())
+}
+
 // ObserveGateway counts and times one gateway request (it satisfies
 // gateway.Observer, so serve can hand the gateway to the API's metrics).
 func (s *Server) ObserveGateway(route string, status int, d time.Duration) {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/usage"
 	"github.com/keyward/keyward/internal/verify"
 )
 
@@ -46,7 +47,8 @@ type Handler struct {
 	trusted     []netip.Prefix
 	router      router
 	checks      *checker
-	obs         Observer // nil: no metrics
+	obs         Observer        // nil: no metrics
+	usage       *usage.Recorder // nil: no usage counting
 }
 
 type route struct {
@@ -100,6 +102,13 @@ type reqState struct {
 	clientIP  netip.Addr
 	trusted   bool // the connection comes from a trusted proxy
 	proxyErr  error
+	// What the verification found, for usage analytics: whether a
+	// credential was verified, its outcome, the token it identified and
+	// how long verifying took.
+	verified  bool
+	outcome   keyward.Outcome
+	usedToken *keyward.Token
+	verifyDur time.Duration
 	// abort: the upstream's response broke off after its header was sent
 	// on; the client's connection is cut so that it cannot take the
 	// response for whole.
@@ -335,14 +344,21 @@ func writeProblem(w http.ResponseWriter, status int, code, detail, requestID str
 }
 
 // Observer receives one call per gateway request, for metrics: the route
-// name ("" when none matched), the status answered and how long it took.
+// name ("" when none matched), the status answered and how long it took;
+// and one per verification, with how long verifying took.
 type Observer interface {
 	ObserveGateway(route string, status int, d time.Duration)
+	ObserveGatewayVerify(d time.Duration)
 }
 
 // SetObserver makes the handler report every request to o. Call it before
 // serving.
 func (h *Handler) SetObserver(o Observer) { h.obs = o }
+
+// SetUsage makes the handler count every request that presented a
+// credential in r, the usage path the verify API counts into. Call it
+// before serving.
+func (h *Handler) SetUsage(r *usage.Recorder) { h.usage = r }
 
 // ServeHTTP routes, verifies and proxies one request, and logs it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -367,6 +383,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			name = st.rt.cfg.Name
 		}
 		h.obs.ObserveGateway(name, sw.status, time.Since(start))
+		if st.verified {
+			h.obs.ObserveGatewayVerify(st.verifyDur)
+		}
+	}
+	if h.usage != nil && st.verified {
+		now := time.Now()
+		q := usage.Request{
+			WorkspaceID: h.workspaceID, At: now.UnixNano(), IP: st.clientIP,
+			Method: r.Method, Route: st.rt.cfg.Name, Path: r.URL.Path,
+			Outcome: st.outcome, Status: sw.status, Latency: now.Sub(start),
+		}
+		if st.usedToken != nil {
+			q.TokenID = st.usedToken.ID
+		}
+		h.usage.Record(&q)
 	}
 	if !h.log.Enabled(r.Context(), slog.LevelInfo) {
 		h.finish(st)
@@ -457,7 +488,12 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 		writeProblem(w, http.StatusUnauthorized, keyward.EUNAUTHORIZED, "this route needs a token: Authorization: Bearer <token>", st.requestID)
 		return false
 	}
+	vstart := time.Now()
 	res := h.verifier.Verify(r.Context(), verify.Request{Token: tok, WorkspaceID: h.workspaceID, Scopes: rt.cfg.Scopes, IP: st.clientIP})
+	st.verified, st.outcome, st.verifyDur = true, res.Outcome, time.Since(vstart)
+	if res.Outcome.Identified() {
+		st.usedToken = res.Token
+	}
 	if res.Err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "token store unavailable", slog.String("request_id", st.requestID), slog.Any("err", res.Err))
 		w.Header().Set("Retry-After", "5")

@@ -167,6 +167,7 @@ routes:
 			`keyward_gateway_requests_total{code="401",route="orders"}`,
 			`keyward_gateway_request_duration_seconds_count{route="orders"}`,
 			`keyward_verify_duration_seconds_count{source="gateway"} 3`,
+			`keyward_gateway_upstream_duration_seconds_count{route="orders"} 1`,
 		} {
 			if !strings.Contains(string(body), want) {
 				t.Errorf("/metrics lacks %s", want)

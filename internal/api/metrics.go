@@ -24,6 +24,7 @@ type metrics struct {
 	duration   *prometheus.HistogramVec
 	gwRequests *prometheus.CounterVec
 	gwDuration *prometheus.HistogramVec
+	gwUpstream *prometheus.HistogramVec
 	// verifyDuration times verifications by where they were asked for.
 	verifyDuration [numSources]prometheus.Observer
 	handler        http.Handler
@@ -86,7 +87,12 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 		Help:    "Time the gateway took to answer, upstream included, by route.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"route"})
-	m.reg.MustRegister(m.requests, m.duration, m.gwRequests, m.gwDuration,
+	m.gwUpstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "keyward_gateway_upstream_duration_seconds",
+		Help:    "Time the upstream took to answer the gateway with its response header (retries included), by route.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"route"})
+	m.reg.MustRegister(m.requests, m.duration, m.gwRequests, m.gwDuration, m.gwUpstream,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -179,6 +185,12 @@ func (m *metrics) instrument(route string, next http.Handler) http.Handler {
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	s.metrics.handler.ServeHTTP(w, r)
+}
+
+// ObserveGatewayUpstream times one upstream exchange of the gateway, to
+// its response header.
+func (s *Server) ObserveGatewayUpstream(route string, d time.Duration) {
+	s.metrics.gwUpstream.WithLabelValues(route).Observe(d.Seconds())
 }
 
 // ObserveGatewayVerify times one verification by the gateway.

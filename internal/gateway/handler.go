@@ -109,6 +109,9 @@ type reqState struct {
 	outcome   keyward.Outcome
 	usedToken *keyward.Token
 	verifyDur time.Duration
+	// upstreamDur is how long the upstream took to answer with its response
+	// header (retries included); 0 when the request did not go upstream.
+	upstreamDur time.Duration
 	// abort: the upstream's response broke off after its header was sent
 	// on; the client's connection is cut so that it cannot take the
 	// response for whole.
@@ -349,6 +352,7 @@ func writeProblem(w http.ResponseWriter, status int, code, detail, requestID str
 type Observer interface {
 	ObserveGateway(route string, status int, d time.Duration)
 	ObserveGatewayVerify(d time.Duration)
+	ObserveGatewayUpstream(route string, d time.Duration)
 }
 
 // SetObserver makes the handler report every request to o. Call it before
@@ -385,6 +389,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.obs.ObserveGateway(name, sw.status, time.Since(start))
 		if st.verified {
 			h.obs.ObserveGatewayVerify(st.verifyDur)
+		}
+		if st.upstreamDur > 0 {
+			h.obs.ObserveGatewayUpstream(name, st.upstreamDur)
 		}
 	}
 	if h.usage != nil && st.verified {

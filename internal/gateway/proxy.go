@@ -132,7 +132,9 @@ var aLongTimeAgo = time.Unix(1, 0)
 // proxy forwards r to an upstream of its route and copies the response
 // back. It answers 502/504 itself when no response header came.
 func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
+	start := time.Now()
 	pc, res, err := st.rt.balancer.forward(h, r, st)
+	st.upstreamDur = time.Since(start)
 	if err != nil {
 		h.proxyError(w, r, st, err)
 		return

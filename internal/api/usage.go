@@ -73,21 +73,7 @@ func (s *Server) parseUsageQuery(r *http.Request) (usageQuery, []keyward.FieldEr
 		}
 		uq.g = g
 	}
-	for _, p := range []struct {
-		name string
-		dst  *time.Time
-	}{{"from", &uq.from}, {"to", &uq.to}} {
-		v := q.Get(p.name)
-		if v == "" {
-			continue
-		}
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			errs = append(errs, keyward.FieldError{Pointer: "/" + p.name, Detail: p.name + ` must be an RFC 3339 time such as "2026-12-31T23:59:59Z"`})
-			continue
-		}
-		*p.dst = t.UTC()
-	}
+	errs = append(errs, queryRange(q, &uq.from, &uq.to)...)
 	if len(errs) > 0 {
 		return uq, errs
 	}
@@ -270,19 +256,7 @@ func (s *Server) handleUsageEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Outcome = &o
 	}
-	for _, p := range []struct {
-		name string
-		dst  *time.Time
-	}{{"from", &f.From}, {"to", &f.To}} {
-		if v := q.Get(p.name); v != "" {
-			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
-				errs = append(errs, keyward.FieldError{Pointer: "/" + p.name, Detail: p.name + ` must be an RFC 3339 time such as "2026-12-31T23:59:59Z"`})
-				continue
-			}
-			*p.dst = t.UTC()
-		}
-	}
+	errs = append(errs, queryRange(q, &f.From, &f.To)...)
 	if len(errs) > 0 {
 		s.writeError(w, r, keyward.Invalid(errs...))
 		return

@@ -126,6 +126,7 @@ func TestUsageValidation(t *testing.T) {
 		{"/v1/usage?granularity=second", "/granularity"},
 		{"/v1/usage/events?outcome=FINE", "/outcome"},
 		{"/v1/usage/events?from=now", "/from"},
+		{"/v1/usage/events?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "/to"},
 		{"/v1/usage/events?limit=501", "/limit"},
 	} {
 		t.Run(tt.path, func(t *testing.T) {

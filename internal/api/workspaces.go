@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -85,11 +86,28 @@ func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request) {
 		Action:      q.Get("action"),
 		Target:      q.Get("target"),
 	}
+	errs := queryRange(q, &f.From, &f.To)
+	if len(errs) > 0 {
+		s.writeError(w, r, keyward.Invalid(errs...))
+		return
+	}
+	events, err := s.store.FindAuditEvents(r.Context(), f)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page(events, limit, func(e *keyward.AuditEvent) string { return e.ID }, viewAudit))
+}
+
+// queryRange reads the query parameters from and to, RFC 3339 times, into
+// from and to (UTC) when present, naming each one that is malformed, and
+// to when it comes before from.
+func queryRange(q url.Values, from, to *time.Time) []keyward.FieldError {
 	var errs []keyward.FieldError
 	for _, p := range []struct {
 		name string
 		dst  *time.Time
-	}{{"from", &f.From}, {"to", &f.To}} {
+	}{{"from", from}, {"to", to}} {
 		v := q.Get(p.name)
 		if v == "" {
 			continue
@@ -101,19 +119,10 @@ func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request) {
 		}
 		*p.dst = t.UTC()
 	}
-	if len(errs) == 0 && !f.From.IsZero() && !f.To.IsZero() && f.To.Before(f.From) {
+	if len(errs) == 0 && !from.IsZero() && !to.IsZero() && to.Before(*from) {
 		errs = append(errs, keyward.FieldError{Pointer: "/to", Detail: "to must not be before from"})
 	}
-	if len(errs) > 0 {
-		s.writeError(w, r, keyward.Invalid(errs...))
-		return
-	}
-	events, err := s.store.FindAuditEvents(r.Context(), f)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, page(events, limit, func(e *keyward.AuditEvent) string { return e.ID }, viewAudit))
+	return errs
 }
 
 func viewAudit(e *keyward.AuditEvent) auditView {

@@ -311,8 +311,10 @@ func lockMembers(ctx context.Context, tx pgx.Tx, workspaceID string) error {
 	return err
 }
 
-// checkOwner returns errLastOwner when the workspace has no owner, in tx.
-func checkOwner(ctx context.Context, tx pgx.Tx, workspaceID string) error {
+// settleMember ends a membership change, in tx: it refuses one that left
+// the workspace without an owner, ends the member's sessions in the
+// workspace, and records the events.
+func (db *DB) settleMember(ctx context.Context, tx pgx.Tx, workspaceID, userID string, events []*keyward.AuditEvent) error {
 	var ok bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM members WHERE workspace_id = $1 AND role = 'owner')`, workspaceID).Scan(&ok); err != nil {
 		return err
@@ -320,7 +322,10 @@ func checkOwner(ctx context.Context, tx pgx.Tx, workspaceID string) error {
 	if !ok {
 		return errLastOwner
 	}
-	return nil
+	if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE workspace_id = $1 AND user_id = $2`, workspaceID, userID); err != nil {
+		return err
+	}
+	return db.accountEvents(ctx, tx, events)
 }
 
 // ChangeRole changes an existing member's role and ends its sessions in
@@ -352,13 +357,7 @@ func (db *DB) ChangeRole(ctx context.Context, workspaceID, userID, from, to stri
 		if _, err := tx.Exec(ctx, `UPDATE members SET role = $1 WHERE workspace_id = $2 AND user_id = $3`, to, workspaceID, userID); err != nil {
 			return err
 		}
-		if err := checkOwner(ctx, tx, workspaceID); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE workspace_id = $1 AND user_id = $2`, workspaceID, userID); err != nil {
-			return err
-		}
-		return db.accountEvents(ctx, tx, events)
+		return db.settleMember(ctx, tx, workspaceID, userID, events)
 	})
 	return wrap("change role", err)
 }
@@ -382,13 +381,7 @@ func (db *DB) RemoveMember(ctx context.Context, workspaceID, userID string, even
 		if tag.RowsAffected() == 0 {
 			return keyward.Errorf(keyward.ENOTFOUND, "member not found")
 		}
-		if err := checkOwner(ctx, tx, workspaceID); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE workspace_id = $1 AND user_id = $2`, workspaceID, userID); err != nil {
-			return err
-		}
-		return db.accountEvents(ctx, tx, events)
+		return db.settleMember(ctx, tx, workspaceID, userID, events)
 	})
 	return wrap("remove member", err)
 }

@@ -253,11 +253,21 @@ func (db *DB) PutMember(ctx context.Context, m *keyward.Member, events ...*keywa
 // owner.
 var errLastOwner = keyward.Errorf(keyward.ECONFLICT, "the workspace needs at least one owner")
 
-// hasOwner reports whether the workspace has an owner, in tx.
-func hasOwner(ctx context.Context, tx *sql.Tx, workspaceID string) (bool, error) {
+// settleMember ends a membership change, in tx: it refuses one that left
+// the workspace without an owner, ends the member's sessions in the
+// workspace, and records the events.
+func (db *DB) settleMember(ctx context.Context, tx *sql.Tx, workspaceID, userID string, events []*keyward.AuditEvent) error {
 	var n int
-	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM members WHERE workspace_id = ? AND role = 'owner'`, workspaceID).Scan(&n)
-	return n > 0, err
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM members WHERE workspace_id = ? AND role = 'owner'`, workspaceID).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		return errLastOwner
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE workspace_id = ? AND user_id = ?`, workspaceID, userID); err != nil {
+		return err
+	}
+	return db.accountEvents(ctx, tx, events)
 }
 
 // ChangeRole changes an existing member's role and ends its sessions in
@@ -281,16 +291,7 @@ func (db *DB) ChangeRole(ctx context.Context, workspaceID, userID, from, to stri
 		if _, err := tx.ExecContext(ctx, `UPDATE members SET role = ? WHERE workspace_id = ? AND user_id = ?`, to, workspaceID, userID); err != nil {
 			return err
 		}
-		if ok, err := hasOwner(ctx, tx, workspaceID); err != nil || !ok {
-			if err == nil {
-				err = errLastOwner
-			}
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE workspace_id = ? AND user_id = ?`, workspaceID, userID); err != nil {
-			return err
-		}
-		return db.accountEvents(ctx, tx, events)
+		return db.settleMember(ctx, tx, workspaceID, userID, events)
 	})
 	return wrap("change role", err)
 }
@@ -309,16 +310,7 @@ func (db *DB) RemoveMember(ctx context.Context, workspaceID, userID string, even
 			}
 			return err
 		}
-		if ok, err := hasOwner(ctx, tx, workspaceID); err != nil || !ok {
-			if err == nil {
-				err = errLastOwner
-			}
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE workspace_id = ? AND user_id = ?`, workspaceID, userID); err != nil {
-			return err
-		}
-		return db.accountEvents(ctx, tx, events)
+		return db.settleMember(ctx, tx, workspaceID, userID, events)
 	})
 	return wrap("remove member", err)
 }

@@ -4,8 +4,11 @@ package gateway
 
 import "net"
 
-// aliveCheck returns a function that reports whether an idle connection
-// may carry a request. Without a non-blocking peek it cannot tell; a
-// request that finds the connection closed is retried on a new one when
-// that is safe (see Handler.send).
-func aliveCheck(c net.Conn) func() bool { return func() bool { return true } }
+// peeker returns a function that looks at a connection without blocking.
+// Without a non-blocking peek it cannot tell: it reports an open
+// connection with nothing to read. A request that finds an upstream
+// connection closed is retried on a new one when that is safe (see
+// Handler.send).
+func peeker(c net.Conn) func() (data, closed bool) {
+	return func() (bool, bool) { return false, false }
+}

@@ -7,33 +7,43 @@ import (
 	"syscall"
 )
 
-// aliveCheck returns a function that reports whether an idle connection
-// may carry a request: the upstream has neither closed it nor sent
-// anything unasked. It peeks at the socket without blocking, so a
-// connection the upstream closed while idle is dropped before a request is
-// written to it, not after. The function is built once per connection and
-// allocates nothing when called.
-func aliveCheck(c net.Conn) func() bool {
+// peeker returns a function that looks at a connection's socket without
+// blocking or consuming anything: data reports bytes waiting to be read,
+// closed that the peer closed the connection or reset it. The function is
+// built once per connection, allocates nothing when called, and must not
+// be called from two goroutines at once.
+func peeker(c net.Conn) func() (data, closed bool) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return func() bool { return true }
+		return func() (bool, bool) { return false, false }
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return func() bool { return false }
+		return func() (bool, bool) { return false, true }
 	}
 	var (
 		b    [1]byte
+		n    int
 		rerr error
 	)
-	peek := func(fd uintptr) bool {
-		_, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true
+	peek := func(fd uintptr) {
+		n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	}
-	return func() bool {
-		err := rc.Read(peek)
-		// EAGAIN: open with nothing to read. Anything else (no error with
-		// 0 bytes: closed; bytes: unasked data; a reset) makes it unusable.
-		return err == nil && (rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK)
+	return func() (bool, bool) {
+		// Control, not Read: a read deadline that has passed must not make
+		// an open connection look closed.
+		if err := rc.Control(peek); err != nil {
+			return false, true
+		}
+		switch {
+		case rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK:
+			return false, false // open, nothing to read
+		case rerr != nil:
+			return false, true // reset, say
+		case n > 0:
+			return true, false
+		default:
+			return false, true // end of stream: closed
+		}
 	}
 }

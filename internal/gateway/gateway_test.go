@@ -116,7 +116,7 @@ func (l *logBuf) String() string {
 }
 
 // gateway parses yml (with {{NAME}} replaced by vars) and serves it.
-func gateway(t *testing.T, yml string, vars map[string]string) (*httptest.Server, *fakeVerifier, *logBuf) {
+func gateway(t *testing.T, yml string, vars map[string]string) (*testServer, *fakeVerifier, *logBuf) {
 	t.Helper()
 	for k, v := range vars {
 		yml = strings.ReplaceAll(yml, "{{"+k+"}}", v)
@@ -129,9 +129,7 @@ func gateway(t *testing.T, yml string, vars map[string]string) (*httptest.Server
 	lb := &logBuf{}
 	h := NewHandler(cfg, fv, "ws_1", slog.New(slog.NewJSONHandler(lb, nil)))
 	t.Cleanup(func() { h.Close() })
-	s := httptest.NewServer(h)
-	t.Cleanup(s.Close)
-	return s, fv, lb
+	return serveGateway(t, h), fv, lb
 }
 
 func do(t *testing.T, method, url string, hdr map[string]string) (*http.Response, string) {
@@ -202,7 +200,7 @@ routes:
     upstreams: [{{U}}/base]
 `
 
-func base(t *testing.T) (*httptest.Server, *fakeVerifier, *logBuf) {
+func base(t *testing.T) (*testServer, *fakeVerifier, *logBuf) {
 	t.Helper()
 	u := echoUpstream(t, "u1")
 	u2 := echoUpstream(t, "u2")

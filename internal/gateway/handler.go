@@ -95,6 +95,7 @@ func newTransport(timeout time.Duration) *http.Transport {
 // httputil.ReverseProxy's hooks.
 type reqState struct {
 	sw        statusWriter // the response, through which status is recorded
+	ctx       context.Context
 	rt        *route
 	requestID string
 	token     *keyward.Token // nil without identity
@@ -119,6 +120,18 @@ type reqState struct {
 }
 
 type ctxKey struct{}
+
+// clientGone reports whether the request's client has left: net/http's
+// server cancels the request's context; the gateway's own Server is asked.
+func (st *reqState) clientGone() bool {
+	if st.ctx.Err() != nil {
+		return true
+	}
+	if w, ok := st.sw.ResponseWriter.(*response); ok {
+		return w.clientGone()
+	}
+	return false
+}
 
 func stateOf(ctx context.Context) *reqState {
 	st, _ := ctx.Value(ctxKey{}).(*reqState)
@@ -313,9 +326,11 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, st *reqStat
 	st.proxyErr = err
 	var ne net.Error
 	switch {
-	case r.Context().Err() != nil:
-		// The client went away; nobody reads this answer.
+	case r.Context().Err() != nil || errors.Is(err, errClientGone):
+		// The client went away; nobody reads this answer, and the
+		// connection is dropped.
 		w.WriteHeader(499)
+		st.abort = true
 	case errors.As(err, new(*clientBodyError)):
 		writeProblem(w, http.StatusBadRequest, keyward.EINVALID, "the request body could not be read", st.requestID)
 	case !connError(err) && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()):
@@ -368,7 +383,7 @@ func (h *Handler) SetUsage(r *usage.Recorder) { h.usage = r }
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	// One allocation holds the request's state and its response writer.
-	st := &reqState{sw: statusWriter{ResponseWriter: w}}
+	st := &reqState{sw: statusWriter{ResponseWriter: w}, ctx: r.Context()}
 	sw := &st.sw
 	id := r.Header.Get("X-Request-Id")
 	if !validRequestID(id) {

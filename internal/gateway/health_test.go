@@ -55,7 +55,7 @@ func spread(t *testing.T, url string, n int) map[string]int {
 	return count
 }
 
-func newHealthHandler(t *testing.T, yml string, vars map[string]string) (*Handler, *httptest.Server, *logBuf) {
+func newHealthHandler(t *testing.T, yml string, vars map[string]string) (*Handler, *testServer, *logBuf) {
 	t.Helper()
 	for k, v := range vars {
 		yml = strings.ReplaceAll(yml, "{{"+k+"}}", v)
@@ -67,9 +67,7 @@ func newHealthHandler(t *testing.T, yml string, vars map[string]string) (*Handle
 	lb := &logBuf{}
 	h := NewHandler(cfg, newFake(), "ws_1", slog.New(slog.NewTextHandler(lb, nil)))
 	t.Cleanup(func() { h.Close() })
-	s := httptest.NewServer(h)
-	t.Cleanup(s.Close)
-	return h, s, lb
+	return h, serveGateway(t, h), lb
 }
 
 func TestHealthCheck(t *testing.T) {

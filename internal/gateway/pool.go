@@ -35,12 +35,15 @@ type pconn struct {
 	reused bool      // it served a request before this one
 	idleAt time.Time // when it was last put back in the pool
 
-	// interrupt unblocks any read or write on conn; it runs when the
-	// client of the current request goes away. stop unregisters it
-	// (context.AfterFunc) and reports false when it already ran.
-	interrupt func()
-	stop      func() bool
-	alive     func() bool // see aliveCheck
+	// rdl is the read deadline armed on conn (zero: none). A deadline is
+	// left armed after the response header when the rest cannot need it,
+	// and armed anew by the next wait, which saves a timer operation per
+	// request; see await.
+	rdl time.Time
+	// peek looks at the socket without blocking: an idle connection
+	// that has data waiting (unasked) or was closed cannot carry a
+	// request.
+	peek func() (data, closed bool)
 }
 
 // connReader reads a connection for its bufio.Reader, counting the bytes
@@ -63,6 +66,15 @@ func (r *connReader) Read(p []byte) (int, error) {
 	n, err := r.conn.Read(p)
 	r.n += int64(n)
 	return n, err
+}
+
+// idleUsable reports whether an idle connection may carry a request: the
+// upstream has neither closed it nor sent anything unasked. A connection
+// the upstream closed while idle is so dropped before a request is written
+// to it, not after.
+func (pc *pconn) idleUsable() bool {
+	data, closed := pc.peek()
+	return !data && !closed
 }
 
 // close closes the connection; it is not returned to its pool.
@@ -126,7 +138,7 @@ func (p *connPool) get(ctx context.Context) (*pconn, error) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if now.Sub(pc.idleAt) < p.idleTimeout && pc.alive() {
+		if now.Sub(pc.idleAt) < p.idleTimeout && pc.idleUsable() {
 			pc.reused = true
 			return pc, nil
 		}
@@ -141,8 +153,7 @@ func (p *connPool) dial(ctx context.Context) (*pconn, error) {
 		return nil, err
 	}
 	pc := &pconn{conn: c, pool: p}
-	pc.interrupt = func() { pc.conn.SetDeadline(aLongTimeAgo) }
-	pc.alive = aliveCheck(c)
+	pc.peek = peeker(c)
 	if p.tls != nil {
 		tc := tls.Client(c, p.tls)
 		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)

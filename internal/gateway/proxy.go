@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,7 +110,7 @@ func (e *clientBodyError) Unwrap() error { return e.err }
 func clientSide(err error) bool {
 	var ce *clientBodyError
 	var fe *invalidFieldError
-	return errors.As(err, &ce) || errors.As(err, &fe)
+	return errors.As(err, &ce) || errors.As(err, &fe) || errors.Is(err, errClientGone)
 }
 
 func isConnReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
@@ -125,9 +125,14 @@ func (e *invalidFieldError) Error() string {
 // bufPool holds the buffers that bodies are copied through.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// aLongTimeAgo is a deadline in the past: setting it interrupts a blocked
-// read or write at once.
-var aLongTimeAgo = time.Unix(1, 0)
+// livenessInterval is how often a request waiting on a slow upstream
+// checks that its client is still there; when it is not, the upstream
+// exchange ends (and its connection is closed).
+const livenessInterval = time.Second
+
+// errClientGone: the client left while its request waited on the
+// upstream.
+var errClientGone = errors.New("the client went away")
 
 // proxy forwards r to an upstream of its route and copies the response
 // back. It answers 502/504 itself when no response header came.
@@ -169,7 +174,7 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 		flush(w)
 	}
 	bufp := bufPool.Get().(*[]byte)
-	done, readErr := copyBody(w, res.Body, *bufp, stream)
+	done, readErr := copyBody(w, pc, res, *bufp, stream, st)
 	bufPool.Put(bufp)
 	if readErr != nil {
 		// The response is cut short: the client must not take it for whole.
@@ -209,9 +214,31 @@ func flush(w http.ResponseWriter) {
 // after every write when stream is set. done reports whether the whole
 // body was read and written; readErr is a failure to read the upstream's
 // body (a failure to write to the client, who went away, is not one).
-func copyBody(w http.ResponseWriter, body io.Reader, buf []byte, stream bool) (done bool, readErr error) {
+//
+// While the body is not in pc's buffer, each read first waits for the
+// upstream's next bytes in slices (await), so that a client that leaves a
+// quiet stream ends it.
+func copyBody(w http.ResponseWriter, pc *pconn, res *http.Response, buf []byte, stream bool, st *reqState) (done bool, readErr error) {
+	if res.Body == http.NoBody || res.ContentLength >= 0 && int64(pc.br.Buffered()) >= res.ContentLength {
+		// No body (HEAD, 204, 304), or the whole body is here: no read can
+		// block, and the header's read deadline may stay.
+		pc = nil
+	}
 	for {
-		n, err := body.Read(buf)
+		if pc != nil {
+			if pc.br.Buffered() == 0 {
+				if err := pc.await(time.Time{}, st); err != nil {
+					if errors.Is(err, errClientGone) {
+						return false, nil
+					}
+					return false, err
+				}
+			}
+			// A body's reads are not bounded in time (the client is
+			// asked about instead).
+			pc.setReadDeadline(time.Time{})
+		}
+		n, err := res.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return false, nil
@@ -229,11 +256,48 @@ func copyBody(w http.ResponseWriter, body io.Reader, buf []byte, stream bool) (d
 	}
 }
 
+// setReadDeadline arms a read deadline on the connection, unless it is
+// the one armed already.
+func (pc *pconn) setReadDeadline(t time.Time) {
+	if !t.Equal(pc.rdl) {
+		pc.conn.SetReadDeadline(t)
+		pc.rdl = t
+	}
+}
+
+// await waits for the upstream's next bytes, until deadline (zero: no
+// end), in slices of livenessInterval: between slices it asks whether the
+// client is still there, and returns errClientGone when not. When bytes
+// come, a slice's deadline stays armed; a caller that reads further must
+// arm its own.
+func (pc *pconn) await(deadline time.Time, st *reqState) error {
+	for {
+		now := time.Now()
+		if !deadline.IsZero() && !now.Before(deadline) {
+			return os.ErrDeadlineExceeded
+		}
+		d := now.Add(livenessInterval)
+		if !deadline.IsZero() && deadline.Before(d) {
+			d = deadline
+		}
+		pc.setReadDeadline(d)
+		_, err := pc.br.Peek(1)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		if st.clientGone() {
+			return errClientGone
+		}
+	}
+}
+
 // release ends the use of a connection: back to its pool when reuse says
-// the exchange ended cleanly and nothing interrupted it, else closed.
+// the exchange ended cleanly, else closed.
 func (pc *pconn) release(reuse bool) {
-	interrupted := !pc.stop()
-	if reuse && !interrupted && pc.br.Buffered() == 0 {
+	if reuse && pc.br.Buffered() == 0 {
 		pc.pool.put(pc)
 		return
 	}
@@ -264,7 +328,6 @@ func (h *Handler) send(u *upstream, r *http.Request, st *reqState) (*pconn, *htt
 	}
 	res, err := h.exchange(pc, r, st, u)
 	if err != nil && pc.reused && errors.Is(err, errStale) {
-		pc.stop()
 		pc.close()
 		if pc, err = u.pool.dial(ctx); err != nil {
 			return nil, nil, err
@@ -272,19 +335,16 @@ func (h *Handler) send(u *upstream, r *http.Request, st *reqState) (*pconn, *htt
 		res, err = h.exchange(pc, r, st, u)
 	}
 	if err != nil {
-		pc.stop()
 		pc.close()
 		return nil, nil, err
 	}
 	return pc, res, nil
 }
 
-// exchange writes r to pc and reads the response header. It arranges for
-// pc to be interrupted when the client goes away: the caller must call
-// pc.stop (release does) when done with pc.
+// exchange writes r to pc and reads the response header. The wait for
+// the header is bounded by the route's timeout, and ends early when the
+// client leaves.
 func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream) (*http.Response, error) {
-	ctx := r.Context()
-	pc.stop = context.AfterFunc(ctx, pc.interrupt)
 	noBody := bodiless(r)
 	chunked := !noBody && r.ContentLength < 0
 	if err := h.writeHead(pc.bw, r, st, u, noBody, chunked); err != nil {
@@ -293,7 +353,7 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	var wErr error // the upstream stopped taking the request
 	if !noBody {
 		var cErr error
-		cErr, wErr = copyRequestBody(pc.bw, r, chunked)
+		cErr, wErr = copyRequestBody(pc, r, chunked, st.rt.cfg.Timeout)
 		if cErr != nil {
 			return nil, &clientBodyError{cErr}
 		}
@@ -311,12 +371,20 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	// Only the wait for the response header is bounded: a streamed body
 	// may take as long as it takes. An upstream that stopped reading a
 	// request body may have answered already (413, say): read on.
-	pc.conn.SetReadDeadline(time.Now().Add(st.rt.cfg.Timeout))
+	deadline := time.Now().Add(st.rt.cfg.Timeout)
 	pc.cr.limit = pc.cr.n + maxResponseHeaderBytes
 	before := pc.cr.n
 	var res *http.Response
 	var err error
 	for n1xx := 0; ; n1xx++ {
+		if err = pc.await(deadline, st); err != nil {
+			break
+		}
+		if !pc.rdl.Equal(deadline) && !headerBuffered(pc.br) {
+			// The header is still coming: the rest of it has until the
+			// route's deadline, not a slice's.
+			pc.setReadDeadline(deadline)
+		}
 		res, err = http.ReadResponse(pc.br, r)
 		if err != nil {
 			break
@@ -338,21 +406,18 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 		}
 	}
 	if err != nil {
+		if errors.Is(err, errClientGone) {
+			return nil, err
+		}
 		if wErr != nil {
 			return nil, wErr
 		}
-		if pc.reused && pc.cr.n == before && noBody && idempotent(r.Method) && (err == io.ErrUnexpectedEOF || isConnReset(err)) {
+		if pc.reused && pc.cr.n == before && noBody && idempotent(r.Method) && (err == io.ErrUnexpectedEOF || err == io.EOF || isConnReset(err)) {
 			return nil, fmt.Errorf("%w: %v", errStale, err)
 		}
 		return nil, err
 	}
 	pc.cr.limit = math.MaxInt64
-	pc.conn.SetReadDeadline(time.Time{})
-	if err := ctx.Err(); err != nil {
-		// The client left while the deadline was being cleared; the
-		// interruption may have been undone.
-		return nil, err
-	}
 	if wErr != nil {
 		res.Close = true // the request was not sent whole: no reuse
 	}
@@ -523,13 +588,17 @@ func stripPrefix(out, in *url.URL, prefix string) {
 	}
 }
 
-// copyRequestBody streams the client's request body to bw, chunked when its
-// length is unknown, flushing after every piece so that a slow upload
-// reaches the upstream as it comes; nothing is held beyond one buffer.
-// clientErr is a failure to read the body; upErr a failure to send it.
-func copyRequestBody(bw *bufio.Writer, r *http.Request, chunked bool) (clientErr, upErr error) {
+// copyRequestBody streams the client's request body to the upstream,
+// chunked when its length is unknown, flushing after every piece so that a
+// slow upload reaches the upstream as it comes; nothing is held beyond one
+// buffer. An upstream that takes no piece within timeout has stopped
+// taking the body. clientErr is a failure to read the body; upErr a
+// failure to send it.
+func copyRequestBody(pc *pconn, r *http.Request, chunked bool, timeout time.Duration) (clientErr, upErr error) {
 	bufp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bufp)
+	defer pc.conn.SetWriteDeadline(time.Time{})
+	bw := pc.bw
 	buf := *bufp
 	var sent int64
 	for {
@@ -543,6 +612,7 @@ func copyRequestBody(bw *bufio.Writer, r *http.Request, chunked bool) (clientErr
 			if chunked {
 				bw.WriteString("\r\n")
 			}
+			pc.conn.SetWriteDeadline(time.Now().Add(timeout))
 			if upErr = bw.Flush(); upErr != nil {
 				return nil, upErr
 			}

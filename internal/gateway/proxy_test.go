@@ -23,7 +23,7 @@ import (
 )
 
 // openRoute serves one auth: none route at / to up.
-func openRoute(t *testing.T, up string, extra string) *httptest.Server {
+func openRoute(t *testing.T, up string, extra string) *testServer {
 	t.Helper()
 	gw, _, _ := gateway(t, `
 listen: 127.0.0.1:0
@@ -629,8 +629,7 @@ func TestTLSUpstream(t *testing.T) {
 	// Trust the test server's certificate, as the system roots would a
 	// real one.
 	h.router.routes[0].balancer.ups[0].pool.tls.RootCAs = up.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	gw := httptest.NewServer(h)
-	defer gw.Close()
+	gw := serveGateway(t, h)
 	for i := 0; i < 2; i++ {
 		res, body := do(t, "GET", gw.URL+"/", nil)
 		if want := "tls=true host=" + strings.TrimPrefix(up.URL, "https://"); res.StatusCode != 200 || body != want {

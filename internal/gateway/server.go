@@ -1,0 +1,822 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Server serves HTTP/1.1 to an http.Handler on plain TCP connections. It
+// is the gateway listener's server: net/http's costs a proxy more than
+// its own work on every request (a background read per request to watch
+// for the client leaving, three read deadlines, a goroutine hand-off), and
+// on a small machine that halves the gateway's throughput. This one reads
+// each request with one read where the client sent it whole, arms one
+// deadline per request at most, and never reads behind the handler's back:
+// a handler that must know whether its client is still there asks
+// (clientGone), which a proxy does only when its upstream is slow.
+//
+// What it keeps of HTTP/1.1 (RFC 9112): keep-alive and pipelining,
+// Connection: close, HTTP/1.0 clients with or without keep-alive, chunked
+// and fixed-length request bodies read as the handler wants them (via
+// http.ReadRequest, which refuses ambiguous framing), Expect: 100-continue,
+// 1xx responses, trailers, HEAD and bodiless statuses, Date, Hijack for
+// protocol upgrades, header size and read-header limits, graceful
+// shutdown. It does not speak HTTP/2; a TLS listener keeps net/http's
+// server, which does.
+type Server struct {
+	Handler http.Handler
+	// ReadHeaderTimeout bounds the read of a request's header, from its
+	// first byte (and on a new connection, from the accept).
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout is how long a keep-alive connection waits for the next
+	// request; it is kept to within an eighth of itself, so that it need
+	// not be armed again on every request.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's line and header.
+	MaxHeaderBytes int
+	// Log receives what goes wrong with connections: panics of the
+	// handler, and accept errors.
+	Log *slog.Logger
+
+	inShutdown atomic.Bool
+	mu         sync.Mutex
+	listeners  map[net.Listener]struct{}
+	conns      map[*serverConn]struct{}
+	done       chan struct{} // closed when the last connection ends after shutdown
+}
+
+// Defaults of a zero Server field.
+const (
+	defaultReadHeaderTimeout = 10 * time.Second
+	defaultIdleTimeout       = 2 * time.Minute
+	defaultMaxHeaderBytes    = 1 << 20
+	// maxDiscardBytes is how much of a request body the handler left
+	// unread is read away to keep the connection; beyond it, the
+	// connection is closed.
+	maxDiscardBytes = 256 << 10
+)
+
+// Serve accepts connections on ln and serves each on its own goroutine,
+// until Shutdown or Close; then it returns http.ErrServerClosed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.inShutdown.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return http.ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[net.Listener]struct{})
+		s.conns = make(map[*serverConn]struct{})
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.inShutdown.Load() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of file descriptors, say: wait, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log().Warn("gateway accept error; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := s.newConn(nc)
+		if c == nil {
+			nc.Close()
+			return http.ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+// newConn registers a new connection; nil once the server shuts down.
+func (s *Server) newConn(nc net.Conn) *serverConn {
+	c := &serverConn{srv: s, conn: nc, remote: nc.RemoteAddr().String()}
+	c.cr.conn = nc
+	c.cr.limit = math.MaxInt64
+	c.br = bufio.NewReaderSize(&c.cr, 4<<10)
+	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	c.peek = peeker(nc)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inShutdown.Load() {
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	return c
+}
+
+// forget unregisters a connection that ended or was hijacked.
+func (s *Server) forget(c *serverConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	if s.done != nil && len(s.conns) == 0 {
+		close(s.done)
+		s.done = nil
+	}
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, closes idle connections, and waits for the
+// requests in flight to end (their connections close after them), or for
+// ctx to end, whichever comes first; then it closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.inShutdown.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	var done chan struct{}
+	if len(s.conns) > 0 {
+		done = make(chan struct{})
+		s.done = done
+	}
+	for c := range s.conns {
+		c.closeIfIdle()
+	}
+	s.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every connection at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.inShutdown.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.conn.Close()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// The states of a connection.
+const (
+	connIdle   int32 = iota // waiting for a request (or reading its header)
+	connActive              // a request is being handled
+	connClosed              // closed by Shutdown while idle
+)
+
+// serverConn is one client connection, served by one goroutine.
+type serverConn struct {
+	srv    *Server
+	conn   net.Conn
+	cr     connReader // counts bytes; bounds a request header
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	remote string
+	peek   func() (data, closed bool)
+	state  atomic.Int32
+	rdl    time.Time // the read deadline armed on conn; zero: none
+	served int       // requests served so far
+	// hijacked: a handler took the connection over (Hijack); the server
+	// has let go of it.
+	hijacked bool
+
+	dateSec int64 // the second dateVal was formatted for
+	dateVal []string
+}
+
+// closeIfIdle closes the connection when it is waiting for a request;
+// an active one closes after its response.
+func (c *serverConn) closeIfIdle() {
+	if c.state.CompareAndSwap(connIdle, connClosed) {
+		c.conn.Close()
+	}
+}
+
+func (c *serverConn) setReadDeadline(t time.Time) {
+	if !t.Equal(c.rdl) {
+		c.conn.SetReadDeadline(t)
+		c.rdl = t
+	}
+}
+
+func (c *serverConn) serve() {
+	defer func() {
+		if !c.hijacked {
+			c.conn.Close()
+			c.srv.forget(c)
+		}
+	}()
+	idle := c.srv.IdleTimeout
+	if idle <= 0 {
+		idle = defaultIdleTimeout
+	}
+	headerTimeout := c.srv.ReadHeaderTimeout
+	if headerTimeout <= 0 {
+		headerTimeout = defaultReadHeaderTimeout
+	}
+	maxHeader := int64(c.srv.MaxHeaderBytes)
+	if maxHeader <= 0 {
+		maxHeader = defaultMaxHeaderBytes
+	}
+	for {
+		// Wait for the next request. A new connection has the header
+		// timeout to send its first; a kept-alive one, the idle timeout,
+		// armed again only when an eighth of it has gone.
+		now := time.Now()
+		if c.served == 0 {
+			c.setReadDeadline(now.Add(headerTimeout))
+		} else if c.br.Buffered() == 0 && (c.rdl.IsZero() || c.rdl.Sub(now) < idle-idle/8) {
+			c.setReadDeadline(now.Add(idle))
+		}
+		if _, err := c.br.Peek(1); err != nil {
+			return // closed, idle for too long, or shut down
+		}
+		if c.served > 0 && !headerBuffered(c.br) {
+			// The header did not come in one piece: it has the header
+			// timeout to arrive whole.
+			c.setReadDeadline(time.Now().Add(headerTimeout))
+		}
+		c.cr.limit = c.cr.n + int64(c.br.Buffered()) + maxHeader + 4096
+		req, err := http.ReadRequest(c.br)
+		hitLimit := c.cr.n >= c.cr.limit
+		c.cr.limit = math.MaxInt64
+		if err != nil {
+			c.badRequest(err, hitLimit)
+			return
+		}
+		if !c.state.CompareAndSwap(connIdle, connActive) {
+			return // Shutdown closed it as it was idle
+		}
+		c.served++
+		if msg := checkRequest(req); msg != "" {
+			c.reply(req, http.StatusBadRequest, msg)
+			return
+		}
+		keep := c.handle(req)
+		if !keep || c.srv.inShutdown.Load() {
+			return
+		}
+		if !c.state.CompareAndSwap(connActive, connIdle) {
+			return
+		}
+		if c.srv.inShutdown.Load() {
+			return // Shutdown may have looked while it was active
+		}
+	}
+}
+
+// headerBuffered reports whether a whole request header is in br's buffer.
+func headerBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, crlfcrlf)
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// checkRequest returns why a parsed request is refused, as net/http's
+// server refuses it; "" when it is fine. http.ReadRequest has refused
+// repeated Host fields and invalid field names and values already; it
+// also takes the Host field out, so that a missing one and an empty one
+// (lawful, RFC 9112 §3.2) look alike here, and both are let through.
+func checkRequest(req *http.Request) string {
+	switch {
+	case req.ProtoMajor != 1:
+		return "unsupported protocol version"
+	case !validHost(req.Host):
+		return "malformed Host header"
+	}
+	return ""
+}
+
+// validHost reports whether h may be a Host header's value: the
+// characters of a host, IPv6 literal and port, or of a registered name
+// percent-encoded (RFC 3986 §3.2.2).
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!$%&'()*+,-.:;=[]_~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// badRequest answers a request that could not be read, unless the client
+// merely went away or was too slow.
+func (c *serverConn) badRequest(err error, hitLimit bool) {
+	if err == io.EOF || errors.Is(err, net.ErrClosed) {
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return
+	}
+	switch {
+	case hitLimit:
+		c.reply(nil, http.StatusRequestHeaderFieldsTooLarge, "the request header is too large")
+	case strings.Contains(err.Error(), "unsupported transfer encoding"):
+		c.reply(nil, http.StatusNotImplemented, "unsupported transfer encoding")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The client stopped in the middle of a header: nobody to answer.
+	default:
+		c.reply(nil, http.StatusBadRequest, "the request could not be read")
+	}
+}
+
+// reply sends an error of the server's own, as problem+json, and the
+// connection is closed after it.
+func (c *serverConn) reply(req *http.Request, status int, detail string) {
+	w := &response{c: c, req: req, hdr: make(http.Header, 4), contentLength: -1}
+	if req == nil {
+		w.req = &http.Request{Method: http.MethodGet, ProtoMajor: 1, ProtoMinor: 1}
+	}
+	w.closeAfter = true
+	writeProblem(w, status, "invalid", detail, "")
+	w.finish()
+}
+
+// handle runs the handler for req and ends the response; it reports
+// whether the connection may serve another request.
+func (c *serverConn) handle(req *http.Request) (keep bool) {
+	req.RemoteAddr = c.remote
+	w := &response{c: c, req: req, hdr: make(http.Header, 8), contentLength: -1}
+	if req.Body != http.NoBody && req.Body != nil {
+		w.body = requestBody{rc: req.Body, w: w}
+		if req.ProtoAtLeast(1, 1) && req.ContentLength != 0 && headerHasToken(req.Header["Expect"], "100-continue") {
+			w.body.expect = true
+		} else if len(req.Header["Expect"]) > 0 {
+			c.reply(req, http.StatusExpectationFailed, "the Expect header is not supported")
+			return false
+		}
+		req.Body = &w.body
+		// A body is read as the handler wants it, for as long as it takes:
+		// the header's deadline no longer applies.
+		c.setReadDeadline(time.Time{})
+	} else if len(req.Header["Expect"]) > 0 && !headerHasToken(req.Header["Expect"], "100-continue") {
+		c.reply(req, http.StatusExpectationFailed, "the Expect header is not supported")
+		return false
+	}
+	if !c.run(w, req) {
+		return false
+	}
+	if w.hijacked {
+		return false
+	}
+	w.finish()
+	return !w.closeAfter
+}
+
+// run calls the handler; a panic ends the connection (after logging it,
+// unless it is http.ErrAbortHandler, the handler's way to cut a response
+// short).
+func (c *serverConn) run(w *response, req *http.Request) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			ok = false
+			if p == http.ErrAbortHandler {
+				return
+			}
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			c.srv.log().Error("gateway handler panic", "remote", c.remote, "panic", fmt.Sprint(p), "stack", string(buf))
+		}
+	}()
+	c.srv.Handler.ServeHTTP(w, req)
+	return true
+}
+
+// clientGone reports whether the client has closed its connection (or
+// reset it). Data waiting to be read, such as a pipelined request, is not
+// leaving. It does not block; it is meant for a handler waiting on
+// something slow, not for every request.
+func (c *serverConn) clientGone() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	_, closed := c.peek()
+	return closed
+}
+
+// date returns the Date header's value, formatted once per second.
+func (c *serverConn) date(now time.Time) []string {
+	if s := now.Unix(); s != c.dateSec || c.dateVal == nil {
+		c.dateSec = s
+		c.dateVal = []string{now.UTC().Format(http.TimeFormat)}
+	}
+	return c.dateVal
+}
+
+// response is the http.ResponseWriter of one request on a serverConn.
+type response struct {
+	c    *serverConn
+	req  *http.Request
+	hdr  http.Header
+	body requestBody
+
+	wroteHeader   bool
+	status        int
+	bodyAllowed   bool
+	chunked       bool
+	contentLength int64 // -1: unknown
+	written       int64
+	trailers      []string // names the Trailer header announced
+	closeAfter    bool
+	wroteContinue bool
+	hijacked      bool
+	err           error // a write to the client failed
+}
+
+func (w *response) Header() http.Header { return w.hdr }
+
+// bodyAllowedForStatus reports whether a response with the status may
+// have a body (RFC 9110 §6.4.1).
+func bodyAllowedForStatus(status int) bool {
+	return !(status >= 100 && status <= 199 || status == http.StatusNoContent || status == http.StatusNotModified)
+}
+
+func (w *response) WriteHeader(code int) {
+	if w.hijacked || w.wroteHeader {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	bw := w.c.bw
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		// Informational: sent at once, with the fields set so far.
+		if code == http.StatusContinue {
+			w.wroteContinue = true
+		}
+		writeStatusLine(bw, code)
+		for k, vv := range w.hdr {
+			writeFields(bw, k, vv)
+		}
+		bw.WriteString("\r\n")
+		w.setErr(bw.Flush())
+		return
+	}
+	w.wroteHeader, w.status = true, code
+	if w.body.rc != nil && !w.body.eof {
+		// The handler answers without having read the whole request body:
+		// read the rest away, within limits, to keep the connection; a
+		// client still waiting for 100 Continue sends no body at all.
+		if w.body.expect && !w.wroteContinue {
+			w.closeAfter = true
+		} else if !w.body.discard() {
+			w.closeAfter = true
+		}
+	}
+	hd := w.hdr
+	w.bodyAllowed = w.req.Method != http.MethodHead && bodyAllowedForStatus(code)
+	if cl := hd["Content-Length"]; len(cl) > 0 {
+		n, err := strconv.ParseInt(cl[0], 10, 64)
+		if err != nil || n < 0 || len(cl) > 1 && !allSame(cl) {
+			delete(hd, "Content-Length")
+		} else {
+			w.contentLength = n
+			hd["Content-Length"] = cl[:1]
+		}
+	}
+	delete(hd, "Transfer-Encoding") // the framing is the server's own
+	if tr := hd["Trailer"]; len(tr) > 0 {
+		for _, v := range tr {
+			for f := range strings.SplitSeq(v, ",") {
+				if f = strings.TrimSpace(f); f != "" {
+					w.trailers = append(w.trailers, http.CanonicalHeaderKey(f))
+				}
+			}
+		}
+	}
+	http11 := w.req.ProtoAtLeast(1, 1)
+	switch {
+	case code == http.StatusNoContent || code >= 100 && code <= 199:
+		delete(hd, "Content-Length")
+		w.contentLength = -1
+	case !w.bodyAllowed:
+	case len(w.trailers) > 0 && http11:
+		delete(hd, "Content-Length")
+		w.contentLength = -1
+		w.chunked = true
+	case w.contentLength < 0 && http11:
+		w.chunked = true
+	case w.contentLength < 0:
+		w.closeAfter = true // an HTTP/1.0 body ends with the connection
+	}
+	if !http11 {
+		delete(hd, "Trailer")
+		w.trailers = nil
+	}
+	if w.req.Close || headerHasToken(hd["Connection"], "close") || w.c.srv.inShutdown.Load() {
+		w.closeAfter = true
+	}
+	if w.closeAfter {
+		hd["Connection"] = connClose
+	} else if !http11 {
+		hd["Connection"] = connKeepAlive
+	}
+	if _, ok := hd["Date"]; !ok {
+		hd["Date"] = w.c.date(time.Now())
+	}
+	writeStatusLine(bw, code)
+	for k, vv := range hd {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		writeFields(bw, k, vv)
+	}
+	if w.chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+var (
+	connClose     = []string{"close"}
+	connKeepAlive = []string{"keep-alive"}
+)
+
+func allSame(vv []string) bool {
+	for _, v := range vv[1:] {
+		if v != vv[0] {
+			return false
+		}
+	}
+	return true
+}
+
+func writeStatusLine(bw *bufio.Writer, code int) {
+	bw.WriteString("HTTP/1.1 ")
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
+	bw.WriteByte(' ')
+	if text := http.StatusText(code); text != "" {
+		bw.WriteString(text)
+	} else {
+		bw.WriteString("status code ")
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
+	}
+	bw.WriteString("\r\n")
+}
+
+// writeFields writes a header field's lines; a field with an invalid name
+// is left out, and line breaks in a value become spaces, so that nothing
+// a handler sets can start a field or a response of its own.
+func writeFields(bw *bufio.Writer, k string, vv []string) {
+	if !validFieldName(k) {
+		return
+	}
+	for _, v := range vv {
+		bw.WriteString(k)
+		bw.WriteString(": ")
+		if strings.ContainsAny(v, "\r\n") {
+			v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+		}
+		bw.WriteString(v)
+		bw.WriteString("\r\n")
+	}
+}
+
+// validFieldName reports whether k is a token (RFC 9110 §5.6.2).
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *response) setErr(err error) {
+	if err != nil && w.err == nil {
+		w.err = err
+		w.closeAfter = true
+	}
+}
+
+func (w *response) Write(p []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.bodyAllowed {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var lenErr error
+	if w.contentLength >= 0 && w.written+int64(len(p)) > w.contentLength {
+		p = p[:w.contentLength-w.written]
+		lenErr = http.ErrContentLength
+	}
+	bw := w.c.bw
+	if w.chunked {
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16))
+		bw.WriteString("\r\n")
+	}
+	n, err := bw.Write(p)
+	if w.chunked && err == nil {
+		_, err = bw.WriteString("\r\n")
+	}
+	w.written += int64(n)
+	if err != nil {
+		w.setErr(err)
+		return n, err
+	}
+	return n, lenErr
+}
+
+func (w *response) WriteString(s string) (int, error) {
+	// Rare on the gateway's path; no need for a copy-free version.
+	return w.Write([]byte(s))
+}
+
+// Flush sends what was written so far.
+func (w *response) Flush() { w.FlushError() }
+
+// FlushError is Flush for http.ResponseController.
+func (w *response) FlushError() error {
+	if w.hijacked {
+		return http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	w.setErr(w.c.bw.Flush())
+	return w.err
+}
+
+// EnableFullDuplex is for http.ResponseController: the request body can
+// always be read while the response is written.
+func (w *response) EnableFullDuplex() error { return nil }
+
+// Hijack hands the connection over to the handler, for a protocol
+// upgrade; the server lets go of it.
+func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	if w.wroteHeader {
+		if err := w.c.bw.Flush(); err != nil {
+			return nil, nil, err
+		}
+	}
+	w.hijacked = true
+	c := w.c
+	c.hijacked = true
+	c.setReadDeadline(time.Time{})
+	c.srv.forget(c)
+	return c.conn, bufio.NewReadWriter(c.br, c.bw), nil
+}
+
+// clientGone: see serverConn.clientGone.
+func (w *response) clientGone() bool { return w.c.clientGone() }
+
+// finish ends the response after the handler returned: a header if none
+// was written, the last chunk and the trailers, and everything sent.
+func (w *response) finish() {
+	if !w.wroteHeader {
+		if _, ok := w.hdr["Content-Length"]; !ok && bodyAllowedForStatus(http.StatusOK) && w.req.Method != http.MethodHead {
+			w.hdr["Content-Length"] = zeroLength
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	bw := w.c.bw
+	switch {
+	case w.chunked && w.err == nil:
+		bw.WriteString("0\r\n")
+		for _, k := range w.trailers {
+			if vv, ok := w.hdr[k]; ok {
+				writeFields(bw, k, vv)
+			}
+		}
+		for k, vv := range w.hdr {
+			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+				writeFields(bw, name, vv)
+			}
+		}
+		bw.WriteString("\r\n")
+	case w.bodyAllowed && w.contentLength >= 0 && w.written < w.contentLength:
+		// The handler wrote less than it announced: the client would wait
+		// for the rest on a kept connection.
+		w.closeAfter = true
+	}
+	if w.err == nil {
+		w.setErr(bw.Flush())
+	}
+	if w.body.rc != nil && !w.body.eof && !w.closeAfter {
+		if w.body.expect && !w.wroteContinue || !w.body.discard() {
+			w.closeAfter = true
+		}
+	}
+}
+
+var zeroLength = []string{"0"}
+
+// requestBody is a request body as the handler reads it: it sends 100
+// Continue on the first read when the client asked for it, and notes when
+// the body was read whole.
+type requestBody struct {
+	rc     io.ReadCloser
+	w      *response
+	expect bool // the client waits for 100 Continue
+	eof    bool
+	err    error
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.expect && !b.w.wroteContinue && !b.w.wroteHeader {
+		b.w.wroteContinue = true
+		bw := b.w.c.bw
+		bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := bw.Flush(); err != nil {
+			b.w.setErr(err)
+			b.err = err
+			return 0, err
+		}
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	} else if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// Close is a no-op: the server reads what is left, or closes the
+// connection, when the handler returns.
+func (b *requestBody) Close() error { return nil }
+
+// discard reads away what is left of the body, up to maxDiscardBytes, and
+// reports whether that reached its end.
+func (b *requestBody) discard() bool {
+	if b.err != nil {
+		return false
+	}
+	n, err := io.CopyN(io.Discard, b.rc, maxDiscardBytes+1)
+	if err == io.EOF {
+		b.eof = true
+		return true
+	}
+	_ = n
+	return false
+}

@@ -316,15 +316,29 @@ var crlfcrlf = []byte("\r\n\r\n")
 
 // checkRequest returns why a parsed request is refused, as net/http's
 // server refuses it; "" when it is fine. http.ReadRequest has refused
-// repeated Host fields and invalid field names and values already; it
-// also takes the Host field out, so that a missing one and an empty one
-// (lawful, RFC 9112 §3.2) look alike here, and both are let through.
+// repeated Host fields already, but not invalid field names or values.
+// It also takes the Host field out, so that a missing one and an empty
+// one look alike here: an HTTP/1.1 request needs a Host (RFC 9112 §3.2),
+// and an empty one, lawful only for a target without an authority, is
+// refused too (net/http lets it through; no HTTP API has use for it).
 func checkRequest(req *http.Request) string {
 	switch {
 	case req.ProtoMajor != 1:
 		return "unsupported protocol version"
+	case req.Host == "" && req.ProtoAtLeast(1, 1):
+		return "missing required Host header"
 	case !validHost(req.Host):
 		return "malformed Host header"
+	}
+	for k, vv := range req.Header {
+		if !validFieldName(k) {
+			return "invalid header name"
+		}
+		for _, v := range vv {
+			if !validFieldValue(v) {
+				return "invalid header value"
+			}
+		}
 	}
 	return ""
 }
@@ -467,6 +481,7 @@ type response struct {
 	closeAfter    bool
 	wroteContinue bool
 	hijacked      bool
+	fullDuplex    bool  // the body may be read after the header is written
 	err           error // a write to the client failed
 }
 
@@ -500,7 +515,7 @@ func (w *response) WriteHeader(code int) {
 		return
 	}
 	w.wroteHeader, w.status = true, code
-	if w.body.rc != nil && !w.body.eof {
+	if w.body.rc != nil && !w.body.eof && !w.fullDuplex {
 		// The handler answers without having read the whole request body:
 		// read the rest away, within limits, to keep the connection; a
 		// client still waiting for 100 Continue sends no body at all.
@@ -701,9 +716,13 @@ func (w *response) FlushError() error {
 	return w.err
 }
 
-// EnableFullDuplex is for http.ResponseController: the request body can
-// always be read while the response is written.
-func (w *response) EnableFullDuplex() error { return nil }
+// EnableFullDuplex is for http.ResponseController: the request body
+// stays readable after the response header is written (by default what
+// is left of it is read away then, as net/http does).
+func (w *response) EnableFullDuplex() error {
+	w.fullDuplex = true
+	return nil
+}
 
 // Hijack hands the connection over to the handler, for a protocol
 // upgrade; the server lets go of it.

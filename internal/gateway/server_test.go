@@ -1,8 +1,18 @@
 package gateway
 
 import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -27,4 +37,505 @@ func serveGateway(t testing.TB, h http.Handler) *testServer {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
+}
+
+// rawConn is a client connection to a test server that writes bytes as
+// given and reads responses with http.ReadResponse.
+type rawConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, s *testServer) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+func (rc *rawConn) send(s string) {
+	rc.t.Helper()
+	if _, err := io.WriteString(rc.c, s); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+// read reads one response to a request with the method and returns it
+// with its whole body.
+func (rc *rawConn) read(method string) (*http.Response, string) {
+	rc.t.Helper()
+	res, err := http.ReadResponse(rc.br, &http.Request{Method: method})
+	if err != nil {
+		rc.t.Fatalf("reading a response: %v", err)
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		rc.t.Fatalf("reading a response body: %v", err)
+	}
+	return res, string(b)
+}
+
+// closed reports whether the server closed the connection, with nothing
+// more sent.
+func (rc *rawConn) closed() bool {
+	rc.t.Helper()
+	rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := rc.br.ReadByte()
+	if err == nil {
+		rc.t.Fatalf("the server sent more: %q", b)
+	}
+	return err == io.EOF || errors.Is(err, syscall.ECONNRESET)
+}
+
+func echoHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("X-Method", r.Method)
+		w.Header().Set("X-Path", r.URL.Path)
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)+len(r.URL.Path)))
+		io.WriteString(w, r.URL.Path)
+		w.Write(b)
+	})
+}
+
+func TestServerPipelining(t *testing.T) {
+	s := serveGateway(t, echoHandler())
+	rc := dialRaw(t, s)
+	rc.send("GET /one HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" +
+		"GET /three HTTP/1.1\r\nHost: x\r\n\r\n")
+	for _, want := range []string{"/one", "/twohello", "/three"} {
+		res, body := rc.read("GET")
+		if res.StatusCode != 200 || body != want || res.Close {
+			t.Fatalf("got %d %q close=%v, want 200 %q on a kept connection", res.StatusCode, body, res.Close, want)
+		}
+		if res.Header.Get("Date") == "" {
+			t.Fatal("no Date header")
+		}
+	}
+}
+
+func TestServerConnectionClose(t *testing.T) {
+	s := serveGateway(t, echoHandler())
+	rc := dialRaw(t, s)
+	rc.send("GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, body := rc.read("GET")
+	if body != "/a" || !res.Close {
+		t.Fatalf("got %q close=%v, want /a and Connection: close", body, res.Close)
+	}
+	if !rc.closed() {
+		t.Fatal("the connection stayed open after Connection: close")
+	}
+}
+
+func TestServerHTTP10(t *testing.T) {
+	s := serveGateway(t, echoHandler())
+	t.Run("keep-alive", func(t *testing.T) {
+		rc := dialRaw(t, s)
+		rc.send("GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+		res, body := rc.read("GET")
+		if body != "/a" || res.Header.Get("Connection") != "keep-alive" {
+			t.Fatalf("got %q Connection=%q, want /a and keep-alive", body, res.Header.Get("Connection"))
+		}
+		rc.send("GET /b HTTP/1.0\r\n\r\n")
+		if _, body := rc.read("GET"); body != "/b" {
+			t.Fatalf("second request: %q", body)
+		}
+		if !rc.closed() {
+			t.Fatal("an HTTP/1.0 request without keep-alive left the connection open")
+		}
+	})
+	t.Run("unknown length ends with the connection", func(t *testing.T) {
+		s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "part one, ")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "part two")
+		}))
+		rc := dialRaw(t, s)
+		rc.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+		res, body := rc.read("GET")
+		if body != "part one, part two" || len(res.TransferEncoding) != 0 || !res.Close {
+			t.Fatalf("got %q TE=%v close=%v", body, res.TransferEncoding, res.Close)
+		}
+	})
+}
+
+func TestServerBodilessResponses(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/204":
+			w.Header().Set("Content-Length", "10")
+			w.WriteHeader(http.StatusNoContent)
+			io.WriteString(w, "not sent")
+		case "/304":
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			w.Header().Set("Content-Length", "11")
+			io.WriteString(w, "hello world")
+		}
+	}))
+	rc := dialRaw(t, s)
+	rc.send("HEAD /head HTTP/1.1\r\nHost: x\r\n\r\nGET /204 HTTP/1.1\r\nHost: x\r\n\r\nGET /304 HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, body := rc.read("HEAD")
+	if res.StatusCode != 200 || res.ContentLength != 11 || body != "" {
+		t.Fatalf("HEAD: %d CL=%d body=%q", res.StatusCode, res.ContentLength, body)
+	}
+	res, body = rc.read("GET")
+	if res.StatusCode != 204 || res.Header.Get("Content-Length") != "" || body != "" {
+		t.Fatalf("204: CL=%q body=%q", res.Header.Get("Content-Length"), body)
+	}
+	res, body = rc.read("GET")
+	if res.StatusCode != 304 || len(res.TransferEncoding) != 0 || body != "" {
+		t.Fatalf("304: TE=%v body=%q", res.TransferEncoding, body)
+	}
+	// Nothing of the bodies leaked into the stream: the next response
+	// parses.
+	if res, body = rc.read("GET"); res.StatusCode != 200 || body != "hello world" {
+		t.Fatalf("after: %d %q", res.StatusCode, body)
+	}
+}
+
+func TestServerChunkedAndTrailers(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		w.Write(b)
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "|"+r.Trailer.Get("X-In"))
+		w.Header().Set("X-Sum", strconv.Itoa(len(b)))
+		w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
+	}))
+	rc := dialRaw(t, s)
+	rc.send("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-In\r\n\r\n" +
+		"5\r\nhello\r\n6\r\n world\r\n0\r\nX-In: given\r\n\r\n")
+	res, body := rc.read("POST")
+	if body != "hello world|given" || len(res.TransferEncoding) != 1 {
+		t.Fatalf("got %q TE=%v", body, res.TransferEncoding)
+	}
+	if res.Trailer.Get("X-Sum") != "11" || res.Trailer.Get("X-Late") != "yes" {
+		t.Fatalf("trailers: %v", res.Trailer)
+	}
+	if res.Close {
+		t.Fatal("a chunked exchange closed the connection")
+	}
+}
+
+func TestServerRefusesBadRequests(t *testing.T) {
+	s := serveGateway(t, echoHandler())
+	for _, tc := range []struct {
+		name, req string
+		status    int
+	}{
+		{"header too large", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 100<<10) + "\r\n\r\n", 431},
+		{"unsupported transfer coding", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+		{"conflicting lengths", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
+		{"bad host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400},
+		{"garbage", "hello there\r\n\r\n", 400},
+		{"invalid field name", "GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", 400},
+		{"control character in a value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400},
+		{"space before the colon", "GET / HTTP/1.1\r\nHost: x\r\nX-A : v\r\n\r\n", 400},
+		{"HTTP/1.1 without Host", "GET / HTTP/1.1\r\nX-A: v\r\n\r\n", 400},
+		{"unknown expectation", "POST / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\na", 417},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := dialRaw(t, s)
+			rc.send(tc.req)
+			res, body := rc.read("GET")
+			if res.StatusCode != tc.status || !res.Close {
+				t.Fatalf("got %d close=%v, want %d and Connection: close", res.StatusCode, res.Close, tc.status)
+			}
+			if ct := res.Header.Get("Content-Type"); ct != "application/problem+json" {
+				t.Fatalf("Content-Type %q: %s", ct, body)
+			}
+			if !rc.closed() {
+				t.Fatal("the connection stayed open")
+			}
+		})
+	}
+}
+
+func TestServerExpectContinue(t *testing.T) {
+	s := serveGateway(t, echoHandler())
+	rc := dialRaw(t, s)
+	rc.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+	res, err := http.ReadResponse(rc.br, nil)
+	if err != nil || res.StatusCode != 100 {
+		t.Fatalf("got %v %v, want 100 Continue before the body", res, err)
+	}
+	rc.send("body")
+	if res, body := rc.read("POST"); res.StatusCode != 200 || body != "/upbody" {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+
+	// A handler that answers without reading: no 100, and the connection
+	// closes (the client has not sent its body, nor will it).
+	s = serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+	}))
+	rc = dialRaw(t, s)
+	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\nExpect: 100-continue\r\n\r\n")
+	if res, _ := rc.read("POST"); res.StatusCode != 413 || !res.Close {
+		t.Fatalf("got %d close=%v, want 413 and Connection: close", res.StatusCode, res.Close)
+	}
+}
+
+func TestServerUnreadBody(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ignored the body")
+	}))
+	// A small unread body is read away and the connection kept.
+	rc := dialRaw(t, s)
+	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	for range 2 {
+		if res, body := rc.read("POST"); res.StatusCode != 200 || body != "ignored the body" || res.Close {
+			t.Fatalf("got %d %q close=%v", res.StatusCode, body, res.Close)
+		}
+	}
+	// A large one is not waited for: the connection closes.
+	rc = dialRaw(t, s)
+	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+	go io.Copy(rc.c, io.LimitReader(zeros{}, 10000000))
+	res, _ := rc.read("POST")
+	if res.StatusCode != 200 || !res.Close {
+		t.Fatalf("got %d close=%v, want 200 and Connection: close", res.StatusCode, res.Close)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+func TestServerShortBodyClosesConnection(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		io.WriteString(w, "short")
+	}))
+	rc := dialRaw(t, s)
+	rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, err := http.ReadResponse(rc.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(res.Body); string(b) != "short" || err != io.ErrUnexpectedEOF {
+		t.Fatalf("got %q %v, want the short body cut by the close", b, err)
+	}
+}
+
+func TestServerSanitizesFields(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["X-Inject"] = []string{"a\r\nSet-Cookie: evil=1"}
+		w.Header()["Bad Name"] = []string{"x"}
+		io.WriteString(w, "ok")
+	}))
+	rc := dialRaw(t, s)
+	rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, _ := rc.read("GET")
+	if res.Header.Get("Set-Cookie") != "" || res.Header.Get("X-Inject") != "a  Set-Cookie: evil=1" {
+		t.Fatalf("header: %v", res.Header)
+	}
+	if _, ok := res.Header["Bad Name"]; ok {
+		t.Fatal("a field with an invalid name went out")
+	}
+}
+
+func TestServerPanic(t *testing.T) {
+	var logged strings.Builder
+	var mu sync.Mutex
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/abort" {
+				panic(http.ErrAbortHandler)
+			}
+			panic("boom")
+		}),
+		Log: slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return logged.Write(p)
+		}), nil)),
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	s := &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
+	for _, path := range []string{"/abort", "/boom"} {
+		rc := dialRaw(t, s)
+		rc.send("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")
+		if !rc.closed() {
+			t.Fatalf("%s: the connection stayed open", path)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Count(logged.String(), "gateway handler panic") != 1 || !strings.Contains(logged.String(), "boom") {
+		t.Fatalf("log: %s", logged.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestServerTimeouts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Handler: echoHandler(), ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: 400 * time.Millisecond}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	s := &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
+
+	// A header that never ends.
+	rc := dialRaw(t, s)
+	rc.send("GET / HTTP/1.1\r\nHost: x\r\n")
+	if !rc.closed() {
+		t.Fatal("a partial header kept the connection")
+	}
+	// A connection that never sends anything.
+	rc = dialRaw(t, s)
+	if !rc.closed() {
+		t.Fatal("a silent connection was kept")
+	}
+	// A kept-alive connection, after the idle timeout; one used within
+	// it serves on.
+	rc = dialRaw(t, s)
+	for range 3 {
+		rc.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+		if _, body := rc.read("GET"); body != "/a" {
+			t.Fatalf("got %q", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !rc.closed() {
+		t.Fatal("an idle connection was kept past the idle timeout")
+	}
+}
+
+func TestServerShutdown(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(started)
+			<-release
+		}
+		io.WriteString(w, "done")
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	s := &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
+
+	idle := dialRaw(t, s)
+	idle.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	idle.read("GET")
+	busy := dialRaw(t, s)
+	busy.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	if !idle.closed() {
+		t.Fatal("Shutdown left an idle connection open")
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) with a request in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	res, body := busy.read("GET")
+	if body != "done" || !res.Close {
+		t.Fatalf("in-flight request: %q close=%v", body, res.Close)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; err != http.ErrServerClosed {
+		t.Fatalf("Serve returned %v", err)
+	}
+	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		t.Fatal("the listener still accepts")
+	}
+}
+
+func TestServerHijack(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo: " + line)
+		brw.Flush()
+	}))
+	rc := dialRaw(t, s)
+	rc.send("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello\n")
+	res, err := http.ReadResponse(rc.br, nil)
+	if err != nil || res.StatusCode != 101 {
+		t.Fatalf("got %v %v", res, err)
+	}
+	if line, _ := rc.br.ReadString('\n'); line != "echo: hello\n" {
+		t.Fatalf("got %q", line)
+	}
+}
+
+func TestServerFullDuplex(t *testing.T) {
+	// A handler that answers first and reads the body after, as a
+	// bidirectional stream does, once it asked for full duplex.
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+			t.Error(err)
+		}
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		br := bufio.NewReader(r.Body)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			io.WriteString(w, "got "+line)
+			w.(http.Flusher).Flush()
+		}
+	}))
+	rc := dialRaw(t, s)
+	rc.send("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+	res, err := http.ReadResponse(rc.br, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("got %v %v", res, err)
+	}
+	br := bufio.NewReader(res.Body)
+	for _, msg := range []string{"one\n", "two\n"} {
+		rc.send(fmt.Sprintf("%x\r\n%s\r\n", len(msg), msg))
+		if line, err := br.ReadString('\n'); line != "got "+msg {
+			t.Fatalf("got %q %v", line, err)
+		}
+	}
+	rc.send("0\r\n\r\n")
+	if rest, err := io.ReadAll(br); len(rest) != 0 || err != nil {
+		t.Fatalf("after the body: %q %v", rest, err)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/dashboard"
+	"github.com/keyward/keyward/internal/logfmt"
 	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/postgres"
 	"github.com/keyward/keyward/internal/redislimit"
@@ -163,10 +164,12 @@ func parseLevel(s string) (slog.Level, error) {
 func newLogger(w io.Writer, format, level string) *slog.Logger {
 	l, _ := parseLevel(level)
 	opts := &slog.HandlerOptions{Level: l}
+	// logfmt writes the lines slog's handlers would, for less: the API and
+	// the gateway log a line per request.
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(logfmt.NewJSON(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(logfmt.NewText(w, opts))
 }
 
 // auditKeyPurpose names the key, derived from the server secret, that

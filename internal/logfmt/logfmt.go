@@ -1,0 +1,219 @@
+// Package logfmt writes log lines exactly as log/slog's TextHandler and
+// JSONHandler do, at a fraction of their cost for the records a server
+// logs on every request: a message and flat attributes whose strings are
+// plain ASCII, with string, integer, boolean and duration values. Every
+// other record (groups, other kinds, strings that need quoting rules
+// beyond wrapping, derived handlers) goes to the standard handler, so that
+// the output never differs from it.
+package logfmt
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Handler is a slog.Handler; see the package comment.
+type Handler struct {
+	std   slog.Handler
+	w     *lockedWriter // nil: no fast path
+	json  bool
+	level slog.Leveler
+}
+
+// lockedWriter serializes the writes of both paths, so that lines never
+// interleave whatever the writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// NewText returns a handler whose lines are those of
+// slog.NewTextHandler(w, opts).
+func NewText(w io.Writer, opts *slog.HandlerOptions) *Handler {
+	lw := &lockedWriter{w: w}
+	return newHandler(lw, false, opts, slog.NewTextHandler(lw, opts))
+}
+
+// NewJSON returns a handler whose lines are those of
+// slog.NewJSONHandler(w, opts).
+func NewJSON(w io.Writer, opts *slog.HandlerOptions) *Handler {
+	lw := &lockedWriter{w: w}
+	return newHandler(lw, true, opts, slog.NewJSONHandler(lw, opts))
+}
+
+func newHandler(w *lockedWriter, json bool, opts *slog.HandlerOptions, std slog.Handler) *Handler {
+	h := &Handler{std: std, w: w, json: json, level: slog.LevelInfo}
+	if opts != nil {
+		if opts.Level != nil {
+			h.level = opts.Level
+		}
+		if opts.AddSource || opts.ReplaceAttr != nil {
+			h.w = nil // no fast path: every record goes to std
+		}
+	}
+	return h
+}
+
+// Enabled implements slog.Handler.
+func (h *Handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
+
+// WithAttrs implements slog.Handler; the derived handler is the standard
+// one.
+func (h *Handler) WithAttrs(as []slog.Attr) slog.Handler { return h.std.WithAttrs(as) }
+
+// WithGroup implements slog.Handler; the derived handler is the standard
+// one.
+func (h *Handler) WithGroup(name string) slog.Handler { return h.std.WithGroup(name) }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// Handle implements slog.Handler.
+func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
+	if h.w == nil || !plain(r.Message, true) {
+		return h.std.Handle(ctx, r)
+	}
+	bp := bufPool.Get().(*[]byte)
+	b, ok := h.appendRecord((*bp)[:0], r)
+	var err error
+	if ok {
+		_, err = h.w.Write(b)
+	}
+	if cap(b) <= 64<<10 {
+		*bp = b
+		bufPool.Put(bp)
+	}
+	if !ok {
+		return h.std.Handle(ctx, r)
+	}
+	return err
+}
+
+// appendRecord appends r's line to b; ok is false when r has something
+// the fast path leaves to the standard handler.
+func (h *Handler) appendRecord(b []byte, r slog.Record) (_ []byte, ok bool) {
+	ok = true
+	if y := r.Time.Year(); !r.Time.IsZero() && (y < 0 || y >= 10000) {
+		return b, false // the standard handlers' own ways with such years
+	}
+	if h.json {
+		b = append(b, '{')
+		if !r.Time.IsZero() {
+			b = append(b, `"time":"`...)
+			b = r.Time.AppendFormat(b, time.RFC3339Nano)
+			b = append(b, `",`...)
+		}
+		b = append(b, `"level":"`...)
+		b = append(b, r.Level.String()...)
+		b = append(b, `","msg":"`...)
+		b = append(b, r.Message...)
+		b = append(b, '"')
+	} else {
+		if !r.Time.IsZero() {
+			b = append(b, "time="...)
+			b = r.Time.Truncate(time.Millisecond).AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+			b = append(b, ' ')
+		}
+		b = append(b, "level="...)
+		b = append(b, r.Level.String()...)
+		b = append(b, " msg="...)
+		b = appendText(b, r.Message)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		b, ok = h.appendAttr(b, a)
+		return ok
+	})
+	if !ok {
+		return b, false
+	}
+	if h.json {
+		b = append(b, '}')
+	}
+	return append(b, '\n'), true
+}
+
+func (h *Handler) appendAttr(b []byte, a slog.Attr) ([]byte, bool) {
+	if !plain(a.Key, false) {
+		return b, false
+	}
+	if h.json {
+		b = append(b, `,"`...)
+		b = append(b, a.Key...)
+		b = append(b, `":`...)
+	} else {
+		b = append(b, ' ')
+		b = append(b, a.Key...)
+		b = append(b, '=')
+	}
+	v := a.Value
+	switch v.Kind() {
+	case slog.KindString:
+		s := v.String()
+		if !plain(s, true) {
+			return b, false
+		}
+		if h.json {
+			b = append(b, '"')
+			b = append(b, s...)
+			b = append(b, '"')
+		} else {
+			b = appendText(b, s)
+		}
+	case slog.KindInt64:
+		b = strconv.AppendInt(b, v.Int64(), 10)
+	case slog.KindUint64:
+		b = strconv.AppendUint(b, v.Uint64(), 10)
+	case slog.KindBool:
+		b = strconv.AppendBool(b, v.Bool())
+	case slog.KindDuration:
+		if h.json {
+			b = strconv.AppendInt(b, int64(v.Duration()), 10)
+		} else {
+			b = append(b, v.Duration().String()...)
+		}
+	default:
+		return b, false
+	}
+	return b, true
+}
+
+// plain reports whether s is printable ASCII without a double quote or a
+// backslash: a JSON string without escapes, and a text value that at most
+// needs wrapping in quotes. Keys (spaceOK false) must need no quotes at
+// all, nor be empty.
+func plain(s string, spaceOK bool) bool {
+	if s == "" {
+		return spaceOK
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < ' ' || c > '~' || c == '"' || c == '\\' || !spaceOK && (c == ' ' || c == '=') {
+			return false
+		}
+	}
+	return true
+}
+
+// appendText appends a plain string as the text handler does: as is, or
+// quoted when empty or holding a space or an equals sign.
+func appendText(b []byte, s string) []byte {
+	quote := s == ""
+	for i := 0; i < len(s) && !quote; i++ {
+		quote = s[i] == ' ' || s[i] == '='
+	}
+	if !quote {
+		return append(b, s...)
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,42 @@ type metrics struct {
 	// verifyDuration times verifications by where they were asked for.
 	verifyDuration [numSources]prometheus.Observer
 	handler        http.Handler
+	// gwSeries keeps the gateway's series by route and status (gwKey), so
+	// that a request costs a map lookup, not a label hash per metric.
+	gwSeries sync.Map
+}
+
+// gwKey names the gateway series of one route and status; status
+// upstreamSeries for the upstream latency histogram, which has no status
+// label.
+type gwKey struct {
+	route  string
+	status int
+}
+
+const upstreamSeries = -1
+
+// gwSeries is what one gwKey counts into.
+type gwSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// gateway returns the series of route and status.
+func (m *metrics) gateway(route string, status int) *gwSeries {
+	k := gwKey{route, status}
+	if v, ok := m.gwSeries.Load(k); ok {
+		return v.(*gwSeries)
+	}
+	var s gwSeries
+	if status == upstreamSeries {
+		s.duration = m.gwUpstream.WithLabelValues(route)
+	} else {
+		s.requests = m.gwRequests.WithLabelValues(route, strconv.Itoa(status))
+		s.duration = m.gwDuration.WithLabelValues(route)
+	}
+	v, _ := m.gwSeries.LoadOrStore(k, &s)
+	return v.(*gwSeries)
 }
 
 // Sources of verifications, the source label of
@@ -190,7 +227,7 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 // ObserveGatewayUpstream times one upstream exchange of the gateway, to
 // its response header.
 func (s *Server) ObserveGatewayUpstream(route string, d time.Duration) {
-	s.metrics.gwUpstream.WithLabelValues(route).Observe(d.Seconds())
+	s.metrics.gateway(route, upstreamSeries).duration.Observe(d.Seconds())
 }
 
 // ObserveGatewayVerify times one verification by the gateway.
@@ -201,6 +238,7 @@ func (s *Server) ObserveGatewayVerify(d time.Duration) {
 // ObserveGateway counts and times one gateway request (it satisfies
 // gateway.Observer, so serve can hand the gateway to the API's metrics).
 func (s *Server) ObserveGateway(route string, status int, d time.Duration) {
-	s.metrics.gwRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-	s.metrics.gwDuration.WithLabelValues(route).Observe(d.Seconds())
+	g := s.metrics.gateway(route, status)
+	g.requests.Inc()
+	g.duration.Observe(d.Seconds())
 }

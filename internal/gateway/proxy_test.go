@@ -534,7 +534,7 @@ func TestPoolIdleExpiry(t *testing.T) {
 	u := mustURL(t, up.URL)
 	p := newConnPool(u)
 	p.idleTimeout = 30 * time.Millisecond
-	pc, err := p.get(context.Background())
+	pc, err := p.get(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +547,7 @@ func TestPoolIdleExpiry(t *testing.T) {
 		t.Errorf("%d idle connections left", n)
 	}
 	// After close, returned connections are closed, not kept.
-	pc, _ = p.get(context.Background())
+	pc, _ = p.get(context.Background(), false)
 	p.close()
 	p.put(pc)
 	waitFor(t, "the returned connection closed", func() bool { return up.closed.Load() == 2 })
@@ -555,7 +555,7 @@ func TestPoolIdleExpiry(t *testing.T) {
 
 func TestDialError(t *testing.T) {
 	p := newConnPool(mustURL(t, deadURL(t)))
-	_, err := p.get(context.Background())
+	_, err := p.get(context.Background(), false)
 	if !connError(err) {
 		t.Errorf("err %v is not a connection error", err)
 	}

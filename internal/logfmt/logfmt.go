@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,50 @@ type Handler struct {
 	w     *lockedWriter // nil: no fast path
 	json  bool
 	level slog.Leveler
+	// clock holds the date, time and zone of the last second a line was
+	// written in: formatting them anew for every line costs more than
+	// the rest of the line.
+	clock atomic.Pointer[second]
+}
+
+// second is a formatted second of time, in a location.
+type second struct {
+	unix int64
+	loc  *time.Location
+	date []byte // 2006-01-02T15:04:05
+	zone []byte // Z or -07:00
+}
+
+// appendTime appends t as RFC 3339 with a fraction of exactly three
+// digits (text), or with nanoseconds without trailing zeros (JSON, as
+// time.RFC3339Nano).
+func (h *Handler) appendTime(b []byte, t time.Time) []byte {
+	s := h.clock.Load()
+	if s == nil || s.unix != t.Unix() || s.loc != t.Location() {
+		f := t.Truncate(time.Second).AppendFormat(nil, time.RFC3339)
+		const n = len("2006-01-02T15:04:05")
+		s = &second{unix: t.Unix(), loc: t.Location(), date: f[:n], zone: f[n:]}
+		h.clock.Store(s)
+	}
+	b = append(b, s.date...)
+	ns := t.Nanosecond()
+	if !h.json {
+		ms := ns / 1e6
+		b = append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+	} else if ns != 0 {
+		var d [10]byte
+		d[0] = '.'
+		for i := 9; i > 0; i-- {
+			d[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		end := 10
+		for d[end-1] == '0' {
+			end--
+		}
+		b = append(b, d[:end]...)
+	}
+	return append(b, s.zone...)
 }
 
 // lockedWriter serializes the writes of both paths, so that lines never
@@ -109,7 +154,7 @@ func (h *Handler) appendRecord(b []byte, r slog.Record) (_ []byte, ok bool) {
 		b = append(b, '{')
 		if !r.Time.IsZero() {
 			b = append(b, `"time":"`...)
-			b = r.Time.AppendFormat(b, time.RFC3339Nano)
+			b = h.appendTime(b, r.Time)
 			b = append(b, `",`...)
 		}
 		b = append(b, `"level":"`...)
@@ -120,7 +165,7 @@ func (h *Handler) appendRecord(b []byte, r slog.Record) (_ []byte, ok bool) {
 	} else {
 		if !r.Time.IsZero() {
 			b = append(b, "time="...)
-			b = r.Time.Truncate(time.Millisecond).AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+			b = h.appendTime(b, r.Time)
 			b = append(b, ' ')
 		}
 		b = append(b, "level="...)

@@ -62,8 +62,16 @@ func randAttr(rng *rand.Rand) slog.Attr {
 	}
 }
 
+// base is near the times of the records that follow one another, so that
+// many fall in the second the handler formatted last.
+var base = time.Unix(1_795_000_000, 0)
+
 func randTime(rng *rand.Rand) time.Time {
-	switch rng.IntN(6) {
+	switch rng.IntN(9) {
+	case 6, 7:
+		return base.Add(time.Duration(rng.Int64N(int64(3 * time.Second)))).UTC()
+	case 8:
+		return base.Add(time.Duration(rng.Int64N(int64(3*time.Second))) / 1000 * 1000).In(time.FixedZone("Y", -7*3600))
 	case 0:
 		return time.Time{}
 	case 1:

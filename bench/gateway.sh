@@ -6,9 +6,14 @@
 #      defaults: access log on, to a file; usage rollups and metrics on);
 #   3. nginx proxy_pass with upstream keepalive, no auth (access log on);
 #   4. nginx + auth_request to keyward's POST /v1/verify, the client's token
-#      forwarded in the JSON body (access log on).
+#      forwarded in the JSON body (access log on);
+#   5. for reference, bench/passthru: the floor of a Go proxy's cost (one
+#      goroutine per connection, bytes copied, no HTTP parsing, no auth,
+#      no log), to tell what of keyward's cost is its own work from what
+#      any Go proxy pays here.
 # Prints req/s, p50 and p99 of each and the throughput ratios
 # keyward/nginx (target >= 0.8) and keyward/(nginx+auth_request) (>= 2),
+# and passthru/nginx (the most a Go proxy reaches here),
 # per round and as median (min-max) over ROUNDS rounds. Then, at a fixed
 # rate of half the gateway's median peak, open loop (bench/openloop), p50
 # and p99 of the upstream alone, the gateway and nginx proxy_pass, and the
@@ -43,14 +48,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-UP=127.0.0.1:18090 API=127.0.0.1:18080 GW=127.0.0.1:18081 NGX=127.0.0.1:18082 NGXA=127.0.0.1:18083
+UP=127.0.0.1:18090 API=127.0.0.1:18080 GW=127.0.0.1:18081 NGX=127.0.0.1:18082 NGXA=127.0.0.1:18083 PT=127.0.0.1:18084
 
 go build -o "$work/keyward" ./cmd/keyward
 go build -o "$work/gatewayup" ./bench/gatewayup
 go build -o "$work/openloop" ./bench/openloop
+go build -o "$work/passthru" ./bench/passthru
 export KEYWARD_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 "$work/gatewayup" -addr "$UP" &
+pids+=($!)
+"$work/passthru" -addr "$PT" -upstream "$UP" &
 pids+=($!)
 
 # The gateway's workspace must exist before keyward serve starts it.
@@ -126,7 +134,7 @@ pids+=($!)
 for _ in $(seq 50); do curl -fs "http://$NGX/" >/dev/null && break; sleep 0.1; done
 
 # Every setup must answer 200 before it is measured.
-for u in "http://$UP/orders/1" "http://$GW/orders/1" "http://$NGX/orders/1" "http://$NGXA/orders/1"; do
+for u in "http://$UP/orders/1" "http://$GW/orders/1" "http://$NGX/orders/1" "http://$NGXA/orders/1" "http://$PT/orders/1"; do
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $target" "$u")
 	[[ $code == 200 ]] || { echo "$u answered $code"; cat "$work/keyward.log" "$work/nginx-error.log"; exit 1; }
 done
@@ -140,14 +148,14 @@ rps() { awk '/Requests\/sec/{print $2}'; }
 # median and range of the numbers on stdin, one a line
 spread() { sort -g | awk '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; if (NR>1) printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]; else printf "%.2f", m}'; }
 
-names=(upstream keyward nginx nginx_auth)
-urls=("http://$UP/orders/1" "http://$GW/orders/1" "http://$NGX/orders/1" "http://$NGXA/orders/1")
-declare -A label=([upstream]="upstream alone (gatewayup)" [keyward]="keyward gateway (auth + rate limit)" [nginx]="nginx proxy_pass, no auth" [nginx_auth]="nginx + auth_request /v1/verify")
+names=(upstream keyward nginx nginx_auth passthru)
+urls=("http://$UP/orders/1" "http://$GW/orders/1" "http://$NGX/orders/1" "http://$NGXA/orders/1" "http://$PT/orders/1")
+declare -A label=([upstream]="upstream alone (gatewayup)" [keyward]="keyward gateway (auth + rate limit)" [nginx]="nginx proxy_pass, no auth" [nginx_auth]="nginx + auth_request /v1/verify" [passthru]="Go pass-through floor (passthru)")
 declare -A res_rps res_p50 res_p99
 for i in "${!names[@]}"; do load 3s "${urls[$i]}" >/dev/null; done # warm-up
 # Rounds take the setups in turn, so that load from elsewhere on the
 # machine falls on all of them alike; ratios are taken within a round.
-ratio_n=() ratio_a=()
+ratio_n=() ratio_a=() ratio_p=() ratio_kp=()
 for round in $(seq "$ROUNDS"); do
 	printf '\nround %d: %-30s %12s %9s %9s\n' "$round" "setup (wrk -t1 -c$CONNS -d$DURATION)" "req/s" "p50 ms" "p99 ms"
 	for i in "${!names[@]}"; do
@@ -165,6 +173,8 @@ for round in $(seq "$ROUNDS"); do
 	done
 	ratio_n+=("$(awk -v k="$last_keyward" -v n="$last_nginx" 'BEGIN{print k/n}')")
 	ratio_a+=("$(awk -v k="$last_keyward" -v a="$last_nginx_auth" 'BEGIN{print k/a}')")
+	ratio_p+=("$(awk -v p="$last_passthru" -v n="$last_nginx" 'BEGIN{print p/n}')")
+	ratio_kp+=("$(awk -v k="$last_keyward" -v p="$last_passthru" 'BEGIN{print k/p}')")
 done
 
 echo
@@ -178,6 +188,8 @@ for n in "${names[@]}"; do
 done
 echo "throughput keyward/nginx:                $(printf '%s\n' "${ratio_n[@]}" | spread) (target >= 0.8)"
 echo "throughput keyward/(nginx+auth_request): $(printf '%s\n' "${ratio_a[@]}" | spread) (target >= 2)"
+echo "throughput passthru/nginx:               $(printf '%s\n' "${ratio_p[@]}" | spread) (a Go proxy's ceiling here)"
+echo "throughput keyward/passthru:             $(printf '%s\n' "${ratio_kp[@]}" | spread) (keyward's own work)"
 
 # Fixed rate: half of the gateway's median peak, the same rate for every
 # setup, open loop (bench/openloop: latency from each request's due time).
@@ -187,8 +199,8 @@ echo
 echo "fixed rate: $RATE req/s for $FIXED each (half of the gateway's median peak), $CONNS connections at most"
 declare -A fx_p50 fx_p99
 for round in $(seq "$ROUNDS"); do
-	for n in upstream keyward nginx; do
-		case $n in upstream) u=${urls[0]} ;; keyward) u=${urls[1]} ;; nginx) u=${urls[2]} ;; esac
+	for n in upstream keyward nginx passthru; do
+		case $n in upstream) u=${urls[0]} ;; keyward) u=${urls[1]} ;; nginx) u=${urls[2]} ;; passthru) u=${urls[4]} ;; esac
 		out=$("$work/openloop" -url "$u" -rate "$RATE" -duration "$FIXED" -conns "$CONNS" -H "Authorization: Bearer $target")
 		printf 'round %d %-36s %s\n' "$round" "${label[$n]}" "$out"
 		grep -q "errors=0 " <<<"$out" || { echo "$n answered errors"; exit 1; }
@@ -201,7 +213,7 @@ read -ra u99 <<<"${fx_p99[upstream]}"
 read -ra k99 <<<"${fx_p99[keyward]}"
 for i in "${!u99[@]}"; do added+=("$(awk -v k="${k99[$i]}" -v u="${u99[$i]}" 'BEGIN{print k-u}')"); done
 printf '%-38s %22s %22s\n' "setup at $RATE req/s" "p50 ms" "p99 ms"
-for n in upstream keyward nginx; do
+for n in upstream keyward nginx passthru; do
 	printf '%-38s %22s %22s\n' "${label[$n]}" \
 		"$(tr ' ' '\n' <<<"${fx_p50[$n]}" | grep . | spread)" \
 		"$(tr ' ' '\n' <<<"${fx_p99[$n]}" | grep . | spread)"

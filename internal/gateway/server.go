@@ -223,6 +223,8 @@ type serverConn struct {
 
 	dateSec int64 // the second dateVal was formatted for
 	dateVal []string
+
+	resp response // the response being written; see handle
 }
 
 // closeIfIdle closes the connection when it is waiting for a request;
@@ -397,7 +399,16 @@ func (c *serverConn) reply(req *http.Request, status int, detail string) {
 // whether the connection may serve another request.
 func (c *serverConn) handle(req *http.Request) (keep bool) {
 	req.RemoteAddr = c.remote
-	w := &response{c: c, req: req, hdr: make(http.Header, 8), contentLength: -1}
+	// The connection's response and its header map serve each request in
+	// turn: a handler must not use its ResponseWriter after it returned.
+	w := &c.resp
+	hdr := w.hdr
+	if hdr == nil {
+		hdr = make(http.Header, 8)
+	} else {
+		clear(hdr)
+	}
+	*w = response{c: c, req: req, hdr: hdr, contentLength: -1}
 	if req.Body != http.NoBody && req.Body != nil {
 		w.body = requestBody{rc: req.Body, w: w}
 		if req.ProtoAtLeast(1, 1) && req.ContentLength != 0 && headerHasToken(req.Header["Expect"], "100-continue") {
@@ -603,16 +614,27 @@ func allSame(vv []string) bool {
 	return true
 }
 
+// statusLines holds the status line of every code with a reason phrase,
+// written once rather than put together for every response.
+var statusLines = func() map[int]string {
+	m := make(map[int]string)
+	for code := 100; code <= 599; code++ {
+		if text := http.StatusText(code); text != "" {
+			m[code] = "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n"
+		}
+	}
+	return m
+}()
+
 func writeStatusLine(bw *bufio.Writer, code int) {
+	if line, ok := statusLines[code]; ok {
+		bw.WriteString(line)
+		return
+	}
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
-	bw.WriteByte(' ')
-	if text := http.StatusText(code); text != "" {
-		bw.WriteString(text)
-	} else {
-		bw.WriteString("status code ")
-		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
-	}
+	bw.WriteString(" status code ")
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
 	bw.WriteString("\r\n")
 }
 
@@ -626,7 +648,7 @@ func writeFields(bw *bufio.Writer, k string, vv []string) {
 	for _, v := range vv {
 		bw.WriteString(k)
 		bw.WriteString(": ")
-		if strings.ContainsAny(v, "\r\n") {
+		if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
 			v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
 		}
 		bw.WriteString(v)

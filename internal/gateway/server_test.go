@@ -539,3 +539,17 @@ func TestServerFullDuplex(t *testing.T) {
 		t.Fatalf("after the body: %q %v", rest, err)
 	}
 }
+
+func TestServerStatusLines(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
+		w.WriteHeader(code)
+	}))
+	rc := dialRaw(t, s)
+	for code, want := range map[int]string{200: "200 OK", 404: "404 Not Found", 299: "299 status code 299", 599: "599 status code 599", 418: "418 I'm a teapot"} {
+		rc.send(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", code))
+		if res, _ := rc.read("GET"); res.StatusCode != code || res.Status != want {
+			t.Errorf("got %d %q, want %q", res.StatusCode, res.Status, want)
+		}
+	}
+}

@@ -33,11 +33,14 @@ import (
 // What it keeps of HTTP/1.1 (RFC 9112): keep-alive and pipelining,
 // Connection: close, HTTP/1.0 clients with or without keep-alive, chunked
 // and fixed-length request bodies read as the handler wants them (via
-// http.ReadRequest, which refuses ambiguous framing), Expect: 100-continue,
-// 1xx responses, trailers, HEAD and bodiless statuses, Date, Hijack for
-// protocol upgrades, header size and read-header limits, graceful
-// shutdown. It does not speak HTTP/2; a TLS listener keeps net/http's
-// server, which does.
+// http.ReadRequest, which refuses conflicting lengths and transfer codings
+// other than chunked; this server also refuses Transfer-Encoding together
+// with Content-Length or in HTTP/1.0, which ReadRequest would let through),
+// Expect: 100-continue, 1xx responses, trailers, HEAD and bodiless
+// statuses, Date, Hijack for protocol upgrades, header size and
+// read-header limits, a lingering close when request bytes are left
+// unread, graceful shutdown. It does not speak HTTP/2; a TLS listener
+// keeps net/http's server, which does.
 type Server struct {
 	Handler http.Handler
 	// ReadHeaderTimeout bounds the read of a request's header, from its
@@ -119,6 +122,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+func (s *Server) headerTimeout() time.Duration {
+	if s.ReadHeaderTimeout <= 0 {
+		return defaultReadHeaderTimeout
+	}
+	return s.ReadHeaderTimeout
+}
+
 func (s *Server) log() *slog.Logger {
 	if s.Log == nil {
 		return slog.New(slog.DiscardHandler)
@@ -165,8 +175,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	var done chan struct{}
 	if len(s.conns) > 0 {
-		done = make(chan struct{})
-		s.done = done
+		// A second Shutdown waits on the same channel as the first.
+		if s.done == nil {
+			s.done = make(chan struct{})
+		}
+		done = s.done
 	}
 	for c := range s.conns {
 		c.closeIfIdle()
@@ -220,6 +233,9 @@ type serverConn struct {
 	// hijacked: a handler took the connection over (Hijack); the server
 	// has let go of it.
 	hijacked bool
+	// linger: the connection closes with request bytes perhaps unread,
+	// after an error or a body left unread; see closeLingering.
+	linger bool
 
 	dateSec int64 // the second dateVal was formatted for
 	dateVal []string
@@ -235,6 +251,26 @@ func (c *serverConn) closeIfIdle() {
 	}
 }
 
+// Lingering close: how long, and how much, a closing connection reads
+// away what the client still sends.
+const (
+	lingerTimeout = 500 * time.Millisecond
+	lingerBytes   = 1 << 20
+)
+
+// closeLingering closes a connection that may hold request bytes the
+// server did not read: closing it at once would make the kernel reset it,
+// and the client could lose the response still in flight (net/http waits
+// the same way). The write side is shut first, then what the client
+// still sends is read away until it closes too, for lingerTimeout at most.
+func (c *serverConn) closeLingering() {
+	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		c.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+		io.CopyN(io.Discard, c.conn, lingerBytes)
+	}
+	c.conn.Close()
+}
+
 func (c *serverConn) setReadDeadline(t time.Time) {
 	if !t.Equal(c.rdl) {
 		c.conn.SetReadDeadline(t)
@@ -245,7 +281,11 @@ func (c *serverConn) setReadDeadline(t time.Time) {
 func (c *serverConn) serve() {
 	defer func() {
 		if !c.hijacked {
-			c.conn.Close()
+			if c.linger {
+				c.closeLingering()
+			} else {
+				c.conn.Close()
+			}
 			c.srv.forget(c)
 		}
 	}()
@@ -253,10 +293,7 @@ func (c *serverConn) serve() {
 	if idle <= 0 {
 		idle = defaultIdleTimeout
 	}
-	headerTimeout := c.srv.ReadHeaderTimeout
-	if headerTimeout <= 0 {
-		headerTimeout = defaultReadHeaderTimeout
-	}
+	headerTimeout := c.srv.headerTimeout()
 	maxHeader := int64(c.srv.MaxHeaderBytes)
 	if maxHeader <= 0 {
 		maxHeader = defaultMaxHeaderBytes
@@ -279,6 +316,10 @@ func (c *serverConn) serve() {
 			// timeout to arrive whole.
 			c.setReadDeadline(time.Now().Add(headerTimeout))
 		}
+		// http.ReadRequest takes Transfer-Encoding and Content-Length out
+		// of the header: what framing the client sent is seen here.
+		buffered, _ := c.br.Peek(c.br.Buffered())
+		framing := scanFraming(buffered)
 		c.cr.limit = c.cr.n + int64(c.br.Buffered()) + maxHeader + 4096
 		req, err := http.ReadRequest(c.br)
 		hitLimit := c.cr.n >= c.cr.limit
@@ -294,6 +335,19 @@ func (c *serverConn) serve() {
 		if msg := checkRequest(req); msg != "" {
 			c.reply(req, http.StatusBadRequest, msg)
 			return
+		}
+		switch {
+		case framing.te && (framing.cl || !req.ProtoAtLeast(1, 1)):
+			// Transfer-Encoding with Content-Length, or in an HTTP/1.0
+			// request: where such a request ends is what smuggling plays
+			// on (RFC 9112 §6.1, §6.3). Refused, and the connection closed.
+			c.reply(req, http.StatusBadRequest, "ambiguous message framing: Transfer-Encoding with Content-Length or in HTTP/1.0")
+			return
+		case !framing.complete && (!req.ProtoAtLeast(1, 1) || len(req.TransferEncoding) > 0):
+			// The header was not all in the buffer, so the check above
+			// could not see it: such a request does not keep the
+			// connection.
+			req.Close = true
 		}
 		keep := c.handle(req)
 		if !keep || c.srv.inShutdown.Load() {
@@ -315,6 +369,41 @@ func headerBuffered(br *bufio.Reader) bool {
 }
 
 var crlfcrlf = []byte("\r\n\r\n")
+
+// framing is what a request's raw header says of its body's framing.
+type framing struct {
+	te, cl   bool // Transfer-Encoding, Content-Length fields present
+	complete bool // the whole header was looked at
+}
+
+// scanFraming looks through the request line and header at the start of
+// b for Transfer-Encoding and Content-Length fields, as textproto reads
+// them (lines end with LF or CRLF; a line that starts with a space or tab
+// continues the one before).
+func scanFraming(b []byte) framing {
+	var f framing
+	first := true
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return f
+		}
+		line := b[:i]
+		b = b[i+1:]
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		switch {
+		case first:
+			first = false
+		case len(line) == 0:
+			f.complete = true
+			return f
+		case len(line) >= 18 && bytes.EqualFold(line[:18], []byte("transfer-encoding:")):
+			f.te = true
+		case len(line) >= 15 && bytes.EqualFold(line[:15], []byte("content-length:")):
+			f.cl = true
+		}
+	}
+}
 
 // checkRequest returns why a parsed request is refused, as net/http's
 // server refuses it; "" when it is fine. http.ReadRequest has refused
@@ -391,6 +480,7 @@ func (c *serverConn) reply(req *http.Request, status int, detail string) {
 		w.req = &http.Request{Method: http.MethodGet, ProtoMajor: 1, ProtoMinor: 1}
 	}
 	w.closeAfter = true
+	c.linger = true // what else the client sent is not read
 	writeProblem(w, status, "invalid", detail, "")
 	w.finish()
 }
@@ -410,14 +500,19 @@ func (c *serverConn) handle(req *http.Request) (keep bool) {
 	}
 	*w = response{c: c, req: req, hdr: hdr, contentLength: -1}
 	if req.Body != http.NoBody && req.Body != nil {
-		w.body = requestBody{rc: req.Body, w: w}
+		// A body of its own for each request, unlike the response: a
+		// reader that outlives the request (http.Transport may read a body
+		// after RoundTrip returned) must find it closed, not reading the
+		// next request's bytes.
+		b := &requestBody{rc: req.Body, c: c, length: req.ContentLength}
 		if req.ProtoAtLeast(1, 1) && req.ContentLength != 0 && headerHasToken(req.Header["Expect"], "100-continue") {
-			w.body.expect = true
+			b.expect = true
 		} else if len(req.Header["Expect"]) > 0 {
 			c.reply(req, http.StatusExpectationFailed, "the Expect header is not supported")
 			return false
 		}
-		req.Body = &w.body
+		w.body = b
+		req.Body = b
 		// A body is read as the handler wants it, for as long as it takes:
 		// the header's deadline no longer applies.
 		c.setReadDeadline(time.Time{})
@@ -480,7 +575,7 @@ type response struct {
 	c    *serverConn
 	req  *http.Request
 	hdr  http.Header
-	body requestBody
+	body *requestBody // nil without a body
 
 	wroteHeader   bool
 	status        int
@@ -490,7 +585,6 @@ type response struct {
 	written       int64
 	trailers      []string // names the Trailer header announced
 	closeAfter    bool
-	wroteContinue bool
 	hijacked      bool
 	fullDuplex    bool  // the body may be read after the header is written
 	err           error // a write to the client failed
@@ -513,12 +607,26 @@ func (w *response) WriteHeader(code int) {
 	}
 	bw := w.c.bw
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-		// Informational: sent at once, with the fields set so far.
-		if code == http.StatusContinue {
-			w.wroteContinue = true
+		// Informational: sent at once, with the fields set so far but
+		// those of a body, and not to HTTP/1.0 clients, which would take
+		// it for the response (RFC 9110 §15.2).
+		if !w.req.ProtoAtLeast(1, 1) {
+			return
+		}
+		if b := w.body; b != nil {
+			// Not in the middle of a 100 Continue of the body's reader.
+			b.cmu.Lock()
+			defer b.cmu.Unlock()
+			if code == http.StatusContinue {
+				b.continued = true
+			}
 		}
 		writeStatusLine(bw, code)
 		for k, vv := range w.hdr {
+			switch k {
+			case "Content-Length", "Transfer-Encoding", "Trailer":
+				continue
+			}
 			writeFields(bw, k, vv)
 		}
 		bw.WriteString("\r\n")
@@ -526,14 +634,15 @@ func (w *response) WriteHeader(code int) {
 		return
 	}
 	w.wroteHeader, w.status = true, code
-	if w.body.rc != nil && !w.body.eof && !w.fullDuplex {
-		// The handler answers without having read the whole request body:
-		// read the rest away, within limits, to keep the connection; a
-		// client still waiting for 100 Continue sends no body at all.
-		if w.body.expect && !w.wroteContinue {
+	if b := w.body; b != nil {
+		waiting := b.answer()
+		if !w.fullDuplex && (waiting || !b.discard()) {
+			// The handler answers without having read the whole request
+			// body, and the rest could not be read away (within limits)
+			// to keep the connection; a client still waiting for 100
+			// Continue sends no body at all.
 			w.closeAfter = true
-		} else if !w.body.discard() {
-			w.closeAfter = true
+			w.c.linger = true
 		}
 	}
 	hd := w.hdr
@@ -800,41 +909,56 @@ func (w *response) finish() {
 	if w.err == nil {
 		w.setErr(bw.Flush())
 	}
-	if w.body.rc != nil && !w.body.eof && !w.closeAfter {
-		if w.body.expect && !w.wroteContinue || !w.body.discard() {
+	if b := w.body; b != nil {
+		if !w.closeAfter && (b.answer() || !b.discard()) {
 			w.closeAfter = true
+			w.c.linger = true
 		}
+		b.close()
 	}
 }
 
 var zeroLength = []string{"0"}
 
-// requestBody is a request body as the handler reads it: it sends 100
-// Continue on the first read when the client asked for it, and notes when
-// the body was read whole.
+// requestBody is a request body as the handler, or a goroutine it hands
+// the body to, reads it: it sends 100 Continue on the first read when the
+// client asked for it, notes when the body was read whole, and is closed
+// when the response is done.
 type requestBody struct {
+	mu     sync.Mutex // held by Read, discard and close
 	rc     io.ReadCloser
-	w      *response
-	expect bool // the client waits for 100 Continue
+	c      *serverConn
+	length int64 // as declared; -1 when chunked
+	n      int64 // bytes read so far
+	expect bool  // the client asked for 100 Continue
 	eof    bool
+	closed bool
 	err    error
+
+	// cmu orders the 100 Continue, which the reader writes, with the
+	// response's header, which the handler writes.
+	cmu       sync.Mutex
+	continued bool // 100 Continue was sent
+	answered  bool // the final header was written: no 100 Continue now
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
 	if b.err != nil {
 		return 0, b.err
 	}
-	if b.expect && !b.w.wroteContinue && !b.w.wroteHeader {
-		b.w.wroteContinue = true
-		bw := b.w.c.bw
-		bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-		if err := bw.Flush(); err != nil {
-			b.w.setErr(err)
+	if b.expect {
+		if err := b.sendContinue(); err != nil {
 			b.err = err
 			return 0, err
 		}
 	}
 	n, err := b.rc.Read(p)
+	b.n += int64(n)
 	if err == io.EOF {
 		b.eof = true
 	} else if err != nil {
@@ -843,21 +967,70 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close is a no-op: the server reads what is left, or closes the
-// connection, when the handler returns.
+// sendContinue writes 100 Continue, unless it was written or the final
+// header went out already.
+func (b *requestBody) sendContinue() error {
+	b.cmu.Lock()
+	defer b.cmu.Unlock()
+	if b.continued || b.answered {
+		return nil
+	}
+	b.continued = true
+	bw := b.c.bw
+	bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	return bw.Flush()
+}
+
+// answer notes that the final header is being written (no 100 Continue
+// after it) and reports whether the client still waits for a 100
+// Continue, so sends no body.
+func (b *requestBody) answer() (waiting bool) {
+	b.cmu.Lock()
+	defer b.cmu.Unlock()
+	b.answered = true
+	return b.expect && !b.continued
+}
+
+// Close is a no-op for the handler: the server reads what is left, or
+// closes the connection, when the response is done.
 func (b *requestBody) Close() error { return nil }
 
-// discard reads away what is left of the body, up to maxDiscardBytes, and
-// reports whether that reached its end.
-func (b *requestBody) discard() bool {
-	if b.err != nil {
-		return false
+// lock takes b.mu; when another goroutine holds it (a reader blocked on
+// a client that sends nothing), the connection's read deadline is brought
+// to within the header timeout first, so that the wait ends.
+func (b *requestBody) lock() {
+	if !b.mu.TryLock() {
+		b.c.setReadDeadline(time.Now().Add(b.c.srv.headerTimeout()))
+		b.mu.Lock()
 	}
-	n, err := io.CopyN(io.Discard, b.rc, maxDiscardBytes+1)
+}
+
+// discard reads away what is left of the body, up to maxDiscardBytes and
+// within the header timeout, and reports whether the body's end was
+// reached (at once when it had been).
+func (b *requestBody) discard() bool {
+	b.lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.eof:
+		return true
+	case b.closed || b.err != nil:
+		return false
+	case b.length >= 0 && b.length-b.n > maxDiscardBytes:
+		return false // more than is worth reading: close instead
+	}
+	b.c.setReadDeadline(time.Now().Add(b.c.srv.headerTimeout()))
+	_, err := io.CopyN(io.Discard, b.rc, maxDiscardBytes+1)
 	if err == io.EOF {
 		b.eof = true
 		return true
 	}
-	_ = n
 	return false
+}
+
+// close ends the body: later reads fail with http.ErrBodyReadAfterClose.
+func (b *requestBody) close() {
+	b.lock()
+	b.closed = true
+	b.mu.Unlock()
 }

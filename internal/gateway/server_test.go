@@ -247,6 +247,9 @@ func TestServerRefusesBadRequests(t *testing.T) {
 		{"space before the colon", "GET / HTTP/1.1\r\nHost: x\r\nX-A : v\r\n\r\n", 400},
 		{"HTTP/1.1 without Host", "GET / HTTP/1.1\r\nX-A: v\r\n\r\n", 400},
 		{"unknown expectation", "POST / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\na", 417},
+		{"chunked with a length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"length with chunked, bare LF", "POST / HTTP/1.1\nHost: x\ntransfer-encoding: chunked\ncontent-length: 3\n\n0\r\n\r\n", 400},
+		{"chunked in HTTP/1.0", "POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /\r\n0\r\n\r\n", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := dialRaw(t, s)
@@ -550,6 +553,160 @@ func TestServerStatusLines(t *testing.T) {
 		rc.send(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", code))
 		if res, _ := rc.read("GET"); res.StatusCode != code || res.Status != want {
 			t.Errorf("got %d %q, want %q", res.StatusCode, res.Status, want)
+		}
+	}
+}
+
+func TestScanFraming(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		want framing
+	}{
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", framing{complete: true}},
+		{"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", framing{cl: true, complete: true}},
+		{"POST / HTTP/1.1\r\nTRANSFER-ENCODING: chunked\r\n\r\n", framing{te: true, complete: true}},
+		// A continuation line is part of the field before it.
+		{"POST / HTTP/1.1\r\nX-A: a\r\n Transfer-Encoding: chunked\r\n\r\n", framing{complete: true}},
+		// Fields after the header's end are the body's bytes.
+		{"POST / HTTP/1.1\r\n\r\nTransfer-Encoding: chunked\r\n", framing{complete: true}},
+		{"POST / HTTP/1.1\r\nContent-Length: 3\r\nX-Long: aaa", framing{cl: true}},
+	} {
+		if got := scanFraming([]byte(tc.head)); got != tc.want {
+			t.Errorf("%q: got %+v, want %+v", tc.head, got, tc.want)
+		}
+	}
+}
+
+// TestServerBodyOutlivesRequest has a handler hand its request body to a
+// goroutine that reads it after the response: it must find the body
+// closed, and the next request's body must reach that request whole.
+func TestServerBodyOutlivesRequest(t *testing.T) {
+	kept := make(chan io.Reader, 1)
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/keep" {
+			kept <- r.Body
+			io.WriteString(w, "kept")
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
+	rc := dialRaw(t, s)
+	rc.send("POST /keep HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+	if _, body := rc.read("POST"); body != "kept" {
+		t.Fatalf("got %q", body)
+	}
+	body := <-kept
+	if n, err := body.Read(make([]byte, 10)); n != 0 || err != http.ErrBodyReadAfterClose {
+		t.Fatalf("a read after the response got %d, %v; want ErrBodyReadAfterClose", n, err)
+	}
+	rc.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+	if n, err := body.Read(make([]byte, 10)); n != 0 || err != http.ErrBodyReadAfterClose {
+		t.Fatalf("a late read got %d, %v", n, err)
+	}
+	if _, got := rc.read("POST"); got != "hello" {
+		t.Fatalf("the next request's body arrived as %q", got)
+	}
+}
+
+// TestServerStalledBody: a client that sends part of a body and stops,
+// to a handler that answers without reading it, gets the answer and the
+// connection closed within the header timeout, not a connection held
+// for ever.
+func TestServerStalledBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+	}), ReadHeaderTimeout: 300 * time.Millisecond}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	rc := dialRaw(t, &testServer{URL: "http://" + ln.Addr().String(), srv: srv})
+	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+	res, _ := rc.read("POST")
+	if res.StatusCode != 401 || !res.Close {
+		t.Fatalf("got %d close=%v, want 401 and Connection: close", res.StatusCode, res.Close)
+	}
+	if !rc.closed() {
+		t.Fatal("the connection stayed open")
+	}
+}
+
+// TestServerLingeringClose: a connection closed with a request body
+// left unread is shut for writing first and what the client still sends
+// is read away for a while, so that the kernel does not reset it under a
+// client still sending (which, off loopback, can cost it the answer).
+func TestServerLingeringClose(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "6")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, "denied")
+	}))
+	rc := dialRaw(t, s)
+	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n")
+	res, body := rc.read("POST")
+	if res.StatusCode != 401 || body != "denied" || !res.Close {
+		t.Fatalf("got %d %q close=%v", res.StatusCode, body, res.Close)
+	}
+	chunk := make([]byte, 32<<10)
+	for i := range 5 {
+		if _, err := rc.c.Write(chunk); err != nil {
+			t.Fatalf("write %d of the rest of the body: %v (the server reset the connection)", i, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestServerInformational(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.Header().Set("Content-Length", "2")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "ok")
+	}))
+	rc := dialRaw(t, s)
+	rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, err := http.ReadResponse(rc.br, nil)
+	if err != nil || res.StatusCode != 103 || res.Header.Get("Link") == "" || res.Header.Get("Content-Length") != "" {
+		t.Fatalf("got %v %v; want 103 with Link and without Content-Length", res, err)
+	}
+	if res, body := rc.read("GET"); res.StatusCode != 200 || body != "ok" {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+	// An HTTP/1.0 client gets the final response only.
+	rc = dialRaw(t, s)
+	rc.send("GET / HTTP/1.0\r\n\r\n")
+	if res, body := rc.read("GET"); res.StatusCode != 200 || body != "ok" {
+		t.Fatalf("HTTP/1.0: got %d %q", res.StatusCode, body)
+	}
+}
+
+func TestServerShutdownTwice(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{})
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+	}))
+	rc := dialRaw(t, s)
+	rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- s.srv.Shutdown(context.Background()) }()
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	for range 2 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a Shutdown did not return after the last request ended")
 		}
 	}
 }

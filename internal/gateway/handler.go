@@ -117,6 +117,10 @@ type reqState struct {
 	// on; the client's connection is cut so that it cannot take the
 	// response for whole.
 	abort bool
+	// simple is the upstream's response on the fast path (parseSimpleHead),
+	// res its http.Response: Header nil, the header lines in simple.
+	simple simpleHead
+	res    http.Response
 }
 
 type ctxKey struct{}

@@ -44,6 +44,11 @@ type pconn struct {
 	// that has data waiting (unasked) or was closed cannot carry a
 	// request.
 	peek func() (data, closed bool)
+
+	// For the fast path of simple responses (see parseSimpleHead): the
+	// header lines of the last response, and its body's reader.
+	fields []byte
+	body   fixedBody
 }
 
 // connReader reads a connection for its bufio.Reader, counting the bytes

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -142,6 +143,20 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 	st.upstreamDur = time.Since(start)
 	if err != nil {
 		h.proxyError(w, r, st, err)
+		return
+	}
+	if res.Header == nil {
+		// The fast path: the upstream's header lines go to the client as
+		// they came, after the gateway's own fields.
+		st.sw.status = res.StatusCode
+		st.sw.ResponseWriter.(*response).writeRawHeader(res.StatusCode, st.simple.fields, res.ContentLength, st.simple.hasDate)
+		bufp := bufPool.Get().(*[]byte)
+		done, readErr := copyBody(w, pc, res, *bufp, false, st)
+		bufPool.Put(bufp)
+		if readErr != nil {
+			st.proxyErr, st.abort = readErr, true
+		}
+		pc.release(done)
 		return
 	}
 	hd := w.Header()
@@ -372,6 +387,11 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	// may take as long as it takes. An upstream that stopped reading a
 	// request body may have answered already (413, say): read on.
 	deadline := time.Now().Add(st.rt.cfg.Timeout)
+	// The fast path writes the upstream's header lines to the client as
+	// they came: only on the gateway's own server, and not for HEAD, whose
+	// response has a length but no body.
+	_, fast := st.sw.ResponseWriter.(*response)
+	fast = fast && r.Method != http.MethodHead
 	pc.cr.limit = pc.cr.n + maxResponseHeaderBytes
 	before := pc.cr.n
 	var res *http.Response
@@ -379,6 +399,20 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	for n1xx := 0; ; n1xx++ {
 		if err = pc.await(deadline, st); err != nil {
 			break
+		}
+		if fast && n1xx == 0 {
+			if sh, n, ok := parseSimpleHead(pc.br, pc.fields[:0]); ok {
+				pc.br.Discard(n)
+				pc.fields = sh.fields
+				st.simple = sh
+				st.res = http.Response{StatusCode: sh.status, ProtoMajor: 1, ProtoMinor: 1, ContentLength: sh.length, Body: http.NoBody}
+				if sh.length > 0 {
+					pc.body = fixedBody{r: pc.br, left: sh.length}
+					st.res.Body = &pc.body
+				}
+				res = &st.res
+				break
+			}
 		}
 		if !pc.rdl.Equal(deadline) && !headerBuffered(pc.br) {
 			// The header is still coming: the rest of it has until the
@@ -640,3 +674,178 @@ func copyRequestBody(pc *pconn, r *http.Request, chunked bool, timeout time.Dura
 	bw.WriteString("\r\n")
 	return nil, nil
 }
+
+// simpleHead is an upstream response header of the kind the fast path
+// takes (see parseSimpleHead).
+type simpleHead struct {
+	status  int
+	length  int64
+	fields  []byte // the header lines, each ending in CRLF
+	hasDate bool
+}
+
+// parseSimpleHead looks at a response header wholly in br's buffer and,
+// when it is simple, returns it with the number of bytes it takes, its
+// lines appended to buf; nothing is consumed. Simple is: HTTP/1.1, a
+// final status other than 204 and 304, one valid Content-Length, lines
+// ending in CRLF with valid names and values, no line folding, and no
+// field the slow path would drop or replace (hop-by-hop fields,
+// Connection, Transfer-Encoding, Trailer, and the gateway's own
+// X-Request-Id and RateLimit fields). Anything else (ok false) is left to
+// http.ReadResponse, field names keep the case the upstream gave them.
+func parseSimpleHead(br *bufio.Reader, buf []byte) (sh simpleHead, n int, ok bool) {
+	b, _ := br.Peek(br.Buffered())
+	end := bytes.Index(b, crlfcrlf)
+	if end < 0 {
+		return sh, 0, false
+	}
+	head := b[:end+2] // each line with its CRLF
+	i := bytes.Index(head, crlf)
+	line := head[:i]
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' {
+		return sh, 0, false
+	}
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return sh, 0, false
+		}
+		sh.status = sh.status*10 + int(c-'0')
+	}
+	if sh.status < 200 || sh.status == http.StatusNoContent || sh.status == http.StatusNotModified {
+		return sh, 0, false
+	}
+	sh.length = -1
+	rest := head[i+2:]
+	for len(rest) > 0 {
+		i := bytes.Index(rest, crlf)
+		line := rest[:i+2]
+		rest = rest[i+2:]
+		name, value, found := bytes.Cut(line[:i], []byte(":"))
+		if !found || !validFieldNameBytes(name) || !validFieldValueBytes(value) {
+			return sh, 0, false // folding (a leading space) fails the name too
+		}
+		switch {
+		case asciiEqualFold(name, "content-length"):
+			v := bytes.Trim(value, " \t")
+			if sh.length >= 0 || len(v) == 0 || len(v) > 18 {
+				return sh, 0, false
+			}
+			sh.length = 0
+			for _, c := range v {
+				if c < '0' || c > '9' {
+					return sh, 0, false
+				}
+				sh.length = sh.length*10 + int64(c-'0')
+			}
+		case asciiEqualFold(name, "date"):
+			sh.hasDate = true
+		case slowField(name):
+			return sh, 0, false
+		}
+		buf = append(buf, line...)
+	}
+	if sh.length < 0 {
+		return sh, 0, false
+	}
+	sh.fields = buf
+	return sh, end + 4, true
+}
+
+var crlf = []byte("\r\n")
+
+// slowFields are the response fields that send a response down the slow
+// path: hop-by-hop ones, those framing a body, and the gateway's own.
+var slowFields = [...]string{
+	"connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+	"te", "trailer", "transfer-encoding", "upgrade",
+	"x-request-id", "ratelimit", "ratelimit-policy",
+}
+
+func slowField(name []byte) bool {
+	for _, f := range slowFields {
+		if asciiEqualFold(name, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiEqualFold reports whether b is s (lower case) but for the case of
+// ASCII letters.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// validFieldNameBytes is validFieldName for bytes.
+func validFieldNameBytes(k []byte) bool {
+	if len(k) == 0 {
+		return false
+	}
+	for _, c := range k {
+		if !tokenChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenChar holds the characters of a token (RFC 9110 §5.6.2).
+var tokenChar = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c > ' ' && c < 0x7f && strings.IndexByte(`"(),/:;<=>?@[\]{}`, byte(c)) < 0
+	}
+	return t
+}()
+
+// validFieldValueBytes is validFieldValue for bytes.
+func validFieldValueBytes(v []byte) bool {
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// fixedBody reads a response body of a known length on the fast path; an
+// upstream that ends the connection before the length was read gives
+// io.ErrUnexpectedEOF.
+type fixedBody struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *fixedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF {
+		if b.left > 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+		err = nil
+	}
+	if b.left == 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (b *fixedBody) Close() error { return nil }

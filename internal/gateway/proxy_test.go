@@ -12,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -659,5 +660,146 @@ func TestExpectContinue(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || string(b) != `expect="" body=payload` {
 		t.Errorf("status %d %q", res.StatusCode, b)
+	}
+}
+
+func TestParseSimpleHead(t *testing.T) {
+	for _, tc := range []struct {
+		head   string
+		ok     bool
+		status int
+		length int64
+		date   bool
+	}{
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok", true, 200, 2, false},
+		{"HTTP/1.1 404\r\ncontent-length: 0\r\nDate: Mon, 23 Nov 2026 17:00:00 GMT\r\n\r\n", true, 404, 0, true},
+		{"HTTP/1.1 299 Whatever you like\r\nX-A: a\tb\r\nContent-Length: 007\r\n\r\n", true, 299, 7, false},
+		// What the slow path handles.
+		{"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 100 Continue\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nX-A: b\r\n\r\n", false, 0, 0, false}, // no length
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2 2\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: up\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nratelimit: x\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: a\r\n folded\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A : a\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: a\x00b\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\nX-A: a\r\n\r\n", false, 0, 0, false}, // a bare LF
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", false, 0, 0, false},             // not all here
+		{"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
+	} {
+		br := bufio.NewReader(strings.NewReader(tc.head))
+		br.Peek(1)
+		sh, n, ok := parseSimpleHead(br, nil)
+		if ok != tc.ok || ok && (sh.status != tc.status || sh.length != tc.length || sh.hasDate != tc.date) {
+			t.Errorf("%q: got ok=%v %+v", tc.head, ok, sh)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		end := strings.Index(tc.head, "\r\n\r\n") + 4
+		first := strings.Index(tc.head, "\r\n") + 2
+		if n != end || string(sh.fields) != tc.head[first:end-2] {
+			t.Errorf("%q: n=%d fields %q", tc.head, n, sh.fields)
+		}
+		if br.Buffered() != len(tc.head) {
+			t.Errorf("%q: parseSimpleHead consumed bytes", tc.head)
+		}
+	}
+}
+
+// TestFastPathResponse drives a simple response and its slow-path kin
+// through the gateway and reads the client's bytes: the upstream's fields
+// as it sent them, the gateway's own once, one Date, the body whole, and
+// the upstream connection kept.
+func TestFastPathResponse(t *testing.T) {
+	var conns atomic.Int32
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		for {
+			req, ok := readHead(br)
+			if !ok {
+				return
+			}
+			switch req.URL.Path {
+			case "/simple":
+				io.WriteString(c, "HTTP/1.1 201 Made\r\ncontent-type: text/plain\r\nX-Odd-Case: v\r\nDate: Mon, 23 Nov 2026 17:00:00 GMT\r\nContent-Length: 5\r\n\r\nhello")
+			case "/own-id":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Request-Id: upstream\r\nContent-Length: 2\r\n\r\nok")
+			case "/listed":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	gw := openRoute(t, up, "")
+	c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for range 3 {
+		io.WriteString(c, "GET /simple HTTP/1.1\r\nHost: gw\r\n\r\n")
+		var head []string
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line == "\r\n" {
+				break
+			}
+			head = append(head, strings.TrimSuffix(line, "\r\n"))
+		}
+		body := make([]byte, 5)
+		if _, err := io.ReadFull(br, body); err != nil || string(body) != "hello" {
+			t.Fatalf("body %q %v", body, err)
+		}
+		if head[0] != "HTTP/1.1 201 Created" {
+			t.Errorf("status line %q", head[0])
+		}
+		count := func(prefix string) (n int) {
+			for _, l := range head {
+				if strings.HasPrefix(strings.ToLower(l), strings.ToLower(prefix)) {
+					n++
+				}
+			}
+			return n
+		}
+		for _, f := range []string{"content-type: text/plain", "X-Odd-Case: v", "Date: Mon, 23 Nov 2026 17:00:00 GMT", "Content-Length: 5", "X-Request-Id: req_"} {
+			if count(f) != 1 {
+				t.Errorf("%q appears %d times in %q", f, count(f), head)
+			}
+		}
+		if count("Date:") != 1 || count("Transfer-Encoding") != 0 || count("Connection") != 0 {
+			t.Errorf("header %q", head)
+		}
+		// The line as the upstream wrote it: the fast path took it (the
+		// slow one writes names in canonical form).
+		if !slices.Contains(head, "content-type: text/plain") {
+			t.Errorf("the fast path was not taken: %q", head)
+		}
+	}
+	// The slow path still replaces the upstream's X-Request-Id and drops
+	// the fields Connection lists.
+	res, _ := do(t, "GET", gw.URL+"/own-id", nil)
+	if id := res.Header.Get("X-Request-Id"); id == "upstream" || !strings.HasPrefix(id, "req_") {
+		t.Errorf("X-Request-Id %q", id)
+	}
+	res, _ = do(t, "GET", gw.URL+"/listed", nil)
+	if res.Header.Get("X-Secret") != "" {
+		t.Error("a field the upstream's Connection lists reached the client")
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d upstream connections, want 1 kept alive throughout", n)
 	}
 }

@@ -633,6 +633,25 @@ func (w *response) WriteHeader(code int) {
 		w.setErr(bw.Flush())
 		return
 	}
+	w.writeFinal(code, nil, -1, false)
+}
+
+// writeRawHeader writes a final header of w.hdr's fields followed by raw,
+// header lines of the upstream's as they came (validated, each ending in
+// CRLF, no framing or hop-by-hop field among them), for a body of length
+// bytes; hasDate says whether raw holds a Date field. It is the proxy's
+// fast path: no header map between the upstream's header and the client.
+func (w *response) writeRawHeader(code int, raw []byte, length int64, hasDate bool) {
+	if w.hijacked || w.wroteHeader {
+		return
+	}
+	w.writeFinal(code, raw, length, hasDate)
+}
+
+// writeFinal writes the final header; see WriteHeader and writeRawHeader.
+// raw is nil on the way from WriteHeader.
+func (w *response) writeFinal(code int, raw []byte, rawLength int64, rawDate bool) {
+	bw := w.c.bw
 	w.wroteHeader, w.status = true, code
 	if b := w.body; b != nil {
 		waiting := b.answer()
@@ -647,7 +666,12 @@ func (w *response) WriteHeader(code int) {
 	}
 	hd := w.hdr
 	w.bodyAllowed = w.req.Method != http.MethodHead && bodyAllowedForStatus(code)
-	if cl := hd["Content-Length"]; len(cl) > 0 {
+	if raw != nil {
+		// The raw lines hold the length, and nothing else frames the body.
+		delete(hd, "Content-Length")
+		delete(hd, "Trailer")
+		w.contentLength = rawLength
+	} else if cl := hd["Content-Length"]; len(cl) > 0 {
 		n, err := strconv.ParseInt(cl[0], 10, 64)
 		if err != nil || n < 0 || len(cl) > 1 && !allSame(cl) {
 			delete(hd, "Content-Length")
@@ -693,7 +717,7 @@ func (w *response) WriteHeader(code int) {
 	} else if !http11 {
 		hd["Connection"] = connKeepAlive
 	}
-	if _, ok := hd["Date"]; !ok {
+	if _, ok := hd["Date"]; !ok && !rawDate {
 		hd["Date"] = w.c.date(time.Now())
 	}
 	writeStatusLine(bw, code)
@@ -703,6 +727,7 @@ func (w *response) WriteHeader(code int) {
 		}
 		writeFields(bw, k, vv)
 	}
+	bw.Write(raw)
 	if w.chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	}

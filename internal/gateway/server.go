@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -316,38 +317,9 @@ func (c *serverConn) serve() {
 			// timeout to arrive whole.
 			c.setReadDeadline(time.Now().Add(headerTimeout))
 		}
-		// http.ReadRequest takes Transfer-Encoding and Content-Length out
-		// of the header: what framing the client sent is seen here.
-		buffered, _ := c.br.Peek(c.br.Buffered())
-		framing := scanFraming(buffered)
-		c.cr.limit = c.cr.n + int64(c.br.Buffered()) + maxHeader + 4096
-		req, err := http.ReadRequest(c.br)
-		hitLimit := c.cr.n >= c.cr.limit
-		c.cr.limit = math.MaxInt64
-		if err != nil {
-			c.badRequest(err, hitLimit)
+		req, ok := c.readRequest(maxHeader)
+		if !ok {
 			return
-		}
-		if !c.state.CompareAndSwap(connIdle, connActive) {
-			return // Shutdown closed it as it was idle
-		}
-		c.served++
-		if msg := checkRequest(req); msg != "" {
-			c.reply(req, http.StatusBadRequest, msg)
-			return
-		}
-		switch {
-		case framing.te && (framing.cl || !req.ProtoAtLeast(1, 1)):
-			// Transfer-Encoding with Content-Length, or in an HTTP/1.0
-			// request: where such a request ends is what smuggling plays
-			// on (RFC 9112 §6.1, §6.3). Refused, and the connection closed.
-			c.reply(req, http.StatusBadRequest, "ambiguous message framing: Transfer-Encoding with Content-Length or in HTTP/1.0")
-			return
-		case !framing.complete && (!req.ProtoAtLeast(1, 1) || len(req.TransferEncoding) > 0):
-			// The header was not all in the buffer, so the check above
-			// could not see it: such a request does not keep the
-			// connection.
-			req.Close = true
 		}
 		keep := c.handle(req)
 		if !keep || c.srv.inShutdown.Load() {
@@ -361,6 +333,165 @@ func (c *serverConn) serve() {
 		}
 	}
 }
+
+// readRequest reads the next request: a simple one (parseSimpleRequest)
+// straight from the buffer, any other with http.ReadRequest and the
+// checks it leaves to the server. When ok is false the connection ends
+// (after an answer, if one is due).
+func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
+	buffered, _ := c.br.Peek(c.br.Buffered())
+	if r, n, simple := parseSimpleRequest(buffered, maxHeader); simple {
+		c.br.Discard(n)
+		if !c.state.CompareAndSwap(connIdle, connActive) {
+			return nil, false // Shutdown closed it as it was idle
+		}
+		c.served++
+		return r, true
+	}
+	// http.ReadRequest takes Transfer-Encoding and Content-Length out of
+	// the header: what framing the client sent is seen here.
+	framing := scanFraming(buffered)
+	c.cr.limit = c.cr.n + int64(c.br.Buffered()) + maxHeader + 4096
+	req, err := http.ReadRequest(c.br)
+	hitLimit := c.cr.n >= c.cr.limit
+	c.cr.limit = math.MaxInt64
+	if err != nil {
+		c.badRequest(err, hitLimit)
+		return nil, false
+	}
+	if !c.state.CompareAndSwap(connIdle, connActive) {
+		return nil, false // Shutdown closed it as it was idle
+	}
+	c.served++
+	if msg := checkRequest(req); msg != "" {
+		c.reply(req, http.StatusBadRequest, msg)
+		return nil, false
+	}
+	switch {
+	case framing.te && (framing.cl || !req.ProtoAtLeast(1, 1)):
+		// Transfer-Encoding with Content-Length, or in an HTTP/1.0
+		// request: where such a request ends is what smuggling plays on
+		// (RFC 9112 §6.1, §6.3). Refused, and the connection closed.
+		c.reply(req, http.StatusBadRequest, "ambiguous message framing: Transfer-Encoding with Content-Length or in HTTP/1.0")
+		return nil, false
+	case !framing.complete && (!req.ProtoAtLeast(1, 1) || len(req.TransferEncoding) > 0):
+		// The header was not all in the buffer, so the check above could
+		// not see it: such a request does not keep the connection.
+		req.Close = true
+	}
+	return req, true
+}
+
+// parseSimpleRequest parses a request of the simple kind at the start of
+// b, and reports how many bytes it takes; nothing else (ok false) is left
+// to http.ReadRequest. Simple is what most API calls are, and what the two
+// parsers cannot frame differently: HTTP/1.1, an origin-form target of
+// plain characters (no percent-encoding, no fragment), a header wholly in
+// b with CRLF lines, valid names and values and no folding, exactly one
+// Host, valid, and no body: no Transfer-Encoding, a Content-Length of 0 at
+// most, and no Expect or Pragma (which ReadRequest turns into
+// Cache-Control). It yields the same http.Request as http.ReadRequest
+// would (TestSimpleRequestLikeReadRequest).
+func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok bool) {
+	end := bytes.Index(b, crlfcrlf)
+	if end < 0 || int64(end) > maxHeader {
+		return nil, 0, false
+	}
+	head := string(b[:end+2]) // one string: the fields are its slices
+	i := strings.Index(head, "\r\n")
+	method, rest, _ := strings.Cut(head[:i], " ")
+	target, proto, _ := strings.Cut(rest, " ")
+	if proto != "HTTP/1.1" || method == "" || !validFieldName(method) || !plainTarget(target) {
+		return nil, 0, false
+	}
+	path, query, hasQuery := strings.Cut(target, "?")
+	if hasQuery && query == "" {
+		return nil, 0, false // url.Parse's ForceQuery
+	}
+	lines := head[i+2:]
+	hdr := make(http.Header, strings.Count(lines, "\n"))
+	host, hosts := "", 0
+	for lines != "" {
+		i := strings.Index(lines, "\r\n")
+		line := lines[:i]
+		lines = lines[i+2:]
+		name, value, found := strings.Cut(line, ":")
+		if !found || !validFieldName(name) || strings.IndexByte(value, '\n') >= 0 {
+			return nil, 0, false // folding (a leading space) fails the name
+		}
+		value = strings.Trim(value, " \t")
+		if !validFieldValue(value) {
+			return nil, 0, false
+		}
+		key := http.CanonicalHeaderKey(name)
+		switch key {
+		case "Host":
+			host, hosts = value, hosts+1
+			continue // not in the Header map, as ReadRequest leaves it
+		case "Content-Length":
+			if value != "0" || len(hdr[key]) > 0 {
+				return nil, 0, false
+			}
+		case "Transfer-Encoding", "Expect", "Pragma":
+			return nil, 0, false
+		}
+		hdr[key] = append(hdr[key], value)
+	}
+	if hosts != 1 || host == "" || !validHost(host) {
+		return nil, 0, false
+	}
+	req = &http.Request{
+		Method:     method,
+		URL:        &url.URL{Path: path, RawQuery: query},
+		Proto:      proto,
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     hdr,
+		Body:       http.NoBody,
+		Host:       host,
+		RequestURI: target,
+		Close:      headerHasToken(hdr["Connection"], "close"),
+	}
+	return req, end + 4, true
+}
+
+// plainTarget reports whether t is an origin-form request target that
+// url.ParseRequestURI takes as it is: a path from "/" of the characters
+// that need no escaping in a path (so that the URL has no RawPath), and an
+// optional query, kept raw, of the characters a query may hold.
+func plainTarget(t string) bool {
+	if t == "" || t[0] != '/' {
+		return false
+	}
+	chars := &pathChar
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if c == '?' {
+			chars = &queryChar
+		}
+		if !chars[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var pathChar, queryChar = func() (p, q [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		p[c], p[c-'a'+'A'] = true, true
+	}
+	for c := '0'; c <= '9'; c++ {
+		p[c] = true
+	}
+	for _, c := range "-._~$&+,/:;=@" {
+		p[c] = true
+	}
+	q = p
+	for _, c := range "!'()*?%" {
+		q[c] = true
+	}
+	return p, q
+}()
 
 // headerBuffered reports whether a whole request header is in br's buffer.
 func headerBuffered(br *bufio.Reader) bool {

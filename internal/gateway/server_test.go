@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -709,4 +711,68 @@ func TestServerShutdownTwice(t *testing.T) {
 			t.Fatal("a Shutdown did not return after the last request ended")
 		}
 	}
+}
+
+// TestSimpleRequestLikeReadRequest builds random requests and wants every
+// one the fast parser takes to come out as http.ReadRequest reads it,
+// and to take the same bytes.
+func TestSimpleRequestLikeReadRequest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
+	targets := []string{"/", "/orders/1", "/a/b?x=1&y=2", "/a!b", "/a(b)", "/a%20b", "/a?q=a%20b", "/a?", "/a?b?c", "/a#f", "*",
+		"http://h/x", "/a b", "/é", "/$&+,;=:@", "/a/./b", "/a?q='x'", "/~u/_-.", "//x", "/a?x=[1]"}
+	good := []string{"Host: h", "Host: h:8080", "host: H", "Authorization: Bearer t", "authorization:   Bearer  t  ",
+		"X-A: 1", "x-a: 2", "X-Odd_Name: v", "X-A:\tv\t", "Content-Length: 0", "content-length:0", "Connection: close",
+		"Connection: keep-alive, Close", "Connection: keep-alive", "Accept: */*", "X-C: é", "Cookie: a=1; b=2",
+		"X-Empty:", "X-Request-Id: req_1", "user-agent: t/1.0"}
+	bad := []string{"Host:", "Host: a b", "Content-Length: 3", "Transfer-Encoding: chunked", "Expect: 100-continue",
+		"Pragma: no-cache", "Bad Name: v", "X-B: a\x00b", " folded", "X-D: a\rb"}
+	taken := 0
+	for i := range 20000 {
+		var b strings.Builder
+		b.WriteString(pick("GET", "GET", "POST", "HEAD", "DELETE", "PATCH", "G@T", "get"))
+		b.WriteString(" " + pick(targets...) + " ")
+		b.WriteString(pick("HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0"))
+		b.WriteString("\r\n")
+		if rng.IntN(10) > 0 {
+			b.WriteString(pick("Host: h\r\n", "host: example.com:443\r\n"))
+		}
+		for range rng.IntN(6) {
+			f := pick(good...)
+			if rng.IntN(8) == 0 {
+				f = pick(bad...)
+			}
+			b.WriteString(f)
+			if rng.IntN(20) == 0 {
+				b.WriteString("\n")
+			} else {
+				b.WriteString("\r\n")
+			}
+		}
+		b.WriteString("\r\nGET /next HTTP/1.1\r\n\r\n")
+		raw := b.String()
+		got, n, ok := parseSimpleRequest([]byte(raw), 1<<20)
+		if !ok {
+			continue
+		}
+		taken++
+		br := bufio.NewReader(strings.NewReader(raw))
+		want, err := http.ReadRequest(br)
+		if err != nil {
+			t.Fatalf("%d %q: the fast parser took what ReadRequest refuses: %v", i, raw, err)
+		}
+		if rest := len(raw) - br.Buffered(); n != rest {
+			t.Fatalf("%q: the fast parser took %d bytes, ReadRequest %d", raw, n, rest)
+		}
+		if got.Method != want.Method || *got.URL != *want.URL || got.Proto != want.Proto ||
+			got.ProtoMajor != want.ProtoMajor || got.ProtoMinor != want.ProtoMinor || got.Host != want.Host ||
+			got.ContentLength != want.ContentLength || got.Close != want.Close || got.RequestURI != want.RequestURI ||
+			got.Body != want.Body || len(want.TransferEncoding) != 0 || !reflect.DeepEqual(got.Header, want.Header) {
+			t.Fatalf("%q:\n got %+v %+v\nwant %+v %+v", raw, got, got.URL, want, want.URL)
+		}
+	}
+	if taken < 1000 {
+		t.Fatalf("the fast parser took %d requests of 20000", taken)
+	}
+	t.Logf("the fast parser took %d requests of 20000", taken)
 }

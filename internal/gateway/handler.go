@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/logfmt"
 	"github.com/keyward/keyward/internal/usage"
 	"github.com/keyward/keyward/internal/verify"
 )
@@ -429,8 +430,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.finish(st)
 		return
 	}
-	attrs := make([]slog.Attr, 0, 9)
-	attrs = append(attrs,
+	var buf [9]slog.Attr
+	attrs := append(buf[:0],
 		slog.String("request_id", id),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
@@ -448,10 +449,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		attrs = append(attrs, slog.String("upstream_error", st.proxyErr.Error()))
 	}
 	// Straight to the handler: Logger.LogAttrs would walk the stack for a
-	// source position on every request.
-	rec := slog.NewRecord(time.Now(), slog.LevelInfo, "gateway request", 0)
-	rec.AddAttrs(attrs...)
-	h.log.Handler().Handle(r.Context(), rec)
+	// source position on every request; keyward's own handler takes the
+	// attributes without a record.
+	if lh, ok := h.log.Handler().(*logfmt.Handler); ok {
+		lh.HandleAttrs(r.Context(), time.Now(), slog.LevelInfo, "gateway request", attrs...)
+	} else {
+		rec := slog.NewRecord(time.Now(), slog.LevelInfo, "gateway request", 0)
+		rec.AddAttrs(attrs...)
+		h.log.Handler().Handle(r.Context(), rec)
+	}
 	h.finish(st)
 }
 

@@ -143,35 +143,39 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	return err
 }
 
+// HandleAttrs writes what Handle writes for slog.NewRecord(t, level, msg,
+// 0) with attrs added, without building the record (nor its storage for
+// attributes) when the fast path takes the line: for a caller that logs a
+// line per request and has checked Enabled. attrs is not retained.
+func (h *Handler) HandleAttrs(ctx context.Context, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) error {
+	if h.w != nil && plain(msg, true) {
+		bp := bufPool.Get().(*[]byte)
+		b, ok := h.appendHead((*bp)[:0], t, level, msg)
+		for i := 0; ok && i < len(attrs); i++ {
+			b, ok = h.appendAttr(b, attrs[i])
+		}
+		var err error
+		if ok {
+			_, err = h.w.Write(h.appendTail(b))
+		}
+		if cap(b) <= 64<<10 {
+			*bp = b
+			bufPool.Put(bp)
+		}
+		if ok {
+			return err
+		}
+	}
+	r := slog.NewRecord(t, level, msg, 0)
+	r.AddAttrs(attrs...)
+	return h.std.Handle(ctx, r)
+}
+
 // appendRecord appends r's line to b; ok is false when r has something
 // the fast path leaves to the standard handler.
 func (h *Handler) appendRecord(b []byte, r slog.Record) (_ []byte, ok bool) {
-	ok = true
-	if y := r.Time.Year(); !r.Time.IsZero() && (y < 0 || y >= 10000) {
-		return b, false // the standard handlers' own ways with such years
-	}
-	if h.json {
-		b = append(b, '{')
-		if !r.Time.IsZero() {
-			b = append(b, `"time":"`...)
-			b = h.appendTime(b, r.Time)
-			b = append(b, `",`...)
-		}
-		b = append(b, `"level":"`...)
-		b = append(b, r.Level.String()...)
-		b = append(b, `","msg":"`...)
-		b = append(b, r.Message...)
-		b = append(b, '"')
-	} else {
-		if !r.Time.IsZero() {
-			b = append(b, "time="...)
-			b = h.appendTime(b, r.Time)
-			b = append(b, ' ')
-		}
-		b = append(b, "level="...)
-		b = append(b, r.Level.String()...)
-		b = append(b, " msg="...)
-		b = appendText(b, r.Message)
+	if b, ok = h.appendHead(b, r.Time, r.Level, r.Message); !ok {
+		return b, false
 	}
 	r.Attrs(func(a slog.Attr) bool {
 		b, ok = h.appendAttr(b, a)
@@ -180,10 +184,46 @@ func (h *Handler) appendRecord(b []byte, r slog.Record) (_ []byte, ok bool) {
 	if !ok {
 		return b, false
 	}
+	return h.appendTail(b), true
+}
+
+// appendHead appends a line's time, level and message (msg is plain).
+func (h *Handler) appendHead(b []byte, t time.Time, level slog.Level, msg string) (_ []byte, ok bool) {
+	if y := t.Year(); !t.IsZero() && (y < 0 || y >= 10000) {
+		return b, false // the standard handlers' own ways with such years
+	}
+	if h.json {
+		b = append(b, '{')
+		if !t.IsZero() {
+			b = append(b, `"time":"`...)
+			b = h.appendTime(b, t)
+			b = append(b, `",`...)
+		}
+		b = append(b, `"level":"`...)
+		b = append(b, level.String()...)
+		b = append(b, `","msg":"`...)
+		b = append(b, msg...)
+		b = append(b, '"')
+	} else {
+		if !t.IsZero() {
+			b = append(b, "time="...)
+			b = h.appendTime(b, t)
+			b = append(b, ' ')
+		}
+		b = append(b, "level="...)
+		b = append(b, level.String()...)
+		b = append(b, " msg="...)
+		b = appendText(b, msg)
+	}
+	return b, true
+}
+
+// appendTail ends a line.
+func (h *Handler) appendTail(b []byte) []byte {
 	if h.json {
 		b = append(b, '}')
 	}
-	return append(b, '\n'), true
+	return append(b, '\n')
 }
 
 func (h *Handler) appendAttr(b []byte, a slog.Attr) ([]byte, bool) {

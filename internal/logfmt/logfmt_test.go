@@ -119,6 +119,14 @@ func TestSameAsStandard(t *testing.T) {
 			if got.String() != want.String() || (errF == nil) != (errS == nil) {
 				t.Fatalf("json=%v record %d:\n got %q (%v)\nwant %q (%v)", json, i, got.String(), errF, want.String(), errS)
 			}
+			// HandleAttrs writes the same line from the record's parts.
+			var attrs []slog.Attr
+			r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
+			got.Reset()
+			errF = fast.(*Handler).HandleAttrs(context.Background(), r.Time, r.Level, r.Message, attrs...)
+			if got.String() != want.String() || (errF == nil) != (errS == nil) {
+				t.Fatalf("HandleAttrs, json=%v record %d:\n got %q (%v)\nwant %q (%v)", json, i, got.String(), errF, want.String(), errS)
+			}
 		}
 		// The comparison is worth something only if the fast path wrote
 		// many of the lines.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,7 +155,13 @@ func TestVerifyOrder(t *testing.T) {
 	unknown, _ := secret.Generate("kw")
 
 	t.Run("Malformed", func(t *testing.T) {
-		expect(t, e.verify(text[:len(text)-1]+"x", "203.0.113.9"), keyward.Malformed)
+		// The last character changed (to "x", or "y" when it was "x": a
+		// token that ends in "x" one time in 62 stayed valid).
+		last := "x"
+		if strings.HasSuffix(text, "x") {
+			last = "y"
+		}
+		expect(t, e.verify(text[:len(text)-1]+last, "203.0.113.9"), keyward.Malformed)
 		expect(t, e.verify("", ""), keyward.Malformed)
 	})
 	t.Run("NotFound", func(t *testing.T) { expect(t, e.verify(unknown, "203.0.113.9"), keyward.NotFound) })

@@ -53,6 +53,12 @@ type Server struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds a request's line and header.
 	MaxHeaderBytes int
+	// SendTimeout is how long a write to the client may wait for it to
+	// take bytes (nginx's send_timeout): a client that stops reading a
+	// response cannot hold its handler, and the upstream connection the
+	// handler holds, for ever. It is kept armed to within an eighth of
+	// itself rather than armed anew for every write.
+	SendTimeout time.Duration
 	// Log receives what goes wrong with connections: panics of the
 	// handler, and accept errors.
 	Log *slog.Logger
@@ -69,6 +75,7 @@ const (
 	defaultReadHeaderTimeout = 10 * time.Second
 	defaultIdleTimeout       = 2 * time.Minute
 	defaultMaxHeaderBytes    = 1 << 20
+	defaultSendTimeout       = time.Minute
 	// maxDiscardBytes is how much of a request body the handler left
 	// unread is read away to keep the connection; beyond it, the
 	// connection is closed.
@@ -143,7 +150,11 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 	c.cr.conn = nc
 	c.cr.limit = math.MaxInt64
 	c.br = bufio.NewReaderSize(&c.cr, 4<<10)
-	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	c.send = s.SendTimeout
+	if c.send <= 0 {
+		c.send = defaultSendTimeout
+	}
+	c.bw = bufio.NewWriterSize(sendWriter{c}, 4<<10)
 	c.peek = peeker(nc)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -230,7 +241,10 @@ type serverConn struct {
 	peek   func() (data, closed bool)
 	state  atomic.Int32
 	rdl    time.Time // the read deadline armed on conn; zero: none
-	served int       // requests served so far
+	send   time.Duration
+	wdl    time.Time   // the write deadline armed on conn; see sendWriter
+	noSend atomic.Bool // hijacked: no write deadline any more
+	served int         // requests served so far
 	// hijacked: a handler took the connection over (Hijack); the server
 	// has let go of it.
 	hijacked bool
@@ -250,6 +264,24 @@ func (c *serverConn) closeIfIdle() {
 	if c.state.CompareAndSwap(connIdle, connClosed) {
 		c.conn.Close()
 	}
+}
+
+// sendWriter is what the connection's bufio.Writer writes to: the
+// connection, with a write deadline of SendTimeout armed first, anew only
+// when an eighth of it has gone (a timer operation per write would cost
+// more than it is worth). Writes are serialized by the response's own
+// rules, so it needs no lock.
+type sendWriter struct{ c *serverConn }
+
+func (s sendWriter) Write(p []byte) (int, error) {
+	c := s.c
+	if !c.noSend.Load() {
+		if now := time.Now(); c.wdl.Sub(now) < c.send-c.send/8 {
+			c.wdl = now.Add(c.send)
+			c.conn.SetWriteDeadline(c.wdl)
+		}
+	}
+	return c.conn.Write(p)
 }
 
 // Lingering close: how long, and how much, a closing connection reads
@@ -1025,6 +1057,8 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.hijacked = true
 	c := w.c
 	c.hijacked = true
+	c.noSend.Store(true)
+	c.conn.SetWriteDeadline(time.Time{})
 	c.setReadDeadline(time.Time{})
 	c.srv.forget(c)
 	return c.conn, bufio.NewReadWriter(c.br, c.bw), nil

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -775,4 +776,56 @@ func TestSimpleRequestLikeReadRequest(t *testing.T) {
 		t.Fatalf("the fast parser took %d requests of 20000", taken)
 	}
 	t.Logf("the fast parser took %d requests of 20000", taken)
+}
+
+// TestServerSendTimeout: a client that stops reading does not hold the
+// handler for ever; one that reads slowly, with pauses longer than the
+// timeout between the handler's writes, gets everything.
+func TestServerSendTimeout(t *testing.T) {
+	failed := make(chan error, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 32<<10)
+		if r.URL.Path == "/slow" {
+			for range 5 {
+				if _, err := w.Write(chunk[:100]); err != nil {
+					t.Error(err)
+					return
+				}
+				w.(http.Flusher).Flush()
+				time.Sleep(150 * time.Millisecond)
+			}
+			return
+		}
+		for range 2000 { // 64 MB, far beyond the socket buffers
+			if _, err := w.Write(chunk); err != nil {
+				failed <- err
+				return
+			}
+		}
+		failed <- nil
+	}), SendTimeout: 100 * time.Millisecond}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	s := &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
+
+	rc := dialRaw(t, s)
+	rc.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	if res, body := rc.read("GET"); res.StatusCode != 200 || len(body) != 500 {
+		t.Fatalf("slow stream: %d, %d bytes", res.StatusCode, len(body))
+	}
+
+	stuck := dialRaw(t, s)
+	stuck.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case err := <-failed:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the handler's write ended with %v, want a deadline error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a client that does not read held the handler")
+	}
 }

@@ -59,6 +59,11 @@ type Server struct {
 	// handler holds, for ever. It is kept armed to within an eighth of
 	// itself rather than armed anew for every write.
 	SendTimeout time.Duration
+	// BodyTimeout is how long a read of a request body may wait for the
+	// client's next bytes (nginx's client_body_timeout): a client that
+	// stops sending in the middle of a body cannot hold its handler, and
+	// the upstream connection the handler holds, for ever.
+	BodyTimeout time.Duration
 	// Log receives what goes wrong with connections: panics of the
 	// handler, and accept errors.
 	Log *slog.Logger
@@ -76,6 +81,7 @@ const (
 	defaultIdleTimeout       = 2 * time.Minute
 	defaultMaxHeaderBytes    = 1 << 20
 	defaultSendTimeout       = time.Minute
+	defaultBodyTimeout       = time.Minute
 	// maxDiscardBytes is how much of a request body the handler left
 	// unread is read away to keep the connection; beyond it, the
 	// connection is closed.
@@ -153,6 +159,10 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 	c.send = s.SendTimeout
 	if c.send <= 0 {
 		c.send = defaultSendTimeout
+	}
+	c.bodyTimeout = s.BodyTimeout
+	if c.bodyTimeout <= 0 {
+		c.bodyTimeout = defaultBodyTimeout
 	}
 	c.bw = bufio.NewWriterSize(sendWriter{c}, 4<<10)
 	c.peek = peeker(nc)
@@ -242,9 +252,11 @@ type serverConn struct {
 	state  atomic.Int32
 	rdl    time.Time // the read deadline armed on conn; zero: none
 	send   time.Duration
-	wdl    time.Time   // the write deadline armed on conn; see sendWriter
-	noSend atomic.Bool // hijacked: no write deadline any more
-	served int         // requests served so far
+	// bodyTimeout: see Server.BodyTimeout and requestBody.Read.
+	bodyTimeout time.Duration
+	wdl         time.Time   // the write deadline armed on conn; see sendWriter
+	noSend      atomic.Bool // hijacked: no write deadline any more
+	served      int         // requests served so far
 	// hijacked: a handler took the connection over (Hijack); the server
 	// has let go of it.
 	hijacked bool
@@ -1118,9 +1130,10 @@ type requestBody struct {
 	mu     sync.Mutex // held by Read, discard and close
 	rc     io.ReadCloser
 	c      *serverConn
-	length int64 // as declared; -1 when chunked
-	n      int64 // bytes read so far
-	expect bool  // the client asked for 100 Continue
+	length int64     // as declared; -1 when chunked
+	n      int64     // bytes read so far
+	expect bool      // the client asked for 100 Continue
+	rdl    time.Time // the read deadline this body armed last
 	eof    bool
 	closed bool
 	err    error
@@ -1145,6 +1158,19 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		if err := b.sendContinue(); err != nil {
 			b.err = err
 			return 0, err
+		}
+	}
+	if b.c.br.Buffered() == 0 {
+		// The read waits on the client: for BodyTimeout at most, kept
+		// armed to within an eighth of itself. It is the body's own
+		// deadline, set on the connection directly: the reader need not
+		// be the connection's goroutine. (The connection's own record,
+		// c.rdl, was cleared when the body began, so the wait for the
+		// next request arms its deadline anew.)
+		t := b.c.bodyTimeout
+		if now := time.Now(); b.rdl.Sub(now) < t-t/8 {
+			b.rdl = now.Add(t)
+			b.c.conn.SetReadDeadline(b.rdl)
 		}
 	}
 	n, err := b.rc.Read(p)

@@ -829,3 +829,52 @@ func TestServerSendTimeout(t *testing.T) {
 		t.Fatal("a client that does not read held the handler")
 	}
 }
+
+// TestServerBodyTimeout: a client that stops sending in the middle of a
+// body does not hold the handler reading it; one that sends with pauses
+// shorter than the timeout, for longer than it in all, is read whole.
+func TestServerBodyTimeout(t *testing.T) {
+	readErr := make(chan error, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if r.URL.Path == "/stall" {
+			readErr <- err
+		}
+		if err != nil {
+			http.Error(w, "body", http.StatusBadRequest)
+			return
+		}
+		w.Write(b)
+	}), BodyTimeout: 200 * time.Millisecond}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	s := &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
+
+	rc := dialRaw(t, s)
+	rc.send("POST /steady HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+	for _, c := range "hello" {
+		time.Sleep(60 * time.Millisecond)
+		rc.send(string(c))
+	}
+	if res, body := rc.read("POST"); res.StatusCode != 200 || body != "hello" {
+		t.Fatalf("steady body: %d %q", res.StatusCode, body)
+	}
+
+	stall := dialRaw(t, s)
+	stall.send("POST /stall HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+	select {
+	case err := <-readErr:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the handler's read ended with %v, want a deadline error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a client that stopped sending its body held the handler")
+	}
+	if res, _ := stall.read("POST"); res.StatusCode != 400 || !res.Close {
+		t.Fatalf("got %d close=%v", res.StatusCode, res.Close)
+	}
+}

@@ -451,13 +451,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Straight to the handler: Logger.LogAttrs would walk the stack for a
 	// source position on every request; keyward's own handler takes the
 	// attributes without a record.
-	if lh, ok := h.log.Handler().(*logfmt.Handler); ok {
-		lh.HandleAttrs(r.Context(), time.Now(), slog.LevelInfo, "gateway request", attrs...)
-	} else {
-		rec := slog.NewRecord(time.Now(), slog.LevelInfo, "gateway request", 0)
-		rec.AddAttrs(attrs...)
-		h.log.Handler().Handle(r.Context(), rec)
-	}
+	logfmt.HandleAttrs(r.Context(), h.log.Handler(), time.Now(), slog.LevelInfo, "gateway request", attrs...)
 	h.finish(st)
 }
 

@@ -124,11 +124,43 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b 
 
 // Handle implements slog.Handler.
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
-	if h.w == nil || !plain(r.Message, true) {
-		return h.std.Handle(ctx, r)
+	if h.w != nil && plain(r.Message, true) {
+		bp := bufPool.Get().(*[]byte)
+		b, ok := h.appendRecord((*bp)[:0], r)
+		if err := h.write(bp, b, ok); ok {
+			return err
+		}
 	}
-	bp := bufPool.Get().(*[]byte)
-	b, ok := h.appendRecord((*bp)[:0], r)
+	return h.std.Handle(ctx, r)
+}
+
+// HandleAttrs has h handle slog.NewRecord(t, level, msg, 0) with attrs
+// added; a Handler of this package writes the line without building the
+// record (nor its storage for attributes) when its fast path takes it.
+// It is for a caller that logs a line per request and has checked
+// Enabled; attrs is not retained.
+func HandleAttrs(ctx context.Context, h slog.Handler, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) error {
+	if lh, ok := h.(*Handler); ok {
+		if lh.w != nil && plain(msg, true) {
+			bp := bufPool.Get().(*[]byte)
+			b, ok := lh.appendHead((*bp)[:0], t, level, msg)
+			for i := 0; ok && i < len(attrs); i++ {
+				b, ok = lh.appendAttr(b, attrs[i])
+			}
+			if err := lh.write(bp, lh.appendTail(b), ok); ok {
+				return err
+			}
+		}
+		h = lh.std
+	}
+	r := slog.NewRecord(t, level, msg, 0)
+	r.AddAttrs(attrs...)
+	return h.Handle(ctx, r)
+}
+
+// write writes the line b when ok (the fast path took it), and gives the
+// buffer bp back to the pool.
+func (h *Handler) write(bp *[]byte, b []byte, ok bool) error {
 	var err error
 	if ok {
 		_, err = h.w.Write(b)
@@ -137,38 +169,7 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 		*bp = b
 		bufPool.Put(bp)
 	}
-	if !ok {
-		return h.std.Handle(ctx, r)
-	}
 	return err
-}
-
-// HandleAttrs writes what Handle writes for slog.NewRecord(t, level, msg,
-// 0) with attrs added, without building the record (nor its storage for
-// attributes) when the fast path takes the line: for a caller that logs a
-// line per request and has checked Enabled. attrs is not retained.
-func (h *Handler) HandleAttrs(ctx context.Context, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) error {
-	if h.w != nil && plain(msg, true) {
-		bp := bufPool.Get().(*[]byte)
-		b, ok := h.appendHead((*bp)[:0], t, level, msg)
-		for i := 0; ok && i < len(attrs); i++ {
-			b, ok = h.appendAttr(b, attrs[i])
-		}
-		var err error
-		if ok {
-			_, err = h.w.Write(h.appendTail(b))
-		}
-		if cap(b) <= 64<<10 {
-			*bp = b
-			bufPool.Put(bp)
-		}
-		if ok {
-			return err
-		}
-	}
-	r := slog.NewRecord(t, level, msg, 0)
-	r.AddAttrs(attrs...)
-	return h.std.Handle(ctx, r)
 }
 
 // appendRecord appends r's line to b; ok is false when r has something

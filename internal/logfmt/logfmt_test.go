@@ -123,7 +123,7 @@ func TestSameAsStandard(t *testing.T) {
 			var attrs []slog.Attr
 			r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
 			got.Reset()
-			errF = fast.(*Handler).HandleAttrs(context.Background(), r.Time, r.Level, r.Message, attrs...)
+			errF = HandleAttrs(context.Background(), fast, r.Time, r.Level, r.Message, attrs...)
 			if got.String() != want.String() || (errF == nil) != (errS == nil) {
 				t.Fatalf("HandleAttrs, json=%v record %d:\n got %q (%v)\nwant %q (%v)", json, i, got.String(), errF, want.String(), errS)
 			}

@@ -118,10 +118,6 @@ type reqState struct {
 	// on; the client's connection is cut so that it cannot take the
 	// response for whole.
 	abort bool
-	// simple is the upstream's response on the fast path (parseSimpleHead),
-	// res its http.Response: Header nil, the header lines in simple.
-	simple simpleHead
-	res    http.Response
 }
 
 type ctxKey struct{}
@@ -667,6 +663,15 @@ func (w *statusWriter) WriteHeader(code int) {
 		return
 	}
 	w.ResponseWriter.WriteHeader(code)
+}
+
+// writeRawHeader is response.writeRawHeader, the status recorded; w is
+// the gateway's own server's.
+func (w *statusWriter) writeRawHeader(code int, raw []byte, length int64, hasDate bool) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.(*response).writeRawHeader(code, raw, length, hasDate)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -45,9 +46,11 @@ type pconn struct {
 	// request.
 	peek func() (data, closed bool)
 
-	// For the fast path of simple responses (see parseSimpleHead): the
-	// header lines of the last response, and its body's reader.
-	fields []byte
+	// The fast path of simple responses (see parseSimpleHead): the last
+	// response's header, its http.Response (Header nil: the lines are in
+	// simple.fields) and its body's reader, valid until release.
+	simple simpleHead
+	res    http.Response
 	body   fixedBody
 }
 

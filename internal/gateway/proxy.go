@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +40,10 @@ var hopHeaders = [...]string{
 	"Transfer-Encoding",
 	"Upgrade",
 }
+
+// ownResponseFields are the response fields the gateway sets itself:
+// an upstream's are not passed on.
+var ownResponseFields = [...]string{"X-Request-Id", "Ratelimit", "Ratelimit-Policy"}
 
 func isHopHeader(k string) bool {
 	for _, h := range hopHeaders {
@@ -145,48 +150,23 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 		h.proxyError(w, r, st, err)
 		return
 	}
-	if res.Header == nil {
-		// The fast path: the upstream's header lines go to the client as
-		// they came, after the gateway's own fields.
-		st.sw.status = res.StatusCode
-		st.sw.ResponseWriter.(*response).writeRawHeader(res.StatusCode, st.simple.fields, res.ContentLength, st.simple.hasDate)
-		bufp := bufPool.Get().(*[]byte)
-		done, readErr := copyBody(w, pc, res, *bufp, false, st)
-		bufPool.Put(bufp)
-		if readErr != nil {
-			st.proxyErr, st.abort = readErr, true
-		}
-		pc.release(done)
-		return
-	}
-	hd := w.Header()
-	conn := connectionTokens(res.Header)
-	for k, vv := range res.Header {
-		if isHopHeader(k) || listed(conn, k) {
-			continue
-		}
-		switch k {
-		case "X-Request-Id", "Ratelimit", "Ratelimit-Policy":
-			continue // the gateway's own win
-		}
-		hd[k] = vv
-	}
+	// Trailers, and a body of unknown length (chunked, or until the
+	// upstream closes), which may be a stream such as server-sent events,
+	// are flushed as they come; a body of known length goes out in as
+	// few writes as it can. A simple response (pc.simple) has neither.
 	announced := len(res.Trailer)
-	if announced > 0 {
-		keys := make([]string, 0, announced)
-		for k := range res.Trailer {
-			keys = append(keys, k)
-		}
-		hd["Trailer"] = []string{strings.Join(keys, ", ")}
-	}
-	w.WriteHeader(res.StatusCode)
-	// A body of unknown length (chunked, or until the upstream closes) may
-	// be a stream, such as server-sent events: it is flushed as it comes.
-	// A body of known length goes out in as few writes as it can.
 	stream := res.ContentLength < 0 && res.Body != http.NoBody
-	if stream || announced > 0 {
-		// With trailers this also forces chunking, which trailers need.
-		flush(w)
+	if pc.simple.ok {
+		// Its header lines go to the client as they came, after the
+		// gateway's own fields.
+		st.sw.writeRawHeader(res.StatusCode, pc.simple.fields, res.ContentLength, pc.simple.hasDate)
+	} else {
+		copyResponseHeader(w.Header(), res)
+		w.WriteHeader(res.StatusCode)
+		if stream || announced > 0 {
+			// With trailers this also forces chunking, which trailers need.
+			flush(w)
+		}
 	}
 	bufp := bufPool.Get().(*[]byte)
 	done, readErr := copyBody(w, pc, res, *bufp, stream, st)
@@ -196,6 +176,7 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 		st.proxyErr, st.abort = readErr, true
 	}
 	if done {
+		hd := w.Header()
 		if len(res.Trailer) == announced {
 			for k, vv := range res.Trailer {
 				hd[k] = vv
@@ -207,6 +188,26 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 		}
 	}
 	pc.release(done && !res.Close)
+}
+
+// copyResponseHeader copies the upstream's response fields to hd but the
+// hop-by-hop ones, those its Connection field names and the gateway's own,
+// and announces its trailers.
+func copyResponseHeader(hd http.Header, res *http.Response) {
+	conn := connectionTokens(res.Header)
+	for k, vv := range res.Header {
+		if isHopHeader(k) || listed(conn, k) || slices.Contains(ownResponseFields[:], k) {
+			continue
+		}
+		hd[k] = vv
+	}
+	if len(res.Trailer) > 0 {
+		keys := make([]string, 0, len(res.Trailer))
+		for k := range res.Trailer {
+			keys = append(keys, k)
+		}
+		hd["Trailer"] = []string{strings.Join(keys, ", ")}
+	}
 }
 
 // listed reports whether the field name k is among toks.
@@ -392,6 +393,7 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	// response has a length but no body.
 	_, fast := st.sw.ResponseWriter.(*response)
 	fast = fast && r.Method != http.MethodHead
+	pc.simple.ok = false
 	pc.cr.limit = pc.cr.n + maxResponseHeaderBytes
 	before := pc.cr.n
 	var res *http.Response
@@ -401,16 +403,15 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 			break
 		}
 		if fast && n1xx == 0 {
-			if sh, n, ok := parseSimpleHead(pc.br, pc.fields[:0]); ok {
+			if sh, n, ok := parseSimpleHead(pc.br, pc.simple.fields[:0]); ok {
 				pc.br.Discard(n)
-				pc.fields = sh.fields
-				st.simple = sh
-				st.res = http.Response{StatusCode: sh.status, ProtoMajor: 1, ProtoMinor: 1, ContentLength: sh.length, Body: http.NoBody}
+				pc.simple = sh
+				pc.res = http.Response{StatusCode: sh.status, ProtoMajor: 1, ProtoMinor: 1, ContentLength: sh.length, Body: http.NoBody}
 				if sh.length > 0 {
 					pc.body = fixedBody{r: pc.br, left: sh.length}
-					st.res.Body = &pc.body
+					pc.res.Body = &pc.body
 				}
-				res = &st.res
+				res = &pc.res
 				break
 			}
 		}
@@ -603,7 +604,7 @@ func writeField(bw *bufio.Writer, k, v string) {
 
 // validFieldValue reports whether v may be sent as a header field value:
 // no control characters but horizontal tab.
-func validFieldValue(v string) bool {
+func validFieldValue[T string | []byte](v T) bool {
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
@@ -678,6 +679,7 @@ func copyRequestBody(pc *pconn, r *http.Request, chunked bool, timeout time.Dura
 // simpleHead is an upstream response header of the kind the fast path
 // takes (see parseSimpleHead).
 type simpleHead struct {
+	ok      bool // the last response read on the connection was simple
 	status  int
 	length  int64
 	fields  []byte // the header lines, each ending in CRLF
@@ -721,11 +723,11 @@ func parseSimpleHead(br *bufio.Reader, buf []byte) (sh simpleHead, n int, ok boo
 		line := rest[:i+2]
 		rest = rest[i+2:]
 		name, value, found := bytes.Cut(line[:i], []byte(":"))
-		if !found || !validFieldNameBytes(name) || !validFieldValueBytes(value) {
+		if !found || !validFieldName(name) || !validFieldValue(value) {
 			return sh, 0, false // folding (a leading space) fails the name too
 		}
 		switch {
-		case asciiEqualFold(name, "content-length"):
+		case bytes.EqualFold(name, []byte("Content-Length")):
 			v := bytes.Trim(value, " \t")
 			if sh.length >= 0 || len(v) == 0 || len(v) > 18 {
 				return sh, 0, false
@@ -737,7 +739,7 @@ func parseSimpleHead(br *bufio.Reader, buf []byte) (sh simpleHead, n int, ok boo
 				}
 				sh.length = sh.length*10 + int64(c-'0')
 			}
-		case asciiEqualFold(name, "date"):
+		case bytes.EqualFold(name, []byte("Date")):
 			sh.hasDate = true
 		case slowField(name):
 			return sh, 0, false
@@ -747,76 +749,27 @@ func parseSimpleHead(br *bufio.Reader, buf []byte) (sh simpleHead, n int, ok boo
 	if sh.length < 0 {
 		return sh, 0, false
 	}
-	sh.fields = buf
+	sh.fields, sh.ok = buf, true
 	return sh, end + 4, true
 }
 
 var crlf = []byte("\r\n")
 
-// slowFields are the response fields that send a response down the slow
-// path: hop-by-hop ones, those framing a body, and the gateway's own.
-var slowFields = [...]string{
-	"connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-	"te", "trailer", "transfer-encoding", "upgrade",
-	"x-request-id", "ratelimit", "ratelimit-policy",
-}
-
+// slowField reports whether a response field sends its response down the
+// slow path, which drops or replaces it: a hop-by-hop field, or one of the
+// gateway's own.
 func slowField(name []byte) bool {
-	for _, f := range slowFields {
-		if asciiEqualFold(name, f) {
+	for _, f := range hopHeaders {
+		if bytes.EqualFold(name, []byte(f)) {
+			return true
+		}
+	}
+	for _, f := range ownResponseFields {
+		if bytes.EqualFold(name, []byte(f)) {
 			return true
 		}
 	}
 	return false
-}
-
-// asciiEqualFold reports whether b is s (lower case) but for the case of
-// ASCII letters.
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// validFieldNameBytes is validFieldName for bytes.
-func validFieldNameBytes(k []byte) bool {
-	if len(k) == 0 {
-		return false
-	}
-	for _, c := range k {
-		if !tokenChar[c] {
-			return false
-		}
-	}
-	return true
-}
-
-// tokenChar holds the characters of a token (RFC 9110 §5.6.2).
-var tokenChar = func() (t [256]bool) {
-	for c := 0; c < 256; c++ {
-		t[c] = c > ' ' && c < 0x7f && strings.IndexByte(`"(),/:;<=>?@[\]{}`, byte(c)) < 0
-	}
-	return t
-}()
-
-// validFieldValueBytes is validFieldValue for bytes.
-func validFieldValueBytes(v []byte) bool {
-	for _, c := range v {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // fixedBody reads a response body of a known length on the fast path; an

@@ -136,12 +136,20 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-func (s *Server) headerTimeout() time.Duration {
-	if s.ReadHeaderTimeout <= 0 {
-		return defaultReadHeaderTimeout
+// orDefault returns v, or d when v is zero or less (a field left unset).
+func orDefault[T int | time.Duration](v, d T) T {
+	if v <= 0 {
+		return d
 	}
-	return s.ReadHeaderTimeout
+	return v
 }
+
+// The settings in effect.
+func (s *Server) headerTimeout() time.Duration {
+	return orDefault(s.ReadHeaderTimeout, defaultReadHeaderTimeout)
+}
+func (s *Server) sendTimeout() time.Duration { return orDefault(s.SendTimeout, defaultSendTimeout) }
+func (s *Server) bodyTimeout() time.Duration { return orDefault(s.BodyTimeout, defaultBodyTimeout) }
 
 func (s *Server) log() *slog.Logger {
 	if s.Log == nil {
@@ -156,14 +164,6 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 	c.cr.conn = nc
 	c.cr.limit = math.MaxInt64
 	c.br = bufio.NewReaderSize(&c.cr, 4<<10)
-	c.send = s.SendTimeout
-	if c.send <= 0 {
-		c.send = defaultSendTimeout
-	}
-	c.bodyTimeout = s.BodyTimeout
-	if c.bodyTimeout <= 0 {
-		c.bodyTimeout = defaultBodyTimeout
-	}
 	c.bw = bufio.NewWriterSize(sendWriter{c}, 4<<10)
 	c.peek = peeker(nc)
 	s.mu.Lock()
@@ -250,13 +250,10 @@ type serverConn struct {
 	remote string
 	peek   func() (data, closed bool)
 	state  atomic.Int32
-	rdl    time.Time // the read deadline armed on conn; zero: none
-	send   time.Duration
-	// bodyTimeout: see Server.BodyTimeout and requestBody.Read.
-	bodyTimeout time.Duration
-	wdl         time.Time   // the write deadline armed on conn; see sendWriter
-	noSend      atomic.Bool // hijacked: no write deadline any more
-	served      int         // requests served so far
+	rdl    time.Time   // the read deadline armed on conn; zero: none
+	wdl    time.Time   // the write deadline armed on conn; see sendWriter
+	noSend atomic.Bool // hijacked: no write deadline any more
+	served int         // requests served so far
 	// hijacked: a handler took the connection over (Hijack); the server
 	// has let go of it.
 	hijacked bool
@@ -288,8 +285,9 @@ type sendWriter struct{ c *serverConn }
 func (s sendWriter) Write(p []byte) (int, error) {
 	c := s.c
 	if !c.noSend.Load() {
-		if now := time.Now(); c.wdl.Sub(now) < c.send-c.send/8 {
-			c.wdl = now.Add(c.send)
+		t := c.srv.sendTimeout()
+		if now := time.Now(); c.wdl.Sub(now) < t-t/8 {
+			c.wdl = now.Add(t)
 			c.conn.SetWriteDeadline(c.wdl)
 		}
 	}
@@ -334,15 +332,9 @@ func (c *serverConn) serve() {
 			c.srv.forget(c)
 		}
 	}()
-	idle := c.srv.IdleTimeout
-	if idle <= 0 {
-		idle = defaultIdleTimeout
-	}
+	idle := orDefault(c.srv.IdleTimeout, defaultIdleTimeout)
 	headerTimeout := c.srv.headerTimeout()
-	maxHeader := int64(c.srv.MaxHeaderBytes)
-	if maxHeader <= 0 {
-		maxHeader = defaultMaxHeaderBytes
-	}
+	maxHeader := int64(orDefault(c.srv.MaxHeaderBytes, defaultMaxHeaderBytes))
 	for {
 		// Wait for the next request. A new connection has the header
 		// timeout to send its first; a kept-alive one, the idle timeout,
@@ -965,22 +957,27 @@ func writeFields(bw *bufio.Writer, k string, vv []string) {
 	}
 }
 
-// validFieldName reports whether k is a token (RFC 9110 §5.6.2).
-func validFieldName(k string) bool {
-	if k == "" {
+// validFieldName reports whether k is a token (RFC 9110 §5.6.2), as a
+// field name or a method must be.
+func validFieldName[T string | []byte](k T) bool {
+	if len(k) == 0 {
 		return false
 	}
 	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-			continue
-		}
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+		if !tokenChar[k[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// tokenChar holds the characters of a token.
+var tokenChar = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c > ' ' && c < 0x7f && strings.IndexByte(`"(),/:;<=>?@[\]{}`, byte(c)) < 0
+	}
+	return t
+}()
 
 func (w *response) setErr(err error) {
 	if err != nil && w.err == nil {
@@ -1167,7 +1164,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		// be the connection's goroutine. (The connection's own record,
 		// c.rdl, was cleared when the body began, so the wait for the
 		// next request arms its deadline anew.)
-		t := b.c.bodyTimeout
+		t := b.c.srv.bodyTimeout()
 		if now := time.Now(); b.rdl.Sub(now) < t-t/8 {
 			b.rdl = now.Add(t)
 			b.c.conn.SetReadDeadline(b.rdl)

@@ -188,26 +188,19 @@ func (c *client) get(req []byte) (keep bool, err error) {
 		return false, fmt.Errorf("response %q", bytes.TrimSpace(line))
 	}
 	length, chunked, closing := int64(-1), false, false
-	for {
-		line, err := c.br.ReadSlice('\n')
-		if err != nil {
-			return false, err
-		}
-		if len(line) <= 2 {
-			break
-		}
-		k, v, _ := bytes.Cut(line, []byte(":"))
-		v = bytes.TrimSpace(v)
+	err = c.fields(func(k, v []byte) (err error) {
 		switch {
 		case bytes.EqualFold(k, []byte("Content-Length")):
-			if length, err = strconv.ParseInt(string(v), 10, 64); err != nil {
-				return false, err
-			}
+			length, err = strconv.ParseInt(string(v), 10, 64)
 		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
 			chunked = bytes.EqualFold(v, []byte("chunked"))
 		case bytes.EqualFold(k, []byte("Connection")):
 			closing = bytes.EqualFold(v, []byte("close"))
 		}
+		return err
+	})
+	if err != nil {
+		return false, err
 	}
 	var body io.Reader
 	switch {
@@ -223,16 +216,28 @@ func (c *client) get(req []byte) (keep bool, err error) {
 	}
 	if chunked {
 		// The chunked reader stops after the last chunk: the trailer
-		// section, empty or not, ends with a blank line.
-		for {
-			line, err := c.br.ReadSlice('\n')
-			if err != nil {
-				return false, err
-			}
-			if len(line) <= 2 {
-				break
-			}
+		// section follows.
+		if err := c.fields(func(k, v []byte) error { return nil }); err != nil {
+			return false, err
 		}
 	}
 	return !closing, nil
+}
+
+// fields reads header (or trailer) fields up to the blank line that ends
+// them, handing each name and trimmed value to f.
+func (c *client) fields(f func(k, v []byte) error) error {
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) <= 2 {
+			return nil
+		}
+		k, v, _ := bytes.Cut(line, []byte(":"))
+		if err := f(k, bytes.TrimSpace(v)); err != nil {
+			return err
+		}
+	}
 }

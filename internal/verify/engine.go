@@ -107,6 +107,14 @@ type Engine struct {
 	bySecret map[secret.Digest]*secretEntry
 	byToken  map[string]*tokenEntry
 
+	// A token's refreshes run one at a time, store read and install
+	// together, so that a refresh that read before a write cannot install
+	// its older state after the refresh that follows the write. refreshes
+	// counts installs made by refreshes; a lookup that sees it move while
+	// it read refreshes instead of installing what it read.
+	refreshMu [64]sync.Mutex
+	refreshes atomic.Uint64
+
 	budgetMu     sync.Mutex
 	budgetTokens float64
 	budgetAt     time.Time
@@ -670,6 +678,7 @@ func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest) (*sec
 	if !e.spendBudget() {
 		return nil, nil
 	}
+	gen := e.refreshes.Load()
 	sec, tok, err := e.cfg.Store.LookupSecret(ctx, d[:])
 	if keyward.ErrorCode(err) == keyward.ENOTFOUND {
 		err = nil
@@ -702,7 +711,17 @@ func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest) (*sec
 	// needs (its other secrets come with their own lookups or changes).
 	found := *sec
 	found.Digest, found.KeyID = d[:], e.cfg.Keys.Current.ID
-	if err := e.install(ctx, tok, []*keyward.Secret{&found}, false); err != nil {
+	mu := e.refreshLock(tok.ID)
+	mu.Lock()
+	if e.refreshes.Load() == gen {
+		err = e.install(ctx, tok, []*keyward.Secret{&found}, false)
+	} else {
+		// A refresh ran while this lookup read, perhaps of this token after
+		// a write this read missed: read again rather than install stale.
+		err = e.refreshLocked(ctx, tok.ID)
+	}
+	mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	e.mu.RLock()
@@ -732,6 +751,15 @@ func (e *Engine) spendBudget() bool {
 // it after every write that affects verification; the change poller calls
 // it for writes made by other nodes and processes.
 func (e *Engine) Refresh(ctx context.Context, tokenID string) error {
+	mu := e.refreshLock(tokenID)
+	mu.Lock()
+	defer mu.Unlock()
+	return e.refreshLocked(ctx, tokenID)
+}
+
+// refreshLocked is Refresh with the token's refresh lock held.
+func (e *Engine) refreshLocked(ctx context.Context, tokenID string) error {
+	defer e.refreshes.Add(1)
 	tok, err := e.cfg.Store.TokenByID(ctx, tokenID)
 	if keyward.ErrorCode(err) == keyward.ENOTFOUND {
 		e.drop(tokenID)
@@ -745,6 +773,15 @@ func (e *Engine) Refresh(ctx context.Context, tokenID string) error {
 		return err
 	}
 	return e.install(ctx, tok, secs, true)
+}
+
+// refreshLock returns the lock that orders the refreshes of tokenID.
+func (e *Engine) refreshLock(tokenID string) *sync.Mutex {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(tokenID); i++ {
+		h = (h ^ uint32(tokenID[i])) * 16777619
+	}
+	return &e.refreshMu[h%uint32(len(e.refreshMu))]
 }
 
 // install puts a token and secrets of it into the cache. When complete,

@@ -552,3 +552,72 @@ func TestStatsEvictions(t *testing.T) {
 		t.Fatalf("%d evictions, want 1", got)
 	}
 }
+
+// stallingStore holds the first TokenByID after stall is armed: it reads,
+// tells read, and returns what it read only once release is closed.
+type stallingStore struct {
+	keyward.Store
+	armed   sync.Once
+	stall   chan struct{} // closed to arm
+	read    chan struct{}
+	release chan struct{}
+}
+
+func (s *stallingStore) TokenByID(ctx context.Context, id string) (*keyward.Token, error) {
+	tok, err := s.Store.TokenByID(ctx, id)
+	select {
+	case <-s.stall:
+		hold := false
+		s.armed.Do(func() { hold = true })
+		if hold {
+			close(s.read)
+			<-s.release
+		}
+	default:
+	}
+	return tok, err
+}
+
+// TestRefreshesOrdered: a refresh that read a token before a write (the
+// change feed's, say) must not install that older state over the refresh
+// made after the write. It did: a resumed token stayed SUSPENDED.
+func TestRefreshesOrdered(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, text := e.create(&keyward.Token{})
+	ctx := context.Background()
+	if _, err := e.svc.SuspendToken(ctx, e.caller, tok.ID, "looking"); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(text, ""), keyward.Suspended)
+
+	st := &stallingStore{Store: e.store, stall: make(chan struct{}), read: make(chan struct{}), release: make(chan struct{})}
+	eng := verify.New(verify.Config{Store: st, Keys: e.keys, Now: e.clock.Now})
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close(ctx)
+	expect(t, eng.Verify(ctx, verify.Request{Token: text}), keyward.Suspended)
+
+	close(st.stall)
+	stale := make(chan error, 1)
+	go func() { stale <- eng.Refresh(ctx, tok.ID) }() // reads "suspended", then stalls
+	<-st.read
+	svc := &manage.Service{Store: e.store, Keys: e.keys, Engine: eng, Now: e.clock.Now}
+	resumed := make(chan error, 1)
+	go func() { _, err := svc.ResumeToken(ctx, e.caller, tok.ID, ""); resumed <- err }()
+	// Let the resume's refresh run, or queue behind the stalled one, then
+	// let the stalled refresh install what it read.
+	select {
+	case err := <-resumed:
+		resumed <- err
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(st.release)
+	if err := <-stale; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-resumed; err != nil {
+		t.Fatal(err)
+	}
+	expect(t, eng.Verify(ctx, verify.Request{Token: text}), keyward.Valid)
+}

@@ -99,11 +99,19 @@ type reqState struct {
 	ctx       context.Context
 	rt        *route
 	requestID string
+	start     time.Time      // when the gateway took the request
 	token     *keyward.Token // nil without identity
 	remote    netip.Addr     // the connection's address
 	clientIP  netip.Addr
-	trusted   bool // the connection comes from a trusted proxy
-	proxyErr  error
+	// clientIPText is clientIP's text when the server had it at hand;
+	// "" otherwise.
+	clientIPText string
+	// Backing arrays of header values the gateway sets, held here so
+	// that they cost no allocation of their own.
+	idVals   [1]string
+	rlVals   [2]string
+	trusted  bool // the connection comes from a trusted proxy
+	proxyErr error
 	// What the verification found, for usage analytics: whether a
 	// credential was verified, its outcome, the token it identified and
 	// how long verifying took.
@@ -248,15 +256,15 @@ type balancer struct {
 // the healthy ones, and once more with another upstream when the
 // connection could not be made and r may be sent again (idempotent, no
 // body). Each outcome counts towards passive ejection, unless the client
-// left or was at fault. It returns exchange's last error.
-func (b *balancer) try(r *http.Request, exchange func(u *upstream) error) error {
+// left or was at fault. now is the time, in Unix nanoseconds, that
+// ejections are judged at. It returns exchange's last error.
+func (b *balancer) try(r *http.Request, now int64, exchange func(u *upstream) error) error {
 	ups := b.ups
 	start := int(b.pos.Add(1)-1) % len(ups)
 	attempts := 1
 	if len(ups) > 1 && idempotent(r.Method) && bodiless(r) {
 		attempts = 2
 	}
-	now := time.Now().UnixNano()
 	ctx := r.Context()
 	var err error
 	prev := -1
@@ -282,7 +290,7 @@ func (b *balancer) try(r *http.Request, exchange func(u *upstream) error) error 
 // upstreams; httputil.ReverseProxy calls it for protocol upgrades.
 func (b *balancer) RoundTrip(req *http.Request) (res *http.Response, err error) {
 	clone := len(b.ups) > 1 // a retry must not see the first try's URL
-	err = b.try(req, func(u *upstream) error {
+	err = b.try(req, time.Now().UnixNano(), func(u *upstream) error {
 		out := req
 		if clone {
 			out = req.Clone(req.Context())
@@ -384,25 +392,29 @@ func (h *Handler) SetUsage(r *usage.Recorder) { h.usage = r }
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	// One allocation holds the request's state and its response writer.
-	st := &reqState{sw: statusWriter{ResponseWriter: w}, ctx: r.Context()}
+	st := &reqState{sw: statusWriter{ResponseWriter: w}, ctx: r.Context(), start: start}
 	sw := &st.sw
 	id := r.Header.Get("X-Request-Id")
 	if !validRequestID(id) {
 		id = newRequestID()
 	}
-	sw.Header()["X-Request-Id"] = []string{id}
+	st.idVals[0] = id
+	sw.Header()["X-Request-Id"] = st.idVals[:]
 	st.requestID = id
 	h.serve(sw, r, st)
 	// The request's outcome is known from here on: its route (st.rt), the
 	// token (st.token, nil without identity), the status answered
 	// (sw.status) and the time taken. Metrics and the access log take it
-	// here; per-request usage events belong here too.
+	// here; per-request usage events belong here too. One reading of the
+	// clock serves them all.
+	end := time.Now()
+	took := end.Sub(start)
 	if h.obs != nil {
 		name := ""
 		if st.rt != nil {
 			name = st.rt.cfg.Name
 		}
-		h.obs.ObserveGateway(name, sw.status, time.Since(start))
+		h.obs.ObserveGateway(name, sw.status, took)
 		if st.verified {
 			h.obs.ObserveGatewayVerify(st.verifyDur)
 		}
@@ -411,11 +423,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if h.usage != nil && st.verified {
-		now := time.Now()
 		q := usage.Request{
-			WorkspaceID: h.workspaceID, At: now.UnixNano(), IP: st.clientIP,
+			WorkspaceID: h.workspaceID, At: end.UnixNano(), IP: st.clientIP,
 			Method: r.Method, Route: st.rt.cfg.Name, Path: r.URL.Path,
-			Outcome: st.outcome, Status: sw.status, Latency: now.Sub(start),
+			Outcome: st.outcome, Status: sw.status, Latency: took,
 		}
 		if st.usedToken != nil {
 			q.TokenID = st.usedToken.ID
@@ -426,14 +437,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.finish(st)
 		return
 	}
+	ipText := st.clientIPText
+	if ipText == "" {
+		ipText = st.clientIP.String()
+	}
 	var buf [9]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("request_id", id),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.Int("status", sw.status),
-		slog.Duration("duration", time.Since(start)),
-		slog.String("client_ip", st.clientIP.String()),
+		slog.Duration("duration", took),
+		slog.String("client_ip", ipText),
 	)
 	if st.rt != nil {
 		attrs = append(attrs, slog.String("route", st.rt.cfg.Name))
@@ -447,7 +462,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Straight to the handler: Logger.LogAttrs would walk the stack for a
 	// source position on every request; keyward's own handler takes the
 	// attributes without a record.
-	logfmt.HandleAttrs(r.Context(), h.log.Handler(), time.Now(), slog.LevelInfo, "gateway request", attrs...)
+	logfmt.HandleAttrs(r.Context(), h.log.Handler(), end, slog.LevelInfo, "gateway request", attrs...)
 	h.finish(st)
 }
 
@@ -461,8 +476,19 @@ func (h *Handler) finish(st *reqState) {
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
-	st.remote = remoteAddr(r)
+	var text string
+	if rw, ok := st.sw.ResponseWriter.(*response); ok {
+		st.remote, text, ok = rw.remoteIP()
+		if !ok {
+			st.remote = remoteAddr(r)
+		}
+	} else {
+		st.remote = remoteAddr(r)
+	}
 	st.clientIP, st.trusted = h.clientIP(r, st.remote)
+	if st.clientIP == st.remote {
+		st.clientIPText = text
+	}
 	if r.URL.Path == "" || r.URL.Path[0] != '/' || hasDotSegment(r.URL.Path) {
 		// Upstreams may resolve dot segments, which would escape the route
 		// whose scopes were checked.
@@ -523,7 +549,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 		return false
 	}
 	if res.Outcome.Identified() {
-		setRateLimit(w.Header(), res)
+		setRateLimit(w.Header(), res, st.rlVals[:])
 	}
 	switch res.Outcome {
 	case keyward.Valid:
@@ -553,7 +579,8 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 
 // setRateLimit writes the draft-ietf-httpapi-ratelimit-headers fields of the
 // token's rate limit or quota, whichever has fewer requests remaining.
-func setRateLimit(hd http.Header, res verify.Result) {
+// vals holds the two values.
+func setRateLimit(hd http.Header, res verify.Result, vals []string) {
 	l := res.Rate
 	if res.Quota.Set && (!l.Set || res.Quota.Remaining < l.Remaining) {
 		l = res.Quota
@@ -574,7 +601,7 @@ func setRateLimit(hd http.Header, res verify.Result) {
 	p = append(p, ";t="...)
 	p = strconv.AppendInt(p, ceilSeconds(l.Reset), 10)
 	both := string(p)
-	vals := []string{both[:n], both[n:]}
+	vals[0], vals[1] = both[:n], both[n:]
 	hd["Ratelimit-Policy"] = vals[:1:1]
 	hd["Ratelimit"] = vals[1:]
 }
@@ -707,9 +734,14 @@ func validRequestID(s string) bool {
 	return true
 }
 
+// newRequestID returns a new request id: the request prefix and 128
+// random bits in hex, made in one allocation.
 func newRequestID() string {
 	var raw [16]byte
 	binary.BigEndian.PutUint64(raw[:8], rand.Uint64())
 	binary.BigEndian.PutUint64(raw[8:], rand.Uint64())
-	return keyward.PrefixRequest + hex.EncodeToString(raw[:])
+	var b [len(keyward.PrefixRequest) + 32]byte
+	n := copy(b[:], keyward.PrefixRequest)
+	hex.Encode(b[n:], raw[:])
+	return string(b[:])
 }

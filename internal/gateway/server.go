@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -161,6 +162,10 @@ func (s *Server) log() *slog.Logger {
 // newConn registers a new connection; nil once the server shuts down.
 func (s *Server) newConn(nc net.Conn) *serverConn {
 	c := &serverConn{srv: s, conn: nc, remote: nc.RemoteAddr().String()}
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		c.remoteIP = ta.AddrPort().Addr().Unmap()
+		c.remoteIPText = c.remoteIP.String()
+	}
 	c.cr.conn = nc
 	c.cr.limit = math.MaxInt64
 	c.br = bufio.NewReaderSize(&c.cr, 4<<10)
@@ -248,12 +253,16 @@ type serverConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	remote string
-	peek   func() (data, closed bool)
-	state  atomic.Int32
-	rdl    time.Time   // the read deadline armed on conn; zero: none
-	wdl    time.Time   // the write deadline armed on conn; see sendWriter
-	noSend atomic.Bool // hijacked: no write deadline any more
-	served int         // requests served so far
+	// remoteIP is the client's address, parsed once per connection;
+	// invalid when the connection is not TCP. remoteIPText is its text.
+	remoteIP     netip.Addr
+	remoteIPText string
+	peek         func() (data, closed bool)
+	state        atomic.Int32
+	rdl          time.Time   // the read deadline armed on conn; zero: none
+	wdl          time.Time   // the write deadline armed on conn; see sendWriter
+	noSend       atomic.Bool // hijacked: no write deadline any more
+	served       int         // requests served so far
 	// hijacked: a handler took the connection over (Hijack); the server
 	// has let go of it.
 	hijacked bool
@@ -445,7 +454,11 @@ func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok
 		return nil, 0, false // url.Parse's ForceQuery
 	}
 	lines := head[i+2:]
-	hdr := make(http.Header, strings.Count(lines, "\n"))
+	nf := strings.Count(lines, "\n")
+	hdr := make(http.Header, nf)
+	// The fields' values share one backing array; each slice is capped at
+	// its length, so that an append by a handler copies.
+	vals := make([]string, 0, nf)
 	host, hosts := "", 0
 	for lines != "" {
 		i := strings.Index(lines, "\r\n")
@@ -471,14 +484,25 @@ func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok
 		case "Transfer-Encoding", "Expect", "Pragma":
 			return nil, 0, false
 		}
-		hdr[key] = append(hdr[key], value)
+		if prior, ok := hdr[key]; ok {
+			hdr[key] = append(prior, value)
+		} else {
+			vals = append(vals, value)
+			hdr[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+		}
 	}
 	if hosts != 1 || host == "" || !validHost(host) {
 		return nil, 0, false
 	}
-	req = &http.Request{
+	// One allocation holds the request and its URL.
+	ru := &struct {
+		req http.Request
+		url url.URL
+	}{url: url.URL{Path: path, RawQuery: query}}
+	req = &ru.req
+	*req = http.Request{
 		Method:     method,
-		URL:        &url.URL{Path: path, RawQuery: query},
+		URL:        &ru.url,
 		Proto:      proto,
 		ProtoMajor: 1,
 		ProtoMinor: 1,
@@ -1075,6 +1099,12 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // clientGone: see serverConn.clientGone.
 func (w *response) clientGone() bool { return w.c.clientGone() }
+
+// remoteIP returns the client's address and its text, parsed once for the
+// connection; ok is false when the connection is not TCP.
+func (w *response) remoteIP() (ip netip.Addr, text string, ok bool) {
+	return w.c.remoteIP, w.c.remoteIPText, w.c.remoteIP.IsValid()
+}
 
 // finish ends the response after the handler returned: a header if none
 // was written, the last chunk and the trailers, and everything sent.

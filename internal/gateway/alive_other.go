@@ -2,7 +2,10 @@
 
 package gateway
 
-import "net"
+import (
+	"net"
+	"syscall"
+)
 
 // peeker returns a function that looks at a connection without blocking.
 // Without a non-blocking peek it cannot tell: it reports an open
@@ -12,3 +15,8 @@ import "net"
 func peeker(c net.Conn) func() (data, closed bool) {
 	return func() (bool, bool) { return false, false }
 }
+
+// syscallConn returns nil: flushAwait's wait is for unix sockets.
+func syscallConn(c net.Conn) syscall.RawConn { return nil }
+
+func writeFD(fd uintptr, b []byte) (int, error) { return 0, syscall.EINVAL }

@@ -47,3 +47,31 @@ func peeker(c net.Conn) func() (data, closed bool) {
 		}
 	}
 }
+
+// syscallConn returns c's raw connection, for flushAwait; nil when it has
+// none.
+func syscallConn(c net.Conn) syscall.RawConn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// writeFD writes b to the socket fd, which does not block.
+func writeFD(fd uintptr, b []byte) (int, error) {
+	for {
+		n, err := syscall.Write(int(fd), b)
+		if err == syscall.EINTR {
+			continue
+		}
+		if n < 0 {
+			n = 0
+		}
+		return n, err
+	}
+}

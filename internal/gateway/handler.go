@@ -119,6 +119,9 @@ type reqState struct {
 	outcome   keyward.Outcome
 	usedToken *keyward.Token
 	verifyDur time.Duration
+	// verifiedAt is when verifying ended; the wait for the upstream is
+	// timed from it (zero: from when proxying starts).
+	verifiedAt time.Time
 	// upstreamDur is how long the upstream took to answer with its response
 	// header (retries included); 0 when the request did not go upstream.
 	upstreamDur time.Duration
@@ -538,7 +541,8 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 	}
 	vstart := time.Now()
 	res := h.verifier.Verify(r.Context(), verify.Request{Token: tok, WorkspaceID: h.workspaceID, Scopes: rt.cfg.Scopes, IP: st.clientIP})
-	st.verified, st.outcome, st.verifyDur = true, res.Outcome, time.Since(vstart)
+	st.verifiedAt = time.Now()
+	st.verified, st.outcome, st.verifyDur = true, res.Outcome, st.verifiedAt.Sub(vstart)
 	if res.Outcome.Identified() {
 		st.usedToken = res.Token
 	}

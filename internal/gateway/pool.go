@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -30,8 +31,10 @@ const (
 type pconn struct {
 	conn   net.Conn
 	cr     connReader
+	cw     connWriter
 	br     *bufio.Reader
 	bw     *bufio.Writer
+	raw    syscall.RawConn // nil: none (TLS); see flushAwait
 	pool   *connPool
 	reused bool      // it served a request before this one
 	idleAt time.Time // when it was last put back in the pool
@@ -184,8 +187,12 @@ func (p *connPool) dial(ctx context.Context) (*pconn, error) {
 		pc.conn = tc
 	}
 	pc.cr = connReader{conn: pc.conn}
+	pc.cw = connWriter{conn: pc.conn}
 	pc.br = bufio.NewReaderSize(&pc.cr, 4<<10)
-	pc.bw = bufio.NewWriterSize(pc.conn, 4<<10)
+	pc.bw = bufio.NewWriterSize(&pc.cw, 4<<10)
+	if p.tls == nil {
+		pc.raw = syscallConn(c)
+	}
 	return pc, nil
 }
 

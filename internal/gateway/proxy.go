@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -143,7 +144,10 @@ var errClientGone = errors.New("the client went away")
 // proxy forwards r to an upstream of its route and copies the response
 // back. It answers 502/504 itself when no response header came.
 func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
-	start := time.Now()
+	start := st.verifiedAt
+	if start.IsZero() {
+		start = time.Now()
+	}
 	pc, res, err := st.rt.balancer.forward(h, r, st, start)
 	st.upstreamDur = time.Since(start)
 	if err != nil {
@@ -281,6 +285,88 @@ func (pc *pconn) setReadDeadline(t time.Time) {
 	}
 }
 
+// connWriter writes a connection for its bufio.Writer; while hold is set
+// it keeps what it is given in held instead (see flushAwait).
+type connWriter struct {
+	conn net.Conn
+	hold bool
+	held []byte
+}
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	if w.hold {
+		w.held = p
+		return len(p), nil
+	}
+	return w.conn.Write(p)
+}
+
+// flushAwait sends what pc.bw holds, all of a request, and waits for the
+// first bytes of the answer as await's first slice would, without the
+// read that finds nothing yet (a system call per request): the write is
+// made in the raw connection's read callback, after the poller's
+// readiness was reset, so the answer, which cannot come before the
+// request went out, is signalled. Whatever ends the wait (the answer, a
+// deadline, an error), the caller's await then reads on; only a failed
+// write is returned. Without a raw connection it is pc.bw.Flush.
+func (pc *pconn) flushAwait(deadline time.Time) error {
+	if pc.raw == nil {
+		return pc.bw.Flush()
+	}
+	pc.armSlice(time.Now(), deadline)
+	pc.cw.hold = true
+	err := pc.bw.Flush()
+	pc.cw.hold = false
+	rest := pc.cw.held // the writer's buffer: used up before it is written again
+	pc.cw.held = nil
+	if err != nil {
+		return err
+	}
+	var werr error
+	called := false
+	pc.raw.Read(func(fd uintptr) bool {
+		if called {
+			return true
+		}
+		called = true
+		for len(rest) > 0 {
+			n, err := writeFD(fd, rest)
+			rest = rest[n:]
+			if err != nil {
+				if err != syscall.EAGAIN {
+					werr = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", err)}
+				}
+				return true // the rest goes the usual way
+			}
+		}
+		return false
+	})
+	if werr != nil {
+		return werr
+	}
+	if len(rest) > 0 {
+		// The socket took only part of it, or the wait could not start
+		// (a deadline passed, the connection closed): the usual write.
+		_, err = pc.conn.Write(rest)
+	}
+	return err
+}
+
+// armSlice arms the read deadline of the wait slice starting at now (see
+// await): a slice of livenessInterval, or less to end at deadline (zero:
+// none). A deadline still ahead and at most an eighth of a slice early
+// stays: waking that little early only means another turn, and a timer
+// operation per request costs more than it is worth.
+func (pc *pconn) armSlice(now, deadline time.Time) {
+	d := now.Add(livenessInterval)
+	if !deadline.IsZero() && deadline.Before(d) {
+		d = deadline
+	}
+	if !pc.rdl.After(now) || pc.rdl.After(d) || d.Sub(pc.rdl) > livenessInterval/8 {
+		pc.setReadDeadline(d)
+	}
+}
+
 // await waits for the upstream's next bytes, until deadline (zero: no
 // end), in slices of livenessInterval: between slices it asks whether the
 // client is still there, and returns errClientGone when not. When bytes
@@ -292,16 +378,7 @@ func (pc *pconn) await(deadline time.Time, st *reqState) error {
 		if !deadline.IsZero() && !now.Before(deadline) {
 			return os.ErrDeadlineExceeded
 		}
-		d := now.Add(livenessInterval)
-		if !deadline.IsZero() && deadline.Before(d) {
-			d = deadline
-		}
-		// A deadline still ahead and at most an eighth of a slice before
-		// d stays: waking that little early only means another turn, and
-		// a timer operation per request costs more than it is worth.
-		if !pc.rdl.After(now) || pc.rdl.After(d) || d.Sub(pc.rdl) > livenessInterval/8 {
-			pc.setReadDeadline(d)
-		}
+		pc.armSlice(now, deadline)
 		_, err := pc.br.Peek(1)
 		if err == nil {
 			return nil
@@ -379,8 +456,16 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 			return nil, &clientBodyError{cErr}
 		}
 	}
+	// Only the wait for the response header is bounded: a streamed body
+	// may take as long as it takes. An upstream that stopped reading a
+	// request body may have answered already (413, say): read on.
+	deadline := time.Now().Add(st.rt.cfg.Timeout)
 	if wErr == nil {
-		wErr = pc.bw.Flush()
+		if noBody {
+			wErr = pc.flushAwait(deadline)
+		} else {
+			wErr = pc.bw.Flush()
+		}
 	}
 	if wErr != nil && noBody {
 		// Nothing of the request could be sent.
@@ -389,10 +474,6 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 		}
 		return nil, wErr
 	}
-	// Only the wait for the response header is bounded: a streamed body
-	// may take as long as it takes. An upstream that stopped reading a
-	// request body may have answered already (413, say): read on.
-	deadline := time.Now().Add(st.rt.cfg.Timeout)
 	// The fast path writes the upstream's header lines to the client as
 	// they came: only on the gateway's own server, and not for HEAD, whose
 	// response has a length but no body.

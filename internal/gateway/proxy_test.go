@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -801,5 +802,67 @@ func TestFastPathResponse(t *testing.T) {
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("%d upstream connections, want 1 kept alive throughout", n)
+	}
+}
+
+// TestFlushAwaitPartialWrite: what the socket does not take at once from
+// the write made in the wait (flushAwait) goes out the usual way, whole
+// and in order, and the wait still ends with the answer.
+func TestFlushAwaitPartialWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const size = 8 << 20 // more than loopback's socket buffers hold
+	got := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		time.Sleep(200 * time.Millisecond) // the buffers fill meanwhile
+		b := make([]byte, size)
+		if _, err := io.ReadFull(c, b); err != nil {
+			got <- err
+			return
+		}
+		for i := range b {
+			if b[i] != byte(i%251) {
+				got <- fmt.Errorf("byte %d is %d, want %d", i, b[i], byte(i%251))
+				return
+			}
+		}
+		got <- nil
+		io.WriteString(c, "answer")
+	}()
+	pc, err := newConnPool(mustURL(t, "http://"+ln.Addr().String())).dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.close()
+	if pc.raw == nil {
+		t.Skip("no raw connection on this platform")
+	}
+	pc.bw = bufio.NewWriterSize(&pc.cw, size)
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i % 251)
+	}
+	pc.bw.Write(data)
+	if err := pc.flushAwait(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatalf("flushAwait: %v", err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	pc.setReadDeadline(time.Now().Add(5 * time.Second))
+	pc.cr.limit = math.MaxInt64
+	b := make([]byte, 6)
+	if _, err := io.ReadFull(pc.br, b); err != nil || string(b) != "answer" {
+		t.Fatalf("answer %q, %v", b, err)
 	}
 }

@@ -57,6 +57,9 @@ func TestGateway(t *testing.T) {
 	config := func(extra string) string {
 		return `listen: 127.0.0.1:0
 workspace: default
+server:
+  header_timeout: 2s
+  max_header_bytes: 4096
 routes:
   - name: orders
     path_prefix: /orders
@@ -112,6 +115,27 @@ routes:
 		return resp, body
 	}
 
+	t.Run("ServerSettings", func(t *testing.T) {
+		// max_header_bytes: a 16 KB header is refused (the limit has some
+		// slack, as net/http's has, but not that much).
+		resp, _ := get("/public/x", "", map[string]string{"X-Pad": strings.Repeat("p", 16<<10)})
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("16 KB header with max_header_bytes 4096: %d, want 431", resp.StatusCode)
+		}
+		// header_timeout: a client that stops in the middle of its header
+		// is let go after 2 s, long before the default 10 s.
+		c, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /public/x HTTP/1.1\r\nHost: x\r\n")
+		c.SetReadDeadline(time.Now().Add(8 * time.Second))
+		_, err = io.ReadAll(c)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("a stalled header kept its connection for 8 s with header_timeout 2s")
+		}
+	})
 	t.Run("NoToken", func(t *testing.T) {
 		resp, _ := get("/orders/1", "", nil)
 		if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != `Bearer realm="keyward"` {

@@ -32,8 +32,9 @@ type gatewayServer struct {
 	verify  gateway.Verifier
 	listen  string
 	tls     *gateway.TLS
-	wsID    string // the workspace of the running config, for audit events
-	routes  int    // the running config's route count
+	server  gateway.ServerSettings // the listener's, fixed until a restart
+	wsID    string                 // the workspace of the running config, for audit events
+	routes  int                    // the running config's route count
 	handler atomic.Pointer[http.Handler]
 	http    gatewayListener // gateway.Server on a plain listener, net/http's with TLS
 	ln      net.Listener
@@ -52,21 +53,21 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*g.handler.Load()).ServeHTTP(w, r)
 	})
-	const (
-		readHeaderTimeout = 10 * time.Second
-		idleTimeout       = 2 * time.Minute
-		maxHeaderBytes    = 64 << 10
-	)
-	// No read or write timeout on either server: request and response
-	// bodies of any size and duration stream through; each route's
-	// timeout bounds the wait for the upstream's headers.
+	// No read or write timeout on the whole exchange on either server:
+	// request and response bodies of any size and duration stream through;
+	// each route's timeout bounds the wait for the upstream's headers, and
+	// the gateway's own server drops clients that stall (send and body
+	// timeouts).
+	ss := cfg.Server
+	g.server = ss
 	var tc *tls.Config
 	if cfg.TLS == nil {
 		// The gateway's own HTTP/1.1 server: on a small machine, net/http's
 		// costs the gateway about a third of its throughput.
 		g.http = &gateway.Server{
-			Handler: serve, ReadHeaderTimeout: readHeaderTimeout, IdleTimeout: idleTimeout,
-			MaxHeaderBytes: maxHeaderBytes, Log: log,
+			Handler: serve, ReadHeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
+			SendTimeout: ss.SendTimeout, BodyTimeout: ss.BodyTimeout,
+			MaxHeaderBytes: ss.MaxHeaderBytes, Log: log,
 		}
 	} else {
 		// With TLS, net/http's server, which speaks HTTP/2 as well.
@@ -77,8 +78,8 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 		}
 		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 		g.http = &http.Server{
-			Handler: serve, ReadHeaderTimeout: readHeaderTimeout, IdleTimeout: idleTimeout,
-			MaxHeaderBytes: maxHeaderBytes, TLSConfig: tc,
+			Handler: serve, ReadHeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
+			MaxHeaderBytes: ss.MaxHeaderBytes, TLSConfig: tc,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
 	}
@@ -143,6 +144,9 @@ func (g *gatewayServer) run(ctx context.Context) error {
 				}
 				if !sameTLS(cfg.TLS, g.tls) {
 					g.log.Warn("gateway tls changes only on restart")
+				}
+				if cfg.Server != g.server {
+					g.log.Warn("gateway server settings change only on restart")
 				}
 				old := g.handler.Swap(&h)
 				// Requests still in flight on the old handler keep working:

@@ -37,7 +37,44 @@ type Config struct {
 	Workspace      string // name of the workspace whose tokens are accepted
 	TrustedProxies []netip.Prefix
 	TLS            *TLS // nil: plain HTTP
+	Server         ServerSettings
 	Routes         []Route
+}
+
+// ServerSettings are the limits of the gateway's listener towards clients
+// (the server: block). They change only on a restart.
+type ServerSettings struct {
+	// HeaderTimeout bounds the arrival of a request's line and header.
+	HeaderTimeout time.Duration
+	// IdleTimeout is how long a kept-alive connection waits for its next
+	// request.
+	IdleTimeout time.Duration
+	// SendTimeout drops a client that takes nothing of a response for
+	// this long; BodyTimeout one that sends nothing of a request body for
+	// this long. Neither applies with TLS, whose server (net/http's) has
+	// no such per-write bounds.
+	SendTimeout time.Duration
+	BodyTimeout time.Duration
+	// MaxHeaderBytes bounds a request's line and header.
+	MaxHeaderBytes int
+}
+
+// Defaults of ServerSettings.
+const (
+	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultIdleTimeout    = 2 * time.Minute
+	DefaultSendTimeout    = time.Minute
+	DefaultBodyTimeout    = time.Minute
+	DefaultMaxHeaderBytes = 64 << 10
+)
+
+// defaultServerSettings are the settings without a server: block.
+func defaultServerSettings() ServerSettings {
+	return ServerSettings{
+		HeaderTimeout: DefaultHeaderTimeout, IdleTimeout: DefaultIdleTimeout,
+		SendTimeout: DefaultSendTimeout, BodyTimeout: DefaultBodyTimeout,
+		MaxHeaderBytes: DefaultMaxHeaderBytes,
+	}
 }
 
 // TLS names the certificate and key, PEM files, that the gateway listener
@@ -154,7 +191,7 @@ func Parse(data []byte) (*Config, error) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, &ConfigErrors{Errs: []ConfigError{{Line: yamlErrLine(err), Msg: err.Error()}}}
 	}
-	cfg := &Config{}
+	cfg := &Config{Server: defaultServerSettings()}
 	if len(doc.Content) == 0 {
 		p.errf(1, "", "the configuration is empty")
 		return nil, p.result()
@@ -289,7 +326,8 @@ func (p *parser) config(n *yaml.Node, cfg *Config) {
 				cfg.TrustedProxies = append(cfg.TrustedProxies, pf)
 			})
 		},
-		"tls": func(k, v *yaml.Node) { cfg.TLS = p.tls(v) },
+		"tls":    func(k, v *yaml.Node) { cfg.TLS = p.tls(v) },
+		"server": func(k, v *yaml.Node) { p.server(v, &cfg.Server) },
 		"routes": func(k, v *yaml.Node) {
 			haveRoutes = true
 			if v.Kind != yaml.SequenceNode {
@@ -528,6 +566,32 @@ func (p *parser) healthCheck(n *yaml.Node, field string) *HealthCheck {
 		p.errf(n.Line, field+".path", "required (such as /healthz)")
 	}
 	return hc
+}
+
+// server parses the server: block into ss, which holds the defaults.
+func (p *parser) server(n *yaml.Node, ss *ServerSettings) {
+	p.fields(n, "server", map[string]func(k, v *yaml.Node){
+		"header_timeout": func(k, v *yaml.Node) {
+			ss.HeaderTimeout = p.duration(v, "server.header_timeout", DefaultHeaderTimeout)
+		},
+		"idle_timeout": func(k, v *yaml.Node) {
+			ss.IdleTimeout = p.duration(v, "server.idle_timeout", DefaultIdleTimeout)
+		},
+		"send_timeout": func(k, v *yaml.Node) {
+			ss.SendTimeout = p.duration(v, "server.send_timeout", DefaultSendTimeout)
+		},
+		"body_timeout": func(k, v *yaml.Node) {
+			ss.BodyTimeout = p.duration(v, "server.body_timeout", DefaultBodyTimeout)
+		},
+		"max_header_bytes": func(k, v *yaml.Node) {
+			var n int
+			if v.Kind != yaml.ScalarNode || v.Decode(&n) != nil || n < 1<<10 || n > 1<<20 {
+				p.errf(v.Line, "server.max_header_bytes", "must be a number of bytes from 1024 to 1048576")
+				return
+			}
+			ss.MaxHeaderBytes = n
+		},
+	})
 }
 
 func (p *parser) tls(n *yaml.Node) *TLS {

@@ -837,3 +837,36 @@ func TestConfigSyntaxError(t *testing.T) {
 		t.Errorf("err %v", err)
 	}
 }
+
+func TestConfigServer(t *testing.T) {
+	base := "listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - {name: r, path_prefix: /, upstreams: [http://a]}\n"
+	cfg, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (ServerSettings{HeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, SendTimeout: time.Minute, BodyTimeout: time.Minute, MaxHeaderBytes: 64 << 10}); cfg.Server != want {
+		t.Errorf("defaults %+v, want %+v", cfg.Server, want)
+	}
+	cfg, err = Parse([]byte(base + "server:\n  header_timeout: 3s\n  idle_timeout: 30s\n  send_timeout: 20s\n  body_timeout: 15s\n  max_header_bytes: 8192\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (ServerSettings{HeaderTimeout: 3 * time.Second, IdleTimeout: 30 * time.Second, SendTimeout: 20 * time.Second, BodyTimeout: 15 * time.Second, MaxHeaderBytes: 8192}); cfg.Server != want {
+		t.Errorf("settings %+v, want %+v", cfg.Server, want)
+	}
+	_, err = Parse([]byte(base + "server:\n  header_timeout: soon\n  idle_timeout: -1s\n  max_header_bytes: 10\n  linger: 1s\n"))
+	msg := fmt.Sprint(err)
+	for _, want := range []string{
+		"line 6: server.header_timeout: \"soon\" is not a positive duration",
+		"line 7: server.idle_timeout: \"-1s\" is not a positive duration",
+		"line 8: server.max_header_bytes: must be a number of bytes from 1024 to 1048576",
+		"line 9: server.linger: unknown key",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	if _, err := Parse([]byte(base + "server: 5\n")); !strings.Contains(fmt.Sprint(err), "server: must be a mapping") {
+		t.Errorf("server: 5: %v", err)
+	}
+}

@@ -99,7 +99,6 @@ type reqState struct {
 	ctx       context.Context
 	rt        *route
 	requestID string
-	start     time.Time      // when the gateway took the request
 	token     *keyward.Token // nil without identity
 	remote    netip.Addr     // the connection's address
 	clientIP  netip.Addr
@@ -395,7 +394,7 @@ func (h *Handler) SetUsage(r *usage.Recorder) { h.usage = r }
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	// One allocation holds the request's state and its response writer.
-	st := &reqState{sw: statusWriter{ResponseWriter: w}, ctx: r.Context(), start: start}
+	st := &reqState{sw: statusWriter{ResponseWriter: w}, ctx: r.Context()}
 	sw := &st.sw
 	id := r.Header.Get("X-Request-Id")
 	if !validRequestID(id) {

@@ -770,26 +770,22 @@ routes:
 		t.Fatalf("err %v", err)
 	}
 	msg := err.Error()
-	for _, want := range []string{
-		path + ":1: listen: ",
-		path + ":2: workspace: required",
-		path + ":3: trusted_proxies[0]: ",
-		path + ":4: bogus: unknown key",
-		path + ":7: routes[0].path_prefix: must start with \"/\"",
-		path + ":8: routes[0].methods[1]: \"FETCH\" is not an HTTP method",
-		path + ":9: routes[0].upstreams: at least one upstream",
-		path + ":10: routes[0].auth: ",
-		path + ":11: routes[0].scopes[0]: ",
-		path + ":12: routes[0].timeout: ",
-		path + ":15: routes[1].upstreams[0]: ",
-		path + ":15: routes[1].upstreams[1]: ",
-		path + ":16: routes[1].extra: unknown key",
-		path + ":21: routes[3]: duplicates routes[2]",
-	} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("missing %q in:\n%s", want, msg)
-		}
-	}
+	wantLines(t, msg,
+		path+":1: listen: ",
+		path+":2: workspace: required",
+		path+":3: trusted_proxies[0]: ",
+		path+":4: bogus: unknown key",
+		path+":7: routes[0].path_prefix: must start with \"/\"",
+		path+":8: routes[0].methods[1]: \"FETCH\" is not an HTTP method",
+		path+":9: routes[0].upstreams: at least one upstream",
+		path+":10: routes[0].auth: ",
+		path+":11: routes[0].scopes[0]: ",
+		path+":12: routes[0].timeout: ",
+		path+":15: routes[1].upstreams[0]: ",
+		path+":15: routes[1].upstreams[1]: ",
+		path+":16: routes[1].extra: unknown key",
+		path+":21: routes[3]: duplicates routes[2]",
+	)
 	if len(ce.Errs) != 14 {
 		t.Errorf("%d errors, want 14:\n%s", len(ce.Errs), msg)
 	}
@@ -855,18 +851,23 @@ func TestConfigServer(t *testing.T) {
 		t.Errorf("settings %+v, want %+v", cfg.Server, want)
 	}
 	_, err = Parse([]byte(base + "server:\n  header_timeout: soon\n  idle_timeout: -1s\n  max_header_bytes: 10\n  linger: 1s\n"))
-	msg := fmt.Sprint(err)
-	for _, want := range []string{
+	wantLines(t, fmt.Sprint(err),
 		"line 6: server.header_timeout: \"soon\" is not a positive duration",
 		"line 7: server.idle_timeout: \"-1s\" is not a positive duration",
 		"line 8: server.max_header_bytes: must be a number of bytes from 1024 to 1048576",
 		"line 9: server.linger: unknown key",
-	} {
+	)
+	if _, err := Parse([]byte(base + "server: 5\n")); !strings.Contains(fmt.Sprint(err), "server: must be a mapping") {
+		t.Errorf("server: 5: %v", err)
+	}
+}
+
+// wantLines fails t for every one of wants that msg does not contain.
+func wantLines(t *testing.T, msg string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		if !strings.Contains(msg, want) {
 			t.Errorf("missing %q in:\n%s", want, msg)
 		}
-	}
-	if _, err := Parse([]byte(base + "server: 5\n")); !strings.Contains(fmt.Sprint(err), "server: must be a mapping") {
-		t.Errorf("server: 5: %v", err)
 	}
 }

@@ -32,11 +32,16 @@ func (s *testServer) Close() { s.srv.Close() }
 
 func serveGateway(t testing.TB, h http.Handler) *testServer {
 	t.Helper()
+	return serveWith(t, &Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10})
+}
+
+// serveWith serves srv on a loopback port until the test ends.
+func serveWith(t testing.TB, srv *Server) *testServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
@@ -358,11 +363,7 @@ func TestServerSanitizesFields(t *testing.T) {
 func TestServerPanic(t *testing.T) {
 	var logged strings.Builder
 	var mu sync.Mutex
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &Server{
+	s := serveWith(t, &Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/abort" {
 				panic(http.ErrAbortHandler)
@@ -374,10 +375,7 @@ func TestServerPanic(t *testing.T) {
 			defer mu.Unlock()
 			return logged.Write(p)
 		}), nil)),
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	s := &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
+	})
 	for _, path := range []string{"/abort", "/boom"} {
 		rc := dialRaw(t, s)
 		rc.send("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -397,14 +395,7 @@ type writerFunc func([]byte) (int, error)
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func TestServerTimeouts(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &Server{Handler: echoHandler(), ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	s := &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
+	s := serveWith(t, &Server{Handler: echoHandler(), ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: time.Second})
 
 	// A header that never ends.
 	rc := dialRaw(t, s)
@@ -617,16 +608,9 @@ func TestServerBodyOutlivesRequest(t *testing.T) {
 // connection closed within the header timeout, not a connection held
 // for ever.
 func TestServerStalledBody(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc := dialRaw(t, serveWith(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
-	}), ReadHeaderTimeout: 300 * time.Millisecond}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	rc := dialRaw(t, &testServer{URL: "http://" + ln.Addr().String(), srv: srv})
+	}), ReadHeaderTimeout: 300 * time.Millisecond}))
 	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
 	res, _ := rc.read("POST")
 	if res.StatusCode != 401 || !res.Close {
@@ -783,11 +767,7 @@ func TestSimpleRequestLikeReadRequest(t *testing.T) {
 // timeout between the handler's writes, gets everything.
 func TestServerSendTimeout(t *testing.T) {
 	failed := make(chan error, 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := serveWith(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		chunk := make([]byte, 32<<10)
 		if r.URL.Path == "/slow" {
 			for range 5 {
@@ -807,10 +787,7 @@ func TestServerSendTimeout(t *testing.T) {
 			}
 		}
 		failed <- nil
-	}), SendTimeout: 100 * time.Millisecond}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	s := &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
+	}), SendTimeout: 100 * time.Millisecond})
 
 	rc := dialRaw(t, s)
 	rc.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -835,11 +812,7 @@ func TestServerSendTimeout(t *testing.T) {
 // shorter than the timeout, for longer than it in all, is read whole.
 func TestServerBodyTimeout(t *testing.T) {
 	readErr := make(chan error, 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := serveWith(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if r.URL.Path == "/stall" {
 			readErr <- err
@@ -849,10 +822,7 @@ func TestServerBodyTimeout(t *testing.T) {
 			return
 		}
 		w.Write(b)
-	}), BodyTimeout: 200 * time.Millisecond}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	s := &testServer{URL: "http://" + ln.Addr().String(), srv: srv}
+	}), BodyTimeout: 200 * time.Millisecond})
 
 	rc := dialRaw(t, s)
 	rc.send("POST /steady HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")

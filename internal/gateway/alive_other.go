@@ -17,6 +17,6 @@ func peeker(c net.Conn) func() (data, closed bool) {
 }
 
 // syscallConn returns nil: flushAwait's wait is for unix sockets.
-func syscallConn(c net.Conn) syscall.RawConn { return nil }
+func syscallConn(c net.Conn) (syscall.RawConn, error) { return nil, nil }
 
 func writeFD(fd uintptr, b []byte) (int, error) { return 0, syscall.EINVAL }

@@ -13,13 +13,12 @@ import (
 // built once per connection, allocates nothing when called, and must not
 // be called from two goroutines at once.
 func peeker(c net.Conn) func() (data, closed bool) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return func() (bool, bool) { return false, false }
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc, err := syscallConn(c)
+	switch {
+	case err != nil:
 		return func() (bool, bool) { return false, true }
+	case rc == nil:
+		return func() (bool, bool) { return false, false }
 	}
 	var (
 		b    [1]byte
@@ -48,18 +47,14 @@ func peeker(c net.Conn) func() (data, closed bool) {
 	}
 }
 
-// syscallConn returns c's raw connection, for flushAwait; nil when it has
-// none.
-func syscallConn(c net.Conn) syscall.RawConn {
+// syscallConn returns c's raw connection, for peeker and flushAwait; nil
+// when it has none.
+func syscallConn(c net.Conn) (syscall.RawConn, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
+	return sc.SyscallConn()
 }
 
 // writeFD writes b to the socket fd, which does not block.

@@ -168,9 +168,9 @@ func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 		FlushInterval: 0,
 		ModifyResponse: func(res *http.Response) error {
 			// The gateway's own headers win over the upstream's.
-			res.Header.Del("X-Request-Id")
-			res.Header.Del("RateLimit")
-			res.Header.Del("RateLimit-Policy")
+			for _, f := range ownResponseFields {
+				res.Header.Del(f)
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -479,14 +479,7 @@ func (h *Handler) finish(st *reqState) {
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	var text string
-	if rw, ok := st.sw.ResponseWriter.(*response); ok {
-		st.remote, text, ok = rw.remoteIP()
-		if !ok {
-			st.remote = remoteAddr(r)
-		}
-	} else {
-		st.remote = remoteAddr(r)
-	}
+	st.remote, text = remoteAddr(st.sw.ResponseWriter, r)
 	st.clientIP, st.trusted = h.clientIP(r, st.remote)
 	if st.clientIP == st.remote {
 		st.clientIPText = text
@@ -630,7 +623,18 @@ func credential(r *http.Request, tokenHeader string) string {
 	return ""
 }
 
-func remoteAddr(r *http.Request) netip.Addr {
+// remoteAddr returns the address of r's connection, and its text when the
+// gateway's own server has it at hand ("" otherwise): that server parsed
+// it once for the connection.
+func remoteAddr(w http.ResponseWriter, r *http.Request) (netip.Addr, string) {
+	if rw, ok := w.(*response); ok && rw.c.remoteIP.IsValid() {
+		return rw.c.remoteIP, rw.c.remoteIPText
+	}
+	return parseRemoteAddr(r), ""
+}
+
+// parseRemoteAddr parses r.RemoteAddr.
+func parseRemoteAddr(r *http.Request) netip.Addr {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		return ap.Addr().Unmap()
 	}

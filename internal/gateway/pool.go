@@ -191,7 +191,7 @@ func (p *connPool) dial(ctx context.Context) (*pconn, error) {
 	pc.br = bufio.NewReaderSize(&pc.cr, 4<<10)
 	pc.bw = bufio.NewWriterSize(&pc.cw, 4<<10)
 	if p.tls == nil {
-		pc.raw = syscallConn(c)
+		pc.raw, _ = syscallConn(c) // none: flushAwait flushes as usual
 	}
 	return pc, nil
 }

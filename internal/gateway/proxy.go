@@ -354,15 +354,13 @@ func (pc *pconn) flushAwait(deadline time.Time) error {
 
 // armSlice arms the read deadline of the wait slice starting at now (see
 // await): a slice of livenessInterval, or less to end at deadline (zero:
-// none). A deadline still ahead and at most an eighth of a slice early
-// stays: waking that little early only means another turn, and a timer
-// operation per request costs more than it is worth.
+// none). A deadline armed for an earlier slice may stay (keepDeadline).
 func (pc *pconn) armSlice(now, deadline time.Time) {
 	d := now.Add(livenessInterval)
 	if !deadline.IsZero() && deadline.Before(d) {
 		d = deadline
 	}
-	if !pc.rdl.After(now) || pc.rdl.After(d) || d.Sub(pc.rdl) > livenessInterval/8 {
+	if !keepDeadline(pc.rdl, now, d, livenessInterval) {
 		pc.setReadDeadline(d)
 	}
 }

@@ -284,6 +284,16 @@ func (c *serverConn) closeIfIdle() {
 	}
 }
 
+// keepDeadline reports whether a deadline already armed may stay for a
+// wait of timeout t that should end at want: it is still ahead of now, not
+// after want, and early by an eighth of t at most. Waking that little
+// early costs a turn of the waiting loop at worst, while arming a timer
+// for every request or write costs more than it is worth. A zero armed
+// deadline never stays.
+func keepDeadline(armed, now, want time.Time, t time.Duration) bool {
+	return armed.After(now) && !armed.After(want) && want.Sub(armed) <= t/8
+}
+
 // sendWriter is what the connection's bufio.Writer writes to: the
 // connection, with a write deadline of SendTimeout armed first, anew only
 // when an eighth of it has gone (a timer operation per write would cost
@@ -295,7 +305,7 @@ func (s sendWriter) Write(p []byte) (int, error) {
 	c := s.c
 	if !c.noSend.Load() {
 		t := c.srv.sendTimeout()
-		if now := time.Now(); c.wdl.Sub(now) < t-t/8 {
+		if now := time.Now(); !keepDeadline(c.wdl, now, now.Add(t), t) {
 			c.wdl = now.Add(t)
 			c.conn.SetWriteDeadline(c.wdl)
 		}
@@ -351,7 +361,7 @@ func (c *serverConn) serve() {
 		now := time.Now()
 		if c.served == 0 {
 			c.setReadDeadline(now.Add(headerTimeout))
-		} else if c.br.Buffered() == 0 && (c.rdl.IsZero() || c.rdl.Sub(now) < idle-idle/8) {
+		} else if c.br.Buffered() == 0 && !keepDeadline(c.rdl, now, now.Add(idle), idle) {
 			c.setReadDeadline(now.Add(idle))
 		}
 		if _, err := c.br.Peek(1); err != nil {
@@ -1100,12 +1110,6 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // clientGone: see serverConn.clientGone.
 func (w *response) clientGone() bool { return w.c.clientGone() }
 
-// remoteIP returns the client's address and its text, parsed once for the
-// connection; ok is false when the connection is not TCP.
-func (w *response) remoteIP() (ip netip.Addr, text string, ok bool) {
-	return w.c.remoteIP, w.c.remoteIPText, w.c.remoteIP.IsValid()
-}
-
 // finish ends the response after the handler returned: a header if none
 // was written, the last chunk and the trailers, and everything sent.
 func (w *response) finish() {
@@ -1195,7 +1199,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		// c.rdl, was cleared when the body began, so the wait for the
 		// next request arms its deadline anew.)
 		t := b.c.srv.bodyTimeout()
-		if now := time.Now(); b.rdl.Sub(now) < t-t/8 {
+		if now := time.Now(); !keepDeadline(b.rdl, now, now.Add(t), t) {
 			b.rdl = now.Add(t)
 			b.c.conn.SetReadDeadline(b.rdl)
 		}

@@ -848,3 +848,26 @@ func TestServerBodyTimeout(t *testing.T) {
 		t.Fatalf("got %d close=%v", res.StatusCode, res.Close)
 	}
 }
+
+func TestKeepDeadline(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	want := now.Add(time.Second)
+	for _, c := range []struct {
+		armed time.Time
+		keep  bool
+	}{
+		{time.Time{}, false},                       // none armed
+		{now.Add(-time.Millisecond), false},        // passed
+		{now, false},                               // passing now
+		{want, true},                               // exactly
+		{want.Add(-125 * time.Millisecond), true},  // an eighth early
+		{want.Add(-126 * time.Millisecond), false}, // more
+		{want.Add(time.Millisecond), false},        // later than wanted
+		{now.Add(900 * time.Millisecond), true},    // within the eighth
+		{now.Add(800 * time.Millisecond), false},   // beyond it
+	} {
+		if got := keepDeadline(c.armed, now, want, time.Second); got != c.keep {
+			t.Errorf("keepDeadline(armed %v after now) = %v, want %v", c.armed.Sub(now), got, c.keep)
+		}
+	}
+}

@@ -7,6 +7,7 @@ package verify
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -112,8 +113,9 @@ type Engine struct {
 	// its older state after the refresh that follows the write. refreshes
 	// counts installs made by refreshes; a lookup that sees it move while
 	// it read refreshes instead of installing what it read.
-	refreshMu [64]sync.Mutex
-	refreshes atomic.Uint64
+	refreshMu   [64]sync.Mutex
+	refreshSeed maphash.Seed
+	refreshes   atomic.Uint64
 
 	budgetMu     sync.Mutex
 	budgetTokens float64
@@ -200,6 +202,7 @@ func New(cfg Config) *Engine {
 		cfg.Nodes = 1
 	}
 	return &Engine{
+		refreshSeed:  maphash.MakeSeed(),
 		cfg:          cfg,
 		log:          cfg.Log,
 		now:          cfg.Now,
@@ -777,11 +780,7 @@ func (e *Engine) refreshLocked(ctx context.Context, tokenID string) error {
 
 // refreshLock returns the lock that orders the refreshes of tokenID.
 func (e *Engine) refreshLock(tokenID string) *sync.Mutex {
-	h := uint32(2166136261) // FNV-1a
-	for i := 0; i < len(tokenID); i++ {
-		h = (h ^ uint32(tokenID[i])) * 16777619
-	}
-	return &e.refreshMu[h%uint32(len(e.refreshMu))]
+	return &e.refreshMu[maphash.String(e.refreshSeed, tokenID)%uint64(len(e.refreshMu))]
 }
 
 // install puts a token and secrets of it into the cache. When complete,

@@ -16,7 +16,10 @@ func peeker(c net.Conn) func() (data, closed bool) {
 	return func() (bool, bool) { return false, false }
 }
 
-// syscallConn returns nil: flushAwait's wait is for unix sockets.
+// syscallConn returns nil: flushAwait's wait and serveInline are for
+// unix sockets.
 func syscallConn(c net.Conn) (syscall.RawConn, error) { return nil, nil }
 
 func writeFD(fd uintptr, b []byte) (int, error) { return 0, syscall.EINVAL }
+
+func readFD(fd uintptr, b []byte) (int, error) { return 0, syscall.EINVAL }

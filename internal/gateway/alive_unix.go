@@ -56,17 +56,3 @@ func syscallConn(c net.Conn) (syscall.RawConn, error) {
 	}
 	return sc.SyscallConn()
 }
-
-// writeFD writes b to the socket fd, which does not block.
-func writeFD(fd uintptr, b []byte) (int, error) {
-	for {
-		n, err := syscall.Write(int(fd), b)
-		if err == syscall.EINTR {
-			continue
-		}
-		if n < 0 {
-			n = 0
-		}
-		return n, err
-	}
-}

@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -63,9 +66,25 @@ type connReader struct {
 	conn  net.Conn
 	n     int64 // bytes read so far
 	limit int64 // read no more than this many bytes in all
+
+	// raw: reads go straight to the socket fd and never wait, for a
+	// caller inside the connection's raw read callback (see
+	// serverConn.serveInline); a read that would wait returns
+	// errWouldWait. drained notes that the socket held no more than the
+	// last read took (it came back short, or with nothing): reading
+	// again is of no use until the poller signals more.
+	raw     bool
+	fd      uintptr
+	drained bool
+	// pending is what a raw read found that ended the stream (an error,
+	// io.EOF), for the next read, after bufio.Reader took it once.
+	pending error
 }
 
-var errHeaderTooLarge = errors.New("gateway: the upstream's response header is too large")
+var (
+	errHeaderTooLarge = errors.New("gateway: the upstream's response header is too large")
+	errWouldWait      = errors.New("gateway: no bytes to read yet")
+)
 
 func (r *connReader) Read(p []byte) (int, error) {
 	if r.n >= r.limit {
@@ -74,9 +93,38 @@ func (r *connReader) Read(p []byte) (int, error) {
 	if rest := r.limit - r.n; int64(len(p)) > rest {
 		p = p[:rest]
 	}
+	if r.raw {
+		return r.readRaw(p)
+	}
+	if err := r.pending; err != nil {
+		r.pending = nil
+		return 0, err
+	}
 	n, err := r.conn.Read(p)
 	r.n += int64(n)
 	return n, err
+}
+
+func (r *connReader) readRaw(p []byte) (int, error) {
+	if r.drained {
+		return 0, errWouldWait
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, err := readFD(r.fd, p)
+	switch {
+	case err == syscall.EAGAIN:
+		r.drained = true
+		return 0, errWouldWait
+	case err != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
+	case n == 0:
+		return 0, io.EOF
+	}
+	r.drained = n < len(p)
+	r.n += int64(n)
+	return n, nil
 }
 
 // idleUsable reports whether an idle connection may carry a request: the
@@ -186,7 +234,7 @@ func (p *connPool) dial(ctx context.Context) (*pconn, error) {
 		}
 		pc.conn = tc
 	}
-	pc.cr = connReader{conn: pc.conn}
+	pc.cr = connReader{conn: pc.conn, limit: math.MaxInt64}
 	pc.cw = connWriter{conn: pc.conn}
 	pc.br = bufio.NewReaderSize(&pc.cr, 4<<10)
 	pc.bw = bufio.NewWriterSize(&pc.cw, 4<<10)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -171,6 +172,7 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 	c.br = bufio.NewReaderSize(&c.cr, 4<<10)
 	c.bw = bufio.NewWriterSize(sendWriter{c}, 4<<10)
 	c.peek = peeker(nc)
+	c.raw, _ = syscallConn(nc)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inShutdown.Load() {
@@ -224,7 +226,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes the listeners and every connection at once.
+// Close closes the listeners and every connection at once. A connection
+// whose request is being served inside its raw read (serveInline) closes
+// only when the handler returns (its writes fail at once): each is closed
+// on its own goroutine, so that Close does not wait for the slowest.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.inShutdown.Store(true)
@@ -232,7 +237,7 @@ func (s *Server) Close() error {
 		ln.Close()
 	}
 	for c := range s.conns {
-		c.conn.Close()
+		go c.conn.Close()
 	}
 	s.mu.Unlock()
 	return nil
@@ -258,11 +263,14 @@ type serverConn struct {
 	remoteIP     netip.Addr
 	remoteIPText string
 	peek         func() (data, closed bool)
-	state        atomic.Int32
-	rdl          time.Time   // the read deadline armed on conn; zero: none
-	wdl          time.Time   // the write deadline armed on conn; see sendWriter
-	noSend       atomic.Bool // hijacked: no write deadline any more
-	served       int         // requests served so far
+	// raw is the socket's raw connection, for serveInline; nil when
+	// there is none (TLS, a pipe in tests).
+	raw    syscall.RawConn
+	state  atomic.Int32
+	rdl    time.Time   // the read deadline armed on conn; zero: none
+	wdl    time.Time   // the write deadline armed on conn; see sendWriter
+	noSend atomic.Bool // hijacked: no write deadline any more
+	served int         // requests served so far
 	// hijacked: a handler took the connection over (Hijack); the server
 	// has let go of it.
 	hijacked bool
@@ -303,6 +311,19 @@ type sendWriter struct{ c *serverConn }
 
 func (s sendWriter) Write(p []byte) (int, error) {
 	c := s.c
+	done := 0
+	if c.cr.raw {
+		// Inside serveInline, the socket is at hand (see writeFD); what it
+		// does not take at once goes the usual way, which waits.
+		n, err := writeFD(c.cr.fd, p)
+		if err == nil && n == len(p) {
+			return n, nil
+		}
+		if err != nil && err != syscall.EAGAIN {
+			return n, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", err)}
+		}
+		done, p = n, p[n:]
+	}
 	if !c.noSend.Load() {
 		t := c.srv.sendTimeout()
 		if now := time.Now(); !keepDeadline(c.wdl, now, now.Add(t), t) {
@@ -310,7 +331,8 @@ func (s sendWriter) Write(p []byte) (int, error) {
 			c.conn.SetWriteDeadline(c.wdl)
 		}
 	}
-	return c.conn.Write(p)
+	n, err := c.conn.Write(p)
+	return done + n, err
 }
 
 // Lingering close: how long, and how much, a closing connection reads
@@ -354,18 +376,19 @@ func (c *serverConn) serve() {
 	idle := orDefault(c.srv.IdleTimeout, defaultIdleTimeout)
 	headerTimeout := c.srv.headerTimeout()
 	maxHeader := int64(orDefault(c.srv.MaxHeaderBytes, defaultMaxHeaderBytes))
+	// A new connection has the header timeout to send its first request.
+	c.setReadDeadline(time.Now().Add(headerTimeout))
 	for {
-		// Wait for the next request. A new connection has the header
-		// timeout to send its first; a kept-alive one, the idle timeout,
-		// armed again only when an eighth of it has gone.
-		now := time.Now()
-		if c.served == 0 {
-			c.setReadDeadline(now.Add(headerTimeout))
-		} else if c.br.Buffered() == 0 && !keepDeadline(c.rdl, now, now.Add(idle), idle) {
-			c.setReadDeadline(now.Add(idle))
-		}
-		if _, err := c.br.Peek(1); err != nil {
-			return // closed, idle for too long, or shut down
+		if c.raw != nil {
+			if !c.serveInline(idle, maxHeader) {
+				return
+			}
+			// The buffer holds the start of a request for the path below.
+		} else {
+			c.armIdle(idle)
+			if _, err := c.br.Peek(1); err != nil {
+				return // closed, idle for too long, or shut down
+			}
 		}
 		if c.served > 0 && !headerBuffered(c.br) {
 			// The header did not come in one piece: it has the header
@@ -373,20 +396,84 @@ func (c *serverConn) serve() {
 			c.setReadDeadline(time.Now().Add(headerTimeout))
 		}
 		req, ok := c.readRequest(maxHeader)
-		if !ok {
+		if !ok || !c.next(c.handle(req)) {
 			return
-		}
-		keep := c.handle(req)
-		if !keep || c.srv.inShutdown.Load() {
-			return
-		}
-		if !c.state.CompareAndSwap(connActive, connIdle) {
-			return
-		}
-		if c.srv.inShutdown.Load() {
-			return // Shutdown may have looked while it was active
 		}
 	}
+}
+
+// armIdle arms the idle timeout for the wait for the next request on a
+// kept-alive connection, anew only when an eighth of it has gone.
+func (c *serverConn) armIdle(idle time.Duration) {
+	if c.served == 0 || c.br.Buffered() > 0 {
+		return // the header timeout runs, or a request is here
+	}
+	if now := time.Now(); !keepDeadline(c.rdl, now, now.Add(idle), idle) {
+		c.setReadDeadline(now.Add(idle))
+	}
+}
+
+// next ends a request's turn on the connection: it reports whether
+// the connection goes on to the next (keep: the response allows it).
+func (c *serverConn) next(keep bool) bool {
+	return keep && !c.srv.inShutdown.Load() &&
+		c.state.CompareAndSwap(connActive, connIdle) &&
+		!c.srv.inShutdown.Load() // Shutdown may have looked while it was active
+}
+
+// serveInline serves requests inside one raw read of the connection
+// (syscall.RawConn.Read), for as long as they come simple, and reports
+// whether the connection goes on: then the buffer holds the start of a
+// request that takes the ordinary path (not simple, a protocol upgrade,
+// or its header not whole yet).
+//
+// The point is the read that finds nothing. Go's poller signals a socket
+// when bytes arrive, and forgets a signal when a read begins; a plain
+// read after a response therefore finds nothing, a system call spent,
+// and only then waits. Inside one raw read the signal is never reset: a
+// read that came back short left the socket empty, so anything since has
+// signalled, and the wait starts without another read. Over a kept-alive
+// connection that is one read per request instead of two.
+//
+// The handler runs inside the raw read, which holds the connection's read
+// lock: nothing may read the connection but through the buffer (a simple
+// request has no body), and it cannot be hijacked (see Hijack).
+func (c *serverConn) serveInline(idle time.Duration, maxHeader int64) (more bool) {
+	end := true
+	err := c.raw.Read(func(fd uintptr) bool {
+		// Called first, or after the poller signalled bytes: read.
+		c.cr.raw, c.cr.fd, c.cr.drained = true, fd, false
+		for {
+			c.armIdle(idle)
+			if _, err := c.br.Peek(1); err == errWouldWait {
+				return false // wait for the poller's signal
+			} else if err != nil {
+				return true // closed, or reset
+			}
+			buffered, _ := c.br.Peek(c.br.Buffered())
+			req, n, simple := parseSimpleRequest(buffered, maxHeader)
+			if !simple || len(req.Header["Upgrade"]) > 0 {
+				end = false
+				return true
+			}
+			c.br.Discard(n)
+			if !c.begin() || !c.next(c.handle(req)) {
+				return true
+			}
+		}
+	})
+	c.cr.raw = false
+	return err == nil && !end
+}
+
+// begin marks the connection active for a request that was read; false
+// when Shutdown closed it while it was idle.
+func (c *serverConn) begin() bool {
+	if !c.state.CompareAndSwap(connIdle, connActive) {
+		return false
+	}
+	c.served++
+	return true
 }
 
 // readRequest reads the next request: a simple one (parseSimpleRequest)
@@ -397,11 +484,7 @@ func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
 	buffered, _ := c.br.Peek(c.br.Buffered())
 	if r, n, simple := parseSimpleRequest(buffered, maxHeader); simple {
 		c.br.Discard(n)
-		if !c.state.CompareAndSwap(connIdle, connActive) {
-			return nil, false // Shutdown closed it as it was idle
-		}
-		c.served++
-		return r, true
+		return r, c.begin() // false: Shutdown closed it as it was idle
 	}
 	// http.ReadRequest takes Transfer-Encoding and Content-Length out of
 	// the header: what framing the client sent is seen here.
@@ -414,10 +497,9 @@ func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
 		c.badRequest(err, hitLimit)
 		return nil, false
 	}
-	if !c.state.CompareAndSwap(connIdle, connActive) {
+	if !c.begin() {
 		return nil, false // Shutdown closed it as it was idle
 	}
-	c.served++
 	if msg := checkRequest(req); msg != "" {
 		c.reply(req, http.StatusBadRequest, msg)
 		return nil, false
@@ -1091,6 +1173,11 @@ func (w *response) EnableFullDuplex() error {
 func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.hijacked {
 		return nil, nil, http.ErrHijacked
+	}
+	if w.c.cr.raw {
+		// Served inside the raw read, whose lock the new owner's reads
+		// would wait on for ever.
+		return nil, nil, errors.New("gateway: only a request with an Upgrade header field can take its connection over")
 	}
 	if w.wroteHeader {
 		if err := w.c.bw.Flush(); err != nil {

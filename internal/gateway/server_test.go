@@ -871,3 +871,101 @@ func TestKeepDeadline(t *testing.T) {
 		}
 	}
 }
+
+// TestServerRequestDuringHandler: a request that arrives while the one
+// before it is being handled (pipelined, in a packet of its own) is
+// answered at once. The server reads a kept-alive connection without the
+// read that finds nothing (serveInline): were the poller's signal for the
+// second request lost, the connection would wait for the idle timeout.
+func TestServerRequestDuringHandler(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/first" {
+			close(started)
+			<-release
+		}
+		io.WriteString(w, r.URL.Path)
+	}))
+	rc := dialRaw(t, s)
+	rc.send("GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := rc.read("GET"); body != "/warm" {
+		t.Fatalf("got %q", body)
+	}
+	rc.send("GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+	rc.send("GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(100 * time.Millisecond) // the second request is in the socket
+	close(release)
+	rc.c.SetReadDeadline(time.Now().Add(3 * time.Second)) // the idle timeout is a minute
+	for _, want := range []string{"/first", "/second"} {
+		if res, body := rc.read("GET"); res.StatusCode != 200 || body != want {
+			t.Fatalf("got %d %q, want 200 %q", res.StatusCode, body, want)
+		}
+	}
+	// And a request whose header comes in two packets.
+	rc.send("GET /split HTTP/1.1\r\nHo")
+	time.Sleep(50 * time.Millisecond)
+	rc.send("st: x\r\n\r\n")
+	if _, body := rc.read("GET"); body != "/split" {
+		t.Fatalf("got %q", body)
+	}
+}
+
+// TestServerHijackNeedsUpgrade: only a request with an Upgrade field can
+// take its connection over; any other gets an error from Hijack and is
+// answered as usual (TestServerHijack covers the upgrade).
+func TestServerHijackNeedsUpgrade(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			t.Error("Hijack of a request without Upgrade succeeded")
+			return
+		}
+		io.WriteString(w, "kept")
+	}))
+	rc := dialRaw(t, s)
+	for range 2 {
+		rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if res, body := rc.read("GET"); res.StatusCode != 200 || body != "kept" {
+			t.Fatalf("got %d %q", res.StatusCode, body)
+		}
+	}
+}
+
+// TestServerCloseInFlight: Close returns at once while a handler runs,
+// and the handler's client sees its connection closed.
+func TestServerCloseInFlight(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+	}))
+	rc := dialRaw(t, s)
+	rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Close waited for a handler")
+	}
+}
+
+// TestServerLargeResponseSlowReader: a response larger than the socket
+// takes at once reaches a client that starts reading late, whole.
+func TestServerLargeResponseSlowReader(t *testing.T) {
+	const size = 8 << 20
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		w.Write(make([]byte, size))
+	}))
+	rc := dialRaw(t, s)
+	for range 2 {
+		rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		time.Sleep(200 * time.Millisecond)
+		if res, body := rc.read("GET"); res.StatusCode != 200 || len(body) != size {
+			t.Fatalf("got %d, %d bytes", res.StatusCode, len(body))
+		}
+	}
+}

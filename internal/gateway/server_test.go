@@ -953,19 +953,38 @@ func TestServerCloseInFlight(t *testing.T) {
 }
 
 // TestServerLargeResponseSlowReader: a response larger than the socket
-// takes at once reaches a client that starts reading late, whole.
+// takes at once reaches a client that starts reading late, whole, whether
+// it is written in pieces (raw writes the socket takes part of) or at once.
 func TestServerLargeResponseSlowReader(t *testing.T) {
 	const size = 8 << 20
 	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(size))
-		w.Write(make([]byte, size))
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = byte(i % 251)
+		}
+		if r.URL.Path == "/whole" {
+			w.Write(body)
+			return
+		}
+		for len(body) > 0 {
+			n := min(len(body), 32<<10)
+			w.Write(body[:n])
+			body = body[n:]
+		}
 	}))
 	rc := dialRaw(t, s)
-	for range 2 {
-		rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	for _, path := range []string{"/pieces", "/whole", "/pieces"} {
+		rc.send("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")
 		time.Sleep(200 * time.Millisecond)
-		if res, body := rc.read("GET"); res.StatusCode != 200 || len(body) != size {
-			t.Fatalf("got %d, %d bytes", res.StatusCode, len(body))
+		res, body := rc.read("GET")
+		if res.StatusCode != 200 || len(body) != size {
+			t.Fatalf("%s: got %d, %d bytes", path, res.StatusCode, len(body))
+		}
+		for i := range len(body) {
+			if body[i] != byte(i%251) {
+				t.Fatalf("%s: byte %d is %d, want %d", path, i, body[i], i%251)
+			}
 		}
 	}
 }

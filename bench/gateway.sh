@@ -11,7 +11,9 @@
 #      goroutine per connection, bytes copied, no HTTP parsing, no auth,
 #      no log), to tell what of keyward's cost is its own work from what
 #      any Go proxy pays here.
-# Prints req/s, p50 and p99 of each and the throughput ratios
+# Prints req/s, p50, p99 and CPU time per request of each (utime + stime of
+# the proxy's own processes over the run, from /proc; steadier than
+# throughput where the machine is shared) and the throughput ratios
 # keyward/nginx (target >= 0.8) and keyward/(nginx+auth_request) (>= 2),
 # and passthru/nginx (the most a Go proxy reaches here),
 # per round and as median (min-max) over ROUNDS rounds. Then, at a fixed
@@ -57,9 +59,9 @@ go build -o "$work/passthru" ./bench/passthru
 export KEYWARD_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 "$work/gatewayup" -addr "$UP" &
-pids+=($!)
+pids+=($!) pid_up=$!
 "$work/passthru" -addr "$PT" -upstream "$UP" &
-pids+=($!)
+pids+=($!) pid_pt=$!
 
 # The gateway's workspace must exist before keyward serve starts it.
 root=$("$work/keyward" init --data-dir "$work/data" --output json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
@@ -73,7 +75,7 @@ routes:
     scopes: [orders:read]
 YAML
 "$work/keyward" serve --data-dir "$work/data" --addr "$API" --gateway-config "$work/gateway.yaml" >"$work/keyward.log" 2>&1 &
-pids+=($!)
+pids+=($!) pid_kw=$!
 for _ in $(seq 100); do curl -fs "http://$API/readyz" >/dev/null && break; sleep 0.1; done
 export KEYWARD_SERVER=http://$API
 token() { KEYWARD_TOKEN=$root "$work/keyward" token create "$@" --output json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p' | head -1; }
@@ -130,8 +132,9 @@ http {
 }
 NGINX
 nginx -p "$work" -c "$work/nginx.conf" &
-pids+=($!)
+pids+=($!) pid_ngx=$!
 for _ in $(seq 50); do curl -fs "http://$NGX/" >/dev/null && break; sleep 0.1; done
+pid_ngxw=$(pgrep -P "$pid_ngx" | tr '\n' ' ')
 
 # Every setup must answer 200 before it is measured.
 for u in "http://$UP/orders/1" "http://$GW/orders/1" "http://$NGX/orders/1" "http://$NGXA/orders/1" "http://$PT/orders/1"; do
@@ -148,48 +151,61 @@ rps() { awk '/Requests\/sec/{print $2}'; }
 # median and range of the numbers on stdin, one a line
 spread() { sort -g | awk '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; if (NR>1) printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]; else printf "%.2f", m}'; }
 
+# CPU time (utime + stime) of processes $1, in clock ticks
+ticks() { for p in $1; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s + 0}'; }
+hz=$(getconf CLK_TCK)
 names=(upstream keyward nginx nginx_auth passthru)
 urls=("http://$UP/orders/1" "http://$GW/orders/1" "http://$NGX/orders/1" "http://$NGXA/orders/1" "http://$PT/orders/1")
 declare -A label=([upstream]="upstream alone (gatewayup)" [keyward]="keyward gateway (auth + rate limit)" [nginx]="nginx proxy_pass, no auth" [nginx_auth]="nginx + auth_request /v1/verify" [passthru]="Go pass-through floor (passthru)")
-declare -A res_rps res_p50 res_p99
+# Whose CPU each setup is charged: the proxy's processes (for nginx +
+# auth_request, nginx's workers and keyward answering /v1/verify).
+declare -A procs=([upstream]="$pid_up" [keyward]="$pid_kw" [nginx]="$pid_ngxw" [nginx_auth]="$pid_ngxw $pid_kw" [passthru]="$pid_pt")
+declare -A res_rps res_p50 res_p99 res_cpu
 for i in "${!names[@]}"; do load 3s "${urls[$i]}" >/dev/null; done # warm-up
 # Rounds take the setups in turn, so that load from elsewhere on the
 # machine falls on all of them alike; ratios are taken within a round.
-ratio_n=() ratio_a=() ratio_p=() ratio_kp=()
+ratio_n=() ratio_a=() ratio_p=() ratio_kp=() ratio_cpu=()
 for round in $(seq "$ROUNDS"); do
-	printf '\nround %d: %-30s %12s %9s %9s\n' "$round" "setup (wrk -t1 -c$CONNS -d$DURATION)" "req/s" "p50 ms" "p99 ms"
+	printf '\nround %d: %-30s %12s %9s %9s %12s\n' "$round" "setup (wrk -t1 -c$CONNS -d$DURATION)" "req/s" "p50 ms" "p99 ms" "CPU us/req"
 	for i in "${!names[@]}"; do
 		n=${names[$i]}
+		t0=$(ticks "${procs[$n]}")
 		out=$(load "$DURATION" "${urls[$i]}")
+		t1=$(ticks "${procs[$n]}")
 		if grep -q "Non-2xx\|Socket errors" <<<"$out"; then
 			echo "$n answered errors:"
 			echo "$out"
 			exit 1
 		fi
 		r=$(rps <<<"$out") p50=$(pct 50% <<<"$out") p99=$(pct 99% <<<"$out")
-		res_rps[$n]+="$r " res_p50[$n]+="$p50 " res_p99[$n]+="$p99 "
-		printf '         %-30s %12s %9s %9s\n' "${label[$n]}" "$r" "$p50" "$p99"
-		declare "last_$n=$r"
+		reqs=$(awk '/requests in/{print $1}' <<<"$out")
+		cpu=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN{printf "%.1f", t / hz * 1e6 / n}')
+		res_rps[$n]+="$r " res_p50[$n]+="$p50 " res_p99[$n]+="$p99 " res_cpu[$n]+="$cpu "
+		printf '         %-30s %12s %9s %9s %12s\n' "${label[$n]}" "$r" "$p50" "$p99" "$cpu"
+		declare "last_$n=$r" "cpu_$n=$cpu"
 	done
 	ratio_n+=("$(awk -v k="$last_keyward" -v n="$last_nginx" 'BEGIN{print k/n}')")
 	ratio_a+=("$(awk -v k="$last_keyward" -v a="$last_nginx_auth" 'BEGIN{print k/a}')")
 	ratio_p+=("$(awk -v p="$last_passthru" -v n="$last_nginx" 'BEGIN{print p/n}')")
 	ratio_kp+=("$(awk -v k="$last_keyward" -v p="$last_passthru" 'BEGIN{print k/p}')")
+	ratio_cpu+=("$(awk -v k="$cpu_keyward" -v n="$cpu_nginx" 'BEGIN{print n/k}')")
 done
 
 echo
 echo "median (min-max) over $ROUNDS round(s):"
-printf '%-38s %26s %22s %22s\n' "setup" "req/s" "p50 ms" "p99 ms"
+printf '%-38s %26s %22s %22s %22s\n' "setup" "req/s" "p50 ms" "p99 ms" "CPU us/req"
 for n in "${names[@]}"; do
-	printf '%-38s %26s %22s %22s\n' "${label[$n]}" \
+	printf '%-38s %26s %22s %22s %22s\n' "${label[$n]}" \
 		"$(tr ' ' '\n' <<<"${res_rps[$n]}" | grep . | spread)" \
 		"$(tr ' ' '\n' <<<"${res_p50[$n]}" | grep . | spread)" \
-		"$(tr ' ' '\n' <<<"${res_p99[$n]}" | grep . | spread)"
+		"$(tr ' ' '\n' <<<"${res_p99[$n]}" | grep . | spread)" \
+		"$(tr ' ' '\n' <<<"${res_cpu[$n]}" | grep . | spread)"
 done
 echo "throughput keyward/nginx:                $(printf '%s\n' "${ratio_n[@]}" | spread) (target >= 0.8)"
 echo "throughput keyward/(nginx+auth_request): $(printf '%s\n' "${ratio_a[@]}" | spread) (target >= 2)"
 echo "throughput passthru/nginx:               $(printf '%s\n' "${ratio_p[@]}" | spread) (a Go proxy's ceiling here)"
 echo "throughput keyward/passthru:             $(printf '%s\n' "${ratio_kp[@]}" | spread) (keyward's own work)"
+echo "CPU per request, nginx/keyward:          $(printf '%s\n' "${ratio_cpu[@]}" | spread) (steadier than throughput on a shared machine)"
 
 # Fixed rate: half of the gateway's median peak, the same rate for every
 # setup, open loop (bench/openloop: latency from each request's due time).

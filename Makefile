@@ -25,12 +25,8 @@ lint: ## gofmt check and go vet
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-unit: ## every test, with the race detector; the gateway's again without it
+unit: ## every test, with the race detector
 	$(GO) test -race -count=1 ./...
-	@# The gateway's raw socket reads and writes (internal/gateway/fd_raw_linux.go)
-	@# are built only without the race detector, which cannot see through them.
-	$(GO) test -count=1 ./internal/gateway/
-	$(GO) test -count=1 -run '^TestGateway' ./e2e/
 
 fuzz: ## each fuzz target for a short budget
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),300000x) ./internal/secret/

@@ -56,3 +56,18 @@ func syscallConn(c net.Conn) (syscall.RawConn, error) {
 	}
 	return sc.SyscallConn()
 }
+
+// readFD and writeFD read and write the socket fd, which does not block.
+func readFD(fd uintptr, b []byte) (int, error)  { return onFD(syscall.Read, fd, b) }
+func writeFD(fd uintptr, b []byte) (int, error) { return onFD(syscall.Write, fd, b) }
+
+// onFD calls op on fd, again while a signal interrupts it.
+func onFD(op func(int, []byte) (int, error), fd uintptr, b []byte) (int, error) {
+	for {
+		n, err := op(int(fd), b)
+		if err == syscall.EINTR {
+			continue
+		}
+		return max(n, 0), err
+	}
+}

@@ -326,8 +326,8 @@ func (pc *pconn) flushAwait(deadline time.Time) error {
 	called := false
 	pc.raw.Read(func(fd uintptr) bool {
 		if called {
-			// Signalled: the first bytes are read here too, for the same
-			// reason (see readFD).
+			// Signalled: the first bytes are read here, straight from
+			// the socket.
 			pc.cr.raw, pc.cr.fd, pc.cr.drained = true, fd, false
 			_, err := pc.br.Peek(1)
 			pc.cr.raw = false

@@ -302,12 +302,6 @@ func keepDeadline(armed, now, want time.Time, t time.Duration) bool {
 	return armed.After(now) && !armed.After(want) && want.Sub(armed) <= t/8
 }
 
-// maxRawWrite bounds a write made as a raw system call (see writeFD): the
-// kernel copies what the socket takes while the caller holds its Go
-// processor, and a write of megabytes to a fast reader can take a
-// millisecond. A larger write goes the usual way.
-const maxRawWrite = 64 << 10
-
 // sendWriter is what the connection's bufio.Writer writes to: the
 // connection, with a write deadline of SendTimeout armed first, anew only
 // when an eighth of it has gone (a timer operation per write would cost
@@ -318,9 +312,10 @@ type sendWriter struct{ c *serverConn }
 func (s sendWriter) Write(p []byte) (int, error) {
 	c := s.c
 	done := 0
-	if c.cr.raw && len(p) <= maxRawWrite {
-		// Inside serveInline, the socket is at hand (see writeFD); what it
-		// does not take at once goes the usual way, which waits.
+	if c.cr.raw {
+		// Inside serveInline, the socket is at hand: written straight, as
+		// it takes bytes, with no deadline to arm; what it does not take
+		// at once goes the usual way, which waits.
 		n, err := writeFD(c.cr.fd, p)
 		if err == nil && n == len(p) {
 			return n, nil

@@ -76,9 +76,6 @@ type connReader struct {
 	raw     bool
 	fd      uintptr
 	drained bool
-	// pending is what a raw read found that ended the stream (an error,
-	// io.EOF), for the next read, after bufio.Reader took it once.
-	pending error
 }
 
 var (
@@ -95,10 +92,6 @@ func (r *connReader) Read(p []byte) (int, error) {
 	}
 	if r.raw {
 		return r.readRaw(p)
-	}
-	if err := r.pending; err != nil {
-		r.pending = nil
-		return 0, err
 	}
 	n, err := r.conn.Read(p)
 	r.n += int64(n)
@@ -118,13 +111,19 @@ func (r *connReader) readRaw(p []byte) (int, error) {
 		r.drained = true
 		return 0, errWouldWait
 	case err != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
+		return 0, sockErr("read", err)
 	case n == 0:
 		return 0, io.EOF
 	}
 	r.drained = n < len(p)
 	r.n += int64(n)
 	return n, nil
+}
+
+// sockErr wraps the error of a read or write system call made on a TCP
+// socket directly, as the net package wraps its own.
+func sockErr(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Err: os.NewSyscallError(op, err)}
 }
 
 // idleUsable reports whether an idle connection may carry a request: the

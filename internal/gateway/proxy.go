@@ -326,15 +326,6 @@ func (pc *pconn) flushAwait(deadline time.Time) error {
 	called := false
 	pc.raw.Read(func(fd uintptr) bool {
 		if called {
-			// Signalled: the first bytes are read here, straight from
-			// the socket.
-			pc.cr.raw, pc.cr.fd, pc.cr.drained = true, fd, false
-			_, err := pc.br.Peek(1)
-			pc.cr.raw = false
-			if err == errWouldWait {
-				return false
-			}
-			pc.cr.pending = err
 			return true
 		}
 		called = true
@@ -343,7 +334,7 @@ func (pc *pconn) flushAwait(deadline time.Time) error {
 			rest = rest[n:]
 			if err != nil {
 				if err != syscall.EAGAIN {
-					werr = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", err)}
+					werr = sockErr("write", err)
 				}
 				return true // the rest goes the usual way
 			}
@@ -467,10 +458,6 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	// may take as long as it takes. An upstream that stopped reading a
 	// request body may have answered already (413, say): read on.
 	deadline := time.Now().Add(st.rt.cfg.Timeout)
-	// From here on the response's header is read (flushAwait may begin):
-	// it is bounded, and whether any of it came tells a stale connection.
-	pc.cr.limit = pc.cr.n + maxResponseHeaderBytes
-	before := pc.cr.n
 	if wErr == nil {
 		if noBody {
 			wErr = pc.flushAwait(deadline)
@@ -491,6 +478,8 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	_, fast := st.sw.ResponseWriter.(*response)
 	fast = fast && r.Method != http.MethodHead
 	pc.simple.ok = false
+	pc.cr.limit = pc.cr.n + maxResponseHeaderBytes
+	before := pc.cr.n
 	var res *http.Response
 	var err error
 	for n1xx := 0; ; n1xx++ {

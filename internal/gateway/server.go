@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -321,7 +320,7 @@ func (s sendWriter) Write(p []byte) (int, error) {
 			return n, nil
 		}
 		if err != nil && err != syscall.EAGAIN {
-			return n, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", err)}
+			return n, sockErr("write", err)
 		}
 		done, p = n, p[n:]
 	}

@@ -226,9 +226,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close closes the listeners and every connection at once. A connection
-// whose request is being served inside its raw read (serveInline) closes
-// only when the handler returns (its writes fail at once): each is closed
-// on its own goroutine, so that Close does not wait for the slowest.
+// whose request is being served inside its raw read (serveInline) can
+// close only when the handler returns, so each is closed on its own
+// goroutine, and Close does not wait for the slowest; marked closed first,
+// a connection takes no more writes (sendWriter).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.inShutdown.Store(true)
@@ -236,6 +237,7 @@ func (s *Server) Close() error {
 		ln.Close()
 	}
 	for c := range s.conns {
+		c.state.Store(connClosed)
 		go c.conn.Close()
 	}
 	s.mu.Unlock()
@@ -246,7 +248,7 @@ func (s *Server) Close() error {
 const (
 	connIdle   int32 = iota // waiting for a request (or reading its header)
 	connActive              // a request is being handled
-	connClosed              // closed by Shutdown while idle
+	connClosed              // closed by Shutdown while idle, or by Close
 )
 
 // serverConn is one client connection, served by one goroutine.
@@ -310,19 +312,8 @@ type sendWriter struct{ c *serverConn }
 
 func (s sendWriter) Write(p []byte) (int, error) {
 	c := s.c
-	done := 0
-	if c.cr.raw {
-		// Inside serveInline, the socket is at hand: written straight, as
-		// it takes bytes, with no deadline to arm; what it does not take
-		// at once goes the usual way, which waits.
-		n, err := writeFD(c.cr.fd, p)
-		if err == nil && n == len(p) {
-			return n, nil
-		}
-		if err != nil && err != syscall.EAGAIN {
-			return n, sockErr("write", err)
-		}
-		done, p = n, p[n:]
+	if c.state.Load() == connClosed {
+		return 0, net.ErrClosed // by Close, which may not have got to it yet
 	}
 	if !c.noSend.Load() {
 		t := c.srv.sendTimeout()
@@ -331,8 +322,7 @@ func (s sendWriter) Write(p []byte) (int, error) {
 			c.conn.SetWriteDeadline(c.wdl)
 		}
 	}
-	n, err := c.conn.Write(p)
-	return done + n, err
+	return c.conn.Write(p)
 }
 
 // Lingering close: how long, and how much, a closing connection reads

@@ -670,16 +670,24 @@ func TestServerInformational(t *testing.T) {
 	}
 }
 
-func TestServerShutdownTwice(t *testing.T) {
-	release := make(chan struct{})
+// inFlight serves a handler that holds its request until release is
+// closed, and returns a connection with such a request in the handler.
+func inFlight(t *testing.T) (s *testServer, rc *rawConn, release chan struct{}) {
+	t.Helper()
 	started := make(chan struct{})
-	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	release = make(chan struct{})
+	s = serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		<-release
 	}))
-	rc := dialRaw(t, s)
+	rc = dialRaw(t, s)
 	rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	<-started
+	return s, rc, release
+}
+
+func TestServerShutdownTwice(t *testing.T) {
+	s, _, release := inFlight(t)
 	errs := make(chan error, 2)
 	for range 2 {
 		go func() { errs <- s.srv.Shutdown(context.Background()) }()
@@ -932,29 +940,27 @@ func TestServerHijackNeedsUpgrade(t *testing.T) {
 }
 
 // TestServerCloseInFlight: Close returns at once while a handler runs,
-// and the handler's client sees its connection closed.
+// and the handler's client sees its connection closed, with no response,
+// once the handler returns.
 func TestServerCloseInFlight(t *testing.T) {
-	started, release := make(chan struct{}), make(chan struct{})
-	defer close(release)
-	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(started)
-		<-release
-	}))
-	rc := dialRaw(t, s)
-	rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	<-started
+	s, rc, release := inFlight(t)
 	closed := make(chan struct{})
 	go func() { s.Close(); close(closed) }()
 	select {
 	case <-closed:
 	case <-time.After(3 * time.Second):
+		close(release)
 		t.Fatal("Close waited for a handler")
+	}
+	close(release)
+	if !rc.closed() {
+		t.Fatal("the connection of a request in flight outlived Close")
 	}
 }
 
 // TestServerLargeResponseSlowReader: a response larger than the socket
 // takes at once reaches a client that starts reading late, whole, whether
-// it is written in pieces (raw writes the socket takes part of) or at once.
+// it is written in pieces or at once.
 func TestServerLargeResponseSlowReader(t *testing.T) {
 	const size = 8 << 20
 	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -508,4 +509,167 @@ routes:
 		t.Fatalf("peak RSS grew by %d MB (from %d MB to %d MB) for a 200 MB upload", grew>>20, before>>20, after>>20)
 	}
 	t.Logf("peak RSS %d MB before, %d MB after", before>>20, after>>20)
+}
+
+// TestGatewayClientTimeouts: the server block's send_timeout and
+// body_timeout hold on every listener the gateway has (its own HTTP/1.1
+// server, and net/http's with tls, over HTTP/1.1 and HTTP/2): a client
+// that stops sending its body gets 400, one that stops reading an endless
+// response is cut off and its upstream freed, and streams that keep
+// flowing (a body sent in pieces, events with quiet gaps each longer than
+// either timeout) are not cut.
+func TestGatewayClientTimeouts(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	endless := make(chan error, 8) // how each endless response ended at the upstream
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/echo":
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				return
+			}
+			w.Write(b)
+		case "/endless":
+			chunk := make([]byte, 32<<10)
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					endless <- err
+					return
+				}
+			}
+		case "/events":
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := range 3 {
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				w.(http.Flusher).Flush()
+				time.Sleep(3 * timeout)
+			}
+		}
+	}))
+	defer upstream.Close()
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir)
+	start := func(name, tlsBlock string) string {
+		file := filepath.Join(dir, name+".yaml")
+		os.WriteFile(file, []byte(`listen: 127.0.0.1:0
+workspace: default
+`+tlsBlock+`server:
+  send_timeout: `+timeout.String()+`
+  body_timeout: `+timeout.String()+`
+routes:
+  - name: public
+    path_prefix: /
+    upstreams: [`+upstream.URL+`]
+    auth: none
+`), 0o600)
+		st := sqliteStore(t)
+		initRoot(t, st)
+		return gatewayURL(t, startServer(t, st, "--gateway-config", file))
+	}
+	plain := start("plain", "")
+	secure := strings.Replace(start("tls", "tls:\n  cert_file: "+certFile+"\n  key_file: "+keyFile+"\n"), "http://", "https://", 1)
+	tc := &tls.Config{RootCAs: pool}
+
+	for _, c := range []struct {
+		name, url string
+		h2        bool
+	}{
+		{"Plain", plain, false},
+		{"TLS-HTTP1", secure, false},
+		{"TLS-HTTP2", secure, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr := &http.Transport{TLSClientConfig: tc.Clone(), ForceAttemptHTTP2: c.h2}
+			if !c.h2 {
+				tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+			}
+			defer tr.CloseIdleConnections()
+			hc := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+			wantProto := map[bool]int{false: 1, true: 2}[c.h2]
+			// post sends the body's pieces with gap before each, then
+			// ends the body, or with stall stops sending (and gives up
+			// after 15 s, failing the request).
+			post := func(t *testing.T, path string, length int64, pieces []string, gap time.Duration, stall bool) (*http.Response, string) {
+				t.Helper()
+				pr, pw := io.Pipe()
+				answered := make(chan struct{})
+				defer close(answered)
+				go func() {
+					for _, p := range pieces {
+						time.Sleep(gap)
+						if _, err := io.WriteString(pw, p); err != nil {
+							return
+						}
+					}
+					if stall {
+						select {
+						case <-answered:
+						case <-time.After(15 * time.Second):
+						}
+						pw.CloseWithError(errors.New("the client gave up"))
+						return
+					}
+					pw.Close()
+				}()
+				req, _ := http.NewRequest("POST", c.url+path, pr)
+				req.ContentLength = length
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Fatalf("no answer: %v", err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				if resp.ProtoMajor != wantProto {
+					t.Fatalf("HTTP/%d, want HTTP/%d", resp.ProtoMajor, wantProto)
+				}
+				return resp, string(b)
+			}
+
+			t.Run("SteadyBody", func(t *testing.T) {
+				// Five pieces a third of the timeout apart: longer than
+				// the timeout in all, never quiet for it.
+				resp, body := post(t, "/echo", 5, []string{"h", "e", "l", "l", "o"}, timeout/3, false)
+				if resp.StatusCode != 200 || body != "hello" {
+					t.Fatalf("%d %q", resp.StatusCode, body)
+				}
+			})
+			t.Run("StalledBody", func(t *testing.T) {
+				began := time.Now()
+				resp, body := post(t, "/echo", 10, []string{"abc"}, 0, true)
+				if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "the request body could not be read") {
+					t.Fatalf("%d %q", resp.StatusCode, body)
+				}
+				t.Logf("a stalled body answered after %v", time.Since(began).Round(time.Millisecond))
+			})
+			t.Run("QuietStream", func(t *testing.T) {
+				resp, err := hc.Get(c.url + "/events")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				if err != nil || string(b) != "data: 0\n\ndata: 1\n\ndata: 2\n\n" {
+					t.Fatalf("events with quiet gaps: %q, %v", b, err)
+				}
+			})
+			t.Run("StalledReader", func(t *testing.T) {
+				resp, err := hc.Get(c.url + "/endless")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				// Read nothing: the gateway must give up and free the
+				// upstream, whose write then fails.
+				select {
+				case err := <-endless:
+					t.Logf("the upstream's write ended with %v", err)
+				case <-time.After(15 * time.Second):
+					t.Fatal("a client that reads nothing held the upstream for 15 s")
+				}
+				if _, err := io.Copy(io.Discard, resp.Body); err == nil {
+					t.Fatal("the endless response ended cleanly")
+				}
+			})
+		})
+	}
 }

@@ -56,8 +56,7 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 	// No read or write timeout on the whole exchange on either server:
 	// request and response bodies of any size and duration stream through;
 	// each route's timeout bounds the wait for the upstream's headers, and
-	// the gateway's own server drops clients that stall (send and body
-	// timeouts).
+	// both drop clients that stall (send and body timeouts).
 	ss := cfg.Server
 	g.server = ss
 	var tc *tls.Config
@@ -70,7 +69,8 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 			MaxHeaderBytes: ss.MaxHeaderBytes, Log: log,
 		}
 	} else {
-		// With TLS, net/http's server, which speaks HTTP/2 as well.
+		// With TLS, net/http's server, which speaks HTTP/2 as well; the
+		// handler arms the send and body timeouts.
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
 			closeHandler(h)
@@ -78,7 +78,8 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 		}
 		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 		g.http = &http.Server{
-			Handler: serve, ReadHeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
+			Handler:           gateway.ClientTimeouts(serve, ss.SendTimeout, ss.BodyTimeout),
+			ReadHeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
 			MaxHeaderBytes: ss.MaxHeaderBytes, TLSConfig: tc,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}

@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -337,6 +338,11 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, st *reqStat
 	st.proxyErr = err
 	var ne net.Error
 	switch {
+	case errors.As(err, new(*clientBodyError)) && errors.Is(err, os.ErrDeadlineExceeded):
+		// The client stalled in its body past the body timeout. It is
+		// still there to read the answer, though net/http's server has
+		// cancelled the request as it does for any failed read.
+		writeProblem(w, http.StatusBadRequest, keyward.EINVALID, "the request body could not be read", st.requestID)
 	case r.Context().Err() != nil || errors.Is(err, errClientGone):
 		// The client went away; nobody reads this answer, and the
 		// connection is dropped.

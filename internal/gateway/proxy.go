@@ -447,7 +447,13 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 		return nil, err
 	}
 	var wErr error // the upstream stopped taking the request
-	if !noBody {
+	// A body the client sent whole with its header goes with the
+	// request's header, in one write, when the buffer holds both.
+	held, _ := r.Body.(*heldBody)
+	inOne := noBody || held != nil && !chunked && int64(held.Len()) == r.ContentLength && held.Len() <= pc.bw.Available()
+	if inOne && !noBody {
+		held.WriteTo(pc.bw)
+	} else if !noBody {
 		var cErr error
 		cErr, wErr = copyRequestBody(pc, r, chunked, st.rt.cfg.Timeout)
 		if cErr != nil {
@@ -459,7 +465,7 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	// request body may have answered already (413, say): read on.
 	deadline := time.Now().Add(st.rt.cfg.Timeout)
 	if wErr == nil {
-		if noBody {
+		if inOne {
 			wErr = pc.flushAwait(deadline)
 		} else {
 			wErr = pc.bw.Flush()

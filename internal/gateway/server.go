@@ -515,10 +515,11 @@ func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
 // parsers cannot frame differently: HTTP/1.1, an origin-form target of
 // plain characters (no percent-encoding, no fragment), a header wholly in
 // b with CRLF lines, valid names and values and no folding, exactly one
-// Host, valid, and no body: no Transfer-Encoding, a Content-Length of 0 at
-// most, and no Expect or Pragma (which ReadRequest turns into
+// Host, valid, no Transfer-Encoding, at most one Content-Length, whose
+// body, if any, is wholly in b too (a heldBody, so that the request needs
+// no more reads), and no Expect or Pragma (which ReadRequest turns into
 // Cache-Control). It yields the same http.Request as http.ReadRequest
-// would (TestSimpleRequestLikeReadRequest).
+// would, body included (TestSimpleRequestLikeReadRequest).
 func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok bool) {
 	end := bytes.Index(b, crlfcrlf)
 	if end < 0 || int64(end) > maxHeader {
@@ -542,6 +543,7 @@ func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok
 	// its length, so that an append by a handler copies.
 	vals := make([]string, 0, nf)
 	host, hosts := "", 0
+	length := int64(0)
 	for lines != "" {
 		i := strings.Index(lines, "\r\n")
 		line := lines[:i]
@@ -560,8 +562,11 @@ func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok
 			host, hosts = value, hosts+1
 			continue // not in the Header map, as ReadRequest leaves it
 		case "Content-Length":
-			if value != "0" || len(hdr[key]) > 0 {
+			if len(hdr[key]) > 0 {
 				return nil, 0, false
+			}
+			if length, ok = heldLength(value, len(b)-end-4); !ok {
+				return nil, 0, false // not a length, or a body not all here
 			}
 		case "Transfer-Encoding", "Expect", "Pragma":
 			return nil, 0, false
@@ -576,25 +581,86 @@ func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok
 	if hosts != 1 || host == "" || !validHost(host) {
 		return nil, 0, false
 	}
-	// One allocation holds the request and its URL.
+	// One allocation holds the request, its URL and its body's reader.
 	ru := &struct {
-		req http.Request
-		url url.URL
+		req  http.Request
+		url  url.URL
+		body heldBody
 	}{url: url.URL{Path: path, RawQuery: query}}
 	req = &ru.req
 	*req = http.Request{
-		Method:     method,
-		URL:        &ru.url,
-		Proto:      proto,
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     hdr,
-		Body:       http.NoBody,
-		Host:       host,
-		RequestURI: target,
-		Close:      headerHasToken(hdr["Connection"], "close"),
+		Method:        method,
+		URL:           &ru.url,
+		Proto:         proto,
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        hdr,
+		Body:          http.NoBody,
+		ContentLength: length,
+		Host:          host,
+		RequestURI:    target,
+		Close:         headerHasToken(hdr["Connection"], "close"),
 	}
-	return req, end + 4, true
+	n = end + 4
+	if length > 0 {
+		ru.body.r.Reset(string(b[n : n+int(length)]))
+		req.Body = &ru.body
+	}
+	return req, n + int(length), true
+}
+
+// maxHeldBody bounds a body the server takes with its header; any body
+// that comes whole in the header's read is smaller anyway (the read
+// buffer is 4 KB).
+const maxHeldBody = 64 << 10
+
+// heldLength parses a Content-Length value as http.ReadRequest does
+// (decimal digits only) and reports whether it is a body of at most
+// maxHeldBody bytes that the avail bytes after the header hold whole.
+func heldLength(v string, avail int) (int64, bool) {
+	if v == "" || len(v) > 6 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(v[i]-'0')
+	}
+	return int64(n), n <= maxHeldBody && n <= avail
+}
+
+// heldBody is a request body that came whole with its header, read
+// already: it needs no deadline, no 100-continue and nothing read away
+// after the handler. A proxy may write it with the request's header, in
+// one write (see exchange). Like any request body it is closed once the
+// response is sent.
+type heldBody struct {
+	r      strings.Reader
+	closed atomic.Bool
+}
+
+// Len is how many bytes are left to read.
+func (b *heldBody) Len() int { return b.r.Len() }
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.r.Read(p)
+}
+
+func (b *heldBody) WriteTo(w io.Writer) (int64, error) {
+	if b.closed.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.r.WriteTo(w)
+}
+
+func (b *heldBody) Close() error {
+	b.closed.Store(true)
+	return nil
 }
 
 // plainTarget reports whether t is an origin-form request target that
@@ -772,7 +838,10 @@ func (c *serverConn) handle(req *http.Request) (keep bool) {
 		clear(hdr)
 	}
 	*w = response{c: c, req: req, hdr: hdr, contentLength: -1}
-	if req.Body != http.NoBody && req.Body != nil {
+	if held, ok := req.Body.(*heldBody); ok {
+		// Read whole with the header; simple requests have no Expect.
+		defer held.Close()
+	} else if req.Body != http.NoBody && req.Body != nil {
 		// A body of its own for each request, unlike the response: a
 		// reader that outlives the request (http.Transport may read a body
 		// after RoundTrip returned) must find it closed, not reading the

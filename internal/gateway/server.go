@@ -512,7 +512,7 @@ func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
 // parseSimpleRequest parses a request of the simple kind at the start of
 // b, and reports how many bytes it takes; nothing else (ok false) is left
 // to http.ReadRequest. Simple is what most API calls are, and what the two
-// parsers cannot frame differently: HTTP/1.1, an origin-form target of
+// parsers cannot frame differently: HTTP/1.1 or 1.0, an origin-form target of
 // plain characters (no percent-encoding, no fragment), a header wholly in
 // b with CRLF lines, valid names and values and no folding, exactly one
 // Host, valid, no Transfer-Encoding, at most one Content-Length, whose
@@ -529,7 +529,13 @@ func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok
 	i := strings.Index(head, "\r\n")
 	method, rest, _ := strings.Cut(head[:i], " ")
 	target, proto, _ := strings.Cut(rest, " ")
-	if proto != "HTTP/1.1" || method == "" || !validFieldName(method) || !plainTarget(target) {
+	minor := 1
+	if proto == "HTTP/1.0" {
+		minor = 0 // ab, and some load balancers' health checks
+	} else if proto != "HTTP/1.1" {
+		return nil, 0, false
+	}
+	if method == "" || !validFieldName(method) || !plainTarget(target) {
 		return nil, 0, false
 	}
 	path, query, hasQuery := strings.Cut(target, "?")
@@ -593,13 +599,17 @@ func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok
 		URL:           &ru.url,
 		Proto:         proto,
 		ProtoMajor:    1,
-		ProtoMinor:    1,
+		ProtoMinor:    minor,
 		Header:        hdr,
 		Body:          http.NoBody,
 		ContentLength: length,
 		Host:          host,
 		RequestURI:    target,
 		Close:         headerHasToken(hdr["Connection"], "close"),
+	}
+	if minor == 0 && !req.Close {
+		// An HTTP/1.0 connection is kept only when the client asks.
+		req.Close = !headerHasToken(hdr["Connection"], "keep-alive")
 	}
 	n = end + 4
 	if length > 0 {

@@ -145,36 +145,48 @@ func TestServerConnectionClose(t *testing.T) {
 	}
 }
 
+// TestServerHTTP10: HTTP/1.0 requests, without a Host (the ordinary
+// path) and with one (the fast parser's, as ab sends them).
 func TestServerHTTP10(t *testing.T) {
 	s := serveGateway(t, echoHandler())
-	t.Run("keep-alive", func(t *testing.T) {
-		rc := dialRaw(t, s)
-		rc.send("GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-		res, body := rc.read("GET")
-		if body != "/a" || res.Header.Get("Connection") != "keep-alive" {
-			t.Fatalf("got %q Connection=%q, want /a and keep-alive", body, res.Header.Get("Connection"))
-		}
-		rc.send("GET /b HTTP/1.0\r\n\r\n")
-		if _, body := rc.read("GET"); body != "/b" {
-			t.Fatalf("second request: %q", body)
-		}
-		if !rc.closed() {
-			t.Fatal("an HTTP/1.0 request without keep-alive left the connection open")
-		}
-	})
-	t.Run("unknown length ends with the connection", func(t *testing.T) {
-		s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "part one, ")
-			w.(http.Flusher).Flush()
-			io.WriteString(w, "part two")
-		}))
-		rc := dialRaw(t, s)
-		rc.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-		res, body := rc.read("GET")
-		if body != "part one, part two" || len(res.TransferEncoding) != 0 || !res.Close {
-			t.Fatalf("got %q TE=%v close=%v", body, res.TransferEncoding, res.Close)
-		}
-	})
+	for _, host := range []string{"", "Host: x\r\n"} {
+		name := map[string]string{"": "NoHost", "Host: x\r\n": "Host"}[host]
+		t.Run(name+"/keep-alive", func(t *testing.T) {
+			rc := dialRaw(t, s)
+			rc.send("GET /a HTTP/1.0\r\n" + host + "Connection: keep-alive\r\n\r\n")
+			res, body := rc.read("GET")
+			if body != "/a" || res.Header.Get("Connection") != "keep-alive" {
+				t.Fatalf("got %q Connection=%q, want /a and keep-alive", body, res.Header.Get("Connection"))
+			}
+			rc.send("POST /b HTTP/1.0\r\n" + host + "Connection: Keep-Alive\r\nContent-Length: 2\r\n\r\nhi")
+			if res, body := rc.read("POST"); body != "/bhi" || res.Close {
+				t.Fatalf("second request: %q close=%v", body, res.Close)
+			}
+			rc.send("GET /c HTTP/1.0\r\n" + host + "\r\n")
+			if _, body := rc.read("GET"); body != "/c" {
+				t.Fatalf("third request: %q", body)
+			}
+			if !rc.closed() {
+				t.Fatal("an HTTP/1.0 request without keep-alive left the connection open")
+			}
+		})
+		t.Run(name+"/unknown length ends with the connection", func(t *testing.T) {
+			s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "part one, ")
+				w.(http.Flusher).Flush()
+				io.WriteString(w, "part two")
+			}))
+			rc := dialRaw(t, s)
+			rc.send("GET / HTTP/1.0\r\n" + host + "Connection: keep-alive\r\n\r\n")
+			res, body := rc.read("GET")
+			if body != "part one, part two" || len(res.TransferEncoding) != 0 || !res.Close {
+				t.Fatalf("got %q TE=%v close=%v", body, res.TransferEncoding, res.Close)
+			}
+			if !rc.closed() {
+				t.Fatal("the connection stayed open after a body that ends with it")
+			}
+		})
+	}
 }
 
 func TestServerBodilessResponses(t *testing.T) {

@@ -514,7 +514,8 @@ routes:
 // TestGatewayClientTimeouts: the server block's send_timeout and
 // body_timeout hold on every listener the gateway has (its own HTTP/1.1
 // server, and net/http's with tls, over HTTP/1.1 and HTTP/2): a client
-// that stops sending its body gets 400, one that stops reading an endless
+// that stops sending its body gets 400 (401 when refused before the body
+// is read), one that stops reading an endless
 // response is cut off and its upstream freed, and streams that keep
 // flowing (a body sent in pieces, events with quiet gaps each longer than
 // either timeout) are not cut.
@@ -554,6 +555,7 @@ func TestGatewayClientTimeouts(t *testing.T) {
 		os.WriteFile(file, []byte(`listen: 127.0.0.1:0
 workspace: default
 `+tlsBlock+`server:
+  header_timeout: 1s
   send_timeout: `+timeout.String()+`
   body_timeout: `+timeout.String()+`
 routes:
@@ -561,6 +563,9 @@ routes:
     path_prefix: /
     upstreams: [`+upstream.URL+`]
     auth: none
+  - name: private
+    path_prefix: /private
+    upstreams: [`+upstream.URL+`]
 `), 0o600)
 		st := sqliteStore(t)
 		initRoot(t, st)
@@ -640,6 +645,17 @@ routes:
 					t.Fatalf("%d %q", resp.StatusCode, body)
 				}
 				t.Logf("a stalled body answered after %v", time.Since(began).Round(time.Millisecond))
+			})
+			t.Run("StalledUnreadBody", func(t *testing.T) {
+				// Refused without a token, the body never read: the
+				// answer still comes. Both servers first read away the
+				// rest of the body to keep the connection: the gateway's
+				// own within the header timeout, net/http's within the
+				// body timeout.
+				resp, body := post(t, "/private/x", 100000, []string{"abc"}, 0, true)
+				if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "needs a token") {
+					t.Fatalf("%d %q", resp.StatusCode, body)
+				}
 			})
 			t.Run("QuietStream", func(t *testing.T) {
 				resp, err := hc.Get(c.url + "/events")

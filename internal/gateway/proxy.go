@@ -452,7 +452,9 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	held, _ := r.Body.(*heldBody)
 	inOne := noBody || held != nil && !chunked && int64(held.Len()) == r.ContentLength && held.Len() <= pc.bw.Available()
 	if inOne && !noBody {
-		held.WriteTo(pc.bw)
+		if _, err := held.WriteTo(pc.bw); err != nil {
+			return nil, &clientBodyError{err} // closed: the request is over
+		}
 	} else if !noBody {
 		var cErr error
 		cErr, wErr = copyRequestBody(pc, r, chunked, st.rt.cfg.Timeout)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,22 +29,43 @@ func ClientTimeouts(h http.Handler, send, body time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
 		h2 := r.ProtoMajor >= 2
+		var tb *timedBody
 		if body > 0 && r.Body != nil && r.Body != http.NoBody {
-			r.Body = &timedBody{ReadCloser: r.Body, d: deadline{set: rc.SetReadDeadline, t: body, h2: h2}}
+			tb = &timedBody{ReadCloser: r.Body, d: deadline{set: rc.SetReadDeadline, t: body, h2: h2}}
+			// A copy of the request: net/http looks at its own request's
+			// body after the handler (whether it was closed, how much of
+			// it is left), which must stay its own.
+			r = r.WithContext(r.Context())
+			r.Body = tb
+			if !h2 {
+				// net/http reads away what the handler leaves of a body
+				// (256 KB at most) before the response's header goes out:
+				// a body never read is bounded too.
+				tb.d.before()
+			}
 		}
-		if send <= 0 {
-			h.ServeHTTP(w, r)
-			return
+		if send > 0 {
+			w = &timedWriter{ResponseWriter: w, rc: rc, d: deadline{set: rc.SetWriteDeadline, t: send, h2: h2}, body: tb}
 		}
-		tw := &timedWriter{ResponseWriter: w, rc: rc, d: deadline{set: rc.SetWriteDeadline, t: send, h2: h2}}
-		h.ServeHTTP(tw, r)
-		if !h2 {
-			// net/http writes what the handler left buffered, and the
-			// end of a chunked body, after the handler returns; the
-			// deadline armed last may have passed by then, and a TLS
-			// write that times out leaves the connection's records
-			// corrupt.
-			rc.SetWriteDeadline(time.Now().Add(send))
+		h.ServeHTTP(w, r)
+		// After the handler net/http still writes what it left buffered
+		// and the end of the body, on HTTP/1.1 after reading away the
+		// rest of the request's body: the deadlines armed last may have
+		// passed by then. A TLS write that times out leaves the
+		// connection's records corrupt; on HTTP/2 a stream whose client
+		// takes nothing would hold its slot for ever. (net/http clears
+		// the connection's write deadline once the response is out, and
+		// a closed stream stops its timers.)
+		now := time.Now()
+		unread := tb != nil && !h2 && !tb.ended.Load()
+		if unread {
+			rc.SetReadDeadline(now.Add(body))
+		}
+		if send > 0 {
+			if unread {
+				now = now.Add(body)
+			}
+			rc.SetWriteDeadline(now.Add(send))
 		}
 	})
 }
@@ -59,10 +81,15 @@ type deadline struct {
 }
 
 // before arms the deadline ahead of an operation.
-func (d *deadline) before() {
+func (d *deadline) before() { d.beforeSlack(0) }
+
+// beforeSlack arms the deadline ahead of an operation that may first wait
+// for up to slack on something else.
+func (d *deadline) beforeSlack(slack time.Duration) {
 	now := time.Now()
-	want := now.Add(d.t)
-	if !d.h2 && keepDeadline(d.armed, now, want, d.t) {
+	t := d.t + slack
+	want := now.Add(t)
+	if !d.h2 && keepDeadline(d.armed, now, want, t) {
 		return
 	}
 	d.armed = want
@@ -81,18 +108,30 @@ func (d *deadline) after() {
 // upgrades; a hijacked connection has its deadlines cleared by net/http).
 type timedWriter struct {
 	http.ResponseWriter
-	rc *http.ResponseController
-	d  deadline
+	rc   *http.ResponseController
+	d    deadline
+	body *timedBody // nil: none, or no body timeout
+}
+
+// before arms the send timeout. On HTTP/1.1, while the request's body is
+// not read to its end, a write that sends the response's header may first
+// read away what is left of it, for up to the body timeout.
+func (w *timedWriter) before() {
+	var slack time.Duration
+	if w.body != nil && !w.d.h2 && !w.body.ended.Load() {
+		slack = w.body.d.t
+	}
+	w.d.beforeSlack(slack)
 }
 
 func (w *timedWriter) WriteHeader(code int) {
-	w.d.before() // a 1xx response is written at once
+	w.before() // a 1xx response is written at once
 	w.ResponseWriter.WriteHeader(code)
 	w.d.after()
 }
 
 func (w *timedWriter) Write(p []byte) (int, error) {
-	w.d.before()
+	w.before()
 	n, err := w.ResponseWriter.Write(p)
 	w.d.after()
 	return n, err
@@ -101,7 +140,7 @@ func (w *timedWriter) Write(p []byte) (int, error) {
 func (w *timedWriter) Flush() { w.FlushError() }
 
 func (w *timedWriter) FlushError() error {
-	w.d.before()
+	w.before()
 	err := w.rc.Flush()
 	w.d.after()
 	return err
@@ -117,17 +156,19 @@ func (w *timedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // rest of the body, which the deadline, left armed, keeps from waiting.
 type timedBody struct {
 	io.ReadCloser
-	d    deadline
-	done bool
+	d     deadline
+	ended atomic.Bool // read to its end, or failed
 }
 
 func (b *timedBody) Read(p []byte) (int, error) {
-	if b.done {
+	if b.ended.Load() {
 		return b.ReadCloser.Read(p)
 	}
 	b.d.before()
 	n, err := b.ReadCloser.Read(p)
 	b.d.after()
-	b.done = err != nil
+	if err != nil {
+		b.ended.Store(true)
+	}
 	return n, err
 }

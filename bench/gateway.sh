@@ -34,7 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 CONNS=${2:-32}
-ROUNDS=${3:-1}
+ROUNDS=${3:-3} # rounds differ here by more than a ratio's margin: medians
 FIXED=${FIXED:-10s} # length of each fixed-rate run; RATE overrides its rate
 
 need=()

@@ -513,7 +513,8 @@ routes:
 
 // TestGatewayClientTimeouts: the server block's send_timeout and
 // body_timeout hold on every listener the gateway has (its own HTTP/1.1
-// server, and net/http's with tls, over HTTP/1.1 and HTTP/2): a client
+// server, net/http's for HTTP/2 in clear text on the same listener, and
+// net/http's with tls, over HTTP/1.1 and HTTP/2): a client
 // that stops sending its body gets 400 (401 when refused before the body
 // is read), one that stops reading an endless
 // response is cut off and its upstream freed, and streams that keep
@@ -580,6 +581,7 @@ routes:
 		h2        bool
 	}{
 		{"Plain", plain, false},
+		{"Plain-H2C", plain, true},
 		{"TLS-HTTP1", secure, false},
 		{"TLS-HTTP2", secure, true},
 	} {
@@ -587,6 +589,10 @@ routes:
 			tr := &http.Transport{TLSClientConfig: tc.Clone(), ForceAttemptHTTP2: c.h2}
 			if !c.h2 {
 				tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+			} else if c.url == plain {
+				// HTTP/2 over clear text, with prior knowledge.
+				tr.Protocols = new(http.Protocols)
+				tr.Protocols.SetUnencryptedHTTP2(true)
 			}
 			defer tr.CloseIdleConnections()
 			hc := &http.Client{Transport: tr, Timeout: 20 * time.Second}

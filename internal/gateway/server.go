@@ -41,8 +41,9 @@ import (
 // Expect: 100-continue, 1xx responses, trailers, HEAD and bodiless
 // statuses, Date, Hijack for protocol upgrades, header size and
 // read-header limits, a lingering close when request bytes are left
-// unread, graceful shutdown. It does not speak HTTP/2; a TLS listener
-// keeps net/http's server, which does.
+// unread, graceful shutdown. A connection that opens with the HTTP/2
+// preface is handed to net/http's server (see serveH2C); a TLS listener
+// keeps net/http's server, which negotiates HTTP/2.
 type Server struct {
 	Handler http.Handler
 	// ReadHeaderTimeout bounds the read of a request's header, from its
@@ -74,6 +75,10 @@ type Server struct {
 	listeners  map[net.Listener]struct{}
 	conns      map[*serverConn]struct{}
 	done       chan struct{} // closed when the last connection ends after shutdown
+	// h2c serves the connections that open with the HTTP/2 preface
+	// (serveH2C); nil until the first.
+	h2c   *http.Server
+	h2cLn *handoffListener
 }
 
 // Defaults of a zero Server field.
@@ -212,17 +217,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		c.closeIfIdle()
 	}
+	h2c := s.h2c
 	s.mu.Unlock()
-	if done == nil {
-		return nil
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		}
 	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.Close()
-		return ctx.Err()
+	if h2c != nil {
+		// Its connections get GOAWAY; their streams in flight finish.
+		if err := h2c.Shutdown(ctx); err != nil {
+			h2c.Close()
+			return err
+		}
 	}
+	return nil
 }
 
 // Close closes the listeners and every connection at once. A connection
@@ -240,7 +252,11 @@ func (s *Server) Close() error {
 		c.state.Store(connClosed)
 		go c.conn.Close()
 	}
+	h2c := s.h2c
 	s.mu.Unlock()
+	if h2c != nil {
+		h2c.Close()
+	}
 	return nil
 }
 
@@ -379,6 +395,10 @@ func (c *serverConn) serve() {
 			if _, err := c.br.Peek(1); err != nil {
 				return // closed, idle for too long, or shut down
 			}
+		}
+		if c.served == 0 && c.h2cPreface() {
+			c.handOverH2C() // or, shutting down, closed
+			return
 		}
 		if c.served > 0 && !headerBuffered(c.br) {
 			// The header did not come in one piece: it has the header

@@ -260,7 +260,6 @@ func TestServerRefusesBadRequests(t *testing.T) {
 		{"conflicting lengths", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
 		{"bad host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
 		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
-		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400},
 		{"garbage", "hello there\r\n\r\n", 400},
 		{"invalid field name", "GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", 400},
 		{"control character in a value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400},

@@ -1,0 +1,118 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// h2cClient speaks HTTP/2 over clear text with prior knowledge.
+func h2cClient(t *testing.T) *http.Client {
+	t.Helper()
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// TestServerH2C: a client that opens with the HTTP/2 preface is served
+// HTTP/2 on the same listener as HTTP/1.1 clients: many streams at once
+// on one connection, request bodies both ways, the client's address, and
+// a graceful shutdown that lets a stream in flight finish.
+func TestServerH2C(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			<-release
+		}
+		b, err := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %q %v %t", r.Proto, r.URL.Path, b, err, strings.HasPrefix(r.RemoteAddr, "127.0.0.1:"))
+	}))
+	hc := h2cClient(t)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := strings.Repeat("x", i*1000)
+			res, err := hc.Post(s.URL+fmt.Sprintf("/p%d", i), "text/plain", strings.NewReader(body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if want := fmt.Sprintf("HTTP/2.0 /p%d %q <nil> true", i, body); res.ProtoMajor != 2 || string(b) != want {
+				t.Errorf("HTTP/%d %.60q, want %.60q", res.ProtoMajor, b, want)
+			}
+		}()
+	}
+	wg.Wait()
+
+	// HTTP/1.1 on the same listener.
+	res, err := http.Get(s.URL + "/h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(b) != `HTTP/1.1 /h1 "" <nil> true` {
+		t.Fatalf("HTTP/1.1: %q", b)
+	}
+
+	// A preface that comes in pieces, then a garbled one.
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, h2cPreface[:5])
+	time.Sleep(50 * time.Millisecond)
+	io.WriteString(c, h2cPreface[5:])
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	frame := make([]byte, 9)
+	if _, err := io.ReadFull(c, frame); err != nil || frame[3] != 0x4 {
+		t.Fatalf("after a split preface: frame %x, %v; want the server's SETTINGS", frame, err)
+	}
+	rc := dialRaw(t, s)
+	rc.send("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")
+	if res, _ := rc.read("PRI"); res.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a garbled preface: %d", res.StatusCode)
+	}
+
+	// Shutdown waits for the stream in flight.
+	done := make(chan string, 1)
+	go func() {
+		res, err := hc.Get(s.URL + "/slow")
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		done <- string(b)
+	}()
+	<-started
+	shut := make(chan error, 1)
+	go func() { shut <- s.srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned before the stream in flight ended: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if got := <-done; got != `HTTP/2.0 /slow "" <nil> true` {
+		t.Fatalf("the stream in flight got %q", got)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -15,16 +15,23 @@ import (
 const h2cPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // h2cPreface reports whether the connection opened with the HTTP/2
-// preface; it waits for the rest of it (within the header timeout) when
-// what is buffered is its start.
+// preface. While what is buffered is a start of it, it reads on (within
+// the header timeout) one byte more at a time, so that a short HTTP/1
+// request that only starts like it is not kept waiting for 24 bytes.
 func (c *serverConn) h2cPreface() bool {
-	b, _ := c.br.Peek(c.br.Buffered())
-	n := min(len(b), len(h2cPreface))
-	if n == 0 || string(b[:n]) != h2cPreface[:n] {
-		return false
+	for {
+		b, _ := c.br.Peek(c.br.Buffered())
+		n := min(len(b), len(h2cPreface))
+		if n == 0 || string(b[:n]) != h2cPreface[:n] {
+			return false
+		}
+		if n == len(h2cPreface) {
+			return true
+		}
+		if _, err := c.br.Peek(len(b) + 1); err != nil {
+			return false
+		}
 	}
-	b, err := c.br.Peek(len(h2cPreface))
-	return err == nil && string(b) == h2cPreface
 }
 
 // serveH2C hands a connection that opened with the HTTP/2 preface to
@@ -105,6 +112,11 @@ func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // handOverH2C passes the connection, whose buffer starts with the HTTP/2
 // preface, to the clear-text HTTP/2 server, and reports whether it did.
 func (c *serverConn) handOverH2C() bool {
+	// Active, Shutdown leaves it alone until it is forgotten; the HTTP/2
+	// server then sends it GOAWAY.
+	if !c.state.CompareAndSwap(connIdle, connActive) {
+		return false // closed by Shutdown
+	}
 	buffered, _ := c.br.Peek(c.br.Buffered())
 	rc := &replayConn{Conn: c.conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), c.conn)}
 	c.conn.SetDeadline(time.Time{})

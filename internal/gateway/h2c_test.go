@@ -116,3 +116,63 @@ func TestServerH2C(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServerH2CShutdown: Shutdown tells HTTP/2 clients to go away at once,
+// while an HTTP/1.1 request is still in flight, rather than serving their
+// new streams until the last HTTP/1.1 connection has ended.
+func TestServerH2CShutdown(t *testing.T) {
+	release := make(chan struct{})
+	held := make(chan struct{}, 1)
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			held <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, r.Proto)
+	}))
+	hc := h2cClient(t)
+	get := func() (string, error) {
+		res, err := hc.Get(s.URL + "/")
+		if err != nil {
+			return "", err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return string(b), err
+	}
+	if got, err := get(); got != "HTTP/2.0" || err != nil {
+		t.Fatalf("before Shutdown: %q %v", got, err)
+	}
+	rc := dialRaw(t, s)
+	rc.send("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-held
+	shut := make(chan error, 1)
+	go func() { shut <- s.srv.Shutdown(context.Background()) }()
+	time.Sleep(100 * time.Millisecond)
+	if got, err := get(); err == nil {
+		t.Fatalf("a new HTTP/2 stream during Shutdown was served: %q", got)
+	}
+	close(release)
+	if res, body := rc.read("GET"); res.StatusCode != 200 || body != "HTTP/1.1" {
+		t.Fatalf("the HTTP/1.1 request in flight: %d %q", res.StatusCode, body)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServerShortRequestLikePreface: an HTTP/1 request that starts like
+// the HTTP/2 preface and is shorter than it is answered as soon as it
+// differs, not after the header timeout.
+func TestServerShortRequestLikePreface(t *testing.T) {
+	s := serveWith(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Method)
+	}), ReadHeaderTimeout: 30 * time.Second})
+	rc := dialRaw(t, s) // its reads give up after 10 s, long before 30
+	rc.send("P")
+	time.Sleep(50 * time.Millisecond)
+	rc.send("UT / HTTP/1.0\r\n\r\n") // 18 bytes in all
+	if res, body := rc.read("PUT"); res.StatusCode != 200 || body != "PUT" {
+		t.Fatalf("%d %q", res.StatusCode, body)
+	}
+}

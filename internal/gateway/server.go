@@ -219,6 +219,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	h2c := s.h2c
 	s.mu.Unlock()
+	h2cDone := make(chan error, 1)
+	if h2c != nil {
+		// At the same time: its connections get GOAWAY at once, and
+		// their streams in flight finish.
+		go func() { h2cDone <- h2c.Shutdown(ctx) }()
+	} else {
+		h2cDone <- nil
+	}
 	if done != nil {
 		select {
 		case <-done:
@@ -227,12 +235,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	if h2c != nil {
-		// Its connections get GOAWAY; their streams in flight finish.
-		if err := h2c.Shutdown(ctx); err != nil {
-			h2c.Close()
-			return err
-		}
+	if err := <-h2cDone; err != nil {
+		s.Close()
+		return err
 	}
 	return nil
 }

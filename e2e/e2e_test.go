@@ -87,6 +87,7 @@ func startServer(t testing.TB, st *store, args ...string) *server {
 	all := append(append([]string{"serve", "--addr", "127.0.0.1:0", "--flush-interval", "50ms"}, st.args...), args...)
 	s.cmd = exec.Command(binary, all...)
 	s.cmd.Env = append(baseEnv(), st.env...)
+	dieWithTest(s.cmd)
 	pr, pw := io.Pipe()
 	s.cmd.Stderr = pw
 	s.cmd.Stdout = pw

@@ -43,6 +43,7 @@ func startOwnRedis(t testing.TB) *ownRedis {
 func (r *ownRedis) start() {
 	r.t.Helper()
 	r.cmd = exec.Command("redis-server", "--bind", "127.0.0.1", "--port", fmt.Sprint(r.port), "--save", "", "--appendonly", "no")
+	dieWithTest(r.cmd)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -44,10 +46,15 @@ func ClientTimeouts(h http.Handler, send, body time.Duration) http.Handler {
 				tb.d.before()
 			}
 		}
+		var tw *timedWriter
 		if send > 0 {
-			w = &timedWriter{ResponseWriter: w, rc: rc, d: deadline{set: rc.SetWriteDeadline, t: send, h2: h2}, body: tb}
+			tw = &timedWriter{ResponseWriter: w, rc: rc, d: deadline{set: rc.SetWriteDeadline, t: send, h2: h2}, body: tb}
+			w = tw
 		}
 		h.ServeHTTP(w, r)
+		if tw != nil && tw.hijacked {
+			return // the connection is the handler's now, deadlines and all
+		}
 		// After the handler net/http still writes what it left buffered
 		// and the end of the body, on HTTP/1.1 after reading away the
 		// rest of the request's body: the deadlines armed last may have
@@ -104,13 +111,23 @@ func (d *deadline) after() {
 }
 
 // timedWriter arms the send timeout around what writes to the client.
-// Unwrap lets http.ResponseController reach the rest (Hijack for
-// upgrades; a hijacked connection has its deadlines cleared by net/http).
+// Unwrap lets http.ResponseController reach the rest.
 type timedWriter struct {
 	http.ResponseWriter
-	rc   *http.ResponseController
-	d    deadline
-	body *timedBody // nil: none, or no body timeout
+	rc       *http.ResponseController
+	d        deadline
+	body     *timedBody // nil: none, or no body timeout
+	hijacked bool
+}
+
+// Hijack hands the connection over (net/http clears its deadlines); the
+// timeouts no longer touch it.
+func (w *timedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := w.rc.Hijack()
+	if err == nil {
+		w.hijacked = true
+	}
+	return c, rw, err
 }
 
 // before arms the send timeout. On HTTP/1.1, while the request's body is

@@ -74,3 +74,30 @@ func TestClientTimeoutsFinalFlush(t *testing.T) {
 		t.Fatalf("read all %d bytes: the stream waited on its client after the handler", n)
 	}
 }
+
+// TestClientTimeoutsHijack: a handler that hijacks the connection and
+// hands it to a goroutine that answers later than the send timeout: the
+// timeouts leave a hijacked connection alone.
+func TestClientTimeoutsHijack(t *testing.T) {
+	s := serveTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		go func() {
+			defer c.Close()
+			time.Sleep(600 * time.Millisecond)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+		}()
+	}), false)
+	res, err := s.Client().Get(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(b) != "ok" || err != nil {
+		t.Fatalf("%d %q %v", res.StatusCode, b, err)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 )
 
 // h2cPreface opens a clear-text HTTP/2 connection whose client knows the
@@ -110,20 +109,17 @@ type replayConn struct {
 func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // handOverH2C passes the connection, whose buffer starts with the HTTP/2
-// preface, to the clear-text HTTP/2 server, and reports whether it did.
-func (c *serverConn) handOverH2C() bool {
-	// Active, Shutdown leaves it alone until it is forgotten; the HTTP/2
-	// server then sends it GOAWAY.
+// preface, to the clear-text HTTP/2 server; when the server shuts down
+// meanwhile, it closes the connection.
+func (c *serverConn) handOverH2C() {
+	// Active, Shutdown leaves it alone (closeIfIdle) while it is let go.
 	if !c.state.CompareAndSwap(connIdle, connActive) {
-		return false // closed by Shutdown
+		return // closed by Shutdown
 	}
 	buffered, _ := c.br.Peek(c.br.Buffered())
 	rc := &replayConn{Conn: c.conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), c.conn)}
-	c.conn.SetDeadline(time.Time{})
+	c.letGo()
 	if !c.srv.serveH2C(rc) {
-		return false
+		c.conn.Close()
 	}
-	c.hijacked = true
-	c.srv.forget(c)
-	return true
 }

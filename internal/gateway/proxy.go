@@ -451,11 +451,13 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	// request's header, in one write, when the buffer holds both.
 	held, _ := r.Body.(*heldBody)
 	inOne := noBody || held != nil && !chunked && int64(held.Len()) == r.ContentLength && held.Len() <= pc.bw.Available()
-	if inOne && !noBody {
+	switch {
+	case noBody:
+	case inOne:
 		if _, err := held.WriteTo(pc.bw); err != nil {
 			return nil, &clientBodyError{err} // closed: the request is over
 		}
-	} else if !noBody {
+	default:
 		var cErr error
 		cErr, wErr = copyRequestBody(pc, r, chunked, st.rt.cfg.Timeout)
 		if cErr != nil {

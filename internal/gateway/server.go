@@ -219,13 +219,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	h2c := s.h2c
 	s.mu.Unlock()
-	h2cDone := make(chan error, 1)
+	var h2cDone chan error
 	if h2c != nil {
 		// At the same time: its connections get GOAWAY at once, and
 		// their streams in flight finish.
+		h2cDone = make(chan error, 1)
 		go func() { h2cDone <- h2c.Shutdown(ctx) }()
-	} else {
-		h2cDone <- nil
 	}
 	if done != nil {
 		select {
@@ -235,9 +234,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	if err := <-h2cDone; err != nil {
-		s.Close()
-		return err
+	if h2cDone != nil {
+		if err := <-h2cDone; err != nil {
+			s.Close()
+			return err
+		}
 	}
 	return nil
 }
@@ -402,7 +403,7 @@ func (c *serverConn) serve() {
 			}
 		}
 		if c.served == 0 && c.h2cPreface() {
-			c.handOverH2C() // or, shutting down, closed
+			c.handOverH2C()
 			return
 		}
 		if c.served > 0 && !headerBuffered(c.br) {
@@ -452,7 +453,8 @@ func (c *serverConn) next(keep bool) bool {
 //
 // The handler runs inside the raw read, which holds the connection's read
 // lock: nothing may read the connection but through the buffer (a simple
-// request has no body), and it cannot be hijacked (see Hijack).
+// request's body, if any, came whole with it), and it cannot be hijacked
+// (see Hijack).
 func (c *serverConn) serveInline(idle time.Duration, maxHeader int64) (more bool) {
 	end := true
 	err := c.raw.Read(func(fd uintptr) bool {
@@ -597,7 +599,7 @@ func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok
 				return nil, 0, false
 			}
 			if length, ok = heldLength(value, len(b)-end-4); !ok {
-				return nil, 0, false // not a length, or a body not all here
+				return nil, 0, false // not a length, or a body not all in b
 			}
 		case "Transfer-Encoding", "Expect", "Pragma":
 			return nil, 0, false
@@ -644,16 +646,12 @@ func parseSimpleRequest(b []byte, maxHeader int64) (req *http.Request, n int, ok
 	return req, n + int(length), true
 }
 
-// maxHeldBody bounds a body the server takes with its header; any body
-// that comes whole in the header's read is smaller anyway (the read
-// buffer is 4 KB).
-const maxHeldBody = 64 << 10
-
 // heldLength parses a Content-Length value as http.ReadRequest does
-// (decimal digits only) and reports whether it is a body of at most
-// maxHeldBody bytes that the avail bytes after the header hold whole.
+// (decimal digits only) and reports whether the avail bytes after the
+// header hold a body that long whole (the read buffer is 4 KB; a value of
+// ten digits or more is beyond any buffer).
 func heldLength(v string, avail int) (int64, bool) {
-	if v == "" || len(v) > 6 {
+	if v == "" || len(v) > 9 {
 		return 0, false
 	}
 	n := 0
@@ -663,7 +661,7 @@ func heldLength(v string, avail int) (int64, bool) {
 		}
 		n = n*10 + int(v[i]-'0')
 	}
-	return int64(n), n <= maxHeldBody && n <= avail
+	return int64(n), n <= avail
 }
 
 // heldBody is a request body that came whole with its header, read
@@ -1280,12 +1278,19 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.hijacked = true
 	c := w.c
+	c.letGo()
+	return c.conn, bufio.NewReadWriter(c.br, c.bw), nil
+}
+
+// letGo gives the connection up to a new owner (a handler's Hijack, or
+// the clear-text HTTP/2 server): its deadlines cleared, the server no
+// longer tracks, writes to or closes it.
+func (c *serverConn) letGo() {
 	c.hijacked = true
 	c.noSend.Store(true)
 	c.conn.SetWriteDeadline(time.Time{})
 	c.setReadDeadline(time.Time{})
 	c.srv.forget(c)
-	return c.conn, bufio.NewReadWriter(c.br, c.bw), nil
 }
 
 // clientGone: see serverConn.clientGone.

@@ -63,16 +63,11 @@ func ClientTimeouts(h http.Handler, send, body time.Duration) http.Handler {
 		// takes nothing would hold its slot for ever. (net/http clears
 		// the connection's write deadline once the response is out, and
 		// a closed stream stops its timers.)
-		now := time.Now()
-		unread := tb != nil && !h2 && !tb.ended.Load()
-		if unread {
-			rc.SetReadDeadline(now.Add(body))
+		if tb.pending() {
+			rc.SetReadDeadline(time.Now().Add(body))
 		}
-		if send > 0 {
-			if unread {
-				now = now.Add(body)
-			}
-			rc.SetWriteDeadline(now.Add(send))
+		if tw != nil {
+			rc.SetWriteDeadline(time.Now().Add(send + tw.slack()))
 		}
 	})
 }
@@ -130,15 +125,16 @@ func (w *timedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, rw, err
 }
 
-// before arms the send timeout. On HTTP/1.1, while the request's body is
-// not read to its end, a write that sends the response's header may first
-// read away what is left of it, for up to the body timeout.
-func (w *timedWriter) before() {
-	var slack time.Duration
-	if w.body != nil && !w.d.h2 && !w.body.ended.Load() {
-		slack = w.body.d.t
+// before arms the send timeout.
+func (w *timedWriter) before() { w.d.beforeSlack(w.slack()) }
+
+// slack is how long a write may wait before it writes: the body timeout
+// while net/http may first read away the rest of the body (pending).
+func (w *timedWriter) slack() time.Duration {
+	if w.body.pending() {
+		return w.body.d.t
 	}
-	w.d.beforeSlack(slack)
+	return 0
 }
 
 func (w *timedWriter) WriteHeader(code int) {
@@ -175,6 +171,13 @@ type timedBody struct {
 	io.ReadCloser
 	d     deadline
 	ended atomic.Bool // read to its end, or failed
+}
+
+// pending reports whether net/http may still read away the rest of the
+// body (HTTP/1.1, before the response's header goes out or after the
+// handler) with the body timeout as the only bound; false for no body.
+func (b *timedBody) pending() bool {
+	return b != nil && !b.d.h2 && !b.ended.Load()
 }
 
 func (b *timedBody) Read(p []byte) (int, error) {

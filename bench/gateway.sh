@@ -25,12 +25,16 @@
 # in the body), so setup 4 measures the cost of the subrequest only; it
 # would admit bad tokens. wrk measures peak throughput; its latencies are
 # those of a closed loop at saturation, not latency at a fixed rate.
-# Usage: bash bench/gateway.sh [DURATION] [CONNECTIONS] [ROUNDS]
+# Usage: bash bench/gateway.sh [DURATION] [CONNECTIONS] [ROUNDS] (10s 32 3; -h: this)
 # (environment: FIXED, the length of each fixed-rate run, default 10s; RATE
 # to fix the rate instead of deriving it; BODY, a JSON body that the peak
 # runs POST instead of GET, e.g. BODY='{"item":"book","quantity":2}'; the
 # fixed-rate runs stay GET)
 set -euo pipefail
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+	sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+	exit 0
+fi
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 CONNS=${2:-32}

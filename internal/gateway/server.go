@@ -1030,10 +1030,10 @@ func (w *response) writeFinal(code int, raw []byte, rawLength int64, rawDate boo
 	w.wroteHeader, w.status = true, code
 	if b := w.body; b != nil {
 		waiting := b.answer()
-		if !w.fullDuplex && (waiting || !b.discard()) {
+		if !w.fullDuplex && (waiting || !b.keepable()) {
 			// The handler answers without having read the whole request
-			// body, and the rest could not be read away (within limits)
-			// to keep the connection; a client still waiting for 100
+			// body, and the rest is more than is worth reading away to
+			// keep the connection; a client still waiting for 100
 			// Continue sends no body at all.
 			w.closeAfter = true
 			w.c.linger = true
@@ -1331,6 +1331,10 @@ func (w *response) finish() {
 	if b := w.body; b != nil {
 		if !w.closeAfter && (b.answer() || !b.discard()) {
 			w.closeAfter = true
+		}
+		if w.closeAfter && !b.readWhole() {
+			// Bytes of the body may be left unread: closing at once could
+			// reset the connection, and the response with it.
 			w.c.linger = true
 		}
 		b.close()
@@ -1436,6 +1440,36 @@ func (b *requestBody) lock() {
 		b.c.setReadDeadline(time.Now().Add(b.c.srv.headerTimeout()))
 		b.mu.Lock()
 	}
+}
+
+// keepable reports, without waiting, whether the connection may be kept
+// after the response as far as the body is concerned: it was read whole,
+// or what is left of it may be read away once the response is sent (see
+// response.finish). Reading it away first, as net/http does, would hold
+// the answer of a refused request until a slow or stalled client had sent
+// its body, or the header timeout passed; this answers at once, like
+// nginx, and says keep-alive (RFC 9110 §10.1.1 lets the server go on
+// reading and discarding). A body in another goroutine's hands is
+// decided after the response too.
+func (b *requestBody) keepable() bool {
+	if !b.mu.TryLock() {
+		return true
+	}
+	defer b.mu.Unlock()
+	switch {
+	case b.eof:
+		return true
+	case b.closed || b.err != nil:
+		return false
+	}
+	return b.length < 0 || b.length-b.n <= maxDiscardBytes
+}
+
+// readWhole reports whether the body was read to its end.
+func (b *requestBody) readWhole() bool {
+	b.lock()
+	defer b.mu.Unlock()
+	return b.eof
 }
 
 // discard reads away what is left of the body, up to maxDiscardBytes and

@@ -618,18 +618,67 @@ func TestServerBodyOutlivesRequest(t *testing.T) {
 // to a handler that answers without reading it, gets the answer and the
 // connection closed within the header timeout, not a connection held
 // for ever.
+// TestServerStalledBody: a request refused before its body was read is
+// answered at once, not after the client sent the rest of the body (or
+// the header timeout passed), and the connection is kept: the rest of the
+// body is read away after the response. A client that never sends it
+// loses the connection after the header timeout.
 func TestServerStalledBody(t *testing.T) {
-	rc := dialRaw(t, serveWith(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	refuse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(r.Method)))
 		w.WriteHeader(http.StatusUnauthorized)
-	}), ReadHeaderTimeout: 300 * time.Millisecond}))
-	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-	res, _ := rc.read("POST")
-	if res.StatusCode != 401 || !res.Close {
-		t.Fatalf("got %d close=%v, want 401 and Connection: close", res.StatusCode, res.Close)
-	}
-	if !rc.closed() {
-		t.Fatal("the connection stayed open")
-	}
+		io.WriteString(w, r.Method)
+	})
+	t.Run("Resumed", func(t *testing.T) {
+		// The header timeout outlasts the client's own deadline: an
+		// answer that waited for the body would never come.
+		rc := dialRaw(t, serveWith(t, &Server{Handler: refuse, ReadHeaderTimeout: time.Hour}))
+		rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+		res, body := rc.read("POST")
+		if res.StatusCode != 401 || body != "POST" || res.Close {
+			t.Fatalf("got %d %q close=%v, want 401 POST, kept", res.StatusCode, body, res.Close)
+		}
+		// The rest of the body, then the next request on the same
+		// connection.
+		rc.send("defghijPUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+		if res, body := rc.read("PUT"); res.StatusCode != 401 || body != "PUT" {
+			t.Fatalf("the next request: got %d %q", res.StatusCode, body)
+		}
+	})
+	t.Run("Stalled", func(t *testing.T) {
+		rc := dialRaw(t, serveWith(t, &Server{Handler: refuse, ReadHeaderTimeout: 300 * time.Millisecond}))
+		rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+		if res, _ := rc.read("POST"); res.StatusCode != 401 {
+			t.Fatalf("got %d, want 401", res.StatusCode)
+		}
+		if !rc.closed() {
+			t.Fatal("the connection stayed open")
+		}
+	})
+	t.Run("Chunked", func(t *testing.T) {
+		rc := dialRaw(t, serveWith(t, &Server{Handler: refuse, ReadHeaderTimeout: time.Hour}))
+		rc.send("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+		if res, _ := rc.read("POST"); res.StatusCode != 401 || res.Close {
+			t.Fatalf("got %d close=%v, want 401, kept", res.StatusCode, res.Close)
+		}
+		rc.send("2\r\nde\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if res, body := rc.read("GET"); res.StatusCode != 401 || body != "GET" {
+			t.Fatalf("the next request: got %d %q", res.StatusCode, body)
+		}
+	})
+	t.Run("ConnectionClose", func(t *testing.T) {
+		// The client asked to close: nothing is read away, and the
+		// close lingers so that the rest of the body does not reset the
+		// answer away.
+		rc := dialRaw(t, serveWith(t, &Server{Handler: refuse, ReadHeaderTimeout: time.Hour}))
+		rc.send("POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\nabc")
+		if res, body := rc.read("POST"); res.StatusCode != 401 || body != "POST" || !res.Close {
+			t.Fatalf("got %d %q close=%v, want 401 and Connection: close", res.StatusCode, body, res.Close)
+		}
+		if _, err := io.WriteString(rc.c, "defghij"); err != nil {
+			t.Fatalf("the rest of the body: %v", err)
+		}
+	})
 }
 
 // TestServerLingeringClose: a connection closed with a request body

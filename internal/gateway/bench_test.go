@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,11 +12,13 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/logfmt"
 	"github.com/keyward/keyward/internal/verify"
 )
 
@@ -253,4 +256,79 @@ func BenchmarkProxyTCP(b *testing.B) {
 	b.Run("Gateway", func(b *testing.B) {
 		run(b, benchGateway(b, up, slog.New(slog.NewJSONHandler(io.Discard, nil))))
 	})
+}
+
+// BenchmarkServe measures the whole path as bench/gateway.sh drives it,
+// in one process: keep-alive client connections to the gateway's own
+// server (its request parser, raw response header and inline serving,
+// which BenchmarkProxy's handler-only calls skip), the handler with token
+// auth, rate limit headers and the access log (the shipped line writer,
+// to a discarding writer), and the upstream. The clients write prepared
+// bytes and read the response without allocating, so allocs/op are the
+// gateway's.
+func BenchmarkServe(b *testing.B) {
+	up := rawUpstream(b)
+	h := benchGateway(b, up, slog.New(logfmt.NewText(io.Discard, nil)))
+	srv := serveWith(b, &Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	req := []byte("GET /orders/1 HTTP/1.1\r\nHost: " + addr + "\r\nUser-Agent: wrk\r\nAuthorization: Bearer kw_bench\r\n\r\n")
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	defer reportCPU(b)()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4<<10)
+		for pb.Next() {
+			if _, err := c.Write(req); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := readSmallResponse(c, buf); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// readSmallResponse reads one response of status 200 with a
+// Content-Length, header and body within buf, from c.
+func readSmallResponse(c net.Conn, buf []byte) error {
+	n := 0
+	for {
+		m, err := c.Read(buf[n:])
+		if err != nil {
+			return err
+		}
+		n += m
+		end := bytes.Index(buf[:n], []byte("\r\n\r\n"))
+		if end < 0 {
+			continue
+		}
+		if !bytes.HasPrefix(buf, []byte("HTTP/1.1 200 ")) {
+			return fmt.Errorf("response %q", buf[:n])
+		}
+		i := bytes.Index(buf[:end], []byte("\r\nContent-Length: "))
+		if i < 0 {
+			return fmt.Errorf("no Content-Length: %q", buf[:end])
+		}
+		length := 0
+		for _, d := range buf[i+18 : end] {
+			if d < '0' || d > '9' {
+				break
+			}
+			length = length*10 + int(d-'0')
+		}
+		if want := end + 4 + length; n >= want {
+			if n > want {
+				return fmt.Errorf("%d bytes more than the response", n-want)
+			}
+			return nil
+		}
+	}
 }

@@ -58,6 +58,9 @@ type pconn struct {
 	simple simpleHead
 	res    http.Response
 	body   fixedBody
+
+	fw        flushWrite         // see flushAwait
+	writeHeld func(uintptr) bool // pc.writeHeld, bound once
 }
 
 // connReader reads a connection for its bufio.Reader, counting the bytes
@@ -239,6 +242,7 @@ func (p *connPool) dial(ctx context.Context) (*pconn, error) {
 	pc.bw = bufio.NewWriterSize(&pc.cw, 4<<10)
 	if p.tls == nil {
 		pc.raw, _ = syscallConn(c) // none: flushAwait flushes as usual
+		pc.writeHeld = pc.writeHeldFD
 	}
 	return pc, nil
 }

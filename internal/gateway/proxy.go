@@ -322,25 +322,10 @@ func (pc *pconn) flushAwait(deadline time.Time) error {
 	if err != nil {
 		return err
 	}
-	var werr error
-	called := false
-	pc.raw.Read(func(fd uintptr) bool {
-		if called {
-			return true
-		}
-		called = true
-		for len(rest) > 0 {
-			n, err := writeFD(fd, rest)
-			rest = rest[n:]
-			if err != nil {
-				if err != syscall.EAGAIN {
-					werr = sockErr("write", err)
-				}
-				return true // the rest goes the usual way
-			}
-		}
-		return false
-	})
+	pc.fw = flushWrite{rest: rest}
+	pc.raw.Read(pc.writeHeld)
+	rest, werr := pc.fw.rest, pc.fw.err
+	pc.fw = flushWrite{}
 	if werr != nil {
 		return werr
 	}
@@ -350,6 +335,36 @@ func (pc *pconn) flushAwait(deadline time.Time) error {
 		_, err = pc.conn.Write(rest)
 	}
 	return err
+}
+
+// flushWrite is the state of flushAwait's write in the raw read callback.
+type flushWrite struct {
+	rest   []byte // what is left to write
+	called bool   // the callback ran: a second call means the poller signalled
+	err    error  // the write failed
+}
+
+// writeHeldFD is flushAwait's raw read callback, made once per connection
+// (a closure per request would cost allocations): on its first call it
+// writes pc.fw.rest and asks to wait, on its second (the poller signalled
+// the answer) it ends the wait.
+func (pc *pconn) writeHeldFD(fd uintptr) bool {
+	fw := &pc.fw
+	if fw.called {
+		return true
+	}
+	fw.called = true
+	for len(fw.rest) > 0 {
+		n, err := writeFD(fd, fw.rest)
+		fw.rest = fw.rest[n:]
+		if err != nil {
+			if err != syscall.EAGAIN {
+				fw.err = sockErr("write", err)
+			}
+			return true // the rest goes the usual way
+		}
+	}
+	return false
 }
 
 // armSlice arms the read deadline of the wait slice starting at now (see

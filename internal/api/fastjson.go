@@ -169,11 +169,11 @@ func appendVerify(b []byte, res verify.Result) []byte {
 		b = appendCompact(b, t.Metadata)
 	}
 	b = append(b, `,"expires_at":`...)
-	if t.ExpiresAt == nil {
+	if exp, ok := res.Expiry(); !ok {
 		b = append(b, "null"...)
 	} else {
 		b = append(b, '"')
-		b = t.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
+		b = exp.AppendFormat(b, time.RFC3339Nano)
 		b = append(b, '"')
 	}
 	if res.Rate.Set {

@@ -49,7 +49,11 @@ func verifyView(res verify.Result) verifyResponse {
 	if v.Metadata == nil {
 		v.Metadata = json.RawMessage("null")
 	}
-	v.ExpiresAt = &t.ExpiresAt
+	var exp *time.Time
+	if e, ok := res.Expiry(); ok {
+		exp = &e
+	}
+	v.ExpiresAt = &exp
 	if res.Rate.Set {
 		v.RateLimit = &limitView{Limit: res.Rate.Limit, Remaining: res.Rate.Remaining, Reset: ceilSeconds(res.Rate.Reset)}
 	}

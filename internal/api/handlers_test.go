@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -909,6 +910,49 @@ func TestRotate(t *testing.T) {
 		s.clock.Advance(31 * time.Second)
 		s.wantCode(old, "EXPIRED")
 		s.wantCode(r.object(t)["token"].(string), "VALID")
+	})
+	t.Run("OKGraceExpiry", func(t *testing.T) {
+		// A secret in its grace period says when it stops verifying: the
+		// grace's end, when that comes before the token's expiry. Its
+		// successor says when it was issued.
+		s := newStack(t)
+		tokenExp := s.clock.Now().Add(24 * time.Hour).Truncate(time.Second)
+		made := s.create(map[string]any{"name": "g", "expires_at": tokenExp.Format(time.RFC3339)})
+		id, old := made["id"].(string), made["token"].(string)
+		s.clock.Advance(10 * time.Second)
+		rotatedAt := s.clock.Now()
+		r := s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, `{"grace_period":"60s"}`)
+		wantStatus(t, r, 200)
+		current := r.object(t)["token"].(string)
+		graceEnd := rotatedAt.Add(60 * time.Second)
+		for _, c := range []struct {
+			name, text string
+			exp, iat   time.Time
+		}{
+			{"Replaced", old, graceEnd, s.clock.Now().Add(-10 * time.Second)},
+			{"Current", current, tokenExp, rotatedAt},
+		} {
+			// The stack's clock runs: the times are the test's within a
+			// second.
+			near := func(v any, want time.Time) bool {
+				f, _ := v.(float64)
+				return math.Abs(f-float64(want.Unix())) <= 1
+			}
+			m := s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {c.text}}).object(t)
+			if m["active"] != true || !near(m["exp"], c.exp) || !near(m["iat"], c.iat) {
+				t.Fatalf("%s: introspection = %v, want exp %d iat %d", c.name, m, c.exp.Unix(), c.iat.Unix())
+			}
+			v := s.verify(c.text)
+			if got, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(v["expires_at"])); v["code"] != "VALID" || got.Sub(c.exp).Abs() > time.Second {
+				t.Fatalf("%s: verify = %v, want expires_at %v", c.name, v, c.exp)
+			}
+		}
+		// Without a token expiry, the replaced secret still has one.
+		id, old = s.newToken("g2")
+		wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, `{"grace_period":"60s"}`), 200)
+		if m := s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {old}}).object(t); math.Abs(m["exp"].(float64)-float64(s.clock.Now().Add(60*time.Second).Unix())) > 1 {
+			t.Fatalf("replaced secret of a token without expiry: introspection = %v", m)
+		}
 	})
 	t.Run("OKMaxGrace", func(t *testing.T) {
 		id, _ := s.newToken("r")

@@ -94,15 +94,15 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		"active":     true,
 		"token_type": "Bearer",
 		"scope":      strings.Join(t.Scopes, " "),
-		"iat":        t.CreatedAt.Unix(),
+		"iat":        res.Issued().Unix(),
 		"token_id":   t.ID,
 		"name":       t.Name,
 	}
 	if t.Subject != "" {
 		out["sub"] = t.Subject
 	}
-	if t.ExpiresAt != nil {
-		out["exp"] = t.ExpiresAt.Unix()
+	if exp, ok := res.Expiry(); ok {
+		out["exp"] = exp.Unix()
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -81,12 +81,49 @@ type Result struct {
 	// SecretEnded reports that the secret was replaced by a rotation and
 	// its grace period is over (Outcome is then Expired).
 	SecretEnded bool
+	// secretEnds is when the presented secret's grace period ends, after a
+	// rotation replaced it (unix ns; 0: it is the current secret); see
+	// Expiry.
+	secretEnds int64
+	// secretIssued is when the presented secret was made (unix ns; 0: not
+	// known); see Issued.
+	secretIssued int64
 	// Limits of the token, after this verification.
 	Rate  Limit
 	Quota Limit
 	// Err is set when the store failed and the token could not be found;
 	// Outcome is then NotFound (fail closed).
 	Err error
+}
+
+// Expiry reports when the presented secret stops verifying, once the
+// token is identified: the token's expiry or, for a secret a rotation
+// replaced, the end of its grace period, whichever comes first. ok is
+// false when neither is set. A client that caches a result (RFC 7662's
+// exp) must not outlive the secret.
+func (r *Result) Expiry() (t time.Time, ok bool) {
+	if r.Token != nil && r.Token.ExpiresAt != nil {
+		t, ok = *r.Token.ExpiresAt, true
+	}
+	if r.secretEnds != 0 {
+		if end := time.Unix(0, r.secretEnds).UTC(); !ok || end.Before(t) {
+			t, ok = end, true
+		}
+	}
+	return t, ok
+}
+
+// Issued reports when the presented secret was made, once the token is
+// identified: at the token's creation, or at the rotation that issued it
+// (RFC 7662's iat).
+func (r *Result) Issued() time.Time {
+	if r.secretIssued != 0 {
+		return time.Unix(0, r.secretIssued).UTC()
+	}
+	if r.Token != nil {
+		return r.Token.CreatedAt
+	}
+	return time.Time{}
 }
 
 // Limit describes a rate limit or quota after a verification.
@@ -147,6 +184,7 @@ type Engine struct {
 type secretEntry struct {
 	tok       *tokenEntry
 	expiresAt int64 // unix ns; 0 = no end
+	issued    int64 // unix ns: when the secret was made (0: not known)
 }
 
 // tokenEntry is one cached token. snap is replaced whole on every change;
@@ -439,7 +477,7 @@ func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Re
 		res.Outcome = keyward.NotFound
 		return
 	}
-	res.Token = t
+	res.Token, res.secretEnds, res.secretIssued = t, se.expiresAt, se.issued
 	switch {
 	case t.Revoked:
 		res.Outcome = keyward.Revoked
@@ -844,7 +882,11 @@ func (e *Engine) install(ctx context.Context, tok *keyward.Token, secs []*keywar
 		if _, cached := e.bySecret[d]; !cached {
 			te.digests = append(te.digests, d)
 		}
-		e.bySecret[d] = &secretEntry{tok: te, expiresAt: exp}
+		var issued int64
+		if !s.CreatedAt.IsZero() {
+			issued = s.CreatedAt.UnixNano()
+		}
+		e.bySecret[d] = &secretEntry{tok: te, expiresAt: exp, issued: issued}
 	}
 	return nil
 }

@@ -82,9 +82,10 @@ func newFake() *fakeVerifier {
 
 // seen is what an upstream received.
 type seen struct {
-	Path   string
-	Header http.Header
-	Host   string
+	Path    string
+	Header  http.Header
+	Trailer http.Header
+	Host    string
 }
 
 // echoUpstream answers 200 with the request it got as JSON.
@@ -92,7 +93,8 @@ func echoUpstream(t *testing.T, name string) *httptest.Server {
 	t.Helper()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Upstream", name)
-		json.NewEncoder(w).Encode(seen{Path: r.URL.RequestURI(), Header: r.Header, Host: r.Host})
+		io.Copy(io.Discard, r.Body) // for the trailers
+		json.NewEncoder(w).Encode(seen{Path: r.URL.RequestURI(), Header: r.Header, Trailer: r.Trailer, Host: r.Host})
 	}))
 	t.Cleanup(s.Close)
 	return s
@@ -282,11 +284,26 @@ func TestIdentityHeaders(t *testing.T) {
 		"x-keyward-evil":    "1",
 		"X-Request-Id":      "abc-123",
 		"X-Forwarded-For":   "6.6.6.6",
+		// CGI-style servers (WSGI, Rack, PHP) read these as the fields
+		// with dashes.
+		"X_Keyward_Subject":  "admin",
+		"X_keyward_token_id": "tok_forged",
+		"X_Forwarded_For":    "6.6.6.6",
+		"X_Request_Id":       "forged",
+		"X_Custom":           "kept",
 	})
 	if res.StatusCode != 200 {
 		t.Fatalf("status %d: %s", res.StatusCode, body)
 	}
 	s := upstreamSaw(t, body)
+	for k, vv := range s.Header {
+		if strings.Contains(k, "_") && k != "X_custom" {
+			t.Errorf("upstream got %s: %q", k, vv)
+		}
+	}
+	if got := s.Header.Get("X_custom"); got != "kept" {
+		t.Errorf("an underscore field the gateway does not own: %q, want kept", got)
+	}
 	want := map[string]string{
 		HeaderTokenID:    "tok_good",
 		HeaderSubject:    "user-tok_good",
@@ -317,6 +334,30 @@ func TestIdentityHeaders(t *testing.T) {
 	_, body = do(t, "GET", gw.URL+"/orders", map[string]string{"Authorization": "Bearer good", "X-Request-Id": "bad id!"})
 	if id := upstreamSaw(t, body).Header.Get("X-Request-Id"); !strings.HasPrefix(id, keyward.PrefixRequest) {
 		t.Errorf("generated request id %q", id)
+	}
+}
+
+// TestRequestTrailers: a chunked body's trailers reach the upstream but
+// those the header would drop (identity, credential, forwarding fields,
+// in either spelling) and those a trailer may not carry (RFC 9110 §6.5.1).
+func TestRequestTrailers(t *testing.T) {
+	gw, _, _ := base(t)
+	rc := dialRaw(t, gw)
+	rc.send("POST /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		"3\r\nabc\r\n0\r\n" +
+		"X-Keyward-Subject: admin\r\nX_Keyward_Token_Id: tok_forged\r\nAuthorization: Bearer forged\r\n" +
+		"X-Forwarded-For: 6.6.6.6\r\nX-Request-Id: forged\r\nHost: evil\r\nContent-Length: 3\r\n" +
+		"X-Checksum: sha256=abc\r\n\r\n")
+	res, body := rc.read("POST")
+	if res.StatusCode != 200 {
+		t.Fatalf("status %d: %s", res.StatusCode, body)
+	}
+	s := upstreamSaw(t, body)
+	if len(s.Trailer) != 1 || s.Trailer.Get("X-Checksum") != "sha256=abc" {
+		t.Fatalf("upstream trailers %v, want X-Checksum only", s.Trailer)
+	}
+	if s.Header.Get(HeaderSubject) != "user-tok_good" || s.Header.Get(HeaderTokenID) != "tok_good" {
+		t.Fatalf("upstream identity %v", s.Header)
 	}
 }
 

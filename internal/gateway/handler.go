@@ -187,7 +187,8 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	st := stateOf(pr.In.Context())
 	out, in := pr.Out, pr.In
 	for k := range out.Header {
-		if len(k) >= 10 && strings.EqualFold(k[:10], "X-Keyward-") {
+		if len(k) >= 10 && strings.EqualFold(k[:10], "X-Keyward-") ||
+			strings.IndexByte(k, '_') >= 0 && h.dropRequestField(underscoreAlias(k), &st.rt.cfg, nil) {
 			delete(out.Header, k)
 		}
 	}

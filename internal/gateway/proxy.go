@@ -474,7 +474,7 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 		}
 	default:
 		var cErr error
-		cErr, wErr = copyRequestBody(pc, r, chunked, st.rt.cfg.Timeout)
+		cErr, wErr = copyRequestBody(pc, r, chunked, st.rt.cfg.Timeout, func(k string) bool { return h.dropRequestTrailer(k, &st.rt.cfg) })
 		if cErr != nil {
 			return nil, &clientBodyError{cErr}
 		}
@@ -689,6 +689,14 @@ func (h *Handler) dropRequestField(k string, rt *Route, conn []string) bool {
 	if isHopHeader(k) || listed(conn, k) {
 		return true
 	}
+	if strings.IndexByte(k, '_') >= 0 {
+		// CGI-style servers (WSGI, Rack, PHP) read X_Keyward_Subject as
+		// X-Keyward-Subject: a name that, read so, is one the gateway
+		// drops is dropped too, or a client could forge the identity.
+		if alias := underscoreAlias(k); alias != k {
+			return h.dropRequestField(alias, rt, conn)
+		}
+	}
 	switch k {
 	case "Content-Length", "Expect", "Host", "X-Request-Id",
 		"Forwarded", "X-Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
@@ -702,6 +710,31 @@ func (h *Handler) dropRequestField(k string, rt *Route, conn []string) bool {
 		return true
 	}
 	return rt.TokenHeader != "" && k == rt.TokenHeader
+}
+
+// underscoreAlias is the canonical name a CGI-style server takes k for:
+// its underscores read as dashes.
+func underscoreAlias(k string) string {
+	return http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
+}
+
+// badTrailers are fields that must not come in a request's trailers (RFC
+// 9110 §6.5.1: framing, routing, authentication, and what controls the
+// request), on top of those the header drops: they are not passed on.
+var badTrailers = [...]string{
+	"Authorization", "Cache-Control", "Content-Encoding", "Content-Length",
+	"Content-Range", "Content-Type", "Cookie", "Expect", "Host",
+	"Max-Forwards", "Pragma", "Range", "Set-Cookie", "Www-Authenticate",
+}
+
+// dropRequestTrailer reports whether the client's trailer field k stays
+// behind: what the header would drop, and what a trailer may not carry.
+func (h *Handler) dropRequestTrailer(k string, rt *Route) bool {
+	ck := k
+	if strings.IndexByte(k, '_') >= 0 {
+		ck = underscoreAlias(k)
+	}
+	return slices.Contains(badTrailers[:], ck) || h.dropRequestField(k, rt, nil)
 }
 
 func writeField(bw *bufio.Writer, k, v string) {
@@ -738,7 +771,7 @@ func stripPrefix(out, in *url.URL, prefix string) {
 // buffer. An upstream that takes no piece within timeout has stopped
 // taking the body. clientErr is a failure to read the body; upErr a
 // failure to send it.
-func copyRequestBody(pc *pconn, r *http.Request, chunked bool, timeout time.Duration) (clientErr, upErr error) {
+func copyRequestBody(pc *pconn, r *http.Request, chunked bool, timeout time.Duration, drop func(string) bool) (clientErr, upErr error) {
 	bufp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bufp)
 	defer pc.conn.SetWriteDeadline(time.Time{})
@@ -777,8 +810,13 @@ func copyRequestBody(pc *pconn, r *http.Request, chunked bool, timeout time.Dura
 	}
 	bw.WriteString("0\r\n")
 	for k, vv := range r.Trailer {
+		if drop(k) {
+			continue
+		}
 		for _, v := range vv {
-			writeField(bw, k, v)
+			if validFieldValue(v) {
+				writeField(bw, k, v)
+			}
 		}
 	}
 	bw.WriteString("\r\n")

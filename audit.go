@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -75,6 +76,24 @@ const (
 	auditChainTag = "keyward-audit-chain/v1"
 	auditHeadTag  = "keyward-audit-head/v1"
 )
+
+// UnchainedAuditError is the migration to the audit chain finding audit
+// events already stored. A store made before the chain existed holds
+// them, and linking them vouches for them as they stand; but so does a
+// store whose chain's columns, heads and migration record someone who
+// can write the database (and lacks the server secret) removed, to have
+// the next start re-link a log they rewrote. So a store links such events
+// only when its operator says so (keyward migrate --link-unchained-audit).
+type UnchainedAuditError struct {
+	Events int64
+}
+
+func (e *UnchainedAuditError) Error() string {
+	return fmt.Sprintf("the audit log holds %d events written without the tamper-evident chain, "+
+		"which linking now would vouch for as they stand: if this store was made by a keyward "+
+		"release from before the chain, run keyward migrate --link-unchained-audit once; otherwise "+
+		"someone removed the chain from the database, and its audit log cannot be trusted", e.Events)
+}
 
 // AuditMAC returns the link of e in its workspace's audit chain: the
 // HMAC-SHA-256, under key, of an encoding of every field of e followed by

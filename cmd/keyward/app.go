@@ -38,6 +38,10 @@ type storeConfig struct {
 
 	Secret         string   // KEYWARD_SECRET, or read from KEYWARD_SECRET_FILE
 	SecretPrevious []string // KEYWARD_SECRET_PREVIOUS, comma-separated
+
+	// LinkUnchainedAudit lets the migration to the audit chain link the
+	// events already stored (keyward migrate --link-unchained-audit).
+	LinkUnchainedAudit bool
 }
 
 // serveConfig is the configuration of keyward serve, built from flags and
@@ -194,7 +198,11 @@ func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keywar
 		if err := checkDatabaseURL(c.DatabaseURL); err != nil {
 			return nil, err
 		}
-		db, err := postgres.Open(ctx, c.DatabaseURL, postgres.WithAuditKey(key))
+		opts := []postgres.Option{postgres.WithAuditKey(key)}
+		if c.LinkUnchainedAudit {
+			opts = append(opts, postgres.WithLinkUnchainedAudit())
+		}
+		db, err := postgres.Open(ctx, c.DatabaseURL, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("open the PostgreSQL store: %w", err)
 		}
@@ -203,7 +211,11 @@ func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keywar
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	db, err := sqlite.Open(ctx, filepath.Join(c.DataDir, "keyward.db"), sqlite.WithAuditKey(key))
+	opts := []sqlite.Option{sqlite.WithAuditKey(key)}
+	if c.LinkUnchainedAudit {
+		opts = append(opts, sqlite.WithLinkUnchainedAudit())
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(c.DataDir, "keyward.db"), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("open the store in %s: %w", c.DataDir, err)
 	}

@@ -52,6 +52,19 @@ func tamper(t *testing.T, dir, query string, args ...any) {
 	}
 }
 
+// execSQL runs a statement on the data dir's database file.
+func execSQL(t *testing.T, dir, query string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", filepath.Join(dir, "keyward.db")+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(query); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+}
+
 func TestAuditVerify(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
 		dir, ids := newAuditDir(t)
@@ -100,6 +113,37 @@ func TestAuditVerify(t *testing.T) {
 		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
 		r.want(t, 1)
 		if !strings.Contains(r.stdout, "FAILED, head_missing: ") {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
+	t.Run("ErrChainRemoved", func(t *testing.T) {
+		// Someone who can write the database but lacks the server secret
+		// rewrites the log and removes the chain with its migration
+		// record, for the next start to link the log as it now stands.
+		dir, ids := newAuditDir(t)
+		tamper(t, dir, `DELETE FROM audit_events WHERE id = ?`, ids[2])
+		for _, q := range []string{
+			`DROP TABLE audit_heads`,
+			`DROP INDEX audit_events_workspace_seq`,
+			`ALTER TABLE audit_events DROP COLUMN mac`,
+			`ALTER TABLE audit_events DROP COLUMN prev_mac`,
+			`DELETE FROM schema_migrations WHERE name = '0002_audit_chain.sql'`,
+		} {
+			execSQL(t, dir, q)
+		}
+		for _, args := range [][]string{{"audit", "verify"}, {"migrate"}} {
+			r := cli(t, nil, nil, "", append(args, "--data-dir", dir)...)
+			r.want(t, 1)
+			if !strings.Contains(r.stderr, "3 events written without the tamper-evident chain") || !strings.Contains(r.stderr, "--link-unchained-audit") {
+				t.Errorf("%v: stderr = %q", args, r.stderr)
+			}
+		}
+		// The operator of a store that truly predates the chain says so.
+		cli(t, nil, nil, "", "migrate", "--data-dir", dir, "--link-unchained-audit").want(t, 0)
+		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+		r.want(t, 0)
+		if !strings.Contains(r.stdout, "OK, 3 events") {
 			t.Errorf("stdout = %q", r.stdout)
 		}
 	})

@@ -15,8 +15,9 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 		summary: "Apply the store's schema migrations and exit. keyward serve and keyward init\n" +
 			"migrate too; run migrate first to upgrade a PostgreSQL store before rolling out\n" +
 			"new nodes. Migrations take a lock, so nodes starting meanwhile are safe. It needs\n" +
-			"the server secret: the migration that adds the audit chain links the audit\n" +
-			"events already stored under a key derived from it.",
+			"the server secret: the audit chain is keyed with a key derived from it. A store\n" +
+			"with audit events written before the chain existed needs --link-unchained-audit\n" +
+			"(once): a database whose chain someone removed, to rewrite the log, looks the same.",
 		examples: []string{
 			"keyward migrate --data-dir /var/lib/keyward",
 			"KEYWARD_SECRET_FILE=/run/secrets/keyward keyward migrate --database-url postgres://keyward@db.internal/keyward",
@@ -24,6 +25,8 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 	})
 	var cfg storeConfig
 	defineStoreFlags(fs, &cfg)
+	fs.Bool(&cfg.LinkUnchainedAudit, "link-unchained-audit", "", false,
+		"let the migration that adds the audit chain link the audit events already stored (a store made by a release from before the chain); without it, such events stop the migration")
 	addServerSecretEnvHelp(fs)
 	args, err := fs.parse(args)
 	if err != nil {
@@ -46,7 +49,11 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 	}
 	if cfg.DatabaseURL != "" {
 		key, _ := auditKeys(keys)
-		if err := postgres.Migrate(ctx, cfg.DatabaseURL, postgres.WithAuditKey(key)); err != nil {
+		opts := []postgres.Option{postgres.WithAuditKey(key)}
+		if cfg.LinkUnchainedAudit {
+			opts = append(opts, postgres.WithLinkUnchainedAudit())
+		}
+		if err := postgres.Migrate(ctx, cfg.DatabaseURL, opts...); err != nil {
 			return err
 		}
 		fmt.Fprintln(e.stdout, "PostgreSQL store migrated.")

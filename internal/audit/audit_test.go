@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -38,6 +39,9 @@ type backend struct {
 	fresh func(t *testing.T) string
 	// open opens the store at loc with the chain key.
 	open func(t *testing.T, loc string, key []byte) keyward.Store
+	// openLinking opens it with events written before the chain let be
+	// linked when link is set.
+	openLinking func(loc string, key []byte, link bool) (keyward.Store, error)
 	// exec runs SQL written with ? placeholders on the database at loc.
 	exec func(t *testing.T, loc, query string, args ...any)
 }
@@ -55,6 +59,17 @@ func backends(t *testing.T) []backend {
 				t.Fatalf("sqlite.Open: %v", err)
 			}
 			return db
+		},
+		openLinking: func(loc string, key []byte, link bool) (keyward.Store, error) {
+			opts := []sqlite.Option{sqlite.WithAuditKey(key)}
+			if link {
+				opts = append(opts, sqlite.WithLinkUnchainedAudit())
+			}
+			db, err := sqlite.Open(context.Background(), loc, opts...)
+			if err != nil {
+				return nil, err // a nil *DB is not a nil Store
+			}
+			return db, nil
 		},
 		exec: func(t *testing.T, loc, query string, args ...any) {
 			t.Helper()
@@ -101,6 +116,17 @@ func backends(t *testing.T) []backend {
 				t.Fatalf("postgres.Open: %v", err)
 			}
 			return db
+		},
+		openLinking: func(loc string, key []byte, link bool) (keyward.Store, error) {
+			opts := []postgres.Option{postgres.WithAuditKey(key)}
+			if link {
+				opts = append(opts, postgres.WithLinkUnchainedAudit())
+			}
+			db, err := postgres.Open(context.Background(), loc, opts...)
+			if err != nil {
+				return nil, err
+			}
+			return db, nil
 		},
 		exec: func(t *testing.T, loc, query string, args ...any) {
 			t.Helper()
@@ -531,7 +557,9 @@ func wantReordered(t *testing.T, f *fixture) {
 
 func TestMigrationLinksExistingEvents(t *testing.T) {
 	// A store written before the chain existed gets its events linked when
-	// it is migrated, under the key given then.
+	// it is migrated, under the key given then, when its operator says so:
+	// without, the migration stops, as the same state is what someone who
+	// removed the chain from the database to rewrite the log leaves.
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			f := newFixture(t, b)
@@ -545,7 +573,17 @@ func TestMigrationLinksExistingEvents(t *testing.T) {
 				// Times written before were kept to the nanosecond.
 				f.exec(`UPDATE audit_events SET time = time + 789 WHERE id = ?`, f.evs[2].ID)
 			}
-			f.s = b.open(t, f.loc, key)
+			_, err := b.openLinking(f.loc, key, false)
+			var unchained *keyward.UnchainedAuditError
+			if !errors.As(err, &unchained) || unchained.Events < 5 {
+				t.Fatalf("open without linking: %v, want an UnchainedAuditError", err)
+			}
+			// The failed migration changed nothing: the next tries again.
+			s, err := b.openLinking(f.loc, key, true)
+			if err != nil {
+				t.Fatalf("open, linking: %v", err)
+			}
+			f.s = s
 			if r := f.verify(); !r.OK() || r.Events != 5 {
 				t.Fatalf("Verify after migrating = %+v (problem %+v), want OK with 5 events", r, r.Problem)
 			}

@@ -82,10 +82,18 @@ func putHead(ctx context.Context, tx pgx.Tx, key []byte, workspaceID string, seq
 // head. Migration 0002 runs it in the transaction that adds the chain's
 // columns, so that it runs once: once the migration is recorded, a store
 // never links an event it did not just write. It takes lockLogs, so that
-// nodes still running an earlier version wait to append.
-func chainExisting(ctx context.Context, tx pgx.Tx, key []byte) error {
+// nodes still running an earlier version wait to append. Events found are
+// linked only when allowed (keyward.UnchainedAuditError).
+func chainExisting(ctx context.Context, tx pgx.Tx, key []byte, allowed bool) error {
 	if err := lockLogs(ctx, tx); err != nil {
 		return err
+	}
+	var n int64
+	if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM audit_events`).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 && !allowed {
+		return &keyward.UnchainedAuditError{Events: n}
 	}
 	type head struct {
 		seq int64

@@ -141,7 +141,8 @@ var _ keyward.Store = (*DB)(nil)
 type Option func(*options)
 
 type options struct {
-	auditKey []byte
+	auditKey      []byte
+	linkUnchained bool
 }
 
 // WithAuditKey sets the key under which the store links the audit events
@@ -152,6 +153,12 @@ type options struct {
 // an empty key, which catches accidents but not tampering.
 func WithAuditKey(key []byte) Option {
 	return func(o *options) { o.auditKey = append([]byte(nil), key...) }
+}
+
+// WithLinkUnchainedAudit lets the migration that adds the audit chain
+// link audit events a store already holds (see keyward.UnchainedAuditError).
+func WithLinkUnchainedAudit() Option {
+	return func(o *options) { o.linkUnchained = true }
 }
 
 func applyOptions(opts []Option) options {
@@ -177,7 +184,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	if err := migrate(ctx, pool, o.auditKey); err != nil {
+	if err := migrate(ctx, pool, o); err != nil {
 		pool.Close()
 		return nil, err
 	}
@@ -200,7 +207,7 @@ func Migrate(ctx context.Context, url string, opts ...Option) error {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return migrate(ctx, conn, o.auditKey)
+	return migrate(ctx, conn, o)
 }
 
 // poolConfig parses url and fills in every limit the url does not set.
@@ -284,12 +291,14 @@ type beginner interface {
 
 // migrate applies, in name order and in one transaction, every embedded
 // migration not yet recorded in schema_migrations, each followed by its
-// step in Go, if it has one; auditKey keys the audit chain. The advisory
+// step in Go, if it has one; o.auditKey keys the audit chain. The advisory
 // lock, released at commit, makes a concurrent migrate wait and then find
 // the work done.
-func migrate(ctx context.Context, db beginner, auditKey []byte) error {
+func migrate(ctx context.Context, db beginner, o options) error {
 	steps := map[string]func(context.Context, pgx.Tx) error{
-		"0002_audit_chain.sql": func(ctx context.Context, tx pgx.Tx) error { return chainExisting(ctx, tx, auditKey) },
+		"0002_audit_chain.sql": func(ctx context.Context, tx pgx.Tx) error {
+			return chainExisting(ctx, tx, o.auditKey, o.linkUnchained)
+		},
 	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {

@@ -83,8 +83,16 @@ func storedTime(t time.Time) time.Time {
 // the events that were written before the audit chain existed, and sets
 // each workspace's head. Migration 0002 runs it in the transaction that
 // adds the chain's columns, so that it runs once: once the migration is
-// recorded, a store never links an event it did not just write.
+// recorded, a store never links an event it did not just write. Events
+// found are linked only WithLinkUnchainedAudit (keyward.UnchainedAuditError).
 func (db *DB) chainExisting(ctx context.Context, tx *sql.Tx) error {
+	var n int64
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_events`).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 && !db.linkUnchained {
+		return &keyward.UnchainedAuditError{Events: n}
+	}
 	type head struct {
 		seq int64
 		id  string

@@ -69,6 +69,8 @@ type DB struct {
 	read     *sql.DB // query_only connections for plain reads
 	auditKey []byte  // keys the audit chain; see WithAuditKey
 
+	linkUnchained bool // see WithLinkUnchainedAudit
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -85,6 +87,12 @@ type Option func(*DB)
 // an empty key, which catches accidents but not tampering.
 func WithAuditKey(key []byte) Option {
 	return func(db *DB) { db.auditKey = append([]byte(nil), key...) }
+}
+
+// WithLinkUnchainedAudit lets the migration that adds the audit chain
+// link audit events a store already holds (see keyward.ErrUnchainedAudit).
+func WithLinkUnchainedAudit() Option {
+	return func(db *DB) { db.linkUnchained = true }
 }
 
 // Open opens the SQLite database file at path, creating it (mode 0600) when

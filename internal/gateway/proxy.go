@@ -247,10 +247,16 @@ func copyBody(w http.ResponseWriter, pc *pconn, res *http.Response, buf []byte, 
 	for {
 		if pc != nil {
 			if pc.br.Buffered() == 0 {
-				if err := pc.await(time.Time{}, st); err != nil {
-					if errors.Is(err, errClientGone) {
-						return false, nil
-					}
+				err := pc.await(time.Time{}, st)
+				switch {
+				case err == nil:
+				case errors.Is(err, errClientGone):
+					return false, nil
+				case err == io.EOF:
+					// The upstream closed: the end of a body that runs
+					// until it does (RFC 9112 §6.3), which the body's
+					// reader tells from one cut short.
+				default:
 					return false, err
 				}
 			}

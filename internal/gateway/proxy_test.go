@@ -284,20 +284,53 @@ func TestResponseFraming(t *testing.T) {
 	}
 }
 
+// TestReadUntilClose: a body without a length runs until the upstream
+// closes (RFC 9112 §6.3), as an HTTP/1.0 server, or one that says
+// Connection: close, sends it; the client gets it whole, and properly
+// ended, whether the close comes with the body or after it.
 func TestReadUntilClose(t *testing.T) {
 	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
-		if _, ok := readHead(br); !ok {
+		req, ok := readHead(br)
+		if !ok {
 			return
 		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+		switch req.URL.Path {
+		case "/http10":
+			io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+		case "/later":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nfirst,")
+			time.Sleep(50 * time.Millisecond)
+			io.WriteString(c, "second")
+			time.Sleep(50 * time.Millisecond)
+		default:
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+		}
 		// The end of the connection ends the body.
 	})
-	gw := openRoute(t, up, "")
-	for i := 0; i < 2; i++ {
-		res, body := do(t, "GET", gw.URL+"/", nil)
-		if res.StatusCode != 200 || body != "all of it" {
-			t.Errorf("%d: status %d body %q", i, res.StatusCode, body)
+	gw, _, logs := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: r
+    path_prefix: /
+    upstreams: [{{U}}]
+    auth: none
+`, map[string]string{"U": up})
+	for i, c := range []struct{ path, body string }{
+		{"/", "all of it"}, {"/", "all of it"}, {"/http10", "all of it"}, {"/later", "first,second"},
+	} {
+		res, err := http.Get(gw.URL + c.path)
+		if err != nil {
+			t.Fatal(err)
 		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil || res.StatusCode != 200 || string(b) != c.body {
+			t.Errorf("%d %s: status %d body %q, %v; want %q whole", i, c.path, res.StatusCode, b, err, c.body)
+		}
+	}
+	if strings.Contains(logs.String(), "upstream_error") {
+		t.Errorf("the access log has an upstream error:\n%s", logs)
 	}
 }
 

@@ -61,6 +61,8 @@ func newFake() *fakeVerifier {
 	tok := func(id string, scopes ...string) *keyward.Token {
 		return &keyward.Token{ID: id, Subject: "user-" + id, Scopes: scopes}
 	}
+	// The refused tokens have limits too: a 401 must not show them (it
+	// would tell a real token from an unknown one).
 	lim := verify.Limit{Set: true, Limit: 100, Remaining: 42, Reset: 17 * time.Second, Window: time.Minute}
 	return &fakeVerifier{tokens: map[string]verify.Result{
 		"good":       {Outcome: keyward.Valid, Token: tok("tok_good", "orders:read", "orders:write")},
@@ -68,11 +70,11 @@ func newFake() *fakeVerifier {
 		"limited":    {Outcome: keyward.Valid, Token: tok("tok_limited", "orders:read"), Rate: lim},
 		"both":       {Outcome: keyward.Valid, Token: tok("tok_both", "orders:read"), Rate: lim, Quota: verify.Limit{Set: true, Limit: 1000, Remaining: 5, Reset: time.Hour, Window: 24 * time.Hour}},
 		"malformed":  {Outcome: keyward.Malformed},
-		"revoked":    {Outcome: keyward.Revoked, Token: tok("tok_r")},
-		"suspended":  {Outcome: keyward.Suspended, Token: tok("tok_s")},
-		"pending":    {Outcome: keyward.PendingApproval, Token: tok("tok_p")},
-		"expired":    {Outcome: keyward.Expired, Token: tok("tok_e")},
-		"ipblocked":  {Outcome: keyward.IPNotAllowed, Token: tok("tok_i")},
+		"revoked":    {Outcome: keyward.Revoked, Token: tok("tok_r"), Rate: lim},
+		"suspended":  {Outcome: keyward.Suspended, Token: tok("tok_s"), Rate: lim},
+		"pending":    {Outcome: keyward.PendingApproval, Token: tok("tok_p"), Rate: lim},
+		"expired":    {Outcome: keyward.Expired, Token: tok("tok_e"), Rate: lim},
+		"ipblocked":  {Outcome: keyward.IPNotAllowed, Token: tok("tok_i"), Rate: lim},
 		"ratelimit":  {Outcome: keyward.RateLimited, Token: tok("tok_rl"), Rate: verify.Limit{Set: true, Limit: 100, Remaining: 0, Reset: 2500 * time.Millisecond, Window: time.Minute}},
 		"quota":      {Outcome: keyward.QuotaExceeded, Token: tok("tok_q"), Quota: verify.Limit{Set: true, Limit: 10, Remaining: 0, Reset: time.Hour, Window: 24 * time.Hour}},
 		"storedown":  {Outcome: keyward.NotFound, Err: errors.New("db down")},

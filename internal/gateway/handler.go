@@ -551,7 +551,12 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 		writeProblem(w, http.StatusServiceUnavailable, keyward.EUNAVAILABLE, "the token store is unavailable", st.requestID)
 		return false
 	}
-	if res.Outcome.Identified() {
+	switch res.Outcome {
+	case keyward.Valid, keyward.InsufficientScope, keyward.RateLimited, keyward.QuotaExceeded:
+		// The token's limits, on the answers that say it is good already.
+		// Not on a 401: a revoked, expired or suspended token, or one used
+		// from outside its allowlist, would be told apart from an unknown
+		// one (a thief would learn the token is real).
 		setRateLimit(w.Header(), res, st.rlVals[:])
 	}
 	switch res.Outcome {

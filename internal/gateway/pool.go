@@ -79,6 +79,12 @@ type connReader struct {
 	raw     bool
 	fd      uintptr
 	drained bool
+
+	// record: (non-raw) reads append what they read to rec, for a caller
+	// that must see the raw bytes another parser consumes (see
+	// serverConn.readRequest).
+	record bool
+	rec    []byte
 }
 
 var (
@@ -98,6 +104,9 @@ func (r *connReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.conn.Read(p)
 	r.n += int64(n)
+	if r.record {
+		r.rec = append(r.rec, p[:n]...)
+	}
 	return n, err
 }
 

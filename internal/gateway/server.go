@@ -506,10 +506,22 @@ func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
 	// http.ReadRequest takes Transfer-Encoding and Content-Length out of
 	// the header: what framing the client sent is seen here.
 	framing := scanFraming(buffered)
+	if !framing.complete {
+		// The header goes on past the buffer: its bytes are kept as
+		// ReadRequest reads them (at most the header limit), for the
+		// scan to see it whole.
+		c.cr.rec = append(c.cr.rec[:0], buffered...)
+		c.cr.record = true
+	}
 	c.cr.limit = c.cr.n + int64(c.br.Buffered()) + maxHeader + 4096
 	req, err := http.ReadRequest(c.br)
 	hitLimit := c.cr.n >= c.cr.limit
 	c.cr.limit = math.MaxInt64
+	if c.cr.record {
+		c.cr.record = false
+		framing = scanFraming(c.cr.rec)
+		c.cr.rec = nil
+	}
 	if err != nil {
 		c.badRequest(err, hitLimit)
 		return nil, false
@@ -529,8 +541,9 @@ func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
 		c.reply(req, http.StatusBadRequest, "ambiguous message framing: Transfer-Encoding with Content-Length or in HTTP/1.0")
 		return nil, false
 	case !framing.complete && (!req.ProtoAtLeast(1, 1) || len(req.TransferEncoding) > 0):
-		// The header was not all in the buffer, so the check above could
-		// not see it: such a request does not keep the connection.
+		// The scan did not find the header's end (a line folding it
+		// read otherwise than ReadRequest did): such a request does not
+		// keep the connection.
 		req.Close = true
 	}
 	return req, true

@@ -269,6 +269,9 @@ func TestServerRefusesBadRequests(t *testing.T) {
 		{"chunked with a length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"length with chunked, bare LF", "POST / HTTP/1.1\nHost: x\ntransfer-encoding: chunked\ncontent-length: 3\n\n0\r\n\r\n", 400},
 		{"chunked in HTTP/1.0", "POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /\r\n0\r\n\r\n", 400},
+		// The same past the first read's 4 KB.
+		{"chunked with a length, long header", "POST / HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("a", 5000) + "\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"chunked in HTTP/1.0, long header", "POST / HTTP/1.0\r\nX-Pad: " + strings.Repeat("a", 9000) + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := dialRaw(t, s)

@@ -700,6 +700,20 @@ routes:
 			t.Fatalf("GET %d: %d %s", i, res.StatusCode, body)
 		}
 	}
+	// A PUT or DELETE with a body is retried too: its body was not read
+	// when the connection failed.
+	for i := 0; i < 4; i++ {
+		method := []string{"PUT", "DELETE"}[i%2]
+		req, _ := http.NewRequest(method, gw.URL+"/x", strings.NewReader(`{"n":1}`))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("%s with a body %d: %d", method, i, res.StatusCode)
+		}
+	}
 	// POST is not retried: one of two goes to the dead upstream.
 	var codes []int
 	for i := 0; i < 2; i++ {

@@ -244,8 +244,8 @@ func ensureSlash(p string) string {
 }
 
 // balancer spreads requests over a route's healthy upstreams in turn, and
-// retries an idempotent request without a body once on another upstream
-// when the connection could not be made. When no upstream is healthy it
+// retries an idempotent request once on another upstream when the
+// connection could not be made. When no upstream is healthy it
 // tries them anyway, so the client gets the proxy's 502.
 type balancer struct {
 	rt       *route
@@ -258,15 +258,16 @@ type balancer struct {
 
 // try calls exchange with an upstream of the route, taken in turn among
 // the healthy ones, and once more with another upstream when the
-// connection could not be made and r may be sent again (idempotent, no
-// body). Each outcome counts towards passive ejection, unless the client
+// connection could not be made and r is idempotent. Nothing of r was sent
+// then, nor was its body read (it is read once a connection is made), so
+// a PUT with a body goes again as well as a GET. Each outcome counts towards passive ejection, unless the client
 // left or was at fault. now is the time, in Unix nanoseconds, that
 // ejections are judged at. It returns exchange's last error.
 func (b *balancer) try(r *http.Request, now int64, exchange func(u *upstream) error) error {
 	ups := b.ups
 	start := int(b.pos.Add(1)-1) % len(ups)
 	attempts := 1
-	if len(ups) > 1 && idempotent(r.Method) && bodiless(r) {
+	if len(ups) > 1 && idempotent(r.Method) {
 		attempts = 2
 	}
 	ctx := r.Context()

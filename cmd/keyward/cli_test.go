@@ -980,3 +980,47 @@ func jsonEqual(t *testing.T, a, b string) bool {
 	}
 	return reflect.DeepEqual(va, vb)
 }
+
+// TestGatewayCheckLines: every problem of a gateway config on its own
+// line, in the file's order, as file:line, then a summary line.
+func TestGatewayCheckLines(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "gateway.yaml")
+	os.WriteFile(file, []byte(`listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: a
+    path_prefix: nope
+    upstreams: [ftp://x]
+  - name: a
+    timeout: soon
+`), 0o600)
+	r := cli(t, nil, nil, "", "gateway", "check", file)
+	if r.code != 1 {
+		t.Fatalf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	want := []string{
+		file + ":5: routes[0].path_prefix: ",
+		file + ":6: routes[0].upstreams[0]: ",
+		file + ":7: routes[1].",
+		file + ":7: routes[1].",
+		file + ":7: routes[1].",
+		file + ":8: routes[1].timeout: ",
+		"keyward: " + file + ": 6 errors",
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("stderr has %d lines, want %d:\n%s", len(lines), len(want), r.stderr)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want it to begin %q", i+1, lines[i], w)
+		}
+	}
+	file2 := filepath.Join(t.TempDir(), "good.yaml")
+	os.WriteFile(file2, []byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: a\n    path_prefix: /\n    upstreams: [http://127.0.0.1:1]\n"), 0o600)
+	r = cli(t, nil, nil, "", "gateway", "check", file2)
+	r.want(t, 0)
+	if r.stdout != file2+": OK, listen 127.0.0.1:0, workspace \"default\", 1 route\n" {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+}

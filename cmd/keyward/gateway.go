@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -233,9 +235,27 @@ func cmdGatewayCheck(ctx context.Context, e *env, args []string) error {
 		return fs.usagef("give one config file")
 	}
 	cfg, err := gateway.Load(args[0])
+	var ce *gateway.ConfigErrors
+	if errors.As(err, &ce) {
+		// One line per problem, as compilers write them, for people and
+		// editors alike.
+		for _, line := range strings.Split(ce.Error(), "\n") {
+			fmt.Fprintln(e.stderr, line)
+		}
+		n := len(ce.Errs)
+		errs := "errors"
+		if n == 1 {
+			errs = "error"
+		}
+		return fmt.Errorf("%s: %d %s", args[0], n, errs)
+	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s: OK, listen %s, workspace %q, %d routes\n", args[0], cfg.Listen, cfg.Workspace, len(cfg.Routes))
+	routes := "routes"
+	if len(cfg.Routes) == 1 {
+		routes = "route"
+	}
+	fmt.Fprintf(e.stdout, "%s: OK, listen %s, workspace %q, %d %s\n", args[0], cfg.Listen, cfg.Workspace, len(cfg.Routes), routes)
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -228,6 +229,8 @@ func (p *parser) result() error {
 	if len(p.errs) == 0 {
 		return nil
 	}
+	// In the file's order: the walk reports some checks after others.
+	slices.SortStableFunc(p.errs, func(a, b ConfigError) int { return a.Line - b.Line })
 	return &ConfigErrors{Errs: p.errs}
 }
 

@@ -56,6 +56,9 @@ type Store interface {
 	TokenSecrets(ctx context.Context, tokenID string) ([]*Secret, error)
 	// Redigest replaces the digest oldDigest by sec (same token, new key).
 	Redigest(ctx context.Context, oldDigest []byte, sec *Secret) error
+	// SecretKeys counts the stored secrets by the id of the server key
+	// that made their digests.
+	SecretKeys(ctx context.Context) (map[string]int64, error)
 
 	// Changes returns up to limit token changes with a sequence number
 	// greater than after, oldest first. Every token write adds one.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -292,5 +293,25 @@ func TestHTTPBasics(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || resp.Header.Get("Content-Security-Policy") == "" {
 		t.Fatalf("GET /: status %d, %s, CSP %q", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Security-Policy"))
+	}
+}
+
+// TestWrongServerSecret: a node started with a server secret other than
+// the one that made the stored tokens says so at start, rather than
+// answering NOT_FOUND for every token without a word.
+func TestWrongServerSecret(t *testing.T) {
+	st := sqliteStore(t)
+	initRoot(t, st) // under the secret generated into the data dir
+	right := startServer(t, st)
+	right.stop()
+	if strings.Contains(right.log.String(), "server secret this node does not have") {
+		t.Fatalf("warned with the right secret:\n%s", right.log)
+	}
+	wrong := *st
+	wrong.env = append(slices.Clone(st.env), "KEYWARD_SECRET="+strings.Repeat("ab", 32))
+	s := startServer(t, &wrong)
+	s.stop()
+	if log := s.log.String(); !strings.Contains(log, "server secret this node does not have") || !strings.Contains(log, "secrets=1 of=1") {
+		t.Fatalf("no warning of the unknown key:\n%s", log)
 	}
 }

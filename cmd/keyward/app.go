@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -250,6 +251,39 @@ func keyring(c storeConfig) (*secret.Keyring, error) {
 	return r, nil
 }
 
+// warnUnknownKeys logs an error when stored token secrets were made under
+// a server key that is neither the current one nor a previous one: their
+// tokens answer NOT_FOUND, which would otherwise look as if every token
+// had been lost (a wrong KEYWARD_SECRET, or a rotation that left out
+// KEYWARD_SECRET_PREVIOUS). Key ids are not secret.
+func warnUnknownKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) {
+	counts, err := st.SecretKeys(ctx)
+	if err != nil {
+		log.Warn("could not check the server keys of the stored tokens", "err", err)
+		return
+	}
+	known := map[string]bool{keys.Current.ID: true}
+	for _, k := range keys.Previous {
+		known[k.ID] = true
+	}
+	var unknown, total int64
+	var ids []string
+	for id, n := range counts {
+		total += n
+		if !known[id] {
+			unknown += n
+			ids = append(ids, id)
+		}
+	}
+	if unknown == 0 {
+		return
+	}
+	slices.Sort(ids)
+	log.Error("stored token secrets were made under a server secret this node does not have, so their tokens answer NOT_FOUND: "+
+		"start with the secret that made them as KEYWARD_SECRET, or, after a rotation, name it in KEYWARD_SECRET_PREVIOUS",
+		"secrets", unknown, "of", total, "their_key_ids", strings.Join(ids, ","), "current_key_id", keys.Current.ID)
+}
+
 // server is one running keyward: store, engine and HTTP listener.
 type server struct {
 	cfg    serveConfig
@@ -292,6 +326,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if s.store, err = openStore(ctx, cfg.storeConfig, keys); err != nil {
 		return nil, err
 	}
+	warnUnknownKeys(ctx, s.store, keys, log)
 	vcfg := verify.Config{
 		Store:          s.store,
 		Keys:           keys,

@@ -588,3 +588,22 @@ func (db *DB) Redigest(ctx context.Context, oldDigest []byte, sec *keyward.Secre
 	})
 	return wrap("redigest", err)
 }
+
+// SecretKeys counts the stored secrets by the server key that made them.
+func (db *DB) SecretKeys(ctx context.Context) (map[string]int64, error) {
+	rows, err := db.pool.Query(ctx, `SELECT key_id, COUNT(*) FROM token_secrets GROUP BY key_id`)
+	if err != nil {
+		return nil, wrap("secret keys", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var id string
+		var n int64
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, wrap("secret keys", err)
+		}
+		out[id] = n
+	}
+	return out, wrap("secret keys", rows.Err())
+}

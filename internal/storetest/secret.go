@@ -272,6 +272,16 @@ func (s *suite) testRedigest(t *testing.T) {
 		if n := len(f.secrets(tok.ID)); n != 2 {
 			t.Errorf("%d secrets, want 2", n)
 		}
+		// SecretKeys counts them by key: the fixture's other secrets are
+		// under k1, these two now under k2.
+		f.create(f.newToken(ws.ID, "other"))
+		keys, err := f.s.SecretKeys(f.ctx)
+		if err != nil {
+			t.Fatalf("SecretKeys: %v", err)
+		}
+		if keys["k2"] != 2 || keys["k1"] < 1 || len(keys) != 2 {
+			t.Errorf("SecretKeys = %v, want k2: 2 and k1: some", keys)
+		}
 	})
 
 	t.Run("OKCurrentStaysCurrent", func(t *testing.T) {

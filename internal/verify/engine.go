@@ -541,8 +541,15 @@ func (e *Engine) limits(te *tokenEntry, t *keyward.Token, now time.Time, res *Re
 	var rateUsed, rateLimit, quotaLimit int64
 	if rl := t.RateLimit; rl != nil {
 		rateLimit = max(rl.Limit/int64(div), 1)
-		if te.rate == nil || te.rate.limit != rateLimit || te.rate.window != int64(rl.Window) {
+		switch {
+		case te.rate == nil:
 			te.rate = newLimiter(rateLimit, time.Duration(rl.Window))
+		case te.rate.window != int64(rl.Window):
+			te.rate = te.rate.rewindow(nowNS, time.Duration(rl.Window), rateLimit)
+		default:
+			// A new limit (or the fallback's share of it) counts what
+			// was admitted already.
+			te.rate.limit = rateLimit
 		}
 		rateUsed = te.rate.used(nowNS)
 		if res.Outcome == keyward.Valid && rateUsed >= rateLimit {

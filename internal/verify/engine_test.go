@@ -231,6 +231,41 @@ func TestOnlyValidConsumes(t *testing.T) {
 	}
 }
 
+// TestRateLimitUpdateKeepsCount: changing a token's rate limit does not
+// hand out a fresh allowance; what was admitted still counts, under the
+// new limit and under a new window.
+func TestRateLimitUpdateKeepsCount(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, text := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 2, Window: keyward.Duration(time.Hour)}})
+	expect(t, e.verify(text, ""), keyward.Valid)
+	expect(t, e.verify(text, ""), keyward.Valid)
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	update := func(rl keyward.RateLimit) {
+		t.Helper()
+		if _, err := e.svc.UpdateToken(context.Background(), e.caller, tok.ID, func(t *keyward.Token) { t.RateLimit = &rl }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A higher limit in the same window: one more, not three.
+	update(keyward.RateLimit{Limit: 3, Window: keyward.Duration(time.Hour)})
+	r := e.verify(text, "")
+	expect(t, r, keyward.Valid)
+	if r.Rate.Remaining != 0 {
+		t.Fatalf("remaining %d after the raise, want 0", r.Rate.Remaining)
+	}
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	// A new window: the three admitted still count in it.
+	update(keyward.RateLimit{Limit: 4, Window: keyward.Duration(2 * time.Hour)})
+	expect(t, e.verify(text, ""), keyward.Valid)
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	// ...and leave it a window later.
+	e.clock.Add(2*time.Hour + 7*time.Minute)
+	for range 4 {
+		expect(t, e.verify(text, ""), keyward.Valid)
+	}
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+}
+
 func TestQuotaPersistsAndRolls(t *testing.T) {
 	e := newEnv(t, verify.Config{})
 	e.clock.t = time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)

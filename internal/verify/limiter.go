@@ -60,6 +60,21 @@ func (l *limiter) used(now int64) int64 {
 	return l.sum
 }
 
+// rewindow returns a limiter of the new window and limit that counts the
+// admissions l still counts at now as made at now: each stays for a whole
+// new window, which may deny early but does not forget them (an update of
+// a token's window must not hand out a fresh allowance). Admissions l had
+// already let go are not known; a longer window cannot count them.
+func (l *limiter) rewindow(now int64, window time.Duration, limit int64) *limiter {
+	n := newLimiter(limit, window)
+	if used := l.used(now); used > 0 {
+		b := n.advance(now)
+		n.counts[b%int64(len(n.counts))] = used
+		n.sum = used
+	}
+	return n
+}
+
 // take records one admission at now. The caller has checked used.
 func (l *limiter) take(now int64) {
 	b := l.advance(now)

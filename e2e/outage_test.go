@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -138,9 +139,13 @@ func TestPostgresOutage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var v map[string]string
+		json.NewDecoder(resp.Body).Decode(&v)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("/readyz during the outage: %d", resp.StatusCode)
+		// The store being down says more than the cache going stale with
+		// it: the status stays unavailable.
+		if resp.StatusCode != http.StatusServiceUnavailable || v["status"] != "unavailable" || v["store"] != "unreachable" {
+			t.Fatalf("/readyz during the outage: %d %v", resp.StatusCode, v)
 		}
 	})
 

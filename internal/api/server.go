@@ -171,6 +171,14 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 // before the node reports itself degraded.
 const staleAfter = 5 * time.Second
 
+// degrade marks a readiness answer degraded, unless it is unavailable
+// already (the store is down), which says more.
+func degrade(out map[string]string) {
+	if out["status"] == "ok" {
+		out["status"] = "degraded"
+	}
+}
+
 // handleReady answers 200 when the store answers and the verification cache
 // is current (the change feed was read within staleAfter), else 503 with
 // what is wrong.
@@ -184,10 +192,12 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.engine != nil {
 		h := s.engine.Health()
 		if h.SyncErr != nil || s.now().Sub(h.LastSync) > staleAfter {
-			out["cache"], out["status"], status = "stale", "degraded", http.StatusServiceUnavailable
+			out["cache"], status = "stale", http.StatusServiceUnavailable
+			degrade(out)
 		}
 		if h.PushErr != nil {
-			out["notifications"], out["status"], status = "reconnecting", "degraded", http.StatusServiceUnavailable
+			out["notifications"], status = "reconnecting", http.StatusServiceUnavailable
+			degrade(out)
 		}
 	}
 	for _, p := range s.probes {
@@ -198,9 +208,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 			if p.Fallback != "" {
 				out[p.Name] += "; " + p.Fallback
 			}
-			if out["status"] == "ok" {
-				out["status"] = "degraded"
-			}
+			degrade(out)
 			if p.Critical {
 				status = http.StatusServiceUnavailable
 			}

@@ -34,3 +34,18 @@ func NewID(prefix string, now time.Time) string {
 	}
 	return prefix + string(out[:])
 }
+
+// ValidID reports whether s is an id that NewID could have made with the
+// prefix: what a list's cursor must be.
+func ValidID(prefix, s string) bool {
+	if len(s) != len(prefix)+26 || s[:len(prefix)] != prefix {
+		return false
+	}
+	for i := len(prefix); i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' && c != 'i' && c != 'l' && c != 'o' && c != 'u') {
+			return false
+		}
+	}
+	return true
+}

@@ -511,6 +511,18 @@ func TestListTokens(t *testing.T) {
 			t.Fatalf("pages visited %q, want each of %q once, in id order", seen, paged)
 		}
 	})
+	t.Run("ErrCursor", func(t *testing.T) {
+		// A cursor that is not an id of the listed kind would answer some
+		// page, quietly: refused on every list.
+		for _, path := range []string{
+			"/v1/tokens?cursor=bogus", "/v1/tokens?cursor=" + paged[0][:10], "/v1/tokens?cursor=ws_01m85kevx6kke0qegzbn8j1mjt",
+			"/v1/workspaces?cursor=tok_01m85kevx6kke0qegzbn8j1mjt", "/v1/audit?cursor=zzz", "/v1/usage/events?cursor=evt_x",
+			"/v1/reports/dormant?days=30&cursor=1", "/v1/reports/tokens?cursor=tok_", "/v1/tokens?cursor=TOK_01M85KEVX6KKE0QEGZBN8J1MJT",
+		} {
+			wantInvalid(t, s.do("GET", path, s.root, nil), "/cursor")
+		}
+		wantStatus(t, s.do("GET", "/v1/tokens?cursor="+paged[0], s.root, nil), 200)
+	})
 	t.Run("OKExactPageHasNoCursor", func(t *testing.T) {
 		r := s.do("GET", "/v1/tokens?limit=5&name=page-", s.root, nil)
 		wantStatus(t, r, 200)

@@ -41,12 +41,16 @@ func (s *Server) handleReportDormant(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		errs = append(errs, fieldErrors(err)...)
 	}
+	cursor, err := pageCursor(q, keyward.PrefixToken)
+	if err != nil {
+		errs = append(errs, fieldErrors(err)...)
+	}
 	if len(errs) > 0 {
 		s.writeError(w, r, keyward.Invalid(errs...))
 		return
 	}
 	since := s.now().Add(-time.Duration(days) * 24 * time.Hour)
-	f := keyward.TokenFilter{State: keyward.StateActive, UnusedSince: since, After: q.Get("cursor"), Limit: limit + 1}
+	f := keyward.TokenFilter{State: keyward.StateActive, UnusedSince: since, After: cursor, Limit: limit + 1}
 	tokens, err := s.svc.Tokens(r.Context(), caller(r), f)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -174,7 +178,12 @@ func (s *Server) handleReportTokens(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	tokens, err := s.svc.Tokens(r.Context(), caller(r), keyward.TokenFilter{After: q.Get("cursor"), Limit: limit + 1})
+	cursor, err := pageCursor(q, keyward.PrefixToken)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	tokens, err := s.svc.Tokens(r.Context(), caller(r), keyward.TokenFilter{After: cursor, Limit: limit + 1})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

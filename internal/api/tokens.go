@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -190,7 +191,12 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	f := keyward.TokenFilter{State: q.Get("state"), Subject: q.Get("subject"), Scope: q.Get("scope"), Name: q.Get("name"), After: q.Get("cursor"), Limit: limit + 1}
+	cursor, err := pageCursor(q, keyward.PrefixToken)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	f := keyward.TokenFilter{State: q.Get("state"), Subject: q.Get("subject"), Scope: q.Get("scope"), Name: q.Get("name"), After: cursor, Limit: limit + 1}
 	switch f.State {
 	case "", keyward.StateActive, keyward.StateExpired, keyward.StateRevoked, keyward.StateSuspended:
 	default:
@@ -210,6 +216,17 @@ const (
 	defaultPageSize = 50
 	maxPageSize     = 500
 )
+
+// pageCursor returns a list's cursor: empty, or an id of the listed kind
+// (the last of the page before). Anything else is refused rather than
+// taken as an id to list after, which would answer a wrong page.
+func pageCursor(q url.Values, prefix string) (string, error) {
+	c := q.Get("cursor")
+	if c != "" && !keyward.ValidID(prefix, c) {
+		return "", keyward.Invalid(keyward.FieldError{Pointer: "/cursor", Detail: "cursor must be the next_cursor of a previous page"})
+	}
+	return c, nil
+}
 
 func pageLimit(s string) (int, error) {
 	if s == "" {

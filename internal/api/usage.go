@@ -248,7 +248,11 @@ func (s *Server) handleUsageEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		errs = append(errs, fieldErrors(err)...)
 	}
-	f := keyward.UsageEventFilter{WorkspaceID: caller(r).WorkspaceID, TokenID: q.Get("token_id"), Before: q.Get("cursor"), Limit: limit + 1}
+	cursor, err := pageCursor(q, keyward.PrefixUsageEvent)
+	if err != nil {
+		errs = append(errs, fieldErrors(err)...)
+	}
+	f := keyward.UsageEventFilter{WorkspaceID: caller(r).WorkspaceID, TokenID: q.Get("token_id"), Before: cursor, Limit: limit + 1}
 	if v := q.Get("outcome"); v != "" {
 		o, ok := keyward.ParseOutcome(v)
 		if !ok {

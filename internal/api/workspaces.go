@@ -51,7 +51,12 @@ func (s *Server) handleWorkspaceList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	items, err := s.svc.Workspaces(r.Context(), caller(r), keyward.WorkspaceFilter{After: r.URL.Query().Get("cursor"), Limit: limit + 1})
+	cursor, err := pageCursor(r.URL.Query(), keyward.PrefixWorkspace)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	items, err := s.svc.Workspaces(r.Context(), caller(r), keyward.WorkspaceFilter{After: cursor, Limit: limit + 1})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -78,9 +83,14 @@ func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	cursor, err := pageCursor(q, keyward.PrefixEvent)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	f := keyward.AuditFilter{
 		WorkspaceID: caller(r).WorkspaceID,
-		Before:      q.Get("cursor"),
+		Before:      cursor,
 		Limit:       limit + 1,
 		Actor:       q.Get("actor"),
 		Action:      q.Get("action"),

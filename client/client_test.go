@@ -664,6 +664,17 @@ func TestErrors(t *testing.T) {
 			is:         IsInvalid,
 		},
 		{
+			// The server's detail repeats its one field error: said once.
+			name: "ValidationOneField",
+			reply: reply{Status: 400, ContentType: "application/problem+json", Body: `{"title":"Bad Request","status":400,
+				"detail":"scope \"BAD\": segments use only a-z 0-9 _ . -","code":"invalid",
+				"errors":[{"pointer":"/scopes/0","detail":"scope \"BAD\": segments use only a-z 0-9 _ . -"}]}`},
+			want: Error{StatusCode: 400, Code: "invalid", Title: "Bad Request", Detail: `scope "BAD": segments use only a-z 0-9 _ . -`,
+				Errors: []FieldError{{"/scopes/0", `scope "BAD": segments use only a-z 0-9 _ . -`}}},
+			wantString: `/scopes/0: scope "BAD": segments use only a-z 0-9 _ . - (HTTP 400 invalid)`,
+			is:         IsInvalid,
+		},
+		{
 			name: "NotFound",
 			reply: reply{Status: 404, ContentType: "application/problem+json; charset=utf-8", Header: map[string]string{"X-Request-Id": "req_h"},
 				Body: `{"title":"Not Found","status":404,"detail":"token not found","code":"not_found"}`},

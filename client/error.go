@@ -60,8 +60,17 @@ func (e *Error) Error() string {
 	if msg == "" {
 		msg = "request failed"
 	}
+	fields := e.Errors
+	if len(fields) == 1 && fields[0].Detail == msg {
+		// The server's detail is the one field's: said once, with where.
+		msg, fields = "", nil
+		if p := e.Errors[0].Pointer; p != "" {
+			msg = p + ": "
+		}
+		msg += e.Errors[0].Detail
+	}
 	b.WriteString(msg)
-	for i, f := range e.Errors {
+	for i, f := range fields {
 		if i == 0 {
 			b.WriteString(": ")
 		} else {

@@ -431,6 +431,13 @@ func TestUsageErrors(t *testing.T) {
 		{"MissingID", []string{"token", "show"}, nil, "missing token ID"},
 		{"ExtraArg", []string{"token", "show", "tok_1", "tok_2"}, nil, `unexpected argument "tok_2"`},
 		{"ListArg", []string{"token", "list", "x"}, nil, `unexpected argument "x"`},
+		{"InitTwoStores", []string{"init", "--data-dir", "d", "--database-url", "postgres://x"}, nil, "give --data-dir or --database-url, not both"},
+		{"MigrateTwoStores", []string{"migrate", "--database-url", "postgres://x", "--data-dir", "d"}, nil, "give --data-dir or --database-url, not both"},
+		{"RotateFractionalGrace", []string{"token", "rotate", "tok_1", "--grace", "1.5s"}, nil, "--grace must be whole seconds"},
+		{"RotateGraceTooLong", []string{"token", "rotate", "tok_1", "--grace", "721h"}, nil, "--grace must be at most 720h"},
+		{"ListLimitZero", []string{"token", "list", "--limit", "0"}, nil, "--limit must be from 1 to 500"},
+		{"ListLimitNegative", []string{"token", "list", "--limit", "-1"}, nil, "--limit must be from 1 to 500"},
+		{"ListLimitTooLarge", []string{"token", "list", "--limit", "501"}, nil, "--limit must be from 1 to 500"},
 		{"BadOutput", []string{"token", "list", "--output", "yaml"}, nil, `--output must be table or json, not "yaml"`},
 		{"BadOutputEnv", []string{"token", "list"}, map[string]string{"KEYWARD_OUTPUT": "xml"}, `--output must be table or json`},
 		{"BadRateLimit", []string{"token", "create", "--name", "n", "--rate-limit", "100"}, nil, "--rate-limit"},
@@ -863,10 +870,26 @@ func TestVerify(t *testing.T) {
 		}
 	})
 	t.Run("ErrEmptyStdin", func(t *testing.T) {
+		// Nothing to verify is a usage error (2), not an invalid token (1).
 		r := cli(t, f, nil, "\n", "verify")
-		r.want(t, 1)
+		r.want(t, 2)
 		if !strings.Contains(r.stderr, "no token to verify") {
 			t.Errorf("stderr = %q", r.stderr)
+		}
+	})
+	t.Run("ErrDevNull", func(t *testing.T) {
+		// A character device that is not a terminal gets no prompt.
+		null, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer null.Close()
+		var stdout, stderr strings.Builder
+		code := run(context.Background(), []string{"verify"}, null, &stdout, &stderr, func(k string) string {
+			return map[string]string{"KEYWARD_SERVER": f.srv.URL, "KEYWARD_TOKEN": mgmtToken}[k]
+		})
+		if code != 2 || strings.Contains(stderr.String(), "Token to verify:") {
+			t.Errorf("exit %d, stderr %q: want 2 without a prompt", code, stderr.String())
 		}
 	})
 	t.Run("ErrTokenNeverInStderr", func(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -50,6 +51,12 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 func defineStoreFlags(fs *flagSet, c *storeConfig) {
 	fs.String(&c.DataDir, "data-dir", "KEYWARD_DATA_DIR", "./keyward-data", "`DIR` of the embedded SQLite store")
 	fs.String(&c.DatabaseURL, "database-url", "KEYWARD_DATABASE_URL", "", "`URL` of a PostgreSQL store (postgres://...), instead of --data-dir")
+	fs.Check(func() error {
+		if fs.Changed("data-dir") && fs.Changed("database-url") {
+			return errors.New("give --data-dir or --database-url, not both: they name two different stores")
+		}
+		return nil
+	})
 }
 
 // addSecretEnvHelp documents the server secret variables that loadSecrets

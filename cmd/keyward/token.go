@@ -380,8 +380,8 @@ func cmdTokenList(ctx context.Context, e *env, args []string) error {
 	fs.Bool(&all, "all", "", false, "with --limit, fetch every page, N tokens at a time")
 	r := addRemoteFlags(fs)
 	fs.Check(func() error {
-		if f.Limit < 0 {
-			return fmt.Errorf("--limit must be positive")
+		if f.Limit < 0 || f.Limit > 500 || f.Limit == 0 && fs.Changed("limit") {
+			return fmt.Errorf("--limit must be from 1 to 500")
 		}
 		return nil
 	})
@@ -569,8 +569,13 @@ func cmdTokenRotate(ctx context.Context, e *env, args []string) error {
 	fs.Duration(&grace, "grace", "", 0, "keep the replaced secret valid for `DURATION` (whole seconds, up to 720h)")
 	r := addRemoteFlags(fs)
 	fs.Check(func() error {
-		if grace < 0 {
+		switch {
+		case grace < 0:
 			return fmt.Errorf("--grace must not be negative")
+		case grace%time.Second != 0:
+			return fmt.Errorf("--grace must be whole seconds, such as 90s or 24h")
+		case grace > 720*time.Hour:
+			return fmt.Errorf("--grace must be at most 720h")
 		}
 		return nil
 	})

@@ -11,8 +11,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/keyward/keyward/client"
 )
+
+// errNoToken: the input held no token to verify.
+var errNoToken = errors.New("no token to verify")
 
 // maxTokenLine bounds the line the token to verify is read from.
 const maxTokenLine = 4 << 10
@@ -45,6 +50,9 @@ func cmdVerify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	token, err := readTokenToVerify(e, tokenFile)
+	if errors.Is(err, errNoToken) {
+		return fs.usagef("%v", err) // nothing to verify: a usage error
+	}
 	if err != nil {
 		return err
 	}
@@ -82,13 +90,12 @@ func readTokenToVerify(e *env, file string) (string, error) {
 		}
 		defer f.Close()
 		in, from = f, file
-	} else if f, ok := e.stdin.(*os.File); ok {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			fmt.Fprint(e.stderr, "Token to verify: ")
-		}
+	} else if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		// A terminal, not any character device: /dev/null gets no prompt.
+		fmt.Fprint(e.stderr, "Token to verify: ")
 	}
 	if in == nil {
-		return "", errors.New("no token to verify: give it on standard input or with --token-file")
+		return "", fmt.Errorf("%w: give it on standard input or with --token-file", errNoToken)
 	}
 	line, err := bufio.NewReaderSize(io.LimitReader(in, maxTokenLine), maxTokenLine).ReadString('\n')
 	if err != nil && err != io.EOF {
@@ -99,7 +106,7 @@ func readTokenToVerify(e *env, file string) (string, error) {
 	}
 	token := strings.TrimSpace(line)
 	if token == "" {
-		return "", fmt.Errorf("no token to verify on %s: give it on standard input or with --token-file", from)
+		return "", fmt.Errorf("%w on %s: give it on standard input or with --token-file", errNoToken, from)
 	}
 	e.addSecret(token)
 	return token, nil

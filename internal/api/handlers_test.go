@@ -977,6 +977,24 @@ func TestRotate(t *testing.T) {
 		wantProblem(t, s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, nil), 409, "conflict")
 		s.wantUnchanged(st)
 	})
+	t.Run("ErrExpired", func(t *testing.T) {
+		// A new secret would be expired on arrival: 409 until the token
+		// gets a later expiry.
+		s := newStack(t)
+		made := s.create(map[string]any{"name": "e", "expires_in": "1h"})
+		id := made["id"].(string)
+		s.clock.Advance(time.Hour + time.Second)
+		st := s.state()
+		p := wantProblem(t, s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, nil), 409, "conflict")
+		if !strings.Contains(fmt.Sprint(p["detail"]), "expired") {
+			t.Fatalf("detail = %v", p["detail"])
+		}
+		s.wantUnchanged(st)
+		wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, map[string]any{"expires_in": "24h"}), 200)
+		r := s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, nil)
+		wantStatus(t, r, 200)
+		s.wantCode(r.object(t)["token"].(string), "VALID")
+	})
 	t.Run("ErrNotFound", func(t *testing.T) {
 		wantProblem(t, s.do("POST", "/v1/tokens/tok_nope/rotate", s.root, nil), 404, "not_found")
 	})

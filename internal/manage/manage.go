@@ -279,6 +279,10 @@ func (s *Service) RotateToken(ctx context.Context, c Caller, id string, grace ti
 			return nil, keyward.Errorf(keyward.ECONFLICT, "the token is revoked and cannot be rotated")
 		}
 		now := s.now()
+		if t.ExpiresAt != nil && !now.Before(*t.ExpiresAt) {
+			// Its new secret would be expired on arrival.
+			return nil, keyward.Errorf(keyward.ECONFLICT, "the token expired at %s: give it a later expiry (PATCH expires_at) before rotating it", t.ExpiresAt.UTC().Format(time.RFC3339))
+		}
 		var sec *keyward.Secret
 		var err error
 		if text, sec, err = s.issue(ws.TokenPrefix, t.ID, now); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -230,6 +231,41 @@ func (t *Token) Validate(now time.Time) error {
 		return Invalid(errs...)
 	}
 	return nil
+}
+
+// Tidy puts t's valid lists in one form: each scope once, in the order
+// given, and each CIDR written as the prefix it means (10.0.0.1/8 is
+// 10.0.0.0/8; a bare address is its /32 or /128), once. It changes no
+// meaning; call it after Validate.
+func (t *Token) Tidy() {
+	t.Scopes = uniq(t.Scopes)
+	if len(t.AllowedCIDRs) > 0 {
+		cidrs := make([]string, 0, len(t.AllowedCIDRs))
+		for _, c := range t.AllowedCIDRs {
+			if p, err := ParseCIDR(c); err == nil {
+				c = p.String()
+			}
+			cidrs = append(cidrs, c)
+		}
+		t.AllowedCIDRs = uniq(cidrs)
+	}
+}
+
+// uniq returns ss without repeats, in first-seen order (ss itself when it
+// has none).
+func uniq(ss []string) []string {
+	for i := 1; i < len(ss); i++ {
+		if slices.Contains(ss[:i], ss[i]) {
+			out := slices.Clone(ss[:i])
+			for _, s := range ss[i+1:] {
+				if !slices.Contains(out, s) {
+					out = append(out, s)
+				}
+			}
+			return out
+		}
+	}
+	return ss
 }
 
 // ValidateSubject checks a token subject: printable ASCII without spaces at

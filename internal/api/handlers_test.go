@@ -279,6 +279,28 @@ func TestCreateToken(t *testing.T) {
 	})
 }
 
+// TestTokenListsTidied: repeated scopes are kept once, and a CIDR is
+// stored as the prefix it means, on create and on update.
+func TestTokenListsTidied(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	m := s.create(map[string]any{"name": "tidy", "scopes": []string{"a:read", "b", "a:read"},
+		"allowed_cidrs": []string{"10.0.0.1/8", "10.0.0.0/8", "192.0.2.7", "2001:db8::1/32"}})
+	want := func(m map[string]any, scopes, cidrs string) {
+		t.Helper()
+		if got := fmt.Sprint(m["scopes"]); got != scopes {
+			t.Errorf("scopes = %s, want %s", got, scopes)
+		}
+		if got := fmt.Sprint(m["allowed_cidrs"]); got != cidrs {
+			t.Errorf("allowed_cidrs = %s, want %s", got, cidrs)
+		}
+	}
+	want(m, "[a:read b]", "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32]")
+	r := s.do("PATCH", "/v1/tokens/"+m["id"].(string), s.root, map[string]any{"scopes": []string{"c", "c"}, "allowed_cidrs": []string{"198.51.100.9/24"}})
+	wantStatus(t, r, 200)
+	want(r.object(t), "[c]", "[198.51.100.0/24]")
+}
+
 func TestCreateTokenBadInput(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)

@@ -131,6 +131,7 @@ func (s *Service) CreateToken(ctx context.Context, c Caller, t *keyward.Token) (
 	if err := t.Validate(now); err != nil {
 		return nil, "", err
 	}
+	t.Tidy()
 	if err := c.checkGrant(t.Scopes, "cannot create the token"); err != nil {
 		return nil, "", err
 	}
@@ -210,6 +211,7 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 				return nil, err
 			}
 		}
+		t.Tidy()
 		if err := c.checkGrant(t.Scopes, "cannot grant the scope"); err != nil {
 			return nil, err
 		}

@@ -363,6 +363,49 @@ func TestRequestTrailers(t *testing.T) {
 	}
 }
 
+// TestHeadFollowsGet: a route that takes GET takes HEAD too (RFC 9110
+// §9.1), unless another route of the prefix names HEAD, and Allow says so.
+func TestHeadFollowsGet(t *testing.T) {
+	u1, u2 := echoUpstream(t, "get"), echoUpstream(t, "head")
+	gw, _, _ := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: read
+    path_prefix: /items
+    methods: [GET]
+    upstreams: [{{U1}}]
+    auth: none
+  - name: write
+    path_prefix: /items
+    methods: [POST]
+    upstreams: [{{U1}}]
+    auth: none
+  - name: docs-get
+    path_prefix: /docs
+    methods: [GET]
+    upstreams: [{{U1}}]
+    auth: none
+  - name: docs-head
+    path_prefix: /docs
+    methods: [HEAD]
+    upstreams: [{{U2}}]
+    auth: none
+`, map[string]string{"U1": u1.URL, "U2": u2.URL})
+	for _, c := range []struct{ method, path, upstream string }{
+		{"HEAD", "/items/1", "get"}, {"GET", "/items/1", "get"}, {"HEAD", "/docs", "head"}, {"GET", "/docs", "get"},
+	} {
+		res, _ := do(t, c.method, gw.URL+c.path, nil)
+		if res.StatusCode != 200 || res.Header.Get("X-Upstream") != c.upstream {
+			t.Errorf("%s %s: %d from %q, want 200 from %q", c.method, c.path, res.StatusCode, res.Header.Get("X-Upstream"), c.upstream)
+		}
+	}
+	res, _ := do(t, "DELETE", gw.URL+"/items/1", nil)
+	if res.StatusCode != 405 || res.Header.Get("Allow") != "GET, POST, HEAD" {
+		t.Errorf("DELETE: %d Allow %q, want 405 with GET, POST, HEAD", res.StatusCode, res.Header.Get("Allow"))
+	}
+}
+
 func TestRouting(t *testing.T) {
 	gw, _, _ := base(t)
 	for _, tc := range []struct {

@@ -8,7 +8,8 @@ import (
 
 // router finds the route of a request: the longest path prefix on a
 // segment boundary, host-specific routes before host-less ones of the same
-// prefix, then the route whose methods include the request's.
+// prefix, then the route whose methods include the request's (for HEAD,
+// else the one that takes GET).
 type router struct {
 	routes []*route
 }
@@ -47,6 +48,16 @@ func (rr *router) match(host, path, method string) (rt *route, allow []string) {
 					allow = append(allow, m)
 				}
 			}
+		}
+	}
+	if slices.Contains(allow, "GET") {
+		// A route that takes GET takes HEAD too (RFC 9110 §9.1), unless
+		// another route of the prefix names HEAD itself.
+		if method == "HEAD" {
+			return rr.match(host, path, "GET")
+		}
+		if !slices.Contains(allow, "HEAD") {
+			allow = append(allow, "HEAD")
 		}
 	}
 	return nil, allow

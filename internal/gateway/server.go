@@ -513,10 +513,17 @@ func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
 		c.cr.rec = append(c.cr.rec[:0], buffered...)
 		c.cr.record = true
 	}
+	start := c.cr.n - int64(c.br.Buffered()) // where the header begins in the stream
 	c.cr.limit = c.cr.n + int64(c.br.Buffered()) + maxHeader + 4096
 	req, err := http.ReadRequest(c.br)
 	hitLimit := c.cr.n >= c.cr.limit
 	c.cr.limit = math.MaxInt64
+	if err == nil && c.cr.n-int64(c.br.Buffered())-start-4 > maxHeader {
+		// The read limit leaves slack for what the buffer holds past the
+		// header; the header itself (request line included, as for the
+		// simple parser) is held to the limit exactly.
+		err, hitLimit = errHeaderTooLarge, true
+	}
 	if c.cr.record {
 		c.cr.record = false
 		framing = scanFraming(c.cr.rec)

@@ -290,6 +290,26 @@ func TestServerRefusesBadRequests(t *testing.T) {
 	}
 }
 
+// TestServerHeaderLimit: a header (request line included) of exactly
+// MaxHeaderBytes is read, one byte more is refused with 431, however it
+// arrives.
+func TestServerHeaderLimit(t *testing.T) {
+	s := serveGateway(t, echoHandler()) // MaxHeaderBytes 64 KB
+	head := func(n int) string {
+		prefix := "GET /x HTTP/1.1\r\nHost: x\r\nX-Pad: "
+		return prefix + strings.Repeat("a", n-len(prefix)) + "\r\n\r\n"
+	}
+	for _, c := range []struct {
+		size, status int
+	}{{64 << 10, 200}, {64<<10 + 1, 431}, {64<<10 + 3000, 431}} {
+		rc := dialRaw(t, s)
+		rc.send(head(c.size))
+		if res, _ := rc.read("GET"); res.StatusCode != c.status {
+			t.Errorf("a %d-byte header: %d, want %d", c.size, res.StatusCode, c.status)
+		}
+	}
+}
+
 func TestServerExpectContinue(t *testing.T) {
 	s := serveGateway(t, echoHandler())
 	rc := dialRaw(t, s)

@@ -888,6 +888,22 @@ func (c *serverConn) reply(req *http.Request, status int, detail string) {
 	c.linger = true // what else the client sent is not read
 	writeProblem(w, status, "invalid", detail, "")
 	w.finish()
+	// Refused before any handler saw it: the access log still gets its
+	// line (a smuggling probe must not pass unseen), without the query
+	// string, as the handler's lines are.
+	attrs := []slog.Attr{slog.Int("status", status), slog.String("client_ip", c.clientIP()), slog.String("refused", detail)}
+	if req != nil {
+		attrs = append(attrs, slog.String("method", req.Method), slog.String("path", req.URL.Path))
+	}
+	c.srv.log().LogAttrs(context.Background(), slog.LevelInfo, "gateway request refused", attrs...)
+}
+
+// clientIP is the connection's peer address without its port.
+func (c *serverConn) clientIP() string {
+	if host, _, err := net.SplitHostPort(c.remote); err == nil {
+		return host
+	}
+	return c.remote
 }
 
 // handle runs the handler for req and ends the response; it reports

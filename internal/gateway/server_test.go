@@ -290,6 +290,36 @@ func TestServerRefusesBadRequests(t *testing.T) {
 	}
 }
 
+// TestServerRefusalsLogged: a request the server refuses before any
+// handler sees it still gets an access-log line, without its query.
+func TestServerRefusalsLogged(t *testing.T) {
+	var logs logBuf
+	s := serveWith(t, &Server{Handler: echoHandler(), ReadHeaderTimeout: 5 * time.Second, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	for _, req := range []string{
+		"POST /smuggle?secret=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST /expect HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\na",
+		"hello there\r\n\r\n",
+	} {
+		rc := dialRaw(t, s)
+		rc.send(req)
+		rc.read("POST")
+	}
+	got := logs.String()
+	for _, want := range []string{
+		`msg="gateway request refused" status=400 client_ip=127.0.0.1 refused="ambiguous message framing`,
+		`method=POST path=/smuggle`,
+		`status=417`, `path=/expect`,
+		`status=400 client_ip=127.0.0.1 refused="the request could not be read"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the log lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "secret") {
+		t.Errorf("the log has the query string:\n%s", got)
+	}
+}
+
 // TestServerHeaderLimit: a header (request line included) of exactly
 // MaxHeaderBytes is read, one byte more is refused with 431, however it
 // arrives.

@@ -75,6 +75,9 @@ type Store interface {
 	FlushUsage(ctx context.Context, batch []UsageFlush) error
 	// QuotaUsed returns the consumption recorded for a token's quota period.
 	QuotaUsed(ctx context.Context, tokenID, period string) (int64, error)
+	// RateWindows returns the stored rate-limit windows that still count
+	// admissions after now (Until later than now).
+	RateWindows(ctx context.Context, now time.Time) ([]RateWindow, error)
 
 	// WriteUsage adds counts to the minute rollups and to the hour rollups
 	// (each count to the bucket holding its Bucket time), and inserts
@@ -143,6 +146,25 @@ type UsageFlush struct {
 	LastUsedIP string
 	Period     string // quota period key; "" when the token has no quota
 	QuotaDelta int64
+	// Rate, when not nil, is the token's rate-limit window on this node
+	// as it stands, stored in place of the one stored before, so that a
+	// restart does not hand out a fresh allowance.
+	Rate *RateWindow
+}
+
+// RateWindow is the state of one token's sliding-window rate limiter:
+// admissions counted in sub-windows of Width, the newest of which is
+// number Head (its start is Head·Width, unix ns). Counts holds the ring of
+// sub-window counts, Head's at Head mod len(Counts). Until is when the
+// newest counted admission leaves the window: past it the state counts
+// nothing.
+type RateWindow struct {
+	TokenID string
+	Window  time.Duration
+	Width   int64
+	Head    int64
+	Counts  []int64
+	Until   time.Time
 }
 
 // BulkLoader is implemented by stores that can insert many tokens at once,

@@ -315,3 +315,34 @@ func TestWrongServerSecret(t *testing.T) {
 		t.Fatalf("no warning of the unknown key:\n%s", log)
 	}
 }
+
+// TestRateLimitAcrossRestart: a server restarted within a token's rate
+// window counts what it admitted before (PRODUCT §4: never more than N
+// VALID in any window), on each store.
+func TestRateLimitAcrossRestart(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		store func(testing.TB) *store
+	}{{"SQLite", sqliteStore}, {"PostgreSQL", postgresStore}} {
+		t.Run(c.name, func(t *testing.T) {
+			st := c.store(t)
+			root := initRoot(t, st)
+			srv := startServer(t, st)
+			admin := newClient(t, srv.URL, root)
+			it, err := admin.CreateToken(ctxT(t), client.CreateTokenRequest{Name: "limited", RateLimit: &client.RateLimit{Limit: 2, Window: client.Duration(time.Hour)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := client.VerifyRequest{Token: it.Secret}
+			expectCode(t, admin, req, "VALID")
+			expectCode(t, admin, req, "VALID")
+			srv.stop()
+			srv = startServer(t, st)
+			admin = newClient(t, srv.URL, root)
+			res := expectCode(t, admin, req, "RATE_LIMITED")
+			if res.RateLimit == nil || res.RateLimit.Remaining != 0 || res.RateLimit.Reset < 3000 {
+				t.Fatalf("rate limit after the restart %+v, want none left for most of the hour", res.RateLimit)
+			}
+		})
+	}
+}

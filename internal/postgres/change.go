@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"time"
@@ -102,6 +103,17 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 				ON CONFLICT (token_id, period) DO UPDATE SET used = quota_usage.used + excluded.used`,
 				u.TokenID, safeText(u.Period), u.QuotaDelta)
 		}
+		if r := u.Rate; r != nil {
+			counts, err := json.Marshal(r.Counts)
+			if err != nil {
+				return wrap("flush usage", err)
+			}
+			b.Queue(`INSERT INTO rate_windows (token_id, window_ns, width, head, counts, until)
+				SELECT id, $2, $3, $4, $5, $6 FROM tokens WHERE id = $1
+				ON CONFLICT (token_id) DO UPDATE SET window_ns = excluded.window_ns, width = excluded.width,
+					head = excluded.head, counts = excluded.counts, until = excluded.until`,
+				u.TokenID, int64(r.Window), r.Width, r.Head, string(counts), r.Until)
+		}
 	}
 	if b.Len() == 0 {
 		return nil
@@ -124,4 +136,32 @@ func (db *DB) QuotaUsed(ctx context.Context, tokenID, period string) (int64, err
 	err := db.pool.QueryRow(ctx, `SELECT COALESCE((SELECT used FROM quota_usage WHERE token_id = $1 AND period = $2), 0)`,
 		tokenID, period).Scan(&used)
 	return used, wrap("quota used", err)
+}
+
+// RateWindows returns the stored rate-limit windows that count admissions
+// after now.
+func (db *DB) RateWindows(ctx context.Context, now time.Time) ([]keyward.RateWindow, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	rows, err := db.pool.Query(ctx, `SELECT token_id, window_ns, width, head, counts, until
+		FROM rate_windows WHERE until > $1`, now)
+	if err != nil {
+		return nil, wrap("rate windows", err)
+	}
+	defer rows.Close()
+	var out []keyward.RateWindow
+	for rows.Next() {
+		var w keyward.RateWindow
+		var window int64
+		var counts string
+		if err := rows.Scan(&w.TokenID, &window, &w.Width, &w.Head, &counts, &w.Until); err != nil {
+			return nil, wrap("rate windows", err)
+		}
+		if err := json.Unmarshal([]byte(counts), &w.Counts); err != nil {
+			return nil, wrap("rate windows", err)
+		}
+		w.Window, w.Until = time.Duration(window), w.Until.UTC()
+		out = append(out, w)
+	}
+	return out, wrap("rate windows", rows.Err())
 }

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -84,10 +85,49 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 					return err
 				}
 			}
+			if r := u.Rate; r != nil {
+				counts, err := json.Marshal(r.Counts)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, `INSERT INTO rate_windows (token_id, window_ns, width, head, counts, until)
+					SELECT id, ?, ?, ?, ?, ? FROM tokens WHERE id = ?
+					ON CONFLICT (token_id) DO UPDATE SET window_ns = excluded.window_ns, width = excluded.width,
+						head = excluded.head, counts = excluded.counts, until = excluded.until`,
+					int64(r.Window), r.Width, r.Head, string(counts), encodeTime(r.Until), u.TokenID); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
 	return wrap("flush usage", err)
+}
+
+// RateWindows returns the stored rate-limit windows that count admissions
+// after now.
+func (db *DB) RateWindows(ctx context.Context, now time.Time) ([]keyward.RateWindow, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT token_id, window_ns, width, head, counts, until
+		FROM rate_windows WHERE until > ?`, encodeTime(now))
+	if err != nil {
+		return nil, wrap("rate windows", err)
+	}
+	defer rows.Close()
+	var out []keyward.RateWindow
+	for rows.Next() {
+		var w keyward.RateWindow
+		var window, until int64
+		var counts string
+		if err := rows.Scan(&w.TokenID, &window, &w.Width, &w.Head, &counts, &until); err != nil {
+			return nil, wrap("rate windows", err)
+		}
+		if err := json.Unmarshal([]byte(counts), &w.Counts); err != nil {
+			return nil, wrap("rate windows", err)
+		}
+		w.Window, w.Until = time.Duration(window), decodeTime(until)
+		out = append(out, w)
+	}
+	return out, wrap("rate windows", rows.Err())
 }
 
 // QuotaUsed returns the consumption recorded for the token's quota period,

@@ -211,6 +211,42 @@ func (s *suite) testFlushUsage(t *testing.T) {
 		wantUsed(t, f, other.ID, "2026-03", 1)
 	})
 
+	t.Run("OKRateWindows", func(t *testing.T) {
+		f := s.fixture(t)
+		ws := f.workspace("acme")
+		a, _ := f.create(f.newToken(ws.ID, "a"))
+		b, _ := f.create(f.newToken(ws.ID, "b"))
+		counts := func(n int64) []int64 {
+			c := make([]int64, 21)
+			c[5] = n
+			return c
+		}
+		win := func(id string, n int64, until time.Time) *keyward.RateWindow {
+			return &keyward.RateWindow{TokenID: id, Window: time.Hour, Width: int64(3 * time.Minute), Head: 9876543, Counts: counts(n), Until: until}
+		}
+		flush(t, f,
+			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 1, t1)},
+			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 2, t1.Add(time.Minute))}, // the later replaces
+			keyward.UsageFlush{TokenID: b.ID, Rate: win(b.ID, 7, t0.Add(time.Minute))},
+			keyward.UsageFlush{TokenID: f.id(keyward.PrefixToken), Rate: win("tok_gone", 1, t1)}, // no such token: left out
+		)
+		got, err := f.s.RateWindows(f.ctx, t0.Add(2*time.Minute))
+		if err != nil {
+			t.Fatalf("RateWindows: %v", err)
+		}
+		if len(got) != 1 {
+			t.Fatalf("RateWindows = %+v, want a's only (b's ended)", got)
+		}
+		w := got[0]
+		if w.TokenID != a.ID || w.Window != time.Hour || w.Width != int64(3*time.Minute) || w.Head != 9876543 ||
+			len(w.Counts) != 21 || w.Counts[5] != 2 || !w.Until.Equal(t1.Add(time.Minute)) {
+			t.Errorf("RateWindows = %+v", w)
+		}
+		if got, _ := f.s.RateWindows(f.ctx, t0); len(got) != 2 {
+			t.Errorf("RateWindows before b's end = %d windows, want 2", len(got))
+		}
+	})
+
 	t.Run("OKQuotaUsedUnknown", func(t *testing.T) {
 		f := s.fixture(t)
 		f.workspace("acme")

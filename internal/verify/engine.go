@@ -158,6 +158,13 @@ type Engine struct {
 	budgetTokens float64
 	budgetAt     time.Time
 
+	// restored holds rate-limit windows not in the cache: read from the
+	// store at Start, or kept when a token left the cache; a token's
+	// limiter starts from its window here (see limits).
+	restoredMu    sync.Mutex
+	restored      map[string]keyward.RateWindow
+	restoredSwept int64 // unix ns of the last sweep of spent windows
+
 	dirtyMu sync.Mutex
 	dirty   []*tokenEntry
 	carry   []keyward.UsageFlush // usage of ended quota periods, and failed flushes
@@ -247,6 +254,7 @@ func New(cfg Config) *Engine {
 		clock:        clk,
 		bySecret:     make(map[secret.Digest]*secretEntry),
 		byToken:      make(map[string]*tokenEntry),
+		restored:     make(map[string]keyward.RateWindow),
 		budgetTokens: float64(cfg.LookupBudget),
 		stop:         make(chan struct{}),
 		wake:         make(chan struct{}, 1),
@@ -262,6 +270,15 @@ func (e *Engine) Start(ctx context.Context) error {
 		return err
 	}
 	e.lastSeq.Store(seq)
+	windows, err := e.cfg.Store.RateWindows(ctx, e.now())
+	if err != nil {
+		return err
+	}
+	e.restoredMu.Lock()
+	for _, w := range windows {
+		e.restored[w.TokenID] = w
+	}
+	e.restoredMu.Unlock()
 	e.health.LastSync = e.now()
 	e.syncedAt.Store(e.health.LastSync.UnixNano())
 	e.done.Add(2)
@@ -543,7 +560,12 @@ func (e *Engine) limits(te *tokenEntry, t *keyward.Token, now time.Time, res *Re
 		rateLimit = max(rl.Limit/int64(div), 1)
 		switch {
 		case te.rate == nil:
-			te.rate = newLimiter(rateLimit, time.Duration(rl.Window))
+			if w, ok := e.restoredRate(te.id); ok {
+				te.rate = restoreLimiter(w, rateLimit, time.Duration(rl.Window))
+			}
+			if te.rate == nil {
+				te.rate = newLimiter(rateLimit, time.Duration(rl.Window))
+			}
 		case te.rate.window != int64(rl.Window):
 			te.rate = te.rate.rewindow(nowNS, time.Duration(rl.Window), rateLimit)
 		default:
@@ -928,6 +950,44 @@ func (e *Engine) dropLocked(tokenID string) {
 	for _, d := range te.digests {
 		delete(e.bySecret, d)
 	}
+	te.mu.Lock()
+	if l := te.rate; l != nil && l.sum > 0 {
+		// Its admissions still count if the token comes back.
+		w := l.state(tokenID)
+		e.restoredMu.Lock()
+		e.restored[tokenID] = *w
+		e.restoredMu.Unlock()
+	}
+	te.mu.Unlock()
+}
+
+// sweepRestored forgets, once a minute at most, the kept rate-limit
+// windows that count nothing any more (of tokens not seen again).
+func (e *Engine) sweepRestored() {
+	now := e.now()
+	e.restoredMu.Lock()
+	defer e.restoredMu.Unlock()
+	if len(e.restored) == 0 || now.UnixNano()-e.restoredSwept < int64(time.Minute) {
+		return
+	}
+	e.restoredSwept = now.UnixNano()
+	for id, w := range e.restored {
+		if !w.Until.After(now) {
+			delete(e.restored, id)
+		}
+	}
+}
+
+// restoredRate takes the kept rate-limit window of a token, if any that
+// still counts.
+func (e *Engine) restoredRate(tokenID string) (keyward.RateWindow, bool) {
+	e.restoredMu.Lock()
+	defer e.restoredMu.Unlock()
+	w, ok := e.restored[tokenID]
+	if ok {
+		delete(e.restored, tokenID)
+	}
+	return w, ok && w.Until.After(e.now())
 }
 
 // poll applies the store's change feed to the cache.
@@ -981,6 +1041,7 @@ func (e *Engine) Sync(ctx context.Context) error {
 // usage is kept for the next flush, so nothing is lost while the process
 // lives.
 func (e *Engine) Flush(ctx context.Context) error {
+	e.sweepRestored()
 	e.dirtyMu.Lock()
 	dirty, carry := e.dirty, e.carry
 	e.dirty, e.carry = nil, nil
@@ -1002,6 +1063,9 @@ func (e *Engine) Flush(ctx context.Context) error {
 			f.Period = periodKey(q.Period, te.quotaNum)
 			f.QuotaDelta = te.quotaPend
 			te.quotaPend = 0
+		}
+		if te.rate != nil {
+			f.Rate = te.rate.state(te.id)
 		}
 		te.isDirty = false
 		te.mu.Unlock()

@@ -266,6 +266,40 @@ func TestRateLimitUpdateKeepsCount(t *testing.T) {
 	expect(t, e.verify(text, ""), keyward.RateLimited)
 }
 
+// TestRateLimitSurvivesRestart: a node that restarts, or drops a token
+// from its cache, counts the admissions already made in the window (as
+// its last usage flush saw them): no fresh allowance.
+func TestRateLimitSurvivesRestart(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 3, Window: keyward.Duration(time.Hour)}})
+	expect(t, e.verify(text, ""), keyward.Valid)
+	expect(t, e.verify(text, ""), keyward.Valid)
+	e.close() // flushes
+	e.clock.Add(10 * time.Minute)
+	e.open(verify.Config{}, secretA)
+	r := e.verify(text, "")
+	expect(t, r, keyward.Valid)
+	if r.Rate.Remaining != 0 {
+		t.Fatalf("remaining %d after a restart, want 0", r.Rate.Remaining)
+	}
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	// Out of the cache and back: still counted.
+	if err := e.engine.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.close()
+	e.open(verify.Config{MaxEntries: 1}, secretA)
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	_, other := e.create(&keyward.Token{})
+	expect(t, e.verify(other, ""), keyward.Valid) // evicts tok
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	// The window passes: the allowance is whole again.
+	e.clock.Add(time.Hour + 4*time.Minute)
+	for range 3 {
+		expect(t, e.verify(text, ""), keyward.Valid)
+	}
+}
+
 func TestQuotaPersistsAndRolls(t *testing.T) {
 	e := newEnv(t, verify.Config{})
 	e.clock.t = time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)

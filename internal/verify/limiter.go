@@ -1,6 +1,10 @@
 package verify
 
-import "time"
+import (
+	"time"
+
+	"github.com/keyward/keyward"
+)
 
 // buckets is the number of sub-windows a rate-limit window is split into.
 // The limiter may deny up to one sub-window (window/buckets) early; it never
@@ -73,6 +77,37 @@ func (l *limiter) rewindow(now int64, window time.Duration, limit int64) *limite
 		n.sum = used
 	}
 	return n
+}
+
+// state returns l as the store keeps it for tokenID.
+func (l *limiter) state(tokenID string) *keyward.RateWindow {
+	return &keyward.RateWindow{
+		TokenID: tokenID,
+		Window:  time.Duration(l.window),
+		Width:   l.width,
+		Head:    l.head,
+		Counts:  append([]int64(nil), l.counts[:]...),
+		Until:   time.Unix(0, (l.head+1)*l.width+l.window).UTC(),
+	}
+}
+
+// restoreLimiter returns the limiter w describes, with the limit given,
+// or nil when w does not fit a limiter of window (another window, or a
+// state this version does not read).
+func restoreLimiter(w keyward.RateWindow, limit int64, window time.Duration) *limiter {
+	l := newLimiter(limit, window)
+	if w.Window != window || w.Width != l.width || len(w.Counts) != len(l.counts) {
+		return nil
+	}
+	l.head = w.Head
+	for i, c := range w.Counts {
+		if c < 0 {
+			return nil
+		}
+		l.counts[i] = c
+		l.sum += c
+	}
+	return l
 }
 
 // take records one admission at now. The caller has checked used.

@@ -133,6 +133,10 @@ func TestWorkspaces(t *testing.T) {
 	})
 	t.Run("ErrDuplicateName", func(t *testing.T) {
 		wantProblem(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "acme"}), 409, "conflict")
+		// Names that read alike are taken for each other.
+		wantProblem(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "ACME"}), 409, "conflict")
+		wantInvalid(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "acme "}), "/name")
+		wantInvalid(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": " other"}), "/name")
 	})
 	t.Run("ErrBadPrefix", func(t *testing.T) {
 		wantInvalid(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "beta", "token_prefix": "B"}), "/token_prefix")

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/manage"
 )
 
 // newAuditDir prepares a SQLite data dir with a few audit events, written
@@ -144,6 +148,49 @@ func TestAuditVerify(t *testing.T) {
 		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
 		r.want(t, 0)
 		if !strings.Contains(r.stdout, "OK, 3 events") {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
+	t.Run("ErrWorkspaceRemovedWhole", func(t *testing.T) {
+		// A workspace removed from the database whole (its row, events and
+		// head) is still named by the workspace.create event of its
+		// creator's chain: its verification says its log was removed.
+		dir, _ := newAuditDir(t)
+		ctx := context.Background()
+		cfg := storeConfig{DataDir: dir}
+		keys, err := keyring(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := openStore(ctx, cfg, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc := &manage.Service{Store: st, Keys: keys}
+		def, err := st.FindWorkspaceByName(ctx, keyward.DefaultWorkspace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, _, err := svc.CreateWorkspace(ctx, manage.SystemCaller(def.ID), &keyward.Workspace{Name: "acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir).want(t, 0)
+		for _, q := range []string{
+			`PRAGMA foreign_keys = OFF`,
+			`DELETE FROM audit_events WHERE workspace_id = '` + ws.ID + `'`,
+			`DELETE FROM audit_heads WHERE workspace_id = '` + ws.ID + `'`,
+			`DELETE FROM token_secrets WHERE token_id IN (SELECT id FROM tokens WHERE workspace_id = '` + ws.ID + `')`,
+			`DELETE FROM tokens WHERE workspace_id = '` + ws.ID + `'`,
+			`DELETE FROM workspaces WHERE id = '` + ws.ID + `'`,
+		} {
+			execSQL(t, dir, q)
+		}
+		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+		r.want(t, 1)
+		if !strings.Contains(r.stdout, "workspace "+ws.ID+" (no longer exists): FAILED, head_missing: ") || !strings.Contains(r.stdout, `workspace "default"`) {
 			t.Errorf("stdout = %q", r.stdout)
 		}
 	})

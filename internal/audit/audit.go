@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/keyward/keyward"
 )
@@ -239,7 +240,8 @@ func headOK(keys [][]byte, h *keyward.AuditHead) bool {
 // Workspaces returns the ids of every workspace that verification should
 // cover, in order: those with audit events or a chain head, and those in
 // the workspaces table, so that a workspace whose whole log was removed is
-// not skipped.
+// not skipped, and those that a workspace.create event of another's chain
+// names, so that one removed whole is not either.
 func Workspaces(ctx context.Context, s keyward.Store) ([]string, error) {
 	ids, err := s.AuditWorkspaces(ctx)
 	if err != nil {
@@ -264,6 +266,28 @@ func Workspaces(ctx context.Context, s keyward.Store) ([]string, error) {
 		}
 		if len(page) < 500 {
 			break
+		}
+	}
+	// A workspace created by a caller of another is recorded in that
+	// one's chain too: one removed whole (row, events and head) is still
+	// named there, and its verification reports its log removed.
+	for _, id := range slices.Clone(ids) {
+		f := keyward.AuditFilter{WorkspaceID: id, Action: "workspace.create", Limit: 500}
+		for {
+			evs, err := s.FindAuditEvents(ctx, f)
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range evs {
+				if strings.HasPrefix(e.Target, keyward.PrefixWorkspace) && !seen[e.Target] {
+					seen[e.Target] = true
+					ids = append(ids, e.Target)
+				}
+			}
+			if len(evs) < f.Limit {
+				break
+			}
+			f.Before = evs[len(evs)-1].ID
 		}
 	}
 	slices.Sort(ids)

@@ -439,6 +439,11 @@ func (s *Service) CreateWorkspace(ctx context.Context, c Caller, ws *keyward.Wor
 		in.event("workspace.create", w.ID, now, wsChanges),
 		in.event("token.create", admin.ID, now, diff(nil, admin)),
 	}
+	if c.WorkspaceID != "" {
+		// Recorded in the creator's chain too: a workspace removed from
+		// the database whole is still named there (audit.Workspaces).
+		events = append(events, c.event("workspace.create", w.ID, now, wsChanges))
+	}
 	if err := s.Store.CreateWorkspace(ctx, &w, admin, sec, events...); err != nil {
 		return nil, "", err
 	}

@@ -12,10 +12,13 @@ package dashboard
 import (
 	"context"
 	"embed"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -187,7 +190,7 @@ func New(cfg Config) (*Server, error) {
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusForbidden, "This request came from another site and was refused.")
 	}))
-	s.handler = s.recoverPanics(s.accessLog(s.headers(cop.Handler(s.loadSession(s.checkCSRF(mux))))))
+	s.handler = s.requestID(s.recoverPanics(s.accessLog(s.headers(cop.Handler(s.loadSession(s.checkCSRF(mux)))))))
 	return s, nil
 }
 
@@ -314,14 +317,65 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// accessLog logs each request's method, path (never the query string),
-// status and duration.
+type requestIDKey struct{}
+
+// requestID gives every request an id by the API's rules: the client's
+// X-Request-Id when it is well-formed, else a new one. It echoes the id in
+// the response, so that a person reporting a problem can quote it, and
+// the access log and audit events carry it.
+func (s *Server) requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = newRequestID()
+		}
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
+// requestIDOf returns the id requestID gave r.
+func requestIDOf(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	return id
+}
+
+// validRequestID reports whether a client-sent request id is safe to echo
+// and log; the same rule as the API's.
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// newRequestID returns a new request id, shaped like the API's: the
+// request prefix and 128 random bits in hex. Request ids are not secrets,
+// so a fast non-cryptographic source does.
+func newRequestID() string {
+	var raw [16]byte
+	binary.BigEndian.PutUint64(raw[:8], rand.Uint64())
+	binary.BigEndian.PutUint64(raw[8:], rand.Uint64())
+	var b [len(keyward.PrefixRequest) + 32]byte
+	n := copy(b[:], keyward.PrefixRequest)
+	hex.Encode(b[n:], raw[:])
+	return string(b[:])
+}
+
+// accessLog logs each request's id, method, path (never the query
+// string), status and duration.
 func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		s.log.Info("dashboard request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+		s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", r.Method, "path", r.URL.Path, "status", sw.status,
 			"duration_ms", time.Since(start).Milliseconds(), "ip", clientIP(r))
 	})
 }
@@ -333,7 +387,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.log.Error("dashboard handler panicked", "path", r.URL.Path, "panic", v)
+				s.log.Error("dashboard handler panicked", "request_id", requestIDOf(r), "path", r.URL.Path, "panic", v)
 				http.Error(w, "internal error", http.StatusInternalServerError)
 			}
 		}()
@@ -387,7 +441,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		if errors.Is(err, context.Canceled) {
 			return
 		}
-		s.log.Error("dashboard request failed", "path", r.URL.Path, "err", err)
+		s.log.Error("dashboard request failed", "request_id", requestIDOf(r), "path", r.URL.Path, "err", err)
 		s.renderError(w, r, http.StatusInternalServerError, "Something went wrong on our side.")
 	}
 }

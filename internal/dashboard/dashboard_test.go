@@ -255,6 +255,86 @@ func TestSecurityHeaders(t *testing.T) {
 	}
 }
 
+// TestRequestID: every answer carries an X-Request-Id, the client's when
+// it is well-formed (as the API does), and the access log line and the
+// audit events of the request carry the same id.
+func TestRequestID(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	t.Run("OKNew", func(t *testing.T) {
+		b := e.browser()
+		b.get("/signin")
+		first := b.last.Header.Get("X-Request-Id")
+		b.get("/signin")
+		second := b.last.Header.Get("X-Request-Id")
+		for _, id := range []string{first, second} {
+			if !strings.HasPrefix(id, keyward.PrefixRequest) || !validRequestID(id) {
+				t.Errorf("X-Request-Id = %q, want a new req_... id", id)
+			}
+		}
+		if first == second {
+			t.Errorf("two requests got the same id %q", first)
+		}
+	})
+	t.Run("OKClientIDKept", func(t *testing.T) {
+		b := e.browser()
+		b.hdr.Set("X-Request-Id", "abc-123")
+		b.get("/signin")
+		if got := b.last.Header.Get("X-Request-Id"); got != "abc-123" {
+			t.Errorf("X-Request-Id = %q, want abc-123", got)
+		}
+	})
+	for _, tt := range []struct{ name, id string }{
+		{"ErrRequestIDWithSpace", "a b"},
+		{"ErrRequestIDWithQuote", `a"b`},
+		{"ErrRequestIDTooLong", strings.Repeat("a", 65)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := e.browser()
+			b.hdr.Set("X-Request-Id", tt.id)
+			b.get("/signin")
+			if got := b.last.Header.Get("X-Request-Id"); !strings.HasPrefix(got, keyward.PrefixRequest) {
+				t.Errorf("X-Request-Id = %q, want a new req_... id in place of %q", got, tt.id)
+			}
+		})
+	}
+	t.Run("OKAuditAndLog", func(t *testing.T) {
+		b := e.browser()
+		b.get("/signin")
+		b.hdr.Set("X-Request-Id", "signin-failed-1")
+		status, body := b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}})
+		wantStatus(t, status, http.StatusUnauthorized, body)
+		b.hdr.Set("X-Request-Id", "signin-1")
+		b.signIn("ann@example.com")
+		b.hdr.Del("X-Request-Id")
+		b.get("/tokens/new")
+		b.hdr.Set("X-Request-Id", "token-create-1")
+		status, body = b.post("/tokens", url.Values{"name": {"x"}, "expiry": {"30"}, "quota_period": {"month"}})
+		wantStatus(t, status, http.StatusCreated, body)
+		e.dash.Wait()
+
+		evs, err := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"session.signin_failed": "signin-failed-1", "session.signin": "signin-1", "token.create": "token-create-1"}
+		for _, ev := range evs {
+			if id, ok := want[ev.Action]; ok {
+				if ev.RequestID != id {
+					t.Errorf("%s event request_id = %q, want %q", ev.Action, ev.RequestID, id)
+				}
+				delete(want, ev.Action)
+			}
+		}
+		if len(want) > 0 {
+			t.Errorf("no events %v", want)
+		}
+		if line := "request_id=signin-1 method=POST path=/signin"; !strings.Contains(e.log.String(), line) {
+			t.Errorf("the access log has no line with %q:\n%s", line, e.log.String())
+		}
+	})
+}
+
 func TestFirstRun(t *testing.T) {
 	e := newEnv(t)
 	b := e.browser()

@@ -571,11 +571,13 @@ func TestThrottle(t *testing.T) {
 	b := e.browser()
 	b.get("/signin")
 	wrong := url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}}
-	for i := range freeAccount + 1 {
+	for i := range freeAccount {
 		if status, body := b.post("/signin", wrong); status != http.StatusUnauthorized {
 			t.Fatalf("failure %d: status %d\n%s", i+1, status, body)
 		}
 	}
+	// After freeAccount failures, the next attempt waits, even with the
+	// right password.
 	status, body := b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
 	wantStatus(t, status, http.StatusTooManyRequests, body)
 	wantText(t, body, "Too many failed attempts. Try again in 1 seconds.")
@@ -594,8 +596,10 @@ func TestThrottle(t *testing.T) {
 		c := e.browser()
 		c.get("/signin")
 		form := url.Values{"email": {"nobody@example.com"}, "password": {"wrong password here"}}
-		for range freeAccount + 1 {
-			c.post("/signin", form)
+		for i := range freeAccount {
+			if status, body := c.post("/signin", form); status != http.StatusUnauthorized {
+				t.Fatalf("failure %d: status %d\n%s", i+1, status, body)
+			}
 		}
 		status, body := c.post("/signin", form)
 		wantStatus(t, status, http.StatusTooManyRequests, body)
@@ -604,8 +608,11 @@ func TestThrottle(t *testing.T) {
 		e.clock.Add(time.Hour * 2)
 		c := e.browser()
 		c.get("/signin")
-		for i := range freeIP + 1 {
-			c.post("/signin", url.Values{"email": {"user" + string(rune('a'+i)) + "@example.com"}, "password": {"wrong password here"}})
+		for i := range freeIP {
+			form := url.Values{"email": {"user" + string(rune('a'+i)) + "@example.com"}, "password": {"wrong password here"}}
+			if status, body := c.post("/signin", form); status != http.StatusUnauthorized {
+				t.Fatalf("failure %d: status %d\n%s", i+1, status, body)
+			}
 		}
 		status, body := c.post("/signin", url.Values{"email": {"fresh@example.com"}, "password": {"wrong password here"}})
 		wantStatus(t, status, http.StatusTooManyRequests, body)

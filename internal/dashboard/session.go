@@ -274,8 +274,9 @@ func (s *Server) event(r *http.Request, wsID, userID, action, target string, now
 }
 
 // throttle slows down guessing: after a few failures for a key (an
-// account or an IP), each further attempt must wait, twice as long after
-// each failure, up to maxDelay. It is kept in memory, per node.
+// account or an IP), each further attempt must wait, firstDelay after the
+// last free failure and twice as long after each failure since, up to
+// maxDelay. It is kept in memory, per node.
 //
 // An attempt is counted as a failure before it is evaluated (take) and
 // refunded only when it succeeds, so that parallel requests cannot all
@@ -337,8 +338,10 @@ func (t *throttle) take(now time.Time, gs ...guard) time.Duration {
 		st.n++
 		st.free = g.free
 		st.last = now
-		if over := st.n - g.free; over > 0 {
-			st.until = now.Add(min(firstDelay<<min(over-1, 20), maxDelay))
+		// The free-th failure already delays the next attempt: after 3
+		// failures, the 4th waits.
+		if over := st.n - g.free; over >= 0 {
+			st.until = now.Add(min(firstDelay<<min(over, 20), maxDelay))
 		}
 	}
 	return 0
@@ -357,7 +360,7 @@ func (t *throttle) refund(key string) {
 		delete(t.m, key)
 		return
 	}
-	if st.n <= st.free {
+	if st.n < st.free {
 		st.until = time.Time{}
 	}
 }
@@ -392,8 +395,8 @@ func (t *throttle) sweep(now time.Time) {
 	}
 }
 
-// Free failures before delays start: an account is one person; an IP may
-// be a whole office behind NAT.
+// Free failures before delays start: the attempt after the free-th failure
+// waits. An account is one person; an IP may be a whole office behind NAT.
 const (
 	freeAccount = 3
 	freeIP      = 10

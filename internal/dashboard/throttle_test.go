@@ -60,8 +60,8 @@ func TestThrottleParallel(t *testing.T) {
 		b := e.browser()
 		b.get("/signin")
 		counts := b.parallel("/signin", url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}}, n)
-		if counts[http.StatusUnauthorized] > freeAccount+1 || counts[http.StatusUnauthorized]+counts[http.StatusTooManyRequests] != n {
-			t.Errorf("answers %v: want at most %d guesses evaluated (401), the rest 429", counts, freeAccount+1)
+		if counts[http.StatusUnauthorized] > freeAccount || counts[http.StatusUnauthorized]+counts[http.StatusTooManyRequests] != n {
+			t.Errorf("answers %v: want at most %d guesses evaluated (401), the rest 429", counts, freeAccount)
 		}
 	})
 	t.Run("MFA", func(t *testing.T) {
@@ -75,8 +75,8 @@ func TestThrottleParallel(t *testing.T) {
 			t.Fatalf("at %s, want /signin/mfa", b.path())
 		}
 		counts := b.parallel("/signin/mfa", url.Values{"code": {"000000"}}, n)
-		if counts[http.StatusUnauthorized] > freeAccount+1 || counts[http.StatusUnauthorized]+counts[http.StatusTooManyRequests] != n {
-			t.Errorf("answers %v: want at most %d codes evaluated (401), the rest 429", counts, freeAccount+1)
+		if counts[http.StatusUnauthorized] > freeAccount || counts[http.StatusUnauthorized]+counts[http.StatusTooManyRequests] != n {
+			t.Errorf("answers %v: want at most %d codes evaluated (401), the rest 429", counts, freeAccount)
 		}
 	})
 }
@@ -97,11 +97,41 @@ func TestThrottleTake(t *testing.T) {
 	})
 	t.Run("ErrDelayAfterFree", func(t *testing.T) {
 		th := newThrottle()
-		for range freeAccount + 1 {
-			th.take(now, guard{"account:a", freeAccount})
+		for i := range freeAccount {
+			if d := th.take(now, guard{"account:a", freeAccount}); d != 0 {
+				t.Fatalf("take after %d failures = %s, want 0", i, d)
+			}
 		}
 		if d := th.take(now, guard{"account:a", freeAccount}); d != firstDelay {
-			t.Errorf("take after %d failures = %s, want %s", freeAccount+1, d, firstDelay)
+			t.Errorf("take after %d failures = %s, want %s", freeAccount, d, firstDelay)
+		}
+		if d := th.take(now.Add(firstDelay), guard{"account:a", freeAccount}); d != 0 {
+			t.Fatalf("take once the delay passed = %s, want 0", d)
+		}
+		if d := th.take(now.Add(firstDelay), guard{"account:a", freeAccount}); d != 2*firstDelay {
+			t.Errorf("take after %d failures = %s, want %s", freeAccount+1, d, 2*firstDelay)
+		}
+	})
+	t.Run("OKRefundOfLastFree", func(t *testing.T) {
+		th := newThrottle()
+		for range freeAccount {
+			th.take(now, guard{"account:a", freeAccount})
+		}
+		th.refund("account:a") // the free-th attempt succeeded
+		if d := th.take(now, guard{"account:a", freeAccount}); d != 0 {
+			t.Errorf("take after %d failures = %s, want 0", freeAccount-1, d)
+		}
+	})
+	t.Run("ErrRefundAfterFree", func(t *testing.T) {
+		th := newThrottle()
+		for range freeIP {
+			th.take(now, guard{"ip:x", freeIP})
+		}
+		later := now.Add(firstDelay)
+		th.take(later, guard{"ip:x", freeIP})
+		th.refund("ip:x") // someone behind the IP signed in: its failures stay
+		if d := th.take(later, guard{"ip:x", freeIP}); d == 0 {
+			t.Errorf("take after %d failures and a success = 0, want a delay", freeIP)
 		}
 	})
 	t.Run("EvictExpired", func(t *testing.T) {
@@ -116,7 +146,7 @@ func TestThrottleTake(t *testing.T) {
 	})
 	t.Run("CapKeepsDelayedKeys", func(t *testing.T) {
 		th := newThrottle()
-		for range freeAccount + 1 {
+		for range freeAccount {
 			th.take(now, guard{"account:victim", freeAccount})
 		}
 		for i := range throttleMax {

@@ -143,6 +143,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.sweepSessions(r, u.ID, now)
 	s.setCookie(w, s.sessionCookie(), id, 0)
 	s.rotatePre(w)
 	next := localPath(r.PostForm.Get("next"))
@@ -365,10 +366,12 @@ func (s *Server) handleSessions(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// Only sessions the user would recognise as signed in: a session that
+	// still owes its second factor is not one yet.
 	now := s.now().UTC()
 	live := ss[:0]
 	for _, x := range ss {
-		if !x.Expired(now, s.idle, s.absolute) {
+		if x.Verified && s.live(x, now) {
 			live = append(live, x)
 		}
 	}

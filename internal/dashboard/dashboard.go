@@ -99,14 +99,14 @@ type Server struct {
 	// otherwise exhaust memory.
 	hashing chan struct{}
 	// background holds the work done after answering (audit records of
-	// failed sign-ins).
+	// failed sign-ins, deletion of dead sessions).
 	background sync.WaitGroup
 	handler    http.Handler
 }
 
 // Wait waits for the work the Server does after answering requests, such
-// as audit records of failed sign-ins. Call it after the HTTP server shut
-// down, before closing the store.
+// as audit records of failed sign-ins and the deletion of dead sessions.
+// Call it after the HTTP server shut down, before closing the store.
 func (s *Server) Wait() { s.background.Wait() }
 
 // New returns a Server.

@@ -122,6 +122,7 @@ func newEnvWith(t *testing.T, publicURL string, wrap func(keyward.Store) keyward
 	}
 	e.srv.Config.Handler = d.Handler()
 	e.dash = d
+	t.Cleanup(d.Wait) // before the store closes (cleanups run last first)
 	return e
 }
 

@@ -477,3 +477,58 @@ func TestSessionsPage(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadSessions: the sessions page lists only sessions that are signed
+// in and usable, and a sign-in deletes the user's sessions that are no
+// longer: expired ones and those left waiting for a second factor.
+func TestDeadSessions(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	old, laptop := e.browser(), e.browser()
+	old.signIn("ann@example.com")
+	laptop.signIn("ann@example.com")
+	enrolTOTP(t, laptop)
+	e.clock.Add(DefaultIdleTimeout - pendingTimeout)
+	laptop.get("/tokens")
+	pending := e.browser()
+	pending.signIn2("ann@example.com")
+	if pending.path() != "/signin/mfa" {
+		t.Fatalf("after the password: at %s, want /signin/mfa", pending.path())
+	}
+
+	_, body := laptop.get("/sessions")
+	if n := strings.Count(body, "End this session"); n != 2 {
+		t.Errorf("%d sessions listed, want 2: a session waiting for its second factor is not a sign-in", n)
+	}
+
+	// The old session idles out; the pending one passes its limit (but
+	// not the idle timeout).
+	e.clock.Add(2 * pendingTimeout)
+	_, body = laptop.get("/sessions")
+	if n := strings.Count(body, "End this session"); n != 1 {
+		t.Errorf("%d sessions listed, want 1", n)
+	}
+
+	u := mustUser(t, e, "ann@example.com")
+	ctx := context.Background()
+	if ss, _ := e.store.FindSessions(ctx, u.ID); len(ss) != 3 {
+		t.Fatalf("%d sessions stored before the sign-in, want 3 (one live, two dead)", len(ss))
+	}
+	e.browser().signIn2("ann@example.com")
+	e.dash.Wait()
+	ss, err := e.store.FindSessions(ctx, u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ss) != 2 {
+		t.Errorf("%d sessions stored after the sign-in, want 2 (the laptop's and the new one)", len(ss))
+	}
+	for _, ses := range ss {
+		if !e.dash.live(ses, e.clock.Now()) {
+			t.Errorf("dead session %s (verified %t) kept", ses.ID, ses.Verified)
+		}
+	}
+	if laptop.get("/tokens"); laptop.path() != "/tokens" {
+		t.Errorf("the sweep ended a live session (at %s)", laptop.path())
+	}
+}

@@ -356,6 +356,7 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 		s.failJSON(w, r, err)
 		return
 	}
+	s.sweepSessions(r, wu.u.ID, now)
 	s.setCookie(w, s.sessionCookie(), id, 0)
 	s.rotatePre(w)
 	writeJSON(w, http.StatusOK, map[string]string{"redirect": localPath(r.PostForm.Get("next"))})

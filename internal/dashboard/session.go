@@ -126,8 +126,7 @@ func (s *Server) resume(ctx context.Context, st *state, id string) error {
 		return err
 	}
 	now := s.now().UTC()
-	expired := ses.Expired(now, s.idle, s.absolute) || !ses.Verified && !now.Before(ses.CreatedAt.Add(pendingTimeout))
-	if expired {
+	if !s.live(ses, now) {
 		if _, err := s.accounts.DeleteSessions(ctx, ses.UserID, ses.ID, ""); err != nil {
 			return err
 		}
@@ -159,6 +158,44 @@ func (s *Server) resume(ctx context.Context, st *state, id string) error {
 	}
 	st.session, st.user, st.member, st.settings, st.factor = ses, u, m, set, factor
 	return nil
+}
+
+// live reports whether ses can still be used at now: it has not expired,
+// and if it still owes its second factor, it is within pendingTimeout of
+// the password.
+func (s *Server) live(ses *keyward.Session, now time.Time) bool {
+	return !ses.Expired(now, s.idle, s.absolute) && (ses.Verified || now.Before(ses.CreatedAt.Add(pendingTimeout)))
+}
+
+// sweepTimeout bounds the deletion of a user's dead sessions.
+const sweepTimeout = 10 * time.Second
+
+// sweepSessions deletes, after the handler answered, the user's sessions
+// that are no longer live at now. Every correct password makes a session,
+// finished or not, and a dead one is otherwise deleted only when its
+// cookie comes back, which it may never do; sweeping at each sign-in
+// bounds a user's rows by its live sessions. A failure is logged, not
+// shown. Wait waits for it.
+func (s *Server) sweepSessions(r *http.Request, userID string, now time.Time) {
+	ctx := context.WithoutCancel(r.Context())
+	s.background.Go(func() {
+		ctx, cancel := context.WithTimeout(ctx, sweepTimeout)
+		defer cancel()
+		ss, err := s.accounts.FindSessions(ctx, userID)
+		if err != nil {
+			s.log.Error("delete dead sessions", "err", err)
+			return
+		}
+		for _, ses := range ss {
+			if s.live(ses, now) {
+				continue
+			}
+			if _, err := s.accounts.DeleteSessions(ctx, userID, ses.ID, ""); err != nil {
+				s.log.Error("delete dead sessions", "err", err)
+				return
+			}
+		}
+	})
 }
 
 // requireSession sends a request without a session to the sign-in page,

@@ -3,6 +3,8 @@ package keyward
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
+	mrand "math/rand/v2"
 	"time"
 )
 
@@ -44,6 +46,35 @@ func ValidID(prefix, s string) bool {
 	for i := len(prefix); i < len(s); i++ {
 		c := s[i]
 		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' && c != 'i' && c != 'l' && c != 'o' && c != 'u') {
+			return false
+		}
+	}
+	return true
+}
+
+// NewRequestID returns a new request id: PrefixRequest and 128 random bits
+// in hex, in one allocation. Request ids are not secrets, so a fast
+// non-cryptographic source does.
+func NewRequestID() string {
+	var raw [16]byte
+	binary.BigEndian.PutUint64(raw[:8], mrand.Uint64())
+	binary.BigEndian.PutUint64(raw[8:], mrand.Uint64())
+	var b [len(PrefixRequest) + 32]byte
+	n := copy(b[:], PrefixRequest)
+	hex.Encode(b[n:], raw[:])
+	return string(b[:])
+}
+
+// ValidRequestID reports whether s may be kept as a request's id when a
+// client sends it (X-Request-Id): 1 to 64 characters of [A-Za-z0-9._-],
+// safe in headers, logs and JSON as it is.
+func ValidRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
 			return false
 		}
 	}

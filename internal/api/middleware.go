@@ -2,11 +2,8 @@ package api
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -45,41 +42,13 @@ func requestID(ctx context.Context) string { return info(ctx).id }
 // caller returns the authenticated caller of the request.
 func caller(r *http.Request) manage.Caller { return info(r.Context()).caller }
 
-// validRequestID reports whether a client-sent request id is safe to echo
-// and log.
-func validRequestID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-// newRequestID returns a unique request id. Request ids are not secrets,
-// so a fast non-cryptographic source does: 128 random bits.
-func newRequestID() string {
-	const n = len(keyward.PrefixRequest)
-	var raw [16]byte
-	binary.BigEndian.PutUint64(raw[:8], rand.Uint64())
-	binary.BigEndian.PutUint64(raw[8:], rand.Uint64())
-	var b [n + 32]byte
-	copy(b[:], keyward.PrefixRequest)
-	hex.Encode(b[n:], raw[:])
-	return string(b[:])
-}
-
 // requestID gives every request an id, the client's X-Request-Id when it is
 // well-formed, and echoes it in the response.
 func (s *Server) requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
-		if !validRequestID(id) {
-			id = newRequestID()
+		if !keyward.ValidRequestID(id) {
+			id = keyward.NewRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
 		ri := &reqInfo{id: id}

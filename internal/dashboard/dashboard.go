@@ -12,13 +12,10 @@ package dashboard
 import (
 	"context"
 	"embed"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -326,8 +323,8 @@ type requestIDKey struct{}
 func (s *Server) requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
-		if !validRequestID(id) {
-			id = newRequestID()
+		if !keyward.ValidRequestID(id) {
+			id = keyward.NewRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
@@ -338,34 +335,6 @@ func (s *Server) requestID(next http.Handler) http.Handler {
 func requestIDOf(r *http.Request) string {
 	id, _ := r.Context().Value(requestIDKey{}).(string)
 	return id
-}
-
-// validRequestID reports whether a client-sent request id is safe to echo
-// and log; the same rule as the API's.
-func validRequestID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-// newRequestID returns a new request id, shaped like the API's: the
-// request prefix and 128 random bits in hex. Request ids are not secrets,
-// so a fast non-cryptographic source does.
-func newRequestID() string {
-	var raw [16]byte
-	binary.BigEndian.PutUint64(raw[:8], rand.Uint64())
-	binary.BigEndian.PutUint64(raw[8:], rand.Uint64())
-	var b [len(keyward.PrefixRequest) + 32]byte
-	n := copy(b[:], keyward.PrefixRequest)
-	hex.Encode(b[n:], raw[:])
-	return string(b[:])
 }
 
 // accessLog logs each request's id, method, path (never the query

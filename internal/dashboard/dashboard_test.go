@@ -269,7 +269,7 @@ func TestRequestID(t *testing.T) {
 		b.get("/signin")
 		second := b.last.Header.Get("X-Request-Id")
 		for _, id := range []string{first, second} {
-			if !strings.HasPrefix(id, keyward.PrefixRequest) || !validRequestID(id) {
+			if !strings.HasPrefix(id, keyward.PrefixRequest) || !keyward.ValidRequestID(id) {
 				t.Errorf("X-Request-Id = %q, want a new req_... id", id)
 			}
 		}

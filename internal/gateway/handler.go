@@ -2,13 +2,10 @@ package gateway
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -405,8 +402,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{sw: statusWriter{ResponseWriter: w}, ctx: r.Context()}
 	sw := &st.sw
 	id := r.Header.Get("X-Request-Id")
-	if !validRequestID(id) {
-		id = newRequestID()
+	if !keyward.ValidRequestID(id) {
+		id = keyward.NewRequestID()
 	}
 	st.idVals[0] = id
 	sw.Header()["X-Request-Id"] = st.idVals[:]
@@ -737,31 +734,4 @@ func (w *statusWriter) Flush() {
 		w.status = http.StatusOK
 	}
 	http.NewResponseController(w.ResponseWriter).Flush()
-}
-
-// validRequestID reports whether a client-sent request id is safe to pass
-// on and log.
-func validRequestID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-// newRequestID returns a new request id: the request prefix and 128
-// random bits in hex, made in one allocation.
-func newRequestID() string {
-	var raw [16]byte
-	binary.BigEndian.PutUint64(raw[:8], rand.Uint64())
-	binary.BigEndian.PutUint64(raw[8:], rand.Uint64())
-	var b [len(keyward.PrefixRequest) + 32]byte
-	n := copy(b[:], keyward.PrefixRequest)
-	hex.Encode(b[n:], raw[:])
-	return string(b[:])
 }

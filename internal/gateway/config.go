@@ -662,11 +662,20 @@ func validHeaderName(s string) bool {
 }
 
 // hasDotSegment reports whether a path has a "." or ".." segment or an
-// empty segment inside it.
+// empty segment inside it, as an upstream may read it: servlet containers
+// (Tomcat, Jetty) drop a segment's ;parameters, so that "..;x" is "..",
+// and Windows servers take a backslash for a slash (a path with one is
+// refused whole: no API needs it).
 func hasDotSegment(p string) bool {
+	if strings.IndexByte(p, '\\') >= 0 {
+		return true
+	}
 	first := true
 	for {
 		seg, rest, more := strings.Cut(p, "/")
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
 		switch {
 		case seg == "." || seg == "..":
 			return true

@@ -293,6 +293,9 @@ func TestIdentityHeaders(t *testing.T) {
 		"X_Forwarded_For":    "6.6.6.6",
 		"X_Request_Id":       "forged",
 		"X_Custom":           "kept",
+		"X-Real-IP":          "6.6.6.6",
+		"True-Client-IP":     "6.6.6.6",
+		"X-Client-IP":        "6.6.6.6",
 	})
 	if res.StatusCode != 200 {
 		t.Fatalf("status %d: %s", res.StatusCode, body)
@@ -315,6 +318,9 @@ func TestIdentityHeaders(t *testing.T) {
 		"X-Keyward-Evil": "",
 		// RemoteAddr is not a trusted proxy: its X-Forwarded-For is dropped.
 		"X-Forwarded-For":   "127.0.0.1",
+		"X-Real-Ip":         "127.0.0.1",
+		"True-Client-Ip":    "",
+		"X-Client-Ip":       "",
 		"X-Forwarded-Proto": "http",
 	}
 	for k, v := range want {
@@ -423,6 +429,11 @@ func TestRouting(t *testing.T) {
 		{"MethodNotAllowed", "DELETE", "/orders/1", "good", 405, "", "GET, HEAD, POST"},
 		{"NoRoute", "GET", "/nothing", "good", 404, "", ""},
 		{"DotSegments", "GET", "/public/../orders", "", 400, "", ""},
+		// What servlet containers and Windows servers read as "..".
+		{"DotSegmentWithParams", "GET", "/public/..;x=1/orders", "", 400, "", ""},
+		{"DotSegmentEncodedParams", "GET", "/public/..%3b/orders", "", 400, "", ""},
+		{"Backslash", "GET", "/public/%5c..%5corders", "", 400, "", ""},
+		{"ParamsKept", "GET", "/public/items;v=2/1", "", 200, "u1", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hdr := map[string]string{}
@@ -548,6 +559,10 @@ routes:
 		}
 		if got := upstreamSaw(t, body).Header.Get("X-Forwarded-For"); got != "9.9.9.9, 203.0.113.7, 127.0.0.2, 127.0.0.1" {
 			t.Errorf("X-Forwarded-For %q", got)
+		}
+		// X-Real-Ip is the client as resolved through the trusted hops.
+		if got := upstreamSaw(t, body).Header.Get("X-Real-Ip"); got != "203.0.113.7" {
+			t.Errorf("X-Real-Ip %q", got)
 		}
 	})
 	t.Run("Untrusted", func(t *testing.T) {

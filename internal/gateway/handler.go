@@ -226,6 +226,10 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	} else {
 		out.Header.Set("X-Forwarded-Proto", "http")
 	}
+	for _, k := range clientIPFields {
+		out.Header.Del(k)
+	}
+	out.Header.Set("X-Real-Ip", st.clientIP.String())
 
 	if st.rt.cfg.StripPrefix && st.rt.cfg.PathPrefix != "/" {
 		stripPrefix(out.URL, in.URL, st.rt.cfg.PathPrefix)

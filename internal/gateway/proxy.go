@@ -649,6 +649,12 @@ func (h *Handler) writeHead(bw *bufio.Writer, r *http.Request, st *reqState, u *
 		bw.WriteString("\r\n")
 	}
 	writeField(bw, "X-Request-Id", st.requestID)
+	// The client's address as the gateway resolved it (trusted proxies
+	// considered), where frameworks look first (chi's RealIP, say); a
+	// client's own such fields are dropped (clientIPFields).
+	bw.WriteString("X-Real-Ip: ")
+	bw.Write(st.clientIP.AppendTo(bw.AvailableBuffer()))
+	bw.WriteString("\r\n")
 
 	// X-Forwarded-*: a trusted proxy's values are kept and appended to; an
 	// untrusted client's are dropped, so upstreams can believe them.
@@ -705,7 +711,8 @@ func (h *Handler) dropRequestField(k string, rt *Route, conn []string) bool {
 	}
 	switch k {
 	case "Content-Length", "Expect", "Host", "X-Request-Id",
-		"Forwarded", "X-Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		"Forwarded", "X-Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+		"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip":
 		// Expect: the server answers 100 Continue to the client itself
 		// when the body is first read.
 		return true
@@ -717,6 +724,12 @@ func (h *Handler) dropRequestField(k string, rt *Route, conn []string) bool {
 	}
 	return rt.TokenHeader != "" && k == rt.TokenHeader
 }
+
+// clientIPFields are the fields by which proxies and CDNs tell upstreams
+// the client's address. An upstream that believes one would believe a
+// client that forged it: the gateway drops them all and sets X-Real-Ip
+// itself (and X-Forwarded-For).
+var clientIPFields = [...]string{"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip"}
 
 // underscoreAlias is the canonical name a CGI-style server takes k for:
 // its underscores read as dashes.

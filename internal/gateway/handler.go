@@ -515,7 +515,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	}
 	if isUpgrade(r) {
 		// The connection is hijacked and both directions copied:
-		// httputil.ReverseProxy does it well, and upgrades are rare.
+		// httputil.ReverseProxy does it well, and upgrades are rare. The
+		// upstream is offered WebSocket alone (see isUpgrade).
+		r.Header.Set("Upgrade", "websocket")
 		rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 		return
 	}

@@ -82,11 +82,14 @@ func headerHasToken(vv []string, token string) bool {
 	return false
 }
 
-// isUpgrade reports whether r asks to switch protocols (a WebSocket, say);
-// such requests go through httputil.ReverseProxy, which hijacks the
-// connection.
+// isUpgrade reports whether r asks to switch to WebSocket; such requests
+// go through httputil.ReverseProxy, which hijacks the connection. Other
+// upgrades are not passed: their Upgrade field, hop-by-hop, is dropped and
+// the request goes as any other. A tunnel to a protocol that carries
+// requests of its own (h2c above all) would let a client send the
+// upstream requests the gateway never sees, let alone authorizes.
 func isUpgrade(r *http.Request) bool {
-	return len(r.Header["Upgrade"]) > 0 && headerHasToken(r.Header["Connection"], "upgrade")
+	return headerHasToken(r.Header["Upgrade"], "websocket") && headerHasToken(r.Header["Connection"], "upgrade")
 }
 
 // bodiless reports whether r has no request body.

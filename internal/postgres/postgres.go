@@ -410,11 +410,16 @@ func unreachable(err error) bool {
 	var ne net.Error
 	var pe *pgconn.PgError
 	switch {
+	case errors.As(err, &ce):
+		// No connection could be made, whatever the server said to the
+		// attempt (not accepting connections, too many, a login refused):
+		// the store cannot be reached, and the caller may try again.
+		return true
 	case errors.As(err, &pe):
 		// admin_shutdown, crash_shutdown, cannot_connect_now, and the
 		// connection exceptions of class 08.
 		return pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || strings.HasPrefix(pe.Code, "08")
-	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded),
+	case errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED),
 		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return true

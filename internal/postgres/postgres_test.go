@@ -867,3 +867,35 @@ func TestNotify(t *testing.T) {
 		wait(t, last(t))
 	})
 }
+
+// TestLoginRefusedIsUnavailable: a server that refuses the login itself
+// (a database not accepting connections, too many clients) is a store
+// that cannot be reached: EUNAVAILABLE, which the API answers 503 with
+// Retry-After, not an internal error.
+func TestLoginRefusedIsUnavailable(t *testing.T) {
+	base := baseURL(t)
+	b := make([]byte, 8)
+	rand.Read(b)
+	name := "keyward_refuse_" + hex.EncodeToString(b)
+	admin(t, `CREATE DATABASE `+name)
+	t.Cleanup(func() {
+		admin(t, `ALTER DATABASE `+name+` ALLOW_CONNECTIONS true`)
+		admin(t, `DROP DATABASE `+name+` WITH (FORCE)`)
+	})
+	p, err := url.Parse(base)
+	if err != nil {
+		t.Skipf("%s is not a URL: %v", urlEnv, err)
+	}
+	p.Path = "/" + name
+	db, err := Open(t.Context(), p.String(), WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	admin(t, `ALTER DATABASE `+name+` ALLOW_CONNECTIONS false`)
+	admin(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '`+name+`' AND pid <> pg_backend_pid()`)
+	_, err = db.FindWorkspaces(t.Context(), keyward.WorkspaceFilter{Limit: 1})
+	if keyward.ErrorCode(err) != keyward.EUNAVAILABLE {
+		t.Fatalf("FindWorkspaces with logins refused: %v (code %q), want %s", err, keyward.ErrorCode(err), keyward.EUNAVAILABLE)
+	}
+}

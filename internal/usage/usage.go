@@ -106,7 +106,8 @@ type Recorder struct {
 	cfg       Config
 	log       *slog.Logger
 	shards    [numShards]shard
-	maxPerSh  int
+	buffered  atomic.Int64  // raw events in the shards, at most cfg.MaxEvents
+	spread    atomic.Uint64 // turns through the shards for records without a token
 	recorded  atomic.Uint64
 	dropped   atomic.Uint64
 	flushErrs atomic.Uint64
@@ -154,7 +155,6 @@ func New(cfg Config) *Recorder {
 	r := &Recorder{
 		cfg:         cfg,
 		log:         cfg.Log,
-		maxPerSh:    max(cfg.MaxEvents/numShards, 1),
 		carryCounts: make(map[key]int64),
 		stop:        make(chan struct{}),
 	}
@@ -166,6 +166,7 @@ func New(cfg Config) *Recorder {
 
 // Record adds one verification. It takes a lock shared with a sixteenth
 // of the tokens and does not allocate once the token's bucket exists.
+// Raw events beyond cfg.MaxEvents held are dropped and counted.
 func (r *Recorder) Record(q *Request) {
 	if r == nil {
 		return
@@ -177,7 +178,10 @@ func (r *Recorder) Record(q *Request) {
 		// Ids end in random characters: their last byte spreads tokens.
 		sh = &r.shards[q.TokenID[n-1]&(numShards-1)]
 	} else {
-		sh = &r.shards[0]
+		// No token (MALFORMED, NOT_FOUND): in turn, so that a flood of
+		// made-up tokens does not queue on one lock (Flush adds the
+		// shards' counts of one bucket up).
+		sh = &r.shards[r.spread.Add(1)&(numShards-1)]
 	}
 	sh.mu.Lock()
 	sh.counts[k]++
@@ -187,9 +191,12 @@ func (r *Recorder) Record(q *Request) {
 		keep = sh.successes%r.cfg.SampleEvery == 0
 	}
 	if keep {
-		if len(sh.events) < r.maxPerSh {
+		// The bound is on all shards together: the events of one token,
+		// or of none (a flood of made-up tokens), may use all of it.
+		if r.buffered.Add(1) <= int64(r.cfg.MaxEvents) {
 			sh.events = append(sh.events, *q)
 		} else {
+			r.buffered.Add(-1)
 			r.dropped.Add(1)
 		}
 	}
@@ -251,6 +258,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		}
 		e := sh.events
 		sh.events = nil
+		r.buffered.Add(-int64(len(e)))
 		sh.mu.Unlock()
 		for k, n := range c {
 			counts[k] += n

@@ -155,26 +155,39 @@ func TestSampling(t *testing.T) {
 }
 
 // TestOverflowCounted fills the raw-event buffer: the events beyond it are
-// dropped and counted, and the counts stay exact.
+// dropped and counted, and the counts stay exact. The bound is on the
+// buffer as a whole: one token's failures, or those that name no token
+// (a flood of made-up tokens), may fill all of it.
 func TestOverflowCounted(t *testing.T) {
 	st, ws := openStore(t)
-	r := New(Config{Store: st, MaxEvents: 2 * numShards}) // two per shard
+	r := New(Config{Store: st, MaxEvents: 40})
 	const a = "tok_0000000000000000000000000a"
-	for i := range 5 {
-		r.Record(req(ws.ID, a, i, "/v1/verify", keyward.Revoked, 200))
+	for i := range 30 {
+		r.Record(req(ws.ID, a, i%60, "/v1/verify", keyward.Revoked, 200))
 	}
-	if s := r.Stats(); s.Dropped != 3 || s.PendingEvents != 2 {
-		t.Errorf("stats = %+v, want 3 dropped and 2 pending", s)
+	if s := r.Stats(); s.Dropped != 0 || s.PendingEvents != 30 {
+		t.Errorf("stats = %+v, want 30 pending, none dropped (one token may use the whole buffer)", s)
+	}
+	for i := range 25 {
+		r.Record(req(ws.ID, "", i%60, "/v1/verify", keyward.NotFound, 200))
+	}
+	if s := r.Stats(); s.Dropped != 15 || s.PendingEvents != 40 {
+		t.Errorf("stats = %+v, want 15 dropped and 40 pending", s)
 	}
 	if err := r.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(events(t, st, ws.ID)); n != 2 {
-		t.Errorf("%d events stored, want 2", n)
+	if n := len(events(t, st, ws.ID)); n != 40 {
+		t.Errorf("%d events stored, want 40", n)
 	}
 	if got := rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Hour}); !reflect.DeepEqual(got,
-		[]string{"10:00 /v1/verify REVOKED 200 5"}) {
-		t.Errorf("counts = %q, want all 5", got)
+		[]string{"10:00 /v1/verify NOT_FOUND 200 25", "10:00 /v1/verify REVOKED 200 30"}) {
+		t.Errorf("counts = %q, want all 55", got)
+	}
+	// Written, the events free the buffer.
+	r.Record(req(ws.ID, a, 1, "/v1/verify", keyward.Revoked, 200))
+	if s := r.Stats(); s.Dropped != 15 || s.PendingEvents != 1 {
+		t.Errorf("stats after the flush = %+v, want 1 pending", s)
 	}
 }
 

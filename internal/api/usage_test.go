@@ -112,6 +112,25 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// TestIntrospectionUsage: an introspection answered active is counted
+// as such (VALID), though the token's allowlist would refuse a use
+// without the caller's IP; one answered inactive keeps its reason.
+func TestIntrospectionUsage(t *testing.T) {
+	s := newStack(t)
+	m := s.create(map[string]any{"name": "fenced", "allowed_cidrs": []string{"10.0.0.0/8"}})
+	id, text := m["id"].(string), m["token"].(string)
+	if r := s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {text}}).object(t); r["active"] != true {
+		t.Fatalf("introspection = %v", r)
+	}
+	wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, nil), http.StatusOK)
+	s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {text}})
+	s.flushUsage()
+	v := s.do("GET", "/v1/tokens/"+id+"/usage?granularity=minute", s.root, nil).object(t)
+	if got, want := counts(v["by_outcome"]), map[string]float64{"VALID": 1, "REVOKED": 1}; !reflect.DeepEqual(got, want) {
+		t.Errorf("by_outcome = %v, want %v", got, want)
+	}
+}
+
 func TestUsageValidation(t *testing.T) {
 	s := newStack(t)
 	id, _ := s.newToken("t")

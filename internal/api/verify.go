@@ -83,7 +83,14 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		return
 	}
-	s.recordUse(r, usageRouteIntrospect, start, &req, &res, http.StatusOK)
+	// Usage records what the answer said: an active token is good for
+	// introspection, whatever its allowlist (no caller's IP is checked
+	// here) or limits would say of a use.
+	used := res
+	if active(res) {
+		used.Outcome = keyward.Valid
+	}
+	s.recordUse(r, usageRouteIntrospect, start, &req, &used, http.StatusOK)
 	if !active(res) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"active":false}`))

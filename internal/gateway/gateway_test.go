@@ -434,6 +434,10 @@ func TestRouting(t *testing.T) {
 		{"DotSegmentEncodedParams", "GET", "/public/..%3b/orders", "", 400, "", ""},
 		{"Backslash", "GET", "/public/%5c..%5corders", "", 400, "", ""},
 		{"ParamsKept", "GET", "/public/items;v=2/1", "", 200, "u1", ""},
+		// Routed as the upstream will read it: without the ;parameters.
+		{"ParamsAtBoundary", "GET", "/orders/special;x/1", "reader", 200, "u2", ""},
+		{"ParamsOnPrefix", "POST", "/orders;jsessionid=1/7", "reader", 403, "", ""},
+		{"ParamsInStrippedPrefix", "GET", "/api;x/v1/items", "reader", 400, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hdr := map[string]string{}

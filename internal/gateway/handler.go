@@ -486,6 +486,30 @@ func (h *Handler) finish(st *reqState) {
 	}
 }
 
+// routePath is the path a request is routed on: p with each segment's
+// ;parameters removed, as servlet containers (Tomcat, Jetty, Spring) read
+// it. /admin;x=1/users must take the /admin route's checks, since such an
+// upstream serves it as /admin/users. The upstream gets p as it came.
+func routePath(p string) string {
+	if strings.IndexByte(p, ';') < 0 {
+		return p
+	}
+	var b strings.Builder
+	b.Grow(len(p))
+	for {
+		seg, rest, more := strings.Cut(p, "/")
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
+		b.WriteString(seg)
+		if !more {
+			return b.String()
+		}
+		b.WriteByte('/')
+		p = rest
+	}
+}
+
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	var text string
 	st.remote, text = remoteAddr(st.sw.ResponseWriter, r)
@@ -499,7 +523,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		writeProblem(w, http.StatusBadRequest, "invalid", "the request path is not clean", st.requestID)
 		return
 	}
-	rt, allow := h.router.match(r.Host, r.URL.Path, r.Method)
+	rt, allow := h.router.match(r.Host, routePath(r.URL.Path), r.Method)
 	if rt == nil {
 		if allow != nil {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
@@ -510,6 +534,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		return
 	}
 	st.rt = rt
+	if rt.cfg.StripPrefix && !prefixMatch(rt.cfg.PathPrefix, r.URL.Path) {
+		// ;parameters inside the prefix (/orders;x/1): there is no prefix
+		// as sent to strip.
+		writeProblem(w, http.StatusBadRequest, "invalid", "the request path is not clean", st.requestID)
+		return
+	}
 	if rt.cfg.Auth != AuthNone && !h.authorize(w, r, st) {
 		return
 	}

@@ -111,7 +111,8 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 			b.Queue(`INSERT INTO rate_windows (token_id, window_ns, width, head, counts, until)
 				SELECT id, $2, $3, $4, $5, $6 FROM tokens WHERE id = $1
 				ON CONFLICT (token_id) DO UPDATE SET window_ns = excluded.window_ns, width = excluded.width,
-					head = excluded.head, counts = excluded.counts, until = excluded.until`,
+					head = excluded.head, counts = excluded.counts, until = excluded.until
+				WHERE excluded.until >= rate_windows.until`,
 				u.TokenID, int64(r.Window), r.Width, r.Head, string(counts), r.Until)
 		}
 	}

@@ -93,7 +93,8 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 				if _, err := tx.ExecContext(ctx, `INSERT INTO rate_windows (token_id, window_ns, width, head, counts, until)
 					SELECT id, ?, ?, ?, ?, ? FROM tokens WHERE id = ?
 					ON CONFLICT (token_id) DO UPDATE SET window_ns = excluded.window_ns, width = excluded.width,
-						head = excluded.head, counts = excluded.counts, until = excluded.until`,
+						head = excluded.head, counts = excluded.counts, until = excluded.until
+					WHERE excluded.until >= rate_windows.until`,
 					int64(r.Window), r.Width, r.Head, string(counts), encodeTime(r.Until), u.TokenID); err != nil {
 					return err
 				}

@@ -227,6 +227,7 @@ func (s *suite) testFlushUsage(t *testing.T) {
 		flush(t, f,
 			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 1, t1)},
 			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 2, t1.Add(time.Minute))}, // the later replaces
+			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 9, t1)},                  // an older state, retried, does not
 			keyward.UsageFlush{TokenID: b.ID, Rate: win(b.ID, 7, t0.Add(time.Minute))},
 			keyward.UsageFlush{TokenID: f.id(keyward.PrefixToken), Rate: win("tok_gone", 1, t1)}, // no such token: left out
 		)

@@ -561,7 +561,7 @@ func (e *Engine) limits(te *tokenEntry, t *keyward.Token, now time.Time, res *Re
 		switch {
 		case te.rate == nil:
 			if w, ok := e.restoredRate(te.id); ok {
-				te.rate = restoreLimiter(w, rateLimit, time.Duration(rl.Window))
+				te.rate = restoreLimiter(w, rateLimit, time.Duration(rl.Window), nowNS)
 			}
 			if te.rate == nil {
 				te.rate = newLimiter(rateLimit, time.Duration(rl.Window))
@@ -1014,10 +1014,15 @@ func (e *Engine) dropLocked(tokenID string) {
 	}
 	te.mu.Lock()
 	if l := te.rate; l != nil && l.sum > 0 {
-		// Its admissions still count if the token comes back.
+		// Its admissions still count if the token comes back. As many
+		// windows are kept as the cache holds tokens at most: beyond,
+		// a token that comes back starts anew (a cache that small is
+		// churning anyway).
 		w := l.state(tokenID)
 		e.restoredMu.Lock()
-		e.restored[tokenID] = *w
+		if len(e.restored) < e.cfg.MaxEntries {
+			e.restored[tokenID] = *w
+		}
 		e.restoredMu.Unlock()
 	}
 	te.mu.Unlock()

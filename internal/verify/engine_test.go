@@ -271,7 +271,8 @@ func TestRateLimitUpdateKeepsCount(t *testing.T) {
 // its last usage flush saw them): no fresh allowance.
 func TestRateLimitSurvivesRestart(t *testing.T) {
 	e := newEnv(t, verify.Config{})
-	_, text := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 3, Window: keyward.Duration(time.Hour)}})
+	tok, text := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 3, Window: keyward.Duration(time.Hour)}})
+	tokID := tok.ID
 	expect(t, e.verify(text, ""), keyward.Valid)
 	expect(t, e.verify(text, ""), keyward.Valid)
 	e.close() // flushes
@@ -293,9 +294,20 @@ func TestRateLimitSurvivesRestart(t *testing.T) {
 	_, other := e.create(&keyward.Token{})
 	expect(t, e.verify(other, ""), keyward.Valid) // evicts tok
 	expect(t, e.verify(text, ""), keyward.RateLimited)
+	// A new node, whose limiter starts from the stored window, still
+	// counts them under a new window.
+	e.close()
+	e.open(verify.Config{}, secretA)
+	if _, err := e.svc.UpdateToken(context.Background(), e.caller, tokID, func(t *keyward.Token) {
+		t.RateLimit = &keyward.RateLimit{Limit: 4, Window: keyward.Duration(2 * time.Hour)}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(text, ""), keyward.Valid) // 3 counted, 4 allowed
+	expect(t, e.verify(text, ""), keyward.RateLimited)
 	// The window passes: the allowance is whole again.
-	e.clock.Add(time.Hour + 4*time.Minute)
-	for range 3 {
+	e.clock.Add(2*time.Hour + 7*time.Minute)
+	for range 4 {
 		expect(t, e.verify(text, ""), keyward.Valid)
 	}
 }

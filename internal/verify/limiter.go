@@ -91,12 +91,12 @@ func (l *limiter) state(tokenID string) *keyward.RateWindow {
 	}
 }
 
-// restoreLimiter returns the limiter w describes, with the limit given,
-// or nil when w does not fit a limiter of window (another window, or a
-// state this version does not read).
-func restoreLimiter(w keyward.RateWindow, limit int64, window time.Duration) *limiter {
-	l := newLimiter(limit, window)
-	if w.Window != window || w.Width != l.width || len(w.Counts) != len(l.counts) {
+// restoreLimiter returns the limiter w describes, with the limit and
+// window given (a window other than w's carries what w counts at now, as
+// rewindow does), or nil when w is not a state this version reads.
+func restoreLimiter(w keyward.RateWindow, limit int64, window time.Duration, now int64) *limiter {
+	l := newLimiter(limit, w.Window)
+	if w.Window <= 0 || w.Width != l.width || len(w.Counts) != len(l.counts) {
 		return nil
 	}
 	l.head = w.Head
@@ -106,6 +106,9 @@ func restoreLimiter(w keyward.RateWindow, limit int64, window time.Duration) *li
 		}
 		l.counts[i] = c
 		l.sum += c
+	}
+	if w.Window != window {
+		return l.rewindow(now, window, limit)
 	}
 	return l
 }

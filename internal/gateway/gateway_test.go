@@ -288,14 +288,16 @@ func TestIdentityHeaders(t *testing.T) {
 		"X-Forwarded-For":   "6.6.6.6",
 		// CGI-style servers (WSGI, Rack, PHP) read these as the fields
 		// with dashes.
-		"X_Keyward_Subject":  "admin",
-		"X_keyward_token_id": "tok_forged",
-		"X_Forwarded_For":    "6.6.6.6",
-		"X_Request_Id":       "forged",
-		"X_Custom":           "kept",
-		"X-Real-IP":          "6.6.6.6",
-		"True-Client-IP":     "6.6.6.6",
-		"X-Client-IP":        "6.6.6.6",
+		"X_Keyward_Subject":   "admin",
+		"X_keyward_token_id":  "tok_forged",
+		"X_Forwarded_For":     "6.6.6.6",
+		"X_Request_Id":        "forged",
+		"X_Custom":            "kept",
+		"X-Real-IP":           "6.6.6.6",
+		"True-Client-IP":      "6.6.6.6",
+		"X-Client-IP":         "6.6.6.6",
+		"Client-IP":           "6.6.6.6",
+		"X_Cluster_Client_IP": "6.6.6.6",
 	})
 	if res.StatusCode != 200 {
 		t.Fatalf("status %d: %s", res.StatusCode, body)
@@ -321,6 +323,7 @@ func TestIdentityHeaders(t *testing.T) {
 		"X-Real-Ip":         "127.0.0.1",
 		"True-Client-Ip":    "",
 		"X-Client-Ip":       "",
+		"Client-Ip":         "",
 		"X-Forwarded-Proto": "http",
 	}
 	for k, v := range want {
@@ -567,6 +570,11 @@ routes:
 		// X-Real-Ip is the client as resolved through the trusted hops.
 		if got := upstreamSaw(t, body).Header.Get("X-Real-Ip"); got != "203.0.113.7" {
 			t.Errorf("X-Real-Ip %q", got)
+		}
+		// A trusted proxy's own client-IP fields are kept.
+		_, body = do(t, "GET", gw.URL+"/", map[string]string{"Authorization": "Bearer good", "X-Real-IP": "198.51.100.4", "CF-Connecting-IP": "198.51.100.4"})
+		if s := upstreamSaw(t, body); s.Header.Get("X-Real-Ip") != "198.51.100.4" || s.Header.Get("Cf-Connecting-Ip") != "198.51.100.4" || len(s.Header["X-Real-Ip"]) != 1 {
+			t.Errorf("a trusted proxy's fields: %v", s.Header)
 		}
 	})
 	t.Run("Untrusted", func(t *testing.T) {

@@ -226,10 +226,15 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	} else {
 		out.Header.Set("X-Forwarded-Proto", "http")
 	}
-	for _, k := range clientIPFields {
-		out.Header.Del(k)
+	out.Header.Del("X-Forwarded") // as the lean path drops it
+	for k := range out.Header {
+		if !st.trusted && clientIPField(k) {
+			delete(out.Header, k)
+		}
 	}
-	out.Header.Set("X-Real-Ip", st.clientIP.String())
+	if _, kept := out.Header["X-Real-Ip"]; !kept {
+		out.Header.Set("X-Real-Ip", st.clientIP.String())
+	}
 
 	if st.rt.cfg.StripPrefix && st.rt.cfg.PathPrefix != "/" {
 		stripPrefix(out.URL, in.URL, st.rt.cfg.PathPrefix)

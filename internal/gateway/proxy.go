@@ -619,9 +619,16 @@ func (h *Handler) writeHead(bw *bufio.Writer, r *http.Request, st *reqState, u *
 	bw.WriteString("\r\n")
 
 	conn := connectionTokens(r.Header)
+	keptRealIP := false
 	for k, vv := range r.Header {
 		if h.dropRequestField(k, rt, conn) {
 			continue
+		}
+		if clientIPField(k) {
+			if !st.trusted {
+				continue
+			}
+			keptRealIP = keptRealIP || k == "X-Real-Ip"
 		}
 		for _, v := range vv {
 			writeField(bw, k, v)
@@ -652,12 +659,14 @@ func (h *Handler) writeHead(bw *bufio.Writer, r *http.Request, st *reqState, u *
 		bw.WriteString("\r\n")
 	}
 	writeField(bw, "X-Request-Id", st.requestID)
-	// The client's address as the gateway resolved it (trusted proxies
-	// considered), where frameworks look first (chi's RealIP, say); a
-	// client's own such fields are dropped (clientIPFields).
-	bw.WriteString("X-Real-Ip: ")
-	bw.Write(st.clientIP.AppendTo(bw.AvailableBuffer()))
-	bw.WriteString("\r\n")
+	if !keptRealIP {
+		// The client's address as the gateway resolved it (trusted
+		// proxies considered), where frameworks look first (chi's RealIP,
+		// say); an untrusted client's own such fields are dropped.
+		bw.WriteString("X-Real-Ip: ")
+		bw.Write(st.clientIP.AppendTo(bw.AvailableBuffer()))
+		bw.WriteString("\r\n")
+	}
 
 	// X-Forwarded-*: a trusted proxy's values are kept and appended to; an
 	// untrusted client's are dropped, so upstreams can believe them.
@@ -714,8 +723,7 @@ func (h *Handler) dropRequestField(k string, rt *Route, conn []string) bool {
 	}
 	switch k {
 	case "Content-Length", "Expect", "Host", "X-Request-Id",
-		"Forwarded", "X-Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
-		"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip":
+		"Forwarded", "X-Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
 		// Expect: the server answers 100 Continue to the client itself
 		// when the body is first read.
 		return true
@@ -730,9 +738,25 @@ func (h *Handler) dropRequestField(k string, rt *Route, conn []string) bool {
 
 // clientIPFields are the fields by which proxies and CDNs tell upstreams
 // the client's address. An upstream that believes one would believe a
-// client that forged it: the gateway drops them all and sets X-Real-Ip
-// itself (and X-Forwarded-For).
-var clientIPFields = [...]string{"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip"}
+// client that forged it: they are dropped unless a trusted proxy sent
+// the request, and the gateway sets X-Real-Ip itself when it is not kept
+// (and X-Forwarded-For always).
+var clientIPFields = [...]string{
+	"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "X-Cluster-Client-Ip",
+	"Forwarded-For", "Cf-Connecting-Ip", "Fastly-Client-Ip",
+}
+
+// clientIPField reports whether k is one of clientIPFields, read with
+// underscores as dashes.
+func clientIPField(k string) bool {
+	switch k {
+	case "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "X-Cluster-Client-Ip",
+		"Forwarded-For", "Cf-Connecting-Ip", "Fastly-Client-Ip":
+		// clientIPFields, as a switch: this runs for every field.
+		return true
+	}
+	return strings.IndexByte(k, '_') >= 0 && slices.Contains(clientIPFields[:], underscoreAlias(k))
+}
 
 // underscoreAlias is the canonical name a CGI-style server takes k for:
 // its underscores read as dashes.

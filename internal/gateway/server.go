@@ -886,16 +886,17 @@ func (c *serverConn) reply(req *http.Request, status int, detail string) {
 	}
 	w.closeAfter = true
 	c.linger = true // what else the client sent is not read
-	writeProblem(w, status, "invalid", detail, "")
-	w.finish()
 	// Refused before any handler saw it: the access log still gets its
 	// line (a smuggling probe must not pass unseen), without the query
-	// string, as the handler's lines are.
+	// string, as the handler's lines are; before the answer, as the
+	// handler's are.
 	attrs := []slog.Attr{slog.Int("status", status), slog.String("client_ip", c.clientIP()), slog.String("refused", detail)}
 	if req != nil {
 		attrs = append(attrs, slog.String("method", req.Method), slog.String("path", req.URL.Path))
 	}
 	c.srv.log().LogAttrs(context.Background(), slog.LevelInfo, "gateway request refused", attrs...)
+	writeProblem(w, status, "invalid", detail, "")
+	w.finish()
 }
 
 // clientIP is the connection's peer address without its port.

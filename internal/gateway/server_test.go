@@ -667,10 +667,6 @@ func TestServerBodyOutlivesRequest(t *testing.T) {
 	}
 }
 
-// TestServerStalledBody: a client that sends part of a body and stops,
-// to a handler that answers without reading it, gets the answer and the
-// connection closed within the header timeout, not a connection held
-// for ever.
 // TestServerStalledBody: a request refused before its body was read is
 // answered at once, not after the client sent the rest of the body (or
 // the header timeout passed), and the connection is kept: the rest of the

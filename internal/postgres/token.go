@@ -591,6 +591,8 @@ func (db *DB) Redigest(ctx context.Context, oldDigest []byte, sec *keyward.Secre
 
 // SecretKeys counts the stored secrets by the server key that made them.
 func (db *DB) SecretKeys(ctx context.Context) (map[string]int64, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
 	rows, err := db.pool.Query(ctx, `SELECT key_id, COUNT(*) FROM token_secrets GROUP BY key_id`)
 	if err != nil {
 		return nil, wrap("secret keys", err)

@@ -90,7 +90,7 @@ func WithAuditKey(key []byte) Option {
 }
 
 // WithLinkUnchainedAudit lets the migration that adds the audit chain
-// link audit events a store already holds (see keyward.ErrUnchainedAudit).
+// link audit events a store already holds (see keyward.UnchainedAuditError).
 func WithLinkUnchainedAudit() Option {
 	return func(db *DB) { db.linkUnchained = true }
 }

@@ -61,8 +61,8 @@ func newFake() *fakeVerifier {
 	tok := func(id string, scopes ...string) *keyward.Token {
 		return &keyward.Token{ID: id, Subject: "user-" + id, Scopes: scopes}
 	}
-	// The refused tokens have limits too: a 401 must not show them (it
-	// would tell a real token from an unknown one).
+	// The refused tokens have limits too: every response of a limited
+	// token shows them (PRODUCT §5), its 401s too.
 	lim := verify.Limit{Set: true, Limit: 100, Remaining: 42, Reset: 17 * time.Second, Window: time.Minute}
 	return &fakeVerifier{tokens: map[string]verify.Result{
 		"good":       {Outcome: keyward.Valid, Token: tok("tok_good", "orders:read", "orders:write")},
@@ -226,11 +226,11 @@ func TestOutcomes(t *testing.T) {
 		{"NoCredential", "", 401, `Bearer realm="keyward"`, "", "", false},
 		{"ErrMalformed", "malformed", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
 		{"ErrNotFound", "nope", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
-		{"ErrRevoked", "revoked", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
-		{"ErrSuspended", "suspended", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
-		{"ErrPending", "pending", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
-		{"ErrExpired", "expired", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
-		{"ErrIPNotAllowed", "ipblocked", 401, `Bearer realm="keyward", error="invalid_token"`, "", "", true},
+		{"ErrRevoked", "revoked", 401, `Bearer realm="keyward", error="invalid_token"`, "", `"default";r=42;t=17`, true},
+		{"ErrSuspended", "suspended", 401, `Bearer realm="keyward", error="invalid_token"`, "", `"default";r=42;t=17`, true},
+		{"ErrPending", "pending", 401, `Bearer realm="keyward", error="invalid_token"`, "", `"default";r=42;t=17`, true},
+		{"ErrExpired", "expired", 401, `Bearer realm="keyward", error="invalid_token"`, "", `"default";r=42;t=17`, true},
+		{"ErrIPNotAllowed", "ipblocked", 401, `Bearer realm="keyward", error="invalid_token"`, "", `"default";r=42;t=17`, true},
 		{"ErrInsufficientScope", "reader", 403, `Bearer realm="keyward", error="insufficient_scope", scope="orders:write"`, "", "", false},
 		{"ErrRateLimited", "ratelimit", 429, "", "3", `"default";r=0;t=3`, false},
 		{"ErrQuotaExceeded", "quota", 429, "", "3600", `"default";r=0;t=3600`, false},

@@ -590,12 +590,10 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 		writeProblem(w, http.StatusServiceUnavailable, keyward.EUNAVAILABLE, "the token store is unavailable", st.requestID)
 		return false
 	}
-	switch res.Outcome {
-	case keyward.Valid, keyward.InsufficientScope, keyward.RateLimited, keyward.QuotaExceeded:
-		// The token's limits, on the answers that say it is good already.
-		// Not on a 401: a revoked, expired or suspended token, or one used
-		// from outside its allowlist, would be told apart from an unknown
-		// one (a thief would learn the token is real).
+	if res.Outcome.Identified() {
+		// On every response of a limited token (PRODUCT §5), its 401s
+		// too, though they tell a revoked or expired token from an
+		// unknown one; the body does not say which check failed.
 		setRateLimit(w.Header(), res, st.rlVals[:])
 	}
 	switch res.Outcome {

@@ -52,8 +52,12 @@ func defineStoreFlags(fs *flagSet, c *storeConfig) {
 	fs.String(&c.DataDir, "data-dir", "KEYWARD_DATA_DIR", "./keyward-data", "`DIR` of the embedded SQLite store")
 	fs.String(&c.DatabaseURL, "database-url", "KEYWARD_DATABASE_URL", "", "`URL` of a PostgreSQL store (postgres://...), instead of --data-dir")
 	fs.Check(func() error {
-		if fs.Changed("data-dir") && fs.Changed("database-url") {
-			return errors.New("give --data-dir or --database-url, not both: they name two different stores")
+		// --data-dir given while a database URL is too (flag or
+		// KEYWARD_DATABASE_URL): the URL would win unseen. (A
+		// KEYWARD_DATA_DIR in the environment with --database-url is the
+		// flag overriding it, as flags do.)
+		if fs.Changed("data-dir") && (fs.Changed("database-url") || fs.envValue("KEYWARD_DATABASE_URL") != "") {
+			return errors.New("give --data-dir or --database-url (KEYWARD_DATABASE_URL), not both: they name two different stores")
 		}
 		return nil
 	})

@@ -1512,7 +1512,9 @@ func (b *requestBody) keepable() bool {
 	case b.closed || b.err != nil:
 		return false
 	}
-	return b.length < 0 || b.length-b.n <= maxDiscardBytes
+	// A chunked body of unknown length may be any size: saying keep-alive
+	// would be a promise that reading it away could break.
+	return b.length >= 0 && b.length-b.n <= maxDiscardBytes
 }
 
 // readWhole reports whether the body was read to its end.

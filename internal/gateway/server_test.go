@@ -705,14 +705,16 @@ func TestServerStalledBody(t *testing.T) {
 		}
 	})
 	t.Run("Chunked", func(t *testing.T) {
+		// A chunked body may be of any length: answered at once too, but
+		// with Connection: close, keep-alive being a promise that reading
+		// the rest away could break.
 		rc := dialRaw(t, serveWith(t, &Server{Handler: refuse, ReadHeaderTimeout: time.Hour}))
 		rc.send("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
-		if res, _ := rc.read("POST"); res.StatusCode != 401 || res.Close {
-			t.Fatalf("got %d close=%v, want 401, kept", res.StatusCode, res.Close)
+		if res, _ := rc.read("POST"); res.StatusCode != 401 || !res.Close {
+			t.Fatalf("got %d close=%v, want 401 and Connection: close", res.StatusCode, res.Close)
 		}
-		rc.send("2\r\nde\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		if res, body := rc.read("GET"); res.StatusCode != 401 || body != "GET" {
-			t.Fatalf("the next request: got %d %q", res.StatusCode, body)
+		if _, err := io.WriteString(rc.c, "2\r\nde\r\n0\r\n\r\n"); err != nil {
+			t.Fatalf("the rest of the body: %v (the close did not linger)", err)
 		}
 	})
 	t.Run("ConnectionClose", func(t *testing.T) {

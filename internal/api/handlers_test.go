@@ -1643,12 +1643,16 @@ func TestOperational(t *testing.T) {
 		s.db.Close()
 		wantStatus(t, s.do("GET", "/readyz", "", nil), 503)
 		wantStatus(t, s.do("GET", "/healthz", "", nil), 200)
+		if r := s.do("GET", "/metrics", "", nil); !strings.Contains(string(r.Body), `keyward_dependency_up{dependency="store"} 0`) {
+			t.Errorf("metrics with the store closed lack the store down:\n%s", r.Body)
+		}
 	})
 	t.Run("OKMetrics", func(t *testing.T) {
 		r := s.do("GET", "/metrics", "", nil)
 		wantStatus(t, r, 200)
 		body := string(r.Body)
-		for _, want := range []string{`keyward_verifications_total{outcome="VALID"}`, `keyward_verifications_total{outcome="MALFORMED"}`, `keyward_http_requests_total{code="201",route="POST /v1/tokens"} 1`} {
+		for _, want := range []string{`keyward_verifications_total{outcome="VALID"}`, `keyward_verifications_total{outcome="MALFORMED"}`, `keyward_http_requests_total{code="201",route="POST /v1/tokens"} 1`,
+			`keyward_dependency_up{dependency="store"} 1`} {
 			if !strings.Contains(body, want) {
 				t.Errorf("metrics lack %s", want)
 			}

@@ -126,7 +126,13 @@ func New(cfg Config) *Server {
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
 	}
-	s.metrics = newMetrics(s.engine, s.usage, cfg.Version, cfg.Probes)
+	// The store is a dependency too, for keyward_dependency_up; /readyz
+	// checks it apart from the probes, as its absence says more.
+	deps := cfg.Probes
+	if s.store != nil {
+		deps = append([]Probe{{Name: "store", Check: s.store.Ping}}, cfg.Probes...)
+	}
+	s.metrics = newMetrics(s.engine, s.usage, cfg.Version, deps)
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		var h http.Handler = rt.Handler

@@ -138,6 +138,11 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	if ses.Verified {
 		ses.ReauthAt = now
 		events = append(events, s.event(r, ses.WorkspaceID, u.ID, "session.signin", ses.ID, now))
+	} else {
+		// The password was right; the second factor is still owed. Not a
+		// sign-in yet, but a trace of the password's use: one that never
+		// completes is a password someone else may hold.
+		events = append(events, s.event(r, ses.WorkspaceID, u.ID, "session.signin_pending", ses.ID, now))
 	}
 	if err := s.accounts.CreateSession(ctx, ses, events...); err != nil {
 		s.fail(w, r, err)

@@ -160,7 +160,7 @@ func TestTOTP(t *testing.T) {
 				t.Errorf("event %s holds the password", ev.Action)
 			}
 		}
-		for _, a := range []string{"user.create", "session.signin", "session.signout", "session.signin_failed", "mfa.totp_enable",
+		for _, a := range []string{"user.create", "session.signin", "session.signin_pending", "session.signout", "session.signin_failed", "mfa.totp_enable",
 			"mfa.recovery_codes_create", "mfa.recovery_code_use", "mfa.totp_disable"} {
 			if !seen[a] {
 				t.Errorf("no %s event", a)

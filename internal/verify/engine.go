@@ -702,64 +702,10 @@ func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.To
 func (e *Engine) rollQuota(te *tokenEntry, q *keyward.Quota, qnum int64) {
 	if te.quotaPend > 0 {
 		e.dirtyMu.Lock()
-		e.carry = append(e.carry, quotaFlushes(te.id, q.Period, te.quotaNum, te.quotaPend, e.usedAt(te))...)
+		e.carry = append(e.carry, keyward.UsageFlush{TokenID: te.id, Period: periodKey(q.Period, te.quotaNum), QuotaDelta: te.quotaPend})
 		e.dirtyMu.Unlock()
 	}
 	te.quotaNum, te.quotaUsed, te.quotaPend = qnum, 0, 0
-}
-
-// reseedQuota sets te's quota count to the stored count of q's period,
-// when the token's quota period changed from old's: use pending for the
-// old period is flushed as it would have been.
-func (e *Engine) reseedQuota(ctx context.Context, te *tokenEntry, old, q *keyward.Quota) error {
-	now := e.now()
-	num := periodNum(q.Period, now)
-	used, err := e.cfg.Store.QuotaUsed(ctx, te.id, periodKey(q.Period, num))
-	if err != nil {
-		return err
-	}
-	te.mu.Lock()
-	defer te.mu.Unlock()
-	if old != nil && te.quotaPend > 0 {
-		// Pending use is in the old period's count only: written for
-		// every period (see Flush), and added here to the new one.
-		used += te.quotaPend
-		e.dirtyMu.Lock()
-		e.carry = append(e.carry, quotaFlushes(te.id, old.Period, te.quotaNum, te.quotaPend, e.usedAt(te))...)
-		e.dirtyMu.Unlock()
-	}
-	te.quotaNum, te.quotaUsed, te.quotaPend = num, used, 0
-	return nil
-}
-
-// usedAt is when te's pending uses were made, to within a flush
-// interval: its last use. Called with te.mu held.
-func (e *Engine) usedAt(te *tokenEntry) time.Time {
-	if te.lastAt == 0 {
-		return e.now()
-	}
-	return time.Unix(0, te.lastAt)
-}
-
-// quotaPeriods are the kinds of quota period. Use is counted for each
-// kind whatever a token's quota says, so that a quota whose period is
-// changed starts from what was used in its new period, not from none.
-var quotaPeriods = [...]string{keyward.PeriodDay, keyward.PeriodMonth, keyward.PeriodNone}
-
-// quotaFlushes returns the flush entries of n uses of a token's quota:
-// under the key of period number num of its own period, and under the
-// key of every other period at time at (when the uses were made, to
-// within a flush interval).
-func quotaFlushes(tokenID, period string, num, n int64, at time.Time) []keyward.UsageFlush {
-	out := make([]keyward.UsageFlush, 0, len(quotaPeriods))
-	for _, p := range quotaPeriods {
-		k := periodKey(p, periodNum(p, at))
-		if p == period {
-			k = periodKey(p, num)
-		}
-		out = append(out, keyward.UsageFlush{TokenID: tokenID, Period: k, QuotaDelta: n})
-	}
-	return out
 }
 
 // periodNum numbers calendar periods in UTC without allocating: days since
@@ -933,14 +879,6 @@ func (e *Engine) install(ctx context.Context, tok *keyward.Token, secs []*keywar
 				return err
 			}
 			fresh.quotaNum, fresh.quotaUsed = num, used
-		}
-	} else if q := tok.Quota; q != nil {
-		if old := te.snap.Load().token.Quota; old == nil || old.Period != q.Period {
-			// Another kind of period (day to month, say): its count was
-			// kept all along (see Flush); start from it, not from none.
-			if err := e.reseedQuota(ctx, te, old, q); err != nil {
-				return err
-			}
 		}
 	}
 
@@ -1127,9 +1065,8 @@ func (e *Engine) Flush(ctx context.Context) error {
 			}
 		}
 		if q := te.snap.Load().token.Quota; q != nil && te.quotaPend > 0 {
-			fs := quotaFlushes(te.id, q.Period, te.quotaNum, te.quotaPend, e.usedAt(te))
-			f.Period, f.QuotaDelta = fs[0].Period, fs[0].QuotaDelta
-			batch = append(batch, fs[1:]...)
+			f.Period = periodKey(q.Period, te.quotaNum)
+			f.QuotaDelta = te.quotaPend
 			te.quotaPend = 0
 		}
 		if te.rate != nil {

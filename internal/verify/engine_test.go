@@ -312,40 +312,6 @@ func TestRateLimitSurvivesRestart(t *testing.T) {
 	}
 }
 
-// TestQuotaPeriodChange: a quota whose period is changed (day to month
-// to none) counts what was used in its new period, not from none.
-func TestQuotaPeriodChange(t *testing.T) {
-	e := newEnv(t, verify.Config{})
-	tok, text := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 10, Period: keyward.PeriodDay}})
-	for range 10 {
-		expect(t, e.verify(text, ""), keyward.Valid)
-	}
-	expect(t, e.verify(text, ""), keyward.QuotaExceeded)
-	setPeriod := func(p string) {
-		t.Helper()
-		if _, err := e.svc.UpdateToken(context.Background(), e.caller, tok.ID, func(t *keyward.Token) {
-			t.Quota = &keyward.Quota{Limit: 10, Period: p}
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Unflushed, then flushed: both count.
-	setPeriod(keyward.PeriodMonth)
-	expect(t, e.verify(text, ""), keyward.QuotaExceeded)
-	if err := e.engine.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	setPeriod(keyward.PeriodNone)
-	expect(t, e.verify(text, ""), keyward.QuotaExceeded)
-	// A new node reads the same from the store.
-	e.close()
-	e.open(verify.Config{}, secretA)
-	expect(t, e.verify(text, ""), keyward.QuotaExceeded)
-	setPeriod(keyward.PeriodDay)
-	e.clock.Add(24 * time.Hour) // a new day: its own count
-	expect(t, e.verify(text, ""), keyward.Valid)
-}
-
 func TestQuotaPersistsAndRolls(t *testing.T) {
 	e := newEnv(t, verify.Config{})
 	e.clock.t = time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
@@ -647,9 +613,8 @@ func TestUsageWritesBatched(t *testing.T) {
 	if err := eng.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// One entry for each kind of quota period (see TestQuotaPeriodChange).
-	if cs.flushes != 1 || cs.entries != 3 {
-		t.Fatalf("%d flushes of %d entries for 10,000 verifications, want 1 of 3", cs.flushes, cs.entries)
+	if cs.flushes != 1 || cs.entries != 1 {
+		t.Fatalf("%d flushes of %d entries for 10,000 verifications, want 1 of 1", cs.flushes, cs.entries)
 	}
 	if used, _ := db.QuotaUsed(context.Background(), tok.ID, "total"); used != 10000 {
 		t.Fatalf("quota used %d, want 10000", used)

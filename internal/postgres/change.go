@@ -112,7 +112,7 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 				SELECT id, $2, $3, $4, $5, $6 FROM tokens WHERE id = $1
 				ON CONFLICT (token_id) DO UPDATE SET window_ns = excluded.window_ns, width = excluded.width,
 					head = excluded.head, counts = excluded.counts, until = excluded.until
-				WHERE excluded.until >= rate_windows.until`,
+				WHERE excluded.head * excluded.width >= rate_windows.head * rate_windows.width`,
 				u.TokenID, int64(r.Window), r.Width, r.Head, string(counts), r.Until)
 		}
 	}

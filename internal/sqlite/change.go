@@ -94,7 +94,7 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 					SELECT id, ?, ?, ?, ?, ? FROM tokens WHERE id = ?
 					ON CONFLICT (token_id) DO UPDATE SET window_ns = excluded.window_ns, width = excluded.width,
 						head = excluded.head, counts = excluded.counts, until = excluded.until
-					WHERE excluded.until >= rate_windows.until`,
+					WHERE excluded.head * excluded.width >= rate_windows.head * rate_windows.width`,
 					int64(r.Window), r.Width, r.Head, string(counts), encodeTime(r.Until), u.TokenID); err != nil {
 					return err
 				}

@@ -221,15 +221,18 @@ func (s *suite) testFlushUsage(t *testing.T) {
 			c[5] = n
 			return c
 		}
-		win := func(id string, n int64, until time.Time) *keyward.RateWindow {
-			return &keyward.RateWindow{TokenID: id, Window: time.Hour, Width: int64(3 * time.Minute), Head: 9876543, Counts: counts(n), Until: until}
+		// States by the start of their newest sub-window (head·width):
+		// a later one replaces, an older one (a retried flush) does not,
+		// whatever their until (a shortened window ends sooner).
+		win := func(id string, n, head int64, until time.Time) *keyward.RateWindow {
+			return &keyward.RateWindow{TokenID: id, Window: time.Hour, Width: int64(3 * time.Minute), Head: head, Counts: counts(n), Until: until}
 		}
 		flush(t, f,
-			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 1, t1)},
-			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 2, t1.Add(time.Minute))}, // the later replaces
-			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 9, t1)},                  // an older state, retried, does not
-			keyward.UsageFlush{TokenID: b.ID, Rate: win(b.ID, 7, t0.Add(time.Minute))},
-			keyward.UsageFlush{TokenID: f.id(keyward.PrefixToken), Rate: win("tok_gone", 1, t1)}, // no such token: left out
+			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 1, 9876542, t1.Add(time.Hour))},
+			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 2, 9876543, t1.Add(time.Minute))}, // later, ending sooner: replaces
+			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 9, 9876542, t1.Add(2*time.Hour))}, // older, retried: does not
+			keyward.UsageFlush{TokenID: b.ID, Rate: win(b.ID, 7, 9876543, t0.Add(time.Minute))},
+			keyward.UsageFlush{TokenID: f.id(keyward.PrefixToken), Rate: win("tok_gone", 1, 9876543, t1)}, // no such token: left out
 		)
 		got, err := f.s.RateWindows(f.ctx, t0.Add(2*time.Minute))
 		if err != nil {

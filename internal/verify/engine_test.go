@@ -312,6 +312,29 @@ func TestRateLimitSurvivesRestart(t *testing.T) {
 	}
 }
 
+// TestRateWindowShortened: a window shortened (1h to 1m) is stored as the
+// later state though it ends sooner, so a restart counts the new window's
+// admissions.
+func TestRateWindowShortened(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, text := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 10, Window: keyward.Duration(time.Hour)}})
+	expect(t, e.verify(text, ""), keyward.Valid)
+	e.close()
+	e.open(verify.Config{}, secretA)
+	if _, err := e.svc.UpdateToken(context.Background(), e.caller, tok.ID, func(t *keyward.Token) {
+		t.RateLimit = &keyward.RateLimit{Limit: 10, Window: keyward.Duration(time.Minute)}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 9 { // the one admitted before still counts
+		expect(t, e.verify(text, ""), keyward.Valid)
+	}
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	e.close()
+	e.open(verify.Config{}, secretA)
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+}
+
 func TestQuotaPersistsAndRolls(t *testing.T) {
 	e := newEnv(t, verify.Config{})
 	e.clock.t = time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)

@@ -441,6 +441,8 @@ func TestRouting(t *testing.T) {
 		{"ParamsAtBoundary", "GET", "/orders/special;x/1", "reader", 200, "u2", ""},
 		{"ParamsOnPrefix", "POST", "/orders;jsessionid=1/7", "reader", 403, "", ""},
 		{"ParamsInStrippedPrefix", "GET", "/api;x/v1/items", "reader", 400, "", ""},
+		// An encoded ';' is part of its segment: /public;x is no /public.
+		{"EncodedSemicolon", "GET", "/public%3Bx/orders/1", "", 404, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hdr := map[string]string{}
@@ -571,9 +573,12 @@ routes:
 		if got := upstreamSaw(t, body).Header.Get("X-Real-Ip"); got != "203.0.113.7" {
 			t.Errorf("X-Real-Ip %q", got)
 		}
-		// A trusted proxy's own client-IP fields are kept.
-		_, body = do(t, "GET", gw.URL+"/", map[string]string{"Authorization": "Bearer good", "X-Real-IP": "198.51.100.4", "CF-Connecting-IP": "198.51.100.4"})
-		if s := upstreamSaw(t, body); s.Header.Get("X-Real-Ip") != "198.51.100.4" || s.Header.Get("Cf-Connecting-Ip") != "198.51.100.4" || len(s.Header["X-Real-Ip"]) != 1 {
+		// A trusted CDN's own client-IP field is kept; X-Real-Ip is the
+		// gateway's, as a load balancer may pass a client's along.
+		_, body = do(t, "GET", gw.URL+"/", map[string]string{"Authorization": "Bearer good", "X-Forwarded-For": "198.51.100.4",
+			"X-Real-IP": "6.6.6.6", "Client-IP": "6.6.6.6", "CF-Connecting-IP": "198.51.100.4"})
+		if s := upstreamSaw(t, body); s.Header.Get("X-Real-Ip") != "198.51.100.4" || len(s.Header["X-Real-Ip"]) != 1 ||
+			s.Header.Get("Cf-Connecting-Ip") != "198.51.100.4" || s.Header.Get("Client-Ip") != "" {
 			t.Errorf("a trusted proxy's fields: %v", s.Header)
 		}
 	})

@@ -228,13 +228,11 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	out.Header.Del("X-Forwarded") // as the lean path drops it
 	for k := range out.Header {
-		if !st.trusted && clientIPField(k) {
+		if dropClientIPField(k, st.trusted) {
 			delete(out.Header, k)
 		}
 	}
-	if _, kept := out.Header["X-Real-Ip"]; !kept {
-		out.Header.Set("X-Real-Ip", st.clientIP.String())
-	}
+	out.Header.Set("X-Real-Ip", st.clientIP.String())
 
 	if st.rt.cfg.StripPrefix && st.rt.cfg.PathPrefix != "/" {
 		stripPrefix(out.URL, in.URL, st.rt.cfg.PathPrefix)
@@ -491,28 +489,39 @@ func (h *Handler) finish(st *reqState) {
 	}
 }
 
-// routePath is the path a request is routed on: p with each segment's
-// ;parameters removed, as servlet containers (Tomcat, Jetty, Spring) read
-// it. /admin;x=1/users must take the /admin route's checks, since such an
-// upstream serves it as /admin/users. The upstream gets p as it came.
-func routePath(p string) string {
-	if strings.IndexByte(p, ';') < 0 {
-		return p
+// routePath is the path a request is routed on: u's path with each
+// segment's ;parameters removed, as servlet containers (Tomcat, Jetty,
+// Spring) read it. /admin;x=1/users must take the /admin route's checks,
+// since such an upstream serves it as /admin/users. Parameters begin at
+// a literal ';' only: an encoded one (%3B) is part of its segment, as
+// those servers read it. The upstream gets the path as it came.
+func routePath(u *url.URL) string {
+	if strings.IndexByte(u.Path, ';') < 0 {
+		return u.Path
+	}
+	ep := u.EscapedPath()
+	if strings.IndexByte(ep, ';') < 0 {
+		return u.Path // the ';' were all encoded
 	}
 	var b strings.Builder
-	b.Grow(len(p))
+	b.Grow(len(ep))
 	for {
-		seg, rest, more := strings.Cut(p, "/")
+		seg, rest, more := strings.Cut(ep, "/")
 		if i := strings.IndexByte(seg, ';'); i >= 0 {
 			seg = seg[:i]
 		}
 		b.WriteString(seg)
 		if !more {
-			return b.String()
+			break
 		}
 		b.WriteByte('/')
-		p = rest
+		ep = rest
 	}
+	p, err := url.PathUnescape(b.String())
+	if err != nil {
+		return u.Path // cannot be: EscapedPath's own escaping
+	}
+	return p
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
@@ -528,7 +537,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		writeProblem(w, http.StatusBadRequest, "invalid", "the request path is not clean", st.requestID)
 		return
 	}
-	rt, allow := h.router.match(r.Host, routePath(r.URL.Path), r.Method)
+	rt, allow := h.router.match(r.Host, routePath(r.URL), r.Method)
 	if rt == nil {
 		if allow != nil {
 			w.Header().Set("Allow", strings.Join(allow, ", "))

@@ -619,16 +619,9 @@ func (h *Handler) writeHead(bw *bufio.Writer, r *http.Request, st *reqState, u *
 	bw.WriteString("\r\n")
 
 	conn := connectionTokens(r.Header)
-	keptRealIP := false
 	for k, vv := range r.Header {
-		if h.dropRequestField(k, rt, conn) {
+		if h.dropRequestField(k, rt, conn) || dropClientIPField(k, st.trusted) {
 			continue
-		}
-		if clientIPField(k) {
-			if !st.trusted {
-				continue
-			}
-			keptRealIP = keptRealIP || k == "X-Real-Ip"
 		}
 		for _, v := range vv {
 			writeField(bw, k, v)
@@ -659,14 +652,11 @@ func (h *Handler) writeHead(bw *bufio.Writer, r *http.Request, st *reqState, u *
 		bw.WriteString("\r\n")
 	}
 	writeField(bw, "X-Request-Id", st.requestID)
-	if !keptRealIP {
-		// The client's address as the gateway resolved it (trusted
-		// proxies considered), where frameworks look first (chi's RealIP,
-		// say); an untrusted client's own such fields are dropped.
-		bw.WriteString("X-Real-Ip: ")
-		bw.Write(st.clientIP.AppendTo(bw.AvailableBuffer()))
-		bw.WriteString("\r\n")
-	}
+	// The client's address as the gateway resolved it (trusted proxies
+	// considered), where frameworks look first (chi's RealIP, say).
+	bw.WriteString("X-Real-Ip: ")
+	bw.Write(st.clientIP.AppendTo(bw.AvailableBuffer()))
+	bw.WriteString("\r\n")
 
 	// X-Forwarded-*: a trusted proxy's values are kept and appended to; an
 	// untrusted client's are dropped, so upstreams can believe them.
@@ -738,24 +728,31 @@ func (h *Handler) dropRequestField(k string, rt *Route, conn []string) bool {
 
 // clientIPFields are the fields by which proxies and CDNs tell upstreams
 // the client's address. An upstream that believes one would believe a
-// client that forged it: they are dropped unless a trusted proxy sent
-// the request, and the gateway sets X-Real-Ip itself when it is not kept
-// (and X-Forwarded-For always).
+// client that forged it. The gateway sets X-Real-Ip itself, always (a
+// trusted load balancer may pass a client's own X-Real-IP along as it
+// came); of the others, only a CDN's own (cdnClientIPFields), from a
+// trusted proxy, are kept.
 var clientIPFields = [...]string{
 	"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "X-Cluster-Client-Ip",
 	"Forwarded-For", "Cf-Connecting-Ip", "Fastly-Client-Ip",
 }
 
-// clientIPField reports whether k is one of clientIPFields, read with
-// underscores as dashes.
-func clientIPField(k string) bool {
+// dropClientIPField reports whether the client-IP field k (read with
+// underscores as dashes) stays behind: every one but a trusted CDN's own.
+func dropClientIPField(k string, trusted bool) bool {
 	switch k {
-	case "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "X-Cluster-Client-Ip",
-		"Forwarded-For", "Cf-Connecting-Ip", "Fastly-Client-Ip":
+	case "True-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip":
+		return !trusted // a CDN's own: set by the CDN, whatever the client sent
+	case "X-Real-Ip", "X-Client-Ip", "Client-Ip", "X-Cluster-Client-Ip", "Forwarded-For":
 		// clientIPFields, as a switch: this runs for every field.
 		return true
 	}
-	return strings.IndexByte(k, '_') >= 0 && slices.Contains(clientIPFields[:], underscoreAlias(k))
+	if strings.IndexByte(k, '_') >= 0 {
+		if a := underscoreAlias(k); slices.Contains(clientIPFields[:], a) {
+			return true // no CDN sends underscores
+		}
+	}
+	return false
 }
 
 // underscoreAlias is the canonical name a CGI-style server takes k for:

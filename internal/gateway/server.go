@@ -1499,11 +1499,12 @@ func (b *requestBody) lock() {
 // the answer of a refused request until a slow or stalled client had sent
 // its body, or the header timeout passed; this answers at once, like
 // nginx, and says keep-alive (RFC 9110 §10.1.1 lets the server go on
-// reading and discarding). A body in another goroutine's hands is
-// decided after the response too.
+// reading and discarding) when what is left is known to be small.
 func (b *requestBody) keepable() bool {
 	if !b.mu.TryLock() {
-		return true
+		// Another goroutine reads it (a proxy streaming the body as the
+		// upstream answers early): how much is left is not known.
+		return false
 	}
 	defer b.mu.Unlock()
 	switch {

@@ -411,7 +411,8 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 				p.errf(v.Line, field+".path_prefix", "must start with \"/\"")
 				return
 			}
-			if strings.ContainsAny(s, "?#") || hasDotSegment(s) {
+			if strings.ContainsAny(s, "?#;") || hasDotSegment(s) {
+				// ';' too: requests are routed without their ;parameters.
 				p.errf(v.Line, field+".path_prefix", "%q is not a clean path", s)
 				return
 			}

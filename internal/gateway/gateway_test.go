@@ -1027,3 +1027,14 @@ func wantLines(t *testing.T, msg string, wants ...string) {
 		}
 	}
 }
+
+// TestPathPrefixClean: a prefix that requests could never match (they are
+// routed without ;parameters and dot segments) is a config error.
+func TestPathPrefixClean(t *testing.T) {
+	for _, prefix := range []string{"/a;b", "/a/../b", "/a?x", "/a//b"} {
+		_, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: " + prefix + "\n    upstreams: [http://127.0.0.1:1]\n"))
+		if err == nil || !strings.Contains(err.Error(), "is not a clean path") {
+			t.Errorf("path_prefix %s: %v, want not a clean path", prefix, err)
+		}
+	}
+}

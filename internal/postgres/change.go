@@ -149,20 +149,14 @@ func (db *DB) RateWindows(ctx context.Context, now time.Time) ([]keyward.RateWin
 	if err != nil {
 		return nil, wrap("rate windows", err)
 	}
-	defer rows.Close()
-	var out []keyward.RateWindow
-	for rows.Next() {
-		var w keyward.RateWindow
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (w keyward.RateWindow, err error) {
 		var window int64
 		var counts string
-		if err := rows.Scan(&w.TokenID, &window, &w.Width, &w.Head, &counts, &w.Until); err != nil {
-			return nil, wrap("rate windows", err)
-		}
-		if err := json.Unmarshal([]byte(counts), &w.Counts); err != nil {
-			return nil, wrap("rate windows", err)
+		if err = r.Scan(&w.TokenID, &window, &w.Width, &w.Head, &counts, &w.Until); err != nil {
+			return w, err
 		}
 		w.Window, w.Until = time.Duration(window), w.Until.UTC()
-		out = append(out, w)
-	}
-	return out, wrap("rate windows", rows.Err())
+		return w, json.Unmarshal([]byte(counts), &w.Counts)
+	})
+	return out, wrap("rate windows", err)
 }

@@ -597,15 +597,20 @@ func (db *DB) SecretKeys(ctx context.Context) (map[string]int64, error) {
 	if err != nil {
 		return nil, wrap("secret keys", err)
 	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var id string
-		var n int64
-		if err := rows.Scan(&id, &n); err != nil {
-			return nil, wrap("secret keys", err)
-		}
-		out[id] = n
+	type count struct {
+		id string
+		n  int64
 	}
-	return out, wrap("secret keys", rows.Err())
+	counts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (c count, err error) {
+		err = r.Scan(&c.id, &c.n)
+		return c, err
+	})
+	if err != nil {
+		return nil, wrap("secret keys", err)
+	}
+	out := make(map[string]int64, len(counts))
+	for _, c := range counts {
+		out[c.id] = c.n
+	}
+	return out, nil
 }

@@ -28,7 +28,14 @@ import (
 // openRoute serves one auth: none route at / to up.
 func openRoute(t *testing.T, up string, extra string) *testServer {
 	t.Helper()
-	gw, _, _ := gateway(t, `
+	gw, _ := openRouteLogged(t, up, extra)
+	return gw
+}
+
+// openRouteLogged is openRoute with the gateway's log.
+func openRouteLogged(t *testing.T, up string, extra string) (*testServer, *logBuf) {
+	t.Helper()
+	gw, _, logs := gateway(t, `
 listen: 127.0.0.1:0
 workspace: default
 routes:
@@ -37,7 +44,7 @@ routes:
     upstreams: [{{U}}]
     auth: none
 `+extra, map[string]string{"U": up})
-	return gw
+	return gw, logs
 }
 
 // countingUpstream is an httptest server that counts the connections it
@@ -307,15 +314,7 @@ func TestReadUntilClose(t *testing.T) {
 		}
 		// The end of the connection ends the body.
 	})
-	gw, _, logs := gateway(t, `
-listen: 127.0.0.1:0
-workspace: default
-routes:
-  - name: r
-    path_prefix: /
-    upstreams: [{{U}}]
-    auth: none
-`, map[string]string{"U": up})
+	gw, logs := openRouteLogged(t, up, "")
 	for i, c := range []struct{ path, body string }{
 		{"/", "all of it"}, {"/", "all of it"}, {"/http10", "all of it"}, {"/later", "first,second"},
 	} {
@@ -451,15 +450,7 @@ func TestBodyCutShort(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
 		}
 	})
-	gw, _, lb := gateway(t, `
-listen: 127.0.0.1:0
-workspace: default
-routes:
-  - name: r
-    path_prefix: /
-    upstreams: [{{U}}]
-    auth: none
-`, map[string]string{"U": up})
+	gw, lb := openRouteLogged(t, up, "")
 	for _, p := range []string{"/length", "/chunked"} {
 		// The error comes with the header or with the body, depending on
 		// whether the server had sent the header when the upstream broke.

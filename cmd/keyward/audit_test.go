@@ -39,8 +39,16 @@ func newAuditDir(t *testing.T) (string, []string) {
 }
 
 // tamper runs SQL on the data dir's database file, as someone who can
-// write it but lacks the server secret.
+// write it but lacks the server secret, changing one row.
 func tamper(t *testing.T, dir, query string, args ...any) {
+	t.Helper()
+	if n, _ := execSQL(t, dir, query, args...).RowsAffected(); n != 1 {
+		t.Fatalf("%s: %d rows, want 1", query, n)
+	}
+}
+
+// execSQL runs a statement on the data dir's database file.
+func execSQL(t *testing.T, dir, query string, args ...any) sql.Result {
 	t.Helper()
 	db, err := sql.Open("sqlite", filepath.Join(dir, "keyward.db")+"?_pragma=busy_timeout(5000)")
 	if err != nil {
@@ -51,22 +59,7 @@ func tamper(t *testing.T, dir, query string, args ...any) {
 	if err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		t.Fatalf("%s: %d rows, want 1", query, n)
-	}
-}
-
-// execSQL runs a statement on the data dir's database file.
-func execSQL(t *testing.T, dir, query string) {
-	t.Helper()
-	db, err := sql.Open("sqlite", filepath.Join(dir, "keyward.db")+"?_pragma=busy_timeout(5000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec(query); err != nil {
-		t.Fatalf("%s: %v", query, err)
-	}
+	return res
 }
 
 func TestAuditVerify(t *testing.T) {
@@ -179,7 +172,6 @@ func TestAuditVerify(t *testing.T) {
 		st.Close()
 		cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir).want(t, 0)
 		for _, q := range []string{
-			`PRAGMA foreign_keys = OFF`,
 			`DELETE FROM audit_events WHERE workspace_id = '` + ws.ID + `'`,
 			`DELETE FROM audit_heads WHERE workspace_id = '` + ws.ID + `'`,
 			`DELETE FROM token_secrets WHERE token_id IN (SELECT id FROM tokens WHERE workspace_id = '` + ws.ID + `')`,

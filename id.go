@@ -65,6 +65,16 @@ func NewRequestID() string {
 	return string(b[:])
 }
 
+// RequestID returns the id of a request whose client sent sent as its
+// X-Request-Id: sent itself when it is fit to keep (ValidRequestID), else
+// a new one. The API, the gateway and the dashboard all go by it.
+func RequestID(sent string) string {
+	if ValidRequestID(sent) {
+		return sent
+	}
+	return NewRequestID()
+}
+
 // ValidRequestID reports whether s may be kept as a request's id when a
 // client sends it (X-Request-Id): 1 to 64 characters of [A-Za-z0-9._-],
 // safe in headers, logs and JSON as it is.

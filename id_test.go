@@ -132,3 +132,20 @@ func TestOutcomeIdentified(t *testing.T) {
 		})
 	}
 }
+
+func TestRequestID(t *testing.T) {
+	for _, kept := range []string{"abc-123", "req_x.y", strings.Repeat("a", 64)} {
+		if got := keyward.RequestID(kept); got != kept {
+			t.Errorf("RequestID(%q) = %q, want it kept", kept, got)
+		}
+	}
+	for _, bad := range []string{"", "bad id", `q"uote`, strings.Repeat("a", 65), "é"} {
+		got := keyward.RequestID(bad)
+		if got == bad || !strings.HasPrefix(got, keyward.PrefixRequest) || len(got) != len(keyward.PrefixRequest)+32 || !keyward.ValidRequestID(got) {
+			t.Errorf("RequestID(%q) = %q, want a new req_ id", bad, got)
+		}
+	}
+	if keyward.RequestID("") == keyward.RequestID("") {
+		t.Error("two new ids are the same")
+	}
+}

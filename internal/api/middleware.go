@@ -46,10 +46,7 @@ func caller(r *http.Request) manage.Caller { return info(r.Context()).caller }
 // well-formed, and echoes it in the response.
 func (s *Server) requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if !keyward.ValidRequestID(id) {
-			id = keyward.NewRequestID()
-		}
+		id := keyward.RequestID(r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Request-Id", id)
 		ri := &reqInfo{id: id}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyRequest, ri)))

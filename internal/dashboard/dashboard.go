@@ -322,10 +322,7 @@ type requestIDKey struct{}
 // the access log and audit events carry it.
 func (s *Server) requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if !keyward.ValidRequestID(id) {
-			id = keyward.NewRequestID()
-		}
+		id := keyward.RequestID(r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Request-Id", id)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
 	})

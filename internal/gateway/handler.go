@@ -408,10 +408,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// One allocation holds the request's state and its response writer.
 	st := &reqState{sw: statusWriter{ResponseWriter: w}, ctx: r.Context()}
 	sw := &st.sw
-	id := r.Header.Get("X-Request-Id")
-	if !keyward.ValidRequestID(id) {
-		id = keyward.NewRequestID()
-	}
+	id := keyward.RequestID(r.Header.Get("X-Request-Id"))
 	st.idVals[0] = id
 	sw.Header()["X-Request-Id"] = st.idVals[:]
 	st.requestID = id

@@ -1507,15 +1507,24 @@ func (b *requestBody) keepable() bool {
 		return false
 	}
 	defer b.mu.Unlock()
-	switch {
-	case b.eof:
-		return true
-	case b.closed || b.err != nil:
-		return false
-	}
+	done, readable := b.leftover()
 	// A chunked body of unknown length may be any size: saying keep-alive
 	// would be a promise that reading it away could break.
-	return b.length >= 0 && b.length-b.n <= maxDiscardBytes
+	return done || readable && b.length >= 0
+}
+
+// leftover tells, with b.mu held, what is left of the body: done when it
+// was read whole; else readable when the rest may be read away to keep
+// the connection (neither closed nor failed, and not known to be longer
+// than maxDiscardBytes).
+func (b *requestBody) leftover() (done, readable bool) {
+	switch {
+	case b.eof:
+		return true, false
+	case b.closed || b.err != nil:
+		return false, false
+	}
+	return false, b.length < 0 || b.length-b.n <= maxDiscardBytes
 }
 
 // readWhole reports whether the body was read to its end.
@@ -1531,13 +1540,8 @@ func (b *requestBody) readWhole() bool {
 func (b *requestBody) discard() bool {
 	b.lock()
 	defer b.mu.Unlock()
-	switch {
-	case b.eof:
-		return true
-	case b.closed || b.err != nil:
-		return false
-	case b.length >= 0 && b.length-b.n > maxDiscardBytes:
-		return false // more than is worth reading: close instead
+	if done, readable := b.leftover(); done || !readable {
+		return done // read whole, or more than is worth reading: close instead
 	}
 	b.c.setReadDeadline(time.Now().Add(b.c.srv.headerTimeout()))
 	_, err := io.CopyN(io.Discard, b.rc, maxDiscardBytes+1)

@@ -35,15 +35,23 @@ var (
 // database but lacks the server secret would.
 type backend struct {
 	name string
-	// open returns a fresh database's location.
+	// fresh returns a fresh database's location.
 	fresh func(t *testing.T) string
-	// open opens the store at loc with the chain key.
-	open func(t *testing.T, loc string, key []byte) keyward.Store
-	// openLinking opens it with events written before the chain let be
-	// linked when link is set.
+	// openLinking opens the store at loc with the chain key, events
+	// written before the chain let be linked when link is set.
 	openLinking func(loc string, key []byte, link bool) (keyward.Store, error)
 	// exec runs SQL written with ? placeholders on the database at loc.
 	exec func(t *testing.T, loc, query string, args ...any)
+}
+
+// open opens the store at loc with the chain key.
+func (b backend) open(t *testing.T, loc string, key []byte) keyward.Store {
+	t.Helper()
+	s, err := b.openLinking(loc, key, false)
+	if err != nil {
+		t.Fatalf("open the %s store: %v", b.name, err)
+	}
+	return s
 }
 
 func backends(t *testing.T) []backend {
@@ -51,14 +59,6 @@ func backends(t *testing.T) []backend {
 		name: "SQLite",
 		fresh: func(t *testing.T) string {
 			return filepath.Join(t.TempDir(), "keyward.db")
-		},
-		open: func(t *testing.T, loc string, key []byte) keyward.Store {
-			t.Helper()
-			db, err := sqlite.Open(context.Background(), loc, sqlite.WithAuditKey(key))
-			if err != nil {
-				t.Fatalf("sqlite.Open: %v", err)
-			}
-			return db
 		},
 		openLinking: func(loc string, key []byte, link bool) (keyward.Store, error) {
 			opts := []sqlite.Option{sqlite.WithAuditKey(key)}
@@ -108,14 +108,6 @@ func backends(t *testing.T) []backend {
 			q.Set("search_path", schema)
 			u.RawQuery = q.Encode()
 			return u.String()
-		},
-		open: func(t *testing.T, loc string, key []byte) keyward.Store {
-			t.Helper()
-			db, err := postgres.Open(context.Background(), loc, postgres.WithAuditKey(key))
-			if err != nil {
-				t.Fatalf("postgres.Open: %v", err)
-			}
-			return db
 		},
 		openLinking: func(loc string, key []byte, link bool) (keyward.Store, error) {
 			opts := []postgres.Option{postgres.WithAuditKey(key)}

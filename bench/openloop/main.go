@@ -31,6 +31,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -131,7 +132,8 @@ func main() {
 			due <- i
 		}
 		if i < n {
-			time.Sleep(time.Until(at(i)))
+			runtime.Gosched() // let the workers just woken send first
+			sleepUntil(at(i))
 		}
 	}
 	close(due)
@@ -156,6 +158,23 @@ func main() {
 		n, len(ok), errs.Load(), float64(n)/elapsed.Seconds(), pct(0.50), pct(0.90), pct(0.99), pct(0.999), pct(1), late.Load())
 	if e := firstErr.Load(); e != nil {
 		fmt.Fprintln(os.Stderr, "openloop: first error:", e)
+	}
+}
+
+// sleepUntil returns at t, or as soon after as the kernel wakes it. Go's
+// own timers wait in the poller, whose timeout counts in whole
+// milliseconds on Linux: a time.Sleep of 100 µs takes over 1 ms there,
+// which at thousands of requests a second would send them in bursts each
+// millisecond instead of spread evenly. So the last stretch before t is
+// slept in the kernel (nanosleep: tens of µs late), not in the runtime.
+func sleepUntil(t time.Time) {
+	d := time.Until(t)
+	if d > 2*time.Millisecond {
+		time.Sleep(d - 2*time.Millisecond)
+		d = time.Until(t)
+	}
+	if d > 0 {
+		preciseSleep(d)
 	}
 }
 

@@ -41,7 +41,8 @@ type Config struct {
 	// GlobalFallback says what happens while Global fails: FallbackClosed
 	// (default) refuses every verification of a limited token as
 	// RATE_LIMITED; FallbackLocal enforces each limit on this node alone,
-	// divided by Nodes.
+	// divided by Nodes. Meanwhile one verification asks Global again each
+	// GlobalRetry; the others fall back without asking.
 	GlobalFallback string
 	// Nodes is the number of nodes FallbackLocal divides limits by
 	// (default 1).
@@ -180,8 +181,12 @@ type Engine struct {
 
 	healthMu sync.Mutex
 	health   Health
-	clock    *clock // nil when Config.Now was given
-	closeMu  sync.Once
+	// globalProbe is, while the global limiter fails, the unix ns time
+	// at which a verification may next ask it (see globalDown); 0 while
+	// it answers.
+	globalProbe atomic.Int64
+	clock       *clock // nil when Config.Now was given
+	closeMu     sync.Once
 
 	evictions   atomic.Uint64
 	flushErrors atomic.Uint64
@@ -628,9 +633,30 @@ func (e *Engine) recordUse(te *tokenEntry, nowNS int64, ip netip.Addr, quota boo
 	}
 }
 
+// GlobalRetry is how often, while the global limiter fails, one
+// verification asks it again; the others fall back at once instead of
+// each waiting out its timeout (half a second for Redis by default, which
+// a limiter that hangs rather than refuses would cost every request).
+const GlobalRetry = time.Second
+
+// globalDown reports whether the global limiter is to be skipped at now:
+// it failed, and it is not yet time to ask again, or another verification
+// is asking. The one that gets to ask holds the next turn GlobalRetry away.
+func (e *Engine) globalDown(now time.Time) bool {
+	at := e.globalProbe.Load()
+	if at == 0 {
+		return false
+	}
+	return now.UnixNano() < at || !e.globalProbe.CompareAndSwap(at, now.Add(GlobalRetry).UnixNano())
+}
+
 // globalLimits runs the rate-limit and quota checks through the global
-// limiter. It reports false when the limiter failed, leaving res as it was.
+// limiter. It reports false when the limiter failed or is skipped while it
+// fails (see globalDown), leaving res as it was.
 func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.Token, now time.Time, res *Result, ip netip.Addr, consume bool) bool {
+	if e.globalDown(now) {
+		return false
+	}
 	req := LimitRequest{TokenID: t.ID, Now: now, Consume: consume, QuotaInit: -1}
 	var qnum int64
 	if rl := t.RateLimit; rl != nil {
@@ -643,7 +669,7 @@ func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.To
 			req.QuotaTTL = end.Sub(now) + 24*time.Hour
 		}
 	}
-	resp, err := e.cfg.Global.Check(ctx, req)
+	resp, err := e.globalCheck(ctx, req)
 	if err == nil && resp.QuotaMissing {
 		// A new period, or the limiter lost its data: seed it with the
 		// durable count, and what this node has not flushed yet.
@@ -655,7 +681,7 @@ func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.To
 			}
 			te.mu.Unlock()
 			req.QuotaInit = stored
-			resp, err = e.cfg.Global.Check(ctx, req)
+			resp, err = e.globalCheck(ctx, req)
 		}
 	}
 	e.healthMu.Lock()
@@ -695,6 +721,18 @@ func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.To
 		}
 	}
 	return true
+}
+
+// globalCheck asks the global limiter, and notes when to ask next if it
+// fails.
+func (e *Engine) globalCheck(ctx context.Context, req LimitRequest) (LimitResponse, error) {
+	resp, err := e.cfg.Global.Check(ctx, req)
+	if err != nil {
+		e.globalProbe.Store(e.now().Add(GlobalRetry).UnixNano())
+	} else {
+		e.globalProbe.Store(0)
+	}
+	return resp, err
 }
 
 // rollQuota moves a token's quota counts to period qnum; the unflushed use

@@ -433,6 +433,7 @@ func TestUsageErrors(t *testing.T) {
 		{"ListArg", []string{"token", "list", "x"}, nil, `unexpected argument "x"`},
 		{"InitTwoStores", []string{"init", "--data-dir", "d", "--database-url", "postgres://x"}, nil, "give --data-dir or --database-url"},
 		{"MigrateTwoStores", []string{"migrate", "--database-url", "postgres://x", "--data-dir", "d"}, nil, "give --data-dir or --database-url"},
+		{"ServeBothStoresInEnv", []string{"serve"}, map[string]string{"KEYWARD_DATA_DIR": "d", "KEYWARD_DATABASE_URL": "postgres://x"}, "KEYWARD_DATA_DIR and KEYWARD_DATABASE_URL are both set"},
 		{"MigrateDataDirWithURLInEnv", []string{"migrate", "--data-dir", "d"}, map[string]string{"KEYWARD_DATABASE_URL": "postgres://x"}, "give --data-dir or --database-url"},
 		{"RotateFractionalGrace", []string{"token", "rotate", "tok_1", "--grace", "1.5s"}, nil, "--grace must be whole seconds"},
 		{"RotateGraceTooLong", []string{"token", "rotate", "tok_1", "--grace", "721h"}, nil, "--grace must be at most 720h"},

@@ -59,6 +59,11 @@ func defineStoreFlags(fs *flagSet, c *storeConfig) {
 		if fs.Changed("data-dir") && (fs.Changed("database-url") || fs.envValue("KEYWARD_DATABASE_URL") != "") {
 			return errors.New("give --data-dir or --database-url (KEYWARD_DATABASE_URL), not both: they name two different stores")
 		}
+		// Both in the environment, neither flag given: the same, and no
+		// flag says which one is meant.
+		if !fs.Changed("data-dir") && !fs.Changed("database-url") && fs.envValue("KEYWARD_DATA_DIR") != "" && fs.envValue("KEYWARD_DATABASE_URL") != "" {
+			return errors.New("KEYWARD_DATA_DIR and KEYWARD_DATABASE_URL are both set: they name two different stores; unset one, or give --data-dir or --database-url")
+		}
 		return nil
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -19,6 +20,23 @@ type Workspace struct {
 	Name        string
 	TokenPrefix string
 	CreatedAt   time.Time
+}
+
+// NameKey is the key under which stores keep workspace names unique:
+// two names have the same key exactly when strings.EqualFold holds for
+// them, so names that differ only in case cannot both exist. Each rune is
+// replaced with the least rune of its simple case folding orbit.
+func NameKey(name string) string {
+	var b strings.Builder
+	b.Grow(len(name))
+	for _, r := range name { // bytes not UTF-8 read as U+FFFD, as EqualFold reads them
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
 }
 
 // WorkspaceFilter pages through workspaces ordered by id.

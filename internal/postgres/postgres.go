@@ -299,6 +299,7 @@ func migrate(ctx context.Context, db beginner, o options) error {
 		"0002_audit_chain.sql": func(ctx context.Context, tx pgx.Tx) error {
 			return chainExisting(ctx, tx, o.auditKey, o.linkUnchained)
 		},
+		"0007_workspace_name_key.sql": nameKeys,
 	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {

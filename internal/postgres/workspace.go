@@ -47,11 +47,14 @@ func (db *DB) CreateWorkspace(ctx context.Context, ws *keyward.Workspace, admin 
 }
 
 func insertWorkspace(ctx context.Context, tx pgx.Tx, ws *keyward.Workspace) error {
-	_, err := tx.Exec(ctx, `INSERT INTO workspaces (id, name, token_prefix, created_at) VALUES ($1, $2, $3, $4)`,
-		safeText(ws.ID), safeText(ws.Name), safeText(ws.TokenPrefix), ws.CreatedAt)
+	_, err := tx.Exec(ctx, `INSERT INTO workspaces (id, name, name_key, token_prefix, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		safeText(ws.ID), safeText(ws.Name), safeText(keyward.NameKey(ws.Name)), safeText(ws.TokenPrefix), ws.CreatedAt)
 	if c, ok := uniqueViolation(err); ok {
-		if c == "workspaces_name_key" {
+		switch c {
+		case "workspaces_name_key":
 			return keyward.Errorf(keyward.ECONFLICT, "a workspace named %q exists", ws.Name)
+		case "workspaces_name_fold_key":
+			return keyward.Errorf(keyward.ECONFLICT, "a workspace whose name differs from %q only in case exists", ws.Name)
 		}
 		return keyward.Errorf(keyward.ECONFLICT, "workspace %s exists", ws.ID)
 	}
@@ -135,4 +138,44 @@ func workspaceExists(ctx context.Context, tx pgx.Tx, id string) error {
 		return keyward.Errorf(keyward.ENOTFOUND, "workspace %s not found", id)
 	}
 	return nil
+}
+
+// nameKeys is migration 0007's step: it fills name_key for the workspaces
+// there are, then makes it required and unique. Workspaces whose names
+// already differ only in case (made before the key existed, by nodes
+// racing) are all kept: the first made gets the plain key, each later one
+// the key, a line feed and its id, which no name folds to (names hold no
+// control characters).
+func nameKeys(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, `SELECT id, name FROM workspaces ORDER BY created_at, id`)
+	if err != nil {
+		return err
+	}
+	type row struct{ id, key string }
+	var all []row
+	seen := map[string]bool{}
+	for rows.Next() {
+		var id, name string
+		if err := rows.Scan(&id, &name); err != nil {
+			rows.Close()
+			return err
+		}
+		key := keyward.NameKey(name)
+		if seen[key] {
+			key += "\n" + id
+		}
+		seen[key] = true
+		all = append(all, row{id, key})
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, r := range all {
+		if _, err := tx.Exec(ctx, `UPDATE workspaces SET name_key = $1 WHERE id = $2`, r.key, r.id); err != nil {
+			return err
+		}
+	}
+	_, err = tx.Exec(ctx, `ALTER TABLE workspaces ALTER COLUMN name_key SET NOT NULL,
+		ADD CONSTRAINT workspaces_name_fold_key UNIQUE (name_key)`)
+	return err
 }

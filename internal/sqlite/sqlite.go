@@ -187,7 +187,8 @@ func (db *DB) Ping(ctx context.Context) error {
 // step in Go, if it has one.
 func (db *DB) migrate(ctx context.Context) error {
 	steps := map[string]func(context.Context, *sql.Tx) error{
-		"0002_audit_chain.sql": db.chainExisting,
+		"0002_audit_chain.sql":        db.chainExisting,
+		"0007_workspace_name_key.sql": nameKeys,
 	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {

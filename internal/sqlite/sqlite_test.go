@@ -421,3 +421,41 @@ func testConcurrent(t *testing.T, a, b *DB) {
 		}
 	}
 }
+
+// TestNameKeyMigration: a store from before migration 0007 whose workspace
+// names differ only in case (made before the key existed) keeps them all;
+// afterwards no further such name is taken.
+func TestNameKeyMigration(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTemp(t)
+	seed(t, db, "Acme")
+	db.Close()
+	// Back to the schema before 0007, with a second "acme" in it.
+	raw := rawOpen(t, path)
+	for _, q := range []string{
+		`DROP INDEX workspaces_name_fold`,
+		`ALTER TABLE workspaces DROP COLUMN name_key`,
+		`DELETE FROM schema_migrations WHERE name = '0007_workspace_name_key.sql'`,
+		`INSERT INTO workspaces (id, name, token_prefix, created_at) VALUES ('ws_later', 'ACME', 'kw', 1)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+
+	db, err := Open(ctx, path, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	for _, name := range []string{"Acme", "ACME"} {
+		if _, err := db.FindWorkspaceByName(ctx, name); err != nil {
+			t.Errorf("FindWorkspaceByName(%q) after the migration: %v", name, err)
+		}
+	}
+	ws := &keyward.Workspace{ID: keyward.NewID(keyward.PrefixWorkspace, t0.Add(time.Second)), Name: "acme", TokenPrefix: "kw", CreatedAt: t0}
+	if err := db.CreateWorkspace(ctx, ws, nil, nil); keyward.ErrorCode(err) != keyward.ECONFLICT {
+		t.Errorf("CreateWorkspace(acme) = %v, want ECONFLICT", err)
+	}
+}

@@ -46,8 +46,16 @@ func insertWorkspace(ctx context.Context, tx *sql.Tx, ws *keyward.Workspace) err
 	if n > 0 {
 		return keyward.Errorf(keyward.ECONFLICT, "a workspace named %q exists", ws.Name)
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO workspaces (id, name, token_prefix, created_at) VALUES (?, ?, ?, ?)`,
-		ws.ID, ws.Name, ws.TokenPrefix, encodeTime(ws.CreatedAt))
+	key := keyward.NameKey(ws.Name)
+	var other string
+	err = tx.QueryRowContext(ctx, `SELECT name FROM workspaces WHERE name_key = ?`, key).Scan(&other)
+	if err == nil {
+		return keyward.Errorf(keyward.ECONFLICT, "a workspace is named %q already", other)
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO workspaces (id, name, name_key, token_prefix, created_at) VALUES (?, ?, ?, ?, ?)`,
+		ws.ID, ws.Name, key, ws.TokenPrefix, encodeTime(ws.CreatedAt))
 	if isUnique(err) {
 		return keyward.Errorf(keyward.ECONFLICT, "workspace %s exists", ws.ID)
 	}
@@ -117,4 +125,42 @@ func workspaceExists(ctx context.Context, tx *sql.Tx, id string) error {
 		return keyward.Errorf(keyward.ENOTFOUND, "workspace %s not found", id)
 	}
 	return nil
+}
+
+// nameKeys is migration 0007's step: it fills name_key for the workspaces
+// there are, then makes it unique. Workspaces whose names already differ
+// only in case (made before the key existed) are all kept: the first made
+// gets the plain key, each later one the key, a line feed and its id,
+// which no name folds to (names hold no control characters).
+func nameKeys(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, name FROM workspaces ORDER BY created_at, id`)
+	if err != nil {
+		return err
+	}
+	type row struct{ id, key string }
+	var all []row
+	seen := map[string]bool{}
+	for rows.Next() {
+		var id, name string
+		if err := rows.Scan(&id, &name); err != nil {
+			rows.Close()
+			return err
+		}
+		key := keyward.NameKey(name)
+		if seen[key] {
+			key += "\n" + id
+		}
+		seen[key] = true
+		all = append(all, row{id, key})
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, r := range all {
+		if _, err := tx.ExecContext(ctx, `UPDATE workspaces SET name_key = ? WHERE id = ?`, r.key, r.id); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, `CREATE UNIQUE INDEX workspaces_name_fold ON workspaces (name_key)`)
+	return err
 }

@@ -102,6 +102,47 @@ func (s *suite) testCreateWorkspace(t *testing.T) {
 		assertWorkspace(t, got, first)
 	})
 
+	t.Run("ErrConflictNameCase", func(t *testing.T) {
+		f := s.fixture(t)
+		first := f.workspace("Acme")
+		for _, name := range []string{"acme", "ACME", "aCmE"} {
+			ws := &keyward.Workspace{ID: f.id(keyward.PrefixWorkspace), Name: name, TokenPrefix: "kw", CreatedAt: t0}
+			wantCode(t, f.s.CreateWorkspace(f.ctx, ws, nil, nil), keyward.ECONFLICT)
+			_, err := f.s.FindWorkspace(f.ctx, ws.ID)
+			wantCode(t, err, keyward.ENOTFOUND)
+		}
+		// A rune whose case orbit has three members (k, K, Kelvin sign).
+		f.workspace("kilo")
+		ws := &keyward.Workspace{ID: f.id(keyward.PrefixWorkspace), Name: "\u212Ailo", TokenPrefix: "kw", CreatedAt: t0}
+		wantCode(t, f.s.CreateWorkspace(f.ctx, ws, nil, nil), keyward.ECONFLICT)
+		got, err := f.s.FindWorkspaceByName(f.ctx, "Acme")
+		if err != nil {
+			t.Fatalf("FindWorkspaceByName: %v", err)
+		}
+		assertWorkspace(t, got, first)
+
+		// Created at once, from many connections (nodes): one wins.
+		const n = 8
+		errs := make(chan error, n)
+		for i := range n {
+			name := []string{"beta", "BETA", "Beta", "bEtA"}[i%4]
+			ws := &keyward.Workspace{ID: f.id(keyward.PrefixWorkspace), Name: name, TokenPrefix: "kw", CreatedAt: t0}
+			go func() { errs <- f.s.CreateWorkspace(f.ctx, ws, nil, nil) }()
+		}
+		made := 0
+		for range n {
+			err := <-errs
+			if err == nil {
+				made++
+				continue
+			}
+			wantCode(t, err, keyward.ECONFLICT)
+		}
+		if made != 1 {
+			t.Fatalf("%d workspaces named beta in some case were made, want 1", made)
+		}
+	})
+
 	t.Run("ErrConflictID", func(t *testing.T) {
 		f := s.fixture(t)
 		first := f.workspace("acme")

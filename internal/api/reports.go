@@ -123,7 +123,7 @@ func (s *Server) viewInventory(t *keyward.Token) inventoryView {
 var inventoryColumns = []string{"id", "name", "state", "subject", "scopes", "created_at", "created_by", "age_days", "expires_at", "last_used_at", "last_used_ip"}
 
 // record returns v as a CSV row in the order of inventoryColumns, each
-// cell guarded by csvSafe.
+// cell guarded by keyward.CSVSafe.
 func (v *inventoryView) record() []string {
 	tm := func(t *time.Time) string {
 		if t == nil {
@@ -137,20 +137,9 @@ func (v *inventoryView) record() []string {
 		tm(v.ExpiresAt), tm(v.LastUsedAt), v.LastUsedIP,
 	}
 	for i, c := range row {
-		row[i] = csvSafe(c)
+		row[i] = keyward.CSVSafe(c)
 	}
 	return row
-}
-
-// csvSafe guards a cell against formula injection: a spreadsheet runs a
-// cell starting with = + - @ (or a tab or carriage return, which some strip
-// first) as a formula, so such a cell gets a leading single quote, which
-// spreadsheets show as text (OWASP "CSV Injection").
-func csvSafe(c string) string {
-	if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) {
-		return "'" + c
-	}
-	return c
 }
 
 // handleReportTokens answers the inventory of every token of the caller's

@@ -594,11 +594,12 @@ func TestExport(t *testing.T) {
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			f := newFixture(t, b)
-			// Text that CSV must quote.
+			// Text that CSV must quote, and that a spreadsheet would run as
+			// a formula.
 			now := f.now()
 			tok := &keyward.Token{ID: keyward.NewID(keyward.PrefixToken, now), WorkspaceID: f.ws, Name: "q", CreatedAt: now, UpdatedAt: now}
 			quoted := &keyward.AuditEvent{ID: keyward.NewID(keyward.PrefixEvent, now), Time: now.Add(123 * time.Microsecond), Action: "token.create",
-				Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: tok.ID, UserAgent: "a \"quoted\", agent\nwith a newline",
+				Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: tok.ID, UserAgent: "=a \"quoted\", agent\nwith a newline",
 				Changes: []byte(`{"name": {"to": "q"}}`)}
 			d := make([]byte, 32)
 			rand.Read(d)
@@ -615,7 +616,7 @@ func TestExport(t *testing.T) {
 			if lines[0] != "workspace_id,seq,id,time,action,actor_type,actor_id,target,ip,user_agent,request_id,changes,mac" {
 				t.Errorf("CSV header = %q", lines[0])
 			}
-			wantRow := fmt.Sprintf(`,%s,%s,token.create,system,,%s,,"a ""quoted"", agent`+"\n"+`with a newline",,"{""name"": {""to"": ""q""}}",`,
+			wantRow := fmt.Sprintf(`,%s,%s,token.create,system,,%s,,"'=a ""quoted"", agent`+"\n"+`with a newline",,"{""name"": {""to"": ""q""}}",`,
 				quoted.ID, now.Add(123*time.Microsecond).Format("2006-01-02T15:04:05.000000Z07:00"), tok.ID)
 			if !strings.Contains(csvOut.String(), wantRow) {
 				t.Errorf("CSV lacks the row %q:\n%s", wantRow, csvOut.String())
@@ -635,7 +636,7 @@ func TestExport(t *testing.T) {
 			if !strings.HasPrefix(rows[0], `{"workspace_id":"`+f.ws+`","seq":`) || !strings.Contains(rows[0], `"action":"workspace.create"`) {
 				t.Errorf("first line = %s", rows[0])
 			}
-			if !strings.Contains(rows[5], `"user_agent":"a \"quoted\", agent\nwith a newline"`) || !strings.Contains(rows[5], `"changes":{"name":{"to":"q"}}`) {
+			if !strings.Contains(rows[5], `"user_agent":"=a \"quoted\", agent\nwith a newline"`) || !strings.Contains(rows[5], `"changes":{"name":{"to":"q"}}`) {
 				t.Errorf("line of the quoted event = %s", rows[5])
 			}
 			if !strings.Contains(rows[8], `"workspace_id":"`+f.othr+`"`) {

@@ -73,10 +73,14 @@ func Export(ctx context.Context, log Log, w io.Writer, format string, workspaceI
 			return err
 		}
 		write = func(e *keyward.AuditEvent, l keyward.AuditLink) error {
-			cw.Write([]string{
+			row := []string{
 				e.WorkspaceID, strconv.FormatInt(l.Seq, 10), e.ID, e.Time.UTC().Format(timeFormat), e.Action,
 				e.Actor.Type, e.Actor.ID, e.Target, e.IP, e.UserAgent, e.RequestID, string(e.Changes), hex.EncodeToString(l.MAC),
-			})
+			}
+			for i, c := range row {
+				row[i] = keyward.CSVSafe(c) // a user agent is anyone's to choose
+			}
+			cw.Write(row)
 			cw.Flush()
 			return cw.Error()
 		}

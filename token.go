@@ -1,10 +1,12 @@
 package keyward
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -225,6 +227,8 @@ func (t *Token) Validate(now time.Time) error {
 			add("/metadata", "metadata must be a JSON object")
 		} else if jsonDepth(t.Metadata) > MaxMetadataDepth {
 			add("/metadata", "metadata must nest at most %d levels", MaxMetadataDepth)
+		} else if p := AmbiguousJSON(t.Metadata); p != "" {
+			add("/metadata", "metadata must not hold %s: parsers read it differently", p)
 		}
 	}
 	if len(errs) > 0 {
@@ -329,6 +333,103 @@ func jsonDepth(b json.RawMessage) int {
 		}
 	}
 	return deepest
+}
+
+// AmbiguousJSON names what in the valid JSON text b one parser reads
+// differently from another, or is "": a name given twice in one object
+// (the first wins in some, the last in others), a number beyond a 64-bit
+// float (an error in many, infinity in others), a UTF-16 surrogate escape
+// without its pair (refused, or replaced with U+FFFD). Metadata is handed
+// on as it was stored, to every SDK and verifier; a request body may have
+// passed a proxy that read it otherwise.
+func AmbiguousJSON(b []byte) string {
+	if loneSurrogate(b) {
+		return "a \\u escape of half a UTF-16 surrogate pair"
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	type object struct {
+		names map[string]bool
+		name  bool // the next string is a name
+	}
+	var stack []*object // nil for an array
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "" // io.EOF; b is valid JSON
+		}
+		var top *object
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.name {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			name := tok.(string)
+			if top.names[name] {
+				return fmt.Sprintf("the name %q twice in one object", name)
+			}
+			top.names[name] = true
+			top.name = false
+			continue
+		}
+		if top != nil {
+			top.name = true // after this value
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				stack = append(stack, &object{names: map[string]bool{}, name: true})
+			case '[':
+				stack = append(stack, nil)
+			default: // the end of an array
+				stack = stack[:len(stack)-1]
+			}
+		case json.Number:
+			if _, err := strconv.ParseFloat(string(v), 64); err != nil {
+				return fmt.Sprintf("the number %.20s beyond the range of a 64-bit float", v)
+			}
+		}
+	}
+}
+
+// loneSurrogate reports whether the valid JSON text b holds a \u escape
+// of a UTF-16 surrogate that is not followed, or preceded, by its pair.
+// Backslashes occur in valid JSON only in strings, each starting an escape.
+func loneSurrogate(b []byte) bool {
+	hex4 := func(i int) int {
+		if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
+			return -1
+		}
+		v, err := strconv.ParseUint(string(b[i+2:i+6]), 16, 16)
+		if err != nil {
+			return -1
+		}
+		return int(v)
+	}
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		v := hex4(i)
+		switch {
+		case v < 0:
+			i++ // a two-character escape
+		case v >= 0xD800 && v < 0xDC00:
+			if w := hex4(i + 6); w < 0xDC00 || w >= 0xE000 {
+				return true
+			}
+			i += 11
+		case v >= 0xDC00 && v < 0xE000:
+			return true
+		default:
+			i += 5
+		}
+	}
+	return false
 }
 
 func isJSONObject(b json.RawMessage) bool {

@@ -112,6 +112,22 @@ func TestTokenValidate(t *testing.T) {
 		{"ErrSubjectTrailingSpace", func(tok *keyward.Token) { tok.Subject = "customer-42 " }, []string{"/subject"}},
 		{"ErrSubjectTooLong", func(tok *keyward.Token) { tok.Subject = strings.Repeat("s", 201) }, []string{"/subject"}},
 		{"ErrMetadataArray", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`[1]`) }, []string{"/metadata"}},
+		// What one parser reads differently from another.
+		{"ErrMetadataDuplicateName", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"role":"user","role":"admin"}`) }, []string{"/metadata"}},
+		{"ErrMetadataDuplicateNameNested", func(tok *keyward.Token) {
+			tok.Metadata = json.RawMessage(`{"a":[{"x":1},{"y":{"z":1,"z":2}}]}`)
+		}, []string{"/metadata"}},
+		{"ErrMetadataDuplicateEscapedName", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"a":1,"\u0061":2}`) }, []string{"/metadata"}},
+		{"ErrMetadataHugeNumber", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"n":[1e400]}`) }, []string{"/metadata"}},
+		{"ErrMetadataLoneSurrogate", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"s":"\ud800"}`) }, []string{"/metadata"}},
+		{"ErrMetadataLoneLowSurrogate", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"s":"a\udc00"}`) }, []string{"/metadata"}},
+		{"ErrMetadataSurrogateInName", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"\ud83d":1}`) }, []string{"/metadata"}},
+		{"OKMetadataSurrogatePair", func(tok *keyward.Token) {
+			tok.Metadata = json.RawMessage(`{"s":"\ud83d\ude00 \\ud800","t":"\\","u":"\u00e9"}`)
+		}, nil},
+		{"OKMetadataSameNameApart", func(tok *keyward.Token) {
+			tok.Metadata = json.RawMessage(`{"a":{"id":1},"b":{"id":2},"c":[{"id":3},{"id":4}],"id":5,"n":[-1.5e300,0,1e-400]}`)
+		}, nil},
 		{"ErrMetadataNull", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`null`) }, []string{"/metadata"}},
 		{"ErrMetadataString", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`"a"`) }, []string{"/metadata"}},
 		{"ErrMetadataTooLarge", func(tok *keyward.Token) {

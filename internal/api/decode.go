@@ -62,6 +62,9 @@ func decodeObject(body []byte) (*object, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, keyward.Invalid(keyward.FieldError{Pointer: "", Detail: "the request body must hold one JSON object and nothing after it"})
 	}
+	if p := keyward.AmbiguousJSON(body); p != "" {
+		return nil, keyward.Invalid(keyward.FieldError{Pointer: "", Detail: "the request body must not hold " + p + ": parsers read it differently"})
+	}
 	errs := []keyward.FieldError{}
 	return &object{fields: fields, used: map[string]bool{}, errs: &errs}, nil
 }

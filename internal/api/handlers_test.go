@@ -361,6 +361,13 @@ func TestCreateTokenBadInput(t *testing.T) {
 		{"ErrMetadataArray", `{"name":"a","metadata":[1,2]}`, "/metadata"},
 		{"ErrMetadataString", `{"name":"a","metadata":"team"}`, "/metadata"},
 		{"ErrMetadataTooLarge", `{"name":"a","metadata":{"a":"` + strings.Repeat("x", 8<<10) + `"}}`, "/metadata"},
+		// What parsers read differently: the body as a whole is refused.
+		{"ErrDuplicateName", `{"name":"a","name":"b"}`, ""},
+		{"ErrMetadataDuplicateName", `{"name":"a","metadata":{"role":"user","role":"admin"}}`, ""},
+		{"ErrMetadataHugeNumber", `{"name":"a","metadata":{"n":1e400}}`, ""},
+		{"ErrMetadataLoneSurrogate", `{"name":"a","metadata":{"s":"\ud800"}}`, ""},
+		{"ErrExpiresInUnderASecond", `{"name":"a","expires_in":"500ms"}`, "/expires_in"},
+		{"ErrRateLimitNullLimit", `{"name":"a","rate_limit":{"limit":null,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrSubjectTrailingSpace", `{"name":"a","subject":"customer-42 "}`, "/subject"},
 		{"ErrSubjectNonASCII", `{"name":"a","subject":"müller"}`, "/subject"},
 		{"ErrSubjectNumber", `{"name":"a","subject":42}`, "/subject"},
@@ -716,6 +723,12 @@ func TestPatchToken(t *testing.T) {
 		{"ErrRateLimitZero", `{"rate_limit":{"limit":0}}`, "/rate_limit/limit"},
 		{"ErrQuotaPeriod", `{"quota":{"period":"week"}}`, "/quota/period"},
 		{"ErrMetadataNotObject", `{"metadata":[1]}`, "/metadata"},
+		{"ErrMetadataDuplicateName", `{"metadata":{"role":"user","role":"admin"}}`, ""},
+		// RFC 7396 would remove the member, leaving the object incomplete.
+		{"ErrRateLimitNullWindow", `{"rate_limit":{"window":null}}`, "/rate_limit/window"},
+		{"ErrRateLimitNullLimit", `{"rate_limit":{"limit":null}}`, "/rate_limit/limit"},
+		{"ErrQuotaNullLimit", `{"quota":{"limit":null}}`, "/quota/limit"},
+		{"ErrQuotaNullPeriod", `{"quota":{"period":null}}`, "/quota/period"},
 		{"ErrSubject", `{"subject":"x "}`, "/subject"},
 		{"ErrNotObject", `[]`, ""},
 	}

@@ -82,10 +82,13 @@ func (s *Server) tokenFields(o *object, t *keyward.Token, patch bool) {
 	switch {
 	case hasIn && hasAt:
 		o.fail("expires_in", "give expires_in or expires_at, not both")
-	case hasIn && in <= 0:
-		o.fail("expires_in", "expires_in must be positive")
+	case hasIn && in < time.Second:
+		o.fail("expires_in", "expires_in must be at least 1s")
 	case hasIn:
-		e := s.now().Add(in).Truncate(time.Second)
+		// Not rounded to seconds: a token lives as long as asked (to
+		// the microsecond, which both stores keep), and the workspace
+		// policy's longest life is not exceeded by a rounding.
+		e := s.now().Add(in).Truncate(time.Microsecond)
 		t.ExpiresAt = &e
 	case hasAt:
 		t.ExpiresAt = &at
@@ -104,6 +107,11 @@ func (s *Server) tokenFields(o *object, t *keyward.Token, patch bool) {
 		if patch && t.RateLimit != nil {
 			rl = *t.RateLimit
 		}
+		for _, f := range []string{"limit", "window"} {
+			if r.isNull(f) {
+				r.fail(f, "%s cannot be null: give the rate limit whole, or rate_limit null to remove it", f)
+			}
+		}
 		r.int("limit", &rl.Limit)
 		var w time.Duration
 		if r.duration("window", &w) {
@@ -118,6 +126,11 @@ func (s *Server) tokenFields(o *object, t *keyward.Token, patch bool) {
 		qt := keyward.Quota{}
 		if patch && t.Quota != nil {
 			qt = *t.Quota
+		}
+		for _, f := range []string{"limit", "period"} {
+			if q.isNull(f) {
+				q.fail(f, "%s cannot be null: give the quota whole, or quota null to remove it", f)
+			}
 		}
 		q.int("limit", &qt.Limit)
 		q.str("period", &qt.Period)

@@ -20,6 +20,10 @@ type fakeGlobal struct {
 	quota  map[string]int64 // by token id + period
 	calls  []verify.LimitRequest
 	seeded []int64
+	// block, when set, holds each Check until it is closed (a limiter that
+	// hangs); asked is signalled as a held Check starts.
+	block chan struct{}
+	asked chan struct{}
 }
 
 func newFakeGlobal() *fakeGlobal {
@@ -27,6 +31,13 @@ func newFakeGlobal() *fakeGlobal {
 }
 
 func (f *fakeGlobal) Check(_ context.Context, req verify.LimitRequest) (verify.LimitResponse, error) {
+	f.mu.Lock()
+	block, asked := f.block, f.asked
+	f.mu.Unlock()
+	if block != nil {
+		asked <- struct{}{}
+		<-block
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, req)
@@ -114,6 +125,7 @@ func TestGlobalFallback(t *testing.T) {
 		g.mu.Lock()
 		g.fail = nil
 		g.mu.Unlock()
+		e.clock.Add(verify.GlobalRetry) // the next turn to ask the limiter
 		expect(t, e.verify(limited, ""), keyward.Valid)
 		if h := e.engine.Health(); h.GlobalErr != nil {
 			t.Fatal("Health still reports the limiter failing")
@@ -129,4 +141,60 @@ func TestGlobalFallback(t *testing.T) {
 		}
 		expect(t, e.verify(text, ""), keyward.RateLimited)
 	})
+}
+
+// TestGlobalRetry: while the limiter fails, one verification a
+// GlobalRetry asks it; the others fall back without waiting on it, also
+// while that one hangs.
+func TestGlobalRetry(t *testing.T) {
+	g := newFakeGlobal()
+	g.fail = errors.New("i/o timeout")
+	e := newEnv(t, verify.Config{Global: g})
+	_, text := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 100, Window: keyward.Duration(time.Minute)}})
+	calls := func() int { g.mu.Lock(); defer g.mu.Unlock(); return len(g.calls) }
+
+	for i := 0; i < 5; i++ {
+		expect(t, e.verify(text, ""), keyward.RateLimited)
+	}
+	if n := calls(); n != 1 {
+		t.Fatalf("the failing limiter was asked %d times in one turn, want 1", n)
+	}
+	e.clock.Add(verify.GlobalRetry - time.Millisecond)
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	if n := calls(); n != 1 {
+		t.Fatalf("asked %d times before the next turn, want 1", n)
+	}
+	e.clock.Add(time.Millisecond)
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	if n := calls(); n != 2 {
+		t.Fatalf("asked %d times after the next turn came, want 2", n)
+	}
+
+	// The limiter hangs: the verification whose turn it is waits on it,
+	// the others fall back meanwhile.
+	e.clock.Add(verify.GlobalRetry)
+	g.mu.Lock()
+	g.block, g.asked = make(chan struct{}), make(chan struct{}, 1)
+	g.fail = nil
+	block, asked := g.block, g.asked
+	g.mu.Unlock()
+	probe := make(chan verify.Result)
+	go func() { probe <- e.verify(text, "") }()
+	<-asked
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	close(block)
+	expect(t, <-probe, keyward.Valid)
+	if n := calls(); n != 3 {
+		t.Fatalf("asked %d times, want 3: the others did not wait on the hanging limiter", n)
+	}
+	// It answered: every verification asks it again.
+	g.mu.Lock()
+	g.block = nil
+	g.mu.Unlock()
+	expect(t, e.verify(text, ""), keyward.Valid)
+	expect(t, e.verify(text, ""), keyward.Valid)
+	if n := calls(); n != 5 {
+		t.Fatalf("asked %d times, want 5", n)
+	}
 }

@@ -48,6 +48,13 @@ type Config struct {
 	// (default 1).
 	Nodes int
 
+	// ChangeRetention is how long the store keeps the change feed
+	// (default 7 days): the engine deletes older changes every
+	// min(ChangeRetention/2, 1h). A node that has not read the feed for
+	// half of it forgets every cached token when it reads it again, since
+	// changes it missed may be gone.
+	ChangeRetention time.Duration
+
 	// StaleGrace bounds how long cached tokens keep verifying while the
 	// change feed cannot be read (the store is down): past it, every
 	// verification fails closed with Result.Err set. Zero means no bound.
@@ -245,6 +252,9 @@ func New(cfg Config) *Engine {
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = 1_000_000
 	}
+	if cfg.ChangeRetention <= 0 {
+		cfg.ChangeRetention = 7 * 24 * time.Hour
+	}
 	if cfg.GlobalFallback == "" {
 		cfg.GlobalFallback = FallbackClosed
 	}
@@ -286,8 +296,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.restoredMu.Unlock()
 	e.health.LastSync = e.now()
 	e.syncedAt.Store(e.health.LastSync.UnixNano())
-	e.done.Add(2)
+	e.done.Add(3)
 	go e.pollLoop()
+	go e.loop(min(e.cfg.ChangeRetention/2, time.Hour), e.pruneChanges)
 	go e.loop(e.cfg.FlushInterval, func(ctx context.Context) {
 		if e.clock != nil {
 			e.clock.reanchor()
@@ -1033,6 +1044,26 @@ func (e *Engine) restoredRate(tokenID string) (keyward.RateWindow, bool) {
 	return w, ok && w.Until.After(e.now())
 }
 
+// pruneChanges deletes the changes older than ChangeRetention: the feed
+// would otherwise grow with every token write for ever. Every node prunes;
+// a delete that finds nothing costs little.
+func (e *Engine) pruneChanges(ctx context.Context) {
+	if err := e.cfg.Store.PruneChanges(ctx, e.now().Add(-e.cfg.ChangeRetention)); err != nil {
+		e.log.Warn("pruning the change feed failed; will retry", "err", err)
+	}
+}
+
+// forgetAll drops every cached token; each is read from the store again
+// when next verified. Usage not yet flushed is kept (the flush holds the
+// entries).
+func (e *Engine) forgetAll() {
+	e.mu.Lock()
+	for id := range e.byToken {
+		e.dropLocked(id)
+	}
+	e.mu.Unlock()
+}
+
 // poll applies the store's change feed to the cache.
 func (e *Engine) poll(ctx context.Context) {
 	err := e.Sync(ctx)
@@ -1058,6 +1089,22 @@ func (e *Engine) poll(ctx context.Context) {
 // Sync applies every change recorded since the last sync. A token that
 // cannot be refreshed stops the sync there, so it is retried.
 func (e *Engine) Sync(ctx context.Context) error {
+	// Not read for half the retention (the store was down, the process
+	// stopped): changes missed may have been pruned, so no cached token
+	// is trusted once the feed is read again.
+	gap := e.now().UnixNano() - e.syncedAt.Load()
+	err := e.sync(ctx)
+	if err == nil {
+		if gap > int64(e.cfg.ChangeRetention/2) {
+			e.forgetAll()
+			e.log.Warn("the change feed was not read for half its retention; cached tokens are read again", "retention", e.cfg.ChangeRetention)
+		}
+		e.syncedAt.Store(e.now().UnixNano())
+	}
+	return err
+}
+
+func (e *Engine) sync(ctx context.Context) error {
 	for {
 		after := e.lastSeq.Load()
 		changes, err := e.cfg.Store.Changes(ctx, after, 500)

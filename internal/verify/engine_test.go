@@ -725,3 +725,66 @@ func TestRefreshesOrdered(t *testing.T) {
 	}
 	expect(t, eng.Verify(ctx, verify.Request{Token: text}), keyward.Valid)
 }
+
+// TestChangeFeedPruned: a node that did not read the feed for half its
+// retention may have missed changes that were pruned since; once it reads
+// the feed again it trusts no cached token.
+func TestChangeFeedPruned(t *testing.T) {
+	e := newEnv(t, verify.Config{PollInterval: time.Hour, ChangeRetention: time.Hour})
+	ctx := context.Background()
+	tok, text := e.create(&keyward.Token{})
+	_, kept := e.create(&keyward.Token{})
+	expect(t, e.verify(text, ""), keyward.Valid)
+	expect(t, e.verify(kept, ""), keyward.Valid)
+	other := &manage.Service{Store: e.store, Keys: e.keys, Now: e.clock.Now}
+	if _, err := other.RevokeToken(ctx, e.caller, tok.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	// Two hours pass unread; the revocation's change is pruned meanwhile.
+	e.clock.Add(2 * time.Hour)
+	if err := e.store.PruneChanges(ctx, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(text, ""), keyward.Valid) // not yet synced
+	if err := e.engine.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(text, ""), keyward.Revoked)
+	expect(t, e.verify(kept, ""), keyward.Valid)
+
+	// Read within half the retention, the cache is kept.
+	_, misses, _ := e.engine.CacheStats()
+	e.clock.Add(29 * time.Minute)
+	if err := e.engine.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.verify(kept, ""), keyward.Valid)
+	if _, m, _ := e.engine.CacheStats(); m != misses {
+		t.Fatalf("%d cache misses after a sync within half the retention, want %d", m, misses)
+	}
+}
+
+// TestChangeFeedPruning: the engine deletes changes older than the
+// retention by itself.
+func TestChangeFeedPruning(t *testing.T) {
+	e := newEnv(t, verify.Config{ChangeRetention: 100 * time.Millisecond})
+	e.create(&keyward.Token{})
+	if cs, err := e.store.Changes(context.Background(), 0, 10); err != nil || len(cs) == 0 {
+		t.Fatalf("changes = %v, %v; want the creation's", cs, err)
+	}
+	e.clock.Add(time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cs, err := e.store.Changes(context.Background(), 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d changes older than the retention still kept after 5 s", len(cs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -188,11 +188,9 @@ func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 			s.writeError(w, r, keyward.Errorf(keyward.EFORBIDDEN, "this token lacks the scope %s", rt.Scope))
 			return
 		case keyward.RateLimited, keyward.QuotaExceeded:
-			retry := res.Rate.Reset
-			if res.Outcome == keyward.QuotaExceeded {
-				retry = res.Quota.Reset
+			if retry, ok := res.RetryAfter(); ok {
+				w.Header().Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(retry)), 10))
 			}
-			w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(retry), 10))
 			s.writeError(w, r, keyward.Errorf(keyward.ERATELIMITED, "this token is over its limit; retry later"))
 			return
 		default:

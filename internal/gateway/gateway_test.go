@@ -65,18 +65,23 @@ func newFake() *fakeVerifier {
 	// token shows them (PRODUCT §5), its 401s too.
 	lim := verify.Limit{Set: true, Limit: 100, Remaining: 42, Reset: 17 * time.Second, Window: time.Minute}
 	return &fakeVerifier{tokens: map[string]verify.Result{
-		"good":       {Outcome: keyward.Valid, Token: tok("tok_good", "orders:read", "orders:write")},
-		"reader":     {Outcome: keyward.Valid, Token: tok("tok_reader", "orders:read")},
-		"limited":    {Outcome: keyward.Valid, Token: tok("tok_limited", "orders:read"), Rate: lim},
-		"both":       {Outcome: keyward.Valid, Token: tok("tok_both", "orders:read"), Rate: lim, Quota: verify.Limit{Set: true, Limit: 1000, Remaining: 5, Reset: time.Hour, Window: 24 * time.Hour}},
-		"malformed":  {Outcome: keyward.Malformed},
-		"revoked":    {Outcome: keyward.Revoked, Token: tok("tok_r"), Rate: lim},
-		"suspended":  {Outcome: keyward.Suspended, Token: tok("tok_s"), Rate: lim},
-		"pending":    {Outcome: keyward.PendingApproval, Token: tok("tok_p"), Rate: lim},
-		"expired":    {Outcome: keyward.Expired, Token: tok("tok_e"), Rate: lim},
-		"ipblocked":  {Outcome: keyward.IPNotAllowed, Token: tok("tok_i"), Rate: lim},
-		"ratelimit":  {Outcome: keyward.RateLimited, Token: tok("tok_rl"), Rate: verify.Limit{Set: true, Limit: 100, Remaining: 0, Reset: 2500 * time.Millisecond, Window: time.Minute}},
-		"quota":      {Outcome: keyward.QuotaExceeded, Token: tok("tok_q"), Quota: verify.Limit{Set: true, Limit: 10, Remaining: 0, Reset: time.Hour, Window: 24 * time.Hour}},
+		"good":      {Outcome: keyward.Valid, Token: tok("tok_good", "orders:read", "orders:write")},
+		"reader":    {Outcome: keyward.Valid, Token: tok("tok_reader", "orders:read")},
+		"limited":   {Outcome: keyward.Valid, Token: tok("tok_limited", "orders:read"), Rate: lim},
+		"both":      {Outcome: keyward.Valid, Token: tok("tok_both", "orders:read"), Rate: lim, Quota: verify.Limit{Set: true, Limit: 1000, Remaining: 5, Reset: time.Hour, Window: 24 * time.Hour}},
+		"malformed": {Outcome: keyward.Malformed},
+		"revoked":   {Outcome: keyward.Revoked, Token: tok("tok_r"), Rate: lim},
+		"suspended": {Outcome: keyward.Suspended, Token: tok("tok_s"), Rate: lim},
+		"pending":   {Outcome: keyward.PendingApproval, Token: tok("tok_p"), Rate: lim},
+		"expired":   {Outcome: keyward.Expired, Token: tok("tok_e"), Rate: lim},
+		"ipblocked": {Outcome: keyward.IPNotAllowed, Token: tok("tok_i"), Rate: lim},
+		"ratelimit": {Outcome: keyward.RateLimited, Token: tok("tok_rl"), Rate: verify.Limit{Set: true, Limit: 100, Remaining: 0, Reset: 2500 * time.Millisecond, Window: time.Minute}},
+		"quota":     {Outcome: keyward.QuotaExceeded, Token: tok("tok_q"), Quota: verify.Limit{Set: true, Limit: 10, Remaining: 0, Reset: time.Hour, Window: 24 * time.Hour}},
+		// A quota counted in total: no window, and no slot ever frees.
+		"quotatotal": {Outcome: keyward.QuotaExceeded, Token: tok("tok_qt"), Quota: verify.Limit{Set: true, Limit: 10, Remaining: 0}},
+		// The fallback of a failing global limiter, for a token with a
+		// total quota: come back when the limiter may answer.
+		"fallback":   {Outcome: keyward.RateLimited, Token: tok("tok_fb"), Quota: verify.Limit{Set: true, Limit: 10, Reset: time.Second}},
 		"storedown":  {Outcome: keyward.NotFound, Err: errors.New("db down")},
 		"apikeyonly": {Outcome: keyward.Valid, Token: tok("tok_k", "orders:read")},
 	}}
@@ -234,6 +239,8 @@ func TestOutcomes(t *testing.T) {
 		{"ErrInsufficientScope", "reader", 403, `Bearer realm="keyward", error="insufficient_scope", scope="orders:write"`, "", "", false},
 		{"ErrRateLimited", "ratelimit", 429, "", "3", `"default";r=0;t=3`, false},
 		{"ErrQuotaExceeded", "quota", 429, "", "3600", `"default";r=0;t=3600`, false},
+		{"ErrQuotaTotalExceeded", "quotatotal", 429, "", "", `"default";r=0`, false},
+		{"ErrGlobalFallback", "fallback", 429, "", "1", `"default";r=0;t=1`, false},
 		{"ErrStoreDown", "storedown", 503, "", "5", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1036,5 +1043,22 @@ func TestPathPrefixClean(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "is not a clean path") {
 			t.Errorf("path_prefix %s: %v, want not a clean path", prefix, err)
 		}
+	}
+}
+
+// TestTotalQuotaHeaders: a quota counted in total has no window and never
+// resets; its fields leave out w and t (optional in the draft) rather
+// than claim 0.
+func TestTotalQuotaHeaders(t *testing.T) {
+	gw, _, _ := base(t)
+	res, body := do(t, "GET", gw.URL+"/orders", map[string]string{"Authorization": "Bearer quotatotal"})
+	if res.StatusCode != 429 {
+		t.Fatalf("status %d: %s", res.StatusCode, body)
+	}
+	if got, want := res.Header.Get("RateLimit-Policy"), `"default";q=10`; got != want {
+		t.Errorf("RateLimit-Policy %q, want %q", got, want)
+	}
+	if _, ok := res.Header["Retry-After"]; ok {
+		t.Errorf("Retry-After %q on a quota that never frees a slot", res.Header.Get("Retry-After"))
 	}
 }

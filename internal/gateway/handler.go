@@ -613,11 +613,9 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 		return false
 	case keyward.RateLimited, keyward.QuotaExceeded:
 		st.token = res.Token
-		reset := res.Rate.Reset
-		if res.Outcome == keyward.QuotaExceeded {
-			reset = res.Quota.Reset
+		if reset, ok := res.RetryAfter(); ok {
+			w.Header().Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(reset)), 10))
 		}
-		w.Header().Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(reset)), 10))
 		writeProblem(w, http.StatusTooManyRequests, keyward.ERATELIMITED, "the token is over its limit; retry later", st.requestID)
 		return false
 	default:
@@ -641,16 +639,23 @@ func setRateLimit(hd http.Header, res verify.Result, vals []string) {
 	}
 	// Built by hand and stored under the canonical keys: this runs on
 	// every request of a limited token.
+	// A quota counted in total has no window, and no reset unless the
+	// fallback for a failing global limiter asks to come back: w and t
+	// are optional in the draft.
 	var b [64]byte
 	p := append(b[:0], `"default";q=`...)
 	p = strconv.AppendInt(p, l.Limit, 10)
-	p = append(p, ";w="...)
-	p = strconv.AppendInt(p, ceilSeconds(l.Window), 10)
+	if l.Window > 0 {
+		p = append(p, ";w="...)
+		p = strconv.AppendInt(p, ceilSeconds(l.Window), 10)
+	}
 	n := len(p)
 	p = append(p, `"default";r=`...)
 	p = strconv.AppendInt(p, max(0, l.Remaining), 10)
-	p = append(p, ";t="...)
-	p = strconv.AppendInt(p, ceilSeconds(l.Reset), 10)
+	if l.Window > 0 || l.Reset > 0 {
+		p = append(p, ";t="...)
+		p = strconv.AppendInt(p, ceilSeconds(l.Reset), 10)
+	}
 	both := string(p)
 	vals[0], vals[1] = both[:n], both[n:]
 	hd["Ratelimit-Policy"] = vals[:1:1]

@@ -143,6 +143,21 @@ type Limit struct {
 	Window    time.Duration // the rate window, or the quota period's length
 }
 
+// RetryAfter is how long a RATE_LIMITED or QUOTA_EXCEEDED caller should
+// wait before trying again: until the limit that refused it frees a slot.
+// ok is false for a quota counted in total, which never frees one (a
+// caller that retried would retry for ever).
+func (r *Result) RetryAfter() (d time.Duration, ok bool) {
+	l := r.Rate
+	if r.Outcome == keyward.QuotaExceeded || !l.Set {
+		l = r.Quota
+	}
+	if l.Reset <= 0 && l.Window <= 0 {
+		return 0, false
+	}
+	return l.Reset, true
+}
+
 // Engine verifies tokens. It is safe for concurrent use.
 type Engine struct {
 	cfg Config
@@ -216,8 +231,12 @@ type tokenEntry struct {
 	mu        sync.Mutex
 	rate      *limiter
 	quotaNum  int64 // period number the counts belong to
-	quotaUsed int64 // stored + pending
+	quotaUsed int64 // stored + pending, or the global count when higher
 	quotaPend int64 // not yet flushed
+	// quotaSync is the period's count of all nodes together as last
+	// known: the store's at install, the global limiter's after each
+	// answer. The fallback shares out what remained of the quota then.
+	quotaSync int64
 	lastAt    int64 // unix ns of the last VALID use; 0 = none since flush
 	lastIP    netip.Addr
 	isDirty   bool
@@ -538,8 +557,23 @@ func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Re
 		}
 		// The global limiter failed: fall back.
 		if e.cfg.GlobalFallback != FallbackLocal {
+			// Refused, and asked to come back when the limiter may
+			// answer again. The limits described are the token's: none
+			// is known to have a slot left.
 			res.Outcome = keyward.RateLimited
-			res.Rate = Limit{Set: true, Reset: time.Second}
+			res.Rate = Limit{Set: true, Reset: GlobalRetry}
+			if rl := t.RateLimit; rl != nil {
+				res.Rate.Limit, res.Rate.Window = rl.Limit, time.Duration(rl.Window)
+			}
+			if q := t.Quota; q != nil {
+				res.Quota = Limit{Set: true, Limit: q.Limit, Reset: GlobalRetry}
+				if !q.PeriodEnd(now).IsZero() {
+					res.Quota.Window = periodLength(q.Period, now)
+				}
+				if t.RateLimit == nil {
+					res.Rate = Limit{}
+				}
+			}
 			return
 		}
 		e.limits(se.tok, t, now, res, req.IP, consume, e.cfg.Nodes)
@@ -600,7 +634,14 @@ func (e *Engine) limits(te *tokenEntry, t *keyward.Token, now time.Time, res *Re
 		if qnum != te.quotaNum {
 			e.rollQuota(te, q, qnum)
 		}
-		quotaLimit = max(q.Limit/int64(div), 1)
+		// The count this node may reach: what remained when all nodes'
+		// count was last known, or its share of that in the fallback
+		// (at least 1 while any remained).
+		left := q.Limit - te.quotaSync
+		if div > 1 && left > 0 {
+			left = max(left/int64(div), 1)
+		}
+		quotaLimit = te.quotaSync + max(left, 0)
 		if res.Outcome == keyward.Valid && te.quotaUsed >= quotaLimit {
 			res.Outcome = keyward.QuotaExceeded
 		}
@@ -619,7 +660,7 @@ func (e *Engine) limits(te *tokenEntry, t *keyward.Token, now time.Time, res *Re
 		res.Rate = Limit{Set: true, Limit: rateLimit, Remaining: max(rateLimit-rateUsed, 0), Reset: te.rate.reset(nowNS), Window: time.Duration(rl.Window)}
 	}
 	if q := t.Quota; q != nil {
-		res.Quota = Limit{Set: true, Limit: quotaLimit, Remaining: max(quotaLimit-te.quotaUsed, 0)}
+		res.Quota = Limit{Set: true, Limit: q.Limit, Remaining: max(quotaLimit-te.quotaUsed, 0)}
 		if end := q.PeriodEnd(now); !end.IsZero() {
 			res.Quota.Reset = end.Sub(now)
 			res.Quota.Window = periodLength(q.Period, now)
@@ -713,12 +754,25 @@ func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.To
 		res.Outcome = keyward.RateLimited
 	case resp.QuotaExceeded:
 		res.Outcome = keyward.QuotaExceeded
-	case consume:
+	}
+	admitted := res.Outcome == keyward.Valid && consume
+	if admitted || t.Quota != nil && !resp.RateLimited {
 		te.mu.Lock()
 		if t.Quota != nil && te.quotaNum != qnum {
 			e.rollQuota(te, t.Quota, qnum)
 		}
-		e.recordUse(te, now.UnixNano(), ip, t.Quota != nil)
+		if admitted {
+			e.recordUse(te, now.UnixNano(), ip, t.Quota != nil)
+			if t.Quota != nil {
+				te.quotaUsed++
+			}
+		}
+		if t.Quota != nil && !resp.RateLimited {
+			// All nodes' count, should the limiter fail next (when the
+			// rate limit denied, the answer's count may be a seed).
+			te.quotaUsed = max(te.quotaUsed, resp.QuotaUsed)
+			te.quotaSync = max(te.quotaSync, resp.QuotaUsed)
+		}
 		te.mu.Unlock()
 	}
 	if rl := t.RateLimit; rl != nil {
@@ -754,7 +808,7 @@ func (e *Engine) rollQuota(te *tokenEntry, q *keyward.Quota, qnum int64) {
 		e.carry = append(e.carry, keyward.UsageFlush{TokenID: te.id, Period: periodKey(q.Period, te.quotaNum), QuotaDelta: te.quotaPend})
 		e.dirtyMu.Unlock()
 	}
-	te.quotaNum, te.quotaUsed, te.quotaPend = qnum, 0, 0
+	te.quotaNum, te.quotaUsed, te.quotaPend, te.quotaSync = qnum, 0, 0, 0
 }
 
 // periodNum numbers calendar periods in UTC without allocating: days since
@@ -927,7 +981,7 @@ func (e *Engine) install(ctx context.Context, tok *keyward.Token, secs []*keywar
 			if err != nil {
 				return err
 			}
-			fresh.quotaNum, fresh.quotaUsed = num, used
+			fresh.quotaNum, fresh.quotaUsed, fresh.quotaSync = num, used, used
 		}
 	}
 

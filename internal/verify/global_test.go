@@ -198,3 +198,63 @@ func TestGlobalRetry(t *testing.T) {
 		t.Fatalf("asked %d times, want 5", n)
 	}
 }
+
+// TestGlobalFallbackQuota: the local fallback shares out what remained of
+// a quota when all nodes' count was last known, not the whole quota again.
+func TestGlobalFallbackQuota(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		used, more int // used through the limiter; admitted after it fails
+	}{
+		{"Spent", 30, 0},
+		{"PartSpent", 12, 6}, // (30-12)/3
+		{"Unused", 0, 10},    // 30/3
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newFakeGlobal()
+			e := newEnv(t, verify.Config{Global: g, GlobalFallback: verify.FallbackLocal, Nodes: 3})
+			_, text := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 30, Period: keyward.PeriodNone}})
+			for i := 0; i < tc.used; i++ {
+				expect(t, e.verify(text, ""), keyward.Valid)
+			}
+			g.mu.Lock()
+			g.fail = errors.New("connection refused")
+			g.mu.Unlock()
+			for i := 0; i < tc.more; i++ {
+				r := e.verify(text, "")
+				expect(t, r, keyward.Valid)
+				if r.Quota.Limit != 30 || r.Quota.Remaining != int64(tc.more-i-1) {
+					t.Fatalf("quota %+v after %d admitted in the fallback, want limit 30 remaining %d", r.Quota, i+1, tc.more-i-1)
+				}
+			}
+			expect(t, e.verify(text, ""), keyward.QuotaExceeded)
+		})
+	}
+}
+
+// TestGlobalFallbackClosedLimits: the closed fallback describes the
+// token's own limits, with nothing remaining, and asks to come back when
+// the limiter is asked again.
+func TestGlobalFallbackClosedLimits(t *testing.T) {
+	g := newFakeGlobal()
+	g.fail = errors.New("connection refused")
+	e := newEnv(t, verify.Config{Global: g})
+	_, rated := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 100, Window: keyward.Duration(time.Minute)}})
+	r := e.verify(rated, "")
+	expect(t, r, keyward.RateLimited)
+	if want := (verify.Limit{Set: true, Limit: 100, Remaining: 0, Reset: verify.GlobalRetry, Window: time.Minute}); r.Rate != want {
+		t.Errorf("rate %+v, want %+v", r.Rate, want)
+	}
+	if d, ok := r.RetryAfter(); !ok || d != verify.GlobalRetry {
+		t.Errorf("RetryAfter = %v, %v; want %v", d, ok, verify.GlobalRetry)
+	}
+	_, total := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 5, Period: keyward.PeriodNone}})
+	r = e.verify(total, "")
+	expect(t, r, keyward.RateLimited)
+	if r.Rate.Set || r.Quota != (verify.Limit{Set: true, Limit: 5, Reset: verify.GlobalRetry}) {
+		t.Errorf("rate %+v quota %+v, want no rate and the quota of 5", r.Rate, r.Quota)
+	}
+	if d, ok := r.RetryAfter(); !ok || d != verify.GlobalRetry {
+		t.Errorf("RetryAfter = %v, %v; want %v", d, ok, verify.GlobalRetry)
+	}
+}

@@ -312,6 +312,28 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
+// ValidateReason checks the reason given for a revocation, suspension or
+// resumption: at most MaxReasonLen bytes, no control characters (it is
+// shown in tables and logs, and kept in the audit log), no marks that
+// reorder the text around them.
+func ValidateReason(reason string) error {
+	switch {
+	case len(reason) > MaxReasonLen:
+		return fmt.Errorf("reason must be at most %d characters", MaxReasonLen)
+	case strings.ContainsFunc(reason, isControl):
+		return fmt.Errorf("reason must not contain control characters")
+	case strings.ContainsFunc(reason, isBidiControl):
+		return fmt.Errorf("reason must not contain bidirectional control characters")
+	}
+	return nil
+}
+
+// isBidiControl reports the Unicode marks that reorder the text around
+// them (a "Trojan Source" reason would read otherwise in a table).
+func isBidiControl(r rune) bool {
+	return r >= 0x202A && r <= 0x202E || r >= 0x2066 && r <= 0x2069 || r == 0x200E || r == 0x200F || r == 0x061C
+}
+
 // jsonDepth returns the deepest nesting of objects and arrays in valid JSON.
 func jsonDepth(b json.RawMessage) int {
 	depth, deepest := 0, 0

@@ -429,6 +429,7 @@ func TestUsageErrors(t *testing.T) {
 		{"HelpUnknown", []string{"help", "bogus"}, nil, `unknown command "bogus"`},
 		{"MissingName", []string{"token", "create", "--scope", "a:b"}, nil, "--name is required"},
 		{"MissingID", []string{"token", "show"}, nil, "missing token ID"},
+		{"SecretForID", []string{"token", "revoke", "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"}, nil, "kw_[redacted] is a token's secret, not its ID (tok_...), and was not sent"},
 		{"ExtraArg", []string{"token", "show", "tok_1", "tok_2"}, nil, `unexpected argument "tok_2"`},
 		{"ListArg", []string{"token", "list", "x"}, nil, `unexpected argument "x"`},
 		{"InitTwoStores", []string{"init", "--data-dir", "d", "--database-url", "postgres://x"}, nil, "give --data-dir or --database-url"},

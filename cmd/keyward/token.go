@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/client"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 var tokenGroup = group{
@@ -291,6 +292,10 @@ func oneArg(fs *flagSet, args []string, what string) (string, error) {
 		return "", fs.usagef("unexpected argument %q", args[1])
 	case args[0] == "":
 		return "", fs.usagef("empty %s", what)
+	case what == "token ID" && secret.Redact(args[0]) != args[0]:
+		// Sent, it would be in the URL, and so in the server's and any
+		// proxy's access log.
+		return "", fs.usagef("%s is a token's secret, not its ID (tok_...), and was not sent; to learn which token it is, pipe it to 'keyward verify'", secret.Redact(args[0]))
 	}
 	return args[0], nil
 }

@@ -1,18 +1,23 @@
 package api_test
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/secret"
 )
@@ -2028,4 +2033,69 @@ func TestAudit(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSecretInPlaceOfID: a token's secret given where its id belongs
+// (keyward token revoke kw_...) is not found, and comes back neither in
+// the answer nor in the access log.
+func TestSecretInPlaceOfID(t *testing.T) {
+	s := newStack(t)
+	var logs syncBuffer
+	h := api.New(api.Config{Service: s.svc, Engine: s.engine, Store: s.db, Now: s.clock.Now, Version: "test",
+		Log: slog.New(slog.NewTextHandler(&logs, nil))}).Handler()
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	_, text := s.newToken("victim", "orders:read")
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/v1/tokens/" + text},
+		{"POST", "/v1/tokens/" + text + "/revoke"},
+		{"PATCH", "/v1/tokens/" + text},
+		{"POST", "/v1/tokens/" + text + "/rotate"},
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(`{}`))
+		req.Header.Set("Authorization", "Bearer "+s.root)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound {
+			t.Errorf("%s %s: status %d, want 404: %s", tc.method, tc.path, res.StatusCode, body)
+		}
+		if strings.Contains(string(body), text[3:]) {
+			t.Errorf("%s: the answer repeats the secret: %s", tc.method, body)
+		}
+	}
+	if l := logs.String(); strings.Contains(l, text[3:]) || !strings.Contains(l, "kw_[redacted]") {
+		t.Errorf("the access log holds the secret, or no redacted path:\n%s", l)
+	}
+	s.wantCode(text, "VALID") // nothing happened to it
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+
+// TestReasonRefused: a reason with control or bidirectional marks is
+// refused, and the token is left as it was.
+func TestReasonRefused(t *testing.T) {
+	s := newStack(t)
+	id, text := s.newToken("t", "orders:read")
+	for _, reason := range []string{"a\u0000b", "line\nbreak", "\u001b[31mred", "evil \u202egnp.exe"} {
+		body := map[string]any{"reason": reason}
+		wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, body), "/reason")
+		wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, body), "/reason")
+	}
+	s.wantCode(text, "VALID")
+	wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, map[string]any{"reason": "leaked in a ticket — ünïcode is fine"}), http.StatusOK)
 }

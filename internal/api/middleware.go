@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/verify"
 )
 
@@ -110,7 +111,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		attrs := append(buf[:0],
 			slog.String("request_id", ri.id),
 			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("path", secret.Redact(r.URL.Path)),
 			slog.Int("status", sw.status),
 			slog.Duration("duration", time.Since(start)),
 			slog.String("remote_ip", remoteIP(r).String()),

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // problem is an RFC 9457 problem detail.
@@ -60,11 +61,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &e) {
 		p.Detail, p.Errors = e.Message, e.Fields
 		if code == keyward.EUNAVAILABLE {
-			s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable", slog.String("request_id", p.RequestID), slog.String("path", r.URL.Path), slog.Any("err", err))
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable", slog.String("request_id", p.RequestID), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
 		}
 	} else {
 		p.Detail = "internal error"
-		s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", p.RequestID), slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
+		s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", p.RequestID), slog.String("method", r.Method), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
 	}
 	switch status {
 	case http.StatusUnauthorized:

@@ -341,7 +341,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", r.Method, "path", r.URL.Path, "status", sw.status,
+		s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", r.Method, "path", secret.Redact(r.URL.Path), "status", sw.status,
 			"duration_ms", time.Since(start).Milliseconds(), "ip", clientIP(r))
 	})
 }
@@ -353,7 +353,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.log.Error("dashboard handler panicked", "request_id", requestIDOf(r), "path", r.URL.Path, "panic", v)
+				s.log.Error("dashboard handler panicked", "request_id", requestIDOf(r), "path", secret.Redact(r.URL.Path), "panic", v)
 				http.Error(w, "internal error", http.StatusInternalServerError)
 			}
 		}()
@@ -407,7 +407,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		if errors.Is(err, context.Canceled) {
 			return
 		}
-		s.log.Error("dashboard request failed", "request_id", requestIDOf(r), "path", r.URL.Path, "err", err)
+		s.log.Error("dashboard request failed", "request_id", requestIDOf(r), "path", secret.Redact(r.URL.Path), "err", err)
 		s.renderError(w, r, http.StatusInternalServerError, "Something went wrong on our side.")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // waUser is a keyward user as the WebAuthn library sees it. The user
@@ -466,6 +467,6 @@ func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) 
 
 // failJSON answers an internal error to the passkey script, logged once.
 func (s *Server) failJSON(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("dashboard passkey request failed", "request_id", requestIDOf(r), "path", r.URL.Path, "err", err)
+	s.log.Error("dashboard passkey request failed", "request_id", requestIDOf(r), "path", secret.Redact(r.URL.Path), "err", err)
 	writeJSON(w, http.StatusInternalServerError, jsonError{Error: "Something went wrong on our side."})
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/logfmt"
+	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/usage"
 	"github.com/keyward/keyward/internal/verify"
 )
@@ -456,7 +457,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	attrs := append(buf[:0],
 		slog.String("request_id", id),
 		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
+		slog.String("path", secret.Redact(r.URL.Path)),
 		slog.Int("status", sw.status),
 		slog.Duration("duration", took),
 		slog.String("client_ip", ipText),

@@ -177,7 +177,20 @@ func actorID(a keyward.Actor) string {
 
 // Token returns one token of the caller's workspace.
 func (s *Service) Token(ctx context.Context, c Caller, id string) (*keyward.Token, error) {
+	if err := tokenID(id); err != nil {
+		return nil, err
+	}
 	return s.Store.FindToken(ctx, c.WorkspaceID, id)
+}
+
+// tokenID refuses as not found, without asking the store, an id that
+// cannot be a token's, and does not repeat it: what is given in place of
+// an id may be a token's secret, which must not come back in an error.
+func tokenID(id string) error {
+	if !keyward.ValidID(keyward.PrefixToken, id) {
+		return keyward.Errorf(keyward.ENOTFOUND, "no token has that id (a token id is %s and 26 characters)", keyward.PrefixToken)
+	}
+	return nil
 }
 
 // Tokens returns a page of the caller's workspace's tokens.
@@ -191,6 +204,9 @@ func (s *Service) Tokens(ctx context.Context, c Caller, f keyward.TokenFilter) (
 // when it changed. patch sets client-settable fields only; the result is
 // validated as a whole.
 func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch func(t *keyward.Token)) (*keyward.Token, error) {
+	if err := tokenID(id); err != nil {
+		return nil, err
+	}
 	pol, err := s.policy(ctx, c.WorkspaceID)
 	if err != nil {
 		return nil, err
@@ -266,6 +282,9 @@ func onlyExpiryErr(err error) bool {
 // stays valid for grace; every earlier grace ends now. It returns the token
 // and the new secret text. Rotating a revoked token fails with ECONFLICT.
 func (s *Service) RotateToken(ctx context.Context, c Caller, id string, grace time.Duration) (*keyward.Token, string, error) {
+	if err := tokenID(id); err != nil {
+		return nil, "", err
+	}
 	if grace < 0 || grace > MaxGracePeriod || grace%time.Second != 0 {
 		return nil, "", keyward.Invalid(keyward.FieldError{Pointer: "/grace_period", Detail: fmt.Sprintf("grace_period must be whole seconds between 0s and %s", MaxGracePeriod)})
 	}
@@ -349,8 +368,11 @@ func (s *Service) ResumeToken(ctx context.Context, c Caller, id, reason string) 
 }
 
 func (s *Service) setState(ctx context.Context, c Caller, id, action, reason string, change func(*keyward.Token, time.Time) (bool, error)) (*keyward.Token, error) {
-	if len(reason) > keyward.MaxReasonLen {
-		return nil, keyward.Invalid(keyward.FieldError{Pointer: "/reason", Detail: fmt.Sprintf("reason must be at most %d characters", keyward.MaxReasonLen)})
+	if err := tokenID(id); err != nil {
+		return nil, err
+	}
+	if err := keyward.ValidateReason(reason); err != nil {
+		return nil, keyward.Invalid(keyward.FieldError{Pointer: "/reason", Detail: err.Error()})
 	}
 	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
 		if err := c.checkGrant(t.Scopes, "cannot change the token"); err != nil {

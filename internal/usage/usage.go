@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // Defaults of Config.
@@ -303,7 +304,7 @@ func event(q *Request) *keyward.UsageEvent {
 		Time:        at,
 		Method:      q.Method,
 		Route:       q.Route,
-		Path:        q.Path,
+		Path:        secret.Redact(q.Path), // a secret pasted into a URL is not kept
 		Outcome:     q.Outcome,
 		Status:      q.Status,
 		Latency:     q.Latency,

@@ -1,0 +1,37 @@
+package secret
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRedact(t *testing.T) {
+	tok, err := Generate("kw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, err := Generate("acme_corp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same shape with a wrong checksum: a mistyped secret.
+	typo := tok[:len(tok)-1] + string("0123456789"[(strings.IndexByte(Alphabet, tok[len(tok)-1])+1)%10])
+	for _, tc := range []struct{ in, want string }{
+		{"/v1/tokens/" + tok + "/revoke", "/v1/tokens/kw_" + Redacted + "/revoke"},
+		{"/orders/" + long, "/orders/acme_corp_" + Redacted},
+		{"/a/" + typo + "/b", "/a/kw_" + Redacted + "/b"},
+		{tok + "," + tok, "kw_" + Redacted + ",kw_" + Redacted},
+		{"/v1/tokens/tok_01kkntq1th8v9w1613jwgfct5a/revoke", "/v1/tokens/tok_01kkntq1th8v9w1613jwgfct5a/revoke"},
+		{"/x/" + tok + "a", "/x/" + tok + "a"}, // a longer run is not a token
+		{"/x/" + tok[1:], "/x/" + tok[1:]},     // "w_..." is a prefix too short
+		{"/orders", "/orders"},
+		{"", ""},
+	} {
+		if got := Redact(tc.in); got != tc.want {
+			t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { Redact("/orders/ord_123/items_and_more_things_here_1234567890") }); n != 0 {
+		t.Errorf("Redact of a path without a token allocates %v times", n)
+	}
+}

@@ -725,6 +725,19 @@ func TestAccessLogTokenID(t *testing.T) {
 	}
 }
 
+// TestAccessLogRedactsSecrets: a secret in the path (a client that put its
+// token there) is not kept in the access log.
+func TestAccessLogRedactsSecrets(t *testing.T) {
+	gw, _, lb := base(t)
+	const text = "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"
+	do(t, "GET", gw.URL+"/orders/"+text+"/items", map[string]string{"Authorization": "Bearer good"})
+	gw.Close()
+	logs := lb.String()
+	if strings.Contains(logs, text[3:]) || !strings.Contains(logs, `"path":"/orders/kw_[redacted]/items"`) {
+		t.Errorf("log %s", logs)
+	}
+}
+
 func TestSSEStreams(t *testing.T) {
 	next := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

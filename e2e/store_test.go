@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/keyward/keyward/client"
 )
 
 // store is where a test's keyward processes keep their data: the flags
@@ -143,4 +145,30 @@ func redisURL(t testing.TB) string {
 		t.Skip("set KEYWARD_TEST_REDIS_URL=redis://127.0.0.1:6379/0 to run the Redis tests")
 	}
 	return u
+}
+
+// TestSQLiteOneServe: a second keyward serve on the data dir of a running
+// one refuses to start (each would count limits apart), while other
+// commands still work beside it; once the first stops, a serve starts.
+func TestSQLiteOneServe(t *testing.T) {
+	st := sqliteStore(t)
+	root := initRoot(t, st)
+	first := startServer(t, st)
+	cmd := exec.Command(binary, append([]string{"serve", "--addr", "127.0.0.1:0"}, st.args...)...)
+	cmd.Env = append(baseEnv(), st.env...)
+	dieWithTest(cmd)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("a second serve on the data dir: %v, want exit status 1\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "another keyward serve is running on the data dir") {
+		t.Errorf("the second serve said:\n%s", out)
+	}
+	// The first one goes on serving.
+	c := newClient(t, first.URL, root)
+	if _, err := c.ListTokens(context.Background(), client.TokenFilter{}); err != nil {
+		t.Fatalf("the first serve after the second failed: %v", err)
+	}
+	first.stop()
+	startServer(t, st)
 }

@@ -296,6 +296,7 @@ type server struct {
 	ln     net.Listener
 	gw     *gatewayServer // nil without --gateway-config
 	dash   *dashboard.Server
+	lock   *os.File // the SQLite data dir's, held while serving
 }
 
 // secureCookies reports whether the dashboard's cookies are Secure (and
@@ -322,6 +323,14 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	keys, err := keyring(cfg.storeConfig)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.DatabaseURL == "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 	}
 	if s.store, err = openStore(ctx, cfg.storeConfig, keys); err != nil {
 		return nil, err
@@ -480,6 +489,9 @@ func (s *server) close(ctx context.Context) error {
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
+	}
+	if s.lock != nil {
+		s.lock.Close() // the data dir is free for the next serve
 	}
 	return errors.Join(errs...)
 }

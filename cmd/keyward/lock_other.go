@@ -1,0 +1,8 @@
+//go:build !unix
+
+package main
+
+import "os"
+
+// lockDataDir does nothing where flock is not at hand.
+func lockDataDir(dir string) (*os.File, error) { return nil, nil }

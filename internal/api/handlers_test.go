@@ -2099,3 +2099,23 @@ func TestReasonRefused(t *testing.T) {
 	s.wantCode(text, "VALID")
 	wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, map[string]any{"reason": "leaked in a ticket — ünïcode is fine"}), http.StatusOK)
 }
+
+// TestAmbiguousCredentials: what one reader takes one way and another the
+// other way is refused: two Authorization fields, an OAuth parameter given
+// twice, a verify body whose token is null.
+func TestAmbiguousCredentials(t *testing.T) {
+	s := newStack(t)
+	_, text := s.newToken("t", "orders:read")
+	req := s.request("GET", "/v1/tokens", s.root, nil)
+	req.Header.Add("Authorization", "Bearer "+text)
+	r := s.send(req)
+	wantProblem(t, r, http.StatusBadRequest, "invalid")
+	if got, want := r.Header.Get("WWW-Authenticate"), `Bearer realm="keyward", error="invalid_request"`; got != want {
+		t.Errorf("WWW-Authenticate %q, want %q", got, want)
+	}
+	r = s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {text, s.root}})
+	if r.Status != http.StatusBadRequest || r.object(t)["error"] != "invalid_request" {
+		t.Errorf("introspect with token twice: %d %s", r.Status, r.Body)
+	}
+	wantInvalid(t, s.do("POST", "/v1/verify", s.root, `{"token":null}`), "/token")
+}

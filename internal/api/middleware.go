@@ -175,6 +175,13 @@ func credential(r *http.Request, oauth bool) (token string, basic bool) {
 func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 	scopes := []string{rt.Scope}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.Header["Authorization"]) > 1 {
+			// RFC 6750 §3.1: which one counts would be a guess, and a
+			// proxy before keyward may have guessed otherwise.
+			w.Header().Set("WWW-Authenticate", `Bearer realm="keyward", error="invalid_request"`)
+			s.writeError(w, r, keyward.Errorf(keyward.EINVALID, "give one Authorization field, not several"))
+			return
+		}
 		tok, basic := credential(r, rt.OAuth)
 		if tok == "" {
 			s.unauthorized(w, r, rt, basic, false)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/keyward/keyward"
@@ -45,7 +46,7 @@ func parseVerify(body []byte) (verify.Request, error) {
 	if err != nil {
 		return req, err
 	}
-	if !o.present("token") {
+	if !o.present("token") || o.isNull("token") {
 		o.fail("token", "token is required")
 	} else {
 		o.str("token", &req.Token)
@@ -171,6 +172,14 @@ func (s *Server) oauthForm(w http.ResponseWriter, r *http.Request) (string, bool
 		}
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the form could not be parsed"})
 		return "", false
+	}
+	// RFC 6749 §3.1: a parameter is not sent twice; which one a proxy
+	// before keyward read is anyone's guess.
+	for name, vs := range r.PostForm {
+		if len(vs) > 1 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the parameter " + strconv.Quote(name) + " is given more than once"})
+			return "", false
+		}
 	}
 	tok := r.PostForm.Get("token")
 	if tok == "" {

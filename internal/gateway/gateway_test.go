@@ -1075,3 +1075,24 @@ func TestTotalQuotaHeaders(t *testing.T) {
 		t.Errorf("Retry-After %q on a quota that never frees a slot", res.Header.Get("Retry-After"))
 	}
 }
+
+// TestTwoCredentials: two Authorization fields are refused (RFC 6750
+// §3.1 invalid_request), not read first-wins.
+func TestTwoCredentials(t *testing.T) {
+	gw, _, _ := base(t)
+	req, _ := http.NewRequest("GET", gw.URL+"/orders", nil)
+	req.Header.Add("Authorization", "Bearer good")
+	req.Header.Add("Authorization", "Bearer reader")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 400 {
+		t.Fatalf("status %d, want 400: %s", res.StatusCode, body)
+	}
+	if got, want := res.Header.Get("WWW-Authenticate"), `Bearer realm="keyward", error="invalid_request"`; got != want {
+		t.Errorf("WWW-Authenticate %q, want %q", got, want)
+	}
+}

@@ -575,6 +575,13 @@ const (
 // whether the request may proceed; when not, it has answered.
 func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState) bool {
 	rt := st.rt
+	if len(r.Header["Authorization"]) > 1 || rt.cfg.TokenHeader != "" && len(r.Header.Values(rt.cfg.TokenHeader)) > 1 {
+		// RFC 6750 §3.1: which credential counts would be a guess, and
+		// the upstream's framework may guess otherwise.
+		w.Header().Set("WWW-Authenticate", `Bearer realm="keyward", error="invalid_request"`)
+		writeProblem(w, http.StatusBadRequest, keyward.EINVALID, "give one credential field, not several", st.requestID)
+		return false
+	}
 	tok := credential(r, rt.cfg.TokenHeader)
 	if tok == "" {
 		if rt.cfg.Auth == AuthOptional {

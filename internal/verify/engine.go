@@ -48,6 +48,12 @@ type Config struct {
 	// (default 1).
 	Nodes int
 
+	// LookupTimeout bounds a store lookup of a token the cache does not
+	// hold (default 2s), waiting for a pooled connection included: while
+	// the store hangs, such verifications fail (Result.Err) after it
+	// rather than queue behind one another for the store's own timeout.
+	LookupTimeout time.Duration
+
 	// ChangeRetention is how long the store keeps the change feed
 	// (default 7 days): the engine deletes older changes every
 	// min(ChangeRetention/2, 1h). A node that has not read the feed for
@@ -270,6 +276,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = 1_000_000
+	}
+	if cfg.LookupTimeout <= 0 {
+		cfg.LookupTimeout = 2 * time.Second
 	}
 	if cfg.ChangeRetention <= 0 {
 		cfg.ChangeRetention = 7 * 24 * time.Hour
@@ -851,6 +860,8 @@ func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest) (*sec
 	if !e.spendBudget() {
 		return nil, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.LookupTimeout)
+	defer cancel()
 	gen := e.refreshes.Load()
 	sec, tok, err := e.cfg.Store.LookupSecret(ctx, d[:])
 	if keyward.ErrorCode(err) == keyward.ENOTFOUND {

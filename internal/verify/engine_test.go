@@ -2,6 +2,7 @@ package verify_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"runtime"
@@ -786,5 +787,31 @@ func TestChangeFeedPruning(t *testing.T) {
 			t.Fatalf("%d changes older than the retention still kept after 5 s", len(cs))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hangingLookups is a store whose secret lookups hang until their context
+// ends (a store that accepts connections and never answers).
+type hangingLookups struct{ keyward.Store }
+
+func (h hangingLookups) LookupSecret(ctx context.Context, digest []byte) (*keyward.Secret, *keyward.Token, error) {
+	select {
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	case <-time.After(10 * time.Second):
+		return nil, nil, errors.New("the lookup waited 10 s: no timeout of its own")
+	}
+}
+
+// TestLookupTimeout: a lookup of a token the cache does not hold gives up
+// after LookupTimeout when the store hangs, and the verification fails
+// with Result.Err.
+func TestLookupTimeout(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(&keyward.Token{})
+	eng := verify.New(verify.Config{Store: hangingLookups{e.store}, Keys: e.keys, Now: e.clock.Now, LookupTimeout: 50 * time.Millisecond})
+	r := eng.Verify(context.Background(), verify.Request{Token: text})
+	if !errors.Is(r.Err, context.DeadlineExceeded) {
+		t.Fatalf("Err = %v, want the lookup's deadline", r.Err)
 	}
 }

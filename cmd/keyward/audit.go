@@ -194,6 +194,12 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 		}
 		bad++
 		fmt.Fprintf(e.stdout, "%s: FAILED, %s: %s\n", a.label(id), r.Problem.Kind, r.Problem.Detail)
+		if r.Problem.Kind == audit.Changed && len(a.keys) == 1 {
+			// Events are linked under a key derived from the server
+			// secret of their time: after a rotation, the old secret is
+			// needed to verify them, and a false alarm is easy.
+			fmt.Fprintln(e.stdout, "  If the server secret was rotated after that event was written, it may be intact: give the secret of that time as KEYWARD_SECRET_PREVIOUS and verify again.")
+		}
 	}
 	if bad > 0 {
 		return fmt.Errorf("the audit log of %d of %d workspaces failed verification", bad, len(a.workspaces))

@@ -194,6 +194,10 @@ func TestAuditVerify(t *testing.T) {
 		if !strings.Contains(r.stdout, "FAILED, changed: event "+ids[0]) {
 			t.Errorf("stdout = %q", r.stdout)
 		}
+		// It may be a rotation, not tampering: the output says how to tell.
+		if !strings.Contains(r.stdout, "give the secret of that time as KEYWARD_SECRET_PREVIOUS") {
+			t.Errorf("stdout = %q, want the hint about rotated secrets", r.stdout)
+		}
 	})
 
 	t.Run("ErrNoStore", func(t *testing.T) {

@@ -211,7 +211,10 @@ func (p *TokenPatch) SetSubject(s string) *TokenPatch { return p.Set("subject", 
 // ClearSubject removes the token's subject.
 func (p *TokenPatch) ClearSubject() *TokenPatch { return p.Clear("subject") }
 
-// SetMetadata replaces the token's metadata object as a whole.
+// SetMetadata merges m into the token's metadata (RFC 7396, as the server
+// applies every PATCH): each key of m is set, a key whose value is nil is
+// removed, keys not in m stay, and objects nested in both merge the same
+// way. A nil or empty m changes nothing; ClearMetadata removes it all.
 func (p *TokenPatch) SetMetadata(m map[string]any) *TokenPatch {
 	if m == nil {
 		m = map[string]any{}

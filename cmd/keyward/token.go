@@ -524,7 +524,8 @@ func cmdTokenUpdate(ctx context.Context, e *env, args []string) error {
 		usage: "ID [flags]",
 		summary: "Change a token. Only the flags given change anything (a JSON merge patch): a value\n" +
 			"flag replaces the field (--scope and --allow-cidr replace the whole list), a --clear-\n" +
-			"flag removes it. --expires-in sets the expiry to that long from now.",
+			"flag removes it. --expires-in sets the expiry to that long from now. --metadata\n" +
+			"merges into the metadata: its keys are set (null removes one), the others stay.",
 		examples: []string{
 			"keyward token update tok_01jd8... --name \"ci deploy (old)\"",
 			"keyward token update tok_01jd8... --scope orders:read --clear-expiry",

@@ -610,6 +610,26 @@ func TestUnreachable(t *testing.T) {
 			t.Fatalf("Ping on a silent server: %v, want a timeout", err)
 		}
 	})
+	t.Run("SilentOneWait", func(t *testing.T) {
+		// A server that accepts and never answers costs a Check one read
+		// timeout: the retry, on a new connection, is not made.
+		p := newProxy(t, "")
+		l, err := New(context.Background(), "redis://"+p.addr+"/0", Options{KeyPrefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		err = noHang(t, func() error {
+			_, err := l.Check(context.Background(), rateReq("tok", 5, time.Minute, t0))
+			return err
+		})
+		if !isTimeout(err) {
+			t.Fatalf("Check on a silent server: %v, want a timeout", err)
+		}
+		if n := p.accepted.Load(); n != 1 {
+			t.Errorf("the Check connected %d times, want 1: it waited out a timeout per attempt", n)
+		}
+	})
 	t.Run("FallsSilent", func(t *testing.T) {
 		ro, err := redis.ParseURL(testURL(t))
 		if err != nil {
@@ -643,6 +663,7 @@ type proxy struct {
 	addr     string
 	upstream string // "": silent from the start
 	silent   atomic.Bool
+	accepted atomic.Int32 // client connections
 	mu       sync.Mutex
 	ups      []net.Conn
 }
@@ -673,6 +694,7 @@ func newProxy(t *testing.T, upstream string) *proxy {
 			if err != nil {
 				return
 			}
+			p.accepted.Add(1)
 			p.mu.Lock()
 			conns = append(conns, c)
 			p.mu.Unlock()

@@ -61,7 +61,8 @@ type Options struct {
 	// takes the URL's dial_timeout, read_timeout or write_timeout
 	// parameter, or DefaultTimeout. ReadTimeout also bounds the wait for a
 	// free pooled connection. A Check thus fails after at most about
-	// the longest of the three, or earlier at its context's deadline.
+	// (MaxRetries+1)·(DialTimeout+WriteTimeout+ReadTimeout), or earlier at
+	// its context's deadline.
 	DialTimeout  time.Duration
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
@@ -80,7 +81,6 @@ type Options struct {
 type Limiter struct {
 	rdb    *redis.Client
 	prefix string
-	bound  time.Duration // of one Check, retries included; 0: none
 }
 
 var _ verify.GlobalLimits = (*Limiter)(nil)
@@ -135,16 +135,7 @@ func New(ctx context.Context, url string, opts Options) (*Limiter, error) {
 
 	// No ping here: a node must start while Redis is down, and fall back
 	// until it answers. Check and Ping report the failure.
-	// A Check as a whole waits no longer than its longest single wait: a
-	// retry that comes at once (a pooled connection Redis closed, a
-	// refused dial) fits, but a server that accepts and never answers
-	// costs one read timeout, not one per attempt.
-	// A timeout turned off in the URL (-1) turns this bound off too.
-	bound := max(ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout)
-	if min(ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout) < 0 {
-		bound = 0
-	}
-	return &Limiter{rdb: redis.NewClient(ro), prefix: prefix, bound: bound}, nil
+	return &Limiter{rdb: redis.NewClient(ro), prefix: prefix}, nil
 }
 
 // Close closes the Limiter's connections. Check must not be called
@@ -213,11 +204,6 @@ func (l *Limiter) Check(ctx context.Context, req verify.LimitRequest) (verify.Li
 	var quotaTTL int64 // ms; 0 keeps the count until deleted
 	if quota && req.QuotaPeriod != "total" && req.QuotaTTL > 0 {
 		quotaTTL = ceilMS(int64(req.QuotaTTL))
-	}
-	if l.bound > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, l.bound)
-		defer cancel()
 	}
 	consume := "0"
 	if req.Consume {

@@ -213,7 +213,8 @@ type Engine struct {
 	// at which a verification may next ask it (see globalDown); 0 while
 	// it answers.
 	globalProbe atomic.Int64
-	clock       *clock // nil when Config.Now was given
+	globalFails atomic.Int32 // global limit checks failed in a row
+	clock       *clock       // nil when Config.Now was given
 	closeMu     sync.Once
 
 	evictions   atomic.Uint64
@@ -698,7 +699,13 @@ func (e *Engine) recordUse(te *tokenEntry, nowNS int64, ip netip.Addr, quota boo
 // verification asks it again; the others fall back at once instead of
 // each waiting out its timeout (half a second for Redis by default, which
 // a limiter that hangs rather than refuses would cost every request).
-const GlobalRetry = time.Second
+// It fails when GlobalTrip checks in a row have failed (not counting those
+// whose caller gave up): one failure alone falls back for its own
+// verification only.
+const (
+	GlobalRetry = time.Second
+	GlobalTrip  = 3
+)
 
 // globalDown reports whether the global limiter is to be skipped at now:
 // it failed, and it is not yet time to ask again, or another verification
@@ -744,6 +751,9 @@ func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.To
 			req.QuotaInit = stored
 			resp, err = e.globalCheck(ctx, req)
 		}
+	}
+	if err != nil && ctx.Err() != nil {
+		return false // the caller gave up: the limiter's health is not known
 	}
 	e.healthMu.Lock()
 	was := e.health.GlobalErr
@@ -801,10 +811,15 @@ func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.To
 // fails.
 func (e *Engine) globalCheck(ctx context.Context, req LimitRequest) (LimitResponse, error) {
 	resp, err := e.cfg.Global.Check(ctx, req)
-	if err != nil {
-		e.globalProbe.Store(e.now().Add(GlobalRetry).UnixNano())
-	} else {
+	switch {
+	case err == nil:
+		e.globalFails.Store(0)
 		e.globalProbe.Store(0)
+	case ctx.Err() != nil:
+		// The caller gave up (a client went away): that says nothing
+		// of the limiter.
+	case e.globalFails.Add(1) >= GlobalTrip:
+		e.globalProbe.Store(e.now().Add(GlobalRetry).UnixNano())
 	}
 	return resp, err
 }

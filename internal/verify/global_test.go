@@ -30,7 +30,10 @@ func newFakeGlobal() *fakeGlobal {
 	return &fakeGlobal{rate: map[string]int64{}, quota: map[string]int64{}}
 }
 
-func (f *fakeGlobal) Check(_ context.Context, req verify.LimitRequest) (verify.LimitResponse, error) {
+func (f *fakeGlobal) Check(ctx context.Context, req verify.LimitRequest) (verify.LimitResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return verify.LimitResponse{}, err
+	}
 	f.mu.Lock()
 	block, asked := f.block, f.asked
 	f.mu.Unlock()
@@ -153,22 +156,23 @@ func TestGlobalRetry(t *testing.T) {
 	_, text := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 100, Window: keyward.Duration(time.Minute)}})
 	calls := func() int { g.mu.Lock(); defer g.mu.Unlock(); return len(g.calls) }
 
-	for i := 0; i < 5; i++ {
+	const trip = verify.GlobalTrip
+	for i := 0; i < trip+5; i++ {
 		expect(t, e.verify(text, ""), keyward.RateLimited)
 	}
-	if n := calls(); n != 1 {
-		t.Fatalf("the failing limiter was asked %d times in one turn, want 1", n)
+	if n := calls(); n != trip {
+		t.Fatalf("the failing limiter was asked %d times, want %d: until it failed %d times in a row", n, trip, trip)
 	}
 	e.clock.Add(verify.GlobalRetry - time.Millisecond)
 	expect(t, e.verify(text, ""), keyward.RateLimited)
-	if n := calls(); n != 1 {
-		t.Fatalf("asked %d times before the next turn, want 1", n)
+	if n := calls(); n != trip {
+		t.Fatalf("asked %d times before the next turn, want %d", n, trip)
 	}
 	e.clock.Add(time.Millisecond)
 	expect(t, e.verify(text, ""), keyward.RateLimited)
 	expect(t, e.verify(text, ""), keyward.RateLimited)
-	if n := calls(); n != 2 {
-		t.Fatalf("asked %d times after the next turn came, want 2", n)
+	if n := calls(); n != trip+1 {
+		t.Fatalf("asked %d times after the next turn came, want %d", n, trip+1)
 	}
 
 	// The limiter hangs: the verification whose turn it is waits on it,
@@ -185,8 +189,8 @@ func TestGlobalRetry(t *testing.T) {
 	expect(t, e.verify(text, ""), keyward.RateLimited)
 	close(block)
 	expect(t, <-probe, keyward.Valid)
-	if n := calls(); n != 3 {
-		t.Fatalf("asked %d times, want 3: the others did not wait on the hanging limiter", n)
+	if n := calls(); n != trip+2 {
+		t.Fatalf("asked %d times, want %d: the others did not wait on the hanging limiter", n, trip+2)
 	}
 	// It answered: every verification asks it again.
 	g.mu.Lock()
@@ -194,9 +198,43 @@ func TestGlobalRetry(t *testing.T) {
 	g.mu.Unlock()
 	expect(t, e.verify(text, ""), keyward.Valid)
 	expect(t, e.verify(text, ""), keyward.Valid)
-	if n := calls(); n != 5 {
-		t.Fatalf("asked %d times, want 5", n)
+	if n := calls(); n != trip+4 {
+		t.Fatalf("asked %d times, want %d", n, trip+4)
 	}
+}
+
+// TestGlobalCallerGone: verifications whose callers gave up (their
+// context ended) tell nothing of the limiter: they neither make the others
+// fall back nor mark it unavailable.
+func TestGlobalCallerGone(t *testing.T) {
+	g := newFakeGlobal()
+	e := newEnv(t, verify.Config{Global: g})
+	_, text := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 100, Window: keyward.Duration(time.Minute)}})
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := 0; i < verify.GlobalTrip+2; i++ {
+		e.engine.Verify(gone, verify.Request{Token: text})
+	}
+	expect(t, e.verify(text, ""), keyward.Valid)
+	if h := e.engine.Health(); h.GlobalErr != nil {
+		t.Fatalf("Health reports the limiter failing: %v", h.GlobalErr)
+	}
+}
+
+// TestGlobalOneFailure: one failed check falls back for its own
+// verification only.
+func TestGlobalOneFailure(t *testing.T) {
+	g := newFakeGlobal()
+	e := newEnv(t, verify.Config{Global: g})
+	_, text := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 100, Window: keyward.Duration(time.Minute)}})
+	g.mu.Lock()
+	g.fail = errors.New("i/o timeout")
+	g.mu.Unlock()
+	expect(t, e.verify(text, ""), keyward.RateLimited)
+	g.mu.Lock()
+	g.fail = nil
+	g.mu.Unlock()
+	expect(t, e.verify(text, ""), keyward.Valid)
 }
 
 // TestGlobalFallbackQuota: the local fallback shares out what remained of

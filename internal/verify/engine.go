@@ -872,7 +872,11 @@ func periodLength(period string, now time.Time) time.Duration {
 // under the current key and then each previous key. A token found under a
 // previous key is re-digested under the current one.
 func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest) (*secretEntry, error) {
-	if !e.spendBudget() {
+	return e.lookupOnce(ctx, text, d, false)
+}
+
+func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, again bool) (*secretEntry, error) {
+	if !again && !e.spendBudget() {
 		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.LookupTimeout)
@@ -926,6 +930,11 @@ func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest) (*sec
 	e.mu.RLock()
 	se := e.bySecret[d]
 	e.mu.RUnlock()
+	if se == nil && !again {
+		// Dropped between install and here (a sync forgot the cache):
+		// look it up once more rather than answer NOT_FOUND.
+		return e.lookupOnce(ctx, text, d, true)
+	}
 	return se, nil
 }
 
@@ -1012,6 +1021,12 @@ func (e *Engine) install(ctx context.Context, tok *keyward.Token, secs []*keywar
 	}
 
 	e.mu.Lock()
+	if e.byToken[tok.ID] == nil && fresh == nil {
+		// Dropped since it was seen (evicted, or forgotten by a sync
+		// after a long gap): start over as new to the cache.
+		e.mu.Unlock()
+		return e.install(ctx, tok, secs, complete)
+	}
 	defer e.mu.Unlock()
 	if te = e.byToken[tok.ID]; te == nil {
 		if len(e.byToken) >= e.cfg.MaxEntries {
@@ -1171,14 +1186,17 @@ func (e *Engine) poll(ctx context.Context) {
 func (e *Engine) Sync(ctx context.Context) error {
 	// Not read for half the retention (the store was down, the process
 	// stopped): changes missed may have been pruned, so no cached token
-	// is trusted once the feed is read again.
-	gap := e.now().UnixNano() - e.syncedAt.Load()
+	// is trusted. The usage not yet written goes first: a token read
+	// again starts from the stored quota count, which must hold it.
+	if e.now().UnixNano()-e.syncedAt.Load() > int64(e.cfg.ChangeRetention/2) {
+		if err := e.Flush(ctx); err != nil {
+			return err
+		}
+		e.forgetAll()
+		e.log.Warn("the change feed was not read for half its retention; cached tokens are read again", "retention", e.cfg.ChangeRetention)
+	}
 	err := e.sync(ctx)
 	if err == nil {
-		if gap > int64(e.cfg.ChangeRetention/2) {
-			e.forgetAll()
-			e.log.Warn("the change feed was not read for half its retention; cached tokens are read again", "retention", e.cfg.ChangeRetention)
-		}
 		e.syncedAt.Store(e.now().UnixNano())
 	}
 	return err

@@ -815,3 +815,56 @@ func TestLookupTimeout(t *testing.T) {
 		t.Fatalf("Err = %v, want the lookup's deadline", r.Err)
 	}
 }
+
+// TestChangeFeedGapKeepsQuota: forgetting the cache after a long gap
+// writes the usage not yet flushed first, so that a token read again
+// starts from a quota count that holds it.
+func TestChangeFeedGapKeepsQuota(t *testing.T) {
+	e := newEnv(t, verify.Config{PollInterval: time.Hour, FlushInterval: time.Hour, ChangeRetention: time.Hour})
+	_, text := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 5, Period: keyward.PeriodNone}})
+	for i := 0; i < 3; i++ {
+		expect(t, e.verify(text, ""), keyward.Valid)
+	}
+	e.clock.Add(2 * time.Hour)
+	if err := e.engine.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	valid := 0
+	for i := 0; i < 10; i++ {
+		if e.verify(text, "").Outcome == keyward.Valid {
+			valid++
+		}
+	}
+	if valid != 2 {
+		t.Fatalf("%d more verifications VALID after the gap, want 2 (quota 5, 3 used)", valid)
+	}
+}
+
+// TestForgetRace: a sync that forgets the cache, racing refreshes and
+// verifications, never leaves a token without its entry (a nil entry in
+// the cache panicked) nor answers NOT_FOUND for a valid one.
+func TestForgetRace(t *testing.T) {
+	e := newEnv(t, verify.Config{PollInterval: time.Hour, ChangeRetention: 2 * time.Nanosecond, LookupBudget: 1 << 30})
+	tok, text := e.create(&keyward.Token{})
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			e.clock.Add(time.Microsecond) // every sync is past half the retention
+			if err := e.engine.Sync(ctx); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		if err := e.engine.Refresh(ctx, tok.ID); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.verify(text, ""); r.Outcome != keyward.Valid {
+			t.Fatalf("verification %d: %v (%v), want VALID", i, r.Outcome, r.Err)
+		}
+	}
+	<-done
+}

@@ -944,4 +944,9 @@ func TestNameKeyMigration(t *testing.T) {
 	if err := db.CreateWorkspace(ctx, ws, nil, nil); keyward.ErrorCode(err) != keyward.ECONFLICT {
 		t.Errorf("CreateWorkspace(acme) = %v, want ECONFLICT", err)
 	}
+	// A node of the previous version, not yet upgraded, still creates
+	// workspaces (without the key).
+	if _, err := db.pool.Exec(ctx, `INSERT INTO workspaces (id, name, token_prefix, created_at) VALUES ('ws_old_node', 'made by an old node', 'kw', now())`); err != nil {
+		t.Errorf("an insert of the previous version failed: %v", err)
+	}
 }

@@ -141,7 +141,7 @@ func workspaceExists(ctx context.Context, tx pgx.Tx, id string) error {
 }
 
 // nameKeys is migration 0007's step: it fills name_key for the workspaces
-// there are, then makes it required and unique. Workspaces whose names
+// there are, then makes it unique. Workspaces whose names
 // already differ only in case (made before the key existed, by nodes
 // racing) are all kept: the first made gets the plain key, each later one
 // the key, a line feed and its id, which no name folds to (names hold no
@@ -175,7 +175,9 @@ func nameKeys(ctx context.Context, tx pgx.Tx) error {
 			return err
 		}
 	}
-	_, err = tx.Exec(ctx, `ALTER TABLE workspaces ALTER COLUMN name_key SET NOT NULL,
-		ADD CONSTRAINT workspaces_name_fold_key UNIQUE (name_key)`)
+	// name_key stays nullable: a node of the previous version, still
+	// running while the others are upgraded, inserts workspaces without
+	// it (and without this check) rather than fail.
+	_, err = tx.Exec(ctx, `ALTER TABLE workspaces ADD CONSTRAINT workspaces_name_fold_key UNIQUE (name_key)`)
 	return err
 }

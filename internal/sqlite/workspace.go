@@ -47,12 +47,12 @@ func insertWorkspace(ctx context.Context, tx *sql.Tx, ws *keyward.Workspace) err
 		return keyward.Errorf(keyward.ECONFLICT, "a workspace named %q exists", ws.Name)
 	}
 	key := keyward.NameKey(ws.Name)
-	var other string
-	err = tx.QueryRowContext(ctx, `SELECT name FROM workspaces WHERE name_key = ?`, key).Scan(&other)
-	if err == nil {
-		return keyward.Errorf(keyward.ECONFLICT, "a workspace is named %q already", other)
-	} else if !errors.Is(err, sql.ErrNoRows) {
+	err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspaces WHERE name_key = ?`, key).Scan(&n)
+	if err != nil {
 		return err
+	}
+	if n > 0 {
+		return keyward.Errorf(keyward.ECONFLICT, "a workspace whose name differs from %q only in case exists", ws.Name)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO workspaces (id, name, name_key, token_prefix, created_at) VALUES (?, ?, ?, ?, ?)`,
 		ws.ID, ws.Name, key, ws.TokenPrefix, encodeTime(ws.CreatedAt))

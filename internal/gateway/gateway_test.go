@@ -239,7 +239,7 @@ func TestOutcomes(t *testing.T) {
 		{"ErrInsufficientScope", "reader", 403, `Bearer realm="keyward", error="insufficient_scope", scope="orders:write"`, "", "", false},
 		{"ErrRateLimited", "ratelimit", 429, "", "3", `"default";r=0;t=3`, false},
 		{"ErrQuotaExceeded", "quota", 429, "", "3600", `"default";r=0;t=3600`, false},
-		{"ErrQuotaTotalExceeded", "quotatotal", 429, "", "", `"default";r=0`, false},
+		{"ErrQuotaTotalExceeded", "quotatotal", 429, "", "86400", `"default";r=0`, false},
 		{"ErrGlobalFallback", "fallback", 429, "", "1", `"default";r=0;t=1`, false},
 		{"ErrStoreDown", "storedown", 503, "", "5", "", false},
 	} {
@@ -1071,8 +1071,10 @@ func TestTotalQuotaHeaders(t *testing.T) {
 	if got, want := res.Header.Get("RateLimit-Policy"), `"default";q=10`; got != want {
 		t.Errorf("RateLimit-Policy %q, want %q", got, want)
 	}
-	if _, ok := res.Header["Retry-After"]; ok {
-		t.Errorf("Retry-After %q on a quota that never frees a slot", res.Header.Get("Retry-After"))
+	// Every 429 has a Retry-After (PRODUCT §5): a day, for a quota that
+	// frees no slot by itself.
+	if got := res.Header.Get("Retry-After"); got != "86400" {
+		t.Errorf("Retry-After %q, want 86400", got)
 	}
 }
 

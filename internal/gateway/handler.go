@@ -621,9 +621,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 		return false
 	case keyward.RateLimited, keyward.QuotaExceeded:
 		st.token = res.Token
-		if reset, ok := res.RetryAfter(); ok {
-			w.Header().Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(reset)), 10))
-		}
+		w.Header().Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(res.RetryAfter())), 10))
 		writeProblem(w, http.StatusTooManyRequests, keyward.ERATELIMITED, "the token is over its limit; retry later", st.requestID)
 		return false
 	default:

@@ -149,19 +149,24 @@ type Limit struct {
 	Window    time.Duration // the rate window, or the quota period's length
 }
 
+// TotalQuotaRetry is the Retry-After of a quota counted in total, which
+// never frees a slot by itself (only a raised limit does): long, so that a
+// client that obeys it does not retry in a loop, yet given, as every 429
+// of PRODUCT §5 has one.
+const TotalQuotaRetry = 24 * time.Hour
+
 // RetryAfter is how long a RATE_LIMITED or QUOTA_EXCEEDED caller should
-// wait before trying again: until the limit that refused it frees a slot.
-// ok is false for a quota counted in total, which never frees one (a
-// caller that retried would retry for ever).
-func (r *Result) RetryAfter() (d time.Duration, ok bool) {
+// wait before trying again: until the limit that refused it frees a slot,
+// or TotalQuotaRetry for a quota counted in total.
+func (r *Result) RetryAfter() time.Duration {
 	l := r.Rate
 	if r.Outcome == keyward.QuotaExceeded || !l.Set {
 		l = r.Quota
 	}
 	if l.Reset <= 0 && l.Window <= 0 {
-		return 0, false
+		return TotalQuotaRetry
 	}
-	return l.Reset, true
+	return l.Reset
 }
 
 // Engine verifies tokens. It is safe for concurrent use.

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/audit"
 	"github.com/keyward/keyward/internal/secret"
@@ -2118,4 +2120,24 @@ func TestAmbiguousCredentials(t *testing.T) {
 		t.Errorf("introspect with token twice: %d %s", r.Status, r.Body)
 	}
 	wantInvalid(t, s.do("POST", "/v1/verify", s.root, `{"token":null}`), "/token")
+}
+
+// TestPatchKeepsOldMetadata: metadata stored before the rule that now
+// refuses it (a number beyond a float64) does not block a patch that
+// leaves it alone; a patch that changes it must make it valid.
+func TestPatchKeepsOldMetadata(t *testing.T) {
+	s := newStack(t)
+	id, _ := s.newToken("old", "orders:read")
+	now := s.clock.Now()
+	_, err := s.db.UpdateToken(context.Background(), s.ws.ID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+		t.Metadata = json.RawMessage(`{"n":1e400}`)
+		return &keyward.TokenWrite{Event: &keyward.AuditEvent{ID: keyward.NewID(keyward.PrefixEvent, now), Time: now, Action: "token.update",
+			Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: id}, Now: now}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"name":"renamed"}`), http.StatusOK)
+	wantInvalid(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"metadata":{"a":1}}`), "/metadata")
+	wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"metadata":{"n":1}}`), http.StatusOK)
 }

@@ -5,11 +5,13 @@
 package manage
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -222,9 +224,17 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 		patch(t)
 		now := s.now()
 		if err := t.Validate(now); err != nil {
-			// An expiry in the past that the patch did not touch is not the
-			// caller's error: only report what the patch changed.
-			if !(sameTime(before.ExpiresAt, t.ExpiresAt) && onlyExpiryErr(err)) {
+			// What the patch did not touch is not the caller's error (an
+			// expiry now past, metadata stored before a rule refused
+			// it): only report what the patch changed.
+			var untouched []string
+			if sameTime(before.ExpiresAt, t.ExpiresAt) {
+				untouched = append(untouched, "/expires_at")
+			}
+			if bytes.Equal(before.Metadata, t.Metadata) {
+				untouched = append(untouched, "/metadata")
+			}
+			if !onlyErrsAt(err, untouched...) {
 				return nil, err
 			}
 		}
@@ -265,13 +275,13 @@ func sameTime(a, b *time.Time) bool {
 	return a == nil && b == nil || a != nil && b != nil && a.Equal(*b)
 }
 
-func onlyExpiryErr(err error) bool {
+func onlyErrsAt(err error, pointers ...string) bool {
 	e, ok := err.(*keyward.Error)
-	if !ok {
+	if !ok || len(pointers) == 0 {
 		return false
 	}
 	for _, f := range e.Fields {
-		if f.Pointer != "/expires_at" {
+		if !slices.Contains(pointers, f.Pointer) {
 			return false
 		}
 	}

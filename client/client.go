@@ -31,6 +31,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // DefaultTimeout bounds each request of a Client made without
@@ -195,7 +197,12 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body io.Re
 func (c *Client) send(req *http.Request, out any) error {
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
-		// A *url.Error names the method and URL, which never hold the token.
+		// A *url.Error names the method and URL, which never hold the
+		// client's token, but may hold a secret a caller gave as an id.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = secret.Redact(ue.URL)
+		}
 		return err
 	}
 	defer func() {
@@ -211,17 +218,17 @@ func (c *Client) send(req *http.Request, out any) error {
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseSize+1))
 	if err != nil {
-		return fmt.Errorf("keyward client: %s %s: reading the response: %w", req.Method, req.URL.Path, err)
+		return fmt.Errorf("keyward client: %s %s: reading the response: %w", req.Method, secret.Redact(req.URL.Path), err)
 	}
 	if len(b) > maxResponseSize {
-		return fmt.Errorf("keyward client: %s %s: the response exceeds %d bytes", req.Method, req.URL.Path, maxResponseSize)
+		return fmt.Errorf("keyward client: %s %s: the response exceeds %d bytes", req.Method, secret.Redact(req.URL.Path), maxResponseSize)
 	}
 	if raw, ok := out.(*json.RawMessage); ok {
 		*raw = b
 		return nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("keyward client: %s %s: decoding the response: %w", req.Method, req.URL.Path, err)
+		return fmt.Errorf("keyward client: %s %s: decoding the response: %w", req.Method, secret.Redact(req.URL.Path), err)
 	}
 	return nil
 }

@@ -2053,6 +2053,7 @@ func TestSecretInPlaceOfID(t *testing.T) {
 		{"POST", "/v1/tokens/" + text + "/revoke"},
 		{"PATCH", "/v1/tokens/" + text},
 		{"POST", "/v1/tokens/" + text + "/rotate"},
+		{"GET", "/v1/token/" + text}, // no such endpoint
 	} {
 		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(`{}`))
 		req.Header.Set("Authorization", "Bearer "+s.root)

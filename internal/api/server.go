@@ -14,6 +14,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/usage"
 	"github.com/keyward/keyward/internal/verify"
 )
@@ -166,7 +167,7 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &keyward.Error{Code: errMethod, Message: fmt.Sprintf("%s is not allowed here; allowed: %s", r.Method, strings.Join(allow, ", "))})
 		return
 	}
-	s.writeError(w, r, keyward.Errorf(keyward.ENOTFOUND, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	s.writeError(w, r, keyward.Errorf(keyward.ENOTFOUND, "no such endpoint: %s %s", r.Method, secret.Redact(r.URL.Path)))
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

@@ -5,9 +5,11 @@ import "strings"
 // Redacted replaces what Redact takes out of a token.
 const Redacted = "[redacted]"
 
-// Redact returns s with every run of characters shaped like a token (a
-// prefix, '_', 38 base62 characters, with no letter, digit or '_' on
-// either side) cut down to its prefix and Redacted: a secret pasted where
+// Redact returns s with the secret part of everything shaped like a
+// token replaced with Redacted: in a run of letters, digits and '_', a '_'
+// with at least two characters before it, then 38 base62 characters that
+// end the run or come before another '_'. So kw_<38>, acme_corp_<38>,
+// key_for_kw_<38>_v2 all lose their 38 characters: a secret pasted where
 // an id belongs (keyward token revoke kw_...) or into a URL must not reach
 // a log or a usage event. The checksum is not checked: a mistyped secret
 // still gives most of one away. Ids (tok_ and 26 characters) are not
@@ -27,12 +29,16 @@ func Redact(s string) string {
 		for j < len(s) && tokenChar(s[j]) {
 			j++
 		}
-		// s[i:j] is a run; a token fills one whole.
-		if n := j - i; n >= 2+1+BodyLen && n <= MaxTokenLen && s[j-BodyLen-1] == '_' && base62(s[j-BodyLen:j]) {
-			cut := j - BodyLen
-			b.WriteString(s[done:cut])
+		// s[i:j] is a run: look for the secrets in it.
+		for p := i + 2; p+1+BodyLen <= j; p++ {
+			end := p + 1 + BodyLen
+			if s[p] != '_' || end > j || end < j && s[end] != '_' || !base62(s[p+1:end]) {
+				continue
+			}
+			b.WriteString(s[done : p+1])
 			b.WriteString(Redacted)
-			done = j
+			done = end
+			p = end - 1
 		}
 		i = j
 	}

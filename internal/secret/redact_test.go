@@ -22,8 +22,11 @@ func TestRedact(t *testing.T) {
 		{"/a/" + typo + "/b", "/a/kw_" + Redacted + "/b"},
 		{tok + "," + tok, "kw_" + Redacted + ",kw_" + Redacted},
 		{"/v1/tokens/tok_01kkntq1th8v9w1613jwgfct5a/revoke", "/v1/tokens/tok_01kkntq1th8v9w1613jwgfct5a/revoke"},
-		{"/x/" + tok + "a", "/x/" + tok + "a"}, // a longer run is not a token
-		{"/x/" + tok[1:], "/x/" + tok[1:]},     // "w_..." is a prefix too short
+		{"/x/" + tok + "a", "/x/" + tok + "a"}, // 39 characters after '_' are not a secret
+		{"/files/api_key_for_customer_" + tok, "/files/api_key_for_customer_kw_" + Redacted},
+		{"/x/" + tok + "_v2", "/x/kw_" + Redacted + "_v2"},
+		{"/x/" + tok + "_" + long, "/x/kw_" + Redacted + "_acme_corp_" + Redacted},
+		{"/x/" + tok[1:], "/x/" + tok[1:]}, // "w_..." is a prefix too short
 		{"/orders", "/orders"},
 		{"", ""},
 	} {

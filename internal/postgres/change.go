@@ -57,15 +57,30 @@ func (db *DB) LastChange(ctx context.Context) (int64, error) {
 // is recorded at the time of the write it records: the token's CreatedAt for
 // a new token, TokenWrite.Now (or its event's Time when Now is zero) for an
 // update. Sequence numbers are never reused after a prune.
+//
+// It deletes in batches, each its own transaction, so that a long history
+// (the first prune of an old store) holds no lock for long, and what one
+// call leaves when its context ends, the next takes on. Nodes pruning at
+// once skip the rows another is deleting.
 func (db *DB) PruneChanges(ctx context.Context, before time.Time) error {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	err := db.writeTx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `DELETE FROM changes WHERE at < $1`, before)
-		return err
-	})
-	return wrap("prune changes", err)
+	for {
+		var n int64
+		err := db.writeTx(ctx, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, `DELETE FROM changes WHERE seq IN (
+				SELECT seq FROM changes WHERE at < $1 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)`, before, pruneBatch)
+			n = tag.RowsAffected()
+			return err
+		})
+		if err != nil || n < pruneBatch {
+			return wrap("prune changes", err)
+		}
+	}
 }
+
+// pruneBatch is how many changes one transaction of PruneChanges deletes.
+const pruneBatch = 5000
 
 // FlushUsage records the batch in one transaction and one round trip. For
 // each entry it sets the token's last use when entry.LastUsedAt is later

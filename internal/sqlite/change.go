@@ -49,13 +49,30 @@ func (db *DB) LastChange(ctx context.Context) (int64, error) {
 // is recorded at the time of the write it records: the token's CreatedAt for
 // a new token, TokenWrite.Now (or its event's Time when Now is zero) for an
 // update. Sequence numbers are never reused after a prune.
+//
+// It deletes in batches, each its own transaction, so that a long history
+// (the first prune of an old store) never holds the writer for long, and
+// what one call leaves when its context ends, the next takes on.
 func (db *DB) PruneChanges(ctx context.Context, before time.Time) error {
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM changes WHERE at < ?`, encodeTime(before))
-		return err
-	})
-	return wrap("prune changes", err)
+	for {
+		var n int64
+		err := db.writeTx(ctx, func(tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx, `DELETE FROM changes WHERE seq IN (
+				SELECT seq FROM changes WHERE at < ? ORDER BY seq LIMIT ?)`, encodeTime(before), pruneBatch)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		if err != nil || n < pruneBatch {
+			return wrap("prune changes", err)
+		}
+	}
 }
+
+// pruneBatch is how many changes one transaction of PruneChanges deletes.
+const pruneBatch = 5000
 
 // FlushUsage records the batch in one transaction. For each entry it sets
 // the token's last use when entry.LastUsedAt is later than the stored one,

@@ -368,54 +368,97 @@ func AmbiguousJSON(b []byte) string {
 	if loneSurrogate(b) {
 		return "a \\u escape of half a UTF-16 surrogate pair"
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	type object struct {
-		names map[string]bool
-		name  bool // the next string is a name
+	// One pass over the bytes, as every request body takes it: a string
+	// followed by ':' is a name of the innermost open object; a number
+	// can pass a float64 only with an exponent or over 300 digits.
+	var objects []nameSet // the names of each open object, innermost last
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '{':
+			if depth < len(objects) {
+				objects[depth].reset()
+			} else {
+				objects = append(objects, nameSet{})
+			}
+			depth++
+		case c == '}':
+			depth--
+		case c == '"':
+			j, escaped := i+1, false
+			for ; b[j] != '"'; j++ {
+				if b[j] == '\\' {
+					escaped = true
+					j++
+				}
+			}
+			k := j + 1
+			for k < len(b) && (b[k] == ' ' || b[k] == '\t' || b[k] == '\n' || b[k] == '\r') {
+				k++
+			}
+			if k < len(b) && b[k] == ':' && depth > 0 {
+				name := b[i+1 : j]
+				if escaped {
+					var n string
+					json.Unmarshal(b[i:j+1], &n) // valid JSON: cannot fail
+					name = []byte(n)
+				}
+				if !objects[depth-1].add(name) {
+					return fmt.Sprintf("the name %q twice in one object", name)
+				}
+			}
+			i = j
+		case c == '-' || '0' <= c && c <= '9':
+			j, exp := i, false
+			for j < len(b) && strings.IndexByte("+-.0123456789eE", b[j]) >= 0 {
+				exp = exp || b[j] == 'e' || b[j] == 'E'
+				j++
+			}
+			if exp || j-i > 300 {
+				if _, err := strconv.ParseFloat(string(b[i:j]), 64); err != nil {
+					return fmt.Sprintf("the number %.20s beyond the range of a 64-bit float", b[i:j])
+				}
+			}
+			i = j - 1
+		}
 	}
-	var stack []*object // nil for an array
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return "" // io.EOF; b is valid JSON
+	return ""
+}
+
+// nameSet holds the names of one JSON object: a list while it is short,
+// a map beyond.
+type nameSet struct {
+	list [][]byte
+	set  map[string]struct{}
+}
+
+func (n *nameSet) reset() {
+	n.list = n.list[:0]
+	n.set = nil
+}
+
+// add reports whether name is new to n, and adds it.
+func (n *nameSet) add(name []byte) bool {
+	if n.set != nil {
+		if _, ok := n.set[string(name)]; ok {
+			return false
 		}
-		var top *object
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if top != nil && top.name {
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:len(stack)-1]
-				continue
-			}
-			name := tok.(string)
-			if top.names[name] {
-				return fmt.Sprintf("the name %q twice in one object", name)
-			}
-			top.names[name] = true
-			top.name = false
-			continue
-		}
-		if top != nil {
-			top.name = true // after this value
-		}
-		switch v := tok.(type) {
-		case json.Delim:
-			switch v {
-			case '{':
-				stack = append(stack, &object{names: map[string]bool{}, name: true})
-			case '[':
-				stack = append(stack, nil)
-			default: // the end of an array
-				stack = stack[:len(stack)-1]
-			}
-		case json.Number:
-			if _, err := strconv.ParseFloat(string(v), 64); err != nil {
-				return fmt.Sprintf("the number %.20s beyond the range of a 64-bit float", v)
-			}
+		n.set[string(name)] = struct{}{}
+		return true
+	}
+	for _, s := range n.list {
+		if bytes.Equal(s, name) {
+			return false
 		}
 	}
+	n.list = append(n.list, name)
+	if len(n.list) > 16 {
+		n.set = make(map[string]struct{}, 2*len(n.list))
+		for _, s := range n.list {
+			n.set[string(s)] = struct{}{}
+		}
+	}
+	return true
 }
 
 // loneSurrogate reports whether the valid JSON text b holds a \u escape

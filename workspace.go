@@ -39,6 +39,26 @@ func NameKey(name string) string {
 	return b.String()
 }
 
+// NameKeys gives each of the workspaces, in the order they were made, the
+// key its name is kept unique under, for a store that adds the key to
+// workspaces made before it (whose names may already differ only in
+// case): the first of such names gets the plain NameKey, each later one
+// the key, a line feed and its id, which no name folds to (names hold no
+// control characters). It returns the keys by workspace id.
+func NameKeys(ws []Workspace) map[string]string {
+	keys := make(map[string]string, len(ws))
+	seen := make(map[string]bool, len(ws))
+	for _, w := range ws {
+		key := NameKey(w.Name)
+		if seen[key] {
+			key += "\n" + w.ID
+		}
+		seen[key] = true
+		keys[w.ID] = key
+	}
+	return keys
+}
+
 // WorkspaceFilter pages through workspaces ordered by id.
 type WorkspaceFilter struct {
 	After string

@@ -141,37 +141,28 @@ func workspaceExists(ctx context.Context, tx pgx.Tx, id string) error {
 }
 
 // nameKeys is migration 0007's step: it fills name_key for the workspaces
-// there are, then makes it unique. Workspaces whose names
-// already differ only in case (made before the key existed, by nodes
-// racing) are all kept: the first made gets the plain key, each later one
-// the key, a line feed and its id, which no name folds to (names hold no
-// control characters).
+// there are (keyward.NameKeys: those whose names already differ only in
+// case, made before the key existed by nodes racing, are all kept), then
+// makes it unique.
 func nameKeys(ctx context.Context, tx pgx.Tx) error {
 	rows, err := tx.Query(ctx, `SELECT id, name FROM workspaces ORDER BY created_at, id`)
 	if err != nil {
 		return err
 	}
-	type row struct{ id, key string }
-	var all []row
-	seen := map[string]bool{}
+	var all []keyward.Workspace
 	for rows.Next() {
-		var id, name string
-		if err := rows.Scan(&id, &name); err != nil {
+		var w keyward.Workspace
+		if err := rows.Scan(&w.ID, &w.Name); err != nil {
 			rows.Close()
 			return err
 		}
-		key := keyward.NameKey(name)
-		if seen[key] {
-			key += "\n" + id
-		}
-		seen[key] = true
-		all = append(all, row{id, key})
+		all = append(all, w)
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	for _, r := range all {
-		if _, err := tx.Exec(ctx, `UPDATE workspaces SET name_key = $1 WHERE id = $2`, r.key, r.id); err != nil {
+	for id, key := range keyward.NameKeys(all) {
+		if _, err := tx.Exec(ctx, `UPDATE workspaces SET name_key = $1 WHERE id = $2`, key, id); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -310,7 +311,9 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+// isControl reports the control characters (C0, DEL, C1) and the line and
+// paragraph separators: none belongs in a one-line name or reason.
+func isControl(r rune) bool { return unicode.IsControl(r) || r == 0x2028 || r == 0x2029 }
 
 // ValidateReason checks the reason given for a revocation, suspension or
 // resumption: at most MaxReasonLen bytes, no control characters (it is

@@ -736,6 +736,7 @@ func TestPatchToken(t *testing.T) {
 		{"ErrRateLimitNullLimit", `{"rate_limit":{"limit":null}}`, "/rate_limit/limit"},
 		{"ErrQuotaNullLimit", `{"quota":{"limit":null}}`, "/quota/limit"},
 		{"ErrQuotaNullPeriod", `{"quota":{"period":null}}`, "/quota/period"},
+		{"ErrExpiresInAndClear", `{"expires_in":"1h","expires_at":null}`, "/expires_in"},
 		{"ErrSubject", `{"subject":"x "}`, "/subject"},
 		{"ErrNotObject", `[]`, ""},
 	}
@@ -2094,7 +2095,7 @@ func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return 
 func TestReasonRefused(t *testing.T) {
 	s := newStack(t)
 	id, text := s.newToken("t", "orders:read")
-	for _, reason := range []string{"a\u0000b", "line\nbreak", "\u001b[31mred", "evil \u202egnp.exe"} {
+	for _, reason := range []string{"a\u0000b", "line\nbreak", "\u001b[31mred", "evil \u202egnp.exe", "c1\u0085next", "para\u2029graph"} {
 		body := map[string]any{"reason": reason}
 		wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, body), "/reason")
 		wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, body), "/reason")
@@ -2115,6 +2116,13 @@ func TestAmbiguousCredentials(t *testing.T) {
 	wantProblem(t, r, http.StatusBadRequest, "invalid")
 	if got, want := r.Header.Get("WWW-Authenticate"), `Bearer realm="keyward", error="invalid_request"`; got != want {
 		t.Errorf("WWW-Authenticate %q, want %q", got, want)
+	}
+	req = s.request("POST", "/oauth2/introspect", s.root, "token="+text)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Add("Authorization", "Bearer "+text)
+	r = s.send(req)
+	if r.Status != http.StatusBadRequest || r.object(t)["error"] != "invalid_request" {
+		t.Errorf("introspect with two Authorization fields: %d %s, want OAuth's invalid_request", r.Status, r.Body)
 	}
 	r = s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {text, s.root}})
 	if r.Status != http.StatusBadRequest || r.object(t)["error"] != "invalid_request" {

@@ -179,6 +179,10 @@ func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 			// RFC 6750 §3.1: which one counts would be a guess, and a
 			// proxy before keyward may have guessed otherwise.
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keyward", error="invalid_request"`)
+			if rt.OAuth {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "give one Authorization field, not several"})
+				return
+			}
 			s.writeError(w, r, keyward.Errorf(keyward.EINVALID, "give one Authorization field, not several"))
 			return
 		}

@@ -80,7 +80,7 @@ func (s *Server) tokenFields(o *object, t *keyward.Token, patch bool) {
 	var at time.Time
 	hasAt := o.time("expires_at", &at)
 	switch {
-	case hasIn && hasAt:
+	case hasIn && (hasAt || patch && o.isNull("expires_at")): // a patch's null clears it
 		o.fail("expires_in", "give expires_in or expires_at, not both")
 	case hasIn && in < time.Second:
 		o.fail("expires_in", "expires_in must be at least 1s")

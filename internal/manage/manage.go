@@ -234,6 +234,9 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 			if bytes.Equal(before.Metadata, t.Metadata) {
 				untouched = append(untouched, "/metadata")
 			}
+			if before.Name == t.Name {
+				untouched = append(untouched, "/name")
+			}
 			if !onlyErrsAt(err, untouched...) {
 				return nil, err
 			}

@@ -8,8 +8,9 @@ const Redacted = "[redacted]"
 // Redact returns s with the secret part of everything shaped like a
 // token replaced with Redacted: in a run of letters, digits and '_', a '_'
 // with at least two characters before it, then 38 base62 characters that
-// end the run or come before another '_'. So kw_<38>, acme_corp_<38>,
-// key_for_kw_<38>_v2 all lose their 38 characters: a secret pasted where
+// end the run or come before another '_', or are a whole token by its
+// checksum with more characters after. So kw_<38>, acme_corp_<38>,
+// key_for_kw_<38>_v2, kw_<38>abc all lose their 38 characters: a secret pasted where
 // an id belongs (keyward token revoke kw_...) or into a URL must not reach
 // a log or a usage event. The checksum is not checked: a mistyped secret
 // still gives most of one away. Ids (tok_ and 26 characters) are not
@@ -32,7 +33,7 @@ func Redact(s string) string {
 		// s[i:j] is a run: look for the secrets in it.
 		for p := i + 2; p+1+BodyLen <= j; p++ {
 			end := p + 1 + BodyLen
-			if s[p] != '_' || end > j || end < j && s[end] != '_' || !base62(s[p+1:end]) {
+			if s[p] != '_' || end > j || !base62(s[p+1:end]) || end < j && s[end] != '_' && !checksummed(s[i:end], p-i) {
 				continue
 			}
 			b.WriteString(s[done : p+1])
@@ -47,6 +48,22 @@ func Redact(s string) string {
 	}
 	b.WriteString(s[done:])
 	return b.String()
+}
+
+// checksummed reports whether run, whose '_' before the last BodyLen
+// characters is at u, ends in a token whose checksum matches for some
+// prefix of 2 to 16 characters before u: a secret run into more word
+// characters (kw_...abc), told from a word that is merely long by the
+// checksum, which a word matches once in 2^32.
+func checksummed(run string, u int) bool {
+	want := run[len(run)-ChecksumLen:]
+	for n := 2; n <= 16 && n <= u; n++ {
+		sum := Checksum(run[u-n : len(run)-ChecksumLen])
+		if string(sum[:]) == want {
+			return true
+		}
+	}
+	return false
 }
 
 func tokenChar(c byte) bool {

@@ -22,7 +22,10 @@ func TestRedact(t *testing.T) {
 		{"/a/" + typo + "/b", "/a/kw_" + Redacted + "/b"},
 		{tok + "," + tok, "kw_" + Redacted + ",kw_" + Redacted},
 		{"/v1/tokens/tok_01kkntq1th8v9w1613jwgfct5a/revoke", "/v1/tokens/tok_01kkntq1th8v9w1613jwgfct5a/revoke"},
-		{"/x/" + tok + "a", "/x/" + tok + "a"}, // 39 characters after '_' are not a secret
+		{"/x/" + tok + "abc", "/x/kw_" + Redacted + "abc"}, // its checksum tells it
+		{"/x/" + tok + "0", "/x/kw_" + Redacted + "0"},
+		{"/x/" + long + "x", "/x/acme_corp_" + Redacted + "x"},
+		{"/x/" + typo + "a", "/x/" + typo + "a"}, // 39 characters after '_', no checksum: a long word
 		{"/files/api_key_for_customer_" + tok, "/files/api_key_for_customer_kw_" + Redacted},
 		{"/x/" + tok + "_v2", "/x/kw_" + Redacted + "_v2"},
 		{"/x/" + tok + "_" + long, "/x/kw_" + Redacted + "_acme_corp_" + Redacted},

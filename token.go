@@ -182,6 +182,8 @@ func (t *Token) Validate(now time.Time) error {
 		add("/name", "name must be at most %d characters", MaxNameLen)
 	case strings.ContainsFunc(t.Name, isControl):
 		add("/name", "name must not contain control characters")
+	case strings.ContainsFunc(t.Name, isHidden):
+		add("/name", "name must not contain bidirectional controls or invisible characters")
 	}
 	if len(t.Scopes) > MaxScopes {
 		add("/scopes", "at most %d scopes", MaxScopes)
@@ -329,6 +331,14 @@ func ValidateReason(reason string) error {
 		return fmt.Errorf("reason must not contain bidirectional control characters")
 	}
 	return nil
+}
+
+// isHidden reports what makes a name look like another: the marks that
+// reorder text, and characters that show nothing (zero-width space, word
+// joiner, byte order mark, soft hyphen). The zero-width joiners that emoji
+// sequences and some scripts need stay allowed.
+func isHidden(r rune) bool {
+	return isBidiControl(r) || r == 0x200B || r == 0x2060 || r == 0xFEFF || r == 0x00AD
 }
 
 // isBidiControl reports the Unicode marks that reorder the text around

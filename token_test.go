@@ -112,6 +112,10 @@ func TestTokenValidate(t *testing.T) {
 		{"ErrSubjectTrailingSpace", func(tok *keyward.Token) { tok.Subject = "customer-42 " }, []string{"/subject"}},
 		{"ErrSubjectTooLong", func(tok *keyward.Token) { tok.Subject = strings.Repeat("s", 201) }, []string{"/subject"}},
 		{"ErrMetadataArray", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`[1]`) }, []string{"/metadata"}},
+		{"ErrNameBidi", func(tok *keyward.Token) { tok.Name = "invoice\u202efdp.exe" }, []string{"/name"}},
+		{"ErrNameZeroWidth", func(tok *keyward.Token) { tok.Name = "ci\u200bdeploy" }, []string{"/name"}},
+		{"ErrNameC1", func(tok *keyward.Token) { tok.Name = "ci\u0085deploy" }, []string{"/name"}},
+		{"OKNameEmojiJoiner", func(tok *keyward.Token) { tok.Name = "family \U0001F468\u200d\U0001F469 key" }, nil},
 		// What one parser reads differently from another.
 		{"ErrMetadataDuplicateName", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"role":"user","role":"admin"}`) }, []string{"/metadata"}},
 		{"ErrMetadataDuplicateNameNested", func(tok *keyward.Token) {
@@ -359,6 +363,9 @@ func TestWorkspaceValidate(t *testing.T) {
 		{"ErrNameRequired", keyward.Workspace{TokenPrefix: "kw"}, []string{"/name"}},
 		{"ErrNameTooLong", keyward.Workspace{Name: strings.Repeat("n", 201), TokenPrefix: "kw"}, []string{"/name"}},
 		{"OKName200MultibyteChars", keyward.Workspace{Name: strings.Repeat("é", 200), TokenPrefix: "kw"}, nil},
+		{"ErrNameZeroWidth", keyward.Workspace{Name: "acme\u200b", TokenPrefix: "kw"}, []string{"/name"}},
+		{"ErrNameBidi", keyward.Workspace{Name: "a\u202eb", TokenPrefix: "kw"}, []string{"/name"}},
+		{"ErrNameNEL", keyward.Workspace{Name: "a\u0085b", TokenPrefix: "kw"}, []string{"/name"}},
 		{"ErrName201MultibyteChars", keyward.Workspace{Name: strings.Repeat("é", 201), TokenPrefix: "kw"}, []string{"/name"}},
 		{"ErrPrefix", keyward.Workspace{Name: "acme", TokenPrefix: "A"}, []string{"/token_prefix"}},
 		{"ErrBoth", keyward.Workspace{Name: " ", TokenPrefix: ""}, []string{"/name", "/token_prefix"}},

@@ -75,6 +75,8 @@ func (w *Workspace) Validate() error {
 		errs = append(errs, FieldError{"/name", fmt.Sprintf("name must be at most %d characters", MaxNameLen)})
 	case strings.ContainsFunc(w.Name, isControl):
 		errs = append(errs, FieldError{"/name", "name must not contain control characters"})
+	case strings.ContainsFunc(w.Name, isHidden):
+		errs = append(errs, FieldError{"/name", "name must not contain bidirectional controls or invisible characters"})
 	case w.Name != strings.TrimSpace(w.Name):
 		errs = append(errs, FieldError{"/name", "name must not start or end with white space"})
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/account"
 	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // Cookie names. With Secure, the __Host- prefix makes browsers refuse the
@@ -209,7 +210,7 @@ func (s *Server) requireSession(next http.HandlerFunc, pending bool) http.Handle
 		case st.session == nil:
 			q := url.Values{}
 			if r.Method == http.MethodGet {
-				q.Set("next", r.URL.Path)
+				q.Set("next", secret.Redact(r.URL.Path))
 			}
 			target := "/signin"
 			if len(q) > 0 {

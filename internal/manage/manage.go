@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -413,29 +412,6 @@ func (s *Service) setState(ctx context.Context, c Caller, id, action, reason str
 // CreateWorkspace creates a workspace and its first management token, which
 // holds keyward:admin there. It returns the workspace and the token's
 // secret text.
-// nameFree fails with ECONFLICT when a workspace's name differs from
-// name only in case: commands name workspaces (--workspace acme), and two
-// that read alike would be taken for each other. (The store refuses the
-// very same name itself.)
-func (s *Service) nameFree(ctx context.Context, name string) error {
-	f := keyward.WorkspaceFilter{Limit: 500}
-	for {
-		page, err := s.Store.FindWorkspaces(ctx, f)
-		if err != nil {
-			return err
-		}
-		for _, w := range page {
-			if strings.EqualFold(w.Name, name) {
-				return keyward.Errorf(keyward.ECONFLICT, "a workspace is named %q already", w.Name)
-			}
-		}
-		if len(page) < f.Limit {
-			return nil
-		}
-		f.After = page[len(page)-1].ID
-	}
-}
-
 func (s *Service) CreateWorkspace(ctx context.Context, c Caller, ws *keyward.Workspace) (*keyward.Workspace, string, error) {
 	if !keyward.Grants(c.Scopes, keyward.ScopeInstance) {
 		return nil, "", keyward.Errorf(keyward.EFORBIDDEN, "creating a workspace needs the scope %s", keyward.ScopeInstance)
@@ -446,9 +422,6 @@ func (s *Service) CreateWorkspace(ctx context.Context, c Caller, ws *keyward.Wor
 		w.TokenPrefix = keyward.DefaultTokenPrefix
 	}
 	if err := w.Validate(); err != nil {
-		return nil, "", err
-	}
-	if err := s.nameFree(ctx, w.Name); err != nil {
 		return nil, "", err
 	}
 	w.ID = keyward.NewID(keyward.PrefixWorkspace, now)

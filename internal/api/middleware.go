@@ -200,7 +200,7 @@ func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 			s.writeError(w, r, keyward.Errorf(keyward.EFORBIDDEN, "this token lacks the scope %s", rt.Scope))
 			return
 		case keyward.RateLimited, keyward.QuotaExceeded:
-			w.Header().Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(res.RetryAfter())), 10))
+			w.Header().Set("Retry-After", strconv.FormatInt(res.RetryAfter(), 10))
 			s.writeError(w, r, keyward.Errorf(keyward.ERATELIMITED, "this token is over its limit; retry later"))
 			return
 		default:

@@ -575,7 +575,7 @@ const (
 // whether the request may proceed; when not, it has answered.
 func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState) bool {
 	rt := st.rt
-	if len(r.Header["Authorization"]) > 1 || rt.cfg.TokenHeader != "" && len(r.Header.Values(rt.cfg.TokenHeader)) > 1 {
+	if len(r.Header["Authorization"]) > 1 || rt.cfg.TokenHeader != "" && len(r.Header[rt.cfg.TokenHeader]) > 1 {
 		// RFC 6750 §3.1: which credential counts would be a guess, and
 		// the upstream's framework may guess otherwise.
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keyward", error="invalid_request"`)
@@ -621,7 +621,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 		return false
 	case keyward.RateLimited, keyward.QuotaExceeded:
 		st.token = res.Token
-		w.Header().Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(res.RetryAfter())), 10))
+		w.Header().Set("Retry-After", strconv.FormatInt(res.RetryAfter(), 10))
 		writeProblem(w, http.StatusTooManyRequests, keyward.ERATELIMITED, "the token is over its limit; retry later", st.requestID)
 		return false
 	default:

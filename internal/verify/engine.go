@@ -155,18 +155,19 @@ type Limit struct {
 // of PRODUCT §5 has one.
 const TotalQuotaRetry = 24 * time.Hour
 
-// RetryAfter is how long a RATE_LIMITED or QUOTA_EXCEEDED caller should
-// wait before trying again: until the limit that refused it frees a slot,
-// or TotalQuotaRetry for a quota counted in total.
-func (r *Result) RetryAfter() time.Duration {
+// RetryAfter is the Retry-After of a RATE_LIMITED or QUOTA_EXCEEDED
+// answer, in whole seconds, at least 1: until the limit that refused it
+// frees a slot, or TotalQuotaRetry for a quota counted in total.
+func (r *Result) RetryAfter() int64 {
 	l := r.Rate
 	if r.Outcome == keyward.QuotaExceeded || !l.Set {
 		l = r.Quota
 	}
+	d := l.Reset
 	if l.Reset <= 0 && l.Window <= 0 {
-		return TotalQuotaRetry
+		d = TotalQuotaRetry
 	}
-	return l.Reset
+	return max(1, int64((d+time.Second-1)/time.Second))
 }
 
 // Engine verifies tokens. It is safe for concurrent use.
@@ -576,17 +577,13 @@ func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Re
 			// answer again. The limits described are the token's: none
 			// is known to have a slot left.
 			res.Outcome = keyward.RateLimited
-			res.Rate = Limit{Set: true, Reset: GlobalRetry}
 			if rl := t.RateLimit; rl != nil {
-				res.Rate.Limit, res.Rate.Window = rl.Limit, time.Duration(rl.Window)
+				res.Rate = Limit{Set: true, Limit: rl.Limit, Reset: GlobalRetry, Window: time.Duration(rl.Window)}
 			}
 			if q := t.Quota; q != nil {
 				res.Quota = Limit{Set: true, Limit: q.Limit, Reset: GlobalRetry}
 				if !q.PeriodEnd(now).IsZero() {
 					res.Quota.Window = periodLength(q.Period, now)
-				}
-				if t.RateLimit == nil {
-					res.Rate = Limit{}
 				}
 			}
 			return

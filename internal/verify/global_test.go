@@ -283,8 +283,8 @@ func TestGlobalFallbackClosedLimits(t *testing.T) {
 	if want := (verify.Limit{Set: true, Limit: 100, Remaining: 0, Reset: verify.GlobalRetry, Window: time.Minute}); r.Rate != want {
 		t.Errorf("rate %+v, want %+v", r.Rate, want)
 	}
-	if d := r.RetryAfter(); d != verify.GlobalRetry {
-		t.Errorf("RetryAfter = %v, want %v", d, verify.GlobalRetry)
+	if d := r.RetryAfter(); d != 1 {
+		t.Errorf("RetryAfter = %v, want 1 (s): when the limiter is asked again", d)
 	}
 	_, total := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 5, Period: keyward.PeriodNone}})
 	r = e.verify(total, "")
@@ -292,7 +292,7 @@ func TestGlobalFallbackClosedLimits(t *testing.T) {
 	if r.Rate.Set || r.Quota != (verify.Limit{Set: true, Limit: 5, Reset: verify.GlobalRetry}) {
 		t.Errorf("rate %+v quota %+v, want no rate and the quota of 5", r.Rate, r.Quota)
 	}
-	if d := r.RetryAfter(); d != verify.GlobalRetry {
-		t.Errorf("RetryAfter = %v, want %v", d, verify.GlobalRetry)
+	if d := r.RetryAfter(); d != 1 {
+		t.Errorf("RetryAfter = %v, want 1 (s): when the limiter is asked again", d)
 	}
 }

@@ -103,6 +103,17 @@ func (o *object) isNull(name string) bool {
 	return ok && string(v) == "null"
 }
 
+// noNulls refuses null for each of names: in the object whole, whose
+// members are all needed, RFC 7396 would remove the member and leave the
+// object incomplete.
+func (o *object) noNulls(whole string, names ...string) {
+	for _, n := range names {
+		if o.isNull(n) {
+			o.fail(n, "%s cannot be null: give %s whole, or %s null to remove it", n, whole, whole)
+		}
+	}
+}
+
 // value decodes a present, non-null field into dst, reporting a type error
 // as "must be <kind>". It reports whether dst was set.
 func (o *object) value(name, kind string, dst any) bool {

@@ -107,11 +107,7 @@ func (s *Server) tokenFields(o *object, t *keyward.Token, patch bool) {
 		if patch && t.RateLimit != nil {
 			rl = *t.RateLimit
 		}
-		for _, f := range []string{"limit", "window"} {
-			if r.isNull(f) {
-				r.fail(f, "%s cannot be null: give the rate limit whole, or rate_limit null to remove it", f)
-			}
-		}
+		r.noNulls("rate_limit", "limit", "window")
 		r.int("limit", &rl.Limit)
 		var w time.Duration
 		if r.duration("window", &w) {
@@ -127,11 +123,7 @@ func (s *Server) tokenFields(o *object, t *keyward.Token, patch bool) {
 		if patch && t.Quota != nil {
 			qt = *t.Quota
 		}
-		for _, f := range []string{"limit", "period"} {
-			if q.isNull(f) {
-				q.fail(f, "%s cannot be null: give the quota whole, or quota null to remove it", f)
-			}
-		}
+		q.noNulls("quota", "limit", "period")
 		q.int("limit", &qt.Limit)
 		q.str("period", &qt.Period)
 		q.done()

@@ -378,9 +378,6 @@ func jsonDepth(b json.RawMessage) int {
 // on as it was stored, to every SDK and verifier; a request body may have
 // passed a proxy that read it otherwise.
 func AmbiguousJSON(b []byte) string {
-	if loneSurrogate(b) {
-		return "a \\u escape of half a UTF-16 surrogate pair"
-	}
 	// One pass over the bytes, as every request body takes it: a string
 	// followed by ':' is a name of the innermost open object; a number
 	// can pass a float64 only with an exponent or over 300 digits.
@@ -400,10 +397,15 @@ func AmbiguousJSON(b []byte) string {
 		case c == '"':
 			j, escaped := i+1, false
 			for ; b[j] != '"'; j++ {
-				if b[j] == '\\' {
-					escaped = true
-					j++
+				if b[j] != '\\' {
+					continue
 				}
+				escaped = true
+				n := surrogateEscape(b, j)
+				if n < 0 {
+					return "a \\u escape of half a UTF-16 surrogate pair"
+				}
+				j += n - 1
 			}
 			k := j + 1
 			for k < len(b) && (b[k] == ' ' || b[k] == '\t' || b[k] == '\n' || b[k] == '\r') {
@@ -474,10 +476,10 @@ func (n *nameSet) add(name []byte) bool {
 	return true
 }
 
-// loneSurrogate reports whether the valid JSON text b holds a \u escape
-// of a UTF-16 surrogate that is not followed, or preceded, by its pair.
-// Backslashes occur in valid JSON only in strings, each starting an escape.
-func loneSurrogate(b []byte) bool {
+// surrogateEscape returns the length of the escape at b[i] (a '\\' in a
+// string of valid JSON), a surrogate pair's two \\u escapes as one, or -1
+// for a \\u escape of a surrogate without its pair.
+func surrogateEscape(b []byte, i int) int {
 	hex4 := func(i int) int {
 		if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
 			return -1
@@ -488,26 +490,18 @@ func loneSurrogate(b []byte) bool {
 		}
 		return int(v)
 	}
-	for i := 0; i < len(b); i++ {
-		if b[i] != '\\' {
-			continue
+	switch v := hex4(i); {
+	case v < 0:
+		return 2 // a two-character escape
+	case v >= 0xD800 && v < 0xDC00:
+		if w := hex4(i + 6); w < 0xDC00 || w >= 0xE000 {
+			return -1
 		}
-		v := hex4(i)
-		switch {
-		case v < 0:
-			i++ // a two-character escape
-		case v >= 0xD800 && v < 0xDC00:
-			if w := hex4(i + 6); w < 0xDC00 || w >= 0xE000 {
-				return true
-			}
-			i += 11
-		case v >= 0xDC00 && v < 0xE000:
-			return true
-		default:
-			i += 5
-		}
+		return 12
+	case v >= 0xDC00 && v < 0xE000:
+		return -1
 	}
-	return false
+	return 6
 }
 
 func isJSONObject(b json.RawMessage) bool {

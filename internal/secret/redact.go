@@ -6,15 +6,16 @@ import "strings"
 const Redacted = "[redacted]"
 
 // Redact returns s with the secret part of everything shaped like a
-// token replaced with Redacted: in a run of letters, digits and '_', a '_'
-// with at least two characters before it, then 38 base62 characters that
-// end the run or come before another '_', or are a whole token by its
-// checksum with more characters after. So kw_<38>, acme_corp_<38>,
-// key_for_kw_<38>_v2, kw_<38>abc all lose their 38 characters: a secret pasted where
-// an id belongs (keyward token revoke kw_...) or into a URL must not reach
-// a log or a usage event. The checksum is not checked: a mistyped secret
-// still gives most of one away. Ids (tok_ and 26 characters) are not
-// touched. s is returned as it is, without allocating, when it holds none.
+// token replaced with Redacted, so that a secret pasted where an id
+// belongs (keyward token revoke kw_...) or into a URL reaches no log or
+// usage event. In a run of letters, digits and '_', that is a '_' with at
+// least two characters before it, then 38 base62 characters that end the
+// run or come before another '_' (kw_<38>, acme_corp_<38>, key_kw_<38>_v2):
+// the checksum is not asked for there, since a mistyped secret still gives
+// most of one away. When more letters or digits follow (kw_<38>abc), the
+// checksum tells a token from a long word. Ids (tok_ and 26 characters)
+// are not touched. s is returned as it is, without allocating, when it
+// holds none.
 func Redact(s string) string {
 	if len(s) < 2+1+BodyLen || !strings.Contains(s, "_") {
 		return s
@@ -33,7 +34,7 @@ func Redact(s string) string {
 		// s[i:j] is a run: look for the secrets in it.
 		for p := i + 2; p+1+BodyLen <= j; p++ {
 			end := p + 1 + BodyLen
-			if s[p] != '_' || end > j || !base62(s[p+1:end]) || end < j && s[end] != '_' && !checksummed(s[i:end], p-i) {
+			if s[p] != '_' || !base62(s[p+1:end]) || end < j && s[end] != '_' && !checksummed(s[i:end], p-i) {
 				continue
 			}
 			b.WriteString(s[done : p+1])

@@ -325,9 +325,6 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		return nil, err
 	}
 	if cfg.DatabaseURL == "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("data dir: %w", err)
-		}
 		if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
 			return nil, err
 		}

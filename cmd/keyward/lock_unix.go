@@ -16,6 +16,9 @@ import (
 // twice the limit, and neither would know. Other commands (init, token
 // creation offline, audit verify) do not take it.
 func lockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil { // a first serve makes it
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
 	path := filepath.Join(dir, "serve.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {

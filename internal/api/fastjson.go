@@ -193,7 +193,7 @@ func appendLimit(b []byte, l verify.Limit) []byte {
 	b = append(b, `,"remaining":`...)
 	b = strconv.AppendInt(b, l.Remaining, 10)
 	b = append(b, `,"reset":`...)
-	b = strconv.AppendInt(b, ceilSeconds(l.Reset), 10)
+	b = strconv.AppendInt(b, verify.Seconds(l.Reset), 10)
 	return append(b, '}')
 }
 

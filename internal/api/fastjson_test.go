@@ -55,10 +55,10 @@ func verifyView(res verify.Result) verifyResponse {
 	}
 	v.ExpiresAt = &exp
 	if res.Rate.Set {
-		v.RateLimit = &limitView{Limit: res.Rate.Limit, Remaining: res.Rate.Remaining, Reset: ceilSeconds(res.Rate.Reset)}
+		v.RateLimit = &limitView{Limit: res.Rate.Limit, Remaining: res.Rate.Remaining, Reset: verify.Seconds(res.Rate.Reset)}
 	}
 	if res.Quota.Set {
-		v.Quota = &limitView{Limit: res.Quota.Limit, Remaining: res.Quota.Remaining, Reset: ceilSeconds(res.Quota.Reset)}
+		v.Quota = &limitView{Limit: res.Quota.Limit, Remaining: res.Quota.Remaining, Reset: verify.Seconds(res.Quota.Reset)}
 	}
 	return v
 }

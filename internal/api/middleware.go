@@ -243,10 +243,3 @@ func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, rt route, 
 	w.Header().Set("WWW-Authenticate", challenge)
 	s.writeError(w, r, keyward.Errorf(keyward.EUNAUTHORIZED, "%s", msg))
 }
-
-func ceilSeconds(d time.Duration) int64 {
-	if d <= 0 {
-		return 0
-	}
-	return int64((d + time.Second - 1) / time.Second)
-}

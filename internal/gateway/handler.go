@@ -653,26 +653,19 @@ func setRateLimit(hd http.Header, res verify.Result, vals []string) {
 	p = strconv.AppendInt(p, l.Limit, 10)
 	if l.Window > 0 {
 		p = append(p, ";w="...)
-		p = strconv.AppendInt(p, ceilSeconds(l.Window), 10)
+		p = strconv.AppendInt(p, verify.Seconds(l.Window), 10)
 	}
 	n := len(p)
 	p = append(p, `"default";r=`...)
 	p = strconv.AppendInt(p, max(0, l.Remaining), 10)
 	if l.Window > 0 || l.Reset > 0 {
 		p = append(p, ";t="...)
-		p = strconv.AppendInt(p, ceilSeconds(l.Reset), 10)
+		p = strconv.AppendInt(p, verify.Seconds(l.Reset), 10)
 	}
 	both := string(p)
 	vals[0], vals[1] = both[:n], both[n:]
 	hd["Ratelimit-Policy"] = vals[:1:1]
 	hd["Ratelimit"] = vals[1:]
-}
-
-func ceilSeconds(d time.Duration) int64 {
-	if d <= 0 {
-		return 0
-	}
-	return int64((d + time.Second - 1) / time.Second)
 }
 
 // credential returns the token a request presents: a Bearer token, or the

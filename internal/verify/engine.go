@@ -167,7 +167,17 @@ func (r *Result) RetryAfter() int64 {
 	if l.Reset <= 0 && l.Window <= 0 {
 		d = TotalQuotaRetry
 	}
-	return max(1, int64((d+time.Second-1)/time.Second))
+	return max(1, Seconds(d))
+}
+
+// Seconds is d in whole seconds, rounded up, as the RateLimit fields, the
+// verify API's "reset" and Retry-After give it: a client that waits that
+// long finds the slot free. Zero or less is 0.
+func Seconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 // Engine verifies tokens. It is safe for concurrent use.

@@ -868,3 +868,33 @@ func TestForgetRace(t *testing.T) {
 	}
 	<-done
 }
+
+// Seconds rounds up, so that a client waiting that long finds the slot
+// free, and RetryAfter never answers less than a second.
+func TestSeconds(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want int64
+	}{
+		{-time.Second, 0}, {0, 0}, {time.Nanosecond, 1}, {time.Second, 1},
+		{time.Second + time.Millisecond, 2}, {90 * time.Second, 90}, {24 * time.Hour, 86400},
+	} {
+		if got := verify.Seconds(c.d); got != c.want {
+			t.Errorf("Seconds(%v) = %d, want %d", c.d, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		r    verify.Result
+		want int64
+	}{
+		{"rate, slot frees in 1.2s", verify.Result{Outcome: keyward.RateLimited, Rate: verify.Limit{Set: true, Reset: 1200 * time.Millisecond, Window: time.Minute}}, 2},
+		{"rate, slot frees now", verify.Result{Outcome: keyward.RateLimited, Rate: verify.Limit{Set: true, Window: time.Minute}}, 1},
+		{"day quota", verify.Result{Outcome: keyward.QuotaExceeded, Rate: verify.Limit{Set: true, Reset: time.Second, Window: time.Minute}, Quota: verify.Limit{Set: true, Reset: time.Hour, Window: 24 * time.Hour}}, 3600},
+		{"total quota", verify.Result{Outcome: keyward.QuotaExceeded, Quota: verify.Limit{Set: true}}, 86400},
+	} {
+		if got := c.r.RetryAfter(); got != c.want {
+			t.Errorf("%s: RetryAfter() = %d, want %d", c.name, got, c.want)
+		}
+	}
+}

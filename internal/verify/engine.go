@@ -907,11 +907,22 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 			if err == nil {
 				moved := *sec
 				moved.Digest, moved.KeyID = d[:], e.cfg.Keys.Current.ID
-				if err := e.cfg.Store.Redigest(ctx, old[:], &moved); err != nil {
+				// Not found: a concurrent verification of this secret moved
+				// it first, as intended.
+				if err := e.cfg.Store.Redigest(ctx, old[:], &moved); err != nil && keyward.ErrorCode(err) != keyward.ENOTFOUND {
 					e.log.Error("re-digest under the current server key failed", "token_id", tok.ID, "err", err)
 				}
 			}
 			break
+		}
+		if tok == nil && err == nil && len(e.cfg.Keys.Previous) > 0 {
+			// Under no key: a concurrent verification may have moved the
+			// secret from a previous key to the current one between the
+			// two lookups. Where it now is, it must be found.
+			sec, tok, err = e.cfg.Store.LookupSecret(ctx, d[:])
+			if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+				err = nil
+			}
 		}
 	}
 	if err != nil {

@@ -474,6 +474,62 @@ func TestServerKeyRotation(t *testing.T) {
 	expect(t, e.verify(text, ""), keyward.Valid)
 }
 
+// movingStore moves a secret from its previous key's digest to the
+// current key's just before the engine's lookup under the previous key
+// reads, as a concurrent verification on this or another node does.
+type movingStore struct {
+	keyward.Store
+	from, to []byte
+	moved    bool
+}
+
+func (s *movingStore) LookupSecret(ctx context.Context, digest []byte) (*keyward.Secret, *keyward.Token, error) {
+	if !s.moved && string(digest) == string(s.from) {
+		s.moved = true
+		sec, _, err := s.Store.LookupSecret(ctx, s.from)
+		if err != nil {
+			return nil, nil, err
+		}
+		moved := *sec
+		moved.Digest = s.to
+		if err := s.Store.Redigest(ctx, s.from, &moved); err != nil {
+			return nil, nil, err
+		}
+	}
+	return s.Store.LookupSecret(ctx, digest)
+}
+
+// A secret moved to the current key between the engine's lookups under the
+// current and the previous key is found where it went: a valid token never
+// answers NOT_FOUND during a server key rotation.
+func TestServerKeyRotationRace(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, text := e.create(&keyward.Token{})
+	e.close()
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	keys, err := secret.NewKeyring(secretB, secretA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldD, newD := keys.Previous[0].Digest(text), keys.Current.Digest(text)
+	store := &movingStore{Store: db, from: oldD[:], to: newD[:]}
+	eng := verify.New(verify.Config{Store: store, Keys: keys})
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close(ctx)
+	r := eng.Verify(ctx, verify.Request{Token: text, WorkspaceID: tok.WorkspaceID})
+	if !store.moved {
+		t.Fatal("the store never saw a lookup under the previous key")
+	}
+	expect(t, r, keyward.Valid)
+}
+
 func TestWorkspaceIsolation(t *testing.T) {
 	e := newEnv(t, verify.Config{})
 	_, text := e.create(&keyward.Token{})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -239,8 +240,17 @@ func keyring(c storeConfig) (*secret.Keyring, error) {
 		if c.DatabaseURL != "" {
 			return nil, errors.New("KEYWARD_SECRET (or KEYWARD_SECRET_FILE) is required with --database-url: every node must share it")
 		}
+		path := filepath.Join(c.DataDir, "server.secret")
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			if _, err := os.Stat(filepath.Join(c.DataDir, "keyward.db")); err == nil {
+				// A new secret for an existing store would make every
+				// stored token answer NOT_FOUND, and leave a file that later
+				// commands would silently pick up.
+				return nil, fmt.Errorf("%s holds a store but no server secret (server.secret): give the secret that made the store as KEYWARD_SECRET or KEYWARD_SECRET_FILE, or put its server.secret back", c.DataDir)
+			}
+		}
 		var err error
-		if current, err = secret.LoadOrCreateFile(filepath.Join(c.DataDir, "server.secret")); err != nil {
+		if current, err = secret.LoadOrCreateFile(path); err != nil {
 			return nil, err
 		}
 	}
@@ -251,37 +261,68 @@ func keyring(c storeConfig) (*secret.Keyring, error) {
 	return r, nil
 }
 
-// warnUnknownKeys logs an error when stored token secrets were made under
-// a server key that is neither the current one nor a previous one: their
-// tokens answer NOT_FOUND, which would otherwise look as if every token
-// had been lost (a wrong KEYWARD_SECRET, or a rotation that left out
+// unknownKeys reports stored token secrets made under a server key that
+// is neither the current one nor a previous one: their tokens answer
+// NOT_FOUND, which would otherwise look as if every token had been lost (a
+// wrong KEYWARD_SECRET, or a rotation that left out
 // KEYWARD_SECRET_PREVIOUS). Key ids are not secret.
-func warnUnknownKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) {
+type unknownKeys struct {
+	secrets, of int64
+	ids         []string // the unknown key ids, sorted
+	current     string   // the current key's id
+}
+
+// advice says what to do about the unknown keys.
+const unknownKeysAdvice = "start with the secret that made them as KEYWARD_SECRET, or, after a rotation, name it in KEYWARD_SECRET_PREVIOUS"
+
+// checkKeys counts the stored secrets under unknown keys; nil when there
+// are none, or when they cannot be counted (warned of in log).
+func checkKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) *unknownKeys {
 	counts, err := st.SecretKeys(ctx)
 	if err != nil {
 		log.Warn("could not check the server keys of the stored tokens", "err", err)
-		return
+		return nil
 	}
 	known := map[string]bool{keys.Current.ID: true}
 	for _, k := range keys.Previous {
 		known[k.ID] = true
 	}
-	var unknown, total int64
-	var ids []string
+	u := &unknownKeys{current: keys.Current.ID}
 	for id, n := range counts {
-		total += n
+		u.of += n
 		if !known[id] {
-			unknown += n
-			ids = append(ids, id)
+			u.secrets += n
+			u.ids = append(u.ids, id)
 		}
 	}
-	if unknown == 0 {
+	if u.secrets == 0 {
+		return nil
+	}
+	slices.Sort(u.ids)
+	return u
+}
+
+// warnUnknownKeys logs an error when stored token secrets were made under
+// an unknown server key (see unknownKeys).
+func warnUnknownKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) {
+	if u := checkKeys(ctx, st, keys, log); u != nil {
+		log.Error("stored token secrets were made under a server secret this node does not have, so their tokens answer NOT_FOUND: "+unknownKeysAdvice,
+			"secrets", u.secrets, "of", u.of, "their_key_ids", strings.Join(u.ids, ","), "current_key_id", u.current)
+	}
+}
+
+// warnUnknownKeysCLI tells the user of a command that writes to the store
+// (init, user create) when it runs under a server secret that made none of
+// the stored tokens, most likely the wrong one: what it writes (a token,
+// audit events) is keyed with this secret, not the store's.
+func warnUnknownKeysCLI(ctx context.Context, e *env, st keyward.Store, keys *secret.Keyring) {
+	u := checkKeys(ctx, st, keys, slog.New(slog.DiscardHandler))
+	if u == nil || u.secrets < u.of {
 		return
 	}
-	slices.Sort(ids)
-	log.Error("stored token secrets were made under a server secret this node does not have, so their tokens answer NOT_FOUND: "+
-		"start with the secret that made them as KEYWARD_SECRET, or, after a rotation, name it in KEYWARD_SECRET_PREVIOUS",
-		"secrets", unknown, "of", total, "their_key_ids", strings.Join(ids, ","), "current_key_id", keys.Current.ID)
+	fmt.Fprintf(e.stderr, "keyward: warning: every stored token secret (%d) was made under a server secret other than this one "+
+		"(key ids %s; this one is %s): their tokens answer NOT_FOUND under it, and what this command writes is keyed with it; "+
+		"if that is a mistake, %s\n", u.of, strings.Join(u.ids, ","), u.current, unknownKeysAdvice)
 }
 
 // server is one running keyward: store, engine and HTTP listener.

@@ -59,6 +59,7 @@ func cmdInit(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
+	warnUnknownKeysCLI(ctx, e, store, keys)
 	svc := &manage.Service{Store: store, Keys: keys}
 	tok, text, err := svc.CreateRootToken(ctx, cfg.NewRootToken)
 	if err != nil {

@@ -109,6 +109,7 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
+	warnUnknownKeysCLI(ctx, e, store, keys)
 	accounts, ok := store.(keyward.AccountStore)
 	if !ok {
 		return errors.New("this store does not keep dashboard users")

@@ -78,3 +78,49 @@ func TestUserCreate(t *testing.T) {
 		}
 	})
 }
+
+// A store is never given a fresh server secret, and a write to it under a
+// secret that made none of its tokens is warned of.
+func TestWrongServerSecretCLI(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	cli(t, nil, nil, "", "init", "--data-dir", dir, "--output", "json").want(t, 0)
+	secretFile := filepath.Join(dir, "server.secret")
+	kept, err := os.ReadFile(secretFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(secretFile); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, nil, nil, "", "init", "--data-dir", dir, "--new-root-token")
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "holds a store but no server secret") {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+	if _, err := os.Stat(secretFile); err == nil {
+		t.Fatal("a new server secret was generated for an existing store")
+	}
+
+	wrong := map[string]string{"KEYWARD_SECRET": strings.Repeat("cd", 32)}
+	const pw = "correct horse battery staple"
+	r = cli(t, nil, wrong, pw+"\n", "user", "create", "--email", "ann@example.com", "--password-stdin", "--data-dir", dir)
+	r.want(t, 0)
+	if !strings.Contains(r.stderr, "warning: every stored token secret (1) was made under a server secret other than this one") ||
+		strings.Contains(r.stderr, strings.Repeat("cd", 32)) {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+	r = cli(t, nil, wrong, "", "init", "--data-dir", dir, "--new-root-token")
+	if r.code != 0 || !strings.Contains(r.stderr, "warning: every stored token secret (1)") {
+		t.Errorf("init --new-root-token: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// Under the right secret: no warning.
+	if err := os.WriteFile(secretFile, kept, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = cli(t, nil, nil, pw+"\n", "user", "create", "--email", "bob@example.com", "--password-stdin", "--data-dir", dir)
+	r.want(t, 0)
+	if strings.Contains(r.stderr, "warning") {
+		t.Errorf("warned under the right secret: %q", r.stderr)
+	}
+}

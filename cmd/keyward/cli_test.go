@@ -946,6 +946,26 @@ func TestLoadSecrets(t *testing.T) {
 	if stderr.String() != "keyward: oops: [redacted] [redacted]\n" {
 		t.Errorf("stderr = %q", stderr.String())
 	}
+
+	// The current secret is taken as a previous one will be: trimmed, and
+	// without the separators of KEYWARD_SECRET_PREVIOUS, whose _FILE may
+	// hold one secret a line.
+	prevFile := filepath.Join(t.TempDir(), "previous")
+	os.WriteFile(prevFile, []byte("old-one\r\nold-two\n\nold-three, old-four\n"), 0o600)
+	vars = map[string]string{"KEYWARD_SECRET": " current-secret-of-at-least-32-bytes! ", "KEYWARD_SECRET_PREVIOUS_FILE": prevFile}
+	c = storeConfig{}
+	if err := loadSecrets(e, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Secret != "current-secret-of-at-least-32-bytes!" || !reflect.DeepEqual(c.SecretPrevious, []string{"old-one", "old-two", "old-three", "old-four"}) {
+		t.Errorf("got %q %q", c.Secret, c.SecretPrevious)
+	}
+	for _, bad := range []string{"current-secret,of-at-least-32-bytes!", "current-secret\nof-at-least-32-bytes!"} {
+		vars = map[string]string{"KEYWARD_SECRET": bad}
+		if err := loadSecrets(e, &c); err == nil || !strings.Contains(err.Error(), "must not contain a comma or a line break") {
+			t.Errorf("KEYWARD_SECRET=%q: %v", bad, err)
+		}
+	}
 }
 
 func TestInterrupted(t *testing.T) {

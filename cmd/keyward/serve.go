@@ -78,24 +78,30 @@ func addSecretEnvHelp(fs *flagSet) {
 // addServerSecretEnvHelp documents the server secret variables that
 // loadSecrets reads.
 func addServerSecretEnvHelp(fs *flagSet) {
-	fs.Env("KEYWARD_SECRET", "server secret (at least 32 bytes) that keys token digests and the audit chain; on SQLite generated into the data dir when unset")
+	fs.Env("KEYWARD_SECRET", "server secret (at least 32 bytes; no comma or line break) that keys token digests and the audit chain; on SQLite generated into the data dir when unset")
 	fs.Env("KEYWARD_SECRET_FILE", "file holding the server secret, instead of KEYWARD_SECRET")
-	fs.Env("KEYWARD_SECRET_PREVIOUS", "earlier server secrets, comma-separated, while rotating it (also _FILE)")
+	fs.Env("KEYWARD_SECRET_PREVIOUS", "earlier server secrets, comma-separated or one a line, while rotating it (also _FILE)")
 }
 
 // loadSecrets fills the secrets of c from KEYWARD_SECRET and
 // KEYWARD_SECRET_PREVIOUS or their _FILE variants; see env.secretEnv.
 func loadSecrets(e *env, c *storeConfig) error {
-	var err error
-	if c.Secret, err = e.secretEnv("KEYWARD_SECRET"); err != nil {
+	cur, err := e.secretEnv("KEYWARD_SECRET")
+	if err != nil {
 		return err
+	}
+	// Taken as KEYWARD_SECRET_PREVIOUS takes it, so that the secret can be
+	// named there, as it is, when it is rotated.
+	if c.Secret = strings.TrimSpace(cur); strings.ContainsAny(c.Secret, ",\r\n") {
+		return errors.New("KEYWARD_SECRET must not contain a comma or a line break: it could not be named in KEYWARD_SECRET_PREVIOUS when rotated")
 	}
 	prev, err := e.secretEnv("KEYWARD_SECRET_PREVIOUS")
 	if err != nil {
 		return err
 	}
 	c.SecretPrevious = nil
-	for _, s := range strings.Split(prev, ",") {
+	// Comma-separated, or one a line (as a _FILE may hold them).
+	for s := range strings.FieldsFuncSeq(prev, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
 		if s = strings.TrimSpace(s); s != "" {
 			c.SecretPrevious = append(c.SecretPrevious, s)
 			e.addSecret(s)

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyward/keyward/client"
 )
 
 const mgmtToken = "kw_MGMTmgmtMGMTmgmtMGMTmgmtMGMTmgmt0AbCdE"
@@ -1068,5 +1070,25 @@ routes:
 	r.want(t, 0)
 	if r.stdout != file2+": OK, listen 127.0.0.1:0, workspace \"default\", 1 route\n" {
 		t.Errorf("stdout = %q", r.stdout)
+	}
+}
+
+// A quota counted in total is printed as such, not as resetting in 0s.
+func TestPrintVerifyQuota(t *testing.T) {
+	for _, c := range []struct {
+		reset int64
+		want  string
+	}{
+		{0, "QUOTA  95 of 100 left, counted in total, never resets"},
+		{3600, "QUOTA  95 of 100 left, resets in 1h"},
+	} {
+		var b bytes.Buffer
+		r := &client.VerifyResponse{Code: "QUOTA_EXCEEDED", Quota: &client.LimitStatus{Limit: 100, Remaining: 95, Reset: c.reset}}
+		if err := printVerify(&b, r); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), c.want) {
+			t.Errorf("reset %d: output\n%s\nlacks %q", c.reset, b.String(), c.want)
+		}
 	}
 }

@@ -129,7 +129,12 @@ func printVerify(w io.Writer, r *client.VerifyResponse) error {
 		row("RATE LIMIT", fmt.Sprintf("%d of %d left, a slot frees in %s", l.Remaining, l.Limit, fmtDuration(time.Duration(l.Reset)*time.Second)))
 	}
 	if l := r.Quota; l != nil {
-		row("QUOTA", fmt.Sprintf("%d of %d left, resets in %s", l.Remaining, l.Limit, fmtDuration(time.Duration(l.Reset)*time.Second)))
+		// A quota counted in total (period none) has no period to end.
+		when := "counted in total, never resets"
+		if l.Reset > 0 {
+			when = "resets in " + fmtDuration(time.Duration(l.Reset)*time.Second)
+		}
+		row("QUOTA", fmt.Sprintf("%d of %d left, %s", l.Remaining, l.Limit, when))
 	}
 	return tw.Flush()
 }

@@ -117,7 +117,7 @@ type usageView struct {
 	ByRoute     map[string]int64 `json:"by_route"`
 	ByStatus    map[string]int64 `json:"by_status"`
 	Points      []usagePoint     `json:"points"`
-	TopTokens   []topTokenView   `json:"top_tokens,omitempty"`
+	TopTokens   []topTokenView   `json:"top_tokens,omitzero"` // [] when asked for and none was used
 }
 
 type topTokenView struct {
@@ -200,8 +200,8 @@ func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := viewUsage(uq, rows)
-	v.TopTokens = []topTokenView{}
 	if top > 0 {
+		v.TopTokens = []topTokenView{}
 		tops, err := s.store.UsageTopTokens(r.Context(), f, top)
 		if err != nil {
 			s.writeError(w, r, err)

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/url"
@@ -30,6 +31,12 @@ func counts(m any) map[string]float64 {
 // endpoint.
 func TestUsage(t *testing.T) {
 	s := newStack(t)
+	// Before any use, top_tokens is an empty list, not absent or null.
+	r := s.do("GET", "/v1/usage", s.root, nil)
+	wantStatus(t, r, http.StatusOK)
+	if !bytes.Contains(r.Body, []byte(`"top_tokens":[]`)) {
+		t.Errorf("usage before any use = %s", r.Body)
+	}
 	id, text := s.newToken("billing", "orders:read")
 	other, otherText := s.newToken("quiet", "orders:read")
 	for range 3 {
@@ -43,7 +50,7 @@ func TestUsage(t *testing.T) {
 	s.wantCode("kw_nothing_like_a_token", "MALFORMED")
 	s.flushUsage()
 
-	r := s.do("GET", "/v1/tokens/"+id+"/usage?granularity=minute", s.root, nil)
+	r = s.do("GET", "/v1/tokens/"+id+"/usage?granularity=minute", s.root, nil)
 	wantStatus(t, r, http.StatusOK)
 	v := r.object(t)
 	if v["token_id"] != id || v["granularity"] != "minute" || v["total"] != 5.0 {

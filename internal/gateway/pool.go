@@ -192,19 +192,14 @@ func hostPort(u *url.URL) string {
 	return net.JoinHostPort(u.Hostname(), port)
 }
 
-// recentIdle is how long a connection may have sat idle and still be
-// taken for a replayable request without first looking at its socket
-// (a system call per request under load): no upstream closes a kept-alive
-// connection, or writes to it unasked, that soon after answering, and if
-// one did, the request would be sent again on a new connection (send).
-const recentIdle = 50 * time.Millisecond
-
 // get returns an idle connection that is still open, or a new one. Idle
 // connections the upstream closed meanwhile are dropped on the way: no
-// request was sent on them. When replayable (the request can be sent
-// again should the connection turn out closed), a connection idle for
-// less than recentIdle is taken unlooked at. Its errors are those of dial.
-func (p *connPool) get(ctx context.Context, replayable bool) (*pconn, error) {
+// request was sent on them. Every idle connection is looked at before it
+// is taken, however briefly it sat idle: bytes the upstream sent after its
+// last response (a body to a HEAD, a second response) would otherwise be
+// read as the answer to the next request, perhaps another client's. Its
+// errors are those of dial.
+func (p *connPool) get(ctx context.Context) (*pconn, error) {
 	now := time.Now()
 	for {
 		p.mu.Lock()
@@ -218,7 +213,7 @@ func (p *connPool) get(ctx context.Context, replayable bool) (*pconn, error) {
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
 		idle := now.Sub(pc.idleAt)
-		if replayable && idle < recentIdle || idle < p.idleTimeout && pc.idleUsable() {
+		if idle < p.idleTimeout && pc.idleUsable() {
 			pc.reused = true
 			return pc, nil
 		}

@@ -442,7 +442,7 @@ func (b *balancer) forward(h *Handler, r *http.Request, st *reqState, now time.T
 // before any answer came), the exchange is made again on a new connection.
 func (h *Handler) send(u *upstream, r *http.Request, st *reqState) (*pconn, *http.Response, error) {
 	ctx := r.Context()
-	pc, err := u.pool.get(ctx, bodiless(r) && idempotent(r.Method))
+	pc, err := u.pool.get(ctx)
 	if err != nil {
 		return nil, nil, err
 	}

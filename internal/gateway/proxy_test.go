@@ -413,6 +413,42 @@ func TestStaleConnection(t *testing.T) {
 	}
 }
 
+// TestUnsolicitedResponse has the upstream send a second response after
+// the first, a moment later, unasked (as one that sends a body to a HEAD
+// does): the connection is not taken for the next request, which would
+// get that response as its own, whoever sent it.
+func TestUnsolicitedResponse(t *testing.T) {
+	var conns atomic.Int32
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		for {
+			req, ok := readHead(br)
+			if !ok {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if req.URL.Path == "/extra" {
+				time.Sleep(2 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Poison: yes\r\n\r\nPOISONED")
+			}
+		}
+	})
+	gw := openRoute(t, up, "")
+	for i := range 5 {
+		if res, body := do(t, "GET", gw.URL+"/extra", nil); res.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%d: GET /extra: status %d body %q", i, res.StatusCode, body)
+		}
+		time.Sleep(10 * time.Millisecond) // the unasked response arrives
+		res, body := do(t, "GET", gw.URL+"/next", nil)
+		if res.StatusCode != 200 || body != "ok" || res.Header.Get("X-Poison") != "" {
+			t.Fatalf("%d: the next request got status %d body %q X-Poison %q", i, res.StatusCode, body, res.Header.Get("X-Poison"))
+		}
+	}
+	if n := conns.Load(); n < 5 {
+		t.Errorf("%d upstream connections: one that sent a response unasked was used again", n)
+	}
+}
+
 // TestStaleConnectionRace has the upstream read a second request on a
 // connection and close it without answering, as when an idle close races
 // with the request: an idempotent request is sent again on a new
@@ -561,7 +597,7 @@ func TestPoolIdleExpiry(t *testing.T) {
 	u := mustURL(t, up.URL)
 	p := newConnPool(u)
 	p.idleTimeout = 30 * time.Millisecond
-	pc, err := p.get(context.Background(), false)
+	pc, err := p.get(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,7 +610,7 @@ func TestPoolIdleExpiry(t *testing.T) {
 		t.Errorf("%d idle connections left", n)
 	}
 	// After close, returned connections are closed, not kept.
-	pc, _ = p.get(context.Background(), false)
+	pc, _ = p.get(context.Background())
 	p.close()
 	p.put(pc)
 	waitFor(t, "the returned connection closed", func() bool { return up.closed.Load() == 2 })
@@ -582,7 +618,7 @@ func TestPoolIdleExpiry(t *testing.T) {
 
 func TestDialError(t *testing.T) {
 	p := newConnPool(mustURL(t, deadURL(t)))
-	_, err := p.get(context.Background(), false)
+	_, err := p.get(context.Background())
 	if !connError(err) {
 		t.Errorf("err %v is not a connection error", err)
 	}

@@ -305,6 +305,14 @@ func TestIdentityHeaders(t *testing.T) {
 		"X-Client-IP":         "6.6.6.6",
 		"Client-IP":           "6.6.6.6",
 		"X_Cluster_Client_IP": "6.6.6.6",
+		// How the client reached the gateway, which frameworks build
+		// URLs from: only a trusted proxy's.
+		"X-Forwarded-Port":   "8443",
+		"X-Forwarded-Prefix": "/evil",
+		"X-Forwarded-Ssl":    "on",
+		"X_Forwarded_Scheme": "https",
+		"Front-End-Https":    "on",
+		"X-Original-URL":     "/admin",
 	})
 	if res.StatusCode != 200 {
 		t.Fatalf("status %d: %s", res.StatusCode, body)
@@ -326,12 +334,17 @@ func TestIdentityHeaders(t *testing.T) {
 		"Authorization":  "",
 		"X-Keyward-Evil": "",
 		// RemoteAddr is not a trusted proxy: its X-Forwarded-For is dropped.
-		"X-Forwarded-For":   "127.0.0.1",
-		"X-Real-Ip":         "127.0.0.1",
-		"True-Client-Ip":    "",
-		"X-Client-Ip":       "",
-		"Client-Ip":         "",
-		"X-Forwarded-Proto": "http",
+		"X-Forwarded-For":    "127.0.0.1",
+		"X-Real-Ip":          "127.0.0.1",
+		"True-Client-Ip":     "",
+		"X-Client-Ip":        "",
+		"Client-Ip":          "",
+		"X-Forwarded-Proto":  "http",
+		"X-Forwarded-Port":   "",
+		"X-Forwarded-Prefix": "",
+		"X-Forwarded-Ssl":    "",
+		"Front-End-Https":    "",
+		"X-Original-Url":     "",
 	}
 	for k, v := range want {
 		if got := strings.Join(s.Header.Values(k), "|"); got != v {
@@ -365,6 +378,7 @@ func TestRequestTrailers(t *testing.T) {
 		"3\r\nabc\r\n0\r\n" +
 		"X-Keyward-Subject: admin\r\nX_Keyward_Token_Id: tok_forged\r\nAuthorization: Bearer forged\r\n" +
 		"X-Forwarded-For: 6.6.6.6\r\nX-Request-Id: forged\r\nHost: evil\r\nContent-Length: 3\r\n" +
+		"X-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nX_Client_IP: 6.6.6.6\r\nX-Forwarded-Port: 1\r\n" +
 		"X-Checksum: sha256=abc\r\n\r\n")
 	res, body := rc.read("POST")
 	if res.StatusCode != 200 {
@@ -376,6 +390,26 @@ func TestRequestTrailers(t *testing.T) {
 	}
 	if s.Header.Get(HeaderSubject) != "user-tok_good" || s.Header.Get(HeaderTokenID) != "tok_good" {
 		t.Fatalf("upstream identity %v", s.Header)
+	}
+}
+
+// TestResponseTrailers: the upstream's trailers reach the client but those
+// a trailer may not carry and the gateway's own fields.
+func TestResponseTrailers(t *testing.T) {
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, ok := readHead(br); !ok {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum, Set-Cookie, X-Request-Id\r\nConnection: close\r\n\r\n"+
+			"2\r\nok\r\n0\r\nX-Checksum: sha256=abc\r\nSet-Cookie: evil=1\r\nX-Request-Id: forged\r\nContent-Length: 99\r\n\r\n")
+	})
+	gw := openRoute(t, up, "")
+	res, body := do(t, "GET", gw.URL+"/", nil)
+	if res.StatusCode != 200 || body != "ok" {
+		t.Fatalf("status %d body %q", res.StatusCode, body)
+	}
+	if len(res.Trailer) != 1 || res.Trailer.Get("X-Checksum") != "sha256=abc" {
+		t.Errorf("trailers %v, want X-Checksum only", res.Trailer)
 	}
 }
 
@@ -587,6 +621,11 @@ routes:
 		if s := upstreamSaw(t, body); s.Header.Get("X-Real-Ip") != "198.51.100.4" || len(s.Header["X-Real-Ip"]) != 1 ||
 			s.Header.Get("Cf-Connecting-Ip") != "198.51.100.4" || s.Header.Get("Client-Ip") != "" {
 			t.Errorf("a trusted proxy's fields: %v", s.Header)
+		}
+		// So are a trusted proxy's other forwarding fields.
+		_, body = do(t, "GET", gw.URL+"/", map[string]string{"Authorization": "Bearer good", "X-Forwarded-Port": "8443", "X-Forwarded-Prefix": "/app"})
+		if s := upstreamSaw(t, body); s.Header.Get("X-Forwarded-Port") != "8443" || s.Header.Get("X-Forwarded-Prefix") != "/app" {
+			t.Errorf("a trusted proxy's X-Forwarded-Port/-Prefix: %v", s.Header)
 		}
 	})
 	t.Run("Untrusted", func(t *testing.T) {
@@ -1096,5 +1135,35 @@ func TestTwoCredentials(t *testing.T) {
 	}
 	if got, want := res.Header.Get("WWW-Authenticate"), `Bearer realm="keyward", error="invalid_request"`; got != want {
 		t.Errorf("WWW-Authenticate %q, want %q", got, want)
+	}
+	// A Bearer token and the route's token header: two credentials too.
+	res, body2 := do(t, "GET", gw.URL+"/keyed", map[string]string{"Authorization": "Bearer good", "X-API-Key": "garbage"})
+	if res.StatusCode != 400 || res.Header.Get("WWW-Authenticate") != `Bearer realm="keyward", error="invalid_request"` {
+		t.Errorf("Bearer and X-API-Key: status %d, WWW-Authenticate %q: %s", res.StatusCode, res.Header.Get("WWW-Authenticate"), body2)
+	}
+	// Basic credentials for the upstream beside the token header are no
+	// second token.
+	if res, body := do(t, "GET", gw.URL+"/keyed", map[string]string{"Authorization": "Basic dTpw", "X-API-Key": "good"}); res.StatusCode != 200 {
+		t.Errorf("Basic and X-API-Key: status %d: %s", res.StatusCode, body)
+	}
+}
+
+// TestConnectRefused: CONNECT is no API request; a 2xx to it would turn
+// the pooled upstream connection into a tunnel.
+func TestConnectRefused(t *testing.T) {
+	gw, _, _ := base(t)
+	rc, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	io.WriteString(rc, "CONNECT /public/x HTTP/1.1\r\nHost: gw\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(rc), &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotImplemented || res.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("CONNECT: status %d %q, want 501 problem+json", res.StatusCode, res.Header.Get("Content-Type"))
 	}
 }

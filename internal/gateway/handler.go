@@ -229,7 +229,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	out.Header.Del("X-Forwarded") // as the lean path drops it
 	for k := range out.Header {
-		if dropClientIPField(k, st.trusted) {
+		if dropProxyField(k, st.trusted) {
 			delete(out.Header, k)
 		}
 	}
@@ -359,8 +359,11 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, st *reqStat
 		writeProblem(w, http.StatusBadRequest, keyward.EINVALID, "the request body could not be read", st.requestID)
 	case !connError(err) && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()):
 		writeProblem(w, http.StatusGatewayTimeout, "gateway_timeout", "the upstream did not answer in time", st.requestID)
-	default:
+	case connError(err):
 		writeProblem(w, http.StatusBadGateway, "bad_gateway", "the upstream is unreachable", st.requestID)
+	default:
+		// Reset, closed before answering, or an answer that is not HTTP.
+		writeProblem(w, http.StatusBadGateway, "bad_gateway", "the upstream gave no valid answer", st.requestID)
 	}
 }
 
@@ -535,6 +538,18 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		writeProblem(w, http.StatusBadRequest, "invalid", "the request path is not clean", st.requestID)
 		return
 	}
+	if r.Method == http.MethodConnect {
+		// A tunnel is no request to an API; after a 2xx the upstream
+		// connection would carry whatever the client sends next.
+		writeProblem(w, http.StatusNotImplemented, "not_implemented", "the gateway does not tunnel: CONNECT is not supported", st.requestID)
+		return
+	}
+	if !validHost(r.Host) {
+		// The gateway's HTTP/1 server refuses these already; HTTP/2 ones
+		// come through net/http's.
+		writeProblem(w, http.StatusBadRequest, "invalid", "the Host header is malformed", st.requestID)
+		return
+	}
 	rt, allow := h.router.match(r.Host, routePath(r.URL), r.Method)
 	if rt == nil {
 		if allow != nil {
@@ -575,7 +590,7 @@ const (
 // whether the request may proceed; when not, it has answered.
 func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState) bool {
 	rt := st.rt
-	if len(r.Header["Authorization"]) > 1 || rt.cfg.TokenHeader != "" && len(r.Header[rt.cfg.TokenHeader]) > 1 {
+	if len(r.Header["Authorization"]) > 1 || rt.cfg.TokenHeader != "" && (len(r.Header[rt.cfg.TokenHeader]) > 1 || bearerAndHeader(r, rt.cfg.TokenHeader)) {
 		// RFC 6750 §3.1: which credential counts would be a guess, and
 		// the upstream's framework may guess otherwise.
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keyward", error="invalid_request"`)
@@ -680,6 +695,15 @@ func credential(r *http.Request, tokenHeader string) string {
 		return strings.TrimSpace(r.Header.Get(tokenHeader))
 	}
 	return ""
+}
+
+// bearerAndHeader reports whether r presents a Bearer token and a value in
+// the route's token header both: two credentials (RFC 6750 §2 allows one
+// method a request), of which the gateway would verify one and the
+// upstream might read the other.
+func bearerAndHeader(r *http.Request, tokenHeader string) bool {
+	scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	return strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(r.Header.Get(tokenHeader)) != ""
 }
 
 // remoteAddr returns the address of r's connection, and its text when the

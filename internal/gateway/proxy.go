@@ -184,13 +184,13 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 	}
 	if done {
 		hd := w.Header()
-		if len(res.Trailer) == announced {
-			for k, vv := range res.Trailer {
-				hd[k] = vv
-			}
-		} else {
-			for k, vv := range res.Trailer {
-				hd[http.TrailerPrefix+k] = vv
+		prefix := ""
+		if len(res.Trailer) != announced {
+			prefix = http.TrailerPrefix
+		}
+		for k, vv := range res.Trailer {
+			if !dropResponseTrailer(k) {
+				hd[prefix+k] = vv
 			}
 		}
 	}
@@ -211,9 +211,13 @@ func copyResponseHeader(hd http.Header, res *http.Response) {
 	if len(res.Trailer) > 0 {
 		keys := make([]string, 0, len(res.Trailer))
 		for k := range res.Trailer {
-			keys = append(keys, k)
+			if !dropResponseTrailer(k) {
+				keys = append(keys, k)
+			}
 		}
-		hd["Trailer"] = []string{strings.Join(keys, ", ")}
+		if len(keys) > 0 {
+			hd["Trailer"] = []string{strings.Join(keys, ", ")}
+		}
 	}
 }
 
@@ -620,7 +624,7 @@ func (h *Handler) writeHead(bw *bufio.Writer, r *http.Request, st *reqState, u *
 
 	conn := connectionTokens(r.Header)
 	for k, vv := range r.Header {
-		if h.dropRequestField(k, rt, conn) || dropClientIPField(k, st.trusted) {
+		if h.dropRequestField(k, rt, conn) || dropProxyField(k, st.trusted) {
 			continue
 		}
 		for _, v := range vv {
@@ -737,20 +741,39 @@ var clientIPFields = [...]string{
 	"Forwarded-For", "Cf-Connecting-Ip", "Fastly-Client-Ip",
 }
 
-// dropClientIPField reports whether the client-IP field k (read with
-// underscores as dashes) stays behind: every one but a trusted CDN's own.
-func dropClientIPField(k string, trusted bool) bool {
+// forwardingFields are the fields besides X-Forwarded-* by which proxies
+// tell upstreams how the client reached them (scheme, port, original URL
+// or host): frameworks build absolute URLs, redirects and reset links from
+// them (Rack's X-Forwarded-Ssl, IIS's X-Original-Url, say).
+var forwardingFields = [...]string{
+	"Front-End-Https", "X-Url-Scheme", "X-Original-Url", "X-Rewrite-Url", "X-Original-Host", "X-Host",
+}
+
+// dropProxyField reports whether the field k, one a proxy sets for its
+// upstream, stays behind: every client-IP field (clientIPFields) but a
+// trusted CDN's own, and, unless a trusted proxy sent the request, every
+// X-Forwarded-* field and forwardingFields. (X-Forwarded-For, -Host and
+// -Proto, dropped by dropRequestField, the gateway sets itself.) Names with
+// underscores are read with dashes, as CGI-style servers read them.
+func dropProxyField(k string, trusted bool) bool {
 	switch k {
 	case "True-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip":
 		return !trusted // a CDN's own: set by the CDN, whatever the client sent
 	case "X-Real-Ip", "X-Client-Ip", "Client-Ip", "X-Cluster-Client-Ip", "Forwarded-For":
 		// clientIPFields, as a switch: this runs for every field.
 		return true
+	case "Front-End-Https", "X-Url-Scheme", "X-Original-Url", "X-Rewrite-Url", "X-Original-Host", "X-Host":
+		return !trusted // forwardingFields
+	}
+	if !trusted && len(k) > 12 && strings.EqualFold(k[:12], "X-Forwarded-") {
+		return true
 	}
 	if strings.IndexByte(k, '_') >= 0 {
-		if a := underscoreAlias(k); slices.Contains(clientIPFields[:], a) {
+		a := underscoreAlias(k)
+		if slices.Contains(clientIPFields[:], a) {
 			return true // no CDN sends underscores
 		}
+		return !trusted && (slices.Contains(forwardingFields[:], a) || len(a) > 12 && a[:12] == "X-Forwarded-")
 	}
 	return false
 }
@@ -777,7 +800,14 @@ func (h *Handler) dropRequestTrailer(k string, rt *Route) bool {
 	if strings.IndexByte(k, '_') >= 0 {
 		ck = underscoreAlias(k)
 	}
-	return slices.Contains(badTrailers[:], ck) || h.dropRequestField(k, rt, nil)
+	return slices.Contains(badTrailers[:], ck) || h.dropRequestField(k, rt, nil) || dropProxyField(ck, false)
+}
+
+// dropResponseTrailer reports whether the upstream's trailer field k stays
+// behind: what the response header drops, and what a trailer may not
+// carry (badTrailers: Content-Length, Set-Cookie, ...).
+func dropResponseTrailer(k string) bool {
+	return isHopHeader(k) || slices.Contains(ownResponseFields[:], k) || slices.Contains(badTrailers[:], k)
 }
 
 func writeField(bw *bufio.Writer, k, v string) {

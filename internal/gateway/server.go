@@ -841,16 +841,50 @@ func checkRequest(req *http.Request) string {
 	return ""
 }
 
-// validHost reports whether h may be a Host header's value: the
-// characters of a host, IPv6 literal and port, or of a registered name
-// percent-encoded (RFC 3986 §3.2.2).
+// validHost reports whether h may be a Host header's value: a host name
+// of letters, digits and "-._~", an IPv4 address, or an IPv6 literal in
+// brackets, then an optional ":" and port of at most 5 digits. This is
+// narrower than RFC 3986's reg-name, which also allows sub-delimiters
+// such as "," and percent-encoding: no DNS name has them, and upstreams
+// read a Host or X-Forwarded-Host such as "a.example,b.example" or
+// "b.example:80:80" each their own way (first element, last element, up to
+// the first ":"), so a route bound to one host could be reached through
+// another route with a value the router did not take for that host.
 func validHost(h string) bool {
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!$%&'()*+,-.:;=[]_~", c) >= 0:
+	name, port := h, ""
+	if len(h) > 0 && h[0] == '[' {
+		end := strings.IndexByte(h, ']')
+		if end < 2 {
+			return false
+		}
+		for i := 1; i < end; i++ {
+			if c := h[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == ':' || c == '.') {
+				return false
+			}
+		}
+		name, port = "", h[end+1:]
+		if port != "" && port[0] != ':' {
+			return false
+		}
+	} else if i := strings.IndexByte(h, ':'); i >= 0 {
+		name, port = h[:i], h[i:]
+		if name == "" {
+			return false
+		}
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_', c == '~':
 		default:
+			return false
+		}
+	}
+	// port is "" or ":" and at most 5 digits (RFC 3986 allows none).
+	if len(port) > 6 {
+		return false
+	}
+	for i := 1; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
 			return false
 		}
 	}
@@ -932,8 +966,10 @@ func (c *serverConn) handle(req *http.Request) (keep bool) {
 		// after RoundTrip returned) must find it closed, not reading the
 		// next request's bytes.
 		b := &requestBody{rc: req.Body, c: c, length: req.ContentLength}
-		if req.ProtoAtLeast(1, 1) && req.ContentLength != 0 && headerHasToken(req.Header["Expect"], "100-continue") {
-			b.expect = true
+		if headerHasToken(req.Header["Expect"], "100-continue") {
+			// An HTTP/1.0 client's is ignored (RFC 9110 §10.1.1): it
+			// cannot take a 100 Continue, and sends its body anyway.
+			b.expect = req.ProtoAtLeast(1, 1) && req.ContentLength != 0
 		} else if len(req.Header["Expect"]) > 0 {
 			c.reply(req, http.StatusExpectationFailed, "the Expect header is not supported")
 			return false

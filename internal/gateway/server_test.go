@@ -260,6 +260,9 @@ func TestServerRefusesBadRequests(t *testing.T) {
 		{"conflicting lengths", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
 		{"bad host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
 		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"host list", "GET / HTTP/1.1\r\nHost: www.example.com,api.example.com\r\n\r\n", 400},
+		{"host with two ports", "GET / HTTP/1.1\r\nHost: api.example.com:80:80\r\n\r\n", 400},
+		{"absolute target with a bad host", "GET http://a,b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 		{"garbage", "hello there\r\n\r\n", 400},
 		{"invalid field name", "GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", 400},
 		{"control character in a value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400},
@@ -351,6 +354,13 @@ func TestServerExpectContinue(t *testing.T) {
 	rc.send("body")
 	if res, body := rc.read("POST"); res.StatusCode != 200 || body != "/upbody" {
 		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+	// An HTTP/1.0 client's expectation is ignored (RFC 9110 §10.1.1): no
+	// 100, no 417; its body, sent at once, is read.
+	rc = dialRaw(t, s)
+	rc.send("POST /old HTTP/1.0\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nbody")
+	if res, body := rc.read("POST"); res.StatusCode != 200 || body != "/oldbody" {
+		t.Fatalf("HTTP/1.0: got %d %q, want 200", res.StatusCode, body)
 	}
 
 	// A handler that answers without reading: no 100, and the connection
@@ -1116,6 +1126,23 @@ func TestServerLargeResponseSlowReader(t *testing.T) {
 			if body[i] != byte(i%251) {
 				t.Fatalf("%s: byte %d is %d, want %d", path, i, body[i], i%251)
 			}
+		}
+	}
+}
+
+// validHost takes host names, IPv4 and bracketed IPv6 addresses with an
+// optional port, and nothing an upstream could read as another host.
+func TestValidHost(t *testing.T) {
+	for _, h := range []string{"", "api.example.com", "API.Example.com.", "api.example.com:8080", "api.example.com:", "127.0.0.1:80",
+		"[::1]", "[::1]:8443", "[2001:db8::1]", "[::ffff:127.0.0.1]:1", "in_ternal-host~1"} {
+		if !validHost(h) {
+			t.Errorf("validHost(%q) = false", h)
+		}
+	}
+	for _, h := range []string{"www.example.com,api.example.com", "api.example.com:80:80", "api.example.com:8o", "api.example.com:123456",
+		":80", "[]", "[::1", "[::1]x", "[::1]:a", "[fe80::1%25eth0]", "[v1.x]", "a b", "a/b", "a@b", "a%2eb", "a;b", "api.example.com\\x00"} {
+		if validHost(h) {
+			t.Errorf("validHost(%q) = true", h)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -148,26 +149,43 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 			"with the number of events and the head, or the first problem.",
 		notes: []string{
 			"Events linked before the server secret was rotated verify only while the earlier\n" +
-				"secret is in KEYWARD_SECRET_PREVIOUS. Keep the heads it prints somewhere else: a\n" +
-				"database restored whole to an older state is caught only by comparing them.",
+				"secret is in KEYWARD_SECRET_PREVIOUS. Keep the heads it prints somewhere else and\n" +
+				"give them back with --expect-head: whoever can write the database can remove the\n" +
+				"newest events together with the head (an older copy of the head put back, or the\n" +
+				"database restored whole to an older state), which only a head kept elsewhere shows.",
 			"Exit status: 0 when every chain is intact, 1 when one is not (or the store fails),\n" +
 				"2 on a usage error.",
 		},
 		examples: []string{
 			"keyward audit verify",
 			"keyward audit verify --workspace acme",
+			"keyward audit verify --expect-head evt_01JD4W8Q4Z2K3M5N6P7R8S9T0V",
 			"KEYWARD_SECRET_FILE=/run/secrets/keyward keyward audit verify --database-url postgres://keyward@db.internal/keyward",
 		},
 	})
 	var cfg storeConfig
 	var workspace string
+	var heads []string
 	defineAuditFlags(fs, &cfg, &workspace)
+	fs.Strings(&heads, "expect-head", "`EVENT` id of a head that an earlier verification printed: fail unless it is still in a chain")
+	fs.Check(func() error {
+		for _, h := range heads {
+			if !strings.HasPrefix(h, keyward.PrefixEvent) {
+				return fmt.Errorf("--expect-head takes an audit event id (%s...), not %q", keyward.PrefixEvent, h)
+			}
+		}
+		return nil
+	})
 	args, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
 	if err := noArgs(fs, args); err != nil {
 		return err
+	}
+	expect := map[string]bool{}
+	for _, h := range heads {
+		expect[h] = true
 	}
 	a, err := openAudit(ctx, e, cfg, workspace)
 	if err != nil {
@@ -179,10 +197,14 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	bad := 0
+	found := map[string]string{} // expected head -> the workspace whose chain holds it
 	for _, id := range a.workspaces {
-		r, err := audit.Verify(ctx, a.store, a.keys[0], id, a.keys[1:]...)
+		r, err := audit.VerifyExpecting(ctx, a.store, a.keys[0], id, expect, a.keys[1:]...)
 		if err != nil {
 			return fmt.Errorf("verify the audit log of %s: %w", a.label(id), err)
+		}
+		for h := range r.Found {
+			found[h] = id
 		}
 		if r.OK() {
 			cut := ""
@@ -201,8 +223,20 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintln(e.stdout, "  If the server secret was rotated after that event was written, it may be intact: give the secret of that time as KEYWARD_SECRET_PREVIOUS and verify again.")
 		}
 	}
+	missing := 0
+	for _, h := range heads {
+		if ws, ok := found[h]; ok {
+			fmt.Fprintf(e.stdout, "expected head %s: in the chain of %s\n", h, a.label(ws))
+			continue
+		}
+		missing++
+		fmt.Fprintf(e.stdout, "expected head %s: FAILED, in no chain: the newest events were removed with their head, or the store was restored to an older state (or a retention cut removed it)\n", h)
+	}
 	if bad > 0 {
 		return fmt.Errorf("the audit log of %d of %d workspaces failed verification", bad, len(a.workspaces))
+	}
+	if missing > 0 {
+		return fmt.Errorf("%d of %d expected heads are in no audit chain", missing, len(heads))
 	}
 	return nil
 }

@@ -104,6 +104,37 @@ func TestAuditVerify(t *testing.T) {
 		})
 	}
 
+	t.Run("ErrOlderHeadPutBack", func(t *testing.T) {
+		// The newest event removed and an older copy of the head put back:
+		// the chain alone looks intact; a head kept elsewhere does not.
+		dir, ids := newAuditDir(t)
+		execSQL(t, dir, `CREATE TABLE saved_heads AS SELECT * FROM audit_heads`)
+		cli(t, nil, nil, "", "init", "--data-dir", dir, "--new-root-token").want(t, 0)
+		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+		r.want(t, 0)
+		_, head, ok := strings.Cut(r.stdout, "head ")
+		if !ok {
+			t.Fatalf("stdout = %q", r.stdout)
+		}
+		head, _, _ = strings.Cut(head, " ")
+		tamper(t, dir, `DELETE FROM audit_events WHERE id = ?`, head)
+		execSQL(t, dir, `DELETE FROM audit_heads`)
+		execSQL(t, dir, `INSERT INTO audit_heads SELECT * FROM saved_heads`)
+		execSQL(t, dir, `DROP TABLE saved_heads`)
+		cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir).want(t, 0)
+
+		r = cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir, "--expect-head", ids[3], "--expect-head", head)
+		r.want(t, 1)
+		if !strings.Contains(r.stdout, "expected head "+ids[3]+`: in the chain of workspace "default"`) ||
+			!strings.Contains(r.stdout, "expected head "+head+": FAILED, in no chain") {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+		if r.stderr != "keyward: 1 of 2 expected heads are in no audit chain\n" {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+		cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir, "--expect-head", "tok_x").want(t, 2)
+	})
+
 	t.Run("ErrHeadMissing", func(t *testing.T) {
 		dir, ids := newAuditDir(t)
 		tamper(t, dir, `DELETE FROM audit_heads WHERE event_id = ?`, ids[3])

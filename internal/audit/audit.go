@@ -77,6 +77,9 @@ type Report struct {
 	// Cut is the retention cut the chain starts after, or nil when it
 	// starts with the workspace's first event.
 	Cut *keyward.AuditCut
+	// Found holds those of VerifyExpecting's expected event ids that are
+	// in the chain, among the events verified.
+	Found map[string]bool
 }
 
 // OK reports whether the chain is intact.
@@ -93,8 +96,20 @@ var errStop = errors.New("audit: stop")
 // server secrets, under which the events written before a rotation are
 // linked. The error is the store's; a broken chain is not an error.
 func Verify(ctx context.Context, log Log, key []byte, workspaceID string, previous ...[]byte) (Report, error) {
+	return VerifyExpecting(ctx, log, key, workspaceID, nil, previous...)
+}
+
+// VerifyExpecting is Verify that also notes, in Report.Found, which of the
+// events whose ids expect holds are in the chain. A head printed by an
+// earlier verification and kept elsewhere must stay in it: when it is gone
+// from every chain, the newest events were removed together with the head
+// (an older copy of the head put back), which the chain alone cannot show.
+func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID string, expect map[string]bool, previous ...[]byte) (Report, error) {
 	keys := append([][]byte{key}, previous...)
 	r := Report{WorkspaceID: workspaceID}
+	if len(expect) > 0 {
+		r.Found = map[string]bool{}
+	}
 	var (
 		prev  []byte // the link of the event before
 		last  *keyward.AuditEvent
@@ -136,6 +151,9 @@ func Verify(ctx context.Context, log Log, key []byte, workspaceID string, previo
 		}
 		prev, last, lastL = l.MAC, e, l
 		r.Events++
+		if expect[e.ID] {
+			r.Found[e.ID] = true
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {

@@ -168,7 +168,69 @@ func (s *Server) handleMemberRole(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if err := s.revokeBeyondRole(r, m.UserID, role, "the maker's role changed from "+m.Role+" to "+role); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	http.Redirect(w, r, "/members", http.StatusSeeOther)
+}
+
+// roleScopes are the keyward: scopes a role acts with in the dashboard,
+// and may give the tokens it makes.
+func roleScopes(role string) []string {
+	if role == keyward.RoleOwner || role == keyward.RoleAdmin {
+		return []string{keyward.ScopeAdmin}
+	}
+	return nil
+}
+
+// revokeBeyondRole revokes the management tokens that the member userID
+// made in the caller's workspace and that hold keyward: scopes its new
+// role ("" once removed) does not grant, and those such tokens made in
+// turn through the API: through them, a member demoted or removed would
+// keep the power taken away. Tokens without keyward: scopes (an
+// integration's) keep working. Each revocation is audited, with reason.
+func (s *Server) revokeBeyondRole(r *http.Request, userID, role, reason string) error {
+	granted := roleScopes(role)
+	c := s.caller(r)
+	for makers := []string{userID}; len(makers) > 0; makers = makers[1:] {
+		f := keyward.TokenFilter{CreatedBy: makers[0], Limit: 500}
+		for {
+			toks, err := s.svc.Tokens(r.Context(), c, f)
+			if err != nil {
+				return err
+			}
+			for _, t := range toks {
+				if !keyward.HasManagementScope(t.Scopes) || keyward.MissingScope(granted, managementScopes(t.Scopes)) == "" {
+					continue
+				}
+				// Revoked already or not, what it made is looked at too.
+				makers = append(makers, t.ID)
+				if t.Revoked {
+					continue
+				}
+				if _, err := s.svc.RevokeToken(r.Context(), c, t.ID, reason); err != nil {
+					return err
+				}
+			}
+			if len(toks) < f.Limit {
+				break
+			}
+			f.After = toks[len(toks)-1].ID
+		}
+	}
+	return nil
+}
+
+// managementScopes returns the keyward: scopes among scopes.
+func managementScopes(scopes []string) []string {
+	var out []string
+	for _, sc := range scopes {
+		if keyward.IsManagementScope(sc) {
+			out = append(out, sc)
+		}
+	}
+	return out
 }
 
 func (s *Server) handleMemberRemove(w http.ResponseWriter, r *http.Request) {
@@ -195,6 +257,10 @@ func (s *Server) handleMemberRemove(w http.ResponseWriter, r *http.Request) {
 	ev.Changes, _ = json.Marshal(map[string]any{"role": map[string]any{"from": m.Role, "to": nil}})
 	// The member's sessions in this workspace end in the same transaction.
 	if err := s.accounts.RemoveMember(r.Context(), m.WorkspaceID, m.UserID, ev); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.revokeBeyondRole(r, m.UserID, "", "the maker left the workspace"); err != nil {
 		s.fail(w, r, err)
 		return
 	}

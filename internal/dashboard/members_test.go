@@ -233,6 +233,78 @@ func TestMemberRoles(t *testing.T) {
 	wantStatus(t, status, http.StatusForbidden, "a viewer on /members")
 }
 
+// TestDemotedMakersTokens: the management tokens a member made, and those
+// made through them, are revoked when the member's role no longer grants
+// their keyward: scopes, or the member leaves; tokens without keyward:
+// scopes keep working.
+func TestDemotedMakersTokens(t *testing.T) {
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	adam := e.user("adam@example.com", keyward.RoleAdmin)
+	ctx := context.Background()
+	asAdam := manage.MemberCaller(adam.ID, e.ws.ID)
+	asAdam.Scopes = []string{keyward.ScopeAdmin}
+	mgmt, _, err := e.svc.CreateToken(ctx, asAdam, &keyward.Token{Name: "adam-mgmt", Scopes: []string{keyward.ScopeAdmin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	integ, _, err := e.svc.CreateToken(ctx, asAdam, &keyward.Token{Name: "crm-sync", Scopes: []string{"orders:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Made through the API with adam's management token.
+	minted, _, err := e.svc.CreateToken(ctx, manage.TokenCaller(mgmt), &keyward.Token{Name: "persist", Scopes: []string{"keyward:tokens:write"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func(id string) string {
+		tok, err := e.store.FindToken(ctx, e.ws.ID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.State(e.clock.Now())
+	}
+
+	owner := e.browser()
+	owner.signIn("owner@example.com")
+	owner.get("/members")
+	status, body := owner.post("/members/"+adam.ID+"/role", url.Values{"role": {keyward.RoleOwner}})
+	wantStatus(t, status, http.StatusOK, body) // followed to /members
+	if state(mgmt.ID) != keyward.StateActive || state(minted.ID) != keyward.StateActive {
+		t.Fatal("a promotion revoked tokens")
+	}
+	owner.get("/members")
+	owner.post("/members/"+adam.ID+"/role", url.Values{"role": {keyward.RoleViewer}})
+	for _, id := range []string{mgmt.ID, minted.ID} {
+		if got := state(id); got != keyward.StateRevoked {
+			t.Errorf("%s after the demotion: %s, want revoked", id, got)
+		}
+	}
+	if got := state(integ.ID); got != keyward.StateActive {
+		t.Errorf("the integration token after the demotion: %s, want active", got)
+	}
+	tok, _ := e.store.FindToken(ctx, e.ws.ID, mgmt.ID)
+	if tok.RevokeReason != "the maker's role changed from owner to viewer" {
+		t.Errorf("revoke reason %q", tok.RevokeReason)
+	}
+
+	// Removal: the same for a member's management token made since.
+	owner.get("/members")
+	owner.post("/members/"+adam.ID+"/role", url.Values{"role": {keyward.RoleAdmin}})
+	again, _, err := e.svc.CreateToken(ctx, asAdam, &keyward.Token{Name: "adam-mgmt-2", Scopes: []string{"keyward:audit:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner.get("/members")
+	owner.post("/members/"+adam.ID+"/remove", nil)
+	if got := state(again.ID); got != keyward.StateRevoked {
+		t.Errorf("a removed member's management token: %s, want revoked", got)
+	}
+	if got := state(integ.ID); got != keyward.StateActive {
+		t.Errorf("the integration token after the removal: %s, want active", got)
+	}
+}
+
 func TestWorkspaceSwitch(t *testing.T) {
 	e := newEnv(t)
 	u := e.user("ann@example.com", keyward.RoleMember)

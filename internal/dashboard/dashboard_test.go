@@ -550,6 +550,24 @@ func TestSessionExpiry(t *testing.T) {
 			t.Fatalf("still signed in after %s idle (at %s)", DefaultIdleTimeout, b.path())
 		}
 	})
+	t.Run("ShortIdle", func(t *testing.T) {
+		// At the shortest idle timeout, a session used every 19 s lives
+		// on: its recorded last use lags by a tenth of the timeout at most.
+		e.dash.idle = time.Minute
+		defer func() { e.dash.idle = DefaultIdleTimeout }()
+		b := e.browser()
+		b.signIn("ann@example.com")
+		for i := range 8 {
+			e.clock.Add(19 * time.Second)
+			if b.get("/tokens"); b.path() != "/tokens" {
+				t.Fatalf("signed out after %d uses 19 s apart", i)
+			}
+		}
+		e.clock.Add(time.Minute + time.Second)
+		if b.get("/tokens"); b.path() != "/signin" {
+			t.Fatalf("still signed in after a minute idle (at %s)", b.path())
+		}
+	})
 	t.Run("Absolute", func(t *testing.T) {
 		b := e.browser()
 		b.signIn("ann@example.com")

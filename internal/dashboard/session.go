@@ -39,8 +39,14 @@ func (s *Server) preCookie() string {
 // its second factor.
 const pendingTimeout = 10 * time.Minute
 
-// touchEvery bounds how often a request writes the session's last use.
+// touchEvery bounds how often a request writes the session's last use: at
+// most once a minute, and at least ten times an idle timeout, so that a
+// session in use every so often is not taken for idle (the last use
+// written lags the true one by up to the interval).
 const touchEvery = time.Minute
+
+// touchInterval is how stale the session's recorded last use may get.
+func (s *Server) touchInterval() time.Duration { return min(touchEvery, s.idle/10) }
 
 // reauthFor is how long a presented factor counts as recent, for changing
 // factors.
@@ -145,7 +151,7 @@ func (s *Server) resume(ctx context.Context, st *state, id string) error {
 	if err != nil {
 		return err
 	}
-	if now.Sub(ses.LastSeenAt) >= touchEvery {
+	if now.Sub(ses.LastSeenAt) >= s.touchInterval() {
 		// Only the last use: a full write could put back a digest or
 		// factor state that another request changed meanwhile.
 		if err := s.accounts.TouchSession(ctx, ses.ID, ses.Digest, now); err != nil {

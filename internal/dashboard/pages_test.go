@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/account"
+	"github.com/keyward/keyward/internal/manage"
 )
 
 var (
@@ -263,6 +264,23 @@ func TestTokenForm(t *testing.T) {
 			t.Error("the secret shows again")
 		}
 		wantText(t, list, "CRM sync", tok.Hint, "orders:read orders:write", "ann@example.com")
+
+		// The token page shows the subject and metadata, escaped.
+		other, _, err := e.svc.CreateToken(context.Background(), manage.SystemCaller(e.ws.ID),
+			&keyward.Token{Name: "billing", Subject: "customer-42", Metadata: []byte(`{"plan":"<b>pro</b>"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, page = b.get("/tokens/" + other.ID)
+		// Raw HTML: the metadata's markup is escaped, not rendered.
+		for _, want := range []string{`<code id="token-subject">customer-42</code>`, `<code id="token-metadata">{&#34;plan&#34;:&#34;&lt;b&gt;pro&lt;/b&gt;&#34;}</code>`} {
+			if !strings.Contains(page, want) {
+				t.Errorf("token page lacks %s", want)
+			}
+		}
+		if _, page = b.get("/tokens/" + id); !strings.Contains(page, "<dt>Subject</dt><dd>none</dd>") {
+			t.Errorf("a token without a subject: %s", page)
+		}
 
 		t.Run("ErrRevokeUnconfirmed", func(t *testing.T) {
 			status, body := b.post("/tokens/"+id+"/revoke", url.Values{"reason": {"leaked"}})

@@ -59,7 +59,43 @@ var funcs = template.FuncMap{
 		}
 		return false
 	},
-	"dur": func(d time.Duration) string { return keyward.FormatLifetime(d) },
+	"dur":  func(d time.Duration) string { return keyward.FormatLifetime(d) },
+	"json": jsonText,
+}
+
+// jsonText is stored JSON as people read it: the \u003c, \u003e and \u0026
+// escapes that Go's encoder writes for <, > and & put back (the template
+// escapes for HTML itself), and nothing else changed.
+func jsonText(raw []byte) string {
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c != '\\' || i+1 >= len(raw) {
+			b.WriteByte(c)
+			continue
+		}
+		if raw[i+1] == 'u' && i+6 <= len(raw) {
+			switch string(raw[i+2 : i+6]) {
+			case "003c":
+				b.WriteByte('<')
+				i += 5
+				continue
+			case "003e":
+				b.WriteByte('>')
+				i += 5
+				continue
+			case "0026":
+				b.WriteByte('&')
+				i += 5
+				continue
+			}
+		}
+		// Any other escape, an escaped backslash included, stays whole.
+		b.WriteByte(c)
+		b.WriteByte(raw[i+1])
+		i++
+	}
+	return b.String()
 }
 
 // parsePages parses each page template with the layout.

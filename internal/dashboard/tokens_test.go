@@ -49,3 +49,16 @@ func TestRecommendations(t *testing.T) {
 		})
 	}
 }
+
+func TestJSONText(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"a":"\u003cb\u003e \u0026"}`: `{"a":"<b> &"}`,
+		`{"a":"\\u003c"}`:              `{"a":"\\u003c"}`, // an escaped backslash, then text
+		`{"a":"\"\u00e9\n"}`:           `{"a":"\"\u00e9\n"}`,
+		`{"a":"x\`:                     `{"a":"x\`,
+	} {
+		if got := jsonText([]byte(in)); got != want {
+			t.Errorf("jsonText(%s) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -194,7 +194,10 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 			}
 		}
 	}
-	pc.release(done && !res.Close)
+	// Not after a HEAD: an upstream that wrongly sends a body with its
+	// answer may send it a moment later, after the look that get takes at
+	// a pooled connection, and it would answer the next request.
+	pc.release(done && !res.Close && r.Method != http.MethodHead)
 }
 
 // copyResponseHeader copies the upstream's response fields to hd but the

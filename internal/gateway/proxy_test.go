@@ -449,6 +449,42 @@ func TestUnsolicitedResponse(t *testing.T) {
 	}
 }
 
+// TestHeadNotReused has the upstream send a body with its answer to HEAD,
+// a moment later (a common bug): the connection is not pooled after a
+// HEAD, so the body cannot answer the next request, however soon it comes.
+func TestHeadNotReused(t *testing.T) {
+	var conns atomic.Int32
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		for {
+			req, ok := readHead(br)
+			if !ok {
+				return
+			}
+			// The body, to a HEAD too, is a response of its own.
+			const body = "HTTP/1.1 302 Found\r\nLocation: /evil\r\nContent-Length: 0\r\n\r\n"
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
+			if req.Method == "HEAD" {
+				time.Sleep(time.Millisecond)
+			}
+			io.WriteString(c, body)
+		}
+	})
+	gw := openRoute(t, up, "")
+	for i := range 3 {
+		if res, _ := do(t, "HEAD", gw.URL+"/", nil); res.StatusCode != 200 {
+			t.Fatalf("%d: HEAD: status %d", i, res.StatusCode)
+		}
+		res, body := do(t, "GET", gw.URL+"/", nil)
+		if res.StatusCode != 200 || !strings.HasPrefix(body, "HTTP/1.1 302 Found") {
+			t.Fatalf("%d: GET after HEAD: status %d body %q", i, res.StatusCode, body)
+		}
+	}
+	if n := conns.Load(); n < 3 {
+		t.Errorf("%d upstream connections for 3 HEADs: a connection was pooled after a HEAD", n)
+	}
+}
+
 // TestStaleConnectionRace has the upstream read a second request on a
 // connection and close it without answering, as when an idle close races
 // with the request: an idempotent request is sent again on a new

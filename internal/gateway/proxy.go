@@ -545,9 +545,20 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 			// route's deadline, not a slice's.
 			pc.setReadDeadline(deadline)
 		}
+		// A response with both Transfer-Encoding and Content-Length
+		// (RFC 9112 §6.3: "ought to be handled as an error") is read by
+		// its Transfer-Encoding, as ReadResponse does, but the upstream
+		// and the gateway may disagree on where it ends: its connection
+		// is not used again. Looked for in the buffered header, which
+		// holds the whole of it but for very large ones.
+		b, _ := pc.br.Peek(pc.br.Buffered())
+		fr := scanFraming(b)
 		res, err = http.ReadResponse(pc.br, r)
 		if err != nil {
 			break
+		}
+		if fr.te && fr.cl {
+			res.Close = true
 		}
 		if res.StatusCode >= 200 {
 			break

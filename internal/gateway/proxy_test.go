@@ -449,6 +449,31 @@ func TestUnsolicitedResponse(t *testing.T) {
 	}
 }
 
+// TestBothFramingsNotReused has the upstream answer with Transfer-Encoding
+// and Content-Length both: the body is read as chunked, and the connection,
+// whose end the two sides may place apart, is not used again.
+func TestBothFramingsNotReused(t *testing.T) {
+	var conns atomic.Int32
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		for {
+			if _, ok := readHead(br); !ok {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+		}
+	})
+	gw := openRoute(t, up, "")
+	for i := range 3 {
+		if res, body := do(t, "GET", gw.URL+"/", nil); res.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%d: status %d body %q", i, res.StatusCode, body)
+		}
+	}
+	if n := conns.Load(); n != 3 {
+		t.Errorf("%d upstream connections for 3 requests, want 3 (none reused)", n)
+	}
+}
+
 // TestHeadNotReused has the upstream send a body with its answer to HEAD,
 // a moment later (a common bug): the connection is not pooled after a
 // HEAD, so the body cannot answer the next request, however soon it comes.

@@ -526,13 +526,24 @@ func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
 		// simple parser) is held to the limit exactly.
 		err, hitLimit = errHeaderTooLarge, true
 	}
+	// Over the limit within the request line: the target is too long
+	// (RFC 9112 §3: 414), not the header fields (431).
+	head := buffered
+	if c.cr.record {
+		head = c.cr.rec
+	}
+	longTarget := false
+	if hitLimit {
+		i := bytes.IndexByte(head, '\n')
+		longTarget = i < 0 || int64(i) > maxHeader
+	}
 	if c.cr.record {
 		c.cr.record = false
 		framing = scanFraming(c.cr.rec)
 		c.cr.rec = nil
 	}
 	if err != nil {
-		c.badRequest(err, hitLimit)
+		c.badRequest(err, hitLimit, longTarget)
 		return nil, false
 	}
 	if !c.begin() {
@@ -893,7 +904,7 @@ func validHost(h string) bool {
 
 // badRequest answers a request that could not be read, unless the client
 // merely went away or was too slow.
-func (c *serverConn) badRequest(err error, hitLimit bool) {
+func (c *serverConn) badRequest(err error, hitLimit, longTarget bool) {
 	if err == io.EOF || errors.Is(err, net.ErrClosed) {
 		return
 	}
@@ -902,6 +913,8 @@ func (c *serverConn) badRequest(err error, hitLimit bool) {
 		return
 	}
 	switch {
+	case longTarget:
+		c.reply(nil, http.StatusRequestURITooLong, "the request target is too long")
 	case hitLimit:
 		c.reply(nil, http.StatusRequestHeaderFieldsTooLarge, "the request header is too large")
 	case strings.Contains(err.Error(), "unsupported transfer encoding"):

@@ -39,7 +39,7 @@ type storeConfig struct {
 	DatabaseURL string // postgres://... (a later release)
 
 	Secret         string   // KEYWARD_SECRET, or read from KEYWARD_SECRET_FILE
-	SecretPrevious []string // KEYWARD_SECRET_PREVIOUS, comma-separated
+	SecretPrevious []string // from KEYWARD_SECRET_PREVIOUS (see loadSecrets)
 
 	// LinkUnchainedAudit lets the migration to the audit chain link the
 	// events already stored (keyward migrate --link-unchained-audit).

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/usage"
 )
 
@@ -78,36 +79,63 @@ func addSecretEnvHelp(fs *flagSet) {
 // addServerSecretEnvHelp documents the server secret variables that
 // loadSecrets reads.
 func addServerSecretEnvHelp(fs *flagSet) {
-	fs.Env("KEYWARD_SECRET", "server secret (at least 32 bytes; no comma or line break) that keys token digests and the audit chain; on SQLite generated into the data dir when unset")
+	fs.Env("KEYWARD_SECRET", "server secret (at least 32 bytes; white space at its ends ignored) that keys token digests and the audit chain; on SQLite generated into the data dir when unset")
 	fs.Env("KEYWARD_SECRET_FILE", "file holding the server secret, instead of KEYWARD_SECRET")
-	fs.Env("KEYWARD_SECRET_PREVIOUS", "earlier server secrets, comma-separated or one a line, while rotating it (also _FILE)")
+	fs.Env("KEYWARD_SECRET_PREVIOUS", "earlier server secrets, comma-separated or one a line (one that holds a comma or line break: alone), while rotating it (also _FILE)")
 }
 
 // loadSecrets fills the secrets of c from KEYWARD_SECRET and
 // KEYWARD_SECRET_PREVIOUS or their _FILE variants; see env.secretEnv.
+//
+// The current secret is used without white space at its ends, as a _FILE's
+// always was; when KEYWARD_SECRET had some, the value as given is a previous
+// secret too, so that what it made still verifies (and moves to the trimmed
+// key on use). The previous secrets are comma-separated or one a line, each
+// trimmed; a value that holds a comma or line break is also tried whole, as
+// one secret, and only whole when a part is too short to be a secret: a
+// secret that holds one (openssl's wrapped base64, say) can be rotated
+// away by giving it alone.
 func loadSecrets(e *env, c *storeConfig) error {
 	cur, err := e.secretEnv("KEYWARD_SECRET")
 	if err != nil {
 		return err
 	}
-	// Taken as KEYWARD_SECRET_PREVIOUS takes it, so that the secret can be
-	// named there, as it is, when it is rotated.
-	if c.Secret = strings.TrimSpace(cur); strings.ContainsAny(c.Secret, ",\r\n") {
-		return errors.New("KEYWARD_SECRET must not contain a comma or a line break: it could not be named in KEYWARD_SECRET_PREVIOUS when rotated")
-	}
+	c.Secret = strings.TrimSpace(cur)
+	e.addSecret(c.Secret)
 	prev, err := e.secretEnv("KEYWARD_SECRET_PREVIOUS")
 	if err != nil {
 		return err
 	}
-	c.SecretPrevious = nil
-	// Comma-separated, or one a line (as a _FILE may hold them).
-	for s := range strings.FieldsFuncSeq(prev, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
-		if s = strings.TrimSpace(s); s != "" {
-			c.SecretPrevious = append(c.SecretPrevious, s)
-			e.addSecret(s)
-		}
+	c.SecretPrevious = previousSecrets(prev)
+	if cur != c.Secret && len(cur) >= secret.MinServerSecretLen {
+		c.SecretPrevious = append(c.SecretPrevious, cur)
+	}
+	for _, s := range c.SecretPrevious {
+		e.addSecret(s)
 	}
 	return nil
+}
+
+// previousSecrets splits KEYWARD_SECRET_PREVIOUS (see loadSecrets).
+func previousSecrets(v string) []string {
+	whole := strings.TrimSpace(v)
+	var parts []string
+	short := false
+	for s := range strings.FieldsFuncSeq(whole, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
+		if s = strings.TrimSpace(s); s != "" {
+			parts = append(parts, s)
+			short = short || len(s) < secret.MinServerSecretLen
+		}
+	}
+	switch {
+	case len(parts) <= 1:
+		return parts
+	case short && len(whole) >= secret.MinServerSecretLen:
+		return []string{whole}
+	case strings.ContainsAny(whole, ",\r\n") && len(whole) >= secret.MinServerSecretLen:
+		return append(parts, whole)
+	}
+	return parts
 }
 
 // cmdServe runs the server until interrupted (SIGINT, SIGTERM), then shuts

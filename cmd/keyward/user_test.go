@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 func TestUserCreate(t *testing.T) {
@@ -123,4 +127,35 @@ func TestWrongServerSecretCLI(t *testing.T) {
 	if strings.Contains(r.stderr, "warning") {
 		t.Errorf("warned under the right secret: %q", r.stderr)
 	}
+}
+
+// A store made while KEYWARD_SECRET was used with white space at its ends,
+// as given (the newline of a file it was read from, say), keeps working now
+// that the secret is used trimmed: the value as given is a previous secret.
+func TestSecretWithNewline(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	raw := strings.Repeat("s", 64) + "\n"
+	ctx := context.Background()
+	keys, err := secret.NewKeyring(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := storeConfig{DataDir: dir, Secret: raw}
+	st, err := openStore(ctx, cfg, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &manage.Service{Store: st, Keys: keys}
+	if _, _, err := svc.CreateRootToken(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	env := map[string]string{"KEYWARD_SECRET": raw}
+	r := cli(t, nil, env, "", "init", "--data-dir", dir, "--new-root-token")
+	r.want(t, 0)
+	if strings.Contains(r.stderr, "warning") {
+		t.Errorf("init warned: %q", r.stderr)
+	}
+	cli(t, nil, env, "", "audit", "verify", "--data-dir", dir).want(t, 0)
 }

@@ -143,9 +143,36 @@ func sockErr(op string, err error) error {
 // the upstream closed while idle is so dropped before a request is written
 // to it, not after.
 func (pc *pconn) idleUsable() bool {
-	data, closed := pc.peek()
-	return !data && !closed
+	if data, closed := pc.peek(); data || closed {
+		return false
+	}
+	if tc, ok := pc.conn.(*tls.Conn); ok {
+		return tlsIdle(pc, tc)
+	}
+	return true
 }
+
+// tlsIdle reports whether a TLS connection whose socket holds nothing
+// holds nothing either in what crypto/tls read from it already: records
+// that came with the last response (a second response, unasked) would
+// answer the next request. A read that cannot wait finds them: with a
+// deadline that has passed, it returns at once, and crypto/tls takes a
+// timeout as no harm to the connection.
+func tlsIdle(pc *pconn, tc *tls.Conn) bool {
+	if tc.SetReadDeadline(aLongTimeAgo) != nil {
+		return false
+	}
+	_, err := pc.br.Peek(1)
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		return false // data, or closed
+	}
+	pc.rdl = time.Time{}
+	return tc.SetReadDeadline(time.Time{}) == nil
+}
+
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // close closes the connection; it is not returned to its pool.
 func (pc *pconn) close() { pc.conn.Close() }

@@ -194,10 +194,19 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 			}
 		}
 	}
-	// Not after a HEAD: an upstream that wrongly sends a body with its
-	// answer may send it a moment later, after the look that get takes at
-	// a pooled connection, and it would answer the next request.
-	pc.release(done && !res.Close && r.Method != http.MethodHead)
+	pc.release(done && !res.Close && !bodilessByDefinition(r.Method, res.StatusCode))
+}
+
+// bodilessByDefinition reports whether a response has no body whatever its
+// header says: to HEAD, and 204 and 304 (RFC 9110 §6.4.1). An upstream that
+// wrongly sends one anyway may send it a moment later, after the look that
+// get takes at a pooled connection, and it would answer the next request,
+// perhaps another client's: such connections are not pooled. (Bytes sent
+// unasked after any other answer are caught when they come before the
+// connection's next use; later, no HTTP/1.1 client can tell them from that
+// request's answer.)
+func bodilessByDefinition(method string, status int) bool {
+	return method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified
 }
 
 // copyResponseHeader copies the upstream's response fields to hd but the

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -474,39 +475,48 @@ func TestBothFramingsNotReused(t *testing.T) {
 	}
 }
 
-// TestHeadNotReused has the upstream send a body with its answer to HEAD,
-// a moment later (a common bug): the connection is not pooled after a
-// HEAD, so the body cannot answer the next request, however soon it comes.
-func TestHeadNotReused(t *testing.T) {
-	var conns atomic.Int32
-	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
-		conns.Add(1)
-		for {
-			req, ok := readHead(br)
-			if !ok {
-				return
+// TestBodilessNotReused has the upstream send a body, a moment later, with
+// answers that have none by definition (to HEAD, 204, 304), a common bug:
+// their connections are not pooled, so the body cannot answer the next
+// request, however soon it comes.
+func TestBodilessNotReused(t *testing.T) {
+	for _, tc := range []struct{ method, path, status string }{
+		{"HEAD", "/", "200 OK"}, {"GET", "/empty", "204 No Content"}, {"GET", "/same", "304 Not Modified"},
+	} {
+		t.Run(tc.status, func(t *testing.T) {
+			var conns atomic.Int32
+			up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+				conns.Add(1)
+				for {
+					req, ok := readHead(br)
+					if !ok {
+						return
+					}
+					// The body is a response of its own.
+					const body = "HTTP/1.1 302 Found\r\nLocation: /evil\r\nContent-Length: 0\r\n\r\n"
+					status := "200 OK"
+					if req.URL.Path == tc.path {
+						status = tc.status
+					}
+					fmt.Fprintf(c, "HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n", status, len(body))
+					if req.Method == tc.method && req.URL.Path == tc.path {
+						time.Sleep(time.Millisecond)
+					}
+					io.WriteString(c, body)
+				}
+			})
+			gw := openRoute(t, up, "")
+			for i := range 3 {
+				do(t, tc.method, gw.URL+tc.path, nil)
+				res, body := do(t, "GET", gw.URL+"/next", nil)
+				if res.StatusCode != 200 || !strings.HasPrefix(body, "HTTP/1.1 302 Found") {
+					t.Fatalf("%d: GET after %s %s: status %d body %q", i, tc.method, tc.status, res.StatusCode, body)
+				}
 			}
-			// The body, to a HEAD too, is a response of its own.
-			const body = "HTTP/1.1 302 Found\r\nLocation: /evil\r\nContent-Length: 0\r\n\r\n"
-			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
-			if req.Method == "HEAD" {
-				time.Sleep(time.Millisecond)
+			if n := conns.Load(); n < 3 {
+				t.Errorf("%d upstream connections for 3 answers without a body: one was pooled", n)
 			}
-			io.WriteString(c, body)
-		}
-	})
-	gw := openRoute(t, up, "")
-	for i := range 3 {
-		if res, _ := do(t, "HEAD", gw.URL+"/", nil); res.StatusCode != 200 {
-			t.Fatalf("%d: HEAD: status %d", i, res.StatusCode)
-		}
-		res, body := do(t, "GET", gw.URL+"/", nil)
-		if res.StatusCode != 200 || !strings.HasPrefix(body, "HTTP/1.1 302 Found") {
-			t.Fatalf("%d: GET after HEAD: status %d body %q", i, res.StatusCode, body)
-		}
-	}
-	if n := conns.Load(); n < 3 {
-		t.Errorf("%d upstream connections for 3 HEADs: a connection was pooled after a HEAD", n)
+		})
 	}
 }
 
@@ -759,6 +769,96 @@ func TestTLSUpstream(t *testing.T) {
 		if want := "tls=true host=" + strings.TrimPrefix(up.URL, "https://"); res.StatusCode != 200 || body != want {
 			t.Errorf("%d: status %d body %q, want %q", i, res.StatusCode, body, want)
 		}
+	}
+}
+
+// holdConn gathers what is written to it while hold is set and sends it
+// in one write at release: TLS records that leave together.
+type holdConn struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (h *holdConn) Write(p []byte) (int, error) {
+	if h.hold {
+		h.buf = append(h.buf, p...)
+		return len(p), nil
+	}
+	return h.Conn.Write(p)
+}
+
+func (h *holdConn) release() {
+	h.hold = false
+	h.Conn.Write(h.buf)
+	h.buf = nil
+}
+
+// TestUnsolicitedResponseTLS is TestUnsolicitedResponse over TLS, with the
+// unasked response in a record that came in the same write as the answer:
+// crypto/tls reads it from the socket with the answer, so a look at the
+// socket alone finds nothing, and yet the connection must not be reused.
+func TestUnsolicitedResponseTLS(t *testing.T) {
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS() // for its certificate, and its client's roots
+	defer srv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				hc := &holdConn{Conn: c}
+				tc := tls.Server(hc, srv.TLS)
+				br := bufio.NewReader(tc)
+				for {
+					req, ok := readHead(br)
+					if !ok {
+						return
+					}
+					hc.hold = req.URL.Path == "/extra"
+					io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					if hc.hold {
+						io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Poison: yes\r\n\r\nPOISONED")
+						hc.release()
+					}
+				}
+			}()
+		}
+	}()
+	up := "https://" + ln.Addr().String()
+	cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [" + up + "]\n    auth: none\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(cfg, newFake(), "ws_1", nil)
+	defer h.Close()
+	pool := h.router.routes[0].balancer.ups[0].pool
+	pool.tls.RootCAs = srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	pool.tls.ServerName = "example.com"
+	gw := serveGateway(t, h)
+	for i := range 3 {
+		if res, body := do(t, "GET", gw.URL+"/extra", nil); res.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%d: GET /extra: status %d body %q", i, res.StatusCode, body)
+		}
+		res, body := do(t, "GET", gw.URL+"/next", nil)
+		if res.StatusCode != 200 || body != "ok" || res.Header.Get("X-Poison") != "" {
+			t.Fatalf("%d: the next request got status %d body %q X-Poison %q", i, res.StatusCode, body, res.Header.Get("X-Poison"))
+		}
+	}
+	// Each /extra leaves its connection unusable; the one that answered
+	// /next is reused for the next /extra.
+	if n := conns.Load(); n != 4 {
+		t.Errorf("%d upstream connections, want 4", n)
 	}
 }
 

@@ -77,27 +77,24 @@ func RequestID(sent string) string {
 
 // ValidRequestID reports whether s may be kept as a request's id when a
 // client sends it (X-Request-Id): 1 to 64 characters of [A-Za-z0-9._-],
-// safe in headers, logs and JSON as it is, and nothing shaped like a token
-// (a '_' followed by 38 or more letters and digits): an id is logged and
-// echoed as it is, and a secret must reach neither.
+// safe in headers, logs and JSON as it is, and no run of 38 or more letters
+// and digits, which could be a token's secret part (its prefix is public):
+// an id is logged and echoed as it is, and a secret must reach neither.
+// The gateway's own ids (req_ and 32 hex digits) and UUIDs pass.
 func ValidRequestID(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}
-	run := -1 // letters and digits since the last '_'; -1 before any
+	run := 0 // letters and digits in a row
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9':
-			if run >= 0 {
-				if run++; run >= 38 {
-					return false
-				}
+			if run++; run >= 38 {
+				return false
 			}
-		case c == '_':
+		case c == '-' || c == '_' || c == '.':
 			run = 0
-		case c == '-' || c == '.':
-			run = -1
 		default:
 			return false
 		}

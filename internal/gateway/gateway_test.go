@@ -313,6 +313,8 @@ func TestIdentityHeaders(t *testing.T) {
 		"X_Forwarded_Scheme": "https",
 		"Front-End-Https":    "on",
 		"X-Original-URL":     "/admin",
+		"X-Scheme":           "https",
+		"X_Https":            "on",
 	})
 	if res.StatusCode != 200 {
 		t.Fatalf("status %d: %s", res.StatusCode, body)
@@ -345,6 +347,7 @@ func TestIdentityHeaders(t *testing.T) {
 		"X-Forwarded-Ssl":    "",
 		"Front-End-Https":    "",
 		"X-Original-Url":     "",
+		"X-Scheme":           "",
 	}
 	for k, v := range want {
 		if got := strings.Join(s.Header.Values(k), "|"); got != v {
@@ -622,10 +625,13 @@ routes:
 			s.Header.Get("Cf-Connecting-Ip") != "198.51.100.4" || s.Header.Get("Client-Ip") != "" {
 			t.Errorf("a trusted proxy's fields: %v", s.Header)
 		}
-		// So are a trusted proxy's other forwarding fields.
-		_, body = do(t, "GET", gw.URL+"/", map[string]string{"Authorization": "Bearer good", "X-Forwarded-Port": "8443", "X-Forwarded-Prefix": "/app"})
-		if s := upstreamSaw(t, body); s.Header.Get("X-Forwarded-Port") != "8443" || s.Header.Get("X-Forwarded-Prefix") != "/app" {
-			t.Errorf("a trusted proxy's X-Forwarded-Port/-Prefix: %v", s.Header)
+		// So are a trusted proxy's other forwarding fields, but not those
+		// that name another path, which it may pass on from its client.
+		_, body = do(t, "GET", gw.URL+"/", map[string]string{"Authorization": "Bearer good", "X-Forwarded-Port": "8443", "X-Forwarded-Prefix": "/app",
+			"X-Original-URL": "/admin", "X-Rewrite-URL": "/admin"})
+		if s := upstreamSaw(t, body); s.Header.Get("X-Forwarded-Port") != "8443" || s.Header.Get("X-Forwarded-Prefix") != "/app" ||
+			s.Header.Get("X-Original-Url") != "" || s.Header.Get("X-Rewrite-Url") != "" {
+			t.Errorf("a trusted proxy's forwarding fields: %v", s.Header)
 		}
 	})
 	t.Run("Untrusted", func(t *testing.T) {
@@ -1165,5 +1171,31 @@ func TestConnectRefused(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusNotImplemented || res.Header.Get("Content-Type") != "application/problem+json" {
 		t.Errorf("CONNECT: status %d %q, want 501 problem+json", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	// Its own form, an authority for a target.
+	rc2 := dialRaw(t, gw)
+	rc2.send("CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\n")
+	if res, body := rc2.read("CONNECT"); res.StatusCode != http.StatusNotImplemented {
+		t.Errorf("CONNECT host:port: status %d, want 501: %s", res.StatusCode, body)
+	}
+}
+
+// TestTargetHostDisagrees: a request whose target names another host than
+// its Host (an absolute :path in HTTP/2, which RFC 9113 §8.3.1 does not
+// allow) is refused rather than routed by one and forwarded with the
+// other.
+func TestTargetHostDisagrees(t *testing.T) {
+	cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [http://127.0.0.1:1]\n    auth: none\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(cfg, newFake(), "ws_1", nil)
+	defer h.Close()
+	r := httptest.NewRequest("GET", "http://api.example.com/x", nil)
+	r.Host = "other.example"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("status %d, want 400: %s", w.Code, w.Body)
 	}
 }

@@ -532,22 +532,25 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	if st.clientIP == st.remote {
 		st.clientIPText = text
 	}
+	if r.Method == http.MethodConnect {
+		// A tunnel is no request to an API; after a 2xx the upstream
+		// connection would carry whatever the client sends next. Before
+		// the path's check: CONNECT's target is an authority, no path.
+		writeProblem(w, http.StatusNotImplemented, "not_implemented", "the gateway does not tunnel: CONNECT is not supported", st.requestID)
+		return
+	}
+	if !validHost(r.Host) || r.URL.Host != "" && !strings.EqualFold(r.URL.Host, r.Host) {
+		// The gateway's HTTP/1 server refuses these already (and routes an
+		// absolute target by its host); HTTP/2 ones come through
+		// net/http's, where an absolute :path (not allowed, RFC 9113
+		// §8.3.1) could name another host than :authority.
+		writeProblem(w, http.StatusBadRequest, "invalid", "the Host header is malformed or disagrees with the request target", st.requestID)
+		return
+	}
 	if r.URL.Path == "" || r.URL.Path[0] != '/' || hasDotSegment(r.URL.Path) {
 		// Upstreams may resolve dot segments, which would escape the route
 		// whose scopes were checked.
 		writeProblem(w, http.StatusBadRequest, "invalid", "the request path is not clean", st.requestID)
-		return
-	}
-	if r.Method == http.MethodConnect {
-		// A tunnel is no request to an API; after a 2xx the upstream
-		// connection would carry whatever the client sends next.
-		writeProblem(w, http.StatusNotImplemented, "not_implemented", "the gateway does not tunnel: CONNECT is not supported", st.requestID)
-		return
-	}
-	if !validHost(r.Host) {
-		// The gateway's HTTP/1 server refuses these already; HTTP/2 ones
-		// come through net/http's.
-		writeProblem(w, http.StatusBadRequest, "invalid", "the Host header is malformed", st.requestID)
 		return
 	}
 	rt, allow := h.router.match(r.Host, routePath(r.URL), r.Method)

@@ -769,8 +769,14 @@ var clientIPFields = [...]string{
 // or host): frameworks build absolute URLs, redirects and reset links from
 // them (Rack's X-Forwarded-Ssl, IIS's X-Original-Url, say).
 var forwardingFields = [...]string{
-	"Front-End-Https", "X-Url-Scheme", "X-Original-Url", "X-Rewrite-Url", "X-Original-Host", "X-Host",
+	"Front-End-Https", "X-Url-Scheme", "X-Scheme", "X-Https", "X-Original-Host", "X-Host",
 }
+
+// rewriteFields name another path than the request's (IIS's URL rewriting
+// routes by them): a load balancer passes a client's along as it came, so
+// they are dropped from trusted proxies too, or a client could reach a
+// path that the route it took does not cover.
+var rewriteFields = [...]string{"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri"}
 
 // dropProxyField reports whether the field k, one a proxy sets for its
 // upstream, stays behind: every client-IP field (clientIPFields) but a
@@ -782,10 +788,12 @@ func dropProxyField(k string, trusted bool) bool {
 	switch k {
 	case "True-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip":
 		return !trusted // a CDN's own: set by the CDN, whatever the client sent
-	case "X-Real-Ip", "X-Client-Ip", "Client-Ip", "X-Cluster-Client-Ip", "Forwarded-For":
-		// clientIPFields, as a switch: this runs for every field.
+	case "X-Real-Ip", "X-Client-Ip", "Client-Ip", "X-Cluster-Client-Ip", "Forwarded-For",
+		"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri":
+		// clientIPFields and rewriteFields, as a switch: this runs for
+		// every field.
 		return true
-	case "Front-End-Https", "X-Url-Scheme", "X-Original-Url", "X-Rewrite-Url", "X-Original-Host", "X-Host":
+	case "Front-End-Https", "X-Url-Scheme", "X-Scheme", "X-Https", "X-Original-Host", "X-Host":
 		return !trusted // forwardingFields
 	}
 	if !trusted && len(k) > 12 && strings.EqualFold(k[:12], "X-Forwarded-") {
@@ -793,7 +801,7 @@ func dropProxyField(k string, trusted bool) bool {
 	}
 	if strings.IndexByte(k, '_') >= 0 {
 		a := underscoreAlias(k)
-		if slices.Contains(clientIPFields[:], a) {
+		if slices.Contains(clientIPFields[:], a) || slices.Contains(rewriteFields[:], a) {
 			return true // no CDN sends underscores
 		}
 		return !trusted && (slices.Contains(forwardingFields[:], a) || len(a) > 12 && a[:12] == "X-Forwarded-")

@@ -883,6 +883,10 @@ func validHost(h string) bool {
 			return false
 		}
 	}
+	// Labels are not empty; one trailing dot (the root) is allowed.
+	if name != "" && (name[0] == '.' || strings.Contains(name, "..")) {
+		return false
+	}
 	for i := 0; i < len(name); i++ {
 		switch c := name[i]; {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_', c == '~':

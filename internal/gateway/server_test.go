@@ -1141,7 +1141,7 @@ func TestValidHost(t *testing.T) {
 		}
 	}
 	for _, h := range []string{"www.example.com,api.example.com", "api.example.com:80:80", "api.example.com:8o", "api.example.com:123456",
-		":80", "[]", "[::1", "[::1]x", "[::1]:a", "[fe80::1%25eth0]", "[v1.x]", "a b", "a/b", "a@b", "a%2eb", "a;b", "api.example.com\\x00"} {
+		":80", "[]", "[::1", "[::1]x", "api.example.com..", ".api.example.com", "a..b:80", "[::1]:a", "[fe80::1%25eth0]", "[v1.x]", "a b", "a/b", "a@b", "a%2eb", "a;b", "api.example.com\\x00"} {
 		if validHost(h) {
 			t.Errorf("validHost(%q) = true", h)
 		}

@@ -133,9 +133,16 @@ var inventoryColumns = []string{"id", "name", "state", "subject", "scopes", "cre
 
 func TestReportTokens(t *testing.T) {
 	s := newStack(t)
+	// Ids order by the millisecond they were made in, then at random: a
+	// millisecond apart, they come in the order made.
+	tick := func() { s.clock.Advance(time.Millisecond) }
+	tick()
 	quoted := s.create(map[string]any{"name": `Acme, "prod" key`, "scopes": []string{"orders:read", "orders:write"}, "subject": "cust_42"})["id"].(string)
+	tick()
 	formula := s.create(map[string]any{"name": "=HYPERLINK(\"http://evil\")", "subject": "@cmd"})["id"].(string)
+	tick()
 	plus, plusText := s.newToken("+1 token")
+	tick()
 	minus, _ := s.newToken("-minus")
 	wantStatus(t, s.do("POST", "/v1/tokens/"+minus+"/revoke", s.root, nil), http.StatusOK)
 	r := s.do("POST", "/v1/verify", s.root, map[string]any{"token": plusText, "ip": "203.0.113.7"})

@@ -156,6 +156,12 @@ func (s *Server) handleMemberRole(w http.ResponseWriter, r *http.Request) {
 		s.membersPage(w, r, http.StatusForbidden, membersData{Errors: map[string]string{"member-" + m.UserID: "Only owners make or change owners."}})
 		return
 	case role == m.Role:
+		// Unchanged, but what the role does not grant is revoked: a
+		// revocation that failed after the change is done by asking again.
+		if err := s.revokeBeyondRole(r, m.UserID, role, "the maker's role is "+role); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		http.Redirect(w, r, "/members", http.StatusSeeOther)
 		return
 	}
@@ -255,12 +261,20 @@ func (s *Server) handleMemberRemove(w http.ResponseWriter, r *http.Request) {
 	now := s.now().UTC()
 	ev := s.event(r, m.WorkspaceID, st.user.ID, "member.remove", m.UserID, now)
 	ev.Changes, _ = json.Marshal(map[string]any{"role": map[string]any{"from": m.Role, "to": nil}})
-	// The member's sessions in this workspace end in the same transaction.
+	// The member's management tokens are revoked first, so that a failure
+	// leaves the member to be removed again, and again after, for any made
+	// meanwhile. The member's sessions in this workspace end in the same
+	// transaction as the removal.
+	const reason = "the maker left the workspace"
+	if err := s.revokeBeyondRole(r, m.UserID, "", reason); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.accounts.RemoveMember(r.Context(), m.WorkspaceID, m.UserID, ev); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.revokeBeyondRole(r, m.UserID, "", "the maker left the workspace"); err != nil {
+	if err := s.revokeBeyondRole(r, m.UserID, "", reason); err != nil {
 		s.fail(w, r, err)
 		return
 	}

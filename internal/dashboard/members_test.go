@@ -287,6 +287,17 @@ func TestDemotedMakersTokens(t *testing.T) {
 	if tok.RevokeReason != "the maker's role changed from owner to viewer" {
 		t.Errorf("revoke reason %q", tok.RevokeReason)
 	}
+	// One made meanwhile (on another node, say), or left by a revocation
+	// that failed: asking for the same role again revokes it.
+	late, _, err := e.svc.CreateToken(ctx, manage.TokenCaller(mgmt), &keyward.Token{Name: "late", Scopes: []string{"keyward:tokens:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner.get("/members")
+	owner.post("/members/"+adam.ID+"/role", url.Values{"role": {keyward.RoleViewer}})
+	if got := state(late.ID); got != keyward.StateRevoked {
+		t.Errorf("a token made after the demotion, the role asked again: %s, want revoked", got)
+	}
 
 	// Removal: the same for a member's management token made since.
 	owner.get("/members")

@@ -956,6 +956,33 @@ routes:
 	}
 }
 
+// TestUpgradeRefused: an upgrade request the upstream answers as a plain
+// request goes through the upgrade path (httputil.ReverseProxy) with the
+// same forwarding fields and the same trailer rules as any other.
+func TestUpgradeRefused(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum, Set-Cookie, X-Request-Id")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, "for=%s host=%s proto=%s port=%q", r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"),
+			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Forwarded-Port"))
+		w.Header().Set("X-Checksum", "abc")
+		w.Header().Set("Set-Cookie", "evil=1")
+		w.Header().Set("X-Request-Id", "forged")
+	}))
+	defer up.Close()
+	gw, _, _ := gateway(t, "listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: ws\n    path_prefix: /\n    upstreams: [{{U}}]\n", map[string]string{"U": up.URL})
+	rc := dialRaw(t, gw)
+	rc.send("GET /ws HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer good\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Port: 1\r\n\r\n")
+	res, body := rc.read("GET")
+	if res.StatusCode != 400 || body != `for=127.0.0.1 host=gw.example proto=http port=""` {
+		t.Errorf("status %d body %q", res.StatusCode, body)
+	}
+	if len(res.Trailer) != 1 || res.Trailer.Get("X-Checksum") != "abc" {
+		t.Errorf("trailers %v, want X-Checksum only", res.Trailer)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	yml := `listen: nonsense
 workspace: ""

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -170,6 +171,18 @@ func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 			for _, f := range ownResponseFields {
 				res.Header.Del(f)
 			}
+			// Trailers lose what the lean path's lose: those announced
+			// now, those that came unannounced once the body is read.
+			for k := range res.Trailer {
+				if dropResponseTrailer(k) {
+					delete(res.Trailer, k)
+				}
+			}
+			if res.StatusCode != http.StatusSwitchingProtocols {
+				// (A 101's body is the connection, which ReverseProxy
+				// takes as it is.)
+				res.Body = &trailerFilter{ReadCloser: res.Body, res: res}
+			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -177,6 +190,26 @@ func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 		},
 		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
+}
+
+// trailerFilter drops, at the end of a response body read by
+// httputil.ReverseProxy, the trailers the gateway does not pass on: they
+// are read into res.Trailer with the body's end, then copied.
+type trailerFilter struct {
+	io.ReadCloser
+	res *http.Response
+}
+
+func (f *trailerFilter) Read(p []byte) (int, error) {
+	n, err := f.ReadCloser.Read(p)
+	if err == io.EOF {
+		for k := range f.res.Trailer {
+			if dropResponseTrailer(k) {
+				delete(f.res.Trailer, k)
+			}
+		}
+	}
+	return n, err
 }
 
 // rewrite builds the upstream request. The URL's scheme and host are
@@ -202,6 +235,13 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		out.Header.Set(HeaderScopes, strings.Join(t.Scopes, " "))
 	}
 	out.Header.Set("X-Request-Id", st.requestID)
+	// Before the gateway sets its own forwarding fields below, which an
+	// untrusted client's would otherwise take away.
+	for k := range out.Header {
+		if dropProxyField(k, st.trusted) {
+			delete(out.Header, k)
+		}
+	}
 
 	// X-Forwarded-*: a trusted proxy's values are kept and appended to; an
 	// untrusted client's are dropped, so upstreams can believe them.
@@ -228,11 +268,6 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		out.Header.Set("X-Forwarded-Proto", "http")
 	}
 	out.Header.Del("X-Forwarded") // as the lean path drops it
-	for k := range out.Header {
-		if dropProxyField(k, st.trusted) {
-			delete(out.Header, k)
-		}
-	}
 	out.Header.Set("X-Real-Ip", st.clientIP.String())
 
 	if st.rt.cfg.StripPrefix && st.rt.cfg.PathPrefix != "/" {

@@ -230,13 +230,20 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 			continue
 		}
 		missing++
-		fmt.Fprintf(e.stdout, "expected head %s: FAILED, in no chain: the newest events were removed with their head, or the store was restored to an older state (or a retention cut removed it)\n", h)
+		where := "in no chain"
+		switch {
+		case workspace != "":
+			where = "not in the chain of " + a.label(a.workspaces[0])
+		case bad > 0:
+			where = "in no chain that verified"
+		}
+		fmt.Fprintf(e.stdout, "expected head %s: FAILED, %s: the newest events were removed with their head, the store was restored to an older state, or a retention cut removed it\n", h, where)
 	}
 	if bad > 0 {
 		return fmt.Errorf("the audit log of %d of %d workspaces failed verification", bad, len(a.workspaces))
 	}
 	if missing > 0 {
-		return fmt.Errorf("%d of %d expected heads are in no audit chain", missing, len(heads))
+		return fmt.Errorf("%d of %d expected heads were not found in the chains verified", missing, len(heads))
 	}
 	return nil
 }

@@ -129,8 +129,13 @@ func TestAuditVerify(t *testing.T) {
 			!strings.Contains(r.stdout, "expected head "+head+": FAILED, in no chain") {
 			t.Errorf("stdout = %q", r.stdout)
 		}
-		if r.stderr != "keyward: 1 of 2 expected heads are in no audit chain\n" {
+		if r.stderr != "keyward: 1 of 2 expected heads were not found in the chains verified\n" {
 			t.Errorf("stderr = %q", r.stderr)
+		}
+		r = cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir, "--workspace", "default", "--expect-head", head)
+		r.want(t, 1)
+		if !strings.Contains(r.stdout, "expected head "+head+`: FAILED, not in the chain of workspace "default"`) {
+			t.Errorf("with --workspace: stdout = %q", r.stdout)
 		}
 		cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir, "--expect-head", "tok_x").want(t, 2)
 	})

@@ -1207,6 +1207,40 @@ func TestConnectRefused(t *testing.T) {
 	}
 }
 
+// TestAbsoluteTarget: an HTTP/1.1 request in absolute form is routed by
+// its target's host, whatever its Host says (RFC 9112 §3.2.2), with any
+// port and case.
+func TestAbsoluteTarget(t *testing.T) {
+	api, other := echoUpstream(t, "api"), echoUpstream(t, "other")
+	gw, _, _ := gateway(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: api
+    host: api.example.com
+    path_prefix: /
+    upstreams: [{{A}}]
+    auth: none
+  - name: rest
+    path_prefix: /
+    upstreams: [{{O}}]
+    auth: none
+`, map[string]string{"A": api.URL, "O": other.URL})
+	for _, tc := range []struct{ target, host, want string }{
+		{"http://api.example.com/x", "other.example", "api"},
+		{"http://API.Example.com:8080/x", "api.example.com", "api"},
+		{"http://other.example/x", "api.example.com", "other"},
+		{"/x", "api.example.com", "api"},
+	} {
+		rc := dialRaw(t, gw)
+		rc.send("GET " + tc.target + " HTTP/1.1\r\nHost: " + tc.host + "\r\n\r\n")
+		res, body := rc.read("GET")
+		if res.StatusCode != 200 || res.Header.Get("X-Upstream") != tc.want {
+			t.Errorf("%s with Host %s: status %d from %q, want 200 from %q: %s", tc.target, tc.host, res.StatusCode, res.Header.Get("X-Upstream"), tc.want, body)
+		}
+	}
+}
+
 // TestTargetHostDisagrees: a request whose target names another host than
 // its Host (an absolute :path in HTTP/2, which RFC 9113 §8.3.1 does not
 // allow) is refused rather than routed by one and forwarded with the

@@ -159,7 +159,7 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 		examples: []string{
 			"keyward audit verify",
 			"keyward audit verify --workspace acme",
-			"keyward audit verify --expect-head evt_01JD4W8Q4Z2K3M5N6P7R8S9T0V",
+			"keyward audit verify --expect-head evt_01m866ahdxg03hwmhd0nyjd10a",
 			"KEYWARD_SECRET_FILE=/run/secrets/keyward keyward audit verify --database-url postgres://keyward@db.internal/keyward",
 		},
 	})

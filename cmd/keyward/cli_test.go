@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -933,18 +934,19 @@ func TestVersion(t *testing.T) {
 func TestLoadSecrets(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "secret")
 	os.WriteFile(file, []byte("current-secret-of-at-least-32-bytes!\n"), 0o600)
-	vars := map[string]string{"KEYWARD_SECRET_FILE": file, "KEYWARD_SECRET_PREVIOUS": " old-one , old-two,"}
+	const one, two = "old-secret-number-one-32-bytes-long", "old-secret-number-two-32-bytes-long"
+	vars := map[string]string{"KEYWARD_SECRET_FILE": file, "KEYWARD_SECRET_PREVIOUS": one + "," + two}
 	e := &env{getenv: func(k string) string { return vars[k] }}
 	var c storeConfig
 	if err := loadSecrets(e, &c); err != nil {
 		t.Fatal(err)
 	}
-	if c.Secret != "current-secret-of-at-least-32-bytes!" || !reflect.DeepEqual(c.SecretPrevious, []string{"old-one", "old-two"}) {
+	if c.Secret != "current-secret-of-at-least-32-bytes!" || !reflect.DeepEqual(c.SecretPrevious, []string{one, two, one + "," + two}) {
 		t.Errorf("got %q %q", c.Secret, c.SecretPrevious)
 	}
 	var stderr bytes.Buffer
 	e.stderr = &stderr
-	e.exit(context.Background(), fmt.Errorf("oops: current-secret-of-at-least-32-bytes! old-two"))
+	e.exit(context.Background(), fmt.Errorf("oops: current-secret-of-at-least-32-bytes! "+two))
 	if stderr.String() != "keyward: oops: [redacted] [redacted]\n" {
 		t.Errorf("stderr = %q", stderr.String())
 	}
@@ -961,21 +963,34 @@ func TestLoadSecrets(t *testing.T) {
 		t.Errorf("got %q %q", c.Secret, c.SecretPrevious)
 	}
 	a, b := strings.Repeat("a", 32), strings.Repeat("b", 32)
+	q, r := strings.Repeat("Q", 64), strings.Repeat("R", 24)
 	for _, tc := range []struct {
-		prev, why string
-		want      []string
+		v, raw, why string
+		want        []string
 	}{
-		{a + "\r\n" + b + "\n\n", "one a line", []string{a, b, a + "\r\n" + b}},
-		{" " + a + " , " + b + ",", "comma-separated", []string{a, b, a + " , " + b + ","}},
-		{a, "one", []string{a}},
-		// A secret that holds a comma or line break: its parts are too
-		// short to be secrets, so it is taken whole.
-		{strings.Repeat("x", 20) + "," + strings.Repeat("y", 20), "comma inside", []string{strings.Repeat("x", 20) + "," + strings.Repeat("y", 20)}},
-		{strings.Repeat("Q", 64) + "\n" + strings.Repeat("R", 24) + "\n", "wrapped base64", []string{strings.Repeat("Q", 64) + "\n" + strings.Repeat("R", 24)}},
+		{a + "\r\n" + b + "\n\n", "", "one a line", []string{a, b, a + "\r\n" + b, a + "\r\n" + b + "\n\n"}},
+		{" " + a + " , " + b, "", "comma-separated", []string{a, b, a + " , " + b, " " + a + " , " + b}},
+		{a, "", "one", []string{a}},
+		{a, a + "\n", "one, from a file with its newline", []string{a, a + "\n"}},
+		{a + " ", "", "one with a space, as given before this release", []string{a, a + " "}},
+		// Secrets that hold a comma or line break: their parts too short
+		// to be secrets are left out, the whole is taken.
+		{strings.Repeat("x", 20) + "," + strings.Repeat("y", 20), "", "comma inside", []string{strings.Repeat("x", 20) + "," + strings.Repeat("y", 20)}},
+		{q + "\n" + r, q + "\n" + r + "\n", "wrapped base64 in a file", []string{q, q + "\n" + r, q + "\n" + r + "\n"}},
+		// A mistyped short entry leaves the others.
+		{a + "," + "short", "", "a short entry", []string{a, a + ",short"}},
 	} {
-		if got := previousSecrets(tc.prev); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("%s: previousSecrets(%q) = %q, want %q", tc.why, tc.prev, got, tc.want)
+		raw := tc.raw
+		if raw == "" {
+			raw = tc.v
 		}
+		if got, _ := previousSecrets(tc.v, raw); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: previousSecrets(%q, %q) = %q, want %q", tc.why, tc.v, raw, got, tc.want)
+		}
+	}
+	// Every piece is redacted, short ones too.
+	if _, pieces := previousSecrets(a+",tiny-secret-part", a+",tiny-secret-part"); !slices.Contains(pieces, "tiny-secret-part") {
+		t.Errorf("pieces %q lack the short one", pieces)
 	}
 }
 

@@ -70,21 +70,30 @@ func (e *env) addSecret(s string) {
 // content of the file that name+"_FILE" names (surrounding white space
 // trimmed). Setting both is an error. The value is recorded with addSecret.
 func (e *env) secretEnv(name string) (string, error) {
+	v, _, err := e.secretEnvRaw(name)
+	return v, err
+}
+
+// secretEnvRaw is secretEnv that also returns the value as given: the
+// file's content untrimmed, or the variable's value.
+func (e *env) secretEnvRaw(name string) (v, raw string, err error) {
 	v, file := e.getenv(name), e.getenv(name+"_FILE")
 	if v != "" && file != "" {
-		return "", fmt.Errorf("set only one of %s and %s_FILE", name, name)
+		return "", "", fmt.Errorf("set only one of %s and %s_FILE", name, name)
 	}
+	raw = v
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", fmt.Errorf("reading %s_FILE: %w", name, err)
+			return "", "", fmt.Errorf("reading %s_FILE: %w", name, err)
 		}
-		if v = strings.TrimSpace(string(b)); v == "" {
-			return "", fmt.Errorf("%s_FILE names an empty file: %s", name, file)
+		raw = string(b)
+		if v = strings.TrimSpace(raw); v == "" {
+			return "", "", fmt.Errorf("%s_FILE names an empty file: %s", name, file)
 		}
 	}
 	e.addSecret(v)
-	return v, nil
+	return v, raw, nil
 }
 
 // usageError is a command line the command cannot run: an unknown command

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,52 +91,64 @@ func addServerSecretEnvHelp(fs *flagSet) {
 // The current secret is used without white space at its ends, as a _FILE's
 // always was; when KEYWARD_SECRET had some, the value as given is a previous
 // secret too, so that what it made still verifies (and moves to the trimmed
-// key on use). The previous secrets are comma-separated or one a line, each
-// trimmed; a value that holds a comma or line break is also tried whole, as
-// one secret, and only whole when a part is too short to be a secret: a
-// secret that holds one (openssl's wrapped base64, say) can be rotated
-// away by giving it alone.
+// key on use). For the previous secrets, see previousSecrets.
 func loadSecrets(e *env, c *storeConfig) error {
 	cur, err := e.secretEnv("KEYWARD_SECRET")
 	if err != nil {
 		return err
 	}
 	c.Secret = strings.TrimSpace(cur)
+	if len(c.Secret) < secret.MinServerSecretLen {
+		c.Secret = cur // too short trimmed: as given, as it always was
+	}
 	e.addSecret(c.Secret)
-	prev, err := e.secretEnv("KEYWARD_SECRET_PREVIOUS")
+	prev, raw, err := e.secretEnvRaw("KEYWARD_SECRET_PREVIOUS")
 	if err != nil {
 		return err
 	}
-	c.SecretPrevious = previousSecrets(prev)
+	var seen []string // every piece, for redaction
+	c.SecretPrevious, seen = previousSecrets(prev, raw)
 	if cur != c.Secret && len(cur) >= secret.MinServerSecretLen {
 		c.SecretPrevious = append(c.SecretPrevious, cur)
 	}
-	for _, s := range c.SecretPrevious {
+	for _, s := range seen {
 		e.addSecret(s)
 	}
 	return nil
 }
 
-// previousSecrets splits KEYWARD_SECRET_PREVIOUS (see loadSecrets).
-func previousSecrets(v string) []string {
-	whole := strings.TrimSpace(v)
-	var parts []string
-	short := false
-	for s := range strings.FieldsFuncSeq(whole, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
-		if s = strings.TrimSpace(s); s != "" {
-			parts = append(parts, s)
-			short = short || len(s) < secret.MinServerSecretLen
+// previousSecrets returns the previous server secrets that KEYWARD_SECRET_
+// PREVIOUS names, trimmed v and as given raw: comma-separated or one a line,
+// each trimmed, those shorter than a secret left out. A value that holds a
+// comma or line break is also tried whole (a secret that holds one,
+// openssl's wrapped base64 say, is rotated away by giving it alone), and a
+// value as given with white space at its ends is tried as it is (a secret
+// used so before this release, the newline of its file included). pieces
+// are all the parts, short ones too, for redaction.
+func previousSecrets(v, raw string) (secrets, pieces []string) {
+	add := func(s string) {
+		if len(s) >= secret.MinServerSecretLen && !slices.Contains(secrets, s) {
+			secrets = append(secrets, s)
 		}
 	}
-	switch {
-	case len(parts) <= 1:
-		return parts
-	case short && len(whole) >= secret.MinServerSecretLen:
-		return []string{whole}
-	case strings.ContainsAny(whole, ",\r\n") && len(whole) >= secret.MinServerSecretLen:
-		return append(parts, whole)
+	t := strings.TrimSpace(v)
+	for s := range strings.FieldsFuncSeq(t, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
+		if s = strings.TrimSpace(s); s != "" {
+			pieces = append(pieces, s)
+			add(s)
+		}
 	}
-	return parts
+	for _, whole := range []string{t, v, raw} {
+		if whole != "" && (whole != t || strings.ContainsAny(t, ",\r\n")) {
+			add(whole)
+			pieces = append(pieces, whole)
+		}
+	}
+	if len(secrets) == 0 && len(pieces) > 0 {
+		// Nothing long enough: the keyring says which is too short.
+		secrets = pieces[:1]
+	}
+	return secrets, pieces
 }
 
 // cmdServe runs the server until interrupted (SIGINT, SIGTERM), then shuts

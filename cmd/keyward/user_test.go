@@ -158,4 +158,15 @@ func TestSecretWithNewline(t *testing.T) {
 		t.Errorf("init warned: %q", r.stderr)
 	}
 	cli(t, nil, env, "", "audit", "verify", "--data-dir", dir).want(t, 0)
+
+	// Rotated away, the value as given (from a file, say) is a previous
+	// secret as it is: the events linked under it still verify.
+	prevFile := filepath.Join(t.TempDir(), "previous")
+	if err := os.WriteFile(prevFile, []byte(raw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rotated := map[string]string{"KEYWARD_SECRET": strings.Repeat("n", 64), "KEYWARD_SECRET_PREVIOUS_FILE": prevFile}
+	cli(t, nil, rotated, "", "audit", "verify", "--data-dir", dir).want(t, 0)
+	rotated = map[string]string{"KEYWARD_SECRET": strings.Repeat("n", 64), "KEYWARD_SECRET_PREVIOUS": raw}
+	cli(t, nil, rotated, "", "audit", "verify", "--data-dir", dir).want(t, 0)
 }

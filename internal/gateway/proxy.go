@@ -194,19 +194,15 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 			}
 		}
 	}
-	pc.release(done && !res.Close && !bodilessByDefinition(r.Method, res.StatusCode))
-}
-
-// bodilessByDefinition reports whether a response has no body whatever its
-// header says: to HEAD, and 204 and 304 (RFC 9110 §6.4.1). An upstream that
-// wrongly sends one anyway may send it a moment later, after the look that
-// get takes at a pooled connection, and it would answer the next request,
-// perhaps another client's: such connections are not pooled. (Bytes sent
-// unasked after any other answer are caught when they come before the
-// connection's next use; later, no HTTP/1.1 client can tell them from that
-// request's answer.)
-func bodilessByDefinition(method string, status int) bool {
-	return method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified
+	// Not after a HEAD, whose answer has no body whatever its header says:
+	// an upstream that wrongly sends one anyway may send it a moment later,
+	// after the look that get takes at a pooled connection, and it would
+	// answer the next request, perhaps another client's. (204 and 304
+	// answers that announce a body are caught in exchange. Bytes sent
+	// unasked after any other answer are caught when they come before the
+	// connection's next use; later, no HTTP/1.1 client can tell them from
+	// that request's answer.)
+	pc.release(done && !res.Close && r.Method != http.MethodHead)
 }
 
 // copyResponseHeader copies the upstream's response fields to hd but the
@@ -566,7 +562,7 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 		if err != nil {
 			break
 		}
-		if fr.te && fr.cl {
+		if fr.te && fr.cl || !fr.complete && len(res.TransferEncoding) > 0 || announcesBody(res, fr) {
 			res.Close = true
 		}
 		if res.StatusCode >= 200 {
@@ -602,6 +598,19 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 		res.Close = true // the request was not sent whole: no reuse
 	}
 	return res, nil
+}
+
+// announcesBody reports whether a 204 or 304 answer, which has no body,
+// says in its header that one follows (a Transfer-Encoding, a Content-Length
+// but 0; for a 304 both are lawful, but rare), or whose header was not seen
+// whole: an upstream that sends one anyway may send it a moment later, when
+// it would answer the next request on the connection.
+func announcesBody(res *http.Response, fr framing) bool {
+	if res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusNotModified {
+		return false
+	}
+	cl := res.Header.Get("Content-Length")
+	return fr.te || !fr.complete || cl != "" && cl != "0"
 }
 
 // forward1xx sends an informational response to the client. Its fields go

@@ -454,24 +454,45 @@ func TestUnsolicitedResponse(t *testing.T) {
 // and Content-Length both: the body is read as chunked, and the connection,
 // whose end the two sides may place apart, is not used again.
 func TestBothFramingsNotReused(t *testing.T) {
-	var conns atomic.Int32
-	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
-		conns.Add(1)
-		for {
-			if _, ok := readHead(br); !ok {
-				return
-			}
+	for _, tc := range []struct {
+		name  string
+		write func(c net.Conn)
+	}{
+		{"whole", func(c net.Conn) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
-		}
-	})
-	gw := openRoute(t, up, "")
-	for i := range 3 {
-		if res, body := do(t, "GET", gw.URL+"/", nil); res.StatusCode != 200 || body != "ok" {
-			t.Fatalf("%d: status %d body %q", i, res.StatusCode, body)
-		}
-	}
-	if n := conns.Load(); n != 3 {
-		t.Errorf("%d upstream connections for 3 requests, want 3 (none reused)", n)
+		}},
+		// The header in two writes, or past the read buffer: the framing
+		// seen in part, a chunked answer is not trusted to end cleanly.
+		{"split", func(c net.Conn) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n")
+			time.Sleep(20 * time.Millisecond)
+			io.WriteString(c, "Content-Length: 3\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+		}},
+		{"large", func(c net.Conn) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Pad: "+strings.Repeat("p", 6000)+"\r\nContent-Length: 3\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var conns atomic.Int32
+			up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+				conns.Add(1)
+				for {
+					if _, ok := readHead(br); !ok {
+						return
+					}
+					tc.write(c)
+				}
+			})
+			gw := openRoute(t, up, "")
+			for i := range 3 {
+				if res, body := do(t, "GET", gw.URL+"/", nil); res.StatusCode != 200 || body != "ok" {
+					t.Fatalf("%d: status %d body %q", i, res.StatusCode, body)
+				}
+			}
+			if n := conns.Load(); n != 3 {
+				t.Errorf("%d upstream connections for 3 requests, want 3 (none reused)", n)
+			}
+		})
 	}
 }
 
@@ -517,6 +538,31 @@ func TestBodilessNotReused(t *testing.T) {
 				t.Errorf("%d upstream connections for 3 answers without a body: one was pooled", n)
 			}
 		})
+	}
+}
+
+// TestPlainBodilessReused: 204 and 304 answers that announce no body keep
+// their connections, as most do (DELETE answered 204, conditional GETs).
+func TestPlainBodilessReused(t *testing.T) {
+	up := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/same" {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	gw := openRoute(t, up.URL, "")
+	for i := range 10 {
+		path := "/gone"
+		if i%2 == 0 {
+			path = "/same"
+		}
+		if res, _ := do(t, "DELETE", gw.URL+path, nil); res.StatusCode != 204 && res.StatusCode != 304 {
+			t.Fatalf("%s: status %d", path, res.StatusCode)
+		}
+	}
+	if n := up.opened.Load(); n != 1 {
+		t.Errorf("%d upstream connections for 10 answers without a body, want 1", n)
 	}
 }
 

@@ -77,24 +77,27 @@ func RequestID(sent string) string {
 
 // ValidRequestID reports whether s may be kept as a request's id when a
 // client sends it (X-Request-Id): 1 to 64 characters of [A-Za-z0-9._-],
-// safe in headers, logs and JSON as it is, and no run of 38 or more letters
-// and digits, which could be a token's secret part (its prefix is public):
-// an id is logged and echoed as it is, and a secret must reach neither.
-// The gateway's own ids (req_ and 32 hex digits) and UUIDs pass.
+// safe in headers, logs and JSON as it is, and no run of 32 or more letters
+// and digits that are not all hex digits: such a run could be a token's
+// secret (32 random base62 characters; its prefix is public, its checksum
+// follows from the rest), and an id is logged and echoed as it is. The
+// gateway's own ids (req_ and 32 hex digits), hex digests and UUIDs pass.
 func ValidRequestID(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}
-	run := 0 // letters and digits in a row
+	run, hex := 0, true // letters and digits in a row; all of them hex
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9':
-			if run++; run >= 38 {
+			run++
+			hex = hex && (c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F')
+			if run >= 32 && !hex {
 				return false
 			}
 		case c == '-' || c == '_' || c == '.':
-			run = 0
+			run, hex = 0, true
 		default:
 			return false
 		}

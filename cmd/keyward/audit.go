@@ -232,10 +232,10 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 		missing++
 		where := "in no chain"
 		switch {
+		case bad > 0:
+			where = "in no chain that verified (one failed before it could be reached)"
 		case workspace != "":
 			where = "not in the chain of " + a.label(a.workspaces[0])
-		case bad > 0:
-			where = "in no chain that verified"
 		}
 		fmt.Fprintf(e.stdout, "expected head %s: FAILED, %s: the newest events were removed with their head, the store was restored to an older state, or a retention cut removed it\n", h, where)
 	}

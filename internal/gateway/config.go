@@ -37,9 +37,13 @@ type Config struct {
 	Listen         string
 	Workspace      string // name of the workspace whose tokens are accepted
 	TrustedProxies []netip.Prefix
-	TLS            *TLS // nil: plain HTTP
-	Server         ServerSettings
-	Routes         []Route
+	// CaseInsensitivePaths matches path prefixes without regard to ASCII
+	// case, for upstreams that route so (Express by default, IIS): else
+	// /ADMIN would take a catch-all route to the upstream's /admin.
+	CaseInsensitivePaths bool
+	TLS                  *TLS // nil: plain HTTP
+	Server               ServerSettings
+	Routes               []Route
 }
 
 // ServerSettings are the limits of the gateway's listener towards clients
@@ -304,6 +308,7 @@ func (p *parser) list(n *yaml.Node, field string, fn func(i int, s string, n *ya
 
 func (p *parser) config(n *yaml.Node, cfg *Config) {
 	var listenLine, wsLine int
+	var routesNode *yaml.Node
 	haveRoutes := false
 	p.fields(n, "", map[string]func(k, v *yaml.Node){
 		"listen": func(k, v *yaml.Node) {
@@ -329,6 +334,9 @@ func (p *parser) config(n *yaml.Node, cfg *Config) {
 				cfg.TrustedProxies = append(cfg.TrustedProxies, pf)
 			})
 		},
+		"case_insensitive_paths": func(k, v *yaml.Node) {
+			cfg.CaseInsensitivePaths = p.boolean(v, "case_insensitive_paths")
+		},
 		"tls":    func(k, v *yaml.Node) { cfg.TLS = p.tls(v) },
 		"server": func(k, v *yaml.Node) { p.server(v, &cfg.Server) },
 		"routes": func(k, v *yaml.Node) {
@@ -340,9 +348,13 @@ func (p *parser) config(n *yaml.Node, cfg *Config) {
 			for i, c := range v.Content {
 				cfg.Routes = append(cfg.Routes, p.route(c, fmt.Sprintf("routes[%d]", i)))
 			}
-			p.duplicates(v, cfg.Routes)
+			routesNode = v
 		},
 	})
+	if routesNode != nil {
+		// After every field: whether prefixes differ only in case matters.
+		p.duplicates(routesNode, cfg.Routes, cfg.CaseInsensitivePaths)
+	}
 	if n.Kind != yaml.MappingNode {
 		return
 	}
@@ -620,7 +632,7 @@ func (p *parser) tls(n *yaml.Node) *TLS {
 
 // duplicates reports routes that no request could tell apart: same name,
 // or same host and prefix with overlapping methods.
-func (p *parser) duplicates(seq *yaml.Node, routes []Route) {
+func (p *parser) duplicates(seq *yaml.Node, routes []Route, fold bool) {
 	for j := range routes {
 		for i := 0; i < j; i++ {
 			a, b := &routes[i], &routes[j]
@@ -628,7 +640,7 @@ func (p *parser) duplicates(seq *yaml.Node, routes []Route) {
 			if a.Name != "" && a.Name == b.Name {
 				p.errf(line, fmt.Sprintf("routes[%d].name", j), "%q is also the name of routes[%d]", b.Name, i)
 			}
-			if a.PathPrefix == "" || a.Host != b.Host || a.PathPrefix != b.PathPrefix {
+			if a.PathPrefix == "" || a.Host != b.Host || a.PathPrefix != b.PathPrefix && !(fold && asciiEqualFold(a.PathPrefix, b.PathPrefix)) {
 				continue
 			}
 			if overlap(a.Methods, b.Methods) {

@@ -1241,6 +1241,60 @@ routes:
 	}
 }
 
+// TestCaseInsensitivePaths: by default prefixes match with their case, so
+// /ADMIN takes the catch-all route; with case_insensitive_paths (for
+// upstreams that route so, as Express does), it takes /admin's, and a
+// stripped prefix goes whatever its case.
+func TestCaseInsensitivePaths(t *testing.T) {
+	admin, rest := echoUpstream(t, "admin"), echoUpstream(t, "rest")
+	cfg := `
+listen: 127.0.0.1:0
+workspace: default
+{{F}}
+routes:
+  - name: admin
+    path_prefix: /admin
+    upstreams: [{{A}}]
+    scopes: [admin:all]
+  - name: api
+    path_prefix: /api/v1
+    strip_prefix: true
+    upstreams: [{{R}}]
+    auth: none
+  - name: rest
+    path_prefix: /
+    upstreams: [{{R}}]
+    auth: none
+`
+	for _, tc := range []struct {
+		flag, path string
+		status     int
+		from, saw  string
+	}{
+		{"", "/ADMIN/users", 200, "rest", "/ADMIN/users"},
+		{"", "/admin/users", 401, "", ""},
+		{"case_insensitive_paths: true", "/ADMIN/users", 401, "", ""},
+		{"case_insensitive_paths: true", "/Admin", 401, "", ""},
+		{"case_insensitive_paths: true", "/adminx", 200, "rest", "/adminx"},
+		{"case_insensitive_paths: true", "/API/V1/users", 200, "rest", "/users"},
+		{"", "/API/V1/users", 200, "rest", "/API/V1/users"},
+	} {
+		gw, _, _ := gateway(t, cfg, map[string]string{"A": admin.URL, "R": rest.URL, "F": tc.flag})
+		res, body := do(t, "GET", gw.URL+tc.path, nil)
+		if res.StatusCode != tc.status || res.StatusCode == 200 && (res.Header.Get("X-Upstream") != tc.from || upstreamSaw(t, body).Path != tc.saw) {
+			t.Errorf("%q %s: status %d from %q: %s; want %d from %q seeing %s", tc.flag, tc.path, res.StatusCode, res.Header.Get("X-Upstream"), body, tc.status, tc.from, tc.saw)
+		}
+	}
+	// Prefixes that differ only in case are one route's, once folded.
+	_, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: a\n    path_prefix: /Admin\n    upstreams: [http://a]\n  - name: b\n    path_prefix: /admin\n    upstreams: [http://a]\ncase_insensitive_paths: true\n"))
+	if err == nil || !strings.Contains(err.Error(), "duplicates routes[0]") {
+		t.Errorf("folded duplicates: %v", err)
+	}
+	if _, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: a\n    path_prefix: /Admin\n    upstreams: [http://a]\n  - name: b\n    path_prefix: /admin\n    upstreams: [http://a]\n")); err != nil {
+		t.Errorf("prefixes that differ in case, without folding: %v", err)
+	}
+}
+
 // TestTargetHostDisagrees: a request whose target names another host than
 // its Host (an absolute :path in HTTP/2, which RFC 9113 §8.3.1 does not
 // allow) is refused rather than routed by one and forwarded with the

@@ -67,6 +67,7 @@ func NewHandler(cfg *Config, v Verifier, workspaceID string, log *slog.Logger) *
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{log: log, verifier: v, workspaceID: workspaceID, trusted: cfg.TrustedProxies}
+	h.router.fold = cfg.CaseInsensitivePaths
 	for i := range cfg.Routes {
 		rt := &route{cfg: cfg.Routes[i], scopes: strings.Join(cfg.Routes[i].Scopes, " ")}
 		rt.proxy = h.newProxy(rt)
@@ -271,7 +272,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.Header.Set("X-Real-Ip", st.clientIP.String())
 
 	if st.rt.cfg.StripPrefix && st.rt.cfg.PathPrefix != "/" {
-		stripPrefix(out.URL, in.URL, st.rt.cfg.PathPrefix)
+		stripPrefix(out.URL, in.URL, st.rt.cfg.PathPrefix, h.router.fold)
 	}
 	out.Host = "" // the Host header is the upstream's
 }
@@ -599,7 +600,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		return
 	}
 	st.rt = rt
-	if rt.cfg.StripPrefix && !prefixMatch(rt.cfg.PathPrefix, r.URL.Path) {
+	if rt.cfg.StripPrefix && !prefixMatch(rt.cfg.PathPrefix, r.URL.Path, h.router.fold) {
 		// ;parameters inside the prefix (/orders;x/1): there is no prefix
 		// as sent to strip.
 		writeProblem(w, http.StatusBadRequest, "invalid", "the request path is not clean", st.requestID)

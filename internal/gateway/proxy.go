@@ -640,7 +640,7 @@ func (h *Handler) writeHead(bw *bufio.Writer, r *http.Request, st *reqState, u *
 	rt := &st.rt.cfg
 	out := url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath}
 	if rt.StripPrefix && rt.PathPrefix != "/" {
-		stripPrefix(&out, r.URL, rt.PathPrefix)
+		stripPrefix(&out, r.URL, rt.PathPrefix, h.router.fold)
 	}
 	targetURL(&out, u.url)
 	bw.WriteString(r.Method)
@@ -869,10 +869,16 @@ func validFieldValue[T string | []byte](v T) bool {
 }
 
 // stripPrefix sets out's path to in's without the route's prefix.
-func stripPrefix(out, in *url.URL, prefix string) {
-	out.Path = ensureSlash(strings.TrimPrefix(in.Path, prefix))
-	if in.RawPath != "" && strings.HasPrefix(in.RawPath, prefix) {
-		out.RawPath = ensureSlash(strings.TrimPrefix(in.RawPath, prefix))
+func stripPrefix(out, in *url.URL, prefix string, fold bool) {
+	trim := func(p string) (string, bool) {
+		if n := len(prefix); len(p) >= n && (p[:n] == prefix || fold && asciiEqualFold(p[:n], prefix)) {
+			return ensureSlash(p[n:]), true
+		}
+		return p, false
+	}
+	out.Path, _ = trim(in.Path)
+	if raw, ok := trim(in.RawPath); in.RawPath != "" && ok {
+		out.RawPath = raw
 	} else {
 		out.RawPath = ""
 	}

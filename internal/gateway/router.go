@@ -12,6 +12,7 @@ import (
 // else the one that takes GET).
 type router struct {
 	routes []*route
+	fold   bool // Config.CaseInsensitivePaths
 }
 
 // match returns the route for host, path and method. When routes match the
@@ -24,7 +25,7 @@ func (rr *router) match(host, path, method string) (rt *route, allow []string) {
 		if r.cfg.Host != "" && r.cfg.Host != host {
 			continue
 		}
-		if l := len(r.cfg.PathPrefix); l > best && prefixMatch(r.cfg.PathPrefix, path) {
+		if l := len(r.cfg.PathPrefix); l > best && prefixMatch(r.cfg.PathPrefix, path, rr.fold) {
 			best = l
 		}
 	}
@@ -34,7 +35,7 @@ func (rr *router) match(host, path, method string) (rt *route, allow []string) {
 	// Host-specific routes are tried first (pass 0), then host-less ones.
 	for pass := 0; pass < 2; pass++ {
 		for _, r := range rr.routes {
-			if len(r.cfg.PathPrefix) != best || !prefixMatch(r.cfg.PathPrefix, path) {
+			if len(r.cfg.PathPrefix) != best || !prefixMatch(r.cfg.PathPrefix, path, rr.fold) {
 				continue
 			}
 			if (pass == 0) != (r.cfg.Host != "") || (r.cfg.Host != "" && r.cfg.Host != host) {
@@ -64,12 +65,35 @@ func (rr *router) match(host, path, method string) (rt *route, allow []string) {
 }
 
 // prefixMatch reports whether path is prefix or lies under it on a segment
-// boundary.
-func prefixMatch(prefix, path string) bool {
+// boundary; with fold, without regard to ASCII case.
+func prefixMatch(prefix, path string, fold bool) bool {
 	if prefix == "/" {
 		return strings.HasPrefix(path, "/")
 	}
-	return strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/')
+	n := len(prefix)
+	return len(path) >= n && (path[:n] == prefix || fold && asciiEqualFold(path[:n], prefix)) && (len(path) == n || path[n] == '/')
+}
+
+// asciiEqualFold reports whether a and b are equal but for the case of
+// ASCII letters (as Express and IIS route; not Unicode's folding, under
+// which "K", the Kelvin sign, equals "k").
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // normalizeHost lower-cases a Host header and drops its port.

@@ -404,6 +404,26 @@ routes:
 			t.Fatalf("exit %d: %s %s", code, out, errOut)
 		}
 	})
+	// check loads the files as serve would: one serve cannot start on is
+	// no OK.
+	t.Run("MissingFiles", func(t *testing.T) {
+		missing := filepath.Join(dir, "missing.yaml")
+		os.WriteFile(missing, []byte(`listen: 127.0.0.1:0
+workspace: default
+tls:
+  cert_file: `+filepath.Join(dir, "nope.pem")+`
+  key_file: `+keyFile+`
+routes:
+  - name: public
+    path_prefix: /
+    upstreams: [`+upstream.URL+`]
+    auth: none
+`), 0o600)
+		out, errOut, code := cli(t, "", nil, "gateway", "check", missing)
+		if code != 1 || !strings.Contains(errOut, missing+": tls: open ") || strings.Contains(out, "OK") {
+			t.Fatalf("exit %d: %s %s", code, out, errOut)
+		}
+	})
 }
 
 // patternReader yields n bytes without holding them.

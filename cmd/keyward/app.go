@@ -388,7 +388,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if cfg.RedisURL != "" {
 		// A node starts even while Redis is down: the fallback applies
 		// until it answers.
-		if s.limits, err = redislimit.New(ctx, cfg.RedisURL, redislimit.Options{}); err != nil {
+		if s.limits, err = redislimit.New(ctx, cfg.RedisURL, redislimit.Options{Log: log}); err != nil {
 			return nil, fmt.Errorf("redis: %w", err)
 		}
 		vcfg.Global = s.limits

@@ -439,6 +439,9 @@ func TestUsageErrors(t *testing.T) {
 		{"MigrateTwoStores", []string{"migrate", "--database-url", "postgres://x", "--data-dir", "d"}, nil, "give --data-dir or --database-url"},
 		{"ServeBothStoresInEnv", []string{"serve"}, map[string]string{"KEYWARD_DATA_DIR": "d", "KEYWARD_DATABASE_URL": "postgres://x"}, "KEYWARD_DATA_DIR and KEYWARD_DATABASE_URL are both set"},
 		{"MigrateDataDirWithURLInEnv", []string{"migrate", "--data-dir", "d"}, map[string]string{"KEYWARD_DATABASE_URL": "postgres://x"}, "give --data-dir or --database-url"},
+		{"URLFileAndURL", []string{"migrate"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f", "KEYWARD_DATABASE_URL": "postgres://x"}, "give the URL once"},
+		{"URLFileAndDataDir", []string{"migrate", "--data-dir", "d"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f"}, "give --data-dir or a database URL"},
+		{"URLFileAndDataDirEnv", []string{"serve"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f", "KEYWARD_DATA_DIR": "d"}, "KEYWARD_DATA_DIR and KEYWARD_DATABASE_URL_FILE are both set"},
 		{"RotateFractionalGrace", []string{"token", "rotate", "tok_1", "--grace", "1.5s"}, nil, "--grace must be whole seconds"},
 		{"RotateGraceTooLong", []string{"token", "rotate", "tok_1", "--grace", "721h"}, nil, "--grace must be at most 720h"},
 		{"ListLimitZero", []string{"token", "list", "--limit", "0"}, nil, "--limit must be from 1 to 500"},
@@ -1114,5 +1117,20 @@ func TestPrintVerifyQuota(t *testing.T) {
 		if !strings.Contains(b.String(), c.want) {
 			t.Errorf("reset %d: output\n%s\nlacks %q", c.reset, b.String(), c.want)
 		}
+	}
+}
+
+// KEYWARD_DATABASE_URL_FILE is read as KEYWARD_DATABASE_URL would be, so a
+// URL that holds a password need not be in the environment.
+func TestDatabaseURLFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "db.url")
+	os.WriteFile(file, []byte("mysql://user:hunter2@db/keyward\n"), 0o600)
+	r := cli(t, nil, map[string]string{"KEYWARD_DATABASE_URL_FILE": file}, "", "migrate")
+	if r.code == 0 || !strings.Contains(r.stderr, "must be a postgres:// URL") || strings.Contains(r.stderr, "hunter2") {
+		t.Errorf("exit %d, stderr %q: want the file's URL refused, without its password", r.code, r.stderr)
+	}
+	r = cli(t, nil, map[string]string{"KEYWARD_DATABASE_URL_FILE": file + ".missing"}, "", "migrate")
+	if r.code == 0 || !strings.Contains(r.stderr, "reading KEYWARD_DATABASE_URL_FILE") {
+		t.Errorf("missing file: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

@@ -22,7 +22,7 @@ func defineInitFlags(fs *flagSet) *initConfig {
 	defineStoreFlags(fs, &cfg.storeConfig)
 	addOutputFlag(fs, &cfg.Output)
 	fs.Bool(&cfg.NewRootToken, "new-root-token", "", false, "issue another root token even though one was issued before")
-	addSecretEnvHelp(fs)
+	addServerSecretEnvHelp(fs)
 	return cfg
 }
 

@@ -66,8 +66,28 @@ func defineStoreFlags(fs *flagSet, c *storeConfig) {
 		if !fs.Changed("data-dir") && !fs.Changed("database-url") && fs.envValue("KEYWARD_DATA_DIR") != "" && fs.envValue("KEYWARD_DATABASE_URL") != "" {
 			return errors.New("KEYWARD_DATA_DIR and KEYWARD_DATABASE_URL are both set: they name two different stores; unset one, or give --data-dir or --database-url")
 		}
+		// The URL may hold a password: like the other secrets, it may come
+		// from a file, and then as if from KEYWARD_DATABASE_URL.
+		file := fs.envValue("KEYWARD_DATABASE_URL_FILE")
+		if file == "" {
+			return nil
+		}
+		switch {
+		case fs.Changed("database-url") || fs.envValue("KEYWARD_DATABASE_URL") != "":
+			return errors.New("KEYWARD_DATABASE_URL_FILE is set together with --database-url or KEYWARD_DATABASE_URL: give the URL once")
+		case fs.Changed("data-dir"):
+			return errors.New("give --data-dir or a database URL (KEYWARD_DATABASE_URL_FILE), not both: they name two different stores")
+		case fs.envValue("KEYWARD_DATA_DIR") != "":
+			return errors.New("KEYWARD_DATA_DIR and KEYWARD_DATABASE_URL_FILE are both set: they name two different stores; unset one")
+		}
+		u, err := fs.e.secretEnv("KEYWARD_DATABASE_URL")
+		if err != nil {
+			return err
+		}
+		c.DatabaseURL = u
 		return nil
 	})
+	fs.Env("KEYWARD_DATABASE_URL_FILE", "file holding the database URL (it may hold a password), instead of KEYWARD_DATABASE_URL")
 }
 
 // addSecretEnvHelp documents the server secret variables that loadSecrets

@@ -57,10 +57,14 @@ func (s *Server) signInPage(w http.ResponseWriter, r *http.Request, status int, 
 
 // waitText says how long to wait, in words.
 func waitText(d time.Duration) string {
-	if d < time.Minute {
-		return fmt.Sprintf("%d seconds", int((d+time.Second-1)/time.Second))
+	n, unit := int((d+time.Second-1)/time.Second), "second"
+	if d >= time.Minute {
+		n, unit = int((d+time.Minute-1)/time.Minute), "minute"
 	}
-	return fmt.Sprintf("%d minutes", int((d+time.Minute-1)/time.Minute))
+	if n != 1 {
+		unit += "s"
+	}
+	return fmt.Sprintf("%d %s", n, unit)
 }
 
 func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {

@@ -599,7 +599,7 @@ func TestThrottle(t *testing.T) {
 	// right password.
 	status, body := b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
 	wantStatus(t, status, http.StatusTooManyRequests, body)
-	wantText(t, body, "Too many failed attempts. Try again in 1 seconds.")
+	wantText(t, body, "Too many failed attempts. Try again in 1 second.")
 	if b.last.Header.Get("Retry-After") != "1" {
 		t.Errorf("Retry-After = %q", b.last.Header.Get("Retry-After"))
 	}

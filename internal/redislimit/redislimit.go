@@ -26,6 +26,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +76,19 @@ type Options struct {
 	// means 1, -1 means none. A retried check may have run on Redis once
 	// already, in which case it consumes twice: that only denies early.
 	MaxRetries int
+
+	// Log, when set, takes the Redis client's own messages (a dial that
+	// failed, say) as warnings, instead of the plain lines go-redis
+	// writes to standard error, which would break a JSON log. go-redis
+	// has one logger for the process: the last New with a Log sets it.
+	Log *slog.Logger
+}
+
+// clientLog passes go-redis's messages to a slog.Logger.
+type clientLog struct{ log *slog.Logger }
+
+func (l clientLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "msg", strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
 // Limiter is a verify.GlobalLimits on Redis. It is safe for concurrent use.
@@ -129,6 +143,9 @@ func New(ctx context.Context, url string, opts Options) (*Limiter, error) {
 		// go-redis dials 5 times per attempt, 100 ms apart; MaxRetries
 		// is retry enough.
 		ro.DialerRetries = 1
+	}
+	if opts.Log != nil {
+		redis.SetLogger(clientLog{opts.Log})
 	}
 	ro.ContextTimeoutEnabled = true // a caller's shorter deadline wins
 	ro.DisableIdentity = true       // no CLIENT SETINFO, which Redis < 7.2 lacks

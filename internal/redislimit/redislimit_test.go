@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -757,4 +759,55 @@ func BenchmarkCheckParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// lockedBuf is a bytes.Buffer safe for the client's goroutines.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
+
+// TestClientLog: with Options.Log, go-redis's own messages (a dial that
+// failed) go to that logger as structured warnings, not to standard error
+// as plain lines. No Redis needed: the address refuses connections.
+func TestClientLog(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	var buf lockedBuf
+	l, err := New(context.Background(), "redis://"+addr+"/0", Options{Log: slog.New(slog.NewJSONHandler(&buf, nil)), MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	defer redis.SetLogger(clientLog{slog.New(slog.DiscardHandler)})
+	if err := l.Ping(context.Background()); err == nil {
+		t.Fatal("Ping to a closed port succeeded")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(buf.String(), `"msg":"redis client"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no structured line from the client: %q", buf.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(buf.String(), `"level":"WARN"`) {
+		t.Errorf("log = %q", buf.String())
+	}
 }

@@ -549,30 +549,4 @@ func TestDeadSessions(t *testing.T) {
 	if laptop.get("/tokens"); laptop.path() != "/tokens" {
 		t.Errorf("the sweep ended a live session (at %s)", laptop.path())
 	}
-
-	// The password without the factor, again and again: only the newest
-	// few sign-ins owing their factor are kept.
-	var last *browser
-	for range maxPending + 4 {
-		e.clock.Add(time.Second)
-		last = e.browser()
-		last.signIn2("ann@example.com")
-	}
-	e.dash.Wait()
-	ss, _ = e.store.FindSessions(ctx, u.ID)
-	owing := 0
-	for _, ses := range ss {
-		if !ses.Verified {
-			owing++
-		}
-	}
-	if owing != maxPending {
-		t.Errorf("%d pending sign-ins kept, want %d", owing, maxPending)
-	}
-	if last.get("/signin/mfa"); last.path() != "/signin/mfa" || last.last.StatusCode != http.StatusOK {
-		t.Errorf("the newest pending sign-in was ended (at %s, %d)", last.path(), last.last.StatusCode)
-	}
-	if laptop.get("/tokens"); laptop.path() != "/tokens" {
-		t.Errorf("the sweep ended a verified session (at %s)", laptop.path())
-	}
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -194,18 +193,8 @@ func (s *Server) sweepSessions(r *http.Request, userID string, now time.Time) {
 			s.log.Error("delete dead sessions", "err", err)
 			return
 		}
-		// Newest first: of the sign-ins still owing their second factor,
-		// only the newest maxPending are kept, so that someone who holds
-		// the password but not the factor cannot pile them up.
-		slices.SortFunc(ss, func(a, b *keyward.Session) int { return b.CreatedAt.Compare(a.CreatedAt) })
-		pending := 0
 		for _, ses := range ss {
-			live := s.live(ses, now)
-			if live && !ses.Verified {
-				pending++
-				live = pending <= maxPending
-			}
-			if live {
+			if s.live(ses, now) {
 				continue
 			}
 			if _, err := s.accounts.DeleteSessions(ctx, userID, ses.ID, ""); err != nil {
@@ -215,10 +204,6 @@ func (s *Server) sweepSessions(r *http.Request, userID string, now time.Time) {
 		}
 	})
 }
-
-// maxPending is how many sign-ins still owing their second factor a user
-// keeps at most (a sign-in in each of a few browsers).
-const maxPending = 5
 
 // requireSession sends a request without a session to the sign-in page,
 // and one whose session still owes its second factor to that step (unless

@@ -439,7 +439,7 @@ func TestUsageErrors(t *testing.T) {
 		{"MigrateTwoStores", []string{"migrate", "--database-url", "postgres://x", "--data-dir", "d"}, nil, "give --data-dir or --database-url"},
 		{"ServeBothStoresInEnv", []string{"serve"}, map[string]string{"KEYWARD_DATA_DIR": "d", "KEYWARD_DATABASE_URL": "postgres://x"}, "KEYWARD_DATA_DIR and KEYWARD_DATABASE_URL are both set"},
 		{"MigrateDataDirWithURLInEnv", []string{"migrate", "--data-dir", "d"}, map[string]string{"KEYWARD_DATABASE_URL": "postgres://x"}, "give --data-dir or --database-url"},
-		{"URLFileAndURL", []string{"migrate"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f", "KEYWARD_DATABASE_URL": "postgres://x"}, "give the URL once"},
+		{"URLFileAndURL", []string{"migrate"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f", "KEYWARD_DATABASE_URL": "postgres://x"}, "both set: give the URL once"},
 		{"URLFileAndDataDir", []string{"migrate", "--data-dir", "d"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f"}, "give --data-dir or a database URL"},
 		{"URLFileAndDataDirEnv", []string{"serve"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f", "KEYWARD_DATA_DIR": "d"}, "KEYWARD_DATA_DIR and KEYWARD_DATABASE_URL_FILE are both set"},
 		{"RotateFractionalGrace", []string{"token", "rotate", "tok_1", "--grace", "1.5s"}, nil, "--grace must be whole seconds"},
@@ -1128,6 +1128,11 @@ func TestDatabaseURLFile(t *testing.T) {
 	r := cli(t, nil, map[string]string{"KEYWARD_DATABASE_URL_FILE": file}, "", "migrate")
 	if r.code == 0 || !strings.Contains(r.stderr, "must be a postgres:// URL") || strings.Contains(r.stderr, "hunter2") {
 		t.Errorf("exit %d, stderr %q: want the file's URL refused, without its password", r.code, r.stderr)
+	}
+	// The flag overrides it, as flags override variables.
+	r = cli(t, nil, map[string]string{"KEYWARD_DATABASE_URL_FILE": file}, "", "migrate", "--database-url", "sqlite://elsewhere")
+	if r.code == 0 || !strings.Contains(r.stderr, "must be a postgres:// URL") || strings.Contains(r.stderr, "give the URL once") {
+		t.Errorf("--database-url with the _FILE: exit %d, stderr %q", r.code, r.stderr)
 	}
 	r = cli(t, nil, map[string]string{"KEYWARD_DATABASE_URL_FILE": file + ".missing"}, "", "migrate")
 	if r.code == 0 || !strings.Contains(r.stderr, "reading KEYWARD_DATABASE_URL_FILE") {

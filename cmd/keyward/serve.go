@@ -68,13 +68,14 @@ func defineStoreFlags(fs *flagSet, c *storeConfig) {
 		}
 		// The URL may hold a password: like the other secrets, it may come
 		// from a file, and then as if from KEYWARD_DATABASE_URL.
+		// --database-url overrides it, as flags override variables.
 		file := fs.envValue("KEYWARD_DATABASE_URL_FILE")
-		if file == "" {
+		if file == "" || fs.Changed("database-url") {
 			return nil
 		}
 		switch {
-		case fs.Changed("database-url") || fs.envValue("KEYWARD_DATABASE_URL") != "":
-			return errors.New("KEYWARD_DATABASE_URL_FILE is set together with --database-url or KEYWARD_DATABASE_URL: give the URL once")
+		case fs.envValue("KEYWARD_DATABASE_URL") != "":
+			return errors.New("KEYWARD_DATABASE_URL_FILE and KEYWARD_DATABASE_URL are both set: give the URL once")
 		case fs.Changed("data-dir"):
 			return errors.New("give --data-dir or a database URL (KEYWARD_DATABASE_URL_FILE), not both: they name two different stores")
 		case fs.envValue("KEYWARD_DATA_DIR") != "":

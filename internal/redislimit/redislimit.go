@@ -88,7 +88,7 @@ type Options struct {
 type clientLog struct{ log *slog.Logger }
 
 func (l clientLog) Printf(ctx context.Context, format string, v ...any) {
-	l.log.WarnContext(ctx, "redis client", "msg", strings.TrimSpace(fmt.Sprintf(format, v...)))
+	l.log.WarnContext(ctx, "redis client", "detail", strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
 // Limiter is a verify.GlobalLimits on Redis. It is safe for concurrent use.

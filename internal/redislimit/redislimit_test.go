@@ -807,7 +807,7 @@ func TestClientLog(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !strings.Contains(buf.String(), `"level":"WARN"`) {
+	if !strings.Contains(buf.String(), `"level":"WARN"`) || !strings.Contains(buf.String(), `"detail":"redis: `) || strings.Count(buf.String(), `"msg":`) != strings.Count(buf.String(), "\n") {
 		t.Errorf("log = %q", buf.String())
 	}
 }

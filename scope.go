@@ -127,3 +127,15 @@ func MissingScope(granted, want []string) string {
 	}
 	return ""
 }
+
+// MissingManagementScope is MissingScope for the keyward: scopes of want
+// alone: the first that granted does not include, or "". A caller may give
+// or change a token only when this is "" for the caller's scopes.
+func MissingManagementScope(granted, want []string) string {
+	for _, w := range want {
+		if IsManagementScope(w) && !Grants(granted, w) {
+			return w
+		}
+	}
+	return ""
+}

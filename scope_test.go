@@ -152,3 +152,20 @@ func TestGrantsAll(t *testing.T) {
 		})
 	}
 }
+
+func TestMissingManagementScope(t *testing.T) {
+	for _, tc := range []struct {
+		granted, want []string
+		missing       string
+	}{
+		{nil, []string{"orders:read", "orders:*"}, ""},
+		{nil, []string{"orders:read", "keyward:tokens:read"}, "keyward:tokens:read"},
+		{[]string{"keyward:admin"}, []string{"keyward:tokens:write", "keyward:audit:read"}, ""},
+		{[]string{"keyward:admin"}, []string{"keyward:instance"}, "keyward:instance"},
+		{[]string{"keyward:tokens:read"}, []string{"keyward:tokens:read", "keyward:tokens:write"}, "keyward:tokens:write"},
+	} {
+		if got := keyward.MissingManagementScope(tc.granted, tc.want); got != tc.missing {
+			t.Errorf("MissingManagementScope(%q, %q) = %q, want %q", tc.granted, tc.want, got, tc.missing)
+		}
+	}
+}

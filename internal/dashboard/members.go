@@ -207,7 +207,7 @@ func (s *Server) revokeBeyondRole(r *http.Request, userID, role, reason string) 
 				return err
 			}
 			for _, t := range toks {
-				if !keyward.HasManagementScope(t.Scopes) || keyward.MissingScope(granted, managementScopes(t.Scopes)) == "" {
+				if keyward.MissingManagementScope(granted, t.Scopes) == "" {
 					continue
 				}
 				// Revoked already or not, what it made is looked at too.
@@ -226,17 +226,6 @@ func (s *Server) revokeBeyondRole(r *http.Request, userID, role, reason string) 
 		}
 	}
 	return nil
-}
-
-// managementScopes returns the keyward: scopes among scopes.
-func managementScopes(scopes []string) []string {
-	var out []string
-	for _, sc := range scopes {
-		if keyward.IsManagementScope(sc) {
-			out = append(out, sc)
-		}
-	}
-	return out
 }
 
 func (s *Server) handleMemberRemove(w http.ResponseWriter, r *http.Request) {

@@ -96,10 +96,8 @@ func (c Caller) event(action, target string, now time.Time, changes json.RawMess
 // checkGrant fails with EFORBIDDEN when scopes hold a keyward: scope that
 // the caller does not hold itself: no one grants more than they have.
 func (c Caller) checkGrant(scopes []string, what string) error {
-	for _, sc := range scopes {
-		if keyward.IsManagementScope(sc) && !keyward.Grants(c.Scopes, sc) {
-			return keyward.Errorf(keyward.EFORBIDDEN, "%s: the scope %s is not held by the caller", what, sc)
-		}
+	if sc := keyward.MissingManagementScope(c.Scopes, scopes); sc != "" {
+		return keyward.Errorf(keyward.EFORBIDDEN, "%s: the scope %s is not held by the caller", what, sc)
 	}
 	return nil
 }

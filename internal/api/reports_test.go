@@ -56,7 +56,9 @@ func (s *stack) listIDs(path string, limit int) []string {
 
 func TestReportDormant(t *testing.T) {
 	s := newStack(t)
+	s.tick()
 	unused, _ := s.newToken("never used")
+	s.tick()
 	used, usedText := s.newToken("used long ago")
 	recent, recentText := s.newToken("used just now")
 	expiring := s.create(map[string]any{"name": "expires", "expires_in": "24h"})["id"].(string)
@@ -133,9 +135,7 @@ var inventoryColumns = []string{"id", "name", "state", "subject", "scopes", "cre
 
 func TestReportTokens(t *testing.T) {
 	s := newStack(t)
-	// Ids order by the millisecond they were made in, then at random: a
-	// millisecond apart, they come in the order made.
-	tick := func() { s.clock.Advance(time.Millisecond) }
+	tick := s.tick
 	tick()
 	quoted := s.create(map[string]any{"name": `Acme, "prod" key`, "scopes": []string{"orders:read", "orders:write"}, "subject": "cust_42"})["id"].(string)
 	tick()

@@ -41,6 +41,11 @@ func (c *clock) Now() time.Time {
 	return time.Now().Add(c.off).UTC()
 }
 
+// tick moves the stack's clock on a millisecond. Ids order by the
+// millisecond they were made in, then at random: objects made a tick
+// apart list in the order they were made.
+func (s *stack) tick() { s.clock.Advance(time.Millisecond) }
+
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.off += d

@@ -575,11 +575,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		writeProblem(w, http.StatusNotImplemented, "not_implemented", "the gateway does not tunnel: CONNECT is not supported", st.requestID)
 		return
 	}
-	if !validHost(r.Host) || r.URL.Host != "" && !strings.EqualFold(r.URL.Host, r.Host) {
-		// The gateway's HTTP/1 server refuses these already (and routes an
-		// absolute target by its host); HTTP/2 ones come through
-		// net/http's, where an absolute :path (not allowed, RFC 9113
-		// §8.3.1) could name another host than :authority.
+	if _, own := st.sw.ResponseWriter.(*response); !own && (!validHost(r.Host) || r.URL.Host != "" && !strings.EqualFold(r.URL.Host, r.Host)) {
+		// The gateway's own HTTP/1 server refuses these already (and
+		// routes an absolute target by its host). Requests through
+		// net/http's (TLS, h2c) are looked at here: an HTTP/2 absolute
+		// :path (not allowed, RFC 9113 §8.3.1) could name another host
+		// than :authority.
 		writeProblem(w, http.StatusBadRequest, "invalid", "the Host header is malformed or disagrees with the request target", st.requestID)
 		return
 	}

@@ -870,17 +870,13 @@ func validFieldValue[T string | []byte](v T) bool {
 
 // stripPrefix sets out's path to in's without the route's prefix.
 func stripPrefix(out, in *url.URL, prefix string, fold bool) {
-	trim := func(p string) (string, bool) {
-		if n := len(prefix); len(p) >= n && (p[:n] == prefix || fold && asciiEqualFold(p[:n], prefix)) {
-			return ensureSlash(p[n:]), true
-		}
-		return p, false
+	out.Path = in.Path
+	if hasPathPrefix(in.Path, prefix, fold) {
+		out.Path = ensureSlash(in.Path[len(prefix):])
 	}
-	out.Path, _ = trim(in.Path)
-	if raw, ok := trim(in.RawPath); in.RawPath != "" && ok {
-		out.RawPath = raw
-	} else {
-		out.RawPath = ""
+	out.RawPath = ""
+	if in.RawPath != "" && hasPathPrefix(in.RawPath, prefix, fold) {
+		out.RawPath = ensureSlash(in.RawPath[len(prefix):])
 	}
 }
 

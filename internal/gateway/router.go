@@ -71,7 +71,14 @@ func prefixMatch(prefix, path string, fold bool) bool {
 		return strings.HasPrefix(path, "/")
 	}
 	n := len(prefix)
-	return len(path) >= n && (path[:n] == prefix || fold && asciiEqualFold(path[:n], prefix)) && (len(path) == n || path[n] == '/')
+	return hasPathPrefix(path, prefix, fold) && (len(path) == n || path[n] == '/')
+}
+
+// hasPathPrefix reports whether s starts with prefix; with fold, without
+// regard to ASCII case.
+func hasPathPrefix(s, prefix string, fold bool) bool {
+	n := len(prefix)
+	return len(s) >= n && (s[:n] == prefix || fold && asciiEqualFold(s[:n], prefix))
 }
 
 // asciiEqualFold reports whether a and b are equal but for the case of

@@ -104,6 +104,15 @@ func TestWrongServerSecretCLI(t *testing.T) {
 	if _, err := os.Stat(secretFile); err == nil {
 		t.Fatal("a new server secret was generated for an existing store")
 	}
+	// Nor does audit verify check the log under a new random key.
+	r = cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "holds a store but no server secret") {
+		t.Errorf("audit verify: stderr = %q", r.stderr)
+	}
+	if _, err := os.Stat(secretFile); err == nil {
+		t.Fatal("audit verify generated a server secret")
+	}
 
 	wrong := map[string]string{"KEYWARD_SECRET": strings.Repeat("cd", 32)}
 	const pw = "correct horse battery staple"

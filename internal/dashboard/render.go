@@ -63,36 +63,27 @@ var funcs = template.FuncMap{
 	"json": jsonText,
 }
 
-// jsonText is stored JSON as people read it: the \u003c, \u003e and \u0026
-// escapes that Go's encoder writes for <, > and & put back (the template
-// escapes for HTML itself), and nothing else changed.
+// htmlEscapes are the escapes Go's JSON encoder writes for <, > and &.
+var htmlEscapes = map[string]byte{`\u003c`: '<', `\u003e`: '>', `\u0026`: '&'}
+
+// jsonText is stored JSON as people read it: the escapes of htmlEscapes put
+// back (the template escapes for HTML itself), and nothing else changed.
 func jsonText(raw []byte) string {
 	var b strings.Builder
 	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		if c != '\\' || i+1 >= len(raw) {
-			b.WriteByte(c)
+		if raw[i] != '\\' || i+1 == len(raw) {
+			b.WriteByte(raw[i])
 			continue
 		}
-		if raw[i+1] == 'u' && i+6 <= len(raw) {
-			switch string(raw[i+2 : i+6]) {
-			case "003c":
-				b.WriteByte('<')
-				i += 5
-				continue
-			case "003e":
-				b.WriteByte('>')
-				i += 5
-				continue
-			case "0026":
-				b.WriteByte('&')
+		if i+6 <= len(raw) {
+			if c, ok := htmlEscapes[string(raw[i:i+6])]; ok {
+				b.WriteByte(c)
 				i += 5
 				continue
 			}
 		}
 		// Any other escape, an escaped backslash included, stays whole.
-		b.WriteByte(c)
-		b.WriteByte(raw[i+1])
+		b.Write(raw[i : i+2])
 		i++
 	}
 	return b.String()

@@ -5,7 +5,6 @@ package gateway
 import (
 	"net"
 	"syscall"
-	"unsafe"
 )
 
 // peeker returns a function that looks at a connection's socket without
@@ -27,12 +26,7 @@ func peeker(c net.Conn) func() (data, closed bool) {
 		rerr error
 	)
 	peek := func(fd uintptr) {
-		r, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		n, rerr = int(r), nil
-		if errno != 0 {
-			n, rerr = 0, errno
-		}
+		n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	}
 	return func() (bool, bool) {
 		// Control, not Read: a read deadline that has passed must not make
@@ -61,4 +55,19 @@ func syscallConn(c net.Conn) (syscall.RawConn, error) {
 		return nil, nil
 	}
 	return sc.SyscallConn()
+}
+
+// readFD and writeFD read and write the socket fd, which does not block.
+func readFD(fd uintptr, b []byte) (int, error)  { return onFD(syscall.Read, fd, b) }
+func writeFD(fd uintptr, b []byte) (int, error) { return onFD(syscall.Write, fd, b) }
+
+// onFD calls op on fd, again while a signal interrupts it.
+func onFD(op func(int, []byte) (int, error), fd uintptr, b []byte) (int, error) {
+	for {
+		n, err := op(int(fd), b)
+		if err == syscall.EINTR {
+			continue
+		}
+		return max(n, 0), err
+	}
 }

@@ -79,9 +79,6 @@ type connReader struct {
 	raw     bool
 	fd      uintptr
 	drained bool
-	// err is an error a raw read met, for the next read to return (see
-	// pconn.writeHeldFD).
-	err error
 
 	// record: (non-raw) reads append what they read to rec, for a caller
 	// that must see the raw bytes another parser consumes (see
@@ -104,10 +101,6 @@ func (r *connReader) Read(p []byte) (int, error) {
 	}
 	if r.raw {
 		return r.readRaw(p)
-	}
-	if err := r.err; err != nil {
-		r.err = nil
-		return 0, err
 	}
 	n, err := r.conn.Read(p)
 	r.n += int64(n)

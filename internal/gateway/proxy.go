@@ -367,23 +367,11 @@ type flushWrite struct {
 
 // writeHeldFD is flushAwait's raw read callback, made once per connection
 // (a closure per request would cost allocations): on its first call it
-// writes pc.fw.rest and asks to wait, on its later ones (the poller
-// signalled) it reads what came into pc.br, there where fd is held, and
-// ends the wait unless that was nothing.
+// writes pc.fw.rest and asks to wait, on its second (the poller signalled
+// the answer) it ends the wait.
 func (pc *pconn) writeHeldFD(fd uintptr) bool {
 	fw := &pc.fw
 	if fw.called {
-		pc.cr.raw, pc.cr.fd, pc.cr.drained = true, fd, false
-		_, err := pc.br.Peek(1)
-		pc.cr.raw = false
-		switch {
-		case err == errWouldWait:
-			return false // signalled, but nothing to read yet
-		case err != nil:
-			// bufio hands an error over once and forgets it: kept for
-			// await's read, which decides what it means.
-			pc.cr.err = err
-		}
 		return true
 	}
 	fw.called = true
@@ -516,8 +504,6 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	// may take as long as it takes. An upstream that stopped reading a
 	// request body may have answered already (413, say): read on.
 	deadline := time.Now().Add(st.rt.cfg.Timeout)
-	pc.cr.limit = pc.cr.n + maxResponseHeaderBytes
-	before := pc.cr.n
 	if wErr == nil {
 		if inOne {
 			wErr = pc.flushAwait(deadline)
@@ -538,6 +524,8 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 	_, fast := st.sw.ResponseWriter.(*response)
 	fast = fast && r.Method != http.MethodHead
 	pc.simple.ok = false
+	pc.cr.limit = pc.cr.n + maxResponseHeaderBytes
+	before := pc.cr.n
 	var res *http.Response
 	var err error
 	for n1xx := 0; ; n1xx++ {

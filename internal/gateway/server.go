@@ -339,24 +339,6 @@ func (s sendWriter) Write(p []byte) (int, error) {
 	if c.state.Load() == connClosed {
 		return 0, net.ErrClosed // by Close, which may not have got to it yet
 	}
-	done := 0
-	if c.cr.raw {
-		// Inside serveInline's raw read, which keeps fd open: write the
-		// socket straight away, and wait through the poller only when
-		// it is full.
-		for done < len(p) {
-			n, err := writeFD(c.cr.fd, p[done:])
-			done += n
-			if err == syscall.EAGAIN {
-				break
-			} else if err != nil {
-				return done, sockErr("write", err)
-			}
-		}
-		if done == len(p) {
-			return done, nil
-		}
-	}
 	if !c.noSend.Load() {
 		t := c.srv.sendTimeout()
 		if now := time.Now(); !keepDeadline(c.wdl, now, now.Add(t), t) {
@@ -364,8 +346,7 @@ func (s sendWriter) Write(p []byte) (int, error) {
 			c.conn.SetWriteDeadline(c.wdl)
 		}
 	}
-	n, err := c.conn.Write(p[done:])
-	return done + n, err
+	return c.conn.Write(p)
 }
 
 // Lingering close: how long, and how much, a closing connection reads

@@ -571,21 +571,28 @@ func TestPlainBodilessReused(t *testing.T) {
 // with the request: an idempotent request is sent again on a new
 // connection; a POST is not, and gets 502.
 func TestStaleConnectionRace(t *testing.T) {
-	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
-		for i := 0; ; i++ {
-			if _, ok := readHead(br); !ok || i > 0 {
-				return
+	// The upstream ends the connection with a FIN, or with a reset (no
+	// linger): either way the GET is retried and the POST is not.
+	for _, reset := range []bool{false, true} {
+		up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+			for i := 0; ; i++ {
+				if _, ok := readHead(br); !ok || i > 0 {
+					if reset {
+						c.(*net.TCPConn).SetLinger(0)
+					}
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		})
+		gw := openRoute(t, up, "")
+		do(t, "GET", gw.URL+"/", nil) // one pooled connection
+		if res, body := do(t, "GET", gw.URL+"/", nil); res.StatusCode != 200 || body != "ok" {
+			t.Errorf("reset %v: GET: status %d body %q, want a retry on a new connection", reset, res.StatusCode, body)
 		}
-	})
-	gw := openRoute(t, up, "")
-	do(t, "GET", gw.URL+"/", nil) // one pooled connection
-	if res, body := do(t, "GET", gw.URL+"/", nil); res.StatusCode != 200 || body != "ok" {
-		t.Errorf("GET: status %d body %q, want a retry on a new connection", res.StatusCode, body)
-	}
-	if res, _ := do(t, "POST", gw.URL+"/", nil); res.StatusCode != 502 {
-		t.Errorf("POST: status %d, want 502 (not retried)", res.StatusCode)
+		if res, _ := do(t, "POST", gw.URL+"/", nil); res.StatusCode != 502 {
+			t.Errorf("reset %v: POST: status %d, want 502 (not retried)", reset, res.StatusCode)
+		}
 	}
 }
 

@@ -21,7 +21,9 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/audit"
+	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/secret"
+	"github.com/keyward/keyward/internal/verify"
 )
 
 func TestAuth(t *testing.T) {
@@ -1534,6 +1536,43 @@ func TestIntrospect(t *testing.T) {
 			t.Fatalf("introspection recorded a use at %v", lu)
 		}
 	})
+}
+
+// TestOAuthRevokePastLookupBudget: made-up tokens have spent the node's
+// lookup budget, and the token whose secret is revoked is not in the
+// cache (written by another process): the 200 still means revoked.
+func TestOAuthRevokePastLookupBudget(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ctx := context.Background()
+	_, writer := s.newToken("writer", "keyward:tokens:write")
+	other := &manage.Service{Store: s.db, Keys: s.svc.Keys, Now: s.clock.Now} // no engine: not cached
+	tok, text, err := other.CreateToken(ctx, manage.SystemCaller(s.ws.ID), &keyward.Token{Name: "leaked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 300 {
+		s.engine.Verify(ctx, verify.Request{Token: unknownToken(t)})
+	}
+	wantStatus(t, s.form("/oauth2/revoke", "Bearer "+writer, url.Values{"token": {text}}), 200)
+	if got := s.get(tok.ID)["state"]; got != "revoked" {
+		t.Fatalf("state = %v after the revocation answered 200", got)
+	}
+}
+
+// TestOAuthRevokeRetiredSecretSuspended: a secret replaced for good does
+// not revoke its token, suspended or not (a suspension can be undone, a
+// revocation cannot).
+func TestOAuthRevokeRetiredSecretSuspended(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	id, old := s.newToken("rotated")
+	wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, `{"grace_period":"0s"}`), 200)
+	wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, `{}`), 200)
+	wantStatus(t, s.form("/oauth2/revoke", "Bearer "+s.root, url.Values{"token": {old}}), 200)
+	if got := s.get(id)["state"]; got != "suspended" {
+		t.Fatalf("state = %v, want suspended", got)
+	}
 }
 
 func TestOAuthRevoke(t *testing.T) {

@@ -82,6 +82,11 @@ type Request struct {
 	WorkspaceID string   // only tokens of this workspace are found; "" for any
 	Scopes      []string // all required
 	IP          netip.Addr
+	// Unbudgeted looks a token the cache does not hold up in the store
+	// even when the lookup budget is spent, for a caller already
+	// authenticated whose answer must be right: a revocation by secret
+	// must not answer done without having looked.
+	Unbudgeted bool
 }
 
 // Result is the outcome of a verification.
@@ -93,7 +98,8 @@ type Result struct {
 	// MissingScope is the first required scope not granted.
 	MissingScope string
 	// SecretEnded reports that the secret was replaced by a rotation and
-	// its grace period is over (Outcome is then Expired).
+	// its grace period is over. Outcome is then Expired, unless the token
+	// is revoked or suspended (checked first).
 	SecretEnded bool
 	// secretEnds is when the presented secret's grace period ends, after a
 	// rotation replaced it (unix ns; 0: it is the current secret); see
@@ -538,7 +544,7 @@ func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Re
 	if se == nil {
 		e.misses.Add(1)
 		var err error
-		if se, err = e.lookup(ctx, req.Token, d); se == nil {
+		if se, err = e.lookup(ctx, req.Token, d, !req.Unbudgeted); se == nil {
 			res.Outcome, res.Err = keyward.NotFound, err
 			return
 		}
@@ -556,14 +562,14 @@ func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Re
 		return
 	}
 	res.Token, res.secretEnds, res.secretIssued = t, se.expiresAt, se.issued
+	res.SecretEnded = se.expiresAt != 0 && nowNS >= se.expiresAt
 	switch {
 	case t.Revoked:
 		res.Outcome = keyward.Revoked
 	case t.Suspended:
 		res.Outcome = keyward.Suspended
-	case se.expiresAt != 0 && nowNS >= se.expiresAt:
+	case res.SecretEnded:
 		res.Outcome = keyward.Expired
-		res.SecretEnded = true
 	case s.exp != 0 && nowNS >= s.exp:
 		res.Outcome = keyward.Expired
 	case len(s.cidrs) > 0 && !allowed(s.cidrs, req.IP):
@@ -880,17 +886,17 @@ func periodLength(period string, now time.Time) time.Duration {
 	return start.AddDate(0, 1, 0).Sub(start)
 }
 
-// lookup finds a token the cache does not hold, within the lookup budget,
-// under the current key and then each previous key. A token found under a
-// previous key is re-digested under the current one.
-func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest) (*secretEntry, error) {
+// lookup finds a token the cache does not hold, within the lookup budget
+// when budgeted, under the current key and then each previous key. A token
+// found under a previous key is re-digested under the current one.
+func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest, budgeted bool) (*secretEntry, error) {
+	if budgeted && !e.spendBudget() {
+		return nil, nil
+	}
 	return e.lookupOnce(ctx, text, d, false)
 }
 
 func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, again bool) (*secretEntry, error) {
-	if !again && !e.spendBudget() {
-		return nil, nil
-	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.LookupTimeout)
 	defer cancel()
 	gen := e.refreshes.Load()

@@ -435,6 +435,49 @@ func TestLookupBudget(t *testing.T) {
 	expect(t, e.verify(text2, ""), keyward.Valid)
 }
 
+// TestLookupUnbudgeted: a request marked Unbudgeted (a revocation by
+// secret, for an authenticated caller) looks a token up in the store
+// while made-up tokens have spent the budget; an ordinary one does not.
+func TestLookupUnbudgeted(t *testing.T) {
+	e := newEnv(t, verify.Config{LookupBudget: 2})
+	ctx := context.Background()
+	other := &manage.Service{Store: e.store, Keys: e.keys, Now: e.clock.Now}
+	_, text, err := other.CreateToken(ctx, e.caller, &keyward.Token{Name: "elsewhere"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		unknown, _ := secret.Generate("kw")
+		expect(t, e.verify(unknown, ""), keyward.NotFound)
+	}
+	expect(t, e.engine.Inspect(ctx, verify.Request{Token: text}), keyward.NotFound)
+	res := e.engine.Inspect(ctx, verify.Request{Token: text, Unbudgeted: true})
+	expect(t, res, keyward.Valid)
+	if res.Token == nil || res.Token.Name != "elsewhere" {
+		t.Fatalf("token = %+v", res.Token)
+	}
+}
+
+// TestSecretEndedWhenSuspended: a secret whose grace is over is reported
+// as ended whatever the token's state, so that a retired (perhaps long
+// leaked) secret cannot act on the token, e.g. revoke it while suspended.
+func TestSecretEndedWhenSuspended(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	ctx := context.Background()
+	tok, first := e.create(&keyward.Token{})
+	if _, _, err := e.svc.RotateToken(ctx, e.caller, tok.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.SuspendToken(ctx, e.caller, tok.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	res := e.engine.Inspect(ctx, verify.Request{Token: first})
+	expect(t, res, keyward.Suspended)
+	if !res.SecretEnded {
+		t.Fatal("SecretEnded is false for a replaced secret of a suspended token")
+	}
+}
+
 func TestChangeFeedRevocation(t *testing.T) {
 	e := newEnv(t, verify.Config{})
 	tok, text := e.create(&keyward.Token{})

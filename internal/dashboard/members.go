@@ -178,7 +178,35 @@ func (s *Server) handleMemberRole(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if role != keyward.RoleOwner {
+		if err := s.cancelInvites(r, m.WorkspaceID, m.UserID); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	http.Redirect(w, r, "/members", http.StatusSeeOther)
+}
+
+// cancelInvites cancels the pending invitations that userID made in the
+// workspace, once no longer an owner: they would not be accepted any more
+// (see invite), and should not stay listed as pending. Each cancellation
+// is audited.
+func (s *Server) cancelInvites(r *http.Request, workspaceID, userID string) error {
+	invs, err := s.accounts.FindInvites(r.Context(), workspaceID)
+	if err != nil {
+		return err
+	}
+	actor := stateOf(r).user.ID
+	for _, inv := range invs {
+		if inv.CreatedBy != userID || inv.UsedAt != nil {
+			continue
+		}
+		ev := s.event(r, workspaceID, actor, "member.invite_cancel", inv.ID, s.now().UTC())
+		if err := s.accounts.DeleteInvite(r.Context(), workspaceID, inv.ID, ev); err != nil && keyward.ErrorCode(err) != keyward.ENOTFOUND {
+			return err
+		}
+	}
+	return nil
 }
 
 // roleScopes are the keyward: scopes a role acts with in the dashboard,
@@ -267,6 +295,10 @@ func (s *Server) handleMemberRemove(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if err := s.cancelInvites(r, m.WorkspaceID, m.UserID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	http.Redirect(w, r, "/members", http.StatusSeeOther)
 }
 
@@ -289,6 +321,15 @@ func (s *Server) invite(r *http.Request, code string) (*keyward.Invite, *inviteD
 	}
 	if inv.UsedAt != nil || !s.now().Before(inv.ExpiresAt) {
 		return nil, nil, keyward.Errorf(keyward.ENOTFOUND, "invitation used or expired")
+	}
+	// An invitation speaks for its inviter: once they are no longer an
+	// owner of the workspace (removed or demoted), it is void, so that
+	// nobody can plant an owner who joins after they lost the power to.
+	switch m, err := s.accounts.FindMember(r.Context(), inv.WorkspaceID, inv.CreatedBy); {
+	case keyward.ErrorCode(err) == keyward.ENOTFOUND || err == nil && m.Role != keyward.RoleOwner:
+		return nil, nil, keyward.Errorf(keyward.ENOTFOUND, "the inviter is no longer an owner")
+	case err != nil:
+		return nil, nil, err
 	}
 	ws, err := s.store.FindWorkspace(r.Context(), inv.WorkspaceID)
 	if err != nil {

@@ -347,3 +347,70 @@ func TestWorkspaceSwitch(t *testing.T) {
 	status, _ = b.post("/workspace", url.Values{"workspace": {other.ID}})
 	wantStatus(t, status, http.StatusNotFound, "switching to a workspace ann is not in")
 }
+
+// TestInvitesOfFormerOwner: an invitation speaks for its inviter. Removing
+// an owner, or making them an admin, cancels their pending invitations
+// (audited); and an invitation whose inviter is no longer an owner by any
+// other way (here: removed in the store directly) is refused when used.
+func TestInvitesOfFormerOwner(t *testing.T) {
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	o := e.browser()
+	o.signIn("owner@example.com")
+	for _, end := range []string{"remove", "demote", "store"} {
+		email := "owner-" + end + "@example.com"
+		u := e.user(email, keyward.RoleOwner)
+		o2 := e.browser()
+		o2.signIn(email)
+		link := invite(t, o2, "planted-"+end+"@example.com", keyward.RoleOwner)
+		o.get("/members")
+		switch end {
+		case "remove":
+			o.post("/members/"+u.ID+"/remove", nil)
+		case "demote":
+			o.post("/members/"+u.ID+"/role", url.Values{"role": {keyward.RoleAdmin}})
+		case "store":
+			if err := e.store.RemoveMember(context.Background(), e.ws.ID, u.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := e.browser()
+		status, body := n.get(link)
+		wantStatus(t, status, http.StatusNotFound, end+": the invitation page of a former owner")
+		wantText(t, body, msgBadInvite)
+		n.get("/signin")
+		code := strings.TrimPrefix(link, "/invite?code=")
+		status, _ = n.post("/invite", url.Values{"code": {code}, "password": {goodPassword}, "password2": {goodPassword}})
+		wantStatus(t, status, http.StatusNotFound, end+": an invitation of a former owner accepted")
+		invs, err := e.store.FindInvites(context.Background(), e.ws.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending := 0
+		for _, inv := range invs {
+			if inv.CreatedBy == u.ID {
+				pending++
+			}
+		}
+		if want := map[bool]int{true: 1, false: 0}[end == "store"]; pending != want {
+			t.Errorf("%s: %d pending invitations of the former owner, want %d", end, pending, want)
+		}
+		if end != "store" {
+			inviteID := ""
+			evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: "member.invite"})
+			for _, ev := range evs {
+				if ev.Actor.ID == u.ID {
+					inviteID = ev.Target
+				}
+			}
+			evs, _ = e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Target: inviteID})
+			var actions []string
+			for _, ev := range evs {
+				actions = append(actions, ev.Action)
+			}
+			if inviteID == "" || !slices.Contains(actions, "member.invite_cancel") {
+				t.Errorf("%s: audit events of invitation %q: %v, want a member.invite_cancel", end, inviteID, actions)
+			}
+		}
+	}
+}

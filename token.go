@@ -374,10 +374,14 @@ func jsonDepth(b json.RawMessage) int {
 // differently from another, or is "": a name given twice in one object
 // (the first wins in some, the last in others), a number beyond a 64-bit
 // float (an error in many, infinity in others), a UTF-16 surrogate escape
-// without its pair (refused, or replaced with U+FFFD). Metadata is handed
-// on as it was stored, to every SDK and verifier; a request body may have
-// passed a proxy that read it otherwise.
+// without its pair (refused, or replaced with U+FFFD), bytes that are not
+// UTF-8 (the same; RFC 8259 §8.1 asks for UTF-8). Metadata is handed on as
+// it was stored, to every SDK and verifier; a request body may have passed
+// a proxy that read it otherwise.
 func AmbiguousJSON(b []byte) string {
+	if !utf8.Valid(b) {
+		return "bytes that are not UTF-8"
+	}
 	// One pass over the bytes, as every request body takes it: a string
 	// followed by ':' is a name of the innermost open object; a number
 	// can pass a float64 only with an exponent or over 300 digits.

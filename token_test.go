@@ -125,6 +125,7 @@ func TestTokenValidate(t *testing.T) {
 		{"ErrMetadataHugeNumber", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"n":[1e400]}`) }, []string{"/metadata"}},
 		{"ErrMetadataLoneSurrogate", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"s":"\ud800"}`) }, []string{"/metadata"}},
 		{"ErrMetadataLoneLowSurrogate", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"s":"a\udc00"}`) }, []string{"/metadata"}},
+		{"ErrMetadataNotUTF8", func(tok *keyward.Token) { tok.Metadata = json.RawMessage("{\"s\":\"caf\xe9\"}") }, []string{"/metadata"}},
 		{"ErrMetadataSurrogateInName", func(tok *keyward.Token) { tok.Metadata = json.RawMessage(`{"\ud83d":1}`) }, []string{"/metadata"}},
 		{"OKMetadataSurrogatePair", func(tok *keyward.Token) {
 			tok.Metadata = json.RawMessage(`{"s":"\ud83d\ude00 \\ud800","t":"\\","u":"\u00e9"}`)

@@ -375,6 +375,8 @@ func TestCreateTokenBadInput(t *testing.T) {
 		{"ErrMetadataDuplicateName", `{"name":"a","metadata":{"role":"user","role":"admin"}}`, ""},
 		{"ErrMetadataHugeNumber", `{"name":"a","metadata":{"n":1e400}}`, ""},
 		{"ErrMetadataLoneSurrogate", `{"name":"a","metadata":{"s":"\ud800"}}`, ""},
+		{"ErrMetadataNotUTF8", "{\"name\":\"a\",\"metadata\":{\"s\":\"\xff\"}}", ""},
+		{"ErrNameNotUTF8", "{\"name\":\"u8\xff\"}", ""},
 		{"ErrExpiresInUnderASecond", `{"name":"a","expires_in":"500ms"}`, "/expires_in"},
 		{"ErrRateLimitNullLimit", `{"name":"a","rate_limit":{"limit":null,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrSubjectTrailingSpace", `{"name":"a","subject":"customer-42 "}`, "/subject"},

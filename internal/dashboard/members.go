@@ -219,15 +219,36 @@ func roleScopes(role string) []string {
 }
 
 // revokeBeyondRole revokes the management tokens that the member userID
-// made in the caller's workspace and that hold keyward: scopes its new
-// role ("" once removed) does not grant, and those such tokens made in
-// turn through the API: through them, a member demoted or removed would
-// keep the power taken away. Tokens without keyward: scopes (an
-// integration's) keep working. Each revocation is audited, with reason.
+// made or rotated in the caller's workspace and that hold keyward: scopes
+// its new role ("" once removed) does not grant, and those such tokens
+// made or rotated in turn through the API: through them, a member demoted
+// or removed would keep the power taken away. Whoever rotates a token is
+// handed its new secret, so a token rotated counts as one made: else a
+// member could take over another's admin token (add scopes, rotate it,
+// keep the new secret) and keep it after leaving. Tokens without keyward:
+// scopes (an integration's) keep working. Each revocation is audited,
+// with reason.
 func (s *Server) revokeBeyondRole(r *http.Request, userID, role, reason string) error {
 	granted := roleScopes(role)
 	c := s.caller(r)
-	for makers := []string{userID}; len(makers) > 0; makers = makers[1:] {
+	seen := map[string]bool{userID: true}
+	makers := []string{userID}
+	// consider revokes t when its keyward: scopes exceed the role, and
+	// follows what it made or rotated in turn.
+	consider := func(t *keyward.Token) error {
+		if seen[t.ID] || keyward.MissingManagementScope(granted, t.Scopes) == "" {
+			return nil
+		}
+		seen[t.ID] = true
+		// Revoked already or not, what it made is looked at too.
+		makers = append(makers, t.ID)
+		if t.Revoked {
+			return nil
+		}
+		_, err := s.svc.RevokeToken(r.Context(), c, t.ID, reason)
+		return err
+	}
+	for ; len(makers) > 0; makers = makers[1:] {
 		f := keyward.TokenFilter{CreatedBy: makers[0], Limit: 500}
 		for {
 			toks, err := s.svc.Tokens(r.Context(), c, f)
@@ -235,15 +256,7 @@ func (s *Server) revokeBeyondRole(r *http.Request, userID, role, reason string) 
 				return err
 			}
 			for _, t := range toks {
-				if keyward.MissingManagementScope(granted, t.Scopes) == "" {
-					continue
-				}
-				// Revoked already or not, what it made is looked at too.
-				makers = append(makers, t.ID)
-				if t.Revoked {
-					continue
-				}
-				if _, err := s.svc.RevokeToken(r.Context(), c, t.ID, reason); err != nil {
+				if err := consider(t); err != nil {
 					return err
 				}
 			}
@@ -251,6 +264,28 @@ func (s *Server) revokeBeyondRole(r *http.Request, userID, role, reason string) 
 				break
 			}
 			f.After = toks[len(toks)-1].ID
+		}
+		af := keyward.AuditFilter{WorkspaceID: c.WorkspaceID, Actor: makers[0], Action: "token.rotate", Limit: 500}
+		for {
+			evs, err := s.store.FindAuditEvents(r.Context(), af)
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				t, err := s.svc.Token(r.Context(), c, ev.Target)
+				if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+					continue // deleted since
+				} else if err != nil {
+					return err
+				}
+				if err := consider(t); err != nil {
+					return err
+				}
+			}
+			if len(evs) < af.Limit {
+				break
+			}
+			af.Before = evs[len(evs)-1].ID
 		}
 	}
 	return nil

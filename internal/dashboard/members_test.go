@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/manage"
@@ -411,6 +412,62 @@ func TestInvitesOfFormerOwner(t *testing.T) {
 			if inviteID == "" || !slices.Contains(actions, "member.invite_cancel") {
 				t.Errorf("%s: audit events of invitation %q: %v, want a member.invite_cancel", end, inviteID, actions)
 			}
+		}
+	}
+}
+
+// TestRemovedMembersAdoptedTokens: a member who took over a token made by
+// someone else (given it keyward: scopes, then rotated it: whoever rotates
+// is handed the new secret) loses it on removal, as one they made; so does
+// a token the member rotated in the dashboard. A token they rotated that
+// holds no keyward: scope keeps working, like an integration's they made.
+func TestRemovedMembersAdoptedTokens(t *testing.T) {
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	mallory := e.user("mallory@example.com", keyward.RoleAdmin)
+	ctx := context.Background()
+	sys := manage.SystemCaller(e.ws.ID)
+	asMallory := manage.MemberCaller(mallory.ID, e.ws.ID)
+	asMallory.Scopes = []string{keyward.ScopeAdmin}
+	mgmt, _, err := e.svc.CreateToken(ctx, asMallory, &keyward.Token{Name: "mallory-api", Scopes: []string{keyward.ScopeAdmin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := func(name string, scopes ...string) *keyward.Token {
+		tok, _, err := e.svc.CreateToken(ctx, sys, &keyward.Token{Name: name, Scopes: scopes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	orders, deploy, crm := made("a-orders", "orders:read"), made("deploy", keyward.ScopeAdmin), made("crm", "orders:read")
+	// Through mallory's token: admin scopes onto a-orders, then a rotation
+	// with a long grace, so that its holder notices nothing.
+	if _, err := e.svc.UpdateToken(ctx, manage.TokenCaller(mgmt), orders.ID, func(t *keyward.Token) {
+		t.Scopes = []string{"orders:read", keyward.ScopeAdmin}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.svc.RotateToken(ctx, manage.TokenCaller(mgmt), orders.ID, 720*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// In the dashboard, as herself: the deploy token, and crm.
+	for _, id := range []string{deploy.ID, crm.ID} {
+		if _, _, err := e.svc.RotateToken(ctx, asMallory, id, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := e.browser()
+	owner.signIn("owner@example.com")
+	owner.get("/members")
+	owner.post("/members/"+mallory.ID+"/remove", nil)
+	for id, want := range map[string]string{mgmt.ID: keyward.StateRevoked, orders.ID: keyward.StateRevoked, deploy.ID: keyward.StateRevoked, crm.ID: keyward.StateActive} {
+		tok, err := e.store.FindToken(ctx, e.ws.ID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tok.State(e.clock.Now()); got != want {
+			t.Errorf("%s (%s) after mallory's removal: %s, want %s", tok.Name, id, got, want)
 		}
 	}
 }

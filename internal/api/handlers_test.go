@@ -1577,6 +1577,68 @@ func TestOAuthRevokeRetiredSecretSuspended(t *testing.T) {
 	}
 }
 
+// TestOAuthFormRules: what the OAuth endpoints take of a request, as RFC
+// 6749 and RFC 9110 say: a media type in any case, parameters only in the
+// body (a secret in a URL lands in logs), a repeated parameter refused
+// without echoing an unknown name (it may be a secret), Basic credentials
+// form-encoded or not, and Pragma: no-cache beside Cache-Control.
+func TestOAuthFormRules(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	_, text := s.newToken("target", "orders:read")
+	post := func(path, query, contentType, authorization, body string) *response {
+		t.Helper()
+		req, err := http.NewRequest("POST", s.srv.URL+path+query, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", contentType)
+		req.Header.Set("Authorization", authorization)
+		return s.send(req)
+	}
+	const form = "application/x-www-form-urlencoded"
+	bearer := "Bearer " + s.root
+	body := url.Values{"token": {text}}.Encode()
+
+	r := post("/oauth2/introspect", "", "Application/X-WWW-Form-URLEncoded; charset=UTF-8", bearer, body)
+	wantStatus(t, r, 200)
+	if r.object(t)["active"] != true {
+		t.Errorf("media type in capitals: %s", r.Body)
+	}
+	if got := r.Header.Get("Pragma"); got != "no-cache" {
+		t.Errorf("Pragma = %q, want no-cache", got)
+	}
+
+	for _, q := range []string{"?token=xx", "?token=" + url.QueryEscape(text), "?a=b"} {
+		r = post("/oauth2/introspect", q, form, bearer, body)
+		wantStatus(t, r, 400)
+		if m := r.object(t); m["error"] != "invalid_request" {
+			t.Errorf("query %q: body %s", q, r.Body)
+		}
+	}
+
+	secretName := unknownToken(t)
+	r = post("/oauth2/introspect", "", form, bearer, body+"&"+secretName+"=1&"+secretName+"=2")
+	wantStatus(t, r, 400)
+	if strings.Contains(string(r.Body), secretName) {
+		t.Errorf("the error echoes a repeated parameter's name: %s", r.Body)
+	}
+	r = post("/oauth2/introspect", "", form, bearer, body+"&token_type_hint=a&token_type_hint=b")
+	wantStatus(t, r, 400)
+	if !strings.Contains(string(r.Body), "token_type_hint") {
+		t.Errorf("a repeated known parameter is not named: %s", r.Body)
+	}
+
+	// A client that form-encodes the credentials first (RFC 6749 §2.3.1):
+	// "_" as %5F.
+	encoded := strings.ReplaceAll(s.root, "_", "%5F")
+	r = post("/oauth2/introspect", "", form, "Basic "+base64.StdEncoding.EncodeToString([]byte("client:"+encoded)), body)
+	wantStatus(t, r, 200)
+	if r.object(t)["active"] != true {
+		t.Errorf("Basic with form-encoded credentials: %s", r.Body)
+	}
+}
+
 func TestOAuthRevoke(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +60,7 @@ func (s *Server) requestID(next http.Handler) http.Handler {
 var (
 	nosniff         = []string{"nosniff"}
 	noStore         = []string{"no-store"}
+	noCache         = []string{"no-cache"}
 	contentTypeJSON = []string{"application/json"}
 )
 
@@ -71,6 +73,9 @@ func (s *Server) headers(next http.Handler) http.Handler {
 			// Responses may carry secrets (create, rotate) or token details:
 			// no cache may keep them.
 			h["Cache-Control"] = noStore
+		}
+		if strings.HasPrefix(r.URL.Path, "/oauth2/") {
+			h["Pragma"] = noCache // for HTTP/1.0 caches, as RFC 6749 §5.1 asks
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -164,6 +169,14 @@ func credential(r *http.Request, oauth bool) (token string, basic bool) {
 	}
 	if oauth {
 		if _, pw, ok := r.BasicAuth(); ok {
+			// RFC 6749 §2.3.1: the credentials are form-encoded before
+			// Basic. A token's characters never change in that encoding;
+			// a client that encodes anyway is read all the same.
+			if strings.ContainsRune(pw, '%') {
+				if dec, err := url.QueryUnescape(pw); err == nil {
+					pw = dec
+				}
+			}
 			return pw, true
 		}
 	}

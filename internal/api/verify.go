@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"mime"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -162,8 +163,8 @@ func (s *Server) handleOAuthRevoke(w http.ResponseWriter, r *http.Request) {
 // answering 400 invalid_request when it is missing.
 func (s *Server) oauthForm(w http.ResponseWriter, r *http.Request) (string, bool) {
 	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
-	ct := r.Header.Get("Content-Type")
-	if !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+	// Media types are case-insensitive (RFC 9110 §8.3.1).
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the body must be application/x-www-form-urlencoded"})
 		return "", false
 	}
@@ -176,11 +177,23 @@ func (s *Server) oauthForm(w http.ResponseWriter, r *http.Request) (string, bool
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the form could not be parsed"})
 		return "", false
 	}
+	// Parameters come in the body only: a token in a URL lands in logs
+	// and histories, and one in both places would leave the choice to
+	// guesswork (RFC 6749 §3.1 refuses a parameter given twice).
+	if r.URL.RawQuery != "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the parameters go in the form body, not in the query string"})
+		return "", false
+	}
 	// RFC 6749 §3.1: a parameter is not sent twice; which one a proxy
-	// before keyward read is anyone's guess.
+	// before keyward read is anyone's guess. Only a known name is echoed:
+	// another may be a secret sent by mistake.
 	for name, vs := range r.PostForm {
 		if len(vs) > 1 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the parameter " + strconv.Quote(name) + " is given more than once"})
+			what := "a parameter"
+			if name == "token" || name == "token_type_hint" {
+				what = "the parameter " + strconv.Quote(name)
+			}
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": what + " is given more than once"})
 			return "", false
 		}
 	}

@@ -1545,7 +1545,11 @@ func TestIntrospect(t *testing.T) {
 // cache (written by another process): the 200 still means revoked.
 func TestOAuthRevokePastLookupBudget(t *testing.T) {
 	t.Parallel()
-	s := newStack(t)
+	// The engine's clock stands still, so that the spent budget does not
+	// refill while the test runs (slowly, under the race detector), and
+	// no poll of the change feed brings the token into the cache.
+	var engNow frozenClock
+	s := newStackWith(t, func(c *verify.Config) { c.Now, c.PollInterval = engNow.Now, time.Hour })
 	ctx := context.Background()
 	_, writer := s.newToken("writer", "keyward:tokens:write")
 	other := &manage.Service{Store: s.db, Keys: s.svc.Keys, Now: s.clock.Now} // no engine: not cached
@@ -1560,6 +1564,64 @@ func TestOAuthRevokePastLookupBudget(t *testing.T) {
 	if got := s.get(tok.ID)["state"]; got != "revoked" {
 		t.Fatalf("state = %v after the revocation answered 200", got)
 	}
+}
+
+// frozenClock is a time source that moves only when told to.
+type frozenClock struct {
+	mu  sync.Mutex
+	off time.Duration
+	at  time.Time
+}
+
+func (c *frozenClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() {
+		c.at = time.Now().UTC()
+	}
+	return c.at.Add(c.off)
+}
+
+func (c *frozenClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.off += d
+	c.mu.Unlock()
+}
+
+// TestAuthPastLookupBudget: while made-up tokens have spent the node's
+// lookup budget, a management token not yet cached on the node is not
+// told it is invalid (401) but to retry (503, Retry-After), and works once
+// the budget refills.
+func TestAuthPastLookupBudget(t *testing.T) {
+	t.Parallel()
+	// The engine's clock stands still, so that the spent budget does not
+	// refill while the test runs (slowly, under the race detector), and
+	// no poll of the change feed brings the token into the cache.
+	var engNow frozenClock
+	s := newStackWith(t, func(c *verify.Config) { c.Now, c.PollInterval = engNow.Now, time.Hour })
+	ctx := context.Background()
+	other := &manage.Service{Store: s.db, Keys: s.svc.Keys, Now: s.clock.Now} // no engine: not cached
+	_, text, err := other.CreateToken(ctx, manage.SystemCaller(s.ws.ID), &keyward.Token{Name: "admin elsewhere", Scopes: []string{keyward.ScopeAdmin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 300 {
+		s.engine.Verify(ctx, verify.Request{Token: unknownToken(t)})
+	}
+	for _, tok := range []string{text, unknownToken(t)} {
+		r := s.do("GET", "/v1/tokens", tok, nil)
+		wantStatus(t, r, http.StatusServiceUnavailable)
+		if got := r.Header.Get("Retry-After"); got != "1" {
+			t.Errorf("Retry-After = %q", got)
+		}
+		r = s.form("/oauth2/introspect", "Bearer "+tok, url.Values{"token": {text}})
+		wantStatus(t, r, http.StatusServiceUnavailable)
+		if m := r.object(t); m["error"] != "temporarily_unavailable" {
+			t.Errorf("OAuth body %s", r.Body)
+		}
+	}
+	engNow.Advance(time.Second) // the budget refills
+	wantStatus(t, s.do("GET", "/v1/tokens", text, nil), http.StatusOK)
 }
 
 // TestOAuthRevokeRetiredSecretSuspended: a secret replaced for good does

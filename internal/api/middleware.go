@@ -221,6 +221,17 @@ func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 				s.writeError(w, r, keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable"))
 				return
 			}
+			if res.Unlooked {
+				// Made-up tokens spent this node's lookup budget: a real
+				// token not yet cached here must not read as invalid.
+				w.Header().Set("Retry-After", "1")
+				if rt.OAuth {
+					writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+					return
+				}
+				s.writeError(w, r, keyward.Errorf(keyward.EUNAVAILABLE, "this node is refusing lookups of unknown tokens for a moment; retry shortly"))
+				return
+			}
 			s.unauthorized(w, r, rt, basic, true)
 			return
 		}

@@ -71,6 +71,13 @@ type stack struct {
 
 func newStack(tb testing.TB) *stack {
 	tb.Helper()
+	return newStackWith(tb, nil)
+}
+
+// newStackWith is newStack with the engine's configuration changed by
+// configure first (nil: none).
+func newStackWith(tb testing.TB, configure func(*verify.Config)) *stack {
+	tb.Helper()
 	ctx := context.Background()
 	s := &stack{tb: tb, clock: &clock{}}
 	keys, err := secret.NewKeyring(serverSecret)
@@ -83,7 +90,11 @@ func newStack(tb testing.TB) *stack {
 		tb.Fatalf("sqlite.Open: %v", err)
 	}
 	tb.Cleanup(func() { db.Close() })
-	eng := verify.New(verify.Config{Store: db, Keys: keys, Now: s.clock.Now})
+	cfg := verify.Config{Store: db, Keys: keys, Now: s.clock.Now}
+	if configure != nil {
+		configure(&cfg)
+	}
+	eng := verify.New(cfg)
 	if err := eng.Start(ctx); err != nil {
 		tb.Fatalf("engine Start: %v", err)
 	}

@@ -114,6 +114,11 @@ type Result struct {
 	// Err is set when the store failed and the token could not be found;
 	// Outcome is then NotFound (fail closed).
 	Err error
+	// Unlooked reports that the token, not in the cache, was not looked
+	// up because the lookup budget was spent (Outcome is then NotFound,
+	// as PRODUCT §3 asks of verification). A caller authenticating
+	// someone may answer "try again" instead of "unknown".
+	Unlooked bool
 }
 
 // Expiry reports when the presented secret stops verifying, once the
@@ -546,6 +551,9 @@ func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Re
 		var err error
 		if se, err = e.lookup(ctx, req.Token, d, !req.Unbudgeted); se == nil {
 			res.Outcome, res.Err = keyward.NotFound, err
+			if err == errBudgetSpent {
+				res.Err, res.Unlooked = nil, true
+			}
 			return
 		}
 	}
@@ -891,7 +899,7 @@ func periodLength(period string, now time.Time) time.Duration {
 // found under a previous key is re-digested under the current one.
 func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest, budgeted bool) (*secretEntry, error) {
 	if budgeted && !e.spendBudget() {
-		return nil, nil
+		return nil, errBudgetSpent
 	}
 	return e.lookupOnce(ctx, text, d, false)
 }
@@ -966,6 +974,10 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 	}
 	return se, nil
 }
+
+// errBudgetSpent is lookup's answer when the budget allowed no lookup;
+// verify reports it as Result.Unlooked.
+var errBudgetSpent = errors.New("verify: the lookup budget is spent")
 
 func (e *Engine) spendBudget() bool {
 	e.budgetMu.Lock()

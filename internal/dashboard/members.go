@@ -178,7 +178,8 @@ func (s *Server) handleMemberRole(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if role != keyward.RoleOwner {
+	if m.Role == keyward.RoleOwner && role != keyward.RoleOwner {
+		// Only owners invite: an owner no more leaves invitations to cancel.
 		if err := s.cancelInvites(r, m.WorkspaceID, m.UserID); err != nil {
 			s.fail(w, r, err)
 			return
@@ -187,10 +188,10 @@ func (s *Server) handleMemberRole(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/members", http.StatusSeeOther)
 }
 
-// cancelInvites cancels the pending invitations that userID made in the
-// workspace, once no longer an owner: they would not be accepted any more
-// (see invite), and should not stay listed as pending. Each cancellation
-// is audited.
+// cancelInvites cancels the pending (unused) invitations that userID made
+// in the workspace, once no longer an owner: they would not be accepted
+// any more (see invite), and should not stay listed as pending. Each
+// cancellation is audited.
 func (s *Server) cancelInvites(r *http.Request, workspaceID, userID string) error {
 	invs, err := s.accounts.FindInvites(r.Context(), workspaceID)
 	if err != nil {
@@ -198,8 +199,8 @@ func (s *Server) cancelInvites(r *http.Request, workspaceID, userID string) erro
 	}
 	actor := stateOf(r).user.ID
 	for _, inv := range invs {
-		if inv.CreatedBy != userID || inv.UsedAt != nil {
-			continue
+		if inv.CreatedBy != userID {
+			continue // FindInvites lists only unused ones
 		}
 		ev := s.event(r, workspaceID, actor, "member.invite_cancel", inv.ID, s.now().UTC())
 		if err := s.accounts.DeleteInvite(r.Context(), workspaceID, inv.ID, ev); err != nil && keyward.ErrorCode(err) != keyward.ENOTFOUND {

@@ -13,9 +13,24 @@
 -- ARGV[7]  quota init: durable count for a missing counter, -1 if unknown
 -- ARGV[8]  quota TTL in ms, 0 for none
 -- ARGV[9]  "1" to consume when both checks pass
+-- ARGV[10] the last moment, in µs since the epoch on Redis's clock, at which
+--          this check may consume or seed anything; 0 for no bound
 --
--- Returns {flags, rate used, oldest counted sub-window, quota used}; flags:
--- 1 rate-limited, 2 quota missing, 4 quota exceeded.
+-- Returns {flags, rate used, oldest counted sub-window, quota used, Redis's
+-- clock in µs}; flags: 1 rate-limited, 2 quota missing, 4 quota exceeded,
+-- 8 too late (nothing else was looked at, nothing written).
+
+-- TIME before writes needs effects replication, the only kind from Redis 7
+-- on; earlier versions turn it on here.
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local lateAt = tonumber(ARGV[10])
+if lateAt > 0 and now > lateAt then
+  return {8, 0, 0, 0, now}
+end
 
 local rlimit = tonumber(ARGV[1])
 local qlimit = tonumber(ARGV[6])
@@ -104,7 +119,7 @@ if qlimit > 0 then
       -- reported missing.
       qused = math.max(init, 0)
     elseif init < 0 then
-      return {2, used, oldest, 0}
+      return {2, used, oldest, 0, now}
     else
       if tonumber(ARGV[8]) > 0 then
         redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[8])
@@ -136,4 +151,4 @@ if flags == 0 and ARGV[9] == '1' then
   end
 end
 
-return {flags, used, oldest, qused}
+return {flags, used, oldest, qused, now}

@@ -19,6 +19,15 @@
 // count, so a larger skew lets the limit be exceeded by what they held.
 // Sub-windows later than a node's own are counted, and the hash lives one
 // sub-window longer than the rule needs, for the same reason.
+//
+// A check this node stopped waiting for must not consume: the node has then
+// answered without it (the fallback), and a check that reaches Redis later
+// (a Redis that hung, a slow network) would count an admission that never
+// was. Each check therefore carries the latest moment at which it may
+// consume, on Redis's clock (the script reads TIME): the node's own
+// deadline, shifted by the offset between the node's clock and Redis's that
+// the last quick answer showed, less a margin for that estimate's error.
+// Until one answer has come, the node knows no offset and sets no bound.
 package redislimit
 
 import (
@@ -29,6 +38,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyward/keyward/internal/verify"
@@ -61,9 +71,8 @@ type Options struct {
 	// DialTimeout, ReadTimeout and WriteTimeout bound each attempt; zero
 	// takes the URL's dial_timeout, read_timeout or write_timeout
 	// parameter, or DefaultTimeout. ReadTimeout also bounds the wait for a
-	// free pooled connection. A Check thus fails after at most about
-	// (MaxRetries+1)·(DialTimeout+WriteTimeout+ReadTimeout), or earlier at
-	// its context's deadline.
+	// free pooled connection. A Check, retries included, fails after at
+	// most WriteTimeout+ReadTimeout, or earlier at its context's deadline.
 	DialTimeout  time.Duration
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
@@ -95,6 +104,14 @@ func (l clientLog) Printf(ctx context.Context, format string, v ...any) {
 type Limiter struct {
 	rdb    *redis.Client
 	prefix string
+	wait   time.Duration // the longest a Check waits
+	margin time.Duration // see lateBound
+	now    func() time.Time
+
+	// offset is Redis's clock less this node's, in µs, as the last answer
+	// that came within margin showed; offsetKnown says whether one has.
+	offset      atomic.Int64
+	offsetKnown atomic.Bool
 }
 
 var _ verify.GlobalLimits = (*Limiter)(nil)
@@ -152,7 +169,14 @@ func New(ctx context.Context, url string, opts Options) (*Limiter, error) {
 
 	// No ping here: a node must start while Redis is down, and fall back
 	// until it answers. Check and Ping report the failure.
-	return &Limiter{rdb: redis.NewClient(ro), prefix: prefix}, nil
+	wait := ro.WriteTimeout + ro.ReadTimeout
+	return &Limiter{
+		rdb:    redis.NewClient(ro),
+		prefix: prefix,
+		wait:   wait,
+		margin: wait / 10,
+		now:    time.Now,
+	}, nil
 }
 
 // Close closes the Limiter's connections. Check must not be called
@@ -174,7 +198,13 @@ const (
 	flagRateLimited   = 1
 	flagQuotaMissing  = 2
 	flagQuotaExceeded = 4
+	flagLate          = 8
 )
+
+// ErrLate is returned (wrapped) by Check when the check reached Redis after
+// the moment this node stops waiting for it, less a margin: Redis then
+// consumed nothing, and the caller answers as if Redis had not answered.
+var ErrLate = errors.New("redislimit: the check reached Redis too late to count")
 
 // Check runs the rate-limit check and then the quota check of one
 // verification atomically on Redis and, when both pass and req.Consume is
@@ -190,7 +220,10 @@ const (
 // applies to the counts as they stand.
 //
 // Check returns an error when Redis does not answer within the Limiter's
-// timeouts or ctx; the check may then have consumed or not.
+// timeouts or ctx. Once one check has been answered quickly, a check that
+// fails so has consumed nothing (see the package comment), unless the
+// clocks of this node and Redis moved apart since by more than a tenth of
+// WriteTimeout+ReadTimeout.
 func (l *Limiter) Check(ctx context.Context, req verify.LimitRequest) (verify.LimitResponse, error) {
 	var res verify.LimitResponse
 	rate, quota := req.RateLimit > 0, req.QuotaLimit > 0
@@ -231,6 +264,15 @@ func (l *Limiter) Check(ctx context.Context, req verify.LimitRequest) (verify.Li
 		l.prefix + "rl:" + tag,
 		l.prefix + "q:" + tag + ":" + req.QuotaPeriod,
 	}
+	sent := l.now()
+	wait := l.wait
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < wait {
+		wait = max(time.Until(d), 0)
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
 	v, err := checkScript.Run(ctx, l.rdb, keys,
 		rateLimit,
 		strconv.FormatInt(width, 10),
@@ -243,14 +285,19 @@ func (l *Limiter) Check(ctx context.Context, req verify.LimitRequest) (verify.Li
 		req.QuotaInit,
 		quotaTTL,
 		consume,
+		l.lateBound(sent.Add(wait)),
 	).Int64Slice()
 	if err != nil {
 		return res, fmt.Errorf("redislimit: check: %w", err)
 	}
-	if len(v) != 4 {
+	if len(v) != 5 {
 		return res, fmt.Errorf("redislimit: check: script returned %d values", len(v))
 	}
+	l.noteClock(sent, l.now(), v[4])
 	flags, used, oldest := v[0], v[1], v[2]
+	if flags&flagLate != 0 {
+		return res, ErrLate
+	}
 	res.RateLimited = flags&flagRateLimited != 0
 	res.QuotaMissing = flags&flagQuotaMissing != 0
 	res.QuotaExceeded = flags&flagQuotaExceeded != 0
@@ -264,6 +311,31 @@ func (l *Limiter) Check(ctx context.Context, req verify.LimitRequest) (verify.Li
 		res.QuotaUsed = v[3]
 	}
 	return res, nil
+}
+
+// lateBound is the last moment, in µs on Redis's clock, at which a check
+// this node stops waiting for at deadline may consume; 0 when no offset is
+// known yet. The margin covers the offset's error (at most half the round
+// trip it was measured on, see noteClock) and clock drift since.
+func (l *Limiter) lateBound(deadline time.Time) string {
+	if !l.offsetKnown.Load() {
+		return "0"
+	}
+	return strconv.FormatInt(deadline.Add(-l.margin).UnixMicro()+l.offset.Load(), 10)
+}
+
+// noteClock takes the offset between Redis's clock and this node's from an
+// answer sent and received at the times given, whose script read Redis's
+// clock at redisUS. Only an answer that came within half the margin is
+// taken, so that the estimate is off by less than a quarter of it.
+func (l *Limiter) noteClock(sent, received time.Time, redisUS int64) {
+	rtt := received.Sub(sent)
+	if rtt < 0 || rtt > l.margin/2 || redisUS <= 0 {
+		return
+	}
+	mid := sent.Add(rtt / 2).UnixMicro()
+	l.offset.Store(redisUS - mid)
+	l.offsetKnown.Store(true)
 }
 
 func floorDiv(a, b int64) int64 {

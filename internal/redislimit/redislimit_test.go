@@ -811,3 +811,204 @@ func TestClientLog(t *testing.T) {
 		t.Errorf("log = %q", buf.String())
 	}
 }
+
+// holdProxy is a TCP proxy to a Redis server that can hold what clients
+// send (a Redis that hangs) and pass it on later, when the clients have
+// stopped waiting for it.
+type holdProxy struct {
+	addr     string
+	upstream string
+	mu       sync.Mutex
+	open     chan struct{} // closed while commands pass
+	replies  atomic.Int64  // reads of answers from the server
+}
+
+func newHoldProxy(t *testing.T, upstream string) *holdProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &holdProxy{addr: ln.Addr().String(), upstream: upstream, open: make(chan struct{})}
+	close(p.open)
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	var cmu sync.Mutex
+	t.Cleanup(func() {
+		ln.Close()
+		p.release()
+		cmu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		cmu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			cmu.Lock()
+			conns = append(conns, c, up)
+			cmu.Unlock()
+			wg.Go(func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := up.Read(buf)
+					if n > 0 {
+						p.replies.Add(1)
+						c.Write(buf[:n]) // fails once the client gave up: the count stands
+					}
+					if err != nil {
+						return
+					}
+				}
+			})
+			wg.Go(func() {
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						p.mu.Lock()
+						open := p.open
+						p.mu.Unlock()
+						<-open
+						if _, err := up.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return // up stays open for the answer; closed at cleanup
+					}
+				}
+			})
+		}
+	})
+	return p
+}
+
+// hold makes the proxy keep what clients send from now on.
+func (p *holdProxy) hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.open = make(chan struct{})
+}
+
+// release passes on what was held, and what comes after.
+func (p *holdProxy) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.open:
+	default:
+		close(p.open)
+	}
+}
+
+// limiterVia returns a Limiter that reaches the test server through addr.
+func limiterVia(t *testing.T, addr, prefix string, opts Options) *Limiter {
+	t.Helper()
+	ro, err := redis.ParseURL(testURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := fmt.Sprintf("redis://%s/%d", addr, ro.DB)
+	if ro.Password != "" {
+		u = fmt.Sprintf("redis://%s:%s@%s/%d", ro.Username, ro.Password, addr, ro.DB)
+	}
+	opts.KeyPrefix = prefix
+	l, err := New(context.Background(), u, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// limitReq asks for a rate limit and a total quota, consuming.
+func limitReq(token string) verify.LimitRequest {
+	req := rateReq(token, 100, time.Minute, t0)
+	req.QuotaLimit, req.QuotaPeriod, req.QuotaInit = 100, "total", 0
+	return req
+}
+
+// counts returns what the test server holds for token, consuming nothing.
+func counts(t *testing.T, prefix, token string) (rate, quota int64) {
+	t.Helper()
+	req := limitReq(token)
+	req.Consume = false
+	res := check(t, newTestLimiter(t, prefix), req)
+	return res.RateUsed, res.QuotaUsed
+}
+
+// TestLateCheckConsumesNothing: a check this node stopped waiting for,
+// because Redis hung, must not count when Redis runs it later: the node
+// answered without it (PRODUCT §4: only VALID consumes).
+func TestLateCheckConsumesNothing(t *testing.T) {
+	prefix := testPrefix(t)
+	ro, err := redis.ParseURL(testURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newHoldProxy(t, ro.Addr)
+	l := limiterVia(t, p.addr, prefix, Options{ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
+	check(t, l, limitReq("tok")) // an answer: the clocks' offset is known
+
+	p.hold()
+	if _, err := l.Check(context.Background(), limitReq("tok")); err == nil {
+		t.Fatal("a check Redis never answered succeeded")
+	}
+	before := p.replies.Load()
+	p.release()
+	for deadline := time.Now().Add(10 * time.Second); p.replies.Load() == before; {
+		if time.Now().After(deadline) {
+			t.Fatal("Redis never ran the held check")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if rate, quota := counts(t, prefix, "tok"); rate != 1 || quota != 1 {
+		t.Errorf("after a check that timed out ran late: rate %d, quota %d used, want 1 and 1", rate, quota)
+	}
+}
+
+// TestClockOffset: the bound is on Redis's clock, so a node whose clock
+// is far from Redis's still counts, and a node whose clock steps back
+// after the offset was taken gets ErrLate once, consuming nothing, and
+// counts again from the next check.
+func TestClockOffset(t *testing.T) {
+	for _, skew := range []time.Duration{-time.Hour, time.Hour} {
+		t.Run(skew.String(), func(t *testing.T) {
+			prefix := testPrefix(t)
+			l := newTestLimiter(t, prefix)
+			l.now = func() time.Time { return time.Now().Add(skew) }
+			for i := range 3 {
+				if res := check(t, l, limitReq("tok")); res.RateUsed != int64(i+1) || res.QuotaUsed != int64(i+1) {
+					t.Fatalf("check %d with the clock %v off: %+v", i+1, skew, res)
+				}
+			}
+		})
+	}
+	t.Run("StepBack", func(t *testing.T) {
+		prefix := testPrefix(t)
+		l := newTestLimiter(t, prefix)
+		check(t, l, limitReq("tok"))
+		l.now = func() time.Time { return time.Now().Add(-5 * time.Second) }
+		_, err := l.Check(context.Background(), limitReq("tok"))
+		if !errors.Is(err, ErrLate) {
+			t.Fatalf("check after the clock stepped back: %v, want ErrLate", err)
+		}
+		if rate, quota := counts(t, prefix, "tok"); rate != 1 || quota != 1 {
+			t.Errorf("a late check consumed: rate %d, quota %d used, want 1 and 1", rate, quota)
+		}
+		if res := check(t, l, limitReq("tok")); res.RateUsed != 2 || res.QuotaUsed != 2 {
+			t.Errorf("the check after ErrLate: %+v, want 2 used of each", res)
+		}
+	})
+}

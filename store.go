@@ -59,6 +59,10 @@ type Store interface {
 	// SecretKeys counts the stored secrets by the id of the server key
 	// that made their digests.
 	SecretKeys(ctx context.Context) (map[string]int64, error)
+	// SecretDigests returns up to limit stored secret digests greater than
+	// after (all of them from the first when after is empty), in byte
+	// order, whatever their token's state and key.
+	SecretDigests(ctx context.Context, after []byte, limit int) ([][]byte, error)
 
 	// Changes returns up to limit token changes with a sequence number
 	// greater than after, oldest first. Every token write adds one.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/client"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // TestLifecycle drives the whole token lifecycle against the real server,
@@ -342,6 +344,49 @@ func TestRateLimitAcrossRestart(t *testing.T) {
 			res := expectCode(t, admin, req, "RATE_LIMITED")
 			if res.RateLimit == nil || res.RateLimit.Remaining != 0 || res.RateLimit.Reset < 3000 {
 				t.Fatalf("rate limit after the restart %+v, want none left for most of the hour", res.RateLimit)
+			}
+		})
+	}
+}
+
+// TestRealTokensThroughFlood: a node just restarted, so that it has cached
+// no token, still verifies real tokens and authenticates real credentials
+// while made-up tokens spend its lookup budget (PRODUCT §3: a token
+// verifies on every node), on each store.
+func TestRealTokensThroughFlood(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		store func(testing.TB) *store
+	}{{"SQLite", sqliteStore}, {"PostgreSQL", postgresStore}} {
+		t.Run(c.name, func(t *testing.T) {
+			st := c.store(t)
+			root := initRoot(t, st)
+			srv := startServer(t, st, "--lookup-budget", "3")
+			admin := newClient(t, srv.URL, root)
+			var real []string
+			for i := range 4 {
+				it, err := admin.CreateToken(ctxT(t), client.CreateTokenRequest{Name: fmt.Sprintf("real %d", i), Scopes: []string{"keyward:tokens:read"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				real = append(real, it.Secret)
+			}
+			srv.stop()
+			srv = startServer(t, st, "--lookup-budget", "3")
+			admin = newClient(t, srv.URL, root)
+			for range 30 {
+				made, err := secret.Generate("kw")
+				if err != nil {
+					t.Fatal(err)
+				}
+				expectCode(t, admin, client.VerifyRequest{Token: made}, "NOT_FOUND")
+			}
+			for _, text := range real[:3] {
+				expectCode(t, admin, client.VerifyRequest{Token: text}, "VALID")
+			}
+			// A credential this node has not cached authenticates.
+			if _, err := newClient(t, srv.URL, real[3]).ListTokens(ctxT(t), client.TokenFilter{}); err != nil {
+				t.Fatalf("listing tokens with an uncached credential during the flood: %v", err)
 			}
 		})
 	}

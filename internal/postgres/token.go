@@ -589,6 +589,26 @@ func (db *DB) Redigest(ctx context.Context, oldDigest []byte, sec *keyward.Secre
 	return wrap("redigest", err)
 }
 
+// SecretDigests returns up to limit stored digests greater than after, in
+// byte order.
+func (db *DB) SecretDigests(ctx context.Context, after []byte, limit int) ([][]byte, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	if after == nil {
+		after = []byte{} // the least bytea; nil would be NULL and match nothing
+	}
+	rows, err := db.pool.Query(ctx, `SELECT digest FROM token_secrets
+		WHERE digest > $1 ORDER BY digest LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, wrap("secret digests", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, wrap("secret digests", err)
+	}
+	return out, nil
+}
+
 // SecretKeys counts the stored secrets by the server key that made them.
 func (db *DB) SecretKeys(ctx context.Context) (map[string]int64, error) {
 	ctx, cancel := bound(ctx)

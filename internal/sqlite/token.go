@@ -555,6 +555,27 @@ func (db *DB) Redigest(ctx context.Context, oldDigest []byte, sec *keyward.Secre
 	return wrap("redigest", err)
 }
 
+// SecretDigests returns up to limit stored digests greater than after, in
+// byte order.
+func (db *DB) SecretDigests(ctx context.Context, after []byte, limit int) ([][]byte, error) {
+	// X'' is the least blob: a nil after would bind NULL and match nothing.
+	rows, err := db.read.QueryContext(ctx, `SELECT digest FROM token_secrets
+		WHERE digest > coalesce(?, X'') ORDER BY digest LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, wrap("secret digests", err)
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var d []byte
+		if err := rows.Scan(&d); err != nil {
+			return nil, wrap("secret digests", err)
+		}
+		out = append(out, d)
+	}
+	return out, wrap("secret digests", rows.Err())
+}
+
 // SecretKeys counts the stored secrets by the server key that made them.
 func (db *DB) SecretKeys(ctx context.Context) (map[string]int64, error) {
 	rows, err := db.read.QueryContext(ctx, `SELECT key_id, COUNT(*) FROM token_secrets GROUP BY key_id`)

@@ -1,7 +1,9 @@
 package storetest
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -336,4 +338,77 @@ func (s *suite) testRedigest(t *testing.T) {
 		wantCode(t, f.s.Redigest(f.ctx, sec.Digest, next), keyward.ECONFLICT)
 		assertSecret(t, f.secretOf(tok.ID, sec.Digest), sec)
 	})
+}
+
+func (s *suite) testSecretDigests(t *testing.T) {
+	f := s.fixture(t)
+	ws := f.workspace("acme")
+	other := f.workspace("other")
+	var want [][]byte
+	for i, w := range []string{ws.ID, ws.ID, other.ID, other.ID, ws.ID} {
+		var mods []func(*keyward.Token)
+		if i == 3 { // a revoked token's secret is listed too
+			mods = append(mods, func(t *keyward.Token) { t.Revoked = true })
+		}
+		tok, sec := f.create(f.newToken(w, fmt.Sprintf("t%d", i)), mods...)
+		want = append(want, sec.Digest)
+		switch i {
+		case 1: // a rotated token: both secrets
+			want = append(want, f.rotate(tok, t0.Add(time.Hour), t0.Add(2*time.Hour)).Digest)
+		case 2: // a secret under another server key
+			next := newSecret(tok.ID, t0)
+			next.KeyID = "k2"
+			if err := f.s.Redigest(f.ctx, sec.Digest, next); err != nil {
+				t.Fatalf("Redigest: %v", err)
+			}
+			want[len(want)-1] = next.Digest
+		}
+	}
+
+	all, err := f.s.SecretDigests(f.ctx, nil, 1000)
+	if err != nil {
+		t.Fatalf("SecretDigests: %v", err)
+	}
+	for i := 1; i < len(all); i++ {
+		if bytes.Compare(all[i-1], all[i]) >= 0 {
+			t.Fatalf("digests %d and %d out of byte order: %x, %x", i-1, i, all[i-1], all[i])
+		}
+	}
+	for _, d := range want {
+		found := false
+		for _, a := range all {
+			found = found || bytes.Equal(a, d)
+		}
+		if !found {
+			t.Errorf("digest %x not listed", d)
+		}
+	}
+	// Pages of two give the same list.
+	var paged [][]byte
+	for after := []byte(nil); ; {
+		page, err := f.s.SecretDigests(f.ctx, after, 2)
+		if err != nil {
+			t.Fatalf("SecretDigests after %x: %v", after, err)
+		}
+		if len(page) > 2 {
+			t.Fatalf("a page of %d, limit 2", len(page))
+		}
+		paged = append(paged, page...)
+		if len(page) < 2 {
+			break
+		}
+		after = page[len(page)-1]
+	}
+	if len(paged) != len(all) {
+		t.Fatalf("pages of two listed %d digests, one page %d", len(paged), len(all))
+	}
+	for i := range all {
+		if !bytes.Equal(paged[i], all[i]) {
+			t.Fatalf("paged digest %d = %x, want %x", i, paged[i], all[i])
+		}
+	}
+	last, err := f.s.SecretDigests(f.ctx, all[len(all)-1], 10)
+	if err != nil || len(last) != 0 {
+		t.Errorf("SecretDigests after the greatest = %x, %v; want none", last, err)
+	}
 }

@@ -65,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T) keyward.Store) {
 	t.Run("LookupSecret", s.testLookupSecret)
 	t.Run("TokenSecrets", s.testTokenSecrets)
 	t.Run("Redigest", s.testRedigest)
+	t.Run("SecretDigests", s.testSecretDigests)
 	t.Run("Changes", s.testChanges)
 	t.Run("PruneChanges", s.testPruneChanges)
 	t.Run("FlushUsage", s.testFlushUsage)

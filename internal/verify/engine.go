@@ -213,6 +213,7 @@ type Engine struct {
 	budgetMu     sync.Mutex
 	budgetTokens float64
 	budgetAt     time.Time
+	known        knownDigests
 
 	// restored holds rate-limit windows not in the cache: read from the
 	// store at Start, or kept when a token left the cache; a token's
@@ -332,7 +333,8 @@ func New(cfg Config) *Engine {
 	}
 }
 
-// Start reads the change feed position and starts the background loops:
+// Start reads the change feed position and the stored secret digests (see
+// knownDigests), and starts the background loops:
 // the change poller and the usage flusher. It returns an error when the
 // store cannot be read.
 func (e *Engine) Start(ctx context.Context) error {
@@ -350,6 +352,9 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.restored[w.TokenID] = w
 	}
 	e.restoredMu.Unlock()
+	if err := e.loadKnown(ctx); err != nil {
+		return err
+	}
 	e.health.LastSync = e.now()
 	e.syncedAt.Store(e.health.LastSync.UnixNano())
 	e.done.Add(3)
@@ -896,9 +901,11 @@ func periodLength(period string, now time.Time) time.Duration {
 
 // lookup finds a token the cache does not hold, within the lookup budget
 // when budgeted, under the current key and then each previous key. A token
-// found under a previous key is re-digested under the current one.
+// found under a previous key is re-digested under the current one. A
+// secret the node knows is stored is looked up without the budget (see
+// knownDigests).
 func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest, budgeted bool) (*secretEntry, error) {
-	if budgeted && !e.spendBudget() {
+	if budgeted && !e.knownSecret(text, d) && !e.spendBudget() {
 		return nil, errBudgetSpent
 	}
 	return e.lookupOnce(ctx, text, d, false)
@@ -1084,6 +1091,7 @@ func (e *Engine) install(ctx context.Context, tok *keyward.Token, secs []*keywar
 		te.digests = te.digests[:0]
 	}
 	for _, s := range secs {
+		e.known.add(s.Digest)
 		var d secret.Digest
 		if len(s.Digest) != len(d) || s.KeyID != e.cfg.Keys.Current.ID {
 			continue // made by a previous key: found by lookup, then moved

@@ -435,6 +435,50 @@ func TestLookupBudget(t *testing.T) {
 	expect(t, e.verify(text2, ""), keyward.Valid)
 }
 
+// TestLookupBudgetKnownSecrets: a node that has not cached a real token
+// yet (just restarted) still looks it up while made-up tokens have spent
+// the budget, since it read the stored digests at start, also under a
+// previous server key; and real tokens do not spend the budget.
+func TestLookupBudgetKnownSecrets(t *testing.T) {
+	cfg := verify.Config{LookupBudget: 2}
+	e := newEnv(t, cfg)
+	var texts []string
+	for range 4 {
+		_, text := e.create(&keyward.Token{})
+		texts = append(texts, text)
+	}
+	e.close()
+	e.open(cfg, secretA) // a restart: nothing cached
+
+	for _, text := range texts[:3] {
+		expect(t, e.verify(text, ""), keyward.Valid)
+	}
+	made := func() verify.Result {
+		unknown, _ := secret.Generate("kw")
+		r := e.verify(unknown, "")
+		expect(t, r, keyward.NotFound)
+		return r
+	}
+	if r := made(); r.Unlooked {
+		t.Fatal("three real tokens spent the budget of two: a made-up token was not looked up")
+	}
+	for range 5 {
+		made()
+	}
+	if r := made(); !r.Unlooked {
+		t.Fatal("the budget is not spent after seven made-up tokens")
+	}
+	expect(t, e.verify(texts[3], ""), keyward.Valid)
+
+	// Under a new server key the stored digests are the previous key's.
+	e.close()
+	e.open(cfg, secretB, secretA)
+	for range 5 {
+		made()
+	}
+	expect(t, e.verify(texts[0], ""), keyward.Valid)
+}
+
 // TestLookupUnbudgeted: a request marked Unbudgeted (a revocation by
 // secret, for an authenticated caller) looks a token up in the store
 // while made-up tokens have spent the budget; an ordinary one does not.

@@ -226,7 +226,7 @@ func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 				// token not yet cached here must not read as invalid.
 				w.Header().Set("Retry-After", "1")
 				if rt.OAuth {
-					writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+					oauthUnavailable(w)
 					return
 				}
 				s.writeError(w, r, keyward.Errorf(keyward.EUNAVAILABLE, "this node is refusing lookups of unknown tokens for a moment; retry shortly"))

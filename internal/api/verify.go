@@ -82,7 +82,7 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	res := s.engine.Inspect(r.Context(), req)
 	if res.Err != nil {
 		s.recordUse(r, usageRouteIntrospect, start, &req, &res, http.StatusServiceUnavailable)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+		oauthUnavailable(w)
 		return
 	}
 	// Usage records what the answer said: an active token is good for
@@ -140,7 +140,7 @@ func (s *Server) handleOAuthRevoke(w http.ResponseWriter, r *http.Request) {
 	// while a flood of made-up tokens spends the budget.
 	res := s.engine.Inspect(r.Context(), verify.Request{Token: tok, WorkspaceID: c.WorkspaceID, Unbudgeted: true})
 	if res.Err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+		oauthUnavailable(w)
 		return
 	}
 	// Any secret of the token that has not been replaced for good revokes
@@ -152,16 +152,30 @@ func (s *Server) handleOAuthRevoke(w http.ResponseWriter, r *http.Request) {
 		c.Scopes = res.Token.Scopes
 		if _, err := s.svc.RevokeToken(r.Context(), c, res.Token.ID, "revoked through /oauth2/revoke"); err != nil {
 			s.log.Error("oauth revoke failed", "request_id", requestID(r.Context()), "err", err)
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			oauthUnavailable(w)
 			return
 		}
 	}
 	w.WriteHeader(http.StatusOK)
 }
 
+// oauthUnavailable answers an OAuth request that cannot be served now
+// (RFC 6749 §5.2 has no such code; temporarily_unavailable is §4.1.2.1's).
+func oauthUnavailable(w http.ResponseWriter) {
+	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+}
+
 // oauthForm reads the form-encoded token parameter of the OAuth endpoints,
 // answering 400 invalid_request when it is missing.
 func (s *Server) oauthForm(w http.ResponseWriter, r *http.Request) (string, bool) {
+	// Parameters come in the body only: a token in a URL lands in logs
+	// and histories, and one in both places would leave the choice to
+	// guesswork (RFC 6749 §3.1 refuses a parameter given twice). Refused
+	// before the body is read.
+	if r.URL.RawQuery != "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the parameters go in the form body, not in the query string"})
+		return "", false
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
 	// Media types are case-insensitive (RFC 9110 §8.3.1).
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
@@ -175,13 +189,6 @@ func (s *Server) oauthForm(w http.ResponseWriter, r *http.Request) (string, bool
 			return "", false
 		}
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the form could not be parsed"})
-		return "", false
-	}
-	// Parameters come in the body only: a token in a URL lands in logs
-	// and histories, and one in both places would leave the choice to
-	// guesswork (RFC 6749 §3.1 refuses a parameter given twice).
-	if r.URL.RawQuery != "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the parameters go in the form body, not in the query string"})
 		return "", false
 	}
 	// RFC 6749 §3.1: a parameter is not sent twice; which one a proxy

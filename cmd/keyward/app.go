@@ -311,18 +311,36 @@ func warnUnknownKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring
 	}
 }
 
-// warnUnknownKeysCLI tells the user of a command that writes to the store
-// (init, user create) when it runs under a server secret that made none of
-// the stored tokens, most likely the wrong one: what it writes (a token,
-// audit events) is keyed with this secret, not the store's.
-func warnUnknownKeysCLI(ctx context.Context, e *env, st keyward.Store, keys *secret.Keyring) {
+// newSecretFlag is the flag with which init and user create write under a
+// server secret that made none of the stored tokens.
+const newSecretFlag = "new-server-secret"
+
+// defineNewSecretFlag defines newSecretFlag on fs.
+func defineNewSecretFlag(fs *flagSet, v *bool) {
+	fs.Bool(v, newSecretFlag, "", false, "write even though the server secret made none of the stored tokens (the one that did is lost): "+
+		"the new token or user is keyed with this one, and the audit chains no longer verify across the change")
+}
+
+// checkKeysCLI refuses a command that writes to the store (init, user
+// create) under a server secret that made none of the stored tokens, most
+// likely the wrong one: what it writes (a token, audit events) would be
+// keyed with it, so the token would answer NOT_FOUND once the right secret
+// is back, and the audit chains would read as tampered with for good.
+// With force (the old secret is lost), it warns instead.
+func checkKeysCLI(ctx context.Context, e *env, st keyward.Store, keys *secret.Keyring, force bool) error {
 	u := checkKeys(ctx, st, keys, slog.New(slog.DiscardHandler))
 	if u == nil || u.secrets < u.of {
-		return
+		return nil
 	}
-	fmt.Fprintf(e.stderr, "keyward: warning: every stored token secret (%d) was made under a server secret other than this one "+
-		"(key ids %s; this one is %s): their tokens answer NOT_FOUND under it, and what this command writes is keyed with it; "+
-		"if that is a mistake, %s\n", u.of, strings.Join(u.ids, ","), u.current, unknownKeysAdvice)
+	what := fmt.Sprintf("every stored token secret (%d) was made under a server secret other than this one (key ids %s; this one is %s)",
+		u.of, strings.Join(u.ids, ","), u.current)
+	if !force {
+		return fmt.Errorf("%s: nothing written, since what this command writes would be keyed with it "+
+			"and the audit chains would no longer verify; %s; if that secret is lost, --%s writes under this one", what, unknownKeysAdvice, newSecretFlag)
+	}
+	fmt.Fprintf(e.stderr, "keyward: warning: %s: their tokens answer NOT_FOUND under it, and what this command writes is keyed with it (--%s)\n",
+		what, newSecretFlag)
+	return nil
 }
 
 // server is one running keyward: store, engine and HTTP listener.

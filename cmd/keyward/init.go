@@ -13,6 +13,7 @@ type initConfig struct {
 	storeConfig
 	Output       string // table or json
 	NewRootToken bool   // issue a root token even if one was issued before
+	NewSecret    bool   // write under a server secret that made no stored token
 }
 
 // defineInitFlags defines the flags of keyward init on fs and returns the
@@ -22,6 +23,7 @@ func defineInitFlags(fs *flagSet) *initConfig {
 	defineStoreFlags(fs, &cfg.storeConfig)
 	addOutputFlag(fs, &cfg.Output)
 	fs.Bool(&cfg.NewRootToken, "new-root-token", "", false, "issue another root token even though one was issued before")
+	defineNewSecretFlag(fs, &cfg.NewSecret)
 	addServerSecretEnvHelp(fs)
 	return cfg
 }
@@ -59,7 +61,9 @@ func cmdInit(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
-	warnUnknownKeysCLI(ctx, e, store, keys)
+	if err := checkKeysCLI(ctx, e, store, keys, cfg.NewSecret); err != nil {
+		return err
+	}
 	svc := &manage.Service{Store: store, Keys: keys}
 	tok, text, err := svc.CreateRootToken(ctx, cfg.NewRootToken)
 	if err != nil {

@@ -54,13 +54,14 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 	})
 	var cfg storeConfig
 	var email, role, workspace string
-	var owner, fromStdin bool
+	var owner, fromStdin, newSecret bool
 	defineStoreFlags(fs, &cfg)
 	fs.String(&email, "email", "", "", "the user's email `ADDRESS`, with which they sign in (required)")
 	fs.Bool(&owner, "owner", "", false, "make the user an owner of the workspace (same as --role owner)")
 	fs.String(&role, "role", "", keyward.RoleMember, "the user's `ROLE` in the workspace: owner, admin, member or viewer")
 	fs.String(&workspace, "workspace", "", keyward.DefaultWorkspace, "the workspace, by `NAME` or id")
 	fs.Bool(&fromStdin, "password-stdin", "", false, "read the password from the first line of standard input instead of a prompt")
+	defineNewSecretFlag(fs, &newSecret)
 	addServerSecretEnvHelp(fs)
 	fs.Check(func() error {
 		if email == "" {
@@ -109,7 +110,9 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer store.Close()
-	warnUnknownKeysCLI(ctx, e, store, keys)
+	if err := checkKeysCLI(ctx, e, store, keys, newSecret); err != nil {
+		return err
+	}
 	accounts, ok := store.(keyward.AccountStore)
 	if !ok {
 		return errors.New("this store does not keep dashboard users")

@@ -84,7 +84,8 @@ func TestUserCreate(t *testing.T) {
 }
 
 // A store is never given a fresh server secret, and a write to it under a
-// secret that made none of its tokens is warned of.
+// secret that made none of its tokens is refused unless the old secret is
+// declared lost.
 func TestWrongServerSecretCLI(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	cli(t, nil, nil, "", "init", "--data-dir", dir, "--output", "json").want(t, 0)
@@ -116,15 +117,58 @@ func TestWrongServerSecretCLI(t *testing.T) {
 
 	wrong := map[string]string{"KEYWARD_SECRET": strings.Repeat("cd", 32)}
 	const pw = "correct horse battery staple"
+	// Under a secret that made no stored token, the writing commands
+	// refuse, leaving the audit chain as it was, unless told the old
+	// secret is lost.
+	events := func() int {
+		t.Helper()
+		r := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir)
+		r.want(t, 0)
+		return strings.Count(r.stdout, "\n")
+	}
+	restore := func() {
+		t.Helper()
+		if err := os.WriteFile(secretFile, kept, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	remove := func() {
+		t.Helper()
+		if err := os.Remove(secretFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restore()
+	before := events()
+	remove()
 	r = cli(t, nil, wrong, pw+"\n", "user", "create", "--email", "ann@example.com", "--password-stdin", "--data-dir", dir)
-	r.want(t, 0)
-	if !strings.Contains(r.stderr, "warning: every stored token secret (1) was made under a server secret other than this one") ||
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "every stored token secret (1) was made under a server secret other than this one") ||
+		!strings.Contains(r.stderr, "nothing written") || !strings.Contains(r.stderr, "--new-server-secret") ||
 		strings.Contains(r.stderr, strings.Repeat("cd", 32)) {
 		t.Errorf("stderr = %q", r.stderr)
 	}
 	r = cli(t, nil, wrong, "", "init", "--data-dir", dir, "--new-root-token")
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "nothing written") {
+		t.Errorf("init --new-root-token: stderr %q", r.stderr)
+	}
+	restore()
+	if n := events(); n != before {
+		t.Fatalf("the refused commands wrote: %d audit events, %d before", n, before)
+	}
+	if r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir); r.code != 0 {
+		t.Fatalf("audit verify after the refused commands: exit %d, %s", r.code, r.stderr)
+	}
+	remove()
+	r = cli(t, nil, wrong, pw+"\n", "user", "create", "--email", "ann@example.com", "--password-stdin", "--data-dir", dir, "--new-server-secret")
+	r.want(t, 0)
+	if !strings.Contains(r.stderr, "warning: every stored token secret (1) was made under a server secret other than this one") {
+		t.Errorf("user create --new-server-secret: stderr %q", r.stderr)
+	}
+	r = cli(t, nil, wrong, "", "init", "--data-dir", dir, "--new-root-token", "--new-server-secret")
 	if r.code != 0 || !strings.Contains(r.stderr, "warning: every stored token secret (1)") {
-		t.Errorf("init --new-root-token: exit %d, stderr %q", r.code, r.stderr)
+		t.Errorf("init --new-root-token --new-server-secret: exit %d, stderr %q", r.code, r.stderr)
 	}
 
 	// Under the right secret: no warning.

@@ -105,9 +105,11 @@ func TestMultiNode(t *testing.T) {
 // TestGlobalRateLimit runs three nodes with limits on Redis: 300
 // concurrent verifications of a token limited to 50 per minute, spread
 // over the nodes, admit exactly 50; a quota holds across nodes likewise.
+// Redis is given with --redis-url (PRODUCT §6), the other tests use
+// KEYWARD_REDIS_URL.
 func TestGlobalRateLimit(t *testing.T) {
 	ctx := ctxT(t)
-	cl := startCluster(t, 3, []string{"KEYWARD_REDIS_URL=" + redisURL(t)})
+	cl := startCluster(t, 3, nil, "--redis-url", redisURL(t))
 	for _, tc := range []struct {
 		name string
 		req  client.CreateTokenRequest

@@ -125,7 +125,7 @@ func (c *serveConfig) validate() error {
 		return errors.New("--nodes must be at least 1")
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
-		return errors.New("KEYWARD_REDIS_URL must be a redis:// or rediss:// URL")
+		return errors.New("--redis-url (KEYWARD_REDIS_URL) must be a redis:// or rediss:// URL")
 	}
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--public-url must be an http:// or https:// URL with a host, not %q", c.PublicURL)

@@ -25,6 +25,8 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.Int(&cfg.LookupBudget, "lookup-budget", "KEYWARD_LOOKUP_BUDGET", 200, "at most `N` store lookups per second for tokens this node does not know; beyond it they answer NOT_FOUND")
 	fs.Duration(&cfg.FlushInterval, "flush-interval", "KEYWARD_FLUSH_INTERVAL", time.Second, "write usage (quota, last use) to the store every `DURATION`")
 	fs.String(&cfg.GatewayConfig, "gateway-config", "KEYWARD_GATEWAY_CONFIG", "", "run the enforcing gateway with the routes in `FILE` (YAML; reloaded on SIGHUP)")
+	fs.String(&cfg.RedisURL, "redis-url", "", "", "`URL` of Redis (redis://... or rediss://), for rate limits and quotas enforced across all nodes; "+
+		"it may hold a password, which a flag shows to every user of the machine: prefer KEYWARD_REDIS_URL or its _FILE")
 	fs.String(&cfg.RedisFallback, "redis-fallback", "KEYWARD_REDIS_FALLBACK", "closed", "while Redis is unreachable: `MODE` closed (refuse limited tokens) or local (each node enforces limit/--nodes)")
 	fs.Int(&cfg.Nodes, "nodes", "KEYWARD_NODES", 1, "the number `N` of nodes, by which --redis-fallback local divides each limit")
 	fs.Duration(&cfg.StaleGrace, "stale-grace", "KEYWARD_STALE_GRACE", 5*time.Minute, "while the store is unreachable, cached tokens keep verifying for `DURATION`; then every verification fails closed")
@@ -95,7 +97,7 @@ func defineStoreFlags(fs *flagSet, c *storeConfig) {
 // reads, and KEYWARD_REDIS_URL.
 func addSecretEnvHelp(fs *flagSet) {
 	addServerSecretEnvHelp(fs)
-	fs.Env("KEYWARD_REDIS_URL", "redis://... for rate limits and quotas enforced across all nodes (also _FILE; it may hold a password)")
+	fs.Env("KEYWARD_REDIS_URL", "redis://... for rate limits and quotas enforced across all nodes, as --redis-url (also _FILE; it may hold a password)")
 }
 
 // addServerSecretEnvHelp documents the server secret variables that
@@ -198,7 +200,11 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	if err := loadSecrets(e, &cfg.storeConfig); err != nil {
 		return err
 	}
-	if cfg.RedisURL, err = e.secretEnv("KEYWARD_REDIS_URL"); err != nil {
+	// --redis-url overrides KEYWARD_REDIS_URL (or its _FILE), as flags
+	// override variables.
+	if fs.Changed("redis-url") {
+		e.addSecret(cfg.RedisURL)
+	} else if cfg.RedisURL, err = e.secretEnv("KEYWARD_REDIS_URL"); err != nil {
 		return err
 	}
 	if err := cfg.validate(); err != nil {

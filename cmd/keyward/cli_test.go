@@ -462,6 +462,11 @@ func TestUsageErrors(t *testing.T) {
 		{"UpdateExpiryConflict", []string{"token", "update", "tok_1", "--expires-in", "1h", "--clear-expiry"}, nil, "give only one of"},
 		{"NegativeGrace", []string{"token", "rotate", "tok_1", "--grace", "-1h"}, nil, "--grace must not be negative"},
 		{"VerifyArg", []string{"verify", "kw_secret_on_the_command_line"}, nil, "unexpected argument"},
+		// A secret where it does not belong is not echoed back.
+		{"VerifySecretArg", []string{"verify", "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"}, nil, `unexpected argument "kw_[redacted]"`},
+		{"TopSecretArg", []string{"kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"}, nil, `unknown command "kw_[redacted]"`},
+		{"ListSecretArg", []string{"token", "list", "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"}, nil, `unexpected argument "kw_[redacted]"`},
+		{"SecretAsRateLimit", []string{"token", "create", "--name", "n", "--rate-limit", "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"}, nil, "kw_[redacted]"},
 		{"ServeArg", []string{"serve", "now"}, nil, "unexpected argument"},
 		{"ServePublicURL", []string{"serve", "--public-url", "localhost:8080"}, nil, "--public-url must be an http:// or https:// URL"},
 		{"ServeRedisFallback", []string{"serve", "--redis-fallback", "open"}, nil, "--redis-fallback must be closed or local"},
@@ -478,6 +483,9 @@ func TestUsageErrors(t *testing.T) {
 			}
 			if r.stdout != "" {
 				t.Errorf("stdout = %q", r.stdout)
+			}
+			if strings.Contains(r.stderr, "1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr") {
+				t.Errorf("stderr shows a secret: %q", r.stderr)
 			}
 		})
 	}

@@ -23,6 +23,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // version is the release version, set at build time with
@@ -134,6 +135,9 @@ func (e *env) exit(ctx context.Context, err error) int {
 	for _, s := range e.secrets {
 		msg = strings.ReplaceAll(msg, s, "[redacted]")
 	}
+	// A token given where it does not belong (keyward verify kw_..., an
+	// extra argument, a flag's value) is echoed by no error message.
+	msg = secret.Redact(msg)
 	msg = strings.Join(strings.Fields(msg), " ") // one line, whatever the server said
 	var ue *usageError
 	if errors.As(err, &ue) {

@@ -2315,3 +2315,29 @@ func TestPatchKeepsOldMetadata(t *testing.T) {
 	wantInvalid(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"metadata":{"a":1}}`), "/metadata")
 	wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"metadata":{"n":1}}`), http.StatusOK)
 }
+
+// TestErrorsRedactSecrets: a value an error quotes back (an unknown
+// field's name, a scope, a CIDR) that is a token's secret pasted in the
+// wrong place does not come back in the error body (PRODUCT §3).
+func TestErrorsRedactSecrets(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	_, sec := s.newToken("pasted")
+	for _, tt := range []struct{ name, path, body string }{
+		{"UnknownField", "/v1/tokens", `{"name":"x","` + sec + `":1}`},
+		{"Scope", "/v1/tokens", `{"name":"x","scopes":["` + sec + `"]}`},
+		{"CIDR", "/v1/tokens", `{"name":"x","allowed_cidrs":["` + sec + `"]}`},
+		{"VerifyScope", "/v1/verify", `{"token":"` + sec + `","scopes":["` + sec + `"]}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := s.do("POST", tt.path, s.root, tt.body)
+			wantStatus(t, r, http.StatusBadRequest)
+			if strings.Contains(string(r.Body), sec) || strings.Contains(string(r.Body), sec[3:]) {
+				t.Fatalf("the error body repeats the secret: %s", r.Body)
+			}
+			if !strings.Contains(string(r.Body), "kw_[redacted]") {
+				t.Fatalf("the error body does not say what was taken out: %s", r.Body)
+			}
+		})
+	}
+}

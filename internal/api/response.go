@@ -59,7 +59,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	p := problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Code: code, RequestID: requestID(r.Context())}
 	var e *keyward.Error
 	if errors.As(err, &e) {
-		p.Detail, p.Errors = e.Message, e.Fields
+		// A value quoted back (an unknown field's name, a scope, a CIDR)
+		// may be a secret pasted in the wrong place: error bodies end up
+		// in clients' logs and bug reports, so it does not come back.
+		p.Detail, p.Errors = secret.Redact(e.Message), redactFields(e.Fields)
 		if code == keyward.EUNAVAILABLE {
 			s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable", slog.String("request_id", p.RequestID), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
 		}
@@ -80,6 +83,25 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(p)
+}
+
+// redactFields returns fs with every secret in a pointer or detail taken
+// out (see secret.Redact); fs itself when it holds none.
+func redactFields(fs []keyward.FieldError) []keyward.FieldError {
+	var out []keyward.FieldError
+	for i, f := range fs {
+		p, d := secret.Redact(f.Pointer), secret.Redact(f.Detail)
+		if out == nil && (p != f.Pointer || d != f.Detail) {
+			out = append(make([]keyward.FieldError, 0, len(fs)), fs[:i]...)
+		}
+		if out != nil {
+			out = append(out, keyward.FieldError{Pointer: p, Detail: d})
+		}
+	}
+	if out == nil {
+		return fs
+	}
+	return out
 }
 
 // writeJSON answers with v as JSON and the given status.

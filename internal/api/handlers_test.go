@@ -2341,3 +2341,34 @@ func TestErrorsRedactSecrets(t *testing.T) {
 		})
 	}
 }
+
+// TestUncleanPaths: a path with an empty, "." or ".." segment answers 404
+// problem+json, not http.ServeMux's redirect, which repeated the path (a
+// secret in it too) in Location and would be followed with the credential.
+func TestUncleanPaths(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	id, sec := s.newToken("target")
+	for _, tt := range []struct{ method, path string }{
+		{"GET", "/v1//tokens/" + sec},
+		{"GET", "/v1/tokens//" + id},
+		{"POST", "/v1/tokens/" + id + "//revoke"},
+		{"GET", "/v1/./tokens"},
+		{"GET", "/v1/x/../tokens"},
+		{"POST", "/oauth2//introspect"},
+	} {
+		t.Run(tt.method+tt.path, func(t *testing.T) {
+			r := s.do(tt.method, tt.path, s.root, nil)
+			wantProblem(t, r, http.StatusNotFound, keyward.ENOTFOUND)
+			if loc := r.Header.Get("Location"); loc != "" {
+				t.Errorf("Location: %s", loc)
+			}
+			if strings.Contains(string(r.Body), sec[3:]) {
+				t.Errorf("the body repeats the secret: %s", r.Body)
+			}
+		})
+	}
+	if got := s.get(id)["state"]; got != "active" {
+		t.Fatalf("state = %v after the unclean revoke, want active", got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -145,8 +146,39 @@ func New(cfg Config) *Server {
 	}
 	mux.Handle("/", http.HandlerFunc(s.handleNotFound))
 	s.mux = mux
-	s.handler = s.recoverPanics(s.requestID(s.accessLog(s.headers(mux))))
+	s.handler = s.recoverPanics(s.requestID(s.accessLog(s.headers(s.canonical(mux)))))
 	return s
+}
+
+// canonical answers 404 to a path that is not in its clean form (a double
+// slash, a "." or ".." segment), which http.ServeMux would redirect to the
+// clean one: a redirect in text/html that repeats the path (a secret
+// pasted into it, say) in Location, and that a client would follow with
+// its credential, a POST included.
+func (s *Server) canonical(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p != cleanPath(p) {
+			s.writeError(w, r, keyward.Errorf(keyward.ENOTFOUND, "no such endpoint: %s %s (paths are not cleaned: no empty, \".\" or \"..\" segments)", r.Method, secret.Redact(p)))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath is the path http.ServeMux serves p under: rooted, without
+// empty, "." or ".." segments, keeping a final slash.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // Handler returns the HTTP handler of the API.

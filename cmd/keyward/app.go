@@ -22,6 +22,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/api"
 	"github.com/keyward/keyward/internal/dashboard"
+	"github.com/keyward/keyward/internal/gateway"
 	"github.com/keyward/keyward/internal/logfmt"
 	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/postgres"
@@ -376,9 +377,29 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	s := &server{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
+			if s.ln != nil {
+				s.ln.Close()
+			}
 			s.close(context.Background())
 		}
 	}()
+	// What the settings alone refuse is refused before the store (or its
+	// server secret) is created or touched: unreadable TLS files, a
+	// gateway config with errors, a bad address or a port in use.
+	var cert tls.Certificate
+	if cfg.TLSCert != "" {
+		if cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, fmt.Errorf("TLS (--tls-cert, --tls-key): %w", err)
+		}
+	}
+	if cfg.GatewayConfig != "" {
+		if _, err := gateway.Load(cfg.GatewayConfig); err != nil {
+			return nil, fmt.Errorf("--gateway-config: %w", err)
+		}
+	}
+	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, fmt.Errorf("--addr: %w", err)
+	}
 	keys, err := keyring(cfg.storeConfig)
 	if err != nil {
 		return nil, err
@@ -462,20 +483,12 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
-		return nil, err
-	}
 	if cfg.GatewayConfig != "" {
 		if s.gw, err = openGateway(ctx, cfg.GatewayConfig, s.store, s.engine, a, s.usage, log); err != nil {
-			s.ln.Close()
 			return nil, err
 		}
 	}
 	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return nil, fmt.Errorf("TLS: %w", err)
-		}
 		s.ln = tls.NewListener(s.ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	return s, nil

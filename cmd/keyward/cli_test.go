@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -1145,5 +1147,46 @@ func TestDatabaseURLFile(t *testing.T) {
 	r = cli(t, nil, map[string]string{"KEYWARD_DATABASE_URL_FILE": file + ".missing"}, "", "migrate")
 	if r.code == 0 || !strings.Contains(r.stderr, "reading KEYWARD_DATABASE_URL_FILE") {
 		t.Errorf("missing file: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestServeRefusesBeforeTouchingTheStore: settings serve cannot run with
+// (an address it cannot listen on, TLS files it cannot read, a gateway
+// config with errors) are refused before the data dir, its store or its
+// server secret is created.
+func TestServeRefusesBeforeTouchingTheStore(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	badYAML := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(badYAML, []byte("listen: 127.0.0.1:1\nroutes: [{name: x}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"BadPort", []string{"--addr", "127.0.0.1:99999"}, "--addr"},
+		{"PortInUse", []string{"--addr", busy.Addr().String()}, "address already in use"},
+		{"NoTLSFiles", []string{"--addr", "127.0.0.1:0", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"}, "--tls-cert"},
+		{"NoGatewayConfig", []string{"--addr", "127.0.0.1:0", "--gateway-config", "/nonexistent/gateway.yaml"}, "--gateway-config"},
+		{"BadGatewayConfig", []string{"--addr", "127.0.0.1:0", "--gateway-config", badYAML}, "--gateway-config"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			r := cli(t, nil, nil, "", append([]string{"serve", "--data-dir", dir}, tc.args...)...)
+			if r.code == 0 {
+				t.Fatal("serve succeeded")
+			}
+			if !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("stderr = %q, want it to name %q", r.stderr, tc.want)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the data dir was created (%v)", err)
+			}
+		})
 	}
 }

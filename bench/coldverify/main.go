@@ -453,7 +453,7 @@ func measure(ctx context.Context, st keyward.Store, keys *secret.Keyring, texts 
 	eng := verify.New(verify.Config{
 		Store:         ts,
 		Keys:          keys,
-		Log:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Log:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Now:           time.Now,
 		LookupBudget:  math.MaxInt32, // never the limit here
 		FlushInterval: flush,

@@ -20,14 +20,18 @@
 // Sub-windows later than a node's own are counted, and the hash lives one
 // sub-window longer than the rule needs, for the same reason.
 //
-// A check this node stopped waiting for must not consume: the node has then
-// answered without it (the fallback), and a check that reaches Redis later
-// (a Redis that hung, a slow network) would count an admission that never
-// was. Each check therefore carries the latest moment at which it may
-// consume, on Redis's clock (the script reads TIME): the node's own
-// deadline, shifted by the offset between the node's clock and Redis's that
-// the last quick answer showed, less a margin for that estimate's error.
-// Until one answer has come, the node knows no offset and sets no bound.
+// A check that starts on Redis after this node stopped waiting for it must
+// not consume: the node has then answered without it (the fallback), and
+// the check would count an admission that never was. Such checks queue up
+// while Redis hangs, and all run when it wakes. Each attempt of a check
+// therefore carries the latest moment at which it may consume, on Redis's
+// clock (the script reads TIME): the node's own deadline for the attempt,
+// shifted by the offset between the node's clock and Redis's that the last
+// quick answer showed, less a margin for that estimate's error. Until one
+// answer has come quickly, the node knows no offset and sets no bound. A
+// check that ran in time but whose answer came too late or not at all
+// (Redis stalled right after running it, the connection dropped) has
+// consumed: that only denies early.
 package redislimit
 
 import (
@@ -35,10 +39,13 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/keyward/keyward/internal/verify"
@@ -68,11 +75,12 @@ type Options struct {
 	// '{' or '}', which would change the keys' cluster hash tag.
 	KeyPrefix string
 
-	// DialTimeout, ReadTimeout and WriteTimeout bound each attempt; zero
-	// takes the URL's dial_timeout, read_timeout or write_timeout
-	// parameter, or DefaultTimeout. ReadTimeout also bounds the wait for a
-	// free pooled connection. A Check, retries included, fails after at
-	// most WriteTimeout+ReadTimeout, or earlier at its context's deadline.
+	// DialTimeout, ReadTimeout and WriteTimeout bound each step of an
+	// attempt; zero takes the URL's dial_timeout, read_timeout or
+	// write_timeout parameter, or DefaultTimeout. ReadTimeout also bounds
+	// the wait for a free pooled connection. Each attempt of a Check, a
+	// wait for a connection and a dial included, ends after at most
+	// WriteTimeout+ReadTimeout, or earlier at its context's deadline.
 	DialTimeout  time.Duration
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
@@ -81,9 +89,12 @@ type Options struct {
 	// pool_size or go-redis's default (10 per CPU).
 	PoolSize int
 
-	// MaxRetries is how often a failed network attempt is retried; zero
-	// means 1, -1 means none. A retried check may have run on Redis once
-	// already, in which case it consumes twice: that only denies early.
+	// MaxRetries is how often a Check is tried again, with timeouts of
+	// its own, after a connection error (refused, reset) or ErrLate; zero
+	// means 1, -1 means none. A check that timed out is not tried again:
+	// Redis is slow, and the caller has waited enough. A check tried again
+	// after its connection dropped may have run on Redis already, in which
+	// case it consumes twice: that only denies early.
 	MaxRetries int
 
 	// Log, when set, takes the Redis client's own messages (a dial that
@@ -102,11 +113,13 @@ func (l clientLog) Printf(ctx context.Context, format string, v ...any) {
 
 // Limiter is a verify.GlobalLimits on Redis. It is safe for concurrent use.
 type Limiter struct {
-	rdb    *redis.Client
-	prefix string
-	wait   time.Duration // the longest a Check waits
-	margin time.Duration // see lateBound
-	now    func() time.Time
+	rdb     *redis.Client
+	prefix  string
+	wait    time.Duration // the longest an attempt of a Check waits
+	read    time.Duration // the read timeout: an attempt may end this soon
+	margin  time.Duration // see lateBound
+	retries int           // see Options.MaxRetries
+	now     func() time.Time
 
 	// offset is Redis's clock less this node's, in µs, as the last answer
 	// that came within margin showed; offsetKnown says whether one has.
@@ -152,13 +165,19 @@ func New(ctx context.Context, url string, opts Options) (*Limiter, error) {
 	if opts.PoolSize != 0 {
 		ro.PoolSize = opts.PoolSize
 	}
-	ro.MaxRetries = opts.MaxRetries
-	if ro.MaxRetries == 0 {
-		ro.MaxRetries = 1 // go-redis would take 3
+	retries := opts.MaxRetries
+	switch {
+	case retries == 0:
+		retries = 1
+	case retries < 0:
+		retries = 0
 	}
+	// Check retries by itself, each attempt with its own bound: go-redis
+	// would resend the same script (and bound) after a read timeout, and
+	// both copies could consume.
+	ro.MaxRetries = -1
 	if ro.DialerRetries == 0 {
-		// go-redis dials 5 times per attempt, 100 ms apart; MaxRetries
-		// is retry enough.
+		// go-redis dials 5 times per attempt, 100 ms apart.
 		ro.DialerRetries = 1
 	}
 	if opts.Log != nil {
@@ -171,11 +190,13 @@ func New(ctx context.Context, url string, opts Options) (*Limiter, error) {
 	// until it answers. Check and Ping report the failure.
 	wait := ro.WriteTimeout + ro.ReadTimeout
 	return &Limiter{
-		rdb:    redis.NewClient(ro),
-		prefix: prefix,
-		wait:   wait,
-		margin: wait / 10,
-		now:    time.Now,
+		rdb:     redis.NewClient(ro),
+		prefix:  prefix,
+		wait:    wait,
+		read:    ro.ReadTimeout,
+		margin:  wait / 10,
+		retries: retries,
+		now:     time.Now,
 	}, nil
 }
 
@@ -201,9 +222,10 @@ const (
 	flagLate          = 8
 )
 
-// ErrLate is returned (wrapped) by Check when the check reached Redis after
-// the moment this node stops waiting for it, less a margin: Redis then
-// consumed nothing, and the caller answers as if Redis had not answered.
+// ErrLate is returned by Check when every attempt of the check reached
+// Redis after the moment this node stops waiting for it, less a margin:
+// Redis then consumed nothing, and the caller answers as if Redis had not
+// answered.
 var ErrLate = errors.New("redislimit: the check reached Redis too late to count")
 
 // Check runs the rate-limit check and then the quota check of one
@@ -220,10 +242,9 @@ var ErrLate = errors.New("redislimit: the check reached Redis too late to count"
 // applies to the counts as they stand.
 //
 // Check returns an error when Redis does not answer within the Limiter's
-// timeouts or ctx. Once one check has been answered quickly, a check that
-// fails so has consumed nothing (see the package comment), unless the
-// clocks of this node and Redis moved apart since by more than a tenth of
-// WriteTimeout+ReadTimeout.
+// timeouts or ctx. Once one check has been answered quickly, an attempt
+// that starts on Redis after this node gave up on it consumes nothing (see
+// the package comment).
 func (l *Limiter) Check(ctx context.Context, req verify.LimitRequest) (verify.LimitResponse, error) {
 	var res verify.LimitResponse
 	rate, quota := req.RateLimit > 0, req.QuotaLimit > 0
@@ -264,40 +285,32 @@ func (l *Limiter) Check(ctx context.Context, req verify.LimitRequest) (verify.Li
 		l.prefix + "rl:" + tag,
 		l.prefix + "q:" + tag + ":" + req.QuotaPeriod,
 	}
-	sent := l.now()
-	wait := l.wait
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < wait {
-		wait = max(time.Until(d), 0)
-	} else {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, wait)
-		defer cancel()
-	}
-	v, err := checkScript.Run(ctx, l.rdb, keys,
+	args := []any{
 		rateLimit,
 		strconv.FormatInt(width, 10),
 		strconv.FormatInt(b, 10),
 		verify.Buckets,
 		// One sub-window beyond the last one counted, for a node whose
 		// clock is up to a sub-window ahead.
-		ceilMS(window+2*width),
+		ceilMS(window + 2*width),
 		quotaLimit,
 		req.QuotaInit,
 		quotaTTL,
 		consume,
-		l.lateBound(sent.Add(wait)),
-	).Int64Slice()
+		"", // the bound, set by each attempt
+	}
+	var v []int64
+	var err error
+	for n := 0; ; n++ {
+		v, err = l.attempt(ctx, keys, args)
+		if err == nil || n >= l.retries || ctx.Err() != nil || !retryable(err) {
+			break
+		}
+	}
 	if err != nil {
-		return res, fmt.Errorf("redislimit: check: %w", err)
+		return res, err
 	}
-	if len(v) != 5 {
-		return res, fmt.Errorf("redislimit: check: script returned %d values", len(v))
-	}
-	l.noteClock(sent, l.now(), v[4])
 	flags, used, oldest := v[0], v[1], v[2]
-	if flags&flagLate != 0 {
-		return res, ErrLate
-	}
 	res.RateLimited = flags&flagRateLimited != 0
 	res.QuotaMissing = flags&flagQuotaMissing != 0
 	res.QuotaExceeded = flags&flagQuotaExceeded != 0
@@ -313,24 +326,77 @@ func (l *Limiter) Check(ctx context.Context, req verify.LimitRequest) (verify.Li
 	return res, nil
 }
 
-// lateBound is the last moment, in µs on Redis's clock, at which a check
-// this node stops waiting for at deadline may consume; 0 when no offset is
-// known yet. The margin covers the offset's error (at most half the round
-// trip it was measured on, see noteClock) and clock drift since.
-func (l *Limiter) lateBound(deadline time.Time) string {
+// attempt runs the check script once, with args' last element set to the
+// attempt's bound.
+func (l *Limiter) attempt(ctx context.Context, keys []string, args []any) ([]int64, error) {
+	sent := l.now()
+	wait := l.wait
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < wait {
+		wait = max(time.Until(d), 0)
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	// The attempt may end as early as a read timeout after it was sent
+	// (go-redis reads with that deadline once the command is written).
+	early := min(wait, l.read)
+	args[len(args)-1] = l.lateBound(sent.Add(early), early)
+	v, err := checkScript.Run(ctx, l.rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("redislimit: check: %w", err)
+	}
+	if len(v) != 5 {
+		return nil, fmt.Errorf("redislimit: check: script returned %d values", len(v))
+	}
+	l.noteClock(sent, l.now(), v[4])
+	if v[0]&flagLate != 0 {
+		return nil, ErrLate
+	}
+	return v, nil
+}
+
+// retryable reports whether a failed attempt may be tried again: after a
+// connection error, or ErrLate (nothing was consumed, and the answer told
+// the clocks' offset afresh); not after a timeout or an error from Redis
+// itself.
+func retryable(err error) bool {
+	if errors.Is(err, ErrLate) {
+		return true
+	}
+	var rerr redis.Error
+	var nerr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.As(err, &nerr) && nerr.Timeout(), errors.As(err, &rerr):
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
+		errors.As(err, new(*net.OpError))
+}
+
+// lateBound is the last moment, in µs on Redis's clock, at which an attempt
+// this node stops waiting for at deadline, after waiting wait, may consume;
+// "0" when no offset is known yet. The margin covers the offset's error (at
+// most half the round trip it was measured on, see noteClock) and clock
+// drift since; for a wait under four margins (a caller's near deadline) it
+// shrinks to a quarter of the wait, so that a quick Redis still counts.
+func (l *Limiter) lateBound(deadline time.Time, wait time.Duration) string {
 	if !l.offsetKnown.Load() {
 		return "0"
 	}
-	return strconv.FormatInt(deadline.Add(-l.margin).UnixMicro()+l.offset.Load(), 10)
+	m := min(l.margin, wait/4)
+	return strconv.FormatInt(deadline.Add(-m).UnixMicro()+l.offset.Load(), 10)
 }
 
 // noteClock takes the offset between Redis's clock and this node's from an
 // answer sent and received at the times given, whose script read Redis's
-// clock at redisUS. Only an answer that came within half the margin is
-// taken, so that the estimate is off by less than a quarter of it.
+// clock at redisUS. Only an answer that came within the margin is taken,
+// so that the estimate is off by at most half of it.
 func (l *Limiter) noteClock(sent, received time.Time, redisUS int64) {
 	rtt := received.Sub(sent)
-	if rtt < 0 || rtt > l.margin/2 || redisUS <= 0 {
+	if rtt < 0 || rtt > l.margin || redisUS <= 0 {
 		return
 	}
 	mid := sent.Add(rtt / 2).UnixMicro()

@@ -948,9 +948,25 @@ func counts(t *testing.T, prefix, token string) (rate, quota int64) {
 	return res.RateUsed, res.QuotaUsed
 }
 
+// learnClock checks without consuming until l knows the offset between
+// its clock and Redis's (an answer that comes quickly enough: the first
+// one, with its dial, may not).
+func learnClock(t *testing.T, l *Limiter, token string) {
+	t.Helper()
+	req := limitReq(token)
+	req.Consume = false
+	for deadline := time.Now().Add(10 * time.Second); !l.offsetKnown.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatal("no answer came quickly enough to tell the clocks' offset")
+		}
+		check(t, l, req)
+	}
+}
+
 // TestLateCheckConsumesNothing: a check this node stopped waiting for,
 // because Redis hung, must not count when Redis runs it later: the node
-// answered without it (PRODUCT §4: only VALID consumes).
+// answered without it (PRODUCT §4: only VALID consumes). Nor is it sent
+// twice.
 func TestLateCheckConsumesNothing(t *testing.T) {
 	prefix := testPrefix(t)
 	ro, err := redis.ParseURL(testURL(t))
@@ -958,8 +974,11 @@ func TestLateCheckConsumesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := newHoldProxy(t, ro.Addr)
+	// The attempt gives up after the read timeout, 300 ms; its bound is
+	// 60 ms (a tenth of read and write timeouts) before that.
 	l := limiterVia(t, p.addr, prefix, Options{ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
-	check(t, l, limitReq("tok")) // an answer: the clocks' offset is known
+	learnClock(t, l, "tok")
+	check(t, l, limitReq("tok"))
 
 	p.hold()
 	if _, err := l.Check(context.Background(), limitReq("tok")); err == nil {
@@ -973,15 +992,35 @@ func TestLateCheckConsumesNothing(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	time.Sleep(100 * time.Millisecond) // a second copy, had one been sent, would run by now
 	if rate, quota := counts(t, prefix, "tok"); rate != 1 || quota != 1 {
 		t.Errorf("after a check that timed out ran late: rate %d, quota %d used, want 1 and 1", rate, quota)
 	}
 }
 
+// TestShortDeadline: a caller's deadline shorter than the margin still
+// lets a quick Redis count the check.
+func TestShortDeadline(t *testing.T) {
+	prefix := testPrefix(t)
+	l := newTestLimiter(t, prefix)
+	learnClock(t, l, "tok")
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Millisecond)
+		res, err := l.Check(ctx, limitReq("tok"))
+		cancel()
+		if err != nil {
+			t.Fatalf("check %d with a 40 ms deadline: %v", i+1, err)
+		}
+		if res.RateUsed != int64(i+1) {
+			t.Fatalf("check %d: %d used", i+1, res.RateUsed)
+		}
+	}
+}
+
 // TestClockOffset: the bound is on Redis's clock, so a node whose clock
-// is far from Redis's still counts, and a node whose clock steps back
-// after the offset was taken gets ErrLate once, consuming nothing, and
-// counts again from the next check.
+// is far from Redis's still counts; a node whose clock steps back after
+// the offset was taken reaches Redis "late" once, consuming nothing, and
+// the attempt it makes again, with the offset taken afresh, counts once.
 func TestClockOffset(t *testing.T) {
 	for _, skew := range []time.Duration{-time.Hour, time.Hour} {
 		t.Run(skew.String(), func(t *testing.T) {
@@ -998,9 +1037,24 @@ func TestClockOffset(t *testing.T) {
 	t.Run("StepBack", func(t *testing.T) {
 		prefix := testPrefix(t)
 		l := newTestLimiter(t, prefix)
+		learnClock(t, l, "tok")
 		check(t, l, limitReq("tok"))
 		l.now = func() time.Time { return time.Now().Add(-5 * time.Second) }
-		_, err := l.Check(context.Background(), limitReq("tok"))
+		if res := check(t, l, limitReq("tok")); res.RateUsed != 2 || res.QuotaUsed != 2 {
+			t.Errorf("the check after the clock stepped back: %+v, want 2 used of each", res)
+		}
+	})
+	t.Run("StepBackNoRetry", func(t *testing.T) {
+		prefix := testPrefix(t)
+		l, err := New(context.Background(), testURL(t), Options{KeyPrefix: prefix, MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		learnClock(t, l, "tok")
+		check(t, l, limitReq("tok"))
+		l.now = func() time.Time { return time.Now().Add(-5 * time.Second) }
+		_, err = l.Check(context.Background(), limitReq("tok"))
 		if !errors.Is(err, ErrLate) {
 			t.Fatalf("check after the clock stepped back: %v, want ErrLate", err)
 		}

@@ -18,10 +18,10 @@ const Buckets = buckets
 type GlobalLimits interface {
 	// Check runs, atomically for all nodes, the rate-limit check and then
 	// the quota check of one verification and, when both pass and
-	// req.Consume is set, consumes one unit of each. A check that returns
-	// an error should have consumed nothing, since the caller then answers
-	// without it: a check that reaches the shared store after the caller
-	// stopped waiting must not count.
+	// req.Consume is set, consumes one unit of each. The caller answers
+	// without a check that returns an error, so the check should, as far
+	// as it can tell, have consumed nothing: one that reaches the shared
+	// store after the caller stopped waiting must not count.
 	Check(ctx context.Context, req LimitRequest) (LimitResponse, error)
 }
 

@@ -91,7 +91,7 @@ func (e *Engine) loadKnown(ctx context.Context) error {
 		}
 		after = page[len(page)-1]
 	}
-	keys = slices.Clip(keys)
+	keys = slices.Clone(keys) // no spare capacity from the appends kept
 	e.known.loaded.Store(&keys)
 	e.log.Info("stored token digests read", "digests", len(keys), "took", time.Since(start).Round(time.Millisecond))
 	return nil

@@ -114,11 +114,17 @@ func LoadOrCreateFile(path string) (string, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return "", err
 		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, fs.ErrExist) {
-			return LoadOrCreateFile(path) // another process created it first
-		}
+		// Written whole under another name, then linked into place: a
+		// process that starts at the same time (serve beside init) reads
+		// either no file or the whole secret, never a part of it.
+		f, err := os.CreateTemp(filepath.Dir(path), ".server.secret-*")
 		if err != nil {
+			return "", err
+		}
+		tmp := f.Name()
+		defer os.Remove(tmp)
+		if err := f.Chmod(0o600); err != nil {
+			f.Close()
 			return "", err
 		}
 		if _, err := f.WriteString(s + "\n"); err != nil {
@@ -129,7 +135,15 @@ func LoadOrCreateFile(path string) (string, error) {
 			f.Close()
 			return "", err
 		}
-		return s, f.Close()
+		if err := f.Close(); err != nil {
+			return "", err
+		}
+		if err := os.Link(tmp, path); errors.Is(err, fs.ErrExist) {
+			return LoadOrCreateFile(path) // another process created it first
+		} else if err != nil {
+			return "", err
+		}
+		return s, nil
 	}
 	if err != nil {
 		return "", err

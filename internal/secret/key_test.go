@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -77,6 +78,35 @@ func TestLoadOrCreateFile(t *testing.T) {
 	os.Chmod(path, 0o644)
 	if _, err := LoadOrCreateFile(path); err == nil {
 		t.Fatal("accepted a world-readable secret file")
+	}
+}
+
+// TestLoadOrCreateFileConcurrent: processes that start together on a new
+// data dir (serve beside init) all get the one secret, and none reads a
+// file still being written.
+func TestLoadOrCreateFileConcurrent(t *testing.T) {
+	for round := range 50 {
+		path := filepath.Join(t.TempDir(), "secret")
+		const n = 8
+		got := make([]string, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { got[i], errs[i] = LoadOrCreateFile(path) })
+		}
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("round %d: %v", round, errs[i])
+			}
+			if got[i] != got[0] {
+				t.Fatalf("round %d: two secrets, %q and %q", round, got[0], got[i])
+			}
+		}
+		entries, _ := os.ReadDir(filepath.Dir(path))
+		if len(entries) != 1 {
+			t.Fatalf("round %d: %d files left, want the secret alone", round, len(entries))
+		}
 	}
 }
 

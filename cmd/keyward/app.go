@@ -225,6 +225,23 @@ func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keywar
 	return db, nil
 }
 
+// newSQLiteStore reports whether cfg names a SQLite store that does not
+// exist yet, which opening it creates: a command that is not meant to
+// create one (user create, migrate) says so, in case the data dir was
+// mistyped.
+func newSQLiteStore(cfg storeConfig) bool {
+	if cfg.DatabaseURL != "" {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(cfg.DataDir, "keyward.db"))
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// noteNewStore tells the user that the command created a new store.
+func noteNewStore(e *env, cfg storeConfig) {
+	fmt.Fprintf(e.stderr, "keyward: note: there was no store in %s: a new one was created there (check --data-dir if you meant an existing one)\n", cfg.DataDir)
+}
+
 // checkDatabaseURL accepts postgres:// and postgresql:// URLs.
 func checkDatabaseURL(u string) error {
 	if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {

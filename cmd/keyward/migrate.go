@@ -59,9 +59,13 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stdout, "PostgreSQL store migrated.")
 		return nil
 	}
+	created := newSQLiteStore(cfg)
 	store, err := openStore(ctx, cfg, keys)
 	if err != nil {
 		return err
+	}
+	if created {
+		noteNewStore(e, cfg)
 	}
 	fmt.Fprintf(e.stdout, "SQLite store in %s migrated.\n", cfg.DataDir)
 	return store.Close()

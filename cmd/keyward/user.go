@@ -105,11 +105,15 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	created := newSQLiteStore(cfg)
 	store, err := openStore(ctx, cfg, keys)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	if created {
+		noteNewStore(e, cfg)
+	}
 	if err := checkKeysCLI(ctx, e, store, keys, newSecret); err != nil {
 		return err
 	}

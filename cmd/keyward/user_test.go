@@ -20,6 +20,10 @@ func TestUserCreate(t *testing.T) {
 	if !strings.Contains(r.stdout, "(owner@example.com) created: owner of workspace \"default\"") {
 		t.Errorf("stdout = %q", r.stdout)
 	}
+	// A new store is made, and said to be: the data dir may be mistyped.
+	if !strings.Contains(r.stderr, "there was no store in "+dir+": a new one was created") {
+		t.Errorf("stderr = %q, want a note of the new store", r.stderr)
+	}
 	// The event is in the chained audit log, without the password.
 	exp := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir)
 	exp.want(t, 0)
@@ -68,6 +72,9 @@ func TestUserCreate(t *testing.T) {
 	t.Run("OKMember", func(t *testing.T) {
 		r := cli(t, nil, nil, "another long passphrase\n", "user", "create", "--email", "bob@example.com", "--password-stdin", "--data-dir", dir)
 		r.want(t, 0)
+		if r.stderr != "" {
+			t.Errorf("stderr = %q for a store that exists", r.stderr)
+		}
 		exp := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir)
 		var n int
 		for _, line := range strings.Split(strings.TrimSpace(exp.stdout), "\n") {

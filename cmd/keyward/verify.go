@@ -28,6 +28,7 @@ func cmdVerify(ctx context.Context, e *env, args []string) error {
 			"print the outcome code (VALID, NOT_FOUND, REVOKED, ...) with what the server knows of\n" +
 			"the token. The token to verify is read from the first line of standard input, or\n" +
 			"from --token-file; never from a flag, which would show in ps and shell history.\n" +
+			"At a terminal it asks for the token and does not echo it.\n" +
 			"It consumes rate limit and quota like any verification when it is VALID.",
 		notes: []string{"Exit status: 0 when the token is VALID, 1 when it is not or on an error, 2 on a\nusage error."},
 		examples: []string{
@@ -79,8 +80,8 @@ func cmdVerify(ctx context.Context, e *env, args []string) error {
 }
 
 // readTokenToVerify reads the first line of file, or of standard input
-// when file is "". It prompts on standard error when standard input is a
-// terminal.
+// when file is "". When standard input is a terminal, it prompts on
+// standard error and reads the token without echo.
 func readTokenToVerify(e *env, file string) (string, error) {
 	in, from := e.stdin, "standard input"
 	if file != "" {
@@ -92,7 +93,19 @@ func readTokenToVerify(e *env, file string) (string, error) {
 		in, from = f, file
 	} else if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		// A terminal, not any character device: /dev/null gets no prompt.
+		// Read without echo, as a password is: the secret stays off the
+		// screen and out of the scrollback.
 		fmt.Fprint(e.stderr, "Token to verify: ")
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(e.stderr)
+		if err != nil {
+			return "", fmt.Errorf("reading the token from the terminal: %w", err)
+		}
+		if len(b) >= maxTokenLine {
+			return "", fmt.Errorf("reading the token from the terminal: longer than %d bytes", maxTokenLine)
+		}
+		in = strings.NewReader(string(b))
+		from = "the terminal"
 	}
 	if in == nil {
 		return "", fmt.Errorf("%w: give it on standard input or with --token-file", errNoToken)

@@ -75,6 +75,7 @@ import (
 	"io/fs"
 	"net"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -316,6 +317,12 @@ func migrate(ctx context.Context, db beginner, o options) error {
 		if enc != "UTF8" {
 			return fmt.Errorf("the database's encoding is %s; keyward needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')", enc)
 		}
+		// Nothing to apply (every start but the first after an upgrade):
+		// no lock and no DDL, so that a role that may only read (an
+		// auditor's, for keyward audit verify) can open the store.
+		if done, err := applied(ctx, tx, names); err != nil || done {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = '`+migrateTimeout+`'`); err != nil {
 			return err
 		}
@@ -361,6 +368,29 @@ func migrate(ctx context.Context, db beginner, o options) error {
 		return fmt.Errorf("postgres: migrate: %w", err)
 	}
 	return nil
+}
+
+// applied reports whether every migration in names (paths) is recorded as
+// applied, reading only.
+func applied(ctx context.Context, tx pgx.Tx, names []string) (bool, error) {
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return false, err
+	}
+	rows, err := tx.Query(ctx, `SELECT name FROM schema_migrations`)
+	if err != nil {
+		return false, err
+	}
+	done, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return false, err
+	}
+	for _, name := range names {
+		if !slices.Contains(done, path.Base(name)) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // bound returns ctx limited to opTimeout. Each exported method bounds its

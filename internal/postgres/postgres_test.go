@@ -950,3 +950,45 @@ func TestNameKeyMigration(t *testing.T) {
 		t.Errorf("an insert of the previous version failed: %v", err)
 	}
 }
+
+// TestOpenReadOnlyRole: a role that may only read (an auditor's, running
+// keyward audit verify) opens a store whose migrations are all applied:
+// opening it then takes no lock and makes no DDL.
+func TestOpenReadOnlyRole(t *testing.T) {
+	u := newSchema(t)
+	owner, err := Open(t.Context(), u, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	owner.Close()
+	p, err := url.Parse(u)
+	if err != nil {
+		t.Skipf("%s is not a URL: %v", urlEnv, err)
+	}
+	schema := p.Query().Get("search_path")
+	b := make([]byte, 6)
+	rand.Read(b)
+	role := "keyward_ro_" + hex.EncodeToString(b)
+	admin(t, `CREATE ROLE `+role+` LOGIN`)
+	t.Cleanup(func() {
+		admin(t, `DROP OWNED BY `+role)
+		admin(t, `DROP ROLE `+role)
+	})
+	admin(t, `GRANT USAGE ON SCHEMA `+schema+` TO `+role)
+	admin(t, `GRANT SELECT ON ALL TABLES IN SCHEMA `+schema+` TO `+role)
+	p.User = url.User(role)
+	conn, err := pgx.Connect(t.Context(), p.String())
+	if err != nil {
+		t.Skipf("the server does not let a new role log in without a password here: %v", err)
+	}
+	conn.Close(t.Context())
+
+	db, err := Open(t.Context(), p.String(), WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatalf("Open as a role that may only read: %v", err)
+	}
+	defer db.Close()
+	if _, err := db.FindWorkspaces(t.Context(), keyward.WorkspaceFilter{Limit: 1}); err != nil {
+		t.Fatalf("FindWorkspaces: %v", err)
+	}
+}

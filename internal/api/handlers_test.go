@@ -2372,3 +2372,28 @@ func TestUncleanPaths(t *testing.T) {
 		t.Fatalf("state = %v after the unclean revoke, want active", got)
 	}
 }
+
+// TestMetricsUnmatched: requests no route takes (unknown paths, methods a
+// path does not take, unclean paths) are counted under route "unmatched",
+// so that a scan shows in monitoring, and their paths are no labels.
+func TestMetricsUnmatched(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	for i := range 3 {
+		wantStatus(t, s.do("GET", fmt.Sprintf("/v1/scan%d", i), s.root, nil), http.StatusNotFound)
+	}
+	wantStatus(t, s.do("DELETE", "/v1/tokens", s.root, nil), http.StatusMethodNotAllowed)
+	wantStatus(t, s.do("GET", "/v1//tokens", s.root, nil), http.StatusNotFound)
+	body := string(s.do("GET", "/metrics", "", nil).Body)
+	for _, want := range []string{
+		`keyward_http_requests_total{code="404",route="unmatched"} 4`,
+		`keyward_http_requests_total{code="405",route="unmatched"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(body, "scan") {
+		t.Error("a scanned path became a label")
+	}
+}

@@ -108,7 +108,7 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 	}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyward_http_requests_total",
-		Help: "HTTP requests answered by the API, by route and status code.",
+		Help: "HTTP requests answered by the API, by route and status code (route \"unmatched\": no route took the request).",
 	}, []string{"route", "code"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "keyward_http_request_duration_seconds",

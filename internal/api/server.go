@@ -144,11 +144,17 @@ func New(cfg Config) *Server {
 		h = s.metrics.instrument(rt.Method+" "+rt.Path, h)
 		mux.Handle(rt.Method+" "+rt.Path, h)
 	}
-	mux.Handle("/", http.HandlerFunc(s.handleNotFound))
+	// Requests no route takes (404, 405, paths not clean) are counted
+	// under one route label, so that a scan shows in monitoring without
+	// its paths becoming labels.
+	mux.Handle("/", s.metrics.instrument(unmatchedRoute, http.HandlerFunc(s.handleNotFound)))
 	s.mux = mux
 	s.handler = s.recoverPanics(s.requestID(s.accessLog(s.headers(s.canonical(mux)))))
 	return s
 }
+
+// unmatchedRoute is the route label of requests no route takes.
+const unmatchedRoute = "unmatched"
 
 // canonical answers 404 to a path that is not in its clean form (a double
 // slash, a "." or ".." segment), which http.ServeMux would redirect to the
@@ -156,9 +162,12 @@ func New(cfg Config) *Server {
 // pasted into it, say) in Location, and that a client would follow with
 // its credential, a POST included.
 func (s *Server) canonical(next http.Handler) http.Handler {
+	unclean := s.metrics.instrument(unmatchedRoute, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, keyward.Errorf(keyward.ENOTFOUND, "no such endpoint: %s %s (paths are not cleaned: no empty, \".\" or \"..\" segments)", r.Method, secret.Redact(r.URL.Path)))
+	}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.Path; p != cleanPath(p) {
-			s.writeError(w, r, keyward.Errorf(keyward.ENOTFOUND, "no such endpoint: %s %s (paths are not cleaned: no empty, \".\" or \"..\" segments)", r.Method, secret.Redact(p)))
+			unclean.ServeHTTP(w, r)
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -141,7 +141,7 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 		for o := keyward.Outcome(0); int(o) < keyward.NumOutcomes; o++ {
 			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name:        "keyward_verifications_total",
-				Help:        "Token verifications by outcome code.",
+				Help:        "Token verifications by outcome code: those of the verify API and the gateway, and the authentication of management credentials; not introspections, which consume nothing (their count is in keyward_verify_duration_seconds{source=\"introspect\"}).",
 				ConstLabels: prometheus.Labels{"outcome": o.String()},
 			}, func() float64 { return float64(engine.Counts()[o]) }))
 		}

@@ -77,12 +77,21 @@ func (s *Server) parseUsageQuery(r *http.Request) (usageQuery, []keyward.FieldEr
 	if len(errs) > 0 {
 		return uq, errs
 	}
-	if uq.to.IsZero() {
+	givenTo := !uq.to.IsZero()
+	if !givenTo {
 		uq.to = s.now().UTC()
 	}
 	if uq.from.IsZero() {
 		span := map[keyward.Granularity]time.Duration{keyward.Minute: time.Hour, keyward.Hour: 24 * time.Hour, keyward.Day: 30 * 24 * time.Hour}[uq.g]
 		uq.from = uq.to.Add(-span)
+	}
+	// [from, to) empty as asked, before it is widened to whole buckets:
+	// widening would make it one bucket that nobody asked for.
+	if !uq.from.Before(uq.to) {
+		if givenTo {
+			return uq, append(errs, keyward.FieldError{Pointer: "/to", Detail: "to must be after from"})
+		}
+		return uq, append(errs, keyward.FieldError{Pointer: "/from", Detail: "from must be before to, which is now when not given"})
 	}
 	// Whole buckets: from down to its bucket's start, to up to the next.
 	uq.from = uq.g.Truncate(uq.from)

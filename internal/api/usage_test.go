@@ -147,6 +147,10 @@ func TestUsageValidation(t *testing.T) {
 		{"/v1/tokens/" + id + "/usage?to=2026-13-01T00:00:00Z", "/to"},
 		{"/v1/tokens/" + id + "/usage?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "/to"},
 		{"/v1/tokens/" + id + "/usage?granularity=minute&from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "/from"},
+		// An empty range, even within one bucket; a from in the future
+		// with no to blames from.
+		{"/v1/usage?granularity=minute&from=2026-11-24T12:07:10Z&to=2026-11-24T12:07:10Z", "/to"},
+		{"/v1/usage?from=2999-01-01T00:00:00Z", "/from"},
 		{"/v1/usage?top=101", "/top"},
 		{"/v1/usage?top=-1", "/top"},
 		{"/v1/usage?granularity=second", "/granularity"},

@@ -131,6 +131,9 @@ func (c *serveConfig) validate() error {
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--public-url must be an http:// or https:// URL with a host, not %q", c.PublicURL)
 	}
+	if c.ShutdownTimeout <= 0 {
+		return errors.New("--shutdown-timeout must be positive: in-flight requests need time to finish")
+	}
 	if c.StaleGrace < 0 {
 		return errors.New("--stale-grace must not be negative")
 	}

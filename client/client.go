@@ -271,6 +271,9 @@ func (c *Client) CreateToken(ctx context.Context, req CreateTokenRequest) (*Issu
 	if err := c.post(ctx, "/v1/tokens", req, &out); err != nil {
 		return nil, err
 	}
+	if out.ID == "" || out.Secret == "" {
+		return nil, incomplete("POST /v1/tokens", "the token's id and secret")
+	}
 	return &out, nil
 }
 
@@ -333,6 +336,9 @@ func (c *Client) GetToken(ctx context.Context, id string) (*Token, error) {
 	if err := c.get(ctx, tokenPath(id, ""), nil, &out); err != nil {
 		return nil, err
 	}
+	if out.ID == "" {
+		return nil, incomplete("GET /v1/tokens/{id}", "the token's id")
+	}
 	return &out, nil
 }
 
@@ -350,6 +356,9 @@ func (c *Client) UpdateToken(ctx context.Context, id string, p *TokenPatch) (*To
 	if err := c.Do(ctx, http.MethodPatch, tokenPath(id, ""), json.RawMessage(req), &out); err != nil {
 		return nil, err
 	}
+	if out.ID == "" {
+		return nil, incomplete("PATCH /v1/tokens/{id}", "the token's id")
+	}
 	return &out, nil
 }
 
@@ -363,6 +372,9 @@ func (c *Client) RotateToken(ctx context.Context, id string, req *RotateRequest)
 	var out IssuedToken
 	if err := c.post(ctx, tokenPath(id, "/rotate"), req, &out); err != nil {
 		return nil, err
+	}
+	if out.ID == "" || out.Secret == "" {
+		return nil, incomplete("POST /v1/tokens/{id}/rotate", "the token's id and new secret")
 	}
 	return &out, nil
 }
@@ -390,6 +402,9 @@ func (c *Client) stateChange(ctx context.Context, id, action, reason string) (*T
 	if err := c.post(ctx, tokenPath(id, action), reasonRequest{Reason: reason}, &out); err != nil {
 		return nil, err
 	}
+	if out.ID == "" {
+		return nil, incomplete("POST /v1/tokens/{id}"+action, "the token's id")
+	}
 	return &out, nil
 }
 
@@ -406,7 +421,17 @@ func (c *Client) Verify(ctx context.Context, req VerifyRequest) (*VerifyResponse
 	if err := c.post(ctx, "/v1/verify", req, &out); err != nil {
 		return nil, err
 	}
+	if out.Code == "" {
+		return nil, incomplete("POST /v1/verify", "the outcome code")
+	}
 	return &out, nil
+}
+
+// incomplete is the error of a success answer that lacks what it must
+// hold (a server that is not keyward, a proxy answering in its place):
+// acting on its zero values would report success falsely.
+func incomplete(call, what string) error {
+	return fmt.Errorf("keyward client: %s: the answer lacks %s; is the server keyward?", call, what)
 }
 
 // CreateWorkspace creates a workspace and its first admin management

@@ -783,3 +783,31 @@ func TestDoRaw(t *testing.T) {
 		t.Error("a relative path was accepted")
 	}
 }
+
+// TestIncompleteAnswers: a success answer without what it must hold (a
+// server that is not keyward answering 200 {}) is an error, not a token
+// with empty fields.
+func TestIncompleteAnswers(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, "{}")
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for name, call := range map[string]func() error{
+		"CreateToken": func() error { _, err := c.CreateToken(ctx, CreateTokenRequest{Name: "x"}); return err },
+		"GetToken":    func() error { _, err := c.GetToken(ctx, "tok_1"); return err },
+		"UpdateToken": func() error { _, err := c.UpdateToken(ctx, "tok_1", &TokenPatch{}); return err },
+		"RotateToken": func() error { _, err := c.RotateToken(ctx, "tok_1", nil); return err },
+		"RevokeToken": func() error { _, err := c.RevokeToken(ctx, "tok_1", ""); return err },
+		"Verify":      func() error { _, err := c.Verify(ctx, VerifyRequest{Token: "kw_x"}); return err },
+	} {
+		if err := call(); err == nil || !strings.Contains(err.Error(), "the answer lacks") {
+			t.Errorf("%s on 200 {}: %v, want an error", name, err)
+		}
+	}
+}

@@ -318,35 +318,40 @@ func TestWrongServerSecret(t *testing.T) {
 	}
 }
 
-// TestRateLimitAcrossRestart: a server restarted within a token's rate
-// window counts what it admitted before (PRODUCT §4: never more than N
-// VALID in any window), on each store.
-func TestRateLimitAcrossRestart(t *testing.T) {
+// onEachStore runs f as a subtest on a new SQLite store and on a new
+// PostgreSQL store.
+func onEachStore(t *testing.T, f func(t *testing.T, st *store)) {
 	for _, c := range []struct {
 		name  string
 		store func(testing.TB) *store
 	}{{"SQLite", sqliteStore}, {"PostgreSQL", postgresStore}} {
-		t.Run(c.name, func(t *testing.T) {
-			st := c.store(t)
-			root := initRoot(t, st)
-			srv := startServer(t, st)
-			admin := newClient(t, srv.URL, root)
-			it, err := admin.CreateToken(ctxT(t), client.CreateTokenRequest{Name: "limited", RateLimit: &client.RateLimit{Limit: 2, Window: client.Duration(time.Hour)}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			req := client.VerifyRequest{Token: it.Secret}
-			expectCode(t, admin, req, "VALID")
-			expectCode(t, admin, req, "VALID")
-			srv.stop()
-			srv = startServer(t, st)
-			admin = newClient(t, srv.URL, root)
-			res := expectCode(t, admin, req, "RATE_LIMITED")
-			if res.RateLimit == nil || res.RateLimit.Remaining != 0 || res.RateLimit.Reset < 3000 {
-				t.Fatalf("rate limit after the restart %+v, want none left for most of the hour", res.RateLimit)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { f(t, c.store(t)) })
 	}
+}
+
+// TestRateLimitAcrossRestart: a server restarted within a token's rate
+// window counts what it admitted before (PRODUCT §4: never more than N
+// VALID in any window), on each store.
+func TestRateLimitAcrossRestart(t *testing.T) {
+	onEachStore(t, func(t *testing.T, st *store) {
+		root := initRoot(t, st)
+		srv := startServer(t, st)
+		admin := newClient(t, srv.URL, root)
+		it, err := admin.CreateToken(ctxT(t), client.CreateTokenRequest{Name: "limited", RateLimit: &client.RateLimit{Limit: 2, Window: client.Duration(time.Hour)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := client.VerifyRequest{Token: it.Secret}
+		expectCode(t, admin, req, "VALID")
+		expectCode(t, admin, req, "VALID")
+		srv.stop()
+		srv = startServer(t, st)
+		admin = newClient(t, srv.URL, root)
+		res := expectCode(t, admin, req, "RATE_LIMITED")
+		if res.RateLimit == nil || res.RateLimit.Remaining != 0 || res.RateLimit.Reset < 3000 {
+			t.Fatalf("rate limit after the restart %+v, want none left for most of the hour", res.RateLimit)
+		}
+	})
 }
 
 // TestRealTokensThroughFlood: a node just restarted, so that it has cached
@@ -354,40 +359,34 @@ func TestRateLimitAcrossRestart(t *testing.T) {
 // while made-up tokens spend its lookup budget (PRODUCT §3: a token
 // verifies on every node), on each store.
 func TestRealTokensThroughFlood(t *testing.T) {
-	for _, c := range []struct {
-		name  string
-		store func(testing.TB) *store
-	}{{"SQLite", sqliteStore}, {"PostgreSQL", postgresStore}} {
-		t.Run(c.name, func(t *testing.T) {
-			st := c.store(t)
-			root := initRoot(t, st)
-			srv := startServer(t, st, "--lookup-budget", "3")
-			admin := newClient(t, srv.URL, root)
-			var real []string
-			for i := range 4 {
-				it, err := admin.CreateToken(ctxT(t), client.CreateTokenRequest{Name: fmt.Sprintf("real %d", i), Scopes: []string{"keyward:tokens:read"}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				real = append(real, it.Secret)
+	onEachStore(t, func(t *testing.T, st *store) {
+		root := initRoot(t, st)
+		srv := startServer(t, st, "--lookup-budget", "3")
+		admin := newClient(t, srv.URL, root)
+		var real []string
+		for i := range 4 {
+			it, err := admin.CreateToken(ctxT(t), client.CreateTokenRequest{Name: fmt.Sprintf("real %d", i), Scopes: []string{"keyward:tokens:read"}})
+			if err != nil {
+				t.Fatal(err)
 			}
-			srv.stop()
-			srv = startServer(t, st, "--lookup-budget", "3")
-			admin = newClient(t, srv.URL, root)
-			for range 30 {
-				made, err := secret.Generate("kw")
-				if err != nil {
-					t.Fatal(err)
-				}
-				expectCode(t, admin, client.VerifyRequest{Token: made}, "NOT_FOUND")
+			real = append(real, it.Secret)
+		}
+		srv.stop()
+		srv = startServer(t, st, "--lookup-budget", "3")
+		admin = newClient(t, srv.URL, root)
+		for range 30 {
+			made, err := secret.Generate("kw")
+			if err != nil {
+				t.Fatal(err)
 			}
-			for _, text := range real[:3] {
-				expectCode(t, admin, client.VerifyRequest{Token: text}, "VALID")
-			}
-			// A credential this node has not cached authenticates.
-			if _, err := newClient(t, srv.URL, real[3]).ListTokens(ctxT(t), client.TokenFilter{}); err != nil {
-				t.Fatalf("listing tokens with an uncached credential during the flood: %v", err)
-			}
-		})
-	}
+			expectCode(t, admin, client.VerifyRequest{Token: made}, "NOT_FOUND")
+		}
+		for _, text := range real[:3] {
+			expectCode(t, admin, client.VerifyRequest{Token: text}, "VALID")
+		}
+		// A credential this node has not cached authenticates.
+		if _, err := newClient(t, srv.URL, real[3]).ListTokens(ctxT(t), client.TokenFilter{}); err != nil {
+			t.Fatalf("listing tokens with an uncached credential during the flood: %v", err)
+		}
+	})
 }

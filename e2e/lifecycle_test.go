@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -389,4 +392,51 @@ func TestRealTokensThroughFlood(t *testing.T) {
 			t.Fatalf("listing tokens with an uncached credential during the flood: %v", err)
 		}
 	})
+}
+
+// TestUncleanAPIPaths: on the listener the API shares with the dashboard,
+// a path that cleans to an API path (//v1/..., /x/../v1/...) is the API's
+// 404 problem+json, not a redirect that repeats the path, a secret in it
+// too, in Location.
+func TestUncleanAPIPaths(t *testing.T) {
+	st := sqliteStore(t)
+	root := initRoot(t, st)
+	srv := startServer(t, st)
+	made, err := secret.Generate("kw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for _, tt := range []struct{ method, target string }{
+		{"GET", "//v1/tokens/" + made},
+		{"GET", "/./v1/tokens/" + made},
+		{"GET", "/x/../v1/tokens/" + made},
+		{"POST", "/dashboard/../v1/tokens/" + made + "/revoke"},
+		{"GET", "/v1//tokens/" + made},
+	} {
+		t.Run(tt.method+" "+strings.Replace(tt.target, made, "SECRET", 1), func(t *testing.T) {
+			// A raw request: an HTTP client would clean the path itself.
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", tt.method, tt.target, addr, root)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Fatalf("status %d, %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+			}
+			if loc := resp.Header.Get("Location"); loc != "" {
+				t.Errorf("Location: %s", loc)
+			}
+			if strings.Contains(string(body), made[3:]) {
+				t.Errorf("the body repeats the secret: %s", body)
+			}
+		})
+	}
 }

@@ -417,9 +417,14 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 			return nil, fmt.Errorf("--gateway-config: %w", err)
 		}
 	}
-	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+	// A trial bind finds a bad address or a port in use now; the real one
+	// comes once the node is ready, so that no connection waits on a
+	// node still migrating or reading its tokens.
+	trial, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
 		return nil, fmt.Errorf("--addr: %w", err)
 	}
+	trial.Close()
 	keys, err := keyring(cfg.storeConfig)
 	if err != nil {
 		return nil, err
@@ -502,6 +507,9 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, fmt.Errorf("--addr: %w", err)
 	}
 	if cfg.GatewayConfig != "" {
 		if s.gw, err = openGateway(ctx, cfg.GatewayConfig, s.store, s.engine, a, s.usage, log); err != nil {

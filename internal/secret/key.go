@@ -108,42 +108,17 @@ func Equal(a, b []byte) bool {
 func LoadOrCreateFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		var raw [32]byte
-		rand.Read(raw[:])
-		s := hex.EncodeToString(raw[:])
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return "", err
+		if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			// A link to nowhere, which must not be written through or
+			// replaced.
+			return "", fmt.Errorf("server secret file %s is a symbolic link that leads nowhere: remove it, or point it at the secret", path)
 		}
-		// Written whole under another name, then linked into place: a
-		// process that starts at the same time (serve beside init) reads
-		// either no file or the whole secret, never a part of it.
-		f, err := os.CreateTemp(filepath.Dir(path), ".server.secret-*")
-		if err != nil {
-			return "", err
+		s, cerr := createSecretFile(path)
+		if !errors.Is(cerr, fs.ErrExist) {
+			return s, cerr
 		}
-		tmp := f.Name()
-		defer os.Remove(tmp)
-		if err := f.Chmod(0o600); err != nil {
-			f.Close()
-			return "", err
-		}
-		if _, err := f.WriteString(s + "\n"); err != nil {
-			f.Close()
-			return "", err
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return "", err
-		}
-		if err := f.Close(); err != nil {
-			return "", err
-		}
-		if err := os.Link(tmp, path); errors.Is(err, fs.ErrExist) {
-			return LoadOrCreateFile(path) // another process created it first
-		} else if err != nil {
-			return "", err
-		}
-		return s, nil
+		// Another process created it first: read theirs.
+		b, err = os.ReadFile(path)
 	}
 	if err != nil {
 		return "", err
@@ -156,6 +131,71 @@ func LoadOrCreateFile(path string) (string, error) {
 		return "", fmt.Errorf("server secret file %s holds fewer than %d bytes", path, MinServerSecretLen)
 	}
 	return s, nil
+}
+
+// createSecretFile writes a new random secret to path, which must not
+// exist (fs.ErrExist if another process made it first). The secret is
+// written under a temporary name and linked into place, so that a process
+// starting at the same time (serve beside init) reads either no file or
+// the whole secret; where the file system has no hard links, it is
+// created in place (O_EXCL) and written.
+func createSecretFile(path string) (string, error) {
+	var raw [32]byte
+	rand.Read(raw[:])
+	s := hex.EncodeToString(raw[:])
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".server.secret-*")
+	if err != nil {
+		return "", err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := writeSecret(f, s); err != nil {
+		return "", err
+	}
+	err = os.Link(tmp, path)
+	switch {
+	case err == nil:
+		return s, syncDir(filepath.Dir(path))
+	case errors.Is(err, fs.ErrExist):
+		return "", err
+	}
+	// No hard links here (FAT, some network and FUSE file systems).
+	f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	return s, writeSecret(f, s)
+}
+
+// writeSecret writes s and a line break to f with mode 0600, syncs and
+// closes it.
+func writeSecret(f *os.File, s string) error {
+	err := f.Chmod(0o600)
+	if err == nil {
+		_, err = f.WriteString(s + "\n")
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// syncDir makes a new name in dir durable; where directories cannot be
+// synced (not every OS allows it), that is no error.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil
+	}
+	defer d.Close()
+	d.Sync()
+	return nil
 }
 
 // ReadFile returns the trimmed content of a secret file, as used for the

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -107,6 +108,32 @@ func TestLoadOrCreateFileConcurrent(t *testing.T) {
 		if len(entries) != 1 {
 			t.Fatalf("round %d: %d files left, want the secret alone", round, len(entries))
 		}
+	}
+}
+
+// TestLoadOrCreateFileDanglingLink: a server.secret that is a link to
+// nowhere is an error, neither written through nor tried again forever.
+func TestLoadOrCreateFileDanglingLink(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret")
+	if err := os.Symlink(filepath.Join(dir, "gone"), path); err != nil {
+		t.Skipf("no symbolic links here: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := LoadOrCreateFile(path); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "leads nowhere") {
+			t.Fatalf("LoadOrCreateFile on a dangling link: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("LoadOrCreateFile on a dangling link does not return")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("%d files in the dir, want the link alone", len(entries))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "gone")); err == nil {
+		t.Fatal("the secret was written through the link")
 	}
 }
 

@@ -121,10 +121,9 @@ type Limiter struct {
 	retries int           // see Options.MaxRetries
 	now     func() time.Time
 
-	// offset is Redis's clock less this node's, in µs, as the last answer
-	// that came within margin showed; offsetKnown says whether one has.
-	offset      atomic.Int64
-	offsetKnown atomic.Bool
+	// clock is the offset between Redis's clock and this node's that the
+	// last answer within margin showed; nil until one has.
+	clock atomic.Pointer[clockSample]
 }
 
 var _ verify.GlobalLimits = (*Limiter)(nil)
@@ -194,7 +193,7 @@ func New(ctx context.Context, url string, opts Options) (*Limiter, error) {
 		prefix:  prefix,
 		wait:    wait,
 		read:    ro.ReadTimeout,
-		margin:  wait / 10,
+		margin:  ro.ReadTimeout / 5,
 		retries: retries,
 		now:     time.Now,
 	}, nil
@@ -381,13 +380,15 @@ func retryable(err error) bool {
 // "0" when no offset is known yet. The margin covers the offset's error (at
 // most half the round trip it was measured on, see noteClock) and clock
 // drift since; for a wait under four margins (a caller's near deadline) it
-// shrinks to a quarter of the wait, so that a quick Redis still counts.
+// shrinks to a quarter of the wait, so that a quick Redis still counts, but
+// never below the offset's error and a millisecond.
 func (l *Limiter) lateBound(deadline time.Time, wait time.Duration) string {
-	if !l.offsetKnown.Load() {
+	c := l.clock.Load()
+	if c == nil {
 		return "0"
 	}
-	m := min(l.margin, wait/4)
-	return strconv.FormatInt(deadline.Add(-m).UnixMicro()+l.offset.Load(), 10)
+	m := max(min(l.margin, wait/4), c.err+time.Millisecond)
+	return strconv.FormatInt(deadline.Add(-m).UnixMicro()+c.offset, 10)
 }
 
 // noteClock takes the offset between Redis's clock and this node's from an
@@ -400,8 +401,13 @@ func (l *Limiter) noteClock(sent, received time.Time, redisUS int64) {
 		return
 	}
 	mid := sent.Add(rtt / 2).UnixMicro()
-	l.offset.Store(redisUS - mid)
-	l.offsetKnown.Store(true)
+	l.clock.Store(&clockSample{offset: redisUS - mid, err: rtt / 2})
+}
+
+// clockSample is an estimate of Redis's clock less this node's.
+type clockSample struct {
+	offset int64         // µs
+	err    time.Duration // at most this far off: half the round trip it came from
 }
 
 func floorDiv(a, b int64) int64 {

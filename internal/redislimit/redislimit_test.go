@@ -955,7 +955,7 @@ func learnClock(t *testing.T, l *Limiter, token string) {
 	t.Helper()
 	req := limitReq(token)
 	req.Consume = false
-	for deadline := time.Now().Add(10 * time.Second); !l.offsetKnown.Load(); {
+	for deadline := time.Now().Add(10 * time.Second); l.clock.Load() == nil; {
 		if time.Now().After(deadline) {
 			t.Fatal("no answer came quickly enough to tell the clocks' offset")
 		}
@@ -975,7 +975,7 @@ func TestLateCheckConsumesNothing(t *testing.T) {
 	}
 	p := newHoldProxy(t, ro.Addr)
 	// The attempt gives up after the read timeout, 300 ms; its bound is
-	// 60 ms (a tenth of read and write timeouts) before that.
+	// 60 ms (a fifth of the read timeout) before that.
 	l := limiterVia(t, p.addr, prefix, Options{ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
 	learnClock(t, l, "tok")
 	check(t, l, limitReq("tok"))

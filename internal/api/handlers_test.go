@@ -2397,3 +2397,23 @@ func TestMetricsUnmatched(t *testing.T) {
 		t.Error("a scanned path became a label")
 	}
 }
+
+// TestNoSecretsInStoredFields: a token's secret pasted as a name or a
+// subject is refused, since both are stored, listed and audited in plain
+// text; nothing is written.
+func TestNoSecretsInStoredFields(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	id, sec := s.newToken("target")
+	wantInvalid(t, s.do("POST", "/v1/tokens", s.root, map[string]any{"name": "copied " + sec}), "/name")
+	wantInvalid(t, s.do("POST", "/v1/tokens", s.root, map[string]any{"name": "x", "subject": sec}), "/subject")
+	wantInvalid(t, s.do("PATCH", "/v1/tokens/"+id, s.root, map[string]any{"name": sec}), "/name")
+	r := s.do("GET", "/v1/audit?limit=500", s.root, nil)
+	wantStatus(t, r, http.StatusOK)
+	if strings.Contains(string(r.Body), sec[3:]) {
+		t.Fatal("the audit log holds the secret")
+	}
+	if got := s.get(id)["name"]; got != "target" {
+		t.Fatalf("name = %v after the refused patch", got)
+	}
+}

@@ -131,6 +131,9 @@ func (s *Service) CreateToken(ctx context.Context, c Caller, t *keyward.Token) (
 	if err := t.Validate(now); err != nil {
 		return nil, "", err
 	}
+	if err := noSecrets(t.Name, t.Subject); err != nil {
+		return nil, "", err
+	}
 	t.Tidy()
 	if err := c.checkGrant(t.Scopes, "cannot create the token"); err != nil {
 		return nil, "", err
@@ -237,6 +240,16 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 			if !onlyErrsAt(err, untouched...) {
 				return nil, err
 			}
+		}
+		var name, subject string
+		if t.Name != before.Name {
+			name = t.Name
+		}
+		if t.Subject != before.Subject {
+			subject = t.Subject
+		}
+		if err := noSecrets(name, subject); err != nil {
+			return nil, err
 		}
 		t.Tidy()
 		if err := c.checkGrant(t.Scopes, "cannot grant the scope"); err != nil {
@@ -585,4 +598,22 @@ func withField(changes json.RawMessage, key string, value any) json.RawMessage {
 	m[key] = value
 	raw, _ := json.Marshal(m)
 	return raw
+}
+
+// noSecrets refuses a token name or subject that holds a token's secret
+// (see secret.Redact), pasted into the wrong field: both are stored, shown
+// in lists and recorded in the audit log, where no secret may be. An
+// empty one is not looked at.
+func noSecrets(name, subject string) error {
+	var errs []keyward.FieldError
+	if name != "" && secret.Redact(name) != name {
+		errs = append(errs, keyward.FieldError{Pointer: "/name", Detail: "name holds a token's secret; a secret is never stored in plain text"})
+	}
+	if subject != "" && secret.Redact(subject) != subject {
+		errs = append(errs, keyward.FieldError{Pointer: "/subject", Detail: "subject holds a token's secret; a secret is never stored in plain text"})
+	}
+	if errs == nil {
+		return nil
+	}
+	return &keyward.Error{Code: keyward.EINVALID, Message: "a token's secret is in a field that is stored", Fields: errs}
 }

@@ -2416,4 +2416,14 @@ func TestNoSecretsInStoredFields(t *testing.T) {
 	if got := s.get(id)["name"]; got != "target" {
 		t.Fatalf("name = %v after the refused patch", got)
 	}
+	// A reason naming the leaked secret does not stop the revocation; the
+	// secret is cut from what is stored.
+	r = s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, map[string]any{"reason": "leaked: " + sec})
+	wantStatus(t, r, http.StatusOK)
+	if m := s.get(id); m["state"] != "revoked" || m["revoke_reason"] != "leaked: kw_[redacted]" {
+		t.Fatalf("after the revocation: state %v, reason %v", m["state"], m["revoke_reason"])
+	}
+	if r := s.do("GET", "/v1/audit?limit=500", s.root, nil); strings.Contains(string(r.Body), sec[3:]) {
+		t.Fatal("the audit log holds the secret of the reason")
+	}
 }

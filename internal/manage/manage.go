@@ -351,6 +351,7 @@ func (s *Service) RotateToken(ctx context.Context, c Caller, id string, grace ti
 // RevokeToken revokes the token for good. Revoking a revoked token changes
 // nothing and succeeds.
 func (s *Service) RevokeToken(ctx context.Context, c Caller, id, reason string) (*keyward.Token, error) {
+	reason = keepNoSecret(reason)
 	return s.setState(ctx, c, id, "token.revoke", reason, func(t *keyward.Token, now time.Time) (bool, error) {
 		if t.Revoked {
 			return false, nil
@@ -363,6 +364,7 @@ func (s *Service) RevokeToken(ctx context.Context, c Caller, id, reason string) 
 // SuspendToken suspends the token until ResumeToken. Suspending a suspended
 // token succeeds unchanged; a revoked token fails with ECONFLICT.
 func (s *Service) SuspendToken(ctx context.Context, c Caller, id, reason string) (*keyward.Token, error) {
+	reason = keepNoSecret(reason)
 	return s.setState(ctx, c, id, "token.suspend", reason, func(t *keyward.Token, now time.Time) (bool, error) {
 		if t.Revoked {
 			return false, keyward.Errorf(keyward.ECONFLICT, "the token is revoked; revocation is final")
@@ -378,6 +380,7 @@ func (s *Service) SuspendToken(ctx context.Context, c Caller, id, reason string)
 // ResumeToken ends a suspension. Resuming a token that is not suspended
 // succeeds unchanged; a revoked token fails with ECONFLICT.
 func (s *Service) ResumeToken(ctx context.Context, c Caller, id, reason string) (*keyward.Token, error) {
+	reason = keepNoSecret(reason)
 	return s.setState(ctx, c, id, "token.resume", reason, func(t *keyward.Token, now time.Time) (bool, error) {
 		if t.Revoked {
 			return false, keyward.Errorf(keyward.ECONFLICT, "the token is revoked; revocation is final")
@@ -617,3 +620,8 @@ func noSecrets(name, subject string) error {
 	}
 	return &keyward.Error{Code: keyward.EINVALID, Message: "a token's secret is in a field that is stored", Fields: errs}
 }
+
+// keepNoSecret cuts a token's secret from a reason before it is stored: a
+// reason often names what happened ("leaked: kw_..."), and the state
+// change goes ahead.
+func keepNoSecret(reason string) string { return secret.Redact(reason) }

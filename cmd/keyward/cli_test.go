@@ -1191,3 +1191,28 @@ func TestServeRefusesBeforeTouchingTheStore(t *testing.T) {
 		})
 	}
 }
+
+// TestPlainRemote: the CLI warns before sending a management token over
+// plain HTTP to another host, and only then.
+func TestPlainRemote(t *testing.T) {
+	for server, want := range map[string]bool{
+		"http://127.0.0.1:8080":       false,
+		"http://[::1]:8080":           false,
+		"http://localhost:8080":       false,
+		"http://api.localhost":        false,
+		"https://keyward.example.com": false,
+		"http://keyward.example.com":  true,
+		"http://10.0.0.7:8080":        true,
+		"http://[2001:db8::1]:8080":   true,
+	} {
+		if got := plainRemote(server); got != want {
+			t.Errorf("plainRemote(%q) = %v, want %v", server, got, want)
+		}
+	}
+	// The warning itself, from a command that then fails to reach the
+	// host (.invalid names none).
+	r := cli(t, nil, map[string]string{"KEYWARD_SERVER": "http://keyward.invalid:1"}, "", "token", "list")
+	if r.code == 0 || !strings.Contains(r.stderr, "plain HTTP to another host") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}

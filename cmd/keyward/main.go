@@ -190,7 +190,7 @@ var topGroup = group{
 	examples: []string{
 		"keyward init",
 		"keyward serve --addr 127.0.0.1:8080",
-		"KEYWARD_TOKEN=kw_... keyward token list",
+		"KEYWARD_TOKEN_FILE=~/.keyward/token keyward token list",
 		"keyward help token create",
 	},
 }

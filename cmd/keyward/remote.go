@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -61,7 +63,26 @@ func (r *remote) client(e *env) (*client.Client, error) {
 	if token == "" {
 		return nil, errors.New("no credentials: set KEYWARD_TOKEN (or KEYWARD_TOKEN_FILE) to a management token")
 	}
-	return client.New(r.server, token, client.WithUserAgent("keyward-cli/"+versionString()))
+	c, err := client.New(r.server, token, client.WithUserAgent("keyward-cli/"+versionString()))
+	if err == nil && plainRemote(r.server) {
+		fmt.Fprintf(e.stderr, "keyward: warning: %s is plain HTTP to another host: the management token crosses the network unencrypted; use https://\n", r.server)
+	}
+	return c, err
+}
+
+// plainRemote reports whether server is an http:// URL whose host is not
+// this machine (a loopback address or localhost).
+func plainRemote(server string) bool {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "http" {
+		return false
+	}
+	host := u.Hostname()
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err != nil || !ip.IsLoopback()
 }
 
 // apiError adds a hint to the errors a person can fix at once.

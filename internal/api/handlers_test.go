@@ -1860,11 +1860,11 @@ func TestOperational(t *testing.T) {
 			method, path string
 			allow        []string
 		}{
-			{"DELETE", "/v1/tokens/" + id, []string{"GET", "PATCH"}},
-			{"PUT", "/v1/tokens", []string{"GET", "POST"}},
+			{"DELETE", "/v1/tokens/" + id, []string{"GET", "HEAD", "PATCH"}},
+			{"PUT", "/v1/tokens", []string{"GET", "HEAD", "POST"}},
 			{"GET", "/v1/tokens/" + id + "/rotate", []string{"POST"}},
 			{"GET", "/v1/verify", []string{"POST"}},
-			{"POST", "/healthz", []string{"GET"}},
+			{"POST", "/healthz", []string{"GET", "HEAD"}},
 		} {
 			r := s.do(tt.method, tt.path, s.root, nil)
 			wantProblem(t, r, 405, "method_not_allowed")
@@ -2426,4 +2426,23 @@ func TestNoSecretsInStoredFields(t *testing.T) {
 	if r := s.do("GET", "/v1/audit?limit=500", s.root, nil); strings.Contains(string(r.Body), sec[3:]) {
 		t.Fatal("the audit log holds the secret of the reason")
 	}
+}
+
+// TestCreateLocation: a created token's 201 names it in Location, relative
+// to the request, and that URL reads it.
+func TestCreateLocation(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	r := s.do("POST", "/v1/tokens", s.root, map[string]any{"name": "located"})
+	wantStatus(t, r, http.StatusCreated)
+	id, _ := r.object(t)["id"].(string)
+	base, _ := url.Parse(s.srv.URL + "/v1/tokens")
+	ref, err := url.Parse(r.Header.Get("Location"))
+	if err != nil || r.Header.Get("Location") == "" {
+		t.Fatalf("Location %q: %v", r.Header.Get("Location"), err)
+	}
+	if got := base.ResolveReference(ref).Path; got != "/v1/tokens/"+id {
+		t.Fatalf("Location resolves to %s, want /v1/tokens/%s", got, id)
+	}
+	wantStatus(t, s.do("GET", base.ResolveReference(ref).Path, s.root, nil), http.StatusOK)
 }

@@ -197,7 +197,8 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // when the path exists for other methods, else 404.
 func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
 	var allow []string
-	for _, m := range []string{"GET", "POST", "PATCH", "PUT", "DELETE"} {
+	// HEAD is served wherever GET is (http.ServeMux), so it is allowed there.
+	for _, m := range []string{"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"} {
 		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
 		if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
 			allow = append(allow, m)

@@ -186,6 +186,9 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	v := s.viewToken(t)
 	v.Token = text
+	// Relative, so that it holds behind a proxy that serves the API under
+	// a path prefix: tokens/ID against /v1/tokens is /v1/tokens/ID.
+	w.Header().Set("Location", "tokens/"+t.ID)
 	writeJSON(w, http.StatusCreated, v)
 }
 

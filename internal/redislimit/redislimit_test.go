@@ -672,22 +672,44 @@ type proxy struct {
 
 func newProxy(t *testing.T, upstream string) *proxy {
 	t.Helper()
+	p := &proxy{upstream: upstream}
+	p.silent.Store(upstream == "")
+	p.addr = serveLoopback(t, p.silence, func(c net.Conn, keep func(...net.Conn), _ *sync.WaitGroup) {
+		p.accepted.Add(1)
+		keep(c)
+		p.serve(c)
+	})
+	return p
+}
+
+// serveLoopback listens on a loopback port for the test and returns its
+// address. Each connection goes to handle, in a goroutine of wg; handle
+// gives keep the connections to close when the test ends, and may start
+// more goroutines in wg. At the end the listener closes, unblock runs (to
+// wake handlers waiting on a proxy's state), the kept connections close,
+// and every goroutine is waited for.
+func serveLoopback(t *testing.T, unblock func(), handle func(c net.Conn, keep func(...net.Conn), wg *sync.WaitGroup)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{addr: ln.Addr().String(), upstream: upstream}
-	p.silent.Store(upstream == "")
 	var wg sync.WaitGroup
+	var mu sync.Mutex
 	var conns []net.Conn
+	keep := func(cs ...net.Conn) {
+		mu.Lock()
+		conns = append(conns, cs...)
+		mu.Unlock()
+	}
 	t.Cleanup(func() {
 		ln.Close()
-		p.silence()
-		p.mu.Lock()
+		unblock()
+		mu.Lock()
 		for _, c := range conns {
 			c.Close()
 		}
-		p.mu.Unlock()
+		mu.Unlock()
 		wg.Wait()
 	})
 	wg.Go(func() {
@@ -696,14 +718,10 @@ func newProxy(t *testing.T, upstream string) *proxy {
 			if err != nil {
 				return
 			}
-			p.accepted.Add(1)
-			p.mu.Lock()
-			conns = append(conns, c)
-			p.mu.Unlock()
-			wg.Go(func() { p.serve(c) })
+			wg.Go(func() { handle(c, keep, &wg) })
 		}
 	})
-	return p
+	return ln.Addr().String()
 }
 
 func (p *proxy) serve(c net.Conn) {
@@ -825,70 +843,43 @@ type holdProxy struct {
 
 func newHoldProxy(t *testing.T, upstream string) *holdProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &holdProxy{addr: ln.Addr().String(), upstream: upstream, open: make(chan struct{})}
+	p := &holdProxy{upstream: upstream, open: make(chan struct{})}
 	close(p.open)
-	var wg sync.WaitGroup
-	var conns []net.Conn
-	var cmu sync.Mutex
-	t.Cleanup(func() {
-		ln.Close()
-		p.release()
-		cmu.Lock()
-		for _, c := range conns {
+	p.addr = serveLoopback(t, p.release, func(c net.Conn, keep func(...net.Conn), wg *sync.WaitGroup) {
+		up, err := net.Dial("tcp", upstream)
+		if err != nil {
 			c.Close()
+			return
 		}
-		cmu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
+		keep(c, up)
+		wg.Go(func() {
+			buf := make([]byte, 4096)
+			for {
+				n, err := up.Read(buf)
+				if n > 0 {
+					p.replies.Add(1)
+					c.Write(buf[:n]) // fails once the client gave up: the count stands
+				}
+				if err != nil {
+					return
+				}
+			}
+		})
+		buf := make([]byte, 4096)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", upstream)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			cmu.Lock()
-			conns = append(conns, c, up)
-			cmu.Unlock()
-			wg.Go(func() {
-				buf := make([]byte, 4096)
-				for {
-					n, err := up.Read(buf)
-					if n > 0 {
-						p.replies.Add(1)
-						c.Write(buf[:n]) // fails once the client gave up: the count stands
-					}
-					if err != nil {
-						return
-					}
+			n, err := c.Read(buf)
+			if n > 0 {
+				p.mu.Lock()
+				open := p.open
+				p.mu.Unlock()
+				<-open
+				if _, err := up.Write(buf[:n]); err != nil {
+					return
 				}
-			})
-			wg.Go(func() {
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						p.mu.Lock()
-						open := p.open
-						p.mu.Unlock()
-						<-open
-						if _, err := up.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return // up stays open for the answer; closed at cleanup
-					}
-				}
-			})
+			}
+			if err != nil {
+				return // up stays open for the answer; closed at cleanup
+			}
 		}
 	})
 	return p

@@ -54,6 +54,11 @@ const (
 	HeadMissing Kind = "head_missing"
 	// HeadChanged: the head does not match its own MAC or the chain's end.
 	HeadChanged Kind = "head_changed"
+	// OldKey: the event (or the head) is linked under a previous server
+	// secret's key although an event before it is linked under the
+	// current one: it was written after the rotation by whoever still
+	// holds the old secret.
+	OldKey Kind = "old_key"
 )
 
 // Problem is the first thing wrong with a chain.
@@ -110,6 +115,7 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 	if len(expect) > 0 {
 		r.Found = map[string]bool{}
 	}
+	current := false // an event was linked under the current key
 	var (
 		prev  []byte // the link of the event before
 		last  *keyward.AuditEvent
@@ -129,12 +135,20 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 		cuts      []keyward.AuditCut
 	)
 	head, err := log.AuditChain(ctx, workspaceID, func(e *keyward.AuditEvent, l keyward.AuditLink) error {
+		k := -1
+		if len(l.MAC) > 0 {
+			k = linkedBy(keys, l.Prev, e, l.MAC)
+		}
 		switch {
 		case len(l.MAC) == 0:
 			fail(Changed, e, l.Seq, "event %s has no link: it was not written by keyward, or its link was removed", e.ID)
 			return errStop
-		case !linked(keys, l.Prev, e, l.MAC):
+		case k < 0:
 			fail(Changed, e, l.Seq, "event %s does not match its link: its fields or its link were changed, or it was written without the key", e.ID)
+			return errStop
+		case k > 0 && current:
+			fail(OldKey, e, l.Seq, "event %s is linked under a previous server secret although an event before it is linked under the current one: "+
+				"it was written after the rotation by whoever still holds the old secret (a node not restarted with the new one, or someone else)", e.ID)
 			return errStop
 		case r.Events == 0 && len(l.Prev) > 0:
 			startPrev, startE, startL = l.Prev, e, l
@@ -149,6 +163,7 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 				cuts = append(cuts, c)
 			}
 		}
+		current = current || k == 0
 		prev, last, lastL = l.MAC, e, l
 		r.Events++
 		if expect[e.ID] {
@@ -189,6 +204,9 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 	case !headOK(keys, head):
 		r.Problem = &Problem{Kind: HeadChanged, EventID: head.EventID, Seq: head.Seq,
 			Detail: fmt.Sprintf("the chain head (event %s, seq %d) does not match its MAC: it was changed, maybe pointed at an older event after the newest were removed", head.EventID, head.Seq)}
+	case current && !headOK(keys[:1], head):
+		r.Problem = &Problem{Kind: OldKey, EventID: head.EventID, Seq: head.Seq,
+			Detail: fmt.Sprintf("the chain head (event %s, seq %d) is signed under a previous server secret although events are linked under the current one: it was written after the rotation by whoever still holds the old secret", head.EventID, head.Seq)}
 	case last == nil:
 		r.Problem = &Problem{Kind: NewestRemoved, EventID: head.EventID, Seq: head.Seq,
 			Detail: fmt.Sprintf("the chain head names event %s (seq %d) but the chain is empty: every event was removed", head.EventID, head.Seq)}
@@ -235,14 +253,15 @@ func placeBreak(ctx context.Context, log Log, r *Report, e *keyward.AuditEvent, 
 	return nil
 }
 
-// linked reports whether mac is e's link to prev under one of keys.
-func linked(keys [][]byte, prev []byte, e *keyward.AuditEvent, mac []byte) bool {
-	for _, k := range keys {
+// linkedBy returns the index in keys of the key under which mac is e's
+// link to prev, or -1.
+func linkedBy(keys [][]byte, prev []byte, e *keyward.AuditEvent, mac []byte) int {
+	for i, k := range keys {
 		if hmac.Equal(keyward.AuditMAC(k, prev, e), mac) {
-			return true
+			return i
 		}
 	}
-	return false
+	return -1
 }
 
 // headOK reports whether the head's MAC holds under one of keys.

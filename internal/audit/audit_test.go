@@ -299,6 +299,38 @@ func testVerify(t *testing.T, b backend) {
 		wantProblem(t, f.verify(rotated), audit.Changed, f.evs[0].ID)
 	})
 
+	t.Run("ErrOldKeyAfterRotation", func(t *testing.T) {
+		// Once an event is linked under the current key, an event (or a
+		// head) linked under the old one is reported: whoever holds the
+		// old secret, perhaps the one that leaked, wrote it after the
+		// rotation.
+		f := newFixture(t, b)
+		f.s.Close()
+		f.s = b.open(t, f.loc, rotated)
+		f.token(f.ws, "after")
+		f.s.Close()
+		f.s = b.open(t, f.loc, key)
+		late := f.token(f.ws, "old key again")
+		wantProblem(t, f.verify(rotated, key), audit.OldKey, late.ID)
+	})
+
+	t.Run("ErrOldKeyHead", func(t *testing.T) {
+		// The newest event removed and the head pointed at the one before,
+		// signed with the old key: the events left under the current key
+		// show that the head must be under it too.
+		f := newFixture(t, b)
+		f.s.Close()
+		f.s = b.open(t, f.loc, rotated)
+		kept := f.token(f.ws, "after")
+		newest := f.token(f.ws, "newest")
+		f.exec(`DELETE FROM audit_events WHERE id = ?`, newest.ID)
+		f.exec(`UPDATE audit_heads SET seq = (SELECT seq FROM audit_events WHERE id = ?), event_id = ?,
+			mac = (SELECT mac FROM audit_events WHERE id = ?) WHERE workspace_id = ?`, kept.ID, kept.ID, kept.ID, f.ws)
+		head := f.verify(rotated, key).Head
+		f.exec(`UPDATE audit_heads SET head_mac = ? WHERE workspace_id = ?`, keyward.AuditHeadMAC(key, f.ws, kept.ID, head.MAC), f.ws)
+		wantProblem(t, f.verify(rotated, key), audit.OldKey, kept.ID)
+	})
+
 	t.Run("OKConcurrentWriters", func(t *testing.T) {
 		// Writers on two handles (two processes, or two nodes) append to
 		// the same chains at once: the links follow the commit order.

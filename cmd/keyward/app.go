@@ -275,9 +275,12 @@ func keyring(c storeConfig) (*secret.Keyring, error) {
 			return nil, err
 		}
 	}
+	if _, err := secret.NewKeyring(current); err != nil {
+		return nil, fmt.Errorf("KEYWARD_SECRET: %w", err)
+	}
 	r, err := secret.NewKeyring(current, c.SecretPrevious...)
 	if err != nil {
-		return nil, fmt.Errorf("KEYWARD_SECRET: %w", err)
+		return nil, fmt.Errorf("KEYWARD_SECRET_PREVIOUS: %w", err)
 	}
 	return r, nil
 }

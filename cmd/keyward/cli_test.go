@@ -1216,3 +1216,15 @@ func TestPlainRemote(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestShortPreviousSecret: a previous server secret that is too short is
+// blamed on KEYWARD_SECRET_PREVIOUS, not on KEYWARD_SECRET.
+func TestShortPreviousSecret(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	vars := map[string]string{"KEYWARD_SECRET": strings.Repeat("b", 64), "KEYWARD_SECRET_PREVIOUS": "tooshort"}
+	r := cli(t, nil, vars, "", "init", "--data-dir", dir)
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "KEYWARD_SECRET_PREVIOUS: previous server secret #1 must be at least") {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+}

@@ -316,8 +316,42 @@ func TestWrongServerSecret(t *testing.T) {
 	wrong.env = append(slices.Clone(st.env), "KEYWARD_SECRET="+strings.Repeat("ab", 32))
 	s := startServer(t, &wrong)
 	s.stop()
-	if log := s.log.String(); !strings.Contains(log, "server secret this node does not have") || !strings.Contains(log, "secrets=1 of=1") {
-		t.Fatalf("no warning of the unknown key:\n%s", log)
+	if log := s.log.String(); !strings.Contains(log, "level=ERROR") || !strings.Contains(log, "server secret this node does not have") || !strings.Contains(log, "secrets=1 of=1") {
+		t.Fatalf("no error for the unknown key:\n%s", log)
+	}
+}
+
+// TestRotationProgress: while a previous server secret is given, serve
+// says at start how many stored token secrets are still under it; once it
+// is dropped, the tokens nobody used meanwhile are a warning, not an
+// error on every start (nothing is wrong: the rotation is over).
+func TestRotationProgress(t *testing.T) {
+	st := sqliteStore(t)
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	st.env = append(st.env, "KEYWARD_SECRET="+a)
+	root := initRoot(t, st)
+	srv := startServer(t, st)
+	if _, err := newClient(t, srv.URL, root).CreateToken(ctxT(t), client.CreateTokenRequest{Name: "never used"}); err != nil {
+		t.Fatal(err)
+	}
+	srv.stop()
+
+	rotating := *st
+	rotating.env = append(slices.Clone(st.env[:len(st.env)-1]), "KEYWARD_SECRET="+b, "KEYWARD_SECRET_PREVIOUS="+a)
+	srv = startServer(t, &rotating)
+	newClient(t, srv.URL, root).ListTokens(ctxT(t), client.TokenFilter{}) // the root token moves to b
+	srv.stop()
+	if log := srv.log.String(); !strings.Contains(log, "server secret rotation") || !strings.Contains(log, "secrets=2 of=2") {
+		t.Fatalf("no word of the rotation's progress:\n%s", log)
+	}
+
+	done := *st
+	done.env = append(slices.Clone(st.env[:len(st.env)-1]), "KEYWARD_SECRET="+b)
+	srv = startServer(t, &done)
+	srv.stop()
+	log := srv.log.String()
+	if !strings.Contains(log, "level=WARN") || !strings.Contains(log, "secrets=1 of=2") || strings.Contains(log, "level=ERROR") {
+		t.Fatalf("after the rotation, want a warning of the unused token's secret:\n%s", log)
 	}
 }
 

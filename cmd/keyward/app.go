@@ -329,10 +329,44 @@ func checkKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log 
 // warnUnknownKeys logs an error when stored token secrets were made under
 // an unknown server key (see unknownKeys).
 func warnUnknownKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) {
-	if u := checkKeys(ctx, st, keys, log); u != nil {
-		log.Error("stored token secrets were made under a server secret this node does not have, so their tokens answer NOT_FOUND: "+unknownKeysAdvice,
-			"secrets", u.secrets, "of", u.of, "their_key_ids", strings.Join(u.ids, ","), "current_key_id", u.current)
+	u := checkKeys(ctx, st, keys, log)
+	if u == nil {
+		return
 	}
+	// None known: most likely the wrong secret, and no token verifies.
+	// Some: also what a finished rotation leaves, the tokens nobody used
+	// while both secrets were given; a warning, not an error for ever.
+	level := slog.LevelWarn
+	if u.secrets == u.of {
+		level = slog.LevelError
+	}
+	log.Log(ctx, level, "stored token secrets were made under a server secret this node does not have, so their tokens answer NOT_FOUND: "+unknownKeysAdvice,
+		"secrets", u.secrets, "of", u.of, "their_key_ids", strings.Join(u.ids, ","), "current_key_id", u.current)
+}
+
+// logRotation tells, while previous server secrets are given, how many
+// stored token secrets are still under them: each moves to the current
+// secret when its token is next verified, and once none is left (or the
+// rest will not be used), the previous secrets can go.
+func logRotation(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) {
+	if len(keys.Previous) == 0 {
+		return
+	}
+	counts, err := st.SecretKeys(ctx)
+	if err != nil {
+		return // checkKeys has warned
+	}
+	var under, of int64
+	for id, n := range counts {
+		of += n
+		for _, k := range keys.Previous {
+			if k.ID == id {
+				under += n
+			}
+		}
+	}
+	log.Info("server secret rotation: stored token secrets still under a previous secret, each moved to the current one when its token is next verified",
+		"secrets", under, "of", of, "current_key_id", keys.Current.ID)
 }
 
 // newSecretFlag is the flag with which init and user create write under a
@@ -441,6 +475,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		return nil, err
 	}
 	warnUnknownKeys(ctx, s.store, keys, log)
+	logRotation(ctx, s.store, keys, log)
 	vcfg := verify.Config{
 		Store:          s.store,
 		Keys:           keys,

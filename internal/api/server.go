@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -137,7 +138,7 @@ func New(cfg Config) *Server {
 	s.metrics = newMetrics(s.engine, s.usage, cfg.Version, deps)
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
-		var h http.Handler = rt.Handler
+		h := s.onceEachParam(rt.Handler) // after authentication: a stranger learns nothing of the route
 		if rt.Scope != "" {
 			h = s.authenticate(rt, h)
 		}
@@ -151,6 +152,26 @@ func New(cfg Config) *Server {
 	s.mux = mux
 	s.handler = s.recoverPanics(s.requestID(s.accessLog(s.headers(s.canonical(mux)))))
 	return s
+}
+
+// onceEachParam answers 400 to a request that gives a query parameter more
+// than once: the handlers read one value, and which one a proxy or cache
+// before keyward read is anyone's guess.
+func (s *Server) onceEachParam(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "" {
+			if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
+				for name, vs := range q {
+					if len(vs) > 1 {
+						s.writeError(w, r, keyward.Invalid(keyward.FieldError{Pointer: "/" + name,
+							Detail: fmt.Sprintf("the query parameter %q is given %d times; give it once", name, len(vs))}))
+						return
+					}
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // unmatchedRoute is the route label of requests no route takes.

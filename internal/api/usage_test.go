@@ -169,3 +169,19 @@ func TestUsageValidation(t *testing.T) {
 		wantStatus(t, s.do("GET", path, verifier, nil), http.StatusForbidden)
 	}
 }
+
+// TestRepeatedQueryParameter: a query parameter given twice answers 400
+// at it, once the caller is authenticated, rather than taking one of the
+// two unseen.
+func TestRepeatedQueryParameter(t *testing.T) {
+	s := newStack(t)
+	for _, tt := range []struct{ path, pointer string }{
+		{"/v1/usage?granularity=hour&granularity=day", "/granularity"},
+		{"/v1/tokens?state=active&state=revoked", "/state"},
+		{"/v1/audit?limit=5&limit=500", "/limit"},
+	} {
+		wantInvalid(t, s.do("GET", tt.path, s.root, nil), tt.pointer)
+	}
+	wantStatus(t, s.do("GET", "/v1/tokens?state=active&state=revoked", "", nil), http.StatusUnauthorized)
+	wantStatus(t, s.do("GET", "/v1/tokens?state=active&name=x", s.root, nil), http.StatusOK)
+}

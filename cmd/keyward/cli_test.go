@@ -512,6 +512,11 @@ func TestCredentials(t *testing.T) {
 		r := cli(t, f, map[string]string{"KEYWARD_TOKEN": "", "KEYWARD_TOKEN_FILE": file}, "", "token", "list")
 		r.want(t, 0)
 	})
+	t.Run("VariableWithSpaces", func(t *testing.T) {
+		// White space at the ends is trimmed, as from a file.
+		r := cli(t, f, map[string]string{"KEYWARD_TOKEN": " " + mgmtToken + " \n"}, "", "token", "list")
+		r.want(t, 0)
+	})
 	t.Run("ErrBoth", func(t *testing.T) {
 		r := cli(t, f, map[string]string{"KEYWARD_TOKEN_FILE": "/nonexistent"}, "", "token", "list")
 		r.want(t, 1)

@@ -60,6 +60,10 @@ func (r *remote) client(e *env) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// As from KEYWARD_TOKEN_FILE: white space at the ends (a pasted line)
+	// is no part of a token.
+	token = strings.TrimSpace(token)
+	e.addSecret(token)
 	if token == "" {
 		return nil, errors.New("no credentials: set KEYWARD_TOKEN (or KEYWARD_TOKEN_FILE) to a management token")
 	}

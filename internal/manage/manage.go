@@ -351,8 +351,7 @@ func (s *Service) RotateToken(ctx context.Context, c Caller, id string, grace ti
 // RevokeToken revokes the token for good. Revoking a revoked token changes
 // nothing and succeeds.
 func (s *Service) RevokeToken(ctx context.Context, c Caller, id, reason string) (*keyward.Token, error) {
-	reason = keepNoSecret(reason)
-	return s.setState(ctx, c, id, "token.revoke", reason, func(t *keyward.Token, now time.Time) (bool, error) {
+	return s.setState(ctx, c, id, "token.revoke", reason, func(t *keyward.Token, now time.Time, reason string) (bool, error) {
 		if t.Revoked {
 			return false, nil
 		}
@@ -364,8 +363,7 @@ func (s *Service) RevokeToken(ctx context.Context, c Caller, id, reason string) 
 // SuspendToken suspends the token until ResumeToken. Suspending a suspended
 // token succeeds unchanged; a revoked token fails with ECONFLICT.
 func (s *Service) SuspendToken(ctx context.Context, c Caller, id, reason string) (*keyward.Token, error) {
-	reason = keepNoSecret(reason)
-	return s.setState(ctx, c, id, "token.suspend", reason, func(t *keyward.Token, now time.Time) (bool, error) {
+	return s.setState(ctx, c, id, "token.suspend", reason, func(t *keyward.Token, now time.Time, reason string) (bool, error) {
 		if t.Revoked {
 			return false, keyward.Errorf(keyward.ECONFLICT, "the token is revoked; revocation is final")
 		}
@@ -380,8 +378,7 @@ func (s *Service) SuspendToken(ctx context.Context, c Caller, id, reason string)
 // ResumeToken ends a suspension. Resuming a token that is not suspended
 // succeeds unchanged; a revoked token fails with ECONFLICT.
 func (s *Service) ResumeToken(ctx context.Context, c Caller, id, reason string) (*keyward.Token, error) {
-	reason = keepNoSecret(reason)
-	return s.setState(ctx, c, id, "token.resume", reason, func(t *keyward.Token, now time.Time) (bool, error) {
+	return s.setState(ctx, c, id, "token.resume", reason, func(t *keyward.Token, now time.Time, _ string) (bool, error) {
 		if t.Revoked {
 			return false, keyward.Errorf(keyward.ECONFLICT, "the token is revoked; revocation is final")
 		}
@@ -393,20 +390,24 @@ func (s *Service) ResumeToken(ctx context.Context, c Caller, id, reason string) 
 	})
 }
 
-func (s *Service) setState(ctx context.Context, c Caller, id, action, reason string, change func(*keyward.Token, time.Time) (bool, error)) (*keyward.Token, error) {
+func (s *Service) setState(ctx context.Context, c Caller, id, action, reason string, change func(t *keyward.Token, now time.Time, reason string) (bool, error)) (*keyward.Token, error) {
 	if err := tokenID(id); err != nil {
 		return nil, err
 	}
 	if err := keyward.ValidateReason(reason); err != nil {
 		return nil, keyward.Invalid(keyward.FieldError{Pointer: "/reason", Detail: err.Error()})
 	}
+	// A reason often names what happened ("leaked: kw_..."): the change
+	// goes ahead, with the secret cut from the reason that is stored on
+	// the token and in its audit event.
+	reason = secret.Redact(reason)
 	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
 		if err := c.checkGrant(t.Scopes, "cannot change the token"); err != nil {
 			return nil, err
 		}
 		now := s.now()
 		before := t.Clone()
-		if ok, err := change(t, now); !ok || err != nil {
+		if ok, err := change(t, now, reason); !ok || err != nil {
 			return nil, err
 		}
 		t.UpdatedAt = now
@@ -620,8 +621,3 @@ func noSecrets(name, subject string) error {
 	}
 	return &keyward.Error{Code: keyward.EINVALID, Message: "a token's secret is in a field that is stored", Fields: errs}
 }
-
-// keepNoSecret cuts a token's secret from a reason before it is stored: a
-// reason often names what happened ("leaked: kw_..."), and the state
-// change goes ahead.
-func keepNoSecret(reason string) string { return secret.Redact(reason) }

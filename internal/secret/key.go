@@ -158,7 +158,8 @@ func createSecretFile(path string) (string, error) {
 	err = os.Link(tmp, path)
 	switch {
 	case err == nil:
-		return s, syncDir(filepath.Dir(path))
+		syncDir(filepath.Dir(path))
+		return s, nil
 	case errors.Is(err, fs.ErrExist):
 		return "", err
 	}
@@ -186,16 +187,13 @@ func writeSecret(f *os.File, s string) error {
 	return err
 }
 
-// syncDir makes a new name in dir durable; where directories cannot be
-// synced (not every OS allows it), that is no error.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil
+// syncDir makes a new name in dir durable, where it can: not every OS
+// syncs a directory, and the name is there either way.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
 	}
-	defer d.Close()
-	d.Sync()
-	return nil
 }
 
 // ReadFile returns the trimmed content of a secret file, as used for the

@@ -285,88 +285,74 @@ func keyring(c storeConfig) (*secret.Keyring, error) {
 	return r, nil
 }
 
-// unknownKeys reports stored token secrets made under a server key that
-// is neither the current one nor a previous one: their tokens answer
-// NOT_FOUND, which would otherwise look as if every token had been lost (a
-// wrong KEYWARD_SECRET, or a rotation that left out
-// KEYWARD_SECRET_PREVIOUS). Key ids are not secret.
-type unknownKeys struct {
-	secrets, of int64
-	ids         []string // the unknown key ids, sorted
-	current     string   // the current key's id
+// storedKeys counts the stored token secrets by the kind of server key
+// that made them. Those under a key that is neither the current one nor a
+// previous one (unknown) answer NOT_FOUND, which would otherwise look as if
+// every token had been lost (a wrong KEYWARD_SECRET, or a rotation that
+// left out KEYWARD_SECRET_PREVIOUS). Key ids are not secret.
+type storedKeys struct {
+	of       int64    // every stored secret
+	unknown  int64    // under an unknown key
+	previous int64    // under a previous key: still to move to the current one
+	ids      []string // the unknown key ids, sorted
+	current  string   // the current key's id
 }
 
 // advice says what to do about the unknown keys.
 const unknownKeysAdvice = "start with the secret that made them as KEYWARD_SECRET, or, after a rotation, name it in KEYWARD_SECRET_PREVIOUS"
 
-// checkKeys counts the stored secrets under unknown keys; nil when there
-// are none, or when they cannot be counted (warned of in log).
-func checkKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) *unknownKeys {
+// checkKeys counts the stored secrets by key (one store query); nil when
+// they cannot be counted (warned of in log).
+func checkKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) *storedKeys {
 	counts, err := st.SecretKeys(ctx)
 	if err != nil {
 		log.Warn("could not check the server keys of the stored tokens", "err", err)
 		return nil
 	}
-	known := map[string]bool{keys.Current.ID: true}
+	previous := map[string]bool{}
 	for _, k := range keys.Previous {
-		known[k.ID] = true
+		previous[k.ID] = true
 	}
-	u := &unknownKeys{current: keys.Current.ID}
+	u := &storedKeys{current: keys.Current.ID}
 	for id, n := range counts {
 		u.of += n
-		if !known[id] {
-			u.secrets += n
+		switch {
+		case id == keys.Current.ID:
+		case previous[id]:
+			u.previous += n
+		default:
+			u.unknown += n
 			u.ids = append(u.ids, id)
 		}
-	}
-	if u.secrets == 0 {
-		return nil
 	}
 	slices.Sort(u.ids)
 	return u
 }
 
-// warnUnknownKeys logs an error when stored token secrets were made under
-// an unknown server key (see unknownKeys).
-func warnUnknownKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) {
+// logKeys logs at start what the stored secrets' keys say: those under
+// an unknown key (an error when that is all of them, most likely the
+// wrong secret; a warning when some, which is also what a finished
+// rotation leaves: the tokens nobody used while both secrets were given),
+// and, while previous secrets are given, how many are still under them:
+// each moves to the current secret when its token is next verified, and
+// once none is left (or the rest will not be used), they can go.
+func logKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) {
 	u := checkKeys(ctx, st, keys, log)
 	if u == nil {
 		return
 	}
-	// None known: most likely the wrong secret, and no token verifies.
-	// Some: also what a finished rotation leaves, the tokens nobody used
-	// while both secrets were given; a warning, not an error for ever.
-	level := slog.LevelWarn
-	if u.secrets == u.of {
-		level = slog.LevelError
-	}
-	log.Log(ctx, level, "stored token secrets were made under a server secret this node does not have, so their tokens answer NOT_FOUND: "+unknownKeysAdvice,
-		"secrets", u.secrets, "of", u.of, "their_key_ids", strings.Join(u.ids, ","), "current_key_id", u.current)
-}
-
-// logRotation tells, while previous server secrets are given, how many
-// stored token secrets are still under them: each moves to the current
-// secret when its token is next verified, and once none is left (or the
-// rest will not be used), the previous secrets can go.
-func logRotation(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *slog.Logger) {
-	if len(keys.Previous) == 0 {
-		return
-	}
-	counts, err := st.SecretKeys(ctx)
-	if err != nil {
-		return // checkKeys has warned
-	}
-	var under, of int64
-	for id, n := range counts {
-		of += n
-		for _, k := range keys.Previous {
-			if k.ID == id {
-				under += n
-			}
+	if u.unknown > 0 {
+		level := slog.LevelWarn
+		if u.unknown == u.of {
+			level = slog.LevelError
 		}
+		log.Log(ctx, level, "stored token secrets were made under a server secret this node does not have, so their tokens answer NOT_FOUND: "+unknownKeysAdvice,
+			"secrets", u.unknown, "of", u.of, "their_key_ids", strings.Join(u.ids, ","), "current_key_id", u.current)
 	}
-	log.Info("server secret rotation: stored token secrets still under a previous secret, each moved to the current one when its token is next verified",
-		"secrets", under, "of", of, "current_key_id", keys.Current.ID)
+	if len(keys.Previous) > 0 {
+		log.Info("server secret rotation: stored token secrets still under a previous secret, each moved to the current one when its token is next verified",
+			"secrets", u.previous, "of", u.of, "current_key_id", u.current)
+	}
 }
 
 // newSecretFlag is the flag with which init and user create write under a
@@ -387,7 +373,7 @@ func defineNewSecretFlag(fs *flagSet, v *bool) {
 // With force (the old secret is lost), it warns instead.
 func checkKeysCLI(ctx context.Context, e *env, st keyward.Store, keys *secret.Keyring, force bool) error {
 	u := checkKeys(ctx, st, keys, slog.New(slog.DiscardHandler))
-	if u == nil || u.secrets < u.of {
+	if u == nil || u.unknown == 0 || u.unknown < u.of {
 		return nil
 	}
 	what := fmt.Sprintf("every stored token secret (%d) was made under a server secret other than this one (key ids %s; this one is %s)",
@@ -474,8 +460,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if s.store, err = openStore(ctx, cfg.storeConfig, keys); err != nil {
 		return nil, err
 	}
-	warnUnknownKeys(ctx, s.store, keys, log)
-	logRotation(ctx, s.store, keys, log)
+	logKeys(ctx, s.store, keys, log)
 	vcfg := verify.Config{
 		Store:          s.store,
 		Keys:           keys,

@@ -362,7 +362,8 @@ const newSecretFlag = "new-server-secret"
 // defineNewSecretFlag defines newSecretFlag on fs.
 func defineNewSecretFlag(fs *flagSet, v *bool) {
 	fs.Bool(v, newSecretFlag, "", false, "write even though the server secret made none of the stored tokens (the one that did is lost): "+
-		"the new token or user is keyed with this one, and the audit chains no longer verify across the change")
+		"the new token or user is keyed with this one, and the audit chains no longer verify across the change. "+
+		"No environment variable on purpose: a decision for one run, which a deployment's environment would repeat")
 }
 
 // checkKeysCLI refuses a command that writes to the store (init, user

@@ -26,7 +26,7 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.Duration(&cfg.FlushInterval, "flush-interval", "KEYWARD_FLUSH_INTERVAL", time.Second, "write usage (quota, last use) to the store every `DURATION`")
 	fs.String(&cfg.GatewayConfig, "gateway-config", "KEYWARD_GATEWAY_CONFIG", "", "run the enforcing gateway with the routes in `FILE` (YAML; reloaded on SIGHUP)")
 	fs.String(&cfg.RedisURL, "redis-url", "", "", "`URL` of Redis (redis://... or rediss://), for rate limits and quotas enforced across all nodes; "+
-		"it may hold a password, which a flag shows to every user of the machine: prefer KEYWARD_REDIS_URL or its _FILE")
+		"it may hold a password, which a flag shows to every user of the machine: prefer the variable (env KEYWARD_REDIS_URL or KEYWARD_REDIS_URL_FILE)")
 	fs.String(&cfg.RedisFallback, "redis-fallback", "KEYWARD_REDIS_FALLBACK", "closed", "while Redis is unreachable: `MODE` closed (refuse limited tokens) or local (each node enforces limit/--nodes)")
 	fs.Int(&cfg.Nodes, "nodes", "KEYWARD_NODES", 1, "the number `N` of nodes, by which --redis-fallback local divides each limit")
 	fs.Duration(&cfg.StaleGrace, "stale-grace", "KEYWARD_STALE_GRACE", 5*time.Minute, "while the store is unreachable, cached tokens keep verifying for `DURATION`; then every verification fails closed")

@@ -43,6 +43,27 @@ func openPTY(t *testing.T) (master, tty *os.File) {
 	return m, s
 }
 
+// echoes reports whether the terminal tty echoes what is typed.
+func echoes(t *testing.T, tty *os.File) bool {
+	t.Helper()
+	var tio syscall.Termios
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, tty.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&tio))); e != 0 {
+		t.Fatalf("tcgetattr: %v", e)
+	}
+	return tio.Lflag&syscall.ECHO != 0
+}
+
+// waitEcho waits up to 5 s for the terminal tty to echo (on) or not.
+func waitEcho(t *testing.T, tty *os.File, on bool) bool {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if echoes(t, tty) == on {
+			return true
+		}
+	}
+	return false
+}
+
 // TestVerifyPromptNoEcho: a token typed at the prompt of keyward verify is
 // not echoed to the terminal, as a password is not.
 func TestVerifyPromptNoEcho(t *testing.T) {
@@ -59,16 +80,7 @@ func TestVerifyPromptNoEcho(t *testing.T) {
 	}()
 	// Type once the program has turned echo off (or given up on the
 	// terminal: a program that never does fails below).
-	fd := tty.Fd()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		var tio syscall.Termios
-		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TCGETS, uintptr(unsafe.Pointer(&tio))); e != 0 {
-			t.Fatalf("tcgetattr: %v", e)
-		}
-		if tio.Lflag&syscall.ECHO == 0 {
-			break
-		}
-	}
+	waitEcho(t, tty, false)
 	if _, err := master.Write([]byte(secret + "\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -109,5 +121,57 @@ func TestVerifyPromptNoEcho(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the terminal's output could not be read")
+	}
+}
+
+// TestPromptInterrupt: Ctrl-C at a prompt that reads without echo ends
+// the command at once (main turns SIGINT into the context's
+// cancellation, which a plain read would not notice until Enter), and
+// leaves the terminal echoing again.
+func TestPromptInterrupt(t *testing.T) {
+	for _, tc := range []struct {
+		name, prompt string
+		args         []string
+	}{
+		{"verify", "Token to verify: ", []string{"verify"}},
+		{"user create", "Password (at least 12 characters): ", []string{"user", "create", "--email", "a@example.com", "--data-dir", "DIR"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeServer(t)
+			for i, a := range tc.args {
+				if a == "DIR" {
+					tc.args[i] = t.TempDir()
+				}
+			}
+			_, tty := openPTY(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan result, 1)
+			go func() {
+				var stdout, stderr bytes.Buffer
+				envs := map[string]string{"KEYWARD_TOKEN": mgmtToken, "KEYWARD_SERVER": f.srv.URL}
+				code := run(ctx, tc.args, tty, &stdout, &stderr, func(k string) string { return envs[k] })
+				done <- result{code, stdout.String(), stderr.String()}
+			}()
+			if !waitEcho(t, tty, false) {
+				t.Fatal("the prompt did not turn echo off")
+			}
+			cancel() // Ctrl-C
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Ctrl-C did not end the prompt's wait")
+			}
+			if r.code != 1 || r.stderr != tc.prompt+"\nkeyward: interrupted\n" {
+				t.Errorf("exit status %d, stderr %q; want 1 and the prompt, then keyward: interrupted", r.code, r.stderr)
+			}
+			if !echoes(t, tty) {
+				t.Error("the terminal was left without echo")
+			}
+			if got := f.body("POST /v1/verify"); got != "" {
+				t.Errorf("an interrupted verify sent %s", got)
+			}
+		})
 	}
 }

@@ -88,7 +88,7 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 	if _, err := keyward.NormalizeEmail(email); err != nil {
 		return fs.usagef("--email: %s", keyward.ErrorMessage(err))
 	}
-	pw, err := readPassword(e, fromStdin)
+	pw, err := readPassword(ctx, e, fromStdin)
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 
 // readPassword reads the password from the first line of standard input
 // (fromStdin), or asks for it twice on the terminal without echo.
-func readPassword(e *env, fromStdin bool) (string, error) {
+func readPassword(ctx context.Context, e *env, fromStdin bool) (string, error) {
 	if fromStdin {
 		line, err := bufio.NewReader(io.LimitReader(e.stdin, account.MaxPasswordLen+2)).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -164,9 +164,7 @@ func readPassword(e *env, fromStdin bool) (string, error) {
 		return "", errors.New("no terminal to ask for the password: pass it on standard input with --password-stdin")
 	}
 	ask := func(prompt string) (string, error) {
-		fmt.Fprint(e.stderr, prompt)
-		b, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(e.stderr)
+		b, err := readHidden(ctx, e, f, prompt)
 		return string(b), err
 	}
 	pw, err := ask("Password (at least 12 characters): ")

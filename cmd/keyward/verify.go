@@ -50,7 +50,7 @@ func cmdVerify(ctx context.Context, e *env, args []string) error {
 	if err := noArgs(fs, args); err != nil {
 		return err
 	}
-	token, err := readTokenToVerify(e, tokenFile)
+	token, err := readTokenToVerify(ctx, e, tokenFile)
 	if errors.Is(err, errNoToken) {
 		return fs.usagef("%v", err) // nothing to verify: a usage error
 	}
@@ -82,7 +82,7 @@ func cmdVerify(ctx context.Context, e *env, args []string) error {
 // readTokenToVerify reads the first line of file, or of standard input
 // when file is "". When standard input is a terminal, it prompts on
 // standard error and reads the token without echo.
-func readTokenToVerify(e *env, file string) (string, error) {
+func readTokenToVerify(ctx context.Context, e *env, file string) (string, error) {
 	in, from := e.stdin, "standard input"
 	if file != "" {
 		f, err := os.Open(file)
@@ -95,9 +95,10 @@ func readTokenToVerify(e *env, file string) (string, error) {
 		// A terminal, not any character device: /dev/null gets no prompt.
 		// Read without echo, as a password is: the secret stays off the
 		// screen and out of the scrollback.
-		fmt.Fprint(e.stderr, "Token to verify: ")
-		b, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(e.stderr)
+		b, err := readHidden(ctx, e, f, "Token to verify: ")
+		if errors.Is(err, context.Canceled) {
+			return "", err
+		}
 		if err != nil {
 			return "", fmt.Errorf("reading the token from the terminal: %w", err)
 		}

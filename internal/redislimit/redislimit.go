@@ -262,7 +262,7 @@ func (l *Limiter) Check(ctx context.Context, req verify.LimitRequest) (verify.Li
 
 	now := req.Now.UnixNano()
 	window := int64(req.RateWindow)
-	width := max(window/verify.Buckets, minWidth)
+	width := max(verify.Width(req.RateWindow), minWidth)
 	b := floorDiv(now, width)
 	var rateLimit, quotaLimit int64
 	if rate {

@@ -289,6 +289,25 @@ func TestCheckReset(t *testing.T) {
 	}
 }
 
+// TestCheckOddWindow: with a window that is no multiple of verify.Buckets
+// ns, an admission at the very end of a sub-window is still counted just
+// before the whole window after it has passed.
+func TestCheckOddWindow(t *testing.T) {
+	l := newTestLimiter(t, testPrefix(t))
+	w := time.Second + verify.Buckets - 1
+	narrow := int64(w) / verify.Buckets
+	for i, off := range []int64{narrow - 1, 7*narrow - 1, verify.Width(w) - 1} {
+		tok := fmt.Sprintf("tok%d", i)
+		at := t0.Add(time.Duration(off))
+		if res := check(t, l, rateReq(tok, 1, w, at)); res.RateLimited {
+			t.Fatalf("first admission refused: %+v", res)
+		}
+		if res := check(t, l, rateReq(tok, 1, w, at.Add(w-1))); !res.RateLimited {
+			t.Fatalf("an admission at +%d ns was forgotten before the window after it ended: %+v", off, res)
+		}
+	}
+}
+
 // TestCheckConcurrentNodes has three nodes, each with its own client, check
 // one token at once: exactly the limit is admitted.
 func TestCheckConcurrentNodes(t *testing.T) {

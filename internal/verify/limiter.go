@@ -24,7 +24,7 @@ const buckets = 20
 type limiter struct {
 	limit  int64
 	window int64 // ns
-	width  int64 // ns, window/buckets
+	width  int64 // ns, window/buckets rounded up
 	head   int64 // sub-window number of the newest slot in use
 	sum    int64 // of counts
 	counts [buckets + 1]int64
@@ -32,11 +32,16 @@ type limiter struct {
 
 func newLimiter(limit int64, window time.Duration) *limiter {
 	w := int64(window)
-	width := w / buckets
-	if width < 1 {
-		width = 1
-	}
-	return &limiter{limit: limit, window: w, width: width}
+	return &limiter{limit: limit, window: w, width: Width(window)}
+}
+
+// Width is the width in ns of the sub-windows of a rate-limit window:
+// window/buckets rounded up, so that the buckets+1 sub-windows counted
+// cover at least the window (rounded down, a window that is no multiple
+// of buckets ns could forget an admission up to buckets-1 ns early); at
+// least 1.
+func Width(window time.Duration) int64 {
+	return max((int64(window)+buckets-1)/buckets, 1)
 }
 
 // advance moves the ring to the sub-window of now, clearing slots that fell
@@ -96,9 +101,17 @@ func (l *limiter) state(tokenID string) *keyward.RateWindow {
 // rewindow does), or nil when w is not a state this version reads.
 func restoreLimiter(w keyward.RateWindow, limit int64, window time.Duration, now int64) *limiter {
 	l := newLimiter(limit, w.Window)
-	if w.Window <= 0 || w.Width != l.width || len(w.Counts) != len(l.counts) {
+	if w.Window <= 0 || len(w.Counts) != len(l.counts) {
 		return nil
 	}
+	// A state of an earlier version, whose sub-windows could be 1 to
+	// buckets-1 ns narrower, is read with its own width and then carried
+	// over as a change of window is.
+	carry := w.Width != l.width
+	if carry && (w.Width <= 0 || w.Width > l.width) {
+		return nil
+	}
+	l.width = w.Width
 	l.head = w.Head
 	for i, c := range w.Counts {
 		if c < 0 {
@@ -107,7 +120,7 @@ func restoreLimiter(w keyward.RateWindow, limit int64, window time.Duration, now
 		l.counts[i] = c
 		l.sum += c
 	}
-	if w.Window != window {
+	if carry || w.Window != window {
 		return l.rewindow(now, window, limit)
 	}
 	return l

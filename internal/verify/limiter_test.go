@@ -59,6 +59,43 @@ func TestLimiterNeverExceeds(t *testing.T) {
 	}
 }
 
+// TestLimiterOddWindow: a window that is no multiple of buckets ns still
+// counts each admission until the whole window after it has passed (its
+// sub-windows, rounded down, would cover up to buckets-1 ns less), and a
+// limiter stored by a version that rounded down is restored without
+// forgetting what it counted.
+func TestLimiterOddWindow(t *testing.T) {
+	w := time.Second + buckets - 1
+	base := int64(1_700_000_000) * int64(time.Second)
+	// The last nanoseconds of a sub-window are the worst case, whichever
+	// width is taken.
+	narrow := int64(w) / buckets
+	for _, off := range []int64{0, 1, narrow - 1, 2*narrow - 1, 17*narrow - 3, Width(w) - 1, 5*Width(w) - 1} {
+		l := newLimiter(1, w)
+		at := base + off
+		l.take(at)
+		if n := l.used(at + int64(w) - 1); n != 1 {
+			t.Fatalf("an admission at +%d ns was forgotten before the window after it ended", off)
+		}
+	}
+
+	// A state stored with the narrower width of earlier versions.
+	old := &limiter{limit: 1, window: int64(w), width: int64(w) / buckets}
+	at := base + 17*old.width - 1 // the end of a sub-window: the worst case
+	old.take(at)
+	st := old.state("tok_1")
+	l := restoreLimiter(*st, 1, w, at+1)
+	if l == nil {
+		t.Fatal("a state of the narrower width was not restored")
+	}
+	if l.width != Width(w) {
+		t.Errorf("restored width %d, want %d", l.width, Width(w))
+	}
+	if n := l.used(at + int64(w) - 1); n != 1 {
+		t.Errorf("the restored limiter forgot an admission within its window")
+	}
+}
+
 func TestLimiterReset(t *testing.T) {
 	l := newLimiter(2, time.Minute)
 	now := int64(time.Hour)

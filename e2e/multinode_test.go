@@ -148,6 +148,22 @@ func TestGlobalRateLimit(t *testing.T) {
 			if codes["VALID"] != limit || codes[tc.want] != 300-limit {
 				t.Fatalf("codes %v, want %d VALID and %d %s", codes, limit, 300-limit, tc.want)
 			}
+			// A failing check on any node describes the limits as all
+			// nodes used them (PRODUCT §5: from REVOKED on), not as that
+			// node's own counters, which record nothing on Redis.
+			for i, c := range cl.c {
+				res, err := c.Verify(ctx, client.VerifyRequest{Token: tok.Secret, Scopes: []string{"not:granted"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				lim := res.RateLimit
+				if tc.req.Quota != nil {
+					lim = res.Quota
+				}
+				if res.Code != "INSUFFICIENT_SCOPE" || lim == nil || lim.Remaining != 0 || lim.Reset <= 0 {
+					t.Errorf("node %d: code %s, limit %+v; want INSUFFICIENT_SCOPE with none remaining and a reset", i+1, res.Code, lim)
+				}
+			}
 		})
 	}
 }

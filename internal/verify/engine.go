@@ -606,21 +606,43 @@ func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Re
 			// answer again. The limits described are the token's: none
 			// is known to have a slot left.
 			res.Outcome = keyward.RateLimited
-			if rl := t.RateLimit; rl != nil {
-				res.Rate = Limit{Set: true, Limit: rl.Limit, Reset: GlobalRetry, Window: time.Duration(rl.Window)}
-			}
-			if q := t.Quota; q != nil {
-				res.Quota = Limit{Set: true, Limit: q.Limit, Reset: GlobalRetry}
-				if !q.PeriodEnd(now).IsZero() {
-					res.Quota.Window = periodLength(q.Period, now)
-				}
-			}
+			e.unknownLimits(t, now, res)
+			return
+		}
+		e.limits(se.tok, t, now, res, req.IP, consume, e.cfg.Nodes)
+		return
+	}
+	if e.cfg.Global != nil && (t.RateLimit != nil || t.Quota != nil) {
+		// An earlier check failed, so nothing is consumed, but the answer
+		// still describes the token's limits, and only the global limiter
+		// knows them: this node's own counters record nothing while it
+		// answers.
+		if e.globalLimits(ctx, se.tok, t, now, res, req.IP, false) {
+			return
+		}
+		if e.cfg.GlobalFallback != FallbackLocal {
+			e.unknownLimits(t, now, res)
 			return
 		}
 		e.limits(se.tok, t, now, res, req.IP, consume, e.cfg.Nodes)
 		return
 	}
 	e.limits(se.tok, t, now, res, req.IP, consume, 1)
+}
+
+// unknownLimits describes t's limits while the global limiter cannot be
+// asked: none is known to have a slot left, and the caller may ask again
+// after GlobalRetry.
+func (e *Engine) unknownLimits(t *keyward.Token, now time.Time, res *Result) {
+	if rl := t.RateLimit; rl != nil {
+		res.Rate = Limit{Set: true, Limit: rl.Limit, Reset: GlobalRetry, Window: time.Duration(rl.Window)}
+	}
+	if q := t.Quota; q != nil {
+		res.Quota = Limit{Set: true, Limit: q.Limit, Reset: GlobalRetry}
+		if !q.PeriodEnd(now).IsZero() {
+			res.Quota.Window = periodLength(q.Period, now)
+		}
+	}
 }
 
 func allowed(cidrs []netip.Prefix, ip netip.Addr) bool {
@@ -750,8 +772,10 @@ func (e *Engine) globalDown(now time.Time) bool {
 }
 
 // globalLimits runs the rate-limit and quota checks through the global
-// limiter. It reports false when the limiter failed or is skipped while it
-// fails (see globalDown), leaving res as it was.
+// limiter, consuming on VALID when consume is set, and describes the
+// token's limits in res. When res already holds a failure, only the
+// description changes. It reports false when the limiter failed or is
+// skipped while it fails (see globalDown), leaving res as it was.
 func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.Token, now time.Time, res *Result, ip netip.Addr, consume bool) bool {
 	if e.globalDown(now) {
 		return false
@@ -800,6 +824,8 @@ func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.To
 		e.log.Info("global limits available again")
 	}
 	switch {
+	case res.Outcome != keyward.Valid:
+		// An earlier check failed: the limiter only describes the limits.
 	case resp.RateLimited:
 		res.Outcome = keyward.RateLimited
 	case resp.QuotaExceeded:

@@ -90,18 +90,33 @@ func TestGlobalLimits(t *testing.T) {
 	if r.Quota.Remaining != 2 || r.Rate.Remaining != 2 {
 		t.Fatalf("quota %+v rate %+v", r.Quota, r.Rate)
 	}
-	// Failures never reach the limiter, and inspection consumes nothing.
+	// A failure asks the limiter for its figures only (this node's own
+	// counters know nothing of the global count), and inspection does not
+	// ask it.
 	n := len(g.calls)
-	expect(t, e.verify(text, "", "other:scope"), keyward.InsufficientScope)
+	r = e.verify(text, "", "other:scope")
+	expect(t, r, keyward.InsufficientScope)
+	if len(g.calls) != n+1 || g.calls[n].Consume {
+		t.Fatalf("a failed verification made %d calls, the last %+v; want one that consumes nothing", len(g.calls)-n, g.calls[len(g.calls)-1])
+	}
+	if r.Quota.Remaining != 2 || r.Rate.Remaining != 2 {
+		t.Fatalf("after a failure: quota %+v rate %+v, want 2 remaining of each", r.Quota, r.Rate)
+	}
 	e.engine.Inspect(context.Background(), verify.Request{Token: text})
-	if len(g.calls) != n {
-		t.Fatalf("a failed verification or an inspection called the limiter")
+	if len(g.calls) != n+1 {
+		t.Fatalf("an inspection called the limiter")
 	}
 	expect(t, e.verify(text, ""), keyward.Valid)
 	expect(t, e.verify(text, ""), keyward.Valid)
 	expect(t, e.verify(text, ""), keyward.RateLimited)
 	if last := g.calls[len(g.calls)-1]; last.QuotaPeriod != "2026-11" || last.QuotaTTL <= 0 || last.RateWindow != time.Minute || !last.Consume {
 		t.Fatalf("request %+v", last)
+	}
+	// A failure once the window is full says so, and keeps its own code.
+	r = e.verify(text, "", "other:scope")
+	expect(t, r, keyward.InsufficientScope)
+	if r.Rate.Remaining != 0 || r.Quota.Remaining != 0 {
+		t.Fatalf("after a failure with the window full: quota %+v rate %+v, want none remaining", r.Quota, r.Rate)
 	}
 	// Uses admitted globally are flushed to the store for durability.
 	if err := e.engine.Flush(context.Background()); err != nil {
@@ -285,6 +300,13 @@ func TestGlobalFallbackClosedLimits(t *testing.T) {
 	}
 	if d := r.RetryAfter(); d != 1 {
 		t.Errorf("RetryAfter = %v, want 1 (s): when the limiter is asked again", d)
+	}
+	// A failure keeps its code; its figures are those of a limiter that
+	// cannot be asked.
+	r = e.verify(rated, "", "other:scope")
+	expect(t, r, keyward.InsufficientScope)
+	if want := (verify.Limit{Set: true, Limit: 100, Remaining: 0, Reset: verify.GlobalRetry, Window: time.Minute}); r.Rate != want {
+		t.Errorf("after a failure: rate %+v, want %+v", r.Rate, want)
 	}
 	_, total := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 5, Period: keyward.PeriodNone}})
 	r = e.verify(total, "")

@@ -168,6 +168,21 @@ func TestGlobalRateLimit(t *testing.T) {
 	}
 }
 
+// TestPerNodeLimitsNoted: nodes on PostgreSQL without Redis enforce each
+// limit alone, which serve says at start, as a warning once --nodes says
+// there are several; with Redis it says nothing of the kind.
+func TestPerNodeLimitsNoted(t *testing.T) {
+	const note = "rate limits and quotas are enforced by each node alone"
+	cl := startCluster(t, 1, nil, "--nodes", "2")
+	if log := cl.nodes[0].log.String(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, note) {
+		t.Errorf("no warning of per-node limits:\n%s", log)
+	}
+	cl = startCluster(t, 1, nil, "--redis-url", redisURL(t))
+	if log := cl.nodes[0].log.String(); strings.Contains(log, note) {
+		t.Errorf("a node with Redis says its limits are per node:\n%s", log)
+	}
+}
+
 // BenchmarkRevocationPropagation revokes tokens through node 1 of three
 // and measures how long until nodes 2 and 3 both answer REVOKED, reporting
 // p50 and p99 in milliseconds. Each node runs the shipped defaults.

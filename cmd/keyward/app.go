@@ -482,6 +482,15 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		vcfg.Global = s.limits
 		probes = append(probes, api.Probe{Name: "redis", Check: s.limits.Ping, Fallback: "limits fall back to " + cfg.RedisFallback})
 	}
+	if cfg.RedisURL == "" && cfg.DatabaseURL != "" {
+		// Nodes may share this database: say where the bound stops.
+		msg := "rate limits and quotas are enforced by each node alone: nodes sharing this database each admit a token's whole limit; give every node --redis-url to enforce them across all"
+		if cfg.Nodes > 1 {
+			log.Warn(msg, "nodes", cfg.Nodes)
+		} else {
+			log.Info(msg)
+		}
+	}
 	s.engine = verify.New(vcfg)
 	svc := &manage.Service{Store: s.store, Keys: keys, Engine: s.engine, Log: log}
 	if _, err := svc.EnsureDefaultWorkspace(ctx); err != nil {

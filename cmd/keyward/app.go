@@ -26,6 +26,7 @@ import (
 	"github.com/keyward/keyward/internal/logfmt"
 	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/postgres"
+	"github.com/keyward/keyward/internal/realip"
 	"github.com/keyward/keyward/internal/redislimit"
 	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/sqlite"
@@ -66,6 +67,10 @@ type serveConfig struct {
 	Nodes           int
 	ShutdownTimeout time.Duration
 	MaxBody         int64
+	// TrustedProxies: comma-separated CIDRs whose X-Forwarded-For names
+	// the client of the API and dashboard; Proxies, parsed by validate.
+	TrustedProxies string
+	Proxies        realip.Proxies
 
 	Usage                bool
 	UsageSample          int
@@ -124,6 +129,13 @@ func (c *serveConfig) validate() error {
 	}
 	if c.Nodes < 1 {
 		return errors.New("--nodes must be at least 1")
+	}
+	if c.TrustedProxies != "" {
+		p, err := realip.Parse(strings.Split(c.TrustedProxies, ","))
+		if err != nil {
+			return fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		c.Proxies = p
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		return errors.New("--redis-url (KEYWARD_REDIS_URL) must be a redis:// or rediss:// URL")
@@ -533,7 +545,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		})
 	}
 	s.http = &http.Server{
-		Handler:           handler,
+		Handler:           cfg.Proxies.Handler(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

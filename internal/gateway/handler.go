@@ -20,6 +20,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/logfmt"
+	"github.com/keyward/keyward/internal/realip"
 	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/usage"
 	"github.com/keyward/keyward/internal/verify"
@@ -45,7 +46,7 @@ type Handler struct {
 	log         *slog.Logger
 	verifier    Verifier
 	workspaceID string
-	trusted     []netip.Prefix
+	trusted     realip.Proxies
 	router      router
 	checks      *checker
 	obs         Observer        // nil: no metrics
@@ -774,34 +775,10 @@ func parseRemoteAddr(r *http.Request) netip.Addr {
 // X-Forwarded-For that is not a trusted proxy. trusted reports the latter
 // case.
 func (h *Handler) clientIP(r *http.Request, remote netip.Addr) (ip netip.Addr, trusted bool) {
-	ip = remote
-	if !h.isTrusted(ip) {
-		return ip, false
+	if len(h.trusted) == 0 {
+		return remote, false
 	}
-	var hops []string
-	for _, v := range r.Header.Values("X-Forwarded-For") {
-		hops = append(hops, strings.Split(v, ",")...)
-	}
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break // garbage before a trusted hop: believe no further
-		}
-		ip = a.Unmap()
-		if !h.isTrusted(ip) {
-			break
-		}
-	}
-	return ip, true
-}
-
-func (h *Handler) isTrusted(a netip.Addr) bool {
-	for _, p := range h.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return h.trusted.Client(remote, r.Header.Values("X-Forwarded-For"))
 }
 
 // statusWriter records the status of a response for the access log.

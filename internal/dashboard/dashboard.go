@@ -287,9 +287,14 @@ func (s *Server) headers(next http.Handler) http.Handler {
 	})
 }
 
-// staticHandler lets browsers cache the embedded assets for a day.
+// staticHandler lets browsers cache the embedded assets for a day, and
+// serves files only: a directory answers 404, not a listing.
 func staticHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
 		w.Header().Set("Cache-Control", "public, max-age=86400")
 		next.ServeHTTP(w, r)
 	})

@@ -250,6 +250,9 @@ func TestSecurityHeaders(t *testing.T) {
 	if status, body := b.get("/no-such-page"); status != http.StatusNotFound {
 		t.Errorf("unknown page: %d\n%s", status, body)
 	}
+	if status, body := b.get("/static/"); status != http.StatusNotFound || strings.Contains(body, "app.js") {
+		t.Errorf("the static files' directory: %d, want 404 without a listing\n%s", status, body)
+	}
 	_, body := b.get("/")
 	if strings.Contains(body, "<script>") || strings.Contains(body, " onclick=") || strings.Contains(body, "style=") {
 		t.Errorf("the page has inline script or style")

@@ -117,6 +117,12 @@ func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// A session taken before the second factor existed must not outlive
+	// it: the user's other sessions end first, as on a password change.
+	if _, err := s.accounts.DeleteSessions(ctx, st.user.ID, "", st.session.ID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	_, err = s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
 		if u.HasMFA() {
 			return nil, keyward.Errorf(keyward.ECONFLICT, "An authenticator app is already set up.")
@@ -154,6 +160,12 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 	}
 	if st.settings.MFARequired {
 		s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification; it cannot be turned off.")
+		return
+	}
+	// The other sessions end too: if this one was taken, its owner is
+	// signed out everywhere else and sees that something changed.
+	if _, err := s.accounts.DeleteSessions(ctx, st.user.ID, "", st.session.ID); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	_, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {

@@ -170,6 +170,52 @@ func TestTOTP(t *testing.T) {
 	})
 }
 
+// TestFactorChangeEndsOtherSessions: turning TOTP on or off ends the
+// user's other sessions (one taken before the factor existed must not
+// outlive it), and keeps the one that made the change.
+func TestFactorChangeEndsOtherSessions(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	e.user("bob@example.com", keyward.RoleAdmin)
+	b, other, bob := e.browser(), e.browser(), e.browser()
+	b.signIn("ann@example.com")
+	other.signIn("ann@example.com")
+	bob.signIn("bob@example.com")
+	signedIn := func(c *browser) bool {
+		t.Helper()
+		c.get("/tokens")
+		return c.path() == "/tokens"
+	}
+
+	secret, _ := enrolTOTP(t, b)
+	if signedIn(other) {
+		t.Error("a session from before TOTP was turned on still works")
+	}
+	if !signedIn(b) || !signedIn(bob) {
+		t.Error("turning TOTP on ended the session that did it, or another user's")
+	}
+
+	// Another session, signed in with both factors, then TOTP off.
+	third := e.browser()
+	third.get("/signin")
+	third.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
+	e.clock.Add(account.TOTPPeriod)
+	third.post("/signin/mfa", url.Values{"code": {account.TOTPCode(secret, account.TOTPStep(e.clock.Now()))}})
+	if !signedIn(third) {
+		t.Fatalf("could not sign in with both factors: at %s", third.path())
+	}
+	b.post("/account/mfa/totp/disable", nil)
+	if got := mustUser(t, e, "ann@example.com"); got.HasMFA() {
+		t.Fatal("TOTP still on")
+	}
+	if signedIn(third) {
+		t.Error("another session outlived turning TOTP off")
+	}
+	if !signedIn(b) || !signedIn(bob) {
+		t.Error("turning TOTP off ended the session that did it, or another user's")
+	}
+}
+
 func TestTokenForm(t *testing.T) {
 	e := newEnv(t)
 	e.user("ann@example.com", keyward.RoleOwner)
@@ -503,9 +549,14 @@ func TestDeadSessions(t *testing.T) {
 	e := newEnv(t)
 	e.user("ann@example.com", keyward.RoleOwner)
 	old, laptop := e.browser(), e.browser()
-	old.signIn("ann@example.com")
 	laptop.signIn("ann@example.com")
-	enrolTOTP(t, laptop)
+	secret, _ := enrolTOTP(t, laptop)
+	old.signIn2("ann@example.com")
+	e.clock.Add(account.TOTPPeriod)
+	old.post("/signin/mfa", url.Values{"code": {account.TOTPCode(secret, account.TOTPStep(e.clock.Now()))}})
+	if old.path() != "/tokens" {
+		t.Fatalf("after both factors: at %s", old.path())
+	}
 	e.clock.Add(DefaultIdleTimeout - pendingTimeout)
 	laptop.get("/tokens")
 	pending := e.browser()

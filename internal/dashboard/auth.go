@@ -84,7 +84,8 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := clientIP(r)
-	if d := s.throttle.take(now, guard{"account:" + email, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
+	acct := s.signInGuard(r, email)
+	if d := s.throttle.take(now, acct, guard{"ip:" + ip, freeIP}); d > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
 		s.signInPage(w, r, http.StatusTooManyRequests, "Too many failed attempts. Try again in "+waitText(d)+".", nil)
 		return
@@ -118,8 +119,9 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		s.signInPage(w, r, http.StatusUnauthorized, msgBadCredentials, nil)
 		return
 	}
-	s.throttle.reset("account:" + email)
+	s.throttle.reset(acct.key)
 	s.throttle.refund("ip:" + ip)
+	s.setDevice(w, email)
 	factor, err := s.hasFactor(ctx, u)
 	if err != nil {
 		s.fail(w, r, err)

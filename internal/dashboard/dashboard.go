@@ -88,6 +88,7 @@ type Server struct {
 	sessionKey []byte
 	csrfKey    []byte
 	inviteKey  []byte
+	deviceKey  []byte
 	webauthn   *webauthn.WebAuthn
 	pages      map[string]*template.Template
 	throttle   *throttle
@@ -141,6 +142,7 @@ func New(cfg Config) (*Server, error) {
 	s.sessionKey = cfg.Keys.Current.Derive("dashboard-session/v1")
 	s.csrfKey = cfg.Keys.Current.Derive("dashboard-csrf/v1")
 	s.inviteKey = cfg.Keys.Current.Derive("dashboard-invite/v1")
+	s.deviceKey = cfg.Keys.Current.Derive("dashboard-device/v1")
 	s.throttle = newThrottle()
 	s.hashing = make(chan struct{}, 2*runtime.GOMAXPROCS(0))
 	var err error

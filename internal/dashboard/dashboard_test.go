@@ -626,6 +626,41 @@ func TestThrottle(t *testing.T) {
 		status, body := c.post("/signin", form)
 		wantStatus(t, status, http.StatusTooManyRequests, body)
 	})
+	t.Run("DeviceCookie", func(t *testing.T) {
+		// A stranger's failures lock the account for browsers that never
+		// signed in to it, not for its owner's browser (b signed in
+		// above), whose own failures count against its cookie alone.
+		e.clock.Add(time.Hour * 2)
+		e.user("bob@example.com", keyward.RoleMember)
+		wrong := func() url.Values {
+			return url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}}
+		}
+		stranger := e.browser()
+		stranger.get("/signin")
+		for range freeAccount {
+			if status, body := stranger.post("/signin", wrong()); status != http.StatusUnauthorized {
+				t.Fatalf("stranger: status %d\n%s", status, body)
+			}
+		}
+		status, body := stranger.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
+		wantStatus(t, status, http.StatusTooManyRequests, body)
+		b.post("/signout", nil)
+		b.signIn("ann@example.com") // fails the test unless signed in
+		b.post("/signout", nil)
+		for range freeAccount {
+			if status, body := b.post("/signin", wrong()); status != http.StatusUnauthorized {
+				t.Fatalf("owner's browser: status %d\n%s", status, body)
+			}
+		}
+		status, body = b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
+		wantStatus(t, status, http.StatusTooManyRequests, body)
+		// A cookie of another account is no way around the lock.
+		bob := e.browser()
+		bob.signIn2("bob@example.com")
+		bob.post("/signout", nil)
+		status, body = bob.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
+		wantStatus(t, status, http.StatusTooManyRequests, body)
+	})
 	t.Run("PerIP", func(t *testing.T) {
 		e.clock.Add(time.Hour * 2)
 		c := e.browser()

@@ -427,6 +427,21 @@ func secureCookies(cfg serveConfig, public *url.URL) bool {
 		dashboard.IsLoopback(host) || strings.HasSuffix(host, ".localhost")
 }
 
+// requestTimeout bounds the work for one request of the API or the
+// dashboard, below the server's WriteTimeout (30 s), after which no answer
+// can be written: a store that hangs rather than refuses then still gets
+// its caller a 503 instead of a closed connection.
+const requestTimeout = 20 * time.Second
+
+// withDeadline gives each request's context a deadline d from its start.
+func withDeadline(next http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
 // openServer opens the store, makes sure the default workspace exists,
 // starts the verification engine and binds the listener.
 func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *server, err error) {
@@ -545,7 +560,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		})
 	}
 	s.http = &http.Server{
-		Handler:           cfg.Proxies.Handler(handler),
+		Handler:           cfg.Proxies.Handler(withDeadline(handler, requestTimeout)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
+	"time"
 )
 
 func TestSecureCookies(t *testing.T) {
@@ -30,5 +33,26 @@ func TestSecureCookies(t *testing.T) {
 				t.Errorf("secureCookies(%s, %s) = %v, want %v", tt.addr, tt.public, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestWithDeadline: each API and dashboard request runs under a deadline
+// below the server's write timeout, so that a hung store still gets its
+// caller an answer.
+func TestWithDeadline(t *testing.T) {
+	var left time.Duration
+	h := withDeadline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, ok := r.Context().Deadline()
+		if !ok {
+			t.Error("no deadline")
+		}
+		left = time.Until(d)
+	}), requestTimeout)
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	if left <= requestTimeout-time.Second || left > requestTimeout {
+		t.Errorf("deadline in %v, want about %v", left, requestTimeout)
+	}
+	if requestTimeout >= 30*time.Second {
+		t.Errorf("requestTimeout %v is not below the server's WriteTimeout", requestTimeout)
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -66,6 +67,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if code == keyward.EUNAVAILABLE {
 			s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable", slog.String("request_id", p.RequestID), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
 		}
+	} else if r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// The request's context ended first: the client went away (no
+		// one reads this answer), or the request ran out of its time,
+		// waiting on a store that hangs. Neither is keyward's fault.
+		status, p.Status, p.Title = http.StatusServiceUnavailable, http.StatusServiceUnavailable, http.StatusText(http.StatusServiceUnavailable)
+		p.Code, p.Detail = keyward.EUNAVAILABLE, "the request took too long; try again shortly"
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "request ended before its answer", slog.String("request_id", p.RequestID), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
 	} else {
 		p.Detail = "internal error"
 		s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", p.RequestID), slog.String("method", r.Method), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))

@@ -1,0 +1,83 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/api"
+	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/secret"
+)
+
+// hangStore is a store whose FindWorkspace hangs until its caller gives
+// up, as a PostgreSQL behind a dead connection does.
+type hangStore struct{ keyward.Store }
+
+func (h hangStore) FindWorkspace(ctx context.Context, id string) (*keyward.Workspace, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestRequestEndsFirst: when a request's context ends before the store
+// answers (serve gives each request a deadline below the server's write
+// timeout; or the client left), the answer is 503 unavailable with
+// Retry-After, logged as a warning, not an internal error.
+func TestRequestEndsFirst(t *testing.T) {
+	s := newStack(t)
+	id, _ := s.newToken("target")
+	keys, err := secret.NewKeyring(serverSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	hs := hangStore{s.db}
+	svc := &manage.Service{Store: hs, Keys: keys, Engine: s.engine, Now: s.clock.Now}
+	h := api.New(api.Config{Service: svc, Engine: s.engine, Store: hs, Now: s.clock.Now, Version: "test",
+		Log: slog.New(slog.NewTextHandler(&logs, nil))}).Handler()
+	for _, tc := range []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 50*time.Millisecond)
+		}},
+		{"client gone", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(50*time.Millisecond, cancel)
+			return ctx, cancel
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.Reset()
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			req := httptest.NewRequest("POST", "/v1/tokens/"+id+"/rotate", strings.NewReader("{}")).WithContext(ctx)
+			req.Header.Set("Authorization", "Bearer "+s.root)
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			done := make(chan struct{})
+			go func() { h.ServeHTTP(rec, req); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no answer after the request's context ended")
+			}
+			var p struct{ Code string }
+			json.Unmarshal(rec.Body.Bytes(), &p)
+			if rec.Code != http.StatusServiceUnavailable || p.Code != keyward.EUNAVAILABLE || rec.Header().Get("Retry-After") == "" {
+				t.Errorf("status %d, code %q, Retry-After %q; want 503 unavailable with Retry-After\n%s", rec.Code, p.Code, rec.Header().Get("Retry-After"), rec.Body)
+			}
+			if strings.Contains(logs.String(), "level=ERROR") {
+				t.Errorf("logged as an error:\n%s", logs.String())
+			}
+		})
+	}
+}

@@ -146,8 +146,11 @@ func (c *serveConfig) validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return errors.New("--shutdown-timeout must be positive: in-flight requests need time to finish")
 	}
-	if c.StaleGrace < 0 {
-		return errors.New("--stale-grace must not be negative")
+	if c.StaleGrace < time.Second {
+		// Zero is no "fail closed at once": the engine takes it for no
+		// bound at all, and PRODUCT §6 wants one. Below a second, a
+		// healthy node would fail closed between two reads of the feed.
+		return fmt.Errorf("--stale-grace must be at least 1s, not %v: cached tokens keep verifying that long while the store is unreachable, then fail closed", c.StaleGrace)
 	}
 	if c.MaxBody < 1024 {
 		return errors.New("--max-body must be at least 1024 bytes")

@@ -87,6 +87,10 @@ func startServer(t testing.TB, st *store, args ...string) *server {
 	all := append(append([]string{"serve", "--addr", "127.0.0.1:0", "--flush-interval", "50ms"}, st.args...), args...)
 	s.cmd = exec.Command(binary, all...)
 	s.cmd.Env = append(baseEnv(), st.env...)
+	// Its own working directory: what a node keeps in the default data
+	// dir (./keyward-data, also on PostgreSQL: the usage spool) stays out
+	// of the source tree.
+	s.cmd.Dir = t.TempDir()
 	dieWithTest(s.cmd)
 	pr, pw := io.Pipe()
 	s.cmd.Stderr = pw

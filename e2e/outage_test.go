@@ -178,3 +178,63 @@ func TestPostgresOutage(t *testing.T) {
 		t.Fatal("/readyz did not recover")
 	})
 }
+
+// TestUsageSpoolAcrossRestart: a node stopped while PostgreSQL is down
+// keeps the quota use it could not write in its spool (--usage-spool-dir),
+// exits cleanly saying so, and the next start writes it back: the quota
+// counts every VALID verification made during the outage.
+func TestUsageSpoolAcrossRestart(t *testing.T) {
+	ctx := ctxT(t)
+	pg := startOwnPostgres(t)
+	st := &store{
+		args: []string{"--database-url", pg.URL},
+		env:  []string{"KEYWARD_SECRET=" + strings.Repeat("spool-test-secret-", 3)},
+		dump: func(testing.TB) string { return "" },
+	}
+	spool := t.TempDir()
+	// Usage analytics off: their rollups are not spooled, and a stop that
+	// loses some exits with an error, which srv.stop would report.
+	srv := startServer(t, st, "--usage-spool-dir", spool, "--stale-grace", "10m", "--usage=false")
+	root := initRoot(t, st)
+	admin := newClient(t, srv.URL, root)
+	tok, err := admin.CreateToken(ctx, client.CreateTokenRequest{Name: "metered", Quota: &client.Quota{Limit: 1000, Period: "none"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyN := func(c *client.Client, n int) *client.VerifyResponse {
+		t.Helper()
+		var res *client.VerifyResponse
+		for range n {
+			res = expectCode(t, c, client.VerifyRequest{Token: tok.Secret}, "VALID")
+		}
+		return res
+	}
+	verifyN(admin, 5)
+	time.Sleep(300 * time.Millisecond) // flushed (--flush-interval 50ms)
+
+	pg.stop()
+	if res := verifyN(admin, 7); res.Quota == nil || res.Quota.Remaining != 1000-12 {
+		t.Fatalf("during the outage: quota %+v, want %d remaining", res.Quota, 1000-12)
+	}
+	srv.stop() // fails the test unless it exits cleanly
+	if !strings.Contains(srv.log.String(), "kept in the spool") {
+		t.Errorf("no word of the spool at shutdown:\n%s", srv.log)
+	}
+	spools, _ := filepath.Glob(filepath.Join(spool, "usage-*.spool"))
+	if len(spools) != 1 {
+		t.Fatalf("spool files %v, want one", spools)
+	}
+
+	pg.start()
+	srv = startServer(t, st, "--usage-spool-dir", spool)
+	if !strings.Contains(srv.log.String(), "written back") {
+		t.Errorf("no word of the spool written back:\n%s", srv.log)
+	}
+	admin = newClient(t, srv.URL, root)
+	if res := verifyN(admin, 1); res.Quota == nil || res.Quota.Remaining != 1000-13 {
+		t.Fatalf("after the restart: quota %+v, want %d remaining (the outage's 7 uses counted)", res.Quota, 1000-13)
+	}
+	if left, _ := filepath.Glob(filepath.Join(spool, "usage-*")); len(left) != 0 {
+		t.Errorf("left in the spool directory: %v", left)
+	}
+}

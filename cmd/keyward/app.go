@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -71,6 +73,9 @@ type serveConfig struct {
 	// the client of the API and dashboard; Proxies, parsed by validate.
 	TrustedProxies string
 	Proxies        realip.Proxies
+	// UsageSpoolDir keeps usage the store could not take (see
+	// verify.Config.SpoolDir); "" is the data dir, "off" none.
+	UsageSpoolDir string
 
 	Usage                bool
 	UsageSample          int
@@ -430,6 +435,33 @@ func secureCookies(cfg serveConfig, public *url.URL) bool {
 		dashboard.IsLoopback(host) || strings.HasSuffix(host, ".localhost")
 }
 
+// spool returns where usage the store could not take is spooled, and the
+// name of the store it belongs to: the PostgreSQL URL without its
+// password (which may change), or the SQLite data dir's absolute path.
+func (c serveConfig) spool() (dir, store string) {
+	dir = c.UsageSpoolDir
+	switch dir {
+	case "off":
+		return "", ""
+	case "":
+		dir = c.DataDir
+	}
+	if c.DatabaseURL == "" {
+		abs, err := filepath.Abs(c.DataDir)
+		if err != nil {
+			abs = c.DataDir
+		}
+		return dir, "sqlite:" + abs
+	}
+	store = c.DatabaseURL
+	if u, err := url.Parse(c.DatabaseURL); err == nil && u.User != nil {
+		u.User = url.User(u.User.Username())
+		store = u.String()
+	}
+	sum := sha256.Sum256([]byte(store))
+	return dir, "postgres:" + hex.EncodeToString(sum[:16])
+}
+
 // requestTimeout bounds the work for one request of the API or the
 // dashboard, below the server's WriteTimeout (30 s), after which no answer
 // can be written: a store that hangs rather than refuses then still gets
@@ -492,7 +524,10 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		return nil, err
 	}
 	logKeys(ctx, s.store, keys, log)
+	spoolDir, spoolStore := cfg.spool()
 	vcfg := verify.Config{
+		SpoolDir:       spoolDir,
+		SpoolStore:     spoolStore,
 		Store:          s.store,
 		Keys:           keys,
 		Log:            log,
@@ -638,6 +673,10 @@ func (s *server) close(ctx context.Context) error {
 	}
 	if s.usage != nil {
 		if err := s.usage.Close(ctx); err != nil {
+			// Enforcement lost nothing (the engine's usage is spooled),
+			// but the analytics not yet written are gone: said plainly,
+			// since the exit status alone does not tell what.
+			s.log.Error("usage analytics not yet written were lost: the store did not take them before the stop", "err", err)
 			errs = append(errs, fmt.Errorf("write usage analytics: %w", err))
 		}
 	}

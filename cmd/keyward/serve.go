@@ -34,6 +34,7 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "KEYWARD_SHUTDOWN_TIMEOUT", 30*time.Second, "on shutdown, let in-flight requests finish for up to `DURATION`")
 	fs.Bool(&cfg.Usage, "usage", "KEYWARD_USAGE", true, "count every verification for usage analytics (rollups by minute and hour, raw events)")
 	fs.Int(&cfg.UsageSample, "usage-sample", "KEYWARD_USAGE_SAMPLE", usage.DefaultSampleEvery, "keep one successful verification in `N` as a raw usage event (1 keeps all, 0 none); failures are always kept")
+	fs.String(&cfg.UsageSpoolDir, "usage-spool-dir", "KEYWARD_USAGE_SPOOL_DIR", "", "keep the quota use, last use and rate windows that the store could not take (it is unreachable) in a file in `DIR`, written back at the next start, so that a restart meanwhile forgets none of it; default: the data dir (--data-dir, also with PostgreSQL); off: in memory only")
 	fs.Duration(&cfg.UsageFlushInterval, "usage-flush-interval", "KEYWARD_USAGE_FLUSH_INTERVAL", usage.DefaultFlushInterval, "write usage rollups and events to the store every `DURATION`")
 	fs.Int(&cfg.UsageEventBuffer, "usage-event-buffer", "KEYWARD_USAGE_EVENT_BUFFER", usage.DefaultMaxEvents, "hold at most `N` raw usage events between writes; beyond, they are dropped and counted in keyward_usage_events_dropped_total")
 	fs.Duration(&cfg.UsageMinuteRetention, "usage-minute-retention", "KEYWARD_USAGE_MINUTE_RETENTION", usage.DefaultMinuteRetention, "keep minute rollups for `DURATION` (0 keeps them forever)")

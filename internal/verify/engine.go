@@ -65,6 +65,14 @@ type Config struct {
 	// change feed cannot be read (the store is down): past it, every
 	// verification fails closed with Result.Err set. Zero means no bound.
 	StaleGrace time.Duration
+
+	// SpoolDir, when set, is where usage that could not be flushed is
+	// kept in a file, so that a restart while the store is unreachable
+	// does not forget it (see spool); "" keeps it in memory only.
+	// SpoolStore names the store, so that the spools of nodes of several
+	// stores may share a directory.
+	SpoolDir   string
+	SpoolStore string
 }
 
 // ErrStale is Result.Err when the cache is older than Config.StaleGrace.
@@ -222,6 +230,8 @@ type Engine struct {
 	restored      map[string]keyward.RateWindow
 	restoredSwept int64 // unix ns of the last sweep of spent windows
 
+	flushMu sync.Mutex // one Flush at a time
+	spool   *spool     // nil without Config.SpoolDir
 	dirtyMu sync.Mutex
 	dirty   []*tokenEntry
 	carry   []keyward.UsageFlush // usage of ended quota periods, and failed flushes
@@ -318,7 +328,12 @@ func New(cfg Config) *Engine {
 	if cfg.Nodes <= 0 {
 		cfg.Nodes = 1
 	}
+	var sp *spool
+	if cfg.SpoolDir != "" {
+		sp = &spool{dir: cfg.SpoolDir, store: cfg.SpoolStore, log: cfg.Log}
+	}
 	return &Engine{
+		spool:        sp,
 		refreshSeed:  maphash.MakeSeed(),
 		cfg:          cfg,
 		log:          cfg.Log,
@@ -338,6 +353,13 @@ func New(cfg Config) *Engine {
 // the change poller and the usage flusher. It returns an error when the
 // store cannot be read.
 func (e *Engine) Start(ctx context.Context) error {
+	if e.spool != nil {
+		// Usage a stopped node could not write goes in before the rate
+		// windows are read, which it may hold newer ones of.
+		if err := e.spool.replay(ctx, e.cfg.Store.FlushUsage); err != nil {
+			return err
+		}
+	}
 	seq, err := e.cfg.Store.LastChange(ctx)
 	if err != nil {
 		return err
@@ -458,7 +480,17 @@ func (e *Engine) loop(every time.Duration, fn func(context.Context)) {
 func (e *Engine) Close(ctx context.Context) error {
 	e.closeMu.Do(func() { close(e.stop) })
 	e.done.Wait()
-	return e.Flush(ctx)
+	spooled, err := e.flush(ctx)
+	if e.spool != nil {
+		e.spool.close() // what the flush could not write stays spooled
+	}
+	if err != nil && spooled {
+		// Nothing is lost: the next start, of this node or another on
+		// the same spool directory, writes it back.
+		e.log.Warn("usage the store could not take is kept in the spool until the next start", "dir", e.cfg.SpoolDir, "err", err)
+		return nil
+	}
+	return err
 }
 
 // Counts returns the number of verifications by outcome since start.
@@ -1304,13 +1336,22 @@ func (e *Engine) sync(ctx context.Context) error {
 // usage is kept for the next flush, so nothing is lost while the process
 // lives.
 func (e *Engine) Flush(ctx context.Context) error {
+	_, err := e.flush(ctx)
+	return err
+}
+
+// flush is Flush; spooled reports that what a failed flush could not
+// write is in the spool.
+func (e *Engine) flush(ctx context.Context) (spooled bool, err error) {
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
 	e.sweepRestored()
 	e.dirtyMu.Lock()
 	dirty, carry := e.dirty, e.carry
 	e.dirty, e.carry = nil, nil
 	e.dirtyMu.Unlock()
 	if len(dirty) == 0 && len(carry) == 0 {
-		return nil
+		return false, nil
 	}
 	batch := carry
 	for _, te := range dirty {
@@ -1336,9 +1377,23 @@ func (e *Engine) Flush(ctx context.Context) error {
 	}
 	if err := e.cfg.Store.FlushUsage(ctx, batch); err != nil {
 		e.dirtyMu.Lock()
-		e.carry = append(e.carry, batch...)
+		// batch is older than what was carried since it was taken.
+		e.carry = coalesce(append(batch, e.carry...))
+		pending := e.carry
 		e.dirtyMu.Unlock()
-		return err
+		if e.spool != nil {
+			serr := e.spool.write(pending)
+			if serr != nil {
+				e.log.Error("usage could not be spooled: a restart before the store returns loses it", "dir", e.cfg.SpoolDir, "err", serr)
+			}
+			return serr == nil, err
+		}
+		return false, err
 	}
-	return nil
+	if e.spool != nil {
+		if err := e.spool.clear(); err != nil {
+			e.log.Warn("a usage spool written to the store could not be removed; a restart writes it again", "err", err)
+		}
+	}
+	return false, nil
 }

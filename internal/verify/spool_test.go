@@ -1,0 +1,149 @@
+//go:build unix
+
+package verify_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/sqlite"
+	"github.com/keyward/keyward/internal/verify"
+)
+
+// downStore is a store whose usage writes fail while down is set.
+type downStore struct {
+	keyward.Store
+	down atomic.Bool
+}
+
+func (d *downStore) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+	if d.down.Load() {
+		return keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable")
+	}
+	return d.Store.FlushUsage(ctx, batch)
+}
+
+// TestSpool: usage that the store could not take when a node stopped is
+// in the spool, and the next start writes it back: a restart while the
+// store is unreachable loses at most the last flush interval, as PRODUCT
+// §4 bounds a crash.
+func TestSpool(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, text := e.create(&keyward.Token{
+		Quota:     &keyward.Quota{Limit: 1000, Period: keyward.PeriodNone},
+		RateLimit: &keyward.RateLimit{Limit: 1000, Window: keyward.Duration(time.Hour)},
+	})
+	e.close()
+	db, err := sqlite.Open(context.Background(), e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	dir := filepath.Join(t.TempDir(), "spool")
+	start := func(st keyward.Store, store string) *verify.Engine {
+		t.Helper()
+		eng := verify.New(verify.Config{Store: st, Keys: e.keys, Now: e.clock.Now, FlushInterval: time.Hour, SpoolDir: dir, SpoolStore: store})
+		if err := eng.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return eng
+	}
+	ds := &downStore{Store: db}
+	eng := start(ds, "s1")
+	use := func(eng *verify.Engine, n int) {
+		t.Helper()
+		for range n {
+			expect(t, eng.Verify(context.Background(), verify.Request{Token: text}), keyward.Valid)
+		}
+	}
+	use(eng, 5)
+	ds.down.Store(true)
+	if err := eng.Flush(context.Background()); err == nil {
+		t.Fatal("a flush to a store that is down succeeded")
+	}
+	use(eng, 7)
+	// The node stops while the store is still down: Close says nothing
+	// is lost, and the spool holds all 12 uses, merged into one entry.
+	if err := eng.Close(context.Background()); err != nil {
+		t.Fatalf("Close with the usage spooled: %v", err)
+	}
+	spools, _ := filepath.Glob(filepath.Join(dir, "usage-*.spool"))
+	if len(spools) != 1 {
+		t.Fatalf("spool files %v, want one", spools)
+	}
+	if fi, err := os.Stat(spools[0]); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("spool file mode: %v %v", fi.Mode(), err)
+	}
+	if used, _ := db.QuotaUsed(context.Background(), tok.ID, "total"); used != 0 {
+		t.Fatalf("the store counts %d before the restart", used)
+	}
+
+	// A node of another store leaves the spool alone.
+	other := start(db, "s2")
+	other.Close(context.Background())
+	if used, _ := db.QuotaUsed(context.Background(), tok.ID, "total"); used != 0 {
+		t.Fatalf("another store's node wrote the spool back: %d", used)
+	}
+
+	// The next start on the store writes it back and removes it.
+	eng = start(db, "s1")
+	if used, _ := db.QuotaUsed(context.Background(), tok.ID, "total"); used != 12 {
+		t.Fatalf("the store counts %d after the restart, want 12", used)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "usage-*")); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	r := eng.Verify(context.Background(), verify.Request{Token: text})
+	if r.Quota.Remaining != 1000-13 || r.Rate.Remaining != 1000-13 {
+		t.Errorf("after the restart: quota %+v rate %+v, want %d remaining of each", r.Quota, r.Rate, 1000-13)
+	}
+	eng.Close(context.Background())
+}
+
+// TestSpoolOfRunningProcess: a spool whose process still holds its lock is
+// that process's own, and is not written back by another.
+func TestSpoolOfRunningProcess(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, _ := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 1000, Period: keyward.PeriodNone}})
+	dir := t.TempDir()
+	// A spool of "process 1", whose lock is held (here, by this process
+	// through another open file).
+	body := `{"version":1,"store":"s1","usage":[{"TokenID":"` + tok.ID + `","Period":"total","QuotaDelta":4}]}`
+	if err := os.WriteFile(filepath.Join(dir, "usage-1.spool"), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "usage-1.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	start := func() {
+		t.Helper()
+		eng := verify.New(verify.Config{Store: e.store, Keys: e.keys, Now: e.clock.Now, SpoolDir: dir, SpoolStore: "s1"})
+		if err := eng.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		eng.Close(context.Background())
+	}
+	start()
+	if used, _ := e.store.QuotaUsed(context.Background(), tok.ID, "total"); used != 0 {
+		t.Fatalf("a running process's spool was written back: %d", used)
+	}
+	lock.Close() // the process ends
+	start()
+	if used, _ := e.store.QuotaUsed(context.Background(), tok.ID, "total"); used != 4 {
+		t.Fatalf("after its process ended: %d written back, want 4", used)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "usage-1.spool")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the spool written back is still there: %v", err)
+	}
+}

@@ -274,7 +274,24 @@ func wrap(op string, err error) error {
 	if errors.As(err, &e) {
 		return err
 	}
+	if se := (*sqlite.Error)(nil); errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		// The disk (or the database's size limit) is full: nothing was
+		// written, and the caller may try again once space is freed.
+		return &fullError{op: op, err: err}
+	}
 	return fmt.Errorf("sqlite: %s: %w", op, err)
+}
+
+// fullError is a keyward EUNAVAILABLE error for a full disk that keeps
+// its cause.
+type fullError struct {
+	op  string
+	err error
+}
+
+func (e *fullError) Error() string { return "sqlite: " + e.op + ": disk full: " + e.err.Error() }
+func (e *fullError) Unwrap() []error {
+	return []error{e.err, keyward.Errorf(keyward.EUNAVAILABLE, "the store's disk is full; try again once space is freed")}
 }
 
 // isUnique reports whether err is a violation of a primary key or unique

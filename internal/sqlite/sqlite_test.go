@@ -459,3 +459,44 @@ func TestNameKeyMigration(t *testing.T) {
 		t.Errorf("CreateWorkspace(acme) = %v, want ECONFLICT", err)
 	}
 }
+
+// TestDiskFull: a write that finds the disk full fails as EUNAVAILABLE
+// (the API's 503 with Retry-After, not an internal error), and the store
+// takes writes again once there is room.
+func TestDiskFull(t *testing.T) {
+	db, _ := openTemp(t)
+	defer db.Close()
+	ws, _, _ := seed(t, db, "acme")
+	ctx := context.Background()
+	var pages int
+	if err := db.write.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.write.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", pages)); err != nil {
+		t.Fatal(err)
+	}
+	create := func(i int) error {
+		tok := &keyward.Token{
+			ID: keyward.NewID(keyward.PrefixToken, t0), WorkspaceID: ws.ID, Name: fmt.Sprintf("filler %d %x", i, randomDigest()),
+			CreatedBy: keyward.ActorSystem, CreatedAt: t0, UpdatedAt: t0,
+		}
+		ev := &keyward.AuditEvent{ID: keyward.NewID(keyward.PrefixEvent, t0), Time: t0, Action: "token.create", Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: tok.ID}
+		return db.CreateToken(ctx, tok, &keyward.Secret{Digest: randomDigest(), KeyID: "k1", TokenID: tok.ID, CreatedAt: t0}, ev)
+	}
+	var err error
+	for i := 0; i < 10000 && err == nil; i++ {
+		err = create(i)
+	}
+	if err == nil {
+		t.Fatal("no write failed at the size limit")
+	}
+	if code := keyward.ErrorCode(err); code != keyward.EUNAVAILABLE {
+		t.Fatalf("a write to a full disk: code %q (%v), want %q", code, err, keyward.EUNAVAILABLE)
+	}
+	if _, err := db.write.ExecContext(ctx, "PRAGMA max_page_count = 1000000"); err != nil {
+		t.Fatal(err)
+	}
+	if err := create(-1); err != nil {
+		t.Fatalf("after room was made: %v", err)
+	}
+}

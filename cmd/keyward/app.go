@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -435,31 +433,21 @@ func secureCookies(cfg serveConfig, public *url.URL) bool {
 		dashboard.IsLoopback(host) || strings.HasSuffix(host, ".localhost")
 }
 
-// spool returns where usage the store could not take is spooled, and the
-// name of the store it belongs to: the PostgreSQL URL without its
-// password (which may change), or the SQLite data dir's absolute path.
-func (c serveConfig) spool() (dir, store string) {
-	dir = c.UsageSpoolDir
-	switch dir {
-	case "off":
-		return "", ""
-	case "":
-		dir = c.DataDir
+// spoolDir returns where usage the store could not take is spooled: the
+// flag's directory; by default the data dir on SQLite, none on
+// PostgreSQL, whose nodes have no directory of their own to assume (the
+// working directory may be / or shared), which serve says at start.
+func (c serveConfig) spoolDir(log *slog.Logger) string {
+	switch {
+	case c.UsageSpoolDir == "off":
+		return ""
+	case c.UsageSpoolDir != "":
+		return c.UsageSpoolDir
+	case c.DatabaseURL == "":
+		return c.DataDir
 	}
-	if c.DatabaseURL == "" {
-		abs, err := filepath.Abs(c.DataDir)
-		if err != nil {
-			abs = c.DataDir
-		}
-		return dir, "sqlite:" + abs
-	}
-	store = c.DatabaseURL
-	if u, err := url.Parse(c.DatabaseURL); err == nil && u.User != nil {
-		u.User = url.User(u.User.Username())
-		store = u.String()
-	}
-	sum := sha256.Sum256([]byte(store))
-	return dir, "postgres:" + hex.EncodeToString(sum[:16])
+	log.Info("no --usage-spool-dir: quota use, last use and rate windows that PostgreSQL cannot take are kept in memory only, and a stop before it returns loses them")
+	return ""
 }
 
 // requestTimeout bounds the work for one request of the API or the
@@ -524,10 +512,17 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		return nil, err
 	}
 	logKeys(ctx, s.store, keys, log)
-	spoolDir, spoolStore := cfg.spool()
+	svc := &manage.Service{Store: s.store, Keys: keys, Log: log}
+	ws, err := svc.EnsureDefaultWorkspace(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create the default workspace: %w", err)
+	}
+	// The default workspace's id names the store in usage spools: it
+	// stays when the database's URL changes.
+	spoolDir := cfg.spoolDir(log)
 	vcfg := verify.Config{
 		SpoolDir:       spoolDir,
-		SpoolStore:     spoolStore,
+		SpoolStore:     ws.ID,
 		Store:          s.store,
 		Keys:           keys,
 		Log:            log,
@@ -557,10 +552,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		}
 	}
 	s.engine = verify.New(vcfg)
-	svc := &manage.Service{Store: s.store, Keys: keys, Engine: s.engine, Log: log}
-	if _, err := svc.EnsureDefaultWorkspace(ctx); err != nil {
-		return nil, fmt.Errorf("create the default workspace: %w", err)
-	}
+	svc.Engine = s.engine
 	if err := s.engine.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start the verification engine: %w", err)
 	}

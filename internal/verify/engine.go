@@ -329,7 +329,7 @@ func New(cfg Config) *Engine {
 		cfg.Nodes = 1
 	}
 	var sp *spool
-	if cfg.SpoolDir != "" {
+	if cfg.SpoolDir != "" && spoolSupported {
 		sp = &spool{dir: cfg.SpoolDir, store: cfg.SpoolStore, log: cfg.Log}
 	}
 	return &Engine{
@@ -353,6 +353,9 @@ func New(cfg Config) *Engine {
 // the change poller and the usage flusher. It returns an error when the
 // store cannot be read.
 func (e *Engine) Start(ctx context.Context) error {
+	if e.cfg.SpoolDir != "" && e.spool == nil {
+		e.log.Info("no usage spool on this system: usage the store cannot take is kept in memory only")
+	}
 	if e.spool != nil {
 		// Usage a stopped node could not write goes in before the rate
 		// windows are read, which it may hold newer ones of.
@@ -1382,7 +1385,7 @@ func (e *Engine) flush(ctx context.Context) (spooled bool, err error) {
 		pending := e.carry
 		e.dirtyMu.Unlock()
 		if e.spool != nil {
-			serr := e.spool.write(pending)
+			serr := e.spool.write(pending, e.now())
 			if serr != nil {
 				e.log.Error("usage could not be spooled: a restart before the store returns loses it", "dir", e.cfg.SpoolDir, "err", serr)
 			}

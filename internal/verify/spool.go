@@ -2,13 +2,14 @@ package verify
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,55 +27,101 @@ import (
 // between a flush that succeeded and the removal writes that flush's
 // quota use twice, which only denies early.
 //
-// Each process has its own pair of files, named by its process id: the
-// spool (usage-PID.spool) and a lock file (usage-PID.lock) that the
-// process holds, with flock, from its first spool on. A spool records
-// which store it belongs to (Config.SpoolStore); another store's is left
-// alone.
+// Each engine has its own pair of files, named by a random id made when
+// it first spools (process ids repeat, as PID 1 in every container does):
+// the spool (usage-ID.spool) and a lock file (usage-ID.lock) that it
+// holds, with flock, from then on. A spool records which store it belongs
+// to (Config.SpoolStore); another store's is left alone, and said so.
 type spool struct {
 	dir, store string
 	log        *slog.Logger
 
 	mu   sync.Mutex
+	id   string   // "" until the first write
 	lock *os.File // held from the first write on
-	has  bool     // a spool file of this process exists
+	has  bool     // this engine's spool file exists
 }
 
-// spoolFile is the content of a spool file.
+// spoolFile is the content of a spool file. Its entries are spoolEntry,
+// not keyward.UsageFlush, so that the file's format is its own.
 type spoolFile struct {
-	Version int                  `json:"version"`
-	Store   string               `json:"store"`
-	Written time.Time            `json:"written"`
-	Usage   []keyward.UsageFlush `json:"usage"`
+	Version int          `json:"version"`
+	Store   string       `json:"store"`
+	Written time.Time    `json:"written"`
+	Usage   []spoolEntry `json:"usage"`
+}
+
+type spoolEntry struct {
+	TokenID    string     `json:"token_id"`
+	LastUsedAt time.Time  `json:"last_used_at,omitzero"`
+	LastUsedIP string     `json:"last_used_ip,omitempty"`
+	Period     string     `json:"period,omitempty"`
+	QuotaDelta int64      `json:"quota_delta,omitempty"`
+	Rate       *spoolRate `json:"rate,omitempty"`
+}
+
+type spoolRate struct {
+	Window time.Duration `json:"window_ns"`
+	Width  int64         `json:"width_ns"`
+	Head   int64         `json:"head"`
+	Counts []int64       `json:"counts"`
+	Until  time.Time     `json:"until"`
+}
+
+func toSpool(batch []keyward.UsageFlush) []spoolEntry {
+	out := make([]spoolEntry, len(batch))
+	for i, f := range batch {
+		out[i] = spoolEntry{TokenID: f.TokenID, LastUsedAt: f.LastUsedAt, LastUsedIP: f.LastUsedIP, Period: f.Period, QuotaDelta: f.QuotaDelta}
+		if r := f.Rate; r != nil {
+			out[i].Rate = &spoolRate{Window: r.Window, Width: r.Width, Head: r.Head, Counts: r.Counts, Until: r.Until}
+		}
+	}
+	return out
+}
+
+func fromSpool(entries []spoolEntry) []keyward.UsageFlush {
+	out := make([]keyward.UsageFlush, len(entries))
+	for i, e := range entries {
+		out[i] = keyward.UsageFlush{TokenID: e.TokenID, LastUsedAt: e.LastUsedAt, LastUsedIP: e.LastUsedIP, Period: e.Period, QuotaDelta: e.QuotaDelta}
+		if r := e.Rate; r != nil {
+			out[i].Rate = &keyward.RateWindow{TokenID: e.TokenID, Window: r.Window, Width: r.Width, Head: r.Head, Counts: r.Counts, Until: r.Until}
+		}
+	}
+	return out
 }
 
 const spoolVersion = 1
 
-func (s *spool) paths(pid int) (spoolPath, lockPath string) {
-	base := filepath.Join(s.dir, "usage-"+strconv.Itoa(pid))
+func (s *spool) paths(id string) (spoolPath, lockPath string) {
+	base := filepath.Join(s.dir, "usage-"+id)
 	return base + ".spool", base + ".lock"
 }
 
-// write replaces this process's spool with batch.
-func (s *spool) write(batch []keyward.UsageFlush) error {
+// write replaces this engine's spool with batch.
+func (s *spool) write(batch []keyward.UsageFlush, now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	spoolPath, lockPath := s.paths(os.Getpid())
 	if s.lock == nil {
 		if err := os.MkdirAll(s.dir, 0o700); err != nil {
 			return err
 		}
-		f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+		var b [12]byte
+		rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
+		_, lockPath := s.paths(id)
+		f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err
 		}
 		if err := lockFile(f); err != nil {
 			f.Close()
+			os.Remove(lockPath)
 			return err
 		}
-		s.lock = f
+		s.id, s.lock = id, f
 	}
-	raw, err := json.Marshal(spoolFile{Version: spoolVersion, Store: s.store, Written: time.Now().UTC(), Usage: batch})
+	spoolPath, _ := s.paths(s.id)
+	raw, err := json.Marshal(spoolFile{Version: spoolVersion, Store: s.store, Written: now.UTC(), Usage: toSpool(batch)})
 	if err != nil {
 		return err
 	}
@@ -102,14 +149,14 @@ func (s *spool) write(batch []keyward.UsageFlush) error {
 	return nil
 }
 
-// clear removes this process's spool, once what it held is in the store.
+// clear removes this engine's spool, once what it held is in the store.
 func (s *spool) clear() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.has {
 		return nil
 	}
-	spoolPath, _ := s.paths(os.Getpid())
+	spoolPath, _ := s.paths(s.id)
 	if err := os.Remove(spoolPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
@@ -118,39 +165,44 @@ func (s *spool) clear() error {
 	return nil
 }
 
-// close lets go of the lock, leaving a spool in place for the next start.
+// close lets go of the lock, leaving the spool, if any, for the next
+// start; without one, the lock file goes too.
 func (s *spool) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.lock != nil {
-		s.lock.Close()
-		s.lock = nil
+	if s.lock == nil {
+		return
 	}
+	if !s.has {
+		_, lockPath := s.paths(s.id)
+		os.Remove(lockPath)
+	}
+	s.lock.Close()
+	s.lock = nil
 }
 
-// replay writes back, with flush, every spool of s.dir left by a process
+// replay writes back, with flush, every spool of s.dir left by an engine
 // that no longer runs and that belongs to s.store, and removes it. A
 // spool that cannot be read is renamed aside (.bad) and reported, so that
 // it neither blocks every start nor is lost.
 func (s *spool) replay(ctx context.Context, flush func(context.Context, []keyward.UsageFlush) error) error {
 	locks, err := filepath.Glob(filepath.Join(s.dir, "usage-*.lock"))
-	if err != nil || len(locks) == 0 {
+	if err != nil {
 		return err
 	}
 	for _, lockPath := range locks {
-		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(lockPath), "usage-"), ".lock"))
-		if err != nil {
-			continue
-		}
+		id := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(lockPath), "usage-"), ".lock")
 		f, err := os.OpenFile(lockPath, os.O_RDWR, 0o600)
 		if err != nil {
 			continue
 		}
 		if lockFile(f) != nil {
-			f.Close() // its process runs: its spool is its own
+			f.Close() // its engine runs: its spool is its own
 			continue
 		}
-		done, err := s.replayOne(ctx, pid, flush)
+		spoolPath, _ := s.paths(id)
+		os.Remove(spoolPath + ".tmp") // a write its engine did not finish
+		done, err := s.replayOne(ctx, spoolPath, flush)
 		if done {
 			os.Remove(lockPath)
 		}
@@ -163,11 +215,10 @@ func (s *spool) replay(ctx context.Context, flush func(context.Context, []keywar
 	return nil
 }
 
-// replayOne writes back the spool of process pid, whose lock the caller
+// replayOne writes back the spool at spoolPath, whose lock the caller
 // holds. done reports that nothing of it is left to write back (its lock
 // file may go).
-func (s *spool) replayOne(ctx context.Context, pid int, flush func(context.Context, []keyward.UsageFlush) error) (done bool, err error) {
-	spoolPath, _ := s.paths(pid)
+func (s *spool) replayOne(ctx context.Context, spoolPath string, flush func(context.Context, []keyward.UsageFlush) error) (done bool, err error) {
 	raw, err := os.ReadFile(spoolPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return true, nil // nothing was pending when it stopped
@@ -178,14 +229,17 @@ func (s *spool) replayOne(ctx context.Context, pid int, flush func(context.Conte
 	var sf spoolFile
 	if err := json.Unmarshal(raw, &sf); err != nil || sf.Version != spoolVersion {
 		bad := spoolPath + ".bad"
-		os.Rename(spoolPath, bad)
-		s.log.Error("a usage spool could not be read; it is kept aside, its usage not written", "file", bad, "err", err)
+		if rerr := os.Rename(spoolPath, bad); rerr != nil {
+			return false, fmt.Errorf("usage spool %s cannot be read (%v) nor put aside: %w", spoolPath, err, rerr)
+		}
+		s.log.Error("a usage spool could not be read; it is kept aside, its usage not written", "file", bad, "version", sf.Version, "err", err)
 		return true, nil
 	}
 	if sf.Store != s.store {
-		return false, nil // another store's; left for a node of it
+		s.log.Warn("a usage spool of another store is left alone", "file", spoolPath, "store", sf.Store, "spooled_at", sf.Written)
+		return false, nil
 	}
-	if err := flush(ctx, sf.Usage); err != nil {
+	if err := flush(ctx, fromSpool(sf.Usage)); err != nil {
 		return false, fmt.Errorf("write back the usage spool %s: %w", spoolPath, err)
 	}
 	s.log.Info("usage kept while the store was unreachable written back", "file", spoolPath, "entries", len(sf.Usage), "spooled_at", sf.Written)

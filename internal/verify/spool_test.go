@@ -85,20 +85,28 @@ func TestSpool(t *testing.T) {
 		t.Fatalf("the store counts %d before the restart", used)
 	}
 
-	// A node of another store leaves the spool alone.
-	other := start(db, "s2")
-	other.Close(context.Background())
+	// A node of another store leaves the spool alone, and its own spool
+	// (the store still down) goes to a file of its own.
+	other := start(ds, "s2")
+	use(other, 1)
+	if err := other.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if used, _ := db.QuotaUsed(context.Background(), tok.ID, "total"); used != 0 {
 		t.Fatalf("another store's node wrote the spool back: %d", used)
 	}
+	if spools, _ = filepath.Glob(filepath.Join(dir, "usage-*.spool")); len(spools) != 2 {
+		t.Fatalf("spool files %v, want two: one per engine", spools)
+	}
+	ds.down.Store(false)
 
 	// The next start on the store writes it back and removes it.
 	eng = start(db, "s1")
 	if used, _ := db.QuotaUsed(context.Background(), tok.ID, "total"); used != 12 {
 		t.Fatalf("the store counts %d after the restart, want 12", used)
 	}
-	if left, _ := filepath.Glob(filepath.Join(dir, "usage-*")); len(left) != 0 {
-		t.Errorf("left behind: %v", left)
+	if left, _ := filepath.Glob(filepath.Join(dir, "usage-*")); len(left) != 2 {
+		t.Errorf("in the spool directory: %v, want only the other store's spool and lock", left)
 	}
 	r := eng.Verify(context.Background(), verify.Request{Token: text})
 	if r.Quota.Remaining != 1000-13 || r.Rate.Remaining != 1000-13 {
@@ -115,7 +123,7 @@ func TestSpoolOfRunningProcess(t *testing.T) {
 	dir := t.TempDir()
 	// A spool of "process 1", whose lock is held (here, by this process
 	// through another open file).
-	body := `{"version":1,"store":"s1","usage":[{"TokenID":"` + tok.ID + `","Period":"total","QuotaDelta":4}]}`
+	body := `{"version":1,"store":"s1","usage":[{"token_id":"` + tok.ID + `","period":"total","quota_delta":4}]}`
 	if err := os.WriteFile(filepath.Join(dir, "usage-1.spool"), []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,10 @@ import (
 	"syscall"
 )
 
+// spoolSupported: flock tells a spool left by a stopped engine from one in
+// use.
+const spoolSupported = true
+
 // lockFile takes f's lock for this process, failing at once when another
 // holds it.
 func lockFile(f *os.File) error {

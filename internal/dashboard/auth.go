@@ -84,15 +84,17 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := clientIP(r)
-	acct := s.signInGuard(r, email)
-	if d := s.throttle.take(now, acct, guard{"ip:" + ip, freeIP}); d > 0 {
-		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
-		s.signInPage(w, r, http.StatusTooManyRequests, "Too many failed attempts. Try again in "+waitText(d)+".", nil)
-		return
-	}
+	// The user first (known or not, the same read), for the browser's
+	// device cookie, which is bound to the user's credentials.
 	u, err := s.accounts.FindUserByEmail(ctx, email)
 	if err != nil && keyward.ErrorCode(err) != keyward.ENOTFOUND {
 		s.fail(w, r, err)
+		return
+	}
+	acct := s.signInGuard(r, email, u, now)
+	if d := s.throttle.take(now, acct, guard{"ip:" + ip, freeIP}); d > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
+		s.signInPage(w, r, http.StatusTooManyRequests, "Too many failed attempts. Try again in "+waitText(d)+".", nil)
 		return
 	}
 	// An unknown email costs a hash too, so that timing does not tell.
@@ -121,7 +123,6 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	}
 	s.throttle.reset(acct.key)
 	s.throttle.refund("ip:" + ip)
-	s.setDevice(w, email)
 	factor, err := s.hasFactor(ctx, u)
 	if err != nil {
 		s.fail(w, r, err)
@@ -143,6 +144,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	var events []*keyward.AuditEvent
 	if ses.Verified {
 		ses.ReauthAt = now
+		s.setDevice(w, u, now)
 		events = append(events, s.event(r, ses.WorkspaceID, u.ID, "session.signin", ses.ID, now))
 	} else {
 		// The password was right; the second factor is still owed. Not a
@@ -296,6 +298,7 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.setDevice(w, st.user, now)
 	s.setCookie(w, s.sessionCookie(), id, 0)
 	http.Redirect(w, r, localPath(next), http.StatusSeeOther)
 }

@@ -706,3 +706,94 @@ func TestLocalPath(t *testing.T) {
 		}
 	}
 }
+
+// TestDeviceCookie: the device cookie that gives a browser its own
+// sign-in throttle is earned only by a whole sign-in, cannot be forged,
+// and is void once the password changes (so that cookies gathered before
+// give no guesses at the new one); the browser that changed it gets a
+// new one.
+func TestDeviceCookie(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	e.user("cat@example.com", keyward.RoleMember)
+	site, _ := url.Parse(e.srv.URL)
+	var name string
+	device := func(b *browser) string {
+		for _, c := range b.c.Jar.Cookies(site) {
+			if strings.HasSuffix(c.Name, "keyward_device") {
+				name = c.Name
+				return c.Value
+			}
+		}
+		return ""
+	}
+	with := func(value string) *browser {
+		b := e.browser()
+		b.c.Jar.SetCookies(site, []*http.Cookie{{Name: name, Value: value, Path: "/", Secure: true}})
+		b.get("/signin")
+		return b
+	}
+	lock := func() {
+		t.Helper()
+		s := e.browser()
+		s.get("/signin")
+		for range freeAccount {
+			s.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}})
+		}
+	}
+	signIn := func(b *browser, pw string) int {
+		status, _ := b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {pw}})
+		return status
+	}
+
+	owner := e.browser()
+	owner.signIn("ann@example.com")
+	old := device(owner)
+	if old == "" {
+		t.Fatal("no device cookie after a sign-in")
+	}
+	lock()
+	// The cookie, carried by another browser, opens the lock: with
+	// hands it over as a browser would.
+	if got := signIn(with(old), goodPassword); got != http.StatusOK {
+		t.Fatalf("the owner's device cookie in another browser: %d, want signed in despite the lock", got)
+	}
+	nonce, _, _ := strings.Cut(old, ".")
+	if got := signIn(with(nonce+".1700000000.forged"), goodPassword); got != http.StatusTooManyRequests {
+		t.Errorf("a forged device cookie: %d, want 429 (the account's lock)", got)
+	}
+	owner.post("/signout", nil)
+	owner.get("/signin")
+	if got := signIn(owner, goodPassword); got != http.StatusOK || owner.path() != "/tokens" {
+		t.Fatalf("the owner's browser: %d at %s, want signed in despite the lock", got, owner.path())
+	}
+
+	const newPassword = "a different passphrase entirely"
+	owner.get("/account/password")
+	status, body := owner.post("/account/password", url.Values{"current": {goodPassword}, "password": {newPassword}, "password2": {newPassword}})
+	wantStatus(t, status, http.StatusOK, body)
+	if renewed := device(owner); renewed == "" || renewed == old {
+		t.Errorf("device cookie after the password change: %q, want a new one", renewed)
+	}
+	if got := signIn(with(old), newPassword); got != http.StatusTooManyRequests {
+		t.Errorf("a device cookie from before the password change: %d, want 429 (the account's lock)", got)
+	}
+	owner.post("/signout", nil)
+	owner.get("/signin")
+	if got := signIn(owner, newPassword); got != http.StatusOK || owner.path() != "/tokens" {
+		t.Errorf("the browser that changed the password: %d at %s, want signed in", got, owner.path())
+	}
+
+	// The password alone, a second factor still owed, earns no cookie.
+	cat := e.browser()
+	cat.signIn("cat@example.com")
+	enrolTOTP(t, cat)
+	pending := e.browser()
+	pending.signIn2("cat@example.com")
+	if pending.path() != "/signin/mfa" {
+		t.Fatalf("after the password: at %s", pending.path())
+	}
+	if v := device(pending); v != "" {
+		t.Errorf("a device cookie before the second factor: %q", v)
+	}
+}

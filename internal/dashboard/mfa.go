@@ -2,9 +2,11 @@ package dashboard
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"html/template"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/account"
@@ -117,13 +119,7 @@ func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	// A session taken before the second factor existed must not outlive
-	// it: the user's other sessions end first, as on a password change.
-	if _, err := s.accounts.DeleteSessions(ctx, st.user.ID, "", st.session.ID); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	_, err = s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+	u, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
 		if u.HasMFA() {
 			return nil, keyward.Errorf(keyward.ECONFLICT, "An authenticator app is already set up.")
 		}
@@ -134,6 +130,15 @@ func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// A session taken before the second factor existed must not outlive
+	// it: the user's other sessions end, those that began while it was
+	// being set up included. This browser's device cookie is made anew,
+	// since the old one was bound to the credentials before.
+	if err := s.endOtherSessions(r, st, u, "mfa.totp_enable", now); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.setDevice(w, u, now)
 	codes, digests, err := s.sealer.NewRecoveryCodes(st.user.ID)
 	if err != nil {
 		s.fail(w, r, err)
@@ -162,25 +167,37 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification; it cannot be turned off.")
 		return
 	}
-	// The other sessions end too: if this one was taken, its owner is
-	// signed out everywhere else and sees that something changed.
-	if _, err := s.accounts.DeleteSessions(ctx, st.user.ID, "", st.session.ID); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	_, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+	changed := false
+	u, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
 		if !u.HasMFA() {
 			return nil, nil
 		}
+		changed = true
 		u.TOTPSecret, u.UpdatedAt = nil, now
 		return []*keyward.AuditEvent{s.event(r, st.session.WorkspaceID, u.ID, "mfa.totp_disable", u.ID, now)}, nil
 	})
 	if err == nil {
 		err = s.accounts.SetRecoveryCodes(ctx, st.user.ID, nil)
 	}
+	if err == nil && changed {
+		// The other sessions end too: if this one was taken, its owner
+		// is signed out everywhere else and sees that something changed.
+		err = s.endOtherSessions(r, st, u, "mfa.totp_disable", now)
+		s.setDevice(w, u, now)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	http.Redirect(w, r, "/account/mfa", http.StatusSeeOther)
+}
+
+// endOtherSessions ends the user's sessions but the request's own, after
+// the change of a factor (after: the change's action), with a
+// session.end_others event.
+func (s *Server) endOtherSessions(r *http.Request, st *state, u *keyward.User, after string, now time.Time) error {
+	ev := s.event(r, st.session.WorkspaceID, u.ID, "session.end_others", u.ID, now)
+	ev.Changes, _ = json.Marshal(map[string]any{"after": after})
+	_, err := s.accounts.DeleteSessions(r.Context(), u.ID, "", st.session.ID, ev)
+	return err
 }

@@ -79,13 +79,17 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) {
 	}
 	ev := s.event(r, st.session.WorkspaceID, st.user.ID, "user.password_change", st.user.ID, now)
 	ev.Changes, _ = json.Marshal(map[string]any{"sessions_ended": n})
-	if _, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+	u, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
 		u.PasswordHash, u.UpdatedAt = hash, now
 		return []*keyward.AuditEvent{ev}, nil
-	}); err != nil {
+	})
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	// Device cookies are bound to the password: every one issued before
+	// is void now, and this browser gets a new one.
+	s.setDevice(w, u, now)
 	ses := *st.session
 	ses.ReauthAt, ses.LastSeenAt = now, now
 	if err := s.accounts.UpdateSession(ctx, &ses); err != nil {

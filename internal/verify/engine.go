@@ -651,7 +651,14 @@ func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Re
 		// An earlier check failed, so nothing is consumed, but the answer
 		// still describes the token's limits, and only the global limiter
 		// knows them: this node's own counters record nothing while it
-		// answers.
+		// answers. A token that can no longer verify at all (revoked,
+		// suspended, expired) is not worth a round trip each time it is
+		// tried: its limits are described as unknown.
+		switch res.Outcome {
+		case keyward.Revoked, keyward.Suspended, keyward.Expired, keyward.PendingApproval:
+			e.unknownLimits(t, now, res)
+			return
+		}
 		if e.globalLimits(ctx, se.tok, t, now, res, req.IP, false) {
 			return
 		}

@@ -118,6 +118,20 @@ func TestGlobalLimits(t *testing.T) {
 	if r.Rate.Remaining != 0 || r.Quota.Remaining != 0 {
 		t.Fatalf("after a failure with the window full: quota %+v rate %+v, want none remaining", r.Quota, r.Rate)
 	}
+	// A token that can no longer verify costs no round trip: its limits
+	// are described as unknown.
+	if _, err := e.svc.RevokeToken(context.Background(), e.caller, tok.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	n = len(g.calls)
+	r = e.verify(text, "")
+	expect(t, r, keyward.Revoked)
+	if len(g.calls) != n {
+		t.Errorf("a revoked token's verification asked the limiter")
+	}
+	if r.Rate.Remaining != 0 || r.Rate.Reset != verify.GlobalRetry || !r.Quota.Set {
+		t.Errorf("a revoked token: quota %+v rate %+v, want its limits with none known to remain", r.Quota, r.Rate)
+	}
 	// Uses admitted globally are flushed to the store for durability.
 	if err := e.engine.Flush(context.Background()); err != nil {
 		t.Fatal(err)

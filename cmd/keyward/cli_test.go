@@ -473,6 +473,7 @@ func TestUsageErrors(t *testing.T) {
 		{"ServePublicURL", []string{"serve", "--public-url", "localhost:8080"}, nil, "--public-url must be an http:// or https:// URL"},
 		{"ServeRedisFallback", []string{"serve", "--redis-fallback", "open"}, nil, "--redis-fallback must be closed or local"},
 		{"ServeShutdownTimeout", []string{"serve", "--shutdown-timeout", "-1s"}, nil, "--shutdown-timeout must be positive"},
+		{"ServeTrustEveryone", []string{"serve", "--trusted-proxies", "10.0.0.0/8,::/0"}, nil, "--trusted-proxies: ::/0 trusts every address"},
 		// Zero would mean no bound at all, not "fail closed at once".
 		{"ServeStaleGraceZero", []string{"serve", "--stale-grace", "0"}, nil, "--stale-grace must be at least 1s, not 0s"},
 		{"ServeEnvDuration", []string{"serve"}, map[string]string{"KEYWARD_STALE_GRACE": "5 minutes"}, `KEYWARD_STALE_GRACE="5 minutes": want a duration`},

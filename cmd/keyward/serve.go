@@ -20,7 +20,7 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.String(&cfg.PublicURL, "public-url", "KEYWARD_PUBLIC_URL", "http://localhost:8080", "`URL` people reach the server at: the dashboard's origin and passkey relying party")
 	fs.String(&cfg.TLSCert, "tls-cert", "KEYWARD_TLS_CERT", "", "serve TLS with the certificate chain in `FILE` (PEM)")
 	fs.String(&cfg.TLSKey, "tls-key", "KEYWARD_TLS_KEY", "", "serve TLS with the private key in `FILE` (PEM)")
-	fs.String(&cfg.TrustedProxies, "trusted-proxies", "KEYWARD_TRUSTED_PROXIES", "", "comma-separated `CIDRS` of the proxies in front of the API and dashboard, whose X-Forwarded-For names the client (sign-in throttling, sessions, audit records, logs); without it the connection's address is the client's")
+	fs.String(&cfg.TrustedProxies, "trusted-proxies", "KEYWARD_TRUSTED_PROXIES", "", "comma-separated `CIDRS` of the proxies in front of the API and dashboard, whose X-Forwarded-For names the client (sign-in throttling, sessions, audit records, logs, and the allowed_cidrs of management tokens: name only the proxies' own addresses); without it the connection's address is the client's")
 	fs.String(&cfg.LogFormat, "log-format", "KEYWARD_LOG_FORMAT", "text", "log `FORMAT`: text or json")
 	fs.String(&cfg.LogLevel, "log-level", "KEYWARD_LOG_LEVEL", "info", "log `LEVEL`: debug, info, warn or error")
 	fs.Int(&cfg.LookupBudget, "lookup-budget", "KEYWARD_LOOKUP_BUDGET", 200, "at most `N` store lookups per second for tokens this node does not know; beyond it they answer NOT_FOUND")

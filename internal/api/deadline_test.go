@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -18,11 +19,18 @@ import (
 )
 
 // hangStore is a store whose FindWorkspace hangs until its caller gives
-// up, as a PostgreSQL behind a dead connection does.
-type hangStore struct{ keyward.Store }
+// up, as a PostgreSQL behind a dead connection does, and then fails with
+// err (nil: the context's error; SQLite's driver says "interrupted").
+type hangStore struct {
+	keyward.Store
+	err error
+}
 
 func (h hangStore) FindWorkspace(ctx context.Context, id string) (*keyward.Workspace, error) {
 	<-ctx.Done()
+	if h.err != nil {
+		return nil, h.err
+	}
 	return nil, ctx.Err()
 }
 
@@ -38,24 +46,27 @@ func TestRequestEndsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	hs := hangStore{s.db}
-	svc := &manage.Service{Store: hs, Keys: keys, Engine: s.engine, Now: s.clock.Now}
-	h := api.New(api.Config{Service: svc, Engine: s.engine, Store: hs, Now: s.clock.Now, Version: "test",
-		Log: slog.New(slog.NewTextHandler(&logs, nil))}).Handler()
+	deadline := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 50*time.Millisecond)
+	}
 	for _, tc := range []struct {
 		name string
+		err  error
 		ctx  func() (context.Context, context.CancelFunc)
 	}{
-		{"deadline", func() (context.Context, context.CancelFunc) {
-			return context.WithTimeout(context.Background(), 50*time.Millisecond)
-		}},
-		{"client gone", func() (context.Context, context.CancelFunc) {
+		{"deadline", nil, deadline},
+		{"client gone", nil, func() (context.Context, context.CancelFunc) {
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(50*time.Millisecond, cancel)
 			return ctx, cancel
 		}},
+		{"deadline, the store's own error", errors.New("sqlite: find workspace: interrupted (9)"), deadline},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			hs := hangStore{s.db, tc.err}
+			svc := &manage.Service{Store: hs, Keys: keys, Engine: s.engine, Now: s.clock.Now}
+			h := api.New(api.Config{Service: svc, Engine: s.engine, Store: hs, Now: s.clock.Now, Version: "test",
+				Log: slog.New(slog.NewTextHandler(&logs, nil))}).Handler()
 			logs.Reset()
 			ctx, cancel := tc.ctx()
 			defer cancel()

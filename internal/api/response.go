@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -67,10 +66,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if code == keyward.EUNAVAILABLE {
 			s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable", slog.String("request_id", p.RequestID), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
 		}
-	} else if r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+	} else if r.Context().Err() != nil {
 		// The request's context ended first: the client went away (no
 		// one reads this answer), or the request ran out of its time,
-		// waiting on a store that hangs. Neither is keyward's fault.
+		// waiting on a store that hangs. Neither is keyward's fault, and
+		// the error need not say so (SQLite's is "interrupted").
 		status, p.Status, p.Title = http.StatusServiceUnavailable, http.StatusServiceUnavailable, http.StatusText(http.StatusServiceUnavailable)
 		p.Code, p.Detail = keyward.EUNAVAILABLE, "the request took too long; try again shortly"
 		s.log.LogAttrs(r.Context(), slog.LevelWarn, "request ended before its answer", slog.String("request_id", p.RequestID), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))

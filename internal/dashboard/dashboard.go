@@ -414,7 +414,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		if errors.Is(err, context.Canceled) {
 			return
 		}
-		if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() != nil {
+		if r.Context().Err() != nil {
 			// The request ran out of its time (serve's deadline), waiting
 			// on a store that hangs.
 			s.log.Warn("dashboard request ended before its answer", "request_id", requestIDOf(r), "path", secret.Redact(r.URL.Path), "err", err)

@@ -50,6 +50,13 @@ func (s *Server) handleReportDormant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	since := s.now().Add(-time.Duration(days) * 24 * time.Hour)
+	if s.engine != nil {
+		// The last uses this node holds go to the store first, so that
+		// the store's answer has them, those of tokens the engine let go
+		// of meanwhile (its cache forgotten) included. A store that
+		// cannot take them now leaves usedSince to catch what it can.
+		s.engine.Flush(r.Context())
+	}
 	f := keyward.TokenFilter{State: keyward.StateActive, UnusedSince: since, After: cursor, Limit: limit + 1}
 	tokens, err := s.svc.Tokens(r.Context(), caller(r), f)
 	if err != nil {

@@ -714,3 +714,86 @@ routes:
 		})
 	}
 }
+
+// TestGatewayShutdownCutsStreams: a stream still open at --shutdown-timeout
+// is cut, which is no failure of the stop (exit status 0, a warning), and
+// the usage analytics not yet written are written after the drain, with
+// time of their own: the requests before the stop and the cut stream are
+// all counted, the stream with its access-log line.
+func TestGatewayShutdownCutsStreams(t *testing.T) {
+	ctx := ctxT(t)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/events" {
+			w.Write([]byte("ok\n"))
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for {
+			if _, err := w.Write([]byte("data: tick\n\n")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}))
+	defer upstream.Close()
+	file := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: all\n    path_prefix: /\n    upstreams: ["+upstream.URL+"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	root := initRoot(t, st)
+	// Analytics are written only at the stop.
+	srv := startServer(t, st, "--gateway-config", file, "--shutdown-timeout", "1s", "--usage-flush-interval", "10m")
+	gw := gatewayURL(t, srv)
+	admin := newClient(t, srv.URL, root)
+	tok, err := admin.CreateToken(ctx, client.CreateTokenRequest{Name: "streamer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", gw+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok.Secret)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for range 3 {
+		res := get("/ok")
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+	}
+	stream := get("/events")
+	defer stream.Body.Close()
+	if _, err := bufio.NewReader(stream.Body).ReadString('\n'); err != nil {
+		t.Fatalf("no event: %v", err)
+	}
+
+	srv.stop() // fails the test unless the exit is clean
+	log := srv.log.String()
+	if !strings.Contains(log, "requests still in flight at the shutdown timeout were cut") {
+		t.Errorf("no word of the cut stream:\n%s", log)
+	}
+	if !strings.Contains(log, "path=/events") {
+		t.Errorf("no access-log line for the cut stream:\n%s", log)
+	}
+	srv = startServer(t, st)
+	admin = newClient(t, srv.URL, root)
+	u, err := admin.TokenUsage(ctx, tok.ID, client.UsageQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Total != 4 {
+		t.Errorf("usage after the stop: %d requests counted, want 4 (3 and the cut stream)", u.Total)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -649,19 +650,48 @@ func (s *server) run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down")
+	// Both listeners drain at once, within the shutdown timeout.
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	err := s.http.Shutdown(sctx)
+	var wg sync.WaitGroup
+	var apiErr, gwErr error
+	wg.Go(func() { apiErr = s.http.Shutdown(sctx) })
 	if s.gw != nil {
-		if gerr := s.gw.http.Shutdown(sctx); err == nil {
-			err = gerr
+		wg.Go(func() { gwErr = s.gw.http.Shutdown(sctx) })
+	}
+	wg.Wait()
+	var err error
+	for _, e := range []error{apiErr, gwErr} {
+		if e != nil && !errors.Is(e, context.DeadlineExceeded) && err == nil {
+			err = e
 		}
 	}
-	if cerr := s.close(sctx); err == nil {
+	if errors.Is(apiErr, context.DeadlineExceeded) || errors.Is(gwErr, context.DeadlineExceeded) {
+		// Long streams are cut here, as --shutdown-timeout says: not a
+		// failure of the stop. The cut requests get a moment to end, so
+		// that their access-log lines and usage are recorded.
+		s.log.Warn("requests still in flight at the shutdown timeout were cut", "timeout", s.cfg.ShutdownTimeout)
+		s.http.Close()
+		if s.gw != nil {
+			s.gw.http.Close()
+			gctx, gcancel := context.WithTimeout(context.Background(), time.Second)
+			s.gw.http.Shutdown(gctx) // waits for the cut handlers to end
+			gcancel()
+		}
+	}
+	// Usage is written with time of its own: the drain may have used all
+	// of the shutdown timeout.
+	fctx, fcancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer fcancel()
+	if cerr := s.close(fctx); err == nil {
 		err = cerr
 	}
 	return err
 }
+
+// closeTimeout bounds the writing of usage at a stop, after the requests
+// in flight were drained or cut.
+const closeTimeout = 15 * time.Second
 
 // close flushes usage and releases the store.
 func (s *server) close(ctx context.Context) error {

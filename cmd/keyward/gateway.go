@@ -36,6 +36,7 @@ type gatewayServer struct {
 	tls     *gateway.TLS
 	server  gateway.ServerSettings // the listener's, fixed until a restart
 	wsID    string                 // the workspace of the running config, for audit events
+	wsName  string                 // ... and its name, as the config gives it
 	routes  int                    // the running config's route count
 	handler atomic.Pointer[http.Handler]
 	http    gatewayListener // gateway.Server on a plain listener, net/http's with TLS
@@ -100,6 +101,7 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 type gatewayListener interface {
 	Serve(net.Listener) error
 	Shutdown(context.Context) error
+	Close() error
 }
 
 // load reads and validates the config file and builds its handler.
@@ -108,12 +110,19 @@ func (g *gatewayServer) load(ctx context.Context) (*gateway.Config, http.Handler
 	if err != nil {
 		return nil, nil, err
 	}
-	ws, err := g.store.FindWorkspaceByName(ctx, cfg.Workspace)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: workspace %q: %w", g.path, cfg.Workspace, err)
+	// A workspace is never renamed nor deleted: the running config's
+	// stands, and a reload that keeps it needs no store, so that routes
+	// can change while the store is unreachable (to drain an upstream).
+	wsID := g.wsID
+	if wsID == "" || cfg.Workspace != g.wsName {
+		ws, err := g.store.FindWorkspaceByName(ctx, cfg.Workspace)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: workspace %q: %w", g.path, cfg.Workspace, err)
+		}
+		wsID = ws.ID
 	}
-	g.wsID = ws.ID
-	h := gateway.NewHandler(cfg, g.verify, ws.ID, g.log)
+	g.wsID, g.wsName = wsID, cfg.Workspace
+	h := gateway.NewHandler(cfg, g.verify, wsID, g.log)
 	if g.obs != nil {
 		h.SetObserver(g.obs)
 	}

@@ -32,6 +32,12 @@ const (
 // DefaultTimeout is the route timeout when none is given.
 const DefaultTimeout = 30 * time.Second
 
+// DefaultReadTimeout is a route's read_timeout when none is given: long
+// enough for streams that are quiet for minutes between events, short
+// enough that an upstream stuck in a body does not hold its client and
+// connection for good.
+const DefaultReadTimeout = 5 * time.Minute
+
 // Config is a gateway configuration file.
 type Config struct {
 	Listen         string
@@ -116,6 +122,10 @@ type Route struct {
 	Auth        string
 	TokenHeader string // canonical header name, or ""
 	Timeout     time.Duration
+	// ReadTimeout bounds the wait for each next bytes of the upstream's
+	// response body, once its header came (0: no bound); not the
+	// length of a stream.
+	ReadTimeout time.Duration
 	HealthCheck *HealthCheck // nil: no active checks
 	// EjectAfter is the number of consecutive failed exchanges (the
 	// upstream could not be reached or did not answer; a 5xx answer is not
@@ -403,7 +413,7 @@ var knownMethods = map[string]bool{
 }
 
 func (p *parser) route(n *yaml.Node, field string) Route {
-	rt := Route{Auth: AuthRequired, Timeout: DefaultTimeout}
+	rt := Route{Auth: AuthRequired, Timeout: DefaultTimeout, ReadTimeout: DefaultReadTimeout}
 	var prefixSet, upSet bool
 	p.fields(n, field, map[string]func(k, v *yaml.Node){
 		"name": func(k, v *yaml.Node) { rt.Name = p.str(v, field+".name") },
@@ -520,6 +530,18 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 				return
 			}
 			rt.Timeout = d
+		},
+		"read_timeout": func(k, v *yaml.Node) {
+			s := p.str(v, field+".read_timeout")
+			if s == "" {
+				return
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil || d < 0 {
+				p.errf(v.Line, field+".read_timeout", "%q is not a duration such as \"5m\" (0 for no bound)", s)
+				return
+			}
+			rt.ReadTimeout = d
 		},
 		"health_check": func(k, v *yaml.Node) { rt.HealthCheck = p.healthCheck(v, field+".health_check") },
 		"eject_after": func(k, v *yaml.Node) {

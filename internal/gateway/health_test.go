@@ -289,6 +289,11 @@ routes:
     path_prefix: /b
     upstreams: [http://a]
     health_check: {interval: 5s}
+    read_timeout: -1s
+  - name: c
+    path_prefix: /c
+    upstreams: [http://a]
+    read_timeout: 0
 `
 		path := filepath.Join(t.TempDir(), "gateway.yaml")
 		if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
@@ -307,6 +312,7 @@ routes:
 			path + ":13: routes[0].health_check.timeout: ",
 			path + ":14: routes[0].health_check.method: unknown key",
 			path + ":18: routes[1].health_check.path: required",
+			path + ":19: routes[1].read_timeout: \"-1s\" is not a duration",
 		}
 		for _, w := range want {
 			if !strings.Contains(msg, w) {

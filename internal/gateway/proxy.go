@@ -252,7 +252,7 @@ func flush(w http.ResponseWriter) {
 //
 // While the body is not in pc's buffer, each read first waits for the
 // upstream's next bytes in slices (await), so that a client that leaves a
-// quiet stream ends it.
+// quiet stream ends it, and for at most the route's read timeout.
 func copyBody(w http.ResponseWriter, pc *pconn, res *http.Response, buf []byte, stream bool, st *reqState) (done bool, readErr error) {
 	if res.Body == http.NoBody || res.ContentLength >= 0 && int64(pc.br.Buffered()) >= res.ContentLength {
 		// No body (HEAD, 204, 304), or the whole body is here: no read can
@@ -261,8 +261,12 @@ func copyBody(w http.ResponseWriter, pc *pconn, res *http.Response, buf []byte, 
 	}
 	for {
 		if pc != nil {
+			var deadline time.Time
+			if d := st.rt.cfg.ReadTimeout; d > 0 {
+				deadline = time.Now().Add(d)
+			}
 			if pc.br.Buffered() == 0 {
-				err := pc.await(time.Time{}, st)
+				err := pc.await(deadline, st)
 				switch {
 				case err == nil:
 				case errors.Is(err, errClientGone):
@@ -275,9 +279,9 @@ func copyBody(w http.ResponseWriter, pc *pconn, res *http.Response, buf []byte, 
 					return false, err
 				}
 			}
-			// A body's reads are not bounded in time (the client is
-			// asked about instead).
-			pc.setReadDeadline(time.Time{})
+			// The read too, which may want more than came (the rest of
+			// a chunk's size line).
+			pc.setReadDeadline(deadline)
 		}
 		n, err := res.Body.Read(buf)
 		if n > 0 {

@@ -629,6 +629,61 @@ func TestBodyCutShort(t *testing.T) {
 	}
 }
 
+// TestReadTimeout: an upstream that stalls in its body, whether between
+// reads or inside a chunk's size line, is cut after the route's
+// read_timeout (the client's connection with it), and logged; a stream
+// whose bytes keep coming is not, however long it lasts.
+func TestReadTimeout(t *testing.T) {
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		req, ok := readHead(br)
+		if !ok {
+			return
+		}
+		switch req.URL.Path {
+		case "/stall":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+		case "/stall-in-size":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1")
+		case "/slow":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n")
+			for range 8 {
+				time.Sleep(100 * time.Millisecond)
+				io.WriteString(c, "x")
+			}
+			return
+		}
+		time.Sleep(3 * time.Second) // then the upstream closes: too late
+	})
+	gw, lb := openRouteLogged(t, up, "    read_timeout: 300ms\n")
+	for _, p := range []string{"/stall", "/stall-in-size"} {
+		start := time.Now()
+		res, err := http.Get(gw.URL + p)
+		if err == nil {
+			_, err = io.ReadAll(res.Body)
+			res.Body.Close()
+		}
+		if err == nil {
+			t.Errorf("%s: the client read a whole body", p)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%s: cut after %v, want about the read timeout (300ms), before the upstream closes (3s)", p, d)
+		}
+	}
+	res, err := http.Get(gw.URL + "/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || string(body) != "xxxxxxxx" {
+		t.Errorf("a body that keeps coming (800 ms in all, 100 ms a byte): %q, %v", body, err)
+	}
+	gw.Close()
+	if !strings.Contains(lb.String(), `"upstream_error"`) {
+		t.Errorf("the stalls were not logged: %s", lb)
+	}
+}
+
 // TestClientGoesAway checks that a client leaving, while the gateway waits
 // for the upstream's header or streams its body, ends the upstream
 // exchange: its connection is closed, not pooled, and nothing waits on.

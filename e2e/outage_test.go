@@ -79,6 +79,15 @@ func (pg *ownPostgres) mustRun(name string, args ...string) {
 	}
 }
 
+// store is the keyward store on pg, with a server secret of its own.
+func (pg *ownPostgres) store() *store {
+	return &store{
+		args: []string{"--database-url", pg.URL},
+		env:  []string{"KEYWARD_SECRET=" + strings.Repeat("own-postgres-test-secret-", 2)},
+		dump: func(testing.TB) string { return "" },
+	}
+}
+
 func (pg *ownPostgres) start() {
 	pg.t.Helper()
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", pg.port, pg.dir)
@@ -97,11 +106,7 @@ func (pg *ownPostgres) stop() {
 func TestPostgresOutage(t *testing.T) {
 	ctx := ctxT(t)
 	pg := startOwnPostgres(t)
-	st := &store{
-		args: []string{"--database-url", pg.URL},
-		env:  []string{"KEYWARD_SECRET=" + strings.Repeat("outage-test-secret-", 3)},
-		dump: func(testing.TB) string { return "" },
-	}
+	st := pg.store()
 	srv := startServer(t, st, "--stale-grace", "10m")
 	root := initRoot(t, st)
 	admin := newClient(t, srv.URL, root)
@@ -186,11 +191,7 @@ func TestPostgresOutage(t *testing.T) {
 func TestUsageSpoolAcrossRestart(t *testing.T) {
 	ctx := ctxT(t)
 	pg := startOwnPostgres(t)
-	st := &store{
-		args: []string{"--database-url", pg.URL},
-		env:  []string{"KEYWARD_SECRET=" + strings.Repeat("spool-test-secret-", 3)},
-		dump: func(testing.TB) string { return "" },
-	}
+	st := pg.store()
 	spool := t.TempDir()
 	// Usage analytics off: their rollups are not spooled, and a stop that
 	// loses some exits with an error, which srv.stop would report.

@@ -614,12 +614,7 @@ func TestBodyCutShort(t *testing.T) {
 	for _, p := range []string{"/length", "/chunked"} {
 		// The error comes with the header or with the body, depending on
 		// whether the server had sent the header when the upstream broke.
-		res, err := http.Get(gw.URL + p)
-		if err == nil {
-			_, err = io.ReadAll(res.Body)
-			res.Body.Close()
-		}
-		if err == nil {
+		if err := getAll(gw.URL + p); err == nil {
 			t.Errorf("%s: the client read a whole body", p)
 		}
 	}
@@ -657,12 +652,7 @@ func TestReadTimeout(t *testing.T) {
 	gw, lb := openRouteLogged(t, up, "    read_timeout: 300ms\n")
 	for _, p := range []string{"/stall", "/stall-in-size"} {
 		start := time.Now()
-		res, err := http.Get(gw.URL + p)
-		if err == nil {
-			_, err = io.ReadAll(res.Body)
-			res.Body.Close()
-		}
-		if err == nil {
+		if err := getAll(gw.URL + p); err == nil {
 			t.Errorf("%s: the client read a whole body", p)
 		}
 		if d := time.Since(start); d > 2*time.Second {
@@ -682,6 +672,18 @@ func TestReadTimeout(t *testing.T) {
 	if !strings.Contains(lb.String(), `"upstream_error"`) {
 		t.Errorf("the stalls were not logged: %s", lb)
 	}
+}
+
+// getAll gets url and reads the body to its end; the error is the
+// request's or the body's.
+func getAll(url string) error {
+	res, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	_, err = io.ReadAll(res.Body)
+	return err
 }
 
 // TestClientGoesAway checks that a client leaving, while the gateway waits

@@ -3,8 +3,10 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -90,5 +92,61 @@ func TestRequestEndsFirst(t *testing.T) {
 				t.Errorf("logged as an error:\n%s", logs.String())
 			}
 		})
+	}
+}
+
+// slowTokens is a store whose token listing takes its time.
+type slowTokens struct {
+	keyward.Store
+	delay time.Duration
+}
+
+func (s slowTokens) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward.Token, error) {
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.Store.FindTokens(ctx, f)
+}
+
+// TestInventoryOutlivesRequestDeadline: the CSV inventory holds every
+// token, however long the pages take in all; the request's deadline
+// bounds each page, not the whole.
+func TestInventoryOutlivesRequestDeadline(t *testing.T) {
+	s := newStack(t)
+	const n = 1100 // three pages of 500
+	for i := range n {
+		if _, _, err := s.svc.CreateToken(context.Background(), manage.SystemCaller(s.ws.ID), &keyward.Token{Name: fmt.Sprintf("t%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys, err := secret.NewKeyring(serverSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := slowTokens{s.db, 80 * time.Millisecond}
+	svc := &manage.Service{Store: st, Keys: keys, Engine: s.engine, Now: s.clock.Now}
+	h := api.New(api.Config{Service: svc, Engine: s.engine, Store: st, Now: s.clock.Now, Version: "test"}).Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// serve's deadline, shortened: less than the three pages take.
+		ctx, cancel := context.WithTimeout(r.Context(), 150*time.Millisecond)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	}))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/reports/tokens?format=csv", nil)
+	req.Header.Set("Authorization", "Bearer "+s.root)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	rows, err := csv.NewReader(res.Body).ReadAll()
+	if err != nil {
+		t.Fatalf("the inventory was cut: %v (after %d rows)", err, len(rows))
+	}
+	if want := n + 2; len(rows) != want { // the header, the root token, n more
+		t.Errorf("%d rows, want %d", len(rows), want)
 	}
 }

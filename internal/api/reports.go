@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/csv"
 	"log/slog"
 	"net/http"
@@ -187,6 +188,10 @@ func (s *Server) handleReportTokens(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page(tokens, limit, func(t *keyward.Token) string { return t.ID }, s.viewInventory))
 }
 
+// csvPageTimeout bounds the reading and writing of one page of the CSV
+// inventory.
+const csvPageTimeout = 20 * time.Second
+
 // csvPageSize is how many tokens the CSV inventory reads from the store at
 // a time.
 const csvPageSize = maxPageSize
@@ -195,8 +200,20 @@ const csvPageSize = maxPageSize
 // page answers problem+json; once the header is sent, an error aborts the
 // response, so that a client never takes a truncated file for a whole one.
 func (s *Server) writeInventoryCSV(w http.ResponseWriter, r *http.Request) {
+	// Every token, however many: the request's own deadline (serve's,
+	// for a request answered at once) and the server's write timeout
+	// bound each page instead of the whole. A client that goes away is
+	// seen at the next write.
+	ctx := context.WithoutCancel(r.Context())
+	rc := http.NewResponseController(w)
 	f := keyward.TokenFilter{Limit: csvPageSize}
-	tokens, err := s.svc.Tokens(r.Context(), caller(r), f)
+	page := func() ([]*keyward.Token, error) {
+		rc.SetWriteDeadline(time.Now().Add(csvPageTimeout))
+		pctx, cancel := context.WithTimeout(ctx, csvPageTimeout)
+		defer cancel()
+		return s.svc.Tokens(pctx, caller(r), f)
+	}
+	tokens, err := page()
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -220,7 +237,7 @@ func (s *Server) writeInventoryCSV(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f.After = tokens[len(tokens)-1].ID
-		if tokens, err = s.svc.Tokens(r.Context(), caller(r), f); err != nil {
+		if tokens, err = page(); err != nil {
 			s.log.LogAttrs(r.Context(), slog.LevelError, "token inventory aborted", slog.String("request_id", requestID(r.Context())), slog.Any("err", err))
 			panic(http.ErrAbortHandler)
 		}

@@ -543,7 +543,7 @@ func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
 		c.cr.rec = nil
 	}
 	if err != nil {
-		c.badRequest(err, hitLimit, longTarget)
+		c.badRequest(err, hitLimit, longTarget, c.cr.n > start)
 		return nil, false
 	}
 	if !c.begin() {
@@ -907,13 +907,20 @@ func validHost(h string) bool {
 }
 
 // badRequest answers a request that could not be read, unless the client
-// merely went away or was too slow.
-func (c *serverConn) badRequest(err error, hitLimit, longTarget bool) {
+// merely went away. begun says that some of the request had come.
+func (c *serverConn) badRequest(err error, hitLimit, longTarget, begun bool) {
 	if err == io.EOF || errors.Is(err, net.ErrClosed) {
 		return
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
+		if begun {
+			// A header begun but not finished in time (a slowloris
+			// client, say): answered 408 and logged, so that such
+			// attempts do not pass unseen. A connection with no request
+			// begun was merely idle.
+			c.reply(nil, http.StatusRequestTimeout, "the request header did not arrive in time")
+		}
 		return
 	}
 	switch {

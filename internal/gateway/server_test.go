@@ -470,18 +470,29 @@ type writerFunc func([]byte) (int, error)
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func TestServerTimeouts(t *testing.T) {
-	s := serveWith(t, &Server{Handler: echoHandler(), ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: time.Second})
+	var logs logBuf
+	s := serveWith(t, &Server{Handler: echoHandler(), ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: time.Second,
+		Log: slog.New(slog.NewTextHandler(&logs, nil))})
 
-	// A header that never ends.
+	// A header that never ends (a slowloris client): 408, logged.
 	rc := dialRaw(t, s)
 	rc.send("GET / HTTP/1.1\r\nHost: x\r\n")
+	if res, _ := rc.read("GET"); res.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("a partial header: status %d, want 408", res.StatusCode)
+	}
 	if !rc.closed() {
 		t.Fatal("a partial header kept the connection")
 	}
-	// A connection that never sends anything.
+	if got := logs.String(); !strings.Contains(got, `msg="gateway request refused" status=408`) {
+		t.Errorf("the partial header was not logged:\n%s", got)
+	}
+	// A connection that never sends anything: closed, not logged.
 	rc = dialRaw(t, s)
 	if !rc.closed() {
 		t.Fatal("a silent connection was kept")
+	}
+	if n := strings.Count(logs.String(), "request refused"); n != 1 {
+		t.Errorf("%d refusals logged, want 1 (a silent connection is no request):\n%s", n, logs.String())
 	}
 	// A kept-alive connection, after the idle timeout; one used within
 	// it serves on.
@@ -495,6 +506,9 @@ func TestServerTimeouts(t *testing.T) {
 	}
 	if !rc.closed() {
 		t.Fatal("an idle connection was kept past the idle timeout")
+	}
+	if n := strings.Count(logs.String(), "request refused"); n != 1 {
+		t.Errorf("%d refusals logged, want 1 (an idle connection is no request):\n%s", n, logs.String())
 	}
 }
 

@@ -130,6 +130,8 @@ type reqState struct {
 	// on; the client's connection is cut so that it cannot take the
 	// response for whole.
 	abort bool
+	// cut: that is why (not the client's leaving).
+	cut bool
 }
 
 type ctxKey struct{}
@@ -454,6 +456,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw.Header()["X-Request-Id"] = st.idVals[:]
 	st.requestID = id
 	h.serve(sw, r, st)
+	if st.cut {
+		if rw, ok := sw.ResponseWriter.(*response); ok && rw.nothingSent() {
+			// The upstream broke off before any of its answer reached
+			// the client, who gets its connection cut and no answer:
+			// what happened was a bad gateway, not the upstream's status,
+			// and that is what the records say.
+			sw.status = http.StatusBadGateway
+		}
+	}
 	// The request's outcome is known from here on: its route (st.rt), the
 	// token (st.token, nil without identity), the status answered
 	// (sw.status) and the time taken. Metrics and the access log take it

@@ -180,7 +180,7 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 	bufPool.Put(bufp)
 	if readErr != nil {
 		// The response is cut short: the client must not take it for whole.
-		st.proxyErr, st.abort = readErr, true
+		st.proxyErr, st.abort, st.cut = readErr, true, true
 	}
 	if done {
 		hd := w.Header()

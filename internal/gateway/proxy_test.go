@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -621,6 +622,20 @@ func TestBodyCutShort(t *testing.T) {
 	gw.Close()
 	if !strings.Contains(lb.String(), `"upstream_error"`) {
 		t.Errorf("the cut was not logged: %s", lb)
+	}
+	// The records say what the client got: nothing of /length had left
+	// the gateway's buffer (a 502, in effect, the connection cut); the
+	// header of /chunked, a stream, had gone with its status.
+	for _, line := range strings.Split(strings.TrimSpace(lb.String()), "\n") {
+		var e struct {
+			Path   string
+			Status int
+		}
+		json.Unmarshal([]byte(line), &e)
+		want := map[string]int{"/length": 502, "/chunked": 200}[e.Path]
+		if want != 0 && e.Status != want {
+			t.Errorf("%s logged with status %d, want %d: %s", e.Path, e.Status, want, line)
+		}
 	}
 }
 

@@ -307,6 +307,9 @@ type serverConn struct {
 	dateVal []string
 
 	resp response // the response being written; see handle
+	// sent counts the bytes written to the client (sendWriter), so that
+	// a response can tell whether any of it left.
+	sent atomic.Int64
 }
 
 // closeIfIdle closes the connection when it is waiting for a request;
@@ -346,7 +349,9 @@ func (s sendWriter) Write(p []byte) (int, error) {
 			c.conn.SetWriteDeadline(c.wdl)
 		}
 	}
-	return c.conn.Write(p)
+	n, err := c.conn.Write(p)
+	c.sent.Add(int64(n))
+	return n, err
 }
 
 // Lingering close: how long, and how much, a closing connection reads
@@ -980,7 +985,7 @@ func (c *serverConn) handle(req *http.Request) (keep bool) {
 	} else {
 		clear(hdr)
 	}
-	*w = response{c: c, req: req, hdr: hdr, contentLength: -1}
+	*w = response{c: c, req: req, hdr: hdr, contentLength: -1, sentBefore: c.sent.Load()}
 	if held, ok := req.Body.(*heldBody); ok {
 		// Read whole with the header; simple requests have no Expect.
 		defer held.Close()
@@ -1075,7 +1080,13 @@ type response struct {
 	hijacked      bool
 	fullDuplex    bool  // the body may be read after the header is written
 	err           error // a write to the client failed
+	sentBefore    int64 // the connection's sent count when the response began
 }
+
+// nothingSent reports whether none of the response has reached the
+// client yet: all of it, if anything, is still in the connection's
+// buffer.
+func (w *response) nothingSent() bool { return w.c.sent.Load() == w.sentBefore }
 
 func (w *response) Header() http.Header { return w.hdr }
 

@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
+
+	"github.com/keyward/keyward/internal/fsutil"
 )
 
 // lockDataDir takes the data dir for this serve process alone, until the
@@ -24,9 +25,9 @@ func lockDataDir(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := fsutil.TryLock(f); err != nil {
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, fsutil.ErrLocked) {
 			return nil, fmt.Errorf("another keyward serve is running on the data dir %s: one SQLite store serves one node (for several, use PostgreSQL with --database-url)", dir)
 		}
 		return nil, fmt.Errorf("lock the data dir: %w", err)

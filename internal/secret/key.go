@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"unsafe"
+
+	"github.com/keyward/keyward/internal/fsutil"
 )
 
 // MinServerSecretLen is the minimum length of a server secret in bytes.
@@ -158,7 +160,7 @@ func createSecretFile(path string) (string, error) {
 	err = os.Link(tmp, path)
 	switch {
 	case err == nil:
-		syncDir(filepath.Dir(path))
+		fsutil.SyncDir(filepath.Dir(path))
 		return s, nil
 	case errors.Is(err, fs.ErrExist):
 		return "", err
@@ -185,15 +187,6 @@ func writeSecret(f *os.File, s string) error {
 		err = cerr
 	}
 	return err
-}
-
-// syncDir makes a new name in dir durable, where it can: not every OS
-// syncs a directory, and the name is there either way.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
 
 // ReadFile returns the trimmed content of a secret file, as used for the

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/fsutil"
 	"github.com/keyward/keyward/internal/secret"
 )
 
@@ -329,7 +330,7 @@ func New(cfg Config) *Engine {
 		cfg.Nodes = 1
 	}
 	var sp *spool
-	if cfg.SpoolDir != "" && spoolSupported {
+	if cfg.SpoolDir != "" && fsutil.Locks {
 		sp = &spool{dir: cfg.SpoolDir, store: cfg.SpoolStore, log: cfg.Log}
 	}
 	return &Engine{

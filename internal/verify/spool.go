@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/fsutil"
 )
 
 // A spool keeps, in a file of Config.SpoolDir, the usage that a flush
@@ -113,7 +114,7 @@ func (s *spool) write(batch []keyward.UsageFlush, now time.Time) error {
 		if err != nil {
 			return err
 		}
-		if err := lockFile(f); err != nil {
+		if err := fsutil.TryLock(f); err != nil {
 			f.Close()
 			os.Remove(lockPath)
 			return err
@@ -145,7 +146,7 @@ func (s *spool) write(batch []keyward.UsageFlush, now time.Time) error {
 		return err
 	}
 	s.has = true
-	syncDir(s.dir)
+	fsutil.SyncDir(s.dir)
 	return nil
 }
 
@@ -161,7 +162,7 @@ func (s *spool) clear() error {
 		return err
 	}
 	s.has = false
-	syncDir(s.dir)
+	fsutil.SyncDir(s.dir)
 	return nil
 }
 
@@ -196,7 +197,7 @@ func (s *spool) replay(ctx context.Context, flush func(context.Context, []keywar
 		if err != nil {
 			continue
 		}
-		if lockFile(f) != nil {
+		if fsutil.TryLock(f) != nil {
 			f.Close() // its engine runs: its spool is its own
 			continue
 		}
@@ -211,7 +212,7 @@ func (s *spool) replay(ctx context.Context, flush func(context.Context, []keywar
 			return err
 		}
 	}
-	syncDir(s.dir)
+	fsutil.SyncDir(s.dir)
 	return nil
 }
 

@@ -632,38 +632,31 @@ func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Re
 	if !consume {
 		return // inspection: limits are not evaluated
 	}
-	if e.cfg.Global != nil && res.Outcome == keyward.Valid && (t.RateLimit != nil || t.Quota != nil) {
-		if e.globalLimits(ctx, se.tok, t, now, res, req.IP, consume) {
-			return
-		}
-		// The global limiter failed: fall back.
-		if e.cfg.GlobalFallback != FallbackLocal {
-			// Refused, and asked to come back when the limiter may
-			// answer again. The limits described are the token's: none
-			// is known to have a slot left.
-			res.Outcome = keyward.RateLimited
-			e.unknownLimits(t, now, res)
-			return
-		}
-		e.limits(se.tok, t, now, res, req.IP, consume, e.cfg.Nodes)
-		return
-	}
 	if e.cfg.Global != nil && (t.RateLimit != nil || t.Quota != nil) {
-		// An earlier check failed, so nothing is consumed, but the answer
-		// still describes the token's limits, and only the global limiter
-		// knows them: this node's own counters record nothing while it
-		// answers. A token that can no longer verify at all (revoked,
-		// suspended, expired) is not worth a round trip each time it is
-		// tried: its limits are described as unknown.
+		// The global limiter counts; this node's own counters record
+		// nothing while it answers. A VALID verification is checked and
+		// consumed there. One that failed an earlier check consumes
+		// nothing, but its answer still describes the limits, which only
+		// the limiter knows; a token that can no longer verify at all
+		// (revoked, suspended, expired) is not worth a round trip each
+		// time it is tried, and its limits are described as unknown.
+		valid := res.Outcome == keyward.Valid
 		switch res.Outcome {
 		case keyward.Revoked, keyward.Suspended, keyward.Expired, keyward.PendingApproval:
 			e.unknownLimits(t, now, res)
 			return
 		}
-		if e.globalLimits(ctx, se.tok, t, now, res, req.IP, false) {
+		if e.globalLimits(ctx, se.tok, t, now, res, req.IP, valid) {
 			return
 		}
+		// The global limiter failed: fall back.
 		if e.cfg.GlobalFallback != FallbackLocal {
+			// Refused, and asked to come back when the limiter may
+			// answer again: none of the token's limits is known to have
+			// a slot left.
+			if valid {
+				res.Outcome = keyward.RateLimited
+			}
 			e.unknownLimits(t, now, res)
 			return
 		}

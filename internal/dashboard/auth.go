@@ -144,7 +144,6 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	var events []*keyward.AuditEvent
 	if ses.Verified {
 		ses.ReauthAt = now
-		s.setDevice(w, u, now)
 		events = append(events, s.event(r, ses.WorkspaceID, u.ID, "session.signin", ses.ID, now))
 	} else {
 		// The password was right; the second factor is still owed. Not a
@@ -157,7 +156,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sweepSessions(r, u.ID, now)
-	s.setCookie(w, s.sessionCookie(), id, 0)
+	s.setSession(w, id, u, ses.Verified, now)
 	s.rotatePre(w)
 	next := localPath(r.PostForm.Get("next"))
 	if !ses.Verified {
@@ -298,8 +297,7 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.setDevice(w, st.user, now)
-	s.setCookie(w, s.sessionCookie(), id, 0)
+	s.setSession(w, id, st.user, true, now)
 	http.Redirect(w, r, localPath(next), http.StatusSeeOther)
 }
 

@@ -358,8 +358,7 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	s.sweepSessions(r, wu.u.ID, now)
-	s.setDevice(w, wu.u, now)
-	s.setCookie(w, s.sessionCookie(), id, 0)
+	s.setSession(w, id, wu.u, true, now)
 	s.rotatePre(w)
 	writeJSON(w, http.StatusOK, map[string]string{"redirect": localPath(r.PostForm.Get("next"))})
 }
@@ -462,8 +461,7 @@ func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) 
 		s.failJSON(w, r, err)
 		return
 	}
-	s.setDevice(w, st.user, now)
-	s.setCookie(w, s.sessionCookie(), id, 0)
+	s.setSession(w, id, st.user, true, now)
 	writeJSON(w, http.StatusOK, map[string]string{"redirect": localPath(r.PostForm.Get("next"))})
 }
 

@@ -93,6 +93,16 @@ func (s *Server) setCookie(w http.ResponseWriter, name, value string, maxAge int
 	})
 }
 
+// setSession gives the browser the cookie of its session id, of u; a
+// session with every factor presented (verified) also earns the browser a
+// device cookie (see device.go).
+func (s *Server) setSession(w http.ResponseWriter, id string, u *keyward.User, verified bool, now time.Time) {
+	s.setCookie(w, s.sessionCookie(), id, 0)
+	if verified {
+		s.setDevice(w, u, now)
+	}
+}
+
 // rotatePre gives the browser a new pre-session cookie, at sign-in and
 // sign-out, so that a pre-session value (and the passkey ceremonies and
 // CSRF tokens bound to it) does not outlive the session it led to.

@@ -262,7 +262,8 @@ func copyBody(w http.ResponseWriter, pc *pconn, res *http.Response, buf []byte, 
 	for {
 		if pc != nil {
 			var deadline time.Time
-			if d := st.rt.cfg.ReadTimeout; d > 0 {
+			d := st.rt.cfg.ReadTimeout
+			if d > 0 {
 				deadline = time.Now().Add(d)
 			}
 			if pc.br.Buffered() == 0 {
@@ -280,8 +281,12 @@ func copyBody(w http.ResponseWriter, pc *pconn, res *http.Response, buf []byte, 
 				}
 			}
 			// The read too, which may want more than came (the rest of
-			// a chunk's size line).
-			pc.setReadDeadline(deadline)
+			// a chunk's size line): a deadline armed for the wait may
+			// stay, as await's slices do, rather than a timer re-armed
+			// for every read of a long body.
+			if deadline.IsZero() || !keepDeadline(pc.rdl, time.Now(), deadline, d) {
+				pc.setReadDeadline(deadline)
+			}
 		}
 		n, err := res.Body.Read(buf)
 		if n > 0 {

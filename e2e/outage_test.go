@@ -239,3 +239,17 @@ func TestUsageSpoolAcrossRestart(t *testing.T) {
 		t.Errorf("left in the spool directory: %v", left)
 	}
 }
+
+// TestUsageSpoolDirChecked: a spool directory that cannot be used stops
+// serve at start, saying so, rather than in the outage it is for.
+func TestUsageSpoolDirChecked(t *testing.T) {
+	st := sqliteStore(t)
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := cli(t, "", st.env, append([]string{"serve", "--addr", "127.0.0.1:0", "--usage-spool-dir", filepath.Join(file, "spool")}, st.args...)...)
+	if code != 1 || !strings.Contains(errOut, "--usage-spool-dir: ") || !strings.Contains(errOut, "not a directory") {
+		t.Errorf("serve with an unusable spool dir: exit %d, %s", code, errOut)
+	}
+}

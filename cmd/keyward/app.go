@@ -459,6 +459,23 @@ func (c serveConfig) spoolDir(log *slog.Logger) string {
 	return ""
 }
 
+// writableDir makes dir if need be and checks that files can be made in
+// it; "" is no directory, and fine.
+func writableDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
 // requestTimeout bounds the work for one request of the API or the
 // dashboard, below the server's WriteTimeout (30 s), after which no answer
 // can be written: a store that hangs rather than refuses then still gets
@@ -529,6 +546,10 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	// The default workspace's id names the store in usage spools: it
 	// stays when the database's URL changes.
 	spoolDir := cfg.spoolDir(log)
+	if err := writableDir(spoolDir); err != nil {
+		// Found now, not in the outage the spool is for.
+		return nil, fmt.Errorf("--usage-spool-dir: %w", err)
+	}
 	vcfg := verify.Config{
 		SpoolDir:       spoolDir,
 		SpoolStore:     ws.ID,

@@ -139,14 +139,6 @@ func (c *serveConfig) validate() error {
 		if err != nil {
 			return fmt.Errorf("--trusted-proxies: %w", err)
 		}
-		for _, pf := range p {
-			if pf.Bits() == 0 {
-				// Every client would name its own address: sign-in
-				// throttling and management tokens' allowed_cidrs
-				// would believe it.
-				return fmt.Errorf("--trusted-proxies: %s trusts every address; name the proxies' own networks", pf)
-			}
-		}
 		c.Proxies = p
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {

@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/realip"
 )
 
 // Auth modes of Route.Auth.
@@ -336,9 +337,9 @@ func (p *parser) config(n *yaml.Node, cfg *Config) {
 		},
 		"trusted_proxies": func(k, v *yaml.Node) {
 			p.list(v, "trusted_proxies", func(i int, s string, c *yaml.Node) {
-				pf, err := parsePrefix(s)
+				pf, err := realip.ParseProxy(s)
 				if err != nil {
-					p.errf(c.Line, fmt.Sprintf("trusted_proxies[%d]", i), "%q is not a CIDR or IP address", s)
+					p.errf(c.Line, fmt.Sprintf("trusted_proxies[%d]", i), "%q: %v", s, err)
 					return
 				}
 				cfg.TrustedProxies = append(cfg.TrustedProxies, pf)
@@ -388,22 +389,6 @@ func validListen(s string) error {
 		return fmt.Errorf("%q: port must be a number from 0 to 65535", s)
 	}
 	return nil
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		pf, err := netip.ParsePrefix(s)
-		if err != nil {
-			return pf, err
-		}
-		return pf.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 var knownMethods = map[string]bool{

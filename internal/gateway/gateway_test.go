@@ -1039,6 +1039,23 @@ routes:
 	}
 }
 
+// A gateway that believes everyone's X-Forwarded-For lets every client
+// pick the address its token's allowed_cidrs are checked against.
+func TestConfigTrustsEveryone(t *testing.T) {
+	_, err := Parse([]byte(`listen: 127.0.0.1:8081
+workspace: default
+trusted_proxies: [10.0.0.0/8, 0.0.0.0/0, "::/0"]
+routes:
+  - name: a
+    path_prefix: /
+    upstreams: [http://127.0.0.1:9001]
+`))
+	wantLines(t, fmt.Sprint(err),
+		`3: trusted_proxies[1]: "0.0.0.0/0": 0.0.0.0/0 trusts every address; name the proxies' own networks`,
+		`3: trusted_proxies[2]: "::/0": ::/0 trusts every address; name the proxies' own networks`,
+	)
+}
+
 func TestConfigOK(t *testing.T) {
 	cfg, err := Parse([]byte(`
 listen: 127.0.0.1:8081

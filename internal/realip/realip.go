@@ -4,6 +4,7 @@
 package realip
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -14,18 +15,32 @@ import (
 // Proxies are the networks whose X-Forwarded-For is believed.
 type Proxies []netip.Prefix
 
-// Parse parses a list of CIDRs or IP addresses (a bare address is one
-// host), as keyward.ParseCIDR does each.
+// Parse parses a list of proxies, each as ParseProxy does.
 func Parse(list []string) (Proxies, error) {
 	var p Proxies
 	for _, s := range list {
-		pf, err := keyward.ParseCIDR(strings.TrimSpace(s))
+		pf, err := ParseProxy(s)
 		if err != nil {
 			return nil, err
 		}
 		p = append(p, pf)
 	}
 	return p, nil
+}
+
+// ParseProxy parses one trusted proxy: a CIDR or an IP address (one host),
+// as keyward.ParseCIDR does. A prefix of every address (0.0.0.0/0, ::/0)
+// is refused: every client could then name its own address, and the
+// checks that depend on it (allowlists, throttling) would believe it.
+func ParseProxy(s string) (netip.Prefix, error) {
+	pf, err := keyward.ParseCIDR(strings.TrimSpace(s))
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if pf.Bits() == 0 {
+		return netip.Prefix{}, fmt.Errorf("%s trusts every address; name the proxies' own networks", pf)
+	}
+	return pf, nil
 }
 
 // Trusts reports whether a is the address of a trusted proxy.

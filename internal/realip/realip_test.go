@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -36,6 +37,27 @@ func TestClient(t *testing.T) {
 	}
 	if _, err := Parse([]string{"10.0.0.0/8", "nonsense"}); err == nil {
 		t.Error("Parse took an entry that is no CIDR")
+	}
+}
+
+func TestParseProxy(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{"10.1.2.3/8", "10.0.0.0/8", ""},
+		{" 192.0.2.1 ", "192.0.2.1/32", ""},
+		{"2001:db8::1", "2001:db8::1/128", ""},
+		{"0.0.0.0/0", "", "trusts every address"},
+		{"::/0", "", "trusts every address"},
+		{"10.0.0.0/33", "", "netip.ParsePrefix"},
+		{"fe80::1%eth0", "", "invalid CIDR"},
+		{"", "", "invalid CIDR"},
+	} {
+		pf, err := ParseProxy(tc.in)
+		switch {
+		case tc.err == "" && (err != nil || pf.String() != tc.want):
+			t.Errorf("ParseProxy(%q) = %v, %v; want %s", tc.in, pf, err, tc.want)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("ParseProxy(%q) = %v, %v; want an error with %q", tc.in, pf, err, tc.err)
+		}
 	}
 }
 

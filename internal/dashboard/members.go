@@ -226,7 +226,9 @@ func roleScopes(role string) []string {
 // or removed would keep the power taken away. Whoever rotates a token is
 // handed its new secret, so a token rotated counts as one made: else a
 // member could take over another's admin token (add scopes, rotate it,
-// keep the new secret) and keep it after leaving. Tokens without keyward:
+// keep the new secret) and keep it after leaving. So does a token given
+// keyward: scopes it lacked by an update: its holder may be the member,
+// who knew its secret without having made it. Tokens without keyward:
 // scopes (an integration's) keep working. Each revocation is audited,
 // with reason.
 func (s *Server) revokeBeyondRole(r *http.Request, userID, role, reason string) error {
@@ -266,30 +268,47 @@ func (s *Server) revokeBeyondRole(r *http.Request, userID, role, reason string) 
 			}
 			f.After = toks[len(toks)-1].ID
 		}
-		af := keyward.AuditFilter{WorkspaceID: c.WorkspaceID, Actor: makers[0], Action: "token.rotate", Limit: 500}
-		for {
-			evs, err := s.store.FindAuditEvents(r.Context(), af)
-			if err != nil {
-				return err
-			}
-			for _, ev := range evs {
-				t, err := s.svc.Token(r.Context(), c, ev.Target)
-				if keyward.ErrorCode(err) == keyward.ENOTFOUND {
-					continue // deleted since
-				} else if err != nil {
+		for _, action := range []string{"token.rotate", "token.update"} {
+			af := keyward.AuditFilter{WorkspaceID: c.WorkspaceID, Actor: makers[0], Action: action, Limit: 500}
+			for {
+				evs, err := s.store.FindAuditEvents(r.Context(), af)
+				if err != nil {
 					return err
 				}
-				if err := consider(t); err != nil {
-					return err
+				for _, ev := range evs {
+					if action == "token.update" && !grantedManagement(ev.Changes) {
+						continue // a rename, say: it handed no power
+					}
+					t, err := s.svc.Token(r.Context(), c, ev.Target)
+					if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+						continue // deleted since
+					} else if err != nil {
+						return err
+					}
+					if err := consider(t); err != nil {
+						return err
+					}
 				}
+				if len(evs) < af.Limit {
+					break
+				}
+				af.Before = evs[len(evs)-1].ID
 			}
-			if len(evs) < af.Limit {
-				break
-			}
-			af.Before = evs[len(evs)-1].ID
 		}
 	}
 	return nil
+}
+
+// grantedManagement reports whether a token.update event's changes gave
+// the token keyward: scopes that it did not hold before.
+func grantedManagement(changes json.RawMessage) bool {
+	var c struct {
+		Scopes *struct{ From, To []string } `json:"scopes"`
+	}
+	if json.Unmarshal(changes, &c) != nil || c.Scopes == nil {
+		return false
+	}
+	return keyward.MissingManagementScope(c.Scopes.From, c.Scopes.To) != ""
 }
 
 func (s *Server) handleMemberRemove(w http.ResponseWriter, r *http.Request) {

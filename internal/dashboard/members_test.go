@@ -451,6 +451,20 @@ func TestRemovedMembersAdoptedTokens(t *testing.T) {
 	if _, _, err := e.svc.RotateToken(ctx, manage.TokenCaller(mgmt), orders.ID, 720*time.Hour); err != nil {
 		t.Fatal(err)
 	}
+	// Through her token again, without a rotation: admin scopes onto a
+	// token whose secret she knew (not made by her), and only a new name
+	// onto the owner's own admin token, which hands her nothing.
+	upgraded, ownersAdmin := made("b-orders", "orders:read"), made("owners-admin", keyward.ScopeAdmin)
+	if _, err := e.svc.UpdateToken(ctx, manage.TokenCaller(mgmt), upgraded.ID, func(t *keyward.Token) {
+		t.Scopes = []string{"orders:read", keyward.ScopeAdmin}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.UpdateToken(ctx, manage.TokenCaller(mgmt), ownersAdmin.ID, func(t *keyward.Token) {
+		t.Name = "owners-admin (ci)"
+	}); err != nil {
+		t.Fatal(err)
+	}
 	// In the dashboard, as herself: the deploy token, and crm.
 	for _, id := range []string{deploy.ID, crm.ID} {
 		if _, _, err := e.svc.RotateToken(ctx, asMallory, id, time.Hour); err != nil {
@@ -461,7 +475,8 @@ func TestRemovedMembersAdoptedTokens(t *testing.T) {
 	owner.signIn("owner@example.com")
 	owner.get("/members")
 	owner.post("/members/"+mallory.ID+"/remove", nil)
-	for id, want := range map[string]string{mgmt.ID: keyward.StateRevoked, orders.ID: keyward.StateRevoked, deploy.ID: keyward.StateRevoked, crm.ID: keyward.StateActive} {
+	for id, want := range map[string]string{mgmt.ID: keyward.StateRevoked, orders.ID: keyward.StateRevoked, deploy.ID: keyward.StateRevoked, crm.ID: keyward.StateActive,
+		upgraded.ID: keyward.StateRevoked, ownersAdmin.ID: keyward.StateActive} {
 		tok, err := e.store.FindToken(ctx, e.ws.ID, id)
 		if err != nil {
 			t.Fatal(err)

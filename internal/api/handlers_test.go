@@ -897,6 +897,65 @@ func TestEscalation(t *testing.T) {
 	})
 }
 
+// TestBoundManagementTokens: a management token bound to networks or to a
+// lifetime cannot lift its bounds, nor get or hand out a management token
+// without them.
+func TestBoundManagementTokens(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	m := s.create(map[string]any{"name": "ci", "scopes": []string{"keyward:tokens:write"},
+		"allowed_cidrs": []string{"127.0.0.0/8"}, "expires_in": "1h"})
+	boundID, bound := m["id"].(string), m["token"].(string)
+	freeID, _ := s.newToken("free", "keyward:tokens:write")
+	peer := func(extra map[string]any) map[string]any {
+		b := map[string]any{"name": "peer", "scopes": []string{"keyward:tokens:write"}}
+		for k, v := range extra {
+			b[k] = v
+		}
+		return b
+	}
+	// In order: the last ones change the bound token.
+	for _, tc := range []struct {
+		name         string
+		method, path string
+		body         map[string]any
+		want         int
+		detail       string
+	}{
+		{"ErrLiftsOwnCIDRs", "PATCH", "/v1/tokens/" + boundID, map[string]any{"allowed_cidrs": nil}, 403, "must keep to the calling token's allowed_cidrs (127.0.0.0/8)"},
+		{"ErrWidensOwnCIDRs", "PATCH", "/v1/tokens/" + boundID, map[string]any{"allowed_cidrs": []string{"127.0.0.0/8", "10.0.0.0/8"}}, 403, "10.0.0.0/8 is outside the calling token's allowed_cidrs"},
+		{"ErrLiftsOwnExpiry", "PATCH", "/v1/tokens/" + boundID, map[string]any{"expires_at": nil}, 403, "cannot be valid after the calling token, which expires at "},
+		{"ErrPeerUnbound", "POST", "/v1/tokens", peer(map[string]any{"expires_in": "30m"}), 403, "must keep to the calling token's allowed_cidrs"},
+		{"ErrPeerWider", "POST", "/v1/tokens", peer(map[string]any{"expires_in": "30m", "allowed_cidrs": []string{"0.0.0.0/1"}}), 403, "0.0.0.0/1 is outside"},
+		{"ErrPeerNoExpiry", "POST", "/v1/tokens", peer(map[string]any{"allowed_cidrs": []string{"127.0.0.1"}}), 403, "cannot be valid after the calling token"},
+		{"ErrPeerLonger", "POST", "/v1/tokens", peer(map[string]any{"allowed_cidrs": []string{"127.0.0.1"}, "expires_in": "2h"}), 403, "cannot be valid after the calling token"},
+		{"ErrRotatesUnbound", "POST", "/v1/tokens/" + freeID + "/rotate", map[string]any{}, 403, "cannot rotate the token"},
+		{"ErrBoundsUnbound", "PATCH", "/v1/tokens/" + freeID, map[string]any{"scopes": []string{"keyward:tokens:write", "orders:read"}}, 403, "cannot change the token"},
+		{"OKPeerWithin", "POST", "/v1/tokens", peer(map[string]any{"allowed_cidrs": []string{"127.0.0.1"}, "expires_in": "30m"}), 201, ""},
+		{"OKAppTokenUnbound", "POST", "/v1/tokens", map[string]any{"name": "app", "scopes": []string{"orders:read"}}, 201, ""},
+		{"OKRenamesItself", "PATCH", "/v1/tokens/" + boundID, map[string]any{"name": "ci (renamed)"}, 200, ""},
+		{"OKNarrowsOwnCIDRs", "PATCH", "/v1/tokens/" + boundID, map[string]any{"allowed_cidrs": []string{"127.0.0.0/16"}}, 200, ""},
+		{"OKRenamesUnbound", "PATCH", "/v1/tokens/" + freeID, map[string]any{"name": "free (renamed)"}, 200, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.do(tc.method, tc.path, bound, tc.body)
+			if tc.want >= 400 {
+				p := wantProblem(t, r, tc.want, "forbidden")
+				if d, _ := p["detail"].(string); !strings.Contains(d, tc.detail) {
+					t.Errorf("detail %q, want it to hold %q", d, tc.detail)
+				}
+				return
+			}
+			wantStatus(t, r, tc.want)
+		})
+	}
+	if got := s.get(boundID); got["expires_at"] == nil || got["allowed_cidrs"] == nil {
+		t.Errorf("the bound token after the refusals: %v", got)
+	}
+	// The root token, bound by nothing, binds nothing.
+	wantStatus(t, s.do("PATCH", "/v1/tokens/"+boundID, s.root, map[string]any{"allowed_cidrs": nil, "expires_at": nil}), 200)
+}
+
 func TestRotate(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -36,17 +37,23 @@ type Caller struct {
 	Actor       keyward.Actor
 	WorkspaceID string
 	Scopes      []string // the scopes the caller holds
-	IP          string
-	UserAgent   string
-	RequestID   string
+	// The calling token's own bounds (none for members and keyward
+	// itself): see checkBounds.
+	ExpiresAt    *time.Time
+	AllowedCIDRs []string
+	IP           string
+	UserAgent    string
+	RequestID    string
 }
 
 // TokenCaller returns the caller acting through a management token.
 func TokenCaller(t *keyward.Token) Caller {
 	return Caller{
-		Actor:       keyward.Actor{Type: keyward.ActorToken, ID: t.ID},
-		WorkspaceID: t.WorkspaceID,
-		Scopes:      t.Scopes,
+		Actor:        keyward.Actor{Type: keyward.ActorToken, ID: t.ID},
+		WorkspaceID:  t.WorkspaceID,
+		Scopes:       t.Scopes,
+		ExpiresAt:    t.ExpiresAt,
+		AllowedCIDRs: t.AllowedCIDRs,
 	}
 }
 
@@ -102,6 +109,51 @@ func (c Caller) checkGrant(scopes []string, what string) error {
 	return nil
 }
 
+// checkBounds fails with EFORBIDDEN when t holds keyward: scopes and a
+// calling token would get, or hand out, a management token less bound
+// than itself: valid after it expires, or usable from addresses its
+// allowed_cidrs refuse (a CIDR-bound token that could lift its own
+// allowlist, or mint a peer without one, would be bound only until its
+// first call). Rate limits and quotas are not carried over.
+func (c Caller) checkBounds(t *keyward.Token, what string) error {
+	if c.Actor.Type != keyward.ActorToken || keyward.MissingManagementScope(nil, t.Scopes) == "" {
+		return nil
+	}
+	if c.ExpiresAt != nil && (t.ExpiresAt == nil || t.ExpiresAt.After(*c.ExpiresAt)) {
+		return keyward.Errorf(keyward.EFORBIDDEN, "%s: a token with keyward: scopes cannot be valid after the calling token, which expires at %s",
+			what, c.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if len(c.AllowedCIDRs) == 0 {
+		return nil
+	}
+	if len(t.AllowedCIDRs) == 0 {
+		return keyward.Errorf(keyward.EFORBIDDEN, "%s: a token with keyward: scopes must keep to the calling token's allowed_cidrs (%s)",
+			what, strings.Join(c.AllowedCIDRs, ", "))
+	}
+	for _, s := range t.AllowedCIDRs {
+		if !c.allows(s) {
+			return keyward.Errorf(keyward.EFORBIDDEN, "%s: %s is outside the calling token's allowed_cidrs (%s)",
+				what, s, strings.Join(c.AllowedCIDRs, ", "))
+		}
+	}
+	return nil
+}
+
+// allows reports whether the CIDR s lies within one of the calling
+// token's allowed_cidrs.
+func (c Caller) allows(s string) bool {
+	p, err := keyward.ParseCIDR(s)
+	if err != nil {
+		return false
+	}
+	for _, cs := range c.AllowedCIDRs {
+		if q, err := keyward.ParseCIDR(cs); err == nil && q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
 // issue returns a new secret text, its stored form and its hint.
 func (s *Service) issue(prefix, tokenID string, now time.Time) (string, *keyward.Secret, error) {
 	text, err := secret.Generate(prefix)
@@ -136,6 +188,9 @@ func (s *Service) CreateToken(ctx context.Context, c Caller, t *keyward.Token) (
 	}
 	t.Tidy()
 	if err := c.checkGrant(t.Scopes, "cannot create the token"); err != nil {
+		return nil, "", err
+	}
+	if err := c.checkBounds(t, "cannot create the token"); err != nil {
 		return nil, "", err
 	}
 	pol, err := s.policy(ctx, c.WorkspaceID)
@@ -255,6 +310,11 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 		if err := c.checkGrant(t.Scopes, "cannot grant the scope"); err != nil {
 			return nil, err
 		}
+		if !slices.Equal(before.Scopes, t.Scopes) || !sameTime(before.ExpiresAt, t.ExpiresAt) || !slices.Equal(before.AllowedCIDRs, t.AllowedCIDRs) {
+			if err := c.checkBounds(t, "cannot change the token"); err != nil {
+				return nil, err
+			}
+		}
 		if !sameTime(before.ExpiresAt, t.ExpiresAt) {
 			if err := pol.CheckToken(t.ExpiresAt, now); err != nil {
 				return nil, err
@@ -318,6 +378,10 @@ func (s *Service) RotateToken(ctx context.Context, c Caller, id string, grace ti
 	var text string
 	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
 		if err := c.checkGrant(t.Scopes, "cannot rotate the token"); err != nil {
+			return nil, err
+		}
+		// Its new secret goes to the caller.
+		if err := c.checkBounds(t, "cannot rotate the token"); err != nil {
 			return nil, err
 		}
 		if t.Revoked {

@@ -318,12 +318,12 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 func isControl(r rune) bool { return unicode.IsControl(r) || r == 0x2028 || r == 0x2029 }
 
 // ValidateReason checks the reason given for a revocation, suspension or
-// resumption: at most MaxReasonLen bytes, no control characters (it is
+// resumption: at most MaxReasonLen characters, no control characters (it is
 // shown in tables and logs, and kept in the audit log), no marks that
 // reorder the text around them.
 func ValidateReason(reason string) error {
 	switch {
-	case len(reason) > MaxReasonLen:
+	case utf8.RuneCountInString(reason) > MaxReasonLen:
 		return fmt.Errorf("reason must be at most %d characters", MaxReasonLen)
 	case strings.ContainsFunc(reason, isControl):
 		return fmt.Errorf("reason must not contain control characters")

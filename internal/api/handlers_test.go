@@ -2324,7 +2324,11 @@ func TestReasonRefused(t *testing.T) {
 		wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, body), "/reason")
 		wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, body), "/reason")
 	}
+	// 500 characters, as the OpenAPI document's maxLength counts them, not
+	// bytes: 1000 of them in UTF-8.
+	wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, map[string]any{"reason": strings.Repeat("é", 501)}), "/reason")
 	s.wantCode(text, "VALID")
+	wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/suspend", s.root, map[string]any{"reason": strings.Repeat("é", 500)}), http.StatusOK)
 	wantStatus(t, s.do("POST", "/v1/tokens/"+id+"/revoke", s.root, map[string]any{"reason": "leaked in a ticket — ünïcode is fine"}), http.StatusOK)
 }
 

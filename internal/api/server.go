@@ -138,7 +138,14 @@ func New(cfg Config) *Server {
 	s.metrics = newMetrics(s.engine, s.usage, cfg.Version, deps)
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
-		h := s.onceEachParam(rt.Handler) // after authentication: a stranger learns nothing of the route
+		var h http.Handler = rt.Handler
+		if strings.HasPrefix(rt.Path, "/v1/") {
+			// After authentication: a stranger learns nothing of the
+			// route. Not on the OAuth routes, which refuse every query
+			// string in OAuth's own error format, nor on the public
+			// ones, which read none.
+			h = s.onceEachParam(h)
+		}
 		if rt.Scope != "" {
 			h = s.authenticate(rt, h)
 		}

@@ -184,4 +184,13 @@ func TestRepeatedQueryParameter(t *testing.T) {
 	}
 	wantStatus(t, s.do("GET", "/v1/tokens?state=active&state=revoked", "", nil), http.StatusUnauthorized)
 	wantStatus(t, s.do("GET", "/v1/tokens?state=active&name=x", s.root, nil), http.StatusOK)
+	// The OAuth routes answer any query string in OAuth's format, the
+	// document's only 400 there; the public routes read none.
+	_, verifier := s.newToken("verifier", "keyward:verify")
+	r := s.form("/oauth2/introspect?a=1&a=2", "Bearer "+verifier, url.Values{"token": {"kw_x"}})
+	wantStatus(t, r, http.StatusBadRequest)
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" || r.object(t)["error"] != "invalid_request" {
+		t.Errorf("introspect with a repeated query parameter: %s %s", ct, r.Body)
+	}
+	wantStatus(t, s.do("GET", "/healthz?probe=1&probe=2", "", nil), http.StatusOK)
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyward/keyward"
 )
@@ -439,7 +440,7 @@ func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
 	if r.PostForm.Get("confirm") != "yes" {
 		errs["confirm"] = "Tick the box to confirm: revocation cannot be undone."
 	}
-	if len(reason) > keyward.MaxReasonLen {
+	if utf8.RuneCountInString(reason) > keyward.MaxReasonLen {
 		errs["reason"] = fmt.Sprintf("Keep the reason under %d characters.", keyward.MaxReasonLen)
 	}
 	if len(errs) > 0 {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/client"
+	"github.com/keyward/keyward/internal/api/spectest"
 )
 
 // binary is the keyward binary built once for all tests.
@@ -195,7 +197,9 @@ func initRoot(t testing.TB, st *store, extra ...string) string {
 
 func newClient(t testing.TB, url, token string) *client.Client {
 	t.Helper()
-	c, err := client.New(url, token)
+	// Every answer the client reads is held to the OpenAPI document.
+	hc := &http.Client{Timeout: client.DefaultTimeout, Transport: spectest.Transport(t, nil)}
+	c, err := client.New(url, token, client.WithHTTPClient(hc))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,3 +15,7 @@ func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(openAPI)
 }
+
+// OpenAPI returns the OpenAPI 3.1 document that GET /openapi.json serves.
+// The caller must not change it.
+func OpenAPI() []byte { return openAPI }

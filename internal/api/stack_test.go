@@ -17,6 +17,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/api"
+	"github.com/keyward/keyward/internal/api/spectest"
 	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/sqlite"
@@ -176,6 +177,9 @@ func (s *stack) send(req *http.Request) *response {
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
 		s.tb.Fatalf("%s %s: reading body: %v", req.Method, req.URL.Path, err)
+	}
+	if err := spectest.Check(req, res.StatusCode, res.Header, b); err != nil {
+		s.tb.Errorf("the response departs from openapi.json: %v", err)
 	}
 	return &response{Status: res.StatusCode, Header: res.Header, Body: b}
 }

@@ -1,0 +1,214 @@
+// Package spectest holds the OpenAPI document to what the server answers,
+// for tests: Check validates one response against the document's operation
+// for its request, and Transport does so for every response a test's HTTP
+// client reads. Its status must be documented, its media type too, and a
+// JSON body must validate against the schema given for them, so that a
+// drift between the document and the server fails the test that met it.
+package spectest
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/keyward/keyward/internal/api"
+)
+
+// spec is openapi.json, compiled once for all tests.
+var spec struct {
+	once   sync.Once
+	err    error
+	doc    map[string]any
+	c      *jsonschema.Compiler
+	mu     sync.Mutex
+	cache  map[string]*jsonschema.Schema
+	routes []specRoute
+}
+
+// specRoute is one operation of the document, with its path template as a
+// regular expression.
+type specRoute struct {
+	method, path string
+	re           *regexp.Regexp
+	params       int
+}
+
+const specURL = "https://keyward.invalid/openapi.json"
+
+func loadSpec() error {
+	spec.once.Do(func() {
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(api.OpenAPI()))
+		if err != nil {
+			spec.err = err
+			return
+		}
+		spec.doc = doc.(map[string]any)
+		spec.c = jsonschema.NewCompiler()
+		// OpenAPI 3.1's schemas are JSON Schema 2020-12.
+		spec.c.DefaultDraft(jsonschema.Draft2020)
+		spec.c.AssertFormat()
+		if spec.err = spec.c.AddResource(specURL, doc); spec.err != nil {
+			return
+		}
+		spec.cache = map[string]*jsonschema.Schema{}
+		paths, _ := spec.doc["paths"].(map[string]any)
+		for path, v := range paths {
+			item, _ := v.(map[string]any)
+			params := strings.Count(path, "{")
+			re := regexp.MustCompile("^" + regexp.MustCompile(`\\\{[^}]*\\\}`).ReplaceAllString(regexp.QuoteMeta(path), `[^/]+`) + "$")
+			for _, m := range []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"} {
+				if _, ok := item[m]; ok {
+					spec.routes = append(spec.routes, specRoute{method: strings.ToUpper(m), path: path, re: re, params: params})
+				}
+			}
+		}
+		// Literal paths before templated ones: /v1/usage/events is not
+		// a token's usage.
+		sort.Slice(spec.routes, func(i, j int) bool { return spec.routes[i].params < spec.routes[j].params })
+	})
+	return spec.err
+}
+
+// specSchema compiles the schema at a JSON pointer of the document.
+func specSchema(ptr string) (*jsonschema.Schema, error) {
+	spec.mu.Lock()
+	defer spec.mu.Unlock()
+	if s, ok := spec.cache[ptr]; ok {
+		return s, nil
+	}
+	s, err := spec.c.Compile(specURL + "#" + ptr)
+	if err != nil {
+		return nil, err
+	}
+	spec.cache[ptr] = s
+	return s, nil
+}
+
+// specAt returns the value at a JSON pointer of the document.
+func specAt(ptr string) (any, bool) {
+	var cur any = spec.doc
+	for _, seg := range strings.Split(strings.TrimPrefix(ptr, "/"), "/") {
+		seg = strings.ReplaceAll(strings.ReplaceAll(seg, "~1", "/"), "~0", "~")
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[seg]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// pointerEscape escapes a JSON pointer token (RFC 6901).
+func pointerEscape(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+// Check reports how the response to req (status, header, body) departs
+// from the document, or nil; a request that no operation takes (a HEAD, a
+// method or path the router refuses) is not the document's to judge.
+func Check(req *http.Request, status int, header http.Header, body []byte) error {
+	if err := loadSpec(); err != nil {
+		return fmt.Errorf("openapi.json: %v", err)
+	}
+	var rt *specRoute
+	for i := range spec.routes {
+		if r := &spec.routes[i]; r.method == req.Method && r.re.MatchString(req.URL.Path) {
+			rt = r
+			break
+		}
+	}
+	if rt == nil {
+		return nil
+	}
+	op := "/paths/" + pointerEscape(rt.path) + "/" + strings.ToLower(rt.method) + "/responses/"
+	ptr := op + strconv.Itoa(status)
+	if _, ok := specAt(ptr); !ok {
+		ptr = op + "default"
+		if _, ok := specAt(ptr); !ok {
+			return fmt.Errorf("%s %s: status %d is not documented", rt.method, rt.path, status)
+		}
+	}
+	res, _ := specAt(ptr)
+	if ref, ok := res.(map[string]any)["$ref"].(string); ok {
+		ptr = strings.TrimPrefix(ref, "#")
+		res, _ = specAt(ptr)
+	}
+	content, _ := res.(map[string]any)["content"].(map[string]any)
+	if len(body) == 0 && len(content) == 0 {
+		return nil
+	}
+	ct := header.Get("Content-Type")
+	base, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return fmt.Errorf("%s %s %d: Content-Type %q: %v", rt.method, rt.path, status, ct, err)
+	}
+	key := ""
+	for k := range content {
+		if kb, _, err := mime.ParseMediaType(k); err == nil && kb == base {
+			key = k
+			break
+		}
+	}
+	if key == "" {
+		return fmt.Errorf("%s %s %d: media type %s is not documented", rt.method, rt.path, status, base)
+	}
+	if base != "application/json" && base != "application/problem+json" {
+		return nil
+	}
+	sch, err := specSchema(ptr + "/content/" + pointerEscape(key) + "/schema")
+	if err != nil {
+		return fmt.Errorf("%s %s %d: schema: %v", rt.method, rt.path, status, err)
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%s %s %d: body is not JSON: %v", rt.method, rt.path, status, err)
+	}
+	if err := sch.Validate(v); err != nil {
+		return fmt.Errorf("%s %s %d: the body does not match the document: %v\n%s", rt.method, rt.path, status, err, body)
+	}
+	return nil
+}
+
+// Transport returns a RoundTripper that sends with base (nil: the
+// default transport), reads each response whole and fails tb (without
+// stopping it) where the response departs from the document.
+func Transport(tb testing.TB, base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return roundTripper{tb: tb, base: base}
+}
+
+type roundTripper struct {
+	tb   testing.TB
+	base http.RoundTripper
+}
+
+func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := rt.base.RoundTrip(req)
+	if err != nil {
+		return res, err
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	res.Body = io.NopCloser(bytes.NewReader(b))
+	if err := Check(req, res.StatusCode, res.Header, b); err != nil {
+		rt.tb.Errorf("the response departs from openapi.json: %v", err)
+	}
+	return res, nil
+}

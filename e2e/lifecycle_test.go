@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -472,5 +473,56 @@ func TestUncleanAPIPaths(t *testing.T) {
 				t.Errorf("the body repeats the secret: %s", body)
 			}
 		})
+	}
+}
+
+// TestBackupRestore: a backup taken while keyward serves holds the tokens
+// made before it; restore refuses while keyward serves, then puts it back,
+// keeping the store it replaces; the tokens made after the backup are
+// gone, those before verify.
+func TestBackupRestore(t *testing.T) {
+	st := sqliteStore(t)
+	root := initRoot(t, st)
+	srv := startServer(t, st)
+	c := newClient(t, srv.URL, root)
+	before, err := c.CreateToken(ctxT(t), client.CreateTokenRequest{Name: "before the backup", Scopes: []string{"orders:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(t.TempDir(), "keyward-backup.db")
+	out, errOut, code := cli(t, "", st.env, append([]string{"backup", "--output-file", backup}, st.args...)...)
+	if code != 0 || !strings.Contains(out, "written to "+backup) || !strings.Contains(errOut, "does not hold the server secret") {
+		t.Fatalf("keyward backup: exit %d\n%s%s", code, out, errOut)
+	}
+	after, err := c.CreateToken(ctxT(t), client.CreateTokenRequest{Name: "after the backup", Scopes: []string{"orders:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not over an existing file; not while serve runs.
+	if _, errOut, code := cli(t, "", st.env, append([]string{"backup", "--output-file", backup}, st.args...)...); code != 1 || !strings.Contains(errOut, "exists already") {
+		t.Errorf("backup over an existing file: exit %d: %s", code, errOut)
+	}
+	restore := append([]string{"restore", "--from", backup}, st.args...)
+	if _, errOut, code := cli(t, "", st.env, restore...); code != 1 || !strings.Contains(errOut, "stop it before a restore") {
+		t.Errorf("restore while serve runs: exit %d: %s", code, errOut)
+	}
+	expectCode(t, c, client.VerifyRequest{Token: after.Secret}, "VALID")
+	srv.stop()
+
+	out, errOut, code = cli(t, "", st.env, restore...)
+	if code != 0 || !strings.Contains(out, "Restored "+backup) || !strings.Contains(out, "keyward.db.before-restore-") {
+		t.Fatalf("keyward restore: exit %d\n%s%s", code, out, errOut)
+	}
+	srv = startServer(t, st)
+	c = newClient(t, srv.URL, root)
+	expectCode(t, c, client.VerifyRequest{Token: before.Secret, Scopes: []string{"orders:read"}}, "VALID")
+	expectCode(t, c, client.VerifyRequest{Token: after.Secret}, "NOT_FOUND")
+	aside, _ := filepath.Glob(filepath.Join(st.dir, "keyward.db.before-restore-*"))
+	if len(aside) != 1 {
+		t.Fatalf("the replaced store: %v, want one file", aside)
+	}
+	// The PostgreSQL store is pg_dump's.
+	if _, errOut, code := cli(t, "", nil, "backup", "--database-url", "postgres://x@127.0.0.1:1/x", "--output-file", backup+"2"); code != 2 || !strings.Contains(errOut, "pg_dump") {
+		t.Errorf("backup of PostgreSQL: exit %d: %s", code, errOut)
 	}
 }

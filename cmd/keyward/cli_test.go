@@ -332,7 +332,7 @@ func (r result) want(t *testing.T, code int) {
 
 // allCommands lists every command path that has help.
 var allCommands = []string{
-	"init", "serve", "migrate", "verify", "version", "help", "audit verify", "audit export", "user create",
+	"init", "serve", "migrate", "backup", "restore", "verify", "version", "help", "audit verify", "audit export", "user create",
 	"token create", "token list", "token show", "token update", "token rotate",
 	"token revoke", "token suspend", "token resume",
 }

@@ -167,6 +167,8 @@ func topCommands() []command {
 		{"init", "create the store and issue the first root management token", cmdInit},
 		{"serve", "run the server: management, verify and OAuth endpoints", cmdServe},
 		{"migrate", "apply the store's schema migrations and exit", cmdMigrate},
+		{"backup", "copy the embedded SQLite store to a new file while it serves", cmdBackup},
+		{"restore", "put a backup in place of the embedded SQLite store", cmdRestore},
 		{"gateway", "check a gateway config file", cmdGateway},
 		{"audit", "verify and export the audit log", cmdAudit},
 		{"user", "create dashboard users, such as the first owner", cmdUser},

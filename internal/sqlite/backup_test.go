@@ -1,0 +1,165 @@
+package sqlite
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/storetest"
+)
+
+// TestBackup: a copy made while the database is in use holds every token
+// committed before it, is a store keyward opens, is private, and is never
+// written over an existing file.
+func TestBackup(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTemp(t)
+	defer db.Close()
+	ws, tok, _ := seed(t, db, "acme")
+
+	// Writers go on while the copy is made.
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			tk := &keyward.Token{ID: keyward.NewID(keyward.PrefixToken, t0), WorkspaceID: ws.ID, Name: "w",
+				CreatedBy: keyward.ActorSystem, CreatedAt: t0, UpdatedAt: t0}
+			sec := &keyward.Secret{Digest: randomDigest(), KeyID: "k1", TokenID: tk.ID, CreatedAt: t0}
+			ev := &keyward.AuditEvent{ID: keyward.NewID(keyward.PrefixEvent, t0), WorkspaceID: ws.ID, Time: t0, Action: "token.create",
+				Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: tk.ID}
+			if err := db.CreateToken(ctx, tk, sec, ev); err != nil {
+				t.Errorf("CreateToken during the backup: %v", err)
+				return
+			}
+		}
+	}()
+	dest := filepath.Join(t.TempDir(), "keyward-backup.db")
+	size, err := Backup(ctx, path, dest)
+	stop.Store(true)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("Backup: %v", err)
+	}
+	st, err := os.Stat(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != size || st.Mode().Perm() != 0o600 {
+		t.Errorf("backup: %d bytes, mode %v; want %d bytes, mode 0600", st.Size(), st.Mode().Perm(), size)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(dest)); len(ents) != 1 {
+		t.Errorf("files beside the backup: %v, want it alone", ents)
+	}
+	copyDB, err := Open(ctx, dest, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatalf("opening the backup: %v", err)
+	}
+	defer copyDB.Close()
+	if got, err := copyDB.FindToken(ctx, ws.ID, tok.ID); err != nil || got.Name != tok.Name {
+		t.Errorf("the token in the backup: %v, %v", got, err)
+	}
+
+	t.Run("ErrDestExists", func(t *testing.T) {
+		before, _ := os.ReadFile(dest)
+		if _, err := Backup(ctx, path, dest); err == nil || !strings.Contains(err.Error(), "exists already") {
+			t.Errorf("Backup over an existing file: %v", err)
+		}
+		if after, _ := os.ReadFile(dest); string(after) != string(before) {
+			t.Error("the existing file was changed")
+		}
+	})
+	t.Run("ErrNoDatabase", func(t *testing.T) {
+		dir := t.TempDir()
+		missing := filepath.Join(dir, "nothing.db")
+		if _, err := Backup(ctx, missing, filepath.Join(dir, "b.db")); err == nil || !strings.Contains(err.Error(), "no database at") {
+			t.Errorf("Backup of no database: %v", err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("files made: %v", ents)
+		}
+	})
+	t.Run("ErrNotADatabase", func(t *testing.T) {
+		dir := t.TempDir()
+		junk := filepath.Join(dir, "junk.db")
+		os.WriteFile(junk, []byte(strings.Repeat("not sqlite ", 100)), 0o600)
+		if _, err := Backup(ctx, junk, filepath.Join(dir, "b.db")); err == nil {
+			t.Error("Backup of a file that is no database succeeded")
+		}
+		if _, err := os.Stat(filepath.Join(dir, "b.db")); err == nil {
+			t.Error("a backup file was left")
+		}
+	})
+}
+
+// TestRestore: a backup takes the database's place; the database it
+// replaces is moved aside whole, never removed; what is not a keyward
+// backup changes nothing.
+func TestRestore(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTemp(t)
+	ws, tok, _ := seed(t, db, "acme")
+	backup := filepath.Join(t.TempDir(), "b.db")
+	if _, err := Backup(ctx, path, backup); err != nil {
+		t.Fatal(err)
+	}
+	// A token made after the backup, which the restore takes back.
+	_, later, _ := seed(t, db, "later")
+	db.Close()
+
+	t.Run("ErrNotAStore", func(t *testing.T) {
+		other := filepath.Join(t.TempDir(), "other.db")
+		raw := rawOpen(t, other)
+		if _, err := raw.Exec(`CREATE TABLE x (a)`); err != nil {
+			t.Fatal(err)
+		}
+		raw.Close()
+		junk := filepath.Join(t.TempDir(), "junk.db")
+		os.WriteFile(junk, []byte(strings.Repeat("junk", 1000)), 0o600)
+		for _, f := range []string{other, junk, filepath.Join(t.TempDir(), "missing.db")} {
+			before, _ := os.ReadFile(path)
+			if _, err := Restore(ctx, f, path, t0); err == nil {
+				t.Errorf("Restore from %s succeeded", filepath.Base(f))
+			}
+			if after, _ := os.ReadFile(path); string(after) != string(before) {
+				t.Errorf("Restore from %s changed the database", filepath.Base(f))
+			}
+		}
+	})
+
+	aside, err := Restore(ctx, backup, path, t0)
+	if err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if want := path + ".before-restore-20260314T092653Z"; aside != want {
+		t.Errorf("aside = %s, want %s", aside, want)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("restored file: %v, %v", st, err)
+	}
+	restored, err := Open(ctx, path, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restored.FindToken(ctx, ws.ID, tok.ID); err != nil {
+		t.Errorf("the backup's token after the restore: %v", err)
+	}
+	if _, err := restored.FindToken(ctx, later.WorkspaceID, later.ID); keyward.ErrorCode(err) != keyward.ENOTFOUND {
+		t.Errorf("a token made after the backup, after the restore: %v, want not found", err)
+	}
+	restored.Close()
+	old, err := Open(ctx, aside, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if _, err := old.FindToken(ctx, later.WorkspaceID, later.ID); err != nil {
+		t.Errorf("the database moved aside lost a token: %v", err)
+	}
+}

@@ -24,24 +24,12 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 			"keyward backup --data-dir /var/lib/keyward --output-file /backups/keyward-$(date +%F).db",
 		},
 	})
-	var cfg storeConfig
-	defineStoreFlags(fs, &cfg)
-	var output string
-	fs.String(&output, "output-file", "", "", "write the copy to `FILE`, which must not exist (required)")
-	args, err := fs.parse(args)
+	dataDir, output, err := parseFileCommand(fs, args, "output-file", "write the copy to `FILE`, which must not exist (required)",
+		"back it up with pg_dump; keyward backup copies the embedded SQLite store of --data-dir")
 	if err != nil {
 		return err
 	}
-	if err := noArgs(fs, args); err != nil {
-		return err
-	}
-	if cfg.DatabaseURL != "" {
-		return fs.usagef("the store is PostgreSQL (--database-url): back it up with pg_dump; keyward backup copies the embedded SQLite store of --data-dir")
-	}
-	if output == "" {
-		return fs.usagef("--output-file is required")
-	}
-	src := filepath.Join(cfg.DataDir, "keyward.db")
+	src := filepath.Join(dataDir, "keyward.db")
 	size, err := sqlite.Backup(ctx, src, output)
 	if err != nil {
 		return err
@@ -68,31 +56,19 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 			"keyward restore --data-dir /var/lib/keyward --from /backups/keyward-2026-11-24.db",
 		},
 	})
-	var cfg storeConfig
-	defineStoreFlags(fs, &cfg)
-	var from string
-	fs.String(&from, "from", "", "", "the backup `FILE` (required)")
-	args, err := fs.parse(args)
+	dataDir, from, err := parseFileCommand(fs, args, "from", "the backup `FILE` (required)",
+		"restore it with pg_restore or psql; keyward restore replaces the embedded SQLite store of --data-dir")
 	if err != nil {
 		return err
 	}
-	if err := noArgs(fs, args); err != nil {
-		return err
-	}
-	if cfg.DatabaseURL != "" {
-		return fs.usagef("the store is PostgreSQL (--database-url): restore it with pg_restore or psql; keyward restore replaces the embedded SQLite store of --data-dir")
-	}
-	if from == "" {
-		return fs.usagef("--from is required")
-	}
-	lock, err := lockDataDir(cfg.DataDir)
+	lock, err := lockDataDir(dataDir)
 	if err != nil {
 		return fmt.Errorf("%w; stop it before a restore", err)
 	}
 	if lock != nil {
 		defer lock.Close()
 	}
-	path := filepath.Join(cfg.DataDir, "keyward.db")
+	path := filepath.Join(dataDir, "keyward.db")
 	aside, err := sqlite.Restore(ctx, from, path, time.Now())
 	if err != nil {
 		return err
@@ -102,4 +78,26 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "The store it replaced is at %s: remove it once the restored store is checked.\n", aside)
 	}
 	return nil
+}
+
+// parseFileCommand parses the flags of backup and restore: the store
+// flags, which must name the embedded SQLite store (pgAdvice says what to
+// do on PostgreSQL), and one required file flag.
+func parseFileCommand(fs *flagSet, args []string, flag, usage, pgAdvice string) (dataDir, file string, err error) {
+	var cfg storeConfig
+	defineStoreFlags(fs, &cfg)
+	fs.String(&file, flag, "", "", usage)
+	if args, err = fs.parse(args); err != nil {
+		return "", "", err
+	}
+	if err := noArgs(fs, args); err != nil {
+		return "", "", err
+	}
+	if cfg.DatabaseURL != "" {
+		return "", "", fs.usagef("the store is PostgreSQL (--database-url): %s", pgAdvice)
+	}
+	if file == "" {
+		return "", "", fs.usagef("--%s is required", flag)
+	}
+	return cfg.DataDir, file, nil
 }

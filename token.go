@@ -313,6 +313,24 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
+// CIDRsWithin reports whether every CIDR of inner lies within one of the
+// CIDRs of outer (entries that do not parse lie within nothing).
+func CIDRsWithin(inner, outer []string) bool {
+	for _, s := range inner {
+		p, err := ParseCIDR(s)
+		if err != nil {
+			return false
+		}
+		if !slices.ContainsFunc(outer, func(o string) bool {
+			q, err := ParseCIDR(o)
+			return err == nil && q.Bits() <= p.Bits() && q.Contains(p.Addr())
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
 // isControl reports the control characters (C0, DEL, C1) and the line and
 // paragraph separators: none belongs in a one-line name or reason.
 func isControl(r rune) bool { return unicode.IsControl(r) || r == 0x2028 || r == 0x2029 }

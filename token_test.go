@@ -526,3 +526,23 @@ func TestErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestCIDRsWithin(t *testing.T) {
+	for _, tc := range []struct {
+		inner, outer []string
+		want         bool
+	}{
+		{[]string{"10.1.0.0/16", "10.2.3.4"}, []string{"10.0.0.0/8"}, true},
+		{[]string{"10.0.0.0/8"}, []string{"10.0.0.0/8"}, true},
+		{[]string{"10.0.0.0/7"}, []string{"10.0.0.0/8"}, false},
+		{[]string{"10.0.0.0/8", "192.0.2.1"}, []string{"10.0.0.0/8"}, false},
+		{[]string{"192.0.2.0/25"}, []string{"10.0.0.0/8", "192.0.2.0/24"}, true},
+		{[]string{"2001:db8::1"}, []string{"0.0.0.0/0"}, false},
+		{[]string{"nonsense"}, []string{"0.0.0.0/0"}, false},
+		{nil, []string{"10.0.0.0/8"}, true},
+	} {
+		if got := keyward.CIDRsWithin(tc.inner, tc.outer); got != tc.want {
+			t.Errorf("CIDRsWithin(%v, %v) = %v, want %v", tc.inner, tc.outer, got, tc.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/account"
@@ -226,11 +227,13 @@ func roleScopes(role string) []string {
 // or removed would keep the power taken away. Whoever rotates a token is
 // handed its new secret, so a token rotated counts as one made: else a
 // member could take over another's admin token (add scopes, rotate it,
-// keep the new secret) and keep it after leaving. So does a token given
-// keyward: scopes it lacked by an update: its holder may be the member,
-// who knew its secret without having made it. Tokens without keyward:
-// scopes (an integration's) keep working. Each revocation is audited,
-// with reason.
+// keep the new secret) and keep it after leaving. So does a token whose
+// power such a maker restored or widened (resumed, given keyward: scopes
+// it lacked, a later expiry or none, a wider allowlist or none): its
+// holder may be the member, who knew its secret without having made it.
+// Tokens without keyward: scopes (an integration's) keep working. Each
+// revocation is audited, with reason. Each maker's acts are read in one
+// pass over its audit events (indexed by actor).
 func (s *Server) revokeBeyondRole(r *http.Request, userID, role, reason string) error {
 	granted := roleScopes(role)
 	c := s.caller(r)
@@ -268,47 +271,60 @@ func (s *Server) revokeBeyondRole(r *http.Request, userID, role, reason string) 
 			}
 			f.After = toks[len(toks)-1].ID
 		}
-		for _, action := range []string{"token.rotate", "token.update"} {
-			af := keyward.AuditFilter{WorkspaceID: c.WorkspaceID, Actor: makers[0], Action: action, Limit: 500}
-			for {
-				evs, err := s.store.FindAuditEvents(r.Context(), af)
-				if err != nil {
+		af := keyward.AuditFilter{WorkspaceID: c.WorkspaceID, Actor: makers[0], Limit: 500}
+		for {
+			evs, err := s.store.FindAuditEvents(r.Context(), af)
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				switch {
+				case ev.Action == "token.rotate", ev.Action == "token.resume":
+				case ev.Action == "token.update" && loosened(ev.Changes):
+				default:
+					continue // a rename, say: it handed no power
+				}
+				t, err := s.svc.Token(r.Context(), c, ev.Target)
+				if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+					continue // deleted since
+				} else if err != nil {
 					return err
 				}
-				for _, ev := range evs {
-					if action == "token.update" && !grantedManagement(ev.Changes) {
-						continue // a rename, say: it handed no power
-					}
-					t, err := s.svc.Token(r.Context(), c, ev.Target)
-					if keyward.ErrorCode(err) == keyward.ENOTFOUND {
-						continue // deleted since
-					} else if err != nil {
-						return err
-					}
-					if err := consider(t); err != nil {
-						return err
-					}
+				if err := consider(t); err != nil {
+					return err
 				}
-				if len(evs) < af.Limit {
-					break
-				}
-				af.Before = evs[len(evs)-1].ID
 			}
+			if len(evs) < af.Limit {
+				break
+			}
+			af.Before = evs[len(evs)-1].ID
 		}
 	}
 	return nil
 }
 
-// grantedManagement reports whether a token.update event's changes gave
-// the token keyward: scopes that it did not hold before.
-func grantedManagement(changes json.RawMessage) bool {
+// loosened reports whether a token.update event's changes widened what
+// the token can do: keyward: scopes it did not hold, a later expiry or
+// none, an allowlist wider than before or none.
+func loosened(changes json.RawMessage) bool {
 	var c struct {
-		Scopes *struct{ From, To []string } `json:"scopes"`
+		Scopes       *struct{ From, To []string }   `json:"scopes"`
+		ExpiresAt    *struct{ From, To *time.Time } `json:"expires_at"`
+		AllowedCIDRs *struct{ From, To []string }   `json:"allowed_cidrs"`
 	}
-	if json.Unmarshal(changes, &c) != nil || c.Scopes == nil {
+	if json.Unmarshal(changes, &c) != nil {
 		return false
 	}
-	return keyward.MissingManagementScope(c.Scopes.From, c.Scopes.To) != ""
+	switch {
+	case c.Scopes != nil && keyward.MissingManagementScope(c.Scopes.From, c.Scopes.To) != "":
+		return true
+	case c.ExpiresAt != nil && c.ExpiresAt.From != nil && (c.ExpiresAt.To == nil || c.ExpiresAt.To.After(*c.ExpiresAt.From)):
+		return true
+	case c.AllowedCIDRs != nil && len(c.AllowedCIDRs.From) > 0 &&
+		(len(c.AllowedCIDRs.To) == 0 || !keyward.CIDRsWithin(c.AllowedCIDRs.To, c.AllowedCIDRs.From)):
+		return true
+	}
+	return false
 }
 
 func (s *Server) handleMemberRemove(w http.ResponseWriter, r *http.Request) {

@@ -465,6 +465,33 @@ func TestRemovedMembersAdoptedTokens(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// Through her token: power given back or widened on admin tokens the
+	// owner made (resumed; expiry lifted; allowlist lifted), and one
+	// narrowed (an earlier expiry), which hands her nothing.
+	in1h, in2h := e.clock.Now().Add(time.Hour), e.clock.Now().Add(2*time.Hour)
+	bound := func(name string, expires *time.Time, cidrs ...string) *keyward.Token {
+		tok, _, err := e.svc.CreateToken(ctx, sys, &keyward.Token{Name: name, Scopes: []string{keyward.ScopeAdmin}, ExpiresAt: expires, AllowedCIDRs: cidrs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	suspended, expiring, cidrBound, narrowed := bound("suspended-admin", nil), bound("expiring-admin", &in1h), bound("cidr-admin", nil, "10.0.0.0/8"), bound("narrowed-admin", &in2h)
+	if _, err := e.svc.SuspendToken(ctx, sys, suspended.ID, "on hold"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.ResumeToken(ctx, manage.TokenCaller(mgmt), suspended.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	for id, patch := range map[string]func(t *keyward.Token){
+		expiring.ID:  func(t *keyward.Token) { t.ExpiresAt = nil },
+		cidrBound.ID: func(t *keyward.Token) { t.AllowedCIDRs = []string{"10.0.0.0/8", "0.0.0.0/1"} },
+		narrowed.ID:  func(t *keyward.Token) { t.ExpiresAt = &in1h },
+	} {
+		if _, err := e.svc.UpdateToken(ctx, manage.TokenCaller(mgmt), id, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// In the dashboard, as herself: the deploy token, and crm.
 	for _, id := range []string{deploy.ID, crm.ID} {
 		if _, _, err := e.svc.RotateToken(ctx, asMallory, id, time.Hour); err != nil {
@@ -476,7 +503,8 @@ func TestRemovedMembersAdoptedTokens(t *testing.T) {
 	owner.get("/members")
 	owner.post("/members/"+mallory.ID+"/remove", nil)
 	for id, want := range map[string]string{mgmt.ID: keyward.StateRevoked, orders.ID: keyward.StateRevoked, deploy.ID: keyward.StateRevoked, crm.ID: keyward.StateActive,
-		upgraded.ID: keyward.StateRevoked, ownersAdmin.ID: keyward.StateActive} {
+		upgraded.ID: keyward.StateRevoked, ownersAdmin.ID: keyward.StateActive,
+		suspended.ID: keyward.StateRevoked, expiring.ID: keyward.StateRevoked, cidrBound.ID: keyward.StateRevoked, narrowed.ID: keyward.StateActive} {
 		tok, err := e.store.FindToken(ctx, e.ws.ID, id)
 		if err != nil {
 			t.Fatal(err)

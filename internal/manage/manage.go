@@ -131,27 +131,12 @@ func (c Caller) checkBounds(t *keyward.Token, what string) error {
 			what, strings.Join(c.AllowedCIDRs, ", "))
 	}
 	for _, s := range t.AllowedCIDRs {
-		if !c.allows(s) {
+		if !keyward.CIDRsWithin([]string{s}, c.AllowedCIDRs) {
 			return keyward.Errorf(keyward.EFORBIDDEN, "%s: %s is outside the calling token's allowed_cidrs (%s)",
 				what, s, strings.Join(c.AllowedCIDRs, ", "))
 		}
 	}
 	return nil
-}
-
-// allows reports whether the CIDR s lies within one of the calling
-// token's allowed_cidrs.
-func (c Caller) allows(s string) bool {
-	p, err := keyward.ParseCIDR(s)
-	if err != nil {
-		return false
-	}
-	for _, cs := range c.AllowedCIDRs {
-		if q, err := keyward.ParseCIDR(cs); err == nil && q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
-			return true
-		}
-	}
-	return false
 }
 
 // issue returns a new secret text, its stored form and its hint.

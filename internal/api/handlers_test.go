@@ -952,6 +952,23 @@ func TestBoundManagementTokens(t *testing.T) {
 	if got := s.get(boundID); got["expires_at"] == nil || got["allowed_cidrs"] == nil {
 		t.Errorf("the bound token after the refusals: %v", got)
 	}
+	// A new workspace's first admin token takes the bounds of the token
+	// that made it.
+	inst := s.create(map[string]any{"name": "provisioner", "scopes": []string{"keyward:instance"},
+		"allowed_cidrs": []string{"127.0.0.0/8"}, "expires_in": "1h"})
+	r := s.do("POST", "/v1/workspaces", inst["token"].(string), map[string]any{"name": "tenant"})
+	wantStatus(t, r, http.StatusCreated)
+	admin := r.object(t)["token"].(string)
+	r = s.do("GET", "/v1/tokens", admin, nil)
+	wantStatus(t, r, http.StatusOK)
+	items := r.object(t)["items"].([]any)
+	if len(items) != 1 {
+		t.Fatalf("the new workspace's tokens: %s", r.Body)
+	}
+	got := items[0].(map[string]any)
+	if got["expires_at"] != inst["expires_at"] || fmt.Sprint(got["allowed_cidrs"]) != "[127.0.0.0/8]" {
+		t.Errorf("the new workspace's admin token: expires_at %v, allowed_cidrs %v; want %v, [127.0.0.0/8]", got["expires_at"], got["allowed_cidrs"], inst["expires_at"])
+	}
 	// The root token, bound by nothing, binds nothing.
 	wantStatus(t, s.do("PATCH", "/v1/tokens/"+boundID, s.root, map[string]any{"allowed_cidrs": nil, "expires_at": nil}), 200)
 }

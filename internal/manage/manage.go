@@ -499,6 +499,11 @@ func (s *Service) CreateWorkspace(ctx context.Context, c Caller, ws *keyward.Wor
 		CreatedAt:   now,
 		UpdatedAt:   now,
 	}
+	if c.Actor.Type == keyward.ActorToken {
+		// A calling token's bounds bind the management token it hands
+		// out (see checkBounds), this one too.
+		admin.ExpiresAt, admin.AllowedCIDRs = c.ExpiresAt, slices.Clone(c.AllowedCIDRs)
+	}
 	text, sec, err := s.issue(w.TokenPrefix, admin.ID, now)
 	if err != nil {
 		return nil, "", err

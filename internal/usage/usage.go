@@ -114,9 +114,15 @@ type Recorder struct {
 	flushErrs atomic.Uint64
 	pruned    atomic.Uint64
 
-	flushMu     sync.Mutex // one flush at a time; guards the carry
+	flushMu     sync.Mutex // one flush at a time; guards the carry and reported
 	carryCounts map[key]int64
 	carryEvents []Request
+	reported    uint64 // dropped events already logged
+
+	// kick asks for a flush before its time: the event buffer is half
+	// full, so that a flood of failures (each kept as an event) is
+	// written, not dropped, as long as the store keeps up.
+	kick chan struct{}
 
 	stop     chan struct{}
 	done     sync.WaitGroup
@@ -158,6 +164,7 @@ func New(cfg Config) *Recorder {
 		log:         cfg.Log,
 		carryCounts: make(map[key]int64),
 		stop:        make(chan struct{}),
+		kick:        make(chan struct{}, 1),
 	}
 	for i := range r.shards {
 		r.shards[i].counts = make(map[key]int64)
@@ -167,7 +174,8 @@ func New(cfg Config) *Recorder {
 
 // Record adds one verification. It takes a lock shared with a sixteenth
 // of the tokens and does not allocate once the token's bucket exists.
-// Raw events beyond cfg.MaxEvents held are dropped and counted.
+// Raw events beyond cfg.MaxEvents held are dropped and counted; once half
+// of that is held, the flush loop is asked to write them at once.
 func (r *Recorder) Record(q *Request) {
 	if r == nil {
 		return
@@ -194,8 +202,14 @@ func (r *Recorder) Record(q *Request) {
 	if keep {
 		// The bound is on all shards together: the events of one token,
 		// or of none (a flood of made-up tokens), may use all of it.
-		if r.buffered.Add(1) <= int64(r.cfg.MaxEvents) {
+		if n := r.buffered.Add(1); n <= int64(r.cfg.MaxEvents) {
 			sh.events = append(sh.events, *q)
+			if n == int64(max(1, r.cfg.MaxEvents/2)) {
+				select {
+				case r.kick <- struct{}{}:
+				default:
+				}
+			}
 		} else {
 			r.buffered.Add(-1)
 			r.dropped.Add(1)
@@ -205,33 +219,47 @@ func (r *Recorder) Record(q *Request) {
 	r.recorded.Add(1)
 }
 
-// Start runs the flush and retention loops until Close.
+// Start runs the flush and retention loops until Close. Flushes come every
+// FlushInterval, and sooner when the event buffer is half full; retention
+// runs at once, then every PruneInterval, so that a node that never stays
+// up that long still deletes what is past it.
 func (r *Recorder) Start() {
 	r.done.Add(2)
-	go r.loop(r.cfg.FlushInterval, func(ctx context.Context) {
+	go r.loop(r.cfg.FlushInterval, r.kick, false, func(ctx context.Context) {
 		if err := r.Flush(ctx); err != nil {
 			r.log.Warn("usage flush failed; it is retried with the next one", "err", err)
 		}
 	})
-	go r.loop(r.cfg.PruneInterval, func(ctx context.Context) {
+	go r.loop(r.cfg.PruneInterval, nil, true, func(ctx context.Context) {
 		if _, err := r.Prune(ctx); err != nil {
 			r.log.Warn("usage retention failed", "err", err)
 		}
 	})
 }
 
-func (r *Recorder) loop(every time.Duration, fn func(context.Context)) {
+// loop runs fn every period, and whenever kick has a value (a nil kick
+// never has), and at once when first is set, until Close.
+func (r *Recorder) loop(every time.Duration, kick <-chan struct{}, first bool, fn func(context.Context)) {
 	defer r.done.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
+	run := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), max(every, 10*time.Second))
+		fn(ctx)
+		cancel()
+	}
+	if first {
+		run()
+	}
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), max(every, 10*time.Second))
-			fn(ctx)
-			cancel()
+			run()
+		case <-kick:
+			run()
+			t.Reset(every)
 		}
 	}
 }
@@ -267,6 +295,12 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		events = append(events, e...)
 	}
 	r.carryCounts, r.carryEvents = make(map[key]int64), nil
+	if d := r.dropped.Load(); d > r.reported {
+		// The metric counts them; the log says so once a flush.
+		r.log.Warn("usage events dropped: more failures (or sampled successes) than --usage-event-buffer holds between flushes, or the store is down",
+			"dropped", d-r.reported, "buffer", r.cfg.MaxEvents)
+		r.reported = d
+	}
 	if len(counts) == 0 && len(events) == 0 {
 		return nil
 	}

@@ -1,13 +1,16 @@
 package usage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -348,5 +351,81 @@ func BenchmarkRecord(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Record(q)
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within 10 s", what)
+}
+
+// TestFlushWhenHalfFull: a flood of failures, each kept as an event, is
+// written as soon as half the buffer holds it, not dropped while the
+// flush interval runs.
+func TestFlushWhenHalfFull(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st, MaxEvents: 10, FlushInterval: time.Hour})
+	r.Start()
+	defer r.Close(context.Background())
+	const a = "tok_0000000000000000000000000a"
+	for i := range 4 {
+		r.Record(req(ws.ID, a, i, "/v1/verify", keyward.InsufficientScope, 200))
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := len(events(t, st, ws.ID)); n != 0 {
+		t.Fatalf("%d events written before the buffer was half full", n)
+	}
+	r.Record(req(ws.ID, a, 4, "/v1/verify", keyward.InsufficientScope, 200))
+	waitFor(t, "the half-full buffer written", func() bool { return len(events(t, st, ws.ID)) == 5 })
+	// And again: each time the buffer fills to half.
+	for i := range 5 {
+		r.Record(req(ws.ID, a, 10+i, "/v1/verify", keyward.InsufficientScope, 200))
+	}
+	waitFor(t, "the buffer written a second time", func() bool { return len(events(t, st, ws.ID)) == 10 })
+	if s := r.Stats(); s.Dropped != 0 {
+		t.Errorf("stats = %+v, want none dropped", s)
+	}
+}
+
+// TestPruneAtStart: retention runs when the recorder starts, not only
+// after a first PruneInterval of uptime.
+func TestPruneAtStart(t *testing.T) {
+	st, ws := openStore(t)
+	const a = "tok_0000000000000000000000000a"
+	w := New(Config{Store: st})
+	w.Record(req(ws.ID, a, 0, "/v1/verify", keyward.Revoked, 200))
+	if err := w.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(30 * 24 * time.Hour)
+	r := New(Config{Store: st, Now: func() time.Time { return now }, PruneInterval: time.Hour})
+	r.Start()
+	defer r.Close(context.Background())
+	waitFor(t, "the old event pruned", func() bool { return len(events(t, st, ws.ID)) == 0 })
+}
+
+// TestDroppedLogged: dropped events are logged, once a flush, with how
+// many.
+func TestDroppedLogged(t *testing.T) {
+	st, ws := openStore(t)
+	var buf bytes.Buffer
+	r := New(Config{Store: st, MaxEvents: 2, Log: slog.New(slog.NewTextHandler(&buf, nil))})
+	for i := range 5 {
+		r.Record(req(ws.ID, "", i, "/v1/verify", keyward.NotFound, 200))
+	}
+	for range 2 {
+		if err := r.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Count(buf.String(), "usage events dropped"); got != 1 || !strings.Contains(buf.String(), "dropped=3 buffer=2") {
+		t.Errorf("log:\n%s\nwant one line with dropped=3 buffer=2", buf.String())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -306,4 +307,34 @@ func TestReportTokens(t *testing.T) {
 		_, verifier := s.newToken("verifier", keyward.ScopeVerify)
 		wantProblem(t, s.do("GET", "/v1/reports/tokens?format=csv", verifier, nil), http.StatusForbidden, "forbidden")
 	})
+}
+
+// TestIntrospectionIsAUse: a resource server that introspects the tokens
+// it is handed (RFC 7662) uses them: an active token's introspection sets
+// its last use (with no address: none is given), so the dormant report
+// does not list it; a revoked token's does not.
+func TestIntrospectionIsAUse(t *testing.T) {
+	s := newStack(t)
+	s.tick()
+	introspected, text := s.newToken("introspected only", "orders:read")
+	bound := s.create(map[string]any{"name": "bound", "allowed_cidrs": []string{"10.0.0.0/8"}})
+	revoked, revokedText := s.newToken("revoked")
+	wantStatus(t, s.do("POST", "/v1/tokens/"+revoked+"/revoke", s.root, nil), http.StatusOK)
+	unused, _ := s.newToken("unused")
+	s.clock.Advance(91 * 24 * time.Hour)
+	for _, tok := range []string{text, bound["token"].(string), revokedText} {
+		wantStatus(t, s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {tok}}), http.StatusOK)
+	}
+	for id, want := range map[string]bool{introspected: true, bound["id"].(string): true, revoked: false, unused: false} {
+		got := s.get(id)
+		if (got["last_used_at"] != nil) != want {
+			t.Errorf("%s: last_used_at %v, want set: %v", got["name"], got["last_used_at"], want)
+		}
+		if ip, _ := got["last_used_ip"].(string); ip != "" {
+			t.Errorf("%s: last_used_ip %q, want none", got["name"], ip)
+		}
+	}
+	if got := s.listIDs("/v1/reports/dormant", 50); !slices.Contains(got, unused) || slices.Contains(got, introspected) || slices.Contains(got, bound["id"].(string)) {
+		t.Errorf("dormant = %v, want %s and not the introspected tokens", got, unused)
+	}
 }

@@ -79,7 +79,7 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	}
 	start := s.engine.Now()
 	req := verify.Request{Token: tok, WorkspaceID: caller(r).WorkspaceID}
-	res := s.engine.Inspect(r.Context(), req)
+	res := s.engine.Introspect(r.Context(), req)
 	if res.Err != nil {
 		s.recordUse(r, usageRouteIntrospect, start, &req, &res, http.StatusServiceUnavailable)
 		oauthUnavailable(w)

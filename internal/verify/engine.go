@@ -576,6 +576,29 @@ func (e *Engine) Inspect(ctx context.Context, req Request) (res Result) {
 	return res
 }
 
+// Introspect is Inspect for OAuth introspection (RFC 7662), where a
+// resource server checks a token it was handed: that is a use of the token,
+// so a token still good (not revoked, suspended or expired; the caller
+// gives no client address, so an allowlist does not count against it) has
+// its last use set, with no address. It consumes nothing.
+func (e *Engine) Introspect(ctx context.Context, req Request) (res Result) {
+	e.verify(ctx, &req, false, &res)
+	switch res.Outcome {
+	case keyward.Valid, keyward.IPNotAllowed, keyward.InsufficientScope:
+	default:
+		return res
+	}
+	e.mu.RLock()
+	te := e.byToken[res.Token.ID]
+	e.mu.RUnlock()
+	if te != nil {
+		te.mu.Lock()
+		e.recordUse(te, e.now().UnixNano(), netip.Addr{}, false)
+		te.mu.Unlock()
+	}
+	return res
+}
+
 // verify fills res, which the caller gives zeroed; working in place spares
 // copying the Result on the hot path.
 func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Result) {

@@ -151,6 +151,9 @@ func TestUsageValidation(t *testing.T) {
 		// with no to blames from.
 		{"/v1/usage?granularity=minute&from=2026-11-24T12:07:10Z&to=2026-11-24T12:07:10Z", "/to"},
 		{"/v1/usage?from=2999-01-01T00:00:00Z", "/from"},
+		// Go's zero time, given on purpose, is not "not given".
+		{"/v1/usage?granularity=day&from=0001-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "/from"},
+		{"/v1/usage/events?to=0001-01-01T00:00:00Z", "/to"},
 		{"/v1/usage?top=101", "/top"},
 		{"/v1/usage?top=-1", "/top"},
 		{"/v1/usage?granularity=second", "/granularity"},

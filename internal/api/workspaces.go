@@ -127,6 +127,11 @@ func queryRange(q url.Values, from, to *time.Time) []keyward.FieldError {
 			errs = append(errs, keyward.FieldError{Pointer: "/" + p.name, Detail: p.name + ` must be an RFC 3339 time such as "2026-12-31T23:59:59Z"`})
 			continue
 		}
+		if t.IsZero() {
+			// The zero time stands for "not given" from here on.
+			errs = append(errs, keyward.FieldError{Pointer: "/" + p.name, Detail: p.name + " must be after 0001-01-01T00:00:00Z"})
+			continue
+		}
 		*p.dst = t.UTC()
 	}
 	if len(errs) == 0 && !from.IsZero() && !to.IsZero() && to.Before(*from) {

@@ -353,11 +353,13 @@ func event(q *Request) *keyward.UsageEvent {
 func (r *Recorder) Prune(ctx context.Context) (keyward.UsagePruned, error) {
 	now := r.cfg.Now()
 	var p keyward.UsagePrune
+	// A rollup goes once all of its bucket is past retention: the bucket
+	// that holds the cut still holds uses within it.
 	if d := r.cfg.MinuteRetention; d > 0 {
-		p.MinutesBefore = now.Add(-d)
+		p.MinutesBefore = now.Add(-d).Truncate(time.Minute)
 	}
 	if d := r.cfg.HourRetention; d > 0 {
-		p.HoursBefore = now.Add(-d)
+		p.HoursBefore = now.Add(-d).Truncate(time.Hour)
 	}
 	if d := r.cfg.EventRetention; d > 0 {
 		p.EventsBefore = now.Add(-d)

@@ -429,3 +429,30 @@ func TestDroppedLogged(t *testing.T) {
 		t.Errorf("log:\n%s\nwant one line with dropped=3 buffer=2", buf.String())
 	}
 }
+
+// TestRetentionWholeBuckets: a rollup whose bucket holds the retention's
+// cut is kept: some of its uses are within retention.
+func TestRetentionWholeBuckets(t *testing.T) {
+	st, ws := openStore(t)
+	const a = "tok_0000000000000000000000000a"
+	w := New(Config{Store: st})
+	w.Record(req(ws.ID, a, 0, "/v1/verify", keyward.Revoked, 200))     // 10:00:00, in the 10:00 hour
+	w.Record(req(ws.ID, a, 59*60, "/v1/verify", keyward.Revoked, 200)) // 10:59:00
+	if err := w.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// An hour's retention, at 11:30: the cut is 10:30, inside the 10:00
+	// hour and after its 10:00 minute.
+	now := t0.Add(90 * time.Minute)
+	r := New(Config{Store: st, Now: func() time.Time { return now }, MinuteRetention: time.Hour, HourRetention: time.Hour, EventRetention: -1})
+	n, err := r.Prune(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != (keyward.UsagePruned{Minutes: 1}) {
+		t.Errorf("pruned %+v, want the 10:00 minute alone", n)
+	}
+	if got := rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Hour}); len(got) != 1 {
+		t.Errorf("hour rows = %q, want the 10:00 hour kept", got)
+	}
+}

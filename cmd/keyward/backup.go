@@ -45,13 +45,15 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "restore", help{
 		summary: "Put a backup made by keyward backup in place of the embedded SQLite store of\n" +
 			"--data-dir. keyward serve must be stopped: restore refuses while it runs on the\n" +
-			"data dir. The backup is checked first; the store it replaces is not removed but\n" +
-			"renamed, with its -wal and -shm files, to keyward.db.before-restore-TIME in the\n" +
-			"data dir (remove it once the restored store is checked). The server secret is\n" +
-			"not touched: the backup's tokens verify with the secret of the time it was\n" +
-			"made. Everything after the backup is gone from the restored store, the audit\n" +
-			"events too: keyward audit verify --expect-head reports heads kept since then as\n" +
-			"missing, as it is meant to.",
+			"data dir (on Unix; elsewhere, make sure yourself). The backup is checked first,\n" +
+			"and refused if a newer keyward made it. The store it replaces is not removed:\n" +
+			"it is checkpointed and renamed, with its -wal and -shm files, to\n" +
+			"keyward.db.before-restore-TIME in the data dir (remove it once the restored\n" +
+			"store is checked). The restored store is given the data dir's owner. The server\n" +
+			"secret is not touched: the backup's tokens verify with the secret of the time\n" +
+			"it was made. Everything after the backup is gone from the restored store, the\n" +
+			"audit events too: keyward audit verify --expect-head reports heads kept since\n" +
+			"then as missing, as it is meant to.",
 		examples: []string{
 			"keyward restore --data-dir /var/lib/keyward --from /backups/keyward-2026-11-24.db",
 		},
@@ -72,6 +74,9 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 	aside, err := sqlite.Restore(ctx, from, path, time.Now())
 	if err != nil {
 		return err
+	}
+	if err := ownLikeDir(dataDir, "keyward.db", "serve.lock"); err != nil {
+		return fmt.Errorf("restored, but giving the store the data dir's owner failed: %w", err)
 	}
 	fmt.Fprintf(e.stdout, "Restored %s into %s.\n", from, path)
 	if aside != "" {

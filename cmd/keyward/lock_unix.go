@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/keyward/keyward/internal/fsutil"
 )
@@ -33,4 +34,24 @@ func lockDataDir(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("lock the data dir: %w", err)
 	}
 	return f, nil
+}
+
+// ownLikeDir gives files in dir the owner of dir itself, when this process
+// may (root's, say): a restore run with sudo must leave a store that the
+// service's own user can open.
+func ownLikeDir(dir string, files ...string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok || (int(sys.Uid) == os.Geteuid() && int(sys.Gid) == os.Getegid()) {
+		return nil
+	}
+	for _, f := range files {
+		if err := os.Lchown(filepath.Join(dir, f), int(sys.Uid), int(sys.Gid)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }

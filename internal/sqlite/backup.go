@@ -5,71 +5,36 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward/internal/fsutil"
 )
 
-// Backup writes a consistent copy of the database file at path to dest,
+// Backup writes a consistent copy of the database file at src to dest,
 // which must not exist, while other processes may be using the database:
 // the copy is made in one read transaction (VACUUM INTO), so writers go on
 // and the copy holds every transaction committed before it began, and none
-// after. path is neither created nor migrated. The copy is written under a
-// temporary name beside dest, checked (quick_check), synced with mode 0600
-// and only then given its name, so that dest is whole whenever it exists.
-// It returns the size of the copy.
-func Backup(ctx context.Context, path, dest string) (int64, error) {
-	if _, err := os.Stat(path); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return 0, fmt.Errorf("sqlite: no database at %s", path)
-		}
-		return 0, fmt.Errorf("sqlite: %w", err)
-	}
+// after (including those still in src's write-ahead log). src is neither
+// created nor migrated. The copy is written under a temporary name beside
+// dest, checked, synced with mode 0600 and only then given its name, so
+// that dest is whole whenever it exists. It returns the size of the copy.
+func Backup(ctx context.Context, src, dest string) (int64, error) {
 	if _, err := os.Lstat(dest); err == nil {
 		return 0, fmt.Errorf("sqlite: %s exists already; give a new file", dest)
 	}
-	dir := filepath.Dir(dest)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(dest)+".partial-*")
+	tmp, size, err := snapshot(ctx, src, dest)
 	if err != nil {
-		return 0, fmt.Errorf("sqlite: %w", err)
+		return 0, err
 	}
-	tmp := f.Name()
 	defer os.Remove(tmp)
-	// Empty and of mode 0600 (CreateTemp's): VACUUM INTO fills an empty
-	// file and keeps its mode.
-	f.Close()
-
-	src, err := readOnly(path)
-	if err != nil {
-		return 0, err
-	}
-	_, err = src.ExecContext(ctx, `VACUUM INTO ?`, tmp)
-	src.Close()
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: copying %s: %w", path, err)
-	}
-	if err := quickCheck(ctx, tmp); err != nil {
-		return 0, err
-	}
-	f, err = os.OpenFile(tmp, os.O_RDWR, 0)
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: %w", err)
-	}
-	st, err := f.Stat()
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: %w", err)
-	}
 	if err := os.Link(tmp, dest); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return 0, fmt.Errorf("sqlite: %s was made meanwhile; the backup was not written", dest)
@@ -84,14 +49,142 @@ func Backup(ctx context.Context, path, dest string) (int64, error) {
 			return 0, fmt.Errorf("sqlite: %w", err)
 		}
 	}
-	fsutil.SyncDir(dir)
-	return st.Size(), nil
+	fsutil.SyncDir(filepath.Dir(dest))
+	return size, nil
 }
 
-// readOnly opens the database file at path for reading only, without
+// snapshot copies the keyward store at src, consistently (see Backup),
+// to a new temporary file beside near, checked (an intact SQLite file
+// holding a keyward store of a schema this build knows), synced, of mode
+// 0600. The caller removes the file it returns, or renames it.
+func snapshot(ctx context.Context, src, near string) (tmp string, size int64, err error) {
+	if _, err := os.Stat(src); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", 0, fmt.Errorf("sqlite: no database at %s", src)
+		}
+		return "", 0, fmt.Errorf("sqlite: %w", err)
+	}
+	// An absolute name, which SQLite cannot take for a URI.
+	near, err = filepath.Abs(near)
+	if err != nil {
+		return "", 0, fmt.Errorf("sqlite: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(near), "."+filepath.Base(near)+".partial-*")
+	if err != nil {
+		return "", 0, fmt.Errorf("sqlite: %w", err)
+	}
+	tmp = f.Name()
+	// Empty and of mode 0600 (CreateTemp's): VACUUM INTO fills an empty
+	// file and keeps its mode.
+	f.Close()
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	db, err := readOnly(src)
+	if err != nil {
+		return tmp, 0, err
+	}
+	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, tmp)
+	db.Close()
+	if err != nil {
+		return tmp, 0, fmt.Errorf("sqlite: copying %s: %w", src, err)
+	}
+	if err := checkStore(ctx, tmp); err != nil {
+		return tmp, 0, err
+	}
+	f, err = os.OpenFile(tmp, os.O_RDWR, 0)
+	if err != nil {
+		return tmp, 0, fmt.Errorf("sqlite: %w", err)
+	}
+	st, err := f.Stat()
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return tmp, 0, fmt.Errorf("sqlite: %w", err)
+	}
+	return tmp, st.Size(), nil
+}
+
+// Restore puts a copy of the keyward store in the file backup in place of
+// the database at dbPath, which no process may be using (the caller makes
+// sure). The copy is made as Backup makes one (what backup's write-ahead
+// log holds included) and checked before anything is touched. A database
+// at dbPath is first checkpointed, then renamed with its -wal and -shm
+// files to aside (dbPath.before-restore-TIME, a name not taken yet), which
+// Restore returns ("" when there was none); a -wal or -shm left without
+// its database is refused, since SQLite would apply it to the copy.
+func Restore(ctx context.Context, backup, dbPath string, now time.Time) (aside string, err error) {
+	sides := []string{"", "-wal", "-shm"}
+	if _, err := os.Lstat(dbPath); errors.Is(err, fs.ErrNotExist) {
+		for _, s := range sides[1:] {
+			if _, err := os.Lstat(dbPath + s); err == nil {
+				return "", fmt.Errorf("sqlite: %s is there without %s: it belongs to a database moved or removed without it; move it away first (the store was left as it was)", dbPath+s, dbPath)
+			}
+		}
+	}
+	tmp, _, err := snapshot(ctx, backup, dbPath)
+	if err != nil {
+		return "", fmt.Errorf("%w (the store was left as it was)", err)
+	}
+	defer os.Remove(tmp)
+	if _, err := os.Lstat(dbPath); err == nil {
+		// What the old store's log holds goes into its main file, so that
+		// the file moved aside is whole by itself.
+		checkpoint(ctx, dbPath)
+		base := dbPath + ".before-restore-" + now.UTC().Format("20060102T150405Z")
+		for i := 1; ; i++ {
+			aside = base
+			if i > 1 {
+				aside += "-" + strconv.Itoa(i)
+			}
+			free := true
+			for _, s := range sides {
+				if _, err := os.Lstat(aside + s); err == nil {
+					free = false
+				}
+			}
+			if free {
+				break
+			}
+		}
+		for _, s := range sides {
+			if err := os.Rename(dbPath+s, aside+s); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return aside, fmt.Errorf("sqlite: moving %s aside: %w (what was moved is at %s)", dbPath+s, err, aside)
+			}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("sqlite: %w", err)
+	}
+	if err := os.Rename(tmp, dbPath); err != nil {
+		return aside, fmt.Errorf("sqlite: putting the backup in place: %w (the database it replaces is at %s)", err, aside)
+	}
+	fsutil.SyncDir(filepath.Dir(dbPath))
+	return aside, nil
+}
+
+// checkpoint moves what the write-ahead log of the database at p holds
+// into its main file and empties the log, as far as it can; a database it
+// cannot open or checkpoint is left as it is (moved aside whole all the
+// same, log and all).
+func checkpoint(ctx context.Context, p string) {
+	db, err := sql.Open("sqlite", p+"?"+url.Values{"_pragma": {fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())}}.Encode())
+	if err != nil {
+		return
+	}
+	defer db.Close()
+	db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+}
+
+// readOnly opens the database file at p for reading only, without
 // creating it.
-func readOnly(path string) (*sql.DB, error) {
-	abs, err := filepath.Abs(path)
+func readOnly(p string) (*sql.DB, error) {
+	abs, err := filepath.Abs(p)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
@@ -107,9 +200,12 @@ func readOnly(path string) (*sql.DB, error) {
 	return db, nil
 }
 
-// quickCheck runs SQLite's quick_check on the database file at path.
-func quickCheck(ctx context.Context, path string) error {
-	db, err := readOnly(path)
+// checkStore reports, as an error, a database file at p that fails
+// SQLite's quick_check, is no keyward store, or holds migrations this
+// build does not know (a newer keyward's store, which this one would
+// serve without its changes).
+func checkStore(ctx context.Context, p string) error {
+	db, err := readOnly(p)
 	if err != nil {
 		return err
 	}
@@ -121,79 +217,40 @@ func quickCheck(ctx context.Context, path string) error {
 	if res != "ok" {
 		return fmt.Errorf("sqlite: the copy fails its check: %s", res)
 	}
-	return nil
-}
-
-// Restore puts the backup file in place of the database file at path,
-// which no process may be using (the caller makes sure). The backup is
-// checked first (quick_check, and that it is a keyward store); a database
-// at path is not removed but renamed, with its -wal and -shm files, to
-// aside (path.before-restore-TIME), which Restore returns ("" when there
-// was none). The copy is made under a temporary name, synced with mode
-// 0600 and renamed into place right after the old database moved aside.
-func Restore(ctx context.Context, backup, path string, now time.Time) (aside string, err error) {
-	if err := quickCheck(ctx, backup); err != nil {
-		return "", fmt.Errorf("%w (the store was left as it was)", err)
-	}
-	if err := isStore(ctx, backup); err != nil {
-		return "", err
-	}
-	in, err := os.Open(backup)
-	if err != nil {
-		return "", fmt.Errorf("sqlite: %w", err)
-	}
-	defer in.Close()
-	dir := filepath.Dir(path)
-	out, err := os.CreateTemp(dir, "."+filepath.Base(path)+".restore-*")
-	if err != nil {
-		return "", fmt.Errorf("sqlite: %w", err)
-	}
-	tmp := out.Name()
-	defer os.Remove(tmp)
-	_, err = io.Copy(out, in)
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", fmt.Errorf("sqlite: copying the backup: %w", err)
-	}
-	if _, err := os.Stat(path); err == nil {
-		aside = path + ".before-restore-" + now.UTC().Format("20060102T150405Z")
-		if err := os.Rename(path, aside); err != nil {
-			return "", fmt.Errorf("sqlite: moving the current database aside: %w", err)
-		}
-		for _, suffix := range []string{"-wal", "-shm"} {
-			if err := os.Rename(path+suffix, aside+suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return aside, fmt.Errorf("sqlite: moving %s aside: %w (the current database is at %s)", path+suffix, err, aside)
-			}
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("sqlite: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return aside, fmt.Errorf("sqlite: putting the backup in place: %w (the database it replaces is at %s)", err, aside)
-	}
-	fsutil.SyncDir(dir)
-	return aside, nil
-}
-
-// isStore reports, as an error, a database file that is not a keyward
-// store.
-func isStore(ctx context.Context, path string) error {
-	db, err := readOnly(path)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
 	var n int
 	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('schema_migrations', 'workspaces', 'tokens')`).Scan(&n); err != nil {
-		return fmt.Errorf("sqlite: reading %s: %w", path, err)
+		return fmt.Errorf("sqlite: checking the copy: %w", err)
 	}
 	if n != 3 {
-		return fmt.Errorf("sqlite: %s is an SQLite database but no keyward store (the store was left as it was)", path)
+		return errors.New("sqlite: the database is no keyward store")
+	}
+	known, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	for i, k := range known {
+		known[i] = path.Base(k)
+	}
+	rows, err := db.QueryContext(ctx, `SELECT name FROM schema_migrations`)
+	if err != nil {
+		return fmt.Errorf("sqlite: checking the copy: %w", err)
+	}
+	defer rows.Close()
+	var unknown []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return fmt.Errorf("sqlite: checking the copy: %w", err)
+		}
+		if !slices.Contains(known, name) {
+			unknown = append(unknown, name)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sqlite: checking the copy: %w", err)
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("sqlite: the store is of a newer keyward (migrations %s): use that release", strings.Join(unknown, ", "))
 	}
 	return nil
 }

@@ -163,3 +163,142 @@ func TestRestore(t *testing.T) {
 		t.Errorf("the database moved aside lost a token: %v", err)
 	}
 }
+
+// walCopy copies the database at p with its -wal and -shm while it is open
+// and idle, as kill -9 of serve leaves it: its newest changes in the log.
+func walCopy(t *testing.T, p string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, s := range []string{"", "-wal", "-shm"} {
+		b, err := os.ReadFile(p + s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "keyward.db"+s), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(dir, "keyward.db-wal")); err != nil || st.Size() == 0 {
+		t.Fatal("the copy has no write-ahead log to test with")
+	}
+	return filepath.Join(dir, "keyward.db")
+}
+
+// TestRestoreWAL: what a store's write-ahead log holds is neither lost
+// from the backup restored (a store left by kill -9, such as an earlier
+// restore's aside) nor from the store replaced; a log without its
+// database is refused, since SQLite would apply it to the copy.
+func TestRestoreWAL(t *testing.T) {
+	ctx := context.Background()
+	db, p := openTemp(t)
+	defer db.Close()
+	_, tok, _ := seed(t, db, "acme")
+	src := walCopy(t, p)
+
+	// The backup's log is restored with it.
+	dest := filepath.Join(t.TempDir(), "keyward.db")
+	if _, err := Restore(ctx, src, dest, t0); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	restored, err := Open(ctx, dest, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restored.FindToken(ctx, tok.WorkspaceID, tok.ID); err != nil {
+		t.Errorf("a token in the backup's log, after the restore: %v", err)
+	}
+	restored.Close()
+
+	// The replaced store's log is moved aside with it, its changes
+	// checkpointed into the file moved aside.
+	old := walCopy(t, p)
+	backup := filepath.Join(t.TempDir(), "b.db")
+	w2, _ := openTemp(t)
+	seed(t, w2, "other")
+	w2.Close()
+	if _, err := Backup(ctx, filepath.Join(filepath.Dir(w2.path), "keyward.db"), backup); err != nil {
+		t.Fatal(err)
+	}
+	aside, err := Restore(ctx, backup, old, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(old + s); err == nil {
+			t.Errorf("%s left beside the restored store", old+s)
+		}
+	}
+	moved, err := Open(ctx, aside, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := moved.FindToken(ctx, tok.WorkspaceID, tok.ID); err != nil {
+		t.Errorf("a token in the replaced store's log, in the store moved aside: %v", err)
+	}
+	moved.Close()
+
+	// A log left without its database.
+	dir := t.TempDir()
+	stray := filepath.Join(dir, "keyward.db")
+	os.WriteFile(stray+"-wal", []byte("log"), 0o600)
+	if _, err := Restore(ctx, backup, stray, t0); err == nil || !strings.Contains(err.Error(), "is there without") {
+		t.Errorf("Restore beside a stray log: %v", err)
+	}
+	if _, err := os.Stat(stray); err == nil {
+		t.Error("a store was put beside the stray log")
+	}
+}
+
+// TestRestoreTwiceInASecond: a second restore within the same second keeps
+// the first one's aside and takes a name of its own.
+func TestRestoreTwiceInASecond(t *testing.T) {
+	ctx := context.Background()
+	db, p := openTemp(t)
+	_, tok, _ := seed(t, db, "acme")
+	db.Close()
+	w2, _ := openTemp(t)
+	w2.Close()
+	backup := filepath.Join(t.TempDir(), "b.db")
+	if _, err := Backup(ctx, w2.path, backup); err != nil {
+		t.Fatal(err)
+	}
+	first, err := Restore(ctx, backup, p, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Restore(ctx, backup, p, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first == second || !strings.HasSuffix(second, "-2") {
+		t.Errorf("asides %s and %s, want two names", first, second)
+	}
+	kept, err := Open(ctx, first, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+	if _, err := kept.FindToken(ctx, tok.WorkspaceID, tok.ID); err != nil {
+		t.Errorf("the first restore's aside lost the original store: %v", err)
+	}
+}
+
+// TestRestoreNewerStore: a backup made by a newer keyward (a migration
+// this build does not know) is refused, not served without its changes.
+func TestRestoreNewerStore(t *testing.T) {
+	ctx := context.Background()
+	db, p := openTemp(t)
+	db.Close()
+	raw := rawOpen(t, p)
+	if _, err := raw.Exec(`INSERT INTO schema_migrations (name, applied_at) VALUES ('0999_future.sql', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	dir := t.TempDir()
+	if _, err := Restore(ctx, p, filepath.Join(dir, "keyward.db"), t0); err == nil || !strings.Contains(err.Error(), "newer keyward (migrations 0999_future.sql)") {
+		t.Errorf("Restore of a newer store: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("files left: %v", ents)
+	}
+}

@@ -123,6 +123,14 @@ type Recorder struct {
 	// full, so that a flood of failures (each kept as an event) is
 	// written, not dropped, as long as the store keeps up.
 	kick chan struct{}
+	// failing: the last flush failed. No early flush is asked for then:
+	// the store is down, and the next tick tries again.
+	failing atomic.Bool
+
+	// ctx ends with Close, so that a retention run or flush in progress
+	// does not hold the stop up.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	stop     chan struct{}
 	done     sync.WaitGroup
@@ -166,6 +174,7 @@ func New(cfg Config) *Recorder {
 		stop:        make(chan struct{}),
 		kick:        make(chan struct{}, 1),
 	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i := range r.shards {
 		r.shards[i].counts = make(map[key]int64)
 	}
@@ -204,7 +213,7 @@ func (r *Recorder) Record(q *Request) {
 		// or of none (a flood of made-up tokens), may use all of it.
 		if n := r.buffered.Add(1); n <= int64(r.cfg.MaxEvents) {
 			sh.events = append(sh.events, *q)
-			if n == int64(max(1, r.cfg.MaxEvents/2)) {
+			if n == int64(max(1, r.cfg.MaxEvents/2)) && !r.failing.Load() {
 				select {
 				case r.kick <- struct{}{}:
 				default:
@@ -244,7 +253,7 @@ func (r *Recorder) loop(every time.Duration, kick <-chan struct{}, first bool, f
 	t := time.NewTicker(every)
 	defer t.Stop()
 	run := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), max(every, 10*time.Second))
+		ctx, cancel := context.WithTimeout(r.ctx, max(every, 10*time.Second))
 		fn(ctx)
 		cancel()
 	}
@@ -264,9 +273,13 @@ func (r *Recorder) loop(every time.Duration, kick <-chan struct{}, first bool, f
 	}
 }
 
-// Close stops the loops and writes what is left.
+// Close stops the loops, cutting short what they are doing (a flush cut
+// short is kept and written here), and writes what is left.
 func (r *Recorder) Close(ctx context.Context) error {
-	r.stopOnce.Do(func() { close(r.stop) })
+	r.stopOnce.Do(func() {
+		close(r.stop)
+		r.cancel()
+	})
 	r.done.Wait()
 	return r.Flush(ctx)
 }
@@ -316,6 +329,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		evs[i] = event(&events[i])
 	}
 	if err := r.cfg.Store.WriteUsage(ctx, rows, evs); err != nil {
+		r.failing.Store(true)
 		r.flushErrs.Add(1)
 		r.carryCounts = counts
 		if over := len(events) - r.cfg.MaxEvents; over > 0 {
@@ -325,6 +339,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		r.carryEvents = events
 		return err
 	}
+	r.failing.Store(false)
 	return nil
 }
 

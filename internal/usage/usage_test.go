@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -454,5 +455,73 @@ func TestRetentionWholeBuckets(t *testing.T) {
 	}
 	if got := rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Hour}); len(got) != 1 {
 		t.Errorf("hour rows = %q, want the 10:00 hour kept", got)
+	}
+}
+
+// TestNoEarlyFlushWhileFailing: while the store refuses writes, a buffer
+// filling up asks for no extra write (and no extra warning): the next tick
+// tries again.
+func TestNoEarlyFlushWhileFailing(t *testing.T) {
+	st, ws := openStore(t)
+	fs := &countingStore{failingStore: failingStore{Store: st, fail: true}}
+	r := New(Config{Store: fs, MaxEvents: 10, FlushInterval: time.Hour})
+	r.Start()
+	const a = "tok_0000000000000000000000000a"
+	for i := range 5 {
+		r.Record(req(ws.ID, a, i, "/v1/verify", keyward.InsufficientScope, 200))
+	}
+	waitFor(t, "the first early write", func() bool { return fs.calls.Load() == 1 })
+	for round := range 5 {
+		for i := range 5 {
+			r.Record(req(ws.ID, a, 10*round+i, "/v1/verify", keyward.InsufficientScope, 200))
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := fs.calls.Load(); n != 1 {
+		t.Errorf("%d writes while the store fails, want the first one only", n)
+	}
+	fs.mu.Lock()
+	fs.fail = false
+	fs.mu.Unlock()
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// countingStore counts WriteUsage calls.
+type countingStore struct {
+	failingStore
+	calls atomic.Int64
+}
+
+func (s *countingStore) WriteUsage(ctx context.Context, c []keyward.UsageCount, e []*keyward.UsageEvent) error {
+	s.calls.Add(1)
+	return s.failingStore.WriteUsage(ctx, c, e)
+}
+
+// slowStore's PruneUsage waits for its context.
+type slowStore struct{ keyward.Store }
+
+func (s slowStore) PruneUsage(ctx context.Context, p keyward.UsagePrune) (keyward.UsagePruned, error) {
+	<-ctx.Done()
+	return keyward.UsagePruned{}, ctx.Err()
+}
+
+// TestCloseCutsPrune: a retention run in progress (at start, say, over a
+// large backlog) does not hold the stop up.
+func TestCloseCutsPrune(t *testing.T) {
+	st, _ := openStore(t)
+	r := New(Config{Store: slowStore{st}})
+	r.Start()
+	time.Sleep(20 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- r.Close(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for the retention run")
 	}
 }

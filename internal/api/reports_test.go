@@ -311,8 +311,8 @@ func TestReportTokens(t *testing.T) {
 
 // TestIntrospectionIsAUse: a resource server that introspects the tokens
 // it is handed (RFC 7662) uses them: an active token's introspection sets
-// its last use (with no address: none is given), so the dormant report
-// does not list it; a revoked token's does not.
+// its last use (keeping the last address known: none is given), so the
+// dormant report does not list it; a revoked token's does not.
 func TestIntrospectionIsAUse(t *testing.T) {
 	s := newStack(t)
 	s.tick()
@@ -333,6 +333,14 @@ func TestIntrospectionIsAUse(t *testing.T) {
 		if ip, _ := got["last_used_ip"].(string); ip != "" {
 			t.Errorf("%s: last_used_ip %q, want none", got["name"], ip)
 		}
+	}
+	// A use with an address, then an introspection: the address stays.
+	id, tok := s.newToken("verified, then introspected")
+	wantStatus(t, s.do("POST", "/v1/verify", s.root, map[string]any{"token": tok, "ip": "198.51.100.7"}), http.StatusOK)
+	s.tick()
+	wantStatus(t, s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {tok}}), http.StatusOK)
+	if got := s.get(id); got["last_used_ip"] != "198.51.100.7" {
+		t.Errorf("after an introspection, last_used_ip %v, want the verification's", got["last_used_ip"])
 	}
 	if got := s.listIDs("/v1/reports/dormant", 50); !slices.Contains(got, unused) || slices.Contains(got, introspected) || slices.Contains(got, bound["id"].(string)) {
 		t.Errorf("dormant = %v, want %s and not the introspected tokens", got, unused)

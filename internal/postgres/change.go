@@ -108,7 +108,8 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 			continue // no such token
 		}
 		if !u.LastUsedAt.IsZero() {
-			b.Queue(`UPDATE tokens SET last_used_at = $1, last_used_ip = $2
+			b.Queue(`UPDATE tokens SET last_used_at = $1,
+				last_used_ip = CASE WHEN $2 = '' THEN last_used_ip ELSE $2 END
 				WHERE id = $3 AND (last_used_at IS NULL OR last_used_at < $1)`,
 				u.LastUsedAt, safeText(u.LastUsedIP), u.TokenID)
 		}

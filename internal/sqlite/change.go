@@ -88,9 +88,10 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 		for _, u := range batch {
 			if !u.LastUsedAt.IsZero() {
 				at := encodeTime(u.LastUsedAt)
-				if _, err := tx.ExecContext(ctx, `UPDATE tokens SET last_used_at = ?, last_used_ip = ?
+				if _, err := tx.ExecContext(ctx, `UPDATE tokens SET last_used_at = ?,
+					last_used_ip = CASE WHEN ? = '' THEN last_used_ip ELSE ? END
 					WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`,
-					at, u.LastUsedIP, u.TokenID, at); err != nil {
+					at, u.LastUsedIP, u.LastUsedIP, u.TokenID, at); err != nil {
 					return err
 				}
 			}

@@ -580,7 +580,7 @@ func (e *Engine) Inspect(ctx context.Context, req Request) (res Result) {
 // resource server checks a token it was handed: that is a use of the token,
 // so a token still good (not revoked, suspended or expired; the caller
 // gives no client address, so an allowlist does not count against it) has
-// its last use set, with no address. It consumes nothing.
+// its last use set (the last address known stays). It consumes nothing.
 func (e *Engine) Introspect(ctx context.Context, req Request) (res Result) {
 	e.verify(ctx, &req, false, &res)
 	switch res.Outcome {
@@ -798,7 +798,11 @@ func (e *Engine) recordUse(te *tokenEntry, nowNS int64, ip netip.Addr, quota boo
 		te.quotaPend++
 	}
 	te.lastAt = nowNS
-	te.lastIP = ip
+	if ip.IsValid() {
+		// A use with no address (an introspection, a verify call that
+		// gave none) keeps the last one known.
+		te.lastIP = ip
+	}
 	if !te.isDirty {
 		te.isDirty = true
 		e.dirtyMu.Lock()

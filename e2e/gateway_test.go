@@ -270,16 +270,27 @@ routes:
 			t.Fatalf("after a broken reload: %d", resp.StatusCode)
 		}
 		// Both reloads are in the workspace's audit log, the good one with
-		// its route count, and without the file's contents.
-		evs, err := admin.ListAudit(ctx, client.ListOptions{Limit: 50})
-		if err != nil {
-			t.Fatal(err)
+		// its route count, and without the file's contents. The failed
+		// one's event is written after its log line: poll for it.
+		var gw []client.AuditEvent
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			evs, err := admin.ListAudit(ctx, client.ListOptions{Limit: 50})
+			if err != nil {
+				t.Fatal(err)
+			}
+			gw = gw[:0]
+			for _, e := range evs.Items {
+				if strings.HasPrefix(e.Action, "gateway.") {
+					gw = append(gw, e)
+				}
+			}
+			if len(gw) >= 2 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		var actions []string
-		for _, e := range evs.Items {
-			if !strings.HasPrefix(e.Action, "gateway.") {
-				continue
-			}
+		for _, e := range gw {
 			actions = append(actions, e.Action)
 			if e.Actor.Type != "system" || e.Changes["file"] != file {
 				t.Errorf("event %+v", e)

@@ -89,11 +89,11 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	// introspection, whatever its allowlist (no caller's IP is checked
 	// here) or limits would say of a use.
 	used := res
-	if active(res) {
+	if res.Active() {
 		used.Outcome = keyward.Valid
 	}
 	s.recordUse(r, usageRouteIntrospect, start, &req, &used, http.StatusOK)
-	if !active(res) {
+	if !res.Active() {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"active":false}`))
 		return
@@ -114,17 +114,6 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		out["exp"] = exp.Unix()
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// active reports whether an inspected token is active in the sense of RFC
-// 7662: identified, and not revoked, suspended, pending or expired. IP,
-// scope and limits do not matter to introspection.
-func active(res verify.Result) bool {
-	switch res.Outcome {
-	case keyward.Valid, keyward.IPNotAllowed, keyward.InsufficientScope, keyward.RateLimited, keyward.QuotaExceeded:
-		return true
-	}
-	return false
 }
 
 // handleOAuthRevoke answers RFC 7009 revocation: any valid secret of a

@@ -130,6 +130,17 @@ type Result struct {
 	Unlooked bool
 }
 
+// Active reports whether the token is active in the sense of RFC 7662:
+// identified, and not revoked, suspended or expired. Its IP allowlist,
+// scopes and limits do not matter to that.
+func (r *Result) Active() bool {
+	switch r.Outcome {
+	case keyward.Valid, keyward.IPNotAllowed, keyward.InsufficientScope, keyward.RateLimited, keyward.QuotaExceeded:
+		return true
+	}
+	return false
+}
+
 // Expiry reports when the presented secret stops verifying, once the
 // token is identified: the token's expiry or, for a secret a rotation
 // replaced, the end of its grace period, whichever comes first. ok is
@@ -578,14 +589,11 @@ func (e *Engine) Inspect(ctx context.Context, req Request) (res Result) {
 
 // Introspect is Inspect for OAuth introspection (RFC 7662), where a
 // resource server checks a token it was handed: that is a use of the token,
-// so a token still good (not revoked, suspended or expired; the caller
-// gives no client address, so an allowlist does not count against it) has
-// its last use set (the last address known stays). It consumes nothing.
+// so an active one (Result.Active) has its last use set (the caller gives
+// no client address: the last address known stays). It consumes nothing.
 func (e *Engine) Introspect(ctx context.Context, req Request) (res Result) {
 	e.verify(ctx, &req, false, &res)
-	switch res.Outcome {
-	case keyward.Valid, keyward.IPNotAllowed, keyward.InsufficientScope:
-	default:
+	if !res.Active() {
 		return res
 	}
 	e.mu.RLock()

@@ -116,7 +116,7 @@ func (c Caller) checkGrant(scopes []string, what string) error {
 // allowlist, or mint a peer without one, would be bound only until its
 // first call). Rate limits and quotas are not carried over.
 func (c Caller) checkBounds(t *keyward.Token, what string) error {
-	if c.Actor.Type != keyward.ActorToken || keyward.MissingManagementScope(nil, t.Scopes) == "" {
+	if keyward.MissingManagementScope(nil, t.Scopes) == "" {
 		return nil
 	}
 	if c.ExpiresAt != nil && (t.ExpiresAt == nil || t.ExpiresAt.After(*c.ExpiresAt)) {
@@ -499,11 +499,9 @@ func (s *Service) CreateWorkspace(ctx context.Context, c Caller, ws *keyward.Wor
 		CreatedAt:   now,
 		UpdatedAt:   now,
 	}
-	if c.Actor.Type == keyward.ActorToken {
-		// A calling token's bounds bind the management token it hands
-		// out (see checkBounds), this one too.
-		admin.ExpiresAt, admin.AllowedCIDRs = c.ExpiresAt, slices.Clone(c.AllowedCIDRs)
-	}
+	// A calling token's bounds (see checkBounds; none for members and
+	// keyward itself) bind the management token it hands out, this one too.
+	admin.ExpiresAt, admin.AllowedCIDRs = c.ExpiresAt, slices.Clone(c.AllowedCIDRs)
 	text, sec, err := s.issue(w.TokenPrefix, admin.ID, now)
 	if err != nil {
 		return nil, "", err

@@ -173,7 +173,7 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time) (aside s
 // cannot open or checkpoint is left as it is (moved aside whole all the
 // same, log and all).
 func checkpoint(ctx context.Context, p string) {
-	db, err := sql.Open("sqlite", p+"?"+url.Values{"_pragma": {fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds())}}.Encode())
+	db, err := openFile(p, "rw")
 	if err != nil {
 		return
 	}
@@ -183,13 +183,17 @@ func checkpoint(ctx context.Context, p string) {
 
 // readOnly opens the database file at p for reading only, without
 // creating it.
-func readOnly(p string) (*sql.DB, error) {
+func readOnly(p string) (*sql.DB, error) { return openFile(p, "ro") }
+
+// openFile opens the existing database file at p in mode (ro or rw) on
+// one connection, by a file: URI, whatever characters p holds.
+func openFile(p, mode string) (*sql.DB, error) {
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	q := url.Values{}
-	q.Set("mode", "ro")
+	q.Set("mode", mode)
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
 	u := url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}
 	db, err := sql.Open("sqlite", u.String())

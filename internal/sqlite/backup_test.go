@@ -228,6 +228,9 @@ func TestRestoreWAL(t *testing.T) {
 			t.Errorf("%s left beside the restored store", old+s)
 		}
 	}
+	if st, err := os.Stat(aside + "-wal"); err == nil && st.Size() != 0 {
+		t.Errorf("the aside's log holds %d bytes, want it checkpointed into the aside", st.Size())
+	}
 	moved, err := Open(ctx, aside, WithAuditKey(storetest.AuditKey))
 	if err != nil {
 		t.Fatal(err)

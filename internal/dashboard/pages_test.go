@@ -337,7 +337,13 @@ func TestTokenForm(t *testing.T) {
 			b.get("/tokens/" + id)
 			status, body := b.post("/tokens/"+id+"/revoke", url.Values{"reason": {strings.Repeat("r", 501)}, "confirm": {"yes"}})
 			wantStatus(t, status, http.StatusBadRequest, body)
-			wantText(t, body, "Keep the reason under 500 characters.")
+			wantText(t, body, "Reason must be at most 500 characters.")
+		})
+		t.Run("ErrRevokeReasonControl", func(t *testing.T) {
+			b.get("/tokens/" + id)
+			status, body := b.post("/tokens/"+id+"/revoke", url.Values{"reason": {"leaked\x1b[2Jin a log"}, "confirm": {"yes"}})
+			wantStatus(t, status, http.StatusBadRequest, body)
+			wantText(t, body, "Reason must not contain control characters.")
 		})
 		t.Run("ErrRotateGrace", func(t *testing.T) {
 			b.get("/tokens/" + id)

@@ -1,12 +1,10 @@
 package dashboard
 
 import (
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/keyward/keyward"
 )
@@ -440,8 +438,10 @@ func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
 	if r.PostForm.Get("confirm") != "yes" {
 		errs["confirm"] = "Tick the box to confirm: revocation cannot be undone."
 	}
-	if utf8.RuneCountInString(reason) > keyward.MaxReasonLen {
-		errs["reason"] = fmt.Sprintf("Keep the reason under %d characters.", keyward.MaxReasonLen)
+	if err := keyward.ValidateReason(reason); err != nil {
+		// The service's own rule, so that the form names what is wrong
+		// (length, control characters) instead of failing whole.
+		errs["reason"] = capitalize(err.Error()) + "."
 	}
 	if len(errs) > 0 {
 		s.renderToken(w, r, http.StatusBadRequest, t, reason, errs)

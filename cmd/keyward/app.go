@@ -525,6 +525,11 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
 			return nil, err
 		}
+		// Holding the data dir, no restore runs: what a killed one left
+		// goes (its hidden copy may be as large as the store).
+		for _, p := range sqlite.SweepPartials(cfg.DataDir) {
+			log.Warn("removed the partial copy of a restore that did not finish", "file", p)
+		}
 	}
 	if s.store, err = openStore(ctx, cfg.storeConfig, keys); err != nil {
 		return nil, err

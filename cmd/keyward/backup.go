@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -16,9 +17,10 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 		summary: "Copy the embedded SQLite store to a new file, consistently, while keyward serve\n" +
 			"keeps running on it: the copy holds every change committed before it began and\n" +
 			"none after, and writers are not held up. The file is made with mode 0600, never\n" +
-			"over an existing one, and appears only once whole and checked. It does not hold\n" +
-			"the server secret (server.secret in the data dir, or KEYWARD_SECRET): back that\n" +
-			"up with it, and as safe; without it the backup's tokens cannot be verified.\n" +
+			"over an existing one, and appears only once whole and checked; run as root,\n" +
+			"backup refuses a directory another user can write. It does not hold the\n" +
+			"server secret (server.secret in the data dir, or KEYWARD_SECRET): back that up\n" +
+			"with it, and as safe; without it the backup's tokens cannot be verified.\n" +
 			"keyward restore puts a backup back. A PostgreSQL store is backed up with pg_dump.",
 		examples: []string{
 			"keyward backup --data-dir /var/lib/keyward --output-file /backups/keyward-$(date +%F).db",
@@ -29,14 +31,32 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if asRoot() {
+		// Root writes the copy by name: in a directory another user can
+		// write, a link swapped in for it would send it elsewhere.
+		if d, err := foreignDir(filepath.Dir(output)); err == nil && d != "" {
+			return rootRefusal("write a backup", d, "write it to a directory only root can write, or run keyward backup as that user")
+		}
+	}
 	src := filepath.Join(dataDir, "keyward.db")
 	size, err := sqlite.Backup(ctx, src, output)
 	if err != nil {
 		return err
 	}
+	// On standard output: a cron job mails what reaches standard error.
 	fmt.Fprintf(e.stdout, "Backup of %s written to %s (%d bytes).\n", src, output, size)
-	fmt.Fprintln(e.stderr, "keyward: note: the backup does not hold the server secret; back it up too (server.secret in the data dir, or KEYWARD_SECRET): without it the backup's tokens cannot be verified")
+	fmt.Fprintln(e.stdout, "It does not hold the server secret: back that up too (server.secret in the data dir, or KEYWARD_SECRET); without it the backup's tokens cannot be verified.")
 	return nil
+}
+
+// rootRefusal is the error of a command that will not act as root in
+// dir, which another user can write.
+func rootRefusal(what, dir, advice string) error {
+	who := "another user"
+	if uid, _, err := dirOwner(dir); err == nil && uid != 0 {
+		who = userName(uid)
+	}
+	return fmt.Errorf("refusing to %s as root: %s can be written by %s, who could put a symbolic link where keyward writes and have root write elsewhere; %s", what, dir, who, advice)
 }
 
 // cmdRestore puts a backup in place of the embedded SQLite store, keeping
@@ -49,11 +69,12 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 			"and refused if a newer keyward made it. The store it replaces is not removed:\n" +
 			"it is checkpointed and renamed, with its -wal and -shm files, to\n" +
 			"keyward.db.before-restore-TIME in the data dir (remove it once the restored\n" +
-			"store is checked). The restored store is given the data dir's owner. The server\n" +
-			"secret is not touched: the backup's tokens verify with the secret of the time\n" +
-			"it was made. Everything after the backup is gone from the restored store, the\n" +
-			"audit events too: keyward audit verify --expect-head reports heads kept since\n" +
-			"then as missing, as it is meant to.",
+			"store is checked). The restored store is given the data dir's owner; run as\n" +
+			"root, restore refuses a data dir under a directory another user can write.\n" +
+			"The server secret is not touched: the backup's tokens verify with the secret\n" +
+			"of the time it was made. Everything after the backup is gone from the\n" +
+			"restored store, the audit events too: keyward audit verify --expect-head\n" +
+			"reports heads kept since then as missing, as it is meant to.",
 		examples: []string{
 			"keyward restore --data-dir /var/lib/keyward --from /backups/keyward-2026-11-24.db",
 		},
@@ -63,20 +84,39 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if st, err := os.Stat(from); err != nil {
+		return fmt.Errorf("--from: %w", err) // before the data dir is made
+	} else if st.IsDir() {
+		return fmt.Errorf("--from: %s is a directory, not a backup file", from)
+	}
+	if dataDir, err = filepath.Abs(dataDir); err != nil {
+		return err
+	}
+	var opt sqlite.RestoreOptions
+	if asRoot() {
+		if opt, err = rootRestore(dataDir); err != nil {
+			return err
+		}
+		if opt.Stage != "" {
+			defer os.RemoveAll(opt.Stage)
+		}
+	}
 	lock, err := lockDataDir(dataDir)
 	if err != nil {
 		return fmt.Errorf("%w; stop it before a restore", err)
 	}
 	if lock != nil {
 		defer lock.Close()
+		if asRoot() {
+			if err := ownLock(lock, dataDir); err != nil {
+				return err
+			}
+		}
 	}
 	path := filepath.Join(dataDir, "keyward.db")
-	aside, err := sqlite.Restore(ctx, from, path, time.Now())
+	aside, err := sqlite.Restore(ctx, from, path, time.Now(), opt)
 	if err != nil {
 		return err
-	}
-	if err := ownLikeDir(dataDir, "keyward.db", "serve.lock"); err != nil {
-		return fmt.Errorf("restored, but giving the store the data dir's owner failed: %w", err)
 	}
 	fmt.Fprintf(e.stdout, "Restored %s into %s.\n", from, path)
 	if aside != "" {
@@ -101,8 +141,13 @@ func parseFileCommand(fs *flagSet, args []string, flag, usage, pgAdvice string) 
 	if cfg.DatabaseURL != "" {
 		return "", "", fs.usagef("the store is PostgreSQL (--database-url): %s", pgAdvice)
 	}
-	if file == "" {
+	switch file {
+	case "":
 		return "", "", fs.usagef("--%s is required", flag)
+	case "-":
+		// Not standard input or output: a store is copied and checked
+		// as a file. A file named - is ./-.
+		return "", "", fs.usagef("--%s takes a file, not - (for a file named -, give ./-)", flag)
 	}
 	return cfg.DataDir, file, nil
 }

@@ -2,10 +2,30 @@
 
 package main
 
-import "os"
+import (
+	"errors"
+	"os"
+
+	"github.com/keyward/keyward/internal/sqlite"
+)
 
 // lockDataDir does nothing where flock is not at hand.
 func lockDataDir(dir string) (*os.File, error) { return nil, nil }
 
-// ownLikeDir does nothing where files have no Unix owner.
-func ownLikeDir(dir string, files ...string) error { return nil }
+// dirOwner has nothing to return where files have no Unix owner.
+func dirOwner(dir string) (uid, gid int, err error) { return 0, 0, errors.New("no owners here") }
+
+// asRoot is false where there is no root.
+func asRoot() bool { return false }
+
+// foreignDir finds none where files have no Unix owner.
+func foreignDir(dir string) (string, error) { return "", nil }
+
+// userName is the number.
+func userName(uid int) string { return "" }
+
+// rootRestore has nothing to prepare where there is no root.
+func rootRestore(dataDir string) (sqlite.RestoreOptions, error) { return sqlite.RestoreOptions{}, nil }
+
+// ownLock has no owner to give.
+func ownLock(f *os.File, dataDir string) error { return nil }

@@ -30,7 +30,10 @@ func Backup(ctx context.Context, src, dest string) (int64, error) {
 	if _, err := os.Lstat(dest); err == nil {
 		return 0, fmt.Errorf("sqlite: %s exists already; give a new file", dest)
 	}
-	tmp, size, err := snapshot(ctx, src, dest)
+	if err := isDir(filepath.Dir(dest)); err != nil {
+		return 0, err
+	}
+	tmp, size, err := snapshot(ctx, src, filepath.Dir(dest))
 	if err != nil {
 		return 0, err
 	}
@@ -53,32 +56,93 @@ func Backup(ctx context.Context, src, dest string) (int64, error) {
 	return size, nil
 }
 
-// snapshot copies the keyward store at src, consistently (see Backup),
-// to a new temporary file beside near, checked (an intact SQLite file
-// holding a keyward store of a schema this build knows), synced, of mode
-// 0600. The caller removes the file it returns, or renames it.
-func snapshot(ctx context.Context, src, near string) (tmp string, size int64, err error) {
-	if _, err := os.Stat(src); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return "", 0, fmt.Errorf("sqlite: no database at %s", src)
+// isDir reports, as an error that names it, a directory that is not there.
+func isDir(dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("sqlite: the directory %s does not exist", dir)
+	case err != nil:
+		return fmt.Errorf("sqlite: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("sqlite: %s is not a directory", dir)
+	}
+	return nil
+}
+
+// Partial copies are named so that a later run can find those a killed
+// one left (SweepPartials); their SQLite journal has -journal added.
+const partialPattern = ".keyward-copy-*.partial"
+
+// partialAge is how old a partial copy must be, besides unlocked, to be
+// taken for one a killed run left: its maker locks it just after making
+// it, and a copy being written is modified all along.
+const partialAge = time.Minute
+
+// SweepPartials removes from dir the partial copies (and their journals)
+// that a backup or restore killed before it could remove them left, and
+// returns their names: those no running process holds (each run locks its
+// own) that were last modified over a minute ago.
+func SweepPartials(dir string) []string {
+	if !fsutil.Locks {
+		return nil
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, partialPattern))
+	var removed []string
+	for _, m := range matches {
+		st, err := os.Lstat(m)
+		if err != nil || !st.Mode().IsRegular() || time.Since(st.ModTime()) < partialAge {
+			continue
 		}
+		f, err := os.OpenFile(m, os.O_RDONLY, 0)
+		if err != nil {
+			continue
+		}
+		if fsutil.TryLock(f) == nil {
+			os.Remove(m + "-journal")
+			if os.Remove(m) == nil {
+				removed = append(removed, m)
+			}
+		}
+		f.Close()
+	}
+	return removed
+}
+
+// snapshot copies the keyward store at src, consistently (see Backup),
+// to a new temporary file in dir, checked (an intact SQLite file holding a
+// keyward store of a schema this build knows), synced, of mode 0600. The
+// caller removes the file it returns, or renames it. Partial copies that
+// killed runs left in dir are removed first.
+func snapshot(ctx context.Context, src, dir string) (tmp string, size int64, err error) {
+	st, err := os.Stat(src)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", 0, fmt.Errorf("sqlite: no database at %s", src)
+	case err != nil:
 		return "", 0, fmt.Errorf("sqlite: %w", err)
+	case st.IsDir():
+		return "", 0, fmt.Errorf("sqlite: %s is a directory, not a database file", src)
 	}
 	// An absolute name, which SQLite cannot take for a URI.
-	near, err = filepath.Abs(near)
+	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return "", 0, fmt.Errorf("sqlite: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(near), "."+filepath.Base(near)+".partial-*")
+	SweepPartials(dir)
+	f, err := os.CreateTemp(dir, partialPattern)
 	if err != nil {
 		return "", 0, fmt.Errorf("sqlite: %w", err)
 	}
 	tmp = f.Name()
+	// Held locked, so that no other run takes it for a killed one's.
 	// Empty and of mode 0600 (CreateTemp's): VACUUM INTO fills an empty
 	// file and keeps its mode.
-	f.Close()
+	fsutil.TryLock(f)
+	defer f.Close()
 	defer func() {
 		if err != nil {
+			os.Remove(tmp + "-journal")
 			os.Remove(tmp)
 		}
 	}()
@@ -94,21 +158,26 @@ func snapshot(ctx context.Context, src, near string) (tmp string, size int64, er
 	if err := checkStore(ctx, tmp); err != nil {
 		return tmp, 0, err
 	}
-	f, err = os.OpenFile(tmp, os.O_RDWR, 0)
-	if err != nil {
-		return tmp, 0, fmt.Errorf("sqlite: %w", err)
-	}
-	st, err := f.Stat()
-	if err == nil {
+	if st, err = f.Stat(); err == nil {
 		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
 	}
 	if err != nil {
 		return tmp, 0, fmt.Errorf("sqlite: %w", err)
 	}
 	return tmp, st.Size(), nil
+}
+
+// RestoreOptions are Restore's choices beyond its arguments.
+type RestoreOptions struct {
+	// Stage is the directory the copy is made in, on the file system of
+	// the database (default: the database's own directory). Root makes it
+	// apart from a directory another user may write (which could swap in
+	// a symbolic link for root's file).
+	Stage string
+	// Prepare, when set, is called with the path of the checked copy
+	// before it takes the database's place (to give it an owner); an error
+	// stops the restore, the store untouched.
+	Prepare func(path string) error
 }
 
 // Restore puts a copy of the keyward store in the file backup in place of
@@ -119,7 +188,7 @@ func snapshot(ctx context.Context, src, near string) (tmp string, size int64, er
 // files to aside (dbPath.before-restore-TIME, a name not taken yet), which
 // Restore returns ("" when there was none); a -wal or -shm left without
 // its database is refused, since SQLite would apply it to the copy.
-func Restore(ctx context.Context, backup, dbPath string, now time.Time) (aside string, err error) {
+func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt RestoreOptions) (aside string, err error) {
 	sides := []string{"", "-wal", "-shm"}
 	if _, err := os.Lstat(dbPath); errors.Is(err, fs.ErrNotExist) {
 		for _, s := range sides[1:] {
@@ -128,11 +197,20 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time) (aside s
 			}
 		}
 	}
-	tmp, _, err := snapshot(ctx, backup, dbPath)
+	stage := opt.Stage
+	if stage == "" {
+		stage = filepath.Dir(dbPath)
+	}
+	tmp, _, err := snapshot(ctx, backup, stage)
 	if err != nil {
 		return "", fmt.Errorf("%w (the store was left as it was)", err)
 	}
 	defer os.Remove(tmp)
+	if opt.Prepare != nil {
+		if err := opt.Prepare(tmp); err != nil {
+			return "", fmt.Errorf("sqlite: %w (the store was left as it was)", err)
+		}
+	}
 	if _, err := os.Lstat(dbPath); err == nil {
 		// What the old store's log holds goes into its main file, so that
 		// the file moved aside is whole by itself.

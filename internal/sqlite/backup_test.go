@@ -124,7 +124,7 @@ func TestRestore(t *testing.T) {
 		os.WriteFile(junk, []byte(strings.Repeat("junk", 1000)), 0o600)
 		for _, f := range []string{other, junk, filepath.Join(t.TempDir(), "missing.db")} {
 			before, _ := os.ReadFile(path)
-			if _, err := Restore(ctx, f, path, t0); err == nil {
+			if _, err := Restore(ctx, f, path, t0, RestoreOptions{}); err == nil {
 				t.Errorf("Restore from %s succeeded", filepath.Base(f))
 			}
 			if after, _ := os.ReadFile(path); string(after) != string(before) {
@@ -133,7 +133,7 @@ func TestRestore(t *testing.T) {
 		}
 	})
 
-	aside, err := Restore(ctx, backup, path, t0)
+	aside, err := Restore(ctx, backup, path, t0, RestoreOptions{})
 	if err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
@@ -197,7 +197,7 @@ func TestRestoreWAL(t *testing.T) {
 
 	// The backup's log is restored with it.
 	dest := filepath.Join(t.TempDir(), "keyward.db")
-	if _, err := Restore(ctx, src, dest, t0); err != nil {
+	if _, err := Restore(ctx, src, dest, t0, RestoreOptions{}); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
 	restored, err := Open(ctx, dest, WithAuditKey(storetest.AuditKey))
@@ -219,7 +219,7 @@ func TestRestoreWAL(t *testing.T) {
 	if _, err := Backup(ctx, filepath.Join(filepath.Dir(w2.path), "keyward.db"), backup); err != nil {
 		t.Fatal(err)
 	}
-	aside, err := Restore(ctx, backup, old, t0)
+	aside, err := Restore(ctx, backup, old, t0, RestoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestRestoreWAL(t *testing.T) {
 	dir := t.TempDir()
 	stray := filepath.Join(dir, "keyward.db")
 	os.WriteFile(stray+"-wal", []byte("log"), 0o600)
-	if _, err := Restore(ctx, backup, stray, t0); err == nil || !strings.Contains(err.Error(), "is there without") {
+	if _, err := Restore(ctx, backup, stray, t0, RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "is there without") {
 		t.Errorf("Restore beside a stray log: %v", err)
 	}
 	if _, err := os.Stat(stray); err == nil {
@@ -265,11 +265,11 @@ func TestRestoreTwiceInASecond(t *testing.T) {
 	if _, err := Backup(ctx, w2.path, backup); err != nil {
 		t.Fatal(err)
 	}
-	first, err := Restore(ctx, backup, p, t0)
+	first, err := Restore(ctx, backup, p, t0, RestoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := Restore(ctx, backup, p, t0)
+	second, err := Restore(ctx, backup, p, t0, RestoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ func TestRestoreNewerStore(t *testing.T) {
 	}
 	raw.Close()
 	dir := t.TempDir()
-	if _, err := Restore(ctx, p, filepath.Join(dir, "keyward.db"), t0); err == nil || !strings.Contains(err.Error(), "newer keyward (migrations 0999_future.sql)") {
+	if _, err := Restore(ctx, p, filepath.Join(dir, "keyward.db"), t0, RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "newer keyward (migrations 0999_future.sql)") {
 		t.Errorf("Restore of a newer store: %v", err)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {

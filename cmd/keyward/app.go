@@ -247,6 +247,15 @@ func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keywar
 	return db, nil
 }
 
+// newerMigrations returns the migrations the store records that this
+// build does not know (keyward.NewerStoreError).
+func newerMigrations(st keyward.Store) []string {
+	if n, ok := st.(interface{ NewerMigrations() []string }); ok {
+		return n.NewerMigrations()
+	}
+	return nil
+}
+
 // newSQLiteStore reports whether cfg names a SQLite store that does not
 // exist yet, which opening it creates: a command that is not meant to
 // create one (user create, migrate) says so, in case the data dir was
@@ -533,6 +542,11 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	}
 	if s.store, err = openStore(ctx, cfg.storeConfig, keys); err != nil {
 		return nil, err
+	}
+	if newer := newerMigrations(s.store); len(newer) > 0 {
+		// Served all the same: a rollback of an upgrade does this, and
+		// the migrations keep older releases working.
+		log.Error("a newer keyward migrated this store: this release serves it without that release's changes; run that release", "migrations", strings.Join(newer, ","))
 	}
 	logKeys(ctx, s.store, keys, log)
 	svc := &manage.Service{Store: s.store, Keys: keys, Log: log}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/postgres"
 )
 
@@ -63,6 +64,10 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 	store, err := openStore(ctx, cfg, keys)
 	if err != nil {
 		return err
+	}
+	if newer := newerMigrations(store); len(newer) > 0 {
+		store.Close()
+		return &keyward.NewerStoreError{Migrations: newer}
 	}
 	if created {
 		noteNewStore(e, cfg)

@@ -75,7 +75,6 @@ import (
 	"io/fs"
 	"net"
 	"path"
-	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -133,8 +132,15 @@ const migrateLockKey int64 = 0x6b65797761726401
 // concurrent use.
 type DB struct {
 	pool     *pgxpool.Pool
-	auditKey []byte // keys the audit chain; see WithAuditKey
+	auditKey []byte   // keys the audit chain; see WithAuditKey
+	newer    []string // see NewerMigrations
 }
+
+// NewerMigrations returns the migrations recorded in the store that this
+// build does not know, sorted: a newer keyward migrated the store, and
+// this one serves it without their changes (a rollback of a rolling
+// upgrade does so on purpose; elsewhere it is most likely a mistake).
+func (db *DB) NewerMigrations() []string { return db.newer }
 
 var _ keyward.Store = (*DB)(nil)
 
@@ -144,6 +150,7 @@ type Option func(*options)
 type options struct {
 	auditKey      []byte
 	linkUnchained bool
+	refuseNewer   bool // fail on migrations this build does not know
 }
 
 // WithAuditKey sets the key under which the store links the audit events
@@ -185,18 +192,20 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	if err := migrate(ctx, pool, o); err != nil {
+	newer, err := migrate(ctx, pool, o)
+	if err != nil {
 		pool.Close()
 		return nil, err
 	}
-	return &DB{pool: pool, auditKey: o.auditKey}, nil
+	return &DB{pool: pool, auditKey: o.auditKey, newer: newer}, nil
 }
 
 // Migrate connects to the database at url, applies every embedded
 // migration not yet applied, and disconnects. It is safe to run while
 // nodes start or run. Give it the audit key that the nodes use
 // (WithAuditKey): the migration that adds the audit chain links the events
-// already stored under it.
+// already stored under it. A store a newer keyward migrated is refused
+// (keyward.NewerStoreError), nothing applied.
 func Migrate(ctx context.Context, url string, opts ...Option) error {
 	o := applyOptions(opts)
 	cfg, err := poolConfig(url)
@@ -208,7 +217,9 @@ func Migrate(ctx context.Context, url string, opts ...Option) error {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return migrate(ctx, conn, o)
+	o.refuseNewer = true
+	_, err = migrate(ctx, conn, o)
+	return err
 }
 
 // poolConfig parses url and fills in every limit the url does not set.
@@ -294,8 +305,9 @@ type beginner interface {
 // migration not yet recorded in schema_migrations, each followed by its
 // step in Go, if it has one; o.auditKey keys the audit chain. The advisory
 // lock, released at commit, makes a concurrent migrate wait and then find
-// the work done.
-func migrate(ctx context.Context, db beginner, o options) error {
+// the work done. It returns the recorded migrations this build does not
+// know (see DB.NewerMigrations), an error with o.refuseNewer.
+func migrate(ctx context.Context, db beginner, o options) (newer []string, err error) {
 	steps := map[string]func(context.Context, pgx.Tx) error{
 		"0002_audit_chain.sql": func(ctx context.Context, tx pgx.Tx) error {
 			return chainExisting(ctx, tx, o.auditKey, o.linkUnchained)
@@ -304,7 +316,7 @@ func migrate(ctx context.Context, db beginner, o options) error {
 	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
-		return fmt.Errorf("postgres: migrate: %w", err)
+		return nil, fmt.Errorf("postgres: migrate: %w", err)
 	}
 	sort.Strings(names)
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
@@ -320,8 +332,15 @@ func migrate(ctx context.Context, db beginner, o options) error {
 		// Nothing to apply (every start but the first after an upgrade):
 		// no lock and no DDL, so that a role that may only read (an
 		// auditor's, for keyward audit verify) can open the store.
-		if done, err := applied(ctx, tx, names); err != nil || done {
+		done, unknown, err := applied(ctx, tx, names)
+		if err != nil {
 			return err
+		}
+		if newer = unknown; len(newer) > 0 && o.refuseNewer {
+			return &keyward.NewerStoreError{Migrations: newer}
+		}
+		if done {
+			return nil
 		}
 		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = '`+migrateTimeout+`'`); err != nil {
 			return err
@@ -365,32 +384,28 @@ func migrate(ctx context.Context, db beginner, o options) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("postgres: migrate: %w", err)
+		return nil, fmt.Errorf("postgres: migrate: %w", err)
 	}
-	return nil
+	return newer, nil
 }
 
 // applied reports whether every migration in names (paths) is recorded as
-// applied, reading only.
-func applied(ctx context.Context, tx pgx.Tx, names []string) (bool, error) {
+// applied, and which recorded ones are not in names (sorted), reading only.
+func applied(ctx context.Context, tx pgx.Tx, names []string) (done bool, unknown []string, err error) {
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil || !exists {
-		return false, err
+		return false, nil, err
 	}
-	rows, err := tx.Query(ctx, `SELECT name FROM schema_migrations`)
+	rows, err := tx.Query(ctx, `SELECT name FROM schema_migrations ORDER BY name`)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
-	done, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	recorded, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
-	for _, name := range names {
-		if !slices.Contains(done, path.Base(name)) {
-			return false, nil
-		}
-	}
-	return true, nil
+	done, unknown = keyward.Migrations(names, recorded)
+	return done, unknown, nil
 }
 
 // bound returns ctx limited to opTimeout. Each exported method bounds its

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
@@ -230,6 +231,31 @@ func TestOpen(t *testing.T) {
 		root, rootSec = rootToken(ws.ID)
 		if err := db.CreateRootToken(ctx, root, rootSec, nil, false); keyward.ErrorCode(err) != keyward.ECONFLICT {
 			t.Errorf("CreateRootToken after reopen = %v, want ECONFLICT", err)
+		}
+	})
+
+	t.Run("NewerStore", func(t *testing.T) {
+		// A newer keyward migrated the store: Migrate refuses it, with
+		// nothing applied; Open serves it and names what it does not know.
+		ctx := t.Context()
+		db, u := openTemp(t)
+		if _, err := db.pool.Exec(ctx, `INSERT INTO schema_migrations (name) VALUES ('0999_future.sql'), ('0998_next.sql')`); err != nil {
+			t.Fatal(err)
+		}
+		var newer *keyward.NewerStoreError
+		if err := Migrate(ctx, u); !errors.As(err, &newer) || !slices.Equal(newer.Migrations, []string{"0998_next.sql", "0999_future.sql"}) {
+			t.Errorf("Migrate = %v, want a NewerStoreError naming both", err)
+		}
+		again, err := Open(ctx, u)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer again.Close()
+		if got := again.NewerMigrations(); !slices.Equal(got, []string{"0998_next.sql", "0999_future.sql"}) {
+			t.Errorf("NewerMigrations = %v", got)
+		}
+		if got := db.NewerMigrations(); got != nil {
+			t.Errorf("NewerMigrations of a store of this build = %v", got)
 		}
 	})
 

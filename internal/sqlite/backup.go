@@ -8,13 +8,11 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
-	"path"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/fsutil"
 )
 
@@ -310,29 +308,12 @@ func checkStore(ctx context.Context, p string) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	for i, k := range known {
-		known[i] = path.Base(k)
-	}
-	rows, err := db.QueryContext(ctx, `SELECT name FROM schema_migrations`)
+	recorded, err := recordedMigrations(ctx, db)
 	if err != nil {
 		return fmt.Errorf("sqlite: checking the copy: %w", err)
 	}
-	defer rows.Close()
-	var unknown []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return fmt.Errorf("sqlite: checking the copy: %w", err)
-		}
-		if !slices.Contains(known, name) {
-			unknown = append(unknown, name)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("sqlite: checking the copy: %w", err)
-	}
-	if len(unknown) > 0 {
-		return fmt.Errorf("sqlite: the store is of a newer keyward (migrations %s): use that release", strings.Join(unknown, ", "))
+	if _, unknown := keyward.Migrations(known, recorded); len(unknown) > 0 {
+		return fmt.Errorf("sqlite: %w", &keyward.NewerStoreError{Migrations: unknown})
 	}
 	return nil
 }

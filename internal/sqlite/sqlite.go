@@ -69,7 +69,8 @@ type DB struct {
 	read     *sql.DB // query_only connections for plain reads
 	auditKey []byte  // keys the audit chain; see WithAuditKey
 
-	linkUnchained bool // see WithLinkUnchainedAudit
+	linkUnchained bool     // see WithLinkUnchainedAudit
+	newer         []string // see NewerMigrations
 
 	closeOnce sync.Once
 	closeErr  error
@@ -185,6 +186,32 @@ func (db *DB) Ping(ctx context.Context) error {
 // migrate applies, in name order and in one transaction, every embedded
 // migration not yet recorded in schema_migrations, each followed by its
 // step in Go, if it has one.
+// recordedMigrations returns the names of the migrations the store
+// records as applied.
+func recordedMigrations(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT name FROM schema_migrations`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		names = append(names, name)
+	}
+	return names, rows.Err()
+}
+
+// NewerMigrations returns the migrations recorded in the store that this
+// build does not know, sorted: a newer keyward migrated the store, and
+// this one serves it without their changes (see keyward.NewerStoreError).
+func (db *DB) NewerMigrations() []string { return db.newer }
+
 func (db *DB) migrate(ctx context.Context) error {
 	steps := map[string]func(context.Context, *sql.Tx) error{
 		"0002_audit_chain.sql":        db.chainExisting,
@@ -202,6 +229,11 @@ func (db *DB) migrate(ctx context.Context) error {
 		)`); err != nil {
 			return err
 		}
+		recorded, err := recordedMigrations(ctx, tx)
+		if err != nil {
+			return err
+		}
+		_, db.newer = keyward.Migrations(names, recorded)
 		for _, name := range names {
 			base := path.Base(name)
 			var n int

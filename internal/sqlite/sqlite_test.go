@@ -65,6 +65,25 @@ func randomDigest() []byte {
 }
 
 func TestOpen(t *testing.T) {
+	t.Run("NewerStore", func(t *testing.T) {
+		// A newer keyward migrated the store: Open serves it and names
+		// what it does not know.
+		db, path := openTemp(t)
+		if got := db.NewerMigrations(); got != nil {
+			t.Errorf("NewerMigrations of a store of this build = %v", got)
+		}
+		if _, err := rawOpen(t, path).Exec(`INSERT INTO schema_migrations (name, applied_at) VALUES ('0999_future.sql', 1)`); err != nil {
+			t.Fatal(err)
+		}
+		again, err := Open(context.Background(), path)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer again.Close()
+		if got := again.NewerMigrations(); !slices.Equal(got, []string{"0999_future.sql"}) {
+			t.Errorf("NewerMigrations = %v", got)
+		}
+	})
 	t.Run("OKReopen", func(t *testing.T) {
 		ctx := context.Background()
 		db, path := openTemp(t)

@@ -1,0 +1,25 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMigrateNewerStore: keyward migrate on a store a newer keyward
+// migrated says so and fails, where it used to print "migrated".
+func TestMigrateNewerStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	cli(t, nil, nil, "", "init", "--data-dir", dir).want(t, 0)
+	r := cli(t, nil, nil, "", "migrate", "--data-dir", dir)
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, "migrated") {
+		t.Errorf("migrate: %q", r.stdout)
+	}
+	execSQL(t, dir, `INSERT INTO schema_migrations (name, applied_at) VALUES ('0999_future.sql', 1)`)
+	r = cli(t, nil, nil, "", "migrate", "--data-dir", dir)
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "the store is of a newer keyward (migrations 0999_future.sql): this release cannot migrate it; run that release") || r.stdout != "" {
+		t.Errorf("migrate of a newer store: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+}

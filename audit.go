@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -93,6 +95,29 @@ func (e *UnchainedAuditError) Error() string {
 		"which linking now would vouch for as they stand: if this store was made by a keyward "+
 		"release from before the chain, run keyward migrate --link-unchained-audit once; otherwise "+
 		"someone removed the chain from the database, and its audit log cannot be trusted", e.Events)
+}
+
+// CheckLinkKeys refuses to link the unchained audit events (see
+// UnchainedAuditError) when the store holds token secrets (stored: their
+// count by server key id) and none under a key of known (the ids of the
+// server secrets given, current and previous, or nil to skip the check):
+// most likely the wrong secret, under which the link could never be
+// verified again, and a link is made once.
+func CheckLinkKeys(stored map[string]int64, known []string) error {
+	if known == nil || len(stored) == 0 {
+		return nil
+	}
+	var ids []string
+	for id := range stored {
+		if slices.Contains(known, id) {
+			return nil
+		}
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return fmt.Errorf("nothing linked: every stored token secret was made under a server secret other than the one given (key ids %s; given %s), "+
+		"and the audit log linked under it could never be verified with the store's own; give the secret that made the store",
+		strings.Join(ids, ","), strings.Join(known, ","))
 }
 
 // AuditMAC returns the link of e in its workspace's audit chain: the

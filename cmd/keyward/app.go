@@ -215,6 +215,15 @@ func auditKeys(keys *secret.Keyring) (current []byte, previous [][]byte) {
 	return keys.Current.Derive(auditKeyPurpose), previous
 }
 
+// keyIDs returns the ids of the server secrets in keys, current first.
+func keyIDs(keys *secret.Keyring) []string {
+	ids := []string{keys.Current.ID}
+	for _, k := range keys.Previous {
+		ids = append(ids, k.ID)
+	}
+	return ids
+}
+
 // openStore opens the store the configuration names, creating its schema,
 // with the audit chain key derived from the current server key in keys.
 func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keyward.Store, error) {
@@ -225,7 +234,7 @@ func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keywar
 		}
 		opts := []postgres.Option{postgres.WithAuditKey(key)}
 		if c.LinkUnchainedAudit {
-			opts = append(opts, postgres.WithLinkUnchainedAudit())
+			opts = append(opts, postgres.WithLinkUnchainedAudit(keyIDs(keys)...))
 		}
 		db, err := postgres.Open(ctx, c.DatabaseURL, opts...)
 		if err != nil {
@@ -238,7 +247,7 @@ func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keywar
 	}
 	opts := []sqlite.Option{sqlite.WithAuditKey(key)}
 	if c.LinkUnchainedAudit {
-		opts = append(opts, sqlite.WithLinkUnchainedAudit())
+		opts = append(opts, sqlite.WithLinkUnchainedAudit(keyIDs(keys)...))
 	}
 	db, err := sqlite.Open(ctx, filepath.Join(c.DataDir, "keyward.db"), opts...)
 	if err != nil {

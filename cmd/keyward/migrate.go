@@ -52,7 +52,7 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 		key, _ := auditKeys(keys)
 		opts := []postgres.Option{postgres.WithAuditKey(key)}
 		if cfg.LinkUnchainedAudit {
-			opts = append(opts, postgres.WithLinkUnchainedAudit())
+			opts = append(opts, postgres.WithLinkUnchainedAudit(keyIDs(keys)...))
 		}
 		if err := postgres.Migrate(ctx, cfg.DatabaseURL, opts...); err != nil {
 			return err

@@ -38,8 +38,9 @@ type backend struct {
 	// fresh returns a fresh database's location.
 	fresh func(t *testing.T) string
 	// openLinking opens the store at loc with the chain key, events
-	// written before the chain let be linked when link is set.
-	openLinking func(loc string, key []byte, link bool) (keyward.Store, error)
+	// written before the chain let be linked when link is set, under a
+	// server secret of keyIDs (nil: unchecked).
+	openLinking func(loc string, key []byte, link bool, keyIDs ...string) (keyward.Store, error)
 	// exec runs SQL written with ? placeholders on the database at loc.
 	exec func(t *testing.T, loc, query string, args ...any)
 }
@@ -60,10 +61,10 @@ func backends(t *testing.T) []backend {
 		fresh: func(t *testing.T) string {
 			return filepath.Join(t.TempDir(), "keyward.db")
 		},
-		openLinking: func(loc string, key []byte, link bool) (keyward.Store, error) {
+		openLinking: func(loc string, key []byte, link bool, keyIDs ...string) (keyward.Store, error) {
 			opts := []sqlite.Option{sqlite.WithAuditKey(key)}
 			if link {
-				opts = append(opts, sqlite.WithLinkUnchainedAudit())
+				opts = append(opts, sqlite.WithLinkUnchainedAudit(keyIDs...))
 			}
 			db, err := sqlite.Open(context.Background(), loc, opts...)
 			if err != nil {
@@ -109,10 +110,10 @@ func backends(t *testing.T) []backend {
 			u.RawQuery = q.Encode()
 			return u.String()
 		},
-		openLinking: func(loc string, key []byte, link bool) (keyward.Store, error) {
+		openLinking: func(loc string, key []byte, link bool, keyIDs ...string) (keyward.Store, error) {
 			opts := []postgres.Option{postgres.WithAuditKey(key)}
 			if link {
-				opts = append(opts, postgres.WithLinkUnchainedAudit())
+				opts = append(opts, postgres.WithLinkUnchainedAudit(keyIDs...))
 			}
 			db, err := postgres.Open(context.Background(), loc, opts...)
 			if err != nil {
@@ -602,8 +603,13 @@ func TestMigrationLinksExistingEvents(t *testing.T) {
 			if !errors.As(err, &unchained) || unchained.Events < 5 {
 				t.Fatalf("open without linking: %v, want an UnchainedAuditError", err)
 			}
-			// The failed migration changed nothing: the next tries again.
-			s, err := b.openLinking(f.loc, key, true)
+			// Under a server secret that made none of the stored token
+			// secrets (most likely the wrong one), nothing is linked.
+			if _, err := b.openLinking(f.loc, key, true, "kother", "kolder"); err == nil || !strings.Contains(err.Error(), "nothing linked: every stored token secret was made under a server secret other than the one given (key ids k1; given kother,kolder)") {
+				t.Fatalf("open, linking under another secret: %v", err)
+			}
+			// The failed migrations changed nothing: the next tries again.
+			s, err := b.openLinking(f.loc, key, true, "knew", "k1")
 			if err != nil {
 				t.Fatalf("open, linking: %v", err)
 			}

@@ -84,7 +84,8 @@ func putHead(ctx context.Context, tx pgx.Tx, key []byte, workspaceID string, seq
 // never links an event it did not just write. It takes lockLogs, so that
 // nodes still running an earlier version wait to append. Events found are
 // linked only when allowed (keyward.UnchainedAuditError).
-func chainExisting(ctx context.Context, tx pgx.Tx, key []byte, allowed bool) error {
+func chainExisting(ctx context.Context, tx pgx.Tx, o options) error {
+	key := o.auditKey
 	if err := lockLogs(ctx, tx); err != nil {
 		return err
 	}
@@ -92,8 +93,17 @@ func chainExisting(ctx context.Context, tx pgx.Tx, key []byte, allowed bool) err
 	if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM audit_events`).Scan(&n); err != nil {
 		return err
 	}
-	if n > 0 && !allowed {
+	if n > 0 && !o.linkUnchained {
 		return &keyward.UnchainedAuditError{Events: n}
+	}
+	if n > 0 && o.linkKeys != nil {
+		stored, err := secretKeys(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if err := keyward.CheckLinkKeys(stored, o.linkKeys); err != nil {
+			return err
+		}
 	}
 	type head struct {
 		seq int64

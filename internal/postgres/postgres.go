@@ -150,7 +150,8 @@ type Option func(*options)
 type options struct {
 	auditKey      []byte
 	linkUnchained bool
-	refuseNewer   bool // fail on migrations this build does not know
+	linkKeys      []string // see WithLinkUnchainedAudit
+	refuseNewer   bool     // fail on migrations this build does not know
 }
 
 // WithAuditKey sets the key under which the store links the audit events
@@ -165,8 +166,12 @@ func WithAuditKey(key []byte) Option {
 
 // WithLinkUnchainedAudit lets the migration that adds the audit chain
 // link audit events a store already holds (see keyward.UnchainedAuditError).
-func WithLinkUnchainedAudit() Option {
-	return func(o *options) { o.linkUnchained = true }
+//
+// keyIDs, when given, are the ids of the server secrets the caller has
+// (keyward.CheckLinkKeys): the link is refused when the store's token
+// secrets were all made under others.
+func WithLinkUnchainedAudit(keyIDs ...string) Option {
+	return func(o *options) { o.linkUnchained, o.linkKeys = true, keyIDs }
 }
 
 func applyOptions(opts []Option) options {
@@ -310,7 +315,7 @@ type beginner interface {
 func migrate(ctx context.Context, db beginner, o options) (newer []string, err error) {
 	steps := map[string]func(context.Context, pgx.Tx) error{
 		"0002_audit_chain.sql": func(ctx context.Context, tx pgx.Tx) error {
-			return chainExisting(ctx, tx, o.auditKey, o.linkUnchained)
+			return chainExisting(ctx, tx, o)
 		},
 		"0007_workspace_name_key.sql": nameKeys,
 	}

@@ -613,9 +613,18 @@ func (db *DB) SecretDigests(ctx context.Context, after []byte, limit int) ([][]b
 func (db *DB) SecretKeys(ctx context.Context) (map[string]int64, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	rows, err := db.pool.Query(ctx, `SELECT key_id, COUNT(*) FROM token_secrets GROUP BY key_id`)
+	out, err := secretKeys(ctx, db.pool)
+	return out, wrap("secret keys", err)
+}
+
+// secretKeys counts the stored token secrets by key id, through q (the
+// pool or a transaction).
+func secretKeys(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) (map[string]int64, error) {
+	rows, err := q.Query(ctx, `SELECT key_id, COUNT(*) FROM token_secrets GROUP BY key_id`)
 	if err != nil {
-		return nil, wrap("secret keys", err)
+		return nil, err
 	}
 	type count struct {
 		id string
@@ -626,7 +635,7 @@ func (db *DB) SecretKeys(ctx context.Context) (map[string]int64, error) {
 		return c, err
 	})
 	if err != nil {
-		return nil, wrap("secret keys", err)
+		return nil, err
 	}
 	out := make(map[string]int64, len(counts))
 	for _, c := range counts {

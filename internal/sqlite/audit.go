@@ -93,6 +93,15 @@ func (db *DB) chainExisting(ctx context.Context, tx *sql.Tx) error {
 	if n > 0 && !db.linkUnchained {
 		return &keyward.UnchainedAuditError{Events: n}
 	}
+	if n > 0 && db.linkKeys != nil {
+		stored, err := secretKeys(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if err := keyward.CheckLinkKeys(stored, db.linkKeys); err != nil {
+			return err
+		}
+	}
 	type head struct {
 		seq int64
 		id  string

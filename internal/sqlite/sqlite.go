@@ -70,6 +70,7 @@ type DB struct {
 	auditKey []byte  // keys the audit chain; see WithAuditKey
 
 	linkUnchained bool     // see WithLinkUnchainedAudit
+	linkKeys      []string // see WithLinkUnchainedAudit
 	newer         []string // see NewerMigrations
 
 	closeOnce sync.Once
@@ -92,8 +93,12 @@ func WithAuditKey(key []byte) Option {
 
 // WithLinkUnchainedAudit lets the migration that adds the audit chain
 // link audit events a store already holds (see keyward.UnchainedAuditError).
-func WithLinkUnchainedAudit() Option {
-	return func(db *DB) { db.linkUnchained = true }
+//
+// keyIDs, when given, are the ids of the server secrets the caller has
+// (keyward.CheckLinkKeys): the link is refused when the store's token
+// secrets were all made under others.
+func WithLinkUnchainedAudit(keyIDs ...string) Option {
+	return func(db *DB) { db.linkUnchained, db.linkKeys = true, keyIDs }
 }
 
 // Open opens the SQLite database file at path, creating it (mode 0600) when

@@ -578,9 +578,18 @@ func (db *DB) SecretDigests(ctx context.Context, after []byte, limit int) ([][]b
 
 // SecretKeys counts the stored secrets by the server key that made them.
 func (db *DB) SecretKeys(ctx context.Context) (map[string]int64, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT key_id, COUNT(*) FROM token_secrets GROUP BY key_id`)
+	out, err := secretKeys(ctx, db.read)
+	return out, wrap("secret keys", err)
+}
+
+// secretKeys counts the stored token secrets by key id, through q (a pool
+// or a transaction).
+func secretKeys(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}) (map[string]int64, error) {
+	rows, err := q.QueryContext(ctx, `SELECT key_id, COUNT(*) FROM token_secrets GROUP BY key_id`)
 	if err != nil {
-		return nil, wrap("secret keys", err)
+		return nil, err
 	}
 	defer rows.Close()
 	out := map[string]int64{}
@@ -588,9 +597,9 @@ func (db *DB) SecretKeys(ctx context.Context) (map[string]int64, error) {
 		var id string
 		var n int64
 		if err := rows.Scan(&id, &n); err != nil {
-			return nil, wrap("secret keys", err)
+			return nil, err
 		}
 		out[id] = n
 	}
-	return out, wrap("secret keys", rows.Err())
+	return out, rows.Err()
 }

@@ -188,12 +188,8 @@ type RestoreOptions struct {
 // its database is refused, since SQLite would apply it to the copy.
 func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt RestoreOptions) (aside string, err error) {
 	sides := []string{"", "-wal", "-shm"}
-	if _, err := os.Lstat(dbPath); errors.Is(err, fs.ErrNotExist) {
-		for _, s := range sides[1:] {
-			if _, err := os.Lstat(dbPath + s); err == nil {
-				return "", fmt.Errorf("sqlite: %s is there without %s: it belongs to a database moved or removed without it; move it away first (the store was left as it was)", dbPath+s, dbPath)
-			}
-		}
+	if err := strayLogs(dbPath); err != nil {
+		return "", fmt.Errorf("%w (the store was left as it was)", err)
 	}
 	stage := opt.Stage
 	if stage == "" {
@@ -242,6 +238,21 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 	}
 	fsutil.SyncDir(filepath.Dir(dbPath))
 	return aside, nil
+}
+
+// strayLogs reports, as an error, a -wal or -shm file at dbPath's side
+// when there is no database at dbPath: SQLite would apply it to a new
+// database made there.
+func strayLogs(dbPath string) error {
+	if _, err := os.Lstat(dbPath); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	for _, s := range []string{"-wal", "-shm"} {
+		if _, err := os.Lstat(dbPath + s); err == nil {
+			return fmt.Errorf("sqlite: %s is there without %s: it belongs to a database moved or removed without it; move it away first", dbPath+s, dbPath)
+		}
+	}
+	return nil
 }
 
 // checkpoint moves what the write-ahead log of the database at p holds

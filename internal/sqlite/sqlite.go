@@ -110,6 +110,12 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") || strings.ContainsRune(path, '?') {
 		return nil, fmt.Errorf("sqlite: %q is not a database file path", path)
 	}
+	// A new database beside its own -wal would be given that log's
+	// changes, or have SQLite remove it: the database it belongs to was
+	// moved or removed without it.
+	if err := strayLogs(path); err != nil {
+		return nil, err
+	}
 	// SQLite creates the -wal and -shm files with the mode of the database
 	// file, so creating it private keeps them private too.
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)

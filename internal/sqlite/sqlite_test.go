@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,6 +66,24 @@ func randomDigest() []byte {
 }
 
 func TestOpen(t *testing.T) {
+	t.Run("ErrStrayLog", func(t *testing.T) {
+		// The database was moved away without its log: no new database
+		// is made beside the log, which would lose or take its changes.
+		dir := t.TempDir()
+		path := filepath.Join(dir, "keyward.db")
+		if err := os.WriteFile(path+"-wal", []byte("frames"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(context.Background(), path); err == nil || !strings.Contains(err.Error(), "keyward.db-wal is there without") {
+			t.Errorf("Open = %v, want the stray log refused", err)
+		}
+		if _, err := os.Stat(path); err == nil {
+			t.Errorf("a database was made")
+		}
+		if b, _ := os.ReadFile(path + "-wal"); string(b) != "frames" {
+			t.Errorf("the log is now %q", b)
+		}
+	})
 	t.Run("NewerStore", func(t *testing.T) {
 		// A newer keyward migrated the store: Open serves it and names
 		// what it does not know.

@@ -256,6 +256,14 @@ func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keywar
 	return db, nil
 }
 
+// appliedMigrations returns the migrations opening the store applied.
+func appliedMigrations(st keyward.Store) []string {
+	if a, ok := st.(interface{ AppliedMigrations() []string }); ok {
+		return a.AppliedMigrations()
+	}
+	return nil
+}
+
 // newerMigrations returns the migrations the store records that this
 // build does not know (keyward.NewerStoreError).
 func newerMigrations(st keyward.Store) []string {
@@ -551,6 +559,9 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	}
 	if s.store, err = openStore(ctx, cfg.storeConfig, keys); err != nil {
 		return nil, err
+	}
+	if applied := appliedMigrations(s.store); len(applied) > 0 {
+		log.Info("store migrated", "migrations", strings.Join(applied, ","))
 	}
 	if newer := newerMigrations(s.store); len(newer) > 0 {
 		// Served all the same: a rollback of an upgrade does this, and

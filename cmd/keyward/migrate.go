@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/postgres"
@@ -54,10 +55,11 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 		if cfg.LinkUnchainedAudit {
 			opts = append(opts, postgres.WithLinkUnchainedAudit(keyIDs(keys)...))
 		}
-		if err := postgres.Migrate(ctx, cfg.DatabaseURL, opts...); err != nil {
+		applied, err := postgres.Migrate(ctx, cfg.DatabaseURL, opts...)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintln(e.stdout, "PostgreSQL store migrated.")
+		fmt.Fprintln(e.stdout, "PostgreSQL store migrated"+appliedNote(applied))
 		return nil
 	}
 	created := newSQLiteStore(cfg)
@@ -72,6 +74,14 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 	if created {
 		noteNewStore(e, cfg)
 	}
-	fmt.Fprintf(e.stdout, "SQLite store in %s migrated.\n", cfg.DataDir)
+	fmt.Fprintf(e.stdout, "SQLite store in %s migrated%s\n", cfg.DataDir, appliedNote(appliedMigrations(store)))
 	return store.Close()
+}
+
+// appliedNote ends migrate's line of output: what it applied.
+func appliedNote(applied []string) string {
+	if len(applied) == 0 {
+		return ": it was up to date, nothing applied."
+	}
+	return ": applied " + strings.Join(applied, ", ") + "."
 }

@@ -13,8 +13,16 @@ func TestMigrateNewerStore(t *testing.T) {
 	cli(t, nil, nil, "", "init", "--data-dir", dir).want(t, 0)
 	r := cli(t, nil, nil, "", "migrate", "--data-dir", dir)
 	r.want(t, 0)
-	if !strings.Contains(r.stdout, "migrated") {
-		t.Errorf("migrate: %q", r.stdout)
+	if want := "SQLite store in " + dir + " migrated: it was up to date, nothing applied.\n"; r.stdout != want {
+		t.Errorf("migrate of a store up to date: %q, want %q", r.stdout, want)
+	}
+	// A store of an earlier release: migrate says what it applied.
+	execSQL(t, dir, `DROP INDEX audit_events_workspace_actor`)
+	execSQL(t, dir, `DELETE FROM schema_migrations WHERE name = '0008_audit_actor_index.sql'`)
+	r = cli(t, nil, nil, "", "migrate", "--data-dir", dir)
+	r.want(t, 0)
+	if want := "SQLite store in " + dir + " migrated: applied 0008_audit_actor_index.sql.\n"; r.stdout != want {
+		t.Errorf("migrate of an earlier store: %q, want %q", r.stdout, want)
 	}
 	execSQL(t, dir, `INSERT INTO schema_migrations (name, applied_at) VALUES ('0999_future.sql', 1)`)
 	r = cli(t, nil, nil, "", "migrate", "--data-dir", dir)

@@ -134,7 +134,12 @@ type DB struct {
 	pool     *pgxpool.Pool
 	auditKey []byte   // keys the audit chain; see WithAuditKey
 	newer    []string // see NewerMigrations
+	applied  []string // see AppliedMigrations
 }
+
+// AppliedMigrations returns the migrations Open applied, in order (none
+// when another node had, or the store was up to date).
+func (db *DB) AppliedMigrations() []string { return db.applied }
 
 // NewerMigrations returns the migrations recorded in the store that this
 // build does not know, sorted: a newer keyward migrated the store, and
@@ -197,34 +202,35 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	newer, err := migrate(ctx, pool, o)
+	m, err := migrate(ctx, pool, o)
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
-	return &DB{pool: pool, auditKey: o.auditKey, newer: newer}, nil
+	return &DB{pool: pool, auditKey: o.auditKey, newer: m.newer, applied: m.applied}, nil
 }
 
 // Migrate connects to the database at url, applies every embedded
 // migration not yet applied, and disconnects. It is safe to run while
 // nodes start or run. Give it the audit key that the nodes use
 // (WithAuditKey): the migration that adds the audit chain links the events
-// already stored under it. A store a newer keyward migrated is refused
+// already stored under it. It returns the migrations it applied, in
+// order. A store a newer keyward migrated is refused
 // (keyward.NewerStoreError), nothing applied.
-func Migrate(ctx context.Context, url string, opts ...Option) error {
+func Migrate(ctx context.Context, url string, opts ...Option) ([]string, error) {
 	o := applyOptions(opts)
 	cfg, err := poolConfig(url)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
-		return fmt.Errorf("postgres: %w", err)
+		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	o.refuseNewer = true
-	_, err = migrate(ctx, conn, o)
-	return err
+	m, err := migrate(ctx, conn, o)
+	return m.applied, err
 }
 
 // poolConfig parses url and fills in every limit the url does not set.
@@ -310,9 +316,10 @@ type beginner interface {
 // migration not yet recorded in schema_migrations, each followed by its
 // step in Go, if it has one; o.auditKey keys the audit chain. The advisory
 // lock, released at commit, makes a concurrent migrate wait and then find
-// the work done. It returns the recorded migrations this build does not
-// know (see DB.NewerMigrations), an error with o.refuseNewer.
-func migrate(ctx context.Context, db beginner, o options) (newer []string, err error) {
+// the work done. It returns the migrations it applied and the recorded
+// ones this build does not know (see DB.NewerMigrations; an error with
+// o.refuseNewer).
+func migrate(ctx context.Context, db beginner, o options) (m migrated, err error) {
 	steps := map[string]func(context.Context, pgx.Tx) error{
 		"0002_audit_chain.sql": func(ctx context.Context, tx pgx.Tx) error {
 			return chainExisting(ctx, tx, o)
@@ -321,7 +328,7 @@ func migrate(ctx context.Context, db beginner, o options) (newer []string, err e
 	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
-		return nil, fmt.Errorf("postgres: migrate: %w", err)
+		return m, fmt.Errorf("postgres: migrate: %w", err)
 	}
 	sort.Strings(names)
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
@@ -341,8 +348,8 @@ func migrate(ctx context.Context, db beginner, o options) (newer []string, err e
 		if err != nil {
 			return err
 		}
-		if newer = unknown; len(newer) > 0 && o.refuseNewer {
-			return &keyward.NewerStoreError{Migrations: newer}
+		if m.newer = unknown; len(m.newer) > 0 && o.refuseNewer {
+			return &keyward.NewerStoreError{Migrations: m.newer}
 		}
 		if done {
 			return nil
@@ -385,13 +392,20 @@ func migrate(ctx context.Context, db beginner, o options) (newer []string, err e
 			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (name) VALUES ($1)`, base); err != nil {
 				return err
 			}
+			m.applied = append(m.applied, base)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("postgres: migrate: %w", err)
+		return migrated{}, fmt.Errorf("postgres: migrate: %w", err)
 	}
-	return newer, nil
+	return m, nil
+}
+
+// migrated is what migrate found and did.
+type migrated struct {
+	applied []string // applied now, in order
+	newer   []string // recorded, unknown to this build
 }
 
 // applied reports whether every migration in names (paths) is recorded as

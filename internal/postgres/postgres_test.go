@@ -243,7 +243,7 @@ func TestOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 		var newer *keyward.NewerStoreError
-		if err := Migrate(ctx, u); !errors.As(err, &newer) || !slices.Equal(newer.Migrations, []string{"0998_next.sql", "0999_future.sql"}) {
+		if _, err := Migrate(ctx, u); !errors.As(err, &newer) || !slices.Equal(newer.Migrations, []string{"0998_next.sql", "0999_future.sql"}) {
 			t.Errorf("Migrate = %v, want a NewerStoreError naming both", err)
 		}
 		again, err := Open(ctx, u)
@@ -270,7 +270,7 @@ func TestOpen(t *testing.T) {
 			}
 			again.Close()
 		}
-		if err := Migrate(ctx, u); err != nil {
+		if _, err := Migrate(ctx, u); err != nil {
 			t.Fatalf("Migrate: %v", err)
 		}
 		if got, want := appliedMigrations(t, db), embeddedMigrations(t); !slices.Equal(got, want) {
@@ -286,8 +286,15 @@ func TestOpen(t *testing.T) {
 		// nothing to do.
 		ctx := t.Context()
 		u := newSchema(t)
-		if err := Migrate(ctx, u); err != nil {
+		applied, err := Migrate(ctx, u)
+		if err != nil {
 			t.Fatalf("Migrate: %v", err)
+		}
+		if want := embeddedMigrations(t); !slices.Equal(applied, want) {
+			t.Errorf("Migrate applied %v, want %v", applied, want)
+		}
+		if again, err := Migrate(ctx, u); err != nil || len(again) != 0 {
+			t.Errorf("Migrate again applied %v, %v; want nothing", again, err)
 		}
 		db, err := Open(ctx, u)
 		if err != nil {
@@ -296,6 +303,9 @@ func TestOpen(t *testing.T) {
 		defer db.Close()
 		if got, want := appliedMigrations(t, db), embeddedMigrations(t); !slices.Equal(got, want) {
 			t.Errorf("schema_migrations = %v, want %v", got, want)
+		}
+		if got := db.AppliedMigrations(); len(got) != 0 {
+			t.Errorf("Open applied %v after Migrate", got)
 		}
 	})
 

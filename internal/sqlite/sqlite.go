@@ -72,6 +72,7 @@ type DB struct {
 	linkUnchained bool     // see WithLinkUnchainedAudit
 	linkKeys      []string // see WithLinkUnchainedAudit
 	newer         []string // see NewerMigrations
+	applied       []string // see AppliedMigrations
 
 	closeOnce sync.Once
 	closeErr  error
@@ -218,6 +219,10 @@ func recordedMigrations(ctx context.Context, q interface {
 	return names, rows.Err()
 }
 
+// AppliedMigrations returns the migrations Open applied, in order (none
+// when the store was up to date).
+func (db *DB) AppliedMigrations() []string { return db.applied }
+
 // NewerMigrations returns the migrations recorded in the store that this
 // build does not know, sorted: a newer keyward migrated the store, and
 // this one serves it without their changes (see keyward.NewerStoreError).
@@ -233,6 +238,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
 	sort.Strings(names)
+	var applied []string // kept only once committed
 	err = db.writeTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 			name       TEXT    PRIMARY KEY,
@@ -270,12 +276,14 @@ func (db *DB) migrate(ctx context.Context) error {
 				base, time.Now().UnixNano()); err != nil {
 				return err
 			}
+			applied = append(applied, base)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
+	db.applied = applied
 	return nil
 }
 

@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward/internal/sqlite"
@@ -26,11 +29,12 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 			"keyward backup --data-dir /var/lib/keyward --output-file /backups/keyward-$(date +%F).db",
 		},
 	})
-	dataDir, output, err := parseFileCommand(fs, args, "output-file", "write the copy to `FILE`, which must not exist (required)",
+	cfg, output, err := parseFileCommand(fs, args, "output-file", "write the copy to `FILE`, which must not exist (required)",
 		"back it up with pg_dump; keyward backup copies the embedded SQLite store of --data-dir")
 	if err != nil {
 		return err
 	}
+	dataDir := cfg.DataDir
 	if asRoot() {
 		// Root writes the copy by name: in a directory another user can
 		// write, a link swapped in for it would send it elsewhere.
@@ -79,11 +83,12 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 			"keyward restore --data-dir /var/lib/keyward --from /backups/keyward-2026-11-24.db",
 		},
 	})
-	dataDir, from, err := parseFileCommand(fs, args, "from", "the backup `FILE` (required)",
+	cfg, from, err := parseFileCommand(fs, args, "from", "the backup `FILE` (required)",
 		"restore it with pg_restore or psql; keyward restore replaces the embedded SQLite store of --data-dir")
 	if err != nil {
 		return err
 	}
+	dataDir := cfg.DataDir
 	if st, err := os.Stat(from); err != nil {
 		return fmt.Errorf("--from: %w", err) // before the data dir is made
 	} else if st.IsDir() {
@@ -122,32 +127,66 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 	if aside != "" {
 		fmt.Fprintf(e.stdout, "The store it replaced is at %s: remove it once the restored store is checked.\n", aside)
 	}
+	if msg := restoredKeys(ctx, e, cfg, path); msg != "" {
+		fmt.Fprintln(e.stderr, "keyward: warning: "+msg)
+	}
 	return nil
+}
+
+// restoredKeys says what stands between the restored store at path and
+// serving it, as far as the server secret goes: none in the data dir nor
+// the environment, or one that made none of its token secrets (then every
+// token answers NOT_FOUND and the audit chains fail). "" when nothing does,
+// or it cannot tell.
+func restoredKeys(ctx context.Context, e *env, cfg storeConfig, path string) string {
+	if err := loadSecrets(e, &cfg); err != nil {
+		return ""
+	}
+	if cfg.Secret == "" {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, "server.secret")); err != nil {
+			return "the data dir has no server secret (server.secret), and KEYWARD_SECRET is not set: serve will refuse to start; put the backup's server secret back first"
+		}
+	}
+	keys, err := keyring(cfg) // the file exists, or the variable is set: nothing is made
+	if err != nil {
+		return ""
+	}
+	stored, err := sqlite.SecretKeys(ctx, path)
+	if err != nil || len(stored) == 0 {
+		return ""
+	}
+	known := keyIDs(keys)
+	for id := range stored {
+		if slices.Contains(known, id) {
+			return ""
+		}
+	}
+	ids := slices.Sorted(maps.Keys(stored))
+	return fmt.Sprintf("the restored store's tokens were made under a server secret other than this one (key ids %s; this one is %s): they will answer NOT_FOUND and the audit chains will not verify until serve runs with the backup's server secret", strings.Join(ids, ","), keys.Current.ID)
 }
 
 // parseFileCommand parses the flags of backup and restore: the store
 // flags, which must name the embedded SQLite store (pgAdvice says what to
 // do on PostgreSQL), and one required file flag.
-func parseFileCommand(fs *flagSet, args []string, flag, usage, pgAdvice string) (dataDir, file string, err error) {
-	var cfg storeConfig
+func parseFileCommand(fs *flagSet, args []string, flag, usage, pgAdvice string) (cfg storeConfig, file string, err error) {
 	defineStoreFlags(fs, &cfg)
 	fs.String(&file, flag, "", "", usage)
 	if args, err = fs.parse(args); err != nil {
-		return "", "", err
+		return cfg, "", err
 	}
 	if err := noArgs(fs, args); err != nil {
-		return "", "", err
+		return cfg, "", err
 	}
 	if cfg.DatabaseURL != "" {
-		return "", "", fs.usagef("the store is PostgreSQL (--database-url): %s", pgAdvice)
+		return cfg, "", fs.usagef("the store is PostgreSQL (--database-url): %s", pgAdvice)
 	}
 	switch file {
 	case "":
-		return "", "", fs.usagef("--%s is required", flag)
+		return cfg, "", fs.usagef("--%s is required", flag)
 	case "-":
 		// Not standard input or output: a store is copied and checked
 		// as a file. A file named - is ./-.
-		return "", "", fs.usagef("--%s takes a file, not - (for a file named -, give ./-)", flag)
+		return cfg, "", fs.usagef("--%s takes a file, not - (for a file named -, give ./-)", flag)
 	}
-	return cfg.DataDir, file, nil
+	return cfg, file, nil
 }

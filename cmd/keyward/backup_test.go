@@ -207,3 +207,42 @@ func TestForeignDir(t *testing.T) {
 		t.Errorf("a sticky parent: %q", got)
 	}
 }
+
+// TestRestoreSecretWarning: restore says when the data dir's server
+// secret cannot serve the restored store.
+func TestRestoreSecretWarning(t *testing.T) {
+	dataDir, backup := newStore(t)
+	r := cli(t, nil, nil, "", "restore", "--data-dir", dataDir, "--from", backup)
+	r.want(t, 0)
+	if r.stderr != "" {
+		t.Errorf("restore under the backup's own secret warned: %q", r.stderr)
+	}
+
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	r = cli(t, nil, nil, "", "restore", "--data-dir", fresh, "--from", backup)
+	r.want(t, 0)
+	if !strings.Contains(r.stderr, "keyward: warning: the data dir has no server secret (server.secret), and KEYWARD_SECRET is not set") {
+		t.Errorf("restore into a data dir without a secret: %q", r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(fresh, "server.secret")); err == nil {
+		t.Errorf("restore made a server secret")
+	}
+
+	other := filepath.Join(t.TempDir(), "other")
+	cli(t, nil, nil, "", "init", "--data-dir", other).want(t, 0)
+	r = cli(t, nil, nil, "", "restore", "--data-dir", other, "--from", backup)
+	r.want(t, 0)
+	if !strings.Contains(r.stderr, "keyward: warning: the restored store's tokens were made under a server secret other than this one") {
+		t.Errorf("restore into a data dir of another secret: %q", r.stderr)
+	}
+	// The variable decides, as it does for serve.
+	secret, err := os.ReadFile(filepath.Join(dataDir, "server.secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = cli(t, nil, map[string]string{"KEYWARD_SECRET": strings.TrimSpace(string(secret))}, "", "restore", "--data-dir", other, "--from", backup)
+	r.want(t, 0)
+	if r.stderr != "" {
+		t.Errorf("restore with KEYWARD_SECRET the backup's: %q", r.stderr)
+	}
+}

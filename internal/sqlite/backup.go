@@ -240,6 +240,18 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 	return aside, nil
 }
 
+// SecretKeys counts the token secrets of the database file at p by server
+// key id, reading only (keyward.Store's SecretKeys, without opening the
+// store).
+func SecretKeys(ctx context.Context, p string) (map[string]int64, error) {
+	db, err := readOnly(p)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	return secretKeys(ctx, db)
+}
+
 // strayLogs reports, as an error, a -wal or -shm file at dbPath's side
 // when there is no database at dbPath: SQLite would apply it to a new
 // database made there.

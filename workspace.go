@@ -44,10 +44,15 @@ func NameKey(name string) string {
 // workspaces made before it (whose names may already differ only in
 // case): the first of such names gets the plain NameKey, each later one
 // the key, a line feed and its id, which no name folds to (names hold no
-// control characters). It returns the keys by workspace id.
-func NameKeys(ws []Workspace) map[string]string {
+// control characters). Keys in taken (those of workspaces keyed before,
+// when a store keys what an earlier release's node made since) count as
+// seen. It returns the keys by workspace id.
+func NameKeys(ws []Workspace, taken map[string]bool) map[string]string {
 	keys := make(map[string]string, len(ws))
-	seen := make(map[string]bool, len(ws))
+	seen := make(map[string]bool, len(ws)+len(taken))
+	for k := range taken {
+		seen[k] = true
+	}
 	for _, w := range ws {
 		key := NameKey(w.Name)
 		if seen[key] {

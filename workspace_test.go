@@ -48,7 +48,7 @@ func TestNameKey(t *testing.T) {
 // TestNameKeys: names that already differ only in case keep a key each,
 // the first made the plain one.
 func TestNameKeys(t *testing.T) {
-	keys := NameKeys([]Workspace{{ID: "ws_1", Name: "Acme"}, {ID: "ws_2", Name: "beta"}, {ID: "ws_3", Name: "ACME"}})
+	keys := NameKeys([]Workspace{{ID: "ws_1", Name: "Acme"}, {ID: "ws_2", Name: "beta"}, {ID: "ws_3", Name: "ACME"}}, nil)
 	if keys["ws_1"] != NameKey("acme") || keys["ws_2"] != NameKey("beta") || keys["ws_3"] != NameKey("acme")+"\nws_3" {
 		t.Fatalf("keys = %q", keys)
 	}

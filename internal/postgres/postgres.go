@@ -207,6 +207,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
+	keyNames(ctx, pool)
 	return &DB{pool: pool, auditKey: o.auditKey, newer: m.newer, applied: m.applied}, nil
 }
 
@@ -400,6 +401,24 @@ func migrate(ctx context.Context, db beginner, o options) (m migrated, err error
 		return migrated{}, fmt.Errorf("postgres: migrate: %w", err)
 	}
 	return m, nil
+}
+
+// keyNames gives the workspaces that a node of the previous release made
+// (during a rolling upgrade, or after a rollback) their name keys
+// (fillNameKeys), under the migration lock, so that nodes starting at once
+// do not race. Best effort: a role that may only read, or a key a node of
+// this release gave meanwhile, leaves them to the next start.
+func keyNames(ctx context.Context, pool *pgxpool.Pool) {
+	var missing bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM workspaces WHERE name_key IS NULL)`).Scan(&missing); err != nil || !missing {
+		return
+	}
+	pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
+			return err
+		}
+		return fillNameKeys(ctx, tx)
+	})
 }
 
 // migrated is what migrate found and did.

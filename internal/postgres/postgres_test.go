@@ -234,6 +234,33 @@ func TestOpen(t *testing.T) {
 		}
 	})
 
+	t.Run("OKNameKeysOfEarlierRelease", func(t *testing.T) {
+		// Workspaces a node of the previous release made during a rolling
+		// upgrade (no name key) get theirs when a node starts: a name
+		// differing from another's in case only is kept apart from it,
+		// and a new workspace cannot take a name of theirs in another case.
+		ctx := t.Context()
+		db, u := openTemp(t)
+		seed(t, db, "Acme")
+		if _, err := db.pool.Exec(ctx, `INSERT INTO workspaces (id, name, token_prefix, created_at) VALUES ('ws_old1', 'ACME', 'kw', now()), ('ws_old2', 'Beta', 'kw', now())`); err != nil {
+			t.Fatal(err)
+		}
+		again, err := Open(ctx, u)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer again.Close()
+		var nulls int
+		db.pool.QueryRow(ctx, `SELECT COUNT(*) FROM workspaces WHERE name_key IS NULL`).Scan(&nulls)
+		if nulls != 0 {
+			t.Errorf("%d workspaces without a name key", nulls)
+		}
+		ws := &keyward.Workspace{ID: keyward.NewID(keyward.PrefixWorkspace, time.Now()), Name: "BETA", TokenPrefix: "kw", CreatedAt: time.Now()}
+		if err := again.CreateWorkspace(ctx, ws, nil, nil); keyward.ErrorCode(err) != keyward.ECONFLICT {
+			t.Errorf("CreateWorkspace(BETA) = %v, want ECONFLICT", err)
+		}
+	})
+
 	t.Run("NewerStore", func(t *testing.T) {
 		// A newer keyward migrated the store: Migrate refuses it, with
 		// nothing applied; Open serves it and names what it does not know.

@@ -145,30 +145,49 @@ func workspaceExists(ctx context.Context, tx pgx.Tx, id string) error {
 // case, made before the key existed by nodes racing, are all kept), then
 // makes it unique.
 func nameKeys(ctx context.Context, tx pgx.Tx) error {
-	rows, err := tx.Query(ctx, `SELECT id, name FROM workspaces ORDER BY created_at, id`)
-	if err != nil {
+	if err := fillNameKeys(ctx, tx); err != nil {
 		return err
-	}
-	var all []keyward.Workspace
-	for rows.Next() {
-		var w keyward.Workspace
-		if err := rows.Scan(&w.ID, &w.Name); err != nil {
-			rows.Close()
-			return err
-		}
-		all = append(all, w)
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for id, key := range keyward.NameKeys(all) {
-		if _, err := tx.Exec(ctx, `UPDATE workspaces SET name_key = $1 WHERE id = $2`, key, id); err != nil {
-			return err
-		}
 	}
 	// name_key stays nullable: a node of the previous version, still
 	// running while the others are upgraded, inserts workspaces without
 	// it (and without this check) rather than fail.
-	_, err = tx.Exec(ctx, `ALTER TABLE workspaces ADD CONSTRAINT workspaces_name_fold_key UNIQUE (name_key)`)
+	_, err := tx.Exec(ctx, `ALTER TABLE workspaces ADD CONSTRAINT workspaces_name_fold_key UNIQUE (name_key)`)
 	return err
+}
+
+// fillNameKeys gives the workspaces without a name key theirs
+// (keyward.NameKeys), around the keys already given: all of them when
+// migration 0007 adds the key, and at each start those that a node of the
+// previous release made since (during a rolling upgrade, or after a
+// rollback), so that names stay unique regardless of case once the
+// rollout is done.
+func fillNameKeys(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, `SELECT id, name, name_key FROM workspaces ORDER BY created_at, id`)
+	if err != nil {
+		return err
+	}
+	var missing []keyward.Workspace
+	taken := map[string]bool{}
+	for rows.Next() {
+		var w keyward.Workspace
+		var key *string
+		if err := rows.Scan(&w.ID, &w.Name, &key); err != nil {
+			rows.Close()
+			return err
+		}
+		if key != nil {
+			taken[*key] = true
+		} else {
+			missing = append(missing, w)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for id, key := range keyward.NameKeys(missing, taken) {
+		if _, err := tx.Exec(ctx, `UPDATE workspaces SET name_key = $1 WHERE id = $2`, key, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -278,7 +278,13 @@ func (db *DB) migrate(ctx context.Context) error {
 			}
 			applied = append(applied, base)
 		}
-		return nil
+		// Workspaces an earlier release made since (a rollback) lack
+		// their name key.
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspaces WHERE name_key IS NULL`).Scan(&n); err != nil || n == 0 {
+			return err
+		}
+		return fillNameKeys(ctx, tx)
 	})
 	if err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)

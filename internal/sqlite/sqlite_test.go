@@ -66,6 +66,36 @@ func randomDigest() []byte {
 }
 
 func TestOpen(t *testing.T) {
+	t.Run("OKNameKeysOfEarlierRelease", func(t *testing.T) {
+		// Workspaces an earlier release's node made (no name key) get
+		// theirs at the next open: a name differing from another's in
+		// case only is kept apart from it, and a new workspace cannot
+		// take a name of theirs in another case.
+		db, path := openTemp(t)
+		seed(t, db, "Acme")
+		db.Close()
+		raw := rawOpen(t, path)
+		if _, err := raw.Exec(`INSERT INTO workspaces (id, name, token_prefix, created_at) VALUES ('ws_old1', 'ACME', 'kw', 2), ('ws_old2', 'Beta', 'kw', 3)`); err != nil {
+			t.Fatal(err)
+		}
+		again, err := Open(context.Background(), path)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer again.Close()
+		var nulls int
+		raw.QueryRow(`SELECT COUNT(*) FROM workspaces WHERE name_key IS NULL`).Scan(&nulls)
+		if nulls != 0 {
+			t.Errorf("%d workspaces without a name key", nulls)
+		}
+		ws := &keyward.Workspace{ID: keyward.NewID(keyward.PrefixWorkspace, t0), Name: "BETA", TokenPrefix: "kw", CreatedAt: t0}
+		if err := again.CreateWorkspace(context.Background(), ws, nil, nil); keyward.ErrorCode(err) != keyward.ECONFLICT {
+			t.Errorf("CreateWorkspace(BETA) = %v, want ECONFLICT", err)
+		}
+		if w, err := again.FindWorkspaceByName(context.Background(), "ACME"); err != nil || w.ID != "ws_old1" {
+			t.Errorf("FindWorkspaceByName(ACME) = %v, %v", w, err)
+		}
+	})
 	t.Run("ErrStrayLog", func(t *testing.T) {
 		// The database was moved away without its log: no new database
 		// is made beside the log, which would lose or take its changes.

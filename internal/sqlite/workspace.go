@@ -131,27 +131,45 @@ func workspaceExists(ctx context.Context, tx *sql.Tx, id string) error {
 // there are (keyward.NameKeys: those whose names already differ only in
 // case are all kept), then makes it unique.
 func nameKeys(ctx context.Context, tx *sql.Tx) error {
-	rows, err := tx.QueryContext(ctx, `SELECT id, name FROM workspaces ORDER BY created_at, id`)
+	if err := fillNameKeys(ctx, tx); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `CREATE UNIQUE INDEX workspaces_name_fold ON workspaces (name_key)`)
+	return err
+}
+
+// fillNameKeys gives the workspaces without a name key theirs
+// (keyward.NameKeys), around the keys already given: all of them when
+// migration 0007 adds the key, and at each start those that a node of an
+// earlier release made since, which knows nothing of the key (a
+// rollback), so that names stay unique regardless of case.
+func fillNameKeys(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, name, name_key FROM workspaces ORDER BY created_at, id`)
 	if err != nil {
 		return err
 	}
-	var all []keyward.Workspace
+	var missing []keyward.Workspace
+	taken := map[string]bool{}
 	for rows.Next() {
 		var w keyward.Workspace
-		if err := rows.Scan(&w.ID, &w.Name); err != nil {
+		var key sql.NullString
+		if err := rows.Scan(&w.ID, &w.Name, &key); err != nil {
 			rows.Close()
 			return err
 		}
-		all = append(all, w)
+		if key.Valid {
+			taken[key.String] = true
+		} else {
+			missing = append(missing, w)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	for id, key := range keyward.NameKeys(all) {
+	for id, key := range keyward.NameKeys(missing, taken) {
 		if _, err := tx.ExecContext(ctx, `UPDATE workspaces SET name_key = ? WHERE id = ?`, key, id); err != nil {
 			return err
 		}
 	}
-	_, err = tx.ExecContext(ctx, `CREATE UNIQUE INDEX workspaces_name_fold ON workspaces (name_key)`)
-	return err
+	return nil
 }

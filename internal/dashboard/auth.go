@@ -56,6 +56,11 @@ func (s *Server) signInPage(w http.ResponseWriter, r *http.Request, status int, 
 }
 
 // waitText says how long to wait, in words.
+// retryAfter sets Retry-After to the wait d, in whole seconds up.
+func retryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
+}
+
 func waitText(d time.Duration) string {
 	n, unit := int((d+time.Second-1)/time.Second), "second"
 	if d >= time.Minute {
@@ -93,7 +98,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	}
 	acct := s.signInGuard(r, email, u, now)
 	if d := s.throttle.take(now, acct, guard{"ip:" + ip, freeIP}); d > 0 {
-		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
+		retryAfter(w, d)
 		s.signInPage(w, r, http.StatusTooManyRequests, "Too many failed attempts. Try again in "+waitText(d)+".", nil)
 		return
 	}
@@ -273,7 +278,7 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d := s.throttle.take(now, guard{"mfa:" + st.user.ID, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
-		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
+		retryAfter(w, d)
 		s.renderMFA(w, r, http.StatusTooManyRequests, mfaData{Next: next, Message: "Too many wrong codes. Try again in " + waitText(d) + "."})
 		return
 	}
@@ -434,6 +439,7 @@ func (s *Server) handleReauth(w http.ResponseWriter, r *http.Request) {
 	next := r.PostForm.Get("next")
 	key := "reauth:" + st.user.ID
 	if d := s.throttle.take(now, guard{key, freeAccount}); d > 0 {
+		retryAfter(w, d)
 		s.render(w, r, http.StatusTooManyRequests, "reauth", "Confirm it is you", reauthData{Next: next, Errors: map[string]string{"password": "Too many failed attempts. Try again in " + waitText(d) + "."}})
 		return
 	}

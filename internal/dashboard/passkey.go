@@ -282,6 +282,7 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 	now := s.now().UTC()
 	ip := clientIP(r)
 	if d := s.throttle.take(now, guard{"ip:" + ip, freeIP}); d > 0 {
+		retryAfter(w, d)
 		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many failed attempts. Try again in " + waitText(d) + "."})
 		return
 	}
@@ -390,8 +391,17 @@ func (s *Server) recordPasskeyUse(r *http.Request, wu *waUser, cred *webauthn.Cr
 
 // handlePasskeyMFABegin starts a passkey as the second factor of a session
 // that presented its password.
+// msgAlreadyVerified answers the second step to a session that has passed
+// it: the step is no way to renew a session's recent sign-in (which takes
+// the password, or a passkey sign-in with user verification).
+const msgAlreadyVerified = "You are signed in already."
+
 func (s *Server) handlePasskeyMFABegin(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
+	if st.session.Verified {
+		writeJSON(w, http.StatusConflict, jsonError{Error: msgAlreadyVerified})
+		return
+	}
 	wu, err := s.waUserOf(r, st.user)
 	if err != nil {
 		s.failJSON(w, r, err)
@@ -416,9 +426,14 @@ func (s *Server) handlePasskeyMFABegin(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
+	if st.session.Verified {
+		writeJSON(w, http.StatusConflict, jsonError{Error: msgAlreadyVerified})
+		return
+	}
 	now := s.now().UTC()
 	ip := clientIP(r)
 	if d := s.throttle.take(now, guard{"mfa:" + st.user.ID, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
+		retryAfter(w, d)
 		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many failed attempts. Try again in " + waitText(d) + "."})
 		return
 	}
@@ -448,6 +463,7 @@ func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	s.throttle.reset("mfa:" + st.user.ID)
+	s.throttle.refund("ip:" + ip) // a success is no strike against the address
 	if err := s.recordPasskeyUse(r, wu, cred, now); err != nil {
 		s.failJSON(w, r, err)
 		return

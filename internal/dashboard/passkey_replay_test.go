@@ -184,3 +184,56 @@ func TestPasskeySignInSingleUse(t *testing.T) {
 		}
 	})
 }
+
+// beginMFA starts the passkey second step of a pending session and
+// returns the challenge and the sealed state.
+func beginMFA(t *testing.T, b *browser) (challenge, state string) {
+	t.Helper()
+	status, body := b.post("/signin/mfa/passkey/begin", nil)
+	wantStatus(t, status, http.StatusOK, body)
+	var begin struct {
+		Options struct {
+			PublicKey struct {
+				Challenge string `json:"challenge"`
+			} `json:"publicKey"`
+		} `json:"options"`
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(body), &begin); err != nil {
+		t.Fatal(err)
+	}
+	return begin.Options.PublicKey.Challenge, begin.State
+}
+
+// TestPasskeySecondStep: after the password, the passkey step signs in;
+// good steps cost the address nothing (people behind one NAT sign in all
+// day), and a signed-in session cannot take the step again to renew its
+// recent sign-in.
+func TestPasskeySecondStep(t *testing.T) {
+	e := newEnvAt(t, "https://localhost")
+	k := newSoftKey(t, e, e.user("ann@example.com", keyward.RoleOwner))
+	var count uint32
+	for i := range freeIP + 2 {
+		e.clock.Add(time.Minute)
+		b := e.browser()
+		b.signIn2("ann@example.com")
+		if b.path() != "/signin/mfa" {
+			t.Fatalf("sign-in %d: at %s after the password, want the second step", i, b.path())
+		}
+		count++
+		challenge, state := beginMFA(t, b)
+		status, body := b.post("/signin/mfa/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, count)}})
+		wantStatus(t, status, http.StatusOK, body)
+		if b.get("/tokens"); b.path() != "/tokens" {
+			t.Fatalf("sign-in %d: at %s after the passkey step", i, b.path())
+		}
+		if i < freeIP+1 {
+			continue
+		}
+		// Signed in: the step is closed to this session.
+		status, body = b.post("/signin/mfa/passkey/begin", nil)
+		wantStatus(t, status, http.StatusConflict, body)
+		status, body = b.post("/signin/mfa/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, count+1)}})
+		wantStatus(t, status, http.StatusConflict, body)
+	}
+}

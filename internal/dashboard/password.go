@@ -2,9 +2,7 @@ package dashboard
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/account"
@@ -48,7 +46,7 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) {
 	}
 	key := "reauth:" + st.user.ID
 	if d := s.throttle.take(now, guard{key, freeAccount}); d > 0 {
-		w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
+		retryAfter(w, d)
 		errs["current"] = "Too many failed attempts. Try again in " + waitText(d) + "."
 		page(http.StatusTooManyRequests)
 		return

@@ -227,6 +227,12 @@ func (s *Server) handlePasskeyRegisterFinish(w http.ResponseWriter, r *http.Requ
 		s.failJSON(w, r, err)
 		return
 	}
+	// As for the authenticator app: a session taken before the factor
+	// existed does not outlive it.
+	if err := s.endOtherSessions(r, st, st.user, "mfa.passkey_add", now); err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"redirect": "/account/mfa"})
 }
 
@@ -238,18 +244,27 @@ func (s *Server) handlePasskeyRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	if st.settings.MFARequired && !st.user.HasMFA() {
-		keys, err := s.accounts.FindPasskeys(r.Context(), st.user.ID)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		if len(keys) <= 1 {
-			s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add another factor before removing your last one.")
-			return
+	keys, err := s.accounts.FindPasskeys(r.Context(), st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if st.settings.MFARequired && !st.user.HasMFA() && len(keys) <= 1 {
+		s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add another factor before removing your last one.")
+		return
+	}
+	ev := s.event(r, st.session.WorkspaceID, st.user.ID, "mfa.passkey_remove", id, now)
+	for _, k := range keys {
+		if k.ID == id { // the name, for the trail: the passkey is gone after
+			ev.Changes, _ = json.Marshal(map[string]any{"name": map[string]any{"from": k.Name}})
 		}
 	}
-	if err := s.accounts.DeletePasskey(r.Context(), st.user.ID, id, s.event(r, st.session.WorkspaceID, st.user.ID, "mfa.passkey_remove", id, now)); err != nil {
+	if err := s.accounts.DeletePasskey(r.Context(), st.user.ID, id, ev); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// A session the passkey signed in, here or elsewhere, ends with it.
+	if err := s.endOtherSessions(r, st, st.user, "mfa.passkey_remove", now); err != nil {
 		s.fail(w, r, err)
 		return
 	}

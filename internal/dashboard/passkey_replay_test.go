@@ -237,3 +237,40 @@ func TestPasskeySecondStep(t *testing.T) {
 		wantStatus(t, status, http.StatusConflict, body)
 	}
 }
+
+// TestPasskeyRemoveEndsOtherSessions: removing a passkey ends the user's
+// other sessions (one it signed in among them), as a change of the
+// authenticator app does, and the trail keeps the passkey's name.
+func TestPasskeyRemoveEndsOtherSessions(t *testing.T) {
+	e := newEnvAt(t, "https://localhost")
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	k := newSoftKey(t, e, u)
+	signIn := func(count uint32) *browser {
+		b := e.browser()
+		challenge, state := beginSignIn(t, b)
+		status, body := b.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, count)}})
+		wantStatus(t, status, http.StatusOK, body)
+		b.get("/account/mfa") // its CSRF token
+		return b
+	}
+	elsewhere, here := signIn(1), signIn(2)
+	keys, err := e.store.FindPasskeys(context.Background(), u.ID)
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("FindPasskeys = %v, %v", keys, err)
+	}
+	status, body := here.post("/account/passkeys/"+keys[0].ID+"/remove", nil)
+	wantStatus(t, status, http.StatusOK, body)
+	if here.path() != "/account/mfa" {
+		t.Fatalf("after the removal: at %s", here.path())
+	}
+	if elsewhere.get("/tokens"); elsewhere.path() != "/signin" {
+		t.Errorf("the other session, signed in with the passkey, goes on (at %s)", elsewhere.path())
+	}
+	if here.get("/tokens"); here.path() != "/tokens" {
+		t.Errorf("the session that removed it ended (at %s)", here.path())
+	}
+	evs, err := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Target: keys[0].ID})
+	if err != nil || len(evs) != 1 || evs[0].Action != "mfa.passkey_remove" || string(evs[0].Changes) != `{"name":{"from":"soft"}}` {
+		t.Errorf("the removal's event: %+v, %v", evs, err)
+	}
+}

@@ -330,6 +330,12 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 	cred, err := s.webauthn.ValidateDiscoverableLogin(handler, *sd, parsed)
 	if err != nil || wu == nil {
 		s.log.Info("passkey sign-in refused", "err", err)
+		if wu != nil {
+			// A registered passkey of a known user, whose assertion
+			// failed (signature, flags, origin): audited as a password
+			// that failed is.
+			s.auditFailure(r, wu.u, "passkey", now)
+		}
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
 	}

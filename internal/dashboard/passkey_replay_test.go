@@ -274,3 +274,35 @@ func TestPasskeyRemoveEndsOtherSessions(t *testing.T) {
 		t.Errorf("the removal's event: %+v, %v", evs, err)
 	}
 }
+
+// TestPasskeySignInFailureAudited: an assertion of a known user's passkey
+// that fails (here its signature, by another key) is audited, as a wrong
+// password of a known user is.
+func TestPasskeySignInFailureAudited(t *testing.T) {
+	e := newEnvAt(t, "https://localhost")
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	k := newSoftKey(t, e, u)
+	forged := *k
+	var err error
+	if forged.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	challenge, state := beginSignIn(t, b)
+	status, body := b.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {forged.assert(t, challenge, 1)}})
+	wantStatus(t, status, http.StatusUnauthorized, body)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		evs, err := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: "session.signin_failed"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 1 && evs[0].Target == u.ID && string(evs[0].Changes) == `{"factor":"passkey"}` {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no session.signin_failed of the passkey: %+v", evs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

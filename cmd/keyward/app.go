@@ -460,6 +460,22 @@ func secureCookies(cfg serveConfig, public *url.URL) bool {
 		dashboard.IsLoopback(host) || strings.HasSuffix(host, ".localhost")
 }
 
+// cookieWarning says what keeps the dashboard's cookies from working with
+// cfg and its public URL, "" when nothing does.
+func cookieWarning(cfg serveConfig, public *url.URL) string {
+	host := strings.ToLower(public.Hostname())
+	switch {
+	case !secureCookies(cfg, public):
+		return "dashboard cookies are not Secure: serve TLS, listen on loopback, or name a TLS proxy with --public-url https://..."
+	case public.Scheme == "http" && cfg.TLSCert == "" && !dashboard.IsLoopback(host) && !strings.HasSuffix(host, ".localhost"):
+		// Secure because the listener is on loopback (a proxy's
+		// upstream), but named plain http elsewhere: browsers keep no
+		// Secure cookie from such a page, and sign-in fails.
+		return "--public-url is plain http at a host other than this machine, but the dashboard's cookies are Secure (the listener is on loopback): browsers will not keep them there and sign-in fails; name the TLS proxy's https:// URL"
+	}
+	return ""
+}
+
 // spoolDir returns where usage the store could not take is spooled: the
 // flag's directory; by default the data dir on SQLite, none on
 // PostgreSQL, whose nodes have no directory of their own to assume (the
@@ -628,8 +644,8 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if accounts, ok := s.store.(keyward.AccountStore); ok {
 		public, _ := url.Parse(cfg.PublicURL) // validated
 		secure := secureCookies(cfg, public)
-		if !secure {
-			log.Warn("dashboard cookies are not Secure: serve TLS, listen on loopback, or name a TLS proxy with --public-url https://...")
+		if msg := cookieWarning(cfg, public); msg != "" {
+			log.Warn(msg, "public_url", cfg.PublicURL)
 		}
 		dash, err := dashboard.New(dashboard.Config{
 			Service: svc, Store: s.store, Accounts: accounts, Keys: keys, Log: log, PublicURL: public, Secure: secure,
@@ -680,7 +696,9 @@ func (s *server) run(ctx context.Context) error {
 	if s.cfg.TLSCert != "" {
 		scheme = "https"
 	}
-	s.log.Info("keyward listening", "addr", s.ln.Addr().String(), "url", scheme+"://"+s.ln.Addr().String(), "version", version)
+	// The dashboard is to be opened at the public URL: passkeys are bound
+	// to its host, and fail at any other (an IP address, say).
+	s.log.Info("keyward listening", "addr", s.ln.Addr().String(), "url", scheme+"://"+s.ln.Addr().String(), "dashboard", s.cfg.PublicURL, "version", version)
 	errc := make(chan error, 2)
 	go func() { errc <- s.http.Serve(s.ln) }()
 	if s.gw != nil {

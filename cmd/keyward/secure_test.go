@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -33,6 +34,28 @@ func TestSecureCookies(t *testing.T) {
 				t.Errorf("secureCookies(%s, %s) = %v, want %v", tt.addr, tt.public, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCookieWarning: serve warns of a public URL that the dashboard's
+// cookies cannot work at: not Secure, or Secure (a loopback listener) at a
+// plain http URL of another host, which browsers keep no Secure cookie from.
+func TestCookieWarning(t *testing.T) {
+	for _, tt := range []struct{ addr, public, cert, want string }{
+		{"127.0.0.1:8080", "http://localhost:8080", "", ""},
+		{"127.0.0.1:8080", "https://keyward.example.com", "", ""},
+		{"0.0.0.0:8443", "http://keyward.example.com", "cert.pem", ""},
+		{"127.0.0.1:8080", "http://keyward.localhost:8080", "", ""},
+		{"127.0.0.1:8080", "http://keyward.internal:8080", "", "--public-url is plain http at a host other than this machine"},
+		{"0.0.0.0:8080", "http://keyward.example.com", "", "dashboard cookies are not Secure"},
+	} {
+		public, _ := url.Parse(tt.public)
+		cfg := serveConfig{Addr: tt.addr}
+		cfg.TLSCert = tt.cert
+		got := cookieWarning(cfg, public)
+		if tt.want == "" && got != "" || !strings.HasPrefix(got, tt.want) {
+			t.Errorf("cookieWarning(%s, %s, %q) = %q, want %q...", tt.addr, tt.public, tt.cert, got, tt.want)
+		}
 	}
 }
 

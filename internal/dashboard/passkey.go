@@ -279,6 +279,13 @@ func (s *Server) handlePasskeySignInBegin(w http.ResponseWriter, r *http.Request
 		writeJSON(w, http.StatusBadRequest, jsonError{Error: "Reload the page and try again."})
 		return
 	}
+	// Each begin stores a challenge, for anyone: an address gets
+	// freeBegins that no sign-in followed before it must wait.
+	if d := s.throttle.take(s.now().UTC(), guard{"begin:" + clientIP(r), freeBegins}); d > 0 {
+		retryAfter(w, d)
+		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many passkey sign-ins begun. Try again in " + waitText(d) + "."})
+		return
+	}
 	opts, sd, err := s.webauthn.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationRequired))
 	if err != nil {
 		s.failJSON(w, r, err)
@@ -343,6 +350,7 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
 	}
+	s.throttle.refund("begin:" + ip) // its begin led somewhere
 	if err := s.recordPasskeyUse(r, wu, cred, now); err != nil {
 		s.failJSON(w, r, err)
 		return

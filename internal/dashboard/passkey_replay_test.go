@@ -306,3 +306,26 @@ func TestPasskeySignInFailureAudited(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPasskeyBeginsThrottled: an address may begin freeBegins passkey
+// sign-ins that no sign-in finished; then it waits (each begin stores a
+// challenge). A sign-in that finishes gives its begin back.
+func TestPasskeyBeginsThrottled(t *testing.T) {
+	e := newEnvAt(t, "https://localhost")
+	k := newSoftKey(t, e, e.user("ann@example.com", keyward.RoleOwner))
+	b := e.browser()
+	challenge, state := beginSignIn(t, b)
+	status, body := b.post("/signin/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, 1)}})
+	wantStatus(t, status, http.StatusOK, body)
+	c := e.browser()
+	for range freeBegins {
+		beginSignIn(t, c)
+	}
+	status, body = c.post("/signin/passkey/begin", nil)
+	wantStatus(t, status, http.StatusTooManyRequests, body)
+	if c.last.Header.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After = %q, want 1", c.last.Header.Get("Retry-After"))
+	}
+	e.clock.Add(time.Second)
+	beginSignIn(t, c)
+}

@@ -454,6 +454,10 @@ func (t *throttle) sweep(now time.Time) {
 const (
 	freeAccount = 3
 	freeIP      = 10
+	// freeBegins is how many passkey sign-ins an address may begin
+	// without finishing one (a dialog dismissed) before it waits: each
+	// stores a challenge, and begins are open to anyone.
+	freeBegins = 30
 )
 
 // verifyPassword is account.VerifyPassword once a hashing slot is free.

@@ -63,7 +63,7 @@ func retryAfter(w http.ResponseWriter, d time.Duration) {
 
 func waitText(d time.Duration) string {
 	n, unit := int((d+time.Second-1)/time.Second), "second"
-	if d >= time.Minute {
+	if d > 2*time.Minute { // 64 seconds is not "2 minutes"
 		n, unit = int((d+time.Minute-1)/time.Minute), "minute"
 	}
 	if n != 1 {

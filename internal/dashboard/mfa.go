@@ -164,8 +164,16 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if st.settings.MFARequired {
-		s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification; it cannot be turned off.")
-		return
+		// A passkey is a second factor too: with one, the app may go.
+		keys, err := s.accounts.FindPasskeys(ctx, st.user.ID)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if len(keys) == 0 {
+			s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add a passkey before turning the authenticator app off.")
+			return
+		}
 	}
 	changed := false
 	u, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {

@@ -490,6 +490,16 @@ func TestSettingsAndMFARequired(t *testing.T) {
 	if mia.get("/tokens"); mia.path() != "/tokens" {
 		t.Errorf("after enrolment: at %s", mia.path())
 	}
+	// Her only factor stays; with a passkey as well, the app may go.
+	mia.get("/account/mfa")
+	status, body := mia.post("/account/mfa/totp/disable", nil)
+	wantStatus(t, status, http.StatusConflict, body)
+	wantText(t, body, "add a passkey before turning the authenticator app off")
+	newSoftKey(t, e, mustUser(t, e, "mia@example.com"))
+	mia.post("/account/mfa/totp/disable", nil)
+	if got := mustUser(t, e, "mia@example.com"); got.HasMFA() || mia.path() != "/account/mfa" {
+		t.Errorf("turning the app off beside a passkey: at %s, app on %v", mia.path(), got.HasMFA())
+	}
 	evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: "workspace.settings_update"})
 	if len(evs) != 1 {
 		t.Errorf("%d settings events, want 1", len(evs))
@@ -504,7 +514,7 @@ func TestSettingsAndMFARequired(t *testing.T) {
 	wantText(t, audit, "mfa.totp_enable")
 	_, audit = o.get("/audit?from=2020-01-01&to=2020-01-02")
 	wantText(t, audit, "No events.")
-	status, audit := o.get("/audit?from=14/03/2026")
+	status, audit = o.get("/audit?from=14/03/2026")
 	wantStatus(t, status, http.StatusBadRequest, audit)
 	if !strings.Contains(audit, `<span class="field-error" id="from-error">Enter a date as YYYY-MM-DD.</span>`) {
 		t.Error("no date message next to the from field")

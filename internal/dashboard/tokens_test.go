@@ -66,7 +66,8 @@ func TestJSONText(t *testing.T) {
 func TestWaitText(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		time.Second: "1 second", 1500 * time.Millisecond: "2 seconds", 59 * time.Second: "59 seconds",
-		time.Minute: "1 minute", 61 * time.Second: "2 minutes",
+		time.Minute: "60 seconds", 64 * time.Second: "64 seconds", 2 * time.Minute: "120 seconds",
+		121 * time.Second: "3 minutes", 15 * time.Minute: "15 minutes",
 	} {
 		if got := waitText(d); got != want {
 			t.Errorf("waitText(%v) = %q, want %q", d, got, want)

@@ -83,7 +83,14 @@ func (k *softKey) assert(t *testing.T, challenge string, count uint32) string {
 func beginSignIn(t *testing.T, b *browser) (challenge, state string) {
 	t.Helper()
 	b.csrf = csrfOf(t, b)
-	status, body := b.post("/signin/passkey/begin", nil)
+	return begin(t, b, "/signin/passkey/begin")
+}
+
+// begin posts to a passkey ceremony's begin path and returns the
+// challenge and the sealed state.
+func begin(t *testing.T, b *browser, path string) (challenge, state string) {
+	t.Helper()
+	status, body := b.post(path, nil)
 	wantStatus(t, status, http.StatusOK, body)
 	var begin struct {
 		Options struct {
@@ -185,26 +192,6 @@ func TestPasskeySignInSingleUse(t *testing.T) {
 	})
 }
 
-// beginMFA starts the passkey second step of a pending session and
-// returns the challenge and the sealed state.
-func beginMFA(t *testing.T, b *browser) (challenge, state string) {
-	t.Helper()
-	status, body := b.post("/signin/mfa/passkey/begin", nil)
-	wantStatus(t, status, http.StatusOK, body)
-	var begin struct {
-		Options struct {
-			PublicKey struct {
-				Challenge string `json:"challenge"`
-			} `json:"publicKey"`
-		} `json:"options"`
-		State string `json:"state"`
-	}
-	if err := json.Unmarshal([]byte(body), &begin); err != nil {
-		t.Fatal(err)
-	}
-	return begin.Options.PublicKey.Challenge, begin.State
-}
-
 // TestPasskeySecondStep: after the password, the passkey step signs in;
 // good steps cost the address nothing (people behind one NAT sign in all
 // day), and a signed-in session cannot take the step again to renew its
@@ -221,7 +208,7 @@ func TestPasskeySecondStep(t *testing.T) {
 			t.Fatalf("sign-in %d: at %s after the password, want the second step", i, b.path())
 		}
 		count++
-		challenge, state := beginMFA(t, b)
+		challenge, state := begin(t, b, "/signin/mfa/passkey/begin")
 		status, body := b.post("/signin/mfa/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, count)}})
 		wantStatus(t, status, http.StatusOK, body)
 		if b.get("/tokens"); b.path() != "/tokens" {

@@ -38,8 +38,8 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 	if asRoot() {
 		// Root writes the copy by name: in a directory another user can
 		// write, a link swapped in for it would send it elsewhere.
-		if d, err := foreignDir(filepath.Dir(output)); err == nil && d != "" {
-			return rootRefusal("write a backup", d, "write it to a directory only root can write, or run keyward backup as that user")
+		if output, err = rootOutput(output); err != nil {
+			return err
 		}
 	}
 	src := filepath.Join(dataDir, "keyward.db")
@@ -99,7 +99,7 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 	}
 	var opt sqlite.RestoreOptions
 	if asRoot() {
-		if opt, err = rootRestore(dataDir); err != nil {
+		if dataDir, opt, err = rootRestore(dataDir); err != nil {
 			return err
 		}
 		if opt.Stage != "" {

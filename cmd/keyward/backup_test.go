@@ -173,6 +173,60 @@ func TestRootBackupRestore(t *testing.T) {
 	})
 }
 
+// TestRootRestoreRedirects: as root, a data dir reached through a link to
+// another user's directory, or under a sticky one (whose owner may move
+// the data dir's entry away and put a link in its place), is refused; and
+// so is a backup written through another user's link.
+func TestRootRestoreRedirects(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs as root only (the checks are root's)")
+	}
+	_, backup := newStore(t)
+	base := t.TempDir()
+	mkdir := func(p string, mode os.FileMode, uid int) string {
+		if err := os.Mkdir(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode)
+		os.Chown(p, uid, uid)
+		return p
+	}
+	home := mkdir(filepath.Join(base, "home"), 0o755, nobody)
+	data := mkdir(filepath.Join(home, "data"), 0o700, nobody)
+	link := filepath.Join(base, "keyward") // root's link to the user's data dir
+	if err := os.Symlink(data, link); err != nil {
+		t.Fatal(err)
+	}
+	sticky := mkdir(filepath.Join(base, "tmp"), 0o777|os.ModeSticky, 0)
+	underSticky := mkdir(filepath.Join(sticky, "data"), 0o700, nobody)
+	for _, tc := range []struct{ dir, refused string }{{link, home}, {underSticky, sticky}} {
+		r := cli(t, nil, nil, "", "restore", "--data-dir", tc.dir, "--from", backup)
+		r.want(t, 1)
+		if !strings.Contains(r.stderr, "refusing to restore as root: "+tc.refused+" can be written by") {
+			t.Errorf("restore into %s: %q", tc.dir, r.stderr)
+		}
+	}
+	if ents, _ := os.ReadDir(data); len(ents) != 0 {
+		t.Errorf("refused, yet wrote %v", ents)
+	}
+
+	// The user's link, in the user's directory, to a directory of root's.
+	rootOnly := mkdir(filepath.Join(base, "root-only"), 0o700, 0)
+	if err := os.Symlink(rootOnly, filepath.Join(home, "bk")); err != nil {
+		t.Fatal(err)
+	}
+	os.Lchown(filepath.Join(home, "bk"), nobody, nobody)
+	dataDir, _ := newStore(t)
+	r := cli(t, nil, nil, "", "backup", "--data-dir", dataDir, "--output-file", filepath.Join(home, "bk", "x.db"))
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "refusing to write a backup as root") {
+		t.Errorf("backup through the user's link: %q", r.stderr)
+	}
+	if ents, _ := os.ReadDir(rootOnly); len(ents) != 0 {
+		t.Errorf("refused, yet wrote %v", ents)
+	}
+}
+
 func TestForeignDir(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("runs as root only (it makes directories of other users)")

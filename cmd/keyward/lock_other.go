@@ -25,7 +25,12 @@ func foreignDir(dir string) (string, error) { return "", nil }
 func userName(uid int) string { return "" }
 
 // rootRestore has nothing to prepare where there is no root.
-func rootRestore(dataDir string) (sqlite.RestoreOptions, error) { return sqlite.RestoreOptions{}, nil }
+func rootRestore(dataDir string) (string, sqlite.RestoreOptions, error) {
+	return dataDir, sqlite.RestoreOptions{}, nil
+}
+
+// rootOutput has nothing to check where there is no root.
+func rootOutput(output string) (string, error) { return output, nil }
 
 // ownLock has no owner to give.
 func ownLock(f *os.File, dataDir string) error { return nil }

@@ -67,38 +67,43 @@ func asRoot() bool { return os.Geteuid() == 0 }
 // to /, where a user other than root could put a symbolic link in place
 // of a file or directory that root makes or uses there, and so have root
 // write where that user chooses: a directory root does not own, or one its
-// group or everyone may write. Above dir, the sticky bit (as on /tmp)
-// suffices, since it keeps root's entries root's. It returns "" when there
-// is none; dir's symbolic links are followed first.
+// group or everyone may write, or a link root does not own. Above dir, the
+// sticky bit (as on /tmp) suffices, since it keeps root's entries root's.
+// It walks dir as given, then as resolved (its links followed), and
+// returns "" when neither has such a place.
 func foreignDir(dir string) (string, error) { return foreignFrom(dir, true) }
 
 // foreignFrom is foreignDir, where strict says whether dir itself must be
 // root's alone (false: as its parents, the sticky bit suffices).
 func foreignFrom(dir string, strict bool) (string, error) {
-	real, err := filepath.EvalSymlinks(dir)
+	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", err
 	}
-	if real, err = filepath.Abs(real); err != nil {
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
 		return "", err
 	}
-	for p := real; ; p = filepath.Dir(p) {
-		st, err := os.Lstat(p)
-		if err != nil {
-			return "", err
-		}
-		sys, ok := st.Sys().(*syscall.Stat_t)
-		if !ok {
-			return "", nil
-		}
-		writable := st.Mode().Perm()&0o022 != 0
-		if sys.Uid != 0 || writable && (strict && p == real || st.Mode()&os.ModeSticky == 0) {
-			return p, nil
-		}
-		if filepath.Dir(p) == p {
-			return "", nil
+	for _, start := range []string{abs, real} {
+		for p := start; ; p = filepath.Dir(p) {
+			st, err := os.Lstat(p)
+			if err != nil {
+				return "", err
+			}
+			sys, ok := st.Sys().(*syscall.Stat_t)
+			if !ok {
+				return "", nil
+			}
+			writable := st.IsDir() && st.Mode().Perm()&0o022 != 0
+			if sys.Uid != 0 || writable && (strict && p == start || st.Mode()&os.ModeSticky == 0) {
+				return p, nil
+			}
+			if filepath.Dir(p) == p {
+				break
+			}
 		}
 	}
+	return "", nil
 }
 
 // userName names the user of uid, for a message: the name if known, else
@@ -110,41 +115,71 @@ func userName(uid int) string {
 	return strconv.Itoa(uid)
 }
 
-// rootRestore prepares a restore run as root into dataDir (absolute). The
-// directories above it must be root's alone, or the restore is refused.
-// A data dir that another user can write (the service's own, the usual
-// case) gets the copy made in a directory of root's beside it, where no
-// link can be swapped in, and given the data dir's owner there before it
-// takes its place by a rename, which follows no link. A data dir not
-// there yet is made by root, and is root's.
-func rootRestore(dataDir string) (sqlite.RestoreOptions, error) {
+// rootRestore prepares a restore run as root into dataDir (absolute), and
+// returns the data dir to work in: its real path, every symbolic link on
+// the way resolved once, so that no link swapped in later is followed.
+// The directories above it must be root's alone (no sticky bit: a user
+// could move the data dir's own entry away and put a link in its place),
+// or the restore is refused. A data dir that another user can write (the
+// service's own, the usual case) gets the copy made in a directory of
+// root's beside it, where no link can be swapped in, and given the data
+// dir's owner there before it takes its place by a rename, which follows
+// no link; a data dir that is a file system of its own (a mount), which
+// no rename reaches, is refused. A data dir not there yet is made by
+// root, and is root's.
+func rootRestore(dataDir string) (string, sqlite.RestoreOptions, error) {
 	const advice = "run keyward restore as the data dir's owner, with the backup readable by that user"
-	parent := filepath.Dir(dataDir)
-	if _, err := os.Stat(dataDir); errors.Is(err, os.ErrNotExist) {
-		for parent != filepath.Dir(parent) {
-			if _, err := os.Stat(parent); err == nil {
+	if _, err := os.Lstat(dataDir); errors.Is(err, os.ErrNotExist) {
+		// The nearest directory that is there, resolved, and what is to
+		// be made below it.
+		have, rest := filepath.Dir(dataDir), filepath.Base(dataDir)
+		for {
+			if _, err := os.Lstat(have); err == nil || have == filepath.Dir(have) {
 				break
 			}
-			parent = filepath.Dir(parent)
+			have, rest = filepath.Dir(have), filepath.Join(filepath.Base(have), rest)
 		}
-		if d, err := foreignDir(parent); err != nil {
-			return sqlite.RestoreOptions{}, err
+		real, err := filepath.EvalSymlinks(have)
+		if err != nil {
+			return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
+		}
+		if d, err := foreignDir(have); err != nil {
+			return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
 		} else if d != "" {
-			return sqlite.RestoreOptions{}, rootRefusal("restore", d, advice)
+			return "", sqlite.RestoreOptions{}, rootRefusal("restore", d, advice)
 		}
-		return sqlite.RestoreOptions{}, nil
+		return filepath.Join(real, rest), sqlite.RestoreOptions{}, nil
 	}
-	if d, err := foreignFrom(parent, false); err != nil {
-		return sqlite.RestoreOptions{}, err
-	} else if d != "" {
-		return sqlite.RestoreOptions{}, rootRefusal("restore", d, advice)
-	}
-	if d, err := foreignDir(dataDir); err != nil || d == "" {
-		return sqlite.RestoreOptions{}, err
-	}
-	uid, gid, err := dirOwner(dataDir)
+	real, err := filepath.EvalSymlinks(dataDir)
 	if err != nil {
-		return sqlite.RestoreOptions{}, err
+		return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
+	}
+	// The path as given, and as resolved: no link on either way may be
+	// another user's, nor any directory above the data dir.
+	if d, err := foreignDir(filepath.Dir(dataDir)); err != nil {
+		return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
+	} else if d != "" {
+		return "", sqlite.RestoreOptions{}, rootRefusal("restore", d, advice)
+	}
+	parent := filepath.Dir(real)
+	if d, err := foreignDir(parent); err != nil {
+		return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
+	} else if d != "" {
+		return "", sqlite.RestoreOptions{}, rootRefusal("restore", d, advice)
+	}
+	if d, err := foreignDir(real); err != nil {
+		return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
+	} else if d == "" {
+		return real, sqlite.RestoreOptions{}, nil // root's alone
+	}
+	uid, gid, err := dirOwner(real)
+	if err != nil {
+		return "", sqlite.RestoreOptions{}, err
+	}
+	if same, err := sameDevice(real, parent); err != nil {
+		return "", sqlite.RestoreOptions{}, err
+	} else if !same {
+		return "", sqlite.RestoreOptions{}, fmt.Errorf("refusing to restore as root: the data dir %s is a file system of its own (a mount), which root's copy beside it cannot be moved into; %s", real, advice)
 	}
 	// Stages a killed restore left beside the data dir go first.
 	old, _ := filepath.Glob(filepath.Join(parent, ".keyward-restore-*"))
@@ -156,9 +191,40 @@ func rootRestore(dataDir string) (sqlite.RestoreOptions, error) {
 	}
 	stage, err := os.MkdirTemp(parent, ".keyward-restore-*")
 	if err != nil {
-		return sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
+		return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
 	}
-	return sqlite.RestoreOptions{Stage: stage, Prepare: func(p string) error { return os.Lchown(p, uid, gid) }}, nil
+	return real, sqlite.RestoreOptions{Stage: stage, Prepare: func(p string) error { return os.Lchown(p, uid, gid) }}, nil
+}
+
+// sameDevice reports whether the files at a and b are on one file system.
+func sameDevice(a, b string) (bool, error) {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	sb, err := os.Stat(b)
+	if err != nil {
+		return false, err
+	}
+	return sa.Sys().(*syscall.Stat_t).Dev == sb.Sys().(*syscall.Stat_t).Dev, nil
+}
+
+// rootOutput returns the path to write a backup to as root: output with
+// its directory's real path, every symbolic link resolved once, after
+// checking that no other user can write there or above (foreignDir).
+func rootOutput(output string) (string, error) {
+	dir, err := filepath.EvalSymlinks(filepath.Dir(output))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("the directory %s does not exist", filepath.Dir(output))
+	} else if err != nil {
+		return "", fmt.Errorf("--output-file: %w", err)
+	}
+	if d, err := foreignDir(filepath.Dir(output)); err != nil {
+		return "", fmt.Errorf("--output-file: %w", err)
+	} else if d != "" {
+		return "", rootRefusal("write a backup", d, "write it to a directory only root can write, or run keyward backup as that user")
+	}
+	return filepath.Join(dir, filepath.Base(output)), nil
 }
 
 // ownLock gives the lock file that root made in dataDir the data dir's

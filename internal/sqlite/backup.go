@@ -31,10 +31,11 @@ func Backup(ctx context.Context, src, dest string) (int64, error) {
 	if err := isDir(filepath.Dir(dest)); err != nil {
 		return 0, err
 	}
-	tmp, size, err := snapshot(ctx, src, filepath.Dir(dest))
+	tmp, lock, size, err := snapshot(ctx, src, filepath.Dir(dest))
 	if err != nil {
 		return 0, err
 	}
+	defer lock.Close()
 	defer os.Remove(tmp)
 	if err := os.Link(tmp, dest); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -110,59 +111,61 @@ func SweepPartials(dir string) []string {
 // snapshot copies the keyward store at src, consistently (see Backup),
 // to a new temporary file in dir, checked (an intact SQLite file holding a
 // keyward store of a schema this build knows), synced, of mode 0600. The
-// caller removes the file it returns, or renames it. Partial copies that
-// killed runs left in dir are removed first.
-func snapshot(ctx context.Context, src, dir string) (tmp string, size int64, err error) {
+// caller removes the file it returns, or renames it, then closes lock, the
+// file open and locked so that no sweep takes it for a killed run's until
+// it is placed (SweepPartials). Partial copies that killed runs left in
+// dir are removed first.
+func snapshot(ctx context.Context, src, dir string) (tmp string, lock *os.File, size int64, err error) {
 	st, err := os.Stat(src)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return "", 0, fmt.Errorf("sqlite: no database at %s", src)
+		return "", nil, 0, fmt.Errorf("sqlite: no database at %s", src)
 	case err != nil:
-		return "", 0, fmt.Errorf("sqlite: %w", err)
+		return "", nil, 0, fmt.Errorf("sqlite: %w", err)
 	case st.IsDir():
-		return "", 0, fmt.Errorf("sqlite: %s is a directory, not a database file", src)
+		return "", nil, 0, fmt.Errorf("sqlite: %s is a directory, not a database file", src)
 	}
 	// An absolute name, which SQLite cannot take for a URI.
 	dir, err = filepath.Abs(dir)
 	if err != nil {
-		return "", 0, fmt.Errorf("sqlite: %w", err)
+		return "", nil, 0, fmt.Errorf("sqlite: %w", err)
 	}
 	SweepPartials(dir)
 	f, err := os.CreateTemp(dir, partialPattern)
 	if err != nil {
-		return "", 0, fmt.Errorf("sqlite: %w", err)
+		return "", nil, 0, fmt.Errorf("sqlite: %w", err)
 	}
 	tmp = f.Name()
 	// Held locked, so that no other run takes it for a killed one's.
 	// Empty and of mode 0600 (CreateTemp's): VACUUM INTO fills an empty
 	// file and keeps its mode.
 	fsutil.TryLock(f)
-	defer f.Close()
 	defer func() {
 		if err != nil {
+			f.Close()
 			os.Remove(tmp + "-journal")
 			os.Remove(tmp)
 		}
 	}()
 	db, err := readOnly(src)
 	if err != nil {
-		return tmp, 0, err
+		return tmp, nil, 0, err
 	}
 	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, tmp)
 	db.Close()
 	if err != nil {
-		return tmp, 0, fmt.Errorf("sqlite: copying %s: %w", src, err)
+		return tmp, nil, 0, fmt.Errorf("sqlite: copying %s: %w", src, err)
 	}
 	if err := checkStore(ctx, tmp); err != nil {
-		return tmp, 0, err
+		return tmp, nil, 0, err
 	}
 	if st, err = f.Stat(); err == nil {
 		err = f.Sync()
 	}
 	if err != nil {
-		return tmp, 0, fmt.Errorf("sqlite: %w", err)
+		return tmp, nil, 0, fmt.Errorf("sqlite: %w", err)
 	}
-	return tmp, st.Size(), nil
+	return tmp, f, st.Size(), nil
 }
 
 // RestoreOptions are Restore's choices beyond its arguments.
@@ -195,10 +198,11 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 	if stage == "" {
 		stage = filepath.Dir(dbPath)
 	}
-	tmp, _, err := snapshot(ctx, backup, stage)
+	tmp, lock, _, err := snapshot(ctx, backup, stage)
 	if err != nil {
 		return "", fmt.Errorf("%w (the store was left as it was)", err)
 	}
+	defer lock.Close()
 	defer os.Remove(tmp)
 	if opt.Prepare != nil {
 		if err := opt.Prepare(tmp); err != nil {
@@ -234,6 +238,19 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 		return "", fmt.Errorf("sqlite: %w", err)
 	}
 	if err := os.Rename(tmp, dbPath); err != nil {
+		// The store goes back where it was, so that no serve starts on
+		// a data dir without one (and makes a new, empty store).
+		back := true
+		for _, s := range sides {
+			if aside != "" {
+				if err := os.Rename(aside+s, dbPath+s); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					back = false
+				}
+			}
+		}
+		if back {
+			return "", fmt.Errorf("sqlite: putting the backup in place: %w (the store was left as it was)", err)
+		}
 		return aside, fmt.Errorf("sqlite: putting the backup in place: %w (the database it replaces is at %s)", err, aside)
 	}
 	fsutil.SyncDir(filepath.Dir(dbPath))
@@ -252,17 +269,16 @@ func SecretKeys(ctx context.Context, p string) (map[string]int64, error) {
 	return secretKeys(ctx, db)
 }
 
-// strayLogs reports, as an error, a -wal or -shm file at dbPath's side
-// when there is no database at dbPath: SQLite would apply it to a new
-// database made there.
+// strayLogs reports, as an error, a write-ahead log with frames beside
+// dbPath when there is no database at dbPath: SQLite would apply it to a
+// new database made there, or remove it with the changes it holds. An
+// empty log, or a -shm alone, holds nothing and is no bar.
 func strayLogs(dbPath string) error {
 	if _, err := os.Lstat(dbPath); !errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	for _, s := range []string{"-wal", "-shm"} {
-		if _, err := os.Lstat(dbPath + s); err == nil {
-			return fmt.Errorf("sqlite: %s is there without %s: it belongs to a database moved or removed without it; move it away first", dbPath+s, dbPath)
-		}
+	if st, err := os.Lstat(dbPath + "-wal"); err == nil && st.Size() > 0 {
+		return fmt.Errorf("sqlite: %s is there without %s: it belongs to a database moved or removed without it; move it away first", dbPath+"-wal", dbPath)
 	}
 	return nil
 }

@@ -305,3 +305,43 @@ func TestRestoreNewerStore(t *testing.T) {
 		t.Errorf("files left: %v", ents)
 	}
 }
+
+// TestRestorePutsBackWhenPlacingFails: when the copy cannot take the
+// store's place (here: a stage on another file system, which no rename
+// reaches), the store moved aside goes back, so that no serve starts on a
+// data dir without one.
+func TestRestorePutsBackWhenPlacingFails(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTemp(t)
+	_, tok, _ := seed(t, db, "acme")
+	backup := filepath.Join(t.TempDir(), "b.db")
+	if _, err := Backup(ctx, path, backup); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	shm, err := os.Stat("/dev/shm")
+	here, err2 := os.Stat(filepath.Dir(path))
+	if err != nil || err2 != nil || !shm.IsDir() || sameDev(shm, here) {
+		t.Skip("no second file system at /dev/shm to stage on")
+	}
+	stage, err := os.MkdirTemp("/dev/shm", "keyward-test-*")
+	if err != nil {
+		t.Skip("cannot stage on /dev/shm:", err)
+	}
+	defer os.RemoveAll(stage)
+	aside, err := Restore(ctx, backup, path, t0, RestoreOptions{Stage: stage})
+	if err == nil || !strings.Contains(err.Error(), "the store was left as it was") || aside != "" {
+		t.Fatalf("Restore across file systems = %q, %v; want a failure that left the store", aside, err)
+	}
+	again, err := Open(ctx, path, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if _, err := again.FindToken(ctx, tok.WorkspaceID, tok.ID); err != nil {
+		t.Errorf("the store after the failed restore: %v", err)
+	}
+	if left, _ := filepath.Glob(path + ".before-restore-*"); len(left) != 0 {
+		t.Errorf("left aside: %v", left)
+	}
+}

@@ -113,6 +113,15 @@ func TestOpen(t *testing.T) {
 		if b, _ := os.ReadFile(path + "-wal"); string(b) != "frames" {
 			t.Errorf("the log is now %q", b)
 		}
+		// An empty log and a -shm hold nothing: a new store is made.
+		empty := filepath.Join(t.TempDir(), "keyward.db")
+		os.WriteFile(empty+"-wal", nil, 0o600)
+		os.WriteFile(empty+"-shm", []byte("index"), 0o600)
+		db, err := Open(context.Background(), empty)
+		if err != nil {
+			t.Fatalf("Open beside an empty log: %v", err)
+		}
+		db.Close()
 	})
 	t.Run("NewerStore", func(t *testing.T) {
 		// A newer keyward migrated the store: Open serves it and names

@@ -55,12 +55,12 @@ func (s *Server) signInPage(w http.ResponseWriter, r *http.Request, status int, 
 	})
 }
 
-// waitText says how long to wait, in words.
 // retryAfter sets Retry-After to the wait d, in whole seconds up.
 func retryAfter(w http.ResponseWriter, d time.Duration) {
 	w.Header().Set("Retry-After", fmt.Sprint(int((d+time.Second-1)/time.Second)))
 }
 
+// waitText says how long to wait, in words.
 func waitText(d time.Duration) string {
 	n, unit := int((d+time.Second-1)/time.Second), "second"
 	if d > 2*time.Minute { // 64 seconds is not "2 minutes"

@@ -92,6 +92,7 @@ type Server struct {
 	webauthn   *webauthn.WebAuthn
 	pages      map[string]*template.Template
 	throttle   *throttle
+	begins     *windows // passkey sign-ins begun, by address
 	// hashing bounds how many argon2id hashes run at once: each takes
 	// params.Memory (19 MiB by default), so parallel sign-ins could
 	// otherwise exhaust memory.
@@ -143,7 +144,7 @@ func New(cfg Config) (*Server, error) {
 	s.csrfKey = cfg.Keys.Current.Derive("dashboard-csrf/v1")
 	s.inviteKey = cfg.Keys.Current.Derive("dashboard-invite/v1")
 	s.deviceKey = cfg.Keys.Current.Derive("dashboard-device/v1")
-	s.throttle = newThrottle()
+	s.throttle, s.begins = newThrottle(), newWindows()
 	s.hashing = make(chan struct{}, 2*runtime.GOMAXPROCS(0))
 	var err error
 	// Passkeys belong to the host of the public URL (browsers refuse an IP

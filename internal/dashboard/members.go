@@ -453,6 +453,7 @@ func (s *Server) handleInviteAccept(w http.ResponseWriter, r *http.Request) {
 		}
 		key := "account:" + u.Email
 		if wait := s.throttle.take(now, guard{key, freeAccount}); wait > 0 {
+			retryAfter(w, wait)
 			d.Errors["password"] = "Too many failed attempts. Try again in " + waitText(wait) + "."
 			s.render(w, r, http.StatusTooManyRequests, "invite", "Join "+d.Workspace, d)
 			return

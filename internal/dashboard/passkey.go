@@ -279,9 +279,9 @@ func (s *Server) handlePasskeySignInBegin(w http.ResponseWriter, r *http.Request
 		writeJSON(w, http.StatusBadRequest, jsonError{Error: "Reload the page and try again."})
 		return
 	}
-	// Each begin stores a challenge, for anyone: an address gets
-	// freeBegins that no sign-in followed before it must wait.
-	if d := s.throttle.take(s.now().UTC(), guard{"begin:" + clientIP(r), freeBegins}); d > 0 {
+	// Each begin stores a challenge, for anyone: an address may begin so
+	// many in a window.
+	if d := s.begins.take(s.now().UTC(), clientIP(r), beginsPerWindow, challengeTTL); d > 0 {
 		retryAfter(w, d)
 		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many passkey sign-ins begun. Try again in " + waitText(d) + "."})
 		return
@@ -350,7 +350,6 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
 	}
-	s.throttle.refund("begin:" + ip) // its begin led somewhere
 	if err := s.recordPasskeyUse(r, wu, cred, now); err != nil {
 		s.failJSON(w, r, err)
 		return
@@ -418,13 +417,13 @@ func (s *Server) recordPasskeyUse(r *http.Request, wu *waUser, cred *webauthn.Cr
 	return s.accounts.UsePasskey(r.Context(), pk.ID, raw, now)
 }
 
-// handlePasskeyMFABegin starts a passkey as the second factor of a session
-// that presented its password.
 // msgAlreadyVerified answers the second step to a session that has passed
 // it: the step is no way to renew a session's recent sign-in (which takes
 // the password, or a passkey sign-in with user verification).
 const msgAlreadyVerified = "You are signed in already."
 
+// handlePasskeyMFABegin starts a passkey as the second factor of a session
+// that presented its password.
 func (s *Server) handlePasskeyMFABegin(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	if st.session.Verified {

@@ -454,11 +454,52 @@ func (t *throttle) sweep(now time.Time) {
 const (
 	freeAccount = 3
 	freeIP      = 10
-	// freeBegins is how many passkey sign-ins an address may begin
-	// without finishing one (a dialog dismissed) before it waits: each
-	// stores a challenge, and begins are open to anyone.
-	freeBegins = 30
 )
+
+// Passkey sign-ins an address may begin in a window of challengeTTL: each
+// stores a challenge, and begins are open to anyone, so an address holds
+// at most about twice this many live challenges (two windows' worth).
+const beginsPerWindow = 60
+
+// windows counts events per key in fixed windows, for a limit of so many
+// in a window that forgets on its own (unlike throttle's strikes, which
+// only a success or an hour of quiet clears).
+type windows struct {
+	mu sync.Mutex
+	m  map[string]*window
+}
+
+type window struct {
+	start time.Time
+	n     int
+}
+
+func newWindows() *windows { return &windows{m: map[string]*window{}} }
+
+// take counts an event for key at now, unless key has had limit in its
+// window of length per already: then it counts nothing and returns the
+// wait until the window ends.
+func (ws *windows) take(now time.Time, key string, limit int, per time.Duration) time.Duration {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.m[key]
+	if w == nil || now.Sub(w.start) >= per {
+		if len(ws.m) >= throttleMax { // bounded: drop the ended windows
+			for k, o := range ws.m {
+				if now.Sub(o.start) >= per {
+					delete(ws.m, k)
+				}
+			}
+		}
+		w = &window{start: now}
+		ws.m[key] = w
+	}
+	if w.n >= limit {
+		return w.start.Add(per).Sub(now)
+	}
+	w.n++
+	return 0
+}
 
 // verifyPassword is account.VerifyPassword once a hashing slot is free.
 // It returns the context's error when ctx ends first.

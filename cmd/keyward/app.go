@@ -579,6 +579,9 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if applied := appliedMigrations(s.store); len(applied) > 0 {
 		log.Info("store migrated", "migrations", strings.Join(applied, ","))
 	}
+	if k, ok := s.store.(interface{ NameKeyError() error }); ok && k.NameKeyError() != nil {
+		log.Warn("workspaces made by an earlier release could not be given their case-folded name keys; the next start tries again", "err", k.NameKeyError())
+	}
 	if newer := newerMigrations(s.store); len(newer) > 0 {
 		// Served all the same: a rollback of an upgrade does this, and
 		// the migrations keep older releases working.

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/postgres"
+	"github.com/keyward/keyward/internal/sqlite"
 )
 
 // cmdMigrate applies the store's schema migrations and exits. Every command
@@ -63,6 +65,10 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	created := newSQLiteStore(cfg)
+	// Read first: opening the store writes to it.
+	if err := sqlite.CheckNotNewer(ctx, filepath.Join(cfg.DataDir, "keyward.db")); err != nil {
+		return err
+	}
 	store, err := openStore(ctx, cfg, keys)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"database/sql"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,9 +26,27 @@ func TestMigrateNewerStore(t *testing.T) {
 		t.Errorf("migrate of an earlier store: %q, want %q", r.stdout, want)
 	}
 	execSQL(t, dir, `INSERT INTO schema_migrations (name, applied_at) VALUES ('0999_future.sql', 1)`)
+	// Nothing is written to it either: a workspace without its name key,
+	// as an earlier release leaves, keeps it so.
+	execSQL(t, dir, `UPDATE workspaces SET name_key = NULL`)
 	r = cli(t, nil, nil, "", "migrate", "--data-dir", dir)
 	r.want(t, 1)
 	if !strings.Contains(r.stderr, "the store is of a newer keyward (migrations 0999_future.sql): this release cannot migrate it; run that release") || r.stdout != "" {
 		t.Errorf("migrate of a newer store: stdout %q, stderr %q", r.stdout, r.stderr)
 	}
+	var keyed int
+	if err := openDB(t, dir).QueryRow(`SELECT COUNT(*) FROM workspaces WHERE name_key IS NOT NULL`).Scan(&keyed); err != nil || keyed != 0 {
+		t.Errorf("migrate wrote to the newer store: %d workspaces keyed, %v", keyed, err)
+	}
+}
+
+// openDB opens the data dir's database for the test's own queries.
+func openDB(t *testing.T, dir string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", filepath.Join(dir, "keyward.db")+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

@@ -135,7 +135,14 @@ type DB struct {
 	auditKey []byte   // keys the audit chain; see WithAuditKey
 	newer    []string // see NewerMigrations
 	applied  []string // see AppliedMigrations
+
+	nameKeyErr error // see NameKeyError
 }
+
+// NameKeyError returns why Open could not give the workspaces an earlier
+// release made their name keys (keyNames), nil when it did or there were
+// none; the next start tries again.
+func (db *DB) NameKeyError() error { return db.nameKeyErr }
 
 // AppliedMigrations returns the migrations Open applied, in order (none
 // when another node had, or the store was up to date).
@@ -207,8 +214,8 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
-	keyNames(ctx, pool)
-	return &DB{pool: pool, auditKey: o.auditKey, newer: m.newer, applied: m.applied}, nil
+	keyErr := keyNames(ctx, pool)
+	return &DB{pool: pool, auditKey: o.auditKey, newer: m.newer, applied: m.applied, nameKeyErr: keyErr}, nil
 }
 
 // Migrate connects to the database at url, applies every embedded
@@ -407,13 +414,14 @@ func migrate(ctx context.Context, db beginner, o options) (m migrated, err error
 // (during a rolling upgrade, or after a rollback) their name keys
 // (fillNameKeys), under the migration lock, so that nodes starting at once
 // do not race. Best effort: a role that may only read, or a key a node of
-// this release gave meanwhile, leaves them to the next start.
-func keyNames(ctx context.Context, pool *pgxpool.Pool) {
+// this release gave meanwhile, leaves them to the next start; the error
+// says why (DB.NameKeyError).
+func keyNames(ctx context.Context, pool *pgxpool.Pool) error {
 	var missing bool
 	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM workspaces WHERE name_key IS NULL)`).Scan(&missing); err != nil || !missing {
-		return
+		return err
 	}
-	pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
 			return err
 		}

@@ -250,6 +250,9 @@ func TestOpen(t *testing.T) {
 			t.Fatalf("Open: %v", err)
 		}
 		defer again.Close()
+		if err := again.NameKeyError(); err != nil {
+			t.Errorf("NameKeyError = %v", err)
+		}
 		var nulls int
 		db.pool.QueryRow(ctx, `SELECT COUNT(*) FROM workspaces WHERE name_key IS NULL`).Scan(&nulls)
 		if nulls != 0 {

@@ -343,16 +343,54 @@ func checkStore(ctx context.Context, p string) error {
 	if n != 3 {
 		return errors.New("sqlite: the database is no keyward store")
 	}
-	known, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return fmt.Errorf("sqlite: %w", err)
-	}
-	recorded, err := recordedMigrations(ctx, db)
+	unknown, err := unknownMigrations(ctx, db)
 	if err != nil {
 		return fmt.Errorf("sqlite: checking the copy: %w", err)
 	}
-	if _, unknown := keyward.Migrations(known, recorded); len(unknown) > 0 {
+	if len(unknown) > 0 {
 		return fmt.Errorf("sqlite: %w", &keyward.NewerStoreError{Migrations: unknown})
+	}
+	return nil
+}
+
+// unknownMigrations returns the migrations db records that this build
+// does not know, sorted.
+func unknownMigrations(ctx context.Context, db *sql.DB) ([]string, error) {
+	known, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	recorded, err := recordedMigrations(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	_, unknown := keyward.Migrations(known, recorded)
+	return unknown, nil
+}
+
+// CheckNotNewer reports, as a keyward.NewerStoreError, a database file at
+// p that a newer keyward migrated, reading only: keyward migrate refuses
+// such a store before it writes anything to it. A file that is not there
+// or has no migrations yet passes.
+func CheckNotNewer(ctx context.Context, p string) error {
+	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	db, err := readOnly(p)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n); err != nil || n == 0 {
+		return err
+	}
+	unknown, err := unknownMigrations(ctx, db)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	if len(unknown) > 0 {
+		return &keyward.NewerStoreError{Migrations: unknown}
 	}
 	return nil
 }

@@ -195,9 +195,6 @@ func (db *DB) Ping(ctx context.Context) error {
 	return nil
 }
 
-// migrate applies, in name order and in one transaction, every embedded
-// migration not yet recorded in schema_migrations, each followed by its
-// step in Go, if it has one.
 // recordedMigrations returns the names of the migrations the store
 // records as applied.
 func recordedMigrations(ctx context.Context, q interface {
@@ -228,6 +225,10 @@ func (db *DB) AppliedMigrations() []string { return db.applied }
 // this one serves it without their changes (see keyward.NewerStoreError).
 func (db *DB) NewerMigrations() []string { return db.newer }
 
+// migrate applies, in name order and in one transaction, every embedded
+// migration not yet recorded in schema_migrations, each followed by its
+// step in Go, if it has one; then it keys the workspaces an earlier
+// release made (fillNameKeys).
 func (db *DB) migrate(ctx context.Context) error {
 	steps := map[string]func(context.Context, *sql.Tx) error{
 		"0002_audit_chain.sql":        db.chainExisting,

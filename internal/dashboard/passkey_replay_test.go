@@ -316,3 +316,63 @@ func TestPasskeyBeginsThrottled(t *testing.T) {
 		begin(t, b, "/signin/passkey/begin")
 	}
 }
+
+// attest returns the credential JSON of a registration of a new software
+// passkey (attestation "none") for challenge, at the origin
+// https://localhost, user verified.
+func attest(t *testing.T, challenge string, id []byte) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := key.PublicKey.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cose, err := webauthncbor.Marshal(webauthncose.EC2PublicKeyData{
+		PublicKeyData: webauthncose.PublicKeyData{KeyType: int64(webauthncose.EllipticKey), Algorithm: int64(webauthncose.AlgES256)},
+		Curve:         int64(webauthncose.P256), XCoord: pt[1:33], YCoord: pt[33:],
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := sha256.Sum256([]byte("localhost"))
+	auth := append(rp[:], 0x45) // user present, user verified, credential data attached
+	auth = binary.BigEndian.AppendUint32(auth, 0)
+	auth = append(auth, make([]byte, 16)...) // AAGUID
+	auth = binary.BigEndian.AppendUint16(auth, uint16(len(id)))
+	auth = append(append(auth, id...), cose...)
+	att, err := webauthncbor.Marshal(map[string]any{"fmt": "none", "attStmt": map[string]any{}, "authData": auth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientData, _ := json.Marshal(map[string]any{"type": "webauthn.create", "challenge": challenge, "origin": "https://localhost", "crossOrigin": false})
+	b64 := base64.RawURLEncoding.EncodeToString
+	raw, _ := json.Marshal(map[string]any{
+		"id": b64(id), "rawId": b64(id), "type": "public-key",
+		"response": map[string]string{"clientDataJSON": b64(clientData), "attestationObject": b64(att)},
+	})
+	return string(raw)
+}
+
+// TestPasskeyAddEndsOtherSessions: adding a passkey ends the user's other
+// sessions, as turning on the authenticator app does: none taken before
+// the factor existed outlives it.
+func TestPasskeyAddEndsOtherSessions(t *testing.T) {
+	e := newEnvAt(t, "https://localhost")
+	e.user("ann@example.com", keyward.RoleOwner)
+	elsewhere, here := e.browser(), e.browser()
+	elsewhere.signIn("ann@example.com")
+	here.signIn("ann@example.com")
+	here.get("/account/mfa") // its CSRF token
+	challenge, state := begin(t, here, "/account/passkeys/begin")
+	status, body := here.post("/account/passkeys/finish", url.Values{"state": {state}, "name": {"laptop"}, "credential": {attest(t, challenge, []byte("new-key"))}})
+	wantStatus(t, status, http.StatusOK, body)
+	if elsewhere.get("/tokens"); elsewhere.path() != "/signin" {
+		t.Errorf("the session from before the passkey goes on (at %s)", elsewhere.path())
+	}
+	if here.get("/tokens"); here.path() != "/tokens" {
+		t.Errorf("the session that added it ended (at %s)", here.path())
+	}
+}

@@ -29,7 +29,9 @@ type softKey struct {
 	userID string
 }
 
-func newSoftKey(t *testing.T, e *env, u *keyward.User) *softKey {
+// newCOSEKey returns a new P-256 key and its public half in COSE, as an
+// authenticator registers it.
+func newCOSEKey(t *testing.T) (*ecdsa.PrivateKey, []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -46,6 +48,12 @@ func newSoftKey(t *testing.T, e *env, u *keyward.User) *softKey {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return key, cose
+}
+
+func newSoftKey(t *testing.T, e *env, u *keyward.User) *softKey {
+	t.Helper()
+	key, cose := newCOSEKey(t)
 	k := &softKey{id: []byte("soft-" + u.ID), key: key, userID: u.ID}
 	raw, _ := json.Marshal(webauthn.Credential{ID: k.id, PublicKey: cose, AttestationType: "none",
 		Flags: webauthn.CredentialFlags{UserPresent: true, UserVerified: true}})
@@ -322,21 +330,7 @@ func TestPasskeyBeginsThrottled(t *testing.T) {
 // https://localhost, user verified.
 func attest(t *testing.T, challenge string, id []byte) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pt, err := key.PublicKey.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cose, err := webauthncbor.Marshal(webauthncose.EC2PublicKeyData{
-		PublicKeyData: webauthncose.PublicKeyData{KeyType: int64(webauthncose.EllipticKey), Algorithm: int64(webauthncose.AlgES256)},
-		Curve:         int64(webauthncose.P256), XCoord: pt[1:33], YCoord: pt[33:],
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cose := newCOSEKey(t)
 	rp := sha256.Sum256([]byte("localhost"))
 	auth := append(rp[:], 0x45) // user present, user verified, credential data attached
 	auth = binary.BigEndian.AppendUint32(auth, 0)

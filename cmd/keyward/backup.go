@@ -20,8 +20,9 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 		summary: "Copy the embedded SQLite store to a new file, consistently, while keyward serve\n" +
 			"keeps running on it: the copy holds every change committed before it began and\n" +
 			"none after, and writers are not held up. The file is made with mode 0600, never\n" +
-			"over an existing one, and appears only once whole and checked; run as root,\n" +
-			"backup refuses a directory another user can write. It does not hold the\n" +
+			"over an existing one, and appears only once whole and checked. Run as root, it\n" +
+			"refuses a store or an output directory another user could redirect it from\n" +
+			"(run it as the data dir's owner then, e.g. with sudo -u). It does not hold the\n" +
 			"server secret (server.secret in the data dir, or KEYWARD_SECRET): back that up\n" +
 			"with it, and as safe; without it the backup's tokens cannot be verified.\n" +
 			"keyward restore puts a backup back. A PostgreSQL store is backed up with pg_dump.",
@@ -36,11 +37,17 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 	}
 	dataDir := cfg.DataDir
 	if asRoot() {
-		// Root writes the copy by name: in a directory another user can
-		// write, a link swapped in for it would send it elsewhere.
-		if output, err = rootOutput(output); err != nil {
+		// Root opens the store and writes the copy by name: where another
+		// user can write, a link swapped in would send either elsewhere.
+		if _, err := os.Lstat(output); err == nil {
+			return fmt.Errorf("%s exists already; give a new file", output)
+		}
+		paths, err := rootPaths("back up", "run keyward backup as the data dir's owner (sudo -u OWNER keyward backup ...), to a directory that user can write",
+			[]string{dataDir, filepath.Dir(output)}, []string{filepath.Join(dataDir, "keyward.db")})
+		if err != nil {
 			return err
 		}
+		dataDir, output = paths[0], filepath.Join(paths[1], filepath.Base(output))
 	}
 	src := filepath.Join(dataDir, "keyward.db")
 	size, err := sqlite.Backup(ctx, src, output)
@@ -73,8 +80,8 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 			"and refused if a newer keyward made it. The store it replaces is not removed:\n" +
 			"it is checkpointed and renamed, with its -wal and -shm files, to\n" +
 			"keyward.db.before-restore-TIME in the data dir (remove it once the restored\n" +
-			"store is checked). The restored store is given the data dir's owner; run as\n" +
-			"root, restore refuses a data dir under a directory another user can write.\n" +
+			"store is checked). Run as root, it refuses a data dir or a backup another\n" +
+			"user could redirect it from: run it as the data dir's owner then.\n" +
 			"The server secret is not touched: the backup's tokens verify with the secret\n" +
 			"of the time it was made. Everything after the backup is gone from the\n" +
 			"restored store, the audit events too: keyward audit verify --expect-head\n" +
@@ -97,14 +104,28 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 	if dataDir, err = filepath.Abs(dataDir); err != nil {
 		return err
 	}
-	var opt sqlite.RestoreOptions
 	if asRoot() {
-		if dataDir, opt, err = rootRestore(dataDir); err != nil {
+		// Root opens the backup and the store, and writes in the data dir,
+		// by name: where another user can write, a link swapped in would
+		// send any of them elsewhere. A data dir not there yet is made by
+		// root under the nearest directory that is.
+		have, rest := dataDir, ""
+		for {
+			if _, err := os.Lstat(have); err == nil || have == filepath.Dir(have) {
+				break
+			}
+			have, rest = filepath.Dir(have), filepath.Join(filepath.Base(have), rest)
+		}
+		files := []string{from}
+		if rest == "" {
+			files = append(files, filepath.Join(dataDir, "keyward.db"))
+		}
+		paths, err := rootPaths("restore", "run keyward restore as the data dir's owner (sudo -u OWNER keyward restore ...), with the backup readable by that user",
+			[]string{have}, files)
+		if err != nil {
 			return err
 		}
-		if opt.Stage != "" {
-			defer os.RemoveAll(opt.Stage)
-		}
+		dataDir, from = filepath.Join(paths[0], rest), paths[1]
 	}
 	lock, err := lockDataDir(dataDir)
 	if err != nil {
@@ -112,14 +133,9 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 	}
 	if lock != nil {
 		defer lock.Close()
-		if asRoot() {
-			if err := ownLock(lock, dataDir); err != nil {
-				return err
-			}
-		}
 	}
 	path := filepath.Join(dataDir, "keyward.db")
-	aside, err := sqlite.Restore(ctx, from, path, time.Now(), opt)
+	aside, err := sqlite.Restore(ctx, from, path, time.Now(), sqlite.RestoreOptions{})
 	if err != nil {
 		return err
 	}

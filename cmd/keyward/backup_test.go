@@ -91,97 +91,25 @@ func TestPartialsSwept(t *testing.T) {
 	}
 }
 
-// TestRootBackupRestore runs as root: root's writes in a directory another
-// user can write could be sent elsewhere by a link that user swaps in.
+// TestRootBackupRestore runs as root: root's backups and restores act
+// only where root alone can write. SQLite, opening a database, makes files
+// beside it by name and gives them the database's owner, so a store (or
+// a directory on the way) of the service's user would let that user send
+// root's writes and chowns anywhere.
 func TestRootBackupRestore(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("runs as root only (the checks are root's)")
 	}
-	dataDir, backup := newStore(t)
-	if err := os.Chown(dataDir, nobody, nobody); err != nil {
+	ownData, backup := newStore(t) // root's own
+	othersData, _ := newStore(t)
+	if err := filepath.Walk(othersData, func(p string, _ os.FileInfo, err error) error {
+		if err == nil {
+			err = os.Lchown(p, nobody, nobody)
+		}
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
-
-	t.Run("BackupIntoOthersDir", func(t *testing.T) {
-		out := filepath.Join(t.TempDir(), "out")
-		os.Mkdir(out, 0o755)
-		os.Chown(out, nobody, nobody)
-		r := cli(t, nil, nil, "", "backup", "--data-dir", dataDir, "--output-file", filepath.Join(out, "b.db"))
-		r.want(t, 1)
-		if !strings.Contains(r.stderr, "refusing to write a backup as root: "+out+" can be written by") {
-			t.Errorf("stderr %q", r.stderr)
-		}
-		if ents, _ := os.ReadDir(out); len(ents) != 0 {
-			t.Errorf("refused, yet wrote %v", ents)
-		}
-	})
-	t.Run("BackupIntoGroupWritableDir", func(t *testing.T) {
-		out := filepath.Join(t.TempDir(), "out")
-		os.Mkdir(out, 0o775)
-		os.Chmod(out, 0o775)
-		cli(t, nil, nil, "", "backup", "--data-dir", dataDir, "--output-file", filepath.Join(out, "b.db")).want(t, 1)
-	})
-
-	t.Run("RestoreIntoServicesDataDir", func(t *testing.T) {
-		r := cli(t, nil, nil, "", "restore", "--data-dir", dataDir, "--from", backup)
-		r.want(t, 0)
-		for _, f := range []string{"keyward.db", "serve.lock"} {
-			if uid, gid := owner(t, filepath.Join(dataDir, f)); uid != nobody || gid != nobody {
-				t.Errorf("%s is %d:%d, want the data dir's %d:%d", f, uid, gid, nobody, nobody)
-			}
-		}
-		if left, _ := filepath.Glob(filepath.Join(filepath.Dir(dataDir), ".keyward-restore-*")); len(left) != 0 {
-			t.Errorf("the stage is left: %v", left)
-		}
-	})
-
-	t.Run("LockLink", func(t *testing.T) {
-		// The service's user links the lock file to a file of root's
-		// choosing: not created, not locked, not given away.
-		target := filepath.Join(t.TempDir(), "nologin")
-		lock := filepath.Join(dataDir, "serve.lock")
-		os.Remove(lock)
-		if err := os.Symlink(target, lock); err != nil {
-			t.Fatal(err)
-		}
-		defer os.Remove(lock)
-		r := cli(t, nil, nil, "", "restore", "--data-dir", dataDir, "--from", backup)
-		r.want(t, 1)
-		if !strings.Contains(r.stderr, "serve.lock is a symbolic link") {
-			t.Errorf("stderr %q", r.stderr)
-		}
-		if _, err := os.Lstat(target); err == nil {
-			t.Errorf("the link's target was made")
-		}
-	})
-
-	t.Run("RestoreUnderOthersDir", func(t *testing.T) {
-		// The data dir's parent is another user's: the data dir itself
-		// could be swapped.
-		parent := filepath.Join(t.TempDir(), "home")
-		os.Mkdir(parent, 0o755)
-		os.Chown(parent, nobody, nobody)
-		dir := filepath.Join(parent, "data")
-		r := cli(t, nil, nil, "", "restore", "--data-dir", dir, "--from", backup)
-		r.want(t, 1)
-		if !strings.Contains(r.stderr, "refusing to restore as root: "+parent) || !strings.Contains(r.stderr, "run keyward restore as the data dir's owner") {
-			t.Errorf("stderr %q", r.stderr)
-		}
-		if _, err := os.Lstat(dir); err == nil {
-			t.Errorf("refused, yet made %s", dir)
-		}
-	})
-}
-
-// TestRootRestoreRedirects: as root, a data dir reached through a link to
-// another user's directory, or under a sticky one (whose owner may move
-// the data dir's entry away and put a link in its place), is refused; and
-// so is a backup written through another user's link.
-func TestRootRestoreRedirects(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("runs as root only (the checks are root's)")
-	}
-	_, backup := newStore(t)
 	base := t.TempDir()
 	mkdir := func(p string, mode os.FileMode, uid int) string {
 		if err := os.Mkdir(p, 0o700); err != nil {
@@ -191,43 +119,99 @@ func TestRootRestoreRedirects(t *testing.T) {
 		os.Chown(p, uid, uid)
 		return p
 	}
-	home := mkdir(filepath.Join(base, "home"), 0o755, nobody)
-	data := mkdir(filepath.Join(home, "data"), 0o700, nobody)
-	link := filepath.Join(base, "keyward") // root's link to the user's data dir
-	if err := os.Symlink(data, link); err != nil {
-		t.Fatal(err)
-	}
-	sticky := mkdir(filepath.Join(base, "tmp"), 0o777|os.ModeSticky, 0)
-	underSticky := mkdir(filepath.Join(sticky, "data"), 0o700, nobody)
-	for _, tc := range []struct{ dir, refused string }{{link, home}, {underSticky, sticky}} {
-		r := cli(t, nil, nil, "", "restore", "--data-dir", tc.dir, "--from", backup)
+	others := mkdir(filepath.Join(base, "others"), 0o755, nobody)
+	group := mkdir(filepath.Join(base, "group"), 0o775, 0)
+	rootOnly := mkdir(filepath.Join(base, "root-only"), 0o700, 0)
+	// A link of root's to a link of the user's (in a directory of root's):
+	// every link on the way counts, not only the first and the last.
+	hop := filepath.Join(base, "hop")
+	os.Symlink(rootOnly, hop)
+	os.Lchown(hop, nobody, nobody)
+	twoHops := filepath.Join(base, "two-hops")
+	os.Symlink(hop, twoHops)
+
+	refused := func(t *testing.T, r result, what, dir string) {
+		t.Helper()
 		r.want(t, 1)
-		if !strings.Contains(r.stderr, "refusing to restore as root: "+tc.refused+" can be written by") {
-			t.Errorf("restore into %s: %q", tc.dir, r.stderr)
+		if want := "refusing to " + what + " as root: " + dir + " can be written by"; !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr %q, want %q", r.stderr, want)
 		}
 	}
-	if ents, _ := os.ReadDir(data); len(ents) != 0 {
-		t.Errorf("refused, yet wrote %v", ents)
+	backupTo := func(data, out string) result {
+		return cli(t, nil, nil, "", "backup", "--data-dir", data, "--output-file", out)
 	}
-
-	// The user's link, in the user's directory, to a directory of root's.
-	rootOnly := mkdir(filepath.Join(base, "root-only"), 0o700, 0)
-	if err := os.Symlink(rootOnly, filepath.Join(home, "bk")); err != nil {
-		t.Fatal(err)
-	}
-	os.Lchown(filepath.Join(home, "bk"), nobody, nobody)
-	dataDir, _ := newStore(t)
-	r := cli(t, nil, nil, "", "backup", "--data-dir", dataDir, "--output-file", filepath.Join(home, "bk", "x.db"))
-	r.want(t, 1)
-	if !strings.Contains(r.stderr, "refusing to write a backup as root") {
-		t.Errorf("backup through the user's link: %q", r.stderr)
-	}
+	t.Run("BackupOfOthersStore", func(t *testing.T) {
+		refused(t, backupTo(othersData, filepath.Join(rootOnly, "a.db")), "back up", othersData)
+	})
+	t.Run("BackupIntoOthersDir", func(t *testing.T) {
+		refused(t, backupTo(ownData, filepath.Join(others, "b.db")), "back up", others)
+	})
+	t.Run("BackupIntoGroupWritableDir", func(t *testing.T) {
+		refused(t, backupTo(ownData, filepath.Join(group, "c.db")), "back up", group)
+	})
+	t.Run("BackupThroughOthersLink", func(t *testing.T) {
+		refused(t, backupTo(ownData, filepath.Join(twoHops, "d.db")), "back up", hop)
+	})
 	if ents, _ := os.ReadDir(rootOnly); len(ents) != 0 {
 		t.Errorf("refused, yet wrote %v", ents)
 	}
+	t.Run("BackupOfOwnStore", func(t *testing.T) {
+		backupTo(ownData, filepath.Join(rootOnly, "ok.db")).want(t, 0)
+	})
+
+	restore := func(data, from string) result {
+		return cli(t, nil, nil, "", "restore", "--data-dir", data, "--from", from)
+	}
+	t.Run("RestoreIntoOthersDataDir", func(t *testing.T) {
+		r := restore(othersData, backup)
+		refused(t, r, "restore", othersData)
+		if !strings.Contains(r.stderr, "run keyward restore as the data dir's owner") {
+			t.Errorf("no advice: %q", r.stderr)
+		}
+	})
+	t.Run("RestoreFromOthersDir", func(t *testing.T) {
+		from := filepath.Join(others, "b.db")
+		if err := os.Link(backup, from); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, restore(ownData, from), "restore", others)
+	})
+	t.Run("RestoreUnderOthersDir", func(t *testing.T) {
+		dir := filepath.Join(others, "new", "data")
+		refused(t, restore(dir, backup), "restore", others)
+		if _, err := os.Lstat(filepath.Join(others, "new")); err == nil {
+			t.Errorf("refused, yet made it")
+		}
+	})
+	t.Run("LockLink", func(t *testing.T) {
+		// A link in place of the lock file is not followed.
+		target := filepath.Join(t.TempDir(), "nologin")
+		lock := filepath.Join(ownData, "serve.lock")
+		os.Remove(lock)
+		if err := os.Symlink(target, lock); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(lock)
+		r := restore(ownData, backup)
+		r.want(t, 1)
+		if !strings.Contains(r.stderr, "serve.lock is a symbolic link") {
+			t.Errorf("stderr %q", r.stderr)
+		}
+		if _, err := os.Lstat(target); err == nil {
+			t.Errorf("the link's target was made")
+		}
+	})
+	t.Run("RestoreOwn", func(t *testing.T) {
+		r := restore(ownData, backup)
+		r.want(t, 0)
+		if uid, _ := owner(t, filepath.Join(ownData, "keyward.db")); uid != 0 {
+			t.Errorf("keyward.db is %d's", uid)
+		}
+	})
 }
 
-func TestForeignDir(t *testing.T) {
+// TestRootPath: the walk root takes through a path, link by link.
+func TestRootPath(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("runs as root only (it makes directories of other users)")
 	}
@@ -249,16 +233,25 @@ func TestForeignDir(t *testing.T) {
 	underOthers := mk("others/in", 0o700, 0)
 	link := filepath.Join(base, "link")
 	os.Symlink(others, link)
-	for _, tc := range []struct{ dir, want string }{
-		{own, ""}, {others, others}, {group, group}, {sticky, sticky}, {inSticky, ""}, {underOthers, others}, {link, others},
+	rel := filepath.Join(own, "rel")
+	os.Symlink("../sticky/in", rel)
+	for _, tc := range []struct{ dir, real, foreign string }{
+		{own, own, ""}, {others, "", others}, {group, "", group}, {sticky, "", sticky},
+		{inSticky, inSticky, ""}, {underOthers, "", others}, {link, "", others}, {rel, inSticky, ""},
 	} {
-		got, err := foreignDir(tc.dir)
-		if err != nil || got != tc.want {
-			t.Errorf("foreignDir(%s) = %q, %v; want %q", tc.dir, got, err, tc.want)
+		real, foreign, err := rootPath(tc.dir, true)
+		if err != nil || real != tc.real || foreign != tc.foreign {
+			t.Errorf("rootPath(%s) = %q, %q, %v; want %q, %q", tc.dir, real, foreign, err, tc.real, tc.foreign)
 		}
 	}
-	if got, _ := foreignFrom(sticky, false); got != "" {
-		t.Errorf("a sticky parent: %q", got)
+	// A file: its directory is the last, and it must not be a link.
+	os.WriteFile(filepath.Join(own, "f"), nil, 0o600)
+	os.Symlink(filepath.Join(own, "f"), filepath.Join(own, "l"))
+	if real, foreign, err := rootPath(filepath.Join(own, "f"), false); err != nil || real != filepath.Join(own, "f") || foreign != "" {
+		t.Errorf("a file: %q, %q, %v", real, foreign, err)
+	}
+	if _, foreign, _ := rootPath(filepath.Join(own, "l"), false); foreign != filepath.Join(own, "l") {
+		t.Errorf("a link to a file: foreign %q", foreign)
 	}
 }
 

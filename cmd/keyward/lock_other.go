@@ -5,8 +5,6 @@ package main
 import (
 	"errors"
 	"os"
-
-	"github.com/keyward/keyward/internal/sqlite"
 )
 
 // lockDataDir does nothing where flock is not at hand.
@@ -18,19 +16,10 @@ func dirOwner(dir string) (uid, gid int, err error) { return 0, 0, errors.New("n
 // asRoot is false where there is no root.
 func asRoot() bool { return false }
 
-// foreignDir finds none where files have no Unix owner.
-func foreignDir(dir string) (string, error) { return "", nil }
-
 // userName is the number.
 func userName(uid int) string { return "" }
 
-// rootRestore has nothing to prepare where there is no root.
-func rootRestore(dataDir string) (string, sqlite.RestoreOptions, error) {
-	return dataDir, sqlite.RestoreOptions{}, nil
+// rootPaths has nothing to check where there is no root.
+func rootPaths(what, advice string, dirs, files []string) ([]string, error) {
+	return append(append([]string{}, dirs...), files...), nil
 }
-
-// rootOutput has nothing to check where there is no root.
-func rootOutput(output string) (string, error) { return output, nil }
-
-// ownLock has no owner to give.
-func ownLock(f *os.File, dataDir string) error { return nil }

@@ -9,11 +9,10 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
-	"time"
 
 	"github.com/keyward/keyward/internal/fsutil"
-	"github.com/keyward/keyward/internal/sqlite"
 )
 
 // lockDataDir takes the data dir for this serve process alone, until the
@@ -63,47 +62,92 @@ func dirOwner(dir string) (uid, gid int, err error) {
 // user's directory could redirect (see foreignDir).
 func asRoot() bool { return os.Geteuid() == 0 }
 
-// foreignDir returns the first directory, from dir (which must exist) up
-// to /, where a user other than root could put a symbolic link in place
-// of a file or directory that root makes or uses there, and so have root
-// write where that user chooses: a directory root does not own, or one its
-// group or everyone may write, or a link root does not own. Above dir, the
-// sticky bit (as on /tmp) suffices, since it keeps root's entries root's.
-// It walks dir as given, then as resolved (its links followed), and
-// returns "" when neither has such a place.
-func foreignDir(dir string) (string, error) { return foreignFrom(dir, true) }
-
-// foreignFrom is foreignDir, where strict says whether dir itself must be
-// root's alone (false: as its parents, the sticky bit suffices).
-func foreignFrom(dir string, strict bool) (string, error) {
-	abs, err := filepath.Abs(dir)
+// rootPath resolves p (absolute or relative to the working directory)
+// for root: it follows p one component at a time, as the kernel would,
+// and returns its real path, or, in foreign, the first place where a
+// user other than root could redirect what root does there (put a link
+// in place of a file or directory, or swap one): a directory root does
+// not own, or one its group or everyone may write (the sticky bit, as on
+// /tmp, suffices but for the last directory, where root's files are made),
+// or a symbolic link root does not own. Every link met on the way is
+// checked, and the directory holding it. When last is true, p is a
+// directory root makes files in; else p's last component is a file, which
+// must not be a link, and its directory is the last.
+func rootPath(p string, last bool) (real, foreign string, err error) {
+	abs, err := filepath.Abs(p)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	real, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		return "", err
+	dirLast := last
+	var file string
+	if !last {
+		file = filepath.Base(abs)
+		abs = filepath.Dir(abs)
+		dirLast = true
 	}
-	for _, start := range []string{abs, real} {
-		for p := start; ; p = filepath.Dir(p) {
-			st, err := os.Lstat(p)
-			if err != nil {
-				return "", err
-			}
-			sys, ok := st.Sys().(*syscall.Stat_t)
-			if !ok {
-				return "", nil
-			}
-			writable := st.IsDir() && st.Mode().Perm()&0o022 != 0
-			if sys.Uid != 0 || writable && (strict && p == start || st.Mode()&os.ModeSticky == 0) {
-				return p, nil
-			}
-			if filepath.Dir(p) == p {
-				break
-			}
+	check := func(path string, st os.FileInfo, final bool) bool {
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok {
+			return true
 		}
+		if sys.Uid != 0 {
+			return false
+		}
+		writable := st.IsDir() && st.Mode().Perm()&0o022 != 0
+		return !writable || !(final && dirLast) && st.Mode()&os.ModeSticky != 0
 	}
-	return "", nil
+	todo := strings.Split(strings.TrimPrefix(abs, "/"), "/")
+	cur := "/"
+	if st, err := os.Lstat(cur); err != nil {
+		return "", "", err
+	} else if !check(cur, st, len(todo) == 0 || todo[0] == "") {
+		return "", cur, nil
+	}
+	for links := 0; len(todo) > 0; {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, c)
+		st, err := os.Lstat(next)
+		if err != nil {
+			return "", "", err
+		}
+		if st.Mode()&os.ModeSymlink != 0 {
+			if !check(next, st, false) {
+				return "", next, nil // the directory holding it is checked
+			}
+			if links++; links > 40 {
+				return "", "", fmt.Errorf("%s: too many links", p)
+			}
+			target, err := os.Readlink(next)
+			if err != nil {
+				return "", "", err
+			}
+			if filepath.IsAbs(target) {
+				cur = "/"
+			}
+			todo = append(strings.Split(strings.TrimPrefix(target, "/"), "/"), todo...)
+			continue
+		}
+		if !check(next, st, len(todo) == 0) {
+			return "", next, nil
+		}
+		cur = next
+	}
+	if file == "" {
+		return cur, "", nil
+	}
+	real = filepath.Join(cur, file)
+	if st, err := os.Lstat(real); err == nil && !st.Mode().IsRegular() {
+		return "", real, nil // a link, or no file
+	}
+	return real, "", nil
 }
 
 // userName names the user of uid, for a message: the name if known, else
@@ -115,132 +159,28 @@ func userName(uid int) string {
 	return strconv.Itoa(uid)
 }
 
-// rootRestore prepares a restore run as root into dataDir (absolute), and
-// returns the data dir to work in: its real path, every symbolic link on
-// the way resolved once, so that no link swapped in later is followed.
-// The directories above it must be root's alone (no sticky bit: a user
-// could move the data dir's own entry away and put a link in its place),
-// or the restore is refused. A data dir that another user can write (the
-// service's own, the usual case) gets the copy made in a directory of
-// root's beside it, where no link can be swapped in, and given the data
-// dir's owner there before it takes its place by a rename, which follows
-// no link; a data dir that is a file system of its own (a mount), which
-// no rename reaches, is refused. A data dir not there yet is made by
-// root, and is root's.
-func rootRestore(dataDir string) (string, sqlite.RestoreOptions, error) {
-	const advice = "run keyward restore as the data dir's owner, with the backup readable by that user"
-	if _, err := os.Lstat(dataDir); errors.Is(err, os.ErrNotExist) {
-		// The nearest directory that is there, resolved, and what is to
-		// be made below it.
-		have, rest := filepath.Dir(dataDir), filepath.Base(dataDir)
-		for {
-			if _, err := os.Lstat(have); err == nil || have == filepath.Dir(have) {
-				break
-			}
-			have, rest = filepath.Dir(have), filepath.Join(filepath.Base(have), rest)
+// rootPaths checks, for a command run as root, the paths it works with
+// (each absolute or relative; dirs are directories it makes files in, files
+// are files it reads, by their directory) with rootPath, and returns their
+// real paths in order; the first foreign place refuses the command, since
+// SQLite, opening a database, makes files beside it by name and gives them
+// the database's owner. what and advice make the refusal's message.
+func rootPaths(what, advice string, dirs, files []string) ([]string, error) {
+	var out []string
+	for i, p := range append(append([]string{}, dirs...), files...) {
+		real, foreign, err := rootPath(p, i < len(dirs))
+		switch {
+		case errors.Is(err, os.ErrNotExist) && i < len(dirs):
+			return nil, fmt.Errorf("the directory %s does not exist", p)
+		case errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("%s does not exist", p)
+		case err != nil:
+			return nil, err
 		}
-		real, err := filepath.EvalSymlinks(have)
-		if err != nil {
-			return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
+		if foreign != "" {
+			return nil, rootRefusal(what, foreign, advice)
 		}
-		if d, err := foreignDir(have); err != nil {
-			return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
-		} else if d != "" {
-			return "", sqlite.RestoreOptions{}, rootRefusal("restore", d, advice)
-		}
-		return filepath.Join(real, rest), sqlite.RestoreOptions{}, nil
+		out = append(out, real)
 	}
-	real, err := filepath.EvalSymlinks(dataDir)
-	if err != nil {
-		return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
-	}
-	// The path as given, and as resolved: no link on either way may be
-	// another user's, nor any directory above the data dir.
-	if d, err := foreignDir(filepath.Dir(dataDir)); err != nil {
-		return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
-	} else if d != "" {
-		return "", sqlite.RestoreOptions{}, rootRefusal("restore", d, advice)
-	}
-	parent := filepath.Dir(real)
-	if d, err := foreignDir(parent); err != nil {
-		return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
-	} else if d != "" {
-		return "", sqlite.RestoreOptions{}, rootRefusal("restore", d, advice)
-	}
-	if d, err := foreignDir(real); err != nil {
-		return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
-	} else if d == "" {
-		return real, sqlite.RestoreOptions{}, nil // root's alone
-	}
-	uid, gid, err := dirOwner(real)
-	if err != nil {
-		return "", sqlite.RestoreOptions{}, err
-	}
-	if same, err := sameDevice(real, parent); err != nil {
-		return "", sqlite.RestoreOptions{}, err
-	} else if !same {
-		return "", sqlite.RestoreOptions{}, fmt.Errorf("refusing to restore as root: the data dir %s is a file system of its own (a mount), which root's copy beside it cannot be moved into; %s", real, advice)
-	}
-	// Stages a killed restore left beside the data dir go first.
-	old, _ := filepath.Glob(filepath.Join(parent, ".keyward-restore-*"))
-	for _, o := range old {
-		if st, err := os.Lstat(o); err == nil && st.IsDir() && time.Since(st.ModTime()) > time.Minute {
-			sqlite.SweepPartials(o)
-			os.Remove(o) // only if empty: one in use keeps its locked copy
-		}
-	}
-	stage, err := os.MkdirTemp(parent, ".keyward-restore-*")
-	if err != nil {
-		return "", sqlite.RestoreOptions{}, fmt.Errorf("restore: %w", err)
-	}
-	return real, sqlite.RestoreOptions{Stage: stage, Prepare: func(p string) error { return os.Lchown(p, uid, gid) }}, nil
-}
-
-// sameDevice reports whether the files at a and b are on one file system.
-func sameDevice(a, b string) (bool, error) {
-	sa, err := os.Stat(a)
-	if err != nil {
-		return false, err
-	}
-	sb, err := os.Stat(b)
-	if err != nil {
-		return false, err
-	}
-	return sa.Sys().(*syscall.Stat_t).Dev == sb.Sys().(*syscall.Stat_t).Dev, nil
-}
-
-// rootOutput returns the path to write a backup to as root: output with
-// its directory's real path, every symbolic link resolved once, after
-// checking that no other user can write there or above (foreignDir).
-func rootOutput(output string) (string, error) {
-	dir, err := filepath.EvalSymlinks(filepath.Dir(output))
-	if errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("the directory %s does not exist", filepath.Dir(output))
-	} else if err != nil {
-		return "", fmt.Errorf("--output-file: %w", err)
-	}
-	if d, err := foreignDir(filepath.Dir(output)); err != nil {
-		return "", fmt.Errorf("--output-file: %w", err)
-	} else if d != "" {
-		return "", rootRefusal("write a backup", d, "write it to a directory only root can write, or run keyward backup as that user")
-	}
-	return filepath.Join(dir, filepath.Base(output)), nil
-}
-
-// ownLock gives the lock file that root made in dataDir the data dir's
-// owner, whose serve must open it; through the open file, and only a file
-// root made itself (owned by root, one link), never one put there.
-func ownLock(f *os.File, dataDir string) error {
-	uid, gid, err := dirOwner(dataDir)
-	if err != nil || uid == 0 {
-		return err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || sys.Uid != 0 || sys.Nlink != 1 {
-		return nil
-	}
-	return f.Chown(uid, gid)
+	return out, nil
 }

@@ -171,14 +171,8 @@ func snapshot(ctx context.Context, src, dir string) (tmp string, lock *os.File, 
 // RestoreOptions are Restore's choices beyond its arguments.
 type RestoreOptions struct {
 	// Stage is the directory the copy is made in, on the file system of
-	// the database (default: the database's own directory). Root makes it
-	// apart from a directory another user may write (which could swap in
-	// a symbolic link for root's file).
+	// the database (default: the database's own directory).
 	Stage string
-	// Prepare, when set, is called with the path of the checked copy
-	// before it takes the database's place (to give it an owner); an error
-	// stops the restore, the store untouched.
-	Prepare func(path string) error
 }
 
 // Restore puts a copy of the keyward store in the file backup in place of
@@ -204,11 +198,6 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 	}
 	defer lock.Close()
 	defer os.Remove(tmp)
-	if opt.Prepare != nil {
-		if err := opt.Prepare(tmp); err != nil {
-			return "", fmt.Errorf("sqlite: %w (the store was left as it was)", err)
-		}
-	}
 	if _, err := os.Lstat(dbPath); err == nil {
 		// What the old store's log holds goes into its main file, so that
 		// the file moved aside is whole by itself.
@@ -229,8 +218,13 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 				break
 			}
 		}
-		for _, s := range sides {
+		for i, s := range sides {
 			if err := os.Rename(dbPath+s, aside+s); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				// What was moved goes back: the store stays whole where
+				// it was, rather than half of it aside.
+				if putBack(aside, dbPath, sides[:i]) {
+					return "", fmt.Errorf("sqlite: moving %s aside: %w (the store was left as it was)", dbPath+s, err)
+				}
 				return aside, fmt.Errorf("sqlite: moving %s aside: %w (what was moved is at %s)", dbPath+s, err, aside)
 			}
 		}
@@ -240,21 +234,25 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 	if err := os.Rename(tmp, dbPath); err != nil {
 		// The store goes back where it was, so that no serve starts on
 		// a data dir without one (and makes a new, empty store).
-		back := true
-		for _, s := range sides {
-			if aside != "" {
-				if err := os.Rename(aside+s, dbPath+s); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					back = false
-				}
-			}
-		}
-		if back {
+		if aside == "" || putBack(aside, dbPath, sides) {
 			return "", fmt.Errorf("sqlite: putting the backup in place: %w (the store was left as it was)", err)
 		}
 		return aside, fmt.Errorf("sqlite: putting the backup in place: %w (the database it replaces is at %s)", err, aside)
 	}
 	fsutil.SyncDir(filepath.Dir(dbPath))
 	return aside, nil
+}
+
+// putBack renames the files aside+side back to dbPath+side, for each of
+// sides, and reports whether all that were there went back.
+func putBack(aside, dbPath string, sides []string) bool {
+	back := true
+	for _, s := range sides {
+		if err := os.Rename(aside+s, dbPath+s); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			back = false
+		}
+	}
+	return back
 }
 
 // SecretKeys counts the token secrets of the database file at p by server

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -235,9 +236,18 @@ func TestRootPath(t *testing.T) {
 	os.Symlink(others, link)
 	rel := filepath.Join(own, "rel")
 	os.Symlink("../sticky/in", rel)
+	// Links whose targets end the walk in the sticky directory by "/",
+	// "." or "..": it is the last directory all the same.
+	var ends []string
+	for i, target := range []string{sticky + "/", sticky + "/.", inSticky + "/.."} {
+		l := filepath.Join(own, fmt.Sprint("end", i))
+		os.Symlink(target, l)
+		ends = append(ends, l)
+	}
 	for _, tc := range []struct{ dir, real, foreign string }{
 		{own, own, ""}, {others, "", others}, {group, "", group}, {sticky, "", sticky},
 		{inSticky, inSticky, ""}, {underOthers, "", others}, {link, "", others}, {rel, inSticky, ""},
+		{ends[0], "", sticky}, {ends[1], "", sticky}, {ends[2], "", sticky},
 	} {
 		real, foreign, err := rootPath(tc.dir, true)
 		if err != nil || real != tc.real || foreign != tc.foreign {

@@ -140,6 +140,14 @@ func rootPath(p string, last bool) (real, foreign string, err error) {
 		}
 		cur = next
 	}
+	// The directory the walk ended in is the last, whatever the way
+	// there: a link's target ending in "/", "." or ".." leaves it to be
+	// checked as one above, where a sticky bit passes.
+	if st, err := os.Lstat(cur); err != nil {
+		return "", "", err
+	} else if !check(cur, st, true) {
+		return "", cur, nil
+	}
 	if file == "" {
 		return cur, "", nil
 	}

@@ -198,6 +198,7 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 	}
 	defer lock.Close()
 	defer os.Remove(tmp)
+	linked := false // the store's main file is aside by a second name
 	if _, err := os.Lstat(dbPath); err == nil {
 		// What the old store's log holds goes into its main file, so that
 		// the file moved aside is whole by itself.
@@ -219,10 +220,18 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 			}
 		}
 		for i, s := range sides {
-			if err := os.Rename(dbPath+s, aside+s); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			var err error
+			if s == "" && os.Link(dbPath, aside) == nil {
+				// A second name: the store stays at dbPath until the
+				// copy replaces it in one rename, so that no crash in
+				// between leaves the data dir without one.
+				linked = true
+				continue
+			}
+			if err = os.Rename(dbPath+s, aside+s); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				// What was moved goes back: the store stays whole where
 				// it was, rather than half of it aside.
-				if putBack(aside, dbPath, sides[:i]) {
+				if putBack(aside, dbPath, sides[:i], linked) {
 					return "", fmt.Errorf("sqlite: moving %s aside: %w (the store was left as it was)", dbPath+s, err)
 				}
 				return aside, fmt.Errorf("sqlite: moving %s aside: %w (what was moved is at %s)", dbPath+s, err, aside)
@@ -234,7 +243,7 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 	if err := os.Rename(tmp, dbPath); err != nil {
 		// The store goes back where it was, so that no serve starts on
 		// a data dir without one (and makes a new, empty store).
-		if aside == "" || putBack(aside, dbPath, sides) {
+		if aside == "" || putBack(aside, dbPath, sides, linked) {
 			return "", fmt.Errorf("sqlite: putting the backup in place: %w (the store was left as it was)", err)
 		}
 		return aside, fmt.Errorf("sqlite: putting the backup in place: %w (the database it replaces is at %s)", err, aside)
@@ -244,11 +253,18 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 }
 
 // putBack renames the files aside+side back to dbPath+side, for each of
-// sides, and reports whether all that were there went back.
-func putBack(aside, dbPath string, sides []string) bool {
+// sides, and reports whether all that were there went back. With linked,
+// the main file is still at dbPath too, and its second name goes.
+func putBack(aside, dbPath string, sides []string, linked bool) bool {
 	back := true
 	for _, s := range sides {
-		if err := os.Rename(aside+s, dbPath+s); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		var err error
+		if s == "" && linked {
+			err = os.Remove(aside)
+		} else {
+			err = os.Rename(aside+s, dbPath+s)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			back = false
 		}
 	}

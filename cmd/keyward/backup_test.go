@@ -177,6 +177,17 @@ func TestRootBackupRestore(t *testing.T) {
 		}
 		refused(t, restore(ownData, from), "restore", others)
 	})
+	t.Run("RestoreFromFIFO", func(t *testing.T) {
+		fifo := filepath.Join(rootOnly, "fifo")
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := restore(ownData, fifo)
+		r.want(t, 1)
+		if !strings.Contains(r.stderr, "refusing to restore as root: "+fifo+" is not a plain file") {
+			t.Errorf("stderr %q", r.stderr)
+		}
+	})
 	t.Run("RestoreUnderOthersDir", func(t *testing.T) {
 		dir := filepath.Join(others, "new", "data")
 		refused(t, restore(dir, backup), "restore", others)

@@ -185,6 +185,10 @@ func rootPaths(what, advice string, dirs, files []string) ([]string, error) {
 		case err != nil:
 			return nil, err
 		}
+		if st, err := os.Lstat(foreign); foreign != "" && err == nil && !st.IsDir() && st.Mode()&os.ModeSymlink == 0 {
+			// Root's, in root's directory, but no plain file.
+			return nil, fmt.Errorf("refusing to %s as root: %s is not a plain file (a FIFO or a device?); %s", what, foreign, advice)
+		}
 		if foreign != "" {
 			return nil, rootRefusal(what, foreign, advice)
 		}

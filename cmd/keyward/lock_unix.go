@@ -45,9 +45,10 @@ func lockDataDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// dirOwner returns the owner of the directory dir.
+// dirOwner returns the owner of dir, a directory or a link (not its
+// target's).
 func dirOwner(dir string) (uid, gid int, err error) {
-	st, err := os.Stat(dir)
+	st, err := os.Lstat(dir)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -59,7 +60,7 @@ func dirOwner(dir string) (uid, gid int, err error) {
 }
 
 // asRoot reports whether this process runs as root, whose writes another
-// user's directory could redirect (see foreignDir).
+// user's directory could redirect (see rootPath).
 func asRoot() bool { return os.Geteuid() == 0 }
 
 // rootPath resolves p (absolute or relative to the working directory)
@@ -185,7 +186,7 @@ func rootPaths(what, advice string, dirs, files []string) ([]string, error) {
 		case err != nil:
 			return nil, err
 		}
-		if st, err := os.Lstat(foreign); foreign != "" && err == nil && !st.IsDir() && st.Mode()&os.ModeSymlink == 0 {
+		if st, err := os.Lstat(foreign); foreign != "" && err == nil && st.Mode().Type()&(os.ModeNamedPipe|os.ModeDevice|os.ModeSocket) != 0 {
 			// Root's, in root's directory, but no plain file.
 			return nil, fmt.Errorf("refusing to %s as root: %s is not a plain file (a FIFO or a device?); %s", what, foreign, advice)
 		}

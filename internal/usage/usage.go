@@ -127,14 +127,11 @@ type Recorder struct {
 	// the store is down, and the next tick tries again.
 	failing atomic.Bool
 
-	// ctx ends with Close, so that a retention run or flush in progress
-	// does not hold the stop up.
+	// ctx ends with Close: the loops stop, and a retention run or flush
+	// in progress does not hold the stop up.
 	ctx    context.Context
 	cancel context.CancelFunc
-
-	stop     chan struct{}
-	done     sync.WaitGroup
-	stopOnce sync.Once
+	done   sync.WaitGroup
 }
 
 // New returns a Recorder. Call Start to run its background loops and Close
@@ -171,7 +168,6 @@ func New(cfg Config) *Recorder {
 		cfg:         cfg,
 		log:         cfg.Log,
 		carryCounts: make(map[key]int64),
-		stop:        make(chan struct{}),
 		kick:        make(chan struct{}, 1),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -262,7 +258,7 @@ func (r *Recorder) loop(every time.Duration, kick <-chan struct{}, first bool, f
 	}
 	for {
 		select {
-		case <-r.stop:
+		case <-r.ctx.Done():
 			return
 		case <-t.C:
 			run()
@@ -276,10 +272,7 @@ func (r *Recorder) loop(every time.Duration, kick <-chan struct{}, first bool, f
 // Close stops the loops, cutting short what they are doing (a flush cut
 // short is kept and written here), and writes what is left.
 func (r *Recorder) Close(ctx context.Context) error {
-	r.stopOnce.Do(func() {
-		close(r.stop)
-		r.cancel()
-	})
+	r.cancel()
 	r.done.Wait()
 	return r.Flush(ctx)
 }

@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -254,12 +255,8 @@ func (db *DB) migrate(ctx context.Context) error {
 		_, db.newer = keyward.Migrations(names, recorded)
 		for _, name := range names {
 			base := path.Base(name)
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE name = ?`, base).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				continue
+			if slices.Contains(recorded, base) {
+				continue // the transaction holds the write lock: none since
 			}
 			script, err := migrations.ReadFile(name)
 			if err != nil {

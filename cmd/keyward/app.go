@@ -343,6 +343,10 @@ type storedKeys struct {
 	current  string   // the current key's id
 }
 
+// allUnknown reports whether every stored secret, there being some, is
+// under an unknown key: most likely the wrong server secret.
+func (u *storedKeys) allUnknown() bool { return u.unknown > 0 && u.unknown == u.of }
+
 // advice says what to do about the unknown keys.
 const unknownKeysAdvice = "start with the secret that made them as KEYWARD_SECRET, or, after a rotation, name it in KEYWARD_SECRET_PREVIOUS"
 
@@ -354,6 +358,12 @@ func checkKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log 
 		log.Warn("could not check the server keys of the stored tokens", "err", err)
 		return nil
 	}
+	return countKeys(counts, keys)
+}
+
+// countKeys sorts counts, the stored secrets by key id, by the kind of key
+// of keys that made them.
+func countKeys(counts map[string]int64, keys *secret.Keyring) *storedKeys {
 	previous := map[string]bool{}
 	for _, k := range keys.Previous {
 		previous[k.ID] = true
@@ -388,7 +398,7 @@ func logKeys(ctx context.Context, st keyward.Store, keys *secret.Keyring, log *s
 	}
 	if u.unknown > 0 {
 		level := slog.LevelWarn
-		if u.unknown == u.of {
+		if u.allUnknown() {
 			level = slog.LevelError
 		}
 		log.Log(ctx, level, "stored token secrets were made under a server secret this node does not have, so their tokens answer NOT_FOUND: "+unknownKeysAdvice,
@@ -419,7 +429,7 @@ func defineNewSecretFlag(fs *flagSet, v *bool) {
 // With force (the old secret is lost), it warns instead.
 func checkKeysCLI(ctx context.Context, e *env, st keyward.Store, keys *secret.Keyring, force bool) error {
 	u := checkKeys(ctx, st, keys, slog.New(slog.DiscardHandler))
-	if u == nil || u.unknown == 0 || u.unknown < u.of {
+	if u == nil || !u.allUnknown() {
 		return nil
 	}
 	what := fmt.Sprintf("every stored token secret (%d) was made under a server secret other than this one (key ids %s; this one is %s)",

@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -167,18 +165,16 @@ func restoredKeys(ctx context.Context, e *env, cfg storeConfig, path string) str
 	if err != nil {
 		return ""
 	}
-	stored, err := sqlite.SecretKeys(ctx, path)
-	if err != nil || len(stored) == 0 {
+	counts, err := sqlite.SecretKeys(ctx, path)
+	if err != nil {
 		return ""
 	}
-	known := keyIDs(keys)
-	for id := range stored {
-		if slices.Contains(known, id) {
-			return ""
-		}
+	// As serve judges at start (logKeys): all of them unknown.
+	u := countKeys(counts, keys)
+	if !u.allUnknown() {
+		return ""
 	}
-	ids := slices.Sorted(maps.Keys(stored))
-	return fmt.Sprintf("the restored store's tokens were made under a server secret other than this one (key ids %s; this one is %s): they will answer NOT_FOUND and the audit chains will not verify until serve runs with the backup's server secret", strings.Join(ids, ","), keys.Current.ID)
+	return fmt.Sprintf("the restored store's tokens were made under a server secret other than this one (key ids %s; this one is %s): they will answer NOT_FOUND and the audit chains will not verify until serve runs with the backup's server secret", strings.Join(u.ids, ","), u.current)
 }
 
 // parseFileCommand parses the flags of backup and restore: the store

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/postgres"
 	"github.com/keyward/keyward/internal/sqlite"
 )
@@ -72,10 +71,6 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 	store, err := openStore(ctx, cfg, keys)
 	if err != nil {
 		return err
-	}
-	if newer := newerMigrations(store); len(newer) > 0 {
-		store.Close()
-		return &keyward.NewerStoreError{Migrations: newer}
 	}
 	if created {
 		noteNewStore(e, cfg)

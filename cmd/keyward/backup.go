@@ -40,7 +40,7 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 		if _, err := os.Lstat(output); err == nil {
 			return fmt.Errorf("%s exists already; give a new file", output)
 		}
-		paths, err := rootPaths("back up", "run keyward backup as the data dir's owner (sudo -u OWNER keyward backup ...), to a directory that user can write",
+		paths, err := rootPaths("back up", asOwner(dataDir, "backup")+", to a directory that user can write",
 			[]string{dataDir, filepath.Dir(output)}, []string{filepath.Join(dataDir, "keyward.db")})
 		if err != nil {
 			return err
@@ -66,6 +66,16 @@ func rootRefusal(what, dir, advice string) error {
 		who = userName(uid)
 	}
 	return fmt.Errorf("refusing to %s as root: %s can be written by %s, who could put a symbolic link where keyward writes and have root write elsewhere; %s", what, dir, who, advice)
+}
+
+// asOwner advises running the command as the data dir's owner, named
+// when the data dir is there and not root's.
+func asOwner(dataDir, command string) string {
+	who := "OWNER"
+	if uid, _, err := dirOwner(dataDir); err == nil && uid != 0 {
+		who = userName(uid)
+	}
+	return fmt.Sprintf("run keyward %s as the data dir's owner (sudo -u %s keyward %s ...)", command, who, command)
 }
 
 // cmdRestore puts a backup in place of the embedded SQLite store, keeping
@@ -118,7 +128,7 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 		if rest == "" {
 			files = append(files, filepath.Join(dataDir, "keyward.db"))
 		}
-		paths, err := rootPaths("restore", "run keyward restore as the data dir's owner (sudo -u OWNER keyward restore ...), with the backup readable by that user",
+		paths, err := rootPaths("restore", asOwner(dataDir, "restore")+", with the backup readable by that user",
 			[]string{have}, files)
 		if err != nil {
 			return err

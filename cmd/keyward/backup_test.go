@@ -166,7 +166,7 @@ func TestRootBackupRestore(t *testing.T) {
 	t.Run("RestoreIntoOthersDataDir", func(t *testing.T) {
 		r := restore(othersData, backup)
 		refused(t, r, "restore", othersData)
-		if !strings.Contains(r.stderr, "run keyward restore as the data dir's owner") {
+		if !strings.Contains(r.stderr, "run keyward restore as the data dir's owner (sudo -u "+userName(nobody)+" keyward restore ...)") {
 			t.Errorf("no advice: %q", r.stderr)
 		}
 	})

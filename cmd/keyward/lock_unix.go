@@ -86,7 +86,7 @@ func rootPath(p string, last bool) (real, foreign string, err error) {
 		abs = filepath.Dir(abs)
 		dirLast = true
 	}
-	check := func(path string, st os.FileInfo, final bool) bool {
+	check := func(st os.FileInfo, final bool) bool {
 		sys, ok := st.Sys().(*syscall.Stat_t)
 		if !ok {
 			return true
@@ -101,7 +101,7 @@ func rootPath(p string, last bool) (real, foreign string, err error) {
 	cur := "/"
 	if st, err := os.Lstat(cur); err != nil {
 		return "", "", err
-	} else if !check(cur, st, len(todo) == 0 || todo[0] == "") {
+	} else if !check(st, false) { // as the last, it is checked below
 		return "", cur, nil
 	}
 	for links := 0; len(todo) > 0; {
@@ -120,7 +120,7 @@ func rootPath(p string, last bool) (real, foreign string, err error) {
 			return "", "", err
 		}
 		if st.Mode()&os.ModeSymlink != 0 {
-			if !check(next, st, false) {
+			if !check(st, false) {
 				return "", next, nil // the directory holding it is checked
 			}
 			if links++; links > 40 {
@@ -136,7 +136,7 @@ func rootPath(p string, last bool) (real, foreign string, err error) {
 			todo = append(strings.Split(strings.TrimPrefix(target, "/"), "/"), todo...)
 			continue
 		}
-		if !check(next, st, len(todo) == 0) {
+		if !check(st, len(todo) == 0) {
 			return "", next, nil
 		}
 		cur = next
@@ -146,7 +146,7 @@ func rootPath(p string, last bool) (real, foreign string, err error) {
 	// checked as one above, where a sticky bit passes.
 	if st, err := os.Lstat(cur); err != nil {
 		return "", "", err
-	} else if !check(cur, st, true) {
+	} else if !check(st, true) {
 		return "", cur, nil
 	}
 	if file == "" {

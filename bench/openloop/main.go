@@ -52,6 +52,7 @@ func main() {
 	conns := flag.Int("conns", 64, "keep-alive connections (and requests in flight) at most")
 	var hdrs headers
 	flag.Var(&hdrs, "H", "request header `Name: value` (repeatable)")
+	slow := flag.Duration("slow", 0, "also print to stderr each stretch of requests slower than `D`, by due time from the start (0: none)")
 	flag.Parse()
 	u, err := url.Parse(*target)
 	if *target == "" || *rate <= 0 || err != nil || u.Scheme != "http" || u.Host == "" {
@@ -156,6 +157,9 @@ func main() {
 	}
 	fmt.Printf("sent=%d ok=%d errors=%d rate=%.0f p50=%.3fms p90=%.3fms p99=%.3fms p999=%.3fms max=%.3fms late=%d\n",
 		n, len(ok), errs.Load(), float64(n)/elapsed.Seconds(), pct(0.50), pct(0.90), pct(0.99), pct(0.999), pct(1), late.Load())
+	if *slow > 0 {
+		printStalls(os.Stderr, lat, at, start, *slow)
+	}
 	if e := firstErr.Load(); e != nil {
 		fmt.Fprintln(os.Stderr, "openloop: first error:", e)
 	}
@@ -258,5 +262,31 @@ func (c *client) fields(f func(k, v []byte) error) error {
 		if err := f(k, bytes.TrimSpace(v)); err != nil {
 			return err
 		}
+	}
+}
+
+// printStalls prints each stretch of time, by due time from the start, in
+// which requests went over limit (or failed), with how many and the worst:
+// when a target stalled, and for how long. Slow requests less than 100 ms
+// apart fall in one stretch.
+func printStalls(w io.Writer, lat []time.Duration, at func(int) time.Time, start time.Time, limit time.Duration) {
+	const gap = 100 * time.Millisecond
+	slow := func(l time.Duration) bool { return l < 0 || l > limit }
+	for i := 0; i < len(lat); i++ {
+		if !slow(lat[i]) {
+			continue
+		}
+		last, n, failed, worst := i, 0, 0, time.Duration(0)
+		for j := i; j < len(lat) && at(j).Sub(at(last)) <= gap; j++ {
+			switch {
+			case lat[j] < 0:
+				last, failed = j, failed+1
+			case lat[j] > limit:
+				last, n, worst = j, n+1, max(worst, lat[j])
+			}
+		}
+		fmt.Fprintf(w, "openloop: stall from %.3fs to %.3fs: %d over %v (the worst %.3fms), %d failed\n",
+			at(i).Sub(start).Seconds(), at(last).Sub(start).Seconds(), n, limit, float64(worst)/float64(time.Millisecond), failed)
+		i = last
 	}
 }

@@ -77,6 +77,7 @@ type server struct {
 	log     *syncBuffer
 	exited  chan struct{}
 	waitErr error
+	addr    chan string // the address it listens on, once it does
 }
 
 var listenRE = regexp.MustCompile(`msg="keyward listening" addr=(127\.0\.0\.1:\d+)`)
@@ -85,7 +86,17 @@ var listenRE = regexp.MustCompile(`msg="keyward listening" addr=(127\.0\.0\.1:\d
 // until it listens. The process is stopped at the end of the test.
 func startServer(t testing.TB, st *store, args ...string) *server {
 	t.Helper()
-	s := &server{t: t, log: &syncBuffer{}, exited: make(chan struct{})}
+	s := launchServer(t, st, args...)
+	s.waitListening()
+	return s
+}
+
+// launchServer starts keyward serve as startServer does, without waiting
+// for it to listen (waitListening does). The process is stopped at the
+// end of the test.
+func launchServer(t testing.TB, st *store, args ...string) *server {
+	t.Helper()
+	s := &server{t: t, log: &syncBuffer{}, exited: make(chan struct{}), addr: make(chan string, 1)}
 	all := append(append([]string{"serve", "--addr", "127.0.0.1:0", "--flush-interval", "50ms"}, st.args...), args...)
 	s.cmd = exec.Command(binary, all...)
 	s.cmd.Env = append(baseEnv(), st.env...)
@@ -105,7 +116,6 @@ func startServer(t testing.TB, st *store, args ...string) *server {
 		pw.Close()
 		close(s.exited)
 	}()
-	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
@@ -113,23 +123,28 @@ func startServer(t testing.TB, st *store, args ...string) *server {
 			s.log.Write([]byte(line + "\n"))
 			if m := listenRE.FindStringSubmatch(line); m != nil {
 				select {
-				case addr <- m[1]:
+				case s.addr <- m[1]:
 				default:
 				}
 			}
 		}
 	}()
-	select {
-	case a := <-addr:
-		s.URL = "http://" + a
-	case <-s.exited:
-		t.Fatalf("keyward serve exited: %v\n%s", s.waitErr, s.log)
-	case <-time.After(30 * time.Second):
-		s.cmd.Process.Kill()
-		t.Fatalf("keyward serve did not start\n%s", s.log)
-	}
 	t.Cleanup(func() { s.stop() })
 	return s
+}
+
+// waitListening waits until the server listens, and sets its URL.
+func (s *server) waitListening() {
+	s.t.Helper()
+	select {
+	case a := <-s.addr:
+		s.URL = "http://" + a
+	case <-s.exited:
+		s.t.Fatalf("keyward serve exited: %v\n%s", s.waitErr, s.log)
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		s.t.Fatalf("keyward serve did not start\n%s", s.log)
+	}
 }
 
 // stop sends SIGTERM and waits for a graceful exit.

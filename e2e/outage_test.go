@@ -184,6 +184,64 @@ func TestPostgresOutage(t *testing.T) {
 	})
 }
 
+// TestPostgresNotUpAtStart starts nodes before their PostgreSQL server:
+// a node waits for it (--store-wait), says so, and serves once it is up;
+// one whose wait runs out exits with the cause; one asked to stop while
+// waiting stops as cleanly as a serving one.
+func TestPostgresNotUpAtStart(t *testing.T) {
+	pg := startOwnPostgres(t)
+	st := pg.store()
+	pg.stop()
+
+	waiting := func(t *testing.T, s *server) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(s.log.String(), "does not accept connections yet: waiting for it"); {
+			if time.Now().After(deadline) {
+				t.Fatalf("the node did not say it waits for the store:\n%s", s.log)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	t.Run("GivesUp", func(t *testing.T) {
+		_, stderr, code := cli(t, "", st.env, append([]string{"serve", "--addr", "127.0.0.1:0", "--store-wait", "1s"}, st.args...)...)
+		if code != 1 || !strings.Contains(stderr, "connection refused") || !strings.Contains(stderr, "waited 1s for the store to accept connections: --store-wait") {
+			t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+		}
+	})
+	t.Run("StopsWhileWaiting", func(t *testing.T) {
+		s := launchServer(t, st)
+		waiting(t, s)
+		s.stop() // fails the test unless it exits 0
+		if !strings.Contains(s.log.String(), "stopped while waiting for the PostgreSQL store") {
+			t.Fatalf("log:\n%s", s.log)
+		}
+	})
+	t.Run("WaitsForIt", func(t *testing.T) {
+		s := launchServer(t, st)
+		waiting(t, s)
+		pg.start()
+		s.waitListening()
+		if !strings.Contains(s.log.String(), "the PostgreSQL store accepts connections") {
+			t.Errorf("log:\n%s", s.log)
+		}
+		root := initRoot(t, st)
+		admin := newClient(t, s.URL, root)
+		tok, err := admin.CreateToken(ctxT(t), client.CreateTokenRequest{Name: "after the wait"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectCode(t, admin, client.VerifyRequest{Token: tok.Secret}, "VALID")
+	})
+	t.Run("WrongDatabaseFailsAtOnce", func(t *testing.T) {
+		// A configuration the server refuses stays refused: no wait.
+		u := strings.Replace(pg.URL, "/postgres?", "/no_such_database?", 1)
+		_, stderr, code := cli(t, "", st.env, "serve", "--addr", "127.0.0.1:0", "--database-url", u, "--store-wait", "10m")
+		if code != 1 || !strings.Contains(stderr, `database "no_such_database" does not exist`) || strings.Contains(stderr, "waiting") {
+			t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+		}
+	})
+}
+
 // TestUsageSpoolAcrossRestart: a node stopped while PostgreSQL is down
 // keeps the quota use it could not write in its spool (--usage-spool-dir),
 // exits cleanly saying so, and the next start writes it back: the quota

@@ -67,6 +67,7 @@ type serveConfig struct {
 	RedisFallback   string // closed or local
 	Nodes           int
 	ShutdownTimeout time.Duration
+	StoreWait       time.Duration // how long to wait at start for PostgreSQL to accept connections
 	MaxBody         int64
 	// TrustedProxies: comma-separated CIDRs whose X-Forwarded-For names
 	// the client of the API and dashboard; Proxies, parsed by validate.
@@ -133,6 +134,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.Nodes < 1 {
 		return errors.New("--nodes must be at least 1")
+	}
+	if c.StoreWait < 0 {
+		return errors.New("--store-wait must not be negative")
 	}
 	if c.TrustedProxies != "" {
 		p, err := realip.Parse(strings.Split(c.TrustedProxies, ","))
@@ -254,6 +258,52 @@ func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keywar
 		return nil, fmt.Errorf("open the store in %s: %w", c.DataDir, err)
 	}
 	return db, nil
+}
+
+// errStopped ends a serve asked to stop before it served: it exits as a
+// serve that was asked to stop while serving does.
+var errStopped = errors.New("stopped before serving")
+
+// openStoreWaiting opens the store as openStore does, but waits up to
+// cfg.StoreWait for a PostgreSQL server that does not accept connections
+// yet, as when keyward starts before its database (postgres.NotUpYet),
+// trying again with a growing pause and saying so in the log.
+func openStoreWaiting(ctx context.Context, cfg serveConfig, keys *secret.Keyring, log *slog.Logger) (keyward.Store, error) {
+	st, err := openStore(ctx, cfg.storeConfig, keys)
+	if err == nil || cfg.DatabaseURL == "" || cfg.StoreWait <= 0 || !postgres.NotUpYet(err) {
+		return st, err
+	}
+	start := time.Now()
+	deadline := start.Add(cfg.StoreWait)
+	log.Warn("the PostgreSQL store does not accept connections yet: waiting for it", "err", err, "store_wait", cfg.StoreWait)
+	pause, said := 250*time.Millisecond, start
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, fmt.Errorf("%w (waited %s for the store to accept connections: --store-wait)", err, cfg.StoreWait)
+		}
+		t := time.NewTimer(min(pause, left))
+		select {
+		case <-ctx.Done():
+			// Asked to stop (SIGTERM, say): a stop as any other.
+			t.Stop()
+			log.Info("stopped while waiting for the PostgreSQL store")
+			return nil, errStopped
+		case <-t.C:
+		}
+		pause = min(2*pause, 5*time.Second)
+		if st, err = openStore(ctx, cfg.storeConfig, keys); err == nil {
+			log.Info("the PostgreSQL store accepts connections", "waited", time.Since(start).Round(time.Millisecond))
+			return st, nil
+		}
+		if !postgres.NotUpYet(err) {
+			return nil, err
+		}
+		if time.Since(said) >= 10*time.Second {
+			said = time.Now()
+			log.Warn("still waiting for the PostgreSQL store", "err", err, "waited", time.Since(start).Round(time.Second))
+		}
+	}
 }
 
 // appliedMigrations returns the migrations opening the store applied.
@@ -583,7 +633,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 			log.Warn("removed the partial copy of a restore that did not finish", "file", p)
 		}
 	}
-	if s.store, err = openStore(ctx, cfg.storeConfig, keys); err != nil {
+	if s.store, err = openStoreWaiting(ctx, cfg, keys, log); err != nil {
 		return nil, err
 	}
 	if applied := appliedMigrations(s.store); len(applied) > 0 {

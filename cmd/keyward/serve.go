@@ -31,6 +31,7 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	fs.String(&cfg.RedisFallback, "redis-fallback", "KEYWARD_REDIS_FALLBACK", "closed", "while Redis is unreachable: `MODE` closed (refuse limited tokens) or local (each node enforces limit/--nodes)")
 	fs.Int(&cfg.Nodes, "nodes", "KEYWARD_NODES", 1, "the number `N` of nodes, by which --redis-fallback local divides each limit")
 	fs.Duration(&cfg.StaleGrace, "stale-grace", "KEYWARD_STALE_GRACE", 5*time.Minute, "while the store is unreachable, cached tokens keep verifying for `DURATION` (at least 1s); then every verification fails closed")
+	fs.Duration(&cfg.StoreWait, "store-wait", "KEYWARD_STORE_WAIT", time.Minute, "at start, wait up to `DURATION` for a PostgreSQL store that does not accept connections yet (it is starting, say), trying again meanwhile; 0 fails at once")
 	fs.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "KEYWARD_SHUTDOWN_TIMEOUT", 30*time.Second, "on shutdown, let in-flight requests finish for up to `DURATION`; those still open then (long streams) are cut")
 	fs.Bool(&cfg.Usage, "usage", "KEYWARD_USAGE", true, "count every verification for usage analytics (rollups by minute and hour, raw events)")
 	fs.Int(&cfg.UsageSample, "usage-sample", "KEYWARD_USAGE_SAMPLE", usage.DefaultSampleEvery, "keep one successful verification in `N` as a raw usage event (1 keeps all, 0 none); failures are always kept")
@@ -216,6 +217,9 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	defer out.Close()
 	log := newLogger(out, cfg.LogFormat, cfg.LogLevel)
 	srv, err := openServer(ctx, *cfg, log)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -519,6 +519,29 @@ func unreachable(err error) bool {
 	return pgconn.SafeToRetry(err)
 }
 
+// NotUpYet reports whether err, from Open or Migrate, means that the
+// server does not accept connections yet (it is down, starting, shutting
+// down, full, or its name does not resolve yet), as when keyward starts
+// before its database, rather than that it refused this configuration: a
+// login, a database name or a TLS setting that is wrong stays wrong, and
+// waiting would only hide it.
+func NotUpYet(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// admin_shutdown, crash_shutdown, cannot_connect_now,
+		// too_many_connections and the connection exceptions of class 08.
+		switch pe.Code {
+		case "57P01", "57P02", "57P03", "53300":
+			return true
+		}
+		return strings.HasPrefix(pe.Code, "08")
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
 // unavailableError is a keyward EUNAVAILABLE error that keeps its cause.
 type unavailableError struct {
 	op  string

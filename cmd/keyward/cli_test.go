@@ -1236,3 +1236,35 @@ func TestShortPreviousSecret(t *testing.T) {
 		t.Errorf("stderr = %q", r.stderr)
 	}
 }
+
+// TestServePublicURLDefault: without --public-url or KEYWARD_PUBLIC_URL,
+// the public URL is localhost at the port served, https with TLS; given
+// either way, it is taken as given.
+func TestServePublicURLDefault(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"Default", nil, nil, "http://localhost:8080"},
+		{"OtherPort", []string{"--addr", "0.0.0.0:9000"}, nil, "http://localhost:9000"},
+		{"AddrFromEnv", nil, map[string]string{"KEYWARD_ADDR": "127.0.0.1:9001"}, "http://localhost:9001"},
+		{"TLS", []string{"--addr", "127.0.0.1:8443", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "https://localhost:8443"},
+		{"AnyPort", []string{"--addr", "127.0.0.1:0"}, nil, "http://localhost:8080"},
+		{"Flag", []string{"--addr", "127.0.0.1:9000", "--public-url", "https://keys.example.com"}, nil, "https://keys.example.com"},
+		{"Env", []string{"--addr", "127.0.0.1:9000"}, map[string]string{"KEYWARD_PUBLIC_URL": "http://localhost:8080"}, "http://localhost:8080"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := &env{stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return c.env[k] }}
+			fs := newFlagSet(e, "serve", help{})
+			cfg := defineServeFlags(fs)
+			if _, err := fs.parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			if cfg.PublicURL != c.want {
+				t.Errorf("PublicURL = %q, want %q", cfg.PublicURL, c.want)
+			}
+		})
+	}
+}

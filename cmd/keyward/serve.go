@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,7 +19,16 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	cfg := &serveConfig{}
 	fs.String(&cfg.Addr, "addr", "KEYWARD_ADDR", "127.0.0.1:8080", "`ADDRESS` (host:port) to listen on")
 	defineStoreFlags(fs, &cfg.storeConfig)
-	fs.String(&cfg.PublicURL, "public-url", "KEYWARD_PUBLIC_URL", "http://localhost:8080", "`URL` people reach the server at: the dashboard's origin and passkey relying party")
+	fs.String(&cfg.PublicURL, "public-url", "KEYWARD_PUBLIC_URL", "http://localhost:8080", "`URL` people reach the server at: the dashboard's origin and passkey relying party; when not given, localhost at the port of --addr, https:// with --tls-cert")
+	fs.Check(func() error {
+		// The default follows the address served, so that a dashboard on
+		// another port, or on TLS, is its own origin (cross-origin checks,
+		// passkeys) without a --public-url that only repeats --addr.
+		if !fs.Changed("public-url") && fs.envValue("KEYWARD_PUBLIC_URL") == "" {
+			cfg.PublicURL = defaultPublicURL(cfg.Addr, cfg.TLSCert != "")
+		}
+		return nil
+	})
 	fs.String(&cfg.TLSCert, "tls-cert", "KEYWARD_TLS_CERT", "", "serve TLS with the certificate chain in `FILE` (PEM)")
 	fs.String(&cfg.TLSKey, "tls-key", "KEYWARD_TLS_KEY", "", "serve TLS with the private key in `FILE` (PEM)")
 	fs.String(&cfg.TrustedProxies, "trusted-proxies", "KEYWARD_TRUSTED_PROXIES", "", "comma-separated `CIDRS` of the proxies in front of the API and dashboard, whose X-Forwarded-For names the client (sign-in throttling, sessions, audit records, logs, and the allowed_cidrs of management tokens: name only the proxies' own addresses); without it the connection's address is the client's")
@@ -51,6 +62,21 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 	})
 	addSecretEnvHelp(fs)
 	return cfg
+}
+
+// defaultPublicURL is the public URL of a server listening on addr when
+// none is given: localhost at addr's port, over https with TLS. An address
+// without a fixed port (":0") keeps port 8080, the default address's.
+func defaultPublicURL(addr string, tls bool) string {
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+		port = "8080"
+	}
+	return scheme + "://localhost:" + port
 }
 
 // defineStoreFlags defines --data-dir and --database-url, which every

@@ -438,9 +438,38 @@ type migrated struct {
 // applied reports whether every migration in names (paths) is recorded as
 // applied, and which recorded ones are not in names (sorted), reading only.
 func applied(ctx context.Context, tx pgx.Tx, names []string) (done bool, unknown []string, err error) {
-	var exists bool
-	if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+	var schema *string
+	if err := tx.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
 		return false, nil, err
+	}
+	if schema == nil {
+		var path string
+		if err := tx.QueryRow(ctx, `SHOW search_path`).Scan(&path); err != nil {
+			return false, nil, err
+		}
+		return false, nil, fmt.Errorf("no schema of the search_path (%s) exists: create it first (CREATE SCHEMA ...), or name another in the URL's search_path", path)
+	}
+	var where *string // the schema of the schema_migrations found, if any
+	var ours bool     // and whether it is keyward's: it has a name column
+	if err := tx.QueryRow(ctx, `SELECT n.nspname, EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'name' AND NOT a.attisdropped)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass('schema_migrations')`).Scan(&where, &ours); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, nil, err
+	}
+	const own = "give keyward a database of its own, or a schema of its own (CREATE SCHEMA keyward, then search_path=keyward in the URL)"
+	if where == nil {
+		// A first start: the schema must not hold tables of the same
+		// names made by something else, which the migrations would trip on.
+		var taken []string
+		if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(t ORDER BY t), '{}') FROM unnest(ARRAY['workspaces', 'tokens', 'changes', 'audit_events']) t WHERE to_regclass(quote_ident(current_schema()) || '.' || t) IS NOT NULL`).Scan(&taken); err != nil {
+			return false, nil, err
+		}
+		if len(taken) > 0 {
+			return false, nil, fmt.Errorf("schema %s already has tables of the names keyward uses (%s), but no record of keyward's migrations: they are another application's; %s", *schema, strings.Join(taken, ", "), own)
+		}
+		return false, nil, nil
+	}
+	if !ours {
+		return false, nil, fmt.Errorf("%s.schema_migrations is another tool's (keyward's has a name column): %s", *where, own)
 	}
 	rows, err := tx.Query(ctx, `SELECT name FROM schema_migrations ORDER BY name`)
 	if err != nil {

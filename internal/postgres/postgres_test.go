@@ -95,6 +95,16 @@ func newSchema(t *testing.T) string {
 	return withParam(t, base, "search_path", name)
 }
 
+// searchPath returns the search_path of the URL u (newSchema's).
+func searchPath(t *testing.T, u string) string {
+	t.Helper()
+	p, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Query().Get("search_path")
+}
+
 // withParam returns the connection string u with one more parameter.
 func withParam(t *testing.T, u, key, value string) string {
 	t.Helper()
@@ -1057,4 +1067,52 @@ func TestOpenReadOnlyRole(t *testing.T) {
 	if _, err := db.FindWorkspaces(t.Context(), keyward.WorkspaceFilter{Limit: 1}); err != nil {
 		t.Fatalf("FindWorkspaces: %v", err)
 	}
+}
+
+// TestOpenSchemaNotKeywards: a schema that is missing, or holds another
+// tool's migration table or tables of keyward's names, is refused with
+// what to do, and left as it was.
+func TestOpenSchemaNotKeywards(t *testing.T) {
+	t.Run("NoSuchSchema", func(t *testing.T) {
+		u := withParam(t, baseURL(t), "search_path", "keyward_test_no_such_schema")
+		_, err := Open(t.Context(), u, WithAuditKey(storetest.AuditKey))
+		if err == nil || !strings.Contains(err.Error(), "no schema of the search_path (keyward_test_no_such_schema) exists: create it first") {
+			t.Fatalf("Open: %v", err)
+		}
+	})
+	t.Run("OtherToolsMigrations", func(t *testing.T) {
+		u := newSchema(t)
+		schema := searchPath(t, u)
+		admin(t, `CREATE TABLE `+schema+`.schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL)`)
+		_, err := Open(t.Context(), u, WithAuditKey(storetest.AuditKey))
+		if err == nil || !strings.Contains(err.Error(), schema+".schema_migrations is another tool's") {
+			t.Fatalf("Open: %v", err)
+		}
+		if _, err := Migrate(t.Context(), u, WithAuditKey(storetest.AuditKey)); err == nil || !strings.Contains(err.Error(), "give keyward a database of its own") {
+			t.Fatalf("Migrate: %v", err)
+		}
+	})
+	t.Run("OtherApplicationsTables", func(t *testing.T) {
+		u := newSchema(t)
+		schema := searchPath(t, u)
+		admin(t, `CREATE TABLE `+schema+`.tokens (id int)`)
+		_, err := Open(t.Context(), u, WithAuditKey(storetest.AuditKey))
+		if err == nil || !strings.Contains(err.Error(), "schema "+schema+" already has tables of the names keyward uses (tokens)") {
+			t.Fatalf("Open: %v", err)
+		}
+	})
+	t.Run("OtherApplicationsTablesElsewhereInThePath", func(t *testing.T) {
+		// Tables of another schema later in the search_path are not in
+		// the way: keyward's are made in the first.
+		other := newSchema(t)
+		otherName := searchPath(t, other)
+		admin(t, `CREATE TABLE `+otherName+`.tokens (id int)`)
+		u := newSchema(t)
+		schema := searchPath(t, u)
+		db, err := Open(t.Context(), withParam(t, u, "search_path", schema+","+otherName), WithAuditKey(storetest.AuditKey))
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		db.Close()
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/client"
 	"github.com/keyward/keyward/internal/secret"
 )
@@ -230,7 +231,7 @@ func isBoolFlag(v flag.Value) bool {
 }
 
 func parseTime(s string) (time.Time, error) {
-	t, err := time.Parse(time.RFC3339, s)
+	t, err := keyward.ParseRFC3339(s)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("--expires-at %q: want an RFC 3339 time such as 2027-01-01T00:00:00Z", s)
 	}

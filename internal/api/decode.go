@@ -172,7 +172,7 @@ func (o *object) time(name string, dst *time.Time) bool {
 	if !o.value(name, "an RFC 3339 time such as \"2026-12-31T23:59:59Z\"", &s) {
 		return false
 	}
-	t, err := time.Parse(time.RFC3339, s)
+	t, err := keyward.ParseRFC3339(s)
 	if err != nil {
 		o.fail(name, "%s must be an RFC 3339 time such as \"2026-12-31T23:59:59Z\"", name)
 		return false

@@ -122,7 +122,7 @@ func queryRange(q url.Values, from, to *time.Time) []keyward.FieldError {
 		if v == "" {
 			continue
 		}
-		t, err := time.Parse(time.RFC3339, v)
+		t, err := keyward.ParseRFC3339(v)
 		if err != nil {
 			errs = append(errs, keyward.FieldError{Pointer: "/" + p.name, Detail: p.name + ` must be an RFC 3339 time such as "2026-12-31T23:59:59Z"`})
 			continue

@@ -38,7 +38,8 @@ func TestAuth(t *testing.T) {
 	_, admin := s.newToken("admin", "keyward:admin")
 
 	const challenge = `Bearer realm="keyward"`
-	const invalid = `Bearer realm="keyward", error="invalid_token"`
+	// The same challenge for a credential that is not valid (PRODUCT §5).
+	const invalid = challenge
 	tests := []struct {
 		name          string
 		method, path  string
@@ -280,6 +281,14 @@ func TestCreateToken(t *testing.T) {
 	t.Run("OKExpiresAt", func(t *testing.T) {
 		at := s.clock.Now().Add(48 * time.Hour).Truncate(time.Second)
 		m := s.create(map[string]any{"name": "at", "expires_at": at.Format(time.RFC3339)})
+		if m["expires_at"] != at.Format(time.RFC3339) {
+			t.Fatalf("expires_at = %v, want %s", m["expires_at"], at.Format(time.RFC3339))
+		}
+	})
+	t.Run("OKExpiresAtLowercase", func(t *testing.T) {
+		// RFC 3339 §5.6: "T" and "Z" may be lowercase.
+		at := s.clock.Now().Add(48 * time.Hour).Truncate(time.Second).UTC()
+		m := s.create(map[string]any{"name": "at", "expires_at": strings.ToLower(at.Format(time.RFC3339))})
 		if m["expires_at"] != at.Format(time.RFC3339) {
 			t.Fatalf("expires_at = %v, want %s", m["expires_at"], at.Format(time.RFC3339))
 		}

@@ -246,12 +246,13 @@ func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 }
 
 // unauthorized answers 401 with the RFC 6750 challenge; OAuth routes answer
-// in OAuth's error format.
+// in OAuth's error format. The challenge is the same whether or not a
+// credential was sent (PRODUCT §5: "No or an invalid credential: 401 with
+// a WWW-Authenticate: Bearer realm="keyward" header"); the problem's detail
+// tells the two apart. (The gateway's adds error="invalid_token", as its
+// contract says.)
 func (s *Server) unauthorized(w http.ResponseWriter, r *http.Request, rt route, basic, presented bool) {
 	challenge := `Bearer realm="keyward"`
-	if presented {
-		challenge += `, error="invalid_token"`
-	}
 	if basic {
 		challenge = `Basic realm="keyward"`
 	}

@@ -47,6 +47,9 @@ type storeConfig struct {
 	// LinkUnchainedAudit lets the migration to the audit chain link the
 	// events already stored (keyward migrate --link-unchained-audit).
 	LinkUnchainedAudit bool
+	// lockWait, when set, is called when PostgreSQL migrations wait for
+	// another process's (postgres.WithLockWait).
+	lockWait func()
 }
 
 // serveConfig is the configuration of keyward serve, built from flags and
@@ -240,6 +243,9 @@ func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keywar
 		if c.LinkUnchainedAudit {
 			opts = append(opts, postgres.WithLinkUnchainedAudit(keyIDs(keys)...))
 		}
+		if c.lockWait != nil {
+			opts = append(opts, postgres.WithLockWait(c.lockWait))
+		}
 		db, err := postgres.Open(ctx, c.DatabaseURL, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("open the PostgreSQL store: %w", err)
@@ -269,6 +275,9 @@ var errStopped = errors.New("stopped before serving")
 // yet, as when keyward starts before its database (postgres.NotUpYet),
 // trying again with a growing pause and saying so in the log.
 func openStoreWaiting(ctx context.Context, cfg serveConfig, keys *secret.Keyring, log *slog.Logger) (keyward.Store, error) {
+	cfg.lockWait = func() {
+		log.Info("another keyward is applying migrations to the store (a node starting, or keyward migrate): waiting for it to finish")
+	}
 	st, err := openStore(ctx, cfg.storeConfig, keys)
 	if err == nil || cfg.DatabaseURL == "" || cfg.StoreWait <= 0 || !postgres.NotUpYet(err) {
 		return st, err

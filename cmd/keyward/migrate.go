@@ -52,7 +52,9 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 	}
 	if cfg.DatabaseURL != "" {
 		key, _ := auditKeys(keys)
-		opts := []postgres.Option{postgres.WithAuditKey(key)}
+		opts := []postgres.Option{postgres.WithAuditKey(key), postgres.WithLockWait(func() {
+			fmt.Fprintln(e.stderr, "keyward: another keyward is applying migrations to this store (a node starting, or keyward migrate): waiting for it to finish")
+		})}
 		if cfg.LinkUnchainedAudit {
 			opts = append(opts, postgres.WithLinkUnchainedAudit(keyIDs(keys)...))
 		}

@@ -164,6 +164,15 @@ type options struct {
 	linkUnchained bool
 	linkKeys      []string // see WithLinkUnchainedAudit
 	refuseNewer   bool     // fail on migrations this build does not know
+	onLockWait    func()   // see WithLockWait
+}
+
+// WithLockWait has the store call wait, once, when migrations are to be
+// applied but another process (a node starting, keyward migrate) holds the
+// migration lock: the store then waits for it, which a long migration
+// makes last, and the caller can say so.
+func WithLockWait(wait func()) Option {
+	return func(o *options) { o.onLockWait = wait }
 }
 
 // WithAuditKey sets the key under which the store links the audit events
@@ -365,8 +374,17 @@ func migrate(ctx context.Context, db beginner, o options) (m migrated, err error
 		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = '`+migrateTimeout+`'`); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
+		var got bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, migrateLockKey).Scan(&got); err != nil {
 			return err
+		}
+		if !got {
+			if o.onLockWait != nil {
+				o.onLockWait()
+			}
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 			name       text        PRIMARY KEY,

@@ -1116,3 +1116,47 @@ func TestOpenSchemaNotKeywards(t *testing.T) {
 		db.Close()
 	})
 }
+
+// TestOpenWaitsForMigrationLock: a store to migrate while another process
+// holds the migration lock says so (WithLockWait), waits, and migrates
+// once the lock is free.
+func TestOpenWaitsForMigrationLock(t *testing.T) {
+	u := newSchema(t)
+	ctx := t.Context()
+	holder, err := pgx.Connect(ctx, baseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLockKey); err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan struct{}, 1)
+	opened := make(chan error, 1)
+	go func() {
+		db, err := Open(ctx, u, WithAuditKey(storetest.AuditKey), WithLockWait(func() { waiting <- struct{}{} }))
+		if err == nil {
+			db.Close()
+		}
+		opened <- err
+	}()
+	select {
+	case <-waiting:
+	case err := <-opened:
+		t.Fatalf("Open returned while the lock was held: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Open did not say it waits for the lock")
+	}
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_unlock($1)`, migrateLockKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-opened; err != nil {
+		t.Fatalf("Open after the lock was freed: %v", err)
+	}
+	// Migrated: another open has nothing to apply, and takes no lock.
+	db, err := Open(ctx, u, WithAuditKey(storetest.AuditKey), WithLockWait(func() { t.Error("waited on a migrated store") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+}

@@ -1268,3 +1268,46 @@ func TestServePublicURLDefault(t *testing.T) {
 		})
 	}
 }
+
+// failWriter fails every write, as standard output on a full disk does.
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestStdoutFailure: a command whose output could not be written fails;
+// init says that the root token it issued is held by nobody.
+func TestStdoutFailure(t *testing.T) {
+	for _, args := range [][]string{{"init"}, {"init", "--output", "json"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			var stderr bytes.Buffer
+			code := run(context.Background(), append(args, "--data-dir", dir), strings.NewReader(""), failWriter{}, &stderr, func(string) string { return "" })
+			if code != 1 || !strings.Contains(stderr.String(), "was issued but could not be shown (writing to standard output: no space left on device); nobody holds it") ||
+				!strings.Contains(stderr.String(), "keyward init --new-root-token") {
+				t.Fatalf("exit %d, stderr %q", code, stderr.String())
+			}
+		})
+	}
+	t.Run("version", func(t *testing.T) {
+		var stderr bytes.Buffer
+		code := run(context.Background(), []string{"version"}, strings.NewReader(""), failWriter{}, &stderr, func(string) string { return "" })
+		if code != 1 || stderr.String() != "keyward: writing to standard output: no space left on device\n" {
+			t.Fatalf("exit %d, stderr %q", code, stderr.String())
+		}
+	})
+}
+
+// TestServeGatewayConfigErrorLines: serve lists a gateway config's
+// problems one a line, as keyward gateway check does.
+func TestServeGatewayConfigErrorLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, []byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: x\n    upstreams: [http://127.0.0.1:1]\n    auth: maybe\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, nil, nil, "", "serve", "--data-dir", filepath.Join(t.TempDir(), "data"), "--addr", "127.0.0.1:0", "--gateway-config", path)
+	want := "keyward: --gateway-config: " + path + ":5: routes[0].path_prefix: must start with \"/\"\n  " +
+		path + ":7: routes[0].auth: \"maybe\": must be required, optional or none\n"
+	if r.code != 1 || r.stderr != want {
+		t.Fatalf("exit %d, stderr:\n%s\nwant:\n%s", r.code, r.stderr, want)
+	}
+}

@@ -71,10 +71,21 @@ func cmdInit(ctx context.Context, e *env, args []string) error {
 	}
 	e.addSecret(text)
 	if cfg.Output == outputJSON {
-		return writeJSON(e.stdout, map[string]string{"token": text, "id": tok.ID})
+		if err := writeJSON(e.stdout, map[string]string{"token": text, "id": tok.ID}); err != nil {
+			return lostRootToken(tok.ID, err)
+		}
+		return nil
 	}
 	fmt.Fprintf(e.stdout, "Store ready. Root management token %s (keyward:admin in %q, keyward:instance).\n", tok.ID, keyward.DefaultWorkspace)
 	fmt.Fprintf(e.stdout, "It is shown only this once; keep it in a secret store:\n")
-	fmt.Fprintln(e.stdout, text)
+	if _, err := fmt.Fprintln(e.stdout, text); err != nil {
+		return lostRootToken(tok.ID, err)
+	}
 	return nil
+}
+
+// lostRootToken is the error of an init whose root token was issued but
+// could not be shown: whoever runs it must know to issue another.
+func lostRootToken(id string, err error) error {
+	return fmt.Errorf("the root token %s was issued but could not be shown (writing to standard output: %v); nobody holds it: revoke it, and run keyward init --new-root-token for one you can keep", id, err)
 }

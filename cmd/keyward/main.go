@@ -23,6 +23,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/gateway"
 	"github.com/keyward/keyward/internal/secret"
 )
 
@@ -41,9 +42,31 @@ func main() {
 // exit status. It touches no process globals: the standard streams and the
 // environment come in as arguments, so that tests can drive it.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	out := &outWriter{w: stdout}
+	e := &env{stdin: stdin, stdout: out, stderr: stderr, getenv: getenv}
 	err := dispatch(ctx, e, topGroup, topCommands(), args)
+	if err == nil && out.err != nil {
+		// What a command printed is its result (a token shown once, the
+		// heads audit verify reports): not written, the command failed,
+		// whether or not it looked at the error itself.
+		err = fmt.Errorf("writing to standard output: %w", out.err)
+	}
 	return e.exit(ctx, err)
+}
+
+// outWriter is standard output as commands see it: it remembers the first
+// write that failed (a full disk, a closed descriptor).
+type outWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+	return n, err
 }
 
 // env is what a command may use of the process: its standard streams and
@@ -138,7 +161,17 @@ func (e *env) exit(ctx context.Context, err error) int {
 	// A token given where it does not belong (keyward verify kw_..., an
 	// extra argument, a flag's value) is echoed by no error message.
 	msg = secret.Redact(msg)
-	msg = strings.Join(strings.Fields(msg), " ") // one line, whatever the server said
+	var ce *gateway.ConfigErrors
+	if errors.As(err, &ce) && len(ce.Errs) > 1 {
+		// One problem a line, as keyward gateway check lists them.
+		lines := strings.Split(msg, "\n")
+		for i, l := range lines {
+			lines[i] = strings.Join(strings.Fields(l), " ")
+		}
+		msg = strings.Join(lines, "\n  ")
+	} else {
+		msg = strings.Join(strings.Fields(msg), " ") // one line, whatever the server said
+	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		see := "keyward help"

@@ -451,15 +451,18 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 			p.list(v, field+".upstreams", func(i int, s string, c *yaml.Node) {
 				u, err := url.Parse(strings.TrimSpace(s))
 				f := fmt.Sprintf("%s.upstreams[%d]", field, i)
+				shown := redactURL(s) // errors end up in logs
 				switch {
 				case err != nil:
-					p.errf(c.Line, f, "%q is not a URL", s)
+					p.errf(c.Line, f, "%q is not a URL", shown)
 				case u.Scheme != "http" && u.Scheme != "https":
-					p.errf(c.Line, f, "%q: the scheme must be http or https", s)
+					p.errf(c.Line, f, "%q: the scheme must be http or https", shown)
 				case u.Host == "":
-					p.errf(c.Line, f, "%q has no host", s)
-				case u.User != nil || u.RawQuery != "" || u.Fragment != "":
-					p.errf(c.Line, f, "%q: only scheme, host and path are allowed", s)
+					p.errf(c.Line, f, "%q has no host", shown)
+				case u.User != nil:
+					p.errf(c.Line, f, "%q: credentials in an upstream URL are not supported (only scheme, host and path are allowed)", shown)
+				case u.RawQuery != "" || u.Fragment != "":
+					p.errf(c.Line, f, "%q: only scheme, host and path are allowed", shown)
 				default:
 					rt.Upstreams = append(rt.Upstreams, u)
 				}
@@ -707,4 +710,21 @@ func hasDotSegment(p string) bool {
 		}
 		p, first = rest, false
 	}
+}
+
+// redactURL returns the URL s with the password of its user information,
+// if any, masked; where s does not parse as a URL, everything between
+// "://" and the last "@" is masked.
+func redactURL(s string) string {
+	if u, err := url.Parse(strings.TrimSpace(s)); err == nil {
+		if _, has := u.User.Password(); has {
+			return u.Redacted()
+		}
+		return s
+	}
+	i, j := strings.Index(s, "://"), strings.LastIndex(s, "@")
+	if i >= 0 && j > i+3 {
+		return s[:i+3] + "xxxxx" + s[j:]
+	}
+	return s
 }

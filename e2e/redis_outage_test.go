@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,4 +129,38 @@ func TestRedisOutage(t *testing.T) {
 		expectCode(t, admin, client.VerifyRequest{Token: metered.Secret}, "VALID")
 		expectCode(t, admin, client.VerifyRequest{Token: metered.Secret}, "QUOTA_EXCEEDED")
 	})
+}
+
+// TestRedisDownAtStart: a node whose Redis does not answer at start still
+// starts, says so at once, and refuses limited tokens (fallback closed)
+// until Redis answers.
+func TestRedisDownAtStart(t *testing.T) {
+	ctx := ctxT(t)
+	rd := startOwnRedis(t)
+	rd.stop()
+	st := sqliteStore(t)
+	st.env = append(st.env, "KEYWARD_REDIS_URL="+rd.URL)
+	srv := startServer(t, st)
+	if !strings.Contains(srv.log.String(), `msg="Redis does not answer: rate limits and quotas fall back to --redis-fallback until it does" redis_fallback=closed`) {
+		t.Errorf("the start did not say Redis is down:\n%s", srv.log)
+	}
+	admin := newClient(t, srv.URL, initRoot(t, st))
+	limited, err := admin.CreateToken(ctx, client.CreateTokenRequest{Name: "limited", RateLimit: &client.RateLimit{Limit: 5, Window: client.Duration(time.Minute)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectCode(t, admin, client.VerifyRequest{Token: limited.Secret}, "RATE_LIMITED")
+	rd.start()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		res, err := admin.Verify(ctx, client.VerifyRequest{Token: limited.Secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Code == "VALID" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %s after Redis came up", res.Code)
+		}
+	}
 }

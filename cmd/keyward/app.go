@@ -690,6 +690,11 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		}
 		vcfg.Global = s.limits
 		probes = append(probes, api.Probe{Name: "redis", Check: s.limits.Ping, Fallback: "limits fall back to " + cfg.RedisFallback})
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := s.limits.Ping(pctx); err != nil {
+			log.Warn("Redis does not answer: rate limits and quotas fall back to --redis-fallback until it does", "redis_fallback", cfg.RedisFallback, "err", err)
+		}
+		cancel()
 	}
 	if cfg.RedisURL == "" && cfg.DatabaseURL != "" {
 		// Nodes may share this database: say where the bound stops.

@@ -906,7 +906,7 @@ func TestWebSocketUpgrade(t *testing.T) {
 		brw.Flush()
 	}))
 	defer up.Close()
-	gw, _, _ := gateway(t, `
+	gw, _, logs := gateway(t, `
 listen: 127.0.0.1:0
 workspace: default
 routes:
@@ -942,6 +942,13 @@ routes:
 				t.Errorf("echo %q %v", line, err)
 			}
 		})
+	}
+	// Each upgrade is logged, once its connection ended (the upstream
+	// closes it after the echo), with the status the client got.
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(logs.String(), `"status":101`) < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("want 3 access-log lines with status 101:\n%s", logs)
+		}
 	}
 	// h2c carries requests of its own, which the gateway would never
 	// see: not passed. The request goes as a plain one.

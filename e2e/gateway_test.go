@@ -431,7 +431,7 @@ routes:
     auth: none
 `), 0o600)
 		out, errOut, code := cli(t, "", nil, "gateway", "check", missing)
-		if code != 1 || !strings.Contains(errOut, missing+": tls: open ") || strings.Contains(out, "OK") {
+		if code != 1 || !strings.Contains(errOut, missing+":4: tls: open ") || strings.Contains(out, "OK") {
 			t.Fatalf("exit %d: %s %s", code, out, errOut)
 		}
 	})

@@ -261,12 +261,6 @@ func cmdGatewayCheck(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.TLS != nil {
-		// What serve loads at start: a file that passes here must start.
-		if _, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
-			return fmt.Errorf("%s: tls: %w", args[0], err)
-		}
-	}
 	routes := "routes"
 	if len(cfg.Routes) == 1 {
 		routes = "route"

@@ -5,7 +5,7 @@
 package gateway
 
 import (
-	"errors"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -183,40 +183,55 @@ func (e *ConfigErrors) Error() string {
 	return b.String()
 }
 
-// Load reads and parses the configuration file at path. Its errors are a
-// *ConfigErrors naming the file.
+// Load reads and parses the configuration file at path, and loads the TLS
+// certificate and key it names, as the listener will: a file that loads is
+// one the gateway starts with. Its errors are a *ConfigErrors naming the
+// file, each with its line, the TLS files' among the others.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := Parse(data)
-	var ce *ConfigErrors
-	if errors.As(err, &ce) {
-		ce.File = path
+	cfg, p := parse(data)
+	if cfg != nil && cfg.TLS != nil && cfg.TLS.CertFile != "" && cfg.TLS.KeyFile != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			p.errf(p.tlsLine, "tls", "%v", err)
+		}
 	}
-	return cfg, err
+	if err := p.result(); err != nil {
+		err.(*ConfigErrors).File = path
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // Parse parses and validates a YAML configuration. Unknown keys are errors.
 // When the configuration is invalid the error is a *ConfigErrors listing
 // every problem found, each with its line.
 func Parse(data []byte) (*Config, error) {
+	cfg, p := parse(data)
+	if err := p.result(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// parse parses data into a configuration, which is nil or partly filled
+// in when the parser holds errors.
+func parse(data []byte) (*Config, *parser) {
 	p := &parser{}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, &ConfigErrors{Errs: []ConfigError{{Line: yamlErrLine(err), Msg: err.Error()}}}
+		p.errs = append(p.errs, ConfigError{Line: yamlErrLine(err), Msg: err.Error()})
+		return nil, p
 	}
 	cfg := &Config{Server: defaultServerSettings()}
 	if len(doc.Content) == 0 {
 		p.errf(1, "", "the configuration is empty")
-		return nil, p.result()
+		return nil, p
 	}
 	p.config(doc.Content[0], cfg)
-	if len(p.errs) > 0 {
-		return nil, p.result()
-	}
-	return cfg, nil
+	return cfg, p
 }
 
 func yamlErrLine(err error) int {
@@ -233,7 +248,8 @@ func yamlErrLine(err error) int {
 }
 
 type parser struct {
-	errs []ConfigError
+	errs    []ConfigError
+	tlsLine int // of tls.cert_file, for Load's check of the files
 }
 
 func (p *parser) errf(line int, field, format string, args ...any) {
@@ -459,6 +475,8 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 					p.errf(c.Line, f, "%q: the scheme must be http or https", shown)
 				case u.Host == "":
 					p.errf(c.Line, f, "%q has no host", shown)
+				case !validPort(u.Port()):
+					p.errf(c.Line, f, "%q: the port must be a number from 1 to 65535", shown)
 				case u.User != nil:
 					p.errf(c.Line, f, "%q: credentials in an upstream URL are not supported (only scheme, host and path are allowed)", shown)
 				case u.RawQuery != "" || u.Fragment != "":
@@ -623,8 +641,11 @@ func (p *parser) server(n *yaml.Node, ss *ServerSettings) {
 func (p *parser) tls(n *yaml.Node) *TLS {
 	t := &TLS{}
 	p.fields(n, "tls", map[string]func(k, v *yaml.Node){
-		"cert_file": func(k, v *yaml.Node) { t.CertFile = strings.TrimSpace(p.str(v, "tls.cert_file")) },
-		"key_file":  func(k, v *yaml.Node) { t.KeyFile = strings.TrimSpace(p.str(v, "tls.key_file")) },
+		"cert_file": func(k, v *yaml.Node) {
+			t.CertFile = strings.TrimSpace(p.str(v, "tls.cert_file"))
+			p.tlsLine = v.Line
+		},
+		"key_file": func(k, v *yaml.Node) { t.KeyFile = strings.TrimSpace(p.str(v, "tls.key_file")) },
 	})
 	if n.Kind != yaml.MappingNode {
 		return nil
@@ -727,4 +748,14 @@ func redactURL(s string) string {
 		return s[:i+3] + "xxxxx" + s[j:]
 	}
 	return s
+}
+
+// validPort reports whether port, of an upstream URL, is absent (the
+// scheme's) or a number from 1 to 65535.
+func validPort(port string) bool {
+	if port == "" {
+		return true
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
 }

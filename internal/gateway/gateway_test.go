@@ -1005,7 +1005,7 @@ routes:
     timeout: -1s
   - name: b
     path_prefix: /x
-    upstreams: [ftp://h, "http://"]
+    upstreams: [ftp://h, "http://", "http://127.0.0.1:99999", "http://h:0"]
     extra: true
   - name: c
     path_prefix: /dup
@@ -1038,11 +1038,13 @@ routes:
 		path+":12: routes[0].timeout: ",
 		path+":15: routes[1].upstreams[0]: ",
 		path+":15: routes[1].upstreams[1]: ",
+		path+":15: routes[1].upstreams[2]: \"http://127.0.0.1:99999\": the port must be a number from 1 to 65535",
+		path+":15: routes[1].upstreams[3]: \"http://h:0\": the port must be a number from 1 to 65535",
 		path+":16: routes[1].extra: unknown key",
 		path+":21: routes[3]: duplicates routes[2]",
 	)
-	if len(ce.Errs) != 14 {
-		t.Errorf("%d errors, want 14:\n%s", len(ce.Errs), msg)
+	if len(ce.Errs) != 16 {
+		t.Errorf("%d errors, want 16:\n%s", len(ce.Errs), msg)
 	}
 }
 

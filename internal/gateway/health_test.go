@@ -324,3 +324,23 @@ routes:
 		}
 	})
 }
+
+// TestLoadTLSFiles: Load loads the TLS files a configuration names, and
+// lists a failure with its line among the configuration's other problems.
+func TestLoadTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gateway.yaml")
+	yml := "listen: 127.0.0.1:0\nworkspace: default\ntls:\n  cert_file: " + filepath.Join(dir, "nope.pem") + "\n  key_file: " + filepath.Join(dir, "nope-key.pem") +
+		"\nroutes:\n  - name: a\n    path_prefix: a\n    upstreams: [http://a]\n"
+	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	wantLines(t, err.Error(),
+		path+":4: tls: open "+filepath.Join(dir, "nope.pem")+": no such file or directory",
+		path+":8: routes[0].path_prefix: must start with \"/\"",
+	)
+}

@@ -701,14 +701,11 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 }
 
 // setRateLimit writes the draft-ietf-httpapi-ratelimit-headers fields of the
-// token's rate limit or quota, whichever has fewer requests remaining.
-// vals holds the two values.
+// token's rate limit or quota, whichever has fewer requests remaining
+// (verify.Result.Tighter). vals holds the two values.
 func setRateLimit(hd http.Header, res verify.Result, vals []string) {
-	l := res.Rate
-	if res.Quota.Set && (!l.Set || res.Quota.Remaining < l.Remaining) {
-		l = res.Quota
-	}
-	if !l.Set {
+	l, ok := res.Tighter()
+	if !ok {
 		return
 	}
 	// Built by hand and stored under the canonical keys: this runs on

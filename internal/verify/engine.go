@@ -188,17 +188,38 @@ const TotalQuotaRetry = 24 * time.Hour
 
 // RetryAfter is the Retry-After of a RATE_LIMITED or QUOTA_EXCEEDED
 // answer, in whole seconds, at least 1: until the limit that refused it
-// frees a slot, or TotalQuotaRetry for a quota counted in total.
+// frees a slot, or TotalQuotaRetry for a quota counted in total. A token
+// refused by its rate limit whose quota is used up too waits for the later
+// of the two: a retry when only the rate window has freed is refused again.
 func (r *Result) RetryAfter() int64 {
-	l := r.Rate
-	if r.Outcome == keyward.QuotaExceeded || !l.Set {
-		l = r.Quota
+	var d time.Duration
+	if r.Rate.Set && r.Outcome != keyward.QuotaExceeded {
+		d = r.Rate.wait()
 	}
-	d := l.Reset
-	if l.Reset <= 0 && l.Window <= 0 {
-		d = TotalQuotaRetry
+	if r.Quota.Set && (r.Outcome == keyward.QuotaExceeded || r.Quota.Remaining <= 0 || !r.Rate.Set) {
+		d = max(d, r.Quota.wait())
 	}
 	return max(1, Seconds(d))
+}
+
+// wait is how long until l admits again once it has nothing remaining:
+// its reset, or TotalQuotaRetry for a quota counted in total.
+func (l Limit) wait() time.Duration {
+	if l.Reset <= 0 && l.Window <= 0 {
+		return TotalQuotaRetry
+	}
+	return l.Reset
+}
+
+// Tighter returns the limit of r that the RateLimit fields show: the one
+// with fewer requests remaining, and of two with as many, the one that
+// waits longer to free a slot; ok is false when the token has neither.
+func (r *Result) Tighter() (l Limit, ok bool) {
+	l = r.Rate
+	if q := r.Quota; q.Set && (!l.Set || q.Remaining < l.Remaining || q.Remaining == l.Remaining && q.wait() > l.wait()) {
+		l = q
+	}
+	return l, l.Set
 }
 
 // Seconds is d in whole seconds, rounded up, as the RateLimit fields, the

@@ -1012,6 +1012,29 @@ func TestForgetRace(t *testing.T) {
 	<-done
 }
 
+// TestTighter: the RateLimit fields show the limit with fewer remaining,
+// and of two with none (or as many) left, the one that frees later.
+func TestTighter(t *testing.T) {
+	rate := verify.Limit{Set: true, Limit: 1, Reset: 6 * time.Second, Window: 5 * time.Second}
+	day := verify.Limit{Set: true, Limit: 1, Reset: time.Hour, Window: 24 * time.Hour}
+	for _, c := range []struct {
+		name string
+		r    verify.Result
+		want verify.Limit
+		ok   bool
+	}{
+		{"none", verify.Result{}, verify.Limit{}, false},
+		{"rate only", verify.Result{Rate: rate}, rate, true},
+		{"quota only", verify.Result{Quota: day}, day, true},
+		{"both used up: the later", verify.Result{Rate: rate, Quota: day}, day, true},
+		{"fewer remaining", verify.Result{Rate: verify.Limit{Set: true, Limit: 10, Remaining: 3, Window: time.Minute}, Quota: verify.Limit{Set: true, Limit: 100, Remaining: 50, Window: 24 * time.Hour}}, verify.Limit{Set: true, Limit: 10, Remaining: 3, Window: time.Minute}, true},
+	} {
+		if got, ok := c.r.Tighter(); got != c.want || ok != c.ok {
+			t.Errorf("%s: Tighter() = %+v, %v; want %+v, %v", c.name, got, ok, c.want, c.ok)
+		}
+	}
+}
+
 // Seconds rounds up, so that a client waiting that long finds the slot
 // free, and RetryAfter never answers less than a second.
 func TestSeconds(t *testing.T) {
@@ -1035,6 +1058,9 @@ func TestSeconds(t *testing.T) {
 		{"rate, slot frees now", verify.Result{Outcome: keyward.RateLimited, Rate: verify.Limit{Set: true, Window: time.Minute}}, 1},
 		{"day quota", verify.Result{Outcome: keyward.QuotaExceeded, Rate: verify.Limit{Set: true, Reset: time.Second, Window: time.Minute}, Quota: verify.Limit{Set: true, Reset: time.Hour, Window: 24 * time.Hour}}, 3600},
 		{"total quota", verify.Result{Outcome: keyward.QuotaExceeded, Quota: verify.Limit{Set: true}}, 86400},
+		{"rate, quota left", verify.Result{Outcome: keyward.RateLimited, Rate: verify.Limit{Set: true, Reset: 6 * time.Second, Window: 5 * time.Second}, Quota: verify.Limit{Set: true, Remaining: 1, Reset: time.Hour, Window: 24 * time.Hour}}, 6},
+		{"rate, day quota used up too", verify.Result{Outcome: keyward.RateLimited, Rate: verify.Limit{Set: true, Reset: 6 * time.Second, Window: 5 * time.Second}, Quota: verify.Limit{Set: true, Reset: time.Hour, Window: 24 * time.Hour}}, 3600},
+		{"rate, total quota used up too", verify.Result{Outcome: keyward.RateLimited, Rate: verify.Limit{Set: true, Reset: 6 * time.Second, Window: 5 * time.Second}, Quota: verify.Limit{Set: true, Limit: 1}}, 86400},
 	} {
 		if got := c.r.RetryAfter(); got != c.want {
 			t.Errorf("%s: RetryAfter() = %d, want %d", c.name, got, c.want)

@@ -3,9 +3,11 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -212,4 +214,51 @@ func (o *object) done() error {
 		return keyward.Invalid(*o.errs...)
 	}
 	return nil
+}
+
+// alsoInvalid returns the validation error err (a *keyward.Error
+// EINVALID, from decoding) with the field errors of more added, but for
+// those at, inside or above a field err has one for: a field that failed
+// to decode was left empty, and its emptiness is no second problem. So a
+// request learns every invalid field at once, not one per attempt.
+func alsoInvalid(err, more error) error {
+	var ke, km *keyward.Error
+	if !errors.As(err, &ke) || ke.Code != keyward.EINVALID || !errors.As(more, &km) || km.Code != keyward.EINVALID {
+		return err
+	}
+	overlaps := func(a, b string) bool {
+		return a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/") || a == "" || b == ""
+	}
+	fields := slices.Clone(ke.Fields)
+	for _, f := range km.Fields {
+		if !slices.ContainsFunc(ke.Fields, func(d keyward.FieldError) bool { return overlaps(d.Pointer, f.Pointer) }) {
+			fields = append(fields, f)
+		}
+	}
+	if len(fields) == len(ke.Fields) {
+		return err
+	}
+	slices.SortStableFunc(fields, func(a, b keyward.FieldError) int { return strings.Compare(a.Pointer, b.Pointer) })
+	return keyward.Invalid(fields...)
+}
+
+// joinInvalid returns nil when every one of errs is nil, else the first
+// that is not a validation error (*keyward.Error EINVALID), else one
+// validation error listing the fields of all.
+func joinInvalid(errs ...error) error {
+	var fields []keyward.FieldError
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var ke *keyward.Error
+		if !errors.As(err, &ke) || ke.Code != keyward.EINVALID {
+			return err
+		}
+		fields = append(fields, ke.Fields...)
+	}
+	if len(fields) == 0 {
+		return nil
+	}
+	return keyward.Invalid(fields...)
 }

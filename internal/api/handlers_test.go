@@ -2537,3 +2537,44 @@ func TestCreateLocation(t *testing.T) {
 	}
 	wantStatus(t, s.do("GET", base.ResolveReference(ref).Path, s.root, nil), http.StatusOK)
 }
+
+// TestEveryInvalidField: a request with several invalid fields learns of
+// each in one answer, whether a field failed to decode or to validate.
+func TestEveryInvalidField(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	pointers := func(p map[string]any) []string {
+		var out []string
+		errs, _ := p["errors"].([]any)
+		for _, e := range errs {
+			out = append(out, e.(map[string]any)["pointer"].(string))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		body string
+		want []string
+	}{
+		{"EmptyNameBadDuration", `{"name":"","expires_in":"5d"}`, []string{"/expires_in", "/name"}},
+		{"UnknownFieldBadSubject", `{"name":"x","subject":" a","bogus":1}`, []string{"/bogus", "/subject"}},
+		{"WrongTypeBadSubject", `{"name":5,"subject":" a"}`, []string{"/name", "/subject"}},
+		{"BadWindowBadLimitEmptyName", `{"name":"","rate_limit":{"limit":0,"window":"x"}}`, []string{"/name", "/rate_limit/limit", "/rate_limit/window"}},
+		{"BadScopeBadWindow", `{"name":"x","scopes":["BAD"],"rate_limit":{"limit":1,"window":"x"}}`, []string{"/rate_limit/window", "/scopes/0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.do("POST", "/v1/tokens", s.root, json.RawMessage(tc.body))
+			p := wantProblem(t, r, http.StatusBadRequest, "invalid")
+			if got := pointers(p); !slices.Equal(got, tc.want) {
+				t.Errorf("pointers %v, want %v; body %s", got, tc.want, r.Body)
+			}
+		})
+	}
+	t.Run("ListQuery", func(t *testing.T) {
+		r := s.do("GET", "/v1/tokens?limit=0&state=zz&cursor=bad", s.root, nil)
+		p := wantProblem(t, r, http.StatusBadRequest, "invalid")
+		if got, want := pointers(p), []string{"/limit", "/cursor", "/state"}; !slices.Equal(got, want) {
+			t.Errorf("pointers %v, want %v", got, want)
+		}
+	})
+}

@@ -176,7 +176,9 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 	t := &keyward.Token{}
 	s.tokenFields(o, t, false)
 	if err := o.done(); err != nil {
-		s.writeError(w, r, err)
+		// With the problems of the fields that did decode, which the
+		// service would report next.
+		s.writeError(w, r, alsoInvalid(err, t.Validate(s.now())))
 		return
 	}
 	t, text, err := s.svc.CreateToken(r.Context(), caller(r), t)
@@ -194,21 +196,17 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit, err := pageLimit(q.Get("limit"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	cursor, err := pageCursor(q, keyward.PrefixToken)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+	limit, lerr := pageLimit(q.Get("limit"))
+	cursor, cerr := pageCursor(q, keyward.PrefixToken)
 	f := keyward.TokenFilter{State: q.Get("state"), Subject: q.Get("subject"), Scope: q.Get("scope"), Name: q.Get("name"), After: cursor, Limit: limit + 1}
+	var serr error
 	switch f.State {
 	case "", keyward.StateActive, keyward.StateExpired, keyward.StateRevoked, keyward.StateSuspended:
 	default:
-		s.writeError(w, r, keyward.Invalid(keyward.FieldError{Pointer: "/state", Detail: "state must be one of active, expired, revoked, suspended"}))
+		serr = keyward.Invalid(keyward.FieldError{Pointer: "/state", Detail: "state must be one of active, expired, revoked, suspended"})
+	}
+	if err := joinInvalid(lerr, cerr, serr); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	tokens, err := s.svc.Tokens(r.Context(), caller(r), f)

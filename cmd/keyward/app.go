@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -50,6 +51,9 @@ type storeConfig struct {
 	// lockWait, when set, is called when PostgreSQL migrations wait for
 	// another process's (postgres.WithLockWait).
 	lockWait func()
+	// secretVar and previousVar name where Secret and SecretPrevious came
+	// from, for errors, when not KEYWARD_SECRET and KEYWARD_SECRET_PREVIOUS.
+	secretVar, previousVar string
 }
 
 // serveConfig is the configuration of keyward serve, built from flags and
@@ -380,11 +384,11 @@ func keyring(c storeConfig) (*secret.Keyring, error) {
 		}
 	}
 	if _, err := secret.NewKeyring(current); err != nil {
-		return nil, fmt.Errorf("KEYWARD_SECRET: %w", err)
+		return nil, fmt.Errorf("%s: %w", cmp.Or(c.secretVar, "KEYWARD_SECRET"), err)
 	}
 	r, err := secret.NewKeyring(current, c.SecretPrevious...)
 	if err != nil {
-		return nil, fmt.Errorf("KEYWARD_SECRET_PREVIOUS: %w", err)
+		return nil, fmt.Errorf("%s: %w", cmp.Or(c.previousVar, "KEYWARD_SECRET_PREVIOUS"), err)
 	}
 	return r, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,6 +47,7 @@ type auditStore struct {
 	keys       [][]byte // audit chain keys: the current one first
 	workspaces []string // ids, in order
 	names      map[string]string
+	stored     *storedKeys // the stored token secrets by key; nil when not counted
 }
 
 // defineAuditFlags defines the store flags and --workspace.
@@ -84,7 +86,8 @@ func openAudit(ctx context.Context, e *env, cfg storeConfig, workspace string) (
 		}
 	}()
 	current, previous := auditKeys(keys)
-	a := &auditStore{store: st, keys: append([][]byte{current}, previous...), names: map[string]string{}}
+	a := &auditStore{store: st, keys: append([][]byte{current}, previous...), names: map[string]string{},
+		stored: checkKeys(ctx, st, keys, slog.New(slog.DiscardHandler))}
 	if workspace != "" {
 		id, err := resolveWorkspace(ctx, st, workspace)
 		if err != nil {
@@ -194,7 +197,7 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stdout, "No workspaces: nothing to verify.")
 		return nil
 	}
-	bad := 0
+	bad, toldKey := 0, false
 	found := map[string]string{} // expected head -> the workspace whose chain holds it
 	for _, id := range a.workspaces {
 		r, err := audit.VerifyExpecting(ctx, a.store, a.keys[0], id, expect, a.keys[1:]...)
@@ -214,7 +217,15 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 		}
 		bad++
 		fmt.Fprintf(e.stdout, "%s: FAILED, %s: %s\n", a.label(id), r.Problem.Kind, r.Problem.Detail)
-		if r.Problem.Kind == audit.Changed && len(a.keys) == 1 {
+		if r.Problem.Kind == audit.Changed && a.stored != nil && a.stored.allUnknown() {
+			// Most likely not tampering: a wrong secret links nothing.
+			if !toldKey {
+				toldKey = true
+				fmt.Fprintf(e.stdout, "  The server secret given is likely not the one that made this store: every stored token secret (%d) was made under another (key ids %s; this one is %s), and the chains are keyed with it too. "+
+					"A KEYWARD_SECRET or KEYWARD_SECRET_FILE in the environment takes the place of the data dir's server.secret: give the secret that made the store (or, after a rotation, name it in KEYWARD_SECRET_PREVIOUS) and verify again.\n",
+					a.stored.of, strings.Join(a.stored.ids, ","), a.stored.current)
+			}
+		} else if r.Problem.Kind == audit.Changed && len(a.keys) == 1 {
 			// Events are linked under a key derived from the server
 			// secret of their time: after a rotation, the old secret is
 			// needed to verify them, and a false alarm is easy.

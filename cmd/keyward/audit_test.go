@@ -230,9 +230,22 @@ func TestAuditVerify(t *testing.T) {
 		if !strings.Contains(r.stdout, "FAILED, changed: event "+ids[0]) {
 			t.Errorf("stdout = %q", r.stdout)
 		}
-		// It may be a rotation, not tampering: the output says how to tell.
-		if !strings.Contains(r.stdout, "give the secret of that time as KEYWARD_SECRET_PREVIOUS") {
-			t.Errorf("stdout = %q, want the hint about rotated secrets", r.stdout)
+		// Every stored token secret is under another key: most likely the
+		// wrong secret, not tampering, and the output says so.
+		if !strings.Contains(r.stdout, "The server secret given is likely not the one that made this store: every stored token secret (3) was made under another") ||
+			!strings.Contains(r.stdout, "takes the place of the data dir's server.secret") {
+			t.Errorf("stdout = %q, want the hint about the wrong secret", r.stdout)
+		}
+	})
+	t.Run("ErrChangedRightSecret", func(t *testing.T) {
+		// With the right secret, a change gets the rotation hint, not the
+		// wrong-secret one.
+		dir, ids := newAuditDir(t)
+		tamper(t, dir, `UPDATE audit_events SET action = 'token.revoke' WHERE id = ?`, ids[1])
+		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+		r.want(t, 1)
+		if strings.Contains(r.stdout, "likely not the one") || !strings.Contains(r.stdout, "give the secret of that time as KEYWARD_SECRET_PREVIOUS") {
+			t.Errorf("stdout = %q, want the rotation hint only", r.stdout)
 		}
 	})
 

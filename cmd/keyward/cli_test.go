@@ -1311,3 +1311,18 @@ func TestServeGatewayConfigErrorLines(t *testing.T) {
 		t.Fatalf("exit %d, stderr:\n%s\nwant:\n%s", r.code, r.stderr, want)
 	}
 }
+
+// TestSecretFileNamed: a server secret from a file that is refused is
+// named by the variable and file it came from.
+func TestSecretFileNamed(t *testing.T) {
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short.secret")
+	if err := os.WriteFile(short, []byte("short-secret-24-bytes-xx"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, nil, map[string]string{"KEYWARD_SECRET_FILE": short}, "", "init", "--data-dir", filepath.Join(dir, "data"))
+	r.want(t, 1)
+	if want := "keyward: KEYWARD_SECRET_FILE (" + short + "): server secret must be at least 32 bytes"; !strings.HasPrefix(r.stderr, want) {
+		t.Errorf("stderr = %q, want it to start %q", r.stderr, want)
+	}
+}

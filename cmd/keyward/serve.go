@@ -150,6 +150,12 @@ func loadSecrets(e *env, c *storeConfig) error {
 		return err
 	}
 	c.Secret = strings.TrimSpace(cur)
+	if f := e.getenv("KEYWARD_SECRET_FILE"); f != "" {
+		c.secretVar = "KEYWARD_SECRET_FILE (" + f + ")"
+	}
+	if f := e.getenv("KEYWARD_SECRET_PREVIOUS_FILE"); f != "" {
+		c.previousVar = "KEYWARD_SECRET_PREVIOUS_FILE (" + f + ")"
+	}
 	if len(c.Secret) < secret.MinServerSecretLen {
 		c.Secret = cur // too short trimmed: as given, as it always was
 	}

@@ -471,6 +471,7 @@ func TestUsageErrors(t *testing.T) {
 		{"SecretAsRateLimit", []string{"token", "create", "--name", "n", "--rate-limit", "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"}, nil, "kw_[redacted]"},
 		{"ServeArg", []string{"serve", "now"}, nil, "unexpected argument"},
 		{"ServePublicURL", []string{"serve", "--public-url", "localhost:8080"}, nil, "--public-url must be an http:// or https:// URL"},
+		{"BoolValue", []string{"init", "--new-root-token=maybe"}, nil, `invalid boolean value "maybe" for --new-root-token: parse error (want true or false)`},
 		{"ServeRedisFallback", []string{"serve", "--redis-fallback", "open"}, nil, "--redis-fallback must be closed or local"},
 		{"ServeShutdownTimeout", []string{"serve", "--shutdown-timeout", "-1s"}, nil, "--shutdown-timeout must be positive"},
 		{"ServeTrustEveryone", []string{"serve", "--trusted-proxies", "10.0.0.0/8,::/0"}, nil, "--trusted-proxies: ::/0 trusts every address"},

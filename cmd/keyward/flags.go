@@ -266,5 +266,9 @@ func flagError(err error) error {
 	if strings.Contains(msg, " for flag -") && !strings.Contains(msg, " for flag --") {
 		return errors.New(strings.Replace(msg, " for flag -", " for flag --", 1))
 	}
+	// A boolean's: `invalid boolean value "maybe" for -new-root-token`.
+	if strings.HasPrefix(msg, "invalid boolean value ") && strings.Contains(msg, " for -") && !strings.Contains(msg, " for --") {
+		return errors.New(strings.Replace(msg, " for -", " for --", 1) + " (want true or false)")
+	}
 	return err
 }

@@ -20,6 +20,13 @@ const buckets = 20
 // limit admissions, while a burst of limit into an empty window is admitted
 // in full. GCRA and fixed windows admit up to 2·limit−1 and do not meet this.
 //
+// The sub-windows alone would count an admission for up to a sub-window
+// after the window that holds it has passed: a burst, then a wait of
+// exactly the window, would find the next burst denied until that
+// sub-window ends. So the limiter also keeps the time of its latest
+// admission: once a whole window has passed since it, the window is empty
+// (every counted admission is at least as old) and nothing is counted.
+//
 // The zero limiter is unusable; the caller serialises access.
 type limiter struct {
 	limit  int64
@@ -28,6 +35,10 @@ type limiter struct {
 	head   int64 // sub-window number of the newest slot in use
 	sum    int64 // of counts
 	counts [buckets + 1]int64
+	// last is the time (ns) of the latest admission counted, at least;
+	// 0 when not known (a limiter restored from the store's state, which
+	// does not keep it, that has admitted nothing since).
+	last int64
 }
 
 func newLimiter(limit int64, window time.Duration) *limiter {
@@ -66,6 +77,11 @@ func (l *limiter) advance(now int64) int64 {
 // used returns the admissions counted against a new one at now.
 func (l *limiter) used(now int64) int64 {
 	l.advance(now)
+	if l.sum > 0 && l.last != 0 && now-l.last >= l.window {
+		// No admission in (now-window, now]: the window is empty.
+		clear(l.counts[:])
+		l.sum = 0
+	}
 	return l.sum
 }
 
@@ -80,6 +96,7 @@ func (l *limiter) rewindow(now int64, window time.Duration, limit int64) *limite
 		b := n.advance(now)
 		n.counts[b%int64(len(n.counts))] = used
 		n.sum = used
+		n.last = now // as counted
 	}
 	return n
 }
@@ -131,18 +148,24 @@ func (l *limiter) take(now int64) {
 	b := l.advance(now)
 	l.counts[b%int64(len(l.counts))]++
 	l.sum++
+	l.last = max(l.last, now)
 }
 
 // reset returns how long until the oldest counted admission leaves the
 // window, which frees a slot; zero when nothing is counted.
 func (l *limiter) reset(now int64) time.Duration {
-	b := l.advance(now)
-	if l.sum == 0 {
+	if l.used(now) == 0 {
 		return 0
 	}
+	b := now / l.width // as advance, which used called, has it
 	for i := b - buckets; i <= b; i++ {
 		if i >= 0 && l.counts[i%int64(len(l.counts))] > 0 {
-			return time.Duration((i+1)*l.width + l.window - now)
+			d := (i+1)*l.width + l.window - now
+			if l.last != 0 {
+				// The whole window frees then at the latest.
+				d = min(d, l.last+l.window-now)
+			}
+			return time.Duration(d)
 		}
 	}
 	return 0

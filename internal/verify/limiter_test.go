@@ -127,3 +127,55 @@ func TestClock(t *testing.T) {
 		t.Fatalf("after reanchor the clock is off by %v", d)
 	}
 }
+
+// TestLimiterEmptyWindow: once a whole window has passed since the latest
+// admission, the window is empty and a burst of the limit is admitted in
+// full, whatever sub-window the earlier burst fell in; not a nanosecond
+// before. A limiter restored from the store, which keeps no latest
+// admission, counts by its sub-windows until it admits again.
+func TestLimiterEmptyWindow(t *testing.T) {
+	const n = 3
+	w := time.Second
+	base := int64(1_700_000_000)*int64(time.Second) + int64(w)/buckets - 1 // a sub-window's last ns: the worst case
+	for _, spread := range []int64{0, int64(time.Millisecond), int64(w) / 2} {
+		l := newLimiter(n, w)
+		last := base
+		for i := int64(0); i < n; i++ {
+			last = base + i*spread/n
+			l.take(last)
+		}
+		// A ns before the window after the latest ends, that one at least
+		// is counted (earlier ones may have left).
+		if got := l.used(last + int64(w) - 1); got < 1 || got > n {
+			t.Fatalf("spread %v: a ns before the window ends, %d counted, want 1 to %d", time.Duration(spread), got, n)
+		}
+		if r := l.reset(last + int64(w) - 1); r <= 0 || r > 1 {
+			t.Errorf("spread %v: reset a ns before = %v, want 1ns", time.Duration(spread), r)
+		}
+		at := last + int64(w)
+		for i := 0; i < n; i++ {
+			if l.used(at) >= n {
+				t.Fatalf("spread %v: burst after a whole window: admission %d of %d denied", time.Duration(spread), i+1, n)
+			}
+			l.take(at)
+		}
+		if l.used(at) != n {
+			t.Fatalf("spread %v: the new burst is not counted", time.Duration(spread))
+		}
+	}
+
+	l := newLimiter(n, w)
+	for i := 0; i < n; i++ {
+		l.take(base)
+	}
+	r := restoreLimiter(*l.state("tok_1"), n, w, base)
+	if r == nil {
+		t.Fatal("not restored")
+	}
+	if got := r.used(base + int64(w)); got != n {
+		t.Errorf("restored: %d counted a window later, want %d (its sub-windows, conservatively)", got, n)
+	}
+	if got := r.used(base + int64(w) + int64(w)/buckets); got != 0 {
+		t.Errorf("restored: %d counted once the sub-window passed, want 0", got)
+	}
+}

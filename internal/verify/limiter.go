@@ -27,6 +27,14 @@ const buckets = 20
 // admission: once a whole window has passed since it, the window is empty
 // (every counted admission is at least as old) and nothing is counted.
 //
+// Times reach the limiter a little out of order (two verifications of one
+// token read the clock, then take turns on it; the clock itself may step
+// back), and a count forgotten because the window was empty must not
+// come back for a time before that: the limiter takes each time as at
+// least the latest it was given (seen). A verification that read the
+// clock, then waited its turn behind a later one, is admitted after it
+// anyway.
+//
 // The zero limiter is unusable; the caller serialises access.
 type limiter struct {
 	limit  int64
@@ -39,6 +47,15 @@ type limiter struct {
 	// 0 when not known (a limiter restored from the store's state, which
 	// does not keep it, that has admitted nothing since).
 	last int64
+	// seen is the latest time the limiter was given (ns).
+	seen int64
+}
+
+// clock returns now, or the latest time l was given if that is later, and
+// records it: l's times never go back.
+func (l *limiter) clock(now int64) int64 {
+	l.seen = max(l.seen, now)
+	return l.seen
 }
 
 func newLimiter(limit int64, window time.Duration) *limiter {
@@ -76,6 +93,7 @@ func (l *limiter) advance(now int64) int64 {
 
 // used returns the admissions counted against a new one at now.
 func (l *limiter) used(now int64) int64 {
+	now = l.clock(now)
 	l.advance(now)
 	if l.sum > 0 && l.last != 0 && now-l.last >= l.window {
 		// No admission in (now-window, now]: the window is empty.
@@ -92,11 +110,14 @@ func (l *limiter) used(now int64) int64 {
 // already let go are not known; a longer window cannot count them.
 func (l *limiter) rewindow(now int64, window time.Duration, limit int64) *limiter {
 	n := newLimiter(limit, window)
-	if used := l.used(now); used > 0 {
-		b := n.advance(now)
+	used := l.used(now)
+	at := l.seen // now, or later: l's times never go back
+	n.seen = at
+	if used > 0 {
+		b := n.advance(at)
 		n.counts[b%int64(len(n.counts))] = used
 		n.sum = used
-		n.last = now // as counted
+		n.last = at // as counted
 	}
 	return n
 }
@@ -121,6 +142,7 @@ func restoreLimiter(w keyward.RateWindow, limit int64, window time.Duration, now
 	if w.Window <= 0 || len(w.Counts) != len(l.counts) {
 		return nil
 	}
+	l.seen = now
 	// A state of an earlier version, whose sub-windows could be 1 to
 	// buckets-1 ns narrower, is read with its own width and then carried
 	// over as a change of window is.
@@ -145,6 +167,7 @@ func restoreLimiter(w keyward.RateWindow, limit int64, window time.Duration, now
 
 // take records one admission at now. The caller has checked used.
 func (l *limiter) take(now int64) {
+	now = l.clock(now)
 	b := l.advance(now)
 	l.counts[b%int64(len(l.counts))]++
 	l.sum++
@@ -157,6 +180,7 @@ func (l *limiter) reset(now int64) time.Duration {
 	if l.used(now) == 0 {
 		return 0
 	}
+	now = l.seen
 	b := now / l.width // as advance, which used called, has it
 	for i := b - buckets; i <= b; i++ {
 		if i >= 0 && l.counts[i%int64(len(l.counts))] > 0 {

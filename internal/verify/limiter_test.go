@@ -179,3 +179,65 @@ func TestLimiterEmptyWindow(t *testing.T) {
 		t.Errorf("restored: %d counted once the sub-window passed, want 0", got)
 	}
 }
+
+// TestLimiterOutOfOrder: times that reach the limiter out of order (a
+// verification that read the clock, then waited its turn behind a later
+// one; a clock that steps back) are taken as the latest time it was given,
+// at which they are admitted; by those times, no window holds more than
+// the limit, even when an emptied window is forgotten in between.
+func TestLimiterOutOfOrder(t *testing.T) {
+	const n = 3
+	w := time.Second
+	T := int64(1_700_000_000) * int64(time.Second)
+	l := newLimiter(n, w)
+	for range n {
+		l.take(T)
+	}
+	if l.used(T+int64(w)) != 0 {
+		t.Fatal("a window after the burst is not empty")
+	}
+	l.take(T + int64(w))
+	// Read the clock a ns earlier, came second: as if at T+W, where the
+	// burst at T is out of the window.
+	if got := l.used(T + int64(w) - 1); got != 1 {
+		t.Errorf("late arrival: %d counted, want 1 (the admission at T+W)", got)
+	}
+
+	for _, tc := range []struct {
+		limit  int64
+		window time.Duration
+		jitter int64
+	}{{2, 5, 2}, {3, time.Second, int64(time.Millisecond)}, {5, time.Minute, int64(time.Second)}, {1, 100 * time.Millisecond, int64(50 * time.Millisecond)}} {
+		rng := rand.New(rand.NewPCG(7, uint64(tc.limit)))
+		l := newLimiter(tc.limit, tc.window)
+		clock, seen := T, int64(0)
+		var admitted []int64 // by the time the limiter took: the latest given
+		for i := 0; i < 100_000; i++ {
+			clock += rng.Int64N(int64(tc.window) / tc.limit * 2)
+			now := clock - rng.Int64N(tc.jitter+1) // read a little earlier
+			seen = max(seen, now)
+			if l.used(now) < tc.limit {
+				l.take(now)
+				admitted = append(admitted, seen)
+			}
+			if rng.IntN(5000) == 0 {
+				// Restored from the store, as after a restart.
+				if r := restoreLimiter(*l.state("tok_1"), tc.limit, tc.window, seen); r != nil {
+					l = r
+				}
+			}
+		}
+		j := 0
+		for i, at := range admitted {
+			for admitted[j] <= at-int64(tc.window) {
+				j++
+			}
+			if c := int64(i - j + 1); c > tc.limit {
+				t.Fatalf("limit %d window %v jitter %d: %d admissions in the window ending at admission %d", tc.limit, tc.window, tc.jitter, c, i)
+			}
+		}
+		if len(admitted) < 1000 {
+			t.Fatalf("limit %d window %v: only %d admissions", tc.limit, tc.window, len(admitted))
+		}
+	}
+}

@@ -386,6 +386,9 @@ func migrate(ctx context.Context, db beginner, o options) (m migrated, err error
 				return err
 			}
 		}
+		if err := checkFirstStart(ctx, tx); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 			name       text        PRIMARY KEY,
 			applied_at timestamptz NOT NULL DEFAULT now()
@@ -473,21 +476,11 @@ func applied(ctx context.Context, tx pgx.Tx, names []string) (done bool, unknown
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass('schema_migrations')`).Scan(&where, &ours); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return false, nil, err
 	}
-	const own = "give keyward a database of its own, or a schema of its own (CREATE SCHEMA keyward, then search_path=keyward in the URL)"
 	if where == nil {
-		// A first start: the schema must not hold tables of the same
-		// names made by something else, which the migrations would trip on.
-		var taken []string
-		if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(t ORDER BY t), '{}') FROM unnest(ARRAY['workspaces', 'tokens', 'changes', 'audit_events']) t WHERE to_regclass(quote_ident(current_schema()) || '.' || t) IS NOT NULL`).Scan(&taken); err != nil {
-			return false, nil, err
-		}
-		if len(taken) > 0 {
-			return false, nil, fmt.Errorf("schema %s already has tables of the names keyward uses (%s), but no record of keyward's migrations: they are another application's; %s", *schema, strings.Join(taken, ", "), own)
-		}
-		return false, nil, nil
+		return false, nil, nil // a first start: see checkFirstStart
 	}
 	if !ours {
-		return false, nil, fmt.Errorf("%s.schema_migrations is another tool's (keyward's has a name column): %s", *where, own)
+		return false, nil, fmt.Errorf("%s.schema_migrations is another tool's (keyward's has a name column): %s", *where, ownSchema)
 	}
 	rows, err := tx.Query(ctx, `SELECT name FROM schema_migrations ORDER BY name`)
 	if err != nil {
@@ -499,6 +492,32 @@ func applied(ctx context.Context, tx pgx.Tx, names []string) (done bool, unknown
 	}
 	done, unknown = keyward.Migrations(names, recorded)
 	return done, unknown, nil
+}
+
+// ownSchema is the advice of a refusal of a schema that is not keyward's.
+const ownSchema = "give keyward a database of its own, or a schema of its own (CREATE SCHEMA keyward, then search_path=keyward in the URL)"
+
+// checkFirstStart refuses a schema without keyward's schema_migrations
+// that holds tables of the names keyward's migrations create, which
+// another application made. It runs under the migration lock: a keyward
+// that migrated the schema meanwhile has committed schema_migrations with
+// its tables, which READ COMMITTED then sees, and no half-made store is
+// taken for a foreign one.
+func checkFirstStart(ctx context.Context, tx pgx.Tx) error {
+	var taken []string
+	if err := tx.QueryRow(ctx, `SELECT coalesce(array_agg(t ORDER BY t), '{}') FROM unnest(ARRAY['workspaces', 'tokens', 'changes', 'audit_events']) t
+		WHERE to_regclass(quote_ident(current_schema()) || '.schema_migrations') IS NULL
+		AND to_regclass(quote_ident(current_schema()) || '.' || t) IS NOT NULL`).Scan(&taken); err != nil {
+		return err
+	}
+	if len(taken) == 0 {
+		return nil
+	}
+	var schema string
+	if err := tx.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return err
+	}
+	return fmt.Errorf("schema %s already has tables of the names keyward uses (%s), but no record of keyward's migrations: they are another application's; %s", schema, strings.Join(taken, ", "), ownSchema)
 }
 
 // bound returns ctx limited to opTimeout. Each exported method bounds its

@@ -620,7 +620,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		}
 	}
 	if cfg.GatewayConfig != "" {
-		if _, err := gateway.Load(cfg.GatewayConfig); err != nil {
+		if _, err := gateway.Check(cfg.GatewayConfig); err != nil {
 			return nil, fmt.Errorf("--gateway-config: %w", err)
 		}
 	}

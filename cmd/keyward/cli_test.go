@@ -1253,6 +1253,9 @@ func TestServePublicURLDefault(t *testing.T) {
 		{"AddrFromEnv", nil, map[string]string{"KEYWARD_ADDR": "127.0.0.1:9001"}, "http://localhost:9001"},
 		{"TLS", []string{"--addr", "127.0.0.1:8443", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "https://localhost:8443"},
 		{"AnyPort", []string{"--addr", "127.0.0.1:0"}, nil, "http://localhost:8080"},
+		{"Port80", []string{"--addr", "0.0.0.0:80"}, nil, "http://localhost"},
+		{"Port443TLS", []string{"--addr", ":443", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "https://localhost"},
+		{"Port443Plain", []string{"--addr", ":443"}, nil, "http://localhost:443"},
 		{"Flag", []string{"--addr", "127.0.0.1:9000", "--public-url", "https://keys.example.com"}, nil, "https://keys.example.com"},
 		{"Env", []string{"--addr", "127.0.0.1:9000"}, map[string]string{"KEYWARD_PUBLIC_URL": "http://localhost:8080"}, "http://localhost:8080"},
 	} {

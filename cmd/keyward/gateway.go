@@ -243,7 +243,7 @@ func cmdGatewayCheck(ctx context.Context, e *env, args []string) error {
 	if len(args) != 1 {
 		return fs.usagef("give one config file")
 	}
-	cfg, err := gateway.Load(args[0])
+	cfg, err := gateway.Check(args[0])
 	var ce *gateway.ConfigErrors
 	if errors.As(err, &ce) {
 		// One line per problem, as compilers write them, for people and

@@ -65,8 +65,9 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 }
 
 // defaultPublicURL is the public URL of a server listening on addr when
-// none is given: localhost at addr's port, over https with TLS. An address
-// without a fixed port (":0") keeps port 8080, the default address's.
+// none is given: localhost at addr's port (none written for the scheme's
+// own), over https with TLS. An address without a fixed port (":0") keeps
+// port 8080, the default address's.
 func defaultPublicURL(addr string, tls bool) string {
 	scheme := "http"
 	if tls {
@@ -75,6 +76,10 @@ func defaultPublicURL(addr string, tls bool) string {
 	_, port, err := net.SplitHostPort(addr)
 	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
 		port = "8080"
+	}
+	if scheme == "http" && port == "80" || scheme == "https" && port == "443" {
+		// The origin browsers give, which passkeys compare as text.
+		return scheme + "://localhost"
 	}
 	return scheme + "://localhost:" + port
 }

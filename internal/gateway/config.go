@@ -183,17 +183,28 @@ func (e *ConfigErrors) Error() string {
 	return b.String()
 }
 
-// Load reads and parses the configuration file at path, and loads the TLS
-// certificate and key it names, as the listener will: a file that loads is
-// one the gateway starts with. Its errors are a *ConfigErrors naming the
-// file, each with its line, the TLS files' among the others.
+// Load reads and parses the configuration file at path. Its errors are a
+// *ConfigErrors naming the file, each with its line. It does not look at
+// the TLS files, which only a start loads (a reload keeps the listener's):
+// see Check.
 func Load(path string) (*Config, error) {
+	return load(path, false)
+}
+
+// Check is Load that also loads the TLS certificate and key the file
+// names, as a start does, listing their failure with its line among the
+// file's other problems: a file that passes starts the gateway.
+func Check(path string) (*Config, error) {
+	return load(path, true)
+}
+
+func load(path string, files bool) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	cfg, p := parse(data)
-	if cfg != nil && cfg.TLS != nil && cfg.TLS.CertFile != "" && cfg.TLS.KeyFile != "" {
+	if files && cfg != nil && cfg.TLS != nil && cfg.TLS.CertFile != "" && cfg.TLS.KeyFile != "" {
 		if _, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
 			p.errf(p.tlsLine, "tls", "%v", err)
 		}
@@ -733,13 +744,14 @@ func hasDotSegment(p string) bool {
 	}
 }
 
-// redactURL returns the URL s with the password of its user information,
-// if any, masked; where s does not parse as a URL, everything between
-// "://" and the last "@" is masked.
+// redactURL returns the URL s with its user information, if any, masked
+// whole (a token is often given as the user name); where s does not parse
+// as a URL, everything between "://" and the last "@" is.
 func redactURL(s string) string {
 	if u, err := url.Parse(strings.TrimSpace(s)); err == nil {
-		if _, has := u.User.Password(); has {
-			return u.Redacted()
+		if u.User != nil {
+			u.User = url.User("xxxxx")
+			return u.String()
 		}
 		return s
 	}

@@ -1051,13 +1051,14 @@ routes:
 // TestConfigErrorsHideUpstreamPasswords: an upstream URL with a password
 // is refused without the password in the error, which ends up in logs.
 func TestConfigErrorsHideUpstreamPasswords(t *testing.T) {
-	_, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [\"http://svc:S3cretPw@127.0.0.1:1/\", \"http://svc:S3cret%zz@127.0.0.1:1/\"]\n"))
+	_, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [\"http://svc:S3cretPw@127.0.0.1:1/\", \"http://svc:S3cret%zz@127.0.0.1:1/\", \"https://ghp_S3cretToken@api.example.com\"]\n"))
 	if err == nil || strings.Contains(err.Error(), "S3cret") {
 		t.Fatalf("err = %v", err)
 	}
 	wantLines(t, err.Error(),
-		`line 6: routes[0].upstreams[0]: "http://svc:xxxxx@127.0.0.1:1/": credentials in an upstream URL are not supported`,
+		`line 6: routes[0].upstreams[0]: "http://xxxxx@127.0.0.1:1/": credentials in an upstream URL are not supported`,
 		`line 6: routes[0].upstreams[1]: "http://xxxxx@127.0.0.1:1/" is not a URL`,
+		`line 6: routes[0].upstreams[2]: "https://xxxxx@api.example.com": credentials in an upstream URL are not supported`,
 	)
 }
 

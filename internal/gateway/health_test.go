@@ -325,9 +325,10 @@ routes:
 	})
 }
 
-// TestLoadTLSFiles: Load loads the TLS files a configuration names, and
-// lists a failure with its line among the configuration's other problems.
-func TestLoadTLSFiles(t *testing.T) {
+// TestCheckTLSFiles: Check loads the TLS files a configuration names, and
+// lists a failure with its line among the configuration's other problems;
+// Load, which a reload uses, does not look at them.
+func TestCheckTLSFiles(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "gateway.yaml")
 	yml := "listen: 127.0.0.1:0\nworkspace: default\ntls:\n  cert_file: " + filepath.Join(dir, "nope.pem") + "\n  key_file: " + filepath.Join(dir, "nope-key.pem") +
@@ -335,7 +336,7 @@ func TestLoadTLSFiles(t *testing.T) {
 	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Load(path)
+	_, err := Check(path)
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -343,4 +344,8 @@ func TestLoadTLSFiles(t *testing.T) {
 		path+":4: tls: open "+filepath.Join(dir, "nope.pem")+": no such file or directory",
 		path+":8: routes[0].path_prefix: must start with \"/\"",
 	)
+	_, err = Load(path)
+	if err == nil || strings.Contains(err.Error(), "tls") {
+		t.Fatalf("Load: %v, want the route's error only", err)
+	}
 }

@@ -181,6 +181,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	static, _ := fs.Sub(staticFS, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(http.FileServerFS(static))))
+	// Where browsers look for an icon when a page names none (a JSON
+	// answer, an image): the pages name /static/icon.svg.
+	mux.Handle("GET /favicon.ico", http.RedirectHandler("/static/icon.svg", http.StatusMovedPermanently))
 	mux.Handle("/", http.HandlerFunc(s.handleNotFound))
 
 	cop := http.NewCrossOriginProtection()

@@ -240,7 +240,7 @@ func TestTokenForm(t *testing.T) {
 		{"ErrUnknownManagementScope", base("extra_scopes", "keyward:root"), "scopes", "is not a keyward management scope"},
 		{"ErrNoExpiryChoice", base("expiry", ""), "expiry", "Choose when the token expires."},
 		{"ErrBadDate", base("expiry", "custom", "expires_on", "14/03/2027"), "expiry", "Enter the date as YYYY-MM-DD"},
-		{"ErrPastDate", base("expiry", "custom", "expires_on", "2020-01-01"), "expiry", "The expiry date must be in the future."},
+		{"ErrPastDate", base("expiry", "custom", "expires_on", "2020-01-01"), "expiry", "The expiry date must be today or later (UTC)."},
 		{"ErrBadCIDR", base("cidrs", "10.0.0.0/33"), "cidrs", "is not a CIDR such as 203.0.113.0/24"},
 		{"ErrRateLimitSyntax", base("rate_limit", "100 per minute"), "rate_limit", "Write the rate limit as COUNT/WINDOW"},
 		{"ErrRateLimitZero", base("rate_limit", "0/1m"), "rate_limit", "limit must be a positive number"},
@@ -271,11 +271,38 @@ func TestTokenForm(t *testing.T) {
 		if strings.Contains(body, `value="never"`) {
 			t.Error("the form offers never although the policy forbids it")
 		}
+		if strings.Contains(body, `value="365"`) || !strings.Contains(body, `value="90" checked`) {
+			t.Error("the form offers 365 days, or does not start on 90, under a 90-day policy")
+		}
+		e.store.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{WorkspaceID: e.ws.ID, MaxTokenLifetime: 30 * day})
+		if _, body = b.get("/tokens/new"); strings.Contains(body, `value="90"`) || !strings.Contains(body, `value="30" checked`) {
+			t.Error("under a 30-day policy the form offers 90 days or does not start on 30")
+		}
+		e.store.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{WorkspaceID: e.ws.ID, MaxTokenLifetime: 90 * day})
 		for form, want := range map[string]string{"never": "the workspace policy requires an expiry", "365": "the workspace policy allows at most 90 days"} {
 			status, body := b.post("/tokens", base("expiry", form))
 			wantStatus(t, status, http.StatusBadRequest, body)
 			wantText(t, body, want)
 		}
+	})
+	t.Run("OKDateIsWholeDay", func(t *testing.T) {
+		// A date is valid through its end, UTC, and the rate window reads
+		// as people write it.
+		date := e.clock.Now().UTC().Add(3 * day).Format("2006-01-02")
+		b.get("/tokens/new")
+		status, body := b.post("/tokens", base("name", "dated", "expiry", "custom", "expires_on", date, "rate_limit", "100/1m"))
+		wantStatus(t, status, http.StatusCreated, body)
+		id := tokenIDRE.FindStringSubmatch(body)[1]
+		tok, err := e.store.FindToken(context.Background(), e.ws.ID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _ := time.Parse("2006-01-02", date)
+		if tok.ExpiresAt == nil || !tok.ExpiresAt.Equal(d.Add(day)) {
+			t.Errorf("expires_at %v, want %v (the end of %s)", tok.ExpiresAt, d.Add(day), date)
+		}
+		_, page := b.get("/tokens/" + id)
+		wantText(t, page, "100 per 1 minute")
 	})
 	t.Run("OKShowOnce", func(t *testing.T) {
 		b.get("/tokens/new")

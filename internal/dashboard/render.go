@@ -59,8 +59,36 @@ var funcs = template.FuncMap{
 		}
 		return false
 	},
-	"dur":  func(d time.Duration) string { return keyward.FormatLifetime(d) },
+	"dur":  span,
 	"json": jsonText,
+}
+
+// span is a length of time as people say it: "1 hour", "30 days",
+// "90 seconds"; one that is no whole number of seconds as Go writes it.
+// d is a time.Duration or a keyward.Duration.
+func span(d any) string {
+	var v time.Duration
+	switch x := d.(type) {
+	case time.Duration:
+		v = x
+	case keyward.Duration:
+		v = time.Duration(x)
+	default:
+		return fmt.Sprint(d)
+	}
+	for _, u := range []struct {
+		d    time.Duration
+		name string
+	}{{24 * time.Hour, "day"}, {time.Hour, "hour"}, {time.Minute, "minute"}, {time.Second, "second"}} {
+		if v > 0 && v%u.d == 0 {
+			n := int64(v / u.d)
+			if n == 1 {
+				return "1 " + u.name
+			}
+			return fmt.Sprintf("%d %ss", n, u.name)
+		}
+	}
+	return v.String()
 }
 
 // htmlEscapes are the escapes Go's JSON encoder writes for <, > and &.

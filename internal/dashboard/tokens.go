@@ -159,9 +159,31 @@ type tokenForm struct {
 type newData struct {
 	F            tokenForm
 	Catalog      []keyward.ScopeInfo
+	Presets      []string // expiries in days the policy allows
 	NeverAllowed bool
 	MaxLifetime  time.Duration
 	Errors       map[string]string
+}
+
+// expiryPresets are the form's expiries in days, shortest first.
+var expiryPresets = []string{"7", "30", "90", "365"}
+
+// allowedPresets returns the presets within the longest lifetime max (0:
+// none), and the one the form starts with: 90 days, or the longest
+// allowed below it, or a date when none is.
+func allowedPresets(max time.Duration) (presets []string, preferred string) {
+	preferred = "custom"
+	for _, p := range expiryPresets {
+		n, _ := strconv.Atoi(p)
+		if max > 0 && time.Duration(n)*day > max {
+			break
+		}
+		presets = append(presets, p)
+		if n <= 90 {
+			preferred = p
+		}
+	}
+	return presets, preferred
 }
 
 func (s *Server) handleTokenNew(w http.ResponseWriter, r *http.Request) {
@@ -170,13 +192,15 @@ func (s *Server) handleTokenNew(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusForbidden, "Viewers cannot create tokens.")
 		return
 	}
-	s.renderNew(w, r, http.StatusOK, tokenForm{Expiry: "90", QuotaPeriod: keyward.PeriodMonth}, nil)
+	_, preferred := allowedPresets(st.settings.MaxTokenLifetime)
+	s.renderNew(w, r, http.StatusOK, tokenForm{Expiry: preferred, QuotaPeriod: keyward.PeriodMonth}, nil)
 }
 
 func (s *Server) renderNew(w http.ResponseWriter, r *http.Request, status int, f tokenForm, errs map[string]string) {
 	set := stateOf(r).settings
+	presets, _ := allowedPresets(set.MaxTokenLifetime)
 	s.render(w, r, status, "token_new", "New token", newData{
-		F: f, Catalog: set.Scopes, Errors: errs,
+		F: f, Catalog: set.Scopes, Errors: errs, Presets: presets,
 		NeverAllowed: !set.ExpiryRequired && set.MaxTokenLifetime == 0, MaxLifetime: set.MaxTokenLifetime,
 	})
 }
@@ -240,14 +264,16 @@ func parseTokenForm(f tokenForm, now time.Time) (*keyward.Token, map[string]stri
 		at := now.Add(time.Duration(n) * day)
 		t.ExpiresAt = &at
 	case "custom":
+		// Valid through the date given: until the end of that day, UTC.
 		d, err := time.Parse("2006-01-02", strings.TrimSpace(f.ExpiresOn))
+		end := d.Add(day)
 		switch {
 		case err != nil:
 			errs["expiry"] = "Enter the date as YYYY-MM-DD, such as " + now.Add(30*day).Format("2006-01-02") + "."
-		case !d.After(now):
-			errs["expiry"] = "The expiry date must be in the future."
+		case !end.After(now):
+			errs["expiry"] = "The expiry date must be today or later (UTC)."
 		default:
-			t.ExpiresAt = &d
+			t.ExpiresAt = &end
 		}
 	case "never":
 	default:

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 )
@@ -96,4 +97,22 @@ func TestDashboardPasskeys(t *testing.T) {
 		}
 	}
 	shot(t, ctx, shots, "22-audit")
+
+	// A page whose session ended meanwhile (signed out in another tab):
+	// the button says to reload, not what parsing an HTML page as JSON
+	// says.
+	do(t, ctx, "a stale passkey form",
+		chromedp.Navigate(base+"/account/mfa"),
+		chromedp.WaitVisible(chromedp.ID("passkey-add")),
+		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := cdp.Call(ctx, t, network.ClearBrowserCookies, cdp.Empty{})
+			return err
+		}),
+		chromedp.SendKeys(chromedp.ID("passkey-name"), "second"),
+		chromedp.Click(chromedp.ID("passkey-add")),
+		chromedp.WaitVisible(chromedp.ID("passkey-error")),
+	)
+	if msg := text(t, ctx, "passkey-error"); !strings.Contains(msg, "This page has expired") {
+		t.Errorf("stale form: %q", msg)
+	}
 }

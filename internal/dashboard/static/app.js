@@ -33,6 +33,14 @@ document.addEventListener("DOMContentLoaded", function () {
     var body = new URLSearchParams(new FormData(form));
     for (var k in extra) body.set(k, extra[k]);
     return fetch(url, { method: "POST", body: body, credentials: "same-origin" }).then(function (r) {
+      var type = r.headers.get("Content-Type") || "";
+      if (type.indexOf("application/json") !== 0) {
+        // A page, not an answer: the form went stale (signed out
+        // elsewhere, an expired form) or the server refused it.
+        return { ok: false, error: r.status === 403
+          ? "This page has expired (you may have signed out in another tab): reload it and try again."
+          : "The server could not answer (" + r.status + "): reload the page and try again." };
+      }
       return r.json().then(function (j) { j.ok = r.ok; return j; });
     });
   }

@@ -347,6 +347,10 @@ type strikes struct {
 	free  int
 	until time.Time
 	last  time.Time
+	// before is until as it was before the latest take, which a refund
+	// puts back: a success must not delay the next attempt as a failure
+	// would.
+	before time.Time
 }
 
 // guard is a key to throttle and the failures it may have before delays
@@ -392,6 +396,7 @@ func (t *throttle) take(now time.Time, gs ...guard) time.Duration {
 		st.n++
 		st.free = g.free
 		st.last = now
+		st.before = st.until
 		// The free-th failure already delays the next attempt: after 3
 		// failures, the 4th waits.
 		if over := st.n - g.free; over >= 0 {
@@ -414,6 +419,11 @@ func (t *throttle) refund(key string) {
 		delete(t.m, key)
 		return
 	}
+	// The wait the failures before it set, not the one this attempt's
+	// reservation did. (Of attempts in parallel, the latest take's: a
+	// refund may then leave a longer wait, never a shorter one than the
+	// failures warrant.)
+	st.until = st.before
 	if st.n < st.free {
 		st.until = time.Time{}
 	}

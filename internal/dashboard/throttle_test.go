@@ -130,8 +130,15 @@ func TestThrottleTake(t *testing.T) {
 		later := now.Add(firstDelay)
 		th.take(later, guard{"ip:x", freeIP})
 		th.refund("ip:x") // someone behind the IP signed in: its failures stay
-		if d := th.take(later, guard{"ip:x", freeIP}); d == 0 {
-			t.Errorf("take after %d failures and a success = 0, want a delay", freeIP)
+		// The success delays no one: the next attempt waits only what
+		// the failures set, which has passed.
+		if d := th.take(later, guard{"ip:x", freeIP}); d != 0 {
+			t.Errorf("take after a success = %s, want 0: a success counted as a failure", d)
+		}
+		// That attempt failed: the failures before the success count, so
+		// it is the second over the free ones, and the next waits twice.
+		if d := th.take(later, guard{"ip:x", freeIP}); d != 2*firstDelay {
+			t.Errorf("take after %d failures, a success and a failure = %s, want %s", freeIP, d, 2*firstDelay)
 		}
 	})
 	t.Run("EvictExpired", func(t *testing.T) {

@@ -40,6 +40,7 @@ type membersData struct {
 	Self       string
 	Owner      bool
 	InviteLink string // shown once, right after the invitation is made
+	Gone       bool   // the link was shown already
 	Email      string
 	Role       string
 	Errors     map[string]string
@@ -110,7 +111,23 @@ func (s *Server) handleInviteCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	link := s.public.Scheme + "://" + s.public.Host + "/invite?code=" + url.QueryEscape(code)
-	s.membersPage(w, r, http.StatusCreated, membersData{InviteLink: link, Email: email})
+	s.showOnce(w, r, "/members/invited", email+"\x00"+link)
+}
+
+// handleInvited shows the link of the invitation the form just made (see
+// showOnce), or, after that once, the members page.
+func (s *Server) handleInvited(w http.ResponseWriter, r *http.Request) {
+	if stateOf(r).member.Role != keyward.RoleOwner {
+		s.renderError(w, r, http.StatusForbidden, "Only owners invite members.")
+		return
+	}
+	v, ok := s.takeOnce(w, r, "/members/invited")
+	email, link, _ := strings.Cut(v, "\x00")
+	if !ok || link == "" {
+		s.membersPage(w, r, http.StatusGone, membersData{Gone: true})
+		return
+	}
+	s.membersPage(w, r, http.StatusOK, membersData{InviteLink: link, Email: email})
 }
 
 func (s *Server) handleInviteCancel(w http.ResponseWriter, r *http.Request) {

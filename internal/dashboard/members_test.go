@@ -22,7 +22,7 @@ func invite(t *testing.T, b *browser, email, role string) string {
 	t.Helper()
 	b.get("/members")
 	status, body := b.post("/members/invite", url.Values{"email": {email}, "role": {role}})
-	wantStatus(t, status, http.StatusCreated, body)
+	wantStatus(t, status, http.StatusOK, body) // the link's page, after the redirect
 	m := inviteLinkRE.FindStringSubmatch(body)
 	if m == nil {
 		t.Fatalf("no invitation link on the page:\n%s", body)
@@ -58,6 +58,18 @@ func TestInvites(t *testing.T) {
 
 	link := invite(t, o, "New@Example.com", keyward.RoleAdmin)
 	code := strings.TrimPrefix(link, "/invite?code=")
+	t.Run("ReloadMakesNoSecondInvitation", func(t *testing.T) {
+		status, body := o.get("/members/invited")
+		wantStatus(t, status, http.StatusGone, body)
+		wantText(t, body, `id="invite-gone"`)
+		if strings.Contains(body, code) {
+			t.Error("the reloaded page shows the link")
+		}
+		invs, err := e.store.FindInvites(context.Background(), e.ws.ID)
+		if err != nil || len(invs) != 1 {
+			t.Errorf("%d invitations, want 1 (%v)", len(invs), err)
+		}
+	})
 	t.Run("NewUser", func(t *testing.T) {
 		n := e.browser()
 		status, body := n.get(link)

@@ -291,7 +291,7 @@ func TestTokenForm(t *testing.T) {
 		date := e.clock.Now().UTC().Add(3 * day).Format("2006-01-02")
 		b.get("/tokens/new")
 		status, body := b.post("/tokens", base("name", "dated", "expiry", "custom", "expires_on", date, "rate_limit", "100/1m"))
-		wantStatus(t, status, http.StatusCreated, body)
+		wantStatus(t, status, http.StatusOK, body)
 		id := tokenIDRE.FindStringSubmatch(body)[1]
 		tok, err := e.store.FindToken(context.Background(), e.ws.ID, id)
 		if err != nil {
@@ -308,7 +308,7 @@ func TestTokenForm(t *testing.T) {
 		b.get("/tokens/new")
 		status, body := b.post("/tokens", base("name", "CRM sync", "extra_scopes", "orders:read orders:write", "cidrs", "203.0.113.0/24\n10.0.0.1",
 			"rate_limit", "100/1m", "quota_limit", "1000", "quota_period", "day"))
-		wantStatus(t, status, http.StatusCreated, body)
+		wantStatus(t, status, http.StatusOK, body)
 		if b.last.Header.Get("Cache-Control") != "no-store" {
 			t.Errorf("show-once page Cache-Control = %q", b.last.Header.Get("Cache-Control"))
 		}
@@ -329,6 +329,25 @@ func TestTokenForm(t *testing.T) {
 		evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Target: id})
 		if len(evs) != 1 || evs[0].Actor != (keyward.Actor{Type: keyward.ActorMember, ID: u.ID}) || evs[0].IP == "" {
 			t.Errorf("token.create event = %+v", evs[0])
+		}
+		// Reloading the secret's page (or coming back to it) makes no
+		// second token and shows the secret no more; the sealed cookie
+		// that carried it was deleted as it was shown.
+		created := b.path()
+		if created != "/tokens/"+id+"/created" {
+			t.Errorf("the secret's page is %s", created)
+		}
+		if once := findCookie(b, "keyward_once"); once != "" {
+			t.Errorf("the secret's cookie outlived its page: %q", once)
+		}
+		status, again := b.get(created)
+		wantStatus(t, status, http.StatusGone, again)
+		wantText(t, again, `id="secret-gone"`, "rotate the token for a new one")
+		if strings.Contains(again, m[1]) {
+			t.Error("the reloaded page shows the secret")
+		}
+		if toks, _ := e.store.FindTokens(context.Background(), keyward.TokenFilter{WorkspaceID: e.ws.ID, Name: "CRM sync"}); len(toks) != 1 {
+			t.Errorf("%d tokens named CRM sync, want 1", len(toks))
 		}
 		// The secret is never on another page.
 		_, list := b.get("/tokens")
@@ -385,6 +404,14 @@ func TestTokenForm(t *testing.T) {
 			if n := tokenRE.FindStringSubmatch(body); n == nil || n[1] == m[1] {
 				t.Fatalf("rotation showed no new secret")
 			}
+			// A reload rotates nothing again (which would end the grace
+			// just given to the old secret).
+			status, again := b.get("/tokens/" + id + "/rotated")
+			wantStatus(t, status, http.StatusGone, again)
+			evs, _ := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Target: id, Action: "token.rotate"})
+			if len(evs) != 1 {
+				t.Errorf("%d token.rotate events, want 1", len(evs))
+			}
 		})
 		t.Run("OKRevoke", func(t *testing.T) {
 			b.get("/tokens/" + id)
@@ -395,6 +422,18 @@ func TestTokenForm(t *testing.T) {
 			wantText(t, b.body, `<span id="token-state" class="state state-revoked">revoked</span>`, "token.revoke")
 		})
 	})
+}
+
+// findCookie returns the value the browser holds for the cookie named
+// name (with or without the __Host- prefix), "" when none.
+func findCookie(b *browser, name string) string {
+	u, _ := url.Parse(b.e.srv.URL)
+	for _, c := range b.c.Jar.Cookies(u) {
+		if c.Name == name || c.Name == "__Host-"+name {
+			return c.Value
+		}
+	}
+	return ""
 }
 
 func unescape(s string) string {
@@ -411,7 +450,7 @@ func TestRoles(t *testing.T) {
 	mia.signIn("mia@example.com")
 	mia.get("/tokens/new")
 	status, body := mia.post("/tokens", url.Values{"name": {"mia's"}, "extra_scopes": {"orders:read"}, "expiry": {"7"}})
-	wantStatus(t, status, http.StatusCreated, body)
+	wantStatus(t, status, http.StatusOK, body)
 	id := tokenIDRE.FindStringSubmatch(body)[1]
 
 	t.Run("MemberCannotSeeOthers", func(t *testing.T) {

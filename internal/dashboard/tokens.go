@@ -356,7 +356,36 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusCreated, "token_created", "Token created", createdData{T: tok, Secret: text})
+	s.showOnce(w, r, "/tokens/"+tok.ID+"/created", text)
+}
+
+// handleTokenCreated shows the secret of the token the create form just
+// made (see showOnce), or, after that once, that it is gone.
+func (s *Server) handleTokenCreated(w http.ResponseWriter, r *http.Request) {
+	s.tokenSecretPage(w, r, "/created", false)
+}
+
+// handleTokenRotated is handleTokenCreated for a rotation.
+func (s *Server) handleTokenRotated(w http.ResponseWriter, r *http.Request) {
+	s.tokenSecretPage(w, r, "/rotated", true)
+}
+
+func (s *Server) tokenSecretPage(w http.ResponseWriter, r *http.Request, suffix string, rotated bool) {
+	t, err := s.loadToken(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	title := "Token created"
+	if rotated {
+		title = "Token rotated"
+	}
+	secret, ok := s.takeOnce(w, r, "/tokens/"+t.ID+suffix)
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusGone
+	}
+	s.render(w, r, status, "token_created", title, createdData{T: t, Secret: secret, Rotated: rotated})
 }
 
 // loadToken returns the token of the URL when the caller may see it; a
@@ -445,7 +474,7 @@ func (s *Server) handleTokenRotate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "token_created", "Token rotated", createdData{T: tok, Secret: text, Rotated: true})
+	s.showOnce(w, r, "/tokens/"+tok.ID+"/rotated", text)
 }
 
 func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {

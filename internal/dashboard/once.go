@@ -1,0 +1,63 @@
+package dashboard
+
+import (
+	"encoding/base64"
+	"net/http"
+)
+
+// A secret that a form makes (a token's, an invitation's link) is shown by
+// the page the form's POST redirects to (Post/Redirect/Get), not by the
+// POST's own answer: reloading that page, or coming back to it, sends
+// nothing again, so no second token, rotation or invitation is made behind
+// the user's back. The secret travels to that page once, in a cookie
+// sealed (AES-GCM, under a key derived from the server secret, as the TOTP
+// enrolment's) to the user, the session and the page, that lives
+// onceMaxAge and that the page deletes as it shows it: a reload shows that
+// it was shown already. The server keeps no copy.
+
+// onceMaxAge is how long, in seconds, the sealed secret waits for its
+// page: the redirect follows at once.
+const onceMaxAge = 60
+
+func (s *Server) onceCookie() string {
+	if s.secure {
+		return "__Host-keyward_once"
+	}
+	return "keyward_once"
+}
+
+// onceAD binds a sealed secret to the user, the session and its page.
+func onceAD(st *state, page string) string {
+	return "once\x00" + st.user.ID + "\x00" + st.session.ID + "\x00" + page
+}
+
+// showOnce redirects to page, which shows secret once (takeOnce).
+func (s *Server) showOnce(w http.ResponseWriter, r *http.Request, page, secret string) {
+	sealed, err := s.sealer.Seal([]byte(secret), onceAD(stateOf(r), page))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.setCookie(w, s.onceCookie(), base64.RawURLEncoding.EncodeToString(sealed), onceMaxAge)
+	http.Redirect(w, r, page, http.StatusSeeOther)
+}
+
+// takeOnce returns the secret showOnce sent to page, and deletes it from
+// the browser; ok is false when there is none for this page and session
+// (it was shown already, or it came too late).
+func (s *Server) takeOnce(w http.ResponseWriter, r *http.Request, page string) (secret string, ok bool) {
+	c, err := r.Cookie(s.onceCookie())
+	if err != nil {
+		return "", false
+	}
+	sealed, err := base64.RawURLEncoding.DecodeString(c.Value)
+	if err != nil {
+		return "", false
+	}
+	raw, err := s.sealer.Open(sealed, onceAD(stateOf(r), page))
+	if err != nil {
+		return "", false // another page's: leave it for that one
+	}
+	s.setCookie(w, s.onceCookie(), "", -1)
+	return string(raw), true
+}

@@ -362,6 +362,10 @@ func (s *Server) handleMemberRemove(w http.ResponseWriter, r *http.Request) {
 	case !mayManage(st.member.Role, m.Role, ""):
 		s.membersPage(w, r, http.StatusForbidden, membersData{Errors: map[string]string{"member-" + m.UserID: "Only owners remove owners."}})
 		return
+	case r.PostForm.Get("confirm") != "yes":
+		// As a revocation: it cannot be undone.
+		s.membersPage(w, r, http.StatusBadRequest, membersData{Errors: map[string]string{"member-" + m.UserID: "Tick the box to confirm: the removal ends their sessions here and revokes their management tokens."}})
+		return
 	}
 	now := s.now().UTC()
 	ev := s.event(r, m.WorkspaceID, st.user.ID, "member.remove", m.UserID, now)

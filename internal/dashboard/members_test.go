@@ -223,9 +223,9 @@ func TestMemberRoles(t *testing.T) {
 		t.Errorf("mia (now viewer) got %d on the new token form", m.last.StatusCode)
 	}
 	admin.get("/members")
-	status, body := admin.post("/members/"+o2.ID+"/remove", nil)
+	status, body := admin.post("/members/"+o2.ID+"/remove", url.Values{"confirm": {"yes"}})
 	wantStatus(t, status, http.StatusForbidden, body)
-	admin.post("/members/"+mia.ID+"/remove", nil)
+	admin.post("/members/"+mia.ID+"/remove", url.Values{"confirm": {"yes"}})
 	if m.get("/tokens"); m.path() != "/signin" {
 		t.Errorf("a removed member is still signed in (at %s)", m.path())
 	}
@@ -320,7 +320,17 @@ func TestDemotedMakersTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	owner.get("/members")
-	owner.post("/members/"+adam.ID+"/remove", nil)
+	// Unconfirmed, nothing happens.
+	status, body = owner.post("/members/"+adam.ID+"/remove", nil)
+	wantStatus(t, status, http.StatusBadRequest, body)
+	wantText(t, body, "Tick the box to confirm: the removal ends their sessions here")
+	if got := state(again.ID); got != keyward.StateActive {
+		t.Errorf("an unconfirmed removal revoked the member's token: %s", got)
+	}
+	if _, err := e.store.FindMember(ctx, e.ws.ID, adam.ID); err != nil {
+		t.Errorf("an unconfirmed removal removed the member: %v", err)
+	}
+	owner.post("/members/"+adam.ID+"/remove", url.Values{"confirm": {"yes"}})
 	if got := state(again.ID); got != keyward.StateRevoked {
 		t.Errorf("a removed member's management token: %s, want revoked", got)
 	}
@@ -379,7 +389,7 @@ func TestInvitesOfFormerOwner(t *testing.T) {
 		o.get("/members")
 		switch end {
 		case "remove":
-			o.post("/members/"+u.ID+"/remove", nil)
+			o.post("/members/"+u.ID+"/remove", url.Values{"confirm": {"yes"}})
 		case "demote":
 			o.post("/members/"+u.ID+"/role", url.Values{"role": {keyward.RoleAdmin}})
 		case "store":
@@ -513,7 +523,7 @@ func TestRemovedMembersAdoptedTokens(t *testing.T) {
 	owner := e.browser()
 	owner.signIn("owner@example.com")
 	owner.get("/members")
-	owner.post("/members/"+mallory.ID+"/remove", nil)
+	owner.post("/members/"+mallory.ID+"/remove", url.Values{"confirm": {"yes"}})
 	for id, want := range map[string]string{mgmt.ID: keyward.StateRevoked, orders.ID: keyward.StateRevoked, deploy.ID: keyward.StateRevoked, crm.ID: keyward.StateActive,
 		upgraded.ID: keyward.StateRevoked, ownersAdmin.ID: keyward.StateActive,
 		suspended.ID: keyward.StateRevoked, expiring.ID: keyward.StateRevoked, cidrBound.ID: keyward.StateRevoked, narrowed.ID: keyward.StateActive} {

@@ -185,6 +185,9 @@ func (w *WorkspaceSettings) CheckToken(expiresAt *time.Time, now time.Time) erro
 
 // FormatLifetime writes d in whole days when it is a number of days.
 func FormatLifetime(d time.Duration) string {
+	if d == 24*time.Hour {
+		return "1 day"
+	}
 	if d%(24*time.Hour) == 0 {
 		return fmt.Sprintf("%d days", d/(24*time.Hour))
 	}

@@ -127,7 +127,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.throttle.reset(acct.key)
-	s.throttle.refund("ip:" + ip)
+	s.throttle.refund("ip:"+ip, now)
 	factor, err := s.hasFactor(ctx, u)
 	if err != nil {
 		s.fail(w, r, err)
@@ -293,7 +293,7 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.throttle.reset("mfa:" + st.user.ID)
-	s.throttle.refund("ip:" + ip)
+	s.throttle.refund("ip:"+ip, now)
 	// Every factor presented: the session gets a new id again.
 	id := newSessionID()
 	ses := *st.session

@@ -1,7 +1,9 @@
 package dashboard
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"net/http"
 )
 
@@ -19,16 +21,23 @@ import (
 // page: the redirect follows at once.
 const onceMaxAge = 60
 
-func (s *Server) onceCookie() string {
+// onceCookie is the name of the cookie that carries page's secret: one a
+// page, so that two forms sent at once (two tabs) do not lose the first
+// one's secret to the second.
+func (s *Server) onceCookie(page string) string {
+	sum := sha256.Sum256([]byte(page))
+	name := "keyward_once_" + hex.EncodeToString(sum[:6])
 	if s.secure {
-		return "__Host-keyward_once"
+		return "__Host-" + name
 	}
-	return "keyward_once"
+	return name
 }
 
-// onceAD binds a sealed secret to the user, the session and its page.
+// onceAD binds a sealed secret to the user, the session, the workspace and
+// its page: a page of the same path in another workspace (the user
+// switched meanwhile) does not show it.
 func onceAD(st *state, page string) string {
-	return "once\x00" + st.user.ID + "\x00" + st.session.ID + "\x00" + page
+	return "once\x00" + st.user.ID + "\x00" + st.session.ID + "\x00" + st.member.WorkspaceID + "\x00" + page
 }
 
 // showOnce redirects to page, which shows secret once (takeOnce).
@@ -38,7 +47,7 @@ func (s *Server) showOnce(w http.ResponseWriter, r *http.Request, page, secret s
 		s.fail(w, r, err)
 		return
 	}
-	s.setCookie(w, s.onceCookie(), base64.RawURLEncoding.EncodeToString(sealed), onceMaxAge)
+	s.setCookie(w, s.onceCookie(page), base64.RawURLEncoding.EncodeToString(sealed), onceMaxAge)
 	http.Redirect(w, r, page, http.StatusSeeOther)
 }
 
@@ -46,7 +55,7 @@ func (s *Server) showOnce(w http.ResponseWriter, r *http.Request, page, secret s
 // the browser; ok is false when there is none for this page and session
 // (it was shown already, or it came too late).
 func (s *Server) takeOnce(w http.ResponseWriter, r *http.Request, page string) (secret string, ok bool) {
-	c, err := r.Cookie(s.onceCookie())
+	c, err := r.Cookie(s.onceCookie(page))
 	if err != nil {
 		return "", false
 	}
@@ -56,8 +65,8 @@ func (s *Server) takeOnce(w http.ResponseWriter, r *http.Request, page string) (
 	}
 	raw, err := s.sealer.Open(sealed, onceAD(stateOf(r), page))
 	if err != nil {
-		return "", false // another page's: leave it for that one
+		return "", false // another workspace's: leave it for that one
 	}
-	s.setCookie(w, s.onceCookie(), "", -1)
+	s.setCookie(w, s.onceCookie(page), "", -1)
 	return string(raw), true
 }

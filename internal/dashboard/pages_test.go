@@ -278,6 +278,17 @@ func TestTokenForm(t *testing.T) {
 		if _, body = b.get("/tokens/new"); strings.Contains(body, `value="90"`) || !strings.Contains(body, `value="30" checked`) {
 			t.Error("under a 30-day policy the form offers 90 days or does not start on 30")
 		}
+		// A date is valid through its end: the last one allowed is 29 days
+		// on, which the date field and the error name.
+		today := e.clock.Now().UTC()
+		last, over := today.Add(29*day).Format("2006-01-02"), today.Add(30*day).Format("2006-01-02")
+		wantText(t, body, `max="`+last+`"`)
+		status, body := b.post("/tokens", base("name", "last day", "expiry", "custom", "expires_on", last))
+		wantStatus(t, status, http.StatusOK, body)
+		b.get("/tokens/new")
+		status, body = b.post("/tokens", base("name", "a day over", "expiry", "custom", "expires_on", over))
+		wantStatus(t, status, http.StatusBadRequest, body)
+		wantText(t, body, "the latest date it allows is "+last+".")
 		e.store.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{WorkspaceID: e.ws.ID, MaxTokenLifetime: 90 * day})
 		for form, want := range map[string]string{"never": "the workspace policy requires an expiry", "365": "the workspace policy allows at most 90 days"} {
 			status, body := b.post("/tokens", base("expiry", form))
@@ -424,16 +435,77 @@ func TestTokenForm(t *testing.T) {
 	})
 }
 
-// findCookie returns the value the browser holds for the cookie named
-// name (with or without the __Host- prefix), "" when none.
-func findCookie(b *browser, name string) string {
+// findCookie returns the value the browser holds for a cookie whose name
+// starts with prefix (after any __Host- prefix), "" when none.
+func findCookie(b *browser, prefix string) string {
 	u, _ := url.Parse(b.e.srv.URL)
 	for _, c := range b.c.Jar.Cookies(u) {
-		if c.Name == name || c.Name == "__Host-"+name {
+		if strings.HasPrefix(strings.TrimPrefix(c.Name, "__Host-"), prefix) {
 			return c.Value
 		}
 	}
 	return ""
+}
+
+// noFollow stops b following redirects, until the returned function runs.
+func noFollow(b *browser) func() {
+	b.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return func() { b.c.CheckRedirect = nil }
+}
+
+// TestShowOnceTwoTabs: two forms sent before either's redirect is followed
+// (two tabs) each show their own secret.
+func TestShowOnceTwoTabs(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	b.get("/tokens/new")
+	restore := noFollow(b)
+	b.post("/tokens", url.Values{"name": {"tab A"}, "expiry": {"30"}, "quota_period": {"month"}})
+	locA := b.last.Header.Get("Location")
+	if findCookie(b, "keyward_once") == "" {
+		t.Fatal("no cookie carries the secret")
+	}
+	b.post("/tokens", url.Values{"name": {"tab B"}, "expiry": {"30"}, "quota_period": {"month"}})
+	locB := b.last.Header.Get("Location")
+	restore()
+	for _, loc := range []string{locA, locB} {
+		status, body := b.get(loc)
+		if status != http.StatusOK || tokenRE.FindStringSubmatch(body) == nil {
+			t.Errorf("%s: %d, no secret shown", loc, status)
+		}
+	}
+}
+
+// TestShowOnceOtherWorkspace: a secret made in one workspace is not shown
+// on the same page of another, which the user switched to meanwhile.
+func TestShowOnceOtherWorkspace(t *testing.T) {
+	e := newEnv(t)
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	acme, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: acme.ID, UserID: u.ID, Role: keyward.RoleOwner, CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.signIn("ann@example.com")
+	b.post("/workspace", url.Values{"workspace": {acme.ID}})
+	b.get("/members")
+	restore := noFollow(b)
+	b.post("/members/invite", url.Values{"email": {"new@example.com"}, "role": {keyward.RoleOwner}})
+	restore()
+	b.get("/tokens")
+	b.post("/workspace", url.Values{"workspace": {e.ws.ID}})
+	if status, body := b.get("/members/invited"); status != http.StatusGone || strings.Contains(body, `id="invite-link"`) {
+		t.Errorf("default's page (%d) shows the link of an invitation to acme", status)
+	}
+	b.post("/workspace", url.Values{"workspace": {acme.ID}})
+	if status, body := b.get("/members/invited"); status != http.StatusOK || !strings.Contains(body, `id="invite-link"`) {
+		t.Errorf("acme's page (%d) does not show its link", status)
+	}
 }
 
 func unescape(s string) string {

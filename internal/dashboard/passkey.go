@@ -363,7 +363,7 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
 	}
-	s.throttle.refund("ip:" + ip)
+	s.throttle.refund("ip:"+ip, now)
 	// A new session, with a new id, whatever the request held before (as
 	// at password sign-in).
 	if old := st.session; old != nil {
@@ -491,7 +491,7 @@ func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	s.throttle.reset("mfa:" + st.user.ID)
-	s.throttle.refund("ip:" + ip) // a success is no strike against the address
+	s.throttle.refund("ip:"+ip, now) // a success is no strike against the address
 	if err := s.recordPasskeyUse(r, wu, cred, now); err != nil {
 		s.failJSON(w, r, err)
 		return

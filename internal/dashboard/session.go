@@ -406,9 +406,9 @@ func (t *throttle) take(now time.Time, gs ...guard) time.Duration {
 	return 0
 }
 
-// refund takes back the failure take counted for key, for an attempt that
-// succeeded.
-func (t *throttle) refund(key string) {
+// refund takes back the failure take counted at at for key, for an
+// attempt that succeeded.
+func (t *throttle) refund(key string, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.m[key]
@@ -420,10 +420,11 @@ func (t *throttle) refund(key string) {
 		return
 	}
 	// The wait the failures before it set, not the one this attempt's
-	// reservation did. (Of attempts in parallel, the latest take's: a
-	// refund may then leave a longer wait, never a shorter one than the
-	// failures warrant.)
-	st.until = st.before
+	// reservation did; but only while no other attempt was taken since,
+	// whose failure's wait that would erase: then the longer wait stays.
+	if st.last.Equal(at) {
+		st.until = st.before
+	}
 	if st.n < st.free {
 		st.until = time.Time{}
 	}

@@ -89,7 +89,7 @@ func TestThrottleTake(t *testing.T) {
 			if d := th.take(now, guard{"ip:x", freeIP}); d != 0 {
 				t.Fatalf("take = %s within the free failures", d)
 			}
-			th.refund("ip:x")
+			th.refund("ip:x", now)
 		}
 		if len(th.m) != 0 {
 			t.Errorf("successes left %d keys", len(th.m))
@@ -117,7 +117,7 @@ func TestThrottleTake(t *testing.T) {
 		for range freeAccount {
 			th.take(now, guard{"account:a", freeAccount})
 		}
-		th.refund("account:a") // the free-th attempt succeeded
+		th.refund("account:a", now) // the free-th attempt succeeded
 		if d := th.take(now, guard{"account:a", freeAccount}); d != 0 {
 			t.Errorf("take after %d failures = %s, want 0", freeAccount-1, d)
 		}
@@ -129,7 +129,7 @@ func TestThrottleTake(t *testing.T) {
 		}
 		later := now.Add(firstDelay)
 		th.take(later, guard{"ip:x", freeIP})
-		th.refund("ip:x") // someone behind the IP signed in: its failures stay
+		th.refund("ip:x", later) // someone behind the IP signed in: its failures stay
 		// The success delays no one: the next attempt waits only what
 		// the failures set, which has passed.
 		if d := th.take(later, guard{"ip:x", freeIP}); d != 0 {
@@ -251,5 +251,28 @@ func TestSignInFailureAuditAfterAnswer(t *testing.T) {
 	}
 	if failed == nil || failed.IP == "" || !strings.Contains(string(failed.Changes), `"factor":"password"`) {
 		t.Errorf("session.signin_failed event = %+v, want one with the IP and factor", failed)
+	}
+}
+
+// TestThrottleRefundKeepsLaterFailure: a success whose check outlasted
+// its reservation, refunded after another attempt failed meanwhile, does
+// not erase the wait that failure earned.
+func TestThrottleRefundKeepsLaterFailure(t *testing.T) {
+	th := newThrottle()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for range freeIP {
+		th.take(now, guard{"ip:x", freeIP})
+	}
+	t0 := now.Add(10 * time.Second)
+	if d := th.take(t0, guard{"ip:x", freeIP}); d != 0 { // the success, still hashing
+		t.Fatalf("refused %s", d)
+	}
+	t1 := t0.Add(2500 * time.Millisecond)
+	if d := th.take(t1, guard{"ip:x", freeIP}); d != 0 { // a wrong guess meanwhile
+		t.Fatalf("refused %s", d)
+	}
+	th.refund("ip:x", t0)
+	if d := th.take(t1.Add(200*time.Millisecond), guard{"ip:x", freeIP}); d == 0 {
+		t.Error("the next guess passed at once: the success erased the wait of the failure after it")
 	}
 }

@@ -160,6 +160,8 @@ type newData struct {
 	F            tokenForm
 	Catalog      []keyward.ScopeInfo
 	Presets      []string // expiries in days the policy allows
+	MinDate      string   // today (UTC), the earliest date to expire on
+	MaxDate      string   // the latest date the policy allows, "" for none
 	NeverAllowed bool
 	MaxLifetime  time.Duration
 	Errors       map[string]string
@@ -186,6 +188,16 @@ func allowedPresets(max time.Duration) (presets []string, preferred string) {
 	return presets, preferred
 }
 
+// latestDate is the last date (UTC) a token made at now may be valid
+// through under a longest lifetime max, "" for none: the end of that day
+// must be within max of now.
+func latestDate(max time.Duration, now time.Time) string {
+	if max <= 0 {
+		return ""
+	}
+	return now.Add(max - day).UTC().Format("2006-01-02")
+}
+
 func (s *Server) handleTokenNew(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	if !canWrite(st.member.Role) {
@@ -199,8 +211,10 @@ func (s *Server) handleTokenNew(w http.ResponseWriter, r *http.Request) {
 func (s *Server) renderNew(w http.ResponseWriter, r *http.Request, status int, f tokenForm, errs map[string]string) {
 	set := stateOf(r).settings
 	presets, _ := allowedPresets(set.MaxTokenLifetime)
+	now := s.now().UTC()
 	s.render(w, r, status, "token_new", "New token", newData{
 		F: f, Catalog: set.Scopes, Errors: errs, Presets: presets,
+		MinDate: now.Format("2006-01-02"), MaxDate: latestDate(set.MaxTokenLifetime, now),
 		NeverAllowed: !set.ExpiryRequired && set.MaxTokenLifetime == 0, MaxLifetime: set.MaxTokenLifetime,
 	})
 }
@@ -329,6 +343,10 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		if err := st.settings.CheckToken(t.ExpiresAt, now); err != nil {
 			fe, _ := fieldErrors(err)
 			errs["expiry"] = fe["expiry"]
+			if d := latestDate(st.settings.MaxTokenLifetime, now); f.Expiry == "custom" && d != "" {
+				// A date is valid through its end: name the last one.
+				errs["expiry"] = capitalize(fe["expiry"]) + ": the latest date it allows is " + d + "."
+			}
 		}
 	}
 	if err := t.Validate(now); err != nil {

@@ -41,6 +41,7 @@ type membersData struct {
 	Owner      bool
 	InviteLink string // shown once, right after the invitation is made
 	Gone       bool   // the link was shown already
+	InviteTTL  time.Duration
 	Email      string
 	Role       string
 	Errors     map[string]string
@@ -59,6 +60,7 @@ func (s *Server) membersPage(w http.ResponseWriter, r *http.Request, status int,
 		return
 	}
 	d.Members, d.Invites, d.Roles, d.Self, d.Owner = ms, invs, keyward.Roles, st.user.ID, st.member.Role == keyward.RoleOwner
+	d.InviteTTL = s.inviteTTL
 	if d.Role == "" {
 		d.Role = keyward.RoleMember
 	}

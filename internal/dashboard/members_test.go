@@ -58,6 +58,12 @@ func TestInvites(t *testing.T) {
 
 	link := invite(t, o, "New@Example.com", keyward.RoleAdmin)
 	code := strings.TrimPrefix(link, "/invite?code=")
+	t.Run("LifetimeSaid", func(t *testing.T) {
+		// The page says how long the link works: the setting, 72 h.
+		if !strings.Contains(o.body, "It works once, for 3 days") {
+			t.Errorf("the invitation page does not say its lifetime:\n%s", o.body)
+		}
+	})
 	t.Run("ReloadMakesNoSecondInvitation", func(t *testing.T) {
 		status, body := o.get("/members/invited")
 		wantStatus(t, status, http.StatusGone, body)

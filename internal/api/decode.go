@@ -242,27 +242,6 @@ func alsoInvalid(err, more error) error {
 	return keyward.Invalid(fields...)
 }
 
-// onlyFields returns the validation error err with only the field errors
-// of the top-level fields present in fields (nil when none is left), and
-// err itself when it is no validation error.
-func onlyFields(err error, fields map[string]json.RawMessage) error {
-	var ke *keyward.Error
-	if !errors.As(err, &ke) || ke.Code != keyward.EINVALID {
-		return err
-	}
-	var kept []keyward.FieldError
-	for _, f := range ke.Fields {
-		top, _, _ := strings.Cut(strings.TrimPrefix(f.Pointer, "/"), "/")
-		if _, ok := fields[top]; ok && top != "" {
-			kept = append(kept, f)
-		}
-	}
-	if len(kept) == 0 {
-		return nil
-	}
-	return keyward.Invalid(kept...)
-}
-
 // joinInvalid returns nil when every one of errs is nil, else the first
 // that is not a validation error (*keyward.Error EINVALID), else one
 // validation error listing the fields of all.

@@ -266,7 +266,7 @@ func (s *Server) routes() []route {
 		{"POST /signin/mfa/passkey/finish", authPending, s.handlePasskeyMFAFinish},
 		{"GET /members", authVerified, s.handleMembers},
 		{"POST /members/invite", authVerified, s.handleInviteCreate},
-		{"GET /members/invited", authVerified, s.handleInvited},
+		{"GET /members/invited/{id}", authVerified, s.handleInvited},
 		{"POST /members/invites/{id}/cancel", authVerified, s.handleInviteCancel},
 		{"POST /members/{user}/role", authVerified, s.handleMemberRole},
 		{"POST /members/{user}/remove", authVerified, s.handleMemberRemove},

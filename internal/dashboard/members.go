@@ -113,7 +113,7 @@ func (s *Server) handleInviteCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	link := s.public.Scheme + "://" + s.public.Host + "/invite?code=" + url.QueryEscape(code)
-	s.showOnce(w, r, "/members/invited", email+"\x00"+link)
+	s.showOnce(w, r, "/members/invited/"+inv.ID, email+"\x00"+link)
 }
 
 // handleInvited shows the link of the invitation the form just made (see
@@ -123,7 +123,7 @@ func (s *Server) handleInvited(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusForbidden, "Only owners invite members.")
 		return
 	}
-	v, ok := s.takeOnce(w, r, "/members/invited")
+	v, ok := s.takeOnce(w, r, "/members/invited/"+r.PathValue("id"))
 	email, link, _ := strings.Cut(v, "\x00")
 	if !ok || link == "" {
 		s.membersPage(w, r, http.StatusGone, membersData{Gone: true})

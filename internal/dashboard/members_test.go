@@ -57,6 +57,7 @@ func TestInvites(t *testing.T) {
 	})
 
 	link := invite(t, o, "New@Example.com", keyward.RoleAdmin)
+	invitedPage := o.path()
 	code := strings.TrimPrefix(link, "/invite?code=")
 	t.Run("LifetimeSaid", func(t *testing.T) {
 		// The page says how long the link works: the setting, 72 h.
@@ -65,7 +66,7 @@ func TestInvites(t *testing.T) {
 		}
 	})
 	t.Run("ReloadMakesNoSecondInvitation", func(t *testing.T) {
-		status, body := o.get("/members/invited")
+		status, body := o.get(invitedPage)
 		wantStatus(t, status, http.StatusGone, body)
 		wantText(t, body, `id="invite-gone"`)
 		if strings.Contains(body, code) {
@@ -539,6 +540,28 @@ func TestRemovedMembersAdoptedTokens(t *testing.T) {
 		}
 		if got := tok.State(e.clock.Now()); got != want {
 			t.Errorf("%s (%s) after mallory's removal: %s, want %s", tok.Name, id, got, want)
+		}
+	}
+}
+
+// TestInviteTwoTabs: two invitations sent before either's redirect is
+// followed (two tabs) each show their own link.
+func TestInviteTwoTabs(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	b.get("/members")
+	restore := noFollow(b)
+	b.post("/members/invite", url.Values{"email": {"alice@example.com"}, "role": {keyward.RoleMember}})
+	locA := b.last.Header.Get("Location")
+	b.post("/members/invite", url.Values{"email": {"bob@example.com"}, "role": {keyward.RoleMember}})
+	locB := b.last.Header.Get("Location")
+	restore()
+	for loc, who := range map[string]string{locA: "alice@example.com", locB: "bob@example.com"} {
+		status, body := b.get(loc)
+		if status != http.StatusOK || !strings.Contains(body, `id="invite-link"`) || !strings.Contains(body, "Send this link to "+who) {
+			t.Errorf("%s: %d, no link for %s shown", loc, status, who)
 		}
 	}
 }

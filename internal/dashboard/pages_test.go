@@ -496,14 +496,15 @@ func TestShowOnceOtherWorkspace(t *testing.T) {
 	b.get("/members")
 	restore := noFollow(b)
 	b.post("/members/invite", url.Values{"email": {"new@example.com"}, "role": {keyward.RoleOwner}})
+	invited := b.last.Header.Get("Location")
 	restore()
 	b.get("/tokens")
 	b.post("/workspace", url.Values{"workspace": {e.ws.ID}})
-	if status, body := b.get("/members/invited"); status != http.StatusGone || strings.Contains(body, `id="invite-link"`) {
+	if status, body := b.get(invited); status != http.StatusGone || strings.Contains(body, `id="invite-link"`) {
 		t.Errorf("default's page (%d) shows the link of an invitation to acme", status)
 	}
 	b.post("/workspace", url.Values{"workspace": {acme.ID}})
-	if status, body := b.get("/members/invited"); status != http.StatusOK || !strings.Contains(body, `id="invite-link"`) {
+	if status, body := b.get(invited); status != http.StatusOK || !strings.Contains(body, `id="invite-link"`) {
 		t.Errorf("acme's page (%d) does not show its link", status)
 	}
 }
@@ -753,5 +754,27 @@ func TestDeadSessions(t *testing.T) {
 	}
 	if laptop.get("/tokens"); laptop.path() != "/tokens" {
 		t.Errorf("the sweep ended a live session (at %s)", laptop.path())
+	}
+}
+
+// TestLatestDate: the last date whose end is within the policy's longest
+// lifetime, none when not even today's is.
+func TestLatestDate(t *testing.T) {
+	at := func(s string) time.Time { v, _ := time.Parse(time.RFC3339, s); return v }
+	for _, c := range []struct {
+		max  time.Duration
+		now  string
+		want string
+	}{
+		{0, "2026-11-24T12:00:00Z", ""},
+		{day, "2026-11-24T00:00:00Z", "2026-11-24"},
+		{day, "2026-11-24T23:59:00Z", "2026-11-24"},
+		{30 * day, "2026-11-24T00:00:00Z", "2026-12-23"},
+		{30 * day, "2026-11-24T23:59:59Z", "2026-12-23"},
+		{12 * time.Hour, "2026-11-24T06:00:00Z", ""},
+	} {
+		if got := latestDate(c.max, at(c.now)); got != c.want {
+			t.Errorf("latestDate(%v, %s) = %q, want %q", c.max, c.now, got, c.want)
+		}
 	}
 }

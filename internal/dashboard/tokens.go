@@ -195,7 +195,11 @@ func latestDate(max time.Duration, now time.Time) string {
 	if max <= 0 {
 		return ""
 	}
-	return now.Add(max - day).UTC().Format("2006-01-02")
+	last := now.Add(max - day).UTC()
+	if last.Format("2006-01-02") < now.UTC().Format("2006-01-02") {
+		return "" // not even today's end is within it (a policy under a day)
+	}
+	return last.Format("2006-01-02")
 }
 
 func (s *Server) handleTokenNew(w http.ResponseWriter, r *http.Request) {

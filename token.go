@@ -167,6 +167,12 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// MaxExpiresAt bounds a token's expiry: times are kept and compared in
+// nanoseconds since 1970, which end in 2262, and JSON times end with the
+// year 9999 (a "never" such as 9999-12-31T23:59:59-05:00 is past it in
+// UTC). A token that should not expire has no expiry.
+var MaxExpiresAt = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // Validate checks every field a client may set and returns an EINVALID
 // *Error listing each invalid field, or nil. The pointers are those of the
 // API's JSON fields.
@@ -193,8 +199,11 @@ func (t *Token) Validate(now time.Time) error {
 			add(fmt.Sprintf("/scopes/%d", i), "%v", err)
 		}
 	}
-	if t.ExpiresAt != nil && !t.ExpiresAt.After(now) {
+	switch {
+	case t.ExpiresAt != nil && !t.ExpiresAt.After(now):
 		add("/expires_at", "expires_at must be in the future")
+	case t.ExpiresAt != nil && !t.ExpiresAt.Before(MaxExpiresAt):
+		add("/expires_at", "expires_at must be before %s (leave it out for a token that does not expire)", MaxExpiresAt.Format(time.RFC3339))
 	}
 	if len(t.AllowedCIDRs) > MaxCIDRs {
 		add("/allowed_cidrs", "at most %d CIDRs", MaxCIDRs)

@@ -179,7 +179,7 @@ func (o *object) time(name string, dst *time.Time) bool {
 		o.fail(name, "%s must be an RFC 3339 time such as \"2026-12-31T23:59:59Z\"", name)
 		return false
 	}
-	*dst = t.UTC()
+	*dst = t.UTC().Truncate(time.Microsecond) // as stored (PostgreSQL keeps µs)
 	return true
 }
 

@@ -78,11 +78,13 @@ func SystemCaller(workspaceID string) Caller {
 	}
 }
 
+// now is the time of a write, to the microsecond: what PostgreSQL keeps,
+// so that an answer gives the times a later read gives, on either store.
 func (s *Service) now() time.Time {
 	if s.Now != nil {
-		return s.Now().UTC()
+		return s.Now().UTC().Truncate(time.Microsecond)
 	}
-	return time.Now().UTC()
+	return time.Now().UTC().Truncate(time.Microsecond)
 }
 
 func (c Caller) event(action, target string, now time.Time, changes json.RawMessage) *keyward.AuditEvent {

@@ -778,3 +778,64 @@ func TestLatestDate(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleWorkspaceForm: a form shown before the session switched
+// workspace (in another tab) is refused, not applied to the workspace
+// switched to, which forms do not name.
+func TestStaleWorkspaceForm(t *testing.T) {
+	e := newEnv(t)
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	acme, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: acme.ID, UserID: u.ID, Role: keyward.RoleOwner, CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.signIn("ann@example.com")
+	b.get("/tokens/new")
+	stale := b.csrf                                          // tab A: default's form
+	b.post("/workspace", url.Values{"workspace": {acme.ID}}) // tab B switches
+	status, body := b.post("/tokens", url.Values{"csrf": {stale}, "name": {"from tab A"}, "expiry": {"7"}, "quota_period": {"month"}})
+	wantStatus(t, status, http.StatusForbidden, body)
+	wantText(t, body, "reload the page")
+	for _, ws := range []string{e.ws.ID, acme.ID} {
+		if toks, _ := e.store.FindTokens(context.Background(), keyward.TokenFilter{WorkspaceID: ws, Name: "from tab A"}); len(toks) != 0 {
+			t.Errorf("the stale form made a token in %s", ws)
+		}
+	}
+	// The page shown after the switch works.
+	b.get("/tokens/new")
+	status, body = b.post("/tokens", url.Values{"name": {"from tab B"}, "expiry": {"7"}, "quota_period": {"month"}})
+	wantStatus(t, status, http.StatusOK, body)
+}
+
+// TestMFARequiredOtherWorkspace: a user without a second factor, sent to
+// set one up by a workspace that requires it, may switch back to another
+// of their workspaces that does not.
+func TestMFARequiredOtherWorkspace(t *testing.T) {
+	e := newEnv(t)
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	acme, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: acme.ID, UserID: u.ID, Role: keyward.RoleAdmin, CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{WorkspaceID: acme.ID, MFARequired: true}); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.signIn("ann@example.com")
+	b.post("/workspace", url.Values{"workspace": {acme.ID}})
+	if b.get("/tokens"); b.path() != "/account/mfa" {
+		t.Fatalf("in acme without a factor: at %s, want /account/mfa", b.path())
+	}
+	wantText(t, b.body, "or switch to another of your workspaces above")
+	b.post("/workspace", url.Values{"workspace": {e.ws.ID}})
+	if b.get("/tokens"); b.path() != "/tokens" {
+		t.Errorf("after switching back: at %s, want /tokens", b.path())
+	}
+}

@@ -258,16 +258,21 @@ func (s *Server) hasFactor(ctx context.Context, u *keyward.User) (bool, error) {
 // enrolmentPath reports whether a user who must enrol a factor may reach
 // path meanwhile.
 func enrolmentPath(p string) bool {
-	return strings.HasPrefix(p, "/account/mfa") || strings.HasPrefix(p, "/account/passkeys") || p == "/reauth" || strings.HasPrefix(p, "/signout")
+	// Switching to another workspace is allowed too: the requirement is
+	// this workspace's, and must not hold a member of others in it.
+	return strings.HasPrefix(p, "/account/mfa") || strings.HasPrefix(p, "/account/passkeys") || p == "/reauth" || strings.HasPrefix(p, "/signout") || p == "/workspace"
 }
 
 // csrfToken returns the token that the request's forms carry: bound to
-// the session, or before sign-in to the pre-session cookie.
+// the session and the workspace it acts in, or before sign-in to the
+// pre-session cookie. A form of a page shown before the session switched
+// workspace (in another tab) is refused rather than applied to the
+// workspace switched to, which forms do not name.
 func (s *Server) csrfToken(st *state) string {
 	m := hmac.New(sha256.New, s.csrfKey)
 	switch {
 	case st.session != nil:
-		m.Write([]byte("session\x00" + st.session.ID))
+		m.Write([]byte("session\x00" + st.session.ID + "\x00" + st.session.WorkspaceID))
 	case st.pre != "":
 		m.Write([]byte("pre\x00" + st.pre))
 	default:

@@ -794,9 +794,13 @@ func TestStaleWorkspaceForm(t *testing.T) {
 	}
 	b := e.browser()
 	b.signIn("ann@example.com")
+	// Which workspace a sign-in lands in follows the ids: start in default.
+	b.post("/workspace", url.Values{"workspace": {e.ws.ID}})
 	b.get("/tokens/new")
-	stale := b.csrf                                          // tab A: default's form
-	b.post("/workspace", url.Values{"workspace": {acme.ID}}) // tab B switches
+	stale := b.csrf                                                                                                         // tab A: default's form
+	if st, body := b.post("/workspace", url.Values{"workspace": {acme.ID}}); st != http.StatusOK || b.path() != "/tokens" { // tab B switches
+		t.Fatalf("switch: %d at %s\n%s", st, b.path(), body)
+	}
 	status, body := b.post("/tokens", url.Values{"csrf": {stale}, "name": {"from tab A"}, "expiry": {"7"}, "quota_period": {"month"}})
 	wantStatus(t, status, http.StatusForbidden, body)
 	wantText(t, body, "reload the page")
@@ -824,11 +828,13 @@ func TestMFARequiredOtherWorkspace(t *testing.T) {
 	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: acme.ID, UserID: u.ID, Role: keyward.RoleAdmin, CreatedAt: e.clock.Now()}); err != nil {
 		t.Fatal(err)
 	}
+	b := e.browser()
+	b.signIn("ann@example.com")
+	// Required once signed in: which workspace a sign-in lands in follows
+	// the ids.
 	if err := e.store.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{WorkspaceID: acme.ID, MFARequired: true}); err != nil {
 		t.Fatal(err)
 	}
-	b := e.browser()
-	b.signIn("ann@example.com")
 	b.post("/workspace", url.Values{"workspace": {acme.ID}})
 	if b.get("/tokens"); b.path() != "/account/mfa" {
 		t.Fatalf("in acme without a factor: at %s, want /account/mfa", b.path())

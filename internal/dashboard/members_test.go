@@ -195,7 +195,14 @@ func TestMemberRoles(t *testing.T) {
 	o2 := mustUser(t, e, "owner2@example.com")
 	admin := e.browser()
 	admin.signIn("adam@example.com")
-	admin.get("/members")
+	_, page := admin.get("/members")
+	// An admin is offered no control over an owner, nor the owner role.
+	if strings.Contains(page, `id="role-`+o2.ID+`"`) || strings.Contains(page, `/members/`+o2.ID+`/remove`) || strings.Contains(page, `<option value="owner"`) {
+		t.Error("an admin's members page offers to change or remove an owner, or to make one")
+	}
+	if !strings.Contains(page, `id="role-`+mia.ID+`"`) {
+		t.Error("an admin's members page offers no control over a member")
+	}
 	tests := []struct {
 		name, user, role string
 		status           int

@@ -845,3 +845,25 @@ func TestMFARequiredOtherWorkspace(t *testing.T) {
 		t.Errorf("after switching back: at %s, want /tokens", b.path())
 	}
 }
+
+// TestMemberCatalog: the new-token form offers a member no keyward:
+// scope of the catalog, which a member cannot grant; an admin sees it.
+func TestMemberCatalog(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	e.user("mia@example.com", keyward.RoleMember)
+	err := e.store.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{WorkspaceID: e.ws.ID,
+		Scopes: []keyward.ScopeInfo{{Name: "orders:read"}, {Name: "keyward:tokens:read", Privileged: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for who, offered := range map[string]bool{"ann@example.com": true, "mia@example.com": false} {
+		b := e.browser()
+		b.signIn(who)
+		_, body := b.get("/tokens/new")
+		got := strings.Contains(body, `value="keyward:tokens:read"`)
+		if !strings.Contains(body, `value="orders:read"`) || got != offered {
+			t.Errorf("%s: keyward:tokens:read offered %v, want %v (orders:read always)", who, got, offered)
+		}
+	}
+}

@@ -213,11 +213,22 @@ func (s *Server) handleTokenNew(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) renderNew(w http.ResponseWriter, r *http.Request, status int, f tokenForm, errs map[string]string) {
-	set := stateOf(r).settings
+	st := stateOf(r)
+	set := st.settings
 	presets, _ := allowedPresets(set.MaxTokenLifetime)
 	now := s.now().UTC()
+	catalog := set.Scopes
+	if !isAdmin(st.member.Role) {
+		// Members cannot grant keyward: scopes: not offered.
+		catalog = nil
+		for _, sc := range set.Scopes {
+			if !strings.HasPrefix(sc.Name, keyward.ManagementPrefix) {
+				catalog = append(catalog, sc)
+			}
+		}
+	}
 	s.render(w, r, status, "token_new", "New token", newData{
-		F: f, Catalog: set.Scopes, Errors: errs, Presets: presets,
+		F: f, Catalog: catalog, Errors: errs, Presets: presets,
 		MinDate: now.Format("2006-01-02"), MaxDate: latestDate(set.MaxTokenLifetime, now),
 		NeverAllowed: !set.ExpiryRequired && set.MaxTokenLifetime == 0, MaxLifetime: set.MaxTokenLifetime,
 	})

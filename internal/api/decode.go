@@ -242,6 +242,22 @@ func alsoInvalid(err, more error) error {
 	return keyward.Invalid(fields...)
 }
 
+// renamePointer returns the validation error err with its field errors at
+// from moved to to; any other error unchanged.
+func renamePointer(err error, from, to string) error {
+	var ke *keyward.Error
+	if !errors.As(err, &ke) || ke.Code != keyward.EINVALID {
+		return err
+	}
+	fields := slices.Clone(ke.Fields)
+	for i := range fields {
+		if fields[i].Pointer == from {
+			fields[i].Pointer = to
+		}
+	}
+	return &keyward.Error{Code: ke.Code, Message: ke.Message, Fields: fields}
+}
+
 // joinInvalid returns nil when every one of errs is nil, else the first
 // that is not a validation error (*keyward.Error EINVALID), else one
 // validation error listing the fields of all.

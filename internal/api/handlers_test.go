@@ -358,7 +358,7 @@ func TestCreateTokenBadInput(t *testing.T) {
 		{"ErrExpiresAtPast", `{"name":"a","expires_at":"2000-01-01T00:00:00Z"}`, "/expires_at"},
 		{"ErrExpiresAtFar", `{"name":"a","expires_at":"9999-12-31T23:59:59-05:00"}`, "/expires_at"},
 		{"ErrExpiresAtBeyondNanoseconds", `{"name":"a","expires_at":"2262-04-12T00:00:00Z"}`, "/expires_at"},
-		{"ErrExpiresInFar", `{"name":"a","expires_in":"2000000h"}`, "/expires_at"},
+		{"ErrExpiresInFar", `{"name":"a","expires_in":"2000000h"}`, "/expires_in"},
 		{"ErrExpiresAtNotRFC3339", `{"name":"a","expires_at":"tomorrow"}`, "/expires_at"},
 		{"ErrExpiresAtNumber", `{"name":"a","expires_at":1767225600}`, "/expires_at"},
 		{"ErrExpiresBoth", `{"name":"a","expires_in":"1h","expires_at":"` + future + `"}`, "/expires_in"},

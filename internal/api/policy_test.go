@@ -21,14 +21,17 @@ func TestTokenPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name   string
-		body   map[string]any
-		status int
-		detail string
+		name    string
+		body    map[string]any
+		status  int
+		detail  string
+		pointer string
 	}{
-		{"ErrNoExpiry", map[string]any{"name": "x"}, 400, "the workspace policy requires an expiry"},
-		{"ErrTooLong", map[string]any{"name": "x", "expires_in": "1000h"}, 400, "the workspace policy allows at most 30 days"},
-		{"OKWithin", map[string]any{"name": "x", "expires_in": "720h"}, 201, ""},
+		{"ErrNoExpiry", map[string]any{"name": "x"}, 400, "the workspace policy requires an expiry", "/expires_at"},
+		// The field the client gave.
+		{"ErrTooLong", map[string]any{"name": "x", "expires_in": "1000h"}, 400, "the workspace policy allows at most 30 days", "/expires_in"},
+		{"ErrTooLongAt", map[string]any{"name": "x", "expires_at": "2200-01-01T00:00:00Z"}, 400, "", "/expires_at"},
+		{"OKWithin", map[string]any{"name": "x", "expires_in": "720h"}, 201, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -38,10 +41,10 @@ func TestTokenPolicy(t *testing.T) {
 				return
 			}
 			p := wantProblem(t, r, tt.status, "invalid")
-			if got := pointersOf(t, p); !slices.Equal(got, []string{"/expires_at"}) {
-				t.Errorf("pointers = %v, want [/expires_at]", got)
+			if got := pointersOf(t, p); !slices.Equal(got, []string{tt.pointer}) {
+				t.Errorf("pointers = %v, want [%s]", got, tt.pointer)
 			}
-			if p["detail"] != tt.detail {
+			if tt.detail != "" && p["detail"] != tt.detail {
 				t.Errorf("detail = %v, want %q", p["detail"], tt.detail)
 			}
 		})

@@ -181,8 +181,13 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, alsoInvalid(err, t.Validate(s.now())))
 		return
 	}
+	_, in := o.fields["expires_in"]
 	t, text, err := s.svc.CreateToken(r.Context(), caller(r), t)
 	if err != nil {
+		if in {
+			// The expiry was given as expires_in: the error points there.
+			err = renamePointer(err, "/expires_at", "/expires_in")
+		}
 		s.writeError(w, r, err)
 		return
 	}

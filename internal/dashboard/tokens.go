@@ -35,6 +35,21 @@ func privileged(set *keyward.WorkspaceSettings) map[string]bool {
 	return m
 }
 
+// isPrivileged reports whether the token scope sc grants a privileged
+// scope of the catalog, or falls under one: orders:* grants a privileged
+// orders:write, and a privileged billing:* covers billing:read.
+func isPrivileged(sc string, priv map[string]bool) bool {
+	if priv[sc] || keyward.IsManagementScope(sc) {
+		return true
+	}
+	for p := range priv {
+		if keyward.Grants([]string{sc}, p) || keyward.Grants([]string{p}, sc) {
+			return true
+		}
+	}
+	return false
+}
+
 // recommendations returns advice about an active token.
 func recommendations(t *keyward.Token, priv map[string]bool, now time.Time) []string {
 	if t.State(now) != keyward.StateActive {
@@ -46,7 +61,7 @@ func recommendations(t *keyward.Token, priv map[string]bool, now time.Time) []st
 	}
 	if len(t.AllowedCIDRs) == 0 {
 		for _, sc := range t.Scopes {
-			if priv[sc] || keyward.IsManagementScope(sc) {
+			if isPrivileged(sc, priv) {
 				out = append(out, "It holds a privileged scope ("+sc+") but no IP allowlist: limit where it can be used from.")
 				break
 			}

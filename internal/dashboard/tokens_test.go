@@ -1,18 +1,20 @@
 package dashboard
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/manage"
 )
 
 func TestRecommendations(t *testing.T) {
 	now := time.Date(2026, 3, 14, 9, 0, 0, 0, time.UTC)
 	ago := func(d time.Duration) *time.Time { v := now.Add(-d); return &v }
 	later := now.Add(30 * day)
-	priv := map[string]bool{"billing:write": true}
+	priv := map[string]bool{"billing:write": true, "payouts:*": true}
 	base := func(mod func(*keyward.Token)) *keyward.Token {
 		t := &keyward.Token{Scopes: []string{"orders:read"}, ExpiresAt: &later, CreatedAt: now.Add(-day), LastUsedAt: ago(time.Hour)}
 		mod(t)
@@ -26,6 +28,9 @@ func TestRecommendations(t *testing.T) {
 		{"OKNone", base(func(*keyward.Token) {}), nil},
 		{"NoExpiry", base(func(t *keyward.Token) { t.ExpiresAt = nil }), []string{"never expires"}},
 		{"PrivilegedWithoutAllowlist", base(func(t *keyward.Token) { t.Scopes = []string{"billing:write"} }), []string{"privileged scope (billing:write)"}},
+		{"WildcardGrantsPrivileged", base(func(t *keyward.Token) { t.Scopes = []string{"billing:*"} }), []string{"privileged scope (billing:*)"}},
+		{"UnderPrivilegedWildcard", base(func(t *keyward.Token) { t.Scopes = []string{"payouts:read"} }), []string{"privileged scope (payouts:read)"}},
+		{"OKOtherWildcard", base(func(t *keyward.Token) { t.Scopes = []string{"orders:*"} }), nil},
 		{"ManagementWithoutAllowlist", base(func(t *keyward.Token) { t.Scopes = []string{keyward.ScopeAdmin} }), []string{"privileged scope (keyward:admin)"}},
 		{"OKPrivilegedWithAllowlist", base(func(t *keyward.Token) { t.Scopes, t.AllowedCIDRs = []string{"billing:write"}, []string{"10.0.0.0/8"} }), nil},
 		{"UnusedFor90Days", base(func(t *keyward.Token) { t.CreatedAt, t.LastUsedAt = now.Add(-200*day), ago(91*day) }), []string{"not been used for 90 days"}},
@@ -73,4 +78,22 @@ func TestWaitText(t *testing.T) {
 			t.Errorf("waitText(%v) = %q, want %q", d, got, want)
 		}
 	}
+}
+
+// TestSuspendReasonShown: a suspended token's page gives the reason, as a
+// revoked one's does.
+func TestSuspendReasonShown(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	tok, _, err := e.svc.CreateToken(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Token{Name: "held"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.SuspendToken(context.Background(), manage.SystemCaller(e.ws.ID), tok.ID, "investigating"); err != nil {
+		t.Fatal(err)
+	}
+	_, page := b.get("/tokens/" + tok.ID)
+	wantText(t, page, "suspended</span> (investigating)")
 }

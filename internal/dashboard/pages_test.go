@@ -658,6 +658,21 @@ func TestSettingsAndMFARequired(t *testing.T) {
 	if !strings.Contains(audit, `<span class="field-error" id="from-error">Enter a date as YYYY-MM-DD.</span>`) {
 		t.Error("no date message next to the from field")
 	}
+	status, audit = o.get("/audit?from=2026-12-01&to=2026-11-01")
+	wantStatus(t, status, http.StatusBadRequest, audit)
+	wantText(t, audit, "The end date must be on or after the start date.")
+	// People are shown, and found, by email; an event shows its changes.
+	for _, actor := range []string{mustUser(t, e, "mia@example.com").ID, "Mia@Example.com"} {
+		_, audit = o.get("/audit?action=mfa.totp_enable&actor=" + url.QueryEscape(actor))
+		if strings.Contains(audit, "No events.") || !strings.Contains(audit, "mfa.totp_enable") {
+			t.Errorf("no events of mia with the actor filter %q", actor)
+		}
+	}
+	if _, audit = o.get("/audit?actor=nobody@example.com"); !strings.Contains(audit, "No events.") {
+		t.Error("an unknown email's filter lets events through")
+	}
+	_, audit = o.get("/audit?action=workspace.settings_update")
+	wantText(t, audit, `<code class="changes">`, "mfa_required")
 }
 
 // signIn2 signs in with the password and lands wherever the server sends.

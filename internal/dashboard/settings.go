@@ -189,6 +189,20 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 			f.To = t.Add(day) // the whole day
 		}
 	}
+	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
+		d.Errors["to"] = "The end date must be on or after the start date."
+	}
+	if strings.Contains(f.Actor, "@") {
+		// People are shown by email: they may be looked for by it.
+		if email, err := keyward.NormalizeEmail(f.Actor); err == nil {
+			if u, err := s.accounts.FindUserByEmail(r.Context(), email); err == nil {
+				f.Actor = u.ID
+			} else if keyward.ErrorCode(err) != keyward.ENOTFOUND {
+				s.fail(w, r, err)
+				return
+			}
+		}
+	}
 	if len(d.Errors) > 0 {
 		s.render(w, r, http.StatusBadRequest, "audit", "Audit log", d)
 		return

@@ -2574,6 +2574,24 @@ func TestEveryInvalidField(t *testing.T) {
 			}
 		})
 	}
+	t.Run("ExpiresInPointed", func(t *testing.T) {
+		// An expiry given as expires_in is pointed at as such, with other
+		// errors or not; one given as expires_at (expires_in null) is not.
+		for body, want := range map[string][]string{
+			`{"name":"x","expires_in":"2000000h","bogus":1}`:                     {"/bogus", "/expires_in"},
+			`{"name":"x","expires_in":null,"expires_at":"2300-01-01T00:00:00Z"}`: {"/expires_at"},
+		} {
+			p := wantProblem(t, s.do("POST", "/v1/tokens", s.root, json.RawMessage(body)), http.StatusBadRequest, "invalid")
+			if got := pointers(p); !slices.Equal(got, want) {
+				t.Errorf("%s: pointers %v, want %v", body, got, want)
+			}
+		}
+		id, _ := s.newToken("far")
+		p := wantProblem(t, s.do("PATCH", "/v1/tokens/"+id, s.root, json.RawMessage(`{"expires_in":"2000000h"}`)), http.StatusBadRequest, "invalid")
+		if got := pointers(p); !slices.Equal(got, []string{"/expires_in"}) {
+			t.Errorf("PATCH: pointers %v, want [/expires_in]", got)
+		}
+	})
 	t.Run("ListQuery", func(t *testing.T) {
 		r := s.do("GET", "/v1/tokens?limit=0&state=zz&cursor=bad", s.root, nil)
 		p := wantProblem(t, r, http.StatusBadRequest, "invalid")

@@ -167,6 +167,18 @@ func mergePatch(target, patch json.RawMessage) json.RawMessage {
 	return out
 }
 
+// expiryPointer points the errors at /expires_at to /expires_in when the
+// body gave the expiry as expires_in (and not expires_at): the client
+// learns of the field it sent.
+func expiryPointer(o *object, err error) error {
+	in, hasIn := o.fields["expires_in"]
+	at, hasAt := o.fields["expires_at"]
+	if !hasIn || string(in) == "null" || hasAt && string(at) != "null" {
+		return err
+	}
+	return renamePointer(err, "/expires_at", "/expires_in")
+}
+
 func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 	o, err := s.decode(w, r, false)
 	if err != nil {
@@ -178,17 +190,12 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 	if err := o.done(); err != nil {
 		// With the problems of the fields that did decode, which the
 		// service would report next.
-		s.writeError(w, r, alsoInvalid(err, t.Validate(s.now())))
+		s.writeError(w, r, expiryPointer(o, alsoInvalid(err, t.Validate(s.now()))))
 		return
 	}
-	_, in := o.fields["expires_in"]
 	t, text, err := s.svc.CreateToken(r.Context(), caller(r), t)
 	if err != nil {
-		if in {
-			// The expiry was given as expires_in: the error points there.
-			err = renamePointer(err, "/expires_at", "/expires_in")
-		}
-		s.writeError(w, r, err)
+		s.writeError(w, r, expiryPointer(o, err))
 		return
 	}
 	v := s.viewToken(t)
@@ -270,7 +277,7 @@ func (s *Server) handleTokenUpdate(w http.ResponseWriter, r *http.Request) {
 	// its meaning, on the stored token.
 	s.tokenFields(o, &keyward.Token{}, true)
 	if err := o.done(); err != nil {
-		s.writeError(w, r, err)
+		s.writeError(w, r, expiryPointer(o, err))
 		return
 	}
 	body := o.fields
@@ -279,7 +286,7 @@ func (s *Server) handleTokenUpdate(w http.ResponseWriter, r *http.Request) {
 		s.tokenFields(again, t, true)
 	})
 	if err != nil {
-		s.writeError(w, r, err)
+		s.writeError(w, r, expiryPointer(o, err))
 		return
 	}
 	writeJSON(w, http.StatusOK, s.viewToken(t))

@@ -811,7 +811,7 @@ func TestStaleWorkspaceForm(t *testing.T) {
 	b.signIn("ann@example.com")
 	// Which workspace a sign-in lands in follows the ids: start in default.
 	b.post("/workspace", url.Values{"workspace": {e.ws.ID}})
-	b.get("/tokens/new")
+	_, staleBody := b.get("/tokens/new")
 	stale := b.csrf                                                                                                         // tab A: default's form
 	if st, body := b.post("/workspace", url.Values{"workspace": {acme.ID}}); st != http.StatusOK || b.path() != "/tokens" { // tab B switches
 		t.Fatalf("switch: %d at %s\n%s", st, b.path(), body)
@@ -824,6 +824,14 @@ func TestStaleWorkspaceForm(t *testing.T) {
 			t.Errorf("the stale form made a token in %s", ws)
 		}
 	}
+	// The header's forms, which act in no workspace, still work from the
+	// stale tab: it can switch, and sign out.
+	staleSession := regexp.MustCompile(`name="csrf_session" value="([^"]+)"`).FindStringSubmatch(staleBody)[1]
+	b.post("/workspace", url.Values{"csrf": {stale}, "csrf_session": {staleSession}, "workspace": {e.ws.ID}})
+	if b.last.StatusCode != http.StatusOK || b.path() != "/tokens" {
+		t.Errorf("the stale tab's switch: %d at %s", b.last.StatusCode, b.path())
+	}
+	b.post("/workspace", url.Values{"workspace": {acme.ID}})
 	// The page shown after the switch works.
 	b.get("/tokens/new")
 	status, body = b.post("/tokens", url.Values{"name": {"from tab B"}, "expiry": {"7"}, "quota_period": {"month"}})
@@ -880,5 +888,23 @@ func TestMemberCatalog(t *testing.T) {
 		if !strings.Contains(body, `value="orders:read"`) || got != offered {
 			t.Errorf("%s: keyward:tokens:read offered %v, want %v (orders:read always)", who, got, offered)
 		}
+	}
+}
+
+// TestPresetAtPolicyMax: a preset as long as the policy's longest lifetime
+// passes, whatever the clock's nanoseconds.
+func TestPresetAtPolicyMax(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	if err := e.store.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{WorkspaceID: e.ws.ID, MaxTokenLifetime: 7 * day}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(1500 * time.Nanosecond) // not on a microsecond
+	b := e.browser()
+	b.signIn("ann@example.com")
+	b.get("/tokens/new")
+	status, body := b.post("/tokens", url.Values{"name": {"seven"}, "expiry": {"7"}, "quota_period": {"month"}})
+	if status != http.StatusOK || !strings.HasSuffix(b.path(), "/created") {
+		t.Errorf("7-day preset under a 7-day policy: %d at %s\n%s", status, b.path(), body)
 	}
 }

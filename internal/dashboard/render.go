@@ -16,12 +16,15 @@ import (
 // page is what every template gets: the common frame and the page's own
 // data in D.
 type page struct {
-	Title    string
-	CSRF     string
-	User     *keyward.User
-	Member   *keyward.Member
-	Admin    bool // owner or admin
-	Passkeys bool // passkeys are on (the public URL has a host name)
+	Title string
+	CSRF  string
+	// SessionCSRF is the token of the header's forms (sign-out, the
+	// workspace switch), which act in no workspace.
+	SessionCSRF string
+	User        *keyward.User
+	Member      *keyward.Member
+	Admin       bool // owner or admin
+	Passkeys    bool // passkeys are on (the public URL has a host name)
 	// Workspaces lists the user's workspaces when there are several, to
 	// switch between them.
 	Workspaces []workspaceChoice
@@ -142,7 +145,7 @@ func parsePages() (map[string]*template.Template, error) {
 // its viewer and may hold a secret, so none is stored by any cache.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name, title string, data any) {
 	st := stateOf(r)
-	p := page{Title: title, CSRF: s.csrfToken(st), Passkeys: s.webauthn != nil, D: data}
+	p := page{Title: title, CSRF: s.csrfToken(st), SessionCSRF: s.sessionCSRF(st), Passkeys: s.webauthn != nil, D: data}
 	if st.session != nil && st.session.Verified {
 		p.User, p.Member = st.user, st.member
 		p.Admin = st.member.Role == keyward.RoleOwner || st.member.Role == keyward.RoleAdmin

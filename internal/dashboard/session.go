@@ -281,6 +281,24 @@ func (s *Server) csrfToken(st *state) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
+// sessionCSRF is the token of the forms that do not act in a workspace
+// (sign-out, the workspace switch): bound to the session alone, so that a
+// tab shown before a switch in another can still sign out or switch.
+func (s *Server) sessionCSRF(st *state) string {
+	if st.session == nil {
+		return ""
+	}
+	m := hmac.New(sha256.New, s.csrfKey)
+	m.Write([]byte("session-only\x00" + st.session.ID))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// workspaceFree reports whether the form posted to path acts on no
+// workspace, and so takes sessionCSRF's token too.
+func workspaceFree(path string) bool {
+	return path == "/signout" || path == "/workspace"
+}
+
 // maxForm bounds a form body.
 const maxForm = 64 << 10
 
@@ -300,9 +318,16 @@ func (s *Server) checkCSRF(next http.Handler) http.Handler {
 			s.renderError(w, r, http.StatusForbidden, "This form could not be read, or did not come from this site. Go back, reload the page and try again.")
 			return
 		}
-		want := s.csrfToken(stateOf(r))
+		st := stateOf(r)
+		want := s.csrfToken(st)
 		got := r.PostForm.Get("csrf")
-		if want == "" || !hmac.Equal([]byte(got), []byte(want)) {
+		ok := want != "" && hmac.Equal([]byte(got), []byte(want))
+		if !ok && workspaceFree(r.URL.Path) {
+			// The header's forms carry the session's token too.
+			alt := s.sessionCSRF(st)
+			ok = alt != "" && hmac.Equal([]byte(r.PostForm.Get("csrf_session")), []byte(alt))
+		}
+		if !ok {
 			s.renderError(w, r, http.StatusForbidden, "This form has expired or did not come from this site. Go back, reload the page and try again.")
 			return
 		}

@@ -483,13 +483,7 @@ func TestShowOnceTwoTabs(t *testing.T) {
 func TestShowOnceOtherWorkspace(t *testing.T) {
 	e := newEnv(t)
 	u := e.user("ann@example.com", keyward.RoleOwner)
-	acme, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: acme.ID, UserID: u.ID, Role: keyward.RoleOwner, CreatedAt: e.clock.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	acme := e.memberOf(t, "acme", u, keyward.RoleOwner)
 	b := e.browser()
 	b.signIn("ann@example.com")
 	b.post("/workspace", url.Values{"workspace": {acme.ID}})
@@ -800,13 +794,7 @@ func TestLatestDate(t *testing.T) {
 func TestStaleWorkspaceForm(t *testing.T) {
 	e := newEnv(t)
 	u := e.user("ann@example.com", keyward.RoleOwner)
-	acme, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: acme.ID, UserID: u.ID, Role: keyward.RoleOwner, CreatedAt: e.clock.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	acme := e.memberOf(t, "acme", u, keyward.RoleOwner)
 	b := e.browser()
 	b.signIn("ann@example.com")
 	// Which workspace a sign-in lands in follows the ids: start in default.
@@ -844,13 +832,7 @@ func TestStaleWorkspaceForm(t *testing.T) {
 func TestMFARequiredOtherWorkspace(t *testing.T) {
 	e := newEnv(t)
 	u := e.user("ann@example.com", keyward.RoleOwner)
-	acme, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: acme.ID, UserID: u.ID, Role: keyward.RoleAdmin, CreatedAt: e.clock.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	acme := e.memberOf(t, "acme", u, keyward.RoleAdmin)
 	b := e.browser()
 	b.signIn("ann@example.com")
 	// Required once signed in: which workspace a sign-in lands in follows
@@ -907,4 +889,17 @@ func TestPresetAtPolicyMax(t *testing.T) {
 	if status != http.StatusOK || !strings.HasSuffix(b.path(), "/created") {
 		t.Errorf("7-day preset under a 7-day policy: %d at %s\n%s", status, b.path(), body)
 	}
+}
+
+// memberOf makes a workspace named name, with u in it as role.
+func (e *env) memberOf(t *testing.T, name string, u *keyward.User, role string) *keyward.Workspace {
+	t.Helper()
+	ws, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: ws.ID, UserID: u.ID, Role: role, CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return ws
 }

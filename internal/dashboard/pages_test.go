@@ -903,3 +903,14 @@ func (e *env) memberOf(t *testing.T, name string, u *keyward.User, role string) 
 	}
 	return ws
 }
+
+// TestPageBasics: a skip link to the page's content, and session buttons
+// each named for their session.
+func TestPageBasics(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	_, body := b.get("/sessions")
+	wantText(t, body, `<a href="#content" class="skip">`, `<main id="content">`, `aria-label="End the session signed in `)
+}

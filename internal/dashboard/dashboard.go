@@ -71,6 +71,7 @@ type Config struct {
 
 // Server is the dashboard. Build it with New and serve its Handler.
 type Server struct {
+	mux      *http.ServeMux // the routes, for the Allow of a wrong method
 	svc      *manage.Service
 	store    keyward.Store
 	accounts keyward.AccountStore
@@ -166,6 +167,7 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	mux := http.NewServeMux()
+	s.mux = mux
 	for _, rt := range s.routes() {
 		h := rt.handler
 		if strings.Contains(rt.pattern, "passkey") {
@@ -400,6 +402,27 @@ func IsLoopback(addr string) bool {
 }
 
 func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	// A page that takes other methods answers 405 with them: the catch-all
+	// route would otherwise hide them.
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost} {
+		if m == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+			if m == http.MethodGet {
+				allow = append(allow, http.MethodHead)
+			}
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		s.renderError(w, r, http.StatusMethodNotAllowed, "This page does not take that kind of request.")
+		return
+	}
 	s.renderError(w, r, http.StatusNotFound, "There is no such page.")
 }
 

@@ -914,3 +914,31 @@ func TestPageBasics(t *testing.T) {
 	_, body := b.get("/sessions")
 	wantText(t, body, `<a href="#content" class="skip">`, `<main id="content">`, `aria-label="End the session signed in `)
 }
+
+// TestWrongMethod: a page asked with a method it does not take answers
+// 405 with the methods it does; an unknown page 404.
+func TestWrongMethod(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	for _, c := range []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"GET", "/signout", http.StatusMethodNotAllowed, "POST"},
+		{"POST", "/audit", http.StatusMethodNotAllowed, "GET, HEAD"},
+		{"GET", "/no/such/page", http.StatusNotFound, ""},
+	} {
+		var status int
+		if c.method == "GET" {
+			status, _ = b.get(c.path)
+		} else {
+			status, _ = b.post(c.path, nil)
+		}
+		if status != c.status || b.last.Header.Get("Allow") != c.allow {
+			t.Errorf("%s %s: %d Allow %q, want %d %q", c.method, c.path, status, b.last.Header.Get("Allow"), c.status, c.allow)
+		}
+	}
+}

@@ -565,7 +565,6 @@ func wrap(op string, err error) error {
 // the connection broke, rather than that the statement failed.
 func unreachable(err error) bool {
 	var ce *pgconn.ConnectError
-	var ne net.Error
 	var pe *pgconn.PgError
 	switch {
 	case errors.As(err, &ce):
@@ -574,12 +573,8 @@ func unreachable(err error) bool {
 		// the store cannot be reached, and the caller may try again.
 		return true
 	case errors.As(err, &pe):
-		// admin_shutdown, crash_shutdown, cannot_connect_now, and the
-		// connection exceptions of class 08.
-		return pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || strings.HasPrefix(pe.Code, "08")
-	case errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return unavailableCode(pe.Code)
+	case connBroken(err), errors.Is(err, syscall.EPIPE):
 		return true
 	}
 	return pgconn.SafeToRetry(err)
@@ -590,18 +585,26 @@ func unreachable(err error) bool {
 // down, full, or its name does not resolve yet), as when keyward starts
 // before its database, rather than that it refused this configuration: a
 // login, a database name or a TLS setting that is wrong stays wrong, and
-// waiting would only hide it.
+// waiting would only hide it. It is unreachable without the refusals of a
+// connection attempt.
 func NotUpYet(err error) bool {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		// admin_shutdown, crash_shutdown, cannot_connect_now,
-		// too_many_connections and the connection exceptions of class 08.
-		switch pe.Code {
-		case "57P01", "57P02", "57P03", "53300":
-			return true
-		}
-		return strings.HasPrefix(pe.Code, "08")
+		return unavailableCode(pe.Code) || pe.Code == "53300" // too_many_connections
 	}
+	return connBroken(err)
+}
+
+// unavailableCode reports whether a server error code says the server
+// takes no requests now: admin_shutdown, crash_shutdown,
+// cannot_connect_now, and the connection exceptions of class 08.
+func unavailableCode(code string) bool {
+	return code == "57P01" || code == "57P02" || code == "57P03" || strings.HasPrefix(code, "08")
+}
+
+// connBroken reports whether err is the network's: no route, no answer in
+// time, a connection refused, reset or cut short.
+func connBroken(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||

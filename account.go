@@ -183,13 +183,20 @@ func (w *WorkspaceSettings) CheckToken(expiresAt *time.Time, now time.Time) erro
 	return nil
 }
 
-// FormatLifetime writes d in whole days when it is a number of days.
+// FormatLifetime writes d as people say it, in its largest whole unit:
+// "1 day", "30 days", "36 hours", "90 seconds"; a length that is no whole
+// number of seconds as Go writes it.
 func FormatLifetime(d time.Duration) string {
-	if d == 24*time.Hour {
-		return "1 day"
-	}
-	if d%(24*time.Hour) == 0 {
-		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	for _, u := range []struct {
+		d    time.Duration
+		name string
+	}{{24 * time.Hour, "day"}, {time.Hour, "hour"}, {time.Minute, "minute"}, {time.Second, "second"}} {
+		if d > 0 && d%u.d == 0 {
+			if n := int64(d / u.d); n != 1 {
+				return fmt.Sprintf("%d %ss", n, u.name)
+			}
+			return "1 " + u.name
+		}
 	}
 	return d.String()
 }

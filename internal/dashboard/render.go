@@ -66,32 +66,16 @@ var funcs = template.FuncMap{
 	"json": jsonText,
 }
 
-// span is a length of time as people say it: "1 hour", "30 days",
-// "90 seconds"; one that is no whole number of seconds as Go writes it.
-// d is a time.Duration or a keyward.Duration.
+// span is keyward.FormatLifetime of d, a time.Duration or a
+// keyward.Duration (a rate limit's window).
 func span(d any) string {
-	var v time.Duration
 	switch x := d.(type) {
 	case time.Duration:
-		v = x
+		return keyward.FormatLifetime(x)
 	case keyward.Duration:
-		v = time.Duration(x)
-	default:
-		return fmt.Sprint(d)
+		return keyward.FormatLifetime(time.Duration(x))
 	}
-	for _, u := range []struct {
-		d    time.Duration
-		name string
-	}{{24 * time.Hour, "day"}, {time.Hour, "hour"}, {time.Minute, "minute"}, {time.Second, "second"}} {
-		if v > 0 && v%u.d == 0 {
-			n := int64(v / u.d)
-			if n == 1 {
-				return "1 " + u.name
-			}
-			return fmt.Sprintf("%d %ss", n, u.name)
-		}
-	}
-	return v.String()
+	return fmt.Sprint(d)
 }
 
 // htmlEscapes are the escapes Go's JSON encoder writes for <, > and &.

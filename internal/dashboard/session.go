@@ -269,16 +269,13 @@ func enrolmentPath(p string) bool {
 // workspace (in another tab) is refused rather than applied to the
 // workspace switched to, which forms do not name.
 func (s *Server) csrfToken(st *state) string {
-	m := hmac.New(sha256.New, s.csrfKey)
 	switch {
 	case st.session != nil:
-		m.Write([]byte("session\x00" + st.session.ID + "\x00" + st.session.WorkspaceID))
+		return s.csrfMAC("session\x00" + st.session.ID + "\x00" + st.session.WorkspaceID)
 	case st.pre != "":
-		m.Write([]byte("pre\x00" + st.pre))
-	default:
-		return ""
+		return s.csrfMAC("pre\x00" + st.pre)
 	}
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	return ""
 }
 
 // sessionCSRF is the token of the forms that do not act in a workspace
@@ -288,8 +285,13 @@ func (s *Server) sessionCSRF(st *state) string {
 	if st.session == nil {
 		return ""
 	}
+	return s.csrfMAC("session-only\x00" + st.session.ID)
+}
+
+// csrfMAC is a form token: what it is bound to, keyed with the CSRF key.
+func (s *Server) csrfMAC(bound string) string {
 	m := hmac.New(sha256.New, s.csrfKey)
-	m.Write([]byte("session-only\x00" + st.session.ID))
+	m.Write([]byte(bound))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 

@@ -171,7 +171,7 @@ func (l *limiter) take(now int64) {
 	b := l.advance(now)
 	l.counts[b%int64(len(l.counts))]++
 	l.sum++
-	l.last = max(l.last, now)
+	l.last = now // at least last: l's times never go back
 }
 
 // reset returns how long until the oldest counted admission leaves the

@@ -243,19 +243,28 @@ func alsoInvalid(err, more error) error {
 }
 
 // renamePointer returns the validation error err with its field errors at
-// from moved to to; any other error unchanged.
+// from moved to to, and a detail that names from's field as the value to's
+// gives; any other error unchanged.
 func renamePointer(err error, from, to string) error {
 	var ke *keyward.Error
 	if !errors.As(err, &ke) || ke.Code != keyward.EINVALID {
 		return err
 	}
+	name, as := strings.TrimPrefix(from, "/")+" ", "the "+strings.TrimPrefix(from, "/")+" that "+strings.TrimPrefix(to, "/")+" gives "
 	fields := slices.Clone(ke.Fields)
 	for i := range fields {
 		if fields[i].Pointer == from {
 			fields[i].Pointer = to
+			if rest, ok := strings.CutPrefix(fields[i].Detail, name); ok {
+				fields[i].Detail = as + rest
+			}
 		}
 	}
-	return &keyward.Error{Code: ke.Code, Message: ke.Message, Fields: fields}
+	msg := ke.Message
+	if len(fields) == 1 {
+		msg = fields[0].Detail
+	}
+	return &keyward.Error{Code: ke.Code, Message: msg, Fields: fields}
 }
 
 // joinInvalid returns nil when every one of errs is nil, else the first

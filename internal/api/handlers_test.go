@@ -2591,6 +2591,11 @@ func TestEveryInvalidField(t *testing.T) {
 		if got := pointers(p); !slices.Equal(got, []string{"/expires_in"}) {
 			t.Errorf("PATCH: pointers %v, want [/expires_in]", got)
 		}
+		// The detail names the expiry expires_in gives, not a field the
+		// client did not send.
+		if d, _ := p["detail"].(string); !strings.HasPrefix(d, "the expires_at that expires_in gives must be before 2200-01-01T00:00:00Z") {
+			t.Errorf("PATCH: detail %q", d)
+		}
 	})
 	t.Run("ListQuery", func(t *testing.T) {
 		r := s.do("GET", "/v1/tokens?limit=0&state=zz&cursor=bad", s.root, nil)

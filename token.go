@@ -551,7 +551,8 @@ type Secret struct {
 	ExpiresAt *time.Time
 }
 
-// TokenFilter selects tokens of one workspace. Results are ordered by id.
+// TokenFilter selects tokens of one workspace. Results are ordered by id,
+// ascending (oldest first), or descending with Newest.
 type TokenFilter struct {
 	WorkspaceID string
 	State       string // one of the State* constants, or ""
@@ -563,6 +564,8 @@ type TokenFilter struct {
 	// never used, as the store knows it: uses not yet flushed do not count.
 	UnusedSince time.Time
 	After       string // id cursor: only ids greater than this
+	Before      string // id cursor: only ids less than this
+	Newest      bool   // newest first: ids in descending order
 	Limit       int
 	Now         time.Time // for the expired state
 }

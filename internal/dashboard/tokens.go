@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -93,7 +94,9 @@ type listData struct {
 	State    string
 	States   []string
 	CanWrite bool
-	Next     string
+	Newer    string // cursor of the page of newer tokens, if any
+	Older    string // cursor of the page of older tokens, if any
+	First    bool   // offer the first page, with no cursor
 	Mine     bool
 }
 
@@ -120,10 +123,19 @@ func creatorName(names map[string]string, id string) string {
 
 const pageSize = 50
 
+// handleTokenList lists the workspace's tokens newest first, a page at a
+// time: ?before=ID gives the page of older ones after a page that ended at
+// ID, ?after=ID the page of newer ones before a page that began at ID.
 func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	q := r.URL.Query()
-	f := keyward.TokenFilter{Name: strings.TrimSpace(q.Get("q")), State: q.Get("state"), After: q.Get("after"), Limit: pageSize}
+	f := keyward.TokenFilter{Name: strings.TrimSpace(q.Get("q")), State: q.Get("state"), Limit: pageSize + 1}
+	newer := q.Get("after")
+	if newer != "" {
+		f.After = newer // oldest first from the cursor, turned round below
+	} else {
+		f.Before, f.Newest = q.Get("before"), true
+	}
 	states := []string{keyward.StateActive, keyward.StateExpired, keyward.StateSuspended, keyward.StateRevoked}
 	if f.State != "" && !has(states, f.State) {
 		f.State = ""
@@ -136,6 +148,13 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	more := len(toks) > pageSize
+	if more {
+		toks = toks[:pageSize]
+	}
+	if newer != "" {
+		slices.Reverse(toks)
+	}
 	now := s.now().UTC()
 	names := s.creators(r)
 	priv := privileged(st.settings)
@@ -143,8 +162,23 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 	for _, t := range toks {
 		d.Rows = append(d.Rows, tokenRow{T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Recs: recommendations(t, priv, now)})
 	}
-	if len(toks) == pageSize {
-		d.Next = toks[len(toks)-1].ID
+	switch {
+	case len(toks) == 0:
+		// Past either end (the tokens beyond the cursor went): back to
+		// the first page, when this was not it.
+		d.First = newer != "" || f.Before != ""
+	case newer != "":
+		d.Older = toks[len(toks)-1].ID // the cursor's page, at least
+		if more {
+			d.Newer = toks[0].ID
+		}
+	default:
+		if more {
+			d.Older = toks[len(toks)-1].ID
+		}
+		if f.Before != "" {
+			d.Newer = toks[0].ID
+		}
 	}
 	s.render(w, r, http.StatusOK, "tokens", "Tokens", d)
 }

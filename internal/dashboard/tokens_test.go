@@ -2,6 +2,12 @@ package dashboard
 
 import (
 	"context"
+	"fmt"
+	"html"
+	"maps"
+	"net/http"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -96,4 +102,76 @@ func TestSuspendReasonShown(t *testing.T) {
 	}
 	_, page := b.get("/tokens/" + tok.ID)
 	wantText(t, page, "suspended</span> (investigating)")
+}
+
+// TestTokenListPages pages through the token list, newest first, both ways.
+func TestTokenListPages(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	var ids []string
+	for i := range 2 * pageSize {
+		tok, _, err := e.svc.CreateToken(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Token{Name: fmt.Sprintf("t%03d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, tok.ID)
+	}
+	slices.Sort(ids)
+	slices.Reverse(ids) // newest first, as listed
+	first, second := ids[:pageSize], ids[pageSize:]
+
+	rowRE := regexp.MustCompile(`<td><a href="/tokens/(tok_[0-9a-z]+)">`)
+	// list gets a page and returns its tokens and its links by id.
+	list := func(path string) (rows []string, links map[string]string) {
+		t.Helper()
+		status, page := b.get(path)
+		if status != http.StatusOK {
+			t.Fatalf("GET %s = %d, want 200", path, status)
+		}
+		for _, m := range rowRE.FindAllStringSubmatch(page, -1) {
+			rows = append(rows, m[1])
+		}
+		links = map[string]string{}
+		for _, m := range regexp.MustCompile(`<a href="([^"]*)"[^>]* id="(newer|older|first)">`).FindAllStringSubmatch(page, -1) {
+			links[m[2]] = html.UnescapeString(m[1])
+		}
+		return rows, links
+	}
+	check := func(name string, rows []string, links map[string]string, want []string, wantLinks ...string) {
+		t.Helper()
+		if !slices.Equal(rows, want) {
+			t.Errorf("%s: rows = %v, want %v", name, rows, want)
+		}
+		if got := slices.Sorted(maps.Keys(links)); !slices.Equal(got, wantLinks) {
+			t.Errorf("%s: links = %v, want %v", name, links, wantLinks)
+		}
+	}
+
+	rows, links := list("/tokens")
+	check("first page", rows, links, first, "older")
+	rows, links = list(links["older"])
+	check("second page", rows, links, second, "newer") // no link to an empty third page
+	rows, links = list(links["newer"])
+	check("back to the first", rows, links, first, "older")
+
+	// A page in the middle: newer and older both ways.
+	rows, links = list("/tokens?before=" + ids[9])
+	check("from the tenth", rows, links, ids[10:10+pageSize], "newer", "older")
+	rows, links = list(links["newer"])
+	check("newer than the eleventh", rows, links, ids[:10], "older")
+
+	// Past the end, as when the tokens beyond the cursor went.
+	rows, links = list("/tokens?before=" + ids[len(ids)-1])
+	check("past the end", rows, links, nil, "first")
+	if links["first"] != "/tokens?q=&state=" {
+		t.Errorf("first page link = %q", links["first"])
+	}
+
+	// The filters stay with the links.
+	rows, links = list("/tokens?q=t0&state=active")
+	if len(rows) != pageSize || !strings.Contains(links["older"], "q=t0&state=active") {
+		t.Errorf("filtered: %d rows, older link %q", len(rows), links["older"])
+	}
 }

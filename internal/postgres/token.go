@@ -301,11 +301,11 @@ func (db *DB) TokenByID(ctx context.Context, id string) (*keyward.Token, error) 
 }
 
 // FindTokens returns up to f.Limit (all when f.Limit is zero) of the tokens
-// of f.WorkspaceID that match every filter set in f, ordered by id. The
-// state is computed at f.Now as Token.State does: revoked wins over
-// suspended, which wins over expired. A token never used matches
-// f.UnusedSince. The name filter is a substring match after lower-casing
-// both sides with strings.ToLower. It returns EINVALID for an unknown state.
+// of f.WorkspaceID that match every filter set in f, ordered by id
+// (descending with f.Newest). The state is computed at f.Now as Token.State
+// does: revoked wins over suspended, which wins over expired. A token never
+// used matches f.UnusedSince. The name filter is a substring match after
+// lower-casing both sides with strings.ToLower. It returns EINVALID for an unknown state.
 func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward.Token, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
@@ -354,9 +354,16 @@ func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward
 	if f.After != "" {
 		where = append(where, cursor("id", ">", f.After, &args))
 	}
+	if f.Before != "" {
+		where = append(where, cursor("id", "<", f.Before, &args))
+	}
+	order := " ORDER BY id"
+	if f.Newest {
+		order += " DESC"
+	}
 	limit := arg(sqlLimit(f.Limit))
 	rows, err := db.pool.Query(ctx, `SELECT `+tokenColumns+` FROM tokens
-		WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT `+limit, args...)
+		WHERE `+strings.Join(where, " AND ")+order+` LIMIT `+limit, args...)
 	if err != nil {
 		return nil, wrap("find tokens", err)
 	}

@@ -275,10 +275,10 @@ func (db *DB) TokenByID(ctx context.Context, id string) (*keyward.Token, error) 
 }
 
 // FindTokens returns up to f.Limit (all when f.Limit is zero) of the tokens
-// of f.WorkspaceID that match every filter set in f, ordered by id. The
-// state is computed at f.Now as Token.State does: revoked wins over
-// suspended, which wins over expired. A token never used matches
-// f.UnusedSince. It returns EINVALID for an unknown state.
+// of f.WorkspaceID that match every filter set in f, ordered by id
+// (descending with f.Newest). The state is computed at f.Now as Token.State
+// does: revoked wins over suspended, which wins over expired. A token never
+// used matches f.UnusedSince. It returns EINVALID for an unknown state.
 func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward.Token, error) {
 	where := []string{"workspace_id = ?"}
 	args := []any{f.WorkspaceID}
@@ -326,9 +326,17 @@ func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward
 		where = append(where, "id > ?")
 		args = append(args, f.After)
 	}
+	if f.Before != "" {
+		where = append(where, "id < ?")
+		args = append(args, f.Before)
+	}
+	order := " ORDER BY id"
+	if f.Newest {
+		order += " DESC"
+	}
 	args = append(args, sqlLimit(f.Limit))
 	rows, err := db.read.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens
-		WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, args...)
+		WHERE `+strings.Join(where, " AND ")+order+` LIMIT ?`, args...)
 	if err != nil {
 		return nil, wrap("find tokens", err)
 	}

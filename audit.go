@@ -47,10 +47,21 @@ type AuditFilter struct {
 	Limit       int
 
 	Actor  string    // only events whose actor has this id
-	Action string    // only events with this action, such as "token.revoke"
+	Action string    // only events with this action, such as "token.revoke", or of this object, "token.*"
 	Target string    // only events about the object with this id
 	From   time.Time // only events at or after From, when not zero
 	To     time.Time // only events before To, when not zero
+}
+
+// ActionFamily reports whether f.Action names every action of an object,
+// such as "token.*", and returns the range of those actions: at or after lo
+// and before hi. Stored actions never hold a "*".
+func (f AuditFilter) ActionFamily() (lo, hi string, ok bool) {
+	object, ok := strings.CutSuffix(f.Action, ".*")
+	if !ok || object == "" {
+		return "", "", false
+	}
+	return object + ".", object + "/", true // '/' follows '.'
 }
 
 // AuditHead is the head of a workspace's audit chain: where the newest

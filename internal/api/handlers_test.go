@@ -2221,6 +2221,7 @@ func TestAudit(t *testing.T) {
 		}{
 			{"Actor", "actor=" + callerID, func(e auditEvent) bool { return e.Actor.ID == callerID }},
 			{"Action", "action=token.rotate", func(e auditEvent) bool { return e.Action == "token.rotate" }},
+			{"ActionFamily", "action=token.*", func(e auditEvent) bool { return strings.HasPrefix(e.Action, "token.") }},
 			{"Target", "target=" + id, func(e auditEvent) bool { return e.Target == id }},
 			{"From", "from=" + url.QueryEscape(mid.Format(time.RFC3339Nano)), func(e auditEvent) bool { return !e.Time.Before(mid) }},
 			{"To", "to=" + url.QueryEscape(mid.Format(time.RFC3339Nano)), func(e auditEvent) bool { return e.Time.Before(mid) }},

@@ -196,7 +196,13 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 	if f.Before != "" {
 		where += ` AND ` + cursor("id", "<", f.Before, &args)
 	}
-	for _, c := range []struct{ col, v string }{{"actor_id", f.Actor}, {"action", f.Action}, {"target", f.Target}} {
+	action := f.Action
+	if lo, hi, ok := f.ActionFamily(); ok && storable(lo) {
+		args = append(args, lo, hi)
+		where += fmt.Sprintf(` AND action >= $%d AND action < $%d`, len(args)-1, len(args))
+		action = ""
+	}
+	for _, c := range []struct{ col, v string }{{"actor_id", f.Actor}, {"action", action}, {"target", f.Target}} {
 		if c.v == "" {
 			continue
 		}

@@ -193,7 +193,13 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 		where += ` AND id < ?`
 		args = append(args, f.Before)
 	}
-	for _, c := range []struct{ col, v string }{{"actor_id", f.Actor}, {"action", f.Action}, {"target", f.Target}} {
+	action := f.Action
+	if lo, hi, ok := f.ActionFamily(); ok {
+		where += ` AND action >= ? AND action < ?`
+		args = append(args, lo, hi)
+		action = ""
+	}
+	for _, c := range []struct{ col, v string }{{"actor_id", f.Actor}, {"action", action}, {"target", f.Target}} {
 		if c.v != "" {
 			where += ` AND ` + c.col + ` = ?`
 			args = append(args, c.v)

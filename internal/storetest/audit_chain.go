@@ -231,6 +231,8 @@ func (s *suite) testFindAuditEventsFilters(t *testing.T) {
 	add(ws.ID, spec{"token.revoke", tokA.ID, actor("tok_admin"), time.Hour})                // 1
 	add(ws.ID, spec{"token.create", tokB.ID, actor("tok_ci"), 2 * time.Hour})               // 2
 	add(ws.ID, spec{"token.revoke", tokB.ID, keyward.Actor{Type: "system"}, 3 * time.Hour}) // 3
+	add(ws.ID, spec{"member.invite", ws.ID, keyward.Actor{Type: "system"}, 4 * time.Hour})  // 4
+	add(ws.ID, spec{"tokens.export", ws.ID, keyward.Actor{Type: "system"}, 5 * time.Hour})  // 5: not token.*
 	add(other.ID, spec{"token.revoke", tokA.ID, actor("tok_admin"), time.Hour})
 	pick := func(is ...int) []string { // newest first
 		var out []string
@@ -244,15 +246,21 @@ func (s *suite) testFindAuditEventsFilters(t *testing.T) {
 		f    keyward.AuditFilter
 		want []string
 	}{
-		{"OKNone", keyward.AuditFilter{}, pick(0, 1, 2, 3)},
+		{"OKNone", keyward.AuditFilter{}, pick(0, 1, 2, 3, 4, 5)},
 		{"OKActor", keyward.AuditFilter{Actor: "tok_admin"}, pick(0, 1)},
 		{"OKAction", keyward.AuditFilter{Action: "token.revoke"}, pick(1, 3)},
 		{"OKTarget", keyward.AuditFilter{Target: tokB.ID}, pick(2, 3)},
-		{"OKFromInclusive", keyward.AuditFilter{From: t0.Add(2 * time.Hour)}, pick(2, 3)},
+		{"OKFromInclusive", keyward.AuditFilter{From: t0.Add(2 * time.Hour)}, pick(2, 3, 4, 5)},
 		{"OKToExclusive", keyward.AuditFilter{To: t0.Add(2 * time.Hour)}, pick(0, 1)},
 		{"OKRange", keyward.AuditFilter{From: t0.Add(time.Hour), To: t0.Add(3 * time.Hour)}, pick(1, 2)},
-		{"OKRangeOtherZone", keyward.AuditFilter{From: t0.Add(time.Hour).In(time.FixedZone("X", -5*3600))}, pick(1, 2, 3)},
+		{"OKRangeOtherZone", keyward.AuditFilter{From: t0.Add(time.Hour).In(time.FixedZone("X", -5*3600))}, pick(1, 2, 3, 4, 5)},
 		{"OKCombined", keyward.AuditFilter{Action: "token.revoke", Actor: "tok_admin"}, pick(1)},
+		{"OKActionFamily", keyward.AuditFilter{Action: "token.*"}, pick(0, 1, 2, 3)},
+		{"OKActionFamilyOther", keyward.AuditFilter{Action: "member.*"}, pick(4)},
+		{"OKActionFamilyCombined", keyward.AuditFilter{Action: "token.*", Target: tokB.ID, Before: ids[3]}, pick(2)},
+		{"OKActionFamilyNone", keyward.AuditFilter{Action: "session.*"}, nil},
+		{"OKActionStarAlone", keyward.AuditFilter{Action: ".*"}, nil},
+		{"OKActionPrefixIsNotFamily", keyward.AuditFilter{Action: "token"}, nil},
 		{"OKCursor", keyward.AuditFilter{Action: "token.create", Before: ids[2]}, pick(0)},
 		{"OKLimit", keyward.AuditFilter{Target: tokA.ID, Limit: 1}, pick(1)},
 		{"OKNoMatch", keyward.AuditFilter{Actor: "tok_nobody"}, nil},

@@ -666,7 +666,7 @@ func TestSettingsAndMFARequired(t *testing.T) {
 		t.Error("an unknown email's filter lets events through")
 	}
 	_, audit = o.get("/audit?action=workspace.settings_update")
-	wantText(t, audit, `<code class="changes">`, "mfa_required")
+	wantText(t, audit, `<code class="changes">`, "mfa_required", "added", "orders:write", "privileged")
 }
 
 // signIn2 signs in with the password and lands wherever the server sends.

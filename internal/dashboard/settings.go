@@ -3,7 +3,9 @@ package dashboard
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -81,6 +83,55 @@ func parseCatalog(text string) ([]keyward.ScopeInfo, string) {
 	return out, ""
 }
 
+// catalogChanges describes what changed from one scope catalog to the next,
+// for the audit log: the scopes added (with their flag) and removed, and the
+// ones whose description or privileged flag changed, from and to; or that
+// the scopes were reordered, when that is all. It returns nil when nothing
+// changed.
+func catalogChanges(prev, next []keyward.ScopeInfo) map[string]any {
+	was := map[string]keyward.ScopeInfo{}
+	for _, sc := range prev {
+		was[sc.Name] = sc
+	}
+	var added []keyward.ScopeInfo
+	var changed []map[string]any
+	for _, sc := range next {
+		old, ok := was[sc.Name]
+		delete(was, sc.Name)
+		switch {
+		case !ok:
+			added = append(added, sc)
+		case old != sc:
+			c := map[string]any{"name": sc.Name}
+			if old.Description != sc.Description {
+				c["description"] = map[string]any{"from": old.Description, "to": sc.Description}
+			}
+			if old.Privileged != sc.Privileged {
+				c["privileged"] = map[string]any{"from": old.Privileged, "to": sc.Privileged}
+			}
+			changed = append(changed, c)
+		}
+	}
+	removed := slices.Sorted(maps.Keys(was))
+	out := map[string]any{}
+	if len(added) > 0 {
+		out["added"] = added
+	}
+	if len(removed) > 0 {
+		out["removed"] = removed
+	}
+	if len(changed) > 0 {
+		out["changed"] = changed
+	}
+	if len(out) == 0 && !slices.Equal(prev, next) {
+		out["reordered"] = true
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
 func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	if !isAdmin(st.member.Role) {
@@ -136,8 +187,8 @@ func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
 	if prev.MaxTokenLifetime != next.MaxTokenLifetime {
 		changes["max_token_lifetime"] = map[string]any{"from": prev.MaxTokenLifetime.String(), "to": next.MaxTokenLifetime.String()}
 	}
-	if catalogText(prev.Scopes) != catalogText(next.Scopes) {
-		changes["scopes"] = map[string]any{"to": len(next.Scopes)}
+	if c := catalogChanges(prev.Scopes, next.Scopes); c != nil {
+		changes["scopes"] = c
 	}
 	var events []*keyward.AuditEvent
 	if len(changes) > 0 {

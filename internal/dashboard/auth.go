@@ -334,8 +334,12 @@ func (s *Server) checkSecondFactor(r *http.Request, u *keyward.User, code string
 		}
 		return err == nil, err
 	}
+	evs, err := s.accountEvents(r, wsID, u.ID, "mfa.recovery_code_use", u.ID, nil, now)
+	if err != nil {
+		return false, err
+	}
 	for _, d := range s.sealer.RecoveryDigests(u.ID, code) {
-		err := s.accounts.UseRecoveryCode(ctx, u.ID, d, s.event(r, wsID, u.ID, "mfa.recovery_code_use", u.ID, now))
+		err := s.accounts.UseRecoveryCode(ctx, u.ID, d, evs...)
 		if keyward.ErrorCode(err) != keyward.ENOTFOUND {
 			return err == nil, err
 		}
@@ -359,8 +363,11 @@ func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleSignOutEverywhere(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	now := s.now().UTC()
-	if _, err := s.accounts.DeleteSessions(r.Context(), st.user.ID, "", "",
-		s.event(r, st.session.WorkspaceID, st.user.ID, "session.signout_all", st.user.ID, now)); err != nil {
+	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "session.signout_all", st.user.ID, nil, now)
+	if err == nil {
+		_, err = s.accounts.DeleteSessions(r.Context(), st.user.ID, "", "", evs...)
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -2,7 +2,6 @@ package dashboard
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"html/template"
 	"net/http"
 	"strings"
@@ -119,12 +118,17 @@ func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.totp_enable", st.user.ID, nil, now)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	u, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
 		if u.HasMFA() {
 			return nil, keyward.Errorf(keyward.ECONFLICT, "An authenticator app is already set up.")
 		}
 		u.TOTPSecret, u.TOTPLastStep, u.UpdatedAt = stored, step, now
-		return []*keyward.AuditEvent{s.event(r, st.session.WorkspaceID, u.ID, "mfa.totp_enable", u.ID, now)}, nil
+		return evs, nil
 	})
 	if err != nil {
 		s.fail(w, r, err)
@@ -144,8 +148,11 @@ func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.accounts.SetRecoveryCodes(ctx, st.user.ID, digests,
-		s.event(r, st.session.WorkspaceID, st.user.ID, "mfa.recovery_codes_create", st.user.ID, now)); err != nil {
+	evs, err = s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.recovery_codes_create", st.user.ID, nil, now)
+	if err == nil {
+		err = s.accounts.SetRecoveryCodes(ctx, st.user.ID, digests, evs...)
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -175,6 +182,11 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.totp_disable", st.user.ID, nil, now)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	changed := false
 	u, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
 		if !u.HasMFA() {
@@ -182,7 +194,7 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 		}
 		changed = true
 		u.TOTPSecret, u.UpdatedAt = nil, now
-		return []*keyward.AuditEvent{s.event(r, st.session.WorkspaceID, u.ID, "mfa.totp_disable", u.ID, now)}, nil
+		return evs, nil
 	})
 	if err == nil {
 		err = s.accounts.SetRecoveryCodes(ctx, st.user.ID, nil)
@@ -204,8 +216,10 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 // the change of a factor (after: the change's action), with a
 // session.end_others event.
 func (s *Server) endOtherSessions(r *http.Request, st *state, u *keyward.User, after string, now time.Time) error {
-	ev := s.event(r, st.session.WorkspaceID, u.ID, "session.end_others", u.ID, now)
-	ev.Changes, _ = json.Marshal(map[string]any{"after": after})
-	_, err := s.accounts.DeleteSessions(r.Context(), u.ID, "", st.session.ID, ev)
+	evs, err := s.accountEvents(r, st.session.WorkspaceID, u.ID, "session.end_others", u.ID, map[string]any{"after": after}, now)
+	if err != nil {
+		return err
+	}
+	_, err = s.accounts.DeleteSessions(r.Context(), u.ID, "", st.session.ID, evs...)
 	return err
 }

@@ -942,3 +942,45 @@ func TestWrongMethod(t *testing.T) {
 		}
 	}
 }
+
+// TestAccountEventsEveryWorkspace: a change to a user's account (factors,
+// password, sessions everywhere) is in the audit log of every workspace the
+// user is a member of, not only of the one the session acts in.
+func TestAccountEventsEveryWorkspace(t *testing.T) {
+	e := newEnv(t)
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	other := e.memberOf(t, "other", u, keyward.RoleMember)
+	e.browser().signIn("ann@example.com") // a session to end
+	b := e.browser()
+	b.signIn("ann@example.com")
+	enrolTOTP(t, b)
+	b.get("/account/mfa")
+	b.post("/account/mfa/totp/disable", nil)
+	const newPassword = "a quite different passphrase"
+	b.get("/account/password")
+	status, body := b.post("/account/password", url.Values{"current": {goodPassword}, "password": {newPassword}, "password2": {newPassword}})
+	if status != http.StatusOK && status != http.StatusSeeOther {
+		t.Fatalf("password change: %d\n%s", status, body)
+	}
+	b.get("/sessions")
+	b.post("/signout/everywhere", nil)
+
+	want := []string{"mfa.totp_enable", "session.end_others", "mfa.recovery_codes_create", "mfa.totp_disable", "user.password_change", "session.signout_all"}
+	for _, ws := range []string{e.ws.ID, other.ID} {
+		evs, err := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: ws})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int{}
+		for _, ev := range evs {
+			if ev.Actor.ID == u.ID {
+				got[ev.Action]++
+			}
+		}
+		for _, a := range want {
+			if got[a] == 0 {
+				t.Errorf("workspace %s: no %s event (has %v)", ws, a, got)
+			}
+		}
+	}
+}

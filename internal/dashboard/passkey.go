@@ -217,9 +217,12 @@ func (s *Server) handlePasskeyRegisterFinish(w http.ResponseWriter, r *http.Requ
 		return
 	}
 	pk := &keyward.Passkey{ID: keyward.NewID(keyward.PrefixPasskey, now), UserID: st.user.ID, CredentialID: cred.ID, Credential: raw, Name: name, CreatedAt: now}
-	ev := s.event(r, st.session.WorkspaceID, st.user.ID, "mfa.passkey_add", pk.ID, now)
-	ev.Changes, _ = json.Marshal(map[string]any{"name": map[string]any{"to": name}})
-	if err := s.accounts.AddPasskey(r.Context(), pk, ev); err != nil {
+	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.passkey_add", pk.ID, map[string]any{"name": map[string]any{"to": name}}, now)
+	if err != nil {
+		s.failJSON(w, r, err)
+		return
+	}
+	if err := s.accounts.AddPasskey(r.Context(), pk, evs...); err != nil {
 		if keyward.ErrorCode(err) == keyward.ECONFLICT {
 			writeJSON(w, http.StatusConflict, jsonError{Error: "This passkey is registered already."})
 			return
@@ -253,13 +256,18 @@ func (s *Server) handlePasskeyRemove(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add another factor before removing your last one.")
 		return
 	}
-	ev := s.event(r, st.session.WorkspaceID, st.user.ID, "mfa.passkey_remove", id, now)
+	var changes any
 	for _, k := range keys {
 		if k.ID == id { // the name, for the trail: the passkey is gone after
-			ev.Changes, _ = json.Marshal(map[string]any{"name": map[string]any{"from": k.Name}})
+			changes = map[string]any{"name": map[string]any{"from": k.Name}}
 		}
 	}
-	if err := s.accounts.DeletePasskey(r.Context(), st.user.ID, id, ev); err != nil {
+	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.passkey_remove", id, changes, now)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.accounts.DeletePasskey(r.Context(), st.user.ID, id, evs...); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -1,7 +1,6 @@
 package dashboard
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/keyward/keyward"
@@ -75,11 +74,14 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ev := s.event(r, st.session.WorkspaceID, st.user.ID, "user.password_change", st.user.ID, now)
-	ev.Changes, _ = json.Marshal(map[string]any{"sessions_ended": n})
+	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "user.password_change", st.user.ID, map[string]any{"sessions_ended": n}, now)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	u, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
 		u.PasswordHash, u.UpdatedAt = hash, now
-		return []*keyward.AuditEvent{ev}, nil
+		return evs, nil
 	})
 	if err != nil {
 		s.fail(w, r, err)

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -347,6 +348,36 @@ func (s *Server) caller(r *http.Request) manage.Caller {
 	}
 	c.IP, c.UserAgent, c.RequestID = clientIP(r), r.UserAgent(), requestIDOf(r)
 	return c
+}
+
+// accountEvents returns an audit event of the user's, as event does, in
+// every workspace the user is a member of: a change to the account (its
+// password, its factors, its sessions everywhere) concerns each of them,
+// not only the one the session acts in (wsID), which always gets one.
+// changes, when not nil, is each event's changes.
+func (s *Server) accountEvents(r *http.Request, wsID, userID, action, target string, changes any, now time.Time) ([]*keyward.AuditEvent, error) {
+	ms, err := s.accounts.FindMembers(r.Context(), "", userID)
+	if err != nil {
+		return nil, err
+	}
+	ids := []string{wsID}
+	for _, m := range ms {
+		if m.WorkspaceID != wsID {
+			ids = append(ids, m.WorkspaceID)
+		}
+	}
+	var raw json.RawMessage
+	if changes != nil {
+		if raw, err = json.Marshal(changes); err != nil {
+			return nil, err
+		}
+	}
+	evs := make([]*keyward.AuditEvent, len(ids))
+	for i, id := range ids {
+		evs[i] = s.event(r, id, userID, action, target, now)
+		evs[i].Changes = raw
+	}
+	return evs, nil
 }
 
 // event returns an audit event of the signed-in user (or of actor userID

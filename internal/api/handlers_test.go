@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/api"
@@ -2147,6 +2148,22 @@ func TestAudit(t *testing.T) {
 			t.Fatalf("events = %+v, want one with user_agent %q", ev, ua)
 		}
 	})
+	t.Run("OKUserAgentSecretRedacted", func(t *testing.T) {
+		// A client that puts its key in its User-Agent must not leave it in
+		// the audit log, which cannot be changed later; a long one is cut.
+		st := s.state()
+		req := s.request("POST", "/v1/tokens", caller, map[string]any{"name": "ua secret"})
+		req.Header.Set("User-Agent", "client/1.0 key="+caller+" "+strings.Repeat("é", 200))
+		wantStatus(t, s.send(req), 201)
+		ev := s.newEvents(st)
+		if len(ev) != 1 {
+			t.Fatalf("events = %+v, want one", ev)
+		}
+		got := ev[0].UserAgent
+		if strings.Contains(got, caller[3:]) || !strings.HasPrefix(got, "client/1.0 key=kw_[redacted] éé") || len(got) > 300 || !utf8.ValidString(got) {
+			t.Fatalf("user_agent = %q, want the secret redacted, at most 300 bytes of valid UTF-8", got)
+		}
+	})
 	t.Run("OKNewestFirst", func(t *testing.T) {
 		ev := s.audit()
 		for i := 1; i < len(ev); i++ {
@@ -2328,8 +2345,19 @@ func TestSecretInPlaceOfID(t *testing.T) {
 			t.Errorf("%s: the answer repeats the secret: %s", tc.method, body)
 		}
 	}
-	if l := logs.String(); strings.Contains(l, text[3:]) || !strings.Contains(l, "kw_[redacted]") {
-		t.Errorf("the access log holds the secret, or no redacted path:\n%s", l)
+	// A secret sent as the method is as little kept.
+	req, _ := http.NewRequest(text, srv.URL+"/v1/tokens", nil)
+	req.Header.Set("Authorization", "Bearer "+s.root)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("secret as the method: status %d, want 405", res.StatusCode)
+	}
+	if l := logs.String(); strings.Contains(l, text[3:]) || !strings.Contains(l, "kw_[redacted]") || !strings.Contains(l, "method=kw_[redacted]") {
+		t.Errorf("the access log holds the secret, or no redacted path or method:\n%s", l)
 	}
 	s.wantCode(text, "VALID") // nothing happened to it
 }

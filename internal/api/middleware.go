@@ -115,7 +115,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		var buf [7]slog.Attr
 		attrs := append(buf[:0],
 			slog.String("request_id", ri.id),
-			slog.String("method", r.Method),
+			slog.String("method", secret.Redact(r.Method)),
 			slog.String("path", secret.Redact(r.URL.Path)),
 			slog.Int("status", sw.status),
 			slog.Duration("duration", time.Since(start)),
@@ -238,7 +238,7 @@ func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 		ri := info(r.Context())
 		ri.caller = manage.TokenCaller(res.Token)
 		ri.caller.IP = ip.String()
-		ri.caller.UserAgent = r.UserAgent()
+		ri.caller.UserAgent = secret.UserAgent(r.UserAgent())
 		ri.caller.RequestID = ri.id
 		ri.authed = true
 		next.ServeHTTP(w, r)

@@ -76,7 +76,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.LogAttrs(r.Context(), slog.LevelWarn, "request ended before its answer", slog.String("request_id", p.RequestID), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
 	} else {
 		p.Detail = "internal error"
-		s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", p.RequestID), slog.String("method", r.Method), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
+		s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", p.RequestID), slog.String("method", secret.Redact(r.Method)), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
 	}
 	switch status {
 	case http.StatusUnauthorized:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/account"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // Messages that never tell whether an account exists.
@@ -144,7 +145,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	ses := &keyward.Session{
 		ID: keyward.NewID(keyward.PrefixSession, now), Digest: s.digest(id), UserID: u.ID,
 		WorkspaceID: pickWorkspace(members), Verified: !factor,
-		CreatedAt: now, LastSeenAt: now, IP: ip, UserAgent: truncate(r.UserAgent(), 300),
+		CreatedAt: now, LastSeenAt: now, IP: ip, UserAgent: secret.UserAgent(r.UserAgent()),
 	}
 	var events []*keyward.AuditEvent
 	if ses.Verified {
@@ -189,13 +190,6 @@ func pickWorkspace(ms []*keyward.Member) string {
 		}
 	}
 	return best.WorkspaceID
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // auditTimeout bounds the recording of a failed sign-in step.

@@ -357,7 +357,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", r.Method, "path", secret.Redact(r.URL.Path), "status", sw.status,
+		s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", secret.Redact(r.Method), "path", secret.Redact(r.URL.Path), "status", sw.status,
 			"duration_ms", time.Since(start).Milliseconds(), "ip", clientIP(r))
 	})
 }

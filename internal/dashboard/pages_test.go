@@ -984,3 +984,79 @@ func TestAccountEventsEveryWorkspace(t *testing.T) {
 		}
 	}
 }
+
+// TestUserAgentSecret: a secret in a browser's User-Agent reaches neither
+// the session list nor the audit log.
+func TestUserAgentSecret(t *testing.T) {
+	e := newEnv(t)
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	_, tok, err := e.svc.CreateToken(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Token{Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.hdr.Set("User-Agent", "MyApp/1.0 key="+tok)
+	b.signIn("ann@example.com")
+	_, page := b.get("/sessions")
+	wantText(t, page, "MyApp/1.0 key=kw_[redacted]")
+	ss, err := e.store.FindSessions(context.Background(), u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: "session.signin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ss) != 1 || len(evs) != 1 {
+		t.Fatalf("%d sessions, %d sign-in events, want 1 and 1", len(ss), len(evs))
+	}
+	for _, ua := range []string{ss[0].UserAgent, evs[0].UserAgent} {
+		if strings.Contains(ua, tok[3:]) || ua != "MyApp/1.0 key=kw_[redacted]" {
+			t.Errorf("stored user agent %q, want the secret redacted", ua)
+		}
+	}
+	if strings.Contains(page, tok[3:]) {
+		t.Error("the sessions page shows the secret")
+	}
+	// Nor does a secret sent as the method reach the access log.
+	req, _ := http.NewRequest(tok, e.srv.URL+"/tokens", nil)
+	b.do(req)
+	if l := e.log.String(); strings.Contains(l, tok[3:]) || !strings.Contains(l, "method=kw_[redacted]") {
+		t.Errorf("the log holds the secret, or no redacted method:\n%s", l)
+	}
+}
+
+// TestFormErrorsRedactSecrets: a secret typed where a scope, a CIDR or a
+// catalog line belongs is not repeated in the error, as the API's are not.
+func TestFormErrorsRedactSecrets(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	_, tok, err := e.svc.CreateToken(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Token{Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.signIn("ann@example.com")
+	for _, tc := range []struct {
+		field string
+		form  url.Values
+	}{
+		{"scope", url.Values{"name": {"x"}, "expiry": {"30"}, "extra_scopes": {tok}}},
+		{"cidr", url.Values{"name": {"x"}, "expiry": {"30"}, "cidrs": {tok}}},
+	} {
+		b.get("/tokens/new")
+		status, body := b.post("/tokens", tc.form)
+		wantStatus(t, status, http.StatusBadRequest, body)
+		if strings.Count(body, tok[3:]) > 1 { // the field keeps what was typed
+			t.Errorf("%s: the error repeats the secret:\n%s", tc.field, body)
+		}
+		wantText(t, body, "kw_[redacted]")
+	}
+	b.get("/settings")
+	status, body := b.post("/settings", url.Values{"catalog": {"orders:read " + tok}})
+	wantStatus(t, status, http.StatusBadRequest, body)
+	if strings.Count(body, tok[3:]) > 1 {
+		t.Errorf("catalog: the error repeats the secret:\n%s", body)
+	}
+	wantText(t, body, "Line 1:", "kw_[redacted]")
+}

@@ -386,7 +386,7 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 	ses := &keyward.Session{
 		ID: keyward.NewID(keyward.PrefixSession, now), Digest: s.digest(id), UserID: wu.u.ID,
 		WorkspaceID: pickWorkspace(members), Verified: true, ReauthAt: now,
-		CreatedAt: now, LastSeenAt: now, IP: ip, UserAgent: truncate(r.UserAgent(), 300),
+		CreatedAt: now, LastSeenAt: now, IP: ip, UserAgent: secret.UserAgent(r.UserAgent()),
 	}
 	ev := s.event(r, ses.WorkspaceID, wu.u.ID, "session.signin", ses.ID, now)
 	ev.Changes = []byte(`{"factor":"passkey"}`)

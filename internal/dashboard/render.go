@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // page is what every template gets: the common frame and the page's own
@@ -160,7 +161,7 @@ type errorData struct {
 }
 
 func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	s.render(w, r, status, "error", http.StatusText(status), errorData{Status: status, Message: msg})
+	s.render(w, r, status, "error", http.StatusText(status), errorData{Status: status, Message: secret.Redact(msg)})
 }
 
 // workspaceChoices returns the user's workspaces when there are several.

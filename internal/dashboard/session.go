@@ -346,7 +346,7 @@ func (s *Server) caller(r *http.Request) manage.Caller {
 	if st.member.Role == keyward.RoleOwner || st.member.Role == keyward.RoleAdmin {
 		c.Scopes = []string{keyward.ScopeAdmin}
 	}
-	c.IP, c.UserAgent, c.RequestID = clientIP(r), r.UserAgent(), requestIDOf(r)
+	c.IP, c.UserAgent, c.RequestID = clientIP(r), secret.UserAgent(r.UserAgent()), requestIDOf(r)
 	return c
 }
 
@@ -386,7 +386,7 @@ func (s *Server) event(r *http.Request, wsID, userID, action, target string, now
 	return &keyward.AuditEvent{
 		ID: keyward.NewID(keyward.PrefixEvent, now), WorkspaceID: wsID, Time: now, Action: action,
 		Actor:  keyward.Actor{Type: keyward.ActorMember, ID: userID},
-		Target: target, IP: clientIP(r), UserAgent: r.UserAgent(), RequestID: requestIDOf(r),
+		Target: target, IP: clientIP(r), UserAgent: secret.UserAgent(r.UserAgent()), RequestID: requestIDOf(r),
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // isAdmin reports whether the role manages the workspace's settings.
@@ -69,7 +70,7 @@ func parseCatalog(text string) ([]keyward.ScopeInfo, string) {
 			return nil, fmt.Sprintf("Line %d: write name | description | privileged.", i+1)
 		}
 		if err := keyward.ValidateScope(sc.Name); err != nil {
-			return nil, fmt.Sprintf("Line %d: %v.", i+1, err)
+			return nil, fmt.Sprintf("Line %d: %v.", i+1, secret.Redact(err.Error()))
 		}
 		if seen[sc.Name] {
 			return nil, fmt.Sprintf("Line %d: %s is listed twice.", i+1, sc.Name)

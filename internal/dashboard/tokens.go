@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // Recommendation thresholds.
@@ -305,7 +306,8 @@ func fieldOf(pointer string) string {
 }
 
 // fieldErrors returns the field messages of an EINVALID error, and
-// whether err is one.
+// whether err is one. A secret a message repeats (one typed as a scope) is
+// redacted, as the API's errors do.
 func fieldErrors(err error) (map[string]string, bool) {
 	e, ok := err.(*keyward.Error)
 	if !ok || e.Code != keyward.EINVALID {
@@ -315,11 +317,11 @@ func fieldErrors(err error) (map[string]string, bool) {
 	for _, f := range e.Fields {
 		k := fieldOf(f.Pointer)
 		if _, seen := out[k]; !seen {
-			out[k] = f.Detail
+			out[k] = secret.Redact(f.Detail)
 		}
 	}
 	if len(out) == 0 {
-		out["form"] = e.Message
+		out["form"] = secret.Redact(e.Message)
 	}
 	return out, true
 }

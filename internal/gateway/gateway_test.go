@@ -776,9 +776,10 @@ func TestAccessLogRedactsSecrets(t *testing.T) {
 	gw, _, lb := base(t)
 	const text = "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"
 	do(t, "GET", gw.URL+"/orders/"+text+"/items", map[string]string{"Authorization": "Bearer good"})
+	do(t, text, gw.URL+"/orders", map[string]string{"Authorization": "Bearer good"}) // as the method
 	gw.Close()
 	logs := lb.String()
-	if strings.Contains(logs, text[3:]) || !strings.Contains(logs, `"path":"/orders/kw_[redacted]/items"`) {
+	if strings.Contains(logs, text[3:]) || !strings.Contains(logs, `"path":"/orders/kw_[redacted]/items"`) || !strings.Contains(logs, `"method":"kw_[redacted]"`) {
 		t.Errorf("log %s", logs)
 	}
 }

@@ -508,7 +508,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var buf [9]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("request_id", id),
-		slog.String("method", r.Method),
+		slog.String("method", secret.Redact(r.Method)),
 		slog.String("path", secret.Redact(r.URL.Path)),
 		slog.Int("status", sw.status),
 		slog.Duration("duration", took),

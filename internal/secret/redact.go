@@ -1,6 +1,9 @@
 package secret
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // Redacted replaces what Redact takes out of a token.
 const Redacted = "[redacted]"
@@ -78,4 +81,23 @@ func base62(s string) bool {
 		}
 	}
 	return true
+}
+
+// MaxUserAgent is the most of a client's User-Agent that is kept, in bytes.
+const MaxUserAgent = 300
+
+// UserAgent returns a client's User-Agent as it may be stored in an audit
+// event or a session: with secrets redacted (a client library may put its
+// key there, and an audit event cannot be changed later), as valid UTF-8,
+// and cut to at most MaxUserAgent bytes on a character boundary.
+func UserAgent(ua string) string {
+	ua = strings.ToValidUTF8(Redact(ua), "\uFFFD")
+	if len(ua) <= MaxUserAgent {
+		return ua
+	}
+	n := MaxUserAgent
+	for n > 0 && !utf8.RuneStart(ua[n]) {
+		n--
+	}
+	return ua[:n]
 }

@@ -41,3 +41,24 @@ func TestRedact(t *testing.T) {
 		t.Errorf("Redact of a path without a token allocates %v times", n)
 	}
 }
+
+func TestUserAgent(t *testing.T) {
+	tok, err := Generate("kw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, in, want string }{
+		{"OKPlain", "curl/8.5.0", "curl/8.5.0"},
+		{"OKSecret", "app/1 (key " + tok + ")", "app/1 (key kw_" + Redacted + ")"},
+		{"OKInvalidUTF8", "app/\xff1", "app/\uFFFD1"},
+		{"OKCut", strings.Repeat("a", 400), strings.Repeat("a", MaxUserAgent)},
+		{"OKCutOnCharacter", "a" + strings.Repeat("é", 200), "a" + strings.Repeat("é", (MaxUserAgent-1)/2)},
+		{"OKSecretAtTheCut", strings.Repeat("a ", 140) + tok, strings.Repeat("a ", 140) + "kw_" + Redacted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := UserAgent(tc.in); got != tc.want {
+				t.Errorf("UserAgent(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}

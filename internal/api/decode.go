@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math/big"
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -65,7 +68,16 @@ func decodeObject(body []byte) (*object, error) {
 		return nil, keyward.Invalid(keyward.FieldError{Pointer: "", Detail: "the request body must hold one JSON object and nothing after it"})
 	}
 	if p := keyward.AmbiguousJSON(body); p != "" {
-		return nil, keyward.Invalid(keyward.FieldError{Pointer: "", Detail: "the request body must not hold " + p + ": parsers read it differently"})
+		// Point at the field that holds it, when one does (a name twice
+		// in metadata), rather than at the whole body.
+		pointer := ""
+		for _, name := range slices.Sorted(maps.Keys(fields)) {
+			if keyward.AmbiguousJSON(fields[name]) != "" {
+				pointer = "/" + pointerEscape(name)
+				break
+			}
+		}
+		return nil, keyward.Invalid(keyward.FieldError{Pointer: pointer, Detail: "the request body must not hold " + p + ": parsers read it differently"})
 	}
 	errs := []keyward.FieldError{}
 	return &object{fields: fields, used: map[string]bool{}, errs: &errs}, nil
@@ -146,13 +158,37 @@ func (o *object) int(name string, dst *int64) bool {
 	if !o.value(name, "an integer", &f) {
 		return false
 	}
-	n, err := f.Int64()
-	if err != nil {
+	n, ok := integral(f)
+	if !ok {
 		o.fail(name, "%s must be an integer", name)
 		return false
 	}
 	*dst = n
 	return true
+}
+
+// integral returns the value of a JSON number that is a whole number
+// within int64, however it is written: 100, 100.0 and 1e2 are all 100, as
+// JSON Schema's integer has them (a client's float that holds a count).
+func integral(f json.Number) (int64, bool) {
+	if n, err := f.Int64(); err == nil {
+		return n, true
+	}
+	// No int64 needs more digits or a larger exponent: bound the work
+	// (an exponent of a billion would make a number of a billion digits).
+	if len(f) > 400 {
+		return 0, false
+	}
+	if i := strings.IndexAny(string(f), "eE"); i >= 0 {
+		if exp, err := strconv.Atoi(string(f[i+1:])); err != nil || exp < -400 || exp > 400 {
+			return 0, false
+		}
+	}
+	r, ok := new(big.Rat).SetString(string(f))
+	if !ok || !r.IsInt() || !r.Num().IsInt64() {
+		return 0, false
+	}
+	return r.Num().Int64(), true
 }
 
 func (o *object) duration(name string, dst *time.Duration) bool {

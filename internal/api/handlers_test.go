@@ -294,6 +294,20 @@ func TestCreateToken(t *testing.T) {
 			t.Fatalf("expires_at = %v, want %s", m["expires_at"], at.Format(time.RFC3339))
 		}
 	})
+	t.Run("OKWholeNumbersWrittenAsFloats", func(t *testing.T) {
+		// 100.0 and 1e2 are integers to JSON Schema, and what a client
+		// that counts in floats sends.
+		r := s.do("POST", "/v1/tokens", s.root, json.RawMessage(`{"name":"floats","rate_limit":{"limit":100.0,"window":"1m"},"quota":{"limit":1e3,"period":"day"}}`))
+		wantStatus(t, r, 201)
+		var m struct {
+			RateLimit struct{ Limit int64 } `json:"rate_limit"`
+			Quota     struct{ Limit int64 }
+		}
+		json.Unmarshal(r.Body, &m)
+		if m.RateLimit.Limit != 100 || m.Quota.Limit != 1000 {
+			t.Fatalf("limits %d and %d, want 100 and 1000: %s", m.RateLimit.Limit, m.Quota.Limit, r.Body)
+		}
+	})
 	t.Run("OKNullsMeanAbsent", func(t *testing.T) {
 		m := s.create(map[string]any{"name": "nulls", "scopes": nil, "expires_at": nil, "rate_limit": nil, "quota": nil, "subject": nil, "metadata": nil, "allowed_cidrs": nil})
 		if m["rate_limit"] != nil || m["expires_at"] != nil || m["subject"] != "" {
@@ -370,6 +384,9 @@ func TestCreateTokenBadInput(t *testing.T) {
 		{"ErrRateLimitLimitString", `{"name":"a","rate_limit":{"limit":"5","window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrRateLimitLimitFraction", `{"name":"a","rate_limit":{"limit":1.5,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrRateLimitLimitHuge", `{"name":"a","rate_limit":{"limit":1e30,"window":"1m"}}`, "/rate_limit/limit"},
+		{"ErrRateLimitLimitFractionExponent", `{"name":"a","rate_limit":{"limit":15e-1,"window":"1m"}}`, "/rate_limit/limit"},
+		{"ErrRateLimitLimitHugeExponent", `{"name":"a","rate_limit":{"limit":1e-999999999,"window":"1m"}}`, "/rate_limit/limit"},
+		{"ErrRateLimitLimitBeyondInt64", `{"name":"a","rate_limit":{"limit":9223372036854775808.0,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrRateLimitNegative", `{"name":"a","rate_limit":{"limit":-1,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrRateLimitZero", `{"name":"a","rate_limit":{"limit":0,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrRateLimitNoLimit", `{"name":"a","rate_limit":{"window":"1m"}}`, "/rate_limit/limit"},
@@ -383,13 +400,14 @@ func TestCreateTokenBadInput(t *testing.T) {
 		{"ErrMetadataArray", `{"name":"a","metadata":[1,2]}`, "/metadata"},
 		{"ErrMetadataString", `{"name":"a","metadata":"team"}`, "/metadata"},
 		{"ErrMetadataTooLarge", `{"name":"a","metadata":{"a":"` + strings.Repeat("x", 8<<10) + `"}}`, "/metadata"},
-		// What parsers read differently: the body as a whole is refused.
+		// What parsers read differently: the body as a whole is refused,
+		// pointing at the field that holds it when one does.
 		{"ErrDuplicateName", `{"name":"a","name":"b"}`, ""},
-		{"ErrMetadataDuplicateName", `{"name":"a","metadata":{"role":"user","role":"admin"}}`, ""},
-		{"ErrMetadataHugeNumber", `{"name":"a","metadata":{"n":1e400}}`, ""},
-		{"ErrMetadataLoneSurrogate", `{"name":"a","metadata":{"s":"\ud800"}}`, ""},
-		{"ErrMetadataNotUTF8", "{\"name\":\"a\",\"metadata\":{\"s\":\"\xff\"}}", ""},
-		{"ErrNameNotUTF8", "{\"name\":\"u8\xff\"}", ""},
+		{"ErrMetadataDuplicateName", `{"name":"a","metadata":{"role":"user","role":"admin"}}`, "/metadata"},
+		{"ErrMetadataHugeNumber", `{"name":"a","metadata":{"n":1e400}}`, "/metadata"},
+		{"ErrMetadataLoneSurrogate", `{"name":"a","metadata":{"s":"\ud800"}}`, "/metadata"},
+		{"ErrMetadataNotUTF8", "{\"name\":\"a\",\"metadata\":{\"s\":\"\xff\"}}", "/metadata"},
+		{"ErrNameNotUTF8", "{\"name\":\"u8\xff\"}", "/name"},
 		{"ErrExpiresInUnderASecond", `{"name":"a","expires_in":"500ms"}`, "/expires_in"},
 		{"ErrRateLimitNullLimit", `{"name":"a","rate_limit":{"limit":null,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrSubjectTrailingSpace", `{"name":"a","subject":"customer-42 "}`, "/subject"},
@@ -748,7 +766,7 @@ func TestPatchToken(t *testing.T) {
 		{"ErrRateLimitZero", `{"rate_limit":{"limit":0}}`, "/rate_limit/limit"},
 		{"ErrQuotaPeriod", `{"quota":{"period":"week"}}`, "/quota/period"},
 		{"ErrMetadataNotObject", `{"metadata":[1]}`, "/metadata"},
-		{"ErrMetadataDuplicateName", `{"metadata":{"role":"user","role":"admin"}}`, ""},
+		{"ErrMetadataDuplicateName", `{"metadata":{"role":"user","role":"admin"}}`, "/metadata"},
 		// RFC 7396 would remove the member, leaving the object incomplete.
 		{"ErrRateLimitNullWindow", `{"rate_limit":{"window":null}}`, "/rate_limit/window"},
 		{"ErrRateLimitNullLimit", `{"rate_limit":{"limit":null}}`, "/rate_limit/limit"},

@@ -128,6 +128,15 @@ func (o *object) noNulls(whole string, names ...string) {
 	}
 }
 
+// need refuses each of names that is absent, saying why it is needed.
+func (o *object) need(why string, names ...string) {
+	for _, n := range names {
+		if _, ok := o.fields[n]; !ok {
+			o.fail(n, "%s is required%s", n, why)
+		}
+	}
+}
+
 // value decodes a present, non-null field into dst, reporting a type error
 // as "must be <kind>". It reports whether dst was set.
 func (o *object) value(name, kind string, dst any) bool {

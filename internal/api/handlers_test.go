@@ -673,6 +673,37 @@ func TestListTokens(t *testing.T) {
 	})
 }
 
+// TestPatchLimitNoneToMerge: a partial rate limit or quota on a token that
+// has none says which field is missing and why, not that zero is refused.
+func TestPatchLimitNoneToMerge(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	id := s.create(map[string]any{"name": "bare"})["id"].(string)
+	for _, tc := range []struct{ patch, pointer, detail string }{
+		{`{"quota":{"limit":7}}`, "/quota/period", "period is required: the token has no quota to merge into, so give both fields"},
+		{`{"rate_limit":{"window":"1m"}}`, "/rate_limit/limit", "limit is required: the token has no rate limit to merge into, so give both fields"},
+		{`{"rate_limit":{}}`, "/rate_limit/limit", "limit is required: the token has no rate limit to merge into, so give both fields"},
+	} {
+		p := wantInvalid(t, s.do("PATCH", "/v1/tokens/"+id, s.root, json.RawMessage(tc.patch)), tc.pointer)
+		found := false
+		for _, e := range p["errors"].([]any) {
+			e := e.(map[string]any)
+			if e["pointer"] == tc.pointer {
+				found = e["detail"] == tc.detail
+			}
+		}
+		if !found {
+			t.Errorf("PATCH %s: errors %v, want %q at %s", tc.patch, p["errors"], tc.detail, tc.pointer)
+		}
+	}
+	if m := s.get(id); m["rate_limit"] != nil || m["quota"] != nil {
+		t.Errorf("a refused PATCH set a limit: %v", m)
+	}
+	// Whole, they are taken; then a partial one merges.
+	wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, json.RawMessage(`{"quota":{"limit":7,"period":"day"}}`)), 200)
+	wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, json.RawMessage(`{"quota":{"limit":8}}`)), 200)
+}
+
 func TestPatchToken(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)

@@ -61,10 +61,21 @@ func (s *Server) viewToken(t *keyward.Token) tokenView {
 	return v
 }
 
+// How tokenFields reads a body.
+type fieldsMode int
+
+const (
+	creating    fieldsMode = iota // a new token: null means absent
+	patchSyntax                   // a merge patch, checked on an empty token
+	patchStored                   // a merge patch, applied to the stored token
+)
+
 // tokenFields applies the client-settable fields present in o to t. On a
-// create (patch false) null means absent; on a patch (RFC 7396) null clears
-// and nested objects merge.
-func (s *Server) tokenFields(o *object, t *keyward.Token, patch bool) {
+// create null means absent; on a patch (RFC 7396) null clears and nested
+// objects merge. A rate limit or quota needs both of its fields unless it
+// merges into the stored token's.
+func (s *Server) tokenFields(o *object, t *keyward.Token, mode fieldsMode) {
+	patch := mode != creating
 	if o.isNull("name") {
 		o.fail("name", "name cannot be cleared")
 	} else {
@@ -106,6 +117,8 @@ func (s *Server) tokenFields(o *object, t *keyward.Token, patch bool) {
 		rl := keyward.RateLimit{}
 		if patch && t.RateLimit != nil {
 			rl = *t.RateLimit
+		} else if mode != patchSyntax {
+			r.need(noneToMerge(patch, "rate limit"), "limit", "window")
 		}
 		r.noNulls("rate_limit", "limit", "window")
 		r.int("limit", &rl.Limit)
@@ -122,6 +135,8 @@ func (s *Server) tokenFields(o *object, t *keyward.Token, patch bool) {
 		qt := keyward.Quota{}
 		if patch && t.Quota != nil {
 			qt = *t.Quota
+		} else if mode != patchSyntax {
+			q.need(noneToMerge(patch, "quota"), "limit", "period")
 		}
 		q.noNulls("quota", "limit", "period")
 		q.int("limit", &qt.Limit)
@@ -186,7 +201,7 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := &keyward.Token{}
-	s.tokenFields(o, t, false)
+	s.tokenFields(o, t, creating)
 	if err := o.done(); err != nil {
 		// With the problems of the fields that did decode, which the
 		// service would report next.
@@ -275,16 +290,23 @@ func (s *Server) handleTokenUpdate(w http.ResponseWriter, r *http.Request) {
 	// The patch is checked once against an empty token for syntax, so that
 	// a bad body answers 400 before the token is read, and once more, for
 	// its meaning, on the stored token.
-	s.tokenFields(o, &keyward.Token{}, true)
+	s.tokenFields(o, &keyward.Token{}, patchSyntax)
 	if err := o.done(); err != nil {
 		s.writeError(w, r, expiryPointer(o, err))
 		return
 	}
 	body := o.fields
+	var missing []keyward.FieldError // of a limit the token does not have
 	t, err := s.svc.UpdateToken(r.Context(), caller(r), r.PathValue("id"), func(t *keyward.Token) {
 		again := &object{fields: body, used: map[string]bool{}, errs: &[]keyward.FieldError{}}
-		s.tokenFields(again, t, true)
+		s.tokenFields(again, t, patchStored)
+		missing = *again.errs
 	})
+	if err != nil && len(missing) > 0 {
+		// The limit's zero field failed validation too: say what it
+		// lacks, not that zero is not allowed.
+		err = alsoInvalid(keyward.Invalid(missing...), err)
+	}
 	if err != nil {
 		s.writeError(w, r, expiryPointer(o, err))
 		return
@@ -355,4 +377,13 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, allowEmpty bool)
 		return nil, err
 	}
 	return decodeObject(body)
+}
+
+// noneToMerge says why a field of a limit is required: on a PATCH, that
+// the token has no such limit for the patch to merge into.
+func noneToMerge(patch bool, limit string) string {
+	if !patch {
+		return ""
+	}
+	return ": the token has no " + limit + " to merge into, so give both fields"
 }

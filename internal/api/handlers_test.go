@@ -1974,6 +1974,20 @@ func TestOperational(t *testing.T) {
 			t.Errorf("metrics with the store closed lack the store down:\n%s", r.Body)
 		}
 	})
+	t.Run("ErrOAuthStoreClosed", func(t *testing.T) {
+		// A token that needs the store while it is down: OAuth's error,
+		// with a Retry-After as every other 503.
+		s := newStack(t)
+		wantStatus(t, s.do("GET", "/v1/tokens", s.root, nil), 200) // the caller is cached
+		s.db.Close()
+		for _, path := range []string{"/oauth2/revoke", "/oauth2/introspect"} {
+			r := s.form(path, "Bearer "+s.root, url.Values{"token": {unknownToken(t)}})
+			wantStatus(t, r, http.StatusServiceUnavailable)
+			if m := r.object(t); m["error"] != "temporarily_unavailable" || r.Header.Get("Retry-After") != "5" {
+				t.Errorf("%s: Retry-After %q, body %s", path, r.Header.Get("Retry-After"), r.Body)
+			}
+		}
+	})
 	t.Run("OKMetrics", func(t *testing.T) {
 		r := s.do("GET", "/metrics", "", nil)
 		wantStatus(t, r, 200)

@@ -218,6 +218,10 @@ func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 			return
 		default:
 			if res.Err != nil {
+				if rt.OAuth {
+					oauthUnavailable(w)
+					return
+				}
 				s.writeError(w, r, keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable"))
 				return
 			}

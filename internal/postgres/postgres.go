@@ -573,7 +573,7 @@ func unreachable(err error) bool {
 		// the store cannot be reached, and the caller may try again.
 		return true
 	case errors.As(err, &pe):
-		return unavailableCode(pe.Code)
+		return unavailableCode(pe.Code) || busyCode(pe.Code)
 	case connBroken(err), errors.Is(err, syscall.EPIPE):
 		return true
 	}
@@ -600,6 +600,15 @@ func NotUpYet(err error) bool {
 // cannot_connect_now, and the connection exceptions of class 08.
 func unavailableCode(code string) bool {
 	return code == "57P01" || code == "57P02" || code == "57P03" || strings.HasPrefix(code, "08")
+}
+
+// busyCode reports whether a server error code says the statement waited
+// too long or lost a race and wrote nothing, so that trying again later
+// is the answer: query_canceled (a statement_timeout, as behind another
+// transaction's lock), lock_not_available, serialization_failure and
+// deadlock_detected.
+func busyCode(code string) bool {
+	return code == "57014" || code == "55P03" || code == "40001" || code == "40P01"
 }
 
 // connBroken reports whether err is the network's: no route, no answer in

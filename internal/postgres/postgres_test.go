@@ -1160,3 +1160,40 @@ func TestOpenWaitsForMigrationLock(t *testing.T) {
 	}
 	db.Close()
 }
+
+// TestBusy: a write that waited out statement_timeout behind another
+// transaction's lock fails as EUNAVAILABLE (the API's 503 with
+// Retry-After, not an internal error), having written nothing.
+func TestBusy(t *testing.T) {
+	u := newSchema(t)
+	db, err := Open(t.Context(), withParam(t, u, "statement_timeout", "200"), WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ws, _, _ := seed(t, db, "acme")
+	ctx := t.Context()
+	holder, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, `SELECT * FROM audit_heads FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	tok := &keyward.Token{ID: keyward.NewID(keyward.PrefixToken, t0), WorkspaceID: ws.ID, Name: "blocked", CreatedBy: keyward.ActorSystem, CreatedAt: t0, UpdatedAt: t0}
+	ev := &keyward.AuditEvent{ID: keyward.NewID(keyward.PrefixEvent, t0), Time: t0, Action: "token.create", Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: tok.ID}
+	err = db.CreateToken(ctx, tok, &keyward.Secret{Digest: randomDigest(), KeyID: "k1", TokenID: tok.ID, CreatedAt: t0}, ev)
+	if code := keyward.ErrorCode(err); code != keyward.EUNAVAILABLE {
+		t.Fatalf("a write behind another's lock: code %q (%v), want %q", code, err, keyward.EUNAVAILABLE)
+	}
+	tx.Rollback(ctx)
+	if _, err := db.TokenByID(ctx, tok.ID); keyward.ErrorCode(err) != keyward.ENOTFOUND {
+		t.Fatalf("the refused write was stored: %v", err)
+	}
+}

@@ -329,24 +329,34 @@ func wrap(op string, err error) error {
 	if errors.As(err, &e) {
 		return err
 	}
-	if se := (*sqlite.Error)(nil); errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
-		// The disk (or the database's size limit) is full: nothing was
-		// written, and the caller may try again once space is freed.
-		return &fullError{op: op, err: err}
+	if se := (*sqlite.Error)(nil); errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_FULL:
+			// The disk (or the database's size limit) is full: nothing
+			// was written, and the caller may try again once space is
+			// freed.
+			return &unavailableError{op: op, why: "disk full", err: err, msg: "the store's disk is full; try again once space is freed"}
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			// Another process (a backup, an operator's sqlite3) held the
+			// database past the busy timeout: nothing was written.
+			return &unavailableError{op: op, why: "busy", err: err, msg: "the store is busy; try again shortly"}
+		}
 	}
 	return fmt.Errorf("sqlite: %s: %w", op, err)
 }
 
-// fullError is a keyward EUNAVAILABLE error for a full disk that keeps
-// its cause.
-type fullError struct {
-	op  string
-	err error
+// unavailableError is a keyward EUNAVAILABLE error, with msg for the
+// client, that keeps its cause for the log.
+type unavailableError struct {
+	op, why, msg string
+	err          error
 }
 
-func (e *fullError) Error() string { return "sqlite: " + e.op + ": disk full: " + e.err.Error() }
-func (e *fullError) Unwrap() []error {
-	return []error{e.err, keyward.Errorf(keyward.EUNAVAILABLE, "the store's disk is full; try again once space is freed")}
+func (e *unavailableError) Error() string {
+	return "sqlite: " + e.op + ": " + e.why + ": " + e.err.Error()
+}
+func (e *unavailableError) Unwrap() []error {
+	return []error{e.err, keyward.Errorf(keyward.EUNAVAILABLE, "%s", e.msg)}
 }
 
 // isUnique reports whether err is a violation of a primary key or unique

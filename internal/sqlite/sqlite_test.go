@@ -577,3 +577,44 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("after room was made: %v", err)
 	}
 }
+
+// TestBusy: a write that waited out the busy timeout behind another
+// process's lock fails as EUNAVAILABLE (the API's 503 with Retry-After,
+// not an internal error), having written nothing.
+func TestBusy(t *testing.T) {
+	db, path := openTemp(t)
+	defer db.Close()
+	ws, _, _ := seed(t, db, "acme")
+	ctx := context.Background()
+	if _, err := db.write.ExecContext(ctx, "PRAGMA busy_timeout = 50"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	tok := &keyward.Token{ID: keyward.NewID(keyward.PrefixToken, t0), WorkspaceID: ws.ID, Name: "blocked", CreatedBy: keyward.ActorSystem, CreatedAt: t0, UpdatedAt: t0}
+	ev := &keyward.AuditEvent{ID: keyward.NewID(keyward.PrefixEvent, t0), Time: t0, Action: "token.create", Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: tok.ID}
+	err = db.CreateToken(ctx, tok, &keyward.Secret{Digest: randomDigest(), KeyID: "k1", TokenID: tok.ID, CreatedAt: t0}, ev)
+	if code := keyward.ErrorCode(err); code != keyward.EUNAVAILABLE {
+		t.Fatalf("a write behind another's lock: code %q (%v), want %q", code, err, keyward.EUNAVAILABLE)
+	}
+	if msg := keyward.ErrorMessage(err); msg != "the store is busy; try again shortly" {
+		t.Errorf("message %q", msg)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.TokenByID(ctx, tok.ID); keyward.ErrorCode(err) != keyward.ENOTFOUND {
+		t.Fatalf("the refused write was stored: %v", err)
+	}
+}

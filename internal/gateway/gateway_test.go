@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1353,5 +1354,47 @@ func TestTargetHostDisagrees(t *testing.T) {
 	h.ServeHTTP(w, r)
 	if w.Code != http.StatusBadRequest {
 		t.Errorf("status %d, want 400: %s", w.Code, w.Body)
+	}
+}
+
+// TestRequestLineSafe: a method or a query that net/http's HTTP/2 server
+// lets through with spaces (h2c, TLS) is refused: written into the
+// upstream's request line, it would name another target than the one
+// routed and authorized.
+func TestRequestLineSafe(t *testing.T) {
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	t.Cleanup(up.Close)
+	cfg, err := Parse([]byte(strings.NewReplacer("{{U}}", up.URL, "{{U2}}", up.URL).Replace(baseConfig)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(cfg, newFake(), "ws_1", slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	t.Cleanup(func() { h.Close() })
+	for _, tc := range []struct{ name, method, target string }{
+		{"MethodWithSpace", "GET /admin/secret", "/public/x"},
+		{"MethodWithTab", "GET\t/admin/secret", "/public/x"},
+		{"QueryWithSpace", "GET", "/public/x?a%20/admin%20HTTP/1.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest("GET", "http://gw.example"+tc.target, nil)
+			req.Method = tc.method
+			if tc.name == "QueryWithSpace" {
+				req.URL.RawQuery = "a /admin HTTP/1.0" // as HTTP/2's :path can carry it
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			// The gateway's own 400, before any upstream (which would
+			// answer 400 too, to a broken request line) is asked.
+			if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "a request line cannot carry") || hits.Load() != 0 {
+				t.Errorf("status %d, upstream hit %d times: %s", rec.Code, hits.Load(), rec.Body)
+			}
+		})
+	}
+	req := httptest.NewRequest("GET", "http://gw.example/public/x?a=1", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || hits.Load() != 1 {
+		t.Errorf("a plain request: status %d, upstream hit %d times, want 200 and once", rec.Code, hits.Load())
 	}
 }

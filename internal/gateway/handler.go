@@ -597,6 +597,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		writeProblem(w, http.StatusBadRequest, "invalid", "the Host header is malformed or disagrees with the request target", st.requestID)
 		return
 	}
+	if _, own := st.sw.ResponseWriter.(*response); !own && (!validFieldName(r.Method) || !lineSafe(r.URL.RawQuery)) {
+		// HTTP/2 takes a :method or a :path query with spaces, which the
+		// upstream's request line would split into another target than
+		// the one routed and authorized here.
+		writeProblem(w, http.StatusBadRequest, "invalid", "the method or the query holds characters a request line cannot carry", st.requestID)
+		return
+	}
 	if r.URL.Path == "" || r.URL.Path[0] != '/' || hasDotSegment(r.URL.Path) {
 		// Upstreams may resolve dot segments, which would escape the route
 		// whose scopes were checked.
@@ -845,4 +852,15 @@ func (w *statusWriter) Flush() {
 		w.status = http.StatusOK
 	}
 	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// lineSafe reports whether s has no space, control character or DEL: what
+// would break an HTTP/1.1 request line it is written into.
+func lineSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -383,6 +383,9 @@ func TestRequestTrailers(t *testing.T) {
 		"X-Keyward-Subject: admin\r\nX_Keyward_Token_Id: tok_forged\r\nAuthorization: Bearer forged\r\n" +
 		"X-Forwarded-For: 6.6.6.6\r\nX-Request-Id: forged\r\nHost: evil\r\nContent-Length: 3\r\n" +
 		"X-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nX_Client_IP: 6.6.6.6\r\nX-Forwarded-Port: 1\r\n" +
+		// A space before the colon: Go's reader takes these in trailers,
+		// uncanonicalized, and an upstream may trim the space.
+		"Authorization : Bearer stolen\r\nHost : evil\r\nX-Real-Ip : 6.6.6.6\r\nContent-Length : 99\r\n" +
 		"X-Checksum: sha256=abc\r\n\r\n")
 	res, body := rc.read("POST")
 	if res.StatusCode != 200 {

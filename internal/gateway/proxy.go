@@ -623,13 +623,16 @@ func announcesBody(res *http.Response, fr framing) bool {
 }
 
 // forward1xx sends an informational response to the client. Its fields go
-// out with it and are then taken back; fields the gateway has set already
-// (X-Request-Id, RateLimit) are neither sent with it nor taken back.
+// out with it and are then taken back, but the hop-by-hop ones and those
+// its Connection field names, as for the final response; fields the
+// gateway has set already (X-Request-Id, RateLimit) are neither sent with
+// it nor taken back.
 func (st *reqState) forward1xx(res *http.Response) {
 	hd := st.sw.Header()
+	conn := connectionTokens(res.Header)
 	var added []string
 	for k, vv := range res.Header {
-		if _, set := hd[k]; set || isHopHeader(k) {
+		if _, set := hd[k]; set || isHopHeader(k) || listed(conn, k) {
 			continue
 		}
 		hd[k] = vv
@@ -843,8 +846,13 @@ var badTrailers = [...]string{
 }
 
 // dropRequestTrailer reports whether the client's trailer field k stays
-// behind: what the header would drop, and what a trailer may not carry.
+// behind: what the header would drop, what a trailer may not carry, and a
+// name that is not a token (Go's reader takes "Authorization :" in
+// trailers, uncanonicalized, which an upstream may read as Authorization).
 func (h *Handler) dropRequestTrailer(k string, rt *Route) bool {
+	if !validFieldName(k) {
+		return true
+	}
 	ck := k
 	if strings.IndexByte(k, '_') >= 0 {
 		ck = underscoreAlias(k)
@@ -856,7 +864,7 @@ func (h *Handler) dropRequestTrailer(k string, rt *Route) bool {
 // behind: what the response header drops, and what a trailer may not
 // carry (badTrailers: Content-Length, Set-Cookie, ...).
 func dropResponseTrailer(k string) bool {
-	return isHopHeader(k) || slices.Contains(ownResponseFields[:], k) || slices.Contains(badTrailers[:], k)
+	return !validFieldName(k) || isHopHeader(k) || slices.Contains(ownResponseFields[:], k) || slices.Contains(badTrailers[:], k)
 }
 
 func writeField(bw *bufio.Writer, k, v string) {

@@ -339,16 +339,19 @@ func TestEarlyHints(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</style.css>; rel=preload")
 		w.Header().Set("X-Request-Id", "from-upstream")
+		w.Header().Set("Connection", "X-Secret") // hop-by-hop, by name
+		w.Header().Set("X-Secret", "internal")
 		w.WriteHeader(http.StatusEarlyHints)
-		w.Header().Del("Link")
-		w.Header().Del("X-Request-Id")
+		for _, k := range []string{"Link", "X-Request-Id", "Connection", "X-Secret"} {
+			w.Header().Del(k)
+		}
 		io.WriteString(w, "done")
 	}))
 	defer up.Close()
 	gw := openRoute(t, up.URL, "")
 	var hints []string
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
-		hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+		hints = append(hints, fmt.Sprintf("%d %s%s", code, h.Get("Link"), h.Get("X-Secret")))
 		return nil
 	}}
 	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", gw.URL+"/", nil)

@@ -85,6 +85,11 @@ type connReader struct {
 	// serverConn.readRequest).
 	record bool
 	rec    []byte
+
+	// timedOut notes that a read ran into the connection's deadline:
+	// bufio's line reader hands back a partial line without that error,
+	// which a parser then reports as malformed instead.
+	timedOut bool
 }
 
 var (
@@ -106,6 +111,10 @@ func (r *connReader) Read(p []byte) (int, error) {
 	r.n += int64(n)
 	if r.record {
 		r.rec = append(r.rec, p[:n]...)
+	}
+	if err != nil {
+		var ne net.Error
+		r.timedOut = r.timedOut || errors.As(err, &ne) && ne.Timeout()
 	}
 	return n, err
 }

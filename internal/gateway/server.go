@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -522,7 +523,13 @@ func (c *serverConn) readRequest(maxHeader int64) (req *http.Request, ok bool) {
 	}
 	start := c.cr.n - int64(c.br.Buffered()) // where the header begins in the stream
 	c.cr.limit = c.cr.n + int64(c.br.Buffered()) + maxHeader + 4096
+	c.cr.timedOut = false
 	req, err := http.ReadRequest(c.br)
+	if err != nil && c.cr.timedOut {
+		// The deadline cut a line short ("GET /ord"), which ReadRequest
+		// took as malformed: it is a header that did not arrive in time.
+		err = os.ErrDeadlineExceeded
+	}
 	hitLimit := c.cr.n >= c.cr.limit
 	c.cr.limit = math.MaxInt64
 	if err == nil && c.cr.n-int64(c.br.Buffered())-start-4 > maxHeader {

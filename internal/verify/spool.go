@@ -241,6 +241,10 @@ func (s *spool) replayOne(ctx context.Context, spoolPath string, flush func(cont
 		return false, nil
 	}
 	if err := flush(ctx, fromSpool(sf.Usage)); err != nil {
+		if keyward.ErrorCode(err) == keyward.EUNAVAILABLE {
+			// Said whole: the error's message is what serve prints.
+			return false, keyward.Errorf(keyward.EUNAVAILABLE, "the usage spool %s, kept while the store was unreachable, cannot be written back yet (%s); the node starts once the store takes it, since without it limits could admit too much", spoolPath, keyward.ErrorMessage(err))
+		}
 		return false, fmt.Errorf("write back the usage spool %s: %w", spoolPath, err)
 	}
 	s.log.Info("usage kept while the store was unreachable written back", "file", spoolPath, "entries", len(sf.Usage), "spooled_at", sf.Written)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -97,6 +98,16 @@ func TestSpool(t *testing.T) {
 	}
 	if spools, _ = filepath.Glob(filepath.Join(dir, "usage-*.spool")); len(spools) != 2 {
 		t.Fatalf("spool files %v, want two: one per engine", spools)
+	}
+	// A start while the store still cannot take it fails, saying why, and
+	// keeps the spool.
+	early := verify.New(verify.Config{Store: ds, Keys: e.keys, Now: e.clock.Now, FlushInterval: time.Hour, SpoolDir: dir, SpoolStore: "s1"})
+	err = early.Start(context.Background())
+	if keyward.ErrorCode(err) != keyward.EUNAVAILABLE || !strings.Contains(keyward.ErrorMessage(err), "cannot be written back yet (the token store is unavailable)") {
+		t.Fatalf("a start with the store down: %v", err)
+	}
+	if spools, _ = filepath.Glob(filepath.Join(dir, "usage-*.spool")); len(spools) != 2 {
+		t.Fatalf("spool files %v after a failed start, want both kept", spools)
 	}
 	ds.down.Store(false)
 

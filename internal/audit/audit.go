@@ -212,6 +212,10 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 			Detail: fmt.Sprintf("the chain head names event %s (seq %d) but the chain is empty: every event was removed", head.EventID, head.Seq)}
 	case head.EventID == last.ID && head.Seq == lastL.Seq && bytes.Equal(head.MAC, lastL.MAC):
 		// Intact.
+	case head.EventID == last.ID && bytes.Equal(head.MAC, lastL.MAC):
+		// Only its seq, which its MAC does not cover, disagrees.
+		r.Problem = &Problem{Kind: HeadChanged, EventID: head.EventID, Seq: head.Seq,
+			Detail: fmt.Sprintf("the chain head names the newest event %s with seq %d, but that event is seq %d: the head was changed", head.EventID, head.Seq, lastL.Seq)}
 	case head.Seq > lastL.Seq:
 		r.Problem = &Problem{Kind: NewestRemoved, EventID: head.EventID, Seq: head.Seq,
 			Detail: fmt.Sprintf("the newest event %s (seq %d) was removed, maybe with others: the chain ends at event %s (seq %d)", head.EventID, head.Seq, last.ID, lastL.Seq)}

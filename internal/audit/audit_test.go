@@ -477,6 +477,18 @@ func testVerify(t *testing.T, b backend) {
 		wantProblem(t, f.verify(), audit.HeadChanged, f.evs[3].ID)
 	})
 
+	t.Run("ErrHeadSeqChanged", func(t *testing.T) {
+		// The head's seq is not under its MAC: changed alone, it is the
+		// head that changed, not the newest event that went.
+		f := newFixture(t, b)
+		f.exec(`UPDATE audit_heads SET seq = seq + 5 WHERE workspace_id = ?`, f.ws)
+		r := f.verify()
+		wantProblem(t, r, audit.HeadChanged, f.evs[4].ID)
+		if !strings.Contains(r.Problem.Detail, "the head was changed") {
+			t.Errorf("detail %q", r.Problem.Detail)
+		}
+	})
+
 	t.Run("ErrAllRemoved", func(t *testing.T) {
 		f := newFixture(t, b)
 		f.exec(`DELETE FROM audit_events WHERE workspace_id = ?`, f.ws)

@@ -199,7 +199,9 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 	action := f.Action
 	if lo, hi, ok := f.ActionFamily(); ok && storable(lo) {
 		args = append(args, lo, hi)
-		where += fmt.Sprintf(` AND action >= $%d AND action < $%d`, len(args)-1, len(args))
+		// Compared as bytes: a database's own collation (en_US and the
+		// like) may skip punctuation and put "token.create" past "token/".
+		where += fmt.Sprintf(` AND action COLLATE "C" >= $%d AND action COLLATE "C" < $%d`, len(args)-1, len(args))
 		action = ""
 	}
 	for _, c := range []struct{ col, v string }{{"actor_id", f.Actor}, {"action", action}, {"target", f.Target}} {

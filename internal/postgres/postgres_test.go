@@ -1197,3 +1197,46 @@ func TestBusy(t *testing.T) {
 		t.Fatalf("the refused write was stored: %v", err)
 	}
 }
+
+// TestStoreCollation runs the store suite in a database whose collation
+// skips punctuation when comparing, as en_US.UTF-8 (the default of many
+// installs) does and the C collation of the test database does not: a
+// range or an order on text must not rely on the database's collation.
+func TestStoreCollation(t *testing.T) {
+	base := baseURL(t)
+	b := make([]byte, 8)
+	rand.Read(b)
+	name := "keyward_test_" + hex.EncodeToString(b)
+	ctx := t.Context()
+	admin(t, "SELECT 1") // connects the shared pool
+	if _, err := adminPool.pool.Exec(ctx, `CREATE DATABASE `+name+` LOCALE_PROVIDER icu ICU_LOCALE 'en-US-u-ka-shifted' LOCALE 'C.UTF-8' TEMPLATE template0`); err != nil {
+		msg := "this PostgreSQL cannot make a database with an ICU collation: " + err.Error()
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	u := withParam(t, base, "dbname", name)
+	pool, err := pgxpool.New(ctx, withParam(t, u, "pool_max_conns", "2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		admin(t, `DROP DATABASE `+name+` WITH (FORCE)`)
+	})
+	storetest.Run(t, func(t *testing.T) keyward.Store {
+		b := make([]byte, 8)
+		rand.Read(b)
+		schema := "s_" + hex.EncodeToString(b)
+		if _, err := pool.Exec(context.Background(), `CREATE SCHEMA `+schema); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pool.Exec(context.Background(), `DROP SCHEMA `+schema+` CASCADE`) })
+		db, err := Open(t.Context(), withParam(t, u, "search_path", schema), WithAuditKey(storetest.AuditKey))
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return db // the suite closes it, before the schema is dropped
+	})
+}

@@ -77,7 +77,7 @@ func (db *DB) UsageSeries(ctx context.Context, f keyward.UsageFilter) ([]keyward
 	}
 	where, args := usageWhere(f)
 	rows, err := db.pool.Query(ctx, `SELECT `+bucket+` AS b, route, outcome, status, SUM(count)::bigint
-		FROM `+table+` `+where+` GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4`, args...)
+		FROM `+table+` `+where+` GROUP BY 1, 2, 3, 4 ORDER BY 1, route COLLATE "C", outcome COLLATE "C", 4`, args...)
 	if err != nil {
 		return nil, wrap("usage series", err)
 	}

@@ -69,11 +69,12 @@ func decodeObject(body []byte) (*object, error) {
 	}
 	if p := keyward.AmbiguousJSON(body); p != "" {
 		// Point at the field that holds it, when one does (a name twice
-		// in metadata), rather than at the whole body.
+		// in metadata), rather than at the whole body, and say what that
+		// field holds.
 		pointer := ""
 		for _, name := range slices.Sorted(maps.Keys(fields)) {
-			if keyward.AmbiguousJSON(fields[name]) != "" {
-				pointer = "/" + pointerEscape(name)
+			if fp := keyward.AmbiguousJSON(fields[name]); fp != "" {
+				pointer, p = "/"+pointerEscape(name), fp
 				break
 			}
 		}

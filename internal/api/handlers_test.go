@@ -408,6 +408,7 @@ func TestCreateTokenBadInput(t *testing.T) {
 		{"ErrMetadataLoneSurrogate", `{"name":"a","metadata":{"s":"\ud800"}}`, "/metadata"},
 		{"ErrMetadataNotUTF8", "{\"name\":\"a\",\"metadata\":{\"s\":\"\xff\"}}", "/metadata"},
 		{"ErrNameNotUTF8", "{\"name\":\"u8\xff\"}", "/name"},
+		{"ErrTwoAmbiguousFields", `{"subject":{"a":1,"a":2},"name":"a","metadata":{"n":1e400}}`, "/metadata"},
 		{"ErrExpiresInUnderASecond", `{"name":"a","expires_in":"500ms"}`, "/expires_in"},
 		{"ErrRateLimitNullLimit", `{"name":"a","rate_limit":{"limit":null,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrSubjectTrailingSpace", `{"name":"a","subject":"customer-42 "}`, "/subject"},
@@ -464,6 +465,19 @@ func (r readerOnly) Close() error               { return nil }
 
 // TestCreateTokenTrailingData checks that a body holding more than one JSON
 // value is refused, whatever follows the object.
+// TestAmbiguousFieldPointer: what parsers read differently is reported at
+// the field that holds it, with what that field holds.
+func TestAmbiguousFieldPointer(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	r := s.do("POST", "/v1/tokens", s.root, json.RawMessage(`{"subject":{"a":1,"a":2},"name":"a","metadata":{"n":1e400}}`))
+	p := wantInvalid(t, r, "/metadata")
+	errs := p["errors"].([]any)
+	if len(errs) != 1 || !strings.Contains(errs[0].(map[string]any)["detail"].(string), "number") {
+		t.Fatalf("errors %v, want one about /metadata's number", errs)
+	}
+}
+
 func TestCreateTokenTrailingData(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
@@ -1985,6 +1999,13 @@ func TestOperational(t *testing.T) {
 			wantStatus(t, r, http.StatusServiceUnavailable)
 			if m := r.object(t); m["error"] != "temporarily_unavailable" || r.Header.Get("Retry-After") != "5" {
 				t.Errorf("%s: Retry-After %q, body %s", path, r.Header.Get("Retry-After"), r.Body)
+			}
+			// A caller that is not cached: its own lookup fails, and the
+			// answer is OAuth's all the same.
+			r = s.form(path, "Bearer "+unknownToken(t), url.Values{"token": {unknownToken(t)}})
+			wantStatus(t, r, http.StatusServiceUnavailable)
+			if m := r.object(t); m["error"] != "temporarily_unavailable" || r.Header.Get("Retry-After") != "5" || r.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("%s with an uncached caller: %s, Retry-After %q, body %s", path, r.Header.Get("Content-Type"), r.Header.Get("Retry-After"), r.Body)
 			}
 		}
 	})

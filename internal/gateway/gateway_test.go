@@ -780,7 +780,11 @@ func TestAccessLogRedactsSecrets(t *testing.T) {
 	gw, _, lb := base(t)
 	const text = "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"
 	do(t, "GET", gw.URL+"/orders/"+text+"/items", map[string]string{"Authorization": "Bearer good"})
-	do(t, text, gw.URL+"/orders", map[string]string{"Authorization": "Bearer good"}) // as the method
+	// As the method, which no /orders route takes: nor in the 405's detail.
+	res, body := do(t, text, gw.URL+"/orders", map[string]string{"Authorization": "Bearer good"})
+	if res.StatusCode != http.StatusMethodNotAllowed || strings.Contains(body, text[3:]) || !strings.Contains(body, "kw_[redacted]") {
+		t.Errorf("secret as the method: %d %s", res.StatusCode, body)
+	}
 	gw.Close()
 	logs := lb.String()
 	if strings.Contains(logs, text[3:]) || !strings.Contains(logs, `"path":"/orders/kw_[redacted]/items"`) || !strings.Contains(logs, `"method":"kw_[redacted]"`) {

@@ -614,7 +614,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	if rt == nil {
 		if allow != nil {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
-			writeProblem(w, http.StatusMethodNotAllowed, "method_not_allowed", "this path does not take the method "+r.Method, st.requestID)
+			writeProblem(w, http.StatusMethodNotAllowed, "method_not_allowed", "this path does not take the method "+secret.Redact(r.Method), st.requestID)
 			return
 		}
 		writeProblem(w, http.StatusNotFound, keyward.ENOTFOUND, "no route matches this request", st.requestID)

@@ -344,7 +344,7 @@ func event(q *Request) *keyward.UsageEvent {
 		WorkspaceID: q.WorkspaceID,
 		TokenID:     q.TokenID,
 		Time:        at,
-		Method:      q.Method,
+		Method:      secret.Redact(q.Method), // nor one sent as the method
 		Route:       q.Route,
 		Path:        secret.Redact(q.Path), // a secret pasted into a URL is not kept
 		Outcome:     q.Outcome,

@@ -525,3 +525,24 @@ func TestCloseCutsPrune(t *testing.T) {
 		t.Fatal("Close waited for the retention run")
 	}
 }
+
+// TestEventSecretsRedacted: a secret sent in the path or as the method
+// (a gateway route takes any method) is not kept in the usage events.
+func TestEventSecretsRedacted(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st, SampleEvery: 1})
+	const text = "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"
+	q := req(ws.ID, "tok_0000000000000000000000000a", 1, "orders", keyward.Valid, 200)
+	q.Method, q.Path = text, "/orders/"+text
+	r.Record(q)
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := st.FindUsageEvents(context.Background(), keyward.UsageEventFilter{WorkspaceID: ws.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Method != "kw_[redacted]" || evs[0].Path != "/orders/kw_[redacted]" {
+		t.Fatalf("events %+v, want one with method and path redacted", evs)
+	}
+}

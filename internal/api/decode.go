@@ -190,6 +190,9 @@ func integral(f json.Number) (int64, bool) {
 		return 0, false
 	}
 	if i := strings.IndexAny(string(f), "eE"); i >= 0 {
+		if strings.Trim(string(f[:i]), "-0.") == "" {
+			return 0, true // zero, whatever its exponent
+		}
 		if exp, err := strconv.Atoi(string(f[i+1:])); err != nil || exp < -400 || exp > 400 {
 			return 0, false
 		}

@@ -386,6 +386,7 @@ func TestCreateTokenBadInput(t *testing.T) {
 		{"ErrRateLimitLimitHuge", `{"name":"a","rate_limit":{"limit":1e30,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrRateLimitLimitFractionExponent", `{"name":"a","rate_limit":{"limit":15e-1,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrRateLimitLimitHugeExponent", `{"name":"a","rate_limit":{"limit":1e-999999999,"window":"1m"}}`, "/rate_limit/limit"},
+		{"ErrRateLimitLimitZeroHugeExponent", `{"name":"a","rate_limit":{"limit":0e99999,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrRateLimitLimitBeyondInt64", `{"name":"a","rate_limit":{"limit":9223372036854775808.0,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrRateLimitNegative", `{"name":"a","rate_limit":{"limit":-1,"window":"1m"}}`, "/rate_limit/limit"},
 		{"ErrRateLimitZero", `{"name":"a","rate_limit":{"limit":0,"window":"1m"}}`, "/rate_limit/limit"},

@@ -439,6 +439,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case keyward.EINVALID:
 		s.renderError(w, r, http.StatusBadRequest, keyward.ErrorMessage(err))
 	case keyward.EUNAVAILABLE:
+		s.log.Warn("store unavailable", "request_id", requestIDOf(r), "path", secret.Redact(r.URL.Path), "err", err)
 		s.renderError(w, r, http.StatusServiceUnavailable, "The store is unavailable; try again shortly.")
 	default:
 		if errors.Is(err, context.Canceled) {

@@ -6,6 +6,7 @@ import (
 	"html"
 	"maps"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -173,5 +174,27 @@ func TestTokenListPages(t *testing.T) {
 	rows, links = list("/tokens?q=t0&state=active")
 	if len(rows) != pageSize || !strings.Contains(links["older"], "q=t0&state=active") {
 		t.Errorf("filtered: %d rows, older link %q", len(rows), links["older"])
+	}
+}
+
+// busyAudit fails every audit read as a store held by another's lock.
+type busyAudit struct{ keyward.Store }
+
+func (busyAudit) FindAuditEvents(context.Context, keyward.AuditFilter) ([]*keyward.AuditEvent, error) {
+	return nil, fmt.Errorf("sqlite: find audit events: busy: %w", keyward.Errorf(keyward.EUNAVAILABLE, "the store is busy; try again shortly"))
+}
+
+// TestStoreBusyLogged: a page the store could not serve in time answers
+// 503, and the log says why.
+func TestStoreBusyLogged(t *testing.T) {
+	e := newEnvWith(t, "", func(s keyward.Store) keyward.Store { return busyAudit{s} })
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.get("/signin")
+	b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
+	status, body := b.get("/audit")
+	wantStatus(t, status, http.StatusServiceUnavailable, body)
+	if l := e.log.String(); !strings.Contains(l, "store unavailable") || !strings.Contains(l, "find audit events: busy") {
+		t.Errorf("the log does not say why:\n%s", l)
 	}
 }

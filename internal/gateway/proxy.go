@@ -623,16 +623,16 @@ func announcesBody(res *http.Response, fr framing) bool {
 }
 
 // forward1xx sends an informational response to the client. Its fields go
-// out with it and are then taken back, but the hop-by-hop ones and those
-// its Connection field names, as for the final response; fields the
-// gateway has set already (X-Request-Id, RateLimit) are neither sent with
-// it nor taken back.
+// out with it and are then taken back, but those the final response drops
+// too: hop-by-hop ones, those its Connection field names, and the
+// gateway's own (X-Request-Id, RateLimit, ...), which it sends as it set
+// them, if it did.
 func (st *reqState) forward1xx(res *http.Response) {
 	hd := st.sw.Header()
 	conn := connectionTokens(res.Header)
 	var added []string
 	for k, vv := range res.Header {
-		if _, set := hd[k]; set || isHopHeader(k) || listed(conn, k) {
+		if _, set := hd[k]; set || isHopHeader(k) || listed(conn, k) || slices.Contains(ownResponseFields[:], k) {
 			continue
 		}
 		hd[k] = vv

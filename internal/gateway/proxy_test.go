@@ -341,8 +341,9 @@ func TestEarlyHints(t *testing.T) {
 		w.Header().Set("X-Request-Id", "from-upstream")
 		w.Header().Set("Connection", "X-Secret") // hop-by-hop, by name
 		w.Header().Set("X-Secret", "internal")
+		w.Header().Set("RateLimit", `"x";r=999;t=1`) // the gateway's own field
 		w.WriteHeader(http.StatusEarlyHints)
-		for _, k := range []string{"Link", "X-Request-Id", "Connection", "X-Secret"} {
+		for _, k := range []string{"Link", "X-Request-Id", "Connection", "X-Secret", "RateLimit"} {
 			w.Header().Del(k)
 		}
 		io.WriteString(w, "done")
@@ -351,7 +352,7 @@ func TestEarlyHints(t *testing.T) {
 	gw := openRoute(t, up.URL, "")
 	var hints []string
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
-		hints = append(hints, fmt.Sprintf("%d %s%s", code, h.Get("Link"), h.Get("X-Secret")))
+		hints = append(hints, fmt.Sprintf("%d %s%s%s", code, h.Get("Link"), h.Get("X-Secret"), h.Get("RateLimit")))
 		return nil
 	}}
 	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", gw.URL+"/", nil)

@@ -603,12 +603,12 @@ func unavailableCode(code string) bool {
 }
 
 // busyCode reports whether a server error code says the statement waited
-// too long or lost a race and wrote nothing, so that trying again later
-// is the answer: query_canceled (a statement_timeout, as behind another
-// transaction's lock), lock_not_available, serialization_failure and
-// deadlock_detected.
+// too long and wrote nothing, so that trying again later is the answer:
+// query_canceled (a statement_timeout, as behind another transaction's
+// lock) and lock_not_available. A deadlock or a serialization failure
+// would be keyward's own bug, and stays an internal error.
 func busyCode(code string) bool {
-	return code == "57014" || code == "55P03" || code == "40001" || code == "40P01"
+	return code == "57014" || code == "55P03"
 }
 
 // connBroken reports whether err is the network's: no route, no answer in

@@ -242,8 +242,13 @@ func (s *spool) replayOne(ctx context.Context, spoolPath string, flush func(cont
 	}
 	if err := flush(ctx, fromSpool(sf.Usage)); err != nil {
 		if keyward.ErrorCode(err) == keyward.EUNAVAILABLE {
-			// Said whole: the error's message is what serve prints.
-			return false, keyward.Errorf(keyward.EUNAVAILABLE, "the usage spool %s, kept while the store was unreachable, cannot be written back yet (%s); the node starts once the store takes it, since without it limits could admit too much", spoolPath, keyward.ErrorMessage(err))
+			// Said whole, with the store's cause: the error's message is
+			// what serve prints.
+			why := err.Error()
+			if ke, ok := err.(*keyward.Error); ok {
+				why = ke.Message // no cause beyond it
+			}
+			return false, keyward.Errorf(keyward.EUNAVAILABLE, "the usage spool %s, kept while the store could not take it, cannot be written back yet (%s); start the node again once the store takes writes: without that usage, limits could admit too much", spoolPath, why)
 		}
 		return false, fmt.Errorf("write back the usage spool %s: %w", spoolPath, err)
 	}

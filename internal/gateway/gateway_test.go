@@ -1378,30 +1378,90 @@ func TestRequestLineSafe(t *testing.T) {
 	}
 	h := NewHandler(cfg, newFake(), "ws_1", slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	t.Cleanup(func() { h.Close() })
-	for _, tc := range []struct{ name, method, target string }{
-		{"MethodWithSpace", "GET /admin/secret", "/public/x"},
-		{"MethodWithTab", "GET\t/admin/secret", "/public/x"},
-		{"QueryWithSpace", "GET", "/public/x?a%20/admin%20HTTP/1.0"},
+	h2 := func(r *http.Request) { r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0 }
+	for _, tc := range []struct {
+		name, detail string
+		mod          func(r *http.Request)
+	}{
+		{"MethodWithSpace", "a request line cannot carry", func(r *http.Request) { r.Method = "GET /admin/secret" }},
+		{"MethodWithTab", "a request line cannot carry", func(r *http.Request) { r.Method = "GET\t/admin/secret" }},
+		// As HTTP/2's :path can carry it.
+		{"QueryWithSpace", "a request line cannot carry", func(r *http.Request) { r.URL.RawQuery = "a /admin HTTP/1.0" }},
+		// What net/http's HTTP/2 server makes of a content-length it
+		// cannot parse (none), and of a header ending the stream (no body).
+		{"ContentLengthUnparsed", "Content-Length", func(r *http.Request) { h2(r); r.Method = "DELETE"; r.Header.Set("Content-Length", "1e3") }},
+		{"ContentLengthNoBody", "Content-Length", func(r *http.Request) { h2(r); r.Method = "POST"; r.Header.Set("Content-Length", "5") }},
+		{"ContentLengthTwice", "Content-Length", func(r *http.Request) { h2(r); r.Header["Content-Length"] = []string{"0", "0"} }},
+		{"HostDisagrees", "Host", func(r *http.Request) { h2(r); r.Header.Set("Host", "free.example") }},
+		{"HostTwice", "Host", func(r *http.Request) { h2(r); r.Header["Host"] = []string{"gw.example", "gw.example"} }},
+		{"NoAuthority", "no host", func(r *http.Request) { h2(r); r.Host, r.URL.Host = "", "" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req := httptest.NewRequest("GET", "http://gw.example"+tc.target, nil)
-			req.Method = tc.method
-			if tc.name == "QueryWithSpace" {
-				req.URL.RawQuery = "a /admin HTTP/1.0" // as HTTP/2's :path can carry it
-			}
+			req := httptest.NewRequest("GET", "http://gw.example/public/x", nil)
+			tc.mod(req)
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
 			// The gateway's own 400, before any upstream (which would
 			// answer 400 too, to a broken request line) is asked.
-			if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "a request line cannot carry") || hits.Load() != 0 {
+			if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.detail) || hits.Load() != 0 {
 				t.Errorf("status %d, upstream hit %d times: %s", rec.Code, hits.Load(), rec.Body)
 			}
 		})
 	}
-	req := httptest.NewRequest("GET", "http://gw.example/public/x?a=1", nil)
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != http.StatusOK || hits.Load() != 1 {
-		t.Errorf("a plain request: status %d, upstream hit %d times, want 200 and once", rec.Code, hits.Load())
+	for _, mod := range []func(r *http.Request){
+		func(r *http.Request) {},
+		func(r *http.Request) { h2(r); r.Header.Set("Host", "GW.example") },
+		func(r *http.Request) {
+			h2(r)
+			r.Method = "POST"
+			r.ContentLength = 2
+			r.Header.Set("Content-Length", "2")
+		},
+	} {
+		req := httptest.NewRequest("GET", "http://gw.example/public/x?a=1", strings.NewReader("{}"))
+		mod(req)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Errorf("a plain request: status %d, want 200: %s", rec.Code, rec.Body)
+		}
+	}
+	if hits.Load() != 3 {
+		t.Errorf("upstream hit %d times, want 3", hits.Load())
+	}
+}
+
+// TestNoContentTypeInvented: an upstream answer without a Content-Type
+// gets none through net/http's servers (TLS, h2c) either, which would
+// otherwise guess one from the body, text/html included.
+func TestNoContentTypeInvented(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = nil // send none
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		io.WriteString(w, "<html><body><script>alert(document.domain)</script></body></html>")
+	}))
+	t.Cleanup(up.Close)
+	cfg, err := Parse([]byte(strings.NewReplacer("{{U}}", up.URL, "{{U2}}", up.URL).Replace(baseConfig)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(cfg, newFake(), "ws_1", slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	t.Cleanup(func() { h.Close() })
+	for _, srv := range []*httptest.Server{httptest.NewServer(h), httptest.NewTLSServer(h)} {
+		t.Cleanup(srv.Close)
+		res, err := srv.Client().Get(srv.URL + "/public/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 || len(res.Header["Content-Type"]) != 0 {
+			t.Errorf("%s: status %d, Content-Type %q, want none", srv.URL, res.StatusCode, res.Header["Content-Type"])
+		}
+	}
+	// Through the gateway's own server, as before.
+	gw := serveGateway(t, h)
+	res, _ := do(t, "GET", gw.URL+"/public/x", nil)
+	if len(res.Header["Content-Type"]) != 0 {
+		t.Errorf("own server: Content-Type %q, want none", res.Header["Content-Type"])
 	}
 }

@@ -597,12 +597,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		writeProblem(w, http.StatusBadRequest, "invalid", "the Host header is malformed or disagrees with the request target", st.requestID)
 		return
 	}
-	if _, own := st.sw.ResponseWriter.(*response); !own && (!validFieldName(r.Method) || !lineSafe(r.URL.RawQuery)) {
-		// HTTP/2 takes a :method or a :path query with spaces, which the
-		// upstream's request line would split into another target than
-		// the one routed and authorized here.
-		writeProblem(w, http.StatusBadRequest, "invalid", "the method or the query holds characters a request line cannot carry", st.requestID)
-		return
+	if _, own := st.sw.ResponseWriter.(*response); !own {
+		if msg := checkNetHTTP(r); msg != "" {
+			writeProblem(w, http.StatusBadRequest, "invalid", msg, st.requestID)
+			return
+		}
 	}
 	if r.URL.Path == "" || r.URL.Path[0] != '/' || hasDotSegment(r.URL.Path) {
 		// Upstreams may resolve dot segments, which would escape the route
@@ -852,6 +851,35 @@ func (w *statusWriter) Flush() {
 		w.status = http.StatusOK
 	}
 	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// checkNetHTTP returns why a request that came through net/http's servers
+// (HTTP/2 on h2c or TLS, HTTP/1 on TLS) is refused, or "": what they let
+// through and the gateway's own server refuses.
+func checkNetHTTP(r *http.Request) string {
+	switch {
+	case !validFieldName(r.Method) || !lineSafe(r.URL.RawQuery):
+		// HTTP/2 takes a :method or a :path query with spaces, which the
+		// upstream's request line would split into another target than
+		// the one routed and authorized here.
+		return "the method or the query holds characters a request line cannot carry"
+	case r.Host == "" && r.ProtoMajor == 2:
+		return "the request names no host: give :authority"
+	case len(r.Header["Host"]) > 1 || len(r.Header["Host"]) == 1 && !strings.EqualFold(r.Header["Host"][0], r.Host):
+		// RFC 9113 §8.3.1: a Host that disagrees with :authority.
+		return "the Host header is repeated or disagrees with the request's authority"
+	}
+	if cl, ok := r.Header["Content-Length"]; ok {
+		// HTTP/2 reads a content-length it cannot parse as none, and a
+		// request that ended at its header as bodiless whatever its
+		// content-length said: malformed (RFC 9113 §8.1.1), not to be
+		// forwarded as a request without a body.
+		n, err := strconv.ParseUint(cl[0], 10, 63)
+		if len(cl) > 1 || err != nil || int64(n) != r.ContentLength {
+			return "the Content-Length is malformed or disagrees with the body"
+		}
+	}
+	return ""
 }
 
 // lineSafe reports whether s has no space, control character or DEL: what

@@ -216,6 +216,13 @@ func copyResponseHeader(hd http.Header, res *http.Response) {
 		}
 		hd[k] = vv
 	}
+	if _, ok := hd["Content-Type"]; !ok {
+		// None came: net/http's servers (TLS, h2c) would guess one from
+		// the body, text/html too, which a proxy must not invent (with
+		// nosniff, a browser renders no untyped body: a guessed type
+		// would make it HTML on the API's origin).
+		hd["Content-Type"] = nil
+	}
 	if len(res.Trailer) > 0 {
 		keys := make([]string, 0, len(res.Trailer))
 		for k := range res.Trailer {

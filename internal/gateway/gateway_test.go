@@ -1364,13 +1364,10 @@ func TestTargetHostDisagrees(t *testing.T) {
 	}
 }
 
-// TestRequestLineSafe: a method or a query that net/http's HTTP/2 server
-// lets through with spaces (h2c, TLS) is refused: written into the
-// upstream's request line, it would name another target than the one
-// routed and authorized.
-func TestRequestLineSafe(t *testing.T) {
-	var hits atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+// baseHandler returns a Handler of baseConfig, not yet served, whose every
+// upstream is up.
+func baseHandler(t *testing.T, up *httptest.Server) *Handler {
+	t.Helper()
 	t.Cleanup(up.Close)
 	cfg, err := Parse([]byte(strings.NewReplacer("{{U}}", up.URL, "{{U2}}", up.URL).Replace(baseConfig)))
 	if err != nil {
@@ -1378,6 +1375,17 @@ func TestRequestLineSafe(t *testing.T) {
 	}
 	h := NewHandler(cfg, newFake(), "ws_1", slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// TestRequestLineSafe: a method or a query that net/http's HTTP/2 server
+// lets through with spaces (h2c, TLS) is refused: written into the
+// upstream's request line, it would name another target than the one
+// routed and authorized.
+func TestRequestLineSafe(t *testing.T) {
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	h := baseHandler(t, up)
 	h2 := func(r *http.Request) { r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0 }
 	for _, tc := range []struct {
 		name, detail string
@@ -1440,13 +1448,7 @@ func TestNoContentTypeInvented(t *testing.T) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		io.WriteString(w, "<html><body><script>alert(document.domain)</script></body></html>")
 	}))
-	t.Cleanup(up.Close)
-	cfg, err := Parse([]byte(strings.NewReplacer("{{U}}", up.URL, "{{U2}}", up.URL).Replace(baseConfig)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := NewHandler(cfg, newFake(), "ws_1", slog.New(slog.NewJSONHandler(io.Discard, nil)))
-	t.Cleanup(func() { h.Close() })
+	h := baseHandler(t, up)
 	for _, srv := range []*httptest.Server{httptest.NewServer(h), httptest.NewTLSServer(h)} {
 		t.Cleanup(srv.Close)
 		res, err := srv.Client().Get(srv.URL + "/public/x")

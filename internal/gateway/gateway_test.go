@@ -1399,7 +1399,7 @@ func TestRequestLineSafe(t *testing.T) {
 		// cannot parse (none), and of a header ending the stream (no body).
 		{"ContentLengthUnparsed", "Content-Length", func(r *http.Request) { h2(r); r.Method = "DELETE"; r.Header.Set("Content-Length", "1e3") }},
 		{"ContentLengthNoBody", "Content-Length", func(r *http.Request) { h2(r); r.Method = "POST"; r.Header.Set("Content-Length", "5") }},
-		{"ContentLengthTwice", "Content-Length", func(r *http.Request) { h2(r); r.Header["Content-Length"] = []string{"0", "0"} }},
+		{"ContentLengthTwiceDiffering", "Content-Length", func(r *http.Request) { h2(r); r.Header["Content-Length"] = []string{"0", "1"} }},
 		{"HostDisagrees", "Host", func(r *http.Request) { h2(r); r.Header.Set("Host", "free.example") }},
 		{"HostTwice", "Host", func(r *http.Request) { h2(r); r.Header["Host"] = []string{"gw.example", "gw.example"} }},
 		{"NoAuthority", "no host", func(r *http.Request) { h2(r); r.Host, r.URL.Host = "", "" }},
@@ -1421,6 +1421,17 @@ func TestRequestLineSafe(t *testing.T) {
 		func(r *http.Request) { h2(r); r.Header.Set("Host", "GW.example") },
 		func(r *http.Request) {
 			h2(r)
+			r.Host, r.URL.Host = "gw.example:443", ""
+			r.Header.Set("Host", "gw.example")
+		}, // the default port
+		func(r *http.Request) {
+			h2(r)
+			r.Method = "POST"
+			r.ContentLength = 2
+			r.Header["Content-Length"] = []string{"2", "2"}
+		},
+		func(r *http.Request) {
+			h2(r)
 			r.Method = "POST"
 			r.ContentLength = 2
 			r.Header.Set("Content-Length", "2")
@@ -1434,8 +1445,8 @@ func TestRequestLineSafe(t *testing.T) {
 			t.Errorf("a plain request: status %d, want 200: %s", rec.Code, rec.Body)
 		}
 	}
-	if hits.Load() != 3 {
-		t.Errorf("upstream hit %d times, want 3", hits.Load())
+	if hits.Load() != 5 {
+		t.Errorf("upstream hit %d times, want 5", hits.Load())
 	}
 }
 
@@ -1451,13 +1462,21 @@ func TestNoContentTypeInvented(t *testing.T) {
 	h := baseHandler(t, up)
 	for _, srv := range []*httptest.Server{httptest.NewServer(h), httptest.NewTLSServer(h)} {
 		t.Cleanup(srv.Close)
-		res, err := srv.Client().Get(srv.URL + "/public/x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != 200 || len(res.Header["Content-Type"]) != 0 {
-			t.Errorf("%s: status %d, Content-Type %q, want none", srv.URL, res.StatusCode, res.Header["Content-Type"])
+		// Also an upgrade the upstream refuses, which takes another path.
+		for _, upgrade := range []bool{false, true} {
+			req, _ := http.NewRequest("GET", srv.URL+"/public/x", nil)
+			if upgrade {
+				req.Header.Set("Connection", "upgrade")
+				req.Header.Set("Upgrade", "websocket")
+			}
+			res, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != 200 || len(res.Header["Content-Type"]) != 0 {
+				t.Errorf("%s (upgrade %v): status %d, Content-Type %q, want none", srv.URL, upgrade, res.StatusCode, res.Header["Content-Type"])
+			}
 		}
 	}
 	// Through the gateway's own server, as before.

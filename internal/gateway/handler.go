@@ -634,6 +634,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		// httputil.ReverseProxy does it well, and upgrades are rare. The
 		// upstream is offered WebSocket alone (see isUpgrade).
 		r.Header.Set("Upgrade", "websocket")
+		// An upgrade refused with an answer without Content-Type gets
+		// none, as on the lean path: ReverseProxy adds the upstream's
+		// fields to this nil one, and net/http's servers then guess none.
+		w.Header()["Content-Type"] = nil
 		rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 		return
 	}
@@ -865,21 +869,33 @@ func checkNetHTTP(r *http.Request) string {
 		return "the method or the query holds characters a request line cannot carry"
 	case r.Host == "" && r.ProtoMajor == 2:
 		return "the request names no host: give :authority"
-	case len(r.Header["Host"]) > 1 || len(r.Header["Host"]) == 1 && !strings.EqualFold(r.Header["Host"][0], r.Host):
-		// RFC 9113 §8.3.1: a Host that disagrees with :authority.
+	case len(r.Header["Host"]) > 1 || len(r.Header["Host"]) == 1 && authority(r.Header["Host"][0]) != authority(r.Host):
+		// RFC 9113 §8.3.1: a Host that names another authority than
+		// :authority.
 		return "the Host header is repeated or disagrees with the request's authority"
 	}
 	if cl, ok := r.Header["Content-Length"]; ok {
 		// HTTP/2 reads a content-length it cannot parse as none, and a
 		// request that ended at its header as bodiless whatever its
 		// content-length said: malformed (RFC 9113 §8.1.1), not to be
-		// forwarded as a request without a body.
+		// forwarded as a request without a body. Equal copies are one,
+		// as on HTTP/1.
 		n, err := strconv.ParseUint(cl[0], 10, 63)
-		if len(cl) > 1 || err != nil || int64(n) != r.ContentLength {
+		if err != nil || int64(n) != r.ContentLength || !allSame(cl) {
 			return "the Content-Length is malformed or disagrees with the body"
 		}
 	}
 	return ""
+}
+
+// authority returns a Host value as it names an authority (RFC 3986
+// §6.2): in lower case, without a default port.
+func authority(h string) string {
+	h = strings.ToLower(h)
+	if t, ok := strings.CutSuffix(h, ":443"); ok {
+		return t
+	}
+	return strings.TrimSuffix(h, ":80")
 }
 
 // lineSafe reports whether s has no space, control character or DEL: what

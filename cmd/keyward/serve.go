@@ -90,6 +90,14 @@ func defineStoreFlags(fs *flagSet, c *storeConfig) {
 	fs.String(&c.DataDir, "data-dir", "KEYWARD_DATA_DIR", "./keyward-data", "`DIR` of the embedded SQLite store")
 	fs.String(&c.DatabaseURL, "database-url", "KEYWARD_DATABASE_URL", "", "`URL` of a PostgreSQL store (postgres://...), instead of --data-dir")
 	fs.Check(func() error {
+		// Given empty, as --database-url "$DB_URL" with DB_URL unset: a
+		// store of its own in the working directory would be made unseen.
+		if fs.Changed("database-url") && strings.TrimSpace(c.DatabaseURL) == "" {
+			return errors.New("--database-url is empty: give a PostgreSQL URL, or leave the flag out for the embedded store (--data-dir)")
+		}
+		if fs.Changed("data-dir") && strings.TrimSpace(c.DataDir) == "" {
+			return errors.New("--data-dir is empty: give a directory, or leave the flag out for ./keyward-data")
+		}
 		// --data-dir given while a database URL is too (flag or
 		// KEYWARD_DATABASE_URL): the URL would win unseen. (A
 		// KEYWARD_DATA_DIR in the environment with --database-url is the

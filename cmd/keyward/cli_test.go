@@ -1333,3 +1333,16 @@ func TestSecretFileNamed(t *testing.T) {
 		t.Errorf("stderr = %q, want it to start %q", r.stderr, want)
 	}
 }
+
+// TestShortSecretMessage: a value too short to be a secret is not scrubbed
+// letter by letter from the error that says it is too short.
+func TestShortSecretMessage(t *testing.T) {
+	dir := t.TempDir()
+	for _, v := range []string{"e", "short"} {
+		r := cli(t, nil, map[string]string{"KEYWARD_SECRET": v}, "", "init", "--data-dir", filepath.Join(dir, "data"))
+		r.want(t, 1)
+		if want := "keyward: KEYWARD_SECRET: server secret must be at least 32 bytes (for example 64 hex characters)\n"; r.stderr != want {
+			t.Errorf("KEYWARD_SECRET=%s: stderr = %q, want %q", v, r.stderr, want)
+		}
+	}
+}

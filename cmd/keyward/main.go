@@ -83,12 +83,19 @@ type env struct {
 }
 
 // addSecret records a secret the command holds (a token, a password), so
-// that exit scrubs it from the error message it prints.
+// that exit scrubs it from the error message it prints. A value shorter
+// than minScrubbed is too short to be a secret keyward takes (the error
+// says so): scrubbing its letters from every word would garble the
+// message, and show the value by what is missing.
 func (e *env) addSecret(s string) {
-	if s != "" {
+	if len(s) >= minScrubbed {
 		e.secrets = append(e.secrets, s)
 	}
 }
+
+// minScrubbed is the shortest value addSecret records: shorter than any
+// token, server secret or password keyward accepts.
+const minScrubbed = 8
 
 // secretEnv returns the value of the environment variable name, or the
 // content of the file that name+"_FILE" names (surrounding white space

@@ -1120,7 +1120,14 @@ routes:
 	r.want(t, 0)
 	if r.stdout != file2+": OK, listen 127.0.0.1:0, workspace \"default\", 1 route\n" {
 		t.Errorf("stdout = %q", r.stdout)
+	} // Without a file, the one serve would take from the environment.
+	r = cli(t, nil, map[string]string{"KEYWARD_GATEWAY_CONFIG": file2}, "", "gateway", "check")
+	r.want(t, 0)
+	if !strings.HasPrefix(r.stdout, file2+": OK") {
+		t.Errorf("with KEYWARD_GATEWAY_CONFIG: stdout = %q", r.stdout)
 	}
+	r = cli(t, nil, nil, "", "gateway", "check")
+	r.want(t, 2)
 }
 
 // A quota counted in total is printed as such, not as resetting in 0s.

@@ -230,9 +230,10 @@ func cmdGateway(ctx context.Context, e *env, args []string) error {
 // with its line.
 func cmdGatewayCheck(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "gateway check", help{
-		usage: "FILE",
+		usage: "[FILE]",
 		summary: "Validate a gateway config file: every error is reported with its line, and the\n" +
-			"exit status is 1 when there is any. keyward serve --gateway-config loads the same\n" +
+			"exit status is 1 when there is any. Without FILE, the one KEYWARD_GATEWAY_CONFIG\n" +
+			"names, as keyward serve takes it. keyward serve --gateway-config loads the same\n" +
 			"file, and reloads it on SIGHUP (a file that fails keeps the previous config).",
 		examples: []string{"keyward gateway check gateway.yaml"},
 	})
@@ -240,8 +241,13 @@ func cmdGatewayCheck(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if len(args) == 0 {
+		if v := fs.envValue("KEYWARD_GATEWAY_CONFIG"); v != "" {
+			args = []string{v}
+		}
+	}
 	if len(args) != 1 {
-		return fs.usagef("give one config file")
+		return fs.usagef("give one config file (or set KEYWARD_GATEWAY_CONFIG)")
 	}
 	cfg, err := gateway.Check(args[0])
 	var ce *gateway.ConfigErrors

@@ -666,7 +666,8 @@ func TestSettingsAndMFARequired(t *testing.T) {
 		t.Error("an unknown email's filter lets events through")
 	}
 	_, audit = o.get("/audit?action=workspace.settings_update")
-	wantText(t, audit, `<code class="changes">`, "mfa_required", "added", "orders:write", "privileged")
+	wantText(t, audit, `<ul class="changes">`, "<li>mfa_required: false → true</li>",
+		"<li>scopes added: orders:read (description read orders), orders:write (description change orders; privileged true)</li>")
 }
 
 // signIn2 signs in with the password and lands wherever the server sends.

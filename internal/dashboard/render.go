@@ -2,11 +2,14 @@ package dashboard
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"html/template"
 	"io/fs"
+	"maps"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,8 +66,101 @@ var funcs = template.FuncMap{
 		}
 		return false
 	},
-	"dur":  span,
-	"json": jsonText,
+	"dur":     span,
+	"json":    jsonText,
+	"changes": changeLines,
+}
+
+// changeLines renders an audit event's changes (a JSON object) as lines
+// people read: "name: old → new" for a change, "scopes added: orders:read
+// (privileged)" for a list, one line per field, in the order of the field
+// names. What is not such an object is one line of its JSON.
+func changeLines(raw []byte) []string {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var m map[string]any
+	if dec.Decode(&m) != nil || m == nil {
+		return []string{jsonText(raw)}
+	}
+	var out []string
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			name := strings.TrimSpace(prefix + " " + k)
+			switch v := m[k].(type) {
+			case map[string]any:
+				from, hasFrom := v["from"]
+				to, hasTo := v["to"]
+				if (hasFrom || hasTo) && len(v) == btoi(hasFrom)+btoi(hasTo) {
+					switch {
+					case !hasFrom:
+						out = append(out, name+": "+changeValue(to))
+					case !hasTo:
+						out = append(out, name+": was "+changeValue(from))
+					default:
+						out = append(out, name+": "+changeValue(from)+" → "+changeValue(to))
+					}
+					continue
+				}
+				walk(name, v)
+			default:
+				out = append(out, name+": "+changeValue(v))
+			}
+		}
+	}
+	walk("", m)
+	return out
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// changeValue is one value of an audit event's changes as text: a list's
+// items joined, an object as its name followed by its other fields.
+func changeValue(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "none"
+	case string:
+		if x == "" {
+			return `""`
+		}
+		return x
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = changeValue(e)
+		}
+		if len(parts) == 0 {
+			return "none"
+		}
+		return strings.Join(parts, ", ")
+	case map[string]any:
+		var head string
+		var rest []string
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			if k == "name" {
+				head = changeValue(x[k])
+				continue
+			}
+			if sub, ok := x[k].(map[string]any); ok && len(sub) > 0 {
+				if from, ok := sub["from"]; ok {
+					rest = append(rest, k+" "+changeValue(from)+" → "+changeValue(sub["to"]))
+					continue
+				}
+			}
+			rest = append(rest, k+" "+changeValue(x[k]))
+		}
+		if len(rest) == 0 {
+			return head
+		}
+		return strings.TrimSpace(head + " (" + strings.Join(rest, "; ") + ")")
+	}
+	return fmt.Sprint(v)
 }
 
 // span is keyward.FormatLifetime of d, a time.Duration or a

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/keyward/keyward"
@@ -44,5 +45,27 @@ func TestCatalogChanges(t *testing.T) {
 				t.Errorf("catalogChanges = %s\nwant %s", b, tc.want)
 			}
 		})
+	}
+}
+
+func TestChangeLines(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		want []string
+	}{
+		{`{"name":{"from":"a","to":"b"},"subject":{"to":"cust-1"}}`, []string{"name: a → b", "subject: cust-1"}},
+		{`{"name":{"from":"soft"}}`, []string{"name: was soft"}},
+		{`{"sessions_ended":2,"after":"mfa.totp_enable"}`, []string{"after: mfa.totp_enable", "sessions_ended: 2"}},
+		{`{"scopes":{"added":[{"name":"users:admin","privileged":true}],"removed":["orders:write","x:y"],"changed":[{"name":"orders:read","privileged":{"from":false,"to":true}}]}}`,
+			[]string{"scopes added: users:admin (privileged true)", "scopes changed: orders:read (privileged false → true)", "scopes removed: orders:write, x:y"}},
+		{`{"expires_at":{"from":null,"to":"2030-01-01T00:00:00Z"},"scopes":{"from":[],"to":["a"]}}`, []string{"expires_at: none → 2030-01-01T00:00:00Z", "scopes: none → a"}},
+		{`{"max_token_lifetime":{"from":"0s","to":"720h0m0s"},"rate":{"from":1.5,"to":100000000000}}`, []string{"max_token_lifetime: 0s → 720h0m0s", "rate: 1.5 → 100000000000"}},
+		{`[1,2]`, []string{`[1,2]`}},
+		{`{"a":"\u003cb\u003e"}`, []string{"a: <b>"}},
+	} {
+		got := changeLines([]byte(tc.raw))
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("changeLines(%s) = %q, want %q", tc.raw, got, tc.want)
+		}
 	}
 }

@@ -913,7 +913,14 @@ func TestPageBasics(t *testing.T) {
 	b := e.browser()
 	b.signIn("ann@example.com")
 	_, body := b.get("/sessions")
-	wantText(t, body, `<a href="#content" class="skip">`, `<main id="content">`, `aria-label="End the session signed in `)
+	wantText(t, body, `<a href="#content" class="skip">`, `<main id="content">`, `aria-label="End the session signed in `,
+		`<a href="/sessions" aria-current="page">Sessions</a>`, `<a href="/tokens">Tokens</a>`)
+	tok, _, err := e.svc.CreateToken(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Token{Name: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body = b.get("/tokens/" + tok.ID) // a page below the menu's item
+	wantText(t, body, `<a href="/tokens" aria-current="page">Tokens</a>`, `<a href="/sessions">Sessions</a>`)
 }
 
 // TestWrongMethod: a page asked with a method it does not take answers

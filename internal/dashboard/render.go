@@ -21,6 +21,7 @@ import (
 // data in D.
 type page struct {
 	Title string
+	Path  string // the request's, to mark the menu's current page
 	CSRF  string
 	// SessionCSRF is the token of the header's forms (sign-out, the
 	// workspace switch), which act in no workspace.
@@ -69,6 +70,9 @@ var funcs = template.FuncMap{
 	"dur":     span,
 	"json":    jsonText,
 	"changes": changeLines,
+	// current reports whether the page at path is the menu's item at
+	// prefix, or one below it (a token's page under Tokens).
+	"current": func(path, prefix string) bool { return path == prefix || strings.HasPrefix(path, prefix+"/") },
 }
 
 // changeLines renders an audit event's changes (a JSON object) as lines
@@ -226,7 +230,7 @@ func parsePages() (map[string]*template.Template, error) {
 // its viewer and may hold a secret, so none is stored by any cache.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name, title string, data any) {
 	st := stateOf(r)
-	p := page{Title: title, CSRF: s.csrfToken(st), SessionCSRF: s.sessionCSRF(st), Passkeys: s.webauthn != nil, D: data}
+	p := page{Title: title, Path: r.URL.Path, CSRF: s.csrfToken(st), SessionCSRF: s.sessionCSRF(st), Passkeys: s.webauthn != nil, D: data}
 	if st.session != nil && st.session.Verified {
 		p.User, p.Member = st.user, st.member
 		p.Admin = st.member.Role == keyward.RoleOwner || st.member.Role == keyward.RoleAdmin

@@ -204,6 +204,9 @@ func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/settings?saved=1", http.StatusSeeOther)
 }
 
+// auditPage is how many events the audit page shows at a time.
+const auditPage = 100
+
 type auditData struct {
 	Events []*keyward.AuditEvent
 	Action string
@@ -211,7 +214,8 @@ type auditData struct {
 	Target string
 	From   string // YYYY-MM-DD, inclusive
 	To     string // YYYY-MM-DD, inclusive
-	Next   string
+	Next   string // cursor of the page of older events, if any
+	First  bool   // offer the newest events, from a page past them
 	Names  map[string]string
 	Errors map[string]string
 }
@@ -224,7 +228,7 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	f := keyward.AuditFilter{WorkspaceID: st.member.WorkspaceID, Action: strings.TrimSpace(q.Get("action")), Actor: strings.TrimSpace(q.Get("actor")),
-		Target: strings.TrimSpace(q.Get("target")), Before: q.Get("before"), Limit: 100}
+		Target: strings.TrimSpace(q.Get("target")), Before: q.Get("before"), Limit: auditPage + 1}
 	d := auditData{Action: f.Action, Actor: f.Actor, Target: f.Target, From: q.Get("from"), To: q.Get("to"), Names: s.creators(r), Errors: map[string]string{}}
 	const dateHint = "Enter a date as YYYY-MM-DD."
 	if d.From != "" {
@@ -264,9 +268,10 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	d.Events = evs
-	if len(evs) == f.Limit {
+	if len(evs) > auditPage {
+		evs = evs[:auditPage]
 		d.Next = evs[len(evs)-1].ID
 	}
+	d.Events, d.First = evs, f.Before != ""
 	s.render(w, r, http.StatusOK, "audit", "Audit log", d)
 }

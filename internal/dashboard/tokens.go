@@ -163,24 +163,42 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 	for _, t := range toks {
 		d.Rows = append(d.Rows, tokenRow{T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Recs: recommendations(t, priv, now)})
 	}
+	// beyond reports whether the filter selects any token past id, older
+	// (before) or newer: a link is offered only to a page with some.
+	beyond := func(id string, older bool) bool {
+		g := f
+		g.After, g.Before, g.Limit = "", "", 1
+		if older {
+			g.Before = id
+		} else {
+			g.After = id
+		}
+		more, err := s.svc.Tokens(r.Context(), s.caller(r), g)
+		return err == nil && len(more) > 0
+	}
+	cursor := newer != "" || f.Before != ""
 	switch {
 	case len(toks) == 0:
-		// Past either end (the tokens beyond the cursor went): back to
-		// the first page, when this was not it.
-		d.First = newer != "" || f.Before != ""
+		// Past either end (a garbage cursor, or the tokens beyond it
+		// went): back to the first page.
+		d.First = cursor
 	case newer != "":
-		d.Older = toks[len(toks)-1].ID // the cursor's page, at least
 		if more {
 			d.Newer = toks[0].ID
+		}
+		if beyond(toks[len(toks)-1].ID, true) {
+			d.Older = toks[len(toks)-1].ID
 		}
 	default:
 		if more {
 			d.Older = toks[len(toks)-1].ID
 		}
-		if f.Before != "" {
+		if f.Before != "" && beyond(toks[0].ID, false) {
 			d.Newer = toks[0].ID
 		}
 	}
+	// From deep in the list, the newest page is one click away.
+	d.First = d.First || d.Newer != ""
 	s.render(w, r, http.StatusOK, "tokens", "Tokens", d)
 }
 

@@ -153,13 +153,13 @@ func TestTokenListPages(t *testing.T) {
 	rows, links := list("/tokens")
 	check("first page", rows, links, first, "older")
 	rows, links = list(links["older"])
-	check("second page", rows, links, second, "newer") // no link to an empty third page
+	check("second page", rows, links, second, "first", "newer") // no link to an empty third page
 	rows, links = list(links["newer"])
 	check("back to the first", rows, links, first, "older")
 
 	// A page in the middle: newer and older both ways.
 	rows, links = list("/tokens?before=" + ids[9])
-	check("from the tenth", rows, links, ids[10:10+pageSize], "newer", "older")
+	check("from the tenth", rows, links, ids[10:10+pageSize], "first", "newer", "older")
 	rows, links = list(links["newer"])
 	check("newer than the eleventh", rows, links, ids[:10], "older")
 
@@ -169,6 +169,14 @@ func TestTokenListPages(t *testing.T) {
 	if links["first"] != "/tokens?q=&state=" {
 		t.Errorf("first page link = %q", links["first"])
 	}
+
+	// Cursors beyond either end, or garbage: no link to an empty page.
+	rows, links = list("/tokens?before=zzzz")
+	check("before garbage past the newest", rows, links, first, "older")
+	rows, links = list("/tokens?after=aaaa")
+	check("after garbage before the oldest", rows, links, ids[pageSize:], "first", "newer")
+	rows, links = list("/tokens?after=" + ids[0])
+	check("after the newest", rows, links, nil, "first")
 
 	// The filters stay with the links.
 	rows, links = list("/tokens?q=t0&state=active")
@@ -196,5 +204,38 @@ func TestStoreBusyLogged(t *testing.T) {
 	wantStatus(t, status, http.StatusServiceUnavailable, body)
 	if l := e.log.String(); !strings.Contains(l, "store unavailable") || !strings.Contains(l, "find audit events: busy") {
 		t.Errorf("the log does not say why:\n%s", l)
+	}
+}
+
+// TestAuditPages pages through the audit log: an older page while there
+// is one, and the newest from a page past it.
+func TestAuditPages(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	for i := range auditPage + 20 {
+		if _, _, err := e.svc.CreateToken(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Token{Name: fmt.Sprintf("t%03d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	linkRE := regexp.MustCompile(`<a href="([^"]*)"[^>]* id="(older|first)">`)
+	page := func(path string) (rows int, links map[string]string) {
+		t.Helper()
+		status, body := b.get(path)
+		wantStatus(t, status, http.StatusOK, body)
+		links = map[string]string{}
+		for _, m := range linkRE.FindAllStringSubmatch(body, -1) {
+			links[m[2]] = html.UnescapeString(m[1])
+		}
+		return strings.Count(body, "<td>token.create</td>"), links
+	}
+	rows, links := page("/audit?action=token.create")
+	if rows != auditPage || links["older"] == "" || links["first"] != "" {
+		t.Fatalf("first page: %d events, links %v", rows, links)
+	}
+	rows, links = page(links["older"])
+	if rows != 20 || links["older"] != "" || links["first"] == "" || !strings.Contains(links["first"], "action=token.create") {
+		t.Fatalf("second page: %d events, links %v", rows, links)
 	}
 }

@@ -445,6 +445,8 @@ func TestUsageErrors(t *testing.T) {
 		{"URLFileAndDataDir", []string{"migrate", "--data-dir", "d"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f"}, "give --data-dir or a database URL"},
 		{"URLFileAndDataDirEnv", []string{"serve"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f", "KEYWARD_DATA_DIR": "d"}, "KEYWARD_DATA_DIR and KEYWARD_DATABASE_URL_FILE are both set"},
 		{"EmptyDatabaseURL", []string{"migrate", "--database-url", ""}, nil, "--database-url is empty"},
+		{"DurationForm", []string{"serve", "--flush-interval", "5"}, nil, `invalid value "5" for flag --flush-interval: want a duration such as 30s, 5m or 24h`},
+		{"NumberForm", []string{"token", "list", "--limit", "abc"}, nil, `invalid value "abc" for flag --limit: want a whole number`},
 		{"EmptyDatabaseURLWithFile", []string{"migrate", "--database-url", ""}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f"}, "--database-url is empty"},
 		{"EmptyDataDir", []string{"init", "--data-dir", " "}, nil, "--data-dir is empty"},
 		{"RotateFractionalGrace", []string{"token", "rotate", "tok_1", "--grace", "1.5s"}, nil, "--grace must be whole seconds"},

@@ -167,7 +167,7 @@ func (f *flagSet) parse(args []string) ([]string, error) {
 			return nil, flag.ErrHelp
 		}
 		if err != nil {
-			return nil, &usageError{cmd: f.cmd, err: flagError(err)}
+			return nil, &usageError{cmd: f.cmd, err: flagError(err, f.fs)}
 		}
 		rest := f.fs.Args()
 		if len(rest) == 0 {
@@ -254,9 +254,27 @@ func (f *flagSet) printHelp(w io.Writer) {
 }
 
 // flagError rewords the flag package's errors with the --name spelling
-// that the help uses.
-func flagError(err error) error {
+// that the help uses, and says what a number or a duration flag takes
+// (the flag package says only "parse error").
+func flagError(err error, fs *flag.FlagSet) error {
 	msg := err.Error()
+	if i := strings.Index(msg, " for flag -"); i >= 0 && strings.HasSuffix(msg, ": parse error") {
+		name := strings.TrimLeft(strings.TrimSuffix(msg[i+len(" for flag -"):], ": parse error"), "-")
+		if fl := fs.Lookup(name); fl != nil {
+			want := ""
+			switch fmt.Sprintf("%T", fl.Value) {
+			case "*flag.durationValue":
+				want = "a duration such as 30s, 5m or 24h"
+			case "*flag.intValue", "*flag.int64Value", "*flag.uintValue", "*flag.uint64Value":
+				want = "a whole number"
+			case "*flag.float64Value":
+				want = "a number"
+			}
+			if want != "" {
+				return fmt.Errorf("invalid value %s for flag --%s: want %s", msg[len("invalid value "):i], name, want)
+			}
+		}
+	}
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		return fmt.Errorf("unknown flag --%s", strings.TrimPrefix(name, "-"))
 	}

@@ -212,7 +212,7 @@ func topCommands() []command {
 		{"gateway", "check a gateway config file", cmdGateway},
 		{"audit", "verify and export the audit log", cmdAudit},
 		{"user", "create dashboard users, such as the first owner", cmdUser},
-		{"token", "create, list, show, update, rotate, revoke, suspend, resume tokens", cmdToken},
+		{"token", "create, list, show, update, rotate, revoke, suspend, resume tokens; their usage", cmdToken},
 		{"verify", "verify a token read from standard input", cmdVerify},
 		{"version", "print the version", cmdVersion},
 		{"help", "show the help of a command", cmdHelp},

@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -235,6 +236,12 @@ func parse(data []byte) (*Config, *parser) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		p.errs = append(p.errs, ConfigError{Line: yamlErrLine(err), Msg: err.Error()})
 		return nil, p
+	}
+	// A second document (after ---) would be left unread unseen.
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var first, second yaml.Node
+	if dec.Decode(&first) == nil && dec.Decode(&second) == nil {
+		p.errf(second.Line, "", "the file holds more than one YAML document (---): give the configuration as one")
 	}
 	cfg := &Config{Server: defaultServerSettings()}
 	if len(doc.Content) == 0 {
@@ -563,7 +570,7 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 		"health_check": func(k, v *yaml.Node) { rt.HealthCheck = p.healthCheck(v, field+".health_check") },
 		"eject_after": func(k, v *yaml.Node) {
 			var n int
-			if v.Kind != yaml.ScalarNode || v.Decode(&n) != nil || n < 0 {
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&n) != nil || n < 0 { // 1.5 would decode as 1
 				p.errf(v.Line, field+".eject_after", "must be a whole number of failures, 0 or more")
 				return
 			}
@@ -640,7 +647,7 @@ func (p *parser) server(n *yaml.Node, ss *ServerSettings) {
 		},
 		"max_header_bytes": func(k, v *yaml.Node) {
 			var n int
-			if v.Kind != yaml.ScalarNode || v.Decode(&n) != nil || n < 1<<10 || n > 1<<20 {
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&n) != nil || n < 1<<10 || n > 1<<20 {
 				p.errf(v.Line, "server.max_header_bytes", "must be a number of bytes from 1024 to 1048576")
 				return
 			}

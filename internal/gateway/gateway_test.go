@@ -1023,6 +1023,9 @@ routes:
   - name: d
     path_prefix: /dup
     upstreams: [http://b]
+    eject_after: 1.5
+---
+listen: ignored
 `
 	path := filepath.Join(t.TempDir(), "gateway.yaml")
 	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
@@ -1051,9 +1054,11 @@ routes:
 		path+":15: routes[1].upstreams[3]: \"http://h:0\": the port must be a number from 1 to 65535",
 		path+":16: routes[1].extra: unknown key",
 		path+":21: routes[3]: duplicates routes[2]",
+		path+":24: routes[3].eject_after: must be a whole number",
+		path+":25: the file holds more than one YAML document",
 	)
-	if len(ce.Errs) != 16 {
-		t.Errorf("%d errors, want 16:\n%s", len(ce.Errs), msg)
+	if len(ce.Errs) != 18 {
+		t.Errorf("%d errors, want 18:\n%s", len(ce.Errs), msg)
 	}
 }
 

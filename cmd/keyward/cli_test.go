@@ -445,6 +445,8 @@ func TestUsageErrors(t *testing.T) {
 		{"URLFileAndDataDir", []string{"migrate", "--data-dir", "d"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f"}, "give --data-dir or a database URL"},
 		{"URLFileAndDataDirEnv", []string{"serve"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f", "KEYWARD_DATA_DIR": "d"}, "KEYWARD_DATA_DIR and KEYWARD_DATABASE_URL_FILE are both set"},
 		{"EmptyDatabaseURL", []string{"migrate", "--database-url", ""}, nil, "--database-url is empty"},
+		{"ServerNoScheme", []string{"token", "list"}, map[string]string{"KEYWARD_SERVER": "127.0.0.1:8080"}, `--server (KEYWARD_SERVER) must be an http:// or https:// URL such as http://127.0.0.1:8080, not "127.0.0.1:8080"`},
+		{"ServerOtherScheme", []string{"verify", "--server", "ftp://u:secretpw@h"}, nil, `not "ftp://u:xxxxx@h"`},
 		{"DurationForm", []string{"serve", "--flush-interval", "5"}, nil, `invalid value "5" for flag --flush-interval: want a duration such as 30s, 5m or 24h`},
 		{"NumberForm", []string{"token", "list", "--limit", "abc"}, nil, `invalid value "abc" for flag --limit: want a whole number`},
 		{"EmptyDatabaseURLWithFile", []string{"migrate", "--database-url", ""}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "f"}, "--database-url is empty"},
@@ -560,8 +562,9 @@ func TestCredentials(t *testing.T) {
 		r.want(t, 1)
 	})
 	t.Run("ErrBadServerURL", func(t *testing.T) {
+		// A usage error, before credentials are looked for.
 		r := cli(t, nil, nil, "", "token", "list", "--server", "ftp://x")
-		r.want(t, 1)
+		r.want(t, 2)
 	})
 }
 

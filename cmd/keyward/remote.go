@@ -34,6 +34,18 @@ type remote struct {
 func addRemoteFlags(fs *flagSet) *remote {
 	r := &remote{}
 	fs.String(&r.server, "server", "KEYWARD_SERVER", defaultServer, "`URL` of the keyward server")
+	fs.Check(func() error {
+		// Before any credential is looked for: a usage error, named.
+		u, err := url.Parse(r.server)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			shown := r.server
+			if err == nil {
+				shown = u.Redacted() // a password in it is not repeated
+			}
+			return fmt.Errorf("--server (KEYWARD_SERVER) must be an http:// or https:// URL such as %s, not %q", defaultServer, shown)
+		}
+		return nil
+	})
 	addOutputFlag(fs, &r.output)
 	fs.Env("KEYWARD_TOKEN", "management token to authenticate with (never a flag: it would show in ps and shell history)")
 	fs.Env("KEYWARD_TOKEN_FILE", "file holding the management token, instead of KEYWARD_TOKEN")

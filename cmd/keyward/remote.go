@@ -37,12 +37,13 @@ func addRemoteFlags(fs *flagSet) *remote {
 	fs.Check(func() error {
 		// Before any credential is looked for: a usage error, named.
 		u, err := url.Parse(r.server)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			shown := r.server
-			if err == nil {
-				shown = u.Redacted() // a password in it is not repeated
-			}
-			return fmt.Errorf("--server (KEYWARD_SERVER) must be an http:// or https:// URL such as %s, not %q", defaultServer, shown)
+		if err != nil {
+			// Not repeated: it may hold a password, unmasked since it
+			// does not parse.
+			return fmt.Errorf("--server (KEYWARD_SERVER) must be an http:// or https:// URL such as %s; the value given does not parse as a URL", defaultServer)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--server (KEYWARD_SERVER) must be an http:// or https:// URL such as %s, not %q", defaultServer, u.Redacted())
 		}
 		return nil
 	})

@@ -124,8 +124,11 @@ func btoi(b bool) int {
 }
 
 // changeValue is one value of an audit event's changes as text: a list's
-// items joined, an object as its name followed by its other fields.
-func changeValue(v any) string {
+// items joined (an object there, such as a scope added, as its name followed
+// by its other fields), an object as its fields.
+func changeValue(v any) string { return valueText(v, false) }
+
+func valueText(v any, item bool) string {
 	switch x := v.(type) {
 	case nil:
 		return "none"
@@ -137,7 +140,7 @@ func changeValue(v any) string {
 	case []any:
 		parts := make([]string, len(x))
 		for i, e := range x {
-			parts[i] = changeValue(e)
+			parts[i] = valueText(e, true)
 		}
 		if len(parts) == 0 {
 			return "none"
@@ -147,7 +150,7 @@ func changeValue(v any) string {
 		var head string
 		var rest []string
 		for _, k := range slices.Sorted(maps.Keys(x)) {
-			if k == "name" {
+			if k == "name" && item {
 				head = changeValue(x[k])
 				continue
 			}

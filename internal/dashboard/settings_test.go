@@ -60,6 +60,7 @@ func TestChangeLines(t *testing.T) {
 			[]string{"scopes added: users:admin (privileged true)", "scopes changed: orders:read (privileged false → true)", "scopes removed: orders:write, x:y"}},
 		{`{"expires_at":{"from":null,"to":"2030-01-01T00:00:00Z"},"scopes":{"from":[],"to":["a"]}}`, []string{"expires_at: none → 2030-01-01T00:00:00Z", "scopes: none → a"}},
 		{`{"max_token_lifetime":{"from":"0s","to":"720h0m0s"},"rate":{"from":1.5,"to":100000000000}}`, []string{"max_token_lifetime: 0s → 720h0m0s", "rate: 1.5 → 100000000000"}},
+		{`{"metadata":{"to":{"name":"billing","team":"a"}}}`, []string{"metadata: (name billing; team a)"}},
 		{`[1,2]`, []string{`[1,2]`}},
 		{`{"a":"\u003cb\u003e"}`, []string{"a: <b>"}},
 	} {

@@ -1491,3 +1491,29 @@ func TestNoContentTypeInvented(t *testing.T) {
 		t.Errorf("own server: Content-Type %q, want none", res.Header["Content-Type"])
 	}
 }
+
+// TestConfigDocuments: an empty document after the configuration (a file
+// that ends with ---) is nothing; a second one with content, or broken,
+// is refused.
+func TestConfigDocuments(t *testing.T) {
+	const base = "listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: a\n    path_prefix: /\n    upstreams: [http://127.0.0.1:1]\n"
+	for _, tc := range []struct {
+		name, tail, want string
+	}{
+		{"OKEndsWithSeparator", "---\n", ""},
+		{"OKSeparatorAndComment", "--- # end\n# nothing more\n", ""},
+		{"OKDocumentEnd", "...\n", ""},
+		{"ErrSecondDocument", "---\nlisten: other\n", "more than one YAML document"},
+		{"ErrSecondBroken", "---\n: bad: [\n", "second YAML document (---) that does not parse"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(base + tc.tail))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Parse: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("Parse = %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}

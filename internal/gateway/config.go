@@ -234,22 +234,20 @@ func Parse(data []byte) (*Config, error) {
 // in when the parser holds errors.
 func parse(data []byte) (*Config, *parser) {
 	p := &parser{}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	// One decoder for the configuration and for a second document (after
+	// ---), which would be left unread unseen. An empty one (a file that
+	// ends with ---, as generated YAML may) is nothing.
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc, second yaml.Node
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		p.errs = append(p.errs, ConfigError{Line: yamlErrLine(err), Msg: err.Error()})
 		return nil, p
 	}
-	// A second document (after ---) would be left unread unseen. An empty
-	// one (a file that ends with ---, as generated YAML may) is nothing.
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var first, second yaml.Node
-	if dec.Decode(&first) == nil {
-		switch err := dec.Decode(&second); {
-		case err == nil && len(second.Content) > 0 && second.Content[0].ShortTag() != "!!null":
-			p.errf(second.Line, "", "the file holds more than one YAML document (---): give the configuration as one")
-		case err != nil && !errors.Is(err, io.EOF):
-			p.errs = append(p.errs, ConfigError{Line: yamlErrLine(err), Msg: "after the configuration, a second YAML document (---) that does not parse: " + err.Error()})
-		}
+	switch err := dec.Decode(&second); {
+	case err == nil && len(second.Content) > 0 && second.Content[0].ShortTag() != "!!null":
+		p.errf(second.Line, "", "the file holds more than one YAML document (---): give the configuration as one")
+	case err != nil && !errors.Is(err, io.EOF):
+		p.errs = append(p.errs, ConfigError{Line: yamlErrLine(err), Msg: "after the configuration, a second YAML document (---) that does not parse: " + err.Error()})
 	}
 	cfg := &Config{Server: defaultServerSettings()}
 	if len(doc.Content) == 0 {

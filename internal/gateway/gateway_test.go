@@ -1494,8 +1494,13 @@ func TestNoContentTypeInvented(t *testing.T) {
 
 // TestConfigDocuments: an empty document after the configuration (a file
 // that ends with ---) is nothing; a second one with content, or broken,
-// is refused.
+// is refused; an empty file is said to be empty.
 func TestConfigDocuments(t *testing.T) {
+	for _, empty := range []string{"", "# nothing\n"} {
+		if _, err := Parse([]byte(empty)); err == nil || !strings.Contains(err.Error(), "the configuration is empty") {
+			t.Errorf("Parse(%q) = %v, want it said to be empty", empty, err)
+		}
+	}
 	const base = "listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: a\n    path_prefix: /\n    upstreams: [http://127.0.0.1:1]\n"
 	for _, tc := range []struct {
 		name, tail, want string

@@ -211,10 +211,9 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 func copyResponseHeader(hd http.Header, res *http.Response) {
 	conn := connectionTokens(res.Header)
 	for k, vv := range res.Header {
-		if isHopHeader(k) || listed(conn, k) || slices.Contains(ownResponseFields[:], k) {
-			continue
+		if !dropResponseField(k, conn) {
+			hd[k] = vv
 		}
-		hd[k] = vv
 	}
 	if _, ok := hd["Content-Type"]; !ok {
 		// None came: net/http's servers (TLS, h2c) would guess one from
@@ -234,6 +233,13 @@ func copyResponseHeader(hd http.Header, res *http.Response) {
 			hd["Trailer"] = []string{strings.Join(keys, ", ")}
 		}
 	}
+}
+
+// dropResponseField reports whether the upstream's response field k stays
+// behind, of a final or an informational response: hop-by-hop fields,
+// those its Connection field names (conn), and the gateway's own.
+func dropResponseField(k string, conn []string) bool {
+	return isHopHeader(k) || listed(conn, k) || slices.Contains(ownResponseFields[:], k)
 }
 
 // listed reports whether the field name k is among toks.
@@ -639,7 +645,7 @@ func (st *reqState) forward1xx(res *http.Response) {
 	conn := connectionTokens(res.Header)
 	var added []string
 	for k, vv := range res.Header {
-		if _, set := hd[k]; set || isHopHeader(k) || listed(conn, k) || slices.Contains(ownResponseFields[:], k) {
+		if _, set := hd[k]; set || dropResponseField(k, conn) {
 			continue
 		}
 		hd[k] = vv

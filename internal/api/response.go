@@ -85,7 +85,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	case http.StatusServiceUnavailable:
 		if w.Header().Get("Retry-After") == "" {
-			w.Header().Set("Retry-After", "5")
+			w.Header().Set("Retry-After", unavailableRetry)
 		}
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
@@ -144,3 +144,7 @@ func page[T, V any](items []T, limit int, id func(T) string, view func(T) V) lis
 	}
 	return out
 }
+
+// unavailableRetry is the Retry-After, in seconds, of a 503 whose cause
+// names no better wait (the store unreachable, busy or full).
+const unavailableRetry = "5"

@@ -152,7 +152,7 @@ func (s *Server) handleOAuthRevoke(w http.ResponseWriter, r *http.Request) {
 // (RFC 6749 §5.2 has no such code; temporarily_unavailable is §4.1.2.1's).
 func oauthUnavailable(w http.ResponseWriter) {
 	if w.Header().Get("Retry-After") == "" {
-		w.Header().Set("Retry-After", "5") // as every other 503 of the API
+		w.Header().Set("Retry-After", unavailableRetry)
 	}
 	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 }

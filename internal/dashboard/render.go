@@ -91,43 +91,46 @@ func changeLines(raw []byte) []string {
 	walk = func(prefix string, m map[string]any) {
 		for _, k := range slices.Sorted(maps.Keys(m)) {
 			name := strings.TrimSpace(prefix + " " + k)
-			switch v := m[k].(type) {
-			case map[string]any:
-				from, hasFrom := v["from"]
-				to, hasTo := v["to"]
-				if (hasFrom || hasTo) && len(v) == btoi(hasFrom)+btoi(hasTo) {
-					switch {
-					case !hasFrom:
-						out = append(out, name+": "+changeValue(to))
-					case !hasTo:
-						out = append(out, name+": was "+changeValue(from))
-					default:
-						out = append(out, name+": "+changeValue(from)+" → "+changeValue(to))
-					}
-					continue
+			if sub, ok := m[k].(map[string]any); ok {
+				if t, ok := transition(sub); ok {
+					out = append(out, name+": "+t)
+				} else {
+					walk(name, sub)
 				}
-				walk(name, v)
-			default:
-				out = append(out, name+": "+changeValue(v))
+				continue
 			}
+			out = append(out, name+": "+valueText(m[k], false))
 		}
 	}
 	walk("", m)
 	return out
 }
 
-func btoi(b bool) int {
-	if b {
-		return 1
+// transition is a change's {"from", "to"} as text ("a → b", "was a", or
+// "b"), and reports whether m is one: it holds from or to and nothing else.
+func transition(m map[string]any) (string, bool) {
+	from, hasFrom := m["from"]
+	to, hasTo := m["to"]
+	n := 0
+	for _, has := range []bool{hasFrom, hasTo} {
+		if has {
+			n++
+		}
 	}
-	return 0
+	switch {
+	case n == 0 || len(m) != n:
+		return "", false
+	case !hasFrom:
+		return valueText(to, false), true
+	case !hasTo:
+		return "was " + valueText(from, false), true
+	}
+	return valueText(from, false) + " → " + valueText(to, false), true
 }
 
-// changeValue is one value of an audit event's changes as text: a list's
-// items joined (an object there, such as a scope added, as its name followed
-// by its other fields), an object as its fields.
-func changeValue(v any) string { return valueText(v, false) }
-
+// valueText is one value of an audit event's changes as text: a list's
+// items joined, an object as its fields, but an item of a list (a scope
+// added) as its name followed by its other fields.
 func valueText(v any, item bool) string {
 	switch x := v.(type) {
 	case nil:
@@ -151,16 +154,16 @@ func valueText(v any, item bool) string {
 		var rest []string
 		for _, k := range slices.Sorted(maps.Keys(x)) {
 			if k == "name" && item {
-				head = changeValue(x[k])
+				head = valueText(x[k], false)
 				continue
 			}
-			if sub, ok := x[k].(map[string]any); ok && len(sub) > 0 {
-				if from, ok := sub["from"]; ok {
-					rest = append(rest, k+" "+changeValue(from)+" → "+changeValue(sub["to"]))
+			if sub, ok := x[k].(map[string]any); ok {
+				if t, ok := transition(sub); ok {
+					rest = append(rest, k+" "+t)
 					continue
 				}
 			}
-			rest = append(rest, k+" "+changeValue(x[k]))
+			rest = append(rest, k+" "+valueText(x[k], false))
 		}
 		if len(rest) == 0 {
 			return head

@@ -172,8 +172,11 @@ func (e *ConfigErrors) Error() string {
 			b.WriteByte('\n')
 		}
 		switch {
-		case e.File != "":
+		case e.File != "" && ce.Line > 0:
 			fmt.Fprintf(&b, "%s:%d: ", e.File, ce.Line)
+		case e.File != "":
+			fmt.Fprintf(&b, "%s: ", e.File) // yaml.v3 gives some errors no line
+		case ce.Line <= 0:
 		default:
 			fmt.Fprintf(&b, "line %d: ", ce.Line)
 		}
@@ -254,8 +257,135 @@ func parse(data []byte) (*Config, *parser) {
 		p.errf(1, "", "the configuration is empty")
 		return nil, p
 	}
-	p.config(doc.Content[0], cfg)
+	root, err := resolveAliases(doc.Content[0])
+	if err != nil {
+		p.errs = append(p.errs, *err)
+		return nil, p
+	}
+	p.config(root, cfg)
 	return cfg, p
+}
+
+// resolveAliases returns n with its YAML aliases (*name) replaced by the
+// values they name (&name) and its merge keys (<<: *name, or a list of
+// them) merged into their mappings, as a YAML loader does, so that a file
+// may name a value once and use it in several routes. A merged mapping's
+// key does not replace one the mapping sets itself; of several merged
+// ones, the first listed wins. An alias's value takes the alias's line
+// for its errors; the fields within a mapping it names keep their own.
+// Each aliased value is resolved once and shared, so aliases that name
+// each other (the "billion laughs") cost no more than the file's length.
+func resolveAliases(n *yaml.Node) (*yaml.Node, *ConfigError) {
+	r := resolver{open: map[*yaml.Node]bool{}, done: map[*yaml.Node]*yaml.Node{}}
+	out := r.node(n)
+	return out, r.err
+}
+
+type resolver struct {
+	open map[*yaml.Node]bool       // aliased values being resolved: a cycle
+	done map[*yaml.Node]*yaml.Node // aliased values resolved
+	err  *ConfigError
+}
+
+func (r *resolver) fail(line int, format string, args ...any) *yaml.Node {
+	if r.err == nil {
+		r.err = &ConfigError{Line: line, Msg: fmt.Sprintf(format, args...)}
+	}
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: line}
+}
+
+func (r *resolver) node(n *yaml.Node) *yaml.Node {
+	if r.err != nil {
+		return n
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		t := r.target(n)
+		if t.Kind == yaml.MappingNode || t.Kind == yaml.SequenceNode {
+			return t // its fields keep their lines
+		}
+		c := *t
+		c.Line, c.Column = n.Line, n.Column
+		return &c
+	case yaml.SequenceNode:
+		c := *n
+		c.Content = make([]*yaml.Node, len(n.Content))
+		for i, e := range n.Content {
+			c.Content[i] = r.node(e)
+		}
+		return &c
+	case yaml.MappingNode:
+		return r.mapping(n)
+	}
+	return n
+}
+
+// target resolves the value an alias names.
+func (r *resolver) target(a *yaml.Node) *yaml.Node {
+	t := a.Alias
+	if t == nil {
+		return r.fail(a.Line, "alias *%s names no value", a.Value)
+	}
+	if v, ok := r.done[t]; ok {
+		return v
+	}
+	if r.open[t] {
+		return r.fail(a.Line, "alias *%s is used within the value it names", a.Value)
+	}
+	r.open[t] = true
+	v := r.node(t)
+	delete(r.open, t)
+	r.done[t] = v
+	return v
+}
+
+func (r *resolver) mapping(n *yaml.Node) *yaml.Node {
+	c := *n
+	c.Content = make([]*yaml.Node, 0, len(n.Content))
+	var merged [][]*yaml.Node // the pairs of each merged mapping, in order
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
+			merged = append(merged, r.mergeSources(k, v)...)
+			continue
+		}
+		c.Content = append(c.Content, r.node(k), r.node(v))
+	}
+	if len(merged) == 0 {
+		return &c
+	}
+	set := map[string]bool{}
+	for i := 0; i < len(c.Content); i += 2 {
+		set[c.Content[i].Value] = true
+	}
+	for _, pairs := range merged {
+		for i := 0; i+1 < len(pairs); i += 2 {
+			if k := pairs[i].Value; !set[k] {
+				set[k] = true
+				c.Content = append(c.Content, pairs[i], pairs[i+1])
+			}
+		}
+	}
+	return &c
+}
+
+// mergeSources resolves the value of a merge key (<<): a mapping, or a
+// list of them, each as a list of key and value nodes.
+func (r *resolver) mergeSources(k, v *yaml.Node) [][]*yaml.Node {
+	rv := r.node(v)
+	items := []*yaml.Node{rv}
+	if rv.Kind == yaml.SequenceNode {
+		items = rv.Content
+	}
+	var out [][]*yaml.Node
+	for _, m := range items {
+		if m.Kind != yaml.MappingNode {
+			r.fail(k.Line, "<<: must name a mapping (<<: *name) or a list of them")
+			return nil
+		}
+		out = append(out, m.Content)
+	}
+	return out
 }
 
 func yamlErrLine(err error) int {
@@ -301,6 +431,9 @@ func (p *parser) fields(n *yaml.Node, field string, known map[string]func(key, v
 		k, v := n.Content[i], n.Content[i+1]
 		fn, ok := known[k.Value]
 		switch {
+		case !ok && field == "" && strings.HasPrefix(k.Value, "x-"):
+			// An extension key at the top: a place to define values
+			// (&name) that routes use (*name), as Compose files do.
 		case !ok:
 			p.errf(k.Line, join(field, k.Value), "unknown key")
 		case seen[k.Value]:

@@ -1522,3 +1522,112 @@ func TestConfigDocuments(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigAliases: a value named once (&name) is used by several routes
+// (*name, and <<: *name to merge a mapping), as YAML loaders allow.
+func TestConfigAliases(t *testing.T) {
+	cfg, err := Parse([]byte(`
+listen: 127.0.0.1:0
+workspace: default
+x-upstreams: &ups [http://127.0.0.1:9001, http://127.0.0.1:9002]
+x-defaults: &defaults
+  upstreams: *ups
+  scopes: [orders:read]
+  timeout: 5s
+x-strict: &strict
+  scopes: [admin]
+  auth: required
+routes:
+  - name: orders
+    path_prefix: /orders
+    <<: *defaults
+  - name: admin
+    path_prefix: /admin
+    <<: [*strict, *defaults]
+    timeout: 9s
+  - &plain
+    name: plain
+    path_prefix: /plain
+    upstreams: *ups
+    auth: none
+  - <<: *plain
+    name: other
+    path_prefix: /other
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Routes) != 4 {
+		t.Fatalf("%d routes", len(cfg.Routes))
+	}
+	ups := []string{"http://127.0.0.1:9001", "http://127.0.0.1:9002"}
+	upstreams := func(r Route) []string {
+		var out []string
+		for _, u := range r.Upstreams {
+			out = append(out, u.String())
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		i       int
+		name    string
+		scopes  []string
+		timeout time.Duration
+		auth    string
+	}{
+		{0, "orders", []string{"orders:read"}, 5 * time.Second, AuthRequired},
+		// The first merged mapping wins; the route's own key wins over both.
+		{1, "admin", []string{"admin"}, 9 * time.Second, AuthRequired},
+		{2, "plain", nil, DefaultTimeout, AuthNone},
+		{3, "other", nil, DefaultTimeout, AuthNone},
+	} {
+		r := cfg.Routes[tc.i]
+		if r.Name != tc.name || !slices.Equal(r.Scopes, tc.scopes) || r.Timeout != tc.timeout || r.Auth != tc.auth || !slices.Equal(upstreams(r), ups) {
+			t.Errorf("routes[%d] = %+v", tc.i, r)
+		}
+	}
+	if cfg.Routes[3].PathPrefix != "/other" {
+		t.Errorf("routes[3].path_prefix = %q, want the route's own", cfg.Routes[3].PathPrefix)
+	}
+}
+
+func TestConfigAliasErrors(t *testing.T) {
+	const head = "listen: 127.0.0.1:0\nworkspace: default\n"
+	// Six lists of ten, each item the list before: 10^6 values.
+	laughs := head + "x-a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+	for c := 'b'; c <= 'f'; c++ {
+		item := "*" + string(c-1)
+		laughs += fmt.Sprintf("x-%c: &%c [%s]\n", c, c, strings.Repeat(item+", ", 9)+item)
+	}
+	laughs += "routes:\n  - {name: r, path_prefix: /, upstreams: *f}\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"UnknownAnchor", head + "routes:\n  - {name: r, path_prefix: /, upstreams: *none}\n",
+			"cfg.yaml: yaml: unknown anchor 'none' referenced"},
+		// The alias's line, not the anchor's, for a value it stands for.
+		{"AliasedScalarLine", head + "x-t: &t soon\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [http://a]\n    timeout: *t\n",
+			`cfg.yaml:8: routes[0].timeout: "soon" is not a positive duration`},
+		{"MergeScalar", head + "x-s: &s text\nroutes:\n  - name: r\n    <<: *s\n    path_prefix: /\n    upstreams: [http://a]\n",
+			"cfg.yaml:6: <<: must name a mapping (<<: *name) or a list of them"},
+		{"SelfReference", head + "routes: &r\n  - name: r\n    path_prefix: /\n    upstreams: [http://a]\n    scopes: *r\n",
+			"cfg.yaml:7: alias *r is used within the value it names"},
+		// Resolved once each, not into a million values.
+		{"BillionLaughs", laughs, "cfg.yaml:7: routes[0].upstreams[0]: must be a string\ncfg.yaml:7: routes[0].upstreams[1]"},
+		{"ExtensionOnlyAtTop", head + "routes:\n  - name: r\n    x-note: hi\n    path_prefix: /\n    upstreams: [http://a]\n",
+			"cfg.yaml:5: routes[0].x-note: unknown key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "cfg.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			if err == nil {
+				t.Fatalf("Load: no error, want %q", tc.want)
+			}
+			got := strings.ReplaceAll(err.Error(), filepath.Dir(path)+string(filepath.Separator), "")
+			if !strings.Contains(got, tc.want) {
+				t.Fatalf("Load = %q, want %q in it", got, tc.want)
+			}
+		})
+	}
+}

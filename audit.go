@@ -39,12 +39,18 @@ type AuditEvent struct {
 	Changes     json.RawMessage // {"field": {"from": ..., "to": ...}}, or nil
 }
 
-// AuditFilter pages through one workspace's audit events, newest first.
-// Every condition that is set must hold.
+// AuditFilter pages through one workspace's audit events, newest first
+// in the order they were written (AuditLink.Seq), not in the order of
+// their ids, which follow the clock of the node that made them and only
+// to the millisecond. Every condition that is set must hold.
 type AuditFilter struct {
 	WorkspaceID string
-	Before      string // id cursor: only events older than this one
-	Limit       int
+	// Before is the cursor, an event id: only events written before that
+	// event of the workspace; when it names no event of the workspace
+	// (one a retention cut removed, say), only events whose ids sort
+	// before it.
+	Before string
+	Limit  int
 
 	Actor  string    // only events whose actor has this id
 	Action string    // only events with this action, such as "token.revoke", or of this object, "token.*"

@@ -104,7 +104,8 @@ type Store interface {
 	// retention.
 	PruneUsage(ctx context.Context, p UsagePrune) (UsagePruned, error)
 
-	// FindAuditEvents returns a page of a workspace's audit events, newest first.
+	// FindAuditEvents returns a page of a workspace's audit events, newest
+	// first in the order they were written (see AuditFilter).
 	FindAuditEvents(ctx context.Context, f AuditFilter) ([]*AuditEvent, error)
 	// AuditChain calls fn with each audit event of a workspace and its
 	// link, in sequence order, and returns the workspace's chain head (nil

@@ -183,17 +183,61 @@ func queryEvents(ctx context.Context, q querier, where string, args ...any) ([]c
 }
 
 // FindAuditEvents returns up to f.Limit (all when f.Limit is zero) of the
-// audit events of f.WorkspaceID that match f's conditions, newest (greatest
-// id) first, starting after the cursor f.Before when it is set.
+// audit events of f.WorkspaceID that match f's conditions, newest first in
+// the order they were written (seq: the commit order, on every node),
+// starting after the cursor f.Before when it is set. Ids are ordered only
+// to the millisecond of the clock of the node that made them, the rest of
+// them random, so the order is the sequence's, and a cursor, an event id,
+// stands for its event's place in it. A cursor that names no event of the
+// workspace (one removed by a retention cut, another workspace's, or none)
+// has no place there: the events whose ids sort before it follow it.
 func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*keyward.AuditEvent, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	if !storable(f.WorkspaceID) {
 		return nil, nil
 	}
+	var before *int64
+	if f.Before != "" && storable(f.Before) {
+		var seq int64
+		err := db.pool.QueryRow(ctx, `SELECT seq FROM audit_events WHERE id = $1 AND workspace_id = $2`, f.Before, f.WorkspaceID).Scan(&seq)
+		switch {
+		case err == nil:
+			before = &seq
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, wrap("find audit events", err)
+		}
+	}
+	where, args, ok := auditQuery(f, before)
+	if !ok {
+		return nil, nil // nothing stored holds a value it must equal
+	}
+	page, err := queryEvents(ctx, db.pool, where, args...)
+	if err != nil {
+		return nil, wrap("find audit events", err)
+	}
+	evs := make([]*keyward.AuditEvent, len(page))
+	for i, c := range page {
+		evs[i] = c.e
+	}
+	return evs, nil
+}
+
+// auditQuery returns the SQL after "FROM audit_events" that selects the
+// page of events f asks for, newest first, and its arguments, or false
+// when a value that a column must equal is not storable, so that nothing
+// matches. before is the sequence number of the cursor's event, nil when f
+// has no cursor or it names no event of the workspace. With the indexes
+// on (workspace_id, seq) and (workspace_id, actor_id, seq), the page is
+// read backwards in order, with no sort, from where the cursor stands.
+func auditQuery(f keyward.AuditFilter, before *int64) (string, []any, bool) {
 	where := `WHERE workspace_id = $1`
 	args := []any{f.WorkspaceID}
-	if f.Before != "" {
+	switch {
+	case before != nil:
+		args = append(args, *before)
+		where += fmt.Sprintf(` AND seq < $%d`, len(args))
+	case f.Before != "":
 		where += ` AND ` + cursor("id", "<", f.Before, &args)
 	}
 	action := f.Action
@@ -209,7 +253,7 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 			continue
 		}
 		if !storable(c.v) {
-			return nil, nil // nothing stored holds it
+			return "", nil, false
 		}
 		args = append(args, c.v)
 		where += fmt.Sprintf(` AND %s = $%d`, c.col, len(args))
@@ -223,16 +267,8 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 		where += fmt.Sprintf(` AND time < $%d`, len(args))
 	}
 	args = append(args, sqlLimit(f.Limit))
-	where += fmt.Sprintf(` ORDER BY id DESC LIMIT $%d`, len(args))
-	page, err := queryEvents(ctx, db.pool, where, args...)
-	if err != nil {
-		return nil, wrap("find audit events", err)
-	}
-	evs := make([]*keyward.AuditEvent, len(page))
-	for i, c := range page {
-		evs[i] = c.e
-	}
-	return evs, nil
+	where += fmt.Sprintf(` ORDER BY seq DESC LIMIT $%d`, len(args))
+	return where, args, true
 }
 
 // AuditChain calls fn with each audit event of the workspace and its link,

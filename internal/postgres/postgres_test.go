@@ -1240,3 +1240,99 @@ func TestStoreCollation(t *testing.T) {
 		return db // the suite closes it, before the schema is dropped
 	})
 }
+
+// TestAuditWriteOrderMigration: a store from before migration 0009 gets
+// the index by actor and sequence when it opens, and then lists the events
+// it holds in the order they were written; every listing of a page after
+// a cursor, filtered by actor or not, can read an index backwards in that
+// order, without a sort, however large the log.
+func TestAuditWriteOrderMigration(t *testing.T) {
+	ctx := t.Context()
+	u := newSchema(t)
+	db, err := Open(ctx, u, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	ws, tok, _ := seed(t, db, "acme")
+	// Three events within one millisecond, written in the reverse of the
+	// order their ids sort in.
+	ids := []string{keyward.NewID(keyward.PrefixEvent, t0), keyward.NewID(keyward.PrefixEvent, t0), keyward.NewID(keyward.PrefixEvent, t0)}
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	for _, id := range ids {
+		ev := &keyward.AuditEvent{ID: id, WorkspaceID: ws.ID, Time: t0, Action: "token.update", Actor: keyward.Actor{Type: keyward.ActorToken, ID: "tok_admin"}, Target: tok.ID}
+		if err := db.AppendAudit(ctx, ev); err != nil {
+			t.Fatalf("AppendAudit: %v", err)
+		}
+	}
+	for _, q := range []string{
+		`DROP INDEX audit_events_workspace_actor_seq`,
+		`DELETE FROM schema_migrations WHERE name = '0009_audit_write_order.sql'`,
+	} {
+		if _, err := db.pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	db, err = Open(ctx, u, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	if got, want := db.AppliedMigrations(), []string{"0009_audit_write_order.sql"}; !slices.Equal(got, want) {
+		t.Errorf("AppliedMigrations = %v, want %v", got, want)
+	}
+	for _, actor := range []string{"", "tok_admin"} {
+		evs, err := db.FindAuditEvents(ctx, keyward.AuditFilter{WorkspaceID: ws.ID, Actor: actor, Limit: 2})
+		if err != nil {
+			t.Fatalf("FindAuditEvents: %v", err)
+		}
+		var got []string
+		for _, e := range evs {
+			got = append(got, e.ID)
+		}
+		if want := []string{ids[2], ids[1]}; !slices.Equal(got, want) {
+			t.Errorf("FindAuditEvents(actor %q) = %v, want %v", actor, got, want)
+		}
+	}
+
+	seq := int64(3)
+	for _, f := range []keyward.AuditFilter{
+		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51},
+		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51, Actor: "tok_admin"},
+		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51, Action: "token.*", Target: tok.ID, From: t0, To: t0.Add(time.Hour)},
+	} {
+		where, args, ok := auditQuery(f, &seq)
+		if !ok {
+			t.Fatalf("auditQuery(%+v) selects nothing", f)
+		}
+		// With a handful of rows a sequential scan is cheapest: the
+		// planner is told to avoid it, and sorts, so that it shows the
+		// plan of a large log.
+		var plan []string
+		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+			for _, q := range []string{`SET LOCAL enable_seqscan = off`, `SET LOCAL enable_bitmapscan = off`, `SET LOCAL enable_sort = off`} {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return err
+				}
+			}
+			rows, err := tx.Query(ctx, `EXPLAIN (COSTS OFF) SELECT `+eventColumns+` FROM audit_events `+where, args...)
+			if err != nil {
+				return err
+			}
+			plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			return err
+		})
+		if err != nil {
+			t.Fatalf("EXPLAIN: %v", err)
+		}
+		want := "Index Scan Backward using audit_events_workspace_seq on audit_events"
+		if f.Actor != "" {
+			want = "Index Scan Backward using audit_events_workspace_actor_seq on audit_events"
+		}
+		if len(plan) < 2 || plan[0] != "Limit" || strings.TrimLeft(plan[1], " ->") != want || strings.Contains(strings.Join(plan, "\n"), "Sort") {
+			t.Errorf("plan of %s:\n%s\nwant a Limit over a %s, without a sort", where, strings.Join(plan, "\n"), want)
+		}
+	}
+}

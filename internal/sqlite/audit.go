@@ -184,12 +184,51 @@ func queryEvents(ctx context.Context, q querier, where string, args ...any) ([]c
 }
 
 // FindAuditEvents returns up to f.Limit (all when f.Limit is zero) of the
-// audit events of f.WorkspaceID that match f's conditions, newest (greatest
-// id) first, starting after the cursor f.Before when it is set.
+// audit events of f.WorkspaceID that match f's conditions, newest first in
+// the order they were written (seq), starting after the cursor f.Before
+// when it is set. Ids are ordered only to the millisecond, the rest of
+// them random, so the order is the sequence's, and a cursor, an event id,
+// stands for its event's place in it. A cursor that names no event of the
+// workspace (one removed by a retention cut, another workspace's, or none)
+// has no place there: the events whose ids sort before it follow it.
 func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*keyward.AuditEvent, error) {
+	var before *int64
+	if f.Before != "" {
+		var seq int64
+		err := db.read.QueryRowContext(ctx, `SELECT seq FROM audit_events WHERE id = ? AND workspace_id = ?`, f.Before, f.WorkspaceID).Scan(&seq)
+		switch {
+		case err == nil:
+			before = &seq
+		case !errors.Is(err, sql.ErrNoRows):
+			return nil, wrap("find audit events", err)
+		}
+	}
+	where, args := auditQuery(f, before)
+	page, err := queryEvents(ctx, db.read, where, args...)
+	if err != nil {
+		return nil, wrap("find audit events", err)
+	}
+	evs := make([]*keyward.AuditEvent, len(page))
+	for i, c := range page {
+		evs[i] = c.e
+	}
+	return evs, nil
+}
+
+// auditQuery returns the SQL after "FROM audit_events" that selects the
+// page of events f asks for, newest first, and its arguments. before is
+// the sequence number of the cursor's event, nil when f has no cursor or
+// it names no event of the workspace. With the indexes on (workspace_id,
+// seq) and (workspace_id, actor_id, seq), the page is read in order, with
+// no sort, from where the cursor stands.
+func auditQuery(f keyward.AuditFilter, before *int64) (string, []any) {
 	where := `WHERE workspace_id = ?`
 	args := []any{f.WorkspaceID}
-	if f.Before != "" {
+	switch {
+	case before != nil:
+		where += ` AND seq < ?`
+		args = append(args, *before)
+	case f.Before != "":
 		where += ` AND id < ?`
 		args = append(args, f.Before)
 	}
@@ -213,17 +252,9 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 		where += ` AND time < ?`
 		args = append(args, encodeTime(f.To))
 	}
-	where += ` ORDER BY id DESC LIMIT ?`
+	where += ` ORDER BY seq DESC LIMIT ?`
 	args = append(args, sqlLimit(f.Limit))
-	page, err := queryEvents(ctx, db.read, where, args...)
-	if err != nil {
-		return nil, wrap("find audit events", err)
-	}
-	evs := make([]*keyward.AuditEvent, len(page))
-	for i, c := range page {
-		evs[i] = c.e
-	}
-	return evs, nil
+	return where, args
 }
 
 // AuditChain calls fn with each audit event of the workspace and its link,

@@ -618,3 +618,94 @@ func TestBusy(t *testing.T) {
 		t.Fatalf("the refused write was stored: %v", err)
 	}
 }
+
+// TestAuditWriteOrderMigration: a store from before migration 0009 gets
+// the index by actor and sequence when it opens, and then lists the events
+// it holds in the order they were written; every listing of a page after
+// a cursor, filtered by actor or not, reads an index in that order,
+// without a sort.
+func TestAuditWriteOrderMigration(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTemp(t)
+	ws, tok, _ := seed(t, db, "acme")
+	// Three events within one millisecond, written in the reverse of the
+	// order their ids sort in.
+	ids := []string{keyward.NewID(keyward.PrefixEvent, t0), keyward.NewID(keyward.PrefixEvent, t0), keyward.NewID(keyward.PrefixEvent, t0)}
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	for _, id := range ids {
+		ev := &keyward.AuditEvent{ID: id, WorkspaceID: ws.ID, Time: t0, Action: "token.update", Actor: keyward.Actor{Type: keyward.ActorToken, ID: "tok_admin"}, Target: tok.ID}
+		if err := db.AppendAudit(ctx, ev); err != nil {
+			t.Fatalf("AppendAudit: %v", err)
+		}
+	}
+	db.Close()
+	raw := rawOpen(t, path)
+	for _, q := range []string{
+		`DROP INDEX audit_events_workspace_actor_seq`,
+		`DELETE FROM schema_migrations WHERE name = '0009_audit_write_order.sql'`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+
+	db, err := Open(ctx, path, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	raw = rawOpen(t, path) // one that reads the schema as migrated
+	if got, want := db.AppliedMigrations(), []string{"0009_audit_write_order.sql"}; !slices.Equal(got, want) {
+		t.Errorf("AppliedMigrations = %v, want %v", got, want)
+	}
+	for _, actor := range []string{"", "tok_admin"} {
+		evs, err := db.FindAuditEvents(ctx, keyward.AuditFilter{WorkspaceID: ws.ID, Actor: actor, Limit: 2})
+		if err != nil {
+			t.Fatalf("FindAuditEvents: %v", err)
+		}
+		if got, want := eventIDs(evs), []string{ids[2], ids[1]}; !slices.Equal(got, want) {
+			t.Errorf("FindAuditEvents(actor %q) = %v, want %v", actor, got, want)
+		}
+	}
+
+	seq := int64(3)
+	for _, f := range []keyward.AuditFilter{
+		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51},
+		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51, Actor: "tok_admin"},
+		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51, Action: "token.*", Target: tok.ID, From: t0, To: t0.Add(time.Hour)},
+	} {
+		where, args := auditQuery(f, &seq)
+		rows, err := raw.Query(`EXPLAIN QUERY PLAN SELECT `+eventColumns+` FROM audit_events `+where, args...)
+		if err != nil {
+			t.Fatalf("EXPLAIN: %v", err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatalf("EXPLAIN: %v", err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		want := "SEARCH audit_events USING INDEX audit_events_workspace_seq (workspace_id=? AND seq<?)"
+		if f.Actor != "" {
+			want = "SEARCH audit_events USING INDEX audit_events_workspace_actor_seq (workspace_id=? AND actor_id=? AND seq<?)"
+		}
+		if !slices.Equal(plan, []string{want}) {
+			t.Errorf("plan of %s = %q, want %q", where, plan, want)
+		}
+	}
+}
+
+// eventIDs returns the ids of evs, in order.
+func eventIDs(evs []*keyward.AuditEvent) []string {
+	ids := make([]string, len(evs))
+	for i, e := range evs {
+		ids[i] = e.ID
+	}
+	return ids
+}

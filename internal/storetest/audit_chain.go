@@ -280,3 +280,153 @@ func (s *suite) testFindAuditEventsFilters(t *testing.T) {
 		})
 	}
 }
+
+// testFindAuditEventsWriteOrder: audit events are listed in the order they
+// were written, newest first, whatever their ids say: ids are ordered only
+// to the millisecond (their remaining part is random), and a node whose
+// clock is behind makes ids that sort before those written earlier on
+// another. Paging follows the same order exactly, with every filter, and
+// a cursor that names no event of the workspace pages by id, as ids sort.
+func (s *suite) testFindAuditEventsWriteOrder(t *testing.T) {
+	f := s.fixture(t)
+	ws := f.workspace("acme")
+	other := f.workspace("other")
+	at := t0.Add(time.Hour)
+	// Ids of one millisecond, in the order they sort; they are written
+	// out of that order.
+	ids := make([]string, 10)
+	for i := range ids {
+		ids[i] = keyward.NewID(keyward.PrefixEvent, at)
+	}
+	slices.Sort(ids)
+	if len(slices.Compact(slices.Clone(ids))) != len(ids) {
+		t.Fatal("NewID made the same id twice")
+	}
+	admin := keyward.Actor{Type: keyward.ActorToken, ID: "tok_admin"}
+	ci := keyward.Actor{Type: keyward.ActorToken, ID: "tok_ci"}
+	var written []*keyward.AuditEvent // of ws, oldest first
+	ev := func(wsID, id, action string, actor keyward.Actor, target string, tm time.Time) *keyward.AuditEvent {
+		e := &keyward.AuditEvent{ID: id, WorkspaceID: wsID, Time: tm, Action: action, Actor: actor, Target: target}
+		if wsID == ws.ID {
+			written = append(written, e)
+		}
+		return e
+	}
+	appendAudit := func(e *keyward.AuditEvent) {
+		t.Helper()
+		if err := f.s.AppendAudit(f.ctx, e); err != nil {
+			t.Fatalf("AppendAudit(%s): %v", e.Action, err)
+		}
+	}
+	// A token created and revoked within the millisecond, the revocation's
+	// id sorting first.
+	tok := f.newToken(ws.ID, "t")
+	if err := f.s.CreateToken(f.ctx, tok, newSecret(tok.ID, t0), ev(ws.ID, ids[7], "token.create", admin, tok.ID, at)); err != nil {
+		t.Fatalf("CreateToken: %v", err)
+	}
+	revoke := ev(ws.ID, ids[2], "token.revoke", admin, tok.ID, at.Add(100*time.Microsecond))
+	if _, err := f.s.UpdateToken(f.ctx, ws.ID, tok.ID, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+		t.Revoked = true
+		return &keyward.TokenWrite{Event: revoke, Now: at}, nil
+	}); err != nil {
+		t.Fatalf("UpdateToken: %v", err)
+	}
+	appendAudit(ev(other.ID, ids[5], "token.create", admin, tok.ID, at.Add(150*time.Microsecond)))
+	appendAudit(ev(ws.ID, ids[9], "member.invite", ci, ws.ID, at.Add(200*time.Microsecond)))
+	appendAudit(ev(ws.ID, ids[0], "token.update", ci, tok.ID, at.Add(300*time.Microsecond)))
+	appendAudit(ev(other.ID, ids[1], "token.revoke", ci, tok.ID, at.Add(350*time.Microsecond)))
+	appendAudit(ev(ws.ID, ids[4], "token.rotate", admin, tok.ID, at.Add(400*time.Microsecond)))
+	appendAudit(ev(ws.ID, ids[8], "member.remove", admin, ws.ID, at.Add(500*time.Microsecond)))
+	appendAudit(ev(ws.ID, ids[3], "token.suspend", ci, tok.ID, at.Add(600*time.Microsecond)))
+	// Written last, on a node whose clock is 5 ms behind.
+	appendAudit(ev(ws.ID, keyward.NewID(keyward.PrefixEvent, at.Add(-5*time.Millisecond)), "token.resume", admin, tok.ID, at.Add(-5*time.Millisecond)))
+	appendAudit(ev(ws.ID, ids[6], "token.revoke", ci, tok.ID, at.Add(700*time.Microsecond)))
+
+	// want returns the ids of the events of ws that fl selects, newest
+	// (last written) first.
+	want := func(fl keyward.AuditFilter, before func(e *keyward.AuditEvent) bool) []string {
+		var out []string
+		for _, e := range slices.Backward(written) {
+			lo, hi, family := fl.ActionFamily()
+			switch {
+			case fl.Actor != "" && e.Actor.ID != fl.Actor,
+				family && (e.Action < lo || e.Action >= hi),
+				!family && fl.Action != "" && e.Action != fl.Action,
+				!fl.From.IsZero() && e.Time.Before(fl.From),
+				!fl.To.IsZero() && !e.Time.Before(fl.To),
+				before != nil && !before(e):
+				continue
+			}
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		f    keyward.AuditFilter
+	}{
+		{"OKAll", keyward.AuditFilter{}},
+		{"OKActionFamily", keyward.AuditFilter{Action: "token.*"}},
+		{"OKAction", keyward.AuditFilter{Action: "token.revoke"}},
+		{"OKActor", keyward.AuditFilter{Actor: "tok_ci"}},
+		{"OKActorAndFamily", keyward.AuditFilter{Actor: "tok_admin", Action: "token.*"}},
+		{"OKRange", keyward.AuditFilter{From: at, To: at.Add(time.Millisecond)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fl := tc.f
+			fl.WorkspaceID = ws.ID
+			wantIDs := want(fl, nil)
+			evs, err := f.s.FindAuditEvents(f.ctx, fl)
+			if err != nil {
+				t.Fatalf("FindAuditEvents: %v", err)
+			}
+			if got := eventIDs(evs); !slices.Equal(got, wantIDs) {
+				t.Fatalf("FindAuditEvents(%+v) = %v, want %v", tc.f, got, wantIDs)
+			}
+			for limit := 1; limit <= 3; limit++ {
+				var got []string
+				fl.Before = ""
+				for page := 0; page <= len(wantIDs); page++ {
+					fl.Limit = limit
+					evs, err := f.s.FindAuditEvents(f.ctx, fl)
+					if err != nil {
+						t.Fatalf("FindAuditEvents: %v", err)
+					}
+					if len(evs) > limit {
+						t.Fatalf("page %d of %d events, want at most %d", page, len(evs), limit)
+					}
+					if len(evs) == 0 {
+						break
+					}
+					got = append(got, eventIDs(evs)...)
+					fl.Before = evs[len(evs)-1].ID
+				}
+				if !slices.Equal(got, wantIDs) {
+					t.Errorf("pages of %d of FindAuditEvents(%+v) = %v, want %v", limit, tc.f, got, wantIDs)
+				}
+			}
+		})
+	}
+
+	// A cursor that names no event of the workspace (another workspace's,
+	// or none at all) selects the events whose ids sort before it.
+	for _, tc := range []struct {
+		name   string
+		cursor string
+	}{
+		{"OKCursorOfOtherWorkspace", ids[5]},
+		{"OKCursorOfNoEventLater", keyward.NewID(keyward.PrefixEvent, at.Add(time.Second))},
+		{"OKCursorOfNoEventEarlier", keyward.NewID(keyward.PrefixEvent, t0)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantIDs := want(keyward.AuditFilter{}, func(e *keyward.AuditEvent) bool { return e.ID < tc.cursor })
+			evs, err := f.s.FindAuditEvents(f.ctx, keyward.AuditFilter{WorkspaceID: ws.ID, Before: tc.cursor})
+			if err != nil {
+				t.Fatalf("FindAuditEvents: %v", err)
+			}
+			if got := eventIDs(evs); !slices.Equal(got, wantIDs) && (len(got) != 0 || len(wantIDs) != 0) {
+				t.Errorf("FindAuditEvents(before %s) = %v, want %v", tc.cursor, got, wantIDs)
+			}
+		})
+	}
+}

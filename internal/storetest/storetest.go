@@ -19,7 +19,9 @@
 //   - Every audit event written is linked, under AuditKey, to the one
 //     before it in its workspace, from its fields as read back, and the
 //     workspace's head is the newest event; a failed write links nothing.
-//     AuditFilter's From is inclusive and To exclusive.
+//     AuditFilter's From is inclusive and To exclusive. FindAuditEvents
+//     lists, and pages, in the order events were written, whatever the
+//     order of their ids.
 //   - Usage rollups add up across writes; a minute count also lands in its
 //     hour; series are summed per bucket, route, outcome and status, and
 //     ranges are From-inclusive, To-exclusive.
@@ -71,6 +73,7 @@ func Run(t *testing.T, open func(t *testing.T) keyward.Store) {
 	t.Run("FlushUsage", s.testFlushUsage)
 	t.Run("FindAuditEvents", s.testFindAuditEvents)
 	t.Run("FindAuditEventsFilters", s.testFindAuditEventsFilters)
+	t.Run("FindAuditEventsWriteOrder", s.testFindAuditEventsWriteOrder)
 	t.Run("AuditChain", s.testAuditChain)
 	t.Run("InsertTokens", s.testInsertTokens)
 	t.Run("Usage", s.testUsage)

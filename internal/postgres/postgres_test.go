@@ -1267,6 +1267,7 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 	}
 	for _, q := range []string{
 		`DROP INDEX audit_events_workspace_actor_seq`,
+		`DROP INDEX audit_events_workspace_target_seq`,
 		`DELETE FROM schema_migrations WHERE name = '0009_audit_write_order.sql'`,
 	} {
 		if _, err := db.pool.Exec(ctx, q); err != nil {
@@ -1301,6 +1302,7 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 	for _, f := range []keyward.AuditFilter{
 		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51},
 		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51, Actor: "tok_admin"},
+		{WorkspaceID: ws.ID, Before: ids[1], Limit: 21, Target: tok.ID},
 		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51, Action: "token.*", Target: tok.ID, From: t0, To: t0.Add(time.Hour)},
 	} {
 		where, args, ok := auditQuery(f, &seq)
@@ -1328,8 +1330,11 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 			t.Fatalf("EXPLAIN: %v", err)
 		}
 		want := "Index Scan Backward using audit_events_workspace_seq on audit_events"
-		if f.Actor != "" {
+		switch {
+		case f.Actor != "":
 			want = "Index Scan Backward using audit_events_workspace_actor_seq on audit_events"
+		case f.Target != "":
+			want = "Index Scan Backward using audit_events_workspace_target_seq on audit_events"
 		}
 		if len(plan) < 2 || plan[0] != "Limit" || strings.TrimLeft(plan[1], " ->") != want || strings.Contains(strings.Join(plan, "\n"), "Sort") {
 			t.Errorf("plan of %s:\n%s\nwant a Limit over a %s, without a sort", where, strings.Join(plan, "\n"), want)

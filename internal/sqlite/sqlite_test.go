@@ -643,6 +643,7 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 	raw := rawOpen(t, path)
 	for _, q := range []string{
 		`DROP INDEX audit_events_workspace_actor_seq`,
+		`DROP INDEX audit_events_workspace_target_seq`,
 		`DELETE FROM schema_migrations WHERE name = '0009_audit_write_order.sql'`,
 	} {
 		if _, err := raw.Exec(q); err != nil {
@@ -674,6 +675,7 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 	for _, f := range []keyward.AuditFilter{
 		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51},
 		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51, Actor: "tok_admin"},
+		{WorkspaceID: ws.ID, Before: ids[1], Limit: 21, Target: tok.ID},
 		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51, Action: "token.*", Target: tok.ID, From: t0, To: t0.Add(time.Hour)},
 	} {
 		where, args := auditQuery(f, &seq)
@@ -692,8 +694,11 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 		}
 		rows.Close()
 		want := "SEARCH audit_events USING INDEX audit_events_workspace_seq (workspace_id=? AND seq<?)"
-		if f.Actor != "" {
+		switch {
+		case f.Actor != "":
 			want = "SEARCH audit_events USING INDEX audit_events_workspace_actor_seq (workspace_id=? AND actor_id=? AND seq<?)"
+		case f.Target != "":
+			want = "SEARCH audit_events USING INDEX audit_events_workspace_target_seq (workspace_id=? AND target=? AND seq<?)"
 		}
 		if !slices.Equal(plan, []string{want}) {
 			t.Errorf("plan of %s = %q, want %q", where, plan, want)

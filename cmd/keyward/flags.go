@@ -276,7 +276,13 @@ func flagError(err error, fs *flag.FlagSet) error {
 		}
 	}
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
-		return fmt.Errorf("unknown flag --%s", strings.TrimPrefix(name, "-"))
+		name = strings.TrimPrefix(name, "-")
+		names := []string{"help"}
+		fs.VisitAll(func(fl *flag.Flag) { names = append(names, fl.Name) })
+		if s := suggest(name, names); s != "" {
+			return fmt.Errorf("unknown flag --%s; did you mean --%s?", name, s)
+		}
+		return fmt.Errorf("unknown flag --%s", name)
 	}
 	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
 		return fmt.Errorf("flag --%s needs a value", strings.TrimPrefix(name, "-"))

@@ -256,14 +256,33 @@ func dispatch(ctx context.Context, e *env, g group, cmds []command, args []strin
 		}
 	}
 	if strings.HasPrefix(name, "-") {
-		return usagef(path, "unknown flag %s: flags go after the command", name)
+		flags := []string{"help"}
+		if path == "" {
+			flags = append(flags, "version")
+		}
+		hint := ""
+		if s := suggest(strings.TrimLeft(flagName(name), "-"), flags); s != "" {
+			hint = "; did you mean --" + s + "?"
+		}
+		return usagef(path, "unknown flag %s: flags go after the command%s", name, hint)
 	}
-	for _, c := range cmds {
+	names := make([]string, len(cmds))
+	for i, c := range cmds {
 		if c.name == name {
 			return c.run(ctx, e, args[1:])
 		}
+		names[i] = c.name
+	}
+	if s := suggest(name, names); s != "" {
+		return usagef(path, "unknown command %q; did you mean %q?", name, s)
 	}
 	return usagef(path, "unknown command %q", name)
+}
+
+// flagName returns the flag of arg, such as "--hlep=x", without its value.
+func flagName(arg string) string {
+	name, _, _ := strings.Cut(arg, "=")
+	return name
 }
 
 // printGroupHelp prints the usage of a dispatcher level and its commands.

@@ -1,0 +1,81 @@
+package main
+
+import "strings"
+
+// suggest returns the one name of names that typed is most likely a typo
+// of, or "" when none is close enough to say so: a name that differs from
+// typed only in case, that typed is the start of (at least three letters,
+// and of no other name), or that is within a few edits of it (one for a
+// word of up to five letters, two up to eight, three beyond), a swap of
+// two neighbours being one edit. Two names equally close are no answer:
+// a hint that guesses is worse than none.
+func suggest(typed string, names []string) string {
+	t := strings.ToLower(typed)
+	if t == "" {
+		return ""
+	}
+	var prefixed []string
+	for _, n := range names {
+		if strings.ToLower(n) == t {
+			return n
+		}
+		if len(t) >= 3 && strings.HasPrefix(strings.ToLower(n), t) {
+			prefixed = append(prefixed, n)
+		}
+	}
+	if len(prefixed) == 1 {
+		return prefixed[0]
+	}
+	limit := 1
+	switch {
+	case len(t) > 8:
+		limit = 3
+	case len(t) > 5:
+		limit = 2
+	case len(t) < 3:
+		limit = 0 // "x" is one edit from any one-letter name, and "ab" from too much
+	}
+	best, bestDist, tie := "", limit+1, false
+	for _, n := range names {
+		d := editDistance(t, strings.ToLower(n))
+		switch {
+		case d < bestDist:
+			best, bestDist, tie = n, d, false
+		case d == bestDist:
+			tie = true
+		}
+	}
+	if best == "" || tie {
+		return ""
+	}
+	return best
+}
+
+// editDistance returns the number of single-byte insertions, deletions,
+// substitutions and swaps of adjacent bytes that turn a into b (the
+// optimal string alignment distance).
+func editDistance(a, b string) int {
+	// Three rows of the table: the one before the previous is needed for
+	// swaps.
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
+}

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -119,6 +120,10 @@ func (c *serveConfig) usageConfig() usage.Config {
 }
 
 func (c *serveConfig) validate() error {
+	// First: --public-url's default follows it.
+	if err := checkAddr(c.Addr); err != nil {
+		return err
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
@@ -155,6 +160,13 @@ func (c *serveConfig) validate() error {
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		return errors.New("--redis-url (KEYWARD_REDIS_URL) must be a redis:// or rediss:// URL")
 	}
+	if c.RedisURL != "" {
+		// Found now, not once the store is opened and migrated. The
+		// error may quote the URL: exit scrubs it, a secret.
+		if err := redislimit.CheckURL(c.RedisURL); err != nil {
+			return fmt.Errorf("--redis-url (KEYWARD_REDIS_URL): %w", err)
+		}
+	}
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--public-url must be an http:// or https:// URL with a host, not %q", c.PublicURL)
 	}
@@ -189,6 +201,33 @@ func (c *serveConfig) validate() error {
 		if r.d < 0 || (r.d > 0 && r.d < time.Hour) {
 			return fmt.Errorf("%s must be 0 (forever) or at least 1h", r.name)
 		}
+	}
+	return nil
+}
+
+// checkAddr checks the form of the listen address addr, HOST:PORT: what
+// only listening finds (a host name that does not resolve, a port in use
+// or not allowed) is not a usage error, and is left to it.
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		why := err.Error()
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			why = ae.Err
+		}
+		return fmt.Errorf("--addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not %q: %s", addr, why)
+	}
+	if port != "" && strings.Trim(port, "0123456789") == "" {
+		if n, err := strconv.Atoi(port); err != nil || n > 65535 {
+			return fmt.Errorf("--addr %q: the port must be from 0 (any free one) to 65535", addr)
+		}
+		return nil
+	}
+	// A service name, as net.Listen takes ("http"), from the services
+	// database: no network is asked.
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("--addr %q: the port must be a number from 0 to 65535 or a service name, not %q", addr, port)
 	}
 	return nil
 }

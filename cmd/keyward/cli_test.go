@@ -1360,3 +1360,98 @@ func TestShortSecretMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestStartupValuesAreUsageErrors: a flag value that is refused by its form
+// alone, before the command does anything, is a usage error (exit 2) naming
+// the flag, whichever command takes it; what only doing the work finds (a
+// port in use, a data dir that cannot be made) still exits 1.
+func TestStartupValuesAreUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		vars map[string]string
+		want string
+	}{
+		{"AddrNoPort", []string{"serve", "--addr", "127.0.0.1"}, nil,
+			`keyward: serve: --addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not "127.0.0.1": missing port in address (see 'keyward serve --help')`},
+		{"AddrIPv6NoBrackets", []string{"serve", "--addr", "::1:22001"}, nil,
+			`keyward: serve: --addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not "::1:22001": too many colons in address (see 'keyward serve --help')`},
+		{"AddrPortTooLarge", []string{"serve", "--addr", "127.0.0.1:99999"}, nil,
+			`keyward: serve: --addr "127.0.0.1:99999": the port must be from 0 (any free one) to 65535 (see 'keyward serve --help')`},
+		{"AddrPortNegative", []string{"serve", "--addr", ":-1"}, nil,
+			`keyward: serve: --addr ":-1": the port must be a number from 0 to 65535 or a service name, not "-1" (see 'keyward serve --help')`},
+		{"AddrPortNoService", []string{"serve", "--addr", "127.0.0.1:no-such-service"}, nil,
+			`keyward: serve: --addr "127.0.0.1:no-such-service": the port must be a number from 0 to 65535 or a service name, not "no-such-service" (see 'keyward serve --help')`},
+		{"AddrEnv", []string{"serve"}, map[string]string{"KEYWARD_ADDR": "localhost"},
+			`keyward: serve: --addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not "localhost": missing port in address (see 'keyward serve --help')`},
+		{"RedisURLPort", []string{"serve", "--addr", "127.0.0.1:0", "--redis-url", "redis://:hunter2hunter2@h:x/0"}, nil,
+			`keyward: serve: --redis-url (KEYWARD_REDIS_URL): parse "[redacted]": invalid port ":x" after host (see 'keyward serve --help')`},
+		{"RedisURLDatabaseEnv", []string{"serve", "--addr", "127.0.0.1:0"}, map[string]string{"KEYWARD_REDIS_URL": "redis://:hunter2hunter2@h:6379/zero"},
+			`keyward: serve: --redis-url (KEYWARD_REDIS_URL): redis: invalid database number: "zero" (see 'keyward serve --help')`},
+		{"RedisURLOption", []string{"serve", "--addr", "127.0.0.1:0", "--redis-url", "redis://h:6379/0?colour=red"}, nil,
+			`keyward: serve: --redis-url (KEYWARD_REDIS_URL): redis: unexpected option: colour (see 'keyward serve --help')`},
+		{"ServeDatabaseURL", []string{"serve", "--addr", "127.0.0.1:0", "--database-url", "mysql://u:hunter2@db/k"}, nil,
+			`keyward: serve: --database-url must be a postgres:// URL (see 'keyward serve --help')`},
+		{"ServeDatabaseURLEnv", []string{"serve", "--addr", "127.0.0.1:0"}, map[string]string{"KEYWARD_DATABASE_URL": "mysql://u:hunter2@db/k"},
+			`keyward: serve: --database-url must be a postgres:// URL (see 'keyward serve --help')`},
+		{"InitDatabaseURL", []string{"init", "--database-url", "mysql://u:hunter2@db/k"}, nil,
+			`keyward: init: --database-url must be a postgres:// URL (see 'keyward init --help')`},
+		{"MigrateDatabaseURL", []string{"migrate", "--database-url", "mysql://u:hunter2@db/k"}, nil,
+			`keyward: migrate: --database-url must be a postgres:// URL (see 'keyward migrate --help')`},
+		{"UserCreateDatabaseURL", []string{"user", "create", "--email", "a@example.com", "--password-stdin", "--database-url", "mysql://u:hunter2@db/k"}, nil,
+			`keyward: user create: --database-url must be a postgres:// URL (see 'keyward user create --help')`},
+		{"AuditVerifyDatabaseURL", []string{"audit", "verify", "--database-url", "mysql://u:hunter2@db/k"}, nil,
+			`keyward: audit verify: --database-url must be a postgres:// URL (see 'keyward audit verify --help')`},
+		{"AuditExportDatabaseURL", []string{"audit", "export", "--database-url", "mysql://u:hunter2@db/k"}, nil,
+			`keyward: audit export: --database-url must be a postgres:// URL (see 'keyward audit export --help')`},
+		{"AuditPruneDatabaseURL", []string{"audit", "prune", "--older-than", "48h", "--database-url", "mysql://u:hunter2@db/k"}, nil,
+			`keyward: audit prune: --database-url must be a postgres:// URL (see 'keyward audit prune --help')`},
+		{"BackupDatabaseURL", []string{"backup", "--output-file", "b.db", "--database-url", "mysql://u:hunter2@db/k"}, nil,
+			`keyward: backup: --database-url must be a postgres:// URL (see 'keyward backup --help')`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Chdir(dir) // the default data dir, ./keyward-data, is made here if anything is
+			vars := map[string]string{"KEYWARD_SECRET": strings.Repeat("s", 64)}
+			for k, v := range tc.vars {
+				vars[k] = v
+			}
+			r := cli(t, nil, vars, "password-long-enough-1\n", tc.args...)
+			r.want(t, 2)
+			if r.stderr != tc.want+"\n" {
+				t.Errorf("stderr:\n%s\nwant:\n%s", r.stderr, tc.want)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Errorf("the command did work first: %s holds %s", dir, ents[0].Name())
+			}
+		})
+	}
+
+	t.Run("PortInUseFails", func(t *testing.T) {
+		busy, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer busy.Close()
+		dir := filepath.Join(t.TempDir(), "data")
+		r := cli(t, nil, nil, "", "serve", "--data-dir", dir, "--addr", busy.Addr().String())
+		r.want(t, 1)
+		if want := "keyward: --addr: listen tcp " + busy.Addr().String() + ": bind: address already in use\n"; r.stderr != want {
+			t.Errorf("stderr:\n%s\nwant:\n%s", r.stderr, want)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the data dir was created (%v)", err)
+		}
+	})
+	t.Run("DataDirUnusableFails", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "file")
+		if err := os.WriteFile(file, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := cli(t, nil, map[string]string{"KEYWARD_SECRET": strings.Repeat("s", 64)}, "", "init", "--data-dir", filepath.Join(file, "data"))
+		r.want(t, 1)
+		if want := "keyward: data dir: mkdir " + file + ": not a directory\n"; r.stderr != want {
+			t.Errorf("stderr:\n%s\nwant:\n%s", r.stderr, want)
+		}
+	})
+}

@@ -41,11 +41,6 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 	if err := loadSecrets(e, &cfg); err != nil {
 		return err
 	}
-	if cfg.DatabaseURL != "" {
-		if err := checkDatabaseURL(cfg.DatabaseURL); err != nil {
-			return fs.usagef("%v", err)
-		}
-	}
 	keys, err := keyring(cfg)
 	if err != nil {
 		return err

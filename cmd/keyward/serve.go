@@ -132,6 +132,14 @@ func defineStoreFlags(fs *flagSet, c *storeConfig) {
 		c.DatabaseURL = u
 		return nil
 	})
+	fs.Check(func() error {
+		// Whichever way it came: a URL of another kind is a usage error
+		// before anything is read or made, not a failure to open.
+		if c.DatabaseURL != "" {
+			return checkDatabaseURL(c.DatabaseURL)
+		}
+		return nil
+	})
 	fs.Env("KEYWARD_DATABASE_URL_FILE", "file holding the database URL (it may hold a password), instead of KEYWARD_DATABASE_URL")
 }
 

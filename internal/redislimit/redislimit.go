@@ -128,6 +128,14 @@ type Limiter struct {
 
 var _ verify.GlobalLimits = (*Limiter)(nil)
 
+// CheckURL reports what makes url unusable to New, or nil, without
+// connecting or resolving anything. The error may quote url, password and
+// all.
+func CheckURL(url string) error {
+	_, err := redis.ParseURL(url)
+	return err
+}
+
 // New returns a Limiter for the Redis server at url (redis://[user:pass@]
 // host:port/db, or rediss:// for TLS). It fails only when url or opts are
 // invalid: it does not wait for the server, so that a node starts while

@@ -1380,6 +1380,8 @@ func TestStartupValuesAreUsageErrors(t *testing.T) {
 			`keyward: serve: --addr "127.0.0.1:99999": the port must be from 0 (any free one) to 65535 (see 'keyward serve --help')`},
 		{"AddrPortNegative", []string{"serve", "--addr", ":-1"}, nil,
 			`keyward: serve: --addr ":-1": the port must be a number from 0 to 65535 or a service name, not "-1" (see 'keyward serve --help')`},
+		{"AddrPortSigned", []string{"serve", "--addr", "127.0.0.1:+80"}, nil,
+			`keyward: serve: --addr "127.0.0.1:+80": the port must be a number from 0 to 65535 or a service name, not "+80" (see 'keyward serve --help')`},
 		{"AddrPortNoService", []string{"serve", "--addr", "127.0.0.1:no-such-service"}, nil,
 			`keyward: serve: --addr "127.0.0.1:no-such-service": the port must be a number from 0 to 65535 or a service name, not "no-such-service" (see 'keyward serve --help')`},
 		{"AddrEnv", []string{"serve"}, map[string]string{"KEYWARD_ADDR": "localhost"},

@@ -273,8 +273,10 @@ func parse(data []byte) (*Config, *parser) {
 // key does not replace one the mapping sets itself; of several merged
 // ones, the first listed wins. An alias's value takes the alias's line
 // for its errors; the fields within a mapping it names keep their own.
-// Each aliased value is resolved once and shared, so aliases that name
-// each other (the "billion laughs") cost no more than the file's length.
+// Each list and mapping of the file is resolved once and shared by the
+// aliases that name it or a value around it, so that aliases that name
+// each other (the "billion laughs"), or values named within named values,
+// cost no more than the file's length.
 func resolveAliases(n *yaml.Node) (*yaml.Node, *ConfigError) {
 	r := resolver{open: map[*yaml.Node]bool{}, done: map[*yaml.Node]*yaml.Node{}}
 	out := r.node(n)
@@ -282,8 +284,8 @@ func resolveAliases(n *yaml.Node) (*yaml.Node, *ConfigError) {
 }
 
 type resolver struct {
-	open map[*yaml.Node]bool       // aliased values being resolved: a cycle
-	done map[*yaml.Node]*yaml.Node // aliased values resolved
+	open map[*yaml.Node]bool       // lists and mappings being resolved: an alias to one is a cycle
+	done map[*yaml.Node]*yaml.Node // lists and mappings resolved
 	err  *ConfigError
 }
 
@@ -307,15 +309,25 @@ func (r *resolver) node(n *yaml.Node) *yaml.Node {
 		c := *t
 		c.Line, c.Column = n.Line, n.Column
 		return &c
-	case yaml.SequenceNode:
-		c := *n
-		c.Content = make([]*yaml.Node, len(n.Content))
-		for i, e := range n.Content {
-			c.Content[i] = r.node(e)
+	case yaml.SequenceNode, yaml.MappingNode:
+		if v, ok := r.done[n]; ok {
+			return v
 		}
-		return &c
-	case yaml.MappingNode:
-		return r.mapping(n)
+		r.open[n] = true
+		var v *yaml.Node
+		if n.Kind == yaml.SequenceNode {
+			c := *n
+			c.Content = make([]*yaml.Node, len(n.Content))
+			for i, e := range n.Content {
+				c.Content[i] = r.node(e)
+			}
+			v = &c
+		} else {
+			v = r.mapping(n)
+		}
+		delete(r.open, n)
+		r.done[n] = v
+		return v
 	}
 	return n
 }
@@ -326,17 +338,10 @@ func (r *resolver) target(a *yaml.Node) *yaml.Node {
 	if t == nil {
 		return r.fail(a.Line, "alias *%s names no value", a.Value)
 	}
-	if v, ok := r.done[t]; ok {
-		return v
-	}
 	if r.open[t] {
 		return r.fail(a.Line, "alias *%s is used within the value it names", a.Value)
 	}
-	r.open[t] = true
-	v := r.node(t)
-	delete(r.open, t)
-	r.done[t] = v
-	return v
+	return r.node(t)
 }
 
 func (r *resolver) mapping(n *yaml.Node) *yaml.Node {

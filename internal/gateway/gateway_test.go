@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/verify"
 )
@@ -1629,5 +1631,49 @@ func TestConfigAliasErrors(t *testing.T) {
 				t.Fatalf("Load = %q, want %q in it", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestConfigAliasesNested: values named within named values, each used,
+// are resolved once each: the resolved file holds no more lists than the
+// file does, rather than a copy of every inner one for each alias around
+// it (200 nested lists made 20,000, and 5,000 in an 80 KB file took 20 s
+// and 2 GB).
+func TestConfigAliasesNested(t *testing.T) {
+	const depth = 200
+	var b strings.Builder
+	b.WriteString("x-n: ")
+	for i := range depth {
+		fmt.Fprintf(&b, "&a%d [", i)
+	}
+	b.WriteString("x" + strings.Repeat("]", depth) + "\nx-m: [")
+	for i := range depth {
+		fmt.Fprintf(&b, "*a%d, ", i)
+	}
+	b.WriteString("x]\n")
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(b.String()), &doc); err != nil {
+		t.Fatal(err)
+	}
+	root, cerr := resolveAliases(doc.Content[0])
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	lists := map[*yaml.Node]bool{}
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if lists[n] {
+			return
+		}
+		if n.Kind == yaml.SequenceNode {
+			lists[n] = true
+		}
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	walk(root)
+	if want := depth + 1; len(lists) != want {
+		t.Errorf("the resolved file holds %d lists, want %d", len(lists), want)
 	}
 }

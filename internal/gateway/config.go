@@ -277,10 +277,55 @@ func parse(data []byte) (*Config, *parser) {
 // aliases that name it or a value around it, so that aliases that name
 // each other (the "billion laughs"), or values named within named values,
 // cost no more than the file's length.
+//
+// The configuration read is the resolved one, each alias's value read at
+// each use: a file whose aliases make it more than maxExpansion values,
+// and more than ten times its own, is refused, so that reading it (and
+// listing its errors) costs no more than a file of that size would.
 func resolveAliases(n *yaml.Node) (*yaml.Node, *ConfigError) {
 	r := resolver{open: map[*yaml.Node]bool{}, done: map[*yaml.Node]*yaml.Node{}}
 	out := r.node(n)
+	if r.err == nil {
+		limit := max(maxExpansion, 10*fileValues(n))
+		if expansion(out, limit, map[*yaml.Node]int{}) > limit {
+			r.fail(n.Line, "the aliases (*name) make the configuration more than %d values: use fewer, or name smaller values", limit)
+		}
+	}
 	return out, r.err
+}
+
+// maxExpansion is the number of values (keys, scalars, lists and
+// mappings) that aliases may always make a configuration: many times
+// that of the largest gateway configured.
+const maxExpansion = 100_000
+
+// fileValues returns the number of values of n as written, an alias one.
+func fileValues(n *yaml.Node) int {
+	count := 1
+	if n.Kind != yaml.AliasNode {
+		for _, c := range n.Content {
+			count += fileValues(c)
+		}
+	}
+	return count
+}
+
+// expansion returns the number of values of n, resolved, with a value
+// that several aliases share counted at each use, or limit+1 when that is
+// more than limit. memo holds the counts of the values shared.
+func expansion(n *yaml.Node, limit int, memo map[*yaml.Node]int) int {
+	if count, ok := memo[n]; ok {
+		return count
+	}
+	count := 1
+	for _, c := range n.Content {
+		if count += expansion(c, limit, memo); count > limit {
+			count = limit + 1
+			break
+		}
+	}
+	memo[n] = count
+	return count
 }
 
 type resolver struct {

@@ -869,37 +869,78 @@ func (p *parser) tls(n *yaml.Node) *TLS {
 }
 
 // duplicates reports routes that no request could tell apart: same name,
-// or same host and prefix with overlapping methods.
+// or same host and prefix with overlapping methods. Each route is reported
+// once for each, with the first route before it that it repeats, so that
+// many copies of a route (aliases make them cheap) make one error each,
+// not one for each pair, and are found without comparing every pair.
 func (p *parser) duplicates(seq *yaml.Node, routes []Route, fold bool) {
+	type place struct{ host, prefix string }
+	type firsts struct {
+		any, all int            // the first route of the place; the first taking every method (-1: none)
+		method   map[string]int // the first taking each method
+	}
+	names := map[string]int{}
+	places := map[place]*firsts{}
 	for j := range routes {
-		for i := 0; i < j; i++ {
-			a, b := &routes[i], &routes[j]
-			line := seq.Content[j].Line
-			if a.Name != "" && a.Name == b.Name {
+		b := &routes[j]
+		line := seq.Content[j].Line
+		if b.Name != "" {
+			if i, ok := names[b.Name]; ok {
 				p.errf(line, fmt.Sprintf("routes[%d].name", j), "%q is also the name of routes[%d]", b.Name, i)
+			} else {
+				names[b.Name] = j
 			}
-			if a.PathPrefix == "" || a.Host != b.Host || a.PathPrefix != b.PathPrefix && !(fold && asciiEqualFold(a.PathPrefix, b.PathPrefix)) {
-				continue
+		}
+		if b.PathPrefix == "" {
+			continue
+		}
+		k := place{b.Host, b.PathPrefix}
+		if fold {
+			k.prefix = asciiLower(k.prefix)
+		}
+		f := places[k]
+		if f == nil {
+			f = &firsts{any: j, all: -1, method: map[string]int{}}
+			places[k] = f
+		}
+		// The first route before j of the place whose methods overlap j's.
+		i := -1
+		if len(b.Methods) == 0 {
+			if f.any < j {
+				i = f.any
 			}
-			if overlap(a.Methods, b.Methods) {
-				p.errf(line, fmt.Sprintf("routes[%d]", j), "duplicates routes[%d] (same host, path_prefix and methods)", i)
+		} else {
+			i = f.all
+			for _, m := range b.Methods {
+				if first, ok := f.method[m]; ok && (i < 0 || first < i) {
+					i = first
+				}
+			}
+		}
+		if i >= 0 {
+			p.errf(line, fmt.Sprintf("routes[%d]", j), "duplicates routes[%d] (same host, path_prefix and methods)", i)
+		}
+		if len(b.Methods) == 0 && f.all < 0 {
+			f.all = j
+		}
+		for _, m := range b.Methods {
+			if _, ok := f.method[m]; !ok {
+				f.method[m] = j
 			}
 		}
 	}
 }
 
-func overlap(a, b []string) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return true
-	}
-	for _, x := range a {
-		for _, y := range b {
-			if x == y {
-				return true
-			}
+// asciiLower returns s with its ASCII upper-case letters in lower case, as
+// asciiEqualFold compares.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
 		}
 	}
-	return false
+	return string(b)
 }
 
 func validHeaderName(s string) bool {

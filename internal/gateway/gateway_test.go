@@ -1682,3 +1682,48 @@ func TestConfigAliasesNested(t *testing.T) {
 		t.Errorf("the resolved file holds %d lists, want %d", len(lists), want)
 	}
 }
+
+// TestConfigDuplicatesOnce: a route that repeats several before it is
+// reported once, with the first: copies of a route, which aliases make
+// cheap, make one error each rather than one for each pair (4,000 copies,
+// a 16 KB file, made 16 million errors, 148 s and 8.5 GB).
+func TestConfigDuplicatesOnce(t *testing.T) {
+	_, err := Parse([]byte(`
+listen: 127.0.0.1:0
+workspace: default
+case_insensitive_paths: true
+routes:
+  - {name: r, path_prefix: /r, upstreams: [http://a]}
+  - {name: r, path_prefix: /r, upstreams: [http://a]}
+  - {name: r, path_prefix: /r, upstreams: [http://a]}
+  - {name: r, path_prefix: /r, upstreams: [http://a]}
+  - {name: get, path_prefix: /a, methods: [GET], upstreams: [http://a]}
+  - {name: post, path_prefix: /A, methods: [POST], upstreams: [http://a]}
+  - {name: any, path_prefix: /a, upstreams: [http://a]}
+  - {name: post-get, path_prefix: /a/, methods: [POST, GET], upstreams: [http://a]}
+  - {name: put, path_prefix: /a, methods: [PUT], upstreams: [http://a]}
+  - {name: other-host, host: example.com, path_prefix: /a, methods: [PUT], upstreams: [http://a]}
+`))
+	var ce *ConfigErrors
+	if !errors.As(err, &ce) {
+		t.Fatalf("Parse: %v, want *ConfigErrors", err)
+	}
+	var got []string
+	for _, e := range ce.Errs {
+		got = append(got, fmt.Sprintf("%d: %s: %s", e.Line, e.Field, e.Msg))
+	}
+	want := []string{
+		`7: routes[1].name: "r" is also the name of routes[0]`,
+		`7: routes[1]: duplicates routes[0] (same host, path_prefix and methods)`,
+		`8: routes[2].name: "r" is also the name of routes[0]`,
+		`8: routes[2]: duplicates routes[0] (same host, path_prefix and methods)`,
+		`9: routes[3].name: "r" is also the name of routes[0]`,
+		`9: routes[3]: duplicates routes[0] (same host, path_prefix and methods)`,
+		`12: routes[6]: duplicates routes[4] (same host, path_prefix and methods)`,
+		`13: routes[7]: duplicates routes[4] (same host, path_prefix and methods)`,
+		`14: routes[8]: duplicates routes[6] (same host, path_prefix and methods)`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

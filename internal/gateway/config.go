@@ -347,11 +347,9 @@ func (r *resolver) node(n *yaml.Node) *yaml.Node {
 	}
 	switch n.Kind {
 	case yaml.AliasNode:
-		t := r.target(n)
-		if t.Kind == yaml.MappingNode || t.Kind == yaml.SequenceNode {
-			return t // its fields keep their lines
-		}
-		c := *t
+		// The value at the alias's line; the fields and items within
+		// it (shared by every alias to it) keep their own.
+		c := *r.target(n)
 		c.Line, c.Column = n.Line, n.Column
 		return &c
 	case yaml.SequenceNode, yaml.MappingNode:

@@ -1640,10 +1640,10 @@ func TestConfigAliasErrors(t *testing.T) {
 }
 
 // TestConfigAliasesNested: values named within named values, each used,
-// are resolved once each: the resolved file holds no more lists than the
-// file does, rather than a copy of every inner one for each alias around
-// it (200 nested lists made 20,000, and 5,000 in an 80 KB file took 20 s
-// and 2 GB).
+// are resolved once each: the resolved file holds the file's lists, and
+// one for each alias, rather than a copy of every inner one for each
+// alias around it (200 nested lists made 20,000, and 5,000 in an 80 KB
+// file took 20 s and 2 GB).
 func TestConfigAliasesNested(t *testing.T) {
 	const depth = 200
 	var b strings.Builder
@@ -1678,7 +1678,8 @@ func TestConfigAliasesNested(t *testing.T) {
 		}
 	}
 	walk(root)
-	if want := depth + 1; len(lists) != want {
+	// The file's 201, and the one at each alias's line.
+	if want := 2*depth + 1; len(lists) != want {
 		t.Errorf("the resolved file holds %d lists, want %d", len(lists), want)
 	}
 }
@@ -1722,6 +1723,37 @@ routes:
 		`12: routes[6]: duplicates routes[4] (same host, path_prefix and methods)`,
 		`13: routes[7]: duplicates routes[4] (same host, path_prefix and methods)`,
 		`14: routes[8]: duplicates routes[6] (same host, path_prefix and methods)`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestConfigAliasLines: a list or mapping that an alias names is at the
+// alias's line for its own errors (a route without a name, an upstreams
+// that is not a list), as a scalar is; the fields within keep theirs.
+func TestConfigAliasLines(t *testing.T) {
+	_, err := Parse([]byte(`listen: 127.0.0.1:0
+workspace: default
+x-r: &r {path_prefix: /r, upstreams: [http://a], timeout: soon}
+x-m: &m {a: b}
+routes:
+  - {name: a, path_prefix: /a, upstreams: [http://a]}
+  - *r
+  - {name: b, path_prefix: /b, upstreams: *m}
+`))
+	var ce *ConfigErrors
+	if !errors.As(err, &ce) {
+		t.Fatalf("Parse: %v, want *ConfigErrors", err)
+	}
+	var got []string
+	for _, e := range ce.Errs {
+		got = append(got, fmt.Sprintf("%d: %s: %s", e.Line, e.Field, e.Msg))
+	}
+	want := []string{
+		`3: routes[1].timeout: "soon" is not a positive duration such as "30s"`,
+		`7: routes[1].name: required`,
+		`8: routes[2].upstreams: must be a list`,
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

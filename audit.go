@@ -46,9 +46,9 @@ type AuditEvent struct {
 type AuditFilter struct {
 	WorkspaceID string
 	// Before is the cursor, an event id: only events written before that
-	// event of the workspace; when it names no event of the workspace
-	// (one a retention cut removed, say), only events whose ids sort
-	// before it.
+	// event of the workspace. One that names no event of the workspace
+	// selects none: a retention cut that removed its event removed every
+	// one written before it.
 	Before string
 	Limit  int
 

@@ -189,8 +189,10 @@ func queryEvents(ctx context.Context, q querier, where string, args ...any) ([]c
 // to the millisecond of the clock of the node that made them, the rest of
 // them random, so the order is the sequence's, and a cursor, an event id,
 // stands for its event's place in it. A cursor that names no event of the
-// workspace (one removed by a retention cut, another workspace's, or none)
-// has no place there: the events whose ids sort before it follow it.
+// workspace selects none: one a retention cut removed had every event
+// written before it removed too (the events left whose ids sort before it
+// were written after it, and listed before it), and another workspace's,
+// or none, has no place in this one's order.
 func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*keyward.AuditEvent, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
@@ -198,15 +200,19 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 		return nil, nil
 	}
 	var before *int64
-	if f.Before != "" && storable(f.Before) {
+	if f.Before != "" {
+		if !storable(f.Before) {
+			return nil, nil
+		}
 		var seq int64
 		err := db.pool.QueryRow(ctx, `SELECT seq FROM audit_events WHERE id = $1 AND workspace_id = $2`, f.Before, f.WorkspaceID).Scan(&seq)
 		switch {
-		case err == nil:
-			before = &seq
-		case !errors.Is(err, pgx.ErrNoRows):
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil, nil
+		case err != nil:
 			return nil, wrap("find audit events", err)
 		}
+		before = &seq
 	}
 	where, args, ok := auditQuery(f, before)
 	if !ok {
@@ -227,18 +233,15 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 // page of events f asks for, newest first, and its arguments, or false
 // when a value that a column must equal is not storable, so that nothing
 // matches. before is the sequence number of the cursor's event, nil when f
-// has no cursor or it names no event of the workspace. With the indexes
-// on (workspace_id, seq) and (workspace_id, actor_id, seq), the page is
-// read backwards in order, with no sort, from where the cursor stands.
+// has no cursor. With the indexes on (workspace_id, seq), (workspace_id,
+// actor_id, seq) and (workspace_id, target, seq), the page is read
+// backwards in order, with no sort, from where the cursor stands.
 func auditQuery(f keyward.AuditFilter, before *int64) (string, []any, bool) {
 	where := `WHERE workspace_id = $1`
 	args := []any{f.WorkspaceID}
-	switch {
-	case before != nil:
+	if before != nil {
 		args = append(args, *before)
 		where += fmt.Sprintf(` AND seq < $%d`, len(args))
-	case f.Before != "":
-		where += ` AND ` + cursor("id", "<", f.Before, &args)
 	}
 	action := f.Action
 	if lo, hi, ok := f.ActionFamily(); ok && storable(lo) {

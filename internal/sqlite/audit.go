@@ -189,19 +189,22 @@ func queryEvents(ctx context.Context, q querier, where string, args ...any) ([]c
 // when it is set. Ids are ordered only to the millisecond, the rest of
 // them random, so the order is the sequence's, and a cursor, an event id,
 // stands for its event's place in it. A cursor that names no event of the
-// workspace (one removed by a retention cut, another workspace's, or none)
-// has no place there: the events whose ids sort before it follow it.
+// workspace selects none: one a retention cut removed had every event
+// written before it removed too (the events left whose ids sort before it
+// were written after it, and listed before it), and another workspace's,
+// or none, has no place in this one's order.
 func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*keyward.AuditEvent, error) {
 	var before *int64
 	if f.Before != "" {
 		var seq int64
 		err := db.read.QueryRowContext(ctx, `SELECT seq FROM audit_events WHERE id = ? AND workspace_id = ?`, f.Before, f.WorkspaceID).Scan(&seq)
 		switch {
-		case err == nil:
-			before = &seq
-		case !errors.Is(err, sql.ErrNoRows):
+		case errors.Is(err, sql.ErrNoRows):
+			return nil, nil
+		case err != nil:
 			return nil, wrap("find audit events", err)
 		}
+		before = &seq
 	}
 	where, args := auditQuery(f, before)
 	page, err := queryEvents(ctx, db.read, where, args...)
@@ -217,20 +220,16 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 
 // auditQuery returns the SQL after "FROM audit_events" that selects the
 // page of events f asks for, newest first, and its arguments. before is
-// the sequence number of the cursor's event, nil when f has no cursor or
-// it names no event of the workspace. With the indexes on (workspace_id,
-// seq) and (workspace_id, actor_id, seq), the page is read in order, with
-// no sort, from where the cursor stands.
+// the sequence number of the cursor's event, nil when f has no cursor.
+// With the indexes on (workspace_id, seq), (workspace_id, actor_id, seq)
+// and (workspace_id, target, seq), the page is read in order, with no
+// sort, from where the cursor stands.
 func auditQuery(f keyward.AuditFilter, before *int64) (string, []any) {
 	where := `WHERE workspace_id = ?`
 	args := []any{f.WorkspaceID}
-	switch {
-	case before != nil:
+	if before != nil {
 		where += ` AND seq < ?`
 		args = append(args, *before)
-	case f.Before != "":
-		where += ` AND id < ?`
-		args = append(args, f.Before)
 	}
 	action := f.Action
 	if lo, hi, ok := f.ActionFamily(); ok {

@@ -391,9 +391,15 @@ func (r *resolver) mapping(n *yaml.Node) *yaml.Node {
 	c := *n
 	c.Content = make([]*yaml.Node, 0, len(n.Content))
 	var merged [][]*yaml.Node // the pairs of each merged mapping, in order
+	var mergeKey *yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
+			if mergeKey != nil {
+				// Which would win is no rule a reader knows.
+				return r.fail(k.Line, "<<: repeated key: merge several mappings as one list, <<: [*a, *b]")
+			}
+			mergeKey = k
 			merged = append(merged, r.mergeSources(k, v)...)
 			continue
 		}
@@ -430,6 +436,17 @@ func (r *resolver) mergeSources(k, v *yaml.Node) [][]*yaml.Node {
 		if m.Kind != yaml.MappingNode {
 			r.fail(k.Line, "<<: must name a mapping (<<: *name) or a list of them")
 			return nil
+		}
+		// A key the merged mapping repeats would be dropped unseen (a
+		// mapping under an x- key is not read itself).
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			mk := m.Content[i]
+			if seen[mk.Value] {
+				r.fail(mk.Line, "%s: repeated key, in a mapping merged at line %d", mk.Value, k.Line)
+				return nil
+			}
+			seen[mk.Value] = true
 		}
 		out = append(out, m.Content)
 	}

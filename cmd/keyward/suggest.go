@@ -7,8 +7,9 @@ import "strings"
 // typed only in case, that typed is the start of (at least three letters,
 // and of no other name), or that is within a few edits of it (one for a
 // word of up to five letters, two up to eight, three beyond), a swap of
-// two neighbours being one edit. Two names equally close are no answer:
-// a hint that guesses is worse than none.
+// two neighbours being one edit. Two names equally close, or two that
+// typed is the start of, are no answer: a hint that guesses is worse than
+// none.
 func suggest(typed string, names []string) string {
 	t := strings.ToLower(typed)
 	if t == "" {
@@ -23,8 +24,15 @@ func suggest(typed string, names []string) string {
 			prefixed = append(prefixed, n)
 		}
 	}
-	if len(prefixed) == 1 {
+	switch {
+	case len(prefixed) == 1:
 		return prefixed[0]
+	case len(prefixed) > 1:
+		// Typed is the start of several: any of them may be meant, and
+		// a third name a few edits away ("usage" for "usage-e", the
+		// start of usage-event-buffer and usage-event-retention) would
+		// be a guess.
+		return ""
 	}
 	limit := 1
 	switch {

@@ -162,7 +162,7 @@ func (c *serveConfig) validate() error {
 	}
 	if c.RedisURL != "" {
 		// Found now, not once the store is opened and migrated. The
-		// error may quote the URL: exit scrubs it, a secret.
+		// error quotes no part of the URL, which may hold a password.
 		if err := redislimit.CheckURL(c.RedisURL); err != nil {
 			return fmt.Errorf("--redis-url (KEYWARD_REDIS_URL): %w", err)
 		}

@@ -42,6 +42,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -128,12 +129,29 @@ type Limiter struct {
 
 var _ verify.GlobalLimits = (*Limiter)(nil)
 
-// CheckURL reports what makes url unusable to New, or nil, without
-// connecting or resolving anything. The error may quote url, password and
-// all.
-func CheckURL(url string) error {
-	_, err := redis.ParseURL(url)
+// CheckURL reports what makes rawURL unusable to New, or nil, without
+// connecting or resolving anything. The error does not quote rawURL.
+func CheckURL(rawURL string) error {
+	_, err := parseURL(rawURL)
 	return err
+}
+
+// parseURL is redis.ParseURL with an error that quotes no part of rawURL
+// that may be its password. url.Parse's error quotes the URL whole with %q,
+// which escapes a quote, a backslash or a control character: then it is no
+// longer the text a caller would scrub, and the password would be shown.
+func parseURL(rawURL string) (*redis.Options, error) {
+	o, err := redis.ParseURL(rawURL)
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return o, err
+	}
+	var ee url.EscapeError
+	if errors.As(ue.Err, &ee) {
+		// It quotes the escape, which may be in the password.
+		return nil, errors.New("the URL does not parse: a % that is not followed by two hex digits (write a % in the password as %25)")
+	}
+	return nil, fmt.Errorf("the URL does not parse: %w", ue.Err)
 }
 
 // New returns a Limiter for the Redis server at url (redis://[user:pass@]
@@ -142,7 +160,7 @@ func CheckURL(url string) error {
 // Redis is down; Check and Ping report that it does not answer. The caller
 // must Close the Limiter.
 func New(ctx context.Context, url string, opts Options) (*Limiter, error) {
-	ro, err := redis.ParseURL(url)
+	ro, err := parseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redislimit: %w", err)
 	}

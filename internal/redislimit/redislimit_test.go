@@ -1076,3 +1076,34 @@ func TestClockOffset(t *testing.T) {
 		}
 	})
 }
+
+// TestURLErrorQuotesNoPassword: a URL that does not parse is refused by
+// CheckURL and New with an error that shows no part of its password, even
+// one that url.Parse's error would quote escaped (a quote, a backslash, a
+// control character), where a caller's scrubbing of the URL as given finds
+// nothing to scrub.
+func TestURLErrorQuotesNoPassword(t *testing.T) {
+	for _, tc := range []struct {
+		name, url, want string
+	}{
+		{"Quote", `redis://:pa"ssWORD1@h:6379/0`, "the URL does not parse: net/url: invalid userinfo"},
+		{"Backslash", `redis://:pa\ssWORD1@h:x/0`, `the URL does not parse: invalid port ":x" after host`},
+		{"Control", "redis://:pa\tssWORD1@h:6379/0", "the URL does not parse: net/url: invalid control character in URL"},
+		{"Escape", "redis://:p%zaWORD1@h:6379/0", "the URL does not parse: a % that is not followed by two hex digits (write a % in the password as %25)"},
+		{"Database", "redis://:paWORD1@h:6379/zero", `redis: invalid database number: "zero"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckURL(tc.url)
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("CheckURL: %v, want %s", err, tc.want)
+			}
+			_, err = New(context.Background(), tc.url, Options{})
+			if err == nil || err.Error() != "redislimit: "+tc.want {
+				t.Fatalf("New: %v, want redislimit: %s", err, tc.want)
+			}
+		})
+	}
+	if err := CheckURL("redis://:pa%25ss@h:6379/0?dial_timeout=1s"); err != nil {
+		t.Errorf("CheckURL of a good URL: %v", err)
+	}
+}

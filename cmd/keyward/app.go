@@ -226,8 +226,9 @@ func checkAddr(addr string) error {
 	}
 	// A service name, as net.Listen takes ("http"), from the services
 	// database: no network is asked. A signed number ("+80"), which it
-	// takes too, would make an odd --public-url default.
-	if _, err := net.LookupPort("tcp", port); err != nil || strings.HasPrefix(port, "+") {
+	// takes too, would make an odd --public-url default; "-0" and "-",
+	// which it takes for 0, are no port either.
+	if _, err := net.LookupPort("tcp", port); err != nil || strings.HasPrefix(port, "+") || strings.HasPrefix(port, "-") {
 		return fmt.Errorf("--addr %q: the port must be a number from 0 to 65535 or a service name, not %q", addr, port)
 	}
 	return nil

@@ -218,7 +218,12 @@ func checkAddr(addr string) error {
 		}
 		return fmt.Errorf("--addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not %q: %s", addr, why)
 	}
-	if port != "" && strings.Trim(port, "0123456789") == "" {
+	if port == "" {
+		// net.Listen takes it for 0, any free port: more likely a
+		// "127.0.0.1:$PORT" whose variable is unset than a wish.
+		return fmt.Errorf("--addr %q: the port is empty: give one, or 0 for any free one", addr)
+	}
+	if strings.Trim(port, "0123456789") == "" {
 		if n, err := strconv.Atoi(port); err != nil || n > 65535 {
 			return fmt.Errorf("--addr %q: the port must be from 0 (any free one) to 65535", addr)
 		}

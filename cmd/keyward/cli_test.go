@@ -1171,9 +1171,19 @@ func TestDatabaseURLFile(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "must be a postgres:// URL") || strings.Contains(r.stderr, "give the URL once") {
 		t.Errorf("--database-url with the _FILE: exit %d, stderr %q", r.code, r.stderr)
 	}
+	// A file that cannot be read, or is empty, is what running found, as
+	// for KEYWARD_SECRET_FILE: exit 1, not a usage error.
 	r = cli(t, nil, map[string]string{"KEYWARD_DATABASE_URL_FILE": file + ".missing"}, "", "migrate")
-	if r.code == 0 || !strings.Contains(r.stderr, "reading KEYWARD_DATABASE_URL_FILE") {
-		t.Errorf("missing file: exit %d, stderr %q", r.code, r.stderr)
+	r.want(t, 1)
+	if want := "keyward: reading KEYWARD_DATABASE_URL_FILE: open " + file + ".missing: no such file or directory\n"; r.stderr != want {
+		t.Errorf("missing file: stderr %q, want %q", r.stderr, want)
+	}
+	empty := filepath.Join(t.TempDir(), "empty.url")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	r = cli(t, nil, map[string]string{"KEYWARD_DATABASE_URL_FILE": empty}, "", "serve")
+	r.want(t, 1)
+	if want := "keyward: KEYWARD_DATABASE_URL_FILE names an empty file: " + empty + "\n"; r.stderr != want {
+		t.Errorf("empty file: stderr %q, want %q", r.stderr, want)
 	}
 }
 

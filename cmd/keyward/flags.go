@@ -138,10 +138,18 @@ func (f *flagSet) Env(name, description string) {
 }
 
 // Check adds a validation that parse runs after parsing; its error is a
-// usage error.
+// usage error, unless it is a workError.
 func (f *flagSet) Check(fn func() error) {
 	f.check = append(f.check, fn)
 }
+
+// workError is the error of a Check that found a problem no command line
+// can show, such as a file it names that cannot be read: parse returns it
+// unwrapped, so that it exits 1, not 2.
+type workError struct{ err error }
+
+func (w *workError) Error() string { return w.err.Error() }
+func (w *workError) Unwrap() error { return w.err }
 
 // Changed reports whether the flag name was given on the command line.
 func (f *flagSet) Changed(name string) bool {
@@ -185,6 +193,9 @@ func (f *flagSet) parse(args []string) ([]string, error) {
 	}
 	for _, fn := range f.check {
 		if err := fn(); err != nil {
+			if we, ok := err.(*workError); ok {
+				return nil, we.err
+			}
 			return nil, &usageError{cmd: f.cmd, err: err}
 		}
 	}

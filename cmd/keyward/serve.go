@@ -127,7 +127,9 @@ func defineStoreFlags(fs *flagSet, c *storeConfig) {
 		}
 		u, err := fs.e.secretEnv("KEYWARD_DATABASE_URL")
 		if err != nil {
-			return err
+			// A file that cannot be read, or is empty: exit 1, as for
+			// KEYWARD_SECRET_FILE and KEYWARD_REDIS_URL_FILE.
+			return &workError{err}
 		}
 		c.DatabaseURL = u
 		return nil

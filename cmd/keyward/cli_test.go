@@ -1283,6 +1283,8 @@ func TestServePublicURLDefault(t *testing.T) {
 		{"Port80", []string{"--addr", "0.0.0.0:80"}, nil, "http://localhost"},
 		{"Port443TLS", []string{"--addr", ":443", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "https://localhost"},
 		{"Port443Plain", []string{"--addr", ":443"}, nil, "http://localhost:443"},
+		{"LeadingZero", []string{"--addr", "127.0.0.1:09000"}, nil, "http://localhost:9000"},
+		{"Port80LeadingZero", []string{"--addr", "127.0.0.1:080"}, nil, "http://localhost"},
 		{"Flag", []string{"--addr", "127.0.0.1:9000", "--public-url", "https://keys.example.com"}, nil, "https://keys.example.com"},
 		{"Env", []string{"--addr", "127.0.0.1:9000"}, map[string]string{"KEYWARD_PUBLIC_URL": "http://localhost:8080"}, "http://localhost:8080"},
 	} {

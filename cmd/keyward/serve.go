@@ -76,6 +76,10 @@ func defaultPublicURL(addr string, tls bool) string {
 	_, port, err := net.SplitHostPort(addr)
 	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
 		port = "8080"
+	} else {
+		// As browsers write it: "08080" is 8080 to net.Listen, and an
+		// origin that keeps the zero is another one.
+		port = strconv.Itoa(n)
 	}
 	if scheme == "http" && port == "80" || scheme == "https" && port == "443" {
 		// The origin browsers give, which passkeys compare as text.

@@ -1414,6 +1414,8 @@ func TestStartupValuesAreUsageErrors(t *testing.T) {
 			`keyward: serve: --redis-url (KEYWARD_REDIS_URL): the URL does not parse: net/url: invalid userinfo (see 'keyward serve --help')`},
 		{"RedisURLBackslashPasswordEnv", []string{"serve", "--addr", "127.0.0.1:0"}, map[string]string{"KEYWARD_REDIS_URL": `redis://:hunter2\hunter2@h:x/0`},
 			`keyward: serve: --redis-url (KEYWARD_REDIS_URL): the URL does not parse: invalid port ":x" after host (see 'keyward serve --help')`},
+		{"RedisURLSlashPasswordEnv", []string{"serve", "--addr", "127.0.0.1:0"}, map[string]string{"KEYWARD_REDIS_URL": "redis://:1234/hunter2hunter2@h:6379/0"},
+			`keyward: serve: --redis-url (KEYWARD_REDIS_URL): the URL does not parse: an @ follows a /, ? or # (write one of these in a user name or password as %2F, %3F or %23) (see 'keyward serve --help')`},
 		{"RedisURLDatabaseEnv", []string{"serve", "--addr", "127.0.0.1:0"}, map[string]string{"KEYWARD_REDIS_URL": "redis://:hunter2hunter2@h:6379/zero"},
 			`keyward: serve: --redis-url (KEYWARD_REDIS_URL): redis: invalid database number: "zero" (see 'keyward serve --help')`},
 		{"RedisURLOption", []string{"serve", "--addr", "127.0.0.1:0", "--redis-url", "redis://h:6379/0?colour=red"}, nil,

@@ -142,6 +142,12 @@ func CheckURL(rawURL string) error {
 // longer the text a caller would scrub, and the password would be shown.
 func parseURL(rawURL string) (*redis.Options, error) {
 	o, err := redis.ParseURL(rawURL)
+	if err != nil && atAfterAuthority(rawURL) {
+		// A password that holds a /, ? or # ends the host part there:
+		// the rest of the password is read as a port, a path or a query,
+		// which the errors quote.
+		return nil, errors.New("the URL does not parse: an @ follows a /, ? or # (write one of these in a user name or password as %2F, %3F or %23)")
+	}
 	var ue *url.Error
 	if !errors.As(err, &ue) {
 		return o, err
@@ -152,6 +158,17 @@ func parseURL(rawURL string) (*redis.Options, error) {
 		return nil, errors.New("the URL does not parse: a % that is not followed by two hex digits (write a % in the password as %25)")
 	}
 	return nil, fmt.Errorf("the URL does not parse: %w", ue.Err)
+}
+
+// atAfterAuthority reports whether rawURL holds an @ after the /, ? or #
+// that ends the part after its "//", where a user name and password are.
+func atAfterAuthority(rawURL string) bool {
+	_, rest, ok := strings.Cut(rawURL, "//")
+	if !ok {
+		return false
+	}
+	end := strings.IndexAny(rest, "/?#")
+	return end >= 0 && strings.Contains(rest[end:], "@")
 }
 
 // New returns a Limiter for the Redis server at url (redis://[user:pass@]

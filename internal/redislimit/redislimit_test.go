@@ -1083,6 +1083,7 @@ func TestClockOffset(t *testing.T) {
 // control character), where a caller's scrubbing of the URL as given finds
 // nothing to scrub.
 func TestURLErrorQuotesNoPassword(t *testing.T) {
+	const slashErr = "the URL does not parse: an @ follows a /, ? or # (write one of these in a user name or password as %2F, %3F or %23)"
 	for _, tc := range []struct {
 		name, url, want string
 	}{
@@ -1091,6 +1092,15 @@ func TestURLErrorQuotesNoPassword(t *testing.T) {
 		{"Control", "redis://:pa\tssWORD1@h:6379/0", "the URL does not parse: net/url: invalid control character in URL"},
 		{"Escape", "redis://:p%zaWORD1@h:6379/0", "the URL does not parse: a % that is not followed by two hex digits (write a % in the password as %25)"},
 		{"Database", "redis://:paWORD1@h:6379/zero", `redis: invalid database number: "zero"`},
+		// A /, ? or # in the password ends the host part: what follows is
+		// a port, a path or a query, which the errors would quote.
+		{"SlashPort", "redis://:paWORD1/rest2@h:6379/0", slashErr},
+		{"SlashUserPort", "redis://u:paWORD1/rest2@h:6379/0", slashErr},
+		{"HashPort", "redis://u:paWORD1#rest2@h:6379/0", slashErr},
+		{"SlashPath", "redis://:1234/paWORD1rest2@h:6379/0", slashErr},
+		{"SlashDatabase", "redis://:1234/paWORD1rest2@h", slashErr},
+		{"QueryOption", "redis://:1234?paWORD1rest2@h", slashErr},
+		{"AtAndSlash", "redis://:pa@WORD1/rest2@h:6379/0", slashErr},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := CheckURL(tc.url)
@@ -1103,7 +1113,9 @@ func TestURLErrorQuotesNoPassword(t *testing.T) {
 			}
 		})
 	}
-	if err := CheckURL("redis://:pa%25ss@h:6379/0?dial_timeout=1s"); err != nil {
-		t.Errorf("CheckURL of a good URL: %v", err)
+	for _, good := range []string{"redis://:pa%25ss@h:6379/0?dial_timeout=1s", "redis://:pa%2Fss%3F%23@h:6379/0"} {
+		if err := CheckURL(good); err != nil {
+			t.Errorf("CheckURL(%s): %v", good, err)
+		}
 	}
 }

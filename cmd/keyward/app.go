@@ -230,13 +230,28 @@ func checkAddr(addr string) error {
 		return nil
 	}
 	// A service name, as net.Listen takes ("http"), from the services
-	// database: no network is asked. A signed number ("+80"), which it
-	// takes too, would make an odd --public-url default; "-0" and "-",
-	// which it takes for 0, are no port either.
-	if _, err := net.LookupPort("tcp", port); err != nil || strings.HasPrefix(port, "+") || strings.HasPrefix(port, "-") {
+	// database: no network is asked. A name starts with a letter: a
+	// signed number ("+80"), which net.Listen takes too, would make an
+	// odd --public-url default; "-0" and "-", which it takes for 0, are
+	// no port either, nor, with the C resolver, " -0" or " +80".
+	if _, err := net.LookupPort("tcp", port); err != nil || !serviceName(port) {
 		return fmt.Errorf("--addr %q: the port must be a number from 0 to 65535 or a service name, not %q", addr, port)
 	}
 	return nil
+}
+
+// serviceName reports whether port has the form of a service name: an
+// ASCII letter, then letters, digits, '-', '_' or '.'.
+func serviceName(port string) bool {
+	for i, r := range port {
+		switch {
+		case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z':
+		case i > 0 && ('0' <= r && r <= '9' || r == '-' || r == '_' || r == '.'):
+		default:
+			return false
+		}
+	}
+	return port != ""
 }
 
 func parseLevel(s string) (slog.Level, error) {

@@ -1404,6 +1404,14 @@ func TestStartupValuesAreUsageErrors(t *testing.T) {
 			`keyward: serve: --addr "127.0.0.1:-0": the port must be a number from 0 to 65535 or a service name, not "-0" (see 'keyward serve --help')`},
 		{"AddrPortMinus", []string{"serve", "--addr", ":-"}, nil,
 			`keyward: serve: --addr ":-": the port must be a number from 0 to 65535 or a service name, not "-" (see 'keyward serve --help')`},
+		// The C resolver's getaddrinfo skips white space and takes a sign
+		// (" -0" for any free port) where the Go one takes none.
+		{"AddrPortSpaceNegativeZero", []string{"serve", "--addr", "127.0.0.1: -0"}, nil,
+			`keyward: serve: --addr "127.0.0.1: -0": the port must be a number from 0 to 65535 or a service name, not " -0" (see 'keyward serve --help')`},
+		{"AddrPortSpaceSigned", []string{"serve", "--addr", "127.0.0.1: +80"}, nil,
+			`keyward: serve: --addr "127.0.0.1: +80": the port must be a number from 0 to 65535 or a service name, not " +80" (see 'keyward serve --help')`},
+		{"AddrPortTab", []string{"serve", "--addr", "127.0.0.1:\t9000"}, nil,
+			`keyward: serve: --addr "127.0.0.1:\t9000": the port must be a number from 0 to 65535 or a service name, not "\t9000" (see 'keyward serve --help')`},
 		{"AddrPortNoService", []string{"serve", "--addr", "127.0.0.1:no-such-service"}, nil,
 			`keyward: serve: --addr "127.0.0.1:no-such-service": the port must be a number from 0 to 65535 or a service name, not "no-such-service" (see 'keyward serve --help')`},
 		{"AddrEnv", []string{"serve"}, map[string]string{"KEYWARD_ADDR": "localhost"},

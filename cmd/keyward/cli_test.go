@@ -1285,6 +1285,9 @@ func TestServePublicURLDefault(t *testing.T) {
 		{"Port443Plain", []string{"--addr", ":443"}, nil, "http://localhost:443"},
 		{"LeadingZero", []string{"--addr", "127.0.0.1:09000"}, nil, "http://localhost:9000"},
 		{"Port80LeadingZero", []string{"--addr", "127.0.0.1:080"}, nil, "http://localhost"},
+		{"ServiceName", []string{"--addr", "127.0.0.1:http"}, nil, "http://localhost"},
+		{"ServiceNameTLS", []string{"--addr", ":https", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "https://localhost"},
+		{"ServiceNamePlain", []string{"--addr", ":https"}, nil, "http://localhost:443"},
 		{"Flag", []string{"--addr", "127.0.0.1:9000", "--public-url", "https://keys.example.com"}, nil, "https://keys.example.com"},
 		{"Env", []string{"--addr", "127.0.0.1:9000"}, map[string]string{"KEYWARD_PUBLIC_URL": "http://localhost:8080"}, "http://localhost:8080"},
 	} {

@@ -66,7 +66,8 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 
 // defaultPublicURL is the public URL of a server listening on addr when
 // none is given: localhost at addr's port (none written for the scheme's
-// own), over https with TLS. An address without a fixed port (":0") keeps
+// own; a service name's, such as "http", as its number), over https with
+// TLS. An address without a fixed port (":0") keeps
 // port 8080, the default address's.
 func defaultPublicURL(addr string, tls bool) string {
 	scheme := "http"
@@ -74,6 +75,12 @@ func defaultPublicURL(addr string, tls bool) string {
 		scheme = "https"
 	}
 	_, port, err := net.SplitHostPort(addr)
+	if err == nil && port != "" && strings.Trim(port, "0123456789") != "" {
+		// A service name ("http"): the port net.Listen serves.
+		if n, lerr := net.LookupPort("tcp", port); lerr == nil {
+			port = strconv.Itoa(n)
+		}
+	}
 	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
 		port = "8080"
 	} else {

@@ -67,8 +67,8 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 // defaultPublicURL is the public URL of a server listening on addr when
 // none is given: localhost at addr's port (none written for the scheme's
 // own; a service name's, such as "http", as its number), over https with
-// TLS. An address without a fixed port (":0") keeps
-// port 8080, the default address's.
+// TLS. An address without a fixed port (":0") keeps port 8080, the default
+// address's.
 func defaultPublicURL(addr string, tls bool) string {
 	scheme := "http"
 	if tls {

@@ -1709,14 +1709,7 @@ routes:
   - {name: put, path_prefix: /a, methods: [PUT], upstreams: [http://a]}
   - {name: other-host, host: example.com, path_prefix: /a, methods: [PUT], upstreams: [http://a]}
 `))
-	var ce *ConfigErrors
-	if !errors.As(err, &ce) {
-		t.Fatalf("Parse: %v, want *ConfigErrors", err)
-	}
-	var got []string
-	for _, e := range ce.Errs {
-		got = append(got, fmt.Sprintf("%d: %s: %s", e.Line, e.Field, e.Msg))
-	}
+	got := configErrorLines(t, err)
 	want := []string{
 		`7: routes[1].name: "r" is also the name of routes[0]`,
 		`7: routes[1]: duplicates routes[0] (same host, path_prefix and methods)`,
@@ -1746,14 +1739,7 @@ routes:
   - *r
   - {name: b, path_prefix: /b, upstreams: *m}
 `))
-	var ce *ConfigErrors
-	if !errors.As(err, &ce) {
-		t.Fatalf("Parse: %v, want *ConfigErrors", err)
-	}
-	var got []string
-	for _, e := range ce.Errs {
-		got = append(got, fmt.Sprintf("%d: %s: %s", e.Line, e.Field, e.Msg))
-	}
+	got := configErrorLines(t, err)
 	want := []string{
 		`3: routes[1].timeout: "soon" is not a positive duration such as "30s"`,
 		`7: routes[1].name: required`,
@@ -1762,4 +1748,18 @@ routes:
 	if !slices.Equal(got, want) {
 		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// configErrorLines returns err's problems as "line: field: message".
+func configErrorLines(t *testing.T, err error) []string {
+	t.Helper()
+	var ce *ConfigErrors
+	if !errors.As(err, &ce) {
+		t.Fatalf("Parse: %v, want *ConfigErrors", err)
+	}
+	var lines []string
+	for _, e := range ce.Errs {
+		lines = append(lines, fmt.Sprintf("%d: %s: %s", e.Line, e.Field, e.Msg))
+	}
+	return lines
 }

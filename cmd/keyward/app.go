@@ -417,7 +417,7 @@ func noteNewStore(e *env, cfg storeConfig) {
 // checkDatabaseURL accepts postgres:// and postgresql:// URLs.
 func checkDatabaseURL(u string) error {
 	if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
-		return errors.New("--database-url must be a postgres:// URL")
+		return errors.New("--database-url (KEYWARD_DATABASE_URL) must be a postgres:// URL")
 	}
 	return nil
 }

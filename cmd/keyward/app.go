@@ -121,7 +121,7 @@ func (c *serveConfig) usageConfig() usage.Config {
 
 func (c *serveConfig) validate() error {
 	// First: --public-url's default follows it.
-	if err := checkAddr(c.Addr); err != nil {
+	if _, err := listenPort(c.Addr); err != nil {
 		return err
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
@@ -205,10 +205,11 @@ func (c *serveConfig) validate() error {
 	return nil
 }
 
-// checkAddr checks the form of the listen address addr, HOST:PORT: what
-// only listening finds (a host name that does not resolve, a port in use
-// or not allowed) is not a usage error, and is left to it.
-func checkAddr(addr string) error {
+// listenPort returns the port that net.Listen would listen on for addr,
+// HOST:PORT (0: any free one), or what is wrong with addr's form. What only
+// listening finds (a host name that does not resolve, a port in use or
+// not allowed) is not looked at.
+func listenPort(addr string) (int, error) {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		why := err.Error()
@@ -216,28 +217,30 @@ func checkAddr(addr string) error {
 		if errors.As(err, &ae) {
 			why = ae.Err
 		}
-		return fmt.Errorf("--addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not %q: %s", addr, why)
+		return 0, fmt.Errorf("--addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not %q: %s", addr, why)
 	}
 	if port == "" {
 		// net.Listen takes it for 0, any free port: more likely a
 		// "127.0.0.1:$PORT" whose variable is unset than a wish.
-		return fmt.Errorf("--addr %q: the port is empty: give one, or 0 for any free one", addr)
+		return 0, fmt.Errorf("--addr %q: the port is empty: give one, or 0 for any free one", addr)
 	}
 	if strings.Trim(port, "0123456789") == "" {
-		if n, err := strconv.Atoi(port); err != nil || n > 65535 {
-			return fmt.Errorf("--addr %q: the port must be from 0 (any free one) to 65535", addr)
+		n, err := strconv.Atoi(port)
+		if err != nil || n > 65535 {
+			return 0, fmt.Errorf("--addr %q: the port must be from 0 (any free one) to 65535", addr)
 		}
-		return nil
+		return n, nil
 	}
 	// A service name, as net.Listen takes ("http"), from the services
 	// database: no network is asked. A name starts with a letter: a
 	// signed number ("+80"), which net.Listen takes too, would make an
 	// odd --public-url default; "-0" and "-", which it takes for 0, are
 	// no port either, nor, with the C resolver, " -0" or " +80".
-	if _, err := net.LookupPort("tcp", port); err != nil || !serviceName(port) {
-		return fmt.Errorf("--addr %q: the port must be a number from 0 to 65535 or a service name, not %q", addr, port)
+	n, err := net.LookupPort("tcp", port)
+	if err != nil || !serviceName(port) {
+		return 0, fmt.Errorf("--addr %q: the port must be a number from 0 to 65535 or a service name, not %q", addr, port)
 	}
-	return nil
+	return n, nil
 }
 
 // serviceName reports whether port has the form of a service name: an

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,18 +73,11 @@ func defaultPublicURL(addr string, tls bool) string {
 	if tls {
 		scheme = "https"
 	}
-	_, port, err := net.SplitHostPort(addr)
-	if err == nil && port != "" && strings.Trim(port, "0123456789") != "" {
-		// A service name ("http"): the port net.Listen serves.
-		if n, lerr := net.LookupPort("tcp", port); lerr == nil {
-			port = strconv.Itoa(n)
-		}
-	}
-	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
-		port = "8080"
-	} else {
-		// As browsers write it: "08080" is 8080 to net.Listen, and an
-		// origin that keeps the zero is another one.
+	// The number as browsers write it: "08080" and "http" are ports
+	// 8080 and 80 to net.Listen, and an origin that kept them as given
+	// would be another one.
+	port := "8080"
+	if n, err := listenPort(addr); err == nil && n > 0 {
 		port = strconv.Itoa(n)
 	}
 	if scheme == "http" && port == "80" || scheme == "https" && port == "443" {

@@ -408,16 +408,24 @@ func (r *resolver) mapping(n *yaml.Node) *yaml.Node {
 	if len(merged) == 0 {
 		return &c
 	}
+	// A key set before (by the mapping, or a mapping merged earlier) is
+	// not taken; one a merged mapping repeats is, so that the walk reports
+	// it as it reports any repeated key (a mapping under an x- key is not
+	// read itself).
 	set := map[string]bool{}
 	for i := 0; i < len(c.Content); i += 2 {
 		set[c.Content[i].Value] = true
 	}
 	for _, pairs := range merged {
+		var took []string
 		for i := 0; i+1 < len(pairs); i += 2 {
 			if k := pairs[i].Value; !set[k] {
-				set[k] = true
+				took = append(took, k)
 				c.Content = append(c.Content, pairs[i], pairs[i+1])
 			}
+		}
+		for _, k := range took {
+			set[k] = true
 		}
 	}
 	return &c
@@ -436,17 +444,6 @@ func (r *resolver) mergeSources(k, v *yaml.Node) [][]*yaml.Node {
 		if m.Kind != yaml.MappingNode {
 			r.fail(k.Line, "<<: must name a mapping (<<: *name) or a list of them")
 			return nil
-		}
-		// A key the merged mapping repeats would be dropped unseen (a
-		// mapping under an x- key is not read itself).
-		seen := map[string]bool{}
-		for i := 0; i+1 < len(m.Content); i += 2 {
-			mk := m.Content[i]
-			if seen[mk.Value] {
-				r.fail(mk.Line, "%s: repeated key, in a mapping merged at line %d", mk.Value, k.Line)
-				return nil
-			}
-			seen[mk.Value] = true
 		}
 		out = append(out, m.Content)
 	}
@@ -944,18 +941,6 @@ func (p *parser) duplicates(seq *yaml.Node, routes []Route, fold bool) {
 			}
 		}
 	}
-}
-
-// asciiLower returns s with its ASCII upper-case letters in lower case, as
-// asciiEqualFold compares.
-func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 func validHeaderName(s string) bool {

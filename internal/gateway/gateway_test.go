@@ -1609,7 +1609,7 @@ func TestConfigAliasErrors(t *testing.T) {
 		{"AliasedScalarLine", head + "x-t: &t soon\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [http://a]\n    timeout: *t\n",
 			`cfg.yaml:8: routes[0].timeout: "soon" is not a positive duration`},
 		{"MergeRepeatedKey", head + "x-d: &d\n  timeout: 1s\n  timeout: 2s\nroutes:\n  - name: r\n    <<: *d\n    path_prefix: /\n    upstreams: [http://a]\n",
-			"cfg.yaml:5: timeout: repeated key, in a mapping merged at line 8"},
+			"cfg.yaml:5: routes[0].timeout: repeated key"},
 		{"TwoMergeKeys", head + "x-a: &a {timeout: 1s}\nx-b: &b {timeout: 2s}\nroutes:\n  - name: r\n    <<: *a\n    <<: *b\n    path_prefix: /\n    upstreams: [http://a]\n",
 			"cfg.yaml:8: <<: repeated key: merge several mappings as one list, <<: [*a, *b]"},
 		{"MergeScalar", head + "x-s: &s text\nroutes:\n  - name: r\n    <<: *s\n    path_prefix: /\n    upstreams: [http://a]\n",

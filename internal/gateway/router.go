@@ -81,6 +81,18 @@ func hasPathPrefix(s, prefix string, fold bool) bool {
 	return len(s) >= n && (s[:n] == prefix || fold && asciiEqualFold(s[:n], prefix))
 }
 
+// asciiLower returns s with its ASCII upper-case letters in lower case, as
+// asciiEqualFold compares.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
 // asciiEqualFold reports whether a and b are equal but for the case of
 // ASCII letters (as Express and IIS route; not Unicode's folding, under
 // which "K", the Kelvin sign, equals "k").

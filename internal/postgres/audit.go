@@ -199,22 +199,7 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 	if !storable(f.WorkspaceID) {
 		return nil, nil
 	}
-	var before *int64
-	if f.Before != "" {
-		if !storable(f.Before) {
-			return nil, nil
-		}
-		var seq int64
-		err := db.pool.QueryRow(ctx, `SELECT seq FROM audit_events WHERE id = $1 AND workspace_id = $2`, f.Before, f.WorkspaceID).Scan(&seq)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return nil, nil
-		case err != nil:
-			return nil, wrap("find audit events", err)
-		}
-		before = &seq
-	}
-	where, args, ok := auditQuery(f, before)
+	where, args, ok := auditQuery(f)
 	if !ok {
 		return nil, nil // nothing stored holds a value it must equal
 	}
@@ -232,16 +217,20 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 // auditQuery returns the SQL after "FROM audit_events" that selects the
 // page of events f asks for, newest first, and its arguments, or false
 // when a value that a column must equal is not storable, so that nothing
-// matches. before is the sequence number of the cursor's event, nil when f
-// has no cursor. With the indexes on (workspace_id, seq), (workspace_id,
-// actor_id, seq) and (workspace_id, target, seq), the page is read
-// backwards in order, with no sort, from where the cursor stands.
-func auditQuery(f keyward.AuditFilter, before *int64) (string, []any, bool) {
+// matches. The cursor's place is its event's seq, looked up within the
+// workspace in the same statement (none: NULL, which no seq is less than).
+// With the indexes on (workspace_id, seq), (workspace_id, actor_id, seq)
+// and (workspace_id, target, seq), the page is read backwards in order,
+// with no sort, from where the cursor stands.
+func auditQuery(f keyward.AuditFilter) (string, []any, bool) {
 	where := `WHERE workspace_id = $1`
 	args := []any{f.WorkspaceID}
-	if before != nil {
-		args = append(args, *before)
-		where += fmt.Sprintf(` AND seq < $%d`, len(args))
+	if f.Before != "" {
+		if !storable(f.Before) {
+			return "", nil, false
+		}
+		args = append(args, f.Before)
+		where += fmt.Sprintf(` AND seq < (SELECT c.seq FROM audit_events c WHERE c.id = $%d AND c.workspace_id = $1)`, len(args))
 	}
 	action := f.Action
 	if lo, hi, ok := f.ActionFamily(); ok && storable(lo) {

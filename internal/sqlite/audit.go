@@ -194,19 +194,7 @@ func queryEvents(ctx context.Context, q querier, where string, args ...any) ([]c
 // were written after it, and listed before it), and another workspace's,
 // or none, has no place in this one's order.
 func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*keyward.AuditEvent, error) {
-	var before *int64
-	if f.Before != "" {
-		var seq int64
-		err := db.read.QueryRowContext(ctx, `SELECT seq FROM audit_events WHERE id = ? AND workspace_id = ?`, f.Before, f.WorkspaceID).Scan(&seq)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return nil, nil
-		case err != nil:
-			return nil, wrap("find audit events", err)
-		}
-		before = &seq
-	}
-	where, args := auditQuery(f, before)
+	where, args := auditQuery(f)
 	page, err := queryEvents(ctx, db.read, where, args...)
 	if err != nil {
 		return nil, wrap("find audit events", err)
@@ -219,17 +207,18 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 }
 
 // auditQuery returns the SQL after "FROM audit_events" that selects the
-// page of events f asks for, newest first, and its arguments. before is
-// the sequence number of the cursor's event, nil when f has no cursor.
-// With the indexes on (workspace_id, seq), (workspace_id, actor_id, seq)
-// and (workspace_id, target, seq), the page is read in order, with no
-// sort, from where the cursor stands.
-func auditQuery(f keyward.AuditFilter, before *int64) (string, []any) {
+// page of events f asks for, newest first, and its arguments. The
+// cursor's place is its event's seq, looked up within the workspace in the
+// same statement (none: NULL, which no seq is less than). With the indexes
+// on (workspace_id, seq), (workspace_id, actor_id, seq) and (workspace_id,
+// target, seq), the page is read in order, with no sort, from where the
+// cursor stands.
+func auditQuery(f keyward.AuditFilter) (string, []any) {
 	where := `WHERE workspace_id = ?`
 	args := []any{f.WorkspaceID}
-	if before != nil {
-		where += ` AND seq < ?`
-		args = append(args, *before)
+	if f.Before != "" {
+		where += ` AND seq < (SELECT c.seq FROM audit_events c WHERE c.id = ? AND c.workspace_id = ?)`
+		args = append(args, f.Before, f.WorkspaceID)
 	}
 	action := f.Action
 	if lo, hi, ok := f.ActionFamily(); ok {

@@ -671,14 +671,13 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 		}
 	}
 
-	seq := int64(3)
 	for _, f := range []keyward.AuditFilter{
 		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51},
 		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51, Actor: "tok_admin"},
 		{WorkspaceID: ws.ID, Before: ids[1], Limit: 21, Target: tok.ID},
 		{WorkspaceID: ws.ID, Before: ids[1], Limit: 51, Action: "token.*", Target: tok.ID, From: t0, To: t0.Add(time.Hour)},
 	} {
-		where, args := auditQuery(f, &seq)
+		where, args := auditQuery(f)
 		rows, err := raw.Query(`EXPLAIN QUERY PLAN SELECT `+eventColumns+` FROM audit_events `+where, args...)
 		if err != nil {
 			t.Fatalf("EXPLAIN: %v", err)
@@ -700,8 +699,10 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 		case f.Target != "":
 			want = "SEARCH audit_events USING INDEX audit_events_workspace_target_seq (workspace_id=? AND target=? AND seq<?)"
 		}
-		if !slices.Equal(plan, []string{want}) {
-			t.Errorf("plan of %s = %q, want %q", where, plan, want)
+		// Then the cursor's lookup, by the unique index on id.
+		wantPlan := []string{want, "SCALAR SUBQUERY 1", "SEARCH c USING INDEX sqlite_autoindex_audit_events_1 (id=?)"}
+		if !slices.Equal(plan, wantPlan) {
+			t.Errorf("plan of %s = %q, want %q", where, plan, wantPlan)
 		}
 	}
 }

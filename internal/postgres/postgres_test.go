@@ -1248,7 +1248,7 @@ func TestStoreCollation(t *testing.T) {
 }
 
 // TestAuditWriteOrderMigration: a store from before migration 0009 gets
-// the index by actor and sequence when it opens, and then lists the events
+// the indexes by actor and by target in sequence when it opens, and then lists the events
 // it holds in the order they were written; every listing of a page after
 // a cursor, filtered by actor or not, can read an index backwards in that
 // order, without a sort, however large the log.

@@ -319,6 +319,26 @@ func rawOpen(t *testing.T, path string) *sql.DB {
 	return raw
 }
 
+// rewind runs stmts on the closed store at path, which take its schema
+// back to before a migration, and opens it again, which migrates it; the
+// store is closed when the test ends.
+func rewind(t *testing.T, path string, stmts ...string) *DB {
+	t.Helper()
+	raw := rawOpen(t, path)
+	for _, q := range stmts {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+	db, err := Open(context.Background(), path, WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 func TestTimes(t *testing.T) {
 	t.Run("OKNanoseconds", func(t *testing.T) {
 		ctx := context.Background()
@@ -508,24 +528,12 @@ func TestNameKeyMigration(t *testing.T) {
 	seed(t, db, "Acme")
 	db.Close()
 	// Back to the schema before 0007, with a second "acme" in it.
-	raw := rawOpen(t, path)
-	for _, q := range []string{
+	db = rewind(t, path,
 		`DROP INDEX workspaces_name_fold`,
 		`ALTER TABLE workspaces DROP COLUMN name_key`,
 		`DELETE FROM schema_migrations WHERE name = '0007_workspace_name_key.sql'`,
 		`INSERT INTO workspaces (id, name, token_prefix, created_at) VALUES ('ws_later', 'ACME', 'kw', 1)`,
-	} {
-		if _, err := raw.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	raw.Close()
-
-	db, err := Open(ctx, path, WithAuditKey(storetest.AuditKey))
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	defer db.Close()
+	)
 	for _, name := range []string{"Acme", "ACME"} {
 		if _, err := db.FindWorkspaceByName(ctx, name); err != nil {
 			t.Errorf("FindWorkspaceByName(%q) after the migration: %v", name, err)
@@ -620,7 +628,7 @@ func TestBusy(t *testing.T) {
 }
 
 // TestAuditWriteOrderMigration: a store from before migration 0009 gets
-// the index by actor and sequence when it opens, and then lists the events
+// the indexes by actor and by target in sequence when it opens, and then lists the events
 // it holds in the order they were written; every listing of a page after
 // a cursor, filtered by actor or not, reads an index in that order,
 // without a sort.
@@ -640,24 +648,12 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 		}
 	}
 	db.Close()
-	raw := rawOpen(t, path)
-	for _, q := range []string{
+	db = rewind(t, path,
 		`DROP INDEX audit_events_workspace_actor_seq`,
 		`DROP INDEX audit_events_workspace_target_seq`,
 		`DELETE FROM schema_migrations WHERE name = '0009_audit_write_order.sql'`,
-	} {
-		if _, err := raw.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	raw.Close()
-
-	db, err := Open(ctx, path, WithAuditKey(storetest.AuditKey))
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	defer db.Close()
-	raw = rawOpen(t, path) // one that reads the schema as migrated
+	)
+	raw := rawOpen(t, path) // one that reads the schema as migrated
 	if got, want := db.AppliedMigrations(), []string{"0009_audit_write_order.sql"}; !slices.Equal(got, want) {
 		t.Errorf("AppliedMigrations = %v, want %v", got, want)
 	}

@@ -638,13 +638,16 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 	p.fields(n, field, map[string]func(k, v *yaml.Node){
 		"name": func(k, v *yaml.Node) { rt.Name = p.str(v, field+".name") },
 		"host": func(k, v *yaml.Node) {
-			h := normalizeHost(strings.TrimSpace(p.str(v, field+".host")))
-			if h != "" {
-				if strings.ContainsAny(h, "/?#@ ") {
-					p.errf(v.Line, field+".host", "%q is not a host name", h)
-				}
+			raw := strings.TrimSpace(p.str(v, field+".host"))
+			// What a request's Host may be (validHost), or a bare IPv6
+			// address: anything else, such as "*.example.com" or
+			// "https://api.example.com" (read as the host "https"), no
+			// request could match, and the route would silently serve none.
+			if _, err := netip.ParseAddr(raw); raw != "" && !validHost(raw) && (err != nil || !strings.Contains(raw, ":")) {
+				p.errf(v.Line, field+".host", "%q is not a host name or IP address, with an optional port", raw)
+				return
 			}
-			rt.Host = h
+			rt.Host = normalizeHost(raw)
 		},
 		"path_prefix": func(k, v *yaml.Node) {
 			prefixSet = true

@@ -1176,6 +1176,39 @@ func wantLines(t *testing.T, msg string, wants ...string) {
 	}
 }
 
+// TestRouteHost: a host that no request's Host could be (a wildcard, a
+// URL, which was read as the host "https") is a config error, not a route
+// that silently serves nothing; a port or a bare IPv6 address is taken.
+func TestRouteHost(t *testing.T) {
+	parse := func(host string) (*Config, error) {
+		return Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    host: '" + host + "'\n    path_prefix: /\n    upstreams: [http://127.0.0.1:1]\n"))
+	}
+	for _, host := range []string{"*.example.com", "https://api.example.com", "api.example.com/v1", "a.example,b.example", "user@api.example.com", "a b", ":8080", "api.example.com:80:80"} {
+		_, err := parse(host)
+		want := fmt.Sprintf("line 5: routes[0].host: %q is not a host name or IP address, with an optional port", host)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("host %q: %v, want %q", host, err, want)
+		}
+	}
+	for host, want := range map[string]string{
+		"":                     "",
+		"Api.Example.com:8443": "api.example.com",
+		"api.example.com.":     "api.example.com",
+		"192.0.2.1":            "192.0.2.1",
+		"[2001:db8::1]:8081":   "2001:db8::1",
+		"2001:db8::1":          "2001:db8::1",
+	} {
+		cfg, err := parse(host)
+		if err != nil {
+			t.Errorf("host %q: %v", host, err)
+			continue
+		}
+		if got := cfg.Routes[0].Host; got != want {
+			t.Errorf("host %q: Host = %q, want %q", host, got, want)
+		}
+	}
+}
+
 // TestPathPrefixClean: a prefix that requests could never match (they are
 // routed without ;parameters and dot segments) is a config error.
 func TestPathPrefixClean(t *testing.T) {

@@ -243,14 +243,14 @@ func parse(data []byte) (*Config, *parser) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc, second yaml.Node
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		p.errs = append(p.errs, ConfigError{Line: yamlErrLine(err), Msg: err.Error()})
+		p.errs = append(p.errs, ConfigError{Line: syntaxErrLine(data, err), Msg: syntaxErrMsg(err)})
 		return nil, p
 	}
 	switch err := dec.Decode(&second); {
 	case err == nil && len(second.Content) > 0 && second.Content[0].ShortTag() != "!!null":
 		p.errf(second.Line, "", "the file holds more than one YAML document (---): give the configuration as one")
 	case err != nil && !errors.Is(err, io.EOF):
-		p.errs = append(p.errs, ConfigError{Line: yamlErrLine(err), Msg: "after the configuration, a second YAML document (---) that does not parse: " + err.Error()})
+		p.errs = append(p.errs, ConfigError{Line: syntaxErrLine(data, err), Msg: "after the configuration, a second YAML document (---) that does not parse: " + syntaxErrMsg(err)})
 	}
 	cfg := &Config{Server: defaultServerSettings()}
 	if len(doc.Content) == 0 {
@@ -450,8 +450,9 @@ func (r *resolver) mergeSources(k, v *yaml.Node) [][]*yaml.Node {
 	return out
 }
 
+// yamlErrLine returns the N of a yaml.v3 syntax error, "yaml: line N:
+// ...", or 0 when it has none.
 func yamlErrLine(err error) int {
-	// yaml.v3 writes "yaml: line N: ..."
 	s := err.Error()
 	if _, rest, ok := strings.Cut(s, "line "); ok {
 		if n, _, ok := strings.Cut(rest, ":"); ok {
@@ -461,6 +462,68 @@ func yamlErrLine(err error) int {
 		}
 	}
 	return 0
+}
+
+// syntaxErrMsg is a yaml.v3 syntax error without its "line N: ", which
+// may be wrong (see syntaxErrLine): the error's line is given apart.
+func syntaxErrMsg(err error) string {
+	s := err.Error()
+	if n := yamlErrLine(err); n > 0 {
+		s = strings.Replace(s, "line "+strconv.Itoa(n)+": ", "", 1)
+	}
+	return s
+}
+
+// maxSyntaxScan bounds the prefixes syntaxErrLine decodes.
+const maxSyntaxScan = 2000
+
+// syntaxErrLine returns the line of data at which err, the syntax error of
+// decoding data, lies. yaml.v3's own "line N" is not always it: for an
+// error its parser (not its scanner) finds, N is the 0-based line on which
+// the mapping, list or flow value around the problem begins (an unclosed
+// "[" on line 6 is said to be on line 5; a key indented wrong on line 6
+// of a route that begins on line 4, on line 3), and an unknown alias gets
+// no line. The error lies at or after that line: the first prefix of
+// data, from there on, that ends on a whole line and fails with the same
+// message ends on the error's line. When no prefix does within
+// maxSyntaxScan lines, yaml.v3's line is kept.
+func syntaxErrLine(data []byte, err error) int {
+	reported := yamlErrLine(err)
+	msg := syntaxErrMsg(err)
+	end := 0 // of the prefix, which ends after line k
+	for k := 1; k < reported && end < len(data); k++ {
+		end += lineLen(data[end:])
+	}
+	for k := max(reported, 1); k < max(reported, 1)+maxSyntaxScan && end < len(data); k++ {
+		end += lineLen(data[end:])
+		if perr := decodeAll(data[:end]); perr != nil && syntaxErrMsg(perr) == msg {
+			return k
+		}
+	}
+	return reported
+}
+
+// lineLen is the length of b's first line, with its line feed.
+func lineLen(b []byte) int {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		return i + 1
+	}
+	return len(b)
+}
+
+// decodeAll decodes every YAML document of data, returning the first
+// error but io.EOF.
+func decodeAll(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 type parser struct {

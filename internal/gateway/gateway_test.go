@@ -1130,11 +1130,44 @@ routes:
 	}
 }
 
+// TestConfigSyntaxError: a YAML syntax error is reported at the line it
+// lies on, not at the line yaml.v3 names for its parser's errors (the
+// 0-based line on which the value around it begins) nor without one.
 func TestConfigSyntaxError(t *testing.T) {
-	_, err := Parse([]byte("listen: [\nworkspace: x\n"))
-	var ce *ConfigErrors
-	if !errors.As(err, &ce) || ce.Errs[0].Line == 0 {
-		t.Errorf("err %v", err)
+	const head = "listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"KeyIndentedWrong", head + "    path_prefix: /\n   upstreams: [http://a]\n",
+			"line 6: yaml: did not find expected '-' indicator"},
+		{"UnclosedList", head + "    path_prefix: /\n    upstreams: [http://a\n    timeout: 1s\n",
+			"line 6: yaml: did not find expected ',' or ']'"},
+		{"UnclosedMapping", head + "    path_prefix: /\n    health_check: {path: /h\n",
+			"line 6: yaml: did not find expected ',' or '}'"},
+		// A list over two lines before the error does not take it.
+		{"UnclosedAfterMultiline", head + "    upstreams: [http://a,\n      http://b]\n    path_prefix: /\n    scopes: [a, b\n    timeout: 1s\n",
+			"line 8: yaml: did not find expected ',' or ']'"},
+		{"ListItemIndentedWrong", head + "    path_prefix: /\n    upstreams:\n      - http://a\n    - http://b\n",
+			"line 8: yaml: did not find expected key"},
+		{"ListInMapping", "listen: 127.0.0.1:0\nworkspace: default\n- x\n",
+			"line 3: yaml: did not find expected key"},
+		{"UnknownAlias", head + "    path_prefix: /\n    upstreams: *nope\n",
+			"line 6: yaml: unknown anchor 'nope' referenced"},
+		// A "[" that ends its line: the next, where what follows it
+		// came without a "]".
+		{"UnclosedAtLineEnd", "listen: [\nworkspace: x\n", "line 2: yaml: did not find expected ',' or ']'"},
+		// Errors yaml.v3 placed right stay where they were.
+		{"MappingInValue", head + "    path_prefix: /a: b\n", "line 5: yaml: mapping values are not allowed in this context"},
+		{"UnclosedQuote", head + "    path_prefix: \"/a\n    upstreams: [http://a]\n", "line 5: yaml: found unexpected end of stream"},
+		{"Tab", "listen: 127.0.0.1:0\n\tworkspace: default\n", "line 2: yaml: found a tab character that violates indentation"},
+		{"SecondDocument", head + "    path_prefix: /\n    upstreams: [http://a]\n---\nx: [1\ny: 2\n",
+			"line 8: after the configuration, a second YAML document (---) that does not parse: yaml: did not find expected ',' or ']'"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			var ce *ConfigErrors
+			if !errors.As(err, &ce) || len(ce.Errs) != 1 || err.Error() != tc.want {
+				t.Errorf("err = %q, want %q", err, tc.want)
+			}
+		})
 	}
 }
 
@@ -1637,7 +1670,7 @@ func TestConfigAliasErrors(t *testing.T) {
 	laughs += "routes:\n  - {name: r, path_prefix: /, upstreams: *f}\n"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"UnknownAnchor", head + "routes:\n  - {name: r, path_prefix: /, upstreams: *none}\n",
-			"cfg.yaml: yaml: unknown anchor 'none' referenced"},
+			"cfg.yaml:4: yaml: unknown anchor 'none' referenced"},
 		// The alias's line, not the anchor's, for a value it stands for.
 		{"AliasedScalarLine", head + "x-t: &t soon\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [http://a]\n    timeout: *t\n",
 			`cfg.yaml:8: routes[0].timeout: "soon" is not a positive duration`},

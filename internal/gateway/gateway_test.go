@@ -976,13 +976,15 @@ routes:
 
 // TestUpgradeRefused: an upgrade request the upstream answers as a plain
 // request goes through the upgrade path (httputil.ReverseProxy) with the
-// same forwarding fields and the same trailer rules as any other.
+// same forwarding fields and the same trailer rules as any other, and
+// without an Accept-Encoding the client did not send (net/http's
+// transport adds one, then decodes the answer, by default).
 func TestUpgradeRefused(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-Checksum, Set-Cookie, X-Request-Id")
 		w.WriteHeader(http.StatusBadRequest)
-		fmt.Fprintf(w, "for=%s host=%s proto=%s port=%q", r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"),
-			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Forwarded-Port"))
+		fmt.Fprintf(w, "for=%s host=%s proto=%s port=%q accept-encoding=%q", r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"),
+			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Forwarded-Port"), r.Header.Values("Accept-Encoding"))
 		w.Header().Set("X-Checksum", "abc")
 		w.Header().Set("Set-Cookie", "evil=1")
 		w.Header().Set("X-Request-Id", "forged")
@@ -993,7 +995,7 @@ func TestUpgradeRefused(t *testing.T) {
 	rc.send("GET /ws HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer good\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 		"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Port: 1\r\n\r\n")
 	res, body := rc.read("GET")
-	if res.StatusCode != 400 || body != `for=127.0.0.1 host=gw.example proto=http port=""` {
+	if res.StatusCode != 400 || body != `for=127.0.0.1 host=gw.example proto=http port="" accept-encoding=[]` {
 		t.Errorf("status %d body %q", res.StatusCode, body)
 	}
 	if len(res.Trailer) != 1 || res.Trailer.Get("X-Checksum") != "abc" {

@@ -883,6 +883,9 @@ func (p *parser) healthCheck(n *yaml.Node, field string) *HealthCheck {
 			hc.Path = p.str(v, field+".path")
 			if !strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path, "#") {
 				p.errf(v.Line, field+".path", "must be a path starting with \"/\"")
+			} else if _, q, _ := strings.Cut(hc.Path, "?"); !lineSafe(q) {
+				// The query goes as written (the path is escaped).
+				p.errf(v.Line, field+".path", "%q: the query may not hold white space or control characters", hc.Path)
 			}
 		},
 		"interval": func(k, v *yaml.Node) { hc.Interval = p.duration(v, field+".interval", DefaultHealthInterval) },

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,7 +138,10 @@ func (b *balancer) check(ctx context.Context, u *upstream) {
 	hc := b.rt.cfg.HealthCheck
 	ctx, cancel := context.WithTimeout(ctx, hc.Timeout)
 	defer cancel()
-	target := &url.URL{Path: hc.Path}
+	// The path's query (/healthz?full=1) goes as the query, not escaped
+	// into the path.
+	path, query, _ := strings.Cut(hc.Path, "?")
+	target := &url.URL{Path: path, RawQuery: query}
 	targetURL(target, u.url)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 	if err != nil {

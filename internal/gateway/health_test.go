@@ -125,6 +125,45 @@ routes:
 	})
 }
 
+// TestHealthCheckQuery: a health check path with a query asks the
+// upstream (under its base path) for that path with that query, not for a
+// path with an escaped "?" in it, which upstreams answer 404.
+func TestHealthCheckQuery(t *testing.T) {
+	checks := make(chan string, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("User-Agent") == "keyward-gateway-health" {
+			select {
+			case checks <- r.RequestURI:
+			default:
+			}
+		}
+	}))
+	t.Cleanup(up.Close)
+	newHealthHandler(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: r
+    path_prefix: /
+    upstreams: [{{U}}/base]
+    auth: none
+    health_check: {path: "/status?deep=1&x=%2F", interval: 1h}
+`, map[string]string{"U": up.URL})
+	select {
+	case got := <-checks:
+		if want := "/base/status?deep=1&x=%2F"; got != want {
+			t.Fatalf("health check asked for %q, want %q", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no health check")
+	}
+
+	_, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [http://a]\n    health_check: {path: \"/status?a b\"}\n"))
+	if want := `line 7: routes[0].health_check.path: "/status?a b": the query may not hold white space or control characters`; err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %q", err, want)
+	}
+}
+
 func TestPassiveEjection(t *testing.T) {
 	var hits atomic.Int32
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

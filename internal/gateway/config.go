@@ -474,8 +474,14 @@ func syntaxErrMsg(err error) string {
 	return s
 }
 
-// maxSyntaxScan bounds the prefixes syntaxErrLine decodes.
-const maxSyntaxScan = 2000
+// maxSyntaxScan bounds the prefixes syntaxErrLine decodes: their number,
+// and the bytes of all of them together, which would otherwise grow with
+// the square of the file's length (a reload of a broken file runs in the
+// serving process). yaml.v3 decodes about 17 MB a second here.
+const (
+	maxSyntaxScan      = 2000
+	maxSyntaxScanBytes = 4 << 20
+)
 
 // syntaxErrLine returns the line of data at which err, the syntax error of
 // decoding data, lies. yaml.v3's own "line N" is not always it: for an
@@ -486,7 +492,7 @@ const maxSyntaxScan = 2000
 // no line. The error lies at or after that line: the first prefix of
 // data, from there on, that ends on a whole line and fails with the same
 // message ends on the error's line. When no prefix does within
-// maxSyntaxScan lines, yaml.v3's line is kept.
+// maxSyntaxScan lines and maxSyntaxScanBytes, yaml.v3's line is kept.
 func syntaxErrLine(data []byte, err error) int {
 	reported := yamlErrLine(err)
 	msg := syntaxErrMsg(err)
@@ -494,8 +500,12 @@ func syntaxErrLine(data []byte, err error) int {
 	for k := 1; k < reported && end < len(data); k++ {
 		end += lineLen(data[end:])
 	}
+	budget := maxSyntaxScanBytes
 	for k := max(reported, 1); k < max(reported, 1)+maxSyntaxScan && end < len(data); k++ {
 		end += lineLen(data[end:])
+		if budget -= end; budget < 0 {
+			break
+		}
 		if perr := decodeAll(data[:end]); perr != nil && syntaxErrMsg(perr) == msg {
 			return k
 		}

@@ -1173,6 +1173,25 @@ func TestConfigSyntaxError(t *testing.T) {
 	}
 }
 
+// TestConfigSyntaxErrorScanBound: the search for a syntax error's line
+// decodes prefixes of the file, whose bytes together grow with the
+// square of its length; beyond a bound yaml.v3's own line is kept.
+func TestConfigSyntaxErrorScanBound(t *testing.T) {
+	for _, tc := range []struct {
+		comments int
+		want     string
+	}{
+		{100, "line 106: yaml: did not find expected '-' indicator"}, // found
+		{1500, "line 3: yaml: did not find expected '-' indicator"},  // 72 MB of prefixes: yaml.v3's
+	} {
+		yaml := "listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n" +
+			strings.Repeat("    # "+strings.Repeat("c", 58)+"\n", tc.comments) + "   upstreams: [http://a]\n"
+		if _, err := Parse([]byte(yaml)); err == nil || err.Error() != tc.want {
+			t.Errorf("%d comment lines: err = %v, want %q", tc.comments, err, tc.want)
+		}
+	}
+}
+
 func TestConfigServer(t *testing.T) {
 	base := "listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - {name: r, path_prefix: /, upstreams: [http://a]}\n"
 	cfg, err := Parse([]byte(base))

@@ -225,6 +225,13 @@ type AccountStore interface {
 	// UseRecoveryCode deletes the user's recovery code with the digest and
 	// records the events; ENOTFOUND when the user has no such code.
 	UseRecoveryCode(ctx context.Context, userID string, digest []byte, events ...*AuditEvent) error
+	// DisableTOTP turns the user's authenticator app off at at: it clears
+	// the TOTP secret, deletes the recovery codes and records the events,
+	// all or nothing. It returns the user as stored after, and whether the
+	// app was on; when it was off, it writes nothing, events included.
+	// With keepFactor, it returns ECONFLICT and changes nothing when the
+	// user has no passkey, the check made in the same step as the change.
+	DisableTOTP(ctx context.Context, userID string, keepFactor bool, at time.Time, events ...*AuditEvent) (*User, bool, error)
 	// RecoveryCodesLeft returns how many recovery codes the user has.
 	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
 
@@ -300,8 +307,12 @@ type AccountStore interface {
 	// UsePasskey writes the passkey's credential (its new sign count) and
 	// last use, and the events.
 	UsePasskey(ctx context.Context, id string, credential []byte, at time.Time, events ...*AuditEvent) error
-	// DeletePasskey deletes the user's passkey with the id.
-	DeletePasskey(ctx context.Context, userID, id string, events ...*AuditEvent) error
+	// DeletePasskey deletes the user's passkey with the id and records the
+	// events. With keepFactor, it returns ECONFLICT and deletes nothing
+	// when the passkey is the user's last second factor (no other passkey,
+	// no authenticator app): the check and the deletion are one step, so
+	// that removals of factors at once cannot each leave one to the other.
+	DeletePasskey(ctx context.Context, userID, id string, keepFactor bool, events ...*AuditEvent) error
 
 	// CreateChallenge records a passkey ceremony's challenge by its digest
 	// until expiresAt, and deletes the challenges expired at now.

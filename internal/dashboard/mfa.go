@@ -170,34 +170,18 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/reauth?next=/account/mfa", http.StatusSeeOther)
 		return
 	}
-	if st.settings.MFARequired {
-		// A passkey is a second factor too: with one, the app may go.
-		keys, err := s.accounts.FindPasskeys(ctx, st.user.ID)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		if len(keys) == 0 {
-			s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add a passkey before turning the authenticator app off.")
-			return
-		}
-	}
 	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.totp_disable", st.user.ID, nil, now)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	changed := false
-	u, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
-		if !u.HasMFA() {
-			return nil, nil
-		}
-		changed = true
-		u.TOTPSecret, u.UpdatedAt = nil, now
-		return evs, nil
-	})
-	if err == nil {
-		err = s.accounts.SetRecoveryCodes(ctx, st.user.ID, nil)
+	// A passkey is a second factor too: with one, the app may go. The
+	// store checks that in the step that turns the app off, so that a
+	// passkey removed at the same time cannot leave the account with none.
+	u, changed, err := s.accounts.DisableTOTP(ctx, st.user.ID, st.settings.MFARequired, now, evs...)
+	if keyward.ErrorCode(err) == keyward.ECONFLICT {
+		s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add a passkey before turning the authenticator app off.")
+		return
 	}
 	if err == nil && changed {
 		// The other sessions end too: if this one was taken, its owner

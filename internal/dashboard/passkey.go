@@ -252,10 +252,6 @@ func (s *Server) handlePasskeyRemove(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if st.settings.MFARequired && !st.user.HasMFA() && len(keys) <= 1 {
-		s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add another factor before removing your last one.")
-		return
-	}
 	var changes any
 	for _, k := range keys {
 		if k.ID == id { // the name, for the trail: the passkey is gone after
@@ -267,7 +263,14 @@ func (s *Server) handlePasskeyRemove(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.accounts.DeletePasskey(r.Context(), st.user.ID, id, evs...); err != nil {
+	// Whether another factor is left is checked by the store in the step
+	// that deletes this one: a check here could pass for two removals (or
+	// a removal and the app turned off) at once, leaving none.
+	if err := s.accounts.DeletePasskey(r.Context(), st.user.ID, id, st.settings.MFARequired, evs...); err != nil {
+		if keyward.ErrorCode(err) == keyward.ECONFLICT {
+			s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add another factor before removing your last one.")
+			return
+		}
 		s.fail(w, r, err)
 		return
 	}

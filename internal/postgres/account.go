@@ -166,6 +166,49 @@ func (db *DB) UpdateUser(ctx context.Context, id string, fn func(u *keyward.User
 	return out, wrap("update user", err)
 }
 
+// DisableTOTP clears the user's TOTP secret and recovery codes, unless
+// the app is off already, or keepFactor holds and the user has no
+// passkey (ECONFLICT). The user's row is locked first, as DeletePasskey
+// locks it, so that the passkeys it counts cannot go meanwhile.
+func (db *DB) DisableTOTP(ctx context.Context, userID string, keepFactor bool, at time.Time, events ...*keyward.AuditEvent) (*keyward.User, bool, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	var out *keyward.User
+	var changed bool
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		u, err := findUser(ctx, tx, "id", userID, true)
+		if err != nil || !u.HasMFA() {
+			out = u
+			return err
+		}
+		if keepFactor {
+			var keys bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1)`, userID).Scan(&keys); err != nil {
+				return err
+			}
+			if !keys {
+				return keyward.Errorf(keyward.ECONFLICT, "the last second factor cannot be removed")
+			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE users SET totp_secret = NULL, updated_at = $1 WHERE id = $2`, at, userID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM recovery_codes WHERE user_id = $1`, userID); err != nil {
+			return err
+		}
+		if err := db.accountEvents(ctx, tx, events); err != nil {
+			return err
+		}
+		out, err = findUser(ctx, tx, "id", userID, false)
+		changed = err == nil
+		return err
+	})
+	if err != nil {
+		return nil, false, wrap("disable totp", err)
+	}
+	return out, changed, nil
+}
+
 // SetRecoveryCodes replaces the user's recovery codes.
 func (db *DB) SetRecoveryCodes(ctx context.Context, userID string, digests [][]byte, events ...*keyward.AuditEvent) error {
 	ctx, cancel := bound(ctx)

@@ -89,20 +89,41 @@ func (db *DB) UsePasskey(ctx context.Context, id string, credential []byte, at t
 	return wrap("use passkey", err)
 }
 
-// DeletePasskey deletes the user's passkey, or returns ENOTFOUND.
-func (db *DB) DeletePasskey(ctx context.Context, userID, id string, events ...*keyward.AuditEvent) error {
+// DeletePasskey deletes the user's passkey, or returns ENOTFOUND. With
+// keepFactor, it returns ECONFLICT, the deletion rolled back, when the
+// user would be left without a second factor. It locks the user's row
+// first, as DisableTOTP and UpdateUser do, so that two removals of
+// factors at once take turns and the second sees what the first left.
+func (db *DB) DeletePasskey(ctx context.Context, userID, id string, keepFactor bool, events ...*keyward.AuditEvent) error {
 	ctx, cancel := bound(ctx)
 	defer cancel()
+	notFound := keyward.Errorf(keyward.ENOTFOUND, "passkey not found")
 	if !storable(userID) || !storable(id) {
-		return keyward.Errorf(keyward.ENOTFOUND, "passkey not found")
+		return notFound
 	}
 	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		if _, err := findUser(ctx, tx, "id", userID, true); err != nil {
+			if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+				return notFound
+			}
+			return err
+		}
 		tag, err := tx.Exec(ctx, `DELETE FROM passkeys WHERE user_id = $1 AND id = $2`, userID, id)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
-			return keyward.Errorf(keyward.ENOTFOUND, "passkey not found")
+			return notFound
+		}
+		if keepFactor {
+			var left bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND totp_secret IS NOT NULL)
+				OR EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1)`, userID).Scan(&left); err != nil {
+				return err
+			}
+			if !left {
+				return keyward.Errorf(keyward.ECONFLICT, "the last second factor cannot be removed")
+			}
 		}
 		return db.accountEvents(ctx, tx, events)
 	})

@@ -134,6 +134,46 @@ func (db *DB) UpdateUser(ctx context.Context, id string, fn func(u *keyward.User
 	return out, wrap("update user", err)
 }
 
+// DisableTOTP clears the user's TOTP secret and recovery codes, unless
+// the app is off already, or keepFactor holds and the user has no
+// passkey (ECONFLICT).
+func (db *DB) DisableTOTP(ctx context.Context, userID string, keepFactor bool, at time.Time, events ...*keyward.AuditEvent) (*keyward.User, bool, error) {
+	var out *keyward.User
+	var changed bool
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		u, err := findUser(ctx, tx, `id = ?`, userID)
+		if err != nil || !u.HasMFA() {
+			out = u
+			return err
+		}
+		if keepFactor {
+			var keys bool
+			if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM passkeys WHERE user_id = ?)`, userID).Scan(&keys); err != nil {
+				return err
+			}
+			if !keys {
+				return keyward.Errorf(keyward.ECONFLICT, "the last second factor cannot be removed")
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET totp_secret = NULL, updated_at = ? WHERE id = ?`, encodeTime(at), userID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM recovery_codes WHERE user_id = ?`, userID); err != nil {
+			return err
+		}
+		if err := db.accountEvents(ctx, tx, events); err != nil {
+			return err
+		}
+		out, err = findUser(ctx, tx, `id = ?`, userID)
+		changed = err == nil
+		return err
+	})
+	if err != nil {
+		return nil, false, wrap("disable totp", err)
+	}
+	return out, changed, nil
+}
+
 // SetRecoveryCodes replaces the user's recovery codes.
 func (db *DB) SetRecoveryCodes(ctx context.Context, userID string, digests [][]byte, events ...*keyward.AuditEvent) error {
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {

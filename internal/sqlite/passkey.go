@@ -88,8 +88,12 @@ func (db *DB) UsePasskey(ctx context.Context, id string, credential []byte, at t
 	return wrap("use passkey", err)
 }
 
-// DeletePasskey deletes the user's passkey, or returns ENOTFOUND.
-func (db *DB) DeletePasskey(ctx context.Context, userID, id string, events ...*keyward.AuditEvent) error {
+// DeletePasskey deletes the user's passkey, or returns ENOTFOUND. With
+// keepFactor, it returns ECONFLICT, the deletion rolled back, when the
+// user would be left without a second factor. The writer connection runs
+// one transaction at a time, so nothing changes the user's factors
+// between the deletion and the check.
+func (db *DB) DeletePasskey(ctx context.Context, userID, id string, keepFactor bool, events ...*keyward.AuditEvent) error {
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM passkeys WHERE user_id = ? AND id = ?`, userID, id)
 		if err != nil {
@@ -100,6 +104,16 @@ func (db *DB) DeletePasskey(ctx context.Context, userID, id string, events ...*k
 				err = keyward.Errorf(keyward.ENOTFOUND, "passkey not found")
 			}
 			return err
+		}
+		if keepFactor {
+			var left bool
+			if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE id = ? AND totp_secret IS NOT NULL)
+				OR EXISTS (SELECT 1 FROM passkeys WHERE user_id = ?)`, userID, userID).Scan(&left); err != nil {
+				return err
+			}
+			if !left {
+				return keyward.Errorf(keyward.ECONFLICT, "the last second factor cannot be removed")
+			}
 		}
 		return db.accountEvents(ctx, tx, events)
 	})

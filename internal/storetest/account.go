@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -45,6 +46,7 @@ func (s *suite) testAccounts(t *testing.T) {
 	t.Run("TokensCreatedBy", s.testTokensCreatedBy)
 	t.Run("Invites", s.testInvites)
 	t.Run("Passkeys", s.testPasskeys)
+	t.Run("LastFactor", s.testLastFactor)
 	t.Run("Challenges", s.testChallenges)
 }
 
@@ -596,13 +598,152 @@ func (s *suite) testPasskeys(t *testing.T) {
 		t.Fatalf("FindPasskeys = %+v, %v", list, err)
 	}
 	wantCode(t, a.UsePasskey(f.ctx, "pk_nope", []byte("{}"), at), keyward.ENOTFOUND)
-	wantCode(t, a.DeletePasskey(f.ctx, other.ID, pk.ID), keyward.ENOTFOUND)
-	if err := a.DeletePasskey(f.ctx, u.ID, pk.ID, f.event(ws.ID, "mfa.passkey_remove", pk.ID)); err != nil {
+	wantCode(t, a.DeletePasskey(f.ctx, other.ID, pk.ID, false), keyward.ENOTFOUND)
+	if err := a.DeletePasskey(f.ctx, u.ID, pk.ID, false, f.event(ws.ID, "mfa.passkey_remove", pk.ID)); err != nil {
 		t.Fatal(err)
 	}
 	_, err = a.FindPasskeyByCredential(f.ctx, []byte("cred-1"))
 	wantCode(t, err, keyward.ENOTFOUND)
 	f.assertChain(ws.ID)
+}
+
+// testLastFactor pins down DisableTOTP and DeletePasskey with keepFactor:
+// each refuses to take a user's last second factor, and two removals at
+// once, each of which alone would leave the other factor, cannot both
+// pass, since each checks in the step that removes.
+func (s *suite) testLastFactor(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	var users int
+	newUser := func(totp bool, passkeys int) (*keyward.User, []*keyward.Passkey) {
+		t.Helper()
+		users++
+		u := f.user(a, ws, fmt.Sprintf("user%d@example.com", users), keyward.RoleMember)
+		if totp {
+			if _, err := a.UpdateUser(f.ctx, u.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+				u.TOTPSecret = []byte("sealed secret")
+				return nil, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.SetRecoveryCodes(f.ctx, u.ID, [][]byte{[]byte("code-" + u.ID)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var keys []*keyward.Passkey
+		for i := range passkeys {
+			pk := &keyward.Passkey{ID: f.id(keyward.PrefixPasskey), UserID: u.ID, CredentialID: []byte(fmt.Sprintf("cred-%s-%d", u.ID, i)),
+				Credential: []byte("{}"), Name: "key", CreatedAt: t0}
+			if err := a.AddPasskey(f.ctx, pk); err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, pk)
+		}
+		return u, keys
+	}
+	factors := func(u *keyward.User) (totp bool, passkeys, codes int) {
+		t.Helper()
+		got, err := a.FindUser(f.ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := a.FindPasskeys(f.ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		codes, err = a.RecoveryCodesLeft(f.ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.HasMFA(), len(keys), codes
+	}
+	at := t0.Add(time.Hour)
+
+	t.Run("DisableTOTP", func(t *testing.T) {
+		u, _ := newUser(true, 0)
+		before := len(f.events(ws.ID))
+		_, _, err := a.DisableTOTP(f.ctx, u.ID, true, at, f.event(ws.ID, "mfa.totp_disable", u.ID))
+		wantCode(t, err, keyward.ECONFLICT)
+		if totp, _, codes := factors(u); !totp || codes != 1 {
+			t.Fatalf("after a refusal: app on %v, %d recovery codes; want true, 1", totp, codes)
+		}
+		got, changed, err := a.DisableTOTP(f.ctx, u.ID, false, at, f.event(ws.ID, "mfa.totp_disable", u.ID))
+		if err != nil || !changed || got.HasMFA() || !got.UpdatedAt.Equal(at) {
+			t.Fatalf("DisableTOTP = %+v, %v, %v", got, changed, err)
+		}
+		if totp, _, codes := factors(u); totp || codes != 0 {
+			t.Fatalf("after DisableTOTP: app on %v, %d recovery codes; want false, 0", totp, codes)
+		}
+		// Off already: nothing to do, nothing written, keepFactor or not.
+		got, changed, err = a.DisableTOTP(f.ctx, u.ID, true, at.Add(time.Hour), f.event(ws.ID, "mfa.totp_disable", u.ID))
+		if err != nil || changed || got.HasMFA() || !got.UpdatedAt.Equal(at) {
+			t.Fatalf("DisableTOTP when off = %+v, %v, %v", got, changed, err)
+		}
+		if n := len(f.events(ws.ID)) - before; n != 1 {
+			t.Errorf("%d events written, want 1", n)
+		}
+		_, _, err = a.DisableTOTP(f.ctx, "usr_nope", false, at)
+		wantCode(t, err, keyward.ENOTFOUND)
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrLastPasskey", func(t *testing.T) {
+		u, keys := newUser(false, 2)
+		before := len(f.events(ws.ID))
+		if err := a.DeletePasskey(f.ctx, u.ID, keys[0].ID, true, f.event(ws.ID, "mfa.passkey_remove", keys[0].ID)); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, a.DeletePasskey(f.ctx, u.ID, keys[1].ID, true, f.event(ws.ID, "mfa.passkey_remove", keys[1].ID)), keyward.ECONFLICT)
+		if _, n, _ := factors(u); n != 1 {
+			t.Fatalf("%d passkeys after a refused removal, want 1", n)
+		}
+		if n := len(f.events(ws.ID)) - before; n != 1 {
+			t.Errorf("%d events written, want 1", n)
+		}
+		// Beside the app, the last passkey may go.
+		v, vk := newUser(true, 1)
+		if err := a.DeletePasskey(f.ctx, v.ID, vk[0].ID, true); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, a.DeletePasskey(f.ctx, v.ID, vk[0].ID, true), keyward.ENOTFOUND)
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrLastFactorConcurrent", func(t *testing.T) {
+		for i := range 20 {
+			// Even rounds: the app off and the only passkey removed at
+			// once; odd ones: both passkeys of a user without the app.
+			u, keys := newUser(i%2 == 0, 1+i%2)
+			remove := []func() error{
+				func() error { return a.DeletePasskey(f.ctx, u.ID, keys[0].ID, true) },
+				func() error { _, _, err := a.DisableTOTP(f.ctx, u.ID, true, at); return err },
+			}
+			if len(keys) == 2 {
+				remove[1] = func() error { return a.DeletePasskey(f.ctx, u.ID, keys[1].ID, true) }
+			}
+			errs := make(chan error, 2)
+			start := make(chan struct{})
+			for _, fn := range remove {
+				go func() {
+					<-start
+					errs <- fn()
+				}()
+			}
+			close(start)
+			var refused int
+			for range 2 {
+				if err := <-errs; err != nil {
+					if keyward.ErrorCode(err) != keyward.ECONFLICT {
+						t.Fatalf("round %d: %v, want nil or ECONFLICT", i, err)
+					}
+					refused++
+				}
+			}
+			totp, passkeys, _ := factors(u)
+			if !totp && passkeys == 0 || refused != 1 {
+				t.Fatalf("round %d: app on %v, %d passkeys, %d removals refused; want a factor left and 1 refused", i, totp, passkeys, refused)
+			}
+		}
+	})
 }
 
 func (s *suite) testChallenges(t *testing.T) {

@@ -1,0 +1,102 @@
+package dashboard
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/keyward/keyward"
+)
+
+// postAtOnce submits the forms of paths (each with the current CSRF
+// token) at the same moment and returns the final status of each, in the
+// order of paths. It does not touch b.last.
+func (b *browser) postAtOnce(paths ...string) []int {
+	b.e.t.Helper()
+	body := url.Values{"csrf": {b.csrf}}.Encode()
+	out := make([]int, len(paths))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, p := range paths {
+		req, _ := http.NewRequest("POST", b.e.srv.URL+p, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		wg.Go(func() {
+			<-start
+			res, err := b.c.Do(req)
+			if err != nil {
+				out[i] = -1
+				return
+			}
+			res.Body.Close()
+			out[i] = res.StatusCode
+		})
+	}
+	close(start)
+	wg.Wait()
+	return out
+}
+
+// TestLastFactorRace turns the authenticator app off and removes the only
+// passkey at the same moment, again and again, in a workspace that
+// requires two-step verification. Each request alone is allowed (the
+// other factor stays), both together are not: one is refused each time,
+// and the account keeps a factor.
+func TestLastFactorRace(t *testing.T) {
+	ctx := context.Background()
+	e := newEnvAt(t, "https://localhost") // passkeys on
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	enrolTOTP(t, b)
+	sealed := mustUser(t, e, "ann@example.com").TOTPSecret
+	set, err := e.store.FindWorkspaceSettings(ctx, e.ws.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set.MFARequired = true
+	if err := e.store.PutWorkspaceSettings(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		// Both factors again: the app as enrolled, and one passkey.
+		if _, err := e.store.UpdateUser(ctx, u.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+			u.TOTPSecret = sealed
+			return nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		now := e.clock.Now()
+		pk := &keyward.Passkey{ID: keyward.NewID(keyward.PrefixPasskey, now), UserID: u.ID, CredentialID: []byte(fmt.Sprintf("cred-%d", i)),
+			Credential: []byte("{}"), Name: "key", CreatedAt: now}
+		if err := e.store.AddPasskey(ctx, pk); err != nil {
+			t.Fatal(err)
+		}
+		b.get("/account/mfa")
+		got := b.postAtOnce("/account/mfa/totp/disable", "/account/passkeys/"+pk.ID+"/remove")
+		after := mustUser(t, e, "ann@example.com")
+		keys, err := e.store.FindPasskeys(ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !after.HasMFA() && len(keys) == 0 {
+			t.Fatalf("round %d: both factors gone (answers %v)", i, got)
+		}
+		// One went through (its redirect followed to /account/mfa), the
+		// other was refused; which one is the race's.
+		if !(got[0] == http.StatusOK && got[1] == http.StatusConflict) && !(got[0] == http.StatusConflict && got[1] == http.StatusOK) {
+			t.Fatalf("round %d: answers %v, want one 200 and one 409", i, got)
+		}
+		if after.HasMFA() == (got[0] == http.StatusOK) || (len(keys) == 0) == (got[1] != http.StatusOK) {
+			t.Fatalf("round %d: answers %v, app on %v, %d passkeys", i, got, after.HasMFA(), len(keys))
+		}
+		if len(keys) == 1 {
+			if err := e.store.DeletePasskey(ctx, u.ID, keys[0].ID, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -270,3 +270,64 @@ func dashboardBrowser(t *testing.T, exe string, st *store, shots string) {
 	}
 	t.Logf("screenshots in %s", shots)
 }
+
+// TestDashboardTokenExpiry gives a token a new expiry from its page in a
+// real browser: the owner picks a date, and the API then shows the token
+// valid through its end, with the member's token.update event.
+func TestDashboardTokenExpiry(t *testing.T) {
+	exe := chromium(t)
+	st := sqliteStore(t)
+	const pw = "correct horse battery staple"
+	userCreate(t, st, "owner@example.com", pw, "--owner")
+	root := initRoot(t, st)
+	srv := startServer(t, st)
+	api := newClient(t, srv.URL, root)
+	ctx := context.Background()
+	in30 := time.Now().UTC().Add(30 * 24 * time.Hour)
+	tok, err := api.CreateToken(ctx, client.CreateTokenRequest{Name: "nightly export", Scopes: []string{"orders:read"}, ExpiresAt: &in30})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tab := browserTab(t, exe)
+	signIn(t, tab, srv.URL, "owner@example.com", pw)
+	do(t, tab, "signed in", chromedp.WaitVisible(chromedp.ID("token-list")))
+	date := time.Now().UTC().Add(10 * 24 * time.Hour).Format("2006-01-02")
+	do(t, tab, "open the token and choose a date",
+		chromedp.Navigate(srv.URL+"/tokens/"+tok.ID),
+		chromedp.WaitVisible(chromedp.ID("change-expiry")),
+		chromedp.Click(chromedp.ID("expiry-custom")),
+		chromedp.SetValue(chromedp.ID("expires_on"), date),
+	)
+	shot(t, tab, artifacts(t), "13-token-expiry")
+	res, err := chromedp.RunResponse(tab, chromedp.Click(chromedp.ID("change-expiry")))
+	if err != nil || res.Status != 200 {
+		t.Fatalf("changing the expiry: %v, %v; want status 200", res, err)
+	}
+	end, _ := time.Parse("2006-01-02", date)
+	end = end.Add(24 * time.Hour) // valid through the date, UTC
+	if got := text(t, tab, "token-expires"); got != end.Format("2006-01-02 15:04 UTC") {
+		t.Errorf("the page shows expiry %q, want %q", got, end.Format("2006-01-02 15:04 UTC"))
+	}
+	got, err := api.GetToken(ctx, tok.ID)
+	if err != nil || got.ExpiresAt == nil || !got.ExpiresAt.Equal(end) {
+		t.Fatalf("the API shows %+v, %v; want expires_at %v", got, err, end)
+	}
+	evs, err := api.ListAudit(ctx, client.ListOptions{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var update *client.AuditEvent
+	for i, ev := range evs.Items {
+		if ev.Action == "token.update" && ev.Target == tok.ID {
+			update = &evs.Items[i]
+			break
+		}
+	}
+	if update == nil || update.Actor.Type != "member" || update.Changes["expires_at"] == nil {
+		t.Fatalf("no token.update of the member with the expiry among %+v", evs.Items)
+	}
+	if c, _ := update.Changes["expires_at"].(map[string]any); c == nil || c["from"] == nil || c["to"] != end.Format(time.RFC3339) {
+		t.Errorf("the event's changes %v, want expires_at from the old expiry to %s", update.Changes, end.Format(time.RFC3339))
+	}
+}

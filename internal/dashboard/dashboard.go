@@ -256,6 +256,7 @@ func (s *Server) routes() []route {
 		{"GET /tokens/{id}/rotated", authVerified, s.handleTokenRotated},
 		{"POST /tokens/{id}/rotate", authVerified, s.handleTokenRotate},
 		{"POST /tokens/{id}/revoke", authVerified, s.handleTokenRevoke},
+		{"POST /tokens/{id}/expiry", authVerified, s.handleTokenExpiry},
 		{"GET /settings", authVerified, s.handleSettings},
 		{"POST /settings", authVerified, s.handleSettingsSave},
 		{"GET /audit", authVerified, s.handleAudit},

@@ -225,14 +225,28 @@ type tokenForm struct {
 }
 
 type newData struct {
-	F            tokenForm
-	Catalog      []keyward.ScopeInfo
+	F       tokenForm
+	Catalog []keyward.ScopeInfo
+	expiryChoices
+	Errors map[string]string
+}
+
+// expiryChoices are the expiries a form offers under a workspace's
+// policy: the create form's, and the token page's.
+type expiryChoices struct {
 	Presets      []string // expiries in days the policy allows
 	MinDate      string   // today (UTC), the earliest date to expire on
 	MaxDate      string   // the latest date the policy allows, "" for none
 	NeverAllowed bool
 	MaxLifetime  time.Duration
-	Errors       map[string]string
+}
+
+func choicesOf(set *keyward.WorkspaceSettings, now time.Time) expiryChoices {
+	presets, _ := allowedPresets(set.MaxTokenLifetime)
+	return expiryChoices{
+		Presets: presets, MinDate: now.Format("2006-01-02"), MaxDate: latestDate(set.MaxTokenLifetime, now),
+		NeverAllowed: !set.ExpiryRequired && set.MaxTokenLifetime == 0, MaxLifetime: set.MaxTokenLifetime,
+	}
 }
 
 // expiryPresets are the form's expiries in days, shortest first.
@@ -283,8 +297,6 @@ func (s *Server) handleTokenNew(w http.ResponseWriter, r *http.Request) {
 func (s *Server) renderNew(w http.ResponseWriter, r *http.Request, status int, f tokenForm, errs map[string]string) {
 	st := stateOf(r)
 	set := st.settings
-	presets, _ := allowedPresets(set.MaxTokenLifetime)
-	now := s.now().UTC()
 	catalog := set.Scopes
 	if !isAdmin(st.member.Role) {
 		// Members cannot grant keyward: scopes: not offered.
@@ -296,9 +308,7 @@ func (s *Server) renderNew(w http.ResponseWriter, r *http.Request, status int, f
 		}
 	}
 	s.render(w, r, status, "token_new", "New token", newData{
-		F: f, Catalog: catalog, Errors: errs, Presets: presets,
-		MinDate: now.Format("2006-01-02"), MaxDate: latestDate(set.MaxTokenLifetime, now),
-		NeverAllowed: !set.ExpiryRequired && set.MaxTokenLifetime == 0, MaxLifetime: set.MaxTokenLifetime,
+		F: f, Catalog: catalog, Errors: errs, expiryChoices: choicesOf(set, s.now().UTC()),
 	})
 }
 
@@ -356,28 +366,9 @@ func parseTokenForm(f tokenForm, now time.Time) (*keyward.Token, map[string]stri
 			t.Scopes = append(t.Scopes, sc)
 		}
 	}
-	switch f.Expiry {
-	case "7", "30", "90", "365":
-		n, _ := strconv.Atoi(f.Expiry)
-		// To the microsecond, as the service's clock: its policy check
-		// must not find a few ns more than n days.
-		at := now.Truncate(time.Microsecond).Add(time.Duration(n) * day)
-		t.ExpiresAt = &at
-	case "custom":
-		// Valid through the date given: until the end of that day, UTC.
-		d, err := time.Parse("2006-01-02", strings.TrimSpace(f.ExpiresOn))
-		end := d.Add(day)
-		switch {
-		case err != nil:
-			errs["expiry"] = "Enter the date as YYYY-MM-DD, such as " + now.Add(30*day).Format("2006-01-02") + "."
-		case !end.After(now):
-			errs["expiry"] = "The expiry date must be today or later (UTC)."
-		default:
-			t.ExpiresAt = &end
-		}
-	case "never":
-	default:
-		errs["expiry"] = "Choose when the token expires."
+	var msg string
+	if t.ExpiresAt, msg = parseExpiry(f.Expiry, f.ExpiresOn, now); msg != "" {
+		errs["expiry"] = msg
 	}
 	for _, c := range strings.FieldsFunc(f.CIDRs, splitList) {
 		t.AllowedCIDRs = append(t.AllowedCIDRs, c)
@@ -403,6 +394,49 @@ func parseTokenForm(f tokenForm, now time.Time) (*keyward.Token, map[string]stri
 	return t, errs
 }
 
+// parseExpiry returns the expiry that a form's choice (7, 30, 90 or 365
+// days, custom with a date, or never) makes at now, nil for never; or,
+// when the choice is not one, what is wrong with it.
+func parseExpiry(choice, date string, now time.Time) (*time.Time, string) {
+	switch choice {
+	case "7", "30", "90", "365":
+		n, _ := strconv.Atoi(choice)
+		// To the microsecond, as the service's clock: its policy check
+		// must not find a few ns more than n days.
+		at := now.Truncate(time.Microsecond).Add(time.Duration(n) * day)
+		return &at, ""
+	case "custom":
+		// Valid through the date given: until the end of that day, UTC.
+		d, err := time.Parse("2006-01-02", strings.TrimSpace(date))
+		end := d.Add(day)
+		switch {
+		case err != nil:
+			return nil, "Enter the date as YYYY-MM-DD, such as " + now.Add(30*day).Format("2006-01-02") + "."
+		case !end.After(now):
+			return nil, "The expiry date must be today or later (UTC)."
+		}
+		return &end, ""
+	case "never":
+		return nil, ""
+	}
+	return nil, "Choose when the token expires."
+}
+
+// policyMessage returns what the workspace policy set finds wrong with an
+// expiry at (nil: never) chosen as choice at now, or "".
+func policyMessage(set *keyward.WorkspaceSettings, choice string, at *time.Time, now time.Time) string {
+	err := set.CheckToken(at, now)
+	if err == nil {
+		return ""
+	}
+	fe, _ := fieldErrors(err)
+	if d := latestDate(set.MaxTokenLifetime, now); choice == "custom" && d != "" {
+		// A date is valid through its end: name the last one.
+		return capitalize(fe["expiry"]) + ": the latest date it allows is " + d + "."
+	}
+	return fe["expiry"]
+}
+
 func splitList(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' }
 
 type createdData struct {
@@ -426,13 +460,8 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 	now := s.now().UTC()
 	t, errs := parseTokenForm(f, now)
 	if _, ok := errs["expiry"]; !ok {
-		if err := st.settings.CheckToken(t.ExpiresAt, now); err != nil {
-			fe, _ := fieldErrors(err)
-			errs["expiry"] = fe["expiry"]
-			if d := latestDate(st.settings.MaxTokenLifetime, now); f.Expiry == "custom" && d != "" {
-				// A date is valid through its end: name the last one.
-				errs["expiry"] = capitalize(fe["expiry"]) + ": the latest date it allows is " + d + "."
-			}
+		if msg := policyMessage(st.settings, f.Expiry, t.ExpiresAt, now); msg != "" {
+			errs["expiry"] = msg
 		}
 	}
 	if err := t.Validate(now); err != nil {
@@ -514,10 +543,18 @@ type tokenPageData struct {
 	Recs      []string
 	Events    []*keyward.AuditEvent
 	CanWrite  bool
-	Reason    string
+	In        tokenInput // what the forms were given, shown again with their errors
+	Choices   expiryChoices
 	Errors    map[string]string
 	Names     map[string]string // user ids to emails
 	Usage     *usageChart
+}
+
+// tokenInput is what the token page's forms were given.
+type tokenInput struct {
+	Reason    string // of a revocation
+	Expiry    string // the expiry form's choice: 7, 30, 90, 365, custom, never
+	ExpiresOn string // YYYY-MM-DD, with custom
 }
 
 func (s *Server) handleTokenPage(w http.ResponseWriter, r *http.Request) {
@@ -526,12 +563,15 @@ func (s *Server) handleTokenPage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.renderToken(w, r, http.StatusOK, t, "", nil)
+	s.renderToken(w, r, http.StatusOK, t, tokenInput{}, nil)
 }
 
-func (s *Server) renderToken(w http.ResponseWriter, r *http.Request, status int, t *keyward.Token, reason string, errs map[string]string) {
+func (s *Server) renderToken(w http.ResponseWriter, r *http.Request, status int, t *keyward.Token, in tokenInput, errs map[string]string) {
 	st := stateOf(r)
 	now := s.now().UTC()
+	if in.Expiry == "" {
+		_, in.Expiry = allowedPresets(st.settings.MaxTokenLifetime)
+	}
 	events, err := s.store.FindAuditEvents(r.Context(), keyward.AuditFilter{WorkspaceID: t.WorkspaceID, Target: t.ID, Limit: 20})
 	if err != nil {
 		s.fail(w, r, err)
@@ -546,7 +586,7 @@ func (s *Server) renderToken(w http.ResponseWriter, r *http.Request, status int,
 	s.render(w, r, status, "token", t.Name, tokenPageData{
 		T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Names: names,
 		Recs: recommendations(t, privileged(st.settings), now), Events: events,
-		CanWrite: canWrite(st.member.Role), Reason: reason, Errors: errs, Usage: chart,
+		CanWrite: canWrite(st.member.Role), In: in, Choices: choicesOf(st.settings, now), Errors: errs, Usage: chart,
 	})
 }
 
@@ -566,13 +606,13 @@ func (s *Server) handleTokenRotate(w http.ResponseWriter, r *http.Request) {
 	}
 	grace, ok := graces[r.PostForm.Get("grace")]
 	if !ok {
-		s.renderToken(w, r, http.StatusBadRequest, t, "", map[string]string{"grace": "Choose how long the old secret stays valid."})
+		s.renderToken(w, r, http.StatusBadRequest, t, tokenInput{}, map[string]string{"grace": "Choose how long the old secret stays valid."})
 		return
 	}
 	tok, text, err := s.svc.RotateToken(r.Context(), s.caller(r), t.ID, grace)
 	if err != nil {
 		if c := keyward.ErrorCode(err); c == keyward.ECONFLICT || c == keyward.EFORBIDDEN {
-			s.renderToken(w, r, http.StatusConflict, t, "", map[string]string{"grace": keyward.ErrorMessage(err)})
+			s.renderToken(w, r, http.StatusConflict, t, tokenInput{}, map[string]string{"grace": keyward.ErrorMessage(err)})
 			return
 		}
 		s.fail(w, r, err)
@@ -603,15 +643,66 @@ func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
 		errs["reason"] = capitalize(err.Error()) + "."
 	}
 	if len(errs) > 0 {
-		s.renderToken(w, r, http.StatusBadRequest, t, reason, errs)
+		s.renderToken(w, r, http.StatusBadRequest, t, tokenInput{Reason: reason}, errs)
 		return
 	}
 	if _, err := s.svc.RevokeToken(r.Context(), s.caller(r), t.ID, reason); err != nil {
 		if keyward.ErrorCode(err) == keyward.EFORBIDDEN {
-			s.renderToken(w, r, http.StatusForbidden, t, reason, map[string]string{"reason": keyward.ErrorMessage(err)})
+			s.renderToken(w, r, http.StatusForbidden, t, tokenInput{Reason: reason}, map[string]string{"reason": keyward.ErrorMessage(err)})
 			return
 		}
 		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/tokens/"+t.ID, http.StatusSeeOther)
+}
+
+// handleTokenExpiry gives the token a new expiry, or none where the
+// workspace policy allows it. It is PATCH /v1/tokens/{id} with only
+// expires_at: the service's checks (a time to come, the policy's longest
+// lifetime and required expiry, the caller's bounds, no revoked token) and
+// its token.update event with the change.
+func (s *Server) handleTokenExpiry(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	t, err := s.loadToken(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !canWrite(st.member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Viewers cannot change tokens.")
+		return
+	}
+	in := tokenInput{Expiry: r.PostForm.Get("expiry"), ExpiresOn: r.PostForm.Get("expires_on")}
+	now := s.now().UTC()
+	at, msg := parseExpiry(in.Expiry, in.ExpiresOn, now)
+	if msg == "" {
+		msg = policyMessage(st.settings, in.Expiry, at, now)
+	}
+	if msg != "" {
+		s.renderToken(w, r, http.StatusBadRequest, t, in, map[string]string{"expiry": msg})
+		return
+	}
+	_, err = s.svc.UpdateToken(r.Context(), s.caller(r), t.ID, func(t *keyward.Token) { t.ExpiresAt = at })
+	if err != nil {
+		status := http.StatusBadRequest
+		switch keyward.ErrorCode(err) {
+		case keyward.ECONFLICT:
+			// Revoked meanwhile: the page has no form any more.
+			s.renderError(w, r, http.StatusConflict, capitalize(keyward.ErrorMessage(err))+".")
+			return
+		case keyward.EFORBIDDEN:
+			status = http.StatusForbidden
+		case keyward.EINVALID:
+		default:
+			s.fail(w, r, err)
+			return
+		}
+		fe, ok := fieldErrors(err)
+		if !ok || fe["expiry"] == "" {
+			fe = map[string]string{"expiry": capitalize(secret.Redact(keyward.ErrorMessage(err))) + "."}
+		}
+		s.renderToken(w, r, status, t, in, fe)
 		return
 	}
 	http.Redirect(w, r, "/tokens/"+t.ID, http.StatusSeeOther)

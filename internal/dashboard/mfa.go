@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"encoding/base64"
 	"html/template"
 	"net/http"
@@ -178,9 +179,14 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 	// A passkey is a second factor too: with one, the app may go. The
 	// store checks that in the step that turns the app off, so that a
 	// passkey removed at the same time cannot leave the account with none.
-	u, changed, err := s.accounts.DisableTOTP(ctx, st.user.ID, st.settings.MFARequired, now, evs...)
+	keep, err := s.factorRequired(ctx, st)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	u, changed, err := s.accounts.DisableTOTP(ctx, st.user.ID, keep, now, evs...)
 	if keyward.ErrorCode(err) == keyward.ECONFLICT {
-		s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add a passkey before turning the authenticator app off.")
+		s.renderError(w, r, http.StatusConflict, "A workspace you belong to requires two-step verification: add a passkey before turning the authenticator app off.")
 		return
 	}
 	if err == nil && changed {
@@ -194,6 +200,34 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/account/mfa", http.StatusSeeOther)
+}
+
+// factorRequired reports whether a workspace of the user's requires two-step
+// verification, the one the session acts in or any other: the factors are
+// the account's, so one removed while acting in a workspace that does not
+// require them would leave the account signing in to one that does with
+// its password alone, until someone (whoever holds the password) enrols.
+func (s *Server) factorRequired(ctx context.Context, st *state) (bool, error) {
+	if st.settings.MFARequired {
+		return true, nil
+	}
+	members, err := s.accounts.FindMembers(ctx, "", st.user.ID)
+	if err != nil {
+		return false, err
+	}
+	for _, m := range members {
+		if m.WorkspaceID == st.settings.WorkspaceID {
+			continue
+		}
+		set, err := s.accounts.FindWorkspaceSettings(ctx, m.WorkspaceID)
+		if err != nil {
+			return false, err
+		}
+		if set.MFARequired {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // endOtherSessions ends the user's sessions but the request's own, after

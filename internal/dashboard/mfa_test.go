@@ -100,3 +100,55 @@ func TestLastFactorRace(t *testing.T) {
 		}
 	}
 }
+
+// TestLastFactorOtherWorkspace: the last second factor cannot go while
+// the session acts in a workspace that does not require one, when another
+// of the user's workspaces does: the factors are the account's, and the
+// account would then sign in there with its password alone. With no
+// workspace of the user's requiring one, it may go.
+func TestLastFactorOtherWorkspace(t *testing.T) {
+	ctx := context.Background()
+	e := newEnvAt(t, "https://localhost") // passkeys on
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	acme := e.memberOf(t, "acme", u, keyward.RoleMember)
+	if err := e.store.PutWorkspaceSettings(ctx, &keyward.WorkspaceSettings{WorkspaceID: acme.ID, MFARequired: true}); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.signIn("ann@example.com")
+	enrolTOTP(t, b)
+	b.post("/workspace", url.Values{"workspace": {e.ws.ID}}) // acting in default, which requires nothing
+
+	b.get("/account/mfa")
+	status, body := b.post("/account/mfa/totp/disable", nil)
+	wantStatus(t, status, http.StatusConflict, body)
+	wantText(t, body, "A workspace you belong to requires two-step verification: add a passkey before turning the authenticator app off.")
+	if !mustUser(t, e, "ann@example.com").HasMFA() {
+		t.Fatal("the app was turned off")
+	}
+
+	// The app off by other means, one passkey left: it stays too.
+	if _, _, err := e.store.DisableTOTP(ctx, u.ID, false, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	now := e.clock.Now()
+	pk := &keyward.Passkey{ID: keyward.NewID(keyward.PrefixPasskey, now), UserID: u.ID, CredentialID: []byte("cred"), Credential: []byte("{}"), Name: "key", CreatedAt: now}
+	if err := e.store.AddPasskey(ctx, pk); err != nil {
+		t.Fatal(err)
+	}
+	b.get("/account/mfa")
+	status, body = b.post("/account/passkeys/"+pk.ID+"/remove", nil)
+	wantStatus(t, status, http.StatusConflict, body)
+	wantText(t, body, "A workspace you belong to requires two-step verification: add another factor before removing your last one.")
+
+	// acme no longer requires it: the passkey may go.
+	if err := e.store.PutWorkspaceSettings(ctx, &keyward.WorkspaceSettings{WorkspaceID: acme.ID}); err != nil {
+		t.Fatal(err)
+	}
+	b.get("/account/mfa")
+	status, body = b.post("/account/passkeys/"+pk.ID+"/remove", nil)
+	wantStatus(t, status, http.StatusOK, body)
+	if keys, err := e.store.FindPasskeys(ctx, u.ID); err != nil || len(keys) != 0 {
+		t.Fatalf("passkeys left: %d, %v", len(keys), err)
+	}
+}

@@ -266,9 +266,14 @@ func (s *Server) handlePasskeyRemove(w http.ResponseWriter, r *http.Request) {
 	// Whether another factor is left is checked by the store in the step
 	// that deletes this one: a check here could pass for two removals (or
 	// a removal and the app turned off) at once, leaving none.
-	if err := s.accounts.DeletePasskey(r.Context(), st.user.ID, id, st.settings.MFARequired, evs...); err != nil {
+	keep, err := s.factorRequired(r.Context(), st)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.accounts.DeletePasskey(r.Context(), st.user.ID, id, keep, evs...); err != nil {
 		if keyward.ErrorCode(err) == keyward.ECONFLICT {
-			s.renderError(w, r, http.StatusConflict, "Your workspace requires two-step verification: add another factor before removing your last one.")
+			s.renderError(w, r, http.StatusConflict, "A workspace you belong to requires two-step verification: add another factor before removing your last one.")
 			return
 		}
 		s.fail(w, r, err)

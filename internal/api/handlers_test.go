@@ -2688,6 +2688,55 @@ func TestEveryInvalidField(t *testing.T) {
 			}
 		})
 	}
+	t.Run("Patch", func(t *testing.T) {
+		// A patch that fails to decode learns of the other problems of
+		// the values it gives too, but not of the fields it leaves to the
+		// stored token (the window of a limit); one that decodes learns
+		// of every problem against the stored token.
+		id, sec := s.newToken("patched")
+		for _, tc := range []struct {
+			name string
+			body string
+			want []string
+		}{
+			{"EmptyNameBadDuration", `{"name":"","expires_in":"5d"}`, []string{"/expires_in", "/name"}},
+			{"UnknownFieldBadSubject", `{"subject":" a","bogus":1}`, []string{"/bogus", "/subject"}},
+			{"WrongTypeBadSubject", `{"name":5,"subject":" a"}`, []string{"/name", "/subject"}},
+			{"BadWindowBadLimitEmptyName", `{"name":"","rate_limit":{"limit":0,"window":"x"}}`, []string{"/name", "/rate_limit/limit", "/rate_limit/window"}},
+			{"BadScopeBadWindow", `{"scopes":["BAD"],"rate_limit":{"limit":1,"window":"x"}}`, []string{"/rate_limit/window", "/scopes/0"}},
+			{"UnknownFieldBadLimitNoWindow", `{"rate_limit":{"limit":0},"bogus":1}`, []string{"/bogus", "/rate_limit/limit"}},
+			{"UnknownFieldPastExpiry", `{"expires_at":"2000-01-01T00:00:00Z","bogus":1}`, []string{"/bogus", "/expires_at"}},
+			{"SecretNameBadScope", `{"name":"` + sec + `","scopes":["BAD"]}`, []string{"/name", "/scopes/0"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := s.do("PATCH", "/v1/tokens/"+id, s.root, json.RawMessage(tc.body))
+				p := wantProblem(t, r, http.StatusBadRequest, "invalid")
+				if got := pointers(p); !slices.Equal(got, tc.want) {
+					t.Errorf("pointers %v, want %v; body %s", got, tc.want, r.Body)
+				}
+			})
+		}
+		if got := s.get(id)["name"]; got != "patched" {
+			t.Fatalf("name = %v after the refused patches", got)
+		}
+		// POST too learns of a secret in a name with the other problems.
+		r := s.do("POST", "/v1/tokens", s.root, json.RawMessage(`{"name":"`+sec+`","scopes":["BAD"]}`))
+		if got, want := pointers(wantProblem(t, r, http.StatusBadRequest, "invalid")), []string{"/name", "/scopes/0"}; !slices.Equal(got, want) {
+			t.Errorf("POST: pointers %v, want %v", got, want)
+		}
+	})
+	t.Run("PatchExpiredToken", func(t *testing.T) {
+		// The stored expiry, now past, is not the patch's problem: only
+		// the field the patch gives is reported.
+		s := newStack(t)
+		id, _ := s.create(map[string]any{"name": "old", "expires_in": "1h"})["id"].(string)
+		s.clock.Advance(2 * time.Hour)
+		r := s.do("PATCH", "/v1/tokens/"+id, s.root, json.RawMessage(`{"scopes":["BAD"]}`))
+		p := wantProblem(t, r, http.StatusBadRequest, "invalid")
+		if got, want := pointers(p), []string{"/scopes/0"}; !slices.Equal(got, want) {
+			t.Errorf("pointers %v, want %v; body %s", got, want, r.Body)
+		}
+	})
 	t.Run("ExpiresInPointed", func(t *testing.T) {
 		// An expiry given as expires_in is pointed at as such, with other
 		// errors or not; one given as expires_at (expires_in null) is not.

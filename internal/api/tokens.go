@@ -3,9 +3,11 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -161,6 +163,49 @@ func (s *Server) tokenFields(o *object, t *keyward.Token, mode fieldsMode) {
 	}
 }
 
+// onlyGiven returns the validation error err of the token given, which
+// holds what the patch body gives on an empty token, without the field
+// errors of values the body does not give: those are the stored token's
+// (the window of a rate limit the patch sets only the limit of), not known
+// before it is read. Any other error is returned unchanged.
+func onlyGiven(body map[string]json.RawMessage, given *keyward.Token, err error) error {
+	var ke *keyward.Error
+	if !errors.As(err, &ke) || ke.Code != keyward.EINVALID {
+		return err
+	}
+	var fields []keyward.FieldError
+	for _, f := range ke.Fields {
+		// An expiry comes from expires_at or expires_in: it is set
+		// only when the body gives it.
+		if f.Pointer == "/expires_at" && given.ExpiresAt != nil || gives(body, f.Pointer) {
+			fields = append(fields, f)
+		}
+	}
+	if len(fields) == 0 {
+		return nil
+	}
+	return keyward.Invalid(fields...)
+}
+
+// gives reports whether a JSON object body holds a value, not null, at
+// pointer or at an array on its way (every element of /scopes is given
+// when scopes is).
+func gives(body map[string]json.RawMessage, pointer string) bool {
+	fields := body
+	for _, name := range strings.Split(strings.TrimPrefix(pointer, "/"), "/") {
+		name = strings.NewReplacer("~1", "/", "~0", "~").Replace(name)
+		v, ok := fields[name]
+		if !ok || string(v) == "null" {
+			return false
+		}
+		fields = nil
+		if json.Unmarshal(v, &fields) != nil || fields == nil {
+			return true
+		}
+	}
+	return true
+}
+
 // mergePatch applies an RFC 7396 merge patch to a JSON document.
 func mergePatch(target, patch json.RawMessage) json.RawMessage {
 	var p map[string]json.RawMessage
@@ -290,9 +335,13 @@ func (s *Server) handleTokenUpdate(w http.ResponseWriter, r *http.Request) {
 	// The patch is checked once against an empty token for syntax, so that
 	// a bad body answers 400 before the token is read, and once more, for
 	// its meaning, on the stored token.
-	s.tokenFields(o, &keyward.Token{}, patchSyntax)
+	given := &keyward.Token{}
+	s.tokenFields(o, given, patchSyntax)
 	if err := o.done(); err != nil {
-		s.writeError(w, r, expiryPointer(o, err))
+		// With the problems of the values the patch gives that did
+		// decode, as a create reports them: a request learns of every
+		// field it must fix at once.
+		s.writeError(w, r, expiryPointer(o, alsoInvalid(err, onlyGiven(o.fields, given, given.Validate(s.now())))))
 		return
 	}
 	body := o.fields

@@ -167,10 +167,7 @@ func (s *Service) refresh(ctx context.Context, tokenID string) {
 // client-settable fields are used; the others are set here.
 func (s *Service) CreateToken(ctx context.Context, c Caller, t *keyward.Token) (*keyward.Token, string, error) {
 	now := s.now()
-	if err := t.Validate(now); err != nil {
-		return nil, "", err
-	}
-	if err := noSecrets(t.Name, t.Subject); err != nil {
+	if err := joinInvalid(t.Validate(now), noSecrets(t.Name, t.Subject)); err != nil {
 		return nil, "", err
 	}
 	t.Tidy()
@@ -265,23 +262,18 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 		before := t.Clone()
 		patch(t)
 		now := s.now()
-		if err := t.Validate(now); err != nil {
-			// What the patch did not touch is not the caller's error (an
-			// expiry now past, metadata stored before a rule refused
-			// it): only report what the patch changed.
-			var untouched []string
-			if sameTime(before.ExpiresAt, t.ExpiresAt) {
-				untouched = append(untouched, "/expires_at")
-			}
-			if bytes.Equal(before.Metadata, t.Metadata) {
-				untouched = append(untouched, "/metadata")
-			}
-			if before.Name == t.Name {
-				untouched = append(untouched, "/name")
-			}
-			if !onlyErrsAt(err, untouched...) {
-				return nil, err
-			}
+		// What the patch did not touch is not the caller's error (an
+		// expiry now past, metadata stored before a rule refused it):
+		// only report what the patch changed, every problem of it at once.
+		var untouched []string
+		if sameTime(before.ExpiresAt, t.ExpiresAt) {
+			untouched = append(untouched, "/expires_at")
+		}
+		if bytes.Equal(before.Metadata, t.Metadata) {
+			untouched = append(untouched, "/metadata")
+		}
+		if before.Name == t.Name {
+			untouched = append(untouched, "/name")
 		}
 		var name, subject string
 		if t.Name != before.Name {
@@ -290,7 +282,7 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 		if t.Subject != before.Subject {
 			subject = t.Subject
 		}
-		if err := noSecrets(name, subject); err != nil {
+		if err := joinInvalid(withoutErrsAt(t.Validate(now), untouched...), noSecrets(name, subject)); err != nil {
 			return nil, err
 		}
 		t.Tidy()
@@ -335,17 +327,48 @@ func sameTime(a, b *time.Time) bool {
 	return a == nil && b == nil || a != nil && b != nil && a.Equal(*b)
 }
 
-func onlyErrsAt(err error, pointers ...string) bool {
+// withoutErrsAt returns the validation error err without its field errors
+// at pointers: nil when none is left, any other error unchanged.
+func withoutErrsAt(err error, pointers ...string) error {
 	e, ok := err.(*keyward.Error)
-	if !ok || len(pointers) == 0 {
-		return false
+	if !ok || e.Code != keyward.EINVALID {
+		return err
 	}
+	var kept []keyward.FieldError
 	for _, f := range e.Fields {
 		if !slices.Contains(pointers, f.Pointer) {
-			return false
+			kept = append(kept, f)
 		}
 	}
-	return true
+	switch {
+	case len(kept) == 0:
+		return nil
+	case len(kept) == len(e.Fields):
+		return err
+	}
+	return keyward.Invalid(kept...)
+}
+
+// joinInvalid returns the one of a and b that is not nil, or when both
+// are validation errors one listing the fields of both in pointer order,
+// so that a request learns every problem at once. Another error than a
+// validation one wins.
+func joinInvalid(a, b error) error {
+	ea, okA := a.(*keyward.Error)
+	eb, okB := b.(*keyward.Error)
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	case !okA || ea.Code != keyward.EINVALID:
+		return a
+	case !okB || eb.Code != keyward.EINVALID:
+		return b
+	}
+	fields := append(slices.Clone(ea.Fields), eb.Fields...)
+	slices.SortStableFunc(fields, func(x, y keyward.FieldError) int { return strings.Compare(x.Pointer, y.Pointer) })
+	return keyward.Invalid(fields...)
 }
 
 // RotateToken issues a new secret for the token. The secret it replaces

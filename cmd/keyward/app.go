@@ -431,7 +431,7 @@ func keyring(c storeConfig) (*secret.Keyring, error) {
 	current := c.Secret
 	if current == "" {
 		if c.DatabaseURL != "" {
-			return nil, errors.New("KEYWARD_SECRET (or KEYWARD_SECRET_FILE) is required with --database-url: every node must share it")
+			return nil, errSecretRequired
 		}
 		path := filepath.Join(c.DataDir, "server.secret")
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
@@ -447,14 +447,28 @@ func keyring(c storeConfig) (*secret.Keyring, error) {
 			return nil, err
 		}
 	}
+	if err := secretsError(current, c); err != nil {
+		return nil, err
+	}
+	return secret.NewKeyring(current, c.SecretPrevious...)
+}
+
+// errSecretRequired is the error of a PostgreSQL store without a server
+// secret: none is kept in the database, and one made here would be this
+// node's alone.
+var errSecretRequired = errors.New("KEYWARD_SECRET (or KEYWARD_SECRET_FILE) is required with --database-url: every node must share it")
+
+// secretsError returns what secret.NewKeyring refuses of the current
+// server secret and the previous ones of c, naming the variable it came
+// from, or nil. The error shows no secret.
+func secretsError(current string, c storeConfig) error {
 	if _, err := secret.NewKeyring(current); err != nil {
-		return nil, fmt.Errorf("%s: %w", cmp.Or(c.secretVar, "KEYWARD_SECRET"), err)
+		return fmt.Errorf("%s: %w", cmp.Or(c.secretVar, "KEYWARD_SECRET"), err)
 	}
-	r, err := secret.NewKeyring(current, c.SecretPrevious...)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cmp.Or(c.previousVar, "KEYWARD_SECRET_PREVIOUS"), err)
+	if _, err := secret.NewKeyring(current, c.SecretPrevious...); err != nil {
+		return fmt.Errorf("%s: %w", cmp.Or(c.previousVar, "KEYWARD_SECRET_PREVIOUS"), err)
 	}
-	return r, nil
+	return nil
 }
 
 // storedKeys counts the stored token secrets by the kind of server key

@@ -54,18 +54,15 @@ type auditStore struct {
 func defineAuditFlags(fs *flagSet, cfg *storeConfig, workspace *string) {
 	defineStoreFlags(fs, cfg)
 	fs.String(workspace, "workspace", "", "", "only the workspace with this `NAME` or id (default: every workspace)")
-	addServerSecretEnvHelp(fs)
+	defineServerSecrets(fs, cfg)
 }
 
-// openAudit loads the secrets, opens the store and resolves workspace ("":
-// every workspace, including those whose whole log is gone). Unlike the
-// commands that prepare a store, it creates neither a SQLite store nor its
-// server secret: checking a log under a new random key would only report
-// every event changed.
+// openAudit opens the store with the secrets its flags read, and resolves
+// workspace ("": every workspace, including those whose whole log is
+// gone). Unlike the commands that prepare a store, it creates neither a
+// SQLite store nor its server secret: checking a log under a new random
+// key would only report every event changed.
 func openAudit(ctx context.Context, e *env, cfg storeConfig, workspace string) (_ *auditStore, err error) {
-	if err := loadSecrets(e, &cfg); err != nil {
-		return nil, err
-	}
 	if cfg.DatabaseURL == "" {
 		if _, err := os.Stat(filepath.Join(cfg.DataDir, "keyward.db")); err != nil {
 			return nil, fmt.Errorf("no keyward store in %s: %w", cfg.DataDir, err)

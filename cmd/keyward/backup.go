@@ -193,22 +193,30 @@ func restoredKeys(ctx context.Context, e *env, cfg storeConfig, path string) str
 func parseFileCommand(fs *flagSet, args []string, flag, usage, pgAdvice string) (cfg storeConfig, file string, err error) {
 	defineStoreFlags(fs, &cfg)
 	fs.String(&file, flag, "", "", usage)
+	// Checks, so that they win over a KEYWARD_DATABASE_URL_FILE that
+	// cannot be read.
+	fs.Check(func() error {
+		if cfg.DatabaseURL != "" {
+			return fmt.Errorf("the store is PostgreSQL (--database-url): %s", pgAdvice)
+		}
+		return nil
+	})
+	fs.Check(func() error {
+		switch file {
+		case "":
+			return fmt.Errorf("--%s is required", flag)
+		case "-":
+			// Not standard input or output: a store is copied and
+			// checked as a file. A file named - is ./-.
+			return fmt.Errorf("--%s takes a file, not - (for a file named -, give ./-)", flag)
+		}
+		return nil
+	})
 	if args, err = fs.parse(args); err != nil {
 		return cfg, "", err
 	}
 	if err := noArgs(fs, args); err != nil {
 		return cfg, "", err
-	}
-	if cfg.DatabaseURL != "" {
-		return cfg, "", fs.usagef("the store is PostgreSQL (--database-url): %s", pgAdvice)
-	}
-	switch file {
-	case "":
-		return cfg, "", fs.usagef("--%s is required", flag)
-	case "-":
-		// Not standard input or output: a store is copied and checked
-		// as a file. A file named - is ./-.
-		return cfg, "", fs.usagef("--%s takes a file, not - (for a file named -, give ./-)", flag)
 	}
 	return cfg, file, nil
 }

@@ -1254,14 +1254,15 @@ func TestPlainRemote(t *testing.T) {
 }
 
 // TestShortPreviousSecret: a previous server secret that is too short is
-// blamed on KEYWARD_SECRET_PREVIOUS, not on KEYWARD_SECRET.
+// blamed on KEYWARD_SECRET_PREVIOUS, not on KEYWARD_SECRET, as a usage
+// error.
 func TestShortPreviousSecret(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	vars := map[string]string{"KEYWARD_SECRET": strings.Repeat("b", 64), "KEYWARD_SECRET_PREVIOUS": "tooshort"}
 	r := cli(t, nil, vars, "", "init", "--data-dir", dir)
-	r.want(t, 1)
-	if !strings.Contains(r.stderr, "KEYWARD_SECRET_PREVIOUS: previous server secret #1 must be at least") {
-		t.Errorf("stderr = %q", r.stderr)
+	r.want(t, 2)
+	if want := "keyward: init: KEYWARD_SECRET_PREVIOUS: previous server secret #1 must be at least 32 bytes (see 'keyward init --help')\n"; r.stderr != want {
+		t.Errorf("stderr = %q, want %q", r.stderr, want)
 	}
 }
 
@@ -1357,8 +1358,8 @@ func TestSecretFileNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := cli(t, nil, map[string]string{"KEYWARD_SECRET_FILE": short}, "", "init", "--data-dir", filepath.Join(dir, "data"))
-	r.want(t, 1)
-	if want := "keyward: KEYWARD_SECRET_FILE (" + short + "): server secret must be at least 32 bytes"; !strings.HasPrefix(r.stderr, want) {
+	r.want(t, 2)
+	if want := "keyward: init: KEYWARD_SECRET_FILE (" + short + "): server secret must be at least 32 bytes"; !strings.HasPrefix(r.stderr, want) {
 		t.Errorf("stderr = %q, want it to start %q", r.stderr, want)
 	}
 }
@@ -1369,8 +1370,8 @@ func TestShortSecretMessage(t *testing.T) {
 	dir := t.TempDir()
 	for _, v := range []string{"e", "short"} {
 		r := cli(t, nil, map[string]string{"KEYWARD_SECRET": v}, "", "init", "--data-dir", filepath.Join(dir, "data"))
-		r.want(t, 1)
-		if want := "keyward: KEYWARD_SECRET: server secret must be at least 32 bytes (for example 64 hex characters)\n"; r.stderr != want {
+		r.want(t, 2)
+		if want := "keyward: init: KEYWARD_SECRET: server secret must be at least 32 bytes (for example 64 hex characters) (see 'keyward init --help')\n"; r.stderr != want {
 			t.Errorf("KEYWARD_SECRET=%s: stderr = %q, want %q", v, r.stderr, want)
 		}
 	}
@@ -1449,6 +1450,38 @@ func TestStartupValuesAreUsageErrors(t *testing.T) {
 			`keyward: audit prune: --database-url (KEYWARD_DATABASE_URL) must be a postgres:// URL (see 'keyward audit prune --help')`},
 		{"BackupDatabaseURL", []string{"backup", "--output-file", "b.db", "--database-url", "mysql://u:hunter2@db/k"}, nil,
 			`keyward: backup: --database-url (KEYWARD_DATABASE_URL) must be a postgres:// URL (see 'keyward backup --help')`},
+		// A server secret refused by its length alone, before the trial
+		// bind or anything else; its value is not shown.
+		{"ServeShortSecret", []string{"serve", "--addr", "127.0.0.1:0"}, map[string]string{"KEYWARD_SECRET": "hunter2hunter2"},
+			`keyward: serve: KEYWARD_SECRET: server secret must be at least 32 bytes (for example 64 hex characters) (see 'keyward serve --help')`},
+		{"ServeShortPreviousSecret", []string{"serve", "--addr", "127.0.0.1:0"}, map[string]string{"KEYWARD_SECRET": "", "KEYWARD_SECRET_PREVIOUS": "hunter2hunter2"},
+			`keyward: serve: KEYWARD_SECRET_PREVIOUS: previous server secret #1 must be at least 32 bytes (see 'keyward serve --help')`},
+		{"MigrateShortSecret", []string{"migrate"}, map[string]string{"KEYWARD_SECRET": "hunter2hunter2"},
+			`keyward: migrate: KEYWARD_SECRET: server secret must be at least 32 bytes (for example 64 hex characters) (see 'keyward migrate --help')`},
+		{"AuditVerifyShortSecret", []string{"audit", "verify"}, map[string]string{"KEYWARD_SECRET": "hunter2hunter2"},
+			`keyward: audit verify: KEYWARD_SECRET: server secret must be at least 32 bytes (for example 64 hex characters) (see 'keyward audit verify --help')`},
+		{"UserCreateShortSecret", []string{"user", "create", "--email", "a@example.com", "--password-stdin"}, map[string]string{"KEYWARD_SECRET": "hunter2hunter2"},
+			`keyward: user create: KEYWARD_SECRET: server secret must be at least 32 bytes (for example 64 hex characters) (see 'keyward user create --help')`},
+		{"ServeNoSecretWithDatabaseURL", []string{"serve", "--addr", "127.0.0.1:0", "--database-url", "postgres://u:hunter2@127.0.0.1:1/k"}, map[string]string{"KEYWARD_SECRET": ""},
+			`keyward: serve: KEYWARD_SECRET (or KEYWARD_SECRET_FILE) is required with --database-url: every node must share it (see 'keyward serve --help')`},
+		// A variable set with its _FILE, as both database URL variables.
+		{"ServeRedisURLAndFile", []string{"serve", "--addr", "127.0.0.1:0"}, map[string]string{"KEYWARD_REDIS_URL": "redis://:hunter2hunter2@h:6379/0", "KEYWARD_REDIS_URL_FILE": "/nonexistent/redis.url"},
+			`keyward: serve: set only one of KEYWARD_REDIS_URL and KEYWARD_REDIS_URL_FILE (see 'keyward serve --help')`},
+		{"InitSecretAndFile", []string{"init"}, map[string]string{"KEYWARD_SECRET_FILE": "/nonexistent/secret"},
+			`keyward: init: set only one of KEYWARD_SECRET and KEYWARD_SECRET_FILE (see 'keyward init --help')`},
+		// A usage error wins over a file that cannot be read.
+		{"ServeBadAddrUnreadableURLFile", []string{"serve", "--addr", "127.0.0.1"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "/nonexistent/db.url"},
+			`keyward: serve: --addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not "127.0.0.1": missing port in address (see 'keyward serve --help')`},
+		{"ServeBadAddrUnreadableSecretFile", []string{"serve", "--addr", "127.0.0.1"}, map[string]string{"KEYWARD_SECRET": "", "KEYWARD_SECRET_FILE": "/nonexistent/secret"},
+			`keyward: serve: --addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not "127.0.0.1": missing port in address (see 'keyward serve --help')`},
+		{"ServeBadRedisURLUnreadableURLFile", []string{"serve", "--addr", "127.0.0.1:0", "--redis-url", "http://h"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "/nonexistent/db.url"},
+			`keyward: serve: --redis-url (KEYWARD_REDIS_URL) must be a redis:// or rediss:// URL (see 'keyward serve --help')`},
+		{"UserCreateBadEmailUnreadableURLFile", []string{"user", "create", "--email", "not-an-address", "--password-stdin"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "/nonexistent/db.url"},
+			`keyward: user create: --email: enter an email address such as you@example.com (see 'keyward user create --help')`},
+		{"BackupNoFileUnreadableURLFile", []string{"backup"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "/nonexistent/db.url"},
+			`keyward: backup: --output-file is required (see 'keyward backup --help')`},
+		{"AuditPruneUnreadableURLFile", []string{"audit", "prune"}, map[string]string{"KEYWARD_DATABASE_URL_FILE": "/nonexistent/db.url"},
+			`keyward: audit prune: --older-than is required and must be at least 24h (see 'keyward audit prune --help')`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

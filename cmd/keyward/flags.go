@@ -137,8 +137,10 @@ func (f *flagSet) Env(name, description string) {
 	f.envs = append(f.envs, [2]string{name, description})
 }
 
-// Check adds a validation that parse runs after parsing; its error is a
-// usage error, unless it is a workError.
+// Check adds a validation that parse runs after parsing, in the order
+// added; its error is a usage error, unless it is a workError. Every check
+// runs, also after one returned a workError, so a check must not assume
+// that those before it succeeded.
 func (f *flagSet) Check(fn func() error) {
 	f.check = append(f.check, fn)
 }
@@ -191,13 +193,22 @@ func (f *flagSet) parse(args []string) ([]string, error) {
 	if len(f.errs) > 0 {
 		return nil, &usageError{cmd: f.cmd, err: errors.Join(f.errs...)}
 	}
+	// A usage error that any check finds wins over a file one could not
+	// read (a workError): the command line is wrong whatever else is, and
+	// the exit status says so.
+	var work error
 	for _, fn := range f.check {
-		if err := fn(); err != nil {
-			if we, ok := err.(*workError); ok {
-				return nil, we.err
+		err := fn()
+		if we, ok := err.(*workError); ok {
+			if work == nil {
+				work = we.err
 			}
+		} else if err != nil {
 			return nil, &usageError{cmd: f.cmd, err: err}
 		}
+	}
+	if work != nil {
+		return nil, work
 	}
 	return pos, nil
 }

@@ -24,7 +24,7 @@ func defineInitFlags(fs *flagSet) *initConfig {
 	addOutputFlag(fs, &cfg.Output)
 	fs.Bool(&cfg.NewRootToken, "new-root-token", "", false, "issue another root token even though one was issued before")
 	defineNewSecretFlag(fs, &cfg.NewSecret)
-	addServerSecretEnvHelp(fs)
+	defineServerSecrets(fs, &cfg.storeConfig)
 	return cfg
 }
 
@@ -47,9 +47,6 @@ func cmdInit(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if err := noArgs(fs, args); err != nil {
-		return err
-	}
-	if err := loadSecrets(e, &cfg.storeConfig); err != nil {
 		return err
 	}
 	keys, err := keyring(cfg.storeConfig)

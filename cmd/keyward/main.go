@@ -110,7 +110,7 @@ func (e *env) secretEnv(name string) (string, error) {
 func (e *env) secretEnvRaw(name string) (v, raw string, err error) {
 	v, file := e.getenv(name), e.getenv(name+"_FILE")
 	if v != "" && file != "" {
-		return "", "", fmt.Errorf("set only one of %s and %s_FILE", name, name)
+		return "", "", &bothSetError{name}
 	}
 	raw = v
 	if file != "" {
@@ -125,6 +125,26 @@ func (e *env) secretEnvRaw(name string) (v, raw string, err error) {
 	}
 	e.addSecret(v)
 	return v, raw, nil
+}
+
+// bothSetError is the error of secretEnv for a variable set together with
+// its _FILE variant: a usage error where the command tells it apart (see
+// workOrUsage), since which value counts would be guesswork.
+type bothSetError struct{ name string }
+
+func (b *bothSetError) Error() string {
+	return fmt.Sprintf("set only one of %s and %s_FILE", b.name, b.name)
+}
+
+// workOrUsage returns an error of secretEnv as a flagSet Check returns it:
+// a variable set with its _FILE as is, a usage error; a file that cannot
+// be read, or is empty, as a *workError, which exits 1.
+func workOrUsage(err error) error {
+	var b *bothSetError
+	if errors.As(err, &b) {
+		return err
+	}
+	return &workError{err}
 }
 
 // usageError is a command line the command cannot run: an unknown command

@@ -30,15 +30,12 @@ func cmdMigrate(ctx context.Context, e *env, args []string) error {
 	defineStoreFlags(fs, &cfg)
 	fs.Bool(&cfg.LinkUnchainedAudit, "link-unchained-audit", "", false,
 		"let the migration that adds the audit chain link the audit events already stored (a store made by a release from before the chain); without it, such events stop the migration. No environment variable on purpose: a decision for one run, which a deployment's environment would repeat on every start")
-	addServerSecretEnvHelp(fs)
+	defineServerSecrets(fs, &cfg)
 	args, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
 	if err := noArgs(fs, args); err != nil {
-		return err
-	}
-	if err := loadSecrets(e, &cfg); err != nil {
 		return err
 	}
 	keys, err := keyring(cfg)

@@ -59,7 +59,24 @@ func defineServeFlags(fs *flagSet) *serveConfig {
 		cfg.MaxBody = int64(maxBody)
 		return nil
 	})
-	addSecretEnvHelp(fs)
+	defineServerSecrets(fs, &cfg.storeConfig)
+	fs.Env("KEYWARD_REDIS_URL", "redis://... for rate limits and quotas enforced across all nodes, as --redis-url (also _FILE; it may hold a password)")
+	fs.Check(func() error {
+		// --redis-url overrides KEYWARD_REDIS_URL (or its _FILE), as
+		// flags override variables.
+		if fs.Changed("redis-url") {
+			fs.e.addSecret(cfg.RedisURL)
+			return nil
+		}
+		u, err := fs.e.secretEnv("KEYWARD_REDIS_URL")
+		if err != nil {
+			return workOrUsage(err)
+		}
+		cfg.RedisURL = u
+		return nil
+	})
+	// Last: it looks at what the checks above filled in.
+	fs.Check(cfg.validate)
 	return cfg
 }
 
@@ -148,11 +165,27 @@ func defineStoreFlags(fs *flagSet, c *storeConfig) {
 	fs.Env("KEYWARD_DATABASE_URL_FILE", "file holding the database URL (it may hold a password), instead of KEYWARD_DATABASE_URL")
 }
 
-// addSecretEnvHelp documents the server secret variables that loadSecrets
-// reads, and KEYWARD_REDIS_URL.
-func addSecretEnvHelp(fs *flagSet) {
+// defineServerSecrets documents the server secret variables and has fs
+// read them into c with loadSecrets when it parses, after the store
+// flags' checks (define those first). A secret that is too short, or none
+// with a database URL, is a usage error found before anything is done, as
+// is a variable set with its _FILE; a _FILE that cannot be read exits 1.
+func defineServerSecrets(fs *flagSet, c *storeConfig) {
 	addServerSecretEnvHelp(fs)
-	fs.Env("KEYWARD_REDIS_URL", "redis://... for rate limits and quotas enforced across all nodes, as --redis-url (also _FILE; it may hold a password)")
+	fs.Check(func() error {
+		if err := loadSecrets(fs.e, c); err != nil {
+			return workOrUsage(err)
+		}
+		switch {
+		case c.Secret != "":
+			return secretsError(c.Secret, *c)
+		case c.DatabaseURL != "":
+			return errSecretRequired
+		}
+		// The data dir's secret is to be used, or made: long enough.
+		// The previous ones are checked against a stand-in for it.
+		return secretsError(strings.Repeat("-", secret.MinServerSecretLen), *c)
+	})
 }
 
 // addServerSecretEnvHelp documents the server secret variables that
@@ -257,19 +290,6 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	}
 	if err := noArgs(fs, args); err != nil {
 		return err
-	}
-	if err := loadSecrets(e, &cfg.storeConfig); err != nil {
-		return err
-	}
-	// --redis-url overrides KEYWARD_REDIS_URL (or its _FILE), as flags
-	// override variables.
-	if fs.Changed("redis-url") {
-		e.addSecret(cfg.RedisURL)
-	} else if cfg.RedisURL, err = e.secretEnv("KEYWARD_REDIS_URL"); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return fs.usagef("%v", err)
 	}
 	out := newLogWriter(e.stderr, 100*time.Millisecond)
 	defer out.Close()

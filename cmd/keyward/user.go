@@ -62,10 +62,13 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 	fs.String(&workspace, "workspace", "", keyward.DefaultWorkspace, "the workspace, by `NAME` or id")
 	fs.Bool(&fromStdin, "password-stdin", "", false, "read the password from the first line of standard input instead of a prompt")
 	defineNewSecretFlag(fs, &newSecret)
-	addServerSecretEnvHelp(fs)
+	defineServerSecrets(fs, &cfg)
 	fs.Check(func() error {
 		if email == "" {
 			return errors.New("--email is required")
+		}
+		if _, err := keyward.NormalizeEmail(email); err != nil {
+			return fmt.Errorf("--email: %s", keyward.ErrorMessage(err))
 		}
 		if owner {
 			if fs.Changed("role") && role != keyward.RoleOwner {
@@ -85,9 +88,6 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 	if err := noArgs(fs, args); err != nil {
 		return err
 	}
-	if _, err := keyward.NormalizeEmail(email); err != nil {
-		return fs.usagef("--email: %s", keyward.ErrorMessage(err))
-	}
 	pw, err := readPassword(ctx, e, fromStdin)
 	if err != nil {
 		return err
@@ -97,9 +97,6 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 	// trace (not even a new data dir).
 	if err := account.CheckPassword(pw, email); err != nil {
 		return errors.New("password refused: " + keyward.ErrorMessage(err))
-	}
-	if err := loadSecrets(e, &cfg); err != nil {
-		return err
 	}
 	keys, err := keyring(cfg)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/gateway"
+	"github.com/keyward/keyward/internal/postgres"
+	"github.com/keyward/keyward/internal/sqlite"
 	"github.com/keyward/keyward/internal/usage"
 )
 
@@ -230,17 +233,30 @@ func cmdGateway(ctx context.Context, e *env, args []string) error {
 // with its line.
 func cmdGatewayCheck(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "gateway check", help{
-		usage: "[FILE]",
+		usage: "[FILE] [--data-dir DIR | --database-url URL]",
 		summary: "Validate a gateway config file: every error is reported with its line, and the\n" +
 			"exit status is 1 when there is any. Without FILE, the one KEYWARD_GATEWAY_CONFIG\n" +
 			"names, as keyward serve takes it. keyward serve --gateway-config loads the same\n" +
 			"file, and reloads it on SIGHUP (a file that fails keeps the previous config).",
-		examples: []string{"keyward gateway check gateway.yaml"},
+		notes: []string{"With --data-dir or --database-url (or KEYWARD_DATA_DIR, KEYWARD_DATABASE_URL or\n" +
+			"its _FILE), the check also looks the config's workspace up in that store, reading\n" +
+			"only, and reports one that is not there as an error, as serve would refuse the\n" +
+			"file; it needs no server secret, and creates no store where there is none. Without\n" +
+			"them it reads no store and says nothing of whether the workspace exists."},
+		examples: []string{
+			"keyward gateway check gateway.yaml",
+			"keyward gateway check gateway.yaml --data-dir /var/lib/keyward",
+		},
 	})
+	var store storeConfig
+	defineStoreFlags(fs, &store)
 	args, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
+	// The default data dir is no store named: without one, the check
+	// stays offline.
+	online := store.DatabaseURL != "" || fs.Changed("data-dir") || fs.envValue("KEYWARD_DATA_DIR") != ""
 	if len(args) == 0 {
 		if v := fs.envValue("KEYWARD_GATEWAY_CONFIG"); v != "" {
 			args = []string{v}
@@ -250,6 +266,9 @@ func cmdGatewayCheck(ctx context.Context, e *env, args []string) error {
 		return fs.usagef("give one config file (or set KEYWARD_GATEWAY_CONFIG)")
 	}
 	cfg, err := gateway.Check(args[0])
+	if err == nil && online {
+		err = checkWorkspace(ctx, store, args[0], cfg)
+	}
 	var ce *gateway.ConfigErrors
 	if errors.As(err, &ce) {
 		// One line per problem, as compilers write them, for people and
@@ -271,6 +290,37 @@ func cmdGatewayCheck(ctx context.Context, e *env, args []string) error {
 	if len(cfg.Routes) == 1 {
 		routes = "route"
 	}
-	fmt.Fprintf(e.stdout, "%s: OK, listen %s, workspace %q, %d %s\n", args[0], cfg.Listen, cfg.Workspace, len(cfg.Routes), routes)
+	found := ""
+	if online {
+		found = " (in the store)"
+	}
+	fmt.Fprintf(e.stdout, "%s: OK, listen %s, workspace %q%s, %d %s\n", args[0], cfg.Listen, cfg.Workspace, found, len(cfg.Routes), routes)
 	return nil
+}
+
+// checkWorkspace looks the workspace of the gateway config cfg, from the
+// file path, up in the store c names, reading only, and returns a
+// *gateway.ConfigErrors at its line when it is not there: serve would
+// refuse the file. A data dir without a store is an error; none is made.
+func checkWorkspace(ctx context.Context, c storeConfig, path string, cfg *gateway.Config) error {
+	var found bool
+	var err error
+	if c.DatabaseURL != "" {
+		found, err = postgres.HasWorkspace(ctx, c.DatabaseURL, cfg.Workspace)
+	} else {
+		db := filepath.Join(c.DataDir, "keyward.db")
+		if _, serr := os.Stat(db); serr != nil {
+			return fmt.Errorf("no keyward store in %s: %w", c.DataDir, serr)
+		}
+		found, err = sqlite.HasWorkspace(ctx, db, cfg.Workspace)
+	}
+	if err != nil {
+		return fmt.Errorf("looking up workspace %q: %w", cfg.Workspace, err)
+	}
+	if found {
+		return nil
+	}
+	return &gateway.ConfigErrors{File: path, Errs: []gateway.ConfigError{
+		{Line: cfg.WorkspaceLine, Field: "workspace", Msg: fmt.Sprintf("%q: no workspace of that name in the store", cfg.Workspace)},
+	}}
 }

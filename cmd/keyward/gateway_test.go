@@ -78,3 +78,75 @@ func TestGatewayReloadStoreDown(t *testing.T) {
 		t.Errorf("a reload naming another workspace, the store down: %v, want the store's error", err)
 	}
 }
+
+// TestGatewayCheckWorkspace: gateway check looks the config's workspace up
+// in the store only when one is named (--data-dir, --database-url or their
+// variables), reports an unknown one at its line, and makes no store, nor
+// any file beside one.
+func TestGatewayCheckWorkspace(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	t.Chdir(dir) // the default data dir, ./keyward-data, would be made here
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(data, "keyward.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := secret.NewKeyring(strings.Repeat("check-test-secret-", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&manage.Service{Store: db, Keys: keys}).EnsureDefaultWorkspace(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	config := func(ws string) string {
+		t.Helper()
+		file := filepath.Join(t.TempDir(), ws+".yaml")
+		cfg := "listen: 127.0.0.1:0\nworkspace: " + ws + "\nroutes:\n  - name: orders\n    path_prefix: /orders\n    upstreams: [http://127.0.0.1:1]\n"
+		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	known, unknown := config("default"), config("acme")
+	missing := filepath.Join(dir, "none")
+	for _, tc := range []struct {
+		name         string
+		args         []string
+		vars         map[string]string
+		code         int
+		stdout, errs string
+	}{
+		{"OfflineUnknown", []string{unknown}, nil, 0,
+			unknown + `: OK, listen 127.0.0.1:0, workspace "acme", 1 route` + "\n", ""},
+		{"Known", []string{known, "--data-dir", data}, nil, 0,
+			known + `: OK, listen 127.0.0.1:0, workspace "default" (in the store), 1 route` + "\n", ""},
+		{"Unknown", []string{unknown, "--data-dir", data}, nil, 1,
+			"", unknown + `:2: workspace: "acme": no workspace of that name in the store` + "\nkeyward: " + unknown + ": 1 error\n"},
+		{"UnknownDataDirEnv", []string{unknown}, map[string]string{"KEYWARD_DATA_DIR": data}, 1,
+			"", unknown + `:2: workspace: "acme": no workspace of that name in the store` + "\nkeyward: " + unknown + ": 1 error\n"},
+		{"NoStore", []string{known, "--data-dir", missing}, nil, 1,
+			"", "keyward: no keyward store in " + missing + ": stat " + filepath.Join(missing, "keyward.db") + ": no such file or directory\n"},
+		{"BadDatabaseURL", []string{known, "--database-url", "mysql://u:hunter2@db/k"}, nil, 2,
+			"", "keyward: gateway check: --database-url (KEYWARD_DATABASE_URL) must be a postgres:// URL (see 'keyward gateway check --help')\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cli(t, nil, tc.vars, "", append([]string{"gateway", "check"}, tc.args...)...)
+			if r.code != tc.code || r.stdout != tc.stdout || r.stderr != tc.errs {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d, %q, %q", r.code, r.stdout, r.stderr, tc.code, tc.stdout, tc.errs)
+			}
+		})
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 || ents[0].Name() != "data" {
+		t.Errorf("the checks made files in %s: %v", dir, ents)
+	}
+	if ents, _ := os.ReadDir(data); len(ents) != 1 {
+		t.Errorf("the checks made files beside the store: %v", ents)
+	}
+}

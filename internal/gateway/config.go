@@ -54,6 +54,9 @@ type Config struct {
 	TLS                  *TLS // nil: plain HTTP
 	Server               ServerSettings
 	Routes               []Route
+	// WorkspaceLine is the line of workspace in the file, for a problem
+	// only the store shows (no workspace of that name).
+	WorkspaceLine int
 }
 
 // ServerSettings are the limits of the gateway's listener towards clients
@@ -642,6 +645,7 @@ func (p *parser) config(n *yaml.Node, cfg *Config) {
 		"workspace": func(k, v *yaml.Node) {
 			wsLine = v.Line
 			cfg.Workspace = strings.TrimSpace(p.str(v, "workspace"))
+			cfg.WorkspaceLine = v.Line
 		},
 		"trusted_proxies": func(k, v *yaml.Node) {
 			p.list(v, "trusted_proxies", func(i int, s string, c *yaml.Node) {

@@ -1354,3 +1354,26 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 		}
 	}
 }
+
+// TestHasWorkspace: HasWorkspace finds a workspace by its exact name,
+// reading only; a database keyward never migrated is an error, and is
+// left without keyward's tables.
+func TestHasWorkspace(t *testing.T) {
+	ctx := t.Context()
+	db, u := openTemp(t)
+	seed(t, db, "acme")
+	for name, want := range map[string]bool{"acme": true, "Acme": false, "other": false, "bad\x00name": false} {
+		if got, err := HasWorkspace(ctx, u, name); err != nil || got != want {
+			t.Errorf("HasWorkspace(%q) = %v, %v; want %v", name, got, err, want)
+		}
+	}
+	empty := newSchema(t)
+	if _, err := HasWorkspace(ctx, empty, "acme"); err == nil {
+		t.Error("an empty schema: no error")
+	}
+	var n int
+	admin(t, `SELECT 1`) // the admin pool, for the count below
+	if err := adminPool.pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = $1`, searchPath(t, empty)).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the empty schema holds %d tables (%v) after HasWorkspace", n, err)
+	}
+}

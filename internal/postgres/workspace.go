@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/keyward/keyward"
@@ -100,6 +101,33 @@ func (db *DB) FindWorkspaceByName(ctx context.Context, name string) (*keyward.Wo
 		return nil, notFound
 	}
 	return ws, wrap("find workspace", err)
+}
+
+// HasWorkspace reports whether the database at url holds a workspace
+// named name, as FindWorkspaceByName finds it, reading only: unlike Open,
+// it neither migrates nor writes, so that a check (keyward gateway check)
+// leaves the store as it was. It uses one connection, closed on return.
+func HasWorkspace(ctx context.Context, url, name string) (bool, error) {
+	cfg, err := poolConfig(url)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		return false, fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if !storable(name) {
+		return false, nil
+	}
+	var one int
+	err = conn.QueryRow(ctx, `SELECT 1 FROM workspaces WHERE name = $1`, name).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, wrap("find workspace", err)
 }
 
 // FindWorkspaces returns up to f.Limit workspaces (all when f.Limit is zero)

@@ -314,15 +314,22 @@ func checkpoint(ctx context.Context, p string) {
 // creating it.
 func readOnly(p string) (*sql.DB, error) { return openFile(p, "ro") }
 
-// openFile opens the existing database file at p in mode (ro or rw) on
-// one connection, by a file: URI, whatever characters p holds.
+// openFile opens the existing database file at p in mode (ro, rw, or
+// immutable: ro on a file no process changes meanwhile, which makes no
+// -wal or -shm file beside it) on one connection, by a file: URI, whatever
+// characters p holds.
 func openFile(p, mode string) (*sql.DB, error) {
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	q := url.Values{}
-	q.Set("mode", mode)
+	if mode == "immutable" {
+		q.Set("mode", "ro")
+		q.Set("immutable", "1")
+	} else {
+		q.Set("mode", mode)
+	}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
 	u := url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}
 	db, err := sql.Open("sqlite", u.String())

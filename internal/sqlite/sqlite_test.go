@@ -1,9 +1,11 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -710,4 +712,54 @@ func eventIDs(evs []*keyward.AuditEvent) []string {
 		ids[i] = e.ID
 	}
 	return ids
+}
+
+// TestHasWorkspace: HasWorkspace finds a workspace by its exact name,
+// reading only: a store no process has open is left without -wal or -shm
+// files, and one that is open is read with what its log holds.
+func TestHasWorkspace(t *testing.T) {
+	ctx := t.Context()
+	db, path := openTemp(t)
+	ws := &keyward.Workspace{ID: keyward.NewID(keyward.PrefixWorkspace, t0), Name: "acme", TokenPrefix: "kw", CreatedAt: t0}
+	if err := db.CreateWorkspace(ctx, ws, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Open: the workspace is in the write-ahead log.
+	for name, want := range map[string]bool{"acme": true, "Acme": false, "other": false} {
+		if got, err := HasWorkspace(ctx, path, name); err != nil || got != want {
+			t.Errorf("open store: HasWorkspace(%q) = %v, %v; want %v", name, got, err, want)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{path + "-wal", path + "-shm"} {
+		if _, err := os.Lstat(f); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s is there after Close: %v", f, err)
+		}
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"acme": true, "other": false} {
+		if got, err := HasWorkspace(ctx, path, name); err != nil || got != want {
+			t.Errorf("closed store: HasWorkspace(%q) = %v, %v; want %v", name, got, err, want)
+		}
+	}
+	for _, f := range []string{path + "-wal", path + "-shm"} {
+		if _, err := os.Lstat(f); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("HasWorkspace made %s (%v)", f, err)
+		}
+	}
+	if after, err := os.ReadFile(path); err != nil || !bytes.Equal(before, after) {
+		t.Errorf("HasWorkspace changed the database file (%v)", err)
+	}
+	missing := filepath.Join(t.TempDir(), "keyward.db")
+	if _, err := HasWorkspace(ctx, missing, "acme"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("no file: %v, want it not to exist", err)
+	}
+	if _, err := os.Lstat(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("HasWorkspace made %s (%v)", missing, err)
+	}
 }

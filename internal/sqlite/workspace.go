@@ -4,6 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 
 	"github.com/keyward/keyward"
 )
@@ -93,6 +96,36 @@ func (db *DB) FindWorkspaceByName(ctx context.Context, name string) (*keyward.Wo
 		return nil, keyward.Errorf(keyward.ENOTFOUND, "workspace %q not found", name)
 	}
 	return ws, wrap("find workspace", err)
+}
+
+// HasWorkspace reports whether the database file at p holds a workspace
+// named name, as FindWorkspaceByName finds it, reading only: unlike Open,
+// it creates, migrates and writes nothing, so that a check (keyward
+// gateway check) leaves the store as it was. A file that is not there, or
+// holds no keyward store, is an error.
+func HasWorkspace(ctx context.Context, p, name string) (bool, error) {
+	if _, err := os.Stat(p); err != nil {
+		return false, fmt.Errorf("sqlite: %w", err)
+	}
+	// Without a write-ahead log beside it, no process has the store
+	// open: read it as unchanging, so that SQLite makes no -wal and -shm
+	// files there (owned by whoever runs the check, they could keep serve
+	// from opening the store). With one, read it as any reader does.
+	mode := "ro"
+	if _, err := os.Lstat(p + "-wal"); errors.Is(err, fs.ErrNotExist) {
+		mode = "immutable"
+	}
+	db, err := openFile(p, mode)
+	if err != nil {
+		return false, err
+	}
+	defer db.Close()
+	var one int
+	err = db.QueryRowContext(ctx, `SELECT 1 FROM workspaces WHERE name = ?`, name).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, wrap("find workspace", err)
 }
 
 // FindWorkspaces returns up to f.Limit workspaces (all when f.Limit is zero)

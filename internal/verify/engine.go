@@ -1021,15 +1021,22 @@ func periodLength(period string, now time.Time) time.Duration {
 // when budgeted, under the current key and then each previous key. A token
 // found under a previous key is re-digested under the current one. A
 // secret the node knows is stored is looked up without the budget (see
-// knownDigests).
+// knownDigests); any other spends one unit of it for each store lookup it
+// makes, which is more than one while previous keys are given, so that
+// the budget bounds the store's load from made-up tokens during a
+// rotation too.
 func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest, budgeted bool) (*secretEntry, error) {
-	if budgeted && !e.knownSecret(text, d) && !e.spendBudget() {
+	budgeted = budgeted && !e.knownSecret(text, d)
+	if budgeted && !e.spendBudget() {
 		return nil, errBudgetSpent
 	}
-	return e.lookupOnce(ctx, text, d, false)
+	return e.lookupOnce(ctx, text, d, false, budgeted)
 }
 
-func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, again bool) (*secretEntry, error) {
+// lookupOnce is lookup after its first unit of budget; when budgeted, each
+// further store lookup spends one more, and errBudgetSpent answers when
+// none is left.
+func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, again, budgeted bool) (*secretEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.LookupTimeout)
 	defer cancel()
 	gen := e.refreshes.Load()
@@ -1037,6 +1044,9 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 	if keyward.ErrorCode(err) == keyward.ENOTFOUND {
 		err = nil
 		for _, k := range e.cfg.Keys.Previous {
+			if budgeted && !e.spendBudget() {
+				return nil, errBudgetSpent
+			}
 			old := k.Digest(text)
 			sec, tok, err = e.cfg.Store.LookupSecret(ctx, old[:])
 			if keyward.ErrorCode(err) == keyward.ENOTFOUND {
@@ -1058,6 +1068,9 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 			// Under no key: a concurrent verification may have moved the
 			// secret from a previous key to the current one between the
 			// two lookups. Where it now is, it must be found.
+			if budgeted && !e.spendBudget() {
+				return nil, errBudgetSpent
+			}
 			sec, tok, err = e.cfg.Store.LookupSecret(ctx, d[:])
 			if keyward.ErrorCode(err) == keyward.ENOTFOUND {
 				err = nil
@@ -1095,7 +1108,7 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 	if se == nil && !again {
 		// Dropped between install and here (a sync forgot the cache):
 		// look it up once more rather than answer NOT_FOUND.
-		return e.lookupOnce(ctx, text, d, true)
+		return e.lookupOnce(ctx, text, d, true, false)
 	}
 	return se, nil
 }

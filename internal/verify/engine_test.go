@@ -479,6 +479,56 @@ func TestLookupBudgetKnownSecrets(t *testing.T) {
 	expect(t, e.verify(texts[0], ""), keyward.Valid)
 }
 
+// countingLookups counts secret lookups: store round trips.
+type countingLookups struct {
+	keyward.Store
+	mu sync.Mutex
+	n  int
+}
+
+func (c *countingLookups) LookupSecret(ctx context.Context, digest []byte) (*keyward.Secret, *keyward.Token, error) {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+	return c.Store.LookupSecret(ctx, digest)
+}
+
+// TestLookupBudgetPreviousKeys: while previous server keys are given, a
+// made-up token costs a store lookup under each key (and one more under
+// the current key, see lookupOnce); the budget bounds those lookups, not
+// the tokens, so that a flood costs the store no more during a rotation.
+func TestLookupBudgetPreviousKeys(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(&keyward.Token{})
+	e.close()
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	keys, err := secret.NewKeyring(secretB, secretA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &countingLookups{Store: db}
+	eng := verify.New(verify.Config{Store: store, Keys: keys, Now: e.clock.Now, LookupBudget: 6})
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close(ctx)
+	for range 20 {
+		unknown, _ := secret.Generate("kw")
+		expect(t, eng.Verify(ctx, verify.Request{Token: unknown}), keyward.NotFound)
+	}
+	if store.n != 6 {
+		t.Fatalf("20 made-up tokens cost %d store lookups, want the budget of 6", store.n)
+	}
+	// A stored token under the previous key is known: looked up whatever
+	// the budget, and moved to the current key.
+	expect(t, eng.Verify(ctx, verify.Request{Token: text}), keyward.Valid)
+}
+
 // TestLookupUnbudgeted: a request marked Unbudgeted (a revocation by
 // secret, for an authenticated caller) looks a token up in the store
 // while made-up tokens have spent the budget; an ordinary one does not.

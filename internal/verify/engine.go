@@ -924,7 +924,7 @@ func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.To
 		res.Outcome = keyward.QuotaExceeded
 	}
 	admitted := res.Outcome == keyward.Valid && consume
-	if admitted || t.Quota != nil && !resp.RateLimited {
+	if admitted || t.Quota != nil {
 		te.mu.Lock()
 		if t.Quota != nil && te.quotaNum != qnum {
 			e.rollQuota(te, t.Quota, qnum)
@@ -935,9 +935,13 @@ func (e *Engine) globalLimits(ctx context.Context, te *tokenEntry, t *keyward.To
 				te.quotaUsed++
 			}
 		}
-		if t.Quota != nil && !resp.RateLimited {
-			// All nodes' count, should the limiter fail next (when the
-			// rate limit denied, the answer's count may be a seed).
+		if t.Quota != nil {
+			// All nodes' count, should the limiter fail next. When the
+			// rate limit denied, the answer's count is that too, or, for
+			// a period the limiter holds no count of, 0 or the seed: at
+			// most the count, so the larger of the two is still known
+			// to be used. A node whose verifications the rate limit
+			// refuses keeps up with the others' use this way.
 			te.quotaUsed = max(te.quotaUsed, resp.QuotaUsed)
 			te.quotaSync = max(te.quotaSync, resp.QuotaUsed)
 		}

@@ -299,6 +299,42 @@ func TestGlobalFallbackQuota(t *testing.T) {
 	}
 }
 
+// TestGlobalFallbackQuotaRateLimited: an answer that refused for the rate
+// limit still carries all nodes' quota count, and the local fallback
+// shares out what remained then, not what remained when this node last
+// had a verification admitted.
+func TestGlobalFallbackQuotaRateLimited(t *testing.T) {
+	g := newFakeGlobal()
+	e := newEnv(t, verify.Config{Global: g, GlobalFallback: verify.FallbackLocal, Nodes: 3})
+	tok, text := e.create(&keyward.Token{
+		RateLimit: &keyward.RateLimit{Limit: 100, Window: keyward.Duration(time.Minute)},
+		Quota:     &keyward.Quota{Limit: 30, Period: keyward.PeriodNone},
+	})
+	expect(t, e.verify(text, ""), keyward.Valid)
+	// The other nodes use 20 more and fill the window.
+	g.mu.Lock()
+	g.quota[tok.ID+"/total"] += 20
+	g.rate[tok.ID] = 100
+	g.mu.Unlock()
+	r := e.verify(text, "")
+	expect(t, r, keyward.RateLimited)
+	if r.Quota.Remaining != 9 {
+		t.Fatalf("quota %+v, want 9 remaining", r.Quota)
+	}
+	g.mu.Lock()
+	g.fail = errors.New("connection refused")
+	g.mu.Unlock()
+	e.clock.Add(time.Minute) // this node's own window is empty again
+	for i := range 3 {       // (30-21)/3
+		r := e.verify(text, "")
+		expect(t, r, keyward.Valid)
+		if r.Quota.Remaining != int64(2-i) {
+			t.Fatalf("quota %+v after %d admitted in the fallback, want %d remaining", r.Quota, i+1, 2-i)
+		}
+	}
+	expect(t, e.verify(text, ""), keyward.QuotaExceeded)
+}
+
 // TestGlobalFallbackClosedLimits: the closed fallback describes the
 // token's own limits, with nothing remaining, and asks to come back when
 // the limiter is asked again.

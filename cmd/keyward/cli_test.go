@@ -531,10 +531,11 @@ func TestCredentials(t *testing.T) {
 		r.want(t, 0)
 	})
 	t.Run("ErrBoth", func(t *testing.T) {
+		// A usage error, as for serve's variables set with their _FILE.
 		r := cli(t, f, map[string]string{"KEYWARD_TOKEN_FILE": "/nonexistent"}, "", "token", "list")
-		r.want(t, 1)
-		if !strings.Contains(r.stderr, "set only one of KEYWARD_TOKEN and KEYWARD_TOKEN_FILE") {
-			t.Errorf("stderr = %q", r.stderr)
+		r.want(t, 2)
+		if want := "keyward: token list: set only one of KEYWARD_TOKEN and KEYWARD_TOKEN_FILE (see 'keyward token list --help')\n"; r.stderr != want {
+			t.Errorf("stderr = %q, want %q", r.stderr, want)
 		}
 	})
 	t.Run("ErrFileMissing", func(t *testing.T) {

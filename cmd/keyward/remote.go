@@ -48,6 +48,14 @@ func addRemoteFlags(fs *flagSet) *remote {
 		return nil
 	})
 	addOutputFlag(fs, &r.output)
+	fs.Check(func() error {
+		// Both set is a usage error, as for serve's variables; the
+		// token itself is read once the command line holds (client).
+		if fs.e.getenv("KEYWARD_TOKEN") != "" && fs.e.getenv("KEYWARD_TOKEN_FILE") != "" {
+			return &bothSetError{"KEYWARD_TOKEN"}
+		}
+		return nil
+	})
 	fs.Env("KEYWARD_TOKEN", "management token to authenticate with (never a flag: it would show in ps and shell history)")
 	fs.Env("KEYWARD_TOKEN_FILE", "file holding the management token, instead of KEYWARD_TOKEN")
 	return r

@@ -5,11 +5,11 @@ import "strings"
 // suggest returns the one name of names that typed is most likely a typo
 // of, or "" when none is close enough to say so: a name that differs from
 // typed only in case, that typed is the start of (at least three letters,
-// and of no other name), or that is within a few edits of it (one for a
+// and of no other name), that is within a few edits of it (one for a
 // word of up to five letters, two up to eight, three beyond), a swap of
-// two neighbours being one edit. Two names equally close, or two that
-// typed is the start of, are no answer: a hint that guesses is worse than
-// none.
+// two neighbours being one edit, or else whose words typed starts with
+// (see wordsPrefix). Two names equally close, or two that typed is the
+// start of, are no answer: a hint that guesses is worse than none.
 func suggest(typed string, names []string) string {
 	t := strings.ToLower(typed)
 	if t == "" {
@@ -53,8 +53,25 @@ func suggest(typed string, names []string) string {
 			tie = true
 		}
 	}
-	if best == "" || tie {
+	if tie {
 		return ""
+	}
+	if best == "" {
+		best = wordsPrefix(t, names)
+	}
+	return best
+}
+
+// wordsPrefix returns the longest name of names (at least three letters)
+// whose words typed starts with, then more words: "grace" for
+// "grace-period", a flag spelled with a word its name leaves out, as an
+// API field may have it (grace_period). It returns "" when there is none.
+func wordsPrefix(typed string, names []string) string {
+	best := ""
+	for _, n := range names {
+		if len(n) >= 3 && len(n) > len(best) && strings.HasPrefix(typed, strings.ToLower(n)+"-") {
+			best = n
+		}
 	}
 	return best
 }

@@ -307,6 +307,10 @@ func checkWorkspace(ctx context.Context, c storeConfig, path string, cfg *gatewa
 	var err error
 	if c.DatabaseURL != "" {
 		found, err = postgres.HasWorkspace(ctx, c.DatabaseURL, cfg.Workspace)
+		if errors.Is(err, postgres.ErrNoStore) {
+			// As for a data dir without one: no workspace to look up.
+			return fmt.Errorf("%w (--database-url)", err)
+		}
 	} else {
 		db := filepath.Join(c.DataDir, "keyward.db")
 		if _, serr := os.Stat(db); serr != nil {

@@ -1356,7 +1356,7 @@ func TestAuditWriteOrderMigration(t *testing.T) {
 }
 
 // TestHasWorkspace: HasWorkspace finds a workspace by its exact name,
-// reading only; a database keyward never migrated is an error, and is
+// reading only; a database keyward never migrated is ErrNoStore, and is
 // left without keyward's tables.
 func TestHasWorkspace(t *testing.T) {
 	ctx := t.Context()
@@ -1368,8 +1368,8 @@ func TestHasWorkspace(t *testing.T) {
 		}
 	}
 	empty := newSchema(t)
-	if _, err := HasWorkspace(ctx, empty, "acme"); err == nil {
-		t.Error("an empty schema: no error")
+	if _, err := HasWorkspace(ctx, empty, "acme"); err != ErrNoStore {
+		t.Errorf("an empty schema: %v, want ErrNoStore", err)
 	}
 	var n int
 	admin(t, `SELECT 1`) // the admin pool, for the count below

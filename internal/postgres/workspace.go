@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/keyward/keyward"
 )
 
@@ -107,6 +108,8 @@ func (db *DB) FindWorkspaceByName(ctx context.Context, name string) (*keyward.Wo
 // named name, as FindWorkspaceByName finds it, reading only: unlike Open,
 // it neither migrates nor writes, so that a check (keyward gateway check)
 // leaves the store as it was. It uses one connection, closed on return.
+// A database (or search_path schema) that holds no keyward store, since
+// keyward never set it up, is ErrNoStore.
 func HasWorkspace(ctx context.Context, url, name string) (bool, error) {
 	cfg, err := poolConfig(url)
 	if err != nil {
@@ -127,8 +130,15 @@ func HasWorkspace(ctx context.Context, url, name string) (bool, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
+		return false, ErrNoStore
+	}
 	return err == nil, wrap("find workspace", err)
 }
+
+// ErrNoStore is the error of HasWorkspace for a database without keyward's
+// tables.
+var ErrNoStore = errors.New("no keyward store in this database")
 
 // FindWorkspaces returns up to f.Limit workspaces (all when f.Limit is zero)
 // with an id greater than f.After, ordered by id.

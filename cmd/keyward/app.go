@@ -698,8 +698,19 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		}
 	}
 	if cfg.GatewayConfig != "" {
-		if _, err := gateway.Check(cfg.GatewayConfig); err != nil {
+		gc, err := gateway.Check(cfg.GatewayConfig)
+		if err != nil {
 			return nil, fmt.Errorf("--gateway-config: %w", err)
+		}
+		// An embedded store yet to be made will hold the default
+		// workspace alone: a config naming another is refused before
+		// the data dir, its secret and its store are made for nothing.
+		// A store that is there is looked in once open (openGateway);
+		// so is a PostgreSQL database, whose open waits for it to answer.
+		if cfg.DatabaseURL == "" && gc.Workspace != keyward.DefaultWorkspace {
+			if _, err := os.Stat(filepath.Join(cfg.DataDir, "keyward.db")); errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("--gateway-config: %w", workspaceMissing(cfg.GatewayConfig, gc))
+			}
 		}
 	}
 	// A trial bind finds a bad address or a port in use now; the real one

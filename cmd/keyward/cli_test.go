@@ -1350,6 +1350,37 @@ func TestServeGatewayConfigErrorLines(t *testing.T) {
 	}
 }
 
+// TestServeGatewayUnknownWorkspace: serve refuses a gateway config whose
+// workspace the store lacks at the file's line, as keyward gateway check
+// does; for an embedded store yet to be made (which would hold the
+// default workspace alone), before making it.
+func TestServeGatewayUnknownWorkspace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, []byte("listen: 127.0.0.1:0\nworkspace: acme\nroutes:\n  - name: r\n    path_prefix: /r\n    upstreams: [http://127.0.0.1:1]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := "keyward: --gateway-config: " + path + ":2: workspace: \"acme\": no workspace of that name in the store"
+	t.Run("NewStore", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "data")
+		r := cli(t, nil, nil, "", "serve", "--data-dir", dir, "--addr", "127.0.0.1:0", "--gateway-config", path)
+		if r.code != 1 || r.stderr != want+"\n" {
+			t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", r.code, r.stderr, want)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the data dir was created (%v)", err)
+		}
+	})
+	t.Run("Store", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "data")
+		cli(t, nil, nil, "", "init", "--data-dir", dir).want(t, 0)
+		r := cli(t, nil, nil, "", "serve", "--data-dir", dir, "--addr", "127.0.0.1:0", "--gateway-config", path)
+		// After the log lines of the store's open.
+		if r.code != 1 || !strings.HasSuffix(r.stderr, "\n"+want+"\n") {
+			t.Errorf("exit %d, stderr:\n%s\nwant it to end:\n%s", r.code, r.stderr, want)
+		}
+	})
+}
+
 // TestSecretFileNamed: a server secret from a file that is refused is
 // named by the variable and file it came from.
 func TestSecretFileNamed(t *testing.T) {

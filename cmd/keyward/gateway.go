@@ -52,7 +52,7 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 	g := &gatewayServer{path: path, log: log, store: store, verify: v, obs: obs, usage: rec}
 	cfg, h, err := g.load(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--gateway-config: %w", err)
 	}
 	g.listen, g.tls, g.routes = cfg.Listen, cfg.TLS, len(cfg.Routes)
 	g.handler.Store(&h)
@@ -119,6 +119,11 @@ func (g *gatewayServer) load(ctx context.Context) (*gateway.Config, http.Handler
 	wsID := g.wsID
 	if wsID == "" || cfg.Workspace != g.wsName {
 		ws, err := g.store.FindWorkspaceByName(ctx, cfg.Workspace)
+		if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+			// At its line, as gateway check says it: the store's own
+			// error, a *keyward.Error, would be printed without the file.
+			return nil, nil, workspaceMissing(g.path, cfg)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: workspace %q: %w", g.path, cfg.Workspace, err)
 		}
@@ -324,6 +329,13 @@ func checkWorkspace(ctx context.Context, c storeConfig, path string, cfg *gatewa
 	if found {
 		return nil
 	}
+	return workspaceMissing(path, cfg)
+}
+
+// workspaceMissing returns the error of the gateway config cfg, from the
+// file path, whose workspace is not in the store: a *gateway.ConfigErrors
+// at the workspace's line.
+func workspaceMissing(path string, cfg *gateway.Config) error {
 	return &gateway.ConfigErrors{File: path, Errs: []gateway.ConfigError{
 		{Line: cfg.WorkspaceLine, Field: "workspace", Msg: fmt.Sprintf("%q: no workspace of that name in the store", cfg.Workspace)},
 	}}

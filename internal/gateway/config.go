@@ -818,8 +818,14 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 				return
 			}
 			h = http.CanonicalHeaderKey(h)
-			if h == "Authorization" || strings.HasPrefix(h, "X-Keyward-") {
-				p.errf(v.Line, field+".token_header", "%q is reserved", h)
+			why := tokenHeaderConflict(h)
+			if a := underscoreAlias(h); why == "" && a != h {
+				if why = tokenHeaderConflict(a); why != "" {
+					why = fmt.Sprintf("reads as %q to CGI-style servers (WSGI, Rack, PHP), which %s", a, why)
+				}
+			}
+			if why != "" {
+				p.errf(v.Line, field+".token_header", "%q %s: name another field, such as X-API-Key", h, why)
 				return
 			}
 			rt.TokenHeader = h
@@ -1034,6 +1040,36 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// tokenHeaderConflict returns why the field k (canonical) cannot be a
+// route's token_header, or "" when it can. Such a route would never
+// authenticate (the server frames, routes or refuses the request by the
+// field first: Host, Content-Length, Transfer-Encoding, Expect), or only
+// on some hops (hop-by-hop fields, which HTTP/2 forbids and proxies
+// consume), or would take a field the gateway or HTTP reads for another
+// end as the credential (its own and the forwarding fields, which it sets
+// and drops; Cookie, which browsers attach by themselves).
+func tokenHeaderConflict(k string) string {
+	switch {
+	case k == "Authorization":
+		return "is read for its Bearer token on every route"
+	case isHopHeader(k):
+		return "is hop-by-hop (it concerns one connection: proxies do not pass it on, and HTTP/2 forbids most such fields)"
+	case k == "Cookie" || k == "Set-Cookie":
+		return "carries cookies, name=value pairs that browsers attach by themselves to requests any site's page makes"
+	case slices.Contains(badTrailers[:], k):
+		// Host, Content-Length, Content-Type, Expect, Range, ...: the
+		// fields RFC 9110 §6.5.1 keeps out of trailers.
+		return "has a meaning of its own in HTTP (framing, routing, content, caching or authentication)"
+	case len(k) >= 10 && strings.EqualFold(k[:10], "X-Keyward-"),
+		k == "X-Request-Id", k == "Forwarded", k == "X-Forwarded",
+		len(k) > 12 && strings.EqualFold(k[:12], "X-Forwarded-"),
+		slices.Contains(clientIPFields[:], k), slices.Contains(forwardingFields[:], k),
+		slices.Contains(rewriteFields[:], k):
+		return "is one the gateway sets, replaces or drops itself (identity, request id, client address, forwarding)"
+	}
+	return ""
 }
 
 // hasDotSegment reports whether a path has a "." or ".." segment or an

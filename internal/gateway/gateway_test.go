@@ -1263,6 +1263,84 @@ func TestRouteHost(t *testing.T) {
 	}
 }
 
+// TestTokenHeaderRefused: a token_header that cannot carry a token, or
+// that HTTP or the gateway reads for another end, is an error at its line,
+// not a route that never authenticates (Host, Content-Length: the request
+// is refused or routed by it first) or that takes a forwarding or request
+// id field for the credential.
+func TestTokenHeaderRefused(t *testing.T) {
+	parse := func(h string) (*Config, error) {
+		return Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [http://127.0.0.1:1]\n    token_header: '" + h + "'\n"))
+	}
+	const (
+		own     = "is read for its Bearer token on every route"
+		hop     = "is hop-by-hop (it concerns one connection: proxies do not pass it on, and HTTP/2 forbids most such fields)"
+		cookie  = "carries cookies, name=value pairs that browsers attach by themselves to requests any site's page makes"
+		meaning = "has a meaning of its own in HTTP (framing, routing, content, caching or authentication)"
+		gw      = "is one the gateway sets, replaces or drops itself (identity, request id, client address, forwarding)"
+	)
+	for _, tc := range []struct{ header, canonical, why string }{
+		{"authorization", "Authorization", own},
+		{"Connection", "Connection", hop},
+		{"Keep-Alive", "Keep-Alive", hop},
+		{"Proxy-Connection", "Proxy-Connection", hop},
+		{"Proxy-Authorization", "Proxy-Authorization", hop},
+		{"TE", "Te", hop},
+		{"Trailer", "Trailer", hop},
+		{"Transfer-Encoding", "Transfer-Encoding", hop},
+		{"Upgrade", "Upgrade", hop},
+		{"Cookie", "Cookie", cookie},
+		{"Set-Cookie", "Set-Cookie", cookie},
+		{"Host", "Host", meaning},
+		{"content-length", "Content-Length", meaning},
+		{"Content-Type", "Content-Type", meaning},
+		{"Expect", "Expect", meaning},
+		{"Range", "Range", meaning},
+		{"Cache-Control", "Cache-Control", meaning},
+		{"WWW-Authenticate", "Www-Authenticate", meaning},
+		{"X-Keyward-Token", "X-Keyward-Token", gw},
+		{"X-Request-ID", "X-Request-Id", gw},
+		{"Forwarded", "Forwarded", gw},
+		{"X-Forwarded", "X-Forwarded", gw},
+		{"X-Forwarded-For", "X-Forwarded-For", gw},
+		{"x-forwarded-token", "X-Forwarded-Token", gw},
+		{"X-Real-IP", "X-Real-Ip", gw},
+		{"CF-Connecting-IP", "Cf-Connecting-Ip", gw},
+		{"X-Original-URL", "X-Original-Url", gw},
+		{"X-Scheme", "X-Scheme", gw},
+		{"X_Keyward_Token", "X_keyward_token", `reads as "X-Keyward-Token" to CGI-style servers (WSGI, Rack, PHP), which ` + gw},
+		{"X_Forwarded_For", "X_forwarded_for", `reads as "X-Forwarded-For" to CGI-style servers (WSGI, Rack, PHP), which ` + gw},
+		{"Content_Length", "Content_length", `reads as "Content-Length" to CGI-style servers (WSGI, Rack, PHP), which ` + meaning},
+	} {
+		t.Run(tc.canonical, func(t *testing.T) {
+			_, err := parse(tc.header)
+			want := fmt.Sprintf("line 7: routes[0].token_header: %q %s: name another field, such as X-API-Key", tc.canonical, tc.why)
+			if err == nil || err.Error() != want {
+				t.Errorf("token_header %q:\n got %v\nwant %s", tc.header, err, want)
+			}
+		})
+	}
+	for _, h := range []string{":authority", "X API Key", "X-Key:"} {
+		want := fmt.Sprintf("line 7: routes[0].token_header: %q is not a header name", h)
+		if _, err := parse(h); err == nil || err.Error() != want {
+			t.Errorf("token_header %q: %v, want %s", h, err, want)
+		}
+	}
+	for h, want := range map[string]string{
+		"x-api-key": "X-Api-Key", "Api-Key": "Api-Key", "X-Auth-Token": "X-Auth-Token",
+		"Private-Token": "Private-Token", "X_Api_Key": "X_api_key", "Authorization-Token": "Authorization-Token",
+	} {
+		cfg, err := parse(h)
+		if err != nil {
+			t.Errorf("token_header %q: %v", h, err)
+			continue
+		}
+		if got := cfg.Routes[0].TokenHeader; got != want {
+			t.Errorf("token_header %q: TokenHeader %q, want %q", h, got, want)
+		}
+	}
+}
+
 // TestPathPrefixClean: a prefix that requests could never match (they are
 // routed without ;parameters and dot segments) is a config error.
 func TestPathPrefixClean(t *testing.T) {

@@ -1402,6 +1402,26 @@ func TestTwoCredentials(t *testing.T) {
 	}
 }
 
+// TestNoCredentialDetail: the 401 for a request without a credential
+// names the fields the route reads one from: its token_header, where it
+// has one, besides Authorization: Bearer. The challenge stays PRODUCT §5's.
+func TestNoCredentialDetail(t *testing.T) {
+	gw, _, _ := base(t)
+	for _, tc := range []struct{ path, detail string }{
+		{"/orders", "this route needs a token: Authorization: Bearer <token>"},
+		{"/keyed", "this route needs a token: Authorization: Bearer <token>, or X-Api-Key: <token>"},
+	} {
+		res, body := do(t, "GET", gw.URL+tc.path, nil)
+		var p problem
+		if err := json.Unmarshal([]byte(body), &p); err != nil {
+			t.Fatalf("%s: body %q: %v", tc.path, body, err)
+		}
+		if res.StatusCode != 401 || res.Header.Get("WWW-Authenticate") != `Bearer realm="keyward"` || p.Detail != tc.detail {
+			t.Errorf("%s: status %d, WWW-Authenticate %q, detail %q; want 401, %q, %q", tc.path, res.StatusCode, res.Header.Get("WWW-Authenticate"), p.Detail, `Bearer realm="keyward"`, tc.detail)
+		}
+	}
+}
+
 // TestConnectRefused: CONNECT is no API request; a 2xx to it would turn
 // the pooled upstream connection into a tunnel.
 func TestConnectRefused(t *testing.T) {

@@ -59,6 +59,9 @@ type route struct {
 	proxy    *httputil.ReverseProxy
 	balancer *balancer
 	scopes   string // space-separated, for the insufficient_scope challenge
+	// needToken is the detail of a 401 without a credential: the fields
+	// the route reads one from.
+	needToken string
 }
 
 // NewHandler returns a gateway for cfg, which must come from Parse or Load.
@@ -72,6 +75,10 @@ func NewHandler(cfg *Config, v Verifier, workspaceID string, log *slog.Logger) *
 	h.router.fold = cfg.CaseInsensitivePaths
 	for i := range cfg.Routes {
 		rt := &route{cfg: cfg.Routes[i], scopes: strings.Join(cfg.Routes[i].Scopes, " ")}
+		rt.needToken = "this route needs a token: Authorization: Bearer <token>"
+		if th := rt.cfg.TokenHeader; th != "" {
+			rt.needToken += ", or " + th + ": <token>"
+		}
 		rt.proxy = h.newProxy(rt)
 		h.router.routes = append(h.router.routes, rt)
 	}
@@ -671,7 +678,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 			return true
 		}
 		w.Header().Set("WWW-Authenticate", challenge)
-		writeProblem(w, http.StatusUnauthorized, keyward.EUNAUTHORIZED, "this route needs a token: Authorization: Bearer <token>", st.requestID)
+		writeProblem(w, http.StatusUnauthorized, keyward.EUNAUTHORIZED, rt.needToken, st.requestID)
 		return false
 	}
 	vstart := time.Now()

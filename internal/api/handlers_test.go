@@ -2447,6 +2447,41 @@ func TestSecretInPlaceOfID(t *testing.T) {
 	s.wantCode(text, "VALID") // nothing happened to it
 }
 
+// TestAccessLogEscapedPath: the access log writes the path as the request
+// had it, escaped: an encoded "?" decoded would read as a query string,
+// which access logs never hold (PRODUCT §7). A secret is redacted also
+// where an escape hides it.
+func TestAccessLogEscapedPath(t *testing.T) {
+	s := newStack(t)
+	var logs syncBuffer
+	h := api.New(api.Config{Service: s.svc, Engine: s.engine, Store: s.db, Now: s.clock.Now, Version: "test",
+		Log: slog.New(slog.NewTextHandler(&logs, nil))}).Handler()
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	_, text := s.newToken("victim", "orders:read")
+	for _, path := range []string{"/v1/tokens/a%3Faccess_token=x", "/v1/tokens/kw%5F" + text[3:]} {
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+s.root)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: status %d, want 404", path, res.StatusCode)
+		}
+	}
+	l := logs.String()
+	for _, want := range []string{`path="/v1/tokens/a%3Faccess_token=x"`, `path=/v1/tokens/kw%5F[redacted]`} {
+		if !strings.Contains(l, want) {
+			t.Errorf("the access log lacks %s:\n%s", want, l)
+		}
+	}
+	if strings.Contains(l, "?access_token") || strings.Contains(l, text[3:]) {
+		t.Errorf("the access log holds a decoded \"?\" or the secret:\n%s", l)
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for a logger and a test at once.
 type syncBuffer struct {
 	mu sync.Mutex

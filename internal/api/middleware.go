@@ -116,7 +116,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		attrs := append(buf[:0],
 			slog.String("request_id", ri.id),
 			slog.String("method", secret.Redact(r.Method)),
-			slog.String("path", secret.Redact(r.URL.Path)),
+			slog.String("path", secret.RedactPath(r.URL)),
 			slog.Int("status", sw.status),
 			slog.Duration("duration", time.Since(start)),
 			slog.String("remote_ip", remoteIP(r).String()),

@@ -64,7 +64,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// in clients' logs and bug reports, so it does not come back.
 		p.Detail, p.Errors = secret.Redact(e.Message), redactFields(e.Fields)
 		if code == keyward.EUNAVAILABLE {
-			s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable", slog.String("request_id", p.RequestID), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable", slog.String("request_id", p.RequestID), slog.String("path", secret.RedactPath(r.URL)), slog.Any("err", err))
 		}
 	} else if r.Context().Err() != nil {
 		// The request's context ended first: the client went away (no
@@ -73,10 +73,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// the error need not say so (SQLite's is "interrupted").
 		status, p.Status, p.Title = http.StatusServiceUnavailable, http.StatusServiceUnavailable, http.StatusText(http.StatusServiceUnavailable)
 		p.Code, p.Detail = keyward.EUNAVAILABLE, "the request took too long; try again shortly"
-		s.log.LogAttrs(r.Context(), slog.LevelWarn, "request ended before its answer", slog.String("request_id", p.RequestID), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "request ended before its answer", slog.String("request_id", p.RequestID), slog.String("path", secret.RedactPath(r.URL)), slog.Any("err", err))
 	} else {
 		p.Detail = "internal error"
-		s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", p.RequestID), slog.String("method", secret.Redact(r.Method)), slog.String("path", secret.Redact(r.URL.Path)), slog.Any("err", err))
+		s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", p.RequestID), slog.String("method", secret.Redact(r.Method)), slog.String("path", secret.RedactPath(r.URL)), slog.Any("err", err))
 	}
 	switch status {
 	case http.StatusUnauthorized:

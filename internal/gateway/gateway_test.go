@@ -794,6 +794,36 @@ func TestAccessLogRedactsSecrets(t *testing.T) {
 	}
 }
 
+// TestAccessLogEscapedPath: the access log writes the path as the
+// request had it, escaped: an encoded "?" decoded would read as a query
+// string, which access logs never hold (PRODUCT §7). A secret is redacted
+// also where escapes hide it.
+func TestAccessLogEscapedPath(t *testing.T) {
+	gw, _, lb := base(t)
+	const text = "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"
+	for _, path := range []string{
+		"/public/a%3Faccess_token=x",
+		"/public/kw%5F" + text[3:] + "/x%2Fy",
+		"/public/" + text[:20] + "%" + fmt.Sprintf("%02X", text[20]) + text[21:],
+	} {
+		if res, body := do(t, "GET", gw.URL+path, nil); res.StatusCode != 200 {
+			t.Fatalf("%s: status %d: %s", path, res.StatusCode, body)
+		}
+	}
+	gw.Close() // waits for the handlers, which log after answering
+	var paths []string
+	for _, line := range strings.Split(strings.TrimSpace(lb.String()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "gateway request" {
+			paths = append(paths, fmt.Sprint(m["path"]))
+		}
+	}
+	want := []string{"/public/a%3Faccess_token=x", "/public/kw%5F[redacted]/x%2Fy", "/public/kw_[redacted]"}
+	if !slices.Equal(paths, want) {
+		t.Errorf("logged paths %q, want %q", paths, want)
+	}
+}
+
 func TestSSEStreams(t *testing.T) {
 	next := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -521,7 +521,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	attrs := append(buf[:0],
 		slog.String("request_id", id),
 		slog.String("method", secret.Redact(r.Method)),
-		slog.String("path", secret.Redact(r.URL.Path)),
+		slog.String("path", secret.RedactPath(r.URL)),
 		slog.Int("status", sw.status),
 		slog.Duration("duration", took),
 		slog.String("client_ip", ipText),

@@ -964,7 +964,7 @@ func (c *serverConn) reply(req *http.Request, status int, detail string) {
 	// handler's are.
 	attrs := []slog.Attr{slog.Int("status", status), slog.String("client_ip", c.clientIP()), slog.String("refused", detail)}
 	if req != nil {
-		attrs = append(attrs, slog.String("method", secret.Redact(req.Method)), slog.String("path", secret.Redact(req.URL.Path)))
+		attrs = append(attrs, slog.String("method", secret.Redact(req.Method)), slog.String("path", secret.RedactPath(req.URL)))
 	}
 	c.srv.log().LogAttrs(context.Background(), slog.LevelInfo, "gateway request refused", attrs...)
 	writeProblem(w, status, "invalid", detail, "")

@@ -303,6 +303,8 @@ func TestServerRefusalsLogged(t *testing.T) {
 		"POST /smuggle?secret=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 		"POST /expect HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\na",
 		"hello there\r\n\r\n",
+		// Escaped as it came: decoded, it would read as a query.
+		"POST /escaped%3Faccess_token=1 HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\na",
 	} {
 		rc := dialRaw(t, s)
 		rc.send(req)
@@ -314,6 +316,7 @@ func TestServerRefusalsLogged(t *testing.T) {
 		`method=POST path=/smuggle`,
 		`status=417`, `path=/expect`,
 		`status=400 client_ip=127.0.0.1 refused="the request could not be read"`,
+		`method=POST path="/escaped%3Faccess_token=1"`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the log lacks %q:\n%s", want, got)

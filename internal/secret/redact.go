@@ -1,6 +1,7 @@
 package secret
 
 import (
+	"net/url"
 	"strings"
 	"unicode/utf8"
 )
@@ -52,6 +53,73 @@ func Redact(s string) string {
 	}
 	b.WriteString(s[done:])
 	return b.String()
+}
+
+// RedactPath returns the path of u, a request's URL, for a log: escaped
+// as the request had it (u.EscapedPath), since decoded an encoded "?"
+// (/a%3Faccess_token=x) would read as a query string, and with what Redact
+// takes out of it taken out, also of a secret that escapes hide
+// (kw%5F..., or a character of its body written %XX): Redact finds it in
+// the decoded path, and the escaped bytes it came from are cut.
+func RedactPath(u *url.URL) string {
+	esc := u.EscapedPath()
+	if strings.IndexByte(esc, '%') < 0 {
+		// Nothing is escaped: esc is the decoded path.
+		return Redact(esc)
+	}
+	// The decoded path, and where in esc each of its bytes came from.
+	dec := make([]byte, 0, len(esc))
+	from := make([]int, 0, len(esc)+1)
+	for i := 0; i < len(esc); {
+		from = append(from, i)
+		if esc[i] == '%' && i+2 < len(esc) && unhex(esc[i+1]) >= 0 && unhex(esc[i+2]) >= 0 {
+			dec = append(dec, byte(unhex(esc[i+1])<<4|unhex(esc[i+2])))
+			i += 3
+			continue
+		}
+		dec = append(dec, esc[i])
+		i++
+	}
+	from = append(from, len(esc))
+	d := string(dec)
+	r := Redact(d)
+	if r == d {
+		return Redact(esc)
+	}
+	// Redact replaced each secret's body, BodyLen base62 bytes, with
+	// Redacted, whose '[' no body holds: the first byte where r and d
+	// differ is where a body begins.
+	var b strings.Builder
+	done := 0 // esc[:done] is in b
+	for i, k := 0, 0; i < len(d); {
+		if k < len(r) && r[k] == d[i] {
+			i, k = i+1, k+1
+			continue
+		}
+		if i+BodyLen > len(d) || !strings.HasPrefix(r[k:], Redacted) {
+			// Not Redact's doing, as this reads it: the decoded path,
+			// redacted, escaped anew.
+			return (&url.URL{Path: r}).EscapedPath()
+		}
+		b.WriteString(esc[done:from[i]])
+		b.WriteString(Redacted)
+		done = from[i+BodyLen]
+		i, k = i+BodyLen, k+len(Redacted)
+	}
+	b.WriteString(esc[done:])
+	return Redact(b.String())
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
 }
 
 // checksummed reports whether run, whose '_' before the last BodyLen

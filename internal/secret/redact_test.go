@@ -1,6 +1,8 @@
 package secret
 
 import (
+	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -40,6 +42,52 @@ func TestRedact(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { Redact("/orders/ord_123/items_and_more_things_here_1234567890") }); n != 0 {
 		t.Errorf("Redact of a path without a token allocates %v times", n)
 	}
+}
+
+func TestRedactPath(t *testing.T) {
+	tok, err := Generate("kw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := tok[3:]
+	esc := func(c byte) string { return fmt.Sprintf("%%%02X", c) }
+	for _, tc := range []struct{ name, target, want string }{
+		{"OKPlain", "/orders/1", "/orders/1"},
+		{"OKEscapedQuestionMark", "/a%3Faccess_token=x", "/a%3Faccess_token=x"},
+		{"OKEscapedSlash", "/a%2Fb/c%20d", "/a%2Fb/c%20d"},
+		{"OKLowerCaseEscape", "/a%3fb", "/a%3fb"},
+		{"OKQueryLeftOut", "/a?access_token=x", "/a"},
+		{"OKSecret", "/v1/tokens/" + tok + "/revoke", "/v1/tokens/kw_" + Redacted + "/revoke"},
+		{"OKSecretBesideEscape", "/a%3F/" + tok, "/a%3F/kw_" + Redacted},
+		{"OKSecretEscapedUnderscore", "/x/kw%5F" + body + "/y%2Fz", "/x/kw%5F" + Redacted + "/y%2Fz"},
+		{"OKSecretEscapedInBody", "/x/kw_" + body[:5] + esc(body[5]) + body[6:] + "%3F", "/x/kw_" + Redacted + "%3F"},
+		{"OKSecretEscapedAtEnd", "/x/kw_" + body[:len(body)-1] + esc(body[len(body)-1]) + "/y", "/x/kw_" + Redacted + "/y"},
+		{"OKSecretAllEscaped", "/x/" + escapeAll(tok), "/x/" + escapeAll("kw_") + Redacted},
+		{"OKTwoSecrets", "/x/kw%5F" + body + "/" + tok, "/x/kw%5F" + Redacted + "/kw_" + Redacted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := url.ParseRequestURI(tc.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := RedactPath(u); got != tc.want {
+				t.Errorf("RedactPath(%q) = %q, want %q", tc.target, got, tc.want)
+			}
+		})
+	}
+	u, _ := url.ParseRequestURI("/orders/ord_123/items_and_more_things_here_1234567890")
+	if n := testing.AllocsPerRun(100, func() { RedactPath(u) }); n != 0 {
+		t.Errorf("RedactPath of a path without a token or escape allocates %v times", n)
+	}
+}
+
+// escapeAll writes every byte of s as %XX.
+func escapeAll(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		fmt.Fprintf(&b, "%%%02X", s[i])
+	}
+	return b.String()
 }
 
 func TestUserAgent(t *testing.T) {

@@ -901,10 +901,15 @@ func (p *parser) healthCheck(n *yaml.Node, field string) *HealthCheck {
 	p.fields(n, field, map[string]func(k, v *yaml.Node){
 		"path": func(k, v *yaml.Node) {
 			hc.Path = p.str(v, field+".path")
-			if !strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path, "#") {
+			// Both go as written: a path given escaped (/a%2Fb) is
+			// asked for so, not escaped again.
+			path, q, _ := strings.Cut(hc.Path, "?")
+			switch {
+			case !strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path, "#"):
 				p.errf(v.Line, field+".path", "must be a path starting with \"/\"")
-			} else if _, q, _ := strings.Cut(hc.Path, "?"); !lineSafe(q) {
-				// The query goes as written (the path is escaped).
+			case !originPath(path):
+				p.errf(v.Line, field+".path", "%q: the path may hold only the characters of RFC 3986, others written %%XX (a space %%20), as a request line carries it", hc.Path)
+			case !lineSafe(q):
 				p.errf(v.Line, field+".path", "%q: the query may not hold white space or control characters", hc.Path)
 			}
 		},
@@ -1040,6 +1045,28 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// originPath reports whether p is a path as a request line writes it
+// (RFC 9112 §3.2.1, RFC 3986 §3.3): letters, digits, "-._~", the
+// sub-delimiters "!$&'()*+,;=", ":", "@", "/" and %XX escapes, nothing
+// else.
+func originPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			strings.IndexByte("-._~!$&'()*+,;=:@/", c) >= 0:
+		case c == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]):
+			i += 2
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // tokenHeaderConflict returns why the field k (canonical) cannot be a

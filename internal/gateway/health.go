@@ -139,9 +139,13 @@ func (b *balancer) check(ctx context.Context, u *upstream) {
 	ctx, cancel := context.WithTimeout(ctx, hc.Timeout)
 	defer cancel()
 	// The path's query (/healthz?full=1) goes as the query, not escaped
-	// into the path.
+	// into the path; the path goes as written, its escapes (/a%2Fb) not
+	// escaped again (the config holds only valid ones: originPath).
 	path, query, _ := strings.Cut(hc.Path, "?")
-	target := &url.URL{Path: path, RawQuery: query}
+	target := &url.URL{Path: path, RawPath: path, RawQuery: query}
+	if p, err := url.PathUnescape(path); err == nil {
+		target.Path = p
+	}
 	targetURL(target, u.url)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 	if err != nil {

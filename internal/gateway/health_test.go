@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -161,6 +162,49 @@ routes:
 	_, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [http://a]\n    health_check: {path: \"/status?a b\"}\n"))
 	if want := `line 7: routes[0].health_check.path: "/status?a b": the query may not hold white space or control characters`; err == nil || err.Error() != want {
 		t.Errorf("err = %v, want %q", err, want)
+	}
+}
+
+// TestHealthCheckEscapedPath: a health check path goes out as written,
+// its escapes kept (/a%2Fb is not /a%252Fb, which upstreams answer 404);
+// a path that no request line could carry as written is an error at its
+// line.
+func TestHealthCheckEscapedPath(t *testing.T) {
+	checks := make(chan string, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("User-Agent") == "keyward-gateway-health" {
+			select {
+			case checks <- r.RequestURI:
+			default:
+			}
+		}
+	}))
+	t.Cleanup(up.Close)
+	newHealthHandler(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: r
+    path_prefix: /
+    upstreams: [{{U}}/base]
+    auth: none
+    health_check: {path: "/a%2Fb/c%20d/~x!$&'()*+,;=:@?deep=1", interval: 1h}
+`, map[string]string{"U": up.URL})
+	select {
+	case got := <-checks:
+		if want := "/base/a%2Fb/c%20d/~x!$&'()*+,;=:@?deep=1"; got != want {
+			t.Fatalf("health check asked for %q, want %q", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no health check")
+	}
+
+	for _, path := range []string{"/a b", "/a%2", "/a%zz", "/h\u00e9alth", "/a\"b", "/a[1]", "/a{b}", "/a|b", "/a\\b", "/a\tb"} {
+		_, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [http://a]\n    health_check: {path: '" + path + "'}\n"))
+		want := fmt.Sprintf("line 7: routes[0].health_check.path: %q: the path may hold only the characters of RFC 3986, others written %%XX (a space %%20), as a request line carries it", path)
+		if err == nil || err.Error() != want {
+			t.Errorf("path %q: err = %v, want %q", path, err, want)
+		}
 	}
 }
 

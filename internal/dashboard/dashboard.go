@@ -358,7 +358,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", secret.Redact(r.Method), "path", secret.Redact(r.URL.Path), "status", sw.status,
+		s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", secret.Redact(r.Method), "path", secret.RedactPath(r.URL), "status", sw.status,
 			"duration_ms", time.Since(start).Milliseconds(), "ip", clientIP(r))
 	})
 }
@@ -370,7 +370,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.log.Error("dashboard handler panicked", "request_id", requestIDOf(r), "path", secret.Redact(r.URL.Path), "panic", v)
+				s.log.Error("dashboard handler panicked", "request_id", requestIDOf(r), "path", secret.RedactPath(r.URL), "panic", v)
 				http.Error(w, "internal error", http.StatusInternalServerError)
 			}
 		}()
@@ -440,7 +440,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case keyward.EINVALID:
 		s.renderError(w, r, http.StatusBadRequest, keyward.ErrorMessage(err))
 	case keyward.EUNAVAILABLE:
-		s.log.Warn("store unavailable", "request_id", requestIDOf(r), "path", secret.Redact(r.URL.Path), "err", err)
+		s.log.Warn("store unavailable", "request_id", requestIDOf(r), "path", secret.RedactPath(r.URL), "err", err)
 		s.renderError(w, r, http.StatusServiceUnavailable, "The store is unavailable; try again shortly.")
 	default:
 		if errors.Is(err, context.Canceled) {
@@ -449,11 +449,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		if r.Context().Err() != nil {
 			// The request ran out of its time (serve's deadline), waiting
 			// on a store that hangs.
-			s.log.Warn("dashboard request ended before its answer", "request_id", requestIDOf(r), "path", secret.Redact(r.URL.Path), "err", err)
+			s.log.Warn("dashboard request ended before its answer", "request_id", requestIDOf(r), "path", secret.RedactPath(r.URL), "err", err)
 			s.renderError(w, r, http.StatusServiceUnavailable, "The store is unavailable; try again shortly.")
 			return
 		}
-		s.log.Error("dashboard request failed", "request_id", requestIDOf(r), "path", secret.Redact(r.URL.Path), "err", err)
+		s.log.Error("dashboard request failed", "request_id", requestIDOf(r), "path", secret.RedactPath(r.URL), "err", err)
 		s.renderError(w, r, http.StatusInternalServerError, "Something went wrong on our side.")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/account"
 	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 var (
@@ -1067,4 +1068,28 @@ func TestFormErrorsRedactSecrets(t *testing.T) {
 		t.Errorf("catalog: the error repeats the secret:\n%s", body)
 	}
 	wantText(t, body, "Line 1:", "kw_[redacted]")
+}
+
+// TestAccessLogEscapedPath: the access log writes the path as it came,
+// escaped: a decoded "%3F" would read as a query string, which logs never
+// hold; a secret behind an escape is still cut.
+func TestAccessLogEscapedPath(t *testing.T) {
+	e := newEnv(t)
+	tok, err := secret.Generate("kw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	for _, path := range []string{"/tokens/a%3Faccess_token=x", "/tokens/kw%5F" + tok[3:]} {
+		b.get(path)
+	}
+	l := e.log.String()
+	for _, want := range []string{`path="/tokens/a%3Faccess_token=x"`, `path=/tokens/kw%5F[redacted]`} {
+		if !strings.Contains(l, want) {
+			t.Errorf("the access log lacks %s:\n%s", want, l)
+		}
+	}
+	if strings.Contains(l, "?access_token") || strings.Contains(l, tok[3:]) {
+		t.Errorf("the access log holds a decoded \"?\" or the secret:\n%s", l)
+	}
 }

@@ -527,6 +527,6 @@ func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) 
 
 // failJSON answers an internal error to the passkey script, logged once.
 func (s *Server) failJSON(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("dashboard passkey request failed", "request_id", requestIDOf(r), "path", secret.Redact(r.URL.Path), "err", err)
+	s.log.Error("dashboard passkey request failed", "request_id", requestIDOf(r), "path", secret.RedactPath(r.URL), "err", err)
 	writeJSON(w, http.StatusInternalServerError, jsonError{Error: "Something went wrong on our side."})
 }

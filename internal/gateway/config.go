@@ -720,7 +720,8 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 			// address: anything else, such as "*.example.com" or
 			// "https://api.example.com" (read as the host "https"), no
 			// request could match, and the route would silently serve none.
-			if _, err := netip.ParseAddr(raw); raw != "" && !validHost(raw) && (err != nil || !strings.Contains(raw, ":")) {
+			// A zone ("fe80::1%eth0") is no part of a request's Host.
+			if a, err := netip.ParseAddr(raw); raw != "" && !validHost(raw) && (err != nil || !strings.Contains(raw, ":") || a.Zone() != "") {
 				p.errf(v.Line, field+".host", "%q is not a host name or IP address, with an optional port", raw)
 				return
 			}

@@ -1267,7 +1267,7 @@ func TestRouteHost(t *testing.T) {
 	parse := func(host string) (*Config, error) {
 		return Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    host: '" + host + "'\n    path_prefix: /\n    upstreams: [http://127.0.0.1:1]\n"))
 	}
-	for _, host := range []string{"*.example.com", "https://api.example.com", "api.example.com/v1", "a.example,b.example", "user@api.example.com", "a b", ":8080", "api.example.com:80:80"} {
+	for _, host := range []string{"*.example.com", "https://api.example.com", "api.example.com/v1", "a.example,b.example", "user@api.example.com", "a b", ":8080", "api.example.com:80:80", "fe80::1%eth0", "[fe80::1%25eth0]"} {
 		_, err := parse(host)
 		want := fmt.Sprintf("line 5: routes[0].host: %q is not a host name or IP address, with an optional port", host)
 		if err == nil || !strings.Contains(err.Error(), want) {

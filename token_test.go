@@ -93,6 +93,14 @@ func TestTokenValidate(t *testing.T) {
 		{"ErrTooManyScopes", func(tok *keyward.Token) {
 			tok.Scopes = many(keyward.MaxScopes+1, func(i int) string { return fmt.Sprintf("s%d", i) })
 		}, []string{"/scopes"}},
+		// Beyond the most a token holds, elements are not looked at: an
+		// answer would otherwise name each element of a huge list.
+		{"ErrTooManyBadScopes", func(tok *keyward.Token) {
+			tok.Scopes = many(keyward.MaxScopes+50, func(i int) string { return "Bad" })
+		}, append([]string{"/scopes"}, many(keyward.MaxScopes, func(i int) string { return fmt.Sprintf("/scopes/%d", i) })...)},
+		{"ErrTooManyBadCIDRs", func(tok *keyward.Token) {
+			tok.AllowedCIDRs = many(keyward.MaxCIDRs+50, func(i int) string { return "bad" })
+		}, append([]string{"/allowed_cidrs"}, many(keyward.MaxCIDRs, func(i int) string { return fmt.Sprintf("/allowed_cidrs/%d", i) })...)},
 		{"ErrScope", func(tok *keyward.Token) { tok.Scopes = []string{"orders:read", "Orders"} }, []string{"/scopes/1"}},
 		{"ErrManagementScope", func(tok *keyward.Token) { tok.Scopes = []string{"keyward:bogus"} }, []string{"/scopes/0"}},
 		{"ErrExpiresNow", func(tok *keyward.Token) { e := now; tok.ExpiresAt = &e }, []string{"/expires_at"}},

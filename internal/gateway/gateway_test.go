@@ -531,6 +531,11 @@ routes:
     path_prefix: /
     upstreams: [{{U2}}]
     auth: none
+  - name: v6-host
+    host: 2001:DB8:0::1
+    path_prefix: /
+    upstreams: [{{U2}}]
+    auth: none
 `, map[string]string{"U": u1.URL, "U2": u2.URL})
 	res, _ := do(t, "GET", gw.URL+"/anything/at/all", nil)
 	if res.StatusCode != 200 || res.Header.Get("X-Upstream") != "u1" {
@@ -539,6 +544,11 @@ routes:
 	res, _ = do(t, "GET", gw.URL+"/x", map[string]string{"Host": "api.EXAMPLE.com:8443"})
 	if res.StatusCode != 200 || res.Header.Get("X-Upstream") != "u2" {
 		t.Errorf("host route: %d %s", res.StatusCode, res.Header.Get("X-Upstream"))
+	}
+	// One IPv6 address, written another way than the route's.
+	res, _ = do(t, "GET", gw.URL+"/x", map[string]string{"Host": "[2001:db8::0:1]:8081"})
+	if res.StatusCode != 200 || res.Header.Get("X-Upstream") != "u2" {
+		t.Errorf("IPv6 host route: %d %s", res.StatusCode, res.Header.Get("X-Upstream"))
 	}
 }
 
@@ -1281,6 +1291,8 @@ func TestRouteHost(t *testing.T) {
 		"192.0.2.1":            "192.0.2.1",
 		"[2001:db8::1]:8081":   "2001:db8::1",
 		"2001:db8::1":          "2001:db8::1",
+		"2001:DB8:0::0:1":      "2001:db8::1",
+		"[2001:0db8::1]:8081":  "2001:db8::1",
 	} {
 		cfg, err := parse(host)
 		if err != nil {

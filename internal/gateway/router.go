@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -115,13 +116,20 @@ func asciiEqualFold(a, b string) bool {
 	return true
 }
 
-// normalizeHost lower-cases a Host header and drops its port.
+// normalizeHost lower-cases a Host header and drops its port; an IPv6
+// address it writes in its one canonical form (RFC 5952), since one
+// address has many: [2001:db8::1] and 2001:db8:0::1 are one host.
 func normalizeHost(h string) string {
 	if strings.IndexByte(h, ':') >= 0 {
 		if hh, _, err := net.SplitHostPort(h); err == nil {
 			h = hh
 		}
+		h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+		if strings.IndexByte(h, ':') >= 0 { // not a name nor IPv4
+			if a, err := netip.ParseAddr(h); err == nil && a.Zone() == "" {
+				return a.String()
+			}
+		}
 	}
-	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 	return strings.ToLower(strings.TrimSuffix(h, "."))
 }

@@ -36,9 +36,9 @@ func TestOnlyGivenCost(t *testing.T) {
 		got = append(got, f.Pointer)
 	}
 	// Not /name (required, not given) nor /rate_limit/window (left to
-	// the stored token).
+	// the stored token); the elements up to the most a token holds.
 	want := []string{"/scopes"}
-	for i := range n {
+	for i := range keyward.MaxScopes {
 		want = append(want, fmt.Sprintf("/scopes/%d", i))
 	}
 	want = append(want, "/rate_limit/limit")

@@ -53,10 +53,12 @@ func suggest(typed string, names []string) string {
 			tie = true
 		}
 	}
-	if tie {
+	switch {
+	case best != "" && tie:
 		return ""
-	}
-	if best == "" {
+	case best == "":
+		// Names just past the limit may have "tied" there: they are
+		// no answer, and no reason to withhold this one.
 		best = wordsPrefix(t, names)
 	}
 	return best

@@ -26,6 +26,9 @@ func TestSuggest(t *testing.T) {
 		{"FlagOneOff", "limt", flags, "limit"},
 		{"MoreWords", "grace-period", []string{"help", "grace", "server", "output"}, "grace"},
 		{"MoreWordsLongest", "usage-event-buffer-size", []string{"usage", "usage-sample", "usage-event-buffer"}, "usage-event-buffer"},
+		// rate-limit is 4 edits away, one past the limit: no reason to
+		// withhold the hint.
+		{"MoreWordsBesideFarName", "quota-limit", []string{"name", "scope", "rate-limit", "quota", "server", "output"}, "quota"},
 		{"ErrMoreWordsOfShortName", "x-ray", flags, ""},
 		{"ErrTwoEditsInShortWord", "sever", top, ""},
 		{"ErrAmbiguousPrefix", "re", tok, ""},
@@ -99,6 +102,7 @@ func TestDidYouMean(t *testing.T) {
 		{"TokenUpdateFlag", []string{"token", "update", "tok_1", "--clear-scope"}, `keyward: token update: unknown flag --clear-scope; did you mean --clear-scopes? (see 'keyward token update --help')`},
 		{"TokenShowFlag", []string{"token", "show", "tok_1", "--ouptut", "json"}, `keyward: token show: unknown flag --ouptut; did you mean --output? (see 'keyward token show --help')`},
 		{"TokenRotateFlag", []string{"token", "rotate", "tok_1", "--grcae", "1h"}, `keyward: token rotate: unknown flag --grcae; did you mean --grace? (see 'keyward token rotate --help')`},
+		{"TokenCreateFlagMoreWords", []string{"token", "create", "--name", "n", "--quota-limit", "10/day"}, `keyward: token create: unknown flag --quota-limit; did you mean --quota? (see 'keyward token create --help')`},
 		{"TokenRotateFlagMoreWords", []string{"token", "rotate", "tok_1", "--grace-period", "1h"}, `keyward: token rotate: unknown flag --grace-period; did you mean --grace? (see 'keyward token rotate --help')`},
 		{"TokenRevokeFlag", []string{"token", "revoke", "tok_1", "--reasn", "x"}, `keyward: token revoke: unknown flag --reasn; did you mean --reason? (see 'keyward token revoke --help')`},
 		{"TokenUsageFlag", []string{"token", "usage", "tok_1", "--granularty", "day"}, `keyward: token usage: unknown flag --granularty; did you mean --granularity? (see 'keyward token usage --help')`},

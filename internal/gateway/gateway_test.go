@@ -1305,6 +1305,30 @@ func TestRouteHost(t *testing.T) {
 	}
 }
 
+// TestNormalizeHostAllocs: a request's Host costs no allocation to
+// route, an IPv6 address written in its canonical form (as clients write
+// it) included; one written otherwise is made canonical.
+func TestNormalizeHostAllocs(t *testing.T) {
+	for host, want := range map[string]string{
+		"api.example.com:8443":    "api.example.com",
+		"[2001:db8::1]:8081":      "2001:db8::1",
+		"[::1]:80":                "::1",
+		"[::ffff:192.0.2.1]:8080": "::ffff:192.0.2.1",
+	} {
+		if got := normalizeHost(host); got != want {
+			t.Errorf("normalizeHost(%q) = %q, want %q", host, got, want)
+		}
+		if n := testing.AllocsPerRun(100, func() { normalizeHost(host) }); n != 0 {
+			t.Errorf("normalizeHost(%q) allocates %v times", host, n)
+		}
+	}
+	for host, want := range map[string]string{"[2001:DB8::1]": "2001:db8::1", "[2001:db8:0::1]:80": "2001:db8::1"} {
+		if got := normalizeHost(host); got != want {
+			t.Errorf("normalizeHost(%q) = %q, want %q", host, got, want)
+		}
+	}
+}
+
 // TestTokenHeaderRefused: a token_header that cannot carry a token, or
 // that HTTP or the gateway reads for another end, is an error at its line,
 // not a route that never authenticates (Host, Content-Length: the request

@@ -127,6 +127,12 @@ func normalizeHost(h string) string {
 		h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 		if strings.IndexByte(h, ':') >= 0 { // not a name nor IPv4
 			if a, err := netip.ParseAddr(h); err == nil && a.Zone() == "" {
+				// Clients write it so ([::1]:8080): h as it is, then,
+				// without allocating on each request.
+				var buf [64]byte
+				if c := a.AppendTo(buf[:0]); string(c) == h {
+					return h
+				}
 				return a.String()
 			}
 		}

@@ -67,6 +67,12 @@ func RedactPath(u *url.URL) string {
 		// Nothing is escaped: esc is the decoded path.
 		return Redact(esc)
 	}
+	if len(esc) < 2+1+BodyLen || strings.IndexByte(esc, '_') < 0 && !strings.Contains(esc, "%5F") && !strings.Contains(esc, "%5f") {
+		// Too short for a secret, decoded or not, or without a '_'
+		// either way: nothing to take out, and nothing to decode on
+		// each request that escapes its path.
+		return esc
+	}
 	// The decoded path, and where in esc each of its bytes came from.
 	dec := make([]byte, 0, len(esc))
 	from := make([]int, 0, len(esc)+1)

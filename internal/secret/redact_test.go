@@ -79,6 +79,15 @@ func TestRedactPath(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { RedactPath(u) }); n != 0 {
 		t.Errorf("RedactPath of a path without a token or escape allocates %v times", n)
 	}
+	// An escaped path that cannot hold a secret costs no more than
+	// escaping it: it is not decoded again.
+	for _, target := range []string{"/search/caf%C3%A9%20au%20lait%20and%20more%20words%20here", "/a%20b", "/a%3Fb/" + strings.Repeat("x", 50)} {
+		u, _ := url.ParseRequestURI(target)
+		esc := testing.AllocsPerRun(100, func() { u.EscapedPath() })
+		if n := testing.AllocsPerRun(100, func() { RedactPath(u) }); n != esc {
+			t.Errorf("RedactPath(%q) allocates %v times, EscapedPath %v", target, n, esc)
+		}
+	}
 }
 
 // escapeAll writes every byte of s as %XX.

@@ -79,8 +79,15 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	email := strings.ToLower(strings.TrimSpace(r.PostForm.Get("email")))
 	pw := r.PostForm.Get("password")
 	errs := map[string]string{}
-	if email == "" {
+	switch {
+	case email == "":
 		errs["email"] = "Enter your email address."
+	case len(email) > keyward.MaxEmailLen:
+		// No account has one (see keyward.NormalizeEmail), so this tells
+		// nothing about accounts; and the throttle, which would otherwise
+		// count it, keeps its key in memory for an hour: a form's worth
+		// (64 KiB) a key, from addresses an attacker can rotate.
+		errs["email"] = fmt.Sprintf("An email address has at most %d characters.", keyward.MaxEmailLen)
 	}
 	if pw == "" {
 		errs["password"] = "Enter your password."

@@ -276,3 +276,29 @@ func TestThrottleRefundKeepsLaterFailure(t *testing.T) {
 		t.Error("the next guess passed at once: the success erased the wait of the failure after it")
 	}
 }
+
+// TestSignInLongEmail: an email longer than any account's is refused as
+// such before the throttle or a hash: the throttle would keep a key the
+// size of the form for an hour, one for each attempt from addresses an
+// attacker can rotate.
+func TestSignInLongEmail(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.get("/signin")
+	long := strings.Repeat("a", keyward.MaxEmailLen-len("@example.com")+1) + "@example.com"
+	for i := range freeAccount + 1 {
+		status, body := b.post("/signin", url.Values{"email": {long}, "password": {"wrong password here"}})
+		if status != http.StatusBadRequest {
+			t.Fatalf("attempt %d: status %d, want 400\n%s", i+1, status, body)
+		}
+		wantText(t, body, "An email address has at most 254 characters.")
+	}
+	e.dash.throttle.mu.Lock()
+	n := len(e.dash.throttle.m)
+	e.dash.throttle.mu.Unlock()
+	if n != 0 {
+		t.Errorf("the throttle keeps %d keys, want none", n)
+	}
+	b.signIn("ann@example.com")
+}

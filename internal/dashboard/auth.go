@@ -96,7 +96,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		s.signInPage(w, r, http.StatusBadRequest, "", errs)
 		return
 	}
-	ip := clientIP(r)
+	addr := addrKey(r)
 	// The user first (known or not, the same read), for the browser's
 	// device cookie, which is bound to the user's credentials.
 	u, err := s.accounts.FindUserByEmail(ctx, email)
@@ -105,7 +105,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	acct := s.signInGuard(r, email, u, now)
-	if d := s.throttle.take(now, acct, guard{"ip:" + ip, freeIP}); d > 0 {
+	if d := s.throttle.take(now, acct, guard{addr, freeIP}); d > 0 {
 		retryAfter(w, d)
 		s.signInPage(w, r, http.StatusTooManyRequests, "Too many failed attempts. Try again in "+waitText(d)+".", nil)
 		return
@@ -135,7 +135,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.throttle.reset(acct.key)
-	s.throttle.refund("ip:"+ip, now)
+	s.throttle.refund(addr, now)
 	factor, err := s.hasFactor(ctx, u)
 	if err != nil {
 		s.fail(w, r, err)
@@ -152,7 +152,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	ses := &keyward.Session{
 		ID: keyward.NewID(keyward.PrefixSession, now), Digest: s.digest(id), UserID: u.ID,
 		WorkspaceID: pickWorkspace(members), Verified: !factor,
-		CreatedAt: now, LastSeenAt: now, IP: ip, UserAgent: secret.UserAgent(r.UserAgent()),
+		CreatedAt: now, LastSeenAt: now, IP: clientIP(r), UserAgent: secret.UserAgent(r.UserAgent()),
 	}
 	var events []*keyward.AuditEvent
 	if ses.Verified {
@@ -271,14 +271,14 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now().UTC()
-	ip := clientIP(r)
+	addr := addrKey(r)
 	next := r.PostForm.Get("next")
 	code := strings.TrimSpace(r.PostForm.Get("code"))
 	if code == "" {
 		s.renderMFA(w, r, http.StatusBadRequest, mfaData{Next: next, Errors: map[string]string{"code": "Enter the code from your authenticator app, or a recovery code."}})
 		return
 	}
-	if d := s.throttle.take(now, guard{"mfa:" + st.user.ID, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
+	if d := s.throttle.take(now, guard{"mfa:" + st.user.ID, freeAccount}, guard{addr, freeIP}); d > 0 {
 		retryAfter(w, d)
 		s.renderMFA(w, r, http.StatusTooManyRequests, mfaData{Next: next, Message: "Too many wrong codes. Try again in " + waitText(d) + "."})
 		return
@@ -294,7 +294,7 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.throttle.reset("mfa:" + st.user.ID)
-	s.throttle.refund("ip:"+ip, now)
+	s.throttle.refund(addr, now)
 	// Every factor presented: the session gets a new id again.
 	id := newSessionID()
 	ses := *st.session

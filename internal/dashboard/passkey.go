@@ -297,7 +297,7 @@ func (s *Server) handlePasskeySignInBegin(w http.ResponseWriter, r *http.Request
 	}
 	// Each begin stores a challenge, for anyone: an address may begin so
 	// many in a window.
-	if d := s.begins.take(s.now().UTC(), clientIP(r), beginsPerWindow, challengeTTL); d > 0 {
+	if d := s.begins.take(s.now().UTC(), addrKey(r), beginsPerWindow, challengeTTL); d > 0 {
 		retryAfter(w, d)
 		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many passkey sign-ins begun. Try again in " + waitText(d) + "."})
 		return
@@ -318,8 +318,8 @@ func (s *Server) handlePasskeySignInBegin(w http.ResponseWriter, r *http.Request
 func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	now := s.now().UTC()
-	ip := clientIP(r)
-	if d := s.throttle.take(now, guard{"ip:" + ip, freeIP}); d > 0 {
+	addr := addrKey(r)
+	if d := s.throttle.take(now, guard{addr, freeIP}); d > 0 {
 		retryAfter(w, d)
 		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many failed attempts. Try again in " + waitText(d) + "."})
 		return
@@ -379,7 +379,7 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 		writeJSON(w, http.StatusUnauthorized, jsonError{Error: msgPasskeyFailed})
 		return
 	}
-	s.throttle.refund("ip:"+ip, now)
+	s.throttle.refund(addr, now)
 	// A new session, with a new id, whatever the request held before (as
 	// at password sign-in).
 	if old := st.session; old != nil {
@@ -394,7 +394,7 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 	ses := &keyward.Session{
 		ID: keyward.NewID(keyward.PrefixSession, now), Digest: s.digest(id), UserID: wu.u.ID,
 		WorkspaceID: pickWorkspace(members), Verified: true, ReauthAt: now,
-		CreatedAt: now, LastSeenAt: now, IP: ip, UserAgent: secret.UserAgent(r.UserAgent()),
+		CreatedAt: now, LastSeenAt: now, IP: clientIP(r), UserAgent: secret.UserAgent(r.UserAgent()),
 	}
 	ev := s.event(r, ses.WorkspaceID, wu.u.ID, "session.signin", ses.ID, now)
 	ev.Changes = []byte(`{"factor":"passkey"}`)
@@ -475,8 +475,8 @@ func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	now := s.now().UTC()
-	ip := clientIP(r)
-	if d := s.throttle.take(now, guard{"mfa:" + st.user.ID, freeAccount}, guard{"ip:" + ip, freeIP}); d > 0 {
+	addr := addrKey(r)
+	if d := s.throttle.take(now, guard{"mfa:" + st.user.ID, freeAccount}, guard{addr, freeIP}); d > 0 {
 		retryAfter(w, d)
 		writeJSON(w, http.StatusTooManyRequests, jsonError{Error: "Too many failed attempts. Try again in " + waitText(d) + "."})
 		return
@@ -507,7 +507,7 @@ func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	s.throttle.reset("mfa:" + st.user.ID)
-	s.throttle.refund("ip:"+ip, now) // a success is no strike against the address
+	s.throttle.refund(addr, now) // a success is no strike against the address
 	if err := s.recordPasskeyUse(r, wu, cred, now); err != nil {
 		s.failJSON(w, r, err)
 		return

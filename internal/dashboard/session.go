@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -521,6 +522,25 @@ func (t *throttle) sweep(now time.Time) {
 			}
 		}
 	}
+}
+
+// addrKey is the throttle's key for the client of r: its IPv4 address, or
+// the /64 network of its IPv6 one. A host on IPv6 is handed a /64 (SLAAC,
+// privacy addresses) and may use any address in it: counted by address,
+// it would begin afresh with each, and the per-address limits would hold
+// nobody.
+func addrKey(r *http.Request) string {
+	ip := clientIP(r)
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return "ip:" + ip
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return "ip:" + a.String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return "ip:" + p.String()
 }
 
 // Free failures before delays start: the attempt after the free-th failure

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"runtime"
 	"strings"
@@ -301,4 +302,66 @@ func TestSignInLongEmail(t *testing.T) {
 		t.Errorf("the throttle keeps %d keys, want none", n)
 	}
 	b.signIn("ann@example.com")
+}
+
+// TestThrottlePerIPv6Network: failures from the addresses of one IPv6
+// /64, which one host may use at will, count together; another /64's do
+// not.
+func TestThrottlePerIPv6Network(t *testing.T) {
+	e := newEnv(t)
+	h := e.dash.Handler()
+	// The test server's clients all come from 127.0.0.1: requests go
+	// straight to the handler, from the address they name.
+	get := httptest.NewRequest("GET", "/signin", nil)
+	get.RemoteAddr = "[2001:db8:0:1::1]:4000"
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, get)
+	m := csrfRE.FindStringSubmatch(rec.Body.String())
+	cookies := rec.Result().Cookies()
+	if m == nil || len(cookies) == 0 {
+		t.Fatalf("sign-in page without a form token or cookie:\n%s", rec.Body)
+	}
+	signIn := func(addr, email string) int {
+		t.Helper()
+		form := url.Values{"csrf": {m[1]}, "email": {email}, "password": {"wrong password here"}}
+		req := httptest.NewRequest("POST", "/signin", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.RemoteAddr = addr
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for i := range freeIP {
+		if status := signIn(fmt.Sprintf("[2001:db8:0:1::%x]:4000", i+1), fmt.Sprintf("user%d@example.com", i)); status != http.StatusUnauthorized {
+			t.Fatalf("failure %d: status %d, want 401", i+1, status)
+		}
+	}
+	if status := signIn("[2001:db8:0:1:ffff:ffff:ffff:ffff]:4000", "fresh@example.com"); status != http.StatusTooManyRequests {
+		t.Errorf("another address of the same /64: status %d, want 429", status)
+	}
+	if status := signIn("[2001:db8:0:2::1]:4000", "fresh@example.com"); status != http.StatusUnauthorized {
+		t.Errorf("an address of another /64: status %d, want 401", status)
+	}
+}
+
+func TestAddrKey(t *testing.T) {
+	tests := []struct{ remote, want string }{
+		{"192.0.2.1:4000", "ip:192.0.2.1"},
+		{"[::ffff:192.0.2.1]:4000", "ip:192.0.2.1"},
+		{"[2001:db8:1:2:3:4:5:6]:4000", "ip:2001:db8:1:2::/64"},
+		{"[2001:db8:1:2::]:4000", "ip:2001:db8:1:2::/64"},
+		{"[fe80::1%eth0]:4000", "ip:fe80::/64"},
+		{"[::1]:4000", "ip:::/64"},
+		{"not an address", "ip:not an address"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tt.remote
+		if got := addrKey(r); got != tt.want {
+			t.Errorf("addrKey(%q) = %q, want %q", tt.remote, got, tt.want)
+		}
+	}
 }

@@ -66,12 +66,13 @@ func suggest(typed string, names []string) string {
 
 // wordsPrefix returns the longest name of names (at least three letters)
 // whose words typed starts with, then more words: "grace" for
-// "grace-period", a flag spelled with a word its name leaves out, as an
-// API field may have it (grace_period). It returns "" when there is none.
+// "grace-period" or "grace_period", a flag spelled with a word its name
+// leaves out, as an API field has it. It returns "" when there is none.
 func wordsPrefix(typed string, names []string) string {
 	best := ""
 	for _, n := range names {
-		if len(n) >= 3 && len(n) > len(best) && strings.HasPrefix(typed, strings.ToLower(n)+"-") {
+		if len(n) >= 3 && len(n) > len(best) && len(typed) > len(n) && strings.HasPrefix(typed, strings.ToLower(n)) &&
+			(typed[len(n)] == '-' || typed[len(n)] == '_') {
 			best = n
 		}
 	}

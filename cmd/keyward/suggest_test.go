@@ -25,6 +25,7 @@ func TestSuggest(t *testing.T) {
 		{"TwoEditsInLongWord", "suspnd", tok, "suspend"},
 		{"FlagOneOff", "limt", flags, "limit"},
 		{"MoreWords", "grace-period", []string{"help", "grace", "server", "output"}, "grace"},
+		{"MoreWordsUnderscore", "grace_period", []string{"help", "grace", "server", "output"}, "grace"},
 		{"MoreWordsLongest", "usage-event-buffer-size", []string{"usage", "usage-sample", "usage-event-buffer"}, "usage-event-buffer"},
 		// rate-limit is 4 edits away, one past the limit: no reason to
 		// withhold the hint.
@@ -104,6 +105,7 @@ func TestDidYouMean(t *testing.T) {
 		{"TokenRotateFlag", []string{"token", "rotate", "tok_1", "--grcae", "1h"}, `keyward: token rotate: unknown flag --grcae; did you mean --grace? (see 'keyward token rotate --help')`},
 		{"TokenCreateFlagMoreWords", []string{"token", "create", "--name", "n", "--quota-limit", "10/day"}, `keyward: token create: unknown flag --quota-limit; did you mean --quota? (see 'keyward token create --help')`},
 		{"TokenRotateFlagMoreWords", []string{"token", "rotate", "tok_1", "--grace-period", "1h"}, `keyward: token rotate: unknown flag --grace-period; did you mean --grace? (see 'keyward token rotate --help')`},
+		{"TokenRotateFlagFieldName", []string{"token", "rotate", "tok_1", "--grace_period", "1h"}, `keyward: token rotate: unknown flag --grace_period; did you mean --grace? (see 'keyward token rotate --help')`},
 		{"TokenRevokeFlag", []string{"token", "revoke", "tok_1", "--reasn", "x"}, `keyward: token revoke: unknown flag --reasn; did you mean --reason? (see 'keyward token revoke --help')`},
 		{"TokenUsageFlag", []string{"token", "usage", "tok_1", "--granularty", "day"}, `keyward: token usage: unknown flag --granularty; did you mean --granularity? (see 'keyward token usage --help')`},
 		{"VerifyFlag", []string{"verify", "--scpe", "a:b"}, `keyward: verify: unknown flag --scpe; did you mean --scope? (see 'keyward verify --help')`},

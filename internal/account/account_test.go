@@ -23,6 +23,8 @@ func TestCheckPassword(t *testing.T) {
 		{"ErrCommonWalk", "qwertyuiop123", "", "list of common or breached passwords"},
 		{"ErrDigits", "123456789012", "", "list of common or breached passwords"},
 		{"ErrRepeated", "zzzzzzzzzzzzzz", "", "one character repeated"},
+		{"ErrRepeatedNonASCII", "éééééééééééé", "", "one character repeated"},
+		{"OKTwoNonASCII", "éééééééééééè", "", ""},
 		{"ErrEmail", "ann.long.name@example.com", "ann.long.name@example.com", "email address"},
 	}
 	for _, tt := range tests {

@@ -91,13 +91,11 @@ func CheckPassword(pw, email string) error {
 	return nil
 }
 
+// allSame reports whether s is one character (not byte) repeated: é
+// twelve times is as weak as z twelve times.
 func allSame(s string) bool {
-	for i := 1; i < len(s); i++ {
-		if s[i] != s[0] {
-			return false
-		}
-	}
-	return true
+	first, n := utf8.DecodeRuneInString(s)
+	return s == strings.Repeat(string(first), len(s)/max(n, 1))
 }
 
 // HashPassword returns the argon2id hash of pw as a PHC string

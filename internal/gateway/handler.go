@@ -501,7 +501,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.usage != nil && st.verified {
 		q := usage.Request{
 			WorkspaceID: h.workspaceID, At: end.UnixNano(), IP: st.clientIP,
-			Method: r.Method, Route: st.rt.cfg.Name, Path: r.URL.Path,
+			Method: r.Method, Route: st.rt.cfg.Name, Path: r.URL.EscapedPath(), // a decoded %3F would read as a query
 			Outcome: st.outcome, Status: sw.status, Latency: took,
 		}
 		if st.usedToken != nil {

@@ -61,8 +61,11 @@ func Redact(s string) string {
 // takes out of it taken out, also of a secret that escapes hide
 // (kw%5F..., or a character of its body written %XX): Redact finds it in
 // the decoded path, and the escaped bytes it came from are cut.
-func RedactPath(u *url.URL) string {
-	esc := u.EscapedPath()
+func RedactPath(u *url.URL) string { return RedactEscapedPath(u.EscapedPath()) }
+
+// RedactEscapedPath is RedactPath of a path already escaped as the request
+// had it (url.URL.EscapedPath).
+func RedactEscapedPath(esc string) string {
 	if strings.IndexByte(esc, '%') < 0 {
 		// Nothing is escaped: esc is the decoded path.
 		return Redact(esc)

@@ -67,7 +67,7 @@ type Request struct {
 	IP          netip.Addr
 	Method      string
 	Route       string // "/v1/verify", "/oauth2/introspect", or a gateway route's name
-	Path        string // without the query
+	Path        string // escaped as the request had it (url.URL.EscapedPath), without the query
 	Outcome     keyward.Outcome
 	Status      int
 	Latency     time.Duration
@@ -346,7 +346,7 @@ func event(q *Request) *keyward.UsageEvent {
 		Time:        at,
 		Method:      secret.Redact(q.Method), // nor one sent as the method
 		Route:       q.Route,
-		Path:        secret.Redact(q.Path), // a secret pasted into a URL is not kept
+		Path:        secret.RedactEscapedPath(q.Path), // a secret pasted into a URL is not kept
 		Outcome:     q.Outcome,
 		Status:      q.Status,
 		Latency:     q.Latency,

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -544,5 +545,34 @@ func TestEventSecretsRedacted(t *testing.T) {
 	}
 	if len(evs) != 1 || evs[0].Method != "kw_[redacted]" || evs[0].Path != "/orders/kw_[redacted]" {
 		t.Fatalf("events %+v, want one with method and path redacted", evs)
+	}
+}
+
+// TestEventPathEscaped: an event keeps the path escaped, as the request
+// wrote it (a decoded %3F would read as a query string, which usage does
+// not keep), and a secret behind an escape is still cut.
+func TestEventPathEscaped(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st, SampleEvery: 1})
+	const body = "1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"
+	for i, p := range []string{"/a%3Faccess_token=x", "/orders/kw%5F" + body} {
+		q := req(ws.ID, fmt.Sprintf("tok_000000000000000000000000%02d", i), 1, "orders", keyward.Valid, 200)
+		q.Path = p
+		r.Record(q)
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := st.FindUsageEvents(context.Background(), keyward.UsageEventFilter{WorkspaceID: ws.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.Path)
+	}
+	slices.Sort(got)
+	if want := []string{"/a%3Faccess_token=x", "/orders/kw%5F[redacted]"}; !slices.Equal(got, want) {
+		t.Fatalf("paths %q, want %q", got, want)
 	}
 }

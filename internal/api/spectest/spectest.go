@@ -8,10 +8,12 @@ package spectest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -145,6 +147,12 @@ func Check(req *http.Request, status int, header http.Header, body []byte) error
 		ptr = strings.TrimPrefix(ref, "#")
 		res, _ = specAt(ptr)
 	}
+	if err := checkHeaders(ptr, res.(map[string]any), header); err != nil {
+		return fmt.Errorf("%s %s %d: %v", rt.method, rt.path, status, err)
+	}
+	if err := checkRequestBody(req, "/paths/"+pointerEscape(rt.path)+"/"+strings.ToLower(rt.method), status); err != nil {
+		return fmt.Errorf("%s %s %d: %v", rt.method, rt.path, status, err)
+	}
 	content, _ := res.(map[string]any)["content"].(map[string]any)
 	if len(body) == 0 && len(content) == 0 {
 		return nil
@@ -211,4 +219,120 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		rt.tb.Errorf("the response departs from openapi.json: %v", err)
 	}
 	return res, nil
+}
+
+// checkedHeaders are the response headers a client acts on: a response
+// that carries one must document it, so that a client generated from the
+// document reads it.
+var checkedHeaders = []string{"Location", "WWW-Authenticate", "Retry-After", "Allow", "Content-Disposition", "RateLimit", "RateLimit-Policy", "X-Request-Id", "Cache-Control"}
+
+// checkHeaders reports a checked header that the response at ptr (res)
+// carries and does not document, a documented required header it lacks,
+// and a documented header whose value does not match its schema.
+func checkHeaders(ptr string, res map[string]any, header http.Header) error {
+	documented := map[string]string{} // canonical name: pointer of its schema
+	hs, _ := res["headers"].(map[string]any)
+	for name, v := range hs {
+		hptr := ptr + "/headers/" + pointerEscape(name)
+		h, _ := v.(map[string]any)
+		if ref, ok := h["$ref"].(string); ok {
+			hptr = strings.TrimPrefix(ref, "#")
+			r, _ := specAt(hptr)
+			h, _ = r.(map[string]any)
+		}
+		canon := http.CanonicalHeaderKey(name)
+		documented[canon] = hptr + "/schema"
+		if h["required"] == true && len(header.Values(canon)) == 0 {
+			return fmt.Errorf("the required header %s is missing", canon)
+		}
+	}
+	for _, name := range checkedHeaders {
+		vs := header.Values(name)
+		if len(vs) == 0 {
+			continue
+		}
+		sptr, ok := documented[http.CanonicalHeaderKey(name)]
+		if !ok {
+			return fmt.Errorf("the header %s (%q) is not documented", name, vs)
+		}
+		if _, ok := specAt(sptr); !ok {
+			continue
+		}
+		sch, err := specSchema(sptr)
+		if err != nil {
+			return fmt.Errorf("header %s: schema: %v", name, err)
+		}
+		var v any = vs[0]
+		if n, err := strconv.ParseInt(vs[0], 10, 64); err == nil {
+			if s, _ := specAt(sptr + "/type"); s == "integer" {
+				v = json.Number(strconv.FormatInt(n, 10))
+			}
+		}
+		if err := sch.Validate(v); err != nil {
+			return fmt.Errorf("the header %s: %q does not match the document: %v", name, vs[0], err)
+		}
+	}
+	return nil
+}
+
+// checkRequestBody reports a request body that the server took (a 2xx
+// answer) and that does not match the operation's (at op) request body
+// schema: a client generated from the document could not send it, or
+// the document refuses what the server accepts. A body the server refused
+// is not judged: the schema cannot say everything the server checks.
+func checkRequestBody(req *http.Request, op string, status int) error {
+	if status < 200 || status > 299 || req.GetBody == nil {
+		return nil
+	}
+	content, ok := specAt(op + "/requestBody/content")
+	if !ok {
+		return nil
+	}
+	rc, err := req.GetBody()
+	if err != nil {
+		return nil
+	}
+	b, err := io.ReadAll(rc)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	base, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	key := ""
+	for k := range content.(map[string]any) {
+		if kb, _, err := mime.ParseMediaType(k); err == nil && kb == base {
+			key = k
+		}
+	}
+	if key == "" {
+		// The JSON API reads its body as JSON whatever its Content-Type.
+		if _, ok := content.(map[string]any)["application/json"]; !ok {
+			return fmt.Errorf("the request's media type %q is not documented", base)
+		}
+		key = "application/json"
+	}
+	var v any
+	switch key {
+	case "application/x-www-form-urlencoded":
+		form, err := url.ParseQuery(string(b))
+		if err != nil {
+			return fmt.Errorf("the request body is no form: %v", err)
+		}
+		m := map[string]any{}
+		for k, vs := range form {
+			m[k] = vs[0]
+		}
+		v = m
+	default:
+		if v, err = jsonschema.UnmarshalJSON(bytes.NewReader(b)); err != nil {
+			return fmt.Errorf("the request body is not JSON: %v", err)
+		}
+	}
+	sch, err := specSchema(op + "/requestBody/content/" + pointerEscape(key) + "/schema")
+	if err != nil {
+		return fmt.Errorf("request schema: %v", err)
+	}
+	if err := sch.Validate(v); err != nil {
+		return fmt.Errorf("the server took a request body that does not match the document: %v\n%s", err, b)
+	}
+	return nil
 }

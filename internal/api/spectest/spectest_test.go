@@ -10,8 +10,8 @@ import (
 // for.
 func TestCheckDetectsDrift(t *testing.T) {
 	req, _ := http.NewRequest("GET", "http://x/v1/tokens/tok_1", nil)
-	js := http.Header{"Content-Type": {"application/json"}}
-	problem := http.Header{"Content-Type": {"application/problem+json"}}
+	js := http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}
+	problem := http.Header{"Content-Type": {"application/problem+json"}, "X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}
 	for _, tc := range []struct {
 		name   string
 		status int
@@ -23,10 +23,71 @@ func TestCheckDetectsDrift(t *testing.T) {
 		{"wrong type", 200, js, `{"id": 5}`, "does not match"},
 		{"unknown state", 200, js, `{"id": "tok_1", "name": "n", "state": "sleeping"}`, "does not match"},
 		{"bad date-time", 404, problem, `{"type": "about:blank", "title": "Not Found", "status": "404", "code": "not_found"}`, "does not match"},
-		{"media type", 200, http.Header{"Content-Type": {"text/html"}}, `<p>`, "media type text/html is not documented"},
+		{"media type", 200, http.Header{"Content-Type": {"text/html"}, "X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}, `<p>`, "media type text/html is not documented"},
 	} {
 		if err := Check(req, tc.status, tc.header, []byte(tc.body)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestCheckHeadersDrift makes sure that a header a client acts on is held
+// to the document: carried only where documented, present where required,
+// and of the documented form.
+func TestCheckHeadersDrift(t *testing.T) {
+	req, _ := http.NewRequest("GET", "http://x/v1/tokens", nil)
+	problem := func(kv ...string) http.Header {
+		h := http.Header{"Content-Type": {"application/problem+json"}, "X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}
+		for i := 0; i < len(kv); i += 2 {
+			h.Set(kv[i], kv[i+1])
+		}
+		return h
+	}
+	body := []byte(`{"type": "about:blank", "title": "Too Many Requests", "status": 429, "code": "rate_limited"}`)
+	if err := Check(req, 429, problem("Retry-After", "3"), body); err != nil {
+		t.Fatalf("a documented 429 fails: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		want   string
+	}{
+		{"undocumented header", problem("Retry-After", "3", "Location", "tokens/tok_1"), "the header Location"},
+		{"required header missing", problem(), "the required header Retry-After is missing"},
+		{"header of the wrong form", problem("Retry-After", "soon"), "the header Retry-After: \"soon\" does not match"},
+		{"no request id", http.Header{"Content-Type": {"application/problem+json"}, "Cache-Control": {"no-store"}, "Retry-After": {"3"}}, "the required header X-Request-Id is missing"},
+	} {
+		if err := Check(req, 429, tc.header, body); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestCheckRequestBodyDrift makes sure that a request body the server took
+// is held to the operation's request schema, and that one it refused is
+// not.
+func TestCheckRequestBodyDrift(t *testing.T) {
+	h := http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}
+	verify := func(body string) *http.Request {
+		req, _ := http.NewRequest("POST", "http://x/v1/verify", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		return req
+	}
+	ok := []byte(`{"valid": false, "code": "MALFORMED"}`)
+	if err := Check(verify(`{"token": "kw_x", "scopes": ["a:b"]}`), 200, h, ok); err != nil {
+		t.Fatalf("a documented request fails: %v", err)
+	}
+	if err := Check(verify(`{"token": "kw_x", "scope": "a:b"}`), 200, h, ok); err == nil || !strings.Contains(err.Error(), "the server took a request body that does not match the document") {
+		t.Errorf("an undocumented field taken: %v, want an error", err)
+	}
+	problem := http.Header{"Content-Type": {"application/problem+json"}, "X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}
+	refused := []byte(`{"type": "about:blank", "title": "Bad Request", "status": 400, "code": "invalid"}`)
+	if err := Check(verify(`{"token": "kw_x", "scope": "a:b"}`), 400, problem, refused); err != nil {
+		t.Errorf("a refused request is judged: %v", err)
+	}
+	form, _ := http.NewRequest("POST", "http://x/oauth2/revoke", strings.NewReader("token_type_hint=access_token"))
+	form.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if err := Check(form, 200, http.Header{"X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}, nil); err == nil || !strings.Contains(err.Error(), "does not match the document") {
+		t.Errorf("a form without token taken: %v, want an error", err)
 	}
 }

@@ -254,6 +254,19 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		})
 	}
 
+	// The mux, not only the list it is built from, serves each
+	// operation: a path parameter filled in, the request reaches the
+	// operation's own pattern.
+	t.Run("mux", func(t *testing.T) {
+		for _, o := range docOperations(doc) {
+			method, path, _ := strings.Cut(o, " ")
+			req := httptest.NewRequest(method, pathParam.ReplaceAllString(path, "x"), nil)
+			if _, pattern := s.mux.Handler(req); pattern != o {
+				t.Errorf("%s reaches the mux pattern %q", o, pattern)
+			}
+		}
+	})
+
 	ops := docOperations(doc)
 	if len(ops) != len(routes) {
 		t.Errorf("openapi.json has %d operations, routes() has %d routes", len(ops), len(routes))

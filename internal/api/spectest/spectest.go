@@ -153,6 +153,9 @@ func Check(req *http.Request, status int, header http.Header, body []byte) error
 	if err := checkRequestBody(req, "/paths/"+pointerEscape(rt.path)+"/"+strings.ToLower(rt.method), status); err != nil {
 		return fmt.Errorf("%s %s %d: %v", rt.method, rt.path, status, err)
 	}
+	if err := checkQuery(req, rt.path, status); err != nil {
+		return fmt.Errorf("%s %s %d: %v", rt.method, rt.path, status, err)
+	}
 	content, _ := res.(map[string]any)["content"].(map[string]any)
 	if len(body) == 0 && len(content) == 0 {
 		return nil
@@ -333,6 +336,64 @@ func checkRequestBody(req *http.Request, op string, status int) error {
 	}
 	if err := sch.Validate(v); err != nil {
 		return fmt.Errorf("the server took a request body that does not match the document: %v\n%s", err, b)
+	}
+	return nil
+}
+
+// checkQuery reports a query parameter of a request the server took (a
+// 2xx answer) that the operation at path does not document, or whose
+// value does not match its schema. A request the server refused is not
+// judged, nor is an empty value (read as not given), nor are the
+// parameters of the public routes, which read none.
+func checkQuery(req *http.Request, path string, status int) error {
+	if status < 200 || status > 299 || req.URL.RawQuery == "" {
+		return nil
+	}
+	item := "/paths/" + pointerEscape(path)
+	params := map[string]string{} // name: pointer of its schema
+	for _, list := range []string{item + "/parameters", item + "/" + strings.ToLower(req.Method) + "/parameters"} {
+		ps, _ := specAt(list)
+		all, _ := ps.([]any)
+		for i, p := range all {
+			ptr := fmt.Sprintf("%s/%d", list, i)
+			pm, _ := p.(map[string]any)
+			if ref, ok := pm["$ref"].(string); ok {
+				ptr = strings.TrimPrefix(ref, "#")
+				r, _ := specAt(ptr)
+				pm, _ = r.(map[string]any)
+			}
+			if pm["in"] == "query" {
+				params[fmt.Sprint(pm["name"])] = ptr + "/schema"
+			}
+		}
+	}
+	q, err := url.ParseQuery(req.URL.RawQuery)
+	if err != nil {
+		return fmt.Errorf("the query does not parse: %v", err)
+	}
+	for name, vs := range q {
+		sptr, ok := params[name]
+		switch {
+		case vs[0] == "":
+			continue
+		case !ok && !strings.HasPrefix(path, "/v1/"):
+			continue
+		case !ok:
+			return fmt.Errorf("the server took the query parameter %q, which the document does not give", name)
+		}
+		sch, err := specSchema(sptr)
+		if err != nil {
+			return fmt.Errorf("parameter %s: schema: %v", name, err)
+		}
+		var v any = vs[0]
+		if t, _ := specAt(sptr + "/type"); t == "integer" {
+			if _, err := strconv.ParseInt(vs[0], 10, 64); err == nil {
+				v = json.Number(vs[0])
+			}
+		}
+		if err := sch.Validate(v); err != nil {
+			return fmt.Errorf("the server took the query parameter %s=%q, which does not match the document: %v", name, vs[0], err)
+		}
 	}
 	return nil
 }

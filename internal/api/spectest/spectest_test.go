@@ -91,3 +91,36 @@ func TestCheckRequestBodyDrift(t *testing.T) {
 		t.Errorf("a form without token taken: %v, want an error", err)
 	}
 }
+
+// TestCheckQueryDrift makes sure that the query parameters of a request
+// the server took are held to the operation's parameters.
+func TestCheckQueryDrift(t *testing.T) {
+	h := http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}
+	list := []byte(`{"items": []}`)
+	for _, tc := range []struct {
+		query string
+		want  string // "" for no error
+	}{
+		{"state=active&limit=10&name=x", ""},
+		{"state=", ""},
+		{"colour=red", `the server took the query parameter "colour", which the document does not give`},
+		{"state=sleeping", `the server took the query parameter state="sleeping", which does not match the document`},
+		{"limit=0", `the server took the query parameter limit="0", which does not match the document`},
+	} {
+		req, _ := http.NewRequest("GET", "http://x/v1/tokens?"+tc.query, nil)
+		err := Check(req, 200, h, list)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("?%s: %v, want %q", tc.query, err, tc.want)
+		}
+	}
+	// Refused, or on a public route (which reads no query): not judged.
+	req, _ := http.NewRequest("GET", "http://x/v1/tokens?colour=red", nil)
+	problem := http.Header{"Content-Type": {"application/problem+json"}, "X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}
+	if err := Check(req, 400, problem, []byte(`{"type": "about:blank", "title": "Bad Request", "status": 400, "code": "invalid"}`)); err != nil {
+		t.Errorf("a refused request is judged: %v", err)
+	}
+	req, _ = http.NewRequest("GET", "http://x/healthz?probe=1", nil)
+	if err := Check(req, 200, http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req_1"}}, []byte(`{"status": "ok"}`)); err != nil {
+		t.Errorf("a public route's query is judged: %v", err)
+	}
+}

@@ -1277,11 +1277,16 @@ func TestSuspendResume(t *testing.T) {
 		}
 		s.wantUnchanged(st)
 
-		r = s.do("POST", "/v1/tokens/"+id+"/resume", s.root, nil)
+		// A resumption's reason is the audit event's alone: the token's
+		// suspend_reason is cleared (openapi.json's ReasonRequest says so).
+		r = s.do("POST", "/v1/tokens/"+id+"/resume", s.root, `{"reason":"cleared"}`)
 		wantStatus(t, r, 200)
 		m = r.object(t)
 		if m["state"] != "active" || m["suspended_at"] != nil || m["suspend_reason"] != "" {
 			t.Fatalf("resumed token = %s", r.Body)
+		}
+		if ev := s.audit()[0]; ev.Action != "token.resume" || !strings.Contains(string(ev.Changes), `"reason":"cleared"`) {
+			t.Fatalf("newest audit event = %s %s, want token.resume with its reason", ev.Action, ev.Changes)
 		}
 		s.wantCode(text, "VALID")
 		// Resuming an active token answers 200 unchanged.

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/keyward/keyward"
 )
 
 // openAPIMethods are the keys of an OpenAPI path item that name operations.
@@ -368,5 +370,61 @@ func TestOpenAPIServed(t *testing.T) {
 	}
 	if !bytes.Equal(rec.Body.Bytes(), onDisk) {
 		t.Errorf("GET /openapi.json answered %d bytes that differ from openapi.json (%d bytes)", rec.Body.Len(), len(onDisk))
+	}
+}
+
+// outcomeCodes lists every verification outcome code, in the order of
+// the checks.
+func outcomeCodes() []string {
+	var codes []string
+	for o := keyward.Outcome(0); o.String() != "UNKNOWN"; o++ {
+		codes = append(codes, o.String())
+	}
+	return codes
+}
+
+// TestOpenAPIOutcomes: every place of the document that holds an outcome
+// code (a verification's code, a usage event's outcome and its filter)
+// lists exactly the codes the server answers and reads, so that a
+// generated client's enum takes every one of them.
+func TestOpenAPIOutcomes(t *testing.T) {
+	doc := parseOpenAPI(t)
+	want := outcomeCodes()
+	if len(want) < 11 {
+		t.Fatalf("outcome codes %v: fewer than the contract's", want)
+	}
+	// enumOf returns the enum of schema, a $ref followed.
+	enumOf := func(schema any) []string {
+		m, _ := schema.(map[string]any)
+		if ref, isRef := m["$ref"].(string); isRef {
+			v, _ := resolveRef(doc, ref)
+			m, _ = v.(map[string]any)
+		}
+		var out []string
+		list, _ := m["enum"].([]any)
+		for _, e := range list {
+			out = append(out, fmt.Sprint(e))
+		}
+		return out
+	}
+	schemaAt := func(ref string) any { v, _ := resolveRef(doc, ref); return v }
+	var filter any
+	params, _ := docOperation(doc, "GET", "/v1/usage/events")["parameters"].([]any)
+	for _, p := range params {
+		if pm, _ := p.(map[string]any); pm["name"] == "outcome" {
+			filter = pm["schema"]
+		}
+	}
+	for _, c := range []struct {
+		what   string
+		schema any
+	}{
+		{"POST /v1/verify's code", schemaAt("#/components/schemas/VerifyResponse/properties/code")},
+		{"a usage event's outcome", schemaAt("#/components/schemas/UsageEventList/properties/items/items/properties/outcome")},
+		{"GET /v1/usage/events?outcome", filter},
+	} {
+		if got := enumOf(c.schema); !slices.Equal(got, want) {
+			t.Errorf("%s: enum %v, want the outcome codes %v", c.what, got, want)
+		}
 	}
 }

@@ -2807,4 +2807,11 @@ func TestEveryInvalidField(t *testing.T) {
 			t.Errorf("pointers %v, want %v", got, want)
 		}
 	})
+	t.Run("WorkspaceListQuery", func(t *testing.T) {
+		r := s.do("GET", "/v1/workspaces?limit=0&cursor=bad", s.root, nil)
+		p := wantProblem(t, r, http.StatusBadRequest, "invalid")
+		if got, want := pointers(p), []string{"/limit", "/cursor"}; !slices.Equal(got, want) {
+			t.Errorf("pointers %v, want %v", got, want)
+		}
+	})
 }

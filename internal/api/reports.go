@@ -159,7 +159,7 @@ func (s *Server) handleReportTokens(w http.ResponseWriter, r *http.Request) {
 	case "", "json":
 	case "csv":
 		for _, p := range []string{"limit", "cursor"} {
-			if q.Has(p) {
+			if q.Get(p) != "" { // empty is absent, as everywhere
 				s.writeError(w, r, keyward.Invalid(keyward.FieldError{Pointer: "/" + p, Detail: "the CSV inventory holds every token and takes no " + p}))
 				return
 			}
@@ -170,13 +170,9 @@ func (s *Server) handleReportTokens(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, keyward.Invalid(keyward.FieldError{Pointer: "/format", Detail: "format must be json or csv"}))
 		return
 	}
-	limit, err := pageLimit(q.Get("limit"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	cursor, err := pageCursor(q, keyward.PrefixToken)
-	if err != nil {
+	limit, lerr := pageLimit(q.Get("limit"))
+	cursor, cerr := pageCursor(q, keyward.PrefixToken)
+	if err := joinInvalid(lerr, cerr); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

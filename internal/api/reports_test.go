@@ -307,6 +307,19 @@ func TestReportTokens(t *testing.T) {
 		_, verifier := s.newToken("verifier", keyward.ScopeVerify)
 		wantProblem(t, s.do("GET", "/v1/reports/tokens?format=csv", verifier, nil), http.StatusForbidden, "forbidden")
 	})
+	t.Run("ErrLimitAndCursor", func(t *testing.T) {
+		// Both in one answer, as the token list gives them.
+		p := wantProblem(t, s.do("GET", "/v1/reports/tokens?limit=0&cursor=bad", s.root, nil), http.StatusBadRequest, "invalid")
+		if got, want := pointersOf(t, p), []string{"/limit", "/cursor"}; !slices.Equal(got, want) {
+			t.Errorf("pointers %v, want %v", got, want)
+		}
+	})
+	t.Run("OKCSVEmptyLimit", func(t *testing.T) {
+		// An empty parameter is absent, as everywhere else.
+		if r := s.do("GET", "/v1/reports/tokens?format=csv&limit=&cursor=", s.root, nil); r.Status != http.StatusOK {
+			t.Errorf("status %d, want 200: %s", r.Status, r.Body)
+		}
+	})
 }
 
 // TestIntrospectionIsAUse: a resource server that introspects the tokens

@@ -46,13 +46,9 @@ func (s *Server) handleWorkspaceCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleWorkspaceList(w http.ResponseWriter, r *http.Request) {
-	limit, err := pageLimit(r.URL.Query().Get("limit"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	cursor, err := pageCursor(r.URL.Query(), keyward.PrefixWorkspace)
-	if err != nil {
+	limit, lerr := pageLimit(r.URL.Query().Get("limit"))
+	cursor, cerr := pageCursor(r.URL.Query(), keyward.PrefixWorkspace)
+	if err := joinInvalid(lerr, cerr); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -1690,6 +1690,20 @@ func TestIntrospect(t *testing.T) {
 			t.Fatal("last_used_at is null after a VALID verification")
 		}
 	})
+	t.Run("OKLastUseInMicroseconds", func(t *testing.T) {
+		// As every store keeps it (PostgreSQL to the microsecond), so
+		// that the node that saw the use and any other show one time.
+		id, text := s.newToken("used")
+		for i := range 3 {
+			s.wantCode(text, "VALID")
+			lu, _ := s.get(id)["last_used_at"].(string)
+			at, err := time.Parse(time.RFC3339Nano, lu)
+			if err != nil || at.Nanosecond()%1000 != 0 {
+				t.Fatalf("use %d: last_used_at %q (%v), want whole microseconds", i, lu, err)
+			}
+			s.clock.Advance(1234567 * time.Nanosecond)
+		}
+	})
 	t.Run("OKLastUseFromIntrospection", func(t *testing.T) {
 		// A resource server introspects the tokens clients hand it:
 		// that is their use (TestIntrospectionIsAUse).

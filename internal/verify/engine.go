@@ -826,7 +826,7 @@ func (e *Engine) recordUse(te *tokenEntry, nowNS int64, ip netip.Addr, quota boo
 	if quota {
 		te.quotaPend++
 	}
-	te.lastAt = nowNS
+	te.lastAt = nowNS - nowNS%int64(time.Microsecond) // as PostgreSQL keeps it, so every node shows one time
 	if ip.IsValid() {
 		// A use with no address (an introspection, a verify call that
 		// gave none) keeps the last one known.

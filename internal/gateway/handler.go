@@ -498,10 +498,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.obs.ObserveGatewayUpstream(name, st.upstreamDur)
 		}
 	}
+	// The path as the request escaped it (decoded, a %3F would read as a
+	// query), for usage and the access log: read once, since EscapedPath
+	// decodes it again to check it, an allocation when anything is escaped.
+	escPath := ""
 	if h.usage != nil && st.verified {
+		escPath = r.URL.EscapedPath()
 		q := usage.Request{
 			WorkspaceID: h.workspaceID, At: end.UnixNano(), IP: st.clientIP,
-			Method: r.Method, Route: st.rt.cfg.Name, Path: r.URL.EscapedPath(), // a decoded %3F would read as a query
+			Method: r.Method, Route: st.rt.cfg.Name, Path: escPath,
 			Outcome: st.outcome, Status: sw.status, Latency: took,
 		}
 		if st.usedToken != nil {
@@ -517,11 +522,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ipText == "" {
 		ipText = st.clientIP.String()
 	}
+	if escPath == "" {
+		escPath = r.URL.EscapedPath()
+	}
 	var buf [9]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("request_id", id),
 		slog.String("method", secret.Redact(r.Method)),
-		slog.String("path", secret.RedactPath(r.URL)),
+		slog.String("path", secret.RedactEscapedPath(escPath)),
 		slog.Int("status", sw.status),
 		slog.Duration("duration", took),
 		slog.String("client_ip", ipText),

@@ -2,14 +2,17 @@ package gateway
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/logfmt"
 	"github.com/keyward/keyward/internal/sqlite"
 	"github.com/keyward/keyward/internal/usage"
 )
@@ -58,5 +61,37 @@ func TestUsageEventPathEscaped(t *testing.T) {
 	slices.Sort(got)
 	if want := []string{"/orders/a%3Faccess_token=x", "/orders/plain"}; !slices.Equal(got, want) {
 		t.Fatalf("event paths %q, want %q", got, want)
+	}
+}
+
+// TestUsagePathAllocs: counting a request into usage reads its escaped
+// path once with the access log: EscapedPath decodes the path again to
+// check it, which allocates when the request escaped anything, and usage
+// is on by default on every request that presented a credential.
+func TestUsagePathAllocs(t *testing.T) {
+	cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: acme\nroutes:\n  - name: admin\n    path_prefix: /admin\n    upstreams: [http://127.0.0.1:1]\n    scopes: [orders:admin]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := func(withUsage bool) float64 {
+		h := NewHandler(cfg, newFake(), "ws_1", slog.New(logfmt.NewText(io.Discard, nil)))
+		t.Cleanup(func() { h.Close() })
+		if withUsage {
+			// One event kept, the rest dropped: no buffer growth to count.
+			h.SetUsage(usage.New(usage.Config{MaxEvents: 1}))
+		}
+		req := httptest.NewRequest("GET", "http://gw.example/admin/caf%C3%A9%20au%20lait", nil)
+		req.Header.Set("Authorization", "Bearer reader")
+		w := &discardWriter{h: http.Header{}}
+		return testing.AllocsPerRun(100, func() {
+			clear(w.h)
+			h.ServeHTTP(w, req)
+			if w.status != http.StatusForbidden {
+				t.Fatalf("status %d, want 403", w.status)
+			}
+		})
+	}
+	if off, on := allocs(false), allocs(true); on != off {
+		t.Errorf("a request with usage on allocates %v times, %v with it off", on, off)
 	}
 }

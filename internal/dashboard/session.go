@@ -528,19 +528,46 @@ func (t *throttle) sweep(now time.Time) {
 // the /64 network of its IPv6 one. A host on IPv6 is handed a /64 (SLAAC,
 // privacy addresses) and may use any address in it: counted by address,
 // it would begin afresh with each, and the per-address limits would hold
-// nobody.
+// nobody. An IPv6 address that carries an IPv4 one counts as that IPv4
+// address (see embedded4).
 func addrKey(r *http.Request) string {
 	ip := clientIP(r)
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
 		return "ip:" + ip
 	}
-	a = a.Unmap()
+	a = embedded4(a.Unmap())
 	if a.Is4() {
 		return "ip:" + a.String()
 	}
 	p, _ := a.WithZone("").Prefix(64)
 	return "ip:" + p.String()
+}
+
+// IPv6 prefixes whose addresses carry an IPv4 address.
+var (
+	// nat64 is RFC 6052's well-known prefix, under which a translator in
+	// front of an IPv6-only server writes every IPv4 client, each in the
+	// last 32 bits: they all share one /64.
+	nat64 = netip.MustParsePrefix("64:ff9b::/96")
+	// sixToFour (RFC 3056) gives each IPv4 address the /48 after 2002:,
+	// which holds 65,536 /64s to begin afresh in.
+	sixToFour = netip.MustParsePrefix("2002::/16")
+)
+
+// embedded4 returns the IPv4 address that a, an IPv6 address written by
+// NAT64 or 6to4, stands for, and a as it is otherwise.
+func embedded4(a netip.Addr) netip.Addr {
+	b := a.As16()
+	switch {
+	case !a.Is6():
+		return a
+	case nat64.Contains(a.WithZone("")):
+		return netip.AddrFrom4([4]byte(b[12:16]))
+	case sixToFour.Contains(a.WithZone("")):
+		return netip.AddrFrom4([4]byte(b[2:6]))
+	}
+	return a
 }
 
 // Free failures before delays start: the attempt after the free-th failure

@@ -355,6 +355,12 @@ func TestAddrKey(t *testing.T) {
 		{"[2001:db8:1:2::]:4000", "ip:2001:db8:1:2::/64"},
 		{"[fe80::1%eth0]:4000", "ip:fe80::/64"},
 		{"[::1]:4000", "ip:::/64"},
+		// A translator's IPv4 clients are as many hosts, not one /64.
+		{"[64:ff9b::c000:201]:4000", "ip:192.0.2.1"},
+		{"[64:ff9b::c633:6401]:4000", "ip:198.51.100.1"},
+		// One IPv4 host's 6to4 /48 is one host, not 65,536 /64s.
+		{"[2002:c000:201:1::1]:4000", "ip:192.0.2.1"},
+		{"[2002:c000:201:ffff::1]:4000", "ip:192.0.2.1"},
 		{"not an address", "ip:not an address"},
 	}
 	for _, tt := range tests {

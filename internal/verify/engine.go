@@ -631,7 +631,12 @@ func (e *Engine) Introspect(ctx context.Context, req Request) (res Result) {
 // verify fills res, which the caller gives zeroed; working in place spares
 // copying the Result on the hot path.
 func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Result) {
-	if _, err := secret.Parse(req.Token); err != nil {
+	// A secret in the cache is well formed: its digest is of a text that
+	// parsed when it was made, and no other text has that digest. So the
+	// parse (its checksum is a CRC of the whole text) waits for a miss,
+	// and still comes before any store lookup; only the length is checked
+	// first, so that no text longer than a token is hashed.
+	if len(req.Token) > secret.MaxTokenLen {
 		res.Outcome = keyward.Malformed
 		return
 	}
@@ -640,6 +645,10 @@ func (e *Engine) verify(ctx context.Context, req *Request, consume bool, res *Re
 	se := e.bySecret[d]
 	e.mu.RUnlock()
 	if se == nil {
+		if _, err := secret.Parse(req.Token); err != nil {
+			res.Outcome = keyward.Malformed
+			return
+		}
 		e.misses.Add(1)
 		var err error
 		if se, err = e.lookup(ctx, req.Token, d, !req.Unbudgeted); se == nil {

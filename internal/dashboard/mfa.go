@@ -34,8 +34,15 @@ func (s *Server) handleMFASettings(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// Required by any of the user's workspaces: the factors are the
+	// account's (see factorRequired), and the last may not go.
+	required, err := s.factorRequired(r.Context(), st)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", mfaSettingsData{
-		Passkeys: keys, Enabled: st.user.HasMFA(), CodesLeft: left, Required: st.settings.MFARequired, Missing: st.settings.MFARequired && !st.factor, RecentAuth: s.recentAuth(r),
+		Passkeys: keys, Enabled: st.user.HasMFA(), CodesLeft: left, Required: required, Missing: st.settings.MFARequired && !st.factor, RecentAuth: s.recentAuth(r),
 	})
 }
 
@@ -158,8 +165,13 @@ func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st.user.TOTPSecret = stored
+	required, err := s.factorRequired(ctx, st)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", mfaSettingsData{
-		Enabled: true, CodesLeft: len(codes), Required: st.settings.MFARequired, RecentAuth: true, RecoveryCodes: codes,
+		Enabled: true, CodesLeft: len(codes), Required: required, RecentAuth: true, RecoveryCodes: codes,
 	})
 }
 

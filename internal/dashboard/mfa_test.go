@@ -119,7 +119,10 @@ func TestLastFactorOtherWorkspace(t *testing.T) {
 	enrolTOTP(t, b)
 	b.post("/workspace", url.Values{"workspace": {e.ws.ID}}) // acting in default, which requires nothing
 
-	b.get("/account/mfa")
+	// The page offers no way to turn the app off.
+	if _, page := b.get("/account/mfa"); strings.Contains(page, `action="/account/mfa/totp/disable"`) {
+		t.Error("the page offers to turn the app off, the last factor")
+	}
 	status, body := b.post("/account/mfa/totp/disable", nil)
 	wantStatus(t, status, http.StatusConflict, body)
 	wantText(t, body, "A workspace you belong to requires two-step verification: add a passkey before turning the authenticator app off.")

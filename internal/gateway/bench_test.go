@@ -172,7 +172,9 @@ routes:
 // gateway handler (token auth + rate limit headers + access log to a
 // discarding JSON handler) with a plain httputil.ReverseProxy (no auth, no
 // log), as configured before the lean path and with its own knobs turned. ns/op and allocs/op include the round trip to
-// the upstream, which itself allocates nothing.
+// the upstream, which itself allocates nothing. Off here, unlike in the
+// shipped defaults: usage counting and metrics (the handler has no
+// recorder or observer); bench/gateway.sh runs them on.
 func BenchmarkProxy(b *testing.B) {
 	up := rawUpstream(b)
 	target, _ := url.Parse(up)
@@ -265,7 +267,8 @@ func BenchmarkProxyTCP(b *testing.B) {
 // auth, rate limit headers and the access log (the shipped line writer,
 // to a discarding writer), and the upstream. The clients write prepared
 // bytes and read the response without allocating, so allocs/op are the
-// gateway's.
+// gateway's. Off here, unlike in the shipped defaults: usage counting and
+// metrics; bench/gateway.sh runs them on.
 func BenchmarkServe(b *testing.B) {
 	up := rawUpstream(b)
 	h := benchGateway(b, up, slog.New(logfmt.NewText(io.Discard, nil)))

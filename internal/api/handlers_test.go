@@ -2828,4 +2828,12 @@ func TestEveryInvalidField(t *testing.T) {
 			t.Errorf("pointers %v, want %v", got, want)
 		}
 	})
+	t.Run("AuditListQuery", func(t *testing.T) {
+		// Every bad parameter in one answer, as the usage events give them.
+		r := s.do("GET", "/v1/audit?limit=0&cursor=bad&from=yesterday", s.root, nil)
+		p := wantProblem(t, r, http.StatusBadRequest, "invalid")
+		if got, want := pointers(p), []string{"/limit", "/cursor", "/from"}; !slices.Equal(got, want) {
+			t.Errorf("pointers %v, want %v", got, want)
+		}
+	})
 }

@@ -74,16 +74,8 @@ type auditView struct {
 
 func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit, err := pageLimit(q.Get("limit"))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	cursor, err := pageCursor(q, keyward.PrefixEvent)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+	limit, lerr := pageLimit(q.Get("limit"))
+	cursor, cerr := pageCursor(q, keyward.PrefixEvent)
 	f := keyward.AuditFilter{
 		WorkspaceID: caller(r).WorkspaceID,
 		Before:      cursor,
@@ -92,9 +84,10 @@ func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request) {
 		Action:      q.Get("action"),
 		Target:      q.Get("target"),
 	}
-	errs := queryRange(q, &f.From, &f.To)
-	if len(errs) > 0 {
-		s.writeError(w, r, keyward.Invalid(errs...))
+	// Every bad parameter in one answer, as the other lists give them.
+	rerr := queryRange(q, &f.From, &f.To)
+	if err := joinInvalid(lerr, cerr, keyward.Invalid(rerr...)); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	events, err := s.store.FindAuditEvents(r.Context(), f)

@@ -158,11 +158,15 @@ func (s *Server) handleReportTokens(w http.ResponseWriter, r *http.Request) {
 	switch q.Get("format") {
 	case "", "json":
 	case "csv":
+		var errs []keyward.FieldError
 		for _, p := range []string{"limit", "cursor"} {
 			if q.Get(p) != "" { // empty is absent, as everywhere
-				s.writeError(w, r, keyward.Invalid(keyward.FieldError{Pointer: "/" + p, Detail: "the CSV inventory holds every token and takes no " + p}))
-				return
+				errs = append(errs, keyward.FieldError{Pointer: "/" + p, Detail: "the CSV inventory holds every token and takes no " + p})
 			}
+		}
+		if len(errs) > 0 {
+			s.writeError(w, r, keyward.Invalid(errs...))
+			return
 		}
 		s.writeInventoryCSV(w, r)
 		return

@@ -314,6 +314,13 @@ func TestReportTokens(t *testing.T) {
 			t.Errorf("pointers %v, want %v", got, want)
 		}
 	})
+	t.Run("ErrCSVLimitAndCursor", func(t *testing.T) {
+		// Both refused in one answer, as the JSON pages name both.
+		p := wantProblem(t, s.do("GET", "/v1/reports/tokens?format=csv&limit=5&cursor=x", s.root, nil), http.StatusBadRequest, "invalid")
+		if got, want := pointersOf(t, p), []string{"/limit", "/cursor"}; !slices.Equal(got, want) {
+			t.Errorf("pointers %v, want %v", got, want)
+		}
+	})
 	t.Run("OKCSVEmptyLimit", func(t *testing.T) {
 		// An empty parameter is absent, as everywhere else.
 		if r := s.do("GET", "/v1/reports/tokens?format=csv&limit=&cursor=", s.root, nil); r.Status != http.StatusOK {

@@ -16,8 +16,8 @@ type mfaSettingsData struct {
 	Passkeys      []*keyward.Passkey
 	Enabled       bool
 	CodesLeft     int
-	Required      bool // the workspace requires a second factor
-	Missing       bool // ... and the user has none yet
+	AppRequired   bool // the app may not go: a workspace of the user's requires a factor, and no passkey would stay
+	Missing       bool // the workspace acted in requires a factor, and the user has none yet
 	RecentAuth    bool
 	RecoveryCodes []string // shown once, right after enrolment
 }
@@ -35,14 +35,15 @@ func (s *Server) handleMFASettings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Required by any of the user's workspaces: the factors are the
-	// account's (see factorRequired), and the last may not go.
+	// account's (see factorRequired), and the last may not go; beside a
+	// passkey, the app may (as handleTOTPDisable allows).
 	required, err := s.factorRequired(r.Context(), st)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", mfaSettingsData{
-		Passkeys: keys, Enabled: st.user.HasMFA(), CodesLeft: left, Required: required, Missing: st.settings.MFARequired && !st.factor, RecentAuth: s.recentAuth(r),
+		Passkeys: keys, Enabled: st.user.HasMFA(), CodesLeft: left, AppRequired: required && len(keys) == 0, Missing: st.settings.MFARequired && !st.factor, RecentAuth: s.recentAuth(r),
 	})
 }
 
@@ -170,8 +171,17 @@ func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if required {
+		// Beside a passkey, the app may go (see handleMFASettings).
+		keys, err := s.accounts.FindPasskeys(ctx, st.user.ID)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		required = len(keys) == 0
+	}
 	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", mfaSettingsData{
-		Enabled: true, CodesLeft: len(codes), Required: required, RecentAuth: true, RecoveryCodes: codes,
+		Enabled: true, CodesLeft: len(codes), AppRequired: required, RecentAuth: true, RecoveryCodes: codes,
 	})
 }
 

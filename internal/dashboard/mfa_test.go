@@ -155,3 +155,44 @@ func TestLastFactorOtherWorkspace(t *testing.T) {
 		t.Fatalf("passkeys left: %d, %v", len(keys), err)
 	}
 }
+
+// TestAppOffOfferedBesidePasskey: under required two-step verification,
+// in the workspace acted in or another of the user's, the page offers to
+// turn the app off when a passkey stays, as the server then allows; only
+// the last factor is kept from going.
+func TestAppOffOfferedBesidePasskey(t *testing.T) {
+	ctx := context.Background()
+	e := newEnvAt(t, "https://localhost") // passkeys on
+	u := e.user("bea@example.com", keyward.RoleOwner)
+	acme := e.memberOf(t, "acme", u, keyward.RoleMember)
+	if err := e.store.PutWorkspaceSettings(ctx, &keyward.WorkspaceSettings{WorkspaceID: acme.ID, MFARequired: true}); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.signIn("bea@example.com")
+	enrolTOTP(t, b)
+	const offForm = `action="/account/mfa/totp/disable"`
+	for _, ws := range []*keyward.Workspace{acme, e.ws} {
+		b.post("/workspace", url.Values{"workspace": {ws.ID}})
+		if _, page := b.get("/account/mfa"); strings.Contains(page, offForm) {
+			t.Errorf("acting in %s, the app the last factor: the page offers to turn it off", ws.Name)
+		}
+	}
+	newSoftKey(t, e, u)
+	for _, ws := range []*keyward.Workspace{acme, e.ws} {
+		b.post("/workspace", url.Values{"workspace": {ws.ID}})
+		if _, page := b.get("/account/mfa"); !strings.Contains(page, offForm) {
+			t.Errorf("acting in %s, a passkey beside the app: the page does not offer to turn the app off", ws.Name)
+		}
+	}
+	b.post("/account/mfa/totp/disable", nil)
+	if got := mustUser(t, e, "bea@example.com"); got.HasMFA() || b.path() != "/account/mfa" {
+		t.Errorf("turning the app off beside a passkey: at %s, app on %v", b.path(), got.HasMFA())
+	}
+	// The page that shows the recovery codes of an app set up beside the
+	// passkey offers it too.
+	enrolTOTP(t, b)
+	if !strings.Contains(b.body, offForm) {
+		t.Error("after enrolment beside a passkey: the page does not offer to turn the app off")
+	}
+}

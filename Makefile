@@ -25,8 +25,9 @@ lint: ## gofmt check and go vet
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-unit: ## every test, with the race detector
+unit: ## every test, with the race detector; then the allocation tests without it
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'Allocs$$' ./internal/...
 
 fuzz: ## each fuzz target for a short budget
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),300000x) ./internal/secret/

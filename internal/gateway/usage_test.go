@@ -69,6 +69,9 @@ func TestUsageEventPathEscaped(t *testing.T) {
 // check it, which allocates when the request escaped anything, and usage
 // is on by default on every request that presented a credential.
 func TestUsagePathAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop items: allocation counts vary (make unit runs this without it)")
+	}
 	cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: acme\nroutes:\n  - name: admin\n    path_prefix: /admin\n    upstreams: [http://127.0.0.1:1]\n    scopes: [orders:admin]\n"))
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/audit"
+	"github.com/keyward/keyward/internal/fsutil"
 )
 
 var auditGroup = group{
@@ -271,7 +273,7 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	var workspace, format, output string
 	defineAuditFlags(fs, &cfg, &workspace)
 	fs.String(&format, "format", "", audit.JSONL, "output `FORMAT`: jsonl or csv")
-	fs.String(&output, "output-file", "", "", "write to `FILE` (created mode 0600, replaced if it exists) instead of standard output")
+	fs.String(&output, "output-file", "", "", "write to `FILE` (created mode 0600; one that exists is replaced once the export is whole, and kept if it fails) instead of standard output")
 	fs.Check(func() error {
 		if format != audit.JSONL && format != audit.CSV {
 			return fmt.Errorf("--format must be jsonl or csv, not %q", format)
@@ -293,30 +295,63 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	if output == "" {
 		return audit.Export(ctx, a.store, e.stdout, format, a.workspaces...)
 	}
-	f, err := os.OpenFile(output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := exportToFile(ctx, a, output, format); err != nil {
 		return err
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
+	fmt.Fprintf(e.stdout, "Wrote the audit log of %d workspaces to %s.\n", len(a.workspaces), output)
+	return nil
+}
+
+// exportToFile writes the export of a's workspaces to the file output.
+// A regular file (or none yet) gets a temporary one beside it, synced and
+// renamed into place only once whole: an export that fails, or is
+// interrupted, leaves what was at output as it was (an earlier export,
+// say) and no partial file. What is not a regular file (a device, a named
+// pipe) is written to directly. A link at output is followed, so that the
+// file it names is the one replaced.
+func exportToFile(ctx context.Context, a *auditStore, output, format string) error {
+	path := output
+	if fi, err := os.Lstat(output); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		if p, err := filepath.EvalSymlinks(output); err == nil {
+			path = p
+		}
+	}
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		err = audit.Export(ctx, a.store, f, format, a.workspaces...)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 		return err
 	}
-	regular := fi.Mode().IsRegular()
+	f, err := os.CreateTemp(filepath.Dir(path), ".keyward-audit-export-*") // mode 0600
+	if err != nil {
+		// Named by the file asked for, not the temporary one.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("--output-file %s: %w", output, err)
+	}
+	tmp := f.Name()
 	err = audit.Export(ctx, a.store, f, format, a.workspaces...)
-	if err == nil && regular {
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
 	if err != nil {
-		if regular {
-			os.Remove(output) // no partial export
-		}
+		os.Remove(tmp)
 		return err
 	}
-	fmt.Fprintf(e.stdout, "Wrote the audit log of %d workspaces to %s.\n", len(a.workspaces), output)
+	fsutil.SyncDir(filepath.Dir(path))
 	return nil
 }
 

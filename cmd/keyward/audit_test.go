@@ -311,6 +311,61 @@ func TestAuditExport(t *testing.T) {
 			t.Errorf("stdout = %q", r.stdout)
 		}
 	})
+	t.Run("OKOutputFileReplaced", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "audit.jsonl")
+		if err := os.WriteFile(out, []byte("an earlier export, longer than this one would be if it were kept in part\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cli(t, nil, nil, "", "audit", "export", "--data-dir", dir, "--output-file", out).want(t, 0)
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir)
+		want.want(t, 0)
+		if string(b) != want.stdout {
+			t.Errorf("file = %q, want the export %q", b, want.stdout)
+		}
+		if fi, _ := os.Stat(out); fi.Mode().Perm() != 0o600 {
+			t.Errorf("file mode %v, want 0600", fi.Mode().Perm())
+		}
+	})
+	t.Run("ErrOutputFileKept", func(t *testing.T) {
+		// An export that fails part way (here an event the store cannot
+		// read back) leaves the file it was to replace as it was, and
+		// no partial one beside it.
+		dir, ids := newAuditDir(t)
+		tamper(t, dir, `UPDATE audit_events SET time = 'not a time' WHERE id = ?`, ids[2])
+		outDir := t.TempDir()
+		out := filepath.Join(outDir, "audit.jsonl")
+		const earlier = "an earlier export\n"
+		if err := os.WriteFile(out, []byte(earlier), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir, "--output-file", out)
+		r.want(t, 1)
+		if !strings.Contains(r.stderr, "export the audit log of ") {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatalf("the earlier export is gone: %v", err)
+		}
+		if string(b) != earlier {
+			t.Errorf("file = %q, want the earlier export %q", b, earlier)
+		}
+		if ents, _ := os.ReadDir(outDir); len(ents) != 1 {
+			t.Errorf("output dir holds %d files, want the export alone: %v", len(ents), ents)
+		}
+	})
+	t.Run("ErrOutputDirMissing", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "nodir", "audit.jsonl")
+		r := cli(t, nil, nil, "", "audit", "export", "--data-dir", dir, "--output-file", out)
+		r.want(t, 1)
+		if want := "keyward: --output-file " + out + ": no such file or directory\n"; r.stderr != want {
+			t.Errorf("stderr = %q, want %q", r.stderr, want)
+		}
+	})
 }
 
 func TestAuditPrune(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -136,8 +137,11 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 		dataDir, from = filepath.Join(paths[0], rest), paths[1]
 	}
 	lock, err := lockDataDir(dataDir)
-	if err != nil {
+	var busy *dataDirBusyError
+	if errors.As(err, &busy) {
 		return fmt.Errorf("%w; stop it before a restore", err)
+	} else if err != nil {
+		return err // a data dir that cannot be made or locked: nothing to stop
 	}
 	if lock != nil {
 		defer lock.Close()
@@ -185,6 +189,14 @@ func restoredKeys(ctx context.Context, e *env, cfg storeConfig, path string) str
 		return ""
 	}
 	return fmt.Sprintf("the restored store's tokens were made under a server secret other than this one (key ids %s; this one is %s): they will answer NOT_FOUND and the audit chains will not verify until serve runs with the backup's server secret", strings.Join(u.ids, ","), u.current)
+}
+
+// dataDirBusyError is lockDataDir's error when another process (a serve,
+// or a restore) holds the data dir.
+type dataDirBusyError struct{ dir string }
+
+func (b *dataDirBusyError) Error() string {
+	return fmt.Sprintf("another keyward serve is running on the data dir %s (or a restore is): one SQLite store serves one node (for several, use PostgreSQL with --database-url)", b.dir)
 }
 
 // parseFileCommand parses the flags of backup and restore: the store

@@ -66,7 +66,16 @@ func TestBackupRestoreInput(t *testing.T) {
 	if _, err := os.Stat(missing); err == nil {
 		t.Errorf("a restore of a missing file made the data dir")
 	}
-	_ = backup
+	// A data dir that cannot be made is no running serve to stop.
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, nil, nil, "", "restore", "--data-dir", file, "--from", backup)
+	r.want(t, 1)
+	if want := "keyward: data dir: mkdir " + file + ": not a directory\n"; r.stderr != want {
+		t.Errorf("restore into a file: stderr %q, want %q", r.stderr, want)
+	}
 }
 
 // TestPartialsSwept kills no process, but leaves what a killed backup

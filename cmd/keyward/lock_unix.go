@@ -38,7 +38,7 @@ func lockDataDir(dir string) (*os.File, error) {
 	if err := fsutil.TryLock(f); err != nil {
 		f.Close()
 		if errors.Is(err, fsutil.ErrLocked) {
-			return nil, fmt.Errorf("another keyward serve is running on the data dir %s (or a restore is): one SQLite store serves one node (for several, use PostgreSQL with --database-url)", dir)
+			return nil, &dataDirBusyError{dir}
 		}
 		return nil, fmt.Errorf("lock the data dir: %w", err)
 	}

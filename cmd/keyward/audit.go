@@ -298,7 +298,11 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	if err := exportToFile(ctx, a, output, format); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "Wrote the audit log of %d workspaces to %s.\n", len(a.workspaces), output)
+	what := fmt.Sprintf("%d workspaces", len(a.workspaces))
+	if len(a.workspaces) == 1 {
+		what = "1 workspace"
+	}
+	fmt.Fprintf(e.stdout, "Wrote the audit log of %s to %s.\n", what, output)
 	return nil
 }
 

@@ -307,8 +307,8 @@ func TestAuditExport(t *testing.T) {
 		if fi, _ := os.Stat(out); fi.Mode().Perm() != 0o600 {
 			t.Errorf("file mode %v, want 0600", fi.Mode().Perm())
 		}
-		if !strings.Contains(r.stdout, "to "+out) {
-			t.Errorf("stdout = %q", r.stdout)
+		if want := "Wrote the audit log of 1 workspace to " + out + ".\n"; r.stdout != want {
+			t.Errorf("stdout = %q, want %q", r.stdout, want)
 		}
 	})
 	t.Run("OKOutputFileReplaced", func(t *testing.T) {

@@ -590,18 +590,29 @@ func (s *Server) renderToken(w http.ResponseWriter, r *http.Request, status int,
 	})
 }
 
+// tokenToChange returns the token of the request, for a change that a
+// viewer may not make (verb: what it would do to it); nil, with the answer
+// written, when the token is not the workspace's (404) or the caller is a
+// viewer (403).
+func (s *Server) tokenToChange(w http.ResponseWriter, r *http.Request, verb string) *keyward.Token {
+	t, err := s.loadToken(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return nil
+	}
+	if !canWrite(stateOf(r).member.Role) {
+		s.renderError(w, r, http.StatusForbidden, "Viewers cannot "+verb+" tokens.")
+		return nil
+	}
+	return t
+}
+
 // graces are the grace periods offered on rotation.
 var graces = map[string]time.Duration{"0s": 0, "1h": time.Hour, "24h": 24 * time.Hour, "168h": 7 * 24 * time.Hour}
 
 func (s *Server) handleTokenRotate(w http.ResponseWriter, r *http.Request) {
-	st := stateOf(r)
-	t, err := s.loadToken(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if !canWrite(st.member.Role) {
-		s.renderError(w, r, http.StatusForbidden, "Viewers cannot rotate tokens.")
+	t := s.tokenToChange(w, r, "rotate")
+	if t == nil {
 		return
 	}
 	grace, ok := graces[r.PostForm.Get("grace")]
@@ -622,14 +633,8 @@ func (s *Server) handleTokenRotate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
-	st := stateOf(r)
-	t, err := s.loadToken(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if !canWrite(st.member.Role) {
-		s.renderError(w, r, http.StatusForbidden, "Viewers cannot revoke tokens.")
+	t := s.tokenToChange(w, r, "revoke")
+	if t == nil {
 		return
 	}
 	reason := strings.TrimSpace(r.PostForm.Get("reason"))
@@ -664,13 +669,8 @@ func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
 // its token.update event with the change.
 func (s *Server) handleTokenExpiry(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
-	t, err := s.loadToken(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if !canWrite(st.member.Role) {
-		s.renderError(w, r, http.StatusForbidden, "Viewers cannot change tokens.")
+	t := s.tokenToChange(w, r, "change")
+	if t == nil {
 		return
 	}
 	in := tokenInput{Expiry: r.PostForm.Get("expiry"), ExpiresOn: r.PostForm.Get("expires_on")}
@@ -683,7 +683,7 @@ func (s *Server) handleTokenExpiry(w http.ResponseWriter, r *http.Request) {
 		s.renderToken(w, r, http.StatusBadRequest, t, in, map[string]string{"expiry": msg})
 		return
 	}
-	_, err = s.svc.UpdateToken(r.Context(), s.caller(r), t.ID, func(t *keyward.Token) { t.ExpiresAt = at })
+	_, err := s.svc.UpdateToken(r.Context(), s.caller(r), t.ID, func(t *keyward.Token) { t.ExpiresAt = at })
 	if err != nil {
 		status := http.StatusBadRequest
 		switch keyward.ErrorCode(err) {

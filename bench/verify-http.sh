@@ -36,9 +36,14 @@ body="{\"token\":\"$target\",\"scopes\":[\"orders:read\"]}"
 curl -fs -H "Authorization: Bearer $verifier" -d "$body" http://127.0.0.1:18080/v1/verify >"$work/response.json"
 "$work/bare" -addr 127.0.0.1:18081 -body "$work/response.json" &
 pids+=($!)
-"$work/keyward" serve --data-dir "$work/data" --addr 127.0.0.1:18082 --usage=false >"$work/keyward-nousage.log" 2>&1 &
+# A second serve may not open the same data dir (serve locks it): the
+# usage-off one runs on a copy, with the same tokens and server secret.
+"$work/keyward" backup --data-dir "$work/data" --output-file "$work/copy.db" >/dev/null
+"$work/keyward" restore --data-dir "$work/data-nousage" --from "$work/copy.db" >/dev/null
+"$work/keyward" serve --data-dir "$work/data-nousage" --addr 127.0.0.1:18082 --usage=false >"$work/keyward-nousage.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do curl -fs http://127.0.0.1:18082/readyz >/dev/null && break; sleep 0.1; done
+curl -fs http://127.0.0.1:18082/readyz >/dev/null || { echo "the usage-off keyward did not start:"; cat "$work/keyward-nousage.log"; exit 1; }
 sleep 0.3
 
 cat >"$work/post.lua" <<LUA

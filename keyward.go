@@ -56,6 +56,28 @@ func Invalid(fields ...FieldError) *Error {
 	return &Error{Code: EINVALID, Message: msg, Fields: fields}
 }
 
+// JoinInvalid returns nil when every one of errs is nil, else the first
+// that is not a validation error (an *Error with EINVALID), else one
+// validation error listing the fields of all, in the order given: a
+// request learns every problem at once.
+func JoinInvalid(errs ...error) error {
+	var fields []FieldError
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var ke *Error
+		if !errors.As(err, &ke) || ke.Code != EINVALID {
+			return err
+		}
+		fields = append(fields, ke.Fields...)
+	}
+	if len(fields) == 0 {
+		return nil
+	}
+	return Invalid(fields...)
+}
+
 // ErrorCode returns the code of err if it is or wraps an *Error, and
 // EINTERNAL for any other non-nil error.
 func ErrorCode(err error) string {

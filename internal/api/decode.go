@@ -315,24 +315,3 @@ func renamePointer(err error, from, to string) error {
 	}
 	return &keyward.Error{Code: ke.Code, Message: msg, Fields: fields}
 }
-
-// joinInvalid returns nil when every one of errs is nil, else the first
-// that is not a validation error (*keyward.Error EINVALID), else one
-// validation error listing the fields of all.
-func joinInvalid(errs ...error) error {
-	var fields []keyward.FieldError
-	for _, err := range errs {
-		if err == nil {
-			continue
-		}
-		var ke *keyward.Error
-		if !errors.As(err, &ke) || ke.Code != keyward.EINVALID {
-			return err
-		}
-		fields = append(fields, ke.Fields...)
-	}
-	if len(fields) == 0 {
-		return nil
-	}
-	return keyward.Invalid(fields...)
-}

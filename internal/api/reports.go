@@ -176,7 +176,7 @@ func (s *Server) handleReportTokens(w http.ResponseWriter, r *http.Request) {
 	}
 	limit, lerr := pageLimit(q.Get("limit"))
 	cursor, cerr := pageCursor(q, keyward.PrefixToken)
-	if err := joinInvalid(lerr, cerr); err != nil {
+	if err := keyward.JoinInvalid(lerr, cerr); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -288,7 +288,7 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 	default:
 		serr = keyward.Invalid(keyward.FieldError{Pointer: "/state", Detail: "state must be one of active, expired, revoked, suspended"})
 	}
-	if err := joinInvalid(lerr, cerr, serr); err != nil {
+	if err := keyward.JoinInvalid(lerr, cerr, serr); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -48,7 +48,7 @@ func (s *Server) handleWorkspaceCreate(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleWorkspaceList(w http.ResponseWriter, r *http.Request) {
 	limit, lerr := pageLimit(r.URL.Query().Get("limit"))
 	cursor, cerr := pageCursor(r.URL.Query(), keyward.PrefixWorkspace)
-	if err := joinInvalid(lerr, cerr); err != nil {
+	if err := keyward.JoinInvalid(lerr, cerr); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -86,7 +86,7 @@ func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request) {
 	}
 	// Every bad parameter in one answer, as the other lists give them.
 	rerr := queryRange(q, &f.From, &f.To)
-	if err := joinInvalid(lerr, cerr, keyward.Invalid(rerr...)); err != nil {
+	if err := keyward.JoinInvalid(lerr, cerr, keyward.Invalid(rerr...)); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

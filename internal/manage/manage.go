@@ -349,26 +349,14 @@ func withoutErrsAt(err error, pointers ...string) error {
 	return keyward.Invalid(kept...)
 }
 
-// joinInvalid returns the one of a and b that is not nil, or when both
-// are validation errors one listing the fields of both in pointer order,
-// so that a request learns every problem at once. Another error than a
-// validation one wins.
+// joinInvalid is keyward.JoinInvalid of a and b with the fields in
+// pointer order, as the two checks each list their own.
 func joinInvalid(a, b error) error {
-	ea, okA := a.(*keyward.Error)
-	eb, okB := b.(*keyward.Error)
-	switch {
-	case a == nil:
-		return b
-	case b == nil:
-		return a
-	case !okA || ea.Code != keyward.EINVALID:
-		return a
-	case !okB || eb.Code != keyward.EINVALID:
-		return b
+	err := keyward.JoinInvalid(a, b)
+	if ke, ok := err.(*keyward.Error); ok && a != nil && b != nil && ke.Code == keyward.EINVALID {
+		slices.SortStableFunc(ke.Fields, func(x, y keyward.FieldError) int { return strings.Compare(x.Pointer, y.Pointer) })
 	}
-	fields := append(slices.Clone(ea.Fields), eb.Fields...)
-	slices.SortStableFunc(fields, func(x, y keyward.FieldError) int { return strings.Compare(x.Pointer, y.Pointer) })
-	return keyward.Invalid(fields...)
+	return err
 }
 
 // RotateToken issues a new secret for the token. The secret it replaces

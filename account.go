@@ -203,9 +203,14 @@ func FormatLifetime(d time.Duration) string {
 
 // AccountStore keeps users, memberships, sessions and second factors.
 // Like Store, each method is one transaction, and each audit event it is
-// given is appended to its workspace's chain in that transaction. Methods
-// return ENOTFOUND for a missing object and ECONFLICT for a taken email,
-// member or id. Every store passes the suite in internal/storetest.
+// given is appended to its workspace's chain in that transaction. An event
+// without a WorkspaceID is the account's (a change to its password,
+// factors or sessions everywhere): it is appended, in that transaction,
+// to the chain of each workspace its actor is a member of then, the first
+// copy with the event's id and each other with a new one; to none when
+// the actor is a member of none. Methods return ENOTFOUND for a missing
+// object and ECONFLICT for a taken email, member or id. Every store
+// passes the suite in internal/storetest.
 type AccountStore interface {
 	// HasOwner reports whether any workspace has an owner.
 	HasOwner(ctx context.Context) (bool, error)
@@ -220,6 +225,13 @@ type AccountStore interface {
 	// the user as stored after.
 	UpdateUser(ctx context.Context, id string, fn func(u *User) ([]*AuditEvent, error)) (*User, error)
 
+	// EnableTOTP turns the user's authenticator app on at at: it writes
+	// the sealed secret and the time step of the code that confirmed it,
+	// replaces the recovery codes by digests and records the events, all
+	// or nothing, so that the app is never on without its recovery codes.
+	// It returns the user as stored after, and ECONFLICT, writing nothing,
+	// when the app is on already.
+	EnableTOTP(ctx context.Context, userID string, secret []byte, step int64, digests [][]byte, at time.Time, events ...*AuditEvent) (*User, error)
 	// SetRecoveryCodes replaces the user's recovery codes by digests.
 	SetRecoveryCodes(ctx context.Context, userID string, digests [][]byte, events ...*AuditEvent) error
 	// UseRecoveryCode deletes the user's recovery code with the digest and

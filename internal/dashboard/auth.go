@@ -312,7 +312,6 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 // up.
 func (s *Server) checkSecondFactor(r *http.Request, u *keyward.User, code string, now time.Time) (bool, error) {
 	ctx := r.Context()
-	wsID := stateOf(r).session.WorkspaceID
 	digits := strings.ReplaceAll(code, " ", "")
 	if len(digits) == account.TOTPDigits && strings.Trim(digits, "0123456789") == "" {
 		if !u.HasMFA() {
@@ -335,7 +334,7 @@ func (s *Server) checkSecondFactor(r *http.Request, u *keyward.User, code string
 		}
 		return err == nil, err
 	}
-	evs, err := s.accountEvents(r, wsID, u.ID, "mfa.recovery_code_use", u.ID, nil, now)
+	evs, err := s.accountEvents(r, u.ID, "mfa.recovery_code_use", u.ID, nil, now)
 	if err != nil {
 		return false, err
 	}
@@ -364,7 +363,7 @@ func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleSignOutEverywhere(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	now := s.now().UTC()
-	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "session.signout_all", st.user.ID, nil, now)
+	evs, err := s.accountEvents(r, st.user.ID, "session.signout_all", st.user.ID, nil, now)
 	if err == nil {
 		_, err = s.accounts.DeleteSessions(r.Context(), st.user.ID, "", "", evs...)
 	}

@@ -86,6 +86,13 @@ func newEnvAt(t *testing.T, publicURL string) *env {
 // wrap, when not nil.
 func newEnvWith(t *testing.T, publicURL string, wrap func(keyward.Store) keyward.Store) *env {
 	t.Helper()
+	return newEnvAccounts(t, publicURL, wrap, nil)
+}
+
+// newEnvAccounts is newEnvWith with the dashboard's keyward.AccountStore
+// wrapped by wrapAccounts too, when not nil.
+func newEnvAccounts(t *testing.T, publicURL string, wrap func(keyward.Store) keyward.Store, wrapAccounts func(*sqlite.DB) keyward.AccountStore) *env {
+	t.Helper()
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "keyward.db"))
 	if err != nil {
@@ -114,7 +121,11 @@ func newEnvWith(t *testing.T, publicURL string, wrap func(keyward.Store) keyward
 	if wrap != nil {
 		store = wrap(db)
 	}
-	d, err := New(Config{Service: svc, Store: store, Accounts: db, Keys: keys, Now: c.Now, PublicURL: public, Secure: true,
+	var accounts keyward.AccountStore = db
+	if wrapAccounts != nil {
+		accounts = wrapAccounts(db)
+	}
+	d, err := New(Config{Service: svc, Store: store, Accounts: accounts, Keys: keys, Now: c.Now, PublicURL: public, Secure: true,
 		Log:            slog.New(slog.NewTextHandler(e.log, nil)),
 		PasswordParams: account.TestParams})
 	if err != nil {

@@ -23,28 +23,38 @@ type mfaSettingsData struct {
 }
 
 func (s *Server) handleMFASettings(w http.ResponseWriter, r *http.Request) {
-	st := stateOf(r)
-	left, err := s.accounts.RecoveryCodesLeft(r.Context(), st.user.ID)
+	d, err := s.mfaSettings(r, stateOf(r).user)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	keys, err := s.accounts.FindPasskeys(r.Context(), st.user.ID)
+	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", d)
+}
+
+// mfaSettings returns the data of the security page of u, the request's
+// user as stored last, for the page itself and for the one that shows the
+// recovery codes of an app just set up: both list the same factors.
+func (s *Server) mfaSettings(r *http.Request, u *keyward.User) (mfaSettingsData, error) {
+	st := stateOf(r)
+	left, err := s.accounts.RecoveryCodesLeft(r.Context(), u.ID)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return mfaSettingsData{}, err
+	}
+	keys, err := s.accounts.FindPasskeys(r.Context(), u.ID)
+	if err != nil {
+		return mfaSettingsData{}, err
 	}
 	// Required by any of the user's workspaces: the factors are the
 	// account's (see factorRequired), and the last may not go; beside a
 	// passkey, the app may (as handleTOTPDisable allows).
 	required, err := s.factorRequired(r.Context(), st)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return mfaSettingsData{}, err
 	}
-	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", mfaSettingsData{
-		Passkeys: keys, Enabled: st.user.HasMFA(), CodesLeft: left, AppRequired: required && len(keys) == 0, Missing: st.settings.MFARequired && !st.factor, RecentAuth: s.recentAuth(r),
-	})
+	return mfaSettingsData{
+		Passkeys: keys, Enabled: u.HasMFA(), CodesLeft: left, AppRequired: required && len(keys) == 0,
+		Missing: st.settings.MFARequired && !u.HasMFA() && len(keys) == 0, RecentAuth: s.recentAuth(r),
+	}, nil
 }
 
 type enrolData struct {
@@ -127,18 +137,28 @@ func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.totp_enable", st.user.ID, nil, now)
+	codes, digests, err := s.sealer.NewRecoveryCodes(st.user.ID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	u, err := s.accounts.UpdateUser(ctx, st.user.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
-		if u.HasMFA() {
-			return nil, keyward.Errorf(keyward.ECONFLICT, "An authenticator app is already set up.")
-		}
-		u.TOTPSecret, u.TOTPLastStep, u.UpdatedAt = stored, step, now
-		return evs, nil
-	})
+	evs, err := s.accountEvents(r, st.user.ID, "mfa.totp_enable", st.user.ID, nil, now)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	more, err := s.accountEvents(r, st.user.ID, "mfa.recovery_codes_create", st.user.ID, nil, now)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// The app and its recovery codes in one write: a failure cannot leave
+	// the app on without codes.
+	u, err := s.accounts.EnableTOTP(ctx, st.user.ID, stored, step, digests, now, append(evs, more...)...)
+	if keyward.ErrorCode(err) == keyward.ECONFLICT {
+		s.renderError(w, r, http.StatusConflict, "An authenticator app is already set up.")
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -152,37 +172,13 @@ func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.setDevice(w, u, now)
-	codes, digests, err := s.sealer.NewRecoveryCodes(st.user.ID)
+	d, err := s.mfaSettings(r, u)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	evs, err = s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.recovery_codes_create", st.user.ID, nil, now)
-	if err == nil {
-		err = s.accounts.SetRecoveryCodes(ctx, st.user.ID, digests, evs...)
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	st.user.TOTPSecret = stored
-	required, err := s.factorRequired(ctx, st)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if required {
-		// Beside a passkey, the app may go (see handleMFASettings).
-		keys, err := s.accounts.FindPasskeys(ctx, st.user.ID)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		required = len(keys) == 0
-	}
-	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", mfaSettingsData{
-		Enabled: true, CodesLeft: len(codes), AppRequired: required, RecentAuth: true, RecoveryCodes: codes,
-	})
+	d.RecoveryCodes = codes
+	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", d)
 }
 
 func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
@@ -193,7 +189,7 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/reauth?next=/account/mfa", http.StatusSeeOther)
 		return
 	}
-	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.totp_disable", st.user.ID, nil, now)
+	evs, err := s.accountEvents(r, st.user.ID, "mfa.totp_disable", st.user.ID, nil, now)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -256,7 +252,7 @@ func (s *Server) factorRequired(ctx context.Context, st *state) (bool, error) {
 // the change of a factor (after: the change's action), with a
 // session.end_others event.
 func (s *Server) endOtherSessions(r *http.Request, st *state, u *keyward.User, after string, now time.Time) error {
-	evs, err := s.accountEvents(r, st.session.WorkspaceID, u.ID, "session.end_others", u.ID, map[string]any{"after": after}, now)
+	evs, err := s.accountEvents(r, u.ID, "session.end_others", u.ID, map[string]any{"after": after}, now)
 	if err != nil {
 		return err
 	}

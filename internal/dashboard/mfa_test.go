@@ -2,14 +2,19 @@ package dashboard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
+	"github.com/keyward/keyward/internal/sqlite"
 )
 
 // postAtOnce submits the forms of paths (each with the current CSRF
@@ -195,4 +200,76 @@ func TestAppOffOfferedBesidePasskey(t *testing.T) {
 	if !strings.Contains(b.body, offForm) {
 		t.Error("after enrolment beside a passkey: the page does not offer to turn the app off")
 	}
+}
+
+// codesFail is an account store whose write of recovery codes alone
+// fails, as a database may between two writes.
+type codesFail struct{ *sqlite.DB }
+
+func (codesFail) SetRecoveryCodes(context.Context, string, [][]byte, ...*keyward.AuditEvent) error {
+	return errors.New("injected failure")
+}
+
+// TestTOTPEnableWithCodes: the authenticator app is never on without its
+// recovery codes. The secret and the codes are one write, so a store that
+// fails the codes' own write cannot leave the app on without them.
+func TestTOTPEnableWithCodes(t *testing.T) {
+	e := newEnvAccounts(t, "", nil, func(db *sqlite.DB) keyward.AccountStore { return codesFail{db} })
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	b.get("/account/mfa")
+	_, body := b.post("/account/mfa/totp", nil)
+	secret, err := account.ParseTOTPSecretText(secretRE.FindStringSubmatch(body)[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := regexp.MustCompile(`name="pending" value="([^"]+)"`).FindStringSubmatch(body)[1]
+	status, body := b.post("/account/mfa/totp/confirm", url.Values{"pending": {pending}, "code": {account.TOTPCode(secret, account.TOTPStep(e.clock.Now()))}})
+	on := mustUser(t, e, "ann@example.com").HasMFA()
+	left, err := e.store.RecoveryCodesLeft(context.Background(), u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on != (left > 0) {
+		t.Fatalf("answer %d: app on %v with %d recovery codes", status, on, left)
+	}
+	wantStatus(t, status, http.StatusOK, body)
+	if !on || left != account.RecoveryCodes || len(recoveryRE.FindAllString(body, -1)) != account.RecoveryCodes {
+		t.Errorf("app on %v, %d recovery codes stored, %d shown; want on, %d", on, left, len(recoveryRE.FindAllString(body, -1)), account.RecoveryCodes)
+	}
+	evs, err := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		if strings.HasPrefix(ev.Action, "mfa.") {
+			got = append(got, ev.Action)
+		}
+	}
+	if !slices.Equal(got, []string{"mfa.recovery_codes_create", "mfa.totp_enable"}) {
+		t.Errorf("mfa events, newest first = %v", got)
+	}
+}
+
+// TestEnrolPageListsPasskeys: the page that shows the recovery codes of an
+// app just set up lists the account's passkeys, as the security page does.
+func TestEnrolPageListsPasskeys(t *testing.T) {
+	e := newEnvAt(t, "https://localhost") // passkeys on
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	newSoftKey(t, e, u)
+	_, page := b.get("/account/mfa")
+	list := regexp.MustCompile(`(?s)<table id="passkey-list">.*?</table>`)
+	want := list.FindString(page)
+	if want == "" || !strings.Contains(want, "<td>soft</td>") {
+		t.Fatalf("the security page lists no passkey:\n%s", page)
+	}
+	enrolTOTP(t, b)
+	if got := list.FindString(b.body); got != want {
+		t.Errorf("after enrolment, the passkeys listed:\n%s\nwant, as the security page:\n%s", got, want)
+	}
+	wantText(t, b.body, `id="passkey-add"`, "Recovery codes left: 10.")
 }

@@ -217,7 +217,7 @@ func (s *Server) handlePasskeyRegisterFinish(w http.ResponseWriter, r *http.Requ
 		return
 	}
 	pk := &keyward.Passkey{ID: keyward.NewID(keyward.PrefixPasskey, now), UserID: st.user.ID, CredentialID: cred.ID, Credential: raw, Name: name, CreatedAt: now}
-	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.passkey_add", pk.ID, map[string]any{"name": map[string]any{"to": name}}, now)
+	evs, err := s.accountEvents(r, st.user.ID, "mfa.passkey_add", pk.ID, map[string]any{"name": map[string]any{"to": name}}, now)
 	if err != nil {
 		s.failJSON(w, r, err)
 		return
@@ -258,7 +258,7 @@ func (s *Server) handlePasskeyRemove(w http.ResponseWriter, r *http.Request) {
 			changes = map[string]any{"name": map[string]any{"from": k.Name}}
 		}
 	}
-	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "mfa.passkey_remove", id, changes, now)
+	evs, err := s.accountEvents(r, st.user.ID, "mfa.passkey_remove", id, changes, now)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -74,7 +74,7 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	evs, err := s.accountEvents(r, st.session.WorkspaceID, st.user.ID, "user.password_change", st.user.ID, map[string]any{"sessions_ended": n}, now)
+	evs, err := s.accountEvents(r, st.user.ID, "user.password_change", st.user.ID, map[string]any{"sessions_ended": n}, now)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/sqlite"
 )
 
 func TestPasswordChange(t *testing.T) {
@@ -95,4 +97,61 @@ func TestPasswordChange(t *testing.T) {
 		wantStatus(t, status, http.StatusTooManyRequests, body)
 		wantText(t, body, "Too many failed attempts.")
 	})
+}
+
+// leaveOnWrite is an account store that, at the first UpdateUser, first
+// runs leave: the user leaves a workspace while its request is under way.
+type leaveOnWrite struct {
+	*sqlite.DB
+	once  sync.Once
+	leave func()
+}
+
+func (l *leaveOnWrite) UpdateUser(ctx context.Context, id string, fn func(*keyward.User) ([]*keyward.AuditEvent, error)) (*keyward.User, error) {
+	l.once.Do(l.leave)
+	return l.DB.UpdateUser(ctx, id, fn)
+}
+
+// TestAccountEventsLeftWorkspace: an account event goes to the workspaces
+// the user is a member of when it is written. A workspace the user left
+// while the request was under way gets none: its trail ends with the
+// removal, and shows nothing of the account after.
+func TestAccountEventsLeftWorkspace(t *testing.T) {
+	ctx := context.Background()
+	var l *leaveOnWrite
+	e := newEnvAccounts(t, "", nil, func(db *sqlite.DB) keyward.AccountStore { l = &leaveOnWrite{DB: db}; return l })
+	owner := e.user("owner@example.com", keyward.RoleOwner)
+	u := e.user("ann@example.com", keyward.RoleMember)
+	acme := e.memberOf(t, "acme", u, keyward.RoleMember)
+	beta := e.memberOf(t, "beta", u, keyward.RoleMember)
+	if err := e.store.PutMember(ctx, &keyward.Member{WorkspaceID: acme.ID, UserID: owner.ID, Role: keyward.RoleOwner}); err != nil {
+		t.Fatal(err)
+	}
+	l.leave = func() {
+		if err := e.store.RemoveMember(ctx, acme.ID, u.ID, &keyward.AuditEvent{ID: keyward.NewID(keyward.PrefixEvent, e.clock.Now()),
+			WorkspaceID: acme.ID, Time: e.clock.Now(), Action: "member.remove", Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: u.ID}); err != nil {
+			t.Error(err)
+		}
+	}
+	b := e.browser()
+	b.signIn("ann@example.com")
+	b.post("/workspace", url.Values{"workspace": {e.ws.ID}}) // acting in default, which the user stays in
+	b.get("/account/password")
+	status, body := b.post("/account/password", url.Values{"current": {goodPassword}, "password": {goodPassword + " 2"}, "password2": {goodPassword + " 2"}})
+	wantStatus(t, status, http.StatusOK, body)
+	for _, tt := range []struct {
+		ws   *keyward.Workspace
+		want string // the newest event's action
+	}{{e.ws, "user.password_change"}, {beta, "user.password_change"}, {acme, "member.remove"}} {
+		evs, err := e.store.FindAuditEvents(ctx, keyward.AuditFilter{WorkspaceID: tt.ws.ID})
+		if err != nil || len(evs) == 0 {
+			t.Fatalf("FindAuditEvents(%s) = %d, %v", tt.ws.Name, len(evs), err)
+		}
+		if evs[0].Action != tt.want {
+			t.Errorf("newest event of %s = %s, want %s", tt.ws.Name, evs[0].Action, tt.want)
+		}
+		if tt.want == "user.password_change" && (evs[0].Actor.ID != u.ID || string(evs[0].Changes) != `{"sessions_ended":0}`) {
+			t.Errorf("event of %s = %+v", tt.ws.Name, evs[0])
+		}
+	}
 }

@@ -351,34 +351,23 @@ func (s *Server) caller(r *http.Request) manage.Caller {
 	return c
 }
 
-// accountEvents returns an audit event of the user's, as event does, in
+// accountEvents returns an audit event of the user's, as event does, for
 // every workspace the user is a member of: a change to the account (its
 // password, its factors, its sessions everywhere) concerns each of them,
-// not only the one the session acts in (wsID), which always gets one.
-// changes, when not nil, is each event's changes.
-func (s *Server) accountEvents(r *http.Request, wsID, userID, action, target string, changes any, now time.Time) ([]*keyward.AuditEvent, error) {
-	ms, err := s.accounts.FindMembers(r.Context(), "", userID)
-	if err != nil {
-		return nil, err
-	}
-	ids := []string{wsID}
-	for _, m := range ms {
-		if m.WorkspaceID != wsID {
-			ids = append(ids, m.WorkspaceID)
-		}
-	}
-	var raw json.RawMessage
+// not only the one the session acts in. The event names no workspace: the
+// store writes a copy in each of the user's workspaces in the write's
+// transaction, so that one the user has left meanwhile gets none (see
+// keyward.AccountStore). changes, when not nil, is the event's changes.
+func (s *Server) accountEvents(r *http.Request, userID, action, target string, changes any, now time.Time) ([]*keyward.AuditEvent, error) {
+	ev := s.event(r, "", userID, action, target, now)
 	if changes != nil {
-		if raw, err = json.Marshal(changes); err != nil {
+		raw, err := json.Marshal(changes)
+		if err != nil {
 			return nil, err
 		}
+		ev.Changes = raw
 	}
-	evs := make([]*keyward.AuditEvent, len(ids))
-	for i, id := range ids {
-		evs[i] = s.event(r, id, userID, action, target, now)
-		evs[i].Changes = raw
-	}
-	return evs, nil
+	return []*keyward.AuditEvent{ev}, nil
 }
 
 // event returns an audit event of the signed-in user (or of actor userID

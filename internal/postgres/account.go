@@ -12,8 +12,13 @@ import (
 
 var _ keyward.AccountStore = (*DB)(nil)
 
-// accountEvents takes lockLogs and appends events that must name their
-// workspace; it is the last step of an account write that has events.
+// accountEvents takes lockLogs and appends events; it is the last step of
+// an account write that has events. One without a workspace is appended
+// to each workspace its actor is a member of (see keyward.AccountStore),
+// read after the lock: a removal from a workspace appends its own event
+// under that lock, so each statement after it sees the removal committed
+// or the removal waits, and the copy cannot follow the removal in the
+// workspace's chain.
 func (db *DB) accountEvents(ctx context.Context, tx pgx.Tx, events []*keyward.AuditEvent) error {
 	if len(events) == 0 {
 		return nil
@@ -22,11 +27,34 @@ func (db *DB) accountEvents(ctx context.Context, tx pgx.Tx, events []*keyward.Au
 		return err
 	}
 	for _, ev := range events {
-		if ev != nil && ev.WorkspaceID == "" {
-			return errors.New("an account audit event needs a workspace")
+		if ev == nil {
+			continue
 		}
-		if err := db.insertEvent(ctx, tx, ev, ""); err != nil {
+		if ev.WorkspaceID != "" {
+			if err := db.insertEvent(ctx, tx, ev, ""); err != nil {
+				return err
+			}
+			continue
+		}
+		if ev.Actor.Type != keyward.ActorMember || ev.Actor.ID == "" {
+			return errors.New("an account audit event without a workspace needs a member as its actor")
+		}
+		rows, err := tx.Query(ctx, `SELECT workspace_id FROM members WHERE user_id = $1 ORDER BY workspace_id`, safeText(ev.Actor.ID))
+		if err != nil {
 			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for i, id := range ids {
+			e := *ev
+			if i > 0 {
+				e.ID = "" // a new one
+			}
+			if err := db.insertEvent(ctx, tx, &e, id); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -209,6 +237,53 @@ func (db *DB) DisableTOTP(ctx context.Context, userID string, keepFactor bool, a
 	return out, changed, nil
 }
 
+// EnableTOTP writes the TOTP secret and the recovery codes at once, or
+// returns ECONFLICT when the app is on already. The user's row is locked
+// first, as DisableTOTP locks it.
+func (db *DB) EnableTOTP(ctx context.Context, userID string, secret []byte, step int64, digests [][]byte, at time.Time, events ...*keyward.AuditEvent) (*keyward.User, error) {
+	if len(secret) == 0 {
+		return nil, errors.New("postgres: enable totp: no secret")
+	}
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	var out *keyward.User
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		u, err := findUser(ctx, tx, "id", userID, true)
+		if err != nil {
+			return err
+		}
+		if u.HasMFA() {
+			return keyward.Errorf(keyward.ECONFLICT, "an authenticator app is already set up")
+		}
+		if _, err := tx.Exec(ctx, `UPDATE users SET totp_secret = $1, totp_last_step = $2, updated_at = $3 WHERE id = $4`,
+			secret, step, at, userID); err != nil {
+			return err
+		}
+		if err := putRecoveryCodes(ctx, tx, userID, digests); err != nil {
+			return err
+		}
+		if err := db.accountEvents(ctx, tx, events); err != nil {
+			return err
+		}
+		out, err = findUser(ctx, tx, "id", userID, false)
+		return err
+	})
+	return out, wrap("enable totp", err)
+}
+
+// putRecoveryCodes replaces the user's recovery codes.
+func putRecoveryCodes(ctx context.Context, tx pgx.Tx, userID string, digests [][]byte) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM recovery_codes WHERE user_id = $1`, userID); err != nil {
+		return err
+	}
+	for _, d := range digests {
+		if _, err := tx.Exec(ctx, `INSERT INTO recovery_codes (user_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING`, userID, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SetRecoveryCodes replaces the user's recovery codes.
 func (db *DB) SetRecoveryCodes(ctx context.Context, userID string, digests [][]byte, events ...*keyward.AuditEvent) error {
 	ctx, cancel := bound(ctx)
@@ -217,13 +292,8 @@ func (db *DB) SetRecoveryCodes(ctx context.Context, userID string, digests [][]b
 		if _, err := findUser(ctx, tx, "id", userID, true); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM recovery_codes WHERE user_id = $1`, userID); err != nil {
+		if err := putRecoveryCodes(ctx, tx, userID, digests); err != nil {
 			return err
-		}
-		for _, d := range digests {
-			if _, err := tx.Exec(ctx, `INSERT INTO recovery_codes (user_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING`, userID, d); err != nil {
-				return err
-			}
 		}
 		return db.accountEvents(ctx, tx, events)
 	})

@@ -12,17 +12,57 @@ import (
 
 var _ keyward.AccountStore = (*DB)(nil)
 
-// accountEvents appends events that must name their workspace.
+// accountEvents appends events; one without a workspace is appended to
+// each workspace its actor is a member of, as the transaction sees them
+// (see keyward.AccountStore).
 func (db *DB) accountEvents(ctx context.Context, tx *sql.Tx, events []*keyward.AuditEvent) error {
 	for _, ev := range events {
-		if ev != nil && ev.WorkspaceID == "" {
-			return errors.New("an account audit event needs a workspace")
+		if ev == nil {
+			continue
 		}
-		if err := db.insertEvent(ctx, tx, ev, ""); err != nil {
+		if ev.WorkspaceID != "" {
+			if err := db.insertEvent(ctx, tx, ev, ""); err != nil {
+				return err
+			}
+			continue
+		}
+		if ev.Actor.Type != keyward.ActorMember || ev.Actor.ID == "" {
+			return errors.New("an account audit event without a workspace needs a member as its actor")
+		}
+		ids, err := memberWorkspaces(ctx, tx, ev.Actor.ID)
+		if err != nil {
 			return err
+		}
+		for i, id := range ids {
+			e := *ev
+			if i > 0 {
+				e.ID = "" // a new one
+			}
+			if err := db.insertEvent(ctx, tx, &e, id); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// memberWorkspaces returns the ids of the workspaces the user is a member
+// of, in order.
+func memberWorkspaces(ctx context.Context, tx *sql.Tx, userID string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT workspace_id FROM members WHERE user_id = ? ORDER BY workspace_id`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // HasOwner reports whether any workspace has an owner.
@@ -174,19 +214,58 @@ func (db *DB) DisableTOTP(ctx context.Context, userID string, keepFactor bool, a
 	return out, changed, nil
 }
 
+// EnableTOTP writes the TOTP secret and the recovery codes at once, or
+// returns ECONFLICT when the app is on already.
+func (db *DB) EnableTOTP(ctx context.Context, userID string, secret []byte, step int64, digests [][]byte, at time.Time, events ...*keyward.AuditEvent) (*keyward.User, error) {
+	if len(secret) == 0 {
+		return nil, errors.New("sqlite: enable totp: no secret")
+	}
+	var out *keyward.User
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		u, err := findUser(ctx, tx, `id = ?`, userID)
+		if err != nil {
+			return err
+		}
+		if u.HasMFA() {
+			return keyward.Errorf(keyward.ECONFLICT, "an authenticator app is already set up")
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET totp_secret = ?, totp_last_step = ?, updated_at = ? WHERE id = ?`,
+			secret, step, encodeTime(at), userID); err != nil {
+			return err
+		}
+		if err := putRecoveryCodes(ctx, tx, userID, digests); err != nil {
+			return err
+		}
+		if err := db.accountEvents(ctx, tx, events); err != nil {
+			return err
+		}
+		out, err = findUser(ctx, tx, `id = ?`, userID)
+		return err
+	})
+	return out, wrap("enable totp", err)
+}
+
+// putRecoveryCodes replaces the user's recovery codes.
+func putRecoveryCodes(ctx context.Context, tx *sql.Tx, userID string, digests [][]byte) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM recovery_codes WHERE user_id = ?`, userID); err != nil {
+		return err
+	}
+	for _, d := range digests {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO recovery_codes (user_id, digest) VALUES (?, ?)`, userID, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SetRecoveryCodes replaces the user's recovery codes.
 func (db *DB) SetRecoveryCodes(ctx context.Context, userID string, digests [][]byte, events ...*keyward.AuditEvent) error {
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
 		if _, err := findUser(ctx, tx, `id = ?`, userID); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM recovery_codes WHERE user_id = ?`, userID); err != nil {
+		if err := putRecoveryCodes(ctx, tx, userID, digests); err != nil {
 			return err
-		}
-		for _, d := range digests {
-			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO recovery_codes (user_id, digest) VALUES (?, ?)`, userID, d); err != nil {
-				return err
-			}
 		}
 		return db.accountEvents(ctx, tx, events)
 	})

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -42,6 +43,8 @@ func (s *suite) testAccounts(t *testing.T) {
 	t.Run("RoleChanges", s.testRoleChanges)
 	t.Run("Sessions", s.testSessions)
 	t.Run("RecoveryCodes", s.testRecoveryCodes)
+	t.Run("EnableTOTP", s.testEnableTOTP)
+	t.Run("AccountEvents", s.testAccountEvents)
 	t.Run("WorkspaceSettings", s.testWorkspaceSettings)
 	t.Run("TokensCreatedBy", s.testTokensCreatedBy)
 	t.Run("Invites", s.testInvites)
@@ -449,6 +452,130 @@ func (s *suite) testRecoveryCodes(t *testing.T) {
 		t.Errorf("events = %d, want 3 (create, codes, one use)", len(evs))
 	}
 	f.assertChain(ws.ID)
+}
+
+// testEnableTOTP pins down EnableTOTP: the secret and the recovery codes
+// are written together or not at all.
+func (s *suite) testEnableTOTP(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	u := f.user(a, ws, "ann@example.com", keyward.RoleOwner)
+	at := t0.Add(time.Hour)
+	state := func() (secret []byte, step int64, codes int) {
+		t.Helper()
+		got, err := a.FindUser(f.ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := a.RecoveryCodesLeft(f.ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.TOTPSecret, got.TOTPLastStep, n
+	}
+	t.Run("ErrEventFails", func(t *testing.T) {
+		// An event the store refuses (no action) fails the write: neither
+		// the secret nor the codes stay.
+		bad := f.event(ws.ID, "", u.ID)
+		_, err := a.EnableTOTP(f.ctx, u.ID, []byte("sealed secret"), 7, [][]byte{[]byte("code-1")}, at, bad)
+		if err == nil {
+			t.Fatal("EnableTOTP with a bad event succeeded")
+		}
+		if secret, _, codes := state(); secret != nil || codes != 0 {
+			t.Fatalf("after a failed EnableTOTP: secret %q, %d recovery codes; want none", secret, codes)
+		}
+	})
+	t.Run("OK", func(t *testing.T) {
+		before := len(f.events(ws.ID))
+		got, err := a.EnableTOTP(f.ctx, u.ID, []byte("sealed secret"), 7, [][]byte{[]byte("code-1"), []byte("code-2")}, at,
+			f.event(ws.ID, "mfa.totp_enable", u.ID), f.event(ws.ID, "mfa.recovery_codes_create", u.ID))
+		if err != nil || string(got.TOTPSecret) != "sealed secret" || got.TOTPLastStep != 7 || !got.UpdatedAt.Equal(at) {
+			t.Fatalf("EnableTOTP = %+v, %v", got, err)
+		}
+		if secret, step, codes := state(); string(secret) != "sealed secret" || step != 7 || codes != 2 {
+			t.Fatalf("after EnableTOTP: secret %q, step %d, %d recovery codes; want the secret, 7, 2", secret, step, codes)
+		}
+		if n := len(f.events(ws.ID)) - before; n != 2 {
+			t.Errorf("%d events written, want 2", n)
+		}
+		f.assertChain(ws.ID)
+	})
+	t.Run("ErrOnAlready", func(t *testing.T) {
+		before := len(f.events(ws.ID))
+		_, err := a.EnableTOTP(f.ctx, u.ID, []byte("another secret"), 9, [][]byte{[]byte("code-3")}, at.Add(time.Hour), f.event(ws.ID, "mfa.totp_enable", u.ID))
+		wantCode(t, err, keyward.ECONFLICT)
+		if secret, step, codes := state(); string(secret) != "sealed secret" || step != 7 || codes != 2 {
+			t.Fatalf("after a refused EnableTOTP: secret %q, step %d, %d recovery codes; want them unchanged", secret, step, codes)
+		}
+		if n := len(f.events(ws.ID)) - before; n != 0 {
+			t.Errorf("%d events written, want 0", n)
+		}
+	})
+	t.Run("ErrNoUser", func(t *testing.T) {
+		_, err := a.EnableTOTP(f.ctx, "usr_nope", []byte("sealed secret"), 1, nil, at)
+		wantCode(t, err, keyward.ENOTFOUND)
+	})
+}
+
+// testAccountEvents pins down the events without a workspace: each goes
+// to every workspace its actor is a member of when it is written, and not
+// to one it has left.
+func (s *suite) testAccountEvents(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	acme, beta, gone := f.workspace("acme"), f.workspace("beta"), f.workspace("gone")
+	u := f.user(a, acme, "ann@example.com", keyward.RoleMember)
+	f.user(a, gone, "owner@example.com", keyward.RoleOwner) // gone keeps an owner
+	for _, ws := range []*keyward.Workspace{beta, gone} {
+		if err := a.PutMember(f.ctx, &keyward.Member{WorkspaceID: ws.ID, UserID: u.ID, Role: keyward.RoleMember, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.RemoveMember(f.ctx, gone.ID, u.ID, f.event(gone.ID, "member.remove", u.ID)); err != nil {
+		t.Fatal(err)
+	}
+	count := func(ws *keyward.Workspace, action string) (n int, ids []string) {
+		for _, ev := range f.events(ws.ID) {
+			if ev.Action == action {
+				n++
+				ids = append(ids, ev.ID)
+				if ev.Actor.ID != u.ID || ev.Target != u.ID || string(ev.Changes) != `{"after":"x"}` {
+					t.Errorf("event in %s = %+v", ws.Name, ev)
+				}
+			}
+		}
+		return n, ids
+	}
+	ev := f.event("", "user.password_change", u.ID)
+	ev.Actor = keyward.Actor{Type: keyward.ActorMember, ID: u.ID}
+	ev.Changes = json.RawMessage(`{"after":"x"}`)
+	if _, err := a.UpdateUser(f.ctx, u.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+		u.PasswordHash = "$argon2id$new"
+		return []*keyward.AuditEvent{ev}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	na, idsA := count(acme, "user.password_change")
+	nb, idsB := count(beta, "user.password_change")
+	if ng, _ := count(gone, "user.password_change"); na != 1 || nb != 1 || ng != 0 {
+		t.Fatalf("events in acme, beta, gone = %d, %d, %d; want 1, 1, 0", na, nb, ng)
+	}
+	if idsA[0] == idsB[0] || idsA[0] != ev.ID && idsB[0] != ev.ID {
+		t.Errorf("event ids %s and %s: want the event's id (%s) once and a new one", idsA[0], idsB[0], ev.ID)
+	}
+	for _, ws := range []*keyward.Workspace{acme, beta, gone} {
+		f.assertChain(ws.ID)
+	}
+	t.Run("ErrSystemActor", func(t *testing.T) {
+		// A workspace-less event whose actor is no member is refused,
+		// not dropped unnoticed.
+		bad := f.event("", "user.password_change", u.ID)
+		_, err := a.UpdateUser(f.ctx, u.ID, func(*keyward.User) ([]*keyward.AuditEvent, error) { return []*keyward.AuditEvent{bad}, nil })
+		if err == nil {
+			t.Error("an event without a workspace and with a system actor was accepted")
+		}
+	})
 }
 
 func (s *suite) testWorkspaceSettings(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -407,6 +408,18 @@ type inviteData struct {
 
 const msgBadInvite = "This invitation link is not valid: it was used, it expired, or it was cancelled. Ask for a new one."
 
+// msgAccountSince is the answer to a password chosen on the invitation
+// page while an account with the invited email was being created
+// elsewhere: the invitation now joins that account, with its password.
+const msgAccountSince = "An account with the email %s was created after this page was opened, so there is no password to choose: enter that account's password to join with it. If you did not create it, do not join, and tell whoever invited you."
+
+// accountSince shows the invitation page again as for an existing
+// account, saying why (see msgAccountSince).
+func (s *Server) accountSince(w http.ResponseWriter, r *http.Request, d *inviteData) {
+	d.Existing, d.Errors = true, map[string]string{"password": fmt.Sprintf(msgAccountSince, d.Email)}
+	s.render(w, r, http.StatusConflict, "invite", "Join "+d.Workspace, d)
+}
+
 // invite returns the usable invitation with the code, and the page's data.
 func (s *Server) invite(r *http.Request, code string) (*keyward.Invite, *inviteData, error) {
 	inv, err := s.accounts.FindInvite(r.Context(), s.inviteDigest(code))
@@ -486,6 +499,12 @@ func (s *Server) handleInviteAccept(w http.ResponseWriter, r *http.Request) {
 				s.fail(w, r, err)
 				return
 			}
+			if r.PostForm.Get("account") == "new" {
+				// The page asked for a new password: the account was
+				// created since, and its password is another.
+				s.accountSince(w, r, d)
+				return
+			}
 			d.Errors["password"] = "The password is incorrect."
 			s.render(w, r, http.StatusUnauthorized, "invite", "Join "+d.Workspace, d)
 			return
@@ -513,6 +532,12 @@ func (s *Server) handleInviteAccept(w http.ResponseWriter, r *http.Request) {
 	created := s.event(r, inv.WorkspaceID, u.ID, "user.create", u.ID, now)
 	created.Changes, _ = json.Marshal(map[string]any{"email": map[string]any{"to": u.Email}, "role": map[string]any{"to": inv.Role}})
 	err = s.accounts.AcceptInvite(ctx, s.inviteDigest(d.Code), now, u, "", created, join(u.ID))
+	if keyward.ErrorCode(err) == keyward.ECONFLICT {
+		// The new user is no member of anything yet: the conflict is its
+		// email, taken by an account created since the check above.
+		s.accountSince(w, r, d)
+		return
+	}
 	s.afterAccept(w, r, err)
 }
 

@@ -7,11 +7,14 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/account"
 	"github.com/keyward/keyward/internal/manage"
+	"github.com/keyward/keyward/internal/sqlite"
 )
 
 var inviteLinkRE = regexp.MustCompile(`<code id="invite-link" class="secret">([^<]+)</code>`)
@@ -570,5 +573,80 @@ func TestInviteTwoTabs(t *testing.T) {
 		if status != http.StatusOK || !strings.Contains(body, `id="invite-link"`) || !strings.Contains(body, "Send this link to "+who) {
 			t.Errorf("%s: %d, no link for %s shown", loc, status, who)
 		}
+	}
+}
+
+// acceptAfter is an account store that runs before ahead of the first
+// AcceptInvite.
+type acceptAfter struct {
+	*sqlite.DB
+	once   sync.Once
+	before func()
+}
+
+func (a *acceptAfter) AcceptInvite(ctx context.Context, digest []byte, now time.Time, newUser *keyward.User, userID string, events ...*keyward.AuditEvent) error {
+	if a.before != nil {
+		a.once.Do(a.before)
+	}
+	return a.DB.AcceptInvite(ctx, digest, now, newUser, userID, events...)
+}
+
+// TestInviteAccountCreatedSince: the invited email gets an account after
+// the invitation page asked to choose a password (another invitation
+// accepted, the CLI). The password chosen is not that account's: the
+// answer says what happened and asks for the account's password, rather
+// than calling the new password incorrect or the person a member already;
+// with it, the invitation joins that account.
+func TestInviteAccountCreatedSince(t *testing.T) {
+	want := "An account with the email new@example.com was created after this page was opened, so there is no password to choose: enter that account's password to join with it. If you did not create it, do not join, and tell whoever invited you."
+	for _, tt := range []struct {
+		name string
+		when string // when the account is made: before the form is posted, or while it is handled
+	}{{"BeforePost", "before"}, {"DuringPost", "during"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			var a *acceptAfter
+			e := newEnvAccounts(t, "", nil, func(db *sqlite.DB) keyward.AccountStore { a = &acceptAfter{DB: db}; return a })
+			e.user("owner@example.com", keyward.RoleOwner)
+			o := e.browser()
+			o.signIn("owner@example.com")
+			link := invite(t, o, "new@example.com", keyward.RoleMember)
+			code := strings.TrimPrefix(link, "/invite?code=")
+			n := e.browser()
+			_, body := n.get(link)
+			wantText(t, body, "Choose a password")
+			// The account, made elsewhere in another workspace, with
+			// goodPassword.
+			mk := func() {
+				other, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "other"})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := account.CreateUser(context.Background(), e.store, account.NewUser{Email: "new@example.com", Password: goodPassword, WorkspaceID: other.ID, Role: keyward.RoleOwner},
+					account.TestParams, keyward.Actor{Type: keyward.ActorSystem}, e.clock.Now()); err != nil {
+					t.Error(err)
+				}
+			}
+			if tt.when == "before" {
+				mk()
+			} else {
+				a.before = mk
+			}
+			chosen := "a brand new password of mine"
+			status, body := n.post("/invite", url.Values{"code": {code}, "account": {"new"}, "password": {chosen}, "password2": {chosen}})
+			wantStatus(t, status, http.StatusConflict, body)
+			re := regexp.MustCompile(`<p class="field-error" id="password-error">([^<]*)</p>`)
+			if m := re.FindStringSubmatch(body); m == nil || unescape(m[1]) != want {
+				t.Errorf("no %q next to the password:\n%s", want, body)
+			}
+			wantText(t, body, "Your password", `name="account" value="existing"`)
+			n.post("/invite", url.Values{"code": {code}, "account": {"existing"}, "password": {goodPassword}})
+			if n.path() != "/signin" || !strings.Contains(n.body, "You joined the workspace.") {
+				t.Fatalf("after joining with the account's password: at %s\n%s", n.path(), n.body)
+			}
+			if m, err := e.store.FindMember(context.Background(), e.ws.ID, mustUser(t, e, "new@example.com").ID); err != nil || m.Role != keyward.RoleMember {
+				t.Errorf("membership = %+v, %v", m, err)
+			}
+		})
 	}
 }

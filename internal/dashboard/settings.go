@@ -153,9 +153,28 @@ func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusForbidden, "Only owners and admins change workspace settings.")
 		return
 	}
+	// A field the form does not hold (a page from before it existed, a
+	// script that sets one setting) keeps its setting; one it holds empty
+	// clears it. The form marks each checkbox with a hidden "off" before
+	// it, since an unticked box sends nothing.
 	pf := r.PostForm
-	d := settingsData{MFARequired: pf.Get("mfa_required") == "on", ExpiryRequired: pf.Get("expiry_required") == "on",
-		MaxDays: strings.TrimSpace(pf.Get("max_days")), Catalog: pf.Get("catalog"), Errors: map[string]string{}}
+	prev := st.settings
+	d := settingsData{MFARequired: prev.MFARequired, ExpiryRequired: prev.ExpiryRequired, Catalog: catalogText(prev.Scopes), Errors: map[string]string{}}
+	if prev.MaxTokenLifetime > 0 {
+		d.MaxDays = strconv.Itoa(int(prev.MaxTokenLifetime / day))
+	}
+	if v, ok := pf["mfa_required"]; ok {
+		d.MFARequired = slices.Contains(v, "on")
+	}
+	if v, ok := pf["expiry_required"]; ok {
+		d.ExpiryRequired = slices.Contains(v, "on")
+	}
+	if _, ok := pf["max_days"]; ok {
+		d.MaxDays = strings.TrimSpace(pf.Get("max_days"))
+	}
+	if _, ok := pf["catalog"]; ok {
+		d.Catalog = pf.Get("catalog")
+	}
 	now := s.now().UTC()
 	next := &keyward.WorkspaceSettings{WorkspaceID: st.member.WorkspaceID, MFARequired: d.MFARequired, ExpiryRequired: d.ExpiryRequired, UpdatedAt: now}
 	if d.MaxDays != "" {
@@ -177,7 +196,6 @@ func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusBadRequest, "settings", "Workspace settings", d)
 		return
 	}
-	prev := st.settings
 	changes := map[string]any{}
 	if prev.MFARequired != next.MFARequired {
 		changes["mfa_required"] = map[string]any{"from": prev.MFARequired, "to": next.MFARequired}

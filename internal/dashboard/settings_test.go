@@ -1,8 +1,12 @@
 package dashboard
 
 import (
+	"context"
 	"encoding/json"
+	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/keyward/keyward"
@@ -69,4 +73,69 @@ func TestChangeLines(t *testing.T) {
 			t.Errorf("changeLines(%s) = %q, want %q", tc.raw, got, tc.want)
 		}
 	}
+}
+
+// TestSettingsAbsentFieldsKept: a settings form without a field (a page
+// from before the field existed, a script that changes one setting) keeps
+// that setting; a field sent empty clears it, as the page's form does.
+func TestSettingsAbsentFieldsKept(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	o := e.browser()
+	o.signIn("owner@example.com")
+	enrolTOTP(t, o)
+	full := &keyward.WorkspaceSettings{WorkspaceID: e.ws.ID, MFARequired: true, ExpiryRequired: true, MaxTokenLifetime: 30 * day,
+		Scopes: []keyward.ScopeInfo{{Name: "orders:read", Description: "Read orders"}}}
+	put := func() {
+		t.Helper()
+		if err := e.store.PutWorkspaceSettings(ctx, full); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := func() *keyward.WorkspaceSettings {
+		t.Helper()
+		set, err := e.store.FindWorkspaceSettings(ctx, e.ws.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set
+	}
+	for _, tt := range []struct {
+		name string
+		form url.Values
+		want keyward.WorkspaceSettings
+	}{
+		{"OKNothing", url.Values{}, *full},
+		{"OKOneField", url.Values{"max_days": {"7"}}, keyward.WorkspaceSettings{MFARequired: true, ExpiryRequired: true, MaxTokenLifetime: 7 * day, Scopes: full.Scopes}},
+		{"OKEmptied", url.Values{"mfa_required": {"off"}, "expiry_required": {"off"}, "max_days": {""}, "catalog": {""}}, keyward.WorkspaceSettings{}},
+		{"OKTicked", url.Values{"mfa_required": {"off", "on"}, "expiry_required": {"off"}}, keyward.WorkspaceSettings{MFARequired: true, MaxTokenLifetime: 30 * day, Scopes: full.Scopes}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			put()
+			o.get("/settings")
+			status, body := o.post("/settings", tt.form)
+			wantStatus(t, status, http.StatusOK, body)
+			if o.path() != "/settings" || !strings.Contains(body, "Saved.") {
+				t.Fatalf("at %s, not saved:\n%s", o.path(), body)
+			}
+			s := got()
+			if s.MFARequired != tt.want.MFARequired || s.ExpiryRequired != tt.want.ExpiryRequired || s.MaxTokenLifetime != tt.want.MaxTokenLifetime || !slices.Equal(s.Scopes, tt.want.Scopes) {
+				t.Errorf("settings = %+v, want %+v", s, tt.want)
+			}
+		})
+	}
+	t.Run("ErrKeptShown", func(t *testing.T) {
+		// A refused form shows the settings it would have kept.
+		put()
+		o.get("/settings")
+		status, body := o.post("/settings", url.Values{"max_days": {"0"}})
+		wantStatus(t, status, http.StatusBadRequest, body)
+		wantText(t, body, `name="mfa_required" id="mfa_required" checked`, `name="expiry_required" id="expiry_required" checked`, "orders:read | Read orders")
+	})
+	t.Run("PageMarksCheckboxes", func(t *testing.T) {
+		// The page's own form sends each checkbox, ticked or not.
+		_, body := o.get("/settings")
+		wantText(t, body, `<input type="hidden" name="mfa_required" value="off">`, `<input type="hidden" name="expiry_required" value="off">`)
+	})
 }

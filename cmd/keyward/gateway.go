@@ -87,7 +87,9 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 			Handler:           gateway.ClientTimeouts(serve, ss.SendTimeout, ss.BodyTimeout),
 			ReadHeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
 			MaxHeaderBytes: ss.MaxHeaderBytes, TLSConfig: tc,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			// ReadHeaderTimeout bounds HTTP/1 only.
+			ConnState: gateway.HTTP2HeaderTimeout(ss.HeaderTimeout),
+			ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
 	}
 	if g.ln, err = net.Listen("tcp", cfg.Listen); err != nil {

@@ -2,11 +2,22 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/manage"
@@ -148,5 +159,69 @@ func TestGatewayCheckWorkspace(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(data); len(ents) != 1 {
 		t.Errorf("the checks made files beside the store: %v", ents)
+	}
+}
+
+// TestGatewayTLSHTTP2HeaderTimeout: the gateway's TLS listener cuts off an
+// HTTP/2 client that sends the preface and then no request after
+// server.header_timeout, as it does an HTTP/1 client that sends no
+// header, not after server.idle_timeout (a minute here).
+func TestGatewayTLSHTTP2HeaderTimeout(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := sqlite.Open(ctx, filepath.Join(dir, "keyward.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	keys, err := secret.NewKeyring(strings.Repeat("h2-timeout-secret-", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&manage.Service{Store: db, Keys: keys}).EnsureDefaultWorkspace(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	file := filepath.Join(dir, "gateway.yaml")
+	cfg := "listen: 127.0.0.1:0\nworkspace: default\ntls:\n  cert_file: " + certFile + "\n  key_file: " + keyFile +
+		"\nserver:\n  header_timeout: 500ms\n  idle_timeout: 1m\nroutes:\n  - name: orders\n    path_prefix: /orders\n    upstreams: [http://127.0.0.1:1]\n"
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, err := openGateway(ctx, file, db, nil, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.http.Serve(g.ln)
+	defer g.http.Close()
+	c, err := tls.Dial("tcp", g.ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("negotiated %q", p)
+	}
+	// The preface and an empty SETTINGS frame, then nothing.
+	io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the connection was still open after 10 s (%d bytes read)", n)
 	}
 }

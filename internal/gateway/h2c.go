@@ -38,7 +38,8 @@ func (c *serverConn) h2cPreface() bool {
 // knowledge (load balancers in front of the gateway that talk HTTP/2 to
 // it); the gateway's own server speaks HTTP/1.1 only. That
 // server is started with the first such connection and keeps this one's
-// settings, the send and body timeouts by ClientTimeouts. false: the
+// settings, the send and body timeouts by ClientTimeouts, the header
+// timeout by h2HeaderTimeout. false: the
 // server is shutting down, and the connection was not taken.
 func (s *Server) serveH2C(c net.Conn) bool {
 	s.mu.Lock()
@@ -56,6 +57,9 @@ func (s *Server) serveH2C(c net.Conn) bool {
 			IdleTimeout:       orDefault(s.IdleTimeout, defaultIdleTimeout),
 			MaxHeaderBytes:    orDefault(s.MaxHeaderBytes, defaultMaxHeaderBytes),
 			ErrorLog:          slog.NewLogLogger(s.log().Handler(), slog.LevelWarn),
+			// Every connection here is HTTP/2, which ReadHeaderTimeout
+			// does not bound.
+			ConnState: h2HeaderTimeout(s.headerTimeout(), func(net.Conn) bool { return true }),
 		}
 		s.h2cLn = &handoffListener{conns: make(chan net.Conn), done: make(chan struct{}), addr: c.LocalAddr()}
 		go s.h2c.Serve(s.h2cLn)

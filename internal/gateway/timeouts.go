@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -191,4 +193,67 @@ func (b *timedBody) Read(p []byte) (int, error) {
 		b.ended.Store(true)
 	}
 	return n, err
+}
+
+// HTTP2HeaderTimeout returns a ConnState hook for net/http's server that
+// gives an HTTP/2 connection (TLS, negotiated "h2") d from its preface to
+// the header block of its first request, as ReadHeaderTimeout does for
+// HTTP/1 (which net/http applies to HTTP/1 only): a client that sends the
+// preface and then nothing, or a HEADERS frame whose block it never ends,
+// is cut off after d instead of holding the connection until the idle
+// timeout. Once a request came, the idle timeout bounds the waits between
+// requests, as on HTTP/1, where a kept-alive connection may wait that long
+// for its next request too. d <= 0: no hook, nil.
+func HTTP2HeaderTimeout(d time.Duration) func(net.Conn, http.ConnState) {
+	return h2HeaderTimeout(d, func(c net.Conn) bool {
+		tc, ok := c.(*tls.Conn)
+		return ok && tc.ConnectionState().NegotiatedProtocol == "h2"
+	})
+}
+
+// h2HeaderTimeout is HTTP2HeaderTimeout for the connections that isH2
+// reports as HTTP/2.
+//
+// net/http reports a new connection (StateNew), then for HTTP/2 the
+// preface read (StateActive, StateIdle at once), then each time a stream
+// opens on a connection without any (StateActive): the first StateActive
+// arms the read deadline, the second, the first request's complete
+// header block, clears it. On HTTP/1, whose first StateActive is a
+// request's, the connection is left to net/http's own deadlines.
+func h2HeaderTimeout(d time.Duration, isH2 func(net.Conn) bool) func(net.Conn, http.ConnState) {
+	if d <= 0 {
+		return nil
+	}
+	var mu sync.Mutex
+	// The connections yet to get their first request: true once the
+	// preface armed the deadline.
+	waiting := make(map[net.Conn]bool)
+	return func(c net.Conn, state http.ConnState) {
+		switch state {
+		case http.StateNew:
+			mu.Lock()
+			waiting[c] = false
+			mu.Unlock()
+		case http.StateActive:
+			mu.Lock()
+			armed, ok := waiting[c]
+			arm := ok && !armed && isH2(c)
+			if arm {
+				waiting[c] = true
+			} else {
+				delete(waiting, c)
+			}
+			mu.Unlock()
+			switch {
+			case arm:
+				c.SetReadDeadline(time.Now().Add(d))
+			case armed:
+				c.SetReadDeadline(time.Time{})
+			}
+		case http.StateClosed, http.StateHijacked:
+			mu.Lock()
+			delete(waiting, c)
+			mu.Unlock()
+		}
+	}
 }

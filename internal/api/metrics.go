@@ -117,7 +117,7 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 	}, []string{"route"})
 	m.gwRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyward_gateway_requests_total",
-		Help: "Requests answered by the gateway, by route (\"\" when none matched) and status code.",
+		Help: "Requests answered by the gateway, by route (\"unmatched\": no route took the request, a 404, 405 or 400) and status code.",
 	}, []string{"route", "code"})
 	m.gwDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "keyward_gateway_request_duration_seconds",

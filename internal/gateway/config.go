@@ -713,7 +713,12 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 	rt := Route{Auth: AuthRequired, Timeout: DefaultTimeout, ReadTimeout: DefaultReadTimeout}
 	var prefixSet, upSet bool
 	p.fields(n, field, map[string]func(k, v *yaml.Node){
-		"name": func(k, v *yaml.Node) { rt.Name = p.str(v, field+".name") },
+		"name": func(k, v *yaml.Node) {
+			rt.Name = p.str(v, field+".name")
+			if rt.Name == UnmatchedRoute {
+				p.errf(v.Line, field+".name", "%q is reserved: it labels the requests no route matched in /metrics", UnmatchedRoute)
+			}
+		},
 		"host": func(k, v *yaml.Node) {
 			raw := strings.TrimSpace(p.str(v, field+".host"))
 			// What a request's Host may be (validHost), or a bare IPv6

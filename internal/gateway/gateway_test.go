@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -2013,4 +2014,67 @@ func configErrorLines(t *testing.T, err error) []string {
 		lines = append(lines, fmt.Sprintf("%d: %s: %s", e.Line, e.Field, e.Msg))
 	}
 	return lines
+}
+
+// routeObserver records the route and status of each request observed.
+type routeObserver struct {
+	mu   sync.Mutex
+	seen map[string]int // "route status": requests
+}
+
+func (o *routeObserver) ObserveGateway(route string, status int, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seen[fmt.Sprintf("%s %d", route, status)]++
+}
+
+func (o *routeObserver) ObserveGatewayVerify(time.Duration)           {}
+func (o *routeObserver) ObserveGatewayUpstream(string, time.Duration) {}
+
+// TestObserverUnmatched: requests no route takes (404, 405 for any
+// method, 400 for an unclean path) are observed under the route name
+// "unmatched", whatever their path, host or method, so that clients
+// cannot add metric series; a matched one under its route's name.
+func TestObserverUnmatched(t *testing.T) {
+	up := echoUpstream(t, "u")
+	cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: orders\n    path_prefix: /orders\n    methods: [GET]\n    auth: none\n    upstreams: [" + up.URL + "]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(cfg, newFake(), "ws_1", nil)
+	t.Cleanup(func() { h.Close() })
+	obs := &routeObserver{seen: map[string]int{}}
+	h.SetObserver(obs)
+	s := serveGateway(t, h)
+	for _, tc := range []struct {
+		method, path, host string
+		status             int
+	}{
+		{"GET", "/orders/1", "", 200},
+		{"GET", "/nope", "", 404},
+		{"GET", "/other", "a.example", 404},
+		{"FOOBAR", "/orders", "", 405},
+		{"BAZ", "/orders/2", "b.example", 405},
+		{"GET", "/orders/../admin", "", 400},
+	} {
+		res, _ := do(t, tc.method, s.URL+tc.path, map[string]string{"Host": tc.host})
+		if res.StatusCode != tc.status {
+			t.Fatalf("%s %s: %d, want %d", tc.method, tc.path, res.StatusCode, tc.status)
+		}
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	want := map[string]int{"orders 200": 1, "unmatched 404": 2, "unmatched 405": 2, "unmatched 400": 1}
+	if !maps.Equal(obs.seen, want) {
+		t.Errorf("observed %v, want %v", obs.seen, want)
+	}
+}
+
+// TestConfigUnmatchedReserved: no route may take the name that labels
+// unmatched requests in the metrics.
+func TestConfigUnmatchedReserved(t *testing.T) {
+	_, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: unmatched\n    path_prefix: /x\n    upstreams: [http://127.0.0.1:1]\n"))
+	if want := `4: routes[0].name: "unmatched" is reserved: it labels the requests no route matched in /metrics`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err %v, want %s", err, want)
+	}
 }

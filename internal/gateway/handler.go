@@ -441,13 +441,20 @@ func writeProblem(w http.ResponseWriter, status int, code, detail, requestID str
 }
 
 // Observer receives one call per gateway request, for metrics: the route
-// name ("" when none matched), the status answered and how long it took;
-// and one per verification, with how long verifying took.
+// name (UnmatchedRoute when none matched), the status answered and how
+// long it took; and one per verification, with how long verifying took.
+// What the client sends (path, host, method) reaches it only through the
+// configured route names and the status.
 type Observer interface {
 	ObserveGateway(route string, status int, d time.Duration)
 	ObserveGatewayVerify(d time.Duration)
 	ObserveGatewayUpstream(route string, d time.Duration)
 }
+
+// UnmatchedRoute is the route name Observer gets for the requests no
+// route took: 404s, 405s, and those refused before routing (400s, 501
+// for CONNECT). No route may be named so.
+const UnmatchedRoute = "unmatched"
 
 // SetObserver makes the handler report every request to o. Call it before
 // serving.
@@ -486,7 +493,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	end := time.Now()
 	took := end.Sub(start)
 	if h.obs != nil {
-		name := ""
+		name := UnmatchedRoute
 		if st.rt != nil {
 			name = st.rt.cfg.Name
 		}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -2836,4 +2837,52 @@ func TestEveryInvalidField(t *testing.T) {
 			t.Errorf("pointers %v, want %v", got, want)
 		}
 	})
+}
+
+// fullStore is a store whose usage writes fail while full is set, as
+// SQLite's do when its disk is full; reads go on.
+type fullStore struct {
+	keyward.Store
+	full atomic.Bool
+}
+
+func (f *fullStore) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+	if f.full.Load() {
+		return keyward.Errorf(keyward.EUNAVAILABLE, "the store's disk is full; try again once space is freed")
+	}
+	return f.Store.FlushUsage(ctx, batch)
+}
+
+// TestReadyzWritesFailing: a store that answers but refused the last
+// usage write makes /readyz answer 200 degraded, "store": "writes
+// failing", until a write succeeds again; /readyz itself writes nothing.
+func TestReadyzWritesFailing(t *testing.T) {
+	fs := &fullStore{}
+	s := newStackWith(t, func(c *verify.Config) {
+		fs.Store = c.Store
+		c.Store = fs
+	})
+	_, text := s.newToken("used")
+	ready := func() (int, string) {
+		r := s.do("GET", "/readyz", "", nil)
+		return r.Status, string(r.Body)
+	}
+	if code, body := ready(); code != 200 || body != `{"cache":"ok","status":"ok","store":"ok"}`+"\n" {
+		t.Fatalf("before: %d %s", code, body)
+	}
+	fs.full.Store(true)
+	s.wantCode(text, "VALID")
+	if err := s.engine.Flush(context.Background()); err == nil {
+		t.Fatal("the flush to a full store succeeded")
+	}
+	if code, body := ready(); code != 200 || body != `{"cache":"ok","status":"degraded","store":"writes failing"}`+"\n" {
+		t.Errorf("writes failing: %d %s", code, body)
+	}
+	fs.full.Store(false)
+	if err := s.engine.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := ready(); code != 200 || body != `{"cache":"ok","status":"ok","store":"ok"}`+"\n" {
+		t.Errorf("after: %d %s", code, body)
+	}
 }

@@ -258,7 +258,9 @@ func degrade(out map[string]string) {
 
 // handleReady answers 200 when the store answers and the verification cache
 // is current (the change feed was read within staleAfter), else 503 with
-// what is wrong.
+// what is wrong. A store that answers but failed the last usage write, and
+// Redis down, answer 200 "degraded". It writes nothing: the last write
+// the engine tried tells.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	out := map[string]string{"status": "ok", "store": "ok", "cache": "ok"}
 	status := http.StatusOK
@@ -274,6 +276,17 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		}
 		if h.PushErr != nil {
 			out["notifications"], status = "reconnecting", http.StatusServiceUnavailable
+			degrade(out)
+		}
+		if h.FlushErr != nil && out["store"] == "ok" {
+			// The store answers but refused the last write of usage (its
+			// disk is full, say): verifications go on from the cache and
+			// reads, their usage held until a write succeeds; every node
+			// shares the store, so none is better to send traffic to.
+			// Said in the body, for monitors, not in the status, which
+			// would take the node out of rotation for nothing. The
+			// engine logged the error.
+			out["store"] = "writes failing"
 			degrade(out)
 		}
 	}

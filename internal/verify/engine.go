@@ -470,6 +470,11 @@ type Health struct {
 	// GlobalErr is the error of the last failed global limit check, or nil
 	// once one succeeds again; GlobalFallback applies meanwhile.
 	GlobalErr error
+	// FlushErr is the error of the last usage flush (quota use, last use)
+	// that failed, or nil once one succeeds again: the store answers
+	// reads, perhaps, but refuses writes (its disk is full, say). Only
+	// flushes with something to write set or clear it.
+	FlushErr error
 }
 
 // SetPush records the state of the store's change notifications: nil when
@@ -1461,7 +1466,11 @@ func (e *Engine) flush(ctx context.Context) (spooled bool, err error) {
 		te.mu.Unlock()
 		batch = append(batch, f)
 	}
-	if err := e.cfg.Store.FlushUsage(ctx, batch); err != nil {
+	err = e.cfg.Store.FlushUsage(ctx, batch)
+	e.healthMu.Lock()
+	e.health.FlushErr = err
+	e.healthMu.Unlock()
+	if err != nil {
 		e.dirtyMu.Lock()
 		// batch is older than what was carried since it was taken.
 		e.carry = coalesce(append(batch, e.carry...))

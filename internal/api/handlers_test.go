@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -2884,5 +2885,41 @@ func TestReadyzWritesFailing(t *testing.T) {
 	}
 	if code, body := ready(); code != 200 || body != `{"cache":"ok","status":"ok","store":"ok"}`+"\n" {
 		t.Errorf("after: %d %s", code, body)
+	}
+}
+
+// TestMetricsIntrospectionNotVerification: an introspection, which
+// consumes nothing, is not counted in keyward_verifications_total (only
+// the caller's own authentication is), but in
+// keyward_verify_duration_seconds{source="introspect"}, as the README
+// and the metric's help say.
+func TestMetricsIntrospectionNotVerification(t *testing.T) {
+	s := newStack(t)
+	_, text := s.newToken("introspected")
+	metric := func(name string) string {
+		t.Helper()
+		for line := range strings.Lines(string(s.do("GET", "/metrics", "", nil).Body)) {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		return "none"
+	}
+	wantStatus(t, s.do("GET", "/v1/tokens", s.root, nil), 200) // the caller is cached
+	valid, introspect := `keyward_verifications_total{outcome="VALID"}`, `keyward_verify_duration_seconds_count{source="introspect"}`
+	before := metric(valid)
+	for range 3 {
+		r := s.form("/oauth2/introspect", "Bearer "+s.root, url.Values{"token": {text}})
+		wantStatus(t, r, 200)
+		if r.object(t)["active"] != true {
+			t.Fatalf("introspection: %s", r.Body)
+		}
+	}
+	n, _ := strconv.Atoi(before)
+	if got, want := metric(valid), strconv.Itoa(n+3); got != want { // the three callers' authentications
+		t.Errorf("%s = %s after three introspections, want %s (was %s)", valid, got, want, before)
+	}
+	if got := metric(introspect); got != "3" {
+		t.Errorf("%s = %s, want 3", introspect, got)
 	}
 }

@@ -65,6 +65,12 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 	// both drop clients that stall (send and body timeouts).
 	ss := cfg.Server
 	g.server = ss
+	// What net/http's HTTP/2 server refuses before a request reaches the
+	// handler leaves no access-log line: metrics count it at least.
+	var h2 *http.HTTP2Config
+	if o, ok := obs.(gateway.HTTP2Observer); ok {
+		h2 = &http.HTTP2Config{CountError: o.ObserveGatewayHTTP2Error}
+	}
 	var tc *tls.Config
 	if cfg.TLS == nil {
 		// The gateway's own HTTP/1.1 server: on a small machine, net/http's
@@ -72,7 +78,7 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 		g.http = &gateway.Server{
 			Handler: serve, ReadHeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
 			SendTimeout: ss.SendTimeout, BodyTimeout: ss.BodyTimeout,
-			MaxHeaderBytes: ss.MaxHeaderBytes, Log: log,
+			MaxHeaderBytes: ss.MaxHeaderBytes, Log: log, HTTP2: h2,
 		}
 	} else {
 		// With TLS, net/http's server, which speaks HTTP/2 as well; the
@@ -90,6 +96,7 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 			// ReadHeaderTimeout bounds HTTP/1 only.
 			ConnState: gateway.HTTP2HeaderTimeout(ss.HeaderTimeout),
 			ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			HTTP2:     h2,
 		}
 	}
 	if g.ln, err = net.Listen("tcp", cfg.Listen); err != nil {

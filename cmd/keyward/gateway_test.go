@@ -14,12 +14,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/gateway"
 	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/sqlite"
@@ -162,18 +165,17 @@ func TestGatewayCheckWorkspace(t *testing.T) {
 	}
 }
 
-// TestGatewayTLSHTTP2HeaderTimeout: the gateway's TLS listener cuts off an
-// HTTP/2 client that sends the preface and then no request after
-// server.header_timeout, as it does an HTTP/1 client that sends no
-// header, not after server.idle_timeout (a minute here).
-func TestGatewayTLSHTTP2HeaderTimeout(t *testing.T) {
+// serveTLSGateway serves a gateway over TLS (server.header_timeout
+// 500ms, server.idle_timeout 1m) with obs, and dials it with HTTP/2.
+func serveTLSGateway(t *testing.T, obs gateway.Observer) *tls.Conn {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	db, err := sqlite.Open(ctx, filepath.Join(dir, "keyward.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	keys, err := secret.NewKeyring(strings.Repeat("h2-timeout-secret-", 3))
 	if err != nil {
 		t.Fatal(err)
@@ -203,25 +205,66 @@ func TestGatewayTLSHTTP2HeaderTimeout(t *testing.T) {
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g, err := openGateway(ctx, file, db, nil, nil, nil, slog.New(slog.DiscardHandler))
+	g, err := openGateway(ctx, file, db, nil, obs, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	go g.http.Serve(g.ln)
-	defer g.http.Close()
+	t.Cleanup(func() { g.http.Close() })
 	c, err := tls.Dial("tcp", g.ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("negotiated %q", p)
 	}
-	// The preface and an empty SETTINGS frame, then nothing.
-	io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+	return c
+}
+
+// h2Start is the HTTP/2 preface and an empty SETTINGS frame.
+const h2Start = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+// TestGatewayTLSHTTP2HeaderTimeout: the gateway's TLS listener cuts off an
+// HTTP/2 client that sends the preface and then no request after
+// server.header_timeout, as it does an HTTP/1 client that sends no
+// header, not after server.idle_timeout (a minute here).
+func TestGatewayTLSHTTP2HeaderTimeout(t *testing.T) {
+	c := serveTLSGateway(t, nil)
+	io.WriteString(c, h2Start)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err := io.Copy(io.Discard, c)
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatalf("the connection was still open after 10 s (%d bytes read)", n)
+	}
+}
+
+// h2Errors records the HTTP/2 errors the gateway observed.
+type h2Errors struct {
+	gateway.Observer // not called here
+	mu               sync.Mutex
+	kinds            []string
+}
+
+func (o *h2Errors) ObserveGatewayHTTP2Error(kind string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.kinds = append(o.kinds, kind)
+}
+
+// TestGatewayTLSHTTP2Errors: what net/http's HTTP/2 server refuses before
+// the handler sees a request (here a HEADERS frame on an even stream, a
+// connection error) reaches the observer, for metrics.
+func TestGatewayTLSHTTP2Errors(t *testing.T) {
+	obs := &h2Errors{}
+	c := serveTLSGateway(t, obs)
+	// HEADERS, END_STREAM|END_HEADERS, stream 2: GET https /.
+	io.WriteString(c, h2Start+"\x00\x00\x03\x01\x05\x00\x00\x00\x02\x82\x87\x84")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.Copy(io.Discard, c) // the server's SETTINGS and GOAWAY, then the end
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if !slices.Equal(obs.kinds, []string{"conn_PROTOCOL_ERROR_headers_even"}) {
+		t.Errorf("observed %q", obs.kinds)
 	}
 }

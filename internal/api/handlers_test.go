@@ -2923,3 +2923,17 @@ func TestMetricsIntrospectionNotVerification(t *testing.T) {
 		t.Errorf("%s = %s, want 3", introspect, got)
 	}
 }
+
+// TestMetricsGatewayHTTP2Errors: the HTTP/2 errors the gateway reports are
+// counted by net/http's name for them.
+func TestMetricsGatewayHTTP2Errors(t *testing.T) {
+	s := newStack(t)
+	a := api.New(api.Config{Service: s.svc, Engine: s.engine, Store: s.db, Now: s.clock.Now, Version: "test"})
+	a.ObserveGatewayHTTP2Error("stream_REFUSED_STREAM_over_max_streams")
+	a.ObserveGatewayHTTP2Error("stream_REFUSED_STREAM_over_max_streams")
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := `keyward_gateway_http2_errors_total{type="stream_REFUSED_STREAM_over_max_streams"} 2`; !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("metrics lack %s", want)
+	}
+}

@@ -26,6 +26,7 @@ type metrics struct {
 	gwRequests *prometheus.CounterVec
 	gwDuration *prometheus.HistogramVec
 	gwUpstream *prometheus.HistogramVec
+	gwHTTP2    *prometheus.CounterVec
 	// verifyDuration times verifications by where they were asked for.
 	verifyDuration [numSources]prometheus.Observer
 	handler        http.Handler
@@ -129,7 +130,11 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 		Help:    "Time the upstream took to answer the gateway with its response header (retries included), by route.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"route"})
-	m.reg.MustRegister(m.requests, m.duration, m.gwRequests, m.gwDuration, m.gwUpstream,
+	m.gwHTTP2 = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyward_gateway_http2_errors_total",
+		Help: "Streams and connections the gateway's HTTP/2 server refused or ended with an error before a request reached the gateway (no access-log line), by net/http's name for the error.",
+	}, []string{"type"})
+	m.reg.MustRegister(m.requests, m.duration, m.gwRequests, m.gwDuration, m.gwUpstream, m.gwHTTP2,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -233,6 +238,12 @@ func (s *Server) ObserveGatewayUpstream(route string, d time.Duration) {
 // ObserveGatewayVerify times one verification by the gateway.
 func (s *Server) ObserveGatewayVerify(d time.Duration) {
 	s.metrics.verifyDuration[sourceGateway].Observe(d.Seconds())
+}
+
+// ObserveGatewayHTTP2Error counts one stream or connection the gateway's
+// HTTP/2 server refused (it satisfies gateway.HTTP2Observer).
+func (s *Server) ObserveGatewayHTTP2Error(kind string) {
+	s.metrics.gwHTTP2.WithLabelValues(kind).Inc()
 }
 
 // ObserveGateway counts and times one gateway request (it satisfies

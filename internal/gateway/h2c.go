@@ -57,6 +57,7 @@ func (s *Server) serveH2C(c net.Conn) bool {
 			IdleTimeout:       orDefault(s.IdleTimeout, defaultIdleTimeout),
 			MaxHeaderBytes:    orDefault(s.MaxHeaderBytes, defaultMaxHeaderBytes),
 			ErrorLog:          slog.NewLogLogger(s.log().Handler(), slog.LevelWarn),
+			HTTP2:             s.HTTP2,
 			// Every connection here is HTTP/2, which ReadHeaderTimeout
 			// does not bound.
 			ConnState: h2HeaderTimeout(s.headerTimeout(), func(net.Conn) bool { return true }),

@@ -176,3 +176,31 @@ func TestServerShortRequestLikePreface(t *testing.T) {
 		t.Fatalf("%d %q", res.StatusCode, body)
 	}
 }
+
+// TestServerH2CHTTP2Config: the server's HTTP2 settings reach the
+// clear-text HTTP/2 server: its CountError hears of a stream the client
+// opened on an even id, which net/http refuses before the handler.
+func TestServerH2CHTTP2Config(t *testing.T) {
+	var mu sync.Mutex
+	var kinds []string
+	s := serveWith(t, &Server{Handler: http.NotFoundHandler(), HTTP2: &http.HTTP2Config{CountError: func(kind string) {
+		mu.Lock()
+		defer mu.Unlock()
+		kinds = append(kinds, kind)
+	}}})
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := append([]byte(h2cPreface), h2Frame(h2FrameSettings, 0, 0, nil)...)
+	msg = append(msg, h2Frame(h2FrameHeaders, h2FlagEndStream|0x4, 2, []byte{0x82, 0x86, 0x84})...)
+	c.Write(msg)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.Copy(io.Discard, c) // SETTINGS, GOAWAY, the end
+	mu.Lock()
+	defer mu.Unlock()
+	if len(kinds) != 1 || kinds[0] != "conn_PROTOCOL_ERROR_headers_even" {
+		t.Errorf("CountError got %q", kinds)
+	}
+}

@@ -451,6 +451,15 @@ type Observer interface {
 	ObserveGatewayUpstream(route string, d time.Duration)
 }
 
+// HTTP2Observer receives the kind of each stream or connection net/http's
+// HTTP/2 server refuses or ends with an error before the handler sees a
+// request ("stream_REFUSED_STREAM_over_max_streams",
+// "conn_PROTOCOL_ERROR_headers_even": net/http's http.HTTP2Config.CountError
+// names, a fixed set), which leave no access-log line.
+type HTTP2Observer interface {
+	ObserveGatewayHTTP2Error(kind string)
+}
+
 // UnmatchedRoute is the route name Observer gets for the requests no
 // route took: 404s, 405s, and those refused before routing (400s, 501
 // for CONNECT). No route may be named so.

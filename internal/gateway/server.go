@@ -72,6 +72,9 @@ type Server struct {
 	// Log receives what goes wrong with connections: panics of the
 	// handler, and accept errors.
 	Log *slog.Logger
+	// HTTP2 configures net/http's HTTP/2 server, which serves the
+	// connections that open with the preface; nil: its defaults.
+	HTTP2 *http.HTTP2Config
 
 	inShutdown atomic.Bool
 	mu         sync.Mutex

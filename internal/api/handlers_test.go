@@ -1053,6 +1053,94 @@ func TestBoundManagementTokens(t *testing.T) {
 	wantStatus(t, s.do("PATCH", "/v1/tokens/"+boundID, s.root, map[string]any{"allowed_cidrs": nil, "expires_at": nil}), 200)
 }
 
+// TestLimitedManagementTokens: a management token with a rate limit or a
+// quota cannot lift or loosen them, nor get or hand out a management
+// token admitted more often; the tokens it makes for customers take any
+// limits.
+func TestLimitedManagementTokens(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	m := s.create(map[string]any{"name": "ci", "scopes": []string{"keyward:tokens:write"},
+		"rate_limit": map[string]any{"limit": 50, "window": "1h"}, "quota": map[string]any{"limit": 500, "period": "day"}})
+	limitedID, limited := m["id"].(string), m["token"].(string)
+	freeID, _ := s.newToken("free", "keyward:tokens:write")
+	within := map[string]any{"rate_limit": map[string]any{"limit": 50, "window": "1h"}, "quota": map[string]any{"limit": 500, "period": "day"}}
+	peer := func(rate, quota any) map[string]any {
+		return map[string]any{"name": "peer", "scopes": []string{"keyward:tokens:write"}, "rate_limit": rate, "quota": quota}
+	}
+	rl := func(limit int, window string) map[string]any { return map[string]any{"limit": limit, "window": window} }
+	qt := func(limit int, period string) map[string]any { return map[string]any{"limit": limit, "period": period} }
+	for _, tc := range []struct {
+		name         string
+		method, path string
+		body         map[string]any
+		want         int
+		detail       string
+	}{
+		{"ErrLiftsOwnLimits", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"rate_limit": nil, "quota": nil}, 403,
+			"cannot change the token: a token with keyward: scopes must keep to the calling token's rate_limit (50 per 1h0m0s)"},
+		{"ErrLiftsOwnQuota", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"quota": nil}, 403,
+			"cannot change the token: a token with keyward: scopes must keep to the calling token's quota (500 per day)"},
+		{"ErrRaisesOwnLimit", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"rate_limit": map[string]any{"limit": 51}}, 403,
+			"cannot change the token: a rate_limit of 51 per 1h0m0s admits 51 in 1h0m0s, more than the calling token's rate_limit (50 per 1h0m0s)"},
+		{"ErrShortensOwnWindow", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"rate_limit": map[string]any{"window": "59m"}}, 403,
+			"a rate_limit of 50 per 59m0s admits 100 in 1h0m0s"},
+		{"ErrRaisesOwnQuota", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"quota": map[string]any{"limit": 501}}, 403,
+			"cannot change the token: a quota of 501 per day admits more than the calling token's quota (500 per day)"},
+		{"ErrPeerUnlimited", "POST", "/v1/tokens", peer(nil, nil), 403, "cannot create the token: a token with keyward: scopes must keep to the calling token's rate_limit"},
+		{"ErrPeerNoQuota", "POST", "/v1/tokens", peer(rl(50, "1h"), nil), 403, "must keep to the calling token's quota (500 per day)"},
+		{"ErrPeerShorterWindow", "POST", "/v1/tokens", peer(rl(26, "30m"), qt(500, "day")), 403, "a rate_limit of 26 per 30m0s admits 52 in 1h0m0s"},
+		{"ErrPeerPerMinute", "POST", "/v1/tokens", peer(rl(1, "1m"), qt(500, "day")), 403, "a rate_limit of 1 per 1m0s admits 60 in 1h0m0s"},
+		{"ErrPeerQuotaHigher", "POST", "/v1/tokens", peer(rl(50, "1h"), qt(501, "month")), 403, "a quota of 501 per month admits more than the calling token's quota (500 per day)"},
+		{"ErrRotatesUnlimited", "POST", "/v1/tokens/" + freeID + "/rotate", map[string]any{}, 403, "cannot rotate the token: a token with keyward: scopes must keep to the calling token's rate_limit"},
+		{"ErrLimitsUnlimitedHalfway", "PATCH", "/v1/tokens/" + freeID, map[string]any{"rate_limit": rl(10, "1h")}, 403, "must keep to the calling token's quota"},
+		{"OKPeerSame", "POST", "/v1/tokens", peer(rl(50, "1h"), qt(500, "day")), 201, ""},
+		{"OKPeerStricter", "POST", "/v1/tokens", peer(rl(25, "30m"), qt(500, "none")), 201, ""},
+		{"OKPeerLongerWindow", "POST", "/v1/tokens", peer(rl(50, "2h"), qt(400, "month")), 201, ""},
+		{"OKAppTokenUnlimited", "POST", "/v1/tokens", map[string]any{"name": "app", "scopes": []string{"orders:read"}}, 201, ""},
+		{"OKAppTokenLooser", "POST", "/v1/tokens", map[string]any{"name": "app", "scopes": []string{"orders:read"},
+			"rate_limit": rl(1000, "1s"), "quota": qt(1000000, "month")}, 201, ""},
+		{"OKRenamesUnlimited", "PATCH", "/v1/tokens/" + freeID, map[string]any{"name": "free (renamed)"}, 200, ""},
+		{"OKLimitsUnlimited", "PATCH", "/v1/tokens/" + freeID, within, 200, ""},
+		{"OKRenamesItself", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"name": "ci (renamed)"}, 200, ""},
+		{"OKTightensOwn", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"rate_limit": rl(40, "1h"), "quota": qt(300, "day")}, 200, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.do(tc.method, tc.path, limited, tc.body)
+			if tc.want >= 400 {
+				p := wantProblem(t, r, tc.want, "forbidden")
+				if d, _ := p["detail"].(string); !strings.Contains(d, tc.detail) {
+					t.Errorf("detail %q, want it to hold %q", d, tc.detail)
+				}
+				return
+			}
+			wantStatus(t, r, tc.want)
+		})
+	}
+	got := s.get(limitedID)
+	if fmt.Sprint(got["rate_limit"], got["quota"]) != "map[limit:40 window:1h0m0s] map[limit:300 period:day]" {
+		t.Errorf("the limited token after the refusals: rate_limit %v, quota %v", got["rate_limit"], got["quota"])
+	}
+	// A new workspace's first admin token takes the limits of the token
+	// that made it.
+	inst := s.create(map[string]any{"name": "provisioner", "scopes": []string{"keyward:instance"},
+		"rate_limit": rl(20, "1m"), "quota": qt(1000, "month")})
+	r := s.do("POST", "/v1/workspaces", inst["token"].(string), map[string]any{"name": "tenant"})
+	wantStatus(t, r, http.StatusCreated)
+	r = s.do("GET", "/v1/tokens", r.object(t)["token"].(string), nil)
+	wantStatus(t, r, http.StatusOK)
+	items := r.object(t)["items"].([]any)
+	if len(items) != 1 {
+		t.Fatalf("the new workspace's tokens: %s", r.Body)
+	}
+	adm := items[0].(map[string]any)
+	if fmt.Sprint(adm["rate_limit"], adm["quota"]) != "map[limit:20 window:1m0s] map[limit:1000 period:month]" {
+		t.Errorf("the new workspace's admin token: rate_limit %v, quota %v", adm["rate_limit"], adm["quota"])
+	}
+	// The root token, limited by nothing, limits nothing.
+	wantStatus(t, s.do("PATCH", "/v1/tokens/"+limitedID, s.root, map[string]any{"rate_limit": nil, "quota": nil}), 200)
+}
+
 func TestRotate(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)

@@ -41,6 +41,8 @@ type Caller struct {
 	// itself): see checkBounds.
 	ExpiresAt    *time.Time
 	AllowedCIDRs []string
+	RateLimit    *keyward.RateLimit
+	Quota        *keyward.Quota
 	IP           string
 	UserAgent    string
 	RequestID    string
@@ -54,6 +56,8 @@ func TokenCaller(t *keyward.Token) Caller {
 		Scopes:       t.Scopes,
 		ExpiresAt:    t.ExpiresAt,
 		AllowedCIDRs: t.AllowedCIDRs,
+		RateLimit:    t.RateLimit,
+		Quota:        t.Quota,
 	}
 }
 
@@ -113,10 +117,14 @@ func (c Caller) checkGrant(scopes []string, what string) error {
 
 // checkBounds fails with EFORBIDDEN when t holds keyward: scopes and a
 // calling token would get, or hand out, a management token less bound
-// than itself: valid after it expires, or usable from addresses its
-// allowed_cidrs refuse (a CIDR-bound token that could lift its own
-// allowlist, or mint a peer without one, would be bound only until its
-// first call). Rate limits and quotas are not carried over.
+// than itself: valid after it expires, usable from addresses its
+// allowed_cidrs refuse, or admitted more often than its rate_limit or
+// quota admits it (a bound token that could lift its own bounds, or mint
+// a peer without them, would be bound only until its first call). Each
+// bound is compared on its own (see rateWithin, quotaWithin): a quota
+// does not stand in for a rate limit. Limits count per token: a peer
+// within the caller's limits has limits of its own, as a peer that
+// expires with the caller has its own lifetime.
 func (c Caller) checkBounds(t *keyward.Token, what string) error {
 	if keyward.MissingManagementScope(nil, t.Scopes) == "" {
 		return nil
@@ -125,20 +133,92 @@ func (c Caller) checkBounds(t *keyward.Token, what string) error {
 		return keyward.Errorf(keyward.EFORBIDDEN, "%s: a token with keyward: scopes cannot be valid after the calling token, which expires at %s",
 			what, c.ExpiresAt.UTC().Format(time.RFC3339))
 	}
-	if len(c.AllowedCIDRs) == 0 {
-		return nil
+	if len(c.AllowedCIDRs) > 0 {
+		if len(t.AllowedCIDRs) == 0 {
+			return keyward.Errorf(keyward.EFORBIDDEN, "%s: a token with keyward: scopes must keep to the calling token's allowed_cidrs (%s)",
+				what, strings.Join(c.AllowedCIDRs, ", "))
+		}
+		for _, s := range t.AllowedCIDRs {
+			if !keyward.CIDRsWithin([]string{s}, c.AllowedCIDRs) {
+				return keyward.Errorf(keyward.EFORBIDDEN, "%s: %s is outside the calling token's allowed_cidrs (%s)",
+					what, s, strings.Join(c.AllowedCIDRs, ", "))
+			}
+		}
 	}
-	if len(t.AllowedCIDRs) == 0 {
-		return keyward.Errorf(keyward.EFORBIDDEN, "%s: a token with keyward: scopes must keep to the calling token's allowed_cidrs (%s)",
-			what, strings.Join(c.AllowedCIDRs, ", "))
+	if r := c.RateLimit; r != nil {
+		if t.RateLimit == nil {
+			return keyward.Errorf(keyward.EFORBIDDEN, "%s: a token with keyward: scopes must keep to the calling token's rate_limit (%s)",
+				what, rateText(r))
+		}
+		if n, ok := rateWithin(t.RateLimit, r); !ok {
+			return keyward.Errorf(keyward.EFORBIDDEN, "%s: a rate_limit of %s admits %d in %s, more than the calling token's rate_limit (%s)",
+				what, rateText(t.RateLimit), n, time.Duration(r.Window), rateText(r))
+		}
 	}
-	for _, s := range t.AllowedCIDRs {
-		if !keyward.CIDRsWithin([]string{s}, c.AllowedCIDRs) {
-			return keyward.Errorf(keyward.EFORBIDDEN, "%s: %s is outside the calling token's allowed_cidrs (%s)",
-				what, s, strings.Join(c.AllowedCIDRs, ", "))
+	if q := c.Quota; q != nil {
+		if t.Quota == nil {
+			return keyward.Errorf(keyward.EFORBIDDEN, "%s: a token with keyward: scopes must keep to the calling token's quota (%s)",
+				what, quotaText(q))
+		}
+		if !quotaWithin(t.Quota, q) {
+			return keyward.Errorf(keyward.EFORBIDDEN, "%s: a quota of %s admits more than the calling token's quota (%s)",
+				what, quotaText(t.Quota), quotaText(q))
 		}
 	}
 	return nil
+}
+
+// rateWithin reports whether the rate limit r admits no more than bound
+// does in any window of bound's length, and returns the most r admits
+// there: r.Limit for each of r's windows that fit in it, counting one it
+// only begins (a burst of r.Limit at the start of each; r's window no
+// shorter than bound's fits once). So 50 per 1h admits 50 per 2h, 25 per
+// 30m and 1 per 72s, but not 26 per 30m (52 in an hour) nor 1 per 1m (60).
+// The most is not computed when it passes bound's limit by a factor, as
+// it might not fit in an int64; the int64 maximum stands for it then.
+func rateWithin(r, bound *keyward.RateLimit) (int64, bool) {
+	w, bw := int64(r.Window), int64(bound.Window)
+	fits := (bw + w - 1) / w // ⌈bound's window / r's⌉, ≥ 1
+	if r.Limit > bound.Limit/fits {
+		if r.Limit > (1<<63-1)/fits {
+			return 1<<63 - 1, false
+		}
+		return r.Limit * fits, false
+	}
+	return r.Limit * fits, true
+}
+
+// quotaWithin reports whether the quota q admits no more than bound in
+// any of bound's periods: a calendar day in UTC lies in one calendar
+// month, so a day's bound admits any period's limit up to its own (a
+// month's or a total's limit may all be spent in one day), a month's
+// admits a month's or a total's up to its own and a day's up to a 31st of
+// it (a month has up to 31 days), and a total's only a total's up to its
+// own: a day's or a month's has no end.
+func quotaWithin(q, bound *keyward.Quota) bool {
+	switch {
+	case bound.Period == keyward.PeriodDay:
+		return q.Limit <= bound.Limit
+	case bound.Period == keyward.PeriodMonth && q.Period == keyward.PeriodDay:
+		return q.Limit <= bound.Limit/31
+	case bound.Period == keyward.PeriodMonth:
+		return q.Limit <= bound.Limit
+	}
+	return q.Period == keyward.PeriodNone && q.Limit <= bound.Limit
+}
+
+// rateText is a rate limit as the errors name it: "50 per 1h0m0s", the
+// window as the API writes it.
+func rateText(r *keyward.RateLimit) string {
+	return fmt.Sprintf("%d per %s", r.Limit, time.Duration(r.Window))
+}
+
+// quotaText is a quota as the errors name it: "500 per day", "10 in total".
+func quotaText(q *keyward.Quota) string {
+	if q.Period == keyward.PeriodNone {
+		return fmt.Sprintf("%d in total", q.Limit)
+	}
+	return fmt.Sprintf("%d per %s", q.Limit, q.Period)
 }
 
 // issue returns a new secret text, its stored form and its hint.
@@ -289,7 +369,8 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 		if err := c.checkGrant(t.Scopes, "cannot grant the scope"); err != nil {
 			return nil, err
 		}
-		if !slices.Equal(before.Scopes, t.Scopes) || !sameTime(before.ExpiresAt, t.ExpiresAt) || !slices.Equal(before.AllowedCIDRs, t.AllowedCIDRs) {
+		if !slices.Equal(before.Scopes, t.Scopes) || !sameTime(before.ExpiresAt, t.ExpiresAt) || !slices.Equal(before.AllowedCIDRs, t.AllowedCIDRs) ||
+			!reflect.DeepEqual(before.RateLimit, t.RateLimit) || !reflect.DeepEqual(before.Quota, t.Quota) {
 			if err := c.checkBounds(t, "cannot change the token"); err != nil {
 				return nil, err
 			}
@@ -515,6 +596,14 @@ func (s *Service) CreateWorkspace(ctx context.Context, c Caller, ws *keyward.Wor
 	// A calling token's bounds (see checkBounds; none for members and
 	// keyward itself) bind the management token it hands out, this one too.
 	admin.ExpiresAt, admin.AllowedCIDRs = c.ExpiresAt, slices.Clone(c.AllowedCIDRs)
+	if c.RateLimit != nil {
+		r := *c.RateLimit
+		admin.RateLimit = &r
+	}
+	if c.Quota != nil {
+		q := *c.Quota
+		admin.Quota = &q
+	}
 	text, sec, err := s.issue(w.TokenPrefix, admin.ID, now)
 	if err != nil {
 		return nil, "", err

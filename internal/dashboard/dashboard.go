@@ -292,7 +292,11 @@ func (s *Server) headers(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
-		if s.secure && r.TLS != nil {
+		// Browsers reach the dashboard over TLS when keyward serves it,
+		// and when the public URL names a TLS proxy in front: the proxy
+		// passes the field on. (Sent over plain http, to a client that
+		// bypasses the proxy, it is ignored: RFC 6797 §8.1.)
+		if s.secure && r.TLS != nil || s.public != nil && s.public.Scheme == "https" {
 			h.Set("Strict-Transport-Security", "max-age=31536000")
 		}
 		next.ServeHTTP(w, r)

@@ -270,6 +270,29 @@ func TestSecurityHeaders(t *testing.T) {
 	}
 }
 
+// TestHSTS: Strict-Transport-Security goes with every page browsers reach
+// over TLS: served by keyward, or by a TLS proxy the public URL names.
+func TestHSTS(t *testing.T) {
+	for _, tc := range []struct {
+		name, public, target, want string
+	}{
+		{"OKTLSProxy", "https://keys.example.com", "http://keys.example.com/signin", "max-age=31536000"},
+		{"OKServedTLS", "http://localhost:8080", "https://localhost:8080/signin", "max-age=31536000"},
+		{"OKPlainLoopback", "http://localhost:8080", "http://localhost:8080/signin", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnvAt(t, tc.public)
+			for _, path := range []string{"/signin", "/no-such-page", "/static/app.js"} {
+				w := httptest.NewRecorder()
+				e.dash.Handler().ServeHTTP(w, httptest.NewRequest("GET", strings.Replace(tc.target, "/signin", path, 1), nil))
+				if got := w.Header().Get("Strict-Transport-Security"); got != tc.want {
+					t.Errorf("%s: %d, Strict-Transport-Security %q, want %q", path, w.Code, got, tc.want)
+				}
+			}
+		})
+	}
+}
+
 // TestRequestID: every answer carries an X-Request-Id, the client's when
 // it is well-formed (as the API does), and the access log line and the
 // audit events of the request carry the same id.

@@ -69,6 +69,38 @@ func connectionTokens(h http.Header) []string {
 	return toks
 }
 
+// connectionValues returns the values of the Connection fields in the
+// raw response header at the start of b (status line first), as
+// textproto reads them: lines end with LF or CRLF, and a line that starts
+// with a space or tab continues the one before.
+func connectionValues(b []byte) []string {
+	var vv []string
+	in := false // the line before was a Connection field
+	for first := true; ; first = false {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return vv
+		}
+		line := bytes.TrimSuffix(b[:i], []byte("\r"))
+		b = b[i+1:]
+		switch {
+		case first:
+		case len(line) == 0:
+			return vv
+		case line[0] == ' ' || line[0] == '\t':
+			if in {
+				vv[len(vv)-1] += " " + textproto.TrimString(string(line))
+			}
+			continue
+		case len(line) >= 11 && bytes.EqualFold(line[:11], []byte("connection:")):
+			vv = append(vv, textproto.TrimString(string(line[11:])))
+			in = true
+			continue
+		}
+		in = false
+	}
+}
+
 // headerHasToken reports whether a comma-separated header field lists
 // token, case-insensitively.
 func headerHasToken(vv []string, token string) bool {
@@ -580,9 +612,29 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 		// holds the whole of it but for very large ones.
 		b, _ := pc.br.Peek(pc.br.Buffered())
 		fr := scanFraming(b)
+		// ReadResponse deletes a Connection field that says close, and
+		// with it the names of the fields it lists, which must not be
+		// passed on either (RFC 9110 §7.6.1): its values are read from the
+		// raw header first, or, when it goes on past the buffer, from its
+		// bytes kept as ReadResponse reads them.
+		var conn []string
+		if fr.complete {
+			conn = connectionValues(b)
+		} else {
+			pc.cr.rec = append(pc.cr.rec[:0], b...)
+			pc.cr.record = true
+		}
 		res, err = http.ReadResponse(pc.br, r)
+		if pc.cr.record {
+			pc.cr.record = false
+			conn = connectionValues(pc.cr.rec)
+			pc.cr.rec = nil
+		}
 		if err != nil {
 			break
+		}
+		if len(conn) > 0 && res.Header["Connection"] == nil {
+			res.Header["Connection"] = conn
 		}
 		if fr.te && fr.cl || !fr.complete && len(res.TransferEncoding) > 0 || announcesBody(res, fr) {
 			res.Close = true

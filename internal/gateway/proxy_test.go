@@ -1272,3 +1272,100 @@ routes:
 		t.Fatalf("after a refused request: %d %q", res.StatusCode, got)
 	}
 }
+
+// TestConnectionCloseListed: the fields a Connection field names stay
+// behind when it also says close, in both directions. net/http's response
+// reader deletes such a Connection field, and the names with it.
+func TestConnectionCloseListed(t *testing.T) {
+	big := strings.Repeat("x", 8<<10) // a header past the reading buffer
+	var mu sync.Mutex
+	var got []http.Header
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		req, ok := readHead(br)
+		if !ok {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		mu.Lock()
+		got = append(got, req.Header.Clone())
+		mu.Unlock()
+		switch req.URL.Path {
+		case "/raw":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: s3cr3t\r\nContent-Length: 2\r\n\r\nok")
+		case "/folded":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Secret: s3cr3t\r\nConnection: X-Other,\r\n close, x-secret\r\nX-Other: o\r\nContent-Length: 2\r\n\r\nok")
+		case "/big":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Pad: "+big+"\r\nX-Secret: s3cr3t\r\nConnection: close\r\nConnection: X-Secret\r\nContent-Length: 2\r\n\r\nok")
+		case "/hints":
+			io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nConnection: close, X-Secret\r\nX-Secret: s3cr3t\r\nLink: </a.css>; rel=preload\r\n\r\n"+
+				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+		}
+	})
+	gw := openRoute(t, up, "")
+	for _, path := range []string{"/raw", "/folded", "/big"} {
+		res, body := do(t, "GET", gw.URL+path, nil)
+		if res.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%s: %d %q", path, res.StatusCode, body)
+		}
+		for _, k := range []string{"X-Secret", "X-Other"} {
+			if v, ok := res.Header[k]; ok {
+				t.Errorf("%s: the client got %s: %q", path, k, v)
+			}
+		}
+	}
+
+	// A 103's fields are sent with it: read by hand.
+	rc := dialRaw(t, gw)
+	rc.send("GET /hints HTTP/1.1\r\nHost: gw\r\n\r\n")
+	var head strings.Builder
+	for {
+		line, err := rc.br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		head.WriteString(line)
+		if strings.HasPrefix(line, "HTTP/1.1 200") {
+			break
+		}
+	}
+	if !strings.Contains(head.String(), "Link: </a.css>") || strings.Contains(strings.ToLower(head.String()), "x-secret") {
+		t.Errorf("the 103 went out as %q", head.String())
+	}
+
+	// The client's request: on the simple parser's path, on
+	// http.ReadRequest's (chunked), and on net/http's client's.
+	got = nil
+	rc = dialRaw(t, gw)
+	rc.send("GET /plain HTTP/1.1\r\nHost: gw\r\nConnection: close, X-Foo\r\nX-Foo: bar\r\n\r\n")
+	rc.read("GET")
+	rc = dialRaw(t, gw)
+	rc.send("POST /plain HTTP/1.1\r\nHost: gw\r\nX-Foo: bar\r\nTransfer-Encoding: chunked\r\nConnection: x-foo, close\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+	rc.read("POST")
+	do(t, "GET", gw.URL+"/plain", map[string]string{"Connection": "close, X-Foo", "X-Foo": "bar"})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 3 {
+		t.Fatalf("the upstream saw %d requests, want 3", len(got))
+	}
+	for i, h := range got {
+		if v, ok := h["X-Foo"]; ok {
+			t.Errorf("request %d: the upstream got X-Foo: %q", i, v)
+		}
+	}
+}
+
+func TestConnectionValues(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		want []string
+	}{
+		{"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", nil},
+		{"HTTP/1.1 200 OK\r\nconnection:close, X-A\r\n\r\nConnection: X-Body\r\n", []string{"close, X-A"}},
+		{"HTTP/1.1 200 OK\nConnection: close\nX-B: 1\n CONNECTION: no\nConnection:  X-C \t\n\tX-D\n\n", []string{"close", "X-C X-D"}},
+		{"Connection: X-Status-Line\r\nX-A: 1\r\n", nil},
+	} {
+		if got := connectionValues([]byte(tc.head)); !slices.Equal(got, tc.want) {
+			t.Errorf("connectionValues(%q) = %q, want %q", tc.head, got, tc.want)
+		}
+	}
+}

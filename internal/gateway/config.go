@@ -726,8 +726,23 @@ func (p *parser) route(n *yaml.Node, field string) Route {
 			// "https://api.example.com" (read as the host "https"), no
 			// request could match, and the route would silently serve none.
 			// A zone ("fe80::1%eth0") is no part of a request's Host.
-			if a, err := netip.ParseAddr(raw); raw != "" && !validHost(raw) && (err != nil || !strings.Contains(raw, ":") || a.Zone() != "") {
-				p.errf(v.Line, field+".host", "%q is not a host name or IP address, with an optional port", raw)
+			a, err := netip.ParseAddr(raw)
+			if raw != "" && !validHost(raw) && (err != nil || !strings.Contains(raw, ":") || a.Zone() != "") {
+				p.errf(v.Line, field+".host", "%q is not a host name or IP address", raw)
+				return
+			}
+			// A port is not matched: the route would take the host's
+			// requests on every port, whatever the file seems to say. (A
+			// bare IPv6 address's colons are none; a bracketed one's
+			// port follows the bracket.)
+			port := raw
+			if i := strings.LastIndexByte(raw, ']'); i >= 0 {
+				port = raw[i+1:]
+			} else if err == nil {
+				port = ""
+			}
+			if strings.Contains(port, ":") {
+				p.errf(v.Line, field+".host", "%q: the port is not matched (host matches any port); give the host alone", raw)
 				return
 			}
 			rt.Host = normalizeHost(raw)

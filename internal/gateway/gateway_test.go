@@ -1180,7 +1180,7 @@ workspace: default
 trusted_proxies: [10.0.0.0/8, 192.168.1.1]
 routes:
   - name: orders
-    host: Api.Example.com:443
+    host: Api.Example.com
     path_prefix: /orders/
     methods: [get, POST]
     upstreams: [http://127.0.0.1:9001, https://h.example/base]
@@ -1308,27 +1308,36 @@ func wantLines(t *testing.T, msg string, wants ...string) {
 
 // TestRouteHost: a host that no request's Host could be (a wildcard, a
 // URL, which was read as the host "https") is a config error, not a route
-// that silently serves nothing; a port or a bare IPv6 address is taken.
+// that silently serves nothing; so is a port, which routing does not
+// match (the route would serve every port); a bare IPv6 address is taken.
 func TestRouteHost(t *testing.T) {
 	parse := func(host string) (*Config, error) {
 		return Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    host: '" + host + "'\n    path_prefix: /\n    upstreams: [http://127.0.0.1:1]\n"))
 	}
 	for _, host := range []string{"*.example.com", "https://api.example.com", "api.example.com/v1", "a.example,b.example", "user@api.example.com", "a b", ":8080", "api.example.com:80:80", "fe80::1%eth0", "[fe80::1%25eth0]"} {
 		_, err := parse(host)
-		want := fmt.Sprintf("line 5: routes[0].host: %q is not a host name or IP address, with an optional port", host)
+		want := fmt.Sprintf("line 5: routes[0].host: %q is not a host name or IP address", host)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("host %q: %v, want %q", host, err, want)
+		}
+	}
+	for _, host := range []string{"example.com:8080", "Api.Example.com:443", "192.0.2.1:80", "[::1]:8080", "[2001:db8::1]:8081", "example.com:"} {
+		_, err := parse(host)
+		want := fmt.Sprintf("line 5: routes[0].host: %q: the port is not matched (host matches any port); give the host alone", host)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("host %q: %v, want %q", host, err, want)
 		}
 	}
 	for host, want := range map[string]string{
-		"":                     "",
-		"Api.Example.com:8443": "api.example.com",
-		"api.example.com.":     "api.example.com",
-		"192.0.2.1":            "192.0.2.1",
-		"[2001:db8::1]:8081":   "2001:db8::1",
-		"2001:db8::1":          "2001:db8::1",
-		"2001:DB8:0::0:1":      "2001:db8::1",
-		"[2001:0db8::1]:8081":  "2001:db8::1",
+		"":                 "",
+		"Api.Example.com":  "api.example.com",
+		"api.example.com.": "api.example.com",
+		"192.0.2.1":        "192.0.2.1",
+		"[2001:db8::1]":    "2001:db8::1",
+		"2001:db8::1":      "2001:db8::1",
+		"2001:DB8:0::0:1":  "2001:db8::1",
+		"[2001:0db8::1]":   "2001:db8::1",
+		"::1":              "::1",
 	} {
 		cfg, err := parse(host)
 		if err != nil {

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,12 +12,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -126,6 +130,9 @@ type reqState struct {
 	rlVals   [2]string
 	trusted  bool // the connection comes from a trusted proxy
 	proxyErr error
+	// upConn is the upstream connection of a protocol upgrade, taken
+	// through httputil.ReverseProxy.
+	upConn *headConn
 	// What the verification found, for usage analytics: whether a
 	// credential was verified, its outcome, the token it identified and
 	// how long verifying took.
@@ -171,11 +178,13 @@ func stateOf(ctx context.Context) *reqState {
 // serves the route's protocol upgrades over the balancer's transport, which
 // also runs the health checks.
 func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
-	b := &balancer{rt: rt, next: newTransport(rt.cfg.Timeout), log: h.log, cooldown: DefaultEjectCooldown}
+	tr := newTransport(rt.cfg.Timeout)
+	b := &balancer{rt: rt, next: tr, log: h.log, cooldown: DefaultEjectCooldown}
 	for _, u := range rt.cfg.Upstreams {
 		b.ups = append(b.ups, &upstream{url: u, pool: newConnPool(u)})
 	}
 	rt.balancer = b
+	b.recordHeads(tr)
 	return &httputil.ReverseProxy{
 		Rewrite:   h.rewrite,
 		Transport: b,
@@ -187,6 +196,16 @@ func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 			// The gateway's own headers win over the upstream's.
 			for _, f := range ownResponseFields {
 				res.Header.Del(f)
+			}
+			// ReverseProxy drops the fields Connection lists, but not
+			// those of a Connection field that said close, which the
+			// transport's reader deleted: they are read from the header
+			// as it came. (A 101 keeps its Connection: Upgrade, whose
+			// Upgrade field ReverseProxy still needs.)
+			if st := stateOf(res.Request.Context()); st != nil && st.upConn != nil && res.Header["Connection"] == nil {
+				for _, k := range connectionTokens(http.Header{"Connection": st.upConn.connectionValues()}) {
+					delete(res.Header, k)
+				}
 			}
 			// Trailers lose what the lean path's lose: those announced
 			// now, those that came unannounced once the body is read.
@@ -233,6 +252,11 @@ func (f *trailerFilter) Read(p []byte) (int, error) {
 // chosen by the balancer.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	st := stateOf(pr.In.Context())
+	// The connection the request goes on, for ModifyResponse to read
+	// the response header as it came (headConn).
+	pr.Out = pr.Out.WithContext(httptrace.WithClientTrace(pr.Out.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { st.upConn, _ = i.Conn.(*headConn) },
+	}))
 	out, in := pr.Out, pr.In
 	for k := range out.Header {
 		if len(k) >= 10 && strings.EqualFold(k[:10], "X-Keyward-") ||
@@ -944,4 +968,133 @@ func lineSafe(s string) bool {
 		}
 	}
 	return true
+}
+
+// recordHeads has the balancer's transport, which serves protocol
+// upgrades (and health checks), make its connections headConns: over
+// TLS too, with the handshake made here as the lean path's pool makes it
+// (HTTP/1.1, whose upgrades alone the transport makes anyway).
+func (b *balancer) recordHeads(tr *http.Transport) {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &headConn{Conn: c}, nil
+	}
+	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var cfg *tls.Config
+		for _, u := range b.ups {
+			if u.pool.addr == addr && u.pool.tls != nil {
+				cfg = u.pool.tls
+				break
+			}
+		}
+		if cfg == nil {
+			host, _, _ := net.SplitHostPort(addr)
+			cfg = &tls.Config{ServerName: host, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+		}
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(c, cfg)
+		hctx, cancel := context.WithTimeout(ctx, tr.TLSHandshakeTimeout)
+		err = tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		return &headConn{Conn: tc}, nil
+	}
+}
+
+// headConn is a connection of the balancer's transport. It keeps the
+// bytes read since a request was last written, up to the end of the
+// first final (not 1xx) response header: the transport's reader deletes a
+// Connection field that says close, and with it the names of the fields
+// it lists, which must not be passed on either (RFC 9110 §7.6.1).
+type headConn struct {
+	net.Conn
+	mu       sync.Mutex
+	head     []byte
+	done     bool // the header is whole, or too large to keep on
+	switched bool // it was a 101's: what follows is no HTTP/1.1
+}
+
+func (c *headConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if !c.switched {
+		c.head, c.done = c.head[:0], false
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *headConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.mu.Lock()
+		if !c.done {
+			from := max(0, len(c.head)-2)
+			c.head = append(c.head, p[:n]...)
+			if end := c.head[from:]; bytes.Contains(end, []byte("\n\r\n")) || bytes.Contains(end, []byte("\n\n")) {
+				if h := finalHead(c.head); h != nil {
+					c.done = true
+					c.switched = statusCode(h) == "101"
+				}
+			}
+			c.done = c.done || len(c.head) > maxResponseHeaderBytes
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// connectionValues returns the values of the Connection fields of the
+// last final response header read.
+func (c *headConn) connectionValues() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return connectionValues(finalHead(c.head))
+}
+
+// finalHead returns the first final response header in b (not 1xx, but
+// 101 that ends the exchange), status line first, up to its empty line;
+// nil when b does not hold it whole.
+func finalHead(b []byte) []byte {
+	for {
+		end := -1
+		for i := 0; i < len(b); i++ {
+			if b[i] != '\n' {
+				continue
+			}
+			if rest := b[i+1:]; len(rest) > 0 && rest[0] == '\n' {
+				end = i + 2
+			} else if len(rest) > 1 && rest[0] == '\r' && rest[1] == '\n' {
+				end = i + 3
+			}
+			if end >= 0 {
+				break
+			}
+		}
+		if end < 0 {
+			return nil
+		}
+		if code := statusCode(b); code == "" || code[0] != '1' || code == "101" {
+			return b[:end]
+		}
+		b = b[end:]
+	}
+}
+
+// statusCode returns the status code of the HTTP/1.x status line at the
+// start of b; "" when there is none.
+func statusCode(b []byte) string {
+	if len(b) < 12 || string(b[:7]) != "HTTP/1." || b[8] != ' ' || len(b) > 12 && b[12] != ' ' && b[12] != '\r' && b[12] != '\n' {
+		return ""
+	}
+	return string(b[9:12])
 }

@@ -1369,3 +1369,80 @@ func TestConnectionValues(t *testing.T) {
 		}
 	}
 }
+
+// TestUpgradeRefusedConnectionClose: an upgrade the upstream refuses
+// goes through httputil.ReverseProxy, whose transport's reader deletes a
+// Connection field that says close, and with it the names of the fields
+// it lists: they stay behind all the same, from an https upstream too.
+func TestUpgradeRefusedConnectionClose(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 403 Forbidden\r\nX-Secret: s3cr3t\r\nConnection: close, X-Secret\r\nContent-Length: 2\r\n\r\nno")
+		brw.Flush()
+	})
+	for _, up := range []*httptest.Server{httptest.NewServer(h), httptest.NewTLSServer(h)} {
+		t.Cleanup(up.Close)
+		cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [" + up.URL + "]\n    auth: none\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hd := NewHandler(cfg, newFake(), "ws_1", nil)
+		t.Cleanup(func() { hd.Close() })
+		if p := hd.router.routes[0].balancer.ups[0].pool; p.tls != nil {
+			p.tls.RootCAs = up.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+		}
+		gw := serveGateway(t, hd)
+		for range 2 {
+			rc := dialRaw(t, gw)
+			rc.send("GET /ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			res, body := rc.read("GET")
+			if res.StatusCode != 403 || body != "no" || res.Header.Get("X-Secret") != "" {
+				t.Errorf("%s: %d %q %v, want 403 without X-Secret", up.URL, res.StatusCode, body, res.Header)
+			}
+		}
+	}
+}
+
+// TestHeadConn: a headConn keeps the response header read since the
+// last write, past 1xx answers but a 101, after which it keeps nothing.
+func TestHeadConn(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := &headConn{Conn: a}
+	defer c.Close()
+	answers := []string{
+		"HTTP/1.1 103 Early Hints\r\nConnection: X-Hint\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close,\r\n X-Secret\r\nContent-Length: 1\r\n\r\nx",
+		"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: close, X-Frame\r\n\r\n", // a frame of the protocol switched to
+	}
+	go func() {
+		br := bufio.NewReader(b)
+		for _, answer := range answers {
+			if _, err := br.ReadString('\n'); err != nil {
+				return
+			}
+			io.WriteString(b, answer)
+		}
+	}()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	for i, want := range [][]string{{"close, X-Secret"}, {"Upgrade"}, {"Upgrade"}} {
+		io.WriteString(c, "req\n")
+		// A byte at a time: the header split across every read.
+		for range answers[i] {
+			if _, err := c.Read(make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := c.connectionValues(); !slices.Equal(got, want) {
+			t.Errorf("answer %d: Connection %q, want %q", i, got, want)
+		}
+	}
+	if !c.switched || len(c.head) != len(answers[1]) {
+		t.Errorf("after the 101: switched %v, %d bytes kept", c.switched, len(c.head))
+	}
+}

@@ -417,10 +417,22 @@ func noteNewStore(e *env, cfg storeConfig) {
 	fmt.Fprintf(e.stderr, "keyward: note: there was no store in %s: a new one was created there (check --data-dir if you meant an existing one)\n", cfg.DataDir)
 }
 
-// checkDatabaseURL accepts postgres:// and postgresql:// URLs.
+// checkDatabaseURL accepts postgres:// and postgresql:// URLs that parse
+// as the store would parse them. A URL that does not is a usage error whose
+// message quotes no part of it that may be the password
+// (postgres.CheckURL); a file the URL names that cannot be read
+// (sslrootcert, say) is a *workError.
 func checkDatabaseURL(u string) error {
 	if !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
 		return errors.New("--database-url (KEYWARD_DATABASE_URL) must be a postgres:// URL")
+	}
+	err := postgres.CheckURL(u)
+	var fe *postgres.URLFileError
+	if errors.As(err, &fe) {
+		return &workError{fmt.Errorf("--database-url (KEYWARD_DATABASE_URL): %w", err)}
+	}
+	if err != nil {
+		return fmt.Errorf("--database-url (KEYWARD_DATABASE_URL): %w", err)
 	}
 	return nil
 }

@@ -1561,3 +1561,47 @@ func TestStartupValuesAreUsageErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestDatabaseURLUnparsable: a database URL that does not parse is a bad
+// flag value, a usage error before anything is read or made, whichever
+// command takes it; the message never shows the URL's password.
+func TestDatabaseURLUnparsable(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef"
+	for _, u := range []string{"postgres://u:hunter22@db:notaport/keyward", "postgres://%zz", "postgres://u:hun%zzter22@db/keyward", "postgres://u:h@un%zzter22@db/keyward"} {
+		for _, args := range [][]string{
+			{"init"}, {"serve", "--addr", "127.0.0.1:0"}, {"migrate"}, {"audit", "verify"}, {"audit", "export"},
+			{"user", "create", "--email", "a@example.com", "--password-stdin"},
+			{"gateway", "check", "/nonexistent/gateway.yaml"},
+		} {
+			for _, how := range []string{"flag", "env"} {
+				vars := map[string]string{"KEYWARD_SECRET": secret}
+				a := args
+				if how == "flag" {
+					a = append(append([]string(nil), args...), "--database-url", u)
+				} else {
+					vars["KEYWARD_DATABASE_URL"] = u
+				}
+				r := cli(t, nil, vars, "correct horse battery staple\n", a...)
+				r.want(t, 2)
+				cmd := args[0]
+				if cmd == "audit" || cmd == "user" || cmd == "gateway" {
+					cmd += " " + args[1]
+				}
+				if !strings.HasPrefix(r.stderr, "keyward: "+cmd+": --database-url (KEYWARD_DATABASE_URL): the URL does not parse") {
+					t.Errorf("%s %v: stderr %q", how, a, r.stderr)
+				}
+				for _, s := range []string{"hunter22", "ter22", u} {
+					if strings.Contains(r.stderr, s) {
+						t.Errorf("%s %v: stderr %q shows %q", how, a, r.stderr, s)
+					}
+				}
+			}
+		}
+	}
+	// A file it names that cannot be read is what running found: exit 1.
+	r := cli(t, nil, map[string]string{"KEYWARD_SECRET": secret}, "", "migrate", "--database-url", "postgres://u:hunter22@db/keyward?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")
+	r.want(t, 1)
+	if want := "keyward: --database-url (KEYWARD_DATABASE_URL): failed to configure TLS (unable to read CA file: open /nonexistent/ca.pem: no such file or directory)\n"; r.stderr != want {
+		t.Errorf("unreadable CA file: stderr %q, want %q", r.stderr, want)
+	}
+}

@@ -88,6 +88,14 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 	if err := noArgs(fs, args); err != nil {
 		return err
 	}
+	// A store yet to be made will hold the default workspace alone: a
+	// user of another one is refused before the data dir, its secret and
+	// its store are made for nothing (and before the password is asked).
+	created := newSQLiteStore(cfg)
+	if created && workspace != keyward.DefaultWorkspace {
+		return fmt.Errorf("no workspace named %q: there is no store in %s, and a new one would hold only the %q workspace; nothing was created (check --data-dir if you meant an existing store)",
+			workspace, cfg.DataDir, keyward.DefaultWorkspace)
+	}
 	pw, err := readPassword(ctx, e, fromStdin)
 	if err != nil {
 		return err
@@ -102,7 +110,6 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	created := newSQLiteStore(cfg)
 	store, err := openStore(ctx, cfg, keys)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,4 +230,32 @@ func TestSecretWithNewline(t *testing.T) {
 	cli(t, nil, rotated, "", "audit", "verify", "--data-dir", dir).want(t, 0)
 	rotated = map[string]string{"KEYWARD_SECRET": strings.Repeat("n", 64), "KEYWARD_SECRET_PREVIOUS": raw}
 	cli(t, nil, rotated, "", "audit", "verify", "--data-dir", dir).want(t, 0)
+}
+
+// TestStoreCommandsLeaveNothing: a command on a data dir that does not
+// exist yet, which fails on its input, leaves no data dir, store or
+// server secret behind.
+func TestStoreCommandsLeaveNothing(t *testing.T) {
+	const pw = "correct horse battery staple"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"user", "create", "--workspace", "no-such", "--email", "a@b.example", "--password-stdin"},
+			`keyward: no workspace named "no-such": there is no store in DIR, and a new one would hold only the "default" workspace; nothing was created (check --data-dir if you meant an existing store)` + "\n"},
+		{[]string{"audit", "verify"}, "keyward: no keyward store in DIR: stat DIR/keyward.db: no such file or directory\n"},
+		{[]string{"audit", "export"}, "keyward: no keyward store in DIR: stat DIR/keyward.db: no such file or directory\n"},
+		{[]string{"audit", "prune", "--older-than", "8760h"}, "keyward: no keyward store in DIR: stat DIR/keyward.db: no such file or directory\n"},
+	} {
+		base := t.TempDir()
+		dir := filepath.Join(base, "new", "data")
+		r := cli(t, nil, nil, pw+"\n", append(tc.args, "--data-dir", dir)...)
+		r.want(t, 1)
+		if want := strings.ReplaceAll(tc.want, "DIR", dir); r.stderr != want {
+			t.Errorf("%v: stderr %q, want %q", tc.args, r.stderr, want)
+		}
+		if _, err := os.Stat(filepath.Join(base, "new")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%v: made %s (%v)", tc.args, filepath.Join(base, "new"), err)
+		}
+	}
 }

@@ -35,6 +35,14 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	dataDir := cfg.DataDir
+	// Said plainly, before root's checks of the paths: a mistyped data
+	// dir or output directory is the likely cause.
+	if err := storeThere(dataDir); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Dir(output)); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("the directory %s does not exist: make it first, or give --output-file a file in another", filepath.Dir(output))
+	}
 	if asRoot() {
 		// Root opens the store and writes the copy by name: where another
 		// user can write, a link swapped in would send either elsewhere.
@@ -57,6 +65,20 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "Backup of %s written to %s (%d bytes).\n", src, output, size)
 	fmt.Fprintln(e.stdout, "It does not hold the server secret: back that up too (server.secret in the data dir, or KEYWARD_SECRET); without it the backup's tokens cannot be verified.")
 	return nil
+}
+
+// storeThere returns nil when dataDir holds a store (keyward.db), else an
+// error that names dataDir and says what to do.
+func storeThere(dataDir string) error {
+	_, err := os.Stat(filepath.Join(dataDir, "keyward.db"))
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil // there, or what opening it finds
+	}
+	what := "holds no keyward store (no keyward.db)"
+	if _, err := os.Stat(dataDir); errors.Is(err, os.ErrNotExist) {
+		what = "does not exist"
+	}
+	return fmt.Errorf("the data dir %s %s: give the data dir of the store to back up with --data-dir (or KEYWARD_DATA_DIR)", dataDir, what)
 }
 
 // rootRefusal is the error of a command that will not act as root in
@@ -136,20 +158,48 @@ func cmdRestore(ctx context.Context, e *env, args []string) error {
 		}
 		dataDir, from = filepath.Join(paths[0], rest), paths[1]
 	}
+	// What a restore that fails made goes again: the data dir and those
+	// above it, and its lock file; never what was there before.
+	var made []string // directories, the data dir first
+	for d := dataDir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		made = append(made, d)
+	}
+	lockPath := filepath.Join(dataDir, "serve.lock")
+	_, err = os.Lstat(lockPath)
+	madeLock := errors.Is(err, os.ErrNotExist)
 	lock, err := lockDataDir(dataDir)
+	restored := false
+	defer func() {
+		if restored {
+			return
+		}
+		if lock != nil && madeLock {
+			os.Remove(lockPath) // while held: no other process has it
+		}
+		if lock != nil {
+			lock.Close()
+		}
+		for _, d := range made {
+			os.Remove(d) // only if empty
+		}
+	}()
 	var busy *dataDirBusyError
 	if errors.As(err, &busy) {
 		return fmt.Errorf("%w; stop it before a restore", err)
 	} else if err != nil {
 		return err // a data dir that cannot be made or locked: nothing to stop
 	}
-	if lock != nil {
-		defer lock.Close()
-	}
 	path := filepath.Join(dataDir, "keyward.db")
 	aside, err := sqlite.Restore(ctx, from, path, time.Now(), sqlite.RestoreOptions{})
 	if err != nil {
 		return err
+	}
+	restored = true
+	if lock != nil {
+		defer lock.Close()
 	}
 	fmt.Fprintf(e.stdout, "Restored %s into %s.\n", from, path)
 	if aside != "" {

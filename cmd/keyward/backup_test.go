@@ -323,3 +323,72 @@ func TestRestoreSecretWarning(t *testing.T) {
 		t.Errorf("restore with KEYWARD_SECRET the backup's: %q", r.stderr)
 	}
 }
+
+// TestBackupNoStore: a backup of a data dir that is not there, or holds
+// no store, names it and says what to do, as root or not.
+func TestBackupNoStore(t *testing.T) {
+	base := t.TempDir()
+	empty := filepath.Join(base, "empty")
+	if err := os.Mkdir(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for dir, what := range map[string]string{filepath.Join(base, "missing"): "does not exist", empty: "holds no keyward store (no keyward.db)"} {
+		r := cli(t, nil, nil, "", "backup", "--data-dir", dir, "--output-file", filepath.Join(base, "b.db"))
+		r.want(t, 1)
+		if want := "keyward: the data dir " + dir + " " + what + ": give the data dir of the store to back up with --data-dir (or KEYWARD_DATA_DIR)\n"; r.stderr != want {
+			t.Errorf("stderr %q, want %q", r.stderr, want)
+		}
+	}
+	dataDir, _ := newStore(t)
+	out := filepath.Join(base, "nowhere", "b.db")
+	r := cli(t, nil, nil, "", "backup", "--data-dir", dataDir, "--output-file", out)
+	r.want(t, 1)
+	if want := "keyward: the directory " + filepath.Dir(out) + " does not exist: make it first, or give --output-file a file in another\n"; r.stderr != want {
+		t.Errorf("stderr %q, want %q", r.stderr, want)
+	}
+}
+
+// TestRestoreFailedLeavesNothing: a restore that fails removes the data
+// dir it made, and the lock file it made, but nothing that was there.
+func TestRestoreFailedLeavesNothing(t *testing.T) {
+	base := t.TempDir()
+	garbage := filepath.Join(base, "garbage.db")
+	if err := os.WriteFile(garbage, []byte("not a database\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A data dir that was not there, nor the directory above it.
+	newDir := filepath.Join(base, "new", "data")
+	r := cli(t, nil, nil, "", "restore", "--data-dir", newDir, "--from", garbage)
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "file is not a database") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	if _, err := os.Lstat(filepath.Join(base, "new")); !os.IsNotExist(err) {
+		t.Errorf("the failed restore left %s (%v)", filepath.Join(base, "new"), err)
+	}
+	// A data dir that was there, empty: it stays, without a lock file.
+	empty := filepath.Join(base, "empty")
+	if err := os.Mkdir(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r = cli(t, nil, nil, "", "restore", "--data-dir", empty, "--from", garbage)
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "file is not a database") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+	if ents, err := os.ReadDir(empty); err != nil || len(ents) != 0 {
+		t.Errorf("the failed restore left %v in the data dir (%v)", ents, err)
+	}
+	// A store's data dir: its lock file, which serve made, stays.
+	dataDir, _ := newStore(t)
+	lock := filepath.Join(dataDir, "serve.lock")
+	if err := os.WriteFile(lock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, nil, nil, "", "restore", "--data-dir", dataDir, "--from", garbage).want(t, 1)
+	for _, f := range []string{"keyward.db", "server.secret", "serve.lock"} {
+		if _, err := os.Lstat(filepath.Join(dataDir, f)); err != nil {
+			t.Errorf("the failed restore removed %s: %v", f, err)
+		}
+	}
+}

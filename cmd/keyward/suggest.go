@@ -1,6 +1,9 @@
 package main
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // suggest returns the one name of names that typed is most likely a typo
 // of, or "" when none is close enough to say so: a name that differs from
@@ -15,12 +18,13 @@ func suggest(typed string, names []string) string {
 	if t == "" {
 		return ""
 	}
+	letters := utf8.RuneCountInString(t) // not bytes: "é" is one letter
 	var prefixed []string
 	for _, n := range names {
 		if strings.ToLower(n) == t {
 			return n
 		}
-		if len(t) >= 3 && strings.HasPrefix(strings.ToLower(n), t) {
+		if letters >= 3 && strings.HasPrefix(strings.ToLower(n), t) {
 			prefixed = append(prefixed, n)
 		}
 	}
@@ -36,11 +40,11 @@ func suggest(typed string, names []string) string {
 	}
 	limit := 1
 	switch {
-	case len(t) > 8:
+	case letters > 8:
 		limit = 3
-	case len(t) > 5:
+	case letters > 5:
 		limit = 2
-	case len(t) < 3:
+	case letters < 3:
 		limit = 0 // "x" is one edit from any one-letter name, and "ab" from too much
 	}
 	best, bestDist, tie := "", limit+1, false
@@ -71,18 +75,21 @@ func suggest(typed string, names []string) string {
 func wordsPrefix(typed string, names []string) string {
 	best := ""
 	for _, n := range names {
-		if len(n) >= 3 && len(n) > len(best) && len(typed) > len(n) && strings.HasPrefix(typed, strings.ToLower(n)) &&
-			(typed[len(n)] == '-' || typed[len(n)] == '_') {
+		ln := strings.ToLower(n)
+		if utf8.RuneCountInString(n) >= 3 && len(n) > len(best) && len(typed) > len(ln) && strings.HasPrefix(typed, ln) &&
+			(typed[len(ln)] == '-' || typed[len(ln)] == '_') {
 			best = n
 		}
 	}
 	return best
 }
 
-// editDistance returns the number of single-byte insertions, deletions,
-// substitutions and swaps of adjacent bytes that turn a into b (the
-// optimal string alignment distance).
-func editDistance(a, b string) int {
+// editDistance returns the number of single-letter insertions, deletions,
+// substitutions and swaps of adjacent letters that turn a into b (the
+// optimal string alignment distance). A letter is a rune, not a byte: an
+// "é" typed for an "e" is one edit, not two.
+func editDistance(as, bs string) int {
+	a, b := []rune(as), []rune(bs)
 	// Three rows of the table: the one before the previous is needed for
 	// swaps.
 	prev2 := make([]int, len(b)+1)

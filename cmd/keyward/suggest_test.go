@@ -15,6 +15,8 @@ func TestSuggest(t *testing.T) {
 		want        string
 	}{
 		{"OneLetterOff", "tokn", top, "token"},
+		// Letters, not bytes: "ï" is one letter off, not two bytes.
+		{"OneLetterOffNotASCII", "lïst", tok, "list"},
 		{"Swap", "lsit", tok, "list"},
 		{"SwapLong", "verfiy", top, "verify"},
 		{"Case", "TOKEN", top, "token"},
@@ -63,6 +65,9 @@ func TestEditDistance(t *testing.T) {
 		{"lsit", "list", 1},
 		{"kitten", "sitting", 3},
 		{"ca", "abc", 3}, // optimal string alignment: no edit of a swapped pair
+		{"tökén", "token", 2},
+		{"lïst", "list", 1},
+		{"ïl", "lï", 1},
 	} {
 		if got := editDistance(tc.a, tc.b); got != tc.want {
 			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)

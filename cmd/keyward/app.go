@@ -127,12 +127,10 @@ func (c *serveConfig) validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
-	switch c.LogFormat {
-	case "text", "json":
-	default:
-		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	if err := choose("--log-format", &c.LogFormat, "text", "json"); err != nil {
+		return err
 	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
+	if err := choose("--log-level", &c.LogLevel, logLevels...); err != nil {
 		return err
 	}
 	if c.LookupBudget < 1 {
@@ -141,8 +139,8 @@ func (c *serveConfig) validate() error {
 	if c.FlushInterval < 10*time.Millisecond || c.FlushInterval > time.Minute {
 		return errors.New("--flush-interval must be between 10ms and 1m")
 	}
-	if c.RedisFallback != verify.FallbackClosed && c.RedisFallback != verify.FallbackLocal {
-		return fmt.Errorf("--redis-fallback must be closed or local, not %q", c.RedisFallback)
+	if err := choose("--redis-fallback", &c.RedisFallback, verify.FallbackClosed, verify.FallbackLocal); err != nil {
+		return err
 	}
 	if c.Nodes < 1 {
 		return errors.New("--nodes must be at least 1")
@@ -257,16 +255,16 @@ func serviceName(port string) bool {
 	return port != ""
 }
 
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("--log-level must be debug, info, warn or error, not %q", s)
-	}
-	return l, nil
-}
+// logLevels are the values of --log-level, which validate takes in any
+// case (as it does the values of every fixed-choice flag) and stores as
+// written here.
+var logLevels = []string{"debug", "info", "warn", "error"}
 
+// newLogger returns the logger of serve, with format and level as
+// validate left them.
 func newLogger(w io.Writer, format, level string) *slog.Logger {
-	l, _ := parseLevel(level)
+	var l slog.Level
+	l.UnmarshalText([]byte(level)) // one of logLevels
 	opts := &slog.HandlerOptions{Level: l}
 	// logfmt writes the lines slog's handlers would, for less: the API and
 	// the gateway log a line per request.

@@ -275,10 +275,7 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	fs.String(&format, "format", "", audit.JSONL, "output `FORMAT`: jsonl or csv")
 	fs.String(&output, "output-file", "", "", "write to `FILE` (created mode 0600; one that exists is replaced once the export is whole, and kept if it fails) instead of standard output")
 	fs.Check(func() error {
-		if format != audit.JSONL && format != audit.CSV {
-			return fmt.Errorf("--format must be jsonl or csv, not %q", format)
-		}
-		return nil
+		return choose("--format", &format, audit.JSONL, audit.CSV)
 	})
 	args, err := fs.parse(args)
 	if err != nil {

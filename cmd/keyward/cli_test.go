@@ -1605,3 +1605,62 @@ func TestDatabaseURLUnparsable(t *testing.T) {
 		t.Errorf("unreadable CA file: stderr %q, want %q", r.stderr, want)
 	}
 }
+
+// TestChoiceFlags: the values of every fixed-choice flag are taken in any
+// case, as --log-level always took them; a value that is none of them is
+// a usage error naming those it takes, with a hint for a near miss, as
+// unknown flags get.
+func TestChoiceFlags(t *testing.T) {
+	f := newFakeServer(t)
+	for _, tc := range []struct {
+		args []string
+		vars map[string]string
+		want string
+	}{
+		{[]string{"serve", "--log-format", "jsn"}, nil, `serve: --log-format must be text or json, not "jsn"; did you mean json?`},
+		{[]string{"serve"}, map[string]string{"KEYWARD_LOG_FORMAT": "txt"}, `serve: --log-format must be text or json, not "txt"; did you mean text?`},
+		{[]string{"serve", "--log-level", "warning"}, nil, `serve: --log-level must be debug, info, warn or error, not "warning"; did you mean warn?`},
+		{[]string{"serve", "--log-level", "eror"}, nil, `serve: --log-level must be debug, info, warn or error, not "eror"; did you mean error?`},
+		{[]string{"serve", "--log-level", "info+2"}, nil, `serve: --log-level must be debug, info, warn or error, not "info+2"`},
+		{[]string{"serve", "--redis-fallback", "lokal"}, nil, `serve: --redis-fallback must be closed or local, not "lokal"; did you mean local?`},
+		{[]string{"token", "list", "--output", "jsno"}, nil, `token list: --output must be table or json, not "jsno"; did you mean json?`},
+		{[]string{"token", "list", "--output", "yaml"}, nil, `token list: --output must be table or json, not "yaml" (see`},
+		{[]string{"token", "list", "--state", "revokd"}, nil, `token list: --state must be active, expired, revoked or suspended, not "revokd"; did you mean revoked?`},
+		{[]string{"token", "usage", "tok_1", "--granularity", "hours"}, nil, `token usage: --granularity must be minute, hour or day, not "hours"; did you mean hour?`},
+		{[]string{"token", "create", "--name", "n", "--quota", "5/mnth"}, nil, `token create: --quota "5/mnth": the period must be day, month or none, not "mnth"; did you mean month?`},
+		{[]string{"audit", "export", "--format", "cvs"}, nil, `audit export: --format must be jsonl or csv, not "cvs"; did you mean csv?`},
+		{[]string{"user", "create", "--email", "a@example.com", "--role", "admn"}, nil, `user create: --role must be owner, admin, member or viewer, not "admn"; did you mean admin?`},
+		{[]string{"init", "--output", "JSONL"}, nil, `init: --output must be table or json, not "JSONL"; did you mean json?`},
+	} {
+		if tc.args[0] == "serve" {
+			// Found before this one, were the value taken: never serve.
+			tc.args = append(tc.args, "--max-body", "1")
+		}
+		r := cli(t, f, tc.vars, "", tc.args...)
+		r.want(t, 2)
+		if !strings.HasPrefix(r.stderr, "keyward: "+tc.want) {
+			t.Errorf("%v: stderr %q, want it to start with %q", tc.args, r.stderr, "keyward: "+tc.want)
+		}
+	}
+	if len(f.bodies) != 0 {
+		t.Errorf("a usage error reached the server: %v", f.bodies)
+	}
+
+	// Any case, stored as the flag spells it.
+	e := &env{stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string {
+		return map[string]string{"KEYWARD_LOG_LEVEL": "WARN", "KEYWARD_SECRET": "0123456789abcdef0123456789abcdef"}[k]
+	}}
+	fs := newFlagSet(e, "serve", help{})
+	cfg := defineServeFlags(fs)
+	if _, err := fs.parse([]string{"--log-format", "JSON", "--redis-fallback", "Local"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LogFormat != "json" || cfg.LogLevel != "warn" || cfg.RedisFallback != "local" {
+		t.Errorf("log format %q, level %q, fallback %q", cfg.LogFormat, cfg.LogLevel, cfg.RedisFallback)
+	}
+	r := cli(t, f, map[string]string{"KEYWARD_OUTPUT": "JSON"}, "", "token", "list", "--state", "Active")
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, `"items"`) || !slices.Contains(f.lastQueries(), "state=active") {
+		t.Errorf("stdout %q, queries %v", r.stdout, f.lastQueries())
+	}
+}

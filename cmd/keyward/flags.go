@@ -318,3 +318,55 @@ func flagError(err error, fs *flag.FlagSet) error {
 	}
 	return err
 }
+
+// choose accepts *p when it is one of choices, whatever its case, and
+// stores it back as the choice spells it: the values of a fixed-choice
+// flag (--output, --log-level, ...) are taken in any case, JSON as json
+// and WARN as warn. Else it returns the error of choiceError for the flag
+// what (such as "--output").
+func choose(what string, p *string, choices ...string) error {
+	for _, c := range choices {
+		if strings.EqualFold(*p, c) {
+			*p = c
+			return nil
+		}
+	}
+	return choiceError(what, *p, choices)
+}
+
+// choiceError says that what must be one of choices, not v, with a hint
+// for a near miss, as unknown flags and commands get (see suggest).
+func choiceError(what, v string, choices []string) error {
+	msg := fmt.Sprintf("%s must be %s, not %q", what, orList(choices), v)
+	if s := suggestChoice(v, choices); s != "" {
+		msg += fmt.Sprintf("; did you mean %s?", s)
+	}
+	return errors.New(msg)
+}
+
+// suggestChoice is suggest for a flag's value, which also takes a value
+// that starts with a choice (of at least three letters) for it: "warning"
+// for warn.
+func suggestChoice(v string, choices []string) string {
+	if s := suggest(v, choices); s != "" {
+		return s
+	}
+	lv, found := strings.ToLower(v), ""
+	for _, c := range choices {
+		if len(c) >= 3 && strings.HasPrefix(lv, c) {
+			if found != "" {
+				return ""
+			}
+			found = c
+		}
+	}
+	return found
+}
+
+// orList writes choices as "a, b or c".
+func orList(choices []string) string {
+	if len(choices) < 2 {
+		return strings.Join(choices, "")
+	}
+	return strings.Join(choices[:len(choices)-1], ", ") + " or " + choices[len(choices)-1]
+}

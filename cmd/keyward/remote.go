@@ -65,10 +65,7 @@ func addRemoteFlags(fs *flagSet) *remote {
 func addOutputFlag(fs *flagSet, p *string) {
 	fs.String(p, "output", "KEYWARD_OUTPUT", outputTable, "output `FORMAT`: table for people, json for scripts")
 	fs.Check(func() error {
-		if *p != outputTable && *p != outputJSON {
-			return fmt.Errorf("--output must be table or json, not %q", *p)
-		}
-		return nil
+		return choose("--output", p, outputTable, outputJSON)
 	})
 }
 

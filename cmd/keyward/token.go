@@ -267,10 +267,8 @@ func parseQuota(s string) (*client.Quota, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch p {
-	case client.PeriodDay, client.PeriodMonth, client.PeriodNone:
-	default:
-		return nil, fmt.Errorf("--quota %q: the period must be day, month or none", s)
+	if err := choose(fmt.Sprintf("--quota %q: the period", s), &p, client.PeriodDay, client.PeriodMonth, client.PeriodNone); err != nil {
+		return nil, err
 	}
 	return &client.Quota{Limit: n, Period: p}, nil
 }
@@ -386,6 +384,11 @@ func cmdTokenList(ctx context.Context, e *env, args []string) error {
 	fs.Bool(&all, "all", "", false, "with --limit, fetch every page, N tokens at a time")
 	r := addRemoteFlags(fs)
 	fs.Check(func() error {
+		if f.State != "" {
+			if err := choose("--state", &f.State, client.StateActive, client.StateExpired, client.StateRevoked, client.StateSuspended); err != nil {
+				return err
+			}
+		}
 		if f.Limit < 0 || f.Limit > 500 || f.Limit == 0 && fs.Changed("limit") {
 			return fmt.Errorf("--limit must be from 1 to 500")
 		}
@@ -679,8 +682,8 @@ func cmdTokenUsage(ctx context.Context, e *env, args []string) error {
 	fs.Duration(&since, "since", "", 0, "the range: the last `DURATION` (default: an hour of minutes, a day of hours, 30 days)")
 	r := addRemoteFlags(fs)
 	fs.Check(func() error {
-		if granularity != "minute" && granularity != "hour" && granularity != "day" {
-			return fmt.Errorf("--granularity must be minute, hour or day, not %q", granularity)
+		if err := choose("--granularity", &granularity, "minute", "hour", "day"); err != nil {
+			return err
 		}
 		if since < 0 {
 			return errors.New("--since must not be negative")

@@ -70,14 +70,14 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 		if _, err := keyward.NormalizeEmail(email); err != nil {
 			return fmt.Errorf("--email: %s", keyward.ErrorMessage(err))
 		}
+		if err := choose("--role", &role, keyward.Roles...); err != nil {
+			return err
+		}
 		if owner {
 			if fs.Changed("role") && role != keyward.RoleOwner {
 				return errors.New("--owner and --role " + role + " disagree")
 			}
 			role = keyward.RoleOwner
-		}
-		if !keyward.ValidRole(role) {
-			return fmt.Errorf("--role must be owner, admin, member or viewer, not %q", role)
 		}
 		return nil
 	})

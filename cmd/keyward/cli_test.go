@@ -1664,3 +1664,45 @@ func TestChoiceFlags(t *testing.T) {
 		t.Errorf("stdout %q, queries %v", r.stdout, f.lastQueries())
 	}
 }
+
+// TestHelpValue: --help (or -h) with a value is a boolean flag's: true
+// asks for the help, false for none, anything else is a usage error; at
+// every level, where the flag package took --help=ANYTHING for --help and
+// the dispatchers took it for an unknown flag.
+func TestHelpValue(t *testing.T) {
+	f := newFakeServer(t)
+	help := cli(t, nil, nil, "", "token", "list", "--help")
+	group := cli(t, nil, nil, "", "token", "--help")
+	top := cli(t, nil, nil, "", "--help")
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stdout string // "" for none
+		want   string // stderr's last line
+	}{
+		{[]string{"--help=1"}, 0, top.stdout, ""},
+		{[]string{"-h=true"}, 0, top.stdout, ""},
+		{[]string{"--help=false", "version"}, 0, "keyward ", ""},
+		{[]string{"--help=maybe"}, 2, "", `keyward: invalid boolean value "maybe" for --help (want true or false, or the flag alone) (see 'keyward help')`},
+		{[]string{"token", "--help=true"}, 0, group.stdout, ""},
+		{[]string{"token", "--help=0", "list"}, 0, "ID ", ""},
+		{[]string{"token", "list", "--help=true"}, 0, help.stdout, ""},
+		{[]string{"token", "list", "-h=1"}, 0, help.stdout, ""},
+		{[]string{"token", "list", "--help=false"}, 0, "ID ", ""},
+		{[]string{"token", "list", "--help=maybe"}, 2, "", `keyward: token list: invalid boolean value "maybe" for --help: parse error (want true or false) (see 'keyward token list --help')`},
+		{[]string{"help", "--help=1"}, 0, "Usage: keyward help ", ""},
+		// Help wins over what follows it, as before.
+		{[]string{"token", "list", "--help", "--bogus"}, 0, help.stdout, ""},
+		{[]string{"token", "list", "--bogus", "--help"}, 2, "", `keyward: token list: unknown flag --bogus (see 'keyward token list --help')`},
+	} {
+		r := cli(t, f, nil, "", tc.args...)
+		r.want(t, tc.code)
+		if tc.stdout == "" && r.stdout != "" || !strings.HasPrefix(r.stdout, tc.stdout) {
+			t.Errorf("%v: stdout %q, want it to start with %q", tc.args, r.stdout, tc.stdout)
+		}
+		lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+		if last := lines[len(lines)-1]; last != tc.want {
+			t.Errorf("%v: stderr's last line %q, want %q", tc.args, last, tc.want)
+		}
+	}
+}

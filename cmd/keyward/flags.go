@@ -35,6 +35,8 @@ type flagSet struct {
 	envs  [][2]string // environment variables the command reads besides its flags: name, description
 	errs  []error     // malformed environment values, reported by parse
 	check []func() error
+
+	wantHelp helpValue // --help or -h given (and not =false)
 }
 
 type flagInfo struct {
@@ -48,7 +50,27 @@ func newFlagSet(e *env, cmd string, h help) *flagSet {
 	fs := flag.NewFlagSet("keyward "+cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // parse reports errors and help itself
 	fs.Usage = func() {}
-	return &flagSet{fs: fs, e: e, cmd: cmd, help: h, info: map[string]flagInfo{}}
+	f := &flagSet{fs: fs, e: e, cmd: cmd, help: h, info: map[string]flagInfo{}}
+	// Defined, so that --help=false asks for no help and --help=maybe
+	// is an error, where the flag package takes --help=ANYTHING for
+	// --help. Not in order: printHelp lists it apart.
+	fs.Var(&f.wantHelp, "help", "show this help")
+	fs.Var(&f.wantHelp, "h", "show this help")
+	return f
+}
+
+// helpValue is the value of --help and -h: a boolean flag.
+type helpValue bool
+
+func (h *helpValue) IsBoolFlag() bool { return true }
+func (h *helpValue) String() string   { return strconv.FormatBool(bool(*h)) }
+func (h *helpValue) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("parse error") // as the flag package's own booleans say
+	}
+	*h = helpValue(v)
+	return nil
 }
 
 func (f *flagSet) add(name, env, def string, repeated bool) {
@@ -172,7 +194,9 @@ func (f *flagSet) parse(args []string) ([]string, error) {
 	var pos []string
 	for {
 		err := f.fs.Parse(args)
-		if errors.Is(err, flag.ErrHelp) {
+		if f.wantHelp {
+			// As the flag package did, stopping at --help: help wins
+			// over what follows it.
 			f.printHelp(f.e.stdout)
 			return nil, flag.ErrHelp
 		}
@@ -299,8 +323,12 @@ func flagError(err error, fs *flag.FlagSet) error {
 	}
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		name = strings.TrimPrefix(name, "-")
-		names := []string{"help"}
-		fs.VisitAll(func(fl *flag.Flag) { names = append(names, fl.Name) })
+		var names []string
+		fs.VisitAll(func(fl *flag.Flag) {
+			if fl.Name != "h" {
+				names = append(names, fl.Name)
+			}
+		})
 		if s := suggest(name, names); s != "" {
 			return fmt.Errorf("unknown flag --%s; did you mean --%s?", name, s)
 		}

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -266,10 +267,18 @@ func dispatch(ctx context.Context, e *env, g group, cmds []command, args []strin
 		return usagef(path, "missing command")
 	}
 	name := args[0]
+	if isHelp, want, err := helpArg(name); isHelp {
+		switch {
+		case err != nil:
+			return usagef(path, "%v", err)
+		case want:
+			printGroupHelp(e.stdout, g, cmds)
+			return nil
+		}
+		// --help=false asks for no help: as if not given.
+		return dispatch(ctx, e, g, cmds, args[1:])
+	}
 	switch name {
-	case "-h", "-help", "--help":
-		printGroupHelp(e.stdout, g, cmds)
-		return nil
 	case "-version", "--version":
 		if path == "" {
 			return cmdVersion(ctx, e, args[1:])
@@ -297,6 +306,28 @@ func dispatch(ctx context.Context, e *env, g group, cmds []command, args []strin
 		return usagef(path, "unknown command %q; did you mean %q?", name, s)
 	}
 	return usagef(path, "unknown command %q", name)
+}
+
+// helpArg reports whether arg is the help flag: -h, -help, --h or --help,
+// alone or with a value, which the flag package would take for help
+// whatever it is. With a value, want is what strconv.ParseBool makes of
+// it (--help=true asks for help, --help=false for none), and a value it
+// does not take is err.
+func helpArg(arg string) (isHelp, want bool, err error) {
+	name, value, hasValue := strings.Cut(arg, "=")
+	switch name {
+	case "-h", "--h", "-help", "--help":
+	default:
+		return false, false, nil
+	}
+	if !hasValue {
+		return true, true, nil
+	}
+	want, err = strconv.ParseBool(value)
+	if err != nil {
+		return true, false, fmt.Errorf("invalid boolean value %q for %s (want true or false, or the flag alone)", value, name)
+	}
+	return true, want, nil
 }
 
 // flagName returns the flag of arg, such as "--hlep=x", without its value.
@@ -331,7 +362,7 @@ func cmdHelp(ctx context.Context, e *env, args []string) error {
 		printGroupHelp(e.stdout, topGroup, topCommands())
 		return nil
 	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+	if isHelp, _, _ := helpArg(args[0]); isHelp {
 		fs := newFlagSet(e, "help", help{
 			usage:    "[COMMAND [SUBCOMMAND]]",
 			summary:  "Show the help of a command: its usage, flags, environment variables and examples.",

@@ -143,6 +143,16 @@ func shownDefault[T comparable](def T) string {
 	return fmt.Sprint(def)
 }
 
+// Describe replaces the help of the flag name, and the default the help
+// shows ("" for none): for a command that takes a shared flag (such as
+// --data-dir) but does not use it as the others do.
+func (f *flagSet) Describe(name, usage, shownDef string) {
+	f.fs.Lookup(name).Usage = usage
+	in := f.info[name]
+	in.def = shownDef
+	f.info[name] = in
+}
+
 // Strings defines a flag --name that may be repeated; each use appends its
 // value to *p.
 func (f *flagSet) Strings(p *[]string, name, usage string) {

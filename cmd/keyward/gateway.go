@@ -264,6 +264,10 @@ func cmdGatewayCheck(ctx context.Context, e *env, args []string) error {
 	})
 	var store storeConfig
 	defineStoreFlags(fs, &store)
+	// Its ./keyward-data default is not used: no store is read unless
+	// one is named.
+	fs.Describe("data-dir", "look the config's workspace up in the embedded SQLite store in `DIR`, reading only; "+
+		"no default: unless a store is named (by this, KEYWARD_DATA_DIR or a database URL), none is read", "")
 	args, err := fs.parse(args)
 	if err != nil {
 		return err

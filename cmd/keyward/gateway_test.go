@@ -268,3 +268,19 @@ func TestGatewayTLSHTTP2Errors(t *testing.T) {
 		t.Errorf("observed %q", obs.kinds)
 	}
 }
+
+// TestGatewayCheckHelp: the help of gateway check shows no --data-dir
+// default, which it does not use: it reads a store only when one is named.
+func TestGatewayCheckHelp(t *testing.T) {
+	r := cli(t, nil, nil, "", "gateway", "check", "--help")
+	r.want(t, 0)
+	want := "  --data-dir DIR       look the config's workspace up in the embedded SQLite store in DIR, reading only; " +
+		"no default: unless a store is named (by this, KEYWARD_DATA_DIR or a database URL), none is read (env KEYWARD_DATA_DIR)\n"
+	if !strings.Contains(r.stdout, want) || strings.Contains(r.stdout, "keyward-data") {
+		t.Errorf("help:\n%s\nwant the line %q, and no ./keyward-data", r.stdout, want)
+	}
+	// The others that take the store flags keep theirs.
+	if r := cli(t, nil, nil, "", "migrate", "--help"); !strings.Contains(r.stdout, "(env KEYWARD_DATA_DIR, default ./keyward-data)") {
+		t.Errorf("migrate help:\n%s", r.stdout)
+	}
+}

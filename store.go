@@ -162,7 +162,10 @@ type UsageFlush struct {
 // number Head (its start is Head·Width, unix ns). Counts holds the ring of
 // sub-window counts, Head's at Head mod len(Counts). Until is when the
 // newest counted admission leaves the window: past it the state counts
-// nothing.
+// nothing. Last is the time of the latest admission counted, at least, or
+// zero when not known (a state stored before it was kept); a state that
+// knows it has Until = Last + Window, so one whose Until another node of
+// an earlier version rewrote without Last is told apart.
 type RateWindow struct {
 	TokenID string
 	Window  time.Duration
@@ -170,6 +173,7 @@ type RateWindow struct {
 	Head    int64
 	Counts  []int64
 	Until   time.Time
+	Last    time.Time
 }
 
 // BulkLoader is implemented by stores that can insert many tokens at once,

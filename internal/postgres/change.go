@@ -124,12 +124,12 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 			if err != nil {
 				return wrap("flush usage", err)
 			}
-			b.Queue(`INSERT INTO rate_windows (token_id, window_ns, width, head, counts, until)
-				SELECT id, $2, $3, $4, $5, $6 FROM tokens WHERE id = $1
+			b.Queue(`INSERT INTO rate_windows (token_id, window_ns, width, head, counts, until, last_ns)
+				SELECT id, $2, $3, $4, $5, $6, $7 FROM tokens WHERE id = $1
 				ON CONFLICT (token_id) DO UPDATE SET window_ns = excluded.window_ns, width = excluded.width,
-					head = excluded.head, counts = excluded.counts, until = excluded.until
+					head = excluded.head, counts = excluded.counts, until = excluded.until, last_ns = excluded.last_ns
 				WHERE excluded.head * excluded.width >= rate_windows.head * rate_windows.width`,
-				u.TokenID, int64(r.Window), r.Width, r.Head, string(counts), r.Until)
+				u.TokenID, int64(r.Window), r.Width, r.Head, string(counts), r.Until, unixNano(r.Last))
 		}
 	}
 	if b.Len() == 0 {
@@ -160,19 +160,30 @@ func (db *DB) QuotaUsed(ctx context.Context, tokenID, period string) (int64, err
 func (db *DB) RateWindows(ctx context.Context, now time.Time) ([]keyward.RateWindow, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	rows, err := db.pool.Query(ctx, `SELECT token_id, window_ns, width, head, counts, until
+	rows, err := db.pool.Query(ctx, `SELECT token_id, window_ns, width, head, counts, until, last_ns
 		FROM rate_windows WHERE until > $1`, now)
 	if err != nil {
 		return nil, wrap("rate windows", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (w keyward.RateWindow, err error) {
-		var window int64
+		var window, last int64
 		var counts string
-		if err = r.Scan(&w.TokenID, &window, &w.Width, &w.Head, &counts, &w.Until); err != nil {
+		if err = r.Scan(&w.TokenID, &window, &w.Width, &w.Head, &counts, &w.Until, &last); err != nil {
 			return w, err
 		}
 		w.Window, w.Until = time.Duration(window), w.Until.UTC()
+		if last != 0 {
+			w.Last = time.Unix(0, last).UTC()
+		}
 		return w, json.Unmarshal([]byte(counts), &w.Counts)
 	})
 	return out, wrap("rate windows", err)
+}
+
+// unixNano returns t in unix ns, 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }

@@ -108,12 +108,12 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 				if err != nil {
 					return err
 				}
-				if _, err := tx.ExecContext(ctx, `INSERT INTO rate_windows (token_id, window_ns, width, head, counts, until)
-					SELECT id, ?, ?, ?, ?, ? FROM tokens WHERE id = ?
+				if _, err := tx.ExecContext(ctx, `INSERT INTO rate_windows (token_id, window_ns, width, head, counts, until, last_ns)
+					SELECT id, ?, ?, ?, ?, ?, ? FROM tokens WHERE id = ?
 					ON CONFLICT (token_id) DO UPDATE SET window_ns = excluded.window_ns, width = excluded.width,
-						head = excluded.head, counts = excluded.counts, until = excluded.until
+						head = excluded.head, counts = excluded.counts, until = excluded.until, last_ns = excluded.last_ns
 					WHERE excluded.head * excluded.width >= rate_windows.head * rate_windows.width`,
-					int64(r.Window), r.Width, r.Head, string(counts), encodeTime(r.Until), u.TokenID); err != nil {
+					int64(r.Window), r.Width, r.Head, string(counts), encodeTime(r.Until), encodeTime(r.Last), u.TokenID); err != nil {
 					return err
 				}
 			}
@@ -126,7 +126,7 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 // RateWindows returns the stored rate-limit windows that count admissions
 // after now.
 func (db *DB) RateWindows(ctx context.Context, now time.Time) ([]keyward.RateWindow, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT token_id, window_ns, width, head, counts, until
+	rows, err := db.read.QueryContext(ctx, `SELECT token_id, window_ns, width, head, counts, until, last_ns
 		FROM rate_windows WHERE until > ?`, encodeTime(now))
 	if err != nil {
 		return nil, wrap("rate windows", err)
@@ -135,15 +135,15 @@ func (db *DB) RateWindows(ctx context.Context, now time.Time) ([]keyward.RateWin
 	var out []keyward.RateWindow
 	for rows.Next() {
 		var w keyward.RateWindow
-		var window, until int64
+		var window, until, last int64
 		var counts string
-		if err := rows.Scan(&w.TokenID, &window, &w.Width, &w.Head, &counts, &until); err != nil {
+		if err := rows.Scan(&w.TokenID, &window, &w.Width, &w.Head, &counts, &until, &last); err != nil {
 			return nil, wrap("rate windows", err)
 		}
 		if err := json.Unmarshal([]byte(counts), &w.Counts); err != nil {
 			return nil, wrap("rate windows", err)
 		}
-		w.Window, w.Until = time.Duration(window), decodeTime(until)
+		w.Window, w.Until, w.Last = time.Duration(window), decodeTime(until), decodeTime(last)
 		out = append(out, w)
 	}
 	return out, wrap("rate windows", rows.Err())

@@ -227,10 +227,15 @@ func (s *suite) testFlushUsage(t *testing.T) {
 		win := func(id string, n, head int64, until time.Time) *keyward.RateWindow {
 			return &keyward.RateWindow{TokenID: id, Window: time.Hour, Width: int64(3 * time.Minute), Head: head, Counts: counts(n), Until: until}
 		}
+		// Last, when known, is kept to the ns; else it stays zero.
+		withLast := func(w *keyward.RateWindow, last time.Time) *keyward.RateWindow {
+			w.Last = last
+			return w
+		}
 		flush(t, f,
 			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 1, 9876542, t1.Add(time.Hour))},
-			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 2, 9876543, t1.Add(time.Minute))}, // later, ending sooner: replaces
-			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 9, 9876542, t1.Add(2*time.Hour))}, // older, retried: does not
+			keyward.UsageFlush{TokenID: a.ID, Rate: withLast(win(a.ID, 2, 9876543, t1.Add(time.Minute)), t1.Add(-time.Hour+time.Minute+7))}, // later, ending sooner: replaces
+			keyward.UsageFlush{TokenID: a.ID, Rate: win(a.ID, 9, 9876542, t1.Add(2*time.Hour))},                                             // older, retried: does not
 			keyward.UsageFlush{TokenID: b.ID, Rate: win(b.ID, 7, 9876543, t0.Add(time.Minute))},
 			keyward.UsageFlush{TokenID: f.id(keyward.PrefixToken), Rate: win("tok_gone", 1, 9876543, t1)}, // no such token: left out
 		)
@@ -243,11 +248,18 @@ func (s *suite) testFlushUsage(t *testing.T) {
 		}
 		w := got[0]
 		if w.TokenID != a.ID || w.Window != time.Hour || w.Width != int64(3*time.Minute) || w.Head != 9876543 ||
-			len(w.Counts) != 21 || w.Counts[5] != 2 || !w.Until.Equal(t1.Add(time.Minute)) {
+			len(w.Counts) != 21 || w.Counts[5] != 2 || !w.Until.Equal(t1.Add(time.Minute)) ||
+			!w.Last.Equal(t1.Add(-time.Hour+time.Minute+7)) {
 			t.Errorf("RateWindows = %+v", w)
 		}
-		if got, _ := f.s.RateWindows(f.ctx, t0); len(got) != 2 {
-			t.Errorf("RateWindows before b's end = %d windows, want 2", len(got))
+		got, _ = f.s.RateWindows(f.ctx, t0)
+		if len(got) != 2 {
+			t.Fatalf("RateWindows before b's end = %d windows, want 2", len(got))
+		}
+		for _, w := range got {
+			if w.TokenID == b.ID && !w.Last.IsZero() {
+				t.Errorf("b's Last = %v, want zero (not known)", w.Last)
+			}
 		}
 	})
 

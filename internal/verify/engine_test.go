@@ -313,6 +313,41 @@ func TestRateLimitSurvivesRestart(t *testing.T) {
 	}
 }
 
+// TestRateLimitRestartEmptyWindow: a restarted node finds a token's
+// window empty once the whole window has passed since its latest
+// admission, as a running one does (a burst of N then is admitted in full
+// at once, not up to a sub-window later), and its reset, counted from
+// that admission, is never more than the window.
+func TestRateLimitRestartEmptyWindow(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	e.clock.Add(300 * time.Millisecond) // within a sub-window, not at its start
+	_, short := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 2, Window: keyward.Duration(40 * time.Second)}})
+	_, long := e.create(&keyward.Token{RateLimit: &keyward.RateLimit{Limit: 1, Window: keyward.Duration(time.Hour)}})
+	expect(t, e.verify(short, ""), keyward.Valid)
+	expect(t, e.verify(short, ""), keyward.Valid)
+	expect(t, e.verify(short, ""), keyward.RateLimited)
+	expect(t, e.verify(long, ""), keyward.Valid)
+	e.close() // flushes
+	e.clock.Add(10 * time.Second)
+	e.open(verify.Config{}, secretA)
+	r := e.verify(long, "")
+	expect(t, r, keyward.RateLimited)
+	if want := time.Hour - 10*time.Second; r.Rate.Reset != want {
+		t.Errorf("reset after a restart %v, want %v", r.Rate.Reset, want)
+	}
+	r = e.verify(short, "")
+	expect(t, r, keyward.RateLimited)
+	if want := 30 * time.Second; r.Rate.Reset != want {
+		t.Errorf("reset after a restart %v, want %v", r.Rate.Reset, want)
+	}
+	e.close()
+	e.clock.Add(30 * time.Second) // a whole window after the latest admission
+	e.open(verify.Config{}, secretA)
+	expect(t, e.verify(short, ""), keyward.Valid)
+	expect(t, e.verify(short, ""), keyward.Valid)
+	expect(t, e.verify(short, ""), keyward.RateLimited)
+}
+
 // TestRateWindowShortened: a window shortened (1h to 1m) is stored as the
 // later state though it ends sooner, so a restart counts the new window's
 // admissions.

@@ -44,8 +44,11 @@ type limiter struct {
 	sum    int64 // of counts
 	counts [buckets + 1]int64
 	// last is the time (ns) of the latest admission counted, at least;
-	// 0 when not known (a limiter restored from the store's state, which
-	// does not keep it, that has admitted nothing since).
+	// 0 when nothing is counted. The store keeps it with the window; a
+	// state stored without it is restored with the latest time its
+	// newest counted sub-window could hold (or the time of the restore,
+	// if earlier), which may deny up to a sub-window early, as the
+	// sub-windows alone do, but never late.
 	last int64
 	// seen is the latest time the limiter was given (ns).
 	seen int64
@@ -95,7 +98,7 @@ func (l *limiter) advance(now int64) int64 {
 func (l *limiter) used(now int64) int64 {
 	now = l.clock(now)
 	l.advance(now)
-	if l.sum > 0 && l.last != 0 && now-l.last >= l.window {
+	if l.sum > 0 && now-l.last >= l.window {
 		// No admission in (now-window, now]: the window is empty.
 		clear(l.counts[:])
 		l.sum = 0
@@ -122,9 +125,12 @@ func (l *limiter) rewindow(now int64, window time.Duration, limit int64) *limite
 	return n
 }
 
-// state returns l as the store keeps it for tokenID.
+// state returns l as the store keeps it for tokenID: with the time of its
+// latest admission, when it counts any, and then Until = Last + window,
+// which restoreLimiter checks (a node of an earlier version that rewrites
+// the state writes its own Until and leaves Last as it was).
 func (l *limiter) state(tokenID string) *keyward.RateWindow {
-	return &keyward.RateWindow{
+	w := &keyward.RateWindow{
 		TokenID: tokenID,
 		Window:  time.Duration(l.window),
 		Width:   l.width,
@@ -132,6 +138,32 @@ func (l *limiter) state(tokenID string) *keyward.RateWindow {
 		Counts:  append([]int64(nil), l.counts[:]...),
 		Until:   time.Unix(0, (l.head+1)*l.width+l.window).UTC(),
 	}
+	if l.sum > 0 && l.last != 0 {
+		w.Last = time.Unix(0, l.last).UTC()
+		w.Until = time.Unix(0, l.last+l.window).UTC()
+	}
+	return w
+}
+
+// lastOf returns the time (ns) of the latest admission w counts, at least,
+// as restoreLimiter takes it: w.Last when w's Until is the one this
+// version writes with it (to the microsecond a store may round it to);
+// else the last ns of w's newest sub-window that counts any, or now if
+// earlier (the state was stored before now). 0 when w counts nothing.
+func lastOf(w keyward.RateWindow, now int64) int64 {
+	if !w.Last.IsZero() {
+		last := w.Last.UnixNano()
+		if d := w.Until.UnixNano() - (last + int64(w.Window)); d > -int64(time.Microsecond) && d < int64(time.Microsecond) {
+			return last
+		}
+	}
+	n := int64(len(w.Counts))
+	for i := w.Head; i > w.Head-n && i >= 0; i-- {
+		if w.Counts[i%n] > 0 {
+			return min((i+1)*w.Width-1, now)
+		}
+	}
+	return 0
 }
 
 // restoreLimiter returns the limiter w describes, with the limit and
@@ -159,6 +191,9 @@ func restoreLimiter(w keyward.RateWindow, limit int64, window time.Duration, now
 		l.counts[i] = c
 		l.sum += c
 	}
+	if l.sum > 0 {
+		l.last = lastOf(w, now)
+	}
 	if carry || w.Window != window {
 		return l.rewindow(now, window, limit)
 	}
@@ -184,11 +219,8 @@ func (l *limiter) reset(now int64) time.Duration {
 	b := now / l.width // as advance, which used called, has it
 	for i := b - buckets; i <= b; i++ {
 		if i >= 0 && l.counts[i%int64(len(l.counts))] > 0 {
-			d := (i+1)*l.width + l.window - now
-			if l.last != 0 {
-				// The whole window frees then at the latest.
-				d = min(d, l.last+l.window-now)
-			}
+			// The whole window frees at last+window at the latest.
+			d := min((i+1)*l.width+l.window, l.last+l.window) - now
 			return time.Duration(d)
 		}
 	}

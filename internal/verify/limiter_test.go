@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/keyward/keyward"
 )
 
 // TestLimiterNeverExceeds drives the limiter with random arrival times and
@@ -168,15 +170,61 @@ func TestLimiterEmptyWindow(t *testing.T) {
 	for i := 0; i < n; i++ {
 		l.take(base)
 	}
-	r := restoreLimiter(*l.state("tok_1"), n, w, base)
+	st := *l.state("tok_1")
+	if !st.Last.Equal(time.Unix(0, base)) || !st.Until.Equal(time.Unix(0, base+int64(w))) {
+		t.Fatalf("state: last %v until %v, want the admission's time and a window after", st.Last, st.Until)
+	}
+	r := restoreLimiter(st, n, w, base)
 	if r == nil {
 		t.Fatal("not restored")
 	}
-	if got := r.used(base + int64(w)); got != n {
-		t.Errorf("restored: %d counted a window later, want %d (its sub-windows, conservatively)", got, n)
+	if got := r.used(base + int64(w) - 1); got != n {
+		t.Errorf("restored: %d counted a ns before the window ends, want %d", got, n)
 	}
-	if got := r.used(base + int64(w) + int64(w)/buckets); got != 0 {
-		t.Errorf("restored: %d counted once the sub-window passed, want 0", got)
+	if r := r.reset(base + int64(w) - 1); r != 1 {
+		t.Errorf("restored: reset a ns before = %v, want 1ns", r)
+	}
+	if got := r.used(base + int64(w)); got != 0 {
+		t.Errorf("restored: %d counted a window later, want 0 (the window is empty)", got)
+	}
+}
+
+// TestLimiterRestoreWithoutLast: a state that does not know its latest
+// admission (stored by an earlier version, or one whose until a node of
+// an earlier version rewrote, leaving Last as it was) is taken to end
+// with the newest sub-window it counts: denied until that sub-window's
+// window has passed, never admitted early, and its reset is exact and at
+// most the window.
+func TestLimiterRestoreWithoutLast(t *testing.T) {
+	const n = 2
+	w := 40 * time.Second
+	width := int64(w) / buckets
+	at := int64(1_700_000_000)*int64(time.Second) + width/4 // early in a sub-window
+	end := (at/width+1)*width - 1                           // its last ns
+	l := newLimiter(n, w)
+	l.take(at)
+	l.take(at)
+	old := *l.state("tok_1")
+	old.Last, old.Until = time.Time{}, time.Unix(0, (old.Head+1)*old.Width+int64(w)) // as an earlier version stored it
+	stale := *l.state("tok_1")
+	stale.Until = old.Until // rewritten by an earlier version: Last does not match
+	for name, st := range map[string]keyward.RateWindow{"old": old, "stale": stale} {
+		for _, now := range []int64{at + 1, at + int64(w)/2} {
+			r := restoreLimiter(st, n, w, now)
+			if r == nil {
+				t.Fatalf("%s: not restored", name)
+			}
+			if got := r.reset(now); got > w || now+int64(got) != min(end, now)+int64(w) {
+				t.Errorf("%s at +%v: reset %v, want %v (at most the window)", name, time.Duration(now-at), got, time.Duration(min(end, now)+int64(w)-now))
+			}
+			free := min(end, now) + int64(w)
+			if got := r.used(free - 1); got != n {
+				t.Errorf("%s at +%v: %d counted a ns before the reset, want %d", name, time.Duration(now-at), got, n)
+			}
+			if got := r.used(free); got != 0 {
+				t.Errorf("%s at +%v: %d counted at the reset, want 0", name, time.Duration(now-at), got)
+			}
+		}
 	}
 }
 

@@ -67,6 +67,9 @@ type spoolRate struct {
 	Head   int64         `json:"head"`
 	Counts []int64       `json:"counts"`
 	Until  time.Time     `json:"until"`
+	// Last is the time of the latest admission counted, unix ns; absent
+	// (0) in a spool of an earlier version, or when not known.
+	Last int64 `json:"last_ns,omitempty"`
 }
 
 func toSpool(batch []keyward.UsageFlush) []spoolEntry {
@@ -75,6 +78,9 @@ func toSpool(batch []keyward.UsageFlush) []spoolEntry {
 		out[i] = spoolEntry{TokenID: f.TokenID, LastUsedAt: f.LastUsedAt, LastUsedIP: f.LastUsedIP, Period: f.Period, QuotaDelta: f.QuotaDelta}
 		if r := f.Rate; r != nil {
 			out[i].Rate = &spoolRate{Window: r.Window, Width: r.Width, Head: r.Head, Counts: r.Counts, Until: r.Until}
+			if !r.Last.IsZero() {
+				out[i].Rate.Last = r.Last.UnixNano()
+			}
 		}
 	}
 	return out
@@ -86,6 +92,9 @@ func fromSpool(entries []spoolEntry) []keyward.UsageFlush {
 		out[i] = keyward.UsageFlush{TokenID: e.TokenID, LastUsedAt: e.LastUsedAt, LastUsedIP: e.LastUsedIP, Period: e.Period, QuotaDelta: e.QuotaDelta}
 		if r := e.Rate; r != nil {
 			out[i].Rate = &keyward.RateWindow{TokenID: e.TokenID, Window: r.Window, Width: r.Width, Head: r.Head, Counts: r.Counts, Until: r.Until}
+			if r.Last != 0 {
+				out[i].Rate.Last = time.Unix(0, r.Last).UTC()
+			}
 		}
 	}
 	return out

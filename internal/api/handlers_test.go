@@ -153,6 +153,18 @@ func TestWorkspaces(t *testing.T) {
 	})
 	t.Run("ErrBadPrefix", func(t *testing.T) {
 		wantInvalid(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "beta", "token_prefix": "B"}), "/token_prefix")
+		// Empty is no prefix, not the default (absent or null).
+		p := wantInvalid(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "beta", "token_prefix": ""}), "/token_prefix")
+		if errs, _ := p["errors"].([]any); len(errs) != 1 || errs[0].(map[string]any)["detail"] != "token prefix must be 2 to 16 characters" {
+			t.Errorf("errors = %v", p["errors"])
+		}
+	})
+	t.Run("OKDefaultPrefix", func(t *testing.T) {
+		r := s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "gamma", "token_prefix": nil})
+		wantStatus(t, r, http.StatusCreated)
+		if ws := r.object(t); ws["token_prefix"] != "kw" {
+			t.Fatalf("token_prefix null: %s, want kw", r.Body)
+		}
 	})
 	t.Run("ErrNoName", func(t *testing.T) {
 		wantInvalid(t, s.do("POST", "/v1/workspaces", s.root, map[string]any{}), "/name")
@@ -172,8 +184,8 @@ func TestWorkspaces(t *testing.T) {
 			}
 		}
 		slices.Sort(names)
-		if !slices.Equal(names, []string{"acme", "default"}) {
-			t.Fatalf("workspaces = %q, want acme and default", names)
+		if !slices.Equal(names, []string{"acme", "default", "gamma"}) {
+			t.Fatalf("workspaces = %q, want acme, default and gamma", names)
 		}
 	})
 }

@@ -30,7 +30,10 @@ func (s *Server) handleWorkspaceCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	var ws keyward.Workspace
 	o.str("name", &ws.Name)
-	o.str("token_prefix", &ws.TokenPrefix)
+	if o.str("token_prefix", &ws.TokenPrefix) && ws.TokenPrefix == "" {
+		// Absent or null takes the default; an empty one is no prefix.
+		o.fail("token_prefix", "%v", keyward.ValidatePrefix(""))
+	}
 	if err := o.done(); err != nil {
 		s.writeError(w, r, err)
 		return

@@ -190,6 +190,8 @@ func (t *Token) Validate(now time.Time) error {
 		add("/name", "name must not contain control characters")
 	case strings.ContainsFunc(t.Name, isHidden):
 		add("/name", "name must not contain bidirectional controls or invisible characters")
+	case t.Name != strings.TrimSpace(t.Name):
+		add("/name", "name must not start or end with white space")
 	}
 	if len(t.Scopes) > MaxScopes {
 		add("/scopes", "at most %d scopes", MaxScopes)

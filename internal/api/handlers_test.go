@@ -2681,6 +2681,39 @@ func TestPatchKeepsOldMetadata(t *testing.T) {
 	wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"metadata":{"n":1}}`), http.StatusOK)
 }
 
+// TestTokenNameWhiteSpace: a token's name with white space at either end
+// is refused as a workspace's is, with the same message; a name stored
+// before that was refused still lets the token's other fields change.
+func TestTokenNameWhiteSpace(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	id, _ := s.newToken("old", "orders:read")
+	for _, name := range []string{" ci", "ci ", "ci\u00a0", "\u3000ci"} {
+		for _, r := range []*response{
+			s.do("POST", "/v1/tokens", s.root, `{"name":"`+name+`"}`),
+			s.do("PATCH", "/v1/tokens/"+id, s.root, `{"name":"`+name+`"}`),
+		} {
+			p := wantInvalid(t, r, "/name")
+			if errs, _ := p["errors"].([]any); len(errs) != 1 || errs[0].(map[string]any)["detail"] != "name must not start or end with white space" {
+				t.Errorf("name %q: errors = %v", name, p["errors"])
+			}
+		}
+	}
+	if got := s.get(id)["name"]; got != "old" {
+		t.Fatalf("name = %v after the refused patch", got)
+	}
+	now := s.clock.Now()
+	if _, err := s.db.UpdateToken(context.Background(), s.ws.ID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
+		t.Name = " old "
+		return &keyward.TokenWrite{Event: &keyward.AuditEvent{ID: keyward.NewID(keyward.PrefixEvent, now), Time: now, Action: "token.update",
+			Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: id}, Now: now}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"subject":"customer-1"}`), http.StatusOK)
+	wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, `{"name":"old"}`), http.StatusOK)
+}
+
 // TestErrorsRedactSecrets: a value an error quotes back (an unknown
 // field's name, a scope, a CIDR) that is a token's secret pasted in the
 // wrong place does not come back in the error body (PRODUCT §3).

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/client"
@@ -431,12 +432,17 @@ func cmdTokenList(ctx context.Context, e *env, args []string) error {
 	return printTokens(e.stdout, toks)
 }
 
-// printTokens prints a table of tokens, one a line.
+// maxNameCell is the most characters of a token's name that a table
+// shows: names run to 200, and one long name would widen every row.
+const maxNameCell = 40
+
+// printTokens prints a table of tokens, one a line, with names cut to
+// maxNameCell characters (--output json has them whole).
 func printTokens(w io.Writer, toks []client.Token) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tHINT\tSTATE\tSCOPES\tEXPIRES\tLAST USED")
 	for _, t := range toks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(t.ID), clean(t.Name), clean(t.Hint), clean(t.State),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(t.ID), cut(clean(t.Name), maxNameCell), clean(t.Hint), clean(t.State),
 			clean(fmtList(t.Scopes)), fmtTime(t.ExpiresAt, "never"), fmtTime(t.LastUsedAt, "never"))
 	}
 	return tw.Flush()
@@ -764,4 +770,14 @@ func fmtCounts(m map[string]int64) string {
 		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
 	}
 	return strings.Join(parts, " ")
+}
+
+// cut returns s cut to n characters, the last of them an ellipsis, when
+// it is longer.
+func cut(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
 }

@@ -2826,6 +2826,61 @@ func TestNoSecretsInStoredFields(t *testing.T) {
 	}
 }
 
+// TestNoSecretsInMetadataAndNames: a token's secret in a token's
+// metadata (a key or a string value, however nested, however escaped), in
+// a workspace's name, or pasted without its prefix (which its checksum
+// tells from a long word) is refused as in a name: 400, pointing at the
+// field (a key at the object that holds it, since a pointer names its
+// keys), never repeating the secret; nothing is written.
+func TestNoSecretsInMetadataAndNames(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	id, sec := s.newToken("target")
+	body := sec[len("kw_"):]
+	escaped := `\u006b` + sec[1:] // "kw_..." with its k escaped
+	for _, tt := range []struct {
+		name, method, path, body string
+		pointers                 []string
+	}{
+		{"MetadataValue", "POST", "/v1/tokens", `{"name":"x","metadata":{"team":"a","ci":{"env":["ok","` + sec + `"]}}}`, []string{"/metadata/ci/env/1"}},
+		{"MetadataEscaped", "POST", "/v1/tokens", `{"name":"x","metadata":{"k":"` + escaped + `"}}`, []string{"/metadata/k"}},
+		{"MetadataBareBody", "POST", "/v1/tokens", `{"name":"x","metadata":{"k":"key=` + body + `"}}`, []string{"/metadata/k"}},
+		{"MetadataKey", "POST", "/v1/tokens", `{"name":"x","metadata":{"` + sec + `":1}}`, []string{"/metadata"}},
+		{"MetadataNestedKey", "POST", "/v1/tokens", `{"name":"x","metadata":{"a":{"` + sec + `":{"b":"` + sec + `"}},"c":"` + body + `"}}`, []string{"/metadata/a", "/metadata/c"}},
+		{"MetadataPatch", "PATCH", "/v1/tokens/" + id, `{"metadata":{"k":"` + sec + `"}}`, []string{"/metadata/k"}},
+		{"NameBareBody", "POST", "/v1/tokens", `{"name":"copied ` + body + `"}`, []string{"/name"}},
+		{"NameAndSubjectBareBody", "POST", "/v1/tokens", `{"name":"` + body + `","subject":"` + body + `"}`, []string{"/name", "/subject"}},
+		{"NamePatchBareBody", "PATCH", "/v1/tokens/" + id, `{"name":"` + body + `"}`, []string{"/name"}},
+		{"WorkspaceName", "POST", "/v1/workspaces", `{"name":"ws ` + sec + `"}`, []string{"/name"}},
+		{"WorkspaceNameBareBody", "POST", "/v1/workspaces", `{"name":"` + body + `"}`, []string{"/name"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := s.state()
+			r := s.do(tt.method, tt.path, s.root, tt.body)
+			p := wantInvalid(t, r, tt.pointers[0])
+			if ps := pointersOf(t, p); !slices.Equal(ps, tt.pointers) {
+				t.Errorf("pointers = %q, want %q", ps, tt.pointers)
+			}
+			if strings.Contains(string(r.Body), body) {
+				t.Errorf("the error body repeats the secret: %s", r.Body)
+			}
+			s.wantUnchanged(before)
+		})
+	}
+	if got := s.get(id)["metadata"]; got != nil {
+		t.Fatalf("metadata = %v after the refused patch", got)
+	}
+	// A long word, or a secret's body of a prefix no workspace here has,
+	// is no secret.
+	other, err := secret.Generate("zz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{strings.Repeat("A", 38), other[len("zz_"):], "tok_01jd8x4p0a6d4vqk3m2n5r7s9t"} {
+		wantStatus(t, s.do("POST", "/v1/tokens", s.root, map[string]any{"name": name, "metadata": map[string]any{name: name}}), http.StatusCreated)
+	}
+}
+
 // TestCreateLocation: a created token's 201 names it in Location, relative
 // to the request, and that URL reads it.
 func TestCreateLocation(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -247,7 +248,11 @@ func (s *Service) refresh(ctx context.Context, tokenID string) {
 // client-settable fields are used; the others are set here.
 func (s *Service) CreateToken(ctx context.Context, c Caller, t *keyward.Token) (*keyward.Token, string, error) {
 	now := s.now()
-	if err := joinInvalid(t.Validate(now), noSecrets(t.Name, t.Subject)); err != nil {
+	ws, err := s.Store.FindWorkspace(ctx, c.WorkspaceID)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := joinInvalid(t.Validate(now), noSecrets(secretPrefixes(ws), t.Name, t.Subject, t.Metadata)); err != nil {
 		return nil, "", err
 	}
 	t.Tidy()
@@ -262,10 +267,6 @@ func (s *Service) CreateToken(ctx context.Context, c Caller, t *keyward.Token) (
 		return nil, "", err
 	}
 	if err := pol.CheckToken(t.ExpiresAt, now); err != nil {
-		return nil, "", err
-	}
-	ws, err := s.Store.FindWorkspace(ctx, c.WorkspaceID)
-	if err != nil {
 		return nil, "", err
 	}
 	t = t.Clone()
@@ -332,6 +333,10 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 	if err != nil {
 		return nil, err
 	}
+	ws, err := s.Store.FindWorkspace(ctx, c.WorkspaceID)
+	if err != nil {
+		return nil, err
+	}
 	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
 		if err := c.checkGrant(t.Scopes, "cannot change the token"); err != nil {
 			return nil, err
@@ -356,13 +361,17 @@ func (s *Service) UpdateToken(ctx context.Context, c Caller, id string, patch fu
 			untouched = append(untouched, "/name")
 		}
 		var name, subject string
+		var metadata json.RawMessage
 		if t.Name != before.Name {
 			name = t.Name
 		}
 		if t.Subject != before.Subject {
 			subject = t.Subject
 		}
-		if err := joinInvalid(withoutErrsAt(t.Validate(now), untouched...), noSecrets(name, subject)); err != nil {
+		if !bytes.Equal(before.Metadata, t.Metadata) {
+			metadata = t.Metadata
+		}
+		if err := joinInvalid(withoutErrsAt(t.Validate(now), untouched...), noSecrets(secretPrefixes(ws), name, subject, metadata)); err != nil {
 			return nil, err
 		}
 		t.Tidy()
@@ -579,7 +588,17 @@ func (s *Service) CreateWorkspace(ctx context.Context, c Caller, ws *keyward.Wor
 	if w.TokenPrefix == "" {
 		w.TokenPrefix = keyward.DefaultTokenPrefix
 	}
-	if err := w.Validate(); err != nil {
+	var prefixes []string
+	if c.WorkspaceID != "" {
+		in, err := s.Store.FindWorkspace(ctx, c.WorkspaceID)
+		if err != nil {
+			return nil, "", err
+		}
+		prefixes = secretPrefixes(in)
+	} else {
+		prefixes = secretPrefixes(nil)
+	}
+	if err := joinInvalid(w.Validate(), noSecrets(prefixes, w.Name, "", nil)); err != nil {
 		return nil, "", err
 	}
 	w.ID = keyward.NewID(keyward.PrefixWorkspace, now)
@@ -758,20 +777,94 @@ func withField(changes json.RawMessage, key string, value any) json.RawMessage {
 	return raw
 }
 
-// noSecrets refuses a token name or subject that holds a token's secret
-// (see secret.Redact), pasted into the wrong field: both are stored, shown
-// in lists and recorded in the audit log, where no secret may be. An
-// empty one is not looked at.
-func noSecrets(name, subject string) error {
+// noSecrets refuses a token name, subject or metadata (its keys and
+// string values, however nested) that holds a token's secret, pasted into
+// the wrong field: all are stored, shown in lists and recorded in the
+// audit log, where no secret may be. A secret is what secret.Redact finds,
+// or the body of one of prefixes' secrets without its prefix. An empty
+// name or subject, nil metadata, is not looked at; the errors point at
+// the field, never at a key that holds a secret (a pointer names its
+// keys): a key is reported at the object that holds it.
+func noSecrets(prefixes []string, name, subject string, metadata json.RawMessage) error {
 	var errs []keyward.FieldError
-	if name != "" && secret.Redact(name) != name {
-		errs = append(errs, keyward.FieldError{Pointer: "/name", Detail: "name holds a token's secret; a secret is never stored in plain text"})
+	add := func(ptr, what string) {
+		if !slices.ContainsFunc(errs, func(e keyward.FieldError) bool { return e.Pointer == ptr }) {
+			errs = append(errs, keyward.FieldError{Pointer: ptr, Detail: what + " holds a token's secret; a secret is never stored in plain text"})
+		}
 	}
-	if subject != "" && secret.Redact(subject) != subject {
-		errs = append(errs, keyward.FieldError{Pointer: "/subject", Detail: "subject holds a token's secret; a secret is never stored in plain text"})
+	if name != "" && holdsSecret(name, prefixes) {
+		add("/name", "name")
+	}
+	if subject != "" && holdsSecret(subject, prefixes) {
+		add("/subject", "subject")
+	}
+	if metadata != nil {
+		dec := json.NewDecoder(bytes.NewReader(metadata))
+		dec.UseNumber()
+		// Metadata that does not decode is Validate's to refuse.
+		_ = scanSecrets(dec, "/metadata", true, prefixes, add)
 	}
 	if errs == nil {
 		return nil
 	}
 	return &keyward.Error{Code: keyward.EINVALID, Message: "a token's secret is in a field that is stored", Fields: errs}
+}
+
+// secretPrefixes returns the prefixes whose secrets noSecrets finds
+// without their prefix: ws's (the workspace whose tokens a caller holds)
+// and the default one.
+func secretPrefixes(ws *keyward.Workspace) []string {
+	if ws == nil || ws.TokenPrefix == keyward.DefaultTokenPrefix {
+		return []string{keyward.DefaultTokenPrefix}
+	}
+	return []string{ws.TokenPrefix, keyward.DefaultTokenPrefix}
+}
+
+// holdsSecret reports whether s holds a token's secret (see noSecrets).
+func holdsSecret(s string, prefixes []string) bool {
+	return secret.Redact(s) != s || secret.HasBody(s, prefixes...)
+}
+
+// scanSecrets reads the JSON value next in dec, at ptr, and reports each
+// key and string value that holds a secret to found: a value at its
+// pointer, a key at its object's; what is within a value whose key holds
+// one is reported at that object too (deep says whether ptr may name
+// more, false there).
+func scanSecrets(dec *json.Decoder, ptr string, deep bool, prefixes []string, found func(ptr, what string)) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	switch v := tok.(type) {
+	case string:
+		if holdsSecret(v, prefixes) {
+			found(ptr, "metadata")
+		}
+	case json.Delim:
+		for i := 0; dec.More(); i++ {
+			child, under := ptr+"/"+strconv.Itoa(i), deep
+			if v == '{' {
+				kt, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				k, _ := kt.(string)
+				child = ptr + "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(k)
+				if holdsSecret(k, prefixes) {
+					found(ptr, "a metadata key")
+					under = false
+				}
+			}
+			if !under {
+				child = ptr // k is not named
+			}
+			if err := scanSecrets(dec, child, under, prefixes, found); err != nil {
+				return err
+			}
+		}
+		if _, err := dec.Token(); err != nil { // the closing delimiter
+			return err
+		}
+	}
+	return nil
 }

@@ -131,6 +131,44 @@ func unhex(c byte) int {
 	return -1
 }
 
+// HasBody reports whether s holds the body of a secret of one of
+// prefixes without its prefix: BodyLen base62 characters, within a run of
+// them, whose last ChecksumLen are the checksum of the prefix, '_' and the
+// first RandomLen (as Parse checks it). What Redact finds needs no prefix
+// known; this finds a secret pasted without its "kw_", which only the
+// checksum tells from a long word or id, once in 62^6 (5.7·10^10) for
+// each prefix and place. Token ids (26 characters) are too short.
+func HasBody(s string, prefixes ...string) bool {
+	if len(s) < BodyLen {
+		return false
+	}
+	var buf [MaxTokenLen - ChecksumLen]byte
+	for i := 0; i < len(s); {
+		if digits[s[i]] < 0 {
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && digits[s[j]] >= 0 {
+			j++
+		}
+		for p := i; p+BodyLen <= j; p++ {
+			random, sum := s[p:p+RandomLen], s[p+RandomLen:p+BodyLen]
+			for _, prefix := range prefixes {
+				if len(prefix) > MaxTokenLen-BodyLen-1 {
+					continue
+				}
+				text := append(append(append(buf[:0], prefix...), '_'), random...)
+				if c := Checksum(string(text)); string(c[:]) == sum {
+					return true
+				}
+			}
+		}
+		i = j
+	}
+	return false
+}
+
 // checksummed reports whether run, whose '_' before the last BodyLen
 // characters is at u, ends in a token whose checksum matches for some
 // prefix of 2 to 16 characters before u: a secret run into more word

@@ -119,3 +119,32 @@ func TestUserAgent(t *testing.T) {
 		})
 	}
 }
+
+// TestHasBody: a secret's body without its prefix is found, for the
+// prefixes given only, alone or within a longer run; a long word is not.
+func TestHasBody(t *testing.T) {
+	tok, err := Generate("acme_corp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := tok[len("acme_corp_"):]
+	for _, tt := range []struct {
+		s        string
+		prefixes []string
+		want     bool
+	}{
+		{body, []string{"acme_corp"}, true},
+		{"key=" + body + ".", []string{"kw", "acme_corp"}, true},
+		{"x" + body + "y", []string{"acme_corp"}, true},
+		{body, []string{"kw"}, false},
+		{body, nil, false},
+		{body[:BodyLen-1], []string{"acme_corp"}, false},
+		{body[:10] + "-" + body[10:], []string{"acme_corp"}, false},
+		{strings.Repeat("A", 200), []string{"acme_corp", "kw"}, false},
+		{body, []string{strings.Repeat("p", 40)}, false}, // no such prefix
+	} {
+		if got := HasBody(tt.s, tt.prefixes...); got != tt.want {
+			t.Errorf("HasBody(%q, %q) = %v, want %v", tt.s, tt.prefixes, got, tt.want)
+		}
+	}
+}

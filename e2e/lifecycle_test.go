@@ -387,8 +387,10 @@ func TestRateLimitAcrossRestart(t *testing.T) {
 		srv = startServer(t, st)
 		admin = newClient(t, srv.URL, root)
 		res := expectCode(t, admin, req, "RATE_LIMITED")
-		if res.RateLimit == nil || res.RateLimit.Remaining != 0 || res.RateLimit.Reset < 3000 {
-			t.Fatalf("rate limit after the restart %+v, want none left for most of the hour", res.RateLimit)
+		// reset counts from the latest admission, kept with the window:
+		// at most the window (by sub-windows alone, up to W/20 more).
+		if res.RateLimit == nil || res.RateLimit.Remaining != 0 || res.RateLimit.Reset < 3000 || res.RateLimit.Reset > 3600 {
+			t.Fatalf("rate limit after the restart %+v, want none left for most of the hour, and at most the hour", res.RateLimit)
 		}
 	})
 }

@@ -187,6 +187,12 @@ func TestLimiterEmptyWindow(t *testing.T) {
 	if got := r.used(base + int64(w)); got != 0 {
 		t.Errorf("restored: %d counted a window later, want 0 (the window is empty)", got)
 	}
+	// PostgreSQL keeps until to the microsecond: the state still knows
+	// its latest admission.
+	st.Until = st.Until.Truncate(time.Microsecond)
+	if r := restoreLimiter(st, n, w, base); r == nil || r.used(base+int64(w)) != 0 {
+		t.Errorf("restored with until to the microsecond: the window is not empty a window later")
+	}
 }
 
 // TestLimiterRestoreWithoutLast: a state that does not know its latest

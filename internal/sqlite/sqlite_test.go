@@ -763,3 +763,42 @@ func TestHasWorkspace(t *testing.T) {
 		t.Errorf("HasWorkspace made %s (%v)", missing, err)
 	}
 }
+
+// TestRateWindowLastMigration: a store from before migration 0010 keeps
+// its rate windows, which come back without a latest admission (not
+// known, so restored conservatively), and then keeps the latest
+// admission of the windows flushed after it.
+func TestRateWindowLastMigration(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTemp(t)
+	_, tok, _ := seed(t, db, "acme")
+	counts := make([]int64, 21)
+	counts[3] = 2
+	until := t0.Add(time.Hour)
+	w := &keyward.RateWindow{TokenID: tok.ID, Window: time.Hour, Width: int64(3 * time.Minute), Head: 9876543, Counts: counts, Until: until, Last: until.Add(-time.Hour)}
+	if err := db.FlushUsage(ctx, []keyward.UsageFlush{{TokenID: tok.ID, Rate: w}}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = rewind(t, path,
+		`ALTER TABLE rate_windows DROP COLUMN last_ns`,
+		`DELETE FROM schema_migrations WHERE name = '0010_rate_window_last.sql'`,
+	)
+	if got, want := db.AppliedMigrations(), []string{"0010_rate_window_last.sql"}; !slices.Equal(got, want) {
+		t.Errorf("AppliedMigrations = %v, want %v", got, want)
+	}
+	got, err := db.RateWindows(ctx, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Counts[3] != 2 || !got[0].Until.Equal(until) || !got[0].Last.IsZero() {
+		t.Fatalf("RateWindows after the migration = %+v, want the window without Last", got)
+	}
+	w.Head++
+	if err := db.FlushUsage(ctx, []keyward.UsageFlush{{TokenID: tok.ID, Rate: w}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := db.RateWindows(ctx, t0); len(got) != 1 || !got[0].Last.Equal(w.Last) {
+		t.Fatalf("RateWindows = %+v, want Last %v", got, w.Last)
+	}
+}

@@ -85,8 +85,16 @@ type User struct {
 	// TOTPLastStep is the time step of the last TOTP code accepted, so that
 	// no code is accepted twice.
 	TOTPLastStep int64
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// CredentialEpoch counts the endings of all the user's sessions (but
+	// one), which every change of its credentials (password, TOTP,
+	// passkeys) and "sign out everywhere" is followed by: DeleteSessions
+	// bumps it. A session carries the epoch its sign-in read with the
+	// credentials it checked; CreateSession refuses one that is behind,
+	// so that a sign-in under way when the credentials changed cannot
+	// make a session after their change ended the others.
+	CredentialEpoch int64
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 // HasMFA reports whether the user has a second factor.
@@ -134,6 +142,9 @@ type Session struct {
 	LastSeenAt time.Time
 	IP         string
 	UserAgent  string
+	// Epoch is the user's CredentialEpoch read with the credentials the
+	// sign-in checked (see User.CredentialEpoch).
+	Epoch int64
 }
 
 // Expired reports whether the session has ended at now: idle for longer
@@ -268,7 +279,10 @@ type AccountStore interface {
 	// without an owner.
 	RemoveMember(ctx context.Context, workspaceID, userID string, events ...*AuditEvent) error
 
-	// CreateSession inserts s and the events.
+	// CreateSession inserts s and the events. It returns ECONFLICT,
+	// inserting nothing, when s.Epoch is not the user's CredentialEpoch:
+	// the user's sessions were ended (after a change of the credentials
+	// the sign-in checked) since the sign-in read it.
 	CreateSession(ctx context.Context, s *Session, events ...*AuditEvent) error
 	// FindSession returns the session with the given digest.
 	FindSession(ctx context.Context, digest []byte) (*Session, error)
@@ -284,7 +298,10 @@ type AccountStore interface {
 	TouchSession(ctx context.Context, id string, digest []byte, at time.Time) error
 	// DeleteSessions deletes the user's session with the given id, or
 	// every session of the user but exceptID when id is "", and records
-	// the events. It returns how many it deleted.
+	// the events. It returns how many it deleted. When id is "", it also
+	// bumps the user's CredentialEpoch, so that a sign-in under way
+	// cannot make a session after, and moves exceptID's session to the
+	// new epoch, all in one step.
 	DeleteSessions(ctx context.Context, userID, id, exceptID string, events ...*AuditEvent) (int, error)
 
 	// FindWorkspaceSettings returns a workspace's settings; a workspace

@@ -120,7 +120,7 @@ func (db *DB) CreateUser(ctx context.Context, u *keyward.User, members []*keywar
 	return wrap("create user", err)
 }
 
-const userColumns = `id, email, password_hash, totp_secret, totp_last_step, created_at, updated_at`
+const userColumns = `id, email, password_hash, totp_secret, totp_last_step, credential_epoch, created_at, updated_at`
 
 func findUser(ctx context.Context, q queryRower, col, v string, forUpdate bool) (*keyward.User, error) {
 	notFound := keyward.Errorf(keyward.ENOTFOUND, "user not found")
@@ -133,7 +133,7 @@ func findUser(ctx context.Context, q queryRower, col, v string, forUpdate bool) 
 	}
 	var u keyward.User
 	err := q.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE `+col+` = $1`+lock, v).
-		Scan(&u.ID, &u.Email, &u.PasswordHash, &u.TOTPSecret, &u.TOTPLastStep, &u.CreatedAt, &u.UpdatedAt)
+		Scan(&u.ID, &u.Email, &u.PasswordHash, &u.TOTPSecret, &u.TOTPLastStep, &u.CredentialEpoch, &u.CreatedAt, &u.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound
 	}
@@ -499,12 +499,12 @@ func (db *DB) RemoveMember(ctx context.Context, workspaceID, userID string, even
 	return wrap("remove member", err)
 }
 
-const sessionColumns = `id, digest, user_id, workspace_id, verified, reauth_at, created_at, last_seen_at, ip, user_agent`
+const sessionColumns = `id, digest, user_id, workspace_id, verified, reauth_at, created_at, last_seen_at, ip, user_agent, epoch`
 
 func scanSession(row pgx.Row) (*keyward.Session, error) {
 	var s keyward.Session
 	var reauth *time.Time
-	if err := row.Scan(&s.ID, &s.Digest, &s.UserID, &s.WorkspaceID, &s.Verified, &reauth, &s.CreatedAt, &s.LastSeenAt, &s.IP, &s.UserAgent); err != nil {
+	if err := row.Scan(&s.ID, &s.Digest, &s.UserID, &s.WorkspaceID, &s.Verified, &reauth, &s.CreatedAt, &s.LastSeenAt, &s.IP, &s.UserAgent, &s.Epoch); err != nil {
 		return nil, err
 	}
 	if reauth != nil {
@@ -513,17 +513,33 @@ func scanSession(row pgx.Row) (*keyward.Session, error) {
 	return &s, nil
 }
 
-// CreateSession inserts s and the events.
+// CreateSession inserts s and the events. It returns ECONFLICT when
+// s.Epoch is not the user's credential epoch (the user's sessions were
+// ended since the sign-in read it). The user's row is share-locked, so
+// that DeleteSessions's bump waits for the new session and then deletes
+// it, or the session waits for the bump and sees it: under read committed
+// a plain read could see the old epoch and insert after the deletion.
 func (db *DB) CreateSession(ctx context.Context, s *keyward.Session, events ...*keyward.AuditEvent) error {
 	ctx, cancel := bound(ctx)
 	defer cancel()
+	if !storable(s.UserID) {
+		return keyward.Errorf(keyward.ENOTFOUND, "user not found")
+	}
 	err := db.writeTx(ctx, func(tx pgx.Tx) error {
-		if _, err := findUser(ctx, tx, "id", s.UserID, false); err != nil {
+		var epoch int64
+		err := tx.QueryRow(ctx, `SELECT credential_epoch FROM users WHERE id = $1 FOR SHARE`, s.UserID).Scan(&epoch)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return keyward.Errorf(keyward.ENOTFOUND, "user not found")
+		}
+		if err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		if epoch != s.Epoch {
+			return keyward.Errorf(keyward.ECONFLICT, "the user's sessions were ended during the sign-in")
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 			safeText(s.ID), s.Digest, s.UserID, safeText(s.WorkspaceID), s.Verified, nullTime(s.ReauthAt), s.CreatedAt, s.LastSeenAt,
-			safeText(s.IP), safeText(s.UserAgent))
+			safeText(s.IP), safeText(s.UserAgent), s.Epoch)
 		if _, ok := uniqueViolation(err); ok {
 			return keyward.Errorf(keyward.ECONFLICT, "session exists")
 		}
@@ -597,7 +613,10 @@ func (db *DB) TouchSession(ctx context.Context, id string, digest []byte, at tim
 	return wrap("touch session", err)
 }
 
-// DeleteSessions deletes one session of the user, or all but one.
+// DeleteSessions deletes one session of the user, or all but one; then
+// it also bumps the user's credential epoch (locking the user's row first,
+// as the other account writes do), so that no sign-in under way makes a
+// session after, and moves the one kept to the new epoch.
 func (db *DB) DeleteSessions(ctx context.Context, userID, id, exceptID string, events ...*keyward.AuditEvent) (int, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
@@ -611,6 +630,14 @@ func (db *DB) DeleteSessions(ctx context.Context, userID, id, exceptID string, e
 		if id != "" {
 			q, arg = `DELETE FROM sessions WHERE user_id = $1 AND id = $2`, id
 		} else {
+			var epoch int64
+			err := tx.QueryRow(ctx, `UPDATE users SET credential_epoch = credential_epoch + 1 WHERE id = $1 RETURNING credential_epoch`, userID).Scan(&epoch)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE sessions SET epoch = $1 WHERE user_id = $2 AND id = $3`, epoch, userID, exceptID); err != nil {
+				return err
+			}
 			q, arg = `DELETE FROM sessions WHERE user_id = $1 AND id <> $2`, exceptID
 		}
 		tag, err := tx.Exec(ctx, q, userID, arg)

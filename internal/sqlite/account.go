@@ -108,12 +108,12 @@ func nullBytes(b []byte) any {
 	return b
 }
 
-const userColumns = `id, email, password_hash, totp_secret, totp_last_step, created_at, updated_at`
+const userColumns = `id, email, password_hash, totp_secret, totp_last_step, credential_epoch, created_at, updated_at`
 
 func scanUser(row interface{ Scan(...any) error }) (*keyward.User, error) {
 	var u keyward.User
 	var created, updated int64
-	if err := row.Scan(&u.ID, &u.Email, &u.PasswordHash, &u.TOTPSecret, &u.TOTPLastStep, &created, &updated); err != nil {
+	if err := row.Scan(&u.ID, &u.Email, &u.PasswordHash, &u.TOTPSecret, &u.TOTPLastStep, &u.CredentialEpoch, &created, &updated); err != nil {
 		return nil, err
 	}
 	if len(u.TOTPSecret) == 0 {
@@ -434,12 +434,12 @@ func (db *DB) RemoveMember(ctx context.Context, workspaceID, userID string, even
 	return wrap("remove member", err)
 }
 
-const sessionColumns = `id, digest, user_id, workspace_id, verified, reauth_at, created_at, last_seen_at, ip, user_agent`
+const sessionColumns = `id, digest, user_id, workspace_id, verified, reauth_at, created_at, last_seen_at, ip, user_agent, epoch`
 
 func scanSession(row interface{ Scan(...any) error }) (*keyward.Session, error) {
 	var s keyward.Session
 	var reauth, created, seen int64
-	if err := row.Scan(&s.ID, &s.Digest, &s.UserID, &s.WorkspaceID, &s.Verified, &reauth, &created, &seen, &s.IP, &s.UserAgent); err != nil {
+	if err := row.Scan(&s.ID, &s.Digest, &s.UserID, &s.WorkspaceID, &s.Verified, &reauth, &created, &seen, &s.IP, &s.UserAgent, &s.Epoch); err != nil {
 		return nil, err
 	}
 	s.ReauthAt, s.CreatedAt, s.LastSeenAt = decodeTime(reauth), decodeTime(created), decodeTime(seen)
@@ -447,15 +447,21 @@ func scanSession(row interface{ Scan(...any) error }) (*keyward.Session, error) 
 }
 
 // CreateSession inserts s and the events. It returns ENOTFOUND for an
-// unknown user and ECONFLICT for a taken id or digest.
+// unknown user, and ECONFLICT for a taken id or digest or when s.Epoch
+// is not the user's credential epoch (the user's sessions were ended
+// since the sign-in read it).
 func (db *DB) CreateSession(ctx context.Context, s *keyward.Session, events ...*keyward.AuditEvent) error {
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		if _, err := findUser(ctx, tx, `id = ?`, s.UserID); err != nil {
+		u, err := findUser(ctx, tx, `id = ?`, s.UserID)
+		if err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		if u.CredentialEpoch != s.Epoch {
+			return errStaleEpoch
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			s.ID, s.Digest, s.UserID, s.WorkspaceID, s.Verified, encodeTime(s.ReauthAt), encodeTime(s.CreatedAt),
-			encodeTime(s.LastSeenAt), s.IP, s.UserAgent)
+			encodeTime(s.LastSeenAt), s.IP, s.UserAgent, s.Epoch)
 		if isUnique(err) {
 			return keyward.Errorf(keyward.ECONFLICT, "session exists")
 		}
@@ -466,6 +472,10 @@ func (db *DB) CreateSession(ctx context.Context, s *keyward.Session, events ...*
 	})
 	return wrap("create session", err)
 }
+
+// errStaleEpoch refuses a session whose sign-in read credentials that
+// changed since.
+var errStaleEpoch = keyward.Errorf(keyward.ECONFLICT, "the user's sessions were ended during the sign-in")
 
 // FindSession returns the session with the digest, or ENOTFOUND.
 func (db *DB) FindSession(ctx context.Context, digest []byte) (*keyward.Session, error) {
@@ -527,7 +537,9 @@ func (db *DB) TouchSession(ctx context.Context, id string, digest []byte, at tim
 	return wrap("touch session", err)
 }
 
-// DeleteSessions deletes one session of the user, or all but one.
+// DeleteSessions deletes one session of the user, or all but one; then
+// it also bumps the user's credential epoch, so that no sign-in under way
+// makes a session after, and moves the one kept to the new epoch.
 func (db *DB) DeleteSessions(ctx context.Context, userID, id, exceptID string, events ...*keyward.AuditEvent) (int, error) {
 	var n int64
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
@@ -536,6 +548,13 @@ func (db *DB) DeleteSessions(ctx context.Context, userID, id, exceptID string, e
 		if id != "" {
 			res, err = tx.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = ? AND id = ?`, userID, id)
 		} else {
+			if _, err := tx.ExecContext(ctx, `UPDATE users SET credential_epoch = credential_epoch + 1 WHERE id = ?`, userID); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE sessions SET epoch = (SELECT credential_epoch FROM users WHERE id = ?)
+				WHERE user_id = ? AND id = ?`, userID, userID, exceptID); err != nil {
+				return err
+			}
 			res, err = tx.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = ? AND id <> ?`, userID, exceptID)
 		}
 		if err != nil {

@@ -42,6 +42,7 @@ func (s *suite) testAccounts(t *testing.T) {
 	t.Run("Members", s.testMembers)
 	t.Run("RoleChanges", s.testRoleChanges)
 	t.Run("Sessions", s.testSessions)
+	t.Run("SessionEpoch", s.testSessionEpoch)
 	t.Run("RecoveryCodes", s.testRecoveryCodes)
 	t.Run("EnableTOTP", s.testEnableTOTP)
 	t.Run("AccountEvents", s.testAccountEvents)
@@ -297,6 +298,102 @@ func (s *suite) testRoleChanges(t *testing.T) {
 	})
 }
 
+// testSessionEpoch checks the credential epoch: ending all of a user's
+// sessions but one bumps it in the same step and moves the one kept to
+// it, and a session made for an epoch that is no longer the user's (a
+// sign-in that read the user before) is refused, so that it cannot
+// outlive the ending.
+func (s *suite) testSessionEpoch(t *testing.T) {
+	f := s.fixture(t)
+	a := f.accounts()
+	ws := f.workspace("acme")
+	u := f.user(a, ws, "ann@example.com", keyward.RoleOwner)
+	epoch := func() int64 {
+		t.Helper()
+		got, err := a.FindUser(f.ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.CredentialEpoch
+	}
+	if e := epoch(); e != 0 {
+		t.Fatalf("a new user's epoch = %d, want 0", e)
+	}
+	// A credential changed alone does not bump it: the ending after does.
+	if got, err := a.UpdateUser(f.ctx, u.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+		u.PasswordHash = "$argon2id$new"
+		return nil, nil
+	}); err != nil || got.CredentialEpoch != 0 {
+		t.Fatalf("UpdateUser = %+v, %v; want epoch 0", got, err)
+	}
+	keep := f.session(a, u, ws.ID)
+	other := f.session(a, u, ws.ID)
+	n, err := a.DeleteSessions(f.ctx, u.ID, "", keep.ID)
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteSessions(all but) = %d, %v; want 1", n, err)
+	}
+	if e := epoch(); e != 1 {
+		t.Errorf("epoch after ending the others = %d, want 1", e)
+	}
+	if got, err := a.FindSession(f.ctx, keep.Digest); err != nil || got.Epoch != 1 {
+		t.Errorf("the session kept = %+v, %v; want it at epoch 1", got, err)
+	}
+	_, err = a.FindSession(f.ctx, other.Digest)
+	wantCode(t, err, keyward.ENOTFOUND)
+	t.Run("ErrStale", func(t *testing.T) {
+		// A sign-in that read the epoch before the ending.
+		late := &keyward.Session{ID: f.id(keyward.PrefixSession), Digest: newSecret("", t0).Digest, UserID: u.ID, WorkspaceID: ws.ID,
+			Verified: true, CreatedAt: t0, LastSeenAt: t0, Epoch: 0}
+		before := len(f.events(ws.ID))
+		wantCode(t, a.CreateSession(f.ctx, late, f.event(ws.ID, "session.signin", late.ID)), keyward.ECONFLICT)
+		_, err := a.FindSession(f.ctx, late.Digest)
+		wantCode(t, err, keyward.ENOTFOUND)
+		if n := len(f.events(ws.ID)) - before; n != 0 {
+			t.Errorf("a refused session recorded %d events", n)
+		}
+		// Ahead is no better than behind.
+		late.Epoch = 2
+		wantCode(t, a.CreateSession(f.ctx, late), keyward.ECONFLICT)
+		late.Epoch = 1
+		if err := a.CreateSession(f.ctx, late); err != nil {
+			t.Fatalf("CreateSession at the current epoch: %v", err)
+		}
+		if got, err := a.FindSession(f.ctx, late.Digest); err != nil || got.Epoch != 1 {
+			t.Errorf("FindSession = %+v, %v; want epoch 1", got, err)
+		}
+	})
+	t.Run("SignOutEverywhere", func(t *testing.T) {
+		e := epoch()
+		if _, err := a.DeleteSessions(f.ctx, u.ID, "", ""); err != nil {
+			t.Fatal(err)
+		}
+		if got := epoch(); got != e+1 {
+			t.Errorf("epoch after ending every session = %d, want %d", got, e+1)
+		}
+		ss, err := a.FindSessions(f.ctx, u.ID)
+		if err != nil || len(ss) != 0 {
+			t.Errorf("sessions left: %d, %v", len(ss), err)
+		}
+		// Even with none to end: a sign-in under way is refused after.
+		if _, err := a.DeleteSessions(f.ctx, u.ID, "", ""); err != nil {
+			t.Fatal(err)
+		}
+		if got := epoch(); got != e+2 {
+			t.Errorf("epoch after ending no session = %d, want %d", got, e+2)
+		}
+	})
+	t.Run("EndOneKeepsEpoch", func(t *testing.T) {
+		ses := f.session(a, u, ws.ID)
+		e := epoch()
+		if n, err := a.DeleteSessions(f.ctx, u.ID, ses.ID, ""); err != nil || n != 1 {
+			t.Fatalf("DeleteSessions(one) = %d, %v", n, err)
+		}
+		if got := epoch(); got != e {
+			t.Errorf("epoch after ending one session = %d, want %d", got, e)
+		}
+	})
+}
+
 func memberEmails(ms []*keyward.Member) []string {
 	var out []string
 	for _, m := range ms {
@@ -305,11 +402,16 @@ func memberEmails(ms []*keyward.Member) []string {
 	return out
 }
 
-// session creates a verified session of u in the workspace.
+// session creates a verified session of u in the workspace, at u's
+// current credential epoch.
 func (f *fixture) session(a keyward.AccountStore, u *keyward.User, wsID string) *keyward.Session {
 	f.t.Helper()
+	cur, err := a.FindUser(f.ctx, u.ID)
+	if err != nil {
+		f.t.Fatalf("FindUser: %v", err)
+	}
 	s := &keyward.Session{ID: f.id(keyward.PrefixSession), Digest: newSecret("", t0).Digest, UserID: u.ID, WorkspaceID: wsID,
-		Verified: true, CreatedAt: t0, LastSeenAt: t0, IP: "192.0.2.1", UserAgent: "test"}
+		Verified: true, CreatedAt: t0, LastSeenAt: t0, IP: "192.0.2.1", UserAgent: "test", Epoch: cur.CredentialEpoch}
 	if err := a.CreateSession(f.ctx, s); err != nil {
 		f.t.Fatalf("CreateSession: %v", err)
 	}

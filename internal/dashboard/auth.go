@@ -17,6 +17,9 @@ import (
 const (
 	msgBadCredentials = "The email or password is incorrect."
 	msgBadCode        = "That code is not valid. Enter the current code from your app, or a recovery code."
+	// A sign-in whose credentials changed between their check and its
+	// session (see keyward.User.CredentialEpoch).
+	msgCredentialsChanged = "Your password or two-step verification changed while you were signing in. Sign in again."
 )
 
 func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) {
@@ -148,10 +151,14 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// The session carries the credential epoch read with the password
+	// hash (and before the passkeys): if the user's sessions were ended
+	// since, as every change of credentials does after it, the store
+	// refuses it, so that it cannot outlive the change.
 	id := newSessionID()
 	ses := &keyward.Session{
 		ID: keyward.NewID(keyward.PrefixSession, now), Digest: s.digest(id), UserID: u.ID,
-		WorkspaceID: pickWorkspace(members), Verified: !factor,
+		WorkspaceID: pickWorkspace(members), Verified: !factor, Epoch: u.CredentialEpoch,
 		CreatedAt: now, LastSeenAt: now, IP: clientIP(r), UserAgent: secret.UserAgent(r.UserAgent()),
 	}
 	var events []*keyward.AuditEvent
@@ -165,6 +172,10 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		events = append(events, s.event(r, ses.WorkspaceID, u.ID, "session.signin_pending", ses.ID, now))
 	}
 	if err := s.accounts.CreateSession(ctx, ses, events...); err != nil {
+		if keyward.ErrorCode(err) == keyward.ECONFLICT {
+			s.signInPage(w, r, http.StatusConflict, msgCredentialsChanged, nil)
+			return
+		}
 		s.fail(w, r, err)
 		return
 	}

@@ -89,8 +89,15 @@ func newEnvWith(t *testing.T, publicURL string, wrap func(keyward.Store) keyward
 	return newEnvAccounts(t, publicURL, wrap, nil)
 }
 
+// newEnvWrapped is newEnvWith with the dashboard's keyward.AccountStore
+// wrapped by wrapAccounts too.
+func newEnvWrapped(t *testing.T, publicURL string, wrap func(keyward.Store) keyward.Store, wrapAccounts func(keyward.AccountStore) keyward.AccountStore) *env {
+	t.Helper()
+	return newEnvAccounts(t, publicURL, wrap, func(db *sqlite.DB) keyward.AccountStore { return wrapAccounts(db) })
+}
+
 // newEnvAccounts is newEnvWith with the dashboard's keyward.AccountStore
-// wrapped by wrapAccounts too, when not nil.
+// wrapped by wrapAccounts too (given the SQLite store), when not nil.
 func newEnvAccounts(t *testing.T, publicURL string, wrap func(keyward.Store) keyward.Store, wrapAccounts func(*sqlite.DB) keyward.AccountStore) *env {
 	t.Helper()
 	ctx := context.Background()

@@ -393,12 +393,18 @@ func (s *Server) handlePasskeySignInFinish(w http.ResponseWriter, r *http.Reques
 	id := newSessionID()
 	ses := &keyward.Session{
 		ID: keyward.NewID(keyward.PrefixSession, now), Digest: s.digest(id), UserID: wu.u.ID,
-		WorkspaceID: pickWorkspace(members), Verified: true, ReauthAt: now,
+		WorkspaceID: pickWorkspace(members), Verified: true, ReauthAt: now, Epoch: wu.u.CredentialEpoch,
 		CreatedAt: now, LastSeenAt: now, IP: clientIP(r), UserAgent: secret.UserAgent(r.UserAgent()),
 	}
 	ev := s.event(r, ses.WorkspaceID, wu.u.ID, "session.signin", ses.ID, now)
 	ev.Changes = []byte(`{"factor":"passkey"}`)
 	if err := s.accounts.CreateSession(r.Context(), ses, ev); err != nil {
+		if keyward.ErrorCode(err) == keyward.ECONFLICT {
+			// The user's credentials changed (and its sessions ended)
+			// since it was read, before its passkeys were.
+			writeJSON(w, http.StatusConflict, jsonError{Error: msgCredentialsChanged})
+			return
+		}
 		s.failJSON(w, r, err)
 		return
 	}

@@ -87,6 +87,15 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// And again after: a sign-in that checked the old password while the
+	// new one was being written may have made its session since the
+	// first ending. This one bumps the credential epoch after the new
+	// hash, so that such a session ends here or, not made yet, is refused
+	// (keyward.User.CredentialEpoch).
+	if _, err := s.accounts.DeleteSessions(ctx, st.user.ID, "", st.session.ID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	// Device cookies are bound to the password: every one issued before
 	// is void now, and this browser gets a new one.
 	s.setDevice(w, u, now)

@@ -2881,6 +2881,37 @@ func TestNoSecretsInMetadataAndNames(t *testing.T) {
 	}
 }
 
+// TestMetadataShapedLikeASecret: metadata is machine-written data, where a
+// '_' then 38 letters and digits at the end of a run is common (base64url:
+// JWTs, JWK thumbprints; snake_case ids): only a checksum that matches,
+// or a known prefix before it, makes it a secret there. A secret of
+// another prefix, and one of this workspace's mistyped, are still refused.
+func TestMetadataShapedLikeASecret(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	for _, v := range []string{
+		"Hp_eZ1dcKq67HQULP2C0nYPwMgU2QEtLXfA2SemOu-8", // a JWK thumbprint
+		"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.ijV0_9E796qRf9pB9FYYPy1GpE22lYTLf8f96Qv9Km7BAEQ_TZv5fcAWbG0e32jw71o7unnBWcmQPUdIoPtxkA",
+		"order_e0298726bb00303d4f29368cc9b38181d16ffb",
+	} {
+		r := s.do("POST", "/v1/tokens", s.root, map[string]any{"name": "x", "metadata": map[string]any{"v": v, v: 1}})
+		wantStatus(t, r, http.StatusCreated)
+	}
+	other, err := secret.Generate("zz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec := s.newToken("target")
+	c := "a"
+	if sec[len(sec)-1] == 'a' {
+		c = "b"
+	}
+	typo := sec[:len(sec)-1] + c // its checksum no longer matches
+	for _, v := range []string{other, "id:" + typo} {
+		wantInvalid(t, s.do("POST", "/v1/tokens", s.root, map[string]any{"name": "x", "metadata": map[string]any{"v": v}}), "/metadata/v")
+	}
+}
+
 // TestCreateLocation: a created token's 201 names it in Location, relative
 // to the request, and that URL reads it.
 func TestCreateLocation(t *testing.T) {

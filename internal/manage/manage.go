@@ -781,7 +781,9 @@ func withField(changes json.RawMessage, key string, value any) json.RawMessage {
 // string values, however nested) that holds a token's secret, pasted into
 // the wrong field: all are stored, shown in lists and recorded in the
 // audit log, where no secret may be. A secret is what secret.Redact finds,
-// or the body of one of prefixes' secrets without its prefix. An empty
+// or the body of one of prefixes' secrets without its prefix; in metadata,
+// machine-written data where Redact's shape alone is common (base64url),
+// what secret.InData finds. An empty
 // name or subject, nil metadata, is not looked at; the errors point at
 // the field, never at a key that holds a secret (a pointer names its
 // keys): a key is reported at the object that holds it.
@@ -837,7 +839,7 @@ func scanSecrets(dec *json.Decoder, ptr string, deep bool, prefixes []string, fo
 	}
 	switch v := tok.(type) {
 	case string:
-		if holdsSecret(v, prefixes) {
+		if secret.InData(v, prefixes...) {
 			found(ptr, "metadata")
 		}
 	case json.Delim:
@@ -850,7 +852,7 @@ func scanSecrets(dec *json.Decoder, ptr string, deep bool, prefixes []string, fo
 				}
 				k, _ := kt.(string)
 				child = ptr + "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(k)
-				if holdsSecret(k, prefixes) {
+				if secret.InData(k, prefixes...) {
 					found(ptr, "a metadata key")
 					under = false
 				}

@@ -169,6 +169,57 @@ func HasBody(s string, prefixes ...string) bool {
 	return false
 }
 
+// InData reports whether s, a value of machine-written data such as a
+// token's metadata, holds a token's secret: one of any prefix whose
+// checksum matches, the body of one of prefixes' secrets without its
+// prefix (see HasBody), or one of prefixes followed by '_' and a body as
+// Redact finds it without the checksum (a mistyped secret of a known
+// prefix still gives most of it away). Redact's shape alone, a '_' then
+// BodyLen base62 characters that end a run, is not enough here: base64url
+// (JWTs, key thumbprints) and snake_case ids hold it often, once in a
+// hundred 43-character thumbprints.
+func InData(s string, prefixes ...string) bool {
+	if len(s) < BodyLen {
+		return false
+	}
+	if HasBody(s, prefixes...) {
+		return true
+	}
+	if len(s) < 2+1+BodyLen || !strings.Contains(s, "_") {
+		return false
+	}
+	for i := 0; i < len(s); {
+		if !tokenChar(s[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && tokenChar(s[j]) {
+			j++
+		}
+		for p := i + 2; p+1+BodyLen <= j; p++ {
+			end := p + 1 + BodyLen
+			if s[p] != '_' || !base62(s[p+1:end]) {
+				continue
+			}
+			if checksummed(s[i:end], p-i) {
+				return true
+			}
+			if end < j && s[end] != '_' {
+				continue
+			}
+			for _, prefix := range prefixes {
+				k := p - len(prefix)
+				if k >= i && s[k:p] == prefix && (k == i || s[k-1] == '_') {
+					return true
+				}
+			}
+		}
+		i = j
+	}
+	return false
+}
+
 // checksummed reports whether run, whose '_' before the last BodyLen
 // characters is at u, ends in a token whose checksum matches for some
 // prefix of 2 to 16 characters before u: a secret run into more word

@@ -148,3 +148,41 @@ func TestHasBody(t *testing.T) {
 		}
 	}
 }
+
+// TestInData: in machine-written data a secret is one whose checksum
+// matches (any prefix, with it or, for the prefixes given, without), or
+// one of the prefixes given with a body that does not match (mistyped);
+// Redact's shape alone, common in base64url, is not one.
+func TestInData(t *testing.T) {
+	tok, err := Generate("acme_corp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := tok[len("acme_corp_"):]
+	c := "a"
+	if body[BodyLen-1] == 'a' {
+		c = "b"
+	}
+	typo := body[:BodyLen-1] + c
+	for _, tt := range []struct {
+		s        string
+		prefixes []string
+		want     bool
+	}{
+		{tok, nil, true},
+		{"x=" + tok + "_v2", nil, true},
+		{"key_" + tok, nil, true},
+		{body, []string{"acme_corp"}, true},
+		{"acme_corp_" + typo, []string{"acme_corp"}, true},
+		{"key_acme_corp_" + typo + "-x", []string{"acme_corp"}, true},
+		{"acme_corp_" + typo, []string{"kw"}, false},
+		{"xacme_corp_" + typo, []string{"acme_corp"}, false},
+		{"Hp_eZ1dcKq67HQULP2C0nYPwMgU2QEtLXfA2SemOu-8", []string{"kw"}, false},
+		{"order_e0298726bb00303d4f29368cc9b38181d16ffb", []string{"kw"}, false},
+		{strings.Repeat("A", 200), []string{"kw"}, false},
+	} {
+		if got := InData(tt.s, tt.prefixes...); got != tt.want {
+			t.Errorf("InData(%q, %q) = %v, want %v", tt.s, tt.prefixes, got, tt.want)
+		}
+	}
+}

@@ -15,6 +15,9 @@ const (
 	StateExpired   = "expired"
 	StateRevoked   = "revoked"
 	StateSuspended = "suspended"
+	// StatePendingApproval is a state the API filters on; no token is in
+	// it until approval workflows exist.
+	StatePendingApproval = "pending_approval"
 )
 
 // Quota periods.

@@ -1625,7 +1625,7 @@ func TestChoiceFlags(t *testing.T) {
 		{[]string{"serve", "--redis-fallback", "lokal"}, nil, `serve: --redis-fallback must be closed or local, not "lokal"; did you mean local?`},
 		{[]string{"token", "list", "--output", "jsno"}, nil, `token list: --output must be table or json, not "jsno"; did you mean json?`},
 		{[]string{"token", "list", "--output", "yaml"}, nil, `token list: --output must be table or json, not "yaml" (see`},
-		{[]string{"token", "list", "--state", "revokd"}, nil, `token list: --state must be active, expired, revoked or suspended, not "revokd"; did you mean revoked?`},
+		{[]string{"token", "list", "--state", "revokd"}, nil, `token list: --state must be active, expired, revoked, suspended or pending_approval, not "revokd"; did you mean revoked?`},
 		{[]string{"token", "usage", "tok_1", "--granularity", "hours"}, nil, `token usage: --granularity must be minute, hour or day, not "hours"; did you mean hour?`},
 		{[]string{"token", "create", "--name", "n", "--quota", "5/mnth"}, nil, `token create: --quota "5/mnth": the period must be day, month or none, not "mnth"; did you mean month?`},
 		{[]string{"audit", "export", "--format", "cvs"}, nil, `audit export: --format must be jsonl or csv, not "cvs"; did you mean csv?`},
@@ -1704,5 +1704,25 @@ func TestHelpValue(t *testing.T) {
 		if last := lines[len(lines)-1]; last != tc.want {
 			t.Errorf("%v: stderr's last line %q, want %q", tc.args, last, tc.want)
 		}
+	}
+}
+
+// TestTokenListStatePendingApproval: every state the API filters on is
+// taken by --state (pending_approval too, which PRODUCT.md names), in any
+// case, and reaches the server as the API spells it.
+func TestTokenListStatePendingApproval(t *testing.T) {
+	f := newFakeServer(t)
+	r := cli(t, f, nil, "", "token", "list", "--state", "Pending_Approval", "--output", "JSON")
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, `"items"`) || !slices.Contains(f.lastQueries(), "state=pending_approval") {
+		t.Errorf("stdout %q, stderr %q, queries %v", r.stdout, r.stderr, f.lastQueries())
+	}
+	r = cli(t, f, nil, "", "token", "list", "--state", "pending")
+	r.want(t, 2)
+	if want := `keyward: token list: --state must be active, expired, revoked, suspended or pending_approval, not "pending"; did you mean pending_approval?`; !strings.HasPrefix(r.stderr, want) {
+		t.Errorf("stderr %q, want it to start with %q", r.stderr, want)
+	}
+	if r := cli(t, nil, nil, "", "token", "list", "--help"); !strings.Contains(r.stdout, "only tokens in STATE: active, expired, revoked, suspended or pending_approval") {
+		t.Errorf("help:\n%s", r.stdout)
 	}
 }

@@ -376,7 +376,7 @@ func cmdTokenList(ctx context.Context, e *env, args []string) error {
 	})
 	var f client.TokenFilter
 	var all bool
-	fs.String(&f.State, "state", "", "", "only tokens in `STATE`: active, expired, revoked or suspended")
+	fs.String(&f.State, "state", "", "", "only tokens in `STATE`: active, expired, revoked, suspended or pending_approval")
 	fs.String(&f.Subject, "subject", "", "", "only tokens of `SUBJECT` (exact)")
 	fs.String(&f.Scope, "scope", "", "", "only tokens holding `SCOPE` (exact)")
 	fs.String(&f.Name, "name", "", "", "only tokens whose name contains `TEXT`, ignoring case")
@@ -386,7 +386,7 @@ func cmdTokenList(ctx context.Context, e *env, args []string) error {
 	r := addRemoteFlags(fs)
 	fs.Check(func() error {
 		if f.State != "" {
-			if err := choose("--state", &f.State, client.StateActive, client.StateExpired, client.StateRevoked, client.StateSuspended); err != nil {
+			if err := choose("--state", &f.State, client.StateActive, client.StateExpired, client.StateRevoked, client.StateSuspended, client.StatePendingApproval); err != nil {
 				return err
 			}
 		}

@@ -1726,3 +1726,20 @@ func TestTokenListStatePendingApproval(t *testing.T) {
 		t.Errorf("help:\n%s", r.stdout)
 	}
 }
+
+// TestDatabaseURLPasswordElsewhere: a URL that parses only by taking some
+// of an unencoded password for the host or database name is a usage
+// error, before any connection, whose error (a lookup's, quoting the
+// host) would show it.
+func TestDatabaseURLPasswordElsewhere(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef"
+	for _, u := range []string{"postgres://u:h@unter22@127.0.0.1:1/keyward", "postgres://u:/hunter22@127.0.0.1:1/keyward"} {
+		r := cli(t, nil, map[string]string{"KEYWARD_SECRET": secret}, "", "migrate", "--database-url", u)
+		r.want(t, 2)
+		want := "keyward: migrate: --database-url (KEYWARD_DATABASE_URL): the URL is ambiguous: an @ follows the one that ends its user name and password " +
+			"(write @ as %40 and / as %2F in a user name, password or database name) (see 'keyward migrate --help')\n"
+		if r.stderr != want || strings.Contains(r.stdout+r.stderr, "unter22") {
+			t.Errorf("%s: stderr %q, want %q", u, r.stderr, want)
+		}
+	}
+}

@@ -48,3 +48,56 @@ func TestCheckURL(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckURLPasswordElsewhere: a URL that parses, but only by taking
+// some of an unencoded password for the host, port or database name
+// (which connection errors quote), is refused without quoting it; so is
+// one whose query error could quote what follows an & in a password.
+func TestCheckURLPasswordElsewhere(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		// An @ in the password: libpq ends the user info at the first @.
+		{"postgres://u:h@unter22@db/keyward", "the URL is ambiguous: an @ follows the one that ends its user name and password"},
+		{"postgres://u:h@unter22@db", "the URL is ambiguous: an @ follows the one that ends its user name and password"},
+		{"postgresql://u:h@unter22@db1,db2/keyward?sslmode=disable", "the URL is ambiguous: an @ follows the one that ends its user name and password"},
+		// A / in the password: there is no user info, the rest is the database.
+		{"postgres://u:/hunter22@db/keyward", "the URL is ambiguous: an @ follows the one that ends its user name and password"},
+		{"postgres://u:12/hunter22@db/keyward", "the URL is ambiguous: an @ follows the one that ends its user name and password"},
+		// An & in a password in the query.
+		{"postgres://u@db/keyward?password=hun&ter22", "the URL does not parse: a password in its query may hold a character to percent-encode"},
+		{"postgres://u@db/keyward?password=hun&connect_timeout=ter22", "the URL does not parse: a password in its query may hold a character to percent-encode"},
+		{"postgres://u@db/keyward?sslpassword=hun&ter22", "the URL does not parse: a password in its query may hold a character to percent-encode"},
+		{"postgres://u@db/keyward?pass%77ord=hun&ter22", "the URL does not parse: a password in its query may hold a character to percent-encode"},
+	} {
+		err := CheckURL(tc.url)
+		if err == nil {
+			t.Errorf("%s: accepted", tc.url)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: %q, want it to start with %q", tc.url, err, tc.want)
+		}
+		for _, pw := range []string{"unter22", "ter22", "db", "postgres://"} {
+			if strings.Contains(err.Error(), pw) {
+				t.Errorf("%s: %q shows %q", tc.url, err, pw)
+			}
+		}
+	}
+	// What is unambiguous stays accepted: an @ or / encoded, an @ in a
+	// query value, a ? or # in a password (libpq ends the user info at
+	// the first @ or /), a password in the query followed by no other.
+	for _, ok := range []string{
+		"postgres://u:h%40unter22@db/keyward", "postgres://u:h%2Funter22@db/keyward",
+		"postgres://u:hunter22@db/keyward?application_name=me@host", "postgres://u:hun?ter22@db/keyward",
+		"postgres://u:hun#ter22@db/keyward", "postgres://db/keyward?sslmode=disable&password=hunter22",
+		"postgres://u:hunter22@db/my%40db",
+	} {
+		if err := CheckURL(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	// Where a password in the query may run on, no reason is said,
+	// whichever it is: it may quote what follows the &.
+	if err := CheckURL("postgres://u@db:notaport/keyward?password=hun&ter22=1"); err == nil || err.Error() != "the URL does not parse: a password in its query may hold a character to percent-encode (write & as %26, = as %3D, % as %25)" {
+		t.Errorf("%v", err)
+	}
+}

@@ -1743,3 +1743,26 @@ func TestDatabaseURLPasswordElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpCommandHelpFalse: keyward help --help=false is keyward help, as
+// --help=false asks for no help of help; what follows it is still the
+// command whose help is asked for.
+func TestHelpCommandHelpFalse(t *testing.T) {
+	top := cli(t, nil, nil, "", "--help")
+	group := cli(t, nil, nil, "", "token", "--help")
+	list := cli(t, nil, nil, "", "token", "list", "--help")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"help", "--help=false"}, top.stdout},
+		{[]string{"help", "-h=0", "token"}, group.stdout},
+		{[]string{"help", "--help=false", "token", "list"}, list.stdout},
+	} {
+		r := cli(t, nil, nil, "", tc.args...)
+		r.want(t, 0)
+		if r.stdout != tc.want || r.stdout == "" {
+			t.Errorf("%v: stdout %q, want %q", tc.args, r.stdout, tc.want)
+		}
+	}
+}

@@ -368,8 +368,13 @@ func cmdHelp(ctx context.Context, e *env, args []string) error {
 			summary:  "Show the help of a command: its usage, flags, environment variables and examples.",
 			examples: []string{"keyward help", "keyward help token create"},
 		})
-		_, err := fs.parse(args)
-		return err
+		rest, err := fs.parse(args)
+		if err != nil {
+			return err
+		}
+		// --help=false asks for no help of help: the rest names the
+		// command, as if it were not there.
+		return cmdHelp(ctx, e, rest)
 	}
 	return dispatch(ctx, e, topGroup, topCommands(), append(append([]string(nil), args...), "--help"))
 }

@@ -435,6 +435,12 @@ func (db *DB) settleMember(ctx context.Context, tx pgx.Tx, workspaceID, userID s
 	if !ok {
 		return errLastOwner
 	}
+	// The user's row first, as DeleteSessions locks it before the rows of
+	// the sessions it keeps and deletes: in whatever order the two meet
+	// the sessions, they would otherwise deadlock.
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, userID); err != nil {
+		return err
+	}
 	if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE workspace_id = $1 AND user_id = $2`, workspaceID, userID); err != nil {
 		return err
 	}

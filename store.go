@@ -114,7 +114,9 @@ type Store interface {
 	// fn stops the walk and is returned unchanged.
 	AuditChain(ctx context.Context, workspaceID string, fn func(e *AuditEvent, l AuditLink) error) (*AuditHead, error)
 	// AppendAudit records events that go with no other write, such as a
-	// failed sign-in or a gateway config reload.
+	// failed sign-in or a gateway config reload. An event without a
+	// WorkspaceID is the account's of its member actor, copied to each of
+	// the actor's workspaces as AccountStore says.
 	AppendAudit(ctx context.Context, events ...*AuditEvent) error
 	// CutAudit removes, for retention, the audit events of a workspace up
 	// to the newest one written before before (in chain order), and

@@ -215,32 +215,20 @@ const auditTimeout = 10 * time.Second
 
 // auditFailure records a failed sign-in step of a known user in each of
 // its workspaces' logs, after the handler answered: an unknown email has
-// no log to write to, and the lookup and write must not make a known
-// email's answer slower than an unknown one's. A failure to record is
-// logged, not shown. Wait waits for the records.
+// no log to write to, and the write must not make a known email's answer
+// slower than an unknown one's. The event names no workspace: the store
+// writes a copy in each of the user's workspaces as the write finds them,
+// as for the account's other events (see accountEvents), so that one the
+// user has left meanwhile gets none after its member.remove. A failure to
+// record is logged, not shown. Wait waits for the records.
 func (s *Server) auditFailure(r *http.Request, u *keyward.User, factor string, now time.Time) {
-	proto := s.event(r, "", u.ID, "session.signin_failed", u.ID, now)
-	proto.Changes = []byte(`{"factor":"` + factor + `"}`)
+	ev := s.event(r, "", u.ID, "session.signin_failed", u.ID, now)
+	ev.Changes = []byte(`{"factor":"` + factor + `"}`)
 	ctx := context.WithoutCancel(r.Context())
 	s.background.Go(func() {
 		ctx, cancel := context.WithTimeout(ctx, auditTimeout)
 		defer cancel()
-		ms, err := s.accounts.FindMembers(ctx, "", u.ID)
-		if err != nil {
-			s.log.Error("audit sign-in failure", "err", err)
-			return
-		}
-		var events []*keyward.AuditEvent
-		for i, m := range ms {
-			ev := *proto
-			ev.ID = keyward.NewID(keyward.PrefixEvent, now)
-			if i == 0 {
-				ev.ID = proto.ID
-			}
-			ev.WorkspaceID = m.WorkspaceID
-			events = append(events, &ev)
-		}
-		if err := s.store.AppendAudit(ctx, events...); err != nil {
+		if err := s.store.AppendAudit(ctx, ev); err != nil {
 			s.log.Error("audit sign-in failure", "err", err)
 		}
 	})

@@ -155,3 +155,59 @@ func TestAccountEventsLeftWorkspace(t *testing.T) {
 		}
 	}
 }
+
+// leaveOnAppend is a store that, at the first AppendAudit, first runs
+// leave: the user leaves a workspace while a failed sign-in's record is
+// under way.
+type leaveOnAppend struct {
+	keyward.Store
+	once  sync.Once
+	leave func()
+}
+
+func (l *leaveOnAppend) AppendAudit(ctx context.Context, events ...*keyward.AuditEvent) error {
+	l.once.Do(l.leave)
+	return l.Store.AppendAudit(ctx, events...)
+}
+
+// TestSignInFailureLeftWorkspace: a failed sign-in is recorded in the
+// workspaces the user is a member of when it is written, as the account's
+// other events are: one the user left meanwhile gets none after its
+// member.remove.
+func TestSignInFailureLeftWorkspace(t *testing.T) {
+	ctx := context.Background()
+	l := &leaveOnAppend{}
+	e := newEnvWith(t, "", func(s keyward.Store) keyward.Store { l.Store = s; return l })
+	owner := e.user("owner@example.com", keyward.RoleOwner)
+	u := e.user("ann@example.com", keyward.RoleMember)
+	acme := e.memberOf(t, "acme", u, keyward.RoleMember)
+	if err := e.store.PutMember(ctx, &keyward.Member{WorkspaceID: acme.ID, UserID: owner.ID, Role: keyward.RoleOwner}); err != nil {
+		t.Fatal(err)
+	}
+	l.leave = func() {
+		if err := e.store.RemoveMember(ctx, acme.ID, u.ID, &keyward.AuditEvent{ID: keyward.NewID(keyward.PrefixEvent, e.clock.Now()),
+			WorkspaceID: acme.ID, Time: e.clock.Now(), Action: "member.remove", Actor: keyward.Actor{Type: keyward.ActorSystem}, Target: u.ID}); err != nil {
+			t.Error(err)
+		}
+	}
+	b := e.browser()
+	b.get("/signin")
+	status, body := b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {"wrong password here"}})
+	wantStatus(t, status, http.StatusUnauthorized, body)
+	e.dash.Wait()
+	for _, tt := range []struct {
+		ws   *keyward.Workspace
+		want string // the newest event's action
+	}{{e.ws, "session.signin_failed"}, {acme, "member.remove"}} {
+		evs, err := e.store.FindAuditEvents(ctx, keyward.AuditFilter{WorkspaceID: tt.ws.ID})
+		if err != nil || len(evs) == 0 {
+			t.Fatalf("FindAuditEvents(%s) = %d, %v", tt.ws.Name, len(evs), err)
+		}
+		if evs[0].Action != tt.want {
+			t.Errorf("newest event of %s = %s, want %s", tt.ws.Name, evs[0].Action, tt.want)
+		}
+		if tt.want == "session.signin_failed" && (evs[0].Actor.ID != u.ID || string(evs[0].Changes) != `{"factor":"password"}`) {
+			t.Errorf("event of %s = %+v", tt.ws.Name, evs[0])
+		}
+	}
+}

@@ -1,4 +1,4 @@
--- 0010_session_epoch ties sessions to the credentials their sign-in
+-- 0011_session_epoch ties sessions to the credentials their sign-in
 -- checked, as on SQLite. users.credential_epoch counts the endings of all
 -- a user's sessions (but one), which every change of its credentials and
 -- "sign out everywhere" is followed by: DeleteSessions bumps it in the

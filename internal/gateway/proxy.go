@@ -101,6 +101,55 @@ func connectionValues(b []byte) []string {
 	}
 }
 
+// closedConnectionValues is connectionValues when a Connection field
+// says close, the one http.ReadResponse deletes; else nil, without
+// allocating: most upstreams send "Connection: keep-alive" on every
+// response, which ReadResponse keeps.
+func closedConnectionValues(b []byte) []string {
+	if !connectionSaysClose(b) {
+		return nil
+	}
+	return connectionValues(b)
+}
+
+// connectionSaysClose reports whether a Connection field in the raw
+// response header at the start of b, or a line continuing one, lists the
+// token close. Looked at line by line, it may say so of a value
+// textproto joins into something else, never the other way round: a
+// token made of two joined lines holds a space.
+func connectionSaysClose(b []byte) bool {
+	in := false // the line before was a Connection field or continued one
+	for first := true; ; first = false {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return false
+		}
+		line := bytes.TrimSuffix(b[:i], []byte("\r"))
+		b = b[i+1:]
+		switch {
+		case first:
+			continue
+		case len(line) == 0:
+			return false
+		case line[0] == ' ' || line[0] == '\t':
+		case len(line) >= 11 && bytes.EqualFold(line[:11], []byte("connection:")):
+			line, in = line[11:], true
+		default:
+			in = false
+		}
+		if !in {
+			continue
+		}
+		for len(line) > 0 {
+			tok, rest, _ := bytes.Cut(line, []byte(","))
+			if bytes.EqualFold(bytes.Trim(tok, " \t"), []byte("close")) {
+				return true
+			}
+			line = rest
+		}
+	}
+}
+
 // headerHasToken reports whether a comma-separated header field lists
 // token, case-insensitively.
 func headerHasToken(vv []string, token string) bool {
@@ -619,7 +668,7 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 		// bytes kept as ReadResponse reads them.
 		var conn []string
 		if fr.complete {
-			conn = connectionValues(b)
+			conn = closedConnectionValues(b)
 		} else {
 			pc.cr.rec = append(pc.cr.rec[:0], b...)
 			pc.cr.record = true
@@ -627,7 +676,7 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 		res, err = http.ReadResponse(pc.br, r)
 		if pc.cr.record {
 			pc.cr.record = false
-			conn = connectionValues(pc.cr.rec)
+			conn = closedConnectionValues(pc.cr.rec)
 			pc.cr.rec = nil
 		}
 		if err != nil {

@@ -1472,3 +1472,70 @@ func TestHeadConn(t *testing.T) {
 		t.Errorf("after the 101: switched %v, %d bytes kept", c.switched, len(c.head))
 	}
 }
+
+// TestTLSUpstreamUpgradeAndHealth: the balancer's transport, which makes
+// protocol upgrades and health checks, reaches an https upstream with the
+// upstream's TLS settings (its roots, its server name, verification on):
+// a WebSocket upgrade goes through and echoes, a health check passes, and
+// a server name the certificate does not hold fails both.
+func TestTLSUpstreamUpgradeAndHealth(t *testing.T) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			return
+		}
+		if r.Header.Get("Upgrade") != "websocket" || r.TLS == nil {
+			http.Error(w, "no upgrade", 400)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo:" + line)
+		brw.Flush()
+	}))
+	t.Cleanup(up.Close)
+	for _, name := range []string{"", "wrong.example"} {
+		cfg, err := Parse([]byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: r\n    path_prefix: /\n    upstreams: [" + up.URL + "]\n    auth: none\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := NewHandler(cfg, newFake(), "ws_1", nil)
+		t.Cleanup(func() { h.Close() })
+		b := h.router.routes[0].balancer
+		p := b.ups[0].pool
+		p.tls.RootCAs = up.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+		if name != "" {
+			p.tls.ServerName = name
+		}
+		gw := serveGateway(t, h)
+		rc := dialRaw(t, gw)
+		rc.send("GET /ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		res, err := http.ReadResponse(rc.br, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name != "" {
+			if res.StatusCode != 502 {
+				t.Errorf("server name %s: upgrade %d, want 502", name, res.StatusCode)
+			}
+		} else {
+			if res.StatusCode != 101 {
+				t.Fatalf("upgrade: %d", res.StatusCode)
+			}
+			rc.send("hello\n")
+			if line, err := rc.br.ReadString('\n'); err != nil || line != "echo:hello\n" {
+				t.Errorf("echo %q %v", line, err)
+			}
+		}
+		b.rt.cfg.HealthCheck = &HealthCheck{Path: "/healthz", Interval: time.Second, Timeout: 5 * time.Second}
+		b.check(context.Background(), b.ups[0])
+		if down := b.ups[0].down.Load(); down != (name != "") {
+			t.Errorf("server name %q: down %v after a health check", name, down)
+		}
+	}
+}

@@ -224,36 +224,32 @@ func h2HeaderTimeout(d time.Duration, isH2 func(net.Conn) bool) func(net.Conn, h
 	if d <= 0 {
 		return nil
 	}
-	var mu sync.Mutex
 	// The connections yet to get their first request: true once the
-	// preface armed the deadline.
-	waiting := make(map[net.Conn]bool)
+	// preface armed the deadline. net/http calls the hook on every
+	// HTTP/1 request (StateActive): a sync.Map, whose look-ups take no
+	// lock, keeps that path free of one shared by all connections. A
+	// connection's calls come one after another.
+	var waiting sync.Map // net.Conn: bool
 	return func(c net.Conn, state http.ConnState) {
 		switch state {
 		case http.StateNew:
-			mu.Lock()
-			waiting[c] = false
-			mu.Unlock()
+			waiting.Store(c, false)
 		case http.StateActive:
-			mu.Lock()
-			armed, ok := waiting[c]
-			arm := ok && !armed && isH2(c)
-			if arm {
-				waiting[c] = true
-			} else {
-				delete(waiting, c)
+			v, ok := waiting.Load(c)
+			if !ok {
+				return // past its first request
 			}
-			mu.Unlock()
-			switch {
-			case arm:
+			if armed := v.(bool); !armed && isH2(c) {
+				waiting.Store(c, true)
 				c.SetReadDeadline(time.Now().Add(d))
-			case armed:
+				return
+			}
+			waiting.Delete(c)
+			if v.(bool) {
 				c.SetReadDeadline(time.Time{})
 			}
 		case http.StateClosed, http.StateHijacked:
-			mu.Lock()
-			delete(waiting, c)
-			mu.Unlock()
+			waiting.Delete(c)
 		}
 	}
 }

@@ -211,3 +211,40 @@ func TestHTTP2HeaderTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestHTTP2HeaderTimeoutNoSharedLock: the hook, which net/http calls on
+// every HTTP/1 request of the TLS listener, shares no lock between
+// connections: one connection's call, held up here in isH2 (the TLS
+// state behind its lock), holds up no other connection's.
+func TestHTTP2HeaderTimeoutNoSharedLock(t *testing.T) {
+	held, release := make(chan struct{}), make(chan struct{})
+	slow, _ := net.Pipe()
+	defer slow.Close()
+	hook := h2HeaderTimeout(time.Second, func(c net.Conn) bool {
+		if c == slow {
+			close(held)
+			<-release
+		}
+		return false
+	})
+	defer close(release)
+	hook(slow, http.StateNew)
+	go hook(slow, http.StateActive)
+	<-held
+	// Another connection, past its first request, then a new one.
+	other, _ := net.Pipe()
+	defer other.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hook(other, http.StateActive)
+		hook(other, http.StateIdle)
+		hook(other, http.StateActive)
+		hook(other, http.StateClosed)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("another connection's hook waited for the first one's")
+	}
+}

@@ -201,9 +201,15 @@ func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 			// those of a Connection field that said close, which the
 			// transport's reader deleted: they are read from the header
 			// as it came. (A 101 keeps its Connection: Upgrade, whose
-			// Upgrade field ReverseProxy still needs.)
+			// Upgrade field ReverseProxy still needs.) A header not kept
+			// whole (larger than the lean path takes) is refused as the
+			// lean path refuses it: what it names is not known.
 			if st := stateOf(res.Request.Context()); st != nil && st.upConn != nil && res.Header["Connection"] == nil {
-				for _, k := range connectionTokens(http.Header{"Connection": st.upConn.connectionValues()}) {
+				vv, ok := st.upConn.connectionValues()
+				if !ok {
+					return errHeaderTooLarge
+				}
+				for _, k := range connectionTokens(http.Header{"Connection": vv}) {
 					delete(res.Header, k)
 				}
 			}
@@ -1054,11 +1060,12 @@ func (c *headConn) Read(p []byte) (int, error) {
 }
 
 // connectionValues returns the values of the Connection fields of the
-// last final response header read.
-func (c *headConn) connectionValues() []string {
+// last final response header read; false when it was not kept whole.
+func (c *headConn) connectionValues() ([]string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return connectionValues(finalHead(c.head))
+	h := finalHead(c.head)
+	return connectionValues(h), h != nil
 }
 
 // finalHead returns the first final response header in b (not 1xx, but

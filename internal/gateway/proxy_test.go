@@ -1464,7 +1464,7 @@ func TestHeadConn(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if got := c.connectionValues(); !slices.Equal(got, want) {
+		if got, ok := c.connectionValues(); !ok || !slices.Equal(got, want) {
 			t.Errorf("answer %d: Connection %q, want %q", i, got, want)
 		}
 	}
@@ -1536,6 +1536,34 @@ func TestTLSUpstreamUpgradeAndHealth(t *testing.T) {
 		b.check(context.Background(), b.ups[0])
 		if down := b.ups[0].down.Load(); down != (name != "") {
 			t.Errorf("server name %q: down %v after a health check", name, down)
+		}
+	}
+}
+
+// TestUpgradeRefusedLargeHeader: an upgrade refused with a header larger
+// than the gateway keeps to look for its Connection fields is refused
+// (502), as the lean path refuses it, rather than passed on with the
+// fields a Connection: close named.
+func TestUpgradeRefusedLargeHeader(t *testing.T) {
+	pad := strings.Repeat("p", maxResponseHeaderBytes+1024)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 403 Forbidden\r\nX-Pad: " + pad + "\r\nX-Secret: s3cr3t\r\nConnection: close, X-Secret\r\nContent-Length: 2\r\n\r\nno")
+		brw.Flush()
+	}))
+	t.Cleanup(up.Close)
+	gw := openRoute(t, up.URL, "")
+	for _, upgrade := range []string{"", "Connection: Upgrade\r\nUpgrade: websocket\r\n"} {
+		rc := dialRaw(t, gw)
+		rc.send("GET /ws HTTP/1.1\r\nHost: gw\r\n" + upgrade + "\r\n")
+		res, _ := rc.read("GET")
+		if res.StatusCode != 502 || res.Header.Get("X-Secret") != "" {
+			t.Errorf("upgrade %q: %d, X-Secret %q, want 502 without it", upgrade, res.StatusCode, res.Header.Get("X-Secret"))
 		}
 	}
 }

@@ -748,29 +748,28 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *reqState
 		writeProblem(w, http.StatusServiceUnavailable, keyward.EUNAVAILABLE, "the token store is unavailable", st.requestID)
 		return false
 	}
-	// The limits of a limited token go on its every answer (PRODUCT §5)
-	// but its 401s: every 401 for a presented credential is the same, in
-	// its header as in its body, so that none tells a revoked, suspended,
-	// expired or allowlisted-out token from an unknown one.
+	if res.Outcome.Identified() {
+		// On every response of a limited token (PRODUCT §5), its 401s
+		// too, though they tell a revoked or expired token from an
+		// unknown one; the body does not say which check failed.
+		setRateLimit(w.Header(), res, st.rlVals[:])
+	}
 	switch res.Outcome {
 	case keyward.Valid:
-		setRateLimit(w.Header(), res, st.rlVals[:])
 		st.token = res.Token
 		return true
 	case keyward.InsufficientScope:
-		setRateLimit(w.Header(), res, st.rlVals[:])
 		st.token = res.Token
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="keyward", error="insufficient_scope", scope="%s"`, rt.scopes))
 		writeProblem(w, http.StatusForbidden, keyward.EFORBIDDEN, "the token lacks a scope this route needs", st.requestID)
 		return false
 	case keyward.RateLimited, keyward.QuotaExceeded:
-		setRateLimit(w.Header(), res, st.rlVals[:])
 		st.token = res.Token
 		w.Header().Set("Retry-After", strconv.FormatInt(res.RetryAfter(), 10))
 		writeProblem(w, http.StatusTooManyRequests, keyward.ERATELIMITED, "the token is over its limit; retry later", st.requestID)
 		return false
 	default:
-		// Neither the header nor the body says which check failed.
+		// The body never says which check failed.
 		w.Header().Set("WWW-Authenticate", challengeInvalid)
 		writeProblem(w, http.StatusUnauthorized, keyward.EUNAUTHORIZED, "the token is not valid", st.requestID)
 		return false

@@ -20,6 +20,8 @@ const (
 	// A sign-in whose credentials changed between their check and its
 	// session (see keyward.User.CredentialEpoch).
 	msgCredentialsChanged = "Your password or two-step verification changed while you were signing in. Sign in again."
+	// A second step whose pending session ended while it was checked.
+	msgSignInEnded = "Your sign-in was ended (your password or two-step verification changed, or you signed out everywhere). Sign in again."
 )
 
 func (s *Server) handleHome(w http.ResponseWriter, r *http.Request) {
@@ -299,11 +301,28 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 	ses := *st.session
 	ses.Digest, ses.Verified, ses.ReauthAt, ses.LastSeenAt = s.digest(id), true, now, now
 	if err := s.accounts.UpdateSession(ctx, &ses, s.event(r, ses.WorkspaceID, st.user.ID, "session.signin", ses.ID, now)); err != nil {
+		if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+			s.forgetSession(w, r)
+			s.signInPage(w, r, http.StatusConflict, msgSignInEnded, nil)
+			return
+		}
 		s.fail(w, r, err)
 		return
 	}
 	s.setSession(w, id, st.user, true, now)
 	http.Redirect(w, r, localPath(next), http.StatusSeeOther)
+}
+
+// forgetSession drops the request's session, which ended while the
+// request ran (its user's sessions were ended between the second step's
+// check and its upgrade): the browser loses its cookie and gets a new
+// pre-session one, which the rest of the answer's forms are bound to.
+func (s *Server) forgetSession(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	st.session, st.user, st.member, st.settings, st.factor = nil, nil, nil, nil, false
+	st.pre = newSessionID()
+	s.setCookie(w, s.sessionCookie(), "", -1)
+	s.setCookie(w, s.preCookie(), st.pre, 0)
 }
 
 // checkSecondFactor reports whether code is a valid TOTP code of the user

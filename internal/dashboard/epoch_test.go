@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/account"
@@ -15,11 +16,12 @@ import (
 // hookAccounts runs a function once, right before the next CreateSession
 // (arm): between a sign-in's check of the credentials and its session,
 // where a change of the credentials used to leave the session standing;
-// or right before the next UpdateUser (armUpdate).
+// or right before the next UpdateUser (armUpdate); or right before the
+// next UpdateSession (armSession).
 type hookAccounts struct {
 	keyward.AccountStore
-	mu                   sync.Mutex
-	beforeCreate, before func()
+	mu                                  sync.Mutex
+	beforeCreate, before, beforeSession func()
 }
 
 func (h *hookAccounts) arm(f func()) {
@@ -32,6 +34,12 @@ func (h *hookAccounts) armUpdate(f func()) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.before = f
+}
+
+func (h *hookAccounts) armSession(f func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.beforeSession = f
 }
 
 // take returns the function *p holds, once.
@@ -55,6 +63,13 @@ func (h *hookAccounts) UpdateUser(ctx context.Context, id string, fn func(u *key
 		f()
 	}
 	return h.AccountStore.UpdateUser(ctx, id, fn)
+}
+
+func (h *hookAccounts) UpdateSession(ctx context.Context, s *keyward.Session, events ...*keyward.AuditEvent) error {
+	if f := h.take(&h.beforeSession); f != nil {
+		f()
+	}
+	return h.AccountStore.UpdateSession(ctx, s, events...)
 }
 
 func newHookEnv(t *testing.T, publicURL string) (*env, *hookAccounts) {
@@ -223,4 +238,82 @@ func TestPasskeySignInRacingPasskeyRemoval(t *testing.T) {
 		t.Errorf("the removed passkey's sign-in is signed in (at %s)", c.path())
 	}
 	wantOnlySession(t, e, u, b)
+}
+
+// TestSecondStepAfterSessionsEnded: a pending sign-in whose session ends
+// (here: sign out everywhere) while its second step is checked sends the
+// browser back to sign in, with a message, not to a page that is not
+// there; a new sign-in from that page works.
+func TestSecondStepAfterSessionsEnded(t *testing.T) {
+	e, h := newHookEnv(t, "https://localhost") // passkeys on
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	k := newSoftKey(t, e, u)
+	b := e.browser()
+	b.signIn2("ann@example.com")
+	challenge, state := begin(t, b, "/signin/mfa/passkey/begin")
+	if status, body := b.post("/signin/mfa/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, 1)}}); status != http.StatusOK {
+		t.Fatalf("passkey step: %d\n%s", status, body)
+	}
+	secret, codes := enrolTOTP(t, b)
+	count := uint32(1)
+	// pending signs in with the password and arms the hook to end the
+	// user's sessions, as sign out everywhere does, right before the
+	// second step's upgrade.
+	pending := func(t *testing.T) *browser {
+		t.Helper()
+		e.clock.Add(time.Minute) // a TOTP code of a new time step
+		c := e.browser()
+		c.signIn2("ann@example.com")
+		if c.path() != "/signin/mfa" {
+			t.Fatalf("at %s after the password, want the second step", c.path())
+		}
+		h.armSession(func() {
+			if _, err := e.store.DeleteSessions(context.Background(), u.ID, "", ""); err != nil {
+				t.Error(err)
+			}
+		})
+		return c
+	}
+	// ended checks that c is signed out.
+	ended := func(t *testing.T, c *browser) {
+		t.Helper()
+		if sessionCookie(c) != "" {
+			t.Error("the ended sign-in kept its session cookie")
+		}
+		if c.get("/tokens"); c.path() != "/signin" {
+			t.Errorf("the ended sign-in is signed in (at %s)", c.path())
+		}
+	}
+	t.Run("TOTP", func(t *testing.T) {
+		c := pending(t)
+		status, body := c.post("/signin/mfa", url.Values{"code": {account.TOTPCode(secret, account.TOTPStep(e.clock.Now()))}})
+		wantStatus(t, status, http.StatusConflict, body)
+		wantText(t, body, msgSignInEnded, `action="/signin"`)
+		// The page's form signs in again.
+		status, body = c.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
+		if status != http.StatusOK || c.path() != "/signin/mfa" {
+			t.Fatalf("signing in again from the page: %d at %s\n%s", status, c.path(), body)
+		}
+		c.post("/signout", nil)
+		ended(t, c)
+	})
+	t.Run("RecoveryCode", func(t *testing.T) {
+		c := pending(t)
+		status, body := c.post("/signin/mfa", url.Values{"code": {codes[0]}})
+		wantStatus(t, status, http.StatusConflict, body)
+		wantText(t, body, msgSignInEnded)
+		ended(t, c)
+	})
+	t.Run("Passkey", func(t *testing.T) {
+		c := pending(t)
+		count++
+		challenge, state := begin(t, c, "/signin/mfa/passkey/begin")
+		status, body := c.post("/signin/mfa/passkey/finish", url.Values{"state": {state}, "credential": {k.assert(t, challenge, count)}})
+		wantStatus(t, status, http.StatusConflict, body)
+		wantText(t, body, `{"error":"`+msgSignInEnded+`"}`)
+		if ct := c.last.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("Content-Type %q, want application/json", ct)
+		}
+		ended(t, c)
+	})
 }

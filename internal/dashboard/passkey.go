@@ -524,6 +524,11 @@ func (s *Server) handlePasskeyMFAFinish(w http.ResponseWriter, r *http.Request) 
 	ev := s.event(r, ses.WorkspaceID, st.user.ID, "session.signin", ses.ID, now)
 	ev.Changes = []byte(`{"factor":"passkey"}`)
 	if err := s.accounts.UpdateSession(r.Context(), &ses, ev); err != nil {
+		if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+			s.forgetSession(w, r)
+			writeJSON(w, http.StatusConflict, jsonError{Error: msgSignInEnded})
+			return
+		}
 		s.failJSON(w, r, err)
 		return
 	}

@@ -298,7 +298,7 @@ type AccountStore interface {
 	TouchSession(ctx context.Context, id string, digest []byte, at time.Time) error
 	// DeleteSessions deletes the user's session with the given id, or
 	// every session of the user but exceptID when id is "", and records
-	// the events. It returns how many it deleted. When id is "", it also
+	// the events when it deleted any. It returns how many it deleted. When id is "", it also
 	// bumps the user's CredentialEpoch, so that a sign-in under way
 	// cannot make a session after, and moves exceptID's session to the
 	// new epoch, all in one step.

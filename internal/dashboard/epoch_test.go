@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,6 +131,26 @@ func TestSignInRacingPasswordChange(t *testing.T) {
 	if len(evs) != 1 {
 		t.Errorf("%d session.signin events, want 1 (the refused sign-in records none)", len(evs))
 	}
+	// The change's second ending ended nothing: no event says it did.
+	wantEvents(t, e, "session.end_others")
+}
+
+// wantEvents checks the changes of the default workspace's events of the
+// action, oldest first.
+func wantEvents(t *testing.T, e *env, action string, changes ...string) {
+	t.Helper()
+	e.dash.Wait()
+	evs, err := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: action})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := len(evs) - 1; i >= 0; i-- {
+		got = append(got, string(evs[i].Changes))
+	}
+	if strings.Join(got, "\n") != strings.Join(changes, "\n") {
+		t.Errorf("%s events: %q, want %q", action, got, changes)
+	}
 }
 
 // TestSignInDuringPasswordWrite: a sign-in with the old password made
@@ -157,6 +178,10 @@ func TestSignInDuringPasswordWrite(t *testing.T) {
 		t.Errorf("the old password's session outlived the change (at %s)", c.path())
 	}
 	wantOnlySession(t, e, u, b)
+	// The trail says the second ending ended a session that the first,
+	// counted in the change's event, did not.
+	wantEvents(t, e, "user.password_change", `{"sessions_ended":0}`)
+	wantEvents(t, e, "session.end_others", `{"after":"user.password_change"}`)
 }
 
 // TestSignInRacingTOTPEnrolment: a password-only sign-in that found no

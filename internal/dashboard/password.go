@@ -91,8 +91,10 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) {
 	// new one was being written may have made its session since the
 	// first ending. This one bumps the credential epoch after the new
 	// hash, so that such a session ends here or, not made yet, is refused
-	// (keyward.User.CredentialEpoch).
-	if _, err := s.accounts.DeleteSessions(ctx, st.user.ID, "", st.session.ID); err != nil {
+	// (keyward.User.CredentialEpoch). The sessions it ends, if any, are
+	// not in user.password_change's count: its session.end_others says
+	// so (the store records it only when it ended any).
+	if err := s.endOtherSessions(r, st, u, "user.password_change", now); err != nil {
 		s.fail(w, r, err)
 		return
 	}

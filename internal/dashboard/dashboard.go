@@ -462,6 +462,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// logError logs an error of the request that its answer goes on despite.
+func (s *Server) logError(r *http.Request, msg string, err error) {
+	s.log.Error(msg, "request_id", requestIDOf(r), "path", secret.RedactPath(r.URL), "err", err)
+}
+
 // localPath returns p when it is a path on this site, "/tokens" when it
 // is empty, and "/" otherwise, so that a "next" parameter cannot send
 // anyone elsewhere. Browsers drop tabs and newlines from a URL and read a

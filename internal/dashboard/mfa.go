@@ -20,7 +20,17 @@ type mfaSettingsData struct {
 	Missing       bool // the workspace acted in requires a factor, and the user has none yet
 	RecentAuth    bool
 	RecoveryCodes []string // shown once, right after enrolment
+	// Warning says what failed after the app and its codes were stored,
+	// on the page that shows the codes all the same; with Partial, the
+	// rest of the page could not be read and only the codes are shown.
+	Warning string
+	Partial bool
 }
+
+const (
+	msgSessionsKept = "The authenticator app is on, but your other sessions could not be ended: end them on the Sessions page."
+	msgPagePartial  = "The authenticator app is on, but the rest of this page could not be loaded: store these codes, then reload it."
+)
 
 func (s *Server) handleMFASettings(w http.ResponseWriter, r *http.Request) {
 	d, err := s.mfaSettings(r, stateOf(r).user)
@@ -166,18 +176,24 @@ func (s *Server) handleTOTPConfirm(w http.ResponseWriter, r *http.Request) {
 	// A session taken before the second factor existed must not outlive
 	// it: the user's other sessions end, those that began while it was
 	// being set up included. This browser's device cookie is made anew,
-	// since the old one was bound to the credentials before.
+	// since the old one was bound to the credentials before. The codes
+	// are stored and never shown again: whatever fails from here, the
+	// page shows them, and says what failed (logged).
+	var warn string
 	if err := s.endOtherSessions(r, st, u, "mfa.totp_enable", now); err != nil {
-		s.fail(w, r, err)
-		return
+		s.logError(r, "dashboard: other sessions not ended after turning the app on", err)
+		warn = msgSessionsKept
 	}
 	s.setDevice(w, u, now)
 	d, err := s.mfaSettings(r, u)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		s.logError(r, "dashboard: security page not read after turning the app on", err)
+		d = mfaSettingsData{Partial: true}
+		if warn == "" {
+			warn = msgPagePartial
+		}
 	}
-	d.RecoveryCodes = codes
+	d.RecoveryCodes, d.Warning = codes, warn
 	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", d)
 }
 

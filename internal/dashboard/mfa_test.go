@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/account"
@@ -272,4 +273,108 @@ func TestEnrolPageListsPasskeys(t *testing.T) {
 		t.Errorf("after enrolment, the passkeys listed:\n%s\nwant, as the security page:\n%s", got, want)
 	}
 	wantText(t, b.body, `id="passkey-add"`, "Recovery codes left: 10.")
+}
+
+// failLater is an account store whose next DeleteSessions, or next
+// RecoveryCodesLeft, fails once armed (by arm, or by the next EnableTOTP
+// after armEnable), as a database may between two writes.
+type failLater struct {
+	keyward.AccountStore
+	mu                sync.Mutex
+	failEnd, failRead bool
+	onEnable          func()
+}
+
+func (f *failLater) arm(end, read bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failEnd, f.failRead = end, read
+}
+
+func (f *failLater) armEnable(end, read bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onEnable = func() { f.arm(end, read) }
+}
+
+func (f *failLater) EnableTOTP(ctx context.Context, userID string, secret []byte, step int64, digests [][]byte, at time.Time, events ...*keyward.AuditEvent) (*keyward.User, error) {
+	u, err := f.AccountStore.EnableTOTP(ctx, userID, secret, step, digests, at, events...)
+	f.mu.Lock()
+	g := f.onEnable
+	f.onEnable = nil
+	f.mu.Unlock()
+	if g != nil && err == nil {
+		g()
+	}
+	return u, err
+}
+
+func (f *failLater) take(p *bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v := *p
+	*p = false
+	return v
+}
+
+func (f *failLater) DeleteSessions(ctx context.Context, userID, id, exceptID string, events ...*keyward.AuditEvent) (int, error) {
+	if f.take(&f.failEnd) {
+		return 0, errors.New("injected failure")
+	}
+	return f.AccountStore.DeleteSessions(ctx, userID, id, exceptID, events...)
+}
+
+func (f *failLater) RecoveryCodesLeft(ctx context.Context, userID string) (int, error) {
+	if f.take(&f.failRead) {
+		return 0, errors.New("injected failure")
+	}
+	return f.AccountStore.RecoveryCodesLeft(ctx, userID)
+}
+
+// TestTOTPEnableShowsCodesAfterFailure: the app and its recovery codes
+// are stored in one write; when ending the other sessions, or reading the
+// rest of the page, fails after it, the codes (never shown again) are
+// shown all the same, with what failed.
+func TestTOTPEnableShowsCodesAfterFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		end, read bool
+		warning   string
+		ended     bool
+	}{
+		{"EndFails", true, false, msgSessionsKept, false},
+		{"ReadFails", false, true, msgPagePartial, true},
+		{"BothFail", true, true, msgSessionsKept, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &failLater{}
+			e := newEnvWrapped(t, "", nil, func(a keyward.AccountStore) keyward.AccountStore { f.AccountStore = a; return f })
+			u := e.user("ann@example.com", keyward.RoleOwner)
+			elsewhere, b := e.browser(), e.browser()
+			elsewhere.signIn("ann@example.com")
+			b.signIn("ann@example.com")
+			f.armEnable(tc.end, tc.read)
+			_, codes := enrolTOTP(t, b) // 200 with every code shown
+			wantText(t, b.body, `<p class="error" role="alert" id="mfa-warning">`+tc.warning+`</p>`)
+			if got := strings.Contains(b.body, `id="mfa-status"`); got != !tc.read {
+				t.Errorf("the rest of the page shown: %v, want %v", got, !tc.read)
+			}
+			if left, err := e.store.RecoveryCodesLeft(context.Background(), u.ID); err != nil || left != len(codes) {
+				t.Errorf("RecoveryCodesLeft = %d, %v; want %d", left, err, len(codes))
+			}
+			if !strings.Contains(e.log.String(), "injected failure") {
+				t.Error("the failure was not logged")
+			}
+			if elsewhere.get("/tokens"); (elsewhere.path() == "/signin") != tc.ended {
+				t.Errorf("the other session at %s, want it ended %v", elsewhere.path(), tc.ended)
+			}
+			// A shown code signs in.
+			c := e.browser()
+			c.signIn2("ann@example.com")
+			status, body := c.post("/signin/mfa", url.Values{"code": {codes[0]}})
+			if status != http.StatusOK || c.path() != "/tokens" {
+				t.Errorf("a shown recovery code: %d at %s\n%s", status, c.path(), body)
+			}
+		})
+	}
 }

@@ -141,6 +141,10 @@ func (s *Server) stateFailed(w http.ResponseWriter, r *http.Request, err error) 
 
 const msgPasskeyFailed = "The passkey was not accepted. Try again, or use your password."
 
+// msgPasskeySessionsKept: a passkey added whose user's other sessions
+// could not be ended after.
+const msgPasskeySessionsKept = "The passkey was added, but your other sessions could not be ended: end them on the Sessions page."
+
 func (s *Server) handlePasskeyRegisterBegin(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	if !s.recentAuth(r) {
@@ -231,9 +235,11 @@ func (s *Server) handlePasskeyRegisterFinish(w http.ResponseWriter, r *http.Requ
 		return
 	}
 	// As for the authenticator app: a session taken before the factor
-	// existed does not outlive it.
+	// existed does not outlive it. The passkey is stored: a failure here
+	// says so.
 	if err := s.endOtherSessions(r, st, st.user, "mfa.passkey_add", now); err != nil {
-		s.failJSON(w, r, err)
+		s.logError(r, "dashboard: other sessions not ended after adding a passkey", err)
+		writeJSON(w, http.StatusInternalServerError, jsonError{Error: msgPasskeySessionsKept})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"redirect": "/account/mfa"})

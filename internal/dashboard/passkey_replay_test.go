@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -368,5 +369,31 @@ func TestPasskeyAddEndsOtherSessions(t *testing.T) {
 	}
 	if here.get("/tokens"); here.path() != "/tokens" {
 		t.Errorf("the session that added it ended (at %s)", here.path())
+	}
+}
+
+// TestPasskeyAddSessionsKept: a passkey added whose user's other sessions
+// could not be ended after is stored, and the answer says both.
+func TestPasskeyAddSessionsKept(t *testing.T) {
+	f := &failLater{}
+	e := newEnvWrapped(t, "https://localhost", nil, func(a keyward.AccountStore) keyward.AccountStore { f.AccountStore = a; return f })
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	elsewhere, here := e.browser(), e.browser()
+	elsewhere.signIn("ann@example.com")
+	here.signIn("ann@example.com")
+	here.get("/account/mfa")
+	challenge, state := begin(t, here, "/account/passkeys/begin")
+	f.arm(true, false)
+	status, body := here.post("/account/passkeys/finish", url.Values{"state": {state}, "name": {"laptop"}, "credential": {attest(t, challenge, []byte("new-key"))}})
+	wantStatus(t, status, http.StatusInternalServerError, body)
+	wantText(t, body, `{"error":"`+msgPasskeySessionsKept+`"}`)
+	if keys, err := e.store.FindPasskeys(context.Background(), u.ID); err != nil || len(keys) != 1 || keys[0].Name != "laptop" {
+		t.Errorf("FindPasskeys = %d, %v; want the laptop's", len(keys), err)
+	}
+	if !strings.Contains(e.log.String(), "injected failure") {
+		t.Error("the failure was not logged")
+	}
+	if elsewhere.get("/tokens"); elsewhere.path() != "/tokens" {
+		t.Errorf("the other session at %s, want it kept (its ending failed)", elsewhere.path())
 	}
 }

@@ -172,7 +172,8 @@ func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
 	if _, ok := pf["max_days"]; ok {
 		d.MaxDays = strings.TrimSpace(pf.Get("max_days"))
 	}
-	if _, ok := pf["catalog"]; ok {
+	_, catalogSent := pf["catalog"]
+	if catalogSent {
 		d.Catalog = pf.Get("catalog")
 	}
 	now := s.now().UTC()
@@ -185,9 +186,16 @@ func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
 			next.MaxTokenLifetime = time.Duration(n) * day
 		}
 	}
-	var msg string
-	if next.Scopes, msg = parseCatalog(d.Catalog); msg != "" {
-		d.Errors["catalog"] = msg
+	if catalogSent {
+		var msg string
+		if next.Scopes, msg = parseCatalog(d.Catalog); msg != "" {
+			d.Errors["catalog"] = msg
+		}
+	} else {
+		// Kept as stored, not through the text: a description with a
+		// "|", or a scope that later rules refuse, must not block (or
+		// change) a save that does not touch the catalog.
+		next.Scopes = slices.Clone(prev.Scopes)
 	}
 	if d.MFARequired && !st.factor {
 		d.Errors["mfa_required"] = "Set up two-step verification for yourself first, so that you are not locked out."

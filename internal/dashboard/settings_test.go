@@ -125,6 +125,33 @@ func TestSettingsAbsentFieldsKept(t *testing.T) {
 			}
 		})
 	}
+	t.Run("OKStoredCatalogKept", func(t *testing.T) {
+		// Without the catalog field, the stored scopes stay exactly as
+		// they are, even those the catalog's text could not say again
+		// (a "|" in a description) or that its rules now refuse.
+		odd := *full
+		odd.Scopes = []keyward.ScopeInfo{{Name: "orders:read", Description: "Read | list orders", Privileged: true}, {Name: "keyward:legacy", Description: "old"}}
+		if err := e.store.PutWorkspaceSettings(ctx, &odd); err != nil {
+			t.Fatal(err)
+		}
+		o.get("/settings")
+		status, body := o.post("/settings", url.Values{"max_days": {"7"}})
+		wantStatus(t, status, http.StatusOK, body)
+		if o.path() != "/settings" || !strings.Contains(body, "Saved.") {
+			t.Fatalf("at %s, not saved:\n%s", o.path(), body)
+		}
+		if s := got(); s.MaxTokenLifetime != 7*day || !slices.Equal(s.Scopes, odd.Scopes) {
+			t.Errorf("settings = %+v, want 7 days and the scopes %+v", s, odd.Scopes)
+		}
+		e.dash.Wait()
+		evs, err := e.store.FindAuditEvents(ctx, keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: "workspace.settings_update"})
+		if err != nil || len(evs) == 0 {
+			t.Fatalf("FindAuditEvents = %d, %v", len(evs), err)
+		}
+		if want := `{"max_token_lifetime":{"from":"720h0m0s","to":"168h0m0s"}}`; string(evs[0].Changes) != want {
+			t.Errorf("changes %s, want %s", evs[0].Changes, want)
+		}
+	})
 	t.Run("ErrKeptShown", func(t *testing.T) {
 		// A refused form shows the settings it would have kept.
 		put()

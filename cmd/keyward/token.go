@@ -13,7 +13,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/client"
@@ -432,20 +431,28 @@ func cmdTokenList(ctx context.Context, e *env, args []string) error {
 	return printTokens(e.stdout, toks)
 }
 
-// maxNameCell is the most characters of a token's name that a table
-// shows: names run to 200, and one long name would widen every row.
-const maxNameCell = 40
+// maxNameCell and maxScopesCell are the most columns of a token's name
+// and of its scopes that a table shows: names run to 200 characters, a
+// token may hold many scopes, and one long cell would widen every row.
+const (
+	maxNameCell   = 40
+	maxScopesCell = 40
+)
 
 // printTokens prints a table of tokens, one a line, with names cut to
-// maxNameCell characters (--output json has them whole).
+// maxNameCell columns and scopes to maxScopesCell, the first scopes and
+// how many more (--output json has them whole).
 func printTokens(w io.Writer, toks []client.Token) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tHINT\tSTATE\tSCOPES\tEXPIRES\tLAST USED")
+	rows := [][]string{{"ID", "NAME", "HINT", "STATE", "SCOPES", "EXPIRES", "LAST USED"}}
 	for _, t := range toks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clean(t.ID), cut(clean(t.Name), maxNameCell), clean(t.Hint), clean(t.State),
-			clean(fmtList(t.Scopes)), fmtTime(t.ExpiresAt, "never"), fmtTime(t.LastUsedAt, "never"))
+		scopes := make([]string, len(t.Scopes))
+		for i, s := range t.Scopes {
+			scopes[i] = clean(s)
+		}
+		rows = append(rows, []string{clean(t.ID), cut(clean(t.Name), maxNameCell), clean(t.Hint), clean(t.State),
+			clean(cutList(scopes, maxScopesCell)), fmtTime(t.ExpiresAt, "never"), fmtTime(t.LastUsedAt, "never")})
 	}
-	return tw.Flush()
+	return writeTable(w, rows)
 }
 
 // printToken prints one token as a two-column table.
@@ -770,14 +777,4 @@ func fmtCounts(m map[string]int64) string {
 		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
 	}
 	return strings.Join(parts, " ")
-}
-
-// cut returns s cut to n characters, the last of them an ellipsis, when
-// it is longer.
-func cut(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
 }

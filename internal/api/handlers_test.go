@@ -3156,3 +3156,61 @@ func TestMetricsGatewayHTTP2Errors(t *testing.T) {
 		t.Errorf("metrics lack %s", want)
 	}
 }
+
+// TestErrorsRedactBareBodies: a secret pasted without its prefix (its 38
+// characters alone) where an error quotes the value back (a CIDR, a
+// scope, an unknown field's name, a metadata key given twice) does not
+// come back either, for the caller's workspace's prefix and the default
+// one: its checksum tells it from a long word, which comes back as it is.
+func TestErrorsRedactBareBodies(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	r := s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "acme", "token_prefix": "acme"})
+	wantStatus(t, r, http.StatusCreated)
+	acme, _ := r.object(t)["token"].(string)
+	_, kw := s.newToken("pasted")
+	word := strings.Repeat("Ab1", 12) + "Zz" // 38 base62 characters, no secret
+	type fieldError struct{ Pointer, Detail string }
+	for _, caller := range []struct{ name, token, body string }{
+		{"Default", s.root, kw[len("kw_"):]},
+		{"WorkspacePrefix", acme, acme[len("acme_"):]},
+		{"DefaultInOtherWorkspace", acme, kw[len("kw_"):]},
+		{"LongWord", acme, word},
+	} {
+		want := secret.Redacted
+		if caller.body == word {
+			want = word
+		}
+		for _, tt := range []struct {
+			name, body string
+			errs       []fieldError
+		}{
+			{"CIDR", `{"name":"x","allowed_cidrs":["` + caller.body + `"]}`,
+				[]fieldError{{"/allowed_cidrs/0", `"` + want + `" is not a CIDR such as 203.0.113.0/24 or 2001:db8::/32`}}},
+			{"Scope", `{"name":"x","scopes":["` + caller.body + `"]}`,
+				[]fieldError{{"/scopes/0", `scope "` + want + `": segments use only a-z 0-9 _ . -`}}},
+			{"UnknownField", `{"name":"x","` + caller.body + `":1}`,
+				[]fieldError{{"/" + want, `unknown field "` + want + `"`}}},
+			{"DuplicateMetadataKey", `{"name":"x","metadata":{"` + caller.body + `":1,"` + caller.body + `":2}}`,
+				[]fieldError{{"/metadata", `the request body must not hold the name "` + want + `" twice in one object: parsers read it differently`}}},
+		} {
+			t.Run(caller.name+"/"+tt.name, func(t *testing.T) {
+				r := s.do("POST", "/v1/tokens", caller.token, tt.body)
+				wantProblem(t, r, http.StatusBadRequest, keyward.EINVALID)
+				var p struct {
+					Detail string
+					Errors []fieldError
+				}
+				if err := json.Unmarshal(r.Body, &p); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(p.Errors, tt.errs) {
+					t.Errorf("errors = %q, want %q", p.Errors, tt.errs)
+				}
+				if want == secret.Redacted && strings.Contains(string(r.Body), caller.body) {
+					t.Errorf("the error body repeats the secret: %s", r.Body)
+				}
+			})
+		}
+	}
+}

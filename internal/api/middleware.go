@@ -30,6 +30,9 @@ type reqInfo struct {
 	id     string
 	caller manage.Caller
 	authed bool
+	// prefix is the token prefix of the caller's workspace, that of the
+	// token it authenticated with ("" before then).
+	prefix string
 }
 
 func info(ctx context.Context) *reqInfo {
@@ -245,6 +248,10 @@ func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 		ri.caller.UserAgent = secret.UserAgent(r.UserAgent())
 		ri.caller.RequestID = ri.id
 		ri.authed = true
+		ri.prefix = keyward.DefaultTokenPrefix
+		if p, err := secret.Parse(tok); err == nil && p.Prefix != keyward.DefaultTokenPrefix {
+			ri.prefix = strings.Clone(p.Prefix) // not the secret's memory
+		}
 		next.ServeHTTP(w, r)
 	})
 }

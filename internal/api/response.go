@@ -59,10 +59,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	p := problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Code: code, RequestID: requestID(r.Context())}
 	var e *keyward.Error
 	if errors.As(err, &e) {
-		// A value quoted back (an unknown field's name, a scope, a CIDR)
-		// may be a secret pasted in the wrong place: error bodies end up
-		// in clients' logs and bug reports, so it does not come back.
-		p.Detail, p.Errors = secret.Redact(e.Message), redactFields(e.Fields)
+		// A value quoted back (an unknown field's name, a scope, a CIDR,
+		// a metadata key) may be a secret pasted in the wrong place, with
+		// its prefix or without: error bodies end up in clients' logs and
+		// bug reports, so it does not come back.
+		prefixes := secretPrefixes(r)
+		p.Detail, p.Errors = redact(e.Message, prefixes), redactFields(e.Fields, prefixes)
 		if code == keyward.EUNAVAILABLE {
 			s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable", slog.String("request_id", p.RequestID), slog.String("path", secret.RedactPath(r.URL)), slog.Any("err", err))
 		}
@@ -93,12 +95,31 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	json.NewEncoder(w).Encode(p)
 }
 
+// secretPrefixes returns the prefixes whose secrets' bodies an error
+// answering r must not carry without their prefix: the caller's
+// workspace's, once authenticated, and the default one.
+func secretPrefixes(r *http.Request) []string {
+	if p := info(r.Context()).prefix; p != "" && p != keyward.DefaultTokenPrefix {
+		return []string{p, keyward.DefaultTokenPrefix}
+	}
+	return defaultPrefixes
+}
+
+var defaultPrefixes = []string{keyward.DefaultTokenPrefix}
+
+// redact returns s with every secret taken out: what secret.Redact finds,
+// and the body of a secret of one of prefixes pasted without its prefix,
+// which only its checksum tells from a long word (secret.RedactBodies).
+func redact(s string, prefixes []string) string {
+	return secret.RedactBodies(secret.Redact(s), prefixes...)
+}
+
 // redactFields returns fs with every secret in a pointer or detail taken
-// out (see secret.Redact); fs itself when it holds none.
-func redactFields(fs []keyward.FieldError) []keyward.FieldError {
+// out (see redact); fs itself when it holds none.
+func redactFields(fs []keyward.FieldError, prefixes []string) []keyward.FieldError {
 	var out []keyward.FieldError
 	for i, f := range fs {
-		p, d := secret.Redact(f.Pointer), secret.Redact(f.Detail)
+		p, d := redact(f.Pointer, prefixes), redact(f.Detail, prefixes)
 		if out == nil && (p != f.Pointer || d != f.Detail) {
 			out = append(make([]keyward.FieldError, 0, len(fs)), fs[:i]...)
 		}

@@ -139,11 +139,41 @@ func unhex(c byte) int {
 // checksum tells from a long word or id, once in 62^6 (5.7·10^10) for
 // each prefix and place. Token ids (26 characters) are too short.
 func HasBody(s string, prefixes ...string) bool {
+	return len(s) >= BodyLen && nextBody(s, 0, prefixes) >= 0
+}
+
+// RedactBodies returns s with each body HasBody finds in it replaced
+// with Redacted: a secret of one of prefixes pasted without its prefix,
+// which Redact, knowing no prefix, leaves. Only a checksum that matches
+// makes one, so a long word or id is left as it is. s is returned as it
+// is, without allocating, when it holds none.
+func RedactBodies(s string, prefixes ...string) string {
 	if len(s) < BodyLen {
-		return false
+		return s
 	}
+	var b strings.Builder
+	done := 0 // s[:done] is in b
+	for {
+		p := nextBody(s, done, prefixes)
+		if p < 0 {
+			break
+		}
+		b.WriteString(s[done:p])
+		b.WriteString(Redacted)
+		done = p + BodyLen
+	}
+	if done == 0 {
+		return s
+	}
+	b.WriteString(s[done:])
+	return b.String()
+}
+
+// nextBody returns where in s, from from on, the first body HasBody
+// finds begins, or -1.
+func nextBody(s string, from int, prefixes []string) int {
 	var buf [MaxTokenLen - ChecksumLen]byte
-	for i := 0; i < len(s); {
+	for i := from; i < len(s); {
 		if digits[s[i]] < 0 {
 			i++
 			continue
@@ -160,13 +190,13 @@ func HasBody(s string, prefixes ...string) bool {
 				}
 				text := append(append(append(buf[:0], prefix...), '_'), random...)
 				if c := Checksum(string(text)); string(c[:]) == sum {
-					return true
+					return p
 				}
 			}
 		}
 		i = j
 	}
-	return false
+	return -1
 }
 
 // InData reports whether s, a value of machine-written data such as a

@@ -186,3 +186,30 @@ func TestInData(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactBodies: each body HasBody finds is replaced, alone, within a
+// longer run or twice; what holds none comes back as it is.
+func TestRedactBodies(t *testing.T) {
+	tok, err := Generate("acme_corp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := tok[len("acme_corp_"):]
+	long := strings.Repeat("A", 200)
+	for _, tt := range []struct {
+		s, want  string
+		prefixes []string
+	}{
+		{body, Redacted, []string{"acme_corp"}},
+		{`"` + body + `" is not a CIDR`, `"` + Redacted + `" is not a CIDR`, []string{"kw", "acme_corp"}},
+		{"x" + body + "y " + body, "x" + Redacted + "y " + Redacted, []string{"acme_corp"}},
+		{body, body, []string{"kw"}},
+		{body, body, nil},
+		{long, long, []string{"acme_corp", "kw"}},
+		{"short", "short", []string{"acme_corp"}},
+	} {
+		if got := RedactBodies(tt.s, tt.prefixes...); got != tt.want {
+			t.Errorf("RedactBodies(%q, %q) = %q, want %q", tt.s, tt.prefixes, got, tt.want)
+		}
+	}
+}

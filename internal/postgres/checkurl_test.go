@@ -101,3 +101,36 @@ func TestCheckURLPasswordElsewhere(t *testing.T) {
 		t.Errorf("%v", err)
 	}
 }
+
+// TestQueryPasswordRunOnRefused: a password in the query with an
+// unencoded & makes the rest of it a parameter that the server gets, and
+// refuses by quoting its name or value: Open and Migrate say what the
+// server refused without that text.
+func TestQueryPasswordRunOnRefused(t *testing.T) {
+	base := baseURL(t)
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	for _, tc := range []struct{ query, code string }{
+		{"password=pw&hunter22=x", "42704"},
+		{"password=pw&statement_timeout=hunter22", "22023"},
+	} {
+		u := base + sep + tc.query
+		if err := CheckURL(u); err != nil {
+			t.Fatalf("CheckURL(%s) = %v", tc.query, err)
+		}
+		want := "postgres: the server refused a parameter in the URL's query (SQLSTATE " + tc.code +
+			"); a password in the query that holds an & must write it as %26"
+		db, err := Open(t.Context(), u)
+		if err == nil {
+			db.Close()
+		}
+		if err == nil || err.Error() != want {
+			t.Errorf("Open(%s) = %v, want %q", tc.query, err, want)
+		}
+		if _, err := Migrate(t.Context(), u); err == nil || err.Error() != want {
+			t.Errorf("Migrate(%s) = %v, want %q", tc.query, err, want)
+		}
+	}
+}

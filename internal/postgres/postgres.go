@@ -221,7 +221,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	m, err := migrate(ctx, pool, o)
 	if err != nil {
 		pool.Close()
-		return nil, err
+		return nil, refusedParam(url, err)
 	}
 	keyErr := keyNames(ctx, pool)
 	return &DB{pool: pool, auditKey: o.auditKey, newer: m.newer, applied: m.applied, nameKeyErr: keyErr}, nil
@@ -242,12 +242,28 @@ func Migrate(ctx context.Context, url string, opts ...Option) ([]string, error) 
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
+		return nil, refusedParam(url, fmt.Errorf("postgres: %w", err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	o.refuseNewer = true
 	m, err := migrate(ctx, conn, o)
 	return m.applied, err
+}
+
+// refusedParam returns err, a failure to connect to the database at url,
+// without the server's message when the server refused a parameter of
+// url's query that follows a password there (see queryPasswordRunsOn): an
+// unencoded & in the password would have made the rest of it that
+// parameter, whose name or value the message quotes (unrecognized
+// configuration parameter "...", invalid value for parameter ...).
+func refusedParam(url string, err error) error {
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	if !errors.As(err, &ce) || !errors.As(err, &pe) || pe.Code != "42704" && pe.Code != "22023" || !queryPasswordRunsOn(url) {
+		return err
+	}
+	return fmt.Errorf("postgres: the server refused a parameter in the URL's query (SQLSTATE %s); "+
+		"a password in the query that holds an & must write it as %%26", pe.Code)
 }
 
 // poolConfig parses url and fills in every limit the url does not set.

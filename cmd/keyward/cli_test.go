@@ -407,6 +407,17 @@ func TestHelp(t *testing.T) {
 			}
 		}
 	})
+	t.Run("QuotaPeriods", func(t *testing.T) {
+		// --quota takes day, month or none: the help must name "none",
+		// which is how "in total" is written (5/total is refused).
+		for _, cmd := range []string{"create", "update"} {
+			r := cli(t, nil, nil, "", "token", cmd, "--help")
+			r.want(t, 0)
+			if want := "as N/PERIOD with PERIOD day, month or none (in total), such as 10000/month"; !strings.Contains(r.stdout, want) {
+				t.Errorf("token %s help lacks %q:\n%s", cmd, want, r.stdout)
+			}
+		}
+	})
 	t.Run("NoEnvValueInHelp", func(t *testing.T) {
 		r := cli(t, nil, map[string]string{"KEYWARD_DATABASE_URL": "postgres://u:hunter2@db/k"}, "", "serve", "--help")
 		if strings.Contains(r.stdout, "hunter2") {

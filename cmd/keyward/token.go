@@ -71,7 +71,7 @@ func (t *tokenFlags) define(fs *flagSet, update bool) {
 	fs.String(&t.expiresAt, "expires-at", "", "", "expire at `TIME` (RFC 3339), such as 2027-01-01T00:00:00Z")
 	fs.Strings(&t.cidrs, "allow-cidr", "accept the token only from `CIDR` or address, such as 203.0.113.0/24")
 	fs.String(&t.rateLimit, "rate-limit", "", "", "at most N valid verifications in any window, as `N/WINDOW` such as 100/1m")
-	fs.String(&t.quota, "quota", "", "", "at most N valid verifications per day, month or in total, as `N/PERIOD` such as 10000/month")
+	fs.String(&t.quota, "quota", "", "", "at most N valid verifications per day, month or in total, as `N/PERIOD` with PERIOD day, month or none (in total), such as 10000/month")
 	fs.String(&t.subject, "subject", "", "", "`SUBJECT` the token acts for, such as customer-42")
 	fs.String(&t.metadata, "metadata", "", "", "`JSON` object kept with the token, such as '{\"team\":\"payments\"}'")
 	if update {

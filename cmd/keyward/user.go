@@ -100,12 +100,15 @@ func cmdUserCreate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	e.addSecret(pw)
 	// Check before opening the store, so that a refused password leaves no
-	// trace (not even a new data dir).
+	// trace (not even a new data dir). The refusal is fixed text that never
+	// holds the password, so the password is recorded for scrubbing only
+	// once accepted: scrubbing a refused one that is a word of the refusal
+	// ("password", "remember") would garble it and show where it was.
 	if err := account.CheckPassword(pw, email); err != nil {
 		return errors.New("password refused: " + keyward.ErrorMessage(err))
 	}
+	e.addSecret(pw)
 	keys, err := keyring(cfg)
 	if err != nil {
 		return err

@@ -70,6 +70,19 @@ func TestUserCreate(t *testing.T) {
 			}
 		})
 	}
+	// A refused password that is a word of the refusal itself is not
+	// scrubbed from it: the message is fixed text, and "[redacted] refused:
+	// ... a long [redacted] ..." would garble it and show the password by
+	// where the gaps are.
+	for _, pw := range []string{"password", "remember", "characters"} {
+		t.Run("ErrShortPasswordInMessage/"+pw, func(t *testing.T) {
+			r := cli(t, nil, nil, pw+"\n", "user", "create", "--data-dir", dir, "--email", "bob@example.com", "--password-stdin")
+			r.want(t, 1)
+			if want := "keyward: password refused: use at least 12 characters; a few unrelated words make a long password that is easy to remember\n"; r.stderr != want {
+				t.Errorf("stderr = %q, want %q", r.stderr, want)
+			}
+		})
+	}
 	t.Run("OKMember", func(t *testing.T) {
 		r := cli(t, nil, nil, "another long passphrase\n", "user", "create", "--email", "bob@example.com", "--password-stdin", "--data-dir", dir)
 		r.want(t, 0)

@@ -30,9 +30,11 @@ type reqInfo struct {
 	id     string
 	caller manage.Caller
 	authed bool
-	// prefix is the token prefix of the caller's workspace, that of the
-	// token it authenticated with ("" before then).
-	prefix string
+	// hint is the hint of the token the caller authenticated with ("" before
+	// then), which begins with its workspace's token prefix: kept as it is,
+	// for the error path to read (secretPrefixes), so that an admitted
+	// request parses and copies nothing more.
+	hint string
 }
 
 func info(ctx context.Context) *reqInfo {
@@ -248,10 +250,7 @@ func (s *Server) authenticate(rt route, next http.Handler) http.Handler {
 		ri.caller.UserAgent = secret.UserAgent(r.UserAgent())
 		ri.caller.RequestID = ri.id
 		ri.authed = true
-		ri.prefix = keyward.DefaultTokenPrefix
-		if p, err := secret.Parse(tok); err == nil && p.Prefix != keyward.DefaultTokenPrefix {
-			ri.prefix = strings.Clone(p.Prefix) // not the secret's memory
-		}
+		ri.hint = res.Token.Hint
 		next.ServeHTTP(w, r)
 	})
 }

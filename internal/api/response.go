@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/secret"
@@ -97,10 +98,15 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 
 // secretPrefixes returns the prefixes whose secrets' bodies an error
 // answering r must not carry without their prefix: the caller's
-// workspace's, once authenticated, and the default one.
+// workspace's, once authenticated, and the default one. The caller's is
+// read from its token's hint ("acme_…x9Qa") here, on the error path, not
+// on every admitted request.
 func secretPrefixes(r *http.Request) []string {
-	if p := info(r.Context()).prefix; p != "" && p != keyward.DefaultTokenPrefix {
-		return []string{p, keyward.DefaultTokenPrefix}
+	hint := info(r.Context()).hint
+	if i := strings.LastIndex(hint, "_…"); i > 0 {
+		if p := hint[:i]; p != keyward.DefaultTokenPrefix {
+			return []string{p, keyward.DefaultTokenPrefix}
+		}
 	}
 	return defaultPrefixes
 }

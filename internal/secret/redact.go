@@ -1,6 +1,8 @@
 package secret
 
 import (
+	"hash/crc32"
+	"math"
 	"net/url"
 	"strings"
 	"unicode/utf8"
@@ -170,9 +172,28 @@ func RedactBodies(s string, prefixes ...string) string {
 }
 
 // nextBody returns where in s, from from on, the first body HasBody
-// finds begins, or -1.
+// finds begins, or -1. Error answers run it over whatever a request
+// quoted back, up to the API's body limit, so it costs a few operations
+// a place and allocates nothing: the CRC of the RandomLen characters at
+// each place is rolled on from the place before (rollCRC), carried on
+// from the prefix's, and compared with the checksum's digits decoded, as
+// Parse does.
 func nextBody(s string, from int, prefixes []string) int {
-	var buf [MaxTokenLen - ChecksumLen]byte
+	if len(s)-from < BodyLen {
+		return -1
+	}
+	// heads[k]: the raw CRC state after prefixes[k], '_' and RandomLen
+	// zero bytes; the state after the prefix, '_' and the random part is
+	// heads[k] ^ the random part's own (linear) share.
+	var stack [2]uint32
+	heads := stack[:0]
+	for _, prefix := range prefixes {
+		st := ^crc32.Update(crc(prefix), crc32.IEEETable, underscore)
+		for range RandomLen {
+			st = crc32.IEEETable[byte(st)] ^ st>>8
+		}
+		heads = append(heads, st)
+	}
 	for i := from; i < len(s); {
 		if digits[s[i]] < 0 {
 			i++
@@ -182,22 +203,52 @@ func nextBody(s string, from int, prefixes []string) int {
 		for j < len(s) && digits[s[j]] >= 0 {
 			j++
 		}
-		for p := i; p+BodyLen <= j; p++ {
-			random, sum := s[p:p+RandomLen], s[p+RandomLen:p+BodyLen]
-			for _, prefix := range prefixes {
-				if len(prefix) > MaxTokenLen-BodyLen-1 {
-					continue
-				}
-				text := append(append(append(buf[:0], prefix...), '_'), random...)
-				if c := Checksum(string(text)); string(c[:]) == sum {
-					return p
+		if j-i < BodyLen {
+			i = j
+			continue
+		}
+		var share uint32 // of s[p:p+RandomLen], from a zero state
+		for _, c := range []byte(s[i : i+RandomLen]) {
+			share = crc32.IEEETable[byte(share)^c] ^ share>>8
+		}
+		for p := i; ; p++ {
+			var sum uint64
+			for _, c := range []byte(s[p+RandomLen : p+BodyLen]) {
+				sum = sum*62 + uint64(digits[c])
+			}
+			if sum <= math.MaxUint32 {
+				for k, prefix := range prefixes {
+					if len(prefix) <= MaxTokenLen-BodyLen-1 && ^(heads[k]^share) == uint32(sum) {
+						return p
+					}
 				}
 			}
+			if p+BodyLen == j {
+				break
+			}
+			c := s[p+RandomLen]
+			share = crc32.IEEETable[byte(share)^c] ^ share>>8 ^ rollCRC[s[p]]
 		}
 		i = j
 	}
 	return -1
 }
+
+var underscore = []byte{'_'}
+
+// rollCRC[b] is the share of byte b in the raw CRC-32 (IEEE) state of
+// the RandomLen+1 bytes it begins: XORed into the state of those bytes,
+// it leaves that of the last RandomLen, a window moved on by one.
+var rollCRC = func() (t [256]uint32) {
+	for b := range t {
+		st := crc32.IEEETable[b]
+		for range RandomLen {
+			st = crc32.IEEETable[byte(st)] ^ st>>8
+		}
+		t[b] = st
+	}
+	return t
+}()
 
 // InData reports whether s, a value of machine-written data such as a
 // token's metadata, holds a token's secret: one of any prefix whose

@@ -2,6 +2,7 @@ package secret
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"strings"
 	"testing"
@@ -210,6 +211,73 @@ func TestRedactBodies(t *testing.T) {
 	} {
 		if got := RedactBodies(tt.s, tt.prefixes...); got != tt.want {
 			t.Errorf("RedactBodies(%q, %q) = %q, want %q", tt.s, tt.prefixes, got, tt.want)
+		}
+	}
+}
+
+// TestRedactBodiesCost: error answers run RedactBodies over what a
+// request quoted back, up to the API's body limit (1 MiB): a string
+// that holds no body comes back without an allocation, however many
+// places in it are looked at (every place used to allocate its text for
+// the checksum, and compute it whole).
+func TestRedactBodiesCost(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts do not hold under the race detector")
+	}
+	for _, s := range []string{strings.Repeat("Ab1x", 1000), strings.Repeat("0", 4000), `unknown field "` + strings.Repeat("A", 500) + `"`} {
+		if n := testing.AllocsPerRun(10, func() { RedactBodies(s, "acme_corp", "kw") }); n != 0 {
+			t.Errorf("RedactBodies(%.10q...) allocates %v times", s, n)
+		}
+	}
+}
+
+// TestNextBodyAsChecksum: nextBody, which rolls the CRC from place to
+// place, finds what checking each place's Checksum whole finds: bodies
+// of the prefixes given, planted anywhere in runs of any length, and
+// nothing in the runs around them.
+func TestNextBodyAsChecksum(t *testing.T) {
+	whole := func(s string, from int, prefixes []string) int {
+		for p := from; p+BodyLen <= len(s); p++ {
+			if !base62(s[p : p+BodyLen]) {
+				continue
+			}
+			for _, prefix := range prefixes {
+				if len(prefix) > MaxTokenLen-BodyLen-1 {
+					continue
+				}
+				if c := Checksum(prefix + "_" + s[p:p+RandomLen]); string(c[:]) == s[p+RandomLen:p+BodyLen] {
+					return p
+				}
+			}
+		}
+		return -1
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	filler := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = Alphabet[rng.IntN(len(Alphabet))]
+		}
+		return string(b)
+	}
+	prefixes := []string{"kw", "acme_corp", "p" + strings.Repeat("x", 15)}
+	for n := range 2000 {
+		prefix := prefixes[rng.IntN(len(prefixes))]
+		tok, err := Generate(prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := tok[len(prefix)+1:]
+		seps := []string{"", " ", "-", `"`}
+		s := filler(rng.IntN(60)) + seps[rng.IntN(len(seps))] + filler(rng.IntN(5)) + body + filler(rng.IntN(5)) + seps[rng.IntN(len(seps))] + filler(rng.IntN(60))
+		given := prefixes
+		if n%3 == 0 {
+			given = []string{"other"}
+		}
+		for _, from := range []int{0, rng.IntN(len(s))} {
+			if got, want := nextBody(s, from, given), whole(s, from, given); got != want {
+				t.Fatalf("nextBody(%q, %d, %q) = %d, want %d", s, from, given, got, want)
+			}
 		}
 	}
 }

@@ -104,8 +104,8 @@ func TestCheckURLPasswordElsewhere(t *testing.T) {
 
 // TestQueryPasswordRunOnRefused: a password in the query with an
 // unencoded & makes the rest of it a parameter that the server gets, and
-// refuses by quoting its name or value: Open and Migrate say what the
-// server refused without that text.
+// refuses by quoting its name or value: Open, Migrate and HasWorkspace
+// (keyward gateway check) say what the server refused without that text.
 func TestQueryPasswordRunOnRefused(t *testing.T) {
 	base := baseURL(t)
 	sep := "?"
@@ -131,6 +131,9 @@ func TestQueryPasswordRunOnRefused(t *testing.T) {
 		}
 		if _, err := Migrate(t.Context(), u); err == nil || err.Error() != want {
 			t.Errorf("Migrate(%s) = %v, want %q", tc.query, err, want)
+		}
+		if _, err := HasWorkspace(t.Context(), u, "default"); err == nil || err.Error() != want {
+			t.Errorf("HasWorkspace(%s) = %v, want %q", tc.query, err, want)
 		}
 	}
 }

@@ -119,7 +119,7 @@ func HasWorkspace(ctx context.Context, url, name string) (bool, error) {
 	defer cancel()
 	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
-		return false, fmt.Errorf("postgres: %w", err)
+		return false, refusedParam(url, fmt.Errorf("postgres: %w", err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if !storable(name) {

@@ -301,12 +301,7 @@ func (s *Server) handleMFA(w http.ResponseWriter, r *http.Request) {
 	ses := *st.session
 	ses.Digest, ses.Verified, ses.ReauthAt, ses.LastSeenAt = s.digest(id), true, now, now
 	if err := s.accounts.UpdateSession(ctx, &ses, s.event(r, ses.WorkspaceID, st.user.ID, "session.signin", ses.ID, now)); err != nil {
-		if keyward.ErrorCode(err) == keyward.ENOTFOUND {
-			s.forgetSession(w, r)
-			s.signInPage(w, r, http.StatusConflict, msgSignInEnded, nil)
-			return
-		}
-		s.fail(w, r, err)
+		s.failSession(w, r, err)
 		return
 	}
 	s.setSession(w, id, st.user, true, now)
@@ -323,6 +318,19 @@ func (s *Server) forgetSession(w http.ResponseWriter, r *http.Request) {
 	st.pre = newSessionID()
 	s.setCookie(w, s.sessionCookie(), "", -1)
 	s.setCookie(w, s.preCookie(), st.pre, 0)
+}
+
+// failSession answers err, the failure of the update of the request's
+// session: one not found ended while the request ran (a sign-out
+// everywhere, a change of the credentials), and the browser is sent back
+// to sign in rather than told that there is no such page.
+func (s *Server) failSession(w http.ResponseWriter, r *http.Request, err error) {
+	if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+		s.forgetSession(w, r)
+		s.signInPage(w, r, http.StatusConflict, msgSignInEnded, nil)
+		return
+	}
+	s.fail(w, r, err)
 }
 
 // checkSecondFactor reports whether code is a valid TOTP code of the user
@@ -481,7 +489,7 @@ func (s *Server) handleReauth(w http.ResponseWriter, r *http.Request) {
 	ses := *st.session
 	ses.ReauthAt, ses.LastSeenAt = now, now
 	if err := s.accounts.UpdateSession(r.Context(), &ses); err != nil {
-		s.fail(w, r, err)
+		s.failSession(w, r, err)
 		return
 	}
 	http.Redirect(w, r, localPath(next), http.StatusSeeOther)
@@ -499,7 +507,7 @@ func (s *Server) handleWorkspaceSwitch(w http.ResponseWriter, r *http.Request) {
 	ses := *st.session
 	ses.WorkspaceID = m.WorkspaceID
 	if err := s.accounts.UpdateSession(r.Context(), &ses); err != nil {
-		s.fail(w, r, err)
+		s.failSession(w, r, err)
 		return
 	}
 	http.Redirect(w, r, "/tokens", http.StatusSeeOther)

@@ -342,3 +342,42 @@ func TestSecondStepAfterSessionsEnded(t *testing.T) {
 		ended(t, c)
 	})
 }
+
+// TestSignedInSessionEndedMidRequest: a signed-in session that ends (here:
+// sign out everywhere) while its password is confirmed, or while it
+// switches workspace, sends the browser back to sign in with a message,
+// not to a page that is not there.
+func TestSignedInSessionEndedMidRequest(t *testing.T) {
+	e, h := newHookEnv(t, "")
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	acme := e.memberOf(t, "acme", u, keyward.RoleOwner)
+	for _, tc := range []struct {
+		name string
+		path string
+		form url.Values
+	}{
+		{"Reauth", "/reauth", url.Values{"password": {goodPassword}, "next": {"/account/mfa"}}},
+		{"WorkspaceSwitch", "/workspace", url.Values{"workspace": {acme.ID}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := e.browser()
+			b.signIn("ann@example.com")
+			h.armSession(func() {
+				if _, err := e.store.DeleteSessions(context.Background(), u.ID, "", ""); err != nil {
+					t.Error(err)
+				}
+			})
+			status, body := b.post(tc.path, tc.form)
+			wantStatus(t, status, http.StatusConflict, body)
+			wantText(t, body, msgSignInEnded, `action="/signin"`)
+			if sessionCookie(b) != "" {
+				t.Error("the ended session kept its cookie")
+			}
+			// The page's form signs in again.
+			status, body = b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
+			if status != http.StatusOK || b.path() != "/tokens" {
+				t.Fatalf("signing in again from the page: %d at %s\n%s", status, b.path(), body)
+			}
+		})
+	}
+}

@@ -28,8 +28,9 @@ type mfaSettingsData struct {
 }
 
 const (
-	msgSessionsKept = "The authenticator app is on, but your other sessions could not be ended: end them on the Sessions page."
-	msgPagePartial  = "The authenticator app is on, but the rest of this page could not be loaded: store these codes, then reload it."
+	msgSessionsKept    = "The authenticator app is on, but your other sessions could not be ended: end them on the Sessions page."
+	msgPagePartial     = "The authenticator app is on, but the rest of this page could not be loaded: store these codes, then reload it."
+	msgOffSessionsKept = "The authenticator app is off, but your other sessions could not be ended: end them on the Sessions page."
 )
 
 func (s *Server) handleMFASettings(w http.ResponseWriter, r *http.Request) {
@@ -223,17 +224,37 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusConflict, "A workspace you belong to requires two-step verification: add a passkey before turning the authenticator app off.")
 		return
 	}
-	if err == nil && changed {
-		// The other sessions end too: if this one was taken, its owner
-		// is signed out everywhere else and sees that something changed.
-		err = s.endOtherSessions(r, st, u, "mfa.totp_disable", now)
-		s.setDevice(w, u, now)
-	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	if changed {
+		// The other sessions end too: if this one was taken, its owner
+		// is signed out everywhere else and sees that something changed.
+		// The app is off whatever fails here: the answer says so.
+		err := s.endOtherSessions(r, st, u, "mfa.totp_disable", now)
+		s.setDevice(w, u, now)
+		if err != nil {
+			s.logError(r, "dashboard: other sessions not ended after turning the app off", err)
+			s.renderSessionsKept(w, r, u, msgOffSessionsKept)
+			return
+		}
+	}
 	http.Redirect(w, r, "/account/mfa", http.StatusSeeOther)
+}
+
+// renderSessionsKept answers a change of u's factors, stored, after which
+// ending the other sessions failed (logged): the security page, as it is
+// now, says so (warn); should it not be read, warn alone is shown.
+func (s *Server) renderSessionsKept(w http.ResponseWriter, r *http.Request, u *keyward.User, warn string) {
+	d, err := s.mfaSettings(r, u)
+	if err != nil {
+		s.logError(r, "dashboard: security page not read after a factor changed", err)
+		s.renderError(w, r, http.StatusInternalServerError, warn)
+		return
+	}
+	d.Warning = warn
+	s.render(w, r, http.StatusOK, "mfa_settings", "Two-step verification", d)
 }
 
 // factorRequired reports whether a workspace of the user's requires two-step

@@ -378,3 +378,73 @@ func TestTOTPEnableShowsCodesAfterFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestFactorOffSaysSessionsKept: turning the app off, or removing a
+// passkey, is stored before the other sessions end; when ending them
+// fails, the answer says that the change was made and what failed
+// (logged), not a bare error; should the page not be read either, the
+// error page says it.
+func TestFactorOffSaysSessionsKept(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		passkey  bool
+		read     bool // reading the page fails too
+		status   int
+		warning  string
+		loggedAs string
+	}{
+		{"AppOff", false, false, http.StatusOK, msgOffSessionsKept, "after turning the app off"},
+		{"AppOffPageUnread", false, true, http.StatusInternalServerError, msgOffSessionsKept, "after turning the app off"},
+		{"PasskeyRemoved", true, false, http.StatusOK, msgPasskeyRemovedSessionsKept, "after removing a passkey"},
+		{"PasskeyRemovedPageUnread", true, true, http.StatusInternalServerError, msgPasskeyRemovedSessionsKept, "after removing a passkey"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := &failLater{}
+			e := newEnvWrapped(t, "https://localhost", nil, func(a keyward.AccountStore) keyward.AccountStore { f.AccountStore = a; return f }) // passkeys on
+			u := e.user("ann@example.com", keyward.RoleOwner)
+			elsewhere, b := e.browser(), e.browser()
+			b.signIn("ann@example.com")
+			path := "/account/mfa/totp/disable"
+			if tc.passkey {
+				elsewhere.signIn("ann@example.com") // before the passkey, added to the store directly
+				newSoftKey(t, e, u)
+				keys, err := e.store.FindPasskeys(ctx, u.ID)
+				if err != nil || len(keys) != 1 {
+					t.Fatalf("FindPasskeys = %d, %v", len(keys), err)
+				}
+				path = "/account/passkeys/" + keys[0].ID + "/remove"
+			} else {
+				_, codes := enrolTOTP(t, b)
+				elsewhere.signIn2("ann@example.com")
+				if status, body := elsewhere.post("/signin/mfa", url.Values{"code": {codes[0]}}); status != http.StatusOK || elsewhere.path() != "/tokens" {
+					t.Fatalf("signing in elsewhere: %d at %s\n%s", status, elsewhere.path(), body)
+				}
+			}
+			b.get("/account/mfa")
+			f.arm(true, tc.read)
+			status, body := b.post(path, nil)
+			wantStatus(t, status, tc.status, body)
+			if tc.read {
+				wantText(t, body, tc.warning)
+			} else {
+				wantText(t, body, `<p class="error" role="alert" id="mfa-warning">`+tc.warning+`</p>`, "No authenticator app is set up.")
+				if strings.Contains(body, `id="passkey-list"`) {
+					t.Error("the page lists the removed passkey")
+				}
+			}
+			if mustUser(t, e, "ann@example.com").HasMFA() {
+				t.Error("the app is still on")
+			}
+			if keys, err := e.store.FindPasskeys(ctx, u.ID); err != nil || len(keys) != 0 {
+				t.Errorf("passkeys left: %d, %v", len(keys), err)
+			}
+			if l := e.log.String(); !strings.Contains(l, "injected failure") || !strings.Contains(l, tc.loggedAs) {
+				t.Errorf("the failure was not logged:\n%s", l)
+			}
+			if elsewhere.get("/tokens"); elsewhere.path() != "/tokens" {
+				t.Errorf("the other session at %s, want it kept (ending it failed)", elsewhere.path())
+			}
+		})
+	}
+}

@@ -145,6 +145,10 @@ const msgPasskeyFailed = "The passkey was not accepted. Try again, or use your p
 // could not be ended after.
 const msgPasskeySessionsKept = "The passkey was added, but your other sessions could not be ended: end them on the Sessions page."
 
+// msgPasskeyRemovedSessionsKept: a passkey removed whose user's other
+// sessions could not be ended after.
+const msgPasskeyRemovedSessionsKept = "The passkey was removed, but your other sessions could not be ended: end them on the Sessions page."
+
 func (s *Server) handlePasskeyRegisterBegin(w http.ResponseWriter, r *http.Request) {
 	st := stateOf(r)
 	if !s.recentAuth(r) {
@@ -286,8 +290,10 @@ func (s *Server) handlePasskeyRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A session the passkey signed in, here or elsewhere, ends with it.
+	// The passkey is gone whatever fails here: the answer says so.
 	if err := s.endOtherSessions(r, st, st.user, "mfa.passkey_remove", now); err != nil {
-		s.fail(w, r, err)
+		s.logError(r, "dashboard: other sessions not ended after removing a passkey", err)
+		s.renderSessionsKept(w, r, st.user, msgPasskeyRemovedSessionsKept)
 		return
 	}
 	http.Redirect(w, r, "/account/mfa", http.StatusSeeOther)

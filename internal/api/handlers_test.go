@@ -3214,3 +3214,53 @@ func TestErrorsRedactBareBodies(t *testing.T) {
 		}
 	}
 }
+
+// TestReasonRedactsBareBodies: a secret pasted into a suspension's,
+// resumption's or revocation's reason without its prefix (its 38
+// characters alone) is cut from what is stored on the token and in the
+// audit event, as one with its prefix is, for the token's workspace's
+// prefix and the default one; a long word stays.
+func TestReasonRedactsBareBodies(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	r := s.do("POST", "/v1/workspaces", s.root, map[string]any{"name": "acme", "token_prefix": "acme"})
+	wantStatus(t, r, http.StatusCreated)
+	acme, _ := r.object(t)["token"].(string)
+	_, kw := s.newToken("pasted")
+	word := strings.Repeat("Ab1", 12) + "Zz" // 38 base62 characters, no secret
+	for _, tc := range []struct{ name, pasted, want string }{
+		{"Prefixed", acme, "acme_" + secret.Redacted},
+		{"WorkspaceBody", acme[len("acme_"):], secret.Redacted},
+		{"DefaultBody", kw[len("kw_"):], secret.Redacted},
+		{"LongWord", word, word},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.do("POST", "/v1/tokens", acme, map[string]any{"name": "t"})
+			wantStatus(t, r, http.StatusCreated)
+			id, _ := r.object(t)["id"].(string)
+			for _, op := range []struct{ action, field string }{{"suspend", "suspend_reason"}, {"resume", ""}, {"revoke", "revoke_reason"}} {
+				r := s.do("POST", "/v1/tokens/"+id+"/"+op.action, acme, map[string]any{"reason": "leaked: " + tc.pasted})
+				wantStatus(t, r, http.StatusOK)
+				want := "leaked: " + tc.want
+				if got := r.object(t)[op.field]; op.field != "" && got != want {
+					t.Errorf("%s: %s = %q, want %q", op.action, op.field, got, want)
+				}
+				r = s.do("GET", "/v1/audit?limit=1", acme, nil)
+				wantStatus(t, r, http.StatusOK)
+				var l struct{ Items []auditEvent }
+				if err := json.Unmarshal(r.Body, &l); err != nil {
+					t.Fatal(err)
+				}
+				var changes struct{ Reason string }
+				if len(l.Items) != 1 || l.Items[0].Action != "token."+op.action || json.Unmarshal(l.Items[0].Changes, &changes) != nil || changes.Reason != want {
+					t.Errorf("%s: newest audit event %s, want token.%s with the reason %q", op.action, r.Body, op.action, want)
+				}
+			}
+			r = s.do("GET", "/v1/tokens/"+id, acme, nil)
+			wantStatus(t, r, http.StatusOK)
+			if tc.want != word && strings.Contains(string(r.Body), tc.pasted) {
+				t.Errorf("the token holds the secret: %s", r.Body)
+			}
+		})
+	}
+}

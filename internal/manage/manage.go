@@ -551,8 +551,18 @@ func (s *Service) setState(ctx context.Context, c Caller, id, action, reason str
 	}
 	// A reason often names what happened ("leaked: kw_..."): the change
 	// goes ahead, with the secret cut from the reason that is stored on
-	// the token and in its audit event.
+	// the token and in its audit event; one pasted without its prefix
+	// too, when it is the workspace's or the default one's (see
+	// secretPrefixes), which only a reason long enough to hold one looks
+	// up.
 	reason = secret.Redact(reason)
+	if len(reason) >= secret.BodyLen {
+		ws, err := s.Store.FindWorkspace(ctx, c.WorkspaceID)
+		if err != nil {
+			return nil, err
+		}
+		reason = secret.RedactBodies(reason, secretPrefixes(ws)...)
+	}
 	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
 		if err := c.checkGrant(t.Scopes, "cannot change the token"); err != nil {
 			return nil, err

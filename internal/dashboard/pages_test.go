@@ -1070,6 +1070,75 @@ func TestFormErrorsRedactSecrets(t *testing.T) {
 	wantText(t, body, "Line 1:", "kw_[redacted]")
 }
 
+// TestFormErrorsRedactBareBodies: a secret pasted without its prefix (its
+// 38 characters alone) where a form's error quotes what was typed (a
+// scope, a CIDR, a line of the scope catalog) is not repeated either, for
+// the session's workspace's prefix and the default one: its checksum
+// tells it from a long word, which is repeated as it is.
+func TestFormErrorsRedactBareBodies(t *testing.T) {
+	e := newEnv(t)
+	ann := e.user("ann@example.com", keyward.RoleOwner)
+	ctx := context.Background()
+	acme, _, err := e.svc.CreateWorkspace(ctx, manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme", TokenPrefix: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutMember(ctx, &keyward.Member{WorkspaceID: acme.ID, UserID: ann.ID, Role: keyward.RoleOwner, CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	_, kw, err := e.svc.CreateToken(ctx, manage.SystemCaller(e.ws.ID), &keyward.Token{Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, inAcme, err := e.svc.CreateToken(ctx, manage.SystemCaller(acme.ID), &keyward.Token{Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	word := strings.Repeat("Ab1", 12) + "Zz" // 38 base62 characters, no secret
+	b := e.browser()
+	b.signIn("ann@example.com")
+	for _, ws := range []struct {
+		name, id string
+		pasted   []string
+	}{
+		{"Default", e.ws.ID, []string{kw[len("kw_"):]}},
+		{"WorkspacePrefix", acme.ID, []string{inAcme[len("acme_"):], kw[len("kw_"):]}},
+	} {
+		if status, body := b.post("/workspace", url.Values{"workspace": {ws.id}}); status != http.StatusOK || b.path() != "/tokens" {
+			t.Fatalf("%s: switch: %d at %s\n%s", ws.name, status, b.path(), body)
+		}
+		for _, pasted := range append(ws.pasted, word) {
+			for _, tc := range []struct {
+				field, path string
+				form        url.Values
+			}{
+				{"scope", "/tokens", url.Values{"name": {"x"}, "expiry": {"30"}, "extra_scopes": {pasted}}},
+				{"cidr", "/tokens", url.Values{"name": {"x"}, "expiry": {"30"}, "cidrs": {pasted}}},
+				{"catalog", "/settings", url.Values{"catalog": {"orders:read\n" + pasted}}},
+			} {
+				name := ws.name + "/" + tc.field
+				if pasted == word {
+					name += "/LongWord"
+				}
+				b.get(strings.Replace(tc.path, "/tokens", "/tokens/new", 1))
+				status, body := b.post(tc.path, tc.form)
+				wantStatus(t, status, http.StatusBadRequest, body)
+				// The field keeps what was typed; the error repeats only a
+				// long word.
+				want := 1
+				if pasted == word {
+					want = 2
+				} else if !strings.Contains(body, "[redacted]") {
+					t.Errorf("%s: no [redacted] in the error:\n%s", name, body)
+				}
+				if n := strings.Count(body, pasted); n != want {
+					t.Errorf("%s: the page holds what was typed %d times, want %d:\n%s", name, n, want, body)
+				}
+			}
+		}
+	}
+}
+
 // TestAccessLogEscapedPath: the access log writes the path as it came,
 // escaped: a decoded "%3F" would read as a query string, which logs never
 // hold; a secret behind an escape is still cut.

@@ -335,8 +335,9 @@ func fieldOf(pointer string) string {
 
 // fieldErrors returns the field messages of an EINVALID error, and
 // whether err is one. A secret a message repeats (one typed as a scope) is
-// redacted, as the API's errors do.
-func fieldErrors(err error) (map[string]string, bool) {
+// redacted, as the API's errors do: with its prefix, or without it when it
+// is one of prefixes' (see redactForm).
+func fieldErrors(err error, prefixes []string) (map[string]string, bool) {
 	e, ok := err.(*keyward.Error)
 	if !ok || e.Code != keyward.EINVALID {
 		return nil, false
@@ -345,13 +346,38 @@ func fieldErrors(err error) (map[string]string, bool) {
 	for _, f := range e.Fields {
 		k := fieldOf(f.Pointer)
 		if _, seen := out[k]; !seen {
-			out[k] = secret.Redact(f.Detail)
+			out[k] = redactForm(f.Detail, prefixes)
 		}
 	}
 	if len(out) == 0 {
-		out["form"] = secret.Redact(e.Message)
+		out["form"] = redactForm(e.Message, prefixes)
 	}
 	return out, true
+}
+
+// redactForm returns msg, a form's error that may quote what was typed,
+// with every secret taken out: what secret.Redact finds, and the body of
+// a secret of one of prefixes pasted without its prefix, which only its
+// checksum tells from a long word (secret.RedactBodies).
+func redactForm(msg string, prefixes []string) string {
+	return secret.RedactBodies(secret.Redact(msg), prefixes...)
+}
+
+// secretPrefixes returns the prefixes whose secrets a form's error must
+// not repeat even without their prefix: the session's workspace's and
+// the default one. Only an error looks the workspace up; when that
+// fails, the default one is all (and the failure is logged): the error
+// is still shown.
+func (s *Server) secretPrefixes(r *http.Request) []string {
+	ws, err := s.store.FindWorkspace(r.Context(), stateOf(r).member.WorkspaceID)
+	if err != nil {
+		s.log.Error("dashboard: find the workspace's token prefix", "request_id", requestIDOf(r), "err", err)
+		return []string{keyward.DefaultTokenPrefix}
+	}
+	if ws.TokenPrefix == keyward.DefaultTokenPrefix {
+		return []string{keyward.DefaultTokenPrefix}
+	}
+	return []string{ws.TokenPrefix, keyward.DefaultTokenPrefix}
 }
 
 // parseTokenForm builds a token from the form; errs holds what the form
@@ -429,7 +455,7 @@ func policyMessage(set *keyward.WorkspaceSettings, choice string, at *time.Time,
 	if err == nil {
 		return ""
 	}
-	fe, _ := fieldErrors(err)
+	fe, _ := fieldErrors(err, nil) // the policy quotes nothing typed
 	if d := latestDate(set.MaxTokenLifetime, now); choice == "custom" && d != "" {
 		// A date is valid through its end: name the last one.
 		return capitalize(fe["expiry"]) + ": the latest date it allows is " + d + "."
@@ -465,7 +491,7 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err := t.Validate(now); err != nil {
-		fe, _ := fieldErrors(err)
+		fe, _ := fieldErrors(err, s.secretPrefixes(r))
 		for k, v := range fe {
 			if _, ok := errs[k]; !ok {
 				errs[k] = v
@@ -482,7 +508,7 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 			s.renderNew(w, r, http.StatusForbidden, f, map[string]string{"scopes": keyward.ErrorMessage(err)})
 			return
 		}
-		if fe, ok := fieldErrors(err); ok {
+		if fe, ok := fieldErrors(err, s.secretPrefixes(r)); ok {
 			s.renderNew(w, r, http.StatusBadRequest, f, fe)
 			return
 		}
@@ -698,9 +724,10 @@ func (s *Server) handleTokenExpiry(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		fe, ok := fieldErrors(err)
+		prefixes := s.secretPrefixes(r)
+		fe, ok := fieldErrors(err, prefixes)
 		if !ok || fe["expiry"] == "" {
-			fe = map[string]string{"expiry": capitalize(secret.Redact(keyward.ErrorMessage(err))) + "."}
+			fe = map[string]string{"expiry": capitalize(redactForm(keyward.ErrorMessage(err), prefixes)) + "."}
 		}
 		s.renderToken(w, r, status, t, in, fe)
 		return

@@ -8,9 +8,21 @@ import (
 )
 
 type passwordData struct {
-	Done   bool
-	Errors map[string]string
+	Done bool
+	// Warning says what failed after the new password was stored (and
+	// replaces the notice that the other sessions were ended).
+	Warning string
+	Errors  map[string]string
 }
+
+const (
+	// msgPasswordSessionsKept: a password changed whose user's other
+	// sessions could not be ended after (logged).
+	msgPasswordSessionsKept = "Your password was changed, but your other sessions could not be ended: end them on the Sessions page."
+	// msgSignInPasswordChanged: a password changed whose request's own
+	// session was ended meanwhile.
+	msgSignInPasswordChanged = "Your password was changed, but this sign-in was ended meanwhile. Sign in with the new password."
+)
 
 func (s *Server) handlePasswordPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "password", "Change your password", passwordData{})
@@ -93,10 +105,12 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) {
 	// hash, so that such a session ends here or, not made yet, is refused
 	// (keyward.User.CredentialEpoch). The sessions it ends, if any, are
 	// not in user.password_change's count: its session.end_others says
-	// so (the store records it only when it ended any).
+	// so (the store records it only when it ended any). The password is
+	// changed whatever fails from here: the answer says so.
+	var warn string
 	if err := s.endOtherSessions(r, st, u, "user.password_change", now); err != nil {
-		s.fail(w, r, err)
-		return
+		s.logError(r, "dashboard: other sessions not ended after a password change", err)
+		warn = msgPasswordSessionsKept
 	}
 	// Device cookies are bound to the password: every one issued before
 	// is void now, and this browser gets a new one.
@@ -104,8 +118,15 @@ func (s *Server) handlePasswordChange(w http.ResponseWriter, r *http.Request) {
 	ses := *st.session
 	ses.ReauthAt, ses.LastSeenAt = now, now
 	if err := s.accounts.UpdateSession(ctx, &ses); err != nil {
+		if keyward.ErrorCode(err) == keyward.ENOTFOUND {
+			// Ended meanwhile (a sign-out everywhere, another change of
+			// the credentials): back to sign in, with the new password.
+			s.forgetSession(w, r)
+			s.signInPage(w, r, http.StatusConflict, msgSignInPasswordChanged, nil)
+			return
+		}
 		s.fail(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "password", "Change your password", passwordData{Done: true})
+	s.render(w, r, http.StatusOK, "password", "Change your password", passwordData{Done: true, Warning: warn})
 }

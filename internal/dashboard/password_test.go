@@ -211,3 +211,77 @@ func TestSignInFailureLeftWorkspace(t *testing.T) {
 		}
 	}
 }
+
+// TestPasswordChangeSessionsKept: the new password is stored before the
+// second ending of the other sessions; when that ending fails, the answer
+// says the password was changed and what failed (logged), not a bare
+// error, and the rest of the change (this session kept) goes on.
+func TestPasswordChangeSessionsKept(t *testing.T) {
+	const newPassword = "a brand new passphrase for ann"
+	f, h := &failLater{}, &hookAccounts{}
+	e := newEnvWrapped(t, "", nil, func(a keyward.AccountStore) keyward.AccountStore {
+		f.AccountStore = a
+		h.AccountStore = f
+		return h
+	})
+	e.user("ann@example.com", keyward.RoleOwner)
+	b, elsewhere := e.browser(), e.browser()
+	b.signIn("ann@example.com")
+	// A sign-in racing the change, after its first ending; then the
+	// second ending, the one after the new hash, fails.
+	h.armUpdate(func() {
+		elsewhere.signIn("ann@example.com")
+		f.arm(true, false)
+	})
+	status, body := b.post("/account/password", url.Values{"current": {goodPassword}, "password": {newPassword}, "password2": {newPassword}})
+	wantStatus(t, status, http.StatusOK, body)
+	wantText(t, body, `<p class="error" role="alert" id="password-warning">`+msgPasswordSessionsKept+`</p>`)
+	if strings.Contains(body, "Your other sessions were ended") {
+		t.Error("the page says the other sessions were ended")
+	}
+	if l := e.log.String(); !strings.Contains(l, "injected failure") || !strings.Contains(l, "after a password change") {
+		t.Errorf("the failure was not logged:\n%s", l)
+	}
+	if elsewhere.get("/tokens"); elsewhere.path() != "/tokens" {
+		t.Errorf("the other session at %s, want it kept (ending it failed)", elsewhere.path())
+	}
+	if b.get("/tokens"); b.path() != "/tokens" {
+		t.Errorf("the changing session at %s, want it kept", b.path())
+	}
+	c := e.browser()
+	c.get("/signin")
+	if status, body := c.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {newPassword}}); status != http.StatusOK || c.path() != "/tokens" {
+		t.Errorf("the new password: %d at %s\n%s", status, c.path(), body)
+	}
+}
+
+// TestPasswordChangeSessionEnded: a session ended while it changes the
+// password (here: sign out everywhere, right before its own update) is
+// sent back to sign in with the new password, not told that there is no
+// such page.
+func TestPasswordChangeSessionEnded(t *testing.T) {
+	const newPassword = "a brand new passphrase for ann"
+	e, h := newHookEnv(t, "")
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	h.armSession(func() {
+		if _, err := e.store.DeleteSessions(context.Background(), u.ID, "", ""); err != nil {
+			t.Error(err)
+		}
+	})
+	status, body := b.post("/account/password", url.Values{"current": {goodPassword}, "password": {newPassword}, "password2": {newPassword}})
+	wantStatus(t, status, http.StatusConflict, body)
+	wantText(t, body, msgSignInPasswordChanged, `action="/signin"`)
+	if sessionCookie(b) != "" {
+		t.Error("the ended session kept its cookie")
+	}
+	// The page's form signs in again, with the new password only.
+	if status, _ := b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}}); status != http.StatusUnauthorized {
+		t.Errorf("the old password: %d, want %d", status, http.StatusUnauthorized)
+	}
+	status, body = b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {newPassword}})
+	if status != http.StatusOK || b.path() != "/tokens" {
+		t.Fatalf("signing in again from the page: %d at %s\n%s", status, b.path(), body)
+	}
+}

@@ -65,7 +65,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// its prefix or without: error bodies end up in clients' logs and
 		// bug reports, so it does not come back.
 		prefixes := secretPrefixes(r)
-		p.Detail, p.Errors = redact(e.Message, prefixes), redactFields(e.Fields, prefixes)
+		p.Detail, p.Errors = secret.RedactAll(e.Message, prefixes...), redactFields(e.Fields, prefixes)
 		if code == keyward.EUNAVAILABLE {
 			s.log.LogAttrs(r.Context(), slog.LevelWarn, "store unavailable", slog.String("request_id", p.RequestID), slog.String("path", secret.RedactPath(r.URL)), slog.Any("err", err))
 		}
@@ -104,28 +104,17 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 func secretPrefixes(r *http.Request) []string {
 	hint := info(r.Context()).hint
 	if i := strings.LastIndex(hint, "_…"); i > 0 {
-		if p := hint[:i]; p != keyward.DefaultTokenPrefix {
-			return []string{p, keyward.DefaultTokenPrefix}
-		}
+		return secret.Prefixes(hint[:i])
 	}
-	return defaultPrefixes
-}
-
-var defaultPrefixes = []string{keyward.DefaultTokenPrefix}
-
-// redact returns s with every secret taken out: what secret.Redact finds,
-// and the body of a secret of one of prefixes pasted without its prefix,
-// which only its checksum tells from a long word (secret.RedactBodies).
-func redact(s string, prefixes []string) string {
-	return secret.RedactBodies(secret.Redact(s), prefixes...)
+	return secret.Prefixes("")
 }
 
 // redactFields returns fs with every secret in a pointer or detail taken
-// out (see redact); fs itself when it holds none.
+// out (see secret.RedactAll); fs itself when it holds none.
 func redactFields(fs []keyward.FieldError, prefixes []string) []keyward.FieldError {
 	var out []keyward.FieldError
 	for i, f := range fs {
-		p, d := redact(f.Pointer, prefixes), redact(f.Detail, prefixes)
+		p, d := secret.RedactAll(f.Pointer, prefixes...), secret.RedactAll(f.Detail, prefixes...)
 		if out == nil && (p != f.Pointer || d != f.Detail) {
 			out = append(make([]keyward.FieldError, 0, len(fs)), fs[:i]...)
 		}

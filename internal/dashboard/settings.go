@@ -191,7 +191,7 @@ func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
 		if next.Scopes, msg = parseCatalog(d.Catalog); msg != "" {
 			// A message may quote a line: a secret pasted there, with or
 			// without its prefix, is not repeated.
-			d.Errors["catalog"] = redactForm(msg, s.secretPrefixes(r))
+			d.Errors["catalog"] = secret.RedactAll(msg, s.secretPrefixes(r)...)
 		}
 	} else {
 		// Kept as stored, not through the text: a description with a

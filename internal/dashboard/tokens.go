@@ -336,7 +336,7 @@ func fieldOf(pointer string) string {
 // fieldErrors returns the field messages of an EINVALID error, and
 // whether err is one. A secret a message repeats (one typed as a scope) is
 // redacted, as the API's errors do: with its prefix, or without it when it
-// is one of prefixes' (see redactForm).
+// is one of prefixes' (see secret.RedactAll).
 func fieldErrors(err error, prefixes []string) (map[string]string, bool) {
 	e, ok := err.(*keyward.Error)
 	if !ok || e.Code != keyward.EINVALID {
@@ -346,21 +346,13 @@ func fieldErrors(err error, prefixes []string) (map[string]string, bool) {
 	for _, f := range e.Fields {
 		k := fieldOf(f.Pointer)
 		if _, seen := out[k]; !seen {
-			out[k] = redactForm(f.Detail, prefixes)
+			out[k] = secret.RedactAll(f.Detail, prefixes...)
 		}
 	}
 	if len(out) == 0 {
-		out["form"] = redactForm(e.Message, prefixes)
+		out["form"] = secret.RedactAll(e.Message, prefixes...)
 	}
 	return out, true
-}
-
-// redactForm returns msg, a form's error that may quote what was typed,
-// with every secret taken out: what secret.Redact finds, and the body of
-// a secret of one of prefixes pasted without its prefix, which only its
-// checksum tells from a long word (secret.RedactBodies).
-func redactForm(msg string, prefixes []string) string {
-	return secret.RedactBodies(secret.Redact(msg), prefixes...)
 }
 
 // secretPrefixes returns the prefixes whose secrets a form's error must
@@ -372,12 +364,9 @@ func (s *Server) secretPrefixes(r *http.Request) []string {
 	ws, err := s.store.FindWorkspace(r.Context(), stateOf(r).member.WorkspaceID)
 	if err != nil {
 		s.log.Error("dashboard: find the workspace's token prefix", "request_id", requestIDOf(r), "err", err)
-		return []string{keyward.DefaultTokenPrefix}
+		return secret.Prefixes("")
 	}
-	if ws.TokenPrefix == keyward.DefaultTokenPrefix {
-		return []string{keyward.DefaultTokenPrefix}
-	}
-	return []string{ws.TokenPrefix, keyward.DefaultTokenPrefix}
+	return secret.Prefixes(ws.TokenPrefix)
 }
 
 // parseTokenForm builds a token from the form; errs holds what the form
@@ -727,7 +716,7 @@ func (s *Server) handleTokenExpiry(w http.ResponseWriter, r *http.Request) {
 		prefixes := s.secretPrefixes(r)
 		fe, ok := fieldErrors(err, prefixes)
 		if !ok || fe["expiry"] == "" {
-			fe = map[string]string{"expiry": capitalize(redactForm(keyward.ErrorMessage(err), prefixes)) + "."}
+			fe = map[string]string{"expiry": capitalize(secret.RedactAll(keyward.ErrorMessage(err), prefixes...)) + "."}
 		}
 		s.renderToken(w, r, status, t, in, fe)
 		return

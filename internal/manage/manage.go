@@ -555,13 +555,12 @@ func (s *Service) setState(ctx context.Context, c Caller, id, action, reason str
 	// too, when it is the workspace's or the default one's (see
 	// secretPrefixes), which only a reason long enough to hold one looks
 	// up.
-	reason = secret.Redact(reason)
 	if len(reason) >= secret.BodyLen {
 		ws, err := s.Store.FindWorkspace(ctx, c.WorkspaceID)
 		if err != nil {
 			return nil, err
 		}
-		reason = secret.RedactBodies(reason, secretPrefixes(ws)...)
+		reason = secret.RedactAll(reason, secretPrefixes(ws)...)
 	}
 	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
 		if err := c.checkGrant(t.Scopes, "cannot change the token"); err != nil {
@@ -824,12 +823,12 @@ func noSecrets(prefixes []string, name, subject string, metadata json.RawMessage
 
 // secretPrefixes returns the prefixes whose secrets noSecrets finds
 // without their prefix: ws's (the workspace whose tokens a caller holds)
-// and the default one.
+// and the default one (secret.Prefixes).
 func secretPrefixes(ws *keyward.Workspace) []string {
-	if ws == nil || ws.TokenPrefix == keyward.DefaultTokenPrefix {
-		return []string{keyward.DefaultTokenPrefix}
+	if ws == nil {
+		return secret.Prefixes("")
 	}
-	return []string{ws.TokenPrefix, keyward.DefaultTokenPrefix}
+	return secret.Prefixes(ws.TokenPrefix)
 }
 
 // holdsSecret reports whether s holds a token's secret (see noSecrets).

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/keyward/keyward"
 )
 
 // Redacted replaces what Redact takes out of a token.
@@ -143,6 +145,27 @@ func unhex(c byte) int {
 func HasBody(s string, prefixes ...string) bool {
 	return len(s) >= BodyLen && nextBody(s, 0, prefixes) >= 0
 }
+
+// RedactAll returns s with what Redact takes out taken out, and each
+// body of one of prefixes' secrets pasted without its prefix
+// (RedactBodies): what an answer or a stored text that quotes a caller's
+// input must not carry.
+func RedactAll(s string, prefixes ...string) string {
+	return RedactBodies(Redact(s), prefixes...)
+}
+
+// Prefixes returns the prefixes whose secrets' bodies are looked for
+// without their prefix on behalf of a workspace whose token prefix is
+// prefix ("" when not known): its own and the default one. The slice
+// may be shared: read it, do not change it.
+func Prefixes(prefix string) []string {
+	if prefix == "" || prefix == keyward.DefaultTokenPrefix {
+		return defaultPrefixes
+	}
+	return []string{prefix, keyward.DefaultTokenPrefix}
+}
+
+var defaultPrefixes = []string{keyward.DefaultTokenPrefix}
 
 // RedactBodies returns s with each body HasBody finds in it replaced
 // with Redacted: a secret of one of prefixes pasted without its prefix,

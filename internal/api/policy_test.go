@@ -61,3 +61,36 @@ func TestTokenPolicy(t *testing.T) {
 		wantStatus(t, s.do("PATCH", "/v1/tokens/"+id, s.root, map[string]any{"name": "z"}), http.StatusOK)
 	})
 }
+
+// TestRotatePolicy checks that rotating a token made before the policy
+// does not hand out a new secret that lives longer than the policy allows.
+func TestRotatePolicy(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	create := func(body map[string]any) string {
+		r := s.do("POST", "/v1/tokens", s.root, body)
+		wantStatus(t, r, http.StatusCreated)
+		return r.object(t)["id"].(string)
+	}
+	forever := create(map[string]any{"name": "forever"})
+	long := create(map[string]any{"name": "long", "expires_in": "2000h"})
+	short := create(map[string]any{"name": "short", "expires_in": "24h"})
+	if err := s.db.PutWorkspaceSettings(context.Background(), &keyward.WorkspaceSettings{
+		WorkspaceID: s.ws.ID, MaxTokenLifetime: 30 * 24 * time.Hour, ExpiryRequired: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ id, detail string }{
+		{forever, "the workspace policy requires an expiry: give the token an expiry the policy allows (PATCH expires_at) before rotating it"},
+		{long, "the workspace policy allows at most 30 days: give the token an expiry the policy allows (PATCH expires_at) before rotating it"},
+	} {
+		p := wantProblem(t, s.do("POST", "/v1/tokens/"+tt.id+"/rotate", s.root, map[string]any{}), http.StatusConflict, "conflict")
+		if p["detail"] != tt.detail {
+			t.Errorf("detail = %v, want %q", p["detail"], tt.detail)
+		}
+	}
+	wantStatus(t, s.do("POST", "/v1/tokens/"+short+"/rotate", s.root, map[string]any{}), http.StatusOK)
+	// Re-dated within the policy, the token rotates.
+	wantStatus(t, s.do("PATCH", "/v1/tokens/"+forever, s.root, map[string]any{"expires_in": "240h"}), http.StatusOK)
+	wantStatus(t, s.do("POST", "/v1/tokens/"+forever+"/rotate", s.root, map[string]any{}), http.StatusOK)
+}

@@ -463,6 +463,10 @@ func (s *Service) RotateToken(ctx context.Context, c Caller, id string, grace ti
 	if err != nil {
 		return nil, "", err
 	}
+	pol, err := s.policy(ctx, c.WorkspaceID)
+	if err != nil {
+		return nil, "", err
+	}
 	var text string
 	t, err := s.Store.UpdateToken(ctx, c.WorkspaceID, id, func(t *keyward.Token) (*keyward.TokenWrite, error) {
 		if err := c.checkGrant(t.Scopes, "cannot rotate the token"); err != nil {
@@ -479,6 +483,11 @@ func (s *Service) RotateToken(ctx context.Context, c Caller, id string, grace ti
 		if t.ExpiresAt != nil && !now.Before(*t.ExpiresAt) {
 			// Its new secret would be expired on arrival.
 			return nil, keyward.Errorf(keyward.ECONFLICT, "the token expired at %s: give it a later expiry (PATCH expires_at) before rotating it", t.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+		// A new secret is a new credential: the workspace policy, which
+		// may have come after the token, holds for it as for a new token.
+		if err := pol.CheckToken(t.ExpiresAt, now); err != nil {
+			return nil, keyward.Errorf(keyward.ECONFLICT, "%s: give the token an expiry the policy allows (PATCH expires_at) before rotating it", keyward.ErrorMessage(err))
 		}
 		var sec *keyward.Secret
 		var err error

@@ -184,6 +184,82 @@ func TestPostgresOutage(t *testing.T) {
 	})
 }
 
+// TestPostgresRestoredUnderNodes puts back, under two running nodes, a
+// copy of the PostgreSQL cluster taken before the latest writes (a restore
+// from a backup, or the promotion of a replica that lacks them). The feed
+// then numbers its next changes from before those the nodes read: a
+// revocation made on one node is still seen by the other, and a token the
+// store no longer holds stops verifying from the cache.
+func TestPostgresRestoredUnderNodes(t *testing.T) {
+	ctx := ctxT(t)
+	pg := startOwnPostgres(t)
+	st := pg.store()
+	root := initRoot(t, st)
+	var nodes []*client.Client
+	var srvs []*server
+	for range 2 {
+		s := startServer(t, st, "--stale-grace", "10m")
+		srvs = append(srvs, s)
+		nodes = append(nodes, newClient(t, s.URL, root))
+	}
+	old, err := nodes[0].CreateToken(ctx, client.CreateTokenRequest{Name: "in the backup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	pg.stop()
+	if out, err := exec.Command("cp", "-a", pg.dir+"/data", pg.dir+"/backup").CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	pg.start()
+	var gone *client.IssuedToken
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if gone, err = nodes[0].CreateToken(ctx, client.CreateTokenRequest{Name: "not in the backup"}); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("no write within 30s of the server's return: %v", err)
+	}
+	// Each node learns of a write of the other's from the change feed,
+	// so that both have read it past what the copy holds.
+	if _, err := nodes[1].SuspendToken(ctx, gone.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitCode(t, nodes[0], gone.Secret, "SUSPENDED", 5*time.Second)
+	if _, err := nodes[0].ResumeToken(ctx, gone.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitCode(t, nodes[1], gone.Secret, "VALID", 5*time.Second)
+	expectCode(t, nodes[1], client.VerifyRequest{Token: old.Secret}, "VALID")
+
+	pg.stop()
+	if out, err := exec.Command("sh", "-c", `rm -rf "$1/data" && mv "$1/backup" "$1/data"`, "sh", pg.dir).CombinedOutput(); err != nil {
+		t.Fatalf("restoring the copy: %v\n%s", err, out)
+	}
+	pg.start()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err = nodes[0].RevokeToken(ctx, old.ID, "after the restore"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("no revocation within 30s of the server's return: %v", err)
+	}
+	waitCode(t, nodes[1], old.Secret, "REVOKED", 5*time.Second)
+	for _, c := range nodes {
+		waitCode(t, c, gone.Secret, "NOT_FOUND", 5*time.Second)
+	}
+	for i, s := range srvs {
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.log.String(), "the change feed no longer holds the last change read"); {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d did not say that the feed went back:\n%s", i+1, s.log)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
 // TestPostgresNotUpAtStart starts nodes before their PostgreSQL server:
 // a node waits for it (--store-wait), says so, and serves once it is up;
 // one whose wait runs out exits with the cause; one asked to stop while

@@ -270,6 +270,8 @@ type Engine struct {
 	carry   []keyward.UsageFlush // usage of ended quota periods, and failed flushes
 
 	lastSeq  atomic.Int64
+	syncMu   sync.Mutex   // one Sync at a time; guards lastTok
+	lastTok  string       // token id of the change numbered lastSeq; "" when not known
 	syncedAt atomic.Int64 // unix ns of the last full read of the feed
 	counts   [keyward.NumOutcomes]atomic.Uint64
 	misses   atomic.Uint64 // hits are all verifications but these
@@ -396,11 +398,12 @@ func (e *Engine) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	seq, err := e.cfg.Store.LastChange(ctx)
+	seq, tok, err := e.feedHead(ctx)
 	if err != nil {
 		return err
 	}
 	e.lastSeq.Store(seq)
+	e.lastTok = tok
 	windows, err := e.cfg.Store.RateWindows(ctx, e.now())
 	if err != nil {
 		return err
@@ -1382,6 +1385,8 @@ func (e *Engine) poll(ctx context.Context) {
 // Sync applies every change recorded since the last sync. A token that
 // cannot be refreshed stops the sync there, so it is retried.
 func (e *Engine) Sync(ctx context.Context) error {
+	e.syncMu.Lock()
+	defer e.syncMu.Unlock()
 	// Not read for half the retention (the store was down, the process
 	// stopped): changes missed may have been pruned, so no cached token
 	// is trusted. The usage not yet written goes first: a token read
@@ -1403,9 +1408,21 @@ func (e *Engine) Sync(ctx context.Context) error {
 func (e *Engine) sync(ctx context.Context) error {
 	for {
 		after := e.lastSeq.Load()
-		changes, err := e.cfg.Store.Changes(ctx, after, 500)
+		// The change last read is read again, to see that the feed still
+		// holds it. A store restored from a backup, or a replica promoted
+		// without its primary's latest commits, has lost changes this node
+		// read, and numbers its next ones from before them: read from
+		// after alone, those (a revocation) would never be seen here, and
+		// tokens it no longer holds would keep verifying from the cache.
+		changes, err := e.cfg.Store.Changes(ctx, max(after-1, 0), 501)
 		if err != nil {
 			return err
+		}
+		if after > 0 {
+			if len(changes) == 0 || changes[0].Seq != after || (e.lastTok != "" && changes[0].TokenID != e.lastTok) {
+				return e.feedRewound(ctx, after)
+			}
+			changes = changes[1:]
 		}
 		seen := make(map[string]bool, len(changes))
 		for _, c := range changes {
@@ -1416,11 +1433,51 @@ func (e *Engine) sync(ctx context.Context) error {
 				}
 			}
 			e.lastSeq.Store(c.Seq)
+			e.lastTok = c.TokenID
 		}
 		if len(changes) < 500 {
 			return nil
 		}
 	}
+}
+
+// feedRewound starts the cache afresh from the feed's newest change, when
+// the change numbered after, which this node read, is gone or another.
+// The usage not yet written goes first, as when the feed was not read for
+// long (see Sync). A change pruned for its age (no token written for the
+// whole retention) looks the same, and costs the same: every cached token
+// read again once.
+func (e *Engine) feedRewound(ctx context.Context, after int64) error {
+	seq, tok, err := e.feedHead(ctx)
+	if err != nil {
+		return err
+	}
+	if err := e.Flush(ctx); err != nil {
+		return err
+	}
+	e.forgetAll()
+	e.lastSeq.Store(seq)
+	e.lastTok = tok
+	e.log.Warn("the change feed no longer holds the last change read (the store was restored, or failed over to a replica without the latest writes); cached tokens are read again",
+		"read", after, "newest", seq)
+	return nil
+}
+
+// feedHead returns the number of the newest change in the feed and its
+// token id, 0 and "" when the feed is empty.
+func (e *Engine) feedHead(ctx context.Context) (int64, string, error) {
+	seq, err := e.cfg.Store.LastChange(ctx)
+	if err != nil || seq == 0 {
+		return 0, "", err
+	}
+	cs, err := e.cfg.Store.Changes(ctx, seq-1, 1)
+	if err != nil {
+		return 0, "", err
+	}
+	if len(cs) == 1 && cs[0].Seq == seq {
+		return seq, cs[0].TokenID, nil
+	}
+	return seq, "", nil
 }
 
 // Flush writes the usage gathered since the last flush. On failure the

@@ -1152,3 +1152,109 @@ func TestSeconds(t *testing.T) {
 		}
 	}
 }
+
+// failover is a store that an operator can swap for another under a
+// running engine, as a restore from a backup or the promotion of a
+// replica does. The methods an engine calls after its start go to the
+// current one.
+type failover struct {
+	keyward.Store // the first, for the rest
+	mu            sync.Mutex
+	cur           keyward.Store
+}
+
+func (f *failover) store() keyward.Store { f.mu.Lock(); defer f.mu.Unlock(); return f.cur }
+func (f *failover) swap(s keyward.Store) { f.mu.Lock(); f.cur = s; f.mu.Unlock() }
+
+func (f *failover) Changes(ctx context.Context, after int64, limit int) ([]keyward.Change, error) {
+	return f.store().Changes(ctx, after, limit)
+}
+func (f *failover) LastChange(ctx context.Context) (int64, error) { return f.store().LastChange(ctx) }
+func (f *failover) TokenByID(ctx context.Context, id string) (*keyward.Token, error) {
+	return f.store().TokenByID(ctx, id)
+}
+func (f *failover) TokenSecrets(ctx context.Context, id string) ([]*keyward.Secret, error) {
+	return f.store().TokenSecrets(ctx, id)
+}
+func (f *failover) LookupSecret(ctx context.Context, d []byte) (*keyward.Secret, *keyward.Token, error) {
+	return f.store().LookupSecret(ctx, d)
+}
+func (f *failover) FlushUsage(ctx context.Context, b []keyward.UsageFlush) error {
+	return f.store().FlushUsage(ctx, b)
+}
+func (f *failover) QuotaUsed(ctx context.Context, id, period string) (int64, error) {
+	return f.store().QuotaUsed(ctx, id, period)
+}
+
+// TestChangeFeedRewound: the store comes back from a backup taken before
+// the latest changes (or a replica is promoted without them), under a
+// running engine. Its feed numbers the next changes from before those the
+// engine read: a revocation made there is still seen, and a token made
+// since the backup, which the store no longer holds, stops verifying.
+func TestChangeFeedRewound(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path, backup := filepath.Join(dir, "keyward.db"), filepath.Join(dir, "backup.db")
+	keys, err := secret.NewKeyring(secretA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := (&clock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}).Now
+	db, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &manage.Service{Store: db, Keys: keys, Now: now}
+	ws, err := svc.EnsureDefaultWorkspace(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := manage.SystemCaller(ws.ID)
+	old, oldText, err := svc.CreateToken(ctx, caller, &keyward.Token{Name: "before the backup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sqlite.Backup(ctx, path, backup); err != nil {
+		t.Fatal(err)
+	}
+
+	store := &failover{Store: db, cur: db}
+	eng := verify.New(verify.Config{Store: store, Keys: keys, Now: now, PollInterval: time.Hour})
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close(ctx)
+	svc.Engine = eng
+	_, newText, err := svc.CreateToken(ctx, caller, &keyward.Token{Name: "after the backup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // the feed moves on past what the backup holds
+		if _, _, err := svc.CreateToken(ctx, caller, &keyward.Token{Name: "more after the backup"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := eng.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{oldText, newText} {
+		expect(t, eng.Verify(ctx, verify.Request{Token: text}), keyward.Valid)
+	}
+
+	restored, err := sqlite.Open(ctx, backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restored.Close()
+	store.swap(restored)
+	// Another node revokes the token on the restored store.
+	other := &manage.Service{Store: restored, Keys: keys, Now: now}
+	if _, err := other.RevokeToken(ctx, caller, old.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, eng.Verify(ctx, verify.Request{Token: oldText}), keyward.Revoked)
+	expect(t, eng.Verify(ctx, verify.Request{Token: newText}), keyward.NotFound)
+}

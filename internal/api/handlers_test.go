@@ -3107,6 +3107,32 @@ func TestReadyzWritesFailing(t *testing.T) {
 	}
 }
 
+// hangingPing is a store whose Ping hangs (a server that accepts
+// connections and never answers) until its context ends, or answers after
+// 10 s when nothing ends it.
+type hangingPing struct{ keyward.Store }
+
+func (h hangingPing) Ping(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(10 * time.Second):
+		return nil
+	}
+}
+
+// TestReadyzStoreHangs: /readyz answers that the store is unreachable
+// while it hangs, rather than wait for it as long as the request may last.
+func TestReadyzStoreHangs(t *testing.T) {
+	s := newStack(t)
+	h := api.New(api.Config{Service: s.svc, Engine: s.engine, Store: hangingPing{s.db}, Now: s.clock.Now, Version: "test"}).Handler()
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
+	if w.Code != http.StatusServiceUnavailable || w.Body.String() != `{"cache":"ok","status":"unavailable","store":"unreachable"}`+"\n" {
+		t.Fatalf("/readyz while the store hangs: %d %s", w.Code, w.Body)
+	}
+}
+
 // TestMetricsIntrospectionNotVerification: an introspection, which
 // consumes nothing, is not counted in keyward_verifications_total (only
 // the caller's own authentication is), but in

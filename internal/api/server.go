@@ -248,6 +248,12 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 // before the node reports itself degraded.
 const staleAfter = 5 * time.Second
 
+// readyPingTimeout bounds /readyz's query of the store. A store that hangs
+// rather than refuses would otherwise hold the answer for as long as the
+// request may last (20 s): a load balancer's or monitor's check gives up
+// long before, and learns neither the status nor what is wrong.
+const readyPingTimeout = 2 * time.Second
+
 // degrade marks a readiness answer degraded, unless it is unavailable
 // already (the store is down), which says more.
 func degrade(out map[string]string) {
@@ -264,7 +270,10 @@ func degrade(out map[string]string) {
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	out := map[string]string{"status": "ok", "store": "ok", "cache": "ok"}
 	status := http.StatusOK
-	if err := s.store.Ping(r.Context()); err != nil {
+	pctx, cancel := context.WithTimeout(r.Context(), readyPingTimeout)
+	err := s.store.Ping(pctx)
+	cancel()
+	if err != nil {
 		s.log.Warn("readiness check failed", "err", err)
 		out["store"], out["status"], status = "unreachable", "unavailable", http.StatusServiceUnavailable
 	}

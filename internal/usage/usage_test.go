@@ -576,3 +576,57 @@ func TestEventPathEscaped(t *testing.T) {
 		t.Fatalf("paths %q, want %q", got, want)
 	}
 }
+
+// lockedBuffer is a bytes.Buffer that a logger and a test may use at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// TestFlushFailuresLogged: while the store refuses usage writes, the
+// flush loop logs its failure once, then once a minute with how many
+// tries failed, and once when a flush succeeds again, rather than a line
+// at every try.
+func TestFlushFailuresLogged(t *testing.T) {
+	st, ws := openStore(t)
+	fs := &failingStore{Store: st, fail: true}
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	var log lockedBuffer
+	r := New(Config{Store: fs, FlushInterval: 5 * time.Millisecond, Now: func() time.Time { return time.Unix(0, now.Load()).UTC() },
+		Log: slog.New(slog.NewTextHandler(&log, nil))})
+	r.Start()
+	defer r.Close(context.Background())
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10 s; log:\n%s", what, log.String())
+			}
+		}
+	}
+	lines := func() int { return strings.Count(log.String(), "usage flush failed") }
+
+	r.Record(req(ws.ID, "tok_0000000000000000000000000a", 0, "/v1/verify", keyward.Valid, 200))
+	waitFor("5 failed flushes", func() bool { return r.Stats().FlushErrors >= 5 })
+	if n := lines(); n != 1 {
+		t.Fatalf("%d lines for 5 failed flushes, want 1:\n%s", n, log.String())
+	}
+	now.Add(int64(time.Minute))
+	before := r.Stats().FlushErrors
+	waitFor("2 more failed flushes", func() bool { return r.Stats().FlushErrors >= before+2 })
+	if n := lines(); n != 2 || !strings.Contains(log.String(), "failures=") {
+		t.Fatalf("%d lines after a minute of failures, want 2, the second with their count:\n%s", n, log.String())
+	}
+	fs.mu.Lock()
+	fs.fail = false
+	fs.mu.Unlock()
+	waitFor("the recovery logged", func() bool { return strings.Contains(log.String(), "usage written again") })
+}

@@ -1,13 +1,16 @@
 package verify_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1257,4 +1260,72 @@ func TestChangeFeedRewound(t *testing.T) {
 	}
 	expect(t, eng.Verify(ctx, verify.Request{Token: oldText}), keyward.Revoked)
 	expect(t, eng.Verify(ctx, verify.Request{Token: newText}), keyward.NotFound)
+}
+
+// downFlushes is a store whose usage writes fail while down is set, as
+// while PostgreSQL is unreachable.
+type downFlushes struct {
+	keyward.Store
+	down atomic.Bool
+}
+
+func (d *downFlushes) FlushUsage(ctx context.Context, b []keyward.UsageFlush) error {
+	if d.down.Load() {
+		return keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable")
+	}
+	return d.Store.FlushUsage(ctx, b)
+}
+
+// lockedBuffer is a bytes.Buffer that a logger and a test may use at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// TestFlushFailuresLogged: while the store refuses usage writes, the
+// flush, tried every FlushInterval, logs its failure once, then once a
+// minute with how many tries failed, and once when it succeeds again,
+// rather than a line at every try.
+func TestFlushFailuresLogged(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(&keyward.Token{Quota: &keyward.Quota{Limit: 100, Period: keyward.PeriodNone}})
+	store := &downFlushes{Store: e.store}
+	var log lockedBuffer
+	eng := verify.New(verify.Config{Store: store, Keys: e.keys, Now: e.clock.Now, FlushInterval: 5 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(&log, nil))})
+	if err := eng.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close(context.Background())
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10 s; log:\n%s", what, log.String())
+			}
+		}
+	}
+	lines := func() int { return strings.Count(log.String(), "usage flush failed") }
+
+	store.down.Store(true)
+	expect(t, eng.Verify(context.Background(), verify.Request{Token: text}), keyward.Valid)
+	waitFor("5 failed flushes", func() bool { return eng.Stats().FlushErrors >= 5 })
+	if n := lines(); n != 1 {
+		t.Fatalf("%d lines for 5 failed flushes, want 1:\n%s", n, log.String())
+	}
+	e.clock.Add(time.Minute)
+	before := eng.Stats().FlushErrors
+	waitFor("2 more failed flushes", func() bool { return eng.Stats().FlushErrors >= before+2 })
+	if n := lines(); n != 2 || !strings.Contains(log.String(), "failures=") {
+		t.Fatalf("%d lines after a minute of failures, want 2, the second with their count:\n%s", n, log.String())
+	}
+	store.down.Store(false)
+	waitFor("the recovery logged", func() bool { return strings.Contains(log.String(), "usage flushed again") })
 }

@@ -569,12 +569,25 @@ func wrap(op string, err error) error {
 	if errors.As(err, &e) {
 		return err
 	}
-	if unreachable(err) {
+	if unreachable(err) || refusedForNow(err) {
 		// The cause stays in the chain for the log; the client is told only
 		// to come back later.
 		return &unavailableError{op: op, err: err}
 	}
 	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// refusedForNow reports whether the server answered but refused the
+// statement for a state of its own that passes, rather than for the
+// statement: read_only_sql_transaction (a standby, as the server a
+// failover left behind is, or default_transaction_read_only set while the
+// disk fills) and the insufficient resources of class 53 (disk full, out
+// of memory, too many connections). A client can only come back later,
+// which a 503 with Retry-After tells it, where a 500 would say keyward
+// failed.
+func refusedForNow(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "25006" || strings.HasPrefix(pe.Code, "53"))
 }
 
 // unreachable reports whether err means the server could not be reached or

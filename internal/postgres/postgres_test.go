@@ -989,6 +989,43 @@ func TestLoginRefusedIsUnavailable(t *testing.T) {
 	}
 }
 
+// TestReadOnlyIsUnavailable: a server that takes no writes for now (a
+// standby left behind by a failover, or one made read-only while its
+// disk fills) refuses a write with EUNAVAILABLE, which the API answers
+// 503 with Retry-After, not an internal error.
+func TestReadOnlyIsUnavailable(t *testing.T) {
+	base := baseURL(t)
+	b := make([]byte, 8)
+	rand.Read(b)
+	name := "keyward_readonly_" + hex.EncodeToString(b)
+	admin(t, `CREATE DATABASE `+name)
+	t.Cleanup(func() { admin(t, `DROP DATABASE `+name+` WITH (FORCE)`) })
+	p, err := url.Parse(base)
+	if err != nil {
+		t.Skipf("%s is not a URL: %v", urlEnv, err)
+	}
+	p.Path = "/" + name
+	db, err := Open(t.Context(), p.String(), WithAuditKey(storetest.AuditKey))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	admin(t, `ALTER DATABASE `+name+` SET default_transaction_read_only = on`)
+	admin(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '`+name+`' AND pid <> pg_backend_pid()`)
+	// The first calls may meet the pool's connections that were ended;
+	// then every call has a new one, read-only.
+	for i := range 3 {
+		ws := &keyward.Workspace{ID: keyward.NewID(keyward.PrefixWorkspace, t0), Name: fmt.Sprintf("ro%d", i), TokenPrefix: "kw", CreatedAt: t0}
+		err = db.CreateWorkspace(t.Context(), ws, nil, nil)
+		if keyward.ErrorCode(err) != keyward.EUNAVAILABLE {
+			t.Fatalf("write %d to a read-only server: %v (code %q), want %s", i, err, keyward.ErrorCode(err), keyward.EUNAVAILABLE)
+		}
+	}
+	if !strings.Contains(err.Error(), "read-only transaction") {
+		t.Fatalf("the last write did not reach the server: %v", err)
+	}
+}
+
 // TestNameKeyMigration: a store from before migration 0007 whose workspace
 // names differ only in case (made before the key existed, by nodes racing)
 // keeps them all; afterwards no further such name is taken.

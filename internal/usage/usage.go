@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/logfmt"
 	"github.com/keyward/keyward/internal/secret"
 )
 
@@ -230,42 +231,15 @@ func (r *Recorder) Record(q *Request) {
 // up that long still deletes what is past it.
 func (r *Recorder) Start() {
 	r.done.Add(2)
-	var flushLog failureLog
+	flushLog := logfmt.Failures{Level: slog.LevelWarn, Failed: "usage flush failed; it is retried with the next one", Recovered: "usage written again"}
 	go r.loop(r.cfg.FlushInterval, r.kick, false, func(ctx context.Context) {
-		flushLog.report(r.log, r.cfg.Now(), r.Flush(ctx))
+		flushLog.Report(r.log, r.cfg.Now(), r.Flush(ctx))
 	})
 	go r.loop(r.cfg.PruneInterval, nil, true, func(ctx context.Context) {
 		if _, err := r.Prune(ctx); err != nil {
 			r.log.Warn("usage retention failed", "err", err)
 		}
 	})
-}
-
-// failureLog logs a flush that fails again and again (while the store is
-// down) without a line at each try: the first failure, then one line a
-// minute while it goes on, with how many tries failed, and one when a
-// flush succeeds again. Stats counts every failure.
-type failureLog struct {
-	since, logged time.Time // first failure and last line; zero while flushes succeed
-	failures      int
-}
-
-func (f *failureLog) report(log *slog.Logger, now time.Time, err error) {
-	const failed = "usage flush failed; it is retried with the next one"
-	switch {
-	case err != nil && f.since.IsZero():
-		f.since, f.logged, f.failures = now, now, 1
-		log.Warn(failed, "err", err)
-	case err != nil:
-		f.failures++
-		if now.Sub(f.logged) >= time.Minute {
-			f.logged = now
-			log.Warn(failed, "err", err, "failures", f.failures, "since", f.since)
-		}
-	case !f.since.IsZero():
-		log.Info("usage written again", "failures", f.failures, "after", now.Sub(f.since).Round(time.Millisecond))
-		*f = failureLog{}
-	}
 }
 
 // loop runs fn every period, and whenever kick has a value (a nil kick

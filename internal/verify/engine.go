@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/fsutil"
+	"github.com/keyward/keyward/internal/logfmt"
 	"github.com/keyward/keyward/internal/secret"
 )
 
@@ -421,7 +422,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.done.Add(3)
 	go e.pollLoop()
 	go e.loop(min(e.cfg.ChangeRetention/2, time.Hour), e.pruneChanges)
-	var flushLog failureLog
+	flushLog := logfmt.Failures{Level: slog.LevelError, Failed: "usage flush failed; will retry", Recovered: "usage flushed again"}
 	go e.loop(e.cfg.FlushInterval, func(ctx context.Context) {
 		if e.clock != nil {
 			e.clock.reanchor()
@@ -430,35 +431,9 @@ func (e *Engine) Start(ctx context.Context) error {
 		if err != nil {
 			e.flushErrors.Add(1)
 		}
-		flushLog.report(e.log, e.now(), err, "usage flush failed; will retry", "usage flushed again")
+		flushLog.Report(e.log, e.now(), err)
 	})
 	return nil
-}
-
-// failureLog logs a task that fails again and again (a flush every second
-// while the store is down) without a line at each try: the first failure,
-// then one line a minute while it goes on, with how many tries failed, and
-// one when it succeeds again. The failures are counted in metrics too.
-type failureLog struct {
-	since, logged time.Time // first failure and last line; zero while the task succeeds
-	failures      int
-}
-
-func (f *failureLog) report(log *slog.Logger, now time.Time, err error, failed, recovered string) {
-	switch {
-	case err != nil && f.since.IsZero():
-		f.since, f.logged, f.failures = now, now, 1
-		log.Error(failed, "err", err)
-	case err != nil:
-		f.failures++
-		if now.Sub(f.logged) >= time.Minute {
-			f.logged = now
-			log.Error(failed, "err", err, "failures", f.failures, "since", f.since)
-		}
-	case !f.since.IsZero():
-		log.Info(recovered, "failures", f.failures, "after", now.Sub(f.since).Round(time.Millisecond))
-		*f = failureLog{}
-	}
 }
 
 // pollLoop reads the change feed every PollInterval, and at once when

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/sqlite"
 )
 
@@ -64,6 +65,11 @@ func cmdBackup(ctx context.Context, e *env, args []string) error {
 	// On standard output: a cron job mails what reaches standard error.
 	fmt.Fprintf(e.stdout, "Backup of %s written to %s (%d bytes).\n", src, output, size)
 	fmt.Fprintln(e.stdout, "It does not hold the server secret: back that up too (server.secret in the data dir, or KEYWARD_SECRET); without it the backup's tokens cannot be verified.")
+	// A store a newer keyward migrated (this release rolled back to) is
+	// backed up all the same; who restores it needs to know which.
+	if newer := (*keyward.NewerStoreError)(nil); errors.As(sqlite.CheckNotNewer(ctx, src), &newer) {
+		fmt.Fprintf(e.stdout, "The store is of a newer keyward (migrations %s): restore this backup with that release or a later one.\n", strings.Join(newer.Migrations, ", "))
+	}
 	return nil
 }
 

@@ -392,3 +392,39 @@ func TestRestoreFailedLeavesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestBackupNewerStore: a release rolled back to serves a store a newer
+// keyward migrated (README: a rollback), so its backup must go on
+// copying it, and say which release restores the copy; restore of that
+// copy by this release is refused, as before.
+func TestBackupNewerStore(t *testing.T) {
+	dataDir, _ := newStore(t)
+	execSQL(t, dataDir, `INSERT INTO schema_migrations (name, applied_at) VALUES ('0999_future.sql', 1)`)
+	backup := filepath.Join(t.TempDir(), "newer.db")
+	r := cli(t, nil, nil, "", "backup", "--data-dir", dataDir, "--output-file", backup)
+	r.want(t, 0)
+	if want := "The store is of a newer keyward (migrations 0999_future.sql): restore this backup with that release or a later one.\n"; !strings.HasSuffix(r.stdout, want) || r.stderr != "" {
+		t.Errorf("backup of a newer store: stdout %q, stderr %q; want stdout ending %q", r.stdout, r.stderr, want)
+	}
+	// The copy is the store, future migration and all.
+	dir := filepath.Join(t.TempDir(), "copy")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "keyward.db"), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := openDB(t, dir).QueryRow(`SELECT COUNT(*) FROM schema_migrations WHERE name = '0999_future.sql'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the backup records the future migration %d times, %v", n, err)
+	}
+	r = cli(t, nil, nil, "", "restore", "--data-dir", dataDir, "--from", backup)
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "newer keyward (migrations 0999_future.sql)") {
+		t.Errorf("restore of a newer backup: stderr %q", r.stderr)
+	}
+}

@@ -31,7 +31,7 @@ func Backup(ctx context.Context, src, dest string) (int64, error) {
 	if err := isDir(filepath.Dir(dest)); err != nil {
 		return 0, err
 	}
-	tmp, lock, size, err := snapshot(ctx, src, filepath.Dir(dest))
+	tmp, lock, size, err := snapshot(ctx, src, filepath.Dir(dest), true)
 	if err != nil {
 		return 0, err
 	}
@@ -110,12 +110,13 @@ func SweepPartials(dir string) []string {
 
 // snapshot copies the keyward store at src, consistently (see Backup),
 // to a new temporary file in dir, checked (an intact SQLite file holding a
-// keyward store of a schema this build knows), synced, of mode 0600. The
+// keyward store, of a schema this build knows unless newer is allowed),
+// synced, of mode 0600. The
 // caller removes the file it returns, or renames it, then closes lock, the
 // file open and locked so that no sweep takes it for a killed run's until
 // it is placed (SweepPartials). Partial copies that killed runs left in
 // dir are removed first.
-func snapshot(ctx context.Context, src, dir string) (tmp string, lock *os.File, size int64, err error) {
+func snapshot(ctx context.Context, src, dir string, newer bool) (tmp string, lock *os.File, size int64, err error) {
 	st, err := os.Stat(src)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -156,7 +157,7 @@ func snapshot(ctx context.Context, src, dir string) (tmp string, lock *os.File, 
 	if err != nil {
 		return tmp, nil, 0, fmt.Errorf("sqlite: copying %s: %w", src, err)
 	}
-	if err := checkStore(ctx, tmp); err != nil {
+	if err := checkStore(ctx, tmp, newer); err != nil {
 		return tmp, nil, 0, err
 	}
 	if st, err = f.Stat(); err == nil {
@@ -192,7 +193,7 @@ func Restore(ctx context.Context, backup, dbPath string, now time.Time, opt Rest
 	if stage == "" {
 		stage = filepath.Dir(dbPath)
 	}
-	tmp, lock, _, err := snapshot(ctx, backup, stage)
+	tmp, lock, _, err := snapshot(ctx, backup, stage, false)
 	if err != nil {
 		return "", fmt.Errorf("%w (the store was left as it was)", err)
 	}
@@ -341,10 +342,10 @@ func openFile(p, mode string) (*sql.DB, error) {
 }
 
 // checkStore reports, as an error, a database file at p that fails
-// SQLite's quick_check, is no keyward store, or holds migrations this
-// build does not know (a newer keyward's store, which this one would
-// serve without its changes).
-func checkStore(ctx context.Context, p string) error {
+// SQLite's quick_check, is no keyward store, or, unless newer, holds
+// migrations this build does not know (a newer keyward's store, which
+// this one would serve without its changes).
+func checkStore(ctx context.Context, p string, newer bool) error {
 	db, err := readOnly(p)
 	if err != nil {
 		return err
@@ -363,6 +364,9 @@ func checkStore(ctx context.Context, p string) error {
 	}
 	if n != 3 {
 		return errors.New("sqlite: the database is no keyward store")
+	}
+	if newer {
+		return nil
 	}
 	unknown, err := unknownMigrations(ctx, db)
 	if err != nil {

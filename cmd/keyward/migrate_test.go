@@ -2,6 +2,7 @@ package main
 
 import (
 	"database/sql"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,4 +50,20 @@ func openDB(t *testing.T, dir string) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// TestMigrateNotADatabase: migrate names the file it cannot read, as
+// every other command that opens the store does.
+func TestMigrateNotADatabase(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	cli(t, nil, nil, "", "init", "--data-dir", dir).want(t, 0)
+	db := filepath.Join(dir, "keyward.db")
+	if err := os.WriteFile(db, []byte(strings.Repeat("not a database ", 512)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, nil, nil, "", "migrate", "--data-dir", dir)
+	r.want(t, 1)
+	if want := "keyward: sqlite: reading " + db + ": file is not a database (26)\n"; r.stderr != want {
+		t.Errorf("migrate of a file that is no database: stderr %q, want %q", r.stderr, want)
+	}
 }

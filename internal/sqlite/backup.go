@@ -407,12 +407,14 @@ func CheckNotNewer(ctx context.Context, p string) error {
 	}
 	defer db.Close()
 	var n int
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n); err != nil || n == 0 {
-		return err
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n); err != nil {
+		return fmt.Errorf("sqlite: reading %s: %w", p, err)
+	} else if n == 0 {
+		return nil
 	}
 	unknown, err := unknownMigrations(ctx, db)
 	if err != nil {
-		return fmt.Errorf("sqlite: %w", err)
+		return fmt.Errorf("sqlite: reading %s: %w", p, err)
 	}
 	if len(unknown) > 0 {
 		return &keyward.NewerStoreError{Migrations: unknown}

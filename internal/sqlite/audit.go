@@ -98,9 +98,7 @@ func (db *DB) chainExisting(ctx context.Context, tx *sql.Tx) error {
 		// served by that earlier release, which would go on writing
 		// events without a link once this links the log: audit verify
 		// would report each as changed, for good.
-		if open, err := openElsewhere(db.path); err != nil {
-			return err
-		} else if open {
+		if db.openElsewhere {
 			return errors.New("another process has the store open, such as a keyward serve of the earlier release: stop it, then link the audit log; that release would go on writing audit events without a link, which audit verify would report as changed")
 		}
 	}

@@ -18,6 +18,8 @@ const shmDMS = 128
 // openElsewhere reports whether a process other than this one has the
 // WAL database at path open: one holds a lock on the -shm file's
 // dead-man-switch byte. A database without a -shm file is open nowhere.
+// It must not be called while this process has the database open: closing
+// its descriptor drops the process's locks on the file, SQLite's too.
 func openElsewhere(path string) (bool, error) {
 	f, err := os.Open(path + "-shm")
 	if errors.Is(err, fs.ErrNotExist) {

@@ -71,6 +71,7 @@ type DB struct {
 	auditKey []byte  // keys the audit chain; see WithAuditKey
 
 	linkUnchained bool     // see WithLinkUnchainedAudit
+	openElsewhere bool     // with linkUnchained: another process had the store open (see Open)
 	linkKeys      []string // see WithLinkUnchainedAudit
 	newer         []string // see NewerMigrations
 	applied       []string // see AppliedMigrations
@@ -129,6 +130,16 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db := &DB{path: path}
 	for _, o := range opts {
 		o(db)
+	}
+	if db.linkUnchained {
+		// Asked before this process opens the store: the look opens and
+		// closes a file descriptor of the -shm file, and closing one drops
+		// every POSIX lock the process holds on the file, SQLite's own
+		// included, which would let another process reset the shared
+		// memory under this one's connections.
+		if db.openElsewhere, err = openElsewhere(path); err != nil {
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
 	}
 	pragmas := func(ps ...string) string {
 		q := url.Values{}

@@ -223,6 +223,34 @@ func TestAuditVerify(t *testing.T) {
 		}
 	})
 
+	t.Run("ErrEmptiedWhole", func(t *testing.T) {
+		// Every workspace removed with its events and head: nothing is
+		// left to verify, and only a head kept elsewhere shows it.
+		dir, ids := newAuditDir(t)
+		for _, q := range []string{
+			`DELETE FROM audit_events`,
+			`DELETE FROM audit_heads`,
+			`DELETE FROM token_secrets`,
+			`DELETE FROM tokens`,
+			`DELETE FROM workspaces`,
+		} {
+			execSQL(t, dir, q)
+		}
+		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+		r.want(t, 0)
+		if r.stdout != "No workspaces: nothing to verify.\n" {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+		r = cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir, "--expect-head", ids[3])
+		r.want(t, 1)
+		if !strings.Contains(r.stdout, "expected head "+ids[3]+": FAILED, in no chain") {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+		if r.stderr != "keyward: 1 of 1 expected heads were not found in the chains verified\n" {
+			t.Errorf("stderr = %q", r.stderr)
+		}
+	})
+
 	t.Run("ErrWrongSecret", func(t *testing.T) {
 		dir, ids := newAuditDir(t)
 		r := cli(t, nil, map[string]string{"KEYWARD_SECRET": strings.Repeat("x", 40)}, "", "audit", "verify", "--data-dir", dir)

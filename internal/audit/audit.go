@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/keyward/keyward"
 )
@@ -142,6 +143,13 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 		switch {
 		case len(l.MAC) == 0:
 			fail(Changed, e, l.Seq, "event %s has no link: it was not written by keyward, or its link was removed", e.ID)
+			return errStop
+		case e.Time.Nanosecond()%1000 != 0:
+			// Stores keep, and links cover, the time to the microsecond;
+			// a store that keeps finer (SQLite's nanoseconds) holds what
+			// the link cannot vouch for, and what a listing would show.
+			fail(Changed, e, l.Seq, "event %s does not match its link: its time %s is finer than the microsecond keyward stores, so it was changed",
+				e.ID, e.Time.UTC().Format(time.RFC3339Nano))
 			return errStop
 		case k < 0:
 			fail(Changed, e, l.Seq, "event %s does not match its link: its fields or its link were changed, or it was written without the key", e.ID)

@@ -198,6 +198,11 @@ func (s *Server) handlePasskeyRegisterFinish(w http.ResponseWriter, r *http.Requ
 		writeJSON(w, http.StatusBadRequest, jsonError{Error: "Keep the name under 100 characters."})
 		return
 	}
+	// The name is recorded in the audit log, where no secret may be.
+	if secret.Redact(name) != name || secret.HasBody(name, s.secretPrefixes(r)...) {
+		writeJSON(w, http.StatusBadRequest, jsonError{Error: "The name holds a token's secret; a secret is never stored in plain text."})
+		return
+	}
 	sd, err := s.openState(r, r.PostForm.Get("state"), "passkey-register\x00"+st.session.ID)
 	if err != nil {
 		s.stateFailed(w, r, err)

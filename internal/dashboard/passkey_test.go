@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // The passkey ceremonies themselves run in a real browser with a virtual
@@ -108,4 +110,38 @@ func csrfOf(t *testing.T, b *browser) string {
 	t.Helper()
 	b.get("/signin")
 	return b.csrf
+}
+
+// TestPasskeyNameSecretRefused: a passkey's name is recorded in the audit
+// log, so one that holds a token's secret, whole or without its prefix,
+// is refused before the passkey is stored.
+func TestPasskeyNameSecretRefused(t *testing.T) {
+	e := newEnvAt(t, "https://localhost")
+	u := e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	b.get("/account/mfa") // its CSRF token
+	tok, err := secret.Generate("kw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, passkey string }{
+		{"ErrSecret", "key " + tok},
+		{"ErrBody", strings.TrimPrefix(tok, "kw_")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			challenge, state := begin(t, b, "/account/passkeys/begin")
+			status, body := b.post("/account/passkeys/finish", url.Values{"state": {state}, "name": {tt.passkey}, "credential": {attest(t, challenge, []byte("new-key"))}})
+			wantStatus(t, status, http.StatusBadRequest, body)
+			wantText(t, body, `{"error":"The name holds a token's secret; a secret is never stored in plain text."}`)
+			if keys, err := e.store.FindPasskeys(context.Background(), u.ID); err != nil || len(keys) != 0 {
+				t.Errorf("FindPasskeys = %d, %v; want none", len(keys), err)
+			}
+			e.dash.Wait()
+			evs, err := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: "mfa.passkey_add"})
+			if err != nil || len(evs) != 0 {
+				t.Errorf("FindAuditEvents = %d, %v; want none", len(evs), err)
+			}
+		})
+	}
 }

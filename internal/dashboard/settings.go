@@ -43,8 +43,11 @@ func catalogText(scopes []keyward.ScopeInfo) string {
 	return b.String()
 }
 
-// parseCatalog reads what catalogText writes.
-func parseCatalog(text string) ([]keyward.ScopeInfo, string) {
+// parseCatalog reads what catalogText writes. It refuses a description
+// that holds a token's secret (one of prefixes' without its prefix, too):
+// descriptions are recorded in the audit log, where no secret may be and
+// whence none can be removed without breaking the chain.
+func parseCatalog(text string, prefixes ...string) ([]keyward.ScopeInfo, string) {
 	var out []keyward.ScopeInfo
 	seen := map[string]bool{}
 	for i, line := range strings.Split(text, "\n") {
@@ -71,6 +74,9 @@ func parseCatalog(text string) ([]keyward.ScopeInfo, string) {
 		}
 		if err := keyward.ValidateScope(sc.Name); err != nil {
 			return nil, fmt.Sprintf("Line %d: %v.", i+1, secret.Redact(err.Error()))
+		}
+		if secret.Redact(sc.Description) != sc.Description || secret.HasBody(sc.Description, prefixes...) {
+			return nil, fmt.Sprintf("Line %d: the description holds a token's secret; a secret is never stored in plain text.", i+1)
 		}
 		if seen[sc.Name] {
 			return nil, fmt.Sprintf("Line %d: %s is listed twice.", i+1, sc.Name)
@@ -188,10 +194,11 @@ func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
 	}
 	if catalogSent {
 		var msg string
-		if next.Scopes, msg = parseCatalog(d.Catalog); msg != "" {
+		prefixes := s.secretPrefixes(r)
+		if next.Scopes, msg = parseCatalog(d.Catalog, prefixes...); msg != "" {
 			// A message may quote a line: a secret pasted there, with or
 			// without its prefix, is not repeated.
-			d.Errors["catalog"] = secret.RedactAll(msg, s.secretPrefixes(r)...)
+			d.Errors["catalog"] = secret.RedactAll(msg, prefixes...)
 		}
 	} else {
 		// Kept as stored, not through the text: a description with a

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/secret"
 )
 
 func TestCatalogChanges(t *testing.T) {
@@ -165,4 +166,42 @@ func TestSettingsAbsentFieldsKept(t *testing.T) {
 		_, body := o.get("/settings")
 		wantText(t, body, `<input type="hidden" name="mfa_required" value="off">`, `<input type="hidden" name="expiry_required" value="off">`)
 	})
+}
+
+// TestSettingsCatalogSecretRefused: a scope description is recorded in
+// the audit log, so one that holds a token's secret, whole or without its
+// prefix, is refused, and nothing is saved or recorded.
+func TestSettingsCatalogSecretRefused(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	o := e.browser()
+	o.signIn("owner@example.com")
+	tok, err := secret.Generate("kw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, desc string }{
+		{"ErrSecret", "key " + tok},
+		{"ErrBody", "key " + strings.TrimPrefix(tok, "kw_")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o.get("/settings")
+			status, body := o.post("/settings", url.Values{"catalog": {"orders:read | Read orders\norders:write | " + tt.desc}})
+			wantStatus(t, status, http.StatusBadRequest, body)
+			wantText(t, body, "Line 2: the description holds a token's secret; a secret is never stored in plain text.")
+			set, err := e.store.FindWorkspaceSettings(ctx, e.ws.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(set.Scopes) != 0 {
+				t.Errorf("scopes = %+v, want none saved", set.Scopes)
+			}
+			e.dash.Wait()
+			evs, err := e.store.FindAuditEvents(ctx, keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: "workspace.settings_update"})
+			if err != nil || len(evs) != 0 {
+				t.Errorf("FindAuditEvents = %d, %v; want none", len(evs), err)
+			}
+		})
+	}
 }

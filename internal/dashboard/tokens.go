@@ -356,12 +356,17 @@ func fieldErrors(err error, prefixes []string) (map[string]string, bool) {
 }
 
 // secretPrefixes returns the prefixes whose secrets a form's error must
-// not repeat even without their prefix: the session's workspace's and
-// the default one. Only an error looks the workspace up; when that
-// fails, the default one is all (and the failure is logged): the error
-// is still shown.
+// not repeat, and a field recorded in the audit log must not hold, even
+// without their prefix: the session's workspace's and the default one.
+// It looks the workspace up, so forms call it only on an error or for
+// such a field; when that fails, the default one is all (and the failure
+// is logged): the error is still shown.
 func (s *Server) secretPrefixes(r *http.Request) []string {
-	ws, err := s.store.FindWorkspace(r.Context(), stateOf(r).member.WorkspaceID)
+	m := stateOf(r).member
+	if m == nil {
+		return secret.Prefixes("")
+	}
+	ws, err := s.store.FindWorkspace(r.Context(), m.WorkspaceID)
 	if err != nil {
 		s.log.Error("dashboard: find the workspace's token prefix", "request_id", requestIDOf(r), "err", err)
 		return secret.Prefixes("")

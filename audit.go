@@ -86,7 +86,7 @@ type AuditHead struct {
 type AuditLink struct {
 	Seq  int64  // the event's sequence number: the order of commits
 	MAC  []byte // the event's AuditMAC; nil when the row has none
-	Prev []byte // the link the event was chained to: the MAC of the event before it, empty for the first
+	Prev []byte // the link the event was chained to: the MAC of the event before it (with the head's MAC, see AuditPrev), empty for the first
 }
 
 // auditChainTag and auditHeadTag open the encodings that AuditMAC and
@@ -183,6 +183,45 @@ func AuditHeadMAC(key []byte, workspaceID, eventID string, mac []byte) []byte {
 	b = appendField(b, mac)
 	m.Write(b)
 	return m.Sum(nil)
+}
+
+// AuditPrev returns the link that an event appended after head (nil: the
+// workspace has none yet) is chained to, its AuditLink.Prev: the head's
+// mac when the head's own MAC holds under key. Otherwise the head was
+// written under another key (an earlier server secret, before a rotation)
+// or by someone without one, who may have removed the newest events and
+// pointed the head's mac at the new last one: chaining to that mac alone
+// would make the chain whole again at the next write. So the link is then
+// the head as found, its mac and its HeadMAC (each sha256.Size bytes; a
+// part of another length is stored as zeros, which match nothing), and
+// verification checks that HeadMAC, under the keys it holds, against the
+// event the link follows (see SplitAuditPrev).
+func AuditPrev(key []byte, head *AuditHead) []byte {
+	if head == nil {
+		return nil
+	}
+	if hmac.Equal(AuditHeadMAC(key, head.WorkspaceID, head.EventID, head.MAC), head.HeadMAC) {
+		return head.MAC
+	}
+	b := make([]byte, 2*sha256.Size)
+	if len(head.MAC) == sha256.Size {
+		copy(b, head.MAC)
+	}
+	if len(head.HeadMAC) == sha256.Size {
+		copy(b[sha256.Size:], head.HeadMAC)
+	}
+	return b
+}
+
+// SplitAuditPrev returns the link an event's prev names, the mac of the
+// event before it, and, when the event was appended after a head that did
+// not hold under the key of its time (see AuditPrev), that head's MAC, or
+// nil.
+func SplitAuditPrev(prev []byte) (link, headMAC []byte) {
+	if len(prev) == 2*sha256.Size {
+		return prev[:sha256.Size], prev[sha256.Size:]
+	}
+	return prev, nil
 }
 
 // appendField appends v to b with its length as 4 bytes, big-endian.

@@ -140,6 +140,22 @@ func TestAuditVerify(t *testing.T) {
 		cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir, "--expect-head", "tok_x").want(t, 2)
 	})
 
+	t.Run("ErrNewestRemovedHeadRelinked", func(t *testing.T) {
+		// The newest event removed and the head's columns pointed at the
+		// one before, without the key: the next write must not make the
+		// chain whole again.
+		dir, ids := newAuditDir(t)
+		tamper(t, dir, `DELETE FROM audit_events WHERE id = ?`, ids[3])
+		tamper(t, dir, `UPDATE audit_heads SET seq = (SELECT seq FROM audit_events WHERE id = ?), event_id = ?,
+			mac = (SELECT mac FROM audit_events WHERE id = ?)`, ids[2], ids[2], ids[2])
+		cli(t, nil, nil, "", "init", "--data-dir", dir, "--new-root-token").want(t, 0)
+		r := cli(t, nil, nil, "", "audit", "verify", "--data-dir", dir)
+		r.want(t, 1)
+		if !strings.Contains(r.stdout, "FAILED, newest_removed: ") || !strings.Contains(r.stdout, "the events written after event "+ids[2]) {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+
 	t.Run("ErrHeadMissing", func(t *testing.T) {
 		dir, ids := newAuditDir(t)
 		tamper(t, dir, `DELETE FROM audit_heads WHERE event_id = ?`, ids[3])

@@ -140,6 +140,7 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 		if len(l.MAC) > 0 {
 			k = linkedBy(keys, l.Prev, e, l.MAC)
 		}
+		link, headMAC := keyward.SplitAuditPrev(l.Prev)
 		switch {
 		case len(l.MAC) == 0:
 			fail(Changed, e, l.Seq, "event %s has no link: it was not written by keyward, or its link was removed", e.ID)
@@ -159,10 +160,25 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 				"it was written after the rotation by whoever still holds the old secret (a node not restarted with the new one, or someone else)", e.ID)
 			return errStop
 		case r.Events == 0 && len(l.Prev) > 0:
-			startPrev, startE, startL = l.Prev, e, l
-		case !bytes.Equal(l.Prev, prev):
+			startPrev, startE, startL = link, e, l
+		case !bytes.Equal(link, prev):
 			badE, badL = e, l
 			return errStop
+		case headMAC != nil:
+			// Appended after a head that did not hold under the key of its
+			// time: it must be the head of the event before, under a key of
+			// a time when none was linked under the current one yet.
+			h := &keyward.AuditHead{WorkspaceID: workspaceID, EventID: last.ID, MAC: prev, HeadMAC: headMAC}
+			switch {
+			case !headOK(keys, h):
+				fail(NewestRemoved, e, l.Seq, "event %s (seq %d) was written after a chain head that had been changed: "+
+					"the events written after event %s (seq %d) were removed, and the head pointed back at it", e.ID, l.Seq, last.ID, lastL.Seq)
+				return errStop
+			case current && !headOK(keys[:1], h):
+				fail(OldKey, e, l.Seq, "event %s (seq %d) was written after a chain head signed under a previous server secret although events before it are linked under the current one: "+
+					"it was written after the rotation by whoever still holds the old secret", e.ID, l.Seq)
+				return errStop
+			}
 		}
 		if e.Action == keyward.ActionAuditCut {
 			// Its link holds, so keyward wrote these changes.
@@ -246,7 +262,7 @@ func placeBreak(ctx context.Context, log Log, r *Report, e *keyward.AuditEvent, 
 	var before *keyward.AuditEvent
 	var beforeSeq int64
 	_, err := log.AuditChain(ctx, r.WorkspaceID, func(o *keyward.AuditEvent, ol keyward.AuditLink) error {
-		if hmac.Equal(ol.MAC, l.Prev) {
+		if link, _ := keyward.SplitAuditPrev(l.Prev); hmac.Equal(ol.MAC, link) {
 			before, beforeSeq = o, ol.Seq
 			return errStop
 		}

@@ -488,6 +488,41 @@ func testVerify(t *testing.T, b backend) {
 		wantProblem(t, f.verify(), audit.HeadChanged, f.evs[3].ID)
 	})
 
+	t.Run("ErrNewestRemovedHeadRelinked", func(t *testing.T) {
+		// Whoever removes the newest event and points the head at the new
+		// last one cannot make the head's MAC; the next event written
+		// must not make the chain whole again, whatever the head's MAC
+		// column then holds.
+		for _, tc := range []struct {
+			name    string
+			headMAC string // SQL for the head's head_mac
+		}{
+			{"MACKept", "head_mac"},
+			{"MACEmpty", "?"},
+			{"MACOfEvent", "(SELECT mac FROM audit_events WHERE id = ?)"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				f := newFixture(t, b)
+				kept := f.evs[3].ID
+				f.exec(`DELETE FROM audit_events WHERE id = ?`, f.evs[4].ID)
+				args := []any{kept, kept, kept}
+				switch tc.name {
+				case "MACEmpty":
+					args = append(args, []byte{})
+				case "MACOfEvent":
+					args = append(args, kept)
+				}
+				f.exec(`UPDATE audit_heads SET seq = (SELECT seq FROM audit_events WHERE id = ?), event_id = ?,
+					mac = (SELECT mac FROM audit_events WHERE id = ?), head_mac = `+tc.headMAC+` WHERE workspace_id = ?`, append(args, f.ws)...)
+				later := f.token(f.ws, "later")
+				wantProblem(t, f.verify(), audit.NewestRemoved, later.ID)
+				if r, err := audit.Verify(context.Background(), f.s, key, f.othr); err != nil || !r.OK() {
+					t.Errorf("Verify(other) = %+v, %v; want OK", r.Problem, err)
+				}
+			})
+		}
+	})
+
 	t.Run("ErrHeadSeqChanged", func(t *testing.T) {
 		// The head's seq is not under its MAC: changed alone, it is the
 		// head that changed, not the newest event that went.

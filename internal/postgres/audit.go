@@ -45,11 +45,19 @@ func (db *DB) insertEvent(ctx context.Context, tx pgx.Tx, ev *keyward.AuditEvent
 	} else {
 		e.Changes = []byte(safeText(string(e.Changes)))
 	}
-	var prev []byte
-	err := tx.QueryRow(ctx, `SELECT mac FROM audit_heads WHERE workspace_id = $1`, e.WorkspaceID).Scan(&prev)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	// The head is checked before it is chained to: one changed without the
+	// key (the newest events removed, its mac pointed at the new last one)
+	// must not be made whole by this write (keyward.AuditPrev).
+	head := &keyward.AuditHead{WorkspaceID: e.WorkspaceID}
+	err := tx.QueryRow(ctx, `SELECT event_id, mac, head_mac FROM audit_heads WHERE workspace_id = $1`, e.WorkspaceID).
+		Scan(&head.EventID, &head.MAC, &head.HeadMAC)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		head = nil
+	case err != nil:
 		return err
 	}
+	prev := keyward.AuditPrev(db.auditKey, head)
 	mac := keyward.AuditMAC(db.auditKey, prev, &e)
 	var seq int64
 	err = tx.QueryRow(ctx, `INSERT INTO audit_events

@@ -38,11 +38,19 @@ func (db *DB) insertEvent(ctx context.Context, tx *sql.Tx, ev *keyward.AuditEven
 	if len(e.Changes) == 0 {
 		e.Changes = nil
 	}
-	var prev []byte
-	err := tx.QueryRowContext(ctx, `SELECT mac FROM audit_heads WHERE workspace_id = ?`, e.WorkspaceID).Scan(&prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	// The head is checked before it is chained to: one changed without the
+	// key (the newest events removed, its mac pointed at the new last one)
+	// must not be made whole by this write (keyward.AuditPrev).
+	head := &keyward.AuditHead{WorkspaceID: e.WorkspaceID}
+	err := tx.QueryRowContext(ctx, `SELECT event_id, mac, head_mac FROM audit_heads WHERE workspace_id = ?`, e.WorkspaceID).
+		Scan(&head.EventID, &head.MAC, &head.HeadMAC)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		head = nil
+	case err != nil:
 		return err
 	}
+	prev := keyward.AuditPrev(db.auditKey, head)
 	mac := keyward.AuditMAC(db.auditKey, prev, &e)
 	res, err := tx.ExecContext(ctx, `INSERT INTO audit_events
 		(id, workspace_id, time, action, actor_type, actor_id, target, ip, user_agent, request_id, changes, mac, prev_mac)

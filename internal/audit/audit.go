@@ -161,6 +161,13 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 			return errStop
 		case r.Events == 0 && len(l.Prev) > 0:
 			startPrev, startE, startL = link, e, l
+		case r.Events == 0 && (e.Action != "workspace.create" || e.Target != workspaceID):
+			// Every workspace's chain begins with its own creation: one
+			// that begins elsewhere was emptied, head and all, and
+			// begun anew by the next write.
+			fail(Removed, e, l.Seq, "event %s (seq %d) begins the chain, but a chain begins with its workspace's workspace.create: "+
+				"the events before it were removed together with the head", e.ID, l.Seq)
+			return errStop
 		case !bytes.Equal(link, prev):
 			badE, badL = e, l
 			return errStop

@@ -523,6 +523,17 @@ func testVerify(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("ErrEmptiedBegunAnew", func(t *testing.T) {
+		// Every event of the workspace removed with its head: the next
+		// event written begins a chain of its own, which must not pass
+		// for the workspace's whole log.
+		f := newFixture(t, b)
+		f.exec(`DELETE FROM audit_events WHERE workspace_id = ?`, f.ws)
+		f.exec(`DELETE FROM audit_heads WHERE workspace_id = ?`, f.ws)
+		later := f.token(f.ws, "later")
+		wantProblem(t, f.verify(), audit.Removed, later.ID)
+	})
+
 	t.Run("ErrHeadSeqChanged", func(t *testing.T) {
 		// The head's seq is not under its MAC: changed alone, it is the
 		// head that changed, not the newest event that went.

@@ -413,6 +413,21 @@ func testVerify(t *testing.T, b backend) {
 		wantProblem(t, f.verify(), audit.Changed, f.evs[3].ID)
 	})
 
+	t.Run("ErrUnreadable", func(t *testing.T) {
+		// A value keyward never writes, which the store cannot read: the
+		// verification fails naming the event.
+		f := newFixture(t, b)
+		if b.name == "SQLite" {
+			f.exec(`UPDATE audit_events SET time = 'soon' WHERE id = ?`, f.evs[2].ID)
+		} else {
+			f.exec(`UPDATE audit_events SET time = 'infinity' WHERE id = ?`, f.evs[2].ID)
+		}
+		_, err := audit.Verify(context.Background(), f.s, key, f.ws)
+		if err == nil || !strings.Contains(err.Error(), "audit event "+f.evs[2].ID+" (seq ") {
+			t.Errorf("Verify = %v, want an error naming %s", err, f.evs[2].ID)
+		}
+	})
+
 	t.Run("ErrForgedMAC", func(t *testing.T) {
 		// Someone without the key edits an event and links it anew under
 		// a key of their own.

@@ -183,7 +183,9 @@ func queryEvents(ctx context.Context, q querier, where string, args ...any) ([]c
 		)
 		if err := rows.Scan(&l.Seq, &e.ID, &e.WorkspaceID, &e.Time, &e.Action, &e.Actor.Type, &e.Actor.ID, &e.Target,
 			&e.IP, &e.UserAgent, &e.RequestID, (*[]byte)(&e.Changes), &l.MAC, &l.Prev); err != nil {
-			return nil, err
+			// seq and id come first: they are read before a column that
+			// fails (a value keyward never writes), and name the row.
+			return nil, fmt.Errorf("audit event %s (seq %d) cannot be read: %w", e.ID, l.Seq, err)
 		}
 		out = append(out, chained{&e, l})
 	}

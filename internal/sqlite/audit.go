@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"time"
 
@@ -189,7 +190,9 @@ func queryEvents(ctx context.Context, q querier, where string, args ...any) ([]c
 		)
 		if err := rows.Scan(&l.Seq, &e.ID, &e.WorkspaceID, &at, &e.Action, &e.Actor.Type, &e.Actor.ID, &e.Target,
 			&e.IP, &e.UserAgent, &e.RequestID, &changes, &l.MAC, &l.Prev); err != nil {
-			return nil, err
+			// seq and id come first: they are read before a column that
+			// fails (a value keyward never writes), and name the row.
+			return nil, fmt.Errorf("audit event %s (seq %d) cannot be read: %w", e.ID, l.Seq, err)
 		}
 		e.Time = decodeTime(at)
 		if changes.Valid {

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -3286,6 +3287,42 @@ func TestReasonRedactsBareBodies(t *testing.T) {
 			wantStatus(t, r, http.StatusOK)
 			if tc.want != word && strings.Contains(string(r.Body), tc.pasted) {
 				t.Errorf("the token holds the secret: %s", r.Body)
+			}
+		})
+	}
+}
+
+// TestAuditTamperedChanges: empty changes, which keyward never stores,
+// written straight into the database past its checks, list as none,
+// which the audit chain cannot tell them from, rather than failing the
+// whole page.
+func TestAuditTamperedChanges(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	for _, tc := range []struct{ name, changes, want string }{
+		{"Empty", "", `null`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := sql.Open("sqlite", s.path+"?_pragma=busy_timeout(5000)&_pragma=ignore_check_constraints(1)")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			if _, err := raw.Exec(`UPDATE audit_events SET changes = ? WHERE action = 'token.create'`, tc.changes); err != nil {
+				t.Fatal(err)
+			}
+			r := s.do("GET", "/v1/audit?action=token.create", s.root, nil)
+			wantStatus(t, r, 200)
+			var l struct {
+				Items []struct {
+					Changes json.RawMessage `json:"changes"`
+				} `json:"items"`
+			}
+			if err := json.Unmarshal(r.Body, &l); err != nil || len(l.Items) != 1 {
+				t.Fatalf("body %s: %v", r.Body, err)
+			}
+			if string(l.Items[0].Changes) != tc.want {
+				t.Errorf("changes = %s, want %s", l.Items[0].Changes, tc.want)
 			}
 		})
 	}

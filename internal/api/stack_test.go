@@ -59,6 +59,7 @@ type stack struct {
 	tb     testing.TB
 	clock  *clock
 	db     *sqlite.DB
+	path   string // the database file
 	key    []byte // the audit chain key
 	engine *verify.Engine
 	svc    *manage.Service
@@ -86,7 +87,8 @@ func newStackWith(tb testing.TB, configure func(*verify.Config)) *stack {
 		tb.Fatalf("NewKeyring: %v", err)
 	}
 	s.key = keys.Current.Derive("audit-chain/v1")
-	db, err := sqlite.Open(ctx, filepath.Join(tb.TempDir(), "keyward.db"), sqlite.WithAuditKey(s.key))
+	s.path = filepath.Join(tb.TempDir(), "keyward.db")
+	db, err := sqlite.Open(ctx, s.path, sqlite.WithAuditKey(s.key))
 	if err != nil {
 		tb.Fatalf("sqlite.Open: %v", err)
 	}

@@ -134,7 +134,9 @@ func queryRange(q url.Values, from, to *time.Time) []keyward.FieldError {
 
 func viewAudit(e *keyward.AuditEvent) auditView {
 	changes := e.Changes
-	if changes == nil {
+	if len(changes) == 0 {
+		// Empty text, which a store never writes, is no JSON: the link
+		// covers it as it covers none, so it is none.
 		changes = json.RawMessage("null")
 	}
 	return auditView{ID: e.ID, Time: e.Time, Action: e.Action, Actor: e.Actor, Target: e.Target, IP: e.IP, UserAgent: e.UserAgent, RequestID: e.RequestID, Changes: changes}

@@ -332,6 +332,29 @@ func testVerify(t *testing.T, b backend) {
 		wantProblem(t, f.verify(rotated, key), audit.OldKey, kept.ID)
 	})
 
+	t.Run("ErrOldKeyHeadThenWritten", func(t *testing.T) {
+		// As ErrOldKeyHead, then a node with the current key writes: the
+		// event chained to that head shows it.
+		f := newFixture(t, b)
+		f.s.Close()
+		f.s = b.open(t, f.loc, rotated)
+		kept := f.token(f.ws, "after")
+		newest := f.token(f.ws, "newest")
+		f.exec(`DELETE FROM audit_events WHERE id = ?`, newest.ID)
+		head := f.verify(rotated, key).Head
+		var keptMAC []byte
+		f.s.AuditChain(context.Background(), f.ws, func(e *keyward.AuditEvent, l keyward.AuditLink) error {
+			if e.ID == kept.ID {
+				keptMAC = l.MAC
+			}
+			return nil
+		})
+		f.exec(`UPDATE audit_heads SET seq = ?, event_id = ?, mac = ?, head_mac = ? WHERE workspace_id = ?`,
+			head.Seq-1, kept.ID, keptMAC, keyward.AuditHeadMAC(key, f.ws, kept.ID, keptMAC), f.ws)
+		later := f.token(f.ws, "later")
+		wantProblem(t, f.verify(rotated, key), audit.OldKey, later.ID)
+	})
+
 	t.Run("OKConcurrentWriters", func(t *testing.T) {
 		// Writers on two handles (two processes, or two nodes) append to
 		// the same chains at once: the links follow the commit order.

@@ -53,6 +53,10 @@ const (
 	maxTopN         = 100
 )
 
+// maxUsageTime is the last time RFC 3339, and so a usage answer, can
+// write.
+var maxUsageTime = time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC)
+
 // usageQuery is a parsed usage range.
 type usageQuery struct {
 	g        keyward.Granularity
@@ -94,6 +98,12 @@ func (s *Server) parseUsageQuery(r *http.Request) (usageQuery, []keyward.FieldEr
 		return uq, append(errs, keyward.FieldError{Pointer: "/from", Detail: "from must be before to, which is now when not given"})
 	}
 	// Whole buckets: from down to its bucket's start, to up to the next.
+	// The answer gives both ends and every bucket's start as RFC 3339,
+	// whose years end at 9999: a to widened past it could not be written.
+	if last := uq.g.Truncate(maxUsageTime); uq.to.After(last) {
+		return uq, append(errs, keyward.FieldError{Pointer: "/to", Detail: fmt.Sprintf(
+			"to must be at most %s: widened to a whole %s, a later one would end after the year 9999", last.Format(time.RFC3339), uq.g)})
+	}
 	uq.from = uq.g.Truncate(uq.from)
 	if t := uq.g.Truncate(uq.to); t.Before(uq.to) {
 		uq.to = t.Add(uq.g.Duration())

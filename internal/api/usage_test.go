@@ -161,10 +161,25 @@ func TestUsageValidation(t *testing.T) {
 		{"/v1/usage/events?from=now", "/from"},
 		{"/v1/usage/events?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "/to"},
 		{"/v1/usage/events?limit=501", "/limit"},
+		// A to that whole buckets would widen past the year 9999, which
+		// RFC 3339 cannot write, at every granularity.
+		{"/v1/usage?granularity=day&to=9999-12-31T23:59:59Z", "/to"},
+		{"/v1/usage?granularity=day&to=9999-12-31T00:00:01Z", "/to"},
+		{"/v1/usage?to=9999-12-31T23:00:00.5Z", "/to"},
+		{"/v1/usage?granularity=minute&to=9999-12-31T23:59:30Z", "/to"},
+		{"/v1/tokens/" + id + "/usage?granularity=day&from=9999-12-30T00:00:00Z&to=9999-12-31T12:00:00Z", "/to"},
 	} {
 		t.Run(tt.path, func(t *testing.T) {
 			wantInvalid(t, s.do("GET", tt.path, s.root, nil), tt.pointer)
 		})
+	}
+	// The last buckets RFC 3339 can write are answered.
+	for g, to := range map[string]string{"day": "9999-12-31T00:00:00Z", "hour": "9999-12-31T23:00:00Z", "minute": "9999-12-31T23:59:00Z"} {
+		r := s.do("GET", "/v1/usage?granularity="+g+"&to="+to, s.root, nil)
+		wantStatus(t, r, http.StatusOK)
+		if v := r.object(t); v["to"] != to {
+			t.Errorf("granularity %s: to = %v, want %s", g, v["to"], to)
+		}
 	}
 	wantProblem(t, s.do("GET", "/v1/tokens/tok_unknown/usage", s.root, nil), http.StatusNotFound, "not_found")
 	_, verifier := s.newToken("verifier", "keyward:verify")

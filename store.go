@@ -101,7 +101,8 @@ type Store interface {
 	// FindUsageEvents returns a page of raw usage events, newest first.
 	FindUsageEvents(ctx context.Context, f UsageEventFilter) ([]*UsageEvent, error)
 	// PruneUsage deletes rollups and events older than p says, for
-	// retention.
+	// retention: with p.Limit, at most that many of each kind, the
+	// oldest first.
 	PruneUsage(ctx context.Context, p UsagePrune) (UsagePruned, error)
 
 	// FindAuditEvents returns a page of a workspace's audit events, newest

@@ -114,6 +114,12 @@ type UsagePrune struct {
 	MinutesBefore time.Time // minute rollups whose bucket starts before it
 	HoursBefore   time.Time // hour rollups whose bucket starts before it
 	EventsBefore  time.Time // raw events older than it
+	// Limit, when more than 0, bounds the rows deleted of each kind,
+	// the oldest first: a backlog (a flood of failures a week ago, a
+	// shortened retention) is then deleted in transactions short
+	// enough not to hold other writes up, by calling again until a
+	// call deletes fewer than Limit of each kind.
+	Limit int
 }
 
 // UsagePruned counts what a prune deleted.

@@ -203,25 +203,32 @@ func (db *DB) FindUsageEvents(ctx context.Context, f keyward.UsageEventFilter) (
 }
 
 // PruneUsage deletes the rollups and events p says, each kind only when
-// its time is set.
+// its time is set, at most p.Limit of each when it is set.
 func (db *DB) PruneUsage(ctx context.Context, p keyward.UsagePrune) (keyward.UsagePruned, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	var n keyward.UsagePruned
 	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		// With a limit, the rows to delete are chosen by their physical
+		// address, the oldest first, through the time index.
+		const limited = `DELETE FROM %[1]s WHERE ctid = ANY(ARRAY(SELECT ctid FROM %[1]s WHERE %[2]s < $1 ORDER BY %[2]s LIMIT $2))`
 		for _, d := range []struct {
-			query  string
-			before time.Time
-			n      *int64
+			table, column string
+			before        time.Time
+			n             *int64
 		}{
-			{`DELETE FROM usage_minute WHERE bucket < $1`, p.MinutesBefore, &n.Minutes},
-			{`DELETE FROM usage_hour WHERE bucket < $1`, p.HoursBefore, &n.Hours},
-			{`DELETE FROM usage_events WHERE time < $1`, p.EventsBefore, &n.Events},
+			{"usage_minute", "bucket", p.MinutesBefore, &n.Minutes},
+			{"usage_hour", "bucket", p.HoursBefore, &n.Hours},
+			{"usage_events", "time", p.EventsBefore, &n.Events},
 		} {
 			if d.before.IsZero() {
 				continue
 			}
-			tag, err := tx.Exec(ctx, d.query, d.before)
+			query, args := `DELETE FROM `+d.table+` WHERE `+d.column+` < $1`, []any{d.before}
+			if p.Limit > 0 {
+				query, args = fmt.Sprintf(limited, d.table, d.column), append(args, p.Limit)
+			}
+			tag, err := tx.Exec(ctx, query, args...)
 			if err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -183,23 +184,33 @@ func (db *DB) FindUsageEvents(ctx context.Context, f keyward.UsageEventFilter) (
 }
 
 // PruneUsage deletes the rollups and events p says, each kind only when
-// its time is set.
+// its time is set, at most p.Limit of each when it is set.
 func (db *DB) PruneUsage(ctx context.Context, p keyward.UsagePrune) (keyward.UsagePruned, error) {
 	var n keyward.UsagePruned
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		// With a limit, the rows to delete are chosen by key, the oldest
+		// first, through the time index (SQLite's DELETE has no LIMIT
+		// unless built with it).
+		const rollup = `DELETE FROM %[1]s WHERE (workspace_id, token_id, bucket, route, outcome, status) IN (
+			SELECT workspace_id, token_id, bucket, route, outcome, status FROM %[1]s WHERE bucket < ? ORDER BY bucket LIMIT ?)`
 		for _, d := range []struct {
-			query  string
-			before time.Time
-			n      *int64
+			query, limited string
+			before         time.Time
+			n              *int64
 		}{
-			{`DELETE FROM usage_minute WHERE bucket < ?`, p.MinutesBefore, &n.Minutes},
-			{`DELETE FROM usage_hour WHERE bucket < ?`, p.HoursBefore, &n.Hours},
-			{`DELETE FROM usage_events WHERE time < ?`, p.EventsBefore, &n.Events},
+			{`DELETE FROM usage_minute WHERE bucket < ?`, fmt.Sprintf(rollup, "usage_minute"), p.MinutesBefore, &n.Minutes},
+			{`DELETE FROM usage_hour WHERE bucket < ?`, fmt.Sprintf(rollup, "usage_hour"), p.HoursBefore, &n.Hours},
+			{`DELETE FROM usage_events WHERE time < ?`,
+				`DELETE FROM usage_events WHERE id IN (SELECT id FROM usage_events WHERE time < ? ORDER BY time LIMIT ?)`, p.EventsBefore, &n.Events},
 		} {
 			if d.before.IsZero() {
 				continue
 			}
-			res, err := tx.ExecContext(ctx, d.query, encodeTime(d.before))
+			query, args := d.query, []any{encodeTime(d.before)}
+			if p.Limit > 0 {
+				query, args = d.limited, append(args, p.Limit)
+			}
+			res, err := tx.ExecContext(ctx, query, args...)
 			if err != nil {
 				return err
 			}

@@ -79,6 +79,7 @@ func Run(t *testing.T, open func(t *testing.T) keyward.Store) {
 	t.Run("Usage", s.testUsage)
 	t.Run("UsageEvents", s.testUsageEvents)
 	t.Run("UsageConcurrent", s.testUsageConcurrent)
+	t.Run("UsagePruneLimit", s.testUsagePruneLimit)
 	t.Run("Accounts", s.testAccounts)
 }
 

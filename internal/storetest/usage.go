@@ -246,6 +246,55 @@ func (s *suite) testUsageEvents(t *testing.T) {
 	}
 }
 
+// testUsagePruneLimit: a prune with a limit deletes at most that many rows
+// of each kind, the oldest first, so that retention can work through a
+// backlog in short transactions; without one it deletes all that is due.
+func (s *suite) testUsagePruneLimit(t *testing.T) {
+	f := s.fixture(t)
+	ws := f.workspace("acme")
+	hour := t0.Truncate(time.Hour)
+	var counts []keyward.UsageCount
+	var evs []*keyward.UsageEvent
+	// Five minutes and, through them, three hours of rollups; five events.
+	for i, m := range []int{0, 1, 60, 61, 120} {
+		counts = append(counts, usageCount(ws.ID, "tok_a", m, "/v1/verify", keyward.Valid, 200, 1))
+		evs = append(evs, &keyward.UsageEvent{
+			ID: f.id(keyward.PrefixUsageEvent), WorkspaceID: ws.ID, TokenID: "tok_a", Time: t0.Add(time.Duration(i) * time.Second),
+			Method: "POST", Route: "/v1/verify", Path: "/v1/verify", Outcome: keyward.NotFound, Status: 200,
+		})
+	}
+	if err := f.s.WriteUsage(f.ctx, counts, evs); err != nil {
+		t.Fatalf("WriteUsage: %v", err)
+	}
+	// Everything is past retention but the last minute, hour and event.
+	p := keyward.UsagePrune{MinutesBefore: hour.Add(120 * time.Minute), HoursBefore: hour.Add(2 * time.Hour),
+		EventsBefore: t0.Add(4 * time.Second), Limit: 2}
+	for i, want := range []keyward.UsagePruned{{Minutes: 2, Hours: 2, Events: 2}, {Minutes: 2, Events: 2}, {}} {
+		n, err := f.s.PruneUsage(f.ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Errorf("prune %d with limit 2 = %+v, want %+v", i+1, n, want)
+		}
+	}
+	minutes := f.series(keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: "tok_a", Granularity: keyward.Minute})
+	if want := []string{hour.Add(120*time.Minute).Format(time.RFC3339) + " /v1/verify VALID 200 1"}; !reflect.DeepEqual(minutes, want) {
+		t.Errorf("minutes left = %q, want %q", minutes, want)
+	}
+	hours := f.series(keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: "tok_a", Granularity: keyward.Hour})
+	if want := []string{hour.Add(2*time.Hour).Format(time.RFC3339) + " /v1/verify VALID 200 1"}; !reflect.DeepEqual(hours, want) {
+		t.Errorf("hours left = %q, want %q", hours, want)
+	}
+	left, err := f.s.FindUsageEvents(f.ctx, keyward.UsageEventFilter{WorkspaceID: ws.ID, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0].ID != evs[4].ID {
+		t.Errorf("%d events left, want only the newest", len(left))
+	}
+}
+
 // testUsageConcurrent has several writers (nodes) add to the same buckets
 // at once, each batch in its own order: every count lands, and no writer
 // deadlocks another.

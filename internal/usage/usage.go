@@ -33,6 +33,7 @@ const (
 	DefaultHourRetention   = 400 * 24 * time.Hour
 	DefaultEventRetention  = 7 * 24 * time.Hour
 	DefaultPruneInterval   = 10 * time.Minute
+	DefaultPruneBatch      = 10_000
 )
 
 // Config configures a Recorder. Zero values take the defaults.
@@ -58,6 +59,9 @@ type Config struct {
 	EventRetention  time.Duration
 	// PruneInterval is how often the retention job runs.
 	PruneInterval time.Duration
+	// PruneBatch is the most rows of each kind that one retention
+	// transaction deletes; a run takes as many as it needs.
+	PruneBatch int
 }
 
 // Request is one verification, as its caller answered it.
@@ -164,6 +168,9 @@ func New(cfg Config) *Recorder {
 	}
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = DefaultPruneInterval
+	}
+	if cfg.PruneBatch <= 0 {
+		cfg.PruneBatch = DefaultPruneBatch
 	}
 	r := &Recorder{
 		cfg:         cfg,
@@ -375,15 +382,38 @@ func (r *Recorder) Prune(ctx context.Context) (keyward.UsagePruned, error) {
 	if p == (keyward.UsagePrune{}) {
 		return keyward.UsagePruned{}, nil
 	}
-	n, err := r.cfg.Store.PruneUsage(ctx, p)
-	if err != nil {
-		return n, err
+	// In batches, each its own transaction: on SQLite, whose one writer
+	// every token write, revocation and flush waits for, deleting a
+	// million rows at once held them all up for seconds.
+	p.Limit = r.cfg.PruneBatch
+	var n keyward.UsagePruned
+	for {
+		b, err := r.cfg.Store.PruneUsage(ctx, p)
+		n.Minutes, n.Hours, n.Events = n.Minutes+b.Minutes, n.Hours+b.Hours, n.Events+b.Events
+		if total := b.Minutes + b.Hours + b.Events; total > 0 {
+			r.pruned.Add(uint64(total))
+		}
+		if err != nil {
+			r.logPruned(n)
+			return n, err
+		}
+		if p.Limit <= 0 || max(b.Minutes, b.Hours, b.Events) < int64(p.Limit) {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			r.logPruned(n)
+			return n, err
+		}
 	}
-	if total := n.Minutes + n.Hours + n.Events; total > 0 {
-		r.pruned.Add(uint64(total))
+	r.logPruned(n)
+	return n, nil
+}
+
+// logPruned says what a retention run deleted, when it deleted anything.
+func (r *Recorder) logPruned(n keyward.UsagePruned) {
+	if n.Minutes+n.Hours+n.Events > 0 {
 		r.log.Info("usage retention", "minute_rollups", n.Minutes, "hour_rollups", n.Hours, "events", n.Events)
 	}
-	return n, nil
 }
 
 // Stats returns what the recorder did so far.

@@ -280,6 +280,60 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// batchStore counts the rows each PruneUsage call deletes.
+type batchStore struct {
+	keyward.Store
+	calls []keyward.UsagePruned
+}
+
+func (s *batchStore) PruneUsage(ctx context.Context, p keyward.UsagePrune) (keyward.UsagePruned, error) {
+	n, err := s.Store.PruneUsage(ctx, p)
+	s.calls = append(s.calls, n)
+	return n, err
+}
+
+// TestRetentionInBatches: a backlog past retention is deleted whole, in
+// transactions of at most PruneBatch rows of each kind, so that on SQLite
+// the token writes waiting on its one writer are not held up for long.
+func TestRetentionInBatches(t *testing.T) {
+	db, ws := openStore(t)
+	st := &batchStore{Store: db}
+	now := t0.Add(30 * 24 * time.Hour)
+	r := New(Config{Store: st, Now: func() time.Time { return now }, SampleEvery: -1, PruneBatch: 3})
+	const a = "tok_0000000000000000000000000a"
+	for i := range 10 { // ten minutes of failures 30 days ago (hours stay 400 days), and one now
+		r.Record(req(ws.ID, a, i*60, "/v1/verify", keyward.Revoked, 200))
+	}
+	r.Record(req(ws.ID, a, 30*24*60*60, "/v1/verify", keyward.Revoked, 200))
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.Prune(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (keyward.UsagePruned{Minutes: 10, Events: 10}); n != want {
+		t.Errorf("pruned %+v, want %+v", n, want)
+	}
+	if len(st.calls) != 4 {
+		t.Errorf("%d prune transactions, want 4 of at most 3 rows: %+v", len(st.calls), st.calls)
+	}
+	for _, c := range st.calls {
+		if c.Minutes > 3 || c.Hours > 3 || c.Events > 3 {
+			t.Errorf("one prune transaction deleted %+v, more than 3 of a kind", c)
+		}
+	}
+	if got := len(rows(t, db, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Minute})); got != 1 {
+		t.Errorf("%d minute rows left, want 1", got)
+	}
+	if got := events(t, db, ws.ID); len(got) != 1 {
+		t.Errorf("%d events left, want 1", len(got))
+	}
+	if got := r.Stats().Pruned; got != 20 {
+		t.Errorf("Stats().Pruned = %d, want 20", got)
+	}
+}
+
 // TestConcurrentRecord records from many goroutines while flushing: the
 // totals come out exact.
 func TestConcurrentRecord(t *testing.T) {

@@ -129,10 +129,14 @@ func redactFields(fs []keyward.FieldError, prefixes []string) []keyward.FieldErr
 }
 
 // writeJSON answers with v as JSON and the given status.
+// A value that cannot be encoded (a time past the year 9999, say) is a
+// bug: it answers 500 as a problem, as every error does, not text/plain.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		http.Error(w, `{"error":"internal"}`, http.StatusInternalServerError)
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusInternalServerError)
+		w.Write([]byte(`{"type":"about:blank","title":"Internal Server Error","status":500,"detail":"internal error","code":"internal"}` + "\n"))
 		return
 	}
 	w.Header()["Content-Type"] = contentTypeJSON

@@ -25,9 +25,26 @@ func NewID(prefix string, now time.Time) string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
 	rand.Read(b[6:])
-	// 128 bits → 26 base32 characters, most significant first.
-	hi := binary.BigEndian.Uint64(b[:8])
-	lo := binary.BigEndian.Uint64(b[8:])
+	return encodeID(prefix, binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]))
+}
+
+// NewTimeID returns an id like NewID's that also sorts by t within its
+// millisecond: after the millisecond come the nanoseconds within it (20
+// bits), then 60 random bits. Ids of things made many to a millisecond
+// and listed newest first by id, such as usage events, list in the order
+// of their times.
+func NewTimeID(prefix string, t time.Time) string {
+	ms := t.UnixMilli()
+	sub := uint64(t.Sub(time.UnixMilli(ms)).Nanoseconds()) // 0 to 999,999 < 2^20
+	var r [8]byte
+	rand.Read(r[:])
+	random := binary.BigEndian.Uint64(r[:]) >> 4
+	return encodeID(prefix, uint64(ms)<<16|sub>>4, sub<<60|random)
+}
+
+// encodeID writes the 128 bits hi, lo as 26 base32 characters after the
+// prefix, most significant first.
+func encodeID(prefix string, hi, lo uint64) string {
 	var out [26]byte
 	for i := 25; i >= 0; i-- {
 		out[i] = idAlphabet[lo&31]

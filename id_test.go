@@ -155,3 +155,28 @@ func TestRequestID(t *testing.T) {
 		t.Error("two new ids are the same")
 	}
 }
+
+// TestNewTimeID: ids sort by their time to the nanosecond, within a
+// millisecond and across, and have NewID's shape.
+func TestNewTimeID(t *testing.T) {
+	at := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	steps := []time.Duration{1, 15, 999, time.Microsecond, 999_999, time.Millisecond, time.Millisecond + 1, time.Second, 365 * 24 * time.Hour}
+	for _, base := range []time.Time{at, at.Add(999_998), time.Unix(1, 0).UTC()} {
+		for _, step := range steps {
+			for range 50 {
+				a := keyward.NewTimeID(keyward.PrefixUsageEvent, base)
+				b := keyward.NewTimeID(keyward.PrefixUsageEvent, base.Add(step))
+				if a >= b {
+					t.Fatalf("id at %v = %q sorts after id at +%v = %q", base, a, step, b)
+				}
+				if !keyward.ValidID(keyward.PrefixUsageEvent, a) {
+					t.Fatalf("NewTimeID = %q, not a valid id", a)
+				}
+				// Its millisecond sorts as NewID's does.
+				if n := keyward.NewID(keyward.PrefixUsageEvent, base.Add(-time.Millisecond)); n >= a {
+					t.Fatalf("NewID a millisecond earlier = %q sorts after NewTimeID %q", n, a)
+				}
+			}
+		}
+	}
+}

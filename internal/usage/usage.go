@@ -347,7 +347,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 func event(q *Request) *keyward.UsageEvent {
 	at := time.Unix(0, q.At).UTC()
 	e := &keyward.UsageEvent{
-		ID:          keyward.NewID(keyward.PrefixUsageEvent, at),
+		ID:          keyward.NewTimeID(keyward.PrefixUsageEvent, at), // listed newest first, many to a millisecond
 		WorkspaceID: q.WorkspaceID,
 		TokenID:     q.TokenID,
 		Time:        at,

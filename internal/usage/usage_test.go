@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
 	"reflect"
@@ -277,6 +278,44 @@ func TestRetention(t *testing.T) {
 		MinuteRetention: -1, HourRetention: -1, EventRetention: -1})
 	if n, err := r.Prune(context.Background()); err != nil || n != (keyward.UsagePruned{}) {
 		t.Errorf("prune with no retention = %+v, %v", n, err)
+	}
+}
+
+// TestEventsNewestFirstWithinMillisecond: failures many to a millisecond
+// (a brute force, say), recorded in another order than their times (from
+// several goroutines), list newest first by their times, as
+// GET /v1/usage/events promises, not in an order the ids' random bits make.
+func TestEventsNewestFirstWithinMillisecond(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st})
+	const n = 40
+	for _, i := range rand.Perm(n) {
+		q := req(ws.ID, "", 0, "/v1/verify", keyward.NotFound, 200)
+		q.At += int64(i) * 1000 // i µs into the same millisecond
+		r.Record(q)
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.FindUsageEvents(context.Background(), keyward.UsageEventFilter{WorkspaceID: ws.ID, Limit: n + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("%d events, want %d", len(got), n)
+	}
+	for i, e := range got {
+		if want := t0.Add(time.Duration(n-1-i) * time.Microsecond); !e.Time.Equal(want) {
+			t.Fatalf("event %d of the list is at %v, want %v (newest first)", i, e.Time.Format(time.RFC3339Nano), want.Format(time.RFC3339Nano))
+		}
+	}
+	// A cursor in the middle of the millisecond pages on from there.
+	rest, err := st.FindUsageEvents(context.Background(), keyward.UsageEventFilter{WorkspaceID: ws.ID, Before: got[9].ID, Limit: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) != n-10 || rest[0].ID != got[10].ID {
+		t.Errorf("page after the 10th event: %d events, want %d starting with the 11th", len(rest), n-10)
 	}
 }
 

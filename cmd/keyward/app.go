@@ -200,7 +200,20 @@ func (c *serveConfig) validate() error {
 			return fmt.Errorf("%s must be 0 (forever) or at least 1h", r.name)
 		}
 	}
+	if h, m := c.UsageHourRetention, c.UsageMinuteRetention; h > 0 && (m == 0 || h < m) {
+		// Hour and day series are read from the hour rollups: shorter
+		// kept, they would come back empty where minute ones still are.
+		return fmt.Errorf("--usage-hour-retention (%s) must be 0 (forever) or at least as long as --usage-minute-retention (%s): hour and day series are read from the hour rollups", retentionString(h), retentionString(m))
+	}
 	return nil
+}
+
+// retentionString writes a retention as its flags take it: 0 is forever.
+func retentionString(d time.Duration) string {
+	if d == 0 {
+		return "0, forever"
+	}
+	return d.String()
 }
 
 // listenPort returns the port that net.Listen would listen on for addr,

@@ -498,6 +498,9 @@ func TestUsageErrors(t *testing.T) {
 		// Zero would mean no bound at all, not "fail closed at once".
 		{"ServeStaleGraceZero", []string{"serve", "--stale-grace", "0"}, nil, "--stale-grace must be at least 1s, not 0s"},
 		{"ServeEnvDuration", []string{"serve"}, map[string]string{"KEYWARD_STALE_GRACE": "5 minutes"}, `KEYWARD_STALE_GRACE="5 minutes": want a duration`},
+		// Hour and day series come from the hour rollups.
+		{"ServeHourRetentionShort", []string{"serve", "--usage-hour-retention", "24h"}, nil, "--usage-hour-retention (24h0m0s) must be 0 (forever) or at least as long as --usage-minute-retention (336h0m0s)"},
+		{"ServeHourRetentionMinuteForever", []string{"serve", "--usage-minute-retention", "0"}, nil, "--usage-hour-retention (9600h0m0s) must be 0 (forever) or at least as long as --usage-minute-retention (0, forever)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cli(t, f, tc.vars, "", tc.args...)

@@ -613,13 +613,16 @@ type server struct {
 	log    *slog.Logger
 	store  keyward.Store
 	engine *verify.Engine
-	usage  *usage.Recorder     // nil with --usage=false
-	limits *redislimit.Limiter // nil without --redis-url
-	http   *http.Server
-	ln     net.Listener
-	gw     *gatewayServer // nil without --gateway-config
-	dash   *dashboard.Server
-	lock   *os.File // the SQLite data dir's, held while serving
+	usage  *usage.Recorder // nil with --usage=false
+	// retention deletes stored usage past its retention with
+	// --usage=false (nil otherwise: usage does it).
+	retention *usage.Recorder
+	limits    *redislimit.Limiter // nil without --redis-url
+	http      *http.Server
+	ln        net.Listener
+	gw        *gatewayServer // nil without --gateway-config
+	dash      *dashboard.Server
+	lock      *os.File // the SQLite data dir's, held while serving
 }
 
 // secureCookies reports whether the dashboard's cookies are Secure (and
@@ -834,11 +837,16 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	if err := s.engine.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start the verification engine: %w", err)
 	}
+	ucfg := cfg.usageConfig()
+	ucfg.Store, ucfg.Log = s.store, log
 	if cfg.Usage {
-		ucfg := cfg.usageConfig()
-		ucfg.Store, ucfg.Log = s.store, log
 		s.usage = usage.New(ucfg)
 		s.usage.Start()
+	} else {
+		// Nothing counted here, but what is stored still goes when its
+		// retention says: raw events hold client addresses.
+		s.retention = usage.New(ucfg)
+		s.retention.StartRetention()
 	}
 	a := api.New(api.Config{Service: svc, Engine: s.engine, Store: s.store, Log: log, MaxBody: cfg.MaxBody, Version: version, Probes: probes, Usage: s.usage})
 	handler := a.Handler()
@@ -980,6 +988,9 @@ func (s *server) close(ctx context.Context) error {
 			s.log.Error("usage analytics not yet written were lost: the store did not take them before the stop", "err", err)
 			errs = append(errs, fmt.Errorf("write usage analytics: %w", err))
 		}
+	}
+	if s.retention != nil {
+		errs = append(errs, s.retention.Close(ctx)) // nothing to flush
 	}
 	if s.limits != nil {
 		errs = append(errs, s.limits.Close())

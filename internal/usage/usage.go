@@ -242,6 +242,18 @@ func (r *Recorder) Start() {
 	go r.loop(r.cfg.FlushInterval, r.kick, false, func(ctx context.Context) {
 		flushLog.Report(r.log, r.cfg.Now(), r.Flush(ctx))
 	})
+	r.startRetention()
+}
+
+// StartRetention runs the retention loop alone, until Close: for a node
+// that counts no usage (--usage=false), so that what was stored before,
+// or by other nodes, is still deleted when its retention says.
+func (r *Recorder) StartRetention() {
+	r.done.Add(1)
+	r.startRetention()
+}
+
+func (r *Recorder) startRetention() {
 	go r.loop(r.cfg.PruneInterval, nil, true, func(ctx context.Context) {
 		if _, err := r.Prune(ctx); err != nil {
 			r.log.Warn("usage retention failed", "err", err)

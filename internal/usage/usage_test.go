@@ -723,3 +723,40 @@ func TestFlushFailuresLogged(t *testing.T) {
 	fs.mu.Unlock()
 	waitFor("the recovery logged", func() bool { return strings.Contains(log.String(), "usage written again") })
 }
+
+// TestStartRetention: a node that counts no usage (--usage=false) still
+// deletes, at its start, what other nodes or earlier runs stored past
+// retention.
+func TestStartRetention(t *testing.T) {
+	db, ws := openStore(t)
+	const a = "tok_0000000000000000000000000a"
+	w := New(Config{Store: db, Now: func() time.Time { return t0 }, SampleEvery: -1})
+	for i := range 3 {
+		w.Record(req(ws.ID, a, i*60, "/v1/verify", keyward.Revoked, 200))
+	}
+	if err := w.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := events(t, db, ws.ID); len(got) != 3 {
+		t.Fatalf("%d events stored, want 3", len(got))
+	}
+	if got := len(rows(t, db, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Minute})); got != 3 {
+		t.Fatalf("%d minute rows stored, want 3", got)
+	}
+	r := New(Config{Store: db, Now: func() time.Time { return t0.Add(30 * 24 * time.Hour) }, SampleEvery: -1})
+	r.StartRetention()
+	for deadline := time.Now().Add(10 * time.Second); r.Stats().Pruned < 6; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("retention deleted %d rows within 10 s, want 6 (3 minute rollups, 3 events)", r.Stats().Pruned)
+		}
+	}
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := events(t, db, ws.ID); len(got) != 0 {
+		t.Errorf("%d events left, want 0", len(got))
+	}
+	if got := len(rows(t, db, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Minute})); got != 0 {
+		t.Errorf("%d minute rows left, want 0", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
@@ -114,5 +115,54 @@ func TestDashboardPasskeys(t *testing.T) {
 	)
 	if msg := text(t, ctx, "passkey-error"); !strings.Contains(msg, "This page has expired") {
 		t.Errorf("stale form: %q", msg)
+	}
+}
+
+// TestDashboardPasskeyEnter adds a passkey from the keyboard: Enter in the
+// name field runs the ceremony, as the button does. The form must never
+// submit itself: it has no action of its own, and a GET would put its CSRF
+// token and the name in the page's URL. Without JavaScript, which passkeys
+// need, the form is not shown.
+func TestDashboardPasskeyEnter(t *testing.T) {
+	exe := chromium(t)
+	st := sqliteStore(t)
+	const pw = "correct horse battery staple"
+	userCreate(t, st, "owner@example.com", pw, "--owner")
+	port := freePort(t)
+	base := fmt.Sprintf("http://localhost:%d", port)
+	startServer(t, st, "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--public-url", base)
+
+	ctx := browserTab(t, exe)
+	do(t, ctx, "add a virtual authenticator", virtualAuthenticator())
+	signIn(t, ctx, base, "owner@example.com", pw)
+	do(t, ctx, "name a passkey and press Enter",
+		chromedp.WaitVisible(chromedp.ID("token-list")),
+		chromedp.Navigate(base+"/account/mfa"),
+		chromedp.SendKeys(chromedp.ID("passkey-name"), "typed\r"),
+		chromedp.WaitVisible(chromedp.ID("passkey-list")),
+	)
+	loc, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loc != base+"/account/mfa" {
+		t.Errorf("after Enter the page is %s, want %s/account/mfa (no query)", loc, base)
+	}
+	if list := text(t, ctx, "passkey-list"); !strings.Contains(list, "typed") {
+		t.Fatalf("passkey list: %q", list)
+	}
+
+	noJS := browserTab(t, exe)
+	do(t, noJS, "turn JavaScript off", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+		return err
+	}))
+	do(t, noJS, "the sign-in page without JavaScript", chromedp.Navigate(base+"/signin"), chromedp.WaitVisible(chromedp.ID("email")))
+	shown, err := chromedp.Run(noJS, chromedp.Evaluate[bool](`document.querySelector("form[data-passkey-form]").getClientRects().length > 0`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shown {
+		t.Error("without JavaScript the passkey form is shown, though its button cannot work")
 	}
 }

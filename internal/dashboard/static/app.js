@@ -83,6 +83,12 @@ document.addEventListener("DOMContentLoaded", function () {
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-passkey]").forEach(function (btn) {
       btn.addEventListener("click", function () { run(btn); });
+      // Enter in the form's name field submits the form: run the
+      // ceremony instead, never a request of the form's own.
+      var form = btn.closest("form");
+      form.addEventListener("submit", function (e) { e.preventDefault(); run(btn); });
+      // The forms stay hidden without this script: a passkey needs it.
+      form.hidden = false;
     });
   });
 })();

@@ -331,3 +331,46 @@ func TestDashboardTokenExpiry(t *testing.T) {
 		t.Errorf("the event's changes %v, want expires_at from the old expiry to %s", update.Changes, end.Format(time.RFC3339))
 	}
 }
+
+// TestDashboardLongNames opens a token whose name and scope are single
+// words as long as they may be: the token's page does not grow wider than
+// the window, and in the list they wrap within the table, so that the
+// other columns stay in sight.
+func TestDashboardLongNames(t *testing.T) {
+	exe := chromium(t)
+	st := sqliteStore(t)
+	const pw = "correct horse battery staple"
+	userCreate(t, st, "owner@example.com", pw, "--owner")
+	root := initRoot(t, st)
+	srv := startServer(t, st)
+	api := newClient(t, srv.URL, root)
+	tok, err := api.CreateToken(context.Background(), client.CreateTokenRequest{
+		Name: strings.Repeat("x", 200), Scopes: []string{"orders:" + strings.Repeat("segment", 20)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tab := browserTab(t, exe)
+	signIn(t, tab, srv.URL, "owner@example.com", pw)
+	do(t, tab, "the token's page", chromedp.WaitVisible(chromedp.ID("token-list")),
+		chromedp.Navigate(srv.URL+"/tokens/"+tok.ID), chromedp.WaitVisible(chromedp.ID("token-state")))
+	wide, err := chromedp.Run(tab, chromedp.Evaluate[string](
+		`document.documentElement.scrollWidth > document.documentElement.clientWidth ? "page " + document.documentElement.scrollWidth + "px wide in a window of " + document.documentElement.clientWidth : ""`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wide != "" {
+		t.Errorf("the token's page: %s", wide)
+	}
+	do(t, tab, "the list", chromedp.Navigate(srv.URL+"/tokens"), chromedp.WaitVisible(chromedp.ID("token-list")))
+	wide, err = chromedp.Run(tab, chromedp.Evaluate[string](
+		`(function () { var t = document.getElementById("token-list"), w = t.parentElement.clientWidth;
+		  return t.offsetWidth > w ? "table " + t.offsetWidth + "px wide in a box of " + w : ""; })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wide != "" {
+		t.Errorf("the token list: %s", wide)
+	}
+}

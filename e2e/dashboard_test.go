@@ -374,3 +374,56 @@ func TestDashboardLongNames(t *testing.T) {
 		t.Errorf("the token list: %s", wide)
 	}
 }
+
+// TestDashboardSecretNotBack leaves the page that shows a new token's
+// secret and comes back with the browser's Back button. Browsers may show
+// a page that was left from memory (the back-forward cache) without asking
+// the server, Cache-Control: no-store or not: the secret must not be on it.
+func TestDashboardSecretNotBack(t *testing.T) {
+	exe := chromium(t)
+	st := sqliteStore(t)
+	const pw = "correct horse battery staple"
+	userCreate(t, st, "owner@example.com", pw, "--owner")
+	srv := startServer(t, st)
+
+	tab := browserTab(t, exe)
+	signIn(t, tab, srv.URL, "owner@example.com", pw)
+	do(t, tab, "create a token",
+		chromedp.WaitVisible(chromedp.ID("new-token")),
+		chromedp.Click(chromedp.ID("new-token")),
+		chromedp.WaitVisible(chromedp.ID("name")),
+		chromedp.SendKeys(chromedp.ID("name"), "back button"),
+		chromedp.SendKeys(chromedp.ID("extra_scopes"), "orders:read"),
+		chromedp.Click(chromedp.ID("create")),
+		chromedp.WaitVisible(chromedp.ID("secret")),
+	)
+	secret := text(t, tab, "secret")
+	do(t, tab, "go to the token, then back",
+		chromedp.Click(chromedp.ID("token-link")),
+		chromedp.WaitVisible(chromedp.ID("token-state")),
+		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := chromedp.Evaluate[any](`history.back()`)(ctx, t)
+			return err
+		}),
+	)
+	// A page restored from the back-forward cache sends none of the
+	// events that DOM queries wait for: poll with script instead.
+	var body string
+	for {
+		page, err := chromedp.Run(tab, chromedp.Evaluate[string](
+			`location.pathname.endsWith("/created") && document.readyState === "complete" ? document.body.innerText : ""`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page != "" {
+			body = page
+			break
+		}
+		if err := chromedp.Do(tab, chromedp.Sleep(50*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if strings.Contains(body, secret) {
+		t.Errorf("back on the show-once page, the secret is shown again:\n%s", body)
+	}
+}

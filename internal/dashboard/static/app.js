@@ -13,6 +13,19 @@ document.addEventListener("DOMContentLoaded", function () {
   });
 });
 
+// Secrets shown once (a token's, an invitation link, recovery codes):
+// browsers may keep a page that was left, Cache-Control: no-store or not,
+// and show it again from memory on Back, without asking the server, which
+// would answer that the secret is gone. So as the page is left, the
+// section that holds the secret says that instead.
+window.addEventListener("pagehide", function () {
+  document.querySelectorAll("[data-once]").forEach(function (el) {
+    var p = document.createElement("p");
+    p.textContent = el.getAttribute("data-once");
+    el.replaceChildren(p);
+  });
+});
+
 // Passkeys: buttons with data-passkey="register" or "login" run a WebAuthn
 // ceremony against data-endpoint + "/begin" and "/finish". The form around
 // the button supplies the CSRF token (and a name or next, when it has them).

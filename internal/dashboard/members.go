@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,9 +125,21 @@ func (s *Server) handleInvited(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusForbidden, "Only owners invite members.")
 		return
 	}
-	v, ok := s.takeOnce(w, r, "/members/invited/"+r.PathValue("id"))
+	id := r.PathValue("id")
+	v, ok := s.takeOnce(w, r, "/members/invited/"+id)
 	email, link, _ := strings.Cut(v, "\x00")
 	if !ok || link == "" {
+		// "Shown once" speaks of an open invitation of this workspace:
+		// any other id, another workspace's included, is no page here.
+		invs, err := s.accounts.FindInvites(r.Context(), stateOf(r).member.WorkspaceID)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if !slices.ContainsFunc(invs, func(inv *keyward.Invite) bool { return inv.ID == id }) {
+			s.renderError(w, r, http.StatusNotFound, "There is no such page.")
+			return
+		}
 		s.membersPage(w, r, http.StatusGone, membersData{Gone: true})
 		return
 	}

@@ -650,3 +650,40 @@ func TestInviteAccountCreatedSince(t *testing.T) {
 		})
 	}
 }
+
+// TestInvitedPageOtherIDs: the page an invitation's link is shown on
+// answers 410 ("shown once") only for an open invitation of the workspace
+// acted in; another workspace's invitation, or an id that is none, is no
+// page there (404), as every foreign object is.
+func TestInvitedPageOtherIDs(t *testing.T) {
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	acme, _, err := e.svc.CreateWorkspace(context.Background(), manage.SystemCaller(e.ws.ID), &keyward.Workspace{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eve := e.user("eve@example.com", keyward.RoleMember)
+	if err := e.store.PutMember(context.Background(), &keyward.Member{WorkspaceID: acme.ID, UserID: eve.ID, Role: keyward.RoleOwner, CreatedAt: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	o := e.browser()
+	o.signIn("owner@example.com")
+	invite(t, o, "new@example.com", keyward.RoleMember)
+	invitedPage := o.path()
+
+	status, body := o.get(invitedPage)
+	wantStatus(t, status, http.StatusGone, body)
+	status, body = o.get("/members/invited/inv_01kkns5tm0z5mqaxme48v3envb")
+	wantStatus(t, status, http.StatusNotFound, body)
+
+	ev := e.browser()
+	ev.signIn("eve@example.com") // lands in acme, where eve is an owner
+	if !strings.Contains(ev.body, "acme (owner)") {
+		t.Fatalf("eve is not acting in acme as its owner:\n%s", ev.body)
+	}
+	status, body = ev.get(invitedPage)
+	wantStatus(t, status, http.StatusNotFound, body)
+	if strings.Contains(body, "invite-gone") {
+		t.Error("another workspace's invitation is said to be shown already")
+	}
+}

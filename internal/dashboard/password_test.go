@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -283,5 +284,24 @@ func TestPasswordChangeSessionEnded(t *testing.T) {
 	status, body = b.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {newPassword}})
 	if status != http.StatusOK || b.path() != "/tokens" {
 		t.Fatalf("signing in again from the page: %d at %s\n%s", status, b.path(), body)
+	}
+}
+
+// TestPasswordFormsName: the forms that ask for the password of the
+// signed-in user name the account too, as a password manager needs to
+// fill the right password and to update it on a change (browsers warn of
+// a password form without one).
+func TestPasswordFormsName(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	want := regexp.MustCompile(`<form method="post" action="(/account/password|/reauth)"[^>]*>(?:\s*<input type="hidden"[^>]*>)*\s*<input type="email" name="username" value="ann@example.com" autocomplete="username" hidden readonly>`)
+	for _, path := range []string{"/account/password", "/reauth"} {
+		status, body := b.get(path)
+		wantStatus(t, status, http.StatusOK, body)
+		if m := want.FindStringSubmatch(body); m == nil || m[1] != path {
+			t.Errorf("%s: the form names no account (autocomplete=username):\n%s", path, body)
+		}
 	}
 }

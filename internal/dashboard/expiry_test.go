@@ -77,8 +77,21 @@ func TestTokenExpiry(t *testing.T) {
 
 	t.Run("OKPreset", func(t *testing.T) {
 		_, page := b.get("/tokens/" + tok.ID)
-		wantText(t, page, form+tok.ID+`/expiry"`, `value="90" id="expiry-90" checked`, `value="never" id="expiry-never"`)
-		status, body := b.post(path, url.Values{"expiry": {"7"}})
+		wantText(t, page, form+tok.ID+`/expiry"`, `value="90" id="expiry-90">`, `value="never" id="expiry-never">`)
+		// Nothing is chosen for the user: a careless click must not
+		// re-date the token.
+		if strings.Contains(page, `checked`) {
+			t.Errorf("the expiry form has a choice made:\n%s", page)
+		}
+		status, body := b.post(path, url.Values{})
+		wantStatus(t, status, http.StatusBadRequest, body)
+		if got := fieldError(t, body); got != "Choose when the token expires." {
+			t.Errorf("no choice: %q", got)
+		}
+		if got := stored(tok.ID); got == nil || !got.Equal(tok.ExpiresAt.UTC()) {
+			t.Fatalf("expires_at %v after a post without a choice, want %v", got, tok.ExpiresAt)
+		}
+		status, body = b.post(path, url.Values{"expiry": {"7"}})
 		wantStatus(t, status, http.StatusOK, body)
 		if b.path() != "/tokens/"+tok.ID {
 			t.Fatalf("after the change: at %s", b.path())

@@ -589,9 +589,9 @@ func (s *Server) handleTokenPage(w http.ResponseWriter, r *http.Request) {
 func (s *Server) renderToken(w http.ResponseWriter, r *http.Request, status int, t *keyward.Token, in tokenInput, errs map[string]string) {
 	st := stateOf(r)
 	now := s.now().UTC()
-	if in.Expiry == "" {
-		_, in.Expiry = allowedPresets(st.settings.MaxTokenLifetime)
-	}
+	// The expiry form chooses nothing until the user does: a choice made
+	// for them (the create form's default) would re-date the token at a
+	// careless click, further off or sooner than it is.
 	events, err := s.store.FindAuditEvents(r.Context(), keyward.AuditFilter{WorkspaceID: t.WorkspaceID, Target: t.ID, Limit: 20})
 	if err != nil {
 		s.fail(w, r, err)

@@ -206,6 +206,8 @@ func TestMemberRoles(t *testing.T) {
 	if !strings.Contains(page, `id="role-`+mia.ID+`"`) {
 		t.Error("an admin's members page offers no control over a member")
 	}
+	// Each row's buttons say whom they act on, to a screen reader too.
+	wantText(t, page, `Change<span class="sr"> the role of mia@example.com</span></button>`, `Remove<span class="sr"> mia@example.com</span></button>`)
 	tests := []struct {
 		name, user, role string
 		status           int

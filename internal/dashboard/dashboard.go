@@ -248,6 +248,8 @@ func (s *Server) routes() []route {
 		{"POST /account/mfa/totp", authVerified, s.handleTOTPEnrol},
 		{"POST /account/mfa/totp/confirm", authVerified, s.handleTOTPConfirm},
 		{"POST /account/mfa/totp/disable", authVerified, s.handleTOTPDisable},
+		{"POST /account/mfa/recovery", authVerified, s.handleRecoveryCodes},
+		{"GET /account/mfa/recovery", authVerified, s.handleRecoveryPage},
 		{"GET /tokens", authVerified, s.handleTokenList},
 		{"GET /tokens/new", authVerified, s.handleTokenNew},
 		{"POST /tokens", authVerified, s.handleTokenCreate},

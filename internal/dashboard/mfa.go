@@ -243,6 +243,58 @@ func (s *Server) handleTOTPDisable(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/account/mfa", http.StatusSeeOther)
 }
 
+// recoveryPage is the page that shows recovery codes made anew, once.
+const recoveryPage = "/account/mfa/recovery"
+
+// handleRecoveryCodes makes new recovery codes for the app, in place of
+// those left (the user has used some, or fears they were seen), and shows
+// them once on recoveryPage.
+func (s *Server) handleRecoveryCodes(w http.ResponseWriter, r *http.Request) {
+	st := stateOf(r)
+	now := s.now().UTC()
+	if !s.recentAuth(r) {
+		http.Redirect(w, r, "/reauth?next=/account/mfa", http.StatusSeeOther)
+		return
+	}
+	if !st.user.HasMFA() {
+		s.renderError(w, r, http.StatusConflict, "Recovery codes stand in for the authenticator app: set one up first.")
+		return
+	}
+	codes, digests, err := s.sealer.NewRecoveryCodes(st.user.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	evs, err := s.accountEvents(r, st.user.ID, "mfa.recovery_codes_create", st.user.ID, nil, now)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.accounts.SetRecoveryCodes(r.Context(), st.user.ID, digests, evs...); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.showOnce(w, r, recoveryPage, strings.Join(codes, "\n"))
+}
+
+// handleRecoveryPage shows the recovery codes handleRecoveryCodes made,
+// once: reloaded, or come back to, it says they were shown.
+func (s *Server) handleRecoveryPage(w http.ResponseWriter, r *http.Request) {
+	codes, ok := s.takeOnce(w, r, recoveryPage)
+	d, err := s.mfaSettings(r, stateOf(r).user)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if ok {
+		d.RecoveryCodes = strings.Split(codes, "\n")
+	} else {
+		status, d.Warning = http.StatusGone, "The new recovery codes were shown once, when they were made, and are not shown again. If you did not store them, make new ones."
+	}
+	s.render(w, r, status, "mfa_settings", "Two-step verification", d)
+}
+
 // renderSessionsKept answers a change of u's factors, stored, after which
 // ending the other sessions failed (logged): the security page, as it is
 // now, says so (warn); should it not be read, warn alone is shown.

@@ -448,3 +448,75 @@ func TestFactorOffSaysSessionsKept(t *testing.T) {
 		})
 	}
 }
+
+// TestRecoveryCodesAnew: an app's user makes new recovery codes, shown
+// once on a page of their own; the old codes stop working, the new ones
+// sign in, and the page shown again says they were shown.
+func TestRecoveryCodesAnew(t *testing.T) {
+	e := newEnv(t)
+	e.user("ann@example.com", keyward.RoleOwner)
+	e.user("bob@example.com", keyward.RoleMember)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	_, old := enrolTOTP(t, b)
+	u := mustUser(t, e, "ann@example.com")
+
+	_, page := b.get("/account/mfa")
+	wantText(t, page, `action="/account/mfa/recovery"`, `id="recovery-new"`)
+	status, body := b.post("/account/mfa/recovery", nil)
+	wantStatus(t, status, http.StatusOK, body)
+	if b.path() != "/account/mfa/recovery" {
+		t.Fatalf("after making codes: at %s", b.path())
+	}
+	var codes []string
+	for _, m := range recoveryRE.FindAllStringSubmatch(body, -1) {
+		codes = append(codes, m[1])
+	}
+	if len(codes) != account.RecoveryCodes || slices.Contains(codes, old[0]) {
+		t.Fatalf("codes shown %v, want %d new ones", codes, account.RecoveryCodes)
+	}
+	wantText(t, body, `id="recovery-codes" data-once=`)
+	// Shown once: again, the page says so.
+	status, body = b.get("/account/mfa/recovery")
+	wantStatus(t, status, http.StatusGone, body)
+	if n := len(recoveryRE.FindAllString(body, -1)); n != 0 {
+		t.Fatalf("the page shown again lists %d codes", n)
+	}
+	wantText(t, body, "The new recovery codes were shown once")
+	if n, _ := e.store.RecoveryCodesLeft(context.Background(), u.ID); n != account.RecoveryCodes {
+		t.Errorf("%d recovery codes stored, want %d", n, account.RecoveryCodes)
+	}
+	evs, err := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: "mfa.recovery_codes_create"})
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("mfa.recovery_codes_create events: %d, %v; want 2 (enrolment, anew)", len(evs), err)
+	}
+
+	signIn := func(code string) (int, string) {
+		c := e.browser()
+		c.get("/signin")
+		c.post("/signin", url.Values{"email": {"ann@example.com"}, "password": {goodPassword}})
+		status, body := c.post("/signin/mfa", url.Values{"code": {code}})
+		return status, c.path() + "\n" + body
+	}
+	if status, body := signIn(old[1]); status != http.StatusUnauthorized {
+		t.Errorf("an old recovery code: %d\n%s", status, body)
+	}
+	if status, body := signIn(codes[0]); status != http.StatusOK || !strings.HasPrefix(body, "/tokens\n") {
+		t.Errorf("a new recovery code: %d\n%s", status, body)
+	}
+
+	// Without a recent password, first the password; without an app, no
+	// codes.
+	e.clock.Add(reauthFor)
+	status, body = b.post("/account/mfa/recovery", nil)
+	if !strings.HasPrefix(b.path(), "/reauth") {
+		t.Errorf("without a recent password: %d at %s\n%s", status, b.path(), body)
+	}
+	c := e.browser()
+	c.signIn("bob@example.com")
+	status, body = c.post("/account/mfa/recovery", nil)
+	wantStatus(t, status, http.StatusConflict, body)
+	if n, _ := e.store.RecoveryCodesLeft(context.Background(), mustUser(t, e, "bob@example.com").ID); n != 0 {
+		t.Errorf("a user without an app got %d recovery codes", n)
+	}
+}

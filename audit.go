@@ -192,10 +192,14 @@ func AuditHeadMAC(key []byte, workspaceID, eventID string, mac []byte) []byte {
 // or by someone without one, who may have removed the newest events and
 // pointed the head's mac at the new last one: chaining to that mac alone
 // would make the chain whole again at the next write. So the link is then
-// the head as found, its mac and its HeadMAC (each sha256.Size bytes; a
-// part of another length is stored as zeros, which match nothing), and
-// verification checks that HeadMAC, under the keys it holds, against the
-// event the link follows (see SplitAuditPrev).
+// the head as found, its mac and AuditHeadDigest of its HeadMAC (each
+// sha256.Size bytes; a mac of another length is stored as zeros, which
+// match nothing), and verification checks that digest, under the keys it
+// holds, against the event the link follows (see SplitAuditPrev). The
+// digest, not the HeadMAC itself: a head's MAC stays valid for as long as
+// its event is the last, so one readable in the database would let whoever
+// removes every event written after it (all those since a rotation) put
+// that head back and pass verification.
 func AuditPrev(key []byte, head *AuditHead) []byte {
 	if head == nil {
 		return nil
@@ -203,21 +207,26 @@ func AuditPrev(key []byte, head *AuditHead) []byte {
 	if hmac.Equal(AuditHeadMAC(key, head.WorkspaceID, head.EventID, head.MAC), head.HeadMAC) {
 		return head.MAC
 	}
-	b := make([]byte, 2*sha256.Size)
+	b := make([]byte, sha256.Size, 2*sha256.Size)
 	if len(head.MAC) == sha256.Size {
 		copy(b, head.MAC)
 	}
-	if len(head.HeadMAC) == sha256.Size {
-		copy(b[sha256.Size:], head.HeadMAC)
-	}
-	return b
+	return append(b, AuditHeadDigest(head.HeadMAC)...)
+}
+
+// AuditHeadDigest returns the SHA-256 of a head's MAC, which an event
+// appended after a head that did not hold under its writer's key stores
+// in place of that MAC (see AuditPrev).
+func AuditHeadDigest(headMAC []byte) []byte {
+	d := sha256.Sum256(headMAC)
+	return d[:]
 }
 
 // SplitAuditPrev returns the link an event's prev names, the mac of the
 // event before it, and, when the event was appended after a head that did
-// not hold under the key of its time (see AuditPrev), that head's MAC, or
-// nil.
-func SplitAuditPrev(prev []byte) (link, headMAC []byte) {
+// not hold under the key of its time (see AuditPrev), the AuditHeadDigest
+// of that head's MAC, or nil.
+func SplitAuditPrev(prev []byte) (link, headDigest []byte) {
 	if len(prev) == 2*sha256.Size {
 		return prev[:sha256.Size], prev[sha256.Size:]
 	}

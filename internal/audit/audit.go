@@ -140,7 +140,7 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 		if len(l.MAC) > 0 {
 			k = linkedBy(keys, l.Prev, e, l.MAC)
 		}
-		link, headMAC := keyward.SplitAuditPrev(l.Prev)
+		link, headDigest := keyward.SplitAuditPrev(l.Prev)
 		switch {
 		case len(l.MAC) == 0:
 			fail(Changed, e, l.Seq, "event %s has no link: it was not written by keyward, or its link was removed", e.ID)
@@ -171,17 +171,17 @@ func VerifyExpecting(ctx context.Context, log Log, key []byte, workspaceID strin
 		case !bytes.Equal(link, prev):
 			badE, badL = e, l
 			return errStop
-		case headMAC != nil:
+		case headDigest != nil:
 			// Appended after a head that did not hold under the key of its
 			// time: it must be the head of the event before, under a key of
 			// a time when none was linked under the current one yet.
-			h := &keyward.AuditHead{WorkspaceID: workspaceID, EventID: last.ID, MAC: prev, HeadMAC: headMAC}
+			h := &keyward.AuditHead{WorkspaceID: workspaceID, EventID: last.ID, MAC: prev}
 			switch {
-			case !headOK(keys, h):
+			case !headDigestOK(keys, h, headDigest):
 				fail(NewestRemoved, e, l.Seq, "event %s (seq %d) was written after a chain head that had been changed: "+
 					"the events written after event %s (seq %d) were removed, and the head pointed back at it", e.ID, l.Seq, last.ID, lastL.Seq)
 				return errStop
-			case current && !headOK(keys[:1], h):
+			case current && !headDigestOK(keys[:1], h, headDigest):
 				fail(OldKey, e, l.Seq, "event %s (seq %d) was written after a chain head signed under a previous server secret although events before it are linked under the current one: "+
 					"it was written after the rotation by whoever still holds the old secret", e.ID, l.Seq)
 				return errStop
@@ -303,6 +303,17 @@ func linkedBy(keys [][]byte, prev []byte, e *keyward.AuditEvent, mac []byte) int
 func headOK(keys [][]byte, h *keyward.AuditHead) bool {
 	for _, k := range keys {
 		if hmac.Equal(keyward.AuditHeadMAC(k, h.WorkspaceID, h.EventID, h.MAC), h.HeadMAC) {
+			return true
+		}
+	}
+	return false
+}
+
+// headDigestOK reports whether digest is the keyward.AuditHeadDigest of
+// the MAC of h (whose HeadMAC is not used) under one of keys.
+func headDigestOK(keys [][]byte, h *keyward.AuditHead, digest []byte) bool {
+	for _, k := range keys {
+		if hmac.Equal(keyward.AuditHeadDigest(keyward.AuditHeadMAC(k, h.WorkspaceID, h.EventID, h.MAC)), digest) {
 			return true
 		}
 	}

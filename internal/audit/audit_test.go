@@ -355,6 +355,49 @@ func testVerify(t *testing.T, b backend) {
 		wantProblem(t, f.verify(rotated, key), audit.OldKey, later.ID)
 	})
 
+	t.Run("ErrRemovedSinceRotationHeadFromLink", func(t *testing.T) {
+		// The first event written after a rotation is linked to the head
+		// it found, made under the old key. Whoever can write the database
+		// but holds neither secret removes every event since the rotation
+		// and puts back the head of the last event before it: its MAC must
+		// not be readable from that first event's link, or verify (given
+		// the old key, as it must be to check the events before) would
+		// take the cut-back chain for whole, with or without a write after.
+		for _, write := range []bool{false, true} {
+			t.Run(fmt.Sprintf("WriteAfter=%v", write), func(t *testing.T) {
+				f := newFixture(t, b)
+				last := f.evs[4]
+				f.s.Close()
+				f.s = b.open(t, f.loc, rotated)
+				first := f.token(f.ws, "after rotation")
+				f.token(f.ws, "revocation to hide")
+				var lastL, firstL keyward.AuditLink
+				f.s.AuditChain(context.Background(), f.ws, func(e *keyward.AuditEvent, l keyward.AuditLink) error {
+					switch e.ID {
+					case last.ID:
+						lastL = l
+					case first.ID:
+						firstL = l
+					}
+					return nil
+				})
+				_, found := keyward.SplitAuditPrev(firstL.Prev)
+				if found == nil {
+					t.Fatalf("the first event after the rotation is linked to %x, not to the head as found", firstL.Prev)
+				}
+				f.exec(`DELETE FROM audit_events WHERE workspace_id = ? AND seq >= ?`, f.ws, firstL.Seq)
+				f.exec(`UPDATE audit_heads SET seq = ?, event_id = ?, mac = ?, head_mac = ? WHERE workspace_id = ?`,
+					lastL.Seq, last.ID, lastL.MAC, found, f.ws)
+				if !write {
+					wantProblem(t, f.verify(rotated, key), audit.HeadChanged, last.ID)
+					return
+				}
+				later := f.token(f.ws, "later")
+				wantProblem(t, f.verify(rotated, key), audit.NewestRemoved, later.ID)
+			})
+		}
+	})
+
 	t.Run("OKConcurrentWriters", func(t *testing.T) {
 		// Writers on two handles (two processes, or two nodes) append to
 		// the same chains at once: the links follow the commit order.

@@ -86,7 +86,7 @@ type AuditHead struct {
 type AuditLink struct {
 	Seq  int64  // the event's sequence number: the order of commits
 	MAC  []byte // the event's AuditMAC; nil when the row has none
-	Prev []byte // the link the event was chained to: the MAC of the event before it (with the head's MAC, see AuditPrev), empty for the first
+	Prev []byte // the link the event was chained to: the MAC of the event before it (with a digest of the head's MAC, see AuditPrev), empty for the first
 }
 
 // auditChainTag and auditHeadTag open the encodings that AuditMAC and

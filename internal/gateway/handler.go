@@ -168,6 +168,30 @@ func (st *reqState) clientGone() bool {
 	return false
 }
 
+// cutOff reports whether the gateway's own server cut the client's
+// connection (Server.Close, at the end of a stop's shutdown timeout):
+// nothing written from then on reaches the client. An atomic load; false
+// on net/http's servers, whose cut cancels the request's context.
+func (st *reqState) cutOff() bool {
+	w, ok := st.sw.ResponseWriter.(*response)
+	return ok && w.cutOff()
+}
+
+// hold makes pc the upstream connection that Server.Close closes when it
+// cuts the client's connection, so that a request waiting on a slow
+// upstream ends at once; nil: none any more. A cut that came first finds
+// no connection to close: hold closes it itself.
+func (st *reqState) hold(pc *pconn) {
+	w, ok := st.sw.ResponseWriter.(*response)
+	if !ok {
+		return
+	}
+	w.c.upstream.Store(pc)
+	if pc != nil && w.cutOff() {
+		pc.close()
+	}
+}
+
 func stateOf(ctx context.Context) *reqState {
 	st, _ := ctx.Value(ctxKey{}).(*reqState)
 	return st
@@ -432,7 +456,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, st *reqStat
 		// still there to read the answer, though net/http's server has
 		// cancelled the request as it does for any failed read.
 		writeProblem(w, http.StatusBadRequest, keyward.EINVALID, "the request body could not be read", st.requestID)
-	case r.Context().Err() != nil || errors.Is(err, errClientGone):
+	case r.Context().Err() != nil || errors.Is(err, errClientGone) || st.cutOff():
 		// The client went away; nobody reads this answer, and the
 		// connection is dropped.
 		w.WriteHeader(499)
@@ -515,8 +539,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw.Header()["X-Request-Id"] = st.idVals[:]
 	st.requestID = id
 	h.serve(sw, r, st)
-	if st.cut {
-		if rw, ok := sw.ResponseWriter.(*response); ok && rw.nothingSent() {
+	if rw, ok := sw.ResponseWriter.(*response); ok {
+		switch {
+		case !rw.commit() && rw.nothingSent():
+			// The stop cut the client's connection (its shutdown timeout
+			// ran out) before any of the answer reached it, which an
+			// upstream may have sent meanwhile: the client got nothing,
+			// and the records say so, as for a client that left.
+			sw.status = 499
+		case st.cut && rw.nothingSent():
 			// The upstream broke off before any of its answer reached
 			// the client, who gets its connection cut and no answer:
 			// what happened was a bad gateway, not the upstream's status,

@@ -235,6 +235,7 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 	pc, res, err := st.rt.balancer.forward(h, r, st, start)
 	st.upstreamDur = time.Since(start)
 	if err != nil {
+		st.hold(nil)
 		h.proxyError(w, r, st, err)
 		return
 	}
@@ -259,8 +260,11 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request, st *reqState) {
 	bufp := bufPool.Get().(*[]byte)
 	done, readErr := copyBody(w, pc, res, *bufp, stream, st)
 	bufPool.Put(bufp)
-	if readErr != nil {
+	st.hold(nil)
+	if readErr != nil && !st.cutOff() {
 		// The response is cut short: the client must not take it for whole.
+		// (Not when the stop cut the client, which closed the upstream
+		// connection too: the client left, as far as this request goes.)
 		st.proxyErr, st.abort, st.cut = readErr, true, true
 	}
 	if done {
@@ -505,13 +509,21 @@ func (pc *pconn) armSlice(now, deadline time.Time) {
 }
 
 // await waits for the upstream's next bytes, until deadline (zero: no
-// end), in slices of livenessInterval: between slices it asks whether the
-// client is still there, and returns errClientGone when not. When bytes
-// come, a slice's deadline stays armed; a caller that reads further must
-// arm its own.
+// end), in slices of livenessInterval: after each slice it asks whether the
+// client is still there, and returns errClientGone when not, or when the
+// server cut the client (its Close also closes this connection, which ends
+// the wait at once). When bytes come, a slice's deadline stays armed; a
+// caller that reads further must arm its own.
 func (pc *pconn) await(deadline time.Time, st *reqState) error {
 	for {
 		now := time.Now()
+		// A slice that ended before the call (flushAwait's first one, which
+		// waits for the answer without asking about the client) is asked
+		// about here: else the first look would come only after a second
+		// slice.
+		if !pc.rdl.IsZero() && !pc.rdl.After(now) && st.clientGone() {
+			return errClientGone
+		}
 		if !deadline.IsZero() && !now.Before(deadline) {
 			return os.ErrDeadlineExceeded
 		}
@@ -520,11 +532,11 @@ func (pc *pconn) await(deadline time.Time, st *reqState) error {
 		if err == nil {
 			return nil
 		}
+		if st.cutOff() {
+			return errClientGone
+		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return err
-		}
-		if st.clientGone() {
-			return errClientGone
 		}
 	}
 }
@@ -561,12 +573,14 @@ func (h *Handler) send(u *upstream, r *http.Request, st *reqState) (*pconn, *htt
 	if err != nil {
 		return nil, nil, err
 	}
+	st.hold(pc)
 	res, err := h.exchange(pc, r, st, u)
-	if err != nil && pc.reused && errors.Is(err, errStale) {
+	if err != nil && pc.reused && errors.Is(err, errStale) && !st.cutOff() {
 		pc.close()
 		if pc, err = u.pool.dial(ctx); err != nil {
 			return nil, nil, err
 		}
+		st.hold(pc)
 		res, err = h.exchange(pc, r, st, u)
 	}
 	if err != nil {

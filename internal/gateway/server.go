@@ -249,11 +249,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the listeners and every connection at once. A connection
+// Close closes the listeners and every connection at once, but those
+// whose handler has returned (connFinishing): their answer, whose status
+// is recorded already, is sent, and they close right after. A connection
 // whose request is being served inside its raw read (serveInline) can
 // close only when the handler returns, so each is closed on its own
 // goroutine, and Close does not wait for the slowest; marked closed first,
-// a connection takes no more writes (sendWriter).
+// a connection takes no more writes (sendWriter). The upstream connection
+// a handler is using (serverConn.upstream) is closed too, so that a
+// handler waiting on a slow upstream ends at once instead of at its next
+// look at its client (livenessInterval).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.inShutdown.Store(true)
@@ -261,8 +266,16 @@ func (s *Server) Close() error {
 		ln.Close()
 	}
 	for c := range s.conns {
-		c.state.Store(connClosed)
-		go c.conn.Close()
+		if !c.cut() {
+			continue
+		}
+		pc := c.upstream.Load()
+		go func() {
+			if pc != nil {
+				pc.close()
+			}
+			c.conn.Close()
+		}()
 	}
 	h2c := s.h2c
 	s.mu.Unlock()
@@ -277,6 +290,11 @@ const (
 	connIdle   int32 = iota // waiting for a request (or reading its header)
 	connActive              // a request is being handled
 	connClosed              // closed by Shutdown while idle, or by Close
+	// connFinishing: the handler returned and its status is recorded
+	// (response.commit); the answer is being sent. Close leaves such a
+	// connection to close after it, so that no client is recorded as
+	// answered and then cut off.
+	connFinishing
 )
 
 // serverConn is one client connection, served by one goroutine.
@@ -294,12 +312,15 @@ type serverConn struct {
 	peek         func() (data, closed bool)
 	// raw is the socket's raw connection, for serveInline; nil when
 	// there is none (TLS, a pipe in tests).
-	raw    syscall.RawConn
-	state  atomic.Int32
-	rdl    time.Time   // the read deadline armed on conn; zero: none
-	wdl    time.Time   // the write deadline armed on conn; see sendWriter
-	noSend atomic.Bool // hijacked: no write deadline any more
-	served int         // requests served so far
+	raw   syscall.RawConn
+	state atomic.Int32
+	// upstream is the upstream connection the handler uses for the
+	// request (reqState.hold), nil when none: Close closes it.
+	upstream atomic.Pointer[pconn]
+	rdl      time.Time   // the read deadline armed on conn; zero: none
+	wdl      time.Time   // the write deadline armed on conn; see sendWriter
+	noSend   atomic.Bool // hijacked: no write deadline any more
+	served   int         // requests served so far
 	// hijacked: a handler took the connection over (Hijack); the server
 	// has let go of it.
 	hijacked bool
@@ -314,6 +335,21 @@ type serverConn struct {
 	// sent counts the bytes written to the client (sendWriter), so that
 	// a response can tell whether any of it left.
 	sent atomic.Int64
+}
+
+// cut marks the connection closed for Close, and reports whether it did:
+// not when the handler has returned (connFinishing), whose answer goes
+// out before the connection closes.
+func (c *serverConn) cut() bool {
+	for {
+		st := c.state.Load()
+		if st == connFinishing {
+			return false
+		}
+		if c.state.CompareAndSwap(st, connClosed) {
+			return true
+		}
+	}
 }
 
 // closeIfIdle closes the connection when it is waiting for a request;
@@ -444,7 +480,7 @@ func (c *serverConn) armIdle(idle time.Duration) {
 // the connection goes on to the next (keep: the response allows it).
 func (c *serverConn) next(keep bool) bool {
 	return keep && !c.srv.inShutdown.Load() &&
-		c.state.CompareAndSwap(connActive, connIdle) &&
+		(c.state.CompareAndSwap(connFinishing, connIdle) || c.state.CompareAndSwap(connActive, connIdle)) &&
 		!c.srv.inShutdown.Load() // Shutdown may have looked while it was active
 }
 
@@ -1052,10 +1088,13 @@ func (c *serverConn) run(w *response, req *http.Request) (ok bool) {
 }
 
 // clientGone reports whether the client has closed its connection (or
-// reset it). Data waiting to be read, such as a pipelined request, is not
-// leaving. It does not block; it is meant for a handler waiting on
-// something slow, not for every request.
+// reset it), or Close cut it. Data waiting to be read, such as a
+// pipelined request, is not leaving. It does not block; it is meant for a
+// handler waiting on something slow, not for every request.
 func (c *serverConn) clientGone() bool {
+	if c.state.Load() == connClosed {
+		return true
+	}
 	if c.br.Buffered() > 0 {
 		return false
 	}
@@ -1428,6 +1467,17 @@ func (c *serverConn) letGo() {
 
 // clientGone: see serverConn.clientGone.
 func (w *response) clientGone() bool { return w.c.clientGone() }
+
+// cutOff reports whether Close cut the connection while the response was
+// being made: what is written to it no longer reaches the client.
+func (w *response) cutOff() bool { return w.c.state.Load() == connClosed }
+
+// commit is called by a handler when it is done and about to record its
+// status: from then on Close no longer cuts the connection, which sends
+// the answer and closes after it. It reports false when Close cut the
+// connection first; the handler then records what the client got (with
+// nothingSent: nothing).
+func (w *response) commit() bool { return w.c.state.CompareAndSwap(connActive, connFinishing) }
 
 // finish ends the response after the handler returned: a header if none
 // was written, the last chunk and the trailers, and everything sent.

@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -806,5 +807,103 @@ func TestGatewayShutdownCutsStreams(t *testing.T) {
 	}
 	if u.Total != 4 {
 		t.Errorf("usage after the stop: %d requests counted, want 4 (3 and the cut stream)", u.Total)
+	}
+}
+
+// TestGatewayShutdownCutsWaits: requests still waiting on a slow upstream
+// at --shutdown-timeout are cut, and each is recorded once, in the access
+// log and in usage, as 499: their clients got no answer, even when the
+// upstream answers just after the cut (it is let go when serve says it
+// cut them), and serve still stops cleanly.
+func TestGatewayShutdownCutsWaits(t *testing.T) {
+	ctx := ctxT(t)
+	arrived := make(chan struct{}, 16)
+	release := make(chan struct{})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	defer letGo()
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		w.Write([]byte("late\n"))
+	}))
+	defer upstream.Close()
+	defer letGo() // before upstream.Close, which waits for its handlers
+	file := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: slow\n    path_prefix: /\n    timeout: 1m\n    upstreams: ["+upstream.URL+"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	root := initRoot(t, st)
+	srv := startServer(t, st, "--gateway-config", file, "--shutdown-timeout", "200ms", "--usage-flush-interval", "10m")
+	gw := gatewayURL(t, srv)
+	tok, err := newClient(t, srv.URL, root).CreateToken(ctx, client.CreateTokenRequest{Name: "waiter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	type answer struct {
+		status int
+		err    error
+	}
+	answers := make([]chan answer, n)
+	for i := range answers {
+		answers[i] = make(chan answer, 1)
+		go func() {
+			req, _ := http.NewRequest("GET", fmt.Sprintf("%s/wait/%d", gw, i), nil)
+			req.Header.Set("Authorization", "Bearer "+tok.Secret)
+			// A client of its own each: the requests go on five connections.
+			res, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+			if err != nil {
+				answers[i] <- answer{err: err}
+				return
+			}
+			_, err = io.ReadAll(res.Body)
+			res.Body.Close()
+			answers[i] <- answer{status: res.StatusCode, err: err}
+		}()
+	}
+	for range n {
+		select {
+		case <-arrived:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the requests did not all reach the upstream:\n%s", srv.log)
+		}
+	}
+	// The upstream answers as soon as serve says it cut the requests.
+	const cutMsg = "requests still in flight at the shutdown timeout were cut"
+	go func() {
+		for !strings.Contains(srv.log.String(), cutMsg) {
+			select {
+			case <-srv.exited:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		letGo()
+	}()
+	srv.stop() // fails the test unless the exit is clean
+	log := srv.log.String()
+	if !strings.Contains(log, cutMsg) {
+		t.Fatalf("no word of the cut requests:\n%s", log)
+	}
+	for i, a := range answers {
+		if got := <-a; got.err == nil {
+			t.Errorf("request %d: the client got an answer, %d, though serve cut it", i, got.status)
+		}
+	}
+	for i := range n {
+		lines := regexp.MustCompile(fmt.Sprintf(`msg="gateway request" .*path=/wait/%d status=(\d+)`, i)).FindAllStringSubmatch(log, -1)
+		if len(lines) != 1 || lines[0][1] != "499" {
+			t.Errorf("request %d: access-log statuses %v, want one line with 499", i, lines)
+		}
+	}
+	srv = startServer(t, st)
+	u, err := newClient(t, srv.URL, root).TokenUsage(ctx, tok.ID, client.UsageQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Total != n || u.ByStatus["499"] != n {
+		t.Errorf("usage after the stop: %d requests, by status %v; want %d, all 499", u.Total, u.ByStatus, n)
 	}
 }

@@ -44,6 +44,28 @@ type gatewayServer struct {
 	handler atomic.Pointer[http.Handler]
 	http    gatewayListener // gateway.Server on a plain listener, net/http's with TLS
 	ln      net.Listener
+	// active counts the requests being handled, for wait: net/http's
+	// Close forgets its connections at once, and its Shutdown then waits
+	// for none of their handlers.
+	active atomic.Int64
+}
+
+// wait waits until no request is being handled, or ctx ends; it returns
+// how many still are.
+func (g *gatewayServer) wait(ctx context.Context) int64 {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := g.active.Load()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return g.active.Load()
+		case <-t.C:
+		}
+	}
 }
 
 // openGateway loads the gateway config, resolves its workspace and binds
@@ -57,6 +79,8 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 	g.listen, g.tls, g.routes = cfg.Listen, cfg.TLS, len(cfg.Routes)
 	g.handler.Store(&h)
 	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.active.Add(1)
+		defer g.active.Add(-1)
 		(*g.handler.Load()).ServeHTTP(w, r)
 	})
 	// No read or write timeout on the whole exchange on either server:

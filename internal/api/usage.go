@@ -53,9 +53,12 @@ const (
 	maxTopN         = 100
 )
 
-// maxUsageTime is the last time RFC 3339, and so a usage answer, can
-// write.
-var maxUsageTime = time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC)
+// minUsageTime and maxUsageTime are the first and last times RFC 3339,
+// and so a usage answer, can write.
+var (
+	minUsageTime = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxUsageTime = time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC)
+)
 
 // usageQuery is a parsed usage range.
 type usageQuery struct {
@@ -99,7 +102,12 @@ func (s *Server) parseUsageQuery(r *http.Request) (usageQuery, []keyward.FieldEr
 	}
 	// Whole buckets: from down to its bucket's start, to up to the next.
 	// The answer gives both ends and every bucket's start as RFC 3339,
-	// whose years end at 9999: a to widened past it could not be written.
+	// whose years run from 0000 to 9999: a from before it (an offset can
+	// put one there in UTC), or a to widened past it, could not be written.
+	if uq.from.Before(minUsageTime) {
+		return uq, append(errs, keyward.FieldError{Pointer: "/from", Detail: fmt.Sprintf(
+			"from must be at least %s: an earlier one cannot be written in RFC 3339", minUsageTime.Format(time.RFC3339))})
+	}
 	if last := uq.g.Truncate(maxUsageTime); uq.to.After(last) {
 		return uq, append(errs, keyward.FieldError{Pointer: "/to", Detail: fmt.Sprintf(
 			"to must be at most %s: widened to a whole %s, a later one would end after the year 9999", last.Format(time.RFC3339), uq.g)})

@@ -168,10 +168,22 @@ func TestUsageValidation(t *testing.T) {
 		{"/v1/usage?to=9999-12-31T23:00:00.5Z", "/to"},
 		{"/v1/usage?granularity=minute&to=9999-12-31T23:59:30Z", "/to"},
 		{"/v1/tokens/" + id + "/usage?granularity=day&from=9999-12-30T00:00:00Z&to=9999-12-31T12:00:00Z", "/to"},
+		// A from that is before the year 0000 in UTC (its offset puts it
+		// there), which RFC 3339 cannot write either.
+		{"/v1/usage?from=0000-01-01T00:30:00%2B01:00&to=0000-01-01T02:00:00Z", "/from"},
+		{"/v1/tokens/" + id + "/usage?granularity=day&from=0000-01-01T00:00:00%2B00:01&to=0000-01-02T00:00:00Z", "/from"},
 	} {
 		t.Run(tt.path, func(t *testing.T) {
 			wantInvalid(t, s.do("GET", tt.path, s.root, nil), tt.pointer)
 		})
+	}
+	// The first bucket RFC 3339 can write is answered.
+	for _, g := range []string{"day", "hour", "minute"} {
+		r := s.do("GET", "/v1/usage?granularity="+g+"&from=0000-01-01T00:00:00Z&to=0000-01-01T00:00:01Z", s.root, nil)
+		wantStatus(t, r, http.StatusOK)
+		if v := r.object(t); v["from"] != "0000-01-01T00:00:00Z" {
+			t.Errorf("granularity %s: from = %v, want 0000-01-01T00:00:00Z", g, v["from"])
+		}
 	}
 	// The last buckets RFC 3339 can write are answered.
 	for g, to := range map[string]string{"day": "9999-12-31T00:00:00Z", "hour": "9999-12-31T23:00:00Z", "minute": "9999-12-31T23:59:00Z"} {

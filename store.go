@@ -145,6 +145,10 @@ type TokenWrite struct {
 type Change struct {
 	Seq     int64
 	TokenID string
+	// At is the time of the write the change records (see PruneChanges):
+	// a write made again after a restore, under the same number and of
+	// the same token, is told apart by it.
+	At time.Time
 }
 
 // UsageFlush is one token's usage since the last flush.

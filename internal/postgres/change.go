@@ -26,7 +26,7 @@ func insertChange(ctx context.Context, tx pgx.Tx, tokenID string, at time.Time) 
 func (db *DB) Changes(ctx context.Context, after int64, limit int) ([]keyward.Change, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	rows, err := db.pool.Query(ctx, `SELECT seq, token_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2`,
+	rows, err := db.pool.Query(ctx, `SELECT seq, token_id, at FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2`,
 		after, sqlLimit(limit))
 	if err != nil {
 		return nil, wrap("changes", err)
@@ -35,9 +35,10 @@ func (db *DB) Changes(ctx context.Context, after int64, limit int) ([]keyward.Ch
 	var out []keyward.Change
 	for rows.Next() {
 		var c keyward.Change
-		if err := rows.Scan(&c.Seq, &c.TokenID); err != nil {
+		if err := rows.Scan(&c.Seq, &c.TokenID, &c.At); err != nil {
 			return nil, wrap("changes", err)
 		}
+		c.At = c.At.UTC()
 		out = append(out, c)
 	}
 	return out, wrap("changes", rows.Err())

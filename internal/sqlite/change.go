@@ -20,7 +20,7 @@ func insertChange(ctx context.Context, tx *sql.Tx, tokenID string, at time.Time)
 // writes at a time, sequence numbers become visible in order: a reader
 // never sees a change before one with a smaller number.
 func (db *DB) Changes(ctx context.Context, after int64, limit int) ([]keyward.Change, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT seq, token_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?`,
+	rows, err := db.read.QueryContext(ctx, `SELECT seq, token_id, at FROM changes WHERE seq > ? ORDER BY seq LIMIT ?`,
 		after, sqlLimit(limit))
 	if err != nil {
 		return nil, wrap("changes", err)
@@ -29,9 +29,11 @@ func (db *DB) Changes(ctx context.Context, after int64, limit int) ([]keyward.Ch
 	var out []keyward.Change
 	for rows.Next() {
 		var c keyward.Change
-		if err := rows.Scan(&c.Seq, &c.TokenID); err != nil {
+		var at int64
+		if err := rows.Scan(&c.Seq, &c.TokenID, &at); err != nil {
 			return nil, wrap("changes", err)
 		}
+		c.At = decodeTime(at)
 		out = append(out, c)
 	}
 	return out, wrap("changes", rows.Err())

@@ -73,6 +73,13 @@ func (s *suite) testChanges(t *testing.T) {
 		if got, want := changeTokens(cs), []string{a.ID, b.ID, a.ID, b.ID, admin.ID, root.ID}; !slices.Equal(got, want) {
 			t.Fatalf("changes of tokens %v, want %v", got, want)
 		}
+		// Each change carries the time of its write: a token's creation,
+		// an update's Now.
+		for i, want := range []time.Time{t0, t0, t1, t1} {
+			if !cs[i].At.Equal(want) {
+				t.Errorf("change %d at %v, want %v", i, cs[i].At, want)
+			}
+		}
 		for i := 1; i < len(cs); i++ {
 			if cs[i].Seq <= cs[i-1].Seq {
 				t.Errorf("change %d has seq %d after %d, want increasing", i, cs[i].Seq, cs[i-1].Seq)

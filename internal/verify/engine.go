@@ -271,9 +271,9 @@ type Engine struct {
 	carry   []keyward.UsageFlush // usage of ended quota periods, and failed flushes
 
 	lastSeq  atomic.Int64
-	syncMu   sync.Mutex   // one Sync at a time; guards lastTok
-	lastTok  string       // token id of the change numbered lastSeq; "" when not known
-	syncedAt atomic.Int64 // unix ns of the last full read of the feed
+	syncMu   sync.Mutex     // one Sync at a time; guards last
+	last     keyward.Change // the change numbered lastSeq; TokenID "" when not known
+	syncedAt atomic.Int64   // unix ns of the last full read of the feed
 	counts   [keyward.NumOutcomes]atomic.Uint64
 	misses   atomic.Uint64 // hits are all verifications but these
 
@@ -399,12 +399,12 @@ func (e *Engine) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	seq, tok, err := e.feedHead(ctx)
+	head, err := e.feedHead(ctx)
 	if err != nil {
 		return err
 	}
-	e.lastSeq.Store(seq)
-	e.lastTok = tok
+	e.lastSeq.Store(head.Seq)
+	e.last = head
 	windows, err := e.cfg.Store.RateWindows(ctx, e.now())
 	if err != nil {
 		return err
@@ -1417,12 +1417,17 @@ func (e *Engine) sync(ctx context.Context) error {
 		// read, and numbers its next ones from before them: read from
 		// after alone, those (a revocation) would never be seen here, and
 		// tokens it no longer holds would keep verifying from the cache.
+		// A change under the same number is the same only if it is of the
+		// same token and write time: the restored store's next writes
+		// may be of the token last read (a feed that one token's writes
+		// fill), numbered after others this node would never read.
 		changes, err := e.cfg.Store.Changes(ctx, max(after-1, 0), 501)
 		if err != nil {
 			return err
 		}
 		if after > 0 {
-			if len(changes) == 0 || changes[0].Seq != after || (e.lastTok != "" && changes[0].TokenID != e.lastTok) {
+			if len(changes) == 0 || changes[0].Seq != after || (e.last.TokenID != "" &&
+				(changes[0].TokenID != e.last.TokenID || !changes[0].At.Equal(e.last.At))) {
 				return e.feedRewound(ctx, after)
 			}
 			changes = changes[1:]
@@ -1436,7 +1441,7 @@ func (e *Engine) sync(ctx context.Context) error {
 				}
 			}
 			e.lastSeq.Store(c.Seq)
-			e.lastTok = c.TokenID
+			e.last = c
 		}
 		if len(changes) < 500 {
 			return nil
@@ -1451,7 +1456,7 @@ func (e *Engine) sync(ctx context.Context) error {
 // whole retention) looks the same, and costs the same: every cached token
 // read again once.
 func (e *Engine) feedRewound(ctx context.Context, after int64) error {
-	seq, tok, err := e.feedHead(ctx)
+	head, err := e.feedHead(ctx)
 	if err != nil {
 		return err
 	}
@@ -1459,28 +1464,28 @@ func (e *Engine) feedRewound(ctx context.Context, after int64) error {
 		return err
 	}
 	e.forgetAll()
-	e.lastSeq.Store(seq)
-	e.lastTok = tok
+	e.lastSeq.Store(head.Seq)
+	e.last = head
 	e.log.Warn("the change feed no longer holds the last change read (the store was restored, or failed over to a replica without the latest writes); cached tokens are read again",
-		"read", after, "newest", seq)
+		"read", after, "newest", head.Seq)
 	return nil
 }
 
-// feedHead returns the number of the newest change in the feed and its
-// token id, 0 and "" when the feed is empty.
-func (e *Engine) feedHead(ctx context.Context) (int64, string, error) {
+// feedHead returns the newest change in the feed: Seq 0 when the feed is
+// empty, TokenID "" when it could not be read (pruned meanwhile).
+func (e *Engine) feedHead(ctx context.Context) (keyward.Change, error) {
 	seq, err := e.cfg.Store.LastChange(ctx)
 	if err != nil || seq == 0 {
-		return 0, "", err
+		return keyward.Change{}, err
 	}
 	cs, err := e.cfg.Store.Changes(ctx, seq-1, 1)
 	if err != nil {
-		return 0, "", err
+		return keyward.Change{}, err
 	}
 	if len(cs) == 1 && cs[0].Seq == seq {
-		return seq, cs[0].TokenID, nil
+		return cs[0], nil
 	}
-	return seq, "", nil
+	return keyward.Change{Seq: seq}, nil
 }
 
 // Flush writes the usage gathered since the last flush. On failure the

@@ -1329,3 +1329,83 @@ func TestFlushFailuresLogged(t *testing.T) {
 	store.down.Store(false)
 	waitFor("the recovery logged", func() bool { return strings.Contains(log.String(), "usage flushed again") })
 }
+
+// TestChangeFeedRewoundSameToken: the store comes back from a backup under
+// a running engine whose last change read was a write of one token, and
+// the restored store's next writes are a revocation of another token, then
+// a write of that same token again, numbered as the changes the engine
+// read. The change at the engine's position then names the token it read
+// there, but it is another write (made at another time): the revocation
+// numbered before it is still seen.
+func TestChangeFeedRewoundSameToken(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path, backup := filepath.Join(dir, "keyward.db"), filepath.Join(dir, "backup.db")
+	keys, err := secret.NewKeyring(secretA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	db, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &manage.Service{Store: db, Keys: keys, Now: clk.Now}
+	ws, err := svc.EnsureDefaultWorkspace(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := manage.SystemCaller(ws.ID)
+	busy, _, err := svc.CreateToken(ctx, caller, &keyward.Token{Name: "written often"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, otherText, err := svc.CreateToken(ctx, caller, &keyward.Token{Name: "revoked after the restore"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sqlite.Backup(ctx, path, backup); err != nil {
+		t.Fatal(err)
+	}
+
+	store := &failover{Store: db, cur: db}
+	eng := verify.New(verify.Config{Store: store, Keys: keys, Now: clk.Now, PollInterval: time.Hour})
+	if err := eng.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close(ctx)
+	svc.Engine = eng
+	rename := func(s *manage.Service, name string) {
+		t.Helper()
+		clk.Add(time.Second)
+		if _, err := s.UpdateToken(ctx, caller, busy.ID, func(t *keyward.Token) { t.Name = name }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rename(svc, "written often 1")
+	rename(svc, "written often 2") // the engine's last change read
+	if err := eng.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, eng.Verify(ctx, verify.Request{Token: otherText}), keyward.Valid)
+
+	restored, err := sqlite.Open(ctx, backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restored.Close()
+	store.swap(restored)
+	// Another node revokes the other token on the restored store, then
+	// writes the busy one: the same token at the same number as the
+	// change the engine read last.
+	again := &manage.Service{Store: restored, Keys: keys, Now: clk.Now}
+	clk.Add(time.Second)
+	if _, err := again.RevokeToken(ctx, caller, other.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	rename(again, "written often again")
+	if err := eng.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, eng.Verify(ctx, verify.Request{Token: otherText}), keyward.Revoked)
+}

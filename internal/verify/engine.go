@@ -1460,12 +1460,24 @@ func (e *Engine) feedRewound(ctx context.Context, after int64) error {
 	if err != nil {
 		return err
 	}
+	// A feed that holds no change numbered up to after lost the one read
+	// for its age, most likely: tokens that are not written for the whole
+	// retention are no restore, and are not told as one.
+	oldest, err := e.cfg.Store.Changes(ctx, 0, 1)
+	if err != nil {
+		return err
+	}
 	if err := e.Flush(ctx); err != nil {
 		return err
 	}
 	e.forgetAll()
 	e.lastSeq.Store(head.Seq)
 	e.last = head
+	if len(oldest) == 0 || oldest[0].Seq > after {
+		e.log.Info("the change feed no longer holds the last change read, nor any before it: no token was written for its retention (or the store was restored from a backup older than that); cached tokens are read again",
+			"read", after, "newest", head.Seq, "retention", e.cfg.ChangeRetention)
+		return nil
+	}
 	e.log.Warn("the change feed no longer holds the last change read (the store was restored, or failed over to a replica without the latest writes); cached tokens are read again",
 		"read", after, "newest", head.Seq)
 	return nil

@@ -1409,3 +1409,36 @@ func TestChangeFeedRewoundSameToken(t *testing.T) {
 	}
 	expect(t, eng.Verify(ctx, verify.Request{Token: otherText}), keyward.Revoked)
 }
+
+// TestChangeFeedQuietForRetention: no token is written for the feed's
+// whole retention, so the last change a node read is pruned for its age
+// although the node read the feed all along. The node reads every token
+// again, as it cannot tell, but does not blame a restore or a failover
+// that did not happen: in a deployment whose tokens rarely change, that
+// would be a warning every retention.
+func TestChangeFeedQuietForRetention(t *testing.T) {
+	var log lockedBuffer
+	e := newEnv(t, verify.Config{PollInterval: time.Hour, ChangeRetention: time.Hour, Log: slog.New(slog.NewTextHandler(&log, nil))})
+	ctx := context.Background()
+	_, text := e.create(&keyward.Token{})
+	for range 3 { // read every 25 minutes, within half the retention
+		if err := e.engine.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Add(25 * time.Minute)
+	}
+	if err := e.store.PruneChanges(ctx, e.clock.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if cs, err := e.store.Changes(ctx, 0, 0); err != nil || len(cs) != 0 {
+		t.Fatalf("changes after the prune: %v, %v; want none", cs, err)
+	}
+	if err := e.engine.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := log.String()
+	if !strings.Contains(got, "the change feed no longer holds the last change read, nor any before it") || strings.Contains(got, "failed over") {
+		t.Errorf("log after the quiet retention:\n%s", got)
+	}
+	expect(t, e.verify(text, ""), keyward.Valid)
+}

@@ -200,20 +200,24 @@ func (c *serveConfig) validate() error {
 			return fmt.Errorf("%s must be 0 (forever) or at least 1h", r.name)
 		}
 	}
-	if h, m := c.UsageHourRetention, c.UsageMinuteRetention; h > 0 && (m == 0 || h < m) {
-		// Hour and day series are read from the hour rollups: shorter
-		// kept, they would come back empty where minute ones still are.
-		return fmt.Errorf("--usage-hour-retention (%s) must be 0 (forever) or at least as long as --usage-minute-retention (%s): hour and day series are read from the hour rollups", retentionString(h), retentionString(m))
-	}
 	return nil
 }
 
-// retentionString writes a retention as its flags take it: 0 is forever.
-func retentionString(d time.Duration) string {
-	if d == 0 {
-		return "0, forever"
+// retentionWarning returns what is odd about the usage retentions, or "":
+// hour rollups kept for less time than minute ones. Hour and day series
+// are read from the hour rollups, so they come back empty for ranges the
+// minute ones still cover. A warning, not an error: a deployment that ran
+// so before must still start after an upgrade.
+func retentionWarning(c *serveConfig) string {
+	h, m := c.UsageHourRetention, c.UsageMinuteRetention
+	if h == 0 || (m != 0 && h >= m) {
+		return ""
 	}
-	return d.String()
+	minute := "0 (forever)"
+	if m != 0 {
+		minute = m.String()
+	}
+	return fmt.Sprintf("--usage-hour-retention (%s) is shorter than --usage-minute-retention (%s): hour and day series, read from the hour rollups, come back empty for ranges the minute rollups still cover", h, minute)
 }
 
 // listenPort returns the port that net.Listen would listen on for addr,
@@ -839,6 +843,9 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	}
 	ucfg := cfg.usageConfig()
 	ucfg.Store, ucfg.Log = s.store, log
+	if msg := retentionWarning(&cfg); msg != "" {
+		log.Warn(msg)
+	}
 	if cfg.Usage {
 		s.usage = usage.New(ucfg)
 		s.usage.Start()

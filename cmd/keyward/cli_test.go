@@ -498,9 +498,6 @@ func TestUsageErrors(t *testing.T) {
 		// Zero would mean no bound at all, not "fail closed at once".
 		{"ServeStaleGraceZero", []string{"serve", "--stale-grace", "0"}, nil, "--stale-grace must be at least 1s, not 0s"},
 		{"ServeEnvDuration", []string{"serve"}, map[string]string{"KEYWARD_STALE_GRACE": "5 minutes"}, `KEYWARD_STALE_GRACE="5 minutes": want a duration`},
-		// Hour and day series come from the hour rollups.
-		{"ServeHourRetentionShort", []string{"serve", "--usage-hour-retention", "24h"}, nil, "--usage-hour-retention (24h0m0s) must be 0 (forever) or at least as long as --usage-minute-retention (336h0m0s)"},
-		{"ServeHourRetentionMinuteForever", []string{"serve", "--usage-minute-retention", "0"}, nil, "--usage-hour-retention (9600h0m0s) must be 0 (forever) or at least as long as --usage-minute-retention (0, forever)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cli(t, f, tc.vars, "", tc.args...)
@@ -976,6 +973,25 @@ func TestVersion(t *testing.T) {
 	defer func() { version = old }()
 	if r := cli(t, nil, nil, "", "version"); !strings.HasPrefix(r.stdout, "keyward v1.2.3 (") {
 		t.Errorf("stdout = %q", r.stdout)
+	}
+}
+
+func TestRetentionWarning(t *testing.T) {
+	for _, tt := range []struct {
+		minute, hour time.Duration
+		want         string
+	}{
+		{336 * time.Hour, 9600 * time.Hour, ""},
+		{336 * time.Hour, 336 * time.Hour, ""},
+		{336 * time.Hour, 0, ""},
+		{0, 0, ""},
+		{336 * time.Hour, 24 * time.Hour, "--usage-hour-retention (24h0m0s) is shorter than --usage-minute-retention (336h0m0s): hour and day series"},
+		{0, 9600 * time.Hour, "--usage-hour-retention (9600h0m0s) is shorter than --usage-minute-retention (0 (forever)): hour and day series"},
+	} {
+		got := retentionWarning(&serveConfig{UsageMinuteRetention: tt.minute, UsageHourRetention: tt.hour})
+		if tt.want == "" && got != "" || !strings.HasPrefix(got, tt.want) {
+			t.Errorf("retentionWarning(minute %v, hour %v) = %q, want %q...", tt.minute, tt.hour, got, tt.want)
+		}
 	}
 }
 

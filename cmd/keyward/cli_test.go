@@ -498,6 +498,10 @@ func TestUsageErrors(t *testing.T) {
 		// Zero would mean no bound at all, not "fail closed at once".
 		{"ServeStaleGraceZero", []string{"serve", "--stale-grace", "0"}, nil, "--stale-grace must be at least 1s, not 0s"},
 		{"ServeEnvDuration", []string{"serve"}, map[string]string{"KEYWARD_STALE_GRACE": "5 minutes"}, `KEYWARD_STALE_GRACE="5 minutes": want a duration`},
+		// A check of a value from the environment names the variable.
+		{"ServeEnvChecked", []string{"serve"}, map[string]string{"KEYWARD_USAGE_EVENT_BUFFER": "0"}, "--usage-event-buffer must be at least 1 (--usage-event-buffer is set by KEYWARD_USAGE_EVENT_BUFFER)"},
+		{"ServeEnvOverridden", []string{"serve", "--stale-grace", "0"}, map[string]string{"KEYWARD_STALE_GRACE": "5m"}, "--stale-grace must be at least 1s, not 0s: cached tokens keep verifying that long while the store is unreachable, then fail closed (see 'keyward serve --help')"},
+		{"ServeEnvNamedAlready", []string{"serve"}, map[string]string{"KEYWARD_REDIS_URL": "http://x"}, "--redis-url (KEYWARD_REDIS_URL) must be a redis:// or rediss:// URL (see 'keyward serve --help')"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cli(t, f, tc.vars, "", tc.args...)
@@ -1457,7 +1461,7 @@ func TestStartupValuesAreUsageErrors(t *testing.T) {
 		{"AddrPortEmpty", []string{"serve", "--addr", "127.0.0.1:"}, nil,
 			`keyward: serve: --addr "127.0.0.1:": the port is empty: give one, or 0 for any free one (see 'keyward serve --help')`},
 		{"AddrPortEmptyIPv6Env", []string{"serve"}, map[string]string{"KEYWARD_ADDR": "[::1]:"},
-			`keyward: serve: --addr "[::1]:": the port is empty: give one, or 0 for any free one (see 'keyward serve --help')`},
+			`keyward: serve: --addr "[::1]:": the port is empty: give one, or 0 for any free one (--addr is set by KEYWARD_ADDR) (see 'keyward serve --help')`},
 		{"AddrColonOnly", []string{"serve", "--addr", ":"}, nil,
 			`keyward: serve: --addr ":": the port is empty: give one, or 0 for any free one (see 'keyward serve --help')`},
 		{"AddrPortTooLarge", []string{"serve", "--addr", "127.0.0.1:99999"}, nil,
@@ -1481,7 +1485,7 @@ func TestStartupValuesAreUsageErrors(t *testing.T) {
 		{"AddrPortNoService", []string{"serve", "--addr", "127.0.0.1:no-such-service"}, nil,
 			`keyward: serve: --addr "127.0.0.1:no-such-service": the port must be a number from 0 to 65535 or a service name, not "no-such-service" (see 'keyward serve --help')`},
 		{"AddrEnv", []string{"serve"}, map[string]string{"KEYWARD_ADDR": "localhost"},
-			`keyward: serve: --addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not "localhost": missing port in address (see 'keyward serve --help')`},
+			`keyward: serve: --addr must be HOST:PORT, such as 127.0.0.1:8080 or :8080, not "localhost": missing port in address (--addr is set by KEYWARD_ADDR) (see 'keyward serve --help')`},
 		{"RedisURLPort", []string{"serve", "--addr", "127.0.0.1:0", "--redis-url", "redis://:hunter2hunter2@h:x/0"}, nil,
 			`keyward: serve: --redis-url (KEYWARD_REDIS_URL): the URL does not parse: invalid port ":x" after host (see 'keyward serve --help')`},
 		{"RedisURLQuotedPassword", []string{"serve", "--addr", "127.0.0.1:0", "--redis-url", `redis://:hunter2"hunter2@h:6379/0`}, nil,

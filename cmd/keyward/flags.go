@@ -238,13 +238,48 @@ func (f *flagSet) parse(args []string) ([]string, error) {
 				work = we.err
 			}
 		} else if err != nil {
-			return nil, &usageError{cmd: f.cmd, err: err}
+			return nil, &usageError{cmd: f.cmd, err: f.fromEnv(err)}
 		}
 	}
 	if work != nil {
 		return nil, work
 	}
 	return pos, nil
+}
+
+// fromEnv returns a check's error err saying, for each flag it names that
+// took its value from an environment variable (not given on the command
+// line), which variable: whoever configures keyward by its environment
+// looks for no flag. An error that names the variable already is left.
+func (f *flagSet) fromEnv(err error) error {
+	msg := err.Error()
+	var from []string
+	for _, name := range f.order {
+		in := f.info[name]
+		if in.env == "" || f.envValue(in.env) == "" || f.Changed(name) || strings.Contains(msg, in.env) || !namesFlag(msg, name) {
+			continue
+		}
+		from = append(from, fmt.Sprintf("--%s is set by %s", name, in.env))
+	}
+	if len(from) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (%s)", err, strings.Join(from, ", "))
+}
+
+// namesFlag reports whether msg names the flag --name, not one whose name
+// it begins (--usage in --usage-sample).
+func namesFlag(msg, name string) bool {
+	for rest := msg; ; {
+		i := strings.Index(rest, "--"+name)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+2+len(name):]
+		if rest == "" || !(rest[0] == '-' || rest[0] >= 'a' && rest[0] <= 'z' || rest[0] >= '0' && rest[0] <= '9') {
+			return true
+		}
+	}
 }
 
 // usagef returns a *usageError of this command.

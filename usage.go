@@ -19,6 +19,10 @@ const (
 	Day    Granularity = "day"
 )
 
+// MaxUsageBuckets is the most buckets one usage series holds: a longer
+// range needs a coarser granularity.
+const MaxUsageBuckets = 10_000
+
 // Duration returns the length of one bucket.
 func (g Granularity) Duration() time.Duration {
 	switch g {

@@ -498,6 +498,9 @@ func TestUsageErrors(t *testing.T) {
 		// Zero would mean no bound at all, not "fail closed at once".
 		{"ServeStaleGraceZero", []string{"serve", "--stale-grace", "0"}, nil, "--stale-grace must be at least 1s, not 0s"},
 		{"ServeEnvDuration", []string{"serve"}, map[string]string{"KEYWARD_STALE_GRACE": "5 minutes"}, `KEYWARD_STALE_GRACE="5 minutes": want a duration`},
+		// What the server would refuse as /from, said of the flags.
+		{"UsageSinceTooLong", []string{"token", "usage", "tok_01jd8s5r4mvk3bq7h1n2x6w9cz", "--since", "100000h", "--granularity", "minute"}, nil,
+			"--since 100000h holds 6000000 minute buckets, more than 10000: give a shorter --since or a coarser --granularity"},
 		// A check of a value from the environment names the variable.
 		{"ServeEnvChecked", []string{"serve"}, map[string]string{"KEYWARD_USAGE_EVENT_BUFFER": "0"}, "--usage-event-buffer must be at least 1 (--usage-event-buffer is set by KEYWARD_USAGE_EVENT_BUFFER)"},
 		{"ServeEnvOverridden", []string{"serve", "--stale-grace", "0"}, map[string]string{"KEYWARD_STALE_GRACE": "5m"}, "--stale-grace must be at least 1s, not 0s: cached tokens keep verifying that long while the store is unreachable, then fail closed (see 'keyward serve --help')"},

@@ -701,6 +701,10 @@ func cmdTokenUsage(ctx context.Context, e *env, args []string) error {
 		if since < 0 {
 			return errors.New("--since must not be negative")
 		}
+		// As the server would refuse it, but naming the flags.
+		if n := since / keyward.Granularity(granularity).Duration(); n > keyward.MaxUsageBuckets {
+			return fmt.Errorf("--since %s holds %d %s buckets, more than %d: give a shorter --since or a coarser --granularity", fmtDuration(since), n, granularity, keyward.MaxUsageBuckets)
+		}
 		return nil
 	})
 	args, err := fs.parse(args)

@@ -48,7 +48,7 @@ func (s *Server) recordUse(r *http.Request, route string, start time.Time, req *
 
 // Bounds of usage queries.
 const (
-	maxUsageBuckets = 10_000
+	maxUsageBuckets = keyward.MaxUsageBuckets
 	defaultTopN     = 10
 	maxTopN         = 100
 )

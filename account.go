@@ -243,7 +243,11 @@ type AccountStore interface {
 	// It returns the user as stored after, and ECONFLICT, writing nothing,
 	// when the app is on already.
 	EnableTOTP(ctx context.Context, userID string, secret []byte, step int64, digests [][]byte, at time.Time, events ...*AuditEvent) (*User, error)
-	// SetRecoveryCodes replaces the user's recovery codes by digests.
+	// SetRecoveryCodes replaces the user's recovery codes by digests and
+	// records the events, all or nothing. It returns ECONFLICT, writing
+	// nothing, when the user's app is off: checked in the same step as the
+	// write, so that codes made as the app is turned off (in another tab)
+	// cannot outlive it as a second factor of their own.
 	SetRecoveryCodes(ctx context.Context, userID string, digests [][]byte, events ...*AuditEvent) error
 	// UseRecoveryCode deletes the user's recovery code with the digest and
 	// records the events; ENOTFOUND when the user has no such code.

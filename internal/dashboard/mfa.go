@@ -31,6 +31,7 @@ const (
 	msgSessionsKept    = "The authenticator app is on, but your other sessions could not be ended: end them on the Sessions page."
 	msgPagePartial     = "The authenticator app is on, but the rest of this page could not be loaded: store these codes, then reload it."
 	msgOffSessionsKept = "The authenticator app is off, but your other sessions could not be ended: end them on the Sessions page."
+	msgNoApp           = "Recovery codes stand in for the authenticator app: set one up first."
 )
 
 func (s *Server) handleMFASettings(w http.ResponseWriter, r *http.Request) {
@@ -257,7 +258,7 @@ func (s *Server) handleRecoveryCodes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !st.user.HasMFA() {
-		s.renderError(w, r, http.StatusConflict, "Recovery codes stand in for the authenticator app: set one up first.")
+		s.renderError(w, r, http.StatusConflict, msgNoApp)
 		return
 	}
 	codes, digests, err := s.sealer.NewRecoveryCodes(st.user.ID)
@@ -270,7 +271,14 @@ func (s *Server) handleRecoveryCodes(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.accounts.SetRecoveryCodes(r.Context(), st.user.ID, digests, evs...); err != nil {
+	// The store checks the app again as it writes: turned off meanwhile
+	// (another tab), it took its codes with it, and none are made anew.
+	err = s.accounts.SetRecoveryCodes(r.Context(), st.user.ID, digests, evs...)
+	if keyward.ErrorCode(err) == keyward.ECONFLICT {
+		s.renderError(w, r, http.StatusConflict, msgNoApp)
+		return
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}

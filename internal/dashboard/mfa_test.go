@@ -520,3 +520,44 @@ func TestRecoveryCodesAnew(t *testing.T) {
 		t.Errorf("a user without an app got %d recovery codes", n)
 	}
 }
+
+// offFirst is an account store on which the app is turned off (in another
+// tab) just before recovery codes are written.
+type offFirst struct{ *sqlite.DB }
+
+func (a offFirst) SetRecoveryCodes(ctx context.Context, userID string, digests [][]byte, events ...*keyward.AuditEvent) error {
+	if _, _, err := a.DB.DisableTOTP(ctx, userID, false, time.Now()); err != nil {
+		return err
+	}
+	return a.DB.SetRecoveryCodes(ctx, userID, digests, events...)
+}
+
+// TestRecoveryCodesAppOffMeanwhile: new recovery codes made as the app is
+// turned off are not stored: without the app they would be a second
+// factor of their own, which the security page does not list and turning
+// the app off did not remove.
+func TestRecoveryCodesAppOffMeanwhile(t *testing.T) {
+	e := newEnvAccounts(t, "", nil, func(db *sqlite.DB) keyward.AccountStore { return offFirst{db} })
+	e.user("ann@example.com", keyward.RoleOwner)
+	b := e.browser()
+	b.signIn("ann@example.com")
+	enrolTOTP(t, b)
+	u := mustUser(t, e, "ann@example.com")
+
+	b.get("/account/mfa")
+	status, body := b.post("/account/mfa/recovery", nil)
+	wantStatus(t, status, http.StatusConflict, body)
+	if n := len(recoveryRE.FindAllString(body, -1)); n != 0 {
+		t.Errorf("the answer lists %d codes", n)
+	}
+	if u := mustUser(t, e, "ann@example.com"); u.HasMFA() {
+		t.Fatal("the app is still on")
+	}
+	if n, err := e.store.RecoveryCodesLeft(context.Background(), u.ID); err != nil || n != 0 {
+		t.Errorf("%d recovery codes stored without the app (%v), want 0", n, err)
+	}
+	evs, err := e.store.FindAuditEvents(context.Background(), keyward.AuditFilter{WorkspaceID: e.ws.ID, Action: "mfa.recovery_codes_create"})
+	if err != nil || len(evs) != 1 {
+		t.Errorf("mfa.recovery_codes_create events: %d, %v; want 1 (enrolment)", len(evs), err)
+	}
+}

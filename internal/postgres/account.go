@@ -284,13 +284,19 @@ func putRecoveryCodes(ctx context.Context, tx pgx.Tx, userID string, digests [][
 	return nil
 }
 
-// SetRecoveryCodes replaces the user's recovery codes.
+// SetRecoveryCodes replaces the user's recovery codes, or returns
+// ECONFLICT when the app is off. The user's row is locked first, as
+// DisableTOTP locks it, so that the app cannot go meanwhile.
 func (db *DB) SetRecoveryCodes(ctx context.Context, userID string, digests [][]byte, events ...*keyward.AuditEvent) error {
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	err := db.writeTx(ctx, func(tx pgx.Tx) error {
-		if _, err := findUser(ctx, tx, "id", userID, true); err != nil {
+		u, err := findUser(ctx, tx, "id", userID, true)
+		if err != nil {
 			return err
+		}
+		if !u.HasMFA() {
+			return keyward.Errorf(keyward.ECONFLICT, "no authenticator app is set up")
 		}
 		if err := putRecoveryCodes(ctx, tx, userID, digests); err != nil {
 			return err

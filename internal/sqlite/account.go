@@ -258,11 +258,16 @@ func putRecoveryCodes(ctx context.Context, tx *sql.Tx, userID string, digests []
 	return nil
 }
 
-// SetRecoveryCodes replaces the user's recovery codes.
+// SetRecoveryCodes replaces the user's recovery codes, or returns
+// ECONFLICT when the app is off.
 func (db *DB) SetRecoveryCodes(ctx context.Context, userID string, digests [][]byte, events ...*keyward.AuditEvent) error {
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		if _, err := findUser(ctx, tx, `id = ?`, userID); err != nil {
+		u, err := findUser(ctx, tx, `id = ?`, userID)
+		if err != nil {
 			return err
+		}
+		if !u.HasMFA() {
+			return keyward.Errorf(keyward.ECONFLICT, "no authenticator app is set up")
 		}
 		if err := putRecoveryCodes(ctx, tx, userID, digests); err != nil {
 			return err

@@ -532,6 +532,17 @@ func (s *suite) testRecoveryCodes(t *testing.T) {
 	ws := f.workspace("acme")
 	u := f.user(a, ws, "ann@example.com", keyward.RoleOwner)
 	d1, d2 := []byte("digest-1"), []byte("digest-2")
+	// Without the app, no codes: nothing is written, the events neither.
+	wantCode(t, a.SetRecoveryCodes(f.ctx, u.ID, [][]byte{d1, d2}, f.event(ws.ID, "mfa.recovery_codes", u.ID)), keyward.ECONFLICT)
+	if n, err := a.RecoveryCodesLeft(f.ctx, u.ID); err != nil || n != 0 {
+		t.Fatalf("RecoveryCodesLeft without the app = %d, %v; want 0", n, err)
+	}
+	if _, err := a.UpdateUser(f.ctx, u.ID, func(u *keyward.User) ([]*keyward.AuditEvent, error) {
+		u.TOTPSecret = []byte("sealed secret")
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := a.SetRecoveryCodes(f.ctx, u.ID, [][]byte{d1, d2}, f.event(ws.ID, "mfa.recovery_codes", u.ID)); err != nil {
 		t.Fatal(err)
 	}

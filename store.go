@@ -75,8 +75,9 @@ type Store interface {
 	// FlushUsage adds quota consumption and records last use, in one
 	// transaction for the whole batch. It adds no change: usage does not
 	// alter how a token verifies on other nodes (quota counts are node-local
-	// until global limits exist).
-	FlushUsage(ctx context.Context, batch []UsageFlush) error
+	// until global limits exist). A batch that its id says was applied (see
+	// FlushID) is applied as nothing, and FlushUsage returns nil.
+	FlushUsage(ctx context.Context, id FlushID, batch []UsageFlush) error
 	// QuotaUsed returns the consumption recorded for a token's quota period.
 	QuotaUsed(ctx context.Context, tokenID, period string) (int64, error)
 	// RateWindows returns the stored rate-limit windows that still count
@@ -86,8 +87,9 @@ type Store interface {
 	// WriteUsage adds counts to the minute rollups and to the hour rollups
 	// (each count to the bucket holding its Bucket time), and inserts
 	// events, in one transaction. Adding is what lets several nodes write
-	// the same buckets.
-	WriteUsage(ctx context.Context, counts []UsageCount, events []*UsageEvent) error
+	// the same buckets. A batch that its id says was applied (see FlushID) is
+	// applied as nothing, and WriteUsage returns nil.
+	WriteUsage(ctx context.Context, id FlushID, counts []UsageCount, events []*UsageEvent) error
 	// UsageSeries returns a workspace's usage in [From, To) summed by
 	// bucket of f.Granularity, route, outcome and status, oldest bucket
 	// first. Minute granularity reads the minute rollups; hour and day the
@@ -149,6 +151,37 @@ type Change struct {
 	// a write made again after a restore, under the same number and of
 	// the same token, is told apart by it.
 	At time.Time
+}
+
+// FlushID names a batch of usage (Store.FlushUsage, Store.WriteUsage), so
+// that a batch whose write committed but whose answer was lost (the
+// connection cut after COMMIT) is not added twice when it is written
+// again: counts add up, so writing one twice would count it twice.
+//
+// A writer (a verification engine, a usage recorder: one per process)
+// numbers its batches 1, 2, 3... and writes a batch only once the one
+// before it is applied, writing a failed one again, unchanged, until it
+// is. A store records, with each batch it applies, the writer's Seq; a
+// batch whose Seq is not above the one recorded for its writer was
+// applied, and is applied as nothing. A writer not heard of for
+// FlushIDRetention (by At, the writers' own clocks) is forgotten.
+//
+// The zero FlushID applies its batch unconditionally: a usage spool of
+// an earlier release, whose batches had no id.
+type FlushID struct {
+	Writer string    // random, never reused; "" for no id
+	Seq    int64     // from 1
+	At     time.Time // when the writer formed the batch
+}
+
+// FlushIDRetention is how long a store remembers the batches a writer
+// applied after its latest: a batch written again later than that (a
+// spool written back after a longer outage) may be added twice.
+const FlushIDRetention = 30 * 24 * time.Hour
+
+// NewFlushWriter returns a new writer id for FlushID.
+func NewFlushWriter(now time.Time) string {
+	return NewID("flw_", now)
 }
 
 // UsageFlush is one token's usage since the last flush.

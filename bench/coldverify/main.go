@@ -546,9 +546,9 @@ func (s *timedStore) QuotaUsed(ctx context.Context, tokenID, period string) (int
 	return s.Store.QuotaUsed(ctx, tokenID, period)
 }
 
-func (s *timedStore) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+func (s *timedStore) FlushUsage(ctx context.Context, id keyward.FlushID, batch []keyward.UsageFlush) error {
 	defer s.record("FlushUsage", time.Now())
-	return s.Store.FlushUsage(ctx, batch)
+	return s.Store.FlushUsage(ctx, id, batch)
 }
 
 // verifyAll verifies every text once on conc goroutines, each taking an

@@ -3067,11 +3067,11 @@ type fullStore struct {
 	full atomic.Bool
 }
 
-func (f *fullStore) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+func (f *fullStore) FlushUsage(ctx context.Context, id keyward.FlushID, batch []keyward.UsageFlush) error {
 	if f.full.Load() {
 		return keyward.Errorf(keyward.EUNAVAILABLE, "the store's disk is full; try again once space is freed")
 	}
-	return f.Store.FlushUsage(ctx, batch)
+	return f.Store.FlushUsage(ctx, id, batch)
 }
 
 // TestReadyzWritesFailing: a store that answers but refused the last

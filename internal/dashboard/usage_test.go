@@ -24,7 +24,7 @@ func TestUsageChart(t *testing.T) {
 	count := func(at time.Time, o keyward.Outcome, n int64) keyward.UsageCount {
 		return keyward.UsageCount{WorkspaceID: e.ws.ID, TokenID: tok.ID, Bucket: at, Route: "/v1/verify", Outcome: o, Status: 200, Count: n}
 	}
-	if err := e.store.WriteUsage(context.Background(), []keyward.UsageCount{
+	if err := e.store.WriteUsage(context.Background(), keyward.FlushID{}, []keyward.UsageCount{
 		count(now.Add(-30*time.Minute), keyward.Valid, 40), // the bar before last (08:00)
 		count(now.Add(-30*time.Minute), keyward.Revoked, 10),
 		count(now.Add(5*time.Minute), keyward.Valid, 8), // the last bar (09:00)

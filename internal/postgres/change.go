@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -88,8 +89,9 @@ const pruneBatch = 5000
 // than the stored one, and adds entry.QuotaDelta to the token's quota
 // period entry.Period when that is not empty. It neither adds a change nor
 // touches UpdatedAt. Entries of tokens that do not exist are skipped, so
-// that one stale entry cannot lose the batch.
-func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+// that one stale entry cannot lose the batch. A batch that id says was
+// applied is not applied again (see claimBatch).
+func (db *DB) FlushUsage(ctx context.Context, id keyward.FlushID, batch []keyward.UsageFlush) error {
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	// Rows are locked in token id order, the same in every flush, so that
@@ -104,6 +106,14 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 		return strings.Compare(a.Period, b.Period)
 	})
 	var b pgx.Batch
+	// The claim goes first, in the same round trip; when it says the
+	// batch was applied before, what follows it is rolled back.
+	claimed := id.Writer != ""
+	if claimed {
+		b.Queue(claimSQL, safeText(id.Writer), id.Seq, id.At)
+		b.Queue(pruneWritersSQL, id.At.Add(-keyward.FlushIDRetention))
+	}
+	head := b.Len()
 	for _, u := range entries {
 		if !storable(u.TokenID) {
 			continue // no such token
@@ -133,13 +143,57 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 				u.TokenID, int64(r.Window), r.Width, r.Head, string(counts), r.Until, unixNano(r.Last))
 		}
 	}
-	if b.Len() == 0 {
+	if b.Len() == head {
 		return nil
 	}
 	err := db.writeTx(ctx, func(tx pgx.Tx) error {
-		return tx.SendBatch(ctx, &b).Close()
+		br := tx.SendBatch(ctx, &b)
+		if claimed {
+			tag, err := br.Exec()
+			if err == nil && tag.RowsAffected() == 0 {
+				err = errApplied
+			}
+			if err != nil {
+				br.Close()
+				return err
+			}
+		}
+		return br.Close()
 	})
+	if errors.Is(err, errApplied) {
+		return nil
+	}
 	return wrap("flush usage", err)
+}
+
+// errApplied rolls back a usage write whose batch was applied before.
+var errApplied = errors.New("usage batch applied before")
+
+// claimSQL records that a writer's batch is applied, unless its recorded
+// batch is that one or a later one (the batch committed before and is
+// written again because its answer was lost): it then changes no row.
+// pruneWritersSQL deletes the writers not heard of for
+// keyward.FlushIDRetention.
+const (
+	claimSQL = `INSERT INTO usage_writers (writer, seq, written_at) VALUES ($1, $2, $3)
+		ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq, written_at = excluded.written_at
+		WHERE excluded.seq > usage_writers.seq`
+	pruneWritersSQL = `DELETE FROM usage_writers WHERE written_at < $1`
+)
+
+// claimBatch records, in a usage write's transaction, that the batch id
+// names is applied, and reports whether it is to be applied (see
+// claimSQL). A zero id is applied, and recorded nowhere.
+func claimBatch(ctx context.Context, tx pgx.Tx, id keyward.FlushID) (bool, error) {
+	if id.Writer == "" {
+		return true, nil
+	}
+	tag, err := tx.Exec(ctx, claimSQL, safeText(id.Writer), id.Seq, id.At)
+	if err != nil || tag.RowsAffected() == 0 {
+		return false, err
+	}
+	_, err = tx.Exec(ctx, pruneWritersSQL, id.At.Add(-keyward.FlushIDRetention))
+	return true, err
 }
 
 // QuotaUsed returns the consumption recorded for the token's quota period,

@@ -590,7 +590,7 @@ func TestUnstorableText(t *testing.T) {
 					t.Errorf("FindTokens(%+v) = %d tokens, %v; want none", f, len(ts), err)
 				}
 			}
-			if err := db.FlushUsage(ctx, []keyward.UsageFlush{{TokenID: bad, LastUsedAt: t0, Period: "total", QuotaDelta: 1}}); err != nil {
+			if err := db.FlushUsage(ctx, keyward.FlushID{}, []keyward.UsageFlush{{TokenID: bad, LastUsedAt: t0, Period: "total", QuotaDelta: 1}}); err != nil {
 				t.Errorf("FlushUsage(%q) = %v, want nil (skipped)", bad, err)
 			}
 		}
@@ -847,7 +847,7 @@ func TestConcurrent(t *testing.T) {
 					if i%2 == 1 {
 						slices.Reverse(batch)
 					}
-					if err := db.FlushUsage(ctx, batch); err != nil {
+					if err := db.FlushUsage(ctx, keyward.FlushID{}, batch); err != nil {
 						errs <- fmt.Errorf("FlushUsage: %w", err)
 					}
 					if _, err := db.FindToken(ctx, ws.ID, id); err != nil {

@@ -15,8 +15,9 @@ import (
 // arrays, summed by key first (several minutes fall in one hour, and one
 // statement may not update a row twice) and inserted in key order, so that
 // nodes adding to the same buckets wait for each other rather than
-// deadlock.
-func (db *DB) WriteUsage(ctx context.Context, counts []keyward.UsageCount, events []*keyward.UsageEvent) error {
+// deadlock. A batch that id says was applied is not applied again (see
+// claimBatch).
+func (db *DB) WriteUsage(ctx context.Context, id keyward.FlushID, counts []keyward.UsageCount, events []*keyward.UsageEvent) error {
 	if len(counts) == 0 && len(events) == 0 {
 		return nil
 	}
@@ -30,6 +31,9 @@ func (db *DB) WriteUsage(ctx context.Context, counts []keyward.UsageCount, event
 		outcome[i], bucket[i], status[i], count[i] = c.Outcome.String(), c.Bucket, int32(c.Status), c.Count
 	}
 	err := db.writeTx(ctx, func(tx pgx.Tx) error {
+		if apply, err := claimBatch(ctx, tx, id); err != nil || !apply {
+			return err
+		}
 		if n > 0 {
 			for _, t := range []struct{ table, unit string }{{"usage_minute", "minute"}, {"usage_hour", "hour"}} {
 				_, err := tx.Exec(ctx, `INSERT INTO `+t.table+` (workspace_id, token_id, bucket, route, outcome, status, count)

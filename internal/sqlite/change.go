@@ -81,12 +81,16 @@ const pruneBatch = 5000
 // and adds entry.QuotaDelta to the token's quota period entry.Period when
 // that is not empty. It neither adds a change nor touches UpdatedAt.
 // Entries of tokens that do not exist are skipped, so that one stale entry
-// cannot lose the batch.
-func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+// cannot lose the batch. A batch that id says was applied is not applied
+// again (see claimBatch).
+func (db *DB) FlushUsage(ctx context.Context, id keyward.FlushID, batch []keyward.UsageFlush) error {
 	if len(batch) == 0 {
 		return nil
 	}
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		if apply, err := claimBatch(ctx, tx, id); err != nil || !apply {
+			return err
+		}
 		for _, u := range batch {
 			if !u.LastUsedAt.IsZero() {
 				at := encodeTime(u.LastUsedAt)
@@ -123,6 +127,31 @@ func (db *DB) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error 
 		return nil
 	})
 	return wrap("flush usage", err)
+}
+
+// claimBatch records, in a usage write's transaction, that the batch id
+// names is applied, and reports whether it is to be applied: false when
+// its writer's recorded batch is already this one or a later one (the
+// batch committed before and is written again because its answer was
+// lost). It deletes the writers not heard of for keyward.FlushIDRetention
+// before id.At. A zero id is applied, and recorded nowhere.
+func claimBatch(ctx context.Context, tx *sql.Tx, id keyward.FlushID) (bool, error) {
+	if id.Writer == "" {
+		return true, nil
+	}
+	at := encodeTime(id.At)
+	res, err := tx.ExecContext(ctx, `INSERT INTO usage_writers (writer, seq, written_at) VALUES (?, ?, ?)
+		ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq, written_at = excluded.written_at
+		WHERE excluded.seq > usage_writers.seq`, id.Writer, id.Seq, at)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil || n == 0 {
+		return false, err
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM usage_writers WHERE written_at < ?`, encodeTime(id.At.Add(-keyward.FlushIDRetention)))
+	return true, err
 }
 
 // RateWindows returns the stored rate-limit windows that count admissions

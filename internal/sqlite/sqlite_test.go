@@ -776,7 +776,7 @@ func TestRateWindowLastMigration(t *testing.T) {
 	counts[3] = 2
 	until := t0.Add(time.Hour)
 	w := &keyward.RateWindow{TokenID: tok.ID, Window: time.Hour, Width: int64(3 * time.Minute), Head: 9876543, Counts: counts, Until: until, Last: until.Add(-time.Hour)}
-	if err := db.FlushUsage(ctx, []keyward.UsageFlush{{TokenID: tok.ID, Rate: w}}); err != nil {
+	if err := db.FlushUsage(ctx, keyward.FlushID{}, []keyward.UsageFlush{{TokenID: tok.ID, Rate: w}}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -795,7 +795,7 @@ func TestRateWindowLastMigration(t *testing.T) {
 		t.Fatalf("RateWindows after the migration = %+v, want the window without Last", got)
 	}
 	w.Head++
-	if err := db.FlushUsage(ctx, []keyward.UsageFlush{{TokenID: tok.ID, Rate: w}}); err != nil {
+	if err := db.FlushUsage(ctx, keyward.FlushID{}, []keyward.UsageFlush{{TokenID: tok.ID, Rate: w}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := db.RateWindows(ctx, t0); len(got) != 1 || !got[0].Last.Equal(w.Last) {

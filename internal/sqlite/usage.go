@@ -10,12 +10,16 @@ import (
 )
 
 // WriteUsage adds the counts to the minute and hour rollups and inserts the
-// events, in one transaction.
-func (db *DB) WriteUsage(ctx context.Context, counts []keyward.UsageCount, events []*keyward.UsageEvent) error {
+// events, in one transaction. A batch that id says was applied is not
+// applied again (see claimBatch).
+func (db *DB) WriteUsage(ctx context.Context, id keyward.FlushID, counts []keyward.UsageCount, events []*keyward.UsageEvent) error {
 	if len(counts) == 0 && len(events) == 0 {
 		return nil
 	}
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		if apply, err := claimBatch(ctx, tx, id); err != nil || !apply {
+			return err
+		}
 		for _, table := range []struct {
 			name string
 			g    keyward.Granularity

@@ -65,7 +65,7 @@ func (s *suite) testChanges(t *testing.T) {
 			t.Fatalf("CreateRootToken: %v", err)
 		}
 		// Neither usage nor a new key adds a change.
-		if err := f.s.FlushUsage(f.ctx, []keyward.UsageFlush{{TokenID: a.ID, LastUsedAt: t1, LastUsedIP: "192.0.2.1"}}); err != nil {
+		if err := f.s.FlushUsage(f.ctx, keyward.FlushID{}, []keyward.UsageFlush{{TokenID: a.ID, LastUsedAt: t1, LastUsedIP: "192.0.2.1"}}); err != nil {
 			t.Fatalf("FlushUsage: %v", err)
 		}
 
@@ -174,7 +174,7 @@ func (s *suite) testFlushUsage(t *testing.T) {
 	quota := func(t *keyward.Token) { t.Quota = &keyward.Quota{Limit: 100, Period: keyward.PeriodMonth} }
 	flush := func(t *testing.T, f *fixture, batch ...keyward.UsageFlush) {
 		t.Helper()
-		if err := f.s.FlushUsage(f.ctx, batch); err != nil {
+		if err := f.s.FlushUsage(f.ctx, keyward.FlushID{}, batch); err != nil {
 			t.Fatalf("FlushUsage: %v", err)
 		}
 	}
@@ -216,6 +216,35 @@ func (s *suite) testFlushUsage(t *testing.T) {
 		wantUsed(t, f, tok.ID, "2026-03", 7)
 		wantUsed(t, f, tok.ID, "2026-04", 7)
 		wantUsed(t, f, other.ID, "2026-03", 1)
+	})
+
+	t.Run("OKBatchAppliedOnce", func(t *testing.T) {
+		f := s.fixture(t)
+		ws := f.workspace("acme")
+		tok, _ := f.create(f.newToken(ws.ID, "t"), quota)
+		write := func(id keyward.FlushID, delta int64) {
+			t.Helper()
+			if err := f.s.FlushUsage(f.ctx, id, []keyward.UsageFlush{{TokenID: tok.ID, LastUsedAt: t1, Period: "2026-03", QuotaDelta: delta}}); err != nil {
+				t.Fatalf("FlushUsage(%+v): %v", id, err)
+			}
+		}
+		a1 := keyward.FlushID{Writer: "flw_a", Seq: 1, At: t1}
+		a2 := keyward.FlushID{Writer: "flw_a", Seq: 2, At: t1.Add(time.Second)}
+		write(a1, 3)
+		write(a1, 3) // its answer was lost: written again
+		wantUsed(t, f, tok.ID, "2026-03", 3)
+		write(a2, 4)
+		write(a1, 3) // older than the writer's latest: applied before
+		wantUsed(t, f, tok.ID, "2026-03", 7)
+		write(keyward.FlushID{Writer: "flw_b", Seq: 1, At: t1}, 5) // writers number their own batches
+		wantUsed(t, f, tok.ID, "2026-03", 12)
+		write(keyward.FlushID{}, 1) // no id: applied every time
+		write(keyward.FlushID{}, 1)
+		wantUsed(t, f, tok.ID, "2026-03", 14)
+		// A writer not heard of for FlushIDRetention is forgotten.
+		write(keyward.FlushID{Writer: "flw_c", Seq: 1, At: a2.At.Add(keyward.FlushIDRetention + time.Second)}, 1)
+		write(a2, 4)
+		wantUsed(t, f, tok.ID, "2026-03", 19)
 	})
 
 	t.Run("OKRateWindows", func(t *testing.T) {

@@ -22,6 +22,8 @@
 //     AuditFilter's From is inclusive and To exclusive. FindAuditEvents
 //     lists, and pages, in the order events were written, whatever the
 //     order of their ids.
+//   - FlushUsage and WriteUsage apply a batch with a FlushID once, however
+//     often it is written, and one with the zero FlushID every time.
 //   - Usage rollups add up across writes; a minute count also lands in its
 //     hour; series are summed per bucket, route, outcome and status, and
 //     ranges are From-inclusive, To-exclusive.
@@ -78,6 +80,7 @@ func Run(t *testing.T, open func(t *testing.T) keyward.Store) {
 	t.Run("InsertTokens", s.testInsertTokens)
 	t.Run("Usage", s.testUsage)
 	t.Run("UsageEvents", s.testUsageEvents)
+	t.Run("UsageBatch", s.testUsageBatch)
 	t.Run("UsageConcurrent", s.testUsageConcurrent)
 	t.Run("UsagePruneLimit", s.testUsagePruneLimit)
 	t.Run("Accounts", s.testAccounts)

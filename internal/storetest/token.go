@@ -491,7 +491,7 @@ func (s *suite) testFindTokens(t *testing.T) {
 		t.Run("OKAfterFlush", func(t *testing.T) {
 			// A flushed use after since takes the token out; one before it
 			// does not.
-			if err := f.s.FlushUsage(f.ctx, []keyward.UsageFlush{
+			if err := f.s.FlushUsage(f.ctx, keyward.FlushID{}, []keyward.UsageFlush{
 				{TokenID: never, LastUsedAt: since.Add(time.Minute), LastUsedIP: "192.0.2.9"},
 				{TokenID: before, LastUsedAt: since.Add(-time.Minute), LastUsedIP: "192.0.2.9"},
 			}); err != nil {

@@ -58,13 +58,13 @@ func (s *suite) testUsage(t *testing.T) {
 		usageCount(ws.ID, "tok_a", 1, "/v1/verify", keyward.Valid, 200, 10),
 		usageCount(ws.ID, "tok_a", 61, "/v1/verify", keyward.Valid, 200, 7), // the next hour
 	}
-	if err := f.s.WriteUsage(f.ctx, first, nil); err != nil {
+	if err := f.s.WriteUsage(f.ctx, keyward.FlushID{}, first, nil); err != nil {
 		t.Fatalf("WriteUsage: %v", err)
 	}
-	if err := f.s.WriteUsage(f.ctx, second, nil); err != nil {
+	if err := f.s.WriteUsage(f.ctx, keyward.FlushID{}, second, nil); err != nil {
 		t.Fatalf("WriteUsage: %v", err)
 	}
-	if err := f.s.WriteUsage(f.ctx, nil, nil); err != nil {
+	if err := f.s.WriteUsage(f.ctx, keyward.FlushID{}, nil, nil); err != nil {
 		t.Fatalf("WriteUsage of nothing: %v", err)
 	}
 
@@ -180,7 +180,7 @@ func (s *suite) testUsageEvents(t *testing.T) {
 		ev(ws.ID, "tok_b", 4, keyward.RateLimited, 429),
 	}
 	evs[2].IP, evs[2].Method, evs[2].Path = "", "POST", "/v1/verify"
-	if err := f.s.WriteUsage(f.ctx, nil, evs); err != nil {
+	if err := f.s.WriteUsage(f.ctx, keyward.FlushID{}, nil, evs); err != nil {
 		t.Fatalf("WriteUsage: %v", err)
 	}
 	find := func(u keyward.UsageEventFilter) []*keyward.UsageEvent {
@@ -263,7 +263,7 @@ func (s *suite) testUsagePruneLimit(t *testing.T) {
 			Method: "POST", Route: "/v1/verify", Path: "/v1/verify", Outcome: keyward.NotFound, Status: 200,
 		})
 	}
-	if err := f.s.WriteUsage(f.ctx, counts, evs); err != nil {
+	if err := f.s.WriteUsage(f.ctx, keyward.FlushID{}, counts, evs); err != nil {
 		t.Fatalf("WriteUsage: %v", err)
 	}
 	// Everything is past retention but the last minute, hour and event.
@@ -312,7 +312,7 @@ func (s *suite) testUsageConcurrent(t *testing.T) {
 					k := (i + w*7 + b) % tokens // each writer walks the keys from its own start
 					counts = append(counts, usageCount(ws.ID, fmt.Sprintf("tok_%02d", k), k%3, "/v1/verify", keyward.Valid, 200, 1))
 				}
-				errs <- f.s.WriteUsage(f.ctx, counts, nil)
+				errs <- f.s.WriteUsage(f.ctx, keyward.FlushID{}, counts, nil)
 			}
 		})
 	}
@@ -334,5 +334,38 @@ func (s *suite) testUsageConcurrent(t *testing.T) {
 		if tt.Total != writers*batches {
 			t.Errorf("%s: %d, want %d", tt.TokenID, tt.Total, writers*batches)
 		}
+	}
+}
+
+// testUsageBatch: a batch written again with its id, because the answer
+// to its write was lost, is not counted twice, nor are its events kept
+// twice.
+func (s *suite) testUsageBatch(t *testing.T) {
+	hour := t0.Truncate(time.Hour)
+	f := s.fixture(t)
+	ws := f.workspace("acme")
+	counts := []keyward.UsageCount{usageCount(ws.ID, "tok_a", 1, "/v1/verify", keyward.Revoked, 401, 2)}
+	events := []*keyward.UsageEvent{{ID: f.id(keyward.PrefixUsageEvent), WorkspaceID: ws.ID, TokenID: "tok_a",
+		Time: hour.Add(time.Minute), Method: "GET", Route: "/v1/verify", Path: "/v1/verify", Outcome: keyward.Revoked, Status: 401}}
+	id := keyward.FlushID{Writer: "flw_a", Seq: 1, At: t0}
+	for range 2 { // the second time because the first's answer was lost
+		if err := f.s.WriteUsage(f.ctx, id, counts, events); err != nil {
+			t.Fatalf("WriteUsage(%+v): %v", id, err)
+		}
+	}
+	id.Seq++
+	if err := f.s.WriteUsage(f.ctx, id, counts, nil); err != nil {
+		t.Fatalf("WriteUsage(%+v): %v", id, err)
+	}
+	got := f.series(keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Hour})
+	if want := []string{hour.Format(time.RFC3339) + " /v1/verify REVOKED 401 4"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("hours = %q, want %q", got, want)
+	}
+	evs, err := f.s.FindUsageEvents(f.ctx, keyward.UsageEventFilter{WorkspaceID: ws.ID})
+	if err != nil {
+		t.Fatalf("FindUsageEvents: %v", err)
+	}
+	if len(evs) != 1 || evs[0].ID != events[0].ID {
+		t.Errorf("events = %v, want only %s", evs, events[0].ID)
 	}
 }

@@ -340,7 +340,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	for i := range events {
 		evs[i] = event(&events[i])
 	}
-	if err := r.cfg.Store.WriteUsage(ctx, rows, evs); err != nil {
+	if err := r.cfg.Store.WriteUsage(ctx, keyward.FlushID{}, rows, evs); err != nil {
 		r.failing.Store(true)
 		r.flushErrs.Add(1)
 		r.carryCounts = counts

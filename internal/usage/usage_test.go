@@ -204,14 +204,14 @@ type failingStore struct {
 	fail bool
 }
 
-func (s *failingStore) WriteUsage(ctx context.Context, c []keyward.UsageCount, e []*keyward.UsageEvent) error {
+func (s *failingStore) WriteUsage(ctx context.Context, id keyward.FlushID, c []keyward.UsageCount, e []*keyward.UsageEvent) error {
 	s.mu.Lock()
 	fail := s.fail
 	s.mu.Unlock()
 	if fail {
 		return errors.New("store down")
 	}
-	return s.Store.WriteUsage(ctx, c, e)
+	return s.Store.WriteUsage(ctx, id, c, e)
 }
 
 func TestFailedFlushKeepsUsage(t *testing.T) {
@@ -588,9 +588,9 @@ type countingStore struct {
 	calls atomic.Int64
 }
 
-func (s *countingStore) WriteUsage(ctx context.Context, c []keyward.UsageCount, e []*keyward.UsageEvent) error {
+func (s *countingStore) WriteUsage(ctx context.Context, id keyward.FlushID, c []keyward.UsageCount, e []*keyward.UsageEvent) error {
 	s.calls.Add(1)
-	return s.failingStore.WriteUsage(ctx, c, e)
+	return s.failingStore.WriteUsage(ctx, id, c, e)
 }
 
 // slowStore's PruneUsage waits for its context.

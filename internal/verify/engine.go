@@ -1543,7 +1543,7 @@ func (e *Engine) flush(ctx context.Context) (spooled bool, err error) {
 		te.mu.Unlock()
 		batch = append(batch, f)
 	}
-	err = e.cfg.Store.FlushUsage(ctx, batch)
+	err = e.cfg.Store.FlushUsage(ctx, keyward.FlushID{}, batch)
 	e.healthMu.Lock()
 	e.health.FlushErr = err
 	e.healthMu.Unlock()

@@ -838,12 +838,12 @@ type countingStore struct {
 	entries int
 }
 
-func (c *countingStore) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+func (c *countingStore) FlushUsage(ctx context.Context, id keyward.FlushID, batch []keyward.UsageFlush) error {
 	c.mu.Lock()
 	c.flushes++
 	c.entries += len(batch)
 	c.mu.Unlock()
-	return c.Store.FlushUsage(ctx, batch)
+	return c.Store.FlushUsage(ctx, id, batch)
 }
 
 // TestUsageWritesBatched: 10,000 verifications of one token between two
@@ -1182,8 +1182,8 @@ func (f *failover) TokenSecrets(ctx context.Context, id string) ([]*keyward.Secr
 func (f *failover) LookupSecret(ctx context.Context, d []byte) (*keyward.Secret, *keyward.Token, error) {
 	return f.store().LookupSecret(ctx, d)
 }
-func (f *failover) FlushUsage(ctx context.Context, b []keyward.UsageFlush) error {
-	return f.store().FlushUsage(ctx, b)
+func (f *failover) FlushUsage(ctx context.Context, id keyward.FlushID, b []keyward.UsageFlush) error {
+	return f.store().FlushUsage(ctx, id, b)
 }
 func (f *failover) QuotaUsed(ctx context.Context, id, period string) (int64, error) {
 	return f.store().QuotaUsed(ctx, id, period)
@@ -1269,11 +1269,11 @@ type downFlushes struct {
 	down atomic.Bool
 }
 
-func (d *downFlushes) FlushUsage(ctx context.Context, b []keyward.UsageFlush) error {
+func (d *downFlushes) FlushUsage(ctx context.Context, id keyward.FlushID, b []keyward.UsageFlush) error {
 	if d.down.Load() {
 		return keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable")
 	}
-	return d.Store.FlushUsage(ctx, b)
+	return d.Store.FlushUsage(ctx, id, b)
 }
 
 // lockedBuffer is a bytes.Buffer that a logger and a test may use at once.

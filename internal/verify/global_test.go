@@ -79,7 +79,7 @@ func TestGlobalLimits(t *testing.T) {
 	})
 	// The store already counts 2 uses this month (another node flushed
 	// them): the global count is seeded from it.
-	if err := e.store.FlushUsage(context.Background(), []keyward.UsageFlush{{TokenID: tok.ID, Period: "2026-11", QuotaDelta: 2}}); err != nil {
+	if err := e.store.FlushUsage(context.Background(), keyward.FlushID{}, []keyward.UsageFlush{{TokenID: tok.ID, Period: "2026-11", QuotaDelta: 2}}); err != nil {
 		t.Fatal(err)
 	}
 	r := e.verify(text, "")

@@ -195,7 +195,7 @@ func (s *spool) close() {
 // that no longer runs and that belongs to s.store, and removes it. A
 // spool that cannot be read is renamed aside (.bad) and reported, so that
 // it neither blocks every start nor is lost.
-func (s *spool) replay(ctx context.Context, flush func(context.Context, []keyward.UsageFlush) error) error {
+func (s *spool) replay(ctx context.Context, flush func(context.Context, keyward.FlushID, []keyward.UsageFlush) error) error {
 	locks, err := filepath.Glob(filepath.Join(s.dir, "usage-*.lock"))
 	if err != nil {
 		return err
@@ -228,7 +228,7 @@ func (s *spool) replay(ctx context.Context, flush func(context.Context, []keywar
 // replayOne writes back the spool at spoolPath, whose lock the caller
 // holds. done reports that nothing of it is left to write back (its lock
 // file may go).
-func (s *spool) replayOne(ctx context.Context, spoolPath string, flush func(context.Context, []keyward.UsageFlush) error) (done bool, err error) {
+func (s *spool) replayOne(ctx context.Context, spoolPath string, flush func(context.Context, keyward.FlushID, []keyward.UsageFlush) error) (done bool, err error) {
 	raw, err := os.ReadFile(spoolPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return true, nil // nothing was pending when it stopped
@@ -249,7 +249,7 @@ func (s *spool) replayOne(ctx context.Context, spoolPath string, flush func(cont
 		s.log.Warn("a usage spool of another store is left alone", "file", spoolPath, "store", sf.Store, "spooled_at", sf.Written)
 		return false, nil
 	}
-	if err := flush(ctx, fromSpool(sf.Usage)); err != nil {
+	if err := flush(ctx, keyward.FlushID{}, fromSpool(sf.Usage)); err != nil {
 		if keyward.ErrorCode(err) == keyward.EUNAVAILABLE {
 			// Said whole, with the store's cause: the error's message is
 			// what serve prints.

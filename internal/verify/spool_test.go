@@ -24,11 +24,11 @@ type downStore struct {
 	down atomic.Bool
 }
 
-func (d *downStore) FlushUsage(ctx context.Context, batch []keyward.UsageFlush) error {
+func (d *downStore) FlushUsage(ctx context.Context, id keyward.FlushID, batch []keyward.UsageFlush) error {
 	if d.down.Load() {
 		return keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable")
 	}
-	return d.Store.FlushUsage(ctx, batch)
+	return d.Store.FlushUsage(ctx, id, batch)
 }
 
 // TestSpool: usage that the store could not take when a node stopped is

@@ -264,11 +264,20 @@ type Engine struct {
 	restored      map[string]keyward.RateWindow
 	restoredSwept int64 // unix ns of the last sweep of spent windows
 
-	flushMu sync.Mutex // one Flush at a time
+	flushMu sync.Mutex // one Flush at a time; guards writer and seq
 	spool   *spool     // nil without Config.SpoolDir
+	writer  string     // this engine's keyward.FlushID writer
+	seq     int64      // the Seq of its latest batch
 	dirtyMu sync.Mutex
 	dirty   []*tokenEntry
-	carry   []keyward.UsageFlush // usage of ended quota periods, and failed flushes
+	// carry is usage not yet written: of ended quota periods, and what
+	// was gathered while sent could not be written.
+	carry []keyward.UsageFlush
+	// sent, when not nil, is a batch whose write failed, and which the
+	// store may still have applied (the answer to its COMMIT lost): it
+	// is written again, as it is and with its id, before anything else,
+	// never merged with later usage. Set with flushMu and dirtyMu held.
+	sent *flushBatch
 
 	lastSeq  atomic.Int64
 	syncMu   sync.Mutex     // one Sync at a time; guards last
@@ -370,6 +379,7 @@ func New(cfg Config) *Engine {
 	}
 	return &Engine{
 		spool:        sp,
+		writer:       keyward.NewFlushWriter(cfg.Now()),
 		refreshSeed:  maphash.MakeSeed(),
 		cfg:          cfg,
 		log:          cfg.Log,
@@ -574,6 +584,9 @@ type Stats struct {
 func (e *Engine) Stats() Stats {
 	e.dirtyMu.Lock()
 	pending := len(e.dirty) + len(e.carry)
+	if e.sent != nil {
+		pending += len(e.sent.usage)
+	}
 	e.dirtyMu.Unlock()
 	return Stats{Evictions: e.evictions.Load(), FlushErrors: e.flushErrors.Load(), StoreErrors: e.storeErrors.Load(), UsagePending: pending}
 }
@@ -1508,20 +1521,33 @@ func (e *Engine) Flush(ctx context.Context) error {
 	return err
 }
 
+// flushBatch is usage written, or to be written, as one batch.
+type flushBatch struct {
+	id    keyward.FlushID
+	usage []keyward.UsageFlush
+}
+
 // flush is Flush; spooled reports that what a failed flush could not
 // write is in the spool.
+//
+// A batch whose write failed may have been applied all the same (the
+// connection cut after COMMIT): it becomes e.sent, written again with its
+// id, which the store applies once, until that succeeds. What is gathered
+// meanwhile waits in e.carry, to go in the next batch, with the next id:
+// merged into the failed batch, it would be lost if that one had been
+// applied; the failed batch merged into it, counted twice.
 func (e *Engine) flush(ctx context.Context) (spooled bool, err error) {
 	e.flushMu.Lock()
 	defer e.flushMu.Unlock()
 	e.sweepRestored()
 	e.dirtyMu.Lock()
-	dirty, carry := e.dirty, e.carry
+	dirty, fresh := e.dirty, e.carry
 	e.dirty, e.carry = nil, nil
+	sent := e.sent
 	e.dirtyMu.Unlock()
-	if len(dirty) == 0 && len(carry) == 0 {
+	if sent == nil && len(dirty) == 0 && len(fresh) == 0 {
 		return false, nil
 	}
-	batch := carry
 	for _, te := range dirty {
 		te.mu.Lock()
 		f := keyward.UsageFlush{TokenID: te.id}
@@ -1541,26 +1567,29 @@ func (e *Engine) flush(ctx context.Context) (spooled bool, err error) {
 		}
 		te.isDirty = false
 		te.mu.Unlock()
-		batch = append(batch, f)
+		fresh = append(fresh, f)
 	}
-	err = e.cfg.Store.FlushUsage(ctx, keyward.FlushID{}, batch)
-	e.healthMu.Lock()
-	e.health.FlushErr = err
-	e.healthMu.Unlock()
-	if err != nil {
-		e.dirtyMu.Lock()
-		// batch is older than what was carried since it was taken.
-		e.carry = coalesce(append(batch, e.carry...))
-		pending := e.carry
-		e.dirtyMu.Unlock()
-		if e.spool != nil {
-			serr := e.spool.write(pending, e.now())
-			if serr != nil {
-				e.log.Error("usage could not be spooled: a restart before the store returns loses it", "dir", e.cfg.SpoolDir, "err", serr)
-			}
-			return serr == nil, err
+	if sent != nil {
+		if err := e.write(ctx, sent); err != nil {
+			e.dirtyMu.Lock()
+			// fresh is older than what was carried since it was taken.
+			e.carry = coalesce(append(fresh, e.carry...))
+			e.dirtyMu.Unlock()
+			return e.spoolPending(err)
 		}
-		return false, err
+		e.dirtyMu.Lock()
+		e.sent = nil
+		e.dirtyMu.Unlock()
+	}
+	if len(fresh) > 0 {
+		e.seq++
+		b := &flushBatch{id: keyward.FlushID{Writer: e.writer, Seq: e.seq, At: e.now()}, usage: fresh}
+		if err := e.write(ctx, b); err != nil {
+			e.dirtyMu.Lock()
+			e.sent = b
+			e.dirtyMu.Unlock()
+			return e.spoolPending(err)
+		}
 	}
 	if e.spool != nil {
 		if err := e.spool.clear(); err != nil {
@@ -1568,4 +1597,38 @@ func (e *Engine) flush(ctx context.Context) (spooled bool, err error) {
 		}
 	}
 	return false, nil
+}
+
+// write writes b to the store, and notes the outcome for Health.
+func (e *Engine) write(ctx context.Context, b *flushBatch) error {
+	err := e.cfg.Store.FlushUsage(ctx, b.id, b.usage)
+	e.healthMu.Lock()
+	e.health.FlushErr = err
+	e.healthMu.Unlock()
+	return err
+}
+
+// spoolPending writes e.sent and e.carry to the spool after a flush
+// failed with err, and returns flush's results. The carry is spooled
+// under the id its batch is to have (the next Seq): this engine writes
+// it so, and a start after this engine stops writes it back so, after
+// e.sent. Called with flushMu held.
+func (e *Engine) spoolPending(err error) (spooled bool, _ error) {
+	if e.spool == nil {
+		return false, err
+	}
+	e.dirtyMu.Lock()
+	var pending []flushBatch
+	if e.sent != nil {
+		pending = append(pending, *e.sent)
+	}
+	if len(e.carry) > 0 {
+		pending = append(pending, flushBatch{id: keyward.FlushID{Writer: e.writer, Seq: e.seq + 1, At: e.now()}, usage: e.carry})
+	}
+	e.dirtyMu.Unlock()
+	if serr := e.spool.write(pending, e.now()); serr != nil {
+		e.log.Error("usage could not be spooled: a restart before the store returns loses it", "dir", e.cfg.SpoolDir, "err", serr)
+		return false, err
+	}
+	return true, err
 }

@@ -24,9 +24,12 @@ import (
 // forget it: each failed flush rewrites the node's spool file with all
 // that is pending, a flush that succeeds removes it, and Start writes
 // back every spool left by a process that is no longer running (its lock
-// is free), its own node's or another's on the same store. A crash
-// between a flush that succeeded and the removal writes that flush's
-// quota use twice, which only denies early.
+// is free), its own node's or another's on the same store. The spool
+// keeps the batches as the engine formed them, with their ids
+// (keyward.FlushID), so that a batch the store applied although its
+// flush failed, or a spool written back whose removal a crash prevented,
+// is not counted twice: the store applies each id once (within
+// keyward.FlushIDRetention).
 //
 // Each engine has its own pair of files, named by a random id made when
 // it first spools (process ids repeat, as PID 1 in every container does):
@@ -44,12 +47,24 @@ type spool struct {
 }
 
 // spoolFile is the content of a spool file. Its entries are spoolEntry,
-// not keyward.UsageFlush, so that the file's format is its own.
+// not keyward.UsageFlush, so that the file's format is its own. Version 1
+// (Usage, one batch without an id) is the spool of an earlier release,
+// read and written back as it was; version 2 has Batches, in the order
+// they are to be written.
 type spoolFile struct {
 	Version int          `json:"version"`
 	Store   string       `json:"store"`
 	Written time.Time    `json:"written"`
-	Usage   []spoolEntry `json:"usage"`
+	Usage   []spoolEntry `json:"usage,omitempty"`
+	Batches []spoolBatch `json:"batches,omitempty"`
+}
+
+// spoolBatch is a batch of usage with its keyward.FlushID.
+type spoolBatch struct {
+	Writer string       `json:"writer"`
+	Seq    int64        `json:"seq"`
+	At     time.Time    `json:"at"`
+	Usage  []spoolEntry `json:"usage"`
 }
 
 type spoolEntry struct {
@@ -100,15 +115,28 @@ func fromSpool(entries []spoolEntry) []keyward.UsageFlush {
 	return out
 }
 
-const spoolVersion = 1
+const spoolVersion = 2
+
+// batches returns the batches of sf, in the order they are to be
+// written: a version 1 spool's usage as one batch with the zero id.
+func (sf *spoolFile) batches() []flushBatch {
+	if sf.Version == 1 {
+		return []flushBatch{{usage: fromSpool(sf.Usage)}}
+	}
+	out := make([]flushBatch, len(sf.Batches))
+	for i, b := range sf.Batches {
+		out[i] = flushBatch{id: keyward.FlushID{Writer: b.Writer, Seq: b.Seq, At: b.At}, usage: fromSpool(b.Usage)}
+	}
+	return out
+}
 
 func (s *spool) paths(id string) (spoolPath, lockPath string) {
 	base := filepath.Join(s.dir, "usage-"+id)
 	return base + ".spool", base + ".lock"
 }
 
-// write replaces this engine's spool with batch.
-func (s *spool) write(batch []keyward.UsageFlush, now time.Time) error {
+// write replaces this engine's spool with batches.
+func (s *spool) write(batches []flushBatch, now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lock == nil {
@@ -131,7 +159,11 @@ func (s *spool) write(batch []keyward.UsageFlush, now time.Time) error {
 		s.id, s.lock = id, f
 	}
 	spoolPath, _ := s.paths(s.id)
-	raw, err := json.Marshal(spoolFile{Version: spoolVersion, Store: s.store, Written: now.UTC(), Usage: toSpool(batch)})
+	sf := spoolFile{Version: spoolVersion, Store: s.store, Written: now.UTC(), Batches: make([]spoolBatch, len(batches))}
+	for i, b := range batches {
+		sf.Batches[i] = spoolBatch{Writer: b.id.Writer, Seq: b.id.Seq, At: b.id.At.UTC(), Usage: toSpool(b.usage)}
+	}
+	raw, err := json.Marshal(sf)
 	if err != nil {
 		return err
 	}
@@ -237,7 +269,7 @@ func (s *spool) replayOne(ctx context.Context, spoolPath string, flush func(cont
 		return false, fmt.Errorf("usage spool %s: %w", spoolPath, err)
 	}
 	var sf spoolFile
-	if err := json.Unmarshal(raw, &sf); err != nil || sf.Version != spoolVersion {
+	if err := json.Unmarshal(raw, &sf); err != nil || sf.Version != 1 && sf.Version != spoolVersion {
 		bad := spoolPath + ".bad"
 		if rerr := os.Rename(spoolPath, bad); rerr != nil {
 			return false, fmt.Errorf("usage spool %s cannot be read (%v) nor put aside: %w", spoolPath, err, rerr)
@@ -249,23 +281,36 @@ func (s *spool) replayOne(ctx context.Context, spoolPath string, flush func(cont
 		s.log.Warn("a usage spool of another store is left alone", "file", spoolPath, "store", sf.Store, "spooled_at", sf.Written)
 		return false, nil
 	}
-	if err := flush(ctx, keyward.FlushID{}, fromSpool(sf.Usage)); err != nil {
-		if keyward.ErrorCode(err) == keyward.EUNAVAILABLE {
-			// Said whole, with the store's cause: the error's message is
-			// what serve prints.
-			why := err.Error()
-			if ke, ok := err.(*keyward.Error); ok {
-				why = ke.Message // no cause beyond it
-			}
-			return false, keyward.Errorf(keyward.EUNAVAILABLE, "the usage spool %s, kept while the store could not take it, cannot be written back yet (%s); start the node again once the store takes writes: without that usage, limits could admit too much", spoolPath, why)
+	// In order, each with its id: those written back before (a start
+	// that failed part way, a crash before the removal) are applied as
+	// nothing.
+	batches := sf.batches()
+	entries := 0
+	for _, b := range batches {
+		entries += len(b.usage)
+		if err := flush(ctx, b.id, b.usage); err != nil {
+			return false, s.replayError(spoolPath, err)
 		}
-		return false, fmt.Errorf("write back the usage spool %s: %w", spoolPath, err)
 	}
-	s.log.Info("usage kept while the store was unreachable written back", "file", spoolPath, "entries", len(sf.Usage), "spooled_at", sf.Written)
+	s.log.Info("usage kept while the store was unreachable written back", "file", spoolPath, "entries", entries, "spooled_at", sf.Written)
 	if err := os.Remove(spoolPath); err != nil {
 		return false, err
 	}
 	return true, nil
+}
+
+// replayError says why the spool at spoolPath could not be written back.
+func (s *spool) replayError(spoolPath string, err error) error {
+	if keyward.ErrorCode(err) == keyward.EUNAVAILABLE {
+		// Said whole, with the store's cause: the error's message is
+		// what serve prints.
+		why := err.Error()
+		if ke, ok := err.(*keyward.Error); ok {
+			why = ke.Message // no cause beyond it
+		}
+		return keyward.Errorf(keyward.EUNAVAILABLE, "the usage spool %s, kept while the store could not take it, cannot be written back yet (%s); start the node again once the store takes writes: without that usage, limits could admit too much", spoolPath, why)
+	}
+	return fmt.Errorf("write back the usage spool %s: %w", spoolPath, err)
 }
 
 // coalesce merges the entries of batch that share a token and a quota

@@ -6,7 +6,9 @@
 // deletes what is past its retention.
 //
 // Recording never waits for the store. Counts are never dropped: a flush
-// that fails is retried with the next one. Raw events are bounded in
+// that fails is retried with the next one, with the id it was first
+// written with (keyward.FlushID), so that a flush the store applied
+// although its answer was lost is not counted twice. Raw events are bounded in
 // memory; those beyond the bound are dropped and counted (Stats.Dropped),
 // never silently.
 package usage
@@ -119,10 +121,11 @@ type Recorder struct {
 	flushErrs atomic.Uint64
 	pruned    atomic.Uint64
 
-	flushMu     sync.Mutex // one flush at a time; guards the carry and reported
-	carryCounts map[key]int64
-	carryEvents []Request
-	reported    uint64 // dropped events already logged
+	flushMu  sync.Mutex // one flush at a time; guards writer, seq, sent and reported
+	writer   string     // this recorder's keyward.FlushID writer
+	seq      int64      // the Seq of its latest batch
+	sent     *batch     // a batch whose write failed; see Flush
+	reported uint64     // dropped events already logged
 
 	// kick asks for a flush before its time: the event buffer is half
 	// full, so that a flood of failures (each kept as an event) is
@@ -173,10 +176,10 @@ func New(cfg Config) *Recorder {
 		cfg.PruneBatch = DefaultPruneBatch
 	}
 	r := &Recorder{
-		cfg:         cfg,
-		log:         cfg.Log,
-		carryCounts: make(map[key]int64),
-		kick:        make(chan struct{}, 1),
+		cfg:    cfg,
+		log:    cfg.Log,
+		writer: keyward.NewFlushWriter(cfg.Now()),
+		kick:   make(chan struct{}, 1),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i := range r.shards {
@@ -297,12 +300,32 @@ func (r *Recorder) Close(ctx context.Context) error {
 }
 
 // Flush writes the counts and events gathered so far. When the store
-// fails, they are kept and written with the next flush; events beyond
+// fails, they are kept and written with a later flush; events beyond
 // MaxEvents are then dropped and counted.
+//
+// A batch whose write failed may have been applied all the same (the
+// connection cut after COMMIT): it is written again, as it is and with
+// its id, which the store applies once, before anything gathered since,
+// which waits in the shards meanwhile. Merged into the failed batch, that
+// would be lost if the failed one had been applied; the failed batch
+// merged into it, counted twice.
 func (r *Recorder) Flush(ctx context.Context) error {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
-	counts, events := r.carryCounts, r.carryEvents
+	if d := r.dropped.Load(); d > r.reported {
+		// The metric counts them; the log says so once a flush.
+		r.log.Warn("usage events dropped: more failures (or sampled successes) than --usage-event-buffer holds between flushes, or the store is down",
+			"dropped", d-r.reported, "buffer", r.cfg.MaxEvents)
+		r.reported = d
+	}
+	if r.sent != nil {
+		if err := r.write(ctx, r.sent); err != nil {
+			return err
+		}
+		r.sent = nil
+	}
+	counts := make(map[key]int64)
+	var events []Request
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
@@ -319,13 +342,6 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		}
 		events = append(events, e...)
 	}
-	r.carryCounts, r.carryEvents = make(map[key]int64), nil
-	if d := r.dropped.Load(); d > r.reported {
-		// The metric counts them; the log says so once a flush.
-		r.log.Warn("usage events dropped: more failures (or sampled successes) than --usage-event-buffer holds between flushes, or the store is down",
-			"dropped", d-r.reported, "buffer", r.cfg.MaxEvents)
-		r.reported = d
-	}
 	if len(counts) == 0 && len(events) == 0 {
 		return nil
 	}
@@ -340,15 +356,27 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	for i := range events {
 		evs[i] = event(&events[i])
 	}
-	if err := r.cfg.Store.WriteUsage(ctx, keyward.FlushID{}, rows, evs); err != nil {
+	r.seq++
+	b := &batch{id: keyward.FlushID{Writer: r.writer, Seq: r.seq, At: r.cfg.Now()}, counts: rows, events: evs}
+	if err := r.write(ctx, b); err != nil {
+		r.sent = b
+		return err
+	}
+	return nil
+}
+
+// batch is usage written, or to be written, as one batch.
+type batch struct {
+	id     keyward.FlushID
+	counts []keyward.UsageCount
+	events []*keyward.UsageEvent
+}
+
+// write writes b to the store, and notes the outcome.
+func (r *Recorder) write(ctx context.Context, b *batch) error {
+	if err := r.cfg.Store.WriteUsage(ctx, b.id, b.counts, b.events); err != nil {
 		r.failing.Store(true)
 		r.flushErrs.Add(1)
-		r.carryCounts = counts
-		if over := len(events) - r.cfg.MaxEvents; over > 0 {
-			r.dropped.Add(uint64(over))
-			events = events[over:] // keep the newest
-		}
-		r.carryEvents = events
 		return err
 	}
 	r.failing.Store(false)
@@ -447,8 +475,10 @@ func (r *Recorder) Stats() Stats {
 		sh.mu.Unlock()
 	}
 	if r.flushMu.TryLock() {
-		s.PendingCounts += len(r.carryCounts)
-		s.PendingEvents += len(r.carryEvents)
+		if r.sent != nil {
+			s.PendingCounts += len(r.sent.counts)
+			s.PendingEvents += len(r.sent.events)
+		}
 		r.flushMu.Unlock()
 	}
 	return s

@@ -29,7 +29,8 @@ import (
 // (keyward.FlushID), so that a batch the store applied although its
 // flush failed, or a spool written back whose removal a crash prevented,
 // is not counted twice: the store applies each id once (within
-// keyward.FlushIDRetention).
+// keyward.FlushIDRetention). It also keeps them merged, as the earlier
+// release's spool did, for that release to write back after a rollback.
 //
 // Each engine has its own pair of files, named by a random id made when
 // it first spools (process ids repeat, as PID 1 in every container does):
@@ -47,15 +48,19 @@ type spool struct {
 }
 
 // spoolFile is the content of a spool file. Its entries are spoolEntry,
-// not keyward.UsageFlush, so that the file's format is its own. Version 1
-// (Usage, one batch without an id) is the spool of an earlier release,
-// read and written back as it was; version 2 has Batches, in the order
-// they are to be written.
+// not keyward.UsageFlush, so that the file's format is its own.
+//
+// Batches, in the order they are to be written, each with its id, are
+// what this release writes back. Usage is all of them merged, without an
+// id: what the earlier release, which knows no Batches, writes back (a
+// rollback), rather than putting aside as unreadable a spool of a version
+// it does not know; a spool that release wrote has Usage alone, written
+// back as one batch with the zero id.
 type spoolFile struct {
 	Version int          `json:"version"`
 	Store   string       `json:"store"`
 	Written time.Time    `json:"written"`
-	Usage   []spoolEntry `json:"usage,omitempty"`
+	Usage   []spoolEntry `json:"usage"`
 	Batches []spoolBatch `json:"batches,omitempty"`
 }
 
@@ -115,12 +120,15 @@ func fromSpool(entries []spoolEntry) []keyward.UsageFlush {
 	return out
 }
 
-const spoolVersion = 2
+// spoolVersion stays 1: Batches is an addition that the earlier
+// release, which reads version 1 only, passes over (see spoolFile).
+const spoolVersion = 1
 
 // batches returns the batches of sf, in the order they are to be
-// written: a version 1 spool's usage as one batch with the zero id.
+// written: the usage of a spool of the earlier release (no Batches) as
+// one batch with the zero id.
 func (sf *spoolFile) batches() []flushBatch {
-	if sf.Version == 1 {
+	if len(sf.Batches) == 0 {
 		return []flushBatch{{usage: fromSpool(sf.Usage)}}
 	}
 	out := make([]flushBatch, len(sf.Batches))
@@ -160,9 +168,12 @@ func (s *spool) write(batches []flushBatch, now time.Time) error {
 	}
 	spoolPath, _ := s.paths(s.id)
 	sf := spoolFile{Version: spoolVersion, Store: s.store, Written: now.UTC(), Batches: make([]spoolBatch, len(batches))}
+	var all []keyward.UsageFlush
 	for i, b := range batches {
 		sf.Batches[i] = spoolBatch{Writer: b.id.Writer, Seq: b.id.Seq, At: b.id.At.UTC(), Usage: toSpool(b.usage)}
+		all = append(all, b.usage...)
 	}
+	sf.Usage = toSpool(coalesce(all))
 	raw, err := json.Marshal(sf)
 	if err != nil {
 		return err
@@ -269,7 +280,7 @@ func (s *spool) replayOne(ctx context.Context, spoolPath string, flush func(cont
 		return false, fmt.Errorf("usage spool %s: %w", spoolPath, err)
 	}
 	var sf spoolFile
-	if err := json.Unmarshal(raw, &sf); err != nil || sf.Version != 1 && sf.Version != spoolVersion {
+	if err := json.Unmarshal(raw, &sf); err != nil || sf.Version != spoolVersion {
 		bad := spoolPath + ".bad"
 		if rerr := os.Rename(spoolPath, bad); rerr != nil {
 			return false, fmt.Errorf("usage spool %s cannot be read (%v) nor put aside: %w", spoolPath, err, rerr)

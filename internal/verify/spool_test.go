@@ -4,6 +4,7 @@ package verify_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -164,5 +165,95 @@ func TestSpoolOfRunningProcess(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "usage-1.spool")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the spool written back is still there: %v", err)
+	}
+}
+
+// TestSpoolReadByEarlierRelease: a spool this release writes is one that
+// the earlier release (a rollback) writes back, rather than putting it
+// aside unread: version 1, with all that is pending, merged, in "usage",
+// as that release reads it. The batches and their ids ride along for
+// this release.
+func TestSpoolReadByEarlierRelease(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	tok, text := e.create(&keyward.Token{
+		Quota:     &keyward.Quota{Limit: 1000, Period: keyward.PeriodNone},
+		RateLimit: &keyward.RateLimit{Limit: 1000, Window: keyward.Duration(time.Hour)},
+	})
+	dir := t.TempDir()
+	ds := &downStore{Store: e.store}
+	eng := verify.New(verify.Config{Store: ds, Keys: e.keys, Now: e.clock.Now, FlushInterval: time.Hour, SpoolDir: dir, SpoolStore: "s1"})
+	if err := eng.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	use := func(n int) {
+		t.Helper()
+		for range n {
+			expect(t, eng.Verify(context.Background(), verify.Request{Token: text}), keyward.Valid)
+		}
+	}
+	use(5)
+	ds.down.Store(true)
+	if err := eng.Flush(context.Background()); err == nil {
+		t.Fatal("a flush to a store that is down succeeded")
+	}
+	use(7) // in the next batch: the spool holds two
+	if err := eng.Close(context.Background()); err != nil {
+		t.Fatalf("Close with the usage spooled: %v", err)
+	}
+	spools, _ := filepath.Glob(filepath.Join(dir, "usage-*.spool"))
+	if len(spools) != 1 {
+		t.Fatalf("spool files %v, want one", spools)
+	}
+	raw, err := os.ReadFile(spools[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The earlier release's reading: a version other than 1 is put
+	// aside unread; the entries of "usage" are written back.
+	var old struct {
+		Version int    `json:"version"`
+		Store   string `json:"store"`
+		Usage   []struct {
+			TokenID    string          `json:"token_id"`
+			Period     string          `json:"period"`
+			QuotaDelta int64           `json:"quota_delta"`
+			Rate       json.RawMessage `json:"rate"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(raw, &old); err != nil {
+		t.Fatal(err)
+	}
+	if old.Version != 1 || old.Store != "s1" {
+		t.Fatalf("spool version %d, store %q; the earlier release reads version 1 of store s1 only", old.Version, old.Store)
+	}
+	if len(old.Usage) != 1 || old.Usage[0].TokenID != tok.ID || old.Usage[0].Period != "total" || old.Usage[0].QuotaDelta != 12 || len(old.Usage[0].Rate) == 0 {
+		t.Errorf("usage as the earlier release reads it = %+v, want one entry of %s: 12 of total, with its rate window", old.Usage, tok.ID)
+	}
+
+	// This release writes the batches back with their ids: once, also
+	// when the spool is written back again, as after a crash before its
+	// removal.
+	for i := range 2 {
+		if i > 0 {
+			if err := os.WriteFile(spools[0], raw, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(strings.TrimSuffix(spools[0], ".spool")+".lock", nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eng = verify.New(verify.Config{Store: e.store, Keys: e.keys, Now: e.clock.Now, FlushInterval: time.Hour, SpoolDir: dir, SpoolStore: "s1"})
+		if err := eng.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := eng.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if used, _ := e.store.QuotaUsed(context.Background(), tok.ID, "total"); used != 12 {
+			t.Fatalf("the store counts %d after the spool was written back (%d), want 12", used, i+1)
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, "usage-*")); len(left) != 0 {
+			t.Errorf("in the spool directory: %v, want nothing", left)
+		}
 	}
 }

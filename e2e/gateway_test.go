@@ -907,3 +907,86 @@ func TestGatewayShutdownCutsWaits(t *testing.T) {
 		t.Errorf("usage after the stop: %d requests, by status %v; want %d, all 499", u.Total, u.ByStatus, n)
 	}
 }
+
+// TestGatewayShutdownLeavesUpgrades: a WebSocket open at the stop is the
+// client's own connection (hijacked: neither server cuts it), so serve
+// does not wait for its handler after the cut as for a cut request, which
+// would only hold the stop for the whole grace and then warn that cut
+// requests did not end.
+func TestGatewayShutdownLeavesUpgrades(t *testing.T) {
+	ctx := ctxT(t)
+	release := make(chan struct{})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "websocket" {
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			brw.Flush()
+			<-release
+			return
+		}
+		// A stream that outlives the shutdown timeout.
+		w.Header().Set("Content-Type", "text/event-stream")
+		for {
+			if _, err := w.Write([]byte("data: tick\n\n")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-release:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}))
+	defer upstream.Close()
+	defer letGo() // before upstream.Close, which waits for its handlers
+	file := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:0\nworkspace: default\nroutes:\n  - name: all\n    path_prefix: /\n    upstreams: ["+upstream.URL+"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	root := initRoot(t, st)
+	srv := startServer(t, st, "--gateway-config", file, "--shutdown-timeout", "200ms")
+	gw := gatewayURL(t, srv)
+	tok, err := newClient(t, srv.URL, root).CreateToken(ctx, client.CreateTokenRequest{Name: "socket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(ws, "GET /ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer %s\r\n\r\n", tok.Secret)
+	res, err := http.ReadResponse(bufio.NewReader(ws), nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", res, err)
+	}
+	req, _ := http.NewRequest("GET", gw+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.Secret)
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	if _, err := bufio.NewReader(stream.Body).ReadString('\n'); err != nil {
+		t.Fatalf("no event: %v", err)
+	}
+	srv.stop() // fails the test unless the exit is clean
+	log := srv.log.String()
+	if !strings.Contains(log, "requests still in flight at the shutdown timeout were cut") {
+		t.Fatalf("the stream was not cut:\n%s", log)
+	}
+	if strings.Contains(log, "did not end in time") {
+		t.Errorf("serve waited for the WebSocket as for a cut request:\n%s", log)
+	}
+}

@@ -46,7 +46,9 @@ type gatewayServer struct {
 	ln      net.Listener
 	// active counts the requests being handled, for wait: net/http's
 	// Close forgets its connections at once, and its Shutdown then waits
-	// for none of their handlers.
+	// for none of their handlers. WebSocket upgrades are not counted:
+	// their connections are taken over, which no Close cuts, so a wait
+	// for them would hold the stop for all of its bound.
 	active atomic.Int64
 }
 
@@ -79,6 +81,10 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 	g.listen, g.tls, g.routes = cfg.Listen, cfg.TLS, len(cfg.Routes)
 	g.handler.Store(&h)
 	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if gateway.IsUpgrade(r) {
+			(*g.handler.Load()).ServeHTTP(w, r)
+			return
+		}
 		g.active.Add(1)
 		defer g.active.Add(-1)
 		(*g.handler.Load()).ServeHTTP(w, r)

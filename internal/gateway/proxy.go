@@ -173,6 +173,12 @@ func isUpgrade(r *http.Request) bool {
 	return headerHasToken(r.Header["Upgrade"], "websocket") && headerHasToken(r.Header["Connection"], "upgrade")
 }
 
+// IsUpgrade reports whether the gateway serves r as a WebSocket upgrade:
+// its handler takes the client's connection over and runs for as long as
+// the connection, which neither server's Close or Shutdown ends (they let
+// go of a hijacked connection).
+func IsUpgrade(r *http.Request) bool { return isUpgrade(r) }
+
 // bodiless reports whether r has no request body.
 func bodiless(r *http.Request) bool {
 	return r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 && len(r.TransferEncoding) == 0

@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -414,5 +417,62 @@ func TestCheckTLSFiles(t *testing.T) {
 	_, err = Load(path)
 	if err == nil || strings.Contains(err.Error(), "tls") {
 		t.Fatalf("Load: %v, want the route's error only", err)
+	}
+}
+
+// TestCloseMidHeaderNotUpstreamFault: Close cuts a request whose upstream
+// had begun its response header, closing the upstream connection the
+// handler reads it from. That is the stop's doing, not the upstream's: the
+// request is recorded 499 as a client that left, and the upstream is not
+// counted as failing (with eject_after: 1, ejected).
+func TestCloseMidHeaderNotUpstreamFault(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	began := make(chan struct{})
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		// The status line, and the rest of the header never.
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Slow: 1\r\n")
+		close(began)
+		<-stop
+	}()
+	h, gw, lb := newHealthHandler(t, `
+listen: 127.0.0.1:0
+workspace: default
+routes:
+  - name: slow
+    path_prefix: /
+    upstreams: [{{U}}]
+    auth: none
+    timeout: 1m
+    eject_after: 1
+`, map[string]string{"U": "http://" + ln.Addr().String()})
+	rc := dialRaw(t, gw)
+	rc.send("GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-began
+	// For the handler to take the header's first bytes and wait for the
+	// rest (an earlier Close ends its wait for the first as a cut too).
+	time.Sleep(200 * time.Millisecond)
+	gw.Close()
+	waitFor(t, "the access-log line", func() bool { return strings.Contains(lb.String(), `msg="gateway request"`) })
+	log := lb.String()
+	if !strings.Contains(log, "status=499") {
+		t.Errorf("the cut request was not recorded 499:\n%s", log)
+	}
+	if strings.Contains(log, "ejected") || h.router.routes[0].balancer.ups[0].ejectedUntil.Load() != 0 {
+		t.Errorf("the upstream was taken for failing when the stop closed its connection:\n%s", log)
 	}
 }

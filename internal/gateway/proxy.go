@@ -591,6 +591,12 @@ func (h *Handler) send(u *upstream, r *http.Request, st *reqState) (*pconn, *htt
 	}
 	if err != nil {
 		pc.close()
+		if st.cutOff() {
+			// Close cut the client and closed this connection with it,
+			// whatever the exchange was doing (reading the header, say):
+			// no fault of the upstream's.
+			err = errClientGone
+		}
 		return nil, nil, err
 	}
 	return pc, res, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -704,6 +705,37 @@ func TestErrors(t *testing.T) {
 			is:         IsConflict,
 		},
 		{
+			name: "RateLimited",
+			reply: reply{Status: 429, ContentType: "application/problem+json", Header: map[string]string{"Retry-After": "17"},
+				Body: `{"title":"Too Many Requests","status":429,"code":"rate_limited","detail":"this token is over its limit; retry later"}`},
+			want:       Error{StatusCode: 429, Code: "rate_limited", Title: "Too Many Requests", Detail: "this token is over its limit; retry later", RetryAfter: 17 * time.Second},
+			wantString: "this token is over its limit; retry later (HTTP 429 rate_limited)",
+			is:         IsRateLimited,
+		},
+		{
+			name: "Unavailable",
+			reply: reply{Status: 503, ContentType: "application/problem+json", Header: map[string]string{"Retry-After": "1"},
+				Body: `{"title":"Service Unavailable","status":503,"code":"unavailable","detail":"the token store is unavailable"}`},
+			want:       Error{StatusCode: 503, Code: "unavailable", Title: "Service Unavailable", Detail: "the token store is unavailable", RetryAfter: time.Second},
+			wantString: "the token store is unavailable (HTTP 503 unavailable)",
+			is:         IsUnavailable,
+		},
+		{
+			// The OAuth routes answer OAuth's error format (RFC 6749 §5.2).
+			name:       "OAuthInvalidClient",
+			reply:      reply{Status: 401, ContentType: "application/json", Body: `{"error":"invalid_client","error_description":"the token is not valid"}`},
+			want:       Error{StatusCode: 401, Code: "unauthorized", Title: "Unauthorized", Detail: "the token is not valid"},
+			wantString: "the token is not valid (HTTP 401 unauthorized)",
+			is:         IsUnauthorized,
+		},
+		{
+			name:       "OAuthTemporarilyUnavailable",
+			reply:      reply{Status: 503, ContentType: "application/json", Header: map[string]string{"Retry-After": "1"}, Body: `{"error":"temporarily_unavailable"}`},
+			want:       Error{StatusCode: 503, Code: "unavailable", Title: "Service Unavailable", Detail: "temporarily_unavailable", RetryAfter: time.Second},
+			wantString: "temporarily_unavailable (HTTP 503 unavailable)",
+			is:         IsUnavailable,
+		},
+		{
 			name:       "HTMLFromProxy",
 			reply:      reply{Status: 502, ContentType: "text/html", Body: "<html>bad gateway</html>"},
 			want:       Error{StatusCode: 502, Title: "Bad Gateway"},
@@ -743,7 +775,10 @@ func TestErrors(t *testing.T) {
 			if tc.is != nil && !tc.is(err) {
 				t.Errorf("predicate false for %v", err)
 			}
-			for _, is := range []func(error) bool{IsInvalid, IsUnauthorized, IsForbidden, IsNotFound, IsConflict} {
+			if got := RetryAfter(fmt.Errorf("wrapped: %w", err)); got != tc.want.RetryAfter {
+				t.Errorf("RetryAfter = %v, want %v", got, tc.want.RetryAfter)
+			}
+			for _, is := range []func(error) bool{IsInvalid, IsUnauthorized, IsForbidden, IsNotFound, IsConflict, IsRateLimited, IsUnavailable} {
 				if reflect.ValueOf(is).Pointer() != reflect.ValueOf(tc.is).Pointer() && is(err) {
 					t.Errorf("another predicate is true for %v", err)
 				}
@@ -808,6 +843,27 @@ func TestIncompleteAnswers(t *testing.T) {
 	} {
 		if err := call(); err == nil || !strings.Contains(err.Error(), "the answer lacks") {
 			t.Errorf("%s on 200 {}: %v, want an error", name, err)
+		}
+	}
+}
+
+func TestRetryAfterHeader(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0},
+		{"0", 0},
+		{"-3", 0},
+		{"120", 2 * time.Minute},
+		{" 5 ", 5 * time.Second},
+		{"soon", 0},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+	} {
+		if got := retryAfter(tc.in, now); got != tc.want {
+			t.Errorf("retryAfter(%q) = %v, want %v", tc.in, got, tc.want)
 		}
 	}
 }

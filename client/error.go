@@ -7,7 +7,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Error codes of the problem+json body, as docs/api.md lists them.
@@ -21,6 +23,9 @@ const (
 	CodeRateLimited  = "rate_limited"
 	CodeUnavailable  = "unavailable"
 	CodeInternal     = "internal"
+	// CodeMethodNotAllowed is the code of a 405 answer, sent with an
+	// Allow header.
+	CodeMethodNotAllowed = "method_not_allowed"
 )
 
 // maxErrorSize bounds the error body the client reads.
@@ -44,6 +49,10 @@ type Error struct {
 	Detail     string       // what went wrong with this request
 	RequestID  string       // the server's request id, for its logs
 	Errors     []FieldError // the invalid fields of a validation error
+	// RetryAfter is how long the server asked to wait before sending the
+	// request again (its Retry-After header), on a 429 rate_limited or a
+	// 503 unavailable answer; 0 when it gave none.
+	RetryAfter time.Duration
 }
 
 // Error returns a one-line description such as
@@ -112,6 +121,20 @@ type problem struct {
 	Code      string       `json:"code"`
 	RequestID string       `json:"request_id"`
 	Errors    []FieldError `json:"errors"`
+	// OAuth routes answer their own errors in OAuth's format (RFC 6749
+	// §5.2): {"error": "invalid_client", "error_description": "..."}.
+	OAuthError       string `json:"error"`
+	OAuthDescription string `json:"error_description"`
+}
+
+// oauthCodes maps the OAuth error codes keyward's OAuth routes answer to
+// the codes of the problem+json errors that mean the same.
+var oauthCodes = map[string]string{
+	"invalid_request":         CodeInvalid,
+	"invalid_client":          CodeUnauthorized,
+	"unauthorized_client":     CodeForbidden,
+	"temporarily_unavailable": CodeUnavailable,
+	"server_error":            CodeInternal,
 }
 
 // parseError builds the *Error of a response outside 2xx.
@@ -120,6 +143,7 @@ func (c *Client) parseError(resp *http.Response) error {
 		StatusCode: resp.StatusCode,
 		Title:      http.StatusText(resp.StatusCode),
 		RequestID:  resp.Header.Get("X-Request-Id"),
+		RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now()),
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == "application/problem+json" || mt == "application/json" {
@@ -133,6 +157,16 @@ func (c *Client) parseError(resp *http.Response) error {
 				e.RequestID = p.RequestID
 			}
 			e.Type, e.Code, e.Detail, e.Errors = p.Type, p.Code, p.Detail, p.Errors
+			if e.Code == "" && p.OAuthError != "" {
+				// An OAuth route's error: its code says what the
+				// status alone does not (the detail, or the code itself
+				// when there is none).
+				e.Code = oauthCodes[p.OAuthError]
+				e.Detail = p.OAuthDescription
+				if e.Detail == "" {
+					e.Detail = p.OAuthError
+				}
+			}
 		}
 	}
 	// A server should never echo the credential; make sure it cannot reach
@@ -146,6 +180,28 @@ func (c *Client) parseError(resp *http.Response) error {
 		e.Errors[i].Detail = c.redact(e.Errors[i].Detail)
 	}
 	return e
+}
+
+// retryAfter parses a Retry-After header (RFC 9110 §10.2.3): a number of
+// seconds or an HTTP date. It returns 0 for an empty or malformed value.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		if n > int64(24*time.Hour/time.Second)*365 {
+			n = int64(24*time.Hour/time.Second) * 365
+		}
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now).Round(time.Second)
+	}
+	return 0
 }
 
 func (c *Client) redact(s string) string {
@@ -184,3 +240,25 @@ func IsNotFound(err error) bool { return StatusCode(err) == http.StatusNotFound 
 // IsConflict reports whether err is a 409 answer: the object's state
 // forbids the operation, or a name is taken.
 func IsConflict(err error) bool { return StatusCode(err) == http.StatusConflict }
+
+// IsRateLimited reports whether err is a 429 answer: the management token
+// is over its rate limit or quota. The *Error's RetryAfter says when to
+// send the request again.
+func IsRateLimited(err error) bool { return StatusCode(err) == http.StatusTooManyRequests }
+
+// IsUnavailable reports whether err is a 503 answer: the server's store
+// could not answer in time, or the node refuses lookups of unknown tokens
+// for a moment. Nothing was written; the same request may be sent again
+// after the *Error's RetryAfter.
+func IsUnavailable(err error) bool { return StatusCode(err) == http.StatusServiceUnavailable }
+
+// RetryAfter returns how long the server asked to wait before sending the
+// request again, if err is or wraps an *Error with a Retry-After header,
+// and 0 otherwise.
+func RetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
+}

@@ -193,8 +193,8 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body io.Re
 	return req, nil
 }
 
-// send performs req and decodes the response as Do documents.
-func (c *Client) send(req *http.Request, out any) error {
+// do performs req. Its error names no secret.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
 		// A *url.Error names the method and URL, which never hold the
@@ -203,6 +203,15 @@ func (c *Client) send(req *http.Request, out any) error {
 		if errors.As(err, &ue) {
 			ue.URL = secret.Redact(ue.URL)
 		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// send performs req and decodes the response as Do documents.
+func (c *Client) send(req *http.Request, out any) error {
+	resp, err := c.do(req)
+	if err != nil {
 		return err
 	}
 	defer func() {
@@ -297,24 +306,10 @@ func (c *Client) ListTokens(ctx context.Context, f TokenFilter) (*List[Token], e
 //		fmt.Println(tok.ID)
 //	}
 func (c *Client) Tokens(ctx context.Context, f TokenFilter) iter.Seq2[Token, error] {
-	return func(yield func(Token, error) bool) {
-		for {
-			page, err := c.ListTokens(ctx, f)
-			if err != nil {
-				yield(Token{}, err)
-				return
-			}
-			for _, t := range page.Items {
-				if !yield(t, nil) {
-					return
-				}
-			}
-			if page.NextCursor == "" || page.NextCursor == f.Cursor {
-				return
-			}
-			f.Cursor = page.NextCursor
-		}
-	}
+	return pages(f.Cursor, func(cursor string) (*List[Token], error) {
+		f.Cursor = cursor
+		return c.ListTokens(ctx, f)
+	})
 }
 
 // AllTokens returns every token that f selects, following the cursor
@@ -455,7 +450,7 @@ func (c *Client) ListWorkspaces(ctx context.Context, opts ListOptions) (*List[Wo
 }
 
 // ListAudit returns one page of the workspace's audit events, newest first.
-// It needs keyward:audit:read.
+// It needs keyward:audit:read. ListAuditEvents also filters them.
 func (c *Client) ListAudit(ctx context.Context, opts ListOptions) (*List[AuditEvent], error) {
 	var out List[AuditEvent]
 	if err := c.get(ctx, "/v1/audit", opts.query(), &out); err != nil {

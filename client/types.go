@@ -495,11 +495,7 @@ func (f UsageEventFilter) query() url.Values {
 	if f.Outcome != "" {
 		v.Set("outcome", f.Outcome)
 	}
-	if !f.From.IsZero() {
-		v.Set("from", f.From.UTC().Format(time.RFC3339))
-	}
-	if !f.To.IsZero() {
-		v.Set("to", f.To.UTC().Format(time.RFC3339))
-	}
+	setTime(v, "from", f.From)
+	setTime(v, "to", f.To)
 	return v
 }

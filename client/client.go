@@ -5,8 +5,10 @@
 // A Client holds one management token and sends it as a bearer credential
 // on every call that needs one. The token never appears in a URL or in an
 // error string. Calls that fail with an HTTP error return a *Error parsed
-// from the server's problem+json body; use IsNotFound and its siblings to
-// test for the common cases.
+// from the server's problem+json body; use IsNotFound and its siblings
+// (IsInvalid, IsUnauthorized, IsForbidden, IsConflict, IsRateLimited,
+// IsUnavailable) to test for the common cases, Error.Errors for the fields
+// of a validation error, and RetryAfter for when to try again.
 //
 //	c, err := client.New("http://127.0.0.1:8080", os.Getenv("KEYWARD_TOKEN"))
 //	if err != nil { ... }
@@ -15,6 +17,15 @@
 //		Scopes: []string{"orders:read"},
 //	})
 //	fmt.Println(tok.ID, tok.Secret) // the secret is shown this once
+//
+// NewFromEnv configures a Client the way the keyward CLI is, from
+// KEYWARD_SERVER and KEYWARD_TOKEN (or KEYWARD_TOKEN_FILE):
+//
+//	c, err := client.NewFromEnv()
+//
+// Each list endpoint has a List method that returns one page and an
+// iterator (Tokens, Workspaces, AuditEvents, UsageEvents, DormantTokens,
+// TokenReport) that follows the cursor through every page.
 //
 // The package uses the standard library only.
 package client

@@ -106,18 +106,24 @@ func WithOAuthBasicAuth(username string) Option {
 func New(baseURL, token string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
+		// Not the *url.Error itself, which repeats the URL whole.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, fmt.Errorf("keyward client: invalid server URL: %w", err)
 	}
 	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("keyward client: server URL %q must start with http:// or https://", baseURL)
-	case u.Host == "":
-		return nil, fmt.Errorf("keyward client: server URL %q has no host", baseURL)
 	case u.User != nil:
 		// Do not repeat the URL: its user info may hold a password.
 		return nil, errors.New("keyward client: server URL must not contain credentials")
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return nil, fmt.Errorf("keyward client: server URL %q must not have a query or fragment", baseURL)
+		// Nor its query or fragment, where a secret may have been put.
+		return nil, fmt.Errorf("keyward client: server URL %q must not have a query or fragment", shownURL(u))
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("keyward client: server URL %q must start with http:// or https://", shownURL(u))
+	case u.Host == "":
+		return nil, fmt.Errorf("keyward client: server URL %q has no host", shownURL(u))
 	}
 	if !validToken(token) {
 		// Never repeat the token, not even in part.
@@ -133,6 +139,14 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		o(c)
 	}
 	return c, nil
+}
+
+// shownURL returns u for an error message: without user info, query and
+// fragment, and with anything shaped like a token's secret cut out.
+func shownURL(u *url.URL) string {
+	v := *u
+	v.User, v.RawQuery, v.ForceQuery, v.Fragment, v.RawFragment = nil, "", false, "", ""
+	return secret.Redact(v.String())
 }
 
 // validToken reports whether token can travel in a header as it is.

@@ -118,6 +118,14 @@ func TestNew(t *testing.T) {
 		{"ErrCredentials", "http://admin:hunter2@example.com", testToken, "must not contain credentials"},
 		{"ErrQuery", "http://example.com/?token=x", testToken, "query"},
 		{"ErrTokenNewline", "http://example.com", testToken + "\r\nX-Evil: 1", "spaces or control characters"},
+		// No error repeats a secret that was put in the URL.
+		{"ErrSchemeAndCredentials", "ftp://admin:hunter2@example.com", testToken, "must not contain credentials"},
+		{"ErrNoHostAndCredentials", "http://admin:hunter2@/x", testToken, "must not contain credentials"},
+		{"ErrQueryWithToken", "http://example.com/?token=" + testToken, testToken, "query"},
+		{"ErrFragmentWithToken", "http://example.com/#" + testToken, testToken, "query or fragment"},
+		{"ErrSchemeWithTokenInPath", "ftp://example.com/" + testToken, testToken, "must start with http"},
+		{"ErrParseWithToken", "http://exa mple.com/" + testToken, testToken, "invalid server URL"},
+		{"ErrParseWithPassword", "http://admin:hunter2@exa mple.com/", testToken, "invalid server URL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.url, tc.token)

@@ -763,6 +763,16 @@ func TestErrors(t *testing.T) {
 			wantString: "bad token [redacted] x (HTTP 401 unauthorized)",
 			is:         IsUnauthorized,
 		},
+		{
+			// Another secret, such as the one given to Verify, echoed by
+			// a proxy before keyward.
+			name: "RedactsEchoedOtherSecret",
+			reply: reply{Status: 400, ContentType: "application/problem+json",
+				Body: `{"title":"Bad Request","status":400,"code":"invalid","detail":"bad body","errors":[{"pointer":"/token","detail":"token kw_9876543210abcdefghijABCDEFGHIJ01abcd42 is odd"}]}`},
+			want:       Error{StatusCode: 400, Code: "invalid", Title: "Bad Request", Detail: "bad body", Errors: []FieldError{{"/token", "token kw_[redacted] is odd"}}},
+			wantString: "bad body: /token: token kw_[redacted] is odd (HTTP 400 invalid)",
+			is:         IsInvalid,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := newTestClient(t, tc.reply)

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyward/keyward/internal/secret"
 )
 
 // Error codes of the problem+json body, as docs/api.md lists them.
@@ -204,11 +206,14 @@ func retryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
+// redact takes the client's token out of s, and anything else shaped like
+// a token's secret, such as one given to Verify or Introspect, in case a
+// server (or a proxy before it) echoes it.
 func (c *Client) redact(s string) string {
-	if c.token == "" {
-		return s
+	if c.token != "" {
+		s = strings.ReplaceAll(s, c.token, "[redacted]")
 	}
-	return strings.ReplaceAll(s, c.token, "[redacted]")
+	return secret.Redact(s)
 }
 
 // StatusCode returns the HTTP status of err if it is or wraps an *Error,

@@ -461,6 +461,9 @@ func (c *Client) CreateWorkspace(ctx context.Context, req CreateWorkspaceRequest
 	if err := c.post(ctx, "/v1/workspaces", req, &out); err != nil {
 		return nil, err
 	}
+	if out.ID == "" || out.Token == "" {
+		return nil, incomplete("POST /v1/workspaces", "the workspace's id and first token")
+	}
 	return &out, nil
 }
 

@@ -574,6 +574,8 @@ func TestTokenPatch(t *testing.T) {
 			`{"expires_at":null,"allowed_cidrs":null,"rate_limit":null,"quota":null,"subject":null,"metadata":null,"scopes":null}`},
 		{"SetThenUnset", new(TokenPatch).SetName("n").ClearQuota().Unset("name"), `{"quota":null}`},
 		{"Raw", new(TokenPatch).Set("unknown_field", true), `{"unknown_field":true}`},
+		{"ExpiresIn", new(TokenPatch).SetExpiresAt(time.Unix(0, 0)).SetExpiresIn(720 * time.Hour), `{"expires_in":"720h0m0s"}`},
+		{"ExpiresAtAfterIn", new(TokenPatch).SetExpiresIn(time.Hour).SetExpiresAt(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)), `{"expires_at":"2027-01-01T00:00:00Z"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.patch.MarshalJSON()
@@ -858,6 +860,10 @@ func TestIncompleteAnswers(t *testing.T) {
 		"RotateToken": func() error { _, err := c.RotateToken(ctx, "tok_1", nil); return err },
 		"RevokeToken": func() error { _, err := c.RevokeToken(ctx, "tok_1", ""); return err },
 		"Verify":      func() error { _, err := c.Verify(ctx, VerifyRequest{Token: "kw_x"}); return err },
+		"CreateWorkspace": func() error {
+			_, err := c.CreateWorkspace(ctx, CreateWorkspaceRequest{Name: "acme"})
+			return err
+		},
 	} {
 		if err := call(); err == nil || !strings.Contains(err.Error(), "the answer lacks") {
 			t.Errorf("%s on 200 {}: %v, want an error", name, err)

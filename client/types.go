@@ -177,9 +177,18 @@ func (p *TokenPatch) SetScopes(scopes []string) *TokenPatch {
 // ClearScopes removes every scope of the token.
 func (p *TokenPatch) ClearScopes() *TokenPatch { return p.Clear("scopes") }
 
-// SetExpiresAt sets when the token expires.
+// SetExpiresAt sets when the token expires. It replaces an expires_in
+// of the patch: the server takes one or the other.
 func (p *TokenPatch) SetExpiresAt(t time.Time) *TokenPatch {
+	p.Unset("expires_in")
 	return p.Set("expires_at", t.UTC().Format(time.RFC3339Nano))
+}
+
+// SetExpiresIn makes the token expire d from when the server applies the
+// patch (at least a second). It replaces an expires_at of the patch.
+func (p *TokenPatch) SetExpiresIn(d time.Duration) *TokenPatch {
+	p.Unset("expires_at")
+	return p.Set("expires_in", Duration(d))
 }
 
 // ClearExpiresAt makes the token never expire.

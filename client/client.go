@@ -72,8 +72,11 @@ type Client struct {
 type Option func(*Client)
 
 // WithHTTPClient makes the Client send its requests with hc instead of a
-// client with DefaultTimeout. The caller keeps ownership of hc and should
-// give it a timeout. A nil hc is ignored.
+// client with DefaultTimeout that follows redirects only within the
+// server's origin (or from http to https on the same host), so that the
+// management token reaches no other port or plain-text connection. The
+// caller keeps ownership of hc and should give it a timeout and such a
+// redirect policy. A nil hc is ignored.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) {
 		if hc != nil {
@@ -132,13 +135,46 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	c := &Client{
 		base:       strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"),
 		token:      token,
-		httpClient: &http.Client{Timeout: DefaultTimeout},
+		httpClient: &http.Client{Timeout: DefaultTimeout, CheckRedirect: sameOrigin},
 		userAgent:  DefaultUserAgent,
 	}
 	for _, o := range opts {
 		o(c)
 	}
 	return c, nil
+}
+
+// sameOrigin is the redirect policy of a Client made without
+// WithHTTPClient. net/http sends the Authorization field again to a
+// redirect's target on the same host name, whatever its port or scheme, so
+// a redirect to another port of the host, or from https to http, would
+// hand the management token to another service or to the network. Such a
+// redirect is not followed: the 3xx answer is returned as an *Error.
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	from, to := via[0].URL, req.URL
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		if u.Scheme == "https" {
+			return "443"
+		}
+		return "80"
+	}
+	switch {
+	case !strings.EqualFold(from.Hostname(), to.Hostname()):
+		// net/http drops the credential itself; the answer would be
+		// another server's, without it.
+		return http.ErrUseLastResponse
+	case from.Scheme == to.Scheme && port(from) == port(to):
+		return nil
+	case from.Scheme == "http" && to.Scheme == "https" && port(to) == "443":
+		return nil // an upgrade to TLS on its default port
+	}
+	return http.ErrUseLastResponse
 }
 
 // shownURL returns u for an error message: without user info, query and

@@ -891,3 +891,65 @@ func TestRetryAfterHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestRedirectKeepsToken checks that the management token follows no
+// redirect to another port of the same host, where net/http would send it
+// again.
+func TestRedirectKeepsToken(t *testing.T) {
+	var leaked []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked = append(leaked, r.Header.Get("Authorization"))
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, tokenJSON)
+	}))
+	defer other.Close()
+	otherURL, _ := url.Parse(other.URL)
+	// The same host name as other, another port.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/tokens/tok_same" {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, tokenJSON)
+			return
+		}
+		if r.URL.Path == "/v1/tokens/tok_local" {
+			http.Redirect(w, r, "/v1/tokens/tok_same", http.StatusFound)
+			return
+		}
+		http.Redirect(w, r, "http://"+otherURL.Host+r.URL.Path, http.StatusFound)
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.GetToken(context.Background(), "tok_1")
+	if StatusCode(err) != http.StatusFound {
+		t.Errorf("redirect to another port: err = %v, want the 302 as an *Error", err)
+	}
+	if len(leaked) != 0 {
+		t.Errorf("the other port got Authorization %q", leaked)
+	}
+	// A redirect within the same origin is followed.
+	if tok, err := c.GetToken(context.Background(), "tok_local"); err != nil || tok.ID != "tok_01jd8" {
+		t.Errorf("same-origin redirect: %v, %v", tok, err)
+	}
+
+	for _, tc := range []struct {
+		from, to string
+		follow   bool
+	}{
+		{"https://k.example.com/v1/x", "https://k.example.com/v1/y", true},
+		{"http://k.example.com/v1/x", "https://k.example.com/v1/x", true},
+		{"http://k.example.com:8080/v1/x", "https://k.example.com/v1/x", true},
+		{"https://k.example.com/v1/x", "http://k.example.com/v1/x", false},
+		{"https://k.example.com/v1/x", "https://k.example.com:8443/v1/x", false},
+		{"http://k.example.com/v1/x", "https://k.example.com:8443/v1/x", false},
+		{"https://k.example.com/v1/x", "https://other.example.com/v1/x", false},
+	} {
+		from, _ := http.NewRequest("GET", tc.from, nil)
+		to, _ := http.NewRequest("GET", tc.to, nil)
+		if got := sameOrigin(to, []*http.Request{from}) == nil; got != tc.follow {
+			t.Errorf("%s -> %s: follow = %v, want %v", tc.from, tc.to, got, tc.follow)
+		}
+	}
+}

@@ -178,3 +178,32 @@ func TestWriteTokenReportCSV(t *testing.T) {
 		}
 	})
 }
+
+func TestUsage(t *testing.T) {
+	const body = `{"token_id":"tok_1","granularity":"minute","from":"2026-11-22T10:00:00Z","to":"2026-11-22T10:02:00Z",
+		"total":3,"by_outcome":{"VALID":2,"RATE_LIMITED":1},"by_route":{"/v1/verify":3},"by_status":{"200":3},
+		"points":[{"time":"2026-11-22T10:00:00Z","total":3,"by_outcome":{"VALID":2,"RATE_LIMITED":1}},{"time":"2026-11-22T10:01:00Z","total":0,"by_outcome":{}}],
+		"top_tokens":[{"token_id":"tok_1","name":"n","total":3,"valid":2,"failed":1}]}`
+	c, seen := newTestClient(t, reply{Status: 200, ContentType: "application/json", Body: body})
+	// A "to" that ends within a second: cut to the second, the server
+	// would widen it to one bucket fewer.
+	q := UsageQuery{Granularity: "minute", From: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC), To: time.Date(2026, 11, 22, 10, 1, 0, 250_000_000, time.UTC), Top: 3}
+	u, err := c.TokenUsage(context.Background(), "tok_1", q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Usage(context.Background(), q); err != nil {
+		t.Fatal(err)
+	}
+	want := "from=2026-11-22T10%3A00%3A00Z&granularity=minute&to=2026-11-22T10%3A01%3A00.25Z&top=3"
+	if r := (*seen)[0]; r.Path != "/v1/tokens/tok_1/usage" || r.RawQuery != want {
+		t.Errorf("request = %s?%s, want ?%s", r.Path, r.RawQuery, want)
+	}
+	if r := (*seen)[1]; r.Path != "/v1/usage" || r.RawQuery != want {
+		t.Errorf("request = %s?%s, want ?%s", r.Path, r.RawQuery, want)
+	}
+	if u.Total != 3 || u.ByOutcome["RATE_LIMITED"] != 1 || u.ByStatus["200"] != 3 || len(u.Points) != 2 || u.Points[0].ByOutcome["VALID"] != 2 ||
+		len(u.TopTokens) != 1 || u.TopTokens[0].Failed != 1 || u.TokenID != "tok_1" || u.Granularity != "minute" {
+		t.Errorf("usage = %+v", u)
+	}
+}

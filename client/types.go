@@ -430,12 +430,8 @@ func (q UsageQuery) query() url.Values {
 	if q.Granularity != "" {
 		v.Set("granularity", q.Granularity)
 	}
-	if !q.From.IsZero() {
-		v.Set("from", q.From.UTC().Format(time.RFC3339))
-	}
-	if !q.To.IsZero() {
-		v.Set("to", q.To.UTC().Format(time.RFC3339))
-	}
+	setTime(v, "from", q.From)
+	setTime(v, "to", q.To)
 	if q.Top > 0 {
 		v.Set("top", strconv.Itoa(q.Top))
 	}

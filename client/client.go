@@ -368,8 +368,9 @@ func (c *Client) ListTokens(ctx context.Context, f TokenFilter) (*List[Token], e
 //	}
 func (c *Client) Tokens(ctx context.Context, f TokenFilter) iter.Seq2[Token, error] {
 	return pages(f.Cursor, func(cursor string) (*List[Token], error) {
-		f.Cursor = cursor
-		return c.ListTokens(ctx, f)
+		g := f
+		g.Cursor = cursor
+		return c.ListTokens(ctx, g)
 	})
 }
 

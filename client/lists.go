@@ -13,9 +13,12 @@ import (
 )
 
 // pages returns an iterator over the items of every page that fetch
-// returns, from cursor on. On an error it yields the error once and stops.
-func pages[T any](cursor string, fetch func(cursor string) (*List[T], error)) iter.Seq2[T, error] {
+// returns, from start on. On an error it yields the error once and stops.
+// Each range over it starts again from start, and ranges may run at once:
+// fetch must not change what it shares between calls.
+func pages[T any](start string, fetch func(cursor string) (*List[T], error)) iter.Seq2[T, error] {
 	return func(yield func(T, error) bool) {
+		cursor := start
 		for {
 			page, err := fetch(cursor)
 			if err != nil {
@@ -41,8 +44,9 @@ func pages[T any](cursor string, fetch func(cursor string) (*List[T], error)) it
 // once and stops. It needs keyward:instance.
 func (c *Client) Workspaces(ctx context.Context, opts ListOptions) iter.Seq2[Workspace, error] {
 	return pages(opts.Cursor, func(cursor string) (*List[Workspace], error) {
-		opts.Cursor = cursor
-		return c.ListWorkspaces(ctx, opts)
+		o := opts
+		o.Cursor = cursor
+		return c.ListWorkspaces(ctx, o)
 	})
 }
 
@@ -95,8 +99,9 @@ func (c *Client) ListAuditEvents(ctx context.Context, f AuditFilter) (*List[Audi
 // stops. It needs keyward:audit:read.
 func (c *Client) AuditEvents(ctx context.Context, f AuditFilter) iter.Seq2[AuditEvent, error] {
 	return pages(f.Cursor, func(cursor string) (*List[AuditEvent], error) {
-		f.Cursor = cursor
-		return c.ListAuditEvents(ctx, f)
+		g := f
+		g.Cursor = cursor
+		return c.ListAuditEvents(ctx, g)
 	})
 }
 
@@ -105,8 +110,9 @@ func (c *Client) AuditEvents(ctx context.Context, f AuditFilter) iter.Seq2[Audit
 // once and stops. It needs keyward:tokens:read.
 func (c *Client) UsageEvents(ctx context.Context, f UsageEventFilter) iter.Seq2[UsageEvent, error] {
 	return pages(f.Cursor, func(cursor string) (*List[UsageEvent], error) {
-		f.Cursor = cursor
-		return c.ListUsageEvents(ctx, f)
+		g := f
+		g.Cursor = cursor
+		return c.ListUsageEvents(ctx, g)
 	})
 }
 
@@ -143,8 +149,9 @@ func (c *Client) ListDormantTokens(ctx context.Context, f DormantFilter) (*List[
 // stops. It needs keyward:tokens:read.
 func (c *Client) DormantTokens(ctx context.Context, f DormantFilter) iter.Seq2[Token, error] {
 	return pages(f.Cursor, func(cursor string) (*List[Token], error) {
-		f.Cursor = cursor
-		return c.ListDormantTokens(ctx, f)
+		g := f
+		g.Cursor = cursor
+		return c.ListDormantTokens(ctx, g)
 	})
 }
 
@@ -180,8 +187,9 @@ func (c *Client) ListTokenReport(ctx context.Context, opts ListOptions) (*List[T
 // keyward:tokens:read.
 func (c *Client) TokenReport(ctx context.Context, opts ListOptions) iter.Seq2[TokenReportItem, error] {
 	return pages(opts.Cursor, func(cursor string) (*List[TokenReportItem], error) {
-		opts.Cursor = cursor
-		return c.ListTokenReport(ctx, opts)
+		o := opts
+		o.Cursor = cursor
+		return c.ListTokenReport(ctx, o)
 	})
 }
 

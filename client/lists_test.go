@@ -3,8 +3,13 @@ package client
 import (
 	"bytes"
 	"context"
+	"io"
+	"iter"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -205,5 +210,72 @@ func TestUsage(t *testing.T) {
 	if u.Total != 3 || u.ByOutcome["RATE_LIMITED"] != 1 || u.ByStatus["200"] != 3 || len(u.Points) != 2 || u.Points[0].ByOutcome["VALID"] != 2 ||
 		len(u.TopTokens) != 1 || u.TopTokens[0].Failed != 1 || u.TokenID != "tok_1" || u.Granularity != "minute" {
 		t.Errorf("usage = %+v", u)
+	}
+}
+
+// TestIteratorsRangeAgain checks that each paging iterator starts again
+// from its first cursor on every range, and that two ranges of one
+// iterator may run at once (go test -race).
+func TestIteratorsRangeAgain(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Query().Get("cursor") {
+		case "":
+			io.WriteString(w, pageOf("c1", `{"id":"a"}`, `{"id":"b"}`))
+		case "c1":
+			io.WriteString(w, pageOf("", `{"id":"c"}`))
+		default:
+			w.WriteHeader(http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		ids  func() ([]string, error) // walks one iterator, made once
+	}{
+		{"Tokens", walkIDs(c.Tokens(ctx, TokenFilter{Limit: 2}), func(v Token) string { return v.ID })},
+		{"Workspaces", walkIDs(c.Workspaces(ctx, ListOptions{Limit: 2}), func(v Workspace) string { return v.ID })},
+		{"AuditEvents", walkIDs(c.AuditEvents(ctx, AuditFilter{Action: "token.*"}), func(v AuditEvent) string { return v.ID })},
+		{"UsageEvents", walkIDs(c.UsageEvents(ctx, UsageEventFilter{}), func(v UsageEvent) string { return v.ID })},
+		{"DormantTokens", walkIDs(c.DormantTokens(ctx, DormantFilter{Days: 3}), func(v Token) string { return v.ID })},
+		{"TokenReport", walkIDs(c.TokenReport(ctx, ListOptions{}), func(v TokenReportItem) string { return v.ID })},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := []string{"a", "b", "c"}
+			for i := range 2 {
+				ids, err := tc.ids()
+				if err != nil || !reflect.DeepEqual(ids, want) {
+					t.Fatalf("range %d: ids = %v, %v; want %v", i+1, ids, err, want)
+				}
+			}
+			var wg sync.WaitGroup
+			for range 2 {
+				wg.Go(func() {
+					if ids, err := tc.ids(); err != nil || !reflect.DeepEqual(ids, want) {
+						t.Errorf("concurrent range: ids = %v, %v; want %v", ids, err, want)
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+}
+
+// walkIDs returns a function that ranges over seq and returns the ids of
+// its items.
+func walkIDs[T any](seq iter.Seq2[T, error], id func(T) string) func() ([]string, error) {
+	return func() (ids []string, err error) {
+		for v, err := range seq {
+			if err != nil {
+				return ids, err
+			}
+			ids = append(ids, id(v))
+		}
+		return ids, nil
 	}
 }

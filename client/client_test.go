@@ -576,6 +576,9 @@ func TestTokenPatch(t *testing.T) {
 		{"Raw", new(TokenPatch).Set("unknown_field", true), `{"unknown_field":true}`},
 		{"ExpiresIn", new(TokenPatch).SetExpiresAt(time.Unix(0, 0)).SetExpiresIn(720 * time.Hour), `{"expires_in":"720h0m0s"}`},
 		{"ExpiresAtAfterIn", new(TokenPatch).SetExpiresIn(time.Hour).SetExpiresAt(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)), `{"expires_at":"2027-01-01T00:00:00Z"}`},
+		// The server refuses expires_in with a null expires_at ("not
+		// both"): the last call wins, as between the two setters.
+		{"ClearExpiresAtAfterIn", new(TokenPatch).SetExpiresIn(time.Hour).ClearExpiresAt(), `{"expires_at":null}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.patch.MarshalJSON()

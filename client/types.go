@@ -191,8 +191,12 @@ func (p *TokenPatch) SetExpiresIn(d time.Duration) *TokenPatch {
 	return p.Set("expires_in", Duration(d))
 }
 
-// ClearExpiresAt makes the token never expire.
-func (p *TokenPatch) ClearExpiresAt() *TokenPatch { return p.Clear("expires_at") }
+// ClearExpiresAt makes the token never expire. It replaces an expires_in
+// of the patch, which the server would refuse with it.
+func (p *TokenPatch) ClearExpiresAt() *TokenPatch {
+	p.Unset("expires_in")
+	return p.Clear("expires_at")
+}
 
 // SetAllowedCIDRs replaces the token's IP allowlist.
 func (p *TokenPatch) SetAllowedCIDRs(cidrs []string) *TokenPatch {

@@ -114,6 +114,11 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
+		if strings.HasPrefix(err.Error(), "invalid port ") {
+			// Nor its quote of what follows the host's last colon: the
+			// password of a "user:password" that lacks its "@host".
+			err = errors.New("invalid port after host")
+		}
 		return nil, fmt.Errorf("keyward client: invalid server URL: %w", err)
 	}
 	switch {

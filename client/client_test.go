@@ -126,6 +126,8 @@ func TestNew(t *testing.T) {
 		{"ErrSchemeWithTokenInPath", "ftp://example.com/" + testToken, testToken, "must start with http"},
 		{"ErrParseWithToken", "http://exa mple.com/" + testToken, testToken, "invalid server URL"},
 		{"ErrParseWithPassword", "http://admin:hunter2@exa mple.com/", testToken, "invalid server URL"},
+		{"ErrPortIsPassword", "https://admin:hunter2", testToken, "invalid port after host"},
+		{"ErrPortIsToken", "http://127.0.0.1:" + testToken, testToken, "invalid port after host"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.url, tc.token)

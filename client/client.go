@@ -76,7 +76,7 @@ type Option func(*Client)
 // server's origin (or from http to https on the same host), so that the
 // management token reaches no other port or plain-text connection. The
 // caller keeps ownership of hc and should give it a timeout and such a
-// redirect policy. A nil hc is ignored.
+// redirect policy (CheckRedirect: SameOriginRedirect). A nil hc is ignored.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) {
 		if hc != nil {
@@ -147,6 +147,14 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		o(c)
 	}
 	return c, nil
+}
+
+// SameOriginRedirect is the redirect policy of a Client made without
+// WithHTTPClient (see sameOrigin), for the CheckRedirect of an http.Client
+// given to WithHTTPClient, so that it keeps the management token to the
+// server's origin too.
+func SameOriginRedirect(req *http.Request, via []*http.Request) error {
+	return sameOrigin(req, via)
 }
 
 // sameOrigin is the redirect policy of a Client made without

@@ -957,4 +957,15 @@ func TestRedirectKeepsToken(t *testing.T) {
 			t.Errorf("%s -> %s: follow = %v, want %v", tc.from, tc.to, got, tc.follow)
 		}
 	}
+
+	// A caller's own http.Client keeps the token to the origin with the
+	// exported policy.
+	leaked = nil
+	c, err = New(srv.URL, testToken, WithHTTPClient(&http.Client{Timeout: time.Minute, CheckRedirect: SameOriginRedirect}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetToken(context.Background(), "tok_1"); StatusCode(err) != http.StatusFound || len(leaked) != 0 {
+		t.Errorf("with SameOriginRedirect: err = %v, the other port got %q", err, leaked)
+	}
 }

@@ -215,7 +215,22 @@ func (m *metrics) instrument(route string, next http.Handler) http.Handler {
 		if !ok {
 			sw = &statusWriter{ResponseWriter: w}
 		}
+		finished := false
+		defer func() {
+			// A handler that panicked is counted as the 500 that
+			// recoverPanics answers (or as what it had answered
+			// already); the panic goes on, its stack whole.
+			if !finished {
+				status := sw.status
+				if status == 0 {
+					status = http.StatusInternalServerError
+				}
+				rm.count(status)
+				rm.duration.Observe(time.Since(start).Seconds())
+			}
+		}()
 		next.ServeHTTP(sw, r)
+		finished = true
 		status := sw.status
 		if status == 0 {
 			status = http.StatusOK

@@ -157,7 +157,10 @@ func New(cfg Config) *Server {
 	// its paths becoming labels.
 	mux.Handle("/", s.metrics.instrument(unmatchedRoute, http.HandlerFunc(s.handleNotFound)))
 	s.mux = mux
-	s.handler = s.recoverPanics(s.requestID(s.accessLog(s.headers(s.canonical(mux)))))
+	// A panic is recovered inside the access log and the request id, so
+	// that its 500 carries the id it is logged under and gets its
+	// access-log line like any other answer.
+	s.handler = s.requestID(s.accessLog(s.recoverPanics(s.headers(s.canonical(mux)))))
 	return s
 }
 

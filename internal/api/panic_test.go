@@ -1,0 +1,82 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/api"
+	"github.com/keyward/keyward/internal/sqlite"
+)
+
+// panickyStore is a real store whose raw usage events panic, as a bug in a
+// handler or a store would.
+type panickyStore struct{ *sqlite.DB }
+
+func (panickyStore) FindUsageEvents(context.Context, keyward.UsageEventFilter) ([]*keyward.UsageEvent, error) {
+	panic("boom")
+}
+
+// TestPanicSeen checks that a request whose handler panics is seen as any
+// other failed request: a 500 whose request_id is the X-Request-Id it
+// answers with, one access-log line and one error line under that id, and
+// a count in keyward_http_requests_total under its route.
+func TestPanicSeen(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	var logged syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logged, nil))
+	srv := httptest.NewServer(api.New(api.Config{Service: s.svc, Engine: s.engine, Store: panickyStore{s.db}, Log: log, Version: "test"}).Handler())
+	t.Cleanup(srv.Close)
+
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/usage/events", nil)
+	req.Header.Set("Authorization", "Bearer "+s.root)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 500 {
+		t.Fatalf("status %d, want 500: %s", resp.StatusCode, body)
+	}
+	id := resp.Header.Get("X-Request-Id")
+	var p map[string]any
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("body %s: %v", body, err)
+	}
+	if !strings.HasPrefix(id, "req_") || p["request_id"] != id || p["detail"] != "internal error" {
+		t.Errorf("X-Request-Id %q, body %s: want the same request_id in both", id, body)
+	}
+
+	lines := map[string]map[string]any{}
+	for _, l := range strings.Split(strings.TrimSpace(logged.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		lines[m["msg"].(string)] = m
+	}
+	if m := lines["internal error"]; m == nil || m["request_id"] != id || !strings.Contains(m["err"].(string), "boom") {
+		t.Errorf("error line %v, want request_id %s and the panic", m, id)
+	}
+	if m := lines["request"]; m == nil || m["request_id"] != id || m["status"] != float64(500) || m["path"] != "/v1/usage/events" || m["token_id"] != s.rootID {
+		t.Errorf("access-log line %v, want request_id %s, status 500 and the caller", m, id)
+	}
+
+	resp, err = http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := `keyward_http_requests_total{code="500",route="GET /v1/usage/events"} 1`; !strings.Contains(string(metrics), want) {
+		t.Errorf("metrics lack %s", want)
+	}
+}

@@ -195,7 +195,9 @@ func New(cfg Config) (*Server, error) {
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, http.StatusForbidden, "This request came from another site and was refused.")
 	}))
-	s.handler = s.requestID(s.recoverPanics(s.accessLog(s.headers(cop.Handler(s.loadSession(s.checkCSRF(mux)))))))
+	// A panic is recovered inside the access log, so that its 500 gets
+	// an access-log line like any other answer.
+	s.handler = s.requestID(s.accessLog(s.recoverPanics(s.headers(cop.Handler(s.loadSession(s.checkCSRF(mux)))))))
 	return s, nil
 }
 

@@ -865,7 +865,7 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		}
 		dash, err := dashboard.New(dashboard.Config{
 			Service: svc, Store: s.store, Accounts: accounts, Keys: keys, Log: log, PublicURL: public, Secure: secure,
-			IdleTimeout: cfg.SessionIdle, AbsoluteTimeout: cfg.SessionLifetime,
+			IdleTimeout: cfg.SessionIdle, AbsoluteTimeout: cfg.SessionLifetime, Observer: a,
 		})
 		if err != nil {
 			return nil, err

@@ -27,6 +27,8 @@ type metrics struct {
 	gwDuration *prometheus.HistogramVec
 	gwUpstream *prometheus.HistogramVec
 	gwHTTP2    *prometheus.CounterVec
+	dashboard  *prometheus.CounterVec
+	dashDur    *prometheus.HistogramVec
 	// verifyDuration times verifications by where they were asked for.
 	verifyDuration [numSources]prometheus.Observer
 	handler        http.Handler
@@ -134,7 +136,17 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 		Name: "keyward_gateway_http2_errors_total",
 		Help: "Streams and connections the gateway's HTTP/2 server refused or ended with an error before a request reached the gateway (no access-log line), by net/http's name for the error.",
 	}, []string{"type"})
-	m.reg.MustRegister(m.requests, m.duration, m.gwRequests, m.gwDuration, m.gwUpstream, m.gwHTTP2,
+	m.dashboard = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyward_dashboard_requests_total",
+		Help: "Requests answered by the dashboard, by route pattern (\"unmatched\": no route took the request) and status code.",
+	}, []string{"route", "code"})
+	m.dashDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "keyward_dashboard_request_duration_seconds",
+		Help: "Time to answer dashboard requests, by route pattern (a sign-in includes its password hash).",
+		// Pages read the store; a sign-in hashes a password (tens of ms).
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"route"})
+	m.reg.MustRegister(m.requests, m.duration, m.gwRequests, m.gwDuration, m.gwUpstream, m.gwHTTP2, m.dashboard, m.dashDur,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -267,4 +279,13 @@ func (s *Server) ObserveGateway(route string, status int, d time.Duration) {
 	g := s.metrics.gateway(route, status)
 	g.requests.Inc()
 	g.duration.Observe(d.Seconds())
+}
+
+// ObserveDashboard counts and times one dashboard request (it satisfies
+// dashboard.Observer, so serve can hand the dashboard to the API's
+// metrics). route is a pattern of the dashboard's routes or
+// "unmatched", never a path a client sent.
+func (s *Server) ObserveDashboard(route string, status int, d time.Duration) {
+	s.metrics.dashboard.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	s.metrics.dashDur.WithLabelValues(route).Observe(d.Seconds())
 }

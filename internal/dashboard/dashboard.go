@@ -67,7 +67,20 @@ type Config struct {
 	// InviteTTL is how long an invitation link works
 	// (keyward.DefaultInviteTTL when zero).
 	InviteTTL time.Duration
+	// Observer, when not nil, receives every request, for metrics.
+	Observer Observer
 }
+
+// Observer receives one call per dashboard request, for metrics: the
+// pattern of the route that took it (UnmatchedRoute when none did, so
+// that no path a client sends becomes a label), its status and how long
+// it took.
+type Observer interface {
+	ObserveDashboard(route string, status int, d time.Duration)
+}
+
+// UnmatchedRoute is the route Observer gets for requests no route takes.
+const UnmatchedRoute = "unmatched"
 
 // Server is the dashboard. Build it with New and serve its Handler.
 type Server struct {
@@ -102,6 +115,7 @@ type Server struct {
 	// failed sign-ins, deletion of dead sessions).
 	background sync.WaitGroup
 	handler    http.Handler
+	obs        Observer
 }
 
 // Wait waits for the work the Server does after answering requests, such
@@ -112,7 +126,7 @@ func (s *Server) Wait() { s.background.Wait() }
 // New returns a Server.
 func New(cfg Config) (*Server, error) {
 	s := &Server{
-		svc: cfg.Service, store: cfg.Store, accounts: cfg.Accounts, log: cfg.Log, now: cfg.Now,
+		svc: cfg.Service, store: cfg.Store, accounts: cfg.Accounts, log: cfg.Log, now: cfg.Now, obs: cfg.Observer,
 		public: cfg.PublicURL, secure: cfg.Secure, idle: cfg.IdleTimeout, absolute: cfg.AbsoluteTimeout,
 		params: cfg.PasswordParams, inviteTTL: cfg.InviteTTL,
 	}
@@ -366,9 +380,26 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
+		took := time.Since(start)
 		s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", secret.Redact(r.Method), "path", secret.RedactPath(r.URL), "status", sw.status,
-			"duration_ms", time.Since(start).Milliseconds(), "ip", clientIP(r))
+			"duration_ms", took.Milliseconds(), "ip", clientIP(r))
+		if s.obs != nil {
+			status := sw.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			s.obs.ObserveDashboard(s.routeOf(r), status, took)
+		}
 	})
+}
+
+// routeOf returns the pattern of the route that takes r, UnmatchedRoute
+// for none (the catch-all 404, a method the path does not take).
+func (s *Server) routeOf(r *http.Request) string {
+	if _, pattern := s.mux.Handler(r); pattern != "" && pattern != "/" {
+		return pattern
+	}
+	return UnmatchedRoute
 }
 
 func (s *Server) recoverPanics(next http.Handler) http.Handler {

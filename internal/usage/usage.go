@@ -243,7 +243,12 @@ func (r *Recorder) Start() {
 	r.done.Add(2)
 	flushLog := logfmt.Failures{Level: slog.LevelWarn, Failed: "usage flush failed; it is retried with the next one", Recovered: "usage written again"}
 	go r.loop(r.cfg.FlushInterval, r.kick, false, func(ctx context.Context) {
-		flushLog.Report(r.log, r.cfg.Now(), r.Flush(ctx))
+		err := r.Flush(ctx)
+		if err != nil && r.ctx.Err() != nil {
+			// Cut short by Close, which writes it: no failure.
+			return
+		}
+		flushLog.Report(r.log, r.cfg.Now(), err)
 	})
 	r.startRetention()
 }
@@ -258,7 +263,10 @@ func (r *Recorder) StartRetention() {
 
 func (r *Recorder) startRetention() {
 	go r.loop(r.cfg.PruneInterval, nil, true, func(ctx context.Context) {
-		if _, err := r.Prune(ctx); err != nil {
+		// One cut short by Close is no failure: the next start prunes
+		// again (a start that fails, its gateway's port taken, would
+		// otherwise warn of retention too).
+		if _, err := r.Prune(ctx); err != nil && r.ctx.Err() == nil {
 			r.log.Warn("usage retention failed", "err", err)
 		}
 	})

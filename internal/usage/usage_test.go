@@ -760,3 +760,52 @@ func TestStartRetention(t *testing.T) {
 		t.Errorf("%d minute rows left, want 0", got)
 	}
 }
+
+// slowPruneStore holds every PruneUsage until its context ends, as a
+// large backlog does.
+type slowPruneStore struct {
+	keyward.Store
+	started chan struct{}
+	once    sync.Once
+}
+
+func (s *slowPruneStore) PruneUsage(ctx context.Context, p keyward.UsagePrune) (keyward.UsagePruned, error) {
+	s.once.Do(func() { close(s.started) })
+	<-ctx.Done()
+	return keyward.UsagePruned{}, ctx.Err()
+}
+
+// TestCloseNoFailureLogged: a retention run that Close cuts short (a node
+// stopping, or failing to start, while it prunes) is not logged as a
+// failure.
+func TestCloseNoFailureLogged(t *testing.T) {
+	st, _ := openStore(t)
+	slow := &slowPruneStore{Store: st, started: make(chan struct{})}
+	var buf syncLog
+	r := New(Config{Store: slow, Log: slog.New(slog.NewTextHandler(&buf, nil)), PruneInterval: time.Hour})
+	r.Start()
+	<-slow.started
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := buf.String(); got != "" {
+		t.Errorf("Close logged %s", got)
+	}
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

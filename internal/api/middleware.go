@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -139,7 +140,9 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 	})
 }
 
-// recoverPanics turns a panic in a handler into a 500, logged once.
+// recoverPanics turns a panic in a handler into a 500, logged once as
+// writeError logs an internal error, with the panic's stack, without which
+// nobody can tell where it came from.
 func (s *Server) recoverPanics(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
@@ -147,7 +150,11 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.writeError(w, r, fmt.Errorf("panic: %v", v))
+				s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", requestID(r.Context())),
+					slog.String("method", secret.Redact(r.Method)), slog.String("path", secret.RedactPath(r.URL)),
+					slog.String("err", fmt.Sprintf("panic: %v", v)), slog.String("stack", string(debug.Stack())))
+				// Logged: the error's code alone, which writeError does not log again.
+				s.writeError(w, r, &keyward.Error{Code: keyward.EINTERNAL, Message: "internal error"})
 			}
 		}()
 		next.ServeHTTP(w, r)

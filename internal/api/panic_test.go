@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -25,7 +26,8 @@ func (panickyStore) FindUsageEvents(context.Context, keyward.UsageEventFilter) (
 
 // TestPanicSeen checks that a request whose handler panics is seen as any
 // other failed request: a 500 whose request_id is the X-Request-Id it
-// answers with, one access-log line and one error line under that id, and
+// answers with, one access-log line and one error line (with the panic's
+// stack) under that id, and
 // a count in keyward_http_requests_total under its route.
 func TestPanicSeen(t *testing.T) {
 	t.Parallel()
@@ -61,9 +63,12 @@ func TestPanicSeen(t *testing.T) {
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatalf("log line %q: %v", l, err)
 		}
+		if _, twice := lines[m["msg"].(string)]; twice {
+			t.Errorf("logged twice: %s", l)
+		}
 		lines[m["msg"].(string)] = m
 	}
-	if m := lines["internal error"]; m == nil || m["request_id"] != id || !strings.Contains(m["err"].(string), "boom") {
+	if m := lines["internal error"]; m == nil || m["request_id"] != id || m["err"] != "panic: boom" || !strings.Contains(fmt.Sprint(m["stack"]), "panickyStore.FindUsageEvents") {
 		t.Errorf("error line %v, want request_id %s and the panic", m, id)
 	}
 	if m := lines["request"]; m == nil || m["request_id"] != id || m["status"] != float64(500) || m["path"] != "/v1/usage/events" || m["token_id"] != s.rootID {

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -409,7 +410,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.log.Error("dashboard handler panicked", "request_id", requestIDOf(r), "path", secret.RedactPath(r.URL), "panic", v)
+				s.log.Error("dashboard handler panicked", "request_id", requestIDOf(r), "path", secret.RedactPath(r.URL), "panic", v, "stack", string(debug.Stack()))
 				http.Error(w, "internal error", http.StatusInternalServerError)
 			}
 		}()

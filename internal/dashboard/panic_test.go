@@ -16,8 +16,8 @@ type panickyAccounts struct{ keyward.AccountStore }
 func (panickyAccounts) HasOwner(context.Context) (bool, error) { panic("boom") }
 
 // TestPanicLogged checks that a page that panics answers 500 and is logged
-// as any other request: its error line and its access-log line, both
-// under the request id it answered with.
+// as any other request: its error line, with the panic's stack, and its
+// access-log line, both under the request id it answered with.
 func TestPanicLogged(t *testing.T) {
 	e := newEnvWrapped(t, "", nil, func(a keyward.AccountStore) keyward.AccountStore { return panickyAccounts{a} })
 	b := e.browser()
@@ -29,7 +29,8 @@ func TestPanicLogged(t *testing.T) {
 	}
 	logged := e.log.String()
 	for _, want := range []string{
-		`msg="dashboard handler panicked" request_id=panic-1 path=/signin panic=boom`,
+		`msg="dashboard handler panicked" request_id=panic-1 path=/signin panic=boom stack=`,
+		"panickyAccounts.HasOwner", // the stack names where it panicked
 		`msg="dashboard request" request_id=panic-1 method=GET path=/signin status=500`,
 	} {
 		if !strings.Contains(logged, want) {

@@ -86,8 +86,11 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 	verifyDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "keyward_verify_duration_seconds",
 		Help: "Time to verify a token, by where the verification was asked for (api, introspect, gateway): for the API from the request's arrival to its answer, for the gateway the verification step alone.",
-		// From a cached token (microseconds) to a cold lookup in a busy store.
-		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1},
+		// From a cached token (microseconds) to a cold lookup in a busy
+		// store, and up to the 2 s a lookup may wait for a store that
+		// hangs (Redis's fallback takes 0.5 s): a top bucket of 0.1 s
+		// made every quantile of an outage read 0.1 s.
+		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, .25, .5, 1, 2.5},
 	}, []string{"source"})
 	for i, name := range sourceNames {
 		m.verifyDuration[i] = verifyDuration.WithLabelValues(name)
@@ -114,9 +117,10 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 		Help: "HTTP requests answered by the API, by route and status code (route \"unmatched\": no route took the request).",
 	}, []string{"route", "code"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "keyward_http_request_duration_seconds",
-		Help:    "Time to answer API requests, by route.",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		Name: "keyward_http_request_duration_seconds",
+		Help: "Time to answer API requests, by route.",
+		// Up to the 20 s a request may take (a store that hangs).
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20},
 	}, []string{"route"})
 	m.gwRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyward_gateway_requests_total",
@@ -143,8 +147,9 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 	m.dashDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "keyward_dashboard_request_duration_seconds",
 		Help: "Time to answer dashboard requests, by route pattern (a sign-in includes its password hash).",
-		// Pages read the store; a sign-in hashes a password (tens of ms).
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		// Pages read the store; a sign-in hashes a password (tens of
+		// ms); up to the 20 s a request may take.
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20},
 	}, []string{"route"})
 	m.reg.MustRegister(m.requests, m.duration, m.gwRequests, m.gwDuration, m.gwUpstream, m.gwHTTP2, m.dashboard, m.dashDur,
 		collectors.NewGoCollector(),

@@ -85,3 +85,22 @@ func TestPanicSeen(t *testing.T) {
 		t.Errorf("metrics lack %s", want)
 	}
 }
+
+// TestLatencyBucketsCoverTimeouts checks that the latency histograms reach
+// past the longest a request may wait: a store lookup 2 s, a request 20 s.
+// Above the top finite bucket every quantile reads as that bucket, so an
+// outage that made verifications take 2 s showed as 0.1 s.
+func TestLatencyBucketsCoverTimeouts(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	wantStatus(t, s.do("POST", "/v1/verify", s.root, map[string]any{"token": s.root}), 200)
+	body := string(s.do("GET", "/metrics", "", nil).Body)
+	for _, want := range []string{
+		`keyward_verify_duration_seconds_bucket{source="api",le="2.5"} 1`,
+		`keyward_http_request_duration_seconds_bucket{route="POST /v1/verify",le="20"} 1`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

@@ -101,6 +101,12 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 	if o, ok := obs.(gateway.HTTP2Observer); ok {
 		h2 = &http.HTTP2Config{CountError: o.ObserveGatewayHTTP2Error}
 	}
+	// What the gateway's own server refuses before routing is counted
+	// under the route "unmatched", as the README promises.
+	var refused func(int)
+	if o, ok := obs.(gateway.RefusedObserver); ok {
+		refused = o.ObserveGatewayRefused
+	}
 	var tc *tls.Config
 	if cfg.TLS == nil {
 		// The gateway's own HTTP/1.1 server: on a small machine, net/http's
@@ -108,7 +114,7 @@ func openGateway(ctx context.Context, path string, store keyward.Store, v gatewa
 		g.http = &gateway.Server{
 			Handler: serve, ReadHeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
 			SendTimeout: ss.SendTimeout, BodyTimeout: ss.BodyTimeout,
-			MaxHeaderBytes: ss.MaxHeaderBytes, Log: log, HTTP2: h2,
+			MaxHeaderBytes: ss.MaxHeaderBytes, Log: log, HTTP2: h2, Refused: refused,
 		}
 	} else {
 		// With TLS, net/http's server, which speaks HTTP/2 as well; the

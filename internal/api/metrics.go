@@ -294,3 +294,10 @@ func (s *Server) ObserveDashboard(route string, status int, d time.Duration) {
 	s.metrics.dashboard.WithLabelValues(route, strconv.Itoa(status)).Inc()
 	s.metrics.dashDur.WithLabelValues(route).Observe(d.Seconds())
 }
+
+// ObserveGatewayRefused counts one request the gateway's own server
+// refused before routing (it satisfies gateway.RefusedObserver), under
+// the route "unmatched"; it has no duration.
+func (s *Server) ObserveGatewayRefused(status int) {
+	s.metrics.gateway(unmatchedRoute, status).requests.Inc()
+}

@@ -514,6 +514,13 @@ type HTTP2Observer interface {
 	ObserveGatewayHTTP2Error(kind string)
 }
 
+// RefusedObserver receives the status of each request the gateway's own
+// server refuses before routing (Server.Refused), counted under
+// UnmatchedRoute like the 404s and 405s, with no duration.
+type RefusedObserver interface {
+	ObserveGatewayRefused(status int)
+}
+
 // UnmatchedRoute is the route name Observer gets for the requests no
 // route took: 404s, 405s, and those refused before routing (400s, 501
 // for CONNECT). No route may be named so.

@@ -75,6 +75,11 @@ type Server struct {
 	// HTTP2 configures net/http's HTTP/2 server, which serves the
 	// connections that open with the preface; nil: its defaults.
 	HTTP2 *http.HTTP2Config
+	// Refused, when not nil, receives the status of each request the
+	// server refuses itself, before the Handler sees it (ambiguous
+	// framing, 408, 414, 417, 431, 501), for metrics: these get an
+	// access-log line but no Observer call from the Handler.
+	Refused func(status int)
 
 	inShutdown atomic.Bool
 	mu         sync.Mutex
@@ -1006,6 +1011,9 @@ func (c *serverConn) reply(req *http.Request, status int, detail string) {
 		attrs = append(attrs, slog.String("method", secret.Redact(req.Method)), slog.String("path", secret.RedactPath(req.URL)))
 	}
 	c.srv.log().LogAttrs(context.Background(), slog.LevelInfo, "gateway request refused", attrs...)
+	if c.srv.Refused != nil {
+		c.srv.Refused(status)
+	}
 	writeProblem(w, status, "invalid", detail, "")
 	w.finish()
 }

@@ -101,11 +101,19 @@ func specAt(ptr string) (any, bool) {
 	var cur any = spec.doc
 	for _, seg := range strings.Split(strings.TrimPrefix(ptr, "/"), "/") {
 		seg = strings.ReplaceAll(strings.ReplaceAll(seg, "~1", "/"), "~0", "~")
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = m[seg]; !ok {
+		switch c := cur.(type) {
+		case map[string]any:
+			var ok bool
+			if cur, ok = c[seg]; !ok {
+				return nil, false
+			}
+		case []any:
+			i, err := strconv.Atoi(seg)
+			if err != nil || i < 0 || i >= len(c) {
+				return nil, false
+			}
+			cur = c[i]
+		default:
 			return nil, false
 		}
 	}
@@ -189,7 +197,98 @@ func Check(req *http.Request, status int, header http.Header, body []byte) error
 	if err := sch.Validate(v); err != nil {
 		return fmt.Errorf("%s %s %d: the body does not match the document: %v\n%s", rt.method, rt.path, status, err, body)
 	}
+	if extra := undocumentedFields(ptr+"/content/"+pointerEscape(key)+"/schema", v, ""); len(extra) > 0 {
+		return fmt.Errorf("%s %s %d: the body has fields the document does not give: %s\n%s", rt.method, rt.path, status, strings.Join(extra, ", "), body)
+	}
 	return nil
+}
+
+// undocumentedFields returns the JSON pointers (under at) of the members
+// of v that the schema at ptr does not name: the document's schemas leave
+// objects open, so that a client generated from it takes a field added
+// later, and validation alone would let a field the server answers and
+// the document lacks (or misspells) pass. A schema that names its other
+// members (additionalProperties, patternProperties), or that names none
+// (an object of the caller's own keys), takes any. Properties
+// are gathered through $ref, allOf, anyOf and oneOf: a member that any
+// branch names is documented.
+func undocumentedFields(ptr string, v any, at string) []string {
+	var extra []string
+	switch v := v.(type) {
+	case map[string]any:
+		props := map[string]string{} // name: pointer of its schema
+		open, closed := false, false
+		walkSchema(ptr, func(p string, s map[string]any) {
+			if ap, ok := s["additionalProperties"]; ok && ap != false {
+				open = true
+			}
+			if _, ok := s["patternProperties"]; ok {
+				open = true
+			}
+			ps, named := s["properties"].(map[string]any)
+			closed = closed || named
+			for name := range ps {
+				props[name] = p + "/properties/" + pointerEscape(name)
+			}
+		})
+		names := make([]string, 0, len(v))
+		for name := range v {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			sp, ok := props[name]
+			if !ok {
+				if closed && !open {
+					extra = append(extra, at+"/"+pointerEscape(name))
+				}
+				continue
+			}
+			extra = append(extra, undocumentedFields(sp, v[name], at+"/"+pointerEscape(name))...)
+		}
+	case []any:
+		var items []string
+		walkSchema(ptr, func(p string, s map[string]any) {
+			if _, ok := s["items"].(map[string]any); ok {
+				items = append(items, p+"/items")
+			}
+		})
+		for i, x := range v {
+			for _, ip := range items {
+				extra = append(extra, undocumentedFields(ip, x, fmt.Sprintf("%s/%d", at, i))...)
+			}
+		}
+	}
+	return extra
+}
+
+// walkSchema calls fn with the schema at ptr and every schema it takes in
+// through $ref, allOf, anyOf and oneOf, each with its pointer.
+func walkSchema(ptr string, fn func(ptr string, s map[string]any)) {
+	seen := map[string]bool{}
+	var walk func(ptr string)
+	walk = func(ptr string) {
+		if seen[ptr] {
+			return
+		}
+		seen[ptr] = true
+		v, _ := specAt(ptr)
+		s, ok := v.(map[string]any)
+		if !ok {
+			return
+		}
+		fn(ptr, s)
+		if ref, ok := s["$ref"].(string); ok && strings.HasPrefix(ref, "#") {
+			walk(strings.TrimPrefix(ref, "#"))
+		}
+		for _, k := range []string{"allOf", "anyOf", "oneOf"} {
+			list, _ := s[k].([]any)
+			for i := range list {
+				walk(fmt.Sprintf("%s/%s/%d", ptr, k, i))
+			}
+		}
+	}
+	walk(ptr)
 }
 
 // Transport returns a RoundTripper that sends with base (nil: the

@@ -124,3 +124,40 @@ func TestCheckQueryDrift(t *testing.T) {
 		t.Errorf("a public route's query is judged: %v", err)
 	}
 }
+
+// TestCheckUndocumentedField makes sure that a member of a body that the
+// document does not name fails, at any depth and through allOf, while the
+// members a schema leaves open (a map of counts, say) do not.
+func TestCheckUndocumentedField(t *testing.T) {
+	js := http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}
+	token := `"id": "tok_1", "name": "n", "hint": "kw_…x9Qa", "state": "active", "scopes": [], "expires_at": null,
+		"allowed_cidrs": [], "rate_limit": null, "quota": null, "subject": "", "metadata": {"any": "key"},
+		"created_by": "tok_0", "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+		"rotated_at": null, "revoked_at": null, "revoke_reason": "", "suspended_at": null, "suspend_reason": "",
+		"last_used_at": null, "last_used_ip": ""`
+	get, _ := http.NewRequest("GET", "http://x/v1/tokens/tok_1", nil)
+	list, _ := http.NewRequest("GET", "http://x/v1/tokens", nil)
+	create, _ := http.NewRequest("POST", "http://x/v1/tokens", strings.NewReader(`{"name": "n"}`))
+	created := js.Clone()
+	created.Set("Location", "tokens/tok_1")
+	for _, tc := range []struct {
+		name   string
+		req    *http.Request
+		status int
+		header http.Header
+		body   string
+		want   string // "" for no error
+	}{
+		{"documented", get, 200, js, `{` + token + `}`, ""},
+		{"top level", get, 200, js, `{` + token + `, "colour": "red"}`, "fields the document does not give: /colour"},
+		{"nested", get, 200, js, `{` + strings.Replace(token, `"rate_limit": null`, `"rate_limit": {"limit": 1, "window": "1m0s", "burst": 2}`, 1) + `}`, "/rate_limit/burst"},
+		{"in a list", list, 200, js, `{"items": [{` + token + `, "secret": "x"}]}`, "/items/0/secret"},
+		{"through allOf", create, 201, created, `{` + token + `, "token": "kw_x", "colour": "red"}`, "/colour"},
+		{"allOf documented", create, 201, created, `{` + token + `, "token": "kw_x"}`, ""},
+	} {
+		err := Check(tc.req, tc.status, tc.header, []byte(tc.body))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}

@@ -201,20 +201,83 @@ func checkRoute(doc map[string]any, rt route) []string {
 }
 
 // operationsWithoutRoute returns the document's operations, as
-// "METHOD path", that are not routes.
+// "METHOD path", that are not routes. A HEAD is the route of its GET.
 func operationsWithoutRoute(doc map[string]any, routes []route) []string {
 	var extra []string
 	for _, o := range docOperations(doc) {
-		if !slices.ContainsFunc(routes, func(rt route) bool { return rt.Method+" "+rt.Path == o }) {
+		if !slices.ContainsFunc(served(routes), func(rt route) bool { return rt.Method+" "+rt.Path == o }) {
 			extra = append(extra, o)
 		}
 	}
 	return extra
 }
 
+// served returns the routes with, for each GET, its HEAD: http.ServeMux
+// answers HEAD wherever GET is, through the GET's handler (net/http drops
+// the body), so a client may send it and the document gives it.
+func served(routes []route) []route {
+	var out []route
+	for _, rt := range routes {
+		out = append(out, rt)
+		if rt.Method == http.MethodGet {
+			head := rt
+			head.Method = http.MethodHead
+			out = append(out, head)
+		}
+	}
+	return out
+}
+
+// headDrift returns every way in which the HEAD operation of path departs
+// from its GET: the same statuses, each with the same headers, and no
+// body.
+func headDrift(doc map[string]any, path string) []string {
+	get, head := docOperation(doc, "GET", path), docOperation(doc, "HEAD", path)
+	if get == nil || head == nil {
+		return []string{fmt.Sprintf("%s: GET %v, HEAD %v", path, get != nil, head != nil)}
+	}
+	resolve := func(v any) map[string]any {
+		m, _ := v.(map[string]any)
+		if ref, ok := m["$ref"].(string); ok {
+			r, _ := resolveRef(doc, ref)
+			m, _ = r.(map[string]any)
+		}
+		return m
+	}
+	var errs []string
+	gr, _ := get["responses"].(map[string]any)
+	hr, _ := head["responses"].(map[string]any)
+	for code := range gr {
+		if _, ok := hr[code]; !ok {
+			errs = append(errs, fmt.Sprintf("HEAD %s lacks GET's status %s", path, code))
+		}
+	}
+	for code, v := range hr {
+		h := resolve(v)
+		if _, ok := h["content"]; ok {
+			errs = append(errs, fmt.Sprintf("HEAD %s %s documents a body", path, code))
+		}
+		g, ok := gr[code]
+		if !ok {
+			errs = append(errs, fmt.Sprintf("HEAD %s gives the status %s, which GET does not", path, code))
+			continue
+		}
+		if gh, hh := resolve(g)["headers"], h["headers"]; !reflect.DeepEqual(gh, hh) {
+			errs = append(errs, fmt.Sprintf("HEAD %s %s: headers %v, GET's are %v", path, code, hh, gh))
+		}
+	}
+	for _, k := range []string{"x-required-scope", "security", "parameters"} {
+		if !reflect.DeepEqual(get[k], head[k]) {
+			errs = append(errs, fmt.Sprintf("HEAD %s: %s %v, GET's is %v", path, k, head[k], get[k]))
+		}
+	}
+	sort.Strings(errs)
+	return errs
+}
+
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	s := New(Config{})
-	routes := s.routes()
+	routes := served(s.routes())
 	doc := parseOpenAPI(t)
 
 	t.Run("document", func(t *testing.T) {
@@ -258,13 +321,27 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 
 	// The mux, not only the list it is built from, serves each
 	// operation: a path parameter filled in, the request reaches the
-	// operation's own pattern.
+	// operation's own pattern (a HEAD, its GET's).
 	t.Run("mux", func(t *testing.T) {
 		for _, o := range docOperations(doc) {
 			method, path, _ := strings.Cut(o, " ")
 			req := httptest.NewRequest(method, pathParam.ReplaceAllString(path, "x"), nil)
-			if _, pattern := s.mux.Handler(req); pattern != o {
-				t.Errorf("%s reaches the mux pattern %q", o, pattern)
+			want := o
+			if method == http.MethodHead {
+				want = "GET " + path
+			}
+			if _, pattern := s.mux.Handler(req); pattern != want {
+				t.Errorf("%s reaches the mux pattern %q, want %q", o, pattern, want)
+			}
+		}
+	})
+
+	t.Run("head", func(t *testing.T) {
+		for _, rt := range routes {
+			if rt.Method == http.MethodHead {
+				for _, e := range headDrift(doc, rt.Path) {
+					t.Error(e)
+				}
 			}
 		}
 	})
@@ -299,6 +376,7 @@ func TestOpenAPICheckDetectsDrift(t *testing.T) {
 	if scoped.Scope == "" || public.Path == "" || oauth.Path == "" {
 		t.Fatalf("routes() lacks a scoped, a public or an OAuth route")
 	}
+	routes = served(routes)
 	for _, rt := range []route{scoped, public, oauth} {
 		if errs := checkRoute(parseOpenAPI(t), rt); len(errs) != 0 {
 			t.Fatalf("unchanged document fails for %s %s: %v", rt.Method, rt.Path, errs)
@@ -342,6 +420,29 @@ func TestOpenAPICheckDetectsDrift(t *testing.T) {
 		item["delete"] = map[string]any{"operationId": "deleteToken"}
 		if got, want := operationsWithoutRoute(doc, routes), []string{"DELETE /v1/tokens/{id}"}; !slices.Equal(got, want) {
 			t.Errorf("operationsWithoutRoute = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("HEAD apart from its GET", func(t *testing.T) {
+		if errs := headDrift(parseOpenAPI(t), "/v1/tokens/{id}"); len(errs) != 0 {
+			t.Fatalf("unchanged document: %v", errs)
+		}
+		for name, mutate := range map[string]func(get, head map[string]any){
+			"status missing": func(get, head map[string]any) { delete(head["responses"].(map[string]any), "404") },
+			"status added":   func(get, head map[string]any) { delete(get["responses"].(map[string]any), "404") },
+			"body": func(get, head map[string]any) {
+				head["responses"].(map[string]any)["404"] = get["responses"].(map[string]any)["404"]
+			},
+			"header": func(get, head map[string]any) {
+				delete(head["responses"].(map[string]any)["200"].(map[string]any)["headers"].(map[string]any), "Cache-Control")
+			},
+			"scope": func(get, head map[string]any) { head["x-required-scope"] = "keyward:admin" },
+		} {
+			doc := parseOpenAPI(t)
+			mutate(docOperation(doc, "GET", "/v1/tokens/{id}"), docOperation(doc, "HEAD", "/v1/tokens/{id}"))
+			if len(headDrift(doc, "/v1/tokens/{id}")) == 0 {
+				t.Errorf("%s: headDrift found nothing wrong", name)
+			}
 		}
 	})
 

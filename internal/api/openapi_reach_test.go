@@ -151,6 +151,11 @@ func TestOpenAPIStatusesReached(t *testing.T) {
 			t.Errorf("%s: the status %q is no number", entry, code)
 			continue
 		}
+		if want == http.StatusInternalServerError {
+			// A bug's answer, which every operation documents and no
+			// request here should get; TestPanicSeen makes one.
+			continue
+		}
 		t.Run(entry, func(t *testing.T) {
 			base, found := ok[op]
 			if method == http.MethodHead {
@@ -206,6 +211,35 @@ func TestOpenAPIStatusesReached(t *testing.T) {
 	for key := range ok {
 		if strings.Count(key, " ") == 2 && !slices.Contains(documented, key) {
 			t.Errorf("there is a request for %s, which the document does not give", key)
+		}
+	}
+}
+
+// TestOpenAPIMethodNotAllowed sends to every path of openapi.json each
+// method it does not document, with a credential: the answer is the
+// document's 405, whose Allow lists exactly the path's operations (the
+// stack's check holds it to the document).
+func TestOpenAPIMethodNotAllowed(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage
+	}
+	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for path, item := range doc.Paths {
+		for _, m := range []string{"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"} {
+			if _, documented := item[strings.ToLower(m)]; documented {
+				continue
+			}
+			p := strings.ReplaceAll(path, "{id}", "tok_x")
+			t.Run(m+" "+path, func(t *testing.T) {
+				r := s.do(m, p, s.root, nil)
+				if r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") == "" {
+					t.Errorf("%s %s: status %d, Allow %q; want 405 with Allow", m, p, r.Status, r.Header.Get("Allow"))
+				}
+			})
 		}
 	}
 }

@@ -183,6 +183,11 @@ func checkRoute(doc map[string]any, rt route) []string {
 	}
 
 	responses, _ := op["responses"].(map[string]any)
+	// Any handler may fail in a way nobody foresaw: recoverPanics and
+	// writeError answer 500 then, on every route.
+	if _, has := responses["500"]; !has {
+		fail("no response 500, which every route may answer")
+	}
 	for _, code := range []string{"401", "403"} {
 		if _, has := responses[code]; has != (rt.Scope != "") {
 			fail("response %s documented: %v, route authenticates: %v", code, has, rt.Scope != "")
@@ -396,6 +401,7 @@ func TestOpenAPICheckDetectsDrift(t *testing.T) {
 		{"no basic auth on OAuth route", oauth, func(op map[string]any) { op["security"] = op["security"].([]any)[:1] }},
 		{"no operationId", scoped, func(op map[string]any) { delete(op, "operationId") }},
 		{"no 401", scoped, func(op map[string]any) { delete(op["responses"].(map[string]any), "401") }},
+		{"no 500", public, func(op map[string]any) { delete(op["responses"].(map[string]any), "500") }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/api"
+	"github.com/keyward/keyward/internal/api/spectest"
 	"github.com/keyward/keyward/internal/sqlite"
 )
 
@@ -47,6 +48,9 @@ func TestPanicSeen(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 500 {
 		t.Fatalf("status %d, want 500: %s", resp.StatusCode, body)
+	}
+	if err := spectest.Check(req, resp.StatusCode, resp.Header, body); err != nil {
+		t.Errorf("the response departs from openapi.json: %v", err)
 	}
 	id := resp.Header.Get("X-Request-Id")
 	var p map[string]any

@@ -126,8 +126,10 @@ func pointerEscape(s string) string {
 }
 
 // Check reports how the response to req (status, header, body) departs
-// from the document, or nil; a request that no operation takes (a HEAD, a
-// method or path the router refuses) is not the document's to judge.
+// from the document, or nil. A method that a documented path does not
+// take must answer the document's MethodNotAllowed, with an Allow that
+// lists the path's operations; a path the document does not give is not
+// its to judge.
 func Check(req *http.Request, status int, header http.Header, body []byte) error {
 	if err := loadSpec(); err != nil {
 		return fmt.Errorf("openapi.json: %v", err)
@@ -139,18 +141,36 @@ func Check(req *http.Request, status int, header http.Header, body []byte) error
 			break
 		}
 	}
+	var ptr string
 	if rt == nil {
-		return nil
-	}
-	op := "/paths/" + pointerEscape(rt.path) + "/" + strings.ToLower(rt.method) + "/responses/"
-	ptr := op + strconv.Itoa(status)
-	if _, ok := specAt(ptr); !ok {
-		ptr = op + "default"
+		// A method the path does not take: 405 with Allow, as the
+		// document's MethodNotAllowed gives it.
+		other := pathRoute(req.URL.Path)
+		if other == nil {
+			return nil
+		}
+		if status != http.StatusMethodNotAllowed {
+			return fmt.Errorf("%s %s: a method the path does not take answered %d, not 405", req.Method, other.path, status)
+		}
+		if err := checkAllow(other.path, header.Get("Allow")); err != nil {
+			return fmt.Errorf("%s %s 405: %v", req.Method, other.path, err)
+		}
+		rt = &specRoute{method: req.Method, path: other.path}
+		ptr = methodNotAllowed
+	} else {
+		op := "/paths/" + pointerEscape(rt.path) + "/" + strings.ToLower(rt.method) + "/responses/"
+		ptr = op + strconv.Itoa(status)
 		if _, ok := specAt(ptr); !ok {
-			return fmt.Errorf("%s %s: status %d is not documented", rt.method, rt.path, status)
+			ptr = op + "default"
+			if _, ok := specAt(ptr); !ok {
+				return fmt.Errorf("%s %s: status %d is not documented", rt.method, rt.path, status)
+			}
 		}
 	}
-	res, _ := specAt(ptr)
+	res, ok := specAt(ptr)
+	if !ok {
+		return fmt.Errorf("%s %s %d: the document has no %s", rt.method, rt.path, status, ptr)
+	}
 	if ref, ok := res.(map[string]any)["$ref"].(string); ok {
 		ptr = strings.TrimPrefix(ref, "#")
 		res, _ = specAt(ptr)
@@ -165,7 +185,9 @@ func Check(req *http.Request, status int, header http.Header, body []byte) error
 		return fmt.Errorf("%s %s %d: %v", rt.method, rt.path, status, err)
 	}
 	content, _ := res.(map[string]any)["content"].(map[string]any)
-	if len(body) == 0 && len(content) == 0 {
+	if req.Method == http.MethodHead || len(body) == 0 && len(content) == 0 {
+		// The answer to HEAD is its headers (RFC 9110 §9.3.2): the
+		// body its media type would describe is never sent.
 		return nil
 	}
 	ct := header.Get("Content-Type")
@@ -289,6 +311,43 @@ func walkSchema(ptr string, fn func(ptr string, s map[string]any)) {
 		}
 	}
 	walk(ptr)
+}
+
+// methodNotAllowed is the pointer of the response to a method a path does
+// not take.
+const methodNotAllowed = "/components/responses/MethodNotAllowed"
+
+// pathRoute returns the first operation (the most specific path first) whose
+// path template matches path, whatever its method, or nil.
+func pathRoute(path string) *specRoute {
+	for i := range spec.routes {
+		if r := &spec.routes[i]; r.re.MatchString(path) {
+			return r
+		}
+	}
+	return nil
+}
+
+// checkAllow reports an Allow header that does not list exactly the
+// methods the document gives the path.
+func checkAllow(path, allow string) error {
+	var want, got []string
+	for _, r := range spec.routes {
+		if r.path == path {
+			want = append(want, r.method)
+		}
+	}
+	for _, m := range strings.Split(allow, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			got = append(got, m)
+		}
+	}
+	sort.Strings(want)
+	sort.Strings(got)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		return fmt.Errorf("Allow is %q; the document gives the path %s", allow, strings.Join(want, ", "))
+	}
+	return nil
 }
 
 // Transport returns a RoundTripper that sends with base (nil: the

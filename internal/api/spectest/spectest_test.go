@@ -161,3 +161,39 @@ func TestCheckUndocumentedField(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckMethodNotAllowed makes sure that a method a documented path
+// does not take is held to the document's 405: that status, an Allow
+// that lists exactly the path's operations, and a problem body.
+func TestCheckMethodNotAllowed(t *testing.T) {
+	problem := func(allow string) http.Header {
+		h := http.Header{"Content-Type": {"application/problem+json"}, "X-Request-Id": {"req_1"}, "Cache-Control": {"no-store"}}
+		if allow != "" {
+			h.Set("Allow", allow)
+		}
+		return h
+	}
+	body := `{"type": "about:blank", "title": "Method Not Allowed", "status": 405, "code": "method_not_allowed"}`
+	for _, tc := range []struct {
+		name, method, path string
+		status             int
+		header             http.Header
+		body               string
+		want               string // "" for no error
+	}{
+		{"documented", "DELETE", "/v1/tokens/tok_1", 405, problem("GET, HEAD, PATCH"), body, ""},
+		{"literal path first", "PUT", "/v1/usage/events", 405, problem("GET, HEAD"), body, ""},
+		{"no Allow", "DELETE", "/v1/tokens/tok_1", 405, problem(""), body, `Allow is ""`},
+		{"Allow lacks a method", "DELETE", "/v1/tokens/tok_1", 405, problem("GET, PATCH"), body, "the document gives the path GET, HEAD, PATCH"},
+		{"Allow has an extra method", "PUT", "/v1/tokens", 405, problem("GET, HEAD, POST, PUT"), body, "Allow is"},
+		{"another status", "DELETE", "/v1/tokens/tok_1", 404, problem(""), body, "a method the path does not take answered 404, not 405"},
+		{"body", "DELETE", "/v1/tokens/tok_1", 405, problem("GET, HEAD, PATCH"), `{"status": 405}`, "does not match"},
+		{"path not documented", "DELETE", "/v1/nothing", 404, problem(""), body, ""},
+	} {
+		req, _ := http.NewRequest(tc.method, "http://x"+tc.path, nil)
+		err := Check(req, tc.status, tc.header, []byte(tc.body))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}

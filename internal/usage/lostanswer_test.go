@@ -2,21 +2,14 @@ package usage
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"net/url"
-	"os"
-	"path/filepath"
 	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/keyward/keyward"
-	"github.com/keyward/keyward/internal/postgres"
-	"github.com/keyward/keyward/internal/sqlite"
+	"github.com/keyward/keyward/internal/storetest/stores"
 )
 
 // lostAnswer is a store whose next lose usage writes commit and then
@@ -37,63 +30,12 @@ func (l *lostAnswer) WriteUsage(ctx context.Context, id keyward.FlushID, c []key
 	return err
 }
 
-// openStores returns an opener of a new, empty store of each kind:
-// SQLite always, PostgreSQL when KEYWARD_TEST_POSTGRES_URL is set.
-func openStores(t *testing.T) map[string]func(t *testing.T) keyward.Store {
-	stores := map[string]func(t *testing.T) keyward.Store{
-		"SQLite": func(t *testing.T) keyward.Store {
-			db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "keyward.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			return db
-		},
-	}
-	base := os.Getenv("KEYWARD_TEST_POSTGRES_URL")
-	if base == "" {
-		return stores
-	}
-	stores["PostgreSQL"] = func(t *testing.T) keyward.Store {
-		ctx := context.Background()
-		b := make([]byte, 8)
-		rand.Read(b)
-		name := "keyward_test_" + hex.EncodeToString(b)
-		admin := func(sql string) {
-			conn, err := pgx.Connect(ctx, base)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close(ctx)
-			if _, err := conn.Exec(ctx, sql); err != nil {
-				t.Fatal(err)
-			}
-		}
-		admin(`CREATE SCHEMA ` + name)
-		t.Cleanup(func() { admin(`DROP SCHEMA ` + name + ` CASCADE`) })
-		u, err := url.Parse(base)
-		if err != nil {
-			t.Fatal(err)
-		}
-		q := u.Query()
-		q.Set("search_path", name)
-		u.RawQuery = q.Encode()
-		db, err := postgres.Open(ctx, u.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() }) // before the schema is dropped
-		return db
-	}
-	return stores
-}
-
 // TestFlushAnswerLost: a flush that the store applied but whose answer
 // was lost is not applied again when the recorder writes it again: eight
 // verifications count eight, their events are kept once, and what was
 // recorded meanwhile is written with the next batch.
 func TestFlushAnswerLost(t *testing.T) {
-	for name, open := range openStores(t) {
+	for name, open := range stores.Openers(t) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			st := open(t)

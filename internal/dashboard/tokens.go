@@ -86,7 +86,10 @@ type tokenRow struct {
 	T         *keyward.Token
 	State     string
 	CreatedBy string
-	Recs      []string
+	// Maker is the management token that made T, when one did and it is
+	// the workspace's: the page names and links it rather than its id.
+	Maker *keyward.Token
+	Recs  []string
 }
 
 type listData struct {
@@ -560,14 +563,17 @@ type tokenPageData struct {
 	T         *keyward.Token
 	State     string
 	CreatedBy string
-	Recs      []string
-	Events    []*keyward.AuditEvent
-	CanWrite  bool
-	In        tokenInput // what the forms were given, shown again with their errors
-	Choices   expiryChoices
-	Errors    map[string]string
-	Names     map[string]string // user ids to emails
-	Usage     *usageChart
+	// Maker is the management token that made T, when one did and it is
+	// the workspace's: the page names and links it rather than its id.
+	Maker    *keyward.Token
+	Recs     []string
+	Events   []*keyward.AuditEvent
+	CanWrite bool
+	In       tokenInput // what the forms were given, shown again with their errors
+	Choices  expiryChoices
+	Errors   map[string]string
+	Names    map[string]string // user ids to emails
+	Usage    *usageChart
 }
 
 // tokenInput is what the token page's forms were given.
@@ -603,8 +609,13 @@ func (s *Server) renderToken(w http.ResponseWriter, r *http.Request, status int,
 		return
 	}
 	names := s.creators(r)
+	var maker *keyward.Token
+	if strings.HasPrefix(t.CreatedBy, keyward.PrefixToken) {
+		// Not found (nor any other failure) leaves the id shown.
+		maker, _ = s.store.FindToken(r.Context(), t.WorkspaceID, t.CreatedBy)
+	}
 	s.render(w, r, status, "token", t.Name, tokenPageData{
-		T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Names: names,
+		T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Maker: maker, Names: names,
 		Recs: recommendations(t, privileged(st.settings), now), Events: events,
 		CanWrite: canWrite(st.member.Role), In: in, Choices: choicesOf(st.settings, now), Errors: errs, Usage: chart,
 	})

@@ -239,3 +239,33 @@ func TestAuditPages(t *testing.T) {
 		t.Fatalf("second page: %d events, links %v", rows, links)
 	}
 }
+
+// TestTokenMadeByToken: the page of a token a management token made names
+// and links that token, not its bare id.
+func TestTokenMadeByToken(t *testing.T) {
+	e := newEnv(t)
+	e.user("owner@example.com", keyward.RoleOwner)
+	ctx := context.Background()
+	mgmt, _, err := e.svc.CreateToken(ctx, manage.SystemCaller(e.ws.ID), &keyward.Token{Name: "ci <deploy>", Scopes: []string{keyward.ScopeAdmin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	minted, _, err := e.svc.CreateToken(ctx, manage.TokenCaller(mgmt), &keyward.Token{Name: "nightly", Scopes: []string{"orders:read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.signIn("owner@example.com")
+	status, page := b.get("/tokens/" + minted.ID)
+	wantStatus(t, status, http.StatusOK, page)
+	// Escaped: the name is the token maker's to choose.
+	if want := `by the token <a href="/tokens/` + mgmt.ID + `" id="maker-link">ci &lt;deploy&gt;</a>`; !strings.Contains(page, want) {
+		t.Errorf("page lacks %q:\n%s", want, page)
+	}
+	// A token made by the system (init) names no token.
+	status, page = b.get("/tokens/" + mgmt.ID)
+	wantStatus(t, status, http.StatusOK, page)
+	if strings.Contains(page, `id="maker-link"`) {
+		t.Errorf("a token the system made links a maker:\n%s", page)
+	}
+}

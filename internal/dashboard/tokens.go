@@ -163,8 +163,19 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 	names := s.creators(r)
 	priv := privileged(st.settings)
 	d := listData{Q: f.Name, State: f.State, States: states, CanWrite: canWrite(st.member.Role), Mine: !seesAll(st.member.Role)}
+	makers := map[string]*keyward.Token{} // of the page's tokens made through the API; nil: not found
 	for _, t := range toks {
-		d.Rows = append(d.Rows, tokenRow{T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Recs: recommendations(t, priv, now)})
+		row := tokenRow{T: t, State: t.State(now), CreatedBy: creatorName(names, t.CreatedBy), Recs: recommendations(t, priv, now)}
+		if id := t.CreatedBy; strings.HasPrefix(id, keyward.PrefixToken) {
+			m, ok := makers[id]
+			if !ok {
+				// A page names a few makers at most: one read each.
+				m, _ = s.store.FindToken(r.Context(), t.WorkspaceID, id)
+				makers[id] = m
+			}
+			row.Maker = m
+		}
+		d.Rows = append(d.Rows, row)
 	}
 	// beyond reports whether the filter selects any token past id, older
 	// (before) or newer: a link is offered only to a page with some.

@@ -240,8 +240,8 @@ func TestAuditPages(t *testing.T) {
 	}
 }
 
-// TestTokenMadeByToken: the page of a token a management token made names
-// and links that token, not its bare id.
+// TestTokenMadeByToken: the page of a token a management token made, and
+// the token list, name and link that token, not its bare id.
 func TestTokenMadeByToken(t *testing.T) {
 	e := newEnv(t)
 	e.user("owner@example.com", keyward.RoleOwner)
@@ -261,6 +261,12 @@ func TestTokenMadeByToken(t *testing.T) {
 	// Escaped: the name is the token maker's to choose.
 	if want := `by the token <a href="/tokens/` + mgmt.ID + `" id="maker-link">ci &lt;deploy&gt;</a>`; !strings.Contains(page, want) {
 		t.Errorf("page lacks %q:\n%s", want, page)
+	}
+	// So does the list, which reads each maker once.
+	status, page = b.get("/tokens")
+	wantStatus(t, status, http.StatusOK, page)
+	if want := `<td>token <a href="/tokens/` + mgmt.ID + `">ci &lt;deploy&gt;</a></td>`; !strings.Contains(page, want) {
+		t.Errorf("list lacks %q:\n%s", want, page)
 	}
 	// A token made by the system (init) names no token.
 	status, page = b.get("/tokens/" + mgmt.ID)

@@ -88,9 +88,17 @@ func (s *Server) parseUsageQuery(r *http.Request) (usageQuery, []keyward.FieldEr
 	if !givenTo {
 		uq.to = s.now().UTC()
 	}
+	if givenTo && !uq.to.After(minUsageTime) {
+		// Said of to, which the client gave, not of the from it implies.
+		return uq, append(errs, keyward.FieldError{Pointer: "/to", Detail: fmt.Sprintf(
+			"to must be after %s: an earlier range cannot be written in RFC 3339", minUsageTime.Format(time.RFC3339))})
+	}
 	if uq.from.IsZero() {
 		span := map[keyward.Granularity]time.Duration{keyward.Minute: time.Hour, keyward.Hour: 24 * time.Hour, keyward.Day: 30 * 24 * time.Hour}[uq.g]
-		uq.from = uq.to.Add(-span)
+		// The default span, cut at the first instant RFC 3339 writes.
+		if uq.from = uq.to.Add(-span); uq.from.Before(minUsageTime) {
+			uq.from = minUsageTime
+		}
 	}
 	// [from, to) empty as asked, before it is widened to whole buckets:
 	// widening would make it one bucket that nobody asked for.

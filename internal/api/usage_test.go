@@ -172,6 +172,9 @@ func TestUsageValidation(t *testing.T) {
 		// there), which RFC 3339 cannot write either.
 		{"/v1/usage?from=0000-01-01T00:30:00%2B01:00&to=0000-01-01T02:00:00Z", "/from"},
 		{"/v1/tokens/" + id + "/usage?granularity=day&from=0000-01-01T00:00:00%2B00:01&to=0000-01-02T00:00:00Z", "/from"},
+		// A to there, with no from: the error is said of to.
+		{"/v1/usage?to=0000-01-01T00:30:00%2B01:00", "/to"},
+		{"/v1/usage?to=0000-01-01T00:00:00Z", "/to"},
 	} {
 		t.Run(tt.path, func(t *testing.T) {
 			wantInvalid(t, s.do("GET", tt.path, s.root, nil), tt.pointer)
@@ -184,6 +187,12 @@ func TestUsageValidation(t *testing.T) {
 		if v := r.object(t); v["from"] != "0000-01-01T00:00:00Z" {
 			t.Errorf("granularity %s: from = %v, want 0000-01-01T00:00:00Z", g, v["from"])
 		}
+	}
+	// A to near the start, with no from: the default span is cut there.
+	r := s.do("GET", "/v1/usage?to=0000-01-01T05:00:00Z", s.root, nil)
+	wantStatus(t, r, http.StatusOK)
+	if v := r.object(t); v["from"] != "0000-01-01T00:00:00Z" || v["to"] != "0000-01-01T05:00:00Z" {
+		t.Errorf("to near the start: from %v, to %v; want 0000-01-01T00:00:00Z, 0000-01-01T05:00:00Z", v["from"], v["to"])
 	}
 	// The last buckets RFC 3339 can write are answered.
 	for g, to := range map[string]string{"day": "9999-12-31T00:00:00Z", "hour": "9999-12-31T23:00:00Z", "minute": "9999-12-31T23:59:00Z"} {

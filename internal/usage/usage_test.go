@@ -781,7 +781,7 @@ func (s *slowPruneStore) PruneUsage(ctx context.Context, p keyward.UsagePrune) (
 func TestCloseNoFailureLogged(t *testing.T) {
 	st, _ := openStore(t)
 	slow := &slowPruneStore{Store: st, started: make(chan struct{})}
-	var buf syncLog
+	var buf lockedBuffer
 	r := New(Config{Store: slow, Log: slog.New(slog.NewTextHandler(&buf, nil)), PruneInterval: time.Hour})
 	r.Start()
 	<-slow.started
@@ -791,21 +791,4 @@ func TestCloseNoFailureLogged(t *testing.T) {
 	if got := buf.String(); got != "" {
 		t.Errorf("Close logged %s", got)
 	}
-}
-
-type syncLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -739,18 +739,7 @@ func TestGatewayShutdownCutsStreams(t *testing.T) {
 			w.Write([]byte("ok\n"))
 			return
 		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		for {
-			if _, err := w.Write([]byte("data: tick\n\n")); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+		tickStream(w, r, nil)
 	}))
 	defer upstream.Close()
 	file := filepath.Join(t.TempDir(), "gateway.yaml")
@@ -931,20 +920,7 @@ func TestGatewayShutdownLeavesUpgrades(t *testing.T) {
 			return
 		}
 		// A stream that outlives the shutdown timeout.
-		w.Header().Set("Content-Type", "text/event-stream")
-		for {
-			if _, err := w.Write([]byte("data: tick\n\n")); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-release:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+		tickStream(w, r, release)
 	}))
 	defer upstream.Close()
 	defer letGo() // before upstream.Close, which waits for its handlers
@@ -988,5 +964,24 @@ func TestGatewayShutdownLeavesUpgrades(t *testing.T) {
 	}
 	if strings.Contains(log, "did not end in time") {
 		t.Errorf("serve waited for the WebSocket as for a cut request:\n%s", log)
+	}
+}
+
+// tickStream answers an SSE stream of "data: tick" events, one every
+// 100 ms, until the client leaves or stop (nil: never) is closed.
+func tickStream(w http.ResponseWriter, r *http.Request, stop <-chan struct{}) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	for {
+		if _, err := w.Write([]byte("data: tick\n\n")); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }

@@ -102,14 +102,12 @@ func (db *DB) chainExisting(ctx context.Context, tx *sql.Tx) error {
 	if n > 0 && !db.linkUnchained {
 		return &keyward.UnchainedAuditError{Events: n}
 	}
-	if n > 0 {
+	if n > 0 && db.openElsewhere {
 		// A store from before the chain open elsewhere is most likely
 		// served by that earlier release, which would go on writing
 		// events without a link once this links the log: audit verify
 		// would report each as changed, for good.
-		if db.openElsewhere {
-			return errors.New("another process has the store open, such as a keyward serve of the earlier release: stop it, then link the audit log; that release would go on writing audit events without a link, which audit verify would report as changed")
-		}
+		return errors.New("another process has the store open, such as a keyward serve of the earlier release: stop it, then link the audit log; that release would go on writing audit events without a link, which audit verify would report as changed")
 	}
 	if n > 0 && db.linkKeys != nil {
 		stored, err := secretKeys(ctx, tx)

@@ -90,7 +90,7 @@ const pruneBatch = 5000
 // period entry.Period when that is not empty. It neither adds a change nor
 // touches UpdatedAt. Entries of tokens that do not exist are skipped, so
 // that one stale entry cannot lose the batch. A batch that id says was
-// applied is not applied again (see claimBatch).
+// applied is not applied again (claimSQL, queued first in the same round trip).
 func (db *DB) FlushUsage(ctx context.Context, id keyward.FlushID, batch []keyward.UsageFlush) error {
 	ctx, cancel := bound(ctx)
 	defer cancel()

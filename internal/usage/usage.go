@@ -435,33 +435,25 @@ func (r *Recorder) Prune(ctx context.Context) (keyward.UsagePruned, error) {
 	// million rows at once held them all up for seconds.
 	p.Limit = r.cfg.PruneBatch
 	var n keyward.UsagePruned
+	var err error
 	for {
-		b, err := r.cfg.Store.PruneUsage(ctx, p)
+		var b keyward.UsagePruned
+		b, err = r.cfg.Store.PruneUsage(ctx, p)
 		n.Minutes, n.Hours, n.Events = n.Minutes+b.Minutes, n.Hours+b.Hours, n.Events+b.Events
 		if total := b.Minutes + b.Hours + b.Events; total > 0 {
 			r.pruned.Add(uint64(total))
 		}
-		if err != nil {
-			r.logPruned(n)
-			return n, err
-		}
-		if p.Limit <= 0 || max(b.Minutes, b.Hours, b.Events) < int64(p.Limit) {
+		if err != nil || max(b.Minutes, b.Hours, b.Events) < int64(p.Limit) {
 			break
 		}
-		if err := ctx.Err(); err != nil {
-			r.logPruned(n)
-			return n, err
+		if err = ctx.Err(); err != nil {
+			break
 		}
 	}
-	r.logPruned(n)
-	return n, nil
-}
-
-// logPruned says what a retention run deleted, when it deleted anything.
-func (r *Recorder) logPruned(n keyward.UsagePruned) {
 	if n.Minutes+n.Hours+n.Events > 0 {
 		r.log.Info("usage retention", "minute_rollups", n.Minutes, "hour_rollups", n.Hours, "events", n.Events)
 	}
+	return n, err
 }
 
 // Stats returns what the recorder did so far.

@@ -279,9 +279,8 @@ type Engine struct {
 	// never merged with later usage. Set with flushMu and dirtyMu held.
 	sent *flushBatch
 
-	lastSeq  atomic.Int64
 	syncMu   sync.Mutex     // one Sync at a time; guards last
-	last     keyward.Change // the change numbered lastSeq; TokenID "" when not known
+	last     keyward.Change // the latest change read (Seq 0: none); TokenID "" when not known
 	syncedAt atomic.Int64   // unix ns of the last full read of the feed
 	counts   [keyward.NumOutcomes]atomic.Uint64
 	misses   atomic.Uint64 // hits are all verifications but these
@@ -413,7 +412,6 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e.lastSeq.Store(head.Seq)
 	e.last = head
 	windows, err := e.cfg.Store.RateWindows(ctx, e.now())
 	if err != nil {
@@ -1423,7 +1421,7 @@ func (e *Engine) Sync(ctx context.Context) error {
 
 func (e *Engine) sync(ctx context.Context) error {
 	for {
-		after := e.lastSeq.Load()
+		after := e.last.Seq
 		// The change last read is read again, to see that the feed still
 		// holds it. A store restored from a backup, or a replica promoted
 		// without its primary's latest commits, has lost changes this node
@@ -1453,7 +1451,6 @@ func (e *Engine) sync(ctx context.Context) error {
 					return err
 				}
 			}
-			e.lastSeq.Store(c.Seq)
 			e.last = c
 		}
 		if len(changes) < 500 {
@@ -1484,7 +1481,6 @@ func (e *Engine) feedRewound(ctx context.Context, after int64) error {
 		return err
 	}
 	e.forgetAll()
-	e.lastSeq.Store(head.Seq)
 	e.last = head
 	if len(oldest) == 0 || oldest[0].Seq > after {
 		e.log.Info("the change feed no longer holds the last change read, nor any before it: no token was written for its retention (or the store was restored from a backup older than that); cached tokens are read again",

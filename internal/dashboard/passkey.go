@@ -199,7 +199,7 @@ func (s *Server) handlePasskeyRegisterFinish(w http.ResponseWriter, r *http.Requ
 		return
 	}
 	// The name is recorded in the audit log, where no secret may be.
-	if secret.Redact(name) != name || secret.HasBody(name, s.secretPrefixes(r)...) {
+	if secret.Holds(name, s.secretPrefixes(r)...) {
 		writeJSON(w, http.StatusBadRequest, jsonError{Error: "The name holds a token's secret; a secret is never stored in plain text."})
 		return
 	}

@@ -75,7 +75,7 @@ func parseCatalog(text string, prefixes ...string) ([]keyward.ScopeInfo, string)
 		if err := keyward.ValidateScope(sc.Name); err != nil {
 			return nil, fmt.Sprintf("Line %d: %v.", i+1, secret.Redact(err.Error()))
 		}
-		if secret.Redact(sc.Description) != sc.Description || secret.HasBody(sc.Description, prefixes...) {
+		if secret.Holds(sc.Description, prefixes...) {
 			return nil, fmt.Sprintf("Line %d: the description holds a token's secret; a secret is never stored in plain text.", i+1)
 		}
 		if seen[sc.Name] {

@@ -812,10 +812,10 @@ func noSecrets(prefixes []string, name, subject string, metadata json.RawMessage
 			errs = append(errs, keyward.FieldError{Pointer: ptr, Detail: what + " holds a token's secret; a secret is never stored in plain text"})
 		}
 	}
-	if name != "" && holdsSecret(name, prefixes) {
+	if name != "" && secret.Holds(name, prefixes...) {
 		add("/name", "name")
 	}
-	if subject != "" && holdsSecret(subject, prefixes) {
+	if subject != "" && secret.Holds(subject, prefixes...) {
 		add("/subject", "subject")
 	}
 	if metadata != nil {
@@ -838,11 +838,6 @@ func secretPrefixes(ws *keyward.Workspace) []string {
 		return secret.Prefixes("")
 	}
 	return secret.Prefixes(ws.TokenPrefix)
-}
-
-// holdsSecret reports whether s holds a token's secret (see noSecrets).
-func holdsSecret(s string, prefixes []string) bool {
-	return secret.Redact(s) != s || secret.HasBody(s, prefixes...)
 }
 
 // scanSecrets reads the JSON value next in dec, at ptr, and reports each

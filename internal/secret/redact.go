@@ -146,6 +146,15 @@ func HasBody(s string, prefixes ...string) bool {
 	return len(s) >= BodyLen && nextBody(s, 0, prefixes) >= 0
 }
 
+// Holds reports whether s holds a token's secret that RedactAll would
+// take out: one Redact finds, or the body of one of prefixes' secrets
+// pasted without its prefix (HasBody). A text that is stored where no
+// secret may be (a name, a description in the audit log) is refused when
+// it holds one.
+func Holds(s string, prefixes ...string) bool {
+	return Redact(s) != s || HasBody(s, prefixes...)
+}
+
 // RedactAll returns s with what Redact takes out taken out, and each
 // body of one of prefixes' secrets pasted without its prefix
 // (RedactBodies): what an answer or a stored text that quotes a caller's

@@ -150,6 +150,31 @@ func TestHasBody(t *testing.T) {
 	}
 }
 
+// TestHolds: a text holds a secret when Redact would take one out, or
+// when it holds the body of one of the prefixes' secrets; otherwise not.
+func TestHolds(t *testing.T) {
+	tok, err := Generate("acme_corp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := tok[len("acme_corp_"):]
+	for _, tt := range []struct {
+		s        string
+		prefixes []string
+		want     bool
+	}{
+		{"leaked: " + tok, nil, true},
+		{"leaked: " + body, []string{"acme_corp"}, true},
+		{"leaked: " + body, []string{"kw"}, false},
+		{"deploy bot", []string{"acme_corp", "kw"}, false},
+		{"", nil, false},
+	} {
+		if got := Holds(tt.s, tt.prefixes...); got != tt.want {
+			t.Errorf("Holds(%q, %q) = %v, want %v", tt.s, tt.prefixes, got, tt.want)
+		}
+	}
+}
+
 // TestInData: in machine-written data a secret is one whose checksum
 // matches (any prefix, with it or, for the prefixes given, without), or
 // one of the prefixes given with a body that does not match (mistyped);

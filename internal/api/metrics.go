@@ -232,28 +232,23 @@ func (m *metrics) instrument(route string, next http.Handler) http.Handler {
 		if !ok {
 			sw = &statusWriter{ResponseWriter: w}
 		}
+		// Counted in a defer, so that a handler that panicked is counted
+		// as the 500 that recoverPanics answers (or as what it had
+		// answered already); the panic goes on, its stack whole.
 		finished := false
 		defer func() {
-			// A handler that panicked is counted as the 500 that
-			// recoverPanics answers (or as what it had answered
-			// already); the panic goes on, its stack whole.
-			if !finished {
-				status := sw.status
-				if status == 0 {
+			status := sw.status
+			if status == 0 {
+				status = http.StatusOK
+				if !finished {
 					status = http.StatusInternalServerError
 				}
-				rm.count(status)
-				rm.duration.Observe(time.Since(start).Seconds())
 			}
+			rm.count(status)
+			rm.duration.Observe(time.Since(start).Seconds())
 		}()
 		next.ServeHTTP(sw, r)
 		finished = true
-		status := sw.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		rm.count(status)
-		rm.duration.Observe(time.Since(start).Seconds())
 	})
 }
 

@@ -140,7 +140,7 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 	c := &Client{
 		base:       strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"),
 		token:      token,
-		httpClient: &http.Client{Timeout: DefaultTimeout, CheckRedirect: sameOrigin},
+		httpClient: &http.Client{Timeout: DefaultTimeout, CheckRedirect: SameOriginRedirect},
 		userAgent:  DefaultUserAgent,
 	}
 	for _, o := range opts {
@@ -150,20 +150,14 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 }
 
 // SameOriginRedirect is the redirect policy of a Client made without
-// WithHTTPClient (see sameOrigin), for the CheckRedirect of an http.Client
-// given to WithHTTPClient, so that it keeps the management token to the
-// server's origin too.
-func SameOriginRedirect(req *http.Request, via []*http.Request) error {
-	return sameOrigin(req, via)
-}
-
-// sameOrigin is the redirect policy of a Client made without
-// WithHTTPClient. net/http sends the Authorization field again to a
+// WithHTTPClient; give it as the CheckRedirect of an http.Client given to
+// WithHTTPClient, so that it keeps the management token to the server's
+// origin too. net/http sends the Authorization field again to a
 // redirect's target on the same host name, whatever its port or scheme, so
 // a redirect to another port of the host, or from https to http, would
 // hand the management token to another service or to the network. Such a
 // redirect is not followed: the 3xx answer is returned as an *Error.
-func sameOrigin(req *http.Request, via []*http.Request) error {
+func SameOriginRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 10 {
 		return errors.New("stopped after 10 redirects")
 	}

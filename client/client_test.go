@@ -953,7 +953,7 @@ func TestRedirectKeepsToken(t *testing.T) {
 	} {
 		from, _ := http.NewRequest("GET", tc.from, nil)
 		to, _ := http.NewRequest("GET", tc.to, nil)
-		if got := sameOrigin(to, []*http.Request{from}) == nil; got != tc.follow {
+		if got := SameOriginRedirect(to, []*http.Request{from}) == nil; got != tc.follow {
 			t.Errorf("%s -> %s: follow = %v, want %v", tc.from, tc.to, got, tc.follow)
 		}
 	}

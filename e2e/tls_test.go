@@ -30,3 +30,57 @@ func TestTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSHTTP2 checks that the TLS listener speaks HTTP/2 to a client that
+// offers it (the API, the verify path and the dashboard alike) and still
+// HTTP/1.1 to one that does not.
+func TestTLSHTTP2(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t, t.TempDir())
+	st := sqliteStore(t)
+	srv := startServer(t, st, "--tls-cert", certFile, "--tls-key", keyFile)
+	root := initRoot(t, st)
+	base := strings.Replace(srv.URL, "http://", "https://", 1)
+	h2 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true,
+	}}
+	h1 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}},
+	}}
+	for _, tc := range []struct {
+		name, method, path, body string
+		auth                     bool
+		status                   int
+	}{
+		{"Healthz", http.MethodGet, "/healthz", "", false, http.StatusOK},
+		{"ListTokens", http.MethodGet, "/v1/tokens", "", true, http.StatusOK},
+		{"Verify", http.MethodPost, "/v1/verify", `{"token":"kw_notatoken"}`, true, http.StatusOK},
+		{"NoCredential", http.MethodGet, "/v1/tokens", "", false, http.StatusUnauthorized},
+		{"SignInPage", http.MethodGet, "/signin", "", false, http.StatusOK},
+	} {
+		for _, c := range []struct {
+			proto  string
+			client *http.Client
+		}{{"HTTP/2.0", h2}, {"HTTP/1.1", h1}} {
+			t.Run(tc.name+"/"+c.proto, func(t *testing.T) {
+				req, err := http.NewRequest(tc.method, base+tc.path, strings.NewReader(tc.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.body != "" {
+					req.Header.Set("Content-Type", "application/json")
+				}
+				if tc.auth {
+					req.Header.Set("Authorization", "Bearer "+root)
+				}
+				resp, err := c.client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.Proto != c.proto || resp.StatusCode != tc.status {
+					t.Fatalf("%s %s: %s %d, want %s %d", tc.method, tc.path, resp.Proto, resp.StatusCode, c.proto, tc.status)
+				}
+			})
+		}
+	}
+}

@@ -900,7 +900,10 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 		}
 	}
 	if cfg.TLSCert != "" {
-		s.ln = tls.NewListener(s.ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		// HTTP/2 where the client offers it (browsers, gRPC-less API
+		// clients alike), HTTP/1.1 otherwise: net/http's server serves
+		// whichever the handshake chose.
+		s.ln = tls.NewListener(s.ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}})
 	}
 	return s, nil
 }

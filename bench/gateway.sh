@@ -18,9 +18,10 @@
 # and passthru/nginx (the most a Go proxy reaches here),
 # per round and as median (min-max) over ROUNDS rounds. Then, at a fixed
 # rate of half the gateway's median peak, open loop (bench/openloop), p50
-# and p99 of the upstream alone, the gateway and nginx proxy_pass, and the
-# gateway's added p99 (target <= 1 ms), and under a round's line each
-# stretch of it in which requests took over 20 ms (a stall).
+# and p99 of the upstream alone, the gateway, nginx proxy_pass and passthru,
+# and the added p99 of each proxy (the gateway's target: <= 1 ms), and
+# under a round's line each stretch of it in which requests took over
+# 20 ms (a stall).
 #
 # /v1/verify answers 200 for valid and invalid tokens alike (the outcome is
 # in the body), so setup 4 measures the cost of the subrequest only; it
@@ -241,15 +242,21 @@ for round in $(seq "$ROUNDS"); do
 		fx_p99[$n]+="$(sed -n 's/.* p99=\([0-9.]*\)ms.*/\1/p' <<<"$out") "
 	done
 done
-added=()
-read -ra u99 <<<"${fx_p99[upstream]}"
-read -ra k99 <<<"${fx_p99[keyward]}"
-for i in "${!u99[@]}"; do added+=("$(awk -v k="${k99[$i]}" -v u="${u99[$i]}" 'BEGIN{print k-u}')"); done
+# added N: each round's p99 of setup N minus the upstream alone's in the
+# same round, one a line.
+added() {
+	local -a u99 x99
+	read -ra u99 <<<"${fx_p99[upstream]}"
+	read -ra x99 <<<"${fx_p99[$1]}"
+	for i in "${!u99[@]}"; do awk -v x="${x99[$i]}" -v u="${u99[$i]}" 'BEGIN{print x-u}'; done
+}
 printf '%-38s %22s %22s\n' "setup at $RATE req/s" "p50 ms" "p99 ms"
 for n in upstream keyward nginx passthru; do
 	printf '%-38s %22s %22s\n' "${label[$n]}" \
 		"$(tr ' ' '\n' <<<"${fx_p50[$n]}" | grep . | spread)" \
 		"$(tr ' ' '\n' <<<"${fx_p99[$n]}" | grep . | spread)"
 done
-echo "added p99, keyward minus upstream alone: $(printf '%s\n' "${added[@]}" | spread) ms (target <= 1)"
+echo "added p99, keyward minus upstream alone: $(added keyward | spread) ms (target <= 1)"
+echo "added p99 of nginx proxy_pass, for scale:  $(added nginx | spread) ms"
+echo "added p99 of passthru, for scale:          $(added passthru | spread) ms"
 echo "logged by keyward: $(grep -c 'gateway request' "$work/keyward.log") access-log lines"

@@ -226,7 +226,7 @@ type command struct {
 func topCommands() []command {
 	return []command{
 		{"init", "create the store and issue the first root management token", cmdInit},
-		{"serve", "run the server: management, verify and OAuth endpoints", cmdServe},
+		{"serve", "run the server: API, OAuth, dashboard, and the gateway if configured", cmdServe},
 		{"migrate", "apply the store's schema migrations and exit", cmdMigrate},
 		{"backup", "copy the embedded SQLite store to a new file while it serves", cmdBackup},
 		{"restore", "put a backup in place of the embedded SQLite store", cmdRestore},

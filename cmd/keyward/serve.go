@@ -274,9 +274,11 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "serve", help{
 		summary: "Run keyward in one process: the management API, the verify API, the OAuth\n" +
 			"endpoints, the operational endpoints (/healthz, /readyz, /metrics,\n" +
-			"/openapi.json) and the dashboard (every other path, from GET /). On an empty store it creates the schema and the default\n" +
-			"workspace; it prints no secret (run 'keyward init' for the first management\n" +
-			"token). Any number of nodes may serve one PostgreSQL store.",
+			"/openapi.json) and the dashboard (every other path, from GET /) on --addr,\n" +
+			"and the gateway on its own listener when --gateway-config is given. On an\n" +
+			"empty store it creates the schema and the default workspace; it prints no\n" +
+			"secret (run 'keyward init' for the first management token). Any number of\n" +
+			"nodes may serve one PostgreSQL store.",
 		examples: []string{
 			"keyward serve",
 			"keyward serve --addr 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem --public-url https://keyward.example.com",

@@ -233,16 +233,18 @@ func (m *metrics) instrument(route string, next http.Handler) http.Handler {
 			sw = &statusWriter{ResponseWriter: w}
 		}
 		// Counted in a defer, so that a handler that panicked is counted
-		// as the 500 that recoverPanics answers (or as what it had
-		// answered already); the panic goes on, its stack whole.
+		// as a 500, whatever it had answered: recoverPanics answers 500
+		// when nothing was sent yet, else cuts the connection, and the
+		// access log says 500 either way. The panic goes on, its stack
+		// whole.
 		finished := false
 		defer func() {
 			status := sw.status
-			if status == 0 {
+			switch {
+			case !finished:
+				status = http.StatusInternalServerError
+			case status == 0:
 				status = http.StatusOK
-				if !finished {
-					status = http.StatusInternalServerError
-				}
 			}
 			rm.count(status)
 			rm.duration.Observe(time.Since(start).Seconds())

@@ -116,46 +116,76 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		// A response cut short (http.ErrAbortHandler, which recoverPanics
+		// lets through to net/http) gets its line too, with the status
+		// recoverPanics recorded, on its way out.
+		finished := false
+		defer func() {
+			if !finished {
+				s.logRequest(r, sw.status, start)
+			}
+		}()
 		next.ServeHTTP(sw, r)
-		ri := info(r.Context())
-		var buf [7]slog.Attr
-		attrs := append(buf[:0],
-			slog.String("request_id", ri.id),
-			slog.String("method", secret.Redact(r.Method)),
-			slog.String("path", secret.RedactPath(r.URL)),
-			slog.Int("status", sw.status),
-			slog.Duration("duration", time.Since(start)),
-			slog.String("remote_ip", remoteIP(r).String()),
-		)
-		if ri.authed {
-			attrs = append(attrs, slog.String("token_id", ri.caller.Actor.ID))
-		}
-		// Straight to the handler: Logger.LogAttrs would walk the stack
-		// for a source position on every request.
-		if h := s.log.Handler(); h.Enabled(r.Context(), slog.LevelInfo) {
-			rec := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
-			rec.AddAttrs(attrs...)
-			h.Handle(r.Context(), rec)
-		}
+		finished = true
+		s.logRequest(r, sw.status, start)
 	})
+}
+
+// logRequest writes the access-log line of r, answered with status.
+func (s *Server) logRequest(r *http.Request, status int, start time.Time) {
+	ri := info(r.Context())
+	var buf [7]slog.Attr
+	attrs := append(buf[:0],
+		slog.String("request_id", ri.id),
+		slog.String("method", secret.Redact(r.Method)),
+		slog.String("path", secret.RedactPath(r.URL)),
+		slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("remote_ip", remoteIP(r).String()),
+	)
+	if ri.authed {
+		attrs = append(attrs, slog.String("token_id", ri.caller.Actor.ID))
+	}
+	// Straight to the handler: Logger.LogAttrs would walk the stack
+	// for a source position on every request.
+	if h := s.log.Handler(); h.Enabled(r.Context(), slog.LevelInfo) {
+		rec := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+		rec.AddAttrs(attrs...)
+		h.Handle(r.Context(), rec)
+	}
 }
 
 // recoverPanics turns a panic in a handler into a 500, logged once as
 // writeError logs an internal error, with the panic's stack, without which
-// nobody can tell where it came from.
+// nobody can tell where it came from. A handler that panics after its
+// answer began (http.ErrAbortHandler, a handler's way to cut a response
+// short, or any other panic) gets its connection cut, so that the client
+// cannot take what it got for the whole answer, and the request is
+// recorded as the 500 it is, in the access log as in the metrics
+// (instrument), not as the status that went out before the failure.
+// w is accessLog's statusWriter.
 func (s *Server) recoverPanics(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
-			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v != http.ErrAbortHandler {
 				s.log.LogAttrs(r.Context(), slog.LevelError, "internal error", slog.String("request_id", requestID(r.Context())),
 					slog.String("method", secret.Redact(r.Method)), slog.String("path", secret.RedactPath(r.URL)),
 					slog.String("err", fmt.Sprintf("panic: %v", v)), slog.String("stack", string(debug.Stack())))
+			}
+			sw, _ := w.(*statusWriter)
+			if v != http.ErrAbortHandler && (sw == nil || sw.status == 0) {
 				// Logged: the error's code alone, which writeError does not log again.
 				s.writeError(w, r, &keyward.Error{Code: keyward.EINTERNAL, Message: "internal error"})
+				return
 			}
+			if sw != nil {
+				sw.status = http.StatusInternalServerError
+			}
+			panic(http.ErrAbortHandler)
 		}()
 		next.ServeHTTP(w, r)
 	})

@@ -141,7 +141,7 @@ func (s *Server) logRequest(r *http.Request, status int, start time.Time) {
 		slog.String("path", secret.RedactPath(r.URL)),
 		slog.Int("status", status),
 		slog.Duration("duration", time.Since(start)),
-		slog.String("remote_ip", remoteIP(r).String()),
+		slog.String("client_ip", remoteIP(r).String()),
 	)
 	if ri.authed {
 		attrs = append(attrs, slog.String("token_id", ri.caller.Actor.ID))
@@ -191,7 +191,8 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 	})
 }
 
-// remoteIP returns the address of the client's connection.
+// remoteIP returns the client's address: the connection's, or the one
+// behind a trusted proxy that serve's realip.Proxies put in RemoteAddr.
 func remoteIP(r *http.Request) netip.Addr {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {

@@ -382,8 +382,10 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		took := time.Since(start)
+		// The fields of the API's and the gateway's access-log lines,
+		// under the same names.
 		s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", secret.Redact(r.Method), "path", secret.RedactPath(r.URL), "status", sw.status,
-			"duration_ms", took.Milliseconds(), "ip", clientIP(r))
+			"duration", took, "client_ip", clientIP(r))
 		if s.obs != nil {
 			status := sw.status
 			if status == 0 {
@@ -418,8 +420,9 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 	})
 }
 
-// clientIP returns the address of the peer. The dashboard trusts no
-// forwarding header.
+// clientIP returns the client's address: the connection's, or the one
+// behind a trusted proxy that serve's realip.Proxies put in RemoteAddr.
+// The dashboard reads no forwarding header itself.
 func clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {

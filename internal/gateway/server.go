@@ -1006,7 +1006,7 @@ func (c *serverConn) reply(req *http.Request, status int, detail string) {
 	// line (a smuggling probe must not pass unseen), without the query
 	// string, as the handler's lines are; before the answer, as the
 	// handler's are.
-	attrs := []slog.Attr{slog.Int("status", status), slog.String("client_ip", c.clientIP()), slog.String("refused", detail)}
+	attrs := []slog.Attr{slog.Int("status", status), slog.String("peer_ip", c.peerIP()), slog.String("refused", detail)}
 	if req != nil {
 		attrs = append(attrs, slog.String("method", secret.Redact(req.Method)), slog.String("path", secret.RedactPath(req.URL)))
 	}
@@ -1018,8 +1018,11 @@ func (c *serverConn) reply(req *http.Request, status int, detail string) {
 	w.finish()
 }
 
-// clientIP is the connection's peer address without its port.
-func (c *serverConn) clientIP() string {
+// peerIP is the connection's peer address without its port: a trusted
+// proxy's, when one stands before the gateway, since a refused request's
+// X-Forwarded-For is not read (the handler's lines name the client behind
+// it, client_ip).
+func (c *serverConn) peerIP() string {
 	if host, _, err := net.SplitHostPort(c.remote); err == nil {
 		return host
 	}

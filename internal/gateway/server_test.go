@@ -312,10 +312,10 @@ func TestServerRefusalsLogged(t *testing.T) {
 	}
 	got := logs.String()
 	for _, want := range []string{
-		`msg="gateway request refused" status=400 client_ip=127.0.0.1 refused="ambiguous message framing`,
+		`msg="gateway request refused" status=400 peer_ip=127.0.0.1 refused="ambiguous message framing`,
 		`method=POST path=/smuggle`,
 		`status=417`, `path=/expect`,
-		`status=400 client_ip=127.0.0.1 refused="the request could not be read"`,
+		`status=400 peer_ip=127.0.0.1 refused="the request could not be read"`,
 		`method=POST path="/escaped%3Faccess_token=1"`,
 	} {
 		if !strings.Contains(got, want) {
@@ -486,7 +486,7 @@ func TestServerTimeouts(t *testing.T) {
 	if !rc.closed() {
 		t.Fatal("a partial header kept the connection")
 	}
-	if got := logs.String(); !strings.Contains(got, `msg="gateway request refused" status=408`) {
+	if got := logs.String(); !strings.Contains(got, `status=408 peer_ip=127.0.0.1 refused="the request header did not arrive in time"`) {
 		t.Errorf("the partial header was not logged:\n%s", got)
 	}
 	// Cut off within the request line or a field's name, which the line

@@ -66,7 +66,7 @@ routes:
 		"request":                 {[]string{"request_id", "method", "path", "status", "duration", "client_ip"}, []string{"remote_ip", "ip", "peer_ip", "duration_ms"}},
 		"dashboard request":       {[]string{"request_id", "method", "path", "status", "duration", "client_ip"}, []string{"remote_ip", "ip", "peer_ip", "duration_ms"}},
 		"gateway request":         {[]string{"request_id", "method", "path", "status", "duration", "client_ip", "route"}, []string{"remote_ip", "ip", "peer_ip", "duration_ms"}},
-		"gateway request refused": {[]string{"status", "peer_ip", "refused"}, []string{"client_ip", "remote_ip", "ip"}},
+		"gateway request refused": {[]string{"request_id", "status", "peer_ip", "refused"}, []string{"client_ip", "remote_ip", "ip"}},
 	}
 	lines := map[string]map[string]string{}
 	deadline := time.Now().Add(10 * time.Second)
@@ -101,7 +101,7 @@ routes:
 		if ip := kv["client_ip"] + kv["peer_ip"]; ip != "127.0.0.1" {
 			t.Errorf("%q line %v: address %q, want 127.0.0.1", msg, kv, ip)
 		}
-		if msg != "gateway request refused" && !strings.HasPrefix(kv["request_id"], "req_") {
+		if !strings.HasPrefix(kv["request_id"], "req_") {
 			t.Errorf("%q line %v: request_id %q", msg, kv, kv["request_id"])
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/secret"
 )
 
@@ -1002,11 +1003,20 @@ func (c *serverConn) reply(req *http.Request, status int, detail string) {
 	}
 	w.closeAfter = true
 	c.linger = true // what else the client sent is not read
+	// An id as every answer has, the client's when it sent a well-formed
+	// one in a header that could be read: made here, on the refusal's
+	// path alone.
+	sent := ""
+	if req != nil {
+		sent = req.Header.Get("X-Request-Id")
+	}
+	id := keyward.RequestID(sent)
+	w.hdr["X-Request-Id"] = []string{id}
 	// Refused before any handler saw it: the access log still gets its
 	// line (a smuggling probe must not pass unseen), without the query
 	// string, as the handler's lines are; before the answer, as the
 	// handler's are.
-	attrs := []slog.Attr{slog.Int("status", status), slog.String("peer_ip", c.peerIP()), slog.String("refused", detail)}
+	attrs := []slog.Attr{slog.String("request_id", id), slog.Int("status", status), slog.String("peer_ip", c.peerIP()), slog.String("refused", detail)}
 	if req != nil {
 		attrs = append(attrs, slog.String("method", secret.Redact(req.Method)), slog.String("path", secret.RedactPath(req.URL)))
 	}
@@ -1014,7 +1024,7 @@ func (c *serverConn) reply(req *http.Request, status int, detail string) {
 	if c.srv.Refused != nil {
 		c.srv.Refused(status)
 	}
-	writeProblem(w, status, "invalid", detail, "")
+	writeProblem(w, status, "invalid", detail, id)
 	w.finish()
 }
 

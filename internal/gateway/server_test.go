@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -312,7 +313,8 @@ func TestServerRefusalsLogged(t *testing.T) {
 	}
 	got := logs.String()
 	for _, want := range []string{
-		`msg="gateway request refused" status=400 peer_ip=127.0.0.1 refused="ambiguous message framing`,
+		`msg="gateway request refused" request_id=req_`,
+		`status=400 peer_ip=127.0.0.1 refused="ambiguous message framing`,
 		`method=POST path=/smuggle`,
 		`status=417`, `path=/expect`,
 		`status=400 peer_ip=127.0.0.1 refused="the request could not be read"`,
@@ -324,6 +326,55 @@ func TestServerRefusalsLogged(t *testing.T) {
 	}
 	if strings.Contains(got, "secret") {
 		t.Errorf("the log has the query string:\n%s", got)
+	}
+}
+
+// TestServerRefusalsHaveRequestID: a request the server refuses before
+// any handler sees it is answered with an X-Request-Id, as every other
+// answer is, and its access-log line and problem body carry the same id:
+// the client's when its header could be read and the id is well-formed, a
+// new one otherwise.
+func TestServerRefusalsHaveRequestID(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		req    string
+		status int
+		want   string // the id answered; "" for a new one
+	}{
+		{"ClientID", "POST /smuggle HTTP/1.1\r\nHost: x\r\nX-Request-Id: probe-1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "probe-1"},
+		{"ClientIDExpect", "POST /e HTTP/1.1\r\nHost: x\r\nX-Request-Id: probe-2\r\nExpect: magic\r\nContent-Length: 1\r\n\r\na", 417, "probe-2"},
+		{"BadClientID", "POST /e HTTP/1.1\r\nHost: x\r\nX-Request-Id: a b\r\nExpect: magic\r\nContent-Length: 1\r\n\r\na", 417, ""},
+		{"Unreadable", "hello there\r\n\r\n", 400, ""},
+		{"HeaderTooLarge", "GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: probe-3\r\nX-Big: " + strings.Repeat("a", 8192) + "\r\n\r\n", 431, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs logBuf
+			s := serveWith(t, &Server{Handler: echoHandler(), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 4096, Log: slog.New(slog.NewJSONHandler(&logs, nil))})
+			rc := dialRaw(t, s)
+			rc.send(tt.req)
+			res, body := rc.read("POST")
+			if res.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", res.StatusCode, tt.status, body)
+			}
+			id := res.Header.Get("X-Request-Id")
+			if tt.want != "" && id != tt.want || tt.want == "" && (!strings.HasPrefix(id, "req_") || len(id) != 36) {
+				t.Errorf("X-Request-Id %q, want %q (\"\": a new req_ id)", id, tt.want)
+			}
+			var p map[string]any
+			if err := json.Unmarshal([]byte(body), &p); err != nil || p["request_id"] != id {
+				t.Errorf("body %s: want request_id %q", body, id)
+			}
+			var line map[string]any
+			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				var m map[string]any
+				if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "gateway request refused" {
+					line = m
+				}
+			}
+			if line == nil || line["request_id"] != id || line["status"] != float64(tt.status) || line["peer_ip"] != "127.0.0.1" {
+				t.Errorf("access-log line %v, want request_id %q, status %d and peer_ip 127.0.0.1", line, id, tt.status)
+			}
+		})
 	}
 }
 

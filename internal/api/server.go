@@ -12,9 +12,11 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/internal/logfmt"
 	"github.com/keyward/keyward/internal/manage"
 	"github.com/keyward/keyward/internal/secret"
 	"github.com/keyward/keyward/internal/usage"
@@ -66,6 +68,25 @@ type Server struct {
 	mux     *http.ServeMux
 	probes  []Probe
 	usage   *usage.Recorder
+	// readyStore and readyProbes (one per probe) log /readyz's failures
+	// of the store and of each probe: a load balancer asks every second
+	// or so, and a line at each answer would bury the rest of the log.
+	readyStore  failureLog
+	readyProbes []failureLog
+}
+
+// failureLog is a logfmt.Failures that concurrent requests may report to.
+type failureLog struct {
+	mu  sync.Mutex
+	f   logfmt.Failures
+	log *slog.Logger
+}
+
+// report records the outcome of one check at now.
+func (l *failureLog) report(now time.Time, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.f.Report(l.log, now, err)
 }
 
 // route is one endpoint. Every route of the API is listed in routes, which
@@ -128,6 +149,11 @@ func New(cfg Config) *Server {
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
+	}
+	s.readyStore = failureLog{log: s.log, f: logfmt.Failures{Level: slog.LevelWarn, Failed: "readiness check failed", Recovered: "readiness check passed again"}}
+	s.readyProbes = make([]failureLog, len(s.probes))
+	for i, p := range s.probes {
+		s.readyProbes[i] = failureLog{log: s.log.With("probe", p.Name), f: logfmt.Failures{Level: slog.LevelWarn, Failed: "readiness probe failed", Recovered: "readiness probe passed again"}}
 	}
 	// The store is a dependency too, for keyward_dependency_up; /readyz
 	// checks it apart from the probes, as its absence says more.
@@ -276,8 +302,10 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	pctx, cancel := context.WithTimeout(r.Context(), readyPingTimeout)
 	err := s.store.Ping(pctx)
 	cancel()
+	// Logged when the store first fails, then once a minute with a count
+	// while it goes on, and once when it answers again.
+	s.readyStore.report(s.now(), err)
 	if err != nil {
-		s.log.Warn("readiness check failed", "err", err)
 		out["store"], out["status"], status = "unreachable", "unavailable", http.StatusServiceUnavailable
 	}
 	if s.engine != nil {
@@ -302,10 +330,11 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 			degrade(out)
 		}
 	}
-	for _, p := range s.probes {
+	for i, p := range s.probes {
 		out[p.Name] = "ok"
-		if err := p.Check(r.Context()); err != nil {
-			s.log.Warn("readiness probe failed", "probe", p.Name, "err", err)
+		err := p.Check(r.Context())
+		s.readyProbes[i].report(s.now(), err)
+		if err != nil {
 			out[p.Name] = "unreachable"
 			if p.Fallback != "" {
 				out[p.Name] += "; " + p.Fallback

@@ -3327,3 +3327,43 @@ func TestAuditTamperedChanges(t *testing.T) {
 		})
 	}
 }
+
+// TestBearerNotSetOffBySpace: RFC 6750 §2.1 sets the token off from
+// "Bearer" with spaces only. A management token set off by a tab is a
+// credential presented but unusable: 401 with PRODUCT §5's challenge, told
+// apart from no credential in the problem's detail and counted as a
+// MALFORMED verification, and never admitted.
+func TestBearerNotSetOffBySpace(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	for _, tt := range []struct {
+		name, auth, detail string
+	}{
+		{"ErrTab", "Bearer\t" + s.root, "the token is not valid"},
+		{"ErrTabAfterSpace", "Bearer \t" + s.root, ""},
+		{"NoToken", "Bearer", "this endpoint needs a management token: Authorization: Bearer <token>"},
+		{"OtherScheme", "Token " + s.root, "this endpoint needs a management token: Authorization: Bearer <token>"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := s.request("GET", "/v1/tokens", "", nil)
+			req.Header.Set("Authorization", tt.auth)
+			r := s.send(req)
+			if tt.detail == "" {
+				// Spaces set it off; the tab after them is trimmed, as
+				// before: admitted.
+				wantStatus(t, r, http.StatusOK)
+				return
+			}
+			p := wantProblem(t, r, http.StatusUnauthorized, keyward.EUNAUTHORIZED)
+			if got := r.Header.Get("WWW-Authenticate"); got != `Bearer realm="keyward"` {
+				t.Errorf("WWW-Authenticate %q", got)
+			}
+			if p["detail"] != tt.detail {
+				t.Errorf("detail %q, want %q", p["detail"], tt.detail)
+			}
+		})
+	}
+	if body := string(s.do("GET", "/metrics", "", nil).Body); !strings.Contains(body, `keyward_verifications_total{outcome="MALFORMED"} 1`+"\n") {
+		t.Errorf("metrics lack the one MALFORMED verification:\n%s", body)
+	}
+}

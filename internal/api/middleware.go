@@ -206,9 +206,10 @@ func remoteIP(r *http.Request) netip.Addr {
 // token, or on OAuth routes the password of HTTP Basic. basic reports
 // which scheme was used.
 func credential(r *http.Request, oauth bool) (token string, basic bool) {
-	h := r.Header.Get("Authorization")
-	if scheme, rest, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
-		return strings.TrimSpace(rest), false
+	// A token set off by a tab comes with it (secret.Bearer), and
+	// verifies as MALFORMED: a credential presented, but unusable.
+	if tok, ok := secret.Bearer(r.Header.Get("Authorization")); ok {
+		return tok, false
 	}
 	if oauth {
 		if _, pw, ok := r.BasicAuth(); ok {

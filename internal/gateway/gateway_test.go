@@ -2122,3 +2122,51 @@ func TestConfigUnmatchedReserved(t *testing.T) {
 		t.Fatalf("err %v, want %s", err, want)
 	}
 }
+
+// TestBearerNotSetOffBySpace: RFC 6750 §2.1 sets the token off from
+// "Bearer" with spaces only. A token set off by a tab is a credential
+// presented in a form that cannot be used: refused as an invalid token
+// (PRODUCT §5), on an optional route too, not taken for no credential,
+// which would pass the optional route without identity and answer the
+// required one with the challenge of a request that sent none. Another
+// scheme, or the scheme with nothing after it, presents no token.
+func TestBearerNotSetOffBySpace(t *testing.T) {
+	gw, fake, _ := base(t)
+	const invalid, none = `Bearer realm="keyward", error="invalid_token"`, `Bearer realm="keyward"`
+	for _, tt := range []struct {
+		name, auth, path string
+		status           int
+		challenge        string
+		verified         string // the text verified; "" for none
+	}{
+		{"OK", "Bearer good", "/orders", 200, "", "good"},
+		{"ErrTab", "Bearer\tgood", "/orders", 401, invalid, "\tgood"},
+		{"ErrTabOptional", "Bearer\tgood", "/maybe", 401, invalid, "\tgood"},
+		{"ErrTabLowerCase", "bearer\tgood", "/orders", 401, invalid, "\tgood"},
+		{"NoTokenAfterScheme", "Bearer", "/orders", 401, none, ""},
+		{"NoTokenAfterSchemeOptional", "Bearer", "/maybe", 200, "", ""},
+		{"OtherScheme", "Basic Z29vZA==", "/orders", 401, none, ""},
+		{"OtherSchemeOptional", "Basic Z29vZA==", "/maybe", 200, "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fake.mu.Lock()
+			fake.lastReq = verify.Request{}
+			fake.mu.Unlock()
+			res, body := do(t, "GET", gw.URL+tt.path, map[string]string{"Authorization": tt.auth})
+			if res.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", res.StatusCode, tt.status, body)
+			}
+			if got := res.Header.Get("WWW-Authenticate"); got != tt.challenge {
+				t.Errorf("WWW-Authenticate %q, want %q", got, tt.challenge)
+			}
+			if got := fake.last().Token; got != tt.verified {
+				t.Errorf("verified %q, want %q", got, tt.verified)
+			}
+			if tt.status == 200 && tt.path == "/maybe" {
+				if s := upstreamSaw(t, body); s.Header.Get("Authorization") != "" || s.Header.Get("X-Keyward-Token-Id") != "" {
+					t.Errorf("the upstream saw %v", s.Header)
+				}
+			}
+		})
+	}
+}

@@ -847,13 +847,13 @@ func setRateLimit(hd http.Header, res verify.Result, vals []string) {
 	hd["Ratelimit"] = vals[1:]
 }
 
-// credential returns the token a request presents: a Bearer token, or the
-// value of the route's token header. The query string is never read.
+// credential returns the token a request presents: a Bearer token
+// (secret.Bearer: one set off by a tab comes with it, and verifies as
+// MALFORMED), or the value of the route's token header. The query string
+// is never read.
 func credential(r *http.Request, tokenHeader string) string {
-	if scheme, rest, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
-		if t := strings.TrimSpace(rest); t != "" {
-			return t
-		}
+	if t, _ := secret.Bearer(r.Header.Get("Authorization")); t != "" {
+		return t
 	}
 	if tokenHeader != "" {
 		return strings.TrimSpace(r.Header.Get(tokenHeader))
@@ -866,8 +866,8 @@ func credential(r *http.Request, tokenHeader string) string {
 // method a request), of which the gateway would verify one and the
 // upstream might read the other.
 func bearerAndHeader(r *http.Request, tokenHeader string) bool {
-	scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	return strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(r.Header.Get(tokenHeader)) != ""
+	_, bearer := secret.Bearer(r.Header.Get("Authorization"))
+	return bearer && strings.TrimSpace(r.Header.Get(tokenHeader)) != ""
 }
 
 // remoteAddr returns the address of r's connection, and its text when the

@@ -136,3 +136,33 @@ func Hint(text string) string {
 	}
 	return text[:i+1] + "…" + text[len(text)-4:]
 }
+
+// Bearer returns the token text that an Authorization field value of the
+// Bearer scheme presents, and reports whether the value is of that
+// scheme: "Bearer" in any case, then whitespace or nothing. RFC 6750 §2.1
+// (and RFC 9110 §11.4) sets the token off with spaces only: a token set
+// off by a tab is returned with the tab, so that it verifies as
+// MALFORMED, a credential presented but unusable, rather than reading as
+// no credential at all (which would pass an optional route and change the
+// challenge). A value with nothing after the scheme presents no token
+// ("", true).
+func Bearer(h string) (token string, ok bool) {
+	const scheme = "Bearer"
+	if len(h) < len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return "", false
+	}
+	rest := h[len(scheme):]
+	if rest == "" {
+		return "", true
+	}
+	switch rest[0] {
+	case ' ':
+		return strings.TrimSpace(rest), true
+	case '\t':
+		if strings.TrimSpace(rest) == "" {
+			return "", true
+		}
+		return strings.TrimRight(rest, " \t"), true
+	}
+	return "", false // another scheme ("Bearerx")
+}

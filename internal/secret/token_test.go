@@ -143,3 +143,28 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestBearer(t *testing.T) {
+	for _, tt := range []struct {
+		name, h, token string
+		ok             bool
+	}{
+		{"OK", "Bearer kw_x", "kw_x", true},
+		{"OKCase", "bearer kw_x", "kw_x", true},
+		{"OKSpaces", "Bearer   kw_x  ", "kw_x", true},
+		{"TabKept", "Bearer\tkw_x", "\tkw_x", true},
+		{"TabsKept", "Bearer\t \tkw_x\t", "\t \tkw_x", true},
+		{"Empty", "Bearer", "", true},
+		{"EmptySpace", "Bearer ", "", true},
+		{"EmptyTab", "Bearer\t", "", true},
+		{"OtherScheme", "Basic a2V5", "", false},
+		{"LongerScheme", "Bearerx kw_x", "", false},
+		{"None", "", "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tok, ok := Bearer(tt.h); tok != tt.token || ok != tt.ok {
+				t.Errorf("Bearer(%q) = %q, %v; want %q, %v", tt.h, tok, ok, tt.token, tt.ok)
+			}
+		})
+	}
+}

@@ -2169,4 +2169,12 @@ func TestBearerNotSetOffBySpace(t *testing.T) {
 			}
 		})
 	}
+	t.Run("ErrTabAndTokenHeader", func(t *testing.T) {
+		// Two credentials, as with a space: which one counts would be a
+		// guess.
+		res, body := do(t, "GET", gw.URL+"/keyed", map[string]string{"Authorization": "Bearer\tgood", "X-API-Key": "good"})
+		if res.StatusCode != 400 || res.Header.Get("WWW-Authenticate") != `Bearer realm="keyward", error="invalid_request"` {
+			t.Errorf("status %d, WWW-Authenticate %q, want 400 invalid_request: %s", res.StatusCode, res.Header.Get("WWW-Authenticate"), body)
+		}
+	})
 }

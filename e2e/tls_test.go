@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"crypto/tls"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -82,5 +84,35 @@ func TestTLSHTTP2(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestTLSHTTP2HeaderTimeout: an HTTP/2 client of the TLS listener that
+// sends the preface and then no request is cut off after the header
+// timeout (10 s), as an HTTP/1 client that sends no header is, not held
+// until the idle timeout (2 minutes): net/http applies ReadHeaderTimeout
+// to HTTP/1 alone.
+func TestTLSHTTP2HeaderTimeout(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, pool := selfSigned(t, t.TempDir())
+	srv := startServer(t, sqliteStore(t), "--tls-cert", certFile, "--tls-key", keyFile)
+	c, err := tls.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"), &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("negotiated %q, want h2", p)
+	}
+	// The preface and an empty SETTINGS frame, then nothing.
+	start := time.Now()
+	io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+	c.SetReadDeadline(start.Add(20 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the connection was still open after 20 s (%d bytes read)", n)
+	}
+	if took := time.Since(start); took < 9*time.Second {
+		t.Errorf("cut off after %v, before the header timeout", took)
 	}
 }

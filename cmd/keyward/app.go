@@ -884,12 +884,18 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	}
 	s.http = &http.Server{
 		Handler:           cfg.Proxies.Handler(withDeadline(handler, requestTimeout)),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: apiHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.TLSCert != "" {
+		// ReadHeaderTimeout bounds HTTP/1 only: on the TLS listener, which
+		// speaks HTTP/2 too, a client that sends the preface and then no
+		// request would hold its connection until IdleTimeout.
+		s.http.ConnState = gateway.HTTP2HeaderTimeout(apiHeaderTimeout)
 	}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("--addr: %w", err)
@@ -907,6 +913,10 @@ func openServer(ctx context.Context, cfg serveConfig, log *slog.Logger) (_ *serv
 	}
 	return s, nil
 }
+
+// apiHeaderTimeout is how long a client of the API and dashboard listener
+// has to send a request's header, over HTTP/1 and HTTP/2 alike.
+const apiHeaderTimeout = 10 * time.Second
 
 // run serves until ctx ends, then shuts down gracefully: in-flight requests
 // finish (within the shutdown timeout) and batched usage is flushed.

@@ -354,6 +354,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Unwrap lets http.ResponseController reach Flush and the deadlines.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 type requestIDKey struct{}
 
 // requestID gives every request an id by the API's rules: the client's
@@ -375,25 +378,40 @@ func requestIDOf(r *http.Request) string {
 }
 
 // accessLog logs each request's id, method, path (never the query
-// string), status and duration.
+// string), status and duration, and reports it to the observer.
 func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
-		took := time.Since(start)
-		// The fields of the API's and the gateway's access-log lines,
-		// under the same names.
-		s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", secret.Redact(r.Method), "path", secret.RedactPath(r.URL), "status", sw.status,
-			"duration", took, "client_ip", clientIP(r))
-		if s.obs != nil {
-			status := sw.status
-			if status == 0 {
-				status = http.StatusOK
+		// A response cut short (http.ErrAbortHandler, which recoverPanics
+		// lets through to net/http) gets its line and its count too, with
+		// the status recoverPanics recorded, on its way out.
+		finished := false
+		defer func() {
+			if !finished {
+				s.logRequest(r, sw.status, start)
 			}
-			s.obs.ObserveDashboard(s.routeOf(r), status, took)
-		}
+		}()
+		next.ServeHTTP(sw, r)
+		finished = true
+		s.logRequest(r, sw.status, start)
 	})
+}
+
+// logRequest writes the access-log line of r, answered with status, and
+// reports it to the observer.
+func (s *Server) logRequest(r *http.Request, status int, start time.Time) {
+	took := time.Since(start)
+	// The fields of the API's and the gateway's access-log lines, under
+	// the same names.
+	s.log.Info("dashboard request", "request_id", requestIDOf(r), "method", secret.Redact(r.Method), "path", secret.RedactPath(r.URL), "status", status,
+		"duration", took, "client_ip", clientIP(r))
+	if s.obs != nil {
+		if status == 0 {
+			status = http.StatusOK
+		}
+		s.obs.ObserveDashboard(s.routeOf(r), status, took)
+	}
 }
 
 // routeOf returns the pattern of the route that takes r, UnmatchedRoute
@@ -405,16 +423,32 @@ func (s *Server) routeOf(r *http.Request) string {
 	return UnmatchedRoute
 }
 
+// recoverPanics turns a panic in a page into a 500, logged with the
+// panic's stack. A page that panics after its answer began
+// (http.ErrAbortHandler, a handler's way to cut a response short, or any
+// other panic) gets its connection cut, so that the browser cannot take
+// what it got for the whole page, and the request is recorded as the 500
+// it is, in the access log as in the metrics, as the API's are. w is
+// accessLog's statusWriter.
 func (s *Server) recoverPanics(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
-			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				s.log.Error("dashboard handler panicked", "request_id", requestIDOf(r), "path", secret.RedactPath(r.URL), "panic", v, "stack", string(debug.Stack()))
-				http.Error(w, "internal error", http.StatusInternalServerError)
+			v := recover()
+			if v == nil {
+				return
 			}
+			if v != http.ErrAbortHandler {
+				s.log.Error("dashboard handler panicked", "request_id", requestIDOf(r), "path", secret.RedactPath(r.URL), "panic", v, "stack", string(debug.Stack()))
+			}
+			sw, _ := w.(*statusWriter)
+			if v != http.ErrAbortHandler && (sw == nil || sw.status == 0) {
+				http.Error(w, "internal error", http.StatusInternalServerError)
+				return
+			}
+			if sw != nil {
+				sw.status = http.StatusInternalServerError
+			}
+			panic(http.ErrAbortHandler)
 		}()
 		next.ServeHTTP(w, r)
 	})

@@ -140,29 +140,23 @@ func Hint(text string) string {
 // Bearer returns the token text that an Authorization field value of the
 // Bearer scheme presents, and reports whether the value is of that
 // scheme: "Bearer" in any case, then whitespace or nothing. RFC 6750 §2.1
-// (and RFC 9110 §11.4) sets the token off with spaces only: a token set
-// off by a tab is returned with the tab, so that it verifies as
+// (and RFC 9110 §11.4) sets the token off with spaces only (1*SP): the
+// spaces are dropped, and whatever follows them is the token, up to the
+// spaces and tabs that may end a field value (OWS). Anything else that
+// sets the token off (a tab, a space of Unicode's such as U+00A0) or ends
+// it (a control character) is returned with it, so that it verifies as
 // MALFORMED, a credential presented but unusable, rather than reading as
 // no credential at all (which would pass an optional route and change the
-// challenge). A value with nothing after the scheme presents no token
-// ("", true).
+// challenge) or as a different, valid one. A value with nothing but
+// whitespace after the scheme presents no token ("", true).
 func Bearer(h string) (token string, ok bool) {
 	const scheme = "Bearer"
 	if len(h) < len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
 		return "", false
 	}
 	rest := h[len(scheme):]
-	if rest == "" {
-		return "", true
+	if rest != "" && rest[0] != ' ' && rest[0] != '\t' {
+		return "", false // another scheme ("Bearerx")
 	}
-	switch rest[0] {
-	case ' ':
-		return strings.TrimSpace(rest), true
-	case '\t':
-		if strings.TrimSpace(rest) == "" {
-			return "", true
-		}
-		return strings.TrimRight(rest, " \t"), true
-	}
-	return "", false // another scheme ("Bearerx")
+	return strings.TrimRight(strings.TrimLeft(rest, " "), " \t"), true
 }

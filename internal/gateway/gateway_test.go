@@ -2172,6 +2172,27 @@ func TestBearerNotSetOffBySpace(t *testing.T) {
 			}
 		})
 	}
+	t.Run("TokenHeaderSpaces", func(t *testing.T) {
+		// The token header's value loses the spaces and tabs around it
+		// (OWS), and nothing else: a no-break space stays with the
+		// token, which is then invalid.
+		for _, tt := range []struct {
+			value, verified string
+			status          int
+		}{
+			{" good\t", "good", 200},
+			{"\u00a0good", "\u00a0good", 401},
+			{"good\u0085", "good\u0085", 401},
+		} {
+			res, body := do(t, "GET", gw.URL+"/keyed", map[string]string{"X-API-Key": tt.value})
+			if res.StatusCode != tt.status {
+				t.Errorf("X-API-Key %q: status %d, want %d: %s", tt.value, res.StatusCode, tt.status, body)
+			}
+			if got := fake.last().Token; got != tt.verified {
+				t.Errorf("X-API-Key %q: verified %q, want %q", tt.value, got, tt.verified)
+			}
+		}
+	})
 	t.Run("ErrTabAndTokenHeader", func(t *testing.T) {
 		// Two credentials, as with a space: which one counts would be a
 		// guess.

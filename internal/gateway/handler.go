@@ -849,14 +849,15 @@ func setRateLimit(hd http.Header, res verify.Result, vals []string) {
 
 // credential returns the token a request presents: a Bearer token
 // (secret.Bearer: one set off by a tab comes with it, and verifies as
-// MALFORMED), or the value of the route's token header. The query string
-// is never read.
+// MALFORMED), or the value of the route's token header without the spaces
+// and tabs around it (OWS; any other whitespace stays, as with Bearer).
+// The query string is never read.
 func credential(r *http.Request, tokenHeader string) string {
 	if t, _ := secret.Bearer(r.Header.Get("Authorization")); t != "" {
 		return t
 	}
 	if tokenHeader != "" {
-		return strings.TrimSpace(r.Header.Get(tokenHeader))
+		return strings.Trim(r.Header.Get(tokenHeader), " \t")
 	}
 	return ""
 }
@@ -867,7 +868,7 @@ func credential(r *http.Request, tokenHeader string) string {
 // upstream might read the other.
 func bearerAndHeader(r *http.Request, tokenHeader string) bool {
 	_, bearer := secret.Bearer(r.Header.Get("Authorization"))
-	return bearer && strings.TrimSpace(r.Header.Get(tokenHeader)) != ""
+	return bearer && strings.Trim(r.Header.Get(tokenHeader), " \t") != ""
 }
 
 // remoteAddr returns the address of r's connection, and its text when the

@@ -257,6 +257,6 @@ for n in upstream keyward nginx passthru; do
 		"$(tr ' ' '\n' <<<"${fx_p99[$n]}" | grep . | spread)"
 done
 echo "added p99, keyward minus upstream alone: $(added keyward | spread) ms (target <= 1)"
-echo "added p99 of nginx proxy_pass, for scale:  $(added nginx | spread) ms"
-echo "added p99 of passthru, for scale:          $(added passthru | spread) ms"
+echo "added p99 of nginx proxy_pass, for scale: $(added nginx | spread) ms"
+echo "added p99 of passthru, for scale:         $(added passthru | spread) ms"
 echo "logged by keyward: $(grep -c 'gateway request' "$work/keyward.log") access-log lines"

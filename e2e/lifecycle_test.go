@@ -100,6 +100,26 @@ func testLifecycle(t *testing.T, st *store) {
 		n := issue(client.CreateTokenRequest{Name: "office only", AllowedCIDRs: []string{"10.0.0.0/8", "2001:db8::/32"}})
 		expectCode(t, admin, v(n.Secret, nil, "127.0.0.1"), "IP_NOT_ALLOWED")
 		expectCode(t, admin, v(n.Secret, nil, ""), "IP_NOT_ALLOWED")
+		// A client that always writes the field sends "ip":"" for no ip:
+		// answered (200), and an allowlist still fails closed.
+		for tok, want := range map[string]string{n.Secret: "IP_NOT_ALLOWED", main.Secret: "VALID"} {
+			req, err := http.NewRequestWithContext(ctx, "POST", srv.URL+"/v1/verify", strings.NewReader(`{"token":"`+tok+`","ip":""}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+root)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got struct{ Code string }
+			err = json.NewDecoder(resp.Body).Decode(&got)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || got.Code != want {
+				t.Fatalf(`verify with "ip":"" = %d %q (%v), want 200 %s`, resp.StatusCode, got.Code, err, want)
+			}
+		}
 		expectCode(t, admin, v(n.Secret, nil, "10.1.2.3"), "VALID")
 		expectCode(t, admin, v(n.Secret, nil, "2001:db8::1"), "VALID")
 	})

@@ -52,11 +52,13 @@ func fastVerifyBody(b []byte) (req verify.Request, ok bool) {
 			if !ok {
 				return req, false
 			}
-			a, err := netip.ParseAddr(s)
-			if err != nil || a.Zone() != "" {
-				return req, false
+			if s != "" { // "" is no ip, as parseVerify reads it
+				a, err := netip.ParseAddr(s)
+				if err != nil || a.Zone() != "" {
+					return req, false
+				}
+				req.IP = a
 			}
-			req.IP = a
 		case "scopes":
 			if seenScopes || !p.byte('[') {
 				return req, false

@@ -116,6 +116,7 @@ func FuzzFastVerifyBody(f *testing.F) {
 		`{"Token":"a"}`,
 		`{"token":"a"}}`,
 		`{"token":"a","ip":"::1%eth0"}`,
+		`{"token":"a","ip":""}`,
 		`{"token":"a\u0041"}`,
 		`{"token":null}`,
 		`{"token":"a","scopes":["BAD"]}`,

@@ -1544,6 +1544,20 @@ func TestVerify(t *testing.T) {
 			wantIdentified(t, m, tt.code, c["id"].(string))
 		}
 	})
+	// A client that always sends the field says "no ip" with "": that is no
+	// ip, not a malformed request, so an allowlist still fails closed.
+	t.Run("IPEmptyIsNoIP", func(t *testing.T) {
+		listed := s.create(map[string]any{"name": "v", "allowed_cidrs": []string{"203.0.113.0/24"}, "scopes": []string{"a"}})
+		open := s.create(map[string]any{"name": "v", "scopes": []string{"a"}})
+		// The second body takes the general decoder (an escape), the first
+		// the fast one.
+		for _, body := range []string{`{"token":"%s","ip":""}`, `{"tok\u0065n":"%s","ip":""}`} {
+			_, m := verify(t, fmt.Sprintf(body, listed["token"]))
+			wantIdentified(t, m, "IP_NOT_ALLOWED", listed["id"].(string))
+			_, m = verify(t, fmt.Sprintf(body, open["token"]))
+			wantIdentified(t, m, "VALID", open["id"].(string))
+		}
+	})
 	t.Run("RATE_LIMITED", func(t *testing.T) {
 		c := s.create(map[string]any{"name": "v", "rate_limit": map[string]any{"limit": 2, "window": "1m"}, "scopes": []string{"a"}})
 		text, id := c["token"].(string), c["id"].(string)
@@ -1599,7 +1613,6 @@ func TestVerify(t *testing.T) {
 		{"ErrInvalidIP", `{"token":"x","ip":"999.1.1.1"}`, "/ip"},
 		{"ErrIPWithZone", `{"token":"x","ip":"fe80::1%eth0"}`, "/ip"},
 		{"ErrIPCIDR", `{"token":"x","ip":"10.0.0.0/8"}`, "/ip"},
-		{"ErrIPEmpty", `{"token":"x","ip":""}`, "/ip"},
 		{"ErrScope", `{"token":"x","scopes":["ok","Bad"]}`, "/scopes/1"},
 		{"ErrScopesString", `{"token":"x","scopes":"a"}`, "/scopes"},
 		{"ErrUnknownField", `{"token":"x","tokens":"y"}`, "/tokens"},

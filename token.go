@@ -148,9 +148,24 @@ func (q *Quota) PeriodEnd(t time.Time) time.Time {
 // string such as "1m" or "24h".
 type Duration time.Duration
 
-// MarshalJSON implements json.Marshaler.
+// MarshalJSON implements json.Marshaler. It writes the duration as people
+// write it, without zero minutes or seconds after a larger unit ("1m",
+// "24h", "1h30m", not "1m0s"), so that a window given as "1m" reads back
+// as "1m"; time.ParseDuration reads it back to the same value.
 func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(time.Duration(d).String())
+	return json.Marshal(durationText(time.Duration(d)))
+}
+
+// durationText is d as Duration.MarshalJSON writes it.
+func durationText(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // UnmarshalJSON implements json.Unmarshaler.

@@ -432,9 +432,12 @@ func TestValidateSubject(t *testing.T) {
 func TestDurationJSON(t *testing.T) {
 	t.Run("OKMarshal", func(t *testing.T) {
 		for d, want := range map[time.Duration]string{
-			time.Minute:                 `"1m0s"`,
-			24 * time.Hour:              `"24h0m0s"`,
+			time.Minute:                 `"1m"`,
+			24 * time.Hour:              `"24h"`,
+			90 * time.Minute:            `"1h30m"`,
+			time.Hour + time.Second:     `"1h0m1s"`,
 			1500 * time.Millisecond:     `"1.5s"`,
+			time.Millisecond:            `"1ms"`,
 			0:                           `"0s"`,
 			744*time.Hour + time.Second: `"744h0m1s"`,
 		} {

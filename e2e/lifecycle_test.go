@@ -57,6 +57,28 @@ func testLifecycle(t *testing.T, st *store) {
 	v := func(tok string, scopes []string, ip string) client.VerifyRequest {
 		return client.VerifyRequest{Token: tok, Scopes: scopes, IP: ip}
 	}
+	// raw sends a JSON body as root and returns the answer as it came, for
+	// what the Go client would hide: a body a client of another kind sends,
+	// and the text of an answer.
+	raw := func(t *testing.T, method, path, body string) (int, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, method, srv.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+root)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b
+	}
 
 	main := issue(client.CreateTokenRequest{
 		Name: "orders service", Scopes: []string{"orders:read", "billing:*"},
@@ -103,21 +125,10 @@ func testLifecycle(t *testing.T, st *store) {
 		// A client that always writes the field sends "ip":"" for no ip:
 		// answered (200), and an allowlist still fails closed.
 		for tok, want := range map[string]string{n.Secret: "IP_NOT_ALLOWED", main.Secret: "VALID"} {
-			req, err := http.NewRequestWithContext(ctx, "POST", srv.URL+"/v1/verify", strings.NewReader(`{"token":"`+tok+`","ip":""}`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("Authorization", "Bearer "+root)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			status, body := raw(t, "POST", "/v1/verify", `{"token":"`+tok+`","ip":""}`)
 			var got struct{ Code string }
-			err = json.NewDecoder(resp.Body).Decode(&got)
-			resp.Body.Close()
-			if err != nil || resp.StatusCode != 200 || got.Code != want {
-				t.Fatalf(`verify with "ip":"" = %d %q (%v), want 200 %s`, resp.StatusCode, got.Code, err, want)
+			if err := json.Unmarshal(body, &got); err != nil || status != 200 || got.Code != want {
+				t.Fatalf(`verify with "ip":"" = %d %s, want 200 %s`, status, body, want)
 			}
 		}
 		expectCode(t, admin, v(n.Secret, nil, "10.1.2.3"), "VALID")
@@ -134,6 +145,15 @@ func testLifecycle(t *testing.T, st *store) {
 			t.Fatalf("rate_limit %+v", res.RateLimit)
 		}
 		expectCode(t, admin, v(r.Secret, nil, ""), "RATE_LIMITED")
+		// The window reads back as it was given (PRODUCT §5: "1m"), not
+		// as Go prints it ("1m0s").
+		status, body := raw(t, "GET", "/v1/tokens/"+r.ID, "")
+		var got struct {
+			RateLimit json.RawMessage `json:"rate_limit"`
+		}
+		if err := json.Unmarshal(body, &got); err != nil || status != 200 || string(got.RateLimit) != `{"limit":2,"window":"1m"}` {
+			t.Fatalf("GET /v1/tokens/%s = %d, rate_limit %s", r.ID, status, got.RateLimit)
+		}
 	})
 	quota := issue(client.CreateTokenRequest{Name: "metered", Quota: &client.Quota{Limit: 3, Period: "month"}})
 	t.Run("QuotaExceeded", func(t *testing.T) {

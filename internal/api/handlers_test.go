@@ -248,7 +248,7 @@ func TestCreateToken(t *testing.T) {
 	if !slices.Equal(v.Scopes, []string{"orders:read", "orders:write"}) || !slices.Equal(v.AllowedCIDRs, []string{"203.0.113.0/24", "2001:db8::/32"}) {
 		t.Errorf("scopes %q, allowed_cidrs %q", v.Scopes, v.AllowedCIDRs)
 	}
-	if string(v.RateLimit) != `{"limit":100,"window":"1m0s"}` || string(v.Quota) != `{"limit":10000,"period":"month"}` || string(v.Metadata) != `{"team":"payments"}` {
+	if string(v.RateLimit) != `{"limit":100,"window":"1m"}` || string(v.Quota) != `{"limit":10000,"period":"month"}` || string(v.Metadata) != `{"team":"payments"}` {
 		t.Errorf("rate_limit %s, quota %s, metadata %s", v.RateLimit, v.Quota, v.Metadata)
 	}
 	lo, hi := before.Add(720*time.Hour).Truncate(time.Second), after.Add(720*time.Hour)
@@ -774,8 +774,8 @@ func TestPatchToken(t *testing.T) {
 		{"OKMetadataMerge", `{"metadata":{"a":null,"c":3}}`, map[string]string{"metadata": `{"b":{"x":1,"y":2},"c":3}`}},
 		{"OKMetadataNestedMerge", `{"metadata":{"b":{"x":null,"z":3}}}`, map[string]string{"metadata": `{"a":1,"b":{"y":2,"z":3}}`}},
 		{"OKMetadataReplaceValue", `{"metadata":{"b":"flat"}}`, map[string]string{"metadata": `{"a":1,"b":"flat"}`}},
-		{"OKRateLimitPartial", `{"rate_limit":{"limit":5}}`, map[string]string{"rate_limit": `{"limit":5,"window":"1m0s"}`}},
-		{"OKRateLimitWindowOnly", `{"rate_limit":{"window":"1h"}}`, map[string]string{"rate_limit": `{"limit":10,"window":"1h0m0s"}`}},
+		{"OKRateLimitPartial", `{"rate_limit":{"limit":5}}`, map[string]string{"rate_limit": `{"limit":5,"window":"1m"}`}},
+		{"OKRateLimitWindowOnly", `{"rate_limit":{"window":"1h"}}`, map[string]string{"rate_limit": `{"limit":10,"window":"1h"}`}},
 		{"OKQuotaPartial", `{"quota":{"period":"month"}}`, map[string]string{"quota": `{"limit":100,"period":"month"}`}},
 		{"OKSeveral", `{"name":"n","subject":"cust-2","allowed_cidrs":["192.0.2.0/24"]}`, map[string]string{"name": `"n"`, "subject": `"cust-2"`, "allowed_cidrs": `["192.0.2.0/24"]`}},
 	}
@@ -1131,7 +1131,7 @@ func TestLimitedManagementTokens(t *testing.T) {
 		})
 	}
 	got := s.get(limitedID)
-	if fmt.Sprint(got["rate_limit"], got["quota"]) != "map[limit:40 window:1h0m0s] map[limit:300 period:day]" {
+	if fmt.Sprint(got["rate_limit"], got["quota"]) != "map[limit:40 window:1h] map[limit:300 period:day]" {
 		t.Errorf("the limited token after the refusals: rate_limit %v, quota %v", got["rate_limit"], got["quota"])
 	}
 	// A new workspace's first admin token takes the limits of the token
@@ -1147,7 +1147,7 @@ func TestLimitedManagementTokens(t *testing.T) {
 		t.Fatalf("the new workspace's tokens: %s", r.Body)
 	}
 	adm := items[0].(map[string]any)
-	if fmt.Sprint(adm["rate_limit"], adm["quota"]) != "map[limit:20 window:1m0s] map[limit:1000 period:month]" {
+	if fmt.Sprint(adm["rate_limit"], adm["quota"]) != "map[limit:20 window:1m] map[limit:1000 period:month]" {
 		t.Errorf("the new workspace's admin token: rate_limit %v, quota %v", adm["rate_limit"], adm["quota"])
 	}
 	// The root token, limited by nothing, limits nothing.

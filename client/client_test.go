@@ -84,7 +84,7 @@ const tokenJSON = `{
   "scopes": ["orders:read", "orders:write"],
   "expires_at": "2026-12-23T10:00:00Z",
   "allowed_cidrs": ["203.0.113.0/24"],
-  "rate_limit": {"limit": 100, "window": "1m0s"},
+  "rate_limit": {"limit": 100, "window": "1m"},
   "quota": {"limit": 10000, "period": "month"},
   "subject": "customer-42",
   "metadata": {"team": "payments"},
@@ -195,8 +195,8 @@ func TestMethods(t *testing.T) {
 			},
 			reply:  reply{Status: 201, ContentType: "application/json", Body: issuedJSON("kw_secret")},
 			method: "POST", path: "/v1/tokens",
-			body: `{"name":"ci deploy","scopes":["orders:read"],"expires_in":"720h0m0s","allowed_cidrs":["203.0.113.0/24"],
-				"rate_limit":{"limit":100,"window":"1m0s"},"quota":{"limit":10000,"period":"month"},"subject":"customer-42","metadata":{"team":"payments"}}`,
+			body: `{"name":"ci deploy","scopes":["orders:read"],"expires_in":"720h","allowed_cidrs":["203.0.113.0/24"],
+				"rate_limit":{"limit":100,"window":"1m"},"quota":{"limit":10000,"period":"month"},"subject":"customer-42","metadata":{"team":"payments"}}`,
 			checkResp: func(t *testing.T, got any) {
 				it := got.(*IssuedToken)
 				if it.Secret != "kw_secret" || it.ID != "tok_01jd8" || it.Hint != "kw_…x9Qa" || it.State != StateActive {
@@ -268,7 +268,7 @@ func TestMethods(t *testing.T) {
 				return c.RotateToken(ctx, "tok_1", &RotateRequest{GracePeriod: Duration(24 * time.Hour)})
 			},
 			reply:  reply{Status: 200, ContentType: "application/json", Body: issuedJSON("kw_new")},
-			method: "POST", path: "/v1/tokens/tok_1/rotate", body: `{"grace_period":"24h0m0s"}`,
+			method: "POST", path: "/v1/tokens/tok_1/rotate", body: `{"grace_period":"24h"}`,
 			checkResp: func(t *testing.T, got any) {
 				if s := got.(*IssuedToken).Secret; s != "kw_new" {
 					t.Errorf("secret = %q", s)
@@ -576,7 +576,7 @@ func TestTokenPatch(t *testing.T) {
 			`{"expires_at":null,"allowed_cidrs":null,"rate_limit":null,"quota":null,"subject":null,"metadata":null,"scopes":null}`},
 		{"SetThenUnset", new(TokenPatch).SetName("n").ClearQuota().Unset("name"), `{"quota":null}`},
 		{"Raw", new(TokenPatch).Set("unknown_field", true), `{"unknown_field":true}`},
-		{"ExpiresIn", new(TokenPatch).SetExpiresAt(time.Unix(0, 0)).SetExpiresIn(720 * time.Hour), `{"expires_in":"720h0m0s"}`},
+		{"ExpiresIn", new(TokenPatch).SetExpiresAt(time.Unix(0, 0)).SetExpiresIn(720 * time.Hour), `{"expires_in":"720h"}`},
 		{"ExpiresAtAfterIn", new(TokenPatch).SetExpiresIn(time.Hour).SetExpiresAt(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)), `{"expires_at":"2027-01-01T00:00:00Z"}`},
 		// The server refuses expires_in with a null expires_at ("not
 		// both"): the last call wins, as between the two setters.

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -33,15 +34,25 @@ const (
 const CodeValid = "VALID"
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
-// string such as "1m0s" or "24h0m0s".
+// string such as "1m" or "24h", as the API writes it.
 type Duration time.Duration
 
-// String returns the duration in Go syntax, such as "1m0s".
-func (d Duration) String() string { return time.Duration(d).String() }
+// String returns the duration in Go syntax without zero minutes or seconds
+// after a larger unit: "1m", "24h", "1h30m", "1m30s".
+func (d Duration) String() string {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
 
 // MarshalJSON implements json.Marshaler.
 func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(time.Duration(d).String())
+	return json.Marshal(d.String())
 }
 
 // UnmarshalJSON implements json.Unmarshaler.

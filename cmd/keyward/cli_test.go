@@ -596,8 +596,8 @@ func TestTokenCreate(t *testing.T) {
 			"--expires-in", "720h", "--allow-cidr", "203.0.113.0/24", "--rate-limit", "100/1m", "--quota", "10000/month",
 			"--subject", "customer-42", "--metadata", `{"team":"payments"}`)
 		r.want(t, 0)
-		wantBody := `{"name":"ci deploy","scopes":["orders:read","orders:write"],"expires_in":"720h0m0s","allowed_cidrs":["203.0.113.0/24"],
-			"rate_limit":{"limit":100,"window":"1m0s"},"quota":{"limit":10000,"period":"month"},"subject":"customer-42","metadata":{"team":"payments"}}`
+		wantBody := `{"name":"ci deploy","scopes":["orders:read","orders:write"],"expires_in":"720h","allowed_cidrs":["203.0.113.0/24"],
+			"rate_limit":{"limit":100,"window":"1m"},"quota":{"limit":10000,"period":"month"},"subject":"customer-42","metadata":{"team":"payments"}}`
 		if !jsonEqual(t, f.body("POST /v1/tokens"), wantBody) {
 			t.Errorf("body = %s", f.body("POST /v1/tokens"))
 		}
@@ -735,7 +735,7 @@ func TestTokenList(t *testing.T) {
 func TestTokenShow(t *testing.T) {
 	f := newFakeServer(t)
 	id, _ := f.add(map[string]any{"name": "shown", "state": "suspended", "suspended_at": "2026-11-24T00:00:00Z", "suspend_reason": "audit",
-		"rate_limit": map[string]any{"limit": 5, "window": "1h0m0s"}, "quota": map[string]any{"limit": 9, "period": "none"}, "last_used_ip": "198.51.100.1",
+		"rate_limit": map[string]any{"limit": 5, "window": "1h"}, "quota": map[string]any{"limit": 9, "period": "none"}, "last_used_ip": "198.51.100.1",
 		"last_used_at": "2026-11-24T01:00:00Z"})
 	r := cli(t, f, nil, "", "token", "show", id)
 	r.want(t, 0)
@@ -826,7 +826,7 @@ func TestTokenRotate(t *testing.T) {
 	id, old := f.add(map[string]any{"name": "r"})
 	r := cli(t, f, nil, "", "token", "rotate", id, "--grace", "24h")
 	r.want(t, 0)
-	if !jsonEqual(t, f.body("POST /v1/tokens/"+id+"/rotate"), `{"grace_period":"24h0m0s"}`) {
+	if !jsonEqual(t, f.body("POST /v1/tokens/"+id+"/rotate"), `{"grace_period":"24h"}`) {
 		t.Errorf("body = %s", f.body("POST /v1/tokens/"+id+"/rotate"))
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")

@@ -149,16 +149,7 @@ func fmtTime(t *time.Time, none string) string {
 }
 
 // fmtDuration formats d without zero trailing units: "1m", "24h", "1h30m".
-func fmtDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
+func fmtDuration(d time.Duration) string { return client.Duration(d).String() }
 
 func fmtList(items []string) string {
 	return strings.Join(items, ",")

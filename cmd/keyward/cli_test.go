@@ -838,6 +838,13 @@ func TestTokenRotate(t *testing.T) {
 		t.Errorf("no grace note:\n%s", r.stdout)
 	}
 
+	// The API's name for it works too.
+	r = cli(t, f, nil, "", "token", "rotate", id, "--grace-period", "90s")
+	r.want(t, 0)
+	if !jsonEqual(t, f.body("POST /v1/tokens/"+id+"/rotate"), `{"grace_period":"1m30s"}`) {
+		t.Errorf("--grace-period: body = %s", f.body("POST /v1/tokens/"+id+"/rotate"))
+	}
+
 	r = cli(t, f, nil, "", "token", "rotate", id, "--output", "json")
 	r.want(t, 0)
 	if !jsonEqual(t, f.body("POST /v1/tokens/"+id+"/rotate"), `{}`) {

@@ -589,7 +589,10 @@ func cmdTokenRotate(ctx context.Context, e *env, args []string) error {
 		},
 	})
 	var grace time.Duration
-	fs.Duration(&grace, "grace", "", 0, "keep the replaced secret valid for `DURATION` (whole seconds, up to 720h)")
+	fs.Duration(&grace, "grace", "", 0, "keep the replaced secret valid for `DURATION` (whole seconds, up to 720h); also --grace-period, the API's name")
+	// The API's field is grace_period: a script that guesses the flag
+	// from it works too.
+	fs.fs.DurationVar(&grace, "grace-period", 0, "")
 	r := addRemoteFlags(fs)
 	fs.Check(func() error {
 		switch {

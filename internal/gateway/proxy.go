@@ -1108,12 +1108,14 @@ type simpleHead struct {
 // parseSimpleHead looks at a response header wholly in br's buffer and,
 // when it is simple, returns it with the number of bytes it takes, its
 // lines appended to buf; nothing is consumed. Simple is: HTTP/1.1, a
-// final status other than 204 and 304, one valid Content-Length, lines
-// ending in CRLF with valid names and values, no line folding, and no
-// field the slow path would drop or replace (hop-by-hop fields,
-// Connection, Transfer-Encoding, Trailer, and the gateway's own
-// X-Request-Id and RateLimit fields). Anything else (ok false) is left to
-// http.ReadResponse, field names keep the case the upstream gave them.
+// final status other than 204 and 304, a reason phrase without control
+// characters (a bare LF in it would end the line for ReadResponse), one
+// valid Content-Length, lines ending in CRLF with valid names and values,
+// no line folding, and no field the slow path would drop or replace
+// (hop-by-hop fields, Connection, Transfer-Encoding, Trailer, and the
+// gateway's own X-Request-Id and RateLimit fields). Anything else (ok
+// false) is left to http.ReadResponse, field names keep the case the
+// upstream gave them.
 func parseSimpleHead(br *bufio.Reader, buf []byte) (sh simpleHead, n int, ok bool) {
 	b, _ := br.Peek(br.Buffered())
 	end := bytes.Index(b, crlfcrlf)
@@ -1124,6 +1126,12 @@ func parseSimpleHead(br *bufio.Reader, buf []byte) (sh simpleHead, n int, ok boo
 	i := bytes.Index(head, crlf)
 	line := head[:i]
 	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' {
+		return sh, 0, false
+	}
+	if !validFieldValue(line[12:]) {
+		// A bare LF ends the status line for http.ReadResponse, and what
+		// follows it is a field of the header, or its end: "200 OK\n\r\n"
+		// would put the fields below into the body.
 		return sh, 0, false
 	}
 	for _, c := range line[9:12] {

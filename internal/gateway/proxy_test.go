@@ -1046,6 +1046,12 @@ func TestParseSimpleHead(t *testing.T) {
 		{"HTTP/1.1 200 OK\r\nContent-Length: 2\nX-A: a\r\n\r\n", false, 0, 0, false}, // a bare LF
 		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", false, 0, 0, false},             // not all here
 		{"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
+		// A bare LF ends the status line for ReadResponse: the fields
+		// after it are the header's, or the header ends there.
+		{"HTTP/1.1 200 OK\n\r\nContent-Length: 0\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 O\rK\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
+		{"HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\n", false, 0, 0, false},
 	} {
 		br := bufio.NewReader(strings.NewReader(tc.head))
 		br.Peek(1)
@@ -1153,6 +1159,34 @@ func TestFastPathResponse(t *testing.T) {
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("%d upstream connections, want 1 kept alive throughout", n)
+	}
+}
+
+// TestFastPathStatusLineLF: a bare LF in an upstream's status line ends
+// the line, as http.ReadResponse reads it, on the fast path too: the
+// fields after it are the header's, framing included, not a reason
+// phrase's.
+func TestFastPathStatusLineLF(t *testing.T) {
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readHead(br)
+			if !ok {
+				return
+			}
+			switch req.URL.Path {
+			case "/chunked":
+				io.WriteString(c, "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+			case "/field":
+				io.WriteString(c, "HTTP/1.1 200 OK\nX-Hidden: yes\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	gw := openRoute(t, up, "")
+	if res, body := do(t, "GET", gw.URL+"/chunked", nil); res.StatusCode != 200 || body != "abc" {
+		t.Errorf("/chunked: %d %q, want 200 \"abc\"", res.StatusCode, body)
+	}
+	if res, body := do(t, "GET", gw.URL+"/field", nil); res.StatusCode != 200 || body != "ok" || res.Header.Get("X-Hidden") != "yes" {
+		t.Errorf("/field: %d %q, X-Hidden %q; want 200 \"ok\", X-Hidden yes", res.StatusCode, body, res.Header.Get("X-Hidden"))
 	}
 }
 

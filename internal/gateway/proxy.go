@@ -151,11 +151,14 @@ func connectionSaysClose(b []byte) bool {
 }
 
 // headerHasToken reports whether a comma-separated header field lists
-// token, case-insensitively.
+// token, but for the case of ASCII letters, as net/http reads Connection
+// (httpguts): under Unicode's folding "\u212Aeep-alive" (the Kelvin sign)
+// would be keep-alive, and the fast path would keep a connection the slow
+// path closes.
 func headerHasToken(vv []string, token string) bool {
 	for _, v := range vv {
 		for f := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(textproto.TrimString(f), token) {
+			if asciiEqualFold(trimOWS(f), token) {
 				return true
 			}
 		}

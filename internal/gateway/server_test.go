@@ -1225,3 +1225,46 @@ func TestValidHost(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionTokenASCII: Connection's tokens are compared as net/http
+// compares them, but for the case of ASCII letters only, on the fast path
+// too: "\u212Aeep-alive" (a Kelvin sign) does not keep an HTTP/1.0
+// connection, and "clo\u017Fe" (a long s) does not close one.
+func TestConnectionTokenASCII(t *testing.T) {
+	s := serveGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "2")
+		io.WriteString(w, "ok")
+	}))
+	rc := dialRaw(t, s)
+	rc.send("GET /a HTTP/1.0\r\nHost: h\r\nConnection: \u212Aeep-alive\r\n\r\nGET /b HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n")
+	if res, body := rc.read("GET"); res.StatusCode != 200 || body != "ok" || res.Close != true {
+		t.Fatalf("HTTP/1.0 with a Kelvin sign: %d %q close=%v, want 200 \"ok\" and close", res.StatusCode, body, res.Close)
+	}
+	if !rc.closed() {
+		t.Fatal("the connection was not closed")
+	}
+	rc = dialRaw(t, s)
+	rc.send("GET /a HTTP/1.1\r\nHost: h\r\nConnection: clo\u017Fe\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+	for i := range 2 {
+		if res, body := rc.read("GET"); res.StatusCode != 200 || body != "ok" || res.Close != (i == 1) {
+			t.Fatalf("HTTP/1.1 response %d with a long s: %d %q close=%v", i, res.StatusCode, body, res.Close)
+		}
+	}
+	for _, tc := range []struct {
+		vv    []string
+		token string
+		want  bool
+	}{
+		{[]string{"close"}, "close", true},
+		{[]string{"Keep-Alive, CLOSE"}, "close", true},
+		{[]string{"x", "\t close \t"}, "close", true},
+		{[]string{"clo\u017Fe"}, "close", false},
+		{[]string{"\u212Aeep-alive"}, "keep-alive", false},
+		{[]string{"web\u017Focket"}, "websocket", false},
+		{[]string{"close;q=1", "\"close\""}, "close", false},
+	} {
+		if got := headerHasToken(tc.vv, tc.token); got != tc.want {
+			t.Errorf("headerHasToken(%q, %q) = %v, want %v", tc.vv, tc.token, got, tc.want)
+		}
+	}
+}

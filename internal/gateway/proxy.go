@@ -1115,8 +1115,9 @@ type simpleHead struct {
 // characters (a bare LF in it would end the line for ReadResponse), one
 // valid Content-Length, lines ending in CRLF with valid names and values,
 // no line folding, and no field the slow path would drop or replace
-// (hop-by-hop fields, Connection, Transfer-Encoding, Trailer, and the
-// gateway's own X-Request-Id and RateLimit fields). Anything else (ok
+// (hop-by-hop fields, Connection, Transfer-Encoding, Trailer, the
+// gateway's own X-Request-Id and RateLimit fields, and a Pragma without
+// Cache-Control, to which ReadResponse adds one). Anything else (ok
 // false) is left to http.ReadResponse, field names keep the case the
 // upstream gave them.
 func parseSimpleHead(br *bufio.Reader, buf []byte) (sh simpleHead, n int, ok bool) {
@@ -1147,6 +1148,7 @@ func parseSimpleHead(br *bufio.Reader, buf []byte) (sh simpleHead, n int, ok boo
 		return sh, 0, false
 	}
 	sh.length = -1
+	pragma, cacheControl := false, false
 	rest := head[i+2:]
 	for len(rest) > 0 {
 		i := bytes.Index(rest, crlf)
@@ -1171,12 +1173,18 @@ func parseSimpleHead(br *bufio.Reader, buf []byte) (sh simpleHead, n int, ok boo
 			}
 		case bytes.EqualFold(name, []byte("Date")):
 			sh.hasDate = true
+		case bytes.EqualFold(name, []byte("Pragma")):
+			pragma = true
+		case bytes.EqualFold(name, []byte("Cache-Control")):
+			cacheControl = true
 		case slowField(name):
 			return sh, 0, false
 		}
 		buf = append(buf, line...)
 	}
-	if sh.length < 0 {
+	if sh.length < 0 || pragma && !cacheControl {
+		// ReadResponse adds "Cache-Control: no-cache" to a Pragma without
+		// one: the client gets the same fields either way.
 		return sh, 0, false
 	}
 	sh.fields, sh.ok = buf, true

@@ -89,7 +89,11 @@ func connectionValues(b []byte) []string {
 			return vv
 		case line[0] == ' ' || line[0] == '\t':
 			if in {
-				vv[len(vv)-1] += " " + textproto.TrimString(string(line))
+				// Joined as textproto joins them, its value's leading
+				// white space trimmed after: "Connection:\r\n close"
+				// is "close".
+				last := &vv[len(vv)-1]
+				*last = strings.TrimLeft(*last+" "+textproto.TrimString(string(line)), " \t")
 			}
 			continue
 		case len(line) >= 11 && bytes.EqualFold(line[:11], []byte("connection:")):

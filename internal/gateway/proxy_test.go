@@ -1420,6 +1420,7 @@ func TestConnectionValues(t *testing.T) {
 		{"HTTP/1.1 200 OK\r\nconnection:close, X-A\r\n\r\nConnection: X-Body\r\n", []string{"close, X-A"}},
 		{"HTTP/1.1 200 OK\nConnection: close\nX-B: 1\n CONNECTION: no\nConnection:  X-C \t\n\tX-D\n\n", []string{"close", "X-C X-D"}},
 		{"Connection: X-Status-Line\r\nX-A: 1\r\n", nil},
+		{"HTTP/1.1 200 OK\r\nConnection:\r\n \r\n\tclose\r\n X-A\r\nConnection: X-B\r\n \r\n\r\n", []string{"close X-A", "X-B "}},
 	} {
 		if got := connectionValues([]byte(tc.head)); !slices.Equal(got, tc.want) {
 			t.Errorf("connectionValues(%q) = %q, want %q", tc.head, got, tc.want)

@@ -1177,9 +1177,9 @@ func parseSimpleHead(br *bufio.Reader, buf []byte) (sh simpleHead, n int, ok boo
 			}
 		case bytes.EqualFold(name, []byte("Date")):
 			sh.hasDate = true
-		case bytes.EqualFold(name, []byte("Pragma")):
+		case len(name) == 6 && bytes.EqualFold(name, []byte("Pragma")):
 			pragma = true
-		case bytes.EqualFold(name, []byte("Cache-Control")):
+		case len(name) == 13 && bytes.EqualFold(name, []byte("Cache-Control")):
 			cacheControl = true
 		case slowField(name):
 			return sh, 0, false

@@ -1136,10 +1136,16 @@ func finalHead(b []byte) []byte {
 }
 
 // statusCode returns the status code of the HTTP/1.x status line at the
-// start of b; "" when there is none.
+// start of b; "" when there is none. Spaces before the code are skipped,
+// as http.ReadResponse skips them: "HTTP/1.1  100" is an interim
+// response to the transport, and the final one's header comes after it.
 func statusCode(b []byte) string {
-	if len(b) < 12 || string(b[:7]) != "HTTP/1." || b[8] != ' ' || len(b) > 12 && b[12] != ' ' && b[12] != '\r' && b[12] != '\n' {
+	if len(b) < 9 || string(b[:7]) != "HTTP/1." || b[8] != ' ' {
 		return ""
 	}
-	return string(b[9:12])
+	b = bytes.TrimLeft(b[8:], " ")
+	if len(b) < 3 || len(b) > 3 && b[3] != ' ' && b[3] != '\r' && b[3] != '\n' {
+		return ""
+	}
+	return string(b[:3])
 }

@@ -1492,6 +1492,47 @@ func TestUpgradeRefusedConnectionClose(t *testing.T) {
 	}
 }
 
+// TestUpgradeRefusedAfterInterim: the final response's Connection field
+// is the one read on the upgrade path when an interim response came
+// first, however many spaces its status line has before the code
+// (http.ReadResponse skips them): the fields it lists stay behind.
+func TestUpgradeRefusedAfterInterim(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1  100 Continue\r\n\r\nHTTP/1.1 403 Forbidden\r\nX-Secret: s3cr3t\r\nConnection: close, X-Secret\r\nContent-Length: 2\r\n\r\nno")
+		brw.Flush()
+	}))
+	t.Cleanup(up.Close)
+	gw := openRoute(t, up.URL, "")
+	rc := dialRaw(t, gw)
+	rc.send("GET /ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	res, body := rc.read("GET")
+	for res.StatusCode == http.StatusContinue {
+		res, body = rc.read("GET")
+	}
+	if res.StatusCode != 403 || body != "no" || res.Header.Get("X-Secret") != "" {
+		t.Errorf("%d %q %v, want 403 \"no\" without X-Secret", res.StatusCode, body, res.Header)
+	}
+	for _, tc := range []struct{ line, want string }{
+		{"HTTP/1.1 200 OK\r\n", "200"},
+		{"HTTP/1.1  100 Continue\r\n", "100"},
+		{"HTTP/1.0 101\n", "101"},
+		{"HTTP/1.1 101", "101"},
+		{"HTTP/1.1 1010\r\n", ""},
+		{"HTTP/1.1 \r\n", ""},
+		{"HTTP/2 200\r\n", ""},
+	} {
+		if got := statusCode([]byte(tc.line)); got != tc.want {
+			t.Errorf("statusCode(%q) = %q, want %q", tc.line, got, tc.want)
+		}
+	}
+}
+
 // TestHeadConn: a headConn keeps the response header read since the
 // last write, past 1xx answers but a 101, after which it keeps nothing.
 func TestHeadConn(t *testing.T) {

@@ -566,3 +566,46 @@ func FuzzServerRequests(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFinalHead: the response header whose Connection field the upgrade
+// path (headConn) reads is the one net/http's transport takes for the
+// final response: the first that http.ReadResponse reads with a status
+// other than 1xx, or 101, after any interim ones.
+func FuzzFinalHead(f *testing.F) {
+	for _, s := range responseSeeds {
+		f.Add([]byte(s))
+	}
+	for _, s := range []string{
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close, X-A\r\n\r\n",
+		"HTTP/1.1  100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close, X-A\r\n\r\n",
+		"HTTP/1.1 100\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+		"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\nConnection: close\n\n",
+		"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x00",
+		"HTTP/1.1 199\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+		"HTTP/1.0 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		src := bytes.NewReader(b)
+		br := bufio.NewReaderSize(src, len(b)+16)
+		for {
+			start := len(b) - src.Len() - br.Buffered()
+			res, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+			if err != nil {
+				return
+			}
+			if res.StatusCode >= 100 && res.StatusCode <= 199 && res.StatusCode != http.StatusSwitchingProtocols {
+				continue
+			}
+			end := len(b) - src.Len() - br.Buffered()
+			if got := finalHead(b); !bytes.Equal(got, b[start:end]) {
+				t.Fatalf("%q: finalHead %q, the transport's final response %q", b, got, b[start:end])
+			}
+			if switched := statusCode(b[start:end]) == "101"; switched != (res.StatusCode == http.StatusSwitchingProtocols) {
+				t.Fatalf("%q: statusCode says 101 %v, ReadResponse %d", b, switched, res.StatusCode)
+			}
+			return
+		}
+	})
+}

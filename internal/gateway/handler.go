@@ -1135,12 +1135,14 @@ func finalHead(b []byte) []byte {
 	}
 }
 
-// statusCode returns the status code of the HTTP/1.x status line at the
-// start of b; "" when there is none. Spaces before the code are skipped,
-// as http.ReadResponse skips them: "HTTP/1.1  100" is an interim
-// response to the transport, and the final one's header comes after it.
+// statusCode returns the status code of the status line at the start of
+// b; "" when there is none. It reads the line as http.ReadResponse does:
+// any version of the form HTTP/d.d, and spaces before the code skipped
+// ("HTTP/1.1  100" and "HTTP/2.0 100" are interim responses to the
+// transport, and the final one's header comes after them).
 func statusCode(b []byte) string {
-	if len(b) < 9 || string(b[:7]) != "HTTP/1." || b[8] != ' ' {
+	digit := func(c byte) bool { return '0' <= c && c <= '9' }
+	if len(b) < 9 || string(b[:5]) != "HTTP/" || !digit(b[5]) || b[6] != '.' || !digit(b[7]) || b[8] != ' ' {
 		return ""
 	}
 	b = bytes.TrimLeft(b[8:], " ")

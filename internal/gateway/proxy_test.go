@@ -1494,8 +1494,9 @@ func TestUpgradeRefusedConnectionClose(t *testing.T) {
 
 // TestUpgradeRefusedAfterInterim: the final response's Connection field
 // is the one read on the upgrade path when an interim response came
-// first, however many spaces its status line has before the code
-// (http.ReadResponse skips them): the fields it lists stay behind.
+// first, however its status line reads as http.ReadResponse reads it
+// (spaces before the code, any HTTP/d.d version): the fields it lists
+// stay behind.
 func TestUpgradeRefusedAfterInterim(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, brw, err := http.NewResponseController(w).Hijack()
@@ -1504,7 +1505,7 @@ func TestUpgradeRefusedAfterInterim(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		brw.WriteString("HTTP/1.1  100 Continue\r\n\r\nHTTP/1.1 403 Forbidden\r\nX-Secret: s3cr3t\r\nConnection: close, X-Secret\r\nContent-Length: 2\r\n\r\nno")
+		brw.WriteString("HTTP/1.1  100 Continue\r\n\r\nHTTP/2.0 100 Continue\r\n\r\nHTTP/1.1 403 Forbidden\r\nX-Secret: s3cr3t\r\nConnection: close, X-Secret\r\nContent-Length: 2\r\n\r\nno")
 		brw.Flush()
 	}))
 	t.Cleanup(up.Close)
@@ -1526,6 +1527,9 @@ func TestUpgradeRefusedAfterInterim(t *testing.T) {
 		{"HTTP/1.1 1010\r\n", ""},
 		{"HTTP/1.1 \r\n", ""},
 		{"HTTP/2 200\r\n", ""},
+		{"HTTP/2.0 100 Continue\r\n", "100"},
+		{"HTTP/0.0 101 \n", "101"},
+		{"HTTP/a.1 100\r\n", ""},
 	} {
 		if got := statusCode([]byte(tc.line)); got != tc.want {
 			t.Errorf("statusCode(%q) = %q, want %q", tc.line, got, tc.want)

@@ -33,6 +33,8 @@ fuzz: ## each fuzz target for a short budget
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),300000x) ./internal/secret/
 	$(GO) test -run '^$$' -fuzz '^FuzzCreateTokenRequest$$' -fuzztime $(or $(FUZZTIME),20000x) ./internal/api/
 	$(GO) test -run '^$$' -fuzz '^FuzzFastVerifyBody$$' -fuzztime $(or $(FUZZTIME),50000x) ./internal/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzSimpleRequest$$' -fuzztime $(or $(FUZZTIME),30000x) ./internal/gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzSimpleHead$$' -fuzztime $(or $(FUZZTIME),30000x) ./internal/gateway/
 
 bench: ## in-process benchmarks (verify vs one HMAC)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/verify/ ./internal/secret/

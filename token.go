@@ -153,12 +153,14 @@ type Duration time.Duration
 // "24h", "1h30m", not "1m0s"), so that a window given as "1m" reads back
 // as "1m"; time.ParseDuration reads it back to the same value.
 func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(durationText(time.Duration(d)))
+	return json.Marshal(d.String())
 }
 
-// durationText is d as Duration.MarshalJSON writes it.
-func durationText(d time.Duration) string {
-	s := d.String()
+// String returns d as the API writes it: "1m", "24h", "1h30m", "1m30s".
+// Messages and audit records that name a duration use it too, so that
+// they spell it as the request and the answer do.
+func (d Duration) String() string {
+	s := time.Duration(d).String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")
 	}

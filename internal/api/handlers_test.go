@@ -1091,19 +1091,19 @@ func TestLimitedManagementTokens(t *testing.T) {
 		detail       string
 	}{
 		{"ErrLiftsOwnLimits", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"rate_limit": nil, "quota": nil}, 403,
-			"cannot change the token: a token with keyward: scopes must keep to the calling token's rate_limit (50 per 1h0m0s)"},
+			"cannot change the token: a token with keyward: scopes must keep to the calling token's rate_limit (50 per 1h)"},
 		{"ErrLiftsOwnQuota", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"quota": nil}, 403,
 			"cannot change the token: a token with keyward: scopes must keep to the calling token's quota (500 per day)"},
 		{"ErrRaisesOwnLimit", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"rate_limit": map[string]any{"limit": 51}}, 403,
-			"cannot change the token: a rate_limit of 51 per 1h0m0s admits 51 in 1h0m0s, more than the calling token's rate_limit (50 per 1h0m0s)"},
+			"cannot change the token: a rate_limit of 51 per 1h admits 51 in 1h, more than the calling token's rate_limit (50 per 1h)"},
 		{"ErrShortensOwnWindow", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"rate_limit": map[string]any{"window": "59m"}}, 403,
-			"a rate_limit of 50 per 59m0s admits 100 in 1h0m0s"},
+			"a rate_limit of 50 per 59m admits 100 in 1h"},
 		{"ErrRaisesOwnQuota", "PATCH", "/v1/tokens/" + limitedID, map[string]any{"quota": map[string]any{"limit": 501}}, 403,
 			"cannot change the token: a quota of 501 per day admits more than the calling token's quota (500 per day)"},
 		{"ErrPeerUnlimited", "POST", "/v1/tokens", peer(nil, nil), 403, "cannot create the token: a token with keyward: scopes must keep to the calling token's rate_limit"},
 		{"ErrPeerNoQuota", "POST", "/v1/tokens", peer(rl(50, "1h"), nil), 403, "must keep to the calling token's quota (500 per day)"},
-		{"ErrPeerShorterWindow", "POST", "/v1/tokens", peer(rl(26, "30m"), qt(500, "day")), 403, "a rate_limit of 26 per 30m0s admits 52 in 1h0m0s"},
-		{"ErrPeerPerMinute", "POST", "/v1/tokens", peer(rl(1, "1m"), qt(500, "day")), 403, "a rate_limit of 1 per 1m0s admits 60 in 1h0m0s"},
+		{"ErrPeerShorterWindow", "POST", "/v1/tokens", peer(rl(26, "30m"), qt(500, "day")), 403, "a rate_limit of 26 per 30m admits 52 in 1h"},
+		{"ErrPeerPerMinute", "POST", "/v1/tokens", peer(rl(1, "1m"), qt(500, "day")), 403, "a rate_limit of 1 per 1m admits 60 in 1h"},
 		{"ErrPeerQuotaHigher", "POST", "/v1/tokens", peer(rl(50, "1h"), qt(501, "month")), 403, "a quota of 501 per month admits more than the calling token's quota (500 per day)"},
 		{"ErrRotatesUnlimited", "POST", "/v1/tokens/" + freeID + "/rotate", map[string]any{}, 403, "cannot rotate the token: a token with keyward: scopes must keep to the calling token's rate_limit"},
 		{"ErrLimitsUnlimitedHalfway", "PATCH", "/v1/tokens/" + freeID, map[string]any{"rate_limit": rl(10, "1h")}, 403, "must keep to the calling token's quota"},
@@ -1180,6 +1180,16 @@ func TestRotate(t *testing.T) {
 			}
 		})
 	}
+
+	// The bound is named as the API spells a duration.
+	t.Run("ErrGraceTooLongDetail", func(t *testing.T) {
+		id, _ := s.newToken("r")
+		p := wantInvalid(t, s.do("POST", "/v1/tokens/"+id+"/rotate", s.root, `{"grace_period":"721h"}`), "/grace_period")
+		errs, _ := p["errors"].([]any)
+		if len(errs) != 1 || errs[0].(map[string]any)["detail"] != "grace_period must be whole seconds between 0s and 720h" {
+			t.Fatalf("errors = %v", p["errors"])
+		}
+	})
 
 	t.Run("OK", func(t *testing.T) {
 		id, old := s.newToken("r", "orders:read")
@@ -2357,6 +2367,24 @@ func TestAudit(t *testing.T) {
 			return
 		}
 		t.Fatal("no token.update event")
+	})
+	// The grace period is recorded as the API spells a duration, as it
+	// was given ("1h"), not as Go prints it ("1h0m0s").
+	t.Run("OKChangesDescribeRotate", func(t *testing.T) {
+		for _, e := range s.audit() {
+			if e.Action != "token.rotate" || e.Target != id {
+				continue
+			}
+			var ch map[string]any
+			if err := json.Unmarshal(e.Changes, &ch); err != nil {
+				t.Fatal(err)
+			}
+			if ch["grace_period"] != "1h" {
+				t.Fatalf("rotate changes = %s, want grace_period \"1h\"", e.Changes)
+			}
+			return
+		}
+		t.Fatal("no token.rotate event")
 	})
 	t.Run("OKUserAgent", func(t *testing.T) {
 		st := s.state()

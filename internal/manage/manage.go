@@ -153,7 +153,7 @@ func (c Caller) checkBounds(t *keyward.Token, what string) error {
 		}
 		if n, ok := rateWithin(t.RateLimit, r); !ok {
 			return keyward.Errorf(keyward.EFORBIDDEN, "%s: a rate_limit of %s admits %d in %s, more than the calling token's rate_limit (%s)",
-				what, rateText(t.RateLimit), n, time.Duration(r.Window), rateText(r))
+				what, rateText(t.RateLimit), n, r.Window, rateText(r))
 		}
 	}
 	if q := c.Quota; q != nil {
@@ -208,10 +208,10 @@ func quotaWithin(q, bound *keyward.Quota) bool {
 	return q.Period == keyward.PeriodNone && q.Limit <= bound.Limit
 }
 
-// rateText is a rate limit as the errors name it: "50 per 1h0m0s", the
+// rateText is a rate limit as the errors name it: "50 per 1h", the
 // window as the API writes it.
 func rateText(r *keyward.RateLimit) string {
-	return fmt.Sprintf("%d per %s", r.Limit, time.Duration(r.Window))
+	return fmt.Sprintf("%d per %s", r.Limit, r.Window)
 }
 
 // quotaText is a quota as the errors name it: "500 per day", "10 in total".
@@ -457,7 +457,7 @@ func (s *Service) RotateToken(ctx context.Context, c Caller, id string, grace ti
 		return nil, "", err
 	}
 	if grace < 0 || grace > MaxGracePeriod || grace%time.Second != 0 {
-		return nil, "", keyward.Invalid(keyward.FieldError{Pointer: "/grace_period", Detail: fmt.Sprintf("grace_period must be whole seconds between 0s and %s", MaxGracePeriod)})
+		return nil, "", keyward.Invalid(keyward.FieldError{Pointer: "/grace_period", Detail: fmt.Sprintf("grace_period must be whole seconds between 0s and %s", keyward.Duration(MaxGracePeriod))})
 	}
 	ws, err := s.Store.FindWorkspace(ctx, c.WorkspaceID)
 	if err != nil {
@@ -499,7 +499,7 @@ func (s *Service) RotateToken(ctx context.Context, c Caller, id string, grace ti
 		t.RotatedAt = &now
 		t.UpdatedAt = now
 		changes := diff(before, t)
-		changes = withField(changes, "grace_period", grace.String())
+		changes = withField(changes, "grace_period", keyward.Duration(grace).String())
 		return &keyward.TokenWrite{Event: c.event("token.rotate", t.ID, now, changes), Rotate: sec, GraceUntil: now.Add(grace), Now: now}, nil
 	})
 	if err != nil {

@@ -483,6 +483,10 @@ func TestUsageErrors(t *testing.T) {
 		{"UpdateConflict", []string{"token", "update", "tok_1", "--quota", "5/day", "--clear-quota"}, nil, "give only one of --quota, --clear-quota"},
 		{"UpdateExpiryConflict", []string{"token", "update", "tok_1", "--expires-in", "1h", "--clear-expiry"}, nil, "give only one of"},
 		{"NegativeGrace", []string{"token", "rotate", "tok_1", "--grace", "-1h"}, nil, "--grace must not be negative"},
+		// The alias is named as given, and not taken with --grace.
+		{"NegativeGracePeriod", []string{"token", "rotate", "tok_1", "--grace-period", "-1h"}, nil, "keyward: token rotate: --grace-period must not be negative"},
+		{"RotateFractionalGracePeriod", []string{"token", "rotate", "tok_1", "--grace-period=1.5s"}, nil, "keyward: token rotate: --grace-period must be whole seconds"},
+		{"RotateGraceTwice", []string{"token", "rotate", "tok_1", "--grace", "1h", "--grace-period", "2h"}, nil, "give --grace or --grace-period, not both"},
 		{"VerifyArg", []string{"verify", "kw_secret_on_the_command_line"}, nil, "unexpected argument"},
 		// A secret where it does not belong is not echoed back.
 		{"VerifySecretArg", []string{"verify", "kw_1SFvOCfmGpJqMSnDyGnDlGJ5HMAUf2Nx0W8ykr"}, nil, `unexpected argument "kw_[redacted]"`},

@@ -595,13 +595,22 @@ func cmdTokenRotate(ctx context.Context, e *env, args []string) error {
 	fs.fs.DurationVar(&grace, "grace-period", 0, "")
 	r := addRemoteFlags(fs)
 	fs.Check(func() error {
+		// Errors name the flag given; the two together would leave
+		// one of them unheard.
+		name := "--grace"
+		switch {
+		case fs.Changed("grace") && fs.Changed("grace-period"):
+			return fmt.Errorf("give --grace or --grace-period, not both: they are one setting")
+		case fs.Changed("grace-period"):
+			name = "--grace-period"
+		}
 		switch {
 		case grace < 0:
-			return fmt.Errorf("--grace must not be negative")
+			return fmt.Errorf("%s must not be negative", name)
 		case grace%time.Second != 0:
-			return fmt.Errorf("--grace must be whole seconds, such as 90s or 24h")
+			return fmt.Errorf("%s must be whole seconds, such as 90s or 24h", name)
 		case grace > 720*time.Hour:
-			return fmt.Errorf("--grace must be at most 720h")
+			return fmt.Errorf("%s must be at most 720h", name)
 		}
 		return nil
 	})

@@ -221,7 +221,7 @@ func (s *Server) handleSettingsSave(w http.ResponseWriter, r *http.Request) {
 		changes["expiry_required"] = map[string]any{"from": prev.ExpiryRequired, "to": next.ExpiryRequired}
 	}
 	if prev.MaxTokenLifetime != next.MaxTokenLifetime {
-		changes["max_token_lifetime"] = map[string]any{"from": prev.MaxTokenLifetime.String(), "to": next.MaxTokenLifetime.String()}
+		changes["max_token_lifetime"] = map[string]any{"from": keyward.Duration(prev.MaxTokenLifetime).String(), "to": keyward.Duration(next.MaxTokenLifetime).String()}
 	}
 	if c := catalogChanges(prev.Scopes, next.Scopes); c != nil {
 		changes["scopes"] = c

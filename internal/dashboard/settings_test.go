@@ -149,7 +149,7 @@ func TestSettingsAbsentFieldsKept(t *testing.T) {
 		if err != nil || len(evs) == 0 {
 			t.Fatalf("FindAuditEvents = %d, %v", len(evs), err)
 		}
-		if want := `{"max_token_lifetime":{"from":"720h0m0s","to":"168h0m0s"}}`; string(evs[0].Changes) != want {
+		if want := `{"max_token_lifetime":{"from":"720h","to":"168h"}}`; string(evs[0].Changes) != want {
 			t.Errorf("changes %s, want %s", evs[0].Changes, want)
 		}
 	})

@@ -215,9 +215,9 @@ func retentionWarning(c *serveConfig) string {
 	}
 	minute := "0 (forever)"
 	if m != 0 {
-		minute = m.String()
+		minute = fmtDuration(m)
 	}
-	return fmt.Sprintf("--usage-hour-retention (%s) is shorter than --usage-minute-retention (%s): hour and day series, read from the hour rollups, come back empty for ranges the minute rollups still cover", h, minute)
+	return fmt.Sprintf("--usage-hour-retention (%s) is shorter than --usage-minute-retention (%s): hour and day series, read from the hour rollups, come back empty for ranges the minute rollups still cover", fmtDuration(h), minute)
 }
 
 // listenPort returns the port that net.Listen would listen on for addr,

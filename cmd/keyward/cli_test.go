@@ -1003,8 +1003,8 @@ func TestRetentionWarning(t *testing.T) {
 		{336 * time.Hour, 336 * time.Hour, ""},
 		{336 * time.Hour, 0, ""},
 		{0, 0, ""},
-		{336 * time.Hour, 24 * time.Hour, "--usage-hour-retention (24h0m0s) is shorter than --usage-minute-retention (336h0m0s): hour and day series"},
-		{0, 9600 * time.Hour, "--usage-hour-retention (9600h0m0s) is shorter than --usage-minute-retention (0 (forever)): hour and day series"},
+		{336 * time.Hour, 24 * time.Hour, "--usage-hour-retention (24h) is shorter than --usage-minute-retention (336h): hour and day series"},
+		{0, 9600 * time.Hour, "--usage-hour-retention (9600h) is shorter than --usage-minute-retention (0 (forever)): hour and day series"},
 	} {
 		got := retentionWarning(&serveConfig{UsageMinuteRetention: tt.minute, UsageHourRetention: tt.hour})
 		if tt.want == "" && got != "" || !strings.HasPrefix(got, tt.want) {

@@ -302,6 +302,13 @@ type Engine struct {
 	evictions   atomic.Uint64
 	flushErrors atomic.Uint64
 	storeErrors atomic.Uint64 // failed lookups and feed reads
+
+	// lookupLog logs failed lookups as a run (see noteLookup);
+	// lookupFailing, set while a run goes on, spares each successful
+	// lookup the lock.
+	lookupMu      sync.Mutex
+	lookupLog     logfmt.Failures
+	lookupFailing atomic.Bool
 }
 
 type secretEntry struct {
@@ -390,6 +397,8 @@ func New(cfg Config) *Engine {
 		budgetTokens: float64(cfg.LookupBudget),
 		stop:         make(chan struct{}),
 		wake:         make(chan struct{}, 1),
+		lookupLog: logfmt.Failures{Level: slog.LevelError, Recovered: "token lookups succeed again",
+			Failed: "token lookup failed; tokens not in the cache fail closed until the store answers"},
 	}
 }
 
@@ -1068,10 +1077,26 @@ func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest, budge
 	return e.lookupOnce(ctx, text, d, false, budgeted)
 }
 
+// noteLookup records the outcome of a store lookup. While the store is
+// down every cache miss fails, hundreds a second under load, and each
+// failed request is in the access log and its caller's own line already:
+// the failures are logged as a run (its start, then once a minute with
+// their count, and its end), not one line each.
+func (e *Engine) noteLookup(err error) {
+	if err == nil && !e.lookupFailing.Load() {
+		return
+	}
+	e.lookupMu.Lock()
+	e.lookupLog.Report(e.log, e.now(), err)
+	e.lookupFailing.Store(err != nil)
+	e.lookupMu.Unlock()
+}
+
 // lookupOnce is lookup after its first unit of budget; when budgeted, each
 // further store lookup spends one more, and errBudgetSpent answers when
 // none is left.
 func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, again, budgeted bool) (*secretEntry, error) {
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.LookupTimeout)
 	defer cancel()
 	gen := e.refreshes.Load()
@@ -1114,9 +1139,12 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 	}
 	if err != nil {
 		e.storeErrors.Add(1)
-		e.log.Error("token lookup failed", "err", err)
+		if caller.Err() == nil { // else the caller gave up: no news of the store
+			e.noteLookup(err)
+		}
 		return nil, err
 	}
+	e.noteLookup(nil)
 	if tok == nil {
 		return nil, nil
 	}

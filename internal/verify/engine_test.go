@@ -1330,6 +1330,71 @@ func TestFlushFailuresLogged(t *testing.T) {
 	waitFor("the recovery logged", func() bool { return strings.Contains(log.String(), "usage flushed again") })
 }
 
+// downLookups is a store whose secret lookups fail while down is set.
+type downLookups struct {
+	keyward.Store
+	down atomic.Bool
+}
+
+func (d *downLookups) LookupSecret(ctx context.Context, digest []byte) (*keyward.Secret, *keyward.Token, error) {
+	if d.down.Load() {
+		return nil, nil, keyward.Errorf(keyward.EUNAVAILABLE, "the token store is unavailable")
+	}
+	return d.Store.LookupSecret(ctx, digest)
+}
+
+// TestLookupFailuresLogged: while the store is down, every verification of
+// a token the cache does not hold fails its lookup. The failures are
+// logged as a run (the first, then once a minute with their count, then
+// the recovery), not one line each: at a few hundred requests a second,
+// an outage would otherwise bury the log in one repeated line.
+func TestLookupFailuresLogged(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(&keyward.Token{})
+	store := &downLookups{Store: e.store}
+	var log lockedBuffer
+	eng := verify.New(verify.Config{Store: store, Keys: e.keys, Now: e.clock.Now, Log: slog.New(slog.NewTextHandler(&log, nil))})
+	ctx := context.Background()
+	const failed = "token lookup failed"
+	lines := func() int { return strings.Count(log.String(), failed) }
+
+	store.down.Store(true)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if r := eng.Verify(ctx, verify.Request{Token: text}); r.Outcome != keyward.NotFound || r.Err == nil {
+				t.Errorf("store down: outcome %v, err %v; want NOT_FOUND with the store's error", r.Outcome, r.Err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := lines(); n != 1 || !strings.Contains(log.String(), "level=ERROR") {
+		t.Fatalf("%d lines for 50 failed lookups, want 1 at ERROR:\n%s", n, log.String())
+	}
+
+	// A caller that gave up tells nothing of the store.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	eng.Verify(gone, verify.Request{Token: text})
+
+	e.clock.Add(time.Minute)
+	eng.Verify(ctx, verify.Request{Token: text})
+	if n := lines(); n != 2 || !strings.Contains(log.String(), "failures=51") {
+		t.Fatalf("%d lines after a minute of failures, want 2, the second with failures=51:\n%s", n, log.String())
+	}
+
+	store.down.Store(false)
+	expect(t, eng.Verify(ctx, verify.Request{Token: text}), keyward.Valid)
+	if !strings.Contains(log.String(), `level=INFO msg="token lookups succeed again" failures=51 after=1m0s`) {
+		t.Fatalf("no recovery line:\n%s", log.String())
+	}
+	before := log.String()
+	expect(t, eng.Verify(ctx, verify.Request{Token: text}), keyward.Valid)
+	if log.String() != before {
+		t.Fatalf("a lookup after the recovery logged:\n%s", strings.TrimPrefix(log.String(), before))
+	}
+}
+
 // TestChangeFeedRewoundSameToken: the store comes back from a backup under
 // a running engine whose last change read was a write of one token, and
 // the restored store's next writes are a revocation of another token, then

@@ -70,8 +70,8 @@ func suggest(typed string, names []string) string {
 
 // wordsPrefix returns the longest name of names (at least three letters)
 // whose words typed starts with, then more words: "grace" for
-// "grace-period" or "grace_period", a flag spelled with a word its name
-// leaves out, as an API field has it. It returns "" when there is none.
+// "grace-time" or "grace_time", a flag spelled with a word its name
+// leaves out. It returns "" when there is none.
 func wordsPrefix(typed string, names []string) string {
 	best := ""
 	for _, n := range names {

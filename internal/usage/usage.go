@@ -1,9 +1,9 @@
 // Package usage counts verifications for analytics (PRODUCT §6): every
 // verification is added, in memory, to a count per token, minute, route,
-// outcome and answered status; every failure and a sample of successes is
-// also kept whole, as a raw event. A background loop writes both to the
-// store, where the counts become minute and hour rollups, and another
-// deletes what is past its retention.
+// outcome and answered status; failures, up to a bound a minute, and a
+// sample of successes are also kept whole, as raw events. A background
+// loop writes both to the store, where the counts become minute and hour
+// rollups, and another deletes what is past its retention.
 //
 // Recording never waits for the store. Counts are never dropped: a flush
 // that fails is retried with the next one, with the id it was first
@@ -11,6 +11,13 @@
 // although its answer was lost is not counted twice. Raw events are bounded in
 // memory; those beyond the bound are dropped and counted (Stats.Dropped),
 // never silently.
+//
+// Raw events are bounded by requests' kinds, not their number: of the
+// failures counted in one rollup row (a token, route, outcome and status
+// in one minute), a node keeps the first Config.FailureEvents whole and
+// only counts the rest (Stats.Skipped), so that a flood of revoked,
+// rate-limited or made-up tokens grows storage with the tokens and the
+// minutes it lasts, not with its requests (PRODUCT §6).
 package usage
 
 import (
@@ -30,6 +37,7 @@ import (
 const (
 	DefaultFlushInterval   = 5 * time.Second
 	DefaultSampleEvery     = 100
+	DefaultFailureEvents   = 100
 	DefaultMaxEvents       = 100_000
 	DefaultMinuteRetention = 14 * 24 * time.Hour
 	DefaultHourRetention   = 400 * 24 * time.Hour
@@ -48,9 +56,16 @@ type Config struct {
 	// loses at most this much.
 	FlushInterval time.Duration
 	// SampleEvery keeps one successful verification in SampleEvery as a
-	// raw event (1 keeps all); failures are always kept. Negative keeps
-	// no success.
+	// raw event (1 keeps all). Negative keeps no success.
 	SampleEvery int
+	// FailureEvents is how many failures of one rollup row (workspace,
+	// token, route, minute, outcome and status) this recorder keeps as
+	// raw events; the rest are counted, in the rollups and in
+	// Stats.Skipped, but not kept whole. Failures without a token
+	// (MALFORMED, NOT_FOUND) are spread over numShards locks, each with
+	// its own count: for them the bound is numShards times this. Negative
+	// keeps every failure.
+	FailureEvents int
 	// MaxEvents bounds the raw events held in memory between flushes.
 	MaxEvents int
 
@@ -86,6 +101,7 @@ type Stats struct {
 	PendingCounts int    // rollup rows not yet written
 	PendingEvents int    // raw events not yet written
 	Dropped       uint64 // raw events dropped because the buffer was full
+	Skipped       uint64 // failures not kept as raw events: their row had kept Config.FailureEvents
 	FlushErrors   uint64
 	Pruned        uint64 // rollup rows and events deleted by retention
 }
@@ -105,7 +121,42 @@ type shard struct {
 	counts    map[key]int64
 	events    []Request
 	successes int // successes seen, for sampling
+	failures  failures
 	_         [64]byte
+}
+
+// failures counts the failures a shard saw of each rollup row, for
+// Config.FailureEvents. It is apart from shard.counts, which each flush
+// empties: a row's failures are counted for all of its minute, however
+// many flushes that minute sees. It holds the newest minute a failure
+// came in and the one before (a verification that began before the
+// minute turned may be recorded after one that began after), and reuses
+// their maps: it does not allocate once a row's entry exists.
+type failures struct {
+	minute    int64 // of cur; prev holds the minute before
+	cur, prev map[key]int64
+}
+
+// add counts a failure of row k and returns how many its row has had.
+func (f *failures) add(k key) int64 {
+	switch k.minute {
+	case f.minute:
+	case f.minute - 1:
+		f.prev[k]++
+		return f.prev[k]
+	case f.minute + 1:
+		clear(f.prev)
+		f.cur, f.prev = f.prev, f.cur
+		f.minute = k.minute
+	default:
+		// The first failure, one after a quiet minute, or the clock
+		// set back: start afresh.
+		clear(f.cur)
+		clear(f.prev)
+		f.minute = k.minute
+	}
+	f.cur[k]++
+	return f.cur[k]
 }
 
 // Recorder gathers usage and writes it. It is safe for concurrent use; a
@@ -118,6 +169,7 @@ type Recorder struct {
 	spread    atomic.Uint64 // turns through the shards for records without a token
 	recorded  atomic.Uint64
 	dropped   atomic.Uint64
+	skipped   atomic.Uint64
 	flushErrs atomic.Uint64
 	pruned    atomic.Uint64
 
@@ -128,8 +180,9 @@ type Recorder struct {
 	reported uint64     // dropped events already logged
 
 	// kick asks for a flush before its time: the event buffer is half
-	// full, so that a flood of failures (each kept as an event) is
-	// written, not dropped, as long as the store keeps up.
+	// full, so that a flood of failures (of many tokens, or with
+	// FailureEvents off) is written, not dropped, as long as the store
+	// keeps up.
 	kick chan struct{}
 	// failing: the last flush failed. No early flush is asked for then:
 	// the store is down, and the next tick tries again.
@@ -157,6 +210,9 @@ func New(cfg Config) *Recorder {
 	if cfg.SampleEvery == 0 {
 		cfg.SampleEvery = DefaultSampleEvery
 	}
+	if cfg.FailureEvents == 0 {
+		cfg.FailureEvents = DefaultFailureEvents
+	}
 	if cfg.MaxEvents <= 0 {
 		cfg.MaxEvents = DefaultMaxEvents
 	}
@@ -183,15 +239,19 @@ func New(cfg Config) *Recorder {
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	for i := range r.shards {
-		r.shards[i].counts = make(map[key]int64)
+		sh := &r.shards[i]
+		sh.counts = make(map[key]int64)
+		sh.failures = failures{cur: make(map[key]int64), prev: make(map[key]int64)}
 	}
 	return r
 }
 
 // Record adds one verification. It takes a lock shared with a sixteenth
 // of the tokens and does not allocate once the token's bucket exists.
-// Raw events beyond cfg.MaxEvents held are dropped and counted; once half
-// of that is held, the flush loop is asked to write them at once.
+// A failure beyond cfg.FailureEvents of its row this minute is counted,
+// not kept whole (Stats.Skipped). Raw events beyond cfg.MaxEvents held are
+// dropped and counted; once half of that is held, the flush loop is asked
+// to write them at once.
 func (r *Recorder) Record(q *Request) {
 	if r == nil {
 		return
@@ -210,8 +270,17 @@ func (r *Recorder) Record(q *Request) {
 	}
 	sh.mu.Lock()
 	sh.counts[k]++
-	keep := q.Outcome != keyward.Valid
-	if !keep && r.cfg.SampleEvery > 0 {
+	var keep bool
+	switch {
+	case q.Outcome != keyward.Valid:
+		// All of a token's records take one shard: the bound is per
+		// token. Those without one take any: a flood of made-up tokens
+		// keeps at most numShards times it, as a whole.
+		keep = r.cfg.FailureEvents < 0 || sh.failures.add(k) <= int64(r.cfg.FailureEvents)
+		if !keep {
+			r.skipped.Add(1)
+		}
+	case r.cfg.SampleEvery > 0:
 		sh.successes++
 		keep = sh.successes%r.cfg.SampleEvery == 0
 	}
@@ -464,6 +533,7 @@ func (r *Recorder) Stats() Stats {
 	s := Stats{
 		Recorded:    r.recorded.Load(),
 		Dropped:     r.dropped.Load(),
+		Skipped:     r.skipped.Load(),
 		FlushErrors: r.flushErrs.Load(),
 		Pruned:      r.pruned.Load(),
 	}

@@ -461,9 +461,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("%s: not within 10 s", what)
 }
 
-// TestFlushWhenHalfFull: a flood of failures, each kept as an event, is
-// written as soon as half the buffer holds it, not dropped while the
-// flush interval runs.
+// TestFlushWhenHalfFull: a flood of failures kept as events (fewer than
+// FailureEvents of its row) is written as soon as half the buffer holds
+// it, not dropped while the flush interval runs.
 func TestFlushWhenHalfFull(t *testing.T) {
 	st, ws := openStore(t)
 	r := New(Config{Store: st, MaxEvents: 10, FlushInterval: time.Hour})
@@ -790,5 +790,144 @@ func TestCloseNoFailureLogged(t *testing.T) {
 	}
 	if got := buf.String(); got != "" {
 		t.Errorf("Close logged %s", got)
+	}
+}
+
+// countOutcomes returns how many of evs have each outcome and minute, as
+// "10:00 REVOKED 100".
+func countOutcomes(evs []*keyward.UsageEvent) []string {
+	n := map[string]int{}
+	for _, e := range evs {
+		n[e.Time.Format("15:04")+" "+e.Outcome.String()]++
+	}
+	out := []string{}
+	for k, c := range n {
+		out = append(out, fmt.Sprintf("%s %d", k, c))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestFailureEventsBounded: of one rollup row's failures, the first
+// FailureEvents of a minute are kept whole and the rest only counted,
+// whatever flushes that minute sees; the next minute, and another row,
+// keep as many again, and successes are sampled as before.
+func TestFailureEventsBounded(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st, FailureEvents: 100, SampleEvery: 10})
+	const a = "tok_0000000000000000000000000a"
+	for minute := range 2 {
+		for i := range 250 {
+			if i == 120 {
+				// A flush mid-minute empties the counts, not the bound.
+				if err := r.Flush(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.Record(req(ws.ID, a, minute*60+i%60, "/v1/verify", keyward.Revoked, 200))
+		}
+	}
+	for i := range 30 {
+		r.Record(req(ws.ID, a, 10+i, "/v1/verify", keyward.Valid, 200))
+		r.Record(req(ws.ID, a, 10+i, "/v1/verify", keyward.RateLimited, 429))
+	}
+	// One that began in minute 0, recorded once minute 1 began: it
+	// counts against minute 0, which has kept its 100.
+	r.Record(req(ws.ID, a, 59, "/v1/verify", keyward.Revoked, 200))
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10:00 RATE_LIMITED 30", "10:00 REVOKED 100", "10:00 VALID 3", "10:01 REVOKED 100"}
+	if got := countOutcomes(events(t, st, ws.ID)); !reflect.DeepEqual(got, want) {
+		t.Errorf("events = %q\nwant %q", got, want)
+	}
+	want = []string{
+		"10:00 /v1/verify RATE_LIMITED 429 30",
+		"10:00 /v1/verify REVOKED 200 251",
+		"10:00 /v1/verify VALID 200 30",
+		"10:01 /v1/verify REVOKED 200 250",
+	}
+	if got := rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, TokenID: a, Granularity: keyward.Minute}); !reflect.DeepEqual(got, want) {
+		t.Errorf("counts = %q\nwant %q", got, want)
+	}
+	if s := r.Stats(); s.Skipped != 301 || s.Dropped != 0 || s.Recorded != 561 {
+		t.Errorf("stats = %+v, want 301 skipped, none dropped, 561 recorded", s)
+	}
+}
+
+// TestFailureEventsUnbounded: a negative FailureEvents keeps every
+// failure whole.
+func TestFailureEventsUnbounded(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st, FailureEvents: -1})
+	const a = "tok_0000000000000000000000000a"
+	for i := range 250 {
+		r.Record(req(ws.ID, a, i%60, "/v1/verify", keyward.Revoked, 200))
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(events(t, st, ws.ID)); n != 250 {
+		t.Errorf("%d events, want all 250", n)
+	}
+	if s := r.Stats(); s.Skipped != 0 {
+		t.Errorf("stats = %+v, want none skipped", s)
+	}
+}
+
+// TestFailureEventsWithoutToken: failures that name no token (a flood of
+// made-up ones) are bounded as a whole, by FailureEvents on each shard.
+func TestFailureEventsWithoutToken(t *testing.T) {
+	st, ws := openStore(t)
+	r := New(Config{Store: st, FailureEvents: 5})
+	for i := range 1000 {
+		r.Record(req(ws.ID, "", i%60, "/v1/verify", keyward.NotFound, 401))
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(events(t, st, ws.ID)); n != numShards*5 {
+		t.Errorf("%d events, want %d", n, numShards*5)
+	}
+	if got, want := rows(t, st, keyward.UsageFilter{WorkspaceID: ws.ID, Granularity: keyward.Minute}), []string{"10:00 /v1/verify NOT_FOUND 401 1000"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("counts = %q, want %q", got, want)
+	}
+	if s := r.Stats(); s.Skipped != 1000-numShards*5 {
+		t.Errorf("stats = %+v, want %d skipped", s, 1000-numShards*5)
+	}
+}
+
+// TestRecordFailureAllocs: recording a failure whose row has kept its
+// events costs no allocation, in its minute or, begun before the minute
+// turned, in the one before.
+func TestRecordFailureAllocs(t *testing.T) {
+	r := New(Config{Store: nil, FailureEvents: 1})
+	q := req("ws_x", "tok_0000000000000000000000000a", 0, "/v1/verify", keyward.Revoked, 200)
+	q2 := req("ws_x", "tok_0000000000000000000000000a", 60, "/v1/verify", keyward.Revoked, 200)
+	r.Record(q)
+	r.Record(q2)
+	// AllocsPerRun counts the whole process's allocations, other tests'
+	// goroutines winding down included: the least of a few runs is
+	// Record's own.
+	n := testing.AllocsPerRun(100, func() { r.Record(q); r.Record(q2) })
+	for range 4 {
+		n = min(n, testing.AllocsPerRun(100, func() { r.Record(q); r.Record(q2) }))
+	}
+	if n != 0 {
+		t.Errorf("%v allocations a record", n)
+	}
+	if s := r.Stats(); s.PendingEvents != 2 {
+		t.Errorf("stats = %+v, want the first of each minute kept", s)
+	}
+}
+
+// BenchmarkRecordFailure is the cost of recording a failure whose row has
+// kept its events (a flood of one revoked token).
+func BenchmarkRecordFailure(b *testing.B) {
+	r := New(Config{Store: nil, FailureEvents: 1})
+	q := req("ws_x", "tok_0000000000000000000000000a", 0, "/v1/verify", keyward.Revoked, 200)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Record(q)
 	}
 }

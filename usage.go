@@ -70,8 +70,8 @@ type UsageCount struct {
 	Count   int64
 }
 
-// UsageEvent is one verification kept whole: every failure, and a sample
-// of successes.
+// UsageEvent is one verification kept whole: a failure (up to a bound a
+// minute of each token, route, outcome and status), or a sampled success.
 type UsageEvent struct {
 	ID          string
 	WorkspaceID string

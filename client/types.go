@@ -484,8 +484,8 @@ type TopToken struct {
 	Failed  int64  `json:"failed"`
 }
 
-// UsageEvent is one verification kept whole: every failure and a sample
-// of successes.
+// UsageEvent is one verification kept whole: a failure (up to a bound a
+// minute of each token, route, outcome and status), or a sampled success.
 type UsageEvent struct {
 	ID        string    `json:"id"`
 	Time      time.Time `json:"time"`

@@ -120,3 +120,73 @@ func testUsageAnalytics(t *testing.T, st *store) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestUsageFailureEventsBounded floods the real server with a revoked
+// token: every verification is counted, but only --usage-failure-events
+// of them a minute are kept as raw events, the rest counted in
+// keyward_usage_events_skipped_total.
+func TestUsageFailureEventsBounded(t *testing.T) {
+	t.Run("SQLite", func(t *testing.T) { testUsageFailureEventsBounded(t, sqliteStore(t)) })
+	t.Run("PostgreSQL", func(t *testing.T) { testUsageFailureEventsBounded(t, postgresStore(t)) })
+}
+
+func testUsageFailureEventsBounded(t *testing.T, st *store) {
+	ctx := ctxT(t)
+	root := initRoot(t, st)
+	// Only the shutdown writes: what /metrics says is all there is.
+	srv := startServer(t, st, "--usage-flush-interval", "10m", "--usage-failure-events", "20")
+	admin := newClient(t, srv.URL, root)
+	tok, err := admin.CreateToken(ctx, client.CreateTokenRequest{Name: "leaked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RevokeToken(ctx, tok.ID, "leaked"); err != nil {
+		t.Fatal(err)
+	}
+	// The bound is a minute's: the flood stays within one.
+	if s := time.Now().Second(); s >= 50 {
+		time.Sleep(time.Duration(61-s) * time.Second)
+	}
+	for range 150 {
+		expectCode(t, admin, client.VerifyRequest{Token: tok.Secret}, "REVOKED")
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"keyward_usage_recorded_total 150",
+		"keyward_usage_buffer_events 20",
+		"keyward_usage_events_skipped_total 130",
+		"keyward_usage_events_dropped_total 0",
+	} {
+		if !strings.Contains(string(metrics), want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	srv.stop()
+	srv = startServer(t, st)
+	admin = newClient(t, srv.URL, root)
+	u, err := admin.TokenUsage(ctx, tok.ID, client.UsageQuery{Granularity: "minute"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Total != 150 || u.ByOutcome["REVOKED"] != 150 {
+		t.Errorf("usage = %+v, want all 150 REVOKED counted", u)
+	}
+	evs, err := admin.ListUsageEvents(ctx, client.UsageEventFilter{TokenID: tok.ID, ListOptions: client.ListOptions{Limit: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs.Items) != 20 {
+		t.Fatalf("%d raw events, want 20 (--usage-failure-events)", len(evs.Items))
+	}
+	for _, e := range evs.Items {
+		if e.Outcome != "REVOKED" || e.TokenID != tok.ID {
+			t.Errorf("event %+v", e)
+		}
+	}
+}

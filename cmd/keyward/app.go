@@ -87,6 +87,7 @@ type serveConfig struct {
 
 	Usage                bool
 	UsageSample          int
+	UsageFailureEvents   int
 	UsageFlushInterval   time.Duration
 	UsageEventBuffer     int
 	UsageMinuteRetention time.Duration
@@ -109,9 +110,14 @@ func (c *serveConfig) usageConfig() usage.Config {
 	if sample == 0 {
 		sample = -1
 	}
+	failures := c.UsageFailureEvents
+	if failures == 0 {
+		failures = -1
+	}
 	return usage.Config{
 		FlushInterval:   c.UsageFlushInterval,
 		SampleEvery:     sample,
+		FailureEvents:   failures,
 		MaxEvents:       c.UsageEventBuffer,
 		MinuteRetention: forever(c.UsageMinuteRetention),
 		HourRetention:   forever(c.UsageHourRetention),
@@ -185,6 +191,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.UsageSample < 0 {
 		return errors.New("--usage-sample must be 0 (keep no success) or more")
+	}
+	if c.UsageFailureEvents < 0 {
+		return errors.New("--usage-failure-events must be 0 (keep every failure) or more")
 	}
 	if c.UsageFlushInterval < 10*time.Millisecond || c.UsageFlushInterval > 10*time.Minute {
 		return errors.New("--usage-flush-interval must be between 10ms and 10m")

@@ -507,6 +507,7 @@ func TestUsageErrors(t *testing.T) {
 			"--since 100000h holds 6000000 minute buckets, more than 10000: give a shorter --since or a coarser --granularity"},
 		// A check of a value from the environment names the variable.
 		{"ServeEnvChecked", []string{"serve"}, map[string]string{"KEYWARD_USAGE_EVENT_BUFFER": "0"}, "--usage-event-buffer must be at least 1 (--usage-event-buffer is set by KEYWARD_USAGE_EVENT_BUFFER)"},
+		{"ServeFailureEventsNegative", []string{"serve", "--usage-failure-events", "-1"}, nil, "--usage-failure-events must be 0 (keep every failure) or more"},
 		{"ServeEnvOverridden", []string{"serve", "--stale-grace", "0"}, map[string]string{"KEYWARD_STALE_GRACE": "5m"}, "--stale-grace must be at least 1s, not 0s: cached tokens keep verifying that long while the store is unreachable, then fail closed (see 'keyward serve --help')"},
 		{"ServeEnvNamedAlready", []string{"serve"}, map[string]string{"KEYWARD_REDIS_URL": "http://x"}, "--redis-url (KEYWARD_REDIS_URL) must be a redis:// or rediss:// URL (see 'keyward serve --help')"},
 	} {

@@ -106,6 +106,8 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 				func() float64 { return float64(rec.Stats().PendingEvents) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_usage_events_dropped_total", Help: "Raw usage events dropped because the in-memory buffer was full (rollup counts are never dropped)."},
 				func() float64 { return float64(rec.Stats().Dropped) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_usage_events_skipped_total", Help: "Failed verifications counted in the rollups but not kept as raw usage events: their token, route, outcome and status had already kept --usage-failure-events that minute on this node."},
+				func() float64 { return float64(rec.Stats().Skipped) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_usage_write_errors_total", Help: "Usage rollup and event writes that failed; what they held is written by a later one."},
 				func() float64 { return float64(rec.Stats().FlushErrors) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_usage_pruned_total", Help: "Usage rollup rows and raw events deleted by retention."},

@@ -274,8 +274,9 @@ func viewUsageEvent(e *keyward.UsageEvent) usageEventView {
 	}
 }
 
-// handleUsageEvents lists raw usage events, newest first: every failed
-// verification and a sample of the successful ones.
+// handleUsageEvents lists raw usage events, newest first: the failed
+// verifications the recorder kept (usage.Config.FailureEvents) and a
+// sample of the successful ones.
 func (s *Server) handleUsageEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var errs []keyward.FieldError

@@ -1815,3 +1815,15 @@ func TestHelpCommandHelpFalse(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageConfigFailureEvents: --usage-failure-events 0 keeps every
+// failure, which the recorder spells as a negative bound (its zero is
+// the default).
+func TestUsageConfigFailureEvents(t *testing.T) {
+	for _, tc := range []struct{ flag, want int }{{0, -1}, {1, 1}, {100, 100}} {
+		c := serveConfig{UsageFailureEvents: tc.flag}
+		if got := c.usageConfig().FailureEvents; got != tc.want {
+			t.Errorf("--usage-failure-events %d: FailureEvents %d, want %d", tc.flag, got, tc.want)
+		}
+	}
+}

@@ -84,7 +84,7 @@ func (db *DB) HasOwner(ctx context.Context) (bool, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	var ok bool
-	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM members WHERE role = 'owner')`).Scan(&ok)
+	err := db.rerun.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM members WHERE role = 'owner')`).Scan(&ok)
 	return ok, wrap("has owner", err)
 }
 
@@ -150,7 +150,7 @@ func findUser(ctx context.Context, q queryRower, col, v string, forUpdate bool) 
 func (db *DB) FindUser(ctx context.Context, id string) (*keyward.User, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	u, err := findUser(ctx, db.pool, "id", id, false)
+	u, err := findUser(ctx, db.rerun, "id", id, false)
 	return u, wrap("find user", err)
 }
 
@@ -158,7 +158,7 @@ func (db *DB) FindUser(ctx context.Context, id string) (*keyward.User, error) {
 func (db *DB) FindUserByEmail(ctx context.Context, email string) (*keyward.User, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	u, err := findUser(ctx, db.pool, "email", email, false)
+	u, err := findUser(ctx, db.rerun, "email", email, false)
 	return u, wrap("find user", err)
 }
 
@@ -334,7 +334,7 @@ func (db *DB) RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
 		return 0, nil
 	}
 	var n int
-	err := db.pool.QueryRow(ctx, `SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1`, userID).Scan(&n)
+	err := db.rerun.QueryRow(ctx, `SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1`, userID).Scan(&n)
 	return n, wrap("recovery codes left", err)
 }
 
@@ -356,7 +356,7 @@ func (db *DB) FindMember(ctx context.Context, workspaceID, userID string) (*keyw
 	if !storable(workspaceID) || !storable(userID) {
 		return nil, notFound
 	}
-	m, err := scanMember(db.pool.QueryRow(ctx, memberQuery+` WHERE m.workspace_id = $1 AND m.user_id = $2`, workspaceID, userID))
+	m, err := scanMember(db.rerun.QueryRow(ctx, memberQuery+` WHERE m.workspace_id = $1 AND m.user_id = $2`, workspaceID, userID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound
 	}
@@ -370,7 +370,7 @@ func (db *DB) FindMembers(ctx context.Context, workspaceID, userID string) ([]*k
 	if !storable(workspaceID) || !storable(userID) {
 		return nil, nil
 	}
-	rows, err := db.pool.Query(ctx, memberQuery+` WHERE ($1 = '' OR m.workspace_id = $1) AND ($2 = '' OR m.user_id = $2)
+	rows, err := db.rerun.Query(ctx, memberQuery+` WHERE ($1 = '' OR m.workspace_id = $1) AND ($2 = '' OR m.user_id = $2)
 		ORDER BY u.email COLLATE "C", m.workspace_id`, workspaceID, userID)
 	if err != nil {
 		return nil, wrap("find members", err)
@@ -567,7 +567,7 @@ func (db *DB) CreateSession(ctx context.Context, s *keyward.Session, events ...*
 func (db *DB) FindSession(ctx context.Context, digest []byte) (*keyward.Session, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	s, err := scanSession(db.pool.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE digest = $1`, digest))
+	s, err := scanSession(db.rerun.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE digest = $1`, digest))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, keyward.Errorf(keyward.ENOTFOUND, "session not found")
 	}
@@ -581,7 +581,7 @@ func (db *DB) FindSessions(ctx context.Context, userID string) ([]*keyward.Sessi
 	if !storable(userID) {
 		return nil, nil
 	}
-	rows, err := db.pool.Query(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id DESC`, userID)
+	rows, err := db.rerun.Query(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id DESC`, userID)
 	if err != nil {
 		return nil, wrap("find sessions", err)
 	}
@@ -621,7 +621,9 @@ func (db *DB) TouchSession(ctx context.Context, id string, digest []byte, at tim
 	if !storable(id) {
 		return nil
 	}
-	_, err := db.pool.Exec(ctx, `UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND digest = $3 AND last_seen_at < $1`, at, id, digest)
+	// Run again when its connection broke: a second run finds
+	// last_seen_at = at, and changes nothing.
+	_, err := db.rerun.Exec(ctx, `UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND digest = $3 AND last_seen_at < $1`, at, id, digest)
 	return wrap("touch session", err)
 }
 
@@ -675,7 +677,7 @@ func (db *DB) FindWorkspaceSettings(ctx context.Context, workspaceID string) (*k
 	s := &keyward.WorkspaceSettings{WorkspaceID: workspaceID}
 	var maxLife int64
 	var scopes []byte
-	err := db.pool.QueryRow(ctx, `SELECT mfa_required, max_token_lifetime, expiry_required, scopes::text, updated_at
+	err := db.rerun.QueryRow(ctx, `SELECT mfa_required, max_token_lifetime, expiry_required, scopes::text, updated_at
 		FROM workspace_settings WHERE workspace_id = $1`, workspaceID).Scan(&s.MFARequired, &maxLife, &s.ExpiryRequired, &scopes, &s.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return s, nil

@@ -213,7 +213,7 @@ func (db *DB) FindAuditEvents(ctx context.Context, f keyward.AuditFilter) ([]*ke
 	if !ok {
 		return nil, nil // nothing stored holds a value it must equal
 	}
-	page, err := queryEvents(ctx, db.pool, where, args...)
+	page, err := queryEvents(ctx, db.rerun, where, args...)
 	if err != nil {
 		return nil, wrap("find audit events", err)
 	}
@@ -287,7 +287,7 @@ func (db *DB) AuditChain(ctx context.Context, workspaceID string, fn func(e *key
 	var fnErr error
 	err := func() error {
 		bctx, cancel := bound(ctx)
-		tx, err := db.pool.BeginTx(bctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		tx, err := db.begin(bctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 		cancel()
 		if err != nil {
 			return err
@@ -341,7 +341,7 @@ func (db *DB) AuditChain(ctx context.Context, workspaceID string, fn func(e *key
 func (db *DB) AuditWorkspaces(ctx context.Context) ([]string, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	rows, err := db.pool.Query(ctx, `SELECT workspace_id FROM audit_events
+	rows, err := db.rerun.Query(ctx, `SELECT workspace_id FROM audit_events
 		UNION SELECT workspace_id FROM audit_heads ORDER BY 1`)
 	if err != nil {
 		return nil, wrap("audit workspaces", err)

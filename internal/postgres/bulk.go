@@ -98,6 +98,6 @@ func (db *DB) CountTokens(ctx context.Context) (int64, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	var n int64
-	err := db.pool.QueryRow(ctx, `SELECT count(*) FROM tokens`).Scan(&n)
+	err := db.rerun.QueryRow(ctx, `SELECT count(*) FROM tokens`).Scan(&n)
 	return n, wrap("count tokens", err)
 }

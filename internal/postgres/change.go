@@ -27,7 +27,7 @@ func insertChange(ctx context.Context, tx pgx.Tx, tokenID string, at time.Time) 
 func (db *DB) Changes(ctx context.Context, after int64, limit int) ([]keyward.Change, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	rows, err := db.pool.Query(ctx, `SELECT seq, token_id, at FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2`,
+	rows, err := db.rerun.Query(ctx, `SELECT seq, token_id, at FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2`,
 		after, sqlLimit(limit))
 	if err != nil {
 		return nil, wrap("changes", err)
@@ -51,7 +51,7 @@ func (db *DB) LastChange(ctx context.Context) (int64, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	var seq int64
-	err := db.pool.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM changes`).Scan(&seq)
+	err := db.rerun.QueryRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM changes`).Scan(&seq)
 	return seq, wrap("last change", err)
 }
 
@@ -205,7 +205,7 @@ func (db *DB) QuotaUsed(ctx context.Context, tokenID, period string) (int64, err
 		return 0, nil
 	}
 	var used int64
-	err := db.pool.QueryRow(ctx, `SELECT COALESCE((SELECT used FROM quota_usage WHERE token_id = $1 AND period = $2), 0)`,
+	err := db.rerun.QueryRow(ctx, `SELECT COALESCE((SELECT used FROM quota_usage WHERE token_id = $1 AND period = $2), 0)`,
 		tokenID, period).Scan(&used)
 	return used, wrap("quota used", err)
 }
@@ -215,7 +215,7 @@ func (db *DB) QuotaUsed(ctx context.Context, tokenID, period string) (int64, err
 func (db *DB) RateWindows(ctx context.Context, now time.Time) ([]keyward.RateWindow, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	rows, err := db.pool.Query(ctx, `SELECT token_id, window_ns, width, head, counts, until, last_ns
+	rows, err := db.rerun.Query(ctx, `SELECT token_id, window_ns, width, head, counts, until, last_ns
 		FROM rate_windows WHERE until > $1`, now)
 	if err != nil {
 		return nil, wrap("rate windows", err)

@@ -56,7 +56,7 @@ func (db *DB) CreateInvite(ctx context.Context, inv *keyward.Invite, events ...*
 func (db *DB) FindInvite(ctx context.Context, digest []byte) (*keyward.Invite, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	inv, err := scanInvite(db.pool.QueryRow(ctx, `SELECT `+inviteColumns+` FROM invites WHERE digest = $1`, digest))
+	inv, err := scanInvite(db.rerun.QueryRow(ctx, `SELECT `+inviteColumns+` FROM invites WHERE digest = $1`, digest))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, keyward.Errorf(keyward.ENOTFOUND, "invitation not found")
 	}
@@ -70,7 +70,7 @@ func (db *DB) FindInvites(ctx context.Context, workspaceID string) ([]*keyward.I
 	if !storable(workspaceID) {
 		return nil, nil
 	}
-	rows, err := db.pool.Query(ctx, `SELECT `+inviteColumns+` FROM invites WHERE workspace_id = $1 AND used_at IS NULL
+	rows, err := db.rerun.Query(ctx, `SELECT `+inviteColumns+` FROM invites WHERE workspace_id = $1 AND used_at IS NULL
 		ORDER BY created_at DESC, id DESC`, workspaceID)
 	if err != nil {
 		return nil, wrap("find invites", err)

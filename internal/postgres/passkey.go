@@ -49,7 +49,7 @@ func (db *DB) FindPasskeys(ctx context.Context, userID string) ([]*keyward.Passk
 	if !storable(userID) {
 		return nil, nil
 	}
-	rows, err := db.pool.Query(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE user_id = $1 ORDER BY created_at, id`, userID)
+	rows, err := db.rerun.Query(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE user_id = $1 ORDER BY created_at, id`, userID)
 	if err != nil {
 		return nil, wrap("find passkeys", err)
 	}
@@ -62,7 +62,7 @@ func (db *DB) FindPasskeys(ctx context.Context, userID string) ([]*keyward.Passk
 func (db *DB) FindPasskeyByCredential(ctx context.Context, credentialID []byte) (*keyward.Passkey, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	pk, err := scanPasskey(db.pool.QueryRow(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE credential_id = $1`, credentialID))
+	pk, err := scanPasskey(db.rerun.QueryRow(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE credential_id = $1`, credentialID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, keyward.Errorf(keyward.ENOTFOUND, "passkey not found")
 	}

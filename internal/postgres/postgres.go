@@ -55,6 +55,13 @@
 // pool_max_conn_lifetime, connect_timeout, statement_timeout, ...) override
 // these defaults.
 //
+// # Broken connections
+//
+// A statement that meets a pooled connection the server has ended is run
+// once more, on a connection the pool has checked, when that cannot apply
+// anything twice: a read, or a transaction whose BEGIN failed. See
+// retryable, DB.begin and rerun.
+//
 // # Text PostgreSQL cannot hold
 //
 // PostgreSQL text cannot hold NUL bytes or invalid UTF-8, which a Go string
@@ -73,6 +80,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"path"
 	"sort"
@@ -137,6 +145,9 @@ type DB struct {
 	applied  []string // see AppliedMigrations
 
 	nameKeyErr error // see NameKeyError
+
+	log   *slog.Logger // see WithLogger
+	rerun rerun        // the pool, for statements that may run twice
 }
 
 // NameKeyError returns why Open could not give the workspaces an earlier
@@ -165,6 +176,14 @@ type options struct {
 	linkKeys      []string // see WithLinkUnchainedAudit
 	refuseNewer   bool     // fail on migrations this build does not know
 	onLockWait    func()   // see WithLockWait
+	log           *slog.Logger
+}
+
+// WithLogger sets the logger of the store, which logs at debug level a
+// statement run again because its connection broke (see retryable). The
+// default discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.log = l }
 }
 
 // WithLockWait has the store call wait, once, when migrations are to be
@@ -224,7 +243,12 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		return nil, refusedParam(url, err)
 	}
 	keyErr := keyNames(ctx, pool)
-	return &DB{pool: pool, auditKey: o.auditKey, newer: m.newer, applied: m.applied, nameKeyErr: keyErr}, nil
+	db := &DB{pool: pool, auditKey: o.auditKey, newer: m.newer, applied: m.applied, nameKeyErr: keyErr, log: o.log}
+	if db.log == nil {
+		db.log = slog.New(slog.DiscardHandler)
+	}
+	db.rerun = rerun{db}
+	return db, nil
 }
 
 // Migrate connects to the database at url, applies every embedded
@@ -297,6 +321,7 @@ func poolConfig(url string) (*pgxpool.Config, error) {
 	if !has("pool_ping_timeout") {
 		cfg.PingTimeout = defaultPingTimeout
 	}
+	cfg.ShouldPing = shouldPing
 	cc := cfg.ConnConfig
 	if cc.ConnectTimeout == 0 {
 		cc.ConnectTimeout = defaultConnectTimeout
@@ -334,7 +359,7 @@ func (db *DB) Ping(ctx context.Context) error {
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	var one int
-	if err := db.pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
+	if err := db.rerun.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
 		return fmt.Errorf("postgres: ping: %w", err)
 	}
 	return nil
@@ -543,9 +568,20 @@ func bound(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // writeTx runs fn in a transaction and commits it when fn returns nil. It
-// returns fn's error unchanged.
+// returns fn's error unchanged. Only its BEGIN is tried again (DB.begin):
+// fn runs at most once.
 func (db *DB) writeTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, db.pool, fn)
+	tx, err := db.begin(ctx, pgx.TxOptions{})
+	if err != nil {
+		return err
+	}
+	// Ends the transaction when fn fails or panics; after a commit it
+	// does nothing. fn's error says more than the rollback's.
+	defer tx.Rollback(ctx)
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 // lockLogs takes the lock under which changes and audit events are

@@ -279,7 +279,7 @@ func findToken(ctx context.Context, q querier, workspaceID, id string, lock bool
 func (db *DB) FindToken(ctx context.Context, workspaceID, id string) (*keyward.Token, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	t, err := findToken(ctx, db.pool, workspaceID, id, false)
+	t, err := findToken(ctx, db.rerun, workspaceID, id, false)
 	return t, wrap("find token", err)
 }
 
@@ -293,7 +293,7 @@ func (db *DB) TokenByID(ctx context.Context, id string) (*keyward.Token, error) 
 	if !storable(id) {
 		return nil, notFound
 	}
-	t, err := scanToken(db.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = $1`, id))
+	t, err := scanToken(db.rerun.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound
 	}
@@ -362,7 +362,7 @@ func (db *DB) FindTokens(ctx context.Context, f keyward.TokenFilter) ([]*keyward
 		order += " DESC"
 	}
 	limit := arg(sqlLimit(f.Limit))
-	rows, err := db.pool.Query(ctx, `SELECT `+tokenColumns+` FROM tokens
+	rows, err := db.rerun.Query(ctx, `SELECT `+tokenColumns+` FROM tokens
 		WHERE `+strings.Join(where, " AND ")+order+` LIMIT `+limit, args...)
 	if err != nil {
 		return nil, wrap("find tokens", err)
@@ -504,7 +504,7 @@ func (db *DB) LookupSecret(ctx context.Context, digest []byte) (*keyward.Secret,
 		tr tokenRow
 	)
 	// One query, so that the secret and the token are of one snapshot.
-	err := db.pool.QueryRow(ctx, `SELECT `+secretColumns+`, `+qualified("t", tokenCols)+`
+	err := db.rerun.QueryRow(ctx, `SELECT `+secretColumns+`, `+qualified("t", tokenCols)+`
 		FROM token_secrets s JOIN tokens t ON t.id = s.token_id WHERE s.digest = $1`, digest).
 		Scan(append(secretDest(&s), tr.dest()...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -531,7 +531,7 @@ func (db *DB) TokenSecrets(ctx context.Context, tokenID string) ([]*keyward.Secr
 	}
 	// One query, so that the token's existence and its secrets are of one
 	// snapshot: a token without secrets yields one row of NULLs.
-	rows, err := db.pool.Query(ctx, `SELECT s.digest, s.key_id, s.token_id, s.created_at, s.expires_at
+	rows, err := db.rerun.Query(ctx, `SELECT s.digest, s.key_id, s.token_id, s.created_at, s.expires_at
 		FROM tokens t LEFT JOIN token_secrets s ON s.token_id = t.id WHERE t.id = $1
 		ORDER BY s.created_at, s.expires_at IS NULL, s.expires_at, s.digest`, tokenID)
 	if err != nil {
@@ -604,7 +604,7 @@ func (db *DB) SecretDigests(ctx context.Context, after []byte, limit int) ([][]b
 	if after == nil {
 		after = []byte{} // the least bytea; nil would be NULL and match nothing
 	}
-	rows, err := db.pool.Query(ctx, `SELECT digest FROM token_secrets
+	rows, err := db.rerun.Query(ctx, `SELECT digest FROM token_secrets
 		WHERE digest > $1 ORDER BY digest LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, wrap("secret digests", err)
@@ -620,7 +620,7 @@ func (db *DB) SecretDigests(ctx context.Context, after []byte, limit int) ([][]b
 func (db *DB) SecretKeys(ctx context.Context) (map[string]int64, error) {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	out, err := secretKeys(ctx, db.pool)
+	out, err := secretKeys(ctx, db.rerun)
 	return out, wrap("secret keys", err)
 }
 

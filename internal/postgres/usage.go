@@ -80,7 +80,7 @@ func (db *DB) UsageSeries(ctx context.Context, f keyward.UsageFilter) ([]keyward
 		bucket = "date_trunc('day', bucket, 'UTC')"
 	}
 	where, args := usageWhere(f)
-	rows, err := db.pool.Query(ctx, `SELECT `+bucket+` AS b, route, outcome, status, SUM(count)::bigint
+	rows, err := db.rerun.Query(ctx, `SELECT `+bucket+` AS b, route, outcome, status, SUM(count)::bigint
 		FROM `+table+` `+where+` GROUP BY 1, 2, 3, 4 ORDER BY 1, route COLLATE "C", outcome COLLATE "C", 4`, args...)
 	if err != nil {
 		return nil, wrap("usage series", err)
@@ -115,7 +115,7 @@ func (db *DB) UsageTopTokens(ctx context.Context, f keyward.UsageFilter, limit i
 	f.TokenID = ""
 	where, args := usageWhere(f)
 	args = append(args, sqlLimit(limit))
-	rows, err := db.pool.Query(ctx, fmt.Sprintf(`SELECT token_id, SUM(count)::bigint AS total,
+	rows, err := db.rerun.Query(ctx, fmt.Sprintf(`SELECT token_id, SUM(count)::bigint AS total,
 			SUM(CASE WHEN outcome = 'VALID' THEN count ELSE 0 END)::bigint
 		FROM %s %s AND token_id <> ''
 		GROUP BY token_id ORDER BY total DESC, token_id LIMIT $%d`, table, where, len(args)), args...)
@@ -183,7 +183,7 @@ func (db *DB) FindUsageEvents(ctx context.Context, f keyward.UsageEventFilter) (
 		where += fmt.Sprintf(` AND time < $%d`, len(args))
 	}
 	args = append(args, sqlLimit(f.Limit))
-	rows, err := db.pool.Query(ctx, fmt.Sprintf(`SELECT id, workspace_id, token_id, time, ip, method, route, path, outcome, status, latency_ns
+	rows, err := db.rerun.Query(ctx, fmt.Sprintf(`SELECT id, workspace_id, token_id, time, ip, method, route, path, outcome, status, latency_ns
 		FROM usage_events %s ORDER BY id DESC LIMIT $%d`, where, len(args)), args...)
 	if err != nil {
 		return nil, wrap("find usage events", err)

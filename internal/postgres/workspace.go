@@ -81,7 +81,7 @@ func (db *DB) FindWorkspace(ctx context.Context, id string) (*keyward.Workspace,
 	if !storable(id) {
 		return nil, notFound
 	}
-	ws, err := scanWorkspace(db.pool.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE id = $1`, id))
+	ws, err := scanWorkspace(db.rerun.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound
 	}
@@ -97,7 +97,7 @@ func (db *DB) FindWorkspaceByName(ctx context.Context, name string) (*keyward.Wo
 	if !storable(name) {
 		return nil, notFound
 	}
-	ws, err := scanWorkspace(db.pool.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE name = $1`, name))
+	ws, err := scanWorkspace(db.rerun.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE name = $1`, name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound
 	}
@@ -148,7 +148,7 @@ func (db *DB) FindWorkspaces(ctx context.Context, f keyward.WorkspaceFilter) ([]
 	var args []any
 	after := cursor("id", ">", f.After, &args)
 	args = append(args, sqlLimit(f.Limit))
-	rows, err := db.pool.Query(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE `+after+` ORDER BY id LIMIT $2`, args...)
+	rows, err := db.rerun.Query(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE `+after+` ORDER BY id LIMIT $2`, args...)
 	if err != nil {
 		return nil, wrap("find workspaces", err)
 	}

@@ -52,6 +52,8 @@ type storeConfig struct {
 	// lockWait, when set, is called when PostgreSQL migrations wait for
 	// another process's (postgres.WithLockWait).
 	lockWait func()
+	// log, when set, is the PostgreSQL store's logger (postgres.WithLogger).
+	log *slog.Logger
 	// secretVar and previousVar name where Secret and SecretPrevious came
 	// from, for errors, when not KEYWARD_SECRET and KEYWARD_SECRET_PREVIOUS.
 	secretVar, previousVar string
@@ -338,6 +340,9 @@ func openStore(ctx context.Context, c storeConfig, keys *secret.Keyring) (keywar
 		if c.lockWait != nil {
 			opts = append(opts, postgres.WithLockWait(c.lockWait))
 		}
+		if c.log != nil {
+			opts = append(opts, postgres.WithLogger(c.log))
+		}
 		db, err := postgres.Open(ctx, c.DatabaseURL, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("open the PostgreSQL store: %w", err)
@@ -367,6 +372,7 @@ var errStopped = errors.New("stopped before serving")
 // yet, as when keyward starts before its database (postgres.NotUpYet),
 // trying again with a growing pause and saying so in the log.
 func openStoreWaiting(ctx context.Context, cfg serveConfig, keys *secret.Keyring, log *slog.Logger) (keyward.Store, error) {
+	cfg.log = log
 	cfg.lockWait = func() {
 		log.Info("another keyward is applying migrations to the store (a node starting, or keyward migrate): waiting for it to finish")
 	}

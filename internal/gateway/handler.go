@@ -217,6 +217,9 @@ func (h *Handler) newProxy(rt *route) *httputil.ReverseProxy {
 		// write instead of one write per copy.
 		FlushInterval: 0,
 		ModifyResponse: func(res *http.Response) error {
+			if res.StatusCode < 100 {
+				return errStatusBelow100 // the transport takes it for final
+			}
 			// The gateway's own headers win over the upstream's.
 			for _, f := range ownResponseFields {
 				res.Header.Del(f)

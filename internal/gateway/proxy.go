@@ -202,6 +202,10 @@ var (
 	errUnexpected101 = errors.New("the upstream answered 101 to a request without Upgrade")
 	// errTooMany1xx: an endless series of informational responses.
 	errTooMany1xx = errors.New("the upstream sent too many 1xx responses")
+	// errStatusBelow100: a status code under 100, which http.ReadResponse
+	// reads ("HTTP/1.1 099"), but which is neither an interim answer
+	// nor a final one (RFC 9110 §15), nor one a server may write.
+	errStatusBelow100 = errors.New("the upstream answered with a status code under 100")
 )
 
 // clientBodyError is a failure to read the client's request body.
@@ -723,6 +727,9 @@ func (h *Handler) exchange(pc *pconn, r *http.Request, st *reqState, u *upstream
 		}
 		if res.StatusCode >= 200 {
 			break
+		}
+		if res.StatusCode < 100 {
+			return nil, errStatusBelow100
 		}
 		if res.StatusCode == http.StatusSwitchingProtocols {
 			return nil, errUnexpected101

@@ -1213,6 +1213,36 @@ func TestFastPathHeadLikeReadResponse(t *testing.T) {
 	}
 }
 
+// TestUpstreamStatusBelow100: an upstream status under 100 ("099", which
+// http.ReadResponse reads) is no interim response and no answer the
+// gateway can pass on: the client gets a 502, on both paths, and the
+// handler does not panic.
+func TestUpstreamStatusBelow100(t *testing.T) {
+	up := rawUpstreamT(t, func(n int, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, ok := readHead(br); !ok {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n")
+		}
+	})
+	gw, logs := openRouteLogged(t, up, "")
+	for _, req := range []string{
+		"GET /a HTTP/1.1\r\nHost: gw\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+	} {
+		rc := dialRaw(t, gw)
+		rc.send(req)
+		res, _ := rc.read("GET")
+		if res.StatusCode != 502 {
+			t.Errorf("%q: %d, want 502", req, res.StatusCode)
+		}
+	}
+	if strings.Contains(logs.String(), "panic") {
+		t.Errorf("the handler panicked: %s", logs.String())
+	}
+}
+
 // TestFlushAwaitPartialWrite: what the socket does not take at once from
 // the write made in the wait (flushAwait) goes out the usual way, whole
 // and in order, and the wait still ends with the answer.

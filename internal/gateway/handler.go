@@ -15,6 +15,7 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"os"
 	"strconv"
@@ -408,6 +409,11 @@ func (b *balancer) try(r *http.Request, now int64, exchange func(u *upstream) er
 // RoundTrip sends req through the route's transport to one of its
 // upstreams; httputil.ReverseProxy calls it for protocol upgrades.
 func (b *balancer) RoundTrip(req *http.Request) (res *http.Response, err error) {
+	if st := stateOf(req.Context()); st != nil {
+		var done func()
+		req, done = forwardInterim(req, st)
+		defer done()
+	}
 	clone := len(b.ups) > 1 // a retry must not see the first try's URL
 	err = b.try(req, time.Now().UnixNano(), func(u *upstream) error {
 		out := req
@@ -419,6 +425,50 @@ func (b *balancer) RoundTrip(req *http.Request) (res *http.Response, err error) 
 		return err
 	})
 	return res, err
+}
+
+// forwardInterim has the transport pass the upstream's 1xx answers to req
+// on as the lean path does (reqState.forward1xx): without 100 Continue,
+// without hop-by-hop fields, those the Connection field names and the
+// gateway's own, whose values the final answer keeps. ReverseProxy's own
+// hook, which it replaces, passes every field on and then empties the
+// header map, the gateway's X-Request-Id and RateLimit fields with it.
+// done is called when the round trip is over: a late 1xx goes nowhere.
+func forwardInterim(req *http.Request, st *reqState) (_ *http.Request, done func()) {
+	ctx := req.Context()
+	old := httptrace.ContextClientTrace(ctx)
+	if old == nil || old.Got1xxResponse == nil {
+		return req, func() {}
+	}
+	var mu sync.Mutex
+	over := false
+	trace := *old // the other hooks (rewrite's GotConn) stay
+	trace.Got1xxResponse = func(code int, hdr textproto.MIMEHeader) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !over && code != http.StatusContinue {
+			st.forward1xx(&http.Response{StatusCode: code, Header: http.Header(hdr)})
+		}
+		return nil
+	}
+	req = req.WithContext(httptrace.WithClientTrace(traceless{ctx}, &trace))
+	return req, func() {
+		mu.Lock()
+		over = true
+		mu.Unlock()
+	}
+}
+
+// traceless is a context without the client trace of its parent, for
+// one that replaces it rather than runs after it.
+type traceless struct{ context.Context }
+
+func (c traceless) Value(k any) any {
+	v := c.Context.Value(k)
+	if _, trace := v.(*httptrace.ClientTrace); trace {
+		return nil
+	}
+	return v
 }
 
 // targetURL points u at upstream, joining the upstream's base path.

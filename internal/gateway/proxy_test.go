@@ -16,6 +16,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -1563,6 +1564,44 @@ func TestUpgradeRefusedAfterInterim(t *testing.T) {
 	} {
 		if got := statusCode([]byte(tc.line)); got != tc.want {
 			t.Errorf("statusCode(%q) = %q, want %q", tc.line, got, tc.want)
+		}
+	}
+}
+
+// TestInterimFieldsBothPaths: an upstream's 103 reaches the client with
+// the same fields on the WebSocket path (ReverseProxy) as on the lean
+// path: without hop-by-hop fields, those its Connection field names and
+// the upstream's X-Request-Id; and the final answer keeps the gateway's
+// X-Request-Id, the interim one's.
+func TestInterimFieldsBothPaths(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nX-Request-Id: up\r\nConnection: X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\n\r\n" +
+			"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+		brw.Flush()
+	}))
+	t.Cleanup(up.Close)
+	gw := openRoute(t, up.URL, "")
+	for _, req := range []string{
+		"GET /ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"GET /plain HTTP/1.1\r\nHost: gw\r\n\r\n",
+	} {
+		rc := dialRaw(t, gw)
+		rc.send(req)
+		res, _ := rc.read("GET")
+		id := res.Header["X-Request-Id"]
+		want := http.Header{"Link": {"</a>"}, "X-Request-Id": id}
+		if res.StatusCode != 103 || len(id) != 1 || id[0] == "up" || !reflect.DeepEqual(res.Header, want) {
+			t.Errorf("%q: interim %d %v, want 103 with Link and the gateway's X-Request-Id alone", req, res.StatusCode, res.Header)
+		}
+		res, body := rc.read("GET")
+		if res.StatusCode != 403 || body != "no" || !slices.Equal(res.Header["X-Request-Id"], id) {
+			t.Errorf("%q: final %d %q %v, want 403 \"no\" with X-Request-Id %q", req, res.StatusCode, body, res.Header, id)
 		}
 	}
 }

@@ -182,7 +182,7 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 				func() float64 { return float64(engine.Stats().UsagePending) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_usage_flush_errors_total", Help: "Usage flushes that failed; their usage is kept and written by a later flush."},
 				func() float64 { return float64(engine.Stats().FlushErrors) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_store_errors_total", Help: "Token lookups and change-feed reads that failed."},
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_store_errors_total", Help: "Token lookups and change-feed reads that failed (not lookups whose caller gave up first)."},
 				func() float64 { return float64(engine.Stats().StoreErrors) }),
 		)
 	}

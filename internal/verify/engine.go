@@ -1138,8 +1138,11 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 		}
 	}
 	if err != nil {
-		e.storeErrors.Add(1)
-		if caller.Err() == nil { // else the caller gave up: no news of the store
+		// A caller that gave up (its client gone) tells nothing of the
+		// store: neither logged nor counted in keyward_store_errors_total,
+		// which would otherwise rise with clients that hang up.
+		if caller.Err() == nil {
+			e.storeErrors.Add(1)
 			e.noteLookup(err)
 		}
 		return nil, err

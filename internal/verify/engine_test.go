@@ -1376,6 +1376,9 @@ func TestLookupFailuresLogged(t *testing.T) {
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	eng.Verify(gone, verify.Request{Token: text})
+	if n := eng.Stats().StoreErrors; n != 50 {
+		t.Fatalf("StoreErrors = %d after 50 failed lookups and one its caller gave up on, want 50", n)
+	}
 
 	e.clock.Add(time.Minute)
 	eng.Verify(ctx, verify.Request{Token: text})

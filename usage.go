@@ -70,8 +70,9 @@ type UsageCount struct {
 	Count   int64
 }
 
-// UsageEvent is one verification kept whole: a failure (up to a bound a
-// minute of each token, route, outcome and status), or a sampled success.
+// UsageEvent is one verification kept whole: a failure (every one, unless
+// --usage-failure-events bounds them a minute of each token, route,
+// outcome and status), or a sampled success.
 type UsageEvent struct {
 	ID          string
 	WorkspaceID string

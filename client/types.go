@@ -484,8 +484,9 @@ type TopToken struct {
 	Failed  int64  `json:"failed"`
 }
 
-// UsageEvent is one verification kept whole: a failure (up to a bound a
-// minute of each token, route, outcome and status), or a sampled success.
+// UsageEvent is one verification kept whole: a failure (every one, unless
+// --usage-failure-events bounds them a minute of each token, route,
+// outcome and status), or a sampled success.
 type UsageEvent struct {
 	ID        string    `json:"id"`
 	Time      time.Time `json:"time"`

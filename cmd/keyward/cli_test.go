@@ -1816,6 +1816,32 @@ func TestHelpCommandHelpFalse(t *testing.T) {
 	}
 }
 
+// TestUsageFailureEventsDefault: with no --usage-failure-events, every
+// failed verification is kept as a raw event, as PRODUCT §6 promises; the
+// env var sets a bound.
+func TestUsageFailureEventsDefault(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		env  map[string]string
+		want int
+	}{
+		{"Default", nil, -1},
+		{"Env", map[string]string{"KEYWARD_USAGE_FAILURE_EVENTS": "20"}, 20},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := &env{stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return c.env[k] }}
+			fs := newFlagSet(e, "serve", help{})
+			cfg := defineServeFlags(fs)
+			if _, err := fs.parse(nil); err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.usageConfig().FailureEvents; got != c.want {
+				t.Errorf("FailureEvents = %d, want %d", got, c.want)
+			}
+		})
+	}
+}
+
 // TestUsageConfigFailureEvents: --usage-failure-events 0 keeps every
 // failure, which the recorder spells as a negative bound (its zero is
 // the default).

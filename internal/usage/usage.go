@@ -137,6 +137,22 @@ type failures struct {
 	cur, prev map[key]int64
 }
 
+// keptRows is how many rows a failures map may have held and still be
+// emptied for reuse. A Go map never gives back the room it grew to, and
+// clear takes time in proportion to it: one that a flood of many tokens'
+// failures grew is replaced instead, so that the flood's memory goes
+// with its minute.
+const keptRows = 1024
+
+// empty returns m emptied, or a new map in its place when m grew large.
+func empty(m map[key]int64) map[key]int64 {
+	if len(m) > keptRows {
+		return make(map[key]int64)
+	}
+	clear(m)
+	return m
+}
+
 // add counts a failure of row k and returns how many its row has had.
 func (f *failures) add(k key) int64 {
 	switch k.minute {
@@ -145,18 +161,25 @@ func (f *failures) add(k key) int64 {
 		f.prev[k]++
 		return f.prev[k]
 	case f.minute + 1:
-		clear(f.prev)
-		f.cur, f.prev = f.prev, f.cur
+		f.cur, f.prev = empty(f.prev), f.cur
 		f.minute = k.minute
 	default:
 		// The first failure, one after a quiet minute, or the clock
 		// set back: start afresh.
-		clear(f.cur)
-		clear(f.prev)
+		f.cur, f.prev = empty(f.cur), empty(f.prev)
 		f.minute = k.minute
 	}
 	f.cur[k]++
 	return f.cur[k]
+}
+
+// release lets the maps of a shard whose last failure is over a minute
+// before now go when they grew large: a shard that sees no failure after
+// a flood would otherwise hold the flood's rows for good.
+func (f *failures) release(now int64) {
+	if f.minute < now-1 && len(f.cur)+len(f.prev) > keptRows {
+		f.cur, f.prev = empty(f.cur), empty(f.prev)
+	}
 }
 
 // Recorder gathers usage and writes it. It is safe for concurrent use; a
@@ -403,6 +426,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	}
 	counts := make(map[key]int64)
 	var events []Request
+	now := r.cfg.Now().Unix() / 60
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
@@ -413,6 +437,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		e := sh.events
 		sh.events = nil
 		r.buffered.Add(-int64(len(e)))
+		sh.failures.release(now)
 		sh.mu.Unlock()
 		for k, n := range c {
 			counts[k] += n

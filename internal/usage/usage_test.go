@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -929,5 +930,63 @@ func BenchmarkRecordFailure(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Record(q)
+	}
+}
+
+// nopStore takes every usage write.
+type nopStore struct{ keyward.Store }
+
+func (nopStore) WriteUsage(context.Context, keyward.FlushID, []keyward.UsageCount, []*keyward.UsageEvent) error {
+	return nil
+}
+
+// TestFailuresMemoryReleased: a minute's flood of failures of many tokens
+// grows the maps that count failures by row; once the minute is past, a
+// flush lets that memory go, on shards that see failures again and on
+// those that see none.
+func TestFailuresMemoryReleased(t *testing.T) {
+	now := t0.Add(10 * time.Minute)
+	r := New(Config{Store: nopStore{}, FailureEvents: 1, Now: func() time.Time { return now }})
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	// Ids whose last bytes take every shard.
+	const last = "PABCDEFGHIJKLMNO"
+	before := heap()
+	for i := range 64_000 {
+		r.Record(req("ws_x", fmt.Sprintf("tok_%025d%c", i, last[i%len(last)]), 0, "/v1/verify", keyward.Revoked, 200))
+	}
+	ctx := context.Background()
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A success on each shard, then a flush: the counts map that the flood
+	// grew is replaced by one its size; this replaces that one in turn.
+	for i := range len(last) {
+		r.Record(req("ws_x", fmt.Sprintf("tok_%025d%c", 0, last[i]), 600, "/v1/verify", keyward.Valid, 200))
+	}
+	// Half the shards see failures in the minutes after; the rest none.
+	for m := 1; m <= 3; m++ {
+		for i := range len(last) / 2 {
+			r.Record(req("ws_x", fmt.Sprintf("tok_%025d%c", 0, last[i]), 60*m, "/v1/verify", keyward.Revoked, 200))
+		}
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := heap()
+	runtime.KeepAlive(r)
+	if after > before && after-before > 1<<20 {
+		t.Errorf("the recorder holds %d KB more than before a flood over a minute past, want less than 1 MB", (after-before)>>10)
+	}
+	if s := r.Stats(); s.Skipped != 0 || s.PendingCounts != 0 || s.PendingEvents != 0 {
+		t.Errorf("stats = %+v", s)
 	}
 }

@@ -279,6 +279,35 @@ func TestBrokenConnection(t *testing.T) {
 		}
 	})
 
+	t.Run("OKTouchSessionAfterKill", func(t *testing.T) {
+		// TouchSession is a write run again as a read is: a second run
+		// finds the session touched, and changes nothing.
+		u := &keyward.User{ID: keyward.NewID(keyward.PrefixUser, t0), Email: "ann@example.com", PasswordHash: "$argon2id$test",
+			CreatedAt: t0, UpdatedAt: t0}
+		if err := db.CreateUser(t.Context(), u, []*keyward.Member{{WorkspaceID: ws.ID, Role: keyward.RoleOwner, CreatedAt: t0}}); err != nil {
+			t.Fatal(err)
+		}
+		ses := &keyward.Session{ID: keyward.NewID(keyward.PrefixSession, t0), Digest: randomDigest(), UserID: u.ID,
+			WorkspaceID: ws.ID, CreatedAt: t0, LastSeenAt: t0}
+		if err := db.CreateSession(t.Context(), ses); err != nil {
+			t.Fatal(err)
+		}
+		fillPool(t, db, 4)
+		killBackends(t, app)
+		log.take()
+		t1 := t0.Add(time.Minute)
+		if err := db.TouchSession(t.Context(), ses.ID, ses.Digest, t1); err != nil {
+			t.Fatalf("TouchSession after the sessions ended: %v", err)
+		}
+		if recs := log.take(); len(recs) != 1 || attr(recs[0], "op") != "exec" {
+			t.Fatalf("logged %v; want one retry of exec", recs)
+		}
+		got, err := db.FindSession(t.Context(), ses.Digest)
+		if err != nil || !got.LastSeenAt.Equal(t1) {
+			t.Fatalf("session after the touch = %+v, %v; want last seen %s", got, err, t1)
+		}
+	})
+
 	t.Run("ErrUnavailableWriteBrokenInTransaction", func(t *testing.T) {
 		// The connection breaks after the transaction began: its COMMIT
 		// could have been sent, so the write is not run again.

@@ -37,7 +37,11 @@ func (db *DB) Listen(ctx context.Context, notify func(), state func(error)) erro
 // listenOnce holds one connection in LISTEN until it fails or ctx ends.
 func (db *DB) listenOnce(ctx context.Context, notify, listening func()) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	pc, err := db.pool.Acquire(cctx)
+	// A checked connection: the listener reconnects at once when the
+	// server ended its session, as a restart does, and so every pooled
+	// session too; a dead one would fail the LISTEN and cost a longer
+	// wait each time.
+	pc, err := db.pool.Acquire(checked(cctx))
 	cancel()
 	if err != nil {
 		return fmt.Errorf("postgres: listen: %w", err)

@@ -390,3 +390,73 @@ func TestRetryable(t *testing.T) {
 		})
 	}
 }
+
+// TestListenAfterKill: when the server ends every session (a restart), the
+// listener's connection and the pooled ones at once, the listener takes a
+// live connection for its LISTEN, rather than failing again on each dead
+// one the pool holds, waiting longer each time.
+func TestListenAfterKill(t *testing.T) {
+	baseURL(t)
+	db, app, _ := openKillable(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	var (
+		mu     sync.Mutex
+		states []error
+	)
+	listening := make(chan struct{}, 10)
+	notified := make(chan struct{}, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Listen(ctx, func() {
+			select {
+			case notified <- struct{}{}:
+			default:
+			}
+		}, func(err error) {
+			mu.Lock()
+			states = append(states, err)
+			mu.Unlock()
+			if err == nil {
+				listening <- struct{}{}
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Listen = %v; want context.Canceled", err)
+		}
+	}()
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-listening:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("not listening %s", what)
+		}
+	}
+	wait("at first")
+	fillPool(t, db, 4)
+	mu.Lock()
+	states = nil
+	mu.Unlock()
+	killBackends(t, app)
+	wait("after the sessions ended")
+	mu.Lock()
+	got := states
+	mu.Unlock()
+	// One failure, of the connection that was listening; then listening.
+	if len(got) != 2 || got[0] == nil || got[1] != nil {
+		t.Fatalf("states after the sessions ended = %v; want [the lost connection's error, nil]", got)
+	}
+	// Notifications arrive on the new connection.
+	for len(notified) > 0 {
+		<-notified
+	}
+	seed(t, db, "w")
+	select {
+	case <-notified:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification of a change after listening again")
+	}
+}

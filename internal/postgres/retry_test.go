@@ -460,3 +460,88 @@ func TestListenAfterKill(t *testing.T) {
 		t.Fatal("no notification of a change after listening again")
 	}
 }
+
+// TestRerunRowsBrokenAfterFirstRow: rows whose connection breaks after
+// one was returned end in the error; they are not read again from the
+// start, which would hand the caller its rows twice.
+func TestRerunRowsBrokenAfterFirstRow(t *testing.T) {
+	baseURL(t)
+	db, app, log := openKillable(t)
+	// Rows wider than the server's send buffer, so each reaches the
+	// client as it is made, and slow, so the kill comes mid-stream.
+	rows, err := db.rerun.Query(t.Context(), `SELECT g, repeat('x', 9000), pg_sleep(0.002)::text
+		FROM generate_series(1, 2000) g`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []int
+	for rows.Next() {
+		var (
+			g    int
+			x, s string
+		)
+		if err := rows.Scan(&g, &x, &s); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, g)
+		if len(got) == 1 {
+			killBackends(t, app)
+		}
+	}
+	var pe *pgconn.PgError
+	if err := rows.Err(); !errors.As(err, &pe) || pe.Code != "57P01" {
+		t.Fatalf("rows.Err() = %v; want SQLSTATE 57P01", err)
+	}
+	for i, g := range got {
+		if g != i+1 {
+			t.Fatalf("row %d is %d; want %d (rows read again?)", i, g, i+1)
+		}
+	}
+	if len(got) >= 2000 {
+		t.Fatalf("read all %d rows; want the kill to end them", len(got))
+	}
+	if recs := log.take(); len(recs) != 0 {
+		t.Fatalf("logged %v; want no retry", recs)
+	}
+}
+
+// TestRerunRowsReplaced: rows read again from a new connection answer
+// for themselves: their command tag, their error, and Close.
+func TestRerunRowsReplaced(t *testing.T) {
+	baseURL(t)
+	db, app, log := openKillable(t, "pool_max_conns", "1")
+	const q = `SELECT g FROM generate_series(1, $1::int) g`
+	read := func() (pgconn.CommandTag, []int, error) {
+		rows, err := db.rerun.Query(t.Context(), q, 3)
+		if err != nil {
+			return pgconn.CommandTag{}, nil, err
+		}
+		defer rows.Close()
+		var got []int
+		for rows.Next() {
+			var g int
+			if err := rows.Scan(&g); err != nil {
+				return pgconn.CommandTag{}, nil, err
+			}
+			got = append(got, g)
+		}
+		return rows.CommandTag(), got, rows.Err()
+	}
+	if _, _, err := read(); err != nil { // prepares the statement
+		t.Fatal(err)
+	}
+	killBackends(t, app)
+	log.take()
+	tag, got, err := read()
+	if err != nil || fmt.Sprint(got) != "[1 2 3]" || tag.String() != "SELECT 3" {
+		t.Fatalf("rows after the session ended = %v, tag %q, %v; want [1 2 3], SELECT 3, nil", got, tag, err)
+	}
+	if recs := log.take(); len(recs) != 1 || attr(recs[0], "op") != "rows" {
+		t.Fatalf("logged %v; want one retry of rows", recs)
+	}
+	// The connection went back to the pool: the only one it has.
+	if _, _, err := read(); err != nil {
+		t.Fatalf("read after: %v", err)
+	}
+}

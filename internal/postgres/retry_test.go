@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -201,6 +202,16 @@ func TestBrokenConnection(t *testing.T) {
 			recs := log.take()
 			if len(recs) != 1 || recs[0].Level != slog.LevelDebug {
 				t.Fatalf("logged %d records (%v); want 1 at debug level", len(recs), recs)
+			}
+			// What failed and why; never the statement's arguments (the
+			// digest of a secret, an email).
+			var keys []string
+			recs[0].Attrs(func(a slog.Attr) bool {
+				keys = append(keys, a.Key)
+				return true
+			})
+			if fmt.Sprint(keys) != "[op err]" || strings.Contains(attr(recs[0], "err"), hex.EncodeToString(sec.Digest)) {
+				t.Fatalf("logged %q with attributes %v; want op and err, no argument", recs[0].Message, keys)
 			}
 		})
 	}

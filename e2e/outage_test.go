@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/keyward/keyward/client"
 )
 
@@ -385,5 +386,53 @@ func TestUsageSpoolDirChecked(t *testing.T) {
 	_, errOut, code := cli(t, "", st.env, append([]string{"serve", "--addr", "127.0.0.1:0", "--usage-spool-dir", filepath.Join(file, "spool")}, st.args...)...)
 	if code != 1 || !strings.Contains(errOut, "--usage-spool-dir: ") || !strings.Contains(errOut, "not a directory") {
 		t.Errorf("serve with an unusable spool dir: exit %d, %s", code, errOut)
+	}
+}
+
+// TestPostgresSessionsEnded ends every server session of a running node,
+// as a restart of PostgreSQL or a failover behind a proxy does: its next
+// reads answer from a new connection, not 503, and each retry is a debug
+// line in the node's log that holds no secret.
+func TestPostgresSessionsEnded(t *testing.T) {
+	ctx := ctxT(t)
+	st := postgresStore(t)
+	srv := startServer(t, st, "--log-level", "debug")
+	root := initRoot(t, st)
+	admin := newClient(t, srv.URL, root)
+	tok, err := admin.CreateToken(ctx, client.CreateTokenRequest{Name: "kept"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.GetToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := pgx.Connect(ctx, postgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = $1`, st.name).Scan(&n); err != nil || n == 0 {
+		t.Fatalf("terminated %d sessions of the node: %v", n, err)
+	}
+
+	got, err := admin.GetToken(ctx, tok.ID)
+	if err != nil || got.Name != "kept" {
+		t.Fatalf("GetToken after the sessions ended = %+v, %v; want the token", got, err)
+	}
+	const retry = `level=DEBUG msg="postgres: connection broken; retrying on a checked connection"`
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(srv.log.String(), retry) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node logged no retry:\n%s", srv.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, s := range []string{root, tok.Secret} {
+		if strings.Contains(srv.log.String(), s) {
+			t.Fatal("the node's log holds a token secret")
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/internal/storetest"
 )
@@ -554,5 +555,38 @@ func TestRerunRowsReplaced(t *testing.T) {
 	// The connection went back to the pool: the only one it has.
 	if _, _, err := read(); err != nil {
 		t.Fatalf("read after: %v", err)
+	}
+}
+
+// TestShouldPing: the pool pings a connection idle for over a second, as
+// pgxpool does, and any connection for a retry; not one just used, which
+// would cost every lookup a round trip.
+func TestShouldPing(t *testing.T) {
+	bg := context.Background()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		idle time.Duration
+		want bool
+	}{
+		{"JustUsed", bg, time.Millisecond, false},
+		{"IdleASecond", bg, time.Second, false},
+		{"IdleLonger", bg, time.Second + time.Millisecond, true},
+		{"Retry", checked(bg), 0, true},
+		{"RetryDerived", context.WithValue(checked(bg), struct{ k int }{1}, 1), 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := shouldPing(tt.ctx, pgxpool.ShouldPingParams{IdleDuration: tt.idle}); got != tt.want {
+				t.Errorf("shouldPing(idle %s) = %v, want %v", tt.idle, got, tt.want)
+			}
+		})
+	}
+	cfg, err := poolConfig("postgres://u@127.0.0.1:5432/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ShouldPing == nil || cfg.ShouldPing(bg, pgxpool.ShouldPingParams{}) || !cfg.ShouldPing(checked(bg), pgxpool.ShouldPingParams{}) {
+		t.Error("the pool's ShouldPing is not shouldPing")
 	}
 }

@@ -7,6 +7,7 @@ package verify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"net/netip"
@@ -53,7 +54,8 @@ type Config struct {
 	// LookupTimeout bounds a store lookup of a token the cache does not
 	// hold (default 2s), waiting for a pooled connection included: while
 	// the store hangs, such verifications fail (Result.Err) after it
-	// rather than queue behind one another for the store's own timeout.
+	// rather than queue behind one another for the store's own timeout;
+	// after LookupTrip such failures in a row, at once (see LookupRetry).
 	LookupTimeout time.Duration
 
 	// ChangeRetention is how long the store keeps the change feed
@@ -305,10 +307,16 @@ type Engine struct {
 
 	// lookupLog logs failed lookups as a run (see noteLookup);
 	// lookupFailing, set while a run goes on, spares each successful
-	// lookup the lock.
+	// lookup the lock. lookupFails counts the run; from LookupTrip on,
+	// lookups are skipped (see lookupSkipped) and answer lookupDown.
 	lookupMu      sync.Mutex
 	lookupLog     logfmt.Failures
 	lookupFailing atomic.Bool
+	lookupFails   int
+	lookupDown    error
+	// lookupProbe is, while lookups are skipped, the unix ns time at
+	// which one may next ask the store; 0 while they are not.
+	lookupProbe atomic.Int64
 }
 
 type secretEntry struct {
@@ -1074,21 +1082,73 @@ func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest, budge
 	if budgeted && !e.spendBudget() {
 		return nil, errBudgetSpent
 	}
+	if err := e.lookupSkipped(ctx); err != nil {
+		return nil, err
+	}
 	return e.lookupOnce(ctx, text, d, false, budgeted)
+}
+
+// LookupRetry and LookupTrip pace the lookups of tokens the cache does not
+// hold while the store fails. Once LookupTrip lookups in a row have failed
+// (not counting those whose caller gave up, and a token not found is an
+// answer, not a failure), a lookup fails at once, as the last one failed,
+// and one lookup each LookupRetry asks the store again; the first that
+// succeeds lets every lookup through again. A store that hangs (its host
+// unreachable, packets dropped) would otherwise hold every such
+// verification for the whole LookupTimeout, and pile them up under load.
+// LookupRetry is short, so that a token created once the store is back
+// verifies on every node within a second (PRODUCT §3).
+const (
+	LookupRetry = 500 * time.Millisecond
+	LookupTrip  = 3
+)
+
+// lookupSkipped returns the error a lookup answers without asking the
+// store, or nil when it may ask: lookups are not being skipped, or it is
+// the turn of this one, which holds the next turn LookupRetry away. A
+// single load while the store answers. A skipped lookup is logged as one
+// more failure of the run (see noteLookup), unless its caller gave up.
+func (e *Engine) lookupSkipped(ctx context.Context) error {
+	at := e.lookupProbe.Load()
+	if at == 0 {
+		return nil
+	}
+	now := e.now()
+	if ns := now.UnixNano(); ns >= at && e.lookupProbe.CompareAndSwap(at, ns+int64(LookupRetry)) {
+		return nil
+	}
+	e.lookupMu.Lock()
+	defer e.lookupMu.Unlock()
+	if e.lookupDown != nil && ctx.Err() == nil {
+		e.lookupLog.Report(e.log, now, e.lookupDown)
+	}
+	return e.lookupDown
 }
 
 // noteLookup records the outcome of a store lookup. While the store is
 // down every cache miss fails, hundreds a second under load, and each
 // failed request is in the access log and its caller's own line already:
 // the failures are logged as a run (its start, then once a minute with
-// their count, and its end), not one line each.
+// their count, and its end), not one line each. From LookupTrip failures
+// in a row on, lookups are skipped until one succeeds (see LookupRetry).
 func (e *Engine) noteLookup(err error) {
 	if err == nil && !e.lookupFailing.Load() {
 		return
 	}
 	e.lookupMu.Lock()
-	e.lookupLog.Report(e.log, e.now(), err)
+	now := e.now()
+	e.lookupLog.Report(e.log, now, err)
 	e.lookupFailing.Store(err != nil)
+	if err == nil {
+		e.lookupFails, e.lookupDown = 0, nil
+		e.lookupProbe.Store(0)
+	} else if e.lookupFails++; e.lookupFails >= LookupTrip {
+		e.lookupDown = fmt.Errorf("token lookups paused after %d failures in a row: %w", e.lookupFails, err)
+		// Only the first: lookups that began before and fail later (all
+		// of them, LookupTimeout on, while the store hangs) must not put
+		// the next turn off, which each turn taken sets.
+		e.lookupProbe.CompareAndSwap(0, now.Add(LookupRetry).UnixNano())
+	}
 	e.lookupMu.Unlock()
 }
 

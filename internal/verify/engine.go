@@ -1248,8 +1248,11 @@ func (e *Engine) spendBudget() bool {
 	defer e.budgetMu.Unlock()
 	now := e.now()
 	rate := float64(e.cfg.LookupBudget)
-	if !e.budgetAt.IsZero() {
-		e.budgetTokens = min(rate, e.budgetTokens+now.Sub(e.budgetAt).Seconds()*rate)
+	// The clock (Config.Now, the wall clock) may step back: that time
+	// adds nothing, rather than take away as much budget as it would
+	// have given, which would refuse lookups for as long as the step.
+	if d := now.Sub(e.budgetAt); !e.budgetAt.IsZero() && d > 0 {
+		e.budgetTokens = min(rate, e.budgetTokens+d.Seconds()*rate)
 	}
 	e.budgetAt = now
 	if e.budgetTokens < 1 {

@@ -473,6 +473,27 @@ func TestLookupBudget(t *testing.T) {
 	expect(t, e.verify(text2, ""), keyward.Valid)
 }
 
+// TestLookupBudgetClockBack: the wall clock steps back an hour. The
+// budget neither shrinks by an hour's worth, which would refuse every
+// lookup of an unknown token for that hour, nor grows.
+func TestLookupBudgetClockBack(t *testing.T) {
+	e := newEnv(t, verify.Config{LookupBudget: 2})
+	looked := func(want bool) {
+		t.Helper()
+		unknown, _ := secret.Generate("kw")
+		r := e.verify(unknown, "")
+		if r.Outcome != keyward.NotFound || r.Err != nil || r.Unlooked == want {
+			t.Fatalf("unknown token: %s, Err %v, Unlooked %v; want NOT_FOUND, looked up %v", r.Outcome, r.Err, r.Unlooked, want)
+		}
+	}
+	looked(true)
+	e.clock.Add(-time.Hour)
+	looked(true)
+	looked(false) // the budget of 2 is spent
+	e.clock.Add(time.Second)
+	looked(true)
+}
+
 // TestLookupBudgetKnownSecrets: a node that has not cached a real token
 // yet (just restarted) still looks it up while made-up tokens have spent
 // the budget, since it read the stored digests at start, also under a

@@ -1108,13 +1108,17 @@ const (
 // the turn of this one, which holds the next turn LookupRetry away. A
 // single load while the store answers. A skipped lookup is logged as one
 // more failure of the run (see noteLookup), unless its caller gave up.
+//
+// The turn is a wall-clock time (Config.Now), which can step back: a turn
+// more than LookupRetry ahead was set before such a step, and is taken at
+// once rather than pause lookups for as long as the clock stepped back.
 func (e *Engine) lookupSkipped(ctx context.Context) error {
 	at := e.lookupProbe.Load()
 	if at == 0 {
 		return nil
 	}
 	now := e.now()
-	if ns := now.UnixNano(); ns >= at && e.lookupProbe.CompareAndSwap(at, ns+int64(LookupRetry)) {
+	if ns := now.UnixNano(); (ns >= at || at-ns > int64(LookupRetry)) && e.lookupProbe.CompareAndSwap(at, ns+int64(LookupRetry)) {
 		return nil
 	}
 	e.lookupMu.Lock()

@@ -219,3 +219,29 @@ func TestLookupRetryLateFailure(t *testing.T) {
 	e.clock.Add(100 * time.Millisecond)
 	failsAt(t, s, eng.Verify(ctx, verify.Request{Token: text}), 2+trip)
 }
+
+// TestLookupRetryClockBack: the wall clock steps back an hour while lookups
+// are paused. The next turn, set before the step, is then an hour and
+// LookupRetry away: it is taken at once instead, and then each
+// LookupRetry on the clock as it now reads.
+func TestLookupRetryClockBack(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(&keyward.Token{})
+	eng, s := newOutageEngine(e)
+	ctx := context.Background()
+	s.set(true)
+	const trip = verify.LookupTrip
+	for i := 1; i <= trip; i++ {
+		failsAt(t, s, eng.Verify(ctx, verify.Request{Token: text}), i)
+	}
+	failsAt(t, s, eng.Verify(ctx, verify.Request{Token: text}), trip)
+	e.clock.Add(-time.Hour)
+	failsAt(t, s, eng.Verify(ctx, verify.Request{Token: text}), trip+1)
+	failsAt(t, s, eng.Verify(ctx, verify.Request{Token: text}), trip+1)
+	s.set(false)
+	e.clock.Add(verify.LookupRetry)
+	expect(t, eng.Verify(ctx, verify.Request{Token: text}), keyward.Valid)
+	if n := s.count(); n != trip+2 {
+		t.Fatalf("the store was asked %d times, want %d", n, trip+2)
+	}
+}

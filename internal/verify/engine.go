@@ -1169,6 +1169,9 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 		err = nil
 		for _, k := range e.cfg.Keys.Previous {
 			if budgeted && !e.spendBudget() {
+				// The store answered the lookup before: it works, which
+				// ends a pause of lookups (see LookupRetry).
+				e.noteLookup(nil)
 				return nil, errBudgetSpent
 			}
 			old := k.Digest(text)
@@ -1193,6 +1196,7 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 			// secret from a previous key to the current one between the
 			// two lookups. Where it now is, it must be found.
 			if budgeted && !e.spendBudget() {
+				e.noteLookup(nil) // as above
 				return nil, errBudgetSpent
 			}
 			sec, tok, err = e.cfg.Store.LookupSecret(ctx, d[:])

@@ -245,3 +245,41 @@ func TestLookupRetryClockBack(t *testing.T) {
 		t.Fatalf("the store was asked %d times, want %d", n, trip+2)
 	}
 }
+
+// TestLookupRetryProbeBudgetSpent: lookups are paused, the store is back,
+// and the lookup whose turn it is asks it under the current key, which
+// answers not found, then has no budget left to ask under the previous
+// key. The store answered: that ends the pause, rather than leave it on
+// while made-up tokens (which take most turns during a flood) spend the
+// budget.
+func TestLookupRetryProbeBudgetSpent(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	keys, err := secret.NewKeyring(secretB, secretA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &outageStore{Store: e.store}
+	eng := verify.New(verify.Config{Store: s, Keys: keys, Now: e.clock.Now, LookupTimeout: 20 * time.Millisecond, LookupBudget: 1})
+	ctx := context.Background()
+	unknown := func(unbudgeted bool) verify.Result {
+		text, err := secret.Generate("kw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return eng.Verify(ctx, verify.Request{Token: text, Unbudgeted: unbudgeted})
+	}
+	s.set(true)
+	for i := 1; i <= verify.LookupTrip; i++ {
+		failsAt(t, s, unknown(true), i)
+	}
+	failsAt(t, s, unknown(true), verify.LookupTrip)
+
+	s.set(false)
+	e.clock.Add(verify.LookupRetry)
+	if r := unknown(false); r.Outcome != keyward.NotFound || r.Err != nil || !r.Unlooked || s.count() != verify.LookupTrip+1 {
+		t.Fatalf("the turn's lookup: %s, Err %v, Unlooked %v, store asked %d times; want NOT_FOUND unlooked after asking once more", r.Outcome, r.Err, r.Unlooked, s.count())
+	}
+	if r := unknown(true); r.Outcome != keyward.NotFound || r.Err != nil || r.Unlooked {
+		t.Fatalf("the next lookup: %s, Err %v, Unlooked %v; want NOT_FOUND looked up: the store answered the turn's", r.Outcome, r.Err, r.Unlooked)
+	}
+}

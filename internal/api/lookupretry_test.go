@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,6 +55,15 @@ func TestVerifyLookupsPaused(t *testing.T) {
 			t.Fatalf("after verification %d the store was asked %d times, want %d", i, n, want)
 		}
 	}
+	// An operator sees the pause: the skipped lookups are counted apart
+	// from the store errors.
+	body := string(s.do("GET", "/metrics", "", nil).Body)
+	for _, want := range []string{"\nkeyward_token_lookups_skipped_total 3\n", "\nkeyward_store_errors_total 3\n"} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("/metrics lacks %q:\n%s", strings.TrimSpace(want), body)
+		}
+	}
+
 	// The store is back: a lookup asks it again once LookupRetry passed.
 	store.down.Store(false)
 	off.Add(int64(verify.LookupRetry))

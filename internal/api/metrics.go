@@ -184,6 +184,8 @@ func newMetrics(engine *verify.Engine, rec *usage.Recorder, version string, prob
 				func() float64 { return float64(engine.Stats().FlushErrors) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_store_errors_total", Help: "Token lookups and change-feed reads that failed (not lookups whose caller gave up first)."},
 				func() float64 { return float64(engine.Stats().StoreErrors) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyward_token_lookups_skipped_total", Help: "Lookups of tokens not in the cache that failed without asking the store, paused while it keeps failing."},
+				func() float64 { return float64(engine.Stats().LookupsSkipped) }),
 		)
 	}
 	for _, p := range probes {

@@ -304,6 +304,9 @@ type Engine struct {
 	evictions   atomic.Uint64
 	flushErrors atomic.Uint64
 	storeErrors atomic.Uint64 // failed lookups and feed reads
+	// lookupsSkipped counts lookups answered without asking the store
+	// while it kept failing (see lookupSkipped).
+	lookupsSkipped atomic.Uint64
 
 	// lookupLog logs failed lookups as a run (see noteLookup);
 	// lookupFailing, set while a run goes on, spares each successful
@@ -589,10 +592,14 @@ func (e *Engine) CacheStats() (hits, misses uint64, size int) {
 
 // Stats are counters of the engine's work, for metrics.
 type Stats struct {
-	Evictions    uint64 // tokens dropped from a full cache
-	FlushErrors  uint64 // usage flushes that failed (their usage is kept and retried)
-	StoreErrors  uint64 // token lookups and change-feed reads that failed
-	UsagePending int    // tokens and periods with usage not yet flushed
+	Evictions   uint64 // tokens dropped from a full cache
+	FlushErrors uint64 // usage flushes that failed (their usage is kept and retried)
+	StoreErrors uint64 // token lookups and change-feed reads that failed
+	// LookupsSkipped are lookups that failed without asking the store,
+	// paused after LookupTrip failures in a row (see LookupRetry); not
+	// in StoreErrors.
+	LookupsSkipped uint64
+	UsagePending   int // tokens and periods with usage not yet flushed
 }
 
 // Stats returns the engine's counters.
@@ -603,7 +610,7 @@ func (e *Engine) Stats() Stats {
 		pending += len(e.sent.usage)
 	}
 	e.dirtyMu.Unlock()
-	return Stats{Evictions: e.evictions.Load(), FlushErrors: e.flushErrors.Load(), StoreErrors: e.storeErrors.Load(), UsagePending: pending}
+	return Stats{Evictions: e.evictions.Load(), FlushErrors: e.flushErrors.Load(), StoreErrors: e.storeErrors.Load(), LookupsSkipped: e.lookupsSkipped.Load(), UsagePending: pending}
 }
 
 // LastUse returns the newest VALID use of a token seen by this node since
@@ -1124,6 +1131,7 @@ func (e *Engine) lookupSkipped(ctx context.Context) error {
 	e.lookupMu.Lock()
 	defer e.lookupMu.Unlock()
 	if e.lookupDown != nil && ctx.Err() == nil {
+		e.lookupsSkipped.Add(1)
 		e.lookupLog.Report(e.log, now, e.lookupDown)
 	}
 	return e.lookupDown

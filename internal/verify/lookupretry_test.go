@@ -87,6 +87,9 @@ func TestLookupRetry(t *testing.T) {
 	for range 5 {
 		failsAt(t, s, v(text1), trip)
 	}
+	if st := eng.Stats(); st.LookupsSkipped != 5 || st.StoreErrors != trip {
+		t.Fatalf("LookupsSkipped %d, StoreErrors %d; want 5 and %d", st.LookupsSkipped, st.StoreErrors, trip)
+	}
 	e.clock.Add(verify.LookupRetry - time.Millisecond)
 	failsAt(t, s, v(text2), trip)
 

@@ -320,6 +320,10 @@ type Engine struct {
 	// lookupProbe is, while lookups are skipped, the unix ns time at
 	// which one may next ask the store; 0 while they are not.
 	lookupProbe atomic.Int64
+	// lookupOK counts the successes that ended a run of failures; a
+	// lookup that began before the last of them tells nothing newer of
+	// the store when it fails (see noteLookup).
+	lookupOK atomic.Uint64
 }
 
 type secretEntry struct {
@@ -1143,15 +1147,29 @@ func (e *Engine) lookupSkipped(ctx context.Context) error {
 // the failures are logged as a run (its start, then once a minute with
 // their count, and its end), not one line each. From LookupTrip failures
 // in a row on, lookups are skipped until one succeeds (see LookupRetry).
-func (e *Engine) noteLookup(err error) {
+//
+// began is e.lookupOK as the lookup began. A failure of a lookup that
+// began before the store was last seen answering again is not noted: it
+// hung on the store as it was (lookups held on connections to a host that
+// went away fail only after their timeout, well after the host is back),
+// and those, LookupTrip of them in a row, would pause lookups again just
+// after a success let them through.
+func (e *Engine) noteLookup(err error, began uint64) {
 	if err == nil && !e.lookupFailing.Load() {
 		return
 	}
 	e.lookupMu.Lock()
+	if err != nil && began != e.lookupOK.Load() {
+		e.lookupMu.Unlock()
+		return
+	}
 	now := e.now()
 	e.lookupLog.Report(e.log, now, err)
 	e.lookupFailing.Store(err != nil)
 	if err == nil {
+		if e.lookupFails > 0 {
+			e.lookupOK.Add(1)
+		}
 		e.lookupFails, e.lookupDown = 0, nil
 		e.lookupProbe.Store(0)
 	} else if e.lookupFails++; e.lookupFails >= LookupTrip {
@@ -1171,6 +1189,7 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.LookupTimeout)
 	defer cancel()
+	began := e.lookupOK.Load()
 	gen := e.refreshes.Load()
 	sec, tok, err := e.cfg.Store.LookupSecret(ctx, d[:])
 	if keyward.ErrorCode(err) == keyward.ENOTFOUND {
@@ -1179,7 +1198,7 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 			if budgeted && !e.spendBudget() {
 				// The store answered the lookup before: it works, which
 				// ends a pause of lookups (see LookupRetry).
-				e.noteLookup(nil)
+				e.noteLookup(nil, began)
 				return nil, errBudgetSpent
 			}
 			old := k.Digest(text)
@@ -1204,7 +1223,7 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 			// secret from a previous key to the current one between the
 			// two lookups. Where it now is, it must be found.
 			if budgeted && !e.spendBudget() {
-				e.noteLookup(nil) // as above
+				e.noteLookup(nil, began) // as above
 				return nil, errBudgetSpent
 			}
 			sec, tok, err = e.cfg.Store.LookupSecret(ctx, d[:])
@@ -1219,11 +1238,11 @@ func (e *Engine) lookupOnce(ctx context.Context, text string, d secret.Digest, a
 		// which would otherwise rise with clients that hang up.
 		if caller.Err() == nil {
 			e.storeErrors.Add(1)
-			e.noteLookup(err)
+			e.noteLookup(err, began)
 		}
 		return nil, err
 	}
-	e.noteLookup(nil)
+	e.noteLookup(nil, began)
 	if tok == nil {
 		return nil, nil
 	}

@@ -286,3 +286,79 @@ func TestLookupRetryProbeBudgetSpent(t *testing.T) {
 		t.Fatalf("the next lookup: %s, Err %v, Unlooked %v; want NOT_FOUND looked up: the store answered the turn's", r.Outcome, r.Err, r.Unlooked)
 	}
 }
+
+// heldStore is a store whose secret lookups fail at once while fail is
+// set, and, while hold is set, wait for release and then fail: lookups
+// held on connections to a host that went away, which end in an error
+// only after the host is back.
+type heldStore struct {
+	keyward.Store
+	mu         sync.Mutex
+	calls      int
+	fail, hold bool
+	release    chan struct{}
+	asked      chan struct{}
+}
+
+var errGone = errors.New("connection reset by peer")
+
+func (s *heldStore) LookupSecret(ctx context.Context, digest []byte) (*keyward.Secret, *keyward.Token, error) {
+	s.mu.Lock()
+	s.calls++
+	fail, hold := s.fail, s.hold
+	s.mu.Unlock()
+	switch {
+	case fail:
+		return nil, nil, errGone
+	case hold:
+		s.asked <- struct{}{}
+		<-s.release
+		return nil, nil, errGone
+	}
+	return s.Store.LookupSecret(ctx, digest)
+}
+
+func (s *heldStore) set(fail, hold bool) { s.mu.Lock(); s.fail, s.hold = fail, hold; s.mu.Unlock() }
+func (s *heldStore) count() int          { s.mu.Lock(); defer s.mu.Unlock(); return s.calls }
+
+// TestLookupRetryStaleFailures: lookups are paused; the turns' lookups
+// hang on a host that went away; the store is back and the next turn's
+// lookup succeeds, which lets every lookup through. The hung lookups then
+// fail, LookupTrip of them in a row: they began before the store was seen
+// answering, and tell nothing newer, so they do not pause lookups again.
+func TestLookupRetryStaleFailures(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(&keyward.Token{})
+	_, other := e.create(&keyward.Token{})
+	s := &heldStore{Store: e.store, release: make(chan struct{}), asked: make(chan struct{}, verify.LookupTrip)}
+	eng := verify.New(verify.Config{Store: s, Keys: e.keys, Now: e.clock.Now, LookupTimeout: time.Minute})
+	ctx := context.Background()
+	v := func(text string) verify.Result { return eng.Verify(ctx, verify.Request{Token: text}) }
+	const trip = verify.LookupTrip
+	s.set(true, false)
+	for range trip {
+		if r := v(text); !errors.Is(r.Err, errGone) {
+			t.Fatalf("store failing: %s, Err %v", r.Outcome, r.Err)
+		}
+	}
+	s.set(false, true)
+	held := make(chan verify.Result, trip)
+	for range trip {
+		e.clock.Add(verify.LookupRetry)
+		go func() { held <- v(text) }()
+		<-s.asked
+	}
+	s.set(false, false)
+	e.clock.Add(verify.LookupRetry)
+	expect(t, v(text), keyward.Valid)
+	close(s.release)
+	for range trip {
+		if r := <-held; !errors.Is(r.Err, errGone) {
+			t.Fatalf("a held lookup: %s, Err %v", r.Outcome, r.Err)
+		}
+	}
+	calls := s.count()
+	if r := v(other); r.Outcome != keyward.Valid || s.count() != calls+1 {
+		t.Fatalf("after the held lookups failed: %s, Err %v, store asked %d more times; want VALID, asked once", r.Outcome, r.Err, s.count()-calls)
+	}
+}

@@ -1104,7 +1104,8 @@ func (e *Engine) lookup(ctx context.Context, text string, d secret.Digest, budge
 // (not counting those whose caller gave up, and a token not found is an
 // answer, not a failure), a lookup fails at once, as the last one failed,
 // and one lookup each LookupRetry asks the store again; the first that
-// succeeds lets every lookup through again. A store that hangs (its host
+// succeeds, or a read of the change feed (Sync) that does, lets every
+// lookup through again. A store that hangs (its host
 // unreachable, packets dropped) would otherwise hold every such
 // verification for the whole LookupTimeout, and pile them up under load.
 // LookupRetry is short, so that a token created once the store is back
@@ -1544,6 +1545,11 @@ func (e *Engine) Sync(ctx context.Context) error {
 	err := e.sync(ctx)
 	if err == nil {
 		e.syncedAt.Store(e.now().UnixNano())
+		if e.lookupProbe.Load() != 0 {
+			// The store answered a read: lookups need not wait for
+			// their next turn, nor for traffic to take it, to find so.
+			e.noteLookup(nil, 0)
+		}
 	}
 	return err
 }

@@ -362,3 +362,35 @@ func TestLookupRetryStaleFailures(t *testing.T) {
 		t.Fatalf("after the held lookups failed: %s, Err %v, store asked %d more times; want VALID, asked once", r.Outcome, r.Err, s.count()-calls)
 	}
 }
+
+// TestLookupRetryEndedBySync: a read of the change feed that succeeds
+// ends a pause at once, without waiting for the next turn, or for a
+// lookup to take it.
+func TestLookupRetryEndedBySync(t *testing.T) {
+	e := newEnv(t, verify.Config{})
+	_, text := e.create(&keyward.Token{})
+	eng, s := newOutageEngine(e)
+	ctx := context.Background()
+	v := func(text string) verify.Result { return eng.Verify(ctx, verify.Request{Token: text}) }
+	s.set(true)
+	const trip = verify.LookupTrip
+	for i := 1; i <= trip; i++ {
+		failsAt(t, s, v(text), i)
+	}
+	failsAt(t, s, v(text), trip) // paused: the store is not asked
+
+	// The store is back; its change feed answers before the next turn.
+	s.set(false)
+	if err := eng.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A token the feed's read did not bring into the cache: only a
+	// lookup finds it.
+	_, later := e.create(&keyward.Token{})
+	if r := v(later); r.Outcome != keyward.Valid || r.Err != nil {
+		t.Fatalf("after a good read of the feed: %s, Err %v; want VALID", r.Outcome, r.Err)
+	}
+	if n := s.count(); n != trip+1 {
+		t.Fatalf("the store was asked %d times, want %d", n, trip+1)
+	}
+}

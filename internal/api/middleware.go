@@ -116,18 +116,11 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		// A response cut short (http.ErrAbortHandler, which recoverPanics
-		// lets through to net/http) gets its line too, with the status
-		// recoverPanics recorded, on its way out.
-		finished := false
-		defer func() {
-			if !finished {
-				s.logRequest(r, sw.status, start)
-			}
-		}()
+		// Deferred, so that a response cut short (http.ErrAbortHandler,
+		// which recoverPanics lets through to net/http) gets its line too,
+		// with the status recoverPanics recorded.
+		defer func() { s.logRequest(r, sw.status, start) }()
 		next.ServeHTTP(sw, r)
-		finished = true
-		s.logRequest(r, sw.status, start)
 	})
 }
 

@@ -910,7 +910,7 @@ func credential(r *http.Request, tokenHeader string) string {
 		return t
 	}
 	if tokenHeader != "" {
-		return strings.Trim(r.Header.Get(tokenHeader), " \t")
+		return trimOWS(r.Header.Get(tokenHeader))
 	}
 	return ""
 }
@@ -921,7 +921,7 @@ func credential(r *http.Request, tokenHeader string) string {
 // upstream might read the other.
 func bearerAndHeader(r *http.Request, tokenHeader string) bool {
 	_, bearer := secret.Bearer(r.Header.Get("Authorization"))
-	return bearer && strings.Trim(r.Header.Get(tokenHeader), " \t") != ""
+	return bearer && trimOWS(r.Header.Get(tokenHeader)) != ""
 }
 
 // remoteAddr returns the address of r's connection, and its text when the

@@ -6,8 +6,9 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/keyward/keyward"
 )
 
 // Token states as the API reports them.
@@ -37,18 +38,10 @@ const CodeValid = "VALID"
 // string such as "1m" or "24h", as the API writes it.
 type Duration time.Duration
 
-// String returns the duration in Go syntax without zero minutes or seconds
-// after a larger unit: "1m", "24h", "1h30m", "1m30s".
-func (d Duration) String() string {
-	s := time.Duration(d).String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
+// String returns the duration as the API writes it (keyward.Duration): Go
+// syntax without zero minutes or seconds after a larger unit, "1m",
+// "24h", "1h30m", "1m30s".
+func (d Duration) String() string { return keyward.Duration(d).String() }
 
 // MarshalJSON implements json.Marshaler.
 func (d Duration) MarshalJSON() ([]byte, error) {
